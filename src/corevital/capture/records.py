@@ -1,0 +1,122 @@
+"""Host-side results of capture: numpy arrays and plain values, no torch.
+
+This is what ``capture`` hands to ``analysis`` and ``report``. Per-step statistics of one
+sequence are the :mod:`corevital.metrics.types` dataclasses whose fields are numpy arrays with a
+leading step axis: ``[T]`` for logits, ``[T, L]`` for per-layer values, ``[T, L, H]`` per head.
+Encoder summaries have a leading layer axis ``[L_enc]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from corevital.capture.capabilities import ModelCapabilities
+
+# Field types below are the metrics dataclasses holding numpy arrays; they are typed as Any here
+# because the same classes hold device tensors inside capture.
+Stats = Any
+
+
+@dataclass(frozen=True)
+class CaptureWarning:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    text: str  # what the user asked
+    model_text: str  # what the model read (chat template applied, if any)
+    token_ids: list[int]
+    chat_template_applied: bool
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    hf_id: str
+    revision: str | None
+    source: str  # hub | local | gguf
+    gguf_file: str | None
+    dtype: str
+    device: str
+    quantization: str | None
+    capabilities: ModelCapabilities
+
+
+@dataclass(frozen=True)
+class GenerationRecord:
+    """The decoding settings actually used."""
+
+    do_sample: bool
+    temperature: float | None
+    top_k: int | None
+    top_p: float | None
+    num_beams: int
+    early_stopping: bool
+    max_new_tokens: int
+    seed: int
+
+
+@dataclass
+class SequenceCapture:
+    """Everything observed while one sequence was generated."""
+
+    batch_index: int
+    batch_size: int
+    prompt: PromptRecord
+    generated_token_ids: list[int]
+    generated_text: str
+    finish_reason: str  # eos | length | stopped_by_callback | stop_string
+    logits: Stats  # LogitStats, arrays [T] / [T, k]
+    chosen: Stats  # ChosenTokenStats, arrays [T]
+    hidden: Stats | None = None  # HiddenStats, arrays [T, L]
+    attention: Stats | None = None  # AttentionStats, arrays [T, L]
+    cross_attention: Stats | None = None  # AttentionStats, arrays [T, L] (encoder-decoder)
+    encoder_hidden: Stats | None = None  # HiddenStats, arrays [L_enc]
+    encoder_attention: Stats | None = None  # AttentionStats, arrays [L_enc]
+    token_texts: dict[int, str] = field(default_factory=dict)  # every token id the report names
+    warnings: list[CaptureWarning] = field(default_factory=list)
+    stopped_at_step: int | None = None
+    stop_reason: str | None = None
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.generated_token_ids)
+
+
+@dataclass
+class RunCapture:
+    model: ModelRecord
+    generation: GenerationRecord
+    capture_mode: str
+    entropy_mode: str
+    sequences: list[SequenceCapture]
+    elapsed_ms: float
+    started_at_utc: str
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """One decoding step of a whole batch, on the host, as a live callback sees it.
+
+    ``logits``/``chosen`` arrays are ``[B]``; ``hidden``/``attention`` are ``[L, B]`` or None.
+    ``finished`` marks sequences that had already ended before this step (their values are
+    padding and should be ignored).
+    """
+
+    step: int
+    token_ids: np.ndarray
+    finished: np.ndarray
+    logits: Stats
+    chosen: Stats
+    hidden: Stats | None
+    attention: Stats | None
+    cross_attention: Stats | None
+
+
+# A live per-step callback: return True (stop all), a [B] bool array (stop those), or None/False.
+StepCallback = Callable[[StepEvent], "bool | np.ndarray | None"]

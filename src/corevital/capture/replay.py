@@ -1,0 +1,126 @@
+"""Teacher-forced capture: the statistics of a known sequence from one forward pass.
+
+Feeding prompt + generated tokens through the model once gives, at each generated position, the
+same logits, hidden states and attention rows that incremental decoding produced for that token
+(up to floating-point reordering). Used for beam search, whose hypotheses are reordered at every
+step, so that the report follows exactly the beam that was returned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+from corevital.capture.assemble import reduce_rows, series
+from corevital.capture.attention_tap import AttentionTap
+from corevital.capture.loading import LoadedModel
+from corevital.capture.observer import SKETCH_SEED, CaptureOptions
+from corevital.capture.records import PromptRecord, SequenceCapture
+from corevital.capture.registry import AttentionSite, SiteKind
+from corevital.metrics.attention import summarize_attention
+from corevital.metrics.hidden import make_sketch_matrix, summarize_hidden
+from corevital.metrics.logits import summarize_logits, token_surprisal
+from corevital.metrics.transfer import to_host
+from corevital.metrics.types import ChosenTokenStats
+
+
+def _steps_first(stats: Any) -> Any:
+    """[L, T, ...] arrays to [T, L, ...], the layout of a sequence's series."""
+    if stats is None:
+        return None
+    values = {}
+    for f in dataclasses.fields(stats):
+        value = getattr(stats, f.name)
+        values[f.name] = None if value is None else np.swapaxes(np.asarray(value), 0, 1)
+    return type(stats)(**values)
+
+
+def replay_sequence(
+    loaded: LoadedModel,
+    prompt: PromptRecord,
+    token_ids: list[int],
+    options: CaptureOptions,
+    sites: list[AttentionSite],
+) -> SequenceCapture:
+    model, caps = loaded.model, loaded.capabilities
+    device = loaded.device
+    steps = len(token_ids)
+    prompt_ids = torch.tensor([prompt.token_ids], device=device)
+    if caps.is_encoder_decoder:
+        start = model.generation_config.decoder_start_token_id
+        if start is None:
+            start = model.config.decoder_start_token_id
+        decoder = torch.tensor([[int(start), *token_ids[:-1]]], device=device)
+        kwargs: dict[str, Any] = {"input_ids": prompt_ids, "decoder_input_ids": decoder}
+        rows = slice(0, steps)
+    else:
+        full = torch.tensor([[*prompt.token_ids, *token_ids[:-1]]], device=device)
+        kwargs = {"input_ids": full}
+        first = len(prompt.token_ids) - 1
+        rows = slice(first, first + steps)
+    tap = None
+    if options.observe_attention and caps.attention_available:
+        tap = AttentionTap(sites, num_layers=caps.num_layers, num_encoder_layers=caps.num_encoder_layers or 0)
+        tap.observe_rows(rows)
+    sketch = (
+        make_sketch_matrix(caps.hidden_size, options.sketch_dim, seed=SKETCH_SEED, device=device)
+        if options.sketch_dim > 0
+        else None
+    )
+    with torch.no_grad():
+        if tap is not None:
+            with tap.installed(model):
+                tap.begin_forward()
+                out = model(**kwargs, output_hidden_states=True)
+                self_rows = tap.collected(SiteKind.SELF)
+                cross_rows = tap.collected(SiteKind.CROSS)
+        else:
+            out = model(**kwargs, output_hidden_states=True)
+            self_rows = cross_rows = None
+        logits = out.logits[0, rows]
+        lstats = summarize_logits(
+            logits, topk=options.topk, mass_k=options.mass_k, entropy_mode=options.entropy_mode
+        )
+        chosen_ids = torch.tensor(token_ids, device=device)
+        chosen = ChosenTokenStats(
+            chosen_ids, token_surprisal(logits, lstats.log_normalizer, chosen_ids), None, None
+        )
+        states = out.decoder_hidden_states if caps.is_encoder_decoder else out.hidden_states
+        hidden = summarize_hidden(
+            torch.stack(states[1:])[:, 0, rows], clip_value=options.clip_value, sketch_matrix=sketch
+        )
+        attention = cross = None
+        if self_rows is not None:
+            attention = summarize_attention(self_rows[0][:, 0], self_rows[1][:, 0], causal=True)
+        if cross_rows is not None:
+            cross = summarize_attention(cross_rows[0][:, 0], cross_rows[1][:, 0], causal=False)
+        encoder_hidden = None
+        if caps.is_encoder_decoder and out.encoder_hidden_states is not None:
+            encoder_hidden = summarize_hidden(
+                torch.stack(out.encoder_hidden_states[1:])[:, 0], clip_value=options.clip_value
+            )
+    host = to_host((lstats, chosen, hidden, attention, cross, encoder_hidden))
+    h_logits, h_chosen, h_hidden, h_attention, h_cross, h_encoder = host
+    capture = SequenceCapture(
+        batch_index=0,
+        batch_size=1,
+        prompt=prompt,
+        generated_token_ids=list(token_ids),
+        generated_text="",
+        finish_reason="length",
+        logits=h_logits,
+        chosen=h_chosen,
+        hidden=_steps_first(h_hidden),
+        attention=_steps_first(h_attention),
+        cross_attention=_steps_first(h_cross),
+    )
+    if h_encoder is not None:
+        every_token = np.ones(len(prompt.token_ids), dtype=bool)
+        capture.encoder_hidden = reduce_rows(h_encoder, every_token, axis=1)
+        if tap is not None and all(s is not None for s in tap.encoder_stats):
+            per_layer = [reduce_rows(to_host(s), every_token, axis=1) for s in tap.encoder_stats]
+            capture.encoder_attention = series(per_layer, 0, axis=0)
+    return capture

@@ -1,0 +1,287 @@
+"""Instrumented generation: prompts in, one :class:`SequenceCapture` per prompt out.
+
+Greedy decoding and sampling are observed live, step by step (:mod:`.observer`). Beam search
+reorders its hypotheses at every step, so the statistics of the beam that is finally returned are
+obtained by one teacher-forced pass over that sequence (:mod:`.replay`), which computes exactly
+the values the returned beam had at each step.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import torch
+
+from corevital.capture.assemble import generated_length, reduce_rows, series
+from corevital.capture.loading import LoadedModel
+from corevital.capture.observer import CaptureOptions, StepObserver
+from corevital.capture.prompts import PreparedBatch, check_token_budget, prepare_batch
+from corevital.capture.records import (
+    CaptureWarning,
+    GenerationRecord,
+    ModelRecord,
+    RunCapture,
+    SequenceCapture,
+    StepCallback,
+)
+from corevital.capture.registry import find_attention_sites
+from corevital.capture.replay import replay_sequence
+from corevital.errors import CaptureError, CoreVitalError
+
+log = logging.getLogger(__name__)
+
+
+def generation_record(settings: Any) -> GenerationRecord:
+    sample = settings.temperature > 0
+    return GenerationRecord(
+        do_sample=sample,
+        temperature=settings.temperature if sample else None,
+        top_k=settings.top_k if sample else None,
+        top_p=settings.top_p if sample else None,
+        num_beams=settings.num_beams,
+        early_stopping=settings.early_stopping,
+        max_new_tokens=settings.max_new_tokens,
+        seed=settings.seed,
+    )
+
+
+def capture_options(settings: Any, gen: GenerationRecord) -> CaptureOptions:
+    changes = gen.do_sample and (
+        gen.temperature != 1.0 or (gen.top_k or 0) > 0 or (gen.top_p is not None and gen.top_p < 1.0)
+    )
+    return CaptureOptions(
+        mode=settings.capture,
+        entropy_mode=settings.entropy_mode,
+        topk=settings.topk,
+        mass_k=settings.topk_mass_k,
+        clip_value=settings.hidden_clip_value,
+        sketch_dim=settings.sketch_dim,
+        sampling_changes_distribution=changes,
+    )
+
+
+def eos_ids(loaded: LoadedModel) -> tuple[int, ...]:
+    found: set[int] = set()
+    for source in (loaded.model.generation_config, loaded.tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            found.add(value)
+        elif isinstance(value, list | tuple):
+            found.update(int(v) for v in value)
+    return tuple(sorted(found))
+
+
+def _generate_kwargs(loaded: LoadedModel, gen: GenerationRecord) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": gen.max_new_tokens,
+        "do_sample": gen.do_sample,
+        "num_beams": gen.num_beams,
+        "pad_token_id": loaded.tokenizer.pad_token_id,
+        "eos_token_id": list(eos_ids(loaded)) or None,
+    }
+    if gen.num_beams > 1:
+        kwargs["early_stopping"] = gen.early_stopping
+    if gen.do_sample:
+        kwargs.update(temperature=gen.temperature, top_k=gen.top_k or None, top_p=gen.top_p)
+    else:
+        # Greedy must be greedy whatever the model's generation_config says.
+        kwargs.update(temperature=None, top_k=None, top_p=None)
+    return kwargs
+
+
+def model_record(loaded: LoadedModel) -> ModelRecord:
+    return ModelRecord(
+        hf_id=loaded.resolved.hf_id,
+        revision=loaded.revision,
+        source=loaded.resolved.source,
+        gguf_file=loaded.resolved.gguf_file,
+        dtype=loaded.dtype_name,
+        device=str(loaded.device),
+        quantization=loaded.quantization,
+        capabilities=loaded.capabilities,
+    )
+
+
+def capture_prompts(
+    loaded: LoadedModel,
+    texts: list[str],
+    settings: Any,
+    *,
+    callback: StepCallback | None = None,
+) -> RunCapture:
+    """Generate for every prompt (``settings.batch_size`` per ``generate()`` call) and observe it."""
+    gen = generation_record(settings)
+    options = capture_options(settings, gen)
+    started = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    t0 = time.perf_counter()
+    sequences: list[SequenceCapture] = []
+    for start in range(0, len(texts), settings.batch_size):
+        chunk = texts[start : start + settings.batch_size]
+        sequences.extend(
+            capture_batch(loaded, chunk, settings, gen, options, first_index=start, callback=callback)
+        )
+    return RunCapture(
+        model=model_record(loaded),
+        generation=gen,
+        capture_mode=options.mode,
+        entropy_mode=options.entropy_mode,
+        sequences=sequences,
+        elapsed_ms=(time.perf_counter() - t0) * 1000.0,
+        started_at_utc=started,
+    )
+
+
+def capture_batch(
+    loaded: LoadedModel,
+    texts: list[str],
+    settings: Any,
+    gen: GenerationRecord,
+    options: CaptureOptions,
+    *,
+    first_index: int = 0,
+    callback: StepCallback | None = None,
+) -> list[SequenceCapture]:
+    caps = loaded.capabilities
+    batch = prepare_batch(
+        loaded.tokenizer,
+        texts,
+        chat_template=settings.chat_template,
+        device=loaded.device,
+        is_encoder_decoder=caps.is_encoder_decoder,
+    )
+    check_token_budget(
+        0 if caps.is_encoder_decoder else batch.padded_length, gen.max_new_tokens, caps.context_length
+    )
+    kwargs = _generate_kwargs(loaded, gen)
+    torch.manual_seed(gen.seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(gen.seed)
+    sites = find_attention_sites(loaded.model, caps)
+    if gen.num_beams > 1:
+        return _beam_search(loaded, batch, kwargs, options, sites, first_index)
+    observer = StepObserver(
+        loaded.model, caps, sites, options, callback=callback, eos_token_ids=eos_ids(loaded)
+    )
+    try:
+        with torch.no_grad(), observer.installed() as (processors, criteria):
+            output = loaded.model.generate(
+                input_ids=batch.input_ids,
+                attention_mask=batch.attention_mask,
+                logits_processor=processors,
+                stopping_criteria=criteria,
+                **kwargs,
+            )
+    except CoreVitalError:
+        raise
+    except (RuntimeError, ValueError) as exc:
+        raise CaptureError(f"generation failed: {str(exc).splitlines()[0]}") from exc
+    observer.finalize_encoder()
+    return _split(loaded, batch, output, observer, first_index)
+
+
+def _generated_part(loaded: LoadedModel, batch: PreparedBatch, output: torch.Tensor) -> np.ndarray:
+    ids = output.detach().to("cpu").numpy()
+    if loaded.capabilities.is_encoder_decoder:
+        return ids[:, 1:]  # drop the decoder start token
+    return ids[:, batch.padded_length :]
+
+
+def _split(
+    loaded: LoadedModel, batch: PreparedBatch, output: torch.Tensor, observer: StepObserver, first_index: int
+) -> list[SequenceCapture]:
+    generated = _generated_part(loaded, batch, output)
+    steps = observer.host_steps
+    eos = eos_ids(loaded)
+    results = []
+    for b, prompt in enumerate(batch.prompts):
+        length, ended_on_eos = generated_length(generated[b], eos)
+        length = min(length, len(steps))
+        stop_step = observer.stop_steps.get(b)
+        finish = "eos" if ended_on_eos else "length"
+        if stop_step is not None and stop_step + 1 <= length:
+            length, finish = stop_step + 1, "stopped_by_callback"
+        mine = steps[:length]
+        token_ids = [int(t) for t in generated[b, :length]]
+        logits = series([s.logits for s in mine], b, axis=0)
+        capture = SequenceCapture(
+            batch_index=first_index + b,
+            batch_size=len(batch.prompts),
+            prompt=prompt,
+            generated_token_ids=token_ids,
+            generated_text=loaded.tokenizer.decode(token_ids, skip_special_tokens=True),
+            finish_reason=finish,
+            logits=logits,
+            chosen=series([s.chosen for s in mine], b, axis=0),
+            hidden=series([s.hidden for s in mine], b, axis=1),
+            attention=series([s.attention for s in mine], b, axis=1),
+            cross_attention=series([s.cross_attention for s in mine], b, axis=1),
+            warnings=list(observer.warnings),
+            stopped_at_step=stop_step if finish == "stopped_by_callback" else None,
+            stop_reason="step callback" if finish == "stopped_by_callback" else None,
+        )
+        _attach_encoder(capture, observer, b)
+        capture.token_texts = token_texts(loaded.tokenizer, capture)
+        results.append(capture)
+    return results
+
+
+def _attach_encoder(capture: SequenceCapture, observer: StepObserver, b: int) -> None:
+    mask = observer.encoder_mask_host
+    if observer.encoder_hidden_host is None or mask is None:
+        return
+    batch, length = mask.shape
+    rows = np.zeros(batch * length, dtype=bool)
+    rows[b * length : (b + 1) * length] = mask[b]
+    capture.encoder_hidden = reduce_rows(observer.encoder_hidden_host, rows, axis=1)
+    per_layer = observer.encoder_attention_host
+    if per_layer and all(s is not None for s in per_layer):
+        reduced = [reduce_rows(s, rows, axis=1) for s in per_layer]
+        capture.encoder_attention = series(reduced, 0, axis=0)
+
+
+def token_texts(tokenizer: Any, capture: SequenceCapture) -> dict[int, str]:
+    ids = set(capture.generated_token_ids)
+    if capture.logits is not None:
+        ids.update(int(i) for i in np.asarray(capture.logits.topk_ids).reshape(-1).tolist())
+    return {i: tokenizer.decode([i]) for i in sorted(ids)}
+
+
+def _beam_search(
+    loaded: LoadedModel,
+    batch: PreparedBatch,
+    kwargs: dict[str, Any],
+    options: CaptureOptions,
+    sites: list[Any],
+    first_index: int,
+) -> list[SequenceCapture]:
+    try:
+        with torch.no_grad():
+            output = loaded.model.generate(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs
+            )
+    except (RuntimeError, ValueError) as exc:
+        raise CaptureError(f"beam search failed: {str(exc).splitlines()[0]}") from exc
+    generated = _generated_part(loaded, batch, output)
+    eos = eos_ids(loaded)
+    results = []
+    for b, prompt in enumerate(batch.prompts):
+        length, ended_on_eos = generated_length(generated[b], eos)
+        token_ids = [int(t) for t in generated[b, :length]]
+        capture = replay_sequence(loaded, prompt, token_ids, options, sites)
+        capture.batch_index = first_index + b
+        capture.batch_size = len(batch.prompts)
+        capture.generated_text = loaded.tokenizer.decode(token_ids, skip_special_tokens=True)
+        capture.finish_reason = "eos" if ended_on_eos else "length"
+        capture.warnings.append(
+            CaptureWarning(
+                "BEAM_SEARCH_REPLAYED",
+                "beam search: statistics of the returned beam were computed by one teacher-forced pass",
+            )
+        )
+        capture.token_texts = token_texts(loaded.tokenizer, capture)
+        results.append(capture)
+    return results

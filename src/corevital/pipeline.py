@@ -1,0 +1,183 @@
+"""The run pipeline: capture -> analysis -> report -> sinks, wired once for the CLI and the library.
+
+Torch is imported only when a model is loaded, so ``import corevital`` stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from corevital.analysis.flags import high_entropy_steps, numeric_faults
+from corevital.config import Settings
+from corevital.errors import NotAvailableError, StoreError
+from corevital.report.builder import BuildContext, build_report
+from corevital.report.hashing import prompt_hash
+from corevital.report.schema import Extensions, Fingerprint, HealthFlags, Report, SinkConfig
+from corevital.report.timestamps import utc_now
+from corevital.sinks.base import Sink
+from corevital.sinks.local import LocalFileSink
+from corevital.sinks.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from corevital.capture.loading import LoadedModel
+    from corevital.capture.records import RunCapture, SequenceCapture, StepCallback
+
+log = logging.getLogger(__name__)
+
+DB_FILE = "corevital.db"
+HIGH_ENTROPY_THRESHOLD_BITS = 4.0
+
+
+@dataclass
+class RunOutcome:
+    reports: list[Report]
+    locations: list[str]
+    capture: RunCapture
+    used_default_model: bool
+    sink_description: str
+    json_paths: list[str] = field(default_factory=list)
+
+
+def sink_target(settings: Settings) -> str:
+    out = Path(settings.out)
+    return str(out / DB_FILE) if settings.sink == "sqlite" else str(out)
+
+
+def open_sink(settings: Settings) -> Sink:
+    """The sink named by the settings; integrations that are not built yet say so plainly."""
+    if settings.sink == "sqlite":
+        return SQLiteStore.in_directory(settings.out)
+    if settings.sink == "local":
+        return LocalFileSink(settings.out, pretty=settings.json_pretty)
+    raise NotAvailableError(
+        f"--sink {settings.sink} is not available in this version yet (use sqlite or local)"
+    )
+
+
+def check_not_yet_available(settings: Settings) -> None:
+    """Refuse settings whose feature does not exist yet, instead of silently ignoring them."""
+    pending = {
+        "calibration": "--calibration (calibration profiles)",
+        "rag_context": "--rag-context (RAG context metadata)",
+        "perf": "--perf (performance monitoring)",
+    }
+    for key, label in pending.items():
+        if getattr(settings, key) is not None:
+            raise NotAvailableError(f"{label} is not available in this version yet")
+    if settings.sink not in ("sqlite", "local"):
+        raise NotAvailableError(
+            f"--sink {settings.sink} is not available in this version yet (use sqlite or local)"
+        )
+
+
+class Pipeline:
+    """Loads the model once and turns prompts into stored reports."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], str] = utc_now,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._new_id = new_id
+        self._loaded: LoadedModel | None = None
+
+    @property
+    def loaded(self) -> LoadedModel:
+        if self._loaded is None:
+            from corevital.capture.loading import ModelSpec, load_model
+
+            self._loaded = load_model(ModelSpec.from_settings(self.settings))
+        return self._loaded
+
+    def use_model(self, loaded: LoadedModel) -> None:
+        self._loaded = loaded
+
+    def capture(self, prompts: list[str], callback: StepCallback | None = None) -> RunCapture:
+        from corevital.capture.runner import capture_prompts
+
+        return capture_prompts(self.loaded, prompts, self.settings, callback=callback)
+
+    def build(self, run: RunCapture) -> list[Report]:
+        return [self.build_one(run, seq) for seq in run.sequences]
+
+    def build_one(self, run: RunCapture, seq: SequenceCapture) -> Report:
+        settings = self.settings
+        faults = numeric_faults(seq)
+        flags = HealthFlags(
+            nan_detected=faults.nan_detected,
+            inf_detected=faults.inf_detected,
+            high_entropy_steps=high_entropy_steps(seq.logits.entropy, HIGH_ENTROPY_THRESHOLD_BITS),
+        )
+        extensions = Extensions(
+            fingerprint=Fingerprint(prompt_hash=prompt_hash(run.model.hf_id, seq.prompt.text)),
+        )
+        ctx = BuildContext(
+            trace_id=self._new_id(),
+            created_at_utc=self._clock(),
+            sink=SinkConfig(type=settings.sink, target=sink_target(settings)),
+            device_requested=settings.device,
+            topk=settings.topk,
+            mass_k=settings.topk_mass_k,
+            sketch_dim=settings.sketch_dim,
+            include_layers=settings.capture != "summary",
+            health_flags=flags,
+            extensions=extensions,
+        )
+        return build_report(run, seq, ctx)
+
+    def write(self, reports: list[Report]) -> tuple[list[str], list[str]]:
+        settings = self.settings
+        sink = open_sink(settings)
+        locations, json_paths = [], []
+        try:
+            for report in reports:
+                locations.append(sink.write(report))
+        finally:
+            sink.close()
+        if settings.write_json and settings.sink == "sqlite":
+            json_sink = LocalFileSink(settings.out, pretty=settings.json_pretty)
+            try:
+                json_paths = [json_sink.write(report) for report in reports]
+            finally:
+                json_sink.close()
+        return locations, json_paths
+
+    def run(self, prompts: list[str], callback: StepCallback | None = None) -> RunOutcome:
+        check_not_yet_available(self.settings)
+        self._check_output_writable()
+        run = self.capture(prompts, callback=callback)
+        reports = self.build(run)
+        locations, json_paths = self.write(reports)
+        return RunOutcome(
+            reports=reports,
+            locations=locations,
+            capture=run,
+            used_default_model=self.loaded.resolved.is_default,
+            sink_description=sink_target(self.settings),
+            json_paths=json_paths,
+        )
+
+    def _check_output_writable(self) -> None:
+        """Fail before spending time on generation when the reports could not be stored."""
+        sink = open_sink(self.settings)
+        sink.close()
+
+
+def describe_loaded(loaded: Any) -> str:
+    caps = loaded.capabilities
+    return (
+        f"{loaded.resolved.hf_id} ({caps.architecture}, {caps.num_layers} layers, "
+        f"{caps.num_attention_heads} heads, {loaded.device}, {loaded.dtype_name})"
+    )
+
+
+__all__ = ["Pipeline", "RunOutcome", "StoreError", "describe_loaded", "open_sink", "sink_target"]

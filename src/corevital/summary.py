@@ -1,0 +1,91 @@
+"""The short, readable summary of a run that the CLI prints (and ``--json`` emits)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from corevital.report.schema import Report
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    trace_id: str
+    model: str
+    prompt_tokens: int
+    generated_tokens: int
+    finish_reason: str | None
+    elapsed_ms: float
+    entropy_min: float | None
+    entropy_mean: float | None
+    entropy_max: float | None
+    peak_entropy_step: int | None
+    peak_entropy_token: str | None
+    flags: list[str] = field(default_factory=list)
+    risk_score: float | None = None
+    output_text: str = ""
+    location: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _raised_flags(report: Report) -> list[str]:
+    flags = report.health_flags
+    if flags is None:
+        return []
+    raised = [name for name, value in flags.model_dump().items() if value is True]
+    if flags.high_entropy_steps:
+        raised.append(f"high_entropy_steps={flags.high_entropy_steps}")
+    return raised
+
+
+def summarize_report(report: Report, location: str, elapsed_ms: float) -> RunSummary:
+    entropies = [
+        (step.logits_summary.entropy, step)
+        for step in report.timeline
+        if step.logits_summary.entropy is not None and math.isfinite(step.logits_summary.entropy)
+    ]
+    values = [e for e, _ in entropies]
+    peak = max(entropies, key=lambda pair: pair[0]) if entropies else None
+    risk = report.extensions.risk.risk_score if report.extensions.risk is not None else None
+    return RunSummary(
+        trace_id=report.trace_id,
+        model=report.model.hf_id,
+        prompt_tokens=report.prompt.num_tokens,
+        generated_tokens=report.generated.num_tokens,
+        finish_reason=report.generated.finish_reason,
+        elapsed_ms=round(elapsed_ms, 1),
+        entropy_min=round(min(values), 3) if values else None,
+        entropy_mean=round(sum(values) / len(values), 3) if values else None,
+        entropy_max=round(max(values), 3) if values else None,
+        peak_entropy_step=peak[1].step_index if peak else None,
+        peak_entropy_token=peak[1].token.token_text if peak else None,
+        flags=_raised_flags(report),
+        risk_score=risk,
+        output_text=report.generated.output_text,
+        location=location,
+    )
+
+
+def format_summary(s: RunSummary, *, multiple: bool = False) -> str:
+    lines = []
+    if multiple:
+        lines.append(f"--- trace {s.trace_id}")
+    lines.append(
+        f"Tokens: {s.prompt_tokens} prompt, {s.generated_tokens} generated ({s.finish_reason}) "
+        f"in {s.elapsed_ms / 1000:.2f} s"
+    )
+    if s.entropy_mean is not None:
+        lines.append(
+            f"Entropy (bits): min {s.entropy_min:.2f}, mean {s.entropy_mean:.2f}, max {s.entropy_max:.2f} "
+            f"(peak at step {s.peak_entropy_step}, token {s.peak_entropy_token!r})"
+        )
+    if s.risk_score is not None:
+        lines.append(f"Risk score: {s.risk_score:.2f}")
+    lines.append("Flags: " + (", ".join(s.flags) if s.flags else "none"))
+    text = s.output_text.strip().replace("\n", " ")
+    lines.append(f"Output: {text[:240]}{'…' if len(text) > 240 else ''}")
+    lines.append(f"Report: {s.location}")
+    return "\n".join(lines)

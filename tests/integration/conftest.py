@@ -1,0 +1,45 @@
+"""Tiny random-weight models of real architectures, saved once per session like a user's local model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from corevital.capture.loading import LoadedModel, ModelSpec, load_model
+from corevital.config import Settings, load_settings
+from tests.support.tiny_models import save_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return {}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+    def get(arch: str) -> Path:
+        if arch not in tiny_dirs:
+            tiny_dirs[arch] = save_tiny_model(arch, tmp_path_factory.mktemp(f"tiny-{arch}"), seed=0)
+        return tiny_dirs[arch]
+
+    return get
+
+
+_LOADED: dict[str, LoadedModel] = {}
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_model_dir):
+    def get(arch: str) -> LoadedModel:
+        if arch not in _LOADED:
+            _LOADED[arch] = load_model(ModelSpec(model=str(tiny_model_dir(arch)), device="cpu"))
+        return _LOADED[arch]
+
+    return get
+
+
+def tiny_settings(**overrides) -> Settings:
+    base = {"device": "cpu", "temperature": 0.0, "max_new_tokens": 8, "chat_template": "off"}
+    base.update(overrides)
+    return load_settings(base, environ={})

@@ -65,6 +65,8 @@ def _collect_prompts(args: argparse.Namespace) -> list[str]:
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level), format="%(levelname)s %(name)s: %(message)s")
     if level != "DEBUG":
+        # Library progress bars (GGUF de-quantization uses a plain tqdm) would bury the summary.
+        os.environ.setdefault("TQDM_DISABLE", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         try:
             from transformers.utils import logging as hf_logging

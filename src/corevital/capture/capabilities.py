@@ -51,8 +51,12 @@ class ModelCapabilities:
         )
 
 
-def capabilities_from_config(config: Any) -> ModelCapabilities:
-    """Model facts from a Hugging Face config object (any architecture CoreVital knows)."""
+def capabilities_from_config(config: Any, *, model_class: str | None = None) -> ModelCapabilities:
+    """Model facts from a Hugging Face config object (any architecture CoreVital knows).
+
+    ``model_class`` names the loaded class, used when the config does not list its architectures
+    (GGUF files do not).
+    """
     is_enc_dec = bool(getattr(config, "is_encoder_decoder", False))
     heads = _first(config, "num_attention_heads", "n_head", "num_heads", "decoder_attention_heads")
     if is_enc_dec:
@@ -70,7 +74,7 @@ def capabilities_from_config(config: Any) -> ModelCapabilities:
     per_token = _first(config, "num_experts_per_tok", "moe_top_k", "num_experts_per_token")
     architectures = getattr(config, "architectures", None) or []
     return ModelCapabilities(
-        architecture=architectures[0] if architectures else type(config).__name__.replace("Config", ""),
+        architecture=architectures[0] if architectures else (model_class or type(config).__name__),
         model_type=str(getattr(config, "model_type", "unknown")),
         is_encoder_decoder=is_enc_dec,
         num_layers=int(layers or 0),

@@ -193,7 +193,9 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         model.to(device)
     model.eval()
     _prepare_tokenizer(tokenizer, model)
-    caps = probe_capabilities(model, tokenizer, capabilities_from_config(model.config))
+    caps = probe_capabilities(
+        model, tokenizer, capabilities_from_config(model.config, model_class=type(model).__name__)
+    )
     log.debug("capabilities of %s: %s", resolved.hf_id, caps)
     return LoadedModel(
         model=model,

@@ -1,0 +1,301 @@
+"""The report contract: pydantic models of schema 0.5.0 (``spec/report.md``).
+
+One generation of one sequence is one :class:`Report`. Field names are those of the original
+CoreVital schema 0.4.0; 0.5.0 only adds fields. The per-step models live in
+:mod:`corevital.report.schema_timeline`, the analysis outputs in
+:mod:`corevital.report.schema_extensions`; this module re-exports them so that
+``from corevital.report.schema import ...`` reaches every model.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from corevital.report.schema_base import (
+    SCHEMA_VERSION,
+    FloatList,
+    OptFloat,
+    ReportModel,
+)
+from corevital.report.schema_extensions import (
+    AttentionCollapseDetail,
+    BlamedLayer,
+    CalibrationResult,
+    CompoundSignal,
+    ConsistencyViolation,
+    EarlyWarning,
+    Extensions,
+    Fingerprint,
+    MetricConsistency,
+    Narrative,
+    PerformanceInfo,
+    RagContext,
+    RepetitionInfo,
+    RiskExtension,
+    RiskFactorContribution,
+    TimedOperation,
+    TimeShare,
+)
+from corevital.report.schema_timeline import (
+    Anomalies,
+    AttentionSummary,
+    HiddenSummary,
+    LayerSummary,
+    LogitsSummary,
+    TimelineStep,
+    TokenInfo,
+    TopKProb,
+)
+from corevital.report.timestamps import parse_utc
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Anomalies",
+    "AttentionCollapseDetail",
+    "AttentionSummary",
+    "AttentionSummaryConfig",
+    "BlamedLayer",
+    "CalibrationResult",
+    "CaptureMode",
+    "CompoundSignal",
+    "ConsistencyViolation",
+    "EarlyWarning",
+    "EntropyMode",
+    "Extensions",
+    "Fingerprint",
+    "FinishReason",
+    "GeneratedInfo",
+    "GenerationConfig",
+    "HealthFlags",
+    "HiddenSummary",
+    "HiddenSummaryConfig",
+    "LayerSummary",
+    "LogitsSummary",
+    "LogitsSummaryConfig",
+    "MetricConsistency",
+    "ModelInfo",
+    "ModelSource",
+    "Narrative",
+    "PerformanceInfo",
+    "PromptAnalysis",
+    "PromptAttentionLayer",
+    "PromptInfo",
+    "QuantizationInfo",
+    "RagContext",
+    "RepetitionInfo",
+    "Report",
+    "ReportWarning",
+    "RiskExtension",
+    "RiskFactorContribution",
+    "RunConfig",
+    "SinkConfig",
+    "SketchConfig",
+    "SparseAttentionHead",
+    "Summary",
+    "SummariesConfig",
+    "TimeShare",
+    "TimedOperation",
+    "TimelineStep",
+    "TokenInfo",
+    "TopKProb",
+]
+
+CaptureMode = Literal["full", "summary", "on_risk"]
+EntropyMode = Literal["full", "topk_approx"]
+FinishReason = Literal["eos", "length", "stopped_by_callback", "stop_string"]
+ModelSource = Literal["hub", "local", "gguf"]
+
+
+class QuantizationInfo(ReportModel):
+    """Whether and how the weights were quantized (``method``: ``"4-bit"``, ``"8-bit"`` or null)."""
+
+    enabled: bool = False
+    method: str | None = None
+
+
+class ModelInfo(ReportModel):
+    """The model that generated."""
+
+    hf_id: str
+    revision: str | None = None
+    architecture: str
+    num_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    tokenizer_hf_id: str
+    dtype: str | None = Field(default=None, description='May be "quantized_unknown".')
+    device: str
+    quantization: QuantizationInfo = Field(default_factory=QuantizationInfo)
+    num_key_value_heads: int | None = Field(default=None, description="New.")
+    is_encoder_decoder: bool | None = Field(default=None, description="New.")
+    source: ModelSource | None = Field(default=None, description="New: hub, local or gguf.")
+
+
+class GenerationConfig(ReportModel):
+    """Decoding settings (``temperature`` 0 means greedy: ``do_sample`` false)."""
+
+    do_sample: bool
+    temperature: OptFloat = None
+    top_k: int | None = None
+    top_p: OptFloat = None
+    num_beams: int | None = None
+    early_stopping: bool | None = None
+
+
+class SketchConfig(ReportModel):
+    """Hidden-state sketch settings."""
+
+    method: str
+    dim: int
+    seed: int
+
+
+class HiddenSummaryConfig(ReportModel):
+    """Hidden-state summary settings."""
+
+    enabled: bool = True
+    stats: list[str] = Field(default_factory=list)
+    sketch: SketchConfig | None = None
+
+
+class AttentionSummaryConfig(ReportModel):
+    """Attention summary settings."""
+
+    enabled: bool = True
+    stats: list[str] = Field(default_factory=list)
+
+
+class LogitsSummaryConfig(ReportModel):
+    """Logits summary settings: ``topk`` tokens listed, ``mass_k`` summed into ``topk_mass``."""
+
+    enabled: bool = True
+    stats: list[str] = Field(default_factory=list)
+    topk: int = 5
+    mass_k: int | None = Field(default=None, description="New.")
+
+
+class SummariesConfig(ReportModel):
+    """Which summaries were computed, with their settings."""
+
+    hidden: HiddenSummaryConfig = Field(default_factory=HiddenSummaryConfig)
+    attention: AttentionSummaryConfig = Field(default_factory=AttentionSummaryConfig)
+    logits: LogitsSummaryConfig = Field(default_factory=LogitsSummaryConfig)
+
+
+class SinkConfig(ReportModel):
+    """Where the report was sent."""
+
+    type: str
+    target: str
+
+
+class RunConfig(ReportModel):
+    """The settings of the run."""
+
+    seed: int
+    device_requested: str
+    max_new_tokens: int
+    generation: GenerationConfig
+    summaries: SummariesConfig = Field(default_factory=SummariesConfig)
+    sink: SinkConfig
+    entropy_mode: EntropyMode | None = None
+    capture_mode: CaptureMode | None = None
+    batch_index: int | None = Field(default=None, description="New: position of this sequence in its batch.")
+    batch_size: int | None = Field(default=None, description="New: number of sequences in the batch.")
+
+
+class PromptInfo(ReportModel):
+    """The prompt as given and as tokenized."""
+
+    text: str
+    token_ids: list[int]
+    num_tokens: int
+
+
+class GeneratedInfo(ReportModel):
+    """The generated continuation."""
+
+    output_text: str
+    token_ids: list[int]
+    num_tokens: int
+    finish_reason: FinishReason | None = Field(default=None, description="New: why generation stopped.")
+
+
+class Summary(ReportModel):
+    """Run totals; ``total_steps`` is prompt + generated tokens, as in the original."""
+
+    prompt_tokens: int
+    generated_tokens: int
+    total_steps: int
+    elapsed_ms: int
+
+
+class ReportWarning(ReportModel):
+    """A problem of the run that did not stop it (``SCORES_NOT_AVAILABLE``, ...)."""
+
+    code: str
+    message: str
+
+
+class SparseAttentionHead(ReportModel):
+    """One head's prompt attention entries above the threshold, as three parallel arrays."""
+
+    query_indices: list[int] = Field(default_factory=list)
+    key_indices: list[int] = Field(default_factory=list)
+    weights: FloatList = Field(default_factory=list)
+
+
+class PromptAttentionLayer(ReportModel):
+    """One layer of prompt telemetry: sparse attention per head and the heads' basin scores."""
+
+    heads: list[SparseAttentionHead] = Field(default_factory=list)
+    basin_scores: FloatList | None = Field(default_factory=list)
+
+
+class PromptAnalysis(ReportModel):
+    """Prompt telemetry (``metrics.md`` §5)."""
+
+    layers: list[PromptAttentionLayer] = Field(default_factory=list)
+    layer_transformations: FloatList = Field(default_factory=list)
+    prompt_surprisals: FloatList = Field(default_factory=list)
+
+
+class HealthFlags(ReportModel):
+    """Run-level health flags (``metrics.md`` §4)."""
+
+    nan_detected: bool = False
+    inf_detected: bool = False
+    attention_collapse_detected: bool = False
+    attention_collapse_severity: OptFloat = None
+    high_entropy_steps: int = 0
+    repetition_loop_detected: bool = False
+    mid_layer_anomaly_detected: bool = False
+
+
+class Report(ReportModel):
+    """One generation of one sequence."""
+
+    schema_version: Literal["0.5.0"] = SCHEMA_VERSION
+    trace_id: str
+    created_at_utc: str = Field(description="ISO 8601 UTC with Z; written with millisecond precision.")
+    model: ModelInfo
+    run_config: RunConfig
+    prompt: PromptInfo
+    generated: GeneratedInfo
+    timeline: list[TimelineStep] = Field(default_factory=list)
+    summary: Summary
+    warnings: list[ReportWarning] = Field(default_factory=list)
+    encoder_layers: list[LayerSummary] | None = Field(
+        default=None, description="Encoder-decoder models only: one summary per encoder layer."
+    )
+    prompt_analysis: PromptAnalysis | None = None
+    health_flags: HealthFlags | None = None
+    extensions: Extensions = Field(default_factory=Extensions)
+
+    @field_validator("created_at_utc")
+    @classmethod
+    def _iso_time(cls, value: str) -> str:
+        parse_utc(value)
+        return value

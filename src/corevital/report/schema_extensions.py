@@ -1,0 +1,182 @@
+"""Typed models of the report's ``extensions``: the analysis outputs (``metrics.md`` §6).
+
+Each known key has a model; unknown keys (plugins, future analyses) are kept as they are. Every
+model keeps unknown fields too, so a trace of the original CoreVital with extra detail (for
+example ``risk.attention_collapse_detail``) loses nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from corevital.report.schema_base import FloatList, OptFloat, ReportModel
+
+
+class BlamedLayer(ReportModel):
+    """A layer the risk analysis holds responsible, with why and how badly."""
+
+    layer: int
+    reasons: list[str] = Field(default_factory=list)
+    severity: OptFloat = None
+
+
+class RiskFactorContribution(ReportModel):
+    """New: how much one named factor moved the risk score."""
+
+    name: str
+    contribution: OptFloat = None
+
+
+class AttentionCollapseDetail(ReportModel):
+    """Detail of the attention-collapse decision (written by the original CoreVital 0.4.0)."""
+
+    mean_collapse_rate: OptFloat = None
+    trend_detected: bool | None = None
+    trend_peak_deviation: OptFloat = None
+    trend_layers: list[int] | None = None
+    catastrophic: bool | None = None
+    calibration_anomaly: bool | None = None
+    calibration_anomaly_layers: list[int] | None = None
+    per_layer_mean_collapse_rate: FloatList | None = None
+
+
+class RiskExtension(ReportModel):
+    """``extensions.risk``: the 0–1 risk score, its factors and the blamed layers."""
+
+    risk_score: OptFloat = Field(default=None, description="In [0, 1]; higher is riskier.")
+    risk_factors: list[str] = Field(default_factory=list, description="Names of the factors that moved it.")
+    factor_contributions: list[RiskFactorContribution] | None = Field(
+        default=None, description="New: each factor's contribution to the score."
+    )
+    blamed_layers: list[BlamedLayer] = Field(default_factory=list)
+    blamed_layers_flat: list[int] = Field(default_factory=list, description="The blamed layer indices.")
+    attention_collapse_detail: AttentionCollapseDetail | None = None
+
+
+class CompoundSignal(ReportModel):
+    """A multi-metric failure pattern (``context_loss``, ``confident_confusion``, ...)."""
+
+    name: str
+    description: str = ""
+    severity: OptFloat = None
+    evidence: list[str] = Field(default_factory=list)
+
+
+class EarlyWarning(ReportModel):
+    """``extensions.early_warning``: continuous failure risk and the trend signals that fired."""
+
+    failure_risk: OptFloat = None
+    warning_signals: list[str] = Field(default_factory=list)
+
+
+class Fingerprint(ReportModel):
+    """``extensions.fingerprint``: the run-summary vector (25 slots in version 2) and prompt hash."""
+
+    vector: FloatList = Field(default_factory=list)
+    version: int | None = None
+    prompt_hash: str | None = Field(default=None, description='sha256 of model_id + "\\n" + prompt text.')
+
+
+class Narrative(ReportModel):
+    """``extensions.narrative``: a few sentences built from the run's values."""
+
+    summary: str = ""
+
+
+class CalibrationResult(ReportModel):
+    """``extensions.calibration``: divergence from a calibration profile's baseline."""
+
+    divergence_score: OptFloat = None
+    anomalies: list[str] = Field(default_factory=list)
+    baseline_model_id: str | None = None
+    baseline_num_runs: int | None = None
+
+
+class ConsistencyViolation(ReportModel):
+    """One failed metric invariant at one step."""
+
+    check: str
+    step_index: int | None = None
+    message: str = ""
+
+
+class MetricConsistency(ReportModel):
+    """``extensions.metric_consistency``: the per-step invariants of ``metrics.md`` §6."""
+
+    checked_steps: int | None = None
+    violations: list[ConsistencyViolation] = Field(default_factory=list)
+
+
+class RagContext(ReportModel):
+    """``extensions.rag``: retrieval metadata supplied by the caller."""
+
+    context_token_count: int | None = None
+    retrieved_doc_ids: list[str] | None = None
+    retrieved_doc_titles: list[str] | None = None
+    retrieval_metadata: dict[str, Any] | None = None
+
+
+class TimedOperation(ReportModel):
+    """One timed operation of a run."""
+
+    name: str
+    ms: OptFloat = None
+    pct: OptFloat = None
+
+
+class TimeShare(ReportModel):
+    """A duration and its share of the total."""
+
+    ms: OptFloat = None
+    pct: OptFloat = None
+
+
+class PerformanceInfo(ReportModel):
+    """``extensions.performance``: where the run's time went (``--perf``)."""
+
+    total_wall_time_ms: OptFloat = None
+    parent_operations: list[TimedOperation] = Field(default_factory=list)
+    unaccounted_time: TimeShare | None = None
+    detailed_breakdown: dict[str, Any] | None = None
+    detailed_file: str | None = None
+    original_model_load_ms: OptFloat = None
+    warmup_ms: OptFloat = None
+    baseline_ms: OptFloat = None
+    instrumented_inference_ms: OptFloat = None
+    inference_overhead_ms: OptFloat = None
+    inference_overhead_pct: OptFloat = None
+    corevital_overhead_ms: OptFloat = None
+    corevital_overhead_pct: OptFloat = None
+
+
+class RepetitionInfo(ReportModel):
+    """New: ``extensions.repetition``, the detected repetition loop (``metrics.md`` §4)."""
+
+    detected: bool = False
+    period: int | None = None
+    first_step: int | None = None
+    span: int | None = None
+    repeated_text: str | None = None
+    hidden_similarity: OptFloat = Field(
+        default=None, description="Last-layer hidden-state similarity of the repeated positions (evidence)."
+    )
+
+
+class Extensions(ReportModel):
+    """The report's ``extensions``: typed known keys; unknown keys are kept as they are."""
+
+    risk: RiskExtension | None = None
+    compound_signals: list[CompoundSignal] | None = None
+    early_warning: EarlyWarning | None = None
+    fingerprint: Fingerprint | None = None
+    narrative: Narrative | None = None
+    calibration: CalibrationResult | None = None
+    metric_consistency: MetricConsistency | None = None
+    rag: RagContext | None = None
+    performance: PerformanceInfo | None = None
+    repetition: RepetitionInfo | None = None
+    migrated_from: str | None = Field(
+        default=None, description="New: the schema version this report was upgraded from, if any."
+    )

@@ -1,0 +1,222 @@
+"""Importing existing reports into a store: directories of ``trace_*.json`` and SQLite databases.
+
+Every report is read with :func:`corevital.report.encoding.report_from_json`, so reports of the
+original CoreVital (schema 0.3.0 and 0.4.0) are upgraded to 0.5.0 on the way, with
+``extensions.migrated_from`` recording the original version. Reports already in the store (same
+trace id) are skipped; a report that cannot be read or written is recorded as a failure and the
+import goes on. The source is only read, never modified.
+
+The original CoreVital's SQLite database (its ``SQLiteSink`` in ``src/CoreVital/sinks/sqlite_sink.py``,
+default ``runs/corevital.db``) has one table::
+
+    reports(trace_id TEXT PRIMARY KEY, created_at_utc TEXT NOT NULL, model_id TEXT NOT NULL,
+            schema_version TEXT NOT NULL, report_json TEXT, report_blob BLOB,
+            prompt_hash TEXT, risk_score REAL)
+
+with the report as compact JSON text in ``report_json`` or, by default, gzip-compressed JSON in
+``report_blob`` (the other column NULL). Its first version had ``report_json`` only and the last
+two columns came later, so only ``trace_id`` and one of the two body columns are required here; a
+body is recognised by its bytes (gzip, zlib or plain UTF-8 JSON). The original set neither
+``application_id`` nor ``user_version``. A CoreVital 0.5 database (``report_zlib``) is read too,
+which merges one store into another. Since both tools default to ``runs/corevital.db``,
+:func:`migrate_original_in_place` renames an original database aside and imports it into a new one
+at the same path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import sqlite3
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from corevital.errors import ReportError, StoreError
+from corevital.report.encoding import report_from_json
+from corevital.report.schema import Report
+from corevital.sinks.base import ReportStore
+from corevital.sinks.local import TRACE_FILE_GLOB
+from corevital.sinks.sqlite import SQLiteStore
+from corevital.sinks.sqlite_schema import SQLITE_HEADER, DatabaseKind, database_kind, table_columns
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_BATCH = 32
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationFailure:
+    """A report that could not be imported: where it came from and why."""
+
+    source: str
+    reason: str
+
+
+@dataclass(slots=True)
+class MigrationResult:
+    """What an import did: trace ids imported and skipped (already present), and the failures."""
+
+    imported: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[MigrationFailure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether nothing failed."""
+        return not self.failed
+
+    def summary(self) -> str:
+        """One line: ``imported N, skipped N, failed N``."""
+        return f"imported {len(self.imported)}, skipped {len(self.skipped)}, failed {len(self.failed)}"
+
+
+def migrate_directory(from_dir: str | Path, store: ReportStore) -> MigrationResult:
+    """Import every ``trace_*.json`` file of ``from_dir`` (not its subdirectories), in name order."""
+    directory = Path(from_dir)
+    if not directory.is_dir():
+        raise StoreError(f"{directory} is not a directory")
+    result = MigrationResult()
+    for path in sorted(directory.glob(TRACE_FILE_GLOB)):
+        if path.is_file():
+            _import_one(str(path), partial(_read_file, path), store, result)
+    return result
+
+
+def migrate_sqlite(db_path: str | Path, store: ReportStore) -> MigrationResult:
+    """Import every report of an original CoreVital (or CoreVital 0.5) SQLite database, opened read-only."""
+    path = Path(db_path)
+    conn = _open_read_only(path)
+    result = MigrationResult()
+    try:
+        for trace_id, text, blob in _stored_bodies(conn, path):
+            source = f"{path}#{trace_id}"
+            _import_one(source, partial(_decode_body, text, blob), store, result)
+    except sqlite3.DatabaseError as error:
+        raise StoreError(f"cannot read {path}: {error}") from None
+    finally:
+        conn.close()
+    return result
+
+
+def migrate_path(source: str | Path, store: ReportStore) -> MigrationResult:
+    """Import from a directory of trace files or from an SQLite database file."""
+    location = Path(source)
+    if location.is_dir():
+        return migrate_directory(location, store)
+    return migrate_sqlite(location, store)
+
+
+@dataclass(frozen=True, slots=True)
+class InPlaceMigration:
+    """An original database replaced by a CoreVital 0.5 one at the same path."""
+
+    original_kept_at: Path
+    result: MigrationResult
+
+
+def migrate_original_in_place(db_path: str | Path) -> InPlaceMigration:
+    """Turn an original CoreVital database into a CoreVital 0.5 one at the same path.
+
+    Both tools default to ``runs/corevital.db``. The original file is renamed (never modified) to
+    ``<name>.original`` beside it, and its reports are imported into a new database at ``db_path``.
+    """
+    path = Path(db_path)
+    kept = path.with_name(path.name + ".original")
+    for blocker in (kept, path.with_name(path.name + "-journal"), path.with_name(path.name + "-wal")):
+        if blocker.exists():
+            raise StoreError(f"{blocker} exists; move it away before migrating {path} in place")
+    conn = _open_read_only(path)
+    try:
+        kind = database_kind(conn)
+    except sqlite3.DatabaseError as error:
+        raise StoreError(f"cannot read {path}: {error}") from None
+    finally:
+        conn.close()
+    if kind is not DatabaseKind.ORIGINAL_COREVITAL:
+        raise StoreError(f"{path} is not a database of the original CoreVital")
+    try:
+        path.rename(kept)
+    except OSError as error:
+        raise StoreError(f"cannot rename {path}: {error.strerror or error}") from None
+    store = SQLiteStore(path)
+    try:
+        return InPlaceMigration(original_kept_at=kept, result=migrate_sqlite(kept, store))
+    finally:
+        store.close()
+
+
+def _import_one(source: str, read: Callable[[], Report], store: ReportStore, result: MigrationResult) -> None:
+    try:
+        report = read()
+        if store.contains(report.trace_id):
+            result.skipped.append(report.trace_id)
+            return
+        store.write(report)
+    except (ReportError, StoreError) as error:
+        result.failed.append(MigrationFailure(source=source, reason=str(error)))
+        return
+    result.imported.append(report.trace_id)
+
+
+def _read_file(path: Path) -> Report:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ReportError(f"cannot read: {error.strerror or error}") from None
+    return report_from_json(data)
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    if not path.is_file():
+        raise StoreError(f"{path} is neither a directory nor an SQLite database file")
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as error:
+        raise StoreError(f"cannot read {path}: {error.strerror or error}") from None
+    if header != SQLITE_HEADER:
+        raise StoreError(f"{path} is not an SQLite database")
+    try:
+        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot open {path}: {error}") from None
+
+
+def _stored_bodies(conn: sqlite3.Connection, path: Path) -> Iterator[tuple[str, Any, Any]]:
+    kind = database_kind(conn)
+    if kind is DatabaseKind.EMPTY:
+        return
+    if kind is DatabaseKind.COREVITAL:
+        sql = "SELECT trace_id, NULL, report_zlib FROM reports ORDER BY created_at_ms, trace_id"
+    elif kind is DatabaseKind.ORIGINAL_COREVITAL:
+        columns = table_columns(conn, "reports")
+        text = "report_json" if "report_json" in columns else "NULL"
+        blob = "report_blob" if "report_blob" in columns else "NULL"
+        order = "created_at_utc, trace_id" if "created_at_utc" in columns else "trace_id"
+        sql = f"SELECT trace_id, {text}, {blob} FROM reports ORDER BY {order}"
+    else:
+        raise StoreError(f"{path} is not a CoreVital database: it has no reports table of a known layout")
+    cursor = conn.execute(sql)
+    while batch := cursor.fetchmany(_BATCH):
+        yield from batch
+
+
+def _decode_body(text: Any, blob: Any) -> Report:
+    if blob is not None:
+        return report_from_json(_decompress(bytes(blob)))
+    if text is not None:
+        return report_from_json(text if isinstance(text, str | bytes) else str(text))
+    raise ReportError("the row holds no report")
+
+
+def _decompress(data: bytes) -> bytes:
+    try:
+        if data.startswith(_GZIP_MAGIC):
+            return gzip.decompress(data)
+        if data[:1] == b"\x78":
+            return zlib.decompress(data)
+    except (OSError, EOFError, zlib.error) as error:
+        raise ReportError(f"the stored report is corrupt ({error})") from None
+    return data

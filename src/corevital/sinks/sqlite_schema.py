@@ -1,0 +1,251 @@
+"""Opening a CoreVital SQLite database safely: identity checks, WAL mode and the migration chain.
+
+A database is ours when its ``PRAGMA application_id`` is :data:`APPLICATION_ID`; its
+``PRAGMA user_version`` is the number of migrations applied (:data:`MIGRATIONS`, version 1 creates
+the ``reports`` table). A missing or empty file is initialised. Anything else is refused with a
+:class:`~corevital.errors.StoreError` *before anything is written*: a file that is not SQLite, a
+corrupt one, another application's database, a database of a newer CoreVital, and a database of
+the original CoreVital (which ``corevital migrate`` imports instead).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Final
+
+from corevital.errors import StoreError
+
+DB_FILE_NAME: Final = "corevital.db"
+APPLICATION_ID: Final = 0x436F5669  # "CoVi"
+BUSY_TIMEOUT_S: Final = 30.0
+SQLITE_HEADER: Final = b"SQLite format 3\x00"
+
+REPORT_COLUMNS: Final = (
+    "trace_id",
+    "created_at_utc",
+    "created_at_ms",
+    "model_id",
+    "prompt_hash",
+    "risk_score",
+    "nan_detected",
+    "inf_detected",
+    "attention_collapse_detected",
+    "repetition_loop_detected",
+    "mid_layer_anomaly_detected",
+    "high_entropy_steps",
+    "prompt_tokens",
+    "generated_tokens",
+    "capture_mode",
+    "schema_version",
+    "migrated_from",
+)
+"""The indexed scalar columns of ``reports``, in :class:`~corevital.sinks.base.TraceRow` order."""
+
+FLAG_COLUMNS: Final = (
+    "nan_detected",
+    "inf_detected",
+    "attention_collapse_detected",
+    "repetition_loop_detected",
+    "mid_layer_anomaly_detected",
+)
+
+
+class DatabaseKind(Enum):
+    """What an SQLite database is, judged from its header fields and tables."""
+
+    EMPTY = "empty"
+    COREVITAL = "corevital"
+    ORIGINAL_COREVITAL = "original CoreVital (schema 0.3.0/0.4.0)"
+    FOREIGN = "foreign"
+
+
+def _v1_create_reports(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """
+        CREATE TABLE reports (
+            trace_id TEXT PRIMARY KEY NOT NULL,
+            created_at_utc TEXT NOT NULL,
+            created_at_ms INTEGER NOT NULL,
+            model_id TEXT NOT NULL,
+            prompt_hash TEXT NOT NULL,
+            risk_score REAL,
+            nan_detected INTEGER,
+            inf_detected INTEGER,
+            attention_collapse_detected INTEGER,
+            repetition_loop_detected INTEGER,
+            mid_layer_anomaly_detected INTEGER,
+            high_entropy_steps INTEGER,
+            prompt_tokens INTEGER NOT NULL,
+            generated_tokens INTEGER NOT NULL,
+            capture_mode TEXT,
+            schema_version TEXT NOT NULL,
+            migrated_from TEXT,
+            report_zlib BLOB NOT NULL
+        )
+        """
+    )
+    conn.execute("CREATE INDEX idx_reports_created ON reports(created_at_ms DESC)")
+    conn.execute("CREATE INDEX idx_reports_model ON reports(model_id, created_at_ms DESC)")
+    conn.execute("CREATE INDEX idx_reports_prompt_hash ON reports(prompt_hash, created_at_ms DESC)")
+    conn.execute("CREATE INDEX idx_reports_risk ON reports(risk_score)")
+    for flag in FLAG_COLUMNS:  # partial indexes: flagged runs are rare and are what one looks for
+        conn.execute(f"CREATE INDEX idx_reports_{flag} ON reports(created_at_ms DESC) WHERE {flag} = 1")
+
+
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_v1_create_reports,)
+"""Migration ``i`` takes a database from ``user_version`` i to i + 1. Append; never edit."""
+
+LATEST_VERSION: Final = len(MIGRATIONS)
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """Open (creating or migrating as needed) the CoreVital database at ``path``.
+
+    The connection is in autocommit mode with a busy timeout, and the database in WAL mode.
+    """
+    _refuse_non_sqlite_file(path)
+    _ensure_directory(path.parent)
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as error:
+        raise StoreError(
+            f"cannot open SQLite database {path}: {error} (is the directory writable?)"
+        ) from None
+    try:
+        _require_ours_or_empty(conn, path)
+        _enable_wal(conn)
+        _migrate(conn, path)
+    except sqlite3.OperationalError as error:  # cannot open, locked, read-only
+        conn.close()
+        raise StoreError(f"cannot open SQLite database {path}: {error}") from None
+    except sqlite3.DatabaseError as error:  # not a database, malformed
+        conn.close()
+        raise StoreError(
+            f"{path} is not a CoreVital SQLite database ({error}); it was left untouched"
+        ) from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def database_kind(conn: sqlite3.Connection) -> DatabaseKind:
+    """Classify an open database without writing to it, from one consistent snapshot."""
+    if conn.in_transaction:
+        return _kind_in_transaction(conn)
+    conn.execute("BEGIN")  # one read transaction: another process may be initialising the file
+    try:
+        return _kind_in_transaction(conn)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _kind_in_transaction(conn: sqlite3.Connection) -> DatabaseKind:
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = user_tables(conn)
+    if app_id == APPLICATION_ID:
+        return DatabaseKind.COREVITAL
+    if app_id == 0 and version == 0 and not tables:
+        return DatabaseKind.EMPTY
+    if app_id == 0 and "reports" in tables and is_original_reports_table(conn):
+        return DatabaseKind.ORIGINAL_COREVITAL
+    return DatabaseKind.FOREIGN
+
+
+def user_tables(conn: sqlite3.Connection) -> set[str]:
+    """Names of the database's own tables."""
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+    return {name for (name,) in rows}
+
+
+def table_columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    """Column names of ``table``."""
+    return {row[1] for row in conn.execute("SELECT * FROM pragma_table_info(?)", (table,))}
+
+
+def is_original_reports_table(conn: sqlite3.Connection) -> bool:
+    """Whether ``reports`` has the original CoreVital SQLiteSink's layout (see ``sinks.migrate``)."""
+    columns = table_columns(conn, "reports")
+    return "trace_id" in columns and bool(columns & {"report_json", "report_blob"})
+
+
+def _refuse_non_sqlite_file(path: Path) -> None:
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise StoreError(f"{path} is not a CoreVital SQLite database (not a regular file)")
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as error:
+        raise StoreError(f"cannot read {path}: {error.strerror or error}") from None
+    if header and header != SQLITE_HEADER:
+        raise StoreError(
+            f"{path} is not a CoreVital SQLite database (not an SQLite file); it was left untouched"
+        )
+
+
+def _ensure_directory(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StoreError(f"cannot create directory {directory}: {error.strerror or error}") from None
+
+
+def _require_ours_or_empty(conn: sqlite3.Connection, path: Path) -> None:
+    kind = database_kind(conn)
+    if kind is DatabaseKind.ORIGINAL_COREVITAL:
+        raise StoreError(
+            f"{path} is a database of the original CoreVital (schema 0.3.0/0.4.0); "
+            f"import it into a new database with `corevital migrate` instead"
+        )
+    if kind is DatabaseKind.FOREIGN:
+        tables = ", ".join(sorted(user_tables(conn))) or "none"
+        raise StoreError(
+            f"{path} is not a CoreVital SQLite database (tables: {tables}); it was left untouched"
+        )
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > LATEST_VERSION:
+        raise StoreError(
+            f"{path} was written by a newer CoreVital (database version {version}, "
+            f"this one knows up to {LATEST_VERSION}); upgrade CoreVital"
+        )
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    if _current_version(conn) == LATEST_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        _require_ours_or_empty(conn, path)  # another process may have initialised it meanwhile
+        for migration in MIGRATIONS[_current_version(conn) :]:
+            migration(conn)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {LATEST_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _current_version(conn: sqlite3.Connection) -> int:
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version if app_id == APPLICATION_ID else 0

@@ -1,0 +1,236 @@
+"""`corevital run`: errors a user can cause, output, sinks and settings precedence."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from corevital.cli import main
+from corevital.config import load_settings
+from corevital.report.encoding import load_report
+from corevital.sinks.sqlite import SQLiteStore
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("corevital: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture
+def tiny_llama(tiny_model_dir) -> str:
+    return str(tiny_model_dir("llama"))
+
+
+def base_args(model: str, out: Path) -> list[str]:
+    return ["run", "--model", model, "--device", "cpu", "--out", str(out), "--chat-template", "off"]
+
+
+def test_unknown_model_id(capsys, tmp_path: Path) -> None:
+    code, _, err = run_cli(capsys, *base_args("no-such-org/no-such-model", tmp_path), "--prompt", "hi")
+    assert code == 3
+    assert "not found" in _one_error_line(err)
+
+
+def test_missing_local_directory(capsys, tmp_path: Path) -> None:
+    code, _, err = run_cli(capsys, *base_args(str(tmp_path / "nowhere"), tmp_path), "--prompt", "hi")
+    assert code == 3 and "model directory not found" in _one_error_line(err)
+
+
+def test_unreadable_gguf(capsys, tmp_path: Path) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"this is not a gguf file at all")
+    code, _, err = run_cli(capsys, "run", "--gguf-file", str(bad), "--prompt", "hi", "--out", str(tmp_path))
+    line = _one_error_line(err)
+    assert code == 3 and "broken.gguf" in line and "GGUF" in line
+
+
+def test_empty_prompt(capsys, tmp_path: Path, tiny_llama: str) -> None:
+    code, _, err = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "   ")
+    assert code == 2 and "prompt is empty" in _one_error_line(err)
+
+
+def test_no_prompt(capsys, tmp_path: Path, tiny_llama: str) -> None:
+    code, _, err = run_cli(capsys, *base_args(tiny_llama, tmp_path))
+    assert code == 2 and "no prompt given" in _one_error_line(err)
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_max_new_tokens_below_one(capsys, tmp_path: Path, tiny_llama: str, value: str) -> None:
+    code, _, err = run_cli(
+        capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi", "--max_new_tokens", value
+    )
+    assert code == 2 and "max_new_tokens" in _one_error_line(err)
+
+
+def test_max_new_tokens_beyond_context(capsys, tmp_path: Path, tiny_llama: str) -> None:
+    code, _, err = run_cli(
+        capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi", "--max_new_tokens", "5000"
+    )
+    assert code == 2 and "context window of 512" in _one_error_line(err)
+
+
+def test_cuda_requested_without_cuda(capsys, tmp_path: Path, tiny_llama: str) -> None:
+    args = base_args(tiny_llama, tmp_path)
+    args[args.index("--device") + 1] = "cuda"
+    code, _, err = run_cli(capsys, *args, "--prompt", "hi")
+    assert code == 3 and "no CUDA device" in _one_error_line(err)
+
+
+@pytest.mark.parametrize("flag,label", [("--quantize-4", "4-bit"), ("--quantize-8", "8-bit")])
+def test_quantization_without_cuda(capsys, tmp_path: Path, tiny_llama: str, flag: str, label: str) -> None:
+    code, _, err = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi", flag)
+    line = _one_error_line(err)
+    assert code == 3 and label in line and "CUDA" in line
+
+
+def test_output_directory_not_writable(capsys, tmp_path: Path, tiny_llama: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    code, _, err = run_cli(capsys, *base_args(tiny_llama, blocker / "runs"), "--prompt", "hi")
+    assert code == 6 and "a-file" in _one_error_line(err)
+
+
+def test_corrupt_database_is_refused_and_left_intact(capsys, tmp_path: Path, tiny_llama: str) -> None:
+    db = tmp_path / "corevital.db"
+    garbage = b"definitely not sqlite " * 100
+    db.write_bytes(garbage)
+    code, _, err = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi")
+    assert code == 6 and "corevital.db" in _one_error_line(err)
+    assert db.read_bytes() == garbage
+
+
+def test_error_exit_code_and_single_line_in_a_real_process(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "corevital", "run", "--prompt", "", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "corevital: error: the prompt is empty"
+
+
+def test_run_writes_sqlite_and_prints_summary(capsys, tmp_path: Path, tiny_llama: str) -> None:
+    code, out, err = run_cli(
+        capsys,
+        *base_args(tiny_llama, tmp_path),
+        "--prompt",
+        "hello there",
+        "--prompt",
+        "a b c",
+        "--temperature",
+        "0",
+    )
+    assert code == 0, err
+    assert "Tokens:" in out and "Entropy (bits)" in out and "Report:" in out
+    store = SQLiteStore(tmp_path / "corevital.db")
+    try:
+        rows = store.list()
+        assert len(rows) == 2
+        report = store.get(rows[0].trace_id)
+        assert report is not None and report.run_config.batch_size == 2
+    finally:
+        store.close()
+
+
+def test_run_local_sink_and_json_summary(capsys, tmp_path: Path, tiny_llama: str) -> None:
+    code, out, _ = run_cli(
+        capsys,
+        *base_args(tiny_llama, tmp_path),
+        "--prompt",
+        "hello",
+        "--sink",
+        "local",
+        "--json",
+        "--json-pretty",
+    )
+    assert code == 0
+    summaries = json.loads(out)
+    trace_id = summaries[0]["trace_id"]
+    path = tmp_path / f"trace_{trace_id}.json"
+    assert path.is_file() and path.read_text().startswith("{\n")
+    assert load_report(path).trace_id == trace_id
+    assert summaries[0]["generated_tokens"] == load_report(path).generated.num_tokens
+
+
+def test_write_json_beside_sqlite(capsys, tmp_path: Path, tiny_llama: str) -> None:
+    code, out, _ = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hello", "--write-json")
+    assert code == 0
+    assert (tmp_path / "corevital.db").is_file()
+    assert len(list(tmp_path.glob("trace_*.json"))) == 1
+
+
+def test_sink_not_built_yet_is_refused_clearly(capsys, tmp_path: Path, tiny_llama: str) -> None:
+    code, _, err = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi", "--sink", "datadog")
+    assert code == 8 and "datadog" in _one_error_line(err)
+
+
+def test_environment_overrides_and_cli_wins(tmp_path: Path) -> None:
+    config = tmp_path / "cfg.yaml"
+    config.write_text("seed: 9\nmax_new_tokens: 7\ndevice: cuda\n")
+    env = {"COREVITAL_DEVICE": "cpu", "COREVITAL_SEED": "123"}
+    settings = load_settings({}, config_file=config, environ=env)
+    assert (settings.device, settings.seed, settings.max_new_tokens) == ("cpu", 123, 7)
+    assert load_settings({"seed": 5}, config_file=config, environ=env).seed == 5
+    assert load_settings({}, environ={}).seed == 42
+
+
+def test_environment_reaches_a_real_run(tmp_path: Path, tiny_llama: str) -> None:
+    env = {**__import__("os").environ, "COREVITAL_SEED": "123", "COREVITAL_DEVICE": "cpu"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "corevital",
+            "run",
+            "--model",
+            tiny_llama,
+            "--prompt",
+            "hi",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    store = SQLiteStore(tmp_path / "corevital.db")
+    try:
+        report = store.get(store.list()[0].trace_id)
+    finally:
+        store.close()
+    assert report is not None
+    assert (report.run_config.seed, report.run_config.device_requested, report.model.device) == (
+        123,
+        "cpu",
+        "cpu",
+    )
+
+
+def test_unknown_config_key_is_an_error(capsys, tmp_path: Path) -> None:
+    config = tmp_path / "cfg.yaml"
+    config.write_text("sed: 9\n")
+    code, _, err = run_cli(capsys, "run", "--prompt", "hi", "--config", str(config))
+    assert code == 2 and "sed" in _one_error_line(err)
+
+
+def test_version(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("corevital 0.5.0")

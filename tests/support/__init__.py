@@ -1,0 +1,1 @@
+"""Shared helpers for the test suite (offline tiny models and tokenizers)."""

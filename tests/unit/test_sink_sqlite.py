@@ -1,0 +1,292 @@
+"""SQLiteStore specifics: file layout, WAL, migrations, refusing foreign files, concurrent writers."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import multiprocessing
+import os
+import sqlite3
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from corevital.errors import ReportError, StoreError
+from corevital.report.encoding import report_from_json, report_to_json
+from corevital.report.schema import Report
+from corevital.report.timestamps import format_utc, parse_utc
+from corevital.sinks import sqlite_schema
+from corevital.sinks.base import TraceQuery
+from corevital.sinks.sqlite import SQLiteStore
+from corevital.sinks.sqlite_schema import APPLICATION_ID, LATEST_VERSION, MIGRATIONS
+
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
+ORIGINAL_DDL = (
+    "CREATE TABLE reports (trace_id TEXT PRIMARY KEY, created_at_utc TEXT NOT NULL, model_id TEXT NOT NULL, "
+    "schema_version TEXT NOT NULL, report_json TEXT, report_blob BLOB, prompt_hash TEXT, risk_score REAL)"
+)
+
+
+@pytest.fixture(scope="module")
+def base() -> Report:
+    return report_from_json(GOLDEN.read_bytes())
+
+
+def _numbered(base: Report, worker: int, index: int) -> Report:
+    created = parse_utc(base.created_at_utc).replace(second=worker, microsecond=index * 1000)
+    return base.model_copy(
+        update={
+            "trace_id": f"{worker:04d}{index:04d}-0000-4000-8000-000000000000",
+            "created_at_utc": format_utc(created),
+        }
+    )
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _siblings(path: Path) -> list[str]:
+    return sorted(entry.name for entry in path.parent.iterdir())
+
+
+def test_default_file_is_corevital_db_in_the_output_directory(tmp_path: Path) -> None:
+    with SQLiteStore.in_directory(tmp_path / "runs") as store:
+        assert store.path == tmp_path / "runs" / "corevital.db"
+    assert (tmp_path / "runs" / "corevital.db").is_file()
+
+
+def test_new_database_is_in_wal_mode_with_version_and_application_id(tmp_path: Path) -> None:
+    SQLiteStore(tmp_path / "c.db").close()
+    conn = sqlite3.connect(tmp_path / "c.db")
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION == len(MIGRATIONS)
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {
+            "idx_reports_created",
+            "idx_reports_model",
+            "idx_reports_prompt_hash",
+            "idx_reports_risk",
+        } <= indexes
+    finally:
+        conn.close()
+
+
+def test_the_report_is_stored_as_zlib_compressed_json(tmp_path: Path, base: Report) -> None:
+    with SQLiteStore(tmp_path / "c.db") as store:
+        store.write(base)
+    conn = sqlite3.connect(tmp_path / "c.db")
+    try:
+        blob, model_id, risk = conn.execute(
+            "SELECT report_zlib, model_id, risk_score FROM reports"
+        ).fetchone()
+    finally:
+        conn.close()
+    assert zlib.decompress(blob).decode("utf-8") == report_to_json(base)
+    assert (model_id, risk) == ("tiny/causal-lm", 1.0)
+
+
+def test_reports_survive_reopening(tmp_path: Path, base: Report) -> None:
+    with SQLiteStore(tmp_path / "c.db") as store:
+        store.write(base)
+    with SQLiteStore(tmp_path / "c.db") as store:
+        assert store.get(base.trace_id) == base
+
+
+def test_an_empty_file_is_initialised(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    path.write_bytes(b"")
+    with SQLiteStore(path) as store:
+        assert store.count() == 0
+
+
+def test_a_database_at_an_older_version_is_migrated_in_order(
+    tmp_path: Path, base: Report, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with SQLiteStore(tmp_path / "c.db") as store:
+        store.write(base)
+    applied: list[int] = []
+
+    def add_note_column(conn: sqlite3.Connection) -> None:
+        applied.append(2)
+        conn.execute("ALTER TABLE reports ADD COLUMN note TEXT")
+
+    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", (*MIGRATIONS, add_note_column))
+    monkeypatch.setattr(sqlite_schema, "LATEST_VERSION", LATEST_VERSION + 1)
+    for _ in range(2):
+        with SQLiteStore(tmp_path / "c.db") as store:
+            assert store.get(base.trace_id) == base
+    assert applied == [2], "a migration runs once"
+    conn = sqlite3.connect(tmp_path / "c.db")
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION + 1
+        assert "note" in {row[1] for row in conn.execute("PRAGMA table_info(reports)")}
+    finally:
+        conn.close()
+
+
+def test_a_failing_migration_leaves_the_database_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    SQLiteStore(tmp_path / "c.db").close()
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("ALTER TABLE reports ADD COLUMN half_done TEXT")
+        raise sqlite3.OperationalError("disk on fire")
+
+    monkeypatch.setattr(sqlite_schema, "MIGRATIONS", (*MIGRATIONS, broken))
+    monkeypatch.setattr(sqlite_schema, "LATEST_VERSION", LATEST_VERSION + 1)
+    with pytest.raises(StoreError, match="disk on fire"):
+        SQLiteStore(tmp_path / "c.db")
+    conn = sqlite3.connect(tmp_path / "c.db")
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
+        assert "half_done" not in {row[1] for row in conn.execute("PRAGMA table_info(reports)")}
+    finally:
+        conn.close()
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"this is my thesis, not a database\n" * 300)
+
+
+def _corrupt_sqlite(path: Path) -> None:
+    path.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 40)
+
+
+def _foreign_sqlite(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, amount REAL)")
+    conn.execute("INSERT INTO invoices VALUES (1, 9.5)")
+    conn.commit()
+    conn.close()
+
+
+def _original_corevital(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute(ORIGINAL_DDL)
+    conn.execute(
+        "INSERT INTO reports VALUES ('t', '2026-01-01T00:00:00Z', 'gpt2', '0.4.0', NULL, ?, NULL, NULL)",
+        (gzip.compress(b"{}"),),
+    )
+    conn.commit()
+    conn.close()
+
+
+def _newer_corevital(path: Path) -> None:
+    SQLiteStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {LATEST_VERSION + 5}")
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_garbage, r"is not a CoreVital SQLite database \(not an SQLite file\); it was left untouched$"),
+        (_corrupt_sqlite, r"is not a CoreVital SQLite database \(file is not a database\)"),
+        (_foreign_sqlite, r"is not a CoreVital SQLite database \(tables: invoices\)"),
+        (_original_corevital, r"is a database of the original CoreVital .* `corevital migrate`"),
+        (_newer_corevital, r"was written by a newer CoreVital \(database version 6"),
+    ],
+    ids=["garbage", "corrupt", "foreign", "original", "newer"],
+)
+def test_a_file_that_is_not_ours_is_refused_and_never_changed(
+    tmp_path: Path, make: Callable[[Path], None], message: str
+) -> None:
+    path = tmp_path / "corevital.db"
+    make(path)
+    before, siblings = _digest(path), _siblings(path)
+    with pytest.raises(StoreError, match=message) as caught:
+        SQLiteStore(path)
+    assert "\n" not in str(caught.value)
+    assert _digest(path) == before, "the file must not be overwritten or truncated"
+    assert _siblings(path) == siblings, "no journal or WAL file may be left beside it"
+
+
+def test_a_directory_at_the_database_path_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "corevital.db").mkdir()
+    with pytest.raises(StoreError, match="not a regular file"):
+        SQLiteStore.in_directory(tmp_path)
+
+
+def test_an_output_directory_that_cannot_be_created_is_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("a file where the directory should be", encoding="utf-8")
+    with pytest.raises(StoreError, match=r"^cannot create directory .*blocker.*: ") as caught:
+        SQLiteStore.in_directory(tmp_path / "blocker" / "runs")
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes to read-only directories"
+)
+def test_an_unwritable_directory_is_one_line_error(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(StoreError, match=r"^cannot open SQLite database .*locked") as caught:
+            SQLiteStore.in_directory(locked)
+        assert "\n" not in str(caught.value)
+    finally:
+        locked.chmod(0o700)
+
+
+def test_a_closed_store_refuses_work(tmp_path: Path, base: Report) -> None:
+    store = SQLiteStore(tmp_path / "c.db")
+    store.close()
+    store.close()  # closing twice is fine
+    with pytest.raises(StoreError, match="is closed"):
+        store.write(base)
+    with pytest.raises(StoreError, match="is closed"):
+        store.list()
+
+
+def test_a_corrupt_stored_report_is_a_report_error_naming_the_trace(tmp_path: Path, base: Report) -> None:
+    with SQLiteStore(tmp_path / "c.db") as store:
+        store.write(base)
+        conn = sqlite3.connect(tmp_path / "c.db")
+        conn.execute("UPDATE reports SET report_zlib = ?", (b"not zlib",))
+        conn.commit()
+        conn.close()
+        with pytest.raises(ReportError, match=rf"#{base.trace_id}: the stored report is corrupt"):
+            store.get(base.trace_id)
+        assert store.list()[0].trace_id == base.trace_id, "listing does not need the body"
+
+
+WORKERS = 4
+PER_WORKER = 25
+
+
+def _write_many(db_path: str, worker: int, barrier: Any) -> None:
+    base = report_from_json(GOLDEN.read_bytes())
+    barrier.wait(timeout=30)  # every process creates/opens the fresh database at the same moment
+    with SQLiteStore(db_path) as store:
+        for index in range(PER_WORKER):
+            store.write(_numbered(base, worker, index))
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
+def test_concurrent_writers_in_several_processes_lose_nothing(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("fork")
+    db_path = tmp_path / "shared" / "corevital.db"
+    barrier = context.Barrier(WORKERS)
+    processes = [
+        context.Process(target=_write_many, args=(str(db_path), worker, barrier)) for worker in range(WORKERS)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [process.exitcode for process in processes] == [0] * WORKERS
+    with SQLiteStore(db_path) as store:
+        assert store.count() == WORKERS * PER_WORKER
+        expected = {
+            f"{w:04d}{i:04d}-0000-4000-8000-000000000000" for w in range(WORKERS) for i in range(PER_WORKER)
+        }
+        assert {row.trace_id for row in store.list(TraceQuery(limit=None))} == expected

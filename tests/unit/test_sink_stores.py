@@ -1,0 +1,189 @@
+"""The ReportStore contract, run against every in-process implementation (memory and SQLite)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from corevital.errors import StoreError
+from corevital.report.encoding import report_from_json
+from corevital.report.hashing import prompt_hash
+from corevital.report.schema import Fingerprint, HealthFlags, Report, RiskExtension
+from corevital.report.timestamps import format_utc
+from corevital.sinks.base import HealthFlag, MemorySink, ReportStore, Sink, TraceQuery, trace_row_from_report
+from corevital.sinks.sqlite import SQLiteStore
+
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def base() -> Report:
+    return report_from_json(GOLDEN.read_bytes())
+
+
+def variant(
+    base: Report,
+    number: int,
+    *,
+    minute: float = 0,
+    model: str = "tiny/causal-lm",
+    risk: float | None = None,
+    flags: tuple[HealthFlag, ...] = (),
+    prompt: str = "Explain why the sky is blue",
+) -> Report:
+    """A copy of the sample report with its own id, time, model, prompt, risk and flags."""
+    return base.model_copy(
+        update={
+            "trace_id": f"{number:08x}-0000-4000-8000-000000000000",
+            "created_at_utc": format_utc(T0 + timedelta(minutes=minute)),
+            "model": base.model.model_copy(update={"hf_id": model}),
+            "prompt": base.prompt.model_copy(update={"text": prompt}),
+            "health_flags": HealthFlags(**{flag.value: True for flag in flags}),
+            "extensions": base.extensions.model_copy(
+                update={"risk": None if risk is None else RiskExtension(risk_score=risk), "fingerprint": None}
+            ),
+        }
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReportStore]:
+    made: ReportStore = MemorySink() if request.param == "memory" else SQLiteStore.in_directory(tmp_path)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def filled(store: ReportStore, base: Report) -> ReportStore:
+    """Six reports: two models, risks from none to high, a few flags, one minute apart."""
+    store.write(variant(base, 1, minute=0, model="a", risk=0.1))
+    store.write(variant(base, 2, minute=1, model="a", risk=0.5, flags=(HealthFlag.NAN,)))
+    store.write(
+        variant(base, 3, minute=2, model="b", risk=0.9, flags=(HealthFlag.NAN, HealthFlag.REPETITION_LOOP))
+    )
+    store.write(variant(base, 4, minute=3, model="b", risk=None, flags=(HealthFlag.REPETITION_LOOP,)))
+    store.write(variant(base, 5, minute=4, model="a", risk=0.7, prompt="other prompt"))
+    store.write(variant(base, 6, minute=5, model="b", risk=0.3, flags=(HealthFlag.MID_LAYER_ANOMALY,)))
+    return store
+
+
+def _ids(store: ReportStore, query: TraceQuery) -> list[int]:
+    return [int(row.trace_id[:8], 16) for row in store.list(query)]
+
+
+def test_stores_satisfy_the_protocols(store: ReportStore) -> None:
+    assert isinstance(store, ReportStore) and isinstance(store, Sink)
+
+
+def test_write_then_get_returns_an_equal_report(store: ReportStore, base: Report) -> None:
+    location = store.write(base)
+    assert location.endswith(f"#{base.trace_id}")
+    assert store.get(base.trace_id) == base
+    assert store.contains(base.trace_id)
+
+
+def test_unknown_trace_is_none(store: ReportStore) -> None:
+    assert store.get("ffffffff-0000-4000-8000-000000000000") is None
+    assert store.get("") is None
+    assert not store.contains("nope")
+
+
+def test_writing_the_same_trace_again_replaces_it(store: ReportStore, base: Report) -> None:
+    store.write(variant(base, 1, risk=0.2))
+    store.write(variant(base, 1, risk=0.8))
+    assert store.count() == 1
+    again = store.get(variant(base, 1).trace_id)
+    assert again is not None and again.extensions.risk is not None and again.extensions.risk.risk_score == 0.8
+
+
+def test_a_unique_prefix_finds_the_report_and_an_ambiguous_one_is_an_error(filled: ReportStore) -> None:
+    found = filled.get("00000003")
+    assert found is not None and found.trace_id.startswith("00000003-")
+    with pytest.raises(StoreError, match="matches 6 reports"):
+        filled.get("0000000")
+    assert not filled.contains("00000003")
+
+
+def test_list_is_newest_first(filled: ReportStore) -> None:
+    assert _ids(filled, TraceQuery()) == [6, 5, 4, 3, 2, 1]
+
+
+def test_equal_times_are_ordered_by_trace_id(store: ReportStore, base: Report) -> None:
+    for number in (3, 1, 2):
+        store.write(variant(base, number, minute=0))
+    assert _ids(store, TraceQuery()) == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (TraceQuery(model_id="a"), [5, 2, 1]),
+        (TraceQuery(model_id="missing"), []),
+        (TraceQuery(min_risk=0.5), [5, 3, 2]),
+        (TraceQuery(max_risk=0.3), [6, 1]),
+        (TraceQuery(min_risk=0.2, max_risk=0.6), [6, 2]),
+        (TraceQuery(min_risk=0.0), [6, 5, 3, 2, 1]),  # the report without a risk score never matches
+        (TraceQuery(flags=frozenset({HealthFlag.NAN})), [3, 2]),
+        (TraceQuery(flags=frozenset({HealthFlag.NAN, HealthFlag.REPETITION_LOOP})), [3]),
+        (TraceQuery(flags=frozenset({HealthFlag.INF})), []),
+        (TraceQuery(since=T0 + timedelta(minutes=2)), [6, 5, 4, 3]),
+        (TraceQuery(until=T0 + timedelta(minutes=2)), [2, 1]),
+        (TraceQuery(since=T0 + timedelta(minutes=1), until=T0 + timedelta(minutes=3)), [3, 2]),
+        (TraceQuery(since=datetime(2026, 3, 1, 12, 4)), [6, 5]),  # naive: taken as UTC
+        (TraceQuery(model_id="b", flags=frozenset({HealthFlag.REPETITION_LOOP}), min_risk=0.5), [3]),
+        (TraceQuery(limit=2), [6, 5]),
+        (TraceQuery(limit=2, offset=2), [4, 3]),
+        (TraceQuery(limit=None, offset=4), [2, 1]),
+        (TraceQuery(limit=0), []),
+    ],
+)
+def test_list_filters(filled: ReportStore, query: TraceQuery, expected: list[int]) -> None:
+    assert _ids(filled, query) == expected
+
+
+def test_prompt_hash_filter_uses_the_computed_hash(filled: ReportStore) -> None:
+    other = prompt_hash("a", "other prompt")
+    assert _ids(filled, TraceQuery(prompt_hash=other)) == [5]
+
+
+def test_prompt_hash_comes_from_the_fingerprint_when_present(store: ReportStore, base: Report) -> None:
+    report = variant(base, 9)
+    report.extensions.fingerprint = Fingerprint(vector=[], version=2, prompt_hash="from-fingerprint")
+    store.write(report)
+    assert [row.prompt_hash for row in store.list()] == ["from-fingerprint"]
+
+
+def test_count_ignores_limit_and_offset(filled: ReportStore) -> None:
+    assert filled.count() == 6
+    assert filled.count(TraceQuery(model_id="b", limit=1, offset=1)) == 3
+
+
+def test_rows_carry_the_indexed_scalars(filled: ReportStore, base: Report) -> None:
+    row = filled.list(TraceQuery(model_id="b", min_risk=0.8))[0]
+    expected = trace_row_from_report(
+        variant(base, 3, minute=2, model="b", risk=0.9, flags=(HealthFlag.NAN, HealthFlag.REPETITION_LOOP))
+    )
+    assert row == expected
+    assert row.nan_detected is True and row.inf_detected is False and row.repetition_loop_detected is True
+    assert row.generated_tokens == 2 and row.prompt_tokens == 3 and row.capture_mode == "full"
+    assert row.created_at_utc == "2026-03-01T12:02:00.000Z" and row.schema_version == "0.5.0"
+
+
+def test_reports_without_health_flags_have_null_flags(store: ReportStore, base: Report) -> None:
+    store.write(base.model_copy(update={"health_flags": None}))
+    row = store.list()[0]
+    assert row.nan_detected is None and row.high_entropy_steps is None
+    assert store.list(TraceQuery(flags=frozenset({HealthFlag.NAN}))) == []
+
+
+def test_query_accepts_flag_names_and_rejects_unknown_ones() -> None:
+    query = TraceQuery(flags=frozenset({"nan_detected"}))  # type: ignore[arg-type]
+    assert query.flags == frozenset({HealthFlag.NAN})
+    with pytest.raises(StoreError, match="unknown health flag .* known flags: nan_detected"):
+        TraceQuery(flags=frozenset({"nan"}))  # type: ignore[arg-type]
+    with pytest.raises(StoreError, match="must not be negative"):
+        TraceQuery(offset=-1)

@@ -1,7 +1,5 @@
 """CoreVital: LLM inference health monitoring from inside the model."""
 
-from __future__ import annotations
-
 from corevital.errors import CoreVitalError
 
 __version__ = "0.5.0"

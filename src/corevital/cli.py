@@ -120,7 +120,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(result.summary())
-    for failure in result.failures:
+    for failure in result.failed:
         print(f"  failed: {failure.source}: {failure.reason}", file=sys.stderr)
     return 0 if result.ok else 1
 

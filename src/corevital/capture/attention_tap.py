@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +41,7 @@ def _eager_function_for(module: nn.Module) -> EagerFn | None:
     for cls in type(module).__mro__:
         fn = getattr(sys.modules.get(cls.__module__), "eager_attention_forward", None)
         if callable(fn):
-            return fn
+            return cast(EagerFn, fn)
     return None
 
 

@@ -190,7 +190,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise _load_error("the model weights", resolved, exc) from exc
     if quant_config is None:
-        model.to(device)
+        model.to(device)  # type: ignore[arg-type]
     model.eval()
     _prepare_tokenizer(tokenizer, model)
     caps = probe_capabilities(

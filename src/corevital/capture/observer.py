@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ SKETCH_SEED = 20240611
 @dataclass(frozen=True)
 class CaptureOptions:
     mode: str = "full"  # full | summary | on_risk
-    entropy_mode: str = "full"
+    entropy_mode: Literal["full", "topk_approx"] = "full"
     topk: int = 5
     mass_k: int = 10
     clip_value: float = 1e6
@@ -272,14 +272,13 @@ class StepObserver:
 
     def finalize_encoder(self) -> None:
         """Move the encoder summaries to the host (once, after generation)."""
-        if self.encoder_hidden is not None:
-            self.encoder_hidden_host = to_host(self.encoder_hidden)
-        if self.tap is not None:
-            self.encoder_attention_host = [
-                to_host(s) if s is not None else None for s in self.tap.encoder_stats
-            ]
-        if self.encoder_mask is not None:
-            self.encoder_mask_host = self.encoder_mask.detach().to("cpu").numpy().astype(bool)
+        if self.encoder_hidden is None:
+            return
+        attention = list(self.tap.encoder_stats) if self.tap is not None else []
+        mask = self.encoder_mask.bool() if self.encoder_mask is not None else None
+        self.encoder_hidden_host, self.encoder_mask_host, self.encoder_attention_host = to_host(
+            (self.encoder_hidden, mask, attention)
+        )
 
     # --- installation ------------------------------------------------------------------------
     @contextmanager
@@ -316,7 +315,7 @@ def _last_logits_processor(model: Any, processor: LogitsProcessor) -> Iterator[N
     build = model._get_logits_processor
 
     def build_with_observer(*args: Any, **kwargs: Any) -> LogitsProcessorList:
-        processors = build(*args, **kwargs)
+        processors: LogitsProcessorList = build(*args, **kwargs)
         processors.append(processor)
         return processors
 

@@ -55,13 +55,13 @@ class AttentionStats:
     concentration_min: Tensor  # [L, N] min over heads of the head's largest weight
     collapsed_head_count: Tensor  # [L, N] float; NaN when K < min_keys_for_collapse
     collapsed_head_rate: Tensor  # [L, N] count / H; NaN when K < min_keys_for_collapse
-    focused_head_count: Tensor  # [L, N] heads whose largest weight > focus threshold
+    focused_head_count: Tensor  # [L, N] int64: heads whose largest weight > focus threshold
     sink_mass_mean: Tensor  # [L, N] mean over heads of the weight on the first visible key
     prev_token_mass_mean: Tensor  # [L, N] weight on the key before the query's own; NaN if non-causal
     prev_token_mass_max: Tensor  # [L, N]
     max_weight_per_head: Tensor  # [L, N, H]
-    num_keys: Tensor  # [L, N] visible keys K
-    renormalized: Tensor  # [L, N] bool: a row summed to 1 +/- more than the tolerance
+    num_keys: Tensor  # [L, N] int64: visible keys K
+    renormalized: Tensor  # [L, N] bool: a head missed sum 1 by more than tolerance + dtype rounding
     has_nan: Tensor  # [L, N] bool
     has_inf: Tensor  # [L, N] bool
 

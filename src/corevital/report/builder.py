@@ -261,6 +261,7 @@ def _anomalies(h: Any, a: Any, index: Callable[[Any], Any]) -> Anomalies | None:
 
 def _layers(seq: SequenceCapture, t: int) -> list[LayerSummary]:
     h, a, c = seq.hidden, seq.attention, seq.cross_attention
+    assert h is not None, "layers are only built when hidden-state summaries exist"
     out = []
     for layer in range(np.asarray(h.mean).shape[1]):
 

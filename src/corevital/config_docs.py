@@ -1,0 +1,50 @@
+"""docs/configuration.md, generated from the settings declaration (a test keeps it in sync).
+
+Regenerate with ``python -m corevital.config_docs > docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from corevital.cli_args import RUN_FLAGS
+from corevital.config import ENV_PREFIX, Settings, read_default_yaml
+
+HEADER = """# Configuration
+
+Every setting can be given four ways; the first that is present wins:
+
+1. a `corevital run` flag (both `--max_new_tokens` and `--max-new-tokens` spellings work);
+2. an environment variable `COREVITAL_<NAME>` (e.g. `COREVITAL_DEVICE=cpu`, `COREVITAL_SEED=123`);
+3. a YAML file given with `--config FILE` (keys are the setting names below; unknown keys are errors);
+4. the defaults shipped inside the package (`corevital/configs/default.yaml`).
+
+This page is generated from the settings declaration: `python -m corevital.config_docs`.
+
+| setting | flag | environment | default | description |
+|---|---|---|---|---|
+"""
+
+
+def _default(name: str, defaults: dict[str, Any]) -> str:
+    value = defaults.get(name, Settings.model_fields[name].default)
+    return "—" if value is None else f"`{json.dumps(value)}`"
+
+
+def render() -> str:
+    defaults = read_default_yaml()
+    flags: dict[str, list[str]] = {}
+    for flag in RUN_FLAGS:
+        flags.setdefault(flag.setting, []).extend(flag.names)
+    rows = []
+    for name, field in Settings.model_fields.items():
+        flag_text = " ".join(f"`{f}`" for f in flags.get(name, [])) or "—"
+        description = (field.description or "").replace("|", "\\|")
+        env = f"`{ENV_PREFIX}{name.upper()}`"
+        rows.append(f"| `{name}` | {flag_text} | {env} | {_default(name, defaults)} | {description} |")
+    return HEADER + "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")

@@ -1,0 +1,95 @@
+"""Hidden-state statistics of one decoding step (spec/metrics.md §2).
+
+One vectorised pass over all layers at once: the input is the stack of each layer's output at the
+position being decoded, ``[L, N, d]``. Math is float32 on the input's device, with no host
+synchronisation.
+
+Non-finite input: NaN and ±Inf are detected before clamping. ±Inf is beyond any finite clip value,
+so it is clamped (and counted in ``clip_fraction``); NaN survives clamping, so the mean, std, norm,
+``max_abs`` and sketch of a row holding NaN are NaN, while its flags and clip statistics stay exact.
+``clip_max_before`` is the largest *finite* magnitude (0 for a row with no finite element).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from corevital.metrics.types import HiddenStats
+
+DEFAULT_CLIP_VALUE = 1e6
+DEFAULT_SKETCH_WIDTH = 32
+
+
+@torch.no_grad()
+def summarize_hidden(
+    hidden: Tensor,
+    *,
+    clip_value: float = DEFAULT_CLIP_VALUE,
+    sketch_matrix: Tensor | None = None,
+) -> HiddenStats:
+    """Mean, std, L2 norm, max |h|, clipping and anomaly flags of each ``hidden[l, n, :]``.
+
+    ``sketch_matrix`` [d, S] (see :func:`make_sketch_matrix`) adds the projection ``h @ R`` of the
+    clamped vector, [L, N, S].
+    """
+    if hidden.dim() != 3:
+        raise ValueError(f"hidden must be [L, N, d], got shape {tuple(hidden.shape)}")
+    if not clip_value > 0:
+        raise ValueError("clip_value must be > 0")
+    owned = hidden.dtype != torch.float32  # .float() made a copy we may overwrite
+    h = hidden.float()
+    width = h.shape[-1]
+
+    mag = h.abs()
+    has_nan = torch.isnan(mag).any(dim=-1)
+    has_inf = (mag == math.inf).any(dim=-1)  # not isinf: it would build another |h| temporary
+    clip_count = (mag > clip_value).sum(dim=-1)  # NaN compares False; ±inf counts as clipped
+    clip_max_before = mag.nan_to_num_(nan=0.0, posinf=0.0).amax(dim=-1)
+    # After clamping, an infinite element sits exactly at the clip value.
+    max_abs = torch.where(has_inf, clip_value, clip_max_before.clamp(max=clip_value))
+    max_abs = torch.where(has_nan, math.nan, max_abs)
+    del mag
+
+    clamped = h.clamp_(-clip_value, clip_value) if owned else h.clamp(-clip_value, clip_value)
+    std, mean = torch.std_mean(clamped, dim=-1, correction=0)
+    l2_norm = torch.linalg.vector_norm(clamped, dim=-1)
+    sketch = None
+    if sketch_matrix is not None:
+        if sketch_matrix.dim() != 2 or sketch_matrix.shape[0] != width:
+            raise ValueError(f"sketch_matrix must be [{width}, S], got shape {tuple(sketch_matrix.shape)}")
+        sketch = clamped @ sketch_matrix.to(device=clamped.device, dtype=torch.float32)
+
+    return HiddenStats(
+        mean=mean,
+        std=std,
+        l2_norm=l2_norm,
+        max_abs=max_abs,
+        clipped=clip_count > 0,
+        clip_fraction=clip_count.float() / max(width, 1),
+        clip_max_before=clip_max_before,
+        has_nan=has_nan,
+        has_inf=has_inf,
+        sketch=sketch,
+    )
+
+
+def make_sketch_matrix(
+    d: int,
+    width: int = DEFAULT_SKETCH_WIDTH,
+    *,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """A [d, width] matrix of N(0, 1)/sqrt(d) entries, identical across runs, machines and devices.
+
+    Drawn on the CPU from a seeded generator (device generators differ) and then moved.
+    """
+    if d < 1 or width < 1:
+        raise ValueError("d and width must be >= 1")
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    matrix = torch.randn(d, width, generator=gen, dtype=torch.float32) / math.sqrt(d)
+    return matrix.to(device=device, dtype=dtype)

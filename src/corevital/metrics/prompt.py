@@ -1,0 +1,252 @@
+"""Prompt telemetry from the prefill forward pass (spec/metrics.md §5).
+
+Run once per generation, on the tensors the prefill pass produces anyway, on the model's device,
+vectorised over sequences, layers, heads and positions, with no host synchronisation. Left (or any)
+padding is described by boolean masks: True = a real prompt token (``visible``) or a (query, key)
+pair the query could attend to.
+
+* :func:`prompt_surprisals`: ``-log2 p(token_{i+1} | tokens <= i)`` in bits, ``[B, P-1]``.
+* :func:`layer_transformations`: ``1 - mean_i cos(h_{l-1,i}, h_{l,i})`` per consecutive layer pair.
+* :func:`prompt_attention`: one layer's sparse attention per head (the largest entries above a
+  threshold, at most ``cap``) and each head's basin score.
+* :func:`prompt_visibility`: the ``[B, P, P]`` (query, key) mask of a causal prompt from its
+  ``[B, P]`` attention mask.
+
+Basin score, exactly. For a query that sees ``n`` keys, rank those keys ``0..n-1`` by position and
+give key of rank ``r`` the interval ``[r, r+1)`` of the line ``[0, n)``. Its membership ``m_r`` in the
+middle third is the length of the overlap of that interval with ``[n/3, 2n/3)``, in [0, 1]. When 3
+divides ``n`` the middle third is exactly the ranks ``n/3 .. 2n/3 - 1``; otherwise the two boundary
+keys count fractionally (n = 4: m = 0, 2/3, 2/3, 0; n = 5: 0, 1/3, 1, 1/3, 0). The first and last
+visible keys never belong to the middle (n >= 3). With the query's visible weights ``w`` normalised
+by their sum ``S``, the query's middle mass is ``mid_q = Σ m_r w_r / S`` and its edge mass is
+``1 - mid_q``. A head's score is the ratio of the query-averaged masses::
+
+    basin = mean_q(mid_q) / mean_q(1 - mid_q)
+
+over the queries that see at least 3 keys. Uniform attention gives ``mid_q = 1/3`` for every ``n``,
+so exactly 0.5; attention that ignores the middle gives 0. The average is taken before the ratio
+(as the original CoreVital did, which keeps its scale) rather than averaging per-query ratios,
+which are unbounded (a query whose mass sits almost entirely in the middle would have a ratio in
+the thousands and dominate the mean). A sequence with no query seeing 3 keys (a prompt shorter
+than 3 tokens) gets NaN; a head whose every counted query has all its mass in the middle gets
++inf; a head with a NaN/Inf weight, or a counted query whose visible weights sum to 0, gets NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+DEFAULT_SPARSE_THRESHOLD = 0.01
+DEFAULT_SPARSE_CAP = 50
+DEFAULT_SURPRISAL_CHUNK = 256
+
+_LN2 = math.log(2.0)
+# Norms below this make the cosine 0 (as torch.nn.functional.cosine_similarity's eps does).
+_COS_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class PromptAttentionStats:
+    """One layer's prompt attention per sequence and head; shapes use ``C`` for the cap.
+
+    Entry ``j < count[b, h]`` of head (b, h) is the ``j``-th largest visible weight above the
+    threshold; entries from ``count`` on are padding (indices -1, weight 0). Indices count from the
+    sequence's first visible (non-padding) position, so they index the unpadded prompt.
+    """
+
+    query_index: Tensor  # [B, H, C] int64
+    key_index: Tensor  # [B, H, C] int64
+    weight: Tensor  # [B, H, C] float32, descending within each head
+    count: Tensor  # [B, H] int64: valid entries, min(entries above threshold, cap)
+    basin_scores: Tensor  # [B, H] float32; NaN when no query sees 3 keys
+
+
+@torch.no_grad()
+def prompt_surprisals(
+    logits: Tensor,
+    input_ids: Tensor,
+    visible: Tensor,
+    *,
+    chunk_size: int = DEFAULT_SURPRISAL_CHUNK,
+) -> Tensor:
+    """``-log2 p(input_ids[:, i+1] | <= i)`` in bits from the prefill logits, ``[B, P-1]`` float32.
+
+    ``logits`` [B, P, V] are the raw logits at every prompt position (the prefill must keep all of
+    them, not only the last); ``visible`` [B, P] is True for real tokens. Entry ``i`` is NaN when
+    position ``i`` or ``i+1`` is padding. Positions are processed ``chunk_size`` at a time, so at
+    most one float32 [B, chunk_size, V] block (and logsumexp's temporary of that size) exists
+    besides the input. A NaN or +inf logit in a row makes that entry NaN; a target whose logit is
+    -inf has surprisal +inf.
+    """
+    if logits.dim() != 3:
+        raise ValueError(f"logits must be [B, P, V], got shape {tuple(logits.shape)}")
+    n_seq, n_pos, _ = logits.shape
+    if input_ids.shape != (n_seq, n_pos) or visible.shape != (n_seq, n_pos):
+        raise ValueError(
+            f"input_ids and visible must be [{n_seq}, {n_pos}], got {tuple(input_ids.shape)} "
+            f"and {tuple(visible.shape)}"
+        )
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
+    device = logits.device
+    out = torch.empty((n_seq, max(n_pos - 1, 0)), dtype=torch.float32, device=device)
+    if n_pos < 2:
+        return out
+    vis = visible.to(device=device, dtype=torch.bool)
+    valid = vis[:, :-1] & vis[:, 1:]  # [B, P-1]
+    # Padding may hold any id (even one outside the vocabulary): read token 0 there instead.
+    targets = torch.where(valid, input_ids[:, 1:].to(device=device, dtype=torch.long), 0)
+    for start in range(0, n_pos - 1, chunk_size):
+        stop = min(start + chunk_size, n_pos - 1)
+        x = logits[:, start:stop].float()  # [B, c, V]; a copy only when the logits are not float32
+        chosen = x.gather(-1, targets[:, start:stop].unsqueeze(-1)).squeeze(-1)
+        out[:, start:stop] = (torch.logsumexp(x, dim=-1) - chosen) / _LN2
+        del x
+    return out.masked_fill_(~valid, math.nan)
+
+
+@torch.no_grad()
+def layer_transformations(hidden: Tensor, visible: Tensor) -> Tensor:
+    """``1 - mean_i cos(h[l-1, b, i], h[l, b, i])`` over visible positions, ``[L-1, B]`` float32.
+
+    ``hidden`` [L, B, P, d] is the stack of layer outputs to compare (with HF's ``hidden_states``,
+    which starts with the embeddings, L = layers + 1 gives one value per decoder layer); entry
+    ``l-1`` compares layer ``l-1`` with layer ``l``. ``visible`` [B, P] is True for real tokens.
+    Identical representations give 0, orthogonal ones 1, opposite ones 2. A zero vector has cosine
+    0 with anything (norms are clamped at 1e-8, as ``torch.nn.functional.cosine_similarity``). A
+    NaN/Inf hidden value at a visible position makes the pairs it belongs to NaN; a sequence with
+    no visible position gets NaN. Float32 math; at most one float32 copy of ``hidden`` is made (none
+    when it already is float32), the dot products go through a batched matmul without a
+    [L, B, P, d] product temporary.
+    """
+    if hidden.dim() != 4:
+        raise ValueError(f"hidden must be [L, B, P, d], got shape {tuple(hidden.shape)}")
+    n_layers, n_seq, n_pos, _ = hidden.shape
+    if visible.shape != (n_seq, n_pos):
+        raise ValueError(f"visible must be [{n_seq}, {n_pos}], got {tuple(visible.shape)}")
+    h = hidden.float()
+    if n_layers < 2:
+        return torch.empty((0, n_seq), dtype=torch.float32, device=h.device)
+    vis = visible.to(device=h.device, dtype=torch.bool)
+    norms = torch.linalg.vector_norm(h, dim=-1).clamp_(min=_COS_EPS)  # [L, B, P]
+    dots = torch.einsum("lbpd,lbpd->lbp", h[:-1], h[1:])  # [L-1, B, P]
+    cos = dots / (norms[:-1] * norms[1:])
+    cos_sum = torch.where(vis, cos, 0.0).sum(dim=-1)  # hidden padding positions never leak NaN
+    return 1.0 - cos_sum / vis.sum(dim=-1).to(torch.float32)
+
+
+def prompt_visibility(attention_mask: Tensor, *, window: int | None = None) -> Tensor:
+    """The causal (query, key) visibility of a padded prompt, ``[B, P, P]`` bool.
+
+    ``attention_mask`` [B, P] is 1/True for real tokens (HF's attention mask). Query ``q`` sees key
+    ``k`` when both are real and ``k <= q`` (and ``q - k < window`` for sliding-window attention).
+    Padding queries see nothing.
+    """
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must be [B, P], got shape {tuple(attention_mask.shape)}")
+    real = attention_mask.to(torch.bool)
+    n_pos = real.shape[1]
+    pos = torch.arange(n_pos, device=real.device)
+    allowed = pos.unsqueeze(0) <= pos.unsqueeze(1)  # [q, k]: k <= q
+    if window is not None:
+        allowed &= (pos.unsqueeze(1) - pos.unsqueeze(0)) < window
+    return allowed.unsqueeze(0) & real.unsqueeze(2) & real.unsqueeze(1)
+
+
+@torch.no_grad()
+def prompt_attention(
+    weights: Tensor,
+    visible: Tensor,
+    *,
+    threshold: float = DEFAULT_SPARSE_THRESHOLD,
+    cap: int = DEFAULT_SPARSE_CAP,
+) -> PromptAttentionStats:
+    """Sparse attention entries and basin scores of one layer's prompt attention.
+
+    ``weights`` [B, H, P, P] are the layer's attention probabilities (query, key); ``visible`` is a
+    (query, key) bool mask broadcastable to [B, P, P] (see :func:`prompt_visibility`). Weights the
+    mask hides are ignored whatever they hold.
+
+    Sparse: per head, the visible entries strictly above ``threshold`` (which must be >= 0), at
+    most ``cap``, the largest kept, in descending order (one top-k over the flattened P x P). NaN
+    weights are never kept. Basin scores: see the module docstring for the exact definition.
+
+    Memory: one float32 copy of ``weights`` (the single full-size temporary, reused for the top-k
+    and the basin sums) plus [B, P, P]-sized helpers shared by all heads.
+    """
+    if weights.dim() != 4 or weights.shape[-1] != weights.shape[-2]:
+        raise ValueError(f"weights must be [B, H, P, P], got shape {tuple(weights.shape)}")
+    if not threshold >= 0.0:
+        raise ValueError("threshold must be >= 0")
+    if cap < 0:
+        raise ValueError("cap must be >= 0")
+    n_seq, n_heads, n_pos, _ = weights.shape
+    device = weights.device
+    vis = torch.broadcast_to(visible.to(device=device, dtype=torch.bool), (n_seq, n_pos, n_pos))
+
+    buf = weights.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+    buf.masked_fill_(~vis.unsqueeze(1), 0.0)
+    row_sum = buf.sum(dim=-1)  # [B, H, P]: S per query; NaN/Inf when the row holds one
+
+    # Sparse entries. Hidden entries are 0 and NaN becomes -1, so neither passes a threshold >= 0;
+    # only then can the kept entries be a prefix of the top-k.
+    buf.nan_to_num_(nan=-1.0, posinf=math.inf, neginf=-math.inf)
+    k = min(cap, n_pos * n_pos)
+    top_w, top_flat = buf.view(n_seq, n_heads, n_pos * n_pos).topk(k, dim=-1, sorted=True)
+    kept = top_w > threshold  # [B, H, k], a prefix of each head
+    offset = _first_visible(vis)  # [B]
+    rel = offset.view(n_seq, 1, 1)
+    query_index = torch.where(kept, torch.div(top_flat, n_pos, rounding_mode="floor") - rel, -1)
+    key_index = torch.where(kept, top_flat % n_pos - rel, -1)
+    weight = torch.where(kept, top_w, 0.0)
+    if k < cap:
+        pad = (0, cap - k)
+        query_index = torch.nn.functional.pad(query_index, pad, value=-1)
+        key_index = torch.nn.functional.pad(key_index, pad, value=-1)
+        weight = torch.nn.functional.pad(weight, pad, value=0.0)
+
+    # Basin: reuse the buffer for w * membership (in place), then reduce over keys.
+    membership, counted = _middle_membership(vis)  # [B, P, P] float32, [B, P] bool
+    mid = buf.mul_(membership.unsqueeze(1)).sum(dim=-1)  # [B, H, P]
+    del buf
+    mid_frac = mid / row_sum  # NaN for rows with NaN/Inf weights or no mass
+    use = counted.unsqueeze(1)  # [B, 1, P]
+    mid_total = torch.where(use, mid_frac, 0.0).sum(dim=-1)  # [B, H]
+    edge_total = torch.where(use, 1.0 - mid_frac, 0.0).sum(dim=-1)
+    has_query = counted.any(dim=-1, keepdim=True)  # [B, 1]
+    basin = torch.where(has_query, mid_total / edge_total, math.nan)
+
+    return PromptAttentionStats(
+        query_index=query_index,
+        key_index=key_index,
+        weight=weight,
+        count=kept.sum(dim=-1),
+        basin_scores=basin,
+    )
+
+
+def _first_visible(vis: Tensor) -> Tensor:
+    """[B] the first position any query can see as a key (P when none): where the prompt starts."""
+    n_pos = vis.shape[-1]
+    key_seen = vis.any(dim=1)  # [B, P]
+    pos = torch.arange(n_pos, device=vis.device)
+    return torch.where(key_seen, pos, n_pos).amin(dim=-1)
+
+
+def _middle_membership(vis: Tensor) -> tuple[Tensor, Tensor]:
+    """Each visible key's fractional membership in its query's middle third, and the counted queries.
+
+    Returns ``[B, P, P]`` float32 (0 on hidden keys and on queries seeing fewer than 3 keys) and
+    ``[B, P]`` bool (queries seeing at least 3 keys). Exact for P < 2**24.
+    """
+    visf = vis.to(torch.float32)
+    rank = visf.cumsum(dim=-1) - 1.0  # rank of each visible key among the query's visible keys
+    n = visf.sum(dim=-1, keepdim=True)  # [B, P, 1]
+    counted = n >= 3.0
+    lo, hi = n / 3.0, (2.0 * n) / 3.0  # exact integers when 3 divides n
+    membership = (torch.minimum(rank + 1.0, hi) - torch.maximum(rank, lo)).clamp_(0.0, 1.0)
+    return membership.mul_(visf).mul_(counted), counted.squeeze(-1)

@@ -1,0 +1,114 @@
+"""What capture costs: host transfers per step, memory held between steps, no per-value syncs."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import corevital.capture.observer as observer_module
+from corevital.capture.runner import capture_prompts
+from tests.integration.conftest import tiny_settings
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "corevital"
+PER_STEP_SOURCES = [
+    SRC / "metrics" / "logits.py",
+    SRC / "metrics" / "hidden.py",
+    SRC / "metrics" / "attention.py",
+    SRC / "metrics" / "transfer.py",
+    SRC / "capture" / "observer.py",
+    SRC / "capture" / "attention_tap.py",
+]
+
+
+def test_no_per_value_host_sync_in_the_per_step_path() -> None:
+    offenders = []
+    for path in PER_STEP_SOURCES:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            is_call = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            if is_call and node.func.attr in ("item", "tolist", "numpy", "cpu"):  # type: ignore[attr-defined]
+                offenders.append(f"{path.name}: {ast.unparse(node)}")
+    # The single place where a step's concatenated buffer crosses to the host.
+    assert sorted(offenders) == [
+        "transfer.py: torch.cat(chunks).cpu()",
+        "transfer.py: torch.cat(chunks).cpu().numpy()",
+    ]
+
+
+_LAYER_OR_HEAD_NAMES = {"layer", "layers", "head", "heads", "l", "h"}
+
+
+def test_no_python_loop_over_layers_or_heads_in_per_step_code() -> None:
+    offenders = []
+    for path in PER_STEP_SOURCES:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.For | ast.comprehension):
+                target = node.target
+                names = {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+                source = ast.unparse(node.iter)
+                if names & _LAYER_OR_HEAD_NAMES or "num_layers" in source or "num_heads" in source:
+                    offenders.append(f"{path.name}: for {ast.unparse(target)} in {source}")
+    assert offenders == []
+
+
+def _count_transfers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real_one, real_many = observer_module.to_host, observer_module.to_host_many
+
+    def one(step):
+        calls.append("one")
+        return real_one(step)
+
+    def many(steps):
+        calls.append(f"many:{len(steps)}")
+        return real_many(steps)
+
+    monkeypatch.setattr(observer_module, "to_host", one)
+    monkeypatch.setattr(observer_module, "to_host_many", many)
+    return calls
+
+
+def test_one_host_transfer_per_step_with_a_live_callback(tiny_loaded, monkeypatch) -> None:
+    calls = _count_transfers(monkeypatch)
+    steps = []
+    run = capture_prompts(
+        tiny_loaded("llama"), ["The quick brown fox"], tiny_settings(max_new_tokens=12), callback=steps.append
+    )
+    assert run.sequences[0].num_steps == 12
+    assert calls == ["one"] * len(steps) and len(steps) >= 12
+
+
+def test_transfers_are_batched_without_a_callback(tiny_loaded, monkeypatch) -> None:
+    calls = _count_transfers(monkeypatch)
+    run = capture_prompts(tiny_loaded("llama"), ["The quick brown fox"], tiny_settings(max_new_tokens=40))
+    assert run.sequences[0].num_steps == 40
+    assert calls == ["many:32", "many:8"]
+
+
+def _held_bytes_per_step(loaded, tokens: int, monkeypatch) -> list[int]:
+    held: list[int] = []
+    real_finish = observer_module.StepObserver._finish_step
+
+    def finish(self, input_ids, scores, **kwargs):
+        result = real_finish(self, input_ids, scores, **kwargs)
+        held.append(self.held_device_bytes())
+        return result
+
+    monkeypatch.setattr(observer_module.StepObserver, "_finish_step", finish)
+    run = capture_prompts(loaded, ["Once upon a time"], tiny_settings(max_new_tokens=tokens))
+    assert run.sequences[0].num_steps == tokens, "the tiny model must not stop early for this test"
+    return held
+
+
+def test_memory_held_between_steps_does_not_grow_with_length(tiny_loaded, monkeypatch) -> None:
+    """Between steps capture holds only not-yet-transferred step summaries: a bounded amount."""
+    loaded = tiny_loaded("llama")
+    short = _held_bytes_per_step(loaded, 64, monkeypatch)
+    long = _held_bytes_per_step(loaded, 400, monkeypatch)
+    assert max(long) == max(short)
+    # The held amount cycles with the transfer batch instead of growing.
+    assert np.argmax(long) < 64

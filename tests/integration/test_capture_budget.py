@@ -79,14 +79,15 @@ def test_one_host_transfer_per_step_with_a_live_callback(tiny_loaded, monkeypatc
         tiny_loaded("llama"), ["The quick brown fox"], tiny_settings(max_new_tokens=12), callback=steps.append
     )
     assert run.sequences[0].num_steps == 12
-    assert calls == ["one"] * len(steps) and len(steps) >= 12
+    # One copy per step, plus one after generation for the prompt telemetry of the prefill.
+    assert calls == ["one"] * len(steps) + ["one"] and len(steps) >= 12
 
 
 def test_transfers_are_batched_without_a_callback(tiny_loaded, monkeypatch) -> None:
     calls = _count_transfers(monkeypatch)
     run = capture_prompts(tiny_loaded("llama"), ["The quick brown fox"], tiny_settings(max_new_tokens=40))
     assert run.sequences[0].num_steps == 40
-    assert calls == ["many:32", "many:8"]
+    assert calls == ["many:32", "many:8", "one"]
 
 
 def _held_bytes_per_step(loaded, tokens: int, monkeypatch) -> list[int]:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.metrics.attention import summarize_attention
+from corevital.metrics.prompt import PromptAttentionStats, prompt_attention
 from corevital.metrics.types import AttentionStats
 
 _TAP_IDS = itertools.count()
@@ -87,6 +88,12 @@ class AttentionTap:
         self._buffers: dict[SiteKind, _RowBuffer] = {}
         self._seen: dict[SiteKind, set[int]] = {SiteKind.SELF: set(), SiteKind.CROSS: set()}
         self.encoder_stats: list[AttentionStats | None] = [None] * num_encoder_layers
+        # Prompt telemetry (sparse attention, basin scores) of the pass that reads the prompt:
+        # the prefill of a decoder-only model, the encoder of an encoder-decoder model.
+        self.prompt_options: tuple[float, int] | None = None  # (threshold, cap)
+        self.prompt_length: int | None = None  # set when the pass reads more than the prompt (replay)
+        prompt_layers = num_encoder_layers if num_encoder_layers else num_layers
+        self.prompt_stats: list[PromptAttentionStats | None] = [None] * prompt_layers
 
     # --- lifecycle ---------------------------------------------------------------------------
     def observe_rows(self, rows: slice) -> None:
@@ -135,8 +142,15 @@ class AttentionTap:
                 if site.kind is SiteKind.ENCODER:
                     if self.observe_encoder:
                         self._reduce_encoder(site.layer, weights, attention_mask)
+                        self._prompt_attention(site.layer, weights, attention_mask)
                 elif self.observe_decoder:
                     self._stash(site, weights, attention_mask)
+                    if (
+                        site.kind is SiteKind.SELF
+                        and weights.shape[2] > 1
+                        and not self._num[SiteKind.ENCODER]
+                    ):
+                        self._prompt_attention(site.layer, weights, attention_mask)
         return output, None
 
     def _stash(self, site: AttentionSite, weights: Tensor, mask: Tensor | None) -> None:
@@ -174,6 +188,19 @@ class AttentionTap:
             new.kv_len = k
         self._buffers[kind] = new
         return new
+
+    def _prompt_attention(self, layer: int, weights: Tensor, mask: Tensor | None) -> None:
+        if self.prompt_options is None or self.prompt_stats[layer] is not None:
+            return
+        if self.prompt_length is not None:
+            weights = weights[:, :, : self.prompt_length, : self.prompt_length]
+            mask = None if mask is None else mask[:, :, : self.prompt_length, : self.prompt_length]
+        batch, _, q_len, kv_len = weights.shape
+        if q_len != kv_len:  # not a pass over the whole prompt (e.g. a continued cache)
+            return
+        threshold, cap = self.prompt_options
+        visible = visible_keys(mask, slice(0, q_len), batch, q_len, kv_len, weights.device)
+        self.prompt_stats[layer] = prompt_attention(weights, visible, threshold=threshold, cap=cap)
 
     def _reduce_encoder(self, layer: int, weights: Tensor, mask: Tensor | None) -> None:
         batch, heads, q_len, kv_len = weights.shape

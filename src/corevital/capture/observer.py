@@ -34,6 +34,7 @@ from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.metrics.attention import summarize_attention
 from corevital.metrics.hidden import make_sketch_matrix, summarize_hidden
 from corevital.metrics.logits import sampling_distribution_stats, summarize_logits, token_surprisal
+from corevital.metrics.prompt import layer_transformations, prompt_surprisals
 from corevital.metrics.transfer import to_host, to_host_many
 from corevital.metrics.types import AttentionStats, ChosenTokenStats, HiddenStats, LogitStats
 
@@ -50,11 +51,27 @@ class CaptureOptions:
     sketch_dim: int = 32
     sampling_changes_distribution: bool = False
     flush_every: int = 32
+    prompt_telemetry: bool = True
+    sparse_threshold: float = 0.01
+    sparse_max_per_head: int = 50
 
     @property
     def observe_attention(self) -> bool:
         """Summary capture skips the per-layer attention work entirely (the model keeps its own kernel)."""
         return self.mode != "summary"
+
+    @property
+    def observe_prompt(self) -> bool:
+        """Prompt telemetry is per-layer detail: computed in full and on_risk capture when enabled."""
+        return self.prompt_telemetry and self.observe_attention
+
+
+@dataclass(frozen=True)
+class PromptDeviceStats:
+    """Prompt telemetry computed from the pass that reads the prompt (device tensors, then host)."""
+
+    surprisals: Tensor | None  # [B, P-1] bits (decoder-only)
+    layer_transformations: Tensor  # [L, B]
 
 
 @dataclass(frozen=True)
@@ -133,10 +150,20 @@ class StepObserver:
         self.stop_steps: dict[int, int] = {}  # batch index -> step at which the callback stopped it
         self._finished_host: np.ndarray | None = None
         self._hidden_missing_warned = False
+        self._forwards = 0
+        self.prompt_device: PromptDeviceStats | None = None
+        self.prompt_host: tuple[Any, Any] | None = None  # (PromptDeviceStats, per-layer attention) on host
+        if self.tap is not None and options.observe_prompt:
+            self.tap.prompt_options = (options.sparse_threshold, options.sparse_max_per_head)
 
     # --- hooks -----------------------------------------------------------------------------
+    def _reads_prompt(self) -> bool:
+        return self._forwards == 0 and self.options.observe_prompt and not self.caps.is_encoder_decoder
+
     def _pre_forward(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         kwargs["output_hidden_states"] = True
+        if self._reads_prompt():
+            kwargs["logits_to_keep"] = 0  # every prompt position's logits, for prompt surprisals
         if self.tap is not None:
             self.tap.begin_forward()
         return args, kwargs
@@ -172,7 +199,23 @@ class StepObserver:
                 if self.caps.is_encoder_decoder:
                     cross = _last_row(self.tap.collected(SiteKind.CROSS), causal=False)
                 self.tap.release()
+            if self._reads_prompt() and states is not None:
+                self.prompt_device = self._prompt_stats(kwargs, output.logits, states)
+            self._forwards += 1
             self._pending = _Pending(logits_row, logits, hidden, attention, cross)
+
+    def _prompt_stats(
+        self, kwargs: dict, logits: Tensor, states: tuple[Tensor, ...]
+    ) -> PromptDeviceStats | None:
+        input_ids = kwargs.get("input_ids")
+        if input_ids is None or input_ids.shape[1] < 2 or logits.shape[1] != input_ids.shape[1]:
+            return None
+        mask = kwargs.get("attention_mask")
+        visible = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.bool()
+        return PromptDeviceStats(
+            surprisals=prompt_surprisals(logits, input_ids, visible),
+            layer_transformations=layer_transformations(torch.stack(states), visible),
+        )
 
     def _encoder_pre(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         kwargs["output_hidden_states"] = True
@@ -190,6 +233,14 @@ class StepObserver:
             self.encoder_hidden = summarize_hidden(
                 stacked.reshape(layers, batch * length, width), clip_value=self.options.clip_value
             )
+            if self.options.observe_prompt:
+                mask = self.encoder_mask
+                visible = torch.ones(batch, length, dtype=torch.bool, device=stacked.device)
+                if mask is not None:
+                    visible = mask.bool()
+                self.prompt_device = PromptDeviceStats(
+                    surprisals=None, layer_transformations=layer_transformations(torch.stack(states), visible)
+                )
 
     # --- generate() plug-ins -----------------------------------------------------------------
     def _observe_scores(self, input_ids: Tensor, scores: Tensor) -> Tensor:
@@ -269,6 +320,15 @@ class StepObserver:
         if self._unflushed:
             self.host_steps.extend(to_host_many(self._unflushed))
             self._unflushed = []
+
+    def finalize_prompt(self) -> None:
+        """Move prompt telemetry to the host (once, after generation)."""
+        if self.prompt_device is None:
+            return
+        layers = list(self.tap.prompt_stats) if self.tap is not None else []
+        if any(stats is None for stats in layers):
+            layers = []
+        self.prompt_host = to_host((self.prompt_device, layers))
 
     def finalize_encoder(self) -> None:
         """Move the encoder summaries to the host (once, after generation)."""

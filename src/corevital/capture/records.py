@@ -61,6 +61,25 @@ class GenerationRecord:
     seed: int
 
 
+@dataclass(frozen=True)
+class PromptHeadAttention:
+    """One head's sparse prompt attention: parallel arrays, indices into the unpadded prompt."""
+
+    query_indices: np.ndarray
+    key_indices: np.ndarray
+    weights: np.ndarray
+
+
+@dataclass(frozen=True)
+class PromptTelemetry:
+    """How the model read the prompt (spec/metrics.md §5), for one sequence."""
+
+    surprisals: np.ndarray | None  # [P-1] bits (decoder-only models)
+    layer_transformations: np.ndarray  # [L]
+    heads: list[list[PromptHeadAttention]]  # [L][H]; empty when attention was not observed
+    basin_scores: np.ndarray | None  # [L, H]
+
+
 @dataclass
 class SequenceCapture:
     """Everything observed while one sequence was generated."""
@@ -78,6 +97,7 @@ class SequenceCapture:
     cross_attention: Stats | None = None  # AttentionStats, arrays [T, L] (encoder-decoder)
     encoder_hidden: Stats | None = None  # HiddenStats, arrays [L_enc]
     encoder_attention: Stats | None = None  # AttentionStats, arrays [L_enc]
+    prompt_telemetry: PromptTelemetry | None = None
     token_texts: dict[int, str] = field(default_factory=dict)  # every token id the report names
     warnings: list[CaptureWarning] = field(default_factory=list)
     stopped_at_step: int | None = None

@@ -17,12 +17,14 @@ import torch
 from corevital.capture.assemble import reduce_rows, series
 from corevital.capture.attention_tap import AttentionTap
 from corevital.capture.loading import LoadedModel
-from corevital.capture.observer import SKETCH_SEED, CaptureOptions
+from corevital.capture.observer import SKETCH_SEED, CaptureOptions, PromptDeviceStats
+from corevital.capture.prompt_telemetry import prompt_telemetry_for
 from corevital.capture.records import PromptRecord, SequenceCapture
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.metrics.attention import summarize_attention
 from corevital.metrics.hidden import make_sketch_matrix, summarize_hidden
 from corevital.metrics.logits import summarize_logits, token_surprisal
+from corevital.metrics.prompt import layer_transformations, prompt_surprisals
 from corevital.metrics.transfer import to_host
 from corevital.metrics.types import ChosenTokenStats
 
@@ -36,6 +38,18 @@ def _steps_first(stats: Any) -> Any:
         value = getattr(stats, f.name)
         values[f.name] = None if value is None else np.swapaxes(np.asarray(value), 0, 1)
     return type(stats)(**values)
+
+
+def _prompt_stats(out: Any, kwargs: dict[str, Any], encoder_decoder: bool, length: int) -> PromptDeviceStats:
+    if encoder_decoder:
+        states = torch.stack(out.encoder_hidden_states)
+        visible = torch.ones(states.shape[1:3], dtype=torch.bool, device=states.device)
+        return PromptDeviceStats(None, layer_transformations(states, visible))
+    ids = kwargs["input_ids"][:, :length]
+    visible = torch.ones_like(ids, dtype=torch.bool)
+    states = torch.stack(out.hidden_states)[:, :, :length]
+    surprisals = prompt_surprisals(out.logits[:, :length], ids, visible) if length > 1 else None
+    return PromptDeviceStats(surprisals, layer_transformations(states, visible))
 
 
 def replay_sequence(
@@ -65,6 +79,9 @@ def replay_sequence(
     if options.observe_attention and caps.attention_available:
         tap = AttentionTap(sites, num_layers=caps.num_layers, num_encoder_layers=caps.num_encoder_layers or 0)
         tap.observe_rows(rows)
+        if options.observe_prompt:
+            tap.prompt_options = (options.sparse_threshold, options.sparse_max_per_head)
+            tap.prompt_length = None if caps.is_encoder_decoder else len(prompt.token_ids)
     sketch = (
         make_sketch_matrix(caps.hidden_size, options.sketch_dim, seed=SKETCH_SEED, device=device)
         if options.sketch_dim > 0
@@ -102,8 +119,14 @@ def replay_sequence(
             encoder_hidden = summarize_hidden(
                 torch.stack(out.encoder_hidden_states[1:])[:, 0], clip_value=options.clip_value
             )
-    host = to_host((lstats, chosen, hidden, attention, cross, encoder_hidden))
-    h_logits, h_chosen, h_hidden, h_attention, h_cross, h_encoder = host
+        prompt_stats = (
+            _prompt_stats(out, kwargs, caps.is_encoder_decoder, len(prompt.token_ids))
+            if (tap is not None and options.observe_prompt)
+            else None
+        )
+    prompt_layers = list(tap.prompt_stats) if tap is not None and prompt_stats is not None else []
+    host = to_host((lstats, chosen, hidden, attention, cross, encoder_hidden, prompt_stats, prompt_layers))
+    h_logits, h_chosen, h_hidden, h_attention, h_cross, h_encoder, h_prompt, h_layers = host
     capture = SequenceCapture(
         batch_index=0,
         batch_size=1,
@@ -123,4 +146,6 @@ def replay_sequence(
         if tap is not None and all(s is not None for s in tap.encoder_stats):
             per_layer = [reduce_rows(to_host(s), every_token, axis=1) for s in tap.encoder_stats]
             capture.encoder_attention = series(per_layer, 0, axis=0)
+    if h_prompt is not None:
+        capture.prompt_telemetry = prompt_telemetry_for(h_prompt, h_layers, 0, len(prompt.token_ids))
     return capture

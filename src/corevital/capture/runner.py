@@ -19,6 +19,7 @@ import torch
 from corevital.capture.assemble import generated_length, reduce_rows, series
 from corevital.capture.loading import LoadedModel
 from corevital.capture.observer import CaptureOptions, StepObserver
+from corevital.capture.prompt_telemetry import prompt_telemetry_for
 from corevital.capture.prompts import PreparedBatch, check_token_budget, prepare_batch
 from corevital.capture.records import (
     CaptureWarning,
@@ -61,6 +62,9 @@ def capture_options(settings: Any, gen: GenerationRecord) -> CaptureOptions:
         clip_value=settings.hidden_clip_value,
         sketch_dim=settings.sketch_dim,
         sampling_changes_distribution=changes,
+        prompt_telemetry=settings.prompt_telemetry,
+        sparse_threshold=settings.sparse_threshold,
+        sparse_max_per_head=settings.sparse_max_per_head,
     )
 
 
@@ -180,6 +184,7 @@ def capture_batch(
     except (RuntimeError, ValueError) as exc:
         raise CaptureError(f"generation failed: {str(exc).splitlines()[0]}") from exc
     observer.finalize_encoder()
+    observer.finalize_prompt()
     return _split(loaded, batch, output, observer, first_index)
 
 
@@ -224,6 +229,9 @@ def _split(
             stop_reason="step callback" if finish == "stopped_by_callback" else None,
         )
         _attach_encoder(capture, observer, b)
+        if observer.prompt_host is not None:
+            stats, layers = observer.prompt_host
+            capture.prompt_telemetry = prompt_telemetry_for(stats, layers, b, len(prompt.token_ids))
         capture.token_texts = token_texts(loaded.tokenizer, capture)
         results.append(capture)
     return results

@@ -29,6 +29,7 @@ from corevital.report.schema import (
     LogitsSummaryConfig,
     ModelInfo,
     PromptAnalysis,
+    PromptAttentionLayer,
     PromptInfo,
     QuantizationInfo,
     Report,
@@ -36,6 +37,7 @@ from corevital.report.schema import (
     RunConfig,
     SinkConfig,
     SketchConfig,
+    SparseAttentionHead,
     SummariesConfig,
     Summary,
     TimelineStep,
@@ -144,7 +146,9 @@ def build_report(run: RunCapture, seq: SequenceCapture, ctx: BuildContext) -> Re
         warnings=[ReportWarning(code=w.code, message=w.message) for w in seq.warnings]
         + list(ctx.extra_warnings),
         encoder_layers=_encoder_layers(seq) if caps.is_encoder_decoder else None,
-        prompt_analysis=ctx.prompt_analysis,
+        prompt_analysis=ctx.prompt_analysis
+        if ctx.prompt_analysis is not None
+        else prompt_analysis(seq, layers_kept),
         health_flags=ctx.health_flags,
         extensions=ctx.extensions,
     )
@@ -300,3 +304,31 @@ def _encoder_layers(seq: SequenceCapture) -> list[LayerSummary] | None:
             )
         )
     return out
+
+
+def prompt_analysis(seq: SequenceCapture, layers_kept: bool) -> PromptAnalysis | None:
+    """The ``prompt_analysis`` object from captured prompt telemetry (per-layer detail: full capture)."""
+    telemetry = seq.prompt_telemetry
+    if telemetry is None or not layers_kept:
+        return None
+    layers = []
+    for index, heads in enumerate(telemetry.heads):
+        basin = telemetry.basin_scores[index] if telemetry.basin_scores is not None else None
+        layers.append(
+            PromptAttentionLayer(
+                heads=[
+                    SparseAttentionHead(
+                        query_indices=[int(i) for i in head.query_indices],
+                        key_indices=[int(i) for i in head.key_indices],
+                        weights=_nums(head.weights),
+                    )
+                    for head in heads
+                ],
+                basin_scores=_nums(basin) if basin is not None else None,
+            )
+        )
+    return PromptAnalysis(
+        layers=layers,
+        layer_transformations=_nums(telemetry.layer_transformations),
+        prompt_surprisals=_nums(telemetry.surprisals) if telemetry.surprisals is not None else [],
+    )

@@ -1,0 +1,39 @@
+"""Cutting a batch's prompt telemetry (host arrays) into one sequence's :class:`PromptTelemetry`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from corevital.capture.records import PromptHeadAttention, PromptTelemetry
+
+
+def prompt_telemetry_for(device_stats: Any, layers: list[Any], b: int, prompt_tokens: int) -> PromptTelemetry:
+    """Sequence ``b``'s prompt telemetry from the batch's host arrays (left padding removed)."""
+    surprisals = None
+    if device_stats.surprisals is not None:
+        row = np.asarray(device_stats.surprisals[b])
+        surprisals = row[len(row) - (prompt_tokens - 1) :] if prompt_tokens > 1 else row[:0]
+    heads: list[list[PromptHeadAttention]] = []
+    basin = None
+    if layers:
+        for stats in layers:
+            counts = np.asarray(stats.count[b])
+            heads.append(
+                [
+                    PromptHeadAttention(
+                        query_indices=np.asarray(stats.query_index[b, h, :n]),
+                        key_indices=np.asarray(stats.key_index[b, h, :n]),
+                        weights=np.asarray(stats.weight[b, h, :n]),
+                    )
+                    for h, n in enumerate(counts.tolist())
+                ]
+            )
+        basin = np.stack([np.asarray(stats.basin_scores[b]) for stats in layers])
+    return PromptTelemetry(
+        surprisals=surprisals,
+        layer_transformations=np.asarray(device_stats.layer_transformations)[:, b],
+        heads=heads,
+        basin_scores=basin,
+    )

@@ -11,17 +11,25 @@ from corevital.config import Settings, load_settings
 from tests.support.tiny_models import save_tiny_model
 
 
-@pytest.fixture(scope="session")
-def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return {}
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread_for_tiny_models():
+    """Tiny models run faster on one thread: intra-op spinning dominates on a loaded 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tiny_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
+    saved: dict[str, Path] = {}
+
     def get(arch: str) -> Path:
-        if arch not in tiny_dirs:
-            tiny_dirs[arch] = save_tiny_model(arch, tmp_path_factory.mktemp(f"tiny-{arch}"), seed=0)
-        return tiny_dirs[arch]
+        if arch not in saved:
+            saved[arch] = save_tiny_model(arch, tmp_path_factory.mktemp(f"tiny-{arch}"), seed=0)
+        return saved[arch]
 
     return get
 

@@ -70,3 +70,21 @@ def test_batch_of_eight_matches_single_runs(smollm2) -> None:
         np.testing.assert_allclose(
             seq.attention.entropy_mean, single.attention.entropy_mean, rtol=1e-3, atol=1e-5
         )
+
+
+def test_prompt_surprisals_match_teacher_forcing_on_smollm2(smollm2) -> None:
+    import torch
+
+    settings = smol_settings(temperature=0.0, max_new_tokens=2)
+    seq = capture_prompts(
+        smollm2, ["The capital of France is Paris. The capital of Italy is"], settings
+    ).sequences[0]
+    ids = seq.prompt.token_ids
+    with torch.no_grad():
+        logits = smollm2.model(torch.tensor([ids])).logits[0].double()
+    expected = (
+        -torch.log_softmax(logits, -1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])] / math.log(2)
+    ).numpy()
+    assert seq.prompt_telemetry is not None
+    np.testing.assert_allclose(seq.prompt_telemetry.surprisals, expected, atol=1e-4, rtol=1e-4)
+    assert seq.prompt_telemetry.basin_scores.shape == (30, 9)

@@ -18,6 +18,7 @@ LAYER = {
     "config": 0,
     "metrics": 1,
     "capture": 2,
+    "testing": 2,
     "analysis": 3,
     "report": 4,
     "sinks": 5,

@@ -66,12 +66,20 @@ class Settings(BaseSettings):
     num_beams: int = Field(1, ge=1, description="Beam search width; > 1 enables beam search.")
     early_stopping: bool = Field(False, description="Beam search: stop when num_beams candidates finish.")
     seed: int = Field(42, description="Random seed; the same seed gives the same sampled tokens.")
+    ignore_eos: bool = Field(
+        False, description="Generate exactly max_new_tokens, past end-of-sequence tokens (benchmarks)."
+    )
 
     # --- capture ---------------------------------------------------------------------------
     capture: CaptureMode = Field(
         "full",
         description="Capture mode: full (per-layer detail), summary (logits timeline only; per-layer "
         "attention work is skipped), on_risk (summary, full detail kept when risk is high).",
+    )
+    attention_path: Literal["fast", "eager"] = Field(
+        "fast",
+        description="How attention is observed: fast (the model keeps SDPA; only the observed rows are "
+        "recomputed) or eager (the model's eager attention, the reference). Unsupported models use eager.",
     )
     entropy_mode: EntropyMode = Field(
         "full", description="Logit entropy: full (exact) or topk_approx (top tokens plus a uniform tail)."
@@ -95,6 +103,11 @@ class Settings(BaseSettings):
     )
     on_risk_threshold: float = Field(
         0.7, ge=0.0, le=1.0, description="on_risk capture: keep per-layer detail at or above this risk."
+    )
+    thresholds: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of the model profile's thresholds, by dotted name "
+        "(e.g. {'repetition.min_span': 16, 'high_entropy_threshold_bits': 5.0}).",
     )
     batch_size: int = Field(
         8, ge=1, description="Prompts per generate() call when several prompts are given."

@@ -28,7 +28,7 @@ This page is generated from the settings declaration: `python -m corevital.confi
 
 
 def _default(name: str, defaults: dict[str, Any]) -> str:
-    value = defaults.get(name, Settings.model_fields[name].default)
+    value = defaults.get(name, Settings.model_fields[name].get_default(call_default_factory=True))
     return "—" if value is None else f"`{json.dumps(value)}`"
 
 

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from corevital.analysis.flags import high_entropy_steps, numeric_faults
+from corevital.analysis.diagnose import Diagnosis, diagnose
+from corevital.analysis.profiles import load_profile
+from corevital.analysis.signals import signals_from_capture
 from corevital.config import Settings
 from corevital.errors import NotAvailableError, StoreError
 from corevital.report.builder import BuildContext, build_report
-from corevital.report.hashing import prompt_hash
-from corevital.report.schema import Extensions, Fingerprint, HealthFlags, Report, SinkConfig
+from corevital.report.diagnosis import extensions, health_flags
+from corevital.report.schema import Report, SinkConfig
 from corevital.report.timestamps import utc_now
 from corevital.sinks.base import Sink
 from corevital.sinks.local import LocalFileSink
@@ -30,7 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DB_FILE = "corevital.db"
-HIGH_ENTROPY_THRESHOLD_BITS = 4.0
 
 
 @dataclass
@@ -46,6 +47,17 @@ class RunOutcome:
 def sink_target(settings: Settings) -> str:
     out = Path(settings.out)
     return str(out / DB_FILE) if settings.sink == "sqlite" else str(out)
+
+
+def keep_layer_detail(settings: Settings, diagnosis: Diagnosis) -> bool:
+    """full: always; summary: never; on_risk: when the run is risky or a hard flag fired."""
+    if settings.capture == "full":
+        return True
+    if settings.capture == "summary":
+        return False
+    flags = diagnosis.health_flags
+    hard = flags.nan_detected or flags.inf_detected or flags.repetition_loop_detected
+    return hard or diagnosis.risk.risk_score >= settings.on_risk_threshold
 
 
 def open_sink(settings: Settings) -> Sink:
@@ -111,15 +123,17 @@ class Pipeline:
 
     def build_one(self, run: RunCapture, seq: SequenceCapture) -> Report:
         settings = self.settings
-        faults = numeric_faults(seq)
-        flags = HealthFlags(
-            nan_detected=faults.nan_detected,
-            inf_detected=faults.inf_detected,
-            high_entropy_steps=high_entropy_steps(seq.logits.entropy, HIGH_ENTROPY_THRESHOLD_BITS),
+        caps = run.model.capabilities
+        signals = signals_from_capture(seq, model_id=run.model.hf_id, caps=caps)
+        profile = load_profile(caps.model_type, settings.thresholds or None)
+        telemetry = seq.prompt_telemetry
+        diagnosis = diagnose(
+            signals,
+            profile,
+            basin_scores=telemetry.basin_scores if telemetry is not None else None,
+            check_consistency=settings.validate_metrics or settings.log_level == "DEBUG",
         )
-        extensions = Extensions(
-            fingerprint=Fingerprint(prompt_hash=prompt_hash(run.model.hf_id, seq.prompt.text)),
-        )
+        attention_observed = seq.attention is not None
         ctx = BuildContext(
             trace_id=self._new_id(),
             created_at_utc=self._clock(),
@@ -128,9 +142,9 @@ class Pipeline:
             topk=settings.topk,
             mass_k=settings.topk_mass_k,
             sketch_dim=settings.sketch_dim,
-            include_layers=settings.capture != "summary",
-            health_flags=flags,
-            extensions=extensions,
+            include_layers=keep_layer_detail(settings, diagnosis),
+            health_flags=health_flags(diagnosis, attention_observed=attention_observed),
+            extensions=extensions(diagnosis, attention_observed=attention_observed, seq=seq),
         )
         return build_report(run, seq, ctx)
 

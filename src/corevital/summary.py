@@ -24,6 +24,8 @@ class RunSummary:
     peak_entropy_token: str | None
     flags: list[str] = field(default_factory=list)
     risk_score: float | None = None
+    risk_factors: list[str] = field(default_factory=list)
+    narrative: str = ""
     output_text: str = ""
     location: str = ""
 
@@ -50,6 +52,8 @@ def summarize_report(report: Report, location: str, elapsed_ms: float) -> RunSum
     values = [e for e, _ in entropies]
     peak = max(entropies, key=lambda pair: pair[0]) if entropies else None
     risk = report.extensions.risk.risk_score if report.extensions.risk is not None else None
+    factors = list(report.extensions.risk.risk_factors) if report.extensions.risk is not None else []
+    narrative = report.extensions.narrative.summary if report.extensions.narrative is not None else ""
     return RunSummary(
         trace_id=report.trace_id,
         model=report.model.hf_id,
@@ -64,6 +68,8 @@ def summarize_report(report: Report, location: str, elapsed_ms: float) -> RunSum
         peak_entropy_token=peak[1].token.token_text if peak else None,
         flags=_raised_flags(report),
         risk_score=risk,
+        risk_factors=factors,
+        narrative=narrative,
         output_text=report.generated.output_text,
         location=location,
     )
@@ -83,8 +89,11 @@ def format_summary(s: RunSummary, *, multiple: bool = False) -> str:
             f"(peak at step {s.peak_entropy_step}, token {s.peak_entropy_token!r})"
         )
     if s.risk_score is not None:
-        lines.append(f"Risk score: {s.risk_score:.2f}")
+        factors = f" ({', '.join(s.risk_factors)})" if s.risk_factors else ""
+        lines.append(f"Risk score: {s.risk_score:.2f}{factors}")
     lines.append("Flags: " + (", ".join(s.flags) if s.flags else "none"))
+    if s.narrative:
+        lines.append(f"Diagnosis: {s.narrative}")
     text = s.output_text.strip().replace("\n", " ")
     lines.append(f"Output: {text[:240]}{'…' if len(text) > 240 else ''}")
     lines.append(f"Report: {s.location}")

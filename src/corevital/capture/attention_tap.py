@@ -26,6 +26,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from corevital.capture.attention_rows import attention_rows, fast_path_supported
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.metrics.attention import summarize_attention
 from corevital.metrics.prompt import PromptAttentionStats, prompt_attention
@@ -35,6 +36,21 @@ _TAP_IDS = itertools.count()
 _REGISTRATION_LOCK = threading.Lock()
 
 EagerFn = Callable[..., tuple[Tensor, Tensor | None]]
+
+
+def _eager(module: nn.Module, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
+    eager = _eager_function_for(module)
+    if eager is None:
+        raise RuntimeError(f"{type(module).__name__} has no eager attention function to observe")
+    output, weights = eager(module, *args, **kwargs)
+    assert weights is not None
+    return output, weights
+
+
+def _sdpa(module: nn.Module, *args: Any, **kwargs: Any) -> Tensor:
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(module, *args, **kwargs)[0]
 
 
 def _eager_function_for(module: nn.Module) -> EagerFn | None:
@@ -74,7 +90,10 @@ class _RowBuffer:
 class AttentionTap:
     """Collects attention rows of one model for one generation (or one teacher-forced pass)."""
 
-    def __init__(self, sites: list[AttentionSite], *, num_layers: int, num_encoder_layers: int) -> None:
+    def __init__(
+        self, sites: list[AttentionSite], *, num_layers: int, num_encoder_layers: int, fast: bool = False
+    ) -> None:
+        self.fast = fast
         self._sites = {id(site.module): site for site in sites}
         self._num = {
             SiteKind.SELF: num_layers,
@@ -132,32 +151,70 @@ class AttentionTap:
         attention_mask: Tensor | None,
         **kwargs: Any,
     ) -> tuple[Tensor, None]:
-        eager = _eager_function_for(module)
-        if eager is None:
-            raise RuntimeError(f"{type(module).__name__} has no eager attention function to observe")
-        output, weights = eager(module, query, key, value, attention_mask, **kwargs)
         site = self._sites.get(id(module))
-        if site is not None and weights is not None:
-            with torch.no_grad():
-                if site.kind is SiteKind.ENCODER:
-                    if self.observe_encoder:
-                        self._reduce_encoder(site.layer, weights, attention_mask)
-                        self._prompt_attention(site.layer, weights, attention_mask)
-                elif self.observe_decoder:
-                    self._stash(site, weights, attention_mask)
-                    if (
-                        site.kind is SiteKind.SELF
-                        and weights.shape[2] > 1
-                        and not self._num[SiteKind.ENCODER]
-                    ):
-                        self._prompt_attention(site.layer, weights, attention_mask)
+        q_len, kv_len = query.shape[2], key.shape[2]
+        needs = self._needs(site, q_len, kv_len)
+        if site is None or needs is None:
+            return self._output(module, query, key, value, attention_mask, kwargs), None
+        every_row = slice(0, q_len)
+        rows = every_row if needs == "all" else self._rows
+        with torch.no_grad():
+            if self.fast and fast_path_supported(kwargs):
+                bias = kwargs.get("position_bias")
+                weights = attention_rows(
+                    query[:, :, rows],
+                    key,
+                    None if attention_mask is None else attention_mask[:, :, rows],
+                    scaling=kwargs.get("scaling"),
+                    position_bias=None if bias is None else bias[:, :, rows],
+                )
+                output = _sdpa(module, query, key, value, attention_mask, **kwargs)
+            else:
+                output, full = _eager(module, query, key, value, attention_mask, **kwargs)
+                weights = full[:, :, rows]
+            if site.kind is SiteKind.ENCODER:
+                self._reduce_encoder(site.layer, weights, attention_mask)
+                self._prompt_attention(site.layer, weights, attention_mask)
+                return output, None
+            observed = weights[:, :, self._rows] if needs == "all" else weights
+            self._stash(
+                site,
+                observed,
+                visible_keys(attention_mask, self._rows, query.shape[0], q_len, kv_len, query.device),
+            )
+            if needs == "all":
+                self._prompt_attention(site.layer, weights, attention_mask)
         return output, None
 
-    def _stash(self, site: AttentionSite, weights: Tensor, mask: Tensor | None) -> None:
-        batch, heads, q_len, kv_len = weights.shape
-        rows = weights[:, :, self._rows, :].transpose(1, 2)  # [B, R, H, K]
-        visible = visible_keys(mask, self._rows, batch, q_len, kv_len, weights.device)
-        buffer = self._buffer(site.kind, batch, rows.shape[1], heads, kv_len, weights.device)
+    def _needs(self, site: AttentionSite | None, q_len: int, kv_len: int) -> str | None:
+        """None (not observed), "rows" (only the observed rows) or "all" (every row: prompt telemetry)."""
+        if site is None:
+            return None
+        if site.kind is SiteKind.ENCODER:
+            return "all" if self.observe_encoder else None
+        if not self.observe_decoder:
+            return None
+        prompt_pass = (
+            site.kind is SiteKind.SELF
+            and self.prompt_options is not None
+            and not self._num[SiteKind.ENCODER]
+            and q_len > 1
+            and q_len == kv_len
+            and self.prompt_stats[site.layer] is None
+        )
+        return "all" if prompt_pass else "rows"
+
+    def _output(
+        self, module: nn.Module, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, kwargs: dict
+    ) -> Tensor:
+        if self.fast and fast_path_supported(kwargs):
+            return _sdpa(module, query, key, value, mask, **kwargs)
+        return _eager(module, query, key, value, mask, **kwargs)[0]
+
+    def _stash(self, site: AttentionSite, rows_weights: Tensor, visible: Tensor) -> None:
+        batch, heads, _, kv_len = rows_weights.shape
+        rows = rows_weights.transpose(1, 2)  # [B, R, H, K]
+        buffer = self._buffer(site.kind, batch, rows.shape[1], heads, kv_len, rows.device)
         if kv_len > buffer.kv_len:
             if buffer.kv_len:  # layers that already reported have shorter rows: hide the new columns
                 buffer.visible[..., buffer.kv_len : kv_len] = False

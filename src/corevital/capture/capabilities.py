@@ -11,6 +11,30 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+FAST_ATTENTION_MODEL_TYPES = frozenset(
+    {
+        "llama",
+        "mistral",
+        "mixtral",
+        "qwen2",
+        "qwen2_moe",
+        "qwen3",
+        "qwen3_moe",
+        "phi3",
+        "gpt2",
+        "t5",
+        "mt5",
+        "bart",
+        "mbart",
+        "gemma",
+        "olmo",
+        "olmo2",
+        "granite",
+        "starcoder2",
+        "smollm3",
+    }
+)
+
 
 def _first(config: Any, *names: str) -> Any:
     for name in names:
@@ -39,6 +63,11 @@ class ModelCapabilities:
     attention_available: bool = False  # probed: every layer's attention rows can be observed
     attention_detail: str = "not probed"
     hidden_states_available: bool = False
+
+    @property
+    def fast_attention_supported(self) -> bool:
+        """Eager attention here is softmax(q·kᵀ·scale + mask [+ bias]), so the fast path is exact."""
+        return self.model_type in FAST_ATTENTION_MODEL_TYPES
 
     @property
     def family(self) -> str:

@@ -219,3 +219,30 @@ def _prepare_tokenizer(tokenizer: Any, model: Any) -> None:
             tokenizer.pad_token_id = model.generation_config.pad_token_id
     if not model.config.is_encoder_decoder:
         tokenizer.padding_side = "left"
+
+
+def loaded_from_existing(model: Any, tokenizer: Any, *, name: str | None = None) -> LoadedModel:
+    """Wrap a model and tokenizer the user already has (nothing is loaded or moved)."""
+    first = next(model.parameters())
+    hf_id = (
+        name
+        or getattr(model, "name_or_path", "")
+        or getattr(model.config, "_name_or_path", "")
+        or "user-model"
+    )
+    source: Source = "local" if Path(str(hf_id)).exists() else "hub"
+    caps = probe_capabilities(
+        model, tokenizer, capabilities_from_config(model.config, model_class=type(model).__name__)
+    )
+    quantized = getattr(model, "is_quantized", False) or getattr(model, "hf_quantizer", None) is not None
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        capabilities=caps,
+        spec=ModelSpec(model=str(hf_id)),
+        resolved=ResolvedSource(str(hf_id), None, str(hf_id), source, False),
+        device=first.device,
+        dtype=first.dtype,
+        quantization="quantized" if quantized else None,
+        revision=getattr(model.config, "_commit_hash", None),
+    )

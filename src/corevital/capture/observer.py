@@ -52,6 +52,7 @@ class CaptureOptions:
     sampling_changes_distribution: bool = False
     flush_every: int = 32
     prompt_telemetry: bool = True
+    fast_attention: bool = True
     sparse_threshold: float = 0.01
     sparse_max_per_head: int = 50
 
@@ -112,7 +113,9 @@ class StepObserver:
         options: CaptureOptions,
         callback: StepCallback | None = None,
         eos_token_ids: tuple[int, ...] = (),
+        batch_offset: int = 0,
     ) -> None:
+        self.batch_offset = batch_offset
         self.model = model
         self.caps = caps
         self.options = options
@@ -123,8 +126,18 @@ class StepObserver:
         if options.observe_attention:
             if caps.attention_available:
                 self.tap = AttentionTap(
-                    sites, num_layers=caps.num_layers, num_encoder_layers=caps.num_encoder_layers or 0
+                    sites,
+                    num_layers=caps.num_layers,
+                    num_encoder_layers=caps.num_encoder_layers or 0,
+                    fast=options.fast_attention and caps.fast_attention_supported,
                 )
+                if options.fast_attention and not caps.fast_attention_supported:
+                    self.warnings.append(
+                        CaptureWarning(
+                            "ATTENTION_EAGER_FALLBACK",
+                            f"{caps.model_type}: attention statistics use the eager path (no fast path)",
+                        )
+                    )
             else:
                 self.warnings.append(
                     CaptureWarning(
@@ -287,6 +300,7 @@ class StepObserver:
             step=step_index,
             token_ids=tokens,
             finished=self._finished_host.copy(),
+            batch_offset=self.batch_offset,
             logits=host.logits,
             chosen=host.chosen,
             hidden=host.hidden,

@@ -82,3 +82,24 @@ def check_token_budget(prompt_tokens: int, max_new_tokens: int, context_length: 
             f"prompt ({prompt_tokens} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
             f"context window of {context_length} tokens"
         )
+
+
+def batch_from_inputs(
+    tokenizer: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+) -> PreparedBatch:
+    """A :class:`PreparedBatch` for inputs the user tokenized themselves (``monitor.watch``)."""
+    if input_ids.dim() == 1:
+        input_ids = input_ids.unsqueeze(0)
+    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    prompts = []
+    for row, row_mask in zip(input_ids.tolist(), mask.tolist(), strict=True):
+        ids = [int(t) for t, keep in zip(row, row_mask, strict=True) if keep]
+        prompts.append(
+            PromptRecord(
+                text=tokenizer.decode(ids, skip_special_tokens=True),
+                model_text=tokenizer.decode(ids),
+                token_ids=ids,
+                chat_template_applied=False,
+            )
+        )
+    return PreparedBatch(prompts=prompts, input_ids=input_ids, attention_mask=mask)

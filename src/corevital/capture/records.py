@@ -59,6 +59,7 @@ class GenerationRecord:
     early_stopping: bool
     max_new_tokens: int
     seed: int
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class SequenceCapture:
     token_texts: dict[int, str] = field(default_factory=dict)  # every token id the report names
     warnings: list[CaptureWarning] = field(default_factory=list)
     stopped_at_step: int | None = None
+    stop_policy: str | None = None  # which live policy stopped it (None: a plain step callback)
     stop_reason: str | None = None
 
     @property
@@ -131,6 +133,7 @@ class StepEvent:
     step: int
     token_ids: np.ndarray
     finished: np.ndarray
+    batch_offset: int  # row b of this batch is prompt number batch_offset + b of the run
     logits: Stats
     chosen: Stats
     hidden: Stats | None

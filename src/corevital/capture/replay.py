@@ -77,7 +77,12 @@ def replay_sequence(
         rows = slice(first, first + steps)
     tap = None
     if options.observe_attention and caps.attention_available:
-        tap = AttentionTap(sites, num_layers=caps.num_layers, num_encoder_layers=caps.num_encoder_layers or 0)
+        tap = AttentionTap(
+            sites,
+            num_layers=caps.num_layers,
+            num_encoder_layers=caps.num_encoder_layers or 0,
+            fast=options.fast_attention and caps.fast_attention_supported,
+        )
         tap.observe_rows(rows)
         if options.observe_prompt:
             tap.prompt_options = (options.sparse_threshold, options.sparse_max_per_head)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,6 +48,7 @@ def generation_record(settings: Any) -> GenerationRecord:
         early_stopping=settings.early_stopping,
         max_new_tokens=settings.max_new_tokens,
         seed=settings.seed,
+        ignore_eos=settings.ignore_eos,
     )
 
 
@@ -63,6 +65,7 @@ def capture_options(settings: Any, gen: GenerationRecord) -> CaptureOptions:
         sketch_dim=settings.sketch_dim,
         sampling_changes_distribution=changes,
         prompt_telemetry=settings.prompt_telemetry,
+        fast_attention=settings.attention_path == "fast",
         sparse_threshold=settings.sparse_threshold,
         sparse_max_per_head=settings.sparse_max_per_head,
     )
@@ -89,6 +92,8 @@ def _generate_kwargs(loaded: LoadedModel, gen: GenerationRecord) -> dict[str, An
     }
     if gen.num_beams > 1:
         kwargs["early_stopping"] = gen.early_stopping
+    if gen.ignore_eos:
+        kwargs["min_new_tokens"] = gen.max_new_tokens  # masks EOS in the processed scores only
     if gen.do_sample:
         kwargs.update(temperature=gen.temperature, top_k=gen.top_k or None, top_p=gen.top_p)
     else:
@@ -164,21 +169,64 @@ def capture_batch(
     torch.manual_seed(gen.seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(gen.seed)
+
+    def generate(processors: Any, criteria: Any) -> Any:
+        extra = {} if processors is None else {"logits_processor": processors, "stopping_criteria": criteria}
+        return loaded.model.generate(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, **extra, **kwargs
+        )
+
+    return observe_generation(
+        loaded,
+        batch,
+        options,
+        generate,
+        beam_search=gen.num_beams > 1,
+        first_index=first_index,
+        callback=callback,
+    )
+
+
+GenerateCall = Callable[[Any, Any], Any]
+
+
+def observe_generation(
+    loaded: LoadedModel,
+    batch: PreparedBatch,
+    options: CaptureOptions,
+    generate: GenerateCall,
+    *,
+    beam_search: bool = False,
+    first_index: int = 0,
+    callback: StepCallback | None = None,
+) -> list[SequenceCapture]:
+    """Run ``generate(processors, criteria)`` observed and cut the result into sequences.
+
+    ``generate`` receives CoreVital's logits processors and stopping criteria to merge with its
+    own (or ``None, None`` for beam search, which is observed afterwards by a teacher-forced pass).
+    It returns generate()'s output: a tensor of sequences or an output object with ``sequences``.
+    """
+    caps = loaded.capabilities
     sites = find_attention_sites(loaded.model, caps)
-    if gen.num_beams > 1:
-        return _beam_search(loaded, batch, kwargs, options, sites, first_index)
+    if beam_search:
+        try:
+            with torch.no_grad():
+                output = _sequences(generate(None, None))
+        except (RuntimeError, ValueError) as exc:
+            raise CaptureError(f"beam search failed: {str(exc).splitlines()[0]}") from exc
+        return _replay_beams(loaded, batch, output, options, sites, first_index)
     observer = StepObserver(
-        loaded.model, caps, sites, options, callback=callback, eos_token_ids=eos_ids(loaded)
+        loaded.model,
+        caps,
+        sites,
+        options,
+        callback=callback,
+        eos_token_ids=eos_ids(loaded),
+        batch_offset=first_index,
     )
     try:
         with torch.no_grad(), observer.installed() as (processors, criteria):
-            output = loaded.model.generate(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                logits_processor=processors,
-                stopping_criteria=criteria,
-                **kwargs,
-            )
+            output = _sequences(generate(processors, criteria))
     except CoreVitalError:
         raise
     except (RuntimeError, ValueError) as exc:
@@ -186,6 +234,10 @@ def capture_batch(
     observer.finalize_encoder()
     observer.finalize_prompt()
     return _split(loaded, batch, output, observer, first_index)
+
+
+def _sequences(output: Any) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output.sequences
 
 
 def _generated_part(loaded: LoadedModel, batch: PreparedBatch, output: torch.Tensor) -> np.ndarray:
@@ -258,21 +310,14 @@ def token_texts(tokenizer: Any, capture: SequenceCapture) -> dict[int, str]:
     return {i: tokenizer.decode([i]) for i in sorted(ids)}
 
 
-def _beam_search(
+def _replay_beams(
     loaded: LoadedModel,
     batch: PreparedBatch,
-    kwargs: dict[str, Any],
+    output: torch.Tensor,
     options: CaptureOptions,
     sites: list[Any],
     first_index: int,
 ) -> list[SequenceCapture]:
-    try:
-        with torch.no_grad():
-            output = loaded.model.generate(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs
-            )
-    except (RuntimeError, ValueError) as exc:
-        raise CaptureError(f"beam search failed: {str(exc).splitlines()[0]}") from exc
     generated = _generated_part(loaded, batch, output)
     eos = eos_ids(loaded)
     results = []

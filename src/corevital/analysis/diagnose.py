@@ -1,0 +1,96 @@
+"""One entry point: everything the analysis says about one generated sequence.
+
+``diagnose(signals, profile)`` runs the detectors in dependency order (health flags → layer blame →
+compound signals → early warning → risk → fingerprint → narrative, plus the optional metric
+consistency check) and bundles their typed results in a :class:`Diagnosis`, which the report
+builder converts field by field into the report's ``health_flags`` and ``extensions``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from corevital.analysis.blame import BlamedLayer, blame_layers
+from corevital.analysis.collapse import AttentionCollapseDetail
+from corevital.analysis.compound import CompoundSignal, detect_compound_signals
+from corevital.analysis.consistency import MetricConsistency, check_consistency
+from corevital.analysis.early_warning import EarlyWarning, StepWarning, early_warning
+from corevital.analysis.fingerprint import Fingerprint, fingerprint
+from corevital.analysis.health import HealthFlags, HealthReport, MidLayerDetail, NumericFaults, assess_health
+from corevital.analysis.narrative import Narrative, build_narrative
+from corevital.analysis.profiles import ModelProfile
+from corevital.analysis.repetition import RepetitionInfo
+from corevital.analysis.risk import Risk, risk_score
+from corevital.analysis.signals import SequenceSignals
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    health_flags: HealthFlags
+    numeric: NumericFaults
+    repetition: RepetitionInfo
+    attention_collapse: AttentionCollapseDetail
+    mid_layer: MidLayerDetail
+    risk: Risk
+    blamed_layers: tuple[BlamedLayer, ...]
+    compound_signals: tuple[CompoundSignal, ...]
+    early_warning: EarlyWarning
+    early_warning_steps: tuple[StepWarning, ...]
+    fingerprint: Fingerprint
+    narrative: Narrative
+    metric_consistency: MetricConsistency | None
+    profile_family: str
+
+
+def diagnose(
+    signals: SequenceSignals,
+    profile: ModelProfile,
+    *,
+    basin_scores: Sequence[Sequence[float]] | np.ndarray | None = None,
+    check_consistency: bool = False,
+) -> Diagnosis:
+    """The full diagnosis of one sequence. ``basin_scores``: prompt basin scores per layer and head."""
+    health: HealthReport = assess_health(signals, profile)
+    blamed = blame_layers(signals, health.mid_layer.jumps, health.collapse, profile.mid_layer)
+    compound = detect_compound_signals(signals, profile.compound, basin_scores=basin_scores)
+    warning, steps = early_warning(
+        signals.entropy, signals.top_k_margin, signals.surprisal, profile.early_warning
+    )
+    risk = risk_score(
+        signals,
+        profile.risk,
+        flags=health.flags,
+        failure_risk=warning.failure_risk,
+        compound=compound,
+        blamed=blamed,
+        collapse=health.collapse if signals.attn_collapse_rate is not None else None,
+        repetition_coverage=health.repetition.coverage,
+    )
+    consistency = None
+    if check_consistency:
+        consistency = _consistency(signals)
+    return Diagnosis(
+        health_flags=health.flags,
+        numeric=health.numeric,
+        repetition=health.repetition,
+        attention_collapse=health.collapse,
+        mid_layer=health.mid_layer,
+        risk=risk,
+        blamed_layers=blamed,
+        compound_signals=compound,
+        early_warning=warning,
+        early_warning_steps=steps,
+        fingerprint=fingerprint(signals, health.flags, risk.risk_score),
+        narrative=build_narrative(signals, health, risk, compound, blamed),
+        metric_consistency=consistency,
+        profile_family=profile.family,
+    )
+
+
+def _consistency(signals: SequenceSignals) -> MetricConsistency:
+    return check_consistency(
+        signals.entropy, signals.perplexity, signals.top_k_margin, signals.topk_mass, signals.surprisal
+    )

@@ -1,0 +1,274 @@
+"""The library API: :class:`CoreVitalMonitor`.
+
+Concurrency: a monitor can be shared by threads. Models are loaded once per distinct model
+setting (name, GGUF file, revision, device, dtype, quantization) under a lock, then reused by
+every later call. Generations on the same loaded model are serialised (a model observed by
+CoreVital runs one ``generate()`` at a time: hooks and sampling seeds are per call); generations
+on different models run concurrently. ``get_report()`` and the other ``get_*`` helpers refer to
+the most recent run finished on this monitor; threads should use the reports ``run`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from corevital.analysis.policies import StopOnNonFinite, StopOnRepetition, StopOnRiskAbove, StopPolicy
+from corevital.analysis.profiles import load_profile
+from corevital.config import Settings, load_settings
+from corevital.errors import InputError
+from corevital.live import LiveSession, StreamEvent
+from corevital.pipeline import Pipeline
+from corevital.report.schema import Report
+from corevital.summary import summarize_report
+
+_END = object()
+
+
+class CoreVitalMonitor:
+    """Instrumented generation with health signals, for code that embeds CoreVital.
+
+    ``capture_mode``: full, summary or on_risk. ``risk_threshold``: the risk at which on_risk
+    capture keeps per-layer detail. ``intervene_on_risk_above`` / ``intervene_on_signals``: what
+    :meth:`should_intervene` checks after a run (health flag names, compound-signal or early-warning
+    signal names). ``policies``: live intervention policies that stop a generation while it runs.
+    ``sink``: None keeps reports in memory only; ``"sqlite"`` or ``"local"`` also stores them under
+    ``out``. Any other setting of :class:`corevital.config.Settings` can be passed by name.
+    """
+
+    def __init__(
+        self,
+        model: str = "default",
+        *,
+        capture_mode: str = "full",
+        risk_threshold: float = 0.7,
+        intervene_on_risk_above: float = 0.8,
+        intervene_on_signals: Sequence[str] = (),
+        policies: Sequence[StopPolicy] = (),
+        max_new_tokens: int = 20,
+        device: str = "auto",
+        seed: int = 42,
+        sink: str | None = None,
+        out: str = "runs",
+        **settings: Any,
+    ) -> None:
+        self._base: dict[str, Any] = {
+            "model": model,
+            "capture": capture_mode,
+            "on_risk_threshold": risk_threshold,
+            "max_new_tokens": max_new_tokens,
+            "device": device,
+            "seed": seed,
+            "sink": sink or "sqlite",
+            "out": out,
+            **settings,
+        }
+        self._store = sink is not None
+        self.intervene_on_risk_above = intervene_on_risk_above
+        self.intervene_on_signals = tuple(intervene_on_signals)
+        self.policies = tuple(policies)
+        load_settings(self._base)  # fail now on a bad setting
+        self._models: dict[Any, Any] = {}
+        self._models_lock = threading.Lock()
+        self._generate_locks: dict[Any, threading.Lock] = {}
+        self._last: Report | None = None
+        self._last_lock = threading.Lock()
+        self.load_count = 0
+
+    # --- settings and models -------------------------------------------------------------------
+    def settings_for(self, model: str | None = None, **overrides: Any) -> Settings:
+        values = dict(self._base)
+        if model is not None:
+            values["model"] = model
+        if overrides.pop("load_in_4bit", False):
+            values["quantize"] = "4bit"
+        if overrides.pop("load_in_8bit", False):
+            values["quantize"] = "8bit"
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return load_settings(values)
+
+    def _loaded(self, settings: Settings) -> Any:
+        from corevital.capture.loading import ModelSpec, load_model
+
+        spec = ModelSpec.from_settings(settings)
+        with self._models_lock:
+            if spec not in self._models:
+                self._models[spec] = load_model(spec)
+                self._generate_locks[spec] = threading.Lock()
+                self.load_count += 1
+            return self._models[spec], self._generate_locks[spec]
+
+    # --- running ---------------------------------------------------------------------------------
+    def run(self, model: str | None = None, prompt: str | None = None, **overrides: Any) -> Report:
+        """Generate for one prompt and return its report (``model`` None: the monitor's model)."""
+        if prompt is None:
+            raise InputError("run() needs a prompt")
+        return self.run_batch([prompt], model, **overrides)[0]
+
+    def run_batch(self, prompts: Sequence[str], model: str | None = None, **overrides: Any) -> list[Report]:
+        """Generate for several prompts (batched ``generate()`` calls); one report per prompt."""
+        policies = overrides.pop("policies", None)
+        return self._generate(list(prompts), self.settings_for(model, **overrides), policies)
+
+    def _generate(
+        self,
+        prompts: list[str],
+        settings: Settings,
+        policies: Sequence[StopPolicy] | None,
+        emit: Callable[[StreamEvent], None] | None = None,
+    ) -> list[Report]:
+        loaded, lock = self._loaded(settings)
+        pipeline = Pipeline(settings)
+        pipeline.use_model(loaded)
+        chosen = self.policies if policies is None else tuple(policies)
+        live = None
+        if chosen or emit is not None:
+            live = LiveSession(
+                load_profile(loaded.capabilities.model_type, settings.thresholds or None),
+                policies=chosen,
+                token_text=lambda token: str(loaded.tokenizer.decode([token])),
+                emit=emit,
+            )
+        with lock:
+            run = pipeline.capture(prompts, callback=live)
+        if live is not None:
+            live.annotate(run)
+        reports = pipeline.build(run)
+        if self._store:
+            pipeline.write(reports)
+        with self._last_lock:
+            self._last = reports[-1]
+        return reports
+
+    @contextmanager
+    def wrap_generation(self, model: str | None, prompt: str, **overrides: Any) -> Iterator[CoreVitalMonitor]:
+        """Run a generation on entering; inside the block the ``get_*`` helpers describe it."""
+        self.run(model, prompt, **overrides)
+        yield self
+
+    # --- post-run checks -------------------------------------------------------------------------
+    def get_report(self) -> Report:
+        with self._last_lock:
+            if self._last is None:
+                raise InputError("no run yet: call run() first")
+            return self._last
+
+    def get_risk_score(self) -> float:
+        risk = self.get_report().extensions.risk
+        return float(risk.risk_score) if risk is not None and risk.risk_score is not None else 0.0
+
+    def get_health_flags(self) -> dict[str, Any]:
+        flags = self.get_report().health_flags
+        return flags.model_dump() if flags is not None else {}
+
+    def should_intervene(self) -> bool:
+        """After a run: is the risk above ``intervene_on_risk_above`` or did a watched signal fire?"""
+        report = self.get_report()
+        if self.get_risk_score() > self.intervene_on_risk_above:
+            return True
+        return bool(set(self.intervene_on_signals) & _fired_signals(report))
+
+    def get_summary(self) -> dict[str, Any]:
+        report = self.get_report()
+        ext = report.extensions
+        summary = summarize_report(report, "", float(report.summary.elapsed_ms)).as_dict()
+        summary.update(
+            health_flags=self.get_health_flags(),
+            fingerprint=ext.fingerprint.model_dump() if ext.fingerprint is not None else None,
+        )
+        return summary
+
+    # --- live stream -----------------------------------------------------------------------------
+    def iter_stream(
+        self, model: str | None = None, prompt: str | None = None, **overrides: Any
+    ) -> Iterator[StreamEvent]:
+        """Yield one event per generated token as it is produced, then a final event."""
+        if prompt is None:
+            raise InputError("stream() needs a prompt")
+        events: queue.Queue[Any] = queue.Queue()
+        settings = self.settings_for(model, **overrides)
+        worker = threading.Thread(
+            target=self._stream_worker,
+            args=(prompt, settings, events.put),
+            name="corevital-stream",
+            daemon=True,
+        )
+        worker.start()
+        while True:
+            item = events.get()
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+        worker.join()
+
+    async def stream(
+        self, model: str | None = None, prompt: str | None = None, **overrides: Any
+    ) -> AsyncIterator[StreamEvent]:
+        """Async version of :meth:`iter_stream`; generation runs in a worker thread, off the loop."""
+        if prompt is None:
+            raise InputError("stream() needs a prompt")
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        settings = self.settings_for(model, **overrides)
+
+        def put(item: Any) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, item)
+
+        worker = threading.Thread(
+            target=self._stream_worker, args=(prompt, settings, put), name="corevital-stream", daemon=True
+        )
+        worker.start()
+        while True:
+            item = await events.get()
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _stream_worker(self, prompt: str, settings: Settings, put: Callable[[Any], None]) -> None:
+        try:
+            report = self._generate([prompt], settings, None, emit=put)[0]
+            summary = summarize_report(report, "", float(report.summary.elapsed_ms)).as_dict()
+            put(StreamEvent(kind="final", batch_index=0, summary=summary, report=report))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
+            put(exc)
+        finally:
+            put(_END)
+
+    # --- a model the user already has -----------------------------------------------------------
+    @contextmanager
+    def watch(self, model: Any, tokenizer: Any, **overrides: Any) -> Iterator[Any]:
+        """Observe the user's own ``model.generate(...)`` calls inside the block; see :class:`Watch`."""
+        from corevital.watch import Watch
+
+        watcher = Watch(self, model, tokenizer, self.settings_for(**overrides))
+        with watcher.installed():
+            yield watcher
+
+
+def _fired_signals(report: Report) -> set[str]:
+    fired = {
+        name
+        for name, value in (report.health_flags.model_dump() if report.health_flags else {}).items()
+        if value is True
+    }
+    ext = report.extensions
+    fired.update(signal.name for signal in ext.compound_signals or [])
+    if ext.early_warning is not None:
+        fired.update(ext.early_warning.warning_signals)
+    return fired
+
+
+def default_policies(risk_above: float | None = None) -> tuple[StopPolicy, ...]:
+    """Stop on a repetition loop, on NaN/Inf, and (optionally) on running risk above a threshold."""
+    policies: list[StopPolicy] = [StopOnNonFinite(), StopOnRepetition()]
+    if risk_above is not None:
+        policies.append(StopOnRiskAbove(risk_above))
+    return tuple(policies)

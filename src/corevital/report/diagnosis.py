@@ -1,0 +1,81 @@
+"""Turning the analysis' typed results into the report's ``health_flags`` and ``extensions``.
+
+The analysis dataclasses use the report's field names, so the conversion is mechanical; fields the
+schema does not declare (e.g. the step at which a blamed layer's fault first appeared) are kept,
+as every report model accepts additional fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from corevital.analysis.diagnose import Diagnosis
+from corevital.capture.records import SequenceCapture
+from corevital.report.schema import (
+    CompoundSignal,
+    EarlyWarning,
+    Extensions,
+    Fingerprint,
+    HealthFlags,
+    MetricConsistency,
+    Narrative,
+    RepetitionInfo,
+    RiskExtension,
+)
+
+
+def _plain(value: Any) -> Any:
+    return (
+        dataclasses.asdict(value)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type)
+        else value
+    )
+
+
+def health_flags(diagnosis: Diagnosis, *, attention_observed: bool) -> HealthFlags:
+    flags = HealthFlags.model_validate(_plain(diagnosis.health_flags))
+    if not attention_observed:  # collapse was not judged: say nothing rather than "no collapse, severity 0"
+        flags.attention_collapse_severity = None
+    return flags
+
+
+def intervention_of(seq: SequenceCapture) -> dict[str, Any] | None:
+    """Who stopped the generation, at which step and why (live intervention), if anyone did."""
+    if seq.finish_reason != "stopped_by_callback":
+        return None
+    return {
+        "policy": seq.stop_policy or "step_callback",
+        "step": seq.stopped_at_step,
+        "reason": seq.stop_reason,
+    }
+
+
+def extensions(diagnosis: Diagnosis, *, attention_observed: bool, seq: SequenceCapture) -> Extensions:
+    risk = _plain(diagnosis.risk)
+    risk.pop("features", None)
+    risk.pop("smooth_score", None)
+    if not attention_observed:
+        risk["attention_collapse_detail"] = None
+    fields: dict[str, Any] = {
+        "risk": RiskExtension.model_validate(risk),
+        "compound_signals": [CompoundSignal.model_validate(_plain(s)) for s in diagnosis.compound_signals],
+        "early_warning": EarlyWarning.model_validate(
+            {
+                "failure_risk": diagnosis.early_warning.failure_risk,
+                "warning_signals": list(diagnosis.early_warning.warning_signals),
+                "firings": [_plain(f) for f in diagnosis.early_warning.firings],
+                "peak_step": diagnosis.early_warning.peak_step,
+            }
+        ),
+        "fingerprint": Fingerprint.model_validate(_plain(diagnosis.fingerprint)),
+        "narrative": Narrative(summary=diagnosis.narrative.summary),
+        "repetition": RepetitionInfo.model_validate(_plain(diagnosis.repetition)),
+    }
+    if diagnosis.metric_consistency is not None:
+        fields["metric_consistency"] = MetricConsistency.model_validate(_plain(diagnosis.metric_consistency))
+    fields["mid_layer"] = _plain(diagnosis.mid_layer)
+    intervention = intervention_of(seq)
+    if intervention is not None:
+        fields["intervention"] = intervention
+    return Extensions.model_validate(fields)

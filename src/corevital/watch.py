@@ -1,0 +1,122 @@
+"""Monitoring a model the user already loaded: ``with monitor.watch(model, tokenizer) as w:``.
+
+Inside the block, each of the user's own ``model.generate(...)`` calls is observed exactly as
+``monitor.run`` observes its own (same capture, same analysis, same reports), and its reports are
+appended to ``w.reports``. The model is not reloaded, moved or changed: the only thing installed
+is an instance attribute ``generate`` wrapping the class's method, removed on exit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from corevital.capture.loading import loaded_from_existing
+from corevital.capture.prompts import batch_from_inputs
+from corevital.capture.records import GenerationRecord, RunCapture
+from corevital.capture.runner import capture_options, model_record, observe_generation
+from corevital.config import Settings
+from corevital.pipeline import Pipeline
+from corevital.report.schema import Report
+from corevital.report.timestamps import utc_now
+
+if TYPE_CHECKING:
+    from corevital.monitor import CoreVitalMonitor
+
+
+def _generation_record(model: Any, kwargs: dict[str, Any], seed: int) -> GenerationRecord:
+    config = model.generation_config
+
+    def pick(name: str) -> Any:
+        return kwargs[name] if name in kwargs else getattr(config, name, None)
+
+    sample = bool(pick("do_sample"))
+    return GenerationRecord(
+        do_sample=sample,
+        temperature=pick("temperature") if sample else None,
+        top_k=pick("top_k") if sample else None,
+        top_p=pick("top_p") if sample else None,
+        num_beams=int(pick("num_beams") or 1),
+        early_stopping=bool(pick("early_stopping")),
+        max_new_tokens=int(pick("max_new_tokens") or 0),
+        seed=seed,
+    )
+
+
+class Watch:
+    """The reports of the ``generate()`` calls made while watching."""
+
+    def __init__(self, monitor: CoreVitalMonitor, model: Any, tokenizer: Any, settings: Settings) -> None:
+        self.monitor = monitor
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.reports: list[Report] = []
+        self._loaded = loaded_from_existing(model, tokenizer)
+
+    @contextmanager
+    def installed(self) -> Iterator[Watch]:
+        model = self.model
+        had_own = "generate" in vars(model)
+        previous = vars(model).get("generate")
+        original = model.generate
+
+        def generate(*args: Any, **kwargs: Any) -> Any:
+            return self._observed(original, args, kwargs)
+
+        model.generate = generate
+        try:
+            yield self
+        finally:
+            if had_own:
+                model.generate = previous
+            else:
+                del model.generate
+
+    def _observed(self, original: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None:
+            return original(*args, **kwargs)  # inputs_embeds and other exotic calls are not observed
+        batch = batch_from_inputs(self.tokenizer, input_ids, kwargs.get("attention_mask"))
+        gen = _generation_record(self.model, kwargs, self.settings.seed)
+        options = capture_options(self.settings, gen)
+        result: dict[str, Any] = {}
+
+        def call(processors: Any, criteria: Any) -> Any:
+            merged = dict(kwargs)
+            if processors is not None:
+                merged["logits_processor"] = _merged(kwargs.get("logits_processor"), processors)
+                merged["stopping_criteria"] = _merged(kwargs.get("stopping_criteria"), criteria)
+            result["output"] = original(*args, **merged)
+            return result["output"]
+
+        started = utc_now()
+        t0 = time.perf_counter()
+        sequences = observe_generation(self._loaded, batch, options, call, beam_search=gen.num_beams > 1)
+        elapsed_ms = (time.perf_counter() - t0) * 1000.0
+        run = RunCapture(
+            model=model_record(self._loaded),
+            generation=gen,
+            capture_mode=options.mode,
+            entropy_mode=options.entropy_mode,
+            sequences=sequences,
+            elapsed_ms=elapsed_ms,
+            started_at_utc=started,
+        )
+        pipeline = Pipeline(self.settings)
+        pipeline.use_model(self._loaded)
+        reports = pipeline.build(run)
+        if self.monitor._store:
+            pipeline.write(reports)
+        self.reports.extend(reports)
+        return result["output"]
+
+
+def _merged(user: Any, ours: Any) -> Any:
+    if not user:
+        return ours
+    combined = type(ours)(list(user))
+    combined.extend(ours)
+    return combined

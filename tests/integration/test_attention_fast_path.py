@@ -1,0 +1,55 @@
+"""The fast attention path (model keeps SDPA) gives the eager path's numbers (float32, 1e-4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from corevital.capture.runner import capture_prompts
+from tests.integration.conftest import tiny_settings
+from tests.support.tiny_models import ARCHITECTURES
+
+PROMPTS = ["The quick brown fox jumps over", "a b c"]
+FIELDS = (
+    "entropy_mean",
+    "entropy_min",
+    "entropy_max",
+    "entropy_mean_normalized",
+    "concentration_max",
+    "concentration_min",
+    "sink_mass_mean",
+    "prev_token_mass_mean",
+    "max_weight_per_head",
+)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_fast_path_equals_eager(arch: str, tiny_loaded) -> None:
+    loaded = tiny_loaded(arch)
+    assert loaded.capabilities.fast_attention_supported
+    fast = capture_prompts(loaded, PROMPTS, tiny_settings(attention_path="fast", max_new_tokens=6)).sequences
+    eager = capture_prompts(
+        loaded, PROMPTS, tiny_settings(attention_path="eager", max_new_tokens=6)
+    ).sequences
+    for f, e in zip(fast, eager, strict=True):
+        assert f.generated_token_ids == e.generated_token_ids
+        for name in FIELDS:
+            np.testing.assert_allclose(
+                getattr(f.attention, name), getattr(e.attention, name), atol=1e-4, rtol=1e-4, err_msg=name
+            )
+        np.testing.assert_array_equal(f.attention.num_keys, e.attention.num_keys)
+        np.testing.assert_allclose(f.logits.entropy, e.logits.entropy, atol=1e-4, rtol=1e-4)
+        if f.cross_attention is not None:
+            for name in FIELDS[:-1]:
+                np.testing.assert_allclose(
+                    getattr(f.cross_attention, name), getattr(e.cross_attention, name), atol=1e-4, rtol=1e-4
+                )
+        if f.encoder_attention is not None:
+            np.testing.assert_allclose(
+                f.encoder_attention.entropy_mean, e.encoder_attention.entropy_mean, atol=1e-4, rtol=1e-4
+            )
+        pf, pe = f.prompt_telemetry, e.prompt_telemetry
+        np.testing.assert_allclose(pf.basin_scores, pe.basin_scores, atol=1e-4, rtol=1e-4)
+        for layer_f, layer_e in zip(pf.heads, pe.heads, strict=True):
+            for head_f, head_e in zip(layer_f, layer_e, strict=True):
+                np.testing.assert_allclose(head_f.weights, head_e.weights, atol=1e-4)

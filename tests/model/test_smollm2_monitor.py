@@ -1,0 +1,86 @@
+"""The library API on the real SmolLM2: live stream timing, live intervention, watch == run == stream."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from corevital import CoreVitalMonitor, StopOnRepetition
+from corevital.capture.loading import ModelSpec
+
+pytestmark = pytest.mark.model
+
+LOOP_PROMPT = "Repeat the word hello 100 times."
+
+
+@pytest.fixture(scope="module")
+def monitor(smollm2) -> CoreVitalMonitor:
+    monitor = CoreVitalMonitor(device="cpu", max_new_tokens=64)
+    # Share the session's already loaded model instead of loading it a second time.
+    monitor._models[ModelSpec(device="cpu")] = smollm2
+    monitor._generate_locks[ModelSpec(device="cpu")] = __import__("threading").Lock()
+    return monitor
+
+
+def test_first_stream_event_arrives_long_before_the_end(monitor) -> None:
+    start = time.perf_counter()
+    first = None
+    count = 0
+    for _event in monitor.iter_stream(
+        prompt="Tell me a short story about a robot who learns to paint.", temperature=0.0, max_new_tokens=64
+    ):
+        if first is None:
+            first = time.perf_counter() - start
+        count += 1
+    total = time.perf_counter() - start
+    print(f"first event after {first:.2f} s of {total:.2f} s ({count - 1} tokens)")
+    assert count - 1 == 64
+    assert first is not None and first < total / 4
+
+
+def test_repetition_policy_halts_a_loop_soon_after_it_forms(monitor) -> None:
+    free = monitor.run(prompt=LOOP_PROMPT, temperature=0.0, max_new_tokens=120)
+    stopped = monitor.run(
+        prompt=LOOP_PROMPT, temperature=0.0, max_new_tokens=120, policies=[StopOnRepetition()]
+    )
+    loop = free.extensions.repetition
+    print(
+        f"without policy: {free.generated.num_tokens} tokens; with: {stopped.generated.num_tokens} "
+        f"(loop of period {loop.period} from step {loop.first_step})"
+    )
+    assert free.health_flags.repetition_loop_detected
+    assert stopped.generated.finish_reason == "stopped_by_callback"
+    formed = loop.first_step + max(12, 3 * loop.period)
+    assert formed - 1 <= stopped.generated.num_tokens <= formed + 3
+    assert stopped.generated.num_tokens < free.generated.num_tokens
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_watch_run_and_stream_agree_on_smollm2(monitor, smollm2, temperature: float) -> None:
+    import torch
+
+    prompt = "Name three fruits."
+    run = monitor.run(prompt=prompt, temperature=temperature, max_new_tokens=16, seed=11)
+    streamed = list(monitor.iter_stream(prompt=prompt, temperature=temperature, max_new_tokens=16, seed=11))[
+        -1
+    ]
+    text = smollm2.tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
+    inputs = smollm2.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    kwargs = (
+        {"do_sample": True, "temperature": 0.8, "top_k": 50, "top_p": 0.95}
+        if temperature
+        else {"do_sample": False}
+    )
+    with monitor.watch(smollm2.model, smollm2.tokenizer, seed=11) as watcher:
+        torch.manual_seed(11)
+        smollm2.model.generate(**inputs, max_new_tokens=16, **kwargs)
+
+    def timeline(report):
+        return [
+            (s.token.token_id, s.logits_summary.entropy, s.logits_summary.surprisal) for s in report.timeline
+        ]
+
+    assert timeline(run) == timeline(streamed.report) == timeline(watcher.reports[0])

@@ -17,7 +17,7 @@ from corevital.analysis.online import OnlineSequenceMonitor
 from corevital.analysis.policies import StopDecision, StopPolicy, first_decision
 from corevital.analysis.profiles import ModelProfile
 from corevital.capture.records import RunCapture, StepEvent
-from corevital.report.builder import num
+from corevital.report.numbers import num
 
 
 def _num(value: float | None) -> float | None:

@@ -30,17 +30,31 @@ def attention_rows(
     scaling: float | None,
     position_bias: Tensor | None = None,
 ) -> Tensor:
-    """Probabilities [B, Hq, R, K] for query rows [B, Hq, R, D] over keys [B, Hkv, K, D] (float32)."""
+    """Probabilities [B, Hq, R, K] (float32) for query rows [B, Hq, R, D] over keys [B, Hkv, K, D].
+
+    Scores are computed in the model's dtype, as eager attention computes them, and the softmax in
+    float32. Few kernels on purpose: this runs once per layer per step, and at decode time the cost
+    is kernel launches, not arithmetic.
+    """
     batch, q_heads, rows, dim = query.shape
     kv_heads, kv_len = key.shape[1], key.shape[2]
     groups = q_heads // kv_heads
     scale = dim**-0.5 if scaling is None else scaling
     # Query head h reads key head h // groups (as transformers' repeat_kv lays them out).
-    grouped = query.reshape(batch, kv_heads, groups * rows, dim)
-    scores = torch.matmul(grouped.float(), key.float().transpose(-1, -2)).mul_(scale)
-    scores = scores.view(batch, q_heads, rows, kv_len)
-    if position_bias is not None:
-        scores = scores + position_bias.float()
+    grouped = query.reshape(batch * kv_heads, groups * rows, dim)
+    keys_t = key.reshape(batch * kv_heads, kv_len, dim).transpose(1, 2)
+    bias = None
     if mask is not None:
-        scores = scores + mask[..., :kv_len].float()
-    return torch.softmax(scores, dim=-1)
+        bias = mask[..., :kv_len]
+    if position_bias is not None:
+        bias = position_bias if bias is None else bias + position_bias
+    if bias is None:
+        scores = torch.bmm(grouped, keys_t).mul_(scale)
+    elif batch == 1 and bias.shape[1] == 1:
+        # One sequence, one mask row set for all heads: fuse matmul, scale and mask in one kernel.
+        scores = torch.baddbmm(
+            bias.reshape(1, rows, kv_len).to(query.dtype).repeat(1, groups, 1), grouped, keys_t, alpha=scale
+        )
+    else:
+        scores = torch.bmm(grouped, keys_t).mul_(scale).view(batch, q_heads, rows, kv_len).add_(bias)
+    return torch.softmax(scores.view(batch, q_heads, rows, kv_len), dim=-1, dtype=torch.float32)

@@ -76,15 +76,17 @@ def visible_keys(
 
 
 @dataclass
-class _RowBuffer:
-    """Weights [L, B, R, H, K] and visibility [L, B, R, K] of the observed rows of every layer."""
+class _Rows:
+    """The observed rows [B, R, H, K] each layer reported in this forward, and the mask each used.
 
-    weights: Tensor
-    visible: Tensor
-    kv_len: int
+    Kept as one tensor per layer and stacked once per step (one kernel) rather than copied layer by
+    layer into a preallocated buffer. Layers of one attention type receive the very same mask in a
+    forward pass, so visibility is computed once per distinct mask (usually one; two for models
+    mixing full and sliding-window layers), not once per layer.
+    """
 
-    def view(self) -> tuple[Tensor, Tensor]:
-        return self.weights[..., : self.kv_len], self.visible[..., : self.kv_len]
+    per_layer: dict[int, Tensor]
+    layer_mask: dict[int, tuple[int, int]]  # layer -> key into the tap's visibility cache
 
 
 class AttentionTap:
@@ -104,8 +106,10 @@ class AttentionTap:
         self.observe_decoder = True
         self.observe_encoder = True
         self._rows = slice(-1, None)
-        self._buffers: dict[SiteKind, _RowBuffer] = {}
+        self._buffers: dict[SiteKind, _Rows] = {}
         self._seen: dict[SiteKind, set[int]] = {SiteKind.SELF: set(), SiteKind.CROSS: set()}
+        self._visible_cache: dict[tuple[int, int], Tensor] = {}
+        self._mask_refs: list[Tensor | None] = []
         self.encoder_stats: list[AttentionStats | None] = [None] * num_encoder_layers
         # Prompt telemetry (sparse attention, basin scores) of the pass that reads the prompt:
         # the prefill of a decoder-only model, the encoder of an encoder-decoder model.
@@ -122,21 +126,39 @@ class AttentionTap:
     def begin_forward(self) -> None:
         for seen in self._seen.values():
             seen.clear()
-        self._buffers.clear()
+        self.release()
 
     def release(self) -> None:
         """Drop this step's rows once they are reduced: nothing is held between steps."""
         self._buffers.clear()
+        self._visible_cache.clear()
+        self._mask_refs.clear()
 
     def held_bytes(self) -> int:
-        return sum(b.weights.nbytes + b.visible.nbytes for b in self._buffers.values())
+        rows = sum(t.nbytes for b in self._buffers.values() for t in b.per_layer.values())
+        return rows + sum(v.nbytes for v in self._visible_cache.values())
 
     def collected(self, kind: SiteKind) -> tuple[Tensor, Tensor] | None:
-        """(weights [L, B, R, H, K], visible [L, B, R, K]) of the last forward, if every layer reported."""
-        buffer = self._buffers.get(kind)
-        if buffer is None or len(self._seen[kind]) != self._num[kind]:
+        """(weights [L, B, R, H, K], visible [L or 1, B, R, K]) of the last forward, all layers in."""
+        rows = self._buffers.get(kind)
+        if rows is None or len(self._seen[kind]) != self._num[kind]:
             return None
-        return buffer.view()
+        ordered = [rows.per_layer[index] for index in sorted(rows.per_layer)]
+        kv_len = max(t.shape[-1] for t in ordered)
+        if any(t.shape[-1] != kv_len for t in ordered):  # sliding-window layers see fewer keys
+            ordered = [torch.nn.functional.pad(t, (0, kv_len - t.shape[-1])) for t in ordered]
+        weights = torch.stack(ordered)
+        keys = set(rows.layer_mask.values())
+        if len(keys) == 1:
+            (only,) = keys
+            return weights, self._visible_cache[only].unsqueeze(0)  # the same for every layer
+        layers, batch, count = weights.shape[:3]
+        visible = torch.zeros(layers, batch, count, kv_len, dtype=torch.bool, device=weights.device)
+        for key in keys:  # one pass per distinct mask
+            row = self._visible_cache[key]
+            which = [index for index, used in rows.layer_mask.items() if used == key]
+            visible[which, ..., : row.shape[-1]] = row
+        return weights, visible
 
     def layers_seen(self, kind: SiteKind) -> int:
         return len(self._seen[kind])
@@ -177,11 +199,7 @@ class AttentionTap:
                 self._prompt_attention(site.layer, weights, attention_mask)
                 return output, None
             observed = weights[:, :, self._rows] if needs == "all" else weights
-            self._stash(
-                site,
-                observed,
-                visible_keys(attention_mask, self._rows, query.shape[0], q_len, kv_len, query.device),
-            )
+            self._stash(site, observed, self._visible_key(attention_mask, query.shape[0], q_len, kv_len))
             if needs == "all":
                 self._prompt_attention(site.layer, weights, attention_mask)
         return output, None
@@ -211,40 +229,19 @@ class AttentionTap:
             return _sdpa(module, query, key, value, mask, **kwargs)
         return _eager(module, query, key, value, mask, **kwargs)[0]
 
-    def _stash(self, site: AttentionSite, rows_weights: Tensor, visible: Tensor) -> None:
-        batch, heads, _, kv_len = rows_weights.shape
-        rows = rows_weights.transpose(1, 2)  # [B, R, H, K]
-        buffer = self._buffer(site.kind, batch, rows.shape[1], heads, kv_len, rows.device)
-        if kv_len > buffer.kv_len:
-            if buffer.kv_len:  # layers that already reported have shorter rows: hide the new columns
-                buffer.visible[..., buffer.kv_len : kv_len] = False
-            buffer.kv_len = kv_len
-        buffer.weights[site.layer, ..., :kv_len].copy_(rows)
-        buffer.visible[site.layer, ..., :kv_len].copy_(visible)
-        if kv_len < buffer.kv_len:  # e.g. a sliding-window layer: its row is shorter than the others'
-            buffer.visible[site.layer, ..., kv_len : buffer.kv_len] = False
-        self._seen[site.kind].add(site.layer)
+    def _visible_key(self, mask: Tensor | None, batch: int, q_len: int, kv_len: int) -> tuple[int, int]:
+        key = (id(mask), kv_len)
+        if key not in self._visible_cache:
+            device = mask.device if mask is not None else torch.device("cpu")
+            self._visible_cache[key] = visible_keys(mask, self._rows, batch, q_len, kv_len, device)
+            self._mask_refs.append(mask)  # keep the mask alive so its id cannot be reused this pass
+        return key
 
-    def _buffer(
-        self, kind: SiteKind, batch: int, rows: int, heads: int, kv_len: int, device: torch.device
-    ) -> _RowBuffer:
-        """This forward's buffer, allocated by the first layer that reports (freed by ``release``)."""
-        buffer = self._buffers.get(kind)
-        if buffer is not None and buffer.weights.shape[-1] >= kv_len:
-            return buffer
-        layers = self._num[kind]
-        new = _RowBuffer(
-            weights=torch.zeros(layers, batch, rows, heads, kv_len, device=device),
-            visible=torch.zeros(layers, batch, rows, kv_len, dtype=torch.bool, device=device),
-            kv_len=0,
-        )
-        if buffer is not None and buffer.kv_len:  # a later layer sees more keys than the first one did
-            k = buffer.kv_len
-            new.weights[..., :k].copy_(buffer.weights[..., :k])
-            new.visible[..., :k].copy_(buffer.visible[..., :k])
-            new.kv_len = k
-        self._buffers[kind] = new
-        return new
+    def _stash(self, site: AttentionSite, rows_weights: Tensor, mask_key: tuple[int, int]) -> None:
+        rows = self._buffers.setdefault(site.kind, _Rows({}, {}))
+        rows.per_layer[site.layer] = rows_weights.transpose(1, 2)  # [B, R, H, K]
+        rows.layer_mask[site.layer] = mask_key
+        self._seen[site.kind].add(site.layer)
 
     def _prompt_attention(self, layer: int, weights: Tensor, mask: Tensor | None) -> None:
         if self.prompt_options is None or self.prompt_stats[layer] is not None:

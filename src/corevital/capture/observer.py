@@ -197,7 +197,9 @@ class StepObserver:
             )
             hidden = None
             if states is not None and len(states) == self.caps.num_layers + 1:
-                last = torch.stack(states[1:])[:, :, -1, :]  # [L, B, d]
+                # Stacking views of each state's last position copies only those rows (the prefill
+                # pass would otherwise copy every prompt position of every layer).
+                last = torch.stack([state[:, -1] for state in states[1:]])  # [L, B, d]
                 hidden = summarize_hidden(last, clip_value=self.options.clip_value, sketch_matrix=self.sketch)
             elif not self._hidden_missing_warned:
                 self._hidden_missing_warned = True

@@ -7,13 +7,13 @@ NaN and Inf become null and are counted by the health flags instead.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from corevital.capture.records import RunCapture, SequenceCapture
+from corevital.report.numbers import as_list, num
 from corevital.report.schema import (
     Anomalies,
     AttentionSummary,
@@ -65,21 +65,13 @@ ATTENTION_STATS = [
 LOGITS_STATS = ["entropy", "perplexity", "surprisal", "top_k_margin", "topk_mass", "topk_probs"]
 
 
-def num(value: Any) -> float | None:
-    """A finite float rounded to float32 precision, or None."""
-    x = float(value)
-    if not math.isfinite(x):
-        return None
-    return float(f"{x:.7g}")
-
-
 def _count(value: Any) -> int | None:
     x = float(value)
     return int(round(x)) if math.isfinite(x) else None
 
 
 def _nums(values: Any) -> list[float | None]:
-    return [num(v) for v in np.asarray(values).reshape(-1)]
+    return as_list(np.asarray(values).reshape(-1))
 
 
 @dataclass(frozen=True)
@@ -136,7 +128,7 @@ def build_report(run: RunCapture, seq: SequenceCapture, ctx: BuildContext) -> Re
             num_tokens=steps,
             finish_reason=seq.finish_reason,  # type: ignore[arg-type]
         ),
-        timeline=[_timeline_step(seq, t, prompt_tokens, layers_kept) for t in range(steps)],
+        timeline=_timeline(seq, prompt_tokens, layers_kept),
         summary=Summary(
             prompt_tokens=prompt_tokens,
             generated_tokens=steps,
@@ -188,15 +180,22 @@ def _run_config(run: RunCapture, seq: SequenceCapture, ctx: BuildContext, layers
     )
 
 
-def _timeline_step(seq: SequenceCapture, t: int, prompt_tokens: int, layers_kept: bool) -> TimelineStep:
-    token_id = seq.generated_token_ids[t]
+def _timeline(seq: SequenceCapture, prompt_tokens: int, layers_kept: bool) -> list[TimelineStep]:
+    columns = _columns(seq) if layers_kept else None
+    layers = np.asarray(seq.hidden.mean).shape[1] if columns is not None and seq.hidden is not None else 0
     texts = seq.token_texts
-    return TimelineStep(
-        step_index=prompt_tokens + t,
-        token=TokenInfo(token_id=token_id, token_text=texts.get(token_id, ""), is_prompt_token=False),
-        logits_summary=_logits_summary(seq, t),
-        layers=_layers(seq, t) if layers_kept else [],
-    )
+    steps = []
+    for t, token_id in enumerate(seq.generated_token_ids):
+        steps.append(
+            TimelineStep.model_construct(
+                step_index=prompt_tokens + t,
+                token=TokenInfo(token_id=token_id, token_text=texts.get(token_id, ""), is_prompt_token=False),
+                logits_summary=_logits_summary(seq, t),
+                layers=_layers(columns, t, layers) if columns is not None else [],
+                extensions={},
+            )
+        )
+    return steps
 
 
 def _logits_summary(seq: SequenceCapture, t: int) -> LogitsSummary:
@@ -225,85 +224,132 @@ def _logits_summary(seq: SequenceCapture, t: int) -> LogitsSummary:
     )
 
 
-def _hidden_summary(h: Any, index: Callable[[Any], Any]) -> HiddenSummary:
-    clipped = bool(index(h.clipped))
-    return HiddenSummary(
-        mean=num(index(h.mean)),
-        std=num(index(h.std)),
-        l2_norm_mean=num(index(h.l2_norm)),
-        max_abs=num(index(h.max_abs)),
-        sketch=_nums(index(h.sketch)) if h.sketch is not None else None,
+_HIDDEN_FLOATS = ("mean", "std", "l2_norm", "max_abs", "clip_fraction", "clip_max_before")
+_ATTENTION_FLOATS = (
+    "entropy_mean",
+    "entropy_mean_normalized",
+    "entropy_min",
+    "entropy_max",
+    "concentration_max",
+    "concentration_min",
+    "collapsed_head_rate",
+    "sink_mass_mean",
+    "prev_token_mass_mean",
+    "prev_token_mass_max",
+)
+_ATTENTION_COUNTS = ("collapsed_head_count", "focused_head_count")
+
+
+class _Columns:
+    """A stats dataclass as nested Python lists (rounded floats, None for non-finite), built once.
+
+    Building thousands of layer summaries reads plain lists instead of converting one numpy value
+    at a time; the pydantic models are constructed without re-validating values built here.
+    """
+
+    def __init__(
+        self, stats: Any, floats: tuple[str, ...], counts: tuple[str, ...] = (), flags: tuple[str, ...] = ()
+    ):
+        self.values: dict[str, Any] = {name: as_list(getattr(stats, name)) for name in floats}
+        for name in counts:
+            array = np.asarray(getattr(stats, name), dtype=np.float64)
+            self.values[name] = np.where(np.isfinite(array), np.rint(array), np.nan).tolist()
+        for name in flags:
+            self.values[name] = np.asarray(getattr(stats, name), dtype=bool).tolist()
+        extra = ("sketch", "max_weight_per_head")
+        for name in extra:
+            value = getattr(stats, name, None)
+            self.values[name] = None if value is None else as_list(value)
+
+    def at(self, name: str, *index: int) -> Any:
+        value = self.values[name]
+        if value is None:
+            return None
+        for i in index:
+            value = value[i]
+        return value
+
+
+def _count_or_none(value: float | None) -> int | None:
+    return None if value is None or value != value else int(value)
+
+
+def _hidden_summary(h: _Columns, *index: int) -> HiddenSummary:
+    clipped = bool(h.at("clipped", *index))
+    return HiddenSummary.model_construct(
+        mean=h.at("mean", *index),
+        std=h.at("std", *index),
+        l2_norm_mean=h.at("l2_norm", *index),
+        max_abs=h.at("max_abs", *index),
+        sketch=h.at("sketch", *index),
         clipped=clipped,
-        clip_fraction=num(index(h.clip_fraction)) if clipped else None,
-        clip_max_before=num(index(h.clip_max_before)) if clipped else None,
+        clip_fraction=h.at("clip_fraction", *index) if clipped else None,
+        clip_max_before=h.at("clip_max_before", *index) if clipped else None,
     )
 
 
-def _attention_summary(a: Any, index: Callable[[Any], Any], *, per_head: bool = True) -> AttentionSummary:
-    return AttentionSummary(
-        entropy_mean=num(index(a.entropy_mean)),
-        entropy_mean_normalized=num(index(a.entropy_mean_normalized)),
-        entropy_min=num(index(a.entropy_min)),
-        entropy_max=num(index(a.entropy_max)),
-        concentration_max=num(index(a.concentration_max)),
-        concentration_min=num(index(a.concentration_min)),
-        collapsed_head_count=_count(index(a.collapsed_head_count)),
-        collapsed_head_rate=num(index(a.collapsed_head_rate)),
-        focused_head_count=_count(index(a.focused_head_count)),
-        max_weight_per_head=_nums(index(a.max_weight_per_head)) if per_head else None,
-        sink_mass_mean=num(index(a.sink_mass_mean)),
-        prev_token_mass_mean=num(index(a.prev_token_mass_mean)),
-        prev_token_mass_max=num(index(a.prev_token_mass_max)),
+def _attention_summary(a: _Columns, *index: int) -> AttentionSummary:
+    fields = {name: a.at(name, *index) for name in _ATTENTION_FLOATS}
+    return AttentionSummary.model_construct(
+        **fields,
+        collapsed_head_count=_count_or_none(a.at("collapsed_head_count", *index)),
+        focused_head_count=_count_or_none(a.at("focused_head_count", *index)),
+        max_weight_per_head=a.at("max_weight_per_head", *index),
     )
 
 
-def _anomalies(h: Any, a: Any, index: Callable[[Any], Any]) -> Anomalies | None:
-    has_nan = bool(index(h.has_nan)) or (a is not None and bool(index(a.has_nan)))
-    has_inf = bool(index(h.has_inf)) or (a is not None and bool(index(a.has_inf)))
+def _anomalies(h: _Columns, a: _Columns | None, *index: int) -> Anomalies | None:
+    has_nan = bool(h.at("has_nan", *index)) or (a is not None and bool(a.at("has_nan", *index)))
+    has_inf = bool(h.at("has_inf", *index)) or (a is not None and bool(a.at("has_inf", *index)))
     return Anomalies(has_nan=has_nan, has_inf=has_inf) if (has_nan or has_inf) else None
 
 
-def _layers(seq: SequenceCapture, t: int) -> list[LayerSummary]:
-    h, a, c = seq.hidden, seq.attention, seq.cross_attention
-    assert h is not None, "layers are only built when hidden-state summaries exist"
-    out = []
-    for layer in range(np.asarray(h.mean).shape[1]):
+def _columns(seq: SequenceCapture) -> tuple[_Columns, _Columns | None, _Columns | None]:
+    assert seq.hidden is not None, "layers are only built when hidden-state summaries exist"
+    hidden = _Columns(seq.hidden, _HIDDEN_FLOATS, flags=("clipped", "has_nan", "has_inf"))
+    attention = cross = None
+    if seq.attention is not None:
+        attention = _Columns(seq.attention, _ATTENTION_FLOATS, _ATTENTION_COUNTS, ("has_nan", "has_inf"))
+    if seq.cross_attention is not None:
+        cross = _Columns(seq.cross_attention, _ATTENTION_FLOATS, _ATTENTION_COUNTS, ("has_nan", "has_inf"))
+    return hidden, attention, cross
 
-        def at(values: Any, _l: int = layer) -> Any:
-            return np.asarray(values)[t, _l]
 
-        out.append(
-            LayerSummary(
-                layer_index=layer,
-                hidden_summary=_hidden_summary(h, at),
-                attention_summary=_attention_summary(a, at) if a is not None else AttentionSummary(),
-                cross_attention=_attention_summary(c, at) if c is not None else None,
-                anomalies=_anomalies(h, a, at),
-            )
+def _layers(
+    columns: tuple[_Columns, _Columns | None, _Columns | None], t: int, layers: int
+) -> list[LayerSummary]:
+    h, a, c = columns
+    return [
+        LayerSummary.model_construct(
+            layer_index=layer,
+            hidden_summary=_hidden_summary(h, t, layer),
+            attention_summary=_attention_summary(a, t, layer) if a is not None else AttentionSummary(),
+            cross_attention=_attention_summary(c, t, layer) if c is not None else None,
+            anomalies=_anomalies(h, a, t, layer),
+            extensions={},
         )
-    return out
+        for layer in range(layers)
+    ]
 
 
 def _encoder_layers(seq: SequenceCapture) -> list[LayerSummary] | None:
-    h, a = seq.encoder_hidden, seq.encoder_attention
-    if h is None:
+    if seq.encoder_hidden is None:
         return None
-    out = []
-    for layer in range(np.asarray(h.mean).shape[0]):
-
-        def at(values: Any, _l: int = layer) -> Any:
-            return np.asarray(values)[_l]
-
-        out.append(
-            LayerSummary(
-                layer_index=layer,
-                hidden_summary=_hidden_summary(h, at),
-                attention_summary=_attention_summary(a, at) if a is not None else AttentionSummary(),
-                cross_attention=None,
-                anomalies=_anomalies(h, a, at),
-            )
+    h = _Columns(seq.encoder_hidden, _HIDDEN_FLOATS, flags=("clipped", "has_nan", "has_inf"))
+    a = None
+    if seq.encoder_attention is not None:
+        a = _Columns(seq.encoder_attention, _ATTENTION_FLOATS, _ATTENTION_COUNTS, ("has_nan", "has_inf"))
+    return [
+        LayerSummary.model_construct(
+            layer_index=layer,
+            hidden_summary=_hidden_summary(h, layer),
+            attention_summary=_attention_summary(a, layer) if a is not None else AttentionSummary(),
+            cross_attention=None,
+            anomalies=_anomalies(h, a, layer),
+            extensions={},
         )
-    return out
+        for layer in range(np.asarray(seq.encoder_hidden.mean).shape[0])
+    ]
 
 
 def prompt_analysis(seq: SequenceCapture, layers_kept: bool) -> PromptAnalysis | None:

@@ -1,0 +1,330 @@
+"""Overhead of CoreVital capture against plain generation, side by side in one process.
+
+For each case (a model and a prompt/output length), plain ``model.generate()`` (the model's default
+attention, no capture) and each capture mode run with warm-up and repeats; the table gives median
+times, ratios to plain, peak device memory beyond the plain run, report-building time and report
+size. Everything is greedy with a fixed number of new tokens (``min_new_tokens`` for plain, EOS
+disabled for both), so every run does the same work.
+
+Examples (each prints a Markdown table; ``--json FILE`` also writes the raw numbers):
+
+    python bench/overhead.py --model smollm2 --cases 64:50  # CPU, real model
+    python bench/overhead.py --shape llama3-8b --device cuda --dtype bfloat16 \\
+        --cases 64:50,512:200 --batch 1,8  # GPU, random weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from corevital.capture.loading import LoadedModel, ModelSpec, load_model, loaded_from_existing  # noqa: E402
+from corevital.config import load_settings  # noqa: E402
+from corevital.pipeline import Pipeline  # noqa: E402
+from corevital.report.encoding import report_to_json  # noqa: E402
+
+SHAPES: dict[str, dict[str, Any]] = {
+    "llama3-8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        max_position_embeddings=8192,
+        rope_theta=500000.0,
+    ),
+    "smollm2-135m": dict(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+    ),
+}
+MODES = {
+    "full": {"capture": "full"},
+    "full-no-prompt": {"capture": "full", "prompt_telemetry": False},
+    "summary": {"capture": "summary"},
+    "on_risk": {"capture": "on_risk"},
+    "full-eager": {"capture": "full", "attention_path": "eager"},
+}
+PROSE = (
+    "The history of lighthouses begins with fires lit on hilltops to guide ships home, and over the "
+    "centuries the towers grew taller, the lamps brighter and the lenses more precise, until keepers "
+    "tended clockwork that turned great glass prisms through every night of the year. "
+)
+
+
+@dataclass
+class Row:
+    case: str
+    mode: str
+    seconds: float
+    ratio: float
+    peak_extra_mib: float | None
+    build_ms: float | None
+    build_pct: float | None
+    json_kib: float | None
+    zlib_kib: float | None
+
+
+def word_tokenizer(vocab: int) -> Any:
+    """A word-level tokenizer over ids t0..t{vocab-1}, for random-weight models of real shapes."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
+    backend.pre_tokenizer = WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="t0", pad_token="t0")
+
+
+def build_random(shape: str, device: str, dtype: torch.dtype) -> LoadedModel:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(**SHAPES[shape], bos_token_id=1, eos_token_id=None, pad_token_id=0)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(dtype).eval()
+    with torch.no_grad():  # keep activations in a realistic range for random weights
+        for p in model.parameters():
+            p.normal_(0.0, 0.02)
+    model.generation_config.eos_token_id = None
+    return loaded_from_existing(model, word_tokenizer(config.vocab_size), name=f"random-{shape}")
+
+
+def prompts_for(loaded: LoadedModel, tokens: int, batch: int, real: bool) -> list[str]:
+    if real:
+        ids = loaded.tokenizer(PROSE * (1 + tokens // 30), add_special_tokens=False)["input_ids"]
+        texts = []
+        for b in range(batch):
+            window = ids[b * 7 : b * 7 + tokens]
+            texts.append(loaded.tokenizer.decode(window))
+        return texts
+    gen = torch.Generator().manual_seed(tokens)
+    vocab = loaded.capabilities.vocab_size
+    return [
+        " ".join(f"t{i}" for i in torch.randint(2, vocab, (tokens,), generator=gen).tolist())
+        for _ in range(batch)
+    ]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+
+
+def run_case(
+    loaded: LoadedModel,
+    prompts: list[str],
+    new_tokens: int,
+    modes: list[str],
+    repeats: int,
+    warmup: int,
+    case: str,
+    profile: str | None = None,
+) -> list[Row]:
+    """Time every runner round-robin (plain first, then each mode), so clock drift hits all alike."""
+    device = loaded.device
+    tok = loaded.tokenizer
+    base = {
+        "device": device.type,
+        "temperature": 0.0,
+        "max_new_tokens": new_tokens,
+        "chat_template": "off",
+        "batch_size": len(prompts),
+        "ignore_eos": True,
+        "sink": "local",
+        "out": "/tmp/corevital-bench",
+    }
+    batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    pipelines = {}
+    for mode in modes:
+        pipeline = Pipeline(load_settings({**base, **MODES[mode]}, environ={}))
+        pipeline.use_model(loaded)
+        pipelines[mode] = pipeline
+    last_run: dict[str, Any] = {}
+
+    def plain() -> None:
+        with torch.no_grad():
+            loaded.model.generate(
+                **batch,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id,
+            )
+
+    def capture(mode: str) -> None:
+        run = pipelines[mode].capture(prompts)
+        assert all(seq.num_steps == new_tokens for seq in run.sequences), "a run stopped early"
+        last_run[mode] = run
+
+    runners = {"plain": plain, **{mode: (lambda m=mode: capture(m)) for mode in modes}}
+
+    def timed(fn: Any) -> float:
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        return time.perf_counter() - t0
+
+    for _ in range(warmup):
+        for fn in runners.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    names = list(runners)
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(timed(runners[name]))
+    peaks: dict[str, float | None] = {}
+    for name, fn in runners.items():
+        reset_peak(device)
+        fn()
+        peaks[name] = peak(device)
+    if profile in runners:
+        print(profile_table(runners[profile], device), flush=True)
+    plain_s = statistics.median(times["plain"])
+    rows = [
+        Row(case, "plain", plain_s, 1.0, 0.0 if peaks["plain"] is not None else None, None, None, None, None)
+    ]
+    for mode in modes:
+        seconds = statistics.median(times[mode])
+        builds = []
+        for _ in range(max(1, repeats)):
+            t1 = time.perf_counter()
+            reports = pipelines[mode].build(last_run[mode])
+            builds.append(time.perf_counter() - t1)
+        text = report_to_json(reports[0]).encode()
+        extra = None
+        if peaks[mode] is not None and peaks["plain"] is not None:
+            extra = peaks[mode] - peaks["plain"]
+        rows.append(
+            Row(
+                case,
+                mode,
+                seconds,
+                seconds / plain_s,
+                extra,
+                statistics.median(builds) * 1000 / len(prompts),
+                100 * statistics.median(builds) / seconds,
+                len(text) / 1024,
+                len(zlib.compress(text)) / 1024,
+            )
+        )
+    return rows
+
+
+def profile_table(fn: Any, device: torch.device) -> str:
+    """Where one run spends its time: the top operators by self CPU time (and CUDA time on a GPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        fn()
+        sync(device)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return (
+        str(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+        + "\n"
+        + str(prof.key_averages().table(sort_by=sort, row_limit=15))
+    )
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| case | mode | median s | ratio | peak extra MiB | build ms/report | build % | JSON KiB "
+        "| zlib KiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def f(x: float | None, fmt: str) -> str:
+        return "—" if x is None else format(x, fmt)
+
+    for r in rows:
+        lines.append(
+            f"| {r.case} | {r.mode} | {r.seconds:.3f} | {r.ratio:.3f} | {f(r.peak_extra_mib, '.0f')} | "
+            f"{f(r.build_ms, '.0f')} | {f(r.build_pct, '.1f')} | {f(r.json_kib, '.0f')} | "
+            f"{f(r.zlib_kib, '.0f')} |"
+        )
+    return "\n".join(lines)
+
+
+def ints(text: str) -> list[int]:  # noqa: D103
+    return [int(x) for x in text.split(",") if x]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", help="a model CoreVital can load ('smollm2' = the embedded default)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), help="a random-weight model of this shape")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--cases", default="64:50", help="prompt:new token pairs, e.g. 64:50,512:200")
+    parser.add_argument("--batch", default="1")
+    parser.add_argument("--modes", default="full,summary,on_risk,full-no-prompt")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--profile", help="print a torch.profiler table of one run of this mode (or 'plain')")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    if args.shape:
+        loaded = build_random(args.shape, args.device, dtype)
+        label, real = args.shape, False
+    else:
+        name = "default" if args.model in (None, "smollm2", "default") else args.model
+        loaded = load_model(ModelSpec(model=name, device=args.device, dtype=args.dtype))
+        label, real = ("smollm2" if name == "default" else name), True
+    device_name = torch.cuda.get_device_name(loaded.device) if loaded.device.type == "cuda" else "cpu"
+    print(f"# {label} on {device_name}, {args.dtype}, torch {torch.__version__}", flush=True)
+    rows: list[Row] = []
+    for batch in ints(args.batch):
+        for pair in args.cases.split(","):
+            p, n = (int(x) for x in pair.split(":"))
+            case = f"{label} {p}->{n} b{batch}"
+            prompts = prompts_for(loaded, p, batch, real)
+            modes = args.modes.split(",")
+            rows.extend(run_case(loaded, prompts, n, modes, args.repeats, args.warmup, case, args.profile))
+            print(table([r for r in rows if r.case == case]), flush=True)
+    print("\n" + table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=1))
+
+
+if __name__ == "__main__":
+    main()

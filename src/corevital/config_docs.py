@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from corevital.cli_args import RUN_FLAGS
+from corevital.cli_args import OPTIONAL_VALUE_FLAGS, RUN_FLAGS
 from corevital.config import ENV_PREFIX, Settings, read_default_yaml
 
 HEADER = """# Configuration
@@ -37,6 +37,8 @@ def render() -> str:
     flags: dict[str, list[str]] = {}
     for flag in RUN_FLAGS:
         flags.setdefault(flag.setting, []).extend(flag.names)
+    for setting, names in OPTIONAL_VALUE_FLAGS.items():
+        flags.setdefault(setting, []).extend(names)
     rows = []
     for name, field in Settings.model_fields.items():
         flag_text = " ".join(f"`{f}`" for f in flags.get(name, [])) or "—"

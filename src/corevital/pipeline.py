@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,9 +18,10 @@ from corevital.analysis.profiles import load_profile
 from corevital.analysis.signals import signals_from_capture
 from corevital.config import Settings
 from corevital.errors import NotAvailableError, StoreError
+from corevital.perf import Operation, PerfRecorder, StrictMeasurements
 from corevital.report.builder import BuildContext, build_report
 from corevital.report.diagnosis import extensions, health_flags
-from corevital.report.schema import Report, SinkConfig
+from corevital.report.schema import PerformanceInfo, Report, SinkConfig
 from corevital.report.timestamps import utc_now
 from corevital.sinks.base import Sink
 from corevital.sinks.local import LocalFileSink
@@ -49,6 +51,15 @@ def sink_target(settings: Settings) -> str:
     return str(out / DB_FILE) if settings.sink == "sqlite" else str(out)
 
 
+@contextmanager
+def timed(perf: PerfRecorder | None, name: str) -> Iterator[Operation | None]:
+    if perf is None:
+        yield None
+    else:
+        with perf.op(name) as node:
+            yield node
+
+
 def keep_layer_detail(settings: Settings, diagnosis: Diagnosis) -> bool:
     """full: always; summary: never; on_risk: when the run is risky or a hard flag fired."""
     if settings.capture == "full":
@@ -76,7 +87,6 @@ def check_not_yet_available(settings: Settings) -> None:
     pending = {
         "calibration": "--calibration (calibration profiles)",
         "rag_context": "--rag-context (RAG context metadata)",
-        "perf": "--perf (performance monitoring)",
     }
     for key, label in pending.items():
         if getattr(settings, key) is not None:
@@ -165,19 +175,51 @@ class Pipeline:
                 json_sink.close()
         return locations, json_paths
 
-    def run(self, prompts: list[str], callback: StepCallback | None = None) -> RunOutcome:
+    def run(
+        self, prompts: list[str], callback: StepCallback | None = None, perf: PerfRecorder | None = None
+    ) -> RunOutcome:
         check_not_yet_available(self.settings)
         self._check_output_writable()
-        run = self.capture(prompts, callback=callback)
-        reports = self.build(run)
-        locations, json_paths = self.write(reports)
+        with timed(perf if self._loaded is None else None, "model_load"):
+            loaded = self.loaded
+        if perf is not None and perf.mode == "strict":
+            self._strict_baseline(prompts, perf)
+        with timed(perf, "model_inference") as inference:
+            run = self.capture(prompts, callback=callback)
+        with timed(perf, "report_build"):
+            reports = self.build(run)
+        if perf is not None and inference is not None:
+            inference.children.append(Operation("tokenize", run.tokenize_ms))
+            perf.step_ms = list(run.step_ms)
+            performance = PerformanceInfo.model_validate(perf.extension())
+            for report in reports:
+                report.extensions.performance = performance
+        with timed(perf, "sink_write"):
+            locations, json_paths = self.write(reports)
         return RunOutcome(
             reports=reports,
             locations=locations,
             capture=run,
-            used_default_model=self.loaded.resolved.is_default,
+            used_default_model=loaded.resolved.is_default,
             sink_description=sink_target(self.settings),
             json_paths=json_paths,
+        )
+
+    def _strict_baseline(self, prompts: list[str], perf: PerfRecorder) -> None:
+        """Warm up, then time the same generation uninstrumented (the model's default attention)."""
+        from corevital.capture.runner import baseline_generate_ms
+
+        with timed(perf, "warmup") as warmup:
+            baseline_generate_ms(
+                self.loaded, prompts[:1], self.settings, max_new_tokens=min(4, self.settings.max_new_tokens)
+            )
+        with timed(perf, "baseline"):
+            baseline_ms = baseline_generate_ms(self.loaded, prompts, self.settings)
+        load = next((op.ms for op in perf.root.children if op.name == "model_load"), None)
+        perf.strict = StrictMeasurements(
+            warmup_ms=warmup.ms if warmup is not None else 0.0,
+            baseline_ms=baseline_ms,
+            original_model_load_ms=load,
         )
 
     def _check_output_writable(self) -> None:

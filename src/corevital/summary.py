@@ -98,3 +98,18 @@ def format_summary(s: RunSummary, *, multiple: bool = False) -> str:
     lines.append(f"Output: {text[:240]}{'…' if len(text) > 240 else ''}")
     lines.append(f"Report: {s.location}")
     return "\n".join(lines)
+
+
+def format_performance(performance: Any) -> str:
+    """The --perf lines: each parent operation's time and share, and strict mode's overheads."""
+    lines = [f"Performance: {performance.total_wall_time_ms / 1000:.2f} s in all"]
+    for op in performance.parent_operations:
+        lines.append(f"  {op.name:<16} {op.ms:>10.1f} ms  {op.pct:5.1f}%")
+    if performance.baseline_ms is not None:
+        lines.append(
+            f"  baseline (uninstrumented) {performance.baseline_ms:.1f} ms; instrumented inference "
+            f"{performance.instrumented_inference_ms:.1f} ms: overhead "
+            f"{performance.inference_overhead_pct:+.1f}% "
+            f"(with report and storage {performance.corevital_overhead_pct:+.1f}%)"
+        )
+    return "\n".join(lines)

@@ -17,6 +17,7 @@ and the tap reduces encoder self-attention layer by layer as it runs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -164,6 +165,8 @@ class StepObserver:
         self._finished_host: np.ndarray | None = None
         self._hidden_missing_warned = False
         self._forwards = 0
+        self._last_step_end = time.perf_counter()
+        self.step_ms: list[float] = []
         self.prompt_device: PromptDeviceStats | None = None
         self.prompt_host: tuple[Any, Any] | None = None  # (PromptDeviceStats, per-layer attention) on host
         if self.tap is not None and options.observe_prompt:
@@ -264,6 +267,9 @@ class StepObserver:
         return scores
 
     def _finish_step(self, input_ids: Tensor, scores: Any, **kwargs: Any) -> Tensor:
+        now = time.perf_counter()
+        self.step_ms.append((now - self._last_step_end) * 1000.0)
+        self._last_step_end = now
         pending = self._pending
         batch = input_ids.shape[0]
         if pending is None:  # a step without a forward pass we saw: nothing to record

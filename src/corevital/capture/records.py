@@ -119,6 +119,8 @@ class RunCapture:
     sequences: list[SequenceCapture]
     elapsed_ms: float
     started_at_utc: str
+    tokenize_ms: float = 0.0
+    step_ms: list[float] = field(default_factory=list)  # wall time of each decoding step (all batches)
 
 
 @dataclass(frozen=True)

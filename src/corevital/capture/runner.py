@@ -8,9 +8,11 @@ the values the returned beam had at each step.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -128,10 +130,13 @@ def capture_prompts(
     started = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     t0 = time.perf_counter()
     sequences: list[SequenceCapture] = []
+    timings = CaptureTimings()
     for start in range(0, len(texts), settings.batch_size):
         chunk = texts[start : start + settings.batch_size]
         sequences.extend(
-            capture_batch(loaded, chunk, settings, gen, options, first_index=start, callback=callback)
+            capture_batch(
+                loaded, chunk, settings, gen, options, first_index=start, callback=callback, timings=timings
+            )
         )
     return RunCapture(
         model=model_record(loaded),
@@ -141,7 +146,15 @@ def capture_prompts(
         sequences=sequences,
         elapsed_ms=(time.perf_counter() - t0) * 1000.0,
         started_at_utc=started,
+        tokenize_ms=timings.tokenize_ms,
+        step_ms=timings.step_ms,
     )
+
+
+@dataclass
+class CaptureTimings:
+    tokenize_ms: float = 0.0
+    step_ms: list[float] = field(default_factory=list)
 
 
 def capture_batch(
@@ -153,8 +166,10 @@ def capture_batch(
     *,
     first_index: int = 0,
     callback: StepCallback | None = None,
+    timings: CaptureTimings | None = None,
 ) -> list[SequenceCapture]:
     caps = loaded.capabilities
+    t0 = time.perf_counter()
     batch = prepare_batch(
         loaded.tokenizer,
         texts,
@@ -162,6 +177,8 @@ def capture_batch(
         device=loaded.device,
         is_encoder_decoder=caps.is_encoder_decoder,
     )
+    if timings is not None:
+        timings.tokenize_ms += (time.perf_counter() - t0) * 1000.0
     check_token_budget(
         0 if caps.is_encoder_decoder else batch.padded_length, gen.max_new_tokens, caps.context_length
     )
@@ -184,6 +201,7 @@ def capture_batch(
         beam_search=gen.num_beams > 1,
         first_index=first_index,
         callback=callback,
+        timings=timings,
     )
 
 
@@ -199,6 +217,7 @@ def observe_generation(
     beam_search: bool = False,
     first_index: int = 0,
     callback: StepCallback | None = None,
+    timings: CaptureTimings | None = None,
 ) -> list[SequenceCapture]:
     """Run ``generate(processors, criteria)`` observed and cut the result into sequences.
 
@@ -233,6 +252,8 @@ def observe_generation(
         raise CaptureError(f"generation failed: {str(exc).splitlines()[0]}") from exc
     observer.finalize_encoder()
     observer.finalize_prompt()
+    if timings is not None:
+        timings.step_ms.extend(observer.step_ms)
     return _split(loaded, batch, output, observer, first_index)
 
 
@@ -338,3 +359,33 @@ def _replay_beams(
         capture.token_texts = token_texts(loaded.tokenizer, capture)
         results.append(capture)
     return results
+
+
+def baseline_generate_ms(
+    loaded: LoadedModel, texts: list[str], settings: Any, *, max_new_tokens: int | None = None
+) -> float:
+    """Wall time of plain ``generate()`` for the same prompts: the model's own attention, nothing observed."""
+    gen = generation_record(settings)
+    if max_new_tokens is not None:
+        gen = dataclasses.replace(gen, max_new_tokens=max_new_tokens)
+    kwargs = _generate_kwargs(loaded, gen)
+    device = loaded.device
+    total = 0.0
+    for start in range(0, len(texts), settings.batch_size):
+        batch = prepare_batch(
+            loaded.tokenizer,
+            texts[start : start + settings.batch_size],
+            chat_template=settings.chat_template,
+            device=device,
+            is_encoder_decoder=loaded.capabilities.is_encoder_decoder,
+        )
+        torch.manual_seed(gen.seed)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            loaded.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        total += (time.perf_counter() - t0) * 1000.0
+    return total

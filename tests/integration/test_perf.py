@@ -1,0 +1,38 @@
+"""`--perf summary|detailed|strict` adds `extensions.performance` to the report."""
+
+from __future__ import annotations
+
+import pytest
+
+from corevital.cli import main
+from corevital.sinks.sqlite import SQLiteStore
+
+
+@pytest.mark.parametrize("mode", ["summary", "detailed", "strict"])
+def test_perf_modes(mode: str, tiny_model_dir, tmp_path, capsys) -> None:
+    model = str(tiny_model_dir("llama"))
+    args = ["run", "--model", model, "--device", "cpu", "--out", str(tmp_path), "--chat-template", "off"]
+    code = main([*args, "--prompt", "hello there", "--max_new_tokens", "7", "--ignore-eos", "--perf", mode])
+    out = capsys.readouterr().out
+    assert code == 0 and "Performance:" in out
+    store = SQLiteStore(tmp_path / "corevital.db")
+    try:
+        report = store.get(store.list()[0].trace_id)
+    finally:
+        store.close()
+    perf = report.extensions.performance
+    names = [op.name for op in perf.parent_operations]
+    assert {"config_load", "model_load", "model_inference", "report_build"} <= set(names)
+    assert names.count("model_load") == 1
+    assert perf.total_wall_time_ms >= sum(op.ms for op in perf.parent_operations) - 1e-6
+    assert abs(sum(op.pct for op in perf.parent_operations) + perf.unaccounted_time.pct - 100) < 0.1
+    if mode == "summary":
+        assert perf.detailed_breakdown is None and perf.baseline_ms is None
+    else:
+        assert perf.detailed_breakdown["per_step"]["count"] == 7
+    if mode == "strict":
+        assert perf.baseline_ms > 0 and perf.warmup_ms > 0
+        assert perf.inference_overhead_ms == pytest.approx(
+            perf.instrumented_inference_ms - perf.baseline_ms, abs=1e-2
+        )
+        assert "baseline (uninstrumented)" in out

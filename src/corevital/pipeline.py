@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from corevital.analysis.diagnose import Diagnosis, diagnose
 from corevital.analysis.profiles import load_profile
 from corevital.analysis.signals import signals_from_capture
@@ -21,6 +23,7 @@ from corevital.errors import NotAvailableError, StoreError
 from corevital.perf import Operation, PerfRecorder, StrictMeasurements
 from corevital.report.builder import BuildContext, build_report
 from corevital.report.diagnosis import extensions, health_flags
+from corevital.report.rag import RagContext, read_rag_context
 from corevital.report.schema import PerformanceInfo, Report, SinkConfig
 from corevital.report.timestamps import utc_now
 from corevital.sinks.base import Sink
@@ -86,7 +89,6 @@ def check_not_yet_available(settings: Settings) -> None:
     """Refuse settings whose feature does not exist yet, instead of silently ignoring them."""
     pending = {
         "calibration": "--calibration (calibration profiles)",
-        "rag_context": "--rag-context (RAG context metadata)",
     }
     for key, label in pending.items():
         if getattr(settings, key) is not None:
@@ -111,6 +113,7 @@ class Pipeline:
         self._clock = clock
         self._new_id = new_id
         self._loaded: LoadedModel | None = None
+        self._rag: RagContext | None = None
 
     @property
     def loaded(self) -> LoadedModel:
@@ -123,10 +126,22 @@ class Pipeline:
     def use_model(self, loaded: LoadedModel) -> None:
         self._loaded = loaded
 
+    def rag_context(self) -> RagContext | None:
+        """The ``--rag-context`` file's metadata (read once; a bad file is a one-line InputError)."""
+        if self.settings.rag_context is None:
+            return None
+        if self._rag is None:
+            self._rag = read_rag_context(self.settings.rag_context)
+        return self._rag
+
     def capture(self, prompts: list[str], callback: StepCallback | None = None) -> RunCapture:
         from corevital.capture.runner import capture_prompts
 
-        return capture_prompts(self.loaded, prompts, self.settings, callback=callback)
+        rag = self.rag_context()
+        span = None
+        if rag is not None and rag.context_span is not None:
+            span = (rag.context_span[0], rag.context_span[1])
+        return capture_prompts(self.loaded, prompts, self.settings, callback=callback, context_span=span)
 
     def build(self, run: RunCapture) -> list[Report]:
         return [self.build_one(run, seq) for seq in run.sequences]
@@ -137,13 +152,22 @@ class Pipeline:
         signals = signals_from_capture(seq, model_id=run.model.hf_id, caps=caps)
         profile = load_profile(caps.model_type, settings.thresholds or None)
         telemetry = seq.prompt_telemetry
+        rag = self.rag_context()
+        share = None
+        if rag is not None and telemetry is not None and telemetry.context_share is not None:
+            finite = telemetry.context_share[np.isfinite(telemetry.context_share)]
+            share = float(finite.mean()) if finite.size else None
         diagnosis = diagnose(
             signals,
             profile,
             basin_scores=telemetry.basin_scores if telemetry is not None else None,
+            context_share=share,
             check_consistency=settings.validate_metrics or settings.log_level == "DEBUG",
         )
         attention_observed = seq.attention is not None
+        ext = extensions(diagnosis, attention_observed=attention_observed, seq=seq)
+        if rag is not None:
+            ext.rag = rag.model_copy(update={"context_attention_share": share})
         ctx = BuildContext(
             trace_id=self._new_id(),
             created_at_utc=self._clock(),
@@ -154,7 +178,7 @@ class Pipeline:
             sketch_dim=settings.sketch_dim,
             include_layers=keep_layer_detail(settings, diagnosis),
             health_flags=health_flags(diagnosis, attention_observed=attention_observed),
-            extensions=extensions(diagnosis, attention_observed=attention_observed, seq=seq),
+            extensions=ext,
         )
         return build_report(run, seq, ctx)
 
@@ -180,6 +204,7 @@ class Pipeline:
     ) -> RunOutcome:
         check_not_yet_available(self.settings)
         self._check_output_writable()
+        self.rag_context()  # a bad --rag-context file fails before the model loads
         with timed(perf if self._loaded is None else None, "model_load"):
             loaded = self.loaded
         if perf is not None and perf.mode == "strict":

@@ -375,3 +375,27 @@ def test_layer_transformations_identical_orthogonal_opposite() -> None:
     got16 = layer_transformations(hidden.bfloat16(), mask)
     torch.testing.assert_close(got16, torch.tensor([[0.0], [1.0], [2.0]]))
     assert layer_transformations(hidden[:1], mask).shape == (0, 1)
+
+
+def test_span_attention_share_against_a_loop_reference() -> None:
+    from corevital.metrics.prompt import span_attention_share
+
+    torch.manual_seed(3)
+    batch, heads, length, pad = 2, 3, 10, 2
+    visible = torch.tril(torch.ones(length, length, dtype=torch.bool)).expand(batch, length, length).clone()
+    visible[1, :, :pad] = False  # the second sequence is left-padded by two tokens
+    visible[1, :pad, :] = False
+    scores = torch.randn(batch, heads, length, length).masked_fill(~visible.unsqueeze(1), float("-inf"))
+    weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    start, end = 1, 4
+    got = span_attention_share(weights, visible, start, end)
+    for b in range(batch):
+        offset = pad if b == 1 else 0
+        for h in range(heads):
+            num = den = 0.0
+            for q in range(offset + end, length):
+                row = weights[b, h, q].double()
+                den += float(row.sum())
+                num += float(row[offset + start : offset + end].sum())
+            assert abs(float(got[b, h]) - num / den) < 1e-5
+    assert torch.isnan(span_attention_share(weights, visible, 0, length)).all()

@@ -57,32 +57,56 @@ def _examples(steps: np.ndarray, describe: Callable[[int], str], limit: int = 3)
 
 
 def context_loss(
-    sig: SequenceSignals, p: CompoundProfile, basin_scores: Sequence[Sequence[float]] | np.ndarray | None
+    sig: SequenceSignals,
+    p: CompoundProfile,
+    basin_scores: Sequence[Sequence[float]] | np.ndarray | None,
+    context_share: float | None = None,
 ) -> CompoundSignal | None:
-    if basin_scores is None or sig.num_steps == 0:
+    """High recent entropy while the prompt reads poorly: low basin scores (the middle of the prompt
+    is ignored) or, with a RAG context span, little of the later prompt's attention on the context."""
+    if sig.num_steps == 0:
         return None
-    rows = [np.asarray(row, dtype=np.float64).reshape(-1) for row in basin_scores]
-    flat = np.concatenate(rows) if rows else np.zeros(0)
-    flat = flat[np.isfinite(flat)]
-    if flat.size == 0:
-        return None
-    window = sig.entropy[-p.window :]
-    recent, basin = fmean(window, default=np.nan), float(flat.mean())
-    if not (recent > p.context_loss_entropy_bits and basin < p.context_loss_basin_max):
+    basin = np.nan
+    if basin_scores is not None:
+        rows = [np.asarray(row, dtype=np.float64).reshape(-1) for row in basin_scores]
+        flat = np.concatenate(rows) if rows else np.zeros(0)
+        flat = flat[np.isfinite(flat)]
+        basin = float(flat.mean()) if flat.size else np.nan
+    share = np.nan if context_share is None else float(context_share)
+    if np.isnan(basin) and np.isnan(share):
+        return None  # nothing known about how the prompt was read: do not guess
+    recent = fmean(sig.entropy[-p.window :], default=np.nan)
+    basin_low = basin < p.context_loss_basin_max
+    share_low = share < p.context_loss_rag_share_min
+    if not (recent > p.context_loss_entropy_bits and (basin_low or share_low)):
         return None
     ent_x = (recent - p.context_loss_entropy_bits) / max(p.context_loss_entropy_bits, 1e-3)
-    basin_x = (p.context_loss_basin_max - basin) / max(p.context_loss_basin_max, 1e-3)
+    read_x = max(
+        (p.context_loss_basin_max - basin) / max(p.context_loss_basin_max, 1e-3) if basin_low else 0.0,
+        (p.context_loss_rag_share_min - share) / max(p.context_loss_rag_share_min, 1e-3)
+        if share_low
+        else 0.0,
+    )
     first = max(0, sig.num_steps - p.window)
+    evidence = [
+        f"mean entropy {recent:.2f} bits over steps {first}-{sig.num_steps - 1} "
+        f"(> {p.context_loss_entropy_bits:g})"
+    ]
+    if not np.isnan(basin):
+        evidence.append(
+            f"mean prompt basin score {basin:.2f} "
+            f"(< {p.context_loss_basin_max:g} is low; uniform attention gives 0.5)"
+        )
+    if not np.isnan(share):
+        evidence.append(
+            f"{100 * share:.0f}% of the later prompt's attention lands on the RAG context "
+            f"(< {100 * p.context_loss_rag_share_min:.0f}% is low)"
+        )
     return CompoundSignal(
         name="context_loss",
         description=DESCRIPTIONS["context_loss"],
-        severity=round(clip(0.5 + 0.25 * clip(ent_x, 0, 1) + 0.25 * clip(basin_x, 0, 1), 0, 1), 4),
-        evidence=(
-            f"mean entropy {recent:.2f} bits over steps {first}-{sig.num_steps - 1} "
-            f"(> {p.context_loss_entropy_bits:g})",
-            f"mean prompt basin score {basin:.2f} "
-            f"(< {p.context_loss_basin_max:g}; uniform attention gives 0.5)",
-        ),
+        severity=round(clip(0.5 + 0.25 * clip(ent_x, 0, 1) + 0.25 * clip(read_x, 0, 1), 0, 1), 4),
+        evidence=tuple(evidence),
         first_step=first,
     )
 
@@ -246,12 +270,13 @@ def detect_compound_signals(
     profile: CompoundProfile,
     *,
     basin_scores: Sequence[Sequence[float]] | np.ndarray | None = None,
+    context_share: float | None = None,
 ) -> tuple[CompoundSignal, ...]:
     """Every compound signal that fires, in the spec's order."""
     if sig.num_steps == 0:
         return ()
     found = (
-        context_loss(sig, profile, basin_scores),
+        context_loss(sig, profile, basin_scores, context_share),
         confident_confusion(sig, profile),
         degenerating_generation(sig, profile),
         attention_bottleneck(sig, profile),

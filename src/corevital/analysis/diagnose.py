@@ -50,12 +50,15 @@ def diagnose(
     profile: ModelProfile,
     *,
     basin_scores: Sequence[Sequence[float]] | np.ndarray | None = None,
+    context_share: float | None = None,
     check_consistency: bool = False,
 ) -> Diagnosis:
     """The full diagnosis of one sequence. ``basin_scores``: prompt basin scores per layer and head."""
     health: HealthReport = assess_health(signals, profile)
     blamed = blame_layers(signals, health.mid_layer.jumps, health.collapse, profile.mid_layer)
-    compound = detect_compound_signals(signals, profile.compound, basin_scores=basin_scores)
+    compound = detect_compound_signals(
+        signals, profile.compound, basin_scores=basin_scores, context_share=context_share
+    )
     warning, steps = early_warning(
         signals.entropy, signals.top_k_margin, signals.surprisal, profile.early_warning
     )

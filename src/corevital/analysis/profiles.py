@@ -111,6 +111,7 @@ class CompoundProfile:
     window: int = field(metadata=_rng(1))
     context_loss_entropy_bits: float = field(metadata=_NONNEG)
     context_loss_basin_max: float = field(metadata=_NONNEG)
+    context_loss_rag_share_min: float = field(metadata=_UNIT)
     confusion_entropy_bits: float = field(metadata=_NONNEG)
     confusion_margin_min: float = field(metadata=_UNIT)
     confusion_min_steps: int = field(metadata=_rng(1))

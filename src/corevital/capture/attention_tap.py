@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from corevital.capture.attention_rows import attention_rows, fast_path_supported
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.metrics.attention import summarize_attention
-from corevital.metrics.prompt import PromptAttentionStats, prompt_attention
+from corevital.metrics.prompt import PromptAttentionStats, prompt_attention, span_attention_share
 from corevital.metrics.types import AttentionStats
 
 _TAP_IDS = itertools.count()
@@ -115,8 +115,10 @@ class AttentionTap:
         # the prefill of a decoder-only model, the encoder of an encoder-decoder model.
         self.prompt_options: tuple[float, int] | None = None  # (threshold, cap)
         self.prompt_length: int | None = None  # set when the pass reads more than the prompt (replay)
+        self.context_span: tuple[int, int] | None = None  # a RAG context's prompt tokens [start, end)
         prompt_layers = num_encoder_layers if num_encoder_layers else num_layers
         self.prompt_stats: list[PromptAttentionStats | None] = [None] * prompt_layers
+        self.prompt_span_share: list[Tensor | None] = [None] * prompt_layers
 
     # --- lifecycle ---------------------------------------------------------------------------
     def observe_rows(self, rows: slice) -> None:
@@ -255,6 +257,8 @@ class AttentionTap:
         threshold, cap = self.prompt_options
         visible = visible_keys(mask, slice(0, q_len), batch, q_len, kv_len, weights.device)
         self.prompt_stats[layer] = prompt_attention(weights, visible, threshold=threshold, cap=cap)
+        if self.context_span is not None:
+            self.prompt_span_share[layer] = span_attention_share(weights, visible, *self.context_span)
 
     def _reduce_encoder(self, layer: int, weights: Tensor, mask: Tensor | None) -> None:
         batch, heads, q_len, kv_len = weights.shape

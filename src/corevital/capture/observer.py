@@ -56,6 +56,7 @@ class CaptureOptions:
     fast_attention: bool = True
     sparse_threshold: float = 0.01
     sparse_max_per_head: int = 50
+    context_span: tuple[int, int] | None = None  # RAG context tokens: attention share into them
 
     @property
     def observe_attention(self) -> bool:
@@ -168,9 +169,11 @@ class StepObserver:
         self._last_step_end = time.perf_counter()
         self.step_ms: list[float] = []
         self.prompt_device: PromptDeviceStats | None = None
-        self.prompt_host: tuple[Any, Any] | None = None  # (PromptDeviceStats, per-layer attention) on host
+        # (PromptDeviceStats, per-layer attention stats, per-layer RAG span shares), on the host
+        self.prompt_host: tuple[Any, Any, Any] | None = None
         if self.tap is not None and options.observe_prompt:
             self.tap.prompt_options = (options.sparse_threshold, options.sparse_max_per_head)
+            self.tap.context_span = options.context_span
 
     # --- hooks -----------------------------------------------------------------------------
     def _reads_prompt(self) -> bool:
@@ -350,7 +353,10 @@ class StepObserver:
         layers = list(self.tap.prompt_stats) if self.tap is not None else []
         if any(stats is None for stats in layers):
             layers = []
-        self.prompt_host = to_host((self.prompt_device, layers))
+        shares = list(self.tap.prompt_span_share) if self.tap is not None else []
+        if not shares or any(share is None for share in shares):
+            shares = []
+        self.prompt_host = to_host((self.prompt_device, layers, shares))
 
     def finalize_encoder(self) -> None:
         """Move the encoder summaries to the host (once, after generation)."""

@@ -9,7 +9,9 @@ import numpy as np
 from corevital.capture.records import PromptHeadAttention, PromptTelemetry
 
 
-def prompt_telemetry_for(device_stats: Any, layers: list[Any], b: int, prompt_tokens: int) -> PromptTelemetry:
+def prompt_telemetry_for(
+    device_stats: Any, layers: list[Any], b: int, prompt_tokens: int, span_shares: list[Any] | None = None
+) -> PromptTelemetry:
     """Sequence ``b``'s prompt telemetry from the batch's host arrays (left padding removed)."""
     surprisals = None
     if device_stats.surprisals is not None:
@@ -36,4 +38,5 @@ def prompt_telemetry_for(device_stats: Any, layers: list[Any], b: int, prompt_to
         layer_transformations=np.asarray(device_stats.layer_transformations)[:, b],
         heads=heads,
         basin_scores=basin,
+        context_share=np.stack([np.asarray(share[b]) for share in span_shares]) if span_shares else None,
     )

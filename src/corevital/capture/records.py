@@ -79,6 +79,7 @@ class PromptTelemetry:
     layer_transformations: np.ndarray  # [L]
     heads: list[list[PromptHeadAttention]]  # [L][H]; empty when attention was not observed
     basin_scores: np.ndarray | None  # [L, H]
+    context_share: np.ndarray | None = None  # [L, H] attention share into the RAG context span
 
 
 @dataclass

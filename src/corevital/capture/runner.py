@@ -54,7 +54,9 @@ def generation_record(settings: Any) -> GenerationRecord:
     )
 
 
-def capture_options(settings: Any, gen: GenerationRecord) -> CaptureOptions:
+def capture_options(
+    settings: Any, gen: GenerationRecord, context_span: tuple[int, int] | None = None
+) -> CaptureOptions:
     changes = gen.do_sample and (
         gen.temperature != 1.0 or (gen.top_k or 0) > 0 or (gen.top_p is not None and gen.top_p < 1.0)
     )
@@ -68,6 +70,7 @@ def capture_options(settings: Any, gen: GenerationRecord) -> CaptureOptions:
         sampling_changes_distribution=changes,
         prompt_telemetry=settings.prompt_telemetry,
         fast_attention=settings.attention_path == "fast",
+        context_span=context_span,
         sparse_threshold=settings.sparse_threshold,
         sparse_max_per_head=settings.sparse_max_per_head,
     )
@@ -123,10 +126,11 @@ def capture_prompts(
     settings: Any,
     *,
     callback: StepCallback | None = None,
+    context_span: tuple[int, int] | None = None,
 ) -> RunCapture:
     """Generate for every prompt (``settings.batch_size`` per ``generate()`` call) and observe it."""
     gen = generation_record(settings)
-    options = capture_options(settings, gen)
+    options = capture_options(settings, gen, context_span)
     started = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     t0 = time.perf_counter()
     sequences: list[SequenceCapture] = []
@@ -303,8 +307,8 @@ def _split(
         )
         _attach_encoder(capture, observer, b)
         if observer.prompt_host is not None:
-            stats, layers = observer.prompt_host
-            capture.prompt_telemetry = prompt_telemetry_for(stats, layers, b, len(prompt.token_ids))
+            stats, layers, shares = observer.prompt_host
+            capture.prompt_telemetry = prompt_telemetry_for(stats, layers, b, len(prompt.token_ids), shares)
         capture.token_texts = token_texts(loaded.tokenizer, capture)
         results.append(capture)
     return results

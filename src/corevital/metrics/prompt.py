@@ -256,3 +256,24 @@ def _middle_membership(vis: Tensor) -> tuple[Tensor, Tensor]:
     membership.sub_(upper.sub_(1.0).clamp_(min=lo)).clamp_(0.0, 1.0)  # minus max(rank, n/3)
     del upper
     return membership.mul_(visf).mul_(counted), counted.squeeze(-1)
+
+
+def span_attention_share(weights: Tensor, visible: Tensor, start: int, end: int) -> Tensor:
+    """Per sequence and head, the share of attention from queries after ``[start, end)`` into it.
+
+    ``weights`` [B, H, P, P] and ``visible`` (broadcastable to [B, P, P]) as in
+    :func:`prompt_attention`; positions count from each sequence's first visible token, so left
+    padding does not shift the span. NaN where no query follows the span.
+    """
+    vis = visible.expand(weights.shape[0], weights.shape[2], weights.shape[3])
+    first = _first_visible(vis)  # [B]
+    positions = torch.arange(weights.shape[-1], device=weights.device)
+    relative = positions.unsqueeze(0) - first.unsqueeze(-1)  # [B, P]
+    later_rows = (relative >= end).to(torch.float32)  # [B, P] queries after the span
+    in_span = ((relative >= start) & (relative < end)).to(torch.float32)  # [B, P] keys in the span
+    w = torch.where(vis.unsqueeze(1), weights.float(), 0.0)
+    into_span = torch.einsum("bhqk,bk->bhq", w, in_span)
+    total = w.sum(dim=-1)
+    num = torch.einsum("bhq,bq->bh", into_span, later_rows)
+    den = torch.einsum("bhq,bq->bh", total, later_rows)
+    return torch.where(den > 0, num / den.clamp_min(1e-30), torch.nan)

@@ -116,6 +116,12 @@ class RagContext(ReportModel):
     retrieved_doc_ids: list[str] | None = None
     retrieved_doc_titles: list[str] | None = None
     retrieval_metadata: dict[str, Any] | None = None
+    context_span: list[int] | None = Field(
+        default=None, description="New: prompt token range [start, end) holding the retrieved context."
+    )
+    context_attention_share: OptFloat = Field(
+        default=None, description="New: share of the later prompt's attention that lands on the context span."
+    )
 
 
 class TimedOperation(ReportModel):

@@ -1,0 +1,73 @@
+"""`--rag-context FILE`: retrieval metadata in `extensions.rag`, and the context span's attention share."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from corevital.cli import main
+from corevital.sinks.sqlite import SQLiteStore
+
+PROMPT = "Context: the lighthouse was built in 1854 on the northern cape. Question: when was it built?"
+
+
+def _run(capsys, model: str, out: Path, rag: Path) -> tuple[int, str]:
+    code = main(
+        [
+            "run",
+            "--model",
+            model,
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--chat-template",
+            "off",
+            "--prompt",
+            PROMPT,
+            "--max_new_tokens",
+            "5",
+            "--rag-context",
+            str(rag),
+        ]
+    )
+    return code, capsys.readouterr().err
+
+
+def test_rag_metadata_and_context_share_reach_the_report(capsys, tmp_path: Path, tiny_model_dir) -> None:
+    rag = tmp_path / "rag.json"
+    rag.write_text(
+        json.dumps(
+            {
+                "context_token_count": 20,
+                "retrieved_doc_ids": ["doc-7"],
+                "retrieved_doc_titles": ["Lighthouses of the north"],
+                "retrieval_metadata": {"retriever": "bm25", "k": 1},
+                "context_span": [1, 21],
+            }
+        )
+    )
+    code, err = _run(capsys, str(tiny_model_dir("llama")), tmp_path, rag)
+    assert code == 0, err
+    store = SQLiteStore(tmp_path / "corevital.db")
+    try:
+        report = store.get(store.list()[0].trace_id)
+    finally:
+        store.close()
+    stored = report.extensions.rag
+    assert stored.retrieved_doc_ids == ["doc-7"] and stored.retrieval_metadata == {
+        "retriever": "bm25",
+        "k": 1,
+    }
+    assert stored.context_span == [1, 21]
+    assert stored.context_attention_share is not None and 0.0 <= stored.context_attention_share <= 1.0
+
+
+def test_a_bad_rag_file_is_a_one_line_error(capsys, tmp_path: Path, tiny_model_dir) -> None:
+    rag = tmp_path / "rag.json"
+    rag.write_text('{"context_span": [5, 2]}')
+    code, err = _run(capsys, str(tiny_model_dir("llama")), tmp_path, rag)
+    assert code == 2 and err.strip().count("\n") == 0 and "context_span" in err
+    rag.write_text("{not json")
+    code, err = _run(capsys, str(tiny_model_dir("llama")), tmp_path, rag)
+    assert code == 2 and "not valid JSON" in err

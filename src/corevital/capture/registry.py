@@ -49,7 +49,8 @@ def _innermost_attention(block: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in found if not any(other.startswith(n + ".") for other in names)]
 
 
-def _get(model: nn.Module, getter: str) -> nn.Module | None:
+def submodule_from(model: nn.Module, getter: str) -> nn.Module | None:
+    """``model.get_decoder()`` / ``model.get_encoder()`` when the model has it, else None."""
     fn = getattr(model, getter, None)
     if fn is None:
         return None
@@ -63,10 +64,10 @@ def _get(model: nn.Module, getter: str) -> nn.Module | None:
 def find_attention_sites(model: nn.Module, caps: ModelCapabilities) -> list[AttentionSite]:
     """Every self-, cross- and encoder attention module with its layer index."""
     sites: list[AttentionSite] = []
-    decoder = _get(model, "get_decoder") if caps.is_encoder_decoder else model
+    decoder = submodule_from(model, "get_decoder") if caps.is_encoder_decoder else model
     stacks: list[tuple[nn.Module | None, int, bool]] = [(decoder or model, caps.num_layers, False)]
     if caps.is_encoder_decoder:
-        stacks.append((_get(model, "get_encoder"), caps.num_encoder_layers or 0, True))
+        stacks.append((submodule_from(model, "get_encoder"), caps.num_encoder_layers or 0, True))
     for root, expected, is_encoder in stacks:
         stack = _layer_stack(root, expected)
         if stack is None:

@@ -85,7 +85,7 @@ import torch
 from torch import Tensor, nn
 
 from corevital.capture.capabilities import capabilities_from_config
-from corevital.capture.registry import SiteKind, find_attention_sites
+from corevital.capture.registry import SiteKind, find_attention_sites, submodule_from
 
 __all__ = [
     "Fault",
@@ -129,28 +129,17 @@ def _unwrap(model: Any) -> nn.Module:
     raise TypeError(f"expected a torch model or a LoadedModel, got {type(model).__name__}")
 
 
-def _call_getter(model: nn.Module, getter: str) -> nn.Module | None:
-    fn = getattr(model, getter, None)
-    if fn is None:
-        return None
-    try:
-        result = fn()
-    except (AttributeError, NotImplementedError, TypeError):
-        return None
-    return result if isinstance(result, nn.Module) else None
-
-
 def _stack_root_and_size(model: nn.Module, stack: Stack) -> tuple[nn.Module, int]:
     caps = capabilities_from_config(model.config)
     if stack == "decoder":
-        root = _call_getter(model, "get_decoder") if caps.is_encoder_decoder else model
+        root = submodule_from(model, "get_decoder") if caps.is_encoder_decoder else model
         return root or model, caps.num_layers
     if stack == "encoder":
         if not caps.is_encoder_decoder:
             raise ValueError(
                 f"{type(model).__name__} has no encoder: stack='encoder' needs an encoder-decoder"
             )
-        root = _call_getter(model, "get_encoder")
+        root = submodule_from(model, "get_encoder")
         if root is None:
             raise ValueError(f"{type(model).__name__} does not expose its encoder (get_encoder())")
         return root, caps.num_encoder_layers or 0

@@ -19,7 +19,7 @@ from pathlib import Path
 from corevital import __version__
 from corevital.cli_args import add_run_flags, settings_overrides
 from corevital.config import load_settings
-from corevital.errors import CoreVitalError, InputError
+from corevital.errors import CoreVitalError, InputError, NotAvailableError
 from corevital.perf import PerfRecorder
 from corevital.pipeline import Pipeline, check_not_yet_available, describe_loaded, timed
 from corevital.summary import format_performance, format_summary, summarize_report
@@ -89,6 +89,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     with timed(perf, "setup_logging"):
         _configure_logging(settings.log_level)
     prompts = _collect_prompts(args)
+    if args.export_otel or args.otel_endpoint:
+        raise NotAvailableError("--export-otel (OpenTelemetry export) is not available in this version yet")
     check_not_yet_available(settings)
     pipeline = Pipeline(settings)
     pipeline._check_output_writable()
@@ -149,6 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", help="YAML file of settings (see docs/configuration.md).")
     run.add_argument("--json", action="store_true", help="Print the run summary as JSON.")
+    run.add_argument(
+        "--export-otel",
+        "--export_otel",
+        dest="export_otel",
+        action="store_true",
+        help="Export the run to OpenTelemetry (OTLP) (not available in this version yet).",
+    )
+    run.add_argument(
+        "--otel-endpoint",
+        "--otel_endpoint",
+        dest="otel_endpoint",
+        metavar="HOST:PORT",
+        help="OTLP gRPC endpoint for --export-otel (not available in this version yet).",
+    )
     add_run_flags(run)
     run.set_defaults(handler=cmd_run)
 

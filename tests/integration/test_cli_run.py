@@ -173,6 +173,11 @@ def test_write_json_beside_sqlite(capsys, tmp_path: Path, tiny_llama: str) -> No
     assert len(list(tmp_path.glob("trace_*.json"))) == 1
 
 
+def test_otel_export_not_built_yet_is_refused_clearly(capsys, tmp_path: Path, tiny_llama: str) -> None:
+    code, _, err = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi", "--export-otel")
+    assert code == 8 and "OpenTelemetry" in _one_error_line(err)
+
+
 def test_sink_not_built_yet_is_refused_clearly(capsys, tmp_path: Path, tiny_llama: str) -> None:
     code, _, err = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi", "--sink", "datadog")
     assert code == 8 and "datadog" in _one_error_line(err)

@@ -142,10 +142,6 @@ class Settings(BaseSettings):
         return self.model in ("", DEFAULT_MODEL_NAME)
 
 
-def setting_names() -> list[str]:
-    return list(Settings.model_fields)
-
-
 def read_default_yaml() -> dict[str, Any]:
     text = resources.files("corevital").joinpath("configs/default.yaml").read_text(encoding="utf-8")
     return _yaml_mapping(text, "the packaged default.yaml")

@@ -19,7 +19,7 @@ from corevital.analysis.diagnose import Diagnosis, diagnose
 from corevital.analysis.profiles import load_profile
 from corevital.analysis.signals import signals_from_capture
 from corevital.config import Settings
-from corevital.errors import NotAvailableError, StoreError
+from corevital.errors import NotAvailableError
 from corevital.perf import Operation, PerfRecorder, StrictMeasurements
 from corevital.report.builder import BuildContext, build_report
 from corevital.report.diagnosis import extensions, health_flags
@@ -261,4 +261,4 @@ def describe_loaded(loaded: Any) -> str:
     )
 
 
-__all__ = ["Pipeline", "RunOutcome", "StoreError", "describe_loaded", "open_sink", "sink_target"]
+__all__ = ["Pipeline", "RunOutcome", "describe_loaded", "open_sink", "sink_target"]

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from corevital.capture.capabilities import ModelCapabilities, capabilities_from_config
+from corevital.capture.capabilities import ModelCapabilities
 
 _CROSS_MARKERS = ("cross", "encdec", "encoder_attn")
 
@@ -122,7 +122,3 @@ def _probe_token(tokenizer: Any, caps: ModelCapabilities) -> int:
         if isinstance(value, int) and 0 <= value < caps.vocab_size:
             return value
     return 0
-
-
-def load_capabilities(model: Any) -> ModelCapabilities:
-    return capabilities_from_config(model.config)

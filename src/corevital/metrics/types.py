@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 
@@ -74,8 +73,3 @@ class ChosenTokenStats:
     surprisal: Tensor  # [N] bits, -log2 p(token) under the raw distribution
     sampling_entropy: Tensor | None  # [N] bits of the distribution sampled from, when it differs
     sampling_prob: Tensor | None  # [N] probability of the token under that distribution
-
-
-def empty_like_rows(n: int, device: torch.device) -> Tensor:
-    """A [n] float tensor of NaN: the value of a statistic that could not be computed."""
-    return torch.full((n,), float("nan"), device=device)

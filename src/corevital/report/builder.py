@@ -90,7 +90,6 @@ class BuildContext:
     health_flags: HealthFlags | None = None
     extensions: Extensions = field(default_factory=Extensions)
     prompt_analysis: PromptAnalysis | None = None
-    extra_warnings: list[ReportWarning] = field(default_factory=list)
 
 
 def build_report(run: RunCapture, seq: SequenceCapture, ctx: BuildContext) -> Report:
@@ -135,8 +134,7 @@ def build_report(run: RunCapture, seq: SequenceCapture, ctx: BuildContext) -> Re
             total_steps=prompt_tokens + steps,
             elapsed_ms=int(round(run.elapsed_ms)),
         ),
-        warnings=[ReportWarning(code=w.code, message=w.message) for w in seq.warnings]
-        + list(ctx.extra_warnings),
+        warnings=[ReportWarning(code=w.code, message=w.message) for w in seq.warnings],
         encoder_layers=_encoder_layers(seq) if caps.is_encoder_decoder else None,
         prompt_analysis=ctx.prompt_analysis
         if ctx.prompt_analysis is not None

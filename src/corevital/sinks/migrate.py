@@ -40,7 +40,13 @@ from corevital.report.schema import Report
 from corevital.sinks.base import ReportStore
 from corevital.sinks.local import TRACE_FILE_GLOB
 from corevital.sinks.sqlite import SQLiteStore
-from corevital.sinks.sqlite_schema import SQLITE_HEADER, DatabaseKind, database_kind, table_columns
+from corevital.sinks.sqlite_schema import (
+    SQLITE_HEADER,
+    DatabaseKind,
+    database_kind,
+    read_header,
+    table_columns,
+)
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _BATCH = 32
@@ -171,11 +177,7 @@ def _read_file(path: Path) -> Report:
 def _open_read_only(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise StoreError(f"{path} is neither a directory nor an SQLite database file")
-    try:
-        with path.open("rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
-    except OSError as error:
-        raise StoreError(f"cannot read {path}: {error.strerror or error}") from None
+    header = read_header(path)
     if header != SQLITE_HEADER:
         raise StoreError(f"{path} is not an SQLite database")
     try:

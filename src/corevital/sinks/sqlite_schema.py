@@ -174,16 +174,21 @@ def is_original_reports_table(conn: sqlite3.Connection) -> bool:
     return "trace_id" in columns and bool(columns & {"report_json", "report_blob"})
 
 
+def read_header(path: Path) -> bytes:
+    """The first bytes of a file, enough to tell an SQLite database (one-line StoreError if unreadable)."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(SQLITE_HEADER))
+    except OSError as error:
+        raise StoreError(f"cannot read {path}: {error.strerror or error}") from None
+
+
 def _refuse_non_sqlite_file(path: Path) -> None:
     if not path.exists():
         return
     if not path.is_file():
         raise StoreError(f"{path} is not a CoreVital SQLite database (not a regular file)")
-    try:
-        with path.open("rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
-    except OSError as error:
-        raise StoreError(f"cannot read {path}: {error.strerror or error}") from None
+    header = read_header(path)
     if header and header != SQLITE_HEADER:
         raise StoreError(
             f"{path} is not a CoreVital SQLite database (not an SQLite file); it was left untouched"

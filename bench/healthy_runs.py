@@ -13,7 +13,7 @@ greedy and sampled, as each line says) and ``bench/data/loop_prompts.jsonl`` thr
   middle-third layer) from step 0, and whether ``mid_layer_anomaly_detected`` fired and the layer
   was blamed first.
 
-    .venv/bin/python bench/healthy_runs.py [--faults] [--cache .bench-out/healthy_cache.pkl]
+    .venv/bin/python bench/healthy_runs.py [--faults] [--cache .bench-out/healthy_cache.pkl] [--calibration P]
 
 ``--cache`` stores the captured signals and, when the file exists, reuses them instead of running
 the model (for iterating on thresholds). Deterministic: greedy runs are exact, sampled runs use the
@@ -185,14 +185,16 @@ def report_loops(runs: list[Run], diags: list[Diagnosis]) -> list[dict[str, Any]
     return out
 
 
-def run_faults(loaded: Any, items: list[dict[str, Any]], layers: list[int]) -> list[dict[str, Any]]:
+def run_faults(
+    loaded: Any, items: list[dict[str, Any]], layers: list[int], calibration: Any = None
+) -> list[dict[str, Any]]:
     print("\n== x1e4 activation fault from step 0")
     profile = load_profile(loaded.capabilities.model_type)
     rows = []
     for layer in layers:
         with scaled_layer(loaded.model, layer, 1e4):
             runs = capture(loaded, items)
-        diags = [diagnose(sig, profile) for _, _, sig in runs]
+        diags = [diagnose(sig, profile, calibration=calibration) for _, _, sig in runs]
         fired = sum(d.health_flags.mid_layer_anomaly_detected for d in diags)
         first = sum(bool(d.blamed_layers) and d.blamed_layers[0].layer == layer for d in diags)
         zone = "middle" if layer in middle_third(loaded.capabilities.num_layers) else "outside"
@@ -229,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         help="inject a x1e4 fault: 'middle' (every middle-third layer) or a comma-separated list",
     )
     parser.add_argument("--fault-prompts", type=int, default=8)
+    parser.add_argument(
+        "--calibration", default=None, help="judge with this calibration profile (or 'default')"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args(argv)
 
@@ -245,13 +250,21 @@ def main(argv: list[str] | None = None) -> int:
             args.cache.parent.mkdir(parents=True, exist_ok=True)
             args.cache.write_bytes(pickle.dumps((healthy, loops)))
     profile = load_profile(healthy[0][2].model_type)
+    calib = None
+    if args.calibration:
+        from corevital.analysis.calibration.profile import load_calibration_profile, resolve_profile_path
+
+        calib = load_calibration_profile(resolve_profile_path(args.calibration))
+        print(f"calibration profile {args.calibration}: {calib.num_runs} runs of {calib.model.model_id}")
     print(
         f"model {healthy[0][2].model_id} ({healthy[0][2].model_type}: profile {profile.family}, "
         f"{healthy[0][2].num_layers} layers, {healthy[0][2].num_heads} heads)"
     )
     figures: dict[str, Any] = {
-        "healthy": report_healthy(healthy, [diagnose(sig, profile) for _, _, sig in healthy]),
-        "loops": report_loops(loops, [diagnose(sig, profile) for _, _, sig in loops]),
+        "healthy": report_healthy(
+            healthy, [diagnose(sig, profile, calibration=calib) for _, _, sig in healthy]
+        ),
+        "loops": report_loops(loops, [diagnose(sig, profile, calibration=calib) for _, _, sig in loops]),
     }
     if args.faults:
         if loaded is None:
@@ -267,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         items = [
             dict(item, temperature=0.0, max_new_tokens=24) for item in healthy_items[: args.fault_prompts]
         ]
-        figures["faults"] = run_faults(loaded, items, layers)
+        figures["faults"] = run_faults(loaded, items, layers, calib)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=float), encoding="utf-8")
     return 0

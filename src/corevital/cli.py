@@ -18,6 +18,7 @@ from pathlib import Path
 
 from corevital import __version__
 from corevital.cli_args import add_run_flags, settings_overrides
+from corevital.cli_validation import add_commands
 from corevital.config import load_settings
 from corevital.errors import CoreVitalError, InputError, NotAvailableError
 from corevital.perf import PerfRecorder
@@ -27,7 +28,7 @@ from corevital.summary import format_performance, format_summary, summarize_repo
 log = logging.getLogger("corevital")
 
 
-def _read_prompts_file(path: str) -> list[str]:
+def read_prompts_file(path: str) -> list[str]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -56,7 +57,7 @@ def _read_prompts_file(path: str) -> list[str]:
 def _collect_prompts(args: argparse.Namespace) -> list[str]:
     prompts = list(args.prompt or [])
     if args.prompts_file:
-        prompts.extend(_read_prompts_file(args.prompts_file))
+        prompts.extend(read_prompts_file(args.prompts_file))
     if not prompts:
         raise InputError("no prompt given: pass --prompt TEXT (repeatable) or --prompts-file FILE")
     for prompt in prompts:
@@ -65,7 +66,7 @@ def _collect_prompts(args: argparse.Namespace) -> list[str]:
     return prompts
 
 
-def _configure_logging(level: str) -> None:
+def configure_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level), format="%(levelname)s %(name)s: %(message)s")
     if level != "DEBUG":
         # Library progress bars (GGUF de-quantization uses a plain tqdm) would bury the summary.
@@ -87,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if perf is not None:
         perf.add("config_load", (time.perf_counter() - t0) * 1000.0)
     with timed(perf, "setup_logging"):
-        _configure_logging(settings.log_level)
+        configure_logging(settings.log_level)
     prompts = _collect_prompts(args)
     if args.export_otel or args.otel_endpoint:
         raise NotAvailableError("--export-otel (OpenTelemetry export) is not available in this version yet")
@@ -177,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--to-db", "--to_db", dest="to_db", default="runs/corevital.db", help="Target database."
     )
     migrate.set_defaults(handler=cmd_migrate)
+    add_commands(commands)
     return parser
 
 

@@ -82,8 +82,11 @@ def _converter(setting: str) -> Any:
     return str
 
 
-def add_run_flags(parser: argparse.ArgumentParser) -> None:
+def add_run_flags(parser: argparse.ArgumentParser, *, exclude: tuple[str, ...] = ()) -> None:
+    """The run flags on ``parser``; ``exclude`` names settings a command does not take."""
     for flag in RUN_FLAGS:
+        if flag.setting in exclude:
+            continue
         dest = f"setting__{flag.setting}"
         if flag.kind == "value":
             parser.add_argument(
@@ -104,6 +107,8 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                 help=_help(flag),
                 default=argparse.SUPPRESS,
             )
+    if "perf" in exclude:
+        return
     parser.add_argument(
         "--perf",
         dest="setting__perf",

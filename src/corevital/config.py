@@ -129,7 +129,14 @@ class Settings(BaseSettings):
     perf: PerfMode | None = Field(
         None, description="Performance monitoring: summary, detailed or strict (warm-up and baseline)."
     )
-    calibration: str | None = Field(None, description="Calibration profile JSON for divergence scoring.")
+    calibration: str | None = Field(
+        None,
+        description=(
+            "Calibration profile JSON from `corevital calibrate` (divergence scoring, per-layer reference "
+            "levels, and a labelled risk model if it has one), or `default` for the profile shipped for "
+            "the embedded default model."
+        ),
+    )
     rag_context: str | None = Field(None, description="JSON file with RAG context metadata.")
 
     @property

@@ -15,9 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from corevital.analysis.calibration.profile import (
+    CalibrationProfile,
+    load_calibration_profile,
+    resolve_profile_path,
+)
 from corevital.analysis.diagnose import Diagnosis, diagnose
 from corevital.analysis.profiles import load_profile
-from corevital.analysis.signals import signals_from_capture
+from corevital.analysis.signals import SequenceSignals, signals_from_capture
 from corevital.config import Settings
 from corevital.errors import NotAvailableError
 from corevital.perf import Operation, PerfRecorder, StrictMeasurements
@@ -87,12 +92,6 @@ def open_sink(settings: Settings) -> Sink:
 
 def check_not_yet_available(settings: Settings) -> None:
     """Refuse settings whose feature does not exist yet, instead of silently ignoring them."""
-    pending = {
-        "calibration": "--calibration (calibration profiles)",
-    }
-    for key, label in pending.items():
-        if getattr(settings, key) is not None:
-            raise NotAvailableError(f"{label} is not available in this version yet")
     if settings.sink not in ("sqlite", "local"):
         raise NotAvailableError(
             f"--sink {settings.sink} is not available in this version yet (use sqlite or local)"
@@ -114,6 +113,7 @@ class Pipeline:
         self._new_id = new_id
         self._loaded: LoadedModel | None = None
         self._rag: RagContext | None = None
+        self._calibration: CalibrationProfile | None = None
 
     @property
     def loaded(self) -> LoadedModel:
@@ -126,6 +126,14 @@ class Pipeline:
     def use_model(self, loaded: LoadedModel) -> None:
         self._loaded = loaded
 
+    def derived(self, **changes: Any) -> Pipeline:
+        """A pipeline with some settings changed that shares this one's model and loaded files."""
+        other = Pipeline(self.settings.model_copy(update=changes), clock=self._clock, new_id=self._new_id)
+        other._loaded, other._rag = self._loaded, self._rag
+        if "calibration" not in changes:
+            other._calibration = self._calibration
+        return other
+
     def rag_context(self) -> RagContext | None:
         """The ``--rag-context`` file's metadata (read once; a bad file is a one-line InputError)."""
         if self.settings.rag_context is None:
@@ -133,6 +141,28 @@ class Pipeline:
         if self._rag is None:
             self._rag = read_rag_context(self.settings.rag_context)
         return self._rag
+
+    def calibration(self) -> CalibrationProfile | None:
+        """The ``--calibration`` profile (read once; a bad file is a one-line ConfigError)."""
+        if self.settings.calibration is None:
+            return None
+        if self._calibration is None:
+            self._calibration = load_calibration_profile(resolve_profile_path(self.settings.calibration))
+        return self._calibration
+
+    def check_calibration_model(self) -> None:
+        """Refuse a calibration profile made for another model than the loaded one."""
+        profile = self.calibration()
+        if profile is None:
+            return
+        loaded = self.loaded
+        caps = loaded.capabilities
+        profile.check_model(
+            model_id=loaded.resolved.hf_id,
+            architecture=caps.architecture,
+            num_layers=caps.num_layers,
+            num_heads=caps.num_attention_heads,
+        )
 
     def capture(self, prompts: list[str], callback: StepCallback | None = None) -> RunCapture:
         from corevital.capture.runner import capture_prompts
@@ -144,26 +174,37 @@ class Pipeline:
         return capture_prompts(self.loaded, prompts, self.settings, callback=callback, context_span=span)
 
     def build(self, run: RunCapture) -> list[Report]:
+        self.check_calibration_model()
         return [self.build_one(run, seq) for seq in run.sequences]
 
-    def build_one(self, run: RunCapture, seq: SequenceCapture) -> Report:
+    def diagnose_one(self, run: RunCapture, seq: SequenceCapture) -> tuple[SequenceSignals, Diagnosis]:
+        """The analysis of one captured sequence (no report built)."""
         settings = self.settings
         caps = run.model.capabilities
         signals = signals_from_capture(seq, model_id=run.model.hf_id, caps=caps)
         profile = load_profile(caps.model_type, settings.thresholds or None)
-        telemetry = seq.prompt_telemetry
-        rag = self.rag_context()
-        share = None
-        if rag is not None and telemetry is not None and telemetry.context_share is not None:
-            finite = telemetry.context_share[np.isfinite(telemetry.context_share)]
-            share = float(finite.mean()) if finite.size else None
         diagnosis = diagnose(
             signals,
             profile,
-            basin_scores=telemetry.basin_scores if telemetry is not None else None,
-            context_share=share,
+            basin_scores=seq.prompt_telemetry.basin_scores if seq.prompt_telemetry is not None else None,
+            context_share=self._context_share(seq),
             check_consistency=settings.validate_metrics or settings.log_level == "DEBUG",
+            calibration=self.calibration(),
         )
+        return signals, diagnosis
+
+    def _context_share(self, seq: SequenceCapture) -> float | None:
+        telemetry = seq.prompt_telemetry
+        if self.rag_context() is None or telemetry is None or telemetry.context_share is None:
+            return None
+        finite = telemetry.context_share[np.isfinite(telemetry.context_share)]
+        return float(finite.mean()) if finite.size else None
+
+    def build_one(self, run: RunCapture, seq: SequenceCapture) -> Report:
+        settings = self.settings
+        _, diagnosis = self.diagnose_one(run, seq)
+        share = self._context_share(seq)
+        rag = self.rag_context()
         attention_observed = seq.attention is not None
         ext = extensions(diagnosis, attention_observed=attention_observed, seq=seq)
         if rag is not None:
@@ -205,8 +246,10 @@ class Pipeline:
         check_not_yet_available(self.settings)
         self._check_output_writable()
         self.rag_context()  # a bad --rag-context file fails before the model loads
+        self.calibration()  # so does a bad --calibration profile
         with timed(perf if self._loaded is None else None, "model_load"):
             loaded = self.loaded
+        self.check_calibration_model()
         if perf is not None and perf.mode == "strict":
             self._strict_baseline(prompts, perf)
         with timed(perf, "model_inference") as inference:

@@ -227,7 +227,7 @@ def test_topk_approx_builds_no_full_size_float_tensor() -> None:
     assert rec.seen == []
     with _FullSizeFloatRecorder(logits.numel()) as rec:
         summarize_logits(logits, entropy_mode="full")
-    assert "softmax" in rec.seen  # the recorder does see the full softmax when there is one
+    assert "log_softmax" in rec.seen  # the recorder does see the full softmax when there is one
 
 
 def test_token_surprisal_matches_reference() -> None:

@@ -16,6 +16,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 LAYER = {
     "errors": 0,
     "config": 0,
+    "progress": 0,
     "metrics": 1,
     "capture": 2,
     "testing": 2,
@@ -24,8 +25,9 @@ LAYER = {
     "sinks": 5,
     "exporters": 6,
     "server": 7,
+    "validation": 8,  # calibrate / validate workflows: wiring over the pipeline, like cli and monitor
 }
-TORCH_FREE = ("analysis", "report", "sinks", "exporters", "server")
+TORCH_FREE = ("analysis", "report", "sinks", "exporters", "server", "validation")
 
 
 def _package_of(module: str) -> str | None:
@@ -80,6 +82,8 @@ def test_reading_and_storing_work_without_torch_installed() -> None:
         "import corevital.report.builder, corevital.report.reanalysis, corevital.report.diagnosis\n"
         "import corevital.sinks.sqlite, corevital.monitor, corevital.live\n"
         "import corevital.capture.records, corevital.capture.capabilities\n"
+        "import corevital.validation.workflow, corevital.validation.table, corevital.cli_validation\n"
+        "import corevital.analysis.calibration.fit, corevital.analysis.calibration.divergence\n"
         "print('ok')\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

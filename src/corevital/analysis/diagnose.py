@@ -2,8 +2,9 @@
 
 ``diagnose(signals, profile)`` runs the detectors in dependency order (health flags → layer blame →
 compound signals → early warning → risk → fingerprint → narrative, plus the optional metric
-consistency check) and bundles their typed results in a :class:`Diagnosis`, which the report
-builder converts field by field into the report's ``health_flags`` and ``extensions``.
+consistency check; with a calibration profile, the divergence from it) and bundles their typed
+results in a :class:`Diagnosis`, which the report builder converts field by field into the report's
+``health_flags`` and ``extensions``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from corevital.analysis.blame import BlamedLayer, blame_layers
+from corevital.analysis.calibration.divergence import CalibrationDivergence, score_divergence
+from corevital.analysis.calibration.features import RunFeatures, run_features
+from corevital.analysis.calibration.layers import calibrated_layer_jumps
+from corevital.analysis.calibration.profile import CalibrationProfile
 from corevital.analysis.collapse import AttentionCollapseDetail
 from corevital.analysis.compound import CompoundSignal, detect_compound_signals
 from corevital.analysis.consistency import MetricConsistency, check_consistency
@@ -43,6 +48,8 @@ class Diagnosis:
     narrative: Narrative
     metric_consistency: MetricConsistency | None
     profile_family: str
+    run_features: RunFeatures
+    calibration: CalibrationDivergence | None = None
 
 
 def diagnose(
@@ -52,9 +59,23 @@ def diagnose(
     basin_scores: Sequence[Sequence[float]] | np.ndarray | None = None,
     context_share: float | None = None,
     check_consistency: bool = False,
+    calibration: CalibrationProfile | None = None,
 ) -> Diagnosis:
-    """The full diagnosis of one sequence. ``basin_scores``: prompt basin scores per layer and head."""
-    health: HealthReport = assess_health(signals, profile)
+    """The full diagnosis of one sequence. ``basin_scores``: prompt basin scores per layer and head.
+
+    ``calibration``: a profile of this model's healthy runs (checked against the model by the caller):
+    layer norms are judged against its per-layer levels, the run's divergence from it is scored, and
+    its labelled risk model, if it has one, gives the risk score.
+    """
+    jumps = None
+    if calibration is not None and signals.hidden_l2 is not None:
+        jumps = calibrated_layer_jumps(
+            signals.hidden_l2,
+            calibration,
+            bound=profile.mid_layer.calibrated_z_bound,
+            min_steps=profile.mid_layer.transient_min_steps,
+        )
+    health: HealthReport = assess_health(signals, profile, jumps)
     blamed = blame_layers(signals, health.mid_layer.jumps, health.collapse, profile.mid_layer)
     compound = detect_compound_signals(
         signals, profile.compound, basin_scores=basin_scores, context_share=context_share
@@ -62,6 +83,15 @@ def diagnose(
     warning, steps = early_warning(
         signals.entropy, signals.top_k_margin, signals.surprisal, profile.early_warning
     )
+    features = run_features(
+        signals,
+        health.flags,
+        failure_risk=warning.failure_risk,
+        high_entropy_bits=profile.high_entropy_threshold_bits,
+    )
+    labelled = None
+    if calibration is not None and calibration.risk_model is not None:
+        labelled = (calibration.risk_model, features)
     risk = risk_score(
         signals,
         profile.risk,
@@ -71,6 +101,7 @@ def diagnose(
         blamed=blamed,
         collapse=health.collapse if signals.attn_collapse_rate is not None else None,
         repetition_coverage=health.repetition.coverage,
+        labelled=labelled,
     )
     consistency = None
     if check_consistency:
@@ -90,6 +121,8 @@ def diagnose(
         narrative=build_narrative(signals, health, risk, compound, blamed),
         metric_consistency=consistency,
         profile_family=profile.family,
+        run_features=features,
+        calibration=score_divergence(signals, calibration) if calibration is not None else None,
     )
 
 

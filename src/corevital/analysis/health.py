@@ -107,9 +107,15 @@ def _nonfinite_layers(sig: SequenceSignals) -> np.ndarray | None:
     return out
 
 
-def mid_layer_anomaly(sig: SequenceSignals, profile: ModelProfile) -> MidLayerDetail:
-    """NaN/Inf in a middle-third layer, or a middle-third layer whose norm jump is abnormal."""
-    jumps = layer_jumps(sig.hidden_l2, profile.mid_layer)
+def mid_layer_anomaly(
+    sig: SequenceSignals, profile: ModelProfile, jumps: tuple[LayerJump, ...] | None = None
+) -> MidLayerDetail:
+    """NaN/Inf in a middle-third layer, or a middle-third layer whose norm jump is abnormal.
+
+    ``jumps``: abnormal jumps judged against a calibration profile; without them, against depth.
+    """
+    if jumps is None:
+        jumps = layer_jumps(sig.hidden_l2, profile.mid_layer)
     nonfinite = _nonfinite_layers(sig)
     if sig.hidden_l2 is None and nonfinite is None:
         return MidLayerDetail()
@@ -128,12 +134,14 @@ def mid_layer_anomaly(sig: SequenceSignals, profile: ModelProfile) -> MidLayerDe
     )
 
 
-def assess_health(sig: SequenceSignals, profile: ModelProfile) -> HealthReport:
-    """Every §4 health flag of one sequence, with the detail behind each."""
+def assess_health(
+    sig: SequenceSignals, profile: ModelProfile, jumps: tuple[LayerJump, ...] | None = None
+) -> HealthReport:
+    """Every §4 health flag of one sequence, with the detail behind each (``jumps``: see mid-layer)."""
     numeric = numeric_faults(sig)
     repetition = detect_repetition(sig.token_ids, sig.token_texts, profile.repetition, sig.last_layer_sketch)
     collapse = detect_attention_collapse(sig.attn_collapse_rate, profile.collapse)
-    mid = mid_layer_anomaly(sig, profile)
+    mid = mid_layer_anomaly(sig, profile, jumps)
     flags = HealthFlags(
         nan_detected=numeric.nan_detected,
         inf_detected=numeric.inf_detected,

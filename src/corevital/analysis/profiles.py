@@ -65,6 +65,7 @@ class MidLayerProfile:
     early_z_bound: float = field(metadata=_POS)
     scale_floor: float = field(metadata=_POS)
     transient_min_steps: int = field(metadata=_rng(1))
+    calibrated_z_bound: float = field(metadata=_POS)
 
 
 @dataclass(frozen=True)

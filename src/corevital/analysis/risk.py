@@ -13,15 +13,22 @@ A factor's contribution is how much the score would drop without it: ``risk − 
 (for a flag with a floor, the floor's lift is added to it). ``risk_factors`` lists the factors that
 raised the score by more than ``factor_epsilon``, largest first; factors that lowered it are not
 listed. Nothing is on by default: a feature at its center contributes 0.
+
+With a labelled risk model (a calibration profile fitted with ``--labels``), the smooth part is that
+model's calibrated probability of failure instead (:mod:`corevital.analysis.calibration.risk_model`),
+its factors are the features that raised it, and the hard floors apply on top.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from corevital.analysis.blame import BlamedLayer
+from corevital.analysis.calibration.features import RunFeatures
+from corevital.analysis.calibration.risk_model import RiskModelSpec, predict
 from corevital.analysis.collapse import AttentionCollapseDetail
 from corevital.analysis.compound import CompoundSignal
 from corevital.analysis.health import HealthFlags
@@ -59,6 +66,7 @@ class Risk:
     attention_collapse_detail: AttentionCollapseDetail | None = None
     smooth_score: float = 0.0  # before the hard floors
     features: RiskFeatures | None = None
+    model: str = "heuristic"  # "heuristic" | "labelled" (a fitted risk model gave the smooth score)
 
 
 def risk_features(sig: SequenceSignals, failure_risk: float) -> RiskFeatures:
@@ -111,9 +119,12 @@ def risk_score(
     blamed: tuple[BlamedLayer, ...] = (),
     collapse: AttentionCollapseDetail | None = None,
     repetition_coverage: float = 0.0,
+    labelled: tuple[RiskModelSpec, RunFeatures] | None = None,
 ) -> Risk:
-    """Risk score of one sequence with the factors that moved it."""
+    """Risk score of one sequence with the factors that moved it (``labelled``: model and run features)."""
     features = risk_features(sig, failure_risk)
+    if labelled is not None:
+        return _labelled_risk(labelled, profile, flags, features, blamed, collapse, repetition_coverage)
     terms: dict[str, float] = {}
     for name, attr in _CONTINUOUS:
         terms[name] = _term(getattr(features, attr), getattr(profile, attr), profile.feature_cap)
@@ -134,13 +145,45 @@ def risk_score(
         terms["nan_or_inf"] = profile.nan_inf_weight
     logit = profile.intercept + sum(terms.values())
     smooth = sigmoid(logit)
+    contributions: dict[str, float] = {name: smooth - sigmoid(logit - value) for name, value in terms.items()}
+    return _finish(smooth, contributions, profile, flags, features, blamed, collapse, repetition_coverage)
+
+
+def _labelled_risk(
+    labelled: tuple[RiskModelSpec, RunFeatures],
+    profile: RiskProfile,
+    flags: HealthFlags,
+    features: RiskFeatures,
+    blamed: tuple[BlamedLayer, ...],
+    collapse: AttentionCollapseDetail | None,
+    repetition_coverage: float,
+) -> Risk:
+    output = predict(*labelled)
+    contributions = dict(output.contributions)
+    risk = _finish(
+        output.probability, contributions, profile, flags, features, blamed, collapse, repetition_coverage
+    )
+    return dataclasses.replace(risk, model="labelled")
+
+
+def _finish(
+    smooth: float,
+    contributions: dict[str, float],
+    profile: RiskProfile,
+    flags: HealthFlags,
+    features: RiskFeatures,
+    blamed: tuple[BlamedLayer, ...],
+    collapse: AttentionCollapseDetail | None,
+    repetition_coverage: float,
+) -> Risk:
+    """The hard floors on top of the smooth score, and the factors that raised the result."""
+    nan_inf = flags.nan_detected or flags.inf_detected
     score = smooth
     if flags.repetition_loop_detected:
         floor = profile.repetition_floor
         score = max(score, floor + (1.0 - floor) * 0.5 * clip(repetition_coverage, 0.0, 1.0))
     if nan_inf:
         score = 1.0
-    contributions: dict[str, float] = {name: smooth - sigmoid(logit - value) for name, value in terms.items()}
     lift = score - smooth
     if lift > 0:
         owner = "nan_or_inf" if nan_inf else "repetition_loop"

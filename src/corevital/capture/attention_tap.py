@@ -3,11 +3,13 @@
 Transformers dispatches every attention layer through ``ALL_ATTENTION_FUNCTIONS`` keyed by
 ``config._attn_implementation``. :class:`AttentionTap` registers a function under a name of its
 own, points the model's configs at it for the duration of a ``with`` block, and restores them on
-exit, also when generation raises. The function computes the layer's output with the model's own
-eager attention (so the numbers are the eager baseline's) and copies only the query rows that are
-observed into a buffer shared by all layers; the full weight matrices are never returned to the
-model, so nothing accumulates across layers or steps. Statistics are computed later, once per
-step, vectorised over layers (``corevital.metrics.attention``).
+exit, also when generation raises. On the eager path the function computes the layer's output
+with the model's own eager attention (the baseline) and keeps only the observed query rows of its
+weights; on the fast path the model keeps SDPA and each layer contributes one matmul (the observed
+rows' raw scores), which are scaled, masked and normalised for all layers at once when the step's
+rows are collected (:mod:`.attention_rows`). The full weight matrices are never returned to the
+model, so nothing accumulates across layers or steps. Statistics are computed once per step,
+vectorised over layers (``corevital.metrics.attention``).
 
 Encoder self-attention runs once per generation; its rows are reduced layer by layer right here,
 because keeping S×S weights for every encoder layer would cost far more than the reduction.
@@ -26,7 +28,15 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from corevital.capture.attention_rows import attention_rows, fast_path_supported
+from corevital.capture.attention_rows import (
+    attention_rows,
+    combined_bias,
+    fast_path_supported,
+    finish_rows,
+    row_scores,
+    scale_for,
+    sdpa_aligned,
+)
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.metrics.attention import summarize_attention
 from corevital.metrics.prompt import PromptAttentionStats, prompt_attention, span_attention_share
@@ -53,6 +63,18 @@ def _sdpa(module: nn.Module, *args: Any, **kwargs: Any) -> Tensor:
     return sdpa_attention_forward(module, *args, **kwargs)[0]
 
 
+def _recomputed_rows(query: Tensor, key: Tensor, mask: Tensor | None, kwargs: dict, rows: slice) -> Tensor:
+    """Probabilities [B, H, R, K] of the given query rows, recomputed in one go (fast path)."""
+    bias = kwargs.get("position_bias")
+    return attention_rows(
+        query[:, :, rows],
+        key,
+        None if mask is None else mask[:, :, rows],
+        scaling=kwargs.get("scaling"),
+        position_bias=None if bias is None else bias[:, :, rows],
+    )
+
+
 def _eager_function_for(module: nn.Module) -> EagerFn | None:
     """The eager attention function defined next to the module's class (model-specific)."""
     for cls in type(module).__mro__:
@@ -75,18 +97,61 @@ def visible_keys(
     return m.expand(batch, n_rows, kv_len)
 
 
+@dataclass(frozen=True)
+class _Scores:
+    """One layer's observed rows on the fast path, before the softmax: raw q·kᵀ and how to finish them.
+
+    Layers with the same ``group`` (the same mask and position-bias tensors, key count and scale:
+    every layer of a usual decoder) are finished together, in one scale-and-mask and one softmax.
+    """
+
+    scores: Tensor  # [B, Hq, R, K] in the model's dtype
+    mask: Tensor | None  # the observed rows of the additive mask, [B, 1, R, K']
+    position_bias: Tensor | None  # the observed rows of the position bias
+    scale: float
+    group: tuple[int, int, int, float]  # ids of the model's mask and position bias, K, scale
+
+
 @dataclass
 class _Rows:
-    """The observed rows [B, R, H, K] each layer reported in this forward, and the mask each used.
+    """The observed rows each layer reported in this forward, and the mask each used.
 
-    Kept as one tensor per layer and stacked once per step (one kernel) rather than copied layer by
-    layer into a preallocated buffer. Layers of one attention type receive the very same mask in a
-    forward pass, so visibility is computed once per distinct mask (usually one; two for models
-    mixing full and sliding-window layers), not once per layer.
+    ``per_layer`` holds finished probabilities [B, R, H, K] (eager path), ``pending`` the fast
+    path's raw scores; both are stacked once per step rather than copied layer by layer into a
+    buffer. Layers of one attention type receive the very same mask in a forward pass, so
+    visibility is computed once per distinct mask (usually one; two for models mixing full and
+    sliding-window layers), not once per layer.
     """
 
     per_layer: dict[int, Tensor]
+    pending: dict[int, _Scores]
     layer_mask: dict[int, tuple[int, int]]  # layer -> key into the tap's visibility cache
+
+
+def _stacked_rows(rows: _Rows) -> Tensor:
+    """Every layer's observed probabilities, [L, B, R, H, K] in layer order.
+
+    Pending scores are finished group by group (one group, two kernels, for a usual decoder);
+    layers that see fewer keys (sliding windows) are padded with zero weights.
+    """
+    finished = dict(rows.per_layer)
+    groups: dict[tuple[int, int, int, float], list[int]] = {}
+    for index, pending in rows.pending.items():
+        groups.setdefault(pending.group, []).append(index)
+    for members in groups.values():
+        members.sort()
+        first = rows.pending[members[0]]
+        bias = combined_bias(first.mask, first.position_bias, first.scores.shape[-1])
+        scores = torch.stack([rows.pending[index].scores for index in members])  # [n, B, H, R, K]
+        probs = finish_rows(scores, bias, first.scale).transpose(2, 3)  # [n, B, R, H, K]
+        if len(groups) == 1 and not finished:
+            return probs
+        finished.update(zip(members, probs.unbind(0), strict=True))
+    ordered = [finished[index] for index in sorted(finished)]
+    kv_len = max(t.shape[-1] for t in ordered)
+    if any(t.shape[-1] != kv_len for t in ordered):
+        ordered = [torch.nn.functional.pad(t, (0, kv_len - t.shape[-1])) for t in ordered]
+    return torch.stack(ordered)
 
 
 class AttentionTap:
@@ -109,6 +174,7 @@ class AttentionTap:
         self._buffers: dict[SiteKind, _Rows] = {}
         self._seen: dict[SiteKind, set[int]] = {SiteKind.SELF: set(), SiteKind.CROSS: set()}
         self._visible_cache: dict[tuple[int, int], Tensor] = {}
+        self._aligned_masks: dict[int, Tensor | None] = {}
         self._mask_refs: list[Tensor | None] = []
         self.encoder_stats: list[AttentionStats | None] = [None] * num_encoder_layers
         # Prompt telemetry (sparse attention, basin scores) of the pass that reads the prompt:
@@ -134,10 +200,12 @@ class AttentionTap:
         """Drop this step's rows once they are reduced: nothing is held between steps."""
         self._buffers.clear()
         self._visible_cache.clear()
+        self._aligned_masks.clear()
         self._mask_refs.clear()
 
     def held_bytes(self) -> int:
         rows = sum(t.nbytes for b in self._buffers.values() for t in b.per_layer.values())
+        rows += sum(p.scores.nbytes for b in self._buffers.values() for p in b.pending.values())
         return rows + sum(v.nbytes for v in self._visible_cache.values())
 
     def collected(self, kind: SiteKind) -> tuple[Tensor, Tensor] | None:
@@ -145,11 +213,8 @@ class AttentionTap:
         rows = self._buffers.get(kind)
         if rows is None or len(self._seen[kind]) != self._num[kind]:
             return None
-        ordered = [rows.per_layer[index] for index in sorted(rows.per_layer)]
-        kv_len = max(t.shape[-1] for t in ordered)
-        if any(t.shape[-1] != kv_len for t in ordered):  # sliding-window layers see fewer keys
-            ordered = [torch.nn.functional.pad(t, (0, kv_len - t.shape[-1])) for t in ordered]
-        weights = torch.stack(ordered)
+        weights = _stacked_rows(rows)
+        kv_len = weights.shape[-1]
         keys = set(rows.layer_mask.values())
         if len(keys) == 1:
             (only,) = keys
@@ -180,31 +245,33 @@ class AttentionTap:
         needs = self._needs(site, q_len, kv_len)
         if site is None or needs is None:
             return self._output(module, query, key, value, attention_mask, kwargs), None
-        every_row = slice(0, q_len)
-        rows = every_row if needs == "all" else self._rows
+        rows = slice(0, q_len) if needs == "all" else self._rows
         with torch.no_grad():
             if self.fast and fast_path_supported(kwargs):
-                bias = kwargs.get("position_bias")
-                weights = attention_rows(
-                    query[:, :, rows],
-                    key,
-                    None if attention_mask is None else attention_mask[:, :, rows],
-                    scaling=kwargs.get("scaling"),
-                    position_bias=None if bias is None else bias[:, :, rows],
-                )
-                output = _sdpa(module, query, key, value, attention_mask, **kwargs)
+                output = _sdpa(module, query, key, value, self._sdpa_mask(attention_mask), **kwargs)
+                if needs == "rows" and site.kind is not SiteKind.ENCODER:
+                    self._stash_scores(site, query, key, attention_mask, kwargs)  # one matmul
+                    return output, None
+                weights = _recomputed_rows(query, key, attention_mask, kwargs, rows)
             else:
                 output, full = _eager(module, query, key, value, attention_mask, **kwargs)
                 weights = full[:, :, rows]
-            if site.kind is SiteKind.ENCODER:
-                self._reduce_encoder(site.layer, weights, attention_mask)
-                self._prompt_attention(site.layer, weights, attention_mask)
-                return output, None
-            observed = weights[:, :, self._rows] if needs == "all" else weights
-            self._stash(site, observed, self._visible_key(attention_mask, query.shape[0], q_len, kv_len))
-            if needs == "all":
-                self._prompt_attention(site.layer, weights, attention_mask)
+            self._observe(site, needs, weights, attention_mask, q_len)
         return output, None
+
+    def _observe(
+        self, site: AttentionSite, needs: str, weights: Tensor, mask: Tensor | None, q_len: int
+    ) -> None:
+        """Keep the observed rows of finished weights [B, H, R, K]; reduce the prompt's and encoder's."""
+        if site.kind is SiteKind.ENCODER:
+            self._reduce_encoder(site.layer, weights, mask)
+            self._prompt_attention(site.layer, weights, mask)
+            return
+        observed = weights[:, :, self._rows] if needs == "all" else weights
+        batch, kv_len = weights.shape[0], weights.shape[-1]
+        self._stash(site, observed, self._visible_key(mask, batch, q_len, kv_len))
+        if needs == "all":
+            self._prompt_attention(site.layer, weights, mask)
 
     def _needs(self, site: AttentionSite | None, q_len: int, kv_len: int) -> str | None:
         """None (not observed), "rows" (only the observed rows) or "all" (every row: prompt telemetry)."""
@@ -228,8 +295,18 @@ class AttentionTap:
         self, module: nn.Module, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, kwargs: dict
     ) -> Tensor:
         if self.fast and fast_path_supported(kwargs):
-            return _sdpa(module, query, key, value, mask, **kwargs)
+            return _sdpa(module, query, key, value, self._sdpa_mask(mask), **kwargs)
         return _eager(module, query, key, value, mask, **kwargs)[0]
+
+    def _sdpa_mask(self, mask: Tensor | None) -> Tensor | None:
+        """The mask as SDPA takes it without a per-layer copy (aligned once per forward, on CUDA)."""
+        if mask is None:
+            return None
+        key = id(mask)
+        if key not in self._aligned_masks:
+            self._aligned_masks[key] = sdpa_aligned(mask)
+            self._mask_refs.append(mask)
+        return self._aligned_masks[key]
 
     def _visible_key(self, mask: Tensor | None, batch: int, q_len: int, kv_len: int) -> tuple[int, int]:
         key = (id(mask), kv_len)
@@ -240,8 +317,32 @@ class AttentionTap:
         return key
 
     def _stash(self, site: AttentionSite, rows_weights: Tensor, mask_key: tuple[int, int]) -> None:
-        rows = self._buffers.setdefault(site.kind, _Rows({}, {}))
+        rows = self._buffers.setdefault(site.kind, _Rows({}, {}, {}))
         rows.per_layer[site.layer] = rows_weights.transpose(1, 2)  # [B, R, H, K]
+        rows.layer_mask[site.layer] = mask_key
+        self._seen[site.kind].add(site.layer)
+
+    def _stash_scores(
+        self,
+        site: AttentionSite,
+        query: Tensor,
+        key: Tensor,
+        mask: Tensor | None,
+        kwargs: dict,
+    ) -> None:
+        batch, _, q_len, _ = query.shape
+        mask_key = self._visible_key(mask, batch, q_len, key.shape[2])
+        bias = kwargs.get("position_bias")
+        scale = scale_for(query, kwargs.get("scaling"))
+        self._mask_refs.append(bias)  # alive until release(): its id stays this tensor's
+        rows = self._buffers.setdefault(site.kind, _Rows({}, {}, {}))
+        rows.pending[site.layer] = _Scores(
+            scores=row_scores(query[:, :, self._rows], key),
+            mask=None if mask is None else mask[:, :, self._rows],
+            position_bias=None if bias is None else bias[:, :, self._rows],
+            scale=scale,
+            group=(id(mask), id(bias), key.shape[2], scale),
+        )
         rows.layer_mask[site.layer] = mask_key
         self._seen[site.kind].add(site.layer)
 

@@ -34,7 +34,12 @@ from corevital.capture.records import CaptureWarning, StepCallback, StepEvent
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.metrics.attention import summarize_attention
 from corevital.metrics.hidden import make_sketch_matrix, summarize_hidden
-from corevital.metrics.logits import sampling_distribution_stats, summarize_logits, token_surprisal
+from corevital.metrics.logits import (
+    sampling_distribution_stats,
+    summarize_logits_keeping_log_probs,
+    surprisal_from_log_probs,
+    token_surprisal,
+)
 from corevital.metrics.prompt import layer_transformations, prompt_surprisals
 from corevital.metrics.transfer import to_host, to_host_many
 from corevital.metrics.types import AttentionStats, ChosenTokenStats, HiddenStats, LogitStats
@@ -91,10 +96,22 @@ class DeviceStep:
 @dataclass
 class _Pending:
     logits_row: Tensor  # [B, V] raw logits of the step, held until the token is chosen
+    log_probs: Tensor | None  # [B, V] float32, when the logit statistics computed them
     logits: LogitStats
     hidden: HiddenStats | None
     attention: AttentionStats | None
     cross_attention: AttentionStats | None
+
+
+def _last_positions(states: tuple[Tensor, ...]) -> Tensor:
+    """Each layer's state [B, S, d] at the last position, stacked: [L, B, d], in one copy.
+
+    A decoding step's states have one position, so they are concatenated as they are; the pass
+    over the prompt copies only the last position of each (not every prompt position).
+    """
+    if states[0].shape[1] == 1:
+        return torch.cat(states, dim=1).transpose(0, 1)
+    return torch.stack([state[:, -1] for state in states])
 
 
 def _last_row(collected: tuple[Tensor, Tensor] | None, causal: bool) -> AttentionStats | None:
@@ -154,6 +171,7 @@ class StepObserver:
             else None
         )
         self._pending: _Pending | None = None
+        self._no_stop_tensor: Tensor | None = None
         self._scores: Tensor | None = None
         self._unflushed: list[DeviceStep] = []
         self.host_steps: list[DeviceStep] = []  # the same dataclasses, fields as numpy arrays
@@ -190,7 +208,7 @@ class StepObserver:
     def _post_forward(self, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
         with torch.no_grad():
             logits_row = output.logits[:, -1, :]
-            logits = summarize_logits(
+            logits, log_probs = summarize_logits_keeping_log_probs(
                 logits_row,
                 topk=self.options.topk,
                 mass_k=self.options.mass_k,
@@ -203,9 +221,7 @@ class StepObserver:
             )
             hidden = None
             if states is not None and len(states) == self.caps.num_layers + 1:
-                # Stacking views of each state's last position copies only those rows (the prefill
-                # pass would otherwise copy every prompt position of every layer).
-                last = torch.stack([state[:, -1] for state in states[1:]])  # [L, B, d]
+                last = _last_positions(states[1:])  # [L, B, d]
                 hidden = summarize_hidden(last, clip_value=self.options.clip_value, sketch_matrix=self.sketch)
             elif not self._hidden_missing_warned:
                 self._hidden_missing_warned = True
@@ -223,7 +239,7 @@ class StepObserver:
             if self._reads_prompt() and states is not None:
                 self.prompt_device = self._prompt_stats(kwargs, output.logits, states)
             self._forwards += 1
-            self._pending = _Pending(logits_row, logits, hidden, attention, cross)
+            self._pending = _Pending(logits_row, log_probs, logits, hidden, attention, cross)
 
     def _prompt_stats(
         self, kwargs: dict, logits: Tensor, states: tuple[Tensor, ...]
@@ -276,10 +292,13 @@ class StepObserver:
         pending = self._pending
         batch = input_ids.shape[0]
         if pending is None:  # a step without a forward pass we saw: nothing to record
-            return torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+            return self._no_stop(batch, input_ids.device)
         tokens = input_ids[:, -1].clone()
         with torch.no_grad():
-            surprisal = token_surprisal(pending.logits_row, pending.logits.log_normalizer, tokens)
+            if pending.log_probs is not None:
+                surprisal = surprisal_from_log_probs(pending.log_probs, tokens)
+            else:
+                surprisal = token_surprisal(pending.logits_row, pending.logits.log_normalizer, tokens)
             sampling_entropy = sampling_prob = None
             if self._scores is not None:
                 sampling_entropy, sampling_prob = sampling_distribution_stats(self._scores, tokens)
@@ -296,10 +315,16 @@ class StepObserver:
             self._unflushed.append(step)
             if len(self._unflushed) >= self.options.flush_every:
                 self.flush()
-            return torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+            return self._no_stop(batch, input_ids.device)
         host = to_host(step)
         self.host_steps.append(host)
         return self._ask_callback(host, batch, input_ids.device)
+
+    def _no_stop(self, batch: int, device: torch.device) -> Tensor:
+        """All-False [B] answer of the stopping criterion, made once (generate() only reads it)."""
+        if self._no_stop_tensor is None or self._no_stop_tensor.shape[0] != batch:
+            self._no_stop_tensor = torch.zeros(batch, dtype=torch.bool, device=device)
+        return self._no_stop_tensor
 
     def _ask_callback(self, host: DeviceStep, batch: int, device: torch.device) -> Tensor:
         assert self.callback is not None
@@ -336,7 +361,9 @@ class StepObserver:
 
         held = sum(tensor_bytes(step) for step in self._unflushed)
         if self._pending is not None:
-            held += tensor_bytes(self._pending.logits) + self._pending.logits_row.nbytes
+            pending = self._pending
+            held += tensor_bytes(pending.logits) + pending.logits_row.nbytes
+            held += 0 if pending.log_probs is None else pending.log_probs.nbytes
         if self.tap is not None:
             held += self.tap.held_bytes()
         return held

@@ -49,90 +49,106 @@ def summarize_attention(
     """Per-head entropy, concentration, sink and previous-token mass, reduced over heads.
 
     ``key_mask`` may be any shape that broadcasts to [L, N, K] (e.g. an expanded [1, N, K] view
-    shared by all layers). With ``causal=True`` the query's own key is the last visible key and the
-    previous-token mass is the weight on the visible key just before it (NaN when K < 2); with
-    ``causal=False`` (cross-attention, encoder) the previous-token fields are NaN.
+    shared by all layers; what depends only on the mask is then computed once, not per layer).
+    With ``causal=True`` the query's own key is the last visible key and the previous-token mass is
+    the weight on the visible key just before it (NaN when K < 2); with ``causal=False``
+    (cross-attention, encoder) the previous-token fields are NaN.
+
+    Written for few kernels (this runs every decoding step): the per-head quantities are laid out
+    as one [5, L, N, H] tensor so that three reductions over heads give every mean, max and min.
     """
     if weights.dim() != 4:
         raise ValueError(f"weights must be [L, N, H, K], got shape {tuple(weights.shape)}")
     n_layers, n_rows, n_heads, n_keys_max = weights.shape
-    mask = key_mask.to(device=weights.device, dtype=torch.bool)
-    mask = torch.broadcast_to(mask, (n_layers, n_rows, n_keys_max))
-    visible = mask.unsqueeze(2)  # [L, N, 1, K]
+    mask = _key_mask(key_mask, weights)  # [1 or L, N, K] bool
+    hidden = (~mask).unsqueeze(2)  # [., N, 1, K]
 
     # The one full-size float32 buffer: weights with hidden keys zeroed, overwritten in place below.
     # For other dtypes the cast already copies, so mask that copy in place rather than build a second.
     if weights.dtype == torch.float32:
-        w = torch.where(visible, weights, 0.0)
+        w = weights.masked_fill(hidden, 0.0)
     else:
-        w = weights.float().masked_fill_(~visible, 0.0)
+        w = weights.float().masked_fill_(hidden, 0.0)
 
     # nansum skips NaN, so it is ±inf or NaN (inf - inf) exactly when the head holds an infinite
     # weight; this avoids a full-size isinf pass (whose |w| temporary is as large as w).
     nansum = w.nansum(dim=-1)  # [L, N, H]
     peak = w.amax(dim=-1)  # [L, N, H]; NaN iff the head holds NaN
     head_has_nan = torch.isnan(peak)
-    head_has_inf = ~torch.isfinite(nansum)
-
-    num_keys = mask.sum(dim=-1)  # [L, N] int64
-    positions = torch.arange(n_keys_max, device=w.device)
-    first = torch.where(mask, positions, n_keys_max).amin(dim=-1)  # [L, N]; K_max when no key
-    last = torch.where(mask, positions, -1).amax(dim=-1)
-    prev = torch.where(mask & (positions < last.unsqueeze(-1)), positions, -1).amax(dim=-1)
-    # w[l, n, h, first[l, n]] and w[l, n, h, prev[l, n]] in one gather; a missing key reads key 0
-    # and is replaced by NaN below.
-    index = torch.stack([first, prev], dim=-1).clamp_(0, max(n_keys_max - 1, 0))
-    picked = w.gather(-1, index.unsqueeze(2).expand(-1, -1, n_heads, -1))  # [L, N, H, 2]
-    sink_raw, prev_raw = picked[..., 0], picked[..., 1]
-
-    finite = ~(head_has_nan | head_has_inf)
+    head_has_inf = torch.isnan(nansum - nansum)  # x - x is NaN iff x is ±inf or NaN (2 kernels, not 5)
+    # S, the sum of the visible weights; NaN for a non-finite head, so that dividing by it makes
+    # every statistic of that head NaN, not just those it touches.
+    scale = nansum.masked_fill(head_has_nan | head_has_inf, math.nan)
     tolerance = renorm_tolerance + _rounding_bound(weights.dtype)
-    renormalized = (finite & ((nansum - 1.0).abs() > tolerance)).any(dim=-1)
-    # Dividing by NaN makes every statistic of a non-finite head NaN, not just those it touches.
-    scale = torch.where(finite, nansum, math.nan)  # [L, N, H]: the sum S of the visible weights
+    renormalized = ((scale - 1.0).abs() > tolerance).any(dim=-1)  # NaN compares False
 
+    num_keys, index = _key_positions(mask, causal)  # [., N], [., N, 1 or 2]
+    # w[l, n, h, first visible] (and w[l, n, h, previous visible]) in one gather; a missing key
+    # reads a hidden (zeroed) key and is made NaN by S == 0 or the num_keys test below.
+    picked = w.gather(-1, index.unsqueeze(2).expand(n_layers, n_rows, n_heads, index.shape[-1]))
     entr_sum = torch.special.entr(w, out=w).sum(dim=-1)  # -Σ w ln w; w is no longer the weights
     del w
-    entropy = (torch.log(scale) + entr_sum / scale).clamp(min=0.0)  # [L, N, H] nats
-    keys_f = num_keys.float().unsqueeze(-1)  # [L, N, 1]
-    # K == 1: defined as 0 (E * 0 keeps a NaN head NaN). K == 0 gives ln K = -inf and E is NaN.
-    normalized = torch.where(keys_f == 1.0, entropy * 0.0, entropy / torch.log(keys_f)).clamp(0.0, 1.0)
 
-    max_weight = peak / scale
-    sink = torch.where(keys_f >= 1.0, sink_raw / scale, math.nan)
-
-    collapsed = (normalized < collapse_threshold).sum(dim=-1).float()
-    collapse_defined = num_keys >= min_keys_for_collapse
-    collapsed_head_count = torch.where(collapse_defined, collapsed, math.nan)
-    collapsed_head_rate = collapsed_head_count / n_heads
-
+    # Rows: entropy (nats), normalised entropy, largest weight, sink mass, previous-token mass.
+    per_head = weights.new_empty((5, n_layers, n_rows, n_heads), dtype=torch.float32)
+    entropy = torch.addcdiv(torch.log(scale), entr_sum, scale, out=per_head[0]).clamp_(min=0.0)
+    # K == 1: defined as 0 (E * 0 keeps a NaN head NaN). K == 0 gives E = NaN (S == 0).
+    inv_log_keys = torch.log(num_keys).reciprocal_().nan_to_num_(nan=0.0, posinf=0.0)
+    torch.mul(entropy, inv_log_keys.unsqueeze(-1), out=per_head[1]).clamp_(0.0, 1.0)
+    ratios = per_head[2:] if causal else per_head[2:4]
+    torch.div(torch.stack([peak, *picked.unbind(-1)]), scale, out=ratios)
     if causal:
-        prev_mass = torch.where(keys_f >= 2.0, prev_raw / scale, math.nan)
-        prev_token_mass_mean = prev_mass.mean(dim=-1)
-        prev_token_mass_max = prev_mass.amax(dim=-1)
+        per_head[4].masked_fill_((num_keys < 2).unsqueeze(-1), math.nan)
     else:
-        prev_token_mass_mean = torch.full((n_layers, n_rows), math.nan, device=entropy.device)
-        prev_token_mass_max = prev_token_mass_mean.clone()
+        per_head[4].fill_(math.nan)
+    means, maxes, mins = per_head.mean(dim=-1), per_head.amax(dim=-1), per_head[:3].amin(dim=-1)
 
+    collapsed = (per_head[1] < collapse_threshold).sum(dim=-1, dtype=torch.float32)
+    collapsed_head_count = collapsed.masked_fill_(num_keys < min_keys_for_collapse, math.nan)
     return AttentionStats(
-        entropy_mean=entropy.mean(dim=-1),
-        entropy_min=entropy.amin(dim=-1),
-        entropy_max=entropy.amax(dim=-1),
-        entropy_mean_normalized=normalized.mean(dim=-1),
-        concentration_max=max_weight.amax(dim=-1),
-        concentration_min=max_weight.amin(dim=-1),
+        entropy_mean=means[0],
+        entropy_min=mins[0],
+        entropy_max=maxes[0],
+        entropy_mean_normalized=means[1],
+        concentration_max=maxes[2],
+        concentration_min=mins[2],
         collapsed_head_count=collapsed_head_count,
-        collapsed_head_rate=collapsed_head_rate,
-        focused_head_count=(max_weight > focus_threshold).sum(dim=-1),
-        sink_mass_mean=sink.mean(dim=-1),
-        prev_token_mass_mean=prev_token_mass_mean,
-        prev_token_mass_max=prev_token_mass_max,
-        max_weight_per_head=max_weight,
-        num_keys=num_keys,
+        collapsed_head_rate=collapsed_head_count / n_heads,
+        focused_head_count=(per_head[2] > focus_threshold).sum(dim=-1),
+        sink_mass_mean=means[3],
+        prev_token_mass_mean=means[4],
+        prev_token_mass_max=maxes[4],
+        max_weight_per_head=per_head[2],
+        num_keys=num_keys.expand(n_layers, n_rows),
         renormalized=renormalized,
         has_nan=head_has_nan.any(dim=-1),
         has_inf=head_has_inf.any(dim=-1),
     )
+
+
+def _key_mask(key_mask: Tensor, weights: Tensor) -> Tensor:
+    """``key_mask`` as a boolean [1 or L, N, K] on the weights' device (a view where possible)."""
+    n_layers, n_rows, _, n_keys = weights.shape
+    mask = key_mask.to(device=weights.device, dtype=torch.bool)
+    leading = mask.shape[0] if mask.dim() == 3 else 1
+    return torch.broadcast_to(mask, (leading, n_rows, n_keys))
+
+
+def _key_positions(mask: Tensor, causal: bool) -> tuple[Tensor, Tensor]:
+    """Visible keys per row, and the positions of the first (and, causal, the previous) visible key.
+
+    From one running count of the visible keys: the first visible key is at the number of
+    positions before any visible key, the previous one at the number of positions before the
+    (K-1)-th. Counting over the first K_max - 1 positions keeps both inside the row.
+    """
+    counts = mask.cumsum(dim=-1)  # [., N, K] int64
+    num_keys = counts[..., -1]
+    before = counts[..., :-1]
+    first = (before == 0).sum(dim=-1)
+    if not causal:
+        return num_keys, first.unsqueeze(-1)
+    prev = (before < (num_keys - 1).unsqueeze(-1)).sum(dim=-1)
+    return num_keys, torch.stack([first, prev], dim=-1)
 
 
 def _rounding_bound(dtype: torch.dtype) -> float:

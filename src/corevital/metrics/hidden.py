@@ -44,13 +44,13 @@ def summarize_hidden(
     width = h.shape[-1]
 
     mag = h.abs()
-    has_nan = torch.isnan(mag).any(dim=-1)
+    # Clamping keeps NaN and puts ±inf at the clip value, so this is NaN, the clip value or the
+    # largest clamped magnitude, as the clamped vector's max |h| must be.
+    max_abs = mag.clamp(max=clip_value).amax(dim=-1)
+    has_nan = torch.isnan(max_abs)  # amax propagates NaN
     has_inf = (mag == math.inf).any(dim=-1)  # not isinf: it would build another |h| temporary
     clip_count = (mag > clip_value).sum(dim=-1)  # NaN compares False; ±inf counts as clipped
     clip_max_before = mag.nan_to_num_(nan=0.0, posinf=0.0).amax(dim=-1)
-    # After clamping, an infinite element sits exactly at the clip value.
-    max_abs = torch.where(has_inf, clip_value, clip_max_before.clamp(max=clip_value))
-    max_abs = torch.where(has_nan, math.nan, max_abs)
     del mag
 
     clamped = h.clamp_(-clip_value, clip_value) if owned else h.clamp(-clip_value, clip_value)
@@ -68,7 +68,7 @@ def summarize_hidden(
         l2_norm=l2_norm,
         max_abs=max_abs,
         clipped=clip_count > 0,
-        clip_fraction=clip_count.float() / max(width, 1),
+        clip_fraction=clip_count / max(width, 1),  # true division: float32
         clip_max_before=clip_max_before,
         has_nan=has_nan,
         has_inf=has_inf,

@@ -43,21 +43,68 @@ def summarize_logits(
     ``max(topk, 50)`` probabilities exactly and spreads the remaining mass uniformly over the other
     tokens; it needs one top-k and one logsumexp over the vocabulary and never builds a full softmax.
     """
+    return summarize_logits_keeping_log_probs(logits, topk=topk, mass_k=mass_k, entropy_mode=entropy_mode)[0]
+
+
+@torch.no_grad()
+def summarize_logits_keeping_log_probs(
+    logits: Tensor,
+    *,
+    topk: int = 5,
+    mass_k: int = 10,
+    entropy_mode: EntropyMode = "full",
+) -> tuple[LogitStats, Tensor | None]:
+    """:func:`summarize_logits`, plus the rows' log-probabilities [N, V] (float32) when it computed them.
+
+    ``entropy_mode="full"`` computes them anyway; keeping them until the token is chosen gives its
+    surprisal in two kernels (:func:`surprisal_from_log_probs`). ``topk_approx`` gives None.
+    """
     if logits.dim() != 2:
         raise ValueError(f"logits must be [N, V], got shape {tuple(logits.shape)}")
     if topk < 1 or mass_k < 1:
         raise ValueError("topk and mass_k must be >= 1")
     if entropy_mode not in ("full", "topk_approx"):
         raise ValueError(f"unknown entropy_mode {entropy_mode!r}")
+    vocab = logits.shape[-1]
+    n_top, n_mass = min(topk, vocab), min(mass_k, vocab)
+    n_fetch = max(n_top, n_mass, min(2, vocab))
+    if entropy_mode == "full":
+        return _full_entropy_stats(logits, n_top, n_mass, n_fetch)
+    n_head = min(max(topk, APPROX_HEAD_TOKENS), vocab)
+    return _approx_entropy_stats(logits, n_top, n_mass, n_head, max(n_fetch, n_head)), None
 
+
+def _full_entropy_stats(logits: Tensor, n_top: int, n_mass: int, n_fetch: int) -> tuple[LogitStats, Tensor]:
+    """Everything from one float32 log-softmax, in few kernels (this runs every decoding step).
+
+    A row holding NaN or +inf (or only -inf) has NaN log-probabilities throughout (its maximum is
+    NaN or infinite), so its entropy, margin, mass and probabilities are NaN with no masking.
+    """
+    log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
+    top_lp, top_ids = torch.topk(log_probs, n_fetch, dim=-1)
+    top_probs = torch.exp(top_lp)  # [N, n_fetch]
+    p = torch.exp(log_probs)
+    entropy = torch.special.entr(p, out=p).sum(dim=-1).div_(_LN2)
+    # logsumexp = x_i - log p_i for any token i; the most likely one is the best conditioned.
+    log_normalizer = logits.gather(-1, top_ids[:, :1]).squeeze(-1) - top_lp[:, 0]
+    margin = top_probs[:, 0] - top_probs[:, 1] if logits.shape[-1] > 1 else torch.zeros_like(top_lp[:, 0])
+    stats = LogitStats(
+        entropy=entropy,
+        top_k_margin=margin,
+        topk_mass=top_probs[:, :n_mass].sum(dim=-1),
+        topk_ids=top_ids[:, :n_top],
+        topk_probs=top_probs[:, :n_top],
+        log_normalizer=log_normalizer,
+        has_nan=torch.isnan(logits).any(dim=-1),
+        has_inf=(logits == math.inf).any(dim=-1),
+    )
+    return stats, log_probs
+
+
+def _approx_entropy_stats(logits: Tensor, n_top: int, n_mass: int, n_head: int, n_fetch: int) -> LogitStats:
+    """The ``topk_approx`` entropy: one top-k and one logsumexp, no full-size float tensor."""
     x = logits.float()
     vocab = x.shape[-1]
-    n_top = min(topk, vocab)
-    n_mass = min(mass_k, vocab)
-    n_head = min(max(topk, APPROX_HEAD_TOKENS), vocab)
-    n_fetch = max(n_top, n_mass, min(2, vocab))
-    if entropy_mode == "topk_approx":
-        n_fetch = max(n_fetch, n_head)
 
     has_nan = torch.isnan(x).any(dim=-1)
     has_inf = (x == math.inf).any(dim=-1)
@@ -72,16 +119,12 @@ def summarize_logits(
         margin = top_probs[:, 0] - top_probs[:, 1]
     mass = top_probs[:, :n_mass].sum(dim=-1)
 
-    if entropy_mode == "full":
-        p = torch.softmax(x, dim=-1)
-        entropy_nats = torch.special.entr(p, out=p).sum(dim=-1)
-    else:
-        head = top_probs[:, :n_head]
-        entropy_nats = torch.special.entr(head).sum(dim=-1)
-        if n_head < vocab:
-            tail = (1.0 - head.sum(dim=-1)).clamp_(min=0.0)
-            tail_term = torch.special.entr(tail) + tail * math.log(vocab - n_head)
-            entropy_nats = entropy_nats + torch.where(tail > _TAIL_MASS_EPS, tail_term, 0.0)
+    head = top_probs[:, :n_head]
+    entropy_nats = torch.special.entr(head).sum(dim=-1)
+    if n_head < vocab:
+        tail = (1.0 - head.sum(dim=-1)).clamp_(min=0.0)
+        tail_term = torch.special.entr(tail) + tail * math.log(vocab - n_head)
+        entropy_nats = entropy_nats + torch.where(tail > _TAIL_MASS_EPS, tail_term, 0.0)
     entropy = entropy_nats / _LN2
 
     # NaN rows already propagate NaN through the logsumexp; +inf rows do too (inf - inf), but the
@@ -98,6 +141,12 @@ def summarize_logits(
         has_nan=has_nan,
         has_inf=has_inf,
     )
+
+
+@torch.no_grad()
+def surprisal_from_log_probs(log_probs: Tensor, token_ids: Tensor) -> Tensor:
+    """``-log2 p(token)`` in bits for each row, from the log-probabilities [N, V] the stats kept."""
+    return log_probs.gather(-1, token_ids.long().unsqueeze(-1)).squeeze(-1).mul_(-1.0 / _LN2)
 
 
 @torch.no_grad()

@@ -13,12 +13,15 @@ from typing import Any
 from corevital.analysis.diagnose import Diagnosis
 from corevital.capture.records import SequenceCapture
 from corevital.report.schema import (
+    CalibrationAnomaly,
+    CalibrationResult,
     CompoundSignal,
     EarlyWarning,
     Extensions,
     Fingerprint,
     HealthFlags,
     MetricConsistency,
+    MetricDivergence,
     Narrative,
     RepetitionInfo,
     RiskExtension,
@@ -57,6 +60,10 @@ def extensions(diagnosis: Diagnosis, *, attention_observed: bool, seq: SequenceC
     risk.pop("smooth_score", None)
     if not attention_observed:
         risk["attention_collapse_detail"] = None
+    elif diagnosis.calibration is not None and risk.get("attention_collapse_detail") is not None:
+        low = list(diagnosis.calibration.low_attention_entropy_layers)
+        risk["attention_collapse_detail"]["calibration_anomaly"] = bool(low)
+        risk["attention_collapse_detail"]["calibration_anomaly_layers"] = low
     fields: dict[str, Any] = {
         "risk": RiskExtension.model_validate(risk),
         "compound_signals": [CompoundSignal.model_validate(_plain(s)) for s in diagnosis.compound_signals],
@@ -75,7 +82,23 @@ def extensions(diagnosis: Diagnosis, *, attention_observed: bool, seq: SequenceC
     if diagnosis.metric_consistency is not None:
         fields["metric_consistency"] = MetricConsistency.model_validate(_plain(diagnosis.metric_consistency))
     fields["mid_layer"] = _plain(diagnosis.mid_layer)
+    if diagnosis.calibration is not None:
+        fields["calibration"] = calibration_result(diagnosis)
     intervention = intervention_of(seq)
     if intervention is not None:
         fields["intervention"] = intervention
     return Extensions.model_validate(fields)
+
+
+def calibration_result(diagnosis: Diagnosis) -> CalibrationResult:
+    div = diagnosis.calibration
+    assert div is not None
+    return CalibrationResult(
+        divergence_score=div.divergence_score,
+        anomalies=[a.describe() for a in div.anomalies],
+        baseline_model_id=div.baseline_model_id,
+        baseline_num_runs=div.baseline_num_runs,
+        anomaly_details=[CalibrationAnomaly.model_validate(_plain(a)) for a in div.anomalies],
+        metric_divergence=[MetricDivergence.model_validate(_plain(m)) for m in div.metrics],
+        risk_model=None if div.risk_model_training is None else div.risk_model_training.model_dump(),
+    )

@@ -53,6 +53,13 @@ class RiskExtension(ReportModel):
     blamed_layers: list[BlamedLayer] = Field(default_factory=list)
     blamed_layers_flat: list[int] = Field(default_factory=list, description="The blamed layer indices.")
     attention_collapse_detail: AttentionCollapseDetail | None = None
+    model: str | None = Field(
+        default=None,
+        description=(
+            "New: what gave the score: 'heuristic' (the model profile's weights) or 'labelled' "
+            "(a risk model fitted on labelled runs: a calibrated probability of failure)."
+        ),
+    )
 
 
 class CompoundSignal(ReportModel):
@@ -85,13 +92,44 @@ class Narrative(ReportModel):
     summary: str = ""
 
 
+class CalibrationAnomaly(ReportModel):
+    """New: one value far from the calibration profile's healthy distribution."""
+
+    metric: str
+    z: OptFloat = None
+    value: OptFloat = None
+    reference_mean: OptFloat = None
+    reference_std: OptFloat = None
+    step: int | None = None
+    layer: int | None = None
+
+
+class MetricDivergence(ReportModel):
+    """New: one metric's mean |z| against the calibration profile."""
+
+    metric: str
+    mean_abs_z: OptFloat = None
+    values: int | None = None
+
+
 class CalibrationResult(ReportModel):
     """``extensions.calibration``: divergence from a calibration profile's baseline."""
 
-    divergence_score: OptFloat = None
-    anomalies: list[str] = Field(default_factory=list)
+    divergence_score: OptFloat = Field(
+        default=None, description="Mean |z| over the metrics / 6, capped at 1."
+    )
+    anomalies: list[str] = Field(default_factory=list, description="The anomalies, one sentence each.")
     baseline_model_id: str | None = None
     baseline_num_runs: int | None = None
+    anomaly_details: list[CalibrationAnomaly] | None = Field(
+        default=None, description="New: the anomalies as values (metric, step or layer, value, z)."
+    )
+    metric_divergence: list[MetricDivergence] | None = Field(
+        default=None, description="New: each metric's mean |z|."
+    )
+    risk_model: dict[str, Any] | None = Field(
+        default=None, description="New: the labelled risk model's training summary, when the profile has one."
+    )
 
 
 class ConsistencyViolation(ReportModel):

@@ -1,0 +1,167 @@
+"""Fitting the labelled risk model (``corevital calibrate --labels``) with grouped cross-validation.
+
+1. Features: the :class:`~.features.RunFeatures` named in ``feature_names``; a missing value is
+   imputed with its column mean, then standardised (means and scales of all records) and clipped to
+   ±``Z_CAP`` exactly as at prediction time.
+2. Grouped k-fold cross-validation (a group, e.g. one question asked several ways, never straddles
+   a fold's train and test records): for each L2 penalty of ``l2_grid``, one logistic model per
+   fold, and the out-of-fold logits of every record. The penalty with the lowest out-of-fold
+   log-loss is kept.
+3. Platt scaling (``a``, ``b``) is fitted on that penalty's out-of-fold logits.
+4. The saved model is the average of the k fold models (coefficients and intercepts; the same
+   standardisation makes this one linear model). Its logits on new data behave like the fold models'
+   logits on their held-out records, which is what the Platt step was fitted on; a model refitted on
+   all records would be slightly more confident than that, and its probabilities less calibrated.
+
+The training summary keeps the cross-validated AUROC and ECE (the ECE of Platt-scaled out-of-fold
+predictions, which the Platt step itself saw: the held-out split of ``corevital validate`` is the
+honest check).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from corevital.analysis.calibration.features import RunFeatures
+from corevital.analysis.calibration.risk_model import Z_CAP, RiskModelSpec, TrainingSummary
+from corevital.analysis.evaluation import PlattScaler, auroc, compute_ece, grouped_kfold
+from corevital.analysis.logistic import Standardizer, fit_logistic, log1pexp
+from corevital.errors import InputError
+
+DEFAULT_FEATURES: tuple[str, ...] = (
+    "early_mean_surprisal",
+    "early_max_surprisal",
+    "mean_surprisal",
+    "max_surprisal",
+    "sequence_nll",
+    "early_mean_entropy",
+    "early_max_entropy",
+    "mean_entropy",
+    "max_entropy",
+    "early_min_margin",
+    "mean_margin",
+    "mean_topk_mass",
+    "log_length",
+    "high_entropy_share",
+    "repetition_loop",
+    "early_warning",
+)
+L2_GRID: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    sha256: str
+    split: str | None
+
+
+@dataclass(frozen=True)
+class FittedRiskModel:
+    spec: RiskModelSpec
+    oof_probability: np.ndarray  # Platt-scaled out-of-fold P(failure) per record
+    cv_log_loss: dict[float, float]  # per L2 penalty tried
+
+
+def _design(rows: Sequence[RunFeatures], names: Sequence[str]) -> np.ndarray:
+    x = np.vstack([r.vector(names) for r in rows])
+    means = np.array([float(np.nanmean(c)) if np.isfinite(c).any() else 0.0 for c in x.T])
+    return np.where(np.isfinite(x), x, means)
+
+
+def _z(scaler: Standardizer, x: np.ndarray) -> np.ndarray:
+    z: np.ndarray = np.clip(scaler.transform(x), -Z_CAP, Z_CAP)
+    return z
+
+
+@dataclass(frozen=True)
+class _CrossValidated:
+    logits: np.ndarray  # out-of-fold logit of every record
+    coef: np.ndarray  # mean of the fold models
+    intercept: float
+
+
+def _cross_validate(
+    z: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]], l2: float
+) -> _CrossValidated:
+    logits = np.full(y.size, np.nan)
+    coefs, intercepts = [], []
+    for train, test in folds:
+        model = fit_logistic(z[train], y[train], l2=l2)
+        logits[test] = model.decision_function(z[test])
+        coefs.append(model.coef)
+        intercepts.append(model.intercept)
+    return _CrossValidated(logits, np.mean(coefs, axis=0), float(np.mean(intercepts)))
+
+
+def _log_loss(logits: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(log1pexp(logits) - y * logits))
+
+
+def fit_risk_model(
+    rows: Sequence[RunFeatures],
+    labels: Sequence[int] | np.ndarray,
+    groups: Sequence[str] | np.ndarray,
+    *,
+    dataset: DatasetInfo,
+    feature_names: Sequence[str] = DEFAULT_FEATURES,
+    l2_grid: Sequence[float] = L2_GRID,
+    folds: int = 5,
+    seed: int = 0,
+) -> FittedRiskModel:
+    y = np.asarray(labels, dtype=np.int64)
+    g = np.asarray(groups)
+    if len(rows) != y.size or g.size != y.size:
+        raise ValueError("rows, labels and groups must have the same length")
+    failures = int(y.sum())
+    if failures < folds or y.size - failures < folds:
+        raise InputError(
+            f"a risk model needs at least {folds} failures and {folds} successes; "
+            f"the labelled runs have {failures} failures and {y.size - failures} successes"
+        )
+    num_groups = int(np.unique(g).size)
+    if num_groups < folds:
+        raise InputError(
+            f"grouped cross-validation needs at least {folds} groups, the records have {num_groups}"
+        )
+    x = _design(rows, feature_names)
+    scaler = Standardizer.fit(x)
+    z = _z(scaler, x)
+    split = grouped_kfold(g, n_splits=folds, seed=seed)
+    runs = {l2: _cross_validate(z, y, split, l2) for l2 in l2_grid}
+    losses = {l2: _log_loss(cv.logits, y) for l2, cv in runs.items()}
+    best = min(l2_grid, key=lambda l2: (losses[l2], -l2))
+    chosen = runs[best]
+    platt = PlattScaler.fit(chosen.logits, y)
+    oof = platt.predict(chosen.logits)
+    spec = RiskModelSpec(
+        features=list(feature_names),
+        means=[float(v) for v in scaler.means],
+        scales=[float(v) for v in scaler.scales],
+        coef=[float(v) for v in chosen.coef],
+        intercept=chosen.intercept,
+        l2=float(best),
+        platt_a=float(platt.a),
+        platt_b=float(platt.b),
+        training=TrainingSummary(
+            dataset=dataset.name,
+            dataset_sha256=dataset.sha256,
+            split=dataset.split,
+            num_records=int(y.size),
+            num_groups=num_groups,
+            failure_rate=float(y.mean()),
+            cv_folds=folds,
+            cv_auroc=_finite_or_none(auroc(oof, y)),
+            cv_ece=_finite_or_none(compute_ece(oof, y)),
+            l2_grid=[float(v) for v in l2_grid],
+        ),
+    )
+    return FittedRiskModel(spec=spec, oof_probability=oof, cv_log_loss=losses)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None

@@ -1,0 +1,203 @@
+"""The calibration profile: a versioned JSON file of what healthy runs of one model look like.
+
+Distributions are stored as summary statistics (:class:`MetricStats`), never as raw values:
+
+- per generation-position bucket (steps ``[0, 4)``, ``[4, 16)``, ``[16, 64)``, ``[64, ∞)``): raw-logit
+  entropy (bits), top-k margin, surprisal of the chosen token (bits), top-k mass;
+- per layer: ``ln ‖h‖`` (the natural log of the hidden-state L2 norm at the generated position),
+  the jump ``ln ‖h_ℓ‖ − ln ‖h_{ℓ−1}‖`` over the previous layer, and the normalised attention entropy.
+
+A profile names the model it was made for (id, architecture, layers, heads); :func:`load_calibration_profile`
+validates the file and :meth:`CalibrationProfile.check_model` refuses a profile made for another model
+with a one-line :class:`~corevital.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from corevital.analysis.calibration.risk_model import RiskModelSpec
+from corevital.errors import ConfigError
+
+PROFILE_FORMAT = "corevital.calibration-profile"
+PROFILE_VERSION = 1
+POSITION_BUCKET_STARTS = (0, 4, 16, 64)
+STEP_METRICS = ("entropy", "margin", "surprisal", "topk_mass")
+# Profiles shipped in the package (``configs/calibration/``), by the name ``--calibration`` accepts.
+SHIPPED_PROFILES = {"default": "smollm2-135m-instruct.json"}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MetricStats(_Frozen):
+    """Summary of one metric's healthy values: moments and quantiles (finite values only)."""
+
+    count: int = Field(ge=1)
+    mean: float
+    std: float = Field(ge=0.0)
+    min: float
+    p05: float
+    p25: float
+    p50: float
+    p75: float
+    p95: float
+    max: float
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> MetricStats | None:
+        vals = np.asarray(values, dtype=np.float64).reshape(-1)
+        vals = vals[np.isfinite(vals)]
+        if vals.size == 0:
+            return None
+        q = np.percentile(vals, [5, 25, 50, 75, 95])
+        return cls(
+            count=int(vals.size),
+            mean=float(vals.mean()),
+            std=float(vals.std()),
+            min=float(vals.min()),
+            p05=float(q[0]),
+            p25=float(q[1]),
+            p50=float(q[2]),
+            p75=float(q[3]),
+            p95=float(q[4]),
+            max=float(vals.max()),
+        )
+
+    @property
+    def scale(self) -> float:
+        """The z-score denominator: the standard deviation, floored so a constant metric stays finite."""
+        return max(self.std, 1e-3 + 0.01 * abs(self.mean))
+
+    def z(self, values: np.ndarray) -> np.ndarray:
+        return (np.asarray(values, dtype=np.float64) - self.mean) / self.scale
+
+
+class ModelIdentity(_Frozen):
+    model_id: str
+    architecture: str
+    model_type: str
+    num_layers: int = Field(ge=1)
+    num_heads: int = Field(ge=1)
+
+
+class GenerationIdentity(_Frozen):
+    """The decoding settings of the calibration runs (a profile describes runs made this way)."""
+
+    do_sample: bool
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    max_new_tokens: int
+
+
+class PositionBucket(_Frozen):
+    start: int = Field(ge=0)
+    end: int | None = None  # exclusive; None = open
+    entropy: MetricStats | None = None
+    margin: MetricStats | None = None
+    surprisal: MetricStats | None = None
+    topk_mass: MetricStats | None = None
+
+    def stats(self, metric: str) -> MetricStats | None:
+        value: MetricStats | None = getattr(self, metric)
+        return value
+
+
+class LayerReference(_Frozen):
+    layer: int = Field(ge=0)
+    log_l2: MetricStats | None = None
+    log_l2_jump: MetricStats | None = None
+    attention_entropy: MetricStats | None = None
+
+
+class CalibrationProfile(_Frozen):
+    format: Literal["corevital.calibration-profile"] = "corevital.calibration-profile"
+    version: Literal[1] = 1
+    created_at_utc: str
+    corevital_version: str
+    model: ModelIdentity
+    generation: GenerationIdentity
+    num_runs: int = Field(ge=1)
+    num_steps: int = Field(ge=0)
+    buckets: list[PositionBucket]
+    layers: list[LayerReference]
+    risk_model: RiskModelSpec | None = None
+
+    def step_stats(self, metric: str, bucket: int) -> MetricStats | None:
+        """A bucket's statistics; a bucket the calibration runs never reached borrows the last one reached."""
+        for index in range(bucket, -1, -1):
+            stats = self.buckets[index].stats(metric)
+            if stats is not None:
+                return stats
+        return None
+
+    def bucket_index(self, steps: np.ndarray) -> np.ndarray:
+        """Which position bucket each step index falls in."""
+        starts = np.asarray([b.start for b in self.buckets], dtype=np.int64)
+        return np.clip(np.searchsorted(starts, np.asarray(steps), side="right") - 1, 0, len(starts) - 1)
+
+    def check_model(self, *, model_id: str, architecture: str, num_layers: int, num_heads: int) -> None:
+        """Refuse a profile made for another model (one line, says which)."""
+        ours = self.model
+        if (ours.model_id, ours.num_layers, ours.num_heads) != (model_id, num_layers, num_heads):
+            raise ConfigError(
+                f"calibration profile was made for {ours.model_id} ({ours.architecture}, "
+                f"{ours.num_layers} layers, {ours.num_heads} heads), not for {model_id} "
+                f"({architecture}, {num_layers} layers, {num_heads} heads); "
+                "build one for this model with `corevital calibrate`"
+            )
+
+    def with_risk_model(self, spec: RiskModelSpec | None) -> CalibrationProfile:
+        return self.model_copy(update={"risk_model": spec})
+
+
+def resolve_profile_path(name: str) -> Path:
+    """A profile file, or the package's own for a shipped name (``default``: the embedded model's)."""
+    if name in SHIPPED_PROFILES:
+        shipped = resources.files("corevital") / "configs" / "calibration" / SHIPPED_PROFILES[name]
+        return Path(str(shipped))
+    return Path(name)
+
+
+def load_calibration_profile(path: str | Path) -> CalibrationProfile:
+    """Read and validate a profile; every problem is a one-line ConfigError naming the file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read calibration profile {file}: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"calibration profile {file} is not valid JSON (line {exc.lineno})") from exc
+    if not isinstance(data, dict) or data.get("format") != PROFILE_FORMAT:
+        raise ConfigError(f"{file} is not a CoreVital calibration profile (no format {PROFILE_FORMAT!r})")
+    if data.get("version") != PROFILE_VERSION:
+        raise ConfigError(
+            f"calibration profile {file} has version {data.get('version')!r}; "
+            f"this CoreVital reads version {PROFILE_VERSION}: rebuild it with `corevital calibrate`"
+        )
+    try:
+        return CalibrationProfile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"calibration profile {file} is invalid at {where}: {first['msg']}") from exc
+
+
+def save_calibration_profile(profile: CalibrationProfile, path: str | Path) -> Path:
+    file = Path(path)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(profile.model_dump_json(indent=1) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write calibration profile {file}: {exc.strerror or exc}") from exc
+    return file

@@ -1,0 +1,337 @@
+"""Measured detection quality: ranking and calibration metrics, bootstrap CIs, Platt scaling, logistic models.
+
+Conventions everywhere: ``labels`` are 1 for a failure (the positive class) and 0 for a success;
+``scores`` are finite and higher means "more likely a failure"; ``probs`` are scores in [0, 1].
+Invalid input (wrong shape, unequal lengths, labels outside {0, 1}, non-finite scores, an empty
+sample) raises ``ValueError``. Metrics that need both classes return NaN when one is missing.
+
+- ``auroc``: Mann–Whitney U with average ranks for ties; ``auprc``: average precision exactly as
+  scikit-learn's ``average_precision_score`` (equal scores form one threshold).
+- ``reliability_bins`` / ``compute_ece``: equal-width bins on [0, 1], the last bin closed.
+- ``bootstrap_ci``: percentile bootstrap; resamples where the metric is NaN are skipped. With
+  ``groups`` whole groups are resampled (a cluster bootstrap) so that repeated prompts do not
+  narrow the interval.
+- ``PlattScaler``: Platt (1999) with smoothed targets, fitted by the Newton method with
+  backtracking of Lin, Lin & Weng (2007), "A note on Platt's probabilistic outputs".
+- ``fit_logistic``, ``Standardizer``, ``LogisticFit`` (defined in :mod:`.logistic`, re-exported):
+  Newton/IRLS on the L2-penalised log-loss; ``grouped_kfold`` and ``cross_val_predict_logistic``
+  give honest out-of-fold probabilities when several records share a prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from corevital.analysis.logistic import (
+    LogisticFit,
+    Standardizer,
+    as_labels,
+    as_matrix,
+    fit_logistic,
+    log1pexp,
+    sigmoid_array,
+)
+
+__all__ = [
+    "ConfidenceInterval",
+    "LogisticFit",
+    "PlattScaler",
+    "ReliabilityBins",
+    "RocCurve",
+    "Standardizer",
+    "auprc",
+    "auroc",
+    "bootstrap_ci",
+    "compute_ece",
+    "cross_val_predict_logistic",
+    "fit_logistic",
+    "grouped_kfold",
+    "reliability_bins",
+    "roc_curve",
+]
+
+Metric = Callable[[np.ndarray, np.ndarray], float]
+
+
+def _check(scores: object, labels: object, what: str = "scores") -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1:
+        raise ValueError(f"{what} must be 1-D, got shape {s.shape}")
+    if s.size == 0:
+        raise ValueError(f"{what} are empty")
+    y = as_labels(labels, s.size)
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"{what} must be finite ({int((~np.isfinite(s)).sum())} are not)")
+    return s, y
+
+
+def _check_probs(probs: object, labels: object) -> tuple[np.ndarray, np.ndarray]:
+    p, y = _check(probs, labels, "probs")
+    if p.min() < 0.0 or p.max() > 1.0:
+        raise ValueError(f"probs must lie in [0, 1], got range [{p.min():g}, {p.max():g}]")
+    return p, y
+
+
+# -- ranking metrics ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RocCurve:
+    fpr: np.ndarray  # false-positive rate per threshold, from 0 to 1
+    tpr: np.ndarray  # true-positive rate per threshold, from 0 to 1
+    thresholds: np.ndarray  # score >= threshold is called a failure; the first is +inf
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties given the mean of the ranks they span."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return (ends - (counts - 1) / 2.0)[inverse]
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve: P(score of a failure > score of a success), ties counting 1/2."""
+    s, y = _check(scores, labels)
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    rank_sum = float(_average_ranks(s)[y == 1].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
+def _threshold_counts(s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True and false positives when calling ``score >= t`` a failure, for each distinct t (descending)."""
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s_sorted)), s.size - 1]
+    tps = np.cumsum(y_sorted)[last].astype(np.float64)
+    fps = (last + 1) - tps
+    return tps, fps, s_sorted[last]
+
+
+def auprc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Average precision, sum over thresholds of (R_k - R_{k-1})·P_k; NaN unless both classes occur.
+
+    A sample of failures only would score 1.0 whatever the scores, so it is NaN like ``auroc``.
+    """
+    s, y = _check(scores, labels)
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == y.size:
+        return float("nan")
+    tps, fps, _ = _threshold_counts(s, y)
+    precision = tps / (tps + fps)
+    recall = tps / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def roc_curve(scores: np.ndarray, labels: np.ndarray) -> RocCurve:
+    """The ROC curve at every distinct score, starting at (0, 0); needs both classes."""
+    s, y = _check(scores, labels)
+    n_pos = int(y.sum())
+    n_neg = y.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("a ROC curve needs both failures (1) and successes (0) in labels")
+    tps, fps, thresholds = _threshold_counts(s, y)
+    return RocCurve(
+        fpr=np.r_[0.0, fps / n_neg], tpr=np.r_[0.0, tps / n_pos], thresholds=np.r_[np.inf, thresholds]
+    )
+
+
+# -- calibration --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReliabilityBins:
+    edges: np.ndarray  # [n_bins + 1] from 0 to 1; bin i is [edges[i], edges[i+1]), the last one closed
+    counts: np.ndarray  # [n_bins] records per bin
+    mean_predicted: np.ndarray  # [n_bins] mean probability in the bin, NaN when empty
+    observed_rate: np.ndarray  # [n_bins] share of failures in the bin, NaN when empty
+
+
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> ReliabilityBins:
+    """Per equal-width bin on [0, 1]: count, mean predicted probability and observed failure rate."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    p, y = _check_probs(probs, labels)
+    edges = np.arange(n_bins + 1) / n_bins  # exact i / n, unlike linspace (0.3 is 3 / 10, not 3 · 0.1)
+    idx = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)
+    counts = np.bincount(idx, minlength=n_bins)
+    sum_p = np.bincount(idx, weights=p, minlength=n_bins)
+    sum_y = np.bincount(idx, weights=y.astype(np.float64), minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_p = np.where(counts > 0, sum_p / counts, np.nan)
+        rate = np.where(counts > 0, sum_y / counts, np.nan)
+    return ReliabilityBins(edges=edges, counts=counts, mean_predicted=mean_p, observed_rate=rate)
+
+
+def compute_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> float:
+    """Expected calibration error: sum over non-empty bins of (count / N)·|observed - mean predicted|."""
+    bins = reliability_bins(probs, labels, n_bins)
+    full = bins.counts > 0
+    gaps = np.abs(bins.observed_rate[full] - bins.mean_predicted[full])
+    return float(np.sum(bins.counts[full] * gaps) / bins.counts.sum())
+
+
+# -- bootstrap ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfidenceInterval:
+    estimate: float  # the metric on the full sample
+    low: float  # NaN when no resample gave a finite metric
+    high: float
+
+
+def bootstrap_ci(
+    metric: Metric,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_resamples: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> ConfidenceInterval:
+    """Percentile bootstrap (1 - alpha) interval of ``metric(scores, labels)``.
+
+    Resamples whose metric is NaN (one class only) are skipped. With ``groups``, whole groups are
+    drawn with replacement (a cluster bootstrap), so records of one prompt stay together.
+    """
+    s, y = _check(scores, labels)
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        draws: Iterator[np.ndarray] = (rng.integers(0, s.size, size=s.size) for _ in range(n_resamples))
+    else:
+        g = np.asarray(groups)
+        if g.shape != s.shape:
+            raise ValueError(f"groups must have the shape of scores {s.shape}, got {g.shape}")
+        _, inverse = np.unique(g, return_inverse=True)
+        members = np.split(np.argsort(inverse, kind="mergesort"), np.cumsum(np.bincount(inverse))[:-1])
+        picks = rng.integers(0, len(members), size=(n_resamples, len(members)))
+        draws = (np.concatenate([members[k] for k in row]) for row in picks)
+    values = np.array([metric(s[idx], y[idx]) for idx in draws], dtype=np.float64)
+    values = values[np.isfinite(values)]
+    estimate = float(metric(s, y))
+    if values.size == 0:
+        return ConfidenceInterval(estimate, float("nan"), float("nan"))
+    low, high = np.quantile(values, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return ConfidenceInterval(estimate, float(low), float(high))
+
+
+# -- Platt scaling ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlattScaler:
+    """P(failure | s) = 1 / (1 + exp(a·s + b)); a < 0 when higher scores mean more failures."""
+
+    a: float
+    b: float
+
+    @classmethod
+    def fit(cls, scores: np.ndarray, labels: np.ndarray, *, max_iter: int = 100) -> PlattScaler:
+        s, y = _check(scores, labels)
+        n_pos = float(y.sum())
+        n_neg = float(y.size) - n_pos
+        t = np.where(y == 1, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+
+        def objective(a: float, b: float) -> float:
+            z = a * s + b  # -log-likelihood: sum t·z + log(1 + exp(-z))
+            return float(np.sum(t * z + log1pexp(-z)))
+
+        a, b = 0.0, float(np.log((n_neg + 1.0) / (n_pos + 1.0)))
+        f = objective(a, b)
+        sigma, min_step, eps = 1e-12, 1e-10, 1e-5
+        for _ in range(max_iter):
+            p = sigmoid_array(-(a * s + b))  # current P(failure)
+            d2 = p * (1.0 - p)
+            h11, h22, h21 = (
+                sigma + float(np.sum(s * s * d2)),
+                sigma + float(np.sum(d2)),
+                float(np.sum(s * d2)),
+            )
+            d1 = t - p
+            g1, g2 = float(np.sum(s * d1)), float(np.sum(d1))
+            if abs(g1) < eps and abs(g2) < eps:
+                break
+            det = h11 * h22 - h21 * h21
+            da, db = -(h22 * g1 - h21 * g2) / det, -(-h21 * g1 + h11 * g2) / det
+            gd = g1 * da + g2 * db
+            step = 1.0
+            while step >= min_step:
+                new_a, new_b = a + step * da, b + step * db
+                new_f = objective(new_a, new_b)
+                if new_f < f + 1e-4 * step * gd:
+                    a, b, f = new_a, new_b, new_f
+                    break
+                step /= 2.0
+            if step < min_step:  # the line search failed: as good as it gets
+                break
+        return cls(a=a, b=b)
+
+    def predict(self, scores: np.ndarray) -> np.ndarray:
+        s = np.asarray(scores, dtype=np.float64)
+        return sigmoid_array(-(self.a * s + self.b))
+
+
+# -- grouped cross-validation -------------------------------------------------------------------
+
+
+def grouped_kfold(
+    groups: np.ndarray, n_splits: int = 5, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train_idx, test_idx) per fold; each group lies in one test fold only.
+
+    Groups are shuffled by ``seed``, then assigned largest first to the fold holding the fewest
+    records so far (a stable sort keeps the shuffled order among groups of equal size).
+    """
+    g = np.asarray(groups)
+    if g.ndim != 1 or g.size == 0:
+        raise ValueError(f"groups must be a non-empty 1-D array, got shape {g.shape}")
+    _, inverse, counts = np.unique(g, return_inverse=True, return_counts=True)
+    if not 2 <= n_splits <= counts.size:
+        raise ValueError(
+            f"n_splits must be between 2 and the number of groups ({counts.size}), got {n_splits}"
+        )
+    shuffled = np.random.default_rng(seed).permutation(counts.size)
+    order = shuffled[np.argsort(-counts[shuffled], kind="stable")]
+    fold_of_group = np.empty(counts.size, dtype=np.int64)
+    sizes = np.zeros(n_splits, dtype=np.int64)
+    for group in order:
+        fold = int(np.argmin(sizes))
+        fold_of_group[group] = fold
+        sizes[fold] += counts[group]
+    fold_of_record = fold_of_group[inverse]
+    return [
+        (np.flatnonzero(fold_of_record != k), np.flatnonzero(fold_of_record == k)) for k in range(n_splits)
+    ]
+
+
+def cross_val_predict_logistic(
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    *,
+    l2: float = 1.0,
+    n_splits: int = 5,
+    seed: int = 0,
+) -> np.ndarray:
+    """Out-of-fold P(failure) per record: standardise and fit on the other folds, predict the held-out one."""
+    x = as_matrix(X)
+    labels = as_labels(y, x.shape[0])
+    if np.asarray(groups).shape != labels.shape:
+        raise ValueError("groups must hold one entry per row of X")
+    out = np.full(labels.size, np.nan)
+    for train, test in grouped_kfold(groups, n_splits=n_splits, seed=seed):
+        scaler = Standardizer.fit(x[train])
+        model = fit_logistic(scaler.transform(x[train]), labels[train], l2=l2)
+        out[test] = model.predict_proba(scaler.transform(x[test]))
+    return out

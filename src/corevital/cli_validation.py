@@ -1,0 +1,190 @@
+"""The ``corevital calibrate`` and ``corevital validate`` commands: thin wiring over :mod:`.validation`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from corevital.cli_args import add_run_flags, settings_overrides
+from corevital.config import load_settings
+from corevital.errors import InputError
+from corevital.pipeline import Pipeline, describe_loaded
+from corevital.progress import Progress
+from corevital.report.timestamps import utc_now
+
+# Settings these commands do not take: they write a profile or a validation directory, not reports.
+_NOT_FOR_CALIBRATE = ("out", "sink", "write_json", "json_pretty", "calibration", "rag_context", "perf")
+_NOT_FOR_VALIDATE = ("out", "sink", "write_json", "json_pretty", "rag_context", "perf")
+
+
+def _progress(total: int, label: str) -> Progress:
+    return Progress(total, label)
+
+
+def _records(path: str, split: str | None) -> list[Any]:
+    from corevital.validation.labels import load_labelled
+
+    return list(load_labelled(path, split=split))
+
+
+def _checker(spec: str | None) -> Any:
+    from corevital.validation.answers import check_answer, load_checker
+
+    return load_checker(spec) if spec else check_answer
+
+
+def _prompt_items(path: str) -> list[Any]:
+    from corevital.cli import read_prompts_file
+    from corevital.validation.collect import PromptItem
+
+    return [PromptItem(key=f"prompt-{i}", text=text) for i, text in enumerate(read_prompts_file(path))]
+
+
+def _default_split(path: str) -> str | None:
+    """``dev`` when the labelled file has a dev split, else every record."""
+    splits = {r.split for r in _records(path, None)}
+    return "dev" if "dev" in splits else None
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from corevital.analysis.calibration.profile import save_calibration_profile
+    from corevital.validation.workflow import calibrate
+
+    if not args.prompts and not args.labels:
+        raise InputError("calibrate needs --prompts FILE (healthy runs) and/or --labels FILE (labelled runs)")
+    settings = load_settings(settings_overrides(args), config_file=args.config)
+    _quiet_libraries(settings.log_level)
+    prompts = _prompt_items(args.prompts) if args.prompts else None
+    split = None
+    records = None
+    if args.labels:
+        split = args.split if args.split is not None else _default_split(args.labels)
+        records = _records(args.labels, split)
+    checker = _checker(args.checker)
+    pipeline = Pipeline(settings)
+    t0 = time.perf_counter()
+    print(f"Model: {describe_loaded(pipeline.loaded)}")
+    outcome = calibrate(
+        pipeline,
+        prompts=prompts,
+        records=records,
+        labels_file=args.labels,
+        split=split,
+        checker=checker,
+        created_at_utc=utc_now(),
+        progress=_progress,
+        folds=args.folds,
+    )
+    path = save_calibration_profile(outcome.profile, args.out)
+    profile = outcome.profile
+    source = " and ".join(
+        name
+        for name, used in (("prompts", prompts), ("correctly answered labelled records", records))
+        if used
+    )
+    print(
+        f"Profile: {path} ({profile.num_runs} healthy runs from {source}, {profile.num_steps} steps, "
+        f"{profile.model.model_id})"
+    )
+    if outcome.fitted is not None:
+        t = outcome.fitted.spec.training
+        print(
+            f"Risk model: {t.num_records} labelled records ({t.failure_rate:.1%} failed, "
+            f"{t.num_groups} groups), L2 {outcome.fitted.spec.l2:g}, {t.cv_folds}-fold grouped CV: "
+            f"AUROC {_opt(t.cv_auroc)}, ECE {_opt(t.cv_ece)}"
+        )
+    print(f"Done in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from corevital.validation.outputs import table_markdown, write_outputs
+    from corevital.validation.workflow import labelled_runs, validate
+
+    settings = load_settings(settings_overrides(args), config_file=args.config)
+    _quiet_libraries(settings.log_level)
+    records = _records(args.labels, args.split)
+    checker = _checker(args.checker)
+    pipeline = Pipeline(settings)
+    profile = pipeline.calibration()
+    t0 = time.perf_counter()
+    print(f"Model: {describe_loaded(pipeline.loaded)}")
+    pipeline.check_calibration_model()
+    labelled_model = profile is not None and profile.risk_model is not None
+    runs = labelled_runs(pipeline, records, checker, progress=Progress(len(records), "validate"))
+    elapsed = time.perf_counter() - t0
+    tables = validate(runs, labelled_model=labelled_model)
+    header = {
+        "model_id": pipeline.loaded.resolved.hf_id,
+        "labels": str(args.labels),
+        "calibration": settings.calibration,
+        "risk_model": "labelled" if labelled_model else "heuristic",
+        "temperature": settings.temperature,
+        "max_new_tokens": settings.max_new_tokens,
+        "records": len(records),
+        "elapsed_s": round(elapsed, 1),
+        "created_at_utc": utc_now(),
+    }
+    written = write_outputs(
+        args.out, tables, runs, labelled_model=labelled_model, header=header, plots=not args.no_plots
+    )
+    if args.json:
+        print((Path(args.out) / "validation.json").read_text(encoding="utf-8"))
+    else:
+        for table in tables:
+            print()
+            print(table_markdown(table))
+        print()
+        print(f"{len(records)} records in {elapsed:.0f} s. Written: " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _opt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _quiet_libraries(level: str) -> None:
+    from corevital.cli import configure_logging
+
+    configure_logging(level)
+
+
+def add_commands(commands: Any) -> None:
+    cal = commands.add_parser(
+        "calibrate",
+        help="Build a calibration profile from healthy runs (and a risk model from labelled runs).",
+    )
+    cal.add_argument("--prompts", help="Known-healthy prompts: one per line, or JSONL with 'prompt'.")
+    cal.add_argument(
+        "--labels", help="Labelled JSONL records (prompt + answer, or failed) to fit the risk model."
+    )
+    cal.add_argument("--split", help="Use only this split of --labels (default: dev, when the file has one).")
+    cal.add_argument(
+        "--checker", metavar="MODULE:FUNCTION", help="Custom answer checker (output, record) -> bool."
+    )
+    cal.add_argument("--folds", type=int, default=5, help="Grouped cross-validation folds (default 5).")
+    cal.add_argument("--out", required=True, metavar="PROFILE", help="Where to write the profile JSON.")
+    cal.add_argument("--config", help="YAML file of settings (see docs/configuration.md).")
+    add_run_flags(cal, exclude=_NOT_FOR_CALIBRATE)
+    cal.set_defaults(handler=cmd_calibrate)
+
+    val = commands.add_parser(
+        "validate", help="Measure how well the risk score predicts failure on labelled runs."
+    )
+    val.add_argument("--labels", required=True, help="Labelled JSONL records (prompt + answer, or failed).")
+    val.add_argument("--split", help="Only this split (default: every split, one table each).")
+    val.add_argument(
+        "--checker", metavar="MODULE:FUNCTION", help="Custom answer checker (output, record) -> bool."
+    )
+    val.add_argument(
+        "--out", default="runs/validation", metavar="DIR", help="Output directory (JSON, MD, PNG)."
+    )
+    val.add_argument(
+        "--no-plots", "--no_plots", dest="no_plots", action="store_true", help="Skip the PNG plots."
+    )
+    val.add_argument("--json", action="store_true", help="Print validation.json instead of the tables.")
+    val.add_argument("--config", help="YAML file of settings (see docs/configuration.md).")
+    add_run_flags(val, exclude=_NOT_FOR_VALIDATE)
+    val.set_defaults(handler=cmd_validate)

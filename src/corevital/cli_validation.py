@@ -112,6 +112,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     print(f"Model: {describe_loaded(pipeline.loaded)}")
     pipeline.check_calibration_model()
+    for warning in pipeline.calibration_mismatch():
+        print(f"Warning: {warning}")
     labelled_model = profile is not None and profile.risk_model is not None
     runs = labelled_runs(pipeline, records, checker, progress=Progress(len(records), "validate"))
     elapsed = time.perf_counter() - t0

@@ -17,6 +17,7 @@ import numpy as np
 
 from corevital.analysis.calibration.profile import (
     CalibrationProfile,
+    GenerationIdentity,
     load_calibration_profile,
     resolve_profile_path,
 )
@@ -164,6 +165,19 @@ class Pipeline:
             num_heads=caps.num_attention_heads,
         )
 
+    def calibration_mismatch(self) -> list[str]:
+        """One line when this run's decoding differs from the calibration runs' (empty when it does not)."""
+        profile = self.calibration()
+        if profile is None:
+            return []
+        changed = profile.generation.differences(generation_identity(self.settings))
+        if not changed:
+            return []
+        return [
+            f"this run ({', '.join(changed)}) differs from the calibration runs "
+            f"({profile.generation.describe()}); the profile and its risk model describe runs like those"
+        ]
+
     def capture(self, prompts: list[str], callback: StepCallback | None = None) -> RunCapture:
         from corevital.capture.runner import capture_prompts
 
@@ -209,6 +223,8 @@ class Pipeline:
         ext = extensions(diagnosis, attention_observed=attention_observed, seq=seq)
         if rag is not None:
             ext.rag = rag.model_copy(update={"context_attention_share": share})
+        if ext.calibration is not None:
+            ext.calibration.warnings = self.calibration_mismatch() or None
         ctx = BuildContext(
             trace_id=self._new_id(),
             created_at_utc=self._clock(),
@@ -294,6 +310,18 @@ class Pipeline:
         """Fail before spending time on generation when the reports could not be stored."""
         sink = open_sink(self.settings)
         sink.close()
+
+
+def generation_identity(settings: Settings) -> GenerationIdentity:
+    """The decoding settings a calibration profile records and compares."""
+    sampling = settings.temperature > 0
+    return GenerationIdentity(
+        do_sample=sampling,
+        temperature=settings.temperature if sampling else None,
+        top_k=settings.top_k if sampling else None,
+        top_p=settings.top_p if sampling else None,
+        max_new_tokens=settings.max_new_tokens,
+    )
 
 
 def describe_loaded(loaded: Any) -> str:

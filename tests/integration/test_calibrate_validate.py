@@ -203,3 +203,22 @@ def test_the_library_monitor_reads_the_profile_too(
     )
     with pytest.raises(ConfigError, match="calibration profile was made for"):
         other.run(prompt="hi")
+
+
+def test_a_run_decoded_differently_from_the_calibration_says_so(capsys, tmp_path: Path, tiny: Path) -> None:
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("one healthy prompt\nanother healthy prompt\n")
+    profile_path = tmp_path / "p.json"
+    assert (
+        cli(capsys, "calibrate", *common(tiny), "--prompts", str(prompts), "--out", str(profile_path))[0] == 0
+    )
+    out_dir = tmp_path / "runs"
+    args = [*common(tiny), "--calibration", str(profile_path), "--out", str(out_dir), "--write-json"]
+    assert cli(capsys, "run", *args, "--prompt", "same settings")[0] == 0
+    assert cli(capsys, "run", *args, "--prompt", "longer", "--max_new_tokens", "9")[0] == 0
+    reports = sorted(
+        (load_report(p) for p in out_dir.glob("trace_*.json")), key=lambda r: r.generated.num_tokens
+    )
+    assert reports[0].extensions.calibration.warnings is None
+    (warning,) = reports[1].extensions.calibration.warnings
+    assert "max_new_tokens 9" in warning and "greedy, max_new_tokens 6" in warning

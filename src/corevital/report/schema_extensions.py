@@ -130,6 +130,9 @@ class CalibrationResult(ReportModel):
     risk_model: dict[str, Any] | None = Field(
         default=None, description="New: the labelled risk model's training summary, when the profile has one."
     )
+    warnings: list[str] | None = Field(
+        default=None, description="New: how this run differs from the calibration runs (decoding, length)."
+    )
 
 
 class ConsistencyViolation(ReportModel):

@@ -20,11 +20,11 @@ import numpy as np
 from corevital import __version__
 from corevital.analysis.calibration.builder import ProfileBuilder
 from corevital.analysis.calibration.fit import DatasetInfo, FittedRiskModel, fit_risk_model
-from corevital.analysis.calibration.profile import CalibrationProfile, GenerationIdentity, ModelIdentity
+from corevital.analysis.calibration.profile import CalibrationProfile, ModelIdentity
 from corevital.analysis.diagnose import diagnose
 from corevital.analysis.profiles import load_profile
 from corevital.errors import InputError
-from corevital.pipeline import Pipeline
+from corevital.pipeline import Pipeline, generation_identity
 from corevital.progress import Progress
 from corevital.validation.answers import AnswerChecker
 from corevital.validation.collect import CollectedRun, PromptItem, collect_runs
@@ -106,18 +106,6 @@ def model_identity(pipeline: Pipeline) -> ModelIdentity:
     )
 
 
-def generation_identity(pipeline: Pipeline) -> GenerationIdentity:
-    s = pipeline.settings
-    sampling = s.temperature > 0
-    return GenerationIdentity(
-        do_sample=sampling,
-        temperature=s.temperature if sampling else None,
-        top_k=s.top_k if sampling else None,
-        top_p=s.top_p if sampling else None,
-        max_new_tokens=s.max_new_tokens,
-    )
-
-
 @dataclass(frozen=True)
 class CalibrationOutcome:
     profile: CalibrationProfile
@@ -141,7 +129,7 @@ def calibrate(
 ) -> CalibrationOutcome:
     if not prompts and not records:
         raise InputError("calibrate needs --prompts FILE (healthy runs) and/or --labels FILE (labelled runs)")
-    builder = ProfileBuilder(model_identity(pipeline), generation_identity(pipeline))
+    builder = ProfileBuilder(model_identity(pipeline), generation_identity(pipeline.settings))
     labelled: list[LabelledRun] | None = None
     healthy: list[CollectedRun] = []
     if prompts:

@@ -97,6 +97,25 @@ class GenerationIdentity(_Frozen):
     top_p: float | None = None
     max_new_tokens: int
 
+    def differences(self, other: GenerationIdentity) -> list[str]:
+        """How ``other`` (this run's decoding) differs from the calibration runs', one phrase each."""
+        out = []
+        if self.do_sample != other.do_sample:
+            out.append("sampled" if other.do_sample else "greedy")
+        elif self.do_sample and (self.temperature, self.top_k, self.top_p) != (
+            other.temperature,
+            other.top_k,
+            other.top_p,
+        ):
+            out.append(f"temperature/top-k/top-p {other.temperature}/{other.top_k}/{other.top_p}")
+        if self.max_new_tokens != other.max_new_tokens:
+            out.append(f"max_new_tokens {other.max_new_tokens}")
+        return out
+
+    def describe(self) -> str:
+        how = f"sampled at temperature {self.temperature}" if self.do_sample else "greedy"
+        return f"{how}, max_new_tokens {self.max_new_tokens}"
+
 
 class PositionBucket(_Frozen):
     start: int = Field(ge=0)

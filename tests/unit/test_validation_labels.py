@@ -168,9 +168,10 @@ def shipped() -> list[LabelledRecord]:
 
 
 def test_shipped_set_loads_with_unique_ids(shipped: list[LabelledRecord]) -> None:
-    assert len(shipped) >= 600
+    assert len(shipped) >= 2300
     assert len({r.id for r in shipped}) == len(shipped)
-    assert all(r.split in ("dev", "test") and r.task in ("arithmetic", "factual") for r in shipped)
+    tasks = ("arithmetic", "factual", "comparison", "sequence", "calendar", "conversion", "spelling", "words")
+    assert all(r.split in ("dev", "test") and r.task in tasks for r in shipped)
     assert all(r.answer is not None for r in shipped)
     # group is written out on every line (not left to default)
     for line in SHIPPED.read_text(encoding="utf-8").splitlines():
@@ -180,9 +181,9 @@ def test_shipped_set_loads_with_unique_ids(shipped: list[LabelledRecord]) -> Non
 def test_shipped_splits(shipped: list[LabelledRecord]) -> None:
     sizes = Counter(r.split for r in shipped)
     assert set(sizes) == {"dev", "test"}
-    assert min(sizes.values()) >= 200
+    assert min(sizes.values()) >= 1100
     per_task = Counter((r.task, r.split) for r in shipped)
-    for task in ("arithmetic", "factual"):
+    for task in {r.task for r in shipped}:
         assert abs(per_task[(task, "dev")] - per_task[(task, "test")]) <= 0.1 * per_task[(task, "dev")]
     splits_of: defaultdict[str, set[str | None]] = defaultdict(set)
     for r in shipped:

@@ -106,6 +106,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     settings = load_settings(settings_overrides(args), config_file=args.config)
     _quiet_libraries(settings.log_level)
     records = _records(args.labels, args.split)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise InputError("--limit must be at least 1")
+        records = records[: args.limit]
     checker = _checker(args.checker)
     pipeline = Pipeline(settings)
     profile = pipeline.calibration()
@@ -166,7 +170,7 @@ def add_commands(commands: Any) -> None:
     cal.add_argument(
         "--checker", metavar="MODULE:FUNCTION", help="Custom answer checker (output, record) -> bool."
     )
-    cal.add_argument("--folds", type=int, default=5, help="Grouped cross-validation folds (default 5).")
+    cal.add_argument("--folds", type=int, default=10, help="Grouped cross-validation folds (default 10).")
     cal.add_argument("--out", required=True, metavar="PROFILE", help="Where to write the profile JSON.")
     cal.add_argument("--config", help="YAML file of settings (see docs/configuration.md).")
     add_run_flags(cal, exclude=_NOT_FOR_CALIBRATE)
@@ -177,6 +181,7 @@ def add_commands(commands: Any) -> None:
     )
     val.add_argument("--labels", required=True, help="Labelled JSONL records (prompt + answer, or failed).")
     val.add_argument("--split", help="Only this split (default: every split, one table each).")
+    val.add_argument("--limit", type=int, metavar="N", help="Only the first N records (after --split).")
     val.add_argument(
         "--checker", metavar="MODULE:FUNCTION", help="Custom answer checker (output, record) -> bool."
     )

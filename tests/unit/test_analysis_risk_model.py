@@ -78,9 +78,9 @@ def test_missing_features_count_as_typical() -> None:
 
 def test_fit_refuses_data_without_both_classes_or_groups() -> None:
     rows, y, groups, _ = labelled_population(60, seed=5)
-    with pytest.raises(InputError, match="at least 5 failures"):
+    with pytest.raises(InputError, match="at least 10 failures"):
         fit_risk_model(rows, np.zeros_like(y), groups, dataset=DATASET)
-    with pytest.raises(InputError, match="at least 5 groups"):
+    with pytest.raises(InputError, match="at least 10 groups"):
         fit_risk_model(rows, y, np.asarray(["a", "b"] * 30), dataset=DATASET)
 
 

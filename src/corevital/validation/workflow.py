@@ -124,7 +124,7 @@ def calibrate(
     checker: AnswerChecker,
     created_at_utc: str,
     progress: ProgressFactory = _no_progress,
-    folds: int = 5,
+    folds: int = 10,
     seed: int = 0,
 ) -> CalibrationOutcome:
     if not prompts and not records:

@@ -32,21 +32,17 @@ from corevital.analysis.evaluation import PlattScaler, auroc, compute_ece, group
 from corevital.analysis.logistic import Standardizer, fit_logistic, log1pexp
 from corevital.errors import InputError
 
+# One or two features per kind of evidence, so that each coefficient reads on its own (correlated
+# duplicates such as mean and sum surprisal would share and flip their weights).
 DEFAULT_FEATURES: tuple[str, ...] = (
     "early_mean_surprisal",
-    "early_max_surprisal",
     "mean_surprisal",
     "max_surprisal",
-    "sequence_nll",
     "early_mean_entropy",
-    "early_max_entropy",
     "mean_entropy",
-    "max_entropy",
-    "early_min_margin",
     "mean_margin",
     "mean_topk_mass",
     "log_length",
-    "high_entropy_share",
     "repetition_loop",
     "early_warning",
 )
@@ -110,7 +106,7 @@ def fit_risk_model(
     dataset: DatasetInfo,
     feature_names: Sequence[str] = DEFAULT_FEATURES,
     l2_grid: Sequence[float] = L2_GRID,
-    folds: int = 5,
+    folds: int = 10,
     seed: int = 0,
 ) -> FittedRiskModel:
     y = np.asarray(labels, dtype=np.int64)

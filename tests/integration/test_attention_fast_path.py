@@ -53,3 +53,48 @@ def test_fast_path_equals_eager(arch: str, tiny_loaded) -> None:
         for layer_f, layer_e in zip(pf.heads, pe.heads, strict=True):
             for head_f, head_e in zip(layer_f, layer_e, strict=True):
                 np.testing.assert_allclose(head_f.weights, head_e.weights, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["llama", "bart"])
+def test_layer_by_layer_scores_equal_stacked_keys(arch: str, tiny_loaded, monkeypatch) -> None:
+    """Layers scored in one matmul over their stacked keys (as on a GPU) or one by one: the same numbers."""
+    import corevital.capture.attention_rows as attention_rows
+
+    loaded = tiny_loaded(arch)
+    settings = tiny_settings(attention_path="fast", max_new_tokens=5)
+
+    def attention() -> list:
+        return [
+            (s.generated_token_ids, s.attention) for s in capture_prompts(loaded, PROMPTS, settings).sequences
+        ]
+
+    layered = attention()
+    monkeypatch.setattr(attention_rows, "STACK_KEYS_ON_CPU", True)
+    stacked = attention()
+    monkeypatch.setattr(attention_rows, "STACKED_KEYS_BUDGET", 0)  # beyond the budget: one by one again
+    over_budget = attention()
+    for (ids, want), (s_ids, s_att), (o_ids, o_att) in zip(layered, stacked, over_budget, strict=True):
+        assert ids == s_ids == o_ids
+        for name in FIELDS:
+            for got in (getattr(s_att, name), getattr(o_att, name)):
+                np.testing.assert_allclose(got, getattr(want, name), atol=1e-6, rtol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "bart", "t5"])
+def test_fast_path_equals_eager_without_padding(arch: str, tiny_loaded) -> None:
+    """One prompt: no padding, so decoding steps run without any mask (every key visible)."""
+    loaded = tiny_loaded(arch)
+    prompt = ["The quick brown fox jumps over"]
+    fast = capture_prompts(loaded, prompt, tiny_settings(attention_path="fast", max_new_tokens=6)).sequences[
+        0
+    ]
+    eager = capture_prompts(
+        loaded, prompt, tiny_settings(attention_path="eager", max_new_tokens=6)
+    ).sequences[0]
+    assert fast.generated_token_ids == eager.generated_token_ids
+    for name in FIELDS:
+        got, want = getattr(fast.attention, name), getattr(eager.attention, name)
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4, err_msg=name)
+    np.testing.assert_array_equal(fast.attention.num_keys, eager.attention.num_keys)
+    for name in ("renormalized", "has_nan", "has_inf", "collapsed_head_count", "focused_head_count"):
+        np.testing.assert_array_equal(getattr(fast.attention, name), getattr(eager.attention, name), name)

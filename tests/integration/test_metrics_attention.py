@@ -337,3 +337,23 @@ def test_half_precision_input(dtype: torch.dtype) -> None:
 def test_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError):
         summarize_attention(torch.zeros(2, 3, 4), torch.ones(2, 3, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("keys", [1, 2, 3, 9])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_no_mask_means_every_key_visible(keys: int, causal: bool, dtype: torch.dtype) -> None:
+    """``key_mask=None`` (a decoding step without padding) gives what an all-True mask gives."""
+    weights = torch.softmax(random_scores((3, 2, 4, keys), 11 + keys), dim=-1).to(dtype)
+    if keys > 2:
+        weights[1, 0, 2, 1] = math.nan
+        weights[2, 1, 0, 0] = math.inf
+        weights[0, 1, 3] *= 0.5  # a head to renormalise
+    before = weights.clone()
+    fast = summarize_attention(weights, None, causal=causal)
+    ref = summarize_attention(weights, torch.ones(1, 2, keys, dtype=torch.bool), causal=causal)
+    assert torch.equal(weights.nan_to_num(), before.nan_to_num())  # the input is not written to
+    for name in (*LN_FIELDS, "max_weight_per_head", "renormalized", "has_nan", "has_inf"):
+        got, want = getattr(fast, name), getattr(ref, name)
+        assert got.shape == want.shape and got.dtype == want.dtype, name
+        torch.testing.assert_close(got, want, equal_nan=True, rtol=1e-6, atol=1e-7, msg=name)

@@ -6,29 +6,40 @@ telemetry needs them) by ``softmax(q·kᵀ·scale + mask [+ position bias])`` in
 the eager implementations of the supported architectures compute, without repeating the key/value
 heads (grouped-query attention is handled by a reshape, not a copy).
 
-At decode time the cost is kernel launches, not arithmetic, so the work is split in two:
-:func:`row_scores` is the one kernel a layer needs (a batched matmul in the model's dtype), and
-:func:`finish_rows` scales, masks and normalises the scores of many layers at once (two kernels
-for a whole step). The scores are rounded to the model's dtype after the matmul and again after
-scaling, as eager attention rounds them, so for visible keys the probabilities are the eager ones.
+At decode time the cost is kernel launches, not arithmetic, so a layer does no work of its own:
+it leaves its observed query rows and its keys (:class:`PendingRows`), and once the forward pass
+is over :func:`finish_group` computes the rows of all layers that share a mask: one batched
+matmul over every layer's keys stacked (:func:`row_scores`; layer by layer on the CPU, or when
+the stacked keys would exceed :data:`STACKED_KEYS_BUDGET`), then one scale-and-mask and one softmax
+(:func:`finish_rows`). The scores are rounded to the model's dtype after the matmul and again
+after scaling, as eager attention rounds them, so for visible keys the probabilities are the
+eager ones.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 # Keyword arguments that change the attention formula in ways this recomputation does not model.
 UNSUPPORTED_KWARGS = ("softcap", "s_aux", "sinks", "attention_sinks")
+# Largest transient copy of the keys of a group of layers, to score them in one matmul instead of one
+# per layer (Llama-3-8B, batch 1: about 1000 cached tokens).
+STACKED_KEYS_BUDGET = 64 * 2**20
+# The CPU scores layer by layer (see _stack_keys); bench/op_count.py turns this on to count GPU work.
+STACK_KEYS_ON_CPU = False
 # PyTorch's memory-efficient SDPA kernel copies (pads) an additive mask whose strides are not
 # multiples of this, in every layer; a mask laid out on this alignment once per step avoids that.
 SDPA_MASK_ALIGNMENT = 8
 
 
 def fast_path_supported(kwargs: dict[str, Any]) -> bool:
-    return all(kwargs.get(name) is None for name in UNSUPPORTED_KWARGS)
+    # Called for every layer: the usual case (none of the names present) is one set operation.
+    return kwargs.keys().isdisjoint(UNSUPPORTED_KWARGS) or all(
+        kwargs.get(n) is None for n in UNSUPPORTED_KWARGS
+    )
 
 
 def scale_for(query: Tensor, scaling: float | None) -> float:
@@ -36,16 +47,15 @@ def scale_for(query: Tensor, scaling: float | None) -> float:
 
 
 def row_scores(query: Tensor, key: Tensor) -> Tensor:
-    """Raw scores q·kᵀ, [B, Hq, R, K] in the model's dtype, for rows [B, Hq, R, D] over keys [B, Hkv, K, D].
+    """Raw scores q·kᵀ in the model's dtype, [B·Hkv, G·R, K], for rows [B, Hq, R, D] over keys [B, Hkv, K, D].
 
-    One batched matmul; query head h reads key head h // (Hq / Hkv), as transformers' repeat_kv
-    lays them out.
+    One batched matmul (G = Hq / Hkv query heads share a key head, as transformers' repeat_kv lays
+    them out); ``.view(B, Hq, R, K)`` of the result (or of a stack of them) gives the head layout.
     """
     batch, q_heads, rows, dim = query.shape
     kv_heads, kv_len = key.shape[1], key.shape[2]
     grouped = query.reshape(batch * kv_heads, (q_heads // kv_heads) * rows, dim)
-    keys_t = key.reshape(batch * kv_heads, kv_len, dim).transpose(1, 2)
-    return torch.bmm(grouped, keys_t).view(batch, q_heads, rows, kv_len)
+    return torch.bmm(grouped, key.reshape(batch * kv_heads, kv_len, dim).transpose(1, 2))
 
 
 def finish_rows(scores: Tensor, bias: Tensor | None, scale: float) -> Tensor:
@@ -66,6 +76,46 @@ def combined_bias(mask: Tensor | None, position_bias: Tensor | None, kv_len: int
     return bias
 
 
+class PendingRows(NamedTuple):
+    """One layer's observed query rows and keys, left for :func:`finish_group` (no kernel yet).
+
+    A named tuple: one is made per layer and step, and it is cheaper to build than a dataclass.
+    """
+
+    query: Tensor  # [B, Hq, R, D] the observed rows
+    key: Tensor  # [B, Hkv, K, D]
+    mask: Tensor | None  # the observed rows of the additive mask, [B, 1, R, K']
+    position_bias: Tensor | None  # the observed rows of the position bias
+    scale: float
+    group: tuple[object, ...]  # layers with the same group are finished together
+
+
+def finish_group(members: list[PendingRows]) -> Tensor:
+    """Probabilities [n, B, Hq, R, K] (float32) of layers that share mask, position bias, shapes and scale."""
+    first = members[0]
+    n = len(members)
+    batch, q_heads, rows, dim = first.query.shape
+    kv_heads, kv_len = first.key.shape[1], first.key.shape[2]
+    if _stack_keys(first, n):
+        queries = torch.stack([m.query for m in members]).view(n * batch, q_heads, rows, dim)
+        keys = torch.stack([m.key for m in members]).view(n * batch, kv_heads, kv_len, dim)
+        scores = row_scores(queries, keys)
+    else:
+        scores = torch.stack([row_scores(m.query, m.key) for m in members])
+    bias = combined_bias(first.mask, first.position_bias, kv_len)
+    return finish_rows(scores.view(n, batch, q_heads, rows, kv_len), bias, first.scale)
+
+
+def _stack_keys(first: PendingRows, layers: int) -> bool:
+    """Whether to score a group's layers in one matmul over a copy of all their keys.
+
+    Worth it where kernel launches, not bytes, are the cost (an accelerator at decode time). On the
+    CPU the copy costs more than the per-layer calls it saves (unless :data:`STACK_KEYS_ON_CPU`).
+    """
+    on_cpu = first.key.device.type == "cpu"
+    return (STACK_KEYS_ON_CPU or not on_cpu) and layers * first.key.nbytes <= STACKED_KEYS_BUDGET
+
+
 def attention_rows(
     query: Tensor,
     key: Tensor,
@@ -76,7 +126,8 @@ def attention_rows(
 ) -> Tensor:
     """Probabilities [B, Hq, R, K] (float32) for query rows [B, Hq, R, D] over keys [B, Hkv, K, D]."""
     bias = combined_bias(mask, position_bias, key.shape[2])
-    return finish_rows(row_scores(query, key), bias, scale_for(query, scaling))
+    scores = row_scores(query, key).view(*query.shape[:3], key.shape[2])
+    return finish_rows(scores, bias, scale_for(query, scaling))
 
 
 def sdpa_aligned(mask: Tensor | None) -> Tensor | None:
@@ -97,7 +148,11 @@ def is_sdpa_aligned(mask: Tensor) -> bool:
 
 def aligned_copy(mask: Tensor) -> Tensor:
     """A copy of ``mask`` whose strides (but the last) are multiples of :data:`SDPA_MASK_ALIGNMENT`."""
-    width = mask.shape[-1]
+    return aligned_empty(mask.shape, mask.dtype, mask.device).copy_(mask)
+
+
+def aligned_empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """An uninitialised tensor of ``shape`` whose rows start on :data:`SDPA_MASK_ALIGNMENT` elements."""
+    width = shape[-1]
     padded = -(-width // SDPA_MASK_ALIGNMENT) * SDPA_MASK_ALIGNMENT
-    buffer = mask.new_empty(*mask.shape[:-1], padded)[..., :width]
-    return buffer.copy_(mask)
+    return torch.empty(*shape[:-1], padded, dtype=dtype, device=device)[..., :width]

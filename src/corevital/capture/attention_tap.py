@@ -27,22 +27,25 @@ from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import eager_mask
 
 from corevital.capture.attention_rows import (
+    PendingRows,
     attention_rows,
-    combined_bias,
     fast_path_supported,
-    finish_rows,
-    row_scores,
+    finish_group,
     scale_for,
     sdpa_aligned,
 )
+from corevital.capture.decode_mask import decode_step_mask
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.metrics.attention import summarize_attention
 from corevital.metrics.prompt import PromptAttentionStats, prompt_attention, span_attention_share
 from corevital.metrics.types import AttentionStats
 
 _TAP_IDS = itertools.count()
+_LAST_ROW = slice(-1, None)
 _REGISTRATION_LOCK = threading.Lock()
 
 EagerFn = Callable[..., tuple[Tensor, Tensor | None]]
@@ -58,8 +61,6 @@ def _eager(module: nn.Module, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor
 
 
 def _sdpa(module: nn.Module, *args: Any, **kwargs: Any) -> Tensor:
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     return sdpa_attention_forward(module, *args, **kwargs)[0]
 
 
@@ -97,53 +98,35 @@ def visible_keys(
     return m.expand(batch, n_rows, kv_len)
 
 
-@dataclass(frozen=True)
-class _Scores:
-    """One layer's observed rows on the fast path, before the softmax: raw q·kᵀ and how to finish them.
-
-    Layers with the same ``group`` (the same mask and position-bias tensors, key count and scale:
-    every layer of a usual decoder) are finished together, in one scale-and-mask and one softmax.
-    """
-
-    scores: Tensor  # [B, Hq, R, K] in the model's dtype
-    mask: Tensor | None  # the observed rows of the additive mask, [B, 1, R, K']
-    position_bias: Tensor | None  # the observed rows of the position bias
-    scale: float
-    group: tuple[int, int, int, float]  # ids of the model's mask and position bias, K, scale
-
-
 @dataclass
 class _Rows:
     """The observed rows each layer reported in this forward, and the mask each used.
 
-    ``per_layer`` holds finished probabilities [B, R, H, K] (eager path), ``pending`` the fast
-    path's raw scores; both are stacked once per step rather than copied layer by layer into a
-    buffer. Layers of one attention type receive the very same mask in a forward pass, so
-    visibility is computed once per distinct mask (usually one; two for models mixing full and
-    sliding-window layers), not once per layer.
+    ``per_layer`` holds finished probabilities [B, R, H, K] (eager path), ``pending`` what the
+    fast path needs to compute them for all layers at once; both are stacked once per step rather
+    than copied layer by layer into a buffer. Layers of one attention type receive the very same
+    mask in a forward pass, so visibility is computed once per distinct mask (usually one; two for
+    models mixing full and sliding-window layers), not once per layer.
     """
 
     per_layer: dict[int, Tensor]
-    pending: dict[int, _Scores]
+    pending: dict[int, PendingRows]
     layer_mask: dict[int, tuple[int, int]]  # layer -> key into the tap's visibility cache
 
 
 def _stacked_rows(rows: _Rows) -> Tensor:
     """Every layer's observed probabilities, [L, B, R, H, K] in layer order.
 
-    Pending scores are finished group by group (one group, two kernels, for a usual decoder);
+    Pending layers are finished group by group (one group, a few kernels, for a usual decoder);
     layers that see fewer keys (sliding windows) are padded with zero weights.
     """
     finished = dict(rows.per_layer)
-    groups: dict[tuple[int, int, int, float], list[int]] = {}
+    groups: dict[tuple[object, ...], list[int]] = {}
     for index, pending in rows.pending.items():
         groups.setdefault(pending.group, []).append(index)
     for members in groups.values():
         members.sort()
-        first = rows.pending[members[0]]
-        bias = combined_bias(first.mask, first.position_bias, first.scores.shape[-1])
-        scores = torch.stack([rows.pending[index].scores for index in members])  # [n, B, H, R, K]
-        probs = finish_rows(scores, bias, first.scale).transpose(2, 3)  # [n, B, R, H, K]
+        probs = finish_group([rows.pending[index] for index in members]).transpose(2, 3)  # [n, B, R, H, K]
         if len(groups) == 1 and not finished:
             return probs
         finished.update(zip(members, probs.unbind(0), strict=True))
@@ -170,11 +153,13 @@ class AttentionTap:
         self.name = f"corevital_tap_{next(_TAP_IDS)}"
         self.observe_decoder = True
         self.observe_encoder = True
-        self._rows = slice(-1, None)
+        self._rows = _LAST_ROW
         self._buffers: dict[SiteKind, _Rows] = {}
         self._seen: dict[SiteKind, set[int]] = {SiteKind.SELF: set(), SiteKind.CROSS: set()}
         self._visible_cache: dict[tuple[int, int], Tensor] = {}
+        self._mask_args: dict[tuple[int, int], tuple[Tensor | None, int, int, int, torch.device]] = {}
         self._aligned_masks: dict[int, Tensor | None] = {}
+        self._open_masks: dict[int, Tensor] = {}  # masks of decoding steps that hide no key
         self._mask_refs: list[Tensor | None] = []
         self.encoder_stats: list[AttentionStats | None] = [None] * num_encoder_layers
         # Prompt telemetry (sparse attention, basin scores) of the pass that reads the prompt:
@@ -200,16 +185,21 @@ class AttentionTap:
         """Drop this step's rows once they are reduced: nothing is held between steps."""
         self._buffers.clear()
         self._visible_cache.clear()
+        self._mask_args.clear()
         self._aligned_masks.clear()
+        self._open_masks.clear()
         self._mask_refs.clear()
 
     def held_bytes(self) -> int:
         rows = sum(t.nbytes for b in self._buffers.values() for t in b.per_layer.values())
-        rows += sum(p.scores.nbytes for b in self._buffers.values() for p in b.pending.values())
+        rows += sum(p.query.nbytes for b in self._buffers.values() for p in b.pending.values())
         return rows + sum(v.nbytes for v in self._visible_cache.values())
 
-    def collected(self, kind: SiteKind) -> tuple[Tensor, Tensor] | None:
-        """(weights [L, B, R, H, K], visible [L or 1, B, R, K]) of the last forward, all layers in."""
+    def collected(self, kind: SiteKind) -> tuple[Tensor, Tensor | None] | None:
+        """(weights [L, B, R, H, K], visible [L or 1, B, R, K]) of the last forward, all layers in.
+
+        ``visible`` is None when no layer had a mask: every key was visible.
+        """
         rows = self._buffers.get(kind)
         if rows is None or len(self._seen[kind]) != self._num[kind]:
             return None
@@ -218,11 +208,13 @@ class AttentionTap:
         keys = set(rows.layer_mask.values())
         if len(keys) == 1:
             (only,) = keys
-            return weights, self._visible_cache[only].unsqueeze(0)  # the same for every layer
+            if only[0] == id(None) and only[1] == kv_len:
+                return weights, None
+            return weights, self._visible_key_mask(only).unsqueeze(0)  # the same for every layer
         layers, batch, count = weights.shape[:3]
         visible = torch.zeros(layers, batch, count, kv_len, dtype=torch.bool, device=weights.device)
         for key in keys:  # one pass per distinct mask
-            row = self._visible_cache[key]
+            row = self._visible_key_mask(key)
             which = [index for index, used in rows.layer_mask.items() if used == key]
             visible[which, ..., : row.shape[-1]] = row
         return weights, visible
@@ -250,7 +242,7 @@ class AttentionTap:
             if self.fast and fast_path_supported(kwargs):
                 output = _sdpa(module, query, key, value, self._sdpa_mask(attention_mask), **kwargs)
                 if needs == "rows" and site.kind is not SiteKind.ENCODER:
-                    self._stash_scores(site, query, key, attention_mask, kwargs)  # one matmul
+                    self._stash_pending(site, query, key, attention_mask, kwargs)  # no kernel
                     return output, None
                 weights = _recomputed_rows(query, key, attention_mask, kwargs, rows)
             else:
@@ -268,8 +260,8 @@ class AttentionTap:
             self._prompt_attention(site.layer, weights, mask)
             return
         observed = weights[:, :, self._rows] if needs == "all" else weights
-        batch, kv_len = weights.shape[0], weights.shape[-1]
-        self._stash(site, observed, self._visible_key(mask, batch, q_len, kv_len))
+        kv_len = weights.shape[-1]
+        self._stash(site, observed, self._visible_key(mask, weights, q_len, kv_len))
         if needs == "all":
             self._prompt_attention(site.layer, weights, mask)
 
@@ -298,6 +290,21 @@ class AttentionTap:
             return _sdpa(module, query, key, value, self._sdpa_mask(mask), **kwargs)
         return _eager(module, query, key, value, mask, **kwargs)[0]
 
+    def _model_mask(self, *args: Any, **kwargs: Any) -> Tensor | None:
+        """transformers' ``eager_mask``; built directly for a plain decoding step (:mod:`.decode_mask`).
+
+        A decoding step's mask that hides nothing is remembered: its statistics skip the mask.
+        """
+        mask = None if args else decode_step_mask(**kwargs)
+        if mask is None:
+            return eager_mask(*args, **kwargs)
+        if kwargs.get("attention_mask") is None:
+            self._open_masks[id(mask)] = mask  # held: its id stays this tensor's until release()
+        return mask
+
+    def _hides_nothing(self, mask: Tensor | None) -> bool:
+        return mask is None or id(mask) in self._open_masks
+
     def _sdpa_mask(self, mask: Tensor | None) -> Tensor | None:
         """The mask as SDPA takes it without a per-layer copy (aligned once per forward, on CUDA)."""
         if mask is None:
@@ -308,21 +315,37 @@ class AttentionTap:
             self._mask_refs.append(mask)
         return self._aligned_masks[key]
 
-    def _visible_key(self, mask: Tensor | None, batch: int, q_len: int, kv_len: int) -> tuple[int, int]:
-        key = (id(mask), kv_len)
-        if key not in self._visible_cache:
-            device = mask.device if mask is not None else torch.device("cpu")
-            self._visible_cache[key] = visible_keys(mask, self._rows, batch, q_len, kv_len, device)
-            self._mask_refs.append(mask)  # keep the mask alive so its id cannot be reused this pass
+    def _visible_key(self, mask: Tensor | None, rows: Tensor, q_len: int, kv_len: int) -> tuple[int, int]:
+        """The key of this mask's visibility (``rows``: the layer's queries or weights, for batch and device).
+
+        The visibility itself is computed only when asked for (:meth:`_visible_key_mask`).
+        """
+        source = None if self._hides_nothing(mask) else mask
+        key = (id(source), kv_len)
+        if key not in self._mask_args:
+            # Holding the mask keeps its id from being reused by another tensor this pass.
+            self._mask_args[key] = (source, rows.shape[0], q_len, kv_len, rows.device)
         return key
 
+    def _visible_key_mask(self, key: tuple[int, int]) -> Tensor:
+        if key not in self._visible_cache:
+            mask, batch, q_len, kv_len, device = self._mask_args[key]
+            self._visible_cache[key] = visible_keys(mask, self._rows, batch, q_len, kv_len, device)
+        return self._visible_cache[key]
+
     def _stash(self, site: AttentionSite, rows_weights: Tensor, mask_key: tuple[int, int]) -> None:
-        rows = self._buffers.setdefault(site.kind, _Rows({}, {}, {}))
+        rows = self._rows_of(site.kind)
         rows.per_layer[site.layer] = rows_weights.transpose(1, 2)  # [B, R, H, K]
         rows.layer_mask[site.layer] = mask_key
         self._seen[site.kind].add(site.layer)
 
-    def _stash_scores(
+    def _rows_of(self, kind: SiteKind) -> _Rows:
+        rows = self._buffers.get(kind)
+        if rows is None:
+            rows = self._buffers[kind] = _Rows({}, {}, {})
+        return rows
+
+    def _stash_pending(
         self,
         site: AttentionSite,
         query: Tensor,
@@ -330,18 +353,25 @@ class AttentionTap:
         mask: Tensor | None,
         kwargs: dict,
     ) -> None:
-        batch, _, q_len, _ = query.shape
-        mask_key = self._visible_key(mask, batch, q_len, key.shape[2])
+        batch, q_heads, q_len, _ = query.shape
+        kv_len = key.shape[2]
+        mask_key = self._visible_key(mask, query, q_len, kv_len)
         bias = kwargs.get("position_bias")
         scale = scale_for(query, kwargs.get("scaling"))
-        self._mask_refs.append(bias)  # alive until release(): its id stays this tensor's
-        rows = self._buffers.setdefault(site.kind, _Rows({}, {}, {}))
-        rows.pending[site.layer] = _Scores(
-            scores=row_scores(query[:, :, self._rows], key),
-            mask=None if mask is None else mask[:, :, self._rows],
-            position_bias=None if bias is None else bias[:, :, self._rows],
+        if bias is not None:
+            self._mask_refs.append(bias)  # alive until release(): its id stays this tensor's
+        every_row = q_len == 1 and self._rows == _LAST_ROW  # slicing would change nothing
+        mask_rows = None
+        if mask is not None and not self._hides_nothing(mask):
+            mask_rows = mask if every_row else mask[:, :, self._rows]
+        rows = self._rows_of(site.kind)
+        rows.pending[site.layer] = PendingRows(
+            query=query if every_row else query[:, :, self._rows],
+            key=key,
+            mask=mask_rows,
+            position_bias=bias if bias is None or every_row else bias[:, :, self._rows],
             scale=scale,
-            group=(id(mask), id(bias), key.shape[2], scale),
+            group=(id(mask), id(bias), scale, q_heads, *key.shape, key.dtype),
         )
         rows.layer_mask[site.layer] = mask_key
         self._seen[site.kind].add(site.layer)
@@ -373,7 +403,7 @@ class AttentionTap:
     @contextmanager
     def installed(self, model: nn.Module) -> Iterator[AttentionTap]:
         """Route the model's attention through this tap; restore everything on exit."""
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
         from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
         configs = {id(m.config): m.config for m in model.modules() if hasattr(m, "config")}
@@ -381,7 +411,7 @@ class AttentionTap:
         previous = [(cfg, cfg.__dict__.get("_attn_implementation_internal")) for cfg in configs.values()]
         with _REGISTRATION_LOCK:
             ALL_ATTENTION_FUNCTIONS.register(self.name, self)
-            ALL_MASK_ATTENTION_FUNCTIONS.register(self.name, eager_mask)
+            ALL_MASK_ATTENTION_FUNCTIONS.register(self.name, self._model_mask)
         try:
             for cfg, _ in previous:
                 cfg.__dict__["_attn_implementation_internal"] = self.name

@@ -114,11 +114,11 @@ def _last_positions(states: tuple[Tensor, ...]) -> Tensor:
     return torch.stack([state[:, -1] for state in states])
 
 
-def _last_row(collected: tuple[Tensor, Tensor] | None, causal: bool) -> AttentionStats | None:
+def _last_row(collected: tuple[Tensor, Tensor | None] | None, causal: bool) -> AttentionStats | None:
     if collected is None:
         return None
-    weights, visible = collected  # [L, B, 1, H, K], [L, B, 1, K]
-    return summarize_attention(weights[:, :, 0], visible[:, :, 0], causal=causal)
+    weights, visible = collected  # [L, B, 1, H, K], [L, B, 1, K] (None: every key visible)
+    return summarize_attention(weights[:, :, 0], None if visible is None else visible[:, :, 0], causal=causal)
 
 
 class StepObserver:

@@ -116,9 +116,9 @@ def replay_sequence(
         )
         attention = cross = None
         if self_rows is not None:
-            attention = summarize_attention(self_rows[0][:, 0], self_rows[1][:, 0], causal=True)
+            attention = summarize_attention(self_rows[0][:, 0], _first(self_rows[1]), causal=True)
         if cross_rows is not None:
-            cross = summarize_attention(cross_rows[0][:, 0], cross_rows[1][:, 0], causal=False)
+            cross = summarize_attention(cross_rows[0][:, 0], _first(cross_rows[1]), causal=False)
         encoder_hidden = None
         if caps.is_encoder_decoder and out.encoder_hidden_states is not None:
             encoder_hidden = summarize_hidden(
@@ -154,3 +154,8 @@ def replay_sequence(
     if h_prompt is not None:
         capture.prompt_telemetry = prompt_telemetry_for(h_prompt, h_layers, 0, len(prompt.token_ids))
     return capture
+
+
+def _first(visible: torch.Tensor | None) -> torch.Tensor | None:
+    """The first sequence's key visibility [L or 1, R, K] (None: every key visible)."""
+    return None if visible is None else visible[:, 0]

@@ -23,6 +23,7 @@ visible weights are all zero (or a row with no visible key) has NaN statistics.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -38,7 +39,7 @@ DEFAULT_RENORM_TOLERANCE = 1e-3
 @torch.no_grad()
 def summarize_attention(
     weights: Tensor,
-    key_mask: Tensor,
+    key_mask: Tensor | None,
     *,
     causal: bool = True,
     collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
@@ -49,7 +50,8 @@ def summarize_attention(
     """Per-head entropy, concentration, sink and previous-token mass, reduced over heads.
 
     ``key_mask`` may be any shape that broadcasts to [L, N, K] (e.g. an expanded [1, N, K] view
-    shared by all layers; what depends only on the mask is then computed once, not per layer).
+    shared by all layers; what depends only on the mask is then computed once, not per layer), or
+    None when every key is visible (a decoding step without padding), which skips the mask work.
     With ``causal=True`` the query's own key is the last visible key and the previous-token mass is
     the weight on the visible key just before it (NaN when K < 2); with ``causal=False``
     (cross-attention, encoder) the previous-token fields are NaN.
@@ -59,16 +61,14 @@ def summarize_attention(
     """
     if weights.dim() != 4:
         raise ValueError(f"weights must be [L, N, H, K], got shape {tuple(weights.shape)}")
-    n_layers, n_rows, n_heads, n_keys_max = weights.shape
-    mask = _key_mask(key_mask, weights)  # [1 or L, N, K] bool
-    hidden = (~mask).unsqueeze(2)  # [., N, 1, K]
+    n_layers, n_rows, n_heads, _ = weights.shape
+    keys = _Keys.of(key_mask, weights, causal, min_keys_for_collapse)
 
     # The one full-size float32 buffer: weights with hidden keys zeroed, overwritten in place below.
     # For other dtypes the cast already copies, so mask that copy in place rather than build a second.
-    if weights.dtype == torch.float32:
-        w = weights.masked_fill(hidden, 0.0)
-    else:
-        w = weights.float().masked_fill_(hidden, 0.0)
+    w = weights.float()
+    if keys.hidden is not None:
+        w = w.masked_fill(keys.hidden, 0.0) if w is weights else w.masked_fill_(keys.hidden, 0.0)
 
     # nansum skips NaN, so it is ±inf or NaN (inf - inf) exactly when the head holds an infinite
     # weight; this avoids a full-size isinf pass (whose |w| temporary is as large as w).
@@ -82,29 +82,23 @@ def summarize_attention(
     tolerance = renorm_tolerance + _rounding_bound(weights.dtype)
     renormalized = ((scale - 1.0).abs() > tolerance).any(dim=-1)  # NaN compares False
 
-    num_keys, index = _key_positions(mask, causal)  # [., N], [., N, 1 or 2]
-    # w[l, n, h, first visible] (and w[l, n, h, previous visible]) in one gather; a missing key
-    # reads a hidden (zeroed) key and is made NaN by S == 0 or the num_keys test below.
-    picked = w.gather(-1, index.unsqueeze(2).expand(n_layers, n_rows, n_heads, index.shape[-1]))
-    entr_sum = torch.special.entr(w, out=w).sum(dim=-1)  # -Σ w ln w; w is no longer the weights
+    picked = keys.pick(w)  # weights on the first (and previous) visible key, [L, N, H] each
+    # -Σ w ln w; in place when w is a copy that nothing else reads (picked may be views of it).
+    in_place = w is not weights and keys.hidden is not None
+    entr_sum = torch.special.entr(w, out=w if in_place else None).sum(dim=-1)
     del w
 
     # Rows: entropy (nats), normalised entropy, largest weight, sink mass, previous-token mass.
     per_head = weights.new_empty((5, n_layers, n_rows, n_heads), dtype=torch.float32)
     entropy = torch.addcdiv(torch.log(scale), entr_sum, scale, out=per_head[0]).clamp_(min=0.0)
-    # K == 1: defined as 0 (E * 0 keeps a NaN head NaN). K == 0 gives E = NaN (S == 0).
-    inv_log_keys = torch.log(num_keys).reciprocal_().nan_to_num_(nan=0.0, posinf=0.0)
-    torch.mul(entropy, inv_log_keys.unsqueeze(-1), out=per_head[1]).clamp_(0.0, 1.0)
+    torch.mul(entropy, keys.inv_log_keys, out=per_head[1]).clamp_(0.0, 1.0)
     ratios = per_head[2:] if causal else per_head[2:4]
-    torch.div(torch.stack([peak, *picked.unbind(-1)]), scale, out=ratios)
-    if causal:
-        per_head[4].masked_fill_((num_keys < 2).unsqueeze(-1), math.nan)
-    else:
-        per_head[4].fill_(math.nan)
+    torch.div(torch.stack([peak, *picked]), scale, out=ratios)
+    _fill_nan_where(per_head[4], keys.prev_missing if causal else True)
     means, maxes, mins = per_head.mean(dim=-1), per_head.amax(dim=-1), per_head[:3].amin(dim=-1)
 
     collapsed = (per_head[1] < collapse_threshold).sum(dim=-1, dtype=torch.float32)
-    collapsed_head_count = collapsed.masked_fill_(num_keys < min_keys_for_collapse, math.nan)
+    collapsed_head_count = _fill_nan_where(collapsed, keys.collapse_undefined)
     return AttentionStats(
         entropy_mean=means[0],
         entropy_min=mins[0],
@@ -119,19 +113,70 @@ def summarize_attention(
         prev_token_mass_mean=means[4],
         prev_token_mass_max=maxes[4],
         max_weight_per_head=per_head[2],
-        num_keys=num_keys.expand(n_layers, n_rows),
+        num_keys=keys.num_keys,
         renormalized=renormalized,
         has_nan=head_has_nan.any(dim=-1),
         has_inf=head_has_inf.any(dim=-1),
     )
 
 
-def _key_mask(key_mask: Tensor, weights: Tensor) -> Tensor:
-    """``key_mask`` as a boolean [1 or L, N, K] on the weights' device (a view where possible)."""
-    n_layers, n_rows, _, n_keys = weights.shape
-    mask = key_mask.to(device=weights.device, dtype=torch.bool)
-    leading = mask.shape[0] if mask.dim() == 3 else 1
-    return torch.broadcast_to(mask, (leading, n_rows, n_keys))
+def _fill_nan_where(t: Tensor, where: Tensor | bool) -> Tensor:
+    """``t`` with NaN where ``where`` holds (in place; a plain bool applies to all of ``t``)."""
+    if isinstance(where, Tensor):
+        return t.masked_fill_(where, math.nan)
+    return t.fill_(math.nan) if where else t
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """What the key mask says about each (layer, row): all the statistics need from it.
+
+    Tensors [1 or L, N, ...] for a mask, plain numbers when every key is visible.
+    """
+
+    hidden: Tensor | None  # [., N, 1, K] True where a key is hidden; None: none is
+    num_keys: Tensor  # [L, N] int64, the visible keys K
+    index: Tensor | tuple[int, ...]  # first (and previous) visible key: [., N, 1 or 2], or positions
+    inv_log_keys: Tensor | float  # 1 / ln K, 0 for K == 1 (E * 0 keeps a NaN head NaN): [., N, 1]
+    prev_missing: Tensor | bool  # K < 2: [., N, 1]
+    collapse_undefined: Tensor | bool  # K < min_keys_for_collapse: [., N]
+
+    @staticmethod
+    def of(key_mask: Tensor | None, weights: Tensor, causal: bool, min_keys: int) -> _Keys:
+        n_layers, n_rows, _, n_keys = weights.shape
+        if key_mask is None:
+            return _Keys(
+                hidden=None,
+                num_keys=torch.full((n_layers, n_rows), n_keys, dtype=torch.int64, device=weights.device),
+                index=(0, max(n_keys - 2, 0)) if causal else (0,),
+                inv_log_keys=0.0 if n_keys == 1 else 1.0 / math.log(n_keys),
+                prev_missing=n_keys < 2,
+                collapse_undefined=n_keys < min_keys,
+            )
+        mask = key_mask.to(device=weights.device, dtype=torch.bool)
+        mask = torch.broadcast_to(mask, (mask.shape[0] if mask.dim() == 3 else 1, n_rows, n_keys))
+        num_keys, index = _key_positions(mask, causal)
+        return _Keys(
+            hidden=(~mask).unsqueeze(2),
+            num_keys=num_keys.expand(n_layers, n_rows),
+            index=index,
+            # K == 0 gives ln K = -inf and 1 / ln K = -0; E is NaN then anyway (S == 0).
+            inv_log_keys=torch.log(num_keys).reciprocal_().nan_to_num_(nan=0.0, posinf=0.0).unsqueeze(-1),
+            prev_missing=(num_keys < 2).unsqueeze(-1),
+            collapse_undefined=num_keys < min_keys,
+        )
+
+    def pick(self, w: Tensor) -> list[Tensor]:
+        """The weights on the first (and previous) visible key, [L, N, H] each.
+
+        One gather for a mask; views of ``w`` when every key is visible. A missing key reads a
+        hidden (zeroed) key or any key, and is made NaN by S == 0 or by ``prev_missing``.
+        """
+        if isinstance(self.index, tuple):
+            return [w[..., position] for position in self.index]
+        n_layers, n_rows, n_heads, _ = w.shape
+        index = self.index.unsqueeze(2).expand(n_layers, n_rows, n_heads, self.index.shape[-1])
+        return list(w.gather(-1, index).unbind(-1))
 
 
 def _key_positions(mask: Tensor, causal: bool) -> tuple[Tensor, Tensor]:

@@ -10,6 +10,8 @@ The buffer holds each tensor's raw bytes after a cast on the device to its host 
 value arrives exactly: bool stays bool, any integer dtype becomes int64 (no 2**24 limit, unlike a
 float32 buffer), any floating dtype becomes float32. Tensors are laid out by descending item size,
 which keeps every array aligned without padding. The arrays are views into the one host buffer.
+A flush of 32 steps moves over a thousand small tensors, so each costs one dispatch (a reshape)
+on the way: tensors of one host dtype are concatenated first, then the bytes of those few buffers.
 
 Counting transfers in tests: the copy is the only ``Tensor.cpu`` call and there is no
 ``.item()``/``.tolist()``/``.to("cpu")``, so a ``torch.overrides.TorchFunctionMode`` that records
@@ -20,6 +22,7 @@ device-to-host memcpy events confirm it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,14 +47,24 @@ def to_host(step: Any) -> Any:
 def to_host_many(steps: Sequence[Any]) -> list[Any]:
     """:func:`to_host` for several steps at once, still with one copy per device."""
     tensors: list[Tensor] = []
-
-    def collect(t: Tensor) -> Tensor:
-        tensors.append(t)
-        return t
-
-    _map_tensors(list(steps), collect)
+    _collect(list(steps), tensors)
     arrays = iter(_copy_to_host(tensors))
     return [_map_tensors(step, lambda _t: next(arrays)) for step in steps]
+
+
+def _collect(obj: Any, out: list[Tensor]) -> None:
+    """Append every tensor inside ``obj`` to ``out``, in :func:`_map_tensors`' order."""
+    if isinstance(obj, Tensor):
+        out.append(obj)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for name in _init_fields(type(obj)):
+            _collect(getattr(obj, name), out)
+    elif isinstance(obj, (tuple, list)):
+        for value in obj:
+            _collect(value, out)
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            _collect(value, out)
 
 
 def _map_tensors(obj: Any, fn: Callable[[Tensor], Any]) -> Any:
@@ -59,8 +72,8 @@ def _map_tensors(obj: Any, fn: Callable[[Tensor], Any]) -> Any:
     if isinstance(obj, Tensor):
         return fn(obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        changes = {f.name: _map_tensors(getattr(obj, f.name), fn) for f in dataclasses.fields(obj) if f.init}
-        return dataclasses.replace(obj, **changes)
+        cls = type(obj)
+        return cls(**{name: _map_tensors(getattr(obj, name), fn) for name in _init_fields(cls)})
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
         return type(obj)(*(_map_tensors(v, fn) for v in obj))
     if isinstance(obj, (tuple, list)):
@@ -68,6 +81,12 @@ def _map_tensors(obj: Any, fn: Callable[[Tensor], Any]) -> Any:
     if isinstance(obj, dict):
         return {k: _map_tensors(v, fn) for k, v in obj.items()}
     return obj
+
+
+@functools.cache
+def _init_fields(cls: type) -> tuple[str, ...]:
+    """The dataclass fields set by ``__init__`` (what ``dataclasses.replace`` would pass on)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.init)
 
 
 def _host_dtype(dtype: torch.dtype) -> tuple[torch.dtype, np.dtype]:
@@ -81,31 +100,43 @@ def _host_dtype(dtype: torch.dtype) -> tuple[torch.dtype, np.dtype]:
 
 
 def _copy_to_host(tensors: list[Tensor]) -> list[np.ndarray]:
-    """Numpy copies of ``tensors`` (in order), one ``.cpu()`` call per device."""
+    """Numpy copies of ``tensors`` (in order), one ``.cpu()`` call per device.
+
+    Tensors of one host dtype are concatenated into one buffer (a single dispatch per tensor,
+    a reshape, plus a cast where the dtype differs); the buffers' bytes are concatenated in
+    descending item size and cross to the host together.
+    """
     result: list[np.ndarray | None] = [None] * len(tensors)
     by_device: dict[torch.device, list[int]] = {}
     for i, t in enumerate(tensors):
         by_device.setdefault(t.device, []).append(i)
     for indices in by_device.values():
-        targets = [_host_dtype(tensors[i].dtype) for i in indices]
+        groups: dict[tuple[torch.dtype, np.dtype], list[int]] = {}
+        for i in indices:
+            groups.setdefault(_host_dtype(tensors[i].dtype), []).append(i)
         # Largest item size first: every array then starts at a multiple of its own item size.
-        order = sorted(range(len(indices)), key=lambda j: -targets[j][1].itemsize)
-        chunks = [_flat(tensors[indices[j]], targets[j][0]).view(torch.uint8) for j in order]
+        order = sorted(groups, key=lambda target: -target[1].itemsize)
+        buffers = [torch.cat([_flat(tensors[i], target[0]) for i in groups[target]]) for target in order]
+        chunks = [b.view(torch.uint8) for b in buffers]
         host = torch.cat(chunks).cpu().numpy()
         offset = 0
-        for j, chunk in zip(order, chunks, strict=True):
-            nbytes = chunk.numel()
-            t = tensors[indices[j]]
-            result[indices[j]] = host[offset : offset + nbytes].view(targets[j][1]).reshape(t.shape)
+        for target, buffer in zip(order, buffers, strict=True):
+            nbytes = buffer.numel() * target[1].itemsize
+            typed = host[offset : offset + nbytes].view(target[1])
+            start = 0
+            for i in groups[target]:
+                count = tensors[i].numel()
+                result[i] = typed[start : start + count].reshape(tensors[i].shape)
+                start += count
             offset += nbytes
     assert all(a is not None for a in result)
     return result  # type: ignore[return-value]
 
 
 def _flat(t: Tensor, dtype: torch.dtype) -> Tensor:
-    """A 1-D, unit-stride copy or view of ``t`` in ``dtype`` (a size-1 slice may carry any stride)."""
-    flat = t.detach().reshape(-1).to(dtype)
-    return flat if flat.stride(0) == 1 else flat.clone(memory_format=torch.contiguous_format)
+    """``t`` as a 1-D tensor of ``dtype`` (a view where possible; ``torch.cat`` takes any strides)."""
+    flat = (t.detach() if t.requires_grad else t).reshape(-1)
+    return flat if flat.dtype == dtype else flat.to(dtype)
 
 
 def tensor_bytes(obj: Any) -> int:

@@ -64,7 +64,8 @@ def summarize_report(report: Report, location: str, elapsed_ms: float) -> RunSum
         entropy_min=round(min(values), 3) if values else None,
         entropy_mean=round(sum(values) / len(values), 3) if values else None,
         entropy_max=round(max(values), 3) if values else None,
-        peak_entropy_step=peak[1].step_index if peak else None,
+        # The generated-token index, as the narrative counts (``step_index`` counts the prompt too).
+        peak_entropy_step=peak[1].step_index - report.prompt.num_tokens if peak else None,
         peak_entropy_token=peak[1].token.token_text if peak else None,
         flags=_raised_flags(report),
         risk_score=risk,

@@ -164,6 +164,8 @@ def test_run_local_sink_and_json_summary(capsys, tmp_path: Path, tiny_llama: str
     assert path.is_file() and path.read_text().startswith("{\n")
     assert load_report(path).trace_id == trace_id
     assert summaries[0]["generated_tokens"] == load_report(path).generated.num_tokens
+    # The peak is a generated-token index, as in the narrative (not the prompt-inclusive step_index).
+    assert 0 <= summaries[0]["peak_entropy_step"] < summaries[0]["generated_tokens"]
 
 
 def test_write_json_beside_sqlite(capsys, tmp_path: Path, tiny_llama: str) -> None:

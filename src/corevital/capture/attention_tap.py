@@ -306,9 +306,14 @@ class AttentionTap:
         return mask is None or id(mask) in self._open_masks
 
     def _sdpa_mask(self, mask: Tensor | None) -> Tensor | None:
-        """The mask as SDPA takes it without a per-layer copy (aligned once per forward, on CUDA)."""
-        if mask is None:
+        """The mask as SDPA takes it without a per-layer copy (aligned once per forward, on CUDA).
+
+        A decoding-step mask that hides nothing is not passed at all: that is how SDPA gets it
+        without CoreVital, and without a mask it may choose its fastest kernel (flash attention).
+        """
+        if self._hides_nothing(mask):
             return None
+        assert mask is not None
         key = id(mask)
         if key not in self._aligned_masks:
             self._aligned_masks[key] = sdpa_aligned(mask)

@@ -42,10 +42,14 @@ def _prompt_items(path: str) -> list[Any]:
     return [PromptItem(key=f"prompt-{i}", text=text) for i, text in enumerate(read_prompts_file(path))]
 
 
-def _default_split(path: str) -> str | None:
-    """``dev`` when the labelled file has a dev split, else every record."""
-    splits = {r.split for r in _records(path, None)}
-    return "dev" if "dev" in splits else None
+def _calibration_records(path: str, split: str | None) -> tuple[list[Any], str | None]:
+    """The records ``calibrate`` fits on: ``--split``, else ``dev`` when the file has one, else all."""
+    if split is not None:
+        return _records(path, split), split
+    records = _records(path, None)
+    if any(r.split == "dev" for r in records):
+        return [r for r in records if r.split == "dev"], "dev"
+    return records, None
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -60,8 +64,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     split = None
     records = None
     if args.labels:
-        split = args.split if args.split is not None else _default_split(args.labels)
-        records = _records(args.labels, split)
+        records, split = _calibration_records(args.labels, args.split)
     checker = _checker(args.checker)
     pipeline = Pipeline(settings)
     t0 = time.perf_counter()

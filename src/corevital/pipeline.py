@@ -24,6 +24,7 @@ from corevital.analysis.calibration.profile import (
 from corevital.analysis.diagnose import Diagnosis, diagnose
 from corevital.analysis.profiles import load_profile
 from corevital.analysis.signals import SequenceSignals, signals_from_capture
+from corevital.capture.records import generation_record
 from corevital.config import Settings
 from corevital.errors import NotAvailableError
 from corevital.perf import Operation, PerfRecorder, StrictMeasurements
@@ -314,13 +315,13 @@ class Pipeline:
 
 def generation_identity(settings: Settings) -> GenerationIdentity:
     """The decoding settings a calibration profile records and compares."""
-    sampling = settings.temperature > 0
+    gen = generation_record(settings)
     return GenerationIdentity(
-        do_sample=sampling,
-        temperature=settings.temperature if sampling else None,
-        top_k=settings.top_k if sampling else None,
-        top_p=settings.top_p if sampling else None,
-        max_new_tokens=settings.max_new_tokens,
+        do_sample=gen.do_sample,
+        temperature=gen.temperature,
+        top_k=gen.top_k,
+        top_p=gen.top_p,
+        max_new_tokens=gen.max_new_tokens,
     )
 
 

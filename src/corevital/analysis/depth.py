@@ -47,14 +47,25 @@ def middle_third(num_layers: int) -> range:
     return range(num_layers // 3, (2 * num_layers) // 3)
 
 
-def _log_ratios(hidden_l2: np.ndarray) -> np.ndarray:
+def log_norms(hidden_l2: np.ndarray) -> np.ndarray:
+    """``ln ‖h‖`` with non-positive and non-finite norms as NaN."""
     l2 = np.asarray(hidden_l2, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        logs = np.where(np.isfinite(l2) & (l2 > 0), np.log(np.where(l2 > 0, l2, 1.0)), np.nan)
-    ratios = np.full(l2.shape, np.nan)
+        return np.where(np.isfinite(l2) & (l2 > 0), np.log(np.where(l2 > 0, l2, 1.0)), np.nan)
+
+
+def log_jumps(hidden_l2: np.ndarray) -> np.ndarray:
+    """``r[t, ℓ] = ln ‖h_ℓ‖ − ln ‖h_{ℓ−1}‖``; layer 0 (no predecessor) is NaN."""
+    logs = log_norms(hidden_l2)
+    ratios = np.full(logs.shape, np.nan)
     ratios[:, 1:] = logs[:, 1:] - logs[:, :-1]
-    ratios[:, -1] = np.nan  # the last layer's jump is the final norm
-    ratios[:, 0] = np.nan
+    return ratios
+
+
+def _log_ratios(hidden_l2: np.ndarray) -> np.ndarray:
+    """The jumps judged across depth: the last layer's (the final norm's) is left out too."""
+    ratios = log_jumps(hidden_l2)
+    ratios[:, -1] = np.nan
     return ratios
 
 

@@ -62,6 +62,22 @@ class GenerationRecord:
     ignore_eos: bool = False
 
 
+def generation_record(settings: Any) -> GenerationRecord:
+    """The decoding a run with these settings uses (temperature 0: greedy, no sampling knobs)."""
+    sample = settings.temperature > 0
+    return GenerationRecord(
+        do_sample=sample,
+        temperature=settings.temperature if sample else None,
+        top_k=settings.top_k if sample else None,
+        top_p=settings.top_p if sample else None,
+        num_beams=settings.num_beams,
+        early_stopping=settings.early_stopping,
+        max_new_tokens=settings.max_new_tokens,
+        seed=settings.seed,
+        ignore_eos=settings.ignore_eos,
+    )
+
+
 @dataclass(frozen=True)
 class PromptHeadAttention:
     """One head's sparse prompt attention: parallel arrays, indices into the unpadded prompt."""

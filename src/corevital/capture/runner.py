@@ -31,27 +31,13 @@ from corevital.capture.records import (
     RunCapture,
     SequenceCapture,
     StepCallback,
+    generation_record,
 )
 from corevital.capture.registry import find_attention_sites
 from corevital.capture.replay import replay_sequence
 from corevital.errors import CaptureError, CoreVitalError
 
 log = logging.getLogger(__name__)
-
-
-def generation_record(settings: Any) -> GenerationRecord:
-    sample = settings.temperature > 0
-    return GenerationRecord(
-        do_sample=sample,
-        temperature=settings.temperature if sample else None,
-        top_k=settings.top_k if sample else None,
-        top_p=settings.top_p if sample else None,
-        num_beams=settings.num_beams,
-        early_stopping=settings.early_stopping,
-        max_new_tokens=settings.max_new_tokens,
-        seed=settings.seed,
-        ignore_eos=settings.ignore_eos,
-    )
 
 
 def capture_options(

@@ -57,8 +57,7 @@ def collect_runs(
     _run_group(pipeline, items, plain, results, progress, render=False)
     if chat:
         pipeline.loaded  # noqa: B018 - load once, shared by the derived pipeline
-        rendered = pipeline.derived(chat_template="off")
-        _run_group(rendered, items, chat, results, progress, render=True, renderer=pipeline)
+        _run_group(pipeline.derived(chat_template="off"), items, chat, results, progress, render=True)
     return [results[i] for i in range(len(items))]
 
 
@@ -70,13 +69,12 @@ def _run_group(
     progress: Progress | None,
     *,
     render: bool,
-    renderer: Pipeline | None = None,
 ) -> None:
     size = max(1, pipeline.settings.batch_size)
     for start in range(0, len(indices), size):
         chunk = indices[start : start + size]
         if render:
-            texts = [_render(renderer or pipeline, items[i]) for i in chunk]
+            texts = [_render(pipeline, items[i]) for i in chunk]
         else:
             texts = [items[i].text or "" for i in chunk]
         run = pipeline.capture(texts)

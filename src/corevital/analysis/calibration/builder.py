@@ -17,23 +17,9 @@ from corevital.analysis.calibration.profile import (
     ModelIdentity,
     PositionBucket,
 )
+from corevital.analysis.depth import log_norms
 from corevital.analysis.signals import SequenceSignals
 from corevital.errors import ConfigError
-
-
-def log_norms(hidden_l2: np.ndarray) -> np.ndarray:
-    """``ln ‖h‖`` with non-positive and non-finite norms as NaN."""
-    l2 = np.asarray(hidden_l2, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(np.isfinite(l2) & (l2 > 0), np.log(np.where(l2 > 0, l2, 1.0)), np.nan)
-
-
-def log_jumps(hidden_l2: np.ndarray) -> np.ndarray:
-    """``ln ‖h_ℓ‖ − ln ‖h_{ℓ−1}‖`` per step and layer; layer 0 (no predecessor) is NaN."""
-    logs = log_norms(hidden_l2)
-    out = np.full(logs.shape, np.nan)
-    out[:, 1:] = logs[:, 1:] - logs[:, :-1]
-    return out
 
 
 class ProfileBuilder:
@@ -100,9 +86,9 @@ class ProfileBuilder:
         logs = np.concatenate(self._log_l2, axis=0) if self._log_l2 else None
         attention = np.concatenate(self._attention, axis=0) if self._attention else None
         jumps = None
-        if logs is not None:
+        if logs is not None:  # ln ratios of consecutive layers, as depth.log_jumps (logs already taken)
             jumps = np.full(logs.shape, np.nan)
-            jumps[:, 1:] = logs[:, 1:] - logs[:, :-1]
+            jumps[:, 1:] = np.diff(logs, axis=1)
         refs = []
         for layer in range(layers):
             refs.append(

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from corevital.analysis.calibration.builder import log_norms
 from corevital.analysis.calibration.profile import STEP_METRICS, CalibrationProfile, MetricStats
 from corevital.analysis.calibration.risk_model import TrainingSummary
+from corevital.analysis.depth import log_norms
 from corevital.analysis.signals import SequenceSignals
 
 _UNITS = {"entropy": " bits", "surprisal": " bits"}
@@ -113,9 +113,10 @@ def score_divergence(
     low_attention: tuple[int, ...] = ()
     if sig.hidden_l2 is not None and np.ndim(sig.hidden_l2) == 2 and sig.num_steps:
         refs = [ref.log_l2 for ref in profile.layers]
-        z = _layer_z(refs, log_norms(sig.hidden_l2))
+        logs = log_norms(sig.hidden_l2)
+        z = _layer_z(refs, logs)
         _add_metric(metrics, "log_l2_norm", z)
-        anomalies.extend(_layer_anomalies("log_l2_norm", z, log_norms(sig.hidden_l2), refs, anomaly_z))
+        anomalies.extend(_layer_anomalies("log_l2_norm", z, logs, refs, anomaly_z))
     if sig.attn_entropy_norm is not None and np.ndim(sig.attn_entropy_norm) == 2 and sig.num_steps:
         refs = [ref.attention_entropy for ref in profile.layers]
         values = np.asarray(sig.attn_entropy_norm, dtype=np.float64)

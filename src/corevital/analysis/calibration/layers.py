@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from corevital.analysis.calibration.builder import log_jumps, log_norms
 from corevital.analysis.calibration.profile import CalibrationProfile
-from corevital.analysis.depth import LayerJump
+from corevital.analysis.depth import LayerJump, log_jumps, log_norms
 
 
 def calibrated_layer_z(hidden_l2: np.ndarray, profile: CalibrationProfile) -> np.ndarray:

@@ -19,7 +19,10 @@ as on CUDA), ``views`` those that do not (they still cost the host a dispatch), 
 output elements the kernels write (it shows work that grows with the sequence), ``syncs`` the host
 synchronisations (``_local_scalar_dense``: ``.item()``, ``bool(tensor)``), ``tail`` the extra
 kernels of the last step (batched host transfer, end of generation), which ``tail/step`` spreads
-over the generated steps. ``Δ`` rows are the mode minus plain.
+over the generated steps. Deferred reductions run once per window of steps (see
+``corevital.capture.steps``), so a typical step may add almost nothing: ``mean kernels/step`` is
+the mean over every decoding step, the windows' reductions included (use ``--new-tokens 50`` or
+more for a representative mean). ``Δ`` rows are the mode minus plain.
 
 Counts are of what a GPU runs: the attention rows of all layers are scored in one matmul over
 their stacked keys, which CoreVital does on accelerators only (on the CPU the copy costs more than
@@ -220,6 +223,7 @@ class Summary:
     prefill: StepCount
     tail: int  # kernels of the last step beyond a median step
     steps: int
+    mean: float  # kernels per decoding step over every step but the prefill (windowed reductions included)
 
 
 def count(loaded: LoadedModel, fn: Callable, steps: int, where: str | None = None) -> Summary:
@@ -240,7 +244,8 @@ def count(loaded: LoadedModel, fn: Callable, steps: int, where: str | None = Non
     middle = found[1:-1]
     median = statistics.median_low(s.n_kernels for s in middle)
     typical = next(s for s in middle if s.n_kernels == median)
-    return Summary(typical, found[0], found[-1].n_kernels - median, steps)
+    mean = statistics.fmean(s.n_kernels for s in found[1:])
+    return Summary(typical, found[0], found[-1].n_kernels - median, steps, mean)
 
 
 def step_times(loaded: LoadedModel, fns: dict[str, Callable], repeats: int) -> dict[str, float]:
@@ -263,7 +268,16 @@ def step_times(loaded: LoadedModel, fns: dict[str, Callable], repeats: int) -> d
 def _cells(s: Summary) -> list[float]:
     step = s.step
     per_step_tail = s.tail / s.steps
-    return [step.n_kernels, step.views, step.elements, step.syncs, s.tail, per_step_tail, s.prefill.n_kernels]
+    return [
+        step.n_kernels,
+        s.mean,
+        step.views,
+        step.elements,
+        step.syncs,
+        s.tail,
+        per_step_tail,
+        s.prefill.n_kernels,
+    ]
 
 
 def row(label: str, s: Summary, plain: Summary | None = None) -> str:
@@ -287,9 +301,9 @@ def histogram(plain: StepCount, mode: StepCount, name: str) -> str:
 
 
 HEADER = (
-    "| run | kernels/step | views/step | elements/step | syncs/step | tail | tail/step "
+    "| run | kernels/step | mean kernels/step | views/step | elements/step | syncs/step | tail | tail/step "
     "| prefill kernels |\n"
-    "|---|---|---|---|---|---|---|---|"
+    "|---|---|---|---|---|---|---|---|---|"
 )
 
 

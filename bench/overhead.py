@@ -47,6 +47,19 @@ SHAPES: dict[str, dict[str, Any]] = {
         max_position_embeddings=8192,
         rope_theta=500000.0,
     ),
+    # Llama-3-8B's layout (32 layers, 32 query / 8 key-value heads) shrunk to almost no arithmetic:
+    # on a CPU its generation time is Python and dispatch, like a launch-bound GPU at batch 1, so
+    # CoreVital's per-step Python cost can be measured (and cut) without a GPU.
+    "llama3-8b-narrow": dict(
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=4096,
+        max_position_embeddings=8192,
+        rope_theta=500000.0,
+    ),
     "smollm2-135m": dict(
         hidden_size=576,
         intermediate_size=1536,

@@ -56,19 +56,19 @@ def test_no_python_loop_over_layers_or_heads_in_per_step_code() -> None:
 
 
 def _count_transfers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each host transfer the observer makes: "one" (a single step or the prompt) or "steps:N" (a flush)."""
     calls: list[str] = []
-    real_one, real_many = observer_module.to_host, observer_module.to_host_many
+    real = observer_module.to_host
 
-    def one(step):
-        calls.append("one")
-        return real_one(step)
+    def counted(obj):
+        if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], list):  # a flush: (ready, batches)
+            ready, batches = obj
+            calls.append(f"steps:{len(ready) + sum(batch.steps for batch, _ in batches)}")
+        else:
+            calls.append("one")
+        return real(obj)
 
-    def many(steps):
-        calls.append(f"many:{len(steps)}")
-        return real_many(steps)
-
-    monkeypatch.setattr(observer_module, "to_host", one)
-    monkeypatch.setattr(observer_module, "to_host_many", many)
+    monkeypatch.setattr(observer_module, "to_host", counted)
     return calls
 
 
@@ -87,7 +87,9 @@ def test_transfers_are_batched_without_a_callback(tiny_loaded, monkeypatch) -> N
     calls = _count_transfers(monkeypatch)
     run = capture_prompts(tiny_loaded("llama"), ["The quick brown fox"], tiny_settings(max_new_tokens=40))
     assert run.sequences[0].num_steps == 40
-    assert calls == ["many:32", "many:8", "one"]
+    # Windows of 32 steps (the prefill's step, reduced at once, and 31 deferred decoding steps), the
+    # remaining 8 at the end, then the prompt telemetry.
+    assert calls == ["steps:32", "steps:8", "one"]
 
 
 def _held_bytes_per_step(loaded, tokens: int, monkeypatch) -> list[int]:

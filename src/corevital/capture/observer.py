@@ -4,12 +4,15 @@ Installed by :meth:`StepObserver.installed` (a context manager that always remov
 
 - a forward pre-hook on the top-level model asks for hidden states and opens a new step;
 - the attention tap (full and on_risk capture) collects each layer's decode-step attention row;
-- a forward hook on the top-level model reduces the step's raw logits, hidden states and attention
-  rows with :mod:`corevital.metrics` the moment the forward pass returns; the tensors are dropped;
+- a forward hook on the top-level model takes the step's raw logits, hidden states and attention
+  rows the moment the forward pass returns. With a live callback it reduces them with
+  :mod:`corevital.metrics` at once; without one, a decoding step keeps references to its logits row
+  and hidden states and the steps of a window are reduced together (:mod:`.steps`), which costs one
+  step's kernels per window instead of per step. Attention rows are reduced every step;
 - a logits processor placed last sees the distribution actually sampled from;
 - a stopping criterion sees the chosen tokens, finishes the step (surprisal of the chosen token),
-  moves it to the host (one copy per step, or one per ``flush_every`` steps when no live callback
-  needs the values) and lets a live callback stop sequences.
+  moves it to the host (one copy per step, or one per window of up to ``flush_every`` steps when no
+  live callback needs the values) and lets a live callback stop sequences.
 
 Encoder-decoder models: a hook on the encoder summarises its hidden states once per generation,
 and the tap reduces encoder self-attention layer by layer as it runs.
@@ -32,6 +35,14 @@ from corevital.capture.attention_tap import AttentionTap
 from corevital.capture.capabilities import ModelCapabilities
 from corevital.capture.records import CaptureWarning, StepCallback, StepEvent
 from corevital.capture.registry import AttentionSite, SiteKind
+from corevital.capture.steps import (
+    DEFERRED_BYTES_BUDGET,
+    DeviceStep,
+    LogitOptions,
+    RawStep,
+    reduce_raw_steps,
+    split_host_batch,
+)
 from corevital.metrics.attention import summarize_attention
 from corevital.metrics.hidden import make_sketch_matrix, summarize_hidden
 from corevital.metrics.logits import (
@@ -41,7 +52,7 @@ from corevital.metrics.logits import (
     token_surprisal,
 )
 from corevital.metrics.prompt import layer_transformations, prompt_surprisals
-from corevital.metrics.transfer import to_host, to_host_many
+from corevital.metrics.transfer import to_host
 from corevital.metrics.types import AttentionStats, ChosenTokenStats, HiddenStats, LogitStats
 
 SKETCH_SEED = 20240611
@@ -82,17 +93,6 @@ class PromptDeviceStats:
     layer_transformations: Tensor  # [L, B]
 
 
-@dataclass(frozen=True)
-class DeviceStep:
-    """One step's statistics for the whole batch (device tensors until moved to the host)."""
-
-    logits: LogitStats
-    chosen: ChosenTokenStats
-    hidden: HiddenStats | None
-    attention: AttentionStats | None
-    cross_attention: AttentionStats | None
-
-
 @dataclass
 class _Pending:
     logits_row: Tensor  # [B, V] raw logits of the step, held until the token is chosen
@@ -112,6 +112,23 @@ def _last_positions(states: tuple[Tensor, ...]) -> Tensor:
     if states[0].shape[1] == 1:
         return torch.cat(states, dim=1).transpose(0, 1)
     return torch.stack([state[:, -1] for state in states])
+
+
+def _uniform_runs(raw: list[RawStep]) -> list[list[RawStep]]:
+    """``raw`` cut into runs of consecutive steps that one batched reduction can take together.
+
+    Steps of one generation normally form a single run; a run ends where the kind of data changes
+    (hidden states or a sampling distribution present in one step and not the next).
+    """
+    runs: list[list[RawStep]] = []
+    for step in raw:
+        kind = (step.states is None, step.scores is None)
+        previous = runs[-1][-1] if runs else None
+        if previous is not None and (previous.states is None, previous.scores is None) == kind:
+            runs[-1].append(step)
+        else:
+            runs.append([step])
+    return runs
 
 
 def _last_row(collected: tuple[Tensor, Tensor | None] | None, causal: bool) -> AttentionStats | None:
@@ -170,10 +187,12 @@ class StepObserver:
             if options.sketch_dim > 0 and caps.hidden_size > 0
             else None
         )
-        self._pending: _Pending | None = None
+        self._pending: _Pending | RawStep | None = None
+        self._logit_options = LogitOptions(options.topk, options.mass_k, options.entropy_mode)
+        self._deferred_bytes = 0
         self._no_stop_tensor: Tensor | None = None
         self._scores: Tensor | None = None
-        self._unflushed: list[DeviceStep] = []
+        self._unflushed: list[DeviceStep | RawStep] = []
         self.host_steps: list[DeviceStep] = []  # the same dataclasses, fields as numpy arrays
         self.encoder_hidden: HiddenStats | None = None
         self.encoder_mask: Tensor | None = None
@@ -208,21 +227,14 @@ class StepObserver:
     def _post_forward(self, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
         with torch.no_grad():
             logits_row = output.logits[:, -1, :]
-            logits, log_probs = summarize_logits_keeping_log_probs(
-                logits_row,
-                topk=self.options.topk,
-                mass_k=self.options.mass_k,
-                entropy_mode=self.options.entropy_mode,
-            )
             states = (
                 output.get("decoder_hidden_states")
                 if self.caps.is_encoder_decoder
                 else output.get("hidden_states")
             )
-            hidden = None
+            layer_states = None
             if states is not None and len(states) == self.caps.num_layers + 1:
-                last = _last_positions(states[1:])  # [L, B, d]
-                hidden = summarize_hidden(last, clip_value=self.options.clip_value, sketch_matrix=self.sketch)
+                layer_states = states[1:]
             elif not self._hidden_missing_warned:
                 self._hidden_missing_warned = True
                 self.warnings.append(
@@ -238,8 +250,43 @@ class StepObserver:
                 self.tap.release()
             if self._reads_prompt() and states is not None:
                 self.prompt_device = self._prompt_stats(kwargs, output.logits, states)
+            if self._deferrable(output.logits, layer_states):
+                self._pending = RawStep(logits_row, layer_states, attention, cross)
+            else:
+                self._pending = self._reduce_now(logits_row, layer_states, attention, cross)
             self._forwards += 1
-            self._pending = _Pending(logits_row, log_probs, logits, hidden, attention, cross)
+
+    def _deferrable(self, logits: Tensor, states: tuple[Tensor, ...] | None) -> bool:
+        """Whether this forward's tensors may wait for the window's batched reduction.
+
+        Not with a live callback (it needs the values now), and not for a pass over several
+        positions (the prefill): its logits and states hold every prompt position, too much to keep.
+        """
+        return (
+            self.callback is None
+            and logits.shape[1] == 1
+            and (states is None or states[0].shape[1] == 1)
+            and self.options.flush_every > 1
+        )
+
+    def _reduce_now(
+        self,
+        logits_row: Tensor,
+        states: tuple[Tensor, ...] | None,
+        attention: AttentionStats | None,
+        cross: AttentionStats | None,
+    ) -> _Pending:
+        logits, log_probs = summarize_logits_keeping_log_probs(
+            logits_row,
+            topk=self.options.topk,
+            mass_k=self.options.mass_k,
+            entropy_mode=self.options.entropy_mode,
+        )
+        hidden = None
+        if states is not None:
+            last = _last_positions(states)  # [L, B, d]
+            hidden = summarize_hidden(last, clip_value=self.options.clip_value, sketch_matrix=self.sketch)
+        return _Pending(logits_row, log_probs, logits, hidden, attention, cross)
 
     def _prompt_stats(
         self, kwargs: dict, logits: Tensor, states: tuple[Tensor, ...]
@@ -293,6 +340,19 @@ class StepObserver:
         batch = input_ids.shape[0]
         if pending is None:  # a step without a forward pass we saw: nothing to record
             return self._no_stop(batch, input_ids.device)
+        self._pending = None
+        sampled_from, self._scores = self._scores, None
+        if isinstance(pending, RawStep):
+            pending.tokens = input_ids[:, -1]  # input_ids is a new tensor every step, never written to
+            pending.scores = sampled_from
+            self._unflushed.append(pending)
+            self._deferred_bytes += pending.float32_bytes()
+            if (
+                len(self._unflushed) >= self.options.flush_every
+                or self._deferred_bytes >= DEFERRED_BYTES_BUDGET
+            ):
+                self.flush()
+            return self._no_stop(batch, input_ids.device)
         tokens = input_ids[:, -1].clone()
         with torch.no_grad():
             if pending.log_probs is not None:
@@ -300,8 +360,8 @@ class StepObserver:
             else:
                 surprisal = token_surprisal(pending.logits_row, pending.logits.log_normalizer, tokens)
             sampling_entropy = sampling_prob = None
-            if self._scores is not None:
-                sampling_entropy, sampling_prob = sampling_distribution_stats(self._scores, tokens)
+            if sampled_from is not None:
+                sampling_entropy, sampling_prob = sampling_distribution_stats(sampled_from, tokens)
         step = DeviceStep(
             logits=pending.logits,
             chosen=ChosenTokenStats(tokens, surprisal, sampling_entropy, sampling_prob),
@@ -309,8 +369,6 @@ class StepObserver:
             attention=pending.attention,
             cross_attention=pending.cross_attention,
         )
-        self._pending = None
-        self._scores = None
         if self.callback is None:
             self._unflushed.append(step)
             if len(self._unflushed) >= self.options.flush_every:
@@ -356,12 +414,22 @@ class StepObserver:
         return torch.as_tensor(stop, device=device)
 
     def held_device_bytes(self) -> int:
-        """Bytes of device tensors the observer holds between steps (not counting host summaries)."""
+        """Bytes of device tensors the observer holds between steps (not counting host summaries).
+
+        Deferred steps count the model's tensors they keep alive (their logits rows and hidden states).
+        """
         from corevital.metrics.transfer import tensor_bytes
 
-        held = sum(tensor_bytes(step) for step in self._unflushed)
-        if self._pending is not None:
-            pending = self._pending
+        held = 0
+        for step in self._unflushed:
+            if isinstance(step, RawStep):
+                held += step.held_bytes() + tensor_bytes((step.attention, step.cross_attention))
+            else:
+                held += tensor_bytes(step)
+        pending = self._pending
+        if isinstance(pending, RawStep):
+            held += pending.held_bytes()
+        elif pending is not None:
             held += tensor_bytes(pending.logits) + pending.logits_row.nbytes
             held += 0 if pending.log_probs is None else pending.log_probs.nbytes
         if self.tap is not None:
@@ -369,9 +437,28 @@ class StepObserver:
         return held
 
     def flush(self) -> None:
-        if self._unflushed:
-            self.host_steps.extend(to_host_many(self._unflushed))
-            self._unflushed = []
+        """Reduce the deferred steps in one batch and move everything waiting to the host in one copy."""
+        if not self._unflushed:
+            return
+        waiting, self._unflushed, self._deferred_bytes = self._unflushed, [], 0
+        raw = [step for step in waiting if isinstance(step, RawStep)]
+        ready = [step for step in waiting if isinstance(step, DeviceStep)]
+        with torch.no_grad():
+            batches = [
+                (
+                    reduce_raw_steps(
+                        group, self._logit_options, clip_value=self.options.clip_value, sketch=self.sketch
+                    ),
+                    [(step.attention, step.cross_attention) for step in group],
+                )
+                for group in _uniform_runs(raw)
+            ]
+        host_ready, host_batches = to_host((ready, batches))
+        reduced = iter(
+            [step for batch, attention in host_batches for step in split_host_batch(batch, attention)]
+        )
+        done = iter(host_ready)
+        self.host_steps.extend(next(reduced) if isinstance(step, RawStep) else next(done) for step in waiting)
 
     def finalize_prompt(self) -> None:
         """Move prompt telemetry to the host (once, after generation)."""

@@ -1,0 +1,170 @@
+"""A decoding step's statistics, reduced at once or deferred and reduced with the steps around it.
+
+At batch 1 on an accelerator, generation is bound by kernel launches and Python, not arithmetic:
+every reduction CoreVital launches per step lands on the critical path however small it is. When
+no live callback needs a step's values as it happens, a decoding step therefore does no work of its
+own: it leaves references to its raw logits row and its per-layer hidden states (a
+:class:`RawStep`; the model allocated them anyway, and nothing writes to them again), and
+:func:`reduce_raw_steps` reduces up to a window of such steps in one batch of kernels, the same
+kernels one step would launch (the statistics are row-wise, so rows of several steps are simply
+more rows). The window is bounded by :data:`DEFERRED_BYTES_BUDGET`, so memory held between steps
+stays bounded whatever the output length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from corevital.metrics.hidden import summarize_hidden
+from corevital.metrics.logits import (
+    EntropyMode,
+    sampling_distribution_stats,
+    summarize_logits_keeping_log_probs,
+    surprisal_from_log_probs,
+    token_surprisal,
+)
+from corevital.metrics.types import AttentionStats, ChosenTokenStats, HiddenStats, LogitStats
+
+# Largest float32 size of the deferred rows (logits and hidden states) reduced in one batch; the
+# reduction's transient buffers are a small multiple of it. Llama-3-8B at batch 1: 16 steps.
+DEFERRED_BYTES_BUDGET = 16 * 2**20
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DeviceStep:
+    """One step's statistics for the whole batch (device tensors until moved to the host)."""
+
+    logits: LogitStats
+    chosen: ChosenTokenStats
+    hidden: HiddenStats | None
+    attention: AttentionStats | None
+    cross_attention: AttentionStats | None
+
+
+@dataclass
+class RawStep:
+    """A decoding step left for :func:`reduce_raw_steps`: references to the model's own tensors."""
+
+    logits_row: Tensor  # [B, V] raw logits (a view of the forward's output)
+    states: tuple[Tensor, ...] | None  # each layer's output [B, 1, d] (None: the model gave none)
+    attention: AttentionStats | None  # already reduced (per step) or None
+    cross_attention: AttentionStats | None
+    tokens: Tensor | None = None  # [B] the chosen tokens, once known
+    scores: Tensor | None = None  # [B, V] the distribution sampled from, when it differs from the logits
+
+    def float32_bytes(self) -> int:
+        """Bytes of this step's rows as float32: what its share of the batched reduction costs."""
+        rows = self.logits_row.numel()
+        if self.states is not None:
+            rows += sum(state.numel() for state in self.states)
+        return 4 * rows
+
+    def held_bytes(self) -> int:
+        held = self.logits_row.nbytes
+        if self.states is not None:
+            held += sum(state.nbytes for state in self.states)
+        return held
+
+
+@dataclass(frozen=True)
+class StepBatch:
+    """Statistics of N deferred steps, every field with the step as its leading axis."""
+
+    logits: LogitStats  # fields [N, B, ...]
+    chosen: ChosenTokenStats  # fields [N, B]
+    hidden: HiddenStats | None  # fields [N, L, B, ...]; None when no step had hidden states
+    steps: int
+
+
+@dataclass(frozen=True)
+class LogitOptions:
+    topk: int
+    mass_k: int
+    entropy_mode: EntropyMode
+
+
+def reduce_raw_steps(
+    raw: Sequence[RawStep], options: LogitOptions, *, clip_value: float, sketch: Tensor | None
+) -> StepBatch:
+    """The statistics of ``raw`` steps (tokens chosen, all with hidden states or none), in one batch."""
+    n = len(raw)
+    batch = raw[0].logits_row.shape[0]
+    logits_rows = torch.stack([step.logits_row for step in raw]).flatten(0, 1)  # [N·B, V]
+    tokens = torch.stack([_chosen(step) for step in raw]).flatten()  # [N·B]
+    logits, log_probs = summarize_logits_keeping_log_probs(
+        logits_rows, topk=options.topk, mass_k=options.mass_k, entropy_mode=options.entropy_mode
+    )
+    if log_probs is not None:
+        surprisal = surprisal_from_log_probs(log_probs, tokens)
+    else:
+        surprisal = token_surprisal(logits_rows, logits.log_normalizer, tokens)
+    sampling_entropy = sampling_prob = None
+    if raw[0].scores is not None:
+        scores = torch.stack([_scores(step) for step in raw]).flatten(0, 1)
+        sampling_entropy, sampling_prob = sampling_distribution_stats(scores, tokens)
+    chosen = ChosenTokenStats(tokens, surprisal, sampling_entropy, sampling_prob)
+    hidden = None
+    if raw[0].states is not None:
+        layers = len(raw[0].states)
+        # [B, N·L, d] in one copy, then [N·L, B, d]: every step's layers as rows of one reduction
+        states = torch.cat([state for step in raw for state in _states(step)], dim=1).transpose(0, 1)
+        hidden = _leading(summarize_hidden(states, clip_value=clip_value, sketch_matrix=sketch), (n, layers))
+    return StepBatch(_leading(logits, (n, batch)), _leading(chosen, (n, batch)), hidden, n)
+
+
+def split_host_batch(batch: StepBatch, attention: Sequence[tuple[Any, Any]]) -> list[DeviceStep]:
+    """The per-step records of a batch moved to the host (numpy fields; ``attention`` per step)."""
+    return [
+        DeviceStep(
+            logits=_index(batch.logits, i),
+            chosen=_index(batch.chosen, i),
+            hidden=None if batch.hidden is None else _index(batch.hidden, i),
+            attention=attention[i][0],
+            cross_attention=attention[i][1],
+        )
+        for i in range(batch.steps)
+    ]
+
+
+def _chosen(step: RawStep) -> Tensor:
+    if step.tokens is None:
+        raise RuntimeError("a deferred step was reduced before its token was chosen")
+    return step.tokens
+
+
+def _scores(step: RawStep) -> Tensor:
+    if step.scores is None:
+        raise RuntimeError("a sampled step lost the distribution it was sampled from")
+    return step.scores
+
+
+def _states(step: RawStep) -> tuple[Tensor, ...]:
+    if step.states is None:
+        raise RuntimeError("steps with and without hidden states were batched together")
+    return step.states
+
+
+def _leading(stats: T, shape: tuple[int, int]) -> T:
+    """``stats`` with each tensor's flattened leading axis split into ``shape`` (views)."""
+    values = {}
+    for f in fields(stats):  # type: ignore[arg-type]
+        value = getattr(stats, f.name)
+        values[f.name] = None if value is None else value.unflatten(0, shape)
+    return type(stats)(**values)
+
+
+def _index(stats: T, i: int) -> T:
+    """Step ``i`` of host-side ``stats`` whose fields have the step as leading axis (numpy views)."""
+    values = {}
+    for f in fields(stats):  # type: ignore[arg-type]
+        value = getattr(stats, f.name)
+        values[f.name] = None if value is None else np.asarray(value)[i]
+    return type(stats)(**values)

@@ -1,0 +1,91 @@
+"""Decoding steps reduced together in windows give the numbers of steps reduced one by one."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import corevital.capture.observer as observer_module
+import corevital.capture.runner as runner_module
+from corevital.capture.runner import capture_prompts
+from tests.integration.conftest import tiny_settings
+from tests.support.tiny_models import ARCHITECTURES
+
+PROMPTS = ["The quick brown fox jumps over", "a b c"]
+
+
+def _capture(loaded, settings, monkeypatch, *, flush_every: int) -> list:
+    real = runner_module.capture_options
+
+    def options(*args, **kwargs):
+        return dataclasses.replace(real(*args, **kwargs), flush_every=flush_every)
+
+    monkeypatch.setattr(runner_module, "capture_options", options)
+    return capture_prompts(loaded, PROMPTS, settings).sequences
+
+
+def _assert_same(got, want) -> None:
+    for name in ("logits", "chosen", "hidden", "attention", "cross_attention"):
+        a, b = getattr(got, name), getattr(want, name)
+        assert (a is None) == (b is None), name
+        if a is None:
+            continue
+        for field in dataclasses.fields(a):
+            x, y = getattr(a, field.name), getattr(b, field.name)
+            assert (x is None) == (y is None), f"{name}.{field.name}"
+            if x is not None:
+                assert np.asarray(x).shape == np.asarray(y).shape, f"{name}.{field.name}"
+                np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=f"{name}.{field.name}")
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_windows_equal_single_steps(arch: str, tiny_loaded, monkeypatch) -> None:
+    loaded = tiny_loaded(arch)
+    settings = tiny_settings(max_new_tokens=9)
+    one_by_one = _capture(loaded, settings, monkeypatch, flush_every=1)
+    batched: list[int] = []
+    real_reduce = observer_module.reduce_raw_steps
+
+    def reduce(raw, *args, **kwargs):
+        batched.append(len(raw))
+        return real_reduce(raw, *args, **kwargs)
+
+    monkeypatch.setattr(observer_module, "reduce_raw_steps", reduce)
+    windowed = _capture(loaded, settings, monkeypatch, flush_every=4)  # windows end mid-generation
+    assert batched and max(batched) > 1
+    for got, want in zip(windowed, one_by_one, strict=True):
+        assert got.generated_token_ids == want.generated_token_ids
+        _assert_same(got, want)
+
+
+@pytest.mark.parametrize("entropy_mode", ["full", "topk_approx"])
+def test_windows_equal_single_steps_when_sampling(entropy_mode: str, tiny_loaded, monkeypatch) -> None:
+    """Sampled with a temperature and top-k: the distribution sampled from is batched too."""
+    loaded = tiny_loaded("llama")
+    settings = tiny_settings(max_new_tokens=7, temperature=0.7, top_k=20, seed=3, entropy_mode=entropy_mode)
+    one_by_one = _capture(loaded, settings, monkeypatch, flush_every=1)
+    windowed = _capture(loaded, settings, monkeypatch, flush_every=32)
+    for got, want in zip(windowed, one_by_one, strict=True):
+        assert got.generated_token_ids == want.generated_token_ids
+        assert got.chosen.sampling_entropy is not None
+        _assert_same(got, want)
+
+
+def test_window_ends_at_the_bytes_budget(tiny_loaded, monkeypatch) -> None:
+    """A window holding more than the budget of deferred rows is reduced early: held memory stays bounded."""
+    loaded = tiny_loaded("llama")
+    settings = tiny_settings(max_new_tokens=6)
+    monkeypatch.setattr(observer_module, "DEFERRED_BYTES_BUDGET", 1)
+    flushed: list[int] = []
+    real_flush = observer_module.StepObserver.flush
+
+    def flush(self):
+        flushed.append(len(self._unflushed))
+        real_flush(self)
+
+    monkeypatch.setattr(observer_module.StepObserver, "flush", flush)
+    run = capture_prompts(loaded, PROMPTS[:1], settings)
+    assert run.sequences[0].num_steps == 6
+    assert max(flushed) <= 2  # the prefill's step and one deferred step at most

@@ -115,3 +115,23 @@ def test_memory_held_between_steps_does_not_grow_with_length(tiny_loaded, monkey
     assert max(long) == max(short)
     # The held amount cycles with the transfer batch instead of growing.
     assert np.argmax(long) < 64
+
+
+def test_the_prompt_pass_keeps_only_the_observed_rows(tiny_loaded, monkeypatch) -> None:
+    """Prompt telemetry scores every row of the prefill; only the last row may outlive each layer."""
+    loaded = tiny_loaded("llama")
+    caps = loaded.capabilities
+    held: list[int] = []
+    real_post = observer_module.StepObserver._post_forward
+
+    def post(self, *args, **kwargs):
+        held.append(self.tap.held_bytes())
+        return real_post(self, *args, **kwargs)
+
+    monkeypatch.setattr(observer_module.StepObserver, "_post_forward", post)
+    prompt = " ".join(["word"] * 60)
+    run = capture_prompts(loaded, [prompt], tiny_settings(max_new_tokens=2))
+    length = len(run.sequences[0].prompt.token_ids)
+    assert length >= 60 and run.sequences[0].prompt_telemetry is not None
+    last_rows = caps.num_layers * caps.num_attention_heads * length * 4  # [L, H, 1, P] float32
+    assert 0 < held[0] <= 2 * last_rows  # not [L, H, P, P]: that would be P times more

@@ -9,9 +9,11 @@ import pytest
 
 import corevital.capture.observer as observer_module
 import corevital.capture.runner as runner_module
+import corevital.capture.steps as steps_module
+from corevital.capture.loading import ModelSpec, load_model
 from corevital.capture.runner import capture_prompts
 from tests.integration.conftest import tiny_settings
-from tests.support.tiny_models import ARCHITECTURES
+from tests.support.tiny_models import ARCHITECTURES, save_tiny_model
 
 PROMPTS = ["The quick brown fox jumps over", "a b c"]
 
@@ -53,8 +55,18 @@ def test_windows_equal_single_steps(arch: str, tiny_loaded, monkeypatch) -> None
         return real_reduce(raw, *args, **kwargs)
 
     monkeypatch.setattr(observer_module, "reduce_raw_steps", reduce)
-    windowed = _capture(loaded, settings, monkeypatch, flush_every=4)  # windows end mid-generation
+    deferred_rows: list[int] = []
+    real_rows = steps_module.reduce_decode_rows
+
+    def reduce_rows(steps, keys):
+        deferred_rows.append(len(steps))
+        return real_rows(steps, keys)
+
+    monkeypatch.setattr(steps_module, "reduce_decode_rows", reduce_rows)
+    windowed = _capture(loaded, settings, monkeypatch, flush_every=3)  # windows end mid-generation
     assert batched and max(batched) > 1
+    # Decoder-only models (append-only cache) defer their attention rows too; encoder-decoders do not.
+    assert (max(deferred_rows, default=0) > 1) == (not loaded.capabilities.is_encoder_decoder)
     for got, want in zip(windowed, one_by_one, strict=True):
         assert got.generated_token_ids == want.generated_token_ids
         _assert_same(got, want)
@@ -89,3 +101,26 @@ def test_window_ends_at_the_bytes_budget(tiny_loaded, monkeypatch) -> None:
     run = capture_prompts(loaded, PROMPTS[:1], settings)
     assert run.sequences[0].num_steps == 6
     assert max(flushed) <= 2  # the prefill's step and one deferred step at most
+
+
+def test_rows_of_a_sliding_window_cache_are_scored_every_step(tmp_path, monkeypatch) -> None:
+    """A cache that drops old keys (sliding window) cannot serve later steps: no deferred rows there."""
+    loaded = load_model(
+        ModelSpec(model=str(save_tiny_model("mistral", tmp_path, seed=0, sliding_window=4)), device="cpu")
+    )
+    settings = tiny_settings(max_new_tokens=8)
+    want = _capture(loaded, settings, monkeypatch, flush_every=1)
+    deferred: list[int] = []
+    real_rows = steps_module.reduce_decode_rows
+
+    def reduce_rows(steps, keys):
+        deferred.append(len(steps))
+        return real_rows(steps, keys)
+
+    monkeypatch.setattr(steps_module, "reduce_decode_rows", reduce_rows)
+    got = _capture(loaded, settings, monkeypatch, flush_every=8)
+    assert deferred == []
+    for a, b in zip(got, want, strict=True):
+        assert a.generated_token_ids == b.generated_token_ids
+        assert int(np.max(a.attention.num_keys)) <= 4  # the window was in force
+        _assert_same(a, b)

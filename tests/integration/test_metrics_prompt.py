@@ -363,6 +363,10 @@ def test_layer_transformations_match_reference_with_padding() -> None:
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, equal_nan=True)
     assert torch.isnan(got[:, 2]).all()
     assert got[1, 0].item() < 0.05  # layer 1 -> 2 barely changes the direction
+    # The layer outputs as a tuple (HF's hidden_states), a few positions at a time: the same numbers.
+    for chunk_bytes in (1, 5 * 3 * 16 * 4 * 3):  # one position per pass; three per pass
+        chunked = layer_transformations(tuple(hidden.unbind(0)), mask, chunk_bytes=chunk_bytes)
+        torch.testing.assert_close(chunked, got, rtol=1e-6, atol=1e-7, equal_nan=True)
 
 
 def test_layer_transformations_identical_orthogonal_opposite() -> None:

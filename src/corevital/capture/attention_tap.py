@@ -38,6 +38,7 @@ from corevital.capture.attention_rows import (
     scale_for,
     sdpa_aligned,
 )
+from corevital.capture.attention_window import DecodeRows
 from corevital.capture.decode_mask import decode_step_mask
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.metrics.attention import summarize_attention
@@ -161,6 +162,15 @@ class AttentionTap:
         self._aligned_masks: dict[int, Tensor | None] = {}
         self._open_masks: dict[int, Tensor] = {}  # masks of decoding steps that hide no key
         self._mask_refs: list[Tensor | None] = []
+        # Decoding steps whose rows wait for a batched reduction (:mod:`.attention_window`): the
+        # observer sets ``defer_decode`` before a forward pass whose cache only appends.
+        self.defer_decode = False
+        self._decode_paddings: dict[int, Tensor | None] = {}  # decode-step mask id -> its padding
+        # per layer: (query [B, Hq, 1, D], key [B, Hkv, K, D], mask, scale) of this forward
+        self._decode_rows: list[tuple[Tensor, Tensor, Tensor | None, float] | None] = [None] * num_layers
+        self._decode_layers = 0
+        self._decode_signature: tuple[object, ...] | None = None  # what every layer must share
+        self._decode_uniform = True
         self.encoder_stats: list[AttentionStats | None] = [None] * num_encoder_layers
         # Prompt telemetry (sparse attention, basin scores) of the pass that reads the prompt:
         # the prefill of a decoder-only model, the encoder of an encoder-decoder model.
@@ -189,11 +199,26 @@ class AttentionTap:
         self._aligned_masks.clear()
         self._open_masks.clear()
         self._mask_refs.clear()
+        self._decode_paddings.clear()
+        self._clear_decode_rows()
+
+    def _clear_decode_rows(self) -> None:
+        if self._decode_layers:
+            self._decode_rows = [None] * len(self._decode_rows)
+            self._decode_layers = 0
+        self._decode_signature = None
+        self._decode_uniform = True
 
     def held_bytes(self) -> int:
-        rows = sum(t.nbytes for b in self._buffers.values() for t in b.per_layer.values())
-        rows += sum(p.query.nbytes for b in self._buffers.values() for p in b.pending.values())
-        return rows + sum(v.nbytes for v in self._visible_cache.values())
+        """Device bytes the tap keeps alive: whole storages, as a view holds its base tensor's memory.
+
+        Keys are not counted: they are the cache's own tensors.
+        """
+        held = [t for b in self._buffers.values() for t in b.per_layer.values()]
+        held += [p.query for b in self._buffers.values() for p in b.pending.values()]
+        held += list(self._visible_cache.values())
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in held}
+        return sum(storages.values())
 
     def collected(self, kind: SiteKind) -> tuple[Tensor, Tensor | None] | None:
         """(weights [L, B, R, H, K], visible [L or 1, B, R, K]) of the last forward, all layers in.
@@ -237,6 +262,11 @@ class AttentionTap:
         needs = self._needs(site, q_len, kv_len)
         if site is None or needs is None:
             return self._output(module, query, key, value, attention_mask, kwargs), None
+        if needs == "rows" and self.defer_decode and self._defers(site, q_len, attention_mask, kwargs):
+            with torch.no_grad():
+                output = _sdpa(module, query, key, value, self._sdpa_mask(attention_mask), **kwargs)
+            self._keep_decode_row(site.layer, query, key, attention_mask, kwargs.get("scaling"))
+            return output, None
         rows = slice(0, q_len) if needs == "all" else self._rows
         with torch.no_grad():
             if self.fast and fast_path_supported(kwargs):
@@ -259,7 +289,9 @@ class AttentionTap:
             self._reduce_encoder(site.layer, weights, mask)
             self._prompt_attention(site.layer, weights, mask)
             return
-        observed = weights[:, :, self._rows] if needs == "all" else weights
+        # A copy of the observed rows of a pass over every row: a view would hold the layer's whole
+        # [B, H, P, P] probabilities until the forward pass ends (every layer's: a GiB for a long prompt).
+        observed = weights[:, :, self._rows].clone() if needs == "all" else weights
         kv_len = weights.shape[-1]
         self._stash(site, observed, self._visible_key(mask, weights, q_len, kv_len))
         if needs == "all":
@@ -283,6 +315,60 @@ class AttentionTap:
         )
         return "all" if prompt_pass else "rows"
 
+    def _defers(self, site: AttentionSite, q_len: int, mask: Tensor | None, kwargs: dict) -> bool:
+        """Whether this layer's decode-step row can wait for the window's batched reduction."""
+        return (
+            q_len == 1
+            and self.fast
+            and site.kind is SiteKind.SELF
+            and self._rows == _LAST_ROW
+            and kwargs.get("position_bias") is None
+            and fast_path_supported(kwargs)
+            and (mask is None or id(mask) in self._decode_paddings)
+        )
+
+    def _keep_decode_row(
+        self, layer: int, query: Tensor, key: Tensor, mask: Tensor | None, scaling: float | None
+    ) -> None:
+        scale = scale_for(query, scaling)
+        signature = (scale, id(mask), query.shape, key.shape, key.dtype)
+        if self._decode_signature is None:
+            self._decode_signature = signature
+        elif signature != self._decode_signature:
+            self._decode_uniform = False
+        self._decode_rows[layer] = (query, key, mask, scale)
+        self._decode_layers += 1
+        self._seen[SiteKind.SELF].add(layer)
+        if mask is not None:
+            self._mask_refs.append(mask)  # its id stays this tensor's until release()
+
+    def take_decode_rows(self) -> DecodeRows | None:
+        """This forward's decode-step rows of every layer, to be reduced later; None if not deferred.
+
+        When only some layers (or layers that differ in shape, scale or mask) deferred their rows,
+        those rows go to the per-step path, so that :meth:`collected` sees every layer.
+        """
+        if not self._decode_layers:
+            return None
+        if self._decode_uniform and self._decode_layers == self._num[SiteKind.SELF]:
+            entries = [entry for entry in self._decode_rows if entry is not None]
+            _, key, mask, scale = entries[0]
+            rows = DecodeRows(
+                queries=tuple(entry[0] for entry in entries),
+                key_length=key.shape[2],
+                padding=None if mask is None else self._decode_paddings.get(id(mask)),
+                scale=scale,
+            )
+            self._clear_decode_rows()
+            self._seen[SiteKind.SELF].clear()
+            return rows
+        for index, entry in enumerate(self._decode_rows):
+            if entry is not None:
+                query, key, mask, scale = entry
+                self._stash_rows(SiteKind.SELF, index, query, key, mask, None, scale)
+        self._clear_decode_rows()
+        return None
+
     def _output(
         self, module: nn.Module, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, kwargs: dict
     ) -> Tensor:
@@ -298,8 +384,12 @@ class AttentionTap:
         mask = None if args else decode_step_mask(**kwargs)
         if mask is None:
             return eager_mask(*args, **kwargs)
-        if kwargs.get("attention_mask") is None:
+        padding = kwargs.get("attention_mask")
+        if padding is None:
             self._open_masks[id(mask)] = mask  # held: its id stays this tensor's until release()
+        else:
+            self._mask_refs.append(mask)
+        self._decode_paddings[id(mask)] = padding
         return mask
 
     def _hides_nothing(self, mask: Tensor | None) -> bool:
@@ -358,19 +448,31 @@ class AttentionTap:
         mask: Tensor | None,
         kwargs: dict,
     ) -> None:
+        bias = kwargs.get("position_bias")
+        scale = scale_for(query, kwargs.get("scaling"))
+        self._stash_rows(site.kind, site.layer, query, key, mask, bias, scale)
+
+    def _stash_rows(
+        self,
+        kind: SiteKind,
+        layer: int,
+        query: Tensor,
+        key: Tensor,
+        mask: Tensor | None,
+        bias: Tensor | None,
+        scale: float,
+    ) -> None:
         batch, q_heads, q_len, _ = query.shape
         kv_len = key.shape[2]
         mask_key = self._visible_key(mask, query, q_len, kv_len)
-        bias = kwargs.get("position_bias")
-        scale = scale_for(query, kwargs.get("scaling"))
         if bias is not None:
             self._mask_refs.append(bias)  # alive until release(): its id stays this tensor's
         every_row = q_len == 1 and self._rows == _LAST_ROW  # slicing would change nothing
         mask_rows = None
         if mask is not None and not self._hides_nothing(mask):
             mask_rows = mask if every_row else mask[:, :, self._rows]
-        rows = self._rows_of(site.kind)
-        rows.pending[site.layer] = PendingRows(
+        rows = self._rows_of(kind)
+        rows.pending[layer] = PendingRows(
             query=query if every_row else query[:, :, self._rows],
             key=key,
             mask=mask_rows,
@@ -378,8 +480,8 @@ class AttentionTap:
             scale=scale,
             group=(id(mask), id(bias), scale, q_heads, *key.shape, key.dtype),
         )
-        rows.layer_mask[site.layer] = mask_key
-        self._seen[site.kind].add(site.layer)
+        rows.layer_mask[layer] = mask_key
+        self._seen[kind].add(layer)
 
     def _prompt_attention(self, layer: int, weights: Tensor, mask: Tensor | None) -> None:
         if self.prompt_options is None or self.prompt_stats[layer] is not None:

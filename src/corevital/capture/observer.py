@@ -20,6 +20,7 @@ and the tap reduces encoder self-attention layer by layer as it runs.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -32,6 +33,7 @@ from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from corevital.capture.attention_tap import AttentionTap
+from corevital.capture.attention_window import append_only_keys, is_append_only, reduce_decode_rows
 from corevital.capture.capabilities import ModelCapabilities
 from corevital.capture.records import CaptureWarning, StepCallback, StepEvent
 from corevital.capture.registry import AttentionSite, SiteKind
@@ -115,20 +117,23 @@ def _last_positions(states: tuple[Tensor, ...]) -> Tensor:
 
 
 def _uniform_runs(raw: list[RawStep]) -> list[list[RawStep]]:
-    """``raw`` cut into runs of consecutive steps that one batched reduction can take together.
+    """``raw`` cut into runs of consecutive steps of one kind, each reduced in one batch.
 
-    Steps of one generation normally form a single run; a run ends where the kind of data changes
-    (hidden states or a sampling distribution present in one step and not the next).
+    Steps of one generation normally form a single run; a run ends where a step lacks a part the
+    previous one had (hidden states, a sampling distribution, deferred attention rows) or the reverse.
     """
     runs: list[list[RawStep]] = []
     for step in raw:
-        kind = (step.states is None, step.scores is None)
-        previous = runs[-1][-1] if runs else None
-        if previous is not None and (previous.states is None, previous.scores is None) == kind:
+        if runs and runs[-1][-1].kind() == step.kind():
             runs[-1].append(step)
         else:
             runs.append([step])
     return runs
+
+
+def _first_step(stats: AttentionStats) -> AttentionStats:
+    """The one step of steps-first statistics ([1, L, B, ...] fields), as one step's ([L, B, ...])."""
+    return AttentionStats(**{f.name: getattr(stats, f.name)[0] for f in dataclasses.fields(stats)})
 
 
 def _last_row(collected: tuple[Tensor, Tensor | None] | None, causal: bool) -> AttentionStats | None:
@@ -190,6 +195,8 @@ class StepObserver:
         self._pending: _Pending | RawStep | None = None
         self._logit_options = LogitOptions(options.topk, options.mass_k, options.entropy_mode)
         self._deferred_bytes = 0
+        self._cache: Any = None  # the generation's key/value cache, when attention rows are deferred
+        self._cache_append_only = False
         self._no_stop_tensor: Tensor | None = None
         self._scores: Tensor | None = None
         self._unflushed: list[DeviceStep | RawStep] = []
@@ -222,7 +229,26 @@ class StepObserver:
             kwargs["logits_to_keep"] = 0  # every prompt position's logits, for prompt surprisals
         if self.tap is not None:
             self.tap.begin_forward()
+            cache = kwargs.get("cache", kwargs.get("past_key_values"))  # the name changed in transformers 5
+            self.tap.defer_decode = self._may_defer_attention(cache)
         return args, kwargs
+
+    def _may_defer_attention(self, cache: Any) -> bool:
+        """Whether this forward's decode-step attention rows may wait for the window's reduction.
+
+        Only after the prefill, without a live callback, for a decoder-only model whose cache only
+        appends keys (:mod:`.attention_window`); the tap still checks each layer's call.
+        """
+        if self.callback is not None or self.caps.is_encoder_decoder or self.options.flush_every <= 1:
+            return False
+        if self._forwards == 0 or cache is None:
+            return False
+        if cache is not self._cache:
+            if self._cache is not None:
+                self.flush()  # rows deferred against another cache are scored against it first
+            self._cache = cache
+            self._cache_append_only = is_append_only(cache)
+        return self._cache_append_only
 
     def _post_forward(self, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
         with torch.no_grad():
@@ -243,16 +269,22 @@ class StepObserver:
                     )
                 )
             attention = cross = None
+            decode_rows = None
             if self.tap is not None:
+                decode_rows = self.tap.take_decode_rows()
+            if self.tap is not None and decode_rows is None:
                 attention = _last_row(self.tap.collected(SiteKind.SELF), causal=True)
                 if self.caps.is_encoder_decoder:
                     cross = _last_row(self.tap.collected(SiteKind.CROSS), causal=False)
+            if self.tap is not None:
                 self.tap.release()
             if self._reads_prompt() and states is not None:
                 self.prompt_device = self._prompt_stats(kwargs, output.logits, states)
             if self._deferrable(output.logits, layer_states):
-                self._pending = RawStep(logits_row, layer_states, attention, cross)
+                self._pending = RawStep(logits_row, layer_states, attention, cross, decode_rows)
             else:
+                if decode_rows is not None:  # not expected: a deferring forward is a decoding step
+                    attention = _first_step(reduce_decode_rows([decode_rows], self._cache_keys()))
                 self._pending = self._reduce_now(logits_row, layer_states, attention, cross)
             self._forwards += 1
 
@@ -298,7 +330,7 @@ class StepObserver:
         visible = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.bool()
         return PromptDeviceStats(
             surprisals=prompt_surprisals(logits, input_ids, visible),
-            layer_transformations=layer_transformations(torch.stack(states), visible),
+            layer_transformations=layer_transformations(states, visible),
         )
 
     def _encoder_pre(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -323,7 +355,7 @@ class StepObserver:
                 if mask is not None:
                     visible = mask.bool()
                 self.prompt_device = PromptDeviceStats(
-                    surprisals=None, layer_transformations=layer_transformations(torch.stack(states), visible)
+                    surprisals=None, layer_transformations=layer_transformations(states, visible)
                 )
 
     # --- generate() plug-ins -----------------------------------------------------------------
@@ -436,6 +468,12 @@ class StepObserver:
             held += self.tap.held_bytes()
         return held
 
+    def _cache_keys(self) -> list[Tensor]:
+        keys = append_only_keys(self._cache)
+        if keys is None:
+            raise RuntimeError("attention rows were deferred but the cache holds no keys")
+        return keys
+
     def flush(self) -> None:
         """Reduce the deferred steps in one batch and move everything waiting to the host in one copy."""
         if not self._unflushed:
@@ -447,7 +485,11 @@ class StepObserver:
             batches = [
                 (
                     reduce_raw_steps(
-                        group, self._logit_options, clip_value=self.options.clip_value, sketch=self.sketch
+                        group,
+                        self._logit_options,
+                        clip_value=self.options.clip_value,
+                        sketch=self.sketch,
+                        keys=None if group[0].decode_rows is None else self._cache_keys(),
                     ),
                     [(step.attention, step.cross_attention) for step in group],
                 )

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from corevital.capture.attention_window import DecodeRows, reduce_decode_rows
 from corevital.metrics.hidden import summarize_hidden
 from corevital.metrics.logits import (
     EntropyMode,
@@ -57,6 +58,7 @@ class RawStep:
     states: tuple[Tensor, ...] | None  # each layer's output [B, 1, d] (None: the model gave none)
     attention: AttentionStats | None  # already reduced (per step) or None
     cross_attention: AttentionStats | None
+    decode_rows: DecodeRows | None = None  # attention rows deferred too (:mod:`.attention_window`)
     tokens: Tensor | None = None  # [B] the chosen tokens, once known
     scores: Tensor | None = None  # [B, V] the distribution sampled from, when it differs from the logits
 
@@ -65,7 +67,12 @@ class RawStep:
         rows = self.logits_row.numel()
         if self.states is not None:
             rows += sum(state.numel() for state in self.states)
-        return 4 * rows
+        attention = 0 if self.decode_rows is None else self.decode_rows.float32_bytes()
+        return 4 * rows + attention
+
+    def kind(self) -> tuple[bool, bool, bool]:
+        """Steps of one kind are reduced in one batch: which optional parts the step has."""
+        return (self.states is None, self.scores is None, self.decode_rows is None)
 
     def held_bytes(self) -> int:
         held = self.logits_row.nbytes
@@ -81,6 +88,7 @@ class StepBatch:
     logits: LogitStats  # fields [N, B, ...]
     chosen: ChosenTokenStats  # fields [N, B]
     hidden: HiddenStats | None  # fields [N, L, B, ...]; None when no step had hidden states
+    attention: AttentionStats | None  # fields [N, L, B, ...] of deferred attention rows, else None
     steps: int
 
 
@@ -92,9 +100,17 @@ class LogitOptions:
 
 
 def reduce_raw_steps(
-    raw: Sequence[RawStep], options: LogitOptions, *, clip_value: float, sketch: Tensor | None
+    raw: Sequence[RawStep],
+    options: LogitOptions,
+    *,
+    clip_value: float,
+    sketch: Tensor | None,
+    keys: Sequence[Tensor] | None = None,
 ) -> StepBatch:
-    """The statistics of ``raw`` steps (tokens chosen, all with hidden states or none), in one batch."""
+    """The statistics of ``raw`` steps of one :meth:`RawStep.kind` (tokens chosen), in one batch.
+
+    ``keys``: the cache's keys of every layer now, needed when the steps deferred attention rows.
+    """
     n = len(raw)
     batch = raw[0].logits_row.shape[0]
     logits_rows = torch.stack([step.logits_row for step in raw]).flatten(0, 1)  # [N·B, V]
@@ -117,7 +133,12 @@ def reduce_raw_steps(
         # [B, N·L, d] in one copy, then [N·L, B, d]: every step's layers as rows of one reduction
         states = torch.cat([state for step in raw for state in _states(step)], dim=1).transpose(0, 1)
         hidden = _leading(summarize_hidden(states, clip_value=clip_value, sketch_matrix=sketch), (n, layers))
-    return StepBatch(_leading(logits, (n, batch)), _leading(chosen, (n, batch)), hidden, n)
+    attention = None
+    if raw[0].decode_rows is not None:
+        if keys is None:
+            raise RuntimeError("deferred attention rows need the cache's keys")
+        attention = reduce_decode_rows([_rows(step) for step in raw], keys)
+    return StepBatch(_leading(logits, (n, batch)), _leading(chosen, (n, batch)), hidden, attention, n)
 
 
 def split_host_batch(batch: StepBatch, attention: Sequence[tuple[Any, Any]]) -> list[DeviceStep]:
@@ -127,7 +148,7 @@ def split_host_batch(batch: StepBatch, attention: Sequence[tuple[Any, Any]]) -> 
             logits=_index(batch.logits, i),
             chosen=_index(batch.chosen, i),
             hidden=None if batch.hidden is None else _index(batch.hidden, i),
-            attention=attention[i][0],
+            attention=attention[i][0] if batch.attention is None else _index(batch.attention, i),
             cross_attention=attention[i][1],
         )
         for i in range(batch.steps)
@@ -144,6 +165,12 @@ def _scores(step: RawStep) -> Tensor:
     if step.scores is None:
         raise RuntimeError("a sampled step lost the distribution it was sampled from")
     return step.scores
+
+
+def _rows(step: RawStep) -> DecodeRows:
+    if step.decode_rows is None:
+        raise RuntimeError("steps with and without deferred attention rows were batched together")
+    return step.decode_rows
 
 
 def _states(step: RawStep) -> tuple[Tensor, ...]:

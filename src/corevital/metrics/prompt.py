@@ -35,6 +35,7 @@ than 3 tokens) gets NaN; a head whose every counted query has all its mass in th
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -42,7 +43,9 @@ from torch import Tensor
 
 DEFAULT_SPARSE_THRESHOLD = 0.01
 DEFAULT_SPARSE_CAP = 50
-DEFAULT_SURPRISAL_CHUNK = 256
+DEFAULT_SURPRISAL_CHUNK = 64
+# Largest float32 block of hidden states (all layers, some positions) a prompt reduction makes.
+DEFAULT_CHUNK_BYTES = 32 * 2**20
 
 _LN2 = math.log(2.0)
 # Norms below this make the cosine 0 (as torch.nn.functional.cosine_similarity's eps does).
@@ -110,32 +113,47 @@ def prompt_surprisals(
 
 
 @torch.no_grad()
-def layer_transformations(hidden: Tensor, visible: Tensor) -> Tensor:
+def layer_transformations(
+    hidden: Tensor | Sequence[Tensor],
+    visible: Tensor,
+    *,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Tensor:
     """``1 - mean_i cos(h[l-1, b, i], h[l, b, i])`` over visible positions, ``[L-1, B]`` float32.
 
-    ``hidden`` [L, B, P, d] is the stack of layer outputs to compare (with HF's ``hidden_states``,
-    which starts with the embeddings, L = layers + 1 gives one value per decoder layer); entry
-    ``l-1`` compares layer ``l-1`` with layer ``l``. ``visible`` [B, P] is True for real tokens.
-    Identical representations give 0, orthogonal ones 1, opposite ones 2. A zero vector has cosine
-    0 with anything (norms are clamped at 1e-8, as ``torch.nn.functional.cosine_similarity``). A
-    NaN/Inf hidden value at a visible position makes the pairs it belongs to NaN; a sequence with
-    no visible position gets NaN. Float32 math; at most one float32 copy of ``hidden`` is made (none
-    when it already is float32), the dot products go through a batched matmul without a
-    [L, B, P, d] product temporary.
+    ``hidden`` is the stack of layer outputs to compare, [L, B, P, d], or the L layer outputs
+    [B, P, d] themselves (HF's ``hidden_states`` tuple, which starts with the embeddings: L = layers
+    + 1 gives one value per decoder layer); entry ``l-1`` compares layer ``l-1`` with layer ``l``.
+    ``visible`` [B, P] is True for real tokens. Identical representations give 0, orthogonal ones 1,
+    opposite ones 2. A zero vector has cosine 0 with anything (norms are clamped at 1e-8, as
+    ``torch.nn.functional.cosine_similarity``). A NaN/Inf hidden value at a visible position makes
+    the pairs it belongs to NaN; a sequence with no visible position gets NaN. Float32 math, over
+    as many positions at a time as fit ``chunk_bytes`` in float32 for every layer (a long prompt of
+    a large model never gets a float32 copy of all its states at once); the dot products go through
+    a batched matmul without a [L, B, P, d] product temporary.
     """
-    if hidden.dim() != 4:
+    layers = list(hidden.unbind(0)) if isinstance(hidden, Tensor) else list(hidden)
+    if isinstance(hidden, Tensor) and hidden.dim() != 4:
         raise ValueError(f"hidden must be [L, B, P, d], got shape {tuple(hidden.shape)}")
-    n_layers, n_seq, n_pos, _ = hidden.shape
+    if not layers or any(state.dim() != 3 or state.shape != layers[0].shape for state in layers):
+        raise ValueError("hidden must hold L >= 1 layer outputs of one shape [B, P, d]")
+    n_seq, n_pos, width = layers[0].shape
     if visible.shape != (n_seq, n_pos):
         raise ValueError(f"visible must be [{n_seq}, {n_pos}], got {tuple(visible.shape)}")
-    h = hidden.float()
-    if n_layers < 2:
-        return torch.empty((0, n_seq), dtype=torch.float32, device=h.device)
-    vis = visible.to(device=h.device, dtype=torch.bool)
-    norms = torch.linalg.vector_norm(h, dim=-1).clamp_(min=_COS_EPS)  # [L, B, P]
-    dots = torch.einsum("lbpd,lbpd->lbp", h[:-1], h[1:])  # [L-1, B, P]
-    cos = dots / (norms[:-1] * norms[1:])
-    cos_sum = torch.where(vis, cos, 0.0).sum(dim=-1)  # hidden padding positions never leak NaN
+    device = layers[0].device
+    if len(layers) < 2:
+        return torch.empty((0, n_seq), dtype=torch.float32, device=device)
+    vis = visible.to(device=device, dtype=torch.bool)
+    cos_sum = torch.zeros((len(layers) - 1, n_seq), dtype=torch.float32, device=device)
+    step = max(1, chunk_bytes // (4 * len(layers) * n_seq * max(width, 1)))
+    for start in range(0, n_pos, step):
+        stop = min(start + step, n_pos)
+        h = torch.stack([state[:, start:stop] for state in layers]).float()  # [L, B, c, d]
+        norms = torch.linalg.vector_norm(h, dim=-1).clamp_(min=_COS_EPS)  # [L, B, c]
+        dots = torch.einsum("lbpd,lbpd->lbp", h[:-1], h[1:])  # [L-1, B, c]
+        del h
+        cos = dots / (norms[:-1] * norms[1:])
+        cos_sum += torch.where(vis[:, start:stop], cos, 0.0).sum(dim=-1)  # padding never leaks NaN
     return 1.0 - cos_sum / vis.sum(dim=-1).to(torch.float32)
 
 

@@ -1,0 +1,122 @@
+"""Decoding steps' attention rows, scored together for a window of steps over the cache's keys.
+
+A decoding step's attention row is ``softmax(q·kᵀ·scale + mask)`` over the keys cached so far. In a
+cache that only ever appends (transformers' ``DynamicLayer``), the keys a step saw are a prefix of
+the keys the cache holds later, unchanged. So a step need not score its row when it runs: it keeps
+its query rows (one small tensor per layer, which the model allocated anyway) and the number of keys
+it saw, and :func:`reduce_decode_rows` scores the rows of a whole window of steps at once against
+the cache's current keys, each step's row masked to the keys it saw (and to the padding mask),
+then reduces them to statistics in one pass. The probabilities equal the per-step ones: a step's
+scores get the step's own additive padding mask (as eager attention applies it), and keys cached
+after the step are overwritten with the dtype's minimum, whose exponential is exactly 0 (overwritten,
+not added to: a key written later may hold anything, NaN after a fault, and must not leak back).
+
+Used only where that holds (decoder-only models, a cache of ``DynamicLayer`` only, plain causal
+decoding steps without position bias); every other step is scored when it runs
+(:mod:`.attention_tap`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from corevital.capture.attention_rows import STACKED_KEYS_BUDGET, row_scores
+from corevital.metrics.attention import summarize_attention
+from corevital.metrics.types import AttentionStats
+
+
+@dataclass(frozen=True)
+class DecodeRows:
+    """One decoding step's query rows of every layer, left for :func:`reduce_decode_rows`."""
+
+    queries: tuple[Tensor, ...]  # per layer [B, Hq, 1, D]
+    key_length: int  # keys the step's query saw (the cache's length at that step)
+    padding: Tensor | None  # [B, >= key_length] bool, True for real tokens; None: no padding
+    scale: float
+
+    def float32_bytes(self) -> int:
+        """Bytes of this step's rows of probabilities in float32, the reduction's largest buffer."""
+        batch, heads = self.queries[0].shape[:2]
+        return 4 * len(self.queries) * batch * heads * self.key_length
+
+
+def append_only_keys(cache: Any) -> list[Tensor] | None:
+    """The cached keys of every layer [B, Hkv, K, D], if the cache only ever appends; else None."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    if not isinstance(layers, list) or not layers:
+        return None
+    if any(type(entry) is not DynamicLayer or not entry.is_initialized for entry in layers):
+        return None
+    return [entry.keys for entry in layers]
+
+
+def is_append_only(cache: Any) -> bool:
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    return isinstance(layers, list) and bool(layers) and all(type(entry) is DynamicLayer for entry in layers)
+
+
+@torch.no_grad()
+def reduce_decode_rows(steps: Sequence[DecodeRows], keys: Sequence[Tensor]) -> AttentionStats:
+    """Attention statistics of ``steps`` (consecutive or not), every field [N, L, B, ...] (step first).
+
+    ``keys`` are the cache's keys now, one [B, Hkv, K, D] per layer, K at least every step's length.
+    """
+    n, layers = len(steps), len(keys)
+    first = steps[0]
+    batch, q_heads, _, dim = first.queries[0].shape
+    kv_heads, kv_len = keys[0].shape[1], keys[0].shape[2]
+    if max(step.key_length for step in steps) > kv_len or len(first.queries) != layers:
+        raise RuntimeError("the cache no longer holds the keys a deferred decoding step saw")
+    device, dtype = keys[0].device, keys[0].dtype
+    # Query rows in layer-major order, [L, B, Hq, N, D] in one copy: the layout of a batched matmul.
+    rows = torch.cat([q for index in range(layers) for q in _layer_queries(steps, index)], dim=2)
+    rows = rows.view(batch, q_heads, layers, n, dim).permute(2, 0, 1, 3, 4).contiguous()
+    if layers * keys[0].nbytes <= STACKED_KEYS_BUDGET:
+        stacked = torch.stack(list(keys)).view(layers * batch, kv_heads, kv_len, dim)
+        scores = row_scores(rows.view(layers * batch, q_heads, n, dim), stacked)
+    else:  # one matmul per layer rather than a copy of a long cache
+        scores = torch.stack([row_scores(q, k) for q, k in zip(rows.unbind(0), keys, strict=True)])
+    scores = scores.view(layers, batch, q_heads, n, kv_len)
+
+    lengths = torch.tensor([step.key_length for step in steps], device=device)
+    future = torch.arange(kv_len, device=device) >= lengths.unsqueeze(-1)  # [N, K]: after the step
+    padding = steps[-1].padding
+    if padding is None:
+        logits = scores.mul(first.scale)
+        visible = (~future).expand(batch, n, kv_len)
+    else:  # the additive padding mask of eager attention, as the step itself applied it
+        real = padding[:, :kv_len].to(device=device, dtype=torch.bool)  # [B, K]
+        bias = torch.zeros((batch, 1, 1, kv_len), dtype=dtype, device=device)
+        bias.masked_fill_(~real[:, None, None, :], torch.finfo(dtype).min)
+        logits = torch.add(bias, scores, alpha=first.scale)
+        visible = real[:, None, :] & ~future
+    # Keys cached after a step get exactly zero weight whatever they hold (even NaN after a fault).
+    logits.masked_fill_(future, torch.finfo(dtype).min)  # [N, K] broadcasts over [L, B, Hq]
+    probs = torch.softmax(logits, dim=-1, dtype=torch.float32)  # [L, B, Hq, N, K]
+    del logits
+    weights = probs.transpose(2, 3).reshape(layers, batch * n, q_heads, kv_len)
+    del probs
+    stats = summarize_attention(weights, visible.reshape(1, batch * n, kv_len), causal=True)
+    return _steps_first(stats, batch, n)
+
+
+def _layer_queries(steps: Sequence[DecodeRows], index: int) -> list[Tensor]:
+    return [step.queries[index] for step in steps]
+
+
+def _steps_first(stats: AttentionStats, batch: int, steps: int) -> AttentionStats:
+    """Fields [L, B·N, ...] (rows sequence-major) as [N, L, B, ...]."""
+    values = {}
+    for f in fields(stats):
+        value = getattr(stats, f.name)
+        values[f.name] = value.unflatten(1, (batch, steps)).movedim(2, 0)
+    return AttentionStats(**values)

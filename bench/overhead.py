@@ -4,7 +4,10 @@ For each case (a model and a prompt/output length), plain ``model.generate()`` (
 attention, no capture) and each capture mode run with warm-up and repeats; the table gives median
 times, ratios to plain, peak device memory beyond the plain run, report-building time and report
 size. Everything is greedy with a fixed number of new tokens (``min_new_tokens`` for plain, EOS
-disabled for both), so every run does the same work.
+disabled for both), so every run does the same work. "ratio" is the median time over plain's median
+time; "paired ratio" the median, over repeats, of the run's time over plain's time in the same round
+(robust to a machine whose speed drifts between rounds); "peak extra %" is the extra peak memory as a
+share of the plain run's peak.
 
 Examples (each prints a Markdown table; ``--json FILE`` also writes the raw numbers):
 
@@ -91,7 +94,9 @@ class Row:
     mode: str
     seconds: float
     ratio: float
+    paired_ratio: float  # median over repeats of this run's time over plain's in the same round
     peak_extra_mib: float | None
+    peak_extra_pct: float | None  # of the plain run's peak
     build_ms: float | None
     build_pct: float | None
     json_kib: float | None
@@ -230,8 +235,21 @@ def run_case(
             python_profile(fn, device) if profile.startswith("py:") else profile_table(fn, device), flush=True
         )
     plain_s = statistics.median(times["plain"])
+    measured = peaks["plain"] is not None
     rows = [
-        Row(case, "plain", plain_s, 1.0, 0.0 if peaks["plain"] is not None else None, None, None, None, None)
+        Row(
+            case,
+            "plain",
+            plain_s,
+            1.0,
+            1.0,
+            0.0 if measured else None,
+            0.0 if measured else None,
+            None,
+            None,
+            None,
+            None,
+        )
     ]
     for mode in modes:
         seconds = statistics.median(times[mode])
@@ -241,16 +259,21 @@ def run_case(
             reports = pipelines[mode].build(last_run[mode])
             builds.append(time.perf_counter() - t1)
         text = report_to_json(reports[0]).encode()
-        extra = None
-        if peaks[mode] is not None and peaks["plain"] is not None:
-            extra = peaks[mode] - peaks["plain"]
+        extra = extra_pct = None
+        plain_peak, mode_peak = peaks["plain"], peaks[mode]
+        if mode_peak is not None and plain_peak is not None:
+            extra = mode_peak - plain_peak
+            extra_pct = 100 * extra / plain_peak
+        paired = statistics.median(m / p for m, p in zip(times[mode], times["plain"], strict=True))
         rows.append(
             Row(
                 case,
                 mode,
                 seconds,
                 seconds / plain_s,
+                paired,
                 extra,
+                extra_pct,
                 statistics.median(builds) * 1000 / len(prompts),
                 100 * statistics.median(builds) / seconds,
                 len(text) / 1024,
@@ -296,9 +319,9 @@ def profile_table(fn: Any, device: torch.device) -> str:
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| case | mode | median s | ratio | peak extra MiB | build ms/report | build % | JSON KiB "
-        "| zlib KiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| case | mode | median s | ratio | paired ratio | peak extra MiB | peak extra % | build ms/report "
+        "| build % | JSON KiB | zlib KiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def f(x: float | None, fmt: str) -> str:
@@ -306,7 +329,8 @@ def table(rows: list[Row]) -> str:
 
     for r in rows:
         lines.append(
-            f"| {r.case} | {r.mode} | {r.seconds:.3f} | {r.ratio:.3f} | {f(r.peak_extra_mib, '.0f')} | "
+            f"| {r.case} | {r.mode} | {r.seconds:.3f} | {r.ratio:.3f} | {r.paired_ratio:.3f} | "
+            f"{f(r.peak_extra_mib, '.0f')} | {f(r.peak_extra_pct, '.2f')} | "
             f"{f(r.build_ms, '.0f')} | {f(r.build_pct, '.1f')} | {f(r.json_kib, '.0f')} | "
             f"{f(r.zlib_kib, '.0f')} |"
         )

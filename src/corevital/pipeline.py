@@ -22,7 +22,7 @@ from corevital.analysis.calibration.profile import (
     resolve_profile_path,
 )
 from corevital.analysis.diagnose import Diagnosis, diagnose
-from corevital.analysis.profiles import load_profile
+from corevital.analysis.profiles import ModelProfile, load_profile
 from corevital.analysis.signals import SequenceSignals, signals_from_capture
 from corevital.capture.records import generation_record
 from corevital.config import Settings
@@ -116,6 +116,7 @@ class Pipeline:
         self._loaded: LoadedModel | None = None
         self._rag: RagContext | None = None
         self._calibration: CalibrationProfile | None = None
+        self._profiles: dict[str, ModelProfile] = {}
 
     @property
     def loaded(self) -> LoadedModel:
@@ -143,6 +144,12 @@ class Pipeline:
         if self._rag is None:
             self._rag = read_rag_context(self.settings.rag_context)
         return self._rag
+
+    def profile(self, model_type: str) -> ModelProfile:
+        """The threshold profile for a model family with this pipeline's overrides (read once)."""
+        if model_type not in self._profiles:
+            self._profiles[model_type] = load_profile(model_type, self.settings.thresholds or None)
+        return self._profiles[model_type]
 
     def calibration(self) -> CalibrationProfile | None:
         """The ``--calibration`` profile (read once; a bad file is a one-line ConfigError)."""
@@ -197,10 +204,9 @@ class Pipeline:
         settings = self.settings
         caps = run.model.capabilities
         signals = signals_from_capture(seq, model_id=run.model.hf_id, caps=caps)
-        profile = load_profile(caps.model_type, settings.thresholds or None)
         diagnosis = diagnose(
             signals,
-            profile,
+            self.profile(caps.model_type),
             basin_scores=seq.prompt_telemetry.basin_scores if seq.prompt_telemetry is not None else None,
             context_share=self._context_share(seq),
             check_consistency=settings.validate_metrics or settings.log_level == "DEBUG",

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from corevital.analysis.depth import layer_jumps, middle_third
+from corevital.analysis.depth import _robust_z_rows, layer_jumps, middle_third
 from corevital.analysis.health import mid_layer_anomaly
 from corevital.analysis.profiles import load_profile
 from tests.support.signals import make_signals, summary_only
@@ -114,3 +114,28 @@ def test_persistent_massive_activations_in_a_fixed_early_layer_are_not_blamed() 
     assert layer_jumps(l2, PROFILE.mid_layer) == ()
     l2[:, 2:-1] *= 1e4 / 60.0  # a x1e4 fault there is still found
     assert [j.layer for j in layer_jumps(l2, PROFILE.mid_layer)] == [2]
+
+
+def test_robust_z_of_rows_matches_the_row_by_row_definition() -> None:
+    """Rows are grouped by their finite entries; each value is what the per-row formula gives."""
+
+    def slow(values: np.ndarray, floor: float) -> np.ndarray:
+        out = np.full(values.shape, np.nan)
+        for t, row in enumerate(values):
+            ok = np.isfinite(row)
+            if ok.sum() < 3:
+                continue
+            med = float(np.median(row[ok]))
+            scale = max(float(np.median(np.abs(row[ok] - med))) * 1.4826, floor)
+            out[t, ok] = (row[ok] - med) / scale
+        return out
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        values = rng.normal(size=(int(rng.integers(0, 30)), int(rng.integers(1, 20))))
+        if trial % 2:
+            values = np.round(values, 1)  # ties in the medians
+        values[:, 0] = np.nan
+        values[rng.random(values.shape) < 0.1] = np.inf if trial % 3 else np.nan
+        floor = float(rng.choice([1e-3, 0.5]))
+        assert _robust_z_rows(values, floor).tobytes() == slow(values, floor).tobytes()

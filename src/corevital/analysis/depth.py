@@ -70,16 +70,20 @@ def _log_ratios(hidden_l2: np.ndarray) -> np.ndarray:
 
 
 def _robust_z_rows(values: np.ndarray, floor: float) -> np.ndarray:
-    """Robust z of each entry against its row (median and MAD over the finite entries of the row)."""
+    """Robust z of each entry against its row (median and MAD over the finite entries of the row).
+
+    Rows with the same finite entries (usually all of them) are computed together.
+    """
     out = np.full(values.shape, np.nan)
-    for t in range(values.shape[0]):
-        row = values[t]
-        ok = np.isfinite(row)
+    masks, group = np.unique(np.isfinite(values), axis=0, return_inverse=True)
+    for index, ok in enumerate(masks):
         if ok.sum() < 3:
             continue
-        med = float(np.median(row[ok]))
-        scale = max(float(np.median(np.abs(row[ok] - med))) * 1.4826, floor)
-        out[t, ok] = (row[ok] - med) / scale
+        cells = np.ix_(np.flatnonzero(group.reshape(-1) == index), ok)
+        rows = values[cells]
+        med = np.median(rows, axis=1, keepdims=True)
+        scale = np.maximum(np.median(np.abs(rows - med), axis=1, keepdims=True) * 1.4826, floor)
+        out[cells] = (rows - med) / scale
     return out
 
 

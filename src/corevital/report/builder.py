@@ -6,26 +6,22 @@ NaN and Inf become null and are counted by the health flags instead.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from corevital.capture.records import RunCapture, SequenceCapture
-from corevital.report.numbers import as_list, num
+from corevital.capture.records import PromptHeadAttention, RunCapture, SequenceCapture
+from corevital.report.columns import Columns, construct_rows
+from corevital.report.numbers import as_list
 from corevital.report.schema import (
-    Anomalies,
-    AttentionSummary,
     AttentionSummaryConfig,
     Extensions,
     GeneratedInfo,
     GenerationConfig,
     HealthFlags,
-    HiddenSummary,
     HiddenSummaryConfig,
-    LayerSummary,
-    LogitsSummary,
     LogitsSummaryConfig,
     ModelInfo,
     PromptAnalysis,
@@ -40,10 +36,8 @@ from corevital.report.schema import (
     SparseAttentionHead,
     SummariesConfig,
     Summary,
-    TimelineStep,
-    TokenInfo,
-    TopKProb,
 )
+from corevital.report.timeline import encoder_layers, timeline
 
 SKETCH_METHOD = "gaussian_projection"
 HIDDEN_STATS = ["mean", "std", "l2_norm_mean", "max_abs", "clipped", "sketch"]
@@ -63,11 +57,6 @@ ATTENTION_STATS = [
     "prev_token_mass_max",
 ]
 LOGITS_STATS = ["entropy", "perplexity", "surprisal", "top_k_margin", "topk_mass", "topk_probs"]
-
-
-def _count(value: Any) -> int | None:
-    x = float(value)
-    return int(round(x)) if math.isfinite(x) else None
 
 
 def _nums(values: Any) -> list[float | None]:
@@ -127,7 +116,7 @@ def build_report(run: RunCapture, seq: SequenceCapture, ctx: BuildContext) -> Re
             num_tokens=steps,
             finish_reason=seq.finish_reason,  # type: ignore[arg-type]
         ),
-        timeline=_timeline(seq, prompt_tokens, layers_kept),
+        timeline=timeline(seq, prompt_tokens, layers_kept),
         summary=Summary(
             prompt_tokens=prompt_tokens,
             generated_tokens=steps,
@@ -135,7 +124,7 @@ def build_report(run: RunCapture, seq: SequenceCapture, ctx: BuildContext) -> Re
             elapsed_ms=int(round(run.elapsed_ms)),
         ),
         warnings=[ReportWarning(code=w.code, message=w.message) for w in seq.warnings],
-        encoder_layers=_encoder_layers(seq) if caps.is_encoder_decoder else None,
+        encoder_layers=encoder_layers(seq) if caps.is_encoder_decoder else None,
         prompt_analysis=ctx.prompt_analysis
         if ctx.prompt_analysis is not None
         else prompt_analysis(seq, layers_kept),
@@ -178,201 +167,52 @@ def _run_config(run: RunCapture, seq: SequenceCapture, ctx: BuildContext, layers
     )
 
 
-def _timeline(seq: SequenceCapture, prompt_tokens: int, layers_kept: bool) -> list[TimelineStep]:
-    columns = _columns(seq) if layers_kept else None
-    layers = np.asarray(seq.hidden.mean).shape[1] if columns is not None and seq.hidden is not None else 0
-    texts = seq.token_texts
-    steps = []
-    for t, token_id in enumerate(seq.generated_token_ids):
-        steps.append(
-            TimelineStep.model_construct(
-                step_index=prompt_tokens + t,
-                token=TokenInfo(token_id=token_id, token_text=texts.get(token_id, ""), is_prompt_token=False),
-                logits_summary=_logits_summary(seq, t),
-                layers=_layers(columns, t, layers) if columns is not None else [],
-                extensions={},
-            )
-        )
-    return steps
-
-
-def _logits_summary(seq: SequenceCapture, t: int) -> LogitsSummary:
-    lg, chosen = seq.logits, seq.chosen
-    entropy = num(lg.entropy[t])
-    ids = np.asarray(lg.topk_ids[t]).astype(np.int64).tolist()
-    probs = _nums(lg.topk_probs[t])
-    sampling_entropy = sampling_prob = None
-    if chosen.sampling_entropy is not None:
-        sampling_entropy = num(chosen.sampling_entropy[t])
-        sampling_prob = num(chosen.sampling_prob[t])
-    return LogitsSummary(
-        entropy=entropy,
-        perplexity=num(2.0**entropy) if entropy is not None else None,
-        surprisal=num(chosen.surprisal[t]),
-        top_k_margin=num(lg.top_k_margin[t]),
-        topk_mass=num(lg.topk_mass[t]),
-        topk_probs=[
-            TopKProb(token_id=i, token_text=seq.token_texts.get(i, ""), prob=p)
-            for i, p in zip(ids, probs, strict=True)
-        ],
-        sampling_entropy=sampling_entropy,
-        sampling_prob=sampling_prob,
-        has_nan=bool(lg.has_nan[t]) or None,
-        has_inf=bool(lg.has_inf[t]) or None,
-    )
-
-
-_HIDDEN_FLOATS = ("mean", "std", "l2_norm", "max_abs", "clip_fraction", "clip_max_before")
-_ATTENTION_FLOATS = (
-    "entropy_mean",
-    "entropy_mean_normalized",
-    "entropy_min",
-    "entropy_max",
-    "concentration_max",
-    "concentration_min",
-    "collapsed_head_rate",
-    "sink_mass_mean",
-    "prev_token_mass_mean",
-    "prev_token_mass_max",
-)
-_ATTENTION_COUNTS = ("collapsed_head_count", "focused_head_count")
-
-
-class _Columns:
-    """A stats dataclass as nested Python lists (rounded floats, None for non-finite), built once.
-
-    Building thousands of layer summaries reads plain lists instead of converting one numpy value
-    at a time; the pydantic models are constructed without re-validating values built here.
-    """
-
-    def __init__(
-        self, stats: Any, floats: tuple[str, ...], counts: tuple[str, ...] = (), flags: tuple[str, ...] = ()
-    ):
-        self.values: dict[str, Any] = {name: as_list(getattr(stats, name)) for name in floats}
-        for name in counts:
-            array = np.asarray(getattr(stats, name), dtype=np.float64)
-            self.values[name] = np.where(np.isfinite(array), np.rint(array), np.nan).tolist()
-        for name in flags:
-            self.values[name] = np.asarray(getattr(stats, name), dtype=bool).tolist()
-        extra = ("sketch", "max_weight_per_head")
-        for name in extra:
-            value = getattr(stats, name, None)
-            self.values[name] = None if value is None else as_list(value)
-
-    def at(self, name: str, *index: int) -> Any:
-        value = self.values[name]
-        if value is None:
-            return None
-        for i in index:
-            value = value[i]
-        return value
-
-
-def _count_or_none(value: float | None) -> int | None:
-    return None if value is None or value != value else int(value)
-
-
-def _hidden_summary(h: _Columns, *index: int) -> HiddenSummary:
-    clipped = bool(h.at("clipped", *index))
-    return HiddenSummary.model_construct(
-        mean=h.at("mean", *index),
-        std=h.at("std", *index),
-        l2_norm_mean=h.at("l2_norm", *index),
-        max_abs=h.at("max_abs", *index),
-        sketch=h.at("sketch", *index),
-        clipped=clipped,
-        clip_fraction=h.at("clip_fraction", *index) if clipped else None,
-        clip_max_before=h.at("clip_max_before", *index) if clipped else None,
-    )
-
-
-def _attention_summary(a: _Columns, *index: int) -> AttentionSummary:
-    fields = {name: a.at(name, *index) for name in _ATTENTION_FLOATS}
-    return AttentionSummary.model_construct(
-        **fields,
-        collapsed_head_count=_count_or_none(a.at("collapsed_head_count", *index)),
-        focused_head_count=_count_or_none(a.at("focused_head_count", *index)),
-        max_weight_per_head=a.at("max_weight_per_head", *index),
-    )
-
-
-def _anomalies(h: _Columns, a: _Columns | None, *index: int) -> Anomalies | None:
-    has_nan = bool(h.at("has_nan", *index)) or (a is not None and bool(a.at("has_nan", *index)))
-    has_inf = bool(h.at("has_inf", *index)) or (a is not None and bool(a.at("has_inf", *index)))
-    return Anomalies(has_nan=has_nan, has_inf=has_inf) if (has_nan or has_inf) else None
-
-
-def _columns(seq: SequenceCapture) -> tuple[_Columns, _Columns | None, _Columns | None]:
-    assert seq.hidden is not None, "layers are only built when hidden-state summaries exist"
-    hidden = _Columns(seq.hidden, _HIDDEN_FLOATS, flags=("clipped", "has_nan", "has_inf"))
-    attention = cross = None
-    if seq.attention is not None:
-        attention = _Columns(seq.attention, _ATTENTION_FLOATS, _ATTENTION_COUNTS, ("has_nan", "has_inf"))
-    if seq.cross_attention is not None:
-        cross = _Columns(seq.cross_attention, _ATTENTION_FLOATS, _ATTENTION_COUNTS, ("has_nan", "has_inf"))
-    return hidden, attention, cross
-
-
-def _layers(
-    columns: tuple[_Columns, _Columns | None, _Columns | None], t: int, layers: int
-) -> list[LayerSummary]:
-    h, a, c = columns
-    return [
-        LayerSummary.model_construct(
-            layer_index=layer,
-            hidden_summary=_hidden_summary(h, t, layer),
-            attention_summary=_attention_summary(a, t, layer) if a is not None else AttentionSummary(),
-            cross_attention=_attention_summary(c, t, layer) if c is not None else None,
-            anomalies=_anomalies(h, a, t, layer),
-            extensions={},
-        )
-        for layer in range(layers)
-    ]
-
-
-def _encoder_layers(seq: SequenceCapture) -> list[LayerSummary] | None:
-    if seq.encoder_hidden is None:
-        return None
-    h = _Columns(seq.encoder_hidden, _HIDDEN_FLOATS, flags=("clipped", "has_nan", "has_inf"))
-    a = None
-    if seq.encoder_attention is not None:
-        a = _Columns(seq.encoder_attention, _ATTENTION_FLOATS, _ATTENTION_COUNTS, ("has_nan", "has_inf"))
-    return [
-        LayerSummary.model_construct(
-            layer_index=layer,
-            hidden_summary=_hidden_summary(h, layer),
-            attention_summary=_attention_summary(a, layer) if a is not None else AttentionSummary(),
-            cross_attention=None,
-            anomalies=_anomalies(h, a, layer),
-            extensions={},
-        )
-        for layer in range(np.asarray(seq.encoder_hidden.mean).shape[0])
-    ]
-
-
 def prompt_analysis(seq: SequenceCapture, layers_kept: bool) -> PromptAnalysis | None:
     """The ``prompt_analysis`` object from captured prompt telemetry (per-layer detail: full capture)."""
     telemetry = seq.prompt_telemetry
     if telemetry is None or not layers_kept:
         return None
-    layers = []
-    for index, heads in enumerate(telemetry.heads):
-        basin = telemetry.basin_scores[index] if telemetry.basin_scores is not None else None
-        layers.append(
-            PromptAttentionLayer(
-                heads=[
-                    SparseAttentionHead(
-                        query_indices=[int(i) for i in head.query_indices],
-                        key_indices=[int(i) for i in head.key_indices],
-                        weights=_nums(head.weights),
-                    )
-                    for head in heads
-                ],
-                basin_scores=_nums(basin) if basin is not None else None,
-            )
-        )
-    return PromptAnalysis(
-        layers=layers,
+    heads = _sparse_heads(telemetry.heads)
+    basins = telemetry.basin_scores
+    layers: Columns = {
+        "heads": heads,
+        "basin_scores": _rows(basins) if basins is not None else [None] * len(heads),
+    }
+    return PromptAnalysis.model_construct(
+        layers=construct_rows(PromptAttentionLayer, layers),
         layer_transformations=_nums(telemetry.layer_transformations),
         prompt_surprisals=_nums(telemetry.surprisals) if telemetry.surprisals is not None else [],
     )
+
+
+def _sparse_heads(layers: list[list[PromptHeadAttention]]) -> list[list[SparseAttentionHead]]:
+    """Each layer's heads; each field's arrays of all heads converted together."""
+    heads = [head for layer in layers for head in layer]
+    columns: Columns = {
+        "query_indices": _pieces([head.query_indices for head in heads], _ints),
+        "key_indices": _pieces([head.key_indices for head in heads], _ints),
+        "weights": _pieces([head.weights for head in heads], _nums),
+    }
+    built = iter(construct_rows(SparseAttentionHead, columns))
+    return [[next(built) for _ in layer] for layer in layers]
+
+
+def _pieces(arrays: list[Any], convert: Callable[[np.ndarray], list[Any]]) -> list[list[Any]]:
+    """``convert`` applied to each array, done once over their concatenation."""
+    flats = [np.asarray(a).reshape(-1) for a in arrays]
+    if not flats:
+        return []
+    values = convert(np.concatenate(flats))
+    ends = np.cumsum([f.size for f in flats]).tolist()
+    return [values[end - f.size : end] for f, end in zip(flats, ends, strict=True)]
+
+
+def _ints(values: np.ndarray) -> list[int]:
+    ints: list[int] = values.astype(np.int64).tolist()
+    return ints
+
+
+def _rows(values: Any) -> list[list[float | None]]:
+    """A 2-D array as one list of rounded floats per row."""
+    array = np.asarray(values)
+    return as_list(array.reshape(array.shape[0], -1)) if array.size else [[] for _ in range(len(array))]

@@ -37,10 +37,9 @@ def as_list(values: Any) -> list[Any]:
     array = rounded(values)
     if array.ndim == 0:
         return [None if math.isnan(array) else float(array)]
-    return _none_for_nan(array.tolist())
-
-
-def _none_for_nan(items: list[Any]) -> list[Any]:
-    if items and isinstance(items[0], list):
-        return [_none_for_nan(item) for item in items]
-    return [None if item != item else item for item in items]
+    missing = np.isnan(array)
+    if missing.any():
+        array = array.astype(object)  # Python floats, so that None can take the place of NaN
+        array[missing] = None
+    items: list[Any] = array.tolist()
+    return items

@@ -89,7 +89,7 @@ def test_window_ends_at_the_bytes_budget(tiny_loaded, monkeypatch) -> None:
     """A window holding more than the budget of deferred rows is reduced early: held memory stays bounded."""
     loaded = tiny_loaded("llama")
     settings = tiny_settings(max_new_tokens=6)
-    monkeypatch.setattr(observer_module, "DEFERRED_BYTES_BUDGET", 1)
+    monkeypatch.setattr(observer_module, "deferred_bytes_budget", lambda model_bytes: 1)
     flushed: list[int] = []
     real_flush = observer_module.StepObserver.flush
 
@@ -124,3 +124,10 @@ def test_rows_of_a_sliding_window_cache_are_scored_every_step(tmp_path, monkeypa
         assert a.generated_token_ids == b.generated_token_ids
         assert int(np.max(a.attention.num_keys)) <= 4  # the window was in force
         _assert_same(a, b)
+
+
+def test_the_window_budget_follows_the_model_size() -> None:
+    low, high = steps_module.DEFERRED_BUDGET_BOUNDS
+    assert steps_module.deferred_bytes_budget(10_000) == low  # a tiny model still gets a window
+    assert steps_module.deferred_bytes_budget(16 * 2**30) == high  # Llama-3-8B, bfloat16
+    assert low < steps_module.deferred_bytes_budget(2 * 2**30) < high

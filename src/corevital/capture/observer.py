@@ -38,10 +38,10 @@ from corevital.capture.capabilities import ModelCapabilities
 from corevital.capture.records import CaptureWarning, StepCallback, StepEvent
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.capture.steps import (
-    DEFERRED_BYTES_BUDGET,
     DeviceStep,
     LogitOptions,
     RawStep,
+    deferred_bytes_budget,
     reduce_raw_steps,
     split_host_batch,
 )
@@ -195,6 +195,8 @@ class StepObserver:
         self._pending: _Pending | RawStep | None = None
         self._logit_options = LogitOptions(options.topk, options.mass_k, options.entropy_mode)
         self._deferred_bytes = 0
+        model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        self._deferred_budget = deferred_bytes_budget(model_bytes)
         self._cache: Any = None  # the generation's key/value cache, when attention rows are deferred
         self._cache_append_only = False
         self._no_stop_tensor: Tensor | None = None
@@ -381,7 +383,7 @@ class StepObserver:
             self._deferred_bytes += pending.float32_bytes()
             if (
                 len(self._unflushed) >= self.options.flush_every
-                or self._deferred_bytes >= DEFERRED_BYTES_BUDGET
+                or self._deferred_bytes >= self._deferred_budget
             ):
                 self.flush()
             return self._no_stop(batch, input_ids.device)

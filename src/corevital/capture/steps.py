@@ -7,8 +7,8 @@ own: it leaves references to its raw logits row and its per-layer hidden states 
 :class:`RawStep`; the model allocated them anyway, and nothing writes to them again), and
 :func:`reduce_raw_steps` reduces up to a window of such steps in one batch of kernels, the same
 kernels one step would launch (the statistics are row-wise, so rows of several steps are simply
-more rows). The window is bounded by :data:`DEFERRED_BYTES_BUDGET`, so memory held between steps
-stays bounded whatever the output length.
+more rows). The window is bounded by :func:`deferred_bytes_budget`, a small share of the model's own
+size, so memory held between steps stays bounded whatever the output length.
 """
 
 from __future__ import annotations
@@ -32,11 +32,20 @@ from corevital.metrics.logits import (
 )
 from corevital.metrics.types import AttentionStats, ChosenTokenStats, HiddenStats, LogitStats
 
-# Largest float32 size of the deferred rows (logits and hidden states) reduced in one batch; the
-# reduction's transient buffers are a small multiple of it. Llama-3-8B at batch 1: 16 steps.
-DEFERRED_BYTES_BUDGET = 16 * 2**20
+# The float32 size of the deferred rows (logits, hidden states, attention probabilities) reduced in
+# one batch is at most the model's weight bytes over this, within the bounds below; the reduction's
+# transient buffers are a small multiple of it. Llama-3-8B in bfloat16: 125 MiB, a window of 32 steps
+# at batch 1 (prompt 512) and about 11 at batch 8; SmolLM2-135M: 4 MiB, about 10 steps.
+DEFERRED_BUDGET_SHARE = 128
+DEFERRED_BUDGET_BOUNDS = (4 * 2**20, 128 * 2**20)
 
 T = TypeVar("T")
+
+
+def deferred_bytes_budget(model_bytes: int) -> int:
+    """Largest float32 size of the rows one window of deferred steps may reduce (see module docs)."""
+    low, high = DEFERRED_BUDGET_BOUNDS
+    return min(max(model_bytes // DEFERRED_BUDGET_SHARE, low), high)
 
 
 @dataclass(frozen=True)

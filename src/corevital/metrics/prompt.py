@@ -43,7 +43,6 @@ from torch import Tensor
 
 DEFAULT_SPARSE_THRESHOLD = 0.01
 DEFAULT_SPARSE_CAP = 50
-DEFAULT_SURPRISAL_CHUNK = 64
 # Largest float32 block of hidden states (all layers, some positions) a prompt reduction makes.
 DEFAULT_CHUNK_BYTES = 32 * 2**20
 
@@ -74,16 +73,17 @@ def prompt_surprisals(
     input_ids: Tensor,
     visible: Tensor,
     *,
-    chunk_size: int = DEFAULT_SURPRISAL_CHUNK,
+    chunk_size: int | None = None,
 ) -> Tensor:
     """``-log2 p(input_ids[:, i+1] | <= i)`` in bits from the prefill logits, ``[B, P-1]`` float32.
 
     ``logits`` [B, P, V] are the raw logits at every prompt position (the prefill must keep all of
     them, not only the last); ``visible`` [B, P] is True for real tokens. Entry ``i`` is NaN when
-    position ``i`` or ``i+1`` is padding. Positions are processed ``chunk_size`` at a time, so at
-    most one float32 [B, chunk_size, V] block (and logsumexp's temporary of that size) exists
-    besides the input. A NaN or +inf logit in a row makes that entry NaN; a target whose logit is
-    -inf has surprisal +inf.
+    position ``i`` or ``i+1`` is padding. Positions are processed ``chunk_size`` at a time (by
+    default as many as fit :data:`DEFAULT_CHUNK_BYTES` in float32), so at most one float32
+    [B, chunk_size, V] block (and logsumexp's temporary of that size) exists besides the input.
+    A NaN or +inf logit in a row makes that entry NaN; a target whose logit is -inf has surprisal
+    +inf.
     """
     if logits.dim() != 3:
         raise ValueError(f"logits must be [B, P, V], got shape {tuple(logits.shape)}")
@@ -93,6 +93,8 @@ def prompt_surprisals(
             f"input_ids and visible must be [{n_seq}, {n_pos}], got {tuple(input_ids.shape)} "
             f"and {tuple(visible.shape)}"
         )
+    if chunk_size is None:
+        chunk_size = max(1, DEFAULT_CHUNK_BYTES // (4 * n_seq * max(logits.shape[-1], 1)))
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     device = logits.device

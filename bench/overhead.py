@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from corevital.capture.loading import LoadedModel, ModelSpec, load_model, loaded_from_existing  # noqa: E402
 from corevital.config import load_settings  # noqa: E402
-from corevital.pipeline import Pipeline  # noqa: E402
+from corevital.pipeline import Pipeline, settle_loaded_model  # noqa: E402
 from corevital.report.encoding import report_to_json  # noqa: E402
 
 SHAPES: dict[str, dict[str, Any]] = {
@@ -357,6 +357,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="leave the model's objects to the cyclic GC (corevital's commands freeze them once loaded)",
+    )
+    parser.add_argument(
         "--profile", help="profile one run of this mode (or 'plain'): torch.profiler; 'py:MODE' for cProfile"
     )
     args = parser.parse_args()
@@ -370,6 +375,8 @@ def main() -> None:
         name = "default" if args.model in (None, "smollm2", "default") else args.model
         loaded = load_model(ModelSpec(model=name, device=args.device, dtype=args.dtype))
         label, real = ("smollm2" if name == "default" else name), True
+    if not args.no_gc_freeze:
+        settle_loaded_model()  # as `corevital run` does once its model is loaded
     device_name = torch.cuda.get_device_name(loaded.device) if loaded.device.type == "cuda" else "cpu"
     print(f"# {label} on {device_name}, {args.dtype}, torch {torch.__version__}", flush=True)
     rows: list[Row] = []

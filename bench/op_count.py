@@ -66,7 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from overhead import MODES, prompts_for, word_tokenizer  # noqa: E402
 
-from corevital.capture import attention_rows  # noqa: E402
+from corevital.capture import attention_rows, observer, steps  # noqa: E402
 from corevital.capture.loading import LoadedModel, loaded_from_existing  # noqa: E402
 from corevital.config import load_settings  # noqa: E402
 from corevital.pipeline import Pipeline  # noqa: E402
@@ -322,6 +322,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--head-dim", type=int, default=128)
     parser.add_argument("--vocab", type=int, default=128256)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument(
+        "--window-model-gib",
+        type=float,
+        default=15.0,
+        help="size of the model whose deferred-step window budget to use (default: Llama-3-8B in bf16)",
+    )
     parser.add_argument("--ragged", action="store_true", help="prompts of different lengths (padding)")
     parser.add_argument(
         "--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"], help="as on the GPU"
@@ -361,6 +367,9 @@ def report_case(loaded: LoadedModel, args: argparse.Namespace, prompt: int, mode
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)
+    # The window of deferred steps follows the model's size: count what the full-size model gets.
+    budget = steps.deferred_bytes_budget(int(args.window_model_gib * 2**30))
+    observer.deferred_bytes_budget = lambda model_bytes: budget
     loaded = build_model(args)
     print(
         f"# random Llama: {args.layers} layers, hidden {args.hidden}, heads {args.heads}/{args.kv_heads}, "

@@ -35,6 +35,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 from corevital.capture.attention_tap import AttentionTap
 from corevital.capture.attention_window import append_only_keys, is_append_only, reduce_decode_rows
 from corevital.capture.capabilities import ModelCapabilities
+from corevital.capture.output_head import logits_head
 from corevital.capture.records import CaptureWarning, StepCallback, StepEvent
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.capture.steps import (
@@ -53,7 +54,12 @@ from corevital.metrics.logits import (
     surprisal_from_log_probs,
     token_surprisal,
 )
-from corevital.metrics.prompt import layer_transformations, prompt_surprisals
+from corevital.metrics.prompt import (
+    DEFAULT_CHUNK_BYTES,
+    layer_transformations,
+    prompt_surprisals,
+    prompt_surprisals_from_states,
+)
 from corevital.metrics.transfer import to_host
 from corevital.metrics.types import AttentionStats, ChosenTokenStats, HiddenStats, LogitStats
 
@@ -114,6 +120,11 @@ def _last_positions(states: tuple[Tensor, ...]) -> Tensor:
     if states[0].shape[1] == 1:
         return torch.cat(states, dim=1).transpose(0, 1)
     return torch.stack([state[:, -1] for state in states])
+
+
+def prompt_chunk_bytes(model_bytes: int) -> int:
+    """Largest float32 block a prompt reduction makes at once: 1/64 of the model's size, 1-32 MiB."""
+    return min(max(model_bytes // 64, 2**20), DEFAULT_CHUNK_BYTES)
 
 
 def _uniform_runs(raw: list[RawStep]) -> list[list[RawStep]]:
@@ -197,6 +208,12 @@ class StepObserver:
         self._deferred_bytes = 0
         model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         self._deferred_budget = deferred_bytes_budget(model_bytes)
+        self._prompt_chunk_bytes = prompt_chunk_bytes(model_bytes)
+        # Prompt surprisals from the output head, a few positions at a time, where it gives the
+        # model's logits; otherwise the prefill keeps every position's logits (:mod:`.output_head`).
+        self._head = None
+        if options.observe_prompt and not caps.is_encoder_decoder:
+            self._head = logits_head(model)
         self._cache: Any = None  # the generation's key/value cache, when attention rows are deferred
         self._cache_append_only = False
         self._no_stop_tensor: Tensor | None = None
@@ -227,7 +244,7 @@ class StepObserver:
 
     def _pre_forward(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         kwargs["output_hidden_states"] = True
-        if self._reads_prompt():
+        if self._reads_prompt() and self._head is None:
             kwargs["logits_to_keep"] = 0  # every prompt position's logits, for prompt surprisals
         if self.tap is not None:
             self.tap.begin_forward()
@@ -326,14 +343,25 @@ class StepObserver:
         self, kwargs: dict, logits: Tensor, states: tuple[Tensor, ...]
     ) -> PromptDeviceStats | None:
         input_ids = kwargs.get("input_ids")
-        if input_ids is None or input_ids.shape[1] < 2 or logits.shape[1] != input_ids.shape[1]:
+        if input_ids is None or input_ids.shape[1] < 2:
             return None
         mask = kwargs.get("attention_mask")
         visible = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.bool()
-        return PromptDeviceStats(
-            surprisals=prompt_surprisals(logits, input_ids, visible),
-            layer_transformations=layer_transformations(states, visible),
-        )
+        if self._head is not None and states[-1].shape[1] == input_ids.shape[1]:
+            surprisals = prompt_surprisals_from_states(
+                states[-1],
+                self._head,
+                input_ids,
+                visible,
+                vocab_size=logits.shape[-1],
+                chunk_bytes=self._prompt_chunk_bytes,
+            )
+        elif logits.shape[1] == input_ids.shape[1]:
+            surprisals = prompt_surprisals(logits, input_ids, visible)
+        else:
+            return None
+        chunk = self._prompt_chunk_bytes
+        return PromptDeviceStats(surprisals, layer_transformations(states, visible, chunk_bytes=chunk))
 
     def _encoder_pre(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         kwargs["output_hidden_states"] = True

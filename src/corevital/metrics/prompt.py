@@ -35,7 +35,7 @@ than 3 tokens) gets NaN; a head whose every counted query has all its mass in th
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -87,17 +87,65 @@ def prompt_surprisals(
     """
     if logits.dim() != 3:
         raise ValueError(f"logits must be [B, P, V], got shape {tuple(logits.shape)}")
-    n_seq, n_pos, _ = logits.shape
+    n_seq, n_pos, vocab = logits.shape
+    return _surprisals(
+        lambda start, stop: logits[:, start:stop],
+        (n_seq, n_pos, vocab),
+        logits.device,
+        input_ids,
+        visible,
+        chunk_size,
+    )
+
+
+@torch.no_grad()
+def prompt_surprisals_from_states(
+    states: Tensor,
+    head: Callable[[Tensor], Tensor],
+    input_ids: Tensor,
+    visible: Tensor,
+    *,
+    vocab_size: int,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Tensor:
+    """:func:`prompt_surprisals` from the last hidden states [B, P, d] and the output ``head``.
+
+    For a model whose logits are ``head(states)``: the logits of a few positions at a time (as many
+    as fit ``chunk_bytes`` in float32) exist at once, never the [B, P, V] of the whole prompt.
+    """
+    if states.dim() != 3:
+        raise ValueError(f"states must be [B, P, d], got shape {tuple(states.shape)}")
+    n_seq, n_pos, _ = states.shape
+    chunk = max(1, chunk_bytes // (4 * n_seq * max(vocab_size, 1)))
+    return _surprisals(
+        lambda start, stop: head(states[:, start:stop]),
+        (n_seq, n_pos, vocab_size),
+        states.device,
+        input_ids,
+        visible,
+        chunk,
+    )
+
+
+def _surprisals(
+    logits_of: Callable[[int, int], Tensor],
+    shape: tuple[int, int, int],
+    device: torch.device,
+    input_ids: Tensor,
+    visible: Tensor,
+    chunk_size: int | None,
+) -> Tensor:
+    """The surprisals of positions ``0..P-2``, from ``logits_of(start, stop)`` [B, stop - start, V]."""
+    n_seq, n_pos, vocab = shape
     if input_ids.shape != (n_seq, n_pos) or visible.shape != (n_seq, n_pos):
         raise ValueError(
             f"input_ids and visible must be [{n_seq}, {n_pos}], got {tuple(input_ids.shape)} "
             f"and {tuple(visible.shape)}"
         )
     if chunk_size is None:
-        chunk_size = max(1, DEFAULT_CHUNK_BYTES // (4 * n_seq * max(logits.shape[-1], 1)))
+        chunk_size = max(1, DEFAULT_CHUNK_BYTES // (4 * n_seq * max(vocab, 1)))
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
-    device = logits.device
     out = torch.empty((n_seq, max(n_pos - 1, 0)), dtype=torch.float32, device=device)
     if n_pos < 2:
         return out
@@ -107,7 +155,7 @@ def prompt_surprisals(
     targets = torch.where(valid, input_ids[:, 1:].to(device=device, dtype=torch.long), 0)
     for start in range(0, n_pos - 1, chunk_size):
         stop = min(start + chunk_size, n_pos - 1)
-        x = logits[:, start:stop].float()  # [B, c, V]; a copy only when the logits are not float32
+        x = logits_of(start, stop).float()  # [B, c, V]; a copy only when the logits are not float32
         chosen = x.gather(-1, targets[:, start:stop].unsqueeze(-1)).squeeze(-1)
         out[:, start:stop] = (torch.logsumexp(x, dim=-1) - chosen) / _LN2
         del x

@@ -35,9 +35,9 @@ from corevital.metrics.types import AttentionStats, ChosenTokenStats, HiddenStat
 # The float32 size of the deferred rows (logits, hidden states, attention probabilities) reduced in
 # one batch is at most the model's weight bytes over this, within the bounds below; the reduction's
 # transient buffers are a small multiple of it. Llama-3-8B in bfloat16: 125 MiB, a window of 32 steps
-# at batch 1 (prompt 512) and about 11 at batch 8; SmolLM2-135M: 4 MiB, about 10 steps.
+# at batch 1 (prompt 512) and about 11 at batch 8; SmolLM2-135M in bfloat16: 2 MiB, about 8 steps.
 DEFERRED_BUDGET_SHARE = 128
-DEFERRED_BUDGET_BOUNDS = (4 * 2**20, 128 * 2**20)
+DEFERRED_BUDGET_BOUNDS = (2**20, 128 * 2**20)
 
 T = TypeVar("T")
 

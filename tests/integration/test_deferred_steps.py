@@ -131,3 +131,31 @@ def test_the_window_budget_follows_the_model_size() -> None:
     assert steps_module.deferred_bytes_budget(10_000) == low  # a tiny model still gets a window
     assert steps_module.deferred_bytes_budget(16 * 2**30) == high  # Llama-3-8B, bfloat16
     assert low < steps_module.deferred_bytes_budget(2 * 2**30) < high
+
+
+def test_a_forward_whose_layers_do_not_all_defer_is_scored_at_once(tiny_loaded, monkeypatch) -> None:
+    """Some layers deferring their rows and some not (e.g. mixed attention types): all scored per step."""
+    import corevital.capture.attention_tap as tap_module
+
+    loaded = tiny_loaded("llama")
+    settings = tiny_settings(max_new_tokens=6)
+    want = _capture(loaded, settings, monkeypatch, flush_every=1)
+    real_defers = tap_module.AttentionTap._defers
+
+    def even_layers_only(self, site, q_len, mask, kwargs):
+        return site.layer % 2 == 0 and real_defers(self, site, q_len, mask, kwargs)
+
+    monkeypatch.setattr(tap_module.AttentionTap, "_defers", even_layers_only)
+    deferred: list[int] = []
+    real_rows = steps_module.reduce_decode_rows
+
+    def reduce_rows(steps, keys):
+        deferred.append(len(steps))
+        return real_rows(steps, keys)
+
+    monkeypatch.setattr(steps_module, "reduce_decode_rows", reduce_rows)
+    got = _capture(loaded, settings, monkeypatch, flush_every=8)
+    assert deferred == []
+    for a, b in zip(got, want, strict=True):
+        assert a.generated_token_ids == b.generated_token_ids
+        _assert_same(a, b)

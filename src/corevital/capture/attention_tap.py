@@ -11,6 +11,10 @@ rows are collected (:mod:`.attention_rows`). The full weight matrices are never 
 model, so nothing accumulates across layers or steps. Statistics are computed once per step,
 vectorised over layers (``corevital.metrics.attention``).
 
+Decoding steps of a decoder-only model whose cache only appends keys go further: each layer just
+keeps its query row, and the rows of a whole window of steps are scored later against the cache
+(:meth:`AttentionTap.take_decode_rows`, :mod:`.attention_window`).
+
 Encoder self-attention runs once per generation; its rows are reduced layer by layer right here,
 because keeping S×S weights for every encoder layer would cost far more than the reduction.
 """

@@ -7,8 +7,9 @@ Installed by :meth:`StepObserver.installed` (a context manager that always remov
 - a forward hook on the top-level model takes the step's raw logits, hidden states and attention
   rows the moment the forward pass returns. With a live callback it reduces them with
   :mod:`corevital.metrics` at once; without one, a decoding step keeps references to its logits row
-  and hidden states and the steps of a window are reduced together (:mod:`.steps`), which costs one
-  step's kernels per window instead of per step. Attention rows are reduced every step;
+  and hidden states (and, with a cache that only appends, its attention query rows) and the steps of
+  a window are reduced together (:mod:`.steps`, :mod:`.attention_window`), which costs one step's
+  kernels per window instead of per step;
 - a logits processor placed last sees the distribution actually sampled from;
 - a stopping criterion sees the chosen tokens, finishes the step (surprisal of the chosen token),
   moves it to the host (one copy per step, or one per window of up to ``flush_every`` steps when no

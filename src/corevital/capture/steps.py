@@ -87,6 +87,8 @@ class RawStep:
         held = self.logits_row.nbytes
         if self.states is not None:
             held += sum(state.nbytes for state in self.states)
+        if self.decode_rows is not None:
+            held += sum(query.nbytes for query in self.decode_rows.queries)
         return held
 
 

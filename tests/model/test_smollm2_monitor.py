@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 from corevital import CoreVitalMonitor, StopOnRepetition
@@ -78,9 +79,14 @@ def test_watch_run_and_stream_agree_on_smollm2(monitor, smollm2, temperature: fl
         torch.manual_seed(11)
         smollm2.model.generate(**inputs, max_new_tokens=16, **kwargs)
 
-    def timeline(report):
-        return [
-            (s.token.token_id, s.logits_summary.entropy, s.logits_summary.surprisal) for s in report.timeline
-        ]
+    def tokens(report):
+        return [s.token.token_id for s in report.timeline]
 
-    assert timeline(run) == timeline(streamed.report) == timeline(watcher.reports[0])
+    def values(report):
+        return [(s.logits_summary.entropy, s.logits_summary.surprisal) for s in report.timeline]
+
+    assert tokens(run) == tokens(streamed.report) == tokens(watcher.reports[0])
+    # Streaming reduces each step as it comes; run() and watch() reduce steps in windows. Float32
+    # sums over the vocabulary may then be split differently across threads: equal to rounding.
+    np.testing.assert_allclose(values(streamed.report), values(run), rtol=1e-6)
+    np.testing.assert_allclose(values(watcher.reports[0]), values(run), rtol=1e-6)

@@ -88,3 +88,43 @@ def test_encoder_decoder_prompt_telemetry_comes_from_the_encoder(tiny_loaded) ->
     assert telemetry is not None and telemetry.surprisals is None
     assert len(telemetry.heads) == loaded.capabilities.num_encoder_layers
     assert telemetry.layer_transformations.shape == (loaded.capabilities.num_encoder_layers,)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+def test_prompt_pass_scored_a_few_heads_at_a_time_gives_the_same_telemetry(
+    arch, tiny_loaded, monkeypatch
+) -> None:
+    """A long prompt's pass is scored by groups of key-value heads to bound memory: same numbers."""
+    import dataclasses
+
+    import corevital.capture.attention_tap as tap_module
+    import corevital.capture.observer as observer_module
+
+    loaded = tiny_loaded(arch)
+    prompts = ["The quick brown fox jumps over the lazy dog", "a b c d"]
+    settings = tiny_settings(max_new_tokens=3)
+    whole = capture_prompts(loaded, prompts, settings).sequences
+    groups: list[int] = []
+    real = tap_module.AttentionTap._prompt_pass_by_heads
+
+    def by_heads(self, *args, **kwargs):
+        groups.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(tap_module.AttentionTap, "_prompt_pass_by_heads", by_heads)
+    monkeypatch.setattr(observer_module, "prompt_chunk_bytes", lambda model_bytes: 1)  # one head group
+    split = capture_prompts(loaded, prompts, settings).sequences
+    assert len(groups) == loaded.capabilities.num_layers
+    for got, want in zip(split, whole, strict=True):
+        assert got.generated_token_ids == want.generated_token_ids
+        a, b = got.prompt_telemetry, want.prompt_telemetry
+        np.testing.assert_allclose(a.basin_scores, b.basin_scores, rtol=1e-6, atol=1e-7, equal_nan=True)
+        np.testing.assert_allclose(a.surprisals, b.surprisals, rtol=1e-6, atol=1e-6)
+        for layer_a, layer_b in zip(a.heads, b.heads, strict=True):
+            for head_a, head_b in zip(layer_a, layer_b, strict=True):
+                assert dataclasses.asdict(head_a).keys() == dataclasses.asdict(head_b).keys()
+                np.testing.assert_array_equal(head_a.query_indices, head_b.query_indices)
+                np.testing.assert_array_equal(head_a.key_indices, head_b.key_indices)
+                np.testing.assert_allclose(head_a.weights, head_b.weights, rtol=1e-6)
+        for name in ("entropy_mean", "max_weight_per_head", "sink_mass_mean"):
+            np.testing.assert_allclose(getattr(got.attention, name), getattr(want.attention, name), rtol=1e-6)

@@ -21,6 +21,7 @@ because keeping S×S weights for every encoder layer would cost far more than th
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sys
 import threading
@@ -179,6 +180,8 @@ class AttentionTap:
         # Prompt telemetry (sparse attention, basin scores) of the pass that reads the prompt:
         # the prefill of a decoder-only model, the encoder of an encoder-decoder model.
         self.prompt_options: tuple[float, int] | None = None  # (threshold, cap)
+        # Largest float32 [B, H, P, P] block of a prompt pass scored at once (None: no limit).
+        self.prompt_chunk_bytes: int | None = None
         self.prompt_length: int | None = None  # set when the pass reads more than the prompt (replay)
         self.context_span: tuple[int, int] | None = None  # a RAG context's prompt tokens [start, end)
         prompt_layers = num_encoder_layers if num_encoder_layers else num_layers
@@ -277,6 +280,9 @@ class AttentionTap:
                 output = _sdpa(module, query, key, value, self._sdpa_mask(attention_mask), **kwargs)
                 if needs == "rows" and site.kind is not SiteKind.ENCODER:
                     self._stash_pending(site, query, key, attention_mask, kwargs)  # no kernel
+                    return output, None
+                if needs == "all" and self._prompt_by_heads(site, query, key, kwargs):
+                    self._prompt_pass_by_heads(site, query, key, attention_mask, kwargs)
                     return output, None
                 weights = _recomputed_rows(query, key, attention_mask, kwargs, rows)
             else:
@@ -493,14 +499,76 @@ class AttentionTap:
         if self.prompt_length is not None:
             weights = weights[:, :, : self.prompt_length, : self.prompt_length]
             mask = None if mask is None else mask[:, :, : self.prompt_length, : self.prompt_length]
+        found = self._prompt_stats_of(weights, mask)
+        if found is not None:
+            self.prompt_stats[layer], self.prompt_span_share[layer] = found
+
+    def _prompt_stats_of(
+        self, weights: Tensor, mask: Tensor | None
+    ) -> tuple[PromptAttentionStats, Tensor | None] | None:
+        """Sparse attention and basin scores (and the RAG span share) of prompt weights [B, H, P, P]."""
+        assert self.prompt_options is not None
         batch, _, q_len, kv_len = weights.shape
         if q_len != kv_len:  # not a pass over the whole prompt (e.g. a continued cache)
-            return
+            return None
         threshold, cap = self.prompt_options
         visible = visible_keys(mask, slice(0, q_len), batch, q_len, kv_len, weights.device)
-        self.prompt_stats[layer] = prompt_attention(weights, visible, threshold=threshold, cap=cap)
+        stats = prompt_attention(weights, visible, threshold=threshold, cap=cap)
+        share = None
         if self.context_span is not None:
-            self.prompt_span_share[layer] = span_attention_share(weights, visible, *self.context_span)
+            share = span_attention_share(weights, visible, *self.context_span)
+        return stats, share
+
+    def _prompt_by_heads(self, site: AttentionSite, query: Tensor, key: Tensor, kwargs: dict) -> bool:
+        """Whether the prompt pass of this layer is too large to score every head at once."""
+        if (
+            self.prompt_chunk_bytes is None
+            or site.kind is not SiteKind.SELF
+            or self.prompt_length is not None
+        ):
+            return False
+        batch, heads, q_len, _ = query.shape
+        too_large = 4 * batch * heads * q_len * key.shape[2] > self.prompt_chunk_bytes
+        return too_large and kwargs.get("position_bias") is None and q_len == key.shape[2]
+
+    def _prompt_pass_by_heads(
+        self, site: AttentionSite, query: Tensor, key: Tensor, mask: Tensor | None, kwargs: dict
+    ) -> None:
+        """The prompt pass of one layer scored a few key-value heads at a time (bounded memory).
+
+        Every prompt statistic is per head, so the groups' results are concatenated over heads. A
+        loop over head groups, at the prefill only: one [B, H, P, P] float32 block of a long prompt
+        is what it avoids (SmolLM2, 512 tokens: 9 MiB, and prompt statistics make a copy of it).
+        """
+        batch, q_heads, q_len, _ = query.shape
+        kv_heads, kv_len = key.shape[1], key.shape[2]
+        group = q_heads // kv_heads
+        assert self.prompt_chunk_bytes is not None
+        per_kv_head = 4 * batch * group * q_len * kv_len
+        width = max(1, self.prompt_chunk_bytes // per_kv_head)
+        observed: list[Tensor] = []
+        found: list[tuple[PromptAttentionStats, Tensor | None]] = []
+        for start in range(0, kv_heads, width):  # head groups, not single heads: see the docstring
+            stop = min(start + width, kv_heads)
+            weights = _recomputed_rows(
+                query[:, start * group : stop * group], key[:, start:stop], mask, kwargs, slice(0, q_len)
+            )
+            observed.append(weights[:, :, self._rows].clone())
+            if self.prompt_options is not None:
+                part = self._prompt_stats_of(weights, mask)
+                assert part is not None
+                found.append(part)
+            del weights
+        rows = torch.cat(observed, dim=1)
+        self._stash(site, rows, self._visible_key(mask, rows, q_len, kv_len))
+        if found:
+            parts = [stats for stats, _ in found]
+            self.prompt_stats[site.layer] = PromptAttentionStats(
+                *(torch.cat([getattr(p, f.name) for p in parts], dim=1) for f in dataclasses.fields(parts[0]))
+            )
+            shares = [share for _, share in found]
+            if all(share is not None for share in shares):
+                self.prompt_span_share[site.layer] = torch.cat(cast(list[Tensor], shares), dim=1)
 
     def _reduce_encoder(self, layer: int, weights: Tensor, mask: Tensor | None) -> None:
         batch, heads, q_len, kv_len = weights.shape

@@ -236,6 +236,7 @@ class StepObserver:
         # (PromptDeviceStats, per-layer attention stats, per-layer RAG span shares), on the host
         self.prompt_host: tuple[Any, Any, Any] | None = None
         if self.tap is not None and options.observe_prompt:
+            self.tap.prompt_chunk_bytes = self._prompt_chunk_bytes
             self.tap.prompt_options = (options.sparse_threshold, options.sparse_max_per_head)
             self.tap.context_span = options.context_span
 

@@ -159,3 +159,25 @@ def test_a_forward_whose_layers_do_not_all_defer_is_scored_at_once(tiny_loaded, 
     for a, b in zip(got, want, strict=True):
         assert a.generated_token_ids == b.generated_token_ids
         _assert_same(a, b)
+
+
+def test_deferred_steps_before_a_step_scored_at_once(tiny_loaded, monkeypatch) -> None:
+    """Deferred rows are scored against a cache that has grown since (padded batch): same numbers."""
+    import corevital.capture.attention_tap as tap_module
+
+    loaded = tiny_loaded("llama")
+    settings = tiny_settings(max_new_tokens=7)
+    want = _capture(loaded, settings, monkeypatch, flush_every=1)
+    real_defers = tap_module.AttentionTap._defers
+    calls = {"layer0": 0}
+
+    def not_the_third_step(self, site, q_len, mask, kwargs):
+        if site.layer == 0:
+            calls["layer0"] += 1
+        return calls["layer0"] != 3 and real_defers(self, site, q_len, mask, kwargs)
+
+    monkeypatch.setattr(tap_module.AttentionTap, "_defers", not_the_third_step)
+    got = _capture(loaded, settings, monkeypatch, flush_every=32)
+    for a, b in zip(got, want, strict=True):
+        assert a.generated_token_ids == b.generated_token_ids
+        _assert_same(a, b)

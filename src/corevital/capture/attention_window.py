@@ -94,7 +94,11 @@ def reduce_decode_rows(steps: Sequence[DecodeRows], keys: Sequence[Tensor]) -> A
         logits = scores.mul(first.scale)
         visible = (~future).expand(batch, n, kv_len)
     else:  # the additive padding mask of eager attention, as the step itself applied it
-        real = padding[:, :kv_len].to(device=device, dtype=torch.bool)  # [B, K]
+        # Keys past the padding mask's end came after every step here (the cache may have grown
+        # since, through steps scored at once): ``future`` hides them whatever this says.
+        real = torch.zeros((batch, kv_len), dtype=torch.bool, device=device)
+        width = min(kv_len, padding.shape[1])
+        real[:, :width] = padding[:, :width]
         bias = torch.zeros((batch, 1, 1, kv_len), dtype=dtype, device=device)
         bias.masked_fill_(~real[:, None, None, :], torch.finfo(dtype).min)
         logits = torch.add(bias, scores, alpha=first.scale)

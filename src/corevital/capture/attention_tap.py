@@ -341,7 +341,8 @@ class AttentionTap:
         self, layer: int, query: Tensor, key: Tensor, mask: Tensor | None, scaling: float | None
     ) -> None:
         scale = scale_for(query, scaling)
-        signature = (scale, id(mask), query.shape, key.shape, key.dtype)
+        # Layers spread over several devices (device_map) are not scored together: per step then.
+        signature = (scale, id(mask), query.shape, key.shape, key.dtype, key.device)
         if self._decode_signature is None:
             self._decode_signature = signature
         elif signature != self._decode_signature:

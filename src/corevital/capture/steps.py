@@ -4,7 +4,8 @@ At batch 1 on an accelerator, generation is bound by kernel launches and Python,
 every reduction CoreVital launches per step lands on the critical path however small it is. When
 no live callback needs a step's values as it happens, a decoding step therefore does no work of its
 own: it leaves references to its raw logits row and its per-layer hidden states (a
-:class:`RawStep`; the model allocated them anyway, and nothing writes to them again), and
+:class:`RawStep`; the model allocated them anyway, and nothing writes to them again), with a cache
+that only appends also its attention query rows (:mod:`.attention_window`), and
 :func:`reduce_raw_steps` reduces up to a window of such steps in one batch of kernels, the same
 kernels one step would launch (the statistics are row-wise, so rows of several steps are simply
 more rows). The window is bounded by :func:`deferred_bytes_budget`, a small share of the model's own

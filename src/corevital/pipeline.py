@@ -238,12 +238,11 @@ class Pipeline:
     def build_one(self, run: RunCapture, seq: SequenceCapture) -> Report:
         settings = self.settings
         _, diagnosis = self.diagnose_one(run, seq)
-        share = self._context_share(seq)
         rag = self.rag_context()
         attention_observed = seq.attention is not None
         ext = extensions(diagnosis, attention_observed=attention_observed, seq=seq)
         if rag is not None:
-            ext.rag = rag.model_copy(update={"context_attention_share": share})
+            ext.rag = rag.model_copy(update={"context_attention_share": diagnosis.context_share})
         if ext.calibration is not None:
             ext.calibration.warnings = self.calibration_mismatch() or None
         ctx = BuildContext(

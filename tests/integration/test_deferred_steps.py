@@ -28,6 +28,19 @@ def _capture(loaded, settings, monkeypatch, *, flush_every: int) -> list:
     return capture_prompts(loaded, PROMPTS, settings).sequences
 
 
+def _count_deferred_rows(monkeypatch) -> list[int]:
+    """The number of steps in each batched reduction of deferred attention rows, as it happens."""
+    counts: list[int] = []
+    real = steps_module.reduce_decode_rows
+
+    def counted(steps, keys):
+        counts.append(len(steps))
+        return real(steps, keys)
+
+    monkeypatch.setattr(steps_module, "reduce_decode_rows", counted)
+    return counts
+
+
 def _assert_same(got, want) -> None:
     for name in ("logits", "chosen", "hidden", "attention", "cross_attention"):
         a, b = getattr(got, name), getattr(want, name)
@@ -55,14 +68,7 @@ def test_windows_equal_single_steps(arch: str, tiny_loaded, monkeypatch) -> None
         return real_reduce(raw, *args, **kwargs)
 
     monkeypatch.setattr(observer_module, "reduce_raw_steps", reduce)
-    deferred_rows: list[int] = []
-    real_rows = steps_module.reduce_decode_rows
-
-    def reduce_rows(steps, keys):
-        deferred_rows.append(len(steps))
-        return real_rows(steps, keys)
-
-    monkeypatch.setattr(steps_module, "reduce_decode_rows", reduce_rows)
+    deferred_rows = _count_deferred_rows(monkeypatch)
     windowed = _capture(loaded, settings, monkeypatch, flush_every=3)  # windows end mid-generation
     assert batched and max(batched) > 1
     # Decoder-only models (append-only cache) defer their attention rows too; encoder-decoders do not.
@@ -110,14 +116,7 @@ def test_rows_of_a_sliding_window_cache_are_scored_every_step(tmp_path, monkeypa
     )
     settings = tiny_settings(max_new_tokens=8)
     want = _capture(loaded, settings, monkeypatch, flush_every=1)
-    deferred: list[int] = []
-    real_rows = steps_module.reduce_decode_rows
-
-    def reduce_rows(steps, keys):
-        deferred.append(len(steps))
-        return real_rows(steps, keys)
-
-    monkeypatch.setattr(steps_module, "reduce_decode_rows", reduce_rows)
+    deferred = _count_deferred_rows(monkeypatch)
     got = _capture(loaded, settings, monkeypatch, flush_every=8)
     assert deferred == []
     for a, b in zip(got, want, strict=True):
@@ -146,14 +145,7 @@ def test_a_forward_whose_layers_do_not_all_defer_is_scored_at_once(tiny_loaded, 
         return site.layer % 2 == 0 and real_defers(self, site, q_len, mask, kwargs)
 
     monkeypatch.setattr(tap_module.AttentionTap, "_defers", even_layers_only)
-    deferred: list[int] = []
-    real_rows = steps_module.reduce_decode_rows
-
-    def reduce_rows(steps, keys):
-        deferred.append(len(steps))
-        return real_rows(steps, keys)
-
-    monkeypatch.setattr(steps_module, "reduce_decode_rows", reduce_rows)
+    deferred = _count_deferred_rows(monkeypatch)
     got = _capture(loaded, settings, monkeypatch, flush_every=8)
     assert deferred == []
     for a, b in zip(got, want, strict=True):

@@ -63,6 +63,19 @@ def test_profile_holds_statistics_not_values(profile: CalibrationProfile, tmp_pa
     assert load_calibration_profile(path) == profile
 
 
+def test_an_unchanged_profile_file_is_parsed_once(profile: CalibrationProfile, tmp_path: Path) -> None:
+    import os
+
+    path = save_calibration_profile(profile, tmp_path / "p.json")
+    first = load_calibration_profile(path)
+    assert load_calibration_profile(path) is first
+    changed = profile.model_copy(update={"num_runs": profile.num_runs + 1})
+    save_calibration_profile(changed, path)
+    os.utime(path, ns=(1, 1))  # a rewrite within the clock's resolution still changes the key
+    again = load_calibration_profile(path)
+    assert again is not first and again.num_runs == profile.num_runs + 1
+
+
 def test_profile_files_are_validated_with_one_line_errors(
     profile: CalibrationProfile, tmp_path: Path
 ) -> None:

@@ -50,6 +50,7 @@ class Diagnosis:
     profile_family: str
     run_features: RunFeatures
     calibration: CalibrationDivergence | None = None
+    context_share: float | None = None  # the RAG context's attention share the analysis used
 
 
 def diagnose(
@@ -123,6 +124,7 @@ def diagnose(
         profile_family=profile.family,
         run_features=features,
         calibration=score_divergence(signals, calibration) if calibration is not None else None,
+        context_share=context_share,
     )
 
 

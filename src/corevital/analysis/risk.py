@@ -123,8 +123,31 @@ def risk_score(
 ) -> Risk:
     """Risk score of one sequence with the factors that moved it (``labelled``: model and run features)."""
     features = risk_features(sig, failure_risk)
+    model = "heuristic"
     if labelled is not None:
-        return _labelled_risk(labelled, profile, flags, features, blamed, collapse, repetition_coverage)
+        output = predict(*labelled)
+        smooth, contributions, model = output.probability, dict(output.contributions), "labelled"
+    else:
+        smooth, contributions = _heuristic(features, profile, flags, compound, blamed)
+    risk = _with_floors(smooth, contributions, profile, flags, repetition_coverage)
+    return dataclasses.replace(
+        risk,
+        blamed_layers=blamed,
+        blamed_layers_flat=tuple(b.layer for b in blamed),
+        attention_collapse_detail=collapse,
+        features=features,
+        model=model,
+    )
+
+
+def _heuristic(
+    features: RiskFeatures,
+    profile: RiskProfile,
+    flags: HealthFlags,
+    compound: tuple[CompoundSignal, ...],
+    blamed: tuple[BlamedLayer, ...],
+) -> tuple[float, dict[str, float]]:
+    """The profile's smooth score and each term's contribution to it."""
     terms: dict[str, float] = {}
     for name, attr in _CONTINUOUS:
         terms[name] = _term(getattr(features, attr), getattr(profile, attr), profile.feature_cap)
@@ -140,40 +163,18 @@ def risk_score(
             terms["layer_norm_jump"] = profile.layer_jump_weight * max(jumps)
     if flags.repetition_loop_detected:
         terms["repetition_loop"] = profile.repetition_weight
-    nan_inf = flags.nan_detected or flags.inf_detected
-    if nan_inf:
+    if flags.nan_detected or flags.inf_detected:
         terms["nan_or_inf"] = profile.nan_inf_weight
     logit = profile.intercept + sum(terms.values())
     smooth = sigmoid(logit)
-    contributions: dict[str, float] = {name: smooth - sigmoid(logit - value) for name, value in terms.items()}
-    return _finish(smooth, contributions, profile, flags, features, blamed, collapse, repetition_coverage)
+    return smooth, {name: smooth - sigmoid(logit - value) for name, value in terms.items()}
 
 
-def _labelled_risk(
-    labelled: tuple[RiskModelSpec, RunFeatures],
-    profile: RiskProfile,
-    flags: HealthFlags,
-    features: RiskFeatures,
-    blamed: tuple[BlamedLayer, ...],
-    collapse: AttentionCollapseDetail | None,
-    repetition_coverage: float,
-) -> Risk:
-    output = predict(*labelled)
-    contributions = dict(output.contributions)
-    risk = _finish(
-        output.probability, contributions, profile, flags, features, blamed, collapse, repetition_coverage
-    )
-    return dataclasses.replace(risk, model="labelled")
-
-
-def _finish(
+def _with_floors(
     smooth: float,
     contributions: dict[str, float],
     profile: RiskProfile,
     flags: HealthFlags,
-    features: RiskFeatures,
-    blamed: tuple[BlamedLayer, ...],
-    collapse: AttentionCollapseDetail | None,
     repetition_coverage: float,
 ) -> Risk:
     """The hard floors on top of the smooth score, and the factors that raised the result."""
@@ -196,9 +197,5 @@ def _finish(
         risk_score=float(clip(score, 0.0, 1.0)),
         risk_factors=tuple(n for n, _ in listed),
         factor_contributions=tuple(FactorContribution(n, round(c, 4)) for n, c in listed),
-        blamed_layers=blamed,
-        blamed_layers_flat=tuple(b.layer for b in blamed),
-        attention_collapse_detail=collapse,
         smooth_score=smooth,
-        features=features,
     )

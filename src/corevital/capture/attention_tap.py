@@ -362,7 +362,7 @@ class AttentionTap:
         if not self._decode_layers:
             return None
         if self._decode_uniform and self._decode_layers == self._num[SiteKind.SELF]:
-            entries = [entry for entry in self._decode_rows if entry is not None]
+            entries = cast(list[tuple[Tensor, Tensor, Tensor | None, float]], self._decode_rows)  # all set
             _, key, mask, scale = entries[0]
             rows = DecodeRows(
                 queries=tuple(entry[0] for entry in entries),

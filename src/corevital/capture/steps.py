@@ -73,10 +73,13 @@ class RawStep:
     scores: Tensor | None = None  # [B, V] the distribution sampled from, when it differs from the logits
 
     def float32_bytes(self) -> int:
-        """Bytes of this step's rows as float32: what its share of the batched reduction costs."""
+        """Bytes of this step's rows as float32: what its share of the batched reduction costs.
+
+        Every layer's state has the same shape, so this is arithmetic on shapes, not a pass over layers.
+        """
         rows = self.logits_row.numel()
         if self.states is not None:
-            rows += sum(state.numel() for state in self.states)
+            rows += len(self.states) * self.states[0].numel()
         attention = 0 if self.decode_rows is None else self.decode_rows.float32_bytes()
         return 4 * rows + attention
 

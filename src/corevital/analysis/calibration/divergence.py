@@ -66,22 +66,28 @@ class CalibrationDivergence:
 def _step_z(
     profile: CalibrationProfile, metric: str, values: np.ndarray
 ) -> tuple[np.ndarray, list[MetricStats | None]]:
+    """z of each step's value against its position bucket's reference, and that reference."""
     vals = np.asarray(values, dtype=np.float64)
     buckets = profile.bucket_index(np.arange(vals.size))
-    stats = [profile.step_stats(metric, int(b)) for b in buckets]
-    z = np.asarray(
-        [s.z(v) if s is not None else np.nan for s, v in zip(stats, vals, strict=True)], dtype=np.float64
-    )
-    return z, stats
+    per_bucket = [profile.step_stats(metric, index) for index in range(len(profile.buckets))]
+    means, scales = _reference_arrays(per_bucket)
+    z: np.ndarray = (vals - means[buckets]) / scales[buckets]
+    return z, [per_bucket[b] for b in buckets]
 
 
 def _layer_z(refs: list[MetricStats | None], values: np.ndarray) -> np.ndarray:
     vals = np.asarray(values, dtype=np.float64)
     width = min(vals.shape[1], len(refs))
-    means = np.asarray([r.mean if r is not None else np.nan for r in refs[:width]])
-    scales = np.asarray([r.scale if r is not None else np.nan for r in refs[:width]])
+    means, scales = _reference_arrays(refs[:width])
     z: np.ndarray = (vals[:, :width] - means) / scales
     return z
+
+
+def _reference_arrays(refs: list[MetricStats | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Means and scales of references as arrays (NaN where there is none)."""
+    means = np.asarray([r.mean if r is not None else np.nan for r in refs], dtype=np.float64)
+    scales = np.asarray([r.scale if r is not None else np.nan for r in refs], dtype=np.float64)
+    return means, scales
 
 
 def score_divergence(

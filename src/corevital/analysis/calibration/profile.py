@@ -14,6 +14,7 @@ with a one-line :class:`~corevital.errors.ConfigError`.
 
 from __future__ import annotations
 
+import functools
 import json
 from importlib import resources
 from pathlib import Path
@@ -75,9 +76,6 @@ class MetricStats(_Frozen):
     def scale(self) -> float:
         """The z-score denominator: the standard deviation, floored so a constant metric stays finite."""
         return max(self.std, 1e-3 + 0.01 * abs(self.mean))
-
-    def z(self, values: np.ndarray) -> np.ndarray:
-        return (np.asarray(values, dtype=np.float64) - self.mean) / self.scale
 
 
 class ModelIdentity(_Frozen):
@@ -187,7 +185,22 @@ def resolve_profile_path(name: str) -> Path:
 
 
 def load_calibration_profile(path: str | Path) -> CalibrationProfile:
-    """Read and validate a profile; every problem is a one-line ConfigError naming the file."""
+    """Read and validate a profile; every problem is a one-line ConfigError naming the file.
+
+    A profile is immutable, so one read once is reused while the file is unchanged (same size and
+    modification time): a monitor running many generations with one profile parses it once.
+    """
+    file = Path(path)
+    try:
+        stat, where = file.stat(), str(file.resolve())
+    except OSError:
+        return _read_profile(str(file), "", -1, -1)  # not cached: reading it reports the problem
+    return _read_profile(str(file), where, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_profile(path: str, where: str, mtime_ns: int, size: int) -> CalibrationProfile:
+    """The profile at ``path`` (the other arguments only key the cache); errors are never cached."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")

@@ -56,14 +56,13 @@ def test_no_python_loop_over_layers_or_heads_in_per_step_code() -> None:
 
 
 def _count_transfers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Each host transfer the observer makes: "one" (a single step or the prompt) or "steps:N" (a flush)."""
+    """Each host transfer the observer makes: "steps:N" (a flush of N steps) or "one" (the prompt)."""
     calls: list[str] = []
     real = observer_module.to_host
 
     def counted(obj):
-        if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], list):  # a flush: (ready, batches)
-            ready, batches = obj
-            calls.append(f"steps:{len(ready) + sum(batch.steps for batch, _ in batches)}")
+        if isinstance(obj, list):  # a flush: [(StepBatch, per-step attention), ...]
+            calls.append(f"steps:{sum(batch.steps for batch, _ in obj)}")
         else:
             calls.append("one")
         return real(obj)
@@ -79,16 +78,16 @@ def test_one_host_transfer_per_step_with_a_live_callback(tiny_loaded, monkeypatc
         tiny_loaded("llama"), ["The quick brown fox"], tiny_settings(max_new_tokens=12), callback=steps.append
     )
     assert run.sequences[0].num_steps == 12
-    # One copy per step, plus one after generation for the prompt telemetry of the prefill.
-    assert calls == ["one"] * len(steps) + ["one"] and len(steps) >= 12
+    # One copy per step (a window of one), plus one after generation for the prompt telemetry.
+    assert calls == ["steps:1"] * len(steps) + ["one"] and len(steps) >= 12
 
 
 def test_transfers_are_batched_without_a_callback(tiny_loaded, monkeypatch) -> None:
     calls = _count_transfers(monkeypatch)
     run = capture_prompts(tiny_loaded("llama"), ["The quick brown fox"], tiny_settings(max_new_tokens=40))
     assert run.sequences[0].num_steps == 40
-    # Windows of 32 steps (the prefill's step, reduced at once, and 31 deferred decoding steps), the
-    # remaining 8 at the end, then the prompt telemetry.
+    # Windows of 32 steps (the prefill's and 31 decoding steps), the remaining 8 at the end, then
+    # the prompt telemetry.
     assert calls == ["steps:32", "steps:8", "one"]
 
 

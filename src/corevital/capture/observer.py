@@ -5,15 +5,15 @@ Installed by :meth:`StepObserver.installed` (a context manager that always remov
 - a forward pre-hook on the top-level model asks for hidden states and opens a new step;
 - the attention tap (full and on_risk capture) collects each layer's decode-step attention row;
 - a forward hook on the top-level model takes the step's raw logits, hidden states and attention
-  rows the moment the forward pass returns. With a live callback it reduces them with
-  :mod:`corevital.metrics` at once; without one, a decoding step keeps references to its logits row
-  and hidden states (and, with a cache that only appends, its attention query rows) and the steps of
-  a window are reduced together (:mod:`.steps`, :mod:`.attention_window`), which costs one step's
-  kernels per window instead of per step;
+  rows the moment the forward pass returns and keeps references to them (of the prefill only the
+  last position; with a cache that only appends, only the attention query rows) in a
+  :class:`~corevital.capture.steps.RawStep`;
 - a logits processor placed last sees the distribution actually sampled from;
-- a stopping criterion sees the chosen tokens, finishes the step (surprisal of the chosen token),
-  moves it to the host (one copy per step, or one per window of up to ``flush_every`` steps when no
-  live callback needs the values) and lets a live callback stop sequences.
+- a stopping criterion sees the chosen tokens and ends the step. The waiting steps are reduced with
+  :mod:`corevital.metrics` together, in one batch, and moved to the host in one copy
+  (:mod:`.steps`, :mod:`.attention_window`): every step when a live callback needs each step's
+  values at once (it may then stop sequences), otherwise once per window of up to ``flush_every``
+  steps, which costs one step's kernels per window instead of per step.
 
 Encoder-decoder models: a hook on the encoder summarises its hidden states once per generation,
 and the tap reduces encoder self-attention layer by layer as it runs.
@@ -21,7 +21,6 @@ and the tap reduces encoder self-attention layer by layer as it runs.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -34,7 +33,7 @@ from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from corevital.capture.attention_tap import AttentionTap
-from corevital.capture.attention_window import append_only_keys, is_append_only, reduce_decode_rows
+from corevital.capture.attention_window import append_only_keys, is_append_only
 from corevital.capture.capabilities import ModelCapabilities
 from corevital.capture.output_head import logits_head
 from corevital.capture.records import CaptureWarning, StepCallback, StepEvent
@@ -49,12 +48,6 @@ from corevital.capture.steps import (
 )
 from corevital.metrics.attention import summarize_attention
 from corevital.metrics.hidden import make_sketch_matrix, summarize_hidden
-from corevital.metrics.logits import (
-    sampling_distribution_stats,
-    summarize_logits_keeping_log_probs,
-    surprisal_from_log_probs,
-    token_surprisal,
-)
 from corevital.metrics.prompt import (
     DEFAULT_CHUNK_BYTES,
     layer_transformations,
@@ -62,7 +55,7 @@ from corevital.metrics.prompt import (
     prompt_surprisals_from_states,
 )
 from corevital.metrics.transfer import to_host
-from corevital.metrics.types import AttentionStats, ChosenTokenStats, HiddenStats, LogitStats
+from corevital.metrics.types import AttentionStats, HiddenStats
 
 SKETCH_SEED = 20240611
 
@@ -102,16 +95,6 @@ class PromptDeviceStats:
     layer_transformations: Tensor  # [L, B]
 
 
-@dataclass
-class _Pending:
-    logits_row: Tensor  # [B, V] raw logits of the step, held until the token is chosen
-    log_probs: Tensor | None  # [B, V] float32, when the logit statistics computed them
-    logits: LogitStats
-    hidden: HiddenStats | None
-    attention: AttentionStats | None
-    cross_attention: AttentionStats | None
-
-
 def _last_positions(states: tuple[Tensor, ...]) -> Tensor:
     """Each layer's state [B, S, d] at the last position, stacked: [L, B, d], in one copy.
 
@@ -141,11 +124,6 @@ def _uniform_runs(raw: list[RawStep]) -> list[list[RawStep]]:
         else:
             runs.append([step])
     return runs
-
-
-def _first_step(stats: AttentionStats) -> AttentionStats:
-    """The one step of steps-first statistics ([1, L, B, ...] fields), as one step's ([L, B, ...])."""
-    return AttentionStats(**{f.name: getattr(stats, f.name)[0] for f in dataclasses.fields(stats)})
 
 
 def _last_row(collected: tuple[Tensor, Tensor | None] | None, causal: bool) -> AttentionStats | None:
@@ -204,7 +182,7 @@ class StepObserver:
             if options.sketch_dim > 0 and caps.hidden_size > 0
             else None
         )
-        self._pending: _Pending | RawStep | None = None
+        self._pending: RawStep | None = None
         self._logit_options = LogitOptions(options.topk, options.mass_k, options.entropy_mode)
         self._deferred_bytes = 0
         model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -219,7 +197,7 @@ class StepObserver:
         self._cache_append_only = False
         self._no_stop_tensor: Tensor | None = None
         self._scores: Tensor | None = None
-        self._unflushed: list[DeviceStep | RawStep] = []
+        self._unflushed: list[RawStep] = []
         self.host_steps: list[DeviceStep] = []  # the same dataclasses, fields as numpy arrays
         self.encoder_hidden: HiddenStats | None = None
         self.encoder_mask: Tensor | None = None
@@ -301,45 +279,14 @@ class StepObserver:
                 self.tap.release()
             if self._reads_prompt() and states is not None:
                 self.prompt_device = self._prompt_stats(kwargs, output.logits, states)
-            if self._deferrable(output.logits, layer_states):
-                self._pending = RawStep(logits_row, layer_states, attention, cross, decode_rows)
-            else:
-                if decode_rows is not None:  # not expected: a deferring forward is a decoding step
-                    attention = _first_step(reduce_decode_rows([decode_rows], self._cache_keys()))
-                self._pending = self._reduce_now(logits_row, layer_states, attention, cross)
+            # A step keeps references to these until its window is reduced; of a pass over several
+            # positions (the prefill) only the last position is kept, as a copy.
+            if output.logits.shape[1] > 1:
+                logits_row = logits_row.clone()
+            if layer_states is not None and layer_states[0].shape[1] > 1:
+                layer_states = tuple(_last_positions(layer_states).unsqueeze(2).unbind(0))
+            self._pending = RawStep(logits_row, layer_states, attention, cross, decode_rows)
             self._forwards += 1
-
-    def _deferrable(self, logits: Tensor, states: tuple[Tensor, ...] | None) -> bool:
-        """Whether this forward's tensors may wait for the window's batched reduction.
-
-        Not with a live callback (it needs the values now), and not for a pass over several
-        positions (the prefill): its logits and states hold every prompt position, too much to keep.
-        """
-        return (
-            self.callback is None
-            and logits.shape[1] == 1
-            and (states is None or states[0].shape[1] == 1)
-            and self.options.flush_every > 1
-        )
-
-    def _reduce_now(
-        self,
-        logits_row: Tensor,
-        states: tuple[Tensor, ...] | None,
-        attention: AttentionStats | None,
-        cross: AttentionStats | None,
-    ) -> _Pending:
-        logits, log_probs = summarize_logits_keeping_log_probs(
-            logits_row,
-            topk=self.options.topk,
-            mass_k=self.options.mass_k,
-            entropy_mode=self.options.entropy_mode,
-        )
-        hidden = None
-        if states is not None:
-            last = _last_positions(states)  # [L, B, d]
-            hidden = summarize_hidden(last, clip_value=self.options.clip_value, sketch_matrix=self.sketch)
-        return _Pending(logits_row, log_probs, logits, hidden, attention, cross)
 
     def _prompt_stats(
         self, kwargs: dict, logits: Tensor, states: tuple[Tensor, ...]
@@ -405,42 +352,16 @@ class StepObserver:
         if pending is None:  # a step without a forward pass we saw: nothing to record
             return self._no_stop(batch, input_ids.device)
         self._pending = None
-        sampled_from, self._scores = self._scores, None
-        if isinstance(pending, RawStep):
-            pending.tokens = input_ids[:, -1]  # input_ids is a new tensor every step, never written to
-            pending.scores = sampled_from
-            self._unflushed.append(pending)
-            self._deferred_bytes += pending.float32_bytes()
-            if (
-                len(self._unflushed) >= self.options.flush_every
-                or self._deferred_bytes >= self._deferred_budget
-            ):
-                self.flush()
-            return self._no_stop(batch, input_ids.device)
-        tokens = input_ids[:, -1].clone()
-        with torch.no_grad():
-            if pending.log_probs is not None:
-                surprisal = surprisal_from_log_probs(pending.log_probs, tokens)
-            else:
-                surprisal = token_surprisal(pending.logits_row, pending.logits.log_normalizer, tokens)
-            sampling_entropy = sampling_prob = None
-            if sampled_from is not None:
-                sampling_entropy, sampling_prob = sampling_distribution_stats(sampled_from, tokens)
-        step = DeviceStep(
-            logits=pending.logits,
-            chosen=ChosenTokenStats(tokens, surprisal, sampling_entropy, sampling_prob),
-            hidden=pending.hidden,
-            attention=pending.attention,
-            cross_attention=pending.cross_attention,
-        )
-        if self.callback is None:
-            self._unflushed.append(step)
-            if len(self._unflushed) >= self.options.flush_every:
-                self.flush()
-            return self._no_stop(batch, input_ids.device)
-        host = to_host(step)
-        self.host_steps.append(host)
-        return self._ask_callback(host, batch, input_ids.device)
+        pending.tokens = input_ids[:, -1]  # input_ids is a new tensor every step, never written to
+        pending.scores, self._scores = self._scores, None
+        self._unflushed.append(pending)
+        self._deferred_bytes += pending.float32_bytes()
+        if self.callback is not None:  # a live callback reads each step at once: a window of one
+            self.flush()
+            return self._ask_callback(self.host_steps[-1], batch, input_ids.device)
+        if len(self._unflushed) >= self.options.flush_every or self._deferred_bytes >= self._deferred_budget:
+            self.flush()
+        return self._no_stop(batch, input_ids.device)
 
     def _no_stop(self, batch: int, device: torch.device) -> Tensor:
         """All-False [B] answer of the stopping criterion, made once (generate() only reads it)."""
@@ -480,22 +401,14 @@ class StepObserver:
     def held_device_bytes(self) -> int:
         """Bytes of device tensors the observer holds between steps (not counting host summaries).
 
-        Deferred steps count the model's tensors they keep alive (their logits rows and hidden states).
+        Waiting steps count the model's tensors they keep alive (logits rows, hidden states, query rows).
         """
         from corevital.metrics.transfer import tensor_bytes
 
+        waiting = [*self._unflushed, *([self._pending] if self._pending is not None else [])]
         held = 0
-        for step in self._unflushed:
-            if isinstance(step, RawStep):
-                held += step.held_bytes() + tensor_bytes((step.attention, step.cross_attention))
-            else:
-                held += tensor_bytes(step)
-        pending = self._pending
-        if isinstance(pending, RawStep):
-            held += pending.held_bytes()
-        elif pending is not None:
-            held += tensor_bytes(pending.logits) + pending.logits_row.nbytes
-            held += 0 if pending.log_probs is None else pending.log_probs.nbytes
+        for step in waiting:
+            held += step.held_bytes() + tensor_bytes((step.attention, step.cross_attention))
         if self.tap is not None:
             held += self.tap.held_bytes()
         return held
@@ -507,12 +420,10 @@ class StepObserver:
         return keys
 
     def flush(self) -> None:
-        """Reduce the deferred steps in one batch and move everything waiting to the host in one copy."""
+        """Reduce the waiting steps in one batch per kind and move them to the host in one copy."""
         if not self._unflushed:
             return
         waiting, self._unflushed, self._deferred_bytes = self._unflushed, [], 0
-        raw = [step for step in waiting if isinstance(step, RawStep)]
-        ready = [step for step in waiting if isinstance(step, DeviceStep)]
         with torch.no_grad():
             batches = [
                 (
@@ -525,14 +436,10 @@ class StepObserver:
                     ),
                     [(step.attention, step.cross_attention) for step in group],
                 )
-                for group in _uniform_runs(raw)
+                for group in _uniform_runs(waiting)
             ]
-        host_ready, host_batches = to_host((ready, batches))
-        reduced = iter(
-            [step for batch, attention in host_batches for step in split_host_batch(batch, attention)]
-        )
-        done = iter(host_ready)
-        self.host_steps.extend(next(reduced) if isinstance(step, RawStep) else next(done) for step in waiting)
+        for batch, attention in to_host(batches):
+            self.host_steps.extend(split_host_batch(batch, attention))
 
     def finalize_prompt(self) -> None:
         """Move prompt telemetry to the host (once, after generation)."""

@@ -1,15 +1,16 @@
-"""A decoding step's statistics, reduced at once or deferred and reduced with the steps around it.
+"""A generation step's statistics, reduced together with the steps around it.
 
 At batch 1 on an accelerator, generation is bound by kernel launches and Python, not arithmetic:
-every reduction CoreVital launches per step lands on the critical path however small it is. When
-no live callback needs a step's values as it happens, a decoding step therefore does no work of its
-own: it leaves references to its raw logits row and its per-layer hidden states (a
-:class:`RawStep`; the model allocated them anyway, and nothing writes to them again), with a cache
-that only appends also its attention query rows (:mod:`.attention_window`), and
+every reduction CoreVital launches per step lands on the critical path however small it is. A
+step therefore does no work of its own: it leaves references to its raw logits row and its
+per-layer hidden states (a :class:`RawStep`; the model allocated them anyway, and nothing writes
+to them again), with a cache that only appends also its attention query rows
+(:mod:`.attention_window`), and
 :func:`reduce_raw_steps` reduces up to a window of such steps in one batch of kernels, the same
 kernels one step would launch (the statistics are row-wise, so rows of several steps are simply
 more rows). The window is bounded by :func:`deferred_bytes_budget`, a small share of the model's own
-size, so memory held between steps stays bounded whatever the output length.
+size, so memory held between steps stays bounded whatever the output length; a live callback that
+reads every step as it happens makes it a window of one step.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class DeviceStep:
 
 @dataclass
 class RawStep:
-    """A decoding step left for :func:`reduce_raw_steps`: references to the model's own tensors."""
+    """A step waiting for :func:`reduce_raw_steps`: references to the model's own tensors."""
 
     logits_row: Tensor  # [B, V] raw logits (a view of the forward's output)
     states: tuple[Tensor, ...] | None  # each layer's output [B, 1, d] (None: the model gave none)

@@ -42,12 +42,12 @@ def _steps_first(stats: Any) -> Any:
 
 def _prompt_stats(out: Any, kwargs: dict[str, Any], encoder_decoder: bool, length: int) -> PromptDeviceStats:
     if encoder_decoder:
-        states = torch.stack(out.encoder_hidden_states)
-        visible = torch.ones(states.shape[1:3], dtype=torch.bool, device=states.device)
+        states = tuple(out.encoder_hidden_states)
+        visible = torch.ones(states[0].shape[:2], dtype=torch.bool, device=states[0].device)
         return PromptDeviceStats(None, layer_transformations(states, visible))
     ids = kwargs["input_ids"][:, :length]
     visible = torch.ones_like(ids, dtype=torch.bool)
-    states = torch.stack(out.hidden_states)[:, :, :length]
+    states = tuple(state[:, :length] for state in out.hidden_states)  # the prompt's positions (views)
     surprisals = prompt_surprisals(out.logits[:, :length], ids, visible) if length > 1 else None
     return PromptDeviceStats(surprisals, layer_transformations(states, visible))
 

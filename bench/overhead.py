@@ -229,11 +229,11 @@ def run_case(
         reset_peak(device)
         fn()
         peaks[name] = peak(device)
-    if profile is not None and profile.removeprefix("py:") in runners:
-        fn = runners[profile.removeprefix("py:")]
-        print(
-            python_profile(fn, device) if profile.startswith("py:") else profile_table(fn, device), flush=True
-        )
+    for wanted in (profile or "").split(","):
+        fn = runners.get(wanted.removeprefix("py:"))
+        if fn is not None:
+            report = python_profile(fn, device) if wanted.startswith("py:") else profile_table(fn, device)
+            print(f"## profile {wanted} ({case})\n{report}", flush=True)
     plain_s = statistics.median(times["plain"])
     measured = peaks["plain"] is not None
     rows = [
@@ -362,7 +362,9 @@ def main() -> None:
         help="leave the model's objects to the cyclic GC (corevital's commands freeze them once loaded)",
     )
     parser.add_argument(
-        "--profile", help="profile one run of this mode (or 'plain'): torch.profiler; 'py:MODE' for cProfile"
+        "--profile",
+        help="profile one run of each of these modes (or 'plain'), comma-separated: torch.profiler; "
+        "'py:MODE' for cProfile",
     )
     args = parser.parse_args()
     if args.threads:

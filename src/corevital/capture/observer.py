@@ -35,6 +35,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 from corevital.capture.attention_tap import AttentionTap
 from corevital.capture.attention_window import append_only_keys, is_append_only
 from corevital.capture.capabilities import ModelCapabilities
+from corevital.capture.layer_stream import LayerStream, StreamedStates, stream_sites
 from corevital.capture.output_head import logits_head
 from corevital.capture.records import CaptureWarning, StepCallback, StepEvent
 from corevital.capture.registry import AttentionSite, SiteKind
@@ -193,6 +194,10 @@ class StepObserver:
         self._head = None
         if options.observe_prompt and not caps.is_encoder_decoder:
             self._head = logits_head(model)
+        # The prefill's hidden states reduced layer by layer as they appear (:mod:`.layer_stream`).
+        self._stream_sites = None if caps.is_encoder_decoder else stream_sites(model)
+        self._stream: LayerStream | None = None
+        self._stream_exit: ExitStack | None = None
         self._cache: Any = None  # the generation's key/value cache, when attention rows are deferred
         self._cache_append_only = False
         self._no_stop_tensor: Tensor | None = None
@@ -223,7 +228,7 @@ class StepObserver:
         return self._forwards == 0 and self.options.observe_prompt and not self.caps.is_encoder_decoder
 
     def _pre_forward(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        kwargs["output_hidden_states"] = True
+        kwargs["output_hidden_states"] = not self._start_stream(kwargs)
         if self._reads_prompt() and self._head is None:
             kwargs["logits_to_keep"] = 0  # every prompt position's logits, for prompt surprisals
         if self.tap is not None:
@@ -231,6 +236,28 @@ class StepObserver:
             cache = kwargs.get("cache", kwargs.get("past_key_values"))  # the name changed in transformers 5
             self.tap.defer_decode = self._may_defer_attention(cache)
         return args, kwargs
+
+    def _start_stream(self, kwargs: dict) -> bool:
+        """Stream the prefill's hidden states (instead of keeping them all) when the model allows."""
+        input_ids = kwargs.get("input_ids")
+        if self._forwards != 0 or self._stream_sites is None or input_ids is None or input_ids.shape[1] < 2:
+            return False
+        visible = None
+        if self._reads_prompt():
+            mask = kwargs.get("attention_mask")
+            visible = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.bool()
+        self._stream = LayerStream(self._stream_sites, visible=visible, chunk_bytes=self._prompt_chunk_bytes)
+        self._stream_exit = ExitStack()
+        self._stream_exit.enter_context(self._stream.installed())
+        return True
+
+    def _end_stream(self) -> StreamedStates | None:
+        if self._stream is None or self._stream_exit is None:
+            return None
+        streamed = self._stream.result()
+        self._stream_exit.close()
+        self._stream = self._stream_exit = None
+        return streamed
 
     def _may_defer_attention(self, cache: Any) -> bool:
         """Whether this forward's decode-step attention rows may wait for the window's reduction.
@@ -257,8 +284,11 @@ class StepObserver:
                 if self.caps.is_encoder_decoder
                 else output.get("hidden_states")
             )
+            streamed = self._end_stream()
             layer_states = None
-            if states is not None and len(states) == self.caps.num_layers + 1:
+            if streamed is not None and len(streamed.last_positions) == self.caps.num_layers:
+                layer_states = streamed.last_positions
+            elif states is not None and len(states) == self.caps.num_layers + 1:
                 layer_states = states[1:]
             elif not self._hidden_missing_warned:
                 self._hidden_missing_warned = True
@@ -277,8 +307,12 @@ class StepObserver:
                     cross = _last_row(self.tap.collected(SiteKind.CROSS), causal=False)
             if self.tap is not None:
                 self.tap.release()
-            if self._reads_prompt() and states is not None:
-                self.prompt_device = self._prompt_stats(kwargs, output.logits, states)
+            if self._reads_prompt() and streamed is not None:
+                self.prompt_device = self._prompt_stats(
+                    kwargs, output.logits, streamed.final, streamed.transformations
+                )
+            elif self._reads_prompt() and states is not None:
+                self.prompt_device = self._prompt_stats(kwargs, output.logits, states[-1], states)
             # A step keeps references to these until its window is reduced; of a pass over several
             # positions (the prefill) only the last position is kept, as a copy.
             if output.logits.shape[1] > 1:
@@ -289,16 +323,17 @@ class StepObserver:
             self._forwards += 1
 
     def _prompt_stats(
-        self, kwargs: dict, logits: Tensor, states: tuple[Tensor, ...]
+        self, kwargs: dict, logits: Tensor, final: Tensor, transformations: Tensor | tuple[Tensor, ...] | None
     ) -> PromptDeviceStats | None:
+        """Surprisals and layer transformations of the prompt; ``transformations`` given, or the states."""
         input_ids = kwargs.get("input_ids")
-        if input_ids is None or input_ids.shape[1] < 2:
+        if input_ids is None or input_ids.shape[1] < 2 or transformations is None:
             return None
         mask = kwargs.get("attention_mask")
         visible = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.bool()
-        if self._head is not None and states[-1].shape[1] == input_ids.shape[1]:
+        if self._head is not None and final.shape[1] == input_ids.shape[1]:
             surprisals = prompt_surprisals_from_states(
-                states[-1],
+                final,
                 self._head,
                 input_ids,
                 visible,
@@ -309,8 +344,10 @@ class StepObserver:
             surprisals = prompt_surprisals(logits, input_ids, visible)
         else:
             return None
-        chunk = self._prompt_chunk_bytes
-        return PromptDeviceStats(surprisals, layer_transformations(states, visible, chunk_bytes=chunk))
+        if isinstance(transformations, tuple):
+            chunk = self._prompt_chunk_bytes
+            transformations = layer_transformations(transformations, visible, chunk_bytes=chunk)
+        return PromptDeviceStats(surprisals, transformations)
 
     def _encoder_pre(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         kwargs["output_hidden_states"] = True
@@ -483,6 +520,7 @@ class StepObserver:
                 stack.enter_context(_last_logits_processor(model, _ScoreObserver(self)))
             if self.tap is not None:
                 stack.enter_context(self.tap.installed(model))
+            stack.callback(self._end_stream)  # a forward that raised leaves no hook behind
             yield LogitsProcessorList(), StoppingCriteriaList([_StepFinisher(self)])
         self.flush()
 

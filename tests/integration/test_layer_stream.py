@@ -1,0 +1,137 @@
+"""The prefill's hidden states reduced layer by layer give the numbers of the kept states, with less held."""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+
+import numpy as np
+import pytest
+import torch
+
+import corevital.capture.observer as observer_module
+from corevital.capture.layer_stream import LayerStream, stream_sites
+from corevital.capture.runner import capture_prompts
+from tests.integration.conftest import tiny_settings
+from tests.support.tiny_models import ARCHITECTURES
+
+PROMPTS = ["The quick brown fox jumps over the lazy dog", "a b c"]  # the second is left-padded
+DECODER_ONLY = [arch for arch in ARCHITECTURES if arch not in ("t5", "bart")]
+
+
+def _capture(loaded, monkeypatch, *, stream: bool, **settings):
+    if not stream:
+        monkeypatch.setattr(observer_module, "stream_sites", lambda model: None)
+    run = capture_prompts(loaded, PROMPTS, tiny_settings(max_new_tokens=4, **settings))
+    monkeypatch.undo()
+    return run.sequences
+
+
+def _assert_close(a, b, name: str) -> None:
+    assert (a is None) == (b is None), name
+    if a is None:
+        return
+    for field in dataclasses.fields(a):
+        x, y = getattr(a, field.name), getattr(b, field.name)
+        assert (x is None) == (y is None), f"{name}.{field.name}"
+        if x is not None:
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=f"{name}.{field.name}")
+
+
+@pytest.mark.parametrize("arch", DECODER_ONLY)
+def test_every_decoder_only_architecture_streams(arch: str, tiny_loaded) -> None:
+    loaded = tiny_loaded(arch)
+    sites = stream_sites(loaded.model)
+    assert sites is not None
+    assert len(sites.blocks) == loaded.capabilities.num_layers
+
+
+@pytest.mark.parametrize("arch", ["t5", "bart"])
+def test_encoder_decoders_keep_the_returned_states(arch: str, tiny_loaded) -> None:
+    assert stream_sites(tiny_loaded(arch).model) is None
+
+
+@pytest.mark.parametrize("arch", DECODER_ONLY)
+@pytest.mark.parametrize("capture", ["full", "summary"])
+def test_streamed_prefill_equals_the_returned_states(
+    arch: str, capture: str, tiny_loaded, monkeypatch
+) -> None:
+    loaded = tiny_loaded(arch)
+    streamed = _capture(loaded, monkeypatch, stream=True, capture=capture)
+    kept = _capture(loaded, monkeypatch, stream=False, capture=capture)
+    for got, want in zip(streamed, kept, strict=True):
+        assert got.generated_token_ids == want.generated_token_ids
+        _assert_close(got.hidden, want.hidden, "hidden")  # step 0 is the prefill's last position
+        assert (got.prompt_telemetry is None) == (want.prompt_telemetry is None) == (capture == "summary")
+        if got.prompt_telemetry is not None:
+            np.testing.assert_allclose(
+                got.prompt_telemetry.layer_transformations,
+                want.prompt_telemetry.layer_transformations,
+                rtol=1e-5,
+                atol=1e-6,
+            )
+            np.testing.assert_allclose(
+                got.prompt_telemetry.surprisals, want.prompt_telemetry.surprisals, rtol=1e-5
+            )
+
+
+def _alive_block_outputs_at_return(loaded, monkeypatch, *, stream: bool) -> int:
+    """How many blocks' prefill outputs are still alive when the model's forward pass returns."""
+    if not stream:
+        monkeypatch.setattr(observer_module, "stream_sites", lambda model: None)
+    sites = stream_sites(loaded.model)
+    assert sites is not None
+    outputs: list[weakref.ref] = []
+    alive: list[int] = []
+
+    def remember(module, args, output):
+        state = output[0] if isinstance(output, tuple) else output
+        if state.shape[1] > 1:
+            outputs.append(weakref.ref(state))
+
+    real_post = observer_module.StepObserver._post_forward
+
+    def post(self, module, args, kwargs, output):
+        real_post(self, module, args, kwargs, output)
+        if outputs and not alive:
+            del output
+            alive.append(sum(ref() is not None for ref in outputs))
+
+    monkeypatch.setattr(observer_module.StepObserver, "_post_forward", post)
+    handles = [block.register_forward_hook(remember) for block in sites.blocks]
+    try:
+        capture_prompts(loaded, [" ".join(["word"] * 40)], tiny_settings(max_new_tokens=2))
+    finally:
+        for handle in handles:
+            handle.remove()
+        monkeypatch.undo()
+    return alive[0]
+
+
+def test_the_prefill_keeps_no_layer_output(tiny_loaded, monkeypatch) -> None:
+    """Streamed, no block's [B, P, d] output outlives the pass; returned, every one does until it ends."""
+    loaded = tiny_loaded("llama")
+    layers = loaded.capabilities.num_layers
+    assert _alive_block_outputs_at_return(loaded, monkeypatch, stream=False) >= layers - 1
+    assert _alive_block_outputs_at_return(loaded, monkeypatch, stream=True) == 0
+
+
+def test_a_stream_hooks_nothing_after_the_generation(tiny_loaded) -> None:
+    loaded = tiny_loaded("llama")
+    sites = stream_sites(loaded.model)
+    assert sites is not None
+    before = [len(block._forward_hooks) for block in sites.blocks]
+    capture_prompts(loaded, PROMPTS, tiny_settings(max_new_tokens=2))
+    assert [len(block._forward_hooks) for block in sites.blocks] == before
+
+
+def test_a_failed_pass_gives_no_result(tiny_loaded) -> None:
+    """A base model that returns before every block ran (an early exit) gives nothing to trust."""
+    loaded = tiny_loaded("llama")
+    sites = stream_sites(loaded.model)
+    assert sites is not None
+    short = dataclasses.replace(sites, blocks=(*sites.blocks, torch.nn.Linear(1, 1)))
+    stream = LayerStream(short)
+    with stream.installed(), torch.no_grad():
+        loaded.model(input_ids=torch.tensor([[1, 2, 3]]))
+    assert stream.result() is None

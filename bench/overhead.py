@@ -298,6 +298,7 @@ def python_profile(fn: Any, device: torch.device) -> str:
     stats = pstats.Stats(profiler, stream=out)
     stats.sort_stats("cumulative").print_stats(35)
     stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats("corevital", 40)
     return out.getvalue()
 
 

@@ -57,3 +57,29 @@ def test_every_step_and_layer_holds_its_captured_values(arch: str, temperature: 
             encoder = report.encoder_layers
             assert encoder is not None
             assert [e.hidden_summary.std for e in encoder] == [num(x) for x in seq.encoder_hidden.std]
+
+
+@pytest.mark.parametrize("enabled_before", [True, False])
+def test_cyclic_gc_waits_while_reports_are_built(enabled_before: bool, tiny_loaded, monkeypatch) -> None:
+    """The collector is off during the build (its passes find nothing there) and as it was after."""
+    import gc
+
+    pipeline = Pipeline(tiny_settings(max_new_tokens=3))
+    pipeline.use_model(tiny_loaded("llama"))
+    run = pipeline.capture(["one prompt", "and another"])
+    seen: list[bool] = []
+    real = Pipeline.build_one
+
+    def build_one(self, run, seq):
+        seen.append(gc.isenabled())
+        return real(self, run, seq)
+
+    monkeypatch.setattr(Pipeline, "build_one", build_one)
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled_before else gc.disable)()
+        reports = pipeline.build(run)
+        assert gc.isenabled() is enabled_before
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert len(reports) == 2 and seen == [False, False]

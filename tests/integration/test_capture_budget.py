@@ -20,6 +20,7 @@ PER_STEP_SOURCES = [
     SRC / "metrics" / "transfer.py",
     SRC / "capture" / "observer.py",
     SRC / "capture" / "attention_tap.py",
+    SRC / "capture" / "layer_stream.py",
 ]
 
 

@@ -2,7 +2,9 @@
 
 Installed by :meth:`StepObserver.installed` (a context manager that always removes everything):
 
-- a forward pre-hook on the top-level model asks for hidden states and opens a new step;
+- a forward pre-hook on the top-level model asks for hidden states and opens a new step (for the
+  pass over the prompt it hooks the layers instead, which reduce their outputs as they appear:
+  :mod:`.layer_stream`);
 - the attention tap (full and on_risk capture) collects each layer's decode-step attention row;
 - a forward hook on the top-level model takes the step's raw logits, hidden states and attention
   rows the moment the forward pass returns and keeps references to them (of the prefill only the
@@ -105,6 +107,15 @@ def _last_positions(states: tuple[Tensor, ...]) -> Tensor:
     if states[0].shape[1] == 1:
         return torch.cat(states, dim=1).transpose(0, 1)
     return torch.stack([state[:, -1] for state in states])
+
+
+def _prompt_visible(kwargs: dict) -> Tensor | None:
+    """[B, P] True for the real tokens of a pass over a prompt; None when it has no tokens to score."""
+    input_ids = kwargs.get("input_ids")
+    if input_ids is None or input_ids.shape[1] < 2:
+        return None
+    mask = kwargs.get("attention_mask")
+    return torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.bool()
 
 
 def prompt_chunk_bytes(model_bytes: int) -> int:
@@ -242,10 +253,7 @@ class StepObserver:
         input_ids = kwargs.get("input_ids")
         if self._forwards != 0 or self._stream_sites is None or input_ids is None or input_ids.shape[1] < 2:
             return False
-        visible = None
-        if self._reads_prompt():
-            mask = kwargs.get("attention_mask")
-            visible = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.bool()
+        visible = _prompt_visible(kwargs) if self._reads_prompt() else None
         self._stream = LayerStream(self._stream_sites, visible=visible, chunk_bytes=self._prompt_chunk_bytes)
         self._stream_exit = ExitStack()
         self._stream_exit.enter_context(self._stream.installed())
@@ -307,12 +315,8 @@ class StepObserver:
                     cross = _last_row(self.tap.collected(SiteKind.CROSS), causal=False)
             if self.tap is not None:
                 self.tap.release()
-            if self._reads_prompt() and streamed is not None:
-                self.prompt_device = self._prompt_stats(
-                    kwargs, output.logits, streamed.final, streamed.transformations
-                )
-            elif self._reads_prompt() and states is not None:
-                self.prompt_device = self._prompt_stats(kwargs, output.logits, states[-1], states)
+            if self._reads_prompt():
+                self.prompt_device = self._prompt_device(kwargs, output.logits, streamed, states)
             # A step keeps references to these until its window is reduced; of a pass over several
             # positions (the prefill) only the last position is kept, as a copy.
             if output.logits.shape[1] > 1:
@@ -322,15 +326,26 @@ class StepObserver:
             self._pending = RawStep(logits_row, layer_states, attention, cross, decode_rows)
             self._forwards += 1
 
-    def _prompt_stats(
-        self, kwargs: dict, logits: Tensor, final: Tensor, transformations: Tensor | tuple[Tensor, ...] | None
+    def _prompt_device(
+        self, kwargs: dict, logits: Tensor, streamed: StreamedStates | None, states: tuple[Tensor, ...] | None
     ) -> PromptDeviceStats | None:
-        """Surprisals and layer transformations of the prompt; ``transformations`` given, or the states."""
-        input_ids = kwargs.get("input_ids")
-        if input_ids is None or input_ids.shape[1] < 2 or transformations is None:
+        """Prompt telemetry of the pass over the prompt: from its streamed reduction, or the kept states."""
+        if streamed is not None:
+            return self._prompt_stats(kwargs, logits, streamed.final, streamed.transformations)
+        visible = _prompt_visible(kwargs)
+        if states is None or visible is None:
             return None
-        mask = kwargs.get("attention_mask")
-        visible = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.bool()
+        changes = layer_transformations(states, visible, chunk_bytes=self._prompt_chunk_bytes)
+        return self._prompt_stats(kwargs, logits, states[-1], changes)
+
+    def _prompt_stats(
+        self, kwargs: dict, logits: Tensor, final: Tensor, transformations: Tensor | None
+    ) -> PromptDeviceStats | None:
+        """The prompt's surprisals (from the last hidden states ``final`` or the logits) with its
+        layer transformations [L, B]."""
+        input_ids, visible = kwargs.get("input_ids"), _prompt_visible(kwargs)
+        if input_ids is None or visible is None or transformations is None:
+            return None
         if self._head is not None and final.shape[1] == input_ids.shape[1]:
             surprisals = prompt_surprisals_from_states(
                 final,
@@ -344,9 +359,6 @@ class StepObserver:
             surprisals = prompt_surprisals(logits, input_ids, visible)
         else:
             return None
-        if isinstance(transformations, tuple):
-            chunk = self._prompt_chunk_bytes
-            transformations = layer_transformations(transformations, visible, chunk_bytes=chunk)
         return PromptDeviceStats(surprisals, transformations)
 
     def _encoder_pre(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:

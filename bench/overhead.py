@@ -12,6 +12,7 @@ share of the plain run's peak.
 Examples (each prints a Markdown table; ``--json FILE`` also writes the raw numbers):
 
     python bench/overhead.py --model smollm2 --cases 64:50  # CPU, real model
+    python bench/overhead.py --tiny gpt2,llama,t5 --cases 64:50  # CPU, the test suite's tiny models
     python bench/overhead.py --shape llama3-8b --device cuda --dtype bfloat16 \\
         --cases 64:50,512:200 --batch 1,8  # GPU, random weights
 """
@@ -23,8 +24,10 @@ import gc
 import json
 import statistics
 import sys
+import tempfile
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(1, str(REPO))  # tests.support.tiny_models, for --tiny
 
 from corevital.capture.loading import LoadedModel, ModelSpec, load_model, loaded_from_existing  # noqa: E402
 from corevital.config import load_settings  # noqa: E402
@@ -338,6 +342,24 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def models(args: argparse.Namespace) -> Iterator[tuple[str, LoadedModel, bool]]:
+    """(label, loaded model, has a real tokenizer) for each model the arguments name, loaded in turn."""
+    if args.shape:
+        yield args.shape, build_random(args.shape, args.device, getattr(torch, args.dtype)), False
+    elif args.tiny:
+        from tests.support.tiny_models import ARCHITECTURES, save_tiny_model
+
+        archs = ARCHITECTURES if args.tiny == "all" else tuple(args.tiny.split(","))
+        with tempfile.TemporaryDirectory() as root:
+            for arch in archs:
+                path = save_tiny_model(arch, Path(root) / arch, seed=0)
+                yield f"tiny-{arch}", load_model(ModelSpec(model=str(path), device=args.device)), True
+    else:
+        name = "default" if args.model in (None, "smollm2", "default") else args.model
+        loaded = load_model(ModelSpec(model=name, device=args.device, dtype=args.dtype))
+        yield ("smollm2" if name == "default" else name), loaded, True
+
+
 def ints(text: str) -> list[int]:  # noqa: D103
     return [int(x) for x in text.split(",") if x]
 
@@ -348,6 +370,11 @@ def main() -> None:
     )
     parser.add_argument("--model", help="a model CoreVital can load ('smollm2' = the embedded default)")
     parser.add_argument("--shape", choices=sorted(SHAPES), help="a random-weight model of this shape")
+    parser.add_argument(
+        "--tiny",
+        help="the test suite's tiny random-weight models of these architectures, comma-separated "
+        "('all': every one), saved and loaded like a local model directory",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--cases", default="64:50", help="prompt:new token pairs, e.g. 64:50,512:200")
@@ -370,27 +397,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
-    if args.shape:
-        loaded = build_random(args.shape, args.device, dtype)
-        label, real = args.shape, False
-    else:
-        name = "default" if args.model in (None, "smollm2", "default") else args.model
-        loaded = load_model(ModelSpec(model=name, device=args.device, dtype=args.dtype))
-        label, real = ("smollm2" if name == "default" else name), True
-    if not args.no_gc_freeze:
-        settle_loaded_model()  # as `corevital run` does once its model is loaded
-    device_name = torch.cuda.get_device_name(loaded.device) if loaded.device.type == "cuda" else "cpu"
-    print(f"# {label} on {device_name}, {args.dtype}, torch {torch.__version__}", flush=True)
     rows: list[Row] = []
-    for batch in ints(args.batch):
-        for pair in args.cases.split(","):
-            p, n = (int(x) for x in pair.split(":"))
-            case = f"{label} {p}->{n} b{batch}"
-            prompts = prompts_for(loaded, p, batch, real)
-            modes = args.modes.split(",")
-            rows.extend(run_case(loaded, prompts, n, modes, args.repeats, args.warmup, case, args.profile))
-            print(table([r for r in rows if r.case == case]), flush=True)
+    for label, loaded, real in models(args):
+        if not args.no_gc_freeze:
+            settle_loaded_model()  # as `corevital run` does once its model is loaded
+        device_name = torch.cuda.get_device_name(loaded.device) if loaded.device.type == "cuda" else "cpu"
+        print(f"# {label} on {device_name}, {args.dtype}, torch {torch.__version__}", flush=True)
+        for batch in ints(args.batch):
+            for pair in args.cases.split(","):
+                p, n = (int(x) for x in pair.split(":"))
+                case = f"{label} {p}->{n} b{batch}"
+                prompts = prompts_for(loaded, p, batch, real)
+                modes = args.modes.split(",")
+                found = run_case(loaded, prompts, n, modes, args.repeats, args.warmup, case, args.profile)
+                rows.extend(found)
+                print(table([r for r in rows if r.case == case]), flush=True)
     print("\n" + table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=1))

@@ -13,6 +13,7 @@ import corevital.capture.steps as steps_module
 from corevital.capture.loading import ModelSpec, load_model
 from corevital.capture.runner import capture_prompts
 from tests.integration.conftest import tiny_settings
+from tests.support.compare import assert_stats_close
 from tests.support.tiny_models import ARCHITECTURES, save_tiny_model
 
 PROMPTS = ["The quick brown fox jumps over", "a b c"]
@@ -43,16 +44,7 @@ def _count_deferred_rows(monkeypatch) -> list[int]:
 
 def _assert_same(got, want) -> None:
     for name in ("logits", "chosen", "hidden", "attention", "cross_attention"):
-        a, b = getattr(got, name), getattr(want, name)
-        assert (a is None) == (b is None), name
-        if a is None:
-            continue
-        for field in dataclasses.fields(a):
-            x, y = getattr(a, field.name), getattr(b, field.name)
-            assert (x is None) == (y is None), f"{name}.{field.name}"
-            if x is not None:
-                assert np.asarray(x).shape == np.asarray(y).shape, f"{name}.{field.name}"
-                np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=f"{name}.{field.name}")
+        assert_stats_close(getattr(got, name), getattr(want, name), name)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

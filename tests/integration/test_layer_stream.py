@@ -13,6 +13,7 @@ import corevital.capture.observer as observer_module
 from corevital.capture.layer_stream import LayerStream, stream_sites
 from corevital.capture.runner import capture_prompts
 from tests.integration.conftest import tiny_settings
+from tests.support.compare import assert_stats_close
 from tests.support.tiny_models import ARCHITECTURES
 
 PROMPTS = ["The quick brown fox jumps over the lazy dog", "a b c"]  # the second is left-padded
@@ -25,17 +26,6 @@ def _capture(loaded, monkeypatch, *, stream: bool, **settings):
     run = capture_prompts(loaded, PROMPTS, tiny_settings(max_new_tokens=4, **settings))
     monkeypatch.undo()
     return run.sequences
-
-
-def _assert_close(a, b, name: str) -> None:
-    assert (a is None) == (b is None), name
-    if a is None:
-        return
-    for field in dataclasses.fields(a):
-        x, y = getattr(a, field.name), getattr(b, field.name)
-        assert (x is None) == (y is None), f"{name}.{field.name}"
-        if x is not None:
-            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=f"{name}.{field.name}")
 
 
 @pytest.mark.parametrize("arch", DECODER_ONLY)
@@ -61,7 +51,7 @@ def test_streamed_prefill_equals_the_returned_states(
     kept = _capture(loaded, monkeypatch, stream=False, capture=capture)
     for got, want in zip(streamed, kept, strict=True):
         assert got.generated_token_ids == want.generated_token_ids
-        _assert_close(got.hidden, want.hidden, "hidden")  # step 0 is the prefill's last position
+        assert_stats_close(got.hidden, want.hidden, "hidden")  # step 0 is the prefill's last position
         assert (got.prompt_telemetry is None) == (want.prompt_telemetry is None) == (capture == "summary")
         if got.prompt_telemetry is not None:
             np.testing.assert_allclose(

@@ -23,6 +23,16 @@ def test_default_model_capabilities(smollm2) -> None:
     assert smollm2.dtype_name == "float32"
 
 
+def test_default_model_takes_the_memory_saving_paths(smollm2) -> None:
+    """Its prompt pass is streamed layer by layer and its prompt surprisals come from the output head."""
+    from corevital.capture.layer_stream import stream_sites
+    from corevital.capture.output_head import logits_head
+
+    sites = stream_sites(smollm2.model)
+    assert sites is not None and len(sites.blocks) == 30 and sites.tie_last
+    assert logits_head(smollm2.model) is not None
+
+
 def test_sampled_run_reports_the_raw_distribution(smollm2) -> None:
     """Entropy describes the model's raw distribution, not the top-k-truncated one it sampled from."""
     settings = smol_settings(temperature=0.8, top_k=50, top_p=0.95, max_new_tokens=48, seed=3)

@@ -2,7 +2,9 @@
 
 Owns everything that touches a Hugging Face model: resolving a model name (Hub id, local
 directory, GGUF file, the embedded default), probing its capabilities, running ``generate()``
-with observers installed by a context manager, and handing each step's tensors to ``metrics``
-the moment they exist. It keeps no tensor beyond the current step and computes no statistic
-itself. Importing this package does not import torch; its submodules do.
+with observers installed by a context manager, and handing the tensors of each step to
+``metrics``, whose functions compute every statistic. Between steps it holds only references to
+the raw rows of the steps of one window, bounded in bytes (:mod:`.steps`), and of the pass over a
+prompt only what each layer leaves behind (:mod:`.layer_stream`). Importing this package does not
+import torch; its submodules do.
 """

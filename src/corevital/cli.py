@@ -90,7 +90,7 @@ def configure_logging(level: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     settings = load_settings(settings_overrides(args), config_file=args.config)
-    perf = PerfRecorder(settings.perf) if settings.perf else None
+    perf = PerfRecorder(settings.perf, start=t0) if settings.perf else None
     if perf is not None:
         perf.add("config_load", (time.perf_counter() - t0) * 1000.0)
     with timed(perf, "setup_logging"):

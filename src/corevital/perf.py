@@ -49,9 +49,11 @@ class StrictMeasurements:
 class PerfRecorder:
     """Times nested operations of one run; cheap enough to leave on."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, *, start: float | None = None) -> None:
+        """``start``: the ``time.perf_counter()`` the run began at (default now), so that work timed
+        before the recorder existed (reading the configuration that asks for it) is in the total."""
         self.mode = mode
-        self._start = time.perf_counter()
+        self._start = time.perf_counter() if start is None else start
         self.root = Operation("run")
         self._stack = [self.root]
         self.step_ms: list[float] = []

@@ -330,13 +330,19 @@ class Pipeline:
         )
 
     def _strict_baseline(self, prompts: list[str], perf: PerfRecorder) -> None:
-        """Warm up, then time the same generation uninstrumented (the model's default attention)."""
-        from corevital.capture.runner import baseline_generate_ms
+        """Warm up, then time the same generation uninstrumented (the model's default attention).
 
+        The warm-up runs a few tokens both ways, uninstrumented and observed (discarded), so that
+        neither timed run pays first-use costs: the device's first kernels, and the observer's
+        checks made once per model (``capture.output_head``, ``capture.layer_stream``).
+        """
+        from corevital.capture.runner import baseline_generate_ms, capture_prompts
+
+        short = min(4, self.settings.max_new_tokens)
         with timed(perf, "warmup") as warmup:
-            baseline_generate_ms(
-                self.loaded, prompts[:1], self.settings, max_new_tokens=min(4, self.settings.max_new_tokens)
-            )
+            baseline_generate_ms(self.loaded, prompts[:1], self.settings, max_new_tokens=short)
+            few = self.settings.model_copy(update={"max_new_tokens": short})
+            capture_prompts(self.loaded, prompts[:1], few)
         with timed(perf, "baseline"):
             baseline_ms = baseline_generate_ms(self.loaded, prompts, self.settings)
         load = next((op.ms for op in perf.root.children if op.name == "model_load"), None)

@@ -181,7 +181,8 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     model_cls = (
         AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
     )
-    kwargs: dict[str, Any] = {**common, "dtype": dtype}
+    # The config already read: from_pretrained would read it again (for a GGUF file, parse it again).
+    kwargs: dict[str, Any] = {**common, "dtype": dtype, "config": config}
     if quant_config is not None:
         kwargs["quantization_config"] = quant_config
         kwargs["device_map"] = {"": device.index or 0}

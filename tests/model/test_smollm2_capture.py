@@ -98,3 +98,19 @@ def test_prompt_surprisals_match_teacher_forcing_on_smollm2(smollm2) -> None:
     assert seq.prompt_telemetry is not None
     np.testing.assert_allclose(seq.prompt_telemetry.surprisals, expected, atol=1e-4, rtol=1e-4)
     assert seq.prompt_telemetry.basin_scores.shape == (30, 9)
+
+
+def test_gguf_parsed_once_loads_what_transformers_loads(smollm2) -> None:
+    """CoreVital's load (one GGUF parse shared by config, tokenizer and weights) changes nothing."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    location, gguf_file = smollm2.resolved.location, smollm2.resolved.gguf_file
+    plain = AutoModelForCausalLM.from_pretrained(location, gguf_file=gguf_file, dtype=torch.float32)
+    ours = dict(smollm2.model.named_parameters())
+    theirs = dict(plain.named_parameters())
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[name], theirs[name]) for name in ours)
+    text = "The sky is blue because of Rayleigh scattering. 日本語 too."
+    tokenizer = AutoTokenizer.from_pretrained(location, gguf_file=gguf_file)
+    assert smollm2.tokenizer(text)["input_ids"] == tokenizer(text)["input_ids"]

@@ -7,6 +7,7 @@ CUDA) become one-line :mod:`corevital.errors` exceptions; nothing falls back sil
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,7 @@ import torch
 
 from corevital.capture.capabilities import ModelCapabilities, capabilities_from_config
 from corevital.capture.default_model import locate_default_model
+from corevital.capture.gguf_once import parsed_once
 from corevital.capture.registry import probe_capabilities
 from corevital.config import DEFAULT_MODEL_NAME
 from corevital.errors import DeviceError, ModelLoadError
@@ -158,8 +160,6 @@ def _quantization_config(spec: ModelSpec, device: torch.device) -> tuple[Any, st
 
 def load_model(spec: ModelSpec) -> LoadedModel:
     """Load, move to the device, probe; raise a one-line CoreVitalError on any user-caused failure."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
-
     device = resolve_device(spec.device)
     quant_config, quant_label = _quantization_config(spec, device)
     resolved = resolve_source(spec)
@@ -168,6 +168,35 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         common["revision"] = spec.revision
     if resolved.gguf_file:
         common["gguf_file"] = resolved.gguf_file
+    with parsed_once() if resolved.gguf_file else nullcontext():
+        config, tokenizer, model, dtype = _load_parts(spec, resolved, common, device, quant_config)
+    if quant_config is None:
+        model.to(device)  # type: ignore[arg-type]
+    model.eval()
+    _prepare_tokenizer(tokenizer, model)
+    caps = probe_capabilities(
+        model, tokenizer, capabilities_from_config(model.config, model_class=type(model).__name__)
+    )
+    log.debug("capabilities of %s: %s", resolved.hf_id, caps)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        capabilities=caps,
+        spec=spec,
+        resolved=resolved,
+        device=device,
+        dtype=dtype,
+        quantization=quant_label,
+        revision=spec.revision or getattr(config, "_commit_hash", None),
+    )
+
+
+def _load_parts(
+    spec: ModelSpec, resolved: ResolvedSource, common: dict[str, Any], device: Any, quant_config: Any
+) -> tuple[Any, Any, Any, Any]:
+    """Config, tokenizer, model (not yet moved to ``device``) and the dtype chosen for it."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
     try:
         config = AutoConfig.from_pretrained(resolved.location, **common)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
@@ -190,25 +219,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         model = model_cls.from_pretrained(resolved.location, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise _load_error("the model weights", resolved, exc) from exc
-    if quant_config is None:
-        model.to(device)  # type: ignore[arg-type]
-    model.eval()
-    _prepare_tokenizer(tokenizer, model)
-    caps = probe_capabilities(
-        model, tokenizer, capabilities_from_config(model.config, model_class=type(model).__name__)
-    )
-    log.debug("capabilities of %s: %s", resolved.hf_id, caps)
-    return LoadedModel(
-        model=model,
-        tokenizer=tokenizer,
-        capabilities=caps,
-        spec=spec,
-        resolved=resolved,
-        device=device,
-        dtype=dtype,
-        quantization=quant_label,
-        revision=spec.revision or getattr(config, "_commit_hash", None),
-    )
+    return config, tokenizer, model, dtype
 
 
 def _prepare_tokenizer(tokenizer: Any, model: Any) -> None:

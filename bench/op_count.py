@@ -326,7 +326,7 @@ def parse_args() -> argparse.Namespace:
         "--window-model-gib",
         type=float,
         default=15.0,
-        help="size of the model whose deferred-step window budget to use (default: Llama-3-8B in bf16)",
+        help="size of the model whose window and prompt-chunk budgets to use (default: Llama-3-8B in bf16)",
     )
     parser.add_argument("--ragged", action="store_true", help="prompts of different lengths (padding)")
     parser.add_argument(
@@ -367,9 +367,13 @@ def report_case(loaded: LoadedModel, args: argparse.Namespace, prompt: int, mode
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)
-    # The window of deferred steps follows the model's size: count what the full-size model gets.
-    budget = steps.deferred_bytes_budget(int(args.window_model_gib * 2**30))
+    # The window of deferred steps and the prompt reductions' chunks follow the model's size:
+    # count what the full-size model gets.
+    model_bytes = int(args.window_model_gib * 2**30)
+    budget = steps.deferred_bytes_budget(model_bytes)
     observer.deferred_bytes_budget = lambda model_bytes: budget
+    chunk = observer.prompt_chunk_bytes(model_bytes)
+    observer.prompt_chunk_bytes = lambda model_bytes: chunk
     loaded = build_model(args)
     print(
         f"# random Llama: {args.layers} layers, hidden {args.hidden}, heads {args.heads}/{args.kv_heads}, "

@@ -128,3 +128,50 @@ def test_prompt_pass_scored_a_few_heads_at_a_time_gives_the_same_telemetry(
                 np.testing.assert_allclose(head_a.weights, head_b.weights, rtol=1e-6)
         for name in ("entropy_mean", "max_weight_per_head", "sink_mass_mean"):
             np.testing.assert_allclose(getattr(got.attention, name), getattr(want.attention, name), rtol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2", "t5", "bart"])
+def test_layers_scored_together_give_the_telemetry_of_one_layer_at_a_time(
+    arch, tiny_loaded, monkeypatch
+) -> None:
+    """The prompt weights of several layers are scored as one block of heads: the same numbers."""
+    import dataclasses
+
+    import corevital.capture.attention_tap as tap_module
+
+    loaded = tiny_loaded(arch)
+    prompts = ["The quick brown fox jumps over the lazy dog", "a b c d"]
+    settings = tiny_settings(max_new_tokens=3)
+    scored: list[int] = []
+    real_score = tap_module.AttentionTap._score_prompt
+
+    def count(self, layers, *args, **kwargs):
+        scored.append(len(layers))
+        return real_score(self, layers, *args, **kwargs)
+
+    monkeypatch.setattr(tap_module.AttentionTap, "_score_prompt", count)
+    span = (1, 4)  # a RAG context span: its attention share is scored per head too
+    together = capture_prompts(loaded, prompts, settings, context_span=span).sequences
+    prompt_layers = loaded.capabilities.num_encoder_layers or loaded.capabilities.num_layers
+    assert scored == [prompt_layers]  # a tiny model's layers fit one block
+    scored.clear()
+    real_attention = tap_module.AttentionTap._prompt_attention
+
+    def one_at_a_time(self, *args, **kwargs):
+        real_attention(self, *args, **kwargs)
+        self.finish_prompt()
+
+    monkeypatch.setattr(tap_module.AttentionTap, "_prompt_attention", one_at_a_time)
+    alone = capture_prompts(loaded, prompts, settings, context_span=span).sequences
+    assert scored == [1] * prompt_layers
+    for got, want in zip(together, alone, strict=True):
+        a, b = got.prompt_telemetry, want.prompt_telemetry
+        np.testing.assert_allclose(a.basin_scores, b.basin_scores, rtol=1e-6, atol=1e-7, equal_nan=True)
+        assert a.context_share is not None and b.context_share is not None
+        np.testing.assert_allclose(a.context_share, b.context_share, rtol=1e-6, atol=1e-7, equal_nan=True)
+        for layer_a, layer_b in zip(a.heads, b.heads, strict=True):
+            for head_a, head_b in zip(layer_a, layer_b, strict=True):
+                assert dataclasses.asdict(head_a).keys() == dataclasses.asdict(head_b).keys()
+                np.testing.assert_array_equal(head_a.query_indices, head_b.query_indices)
+                np.testing.assert_array_equal(head_a.key_indices, head_b.key_indices)
+                np.testing.assert_allclose(head_a.weights, head_b.weights, rtol=1e-6)

@@ -187,6 +187,11 @@ class AttentionTap:
         prompt_layers = num_encoder_layers if num_encoder_layers else num_layers
         self.prompt_stats: list[PromptAttentionStats | None] = [None] * prompt_layers
         self.prompt_span_share: list[Tensor | None] = [None] * prompt_layers
+        # Layers' prompt weights [B, H, P, P] waiting to be scored together (:meth:`finish_prompt`).
+        self._prompt_pending_layers: list[int] = []
+        self._prompt_pending_blocks: list[Tensor] = []
+        self._prompt_pending_mask: Tensor | None = None
+        self._prompt_pending_bytes = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
     def observe_rows(self, rows: slice) -> None:
@@ -200,6 +205,7 @@ class AttentionTap:
 
     def release(self) -> None:
         """Drop this step's rows once they are reduced: nothing is held between steps."""
+        self.finish_prompt()
         self._buffers.clear()
         self._visible_cache.clear()
         self._mask_args.clear()
@@ -500,9 +506,53 @@ class AttentionTap:
         if self.prompt_length is not None:
             weights = weights[:, :, : self.prompt_length, : self.prompt_length]
             mask = None if mask is None else mask[:, :, : self.prompt_length, : self.prompt_length]
+        if self.prompt_chunk_bytes is None:  # no memory budget: each layer on its own
+            self._score_prompt([layer], weights, mask, [weights.shape[1]])
+            return
+        size = 4 * weights.numel()  # its float32 copy, which the scoring makes
+        if self._prompt_pending_layers and (
+            mask is not self._prompt_pending_mask
+            or self._prompt_pending_bytes + size > self.prompt_chunk_bytes // 2
+        ):
+            self.finish_prompt()
+        self._prompt_pending_layers.append(layer)
+        self._prompt_pending_blocks.append(weights)
+        self._prompt_pending_mask = mask
+        self._prompt_pending_bytes += size
+
+    def finish_prompt(self) -> None:
+        """Score the prompt weights of the layers waiting, as one [B, ΣH, P, P] block.
+
+        Every prompt statistic is per head and the layers of one forward pass share a mask, so
+        the layers' heads are scored together, which costs one layer's kernels instead of one set
+        per layer (at batch 1, launches are the prefill's cost). The block (and its float32 copy
+        during scoring) stays within the prompt chunk budget.
+        """
+        if not self._prompt_pending_layers:
+            return
+        layers, blocks = self._prompt_pending_layers, self._prompt_pending_blocks
+        mask = self._prompt_pending_mask
+        self._prompt_pending_layers, self._prompt_pending_blocks = [], []
+        self._prompt_pending_mask, self._prompt_pending_bytes = None, 0
+        sizes = [block.shape[1] for block in blocks]
+        weights = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+        del blocks
+        self._score_prompt(layers, weights, mask, sizes)
+
+    def _score_prompt(
+        self, layers: list[int], weights: Tensor, mask: Tensor | None, sizes: list[int]
+    ) -> None:
+        """Prompt statistics of ``weights``, the ``sizes`` heads of each of ``layers`` side by side."""
         found = self._prompt_stats_of(weights, mask)
-        if found is not None:
-            self.prompt_stats[layer], self.prompt_span_share[layer] = found
+        if found is None:
+            return
+        stats, share = found
+        split = {f.name: torch.split(getattr(stats, f.name), sizes, dim=1) for f in dataclasses.fields(stats)}
+        shares = None if share is None else torch.split(share, sizes, dim=1)
+        for slot, target in enumerate(layers):  # once per prompt pass, over the layers scored together
+            fields = {name: value[slot] for name, value in split.items()}
+            self.prompt_stats[target] = PromptAttentionStats(**fields)
+            self.prompt_span_share[target] = None if shares is None else shares[slot]
 
     def _prompt_stats_of(
         self, weights: Tensor, mask: Tensor | None

@@ -225,11 +225,13 @@ class AttentionTap:
     def held_bytes(self) -> int:
         """Device bytes the tap keeps alive: whole storages, as a view holds its base tensor's memory.
 
-        Keys are not counted: they are the cache's own tensors.
+        Keys are not counted: they are the cache's own tensors. Prompt weights waiting to be scored
+        together are (at most half the prompt chunk budget, until the forward pass ends).
         """
         held = [t for b in self._buffers.values() for t in b.per_layer.values()]
         held += [p.query for b in self._buffers.values() for p in b.pending.values()]
         held += list(self._visible_cache.values())
+        held += self._prompt_pending_blocks
         storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in held}
         return sum(storages.values())
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import corevital.capture.observer as observer_module
-from corevital.capture.layer_stream import LayerStream, stream_sites
+from corevital.capture.layer_stream import LayerStream
+from corevital.capture.model_checks import stream_sites
 from corevital.capture.runner import capture_prompts
 from tests.integration.conftest import tiny_settings
 from tests.support.compare import assert_stats_close

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import corevital.capture.observer as observer_module
-from corevital.capture.output_head import logits_head
+from corevital.capture.model_checks import logits_head
 from corevital.capture.runner import capture_prompts
 from tests.integration.conftest import tiny_settings
 

@@ -25,8 +25,7 @@ def test_default_model_capabilities(smollm2) -> None:
 
 def test_default_model_takes_the_memory_saving_paths(smollm2) -> None:
     """Its prompt pass is streamed layer by layer and its prompt surprisals come from the output head."""
-    from corevital.capture.layer_stream import stream_sites
-    from corevital.capture.output_head import logits_head
+    from corevital.capture.model_checks import logits_head, stream_sites
 
     sites = stream_sites(smollm2.model)
     assert sites is not None and len(sites.blocks) == 30 and sites.tie_last

@@ -4,19 +4,19 @@ With ``output_hidden_states=True`` transformers keeps each layer's output [B, P,
 forward pass returns: for the pass over a prompt that is (L + 1) x P x d values, more than the
 key/value cache (SmolLM2-135M, 512 tokens: 18 MB, 6% of a plain run's peak memory). Of that pass
 the observer needs only each layer's last position, the cosine between consecutive layers (prompt
-telemetry) and the final states (prompt surprisals). A :class:`LayerStream` hooks the modules
-transformers itself records hidden states from (the base model's ``_can_record_outputs``) and
-reduces each output when the next one appears, so at most two layers' outputs stay alive.
+telemetry) and the final states (prompt surprisals). A :class:`LayerStream` hooks the decoder
+layers and reduces each output when the next one appears, so at most two layers' outputs stay
+alive.
 
 Whether the hooked outputs are exactly the hidden states transformers would return is checked
-once per model on a three-token pass (:func:`stream_sites`); where they are not, or the model
-declares no recorder, the observer keeps asking for ``output_hidden_states``.
+once per model on a three-token pass (:mod:`.model_checks`); where they are not, the observer
+keeps asking for ``output_hidden_states``.
 """
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from corevital.capture.registry import layer_stack
 from corevital.metrics.prompt import DEFAULT_CHUNK_BYTES, layer_transformations
 
 
@@ -32,9 +33,8 @@ class StreamSites:
     """Where a decoder-only model's hidden states come from."""
 
     base: nn.Module  # the model whose forward returns ``last_hidden_state``
-    blocks: tuple[nn.Module, ...]  # the modules whose outputs are hidden states 1..L
-    index: int  # which element of a block's tuple output is its hidden state
-    capture_initial: bool  # hidden state 0 is the first block's input (the embeddings)
+    blocks: tuple[nn.Module, ...]  # the decoder layers: hidden state 0 is the first one's input,
+    # states 1..L their outputs (the first element of a tuple output)
     tie_last: bool  # hidden state L is the base model's ``last_hidden_state`` (after the final norm)
 
 
@@ -63,6 +63,8 @@ class LayerStream:
         self.chunk_bytes = chunk_bytes
         self.keep_all = keep_all  # keep every hidden state (the one-time check only)
         self.kept: list[Tensor] = []
+        self.raw_last: Tensor | None = None  # kept too: the last layer's output and the base's
+        self.base_last: Tensor | None = None  # ``last_hidden_state``, one of which is state L
         self._count = 0
         self._previous: Tensor | None = None
         self._pending: Tensor | None = None
@@ -85,18 +87,19 @@ class LayerStream:
         return self._result
 
     def _on_block(self, module: nn.Module, args: tuple, output: Any) -> None:
-        if self.sites.capture_initial and self._count == 0 and args:
+        if self._count == 0 and args:
             self._push(args[0])
-        state = output[self.sites.index] if isinstance(output, tuple) else output
+        state = output[0] if isinstance(output, tuple) else output
         if state is not None:
             self._push(state)
 
     def _on_base(self, module: nn.Module, args: tuple, output: Any) -> None:
         last = output.get("last_hidden_state") if hasattr(output, "get") else None
-        expected = len(self.sites.blocks) + int(self.sites.capture_initial)
-        if self._pending is None or self._count != expected:
+        if self._pending is None or self._count != len(self.sites.blocks) + 1:
             self._reset()
             return
+        if self.keep_all:
+            self.raw_last, self.base_last = self._pending, last
         final = last if self.sites.tie_last and last is not None else self._pending
         self._pending = None
         self._finish(final)
@@ -127,68 +130,37 @@ class LayerStream:
         self._last, self._changes = [], []
 
 
-_SITES: weakref.WeakKeyDictionary[nn.Module, StreamSites | None] = weakref.WeakKeyDictionary()
-
-
-def stream_sites(model: Any) -> StreamSites | None:
-    """The verified sites of ``model``'s hidden states, or None where a pass cannot be streamed."""
-    if model not in _SITES:
-        _SITES[model] = _verified(model, _candidate_sites(model, tie_last=True)) or _verified(
-            model, _candidate_sites(model, tie_last=False)
-        )
-    return _SITES[model]
-
-
-def _candidate_sites(model: Any, *, tie_last: bool) -> StreamSites | None:
+def candidate_sites(model: Any) -> StreamSites | None:
+    """Where a decoder-only model's hidden states should come from: its stack of decoder layers
+    (:func:`~corevital.capture.registry.layer_stack`, as for attention sites) and its base model,
+    ``tie_last`` still to be decided by :func:`verified_sites`."""
     config = getattr(model, "config", None)
     if config is None or getattr(config, "is_encoder_decoder", False):
         return None
     base = getattr(model, "base_model", None)
-    recorders = getattr(base, "_can_record_outputs", None)
-    spec = recorders.get("hidden_states") if isinstance(recorders, dict) else None
-    if not isinstance(base, nn.Module) or spec is None or isinstance(spec, list | tuple):
+    layers = getattr(config, "num_hidden_layers", None)
+    if not isinstance(base, nn.Module) or not isinstance(layers, int):
         return None
-    target = spec if isinstance(spec, type) else getattr(spec, "target_class", None)
-    class_name = spec if isinstance(spec, str) else getattr(spec, "class_name", None)
-    layer_name = getattr(spec, "layer_name", None)
-    blocks = []
-    for name, module in base.named_modules():
-        matches = (isinstance(target, type) and isinstance(module, target)) or (
-            isinstance(class_name, str) and name.endswith(class_name)
-        )
-        if matches and (layer_name is None or f".{layer_name.strip('.')}." in f".{name}."):
-            blocks.append(module)
-    if not blocks:
-        return None
-    return StreamSites(
-        base=base,
-        blocks=tuple(blocks),
-        index=int(getattr(spec, "index", 0)),
-        capture_initial=bool(getattr(spec, "capture_initial_hidden_state", True)),
-        tie_last=tie_last,
-    )
+    stack = layer_stack(base, layers)
+    return None if stack is None else StreamSites(base=base, blocks=tuple(stack[1]), tie_last=True)
 
 
-@torch.no_grad()
-def _verified(model: Any, sites: StreamSites | None) -> StreamSites | None:
-    """``sites`` if a streamed three-token pass sees exactly the hidden states transformers returns."""
-    if sites is None:
-        return None
-    vocab = int(getattr(model.config, "vocab_size", 0) or 0)
-    device = next(model.parameters()).device
-    ids = torch.arange(1, min(4, vocab), device=device).unsqueeze(0)
-    if ids.shape[1] < 2:
-        return None
-    stream = LayerStream(sites, keep_all=True)
-    try:
-        with stream.installed():
-            out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
-    except (RuntimeError, TypeError, ValueError):
-        return None
-    theirs = out.get("hidden_states")
+def verified_sites(stream: LayerStream, hidden_states: Sequence[Tensor] | None) -> StreamSites | None:
+    """The stream's sites if the pass it kept (``keep_all``) saw exactly ``hidden_states``, the
+    states the same pass returned; ``tie_last`` says which last state they end with."""
     ours = stream.kept
-    if stream.result() is None or not theirs or len(theirs) != len(ours):
+    if stream.result() is None or not hidden_states or len(hidden_states) != len(ours):
         return None
-    pairs = zip(ours, theirs, strict=True)
-    same = all(a is b or (a.shape == b.shape and torch.equal(a, b)) for a, b in pairs)
-    return sites if same else None
+    pairs = zip(ours[:-1], hidden_states[:-1], strict=True)
+    if not all(_same(a, b) for a, b in pairs):
+        return None
+    last = hidden_states[-1]
+    if stream.base_last is not None and _same(stream.base_last, last):
+        return dataclasses.replace(stream.sites, tie_last=True)
+    if stream.raw_last is not None and _same(stream.raw_last, last):
+        return dataclasses.replace(stream.sites, tie_last=False)
+    return None
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    return a is b or (a.shape == b.shape and torch.equal(a, b))

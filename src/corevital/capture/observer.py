@@ -37,8 +37,8 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 from corevital.capture.attention_tap import AttentionTap
 from corevital.capture.attention_window import append_only_keys, is_append_only
 from corevital.capture.capabilities import ModelCapabilities
-from corevital.capture.layer_stream import LayerStream, StreamedStates, stream_sites
-from corevital.capture.output_head import logits_head
+from corevital.capture.layer_stream import LayerStream, StreamedStates
+from corevital.capture.model_checks import logits_head, stream_sites
 from corevital.capture.records import CaptureWarning, StepCallback, StepEvent
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.capture.steps import (

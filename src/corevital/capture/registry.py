@@ -34,7 +34,8 @@ class AttentionSite:
     path: str
 
 
-def _layer_stack(root: nn.Module | None, expected: int) -> tuple[str, nn.ModuleList] | None:
+def layer_stack(root: nn.Module | None, expected: int) -> tuple[str, nn.ModuleList] | None:
+    """The first list of ``expected`` modules under ``root`` (its layers) with its name, or None."""
     if root is None or expected <= 0:
         return None
     for name, child in root.named_modules():
@@ -69,7 +70,7 @@ def find_attention_sites(model: nn.Module, caps: ModelCapabilities) -> list[Atte
     if caps.is_encoder_decoder:
         stacks.append((submodule_from(model, "get_encoder"), caps.num_encoder_layers or 0, True))
     for root, expected, is_encoder in stacks:
-        stack = _layer_stack(root, expected)
+        stack = layer_stack(root, expected)
         if stack is None:
             continue
         stack_name, blocks = stack

@@ -95,7 +95,6 @@ def test_prompt_pass_scored_a_few_heads_at_a_time_gives_the_same_telemetry(
     arch, tiny_loaded, monkeypatch
 ) -> None:
     """A long prompt's pass is scored by groups of key-value heads to bound memory: same numbers."""
-    import dataclasses
 
     import corevital.capture.attention_tap as tap_module
     import corevital.capture.observer as observer_module
@@ -118,14 +117,8 @@ def test_prompt_pass_scored_a_few_heads_at_a_time_gives_the_same_telemetry(
     for got, want in zip(split, whole, strict=True):
         assert got.generated_token_ids == want.generated_token_ids
         a, b = got.prompt_telemetry, want.prompt_telemetry
-        np.testing.assert_allclose(a.basin_scores, b.basin_scores, rtol=1e-6, atol=1e-7, equal_nan=True)
+        _assert_same_heads_and_basins(a, b)
         np.testing.assert_allclose(a.surprisals, b.surprisals, rtol=1e-6, atol=1e-6)
-        for layer_a, layer_b in zip(a.heads, b.heads, strict=True):
-            for head_a, head_b in zip(layer_a, layer_b, strict=True):
-                assert dataclasses.asdict(head_a).keys() == dataclasses.asdict(head_b).keys()
-                np.testing.assert_array_equal(head_a.query_indices, head_b.query_indices)
-                np.testing.assert_array_equal(head_a.key_indices, head_b.key_indices)
-                np.testing.assert_allclose(head_a.weights, head_b.weights, rtol=1e-6)
         for name in ("entropy_mean", "max_weight_per_head", "sink_mass_mean"):
             np.testing.assert_allclose(getattr(got.attention, name), getattr(want.attention, name), rtol=1e-6)
 
@@ -135,7 +128,6 @@ def test_layers_scored_together_give_the_telemetry_of_one_layer_at_a_time(
     arch, tiny_loaded, monkeypatch
 ) -> None:
     """The prompt weights of several layers are scored as one block of heads: the same numbers."""
-    import dataclasses
 
     import corevital.capture.attention_tap as tap_module
 
@@ -166,12 +158,19 @@ def test_layers_scored_together_give_the_telemetry_of_one_layer_at_a_time(
     assert scored == [1] * prompt_layers
     for got, want in zip(together, alone, strict=True):
         a, b = got.prompt_telemetry, want.prompt_telemetry
-        np.testing.assert_allclose(a.basin_scores, b.basin_scores, rtol=1e-6, atol=1e-7, equal_nan=True)
+        _assert_same_heads_and_basins(a, b)
         assert a.context_share is not None and b.context_share is not None
         np.testing.assert_allclose(a.context_share, b.context_share, rtol=1e-6, atol=1e-7, equal_nan=True)
-        for layer_a, layer_b in zip(a.heads, b.heads, strict=True):
-            for head_a, head_b in zip(layer_a, layer_b, strict=True):
-                assert dataclasses.asdict(head_a).keys() == dataclasses.asdict(head_b).keys()
-                np.testing.assert_array_equal(head_a.query_indices, head_b.query_indices)
-                np.testing.assert_array_equal(head_a.key_indices, head_b.key_indices)
-                np.testing.assert_allclose(head_a.weights, head_b.weights, rtol=1e-6)
+
+
+def _assert_same_heads_and_basins(a, b) -> None:
+    """Two prompt telemetries with the same sparse entries of every head and the same basin scores."""
+    import dataclasses
+
+    np.testing.assert_allclose(a.basin_scores, b.basin_scores, rtol=1e-6, atol=1e-7, equal_nan=True)
+    for layer_a, layer_b in zip(a.heads, b.heads, strict=True):
+        for head_a, head_b in zip(layer_a, layer_b, strict=True):
+            assert dataclasses.asdict(head_a).keys() == dataclasses.asdict(head_b).keys()
+            np.testing.assert_array_equal(head_a.query_indices, head_b.query_indices)
+            np.testing.assert_array_equal(head_a.key_indices, head_b.key_indices)
+            np.testing.assert_allclose(head_a.weights, head_b.weights, rtol=1e-6)

@@ -191,7 +191,6 @@ class AttentionTap:
         self._prompt_pending_layers: list[int] = []
         self._prompt_pending_blocks: list[Tensor] = []
         self._prompt_pending_mask: Tensor | None = None
-        self._prompt_pending_bytes = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
     def observe_rows(self, rows: slice) -> None:
@@ -511,16 +510,16 @@ class AttentionTap:
         if self.prompt_chunk_bytes is None:  # no memory budget: each layer on its own
             self._score_prompt([layer], weights, mask, [weights.shape[1]])
             return
-        size = 4 * weights.numel()  # its float32 copy, which the scoring makes
+        # Counted as the float32 copy the scoring makes; at most a model's layers wait.
+        waiting = sum(4 * block.numel() for block in self._prompt_pending_blocks)
         if self._prompt_pending_layers and (
             mask is not self._prompt_pending_mask
-            or self._prompt_pending_bytes + size > self.prompt_chunk_bytes // 2
+            or waiting + 4 * weights.numel() > self.prompt_chunk_bytes // 2
         ):
             self.finish_prompt()
         self._prompt_pending_layers.append(layer)
         self._prompt_pending_blocks.append(weights)
         self._prompt_pending_mask = mask
-        self._prompt_pending_bytes += size
 
     def finish_prompt(self) -> None:
         """Score the prompt weights of the layers waiting, as one [B, ΣH, P, P] block.
@@ -534,8 +533,7 @@ class AttentionTap:
             return
         layers, blocks = self._prompt_pending_layers, self._prompt_pending_blocks
         mask = self._prompt_pending_mask
-        self._prompt_pending_layers, self._prompt_pending_blocks = [], []
-        self._prompt_pending_mask, self._prompt_pending_bytes = None, 0
+        self._prompt_pending_layers, self._prompt_pending_blocks, self._prompt_pending_mask = [], [], None
         sizes = [block.shape[1] for block in blocks]
         weights = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
         del blocks

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from corevital.capture.registry import layer_stack
 from corevital.metrics.prompt import DEFAULT_CHUNK_BYTES, layer_transformations
@@ -71,16 +72,25 @@ class LayerStream:
         self._last: list[Tensor] = []
         self._changes: list[Tensor] = []
         self._result: StreamedStates | None = None
+        self._handles: list[RemovableHandle] = []
+
+    def attach(self) -> None:
+        """Hook the layers and the base model (until :meth:`detach`)."""
+        self._handles = [block.register_forward_hook(self._on_block) for block in self.sites.blocks]
+        self._handles.append(self.sites.base.register_forward_hook(self._on_base))
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
     @contextmanager
     def installed(self) -> Iterator[LayerStream]:
-        handles = [block.register_forward_hook(self._on_block) for block in self.sites.blocks]
-        handles.append(self.sites.base.register_forward_hook(self._on_base))
+        self.attach()
         try:
             yield self
         finally:
-            for handle in handles:
-                handle.remove()
+            self.detach()
 
     def result(self) -> StreamedStates | None:
         """The reduced pass, once the base model has returned with one state per block (else None)."""

@@ -207,8 +207,7 @@ class StepObserver:
             self._head = logits_head(model)
         # The prefill's hidden states reduced layer by layer as they appear (:mod:`.layer_stream`).
         self._stream_sites = None if caps.is_encoder_decoder else stream_sites(model)
-        self._stream: LayerStream | None = None
-        self._stream_exit: ExitStack | None = None
+        self._stream: LayerStream | None = None  # attached for the prefill only
         self._cache: Any = None  # the generation's key/value cache, when attention rows are deferred
         self._cache_append_only = False
         self._no_stop_tensor: Tensor | None = None
@@ -255,17 +254,15 @@ class StepObserver:
             return False
         visible = _prompt_visible(kwargs) if self._reads_prompt() else None
         self._stream = LayerStream(self._stream_sites, visible=visible, chunk_bytes=self._prompt_chunk_bytes)
-        self._stream_exit = ExitStack()
-        self._stream_exit.enter_context(self._stream.installed())
+        self._stream.attach()
         return True
 
     def _end_stream(self) -> StreamedStates | None:
-        if self._stream is None or self._stream_exit is None:
+        if self._stream is None:
             return None
-        streamed = self._stream.result()
-        self._stream_exit.close()
-        self._stream = self._stream_exit = None
-        return streamed
+        stream, self._stream = self._stream, None
+        stream.detach()
+        return stream.result()
 
     def _may_defer_attention(self, cache: Any) -> bool:
         """Whether this forward's decode-step attention rows may wait for the window's reduction.

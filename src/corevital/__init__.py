@@ -1,25 +1,51 @@
 """CoreVital: LLM inference health monitoring from inside the model.
 
-The public API. Importing it does not import torch: models are loaded (and torch imported) on the
-first run.
+The public API. Importing the package imports nothing else: each name below is imported on first
+use (PEP 562), so a command that only reads stored runs starts without pydantic models, numpy or
+torch; models are loaded (and torch imported) on the first run.
 """
 
-from corevital.analysis.online import OnlineStep
-from corevital.analysis.policies import (
-    StopOnNonFinite,
-    StopOnRepetition,
-    StopOnRiskAbove,
-    StopPolicy,
-    StopWhen,
-)
-from corevital.config import Settings, load_settings
-from corevital.errors import CoreVitalError
-from corevital.live import StreamEvent
-from corevital.monitor import CoreVitalMonitor, default_policies
-from corevital.report.encoding import load_report, report_from_json, report_to_json
-from corevital.report.schema import Report
+from __future__ import annotations as _annotations
+
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from corevital.analysis.online import OnlineStep
+    from corevital.analysis.policies import (
+        StopOnNonFinite,
+        StopOnRepetition,
+        StopOnRiskAbove,
+        StopPolicy,
+        StopWhen,
+    )
+    from corevital.config import Settings, load_settings
+    from corevital.errors import CoreVitalError
+    from corevital.live import StreamEvent
+    from corevital.monitor import CoreVitalMonitor, default_policies
+    from corevital.report.encoding import load_report, report_from_json, report_to_json
+    from corevital.report.schema import Report
 
 __version__ = "0.5.0"
+
+_HOMES: dict[str, str] = {
+    "CoreVitalError": "corevital.errors",
+    "CoreVitalMonitor": "corevital.monitor",
+    "OnlineStep": "corevital.analysis.online",
+    "Report": "corevital.report.schema",
+    "Settings": "corevital.config",
+    "StopOnNonFinite": "corevital.analysis.policies",
+    "StopOnRepetition": "corevital.analysis.policies",
+    "StopOnRiskAbove": "corevital.analysis.policies",
+    "StopPolicy": "corevital.analysis.policies",
+    "StopWhen": "corevital.analysis.policies",
+    "StreamEvent": "corevital.live",
+    "default_policies": "corevital.monitor",
+    "load_report": "corevital.report.encoding",
+    "load_settings": "corevital.config",
+    "report_from_json": "corevital.report.encoding",
+    "report_to_json": "corevital.report.encoding",
+}
 
 __all__ = [
     "CoreVitalError",
@@ -40,3 +66,16 @@ __all__ = [
     "report_from_json",
     "report_to_json",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'corevital' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, *(name for name in globals() if name.startswith("_"))})

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from corevital.cli_args import OPTIONAL_VALUE_FLAGS, RUN_FLAGS
+from corevital.cli.args import OPTIONAL_VALUE_FLAGS, RUN_FLAGS
 from corevital.config import ENV_PREFIX, Settings, read_default_yaml
 
 HEADER = """# Configuration

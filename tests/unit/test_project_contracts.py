@@ -82,7 +82,7 @@ def test_reading_and_storing_work_without_torch_installed() -> None:
         "import corevital.report.builder, corevital.report.reanalysis, corevital.report.diagnosis\n"
         "import corevital.sinks.sqlite, corevital.monitor, corevital.live\n"
         "import corevital.capture.records, corevital.capture.capabilities\n"
-        "import corevital.validation.workflow, corevital.validation.table, corevital.cli_validation\n"
+        "import corevital.validation.workflow, corevital.validation.table, corevital.cli.validation\n"
         "import corevital.analysis.calibration.fit, corevital.analysis.calibration.divergence\n"
         "print('ok')\n"
     )
@@ -108,8 +108,19 @@ def test_every_setting_has_a_description_and_a_packaged_default() -> None:
 
 
 def test_public_api_is_exactly_what_all_lists() -> None:
-    public = {name for name in vars(corevital) if not name.startswith("_")}
-    modules = {name for name, value in vars(corevital).items() if type(value).__name__ == "module"}
+    public = {name for name in dir(corevital) if not name.startswith("_")}
+    modules = {name for name in public if type(getattr(corevital, name)).__name__ == "module"}
     assert set(corevital.__all__) == (public - modules) | {"__version__"}
     for name in corevital.__all__:
         assert getattr(corevital, name) is not None
+
+
+def test_importing_the_package_imports_no_submodule() -> None:
+    code = (
+        "import sys, corevital\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('corevital.'))\n"
+        "print(loaded)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from corevital.cli_args import add_run_flags, settings_overrides
+from corevital.cli.args import add_run_flags, settings_overrides
 from corevital.config import load_settings
 from corevital.errors import InputError
 from corevital.pipeline import Pipeline, describe_loaded, settle_loaded_model
@@ -36,7 +36,7 @@ def _checker(spec: str | None) -> Any:
 
 
 def _prompt_items(path: str) -> list[Any]:
-    from corevital.cli import read_prompts_file
+    from corevital.cli.common import read_prompts_file
     from corevital.validation.collect import PromptItem
 
     return [PromptItem(key=f"prompt-{i}", text=text) for i, text in enumerate(read_prompts_file(path))]
@@ -157,16 +157,17 @@ def _opt(value: float | None) -> str:
 
 
 def _quiet_libraries(level: str) -> None:
-    from corevital.cli import configure_logging
+    from corevital.cli.common import configure_logging
 
     configure_logging(level)
 
 
-def add_commands(commands: Any) -> None:
-    cal = commands.add_parser(
-        "calibrate",
-        help="Build a calibration profile from healthy runs (and a risk model from labelled runs).",
-    )
+def configure(name: str, parser: argparse.ArgumentParser) -> None:
+    """The arguments and handler of ``calibrate`` or ``validate``."""
+    if name == "validate":
+        _configure_validate(parser)
+        return
+    cal = parser
     cal.add_argument("--prompts", help="Known-healthy prompts: one per line, or JSONL with 'prompt'.")
     cal.add_argument(
         "--labels", help="Labelled JSONL records (prompt + answer, or failed) to fit the risk model."
@@ -181,9 +182,8 @@ def add_commands(commands: Any) -> None:
     add_run_flags(cal, exclude=_NOT_FOR_CALIBRATE)
     cal.set_defaults(handler=cmd_calibrate)
 
-    val = commands.add_parser(
-        "validate", help="Measure how well the risk score predicts failure on labelled runs."
-    )
+
+def _configure_validate(val: argparse.ArgumentParser) -> None:
     val.add_argument("--labels", required=True, help="Labelled JSONL records (prompt + answer, or failed).")
     val.add_argument("--split", help="Only this split (default: every split, one table each).")
     val.add_argument("--limit", type=int, metavar="N", help="Only the first N records (after --split).")

@@ -1,0 +1,112 @@
+"""The ``corevital`` command line: one module per group of commands, imported only when used.
+
+Every command is declared once in :data:`COMMANDS` (name, one-line help, the module that
+configures it). ``corevital --help`` lists them all without importing any; a command's module is
+imported (and its arguments declared) only when that command runs, so reading stored runs never
+pays for the generation stack. Every error a user can cause ends as one line on stderr and a
+non-zero exit code; tracebacks are shown only with ``--log_level DEBUG``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from corevital import __version__
+from corevital.errors import CoreVitalError
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One ``corevital`` command: its module has ``configure(name, parser)`` setting ``handler``."""
+
+    name: str
+    help: str
+    module: str
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("run", "Run instrumented generation and store the report(s).", "corevital.cli.run"),
+    Command("runs", "List stored runs, newest first.", "corevital.cli.stored"),
+    Command("show", "Show one stored run: narrative, risk, flags, warnings, blame.", "corevital.cli.stored"),
+    Command(
+        "compare", "Compare stored runs side by side, or summarise them by model.", "corevital.cli.stored"
+    ),
+    Command("export", "Export stored runs as JSONL, CSV or Parquet.", "corevital.cli.stored"),
+    Command("report", "Write one stored run as a self-contained HTML report.", "corevital.cli.report"),
+    Command("serve", "Serve the stored runs over a local HTTP API.", "corevital.cli.serve"),
+    Command("migrate", "Import trace_*.json files or an original DB into SQLite.", "corevital.cli.run"),
+    Command(
+        "calibrate",
+        "Build a calibration profile from healthy runs (and a risk model from labelled runs).",
+        "corevital.cli.validation",
+    ),
+    Command(
+        "validate",
+        "Measure how well the risk score predicts failure on labelled runs.",
+        "corevital.cli.validation",
+    ),
+)
+
+
+def build_parser(selected: str | None = None, *, configure: bool = True) -> argparse.ArgumentParser:
+    """The parser; ``selected`` (every command when ``None``) gets its arguments declared.
+
+    With ``configure=False`` no command is configured: the top-level help, listing every command.
+    """
+    parser = argparse.ArgumentParser(
+        prog="corevital", description="LLM inference health monitoring from inside the model."
+    )
+    parser.add_argument("--version", action="version", version=f"corevital {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        sub = commands.add_parser(command.name, help=command.help, description=command.help)
+        if configure and selected in (None, command.name):
+            importlib.import_module(command.module).configure(command.name, sub)
+    return parser
+
+
+def _selected_command(argv: Sequence[str]) -> str | None:
+    names = {command.name for command in COMMANDS}
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    return first if first in names else None
+
+
+def _debug_requested(argv: Sequence[str]) -> bool:
+    joined = " ".join(argv)
+    return ("DEBUG" in joined and "log" in joined) or os.environ.get("COREVITAL_LOG_LEVEL") == "DEBUG"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    selected = _selected_command(argv)
+    parser = build_parser(selected, configure=selected is not None)
+    args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args))
+    except CoreVitalError as exc:
+        if _debug_requested(argv):
+            traceback.print_exc()
+        print(f"corevital: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("corevital: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        if _debug_requested(argv):
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"corevital: internal error: {type(exc).__name__}: {first} (rerun with --log_level DEBUG)",
+            file=sys.stderr,
+        )
+        return 70

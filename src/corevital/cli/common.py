@@ -1,0 +1,52 @@
+"""Helpers shared by the command modules: reading prompt files, quieting library logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from corevital.errors import InputError
+
+
+def read_prompts_file(path: str) -> list[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read prompts file {path}: {exc.strerror or exc}") from exc
+    prompts: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("{"):
+            try:
+                record = json.loads(stripped)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{number}: invalid JSON line ({exc.msg})") from exc
+            prompt = record.get("prompt") if isinstance(record, dict) else None
+            if not isinstance(prompt, str):
+                raise InputError(f"{path}:{number}: a JSON line needs a string field 'prompt'")
+            prompts.append(prompt)
+        else:
+            prompts.append(line)
+    if not prompts:
+        raise InputError(f"prompts file {path} holds no prompt")
+    return prompts
+
+
+def configure_logging(level: str) -> None:
+    """Log at ``level``; below DEBUG, silence the progress bars and chatter of model libraries."""
+    logging.basicConfig(level=getattr(logging, level), format="%(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":
+        # Library progress bars (GGUF de-quantization uses a plain tqdm) would bury the summary.
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass

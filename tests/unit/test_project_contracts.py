@@ -24,10 +24,11 @@ LAYER = {
     "report": 4,
     "sinks": 5,
     "exporters": 6,
-    "server": 7,
-    "validation": 8,  # calibrate / validate workflows: wiring over the pipeline, like cli and monitor
+    "views": 7,  # what a person sees of stored runs: terminal tables, comparisons, exports, HTML
+    "server": 8,
+    "validation": 9,  # calibrate / validate workflows: wiring over the pipeline, like cli and monitor
 }
-TORCH_FREE = ("analysis", "report", "sinks", "exporters", "server", "validation")
+TORCH_FREE = ("analysis", "report", "sinks", "exporters", "views", "server", "validation")
 
 
 def _package_of(module: str) -> str | None:

@@ -15,7 +15,7 @@ from corevital.report.reanalysis import signals_from_report
 from tests.support.signals import make_signals, summary_only
 
 PROFILE = load_profile("llama")
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "original-corevital"
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "original-corevital"
 FIXTURE_NAMES = (
     "sample_report.json",
     "trace_01aeafe3.json",

@@ -24,7 +24,7 @@ from corevital.sinks.migrate import (
 )
 from corevital.sinks.sqlite import SQLiteStore
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "original-corevital"
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "original-corevital"
 DATA = Path(__file__).resolve().parents[1] / "data"
 SMALL_FIXTURE = FIXTURES / "trace_8d0bad87.json"
 LEGACY_030 = DATA / "legacy_0.3.0_gpt2.json"
@@ -49,7 +49,7 @@ def _trace_id(path: Path) -> str:
 @pytest.fixture(scope="module")
 def fixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The six original traces as ``trace_*.json`` files (sample_report.json renamed like the others)."""
-    assert FIXTURES.is_dir(), f"fixtures not found at {FIXTURES.resolve()} (shared/ must sit beside the repo)"
+    assert FIXTURES.is_dir(), f"fixtures not found at {FIXTURES.resolve()}"
     directory = tmp_path_factory.mktemp("original-traces")
     for source in sorted(FIXTURES.glob("*.json")):
         name = source.name if source.name.startswith("trace_") else "trace_f28f1386.json"

@@ -12,7 +12,7 @@ import pytest
 from corevital.report.encoding import load_report, report_from_json, report_to_json
 from corevital.report.schema import Report
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "original-corevital"
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "original-corevital"
 FIXTURE_NAMES = (
     "sample_report.json",
     "trace_01aeafe3.json",
@@ -31,7 +31,7 @@ LEGACY_LOGITS_NAMES = {
 @pytest.fixture(scope="module")
 def originals() -> dict[str, dict[str, Any]]:
     """The fixture documents as the original wrote them, parsed once per module."""
-    assert FIXTURES.is_dir(), f"fixtures not found at {FIXTURES.resolve()} (shared/ must sit beside the repo)"
+    assert FIXTURES.is_dir(), f"fixtures not found at {FIXTURES.resolve()}"
     return {name: json.loads((FIXTURES / name).read_bytes()) for name in FIXTURE_NAMES}
 
 

@@ -17,14 +17,7 @@ from corevital.report.json_schema import (
 )
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-SMALL_FIXTURE = (
-    Path(__file__).resolve().parents[2]
-    / ".."
-    / "shared"
-    / "fixtures"
-    / "original-corevital"
-    / "trace_8d0bad87.json"
-)
+SMALL_FIXTURE = DATA / "original-corevital" / "trace_8d0bad87.json"
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "src" / "corevital" / "report" / "report.schema.json"
 
 

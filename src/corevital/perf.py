@@ -16,15 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-PARENT_OPERATIONS = (
-    "config_load",
-    "setup_logging",
-    "model_load",
-    "tokenize",
-    "model_inference",
-    "report_build",
-)
-
 
 @dataclass
 class Operation:

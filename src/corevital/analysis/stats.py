@@ -65,6 +65,7 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def sigmoid(x: float) -> float:
+    """1 / (1 + exp(-x)) without overflow for any finite x (:func:`.logistic.sigmoid_array` for arrays)."""
     if x >= 0:
         return 1.0 / (1.0 + math.exp(-x))
     e = math.exp(x)
@@ -73,20 +74,6 @@ def sigmoid(x: float) -> float:
 
 def clip(x: float, lo: float, hi: float) -> float:
     return lo if x < lo else hi if x > hi else x
-
-
-def nan_to(value: float, default: float) -> float:
-    return value if math.isfinite(value) else default
-
-
-def robust_center_scale(values: np.ndarray, floor: float) -> tuple[float, float]:
-    """Median and 1.4826·MAD of the finite entries, the scale floored at ``floor``; (nan, floor) if empty."""
-    vals = finite(values)
-    if not vals.size:
-        return math.nan, floor
-    med = float(np.median(vals))
-    mad = float(np.median(np.abs(vals - med))) * 1.4826
-    return med, max(mad, floor)
 
 
 def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:

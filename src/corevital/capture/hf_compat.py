@@ -1,0 +1,198 @@
+"""Every use of transformers internals by capture, in one place, checked when a model is loaded.
+
+Capture observes a model from inside ``generate()``, which needs a few things transformers does not
+promise to keep: its attention and mask function registries, the config attribute that selects the
+attention function, the model-specific eager attention functions, the SDPA and eager-mask builders,
+the causal rule's function, the generation method that builds the logits processors, the cache's
+layer class and the revision a config was read at. Each has one function or name here; the rest of
+capture imports them from this module and from transformers' public API only (a contract test
+checks that). :func:`check_transformers` runs when a model is loaded or watched: if the installed
+transformers lacks one of these, it raises a one-line :class:`~corevital.errors.ModelLoadError`
+naming the version and the missing piece, instead of a failure deep inside a generation.
+
+The supported range is :data:`TESTED_TRANSFORMERS` (pyproject.toml's pin; a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, cast
+
+from torch import Tensor, nn
+
+from corevital.errors import ModelLoadError
+
+TESTED_TRANSFORMERS = ">=5.17,<5.25"
+
+EagerFn = Callable[..., tuple[Tensor, Tensor | None]]
+
+_missing: list[str] = []  # pieces not found when this module was imported
+_REGISTRATION_LOCK = threading.Lock()
+
+
+def _found(module: str, name: str) -> Any:
+    """``module.name`` from transformers, or a stand-in that raises the version error when called."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        piece = f"{module}.{name}"
+        _missing.append(piece)
+
+        def missing(*args: Any, **kwargs: Any) -> Any:
+            raise _version_error(piece)
+
+        return missing
+
+
+# Called on every attention layer of every step: bound here once, used by name.
+sdpa_attention_forward = cast(
+    Callable[..., tuple[Tensor, Tensor | None]],
+    _found("transformers.integrations.sdpa_attention", "sdpa_attention_forward"),
+)
+eager_mask = cast(Callable[..., Tensor | None], _found("transformers.masking_utils", "eager_mask"))
+causal_mask_function = cast(
+    Callable[[int, int, int, int], bool], _found("transformers.masking_utils", "causal_mask_function")
+)
+_DynamicLayer = cast(type, _found("transformers.cache_utils", "DynamicLayer"))
+
+
+def transformers_version() -> str:
+    try:
+        return importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def _version_error(piece: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"transformers {transformers_version()} has no {piece}, which CoreVital's capture uses "
+        f"(tested with transformers{TESTED_TRANSFORMERS})"
+    )
+
+
+# --- the load-time check ------------------------------------------------------------------------
+@functools.cache
+def check_transformers() -> None:
+    """Raise a one-line ModelLoadError if a piece capture uses is missing (checked once per process)."""
+    if _missing:
+        raise _version_error(_missing[0])
+    for module, name in (
+        ("transformers.modeling_utils", "ALL_ATTENTION_FUNCTIONS"),
+        ("transformers.masking_utils", "ALL_MASK_ATTENTION_FUNCTIONS"),
+    ):
+        registry = _registry(module, name)
+        if registry is None:
+            raise _version_error(f"{module}.{name}.register / ._global_mapping")
+    from transformers import GenerationMixin, PretrainedConfig
+
+    if not callable(getattr(GenerationMixin, "_get_logits_processor", None)):
+        raise _version_error("GenerationMixin._get_logits_processor")
+    if not isinstance(getattr(PretrainedConfig, "_attn_implementation", None), property) or (
+        "_attn_implementation_internal" not in vars(PretrainedConfig())
+    ):
+        raise _version_error("PretrainedConfig._attn_implementation_internal")
+
+
+def _registry(module: str, name: str) -> Any:
+    """transformers' class-wide attention (or mask) function registry, if it is the expected kind."""
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+    mapping = getattr(type(found), "_global_mapping", None)
+    return found if isinstance(mapping, dict) and callable(getattr(found, "register", None)) else None
+
+
+# --- attention routing -----------------------------------------------------------------------------
+@contextmanager
+def registered_attention(
+    name: str, attention: Callable[..., Any], mask: Callable[..., Tensor | None]
+) -> Iterator[None]:
+    """Register ``attention`` and its ``mask`` builder under ``name`` with transformers while inside."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    try:
+        with _REGISTRATION_LOCK:
+            ALL_ATTENTION_FUNCTIONS.register(name, attention)
+            ALL_MASK_ATTENTION_FUNCTIONS.register(name, mask)
+        yield
+    finally:
+        with _REGISTRATION_LOCK:  # class-wide mappings: transformers has no unregister
+            type(ALL_ATTENTION_FUNCTIONS)._global_mapping.pop(name, None)
+            type(ALL_MASK_ATTENTION_FUNCTIONS)._global_mapping.pop(name, None)
+
+
+@contextmanager
+def attention_implementation(model: nn.Module, name: str) -> Iterator[None]:
+    """Point every config of ``model`` (sub-models' too) at the attention function ``name``; restore on exit.
+
+    The value is written to the instance dictionary: the public setter would also validate the name
+    and recurse into sub-configs, which are set here one by one (every module's config).
+    """
+    configs = {id(m.config): m.config for m in model.modules() if hasattr(m, "config")}
+    configs[id(model.config)] = model.config
+    previous = [(cfg, cfg.__dict__.get("_attn_implementation_internal")) for cfg in configs.values()]
+    try:
+        for cfg, _ in previous:
+            cfg.__dict__["_attn_implementation_internal"] = name
+        yield
+    finally:
+        for cfg, value in previous:
+            cfg.__dict__["_attn_implementation_internal"] = value
+
+
+def eager_attention_function(module: nn.Module) -> EagerFn | None:
+    """The eager attention function defined next to the module's class (model-specific), or None."""
+    for cls in type(module).__mro__:
+        fn = getattr(sys.modules.get(cls.__module__), "eager_attention_forward", None)
+        if callable(fn):
+            return cast(EagerFn, fn)
+    return None
+
+
+# --- generation ------------------------------------------------------------------------------------
+@contextmanager
+def last_logits_processor(model: Any, processor: Callable[..., Any]) -> Iterator[None]:
+    """Append ``processor`` after every processor and warper generate() builds, while inside.
+
+    A processor passed to ``generate(logits_processor=...)`` runs before the temperature, top-k
+    and top-p warpers; to see the distribution actually sampled from, it must run after them, so
+    the model's list builder is wrapped for the duration (an instance attribute, removed on exit).
+    """
+    build = model._get_logits_processor
+
+    def build_with_observer(*args: Any, **kwargs: Any) -> Any:
+        processors = build(*args, **kwargs)
+        processors.append(processor)
+        return processors
+
+    model._get_logits_processor = build_with_observer
+    try:
+        yield
+    finally:
+        del model._get_logits_processor
+
+
+# --- cache and config --------------------------------------------------------------------------------
+def append_only_layers(cache: Any) -> list[Any] | None:
+    """The cache's layers if every one is a plain ``DynamicLayer`` (keys appended, never dropped).
+
+    Exactly that class: its subclasses (sliding windows, quantized layers) drop or rewrite keys.
+    """
+    layers = getattr(cache, "layers", None)
+    if not isinstance(layers, list) or not layers:
+        return None
+    return layers if all(type(entry) is _DynamicLayer for entry in layers) else None
+
+
+def config_revision(config: Any) -> str | None:
+    """The Hub commit a config was read at (set by ``from_pretrained``), or None."""
+    revision = getattr(config, "_commit_hash", None)
+    return revision if isinstance(revision, str) else None

@@ -19,7 +19,7 @@ from corevital.report.encoding import report_from_json, report_to_json
 from corevital.report.schema import Report
 from corevital.report.timestamps import format_utc, parse_utc
 from corevital.sinks import sqlite_schema
-from corevital.sinks.base import TraceQuery
+from corevital.sinks.base import TraceQuery, trace_row_from_report
 from corevital.sinks.sqlite import SQLiteStore
 from corevital.sinks.sqlite_schema import APPLICATION_ID, LATEST_VERSION, MIGRATIONS
 
@@ -192,7 +192,7 @@ def _newer_corevital(path: Path) -> None:
         (_corrupt_sqlite, r"is not a CoreVital SQLite database \(file is not a database\)"),
         (_foreign_sqlite, r"is not a CoreVital SQLite database \(tables: invoices\)"),
         (_original_corevital, r"is a database of the original CoreVital .* `corevital migrate`"),
-        (_newer_corevital, r"was written by a newer CoreVital \(database version 6"),
+        (_newer_corevital, rf"was written by a newer CoreVital \(database version {LATEST_VERSION + 5},"),
     ],
     ids=["garbage", "corrupt", "foreign", "original", "newer"],
 )
@@ -290,3 +290,61 @@ def test_concurrent_writers_in_several_processes_lose_nothing(tmp_path: Path) ->
             f"{w:04d}{i:04d}-0000-4000-8000-000000000000" for w in range(WORKERS) for i in range(PER_WORKER)
         }
         assert {row.trace_id for row in store.list(TraceQuery(limit=None))} == expected
+
+
+_V1_COLUMNS = sqlite_schema.REPORT_COLUMNS[:17]  # the columns of database version 1
+
+
+def _version_1_database(path: Path, reports: list[Report]) -> None:
+    """A database as version 1 of the store wrote it (before the read interface's columns)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        MIGRATIONS[0](conn)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("PRAGMA user_version = 1")
+        for report in reports:
+            row = trace_row_from_report(report)
+            values = [getattr(row, column) for column in _V1_COLUMNS]
+            blob = zlib.compress(report_to_json(report).encode("utf-8"))
+            marks = ", ".join("?" for _ in range(len(_V1_COLUMNS) + 1))
+            conn.execute(
+                f"INSERT INTO reports ({', '.join(_V1_COLUMNS)}, report_zlib) VALUES ({marks})",
+                (*values, blob),
+            )
+    finally:
+        conn.close()
+
+
+def test_version_2_backfills_the_read_interface_columns_of_existing_rows(
+    tmp_path: Path, base: Report
+) -> None:
+    reports = [_numbered(base, 1, index) for index in (3, 1, 2)]
+    path = tmp_path / "c.db"
+    _version_1_database(path, reports)
+    with SQLiteStore(path) as store:
+        rows = {row.trace_id: row for row in store.list(TraceQuery(limit=None))}
+        assert [rows[report.trace_id].seq for report in reports] == [1, 2, 3]  # insertion order
+        for report in reports:
+            assert rows[report.trace_id] == trace_row_from_report(report)
+        store.write(_numbered(base, 2, 0))
+        assert store.follow(3)[0][0].seq == 4
+
+
+def test_a_read_only_store_never_creates_or_migrates(tmp_path: Path, base: Report) -> None:
+    missing = tmp_path / "missing.db"
+    with pytest.raises(StoreError, match="no CoreVital database at"):
+        SQLiteStore(missing, read_only=True)
+    assert not missing.exists()
+    old = tmp_path / "old.db"
+    _version_1_database(old, [base])
+    before = _digest(old)
+    with pytest.raises(
+        StoreError, match=r"older CoreVital .* open it once with a writer .*corevital runs --db"
+    ):
+        SQLiteStore(old, read_only=True)
+    assert _digest(old) == before
+    SQLiteStore(old).close()  # a writer upgrades it
+    with SQLiteStore(old, read_only=True) as store:
+        assert store.get(base.trace_id) == base and store.count() == 1
+        with pytest.raises(StoreError, match="read-only"):
+            store.write(_numbered(base, 1, 1))

@@ -13,7 +13,15 @@ from corevital.report.encoding import report_from_json
 from corevital.report.hashing import prompt_hash
 from corevital.report.schema import Fingerprint, HealthFlags, Report, RiskExtension
 from corevital.report.timestamps import format_utc
-from corevital.sinks.base import HealthFlag, MemorySink, ReportStore, TraceQuery, trace_row_from_report
+from corevital.sinks.base import (
+    MAX_PAGE_SIZE,
+    HealthFlag,
+    MemorySink,
+    ReportStore,
+    SortOrder,
+    TraceQuery,
+    trace_row_from_report,
+)
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.protocols import assert_implements
 
@@ -188,3 +196,134 @@ def test_query_accepts_flag_names_and_rejects_unknown_ones() -> None:
         TraceQuery(flags=frozenset({"nan"}))  # type: ignore[arg-type]
     with pytest.raises(StoreError, match="must not be negative"):
         TraceQuery(offset=-1)
+
+
+def test_rows_carry_the_read_interface_fields(store: ReportStore, base: Report) -> None:
+    store.write(base)
+    row = store.list()[0]
+    steps = [step.logits_summary for step in base.timeline if not step.token.is_prompt_token]
+    entropies = [s.entropy for s in steps if s.entropy is not None]
+    assert row.prompt_preview == base.prompt.text[:200]
+    assert row.finish_reason == base.generated.finish_reason
+    assert row.mean_entropy == pytest.approx(sum(entropies) / len(entropies))
+    assert row.device == base.model.device
+    assert row.seq == 1
+
+
+def test_a_rewritten_report_keeps_its_position(store: ReportStore, base: Report) -> None:
+    for number in (1, 2, 3):
+        store.write(variant(base, number, risk=0.1))
+    store.write(variant(base, 1, risk=0.9))
+    rows = {int(row.trace_id[:8], 16): row.seq for row in store.list()}
+    assert rows == {1: 1, 2: 2, 3: 3}
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (TraceQuery(sort=SortOrder.RISK), [3, 5, 2, 6, 1, 4]),  # no risk score: last
+        (TraceQuery(sort=SortOrder.RISK, ascending=True), [4, 1, 6, 2, 5, 3]),
+        (TraceQuery(ascending=True), [1, 2, 3, 4, 5, 6]),
+        (TraceQuery(sort="risk", model_id="a"), [5, 2, 1]),  # type: ignore[arg-type]
+    ],
+)
+def test_list_orders(filled: ReportStore, query: TraceQuery, expected: list[int]) -> None:
+    assert _ids(filled, query) == expected
+
+
+def _all_pages(store: ReportStore, query: TraceQuery) -> list[list[int]]:
+    pages: list[list[int]] = []
+    cursor = None
+    while True:
+        page = store.page(query, cursor)
+        pages.append([int(row.trace_id[:8], 16) for row in page.rows])
+        cursor = page.next_cursor
+        if cursor is None:
+            return pages
+
+
+@pytest.mark.parametrize("sort", list(SortOrder))
+@pytest.mark.parametrize("ascending", [False, True])
+def test_pages_return_every_row_exactly_once_in_order(
+    store: ReportStore, base: Report, sort: SortOrder, ascending: bool
+) -> None:
+    for number in range(1, 24):  # equal times and equal risks across page boundaries
+        risk = None if number % 7 == 0 else (number % 4) / 4
+        store.write(variant(base, number, minute=number // 3, risk=risk))
+    query = TraceQuery(sort=sort, ascending=ascending, limit=5)
+    pages = _all_pages(store, query)
+    assert [len(page) for page in pages] == [5, 5, 5, 5, 3]
+    flat = [number for page in pages for number in page]
+    assert flat == _ids(store, TraceQuery(sort=sort, ascending=ascending, limit=None))
+
+
+def test_pages_apply_filters_and_offset(filled: ReportStore) -> None:
+    assert _all_pages(filled, TraceQuery(model_id="b", limit=2)) == [[6, 4], [3]]
+    assert _all_pages(filled, TraceQuery(limit=2, offset=3)) == [[3, 2], [1]]
+    assert filled.page(TraceQuery(limit=10)).next_cursor is None
+
+
+def test_bad_cursors_and_page_sizes_are_store_errors(filled: ReportStore) -> None:
+    cursor = filled.page(TraceQuery(limit=2)).next_cursor
+    assert cursor is not None
+    for bad in ("", "not a cursor", "bm9wZQ", cursor[:-3]):
+        with pytest.raises(StoreError, match="malformed page cursor"):
+            filled.page(TraceQuery(limit=2), bad)
+    with pytest.raises(StoreError, match="another sort order"):
+        filled.page(TraceQuery(limit=2, sort=SortOrder.RISK), cursor)
+    with pytest.raises(StoreError, match="at most 500"):
+        filled.page(TraceQuery(limit=MAX_PAGE_SIZE + 1))
+    assert len(filled.page(TraceQuery(limit=None)).rows) == 6
+
+
+def test_aggregate_by_model(filled: ReportStore) -> None:
+    by_model = {aggregate.key: aggregate for aggregate in filled.aggregate()}
+    a, b = by_model["a"], by_model["b"]
+    assert (a.runs, b.runs) == (3, 3)
+    assert a.risk_mean == pytest.approx((0.1 + 0.5 + 0.7) / 3)
+    assert a.risk_p50 == pytest.approx(0.5) and a.risk_p90 == pytest.approx(0.5 + 0.8 * 0.2)
+    assert b.risk_p50 == pytest.approx(0.6)  # the run without a risk score is left out
+    assert a.flag_rates[HealthFlag.NAN.value] == pytest.approx(1 / 3)
+    assert b.flag_rates[HealthFlag.REPETITION_LOOP.value] == pytest.approx(2 / 3)
+    assert b.generated_tokens == 6 and a.mean_entropy is not None
+    only_flagged = filled.aggregate(TraceQuery(flags=frozenset({HealthFlag.NAN})))
+    assert [(x.key, x.runs) for x in only_flagged] == [("a", 1), ("b", 1)]
+
+
+def test_aggregate_by_prompt(filled: ReportStore) -> None:
+    groups = filled.aggregate(by="prompt")
+    assert [group.runs for group in groups] == [3, 2, 1]
+    assert groups[2].key == prompt_hash("a", "other prompt")
+    with pytest.raises(StoreError, match="cannot aggregate by"):
+        filled.aggregate(by="colour")
+
+
+def test_follow_returns_rows_written_after_a_position(store: ReportStore, base: Report) -> None:
+    assert store.follow(None) == ([], 0)
+    store.write(variant(base, 1))
+    rows, last = store.follow(None)
+    assert rows == [] and last == 1
+    store.write(variant(base, 3, minute=-5))  # older in time, later in the store
+    store.write(variant(base, 2))
+    rows, last = store.follow(1)
+    assert [int(row.trace_id[:8], 16) for row in rows] == [3, 2] and last == 3
+    assert store.follow(last) == ([], last)
+
+
+def test_get_json_is_the_stored_text_for_exact_ids_only(filled: ReportStore) -> None:
+    trace_id = filled.list()[0].trace_id
+    text = filled.get_json(trace_id)
+    assert text is not None and report_from_json(text) == filled.get(trace_id)
+    assert filled.get_json(trace_id[:8]) is None
+    assert filled.resolve(trace_id[:8]) == trace_id
+    assert filled.resolve("zzz") is None
+    with pytest.raises(StoreError, match="matches 6 reports"):
+        filled.resolve("0000")
+
+
+def test_flags_are_found_by_value_or_short_name() -> None:
+    assert HealthFlag.from_name("nan") is HealthFlag.NAN
+    assert HealthFlag.from_name("repetition-loop") is HealthFlag.REPETITION_LOOP
+    assert HealthFlag.from_name("mid_layer_anomaly_detected") is HealthFlag.MID_LAYER_ANOMALY
+    with pytest.raises(StoreError, match="known flags: nan, inf"):
+        HealthFlag.from_name("bogus")

@@ -19,7 +19,10 @@ class _NamesOnly:
 
 def test_methods_of_the_protocol_and_its_bases_are_checked() -> None:
     assert set(protocol_methods(Sink)) == {"write", "close"}
-    assert set(protocol_methods(ReportStore)) == {"write", "close", "get", "contains", "list", "count"}
+    assert set(protocol_methods(ReportStore)) == {
+        *("write", "close", "get", "resolve", "get_json", "contains"),
+        *("list", "count", "page", "aggregate", "follow"),
+    }
 
 
 def test_a_conforming_store_has_no_problems() -> None:

@@ -7,20 +7,40 @@ Modules: :mod:`~corevital.report.schema` (the models, with ``schema_timeline`` a
 :mod:`~corevital.report.legacy` (original CoreVital 0.3.0/0.4.0 documents),
 :mod:`~corevital.report.json_schema` (the committed JSON Schema),
 :mod:`~corevital.report.hashing` (the prompt hash) and :mod:`~corevital.report.timestamps`.
+
+Importing the package imports no submodule: the names below are imported on first use (PEP 562),
+so that code needing only :mod:`~corevital.report.timestamps` (listing stored runs) does not pay
+for the pydantic models.
 """
 
 from __future__ import annotations
 
-from corevital.report.encoding import (
-    load_report,
-    report_from_document,
-    report_from_json,
-    report_to_document,
-    report_to_json,
-)
-from corevital.report.hashing import prompt_hash
-from corevital.report.schema import Report
-from corevital.report.schema_base import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from corevital.report.encoding import (
+        load_report,
+        report_from_document,
+        report_from_json,
+        report_to_document,
+        report_to_json,
+    )
+    from corevital.report.hashing import prompt_hash
+    from corevital.report.schema import Report
+    from corevital.report.schema_base import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION
+
+_HOMES: dict[str, str] = {
+    "READABLE_SCHEMA_VERSIONS": "corevital.report.schema_base",
+    "SCHEMA_VERSION": "corevital.report.schema_base",
+    "Report": "corevital.report.schema",
+    "load_report": "corevital.report.encoding",
+    "prompt_hash": "corevital.report.hashing",
+    "report_from_document": "corevital.report.encoding",
+    "report_from_json": "corevital.report.encoding",
+    "report_to_document": "corevital.report.encoding",
+    "report_to_json": "corevital.report.encoding",
+}
 
 __all__ = [
     "READABLE_SCHEMA_VERSIONS",
@@ -33,3 +53,16 @@ __all__ = [
     "report_to_document",
     "report_to_json",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

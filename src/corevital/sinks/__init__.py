@@ -2,45 +2,83 @@
 
 Never runs models and never imports torch.
 
-Modules: :mod:`~corevital.sinks.base` (the ``Sink`` and ``ReportStore`` protocols, ``TraceRow``,
-``TraceQuery``, ``MemorySink``), :mod:`~corevital.sinks.sqlite` (``SQLiteStore``, the default) with
-:mod:`~corevital.sinks.sqlite_schema` (opening and migrations), :mod:`~corevital.sinks.local`
-(``LocalFileSink``) and :mod:`~corevital.sinks.migrate` (importing trace directories and databases).
+Modules: :mod:`~corevital.sinks.base` (the ``Sink`` and ``ReportStore`` protocols and
+``MemorySink``) with :mod:`~corevital.sinks.rows` (``TraceRow``, ``TraceQuery``, ``Page``,
+``ModelAggregate``: the typed index every store shares), :mod:`~corevital.sinks.sqlite`
+(``SQLiteStore``, the default) with :mod:`~corevital.sinks.sqlite_schema` (opening and
+migrations), :mod:`~corevital.sinks.local` (``LocalFileSink``) and :mod:`~corevital.sinks.migrate`
+(importing trace directories and databases).
+
+Importing the package imports no submodule: the names below are imported on first use (PEP 562),
+so that listing stored runs does not load the report models.
 """
 
 from __future__ import annotations
 
-from corevital.sinks.base import (
-    HealthFlag,
-    MemorySink,
-    ReportStore,
-    Sink,
-    TraceQuery,
-    TraceRow,
-    trace_row_from_report,
-)
-from corevital.sinks.local import LocalFileSink
-from corevital.sinks.migrate import (
-    InPlaceMigration,
-    MigrationFailure,
-    MigrationResult,
-    migrate_directory,
-    migrate_original_in_place,
-    migrate_path,
-    migrate_sqlite,
-)
-from corevital.sinks.sqlite import SQLiteStore
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from corevital.sinks.base import MemorySink, ReportStore, Sink
+    from corevital.sinks.local import LocalFileSink
+    from corevital.sinks.migrate import (
+        InPlaceMigration,
+        MigrationFailure,
+        MigrationResult,
+        migrate_directory,
+        migrate_original_in_place,
+        migrate_path,
+        migrate_sqlite,
+    )
+    from corevital.sinks.rows import (
+        MAX_PAGE_SIZE,
+        HealthFlag,
+        ModelAggregate,
+        Page,
+        SortOrder,
+        TraceQuery,
+        TraceRow,
+        trace_row_from_report,
+    )
+    from corevital.sinks.sqlite import SQLiteStore
+
+_HOMES: dict[str, str] = {
+    "MAX_PAGE_SIZE": "corevital.sinks.rows",
+    "HealthFlag": "corevital.sinks.rows",
+    "InPlaceMigration": "corevital.sinks.migrate",
+    "LocalFileSink": "corevital.sinks.local",
+    "MemorySink": "corevital.sinks.base",
+    "MigrationFailure": "corevital.sinks.migrate",
+    "MigrationResult": "corevital.sinks.migrate",
+    "ModelAggregate": "corevital.sinks.rows",
+    "Page": "corevital.sinks.rows",
+    "ReportStore": "corevital.sinks.base",
+    "SQLiteStore": "corevital.sinks.sqlite",
+    "Sink": "corevital.sinks.base",
+    "SortOrder": "corevital.sinks.rows",
+    "TraceQuery": "corevital.sinks.rows",
+    "TraceRow": "corevital.sinks.rows",
+    "migrate_directory": "corevital.sinks.migrate",
+    "migrate_original_in_place": "corevital.sinks.migrate",
+    "migrate_path": "corevital.sinks.migrate",
+    "migrate_sqlite": "corevital.sinks.migrate",
+    "trace_row_from_report": "corevital.sinks.rows",
+}
 
 __all__ = [
     "HealthFlag",
     "InPlaceMigration",
     "LocalFileSink",
+    "MAX_PAGE_SIZE",
     "MemorySink",
     "MigrationFailure",
     "MigrationResult",
+    "ModelAggregate",
+    "Page",
     "ReportStore",
     "SQLiteStore",
     "Sink",
+    "SortOrder",
     "TraceQuery",
     "TraceRow",
     "migrate_directory",
@@ -49,3 +87,16 @@ __all__ = [
     "migrate_sqlite",
     "trace_row_from_report",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

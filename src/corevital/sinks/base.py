@@ -1,151 +1,62 @@
-"""The sink protocols, the typed index row of a stored report, and the in-memory store.
+"""The sink protocols, the typed index of stored reports, and the in-memory store.
 
 A :class:`Sink` persists reports (``write`` returns where the report went, ``close`` releases the
-resources). A :class:`ReportStore` is a sink that can be queried back: the SQLite store, the
-PostgreSQL store and :class:`MemorySink` (for tests) implement it with the same filter semantics,
-which :meth:`TraceQuery.matches` states in Python.
+resources). A :class:`ReportStore` is a sink that can be queried back, the one read interface of
+the CLI (``runs``, ``show``, ``compare``, ``export``) and the HTTP server: the SQLite store, the
+PostgreSQL store and :class:`MemorySink` (for tests) implement it with the same semantics, which
+:mod:`corevital.sinks.rows` states in Python (:meth:`TraceQuery.matches`, the sort order, the
+keyset cursor, :func:`~corevital.sinks.rows.aggregate_rows`).
 """
 
 from __future__ import annotations
 
 import builtins
 import threading
-from dataclasses import dataclass, field
-from datetime import datetime
-from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from corevital.errors import StoreError
-from corevital.report.hashing import prompt_hash
-from corevital.report.schema import Report
-from corevital.report.timestamps import epoch_ms, parse_utc
+from corevital.sinks.rows import (
+    MAX_PAGE_SIZE,
+    HealthFlag,
+    ModelAggregate,
+    Page,
+    SortOrder,
+    TraceQuery,
+    TraceRow,
+    after_cursor,
+    aggregate_key,
+    aggregate_rows,
+    decode_cursor,
+    make_page,
+    newest_first,
+    sort_rows,
+    trace_row_from_report,
+)
 
+if TYPE_CHECKING:
+    from corevital.report.schema import Report
 
-class HealthFlag(StrEnum):
-    """The boolean health flags a store indexes; each value is a ``health_flags`` field and a column."""
-
-    NAN = "nan_detected"
-    INF = "inf_detected"
-    ATTENTION_COLLAPSE = "attention_collapse_detected"
-    REPETITION_LOOP = "repetition_loop_detected"
-    MID_LAYER_ANOMALY = "mid_layer_anomaly_detected"
-
-
-@dataclass(frozen=True, slots=True)
-class TraceRow:
-    """The indexed scalars of one stored report (no report body).
-
-    Flags are ``None`` when the report has no ``health_flags``; ``risk_score`` is ``None`` without
-    a risk analysis.
-    """
-
-    trace_id: str
-    created_at_utc: str
-    created_at_ms: int
-    model_id: str
-    prompt_hash: str
-    risk_score: float | None
-    nan_detected: bool | None
-    inf_detected: bool | None
-    attention_collapse_detected: bool | None
-    repetition_loop_detected: bool | None
-    mid_layer_anomaly_detected: bool | None
-    high_entropy_steps: int | None
-    prompt_tokens: int
-    generated_tokens: int
-    capture_mode: str | None
-    schema_version: str
-    migrated_from: str | None
-
-    def flag(self, which: HealthFlag) -> bool | None:
-        """The value of one health flag."""
-        value: bool | None = getattr(self, which.value)
-        return value
-
-
-def trace_row_from_report(report: Report) -> TraceRow:
-    """The index row of ``report``.
-
-    The prompt hash and risk score come from ``extensions.fingerprint.prompt_hash`` and
-    ``extensions.risk.risk_score`` when present; otherwise the prompt hash is computed with
-    :func:`corevital.report.hashing.prompt_hash`.
-    """
-    ext = report.extensions
-    fingerprint_hash = ext.fingerprint.prompt_hash if ext.fingerprint is not None else None
-    flags = report.health_flags
-    return TraceRow(
-        trace_id=report.trace_id,
-        created_at_utc=report.created_at_utc,
-        created_at_ms=epoch_ms(parse_utc(report.created_at_utc)),
-        model_id=report.model.hf_id,
-        prompt_hash=fingerprint_hash or prompt_hash(report.model.hf_id, report.prompt.text),
-        risk_score=ext.risk.risk_score if ext.risk is not None else None,
-        nan_detected=flags.nan_detected if flags else None,
-        inf_detected=flags.inf_detected if flags else None,
-        attention_collapse_detected=flags.attention_collapse_detected if flags else None,
-        repetition_loop_detected=flags.repetition_loop_detected if flags else None,
-        mid_layer_anomaly_detected=flags.mid_layer_anomaly_detected if flags else None,
-        high_entropy_steps=flags.high_entropy_steps if flags else None,
-        prompt_tokens=report.summary.prompt_tokens,
-        generated_tokens=report.summary.generated_tokens,
-        capture_mode=report.run_config.capture_mode,
-        schema_version=report.schema_version,
-        migrated_from=ext.migrated_from,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class TraceQuery:
-    """Filters of :meth:`ReportStore.list`; results are newest first.
-
-    Every filter that is set must hold: ``min_risk <= risk_score <= max_risk`` (rows without a
-    risk score never match a risk filter), every flag in ``flags`` is set, and
-    ``since <= created_at < until`` (naive datetimes are taken as UTC). ``limit=None`` returns all.
-    """
-
-    model_id: str | None = None
-    prompt_hash: str | None = None
-    min_risk: float | None = None
-    max_risk: float | None = None
-    flags: frozenset[HealthFlag] = field(default_factory=frozenset)
-    since: datetime | None = None
-    until: datetime | None = None
-    limit: int | None = 100
-    offset: int = 0
-
-    def __post_init__(self) -> None:
-        try:  # accept flag names as strings (CLI, HTTP) and keep HealthFlag members
-            flags = frozenset(HealthFlag(flag) for flag in self.flags)
-        except ValueError:
-            known = ", ".join(flag.value for flag in HealthFlag)
-            raise StoreError(f"unknown health flag in {sorted(self.flags)}; known flags: {known}") from None
-        object.__setattr__(self, "flags", flags)
-        if (self.limit is not None and self.limit < 0) or self.offset < 0:
-            raise StoreError("limit and offset must not be negative")
-
-    def matches(self, row: TraceRow) -> bool:
-        """Whether ``row`` passes every filter (limit and offset aside)."""
-        checks = (
-            self.model_id is None or row.model_id == self.model_id,
-            self.prompt_hash is None or row.prompt_hash == self.prompt_hash,
-            self.min_risk is None or (row.risk_score is not None and row.risk_score >= self.min_risk),
-            self.max_risk is None or (row.risk_score is not None and row.risk_score <= self.max_risk),
-            all(row.flag(flag) is True for flag in self.flags),
-            self.since is None or row.created_at_ms >= epoch_ms(self.since),
-            self.until is None or row.created_at_ms < epoch_ms(self.until),
-        )
-        return all(checks)
+__all__ = [
+    "MAX_PAGE_SIZE",
+    "HealthFlag",
+    "MemorySink",
+    "ModelAggregate",
+    "Page",
+    "ReportStore",
+    "Sink",
+    "SortOrder",
+    "TraceQuery",
+    "TraceRow",
+    "ambiguous_prefix_message",
+    "newest_first",
+    "trace_row_from_report",
+]
 
 
 def ambiguous_prefix_message(prefix: str, matches: int) -> str:
     """The error message for a trace id prefix that matches more than one report."""
     return f"trace id prefix {prefix!r} matches {matches} reports; give more of the id"
-
-
-def newest_first(rows: builtins.list[TraceRow]) -> builtins.list[TraceRow]:
-    """Rows ordered as stores return them: newest first, ties by trace id."""
-    by_id = sorted(rows, key=lambda row: row.trace_id)
-    return sorted(by_id, key=lambda row: row.created_at_ms, reverse=True)
 
 
 @runtime_checkable
@@ -163,7 +74,11 @@ class Sink(Protocol):
 
 @runtime_checkable
 class ReportStore(Sink, Protocol):
-    """A sink whose reports can be read back and listed."""
+    """A sink whose reports can be read back, listed, paged, aggregated and followed.
+
+    Rows come in the order of the query (:class:`TraceQuery`: newest first by default, ties by
+    trace id). Every ``seq`` is unique within a store and increases in insertion order.
+    """
 
     def get(self, trace_id: str) -> Report | None:
         """The report with this trace id (or a unique prefix of it), ``None`` if there is none.
@@ -172,16 +87,52 @@ class ReportStore(Sink, Protocol):
         """
         ...
 
+    def resolve(self, trace_id: str) -> str | None:
+        """The full trace id of this id or unique prefix, ``None`` if none (StoreError if ambiguous)."""
+        ...
+
+    def get_json(self, trace_id: str) -> str | None:
+        """The report JSON text exactly as stored, for exactly this trace id (no prefix, no parsing)."""
+        ...
+
     def contains(self, trace_id: str) -> bool:
         """Whether a report with exactly this trace id is stored."""
         ...
 
     def list(self, query: TraceQuery | None = None) -> builtins.list[TraceRow]:
-        """Index rows of the stored reports that match ``query``, newest first."""
+        """Index rows of the stored reports that match ``query``, in its order, limit and offset."""
         ...
 
     def count(self, query: TraceQuery | None = None) -> int:
-        """How many stored reports match ``query`` (limit and offset aside)."""
+        """How many stored reports match ``query`` (order, limit and offset aside)."""
+        ...
+
+    def page(self, query: TraceQuery | None = None, cursor: str | None = None) -> Page:
+        """One page of matching rows in ``query``'s order, after ``cursor`` (keyset pagination).
+
+        A page holds ``query.limit`` rows (``None``: :data:`MAX_PAGE_SIZE`; more is a StoreError);
+        ``query.offset`` applies to the first page only (with a cursor it is ignored).
+        ``next_cursor`` is an opaque string continuing after the page's last row, ``None`` when no
+        row follows. Rows written meanwhile before the cursor's position are not seen; none is
+        returned twice. A malformed cursor, or one of another sort order, is a StoreError.
+        """
+        ...
+
+    def aggregate(
+        self, query: TraceQuery | None = None, *, by: str = "model"
+    ) -> builtins.list[ModelAggregate]:
+        """Statistics per model id (``by="model"``) or prompt hash (``"prompt"``) of the matching rows.
+
+        Order, limit and offset of ``query`` are ignored; groups come most runs first, ties by key.
+        """
+        ...
+
+    def follow(self, after: int | None) -> tuple[builtins.list[TraceRow], int]:
+        """Rows stored with ``seq > after``, oldest first, at most :data:`MAX_PAGE_SIZE`.
+
+        Returns the rows and the ``seq`` to pass next time (the last row's, else ``after``).
+        ``after=None`` means "from now": no rows and the current last ``seq`` (0 when empty).
+        """
         ...
 
 
@@ -191,6 +142,7 @@ class MemorySink:
     def __init__(self) -> None:
         self._reports: dict[str, Report] = {}
         self._rows: dict[str, TraceRow] = {}
+        self._seq = 0
         self._lock = threading.Lock()
 
     @property
@@ -203,19 +155,37 @@ class MemorySink:
         """Store ``report`` (replacing one with the same trace id); the location is ``memory#<id>``."""
         row = trace_row_from_report(report)
         with self._lock:
+            previous = self._rows.get(report.trace_id)
+            if previous is None:
+                self._seq += 1
+            seq = self._seq if previous is None else previous.seq
             self._reports[report.trace_id] = report
-            self._rows[report.trace_id] = row
+            self._rows[report.trace_id] = _with_seq(row, seq)
         return f"memory#{report.trace_id}"
 
     def get(self, trace_id: str) -> Report | None:
         """The report with this trace id or unique prefix, else ``None``."""
+        found = self.resolve(trace_id)
+        with self._lock:
+            return None if found is None else self._reports[found]
+
+    def resolve(self, trace_id: str) -> str | None:
+        """The full id of this id or unique prefix, else ``None``."""
         with self._lock:
             if trace_id in self._reports:
-                return self._reports[trace_id]
+                return trace_id
             found = [key for key in self._reports if key.startswith(trace_id)] if trace_id else []
         if len(found) > 1:
             raise StoreError(ambiguous_prefix_message(trace_id, len(found)))
-        return self._reports[found[0]] if found else None
+        return found[0] if found else None
+
+    def get_json(self, trace_id: str) -> str | None:
+        """The report's JSON text (as the SQLite store writes it), for exactly this id."""
+        from corevital.report.encoding import report_to_json
+
+        with self._lock:
+            report = self._reports.get(trace_id)
+        return None if report is None else report_to_json(report)
 
     def contains(self, trace_id: str) -> bool:
         """Whether exactly this trace id is stored."""
@@ -223,9 +193,9 @@ class MemorySink:
             return trace_id in self._reports
 
     def list(self, query: TraceQuery | None = None) -> builtins.list[TraceRow]:
-        """Matching rows, newest first."""
+        """Matching rows in the query's order."""
         query = query or TraceQuery()
-        rows = newest_first(self._matching(query))
+        rows = sort_rows(self._matching(query), query.sort, query.ascending)
         end = None if query.limit is None else query.offset + query.limit
         return rows[query.offset : end]
 
@@ -233,9 +203,41 @@ class MemorySink:
         """Number of matching rows."""
         return len(self._matching(query or TraceQuery()))
 
+    def page(self, query: TraceQuery | None = None, cursor: str | None = None) -> Page:
+        """One page of matching rows after ``cursor``."""
+        query = query or TraceQuery()
+        size = query.page_size()
+        rows = sort_rows(self._matching(query), query.sort, query.ascending)
+        if cursor is not None:
+            position = decode_cursor(cursor, query)
+            rows = [row for row in rows if after_cursor(row, query, position)]
+        else:
+            rows = rows[query.offset :]
+        return make_page(query, rows[: size + 1], size)
+
+    def aggregate(
+        self, query: TraceQuery | None = None, *, by: str = "model"
+    ) -> builtins.list[ModelAggregate]:
+        """Per-model (or per-prompt) statistics of the matching rows."""
+        aggregate_key(by)
+        return aggregate_rows(self._matching(query or TraceQuery()), by)
+
+    def follow(self, after: int | None) -> tuple[builtins.list[TraceRow], int]:
+        """Rows written after position ``after``, oldest first."""
+        with self._lock:
+            rows = sorted(self._rows.values(), key=lambda row: row.seq)
+        if after is None:
+            return [], rows[-1].seq if rows else 0
+        newer = [row for row in rows if row.seq > after][:MAX_PAGE_SIZE]
+        return newer, newer[-1].seq if newer else after
+
     def close(self) -> None:
         """Nothing to release."""
 
     def _matching(self, query: TraceQuery) -> builtins.list[TraceRow]:
         with self._lock:
             return [row for row in self._rows.values() if query.matches(row)]
+
+
+def _with_seq(row: TraceRow, seq: int) -> TraceRow:
+    return replace(row, seq=seq)

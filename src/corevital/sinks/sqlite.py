@@ -16,38 +16,64 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corevital.errors import ReportError, StoreError
-from corevital.report.encoding import report_from_json, report_to_json
-from corevital.report.schema import Report
 from corevital.report.timestamps import epoch_ms
-from corevital.sinks.base import TraceQuery, TraceRow, ambiguous_prefix_message, trace_row_from_report
-from corevital.sinks.sqlite_schema import DB_FILE_NAME, FLAG_COLUMNS, REPORT_COLUMNS, open_database
+from corevital.sinks.base import (
+    MAX_PAGE_SIZE,
+    ModelAggregate,
+    Page,
+    SortOrder,
+    TraceQuery,
+    TraceRow,
+    ambiguous_prefix_message,
+    trace_row_from_report,
+)
+from corevital.sinks.rows import aggregate_key, aggregate_rows, decode_cursor, make_page
+from corevital.sinks.sqlite_schema import (
+    DB_FILE_NAME,
+    FLAG_COLUMNS,
+    REPORT_COLUMNS,
+    RISK_SORT_SQL,
+    open_database,
+    open_database_read_only,
+)
+
+if TYPE_CHECKING:
+    from corevital.report.schema import Report
 
 ZLIB_LEVEL = 6
 
 _INSERT = (
-    f"INSERT INTO reports ({', '.join(REPORT_COLUMNS)}, report_zlib) "
-    f"VALUES ({', '.join('?' for _ in REPORT_COLUMNS)}, ?) "
+    f"INSERT INTO reports ({', '.join(REPORT_COLUMNS)}, report_zlib, seq) "
+    f"VALUES ({', '.join('?' for _ in REPORT_COLUMNS)}, ?, "
+    f"(SELECT coalesce(max(seq), 0) + 1 FROM reports)) "
     f"ON CONFLICT(trace_id) DO UPDATE SET "
     + ", ".join(f"{column} = excluded.{column}" for column in (*REPORT_COLUMNS[1:], "report_zlib"))
 )
-_SELECT_ROWS = f"SELECT {', '.join(REPORT_COLUMNS)} FROM reports"
+_SELECT_ROWS = f"SELECT {', '.join(REPORT_COLUMNS)}, seq FROM reports"
 _BOOL_COLUMNS = frozenset(FLAG_COLUMNS)
 _PREFIX = "trace_id >= ? AND trace_id < ?"  # a range, so that the primary key index applies
+_SORT_SQL = {SortOrder.TIME: "created_at_ms", SortOrder.RISK: RISK_SORT_SQL}
 
 
 class SQLiteStore:
     """A :class:`~corevital.sinks.base.ReportStore` in one SQLite file.
 
     Opening never overwrites a file that is not a CoreVital database: it raises
-    :class:`~corevital.errors.StoreError` instead. Safe to share between threads.
+    :class:`~corevital.errors.StoreError` instead. A writer (the default) creates a missing
+    database and migrates an older one; with ``read_only=True`` the file is opened with
+    ``mode=ro`` and never created, written or migrated (a missing file, or a database of another
+    version, is a StoreError). Safe to share between threads.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
-        self._conn: sqlite3.Connection | None = open_database(self.path)
+        self.read_only = read_only
+        self._conn: sqlite3.Connection | None = (
+            open_database_read_only(self.path) if read_only else open_database(self.path)
+        )
         self._lock = threading.Lock()
 
     @classmethod
@@ -56,7 +82,12 @@ class SQLiteStore:
         return cls(Path(out_dir) / DB_FILE_NAME)
 
     def write(self, report: Report) -> str:
-        """Store ``report`` (replacing a report with the same trace id); returns ``<db path>#<trace id>``."""
+        """Store ``report`` (replacing a report with the same trace id, which keeps its ``seq``);
+        returns ``<db path>#<trace id>``."""
+        from corevital.report.encoding import report_to_json
+
+        if self.read_only:
+            raise StoreError(f"the SQLite store {self.path} is open read-only")
         row = trace_row_from_report(report)
         blob = zlib.compress(report_to_json(report).encode("utf-8"), ZLIB_LEVEL)
         values = (*_row_values(row), blob)
@@ -69,9 +100,16 @@ class SQLiteStore:
 
     def get(self, trace_id: str) -> Report | None:
         """The report with this trace id (or a unique prefix of it), or ``None``."""
-        rows = self._query("SELECT report_zlib FROM reports WHERE trace_id = ?", (trace_id,))
-        if rows:
-            return self._decode(trace_id, rows[0][0])
+        found = self.resolve(trace_id)
+        if found is None:
+            return None
+        text = self._blob_text(found)
+        return None if text is None else self._parse(found, text)
+
+    def resolve(self, trace_id: str) -> str | None:
+        """The full trace id of this id or unique prefix, or ``None`` (StoreError when ambiguous)."""
+        if self.contains(trace_id):
+            return trace_id
         if not trace_id:
             return None
         matches = self._query(
@@ -79,26 +117,67 @@ class SQLiteStore:
         )
         if len(matches) > 1:
             raise StoreError(ambiguous_prefix_message(trace_id, self._count_prefix(trace_id)))
-        return self.get(matches[0][0]) if matches else None
+        return str(matches[0][0]) if matches else None
+
+    def get_json(self, trace_id: str) -> str | None:
+        """The stored report JSON text for exactly this trace id, not parsed; ``None`` if absent."""
+        return self._blob_text(trace_id)
 
     def contains(self, trace_id: str) -> bool:
         """Whether exactly this trace id is stored."""
         return bool(self._query("SELECT 1 FROM reports WHERE trace_id = ?", (trace_id,)))
 
     def list(self, query: TraceQuery | None = None) -> builtins.list[TraceRow]:
-        """Index rows matching ``query``, newest first."""
+        """Index rows matching ``query``, in its order."""
         query = query or TraceQuery()
         where, params = _where(query)
         limit = -1 if query.limit is None else query.limit
-        sql = f"{_SELECT_ROWS}{where} ORDER BY created_at_ms DESC, trace_id LIMIT ? OFFSET ?"
+        sql = f"{_SELECT_ROWS}{where} ORDER BY {_order(query)} LIMIT ? OFFSET ?"
         return [_row_from_db(values) for values in self._query(sql, (*params, limit, query.offset))]
 
     def count(self, query: TraceQuery | None = None) -> int:
-        """Number of reports matching ``query`` (limit and offset aside)."""
+        """Number of reports matching ``query`` (order, limit and offset aside)."""
         where, params = _where(query or TraceQuery())
         rows = self._query(f"SELECT count(*) FROM reports{where}", params)
         count: int = rows[0][0]
         return count
+
+    def page(self, query: TraceQuery | None = None, cursor: str | None = None) -> Page:
+        """One page of matching rows after ``cursor`` (see :meth:`ReportStore.page`)."""
+        query = query or TraceQuery()
+        size = query.page_size()
+        where, params = _where(query)
+        offset = query.offset if cursor is None else 0
+        if cursor is not None:
+            value, trace_id = decode_cursor(cursor, query)
+            key = _SORT_SQL[query.sort]
+            beyond = ">" if query.ascending else "<"
+            same_or_beyond = ">=" if query.ascending else "<="
+            keyset = f"{key} {same_or_beyond} ? AND ({key} {beyond} ? OR trace_id > ?)"
+            where = f"{where} AND {keyset}" if where else f" WHERE {keyset}"
+            params = (*params, value, value, trace_id)
+        sql = f"{_SELECT_ROWS}{where} ORDER BY {_order(query)} LIMIT ? OFFSET ?"
+        rows = [_row_from_db(values) for values in self._query(sql, (*params, size + 1, offset))]
+        return make_page(query, rows, size)
+
+    def aggregate(
+        self, query: TraceQuery | None = None, *, by: str = "model"
+    ) -> builtins.list[ModelAggregate]:
+        """Per-model (or per-prompt-hash) statistics of the matching reports."""
+        aggregate_key(by)
+        query = query or TraceQuery()
+        where, params = _where(query)
+        rows = [_row_from_db(values) for values in self._query(f"{_SELECT_ROWS}{where}", params)]
+        return aggregate_rows(rows, by)
+
+    def follow(self, after: int | None) -> tuple[builtins.list[TraceRow], int]:
+        """Rows stored with ``seq > after``, oldest first (see :meth:`ReportStore.follow`)."""
+        if after is None:
+            last: int = self._query("SELECT coalesce(max(seq), 0) FROM reports")[0][0]
+            return [], last
+        sql = f"{_SELECT_ROWS} WHERE seq > ? ORDER BY seq LIMIT ?"
+        rows = [_row_from_db(values) for values in self._query(sql, (after, MAX_PAGE_SIZE))]
+        return rows, rows[-1].seq if rows else after
 
     def close(self) -> None:
         """Close the connection; later calls raise :class:`~corevital.errors.StoreError`."""
@@ -132,11 +211,18 @@ class SQLiteStore:
         count: int = rows[0][0]
         return count
 
-    def _decode(self, trace_id: str, blob: bytes) -> Report:
+    def _blob_text(self, trace_id: str) -> str | None:
+        rows = self._query("SELECT report_zlib FROM reports WHERE trace_id = ?", (trace_id,))
+        if not rows:
+            return None
         try:
-            text = zlib.decompress(blob)
-        except zlib.error as error:
+            return zlib.decompress(rows[0][0]).decode("utf-8")
+        except (zlib.error, UnicodeDecodeError) as error:
             raise ReportError(f"{self.path}#{trace_id}: the stored report is corrupt ({error})") from None
+
+    def _parse(self, trace_id: str, text: str) -> Report:
+        from corevital.report.encoding import report_from_json
+
         try:
             return report_from_json(text)
         except ReportError as error:
@@ -154,9 +240,14 @@ def _row_values(row: TraceRow) -> tuple[Any, ...]:
 def _row_from_db(values: Sequence[Any]) -> TraceRow:
     fields: dict[str, Any] = {
         column: (None if value is None else bool(value)) if column in _BOOL_COLUMNS else value
-        for column, value in zip(REPORT_COLUMNS, values, strict=True)
+        for column, value in zip((*REPORT_COLUMNS, "seq"), values, strict=True)
     }
     return TraceRow(**fields)
+
+
+def _order(query: TraceQuery) -> str:
+    direction = "ASC" if query.ascending else "DESC"
+    return f"{_SORT_SQL[query.sort]} {direction}, trace_id"
 
 
 def _where(query: TraceQuery) -> tuple[str, tuple[Any, ...]]:

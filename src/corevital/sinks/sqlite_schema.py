@@ -1,17 +1,21 @@
 """Opening a CoreVital SQLite database safely: identity checks, WAL mode and the migration chain.
 
 A database is ours when its ``PRAGMA application_id`` is :data:`APPLICATION_ID`; its
-``PRAGMA user_version`` is the number of migrations applied (:data:`MIGRATIONS`, version 1 creates
-the ``reports`` table). A missing or empty file is initialised. Anything else is refused with a
+``PRAGMA user_version`` is the number of migrations applied (:data:`MIGRATIONS`: version 1 creates
+the ``reports`` table, version 2 adds the columns and indexes of the read interface). A missing
+or empty file is initialised. Anything else is refused with a
 :class:`~corevital.errors.StoreError` *before anything is written*: a file that is not SQLite, a
 corrupt one, another application's database, a database of a newer CoreVital, and a database of
-the original CoreVital (which ``corevital migrate`` imports instead).
+the original CoreVital (which ``corevital migrate`` imports instead). Readers may open a database
+read-only (:func:`open_database_read_only`), which never creates, writes or migrates it.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
+import zlib
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -42,8 +46,18 @@ REPORT_COLUMNS: Final = (
     "capture_mode",
     "schema_version",
     "migrated_from",
+    "prompt_preview",
+    "finish_reason",
+    "mean_entropy",
+    "mean_surprisal",
+    "device",
+    "quantization",
 )
-"""The indexed scalar columns of ``reports``, in :class:`~corevital.sinks.base.TraceRow` order."""
+"""The indexed scalar columns of ``reports``, in :class:`~corevital.sinks.base.TraceRow` order.
+
+``seq``, the row's store position (:attr:`~corevital.sinks.base.TraceRow.seq`), follows them in
+the table and is written by the store itself.
+"""
 
 FLAG_COLUMNS: Final = (
     "nan_detected",
@@ -96,7 +110,61 @@ def _v1_create_reports(conn: sqlite3.Connection) -> None:
         conn.execute(f"CREATE INDEX idx_reports_{flag} ON reports(created_at_ms DESC) WHERE {flag} = 1")
 
 
-MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_v1_create_reports,)
+RISK_SORT_SQL: Final = "coalesce(risk_score, -1.0)"
+"""The risk sort expression (:data:`~corevital.sinks.rows.NO_RISK_SORT_VALUE` without a score)."""
+
+
+_V2_COLUMNS: Final = (
+    ("prompt_preview", "TEXT NOT NULL DEFAULT ''"),
+    ("finish_reason", "TEXT"),
+    ("mean_entropy", "REAL"),
+    ("mean_surprisal", "REAL"),
+    ("device", "TEXT"),
+    ("quantization", "TEXT"),
+    ("seq", "INTEGER"),
+)
+
+
+def _v2_read_interface(conn: sqlite3.Connection) -> None:
+    """Columns for listing runs (prompt preview, finish reason, mean entropy and surprisal, device,
+    quantization), ``seq`` (the store position: the rowid order of existing rows), the indexes of
+    keyset pages and ``follow``; existing rows are backfilled from their stored reports."""
+    for column, declaration in _V2_COLUMNS:
+        conn.execute(f"ALTER TABLE reports ADD COLUMN {column} {declaration}")
+    conn.execute("UPDATE reports SET seq = rowid")
+    _backfill_v2(conn)
+    conn.execute("CREATE UNIQUE INDEX idx_reports_seq ON reports(seq)")
+    conn.execute("CREATE INDEX idx_reports_time_id ON reports(created_at_ms DESC, trace_id)")
+    conn.execute(f"CREATE INDEX idx_reports_risk_id ON reports({RISK_SORT_SQL} DESC, trace_id)")
+
+
+def _backfill_v2(conn: sqlite3.Connection) -> None:
+    from corevital.sinks.rows import derived_fields_from_document
+
+    names = [column for column, _ in _V2_COLUMNS if column != "seq"]
+    update = f"UPDATE reports SET {', '.join(f'{name} = ?' for name in names)} WHERE rowid = ?"
+    last = 0
+    while True:
+        batch = conn.execute(
+            "SELECT rowid, report_zlib FROM reports WHERE rowid > ? ORDER BY rowid LIMIT 64", (last,)
+        ).fetchall()
+        if not batch:
+            return
+        for rowid, blob in batch:
+            last = rowid
+            try:
+                document = json.loads(zlib.decompress(blob))
+            except (zlib.error, ValueError, TypeError):
+                continue  # a corrupt report keeps empty fields; reading it names the trace
+            if isinstance(document, dict):
+                fields = derived_fields_from_document(document)
+                conn.execute(update, (*(fields[name] for name in names), rowid))
+
+
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
+    _v1_create_reports,
+    _v2_read_interface,
+)
 """Migration ``i`` takes a database from ``user_version`` i to i + 1. Append; never edit."""
 
 LATEST_VERSION: Final = len(MIGRATIONS)
@@ -131,6 +199,51 @@ def open_database(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def open_database_read_only(path: Path) -> sqlite3.Connection:
+    """Open the CoreVital database at ``path`` for reading only (``mode=ro``): never creates,
+    writes or migrates it.
+
+    A missing file, a file that is not a CoreVital database, and a database of an older or newer
+    version are each a :class:`~corevital.errors.StoreError`.
+    """
+    if not path.exists():
+        raise StoreError(f"no CoreVital database at {path}")
+    _refuse_non_sqlite_file(path)
+    try:
+        conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            timeout=BUSY_TIMEOUT_S,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot open SQLite database {path} for reading: {error}") from None
+    try:
+        _require_current_read_only(conn, path)
+    except sqlite3.DatabaseError as error:
+        conn.close()
+        raise StoreError(f"cannot read SQLite database {path}: {error}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _require_current_read_only(conn: sqlite3.Connection, path: Path) -> None:
+    kind = database_kind(conn)
+    if kind is DatabaseKind.EMPTY:
+        raise StoreError(f"{path} holds no CoreVital database yet")
+    _require_ours_or_empty(conn, path)
+    version = _current_version(conn)
+    if version < LATEST_VERSION:
+        raise StoreError(
+            f"{path} is a database of an older CoreVital (version {version}, this one reads "
+            f"{LATEST_VERSION}); open it once with a writer to upgrade it "
+            f"(for example `corevital runs --db {path}`)"
+        )
 
 
 def database_kind(conn: sqlite3.Connection) -> DatabaseKind:

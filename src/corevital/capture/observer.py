@@ -40,7 +40,7 @@ from corevital.capture.capabilities import ModelCapabilities
 from corevital.capture.hf_compat import last_logits_processor
 from corevital.capture.layer_stream import LayerStream, StreamedStates
 from corevital.capture.model_checks import logits_head, stream_sites
-from corevital.capture.records import CaptureWarning, StepCallback, StepEvent
+from corevital.capture.records import SKETCH_SEED, CaptureWarning, StepCallback, StepEvent
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.capture.steps import (
     DeviceStep,
@@ -60,8 +60,6 @@ from corevital.metrics.prompt import (
 )
 from corevital.metrics.transfer import to_host
 from corevital.metrics.types import AttentionStats, HiddenStats
-
-SKETCH_SEED = 20240611
 
 
 @dataclass(frozen=True)

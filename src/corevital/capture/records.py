@@ -20,6 +20,9 @@ from corevital.capture.capabilities import ModelCapabilities
 # because the same classes hold device tensors inside capture.
 Stats = Any
 
+SKETCH_SEED = 20240611
+"""Seed of the hidden-state sketch's Gaussian projection: the one capture uses and reports record."""
+
 
 @dataclass(frozen=True)
 class CaptureWarning:

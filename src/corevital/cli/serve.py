@@ -1,16 +1,109 @@
-"""Placeholder, replaced by the command module's own implementation."""
+"""``corevital serve``: the stored runs over a local, read-only HTTP API.
+
+Everything is checked before anything listens: the store (opened read-only), the host (a
+non-loopback address needs ``--token-file``), the port, the origins and the token. The server
+then prints one line and serves until Ctrl-C.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+from pathlib import Path
 
 from corevital.errors import NotAvailableError
+from corevital.server.config import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    ServeConfig,
+    check_settings,
+    is_loopback,
+    loopback_hosts,
+    path_spellings,
+    read_token,
+)
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def _require_serve_extra() -> None:
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise NotAvailableError(
+            f"corevital serve needs {' and '.join(missing)}: pip install 'corevital[serve]'"
+        )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if args.db.startswith(POSTGRES_SCHEMES):
+        raise NotAvailableError(
+            "serving a PostgreSQL store is not available in this version yet; "
+            "serve a SQLite file with --db PATH"
+        )
+    token = read_token(args.token_file) if args.token_file else None
+    origins = check_settings(args.host, args.port, args.allow_origins, token)
+    _require_serve_extra()
+
+    from corevital.server.runner import serve, url_of
+    from corevital.sinks.sqlite import SQLiteStore
+
+    path = Path(args.db)
+    store = SQLiteStore(path, read_only=True)
+    config = ServeConfig(
+        store_label=path.name,
+        store_paths=path_spellings(args.db, path.resolve()),
+        host=args.host,
+        port=args.port,
+        allow_origins=origins,
+        token=token,
+        allowed_hosts=loopback_hosts(args.host, args.port) if is_loopback(args.host) else None,
+    )
+    url = url_of(args.host, args.port)
+
+    def announce() -> None:
+        print(f"Serving {args.db} at {url} (read-only)", flush=True)
+
+    try:
+        serve(store, config, access_log=args.access_log, announce=announce)
+    finally:
+        store.close()
+    return 0
 
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
-    """Not available yet."""
-
-    def handler(args: argparse.Namespace) -> int:
-        raise NotAvailableError(f"corevital {name} is not available in this version yet")
-
-    parser.set_defaults(handler=handler)
+    """The arguments and handler of ``serve``."""
+    parser.add_argument(
+        "--db",
+        default="runs/corevital.db",
+        metavar="PATH",
+        help="The store to serve, opened read-only (default: runs/corevital.db). "
+        "A postgresql:// URL is not available yet.",
+    )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"Address to listen on (default {DEFAULT_HOST}). Any non-loopback address needs --token-file.",
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}).")
+    parser.add_argument(
+        "--allow-origin",
+        "--allow_origin",
+        dest="allow_origins",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="A web origin (https://host[:port]) whose pages may call the API (repeatable). "
+        "Without it no CORS headers are sent.",
+    )
+    parser.add_argument(
+        "--token-file",
+        "--token_file",
+        dest="token_file",
+        metavar="FILE",
+        help="File holding a bearer token (one word, 16+ characters) that every request must send "
+        "as 'Authorization: Bearer <token>'. Required off loopback.",
+    )
+    parser.add_argument(
+        "--access-log", "--access_log", dest="access_log", action="store_true", help="Log every request."
+    )
+    parser.set_defaults(handler=cmd_serve)

@@ -1,0 +1,260 @@
+"""The JSON API under ``/api/v1``: runs (filtered, sorted, paged by cursor), one report, per-model
+and per-prompt aggregates, comparisons and the server's description.
+
+Every store call runs in a worker thread (:func:`~corevital.server.common.in_thread`); inputs are
+checked here first, so that what reaches the store is valid and a store error means the store
+itself failed (503), never the client (4xx).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request, Response
+
+from corevital import __version__
+from corevital.errors import StoreError
+from corevital.server.common import (
+    Served,
+    checked_trace_id,
+    in_thread,
+    json_response,
+    raw_json_response,
+    resolve_id,
+    row_dict,
+)
+from corevital.server.comparison import compare_runs
+from corevital.server.errors import ApiError
+from corevital.server.models import ERROR_RESPONSES, Aggregates, Info, RunPage
+from corevital.sinks.base import MAX_PAGE_SIZE, HealthFlag, SortOrder, TraceQuery
+from corevital.sinks.rows import decode_cursor
+
+DEFAULT_PAGE_SIZE = 50
+FLAG_HELP = "Only runs with this health flag set (repeatable): " + ", ".join(
+    flag.short_name for flag in HealthFlag
+)
+
+
+def _flags(names: list[str]) -> frozenset[HealthFlag]:
+    try:
+        return frozenset(HealthFlag.from_name(name) for name in names)
+    except StoreError as error:
+        raise ApiError(400, str(error)) from None
+
+
+def _query(
+    *,
+    model_id: str | None = None,
+    prompt_hash: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    min_risk: float | None = None,
+    max_risk: float | None = None,
+    flag: list[str] | None = None,
+    sort: SortOrder = SortOrder.TIME,
+    ascending: bool = False,
+    limit: int | None = None,
+) -> TraceQuery:
+    try:
+        return TraceQuery(
+            model_id=model_id,
+            prompt_hash=prompt_hash,
+            min_risk=min_risk,
+            max_risk=max_risk,
+            flags=_flags(flag or []),
+            since=since,
+            until=until,
+            limit=limit,
+            sort=sort,
+            ascending=ascending,
+        )
+    except (StoreError, OverflowError, ValueError) as error:
+        raise ApiError(400, str(error).splitlines()[0] if str(error) else "invalid query") from None
+
+
+ModelId = Annotated[str | None, Query(max_length=512, description="Only runs of this model id.")]
+PromptHash = Annotated[str | None, Query(max_length=128, description="Only runs of this prompt hash.")]
+Since = Annotated[
+    datetime | None, Query(description="Only runs created at or after (ISO 8601; UTC if naive).")
+]
+Until = Annotated[datetime | None, Query(description="Only runs created before (ISO 8601; UTC if naive).")]
+MinRisk = Annotated[
+    float | None, Query(allow_inf_nan=False, description="Only runs with risk_score >= this.")
+]
+MaxRisk = Annotated[
+    float | None, Query(allow_inf_nan=False, description="Only runs with risk_score <= this.")
+]
+Flags = Annotated[list[str] | None, Query(max_length=len(HealthFlag), description=FLAG_HELP)]
+
+
+def api_router(served: Served) -> APIRouter:
+    """The ``/api/v1`` routes over ``served``."""
+    store = served.store
+    limits = served.config.limits
+    router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
+
+    @router.get("", response_model=Info, summary="What this server serves", tags=["server"])
+    async def info() -> Response:
+        runs = await in_thread(store.count)
+        return json_response(
+            {
+                "name": "corevital",
+                "version": __version__,
+                "store": served.config.store_label,
+                "read_only": True,
+                "runs": runs,
+                "token_required": served.config.token is not None,
+                "endpoints": {
+                    "runs": "/api/v1/runs",
+                    "run": "/api/v1/runs/{trace_id}",
+                    "models": "/api/v1/models",
+                    "prompts": "/api/v1/prompts",
+                    "compare": "/api/v1/compare?id=A&id=B",
+                    "events": "/api/v1/events",
+                    "openapi": "/api/v1/openapi.json",
+                },
+            }
+        )
+
+    @router.get("/runs", response_model=RunPage, summary="List runs", tags=["runs"])
+    async def list_runs(
+        request: Request,
+        model_id: ModelId = None,
+        prompt_hash: PromptHash = None,
+        since: Since = None,
+        until: Until = None,
+        min_risk: MinRisk = None,
+        max_risk: MaxRisk = None,
+        flag: Flags = None,
+        sort: Annotated[
+            SortOrder, Query(description="Order by creation time or risk score.")
+        ] = SortOrder.TIME,
+        order: Annotated[str, Query(pattern="^(asc|desc)$", description="desc (default) or asc.")] = "desc",
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_PAGE_SIZE, description="Runs per page.")
+        ] = DEFAULT_PAGE_SIZE,
+        cursor: Annotated[
+            str | None, Query(max_length=1024, description="next_cursor of the previous page.")
+        ] = None,
+    ) -> Response:
+        """Runs matching every filter given, newest (or riskiest) first, one page at a time."""
+        query = _query(
+            model_id=model_id,
+            prompt_hash=prompt_hash,
+            since=since,
+            until=until,
+            min_risk=min_risk,
+            max_risk=max_risk,
+            flag=flag,
+            sort=sort,
+            ascending=order == "asc",
+            limit=limit,
+        )
+        if cursor is not None:
+            try:
+                decode_cursor(cursor, query)
+            except StoreError as error:
+                raise ApiError(400, str(error)) from None
+        page = await in_thread(store.page, query, cursor)
+        next_url = None
+        if page.next_cursor is not None:
+            params = [(key, value) for key, value in request.query_params.multi_items() if key != "cursor"]
+            next_url = f"{request.url.path}?{urlencode([*params, ('cursor', page.next_cursor)])}"
+        return json_response(
+            {
+                "runs": [row_dict(row) for row in page.rows],
+                "next_cursor": page.next_cursor,
+                "next_url": next_url,
+            }
+        )
+
+    @router.get(
+        "/runs/{trace_id}",
+        summary="One run's report",
+        tags=["runs"],
+        response_description="The stored report JSON (schema: report.schema.json).",
+        responses={200: {"content": {"application/json": {"schema": {"type": "object"}}}}},
+    )
+    async def get_run(trace_id: str) -> Response:
+        """The full report of the run with this trace id, or a unique prefix of it."""
+        found = await _report_text(served, checked_trace_id(trace_id))
+        if found is None:
+            raise ApiError(404, "no run with this id")
+        full_id, text = found
+        return raw_json_response(text, {"content-location": f"/api/v1/runs/{full_id}"})
+
+    async def aggregates(by: str, **filters: Any) -> Response:
+        query = _query(**filters)
+        groups = await in_thread(store.aggregate, query, by=by)
+        return json_response({"by": by, "groups": [_aggregate_dict(group) for group in groups]})
+
+    @router.get("/models", response_model=Aggregates, summary="Statistics per model", tags=["aggregates"])
+    async def models(
+        model_id: ModelId = None,
+        since: Since = None,
+        until: Until = None,
+        min_risk: MinRisk = None,
+        max_risk: MaxRisk = None,
+        flag: Flags = None,
+    ) -> Response:
+        """Runs, risk (mean, p50, p90), flag rates, mean entropy and tokens of each model's runs."""
+        return await aggregates(
+            "model",
+            model_id=model_id,
+            since=since,
+            until=until,
+            min_risk=min_risk,
+            max_risk=max_risk,
+            flag=flag,
+        )
+
+    @router.get("/prompts", response_model=Aggregates, summary="Statistics per prompt", tags=["aggregates"])
+    async def prompts(
+        model_id: ModelId = None,
+        prompt_hash: PromptHash = None,
+        since: Since = None,
+        until: Until = None,
+        flag: Flags = None,
+    ) -> Response:
+        """The same statistics grouped by prompt hash: how one prompt fares across runs and models."""
+        return await aggregates(
+            "prompt", model_id=model_id, prompt_hash=prompt_hash, since=since, until=until, flag=flag
+        )
+
+    @router.get("/compare", summary="Compare runs side by side", tags=["runs"])
+    async def compare(
+        id: Annotated[list[str], Query(min_length=2, description="Trace ids or unique prefixes (repeat).")],
+    ) -> Response:
+        """The runs' headline numbers side by side, with each one's difference from the first."""
+        if len(id) > limits.max_compare:
+            raise ApiError(422, f"compare takes at most {limits.max_compare} runs (got {len(id)})")
+        ids = [checked_trace_id(trace_id) for trace_id in id]
+        return json_response(await compare_runs(served, ids))
+
+    return router
+
+
+async def _report_text(served: Served, trace_id: str) -> tuple[str, str] | None:
+    text = await in_thread(served.store.get_json, trace_id)
+    if text is not None:
+        return trace_id, text
+    full_id = await in_thread(resolve_id, served.store, trace_id)
+    if full_id is None or full_id == trace_id:
+        return None
+    text = await in_thread(served.store.get_json, full_id)
+    return None if text is None else (full_id, text)
+
+
+def _aggregate_dict(group: Any) -> dict[str, Any]:
+    return {
+        "key": group.key,
+        "runs": group.runs,
+        "risk_mean": group.risk_mean,
+        "risk_p50": group.risk_p50,
+        "risk_p90": group.risk_p90,
+        "flag_rates": dict(group.flag_rates),
+        "mean_entropy": group.mean_entropy,
+        "generated_tokens": group.generated_tokens,
+    }

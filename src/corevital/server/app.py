@@ -1,0 +1,84 @@
+"""The application factory of ``corevital serve``.
+
+:func:`create_app` builds one FastAPI application over one store: nothing is global, so tests
+(and embedders) create as many as they like. Layout::
+
+    /healthz                      liveness (open even when a token is required)
+    /api/v1                       what is served
+    /api/v1/runs                  runs: filters, sort, cursor pages
+    /api/v1/runs/{id}             one report (id or unique prefix)
+    /api/v1/models, /prompts      aggregates per model / per prompt hash
+    /api/v1/compare?id=A&id=B     runs side by side
+    /api/v1/events                runs as they land (server-sent events)
+    /api/v1/openapi.json          the OpenAPI document (no docs pages: nothing is fetched from a CDN)
+    /api/traces, /api/traces/{id}, /api/reports/{id}   the original dashboard's routes
+
+Middleware, outermost first: CORS (only when origins are named), then
+:class:`~corevital.server.guard.Guard` (host, size, token and time checks).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Query, Response
+from fastapi.middleware.cors import CORSMiddleware
+
+from corevital import __version__
+from corevital.server.api import api_router
+from corevital.server.common import Served, check_db_path, in_thread, json_response
+from corevital.server.config import ServeConfig
+from corevital.server.errors import install_error_handlers
+from corevital.server.events import events_router
+from corevital.server.guard import Guard
+from corevital.server.legacy import legacy_router
+from corevital.server.models import Health
+from corevital.sinks.base import ReportStore
+
+DESCRIPTION = (
+    'Read-only access to the runs CoreVital stored. Errors are `{"detail": "..."}`. '
+    "When the server was started with --token-file, send `Authorization: Bearer <token>`."
+)
+
+
+def create_app(store: ReportStore, config: ServeConfig) -> FastAPI:
+    """A FastAPI application serving ``store`` (read only) as ``config`` says."""
+    served = Served(store, config)
+
+    def refuse_other_store(
+        db_path: Annotated[str | None, Query(include_in_schema=False, max_length=4096)] = None,
+    ) -> None:
+        check_db_path(db_path, config)
+
+    app = FastAPI(
+        title="CoreVital",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/api/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+        dependencies=[Depends(refuse_other_store)],
+    )
+    install_error_handlers(app)
+
+    @app.get("/healthz", response_model=Health, tags=["server"], summary="Liveness")
+    async def healthz() -> Response:
+        """``{"status": "ok"}`` when the store answers (503 otherwise)."""
+        await in_thread(store.count)
+        return json_response({"status": "ok"})
+
+    app.include_router(api_router(served))
+    app.include_router(events_router(served))
+    app.include_router(legacy_router(served))
+    app.add_middleware(Guard, config=config)
+    if config.allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.allow_origins),
+            allow_credentials=False,
+            allow_methods=["GET", "HEAD"],
+            allow_headers=["Authorization", "Last-Event-ID"],
+            max_age=600,
+        )
+    return app

@@ -1,0 +1,137 @@
+"""What the routes share: the served store with its configuration, store calls off the event loop,
+trace-id checks and JSON bodies written straight from index rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from fastapi import Response
+
+from corevital.errors import CoreVitalError, StoreError
+from corevital.server.config import ServeConfig
+from corevital.server.errors import STORE_UNAVAILABLE, ApiError, logger
+from corevital.sinks.base import ReportStore, TraceRow, ambiguous_prefix_message
+
+T = TypeVar("T")
+
+TRACE_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+ROW_FIELDS = tuple(item.name for item in fields(TraceRow))
+LEGACY_ROW_FIELDS = ("trace_id", "created_at_utc", "model_id", "schema_version", "prompt_hash", "risk_score")
+
+
+@dataclass
+class EventClients:
+    """How many event streams are open, against the configured bound (one event loop: no lock)."""
+
+    limit: int
+    open: int = 0
+
+    def try_acquire(self) -> bool:
+        if self.open >= self.limit:
+            return False
+        self.open += 1
+        return True
+
+    def release(self) -> None:
+        self.open = max(0, self.open - 1)
+
+
+@dataclass
+class Served:
+    """The store a server answers from and how it was started; passed to every router."""
+
+    store: ReportStore
+    config: ServeConfig
+    events: EventClients = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.events = EventClients(self.config.limits.max_event_clients)
+
+
+async def in_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``function(*args, **kwargs)`` in a worker thread; a store failure becomes a 503.
+
+    The call is abandoned (left to finish on its own) when the request's time limit cancels it.
+    """
+    try:
+        return await anyio.to_thread.run_sync(partial(function, *args, **kwargs), abandon_on_cancel=True)
+    except CoreVitalError as error:
+        logger.warning("store call %s failed: %s", getattr(function, "__name__", function), error)
+        raise ApiError(503, STORE_UNAVAILABLE) from None
+
+
+def checked_trace_id(trace_id: str) -> str:
+    """``trace_id`` if it has the shape of an id or prefix (letters, digits, ``-``, ``_``; at most 64)."""
+    if TRACE_ID.fullmatch(trace_id) is None:
+        raise ApiError(404, "no run with this id")
+    return trace_id
+
+
+def _ambiguity_pattern(prefix: str) -> re.Pattern[str]:
+    marker = "0123456789"
+    return re.compile(re.escape(ambiguous_prefix_message(prefix, int(marker))).replace(marker, r"\d+"))
+
+
+def resolve_id(store: ReportStore, trace_id: str) -> str | None:
+    """The full id of ``trace_id`` (exact, or a unique prefix); ApiError 400 when ambiguous."""
+    try:
+        return store.resolve(trace_id)
+    except StoreError as error:
+        if _ambiguity_pattern(trace_id).fullmatch(str(error)):
+            raise ApiError(400, str(error)) from None
+        raise
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def row_dict(row: TraceRow, names: tuple[str, ...] = ROW_FIELDS) -> dict[str, Any]:
+    """The JSON object of an index row (non-finite numbers as ``null``)."""
+    return {name: _finite(getattr(row, name)) for name in names}
+
+
+def json_bytes(document: Any) -> bytes:
+    """Compact UTF-8 JSON."""
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def json_response(document: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response of ``document``, bypassing response-model validation (the routes build it)."""
+    return Response(json_bytes(document), status_code=status, media_type="application/json", headers=headers)
+
+
+def raw_json_response(text: str, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response whose body is JSON text already (a stored report)."""
+    return Response(text.encode("utf-8"), media_type="application/json", headers=headers)
+
+
+def check_db_path(db_path: str | None, config: ServeConfig) -> None:
+    """Refuse (400) a ``db_path`` naming another store than the served one; empty or absent is fine.
+
+    The comparison is on spellings only (the path given at start, its absolute and resolved
+    forms, backslashes taken as slashes): a client's path is never looked up on disk.
+    """
+    if db_path is None:
+        return
+    given = db_path.strip().strip('"').replace("\\", "/")
+    if not given:
+        return
+    if given in config.store_paths or os.path.normpath(os.path.abspath(given)) in config.store_paths:
+        return
+    raise ApiError(
+        400,
+        f"this server serves the store {config.store_label!r}, chosen when it started; "
+        "a client cannot choose another with db_path (leave it out)",
+    )

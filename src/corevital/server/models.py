@@ -1,0 +1,113 @@
+"""Response shapes of the HTTP API, for the OpenAPI document.
+
+The routes write their JSON directly (no validation on the way out, which keeps listing fast);
+these models describe it, and a test checks that real responses validate against them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class RunRow(BaseModel):
+    """The indexed scalars of one stored run (no report body)."""
+
+    trace_id: str
+    created_at_utc: str
+    created_at_ms: int
+    model_id: str
+    prompt_hash: str
+    risk_score: float | None
+    nan_detected: bool | None
+    inf_detected: bool | None
+    attention_collapse_detected: bool | None
+    repetition_loop_detected: bool | None
+    mid_layer_anomaly_detected: bool | None
+    high_entropy_steps: int | None
+    prompt_tokens: int
+    generated_tokens: int
+    capture_mode: str | None
+    schema_version: str
+    migrated_from: str | None
+    prompt_preview: str
+    finish_reason: str | None
+    mean_entropy: float | None
+    mean_surprisal: float | None
+    device: str | None
+    quantization: str | None
+    seq: int = Field(description="Position in the store, increasing in insertion order (event ids).")
+
+
+class RunPage(BaseModel):
+    """One page of runs; follow ``next_url`` (or pass ``next_cursor`` as ``cursor``) for the next."""
+
+    runs: list[RunRow]
+    next_cursor: str | None = Field(description="Opaque; null when no run follows.")
+    next_url: str | None = Field(description="This query's next page, relative to the server.")
+
+
+class Aggregate(BaseModel):
+    """Statistics of the runs of one model (or one prompt hash)."""
+
+    key: str
+    runs: int
+    risk_mean: float | None
+    risk_p50: float | None
+    risk_p90: float | None
+    flag_rates: dict[str, float]
+    mean_entropy: float | None
+    generated_tokens: int
+
+
+class Aggregates(BaseModel):
+    """Per-group statistics, most runs first."""
+
+    by: str
+    groups: list[Aggregate]
+
+
+class Info(BaseModel):
+    """What this server serves."""
+
+    name: str
+    version: str
+    store: str
+    read_only: bool
+    runs: int
+    token_required: bool
+    endpoints: dict[str, str]
+
+
+class Health(BaseModel):
+    """Liveness: the store answers."""
+
+    status: str
+
+
+class LegacyTrace(BaseModel):
+    """A row of the original dashboard's ``GET /api/traces``."""
+
+    trace_id: str
+    created_at_utc: str
+    model_id: str
+    schema_version: str
+    prompt_hash: str | None
+    risk_score: float | None
+
+
+class ErrorBody(BaseModel):
+    """Every error: one line, never a traceback or a file path."""
+
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "A malformed query, cursor or ambiguous id prefix."},
+    401: {"model": ErrorBody, "description": "Missing or wrong bearer token (when one is configured)."},
+    404: {"model": ErrorBody, "description": "No such run."},
+    422: {"model": ErrorBody, "description": "A parameter out of range or of the wrong type."},
+    503: {"model": ErrorBody, "description": "The store could not be read, or the time limit passed."},
+}

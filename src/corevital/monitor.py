@@ -248,7 +248,7 @@ class CoreVitalMonitor:
         """Observe the user's own ``model.generate(...)`` calls inside the block; see :class:`Watch`."""
         from corevital.watch import Watch
 
-        watcher = Watch(self, model, tokenizer, self.settings_for(**overrides))
+        watcher = Watch(model, tokenizer, self.settings_for(**overrides), store=self._store)
         with watcher.installed():
             yield watcher
 

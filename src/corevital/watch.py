@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from corevital.capture.loading import loaded_from_existing
 from corevital.capture.prompts import batch_from_inputs
@@ -21,9 +21,6 @@ from corevital.config import Settings
 from corevital.pipeline import Pipeline
 from corevital.report.schema import Report
 from corevital.report.timestamps import utc_now
-
-if TYPE_CHECKING:
-    from corevital.monitor import CoreVitalMonitor
 
 
 def _generation_record(model: Any, kwargs: dict[str, Any], seed: int) -> GenerationRecord:
@@ -48,8 +45,8 @@ def _generation_record(model: Any, kwargs: dict[str, Any], seed: int) -> Generat
 class Watch:
     """The reports of the ``generate()`` calls made while watching."""
 
-    def __init__(self, monitor: CoreVitalMonitor, model: Any, tokenizer: Any, settings: Settings) -> None:
-        self.monitor = monitor
+    def __init__(self, model: Any, tokenizer: Any, settings: Settings, *, store: bool) -> None:
+        self.store = store  # write each report to the settings' sink too
         self.model = model
         self.tokenizer = tokenizer
         self.settings = settings
@@ -108,7 +105,7 @@ class Watch:
         pipeline = Pipeline(self.settings)
         pipeline.use_model(self._loaded)
         reports = pipeline.build(run)
-        if self.monitor._store:
+        if self.store:
             pipeline.write(reports)
         self.reports.extend(reports)
         return result["output"]

@@ -9,17 +9,16 @@ from typing import Any
 import pytest
 
 from corevital.errors import InputError
-from corevital.validation.answers import (
+from corevital.validation.answer_text import (
     answer_span,
-    check_answer,
     extract_number,
     find_numbers,
     first_sentence,
-    load_checker,
     normalize_answer,
     parse_number,
     strip_lead_ins,
 )
+from corevital.validation.answers import check_answer, load_checker
 from corevital.validation.labels import LabelledRecord
 
 

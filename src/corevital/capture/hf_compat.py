@@ -22,6 +22,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, cast
 
 from torch import Tensor, nn
@@ -193,6 +194,22 @@ def append_only_layers(cache: Any) -> list[Any] | None:
 
 
 def config_revision(config: Any) -> str | None:
-    """The Hub commit a config was read at (set by ``from_pretrained``), or None."""
+    """The Hub commit a model's config was read at, or None (a local directory or file, or not known).
+
+    transformers records it as ``config._commit_hash`` where it does; otherwise it is the snapshot
+    of the Hub cache that holds the config of ``config.name_or_path``.
+    """
     revision = getattr(config, "_commit_hash", None)
-    return revision if isinstance(revision, str) else None
+    if isinstance(revision, str):
+        return revision
+    name = getattr(config, "name_or_path", None)
+    if not isinstance(name, str) or not name or Path(name).exists():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a repository id
+        return None
+    parts = Path(cached).parts if isinstance(cached, str) else ()
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None

@@ -240,7 +240,7 @@ def loaded_from_existing(model: Any, tokenizer: Any, *, name: str | None = None)
     hf_id = (
         name
         or getattr(model, "name_or_path", "")
-        or getattr(model.config, "_name_or_path", "")
+        or getattr(model.config, "name_or_path", "")
         or "user-model"
     )
     source: Source = "local" if Path(str(hf_id)).exists() else "hub"

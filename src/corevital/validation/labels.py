@@ -47,7 +47,7 @@ from pydantic import (
 )
 
 from corevital.errors import InputError
-from corevital.validation.answers import normalize_answer, parse_number
+from corevital.validation.answer_text import normalize_answer, parse_number
 
 MatchMode = Literal["exact", "numeric", "contains"]
 

@@ -1,0 +1,220 @@
+"""capture/hf_compat.py against the installed transformers: one test per touchpoint of its internals."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from packaging.specifiers import SpecifierSet
+from transformers import AutoConfig, DynamicCache, PretrainedConfig
+from transformers.cache_utils import DynamicLayer
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from corevital.capture import hf_compat
+from corevital.capture.decode_mask import decode_step_mask
+from corevital.capture.loading import loaded_from_existing
+from corevital.errors import ModelLoadError
+from tests.support.tiny_models import build_model, build_tokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
+IDS = torch.tensor([[1, 5, 9, 14]])
+
+
+def _sdpa_counting(calls: list[str]) -> Any:
+    def attention(module: Any, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
+        calls.append(type(module).__name__)
+        return hf_compat.sdpa_attention_forward(module, *args, **kwargs)[0], None
+
+    return attention
+
+
+def test_the_pin_is_the_tested_range_and_the_installed_version_is_in_it() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    capture = pyproject["project"]["optional-dependencies"]["capture"]
+    assert f"transformers{hf_compat.TESTED_TRANSFORMERS}" in capture
+    assert hf_compat.transformers_version() in SpecifierSet(hf_compat.TESTED_TRANSFORMERS)
+    pinned = (ROOT / "constraints.txt").read_text(encoding="utf-8")
+    assert f"transformers=={hf_compat.transformers_version()}" in pinned.splitlines()
+
+
+def test_check_passes_on_the_installed_transformers() -> None:
+    hf_compat.check_transformers.cache_clear()
+    hf_compat.check_transformers()
+    assert hf_compat._missing == []
+
+
+def test_check_fails_in_one_line_naming_the_version_and_the_missing_piece(monkeypatch) -> None:
+    hf_compat.check_transformers.cache_clear()
+    monkeypatch.setattr(hf_compat, "_missing", ["transformers.masking_utils.eager_mask"])
+    with pytest.raises(ModelLoadError) as caught:
+        loaded_from_existing(build_model("llama"), build_tokenizer())
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"transformers {hf_compat.transformers_version()} " in message
+    assert "transformers.masking_utils.eager_mask" in message
+    hf_compat.check_transformers.cache_clear()
+
+
+def test_check_names_a_registry_of_another_kind(monkeypatch) -> None:
+    hf_compat.check_transformers.cache_clear()
+    monkeypatch.setattr(type(ALL_ATTENTION_FUNCTIONS), "_global_mapping", None)
+    with pytest.raises(ModelLoadError, match=r"ALL_ATTENTION_FUNCTIONS\.register / \._global_mapping"):
+        hf_compat.check_transformers()
+    hf_compat.check_transformers.cache_clear()
+
+
+def test_a_missing_function_raises_the_version_error_when_called() -> None:
+    stand_in = hf_compat._found("transformers.masking_utils", "no_such_function")
+    assert hf_compat._missing.pop() == "transformers.masking_utils.no_such_function"
+    with pytest.raises(ModelLoadError, match="no_such_function"):
+        stand_in()
+
+
+def test_registered_attention_is_in_both_registries_inside_and_gone_after_even_on_error() -> None:
+    def attention(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    with hf_compat.registered_attention("corevital_test_tap", attention, hf_compat.eager_mask):
+        assert ALL_ATTENTION_FUNCTIONS["corevital_test_tap"] is attention
+        assert ALL_MASK_ATTENTION_FUNCTIONS["corevital_test_tap"] is hf_compat.eager_mask
+    assert "corevital_test_tap" not in ALL_ATTENTION_FUNCTIONS
+    assert "corevital_test_tap" not in ALL_MASK_ATTENTION_FUNCTIONS
+    with pytest.raises(KeyError), hf_compat.registered_attention("corevital_test_tap", attention, attention):
+        raise KeyError("generation failed")
+    assert "corevital_test_tap" not in ALL_ATTENTION_FUNCTIONS
+
+
+@pytest.mark.parametrize("arch", ["llama", "t5"])
+def test_attention_implementation_routes_every_layer_and_restores_every_config(arch: str) -> None:
+    model = build_model(arch, attn_implementation="sdpa")
+    before = {id(m.config): m.config._attn_implementation for m in model.modules() if hasattr(m, "config")}
+    calls: list[str] = []
+    kwargs: dict[str, Any] = {"input_ids": IDS}
+    if model.config.is_encoder_decoder:
+        kwargs["decoder_input_ids"] = IDS[:, :2]
+    name = "corevital_test_route"
+    with (
+        hf_compat.registered_attention(name, _sdpa_counting(calls), hf_compat.eager_mask),
+        hf_compat.attention_implementation(model, name),
+        torch.no_grad(),
+    ):
+        assert {m.config._attn_implementation for m in model.modules() if hasattr(m, "config")} == {name}
+        model(**kwargs)
+    layers = model.config.num_layers if arch == "t5" else model.config.num_hidden_layers
+    expected = 3 * layers if arch == "t5" else layers  # encoder, decoder self- and cross-attention
+    assert len(calls) == expected
+    after = {id(m.config): m.config._attn_implementation for m in model.modules() if hasattr(m, "config")}
+    assert after == before
+
+
+def test_eager_attention_function_is_the_one_next_to_the_model_class() -> None:
+    model = build_model("llama")
+    attention = model.model.layers[0].self_attn
+    found = hf_compat.eager_attention_function(attention)
+    assert found is not None and found.__module__ == type(attention).__module__
+    assert found.__name__ == "eager_attention_forward"
+    assert hf_compat.eager_attention_function(torch.nn.Linear(2, 2)) is None
+
+
+def test_sdpa_attention_forward_agrees_with_the_eager_function() -> None:
+    model = build_model("llama")
+    attention = model.model.layers[0].self_attn
+    eager = hf_compat.eager_attention_function(attention)
+    assert eager is not None
+    generator = torch.Generator().manual_seed(0)
+    heads = model.config.num_attention_heads
+    query = torch.randn(2, heads, 5, attention.head_dim, generator=generator)
+    key = torch.randn(2, model.config.num_key_value_heads, 5, attention.head_dim, generator=generator)
+    value = torch.randn_like(key)
+    mask = torch.zeros(2, 1, 5, 5).masked_fill_(torch.ones(5, 5, dtype=torch.bool).triu(1), float("-inf"))
+    ours = hf_compat.sdpa_attention_forward(attention, query, key, value, mask, scaling=attention.scaling)[0]
+    reference, weights = eager(attention, query, key, value, mask, scaling=attention.scaling, dropout=0.0)
+    assert ours.shape == reference.shape == (2, 5, heads, attention.head_dim)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+    assert weights is not None and torch.allclose(weights.sum(-1), torch.ones(()))
+
+
+def test_eager_mask_and_causal_mask_function_are_what_a_decoding_step_asks_for() -> None:
+    """The mask builder is called with the causal rule in a plain decoding step, as decode_mask expects."""
+    model = build_model("llama")
+    tokenizer = build_tokenizer()
+    batch = tokenizer(["Hello there", "Why is the sky blue?"], return_tensors="pt", padding=True)
+    asked: list[dict[str, Any]] = []
+
+    def mask(*args: Any, **kwargs: Any) -> torch.Tensor | None:
+        asked.append(kwargs)
+        return hf_compat.eager_mask(*args, **kwargs)
+
+    name = "corevital_test_mask"
+    with (
+        hf_compat.registered_attention(name, _sdpa_counting([]), mask),
+        hf_compat.attention_implementation(model, name),
+    ):
+        model.generate(**batch, max_new_tokens=3, do_sample=False)
+    steps = [kwargs for kwargs in asked if kwargs.get("q_length") == 1]
+    assert steps, "no decoding step asked for a mask"
+    for kwargs in steps:
+        assert kwargs.get("mask_function", hf_compat.causal_mask_function) is hf_compat.causal_mask_function
+        direct = decode_step_mask(**kwargs)
+        assert direct is not None
+        torch.testing.assert_close(direct.expand(-1, 1, 1, -1), hf_compat.eager_mask(**kwargs))
+
+
+def test_last_logits_processor_sees_the_warped_scores_and_is_removed() -> None:
+    model = build_model("llama")
+    seen: list[torch.Tensor] = []
+
+    def processor(input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        seen.append(scores.clone())
+        return scores
+
+    with hf_compat.last_logits_processor(model, processor):
+        assert "_get_logits_processor" in vars(model)
+        model.generate(IDS, max_new_tokens=3, do_sample=True, top_k=1, temperature=0.7)
+    assert "_get_logits_processor" not in vars(model)
+    assert len(seen) == 3
+    assert all(int(torch.isfinite(scores).sum()) == 1 for scores in seen)  # after the top-k warper
+
+
+def test_append_only_layers_are_exactly_dynamic_layers() -> None:
+    model = build_model("llama")
+    with torch.no_grad():
+        cache = model(IDS, use_cache=True).past_key_values
+    assert isinstance(cache, DynamicCache)
+    layers = hf_compat.append_only_layers(cache)
+    assert layers is not None and len(layers) == model.config.num_hidden_layers
+    assert all(type(layer) is DynamicLayer for layer in layers)
+
+    class Window(DynamicLayer):
+        pass
+
+    class Cache:
+        def __init__(self, layers: list[Any]) -> None:
+            self.layers = layers
+
+    assert hf_compat.append_only_layers(Cache([Window()])) is None
+    assert hf_compat.append_only_layers(Cache([])) is None
+    assert hf_compat.append_only_layers(object()) is None
+
+
+def test_config_revision(tiny_model_dir, monkeypatch, tmp_path) -> None:
+    assert hf_compat.config_revision(AutoConfig.from_pretrained(tiny_model_dir("llama"))) is None  # local
+    config = PretrainedConfig()
+    config._commit_hash = "abc123"
+    assert hf_compat.config_revision(config) == "abc123"
+    snapshot = tmp_path / "models--org--tiny" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (tmp_path / "models--org--tiny" / "refs").mkdir()
+    (tmp_path / "models--org--tiny" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    hub = PretrainedConfig(name_or_path="org/tiny")
+    assert hf_compat.config_revision(hub) == "0123abcd"
+    assert hf_compat.config_revision(PretrainedConfig(name_or_path="org/elsewhere")) is None

@@ -32,7 +32,7 @@ def _load(args: argparse.Namespace) -> Report:
         raise StoreError(f"no CoreVital database at {db}: pass --db PATH (default {DEFAULT_DB})")
     from corevital.sinks.sqlite import SQLiteStore
 
-    with SQLiteStore(db) as store:
+    with SQLiteStore(db, read_only=True) as store:
         report = store.get(args.trace)
     if report is None:
         raise StoreError(f"no stored run matches {args.trace!r} in {db}")

@@ -276,9 +276,13 @@ def bar_chart(
     labels: Sequence[str] | None = None,
     palette: Palette | None = None,
     x_label: str,
+    first: int = 0,
     height: int = 170,
 ) -> str:
-    """Bars at positions 0..n-1 (coloured by value with ``palette``); ``labels`` are hover texts."""
+    """Bars at positions ``first``, ``first + 1``, … (coloured by value with ``palette``).
+
+    ``labels`` are the bars' hover texts. More than :data:`MAX_BARS` values are drawn as block means.
+    """
     present = [v for v in values if v is not None]
     if not present:
         return empty_figure(title, "No values were recorded.")
@@ -291,19 +295,22 @@ def bar_chart(
     bottom = height - BOTTOM
     y_of = Plot(y_ticks[0], y_ticks[-1], bottom, TOP)
     n = len(values)
-    x_of = Plot(0, n, LEFT, WIDTH - RIGHT)
-    parts = _axes(x_of, y_ticks, [t for t in int_ticks(n - 1)], x_label, y_of)
-    width = max((WIDTH - LEFT - RIGHT) / n * 0.85, 0.6)
+    x_of = Plot(first - 0.5, first + n * block - 0.5, LEFT, WIDTH - RIGHT)  # integer positions at bar centres
+    last = first + n * block - 1
+    parts = _axes(x_of, y_ticks, [t for t in int_ticks(last) if t >= first], x_label, y_of)
     colours = Plot(min(present), max(present), 0.0, 1.0)
     for i, value in enumerate(values):
         if value is None:
             continue
+        left, right = x_of(first + i * block - 0.5), x_of(first + (i + 1) * block - 0.5)
+        gap = (right - left) * 0.075
         y0, y1 = y_of(max(value, 0.0)), y_of(min(value, 0.0))
         fill = palette.colour(colours(value)) if palette else _BAR
-        label = labels[i] if labels is not None else f"{i * block}: {fmt(value)}"
+        label = labels[i] if labels is not None else f"{first + i * block}: {fmt(value)}"
         parts.append(
-            f'<rect class="bar" x="{num(x_of(i))}" y="{num(y0)}" width="{num(width)}"'
-            f' height="{num(max(y1 - y0, 0.5))}" fill="{fill}"><title>{label}</title></rect>'
+            f'<rect class="bar" x="{num(left + gap)}" y="{num(y0)}"'
+            f' width="{num(max(right - left - 2 * gap, 0.6))}" height="{num(max(y1 - y0, 0.5))}"'
+            f' fill="{fill}"><title>{label}</title></rect>'
         )
     svg = (
         f'<svg class="bar-chart" viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{esc(title)}">'

@@ -294,6 +294,7 @@ def prompt_section(report: Report) -> str:
                 labels=labels,
                 palette=VIRIDIS,
                 x_label="prompt position",
+                first=1,
             )
         )
     transformations = [finite(v) for v in analysis.layer_transformations]

@@ -1,0 +1,48 @@
+"""Browser helpers for the e2e tests: which requests a page makes, and which dialogs it opens."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["record_dialogs", "record_requests"]
+
+
+def record_requests(page: Any, allowed: Sequence[str] = ("file://",)) -> list[str]:
+    """Every request of ``page`` whose URL starts with none of ``allowed``, recorded and aborted.
+
+    Returns the live list. The page's context routes every request, so a forbidden one never
+    leaves the browser; the request listener also sees what routing cannot (``data:`` aside).
+    """
+    blocked: list[str] = []
+
+    def allowed_url(url: str) -> bool:
+        return url.startswith(tuple(allowed)) or url.startswith("data:")
+
+    def on_route(route: Any) -> None:
+        url = route.request.url
+        if allowed_url(url):
+            route.continue_()
+            return
+        blocked.append(url)
+        route.abort()
+
+    def on_request(request: Any) -> None:
+        if not allowed_url(request.url) and request.url not in blocked:
+            blocked.append(request.url)
+
+    page.context.route("**/*", on_route)
+    page.on("request", on_request)
+    return blocked
+
+
+def record_dialogs(page: Any) -> list[str]:
+    """Messages of every dialog (alert, confirm, prompt) ``page`` opens, each dismissed at once."""
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(f"{dialog.type}: {dialog.message}")
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    return dialogs

@@ -22,6 +22,8 @@ from corevital.analysis.narrative import HIGH_RISK, MODERATE_RISK
 from corevital.report.schema import Report
 from corevital.views.html_charts import MARK
 from corevital.views.html_steps import (
+    field,
+    firings,
     has_layer_data,
     heat_maps,
     metric_charts,
@@ -257,18 +259,11 @@ def _compound(report: Report) -> str:
 
 
 def _early_warning(report: Report) -> str:
-    from corevital.views.html_steps import extra
-
     warning = report.extensions.early_warning
     if warning is None:
         return '<p class="note">This report has no early-warning analysis.</p>'
-    firings = extra(warning, "firings")
-    first_step = (
-        {f.get("signal"): f.get("step") for f in firings if isinstance(f, dict)}
-        if isinstance(firings, list)
-        else {}
-    )
-    peak = extra(warning, "peak_step")
+    first_step = dict(reversed(firings(report)))
+    peak = field(warning, "peak_step")
     rows = "".join(
         f"<tr><td>{esc(name)}</td><td>{esc(first_step.get(name, '–'))}</td></tr>"
         for name in warning.warning_signals
@@ -295,14 +290,19 @@ def _blame(report: Report) -> str:
     if not blamed:
         return '<p class="note">No layer was blamed.</p>'
     rows = "".join(
-        f"<tr><td>{b.layer}</td><td>{fmt(b.severity, 2)}</td>"
+        f"<tr><td>{b.layer}</td><td>{fmt(b.severity, 2)}</td><td>{esc(_or_dash(field(b, 'first_step')))}</td>"
         f"<td>{'; '.join(esc(r) for r in b.reasons) or '–'}</td></tr>"
         for b in blamed
     )
     return (
-        f"<table><tr><th>Layer</th><th>Severity</th><th>Reasons</th></tr>{rows}</table>"
+        "<table><tr><th>Layer</th><th>Severity</th><th>From step</th><th>Reasons</th></tr>"
+        f"{rows}</table>"
         '<p class="note">Blamed layers are marked ◀ beside the heat maps.</p>'
     )
+
+
+def _or_dash(value: object) -> object:
+    return "–" if value is None else value
 
 
 def _other(report: Report) -> str:

@@ -30,22 +30,32 @@ TOKEN_LEVELS = 24
 _LINES = "\n\t"  # kept as they are in shown text
 
 
-def extra(model: Any, key: str) -> Any:
-    """A field the schema does not declare (kept from the writer), or ``None``."""
+def field(model: Any, key: str) -> Any:
+    """A field of a report model, declared or kept from the writer as an unknown key; else ``None``."""
+    if model is None:
+        return None
+    if key in type(model).model_fields:
+        return getattr(model, key)
     fields = getattr(model, "model_extra", None)
     return fields.get(key) if isinstance(fields, dict) else None
 
 
+def _item(value: Any, key: str) -> Any:
+    return value.get(key) if isinstance(value, dict) else getattr(value, key, None)
+
+
+def firings(report: Report) -> list[tuple[str, int]]:
+    """(signal, step) of each early-warning signal's first firing, where the report has them."""
+    found = field(report.extensions.early_warning, "firings")
+    pairs = [(str(_item(f, "signal")), _item(f, "step")) for f in found] if isinstance(found, list) else []
+    return [(signal, step) for signal, step in pairs if _is_int(step)]
+
+
 def step_markers(report: Report) -> list[Marker]:
     """Early-warning firings and compound-signal onsets, as steps to mark on the charts."""
-    markers: list[Marker] = []
-    warning = report.extensions.early_warning
-    firings = extra(warning, "firings") if warning is not None else None
-    for firing in firings if isinstance(firings, list) else []:
-        if isinstance(firing, dict) and _is_int(firing.get("step")):
-            markers.append(Marker(int(firing["step"]), f"early warning: {firing.get('signal', '?')}"))
+    markers = [Marker(step, f"early warning: {signal}") for signal, step in firings(report)]
     for signal in report.extensions.compound_signals or []:
-        first = extra(signal, "first_step")
+        first = field(signal, "first_step")
         if _is_int(first):
             markers.append(Marker(int(first), f"compound signal: {signal.name}"))
     n = len(report.timeline)

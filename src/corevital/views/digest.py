@@ -1,0 +1,278 @@
+"""What a person wants to see of one stored run, read from its report JSON document.
+
+:func:`digest_document` reads the parsed report JSON (``json.loads`` of
+:meth:`~corevital.sinks.base.ReportStore.get_json`) without building the pydantic models, so that
+``corevital show`` starts fast; the terminal, the comparison and the server all use the same
+:class:`RunDigest`. A missing or malformed part of a document is read as absent, never an error:
+reports of every schema version the store holds can be shown.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from corevital.analysis.hashing import prompt_hash
+from corevital.sinks.rows import HealthFlag, finite_mean, percentile
+
+
+@dataclass(frozen=True)
+class SeriesStats:
+    """Summary of one per-step series over its finite values (all ``None`` when there is none)."""
+
+    mean: float | None
+    p50: float | None
+    p90: float | None
+    min: float | None
+    max: float | None
+    max_step: int | None
+    finite: int
+    steps: int
+
+    @classmethod
+    def of(cls, values: Sequence[float | None]) -> SeriesStats:
+        """The statistics of ``values`` (``None`` marks a step without a finite value)."""
+        kept = [(index, value) for index, value in enumerate(values) if value is not None]
+        ordered = sorted(value for _, value in kept)
+        top = max(kept, key=lambda item: item[1]) if kept else None
+        return cls(
+            mean=finite_mean(ordered),
+            p50=percentile(ordered, 0.5),
+            p90=percentile(ordered, 0.9),
+            min=ordered[0] if ordered else None,
+            max=ordered[-1] if ordered else None,
+            max_step=None if top is None else top[0],
+            finite=len(kept),
+            steps=len(values),
+        )
+
+
+@dataclass(frozen=True)
+class FactorView:
+    """One risk factor and, when the report gives it, its contribution to the score."""
+
+    name: str
+    contribution: float | None
+
+
+@dataclass(frozen=True)
+class SignalView:
+    """A compound signal: a multi-metric failure pattern with its evidence."""
+
+    name: str
+    severity: float | None
+    description: str
+    evidence: list[str]
+
+
+@dataclass(frozen=True)
+class WarningFiring:
+    """An early-warning signal and the generated step (0-based) where it first fired (``None``: unknown)."""
+
+    signal: str
+    step: int | None
+
+
+@dataclass(frozen=True)
+class BlamedLayerView:
+    """A layer the risk analysis holds responsible, with its severity and reasons."""
+
+    layer: int
+    severity: float | None
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class RunDigest:
+    """The facts of one report that ``show`` and ``compare`` display.
+
+    ``entropy`` and ``surprisal`` hold one value per generated step (bits; ``None`` where the
+    report has no finite value); ``token_ids`` are the generated token ids. ``flags`` maps each
+    :class:`~corevital.sinks.rows.HealthFlag` value to its value (empty without ``health_flags``).
+    """
+
+    trace_id: str
+    created_at_utc: str
+    schema_version: str
+    migrated_from: str | None
+    model_id: str
+    architecture: str | None
+    device: str | None
+    quantization: str | None
+    capture_mode: str | None
+    prompt_hash: str
+    prompt_text: str
+    output_text: str
+    prompt_tokens: int | None
+    generated_tokens: int | None
+    finish_reason: str | None
+    elapsed_ms: int | None
+    narrative: str | None
+    risk_score: float | None
+    risk_model: str | None
+    risk_factors: list[FactorView]
+    flags: dict[str, bool]
+    high_entropy_steps: int | None
+    compound_signals: list[SignalView]
+    failure_risk: float | None
+    warnings_fired: list[WarningFiring]
+    peak_warning_step: int | None
+    blamed_layers: list[BlamedLayerView]
+    repetition: dict[str, Any] | None
+    report_warnings: list[str]
+    token_ids: list[int] = field(repr=False)
+    token_texts: list[str] = field(repr=False)
+    entropy: list[float | None] = field(repr=False)
+    surprisal: list[float | None] = field(repr=False)
+
+    @property
+    def flags_set(self) -> list[str]:
+        """The values of the flags that are set, in :class:`HealthFlag` order."""
+        return [flag.value for flag in HealthFlag if self.flags.get(flag.value) is True]
+
+    @property
+    def entropy_stats(self) -> SeriesStats:
+        """Statistics of the per-step entropy."""
+        return SeriesStats.of(self.entropy)
+
+    @property
+    def surprisal_stats(self) -> SeriesStats:
+        """Statistics of the per-step surprisal."""
+        return SeriesStats.of(self.surprisal)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field, with the series' statistics."""
+        data = asdict(self)
+        data["flags_set"] = self.flags_set
+        data["entropy_stats"] = asdict(self.entropy_stats)
+        data["surprisal_stats"] = asdict(self.surprisal_stats)
+        return data
+
+
+def digest_document(document: Mapping[str, Any]) -> RunDigest:
+    """The :class:`RunDigest` of a report JSON document."""
+    model = _map(document.get("model"))
+    prompt = _map(document.get("prompt"))
+    generated = _map(document.get("generated"))
+    summary = _map(document.get("summary"))
+    ext = _map(document.get("extensions"))
+    risk = _map(ext.get("risk"))
+    health = _map(document.get("health_flags"))
+    early = _map(ext.get("early_warning"))
+    quantization = _map(model.get("quantization"))
+    steps = [
+        _map(step)
+        for step in _list(document.get("timeline"))
+        if not _map(_map(step).get("token")).get("is_prompt_token")
+    ]
+    logits = [_map(step.get("logits_summary")) for step in steps]
+    model_id = _str(model.get("hf_id")) or "?"
+    prompt_text = _str(prompt.get("text")) or ""
+    fingerprint_hash = _str(_map(ext.get("fingerprint")).get("prompt_hash"))
+    token_ids = [value for value in _list(generated.get("token_ids")) if isinstance(value, int)]
+    if not token_ids:
+        token_ids = [_int(_map(step.get("token")).get("token_id")) or 0 for step in steps]
+    return RunDigest(
+        trace_id=_str(document.get("trace_id")) or "?",
+        created_at_utc=_str(document.get("created_at_utc")) or "",
+        schema_version=_str(document.get("schema_version")) or "?",
+        migrated_from=_str(ext.get("migrated_from")),
+        model_id=model_id,
+        architecture=_str(model.get("architecture")),
+        device=_str(model.get("device")),
+        quantization=_str(quantization.get("method"))
+        or ("enabled" if quantization.get("enabled") is True else None),
+        capture_mode=_str(_map(document.get("run_config")).get("capture_mode")),
+        prompt_hash=fingerprint_hash or prompt_hash(model_id, prompt_text),
+        prompt_text=prompt_text,
+        output_text=_str(generated.get("output_text")) or "",
+        prompt_tokens=_int(summary.get("prompt_tokens")),
+        generated_tokens=_int(summary.get("generated_tokens")),
+        finish_reason=_str(generated.get("finish_reason")),
+        elapsed_ms=_int(summary.get("elapsed_ms")),
+        narrative=_str(_map(ext.get("narrative")).get("summary")),
+        risk_score=_float(risk.get("risk_score")),
+        risk_model=_str(risk.get("model")),
+        risk_factors=_factors(risk),
+        flags={
+            flag.value: health[flag.value] for flag in HealthFlag if isinstance(health.get(flag.value), bool)
+        },
+        high_entropy_steps=_int(health.get("high_entropy_steps")),
+        compound_signals=[
+            SignalView(
+                name=_str(signal.get("name")) or "?",
+                severity=_float(signal.get("severity")),
+                description=_str(signal.get("description")) or "",
+                evidence=[text for text in _list(signal.get("evidence")) if isinstance(text, str)],
+            )
+            for signal in map(_map, _list(ext.get("compound_signals")))
+        ],
+        failure_risk=_float(early.get("failure_risk")),
+        warnings_fired=_firings(early),
+        peak_warning_step=_int(early.get("peak_step")),
+        blamed_layers=[
+            BlamedLayerView(
+                layer=_int(layer.get("layer")) or 0,
+                severity=_float(layer.get("severity")),
+                reasons=[text for text in _list(layer.get("reasons")) if isinstance(text, str)],
+            )
+            for layer in map(_map, _list(risk.get("blamed_layers")))
+        ],
+        repetition=dict(_map(ext.get("repetition"))) or None,
+        report_warnings=[
+            f"{_str(item.get('code')) or '?'}: {_str(item.get('message')) or ''}"
+            for item in map(_map, _list(document.get("warnings")))
+        ],
+        token_ids=token_ids,
+        token_texts=[_str(_map(step.get("token")).get("token_text")) or "" for step in steps],
+        entropy=[_float(summary.get("entropy")) for summary in logits],
+        surprisal=[_float(summary.get("surprisal")) for summary in logits],
+    )
+
+
+def _factors(risk: Mapping[str, Any]) -> list[FactorView]:
+    contributions = {
+        _str(item.get("name")): _float(item.get("contribution"))
+        for item in map(_map, _list(risk.get("factor_contributions")))
+    }
+    names = [name for name in _list(risk.get("risk_factors")) if isinstance(name, str)]
+    names += [name for name in contributions if name is not None and name not in names]
+    return [FactorView(name=name, contribution=contributions.get(name)) for name in names]
+
+
+def _firings(early: Mapping[str, Any]) -> list[WarningFiring]:
+    firings = [
+        WarningFiring(signal=_str(item.get("signal")) or "?", step=_int(item.get("step")))
+        for item in map(_map, _list(early.get("firings")))
+    ]
+    seen = {firing.signal for firing in firings}
+    firings += [
+        WarningFiring(signal=name, step=None)
+        for name in _list(early.get("warning_signals"))
+        if isinstance(name, str) and name not in seen
+    ]
+    return firings
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None

@@ -14,7 +14,9 @@
     /api/traces, /api/traces/{id}, /api/reports/{id}   the original dashboard's routes
 
 Middleware, outermost first: CORS (only when origins are named), then
-:class:`~corevital.server.guard.Guard` (host, size, token and time checks).
+:class:`~corevital.server.guard.Guard` (host, size, token and time checks), then
+:class:`~corevital.server.cache.ResponseCache` (repeated listings answered from memory while the
+store has not changed).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from corevital import __version__
 from corevital.server.api import api_router
+from corevital.server.cache import ResponseCache
 from corevital.server.common import Served, check_db_path, in_thread, json_response
 from corevital.server.config import ServeConfig
 from corevital.server.errors import install_error_handlers
@@ -45,7 +48,7 @@ def create_app(store: ReportStore, config: ServeConfig) -> FastAPI:
     """A FastAPI application serving ``store`` (read only) as ``config`` says."""
     served = Served(store, config)
 
-    def refuse_other_store(
+    async def refuse_other_store(
         db_path: Annotated[str | None, Query(include_in_schema=False, max_length=4096)] = None,
     ) -> None:
         check_db_path(db_path, config)
@@ -71,6 +74,10 @@ def create_app(store: ReportStore, config: ServeConfig) -> FastAPI:
     app.include_router(api_router(served))
     app.include_router(events_router(served))
     app.include_router(legacy_router(served))
+    if config.limits.cache_ttl_s > 0:
+        app.add_middleware(
+            ResponseCache, store=store, ttl_s=config.limits.cache_ttl_s, check_s=config.limits.cache_check_s
+        )
     app.add_middleware(Guard, config=config)
     if config.allow_origins:
         app.add_middleware(

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from functools import partial
+from operator import attrgetter
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -91,15 +92,21 @@ def resolve_id(store: ReportStore, trace_id: str) -> str | None:
         raise
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+_FLOAT_FIELDS = tuple(item.name for item in fields(TraceRow) if "float" in str(item.type))
+_GETTERS: dict[tuple[str, ...], Callable[[TraceRow], tuple[Any, ...]]] = {}
 
 
 def row_dict(row: TraceRow, names: tuple[str, ...] = ROW_FIELDS) -> dict[str, Any]:
     """The JSON object of an index row (non-finite numbers as ``null``)."""
-    return {name: _finite(getattr(row, name)) for name in names}
+    getter = _GETTERS.get(names)
+    if getter is None:
+        getter = _GETTERS[names] = attrgetter(*names)
+    document = dict(zip(names, getter(row), strict=True))
+    for name in _FLOAT_FIELDS:
+        value = document.get(name)
+        if value is not None and not math.isfinite(value):
+            document[name] = None
+    return document
 
 
 def json_bytes(document: Any) -> bytes:

@@ -40,6 +40,10 @@ class Limits:
     """How long an event stream may stay silent before it sends a comment line."""
     max_connections: int = 200
     """Concurrent connections uvicorn accepts before it answers 503."""
+    cache_ttl_s: float = 1.0
+    """How long a listing response may be answered from memory (0: never); see ``server/cache.py``."""
+    cache_check_s: float = 0.25
+    """How often the cache asks the store whether a run has landed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,253 @@
+"""Loopback load test of ``corevital serve``: N concurrent clients for a bounded time.
+
+Starts ``corevital serve --db DB`` on a free loopback port in a subprocess, waits until
+``/healthz`` answers, then runs ``--clients`` concurrent clients (asyncio, one keep-alive
+HTTP/1.1 connection each, a request only after the previous answer) for ``--duration`` seconds or
+``--max-requests`` requests, whichever comes first. Each request is one of ``--path`` (cycled; with
+``--reports`` also the report of a listed run every few requests). Prints the request count,
+errors (any status other than 200, or a broken connection), throughput and latency percentiles,
+and stops the server.
+
+    python bench/api_load.py --db runs/corevital.db
+    python bench/api_load.py --db store.db --clients 20 --duration 30 --path '/api/v1/runs?limit=50'
+
+The store is made by ``bench/make_store.py`` (or any ``corevital run``/``migrate``). The clients
+are deliberately cheap (raw asyncio streams, no HTTP library) so that on a small machine the
+figures are the server's, not the client's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PATH = "/api/v1/runs?limit=50"
+
+
+@dataclass
+class Tally:
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    bytes_read: int = 0
+    sent: int = 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(db: Path, port: int, token_file: Path | None) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "corevital", "serve", "--db", str(db), "--port", str(port)]
+    if token_file is not None:
+        command += ["--token-file", str(token_file)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            raise SystemExit(f"the server exited with {proc.returncode}: {out.strip()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the server did not answer /healthz within 60 s")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def request_bytes(path: str, port: int, token: str | None) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Accept: application/json"]
+    if token:
+        lines.append(f"Authorization: Bearer {token}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, int, bool]:
+    """Status, body length and whether the server keeps the connection."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    await reader.readexactly(length)
+    return status, length, headers.get("connection", "").lower() != "close"
+
+
+async def client(
+    port: int,
+    requests: list[bytes],
+    stop_at: float,
+    budget: list[int],
+    tally: Tally,
+    timeout_s: float,
+    unique: bool,
+) -> None:
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    turn = 0
+    while time.monotonic() < stop_at and budget[0] > 0:
+        budget[0] -= 1
+        request = requests[turn % len(requests)]
+        if unique:  # an unused query parameter: every request misses the server's response cache
+            request = request.replace(
+                b" HTTP/1.1", b"&nocache=%d-%d HTTP/1.1" % (id(tally) % 1000, budget[0]), 1
+            )
+        turn += 1
+        started = time.perf_counter()
+        tally.sent += 1
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert reader is not None
+            writer.write(request)
+            status, length, keep = await asyncio.wait_for(read_response(reader), timeout_s)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+            tally.errors += 1
+            if writer is not None:
+                writer.close()
+            reader = writer = None
+            continue
+        tally.latencies_ms.append((time.perf_counter() - started) * 1000.0)
+        tally.statuses[status] = tally.statuses.get(status, 0) + 1
+        tally.bytes_read += length
+        if status != 200:
+            tally.errors += 1
+        if not keep and writer is not None:
+            writer.close()
+            reader = writer = None
+    if writer is not None:
+        writer.close()
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def run_load(args: argparse.Namespace, port: int, paths: list[str]) -> tuple[Tally, float]:
+    requests = [request_bytes(path, port, args.token) for path in paths]
+    tally = Tally()
+    budget = [args.max_requests]
+    started = time.monotonic()
+    stop_at = started + args.duration
+    await asyncio.gather(
+        *(
+            client(port, requests, stop_at, budget, tally, args.timeout, args.uncached)
+            for _ in range(args.clients)
+        )
+    )
+    return tally, time.monotonic() - started
+
+
+def report_paths(port: int, token: str | None, every: int, base: list[str]) -> list[str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/runs?limit=20")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        ids = [row["trace_id"] for row in json.load(response)["runs"]]
+    paths: list[str] = []
+    for index, trace_id in enumerate(ids):
+        paths.extend(base * (every - 1))
+        paths.append(f"/api/v1/runs/{trace_id}")
+        if index > 4:
+            break
+    return paths or base
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", type=Path, required=True, help="The store to serve.")
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--duration", type=float, default=30.0, help="Seconds of load (default 30).")
+    parser.add_argument("--max-requests", type=int, default=1_000_000, help="Stop after this many requests.")
+    parser.add_argument("--warmup", type=float, default=2.0, help="Seconds of unmeasured load first.")
+    parser.add_argument(
+        "--path", action="append", help=f"Request target (repeatable; default {DEFAULT_PATH})."
+    )
+    parser.add_argument(
+        "--reports", type=int, default=0, metavar="N", help="Every Nth request fetches a report."
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="Seconds before a request counts as an error."
+    )
+    parser.add_argument("--token-file", type=Path, help="Start the server with this token file and send it.")
+    parser.add_argument(
+        "--uncached",
+        action="store_true",
+        help="Make every request target distinct, so none is answered from the server's response cache.",
+    )
+    parser.add_argument("--json", action="store_true", help="Print the figures as one JSON object.")
+    args = parser.parse_args(argv)
+    args.token = args.token_file.read_text().strip() if args.token_file else None
+    if not args.db.is_file():
+        raise SystemExit(f"no store at {args.db}")
+    port = free_port()
+    proc = start_server(args.db, port, args.token_file)
+    try:
+        paths = args.path or [DEFAULT_PATH]
+        if args.reports > 1:
+            paths = report_paths(port, args.token, args.reports, paths)
+        if args.warmup > 0:
+            warm = argparse.Namespace(**{**vars(args), "duration": args.warmup})
+            asyncio.run(run_load(warm, port, paths))
+        tally, elapsed = asyncio.run(run_load(args, port, paths))
+    finally:
+        stop_server(proc)
+    ordered = sorted(tally.latencies_ms)
+    figures = {
+        "store": str(args.db),
+        "clients": args.clients,
+        "duration_s": round(elapsed, 2),
+        "paths": sorted(set(paths)) if len(set(paths)) <= 3 else f"{len(set(paths))} targets",
+        "requests": tally.sent,
+        "uncached": args.uncached,
+        "errors": tally.errors,
+        "statuses": tally.statuses,
+        "throughput_rps": round(len(ordered) / elapsed, 1) if elapsed else 0.0,
+        "p50_ms": round(percentile(ordered, 0.50), 2),
+        "p95_ms": round(percentile(ordered, 0.95), 2),
+        "p99_ms": round(percentile(ordered, 0.99), 2),
+        "max_ms": round(ordered[-1], 2) if ordered else None,
+        "mean_ms": round(statistics.fmean(ordered), 2) if ordered else None,
+        "cpus": os.cpu_count(),
+    }
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for key, value in figures.items():
+            print(f"{key:>15}: {value}")
+    return 0 if tally.errors == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

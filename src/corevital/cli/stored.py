@@ -83,7 +83,7 @@ def build_query(args: argparse.Namespace, *, limit: int | None) -> TraceQuery:
         prompt_hash=args.prompt_hash,
         min_risk=args.min_risk,
         max_risk=args.max_risk,
-        flags=frozenset(args.flag or ()),
+        flags=frozenset(parse_flag(name) for name in args.flag or ()),
         since=None if args.since is None else parse_since(args.since),
         until=None if args.until is None else parse_since(args.until),
         limit=limit,
@@ -248,7 +248,6 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--flag",
         action="append",
-        type=parse_flag,
         metavar="NAME",
         help=f"Only runs with this health flag set (repeatable: all must hold): {names}.",
     )

@@ -157,7 +157,8 @@ def _stats_line(stats: SeriesStats, values: Sequence[float | None]) -> Text:
         else f", {stats.steps - stats.finite} of {stats.steps} steps missing"
     )
     line.append(
-        f"bits: mean {_number(stats.mean)}, p90 {_number(stats.p90)}, max {_number(stats.max)}{peak}{missing}",
+        f"bits: mean {_number(stats.mean)}, p90 {_number(stats.p90)}, "
+        f"max {_number(stats.max)}{peak}{missing}",
         style="default",
     )
     return line

@@ -78,7 +78,7 @@ def checked_trace_id(trace_id: str) -> str:
 
 
 def _ambiguity_pattern(prefix: str) -> re.Pattern[str]:
-    marker = "0123456789"
+    marker = "987654321"
     return re.compile(re.escape(ambiguous_prefix_message(prefix, int(marker))).replace(marker, r"\d+"))
 
 

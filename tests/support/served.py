@@ -1,0 +1,164 @@
+"""A store of real reports for the ``corevital serve`` tests, and a server in a subprocess.
+
+The store holds the six traces written by the original CoreVital (imported with
+``corevital migrate``) and runs of tiny random-weight models made with ``corevital run``; it is
+built once per test process (``served_store``) and served read-only, so tests that write to a
+store take a copy (``copy_store``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+ORIGINALS = REPO / "tests" / "data" / "original-corevital"
+TINY_PROMPTS = ("The capital of France is", "Count: one, two, three,")
+
+_BUILT: dict[str, Path] = {}
+
+
+def original_files() -> list[Path]:
+    """The six original CoreVital traces."""
+    files = sorted(ORIGINALS.glob("*.json"))
+    assert len(files) == 6, files
+    return files
+
+
+def original_documents() -> dict[str, dict]:
+    """The original traces' JSON documents by trace id."""
+    documents = [json.loads(path.read_text(encoding="utf-8")) for path in original_files()]
+    return {document["trace_id"]: document for document in documents}
+
+
+def _run_cli(*argv: str) -> None:
+    from corevital.cli import main
+
+    code = main(list(argv))
+    assert code == 0, f"corevital {' '.join(argv)} exited with {code}"
+
+
+def served_store(directory_factory: Callable[[str], Path], tiny_model: Callable[[str], Path]) -> Path:
+    """The path of the shared store (built on first use): originals migrated, then tiny-model runs."""
+    if "store" in _BUILT:
+        return _BUILT["store"]
+    directory = directory_factory("served-store")
+    staging = directory / "originals"
+    staging.mkdir()
+    for path in original_files():  # migrate reads trace_*.json: the sample report gets such a name
+        name = path.name if path.name.startswith("trace_") else f"trace_{path.stem}.json"
+        shutil.copyfile(path, staging / name)
+    db = directory / "corevital.db"
+    _run_cli("migrate", "--from-dir", str(staging), "--to-db", str(db))
+    for arch in ("llama", "gpt2"):
+        argv = ["run", "--model", str(tiny_model(arch)), "--device", "cpu", "--out", str(directory)]
+        argv += ["--chat-template", "off", "--max_new_tokens", "6", "--temperature", "0"]
+        for prompt in TINY_PROMPTS:
+            argv += ["--prompt", prompt]
+        _run_cli(*argv)
+    _BUILT["store"] = db
+    return db
+
+
+def copy_store(source: Path, directory: Path) -> Path:
+    """A copy of the store at ``source`` (the database and its WAL files) in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        path = Path(f"{source}{suffix}")
+        if path.exists():
+            shutil.copyfile(path, directory / f"{source.name}{suffix}")
+    return directory / source.name
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class ServerProcess:
+    """``corevital serve`` in a subprocess (stdout and stderr kept in files)."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    out_path: Path
+    err_path: Path
+    stopped: bool = field(default=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stdout(self) -> str:
+        return self.out_path.read_text(encoding="utf-8", errors="replace")
+
+    def stderr(self) -> str:
+        return self.err_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_ready(self, headers: dict[str, str] | None = None, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the server exited with {self.proc.returncode}: {self.stderr()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", headers=headers, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"the server did not answer within {timeout_s} s: {self.stderr()}")
+
+    def stop(self) -> int:
+        """Ctrl-C, and the exit code."""
+        if not self.stopped:
+            self.stopped = True
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+
+def start_server(
+    args: list[str],
+    workdir: Path,
+    *,
+    prelude: str = "",
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+) -> ServerProcess:
+    """``corevital serve ARGS --port PORT`` in a subprocess; ``prelude`` is Python run before the CLI."""
+    port = port or free_port()
+    code = f"{prelude}\nimport sys\nfrom corevital.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    out_path, err_path = workdir / f"serve-{port}.out", workdir / f"serve-{port}.err"
+    environ = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, "serve", *args, "--port", str(port)],
+            stdout=out,
+            stderr=err,
+            cwd=workdir,
+            env=environ,
+        )
+    return ServerProcess(proc, port, out_path, err_path)

@@ -221,8 +221,13 @@ def line_chart(
     domain: tuple[float, float] | None = None,
     height: int = 190,
     x_label: str = "generated step",
+    step_labels: Sequence[str] | None = None,
 ) -> str:
-    """A line over steps; ``None`` values leave gaps. ``domain`` fixes the y range (else the data's)."""
+    """A line over steps; ``None`` values leave gaps. ``domain`` fixes the y range (else the data's).
+
+    Hovering a step shows its value, after ``step_labels[i]`` (HTML text) when given; runs longer
+    than :data:`MAX_LINE_POINTS` have no per-step hover.
+    """
     present = [v for v in values if v is not None]
     if not present:
         return empty_figure(title, "No values were recorded for this metric.")
@@ -256,6 +261,8 @@ def line_chart(
         segment = []
     parts.append(f'<path class="line" d="{"".join(path)}"/>')
     parts += [f'<g class="dots">{"".join(dots)}</g>'] if dots else []
+    if len(values) <= MAX_LINE_POINTS:
+        parts.append(_hover_columns(values, x_of, bottom, step_labels))
     parts += marker_marks(markers, x_of, TOP, bottom, lines=True)
     svg = (
         f'<svg class="line-chart" viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{esc(title)}">'
@@ -267,6 +274,21 @@ def line_chart(
     if len(values) > MAX_LINE_POINTS:
         notes.append("Long run: each block of steps is drawn as its minimum and maximum.")
     return figure(title, svg, notes, "chart")
+
+
+def _hover_columns(
+    values: Sequence[float | None], x_of: Plot, bottom: float, labels: Sequence[str] | None
+) -> str:
+    """One transparent column per step whose tooltip is the step's value."""
+    half = (x_of(1) - x_of(0)) / 2
+    columns = []
+    for i, value in enumerate(values):
+        label = f"{labels[i]} · " if labels is not None and i < len(labels) else ""
+        columns.append(
+            f'<rect x="{num(x_of(i) - half)}" y="{TOP}" width="{num(2 * half)}" height="{num(bottom - TOP)}">'
+            f"<title>step {i} · {label}{fmt(value)}</title></rect>"
+        )
+    return f'<g class="hover">{"".join(columns)}</g>'
 
 
 def bar_chart(

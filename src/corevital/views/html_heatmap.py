@@ -30,6 +30,7 @@ from corevital.views.html_charts import (
     marker_marks,
     nice_ticks,
     num,
+    tick_labels,
 )
 from corevital.views.html_text import esc, fmt
 
@@ -66,10 +67,14 @@ def _legend(palette: Palette, lo: float, hi: float, log: bool, x: float, y: floa
     )
     scale = Plot(lo, hi, x, x + width)
     ticks = [t for t in nice_ticks(lo, hi, 4) if lo - 1e-9 <= t <= hi + 1e-9] or [lo, hi]
+    decades = [float(e) for e in range(math.ceil(lo - 1e-9), math.floor(hi + 1e-9) + 1)]
+    if log and len(decades) >= 2:
+        ticks = decades[:: math.ceil(len(decades) / 6)]
+    texts = [fmt(10**t) for t in ticks] if log else tick_labels(ticks)
     labels = "".join(
         f'<text class="tick" x="{num(scale(t))}" y="{num(y + height + 12)}" text-anchor="middle">'
-        f"{fmt(10**t if log else t)}</text>"
-        for t in ticks
+        f"{text}</text>"
+        for t, text in zip(ticks, texts, strict=True)
     )
     missing = (
         f'<rect x="{num(x + width + 16)}" y="{num(y)}" width="10" height="{height}" fill="{MISSING}"/>'
@@ -128,7 +133,7 @@ def heat_map(
     )
     parts += marker_marks(markers, x_of, top, bottom, lines=False)
     blamed_key = (
-        f'<path d="M{num(LEFT + 330)} {num(bottom + 38)}l7 5l-7 5z" fill="{MARK}"/>'
+        f'<path d="M{num(LEFT + 337)} {num(bottom + 38)}l-7 5l7 5z" fill="{MARK}"/>'
         f'<text class="tick" x="{num(LEFT + 341)} " y="{num(bottom + 47)}">blamed layer</text>'
         if blamed
         else ""

@@ -61,6 +61,7 @@ nav{font-size:13px;margin:10px 0 0}
 nav a{color:#cfe3ff;margin-right:12px}
 section{background:#fff;border:1px solid #e1e1dc;border-radius:6px;padding:12px 16px;margin:14px 0}
 h2{font-size:16px;margin:0 0 8px}
+.pair{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:0 14px;align-items:start}
 .note,.meta{color:#555;font-size:12.5px;margin:4px 0}
 table{border-collapse:collapse;font-size:13px}
 td,th{border-bottom:1px solid #eee;padding:3px 10px 3px 0;text-align:left;vertical-align:top}
@@ -89,6 +90,8 @@ svg .marker{stroke:#d55e00;stroke-width:1.2;stroke-dasharray:4 3}
 svg .marker-head{fill:#d55e00}
 svg .span{fill:#e8e0f3}
 svg .row{fill:transparent}
+svg .hover rect{fill:transparent}
+svg .hover rect:hover{fill:rgba(31,95,168,.12)}
 svg .row:hover{fill:rgba(255,255,255,.22)}
 .marker-key{list-style:none;padding:0;margin:0 0 6px;font-size:12.5px;color:#7a3a10;display:flex;
 flex-wrap:wrap;gap:2px 16px}
@@ -110,10 +113,14 @@ def render_html(report: Report) -> str:
     sections = [
         _section("risk", "Risk", _risk(report)),
         _section("narrative", "Narrative", _narrative(report)),
-        _section("flags", "Health flags", _flags(report)),
-        _section("compound", "Compound signals", _compound(report)),
-        _section("warnings", "Early warnings", _early_warning(report)),
-        _section("blame", "Blamed layers", _blame(report)),
+        _pair(
+            _section("flags", "Health flags", _flags(report)),
+            _section("warnings", "Early warnings", _early_warning(report)),
+        ),
+        _pair(
+            _section("compound", "Compound signals", _compound(report)),
+            _section("blame", "Blamed layers", _blame(report)),
+        ),
         _section("steps", "Step metrics", metric_charts(report)),
         _section("output", "Output, each token coloured by surprisal", tokens_view(report)),
         _section("layers", "Layers × steps", heat_maps(report)),
@@ -132,6 +139,10 @@ def render_html(report: Report) -> str:
         f"<footer>Written by CoreVital {esc(__version__)} · report schema {esc(report.schema_version)}"
         " · self-contained: this file loads nothing from the network.</footer></body></html>\n"
     )
+
+
+def _pair(left: str, right: str) -> str:
+    return f'<div class="pair">{left}{right}</div>'
 
 
 def _section(anchor: str, title: str, body: str) -> str:
@@ -189,24 +200,25 @@ def _risk(report: Report) -> str:
     if risk is None or score is None:
         return '<p class="note">This report has no risk score.</p>'
     band, colour = next(((name, c) for lo, hi, name, c in _RISK_BANDS if score < hi), ("high", MARK))
+    pad, width = 8, 300  # room for the marker at either end
     bar = "".join(
-        f'<rect x="{lo * 300:.1f}" y="6" width="{(hi - lo) * 300:.1f}" height="12" fill="{c}" opacity=".85">'
-        f"<title>{name} risk: {fmt(lo, 2)}–{fmt(hi, 2)}</title></rect>"
+        f'<rect x="{pad + lo * width:.1f}" y="6" width="{(hi - lo) * width:.1f}" height="12" fill="{c}"'
+        f' opacity=".85"><title>{name} risk: {fmt(lo, 2)}–{fmt(hi, 2)}</title></rect>'
         for lo, hi, name, c in _RISK_BANDS
     )
-    x = min(max(score, 0.0), 1.0) * 300
+    x = pad + min(max(score, 0.0), 1.0) * width
     marker = (
         f'<path d="M{x:.1f} 22l-6 9h12z" fill="#1b1b1b"/>'
         f'<line x1="{x:.1f}" x2="{x:.1f}" y1="2" y2="22" stroke="#1b1b1b" stroke-width="2"/>'
     )
     band_svg = (
-        f'<svg class="risk-band" viewBox="0 0 300 34" style="width:300px" role="img" '
-        f'aria-label="risk {fmt(score, 2)} on a 0 to 1 scale">{bar}{marker}</svg>'
+        f'<svg class="risk-band" viewBox="0 0 {width + 2 * pad} 34" style="width:{width + 2 * pad}px"'
+        f' role="img" aria-label="risk {score:.2f} on a 0 to 1 scale">{bar}{marker}</svg>'
     )
     factors = _factors(risk.factor_contributions, risk.risk_factors)
     source = f'<p class="meta">Scored by the {esc(risk.model)} risk model.</p>' if risk.model else ""
     return (
-        f'<div class="risk"><span class="score" style="color:{colour}">{fmt(score, 2)}</span>'
+        f'<div class="risk"><span class="score" style="color:{colour}">{score:.2f}</span>'
         f'<span class="band">{band.capitalize()} risk</span>{band_svg}</div>{factors}{source}'
     )
 
@@ -289,14 +301,16 @@ def _blame(report: Report) -> str:
         return "<p>Layers: " + ", ".join(str(i) for i in risk.blamed_layers_flat) + "</p>"
     if not blamed:
         return '<p class="note">No layer was blamed.</p>'
+    with_step = any(field(b, "first_step") is not None for b in blamed)
     rows = "".join(
-        f"<tr><td>{b.layer}</td><td>{fmt(b.severity, 2)}</td><td>{esc(_or_dash(field(b, 'first_step')))}</td>"
-        f"<td>{'; '.join(esc(r) for r in b.reasons) or '–'}</td></tr>"
+        f"<tr><td>{b.layer}</td><td>{fmt(b.severity, 2)}</td>"
+        + (f"<td>{esc(_or_dash(field(b, 'first_step')))}</td>" if with_step else "")
+        + f"<td>{'; '.join(esc(r) for r in b.reasons) or '–'}</td></tr>"
         for b in blamed
     )
+    step_head = "<th>From step</th>" if with_step else ""
     return (
-        "<table><tr><th>Layer</th><th>Severity</th><th>From step</th><th>Reasons</th></tr>"
-        f"{rows}</table>"
+        f"<table><tr><th>Layer</th><th>Severity</th>{step_head}<th>Reasons</th></tr>{rows}</table>"
         '<p class="note">Blamed layers are marked ◀ beside the heat maps.</p>'
     )
 

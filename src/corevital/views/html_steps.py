@@ -84,18 +84,27 @@ def metric_charts(report: Report) -> str:
     if not steps:
         return '<p class="note">The report has no generated steps.</p>'
     markers, spans = step_markers(report), step_spans(report)
+    tokens = [quoted(step.token.token_text) for step in steps]
     mass_k = report.run_config.summaries.logits.mass_k or 10
     charts = [
-        line_chart(_logits(lambda s: s.entropy, steps), title="Entropy (bits)", markers=markers, spans=spans),
+        line_chart(
+            _logits(lambda s: s.entropy, steps),
+            title="Entropy (bits)",
+            markers=markers,
+            spans=spans,
+            step_labels=tokens,
+        ),
         line_chart(
             _logits(lambda s: s.surprisal, steps),
             title="Surprisal of the chosen token (bits)",
+            step_labels=tokens,
             markers=markers,
             spans=spans,
         ),
         line_chart(
             _logits(lambda s: s.top_k_margin, steps),
             title="Top-1 − top-2 probability margin",
+            step_labels=tokens,
             markers=markers,
             spans=spans,
             domain=(0.0, 1.0),
@@ -103,6 +112,7 @@ def metric_charts(report: Report) -> str:
         line_chart(
             _logits(lambda s: s.topk_mass, steps),
             title=f"Top-{mass_k} probability mass",
+            step_labels=tokens,
             markers=markers,
             spans=spans,
             domain=(0.0, 1.0),
@@ -288,41 +298,46 @@ def prompt_section(report: Report) -> str:
     if analysis is None:
         parts.append('<p class="note">No prompt telemetry in this report.</p>')
         return "".join(parts)
-    surprisals = [finite(v) for v in analysis.prompt_surprisals]
-    if surprisals:
-        ids = prompt.token_ids
-        labels = [
-            f"position {i + 1}"
-            + (f" · token id {ids[i + 1]}" if i + 1 < len(ids) else "")
-            + f" · {fmt(value)} bits"
-            for i, value in enumerate(surprisals)
-        ]
-        parts.append(
-            bar_chart(
-                surprisals,
-                title="Prompt tokens by surprisal (bits, each given the tokens before it)",
-                labels=labels,
-                palette=VIRIDIS,
-                x_label="prompt position",
-                first=1,
-            )
-        )
-    transformations = [finite(v) for v in analysis.layer_transformations]
-    if transformations:
-        labels = _transition_labels(len(transformations), report.model.num_layers)
-        labels = [f"{label}: {fmt(v)}" for label, v in zip(labels, transformations, strict=True)]
-        parts.append(
-            bar_chart(
-                transformations,
-                title="Layer transformations over the prompt (1 − cosine similarity of consecutive layers)",
-                labels=labels,
-                palette=CIVIDIS,
-                x_label="layer transition",
-            )
-        )
-    if not surprisals and not transformations:
-        parts.append('<p class="note">The prompt telemetry holds no surprisals or layer transformations.</p>')
+    parts.append(_prompt_surprisals(prompt.token_ids, [finite(v) for v in analysis.prompt_surprisals]))
+    parts.append(
+        _transformations([finite(v) for v in analysis.layer_transformations], report.model.num_layers)
+    )
     return "".join(parts)
+
+
+def _prompt_surprisals(ids: Sequence[int], surprisals: list[float | None]) -> str:
+    if not surprisals:
+        return '<p class="note">The prompt telemetry holds no prompt-token surprisals.</p>'
+    labels = [
+        f"position {i + 1}"
+        + (f" · token id {ids[i + 1]}" if i + 1 < len(ids) else "")
+        + f" · {fmt(value)} bits"
+        for i, value in enumerate(surprisals)
+    ]
+    return bar_chart(
+        surprisals,
+        title="Prompt tokens by surprisal (bits, each given the tokens before it)",
+        labels=labels,
+        palette=VIRIDIS,
+        x_label="prompt position",
+        first=1,
+    )
+
+
+def _transformations(values: list[float | None], num_layers: int) -> str:
+    if not values:
+        return '<p class="note">The prompt telemetry holds no layer transformations.</p>'
+    labels = [
+        f"{label}: {fmt(v)}"
+        for label, v in zip(_transition_labels(len(values), num_layers), values, strict=True)
+    ]
+    return bar_chart(
+        values,
+        title="Layer transformations over the prompt (1 − cosine similarity of consecutive layers)",
+        labels=labels,
+        palette=CIVIDIS,
+        x_label="layer transition",
+    )
 
 
 def _transition_labels(count: int, num_layers: int) -> list[str]:

@@ -19,7 +19,7 @@ from corevital.capture.default_model import locate_default_model
 from corevital.capture.gguf_once import parsed_once
 from corevital.capture.hf_compat import check_transformers, config_revision
 from corevital.capture.model_checks import probe_capabilities
-from corevital.config import DEFAULT_MODEL_NAME
+from corevital.config import DEFAULT_MODEL_NAME, Settings
 from corevital.errors import DeviceError, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class ModelSpec:
     trust_remote_code: bool = False
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ModelSpec:
+    def from_settings(cls, settings: Settings) -> ModelSpec:
         return cls(
             model=settings.model or DEFAULT_MODEL_NAME,
             gguf_file=settings.gguf_file,

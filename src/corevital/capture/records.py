@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from corevital.capture.capabilities import ModelCapabilities
+from corevital.config import Settings
 
 # Field types below are the metrics dataclasses holding numpy arrays; they are typed as Any here
 # because the same classes hold device tensors inside capture.
@@ -65,7 +66,7 @@ class GenerationRecord:
     ignore_eos: bool = False
 
 
-def generation_record(settings: Any) -> GenerationRecord:
+def generation_record(settings: Settings) -> GenerationRecord:
     """The decoding a run with these settings uses (temperature 0: greedy, no sampling knobs)."""
     sample = settings.temperature > 0
     return GenerationRecord(

@@ -35,13 +35,14 @@ from corevital.capture.records import (
 )
 from corevital.capture.registry import find_attention_sites
 from corevital.capture.replay import replay_sequence
+from corevital.config import Settings
 from corevital.errors import CaptureError, CoreVitalError
 
 log = logging.getLogger(__name__)
 
 
 def capture_options(
-    settings: Any, gen: GenerationRecord, context_span: tuple[int, int] | None = None
+    settings: Settings, gen: GenerationRecord, context_span: tuple[int, int] | None = None
 ) -> CaptureOptions:
     changes = gen.do_sample and (
         gen.temperature != 1.0 or (gen.top_k or 0) > 0 or (gen.top_p is not None and gen.top_p < 1.0)
@@ -109,7 +110,7 @@ def model_record(loaded: LoadedModel) -> ModelRecord:
 def capture_prompts(
     loaded: LoadedModel,
     texts: list[str],
-    settings: Any,
+    settings: Settings,
     *,
     callback: StepCallback | None = None,
     context_span: tuple[int, int] | None = None,
@@ -150,7 +151,7 @@ class CaptureTimings:
 def capture_batch(
     loaded: LoadedModel,
     texts: list[str],
-    settings: Any,
+    settings: Settings,
     gen: GenerationRecord,
     options: CaptureOptions,
     *,
@@ -352,7 +353,7 @@ def _replay_beams(
 
 
 def baseline_generate_ms(
-    loaded: LoadedModel, texts: list[str], settings: Any, *, max_new_tokens: int | None = None
+    loaded: LoadedModel, texts: list[str], settings: Settings, *, max_new_tokens: int | None = None
 ) -> float:
     """Wall time of plain ``generate()`` for the same prompts: the model's own attention, nothing observed."""
     gen = generation_record(settings)

@@ -4,7 +4,7 @@
 - ``csv`` and ``parquet`` with ``rows="run"``: the index row of each run (:data:`RUN_COLUMNS`, the
   fields of :class:`~corevital.sinks.rows.TraceRow`); with ``rows="step"``: one row per generated
   step (:data:`STEP_COLUMNS`: the run's id and model, the step, its token and logit statistics).
-  CSV writes booleans as ``true``/``false`` and missing values as empty cells.
+  CSV (RFC 4180, CRLF line ends) writes booleans as ``true``/``false`` and missing values as empty cells.
 
 Runs are read page by page in the query's order, so an export of any size holds one page of rows
 (and, per step, one report) in memory. Parquet needs pyarrow (``pip install pyarrow``); without
@@ -142,7 +142,7 @@ def _write_text(store: ReportStore, query: TraceQuery, fmt: str, rows: str, stre
             count += 1
         return count
     columns = _columns(rows)
-    writer = csv.DictWriter(stream, fieldnames=columns, lineterminator="\n")
+    writer = csv.DictWriter(stream, fieldnames=columns)  # RFC 4180: CRLF, so a lone CR is quoted
     writer.writeheader()
     count = 0
     for record in _records(store, query, rows):

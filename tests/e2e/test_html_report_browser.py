@@ -62,10 +62,15 @@ def long_report(tmp_path_factory: pytest.TempPathFactory) -> Report:
     return report
 
 
-def test_html_report_in_headless_chromium(long_report: Report, page, tmp_path: Path) -> None:
-    path = tmp_path / "report.html"
-    html = render_html(long_report)
-    path.write_text(html, encoding="utf-8")
+@pytest.fixture(scope="module")
+def report_file(long_report: Report, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("html") / "report.html"
+    path.write_text(render_html(long_report), encoding="utf-8")
+    return path
+
+
+def test_html_report_in_headless_chromium(report_file: Path, page, tmp_path: Path) -> None:
+    path = report_file
     size = path.stat().st_size
     assert size < 5_000_000, f"{size} bytes"
 
@@ -123,3 +128,16 @@ def test_html_report_in_headless_chromium(long_report: Report, page, tmp_path: P
 def _assert_drawn(locator) -> None:
     box = locator.bounding_box()
     assert box is not None and box["width"] > 10 and box["height"] > 10, box
+
+
+def test_charts_need_no_javascript(report_file: Path, browser) -> None:
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 800})
+    try:
+        page = context.new_page()
+        external = record_requests(page)
+        page.goto(report_file.as_uri(), wait_until="load")
+        assert page.locator("svg.line-chart").count() == 4 and page.locator("svg.heatmap").count() == 3
+        _assert_drawn(page.locator("svg.heatmap svg.cells").first)
+        assert external == []
+    finally:
+        context.close()

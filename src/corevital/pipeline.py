@@ -24,7 +24,7 @@ from corevital.analysis.calibration.profile import (
 )
 from corevital.analysis.diagnose import Diagnosis, diagnose
 from corevital.analysis.profiles import ModelProfile, load_profile
-from corevital.analysis.signals import SequenceSignals, signals_from_capture
+from corevital.analysis.signals import SequenceSignals
 from corevital.capture.records import generation_record
 from corevital.config import Settings
 from corevital.errors import NotAvailableError
@@ -39,6 +39,7 @@ from corevital.sinks.local import LocalFileSink
 from corevital.sinks.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
+    from corevital.capture.capabilities import ModelCapabilities
     from corevital.capture.loading import LoadedModel
     from corevital.capture.records import RunCapture, SequenceCapture, StepCallback
 
@@ -379,3 +380,45 @@ def describe_loaded(loaded: Any) -> str:
 
 
 __all__ = ["Pipeline", "RunOutcome", "describe_loaded", "open_sink", "sink_target"]
+
+
+def signals_from_capture(seq: SequenceCapture, *, model_id: str, caps: ModelCapabilities) -> SequenceSignals:
+    """The analysis' view of a freshly captured sequence (the capture's series as numpy arrays)."""
+    lg, chosen, h, a = seq.logits, seq.chosen, seq.hidden, seq.attention
+    entropy = _floats(lg.entropy)
+    return SequenceSignals(
+        model_id=model_id,
+        architecture=caps.architecture,
+        model_type=caps.model_type,
+        num_layers=caps.num_layers,
+        num_heads=caps.num_attention_heads,
+        prompt_text=seq.prompt.text,
+        prompt_tokens=len(seq.prompt.token_ids),
+        token_ids=np.asarray(seq.generated_token_ids, dtype=np.int64),
+        token_texts=[seq.token_texts.get(t, "") for t in seq.generated_token_ids],
+        entropy=entropy,
+        surprisal=_floats(chosen.surprisal),
+        top_k_margin=_floats(lg.top_k_margin),
+        topk_mass=_floats(lg.topk_mass),
+        perplexity=np.exp2(entropy),
+        logits_nan=_bools(lg.has_nan),
+        logits_inf=_bools(lg.has_inf),
+        hidden_l2=None if h is None else _floats(h.l2_norm),
+        hidden_max_abs=None if h is None else _floats(h.max_abs),
+        hidden_nan=None if h is None else _bools(h.has_nan),
+        hidden_inf=None if h is None else _bools(h.has_inf),
+        last_layer_sketch=None if h is None or h.sketch is None else _floats(np.asarray(h.sketch)[:, -1, :]),
+        attn_entropy_norm=None if a is None else _floats(a.entropy_mean_normalized),
+        attn_collapse_rate=None if a is None else _floats(a.collapsed_head_rate),
+        attn_concentration_max=None if a is None else _floats(a.concentration_max),
+        attn_nan=None if a is None else _bools(a.has_nan),
+        attn_inf=None if a is None else _bools(a.has_inf),
+    )
+
+
+def _floats(values: Any) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64)
+
+
+def _bools(values: Any) -> np.ndarray:
+    return np.asarray(values, dtype=bool)

@@ -4,6 +4,7 @@ after ``corevital migrate``, and tiny-model runs), through FastAPI's TestClient.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from corevital.server.config import Limits, ServeConfig, path_spellings
 from corevital.server.models import Aggregates, Info, LegacyTrace, RunPage, RunRow
 from corevital.sinks.base import HealthFlag, MemorySink, TraceQuery
 from corevital.sinks.sqlite import SQLiteStore
-from tests.support.served import original_documents, served_store
+from tests.support.served import copy_store, original_documents, served_store
 
 
 @pytest.fixture(scope="module")
@@ -292,3 +293,26 @@ def test_limits_are_configurable(db: Path, store: SQLiteStore) -> None:
         ids = ["7c1c62d1", "01aeafe3", "8d0bad87"]
         response = client.get("/api/v1/compare", params={"id": ids})
         assert response.status_code == 422 and "at most 2" in response.json()["detail"]
+
+
+def test_a_new_run_shows_in_cached_lists_at_once(db: Path, tmp_path: Path) -> None:
+    copy = copy_store(db, tmp_path / "copy")
+    writer = SQLiteStore(copy)
+    reader = SQLiteStore(copy, read_only=True)
+    limits = Limits(cache_ttl_s=60.0, cache_check_s=0.05)
+    try:
+        with TestClient(create_app(reader, config_for(copy, limits=limits))) as client:
+            before = client.get("/api/traces").json()
+            assert client.get("/api/traces").json() == before
+            report = writer.get("7c1c62d1")
+            assert report is not None
+            writer.write(
+                report.model_copy(update={"trace_id": "fresh-run", "created_at_utc": "2027-01-01T00:00:00Z"})
+            )
+            time.sleep(0.1)
+            after = client.get("/api/traces").json()
+            assert after[0]["trace_id"] == "fresh-run" and after[1:] == before
+            assert client.get("/api/v1/runs").json()["runs"][0]["trace_id"] == "fresh-run"
+    finally:
+        writer.close()
+        reader.close()

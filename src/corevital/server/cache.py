@@ -71,7 +71,8 @@ class ResponseCache:
         entry = self.entries.get(key)
         now = time.monotonic()
         if entry is not None and entry.position == position and now - entry.made < self.ttl_s:
-            await send({"type": "http.response.start", "status": entry.status, "headers": entry.headers})
+            start = {"type": "http.response.start", "status": entry.status, "headers": list(entry.headers)}
+            await send(start)
             await send({"type": "http.response.body", "body": entry.body})
             return
         await self._fill(scope, receive, send, key, position, now)
@@ -89,26 +90,27 @@ class ResponseCache:
     async def _fill(
         self, scope: Scope, receive: Receive, send: Send, key: bytes, position: int, now: float
     ) -> None:
-        start: Message | None = None
+        status: int | None = None
+        headers: list[tuple[bytes, bytes]] = []
         chunks: list[bytes] = []
         whole = True
 
         async def keeping_send(message: Message) -> None:
-            nonlocal start, whole
-            if message["type"] == "http.response.start":
-                start = message
+            nonlocal status, headers, whole
+            if message["type"] == "http.response.start":  # copied now: outer layers add their own
+                status, headers = message["status"], list(message.get("headers", ()))
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
                 whole = whole and not message.get("more_body", False)
             await send(message)
 
         await self.app(scope, receive, keeping_send)
-        if start is None or start["status"] != 200 or not whole:
+        if status != 200 or not whole:
             return
         body = b"".join(chunks)
         if len(body) > self.max_body_bytes:
             return
-        self.entries[key] = Entry(position, now, 200, list(start.get("headers", ())), body)
+        self.entries[key] = Entry(position, now, 200, headers, body)
         self.entries.move_to_end(key)
         while len(self.entries) > self.max_entries:
             self.entries.popitem(last=False)

@@ -230,3 +230,16 @@ def test_steps_are_marked_where_early_warnings_fired() -> None:
     html = render_html(report)
     assert "early warning: margin_collapsed at step 12" in html
     assert "step 12: early warning: margin_collapsed" in html
+
+
+def test_malformed_layer_indices_and_head_counts_do_not_break_the_page() -> None:
+    report = long_report(5, layers=3)
+    report.timeline[0].layers[0].layer_index = 10**9
+    report.timeline[1].layers[0].layer_index = -1
+    report.model.num_attention_heads = 0
+    for step in report.timeline:
+        for layer in step.layers:
+            layer.attention_summary.collapsed_head_rate = None
+    html = render_html(report)
+    assert html.count('class="heatmap"') == 2 and 'data-cells="15"' in html  # 3 layers x 5 steps
+    assert "No values were recorded for this metric" in html  # the collapsed-head rate: no rate, no heads

@@ -27,6 +27,9 @@ from corevital.views.html_text import esc, finite, fmt, quoted, token_label
 TOKEN_LEVELS = 24
 """Surprisal colour classes of the token view."""
 
+MAX_LAYERS = 4096
+"""Layer indices beyond this (a malformed report) are left out of the heat maps."""
+
 _LINES = "\n\t"  # kept as they are in shown text
 
 
@@ -197,7 +200,10 @@ def _token_legend(top: float) -> str:
 
 def _layer_rows(report: Report, getter: Callable[[LayerSummary], float | None]) -> list[list[float | None]]:
     steps = report.timeline
-    n_layers = max((layer.layer_index for step in steps for layer in step.layers), default=-1) + 1
+    indices = {layer.layer_index for step in steps for layer in step.layers}
+    # A report's layers are 0..L-1; an index beyond both L and the count of indices is malformed.
+    limit = min(max(report.model.num_layers, len(indices)), MAX_LAYERS)
+    n_layers = min(max(indices, default=-1) + 1, limit)
     rows: list[list[float | None]] = [[None] * len(steps) for _ in range(n_layers)]
     for t, step in enumerate(steps):
         for layer in step.layers:

@@ -328,6 +328,13 @@ def test_version_2_backfills_the_read_interface_columns_of_existing_rows(
             assert rows[report.trace_id] == trace_row_from_report(report)
         store.write(_numbered(base, 2, 0))
         assert store.follow(3)[0][0].seq == 4
+    conn = sqlite3.connect(path)
+    try:  # the blob last: reading a scalar column never walks the blob's overflow pages
+        assert [row[1] for row in conn.execute("PRAGMA table_info(reports)")][-1] == "report_zlib"
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(reports)")}
+        assert {"idx_reports_model", "idx_reports_seq", "idx_reports_nan_detected"} <= indexes
+    finally:
+        conn.close()
 
 
 def test_a_read_only_store_never_creates_or_migrates(tmp_path: Path, base: Report) -> None:

@@ -323,24 +323,48 @@ def aggregate_rows(rows: Iterable[TraceRow], by: str) -> builtins.list[ModelAggr
     groups: dict[str, builtins.list[TraceRow]] = {}
     for row in rows:
         groups.setdefault(getattr(row, attribute), []).append(row)
-    results = [_aggregate(key, members) for key, members in groups.items()]
-    return sorted(results, key=lambda aggregate: (-aggregate.runs, aggregate.key))
+    return order_aggregates(_aggregate(key, members) for key, members in groups.items())
 
 
 def _aggregate(key: str, rows: Sequence[TraceRow]) -> ModelAggregate:
-    risks = sorted(row.risk_score for row in rows if row.risk_score is not None)
-    return ModelAggregate(
-        key=key,
+    return aggregate_of(
+        key,
         runs=len(rows),
-        risk_mean=math.fsum(risks) / len(risks) if risks else None,
-        risk_p50=percentile(risks, 0.5),
-        risk_p90=percentile(risks, 0.9),
-        flag_rates={
-            flag.value: sum(row.flag(flag) is True for row in rows) / len(rows) for flag in HealthFlag
-        },
-        mean_entropy=finite_mean(row.mean_entropy for row in rows),
+        risks=[row.risk_score for row in rows if row.risk_score is not None],
+        flag_counts={flag.value: sum(row.flag(flag) is True for row in rows) for flag in HealthFlag},
+        entropies=[row.mean_entropy for row in rows],
         generated_tokens=sum(row.generated_tokens for row in rows),
     )
+
+
+def aggregate_of(
+    key: str,
+    *,
+    runs: int,
+    risks: Iterable[float],
+    flag_counts: Mapping[str, int],
+    entropies: Iterable[float | None],
+    generated_tokens: int,
+) -> ModelAggregate:
+    """The :class:`ModelAggregate` of one group from its parts (every store computes it so)."""
+    ordered = sorted(risks)
+    return ModelAggregate(
+        key=key,
+        runs=runs,
+        risk_mean=math.fsum(ordered) / len(ordered) if ordered else None,
+        risk_p50=percentile(ordered, 0.5),
+        risk_p90=percentile(ordered, 0.9),
+        flag_rates={
+            flag.value: flag_counts.get(flag.value, 0) / runs if runs else 0.0 for flag in HealthFlag
+        },
+        mean_entropy=finite_mean(entropies),
+        generated_tokens=generated_tokens,
+    )
+
+
+def order_aggregates(aggregates: Iterable[ModelAggregate]) -> builtins.list[ModelAggregate]:
+    """Groups as ``aggregate`` returns them: most runs first, ties by key."""
+    return sorted(aggregates, key=lambda aggregate: (-aggregate.runs, aggregate.key))
 
 
 def sort_value(row: TraceRow, sort: SortOrder) -> float:

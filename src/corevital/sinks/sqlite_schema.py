@@ -114,6 +114,7 @@ RISK_SORT_SQL: Final = "coalesce(risk_score, -1.0)"
 """The risk sort expression (:data:`~corevital.sinks.rows.NO_RISK_SORT_VALUE` without a score)."""
 
 
+_V1_COLUMNS: Final = REPORT_COLUMNS[:17]
 _V2_COLUMNS: Final = (
     ("prompt_preview", "TEXT NOT NULL DEFAULT ''"),
     ("finish_reason", "TEXT"),
@@ -121,18 +122,58 @@ _V2_COLUMNS: Final = (
     ("mean_surprisal", "REAL"),
     ("device", "TEXT"),
     ("quantization", "TEXT"),
-    ("seq", "INTEGER"),
 )
 
 
 def _v2_read_interface(conn: sqlite3.Connection) -> None:
-    """Columns for listing runs (prompt preview, finish reason, mean entropy and surprisal, device,
-    quantization), ``seq`` (the store position: the rowid order of existing rows), the indexes of
-    keyset pages and ``follow``; existing rows are backfilled from their stored reports."""
-    for column, declaration in _V2_COLUMNS:
-        conn.execute(f"ALTER TABLE reports ADD COLUMN {column} {declaration}")
-    conn.execute("UPDATE reports SET seq = rowid")
+    """The columns of listing runs (prompt preview, finish reason, mean entropy and surprisal,
+    device, quantization), ``seq`` (the store position) and the indexes of keyset pages and
+    ``follow``.
+
+    The table is rebuilt so that the report blob is its last column: reading any scalar column
+    then never walks the blob's overflow pages (columns added after it would). Existing rows keep
+    their order as ``seq`` and are backfilled from their stored reports.
+    """
+    conn.execute(
+        f"""
+        CREATE TABLE reports_v2 (
+            trace_id TEXT PRIMARY KEY NOT NULL,
+            created_at_utc TEXT NOT NULL,
+            created_at_ms INTEGER NOT NULL,
+            model_id TEXT NOT NULL,
+            prompt_hash TEXT NOT NULL,
+            risk_score REAL,
+            nan_detected INTEGER,
+            inf_detected INTEGER,
+            attention_collapse_detected INTEGER,
+            repetition_loop_detected INTEGER,
+            mid_layer_anomaly_detected INTEGER,
+            high_entropy_steps INTEGER,
+            prompt_tokens INTEGER NOT NULL,
+            generated_tokens INTEGER NOT NULL,
+            capture_mode TEXT,
+            schema_version TEXT NOT NULL,
+            migrated_from TEXT,
+            {", ".join(f"{column} {declaration}" for column, declaration in _V2_COLUMNS)},
+            seq INTEGER NOT NULL,
+            report_zlib BLOB NOT NULL
+        )
+        """
+    )
+    old = ", ".join(_V1_COLUMNS)
+    conn.execute(
+        f"INSERT INTO reports_v2 ({old}, seq, report_zlib) "
+        f"SELECT {old}, rowid, report_zlib FROM reports ORDER BY rowid"
+    )
+    conn.execute("DROP TABLE reports")
+    conn.execute("ALTER TABLE reports_v2 RENAME TO reports")
     _backfill_v2(conn)
+    conn.execute("CREATE INDEX idx_reports_created ON reports(created_at_ms DESC)")
+    conn.execute("CREATE INDEX idx_reports_model ON reports(model_id, created_at_ms DESC)")
+    conn.execute("CREATE INDEX idx_reports_prompt_hash ON reports(prompt_hash, created_at_ms DESC)")
+    conn.execute("CREATE INDEX idx_reports_risk ON reports(risk_score)")
+    for flag in FLAG_COLUMNS:
+        conn.execute(f"CREATE INDEX idx_reports_{flag} ON reports(created_at_ms DESC) WHERE {flag} = 1")
     conn.execute("CREATE UNIQUE INDEX idx_reports_seq ON reports(seq)")
     conn.execute("CREATE INDEX idx_reports_time_id ON reports(created_at_ms DESC, trace_id)")
     conn.execute(f"CREATE INDEX idx_reports_risk_id ON reports({RISK_SORT_SQL} DESC, trace_id)")
@@ -141,7 +182,7 @@ def _v2_read_interface(conn: sqlite3.Connection) -> None:
 def _backfill_v2(conn: sqlite3.Connection) -> None:
     from corevital.sinks.rows import derived_fields_from_document
 
-    names = [column for column, _ in _V2_COLUMNS if column != "seq"]
+    names = [column for column, _ in _V2_COLUMNS]
     update = f"UPDATE reports SET {', '.join(f'{name} = ?' for name in names)} WHERE rowid = ?"
     last = 0
     while True:

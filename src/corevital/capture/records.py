@@ -93,7 +93,7 @@ class PromptHeadAttention:
 
 @dataclass(frozen=True)
 class PromptTelemetry:
-    """How the model read the prompt (spec/metrics.md §5), for one sequence."""
+    """How the model read the prompt (docs/metrics.md §5), for one sequence."""
 
     surprisals: np.ndarray | None  # [P-1] bits (decoder-only models)
     layer_transformations: np.ndarray  # [L]

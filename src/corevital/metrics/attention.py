@@ -1,4 +1,4 @@
-"""Attention statistics of one decoding step (spec/metrics.md §3).
+"""Attention statistics of one decoding step (docs/metrics.md §3).
 
 The input is one attention row per (layer, row, head): the weights of the query at the position
 being decoded over its K keys, ``[L, N, H, K]``, and a key mask ``[L, N, K]`` (True = visible)

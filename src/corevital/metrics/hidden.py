@@ -1,4 +1,4 @@
-"""Hidden-state statistics of one decoding step (spec/metrics.md §2).
+"""Hidden-state statistics of one decoding step (docs/metrics.md §2).
 
 One vectorised pass over all layers at once: the input is the stack of each layer's output at the
 position being decoded, ``[L, N, d]``. Math is float32 on the input's device, with no host

@@ -1,4 +1,4 @@
-"""Logit statistics of one decoding step (spec/metrics.md §1).
+"""Logit statistics of one decoding step (docs/metrics.md §1).
 
 Everything here is computed from the model's raw logits, batched over rows, in float32 on the
 logits' device, with no host synchronisation. Entropies are in bits.

@@ -1,4 +1,4 @@
-"""Prompt telemetry from the prefill forward pass (spec/metrics.md §5).
+"""Prompt telemetry from the prefill forward pass (docs/metrics.md §5).
 
 Run once per generation, on the tensors the prefill pass produces anyway, on the model's device,
 vectorised over sequences, layers, heads and positions, with no host synchronisation. Left (or any)

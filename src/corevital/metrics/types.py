@@ -14,7 +14,7 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class LogitStats:
-    """Statistics of one distribution per row, from raw logits (spec/metrics.md §1)."""
+    """Statistics of one distribution per row, from raw logits (docs/metrics.md §1)."""
 
     entropy: Tensor  # [N] bits; NaN where the row held NaN
     top_k_margin: Tensor  # [N] p(1) - p(2); 0 when V == 1
@@ -28,7 +28,7 @@ class LogitStats:
 
 @dataclass(frozen=True)
 class HiddenStats:
-    """Statistics of one hidden vector per layer and row (spec/metrics.md §2)."""
+    """Statistics of one hidden vector per layer and row (docs/metrics.md §2)."""
 
     mean: Tensor  # [L, N]
     std: Tensor  # [L, N] population standard deviation
@@ -44,7 +44,7 @@ class HiddenStats:
 
 @dataclass(frozen=True)
 class AttentionStats:
-    """Statistics of one attention row per head, layer and row (spec/metrics.md §3)."""
+    """Statistics of one attention row per head, layer and row (docs/metrics.md §3)."""
 
     entropy_mean: Tensor  # [L, N] nats, mean over heads
     entropy_min: Tensor  # [L, N]

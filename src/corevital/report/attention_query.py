@@ -2,7 +2,7 @@
 
 ``prompt_analysis.layers[l].heads[h]`` holds, per layer and head, the strongest (query, key, weight)
 entries of the prompt's attention (at most a fixed number per head, above a threshold; see
-``spec/metrics.md`` §5), with indices into the prompt's tokens. :class:`AttentionQuery` indexes all
+``docs/metrics.md`` §5), with indices into the prompt's tokens. :class:`AttentionQuery` indexes all
 of them once (numpy, no torch) and answers:
 
 * :meth:`~AttentionQuery.to_token`: which queries attend to a key token;

@@ -201,8 +201,8 @@ def _token_legend(top: float) -> str:
 def _layer_rows(report: Report, getter: Callable[[LayerSummary], float | None]) -> list[list[float | None]]:
     steps = report.timeline
     indices = {layer.layer_index for step in steps for layer in step.layers}
-    # A report's layers are 0..L-1; an index beyond both L and the count of indices is malformed.
-    limit = min(max(report.model.num_layers, len(indices)), MAX_LAYERS)
+    # A report's layers are 0..L-1 (L = model.num_layers): an index beyond is malformed and left out.
+    limit = min(report.model.num_layers if report.model.num_layers > 0 else len(indices), MAX_LAYERS)
     n_layers = min(max(indices, default=-1) + 1, limit)
     rows: list[list[float | None]] = [[None] * len(steps) for _ in range(n_layers)]
     for t, step in enumerate(steps):

@@ -402,3 +402,30 @@ def test_since_reads_durations_and_dates() -> None:
     assert parse_since("7d", now) == datetime(2026, 2, 22, 12, 0, tzinfo=UTC)
     assert parse_since("2026-02-01", now) == datetime(2026, 2, 1, tzinfo=UTC)
     assert parse_since("2026-02-01T10:00:00+02:00", now) == datetime(2026, 2, 1, 8, 0, tzinfo=UTC)
+
+
+def test_runs_follow_prints_new_runs_until_interrupted(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = report_from_json(GOLDEN.read_bytes())
+    path = tmp_path / "c.db"
+    with SQLiteStore(path) as store:
+        store.write(base.model_copy(update={"trace_id": "a" * 8}))
+    ticks: list[float] = []
+    first = [1]
+
+    def tick(seconds: float) -> None:  # the poll interval: store a run, then Ctrl-C
+        ticks.append(seconds)
+        if len(ticks) == 3:
+            raise KeyboardInterrupt
+        with SQLiteStore(path) as store:
+            store.write(base.model_copy(update={"trace_id": f"{first[0] + len(ticks) - 1}" * 8}))
+
+    monkeypatch.setattr("time.sleep", tick)
+    code, out, _ = run_cli(capsys, "runs", "--db", str(path), "--follow", "--json")
+    assert code == 0 and [json.loads(line)["trace_id"] for line in out.splitlines()] == ["1" * 8, "2" * 8]
+    ticks.clear()
+    first[0] = 3
+    code, out, _ = run_cli(capsys, "runs", "--db", str(path), "-f")
+    assert code == 0  # the newest page oldest first (equal times: by id), then the new runs
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["a" * 8, "2" * 8, "1" * 8, "3" * 8, "4" * 8]

@@ -96,10 +96,15 @@ def _print_json(document: Any) -> None:
     print(json.dumps(document, ensure_ascii=False, indent=2))
 
 
+FOLLOW_INTERVAL_S = 1.0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     if not 1 <= args.limit <= MAX_PAGE_SIZE:
         raise InputError(f"--limit must be between 1 and {MAX_PAGE_SIZE}")
     query = build_query(args, limit=args.limit)
+    if args.follow:
+        return _follow(args, query)
     with open_store(args.db) as store:
         page = store.page(query, args.cursor)
         total = store.count(query)
@@ -118,6 +123,34 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if page.next_cursor is not None:
         console.print(f"\nMore: add --cursor {page.next_cursor}", style="dim")
     return 0
+
+
+def _follow(args: argparse.Namespace, query: TraceQuery) -> int:
+    """The newest page, then every matching run as it is stored (JSON: one line per new run), until Ctrl-C."""
+    import time
+
+    from corevital.views.terminal import make_console, runs_table
+
+    console = make_console()
+    with open_store(args.db) as store:
+        rows, last = store.follow(None)
+        if not args.json:
+            newest = store.list(query)
+            console.print(runs_table(list(reversed(newest))) if newest else "Waiting for runs…")
+        try:
+            while True:
+                time.sleep(FOLLOW_INTERVAL_S)
+                rows, last = store.follow(last)
+                rows = [row for row in rows if query.matches(row)]
+                if args.json:
+                    for row in rows:
+                        print(json.dumps(asdict(row), ensure_ascii=False), flush=True)
+                elif rows:
+                    table = runs_table(rows)
+                    table.show_header = False
+                    console.print(table)
+        except KeyboardInterrupt:
+            return 0
 
 
 def _load_document(store: SQLiteStore, trace_id: str) -> dict[str, Any]:
@@ -277,6 +310,12 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
             help=f"Runs per page (default {DEFAULT_LIMIT}, at most {MAX_PAGE_SIZE}).",
         )
         parser.add_argument("--cursor", metavar="C", help="Continue after the page that printed this cursor.")
+        parser.add_argument(
+            "--follow",
+            "-f",
+            action="store_true",
+            help="Keep printing runs as they are stored, until Ctrl-C (with --json: one line per new run).",
+        )
         parser.set_defaults(handler=cmd_runs)
     elif name == "show":
         parser.add_argument("trace", metavar="TRACE", help="Trace id, or a unique prefix of it.")

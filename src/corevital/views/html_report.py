@@ -63,6 +63,7 @@ section{background:#fff;border:1px solid #e1e1dc;border-radius:6px;padding:12px 
 h2{font-size:16px;margin:0 0 8px}
 .pair{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:0 14px;align-items:start}
 .note,.meta{color:#555;font-size:12.5px;margin:4px 0}
+.narrative{white-space:pre-line}
 table{border-collapse:collapse;font-size:13px}
 td,th{border-bottom:1px solid #eee;padding:3px 10px 3px 0;text-align:left;vertical-align:top}
 code,pre{font-family:ui-monospace,"SFMono-Regular",Menlo,Consolas,monospace;font-size:12.5px}
@@ -236,7 +237,8 @@ def _narrative(report: Report) -> str:
     narrative = report.extensions.narrative
     if narrative is None or not narrative.summary:
         return '<p class="note">This report has no narrative.</p>'
-    return f"<p>{esc(narrative.summary)}</p>"
+    text = esc(narrative.summary, keep="\n")  # its sentences may stand on lines of their own
+    return f'<p class="narrative">{text}</p>'
 
 
 def _flags(report: Report) -> str:

@@ -174,7 +174,11 @@ def tokens_view(report: Report) -> str:
     top = nice_ticks(0.0, max(max(present, default=1.0), 1.0), 4)[-1]
     spans = []
     for t, (step, surprisal) in enumerate(zip(steps, surprisals, strict=True)):
-        level = "x" if surprisal is None else str(min(int(surprisal / top * TOKEN_LEVELS), TOKEN_LEVELS - 1))
+        level = (
+            "x"
+            if surprisal is None
+            else str(min(max(int(surprisal / top * TOKEN_LEVELS), 0), TOKEN_LEVELS - 1))
+        )
         label = token_label(step.token.token_text) or "&#8203;"
         spans.append(f'<span class="tok s{level}" title="{_token_title(t, step)}">{label}</span>')
     legend = _token_legend(top)

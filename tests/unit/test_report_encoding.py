@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -92,13 +94,33 @@ def test_text_is_utf8_not_ascii_escaped(report: Report) -> None:
     assert report_from_json(text.encode("utf-8")) == report
 
 
-def test_unknown_fields_are_kept_through_a_round_trip(report: Report) -> None:
+@pytest.mark.parametrize(
+    ("where", "path"),
+    [
+        (("model",), "model.future_field"),
+        (("timeline", 0, "logits_summary"), "timeline.0.logits_summary.future_field"),
+        (("extensions",), "extensions.future_field"),
+        (("extensions", "risk", "blamed_layers", 0), "extensions.risk.blamed_layers.0.future_field"),
+    ],
+)
+def test_undeclared_fields_of_a_0_5_0_report_are_refused(
+    report: Report, where: tuple[str | int, ...], path: str
+) -> None:
     document = report_to_document(report)
-    document["model"]["future_field"] = {"x": 1}
-    document["timeline"][0]["logits_summary"]["future_metric"] = 0.25
-    document["extensions"]["acme"] = [1, 2]
-    decoded = report_from_document(document)
-    assert report_to_document(decoded) == document
+    node: Any = document
+    for key in where:
+        node = node[key]
+    node["future_field"] = {"x": 1}
+    for read in (lambda: report_from_document(document), lambda: report_from_json(json.dumps(document))):
+        with pytest.raises(ReportError, match=rf"{re.escape(path)}: Extra inputs are not permitted"):
+            read()
+
+
+def test_the_free_form_slots_keep_what_they_hold(report: Report) -> None:
+    document = report_to_document(report)
+    document["timeline"][0]["extensions"]["acme"] = {"score": 3, "tags": ["a"]}
+    document["timeline"][0]["layers"][0]["extensions"]["acme"] = [1, 2]
+    assert report_to_document(report_from_document(document)) == document
 
 
 def test_document_reader_and_json_reader_agree(report: Report) -> None:

@@ -27,8 +27,10 @@ from corevital.report.schema import (
     GenerationConfig,
     HealthFlags,
     HiddenSummary,
+    LayerJump,
     LayerSummary,
     LogitsSummary,
+    MidLayerDetail,
     ModelInfo,
     Narrative,
     PromptAnalysis,
@@ -39,6 +41,7 @@ from corevital.report.schema import (
     ReportWarning,
     RiskExtension,
     RunConfig,
+    SignalFiring,
     SinkConfig,
     SparseAttentionHead,
     Summary,
@@ -148,18 +151,32 @@ def build_small_report() -> Report:
                 "risk": RiskExtension(
                     risk_score=1.0,
                     risk_factors=["nan_or_inf"],
-                    blamed_layers=[BlamedLayer(layer=1, reasons=["NaN/Inf"], severity=1.0)],
+                    blamed_layers=[BlamedLayer(layer=1, reasons=["NaN/Inf"], severity=1.0, first_step=1)],
                     blamed_layers_flat=[1],
                 ),
                 "compound_signals": [
-                    CompoundSignal(name="confident_confusion", description="d", severity=0.5, evidence=["e"])
+                    CompoundSignal(
+                        name="confident_confusion",
+                        description="d",
+                        severity=0.5,
+                        evidence=["e"],
+                        first_step=0,
+                    )
                 ],
-                "early_warning": EarlyWarning(failure_risk=0.25, warning_signals=["margin_declining"]),
+                "early_warning": EarlyWarning(
+                    failure_risk=0.25,
+                    warning_signals=["margin_declining"],
+                    firings=[SignalFiring(signal="margin_declining", step=1)],
+                    peak_step=1,
+                ),
                 "fingerprint": Fingerprint(
                     vector=[0.5] * 25, version=2, prompt_hash=prompt_hash("tiny/causal-lm", PROMPT)
                 ),
                 "narrative": Narrative(summary="High risk (score: 1.00): NaN in the logits at step 4."),
-                "acme_plugin": {"score": 3, "note": None},
+                "mid_layer": MidLayerDetail(
+                    jumps=[LayerJump(layer=1, kind="transient", z=12.5, log_jump=2.0, first_step=1, steps=1)],
+                    judged=True,
+                ),
             }
         ),
     )

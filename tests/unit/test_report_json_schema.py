@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +32,39 @@ def test_the_packaged_schema_is_the_file_in_the_repository() -> None:
     assert SCHEMA_FILE.read_text(encoding="utf-8") == committed_report_json_schema()
 
 
-def test_schema_describes_version_0_5_0_and_keeps_unknown_fields() -> None:
+FREE_FORM = {
+    "/$defs/LayerSummary/properties/extensions",
+    "/$defs/TimelineStep/properties/extensions",
+    "/$defs/PerformanceInfo/properties/detailed_breakdown/anyOf/0",
+    "/$defs/RagContext/properties/retrieval_metadata/anyOf/0",
+}
+"""The objects declared free-form; every other object of the schema forbids undeclared properties."""
+
+
+def _objects(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(node, dict):
+        if node.get("type") == "object" or "properties" in node:
+            yield path, node
+        for key, value in node.items():
+            yield from _objects(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _objects(value, f"{path}/{index}")
+
+
+def test_schema_describes_version_0_5_0() -> None:
     schema = report_json_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert schema["properties"]["schema_version"]["const"] == "0.5.0"
-    assert schema["$defs"]["Extensions"]["additionalProperties"] is True
     for name in ("trace_id", "created_at_utc", "model", "run_config", "prompt", "generated", "summary"):
         assert name in schema["required"]
+
+
+def test_every_object_but_the_free_form_slots_forbids_undeclared_properties() -> None:
+    objects = dict(_objects(report_json_schema()))
+    assert len(objects) > 40
+    open_ = {path for path, node in objects.items() if node.get("additionalProperties") is not False}
+    assert open_ == FREE_FORM
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +91,21 @@ def test_written_reports_satisfy_the_schema(validator: Any, path: Path) -> None:
         for error in validator.iter_errors(report_to_document(load_report(path)))
     ]
     assert errors == []
+
+
+@pytest.mark.parametrize(
+    "where",
+    [(), ("model",), ("extensions",), ("extensions", "early_warning"), ("timeline", 0, "logits_summary")],
+    ids=lambda where: ".".join(map(str, where)) or "top level",
+)
+def test_the_schema_rejects_an_undeclared_property(validator: Any, where: tuple[str | int, ...]) -> None:
+    document = report_to_document(load_report(DATA / "golden_report_small.json"))
+    assert validator.is_valid(document)
+    node: Any = document
+    for key in where:
+        node = node[key]
+    node["undeclared"] = 1
+    assert not validator.is_valid(document)
 
 
 def test_the_schema_rejects_a_legacy_document(validator: Any) -> None:

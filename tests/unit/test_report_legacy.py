@@ -12,7 +12,13 @@ import pytest
 
 from corevital.errors import ReportError
 from corevital.report.encoding import load_report, report_from_document, report_to_document
-from corevital.report.legacy import document_version, is_legacy, upgrade_document, upgrade_logits_summary
+from corevital.report.legacy import (
+    DROPPED_WARNING_CODE,
+    document_version,
+    is_legacy,
+    upgrade_document,
+    upgrade_logits_summary,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 V030 = DATA / "legacy_0.3.0_gpt2.json"
@@ -33,7 +39,8 @@ def test_0_3_0_document_loads_with_legacy_names_mapped() -> None:
     assert first.topk_mass == 0.72  # voter_agreement
     assert first.top_k_margin == 0.11  # top1_top2_margin (same value as top_k_margin)
     assert [(p.token_id, p.prob) for p in first.topk_probs] == [(383, 0.222), (632, 0.112)]  # topk
-    assert first.model_extra == {}, "no legacy name is kept when the values agree"
+    written = report_to_document(report)["timeline"][0]["logits_summary"]
+    assert not {"voter_agreement", "top1_top2_margin", "topk"} & set(written), "legacy names are not written"
 
 
 def test_0_3_0_document_gets_defaults_for_fields_it_predates() -> None:
@@ -55,12 +62,34 @@ def test_0_3_0_nan_and_infinity_tokens_are_read_and_written_as_null() -> None:
     assert written["entropy"] is None and written["perplexity"] is None
 
 
-def test_0_3_0_unknown_extensions_and_warnings_are_kept() -> None:
+def test_0_3_0_undeclared_fields_are_dropped_and_named_in_a_warning() -> None:
     report = load_report(V030)
-    assert report.extensions.model_extra == {"my_plugin": {"note": "kept as it is", "values": [1, 2, 3]}}
+    assert "my_plugin" not in report_to_document(report)["extensions"]
     assert report.extensions.performance is not None
     assert report.extensions.performance.parent_operations[0].name == "model_load"
-    assert [w.code for w in report.warnings] == ["ATTENTION_NOT_AVAILABLE"]
+    assert [w.code for w in report.warnings] == ["ATTENTION_NOT_AVAILABLE", DROPPED_WARNING_CODE]
+    assert report.warnings[1].message.endswith("were dropped on reading: extensions.my_plugin")
+
+
+def test_undeclared_fields_are_dropped_at_any_depth_once_per_path() -> None:
+    document = _document(V040)
+    document["model"]["old_field"] = 1
+    for step in document["timeline"]:
+        step["logits_summary"]["old_metric"] = 0.5
+        for layer in step["layers"]:
+            layer["hidden_summary"]["old_stat"] = 2.0
+            layer["extensions"] = {"free": "form"}  # a free-form slot keeps what it holds
+    report = report_from_document(document)
+    dropped = [w for w in report.warnings if w.code == DROPPED_WARNING_CODE]
+    assert len(dropped) == 1
+    assert dropped[0].message.endswith(
+        "model.old_field, timeline[].logits_summary.old_metric, timeline[].layers[].hidden_summary.old_stat"
+    )
+    assert report.timeline[0].layers[0].extensions == {"free": "form"}
+
+
+def test_a_legacy_document_with_only_declared_fields_gets_no_warning() -> None:
+    assert DROPPED_WARNING_CODE not in {w.code for w in load_report(V040).warnings}
 
 
 def test_0_4_0_document_loads_with_every_section() -> None:
@@ -90,9 +119,15 @@ def test_0_4_0_duplicate_alias_fields_are_written_once() -> None:
     assert written["timeline"][0]["logits_summary"]["topk_mass"] == 0.66
 
 
-def test_legacy_value_that_disagrees_with_the_current_name_is_kept() -> None:
+def test_legacy_value_that_disagrees_with_the_current_name_is_dropped_and_named() -> None:
     upgraded = upgrade_logits_summary({"topk_mass": 0.5, "voter_agreement": 0.75, "top1_top2_margin": 0.25})
     assert upgraded == {"topk_mass": 0.5, "voter_agreement": 0.75, "top_k_margin": 0.25}
+    document = _document(V040)
+    assert document["timeline"][0]["logits_summary"]["topk_mass"] == 0.66
+    document["timeline"][0]["logits_summary"]["voter_agreement"] = 0.99
+    report = report_from_document(document)
+    assert report.timeline[0].logits_summary.topk_mass == 0.66
+    assert report.warnings[-1].message.endswith("timeline[].logits_summary.voter_agreement")
 
 
 def test_legacy_value_fills_a_null_current_field() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from corevital.capture.records import PromptHeadAttention, RunCapture, SequenceCapture
+from corevital.capture.records import SKETCH_SEED, PromptHeadAttention, RunCapture, SequenceCapture
 from corevital.report.columns import Columns, construct_rows
 from corevital.report.numbers import as_list
 from corevital.report.schema import (
@@ -74,7 +74,6 @@ class BuildContext:
     topk: int = 5
     mass_k: int = 10
     sketch_dim: int = 32
-    sketch_seed: int = 0
     include_layers: bool = True
     health_flags: HealthFlags | None = None
     extensions: Extensions = field(default_factory=Extensions)
@@ -136,9 +135,7 @@ def build_report(run: RunCapture, seq: SequenceCapture, ctx: BuildContext) -> Re
 def _run_config(run: RunCapture, seq: SequenceCapture, ctx: BuildContext, layers_kept: bool) -> RunConfig:
     gen = run.generation
     sketch = (
-        SketchConfig(method=SKETCH_METHOD, dim=ctx.sketch_dim, seed=ctx.sketch_seed)
-        if ctx.sketch_dim
-        else None
+        SketchConfig(method=SKETCH_METHOD, dim=ctx.sketch_dim, seed=SKETCH_SEED) if ctx.sketch_dim else None
     )
     return RunConfig(
         seed=gen.seed,

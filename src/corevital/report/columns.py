@@ -31,13 +31,14 @@ def construct_rows(cls: type[M], columns: Columns) -> list[M]:
     if names != list(cls.model_fields):
         raise ValueError(f"columns {names} are not the fields of {cls.__name__} in order")
     fields = set(names)
+    keeps_extra = cls.model_config.get("extra") == "allow"  # model_construct's __pydantic_extra__: {} or None
     new = cls.__new__
 
     def construct(values: dict[str, Any]) -> M:
         model = new(cls)
         _set_slot(model, "__dict__", values)
         _set_slot(model, "__pydantic_fields_set__", fields.copy())
-        _set_slot(model, "__pydantic_extra__", {})
+        _set_slot(model, "__pydantic_extra__", {} if keeps_extra else None)
         _set_slot(model, "__pydantic_private__", None)
         return model
 

@@ -1,8 +1,7 @@
 """Turning the analysis' typed results into the report's ``health_flags`` and ``extensions``.
 
-The analysis dataclasses use the report's field names, so the conversion is mechanical; fields the
-schema does not declare (e.g. the step at which a blamed layer's fault first appeared) are kept,
-as every report model accepts additional fields.
+The analysis dataclasses use the report's field names, so the conversion is mechanical; the report
+models refuse fields they do not declare, so an analysis field the schema lacks fails here, loudly.
 """
 
 from __future__ import annotations
@@ -20,8 +19,10 @@ from corevital.report.schema import (
     Extensions,
     Fingerprint,
     HealthFlags,
+    Intervention,
     MetricConsistency,
     MetricDivergence,
+    MidLayerDetail,
     Narrative,
     RepetitionInfo,
     RiskExtension,
@@ -43,15 +44,13 @@ def health_flags(diagnosis: Diagnosis, *, attention_observed: bool) -> HealthFla
     return flags
 
 
-def intervention_of(seq: SequenceCapture) -> dict[str, Any] | None:
+def intervention_of(seq: SequenceCapture) -> Intervention | None:
     """Who stopped the generation, at which step and why (live intervention), if anyone did."""
     if seq.finish_reason != "stopped_by_callback":
         return None
-    return {
-        "policy": seq.stop_policy or "step_callback",
-        "step": seq.stopped_at_step,
-        "reason": seq.stop_reason,
-    }
+    return Intervention(
+        policy=seq.stop_policy or "step_callback", step=seq.stopped_at_step, reason=seq.stop_reason
+    )
 
 
 def extensions(diagnosis: Diagnosis, *, attention_observed: bool, seq: SequenceCapture) -> Extensions:
@@ -81,7 +80,7 @@ def extensions(diagnosis: Diagnosis, *, attention_observed: bool, seq: SequenceC
     }
     if diagnosis.metric_consistency is not None:
         fields["metric_consistency"] = MetricConsistency.model_validate(_plain(diagnosis.metric_consistency))
-    fields["mid_layer"] = _plain(diagnosis.mid_layer)
+    fields["mid_layer"] = MidLayerDetail.model_validate(_plain(diagnosis.mid_layer))
     if diagnosis.calibration is not None:
         fields["calibration"] = calibration_result(diagnosis)
     intervention = intervention_of(seq)

@@ -1,4 +1,4 @@
-"""The report contract: pydantic models of schema 0.5.0 (``spec/report.md``).
+"""The report contract: pydantic models of schema 0.5.0 (``docs/report.md``).
 
 One generation of one sequence is one :class:`Report`. Field names are those of the original
 CoreVital schema 0.4.0; 0.5.0 only adds fields. The per-step models live in
@@ -29,14 +29,19 @@ from corevital.report.schema_extensions import (
     EarlyWarning,
     Extensions,
     Fingerprint,
+    Intervention,
+    LayerJump,
     MetricConsistency,
     MetricDivergence,
+    MidLayerDetail,
     Narrative,
     PerformanceInfo,
     RagContext,
     RepetitionInfo,
     RiskExtension,
     RiskFactorContribution,
+    RiskModelTraining,
+    SignalFiring,
     TimedOperation,
     TimeShare,
 )
@@ -75,10 +80,13 @@ __all__ = [
     "HealthFlags",
     "HiddenSummary",
     "HiddenSummaryConfig",
+    "Intervention",
+    "LayerJump",
     "LayerSummary",
     "LogitsSummary",
     "LogitsSummaryConfig",
     "MetricConsistency",
+    "MidLayerDetail",
     "ModelInfo",
     "ModelSource",
     "Narrative",
@@ -93,7 +101,9 @@ __all__ = [
     "ReportWarning",
     "RiskExtension",
     "RiskFactorContribution",
+    "RiskModelTraining",
     "RunConfig",
+    "SignalFiring",
     "SinkConfig",
     "SketchConfig",
     "SparseAttentionHead",

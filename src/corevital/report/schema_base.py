@@ -1,9 +1,12 @@
 """The base of every report model, the schema version constants and shared field types.
 
-Every model of the report inherits :class:`ReportModel`. Unknown keys are kept (``extra="allow"``)
-on purpose: the report is a contract shared by writers of several versions ("we may add fields,
-never rename"), so a reader must carry fields it does not know yet instead of dropping them, and
-reading an original CoreVital trace must lose nothing. Non-finite floats are written as ``null``.
+Every model of the report inherits :class:`ReportModel`, which refuses fields it does not declare
+(``extra="forbid"``): the contract (``docs/report.md``) declares everything CoreVital writes, and the
+committed JSON Schema says so (``additionalProperties: false``). The free-form slots are declared
+as such (``dict`` fields: the per-step and per-layer ``extensions``, ``rag.retrieval_metadata``,
+``performance.detailed_breakdown``). Reports of the original CoreVital (0.3.0, 0.4.0) are read
+leniently: :mod:`corevital.report.legacy` drops the fields this schema does not know and says so in
+a warning. Non-finite floats are written as ``null``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,6 @@ FloatList = list[float | None]
 
 
 class ReportModel(BaseModel):
-    """Base of all report models: keeps unknown keys, writes NaN/Inf as null."""
+    """Base of all report models: refuses undeclared fields, writes NaN/Inf as null."""
 
-    model_config = ConfigDict(extra="allow", ser_json_inf_nan="null", validate_default=False)
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="null", validate_default=False)

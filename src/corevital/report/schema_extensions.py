@@ -1,13 +1,12 @@
-"""Typed models of the report's ``extensions``: the analysis outputs (``metrics.md`` §6).
+"""Typed models of the report's ``extensions``: the analysis outputs (``docs/metrics.md`` §6).
 
-Each known key has a model; unknown keys (plugins, future analyses) are kept as they are. Every
-model keeps unknown fields too, so a trace of the original CoreVital with extra detail (for
-example ``risk.attention_collapse_detail``) loses nothing.
+Every key CoreVital writes is declared here, and, like every report model, these refuse fields they
+do not declare (:mod:`corevital.report.schema_base`). Fields marked *new* are 0.5.0 additions.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -20,6 +19,10 @@ class BlamedLayer(ReportModel):
     layer: int
     reasons: list[str] = Field(default_factory=list)
     severity: OptFloat = None
+    first_step: int | None = Field(
+        default=None,
+        description="New: first step (0-based generated token) at which the strongest reason was seen.",
+    )
 
 
 class RiskFactorContribution(ReportModel):
@@ -30,11 +33,16 @@ class RiskFactorContribution(ReportModel):
 
 
 class AttentionCollapseDetail(ReportModel):
-    """Detail of the attention-collapse decision (written by the original CoreVital 0.4.0)."""
+    """Detail of the attention-collapse decision (``risk.attention_collapse_detail``)."""
 
+    detected: bool | None = Field(default=None, description="New: whether attention collapse was detected.")
+    severity: OptFloat = Field(default=None, description="New: the collapse severity in [0, 1].")
     mean_collapse_rate: OptFloat = None
     trend_detected: bool | None = None
     trend_peak_deviation: OptFloat = None
+    trend_peak_step: int | None = Field(
+        default=None, description="New: the step of the largest smoothed rise of the collapse rate."
+    )
     trend_layers: list[int] | None = None
     catastrophic: bool | None = None
     calibration_anomaly: bool | None = None
@@ -69,6 +77,16 @@ class CompoundSignal(ReportModel):
     description: str = ""
     severity: OptFloat = None
     evidence: list[str] = Field(default_factory=list)
+    first_step: int | None = Field(
+        default=None, description="New: first step (0-based generated token) at which the pattern held."
+    )
+
+
+class SignalFiring(ReportModel):
+    """New: an early-warning signal and the step at which it first fired."""
+
+    signal: str
+    step: int = Field(description="0-based generated-token index.")
 
 
 class EarlyWarning(ReportModel):
@@ -76,6 +94,12 @@ class EarlyWarning(ReportModel):
 
     failure_risk: OptFloat = None
     warning_signals: list[str] = Field(default_factory=list)
+    firings: list[SignalFiring] | None = Field(
+        default=None, description="New: each signal of warning_signals with the step at which it first fired."
+    )
+    peak_step: int | None = Field(
+        default=None, description="New: the step at which failure_risk was reached."
+    )
 
 
 class Fingerprint(ReportModel):
@@ -112,6 +136,21 @@ class MetricDivergence(ReportModel):
     values: int | None = None
 
 
+class RiskModelTraining(ReportModel):
+    """New: what a labelled risk model was fitted on and how well it did in grouped cross-validation."""
+
+    dataset: str
+    dataset_sha256: str
+    split: str | None = None
+    num_records: int
+    num_groups: int
+    failure_rate: OptFloat = None
+    cv_folds: int
+    cv_auroc: OptFloat = None
+    cv_ece: OptFloat = None
+    l2_grid: FloatList = Field(default_factory=list)
+
+
 class CalibrationResult(ReportModel):
     """``extensions.calibration``: divergence from a calibration profile's baseline."""
 
@@ -127,7 +166,7 @@ class CalibrationResult(ReportModel):
     metric_divergence: list[MetricDivergence] | None = Field(
         default=None, description="New: each metric's mean |z|."
     )
-    risk_model: dict[str, Any] | None = Field(
+    risk_model: RiskModelTraining | None = Field(
         default=None, description="New: the labelled risk model's training summary, when the profile has one."
     )
     warnings: list[str] | None = Field(
@@ -186,7 +225,14 @@ class PerformanceInfo(ReportModel):
     total_wall_time_ms: OptFloat = None
     parent_operations: list[TimedOperation] = Field(default_factory=list)
     unaccounted_time: TimeShare | None = None
-    detailed_breakdown: dict[str, Any] | None = None
+    detailed_breakdown: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "Free-form timing detail (``--perf detailed``): CoreVital writes the operation tree "
+            "(``operations``: name, ms, children) and per-step statistics (``per_step``); traces of "
+            "the original CoreVital hold their own layout."
+        ),
+    )
     detailed_file: str | None = None
     original_model_load_ms: OptFloat = None
     warmup_ms: OptFloat = None
@@ -205,14 +251,54 @@ class RepetitionInfo(ReportModel):
     period: int | None = None
     first_step: int | None = None
     span: int | None = None
+    repeats: OptFloat = Field(default=None, description="span / period: how many times the block repeats.")
     repeated_text: str | None = None
     hidden_similarity: OptFloat = Field(
         default=None, description="Last-layer hidden-state similarity of the repeated positions (evidence)."
     )
+    confirmed: bool | None = Field(
+        default=None,
+        description="hidden_similarity reached the profile's confirm_similarity (null without sketches).",
+    )
+    coverage: OptFloat = Field(default=None, description="span / generated tokens.")
+
+
+class LayerJump(ReportModel):
+    """New: an abnormal jump of a layer's hidden-state L2 norm over the previous layer's."""
+
+    layer: int
+    kind: Literal["persistent", "transient"]
+    z: OptFloat = Field(default=None, description="Robust z of the jump across depth, at its peak.")
+    log_jump: OptFloat = Field(default=None, description="Natural log of the norm ratio at that peak.")
+    first_step: int | None = Field(default=None, description="First step at which the jump was an outlier.")
+    steps: int | None = Field(default=None, description="Number of steps at which it was.")
+
+
+class MidLayerDetail(ReportModel):
+    """New: ``extensions.mid_layer``, the mid-layer anomaly decision (``docs/metrics.md`` §4)."""
+
+    detected: bool = False
+    layers: list[int] = Field(default_factory=list, description="Middle-third layers found abnormal.")
+    nonfinite_layers: list[int] = Field(
+        default_factory=list, description="Middle-third layers whose hidden states held NaN/Inf."
+    )
+    jumps: list[LayerJump] = Field(
+        default_factory=list,
+        description="Every abnormal norm jump, at any depth (layer blame uses them all).",
+    )
+    judged: bool = Field(default=False, description="False when hidden-state norms were not available.")
+
+
+class Intervention(ReportModel):
+    """New: ``extensions.intervention``, who stopped the generation while it ran, at which step and why."""
+
+    policy: str = Field(description='The stop policy\'s name ("step_callback" for a plain callback).')
+    step: int | None = Field(default=None, description="0-based generated-token index of the stop.")
+    reason: str | None = None
 
 
 class Extensions(ReportModel):
-    """The report's ``extensions``: typed known keys; unknown keys are kept as they are."""
+    """The report's ``extensions``: the analysis outputs, each under its own key."""
 
     risk: RiskExtension | None = None
     compound_signals: list[CompoundSignal] | None = None
@@ -224,6 +310,8 @@ class Extensions(ReportModel):
     rag: RagContext | None = None
     performance: PerformanceInfo | None = None
     repetition: RepetitionInfo | None = None
+    mid_layer: MidLayerDetail | None = None
+    intervention: Intervention | None = None
     migrated_from: str | None = Field(
         default=None, description="New: the schema version this report was upgraded from, if any."
     )

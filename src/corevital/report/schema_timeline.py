@@ -1,6 +1,6 @@
 """Per-step and per-layer report models: the timeline entry and the layer summaries.
 
-Definitions of every number are in ``spec/metrics.md`` §1–3. Field names follow the original
+Definitions of every number are in ``docs/metrics.md`` §1–3. Field names follow the original
 CoreVital schema 0.4.0; fields marked *new* are 0.5.0 additions.
 """
 

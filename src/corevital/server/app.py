@@ -21,10 +21,14 @@ store has not changed).
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Response
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 
 from corevital import __version__
 from corevital.server.api import api_router
@@ -71,14 +75,15 @@ def create_app(store: ReportStore, config: ServeConfig) -> FastAPI:
         await in_thread(store.count)
         return json_response({"status": "ok"})
 
-    app.include_router(api_router(served))
-    app.include_router(events_router(served))
-    app.include_router(legacy_router(served))
+    routers = [api_router(served), events_router(served), legacy_router(served)]
+    for router in routers:
+        app.include_router(router)
     if config.limits.cache_ttl_s > 0:
         app.add_middleware(
             ResponseCache, store=store, ttl_s=config.limits.cache_ttl_s, check_s=config.limits.cache_check_s
         )
     app.add_middleware(Guard, config=config)
+    _prepare(app, [route for router in routers for route in router.routes])
     if config.allow_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -89,3 +94,16 @@ def create_app(store: ReportStore, config: ServeConfig) -> FastAPI:
             max_age=600,
         )
     return app
+
+
+def _prepare(app: FastAPI, routes: list[BaseRoute]) -> None:
+    """Do now what FastAPI would do on a route's first request, so that serving reads no file.
+
+    The OpenAPI document is built (and kept), and each endpoint's source lines are read into
+    ``linecache``: FastAPI looks them up when a route is first called, for its error messages.
+    """
+    app.openapi()
+    for route in [*app.routes, *routes]:
+        if isinstance(route, APIRoute):
+            with contextlib.suppress(OSError, TypeError):
+                inspect.getsourcelines(route.endpoint)

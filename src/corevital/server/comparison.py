@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import corevital.analysis.hashing  # noqa: F401 - used by trace_row_from_report: imported before serving
+import corevital.report.encoding  # noqa: F401 - used by store.get: imported before serving, not while
 from corevital.server.common import Served, in_thread, resolve_id, row_dict
 from corevital.server.errors import ApiError
 from corevital.sinks.base import ReportStore, trace_row_from_report

@@ -67,5 +67,7 @@ def serve(
         if announce is not None:
             announce()
         server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: stopping is the normal end
+        pass
     finally:
         sock.close()

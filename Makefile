@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.corevital-installed
 PROMPT ?= Explain why the sky is blue in two sentences.
 
-.PHONY: run test check lint typecheck pytest setup system-packages clean
+.PHONY: run test test-fast check lint typecheck pytest setup system-packages clean
 
 $(STAMP): pyproject.toml Makefile constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ pytest: $(STAMP) system-packages
 	$(BIN)/python -m pytest -q tests
 
 test: check pytest
+
+# For local iteration: the same checks and tests, without those marked slow (the real SmolLM2
+# model, real processes). `make test` (and CI) runs everything.
+test-fast: check $(STAMP) system-packages
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

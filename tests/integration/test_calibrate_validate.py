@@ -122,6 +122,7 @@ def test_a_profile_for_another_model_is_refused_before_generation(
     assert code == 2 and "cannot read calibration profile" in err
 
 
+@pytest.mark.slow  # 40 labelled runs, a cross-validated fit and a validation
 def test_labelled_calibration_and_validation(capsys, tmp_path: Path, tiny: Path) -> None:
     labels = labelled_file(tmp_path / "labels.jsonl")
     profile_path = tmp_path / "labelled.json"

@@ -112,6 +112,7 @@ def test_corrupt_database_is_refused_and_left_intact(capsys, tmp_path: Path, tin
     assert db.read_bytes() == garbage
 
 
+@pytest.mark.slow  # a real `corevital` process: seconds of interpreter and torch start-up
 def test_error_exit_code_and_single_line_in_a_real_process(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "corevital", "run", "--prompt", "", "--out", str(tmp_path)],
@@ -195,6 +196,7 @@ def test_environment_overrides_and_cli_wins(tmp_path: Path) -> None:
     assert load_settings({}, environ={}).seed == 42
 
 
+@pytest.mark.slow  # a real `corevital` process: seconds of interpreter and torch start-up
 def test_environment_reaches_a_real_run(tmp_path: Path, tiny_llama: str) -> None:
     env = {**__import__("os").environ, "COREVITAL_SEED": "123", "COREVITAL_DEVICE": "cpu"}
     proc = subprocess.run(

@@ -11,7 +11,7 @@ from corevital.capture.runner import capture_prompts
 from corevital.pipeline import Pipeline
 from tests.model.conftest import smol_settings
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 
 def test_default_model_capabilities(smollm2) -> None:

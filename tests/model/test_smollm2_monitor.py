@@ -10,7 +10,7 @@ import pytest
 from corevital import CoreVitalMonitor, StopOnRepetition
 from corevital.capture.loading import ModelSpec
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 LOOP_PROMPT = "Repeat the word hello 100 times."
 

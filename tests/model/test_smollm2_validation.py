@@ -11,12 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from corevital.pipeline import Pipeline
 from corevital.validation.answers import check_answer
 from corevital.validation.labels import load_labelled
 from corevital.validation.workflow import labelled_runs, validate
 from tests.model.conftest import smol_settings
+
+pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 LABELS = Path(__file__).resolve().parents[2] / "examples" / "validation" / "qa_labelled.jsonl"
 

@@ -113,15 +113,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
             {"total": total, "runs": [asdict(row) for row in page.rows], "next_cursor": page.next_cursor}
         )
         return 0
-    from corevital.views.terminal import make_console, runs_table
+    from corevital.views.terminal import make_console, print_lines, runs_table
 
     console = make_console()
     if not page.rows:
         console.print("No stored runs match." if total == 0 else "No more runs.")
         return 0
-    console.print(runs_table(page.rows, total=total))
+    print_lines(console, runs_table(page.rows, total=total))
     if page.next_cursor is not None:
-        console.print(f"\nMore: add --cursor {page.next_cursor}", style="dim")
+        print(f"More: add --cursor {page.next_cursor}", file=sys.stderr)
     return 0
 
 
@@ -129,14 +129,16 @@ def _follow(args: argparse.Namespace, query: TraceQuery) -> int:
     """The newest page, then every matching run as it is stored (JSON: one line per new run), until Ctrl-C."""
     import time
 
-    from corevital.views.terminal import make_console, runs_table
+    from rich.text import Text
+
+    from corevital.views.terminal import make_console, print_lines, runs_table
 
     console = make_console()
     with open_store(args.db) as store:
         rows, last = store.follow(None)
         if not args.json:
             newest = store.list(query)
-            console.print(runs_table(list(reversed(newest))) if newest else "Waiting for runs…")
+            print_lines(console, runs_table(list(reversed(newest))) if newest else Text("Waiting for runs…"))
         try:
             while True:
                 time.sleep(FOLLOW_INTERVAL_S)
@@ -146,9 +148,7 @@ def _follow(args: argparse.Namespace, query: TraceQuery) -> int:
                     for row in rows:
                         print(json.dumps(asdict(row), ensure_ascii=False), flush=True)
                 elif rows:
-                    table = runs_table(rows)
-                    table.show_header = False
-                    console.print(table)
+                    print_lines(console, runs_table(rows, header=False))
         except KeyboardInterrupt:
             return 0
 

@@ -31,11 +31,11 @@ SCRIPT = Path(sys.executable).with_name("corevital")
 
 def wall_times(command: list[str], repeat: int) -> list[float]:
     """Milliseconds of each of ``repeat`` runs of ``command`` (after one warm-up run)."""
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         times.append((time.perf_counter() - started) * 1000)
     return times
 

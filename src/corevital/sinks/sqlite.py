@@ -30,7 +30,7 @@ from corevital.sinks.base import (
     ambiguous_prefix_message,
     trace_row_from_report,
 )
-from corevital.sinks.rows import aggregate_key, aggregate_rows, decode_cursor, make_page
+from corevital.sinks.rows import aggregate_key, aggregate_of, decode_cursor, make_page, order_aggregates
 from corevital.sinks.sqlite_schema import (
     DB_FILE_NAME,
     FLAG_COLUMNS,
@@ -164,11 +164,31 @@ class SQLiteStore:
         self, query: TraceQuery | None = None, *, by: str = "model"
     ) -> builtins.list[ModelAggregate]:
         """Per-model (or per-prompt-hash) statistics of the matching reports."""
-        aggregate_key(by)
-        query = query or TraceQuery()
-        where, params = _where(query)
-        rows = [_row_from_db(values) for values in self._query(f"{_SELECT_ROWS}{where}", params)]
-        return aggregate_rows(rows, by)
+        key = aggregate_key(by)
+        where, params = _where(query or TraceQuery())
+        flag_sums = ", ".join(f"sum({flag} = 1)" for flag in FLAG_COLUMNS)
+        totals = self._query(
+            f"SELECT {key}, count(*), sum(generated_tokens), {flag_sums} FROM reports{where} GROUP BY {key}",
+            params,
+        )
+        values: dict[str, tuple[builtins.list[float], builtins.list[float | None]]] = {}
+        sql = f"SELECT {key}, risk_score, mean_entropy FROM reports{where}"
+        for group, risk, entropy in self._query(sql, params):
+            risks, entropies = values.setdefault(group, ([], []))
+            if risk is not None:
+                risks.append(risk)
+            entropies.append(entropy)
+        return order_aggregates(
+            aggregate_of(
+                group,
+                runs=runs,
+                risks=values[group][0],
+                flag_counts=dict(zip(FLAG_COLUMNS, (count or 0 for count in flags), strict=True)),
+                entropies=values[group][1],
+                generated_tokens=tokens or 0,
+            )
+            for group, runs, tokens, *flags in totals
+        )
 
     def follow(self, after: int | None) -> tuple[builtins.list[TraceRow], int]:
         """Rows stored with ``seq > after``, oldest first (see :meth:`ReportStore.follow`)."""

@@ -1,9 +1,15 @@
-"""Detection-quality statistics (analysis/evaluation.py, logistic.py) against hand values and references."""
+"""Detection-quality statistics (analysis/evaluation.py, logistic.py) against hand values and references.
+
+The references are slow and obviously correct: counting pairs, looping over thresholds, a plain
+Newton iteration on the penalised log-loss, the greedy group-to-fold assignment written out; the
+numpy metrics are also checked against scikit-learn's.
+"""
 
 from __future__ import annotations
 
 import itertools
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -44,6 +50,37 @@ def average_precision_by_loop(scores: np.ndarray, labels: np.ndarray) -> float:
     return ap
 
 
+def newton_logistic(X: np.ndarray, y: np.ndarray, l2: float, w: np.ndarray | None = None) -> np.ndarray:
+    """[intercept, *coef] minimising sum w·log-loss + (l2 / 2)·|coef|², by undamped Newton steps."""
+    design = np.hstack([np.ones((X.shape[0], 1)), X])
+    w = np.ones(X.shape[0]) if w is None else w
+    penalty = np.full(design.shape[1], l2)
+    penalty[0] = 0.0
+    beta = np.zeros(design.shape[1])
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-(design @ beta)))
+        grad = design.T @ (w * (p - y)) + penalty * beta
+        hess = (design * (w * p * (1 - p))[:, None]).T @ design + np.diag(penalty)
+        step = np.linalg.solve(hess, grad)
+        beta = beta - step
+        if np.max(np.abs(step)) < 1e-13:
+            break
+    return beta
+
+
+def greedy_group_folds(groups: np.ndarray, n_splits: int, seed: int) -> list[np.ndarray]:
+    """Test indices per fold: groups shuffled by seed, then largest first into the emptiest fold."""
+    names, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    shuffled = np.random.default_rng(seed).permutation(names.size).tolist()
+    order = sorted(shuffled, key=lambda k: -counts[k])  # stable: shuffled order among equal sizes
+    fold_of, sizes = {}, [0] * n_splits
+    for k in order:
+        fold = sizes.index(min(sizes))
+        fold_of[k] = fold
+        sizes[fold] += counts[k]
+    return [np.array([i for i, k in enumerate(inverse) if fold_of[k] == f]) for f in range(n_splits)]
+
+
 def tied_sample(seed: int, n: int = 60) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 2, n)
@@ -71,6 +108,15 @@ def test_auroc_matches_counting_all_pairs_with_ties(seed: int) -> None:
 def test_auprc_matches_an_explicit_loop_over_thresholds(seed: int) -> None:
     scores, labels = tied_sample(seed)
     assert auprc(scores, labels) == pytest.approx(average_precision_by_loop(scores, labels), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ranking_metrics_agree_with_scikit_learn(seed: int) -> None:
+    metrics = pytest.importorskip("sklearn.metrics")
+    for scores, labels in (tied_sample(seed), informative_sample(300, seed)):
+        assert auroc(scores, labels) == pytest.approx(metrics.roc_auc_score(labels, scores), abs=1e-12)
+        expected = metrics.average_precision_score(labels, scores)
+        assert auprc(scores, labels) == pytest.approx(expected, abs=1e-12)
 
 
 def test_ranking_extremes_and_degenerate_samples() -> None:
@@ -301,12 +347,31 @@ def test_integer_sample_weights_equal_repeated_rows() -> None:
     assert weighted.intercept == pytest.approx(repeated.intercept, abs=1e-8)
 
 
-def test_separable_data_needs_a_penalty_to_converge() -> None:
+@pytest.mark.parametrize(("seed", "l2"), [(5, 0.03), (6, 1.0), (7, 30.0)])
+def test_logistic_fit_matches_a_plain_newton_iteration(seed: int, l2: float) -> None:
+    X, y, _, _ = logistic_data(400, seed)
+    weights = np.random.default_rng(seed).uniform(0.5, 2.0, 400)
+    for w in (None, weights):
+        fit = fit_logistic(X, y, l2=l2, sample_weight=w)
+        reference = newton_logistic(X, y, l2, w)
+        assert fit.converged
+        np.testing.assert_allclose(fit.coef, reference[1:], atol=1e-7)
+        assert fit.intercept == pytest.approx(reference[0], abs=1e-7)
+
+
+def test_separable_data_needs_a_penalty() -> None:
     X = np.array([[-2.0], [-1.0], [1.0], [2.0]])
     y = np.array([0, 0, 1, 1])
-    assert not fit_logistic(X, y, l2=0.0, max_iter=30).converged
+    with pytest.raises(ValueError, match="l2 must be > 0"):
+        fit_logistic(X, y, l2=0.0)
     fit = fit_logistic(X, y, l2=1.0)
     assert fit.converged and fit.coef[0] > 0
+    np.testing.assert_allclose([fit.intercept, *fit.coef], newton_logistic(X, y, 1.0), atol=1e-7)
+
+
+def test_a_fit_cut_short_says_it_did_not_converge() -> None:
+    X, y, _, _ = logistic_data(300, 8)
+    assert not fit_logistic(X, y, l2=0.1, max_iter=1).converged
 
 
 def test_logistic_fit_rejects_bad_input() -> None:
@@ -319,6 +384,8 @@ def test_logistic_fit_rejects_bad_input() -> None:
         fit_logistic(X, y, sample_weight=-np.ones(10))
     with pytest.raises(ValueError, match="finite"):
         fit_logistic(np.where(X > 1, np.nan, X), y)
+    with pytest.raises(ValueError, match="both"):
+        fit_logistic(X, np.ones(10, dtype=int))
 
 
 def test_standardizer_centres_scales_and_leaves_constant_columns_alone() -> None:
@@ -347,6 +414,16 @@ def test_grouped_kfold_never_splits_a_group_and_covers_every_record_once() -> No
         assert set(groups[train]).isdisjoint(groups[test])
     sizes = [test.size for _, test in folds]
     assert max(sizes) - min(sizes) <= 8  # greedy balance: within one (largest) group
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_grouped_kfold_is_the_greedy_assignment_of_shuffled_groups(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    groups = np.repeat([f"q{i}" for i in range(31)], rng.integers(1, 6, 31))
+    folds = grouped_kfold(groups, n_splits=5, seed=seed)
+    expected = greedy_group_folds(groups, 5, seed)
+    for (_, test), reference in zip(folds, expected, strict=True):
+        np.testing.assert_array_equal(test, reference)
 
 
 def test_grouped_kfold_is_deterministic_and_the_seed_matters() -> None:
@@ -379,3 +456,13 @@ def test_cross_val_predict_is_out_of_fold_and_informative() -> None:
         scaler.transform(X[test])
     )
     np.testing.assert_allclose(probs[test], by_hand)
+
+
+def test_fitting_without_scikit_learn_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from corevital.analysis.sklearn_support import require_sklearn
+    from corevital.errors import NotAvailableError
+
+    require_sklearn()
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    with pytest.raises(NotAvailableError, match=r'pip install "corevital\[validate\]"'):
+        require_sklearn("fitting a risk model")

@@ -1,12 +1,15 @@
-"""L2-penalised logistic regression by Newton/IRLS, feature standardisation, and stable numerics.
+"""L2-penalised logistic regression (scikit-learn), feature standardisation, and stable numerics.
 
 The fitted model gives P(failure) = sigmoid(X·coef + intercept), label 1 being a failure. Features
-are expected standardised by the caller (:class:`Standardizer`, fitted on the training rows only).
-The intercept is not penalised. :mod:`.evaluation` re-exports the public names.
+are expected standardised by the caller (:class:`Standardizer`, fitted on the training rows only:
+the same arithmetic as the numpy predictor applies at run time). The intercept is not penalised.
+scikit-learn is imported by :func:`fit_logistic` only (the ``validate`` extra). :mod:`.evaluation`
+re-exports the public names.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,7 +74,7 @@ class Standardizer:
 class LogisticFit:
     coef: np.ndarray  # [n_features]
     intercept: float
-    n_iter: int  # Newton iterations, the final convergence check included
+    n_iter: int  # solver iterations
     converged: bool
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
@@ -90,56 +93,35 @@ def fit_logistic(
     l2: float = 1.0,
     sample_weight: np.ndarray | None = None,
     max_iter: int = 100,
-    tol: float = 1e-8,
+    tol: float = 1e-10,
 ) -> LogisticFit:
     """Minimise sum_i w_i·[log(1 + exp(z_i)) - y_i·z_i] + (l2 / 2)·|coef|², z = X·coef + intercept.
 
-    Newton steps with step halving (Armijo); converged when the largest Newton step is at most
-    ``tol·(1 + max|β|)``. Without a penalty, separable data has no finite optimum: the loss keeps
-    falling towards 0 while the coefficients grow, and the fit reports ``converged=False``.
+    scikit-learn's ``LogisticRegression`` with ``C = 1 / l2`` (its objective is
+    C·sum_i w_i·log-loss_i + |coef|² / 2, the same minimiser) and the Newton–Cholesky solver; the
+    intercept is not penalised. ``l2`` must be positive: without a penalty, separable data has no
+    finite optimum. ``converged`` is False when the solver stopped at ``max_iter``.
     """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
     x = as_matrix(X)
     labels = as_labels(y, x.shape[0])
-    if l2 < 0:
-        raise ValueError(f"l2 must be >= 0, got {l2}")
+    if not l2 > 0:
+        raise ValueError(f"l2 must be > 0 (without a penalty separable data has no optimum), got {l2}")
     w = np.ones(x.shape[0]) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     if w.shape != labels.shape or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
         raise ValueError("sample_weight must be finite, non-negative, not all zero and one per row")
-    t = labels.astype(np.float64)
-    design = np.hstack([np.ones((x.shape[0], 1)), x])
-    penalty = np.full(design.shape[1], float(l2))
-    penalty[0] = 0.0
-
-    def loss(beta: np.ndarray) -> float:
-        z = design @ beta
-        return float(np.sum(w * (log1pexp(z) - t * z)) + 0.5 * np.sum(penalty * beta * beta))
-
-    beta = np.zeros(design.shape[1])
-    rate = float(np.clip(np.sum(w * t) / np.sum(w), 1e-6, 1 - 1e-6))
-    beta[0] = np.log(rate / (1.0 - rate))
-    f = loss(beta)
-    converged, n_iter = False, 0
-    while n_iter < max_iter:
-        n_iter += 1
-        p = sigmoid_array(design @ beta)
-        grad = design.T @ (w * (p - t)) + penalty * beta
-        hess = (design * (w * p * (1.0 - p))[:, None]).T @ design + np.diag(penalty)
-        try:
-            step = np.linalg.solve(hess, grad)
-        except np.linalg.LinAlgError:
-            step = np.linalg.lstsq(hess, grad, rcond=None)[0]
-        if float(np.max(np.abs(step))) <= tol * (1.0 + float(np.max(np.abs(beta)))):
-            converged = True
-            break
-        decrement = float(grad @ step) / 2.0
-        size = 1.0
-        while size >= 1e-10:
-            candidate = beta - size * step
-            new_f = loss(candidate)
-            if new_f <= f - 1e-4 * size * 2.0 * decrement:
-                beta, f = candidate, new_f
-                break
-            size /= 2.0
-        else:
-            break  # no descent left along the Newton direction
-    return LogisticFit(coef=beta[1:].copy(), intercept=float(beta[0]), n_iter=n_iter, converged=converged)
+    if np.unique(labels[w > 0]).size < 2:
+        raise ValueError("fitting a logistic model needs both failures (1) and successes (0)")
+    model = LogisticRegression(C=1.0 / l2, solver="newton-cholesky", tol=tol, max_iter=max_iter)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(x, labels, sample_weight=w)
+    converged = not any(issubclass(c.category, ConvergenceWarning) for c in caught)
+    return LogisticFit(
+        coef=np.asarray(model.coef_[0], dtype=np.float64).copy(),
+        intercept=float(model.intercept_[0]),
+        n_iter=int(model.n_iter_[0]),
+        converged=converged,
+    )

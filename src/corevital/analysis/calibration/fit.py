@@ -13,6 +13,9 @@
    logits on their held-out records, which is what the Platt step was fitted on; a model refitted on
    all records would be slightly more confident than that, and its probabilities less calibrated.
 
+The logistic fits, the folds and the Platt step are scikit-learn's (the ``validate`` extra), through
+:mod:`corevital.analysis.evaluation`; scoring with the saved model needs numpy only.
+
 The training summary keeps the cross-validated AUROC and ECE (the ECE of Platt-scaled out-of-fold
 predictions, which the Platt step itself saw: the held-out split of ``corevital validate`` is the
 honest check).
@@ -30,6 +33,7 @@ from corevital.analysis.calibration.features import RunFeatures
 from corevital.analysis.calibration.risk_model import Z_CAP, RiskModelSpec, TrainingSummary
 from corevital.analysis.evaluation import PlattScaler, auroc, compute_ece, grouped_kfold
 from corevital.analysis.logistic import Standardizer, fit_logistic, log1pexp
+from corevital.analysis.sklearn_support import require_sklearn
 from corevital.errors import InputError
 
 # One or two features per kind of evidence, so that each coefficient reads on its own (correlated
@@ -109,6 +113,7 @@ def fit_risk_model(
     folds: int = 10,
     seed: int = 0,
 ) -> FittedRiskModel:
+    require_sklearn("fitting a risk model (calibrate --labels)")
     y = np.asarray(labels, dtype=np.int64)
     g = np.asarray(groups)
     if len(rows) != y.size or g.size != y.size:

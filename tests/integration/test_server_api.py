@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from corevital.server.app import create_app
 from corevital.server.config import Limits, ServeConfig, path_spellings
-from corevital.server.models import Aggregates, Info, LegacyTrace, RunPage, RunRow
+from corevital.server.models import Aggregates, Info, LegacyTrace, RunPage, RunRow, RunSummary
 from corevital.sinks.base import HealthFlag, MemorySink, TraceQuery
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.served import copy_store, original_documents, served_store
@@ -178,7 +178,7 @@ def test_models_and_prompts_aggregates(client: TestClient, store: SQLiteStore) -
     response = client.get("/api/v1/models")
     assert response.status_code == 200
     models = Aggregates.model_validate(response.json())
-    assert models.by == "model"
+    assert models.by == "model" and models.total_runs == store.count()
     expected = store.aggregate(TraceQuery(), by="model")
     assert [(group.key, group.runs) for group in models.groups] == [
         (group.key, group.runs) for group in expected
@@ -200,10 +200,26 @@ def test_compare_runs_side_by_side(client: TestClient) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert [run["trace_id"][:8] for run in body["runs"]] == ["7c1c62d1", "01aeafe3", "8d0bad87"]
+    assert body["shared_prompt"] is False and body["divergence"] is None
+    assert {"risk_score", "flags", "entropy", "surprisal", "blamed_layers"} <= set(body["runs"][0])
+    same_prompt = client.get("/api/v1/compare", params={"id": ["f7de7f4d", "f28f1386"]}).json()
+    assert same_prompt["shared_prompt"] is True
+    assert same_prompt["divergence"]["common_prefix"] >= 0
     assert client.get("/api/v1/compare", params={"id": ids[:1]}).status_code == 422
     assert client.get("/api/v1/compare", params={"id": ["01aeafe3"] * 21}).status_code == 422
     missing = client.get("/api/v1/compare", params={"id": ["01aeafe3", "ffffffff"]})
     assert missing.status_code == 404 and "ffffffff" in missing.json()["detail"]
+
+
+def test_run_summary_is_the_show_digest(client: TestClient, store: SQLiteStore) -> None:
+    response = client.get("/api/v1/runs/8d0bad87/summary")
+    assert response.status_code == 200
+    summary = RunSummary.model_validate(response.json())
+    row = store.list(TraceQuery(model_id="google/flan-t5-large"))[0]
+    assert summary.trace_id == row.trace_id and summary.risk_score == row.risk_score
+    assert summary.flags_set == [flag.value for flag in row.flags_set()]
+    assert len(summary.entropy) == row.generated_tokens
+    assert client.get("/api/v1/runs/deadbeef/summary").status_code == 404
 
 
 def test_info_and_health(client: TestClient, store: SQLiteStore) -> None:
@@ -223,6 +239,7 @@ def test_openapi_document_and_no_docs_pages(client: TestClient) -> None:
         "/api/v1",
         "/api/v1/runs",
         "/api/v1/runs/{trace_id}",
+        "/api/v1/runs/{trace_id}/summary",
         "/api/v1/models",
         "/api/v1/prompts",
         "/api/v1/compare",

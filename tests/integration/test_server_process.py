@@ -169,6 +169,8 @@ AUDIT_REQUESTS = [
     "/api/v1/runs?limit=2&sort=risk&order=asc&flag=attention_collapse&since=2026-01-01",
     "/api/v1/runs/7c1c62d1",
     "/api/v1/runs/8d0bad87-608d-4e87-b74f-0bb74cfa0c77",
+    "/api/v1/runs/f7de7f4d/summary",
+    "/api/v1/compare?id=f7de7f4d&id=f28f1386",
     "/api/v1/models",
     "/api/v1/prompts",
     "/api/v1/compare?id=7c1c62d1&id=01aeafe3",

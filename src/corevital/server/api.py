@@ -25,11 +25,12 @@ from corevital.server.common import (
     resolve_id,
     row_dict,
 )
-from corevital.server.comparison import compare_runs
+from corevital.server.comparison import run_comparison, run_digest
 from corevital.server.errors import ApiError
-from corevital.server.models import ERROR_RESPONSES, Aggregates, Info, RunPage
+from corevital.server.models import ERROR_RESPONSES, Aggregates, Info, RunPage, RunSummary
 from corevital.sinks.base import MAX_PAGE_SIZE, HealthFlag, SortOrder, TraceQuery
 from corevital.sinks.rows import decode_cursor
+from corevital.views.compare import group_summary
 
 DEFAULT_PAGE_SIZE = 50
 FLAG_HELP = "Only runs with this health flag set (repeatable): " + ", ".join(
@@ -109,6 +110,7 @@ def api_router(served: Served) -> APIRouter:
                 "endpoints": {
                     "runs": "/api/v1/runs",
                     "run": "/api/v1/runs/{trace_id}",
+                    "summary": "/api/v1/runs/{trace_id}/summary",
                     "models": "/api/v1/models",
                     "prompts": "/api/v1/prompts",
                     "compare": "/api/v1/compare?id=A&id=B",
@@ -185,10 +187,18 @@ def api_router(served: Served) -> APIRouter:
         full_id, text = found
         return raw_json_response(text, {"content-location": f"/api/v1/runs/{full_id}"})
 
+    @router.get(
+        "/runs/{trace_id}/summary", response_model=RunSummary, summary="One run's digest", tags=["runs"]
+    )
+    async def get_run_summary(trace_id: str) -> Response:
+        """What ``corevital show`` shows: narrative, risk and its factors, flags, warnings, blamed
+        layers, and the per-step entropy and surprisal with their statistics."""
+        return json_response(await run_digest(served, checked_trace_id(trace_id)))
+
     async def aggregates(by: str, **filters: Any) -> Response:
         query = _query(**filters)
         groups = await in_thread(store.aggregate, query, by=by)
-        return json_response({"by": by, "groups": [_aggregate_dict(group) for group in groups]})
+        return json_response(group_summary(groups, by).to_json())
 
     @router.get("/models", response_model=Aggregates, summary="Statistics per model", tags=["aggregates"])
     async def models(
@@ -227,11 +237,12 @@ def api_router(served: Served) -> APIRouter:
     async def compare(
         id: Annotated[list[str], Query(min_length=2, description="Trace ids or unique prefixes (repeat).")],
     ) -> Response:
-        """The runs' headline numbers side by side, with each one's difference from the first."""
+        """Runs side by side (risk, flags, entropy and surprisal statistics, blamed layers) and, when
+        they share a prompt, the first generated step where their tokens diverge: ``corevital compare``."""
         if len(id) > limits.max_compare:
             raise ApiError(422, f"compare takes at most {limits.max_compare} runs (got {len(id)})")
         ids = [checked_trace_id(trace_id) for trace_id in id]
-        return json_response(await compare_runs(served, ids))
+        return json_response(await run_comparison(served, ids))
 
     return router
 
@@ -245,16 +256,3 @@ async def _report_text(served: Served, trace_id: str) -> tuple[str, str] | None:
         return None
     text = await in_thread(served.store.get_json, full_id)
     return None if text is None else (full_id, text)
-
-
-def _aggregate_dict(group: Any) -> dict[str, Any]:
-    return {
-        "key": group.key,
-        "runs": group.runs,
-        "risk_mean": group.risk_mean,
-        "risk_p50": group.risk_p50,
-        "risk_p90": group.risk_p90,
-        "flag_rates": dict(group.flag_rates),
-        "mean_entropy": group.mean_entropy,
-        "generated_tokens": group.generated_tokens,
-    }

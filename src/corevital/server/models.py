@@ -62,10 +62,32 @@ class Aggregate(BaseModel):
 
 
 class Aggregates(BaseModel):
-    """Per-group statistics, most runs first."""
+    """Per-group statistics, most runs first; ``total_runs`` over every group."""
 
     by: str
     groups: list[Aggregate]
+    total_runs: int
+
+
+class RunSummary(BaseModel):
+    """One run's digest (``corevital show``); every field of ``views.digest.RunDigest``."""
+
+    model_config = {"extra": "allow"}
+
+    trace_id: str
+    created_at_utc: str
+    model_id: str
+    prompt_hash: str
+    prompt_text: str
+    output_text: str
+    narrative: str | None
+    risk_score: float | None
+    flags: dict[str, bool]
+    flags_set: list[str]
+    entropy: list[float | None]
+    surprisal: list[float | None]
+    entropy_stats: dict[str, Any]
+    surprisal_stats: dict[str, Any]
 
 
 class Info(BaseModel):

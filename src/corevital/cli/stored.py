@@ -193,13 +193,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(summary.to_json())
         return 0
-    from corevital.views.terminal import group_table, make_console
+    from corevital.views.terminal import group_table, make_console, print_lines
 
     console = make_console()
     if not summary.groups:
         console.print("No stored runs match.")
         return 0
-    console.print(group_table(summary))
+    print_lines(console, group_table(summary))
     return 0
 
 

@@ -122,16 +122,36 @@ def _flags(values: Sequence[str]) -> Text:
 
 
 RUNS_COLUMNS = ("id", "time (UTC)", "model", "tokens", "risk", "flags", "prompt")
-_RIGHT = frozenset({"tokens", "risk"})
+
+
+def aligned(
+    heads: Sequence[str], lines: Sequence[Sequence[Text]], *, right: frozenset[int], header: bool = True
+) -> Text:
+    """Rows of cells laid out as aligned columns (two spaces apart) in one styled text.
+
+    Columns whose index is in ``right`` are right-aligned. A rich ``Table`` takes ten times as long
+    to render, and listing runs must start fast.
+    """
+    head = [Text(name, style="bold") for name in heads]
+    widths = [max(cell_len(line[index].plain) for line in [head, *lines]) for index in range(len(heads))]
+    out = Text(no_wrap=True, overflow="ignore")
+    for line in [head, *lines] if header else lines:
+        for index, cell in enumerate(line):
+            pad = " " * (widths[index] - cell_len(cell.plain))
+            last = index == len(line) - 1
+            out.append(pad if index in right else "")
+            out.append_text(cell)
+            if not last:
+                out.append(("" if index in right else pad) + "  ")
+        out.append("\n")
+    out.rstrip()
+    return out
 
 
 def runs_table(rows: Sequence[TraceRow], *, total: int | None = None, header: bool = True) -> Text:
-    """One line per run: short id, time, model, generated tokens, risk, flags, prompt (60 characters).
-
-    Laid out as aligned columns in one styled text (a rich ``Table`` takes ten times as long to
-    render, and listing runs must start fast); the model id is cut to 40 characters.
-    """
-    cells = [
+    """One line per run: short id, time, model (40 characters), generated tokens, risk, flags and
+    prompt (60 characters), under an ``N of M runs`` line when ``total`` is given."""
+    lines = [
         [
             Text(row.trace_id[:8], style="cyan"),
             Text(short_time(row.created_at_utc)),
@@ -143,25 +163,8 @@ def runs_table(rows: Sequence[TraceRow], *, total: int | None = None, header: bo
         ]
         for row in rows
     ]
-    heads = [Text(name, style="bold") for name in RUNS_COLUMNS]
-    widths = [max(cell_len(line[index].plain) for line in [heads, *cells]) for index in range(len(heads))]
-    out = Text(no_wrap=True, overflow="ignore")
-    if total is not None:
-        out.append(f"{len(rows)} of {total} runs\n")
-    for line in [heads, *cells] if header else cells:
-        for index, (name, cell) in enumerate(zip(RUNS_COLUMNS, line, strict=True)):
-            pad = " " * (widths[index] - cell_len(cell.plain))
-            last = index == len(line) - 1
-            if name in _RIGHT:
-                out.append(pad)
-            out.append_text(cell)
-            if name not in _RIGHT and not last:
-                out.append(pad)
-            if not last:
-                out.append("  ")
-        out.append("\n")
-    out.rstrip()
-    return out
+    table = aligned(RUNS_COLUMNS, lines, right=frozenset({3, 4}), header=header)
+    return table if total is None else Text(f"{len(rows)} of {total} runs\n").append_text(table)
 
 
 def _pairs(title: str | None = None) -> Table:
@@ -312,7 +315,13 @@ def comparison_table(comparison: RunComparison) -> RenderableType:
     add("model", [Text(one_line(run.model_id)) for run in runs])
     add("time (UTC)", [short_time(run.created_at_utc) for run in runs])
     add("prompt", [Text(one_line(run.prompt_text, 60)) for run in runs])
-    add("tokens", [f"{run.generated_tokens} ({run.finish_reason or '?'})" for run in runs])
+    add(
+        "tokens",
+        [
+            f"{run.generated_tokens}" + (f" ({run.finish_reason})" if run.finish_reason else "")
+            for run in runs
+        ],
+    )
     add("risk", [_risk(run.risk_score) for run in runs])
     add("failure risk", [_risk(run.failure_risk) for run in runs])
     add("flags", [_flags(run.flags) for run in runs])
@@ -337,32 +346,41 @@ def _divergence_line(comparison: RunComparison) -> str:
     return f"\nSame prompt: the token streams first diverge at generated step {divergence.step}."
 
 
-def group_table(summary: GroupSummary) -> Table:
-    """The model (or prompt) comparison: runs, risk mean/p50/p90, flag rates, mean entropy."""
-    title = f"{summary.total_runs} runs by {summary.by}"
-    table = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
-    table.add_column("model" if summary.by == "model" else "prompt hash", no_wrap=True, overflow="ellipsis")
-    for name in ("runs", "risk mean", "p50", "p90"):
-        table.add_column(name, justify="right", no_wrap=True)
-    for flag in HealthFlag:
-        table.add_column(flag.short_name, justify="right", no_wrap=True)
-    table.add_column("entropy", justify="right", no_wrap=True)
-    table.add_column("tokens", justify="right", no_wrap=True)
-    for group in summary.groups:
-        table.add_row(*_group_cells(group, summary.by))
-    return table
+GROUP_FLAG_HEADS = {
+    HealthFlag.NAN: "nan",
+    HealthFlag.INF: "inf",
+    HealthFlag.ATTENTION_COLLAPSE: "collapse",
+    HealthFlag.REPETITION_LOOP: "loop",
+    HealthFlag.MID_LAYER_ANOMALY: "mid-layer",
+}
 
 
-def _group_cells(group: ModelAggregate, by: str) -> list[RenderableType]:
-    key = one_line(group.key) if by == "model" else group.key[:16]
-    rates = [f"{group.flag_rates.get(flag.value, 0.0):.1%}" for flag in HealthFlag]
+def group_table(summary: GroupSummary) -> Text:
+    """The model (or prompt) comparison: runs, risk mean/p50/p90, the share of runs with each flag,
+    mean entropy (bits) and generated tokens per group."""
+    key = "model" if summary.by == "model" else "prompt hash"
+    heads = [key, "runs", "risk", "p50", "p90", *GROUP_FLAG_HEADS.values(), "entropy", "tokens"]
+    lines = [_group_cells(group, summary.by) for group in summary.groups]
+    title = Text(f"{summary.total_runs} runs by {summary.by} (risk: mean; flags: share of runs)\n")
+    return title.append_text(aligned(heads, lines, right=frozenset(range(1, len(heads)))))
+
+
+def _group_cells(group: ModelAggregate, by: str) -> list[Text]:
+    key = one_line(group.key, 48) if by == "model" else group.key[:16]
+    rates = [_rate(group.flag_rates.get(flag.value, 0.0)) for flag in GROUP_FLAG_HEADS]
     return [
         Text(key),
-        str(group.runs),
+        Text(str(group.runs)),
         _risk(group.risk_mean),
-        _number(group.risk_p50),
-        _number(group.risk_p90),
+        Text(_number(group.risk_p50)),
+        Text(_number(group.risk_p90)),
         *rates,
-        _number(group.mean_entropy),
-        str(group.generated_tokens),
+        Text(_number(group.mean_entropy)),
+        Text(str(group.generated_tokens)),
     ]
+
+
+def _rate(rate: float) -> Text:
+    if rate == 0:
+        return Text("0%", style="dim")
+    return Text(f"{rate:.1%}" if rate < 0.1 else f"{rate:.0%}", style="red")

@@ -1,16 +1,29 @@
-"""A small progress bar with an ETA for the long commands (``calibrate``, ``validate``).
+"""Progress of the long commands (``calibrate``, ``validate``) on stderr, drawn by rich.
 
-On a terminal it redraws one line; otherwise (a log file, CI) it prints a line at every 10% so the
-log shows progress without thousands of carriage returns. No dependency, thread-unsafe by design
-(one command drives it).
+On a terminal, a rich progress bar redrawn in place: label, bar, done/total, percentage, elapsed
+time and the time remaining. Otherwise (a log file, CI) a plain line at the start and at every
+further 10%, so the log shows progress without carriage returns or escape codes. One command
+drives one :class:`Progress`; it stops by itself when the last item is done, and :meth:`close` (or
+leaving a ``with`` block) stops it when the work ends early.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as RichProgress
 
 
 def _clock(seconds: float) -> str:
@@ -26,50 +39,74 @@ class Progress:
         total: int,
         label: str,
         *,
-        stream: TextIO | None = None,
+        console: Console | None = None,
         clock: Callable[[], float] = time.monotonic,
-        width: int = 24,
     ) -> None:
         self.total = max(0, total)
         self.label = label
         self.done = 0
-        self._stream = stream if stream is not None else sys.stderr
+        self._console = console if console is not None else Console(stderr=True)
         self._clock = clock
         self._start = clock()
-        self._width = width
-        self._tty = bool(getattr(self._stream, "isatty", lambda: False)())
         self._last_decile = -1
+        self._bar: RichProgress | None = None
+        self._task: TaskID | None = None
 
     def line(self) -> str:
+        """The plain progress line: ``label done/total pct elapsed M:SS ETA M:SS``."""
         elapsed = self._clock() - self._start
         share = self.done / self.total if self.total else 1.0
-        filled = int(round(share * self._width))
-        bar = "#" * filled + "-" * (self._width - filled)
         eta = "?" if self.done == 0 else _clock(elapsed / self.done * (self.total - self.done))
-        return (
-            f"{self.label} [{bar}] {self.done}/{self.total} {share:4.0%} elapsed {_clock(elapsed)} ETA {eta}"
-        )
+        return f"{self.label}: {self.done}/{self.total} {share:4.0%} elapsed {_clock(elapsed)} ETA {eta}"
+
+    def start(self) -> None:
+        """Show the empty bar (or the 0% line) before the first, possibly long, item."""
+        if not self._console.is_terminal:
+            self._plain_line()
+            return
+        if self._bar is None:
+            self._bar = RichProgress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self._console,
+                get_time=self._clock,
+            )
+            self._task = self._bar.add_task(self.label, total=self.total, completed=self.done)
+            self._bar.start()
 
     def advance(self, n: int = 1) -> None:
         self.done = min(self.total, self.done + n)
-        if self._tty:
-            self._stream.write("\r" + self.line())
-            if self.done >= self.total:
-                self._stream.write("\n")
-            self._stream.flush()
+        if not self._console.is_terminal:
+            self._plain_line()
             return
+        if self._bar is None:
+            self.start()
+        assert self._bar is not None and self._task is not None
+        self._bar.update(self._task, completed=self.done)
+        if self.done >= self.total:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the live bar, leaving its last state on the terminal."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def _plain_line(self) -> None:
         decile = int(10 * self.done / self.total) if self.total else 10
         if decile != self._last_decile:
             self._last_decile = decile
-            self._stream.write(self.line() + "\n")
-            self._stream.flush()
+            self._console.print(self.line(), markup=False, highlight=False, soft_wrap=True)
 
-    def start(self) -> None:
-        """Show the empty bar before the first (possibly long) item."""
-        if self._tty:
-            self._stream.write(self.line())
-            self._stream.flush()
-        else:
-            self._last_decile = 0
-            self._stream.write(self.line() + "\n")
-            self._stream.flush()
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,7 @@ def test_calibrate_then_run_with_the_profile(capsys, tmp_path: Path, tiny: Path)
     )
     assert code == 0, err
     assert "6 healthy runs" in out
-    assert "healthy runs [" in err and "ETA" in err  # the progress bar
+    assert "healthy runs: 0/6" in err and "healthy runs: 6/6 100%" in err  # progress lines (not a TTY)
     profile = load_calibration_profile(profile_path)
     assert profile.num_runs == 6 and profile.num_steps == 36 and profile.risk_model is None
     assert profile.generation.do_sample is False and profile.generation.max_new_tokens == 6
@@ -120,6 +121,22 @@ def test_a_profile_for_another_model_is_refused_before_generation(
         capsys, "run", *common(tiny), "--prompt", "hi", "--calibration", str(tmp_path / "nope.json")
     )
     assert code == 2 and "cannot read calibration profile" in err
+
+
+def test_without_scikit_learn_the_labelled_commands_stop_before_loading_a_model(
+    capsys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    labels = labelled_file(tmp_path / "labels.jsonl")
+    model = ["--model", str(tmp_path / "no-such-model")]
+    for argv in (
+        ["calibrate", *model, "--labels", str(labels), "--out", str(tmp_path / "p.json")],
+        ["validate", *model, "--labels", str(labels)],
+    ):
+        code, out, err = cli(capsys, *argv)
+        lines = err.strip().splitlines()
+        assert code == 8 and out == "" and len(lines) == 1, err
+        assert "needs scikit-learn" in lines[0] and 'pip install "corevital[validate]"' in lines[0]
 
 
 @pytest.mark.slow  # 40 labelled runs, a cross-validated fit and a validation

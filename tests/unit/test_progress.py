@@ -1,15 +1,12 @@
-"""The progress bar of the long commands: a redrawn line on a terminal, a line per 10% in a log."""
+"""The progress of the long commands: a rich bar on a terminal, a plain line per 10% in a log."""
 
 from __future__ import annotations
 
 import io
 
+from rich.console import Console
+
 from corevital.progress import Progress
-
-
-class FakeTTY(io.StringIO):
-    def isatty(self) -> bool:
-        return True
 
 
 def ticking(step: float):
@@ -23,31 +20,47 @@ def ticking(step: float):
     return clock
 
 
+def console(*, terminal: bool) -> tuple[Console, io.StringIO]:
+    stream = io.StringIO()
+    return Console(file=stream, force_terminal=terminal, width=120, color_system=None), stream
+
+
 def test_eta_from_the_average_time_per_item() -> None:
-    stream = io.StringIO()
-    bar = Progress(4, "validate", stream=stream, clock=ticking(10.0))  # start at t=0
+    out, _ = console(terminal=False)
+    bar = Progress(4, "validate", console=out, clock=ticking(10.0))  # start at t=0
     bar.advance()  # t=10: one item in 10 s, three left
-    assert bar.line().startswith("validate [######------------------] 1/4  25% elapsed 0:20 ETA 1:00")
+    assert bar.line() == "validate: 1/4  25% elapsed 0:20 ETA 1:00"
 
 
-def test_log_output_gets_one_line_per_decile() -> None:
-    stream = io.StringIO()
-    bar = Progress(200, "calibrate", stream=stream, clock=ticking(1.0))
+def test_log_output_gets_one_plain_line_per_decile() -> None:
+    out, stream = console(terminal=False)
+    bar = Progress(200, "calibrate", console=out, clock=ticking(1.0))
     bar.start()
     for _ in range(200):
         bar.advance()
     lines = stream.getvalue().splitlines()
     assert len(lines) == 11  # 0%, 10%, ..., 100%
-    assert lines[-1].startswith("calibrate [########################] 200/200 100%")
-    assert "\r" not in stream.getvalue()
+    assert lines[0].startswith("calibrate: 0/200   0% elapsed") and lines[0].endswith("ETA ?")
+    assert lines[-1].startswith("calibrate: 200/200 100%")
+    assert "\r" not in stream.getvalue() and "\x1b" not in stream.getvalue()
 
 
-def test_terminal_output_redraws_one_line() -> None:
-    stream = FakeTTY()
-    bar = Progress(3, "runs", stream=stream, clock=ticking(1.0))
+def test_terminal_output_is_a_rich_bar_that_stops_when_done() -> None:
+    out, stream = console(terminal=True)
+    bar = Progress(3, "runs", console=out, clock=ticking(1.0))
     bar.start()
     for _ in range(3):
         bar.advance()
-    text = stream.getvalue()
-    assert text.count("\r") == 3 and text.endswith("\n") and text.count("\n") == 1
-    assert "ETA 0:00" in text.splitlines()[-1].split("\r")[-1]
+    assert bar._bar is None  # stopped by the last item
+    final = stream.getvalue().rstrip("\n").split("\r")[-1]
+    assert "runs" in final and "3/3" in final and "100%" in final and "ETA" in final
+    assert "━" in final  # the bar itself
+
+
+def test_closing_early_stops_the_bar() -> None:
+    out, stream = console(terminal=True)
+    with Progress(10, "runs", console=out, clock=ticking(1.0)) as bar:
+        bar.start()
+        bar.advance(4)
+    assert bar._bar is None
+    assert "4/10" in stream.getvalue()

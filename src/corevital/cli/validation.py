@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from corevital.analysis.sklearn_support import require_sklearn
 from corevital.cli.args import add_run_flags, settings_overrides
 from corevital.config import load_settings
 from corevital.errors import InputError
@@ -58,6 +59,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     if not args.prompts and not args.labels:
         raise InputError("calibrate needs --prompts FILE (healthy runs) and/or --labels FILE (labelled runs)")
+    if args.labels:
+        require_sklearn("calibrate --labels (fitting the risk model)")
     settings = load_settings(settings_overrides(args), config_file=args.config)
     _quiet_libraries(settings.log_level)
     prompts = _prompt_items(args.prompts) if args.prompts else None
@@ -107,6 +110,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from corevital.validation.outputs import table_markdown, write_outputs
     from corevital.validation.workflow import labelled_runs, validate
 
+    require_sklearn("validate")
     settings = load_settings(settings_overrides(args), config_file=args.config)
     _quiet_libraries(settings.log_level)
     records = _records(args.labels, args.split)

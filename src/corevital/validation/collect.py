@@ -54,10 +54,14 @@ def collect_runs(
     results: dict[int, CollectedRun] = {}
     if progress is not None:
         progress.start()
-    _run_group(pipeline, items, plain, results, progress, render=False)
-    if chat:
-        pipeline.loaded  # noqa: B018 - load once, shared by the derived pipeline
-        _run_group(pipeline.derived(chat_template="off"), items, chat, results, progress, render=True)
+    try:
+        _run_group(pipeline, items, plain, results, progress, render=False)
+        if chat:
+            pipeline.loaded  # noqa: B018 - load once, shared by the derived pipeline
+            _run_group(pipeline.derived(chat_template="off"), items, chat, results, progress, render=True)
+    finally:
+        if progress is not None:
+            progress.close()
     return [results[i] for i in range(len(items))]
 
 

@@ -2,7 +2,8 @@
 
 Every command runs as a user types it (the ``corevital`` script of this Python environment, output
 to a pipe), once to warm the file cache and then ``--repeat`` times; the figures are the median,
-min and max wall time of the whole process, start to exit. The store comes from
+min and max wall time of the whole process, start to exit, and the median CPU time (user +
+system) of the process, which depends less on what else the machine runs. The store comes from
 ``bench/make_store.py``.
 
     .venv/bin/python bench/stored_runs.py [--db .bench-out/stored-runs/store-10k.db] [--repeat 7]
@@ -29,15 +30,23 @@ DEFAULT_DB = ROOT / ".bench-out" / "stored-runs" / "store-10k.db"
 SCRIPT = Path(sys.executable).with_name("corevital")
 
 
-def wall_times(command: list[str], repeat: int) -> list[float]:
-    """Milliseconds of each of ``repeat`` runs of ``command`` (after one warm-up run)."""
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times.append((time.perf_counter() - started) * 1000)
-    return times
+def timed_run(command: list[str]) -> tuple[float, float]:
+    """Wall and CPU (user + system) milliseconds of one run of ``command`` in a fresh process."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = (time.perf_counter() - started) * 1000
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed with exit code {process.returncode}")
+    return wall, (usage.ru_utime + usage.ru_stime) * 1000
+
+
+def times(command: list[str], repeat: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU milliseconds of each of ``repeat`` runs of ``command`` (after one warm-up run)."""
+    timed_run(command)
+    runs = [timed_run(command) for _ in range(repeat)]
+    return [wall for wall, _ in runs], [cpu for _, cpu in runs]
 
 
 def cpu_name() -> str:
@@ -80,10 +89,16 @@ def main() -> int:
     ]
     print(f"store: {db} ({total} runs, {args.db.stat().st_size / 2**20:.0f} MiB)")
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores; Python {platform.python_version()}")
-    print(f"{'command':<58} {'median':>8} {'min':>8} {'max':>8}  (ms, {args.repeat} fresh processes)")
+    print(f"load average before: {' '.join(f'{load:.2f}' for load in os.getloadavg())}")
+    print(f"{'':<58} {'wall time (ms)':^26}  {'CPU time (ms)':>13}")
+    print(f"{'command':<58} {'median':>8} {'min':>8} {'max':>8}  {'median':>13}")
     for label, argv in cases:
-        times = wall_times([str(SCRIPT), *argv], args.repeat)
-        print(f"corevital {label:<48} {statistics.median(times):8.0f} {min(times):8.0f} {max(times):8.0f}")
+        wall, cpu = times([str(SCRIPT), *argv], args.repeat)
+        print(
+            f"corevital {label:<48} {statistics.median(wall):8.0f} {min(wall):8.0f} {max(wall):8.0f}"
+            f"  {statistics.median(cpu):13.0f}"
+        )
+    print(f"({args.repeat} fresh processes each, after one warm-up run)")
     return 0
 
 

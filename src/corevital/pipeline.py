@@ -31,8 +31,8 @@ from corevital.errors import NotAvailableError
 from corevital.perf import Operation, PerfRecorder, StrictMeasurements
 from corevital.report.builder import BuildContext, build_report
 from corevital.report.diagnosis import extensions, health_flags
-from corevital.report.rag import RagContext, read_rag_context
-from corevital.report.schema import PerformanceInfo, Report, SinkConfig
+from corevital.report.rag import read_rag_context
+from corevital.report.schema import PerformanceInfo, RagContext, Report, SinkConfig
 from corevital.report.timestamps import utc_now
 from corevital.sinks.base import Sink
 from corevital.sinks.local import LocalFileSink

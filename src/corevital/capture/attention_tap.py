@@ -70,7 +70,9 @@ def _sdpa(module: nn.Module, *args: Any, **kwargs: Any) -> Tensor:
     return sdpa_attention_forward(module, *args, **kwargs)[0]
 
 
-def _recomputed_rows(query: Tensor, key: Tensor, mask: Tensor | None, kwargs: dict, rows: slice) -> Tensor:
+def _recomputed_rows(
+    query: Tensor, key: Tensor, mask: Tensor | None, kwargs: dict[str, Any], rows: slice
+) -> Tensor:
     """Probabilities [B, H, R, K] of the given query rows, recomputed in one go (fast path)."""
     bias = kwargs.get("position_bias")
     return attention_rows(
@@ -323,7 +325,7 @@ class AttentionTap:
         )
         return "all" if prompt_pass else "rows"
 
-    def _defers(self, site: AttentionSite, q_len: int, mask: Tensor | None, kwargs: dict) -> bool:
+    def _defers(self, site: AttentionSite, q_len: int, mask: Tensor | None, kwargs: dict[str, Any]) -> bool:
         """Whether this layer's decode-step row can wait for the window's batched reduction."""
         return (
             q_len == 1
@@ -379,7 +381,13 @@ class AttentionTap:
         return None
 
     def _output(
-        self, module: nn.Module, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, kwargs: dict
+        self,
+        module: nn.Module,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        mask: Tensor | None,
+        kwargs: dict[str, Any],
     ) -> Tensor:
         if self.fast and fast_path_supported(kwargs):
             return _sdpa(module, query, key, value, self._sdpa_mask(mask), **kwargs)
@@ -455,7 +463,7 @@ class AttentionTap:
         query: Tensor,
         key: Tensor,
         mask: Tensor | None,
-        kwargs: dict,
+        kwargs: dict[str, Any],
     ) -> None:
         bias = kwargs.get("position_bias")
         scale = scale_for(query, kwargs.get("scaling"))
@@ -561,7 +569,9 @@ class AttentionTap:
             share = span_attention_share(weights, visible, *self.context_span)
         return stats, share
 
-    def _prompt_by_heads(self, site: AttentionSite, query: Tensor, key: Tensor, kwargs: dict) -> bool:
+    def _prompt_by_heads(
+        self, site: AttentionSite, query: Tensor, key: Tensor, kwargs: dict[str, Any]
+    ) -> bool:
         """Whether the prompt pass of this layer is too large to score every head at once."""
         if (
             self.prompt_chunk_bytes is None
@@ -574,7 +584,7 @@ class AttentionTap:
         return too_large and kwargs.get("position_bias") is None and q_len == key.shape[2]
 
     def _prompt_pass_by_heads(
-        self, site: AttentionSite, query: Tensor, key: Tensor, mask: Tensor | None, kwargs: dict
+        self, site: AttentionSite, query: Tensor, key: Tensor, mask: Tensor | None, kwargs: dict[str, Any]
     ) -> None:
         """The prompt pass of one layer scored a few key-value heads at a time (bounded memory).
 

@@ -96,14 +96,14 @@ class LayerStream:
         """The reduced pass, once the base model has returned with one state per block (else None)."""
         return self._result
 
-    def _on_block(self, module: nn.Module, args: tuple, output: Any) -> None:
+    def _on_block(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         if self._count == 0 and args:
             self._push(args[0])
         state = output[0] if isinstance(output, tuple) else output
         if state is not None:
             self._push(state)
 
-    def _on_base(self, module: nn.Module, args: tuple, output: Any) -> None:
+    def _on_base(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         last = output.get("last_hidden_state") if hasattr(output, "get") else None
         if self._pending is None or self._count != len(self.sites.blocks) + 1:
             self._reset()

@@ -155,8 +155,10 @@ def _quantization_config(spec: ModelSpec, device: torch.device) -> tuple[Any, st
             f"{label} quantization needs bitsandbytes: pip install 'corevital[quantization]'"
         ) from exc
     if spec.quantize == "4bit":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16), label
-    return BitsAndBytesConfig(load_in_8bit=True), label
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)  # type: ignore[no-untyped-call]
+    else:
+        config = BitsAndBytesConfig(load_in_8bit=True)  # type: ignore[no-untyped-call]
+    return config, label
 
 
 def load_model(spec: ModelSpec) -> LoadedModel:
@@ -173,7 +175,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     with parsed_once() if resolved.gguf_file else nullcontext():
         config, tokenizer, model, dtype = _load_parts(spec, resolved, common, device, quant_config)
     if quant_config is None:
-        model.to(device)  # type: ignore[arg-type]
+        model.to(device)
     model.eval()
     _prepare_tokenizer(tokenizer, model)
     caps = probe_capabilities(model, capabilities_from_config(model.config, model_class=type(model).__name__))

@@ -108,7 +108,7 @@ def _last_positions(states: tuple[Tensor, ...]) -> Tensor:
     return torch.stack([state[:, -1] for state in states])
 
 
-def _prompt_visible(kwargs: dict) -> Tensor | None:
+def _prompt_visible(kwargs: dict[str, Any]) -> Tensor | None:
     """[B, P] True for the real tokens of a pass over a prompt; None when it has no tokens to score."""
     input_ids = kwargs.get("input_ids")
     if input_ids is None or input_ids.shape[1] < 2:
@@ -236,7 +236,9 @@ class StepObserver:
     def _reads_prompt(self) -> bool:
         return self._forwards == 0 and self.options.observe_prompt and not self.caps.is_encoder_decoder
 
-    def _pre_forward(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    def _pre_forward(
+        self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         kwargs["output_hidden_states"] = not self._start_stream(kwargs)
         if self._reads_prompt() and self._head is None:
             kwargs["logits_to_keep"] = 0  # every prompt position's logits, for prompt surprisals
@@ -246,7 +248,7 @@ class StepObserver:
             self.tap.defer_decode = self._may_defer_attention(cache)
         return args, kwargs
 
-    def _start_stream(self, kwargs: dict) -> bool:
+    def _start_stream(self, kwargs: dict[str, Any]) -> bool:
         """Stream the prefill's hidden states (instead of keeping them all) when the model allows."""
         input_ids = kwargs.get("input_ids")
         if self._forwards != 0 or self._stream_sites is None or input_ids is None or input_ids.shape[1] < 2:
@@ -280,7 +282,7 @@ class StepObserver:
             self._cache_append_only = is_append_only(cache)
         return self._cache_append_only
 
-    def _post_forward(self, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+    def _post_forward(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         with torch.no_grad():
             logits_row = output.logits[:, -1, :]
             states = (
@@ -323,7 +325,11 @@ class StepObserver:
             self._forwards += 1
 
     def _prompt_device(
-        self, kwargs: dict, logits: Tensor, streamed: StreamedStates | None, states: tuple[Tensor, ...] | None
+        self,
+        kwargs: dict[str, Any],
+        logits: Tensor,
+        streamed: StreamedStates | None,
+        states: tuple[Tensor, ...] | None,
     ) -> PromptDeviceStats | None:
         """Prompt telemetry of the pass over the prompt: from its streamed reduction, or the kept states."""
         if streamed is not None:
@@ -335,7 +341,7 @@ class StepObserver:
         return self._prompt_stats(kwargs, logits, states[-1], changes)
 
     def _prompt_stats(
-        self, kwargs: dict, logits: Tensor, final: Tensor, transformations: Tensor | None
+        self, kwargs: dict[str, Any], logits: Tensor, final: Tensor, transformations: Tensor | None
     ) -> PromptDeviceStats | None:
         """The prompt's surprisals (from the last hidden states ``final`` or the logits) with its
         layer transformations [L, B]."""
@@ -357,13 +363,15 @@ class StepObserver:
             return None
         return PromptDeviceStats(surprisals, transformations)
 
-    def _encoder_pre(self, module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    def _encoder_pre(
+        self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         kwargs["output_hidden_states"] = True
         mask = kwargs.get("attention_mask")
         self.encoder_mask = mask
         return args, kwargs
 
-    def _encoder_post(self, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+    def _encoder_post(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         states = output.get("hidden_states")
         if states is None or len(states) != (self.caps.num_encoder_layers or 0) + 1:
             return

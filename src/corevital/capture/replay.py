@@ -17,9 +17,9 @@ import torch
 from corevital.capture.assemble import reduce_rows, series
 from corevital.capture.attention_tap import AttentionTap
 from corevital.capture.loading import LoadedModel
-from corevital.capture.observer import SKETCH_SEED, CaptureOptions, PromptDeviceStats
+from corevital.capture.observer import CaptureOptions, PromptDeviceStats
 from corevital.capture.prompt_telemetry import prompt_telemetry_for
-from corevital.capture.records import PromptRecord, SequenceCapture
+from corevital.capture.records import SKETCH_SEED, PromptRecord, SequenceCapture
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.metrics.attention import summarize_attention
 from corevital.metrics.hidden import make_sketch_matrix, summarize_hidden

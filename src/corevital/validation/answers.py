@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from corevital.errors import InputError
 from corevital.validation.answer_text import (
@@ -141,4 +141,4 @@ def load_checker(spec: str) -> AnswerChecker:
         target = getattr(target, part)
     if not callable(target):
         raise InputError(f"answer checker {spec!r}: {attribute!r} is not callable")
-    return target  # type: ignore[return-value]
+    return cast(AnswerChecker, target)

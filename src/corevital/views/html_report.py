@@ -16,6 +16,7 @@ CoreVital's 0.3.0/0.4.0 traces, where fields may be missing.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from corevital import __version__
 from corevital.analysis.narrative import HIGH_RISK, MODERATE_RISK
@@ -224,7 +225,7 @@ def _risk(report: Report) -> str:
     )
 
 
-def _factors(contributions: Iterable | None, names: list[str]) -> str:
+def _factors(contributions: Iterable[Any] | None, names: list[str]) -> str:
     rows = [f"<tr><td>{esc(c.name)}</td><td>{fmt(c.contribution)}</td></tr>" for c in contributions or []]
     if rows:
         return f"<table><tr><th>Factor</th><th>Contribution</th></tr>{''.join(rows)}</table>"

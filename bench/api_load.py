@@ -42,6 +42,7 @@ class Tally:
     statuses: dict[int, int] = field(default_factory=dict)
     bytes_read: int = 0
     sent: int = 0
+    by_kind: dict[str, list[float]] = field(default_factory=dict)
 
 
 def free_port() -> int:
@@ -116,6 +117,7 @@ async def client(
     while time.monotonic() < stop_at and budget[0] > 0:
         budget[0] -= 1
         request = requests[turn % len(requests)]
+        kind = kind_of(request)
         if unique:  # an unused query parameter: every request misses the server's response cache
             request = request.replace(
                 b" HTTP/1.1", b"&nocache=%d-%d HTTP/1.1" % (id(tally) % 1000, budget[0]), 1
@@ -135,7 +137,9 @@ async def client(
                 writer.close()
             reader = writer = None
             continue
-        tally.latencies_ms.append((time.perf_counter() - started) * 1000.0)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        tally.latencies_ms.append(latency_ms)
+        tally.by_kind.setdefault(kind, []).append(latency_ms)
         tally.statuses[status] = tally.statuses.get(status, 0) + 1
         tally.bytes_read += length
         if status != 200:
@@ -145,6 +149,12 @@ async def client(
             reader = writer = None
     if writer is not None:
         writer.close()
+
+
+def kind_of(request: bytes) -> str:
+    """``list`` or ``report``: what a request asks for (its path without the query)."""
+    path = request.split(b" ", 2)[1].split(b"?", 1)[0].decode("ascii")
+    return "report" if path.startswith("/api/v1/runs/") else path
 
 
 def percentile(ordered: list[float], fraction: float) -> float:
@@ -241,6 +251,14 @@ def main(argv: list[str] | None = None) -> int:
         "mean_ms": round(statistics.fmean(ordered), 2) if ordered else None,
         "cpus": os.cpu_count(),
     }
+    if len(tally.by_kind) > 1:
+        for kind, values in sorted(tally.by_kind.items()):
+            values.sort()
+            figures[f"{kind} p50/p95_ms"] = [
+                round(percentile(values, 0.5), 2),
+                round(percentile(values, 0.95), 2),
+            ]
+            figures[f"{kind} requests"] = len(values)
     if args.json:
         print(json.dumps(figures))
     else:

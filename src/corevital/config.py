@@ -2,7 +2,10 @@
 
 Precedence, highest first: explicit CLI flags (or library arguments) > ``COREVITAL_*``
 environment variables > the ``--config`` YAML file > the defaults shipped inside the package
-(``corevital/configs/default.yaml``). Unknown keys are errors wherever they come from.
+(``corevital/configs/default.yaml``). Each layer is a pydantic-settings source
+(:func:`settings_sources`); a mapping setting (``thresholds``) is merged key by key across layers.
+Unknown keys are errors wherever they come from: a key of a YAML file, an explicit argument, a
+``COREVITAL_*`` variable that names no setting.
 """
 
 from __future__ import annotations
@@ -15,7 +18,13 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from corevital.errors import ConfigError
 
@@ -139,6 +148,21 @@ class Settings(BaseSettings):
     )
     rag_context: str | None = Field(None, description="JSON file with RAG context metadata.")
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments > ``COREVITAL_*`` > packaged defaults (no .env file, no secrets directory).
+
+        :func:`load_settings` adds the ``--config`` file between the environment and the defaults.
+        """
+        return settings_sources(settings_cls, init_settings)
+
     @property
     def do_sample(self) -> bool:
         """Sampling is on unless temperature is 0 (greedy), as users of other LLM tools expect."""
@@ -178,12 +202,52 @@ def _yaml_mapping(text: str, origin: str) -> dict[str, Any]:
     return data
 
 
-def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Values of ``COREVITAL_*`` variables that name a setting (others are ignored)."""
-    source = EnvSettingsSource(Settings, case_sensitive=False, env_prefix=ENV_PREFIX)
-    if environ is not None:
-        source.env_vars = {k.lower(): v for k, v in environ.items()}
-    return {k: v for k, v in source().items() if k in Settings.model_fields}
+# COREVITAL_* variables that are not settings: the golden-file tests' switch.
+NOT_SETTINGS = frozenset({"COREVITAL_UPDATE_GOLDEN"})
+
+
+class EnvironmentSource(EnvSettingsSource):
+    """``COREVITAL_<NAME>`` variables of ``environ`` (the process environment when None).
+
+    Names are case-insensitive; a ``COREVITAL_*`` variable that names no setting is a
+    :class:`ConfigError`. Values are parsed as pydantic-settings parses the environment (JSON for
+    mappings such as ``thresholds``).
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None) -> None:
+        self.environ = os.environ if environ is None else environ
+        super().__init__(settings_cls, case_sensitive=False, env_prefix=ENV_PREFIX)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        names = set(Settings.model_fields)
+        for key in sorted(self.environ):
+            upper = key.upper()
+            named = upper.removeprefix(ENV_PREFIX).lower()
+            if upper.startswith(ENV_PREFIX) and upper not in NOT_SETTINGS and named not in names:
+                raise ConfigError(f"unknown setting in the environment: {key} (see docs/configuration.md)")
+        return {key.lower(): value for key, value in self.environ.items()}
+
+
+class YamlSource(InitSettingsSource):
+    """The settings of one YAML mapping (a ``--config`` file or the packaged defaults)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]) -> None:
+        super().__init__(settings_cls, init_kwargs=values)
+
+
+def settings_sources(
+    settings_cls: type[BaseSettings],
+    arguments: PydanticBaseSettingsSource,
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[PydanticBaseSettingsSource, ...]:
+    """The layers, highest first: arguments, environment, the config file (if any), packaged defaults."""
+    sources: list[PydanticBaseSettingsSource] = [arguments, EnvironmentSource(settings_cls, environ)]
+    if config_file is not None:
+        sources.append(YamlSource(settings_cls, read_config_file(config_file)))
+    sources.append(YamlSource(settings_cls, read_default_yaml()))
+    return tuple(sources)
 
 
 def load_settings(
@@ -194,20 +258,18 @@ def load_settings(
     """Merge all layers and validate them into one :class:`Settings`.
 
     ``overrides`` are explicit values (CLI flags the user typed, library arguments); ``None``
-    values in it mean "not given" and do not override lower layers.
+    values in it mean "not given" and do not override lower layers. ``environ`` replaces the
+    process environment (tests, embedding).
     """
-    merged: dict[str, Any] = read_default_yaml()
-    if config_file is not None:
-        merged.update(read_config_file(config_file))
-    merged.update(read_environment(environ))
     explicit = {k: v for k, v in (overrides or {}).items() if v is not None}
     unknown = sorted(set(explicit) - set(Settings.model_fields))
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
-    merged.update(explicit)
+    sources = settings_sources(
+        Settings, InitSettingsSource(Settings, explicit), config_file=config_file, environ=environ
+    )
     try:
-        # model_validate does not read the environment again: that layer was merged above.
-        return Settings.model_validate(merged)
+        return Settings(_build_sources=(sources, explicit))
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from exc
 

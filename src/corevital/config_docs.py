@@ -16,9 +16,13 @@ HEADER = """# Configuration
 Every setting can be given four ways; the first that is present wins:
 
 1. a `corevital run` flag (both `--max_new_tokens` and `--max-new-tokens` spellings work);
-2. an environment variable `COREVITAL_<NAME>` (e.g. `COREVITAL_DEVICE=cpu`, `COREVITAL_SEED=123`);
+2. an environment variable `COREVITAL_<NAME>` (e.g. `COREVITAL_DEVICE=cpu`, `COREVITAL_SEED=123`;
+   mappings as JSON; a `COREVITAL_` variable that names no setting is an error);
 3. a YAML file given with `--config FILE` (keys are the setting names below; unknown keys are errors);
 4. the defaults shipped inside the package (`corevital/configs/default.yaml`).
+
+`thresholds` is merged key by key across these layers: a flag or variable that sets one threshold
+keeps the others of the config file.
 
 This page is generated from the settings declaration: `python -m corevital.config_docs`.
 

@@ -3,7 +3,7 @@
 Transformers dispatches every attention layer through ``ALL_ATTENTION_FUNCTIONS`` keyed by
 ``config._attn_implementation``. :class:`AttentionTap` registers a function under a name of its
 own, points the model's configs at it for the duration of a ``with`` block, and restores them on
-exit, also when generation raises. On the eager path the function computes the layer's output
+exit, also when generation raises (both through :mod:`.hf_compat`). On the eager path the function computes the layer's output
 with the model's own eager attention (the baseline) and keeps only the observed query rows of its
 weights; on the fast path the model keeps SDPA and each layer contributes one matmul (the observed
 rows' raw scores), which are scaled, masked and normalised for all layers at once when the step's

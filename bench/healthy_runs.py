@@ -38,7 +38,8 @@ import numpy as np
 from corevital.analysis.depth import middle_third
 from corevital.analysis.diagnose import Diagnosis, diagnose
 from corevital.analysis.profiles import load_profile
-from corevital.analysis.signals import SequenceSignals, signals_from_capture
+from corevital.analysis.signals import SequenceSignals
+from corevital.pipeline import signals_from_capture
 
 HERE = Path(__file__).resolve().parent
 Run = tuple[dict[str, Any], str, SequenceSignals]

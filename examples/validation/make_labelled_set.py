@@ -2426,7 +2426,8 @@ def check_extension(original: list[dict[str, Any]], added: list[dict[str, Any]])
     """Fail loudly on a duplicate id or prompt, or an added record the checker cannot judge: its own
     answer (bare, or in a sentence) must be accepted, and a ``contains`` answer must not already
     occur in the prompt (an output that echoes the question would count as correct)."""
-    from corevital.validation.answers import check_answer, normalize_answer
+    from corevital.validation.answer_text import normalize_answer
+    from corevital.validation.answers import check_answer
     from corevital.validation.labels import LabelledRecord
 
     ids = Counter(record["id"] for record in original + added)

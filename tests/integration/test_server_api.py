@@ -333,3 +333,33 @@ def test_a_new_run_shows_in_cached_lists_at_once(db: Path, tmp_path: Path) -> No
     finally:
         writer.close()
         reader.close()
+
+
+def test_docs_name_every_flag_route_and_limit(client: TestClient) -> None:
+    import argparse
+
+    from corevital.cli.serve import configure
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "server.md").read_text(encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    configure("serve", parser)
+    flags = [action.option_strings[0] for action in parser._actions if action.option_strings[0] != "-h"]
+    assert [flag for flag in flags if f"`{flag}" not in text] == []
+    paths = client.get("/api/v1/openapi.json").json()["paths"]
+    documented = [path.replace("{trace_id}", "{id}") for path in paths]
+    assert [path for path in documented if f"`{path}" not in text] == []
+    limits = Limits()
+    for phrase in (
+        f"over {limits.max_body_bytes // 1024} KiB",
+        f"over {limits.max_url_chars // 1024} KiB",
+        f"at most {limits.max_compare} runs",
+        f"longer than {limits.request_timeout_s:g} s",
+        f"at most {limits.max_connections}",
+        f"At most {limits.max_event_clients} streams",
+        f"every {limits.event_poll_s:g} s",
+        f"after {limits.heartbeat_s:g} s of silence",
+        f"every {limits.cache_check_s:g} s",
+        f"at most {limits.cache_ttl_s:g} s old",
+        "1 to 500",
+    ):
+        assert phrase in " ".join(text.split()), phrase

@@ -59,13 +59,19 @@ def build_parser(selected: str | None = None, *, configure: bool = True) -> argp
 
     With ``configure=False`` no command is configured: the top-level help, listing every command.
     """
+    from rich_argparse import RichHelpFormatter
+
     parser = argparse.ArgumentParser(
-        prog="corevital", description="LLM inference health monitoring from inside the model."
+        prog="corevital",
+        description="LLM inference health monitoring from inside the model.",
+        formatter_class=RichHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"corevital {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
-        sub = commands.add_parser(command.name, help=command.help, description=command.help)
+        sub = commands.add_parser(
+            command.name, help=command.help, description=command.help, formatter_class=RichHelpFormatter
+        )
         if configure and selected in (None, command.name):
             importlib.import_module(command.module).configure(command.name, sub)
     return parser

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from corevital.config import Settings
 
@@ -20,7 +21,14 @@ class Flag:
     names: tuple[str, ...]
     kind: str = "value"  # value | true | false | const
     const: Any = None
-    metavar: str | None = None
+    metavar: str | None = None  # a value flag without one shows its choices, or N / X / TEXT by type
+
+
+@dataclass(frozen=True)
+class FlagGroup:
+    title: str  # "model" is shown as "model options" in --help
+    description: str
+    flags: tuple[Flag, ...]
 
 
 def _both(name: str) -> tuple[str, ...]:
@@ -28,42 +36,73 @@ def _both(name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys((f"--{under}", f"--{dash}")))
 
 
-RUN_FLAGS: tuple[Flag, ...] = (
-    Flag("model", ("--model",), metavar="ID|PATH"),
-    Flag("gguf_file", _both("gguf_file"), metavar="FILE"),
-    Flag("revision", ("--revision",)),
-    Flag("device", ("--device",), metavar="auto|cpu|cuda"),
-    Flag("dtype", ("--dtype",)),
-    Flag("quantize", _both("quantize_4"), kind="const", const="4bit"),
-    Flag("quantize", _both("quantize_8"), kind="const", const="8bit"),
-    Flag("chat_template", _both("chat_template"), metavar="auto|on|off"),
-    Flag("trust_remote_code", _both("trust_remote_code"), kind="true"),
-    Flag("max_new_tokens", _both("max_new_tokens"), metavar="N"),
-    Flag("temperature", ("--temperature",), metavar="T"),
-    Flag("top_k", _both("top_k"), metavar="K"),
-    Flag("top_p", _both("top_p"), metavar="P"),
-    Flag("num_beams", _both("num_beams"), metavar="N"),
-    Flag("early_stopping", _both("early_stopping"), kind="true"),
-    Flag("seed", ("--seed",), metavar="N"),
-    Flag("ignore_eos", _both("ignore_eos"), kind="true"),
-    Flag("capture", ("--capture",), metavar="full|summary|on_risk"),
-    Flag("entropy_mode", _both("entropy_mode"), metavar="full|topk_approx"),
-    Flag("topk", ("--topk",), metavar="K"),
-    Flag("prompt_telemetry", _both("no_prompt_telemetry"), kind="false"),
-    Flag("batch_size", _both("batch_size"), metavar="N"),
-    Flag("sink", ("--sink",)),
-    Flag("out", ("--out",), metavar="DIR"),
-    Flag("write_json", _both("write_json"), kind="true"),
-    Flag("json_pretty", _both("json_pretty"), kind="true"),
-    Flag("log_level", _both("log_level")),
-    Flag("validate_metrics", _both("validate_metrics"), kind="true"),
-    Flag("calibration", ("--calibration",), metavar="PROFILE"),
-    Flag("rag_context", _both("rag_context"), metavar="FILE"),
+RUN_FLAG_GROUPS: tuple[FlagGroup, ...] = (
+    FlagGroup(
+        "model",
+        "Which model, and how it is loaded.",
+        (
+            Flag("model", ("--model",), metavar="ID|PATH"),
+            Flag("gguf_file", _both("gguf_file"), metavar="FILE"),
+            Flag("revision", ("--revision",), metavar="REV"),
+            Flag("device", ("--device",)),
+            Flag("dtype", ("--dtype",)),
+            Flag("quantize", _both("quantize_4"), kind="const", const="4bit"),
+            Flag("quantize", _both("quantize_8"), kind="const", const="8bit"),
+            Flag("chat_template", _both("chat_template")),
+            Flag("trust_remote_code", _both("trust_remote_code"), kind="true"),
+        ),
+    ),
+    FlagGroup(
+        "decoding",
+        "How tokens are chosen.",
+        (
+            Flag("max_new_tokens", _both("max_new_tokens"), metavar="N"),
+            Flag("temperature", ("--temperature",), metavar="T"),
+            Flag("top_k", _both("top_k"), metavar="K"),
+            Flag("top_p", _both("top_p"), metavar="P"),
+            Flag("num_beams", _both("num_beams"), metavar="N"),
+            Flag("early_stopping", _both("early_stopping"), kind="true"),
+            Flag("seed", ("--seed",), metavar="N"),
+            Flag("ignore_eos", _both("ignore_eos"), kind="true"),
+        ),
+    ),
+    FlagGroup(
+        "capture",
+        "What is observed inside the model, and how.",
+        (
+            Flag("capture", ("--capture",)),
+            Flag("entropy_mode", _both("entropy_mode")),
+            Flag("topk", ("--topk",), metavar="K"),
+            Flag("prompt_telemetry", _both("no_prompt_telemetry"), kind="false"),
+            Flag("batch_size", _both("batch_size"), metavar="N"),
+            Flag("validate_metrics", _both("validate_metrics"), kind="true"),
+        ),
+    ),
+    FlagGroup(
+        "output",
+        "Where reports go and what is printed.",
+        (
+            Flag("sink", ("--sink",)),
+            Flag("out", ("--out",), metavar="DIR"),
+            Flag("write_json", _both("write_json"), kind="true"),
+            Flag("json_pretty", _both("json_pretty"), kind="true"),
+            Flag("log_level", _both("log_level")),
+        ),
+    ),
+    FlagGroup(
+        "calibration",
+        "What the analysis compares the run with.",
+        (
+            Flag("calibration", ("--calibration",), metavar="PROFILE"),
+            Flag("rag_context", _both("rag_context"), metavar="FILE"),
+        ),
+    ),
 )
-# --perf [MODE] takes an optional value, so it is declared in add_run_flags itself.
+RUN_FLAGS: tuple[Flag, ...] = tuple(flag for group in RUN_FLAG_GROUPS for flag in group.flags)
+# --perf [MODE] takes an optional value, so it is declared in add_run_flags itself (capture group).
 OPTIONAL_VALUE_FLAGS = {"perf": ("--perf",)}
 
-_CHOICE_TYPES = {int: int, float: float}
+_TYPE_METAVARS = {int: "N", float: "X", str: "TEXT"}
 
 
 def _help(flag: Flag) -> str:
@@ -75,49 +114,60 @@ def _help(flag: Flag) -> str:
     return description
 
 
-def _converter(setting: str) -> Any:
+def _value_type(setting: str) -> Any:
+    """The setting's type without ``None``: a Literal, int, float or str."""
     annotation = Settings.model_fields[setting].annotation
-    if annotation in _CHOICE_TYPES:
-        return _CHOICE_TYPES[annotation]
-    return str
+    if get_origin(annotation) in (Union, UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        annotation = members[0] if len(members) == 1 else str
+    return annotation
+
+
+def _value_options(flag: Flag) -> dict[str, Any]:
+    """type, choices and metavar of a value flag, from the setting's declared type."""
+    annotation = _value_type(flag.setting)
+    if get_origin(annotation) is Literal:
+        return {"type": str, "choices": list(get_args(annotation)), "metavar": flag.metavar}
+    kind = annotation if annotation in (int, float) else str
+    return {"type": kind, "metavar": flag.metavar or _TYPE_METAVARS[kind]}
 
 
 def add_run_flags(parser: argparse.ArgumentParser, *, exclude: tuple[str, ...] = ()) -> None:
-    """The run flags on ``parser``; ``exclude`` names settings a command does not take."""
-    for flag in RUN_FLAGS:
-        if flag.setting in exclude:
+    """The run flags on ``parser``, one argument group each.
+
+    ``exclude`` names the settings a command does not take.
+    """
+    for group in RUN_FLAG_GROUPS:
+        flags = [flag for flag in group.flags if flag.setting not in exclude]
+        with_perf = group.title == "capture" and "perf" not in exclude
+        if not flags and not with_perf:
             continue
-        dest = f"setting__{flag.setting}"
-        if flag.kind == "value":
-            parser.add_argument(
-                *flag.names,
-                dest=dest,
-                type=_converter(flag.setting),
-                metavar=flag.metavar,
-                help=_help(flag),
+        section = parser.add_argument_group(f"{group.title} options", group.description)
+        for flag in flags:
+            _add_flag(section, flag)
+        if with_perf:
+            section.add_argument(
+                *OPTIONAL_VALUE_FLAGS["perf"],
+                dest="setting__perf",
+                nargs="?",
+                const="summary",
+                choices=list(get_args(_value_type("perf"))),
+                metavar="MODE",
+                help=Settings.model_fields["perf"].description,
                 default=argparse.SUPPRESS,
             )
-        else:
-            value = {"true": True, "false": False, "const": flag.const}[flag.kind]
-            parser.add_argument(
-                *flag.names,
-                dest=dest,
-                action="store_const",
-                const=value,
-                help=_help(flag),
-                default=argparse.SUPPRESS,
-            )
-    if "perf" in exclude:
+
+
+def _add_flag(section: argparse._ArgumentGroup, flag: Flag) -> None:
+    dest = f"setting__{flag.setting}"
+    if flag.kind == "value":
+        section.add_argument(
+            *flag.names, dest=dest, help=_help(flag), default=argparse.SUPPRESS, **_value_options(flag)
+        )
         return
-    parser.add_argument(
-        "--perf",
-        dest="setting__perf",
-        nargs="?",
-        const="summary",
-        choices=["summary", "detailed", "strict"],
-        metavar="MODE",
-        help=Settings.model_fields["perf"].description,
-        default=argparse.SUPPRESS,
+    value = {"true": True, "false": False, "const": flag.const}[flag.kind]
+    section.add_argument(
+        *flag.names, dest=dest, action="store_const", const=value, help=_help(flag), default=argparse.SUPPRESS
     )
 
 

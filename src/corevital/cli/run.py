@@ -106,11 +106,17 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         )
         parser.set_defaults(handler=cmd_migrate)
         return
-    parser.add_argument("--prompt", action="append", help="Input prompt text (repeat for a batch).")
     parser.add_argument(
-        "--prompts-file", "--prompts_file", dest="prompts_file", help="One prompt per line, or JSONL."
+        "--prompt", action="append", metavar="TEXT", help="Input prompt text (repeat for a batch)."
     )
-    parser.add_argument("--config", help="YAML file of settings (see docs/configuration.md).")
+    parser.add_argument(
+        "--prompts-file",
+        "--prompts_file",
+        dest="prompts_file",
+        metavar="FILE",
+        help="One prompt per line, or JSONL.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML file of settings (see docs/configuration.md).")
     parser.add_argument("--json", action="store_true", help="Print the run summary as JSON.")
     parser.add_argument(
         "--export-otel",

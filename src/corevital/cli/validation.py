@@ -172,24 +172,38 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         _configure_validate(parser)
         return
     cal = parser
-    cal.add_argument("--prompts", help="Known-healthy prompts: one per line, or JSONL with 'prompt'.")
     cal.add_argument(
-        "--labels", help="Labelled JSONL records (prompt + answer, or failed) to fit the risk model."
+        "--prompts", metavar="FILE", help="Known-healthy prompts: one per line, or JSONL with 'prompt'."
     )
-    cal.add_argument("--split", help="Use only this split of --labels (default: dev, when the file has one).")
+    cal.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="Labelled JSONL records (prompt + answer, or failed) to fit the risk model.",
+    )
+    cal.add_argument(
+        "--split",
+        metavar="NAME",
+        help="Use only this split of --labels (default: dev, when the file has one).",
+    )
     cal.add_argument(
         "--checker", metavar="MODULE:FUNCTION", help="Custom answer checker (output, record) -> bool."
     )
-    cal.add_argument("--folds", type=int, default=10, help="Grouped cross-validation folds (default 10).")
+    cal.add_argument(
+        "--folds", type=int, default=10, metavar="N", help="Grouped cross-validation folds (default 10)."
+    )
     cal.add_argument("--out", required=True, metavar="PROFILE", help="Where to write the profile JSON.")
-    cal.add_argument("--config", help="YAML file of settings (see docs/configuration.md).")
+    cal.add_argument("--config", metavar="FILE", help="YAML file of settings (see docs/configuration.md).")
     add_run_flags(cal, exclude=_NOT_FOR_CALIBRATE)
     cal.set_defaults(handler=cmd_calibrate)
 
 
 def _configure_validate(val: argparse.ArgumentParser) -> None:
-    val.add_argument("--labels", required=True, help="Labelled JSONL records (prompt + answer, or failed).")
-    val.add_argument("--split", help="Only this split (default: every split, one table each).")
+    val.add_argument(
+        "--labels", required=True, metavar="FILE", help="Labelled JSONL records (prompt + answer, or failed)."
+    )
+    val.add_argument(
+        "--split", metavar="NAME", help="Only this split (default: every split, one table each)."
+    )
     val.add_argument("--limit", type=int, metavar="N", help="Only the first N records (after --split).")
     val.add_argument(
         "--checker", metavar="MODULE:FUNCTION", help="Custom answer checker (output, record) -> bool."
@@ -201,6 +215,6 @@ def _configure_validate(val: argparse.ArgumentParser) -> None:
         "--no-plots", "--no_plots", dest="no_plots", action="store_true", help="Skip the PNG plots."
     )
     val.add_argument("--json", action="store_true", help="Print validation.json instead of the tables.")
-    val.add_argument("--config", help="YAML file of settings (see docs/configuration.md).")
+    val.add_argument("--config", metavar="FILE", help="YAML file of settings (see docs/configuration.md).")
     add_run_flags(val, exclude=_NOT_FOR_VALIDATE)
     val.set_defaults(handler=cmd_validate)

@@ -35,8 +35,11 @@ def test_non_loopback_without_token_is_refused_before_listening(tmp_path: Path, 
     assert not port_is_open(port)
 
 
-def test_serves_then_stops_cleanly_on_ctrl_c(tmp_path: Path, db: Path) -> None:
-    server = start_server(["--db", str(db)], tmp_path)
+NO_TORCH = "import sys\nsys.modules['torch'] = None\nsys.modules['transformers'] = None\n"
+
+
+def test_serves_without_torch_then_stops_cleanly_on_ctrl_c(tmp_path: Path, db: Path) -> None:
+    server = start_server(["--db", str(db)], tmp_path, prelude=NO_TORCH)
     try:
         server.wait_ready()
         assert server.stdout().strip() == f"Serving {db} at http://127.0.0.1:{server.port} (read-only)"
@@ -245,3 +248,40 @@ def test_serving_opens_no_file_but_the_store(tmp_path: Path, db: Path) -> None:
     outputs = {str(server.out_path.resolve()), str(server.err_path.resolve())}  # its stdout and stderr
     assert held <= store_files | outputs, sorted(held - store_files - outputs)
     assert str(copy.resolve()) in held
+
+
+def test_event_stream_slots_come_back_when_clients_leave(tmp_path: Path, db: Path) -> None:
+    from corevital.server.config import Limits
+
+    bound = Limits().max_event_clients
+    server = start_server(["--db", str(db)], tmp_path)
+
+    def open_streams(count: int) -> tuple[list[tuple[httpx.Client, httpx.Response]], list[int]]:
+        streams = []
+        for _ in range(count):
+            client = httpx.Client(timeout=10)
+            streams.append(
+                (client, client.send(client.build_request("GET", f"{server.url}/api/v1/events"), stream=True))
+            )
+        return streams, [response.status_code for _, response in streams]
+
+    def close(streams: list[tuple[httpx.Client, httpx.Response]]) -> None:
+        for client, response in streams:
+            response.close()
+            client.close()
+
+    try:
+        server.wait_ready()
+        streams, codes = open_streams(bound + 1)
+        close(streams)
+        assert codes == [200] * bound + [503]
+        deadline = time.monotonic() + 10
+        while True:
+            streams, codes = open_streams(bound)
+            close(streams)
+            if codes == [200] * bound or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert codes == [200] * bound
+    finally:
+        assert server.stop() == 0

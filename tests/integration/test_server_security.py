@@ -3,6 +3,7 @@ requests, time limits, error bodies, and the checks made before the server start
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -343,3 +344,9 @@ def test_start_up_refusals(capsys, tmp_path: Path, db: Path) -> None:
     assert code == 6
     assert not_a_store.read_text(encoding="utf-8") == "hello"
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_without_the_serve_extra_the_command_says_what_to_install(capsys, monkeypatch, db: Path) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    code, line = run_serve(capsys, "--db", str(db))
+    assert code == 8 and "pip install 'corevital[serve]'" in line

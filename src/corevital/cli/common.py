@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 from corevital.errors import InputError
@@ -37,16 +36,17 @@ def read_prompts_file(path: str) -> list[str]:
 
 
 def configure_logging(level: str) -> None:
-    """Log at ``level``; below DEBUG, silence the progress bars and chatter of model libraries."""
-    logging.basicConfig(level=getattr(logging, level), format="%(levelname)s %(name)s: %(message)s")
-    if level != "DEBUG":
-        # Library progress bars (GGUF de-quantization uses a plain tqdm) would bury the summary.
-        os.environ.setdefault("TQDM_DISABLE", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        try:
-            from transformers.utils import logging as hf_logging
+    """Log at ``level``; below DEBUG, silence the progress bars and chatter of transformers.
 
-            hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        except ImportError:
-            pass
+    Only transformers' own switches are used (its GGUF de-quantisation bar follows them while
+    capture loads a GGUF file); other libraries' progress bars are left alone.
+    """
+    logging.basicConfig(level=getattr(logging, level), format="%(levelname)s %(name)s: %(message)s")
+    if level == "DEBUG":
+        return
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]

@@ -6,6 +6,8 @@ import csv
 import json
 import shutil
 import sqlite3
+import subprocess
+import sys
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -429,3 +431,31 @@ def test_runs_follow_prints_new_runs_until_interrupted(
     code, out, _ = run_cli(capsys, "runs", "--db", str(path), "-f")
     assert code == 0  # the newest page oldest first (equal times: by id), then the new runs
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["a" * 8, "2" * 8, "1" * 8, "3" * 8, "4" * 8]
+
+
+@pytest.mark.parametrize("command", [["runs"], ["runs", "--json"], ["show", "8d0b"], ["compare"]])
+def test_reading_runs_imports_no_report_model_nor_numpy(db: str, command: list[str]) -> None:
+    """Listing and showing runs must start fast: no pydantic report schema, no numpy, no torch."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "corevital", *command, "--db", db],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    imported = {
+        line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")
+    }
+    heavy = {
+        name for name in imported if name.split(".")[0] in {"pydantic", "numpy", "torch", "transformers"}
+    }
+    assert heavy == set() and "corevital.report.schema" not in imported
+    assert "corevital.sinks.sqlite" in imported
+
+
+def test_the_packages_lazy_names_resolve() -> None:
+    import corevital.report
+    import corevital.sinks
+
+    for package in (corevital.sinks, corevital.report):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, name

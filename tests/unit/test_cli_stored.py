@@ -459,3 +459,12 @@ def test_the_packages_lazy_names_resolve() -> None:
     for package in (corevital.sinks, corevital.report):
         for name in package.__all__:
             assert getattr(package, name) is not None, name
+
+
+def test_export_to_an_unwritable_place_is_one_line(
+    capsys: pytest.CaptureFixture[str], db: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "missing-directory" / "runs.csv"
+    code, _, err = run_cli(capsys, "export", "--db", db, "--format", "csv", "--out", str(out))
+    assert code == 2 and f"cannot write {out}" in one_error_line(err)
+    assert list(tmp_path.iterdir()) == []

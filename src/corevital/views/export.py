@@ -22,7 +22,7 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import IO, Any, Final
 
-from corevital.errors import InputError, NotAvailableError, StoreError
+from corevital.errors import InputError, NotAvailableError
 from corevital.sinks.base import MAX_PAGE_SIZE, ReportStore, TraceQuery, TraceRow
 
 FORMATS: Final = ("jsonl", "csv", "parquet")
@@ -167,7 +167,7 @@ def _to_file(path: Path, write: Any) -> int:
         os.replace(temporary, path)
     except OSError as error:
         temporary.unlink(missing_ok=True)
-        raise StoreError(f"cannot write {path}: {error.strerror or error}") from None
+        raise InputError(f"cannot write {path}: {error.strerror or error}") from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -197,7 +197,7 @@ def _write_parquet(records: Iterator[dict[str, Any]], columns: tuple[str, ...], 
         os.replace(temporary, path)
     except OSError as error:
         temporary.unlink(missing_ok=True)
-        raise StoreError(f"cannot write {path}: {error.strerror or error}") from None
+        raise InputError(f"cannot write {path}: {error.strerror or error}") from None
     return int(table.num_rows)
 
 

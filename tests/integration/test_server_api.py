@@ -222,6 +222,34 @@ def test_run_summary_is_the_show_digest(client: TestClient, store: SQLiteStore) 
     assert client.get("/api/v1/runs/deadbeef/summary").status_code == 404
 
 
+def test_export_csv_and_jsonl(client: TestClient, store: SQLiteStore) -> None:
+    import csv
+    import io
+
+    response = client.get("/api/v1/export", params={"min_risk": 0.5})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    assert response.headers["content-disposition"] == 'attachment; filename="corevital-runs.csv"'
+    records = list(csv.DictReader(io.StringIO(response.text)))
+    expected = store.list(TraceQuery(min_risk=0.5, limit=None))
+    assert [record["trace_id"] for record in records] == [row.trace_id for row in expected]
+    assert set(records[0]) == set(RunRow.model_fields)
+    lines = client.get("/api/v1/export", params={"format": "jsonl", "model_id": "google/flan-t5-large"})
+    assert lines.headers["content-type"] == "application/x-ndjson"
+    reports = [json.loads(line) for line in lines.text.splitlines()]
+    assert [report["trace_id"] for report in reports] == ["8d0bad87-608d-4e87-b74f-0bb74cfa0c77"]
+    steps = client.get("/api/v1/export", params={"rows": "step", "model_id": "google/flan-t5-large"})
+    step_rows = list(csv.DictReader(io.StringIO(steps.text)))
+    assert len(step_rows) == 21 and {row["trace_id"] for row in step_rows} == {reports[0]["trace_id"]}
+    for params in (
+        {"format": "jsonl", "limit": 101},
+        {"format": "parquet"},
+        {"rows": "token"},
+        {"limit": 10_001},
+    ):
+        assert client.get("/api/v1/export", params=params).status_code == 422, params
+
+
 def test_info_and_health(client: TestClient, store: SQLiteStore) -> None:
     info = Info.model_validate(client.get("/api/v1").json())
     assert info.runs == store.count() and info.read_only and not info.token_required
@@ -243,6 +271,7 @@ def test_openapi_document_and_no_docs_pages(client: TestClient) -> None:
         "/api/v1/models",
         "/api/v1/prompts",
         "/api/v1/compare",
+        "/api/v1/export",
         "/api/v1/events",
         "/api/traces",
         "/api/traces/{trace_id}",

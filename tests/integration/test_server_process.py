@@ -178,6 +178,8 @@ AUDIT_REQUESTS = [
     "/api/v1/prompts",
     "/api/v1/compare?id=7c1c62d1&id=01aeafe3",
     "/api/v1/openapi.json",
+    "/api/v1/export?rows=step&limit=2",
+    "/api/v1/export?format=jsonl&limit=2",
     "/api/traces?limit=5&order_asc=true",
     "/api/traces/01aeafe3",
     "/api/reports/f28f1386",

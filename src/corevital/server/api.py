@@ -8,6 +8,7 @@ itself failed (503), never the client (4xx).
 
 from __future__ import annotations
 
+import io
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -28,11 +29,14 @@ from corevital.server.common import (
 from corevital.server.comparison import run_comparison, run_digest
 from corevital.server.errors import ApiError
 from corevital.server.models import ERROR_RESPONSES, Aggregates, Info, RunPage, RunSummary
-from corevital.sinks.base import MAX_PAGE_SIZE, HealthFlag, SortOrder, TraceQuery
+from corevital.sinks.base import MAX_PAGE_SIZE, HealthFlag, ReportStore, SortOrder, TraceQuery
 from corevital.sinks.rows import decode_cursor
 from corevital.views.compare import group_summary
+from corevital.views.export import export_runs
 
 DEFAULT_PAGE_SIZE = 50
+EXPORT_RUNS_CAP = 10_000
+EXPORT_REPORTS_CAP = 100
 FLAG_HELP = "Only runs with this health flag set (repeatable): " + ", ".join(
     flag.short_name for flag in HealthFlag
 )
@@ -114,6 +118,7 @@ def api_router(served: Served) -> APIRouter:
                     "models": "/api/v1/models",
                     "prompts": "/api/v1/prompts",
                     "compare": "/api/v1/compare?id=A&id=B",
+                    "export": "/api/v1/export?format=csv",
                     "events": "/api/v1/events",
                     "openapi": "/api/v1/openapi.json",
                 },
@@ -195,6 +200,59 @@ def api_router(served: Served) -> APIRouter:
         layers, and the per-step entropy and surprisal with their statistics."""
         return json_response(await run_digest(served, checked_trace_id(trace_id)))
 
+    @router.get(
+        "/export",
+        summary="Download runs as CSV or JSON lines",
+        tags=["runs"],
+        responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}},
+    )
+    async def export(
+        model_id: ModelId = None,
+        prompt_hash: PromptHash = None,
+        since: Since = None,
+        until: Until = None,
+        min_risk: MinRisk = None,
+        max_risk: MaxRisk = None,
+        flag: Flags = None,
+        sort: Annotated[
+            SortOrder, Query(description="Order by creation time or risk score.")
+        ] = SortOrder.TIME,
+        order: Annotated[str, Query(pattern="^(asc|desc)$", description="desc (default) or asc.")] = "desc",
+        format: Annotated[str, Query(pattern="^(csv|jsonl)$", description="csv or jsonl.")] = "csv",
+        rows: Annotated[
+            str, Query(pattern="^(run|step)$", description="One row per run or per step.")
+        ] = "run",
+        limit: Annotated[
+            int | None, Query(ge=1, description="Runs to export (default and most: the cap).")
+        ] = None,
+    ) -> Response:
+        """The matching runs as ``corevital export`` writes them: CSV of one row per run (at most
+        10,000) or per generated step, or JSON lines of the stored reports (at most 100 runs
+        whenever reports are read)."""
+        cap = EXPORT_RUNS_CAP if format == "csv" and rows == "run" else EXPORT_REPORTS_CAP
+        if limit is not None and limit > cap:
+            raise ApiError(422, f"this export takes at most {cap} runs (limit {limit})")
+        query = _query(
+            model_id=model_id,
+            prompt_hash=prompt_hash,
+            since=since,
+            until=until,
+            min_risk=min_risk,
+            max_risk=max_risk,
+            flag=flag,
+            sort=sort,
+            ascending=order == "asc",
+            limit=cap if limit is None else limit,
+        )
+        text = await in_thread(_export_text, store, query, format, rows)
+        media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
+        name = f"corevital-{'runs' if rows == 'run' else 'steps'}.{format}"
+        return Response(
+            text.encode("utf-8"),
+            media_type=media,
+            headers={"content-disposition": f'attachment; filename="{name}"'},
+        )
+
     async def aggregates(by: str, **filters: Any) -> Response:
         query = _query(**filters)
         groups = await in_thread(store.aggregate, query, by=by)
@@ -245,6 +303,12 @@ def api_router(served: Served) -> APIRouter:
         return json_response(await run_comparison(served, ids))
 
     return router
+
+
+def _export_text(store: ReportStore, query: TraceQuery, fmt: str, rows: str) -> str:
+    buffer = io.StringIO(newline="")
+    export_runs(store, query, fmt=fmt, rows=rows, out=buffer)
+    return buffer.getvalue()
 
 
 async def _report_text(served: Served, trace_id: str) -> tuple[str, str] | None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import BaseModel
 
 from corevital.analysis.calibration.builder import ProfileBuilder
 from corevital.analysis.calibration.profile import CalibrationProfile, GenerationIdentity, ModelIdentity
@@ -71,26 +72,49 @@ def test_overrides_nested_and_dotted() -> None:
     ],
 )
 def test_invalid_overrides_are_config_errors(overrides: dict[str, object]) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError) as info:
+        load_profile("llama", overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"'{next(iter(overrides))}" in message  # names the key (or the section it is under)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"repetition.min_span": "12"}, "'repetition.min_span': Input should be a valid integer, got '12'"),
+        ({"collapse.trend_delta": 1.5}, "'collapse.trend_delta': Input should be less than or equal to 1"),
+        ({"risk.intercept": float("inf")}, "'risk.intercept': Input should be a finite number"),
+        ({"early_warning.window": 1}, "'early_warning.window': Input should be greater than or equal to 2"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_dotted_key(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_profile("llama", overrides)
 
 
-def _recording(obj: Any, seen: set[str], prefix: str = "") -> Any:
-    """A copy of the frozen profile dataclass ``obj`` (and of its parts) that notes each field read."""
-    names = {f.name for f in dataclasses.fields(obj)}
+def test_profiles_are_frozen_and_hashable() -> None:
+    profile = load_profile("llama")
+    with pytest.raises(ValueError, match="frozen"):
+        profile.repetition.min_span = 3  # type: ignore[misc]
+    assert hash(profile) == hash(load_profile("llama")) and profile == load_profile("llama")
+    assert profile != load_profile("llama", {"repetition.min_span": 20})
+
+
+def _recording(obj: BaseModel, seen: set[str], prefix: str = "") -> Any:
+    """A copy of the frozen profile model ``obj`` (and of its parts) that notes each field read."""
+    names = set(type(obj).model_fields)
     values = {}
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        values[f.name] = (
-            _recording(value, seen, f"{prefix}{f.name}.") if dataclasses.is_dataclass(value) else value
-        )
+    for name in names:
+        value = getattr(obj, name)
+        values[name] = _recording(value, seen, f"{prefix}{name}.") if isinstance(value, BaseModel) else value
 
     def get(self: Any, name: str) -> Any:
         if name in names:
             seen.add(prefix + name)
         return object.__getattribute__(self, name)
 
-    return type(type(obj).__name__, (type(obj),), {"__getattribute__": get})(**values)
+    return type(type(obj).__name__, (type(obj),), {"__getattribute__": get}).model_construct(**values)
 
 
 def _calibration(layers: int, steps: int) -> CalibrationProfile:

@@ -2,8 +2,9 @@
 
 ``default.yaml`` holds every key; a family file (``llama.yaml``, ``t5.yaml``, ...) overrides some of
 them, and caller overrides (config, CLI) override those. The result is a typed, validated, frozen
-:class:`ModelProfile`: unknown keys, missing keys, wrong types and out-of-range values raise
-:class:`corevital.errors.ConfigError`. Entropies are in bits, from raw logits (``metrics.md`` §1).
+:class:`ModelProfile` (pydantic models, like the calibration profile's): unknown keys, missing keys,
+wrong types and out-of-range values raise a one-line :class:`corevital.errors.ConfigError` naming
+the dotted key. Entropies are in bits, from raw logits (``metrics.md`` §1).
 
 Overrides are nested mappings (``{"repetition": {"min_span": 16}}``) or dotted keys
 (``{"repetition.min_span": 16}``).
@@ -12,14 +13,11 @@ Overrides are nested mappings (``{"repetition": {"min_span": 16}}``) or dotted k
 from __future__ import annotations
 
 import copy
-import dataclasses
-import math
-import typing
-from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from corevital.errors import ConfigError
 
@@ -42,56 +40,48 @@ _ALIASES = {
 FAMILIES = ("gpt2", "llama", "mistral", "mixtral", "qwen2", "phi3", "t5", "bart")
 
 
-def _rng(lo: float | None = None, hi: float | None = None, *, open_lo: bool = False) -> dict[str, Any]:
-    return {"lo": lo, "hi": hi, "open_lo": open_lo}
+class _Section(BaseModel):
+    """A frozen profile section: unknown keys are errors, numbers are numbers (no "12", no true)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
-_POS = _rng(0.0, None, open_lo=True)
-_UNIT = _rng(0.0, 1.0)
-_NONNEG = _rng(0.0)
+class RepetitionProfile(_Section):
+    max_period: int = Field(ge=1, le=256)
+    min_repeats: int = Field(ge=2)
+    min_span: int = Field(ge=2)
+    confirm_similarity: float = Field(ge=-1.0, le=1.0)
 
 
-@dataclass(frozen=True)
-class RepetitionProfile:
-    max_period: int = field(metadata=_rng(1, 256))
-    min_repeats: int = field(metadata=_rng(2))
-    min_span: int = field(metadata=_rng(2))
-    confirm_similarity: float = field(metadata=_rng(-1.0, 1.0))
+class MidLayerProfile(_Section):
+    z_bound: float = Field(gt=0.0)
+    early_z_bound: float = Field(gt=0.0)
+    scale_floor: float = Field(gt=0.0)
+    transient_min_steps: int = Field(ge=1)
+    calibrated_z_bound: float = Field(gt=0.0)
 
 
-@dataclass(frozen=True)
-class MidLayerProfile:
-    z_bound: float = field(metadata=_POS)
-    early_z_bound: float = field(metadata=_POS)
-    scale_floor: float = field(metadata=_POS)
-    transient_min_steps: int = field(metadata=_rng(1))
-    calibrated_z_bound: float = field(metadata=_POS)
+class CollapseProfile(_Section):
+    early_window: int = Field(ge=1)
+    smooth_window: int = Field(ge=1)
+    trend_delta: float = Field(ge=0.0, le=1.0)
+    layer_trend_delta: float = Field(ge=0.0, le=1.0)
+    catastrophic_mean: float = Field(ge=0.0, le=1.0)
 
 
-@dataclass(frozen=True)
-class CollapseProfile:
-    early_window: int = field(metadata=_rng(1))
-    smooth_window: int = field(metadata=_rng(1))
-    trend_delta: float = field(metadata=_UNIT)
-    layer_trend_delta: float = field(metadata=_UNIT)
-    catastrophic_mean: float = field(metadata=_UNIT)
-
-
-@dataclass(frozen=True)
-class RiskTerm:
+class RiskTerm(_Section):
     """One continuous risk feature: ``weight · clip((x − center) / scale, ±feature_cap)`` in logit units."""
 
     center: float
-    scale: float = field(metadata=_POS)
-    weight: float = field(metadata=_NONNEG)
+    scale: float = Field(gt=0.0)
+    weight: float = Field(ge=0.0)
 
 
-@dataclass(frozen=True)
-class RiskProfile:
+class RiskProfile(_Section):
     intercept: float
-    feature_cap: float = field(metadata=_POS)
-    factor_epsilon: float = field(metadata=_rng(0.0, 0.5, open_lo=True))
-    repetition_floor: float = field(metadata=_UNIT)
+    feature_cap: float = Field(gt=0.0)
+    factor_epsilon: float = Field(gt=0.0, le=0.5)
+    repetition_floor: float = Field(ge=0.0, le=1.0)
     mean_entropy: RiskTerm
     entropy_peak: RiskTerm
     mean_surprisal: RiskTerm
@@ -99,59 +89,56 @@ class RiskProfile:
     low_margin: RiskTerm
     entropy_trend: RiskTerm
     early_warning: RiskTerm
-    compound_weight: float = field(metadata=_NONNEG)
-    collapse_weight: float = field(metadata=_NONNEG)
-    mid_layer_weight: float = field(metadata=_NONNEG)
-    layer_jump_weight: float = field(metadata=_NONNEG)
-    repetition_weight: float = field(metadata=_NONNEG)
-    nan_inf_weight: float = field(metadata=_NONNEG)
+    compound_weight: float = Field(ge=0.0)
+    collapse_weight: float = Field(ge=0.0)
+    mid_layer_weight: float = Field(ge=0.0)
+    layer_jump_weight: float = Field(ge=0.0)
+    repetition_weight: float = Field(ge=0.0)
+    nan_inf_weight: float = Field(ge=0.0)
 
 
-@dataclass(frozen=True)
-class CompoundProfile:
-    window: int = field(metadata=_rng(1))
-    context_loss_entropy_bits: float = field(metadata=_NONNEG)
-    context_loss_basin_max: float = field(metadata=_NONNEG)
-    context_loss_rag_share_min: float = field(metadata=_UNIT)
-    confusion_entropy_bits: float = field(metadata=_NONNEG)
-    confusion_margin_min: float = field(metadata=_UNIT)
-    confusion_min_steps: int = field(metadata=_rng(1))
-    degeneration_min_steps: int = field(metadata=_rng(4))
-    degeneration_entropy_rise_bits: float = field(metadata=_POS)
-    degeneration_margin_drop: float = field(metadata=_POS)
-    degeneration_surprisal_rise_bits: float = field(metadata=_POS)
-    bottleneck_collapse_rate: float = field(metadata=_UNIT)
-    bottleneck_entropy_bits: float = field(metadata=_NONNEG)
-    bottleneck_min_steps: int = field(metadata=_rng(1))
-    repetition_risk_entropy_bits: float = field(metadata=_NONNEG)
-    repetition_risk_mass: float = field(metadata=_UNIT)
-    repetition_risk_ngram: int = field(metadata=_rng(1, 16))
-    repetition_risk_share: float = field(metadata=_UNIT)
+class CompoundProfile(_Section):
+    window: int = Field(ge=1)
+    context_loss_entropy_bits: float = Field(ge=0.0)
+    context_loss_basin_max: float = Field(ge=0.0)
+    context_loss_rag_share_min: float = Field(ge=0.0, le=1.0)
+    confusion_entropy_bits: float = Field(ge=0.0)
+    confusion_margin_min: float = Field(ge=0.0, le=1.0)
+    confusion_min_steps: int = Field(ge=1)
+    degeneration_min_steps: int = Field(ge=4)
+    degeneration_entropy_rise_bits: float = Field(gt=0.0)
+    degeneration_margin_drop: float = Field(gt=0.0)
+    degeneration_surprisal_rise_bits: float = Field(gt=0.0)
+    bottleneck_collapse_rate: float = Field(ge=0.0, le=1.0)
+    bottleneck_entropy_bits: float = Field(ge=0.0)
+    bottleneck_min_steps: int = Field(ge=1)
+    repetition_risk_entropy_bits: float = Field(ge=0.0)
+    repetition_risk_mass: float = Field(ge=0.0, le=1.0)
+    repetition_risk_ngram: int = Field(ge=1, le=16)
+    repetition_risk_share: float = Field(ge=0.0, le=1.0)
 
 
-@dataclass(frozen=True)
-class EarlyWarningProfile:
-    window: int = field(metadata=_rng(2, 64))
-    softness: float = field(metadata=_POS)
-    accel_rise_bits: float = field(metadata=_POS)
-    accel_increase_bits: float = field(metadata=_NONNEG)
-    collapsed_margin: float = field(metadata=_UNIT)
-    decline_ratio: float = field(metadata=_UNIT)
-    decline_min_base: float = field(metadata=_UNIT)
-    volatile_std_bits: float = field(metadata=_POS)
-    divergence_entropy_bits: float = field(metadata=_NONNEG)
-    divergence_margin: float = field(metadata=_UNIT)
-    weight_accelerating: float = field(metadata=_UNIT)
-    weight_collapsed: float = field(metadata=_UNIT)
-    weight_declining: float = field(metadata=_UNIT)
-    weight_volatile: float = field(metadata=_UNIT)
-    weight_divergence: float = field(metadata=_UNIT)
+class EarlyWarningProfile(_Section):
+    window: int = Field(ge=2, le=64)
+    softness: float = Field(gt=0.0)
+    accel_rise_bits: float = Field(gt=0.0)
+    accel_increase_bits: float = Field(ge=0.0)
+    collapsed_margin: float = Field(ge=0.0, le=1.0)
+    decline_ratio: float = Field(ge=0.0, le=1.0)
+    decline_min_base: float = Field(ge=0.0, le=1.0)
+    volatile_std_bits: float = Field(gt=0.0)
+    divergence_entropy_bits: float = Field(ge=0.0)
+    divergence_margin: float = Field(ge=0.0, le=1.0)
+    weight_accelerating: float = Field(ge=0.0, le=1.0)
+    weight_collapsed: float = Field(ge=0.0, le=1.0)
+    weight_declining: float = Field(ge=0.0, le=1.0)
+    weight_volatile: float = Field(ge=0.0, le=1.0)
+    weight_divergence: float = Field(ge=0.0, le=1.0)
 
 
-@dataclass(frozen=True)
-class ModelProfile:
+class ModelProfile(_Section):
     family: str
-    high_entropy_threshold_bits: float = field(metadata=_NONNEG)
+    high_entropy_threshold_bits: float = Field(ge=0.0)
     repetition: RepetitionProfile
     mid_layer: MidLayerProfile
     collapse: CollapseProfile
@@ -176,20 +163,33 @@ def load_profile(model_type: str, overrides: dict[str, Any] | None = None) -> Mo
     if overrides:
         _merge(data, _nest(overrides), origin="profile overrides")
     data["family"] = family
-    return typing.cast(ModelProfile, _build(ModelProfile, data, "profile"))
+    try:
+        return ModelProfile.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from exc
 
 
-def profile_field_paths(cls: type = ModelProfile, prefix: str = "") -> list[str]:
+def profile_field_paths(cls: type[BaseModel] = ModelProfile, prefix: str = "") -> list[str]:
     """Every key of the profile as a dotted path (``risk.mean_entropy.center``)."""
     paths: list[str] = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        sub = hints[f.name]
-        if dataclasses.is_dataclass(sub):
-            paths.extend(profile_field_paths(typing.cast(type, sub), f"{prefix}{f.name}."))
+    for name, info in cls.model_fields.items():
+        sub = info.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            paths.extend(profile_field_paths(sub, f"{prefix}{name}."))
         else:
-            paths.append(prefix + f.name)
+            paths.append(prefix + name)
     return paths
+
+
+def _one_line(exc: ValidationError) -> str:
+    """The first problem of a profile as one line, naming the dotted key (more are counted)."""
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(part) for part in first.get("loc", ())) or "profile"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f", got {value!r}"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"model-profile key {where!r}: {first.get('msg', 'invalid value')}{shown}{more}"
 
 
 def _read_yaml(name: str) -> dict[str, Any]:
@@ -233,49 +233,3 @@ def _merge(base: dict[str, Any], extra: dict[str, Any], *, origin: str, path: st
             raise ConfigError(f"model-profile key {where!r} in {origin} must be a number, not a mapping")
         else:
             base[key] = value
-
-
-def _build(cls: type, data: Any, path: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"model-profile section {path!r} must be a mapping")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"unknown model-profile key(s) {', '.join(unknown)} in {path!r}")
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        where = f"{path}.{f.name}"
-        if f.name not in data:
-            raise ConfigError(f"model-profile key {where!r} is missing")
-        kind = hints[f.name]
-        if dataclasses.is_dataclass(kind):
-            values[f.name] = _build(typing.cast(type, kind), data[f.name], where)
-        else:
-            values[f.name] = _scalar(kind, data[f.name], where, f.metadata)
-    return cls(**values)
-
-
-def _scalar(kind: Any, value: Any, where: str, limits: Any) -> Any:
-    if kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"model-profile key {where!r} must be a string")
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"model-profile key {where!r} must be a number, got {value!r}")
-    if kind is int:
-        if isinstance(value, float) and not value.is_integer():
-            raise ConfigError(f"model-profile key {where!r} must be an integer, got {value!r}")
-        value = int(value)
-    else:
-        value = float(value)
-        if not math.isfinite(value):
-            raise ConfigError(f"model-profile key {where!r} must be finite")
-    lo, hi = limits.get("lo"), limits.get("hi")
-    if lo is not None and (value < lo or (limits.get("open_lo") and value == lo)):
-        raise ConfigError(
-            f"model-profile key {where!r} must be {'>' if limits.get('open_lo') else '>='} {lo}"
-        )
-    if hi is not None and value > hi:
-        raise ConfigError(f"model-profile key {where!r} must be <= {hi}")
-    return value

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING
 
 from rich.cells import cell_len
-from rich.console import Console, Group, RenderableType
-from rich.table import Table
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.text import Text
 
 from corevital.sinks.rows import HealthFlag, ModelAggregate, TraceRow
@@ -167,13 +166,40 @@ def runs_table(rows: Sequence[TraceRow], *, total: int | None = None, header: bo
     return table if total is None else Text(f"{len(rows)} of {total} runs\n").append_text(table)
 
 
-def _pairs(title: str | None = None) -> Table:
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column()
-    if title is not None:
-        table.title = title
-    return table
+class KeyValues:
+    """Rows of a bold key and a value, values aligned and wrapped under themselves (a light
+    ``Table.grid``: ``show`` imports no rich table)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Text, Text]] = []
+
+    def add_row(self, key: str | Text, value: str | Text) -> None:
+        """One row; a string key is bold, a string value plain."""
+        self.rows.append(
+            (
+                key if isinstance(key, Text) else Text(key, style="bold"),
+                value if isinstance(value, Text) else Text(value),
+            )
+        )
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = max((cell_len(key.plain) for key, _ in self.rows), default=0)
+        room = max(options.max_width - width - 2, 20)
+        out = Text()
+        for key, value in self.rows:
+            for index, part in enumerate(value.wrap(console, room, overflow="fold")):
+                line = key.copy() if index == 0 else Text()
+                line.append(" " * (width - cell_len(line.plain) + 2))
+                line.append_text(part)
+                line.rstrip()
+                out.append_text(line)
+                out.append("\n")
+        out.rstrip()
+        yield out
+
+
+def _pairs() -> KeyValues:
+    return KeyValues()
 
 
 def _section(title: str) -> Text:
@@ -290,19 +316,21 @@ def _warning_part(digest: RunDigest) -> RenderableType:
 
 
 def _layers_part(digest: RunDigest) -> RenderableType:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("layer", justify="right")
-    table.add_column("severity", justify="right")
-    table.add_column("reasons")
-    for layer in digest.blamed_layers:
-        table.add_row(
-            str(layer.layer), _number(layer.severity), Text("; ".join(one_line(r) for r in layer.reasons))
-        )
-    return table
+    lines = [
+        [
+            Text(str(layer.layer)),
+            Text(_number(layer.severity)),
+            Text("; ".join(one_line(r) for r in layer.reasons)),
+        ]
+        for layer in digest.blamed_layers
+    ]
+    return aligned(("layer", "severity", "reasons"), lines, right=frozenset({0, 1}))
 
 
 def comparison_table(comparison: RunComparison) -> RenderableType:
     """Runs side by side, one column per run, and where their token streams diverge."""
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False, header_style="bold cyan")
     table.add_column("", style="bold", no_wrap=True)
     for run in comparison.runs:

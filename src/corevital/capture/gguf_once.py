@@ -10,9 +10,8 @@ imports them from ``gguf`` inside the functions that use them, which is what mak
 version stops doing so, nothing is shared and loading is merely slower. Everything is restored on
 exit, and the cached reader (a memory map of the file) is dropped with it.
 
-transformers draws the de-quantisation progress bar with a bare ``tqdm``, deaf to its own
-``transformers.utils.logging.disable_progress_bar()``; within :func:`parsed_once` that bar is
-drawn only while transformers' progress bars are enabled (the CLI disables them below DEBUG).
+Within :func:`parsed_once` the de-quantisation progress bar also follows transformers' own
+progress-bar switch (:func:`~.hf_compat.gguf_bar_follows_progress_switch`).
 """
 
 from __future__ import annotations
@@ -37,6 +36,8 @@ def parsed_once() -> Iterator[None]:
     if not callable(reader_cls) or not callable(name_map):
         yield
         return
+    from corevital.capture.hf_compat import gguf_bar_follows_progress_switch  # torch: only when loading
+
     readers: dict[tuple[str, str], Any] = {}
 
     def shared_reader(path: Any, mode: str = "r") -> Any:
@@ -49,29 +50,9 @@ def parsed_once() -> Iterator[None]:
     setattr(gguf, "GGUFReader", shared_reader)  # noqa: B010 (mypy: a class replaced by a function)
     setattr(gguf, "get_tensor_name_map", cached_name_map)  # noqa: B010
     try:
-        with _bar_follows_transformers():
+        with gguf_bar_follows_progress_switch():
             yield
     finally:
         setattr(gguf, "GGUFReader", reader_cls)  # noqa: B010
         setattr(gguf, "get_tensor_name_map", name_map)  # noqa: B010
         readers.clear()
-
-
-@contextmanager
-def _bar_follows_transformers() -> Iterator[None]:
-    """The GGUF de-quantisation bar, silent within the block when transformers' bars are disabled."""
-    try:
-        from transformers import modeling_gguf_pytorch_utils as gguf_utils
-        from transformers.utils import logging as hf_logging
-    except ImportError:
-        yield
-        return
-    bar = getattr(gguf_utils, "tqdm", None)
-    if bar is None or hf_logging.is_progress_bar_enabled():
-        yield
-        return
-    setattr(gguf_utils, "tqdm", functools.partial(bar, disable=True))  # noqa: B010
-    try:
-        yield
-    finally:
-        setattr(gguf_utils, "tqdm", bar)  # noqa: B010

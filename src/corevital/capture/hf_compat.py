@@ -213,3 +213,28 @@ def config_revision(config: Any) -> str | None:
         return None
     parts = Path(cached).parts if isinstance(cached, str) else ()
     return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
+
+
+@contextmanager
+def gguf_bar_follows_progress_switch() -> Iterator[None]:
+    """Within the block, the GGUF de-quantisation bar is silent when transformers' bars are disabled.
+
+    transformers draws that bar with a bare ``tqdm`` of its GGUF module, deaf to its own
+    ``transformers.utils.logging.disable_progress_bar()``; the module's ``tqdm`` is replaced by a
+    disabled one for the block and restored after. Without that module nothing changes.
+    """
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None or hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    setattr(gguf_utils, "tqdm", functools.partial(bar, disable=True))  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(gguf_utils, "tqdm", bar)  # noqa: B010

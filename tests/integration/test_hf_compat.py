@@ -222,3 +222,20 @@ def test_config_revision(tiny_model_dir, monkeypatch, tmp_path) -> None:
     hub = PretrainedConfig(name_or_path="org/tiny")
     assert hf_compat.config_revision(hub) == "0123abcd"
     assert hf_compat.config_revision(PretrainedConfig(name_or_path="org/elsewhere")) is None
+
+
+def test_the_gguf_dequantisation_bar_follows_transformers_progress_switch() -> None:
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    bar, was_enabled = gguf_utils.tqdm, hf_logging.is_progress_bar_enabled()
+    try:
+        hf_logging.disable_progress_bar()
+        with hf_compat.gguf_bar_follows_progress_switch():
+            assert gguf_utils.tqdm([1, 2], desc="x").disable is True
+        assert gguf_utils.tqdm is bar
+        hf_logging.enable_progress_bar()
+        with hf_compat.gguf_bar_follows_progress_switch():
+            assert gguf_utils.tqdm is bar  # enabled: transformers' bar as it is
+    finally:
+        (hf_logging.enable_progress_bar if was_enabled else hf_logging.disable_progress_bar)()

@@ -38,19 +38,3 @@ def test_restored_when_the_load_fails() -> None:
     with pytest.raises(RuntimeError), parsed_once():
         raise RuntimeError("the load failed")
     assert gguf.GGUFReader is reader_cls
-
-
-def test_the_dequantisation_bar_follows_transformers_progress_switch() -> None:
-    gguf_utils = pytest.importorskip("transformers.modeling_gguf_pytorch_utils")
-    hf_logging = pytest.importorskip("transformers.utils.logging")
-    bar, was_enabled = gguf_utils.tqdm, hf_logging.is_progress_bar_enabled()
-    try:
-        hf_logging.disable_progress_bar()
-        with parsed_once():
-            assert gguf_utils.tqdm([1, 2], desc="x").disable is True
-        assert gguf_utils.tqdm is bar
-        hf_logging.enable_progress_bar()
-        with parsed_once():
-            assert gguf_utils.tqdm is bar  # enabled: transformers' bar as it is
-    finally:
-        (hf_logging.enable_progress_bar if was_enabled else hf_logging.disable_progress_bar)()

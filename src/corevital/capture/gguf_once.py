@@ -9,9 +9,6 @@ package hands out one reader per file and one name map per (architecture, layer 
 imports them from ``gguf`` inside the functions that use them, which is what makes this work; if a
 version stops doing so, nothing is shared and loading is merely slower. Everything is restored on
 exit, and the cached reader (a memory map of the file) is dropped with it.
-
-Within :func:`parsed_once` the de-quantisation progress bar also follows transformers' own
-progress-bar switch (:func:`~.hf_compat.gguf_bar_follows_progress_switch`).
 """
 
 from __future__ import annotations
@@ -36,8 +33,6 @@ def parsed_once() -> Iterator[None]:
     if not callable(reader_cls) or not callable(name_map):
         yield
         return
-    from corevital.capture.hf_compat import gguf_bar_follows_progress_switch  # torch: only when loading
-
     readers: dict[tuple[str, str], Any] = {}
 
     def shared_reader(path: Any, mode: str = "r") -> Any:
@@ -50,8 +45,7 @@ def parsed_once() -> Iterator[None]:
     setattr(gguf, "GGUFReader", shared_reader)  # noqa: B010 (mypy: a class replaced by a function)
     setattr(gguf, "get_tensor_name_map", cached_name_map)  # noqa: B010
     try:
-        with gguf_bar_follows_progress_switch():
-            yield
+        yield
     finally:
         setattr(gguf, "GGUFReader", reader_cls)  # noqa: B010
         setattr(gguf, "get_tensor_name_map", name_map)  # noqa: B010

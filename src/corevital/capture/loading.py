@@ -17,7 +17,7 @@ import torch
 from corevital.capture.capabilities import ModelCapabilities, capabilities_from_config
 from corevital.capture.default_model import locate_default_model
 from corevital.capture.gguf_once import parsed_once
-from corevital.capture.hf_compat import check_transformers, config_revision
+from corevital.capture.hf_compat import check_transformers, config_revision, gguf_bar_follows_progress_switch
 from corevital.capture.model_checks import probe_capabilities
 from corevital.config import DEFAULT_MODEL_NAME, Settings
 from corevital.errors import DeviceError, ModelLoadError
@@ -172,7 +172,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         common["revision"] = spec.revision
     if resolved.gguf_file:
         common["gguf_file"] = resolved.gguf_file
-    with parsed_once() if resolved.gguf_file else nullcontext():
+    with parsed_once() if resolved.gguf_file else nullcontext(), gguf_bar_follows_progress_switch():
         config, tokenizer, model, dtype = _load_parts(spec, resolved, common, device, quant_config)
     if quant_config is None:
         model.to(device)

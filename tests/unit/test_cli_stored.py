@@ -433,6 +433,7 @@ def test_runs_follow_prints_new_runs_until_interrupted(
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["a" * 8, "2" * 8, "1" * 8, "3" * 8, "4" * 8]
 
 
+@pytest.mark.slow  # starts a real process
 @pytest.mark.parametrize("command", [["runs"], ["runs", "--json"], ["show", "8d0b"], ["compare"]])
 def test_reading_runs_imports_no_report_model_nor_numpy(db: str, command: list[str]) -> None:
     """Listing and showing runs must start fast: no pydantic report schema, no numpy, no torch."""

@@ -26,6 +26,7 @@ from corevital.report.schema import (
     Narrative,
     RepetitionInfo,
     RiskExtension,
+    RiskModelTraining,
 )
 
 
@@ -99,5 +100,7 @@ def calibration_result(diagnosis: Diagnosis) -> CalibrationResult:
         baseline_num_runs=div.baseline_num_runs,
         anomaly_details=[CalibrationAnomaly.model_validate(_plain(a)) for a in div.anomalies],
         metric_divergence=[MetricDivergence.model_validate(_plain(m)) for m in div.metrics],
-        risk_model=None if div.risk_model_training is None else div.risk_model_training.model_dump(),
+        risk_model=None
+        if div.risk_model_training is None
+        else RiskModelTraining.model_validate(div.risk_model_training.model_dump()),
     )

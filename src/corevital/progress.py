@@ -52,6 +52,11 @@ class Progress:
         self._bar: RichProgress | None = None
         self._task: TaskID | None = None
 
+    @property
+    def running(self) -> bool:
+        """Whether the live bar is on the terminal now."""
+        return self._bar is not None
+
     def line(self) -> str:
         """The plain progress line: ``label done/total pct elapsed M:SS ETA M:SS``."""
         elapsed = self._clock() - self._start

@@ -51,7 +51,7 @@ def test_terminal_output_is_a_rich_bar_that_stops_when_done() -> None:
     bar.start()
     for _ in range(3):
         bar.advance()
-    assert bar._bar is None  # stopped by the last item
+    assert not bar.running  # stopped by the last item
     final = stream.getvalue().rstrip("\n").split("\r")[-1]
     assert "runs" in final and "3/3" in final and "100%" in final and "ETA" in final
     assert "━" in final  # the bar itself
@@ -62,5 +62,6 @@ def test_closing_early_stops_the_bar() -> None:
     with Progress(10, "runs", console=out, clock=ticking(1.0)) as bar:
         bar.start()
         bar.advance(4)
-    assert bar._bar is None
+        assert bar.running
+    assert not bar.running
     assert "4/10" in stream.getvalue()

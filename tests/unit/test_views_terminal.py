@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from corevital.views.compare import first_divergence
 from corevital.views.digest import SeriesStats, digest_document
-from corevital.views.terminal import SPARK_BARS, make_console, one_line, safe_block, sparkline
+from corevital.views.terminal import SPARK_BARS, make_console, one_line, safe_block, show_run, sparkline
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
 
@@ -74,3 +75,20 @@ def test_a_malformed_document_is_read_as_absent_parts() -> None:
     digest = digest_document({"trace_id": "x", "timeline": "nope", "extensions": {"risk": [1]}})
     assert digest.trace_id == "x" and digest.risk_score is None and digest.entropy == []
     assert digest.model_id == "?" and digest.flags == {}
+
+
+def test_show_gives_blame_steps_and_the_intervention() -> None:
+    document = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    risk = document["extensions"]["risk"]
+    risk["blamed_layers"] = [{"layer": 14, "reasons": ["NaN/Inf"], "severity": 1.0, "first_step": 3}]
+    document["extensions"]["intervention"] = {
+        "policy": "StopOnNonFinite",
+        "step": 4,
+        "reason": "NaN in logits",
+    }
+    out = io.StringIO()
+    make_console(out).print(show_run(digest_document(document)))
+    text = out.getvalue()
+    assert "stopped  by StopOnNonFinite at step 4: NaN in logits" in text
+    layer_line = next(line for line in text.splitlines() if line.strip().startswith("14"))
+    assert layer_line.split() == ["14", "1.00", "3", "NaN/Inf"]

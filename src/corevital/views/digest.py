@@ -77,11 +77,13 @@ class WarningFiring:
 
 @dataclass(frozen=True)
 class BlamedLayerView:
-    """A layer the risk analysis holds responsible, with its severity and reasons."""
+    """A layer the risk analysis holds responsible, with its severity, reasons and, where the report
+    records it, the first generated step at which its strongest reason was seen."""
 
     layer: int
     severity: float | None
     reasons: list[str]
+    first_step: int | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,7 @@ class RunDigest:
     peak_warning_step: int | None
     blamed_layers: list[BlamedLayerView]
     repetition: dict[str, Any] | None
+    stopped: str | None
     report_warnings: list[str]
     token_ids: list[int] = field(repr=False)
     token_texts: list[str] = field(repr=False)
@@ -217,10 +220,12 @@ def digest_document(document: Mapping[str, Any]) -> RunDigest:
                 layer=_int(layer.get("layer")) or 0,
                 severity=_float(layer.get("severity")),
                 reasons=[text for text in _list(layer.get("reasons")) if isinstance(text, str)],
+                first_step=_int(layer.get("first_step")),
             )
             for layer in map(_map, _list(risk.get("blamed_layers")))
         ],
         repetition=dict(_map(ext.get("repetition"))) or None,
+        stopped=_stopped(_map(ext.get("intervention"))),
         report_warnings=[
             f"{_str(item.get('code')) or '?'}: {_str(item.get('message')) or ''}"
             for item in map(_map, _list(document.get("warnings")))
@@ -230,6 +235,16 @@ def digest_document(document: Mapping[str, Any]) -> RunDigest:
         entropy=[_float(summary.get("entropy")) for summary in logits],
         surprisal=[_float(summary.get("surprisal")) for summary in logits],
     )
+
+
+def _stopped(intervention: Mapping[str, Any]) -> str | None:
+    """``"by POLICY at step N: REASON"`` when a live intervention stopped the generation."""
+    if not intervention:
+        return None
+    step = _int(intervention.get("step"))
+    reason = _str(intervention.get("reason"))
+    where = "" if step is None else f" at step {step}"
+    return f"by {_str(intervention.get('policy')) or 'a callback'}{where}" + (f": {reason}" if reason else "")
 
 
 def _factors(risk: Mapping[str, Any]) -> list[FactorView]:

@@ -238,6 +238,8 @@ def show_run(digest: RunDigest) -> RenderableType:
     )
     head.add_row("prompt", Text(one_line(digest.prompt_text, 300)))
     head.add_row("output", Text(one_line(digest.output_text, 300)))
+    if digest.stopped:
+        head.add_row("stopped", Text(one_line(digest.stopped, 300)))
     if digest.migrated_from:
         head.add_row("migrated", f"from schema {digest.migrated_from}")
     parts.append(head)

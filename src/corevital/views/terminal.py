@@ -322,11 +322,12 @@ def _layers_part(digest: RunDigest) -> RenderableType:
         [
             Text(str(layer.layer)),
             Text(_number(layer.severity)),
+            Text("—" if layer.first_step is None else str(layer.first_step)),
             Text("; ".join(one_line(r) for r in layer.reasons)),
         ]
         for layer in digest.blamed_layers
     ]
-    return aligned(("layer", "severity", "reasons"), lines, right=frozenset({0, 1}))
+    return aligned(("layer", "severity", "from step", "reasons"), lines, right=frozenset({0, 1, 2}))
 
 
 def comparison_table(comparison: RunComparison) -> RenderableType:

@@ -198,6 +198,22 @@ class KeyValues:
         yield out
 
 
+class Wrapped:
+    """A text wrapped at the width it is drawn in, without the trailing spaces of rich's wrapping."""
+
+    def __init__(self, text: Text) -> None:
+        self.text = text
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        out = Text()
+        for line in self.text.wrap(console, options.max_width, overflow="fold"):
+            line.rstrip()
+            out.append_text(line)
+            out.append("\n")
+        out.rstrip()
+        yield out
+
+
 def _pairs() -> KeyValues:
     return KeyValues()
 
@@ -244,11 +260,11 @@ def show_run(digest: RunDigest) -> RenderableType:
         head.add_row("migrated", f"from schema {digest.migrated_from}")
     parts.append(head)
     if digest.narrative:
-        parts += [_section("Narrative"), Text(safe_block(digest.narrative))]
+        parts += [_section("Narrative"), Wrapped(Text(safe_block(digest.narrative)))]
     parts += [_section("Risk"), _risk_part(digest)]
-    parts += [_section("Health flags"), _flags_part(digest)]
+    parts += [_section("Health flags"), Wrapped(_flags_part(digest))]
     if digest.compound_signals:
-        parts += [_section("Compound signals"), _signals_part(digest)]
+        parts += [_section("Compound signals"), Wrapped(_signals_part(digest))]
     parts += [_section("Early warning"), _warning_part(digest)]
     if digest.blamed_layers:
         parts += [_section("Blamed layers"), _layers_part(digest)]
@@ -277,7 +293,7 @@ def _risk_part(digest: RunDigest) -> RenderableType:
     return table
 
 
-def _flags_part(digest: RunDigest) -> RenderableType:
+def _flags_part(digest: RunDigest) -> Text:
     if not digest.flags:
         return Text("not recorded", style="dim")
     line = Text()
@@ -291,7 +307,7 @@ def _flags_part(digest: RunDigest) -> RenderableType:
     return line
 
 
-def _signals_part(digest: RunDigest) -> RenderableType:
+def _signals_part(digest: RunDigest) -> Text:
     lines = Text()
     for index, signal in enumerate(digest.compound_signals):
         if index:

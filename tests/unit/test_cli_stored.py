@@ -469,3 +469,23 @@ def test_export_to_an_unwritable_place_is_one_line(
     code, _, err = run_cli(capsys, "export", "--db", db, "--format", "csv", "--out", str(out))
     assert code == 2 and f"cannot write {out}" in one_error_line(err)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_by_prompt_names_each_prompt(capsys: pytest.CaptureFixture[str], db: str) -> None:
+    summary = json.loads(run_cli(capsys, "compare", "--db", db, "--by", "prompt", "--json")[1])
+    first = summary["groups"][0]
+    assert summary["prompts"][first["key"]]["model_id"] == "meta-llama/Llama-3.1-8B-Instruct"
+    assert summary["prompts"][first["key"]]["prompt_preview"].startswith("You are a historian.")
+    code, out, _ = run_cli(capsys, "compare", "--db", db, "--by", "prompt")
+    assert code == 0 and "You are a historian. In exactly three short paragraphs" in out.splitlines()[2]
+
+
+@pytest.mark.slow  # starts a real process
+def test_a_reader_that_leaves_ends_the_command_quietly(db: str) -> None:
+    command = [sys.executable, "-m", "corevital", "export", "--db", db, "--format", "jsonl", "--out", "-"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.read(1000)  # the reports are megabytes: the writer blocks on the full pipe
+    process.stdout.close()
+    assert process.wait(timeout=60) == 141
+    assert process.stderr.read() == b""

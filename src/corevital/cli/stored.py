@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -189,7 +191,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     by = args.by or "model"
     with open_store(args.db) as store:
-        summary = group_summary(store.aggregate(build_query(args, limit=None), by=by), by)
+        summary = group_summary(store.aggregate(build_query(args, limit=None), by=by), by, store)
     if args.json:
         _print_json(summary.to_json())
         return 0
@@ -296,8 +298,33 @@ def _add_order(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--asc", dest="ascending", action="store_true", help="Oldest (or least risky) first.")
 
 
+EXIT_BROKEN_PIPE = 141
+"""The exit code of a command whose reader went away (``corevital runs | head``), as 128 + SIGPIPE."""
+
+
+def _until_the_reader_leaves(
+    handler: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """``handler``, ending quietly when stdout's reader closes the pipe (as ``git log | head`` does)."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # nothing more reaches the closed pipe at exit
+            return EXIT_BROKEN_PIPE
+
+    return run
+
+
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
     """The arguments and handler of ``runs``, ``show``, ``compare`` or ``export``."""
+    _configure(name, parser)
+    parser.set_defaults(handler=_until_the_reader_leaves(parser.get_default("handler")))
+
+
+def _configure(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "runs":
         _add_db(parser)
         _add_filters(parser)

@@ -13,10 +13,11 @@ Typed results with a JSON form, shared by ``corevital compare`` and the HTTP ser
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from corevital.sinks.rows import ModelAggregate
+from corevital.sinks.base import ReportStore
+from corevital.sinks.rows import ModelAggregate, TraceQuery
 from corevital.views.digest import RunDigest, SeriesStats
 
 
@@ -113,18 +114,43 @@ def compare_runs(digests: Sequence[RunDigest]) -> RunComparison:
 
 @dataclass(frozen=True)
 class GroupSummary:
-    """Stored runs grouped ``by`` model or prompt (prompt hash); ``total_runs`` over every group."""
+    """Stored runs grouped ``by`` model or prompt (prompt hash); ``total_runs`` over every group.
+
+    Grouped by prompt, ``prompts`` maps each prompt hash to the model id and prompt preview of its
+    newest run (a prompt hash is one prompt on one model).
+    """
 
     by: str
     groups: list[ModelAggregate]
     total_runs: int
+    prompts: dict[str, PromptOfGroup] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return asdict(self)
 
 
-def group_summary(aggregates: Sequence[ModelAggregate], by: str) -> GroupSummary:
-    """The summary of a store's aggregates (as :meth:`ReportStore.aggregate` returns them)."""
+@dataclass(frozen=True)
+class PromptOfGroup:
+    """What a prompt hash stands for: the model id and prompt preview of a run that has it."""
+
+    model_id: str
+    prompt_preview: str
+
+
+def group_summary(
+    aggregates: Sequence[ModelAggregate], by: str, store: ReportStore | None = None
+) -> GroupSummary:
+    """The summary of a store's aggregates (as :meth:`ReportStore.aggregate` returns them).
+
+    Grouped by prompt and given the ``store``, the prompt of each group is looked up (one indexed
+    query per group).
+    """
     groups = list(aggregates)
-    return GroupSummary(by=by, groups=groups, total_runs=sum(group.runs for group in groups))
+    prompts: dict[str, PromptOfGroup] = {}
+    if by == "prompt" and store is not None:
+        for group in groups:
+            rows = store.list(TraceQuery(prompt_hash=group.key, limit=1))
+            if rows:
+                prompts[group.key] = PromptOfGroup(rows[0].model_id, rows[0].prompt_preview)
+    return GroupSummary(by=by, groups=groups, total_runs=sum(group.runs for group in groups), prompts=prompts)

@@ -408,8 +408,17 @@ def group_table(summary: GroupSummary) -> Text:
     key = "model" if summary.by == "model" else "prompt hash"
     heads = [key, "runs", "risk", "p50", "p90", *GROUP_FLAG_HEADS.values(), "entropy", "tokens"]
     lines = [_group_cells(group, summary.by) for group in summary.groups]
+    if summary.by == "prompt":
+        heads += ["model", "prompt"]
+        for line, group in zip(lines, summary.groups, strict=True):
+            prompt = summary.prompts.get(group.key)
+            line += (
+                [Text(one_line(prompt.model_id, 40)), Text(one_line(prompt.prompt_preview, 60))]
+                if prompt
+                else [Text(""), Text("")]
+            )
     title = Text(f"{summary.total_runs} runs by {summary.by} (risk: mean; flags: share of runs)\n")
-    return title.append_text(aligned(heads, lines, right=frozenset(range(1, len(heads)))))
+    return title.append_text(aligned(heads, lines, right=frozenset(range(1, 12))))
 
 
 def _group_cells(group: ModelAggregate, by: str) -> list[Text]:

@@ -8,9 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from corevital.report.encoding import report_from_json
+from corevital.sinks.base import trace_row_from_report
 from corevital.views.compare import first_divergence
 from corevital.views.digest import SeriesStats, digest_document
-from corevital.views.terminal import SPARK_BARS, make_console, one_line, safe_block, show_run, sparkline
+from corevital.views.terminal import (
+    SPARK_BARS,
+    make_console,
+    one_line,
+    runs_table,
+    safe_block,
+    show_run,
+    sparkline,
+)
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
 
@@ -92,3 +102,16 @@ def test_show_gives_blame_steps_and_the_intervention() -> None:
     assert "stopped  by StopOnNonFinite at step 4: NaN in logits" in text
     layer_line = next(line for line in text.splitlines() if line.strip().startswith("14"))
     assert layer_line.split() == ["14", "1.00", "3", "NaN/Inf"]
+
+
+def test_colour_on_a_terminal_and_no_colour_with_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    row = trace_row_from_report(report_from_json(GOLDEN.read_bytes()))  # risk 1.00: bold red
+    monkeypatch.setenv("FORCE_COLOR", "1")  # what a terminal gets
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    out = io.StringIO()
+    make_console(out).print(runs_table([row]))
+    assert "\x1b[1;31m1.00" in out.getvalue()
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = io.StringIO()
+    make_console(out).print(runs_table([row]))
+    assert "31m" not in out.getvalue() and "1.00" in out.getvalue()

@@ -137,7 +137,7 @@ def _follow(args: argparse.Namespace, query: TraceQuery) -> int:
 
     console = make_console()
     with open_store(args.db) as store:
-        rows, last = store.follow(None)
+        _, last = store.follow(None)  # before the first page: a run stored meanwhile is not lost
         if not args.json:
             newest = store.list(query)
             print_lines(console, runs_table(list(reversed(newest))) if newest else Text("Waiting for runs…"))

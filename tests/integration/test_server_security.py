@@ -350,3 +350,49 @@ def test_without_the_serve_extra_the_command_says_what_to_install(capsys, monkey
     monkeypatch.setitem(sys.modules, "uvicorn", None)
     code, line = run_serve(capsys, "--db", str(db))
     assert code == 8 and "pip install 'corevital[serve]'" in line
+
+
+ODD_VALUES = [
+    "",
+    "-1",
+    "1e400",
+    "nan",
+    "-inf",
+    "9" * 40,
+    "0001-01-01",
+    "9999-12-31T23:59:59",
+    "2026-13-45",
+    "\x00",
+    "é\u202e",
+    "../../etc/passwd",
+    "[]",
+    "a" * 3000,
+    "0x10",
+    "2026-03-01T04:58:00+14:00",
+]
+
+
+def test_no_query_value_makes_a_server_error(store) -> None:
+    with make_client(store) as client:
+        paths = client.get("/api/v1/openapi.json").json()["paths"]
+        failures = []
+        for path, item in paths.items():
+            url = path.replace("{trace_id}", "7c1c62d1")
+            given = {"id": ["7c1c62d1", "01aeafe3"]} if path.endswith("/compare") else {}
+            for parameter in item["get"].get("parameters", []):
+                if parameter["in"] != "query":
+                    continue
+                for value in ODD_VALUES:
+                    if path.endswith("/events") and value.isdigit():
+                        continue  # a valid position: the stream would stay open
+                    response = client.get(url, params={**given, parameter["name"]: value})
+                    if (
+                        response.status_code >= 500
+                        or "detail" not in response.text
+                        and response.status_code >= 400
+                    ):
+                        failures.append((path, parameter["name"], value[:20], response.status_code))
+        assert failures == []
+        for value in ("9" * 40, "-1", "x", "1e5"):
+            assert_clean_error(client.get("/api/v1/events", headers={"last-event-id": value}), 422)
+        assert_clean_error(client.get("/api/v1/events", params={"after": "9" * 40}), 422)

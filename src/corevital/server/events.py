@@ -25,6 +25,7 @@ from corevital.server.models import ERROR_RESPONSES
 from corevital.sinks.base import ReportStore
 
 RETRY_MS = 2000
+MAX_SEQ = 2**63 - 1  # SQLite's largest integer
 
 
 class EventStreamResponse(StreamingResponse):
@@ -86,8 +87,10 @@ def events_router(served: Served) -> APIRouter:
     )
     async def events(
         request: Request,
-        after: Annotated[int | None, Query(ge=0, description="Send runs stored after this seq.")] = None,
-        last_event_id: Annotated[int | None, Header(ge=0, include_in_schema=False)] = None,
+        after: Annotated[
+            int | None, Query(ge=0, le=MAX_SEQ, description="Send runs stored after this seq.")
+        ] = None,
+        last_event_id: Annotated[int | None, Header(ge=0, le=MAX_SEQ, include_in_schema=False)] = None,
     ) -> StreamingResponse:
         """Each run stored from now on (or after ``after``) as an event whose data is its list row."""
         start = after if after is not None else last_event_id

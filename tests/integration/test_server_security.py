@@ -199,6 +199,8 @@ MALFORMED = [
     ("/api/v1/runs", {"cursor": "not-a-cursor"}, 400),
     ("/api/v1/runs", {"cursor": "W10"}, 400),
     ("/api/v1/runs", {"cursor": "x" * 2000}, 422),
+    ("/api/v1/runs", {"cursor": "WyJ0aW1lIixmYWxzZSwxMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwLCJ4Il0"}, 400),
+    ("/api/v1/runs", {"cursor": "WyJ0aW1lIixmYWxzZSwxZTMwOCwieCJd"}, 400),
     ("/api/v1/runs", {"model_id": "x" * 600}, 422),
     ("/api/v1/models", {"until": "0000-00-00"}, 422),
     ("/api/v1/compare", {}, 422),

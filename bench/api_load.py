@@ -194,6 +194,44 @@ def report_paths(port: int, token: str | None, every: int, base: list[str]) -> l
     return paths or base
 
 
+class Lander:
+    """Writes a new run into the store every ``every_s`` seconds while the load runs (a thread)."""
+
+    def __init__(self, db: Path, every_s: float) -> None:
+        import threading
+
+        from corevital.sinks.sqlite import SQLiteStore
+
+        self.store = SQLiteStore(db)
+        newest = self.store.list()[0]
+        self.template = self.store.get(newest.trace_id)
+        self.every_s = every_s
+        self.landed = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import uuid
+        from datetime import UTC, datetime
+
+        from corevital.report.timestamps import format_utc
+
+        assert self.template is not None
+        while not self.stop.wait(self.every_s):
+            update = {"trace_id": str(uuid.uuid4()), "created_at_utc": format_utc(datetime.now(UTC))}
+            self.store.write(self.template.model_copy(update=update))
+            self.landed += 1
+
+    def __enter__(self) -> Lander:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, required=True, help="The store to serve.")
@@ -216,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="Make every request target distinct, so none is answered from the server's response cache.",
     )
+    parser.add_argument(
+        "--land-every",
+        type=float,
+        metavar="S",
+        help="Write a new run into the store every S seconds during the load (use a copy of the store).",
+    )
     parser.add_argument("--json", action="store_true", help="Print the figures as one JSON object.")
     args = parser.parse_args(argv)
     args.token = args.token_file.read_text().strip() if args.token_file else None
@@ -230,7 +274,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.warmup > 0:
             warm = argparse.Namespace(**{**vars(args), "duration": args.warmup})
             asyncio.run(run_load(warm, port, paths))
-        tally, elapsed = asyncio.run(run_load(args, port, paths))
+        if args.land_every:
+            with Lander(args.db, args.land_every) as lander:
+                tally, elapsed = asyncio.run(run_load(args, port, paths))
+            landed = lander.landed
+        else:
+            tally, elapsed = asyncio.run(run_load(args, port, paths))
+            landed = 0
     finally:
         stop_server(proc)
     ordered = sorted(tally.latencies_ms)
@@ -241,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         "paths": sorted(set(paths)) if len(set(paths)) <= 3 else f"{len(set(paths))} targets",
         "requests": tally.sent,
         "uncached": args.uncached,
+        "runs_landed": landed,
         "errors": tally.errors,
         "statuses": tally.statuses,
         "throughput_rps": round(len(ordered) / elapsed, 1) if elapsed else 0.0,

@@ -392,3 +392,38 @@ def test_docs_name_every_flag_route_and_limit(client: TestClient) -> None:
         "1 to 500",
     ):
         assert phrase in " ".join(text.split()), phrase
+
+
+def test_concurrent_identical_listings_ask_the_store_once(store: SQLiteStore) -> None:
+    import asyncio
+    import threading
+
+    import httpx
+
+    class CountingStore(MemorySink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pages = 0
+            self.counting = threading.Lock()
+
+        def page(self, query=None, cursor=None):
+            with self.counting:
+                self.pages += 1
+            time.sleep(0.3)
+            return super().page(query, cursor)
+
+    counting = CountingStore()
+    report = store.get("7c1c62d1")
+    assert report is not None
+    counting.write(report)
+    app = create_app(counting, ServeConfig(store_label="memory"))
+
+    async def burst() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            responses = await asyncio.gather(*(client.get("/api/v1/runs") for _ in range(12)))
+        assert len({response.content for response in responses}) == 1
+        return [response.status_code for response in responses]
+
+    assert asyncio.run(burst()) == [200] * 12
+    assert counting.pages == 1

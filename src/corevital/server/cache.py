@@ -3,11 +3,12 @@
 Dashboards poll the same few lists; the store changes only when a run lands. A successful
 ``GET`` of a listing route (runs, the original ``/api/traces``, aggregates) is kept, keyed by its
 request target, for at most ``ttl_s`` and only while the store's last position (``follow(None)``)
-is what it was when the entry was made. The position is read at most every ``check_s`` (in a
-worker thread, one read at a time), so a new run shows in every list within about ``check_s``; a
-report rewritten under the same id (which keeps its position) within ``ttl_s``. Reports, events
-and errors are never cached. Runs inside :class:`~corevital.server.guard.Guard`: the token and
-every other check come first.
+is what it was when the entry was made. Concurrent requests for a target that is not kept wait
+for the first one's answer instead of each asking the store. The position is read at most every
+``check_s`` (in a worker thread, one read at a time), so a new run shows in every list within
+about ``check_s``; a report rewritten under the same id (which keeps its position) within
+``ttl_s``. Reports, events and errors are never cached. Runs inside
+:class:`~corevital.server.guard.Guard`: the token and every other check come first.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class ResponseCache:
         self.position: int | None = None
         self.checked = -float("inf")
         self.checking = anyio.Lock()
+        self.filling: dict[bytes, anyio.Event] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] not in CACHED_PATHS:
@@ -68,23 +70,48 @@ class ResponseCache:
             await self.app(scope, receive, send)
             return
         key = scope["path"].encode() + b"?" + scope.get("query_string", b"")
-        entry = self.entries.get(key)
-        now = time.monotonic()
-        if entry is not None and entry.position == position and now - entry.made < self.ttl_s:
-            start = {"type": "http.response.start", "status": entry.status, "headers": list(entry.headers)}
-            await send(start)
-            await send({"type": "http.response.body", "body": entry.body})
-            return
-        await self._fill(scope, receive, send, key, position, now)
+        for _ in range(2):
+            entry = self.entries.get(key)
+            if (
+                entry is not None
+                and entry.position == position
+                and time.monotonic() - entry.made < self.ttl_s
+            ):
+                start = {
+                    "type": "http.response.start",
+                    "status": entry.status,
+                    "headers": list(entry.headers),
+                }
+                await send(start)
+                await send({"type": "http.response.body", "body": entry.body})
+                return
+            pending = self.filling.get(key)
+            if pending is None:
+                break
+            await pending.wait()  # the same answer is being made for another client: share it
+        filled = anyio.Event()
+        self.filling[key] = filled
+        try:
+            await self._fill(scope, receive, send, key, position, time.monotonic())
+        finally:
+            if self.filling.get(key) is filled:
+                del self.filling[key]
+            filled.set()
 
     async def _position(self) -> int | None:
-        if time.monotonic() - self.checked >= self.check_s and not self.checking.locked():
-            async with self.checking:
-                try:
-                    _, self.position = await in_thread(self.store.follow, None)
-                except ApiError:
-                    self.position = None
-                self.checked = time.monotonic()
+        if time.monotonic() - self.checked < self.check_s:
+            return self.position
+        if self.checking.locked():  # being read: use the last one, or wait for the first
+            if self.position is None:
+                async with self.checking:
+                    pass
+            return self.position
+        async with self.checking:
+            try:
+                _, self.position = await in_thread(self.store.follow, None)
+            except ApiError:
+                self.position = None
+            self.checked = time.monotonic()
         return self.position
 
     async def _fill(

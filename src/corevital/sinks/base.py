@@ -113,8 +113,9 @@ class ReportStore(Sink, Protocol):
         A page holds ``query.limit`` rows (``None``: :data:`MAX_PAGE_SIZE`; more is a StoreError);
         ``query.offset`` applies to the first page only (with a cursor it is ignored).
         ``next_cursor`` is an opaque string continuing after the page's last row, ``None`` when no
-        row follows. Rows written meanwhile before the cursor's position are not seen; none is
-        returned twice. A malformed cursor, or one of another sort order, is a StoreError.
+        row follows. Rows written meanwhile before the cursor's position are not seen, and no row is
+        returned twice unless it is written again with another sort value meanwhile. A malformed
+        cursor, or one of another sort order, is a StoreError.
         """
         ...
 
@@ -131,7 +132,8 @@ class ReportStore(Sink, Protocol):
         """Rows stored with ``seq > after``, oldest first, at most :data:`MAX_PAGE_SIZE`.
 
         Returns the rows and the ``seq`` to pass next time (the last row's, else ``after``).
-        ``after=None`` means "from now": no rows and the current last ``seq`` (0 when empty).
+        ``after=None`` means "from now": no rows and the current last ``seq`` (0 when empty). A
+        report written again under its trace id keeps its ``seq``, so it is not followed again.
         """
         ...
 

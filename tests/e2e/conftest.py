@@ -22,9 +22,13 @@ def chromium_path() -> Path:
     return require(CHROMIUM)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: Path) -> Iterator[Any]:
-    """One headless Chromium for the session (``--no-sandbox``: the tests may run as root)."""
+    """One headless Chromium per test module (``--no-sandbox``: the tests may run as root).
+
+    Module scope: Playwright's sync API keeps an asyncio loop running on the main thread while its
+    browser lives, which would make later tests that call ``asyncio.run`` fail.
+    """
     sync_api = require_module("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -108,10 +107,7 @@ def test_async_stream(monitor) -> None:
     async def collect():
         return [event async for event in monitor.stream(prompt=PROMPT)]
 
-    # The event loop runs on a thread of its own, so the test does not depend on whether an earlier
-    # test left a loop running on this one (Playwright's sync API does, for as long as its browser lives).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        events = pool.submit(asyncio.run, collect()).result()
+    events = asyncio.run(collect())
     assert events[-1].kind == "final" and len(events) == events[-1].report.generated.num_tokens + 1
 
 

@@ -1,5 +1,5 @@
-"""The JSON API under ``/api/v1``: runs (filtered, sorted, paged by cursor), one report, per-model
-and per-prompt aggregates, comparisons and the server's description.
+"""The JSON API under ``/api/v1``: runs (filtered, sorted, paged by cursor), one report and its
+digest, exports, per-model and per-prompt aggregates, comparisons and the server's description.
 
 Every store call runs in a worker thread (:func:`~corevital.server.common.in_thread`); inputs are
 checked here first, so that what reaches the store is valid and a store error means the store
@@ -23,7 +23,7 @@ from corevital.server.common import (
     in_thread,
     json_response,
     raw_json_response,
-    resolve_id,
+    report_text,
     row_dict,
 )
 from corevital.server.comparison import run_comparison, run_digest
@@ -189,7 +189,7 @@ def api_router(served: Served) -> APIRouter:
     )
     async def get_run(trace_id: str) -> Response:
         """The full report of the run with this trace id, or a unique prefix of it."""
-        found = await _report_text(served, checked_trace_id(trace_id))
+        found = await report_text(served, checked_trace_id(trace_id))
         if found is None:
             raise ApiError(404, "no run with this id")
         full_id, text = found
@@ -312,14 +312,3 @@ def _export_text(store: ReportStore, query: TraceQuery, fmt: str, rows: str) -> 
     buffer = io.StringIO(newline="")
     export_runs(store, query, fmt=fmt, rows=rows, out=buffer)
     return buffer.getvalue()
-
-
-async def _report_text(served: Served, trace_id: str) -> tuple[str, str] | None:
-    text = await in_thread(served.store.get_json, trace_id)
-    if text is not None:
-        return trace_id, text
-    full_id = await in_thread(resolve_id, served.store, trace_id)
-    if full_id is None or full_id == trace_id:
-        return None
-    text = await in_thread(served.store.get_json, full_id)
-    return None if text is None else (full_id, text)

@@ -142,3 +142,15 @@ def check_db_path(db_path: str | None, config: ServeConfig) -> None:
         f"this server serves the store {config.store_label!r}, chosen when it started; "
         "a client cannot choose another with db_path (leave it out)",
     )
+
+
+async def report_text(served: Served, trace_id: str) -> tuple[str, str] | None:
+    """The full id and stored JSON of the run with this id or unique prefix; ``None`` if none."""
+    text = await in_thread(served.store.get_json, trace_id)
+    if text is not None:
+        return trace_id, text
+    full_id = await in_thread(resolve_id, served.store, trace_id)
+    if full_id is None or full_id == trace_id:
+        return None
+    text = await in_thread(served.store.get_json, full_id)
+    return None if text is None else (full_id, text)

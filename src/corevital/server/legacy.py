@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from corevital.server.api import ModelId, PromptHash, _report_text
+from corevital.server.api import ModelId, PromptHash
 from corevital.server.common import (
     LEGACY_ROW_FIELDS,
     Served,
@@ -21,6 +21,7 @@ from corevital.server.common import (
     in_thread,
     json_response,
     raw_json_response,
+    report_text,
     row_dict,
 )
 from corevital.server.errors import ApiError
@@ -54,7 +55,7 @@ def legacy_router(served: Served) -> APIRouter:
         return json_response([row_dict(row, LEGACY_ROW_FIELDS) for row in rows])
 
     async def report(trace_id: str) -> Response:
-        found = await _report_text(served, checked_trace_id(trace_id))
+        found = await report_text(served, checked_trace_id(trace_id))
         if found is None:
             raise ApiError(404, f"Trace not found: {trace_id}")
         return raw_json_response(found[1])

@@ -3,13 +3,13 @@
 Transformers dispatches every attention layer through ``ALL_ATTENTION_FUNCTIONS`` keyed by
 ``config._attn_implementation``. :class:`AttentionTap` registers a function under a name of its
 own, points the model's configs at it for the duration of a ``with`` block, and restores them on
-exit, also when generation raises (both through :mod:`.hf_compat`). On the eager path the function computes the layer's output
-with the model's own eager attention (the baseline) and keeps only the observed query rows of its
-weights; on the fast path the model keeps SDPA and each layer contributes one matmul (the observed
-rows' raw scores), which are scaled, masked and normalised for all layers at once when the step's
-rows are collected (:mod:`.attention_rows`). The full weight matrices are never returned to the
-model, so nothing accumulates across layers or steps. Statistics are computed once per step,
-vectorised over layers (``corevital.metrics.attention``).
+exit, also when generation raises (both through :mod:`.hf_compat`). On the eager path the function
+computes the layer's output with the model's own eager attention (the baseline) and keeps only the
+observed query rows of its weights; on the fast path the model keeps SDPA and each layer
+contributes one matmul (the observed rows' raw scores), which are scaled, masked and normalised
+for all layers at once when the step's rows are collected (:mod:`.attention_rows`). The full
+weight matrices are never returned to the model, so nothing accumulates across layers or steps.
+Statistics are computed once per step, vectorised over layers (``corevital.metrics.attention``).
 
 Decoding steps of a decoder-only model whose cache only appends keys go further: each layer just
 keeps its query row, and the rows of a whole window of steps are scored later against the cache

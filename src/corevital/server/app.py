@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import threading
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Response
@@ -48,9 +49,14 @@ DESCRIPTION = (
 )
 
 
-def create_app(store: ReportStore, config: ServeConfig) -> FastAPI:
-    """A FastAPI application serving ``store`` (read only) as ``config`` says."""
-    served = Served(store, config)
+def create_app(
+    store: ReportStore, config: ServeConfig, *, stopping: threading.Event | None = None
+) -> FastAPI:
+    """A FastAPI application serving ``store`` (read only) as ``config`` says.
+
+    Setting ``stopping`` ends the open event streams (the runner sets it on Ctrl-C).
+    """
+    served = Served(store, config, stopping or threading.Event())
 
     async def refuse_other_store(
         db_path: Annotated[str | None, Query(include_in_schema=False, max_length=4096)] = None,

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from functools import partial
@@ -48,10 +49,14 @@ class EventClients:
 
 @dataclass
 class Served:
-    """The store a server answers from and how it was started; passed to every router."""
+    """The store a server answers from and how it was started; passed to every router.
+
+    ``stopping`` is set when the server begins to shut down: open event streams end.
+    """
 
     store: ReportStore
     config: ServeConfig
+    stopping: threading.Event = field(default_factory=threading.Event)
     events: EventClients = field(init=False)
 
     def __post_init__(self) -> None:

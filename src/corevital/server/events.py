@@ -5,11 +5,12 @@ list-row JSON). The stream polls :meth:`~corevital.sinks.base.ReportStore.follow
 ``event_poll_s``, sends a comment line when it has been silent for ``heartbeat_s``, and ends when
 the client goes away. A client resumes with ``?after=SEQ`` or the ``Last-Event-ID`` header that
 EventSource sends on reconnecting; without either the feed starts from now. The number of open
-streams is bounded (503 beyond).
+streams is bounded (503 beyond); every stream ends when the server is stopping.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -52,7 +53,12 @@ def run_event(row_seq: int, data: bytes) -> bytes:
 
 
 async def _stream(
-    request: Request, store: ReportStore, after: int | None, poll_s: float, heartbeat_s: float
+    request: Request,
+    store: ReportStore,
+    after: int | None,
+    poll_s: float,
+    heartbeat_s: float,
+    stopping: threading.Event,
 ) -> AsyncIterator[bytes]:
     rows, position = await in_thread(store.follow, after)
     yield b"retry: %d\n: following runs after %d\n\n" % (RETRY_MS, position)
@@ -68,7 +74,7 @@ async def _stream(
             yield b": keep-alive\n\n"
             quiet_since = time.monotonic()
         await anyio.sleep(poll_s)
-        if await request.is_disconnected():
+        if stopping.is_set() or await request.is_disconnected():
             return
         rows, position = await in_thread(store.follow, position)
 
@@ -97,7 +103,9 @@ def events_router(served: Served) -> APIRouter:
         if not served.events.try_acquire():
             raise ApiError(503, f"too many open event streams (at most {limits.max_event_clients})")
         try:
-            stream = _stream(request, served.store, start, limits.event_poll_s, limits.heartbeat_s)
+            stream = _stream(
+                request, served.store, start, limits.event_poll_s, limits.heartbeat_s, served.stopping
+            )
             return EventStreamResponse(stream, served.events)
         except BaseException:
             served.events.release()

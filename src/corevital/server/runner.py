@@ -7,7 +7,9 @@ anything is announced; uvicorn then serves on that socket until SIGINT or SIGTER
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable
+from types import FrameType
 
 import uvicorn
 
@@ -41,6 +43,18 @@ def url_of(host: str, port: int) -> str:
     return f"http://[{name}]:{port}" if ":" in name else f"http://{name}:{port}"
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the application when a signal asks it to stop."""
+
+    def __init__(self, config: uvicorn.Config, stopping: threading.Event) -> None:
+        super().__init__(config)
+        self.stopping = stopping
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.stopping.set()
+        super().handle_exit(sig, frame)
+
+
 def serve(
     store: ReportStore,
     config: ServeConfig,
@@ -50,7 +64,8 @@ def serve(
 ) -> None:
     """Serve ``store`` until interrupted; ``announce`` is called once the socket is bound."""
     sock = bind(config.host, config.port)
-    app = create_app(store, config)
+    stopping = threading.Event()
+    app = create_app(store, config, stopping=stopping)
     uvicorn_config = uvicorn.Config(
         app,
         log_level="warning",
@@ -62,7 +77,7 @@ def serve(
         timeout_keep_alive=5,
         timeout_graceful_shutdown=2,
     )
-    server = uvicorn.Server(uvicorn_config)
+    server = _Server(uvicorn_config, stopping)
     try:
         if announce is not None:
             announce()

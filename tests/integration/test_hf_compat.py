@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,12 @@ from tests.support.tiny_models import build_model, build_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 IDS = torch.tensor([[1, 5, 9, 14]])
+
+
+def _attention_of_configs(model: torch.nn.Module) -> dict[int, str | None]:
+    """The attention implementation each config of the model (sub-models' too) selects."""
+    configs = [getattr(m, "config", None) for m in model.modules()]
+    return {id(c): c._attn_implementation for c in configs if c is not None}
 
 
 def _sdpa_counting(calls: list[str]) -> Any:
@@ -51,7 +58,9 @@ def test_check_passes_on_the_installed_transformers() -> None:
     assert hf_compat._missing == []
 
 
-def test_check_fails_in_one_line_naming_the_version_and_the_missing_piece(monkeypatch) -> None:
+def test_check_fails_in_one_line_naming_the_version_and_the_missing_piece(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     hf_compat.check_transformers.cache_clear()
     monkeypatch.setattr(hf_compat, "_missing", ["transformers.masking_utils.eager_mask"])
     with pytest.raises(ModelLoadError) as caught:
@@ -63,7 +72,7 @@ def test_check_fails_in_one_line_naming_the_version_and_the_missing_piece(monkey
     hf_compat.check_transformers.cache_clear()
 
 
-def test_check_names_a_registry_of_another_kind(monkeypatch) -> None:
+def test_check_names_a_registry_of_another_kind(monkeypatch: pytest.MonkeyPatch) -> None:
     hf_compat.check_transformers.cache_clear()
     monkeypatch.setattr(type(ALL_ATTENTION_FUNCTIONS), "_global_mapping", None)
     with pytest.raises(ModelLoadError, match=r"ALL_ATTENTION_FUNCTIONS\.register / \._global_mapping"):
@@ -95,7 +104,7 @@ def test_registered_attention_is_in_both_registries_inside_and_gone_after_even_o
 @pytest.mark.parametrize("arch", ["llama", "t5"])
 def test_attention_implementation_routes_every_layer_and_restores_every_config(arch: str) -> None:
     model = build_model(arch, attn_implementation="sdpa")
-    before = {id(m.config): m.config._attn_implementation for m in model.modules() if hasattr(m, "config")}
+    before = _attention_of_configs(model)
     calls: list[str] = []
     kwargs: dict[str, Any] = {"input_ids": IDS}
     if model.config.is_encoder_decoder:
@@ -106,13 +115,12 @@ def test_attention_implementation_routes_every_layer_and_restores_every_config(a
         hf_compat.attention_implementation(model, name),
         torch.no_grad(),
     ):
-        assert {m.config._attn_implementation for m in model.modules() if hasattr(m, "config")} == {name}
+        assert set(_attention_of_configs(model).values()) == {name}
         model(**kwargs)
     layers = model.config.num_layers if arch == "t5" else model.config.num_hidden_layers
     expected = 3 * layers if arch == "t5" else layers  # encoder, decoder self- and cross-attention
     assert len(calls) == expected
-    after = {id(m.config): m.config._attn_implementation for m in model.modules() if hasattr(m, "config")}
-    assert after == before
+    assert _attention_of_configs(model) == before
 
 
 def test_eager_attention_function_is_the_one_next_to_the_model_class() -> None:
@@ -205,7 +213,9 @@ def test_append_only_layers_are_exactly_dynamic_layers() -> None:
     assert hf_compat.append_only_layers(object()) is None
 
 
-def test_config_revision(tiny_model_dir, monkeypatch, tmp_path) -> None:
+def test_config_revision(
+    tiny_model_dir: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     assert hf_compat.config_revision(AutoConfig.from_pretrained(tiny_model_dir("llama"))) is None  # local
     config = PretrainedConfig()
     config._commit_hash = "abc123"
@@ -219,9 +229,11 @@ def test_config_revision(tiny_model_dir, monkeypatch, tmp_path) -> None:
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    hub = PretrainedConfig(name_or_path="org/tiny")
+    hub = PretrainedConfig()
+    hub.name_or_path = "org/tiny"
     assert hf_compat.config_revision(hub) == "0123abcd"
-    assert hf_compat.config_revision(PretrainedConfig(name_or_path="org/elsewhere")) is None
+    hub.name_or_path = "org/elsewhere"
+    assert hf_compat.config_revision(hub) is None
 
 
 def test_the_gguf_dequantisation_bar_follows_transformers_progress_switch() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 
 from corevital.capture import attention_tap
@@ -43,7 +44,9 @@ def test_encoder_decoder_models_get_the_attention_check_only() -> None:
     assert checks.head is None and checks.stream is None
 
 
-def test_attention_that_cannot_be_observed_leaves_head_and_stream_checked(monkeypatch) -> None:
+def test_attention_that_cannot_be_observed_leaves_head_and_stream_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(attention_tap, "eager_attention_function", lambda module: None)
     model = build_model("llama")
     lengths, handle = _count_passes(model)

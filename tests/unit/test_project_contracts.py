@@ -50,7 +50,7 @@ def _package_of(module: str) -> str | None:
 
 def _imports(path: Path) -> list[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    found = []
+    found: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.extend(alias.name for alias in node.names)
@@ -250,7 +250,7 @@ TRANSFORMERS_INTERNALS = {
 
 
 def _internals_used(path: Path) -> list[str]:
-    found = []
+    found: list[str] = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("transformers."):
             found.append(f"from {node.module} import ...")

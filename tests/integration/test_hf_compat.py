@@ -150,8 +150,8 @@ def test_sdpa_attention_forward_agrees_with_the_eager_function() -> None:
     assert weights is not None and torch.allclose(weights.sum(-1), torch.ones(()))
 
 
-def test_eager_mask_and_causal_mask_function_are_what_a_decoding_step_asks_for() -> None:
-    """The mask builder is called with the causal rule in a plain decoding step, as decode_mask expects."""
+def _masks_asked_for() -> list[dict[str, Any]]:
+    """The keyword arguments of every mask a padded batch's generation asks the registered builder for."""
     model = build_model("llama")
     tokenizer = build_tokenizer()
     batch = tokenizer(["Hello there", "Why is the sky blue?"], return_tensors="pt", padding=True)
@@ -167,13 +167,22 @@ def test_eager_mask_and_causal_mask_function_are_what_a_decoding_step_asks_for()
         hf_compat.attention_implementation(model, name),
     ):
         model.generate(**batch, max_new_tokens=3, do_sample=False)
+    return asked
+
+
+def test_eager_mask_of_a_decoding_step_is_the_padding_mask_decode_mask_builds() -> None:
+    asked = _masks_asked_for()
     steps = [kwargs for kwargs in asked if kwargs.get("q_length") == 1]
-    assert steps, "no decoding step asked for a mask"
+    assert len(steps) >= 2  # at least one for each of the two decoding steps
     for kwargs in steps:
-        assert kwargs.get("mask_function", hf_compat.causal_mask_function) is hf_compat.causal_mask_function
         direct = decode_step_mask(**kwargs)
         assert direct is not None
         torch.testing.assert_close(direct.expand(-1, 1, 1, -1), hf_compat.eager_mask(**kwargs))
+
+
+def test_causal_mask_function_is_the_rule_a_decoding_step_asks_with() -> None:
+    for kwargs in _masks_asked_for():
+        assert kwargs.get("mask_function", hf_compat.causal_mask_function) is hf_compat.causal_mask_function
 
 
 def test_last_logits_processor_sees_the_warped_scores_and_is_removed() -> None:

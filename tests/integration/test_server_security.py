@@ -99,6 +99,15 @@ def test_no_cors_headers_without_allowed_origins(store) -> None:
             "/api/v1/runs", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"}
         )
         assert "access-control-allow-origin" not in preflight.headers
+        private = client.options(
+            "/api/v1/runs",
+            headers={
+                "Origin": ORIGIN,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Private-Network": "true",
+            },
+        )
+        assert not [name for name in private.headers if name.lower().startswith("access-control-")]
 
 
 def test_cors_only_for_the_named_origin_and_never_with_credentials(store) -> None:
@@ -124,6 +133,11 @@ def test_cors_only_for_the_named_origin_and_never_with_credentials(store) -> Non
             "/api/v1/runs", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
         )
         assert "access-control-allow-origin" not in evil.headers
+        private = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Private-Network": "true"}
+        allowed = client.options("/api/v1/runs", headers={"Origin": ORIGIN, **private})
+        assert allowed.headers["access-control-allow-private-network"] == "true"
+        refused = client.options("/api/v1/runs", headers={"Origin": "https://evil.example", **private})
+        assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
 
 
 # The served store only -------------------------------------------------------------------

@@ -13,7 +13,8 @@
     /api/v1/openapi.json          the OpenAPI document (no docs pages: nothing is fetched from a CDN)
     /api/traces, /api/traces/{id}, /api/reports/{id}   the original dashboard's routes
 
-Middleware, outermost first: CORS (only when origins are named), then
+Middleware, outermost first: CORS, with browsers' Private Network Access preflight (only when
+origins are named), then
 :class:`~corevital.server.guard.Guard` (host, size, token and time checks), then
 :class:`~corevital.server.cache.ResponseCache` (repeated listings answered from memory while the
 store has not changed).
@@ -24,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import threading
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Response
 from fastapi.middleware.cors import CORSMiddleware
@@ -91,6 +92,9 @@ def create_app(
     app.add_middleware(Guard, config=config)
     _prepare(app, [route for router in routers for route in router.routes])
     if config.allow_origins:
+        options: dict[str, Any] = {}
+        if "allow_private_network" in inspect.signature(CORSMiddleware.__init__).parameters:
+            options["allow_private_network"] = True  # a public page calling this loopback server
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(config.allow_origins),
@@ -98,6 +102,7 @@ def create_app(
             allow_methods=["GET", "HEAD"],
             allow_headers=["Authorization", "Last-Event-ID"],
             max_age=600,
+            **options,
         )
     return app
 

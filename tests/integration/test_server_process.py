@@ -3,9 +3,11 @@ over a socket, the event feed, and the files the server opens while serving (non
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -294,3 +296,52 @@ def test_event_stream_slots_come_back_when_clients_leave(tmp_path: Path, db: Pat
         assert codes == [200] * bound
     finally:
         assert server.stop() == 0
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send raw bytes, return the start of the answer (the status line and some headers)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        with contextlib.suppress(OSError):  # refused while sending the rest: read what was answered
+            conn.sendall(data)
+        answer = b""
+        try:
+            while b"\r\n\r\n" not in answer:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        except OSError:
+            pass
+    return answer
+
+
+def test_oversized_and_malformed_requests_on_the_wire(tmp_path: Path, db: Path) -> None:
+    server = start_server(["--db", str(db)], tmp_path)
+    try:
+        server.wait_ready()
+        host = b"Host: 127.0.0.1:%d\r\n" % server.port
+        big_header = b"GET /api/v1/runs HTTP/1.1\r\n" + host + b"X-Big: " + b"a" * 2_000_000 + b"\r\n\r\n"
+        many_headers = (
+            b"GET /api/v1/runs HTTP/1.1\r\n" + host + b"".join(b"X-%d: a\r\n" % i for i in range(20_000))
+        )
+        long_target = b"GET /api/v1/runs?model_id=" + b"m" * 100_000 + b" HTTP/1.1\r\n" + host + b"\r\n"
+        body = b"GET /api/v1/runs HTTP/1.1\r\n" + host + b"Content-Length: 1000000\r\n\r\n" + b"x" * 1000
+        for data in (
+            big_header,
+            many_headers + b"\r\n",
+            long_target,
+            body,
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n",
+            b"GET / HTTP/9.9\r\n\r\n",
+            b"GET /api/v1/runs HTTP/1.0\r\n\r\n",
+            b"BREW /api/v1/runs HTTP/1.1\r\n" + host + b"\r\n",
+            b"GET /api/v1/runs HTTP/1.1\r\n" + host + b"Content-Length: -5\r\n\r\n",
+        ):
+            answer = raw_exchange(server.port, data)
+            status = int(answer.split(b" ", 2)[1])
+            assert 400 <= status < 500, answer[:200]
+            assert b"Traceback" not in answer
+        assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in server.stderr()

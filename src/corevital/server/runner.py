@@ -71,6 +71,7 @@ def serve(
         log_level="warning",
         access_log=access_log,
         lifespan="off",
+        http="h11",  # bounds a request's head while parsing it (16 KiB); httptools does not
         proxy_headers=False,
         server_header=False,
         limit_concurrency=config.limits.max_connections,

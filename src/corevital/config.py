@@ -27,12 +27,11 @@ from pydantic_settings import (
 )
 
 from corevital.errors import ConfigError
+from corevital.modes import CaptureMode, EntropyMode
 
 ENV_PREFIX = "COREVITAL_"
 DEFAULT_MODEL_NAME = "default"
 
-CaptureMode = Literal["full", "summary", "on_risk"]
-EntropyMode = Literal["full", "topk_approx"]
 SinkName = Literal["sqlite", "local", "postgres", "datadog", "prometheus", "wandb", "http"]
 PerfMode = Literal["summary", "detailed", "strict"]
 

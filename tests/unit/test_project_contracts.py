@@ -17,6 +17,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 LAYER = {
     "errors": 0,
     "config": 0,
+    "modes": 0,  # the named choices (capture mode, entropy mode, model source) shared by all layers
     "progress": 0,
     "perf": 0,  # timing of a run's operations: plain counters, no steps
     "metrics": 1,

@@ -13,14 +13,12 @@ distribution: its statistics are NaN with neither flag set.
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 from torch import Tensor
 
 from corevital.metrics.types import ChosenTokenStats, LogitStats
-
-EntropyMode = Literal["full", "topk_approx"]
+from corevital.modes import EntropyMode as EntropyMode  # explicit re-export: capture.steps names it here
 
 _LN2 = math.log(2.0)
 # Number of leading tokens the ``topk_approx`` entropy keeps exactly (at least ``topk``).

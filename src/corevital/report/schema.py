@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from corevital.modes import CaptureMode, EntropyMode, ModelSource
 from corevital.report.schema_base import (
     SCHEMA_VERSION,
     FloatList,
@@ -116,10 +117,7 @@ __all__ = [
     "TopKProb",
 ]
 
-CaptureMode = Literal["full", "summary", "on_risk"]
-EntropyMode = Literal["full", "topk_approx"]
 FinishReason = Literal["eos", "length", "stopped_by_callback", "stop_string"]
-ModelSource = Literal["hub", "local", "gguf"]
 
 
 class QuantizationInfo(ReportModel):

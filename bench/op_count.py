@@ -55,7 +55,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import torch
@@ -99,22 +101,22 @@ FUSED_UPCAST = {aten._softmax.default, aten._log_softmax.default}
 
 @dataclass
 class StepCount:
-    kernels: Counter = field(default_factory=Counter)
+    kernels: Counter[str] = field(default_factory=Counter)
     views: int = 0
     elements: int = 0
     syncs: int = 0
-    callers: Counter = field(default_factory=Counter)  # where --where's op was called from
+    callers: Counter[str] = field(default_factory=Counter)  # where --where's op was called from
 
     @property
     def n_kernels(self) -> int:
         return sum(self.kernels.values())
 
 
-class OpCounter(TorchDispatchMode):
+class OpCounter(TorchDispatchMode):  # type: ignore[no-untyped-call]  # torch's __init_subclass__
     """Counts aten operations into the current step; :meth:`new_step` starts the next one."""
 
     def __init__(self, where: str | None = None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.steps: list[StepCount] = []
         self.where = where
         self._last_cast: Any = None  # output of the latest _to_copy
@@ -144,7 +146,7 @@ class OpCounter(TorchDispatchMode):
 
 def _caller() -> str:
     """The innermost Python frame outside torch: file:line of the call that dispatched the op."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None and f"{os.sep}torch{os.sep}" in frame.f_code.co_filename:
         frame = frame.f_back
     if frame is None:
@@ -173,7 +175,7 @@ def build_model(args: argparse.Namespace) -> LoadedModel:
         head_dim=args.head_dim,
         vocab_size=args.vocab,
         max_position_embeddings=8192,
-        rope_theta=500000.0,
+        rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
         bos_token_id=1,
         eos_token_id=None,
         pad_token_id=0,
@@ -189,7 +191,9 @@ def build_model(args: argparse.Namespace) -> LoadedModel:
     return loaded_from_existing(model, tokenizer, name="random-llama")
 
 
-def runners(loaded: LoadedModel, prompts: list[str], steps: int, modes: list[str]) -> dict[str, Callable]:
+def runners(
+    loaded: LoadedModel, prompts: list[str], steps: int, modes: list[str]
+) -> dict[str, Callable[[], object]]:
     tok = loaded.tokenizer
     batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     base = {
@@ -209,11 +213,11 @@ def runners(loaded: LoadedModel, prompts: list[str], steps: int, modes: list[str
                 **batch, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=0
             )
 
-    found: dict[str, Callable] = {"plain": plain}
+    found: dict[str, Callable[[], object]] = {"plain": plain}
     for mode in modes:
         pipeline = Pipeline(load_settings({**base, **MODES[mode]}, environ={}))
         pipeline.use_model(loaded)
-        found[mode] = lambda p=pipeline: p.capture(prompts)
+        found[mode] = partial(pipeline.capture, prompts)
     return found
 
 
@@ -226,7 +230,7 @@ class Summary:
     mean: float  # kernels per decoding step over every step but the prefill (windowed reductions included)
 
 
-def count(loaded: LoadedModel, fn: Callable, steps: int, where: str | None = None) -> Summary:
+def count(loaded: LoadedModel, fn: Callable[[], object], steps: int, where: str | None = None) -> Summary:
     counter = OpCounter(where)
     handle = loaded.model.register_forward_pre_hook(counter.new_step, prepend=True)
     attention_rows.STACK_KEYS_ON_CPU = True  # count what a GPU runs: one matmul for all layers' rows
@@ -248,7 +252,7 @@ def count(loaded: LoadedModel, fn: Callable, steps: int, where: str | None = Non
     return Summary(typical, found[0], found[-1].n_kernels - median, steps, mean)
 
 
-def step_times(loaded: LoadedModel, fns: dict[str, Callable], repeats: int) -> dict[str, float]:
+def step_times(loaded: LoadedModel, fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Median wall milliseconds of a middle decoding step of each runner (round-robin repeats)."""
     stamps: list[float] = []
     handle = loaded.model.register_forward_pre_hook(lambda *_: stamps.append(time.perf_counter()))
@@ -371,7 +375,8 @@ def main() -> None:
     # count what the full-size model gets.
     model_bytes = int(args.window_model_gib * 2**30)
     budget = steps.deferred_bytes_budget(model_bytes)
-    observer.deferred_bytes_budget = lambda model_bytes: budget
+    # the observer's own binding of steps.deferred_bytes_budget (the name it calls)
+    observer.deferred_bytes_budget = lambda model_bytes: budget  # type: ignore[attr-defined]
     chunk = observer.prompt_chunk_bytes(model_bytes)
     observer.prompt_chunk_bytes = lambda model_bytes: chunk
     loaded = build_model(args)

@@ -27,8 +27,9 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ SHAPES: dict[str, dict[str, Any]] = {
         tie_word_embeddings=True,
     ),
 }
-MODES = {
+MODES: dict[str, dict[str, object]] = {
     "full": {"capture": "full"},
     "full-no-prompt": {"capture": "full", "prompt_telemetry": False},
     "summary": {"capture": "summary"},
@@ -116,7 +117,7 @@ def word_tokenizer(vocab: int) -> Any:
 
     backend = Tokenizer(WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
     backend.pre_tokenizer = WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="t0", pad_token="t0")
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="t0", pad_token="t0")  # type: ignore[no-untyped-call]
 
 
 def build_random(shape: str, device: str, dtype: torch.dtype) -> LoadedModel:
@@ -125,7 +126,7 @@ def build_random(shape: str, device: str, dtype: torch.dtype) -> LoadedModel:
     config = LlamaConfig(**SHAPES[shape], bos_token_id=1, eos_token_id=None, pad_token_id=0)
     torch.manual_seed(0)
     with torch.device(device):
-        model = LlamaForCausalLM(config).to(dtype).eval()
+        model = LlamaForCausalLM(config).to(dtype).eval()  # type: ignore[arg-type]  # transformers' wrapped .to
     with torch.no_grad():  # keep activations in a realistic range for random weights
         for p in model.parameters():
             p.normal_(0.0, 0.02)
@@ -211,7 +212,10 @@ def run_case(
         assert all(seq.num_steps == new_tokens for seq in run.sequences), "a run stopped early"
         last_run[mode] = run
 
-    runners = {"plain": plain, **{mode: (lambda m=mode: capture(m)) for mode in modes}}
+    runners: dict[str, Callable[[], None]] = {
+        "plain": plain,
+        **{mode: partial(capture, mode) for mode in modes},
+    }
 
     def timed(fn: Any) -> float:
         sync(device)
@@ -234,9 +238,11 @@ def run_case(
         fn()
         peaks[name] = peak(device)
     for wanted in (profile or "").split(","):
-        fn = runners.get(wanted.removeprefix("py:"))
-        if fn is not None:
-            report = python_profile(fn, device) if wanted.startswith("py:") else profile_table(fn, device)
+        runner = runners.get(wanted.removeprefix("py:"))
+        if runner is not None:
+            report = (
+                python_profile(runner, device) if wanted.startswith("py:") else profile_table(runner, device)
+            )
             print(f"## profile {wanted} ({case})\n{report}", flush=True)
     plain_s = statistics.median(times["plain"])
     measured = peaks["plain"] is not None

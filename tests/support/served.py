@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -36,7 +37,7 @@ def original_files() -> list[Path]:
     return files
 
 
-def original_documents() -> dict[str, dict]:
+def original_documents() -> dict[str, dict[str, Any]]:
     """The original traces' JSON documents by trace id."""
     documents = [json.loads(path.read_text(encoding="utf-8")) for path in original_files()]
     return {document["trace_id"]: document for document in documents}

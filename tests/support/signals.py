@@ -22,7 +22,8 @@ def depth_profile(steps: int, layers: int, *, seed: int = 0) -> np.ndarray:
     log_l2 = np.log(40.0) + np.cumsum(log_jumps, axis=1)
     if layers > 1:
         log_l2[:, -1] = np.log(50.0)
-    return np.exp(log_l2)
+    norms: np.ndarray = np.exp(log_l2)
+    return norms
 
 
 def make_signals(

@@ -57,7 +57,7 @@ from transformers import (
 if TYPE_CHECKING:
     from transformers import GenerationMixin
 
-    class TinyModel(PreTrainedModel, GenerationMixin):
+    class TinyModel(PreTrainedModel, GenerationMixin):  # type: ignore[no-untyped-call]  # HF's __init_subclass__
         """Static type of :func:`build_model`: a ``PreTrainedModel`` that also has ``generate()``."""
 
 else:
@@ -250,7 +250,7 @@ def build_tokenizer(
     """
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=_build_backend(),
         bos_token=BOS_TOKEN,
         eos_token=EOS_TOKEN,
@@ -522,7 +522,7 @@ def build_config(arch: str, **overrides: Any) -> PretrainedConfig:
 
 
 def _generation_config(config: PretrainedConfig) -> GenerationConfig:
-    gen = GenerationConfig(
+    gen = GenerationConfig(  # type: ignore[no-untyped-call]
         bos_token_id=getattr(config, "bos_token_id", BOS_TOKEN_ID),
         eos_token_id=config.eos_token_id,
         pad_token_id=config.pad_token_id,
@@ -563,7 +563,7 @@ def build_model(arch: str, *, seed: int = 0, **overrides: Any) -> TinyModel:
         with torch.no_grad():
             embedding.weight[PAD_TOKEN_ID].zero_()
     model.generation_config = _generation_config(config)
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]  # transformers' untyped eval()
     return model
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 import anyio
@@ -43,7 +43,9 @@ class BodyTooLarge(Exception):
     """A chunked request body went past the limit while the route read it."""
 
 
-async def send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = []) -> None:  # noqa: B006 - never mutated
+async def send_json(
+    send: Send, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
     """Answer with ``{"detail": detail}`` and ``status``."""
     body = json.dumps({"detail": detail}).encode("utf-8")
     start_headers = [

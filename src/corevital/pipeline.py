@@ -37,6 +37,7 @@ from corevital.report.timestamps import utc_now
 from corevital.sinks.base import Sink
 from corevital.sinks.local import LocalFileSink
 from corevital.sinks.sqlite import SQLiteStore
+from corevital.sinks.sqlite_schema import DB_FILE_NAME
 
 if TYPE_CHECKING:
     from corevital.capture.capabilities import ModelCapabilities
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
     from corevital.capture.records import RunCapture, SequenceCapture, StepCallback
 
 log = logging.getLogger(__name__)
-
-DB_FILE = "corevital.db"
 
 
 @dataclass
@@ -60,7 +59,7 @@ class RunOutcome:
 
 def sink_target(settings: Settings) -> str:
     out = Path(settings.out)
-    return str(out / DB_FILE) if settings.sink == "sqlite" else str(out)
+    return str(out / DB_FILE_NAME) if settings.sink == "sqlite" else str(out)
 
 
 @contextmanager
@@ -84,7 +83,11 @@ def keep_layer_detail(settings: Settings, diagnosis: Diagnosis) -> bool:
 
 
 def open_sink(settings: Settings) -> Sink:
-    """The sink named by the settings; integrations that are not built yet say so plainly."""
+    """The sink named by the settings; integrations that are not built yet say so plainly.
+
+    The one place a sink that is not available is refused (:meth:`Pipeline.check_inputs` opens it
+    before any model is loaded).
+    """
     if settings.sink == "sqlite":
         return SQLiteStore.in_directory(settings.out)
     if settings.sink == "local":
@@ -92,14 +95,6 @@ def open_sink(settings: Settings) -> Sink:
     raise NotAvailableError(
         f"--sink {settings.sink} is not available in this version yet (use sqlite or local)"
     )
-
-
-def check_not_yet_available(settings: Settings) -> None:
-    """Refuse settings whose feature does not exist yet, instead of silently ignoring them."""
-    if settings.sink not in ("sqlite", "local"):
-        raise NotAvailableError(
-            f"--sink {settings.sink} is not available in this version yet (use sqlite or local)"
-        )
 
 
 def settle_loaded_model() -> None:
@@ -151,6 +146,7 @@ class Pipeline:
         self._rag: RagContext | None = None
         self._calibration: CalibrationProfile | None = None
         self._profiles: dict[str, ModelProfile] = {}
+        self._inputs_checked = False
 
     @property
     def loaded(self) -> LoadedModel:
@@ -300,10 +296,7 @@ class Pipeline:
     def run(
         self, prompts: list[str], callback: StepCallback | None = None, perf: PerfRecorder | None = None
     ) -> RunOutcome:
-        check_not_yet_available(self.settings)
-        self._check_output_writable()
-        self.rag_context()  # a bad --rag-context file fails before the model loads
-        self.calibration()  # so does a bad --calibration profile
+        self.check_inputs()
         with timed(perf if self._loaded is None else None, "model_load"):
             loaded = self.loaded
         self.check_calibration_model()
@@ -353,10 +346,19 @@ class Pipeline:
             original_model_load_ms=load,
         )
 
-    def _check_output_writable(self) -> None:
-        """Fail before spending time on generation when the reports could not be stored."""
+    def check_inputs(self) -> None:
+        """Fail before a model is loaded on what would fail later (checked once per pipeline).
+
+        The sink (not available, or not writable), the ``--rag-context`` file, the
+        ``--calibration`` profile.
+        """
+        if self._inputs_checked:
+            return
         sink = open_sink(self.settings)
         sink.close()
+        self.rag_context()
+        self.calibration()
+        self._inputs_checked = True
 
 
 def generation_identity(settings: Settings) -> GenerationIdentity:

@@ -311,3 +311,12 @@ def test_every_private_name_hf_compat_uses_is_in_the_contract() -> None:
         ):
             used.add(name)
     assert used - own <= TRANSFORMERS_INTERNALS
+
+
+def test_default_store_path_is_the_default_output_directory() -> None:
+    from pathlib import PurePosixPath
+
+    from corevital.config import load_settings
+    from corevital.sinks.sqlite_schema import DB_FILE_NAME, DEFAULT_DB_PATH
+
+    assert PurePosixPath(DEFAULT_DB_PATH) == PurePosixPath(load_settings(environ={}).out) / DB_FILE_NAME

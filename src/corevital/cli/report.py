@@ -14,8 +14,7 @@ from pathlib import Path
 
 from corevital.errors import InputError, StoreError
 from corevital.report.schema import Report
-
-DEFAULT_DB = "runs/corevital.db"
+from corevital.sinks.sqlite_schema import DEFAULT_DB_PATH
 
 
 def _load(args: argparse.Namespace) -> Report:
@@ -29,7 +28,7 @@ def _load(args: argparse.Namespace) -> Report:
         raise InputError("no run given: pass a TRACE id (or a unique prefix) or --report FILE.json")
     db = Path(args.db)
     if not db.is_file():
-        raise StoreError(f"no CoreVital database at {db}: pass --db PATH (default {DEFAULT_DB})")
+        raise StoreError(f"no CoreVital database at {db}: pass --db PATH (default {DEFAULT_DB_PATH})")
     from corevital.sinks.sqlite import SQLiteStore
 
     with SQLiteStore(db, read_only=True) as store:
@@ -78,7 +77,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         "trace", nargs="?", metavar="TRACE", help="Trace id of a stored run, or a unique prefix."
     )
     parser.add_argument("--html", required=True, metavar="OUT.html", help="Where to write the HTML file.")
-    parser.add_argument("--db", default=DEFAULT_DB, help=f"SQLite store to read (default {DEFAULT_DB}).")
+    parser.add_argument(
+        "--db", default=DEFAULT_DB_PATH, help=f"SQLite store to read (default {DEFAULT_DB_PATH})."
+    )
     parser.add_argument(
         "--report", metavar="FILE.json", help="Read the run from a report JSON file instead of a store."
     )

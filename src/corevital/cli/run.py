@@ -14,11 +14,11 @@ from corevital.errors import InputError, NotAvailableError
 from corevital.perf import PerfRecorder
 from corevital.pipeline import (
     Pipeline,
-    check_not_yet_available,
     describe_loaded,
     settle_loaded_model,
     timed,
 )
+from corevital.sinks.sqlite_schema import DEFAULT_DB_PATH
 from corevital.summary import format_performance, format_summary, summarize_report
 
 
@@ -45,9 +45,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     prompts = _collect_prompts(args)
     if args.export_otel or args.otel_endpoint:
         raise NotAvailableError("--export-otel (OpenTelemetry export) is not available in this version yet")
-    check_not_yet_available(settings)
     pipeline = Pipeline(settings)
-    pipeline._check_output_writable()
+    pipeline.check_inputs()
     with timed(perf, "model_load"):
         loaded = pipeline.loaded
         settle_loaded_model()
@@ -102,7 +101,7 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
             "--from-db", "--from_db", dest="from_db", help="An original CoreVital SQLite database."
         )
         parser.add_argument(
-            "--to-db", "--to_db", dest="to_db", default="runs/corevital.db", help="Target database."
+            "--to-db", "--to_db", dest="to_db", default=DEFAULT_DB_PATH, help="Target database."
         )
         parser.set_defaults(handler=cmd_migrate)
         return

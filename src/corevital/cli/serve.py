@@ -22,6 +22,7 @@ from corevital.server.config import (
     path_spellings,
     read_token,
 )
+from corevital.sinks.sqlite_schema import DEFAULT_DB_PATH
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -74,9 +75,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     """The arguments and handler of ``serve``."""
     parser.add_argument(
         "--db",
-        default="runs/corevital.db",
+        default=DEFAULT_DB_PATH,
         metavar="PATH",
-        help="The store to serve, opened read-only (default: runs/corevital.db). "
+        help=f"The store to serve, opened read-only (default: {DEFAULT_DB_PATH}). "
         "A postgresql:// URL is not available yet.",
     )
     parser.add_argument(

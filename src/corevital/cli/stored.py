@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 from corevital.errors import InputError, StoreError
 from corevital.sinks.rows import MAX_PAGE_SIZE, HealthFlag, SortOrder, TraceQuery
+from corevital.sinks.sqlite_schema import DEFAULT_DB_PATH
 
 if TYPE_CHECKING:
     from corevital.sinks.sqlite import SQLiteStore
 
-DEFAULT_DB = "runs/corevital.db"
 DEFAULT_LIMIT = 20
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -251,7 +251,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--db", default=DEFAULT_DB, metavar="PATH", help=f"The SQLite store (default {DEFAULT_DB})."
+        "--db", default=DEFAULT_DB_PATH, metavar="PATH", help=f"The SQLite store (default {DEFAULT_DB_PATH})."
     )
     parser.add_argument("--json", action="store_true", help="Print JSON for scripts instead of text.")
 

@@ -24,6 +24,8 @@ from typing import Final
 from corevital.errors import StoreError
 
 DB_FILE_NAME: Final = "corevital.db"
+# The store the commands read and write by default: <out>/corevital.db with the default --out.
+DEFAULT_DB_PATH: Final = "runs/" + DB_FILE_NAME
 APPLICATION_ID: Final = 0x436F5669  # "CoVi"
 BUSY_TIMEOUT_S: Final = 30.0
 SQLITE_HEADER: Final = b"SQLite format 3\x00"

@@ -66,6 +66,12 @@ def make_signals(
     return replace(base, **fields) if fields else base
 
 
+def copy_of(array: np.ndarray | None) -> np.ndarray:
+    """A copy of one of the per-layer fields that ``make_signals`` fills (a summary capture's are None)."""
+    assert array is not None
+    return array.copy()
+
+
 def summary_only(sig: SequenceSignals) -> SequenceSignals:
     """The same sequence as a summary capture keeps it: no per-layer arrays."""
     return replace(

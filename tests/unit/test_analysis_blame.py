@@ -8,14 +8,14 @@ import numpy as np
 
 from corevital.analysis.diagnose import diagnose
 from corevital.analysis.profiles import load_profile
-from tests.support.signals import make_signals, summary_only
+from tests.support.signals import copy_of, make_signals, summary_only
 
 PROFILE = load_profile("llama")
 
 
 def test_nan_blames_the_first_layer_at_the_first_step() -> None:
     sig = make_signals(steps=20, layers=12)
-    nan = sig.hidden_nan.copy()
+    nan = copy_of(sig.hidden_nan)
     nan[6, 7:] = True  # appears in layer 7 at step 6, carried to later layers
     nan[7:, :] = True  # the corrupted token fed back: every layer from step 7
     d = diagnose(replace(sig, hidden_nan=nan), PROFILE)
@@ -28,8 +28,8 @@ def test_nan_blames_the_first_layer_at_the_first_step() -> None:
 
 def test_attention_nan_counts_in_depth_order() -> None:
     sig = make_signals(steps=10, layers=8)
-    attn = sig.attn_nan.copy()
-    hidden = sig.hidden_nan.copy()
+    attn = copy_of(sig.attn_nan)
+    hidden = copy_of(sig.hidden_nan)
     attn[3, 4] = True
     hidden[3, 5:] = True
     d = diagnose(replace(sig, attn_nan=attn, hidden_nan=hidden), PROFILE)
@@ -39,7 +39,7 @@ def test_attention_nan_counts_in_depth_order() -> None:
 def test_a_norm_jump_blames_its_layer_not_the_carriers() -> None:
     for layer in (1, 5, 15, 27):
         sig = make_signals(steps=24, layers=30)
-        l2 = sig.hidden_l2.copy()
+        l2 = copy_of(sig.hidden_l2)
         l2[:, layer:-1] *= 1e4
         d = diagnose(replace(sig, hidden_l2=l2), PROFILE)
         assert d.risk.blamed_layers_flat == (layer,), layer
@@ -50,7 +50,7 @@ def test_collapsed_layers_are_blamed_below_numeric_faults() -> None:
     sig = make_signals(steps=30, layers=10)
     rates = np.zeros((30, 10))
     rates[:, 3] = 1.0
-    nan = sig.hidden_nan.copy()
+    nan = copy_of(sig.hidden_nan)
     nan[12, 6:] = True
     d = diagnose(replace(sig, attn_collapse_rate=rates, hidden_nan=nan), PROFILE)
     assert [b.layer for b in d.blamed_layers] == [6, 3]

@@ -23,7 +23,7 @@ from corevital.analysis.calibration.profile import (
 from corevital.analysis.diagnose import diagnose
 from corevital.analysis.profiles import load_profile
 from corevital.errors import ConfigError
-from tests.support.signals import make_signals
+from tests.support.signals import copy_of, make_signals
 
 LAYERS = 12
 
@@ -143,12 +143,12 @@ def test_anomalies_name_metric_step_and_layer(profile: CalibrationProfile) -> No
     sig = make_signals(40, LAYERS, seed=2000)
     entropy = sig.entropy.copy()
     entropy[20:23] += 9.0
-    l2 = sig.hidden_l2.copy()
+    l2 = copy_of(sig.hidden_l2)
     l2[:, 6:] *= 1e4  # layer 6 explodes; later layers carry it
     div = score_divergence(replace(sig, entropy=entropy, hidden_l2=l2), profile)
-    steps = sorted(a.step for a in div.anomalies if a.metric == "entropy")
+    steps = sorted(-1 if a.step is None else a.step for a in div.anomalies if a.metric == "entropy")
     assert steps == [20, 21, 22]
-    layers = sorted(a.layer for a in div.anomalies if a.metric == "l2_norm")
+    layers = sorted(-1 if a.layer is None else a.layer for a in div.anomalies if a.metric == "l2_norm")
     assert layers[0] == 6
     top = next(a for a in div.anomalies if a.metric == "entropy")
     assert top.z > 4 and "entropy at step" in top.describe() and "bits" in top.describe()
@@ -159,7 +159,7 @@ def test_calibrated_jumps_blame_the_first_layer_and_the_edges(profile: Calibrati
     sig = make_signals(40, LAYERS, seed=3000)
     assert calibrated_layer_jumps(sig.hidden_l2, profile, bound=8.0, min_steps=2) == ()
     for layer in (0, 5, LAYERS - 2):
-        l2 = sig.hidden_l2.copy()
+        l2 = copy_of(sig.hidden_l2)
         l2[:, layer:] *= 1e4
         jumps = calibrated_layer_jumps(l2, profile, bound=8.0, min_steps=2)
         assert [j.layer for j in jumps] == [layer]
@@ -173,20 +173,20 @@ def test_diagnose_uses_the_profile_for_the_mid_layer_flag_and_blame(profile: Cal
     assert not quiet.health_flags.mid_layer_anomaly_detected and quiet.calibration is not None
     assert quiet.risk.model == "heuristic"
     for layer, middle in ((0, False), (5, True)):
-        l2 = sig.hidden_l2.copy()
+        l2 = copy_of(sig.hidden_l2)
         l2[:, layer:] *= 1e4
         found = diagnose(replace(sig, hidden_l2=l2), thresholds, calibration=profile)
         assert found.health_flags.mid_layer_anomaly_detected is middle
         assert found.blamed_layers[0].layer == layer
     # Without the profile, a fault in layer 0 has no predecessor to compare with.
-    l2 = sig.hidden_l2.copy()
+    l2 = copy_of(sig.hidden_l2)
     l2[:, 0:] *= 1e4
     assert all(b.layer != 0 for b in diagnose(replace(sig, hidden_l2=l2), thresholds).blamed_layers)
 
 
 def test_low_attention_entropy_layers_are_reported(profile: CalibrationProfile) -> None:
     sig = make_signals(40, LAYERS, seed=5000)
-    attention = sig.attn_entropy_norm.copy()
+    attention = copy_of(sig.attn_entropy_norm)
     attention[:, 3] = 0.01
     div = score_divergence(replace(sig, attn_entropy_norm=attention), profile)
     assert div.low_attention_entropy_layers == (3,)

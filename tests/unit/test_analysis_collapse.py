@@ -64,7 +64,7 @@ def test_single_head_models_and_null_rates() -> None:
     rates[5, 0] = 1.0
     detail = detect_attention_collapse(rates, PROFILE)
     assert not detail.detected
-    assert np.isfinite(detail.mean_collapse_rate)
+    assert detail.mean_collapse_rate is not None and np.isfinite(detail.mean_collapse_rate)
 
 
 def test_edge_cases() -> None:

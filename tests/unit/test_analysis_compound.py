@@ -82,7 +82,9 @@ def test_attention_bottleneck_uses_the_true_head_count() -> None:
     assert "4×8 = 32 heads" in signal.evidence[0]
     assert "~12 heads" in signal.evidence[1]
     assert "attention_bottleneck" not in names(summary_only(replace(sig, entropy=e)))
-    np.testing.assert_allclose(step_collapse_rate(rates)[10], 0.375)
+    per_step = step_collapse_rate(rates)
+    assert per_step is not None
+    np.testing.assert_allclose(per_step[10], 0.375)
 
 
 def test_confident_repetition_risk_needs_actual_repetition() -> None:
@@ -92,7 +94,8 @@ def test_confident_repetition_risk_needs_actual_repetition() -> None:
     looped = looping(confident, period=3, start=20)
     found = {s.name: s for s in detect_compound_signals(looped, P)}
     assert "confident_repetition_risk" in found
-    assert found["confident_repetition_risk"].first_step >= 20
+    first_step = found["confident_repetition_risk"].first_step
+    assert first_step is not None and first_step >= 20
 
 
 def test_ngram_repeats() -> None:

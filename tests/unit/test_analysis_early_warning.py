@@ -26,7 +26,7 @@ def test_online_updates_end_in_the_post_run_result() -> None:
     e[50:] += np.linspace(0, 6, 30) ** 1.5 / 3  # an accelerating rise
     m[55:] = 0.01
     tracker = EarlyWarningTracker(PROFILE)
-    fired_online = []
+    fired_online: list[tuple[str, int]] = []
     for t in range(e.size):
         step = tracker.update(float(e[t]), float(m[t]), float(s[t]))
         assert step.step == t
@@ -92,7 +92,8 @@ def test_memory_is_bounded() -> None:
 
 @pytest.mark.parametrize("steps", [0, 1, 2])
 def test_short_and_empty_runs(steps: int) -> None:
-    result, per_step = early_warning(*(a[:steps] for a in calm()), PROFILE)
+    e, m, s = (a[:steps] for a in calm())
+    result, per_step = early_warning(e, m, s, PROFILE)
     assert result.warning_signals == () and len(per_step) == steps
     assert 0.0 <= result.failure_risk < 0.1
 

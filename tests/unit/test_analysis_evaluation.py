@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -164,7 +165,7 @@ def test_roc_curve_by_hand() -> None:
         ([], [], "empty"),
     ],
 )
-def test_invalid_input_is_a_clear_value_error(scores: list, labels: list, message: str) -> None:
+def test_invalid_input_is_a_clear_value_error(scores: list[Any], labels: list[Any], message: str) -> None:
     for metric in (auroc, auprc, roc_curve):
         with pytest.raises(ValueError, match=message):
             metric(np.asarray(scores), np.asarray(labels))

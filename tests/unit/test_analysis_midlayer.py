@@ -10,7 +10,7 @@ import pytest
 from corevital.analysis.depth import _robust_z_rows, layer_jumps, middle_third
 from corevital.analysis.health import mid_layer_anomaly
 from corevital.analysis.profiles import load_profile
-from tests.support.signals import make_signals, summary_only
+from tests.support.signals import copy_of, make_signals, summary_only
 
 PROFILE = load_profile("llama")
 
@@ -20,7 +20,7 @@ def with_fault(
 ):
     """A sequence whose layer ``layer`` output is scaled from ``from_step`` on; later layers carry it."""
     sig = make_signals(steps=steps, layers=layers, seed=seed)
-    l2 = sig.hidden_l2.copy()
+    l2 = copy_of(sig.hidden_l2)
     l2[from_step:, layer:-1] *= factor  # the last layer is after the final norm
     return replace(sig, hidden_l2=l2)
 
@@ -61,7 +61,7 @@ def test_healthy_depth_profiles_are_quiet() -> None:
 
 def test_massive_activations_in_an_early_layer_are_not_anomalies() -> None:
     sig = make_signals(steps=48, layers=30)
-    l2 = sig.hidden_l2.copy()
+    l2 = copy_of(sig.hidden_l2)
     delimiter_steps = [0, 1, 9, 17, 30]  # newlines: a burst from layer 2 on, carried forward
     l2[np.ix_(delimiter_steps, range(2, 29))] *= 300.0
     sig = replace(sig, hidden_l2=l2)
@@ -71,7 +71,7 @@ def test_massive_activations_in_an_early_layer_are_not_anomalies() -> None:
 
 def test_a_one_step_burst_in_a_middle_layer_is_not_an_anomaly() -> None:
     sig = make_signals(steps=48, layers=30)
-    l2 = sig.hidden_l2.copy()
+    l2 = copy_of(sig.hidden_l2)
     l2[7, 14:29] *= 50.0
     assert not mid_layer_anomaly(replace(sig, hidden_l2=l2), PROFILE).detected
 
@@ -85,9 +85,9 @@ def test_ordinary_depth_growth_is_not_an_anomaly() -> None:
 
 def test_nan_in_a_middle_layer_is_an_anomaly() -> None:
     sig = make_signals(steps=10, layers=12)
-    nan = sig.hidden_nan.copy()
+    nan = copy_of(sig.hidden_nan)
     nan[4:, 5:] = True
-    l2 = sig.hidden_l2.copy()
+    l2 = copy_of(sig.hidden_l2)
     l2[4:, 5:] = np.nan
     detail = mid_layer_anomaly(replace(sig, hidden_nan=nan, hidden_l2=l2), PROFILE)
     assert detail.detected
@@ -109,7 +109,7 @@ def test_edge_cases_never_raise() -> None:
 def test_persistent_massive_activations_in_a_fixed_early_layer_are_not_blamed() -> None:
     """GPT-2 style: from layer 2 on, every token carries a few huge dimensions (norm x60)."""
     sig = make_signals(steps=40, layers=12)
-    l2 = sig.hidden_l2.copy()
+    l2 = copy_of(sig.hidden_l2)
     l2[:, 2:-1] *= 60.0
     assert layer_jumps(l2, PROFILE.mid_layer) == ()
     l2[:, 2:-1] *= 1e4 / 60.0  # a x1e4 fault there is still found

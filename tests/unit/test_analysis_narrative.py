@@ -9,7 +9,7 @@ import numpy as np
 
 from corevital.analysis.diagnose import diagnose
 from corevital.analysis.profiles import load_profile
-from tests.support.signals import looping, make_signals
+from tests.support.signals import copy_of, looping, make_signals
 
 PROFILE = load_profile("llama")
 
@@ -42,7 +42,7 @@ def test_high_risk_runs_get_findings_and_a_recommendation() -> None:
 
 def test_everything_at_once_stays_within_six_sentences() -> None:
     sig = looping(make_signals(steps=60, layers=12), period=2, start=30)
-    nan = sig.hidden_nan.copy()
+    nan = copy_of(sig.hidden_nan)
     nan[40:, 5:] = True
     rates = np.zeros((60, 12))
     rates[:, 2] = 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ from corevital.analysis.online import OnlineSequenceMonitor
 from corevital.analysis.profiles import FAMILIES, family_for, load_profile, profile_field_paths
 from corevital.analysis.signals import SequenceSignals
 from corevital.errors import ConfigError
-from tests.support.signals import looping, make_signals, summary_only
+from tests.support.signals import copy_of, looping, make_signals, summary_only
 
 PROFILES = Path(__file__).resolve().parents[2] / "src" / "corevital" / "configs" / "model_profiles"
 
@@ -114,7 +114,8 @@ def _recording(obj: BaseModel, seen: set[str], prefix: str = "") -> Any:
             seen.add(prefix + name)
         return object.__getattribute__(self, name)
 
-    return type(type(obj).__name__, (type(obj),), {"__getattribute__": get}).model_construct(**values)
+    recording = cast(type[BaseModel], type(type(obj).__name__, (type(obj),), {"__getattribute__": get}))
+    return recording.model_construct(**values)
 
 
 def _calibration(layers: int, steps: int) -> CalibrationProfile:
@@ -137,9 +138,9 @@ def _scenarios(steps: int = 48, layers: int = 12) -> dict[str, SequenceSignals]:
     """Runs that between them make every detector fire (each one asserted below, so none goes quiet)."""
     calm = make_signals(steps, layers)
     rise = np.linspace(0.0, 1.0, steps)
-    mid_jump = calm.hidden_l2.copy()
+    mid_jump = copy_of(calm.hidden_l2)
     mid_jump[10:, layers // 2] *= 40
-    late_jump = calm.hidden_l2.copy()
+    late_jump = copy_of(calm.hidden_l2)
     late_jump[10:, layers - 3] *= 40
     return {
         "calm": calm,

@@ -13,7 +13,7 @@ from corevital.analysis.health import HealthFlags
 from corevital.analysis.profiles import load_profile
 from corevital.analysis.risk import risk_score
 from corevital.analysis.stats import sigmoid
-from tests.support.signals import looping, make_signals
+from tests.support.signals import copy_of, looping, make_signals
 
 PROFILE = load_profile("llama")
 
@@ -24,7 +24,7 @@ def score(sig, **flags) -> float:
 
 def test_nan_forces_one_and_names_it() -> None:
     sig = make_signals(steps=20)
-    nan = sig.hidden_nan.copy()
+    nan = copy_of(sig.hidden_nan)
     nan[5, 3:] = True
     d = diagnose(replace(sig, hidden_nan=nan), PROFILE)
     assert d.risk.risk_score == 1.0

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from corevital.analysis.calibration.features import FEATURE_NAMES, run_features
+from corevital.analysis.calibration.features import FEATURE_NAMES, RunFeatures, run_features
 from corevital.analysis.calibration.fit import DatasetInfo, fit_risk_model
 from corevital.analysis.calibration.risk_model import RiskModelSpec, predict
 from corevital.analysis.diagnose import diagnose
 from corevital.analysis.evaluation import auroc, compute_ece
 from corevital.analysis.health import HealthFlags
 from corevital.analysis.profiles import load_profile
+from corevital.analysis.signals import SequenceSignals
 from corevital.errors import InputError
 from tests.support.signals import make_signals
 from tests.unit.test_analysis_calibration import build_profile
@@ -23,10 +24,15 @@ from tests.unit.test_analysis_calibration import build_profile
 DATASET = DatasetInfo(name="synthetic.jsonl", sha256="0" * 64, split="dev")
 
 
-def labelled_population(n: int, seed: int) -> tuple[list, np.ndarray, np.ndarray, list]:
+def labelled_population(
+    n: int, seed: int
+) -> tuple[list[RunFeatures], np.ndarray, np.ndarray, list[SequenceSignals]]:
     """Runs whose failure probability rises with their mean surprisal (a known logistic)."""
     rng = np.random.default_rng(seed)
-    rows, labels, groups, signals = [], [], [], []
+    rows: list[RunFeatures] = []
+    labels: list[int] = []
+    groups: list[str] = []
+    signals: list[SequenceSignals] = []
     for i in range(n):
         level = rng.uniform(0.2, 4.0)
         sig = make_signals(12, 6, seed=seed * 10_000 + i)

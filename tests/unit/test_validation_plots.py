@@ -17,7 +17,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture
 def image() -> ModuleType:
-    return pytest.importorskip("matplotlib.image")
+    module: ModuleType = pytest.importorskip("matplotlib.image")
+    return module
 
 
 def make_series(count: int, n: int = 400, seed: int = 0) -> list[PlotSeries]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 import torch
@@ -12,11 +13,13 @@ import corevital
 import corevital.monitor as monitor_module
 from corevital import CoreVitalMonitor, StopOnRepetition, StopWhen
 from corevital.errors import CoreVitalError
+from corevital.report.schema import Report
+from tests.support.values import present
 
 PROMPT = "The quick brown fox jumps"
 
 
-def timeline(report) -> list[tuple]:
+def timeline(report: Report) -> list[tuple[Any, ...]]:
     return [
         (
             s.token.token_id,
@@ -62,9 +65,14 @@ def test_no_run_yet_is_a_clear_error(monitor) -> None:
 def test_model_is_loaded_once(monitor, monkeypatch) -> None:
     import corevital.capture.loading as loading
 
-    loads = []
+    loads: list[Any] = []
     real = loading.load_model
-    monkeypatch.setattr(loading, "load_model", lambda spec: loads.append(spec) or real(spec))
+
+    def counted(spec: Any) -> Any:
+        loads.append(spec)
+        return real(spec)
+
+    monkeypatch.setattr(loading, "load_model", counted)
     for _ in range(3):
         monitor.run(prompt=PROMPT)
     monitor.run_batch([PROMPT, "hello"])
@@ -80,7 +88,7 @@ def test_run_batch_gives_one_report_per_prompt(monitor) -> None:
 def test_concurrent_runs_equal_sequential_runs(monitor) -> None:
     prompts = [PROMPT, "Once upon a time"]
     sequential = [timeline(monitor.run(prompt=p)) for p in prompts]
-    results: dict[int, list] = {}
+    results: dict[int, list[tuple[Any, ...]]] = {}
 
     def work(index: int) -> None:
         results[index] = timeline(monitor.run(prompt=prompts[index]))
@@ -141,10 +149,10 @@ def test_repetition_policy_stops_where_the_loop_forms(arch: str, prompt: str, ti
     monitor = CoreVitalMonitor(str(tiny_model_dir(arch)), device="cpu", temperature=0.0, chat_template="off")
     free = monitor.run(prompt=prompt, max_new_tokens=40)
     stopped = monitor.run(prompt=prompt, max_new_tokens=40, policies=[StopOnRepetition()])
-    loop = free.extensions.repetition
-    assert free.health_flags.repetition_loop_detected and free.generated.num_tokens == 40
+    loop = present(free.extensions.repetition)
+    assert present(free.health_flags).repetition_loop_detected and free.generated.num_tokens == 40
     # The loop qualifies once it spans max(12 tokens, 3 periods); the policy stops at that very token.
-    assert stopped.generated.num_tokens == loop.first_step + max(12, 3 * loop.period)
+    assert stopped.generated.num_tokens == present(loop.first_step) + max(12, 3 * present(loop.period))
     assert stopped.generated.token_ids == free.generated.token_ids[: stopped.generated.num_tokens]
     intervention = stopped.extensions.model_dump()["intervention"]
     assert (

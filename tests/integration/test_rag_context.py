@@ -7,6 +7,7 @@ from pathlib import Path
 
 from corevital.cli import main
 from corevital.sinks.sqlite import SQLiteStore
+from tests.support.values import present
 
 PROMPT = "Context: the lighthouse was built in 1854 on the northern cape. Question: when was it built?"
 
@@ -54,7 +55,8 @@ def test_rag_metadata_and_context_share_reach_the_report(capsys, tmp_path: Path,
         report = store.get(store.list()[0].trace_id)
     finally:
         store.close()
-    stored = report.extensions.rag
+    assert report is not None
+    stored = present(report.extensions.rag)
     assert stored.retrieved_doc_ids == ["doc-7"] and stored.retrieval_metadata == {
         "retriever": "bm25",
         "k": 1,

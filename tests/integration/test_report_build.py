@@ -31,6 +31,7 @@ def test_every_step_and_layer_holds_its_captured_values(arch: str, temperature: 
         assert report_to_json(report_from_json(report_to_json(report))) == report_to_json(report)
         prompt_tokens = len(seq.prompt.token_ids)
         lg, h, a = seq.logits, seq.hidden, seq.attention
+        assert h is not None and a is not None  # full capture keeps every layer
         assert len(report.timeline) == seq.num_steps
         for t, step in enumerate(report.timeline):
             assert step.step_index == prompt_tokens + t

@@ -26,7 +26,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from corevital.errors import ConfigError
+from corevital.errors import ConfigError, validation_line
 from corevital.modes import CaptureMode, EntropyMode
 
 ENV_PREFIX = "COREVITAL_"
@@ -270,12 +270,4 @@ def load_settings(
     try:
         return Settings(_build_sources=(sources, explicit))
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc)) from exc
-
-
-def _one_line(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(x) for x in err.get("loc", ())) or "settings"
-        parts.append(f"{where}: {err.get('msg', 'invalid value')}")
-    return "invalid setting " + "; ".join(parts)
+        raise ConfigError("invalid setting " + validation_line(exc, where_default="settings")) from exc

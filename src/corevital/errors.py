@@ -8,6 +8,11 @@ with ``--log_level DEBUG``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class CoreVitalError(Exception):
     """Base of every error CoreVital raises on purpose."""
@@ -67,3 +72,22 @@ class NotAvailableError(CoreVitalError):
     """A feature that this build or this machine does not provide (yet)."""
 
     exit_code = 8
+
+
+def validation_line(
+    exc: ValidationError, *, where_default: str, show_input: bool = False, quote_where: bool = False
+) -> str:
+    """A pydantic validation failure as one line: ``where: message (and N more problems)``.
+
+    ``where`` is the dotted location of the first problem (``where_default`` when it is the whole
+    document), in quotes with ``quote_where``; ``show_input`` appends the offending value when it is
+    not a mapping.
+    """
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(part) for part in first.get("loc", ())) or where_default
+    message = " ".join(str(first.get("msg", "invalid value")).removeprefix("Value error, ").split())
+    value = first.get("input")
+    shown = f", got {value!r}" if show_input and not isinstance(value, dict) else ""
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return f"{where!r}: {message}{shown}{more}" if quote_where else f"{where}: {message}{shown}{more}"

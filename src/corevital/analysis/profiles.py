@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from corevital.errors import ConfigError
+from corevital.errors import ConfigError, validation_line
 
 PROFILE_PACKAGE_DIR = "configs/model_profiles"
 
@@ -166,7 +166,8 @@ def load_profile(model_type: str, overrides: dict[str, Any] | None = None) -> Mo
     try:
         return ModelProfile.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc)) from exc
+        problem = validation_line(exc, where_default="profile", show_input=True, quote_where=True)
+        raise ConfigError(f"model-profile key {problem}") from exc
 
 
 def profile_field_paths(cls: type[BaseModel] = ModelProfile, prefix: str = "") -> list[str]:
@@ -179,17 +180,6 @@ def profile_field_paths(cls: type[BaseModel] = ModelProfile, prefix: str = "") -
         else:
             paths.append(prefix + name)
     return paths
-
-
-def _one_line(exc: ValidationError) -> str:
-    """The first problem of a profile as one line, naming the dotted key (more are counted)."""
-    errors = exc.errors()
-    first = errors[0]
-    where = ".".join(str(part) for part in first.get("loc", ())) or "profile"
-    value = first.get("input")
-    shown = "" if isinstance(value, dict) else f", got {value!r}"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"model-profile key {where!r}: {first.get('msg', 'invalid value')}{shown}{more}"
 
 
 def _read_yaml(name: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from corevital.errors import ReportError
+from corevital.errors import ReportError, validation_line
 from corevital.report.legacy import upgrade_document
 from corevital.report.schema import Report
 from corevital.report.schema_base import SCHEMA_VERSION
@@ -44,7 +44,8 @@ def report_to_json(report: Report, pretty: bool = False) -> str:
             indent=2 if pretty else None, exclude_none=True, fallback=_json_fallback
         )
     except (TypeError, ValueError) as error:  # pydantic_core.PydanticSerializationError is a ValueError
-        raise ReportError(f"report {report.trace_id} cannot be encoded: {_one_line(str(error))}") from error
+        problem = " ".join(str(error).split())
+        raise ReportError(f"report {report.trace_id} cannot be encoded: {problem}") from error
 
 
 def report_to_document(report: Report) -> dict[str, Any]:
@@ -96,15 +97,8 @@ def load_report(path: str | Path) -> Report:
 
 
 def _describe(error: ValidationError, trace_id: Any) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(document)"
-    more = f" (and {error.error_count() - 1} more problems)" if error.error_count() > 1 else ""
     subject = f"report {trace_id}" if isinstance(trace_id, str) else "report"
-    return f"invalid {subject}: {where}: {_one_line(first['msg'])}{more}"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    return f"invalid {subject}: {validation_line(error, where_default='(document)')}"
 
 
 def _json_fallback(value: Any) -> Any:

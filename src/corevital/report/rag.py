@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from corevital.errors import InputError
+from corevital.errors import InputError, validation_line
 from corevital.report.schema import RagContext
 
 
@@ -31,9 +31,7 @@ def read_rag_context(path: str | Path) -> RagContext:
     try:
         rag = RagContext.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(x) for x in first.get("loc", ())) or "file"
-        raise InputError(f"RAG context file {p}: {where}: {first.get('msg')}") from exc
+        raise InputError(f"RAG context file {p}: {validation_line(exc, where_default='file')}") from exc
     span = rag.context_span
     if span is not None and not (len(span) == 2 and 0 <= span[0] < span[1]):
         raise InputError(f"RAG context file {p}: context_span must be [start, end] with 0 <= start < end")

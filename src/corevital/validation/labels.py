@@ -46,7 +46,7 @@ from pydantic import (
     model_validator,
 )
 
-from corevital.errors import InputError
+from corevital.errors import InputError, validation_line
 from corevital.validation.answer_text import normalize_answer, parse_number
 
 MatchMode = Literal["exact", "numeric", "contains"]
@@ -125,15 +125,6 @@ class LabelledRecord(BaseModel):
         return "\n".join(message.content for message in self.messages or [])
 
 
-def _first_error(exc: ValidationError) -> str:
-    errors = exc.errors()
-    first = errors[0]
-    where = ".".join(str(part) for part in first["loc"])
-    message = first["msg"].removeprefix("Value error, ")
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}: {message}{more}" if where else f"{message}{more}"
-
-
 def iter_labelled(path: str | Path) -> Iterator[tuple[int, LabelledRecord]]:
     """``(line number, record)`` for every non-blank line of a labelled JSONL file."""
     path = Path(path)
@@ -154,7 +145,8 @@ def iter_labelled(path: str | Path) -> Iterator[tuple[int, LabelledRecord]]:
             try:
                 yield number, LabelledRecord.model_validate(data)
             except ValidationError as exc:
-                raise InputError(f"{path}:{number}: {_first_error(exc)}") from exc
+                problem = validation_line(exc, where_default="record")
+                raise InputError(f"{path}:{number}: {problem}") from exc
 
 
 def load_labelled(path: str | Path, *, split: str | None = None) -> list[LabelledRecord]:

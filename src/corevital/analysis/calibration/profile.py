@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from corevital.analysis.calibration.risk_model import RiskModelSpec
-from corevital.errors import ConfigError
+from corevital.errors import ConfigError, validation_line
 
 PROFILE_FORMAT = "corevital.calibration-profile"
 PROFILE_VERSION = 1
@@ -220,9 +220,8 @@ def _read_profile(path: str, where: str, mtime_ns: int, size: int) -> Calibratio
     try:
         return CalibrationProfile.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"calibration profile {file} is invalid at {where}: {first['msg']}") from exc
+        problem = validation_line(exc, where_default="(document)")
+        raise ConfigError(f"calibration profile {file} is invalid: {problem}") from exc
 
 
 def save_calibration_profile(profile: CalibrationProfile, path: str | Path) -> Path:

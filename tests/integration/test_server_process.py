@@ -4,6 +4,7 @@ over a socket, the event feed, and the files the server opens while serving (non
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -41,6 +42,7 @@ NO_TORCH = "import sys\nsys.modules['torch'] = None\nsys.modules['transformers']
 
 
 def test_serves_without_torch_then_stops_cleanly_on_ctrl_c(tmp_path: Path, db: Path) -> None:
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
     server = start_server(["--db", str(db)], tmp_path, prelude=NO_TORCH)
     try:
         server.wait_ready()
@@ -62,6 +64,7 @@ def test_serves_without_torch_then_stops_cleanly_on_ctrl_c(tmp_path: Path, db: P
     stream.close()
     follower.close()
     assert server.stderr() == ""
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # read-only: the store is untouched
     assert not port_is_open(server.port)
 
 

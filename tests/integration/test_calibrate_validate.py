@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from corevital.analysis.calibration.profile import load_calibration_profile
 from corevital.cli import main
 from corevital.report.encoding import load_report
+from tests.support.values import present
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -54,7 +56,7 @@ def labelled_file(path: Path, n: int = 40) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_model_dir) -> Path:
+def tiny(tiny_model_dir: Callable[[str], Path]) -> Path:
     return tiny_model_dir("llama")
 
 
@@ -237,6 +239,6 @@ def test_a_run_decoded_differently_from_the_calibration_says_so(capsys, tmp_path
     reports = sorted(
         (load_report(p) for p in out_dir.glob("trace_*.json")), key=lambda r: r.generated.num_tokens
     )
-    assert reports[0].extensions.calibration.warnings is None
-    (warning,) = reports[1].extensions.calibration.warnings
+    assert present(reports[0].extensions.calibration).warnings is None
+    (warning,) = present(present(reports[1].extensions.calibration).warnings)
     assert "max_new_tokens 9" in warning and "greedy, max_new_tokens 6" in warning

@@ -249,14 +249,14 @@ def test_the_gguf_dequantisation_bar_follows_transformers_progress_switch() -> N
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
 
-    bar, was_enabled = gguf_utils.tqdm, hf_logging.is_progress_bar_enabled()
+    bar, was_enabled = gguf_utils.tqdm, hf_logging.is_progress_bar_enabled()  # type: ignore[attr-defined]
     try:
         hf_logging.disable_progress_bar()
         with hf_compat.gguf_bar_follows_progress_switch():
-            assert gguf_utils.tqdm([1, 2], desc="x").disable is True
-        assert gguf_utils.tqdm is bar
+            assert gguf_utils.tqdm([1, 2], desc="x").disable is True  # type: ignore[attr-defined]
+        assert gguf_utils.tqdm is bar  # type: ignore[attr-defined]
         hf_logging.enable_progress_bar()
         with hf_compat.gguf_bar_follows_progress_switch():
-            assert gguf_utils.tqdm is bar  # enabled: transformers' bar as it is
+            assert gguf_utils.tqdm is bar  # type: ignore[attr-defined]  # enabled: transformers' bar as it is
     finally:
         (hf_logging.enable_progress_bar if was_enabled else hf_logging.disable_progress_bar)()

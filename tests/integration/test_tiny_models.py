@@ -192,7 +192,7 @@ def test_forward_pass_shows_the_expected_shape(arch: str, tokenizer: PreTrainedT
 
     router = getattr(out, "router_logits", None)
     if shape.is_moe:
-        assert len(router) == shape.num_layers
+        assert router is not None and len(router) == shape.num_layers
         assert router[0].shape == (2 * steps, shape.num_experts)
         assert {layer.mlp.top_k for layer in model.model.layers} == {shape.num_experts_per_tok}
     else:

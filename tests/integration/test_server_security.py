@@ -13,7 +13,14 @@ from fastapi.testclient import TestClient
 from corevital.cli import main
 from corevital.errors import StoreError
 from corevital.server.app import create_app
-from corevital.server.config import Limits, ServeConfig, loopback_hosts, path_spellings
+from corevital.server.config import (
+    Limits,
+    ServeConfig,
+    check_origin,
+    is_loopback,
+    loopback_hosts,
+    path_spellings,
+)
 from corevital.sinks.base import MemorySink
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.served import served_store
@@ -412,3 +419,35 @@ def test_no_query_value_makes_a_server_error(store) -> None:
         for value in ("9" * 40, "-1", "x", "1e5"):
             assert_clean_error(client.get("/api/v1/events", headers={"last-event-id": value}), 422)
         assert_clean_error(client.get("/api/v1/events", params={"after": "9" * 40}), 422)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("LocalHost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.10", False),
+        ("10.0.0.1", False),
+        ("127.0.0.1.nip.io", False),
+        ("localhost.example", False),
+        ("", False),
+    ],
+)
+def test_what_counts_as_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_origins_hosts_and_store_spellings() -> None:
+    assert check_origin("https://Dashboard.Example:8443/") == "https://dashboard.example:8443"
+    assert check_origin("*") == "*"
+    hosts = loopback_hosts("127.0.0.1", 8321)
+    assert {"127.0.0.1:8321", "localhost:8321", "[::1]:8321", "localhost"} <= hosts
+    assert not any("example" in host for host in hosts)
+    spellings = path_spellings("runs/corevital.db", Path("/data/runs/corevital.db"))
+    assert {"runs/corevital.db", "/data/runs/corevital.db"} <= spellings

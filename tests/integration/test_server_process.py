@@ -98,10 +98,15 @@ def test_token_over_a_real_socket(tmp_path: Path, db: Path) -> None:
         assert server.stop() == 0
 
 
-def read_events(response: httpx.Response, found: list[dict], stop: threading.Event) -> None:
+def read_events(
+    response: httpx.Response, found: list[dict], stop: threading.Event, ready: threading.Event | None = None
+) -> None:
+    """Collect the stream's run events; ``ready`` is set at its first line (the feed's start)."""
     event: dict[str, str] = {}
     try:
         for line in response.iter_lines():
+            if ready is not None:
+                ready.set()
             if stop.is_set():
                 return
             if not line:
@@ -132,9 +137,10 @@ def test_event_feed_delivers_runs_as_they_land(tmp_path: Path, db: Path) -> None
         ) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
-            reader = threading.Thread(target=read_events, args=(response, found, stop), daemon=True)
+            ready = threading.Event()
+            reader = threading.Thread(target=read_events, args=(response, found, stop, ready), daemon=True)
             reader.start()
-            time.sleep(0.8)  # the feed starts from now: earlier runs are not sent
+            assert ready.wait(15)  # the feed starts from its first line: earlier runs are not sent
             for number in (1, 2):
                 writer.write(template.model_copy(update={"trace_id": f"landed-{number}"}))
             deadline = time.monotonic() + 15

@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from corevital.analysis.compound import detect_compound_signals, ngram_repeats, step_collapse_rate
+from corevital.analysis.collapse import step_collapse_rate
+from corevital.analysis.compound import detect_compound_signals, ngram_repeats
 from corevital.analysis.profiles import load_profile
 from tests.support.signals import looping, make_signals, summary_only
 

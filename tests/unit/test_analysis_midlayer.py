@@ -7,9 +7,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from corevital.analysis.depth import _robust_z_rows, layer_jumps, middle_third
+from corevital.analysis.depth import layer_jumps, middle_third
 from corevital.analysis.health import mid_layer_anomaly
 from corevital.analysis.profiles import load_profile
+from corevital.analysis.stats import robust_z_rows
 from tests.support.signals import copy_of, make_signals, summary_only
 
 PROFILE = load_profile("llama")
@@ -138,4 +139,4 @@ def test_robust_z_of_rows_matches_the_row_by_row_definition() -> None:
         values[:, 0] = np.nan
         values[rng.random(values.shape) < 0.1] = np.inf if trial % 3 else np.nan
         floor = float(rng.choice([1e-3, 0.5]))
-        assert _robust_z_rows(values, floor).tobytes() == slow(values, floor).tobytes()
+        assert robust_z_rows(values, floor).tobytes() == slow(values, floor).tobytes()

@@ -36,16 +36,7 @@ class BlamedLayer:
 
 def nan_origin(sig: SequenceSignals) -> tuple[int, int] | None:
     """(step, layer): the first layer showing NaN/Inf at the first step where any layer does."""
-    per_layer: np.ndarray | None = None
-    for arr in (sig.hidden_nan, sig.hidden_inf, sig.attn_nan, sig.attn_inf):
-        if arr is None or np.ndim(arr) != 2 or np.size(arr) == 0:
-            continue
-        flags = np.asarray(arr, dtype=bool)
-        if per_layer is None:
-            per_layer = flags.copy()
-        else:
-            rows, cols = min(per_layer.shape[0], flags.shape[0]), min(per_layer.shape[1], flags.shape[1])
-            per_layer[:rows, :cols] |= flags[:rows, :cols]
+    per_layer = sig.nonfinite_layers()
     if per_layer is None or not per_layer.any():
         return None
     step = int(np.flatnonzero(per_layer.any(axis=1))[0])

@@ -85,6 +85,22 @@ def _strength(test: CollapseTest, profile: CollapseProfile, delta: float) -> flo
     return clip(max(parts), 0.0, 1.0)
 
 
+def step_collapse_rate(collapse_rate: np.ndarray | None) -> np.ndarray | None:
+    """Collapsed heads / (layers × heads) per step ``[T]``: the mean over layers of each layer's rate
+    (over the layers whose rate is finite; NaN where none is). None without a ``[T, L]`` input.
+    """
+    if collapse_rate is None:
+        return None
+    rates = np.asarray(collapse_rate, dtype=np.float64)
+    if rates.ndim != 2 or rates.shape[1] == 0:
+        return None
+    ok = np.isfinite(rates)
+    counts = ok.sum(axis=1)
+    sums = np.where(ok, rates, 0.0).sum(axis=1)
+    with np.errstate(all="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
 def detect_attention_collapse(
     collapse_rate: np.ndarray | None, profile: CollapseProfile
 ) -> AttentionCollapseDetail:
@@ -94,11 +110,9 @@ def detect_attention_collapse(
     rates = np.asarray(collapse_rate, dtype=np.float64)
     if rates.ndim != 2 or rates.size == 0 or not np.isfinite(rates).any():
         return AttentionCollapseDetail()
-    with np.errstate(all="ignore"):
-        ok = np.isfinite(rates)
-        per_step = np.where(
-            ok.any(axis=1), np.where(ok, rates, 0.0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1), np.nan
-        )
+    per_step = step_collapse_rate(rates)
+    if per_step is None:
+        return AttentionCollapseDetail()
     run = collapse_test(per_step, profile)
     layer_delta = profile.layer_trend_delta
     layer_tests = [

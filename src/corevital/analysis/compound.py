@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from corevital.analysis.collapse import step_collapse_rate
 from corevital.analysis.profiles import CompoundProfile
 from corevital.analysis.signals import SequenceSignals
 from corevital.analysis.stats import clip, fmean, rolling_mean
@@ -171,19 +172,6 @@ def degenerating_generation(sig: SequenceSignals, p: CompoundProfile) -> Compoun
         ),
         first_step=n - third,
     )
-
-
-def step_collapse_rate(collapse_rate: np.ndarray | None) -> np.ndarray | None:
-    """Collapsed heads / (layers × heads) per step: the mean over layers of each layer's rate."""
-    if collapse_rate is None:
-        return None
-    rates = np.asarray(collapse_rate, dtype=np.float64)
-    if rates.ndim != 2 or rates.shape[1] == 0:
-        return None
-    ok = np.isfinite(rates)
-    counts = ok.sum(axis=1)
-    sums = np.where(ok, rates, 0.0).sum(axis=1)
-    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def attention_bottleneck(sig: SequenceSignals, p: CompoundProfile) -> CompoundSignal | None:

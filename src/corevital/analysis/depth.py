@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from corevital.analysis.profiles import MidLayerProfile
+from corevital.analysis.stats import robust_z_rows
 
 
 @dataclass(frozen=True)
@@ -69,24 +70,6 @@ def _log_ratios(hidden_l2: np.ndarray) -> np.ndarray:
     return ratios
 
 
-def _robust_z_rows(values: np.ndarray, floor: float) -> np.ndarray:
-    """Robust z of each entry against its row (median and MAD over the finite entries of the row).
-
-    Rows with the same finite entries (usually all of them) are computed together.
-    """
-    out = np.full(values.shape, np.nan)
-    masks, group = np.unique(np.isfinite(values), axis=0, return_inverse=True)
-    for index, ok in enumerate(masks):
-        if ok.sum() < 3:
-            continue
-        cells = np.ix_(np.flatnonzero(group.reshape(-1) == index), ok)
-        rows = values[cells]
-        med = np.median(rows, axis=1, keepdims=True)
-        scale = np.maximum(np.median(np.abs(rows - med), axis=1, keepdims=True) * 1.4826, floor)
-        out[cells] = (rows - med) / scale
-    return out
-
-
 def layer_jumps(hidden_l2: np.ndarray | None, profile: MidLayerProfile) -> tuple[LayerJump, ...]:
     """Layers whose norm jump over the previous layer is abnormal, in depth order."""
     if hidden_l2 is None:
@@ -95,7 +78,7 @@ def layer_jumps(hidden_l2: np.ndarray | None, profile: MidLayerProfile) -> tuple
     if l2.ndim != 2 or l2.shape[0] == 0 or l2.shape[1] < 5:
         return ()  # fewer than 3 judged jumps: no shape across depth to compare with
     ratios = _log_ratios(l2)
-    depth_z = _robust_z_rows(ratios, profile.scale_floor)
+    depth_z = robust_z_rows(ratios, profile.scale_floor)
     steps, layers = ratios.shape
     found: list[LayerJump] = []
     typical = np.full(layers, np.nan)
@@ -103,7 +86,7 @@ def layer_jumps(hidden_l2: np.ndarray | None, profile: MidLayerProfile) -> tuple
         column = ratios[:, layer]
         if np.isfinite(column).any():
             typical[layer] = float(np.median(column[np.isfinite(column)]))
-    persistent_z = _robust_z_rows(typical[None, :], profile.scale_floor)[0]
+    persistent_z = robust_z_rows(typical[None, :], profile.scale_floor)[0]
     over = np.nan_to_num(depth_z, nan=-np.inf) > profile.z_bound
     early_zone = layers // 3  # where massive activations live: only persistent jumps count there
     for layer in range(1, layers - 1):
@@ -114,11 +97,7 @@ def layer_jumps(hidden_l2: np.ndarray | None, profile: MidLayerProfile) -> tuple
             continue
         if layer < early_zone or hit_steps.size < profile.transient_min_steps:
             continue
-        column = ratios[:, layer]
-        ok = np.isfinite(column)
-        med = float(np.median(column[ok]))
-        scale = max(float(np.median(np.abs(column[ok] - med))) * 1.4826, profile.scale_floor)
-        temporal = (column[hit_steps] - med) / scale
+        temporal = robust_z_rows(ratios[None, :, layer], profile.scale_floor, min_finite=1)[0, hit_steps]
         confirmed = hit_steps[temporal > profile.z_bound]
         if confirmed.size >= profile.transient_min_steps:
             found.append(_jump(layer, "transient", depth_z, ratios, confirmed))

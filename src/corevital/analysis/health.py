@@ -94,19 +94,6 @@ def high_entropy_steps(entropy: np.ndarray, threshold_bits: float) -> int:
     return int(np.sum(np.isfinite(values) & (values > threshold_bits)))
 
 
-def _nonfinite_layers(sig: SequenceSignals) -> np.ndarray | None:
-    """``[T, L]`` NaN-or-Inf per layer (hidden or attention), None when no per-layer flags exist."""
-    out: np.ndarray | None = None
-    for arr in (sig.hidden_nan, sig.hidden_inf, sig.attn_nan, sig.attn_inf):
-        if arr is None:
-            continue
-        flags = np.asarray(arr, dtype=bool)
-        if flags.ndim != 2:
-            continue
-        out = flags.copy() if out is None else out | flags
-    return out
-
-
 def mid_layer_anomaly(
     sig: SequenceSignals, profile: ModelProfile, jumps: tuple[LayerJump, ...] | None = None
 ) -> MidLayerDetail:
@@ -116,7 +103,7 @@ def mid_layer_anomaly(
     """
     if jumps is None:
         jumps = layer_jumps(sig.hidden_l2, profile.mid_layer)
-    nonfinite = _nonfinite_layers(sig)
+    nonfinite = sig.nonfinite_layers()
     if sig.hidden_l2 is None and nonfinite is None:
         return MidLayerDetail()
     width = sig.num_layers

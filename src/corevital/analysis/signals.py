@@ -48,3 +48,20 @@ class SequenceSignals:
     @property
     def num_steps(self) -> int:
         return int(self.entropy.shape[0])
+
+    def nonfinite_layers(self) -> np.ndarray | None:
+        """``[T, L]`` NaN or Inf per layer, hidden state or attention; None without per-layer flags.
+
+        Flag arrays of different shapes are combined over the steps and layers they share.
+        """
+        out: np.ndarray | None = None
+        for arr in (self.hidden_nan, self.hidden_inf, self.attn_nan, self.attn_inf):
+            if arr is None or np.ndim(arr) != 2:
+                continue
+            flags = np.asarray(arr, dtype=bool)
+            if out is None:
+                out = flags.copy()
+            else:
+                rows, cols = min(out.shape[0], flags.shape[0]), min(out.shape[1], flags.shape[1])
+                out[:rows, :cols] |= flags[:rows, :cols]
+        return out

@@ -95,6 +95,27 @@ def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
         return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
+def robust_z_rows(values: np.ndarray, floor: float, *, min_finite: int = 3) -> np.ndarray:
+    """Robust z of each entry of a ``[R, N]`` array against its row: (x − median) / max(1.4826·MAD,
+    ``floor``), the median and MAD over the row's finite entries (docs/metrics.md, mid-layer anomaly).
+
+    Non-finite entries, and rows with fewer than ``min_finite`` finite entries, are NaN. Rows with
+    the same finite entries (usually all of them) are computed together.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    out = np.full(values.shape, np.nan)
+    masks, group = np.unique(np.isfinite(values), axis=0, return_inverse=True)
+    for index, ok in enumerate(masks):
+        if ok.sum() < max(1, min_finite):
+            continue
+        cells = np.ix_(np.flatnonzero(group.reshape(-1) == index), ok)
+        rows = values[cells]
+        med = np.median(rows, axis=1, keepdims=True)
+        scale = np.maximum(np.median(np.abs(rows - med), axis=1, keepdims=True) * 1.4826, floor)
+        out[cells] = (rows - med) / scale
+    return out
+
+
 def first_true(flags: np.ndarray | None) -> int | None:
     """Index of the first True along axis 0 (any over the other axes), None when none."""
     if flags is None:

@@ -48,6 +48,7 @@ per-operation overhead, as on a GPU at batch 1, but the CPU's arithmetic still s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -68,10 +69,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from overhead import MODES, prompts_for, word_tokenizer  # noqa: E402
 
-from corevital.capture import attention_rows, observer, steps  # noqa: E402
 from corevital.capture.loading import LoadedModel, loaded_from_existing  # noqa: E402
+from corevital.capture.options import Tuning  # noqa: E402
+from corevital.capture.runner import capture_prompts  # noqa: E402
 from corevital.config import load_settings  # noqa: E402
-from corevital.pipeline import Pipeline  # noqa: E402
 
 aten = torch.ops.aten
 # Operations that allocate or change metadata only: no kernel launch on a GPU.
@@ -192,7 +193,7 @@ def build_model(args: argparse.Namespace) -> LoadedModel:
 
 
 def runners(
-    loaded: LoadedModel, prompts: list[str], steps: int, modes: list[str]
+    loaded: LoadedModel, prompts: list[str], steps: int, modes: list[str], tuning: Tuning
 ) -> dict[str, Callable[[], object]]:
     tok = loaded.tokenizer
     batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -215,9 +216,8 @@ def runners(
 
     found: dict[str, Callable[[], object]] = {"plain": plain}
     for mode in modes:
-        pipeline = Pipeline(load_settings({**base, **MODES[mode]}, environ={}))
-        pipeline.use_model(loaded)
-        found[mode] = partial(pipeline.capture, prompts)
+        settings = load_settings({**base, **MODES[mode]}, environ={})
+        found[mode] = partial(capture_prompts, loaded, prompts, settings, tuning=tuning)
     return found
 
 
@@ -233,7 +233,6 @@ class Summary:
 def count(loaded: LoadedModel, fn: Callable[[], object], steps: int, where: str | None = None) -> Summary:
     counter = OpCounter(where)
     handle = loaded.model.register_forward_pre_hook(counter.new_step, prepend=True)
-    attention_rows.STACK_KEYS_ON_CPU = True  # count what a GPU runs: one matmul for all layers' rows
     try:
         fn()  # warm-up: lazy initialisation (HF's output-recording hooks) is not per step
         counter.steps.clear()
@@ -241,7 +240,6 @@ def count(loaded: LoadedModel, fn: Callable[[], object], steps: int, where: str 
             fn()
     finally:
         handle.remove()
-        attention_rows.STACK_KEYS_ON_CPU = False
     found = counter.steps
     if len(found) != steps:
         raise RuntimeError(f"expected {steps} forward passes, saw {len(found)}")
@@ -345,12 +343,17 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def report_case(loaded: LoadedModel, args: argparse.Namespace, prompt: int, modes: list[str]) -> None:
+def report_case(
+    loaded: LoadedModel, args: argparse.Namespace, prompt: int, modes: list[str], tuning: Tuning
+) -> None:
     prompts = prompts_for(loaded, prompt, args.batch, real=False)
     if args.ragged:  # sequence b is 3·b tokens shorter: left padding, a real attention mask
         prompts = [" ".join(text.split()[: prompt - 3 * b]) for b, text in enumerate(prompts)]
-    fns = runners(loaded, prompts, args.new_tokens, modes)
-    counts = {name: count(loaded, fn, args.new_tokens, args.where) for name, fn in fns.items()}
+    # Count what a GPU runs (one matmul for all layers' rows); time what the CPU runs.
+    gpu_work = dataclasses.replace(tuning, stack_keys_on_cpu=True)
+    counted = runners(loaded, prompts, args.new_tokens, modes, gpu_work)
+    counts = {name: count(loaded, fn, args.new_tokens, args.where) for name, fn in counted.items()}
+    fns = runners(loaded, prompts, args.new_tokens, modes, tuning)
     print(f"\n## prompt {prompt}\n\n{HEADER}")
     print("\n".join(row(name, counts[name]) for name in counts))
     print("\n".join(row(f"Δ {mode}", counts[mode], counts["plain"]) for mode in modes))
@@ -374,11 +377,10 @@ def main() -> None:
     # The window of deferred steps and the prompt reductions' chunks follow the model's size:
     # count what the full-size model gets.
     model_bytes = int(args.window_model_gib * 2**30)
-    budget = steps.deferred_bytes_budget(model_bytes)
-    # the observer's own binding of steps.deferred_bytes_budget (the name it calls)
-    observer.deferred_bytes_budget = lambda model_bytes: budget  # type: ignore[attr-defined]
-    chunk = observer.prompt_chunk_bytes(model_bytes)
-    observer.prompt_chunk_bytes = lambda model_bytes: chunk
+    sized = Tuning()
+    tuning = Tuning(
+        deferred_bytes=sized.deferred_budget(model_bytes), prompt_chunk_bytes=sized.prompt_chunk(model_bytes)
+    )
     loaded = build_model(args)
     print(
         f"# random Llama: {args.layers} layers, hidden {args.hidden}, heads {args.heads}/{args.kv_heads}, "
@@ -386,7 +388,7 @@ def main() -> None:
         f"{args.new_tokens} new tokens; torch {torch.__version__}"
     )
     for prompt in (int(p) for p in args.prompts.split(",")):
-        report_case(loaded, args, prompt, [m for m in args.modes.split(",") if m])
+        report_case(loaded, args, prompt, [m for m in args.modes.split(",") if m], tuning)
 
 
 if __name__ == "__main__":

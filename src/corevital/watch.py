@@ -96,7 +96,7 @@ class Watch:
         run = RunCapture(
             model=model_record(self._loaded),
             generation=gen,
-            capture_mode=options.mode,
+            capture_mode=options.capture,
             entropy_mode=options.entropy_mode,
             sequences=sequences,
             elapsed_ms=elapsed_ms,

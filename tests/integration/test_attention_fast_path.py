@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from corevital.capture.options import Tuning
 from corevital.capture.runner import capture_prompts
 from tests.integration.conftest import tiny_settings
 from tests.support.tiny_models import ARCHITECTURES
@@ -58,21 +59,17 @@ def test_fast_path_equals_eager(arch: str, tiny_loaded) -> None:
 @pytest.mark.parametrize("arch", ["llama", "bart"])
 def test_layer_by_layer_scores_equal_stacked_keys(arch: str, tiny_loaded, monkeypatch) -> None:
     """Layers scored in one matmul over their stacked keys (as on a GPU) or one by one: the same numbers."""
-    import corevital.capture.attention_rows as attention_rows
-
     loaded = tiny_loaded(arch)
     settings = tiny_settings(attention_path="fast", max_new_tokens=5)
 
-    def attention() -> list:
-        return [
-            (s.generated_token_ids, s.attention) for s in capture_prompts(loaded, PROMPTS, settings).sequences
-        ]
+    def attention(tuning: Tuning) -> list:
+        run = capture_prompts(loaded, PROMPTS, settings, tuning=tuning)
+        return [(s.generated_token_ids, s.attention) for s in run.sequences]
 
-    layered = attention()
-    monkeypatch.setattr(attention_rows, "STACK_KEYS_ON_CPU", True)
-    stacked = attention()
-    monkeypatch.setattr(attention_rows, "STACKED_KEYS_BUDGET", 0)  # beyond the budget: one by one again
-    over_budget = attention()
+    layered = attention(Tuning())
+    stacked = attention(Tuning(stack_keys_on_cpu=True))
+    # beyond the budget: one by one again
+    over_budget = attention(Tuning(stack_keys_on_cpu=True, stacked_keys_bytes=0))
     for (ids, want), (s_ids, s_att), (o_ids, o_att) in zip(layered, stacked, over_budget, strict=True):
         assert ids == s_ids == o_ids
         for name in FIELDS:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import corevital.capture.observer as observer_module
+from corevital.capture.options import Tuning
 from corevital.capture.runner import capture_prompts
 from tests.integration.conftest import tiny_settings
 
@@ -126,7 +127,6 @@ def test_the_prompt_pass_keeps_only_the_observed_rows(tiny_loaded, monkeypatch) 
     first = capture_prompts(loaded, [prompt], tiny_settings(max_new_tokens=1))
     length = len(first.sequences[0].prompt.token_ids)
     layer_block = caps.num_attention_heads * length * length * 4  # one layer's [H, P, P] float32
-    monkeypatch.setattr(observer_module, "prompt_chunk_bytes", lambda model_bytes: 3 * layer_block)
     held: list[int] = []
     real_post = observer_module.StepObserver._post_forward
 
@@ -135,7 +135,8 @@ def test_the_prompt_pass_keeps_only_the_observed_rows(tiny_loaded, monkeypatch) 
         return real_post(self, *args, **kwargs)
 
     monkeypatch.setattr(observer_module.StepObserver, "_post_forward", post)
-    run = capture_prompts(loaded, [prompt], tiny_settings(max_new_tokens=2))
+    tuning = Tuning(prompt_chunk_bytes=3 * layer_block)
+    run = capture_prompts(loaded, [prompt], tiny_settings(max_new_tokens=2), tuning=tuning)
     assert length >= 60 and run.sequences[0].prompt_telemetry is not None
     last_rows = caps.num_layers * caps.num_attention_heads * length * 4  # [L, H, 1, P] float32
     # One layer's block waits (half of 3 blocks); [L, H, P, P] of every layer would be L blocks.

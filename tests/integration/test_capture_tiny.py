@@ -187,14 +187,16 @@ def test_beam_search_reports_the_returned_beam(arch: str, tiny_loaded) -> None:
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "t5"])
 def test_teacher_forced_replay_equals_live_capture(arch: str, tiny_loaded) -> None:
     """The two capture paths compute the same numbers for the same tokens (greedy)."""
-    from corevital.capture.observer import CaptureOptions
+    from corevital.capture.options import CaptureOptions
     from corevital.capture.registry import find_attention_sites
     from corevital.capture.replay import replay_sequence
 
     loaded = tiny_loaded(arch)
-    live = capture_prompts(loaded, PROMPTS[:1], tiny_settings(max_new_tokens=6)).sequences[0]
+    settings = tiny_settings(max_new_tokens=6)
+    live = capture_prompts(loaded, PROMPTS[:1], settings).sequences[0]
     sites = find_attention_sites(loaded.model, loaded.capabilities)
-    replayed = replay_sequence(loaded, live.prompt, live.generated_token_ids, CaptureOptions(), sites)
+    options = CaptureOptions.from_settings(settings)
+    replayed = replay_sequence(loaded, live.prompt, live.generated_token_ids, options, sites)
     np.testing.assert_allclose(replayed.logits.entropy, live.logits.entropy, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(replayed.chosen.surprisal, live.chosen.surprisal, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(replayed.hidden.l2_norm, live.hidden.l2_norm, rtol=1e-4)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
+import corevital.capture.attention_tap as tap_module
 import corevital.capture.observer as observer_module
-import corevital.capture.runner as runner_module
 import corevital.capture.steps as steps_module
 from corevital.capture.loading import ModelSpec, load_model
+from corevital.capture.options import DEFERRED_BOUNDS, Tuning
 from corevital.capture.runner import capture_prompts
 from tests.integration.conftest import tiny_settings
 from tests.support.compare import assert_stats_close
@@ -20,13 +19,7 @@ PROMPTS = ["The quick brown fox jumps over", "a b c"]
 
 
 def _capture(loaded, settings, monkeypatch, *, flush_every: int) -> list:
-    real = runner_module.capture_options
-
-    def options(*args, **kwargs):
-        return dataclasses.replace(real(*args, **kwargs), flush_every=flush_every)
-
-    monkeypatch.setattr(runner_module, "capture_options", options)
-    return capture_prompts(loaded, PROMPTS, settings).sequences
+    return capture_prompts(loaded, PROMPTS, settings, tuning=Tuning(flush_every=flush_every)).sequences
 
 
 def _count_deferred_rows(monkeypatch) -> list[int]:
@@ -34,9 +27,9 @@ def _count_deferred_rows(monkeypatch) -> list[int]:
     counts: list[int] = []
     real = steps_module.reduce_decode_rows
 
-    def counted(steps, keys):
+    def counted(steps, keys, tuning):
         counts.append(len(steps))
-        return real(steps, keys)
+        return real(steps, keys, tuning)
 
     monkeypatch.setattr(steps_module, "reduce_decode_rows", counted)
     return counts
@@ -87,7 +80,6 @@ def test_window_ends_at_the_bytes_budget(tiny_loaded, monkeypatch) -> None:
     """A window holding more than the budget of deferred rows is reduced early: held memory stays bounded."""
     loaded = tiny_loaded("llama")
     settings = tiny_settings(max_new_tokens=6)
-    monkeypatch.setattr(observer_module, "deferred_bytes_budget", lambda model_bytes: 1)
     flushed: list[int] = []
     real_flush = observer_module.StepObserver.flush
 
@@ -96,7 +88,7 @@ def test_window_ends_at_the_bytes_budget(tiny_loaded, monkeypatch) -> None:
         real_flush(self)
 
     monkeypatch.setattr(observer_module.StepObserver, "flush", flush)
-    run = capture_prompts(loaded, PROMPTS[:1], settings)
+    run = capture_prompts(loaded, PROMPTS[:1], settings, tuning=Tuning(deferred_bytes=1))
     assert run.sequences[0].num_steps == 6
     assert max(flushed) <= 2  # every step is over the budget: windows of one step
 
@@ -118,16 +110,15 @@ def test_rows_of_a_sliding_window_cache_are_scored_every_step(tmp_path, monkeypa
 
 
 def test_the_window_budget_follows_the_model_size() -> None:
-    low, high = steps_module.DEFERRED_BUDGET_BOUNDS
-    assert steps_module.deferred_bytes_budget(10_000) == low  # a tiny model still gets a window
-    assert steps_module.deferred_bytes_budget(16 * 2**30) == high  # Llama-3-8B, bfloat16
-    assert low < steps_module.deferred_bytes_budget(2 * 2**30) < high
+    low, high = DEFERRED_BOUNDS
+    tuning = Tuning()
+    assert tuning.deferred_budget(10_000) == low  # a tiny model still gets a window
+    assert tuning.deferred_budget(16 * 2**30) == high  # Llama-3-8B, bfloat16
+    assert low < tuning.deferred_budget(2 * 2**30) < high
 
 
 def test_a_forward_whose_layers_do_not_all_defer_is_scored_at_once(tiny_loaded, monkeypatch) -> None:
     """Some layers deferring their rows and some not (e.g. mixed attention types): all scored per step."""
-    import corevital.capture.attention_tap as tap_module
-
     loaded = tiny_loaded("llama")
     settings = tiny_settings(max_new_tokens=6)
     want = _capture(loaded, settings, monkeypatch, flush_every=1)
@@ -147,8 +138,6 @@ def test_a_forward_whose_layers_do_not_all_defer_is_scored_at_once(tiny_loaded, 
 
 def test_deferred_steps_before_a_step_scored_at_once(tiny_loaded, monkeypatch) -> None:
     """Deferred rows are scored against a cache that has grown since (padded batch): same numbers."""
-    import corevital.capture.attention_tap as tap_module
-
     loaded = tiny_loaded("llama")
     settings = tiny_settings(max_new_tokens=7)
     want = _capture(loaded, settings, monkeypatch, flush_every=1)

@@ -71,11 +71,11 @@ def test_sparse_attention_is_bounded_and_reported(tiny_loaded) -> None:
 
 
 def test_no_prompt_telemetry_really_skips_the_work(tiny_loaded, monkeypatch) -> None:
-    import corevital.capture.attention_tap as tap_module
     import corevital.capture.observer as observer_module
+    import corevital.capture.prompt_scorer as scorer_module
 
     calls = []
-    monkeypatch.setattr(tap_module, "prompt_attention", lambda *a, **k: calls.append("attention"))
+    monkeypatch.setattr(scorer_module, "prompt_attention", lambda *a, **k: calls.append("attention"))
     monkeypatch.setattr(observer_module, "prompt_surprisals", lambda *a, **k: calls.append("surprisals"))
     run = capture_prompts(tiny_loaded("llama"), PROMPTS[:1], tiny_settings(prompt_telemetry=False))
     assert calls == [] and run.sequences[0].prompt_telemetry is None
@@ -97,7 +97,7 @@ def test_prompt_pass_scored_a_few_heads_at_a_time_gives_the_same_telemetry(
     """A long prompt's pass is scored by groups of key-value heads to bound memory: same numbers."""
 
     import corevital.capture.attention_tap as tap_module
-    import corevital.capture.observer as observer_module
+    from corevital.capture.options import Tuning
 
     loaded = tiny_loaded(arch)
     prompts = ["The quick brown fox jumps over the lazy dog", "a b c d"]
@@ -111,8 +111,8 @@ def test_prompt_pass_scored_a_few_heads_at_a_time_gives_the_same_telemetry(
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(tap_module.AttentionTap, "_prompt_pass_by_heads", by_heads)
-    monkeypatch.setattr(observer_module, "prompt_chunk_bytes", lambda model_bytes: 1)  # one head group
-    split = capture_prompts(loaded, prompts, settings).sequences
+    one_head_group = Tuning(prompt_chunk_bytes=1)
+    split = capture_prompts(loaded, prompts, settings, tuning=one_head_group).sequences
     assert len(groups) == loaded.capabilities.num_layers
     for got, want in zip(split, whole, strict=True):
         assert got.generated_token_ids == want.generated_token_ids
@@ -129,31 +129,31 @@ def test_layers_scored_together_give_the_telemetry_of_one_layer_at_a_time(
 ) -> None:
     """The prompt weights of several layers are scored as one block of heads: the same numbers."""
 
-    import corevital.capture.attention_tap as tap_module
+    from corevital.capture.prompt_scorer import PromptScorer
 
     loaded = tiny_loaded(arch)
     prompts = ["The quick brown fox jumps over the lazy dog", "a b c d"]
     settings = tiny_settings(max_new_tokens=3)
     scored: list[int] = []
-    real_score = tap_module.AttentionTap._score_prompt
+    real_score = PromptScorer._score
 
     def count(self, layers, *args, **kwargs):
         scored.append(len(layers))
         return real_score(self, layers, *args, **kwargs)
 
-    monkeypatch.setattr(tap_module.AttentionTap, "_score_prompt", count)
+    monkeypatch.setattr(PromptScorer, "_score", count)
     span = (1, 4)  # a RAG context span: its attention share is scored per head too
     together = capture_prompts(loaded, prompts, settings, context_span=span).sequences
     prompt_layers = loaded.capabilities.num_encoder_layers or loaded.capabilities.num_layers
     assert scored == [prompt_layers]  # a tiny model's layers fit one block
     scored.clear()
-    real_attention = tap_module.AttentionTap._prompt_attention
+    real_add = PromptScorer.add
 
     def one_at_a_time(self, *args, **kwargs):
-        real_attention(self, *args, **kwargs)
-        self.finish_prompt()
+        real_add(self, *args, **kwargs)
+        self.finish()
 
-    monkeypatch.setattr(tap_module.AttentionTap, "_prompt_attention", one_at_a_time)
+    monkeypatch.setattr(PromptScorer, "add", one_at_a_time)
     alone = capture_prompts(loaded, prompts, settings, context_span=span).sequences
     assert scored == [1] * prompt_layers
     for got, want in zip(together, alone, strict=True):

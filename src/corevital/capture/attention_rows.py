@@ -9,8 +9,8 @@ heads (grouped-query attention is handled by a reshape, not a copy).
 At decode time the cost is kernel launches, not arithmetic, so a layer does no work of its own:
 it leaves its observed query rows and its keys (:class:`PendingRows`), and once the forward pass
 is over :func:`finish_group` computes the rows of all layers that share a mask: one batched
-matmul over every layer's keys stacked (:func:`row_scores`; layer by layer on the CPU, or when
-the stacked keys would exceed :data:`STACKED_KEYS_BUDGET`), then one scale-and-mask and one softmax
+matmul over every layer's keys stacked (:func:`row_scores`; layer by layer on the CPU, or beyond
+:attr:`~corevital.capture.options.Tuning.stacked_keys_bytes`), then one scale-and-mask and one softmax
 (:func:`finish_rows`). The scores are rounded to the model's dtype after the matmul and again
 after scaling, as eager attention rounds them, so for visible keys the probabilities are the
 eager ones.
@@ -23,13 +23,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from corevital.capture.options import Tuning
+
 # Keyword arguments that change the attention formula in ways this recomputation does not model.
 UNSUPPORTED_KWARGS = ("softcap", "s_aux", "sinks", "attention_sinks")
-# Largest transient copy of the keys of a group of layers, to score them in one matmul instead of one
-# per layer (Llama-3-8B, batch 1: about 1000 cached tokens).
-STACKED_KEYS_BUDGET = 64 * 2**20
-# The CPU scores layer by layer (see _stack_keys); bench/op_count.py turns this on to count GPU work.
-STACK_KEYS_ON_CPU = False
 # PyTorch's memory-efficient SDPA kernel copies (pads) an additive mask whose strides are not
 # multiples of this, in every layer; a mask laid out on this alignment once per step avoids that.
 SDPA_MASK_ALIGNMENT = 8
@@ -90,13 +87,16 @@ class PendingRows(NamedTuple):
     group: tuple[object, ...]  # layers with the same group are finished together
 
 
-def finish_group(members: list[PendingRows]) -> Tensor:
-    """Probabilities [n, B, Hq, R, K] (float32) of layers that share mask, position bias, shapes and scale."""
+def finish_group(members: list[PendingRows], tuning: Tuning) -> Tensor:
+    """Probabilities [n, B, Hq, R, K] (float32) of layers that share mask, position bias, shapes and scale.
+
+    The layers are scored in one matmul over a copy of all their keys where ``tuning`` allows it.
+    """
     first = members[0]
     n = len(members)
     batch, q_heads, rows, dim = first.query.shape
     kv_heads, kv_len = first.key.shape[1], first.key.shape[2]
-    if _stack_keys(first, n):
+    if tuning.stacks_keys(first.key.device.type == "cpu", n * first.key.nbytes):
         queries = torch.stack([m.query for m in members]).view(n * batch, q_heads, rows, dim)
         keys = torch.stack([m.key for m in members]).view(n * batch, kv_heads, kv_len, dim)
         scores = row_scores(queries, keys)
@@ -104,16 +104,6 @@ def finish_group(members: list[PendingRows]) -> Tensor:
         scores = torch.stack([row_scores(m.query, m.key) for m in members])
     bias = combined_bias(first.mask, first.position_bias, kv_len)
     return finish_rows(scores.view(n, batch, q_heads, rows, kv_len), bias, first.scale)
-
-
-def _stack_keys(first: PendingRows, layers: int) -> bool:
-    """Whether to score a group's layers in one matmul over a copy of all their keys.
-
-    Worth it where kernel launches, not bytes, are the cost (an accelerator at decode time). On the
-    CPU the copy costs more than the per-layer calls it saves (unless :data:`STACK_KEYS_ON_CPU`).
-    """
-    on_cpu = first.key.device.type == "cpu"
-    return (STACK_KEYS_ON_CPU or not on_cpu) and layers * first.key.nbytes <= STACKED_KEYS_BUDGET
 
 
 def attention_rows(

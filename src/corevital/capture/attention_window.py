@@ -25,8 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from corevital.capture.attention_rows import STACKED_KEYS_BUDGET, row_scores
+from corevital.capture.attention_rows import row_scores
 from corevital.capture.hf_compat import append_only_layers
+from corevital.capture.options import Tuning
 from corevital.metrics.attention import summarize_attention
 from corevital.metrics.types import AttentionStats
 
@@ -59,7 +60,7 @@ def is_append_only(cache: Any) -> bool:
 
 
 @torch.no_grad()
-def reduce_decode_rows(steps: Sequence[DecodeRows], keys: Sequence[Tensor]) -> AttentionStats:
+def reduce_decode_rows(steps: Sequence[DecodeRows], keys: Sequence[Tensor], tuning: Tuning) -> AttentionStats:
     """Attention statistics of ``steps`` (consecutive or not), every field [N, L, B, ...] (step first).
 
     ``keys`` are the cache's keys now, one [B, Hkv, K, D] per layer, K at least every step's length.
@@ -74,7 +75,7 @@ def reduce_decode_rows(steps: Sequence[DecodeRows], keys: Sequence[Tensor]) -> A
     # Query rows in layer-major order, [L, B, Hq, N, D] in one copy: the layout of a batched matmul.
     rows = torch.cat([q for index in range(layers) for q in _layer_queries(steps, index)], dim=2)
     rows = rows.view(batch, q_heads, layers, n, dim).permute(2, 0, 1, 3, 4).contiguous()
-    if layers * keys[0].nbytes <= STACKED_KEYS_BUDGET:
+    if layers * keys[0].nbytes <= tuning.stacked_keys_bytes:
         stacked = torch.stack(list(keys)).view(layers * batch, kv_heads, kv_len, dim)
         scores = row_scores(rows.view(layers * batch, q_heads, n, dim), stacked)
     else:  # one matmul per layer rather than a copy of a long cache

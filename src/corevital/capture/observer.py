@@ -27,66 +27,32 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from corevital.capture.attention_tap import AttentionTap
 from corevital.capture.attention_window import append_only_keys, is_append_only
 from corevital.capture.capabilities import ModelCapabilities
 from corevital.capture.hf_compat import last_logits_processor
+from corevital.capture.instruments import attention_tap, model_bytes, sketch_matrix
 from corevital.capture.layer_stream import LayerStream, StreamedStates
 from corevital.capture.model_checks import logits_head, stream_sites
-from corevital.capture.records import SKETCH_SEED, CaptureWarning, StepCallback, StepEvent
+from corevital.capture.options import CaptureOptions
+from corevital.capture.records import CaptureWarning, StepCallback, StepEvent
 from corevital.capture.registry import AttentionSite, SiteKind
-from corevital.capture.steps import (
-    DeviceStep,
-    LogitOptions,
-    RawStep,
-    deferred_bytes_budget,
-    reduce_raw_steps,
-    split_host_batch,
-)
+from corevital.capture.steps import DeviceStep, RawStep, reduce_raw_steps, split_host_batch
 from corevital.metrics.attention import summarize_attention
-from corevital.metrics.hidden import make_sketch_matrix, summarize_hidden
+from corevital.metrics.hidden import summarize_hidden
 from corevital.metrics.prompt import (
-    DEFAULT_CHUNK_BYTES,
     layer_transformations,
     prompt_surprisals,
     prompt_surprisals_from_states,
 )
 from corevital.metrics.transfer import to_host
 from corevital.metrics.types import AttentionStats, HiddenStats
-
-
-@dataclass(frozen=True)
-class CaptureOptions:
-    mode: str = "full"  # full | summary | on_risk
-    entropy_mode: Literal["full", "topk_approx"] = "full"
-    topk: int = 5
-    mass_k: int = 10
-    clip_value: float = 1e6
-    sketch_dim: int = 32
-    sampling_changes_distribution: bool = False
-    flush_every: int = 32
-    prompt_telemetry: bool = True
-    fast_attention: bool = True
-    sparse_threshold: float = 0.01
-    sparse_max_per_head: int = 50
-    context_span: tuple[int, int] | None = None  # RAG context tokens: attention share into them
-
-    @property
-    def observe_attention(self) -> bool:
-        """Summary capture skips the per-layer attention work entirely (the model keeps its own kernel)."""
-        return self.mode != "summary"
-
-    @property
-    def observe_prompt(self) -> bool:
-        """Prompt telemetry is per-layer detail: computed in full and on_risk capture when enabled."""
-        return self.prompt_telemetry and self.observe_attention
 
 
 @dataclass(frozen=True)
@@ -115,11 +81,6 @@ def _prompt_visible(kwargs: dict[str, Any]) -> Tensor | None:
         return None
     mask = kwargs.get("attention_mask")
     return torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.bool()
-
-
-def prompt_chunk_bytes(model_bytes: int) -> int:
-    """Largest float32 block a prompt reduction makes at once: 1/64 of the model's size, 1-32 MiB."""
-    return min(max(model_bytes // 64, 2**20), DEFAULT_CHUNK_BYTES)
 
 
 def _uniform_runs(raw: list[RawStep]) -> list[list[RawStep]]:
@@ -163,42 +124,21 @@ class StepObserver:
         self.options = options
         self.callback = callback
         self.eos_token_ids = eos_token_ids
-        self.warnings: list[CaptureWarning] = []
-        self.tap: AttentionTap | None = None
-        if options.observe_attention:
-            if caps.attention_available:
-                self.tap = AttentionTap(
-                    sites,
-                    num_layers=caps.num_layers,
-                    num_encoder_layers=caps.num_encoder_layers or 0,
-                    fast=options.fast_attention and caps.fast_attention_supported,
-                )
-                if options.fast_attention and not caps.fast_attention_supported:
-                    self.warnings.append(
-                        CaptureWarning(
-                            "ATTENTION_EAGER_FALLBACK",
-                            f"{caps.model_type}: attention statistics use the eager path (no fast path)",
-                        )
-                    )
-            else:
-                self.warnings.append(
-                    CaptureWarning(
-                        "ATTENTION_NOT_AVAILABLE", f"attention not observable: {caps.attention_detail}"
-                    )
-                )
         device = next(model.parameters()).device
         self.device = device
-        self.sketch = (
-            make_sketch_matrix(caps.hidden_size, options.sketch_dim, seed=SKETCH_SEED, device=device)
-            if options.sketch_dim > 0 and caps.hidden_size > 0
-            else None
+        size = model_bytes(model)
+        self._deferred_budget = options.tuning.deferred_budget(size)
+        self._prompt_chunk_bytes = options.tuning.prompt_chunk(size)
+        self.tap, self.warnings = attention_tap(
+            caps,
+            sites,
+            options,
+            prompt_chunk_bytes=self._prompt_chunk_bytes,
+            context_span=options.context_span,
         )
+        self.sketch = sketch_matrix(caps, options, device)
         self._pending: RawStep | None = None
-        self._logit_options = LogitOptions(options.topk, options.mass_k, options.entropy_mode)
         self._deferred_bytes = 0
-        model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        self._deferred_budget = deferred_bytes_budget(model_bytes)
-        self._prompt_chunk_bytes = prompt_chunk_bytes(model_bytes)
         # Prompt surprisals from the output head, a few positions at a time, where it gives the
         # model's logits; otherwise the prefill keeps every position's logits (:mod:`.output_head`).
         self._head = None
@@ -227,10 +167,6 @@ class StepObserver:
         self.prompt_device: PromptDeviceStats | None = None
         # (PromptDeviceStats, per-layer attention stats, per-layer RAG span shares), on the host
         self.prompt_host: tuple[Any, Any, Any] | None = None
-        if self.tap is not None and options.observe_prompt:
-            self.tap.prompt_chunk_bytes = self._prompt_chunk_bytes
-            self.tap.prompt_options = (options.sparse_threshold, options.sparse_max_per_head)
-            self.tap.context_span = options.context_span
 
     # --- hooks -----------------------------------------------------------------------------
     def _reads_prompt(self) -> bool:
@@ -271,7 +207,7 @@ class StepObserver:
         Only after the prefill, without a live callback, for a decoder-only model whose cache only
         appends keys (:mod:`.attention_window`); the tap still checks each layer's call.
         """
-        if self.callback is not None or self.caps.is_encoder_decoder or self.options.flush_every <= 1:
+        if self.callback is not None or self.caps.is_encoder_decoder or self.options.tuning.flush_every <= 1:
             return False
         if self._forwards == 0 or cache is None:
             return False
@@ -379,7 +315,7 @@ class StepObserver:
             stacked = torch.stack(states[1:])  # [L_enc, B, S, d]
             layers, batch, length, width = stacked.shape
             self.encoder_hidden = summarize_hidden(
-                stacked.reshape(layers, batch * length, width), clip_value=self.options.clip_value
+                stacked.reshape(layers, batch * length, width), clip_value=self.options.hidden_clip_value
             )
             if self.options.observe_prompt:
                 mask = self.encoder_mask
@@ -412,7 +348,10 @@ class StepObserver:
         if self.callback is not None:  # a live callback reads each step at once: a window of one
             self.flush()
             return self._ask_callback(self.host_steps[-1], batch, input_ids.device)
-        if len(self._unflushed) >= self.options.flush_every or self._deferred_bytes >= self._deferred_budget:
+        if (
+            len(self._unflushed) >= self.options.tuning.flush_every
+            or self._deferred_bytes >= self._deferred_budget
+        ):
             self.flush()
         return self._no_stop(batch, input_ids.device)
 
@@ -482,8 +421,7 @@ class StepObserver:
                 (
                     reduce_raw_steps(
                         group,
-                        self._logit_options,
-                        clip_value=self.options.clip_value,
+                        self.options,
                         sketch=self.sketch,
                         keys=None if group[0].decode_rows is None else self._cache_keys(),
                     ),

@@ -15,14 +15,15 @@ import numpy as np
 import torch
 
 from corevital.capture.assemble import reduce_rows, series
-from corevital.capture.attention_tap import AttentionTap
+from corevital.capture.instruments import attention_tap, sketch_matrix
 from corevital.capture.loading import LoadedModel
-from corevital.capture.observer import CaptureOptions, PromptDeviceStats
+from corevital.capture.observer import PromptDeviceStats
+from corevital.capture.options import CaptureOptions
 from corevital.capture.prompt_telemetry import prompt_telemetry_for
-from corevital.capture.records import SKETCH_SEED, PromptRecord, SequenceCapture
+from corevital.capture.records import PromptRecord, SequenceCapture
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.metrics.attention import summarize_attention
-from corevital.metrics.hidden import make_sketch_matrix, summarize_hidden
+from corevital.metrics.hidden import summarize_hidden
 from corevital.metrics.logits import summarize_logits, token_surprisal
 from corevital.metrics.prompt import layer_transformations, prompt_surprisals
 from corevital.metrics.transfer import to_host
@@ -75,23 +76,16 @@ def replay_sequence(
         kwargs = {"input_ids": full}
         first = len(prompt.token_ids) - 1
         rows = slice(first, first + steps)
-    tap = None
-    if options.observe_attention and caps.attention_available:
-        tap = AttentionTap(
-            sites,
-            num_layers=caps.num_layers,
-            num_encoder_layers=caps.num_encoder_layers or 0,
-            fast=options.fast_attention and caps.fast_attention_supported,
-        )
-        tap.observe_rows(rows)
-        if options.observe_prompt:
-            tap.prompt_options = (options.sparse_threshold, options.sparse_max_per_head)
-            tap.prompt_length = None if caps.is_encoder_decoder else len(prompt.token_ids)
-    sketch = (
-        make_sketch_matrix(caps.hidden_size, options.sketch_dim, seed=SKETCH_SEED, device=device)
-        if options.sketch_dim > 0
-        else None
+    tap, _ = attention_tap(
+        caps,
+        sites,
+        options,
+        prompt_chunk_bytes=None,  # one sequence: each layer's prompt weights scored whole
+        prompt_length=None if caps.is_encoder_decoder else len(prompt.token_ids),
     )
+    if tap is not None:
+        tap.observe_rows(rows)
+    sketch = sketch_matrix(caps, options, device)
     with torch.no_grad():
         if tap is not None:
             with tap.installed(model):
@@ -104,7 +98,7 @@ def replay_sequence(
             self_rows = cross_rows = None
         logits = out.logits[0, rows]
         lstats = summarize_logits(
-            logits, topk=options.topk, mass_k=options.mass_k, entropy_mode=options.entropy_mode
+            logits, topk=options.topk, mass_k=options.topk_mass_k, entropy_mode=options.entropy_mode
         )
         chosen_ids = torch.tensor(token_ids, device=device)
         chosen = ChosenTokenStats(
@@ -112,7 +106,7 @@ def replay_sequence(
         )
         states = out.decoder_hidden_states if caps.is_encoder_decoder else out.hidden_states
         hidden = summarize_hidden(
-            torch.stack(states[1:])[:, 0, rows], clip_value=options.clip_value, sketch_matrix=sketch
+            torch.stack(states[1:])[:, 0, rows], clip_value=options.hidden_clip_value, sketch_matrix=sketch
         )
         attention = cross = None
         if self_rows is not None:
@@ -122,7 +116,7 @@ def replay_sequence(
         encoder_hidden = None
         if caps.is_encoder_decoder and out.encoder_hidden_states is not None:
             encoder_hidden = summarize_hidden(
-                torch.stack(out.encoder_hidden_states[1:])[:, 0], clip_value=options.clip_value
+                torch.stack(out.encoder_hidden_states[1:])[:, 0], clip_value=options.hidden_clip_value
             )
         prompt_stats = (
             _prompt_stats(out, kwargs, caps.is_encoder_decoder, len(prompt.token_ids))

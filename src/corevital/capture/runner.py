@@ -21,7 +21,8 @@ import torch
 
 from corevital.capture.assemble import generated_length, reduce_rows, series
 from corevital.capture.loading import LoadedModel
-from corevital.capture.observer import CaptureOptions, StepObserver
+from corevital.capture.observer import StepObserver
+from corevital.capture.options import CaptureOptions, Tuning
 from corevital.capture.prompt_telemetry import prompt_telemetry_for
 from corevital.capture.prompts import PreparedBatch, check_token_budget, prepare_batch
 from corevital.capture.records import (
@@ -42,24 +43,17 @@ log = logging.getLogger(__name__)
 
 
 def capture_options(
-    settings: Settings, gen: GenerationRecord, context_span: tuple[int, int] | None = None
+    settings: Settings,
+    gen: GenerationRecord,
+    context_span: tuple[int, int] | None = None,
+    tuning: Tuning | None = None,
 ) -> CaptureOptions:
+    """The options of one capture: the settings, and whether sampling changes the distribution."""
     changes = gen.do_sample and (
         gen.temperature != 1.0 or (gen.top_k or 0) > 0 or (gen.top_p is not None and gen.top_p < 1.0)
     )
-    return CaptureOptions(
-        mode=settings.capture,
-        entropy_mode=settings.entropy_mode,
-        topk=settings.topk,
-        mass_k=settings.topk_mass_k,
-        clip_value=settings.hidden_clip_value,
-        sketch_dim=settings.sketch_dim,
-        sampling_changes_distribution=changes,
-        prompt_telemetry=settings.prompt_telemetry,
-        fast_attention=settings.attention_path == "fast",
-        context_span=context_span,
-        sparse_threshold=settings.sparse_threshold,
-        sparse_max_per_head=settings.sparse_max_per_head,
+    return CaptureOptions.from_settings(
+        settings, sampling_changes_distribution=changes, context_span=context_span, tuning=tuning
     )
 
 
@@ -114,10 +108,14 @@ def capture_prompts(
     *,
     callback: StepCallback | None = None,
     context_span: tuple[int, int] | None = None,
+    tuning: Tuning | None = None,
 ) -> RunCapture:
-    """Generate for every prompt (``settings.batch_size`` per ``generate()`` call) and observe it."""
+    """Generate for every prompt (``settings.batch_size`` per ``generate()`` call) and observe it.
+
+    ``tuning``: memory budgets and batching (default: following the model's size).
+    """
     gen = generation_record(settings)
-    options = capture_options(settings, gen, context_span)
+    options = capture_options(settings, gen, context_span, tuning)
     started = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     t0 = time.perf_counter()
     sequences: list[SequenceCapture] = []
@@ -132,7 +130,7 @@ def capture_prompts(
     return RunCapture(
         model=model_record(loaded),
         generation=gen,
-        capture_mode=options.mode,
+        capture_mode=options.capture,
         entropy_mode=options.entropy_mode,
         sequences=sequences,
         elapsed_ms=(time.perf_counter() - t0) * 1000.0,

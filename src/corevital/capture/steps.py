@@ -8,9 +8,9 @@ to them again), with a cache that only appends also its attention query rows
 (:mod:`.attention_window`), and
 :func:`reduce_raw_steps` reduces up to a window of such steps in one batch of kernels, the same
 kernels one step would launch (the statistics are row-wise, so rows of several steps are simply
-more rows). The window is bounded by :func:`deferred_bytes_budget`, a small share of the model's own
-size, so memory held between steps stays bounded whatever the output length; a live callback that
-reads every step as it happens makes it a window of one step.
+more rows). The window is bounded by :meth:`~corevital.capture.options.Tuning.deferred_budget`, a
+small share of the model's own size, so memory held between steps stays bounded whatever the output
+length; a live callback that reads every step as it happens makes it a window of one step.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import torch
 from torch import Tensor
 
 from corevital.capture.attention_window import DecodeRows, reduce_decode_rows
+from corevital.capture.options import CaptureOptions
 from corevital.metrics.hidden import summarize_hidden
 from corevital.metrics.logits import (
-    EntropyMode,
     sampling_distribution_stats,
     summarize_logits_keeping_log_probs,
     surprisal_from_log_probs,
@@ -34,20 +34,7 @@ from corevital.metrics.logits import (
 )
 from corevital.metrics.types import AttentionStats, ChosenTokenStats, HiddenStats, LogitStats
 
-# The float32 size of the deferred rows (logits, hidden states, attention probabilities) reduced in
-# one batch is at most the model's weight bytes over this, within the bounds below; the reduction's
-# transient buffers are a small multiple of it. Llama-3-8B in bfloat16: 125 MiB, a window of 32 steps
-# at batch 1 (prompt 512) and about 11 at batch 8; SmolLM2-135M in bfloat16: 2 MiB, about 8 steps.
-DEFERRED_BUDGET_SHARE = 128
-DEFERRED_BUDGET_BOUNDS = (2**20, 128 * 2**20)
-
 T = TypeVar("T")
-
-
-def deferred_bytes_budget(model_bytes: int) -> int:
-    """Largest float32 size of the rows one window of deferred steps may reduce (see module docs)."""
-    low, high = DEFERRED_BUDGET_BOUNDS
-    return min(max(model_bytes // DEFERRED_BUDGET_SHARE, low), high)
 
 
 @dataclass(frozen=True)
@@ -108,18 +95,10 @@ class StepBatch:
     steps: int
 
 
-@dataclass(frozen=True)
-class LogitOptions:
-    topk: int
-    mass_k: int
-    entropy_mode: EntropyMode
-
-
 def reduce_raw_steps(
     raw: Sequence[RawStep],
-    options: LogitOptions,
+    options: CaptureOptions,
     *,
-    clip_value: float,
     sketch: Tensor | None,
     keys: Sequence[Tensor] | None = None,
 ) -> StepBatch:
@@ -132,7 +111,7 @@ def reduce_raw_steps(
     logits_rows = torch.stack([step.logits_row for step in raw]).flatten(0, 1)  # [N·B, V]
     tokens = torch.stack([_chosen(step) for step in raw]).flatten()  # [N·B]
     logits, log_probs = summarize_logits_keeping_log_probs(
-        logits_rows, topk=options.topk, mass_k=options.mass_k, entropy_mode=options.entropy_mode
+        logits_rows, topk=options.topk, mass_k=options.topk_mass_k, entropy_mode=options.entropy_mode
     )
     if log_probs is not None:
         surprisal = surprisal_from_log_probs(log_probs, tokens)
@@ -148,12 +127,14 @@ def reduce_raw_steps(
         layers = len(raw[0].states)
         # [B, N·L, d] in one copy, then [N·L, B, d]: every step's layers as rows of one reduction
         states = torch.cat([state for step in raw for state in _states(step)], dim=1).transpose(0, 1)
-        hidden = _leading(summarize_hidden(states, clip_value=clip_value, sketch_matrix=sketch), (n, layers))
+        hidden = _leading(
+            summarize_hidden(states, clip_value=options.hidden_clip_value, sketch_matrix=sketch), (n, layers)
+        )
     attention = None
     if raw[0].decode_rows is not None:
         if keys is None:
             raise RuntimeError("deferred attention rows need the cache's keys")
-        attention = reduce_decode_rows([_rows(step) for step in raw], keys)
+        attention = reduce_decode_rows([_rows(step) for step in raw], keys, options.tuning)
     return StepBatch(_leading(logits, (n, batch)), _leading(chosen, (n, batch)), hidden, attention, n)
 
 

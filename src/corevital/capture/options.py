@@ -1,0 +1,114 @@
+"""What one capture observes and how it spends memory, derived from the settings in one place.
+
+:class:`CaptureOptions` carries the capture settings under their setting names (``capture``,
+``topk``, ``topk_mass_k``, ...), plus what a generation adds (whether sampling changes the
+distribution, a RAG context's span). :class:`Tuning` holds the budgets that trade memory for
+kernel launches: none of them changes a number, so tests and benchmarks set them freely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from corevital.config import Settings
+from corevital.metrics.prompt import DEFAULT_CHUNK_BYTES
+from corevital.modes import CaptureMode, EntropyMode
+
+MiB = 2**20
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Memory budgets and batching of one capture (the defaults follow the model's size)."""
+
+    # Steps reduced together at most: one window of deferred steps (:mod:`.steps`).
+    flush_every: int = 32
+    # Largest float32 size of one window's rows; None: the model's weight bytes / 128, 1-128 MiB
+    # (Llama-3-8B in bfloat16: 125 MiB, a window of 32 steps at batch 1, prompt 512).
+    deferred_bytes: int | None = None
+    # Largest float32 block a prompt reduction makes at once; None: the model's bytes / 64, 1-32 MiB.
+    prompt_chunk_bytes: int | None = None
+    # Largest transient copy of a group of layers' keys, to score their rows in one matmul instead of
+    # one per layer (Llama-3-8B, batch 1: about 1000 cached tokens).
+    stacked_keys_bytes: int = 64 * MiB
+    # The CPU scores layer by layer: there the copy costs more than the calls it saves. True counts
+    # what an accelerator runs (bench/op_count.py).
+    stack_keys_on_cpu: bool = False
+
+    def deferred_budget(self, model_bytes: int) -> int:
+        if self.deferred_bytes is not None:
+            return self.deferred_bytes
+        return min(max(model_bytes // DEFERRED_SHARE, DEFERRED_BOUNDS[0]), DEFERRED_BOUNDS[1])
+
+    def prompt_chunk(self, model_bytes: int) -> int:
+        if self.prompt_chunk_bytes is not None:
+            return self.prompt_chunk_bytes
+        return min(max(model_bytes // PROMPT_CHUNK_SHARE, MiB), DEFAULT_CHUNK_BYTES)
+
+    def stacks_keys(self, on_cpu: bool, nbytes: int) -> bool:
+        """Whether to score layers in one matmul over a copy of their keys (``nbytes`` in all)."""
+        return (self.stack_keys_on_cpu or not on_cpu) and nbytes <= self.stacked_keys_bytes
+
+
+DEFERRED_SHARE = 128
+DEFERRED_BOUNDS = (MiB, 128 * MiB)
+PROMPT_CHUNK_SHARE = 64
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    """The settings capture reads, under their setting names, and what a generation adds."""
+
+    capture: CaptureMode
+    entropy_mode: EntropyMode
+    topk: int
+    topk_mass_k: int
+    hidden_clip_value: float
+    sketch_dim: int
+    attention_path: Literal["fast", "eager"]
+    prompt_telemetry: bool
+    sparse_threshold: float
+    sparse_max_per_head: int
+    sampling_changes_distribution: bool = False  # the processed scores differ from the logits
+    context_span: tuple[int, int] | None = None  # RAG context tokens: attention share into them
+    tuning: Tuning = field(default_factory=Tuning)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        sampling_changes_distribution: bool = False,
+        context_span: tuple[int, int] | None = None,
+        tuning: Tuning | None = None,
+    ) -> CaptureOptions:
+        return cls(
+            capture=settings.capture,
+            entropy_mode=settings.entropy_mode,
+            topk=settings.topk,
+            topk_mass_k=settings.topk_mass_k,
+            hidden_clip_value=settings.hidden_clip_value,
+            sketch_dim=settings.sketch_dim,
+            attention_path=settings.attention_path,
+            prompt_telemetry=settings.prompt_telemetry,
+            sparse_threshold=settings.sparse_threshold,
+            sparse_max_per_head=settings.sparse_max_per_head,
+            sampling_changes_distribution=sampling_changes_distribution,
+            context_span=context_span,
+            tuning=tuning or Tuning(),
+        )
+
+    @property
+    def observe_attention(self) -> bool:
+        """Summary capture skips the per-layer attention work entirely (the model keeps its own kernel)."""
+        return self.capture != "summary"
+
+    @property
+    def observe_prompt(self) -> bool:
+        """Prompt telemetry is per-layer detail: computed in full and on_risk capture when enabled."""
+        return self.prompt_telemetry and self.observe_attention
+
+    @property
+    def fast_attention(self) -> bool:
+        return self.attention_path == "fast"

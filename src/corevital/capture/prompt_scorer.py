@@ -1,0 +1,140 @@
+"""Prompt telemetry of the attention of the pass that reads the prompt.
+
+The prefill of a decoder-only model (the encoder of an encoder-decoder model) computes every prompt
+row of every layer's attention once. :class:`PromptScorer` turns those [B, H, P, P] weights into
+sparse attention, basin scores and a RAG context's attention share (:mod:`corevital.metrics.prompt`),
+scoring several layers' heads as one block within a memory budget, and keeps one result per layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from corevital.capture.row_buffer import visible_keys
+from corevital.metrics.prompt import PromptAttentionStats, prompt_attention, span_attention_share
+
+
+class PromptScorer:
+    """Scores the prompt rows of each layer's attention, once per layer, for one generation."""
+
+    def __init__(
+        self,
+        layers: int,
+        *,
+        threshold: float,
+        cap: int,
+        chunk_bytes: int | None = None,
+        prompt_length: int | None = None,
+        context_span: tuple[int, int] | None = None,
+    ) -> None:
+        self.threshold = threshold
+        self.cap = cap
+        # Largest float32 [B, H, P, P] block scored at once (None: no limit).
+        self.chunk_bytes = chunk_bytes
+        self.prompt_length = prompt_length  # set when the pass reads more than the prompt (replay)
+        self.context_span = context_span  # a RAG context's prompt tokens [start, end)
+        self.stats: list[PromptAttentionStats | None] = [None] * layers
+        self.span_share: list[Tensor | None] = [None] * layers
+        # Layers' prompt weights [B, H, P, P] waiting to be scored together (:meth:`finish`).
+        self._layers: list[int] = []
+        self._blocks: list[Tensor] = []
+        self._mask: Tensor | None = None
+
+    def wants(self, layer: int) -> bool:
+        return self.stats[layer] is None
+
+    def add(self, layer: int, weights: Tensor, mask: Tensor | None) -> None:
+        """A layer's weights [B, H, Q, K] over the prompt, scored now or with the next layers."""
+        if self.stats[layer] is not None:
+            return
+        if self.prompt_length is not None:
+            weights = weights[:, :, : self.prompt_length, : self.prompt_length]
+            mask = None if mask is None else mask[:, :, : self.prompt_length, : self.prompt_length]
+        if self.chunk_bytes is None:  # no memory budget: each layer on its own
+            self._score([layer], weights, mask, [weights.shape[1]])
+            return
+        # Counted as the float32 copy the scoring makes; at most a model's layers wait.
+        waiting = sum(4 * block.numel() for block in self._blocks)
+        if self._layers and (mask is not self._mask or waiting + 4 * weights.numel() > self.chunk_bytes // 2):
+            self.finish()
+        self._layers.append(layer)
+        self._blocks.append(weights)
+        self._mask = mask
+
+    def finish(self) -> None:
+        """Score the prompt weights of the layers waiting, as one [B, ΣH, P, P] block.
+
+        Every prompt statistic is per head and the layers of one forward pass share a mask, so
+        the layers' heads are scored together, which costs one layer's kernels instead of one set
+        per layer (at batch 1, launches are the prefill's cost). The block (and its float32 copy
+        during scoring) stays within the chunk budget.
+        """
+        if not self._layers:
+            return
+        layers, blocks, mask = self._layers, self._blocks, self._mask
+        self._layers, self._blocks, self._mask = [], [], None
+        sizes = [block.shape[1] for block in blocks]
+        weights = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+        del blocks
+        self._score(layers, weights, mask, sizes)
+
+    def held_tensors(self) -> list[Tensor]:
+        """Prompt weights waiting to be scored (at most half the chunk budget, until the pass ends)."""
+        return list(self._blocks)
+
+    def _score(self, layers: list[int], weights: Tensor, mask: Tensor | None, sizes: list[int]) -> None:
+        """Prompt statistics of ``weights``, the ``sizes`` heads of each of ``layers`` side by side."""
+        found = self.stats_of(weights, mask)
+        if found is None:
+            return
+        stats, share = found
+        split = {f.name: torch.split(getattr(stats, f.name), sizes, dim=1) for f in dataclasses.fields(stats)}
+        shares = None if share is None else torch.split(share, sizes, dim=1)
+        for slot, target in enumerate(layers):  # once per prompt pass, over the layers scored together
+            self.stats[target] = PromptAttentionStats(**{name: value[slot] for name, value in split.items()})
+            self.span_share[target] = None if shares is None else shares[slot]
+
+    def stats_of(
+        self, weights: Tensor, mask: Tensor | None
+    ) -> tuple[PromptAttentionStats, Tensor | None] | None:
+        """Sparse attention and basin scores (and the RAG span share) of prompt weights [B, H, P, P]."""
+        batch, _, q_len, kv_len = weights.shape
+        if q_len != kv_len:  # not a pass over the whole prompt (e.g. a continued cache)
+            return None
+        visible = visible_keys(mask, slice(0, q_len), batch, q_len, kv_len, weights.device)
+        stats = prompt_attention(weights, visible, threshold=self.threshold, cap=self.cap)
+        share = None
+        if self.context_span is not None:
+            share = span_attention_share(weights, visible, *self.context_span)
+        return stats, share
+
+    # --- a layer too large to score at once ---------------------------------------------------------
+    def too_large(self, query: Tensor, key: Tensor, kwargs: dict[str, Any]) -> bool:
+        """Whether a layer's prompt pass is too large to score every head at once."""
+        if self.chunk_bytes is None or self.prompt_length is not None:
+            return False
+        batch, heads, q_len, _ = query.shape
+        too_large = 4 * batch * heads * q_len * key.shape[2] > self.chunk_bytes
+        return too_large and kwargs.get("position_bias") is None and q_len == key.shape[2]
+
+    def head_group_width(self, query: Tensor, key: Tensor) -> int:
+        """Key-value heads per group when a layer is scored a few heads at a time."""
+        assert self.chunk_bytes is not None
+        batch, q_heads, q_len, _ = query.shape
+        kv_heads, kv_len = key.shape[1], key.shape[2]
+        per_kv_head = 4 * batch * (q_heads // kv_heads) * q_len * kv_len
+        return max(1, self.chunk_bytes // per_kv_head)
+
+    def set_by_heads(self, layer: int, found: list[tuple[PromptAttentionStats, Tensor | None]]) -> None:
+        """A layer's statistics from its head groups' (each scored by :meth:`stats_of`), concatenated."""
+        parts = [stats for stats, _ in found]
+        self.stats[layer] = PromptAttentionStats(
+            *(torch.cat([getattr(p, f.name) for p in parts], dim=1) for f in dataclasses.fields(parts[0]))
+        )
+        shares = [share for _, share in found]
+        if all(share is not None for share in shares):
+            self.span_share[layer] = torch.cat([s for s in shares if s is not None], dim=1)

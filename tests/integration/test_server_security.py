@@ -89,6 +89,7 @@ def test_token_required_on_every_route_but_healthz(store, db: Path) -> None:
                 assert response.headers["www-authenticate"].startswith("Bearer")
         good = {"Authorization": f"Bearer {TOKEN}"}
         assert client.get("/api/v1/runs", headers=good).status_code == 200
+        assert client.get("/api/v1/runs", headers={"Authorization": f"bearer {TOKEN}"}).status_code == 200
         assert client.get("/api/reports/7c1c62d1", headers=good).status_code == 200
         assert client.get("/healthz").status_code == 200
         assert_clean_error(client.get("/api/v1/runs"), 401)  # a listing in the response cache too

@@ -68,7 +68,7 @@ class Guard:
             if config.allowed_hosts is None
             else {host.encode("latin-1") for host in config.allowed_hosts}
         )
-        self.expected = None if config.token is None else f"Bearer {config.token}".encode()
+        self.token = None if config.token is None else config.token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,9 +103,10 @@ class Guard:
                 return 400, "malformed Content-Length header", []
             if int(length) > self.limits.max_body_bytes:
                 return 413, f"the request body is larger than {self.limits.max_body_bytes} bytes", []
-        if self.expected is not None and scope["path"] not in OPEN_PATHS:
-            given = headers.get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
+        if self.token is not None and scope["path"] not in OPEN_PATHS:
+            scheme, _, credential = headers.get(b"authorization", b"").partition(b" ")
+            matches = hmac.compare_digest(credential.strip(), self.token)  # constant time
+            if not (matches and scheme.lower() == b"bearer"):
                 detail = "missing or wrong bearer token: send 'Authorization: Bearer <token>'"
                 return 401, detail, [(b"www-authenticate", b'Bearer realm="corevital"')]
         return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -40,10 +41,11 @@ def client(db: Path, store: SQLiteStore):
         yield client
 
 
-def all_rows(client: TestClient, **params) -> list[dict]:
+def all_rows(client: TestClient, **params: str | float | list[str]) -> list[dict[str, Any]]:
     response = client.get("/api/v1/runs", params={"limit": 500, **params})
     assert response.status_code == 200, response.text
-    return response.json()["runs"]
+    rows: list[dict[str, Any]] = response.json()["runs"]
+    return rows
 
 
 def test_the_store_holds_the_originals_and_tiny_runs(store: SQLiteStore) -> None:
@@ -114,7 +116,7 @@ def test_sort_by_risk_both_ways(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize("params", [{}, {"sort": "risk"}, {"order": "asc"}, {"min_risk": 0.1}])
-def test_cursor_pages_visit_every_run_once(client: TestClient, params: dict) -> None:
+def test_cursor_pages_visit_every_run_once(client: TestClient, params: dict[str, str | float]) -> None:
     expected = [row["trace_id"] for row in all_rows(client, **params)]
     seen: list[str] = []
     response = client.get("/api/v1/runs", params={**params, "limit": 3})
@@ -241,12 +243,13 @@ def test_export_csv_and_jsonl(client: TestClient, store: SQLiteStore) -> None:
     steps = client.get("/api/v1/export", params={"rows": "step", "model_id": "google/flan-t5-large"})
     step_rows = list(csv.DictReader(io.StringIO(steps.text)))
     assert len(step_rows) == 21 and {row["trace_id"] for row in step_rows} == {reports[0]["trace_id"]}
-    for params in (
+    refused: tuple[dict[str, str | int], ...] = (
         {"format": "jsonl", "limit": 101},
         {"format": "parquet"},
         {"rows": "token"},
         {"limit": 10_001},
-    ):
+    )
+    for params in refused:
         assert client.get("/api/v1/export", params=params).status_code == 422, params
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,9 +32,9 @@ def db(smollm2, tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
-def cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+def cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
     assert main([*argv, "--json"]) == 0
-    document: dict = json.loads(capsys.readouterr().out)
+    document: dict[str, Any] = json.loads(capsys.readouterr().out)
     return document
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from corevital.metrics.logits import (
 RTOL, ATOL = 1e-5, 1e-6
 
 
-def ref_row(row: np.ndarray, topk: int, mass_k: int, mode: str = "full") -> dict[str, object]:
+def ref_row(row: np.ndarray, topk: int, mass_k: int, mode: str = "full") -> dict[str, Any]:
     """One row, float64, straight from the definitions."""
     v = len(row)
     nan_row = {"entropy": math.nan, "margin": math.nan, "mass": math.nan}
@@ -67,7 +68,7 @@ def check_against_ref(logits: torch.Tensor, topk: int = 5, mass_k: int = 10, mod
         if "top_probs" in ref:
             np.testing.assert_allclose(stats.topk_probs[i].numpy(), ref["top_probs"], rtol=RTOL, atol=ATOL)
             # Tied tokens may come in any order: check that each id carries the probability reported.
-            p_at_ids = [ref["p"][j] for j in stats.topk_ids[i].tolist()]  # type: ignore[index]
+            p_at_ids = [ref["p"][j] for j in stats.topk_ids[i].tolist()]
             np.testing.assert_allclose(p_at_ids, ref["top_probs"], rtol=RTOL, atol=ATOL)
             assert stats.log_normalizer[i].item() == pytest.approx(ref["lse"], rel=RTOL, abs=ATOL)
 
@@ -205,7 +206,7 @@ class _FullSizeFloatRecorder(TorchFunctionMode):
         self.numel = numel
         self.seen: list[str] = []
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         out = func(*args, **(kwargs or {}))
         outs = out if isinstance(out, tuple) else (out,)
         for o in outs:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import namedtuple
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ class TensorCallRecorder(TorchFunctionMode):
         super().__init__()
         self.calls: list[tuple[str, tuple[object, ...], dict[str, object]]] = []
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         self.calls.append((getattr(func, "__name__", str(func)), args, kwargs))
         return func(*args, **kwargs)
@@ -138,6 +139,12 @@ class Outer:
 Pair = namedtuple("Pair", ["a", "b"])
 
 
+def as_array(value: object) -> np.ndarray:
+    """A leaf that ``to_host`` made a numpy array (the dataclass above declares a tensor)."""
+    assert isinstance(value, np.ndarray), type(value)
+    return value
+
+
 def test_dtypes_and_exotic_structures() -> None:
     big = torch.tensor([2**40 + 1, -(2**53) + 3, 7], dtype=torch.int64)  # not exact in float32
     obj = Outer(
@@ -155,18 +162,20 @@ def test_dtypes_and_exotic_structures() -> None:
     host = to_host(structure)
     h = host["obj"]
     assert isinstance(h, Outer) and isinstance(h.inner, Inner)
-    assert h.inner.big.dtype == np.int64 and h.inner.big.tolist() == big.tolist()
-    assert h.inner.flags.dtype == np.bool_ and h.inner.flags.tolist() == [[True, False], [False, True]]
-    assert h.inner.half.dtype == np.float32
-    np.testing.assert_array_equal(h.inner.half, [1.5, np.nan, -np.inf])
-    assert h.scalar.shape == () and h.scalar.dtype == np.int64 and int(h.scalar) == 3
-    assert h.empty.shape == (0, 4) and h.empty.dtype == np.float32
+    big_h, flags_h, half_h = as_array(h.inner.big), as_array(h.inner.flags), as_array(h.inner.half)
+    assert big_h.dtype == np.int64 and big_h.tolist() == big.tolist()
+    assert flags_h.dtype == np.bool_ and flags_h.tolist() == [[True, False], [False, True]]
+    assert half_h.dtype == np.float32
+    np.testing.assert_array_equal(half_h, [1.5, np.nan, -np.inf])
+    scalar_h, empty_h = as_array(h.scalar), as_array(h.empty)
+    assert scalar_h.shape == () and scalar_h.dtype == np.int64 and int(scalar_h) == 3
+    assert empty_h.shape == (0, 4) and empty_h.dtype == np.float32
     assert h.nothing is None and h.label == "step"
     assert isinstance(host["pair"], Pair)
     assert host["pair"].a.tolist() == [0, 1, 2, 3, 4] and host["pair"].a.dtype == np.int64
     assert isinstance(host["pair"].b, list) and host["pair"].b[0].dtype == np.float32
     # Every array is aligned for its dtype, though they share one buffer.
-    for arr in (h.inner.big, h.inner.flags, h.inner.half, host["pair"].a):
+    for arr in (big_h, flags_h, half_h, host["pair"].a):
         assert arr.flags.aligned
 
 

@@ -70,7 +70,7 @@ def create_app(monitor: CoreVitalMonitor) -> FastAPI:
 
 def default_monitor() -> CoreVitalMonitor:
     """The embedded default model, summary capture, stopping loops and NaN/Inf as they happen."""
-    return CoreVitalMonitor(capture_mode="summary", policies=[StopOnNonFinite(), StopOnRepetition()])
+    return CoreVitalMonitor(capture="summary", policies=[StopOnNonFinite(), StopOnRepetition()])
 
 
 app = create_app(default_monitor())  # creating a monitor loads nothing: the model loads on first use

@@ -20,8 +20,9 @@ from typing import Any
 from corevital.analysis.policies import StopOnNonFinite, StopOnRepetition, StopOnRiskAbove, StopPolicy
 from corevital.analysis.profiles import load_profile
 from corevital.config import Settings, load_settings
-from corevital.errors import InputError
+from corevital.errors import ConfigError, InputError
 from corevital.live import LiveSession, StreamEvent
+from corevital.modes import CaptureMode
 from corevital.pipeline import Pipeline
 from corevital.report.schema import Report
 from corevital.summary import summarize_report
@@ -32,7 +33,8 @@ _END = object()
 class CoreVitalMonitor:
     """Instrumented generation with health signals, for code that embeds CoreVital.
 
-    ``capture_mode``: full, summary or on_risk. ``risk_threshold``: the risk at which on_risk
+    ``capture``: full, summary or on_risk (the setting ``capture``, the CLI's ``--capture``; reports
+    record it as ``run_config.capture_mode``). ``risk_threshold``: the risk at which on_risk
     capture keeps per-layer detail. ``intervene_on_risk_above`` / ``intervene_on_signals``: what
     :meth:`should_intervene` checks after a run (health flag names, compound-signal or early-warning
     signal names). ``policies``: live intervention policies that stop a generation while it runs.
@@ -44,7 +46,7 @@ class CoreVitalMonitor:
         self,
         model: str = "default",
         *,
-        capture_mode: str = "full",
+        capture: CaptureMode = "full",
         risk_threshold: float = 0.7,
         intervene_on_risk_above: float = 0.8,
         intervene_on_signals: Sequence[str] = (),
@@ -56,9 +58,11 @@ class CoreVitalMonitor:
         out: str = "runs",
         **settings: Any,
     ) -> None:
+        if "capture_mode" in settings:
+            raise ConfigError("the capture mode is given as capture=... (the setting capture, --capture)")
         self._base: dict[str, Any] = {
             "model": model,
-            "capture": capture_mode,
+            "capture": capture,
             "on_risk_threshold": risk_threshold,
             "max_new_tokens": max_new_tokens,
             "device": device,
@@ -103,14 +107,19 @@ class CoreVitalMonitor:
             return self._models[spec], self._generate_locks[spec]
 
     # --- running ---------------------------------------------------------------------------------
-    def run(self, model: str | None = None, prompt: str | None = None, **overrides: Any) -> Report:
-        """Generate for one prompt and return its report (``model`` None: the monitor's model)."""
-        if prompt is None:
-            raise InputError("run() needs a prompt")
-        return self.run_batch([prompt], model, **overrides)[0]
+    def run(self, prompt: str, *, model: str | None = None, **overrides: Any) -> Report:
+        """Generate for one prompt and return its report (``model`` None: the monitor's model).
 
-    def run_batch(self, prompts: Sequence[str], model: str | None = None, **overrides: Any) -> list[Report]:
+        ``overrides``: any setting by name, for this call; ``policies``: live stop policies.
+        """
+        return self.run_batch([prompt], model=model, **overrides)[0]
+
+    def run_batch(
+        self, prompts: Sequence[str], *, model: str | None = None, **overrides: Any
+    ) -> list[Report]:
         """Generate for several prompts (batched ``generate()`` calls); one report per prompt."""
+        if isinstance(prompts, str):
+            raise InputError("run_batch() takes a list of prompts; run() takes one")
         policies = overrides.pop("policies", None)
         return self._generate(list(prompts), self.settings_for(model, **overrides), policies)
 
@@ -145,9 +154,11 @@ class CoreVitalMonitor:
         return reports
 
     @contextmanager
-    def wrap_generation(self, model: str | None, prompt: str, **overrides: Any) -> Iterator[CoreVitalMonitor]:
+    def wrap_generation(
+        self, prompt: str, *, model: str | None = None, **overrides: Any
+    ) -> Iterator[CoreVitalMonitor]:
         """Run a generation on entering; inside the block the ``get_*`` helpers describe it."""
-        self.run(model, prompt, **overrides)
+        self.run(prompt, model=model, **overrides)
         yield self
 
     # --- post-run checks -------------------------------------------------------------------------
@@ -184,11 +195,9 @@ class CoreVitalMonitor:
 
     # --- live stream -----------------------------------------------------------------------------
     def iter_stream(
-        self, model: str | None = None, prompt: str | None = None, **overrides: Any
+        self, prompt: str, *, model: str | None = None, **overrides: Any
     ) -> Iterator[StreamEvent]:
         """Yield one event per generated token as it is produced, then a final event."""
-        if prompt is None:
-            raise InputError("stream() needs a prompt")
         events: queue.Queue[Any] = queue.Queue()
         settings = self.settings_for(model, **overrides)
         worker = threading.Thread(
@@ -208,11 +217,9 @@ class CoreVitalMonitor:
         worker.join()
 
     async def stream(
-        self, model: str | None = None, prompt: str | None = None, **overrides: Any
+        self, prompt: str, *, model: str | None = None, **overrides: Any
     ) -> AsyncIterator[StreamEvent]:
         """Async version of :meth:`iter_stream`; generation runs in a worker thread, off the loop."""
-        if prompt is None:
-            raise InputError("stream() needs a prompt")
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
         settings = self.settings_for(model, **overrides)

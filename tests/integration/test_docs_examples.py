@@ -28,7 +28,7 @@ def load_example(name: str):
 def client(tiny_model_dir) -> TestClient:
     example = load_example("fastapi_app")
     monitor = CoreVitalMonitor(
-        str(tiny_model_dir("llama")), device="cpu", chat_template="off", capture_mode="summary"
+        str(tiny_model_dir("llama")), device="cpu", chat_template="off", capture="summary"
     )
     return TestClient(example.create_app(monitor))
 

@@ -57,6 +57,23 @@ def test_run_and_post_run_checks(monitor) -> None:
     assert not monitor.should_intervene()
 
 
+def test_prompt_first_model_by_keyword_and_capture_by_its_setting_name(monitor, tiny_model_dir) -> None:
+    path = str(tiny_model_dir("llama"))
+    report = monitor.run(PROMPT, model=path, capture="summary", max_new_tokens=2)
+    assert report.prompt.text == PROMPT and report.run_config.capture_mode == "summary"
+    assert [r.prompt.text for r in monitor.run_batch(["a b", PROMPT], model=path, max_new_tokens=2)] == [
+        "a b",
+        PROMPT,
+    ]
+    with pytest.raises(TypeError):
+        monitor.run(path, PROMPT)  # type: ignore[misc]
+    with pytest.raises(CoreVitalError, match="list of prompts"):
+        monitor.run_batch(PROMPT)
+    with pytest.raises(CoreVitalError, match=r"capture=\.\.\."):
+        CoreVitalMonitor(path, capture_mode="summary")
+    assert CoreVitalMonitor(path, capture="on_risk").settings_for().capture == "on_risk"
+
+
 def test_no_run_yet_is_a_clear_error(monitor) -> None:
     with pytest.raises(CoreVitalError, match="no run yet"):
         monitor.get_risk_score()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from transformers.masking_utils import causal_mask_function, eager_mask, sliding_window_causal_mask_function
@@ -17,8 +19,8 @@ def padding(batch: int, length: int) -> torch.Tensor:
     return mask
 
 
-def step_kwargs(**change: object) -> dict:
-    kwargs: dict = dict(
+def step_kwargs(**change: object) -> dict[str, Any]:
+    kwargs: dict[str, Any] = dict(
         batch_size=2,
         q_length=1,
         kv_length=11,
@@ -58,7 +60,7 @@ def test_decode_step_equals_eager_mask(dtype: torch.dtype, batch: int, padded: b
         {"attention_mask": padding(2, 11).long()},
     ],
 )
-def test_other_cases_are_left_to_eager_mask(change: dict) -> None:
+def test_other_cases_are_left_to_eager_mask(change: dict[str, Any]) -> None:
     assert decode_step_mask(**step_kwargs(**change)) is None
 
 

@@ -72,7 +72,7 @@ def _alive_block_outputs_at_return(loaded, monkeypatch, *, stream: bool) -> int:
         monkeypatch.setattr(observer_module, "stream_sites", lambda model: None)
     sites = stream_sites(loaded.model)
     assert sites is not None
-    outputs: list[weakref.ref] = []
+    outputs: list[weakref.ref[torch.Tensor]] = []
     alive: list[int] = []
 
     def remember(module, args, output):

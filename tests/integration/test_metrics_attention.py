@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -54,7 +55,7 @@ def ref_head(a: list[float], causal: bool, rounding: float) -> dict[str, float |
     }
 
 
-def ref_layer_row(w: np.ndarray, mask: np.ndarray, causal: bool, rounding: float) -> dict[str, object]:
+def ref_layer_row(w: np.ndarray, mask: np.ndarray, causal: bool, rounding: float) -> dict[str, Any]:
     """w [H, K], mask [K] -> the per-(layer, row) statistics."""
     visible = [k for k in range(len(mask)) if mask[k]]
     heads = [ref_head([float(w[h, k]) for k in visible], causal, rounding) for h in range(w.shape[0])]

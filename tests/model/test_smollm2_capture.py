@@ -10,6 +10,7 @@ import pytest
 from corevital.capture.runner import capture_prompts
 from corevital.pipeline import Pipeline
 from tests.model.conftest import smol_settings
+from tests.support.values import present
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -75,9 +76,9 @@ def test_batch_of_eight_matches_single_runs(smollm2) -> None:
                 getattr(seq.logits, name), getattr(single.logits, name), rtol=1e-3, atol=1e-5
             )
         np.testing.assert_allclose(seq.chosen.surprisal, single.chosen.surprisal, rtol=1e-3, atol=1e-4)
-        np.testing.assert_allclose(seq.hidden.l2_norm, single.hidden.l2_norm, rtol=1e-3)
+        np.testing.assert_allclose(present(seq.hidden).l2_norm, present(single.hidden).l2_norm, rtol=1e-3)
         np.testing.assert_allclose(
-            seq.attention.entropy_mean, single.attention.entropy_mean, rtol=1e-3, atol=1e-5
+            present(seq.attention).entropy_mean, present(single.attention).entropy_mean, rtol=1e-3, atol=1e-5
         )
 
 
@@ -95,8 +96,8 @@ def test_prompt_surprisals_match_teacher_forcing_on_smollm2(smollm2) -> None:
         -torch.log_softmax(logits, -1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])] / math.log(2)
     ).numpy()
     assert seq.prompt_telemetry is not None
-    np.testing.assert_allclose(seq.prompt_telemetry.surprisals, expected, atol=1e-4, rtol=1e-4)
-    assert seq.prompt_telemetry.basin_scores.shape == (30, 9)
+    np.testing.assert_allclose(present(seq.prompt_telemetry.surprisals), expected, atol=1e-4, rtol=1e-4)
+    assert present(seq.prompt_telemetry.basin_scores).shape == (30, 9)
 
 
 def test_gguf_parsed_once_loads_what_transformers_loads(smollm2) -> None:

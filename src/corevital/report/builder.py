@@ -71,9 +71,9 @@ class BuildContext:
     created_at_utc: str
     sink: SinkConfig
     device_requested: str
-    topk: int = 5
-    mass_k: int = 10
-    sketch_dim: int = 32
+    topk: int  # the settings topk, topk_mass_k and sketch_dim (their defaults live in Settings only)
+    mass_k: int
+    sketch_dim: int
     include_layers: bool = True
     health_flags: HealthFlags | None = None
     extensions: Extensions = field(default_factory=Extensions)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,7 +59,9 @@ def test_run_and_post_run_checks(monitor) -> None:
     assert not monitor.should_intervene()
 
 
-def test_prompt_first_model_by_keyword_and_capture_by_its_setting_name(monitor, tiny_model_dir) -> None:
+def test_prompt_first_model_by_keyword_and_capture_by_its_setting_name(
+    monitor: CoreVitalMonitor, tiny_model_dir: Callable[[str], Path]
+) -> None:
     path = str(tiny_model_dir("llama"))
     report = monitor.run(PROMPT, model=path, capture="summary", max_new_tokens=2)
     assert report.prompt.text == PROMPT and report.run_config.capture_mode == "summary"
@@ -66,7 +70,7 @@ def test_prompt_first_model_by_keyword_and_capture_by_its_setting_name(monitor, 
         PROMPT,
     ]
     with pytest.raises(TypeError):
-        monitor.run(path, PROMPT)  # type: ignore[misc]
+        monitor.run(path, PROMPT)  # type: ignore[call-arg]
     with pytest.raises(CoreVitalError, match="list of prompts"):
         monitor.run_batch(PROMPT)
     with pytest.raises(CoreVitalError, match=r"capture=\.\.\."):

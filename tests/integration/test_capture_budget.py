@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 import corevital.capture.observer as observer_module
+import corevital.capture.prompt_pass as prompt_pass_module
+import corevital.capture.step_window as step_window_module
 from corevital.capture.options import Tuning
 from corevital.capture.runner import capture_prompts
 from tests.integration.conftest import tiny_settings
@@ -60,7 +62,7 @@ def test_no_python_loop_over_layers_or_heads_in_per_step_code() -> None:
 def _count_transfers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Each host transfer the observer makes: "steps:N" (a flush of N steps) or "one" (the prompt)."""
     calls: list[str] = []
-    real = observer_module.to_host
+    real = step_window_module.to_host
 
     def counted(obj):
         if isinstance(obj, list):  # a flush: [(StepBatch, per-step attention), ...]
@@ -69,7 +71,8 @@ def _count_transfers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             calls.append("one")
         return real(obj)
 
-    monkeypatch.setattr(observer_module, "to_host", counted)
+    monkeypatch.setattr(step_window_module, "to_host", counted)
+    monkeypatch.setattr(prompt_pass_module, "to_host", counted)
     return calls
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import corevital.capture.attention_tap as tap_module
-import corevital.capture.observer as observer_module
+import corevital.capture.step_window as step_window_module
 import corevital.capture.steps as steps_module
 from corevital.capture.loading import ModelSpec, load_model
 from corevital.capture.options import DEFERRED_BOUNDS, Tuning
@@ -46,13 +46,13 @@ def test_windows_equal_single_steps(arch: str, tiny_loaded, monkeypatch) -> None
     settings = tiny_settings(max_new_tokens=9)
     one_by_one = _capture(loaded, settings, monkeypatch, flush_every=1)
     batched: list[int] = []
-    real_reduce = observer_module.reduce_raw_steps
+    real_reduce = step_window_module.reduce_raw_steps
 
     def reduce(raw, *args, **kwargs):
         batched.append(len(raw))
         return real_reduce(raw, *args, **kwargs)
 
-    monkeypatch.setattr(observer_module, "reduce_raw_steps", reduce)
+    monkeypatch.setattr(step_window_module, "reduce_raw_steps", reduce)
     deferred_rows = _count_deferred_rows(monkeypatch)
     windowed = _capture(loaded, settings, monkeypatch, flush_every=3)  # windows end mid-generation
     assert batched and max(batched) > 1
@@ -81,13 +81,13 @@ def test_window_ends_at_the_bytes_budget(tiny_loaded, monkeypatch) -> None:
     loaded = tiny_loaded("llama")
     settings = tiny_settings(max_new_tokens=6)
     flushed: list[int] = []
-    real_flush = observer_module.StepObserver.flush
+    real_flush = step_window_module.StepWindow.flush
 
     def flush(self):
-        flushed.append(len(self._unflushed))
+        flushed.append(len(self.waiting))
         real_flush(self)
 
-    monkeypatch.setattr(observer_module.StepObserver, "flush", flush)
+    monkeypatch.setattr(step_window_module.StepWindow, "flush", flush)
     run = capture_prompts(loaded, PROMPTS[:1], settings, tuning=Tuning(deferred_bytes=1))
     assert run.sequences[0].num_steps == 6
     assert max(flushed) <= 2  # every step is over the budget: windows of one step

@@ -71,12 +71,12 @@ def test_sparse_attention_is_bounded_and_reported(tiny_loaded) -> None:
 
 
 def test_no_prompt_telemetry_really_skips_the_work(tiny_loaded, monkeypatch) -> None:
-    import corevital.capture.observer as observer_module
+    import corevital.capture.prompt_pass as prompt_pass_module
     import corevital.capture.prompt_scorer as scorer_module
 
     calls = []
     monkeypatch.setattr(scorer_module, "prompt_attention", lambda *a, **k: calls.append("attention"))
-    monkeypatch.setattr(observer_module, "prompt_surprisals", lambda *a, **k: calls.append("surprisals"))
+    monkeypatch.setattr(prompt_pass_module, "prompt_surprisals", lambda *a, **k: calls.append("surprisals"))
     run = capture_prompts(tiny_loaded("llama"), PROMPTS[:1], tiny_settings(prompt_telemetry=False))
     assert calls == [] and run.sequences[0].prompt_telemetry is None
 

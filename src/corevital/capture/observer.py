@@ -19,6 +19,10 @@ Installed by :meth:`StepObserver.installed` (a context manager that always remov
 
 Encoder-decoder models: a hook on the encoder summarises its hidden states once per generation,
 and the tap reduces encoder self-attention layer by layer as it runs.
+
+The observer wires its parts together: the tap and sketch (:mod:`.instruments`), the window of
+waiting steps (:class:`~.step_window.StepWindow`), the prompt pass and encoder summary
+(:mod:`.prompt_pass`) and a live callback (:class:`~.live.LiveCallback`).
 """
 
 from __future__ import annotations
@@ -26,41 +30,25 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from corevital.capture.attention_window import append_only_keys, is_append_only
 from corevital.capture.capabilities import ModelCapabilities
 from corevital.capture.hf_compat import last_logits_processor
 from corevital.capture.instruments import attention_tap, model_bytes, sketch_matrix
-from corevital.capture.layer_stream import LayerStream, StreamedStates
+from corevital.capture.live import LiveCallback
 from corevital.capture.model_checks import logits_head, stream_sites
 from corevital.capture.options import CaptureOptions
-from corevital.capture.records import CaptureWarning, StepCallback, StepEvent
+from corevital.capture.prompt_pass import EncoderSummary, PromptPass
+from corevital.capture.records import CaptureWarning, StepCallback
 from corevital.capture.registry import AttentionSite, SiteKind
-from corevital.capture.steps import DeviceStep, RawStep, reduce_raw_steps, split_host_batch
+from corevital.capture.step_window import StepWindow, held_bytes
+from corevital.capture.steps import DeviceStep, RawStep
 from corevital.metrics.attention import summarize_attention
-from corevital.metrics.hidden import summarize_hidden
-from corevital.metrics.prompt import (
-    layer_transformations,
-    prompt_surprisals,
-    prompt_surprisals_from_states,
-)
-from corevital.metrics.transfer import to_host
-from corevital.metrics.types import AttentionStats, HiddenStats
-
-
-@dataclass(frozen=True)
-class PromptDeviceStats:
-    """Prompt telemetry computed from the pass that reads the prompt (device tensors, then host)."""
-
-    surprisals: Tensor | None  # [B, P-1] bits (decoder-only)
-    layer_transformations: Tensor  # [L, B]
+from corevital.metrics.types import AttentionStats
 
 
 def _last_positions(states: tuple[Tensor, ...]) -> Tensor:
@@ -72,30 +60,6 @@ def _last_positions(states: tuple[Tensor, ...]) -> Tensor:
     if states[0].shape[1] == 1:
         return torch.cat(states, dim=1).transpose(0, 1)
     return torch.stack([state[:, -1] for state in states])
-
-
-def _prompt_visible(kwargs: dict[str, Any]) -> Tensor | None:
-    """[B, P] True for the real tokens of a pass over a prompt; None when it has no tokens to score."""
-    input_ids = kwargs.get("input_ids")
-    if input_ids is None or input_ids.shape[1] < 2:
-        return None
-    mask = kwargs.get("attention_mask")
-    return torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.bool()
-
-
-def _uniform_runs(raw: list[RawStep]) -> list[list[RawStep]]:
-    """``raw`` cut into runs of consecutive steps of one kind, each reduced in one batch.
-
-    Steps of one generation normally form a single run; a run ends where a step lacks a part the
-    previous one had (hidden states, a sampling distribution, deferred attention rows) or the reverse.
-    """
-    runs: list[list[RawStep]] = []
-    for step in raw:
-        if runs and runs[-1][-1].kind() == step.kind():
-            runs[-1].append(step)
-        else:
-            runs.append([step])
-    return runs
 
 
 def _last_row(collected: tuple[Tensor, Tensor | None] | None, causal: bool) -> AttentionStats | None:
@@ -118,55 +82,40 @@ class StepObserver:
         eos_token_ids: tuple[int, ...] = (),
         batch_offset: int = 0,
     ) -> None:
-        self.batch_offset = batch_offset
         self.model = model
         self.caps = caps
         self.options = options
-        self.callback = callback
-        self.eos_token_ids = eos_token_ids
-        device = next(model.parameters()).device
-        self.device = device
         size = model_bytes(model)
-        self._deferred_budget = options.tuning.deferred_budget(size)
-        self._prompt_chunk_bytes = options.tuning.prompt_chunk(size)
+        chunk = options.tuning.prompt_chunk(size)
         self.tap, self.warnings = attention_tap(
-            caps,
-            sites,
-            options,
-            prompt_chunk_bytes=self._prompt_chunk_bytes,
-            context_span=options.context_span,
+            caps, sites, options, prompt_chunk_bytes=chunk, context_span=options.context_span
         )
-        self.sketch = sketch_matrix(caps, options, device)
-        self._pending: RawStep | None = None
-        self._deferred_bytes = 0
-        # Prompt surprisals from the output head, a few positions at a time, where it gives the
-        # model's logits; otherwise the prefill keeps every position's logits (:mod:`.output_head`).
-        self._head = None
-        if options.observe_prompt and not caps.is_encoder_decoder:
-            self._head = logits_head(model)
-        # The prefill's hidden states reduced layer by layer as they appear (:mod:`.layer_stream`).
-        self._stream_sites = None if caps.is_encoder_decoder else stream_sites(model)
-        self._stream: LayerStream | None = None  # attached for the prefill only
-        self._cache: Any = None  # the generation's key/value cache, when attention rows are deferred
-        self._cache_append_only = False
+        sketch = sketch_matrix(caps, options, next(model.parameters()).device)
+        self.window = StepWindow(options, sketch, options.tuning.deferred_budget(size))
+        decoder_only = not caps.is_encoder_decoder
+        head = logits_head(model) if options.observe_prompt and decoder_only else None
+        self.prompt = PromptPass(head, stream_sites(model) if decoder_only else None, chunk)
+        self.encoder = None
+        if caps.is_encoder_decoder:
+            telemetry = self.prompt if options.observe_prompt else None
+            self.encoder = EncoderSummary(caps.num_encoder_layers or 0, options.hidden_clip_value, telemetry)
+        self.live = None if callback is None else LiveCallback(callback, eos_token_ids, batch_offset)
+        self._pending: RawStep | None = None  # the step whose forward pass ran, its token not chosen yet
+        self._scores: Tensor | None = None  # that step's processed scores, when they differ from the logits
         self._no_stop_tensor: Tensor | None = None
-        self._scores: Tensor | None = None
-        self._unflushed: list[RawStep] = []
-        self.host_steps: list[DeviceStep] = []  # the same dataclasses, fields as numpy arrays
-        self.encoder_hidden: HiddenStats | None = None
-        self.encoder_mask: Tensor | None = None
-        self.encoder_hidden_host: HiddenStats | None = None
-        self.encoder_attention_host: list[AttentionStats | None] = []
-        self.encoder_mask_host: np.ndarray | None = None
-        self.stop_steps: dict[int, int] = {}  # batch index -> step at which the callback stopped it
-        self._finished_host: np.ndarray | None = None
         self._hidden_missing_warned = False
         self._forwards = 0
         self._last_step_end = time.perf_counter()
         self.step_ms: list[float] = []
-        self.prompt_device: PromptDeviceStats | None = None
-        # (PromptDeviceStats, per-layer attention stats, per-layer RAG span shares), on the host
-        self.prompt_host: tuple[Any, Any, Any] | None = None
+
+    @property
+    def host_steps(self) -> list[DeviceStep]:
+        return self.window.host_steps
+
+    @property
+    def stop_steps(self) -> dict[int, int]:
+        """Batch index -> the step at which the live callback stopped that sequence."""
+        return {} if self.live is None else self.live.stop_steps
 
     # --- hooks -----------------------------------------------------------------------------
     def _reads_prompt(self) -> bool:
@@ -175,8 +124,9 @@ class StepObserver:
     def _pre_forward(
         self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        kwargs["output_hidden_states"] = not self._start_stream(kwargs)
-        if self._reads_prompt() and self._head is None:
+        streams = self._forwards == 0 and self.prompt.start_stream(kwargs, self._reads_prompt())
+        kwargs["output_hidden_states"] = not streams
+        if self._reads_prompt() and self.prompt.head is None:
             kwargs["logits_to_keep"] = 0  # every prompt position's logits, for prompt surprisals
         if self.tap is not None:
             self.tap.begin_forward()
@@ -184,39 +134,17 @@ class StepObserver:
             self.tap.defer_decode = self._may_defer_attention(cache)
         return args, kwargs
 
-    def _start_stream(self, kwargs: dict[str, Any]) -> bool:
-        """Stream the prefill's hidden states (instead of keeping them all) when the model allows."""
-        input_ids = kwargs.get("input_ids")
-        if self._forwards != 0 or self._stream_sites is None or input_ids is None or input_ids.shape[1] < 2:
-            return False
-        visible = _prompt_visible(kwargs) if self._reads_prompt() else None
-        self._stream = LayerStream(self._stream_sites, visible=visible, chunk_bytes=self._prompt_chunk_bytes)
-        self._stream.attach()
-        return True
-
-    def _end_stream(self) -> StreamedStates | None:
-        if self._stream is None:
-            return None
-        stream, self._stream = self._stream, None
-        stream.detach()
-        return stream.result()
-
     def _may_defer_attention(self, cache: Any) -> bool:
         """Whether this forward's decode-step attention rows may wait for the window's reduction.
 
         Only after the prefill, without a live callback, for a decoder-only model whose cache only
         appends keys (:mod:`.attention_window`); the tap still checks each layer's call.
         """
-        if self.callback is not None or self.caps.is_encoder_decoder or self.options.tuning.flush_every <= 1:
+        if self.live is not None or self.caps.is_encoder_decoder or self.options.tuning.flush_every <= 1:
             return False
         if self._forwards == 0 or cache is None:
             return False
-        if cache is not self._cache:
-            if self._cache is not None:
-                self.flush()  # rows deferred against another cache are scored against it first
-            self._cache = cache
-            self._cache_append_only = is_append_only(cache)
-        return self._cache_append_only
+        return self.window.cache_only_appends(cache)
 
     def _post_forward(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         with torch.no_grad():
@@ -226,7 +154,7 @@ class StepObserver:
                 if self.caps.is_encoder_decoder
                 else output.get("hidden_states")
             )
-            streamed = self._end_stream()
+            streamed = self.prompt.end_stream()
             layer_states = None
             if streamed is not None and len(streamed.last_positions) == self.caps.num_layers:
                 layer_states = streamed.last_positions
@@ -243,14 +171,13 @@ class StepObserver:
             decode_rows = None
             if self.tap is not None:
                 decode_rows = self.tap.take_decode_rows()
-            if self.tap is not None and decode_rows is None:
-                attention = _last_row(self.tap.collected(SiteKind.SELF), causal=True)
-                if self.caps.is_encoder_decoder:
-                    cross = _last_row(self.tap.collected(SiteKind.CROSS), causal=False)
-            if self.tap is not None:
+                if decode_rows is None:
+                    attention = _last_row(self.tap.collected(SiteKind.SELF), causal=True)
+                    if self.caps.is_encoder_decoder:
+                        cross = _last_row(self.tap.collected(SiteKind.CROSS), causal=False)
                 self.tap.release()
             if self._reads_prompt():
-                self.prompt_device = self._prompt_device(kwargs, output.logits, streamed, states)
+                self.prompt.observe(kwargs, output.logits, streamed, states)
             # A step keeps references to these until its window is reduced; of a pass over several
             # positions (the prefill) only the last position is kept, as a copy.
             if output.logits.shape[1] > 1:
@@ -259,72 +186,6 @@ class StepObserver:
                 layer_states = tuple(_last_positions(layer_states).unsqueeze(2).unbind(0))
             self._pending = RawStep(logits_row, layer_states, attention, cross, decode_rows)
             self._forwards += 1
-
-    def _prompt_device(
-        self,
-        kwargs: dict[str, Any],
-        logits: Tensor,
-        streamed: StreamedStates | None,
-        states: tuple[Tensor, ...] | None,
-    ) -> PromptDeviceStats | None:
-        """Prompt telemetry of the pass over the prompt: from its streamed reduction, or the kept states."""
-        if streamed is not None:
-            return self._prompt_stats(kwargs, logits, streamed.final, streamed.transformations)
-        visible = _prompt_visible(kwargs)
-        if states is None or visible is None:
-            return None
-        changes = layer_transformations(states, visible, chunk_bytes=self._prompt_chunk_bytes)
-        return self._prompt_stats(kwargs, logits, states[-1], changes)
-
-    def _prompt_stats(
-        self, kwargs: dict[str, Any], logits: Tensor, final: Tensor, transformations: Tensor | None
-    ) -> PromptDeviceStats | None:
-        """The prompt's surprisals (from the last hidden states ``final`` or the logits) with its
-        layer transformations [L, B]."""
-        input_ids, visible = kwargs.get("input_ids"), _prompt_visible(kwargs)
-        if input_ids is None or visible is None or transformations is None:
-            return None
-        if self._head is not None and final.shape[1] == input_ids.shape[1]:
-            surprisals = prompt_surprisals_from_states(
-                final,
-                self._head,
-                input_ids,
-                visible,
-                vocab_size=logits.shape[-1],
-                chunk_bytes=self._prompt_chunk_bytes,
-            )
-        elif logits.shape[1] == input_ids.shape[1]:
-            surprisals = prompt_surprisals(logits, input_ids, visible)
-        else:
-            return None
-        return PromptDeviceStats(surprisals, transformations)
-
-    def _encoder_pre(
-        self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        kwargs["output_hidden_states"] = True
-        mask = kwargs.get("attention_mask")
-        self.encoder_mask = mask
-        return args, kwargs
-
-    def _encoder_post(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-        states = output.get("hidden_states")
-        if states is None or len(states) != (self.caps.num_encoder_layers or 0) + 1:
-            return
-        with torch.no_grad():
-            stacked = torch.stack(states[1:])  # [L_enc, B, S, d]
-            layers, batch, length, width = stacked.shape
-            self.encoder_hidden = summarize_hidden(
-                stacked.reshape(layers, batch * length, width), clip_value=self.options.hidden_clip_value
-            )
-            if self.options.observe_prompt:
-                mask = self.encoder_mask
-                visible = torch.ones(batch, length, dtype=torch.bool, device=stacked.device)
-                if mask is not None:
-                    visible = mask.bool()
-                self.prompt_device = PromptDeviceStats(
-                    surprisals=None, layer_transformations=layer_transformations(states, visible)
-                )
 
     # --- generate() plug-ins -----------------------------------------------------------------
     def _observe_scores(self, input_ids: Tensor, scores: Tensor) -> Tensor:
@@ -343,16 +204,13 @@ class StepObserver:
         self._pending = None
         pending.tokens = input_ids[:, -1]  # input_ids is a new tensor every step, never written to
         pending.scores, self._scores = self._scores, None
-        self._unflushed.append(pending)
-        self._deferred_bytes += pending.float32_bytes()
-        if self.callback is not None:  # a live callback reads each step at once: a window of one
-            self.flush()
-            return self._ask_callback(self.host_steps[-1], batch, input_ids.device)
-        if (
-            len(self._unflushed) >= self.options.tuning.flush_every
-            or self._deferred_bytes >= self._deferred_budget
-        ):
-            self.flush()
+        full = self.window.add(pending)
+        if self.live is not None:  # a live callback reads each step at once: a window of one
+            self.window.flush()
+            step = len(self.window.host_steps) - 1
+            return self.live.ask(self.window.host_steps[-1], step, batch, input_ids.device)
+        if full:
+            self.window.flush()
         return self._no_stop(batch, input_ids.device)
 
     def _no_stop(self, batch: int, device: torch.device) -> Tensor:
@@ -361,98 +219,27 @@ class StepObserver:
             self._no_stop_tensor = torch.zeros(batch, dtype=torch.bool, device=device)
         return self._no_stop_tensor
 
-    def _ask_callback(self, host: DeviceStep, batch: int, device: torch.device) -> Tensor:
-        assert self.callback is not None
-        step_index = len(self.host_steps) - 1
-        tokens = np.asarray(host.chosen.token_ids).astype(np.int64)
-        if self._finished_host is None:
-            self._finished_host = np.zeros(batch, dtype=bool)
-        event = StepEvent(
-            step=step_index,
-            token_ids=tokens,
-            finished=self._finished_host.copy(),
-            batch_offset=self.batch_offset,
-            logits=host.logits,
-            chosen=host.chosen,
-            hidden=host.hidden,
-            attention=host.attention,
-            cross_attention=host.cross_attention,
-        )
-        decision = self.callback(event)
-        stop = np.zeros(batch, dtype=bool)
-        if decision is True:
-            stop[:] = True
-        elif isinstance(decision, np.ndarray):
-            stop |= decision.astype(bool).reshape(batch)
-        stop &= ~self._finished_host
-        for index in np.flatnonzero(stop):
-            self.stop_steps.setdefault(int(index), step_index)
-        self._finished_host |= stop | np.isin(tokens, self.eos_token_ids)
-        return torch.as_tensor(stop, device=device)
-
     def held_device_bytes(self) -> int:
         """Bytes of device tensors the observer holds between steps (not counting host summaries).
 
         Waiting steps count the model's tensors they keep alive (logits rows, hidden states, query rows).
         """
-        from corevital.metrics.transfer import tensor_bytes
-
-        waiting = [*self._unflushed, *([self._pending] if self._pending is not None else [])]
-        held = 0
-        for step in waiting:
-            held += step.held_bytes() + tensor_bytes((step.attention, step.cross_attention))
+        held = self.window.held_bytes()
+        if self._pending is not None:
+            held += held_bytes(self._pending)
         if self.tap is not None:
             held += self.tap.held_bytes()
         return held
 
-    def _cache_keys(self) -> list[Tensor]:
-        keys = append_only_keys(self._cache)
-        if keys is None:
-            raise RuntimeError("attention rows were deferred but the cache holds no keys")
-        return keys
-
     def flush(self) -> None:
-        """Reduce the waiting steps in one batch per kind and move them to the host in one copy."""
-        if not self._unflushed:
-            return
-        waiting, self._unflushed, self._deferred_bytes = self._unflushed, [], 0
-        with torch.no_grad():
-            batches = [
-                (
-                    reduce_raw_steps(
-                        group,
-                        self.options,
-                        sketch=self.sketch,
-                        keys=None if group[0].decode_rows is None else self._cache_keys(),
-                    ),
-                    [(step.attention, step.cross_attention) for step in group],
-                )
-                for group in _uniform_runs(waiting)
-            ]
-        for batch, attention in to_host(batches):
-            self.host_steps.extend(split_host_batch(batch, attention))
+        """Reduce the waiting steps and move them to the host (see :class:`~.step_window.StepWindow`)."""
+        self.window.flush()
 
-    def finalize_prompt(self) -> None:
-        """Move prompt telemetry to the host (once, after generation)."""
-        if self.prompt_device is None:
-            return
-        layers = list(self.tap.prompt_stats) if self.tap is not None else []
-        if any(stats is None for stats in layers):
-            layers = []
-        shares = list(self.tap.prompt_span_share) if self.tap is not None else []
-        if not shares or any(share is None for share in shares):
-            shares = []
-        self.prompt_host = to_host((self.prompt_device, layers, shares))
-
-    def finalize_encoder(self) -> None:
-        """Move the encoder summaries to the host (once, after generation)."""
-        if self.encoder_hidden is None:
-            return
-        attention = list(self.tap.encoder_stats) if self.tap is not None else []
-        mask = self.encoder_mask.bool() if self.encoder_mask is not None else None
-        self.encoder_hidden_host, self.encoder_mask_host, self.encoder_attention_host = to_host(
-            (self.encoder_hidden, mask, attention)
-        )
+    def finalize(self) -> None:
+        """Move the prompt telemetry and the encoder summary to the host (once, after generation)."""
+        if self.encoder is not None:
+            self.encoder.finalize(self.tap)
+        self.prompt.finalize(self.tap)
 
     # --- installation ------------------------------------------------------------------------
     @contextmanager
@@ -464,17 +251,17 @@ class StepObserver:
                 model.register_forward_pre_hook(self._pre_forward, with_kwargs=True),
                 model.register_forward_hook(self._post_forward, with_kwargs=True),
             ]
-            if self.caps.is_encoder_decoder:
+            if self.encoder is not None:
                 encoder = model.get_encoder()
-                handles.append(encoder.register_forward_pre_hook(self._encoder_pre, with_kwargs=True))
-                handles.append(encoder.register_forward_hook(self._encoder_post, with_kwargs=True))
+                handles.append(encoder.register_forward_pre_hook(self.encoder.pre_forward, with_kwargs=True))
+                handles.append(encoder.register_forward_hook(self.encoder.post_forward, with_kwargs=True))
             for handle in handles:
                 stack.callback(handle.remove)
             if self.options.sampling_changes_distribution:
                 stack.enter_context(last_logits_processor(model, _ScoreObserver(self)))
             if self.tap is not None:
                 stack.enter_context(self.tap.installed(model))
-            stack.callback(self._end_stream)  # a forward that raised leaves no hook behind
+            stack.callback(self.prompt.end_stream)  # a forward that raised leaves no hook behind
             yield LogitsProcessorList(), StoppingCriteriaList([_StepFinisher(self)])
         self.flush()
 

@@ -17,8 +17,8 @@ import torch
 from corevital.capture.assemble import reduce_rows, series
 from corevital.capture.instruments import attention_tap, sketch_matrix
 from corevital.capture.loading import LoadedModel
-from corevital.capture.observer import PromptDeviceStats
 from corevital.capture.options import CaptureOptions
+from corevital.capture.prompt_pass import PromptDeviceStats
 from corevital.capture.prompt_telemetry import prompt_telemetry_for
 from corevital.capture.records import PromptRecord, SequenceCapture
 from corevital.capture.registry import AttentionSite, SiteKind

@@ -239,8 +239,7 @@ def observe_generation(
         raise
     except (RuntimeError, ValueError) as exc:
         raise CaptureError(f"generation failed: {str(exc).splitlines()[0]}") from exc
-    observer.finalize_encoder()
-    observer.finalize_prompt()
+    observer.finalize()
     if timings is not None:
         timings.step_ms.extend(observer.step_ms)
     return _split(loaded, batch, output, observer, first_index)
@@ -291,8 +290,8 @@ def _split(
             stop_reason="step callback" if finish == "stopped_by_callback" else None,
         )
         _attach_encoder(capture, observer, b)
-        if observer.prompt_host is not None:
-            stats, layers, shares = observer.prompt_host
+        if observer.prompt.host is not None:
+            stats, layers, shares = observer.prompt.host
             capture.prompt_telemetry = prompt_telemetry_for(stats, layers, b, len(prompt.token_ids), shares)
         capture.token_texts = token_texts(loaded.tokenizer, capture)
         results.append(capture)
@@ -300,14 +299,15 @@ def _split(
 
 
 def _attach_encoder(capture: SequenceCapture, observer: StepObserver, b: int) -> None:
-    mask = observer.encoder_mask_host
-    if observer.encoder_hidden_host is None or mask is None:
+    encoder = observer.encoder
+    if encoder is None or encoder.hidden_host is None or encoder.mask_host is None:
         return
+    mask = encoder.mask_host
     batch, length = mask.shape
     rows = np.zeros(batch * length, dtype=bool)
     rows[b * length : (b + 1) * length] = mask[b]
-    capture.encoder_hidden = reduce_rows(observer.encoder_hidden_host, rows, axis=1)
-    per_layer = observer.encoder_attention_host
+    capture.encoder_hidden = reduce_rows(encoder.hidden_host, rows, axis=1)
+    per_layer = encoder.attention_host
     if per_layer and all(s is not None for s in per_layer):
         reduced = [reduce_rows(s, rows, axis=1) for s in per_layer]
         capture.encoder_attention = series(reduced, 0, axis=0)

@@ -1,0 +1,103 @@
+"""The window of decoding steps waiting to be reduced together, and the host records of those reduced.
+
+A step leaves references to its raw tensors (:class:`~.steps.RawStep`); the window reduces the
+waiting steps in one batch per kind (:func:`~.steps.reduce_raw_steps`) and moves them to the host
+in one copy when it holds ``flush_every`` steps or its rows reach the bytes budget
+(:class:`~.options.Tuning`). Steps that deferred their attention rows are scored against the
+generation's cache, which the window follows (:mod:`.attention_window`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from corevital.capture.attention_window import append_only_keys, is_append_only
+from corevital.capture.options import CaptureOptions
+from corevital.capture.steps import DeviceStep, RawStep, reduce_raw_steps, split_host_batch
+from corevital.metrics.transfer import tensor_bytes, to_host
+
+
+def _uniform_runs(raw: list[RawStep]) -> list[list[RawStep]]:
+    """``raw`` cut into runs of consecutive steps of one kind, each reduced in one batch.
+
+    Steps of one generation normally form a single run; a run ends where a step lacks a part the
+    previous one had (hidden states, a sampling distribution, deferred attention rows) or the reverse.
+    """
+    runs: list[list[RawStep]] = []
+    for step in raw:
+        if runs and runs[-1][-1].kind() == step.kind():
+            runs[-1].append(step)
+        else:
+            runs.append([step])
+    return runs
+
+
+def held_bytes(step: RawStep) -> int:
+    """Device bytes a step keeps alive: the model's tensors it references, its reduced attention."""
+    return step.held_bytes() + tensor_bytes((step.attention, step.cross_attention))
+
+
+class StepWindow:
+    """Steps waiting for their batched reduction (``waiting``) and those reduced (``host_steps``)."""
+
+    def __init__(self, options: CaptureOptions, sketch: Tensor | None, budget_bytes: int) -> None:
+        self.options = options
+        self.sketch = sketch
+        self.budget_bytes = budget_bytes
+        self.waiting: list[RawStep] = []
+        self.waiting_bytes = 0
+        self.host_steps: list[DeviceStep] = []  # the same dataclasses, fields as numpy arrays
+        self._cache: Any = None  # the generation's key/value cache, when attention rows are deferred
+        self._cache_append_only = False
+
+    def add(self, step: RawStep) -> bool:
+        """Keep ``step`` (its token chosen); True when the window is full and should be flushed."""
+        self.waiting.append(step)
+        self.waiting_bytes += step.float32_bytes()
+        return len(self.waiting) >= self.options.tuning.flush_every or self.waiting_bytes >= self.budget_bytes
+
+    def cache_only_appends(self, cache: Any) -> bool:
+        """Whether rows deferred now can be scored later against ``cache`` (it only appends keys).
+
+        A new cache first has the rows deferred against the previous one scored.
+        """
+        if cache is not self._cache:
+            if self._cache is not None:
+                self.flush()
+            self._cache = cache
+            self._cache_append_only = is_append_only(cache)
+        return self._cache_append_only
+
+    def held_bytes(self) -> int:
+        """Device bytes of the model's tensors the waiting steps keep alive."""
+        return sum(held_bytes(step) for step in self.waiting)
+
+    def _cache_keys(self) -> list[Tensor]:
+        keys = append_only_keys(self._cache)
+        if keys is None:
+            raise RuntimeError("attention rows were deferred but the cache holds no keys")
+        return keys
+
+    def flush(self) -> None:
+        """Reduce the waiting steps in one batch per kind and move them to the host in one copy."""
+        if not self.waiting:
+            return
+        waiting, self.waiting, self.waiting_bytes = self.waiting, [], 0
+        with torch.no_grad():
+            batches = [
+                (
+                    reduce_raw_steps(
+                        group,
+                        self.options,
+                        sketch=self.sketch,
+                        keys=None if group[0].decode_rows is None else self._cache_keys(),
+                    ),
+                    [(step.attention, step.cross_attention) for step in group],
+                )
+                for group in _uniform_runs(waiting)
+            ]
+        for batch, attention in to_host(batches):
+            self.host_steps.extend(split_host_batch(batch, attention))

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -99,7 +100,10 @@ def test_token_over_a_real_socket(tmp_path: Path, db: Path) -> None:
 
 
 def read_events(
-    response: httpx.Response, found: list[dict], stop: threading.Event, ready: threading.Event | None = None
+    response: httpx.Response,
+    found: list[dict[str, Any]],
+    stop: threading.Event,
+    ready: threading.Event | None = None,
 ) -> None:
     """Collect the stream's run events; ``ready`` is set at its first line (the feed's start)."""
     event: dict[str, str] = {}
@@ -130,7 +134,7 @@ def test_event_feed_delivers_runs_as_they_land(tmp_path: Path, db: Path) -> None
         server.wait_ready()
         template = writer.get("7c1c62d1")
         assert template is not None
-        found: list[dict] = []
+        found: list[dict[str, Any]] = []
         stop = threading.Event()
         with httpx.stream(
             "GET", f"{server.url}/api/v1/events", timeout=httpx.Timeout(10, read=30)
@@ -152,7 +156,7 @@ def test_event_feed_delivers_runs_as_they_land(tmp_path: Path, db: Path) -> None
         assert found[0]["model_id"] == template.model.hf_id
         after = found[0]["seq"]
         with httpx.stream("GET", f"{server.url}/api/v1/events", params={"after": after}, timeout=10) as again:
-            replay: list[dict] = []
+            replay: list[dict[str, Any]] = []
             stop_replay = threading.Event()
             thread = threading.Thread(target=read_events, args=(again, replay, stop_replay), daemon=True)
             thread.start()

@@ -70,7 +70,7 @@ PROTECTED = (
     "/api/v1/openapi.json",
     "/api/v1/events",
 )
-WRONG_AUTH = (
+WRONG_AUTH: tuple[dict[str, str], ...] = (
     {},
     {"Authorization": "Bearer wrong"},
     {"Authorization": TOKEN},
@@ -237,7 +237,9 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize(("path", "params", "status"), MALFORMED)
-def test_malformed_requests_are_4xx_with_a_clean_body(store, path: str, params: dict, status: int) -> None:
+def test_malformed_requests_are_4xx_with_a_clean_body(
+    store, path: str, params: dict[str, str | list[str]], status: int
+) -> None:
     with make_client(store) as client:
         assert_clean_error(client.get(path, params=params), status)
 

@@ -10,7 +10,7 @@ import pytest
 
 from corevital.analysis.fingerprint import FINGERPRINT_LENGTH, fingerprint
 from corevital.analysis.hashing import prompt_hash
-from corevital.analysis.health import HealthFlags
+from corevital.analysis.health import HealthFindings
 from corevital.report.hashing import prompt_hash as report_prompt_hash
 from tests.support.signals import make_signals
 
@@ -22,7 +22,7 @@ def test_slots() -> None:
     s = np.array([0.5, 1.0, 0.5, 1.0, 0.5, 1.0, 0.5, 1.0])
     k = np.full(8, 0.95)
     sig = replace(sig, entropy=e, top_k_margin=m, surprisal=s, topk_mass=k)
-    flags = HealthFlags(high_entropy_steps=2, inf_detected=True, repetition_loop_detected=True)
+    flags = HealthFindings(high_entropy_steps=2, inf_detected=True, repetition_loop_detected=True)
     v = fingerprint(sig, flags, 0.42).vector
     assert len(v) == FINGERPRINT_LENGTH == 25
     assert v[0:4] == pytest.approx([4.5, np.std(e), 1.0, 8.0])
@@ -45,7 +45,7 @@ def test_empty_and_nan_runs_give_finite_vectors() -> None:
         make_signals(steps=1),
         replace(make_signals(steps=5), entropy=np.full(5, np.nan)),
     ):
-        fp = fingerprint(sig, HealthFlags(), 0.1)
+        fp = fingerprint(sig, HealthFindings(), 0.1)
         assert len(fp.vector) == 25 and all(np.isfinite(fp.vector))
         assert fp.version == 2
 
@@ -53,6 +53,6 @@ def test_empty_and_nan_runs_give_finite_vectors() -> None:
 def test_prompt_hash_is_exact_text() -> None:
     sig = make_signals()
     expected = hashlib.sha256(f"{sig.model_id}\n{sig.prompt_text}".encode()).hexdigest()
-    assert fingerprint(sig, HealthFlags(), 0.0).prompt_hash == expected
+    assert fingerprint(sig, HealthFindings(), 0.0).prompt_hash == expected
     assert prompt_hash("m", "Hello") != prompt_hash("m", "hello")
     assert report_prompt_hash is prompt_hash

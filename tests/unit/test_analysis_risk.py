@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from corevital.analysis.diagnose import diagnose
-from corevital.analysis.health import HealthFlags
+from corevital.analysis.health import HealthFindings
 from corevital.analysis.profiles import load_profile
 from corevital.analysis.risk import risk_score
 from corevital.analysis.stats import sigmoid
@@ -19,7 +19,7 @@ PROFILE = load_profile("llama")
 
 
 def score(sig, **flags) -> float:
-    return risk_score(sig, PROFILE.risk, flags=HealthFlags(**flags), failure_risk=0.0).risk_score
+    return risk_score(sig, PROFILE.risk, flags=HealthFindings(**flags), failure_risk=0.0).risk_score
 
 
 def test_nan_forces_one_and_names_it() -> None:
@@ -52,7 +52,7 @@ def test_nothing_is_always_on() -> None:
         surprisal=np.full(n, r.mean_surprisal.center),
         top_k_margin=np.full(n, 1.0 - r.low_margin.center),
     )
-    result = risk_score(sig, r, flags=HealthFlags(), failure_risk=r.early_warning.center)
+    result = risk_score(sig, r, flags=HealthFindings(), failure_risk=r.early_warning.center)
     expected_logit = (
         r.intercept
         + r.entropy_peak.weight
@@ -96,6 +96,6 @@ def test_mid_layer_and_collapse_raise_the_score() -> None:
 
 
 def test_empty_run_scores_the_baseline() -> None:
-    result = risk_score(make_signals(steps=0), PROFILE.risk, flags=HealthFlags(), failure_risk=0.0)
+    result = risk_score(make_signals(steps=0), PROFILE.risk, flags=HealthFindings(), failure_risk=0.0)
     assert 0.0 < result.risk_score < 0.5
     assert all(np.isfinite(v) or np.isnan(v) for v in vars(result.features).values())

@@ -14,7 +14,7 @@ from corevital.analysis.calibration.fit import DatasetInfo, fit_risk_model
 from corevital.analysis.calibration.risk_model import RiskModelSpec, predict
 from corevital.analysis.diagnose import diagnose
 from corevital.analysis.evaluation import auroc, compute_ece
-from corevital.analysis.health import HealthFlags
+from corevital.analysis.health import HealthFindings
 from corevital.analysis.profiles import load_profile
 from corevital.analysis.signals import SequenceSignals
 from corevital.errors import InputError
@@ -40,7 +40,7 @@ def labelled_population(
         p_fail = 1.0 / (1.0 + math.exp(-(2.0 * (level - 2.0))))
         labels.append(int(rng.uniform() < p_fail))
         groups.append(f"g{i // 3}")  # three related items per group
-        rows.append(run_features(sig, HealthFlags(), failure_risk=0.0, high_entropy_bits=4.0))
+        rows.append(run_features(sig, HealthFindings(), failure_risk=0.0, high_entropy_bits=4.0))
         signals.append(sig)
     return rows, np.asarray(labels), np.asarray(groups), signals
 

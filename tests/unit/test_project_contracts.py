@@ -320,3 +320,17 @@ def test_default_store_path_is_the_default_output_directory() -> None:
     from corevital.sinks.sqlite_schema import DB_FILE_NAME, DEFAULT_DB_PATH
 
     assert PurePosixPath(DEFAULT_DB_PATH) == PurePosixPath(load_settings(environ={}).out) / DB_FILE_NAME
+
+
+def _class_names(package: str) -> set[str]:
+    names: set[str] = set()
+    for path in sorted((SRC / package).rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names.update(node.name for node in tree.body if isinstance(node, ast.ClassDef))
+    return names
+
+
+def test_analysis_results_and_report_models_have_distinct_names() -> None:
+    # The report's models keep the original schema's names; the analysis' results are named apart
+    # so that a name says which of the two a value is.
+    assert _class_names("analysis") & _class_names("report") == set()

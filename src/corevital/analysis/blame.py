@@ -19,15 +19,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from corevital.analysis.collapse import AttentionCollapseDetail
-from corevital.analysis.depth import LayerJump
+from corevital.analysis.collapse import CollapseFinding
+from corevital.analysis.depth import NormJump
 from corevital.analysis.profiles import MidLayerProfile
 from corevital.analysis.signals import SequenceSignals
 from corevital.analysis.stats import clip
 
 
 @dataclass(frozen=True)
-class BlamedLayer:
+class LayerBlame:
     layer: int
     reasons: tuple[str, ...]
     severity: float
@@ -44,17 +44,17 @@ def nan_origin(sig: SequenceSignals) -> tuple[int, int] | None:
     return step, layer
 
 
-def _jump_severity(jump: LayerJump, bound: float) -> float:
+def _jump_severity(jump: NormJump, bound: float) -> float:
     strength = clip((jump.z - bound) / (3.0 * bound), 0.0, 1.0)
     return 0.6 + 0.3 * strength if jump.kind == "persistent" else 0.5 + 0.3 * strength
 
 
 def blame_layers(
     sig: SequenceSignals,
-    jumps: tuple[LayerJump, ...],
-    collapse: AttentionCollapseDetail,
+    jumps: tuple[NormJump, ...],
+    collapse: CollapseFinding,
     mid_layer: MidLayerProfile,
-) -> tuple[BlamedLayer, ...]:
+) -> tuple[LayerBlame, ...]:
     """Blamed layers of one sequence, most responsible first."""
     found: dict[int, list[tuple[float, str, int | None]]] = {}
 
@@ -76,12 +76,12 @@ def blame_layers(
         entries.sort(key=lambda e: -e[0])
         reasons = tuple(dict.fromkeys(reason for _, reason, _ in entries))
         blamed.append(
-            BlamedLayer(layer=layer, reasons=reasons, severity=entries[0][0], first_step=entries[0][2])
+            LayerBlame(layer=layer, reasons=reasons, severity=entries[0][0], first_step=entries[0][2])
         )
     blamed.sort(key=lambda b: (-b.severity, b.layer))
     return tuple(blamed)
 
 
-def blamed_layers_flat(blamed: tuple[BlamedLayer, ...]) -> tuple[int, ...]:
+def blamed_layers_flat(blamed: tuple[LayerBlame, ...]) -> tuple[int, ...]:
     """The blamed layer indices, most responsible first (``blamed_layers_flat``)."""
     return tuple(b.layer for b in blamed)

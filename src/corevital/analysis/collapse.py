@@ -36,7 +36,7 @@ class CollapseTest:
 
 
 @dataclass(frozen=True)
-class AttentionCollapseDetail:
+class CollapseFinding:
     detected: bool = False
     severity: float = 0.0
     mean_collapse_rate: float | None = None
@@ -101,18 +101,16 @@ def step_collapse_rate(collapse_rate: np.ndarray | None) -> np.ndarray | None:
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def detect_attention_collapse(
-    collapse_rate: np.ndarray | None, profile: CollapseProfile
-) -> AttentionCollapseDetail:
+def detect_attention_collapse(collapse_rate: np.ndarray | None, profile: CollapseProfile) -> CollapseFinding:
     """Collapse detail of a run from the per-layer collapsed-head rates ``[T, L]`` (None: not judged)."""
     if collapse_rate is None:
-        return AttentionCollapseDetail()
+        return CollapseFinding()
     rates = np.asarray(collapse_rate, dtype=np.float64)
     if rates.ndim != 2 or rates.size == 0 or not np.isfinite(rates).any():
-        return AttentionCollapseDetail()
+        return CollapseFinding()
     per_step = step_collapse_rate(rates)
     if per_step is None:
-        return AttentionCollapseDetail()
+        return CollapseFinding()
     run = collapse_test(per_step, profile)
     layer_delta = profile.layer_trend_delta
     layer_tests = [
@@ -129,7 +127,7 @@ def detect_attention_collapse(
         severity = 0.25 + 0.25 * clip(0.5 * peak + 0.5 * clip(3.0 * share, 0.0, 1.0), 0.0, 1.0)
     else:
         severity = 0.0
-    return AttentionCollapseDetail(
+    return CollapseFinding(
         detected=detected,
         severity=round(severity, 4),
         mean_collapse_rate=run.mean_rate,

@@ -41,7 +41,7 @@ DESCRIPTIONS = {
 
 
 @dataclass(frozen=True)
-class CompoundSignal:
+class CompoundFinding:
     name: str
     description: str
     severity: float
@@ -62,7 +62,7 @@ def context_loss(
     p: CompoundProfile,
     basin_scores: Sequence[Sequence[float]] | np.ndarray | None,
     context_share: float | None = None,
-) -> CompoundSignal | None:
+) -> CompoundFinding | None:
     """High recent entropy while the prompt reads poorly: low basin scores (the middle of the prompt
     is ignored) or, with a RAG context span, little of the later prompt's attention on the context."""
     if sig.num_steps == 0:
@@ -103,7 +103,7 @@ def context_loss(
             f"{100 * share:.0f}% of the later prompt's attention lands on the RAG context "
             f"(< {100 * p.context_loss_rag_share_min:.0f}% is low)"
         )
-    return CompoundSignal(
+    return CompoundFinding(
         name="context_loss",
         description=DESCRIPTIONS["context_loss"],
         severity=round(clip(0.5 + 0.25 * clip(ent_x, 0, 1) + 0.25 * clip(read_x, 0, 1), 0, 1), 4),
@@ -112,7 +112,7 @@ def context_loss(
     )
 
 
-def confident_confusion(sig: SequenceSignals, p: CompoundProfile) -> CompoundSignal | None:
+def confident_confusion(sig: SequenceSignals, p: CompoundProfile) -> CompoundFinding | None:
     with np.errstate(invalid="ignore"):
         mask = (sig.entropy > p.confusion_entropy_bits) & (sig.top_k_margin > p.confusion_margin_min)
     steps = np.flatnonzero(mask)
@@ -125,7 +125,7 @@ def confident_confusion(sig: SequenceSignals, p: CompoundProfile) -> CompoundSig
             f"step {t} {_token(sig, t)}: entropy {sig.entropy[t]:.2f} bits, margin {sig.top_k_margin[t]:.2f}"
         )
 
-    return CompoundSignal(
+    return CompoundFinding(
         name="confident_confusion",
         description=DESCRIPTIONS["confident_confusion"],
         severity=round(clip(0.35 + 0.65 * clip(3.0 * share, 0, 1), 0, 1), 4),
@@ -138,7 +138,7 @@ def confident_confusion(sig: SequenceSignals, p: CompoundProfile) -> CompoundSig
     )
 
 
-def degenerating_generation(sig: SequenceSignals, p: CompoundProfile) -> CompoundSignal | None:
+def degenerating_generation(sig: SequenceSignals, p: CompoundProfile) -> CompoundFinding | None:
     n = sig.num_steps
     if n < p.degeneration_min_steps:
         return None
@@ -161,7 +161,7 @@ def degenerating_generation(sig: SequenceSignals, p: CompoundProfile) -> Compoun
         surp / p.degeneration_surprisal_rise_bits,
     )
     span = f"steps 0-{third - 1} vs {n - third}-{n - 1}"
-    return CompoundSignal(
+    return CompoundFinding(
         name="degenerating_generation",
         description=DESCRIPTIONS["degenerating_generation"],
         severity=round(clip(0.5 + 0.25 * (excess - 1.0), 0.5, 1.0), 4),
@@ -174,7 +174,7 @@ def degenerating_generation(sig: SequenceSignals, p: CompoundProfile) -> Compoun
     )
 
 
-def attention_bottleneck(sig: SequenceSignals, p: CompoundProfile) -> CompoundSignal | None:
+def attention_bottleneck(sig: SequenceSignals, p: CompoundProfile) -> CompoundFinding | None:
     rate = step_collapse_rate(sig.attn_collapse_rate)
     if rate is None or rate.shape[0] != sig.num_steps:
         return None
@@ -190,7 +190,7 @@ def attention_bottleneck(sig: SequenceSignals, p: CompoundProfile) -> CompoundSi
         return f"step {t}: {rate[t]:.0%} of heads collapsed, entropy {sig.entropy[t]:.2f} bits"
 
     share = steps.size / sig.num_steps
-    return CompoundSignal(
+    return CompoundFinding(
         name="attention_bottleneck",
         description=DESCRIPTIONS["attention_bottleneck"],
         severity=round(clip(0.4 + 0.3 * clip(3.0 * share, 0, 1) + 0.3 * float(rate[peak]), 0, 1), 4),
@@ -217,7 +217,7 @@ def ngram_repeats(token_ids: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def confident_repetition_risk(sig: SequenceSignals, p: CompoundProfile) -> CompoundSignal | None:
+def confident_repetition_risk(sig: SequenceSignals, p: CompoundProfile) -> CompoundFinding | None:
     n, w = sig.num_steps, p.window
     if n < w:
         return None
@@ -239,7 +239,7 @@ def confident_repetition_risk(sig: SequenceSignals, p: CompoundProfile) -> Compo
     end = int(hits[0])
     start = end - w + 1
     covered = hits.size / max(1, n - w + 1)
-    return CompoundSignal(
+    return CompoundFinding(
         name="confident_repetition_risk",
         description=DESCRIPTIONS["confident_repetition_risk"],
         severity=round(clip(0.4 + 0.3 * float(share[end]) + 0.3 * clip(2.0 * covered, 0, 1), 0, 1), 4),
@@ -259,7 +259,7 @@ def detect_compound_signals(
     *,
     basin_scores: Sequence[Sequence[float]] | np.ndarray | None = None,
     context_share: float | None = None,
-) -> tuple[CompoundSignal, ...]:
+) -> tuple[CompoundFinding, ...]:
     """Every compound signal that fires, in the spec's order."""
     if sig.num_steps == 0:
         return ()

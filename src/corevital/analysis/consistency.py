@@ -19,16 +19,16 @@ RELATIVE_PERPLEXITY_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
-class ConsistencyViolation:
+class InvariantViolation:
     check: str
     step_index: int  # 0-based generated-token index
     message: str
 
 
 @dataclass(frozen=True)
-class MetricConsistency:
+class ConsistencyCheck:
     checked_steps: int
-    violations: tuple[ConsistencyViolation, ...]
+    violations: tuple[InvariantViolation, ...]
 
     @property
     def ok(self) -> bool:
@@ -41,13 +41,13 @@ def check_consistency(
     margin: np.ndarray,
     topk_mass: np.ndarray,
     surprisal: np.ndarray,
-) -> MetricConsistency:
+) -> ConsistencyCheck:
     e, ppl, m, k, s = (
         np.asarray(a, dtype=np.float64).reshape(-1)
         for a in (entropy, perplexity, margin, topk_mass, surprisal)
     )
     n = e.size
-    violations: list[ConsistencyViolation] = []
+    violations: list[InvariantViolation] = []
     checked = np.zeros(n, dtype=bool)
     with np.errstate(over="ignore", invalid="ignore"):
         expected = np.exp2(e)
@@ -56,7 +56,7 @@ def check_consistency(
             checked[t] = True
             if abs(ppl[t] - expected[t]) > RELATIVE_PERPLEXITY_TOLERANCE * abs(ppl[t]) + TOLERANCE:
                 violations.append(
-                    ConsistencyViolation(
+                    InvariantViolation(
                         "perplexity_matches_entropy",
                         t,
                         f"perplexity {ppl[t]:.4g} but 2^entropy = {expected[t]:.4g}",
@@ -66,18 +66,14 @@ def check_consistency(
             checked[t] = True
             if m[t] > k[t] + TOLERANCE:
                 violations.append(
-                    ConsistencyViolation(
-                        "margin_within_mass", t, f"margin {m[t]:.4g} > top-k mass {k[t]:.4g}"
-                    )
+                    InvariantViolation("margin_within_mass", t, f"margin {m[t]:.4g} > top-k mass {k[t]:.4g}")
                 )
         if np.isfinite(e[t]):
             checked[t] = True
             if e[t] < -TOLERANCE:
-                violations.append(ConsistencyViolation("entropy_nonnegative", t, f"entropy {e[t]:.4g} < 0"))
+                violations.append(InvariantViolation("entropy_nonnegative", t, f"entropy {e[t]:.4g} < 0"))
         if np.isfinite(s[t]):
             checked[t] = True
             if s[t] < -TOLERANCE:
-                violations.append(
-                    ConsistencyViolation("surprisal_nonnegative", t, f"surprisal {s[t]:.4g} < 0")
-                )
-    return MetricConsistency(checked_steps=int(checked.sum()), violations=tuple(violations))
+                violations.append(InvariantViolation("surprisal_nonnegative", t, f"surprisal {s[t]:.4g} < 0"))
+    return ConsistencyCheck(checked_steps=int(checked.sum()), violations=tuple(violations))

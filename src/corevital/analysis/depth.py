@@ -34,7 +34,7 @@ from corevital.analysis.stats import robust_z_rows
 
 
 @dataclass(frozen=True)
-class LayerJump:
+class NormJump:
     layer: int
     kind: str  # "persistent" | "transient"
     z: float  # robust z of the jump across depth (peak over the anomalous steps)
@@ -70,7 +70,7 @@ def _log_ratios(hidden_l2: np.ndarray) -> np.ndarray:
     return ratios
 
 
-def layer_jumps(hidden_l2: np.ndarray | None, profile: MidLayerProfile) -> tuple[LayerJump, ...]:
+def layer_jumps(hidden_l2: np.ndarray | None, profile: MidLayerProfile) -> tuple[NormJump, ...]:
     """Layers whose norm jump over the previous layer is abnormal, in depth order."""
     if hidden_l2 is None:
         return ()
@@ -80,7 +80,7 @@ def layer_jumps(hidden_l2: np.ndarray | None, profile: MidLayerProfile) -> tuple
     ratios = _log_ratios(l2)
     depth_z = robust_z_rows(ratios, profile.scale_floor)
     steps, layers = ratios.shape
-    found: list[LayerJump] = []
+    found: list[NormJump] = []
     typical = np.full(layers, np.nan)
     for layer in range(1, layers - 1):
         column = ratios[:, layer]
@@ -104,9 +104,9 @@ def layer_jumps(hidden_l2: np.ndarray | None, profile: MidLayerProfile) -> tuple
     return tuple(found)
 
 
-def _jump(layer: int, kind: str, depth_z: np.ndarray, ratios: np.ndarray, steps: np.ndarray) -> LayerJump:
+def _jump(layer: int, kind: str, depth_z: np.ndarray, ratios: np.ndarray, steps: np.ndarray) -> NormJump:
     peak = int(steps[np.argmax(depth_z[steps, layer])])
-    return LayerJump(
+    return NormJump(
         layer=layer,
         kind=kind,
         z=float(depth_z[peak, layer]),

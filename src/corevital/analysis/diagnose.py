@@ -14,39 +14,45 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from corevital.analysis.blame import BlamedLayer, blame_layers
+from corevital.analysis.blame import LayerBlame, blame_layers
 from corevital.analysis.calibration.divergence import CalibrationDivergence, score_divergence
 from corevital.analysis.calibration.features import RunFeatures, run_features
 from corevital.analysis.calibration.layers import calibrated_layer_jumps
 from corevital.analysis.calibration.profile import CalibrationProfile
-from corevital.analysis.collapse import AttentionCollapseDetail
-from corevital.analysis.compound import CompoundSignal, detect_compound_signals
-from corevital.analysis.consistency import MetricConsistency, check_consistency
-from corevital.analysis.early_warning import EarlyWarning, StepWarning, early_warning
-from corevital.analysis.fingerprint import Fingerprint, fingerprint
-from corevital.analysis.health import HealthFlags, HealthReport, MidLayerDetail, NumericFaults, assess_health
-from corevital.analysis.narrative import Narrative, build_narrative
+from corevital.analysis.collapse import CollapseFinding
+from corevital.analysis.compound import CompoundFinding, detect_compound_signals
+from corevital.analysis.consistency import ConsistencyCheck, check_consistency
+from corevital.analysis.early_warning import EarlyWarningResult, StepWarning, early_warning
+from corevital.analysis.fingerprint import FingerprintVector, fingerprint
+from corevital.analysis.health import (
+    HealthFindings,
+    HealthReport,
+    MidLayerFinding,
+    NumericFaults,
+    assess_health,
+)
+from corevital.analysis.narrative import NarrativeText, build_narrative
 from corevital.analysis.profiles import ModelProfile
-from corevital.analysis.repetition import RepetitionInfo
+from corevital.analysis.repetition import RepetitionFinding
 from corevital.analysis.risk import Risk, risk_score
 from corevital.analysis.signals import SequenceSignals
 
 
 @dataclass(frozen=True)
 class Diagnosis:
-    health_flags: HealthFlags
+    health_flags: HealthFindings
     numeric: NumericFaults
-    repetition: RepetitionInfo
-    attention_collapse: AttentionCollapseDetail
-    mid_layer: MidLayerDetail
+    repetition: RepetitionFinding
+    attention_collapse: CollapseFinding
+    mid_layer: MidLayerFinding
     risk: Risk
-    blamed_layers: tuple[BlamedLayer, ...]
-    compound_signals: tuple[CompoundSignal, ...]
-    early_warning: EarlyWarning
+    blamed_layers: tuple[LayerBlame, ...]
+    compound_signals: tuple[CompoundFinding, ...]
+    early_warning: EarlyWarningResult
     early_warning_steps: tuple[StepWarning, ...]
-    fingerprint: Fingerprint
-    narrative: Narrative
-    metric_consistency: MetricConsistency | None
+    fingerprint: FingerprintVector
+    narrative: NarrativeText
+    metric_consistency: ConsistencyCheck | None
     profile_family: str
     run_features: RunFeatures
     calibration: CalibrationDivergence | None = None
@@ -128,7 +134,7 @@ def diagnose(
     )
 
 
-def _consistency(signals: SequenceSignals) -> MetricConsistency:
+def _consistency(signals: SequenceSignals) -> ConsistencyCheck:
     return check_consistency(
         signals.entropy, signals.perplexity, signals.top_k_margin, signals.topk_mass, signals.surprisal
     )

@@ -39,7 +39,7 @@ SIGNALS = (
 
 
 @dataclass(frozen=True)
-class SignalFiring:
+class WarningFiring:
     signal: str
     step: int  # 0-based generated-token index at which it first fired
 
@@ -54,10 +54,10 @@ class StepWarning:
 
 
 @dataclass(frozen=True)
-class EarlyWarning:
+class EarlyWarningResult:
     failure_risk: float = 0.0
     warning_signals: tuple[str, ...] = ()  # in the order they first fired
-    firings: tuple[SignalFiring, ...] = ()
+    firings: tuple[WarningFiring, ...] = ()
     peak_step: int | None = None  # step at which failure_risk was reached
 
 
@@ -87,7 +87,7 @@ class EarlyWarningTracker:
         self._step = -1
         self._risk = 0.0
         self._peak_step: int | None = None
-        self._firings: list[SignalFiring] = []
+        self._firings: list[WarningFiring] = []
         self._fired: set[str] = set()
 
     def update(self, entropy: float, margin: float, surprisal: float) -> StepWarning:
@@ -121,7 +121,7 @@ class EarlyWarningTracker:
         fired = tuple(name for name in active if name not in self._fired)
         for name in fired:
             self._fired.add(name)
-            self._firings.append(SignalFiring(signal=name, step=self._step))
+            self._firings.append(WarningFiring(signal=name, step=self._step))
         return StepWarning(
             step=self._step, fired=fired, active=active, step_risk=step_risk, failure_risk=self._risk
         )
@@ -153,9 +153,9 @@ class EarlyWarningTracker:
         return out
 
     @property
-    def result(self) -> EarlyWarning:
+    def result(self) -> EarlyWarningResult:
         """The early warning so far (after the last step: the report's ``early_warning``)."""
-        return EarlyWarning(
+        return EarlyWarningResult(
             failure_risk=self._risk,
             warning_signals=tuple(f.signal for f in self._firings),
             firings=tuple(self._firings),
@@ -165,7 +165,7 @@ class EarlyWarningTracker:
 
 def early_warning(
     entropy: np.ndarray, margin: np.ndarray, surprisal: np.ndarray, profile: EarlyWarningProfile
-) -> tuple[EarlyWarning, tuple[StepWarning, ...]]:
+) -> tuple[EarlyWarningResult, tuple[StepWarning, ...]]:
     """Post-run early warning: the tracker over the whole timeline, and what it said at each step."""
     tracker = EarlyWarningTracker(profile)
     e = np.asarray(entropy, dtype=np.float64).reshape(-1)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from corevital.analysis.hashing import prompt_hash
-from corevital.analysis.health import HealthFlags
+from corevital.analysis.health import HealthFindings
 from corevital.analysis.signals import SequenceSignals
 from corevital.analysis.stats import fmax, fmean, fmin, fstd, pearson, slope
 
@@ -26,13 +26,13 @@ FINGERPRINT_LENGTH = 25
 
 
 @dataclass(frozen=True)
-class Fingerprint:
+class FingerprintVector:
     vector: tuple[float, ...]
     version: int
     prompt_hash: str
 
 
-def fingerprint_vector(sig: SequenceSignals, flags: HealthFlags, risk_score: float) -> tuple[float, ...]:
+def fingerprint_vector(sig: SequenceSignals, flags: HealthFindings, risk_score: float) -> tuple[float, ...]:
     e, m, s, k = sig.entropy, sig.top_k_margin, sig.surprisal, sig.topk_mass
     n = sig.num_steps
     quarter = max(1, n // 4)
@@ -69,8 +69,8 @@ def fingerprint_vector(sig: SequenceSignals, flags: HealthFlags, risk_score: flo
     return tuple(float(v) if np.isfinite(v) else 0.0 for v in vector)
 
 
-def fingerprint(sig: SequenceSignals, flags: HealthFlags, risk_score: float) -> Fingerprint:
-    return Fingerprint(
+def fingerprint(sig: SequenceSignals, flags: HealthFindings, risk_score: float) -> FingerprintVector:
+    return FingerprintVector(
         vector=fingerprint_vector(sig, flags, risk_score),
         version=FINGERPRINT_VERSION,
         prompt_hash=prompt_hash(sig.model_id, sig.prompt_text),

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from corevital.analysis.collapse import AttentionCollapseDetail, detect_attention_collapse
-from corevital.analysis.depth import LayerJump, layer_jumps, middle_third
+from corevital.analysis.collapse import CollapseFinding, detect_attention_collapse
+from corevital.analysis.depth import NormJump, layer_jumps, middle_third
 from corevital.analysis.profiles import ModelProfile
-from corevital.analysis.repetition import RepetitionInfo, detect_repetition
+from corevital.analysis.repetition import RepetitionFinding, detect_repetition
 from corevital.analysis.signals import SequenceSignals
 from corevital.analysis.stats import first_true
 
@@ -29,16 +29,16 @@ class NumericFaults:
 
 
 @dataclass(frozen=True)
-class MidLayerDetail:
+class MidLayerFinding:
     detected: bool = False
     layers: tuple[int, ...] = ()  # middle-third layers found abnormal
     nonfinite_layers: tuple[int, ...] = ()  # middle-third layers with NaN/Inf
-    jumps: tuple[LayerJump, ...] = ()  # every abnormal norm jump, any depth (blame uses them all)
+    jumps: tuple[NormJump, ...] = ()  # every abnormal norm jump, any depth (blame uses them all)
     judged: bool = False  # False when hidden-state norms were not available
 
 
 @dataclass(frozen=True)
-class HealthFlags:
+class HealthFindings:
     nan_detected: bool = False
     inf_detected: bool = False
     attention_collapse_detected: bool = False
@@ -50,11 +50,11 @@ class HealthFlags:
 
 @dataclass(frozen=True)
 class HealthReport:
-    flags: HealthFlags
+    flags: HealthFindings
     numeric: NumericFaults
-    repetition: RepetitionInfo
-    collapse: AttentionCollapseDetail
-    mid_layer: MidLayerDetail
+    repetition: RepetitionFinding
+    collapse: CollapseFinding
+    mid_layer: MidLayerFinding
 
 
 def _or_steps(*arrays: np.ndarray | None) -> tuple[np.ndarray | None, tuple[str, ...]]:
@@ -95,8 +95,8 @@ def high_entropy_steps(entropy: np.ndarray, threshold_bits: float) -> int:
 
 
 def mid_layer_anomaly(
-    sig: SequenceSignals, profile: ModelProfile, jumps: tuple[LayerJump, ...] | None = None
-) -> MidLayerDetail:
+    sig: SequenceSignals, profile: ModelProfile, jumps: tuple[NormJump, ...] | None = None
+) -> MidLayerFinding:
     """NaN/Inf in a middle-third layer, or a middle-third layer whose norm jump is abnormal.
 
     ``jumps``: abnormal jumps judged against a calibration profile; without them, against depth.
@@ -105,7 +105,7 @@ def mid_layer_anomaly(
         jumps = layer_jumps(sig.hidden_l2, profile.mid_layer)
     nonfinite = sig.nonfinite_layers()
     if sig.hidden_l2 is None and nonfinite is None:
-        return MidLayerDetail()
+        return MidLayerFinding()
     width = sig.num_layers
     for arr in (sig.hidden_l2, nonfinite):
         if arr is not None and np.ndim(arr) == 2:
@@ -116,20 +116,20 @@ def mid_layer_anomaly(
     )
     jumped = tuple(j.layer for j in jumps if j.layer in middle)
     layers = tuple(sorted(set(bad) | set(jumped)))
-    return MidLayerDetail(
+    return MidLayerFinding(
         detected=bool(layers), layers=layers, nonfinite_layers=bad, jumps=jumps, judged=True
     )
 
 
 def assess_health(
-    sig: SequenceSignals, profile: ModelProfile, jumps: tuple[LayerJump, ...] | None = None
+    sig: SequenceSignals, profile: ModelProfile, jumps: tuple[NormJump, ...] | None = None
 ) -> HealthReport:
     """Every §4 health flag of one sequence, with the detail behind each (``jumps``: see mid-layer)."""
     numeric = numeric_faults(sig)
     repetition = detect_repetition(sig.token_ids, sig.token_texts, profile.repetition, sig.last_layer_sketch)
     collapse = detect_attention_collapse(sig.attn_collapse_rate, profile.collapse)
     mid = mid_layer_anomaly(sig, profile, jumps)
-    flags = HealthFlags(
+    flags = HealthFindings(
         nan_detected=numeric.nan_detected,
         inf_detected=numeric.inf_detected,
         attention_collapse_detected=collapse.detected,

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from corevital.analysis.blame import BlamedLayer
-from corevital.analysis.compound import CompoundSignal
+from corevital.analysis.blame import LayerBlame
+from corevital.analysis.compound import CompoundFinding
 from corevital.analysis.health import HealthReport
 from corevital.analysis.risk import Risk
 from corevital.analysis.signals import SequenceSignals
@@ -25,7 +25,7 @@ TREND_BITS = 0.5  # last-third minus first-third mean entropy that counts as a t
 
 
 @dataclass(frozen=True)
-class Narrative:
+class NarrativeText:
     summary: str
     sentences: tuple[str, ...]
 
@@ -96,7 +96,7 @@ def _findings_sentence(health: HealthReport) -> str | None:
     return text[0].upper() + text[1:] + "."
 
 
-def _compound_sentence(compound: tuple[CompoundSignal, ...]) -> str | None:
+def _compound_sentence(compound: tuple[CompoundFinding, ...]) -> str | None:
     if not compound:
         return None
     items = [
@@ -105,7 +105,7 @@ def _compound_sentence(compound: tuple[CompoundSignal, ...]) -> str | None:
     return "Compound signals: " + _names(items) + "."
 
 
-def _blame_sentence(blamed: tuple[BlamedLayer, ...]) -> str | None:
+def _blame_sentence(blamed: tuple[LayerBlame, ...]) -> str | None:
     if not blamed:
         return None
     top = blamed[0]
@@ -140,9 +140,9 @@ def build_narrative(
     sig: SequenceSignals,
     health: HealthReport,
     risk: Risk,
-    compound: tuple[CompoundSignal, ...],
-    blamed: tuple[BlamedLayer, ...],
-) -> Narrative:
+    compound: tuple[CompoundFinding, ...],
+    blamed: tuple[LayerBlame, ...],
+) -> NarrativeText:
     sentences = [_risk_sentence(risk)]
     if sig.num_steps == 0:
         sentences.append("No tokens were generated, so there is no timeline to analyse.")
@@ -156,4 +156,4 @@ def build_narrative(
     ):
         if extra:
             sentences.append(extra)
-    return Narrative(summary=" ".join(sentences), sentences=tuple(sentences))
+    return NarrativeText(summary=" ".join(sentences), sentences=tuple(sentences))

@@ -19,7 +19,7 @@ from corevital.analysis.profiles import RepetitionProfile
 
 
 @dataclass(frozen=True)
-class RepetitionInfo:
+class RepetitionFinding:
     detected: bool = False
     period: int | None = None
     first_step: int | None = None
@@ -86,15 +86,15 @@ def detect_repetition(
     token_texts: list[str],
     profile: RepetitionProfile,
     sketch: np.ndarray | None = None,
-) -> RepetitionInfo:
+) -> RepetitionFinding:
     """Repetition loop of a generated sequence, with its hidden-state evidence."""
     ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
     run = find_loop(ids, profile)
     if run is None:
-        return RepetitionInfo()
+        return RepetitionFinding()
     similarity = sketch_similarity(sketch, run.start, run.span, run.period)
     text = "".join(token_texts[run.start : run.start + run.period]) if token_texts else None
-    return RepetitionInfo(
+    return RepetitionFinding(
         detected=True,
         period=run.period,
         first_step=run.start,

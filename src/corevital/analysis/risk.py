@@ -26,12 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from corevital.analysis.blame import BlamedLayer
+from corevital.analysis.blame import LayerBlame
 from corevital.analysis.calibration.features import RunFeatures
 from corevital.analysis.calibration.risk_model import RiskModelSpec, predict
-from corevital.analysis.collapse import AttentionCollapseDetail
-from corevital.analysis.compound import CompoundSignal
-from corevital.analysis.health import HealthFlags
+from corevital.analysis.collapse import CollapseFinding
+from corevital.analysis.compound import CompoundFinding
+from corevital.analysis.health import HealthFindings
 from corevital.analysis.profiles import RiskProfile, RiskTerm
 from corevital.analysis.signals import SequenceSignals
 from corevital.analysis.stats import clip, finite, fmean, rolling_mean, sigmoid
@@ -61,9 +61,9 @@ class Risk:
     risk_score: float
     risk_factors: tuple[str, ...]
     factor_contributions: tuple[FactorContribution, ...]
-    blamed_layers: tuple[BlamedLayer, ...] = ()
+    blamed_layers: tuple[LayerBlame, ...] = ()
     blamed_layers_flat: tuple[int, ...] = ()
-    attention_collapse_detail: AttentionCollapseDetail | None = None
+    attention_collapse_detail: CollapseFinding | None = None
     smooth_score: float = 0.0  # before the hard floors
     features: RiskFeatures | None = None
     model: str = "heuristic"  # "heuristic" | "labelled" (a fitted risk model gave the smooth score)
@@ -113,11 +113,11 @@ def risk_score(
     sig: SequenceSignals,
     profile: RiskProfile,
     *,
-    flags: HealthFlags,
+    flags: HealthFindings,
     failure_risk: float,
-    compound: tuple[CompoundSignal, ...] = (),
-    blamed: tuple[BlamedLayer, ...] = (),
-    collapse: AttentionCollapseDetail | None = None,
+    compound: tuple[CompoundFinding, ...] = (),
+    blamed: tuple[LayerBlame, ...] = (),
+    collapse: CollapseFinding | None = None,
     repetition_coverage: float = 0.0,
     labelled: tuple[RiskModelSpec, RunFeatures] | None = None,
 ) -> Risk:
@@ -143,9 +143,9 @@ def risk_score(
 def _heuristic(
     features: RiskFeatures,
     profile: RiskProfile,
-    flags: HealthFlags,
-    compound: tuple[CompoundSignal, ...],
-    blamed: tuple[BlamedLayer, ...],
+    flags: HealthFindings,
+    compound: tuple[CompoundFinding, ...],
+    blamed: tuple[LayerBlame, ...],
 ) -> tuple[float, dict[str, float]]:
     """The profile's smooth score and each term's contribution to it."""
     terms: dict[str, float] = {}
@@ -174,7 +174,7 @@ def _with_floors(
     smooth: float,
     contributions: dict[str, float],
     profile: RiskProfile,
-    flags: HealthFlags,
+    flags: HealthFindings,
     repetition_coverage: float,
 ) -> Risk:
     """The hard floors on top of the smooth score, and the factors that raised the result."""

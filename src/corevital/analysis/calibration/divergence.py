@@ -27,7 +27,7 @@ _UNITS = {"entropy": " bits", "surprisal": " bits"}
 
 
 @dataclass(frozen=True)
-class CalibrationAnomaly:
+class MetricAnomaly:
     metric: str
     z: float
     value: float
@@ -46,7 +46,7 @@ class CalibrationAnomaly:
 
 
 @dataclass(frozen=True)
-class MetricDivergence:
+class DivergenceScore:
     metric: str
     mean_abs_z: float
     values: int
@@ -55,8 +55,8 @@ class MetricDivergence:
 @dataclass(frozen=True)
 class CalibrationDivergence:
     divergence_score: float
-    metrics: tuple[MetricDivergence, ...]
-    anomalies: tuple[CalibrationAnomaly, ...]
+    metrics: tuple[DivergenceScore, ...]
+    anomalies: tuple[MetricAnomaly, ...]
     baseline_model_id: str
     baseline_num_runs: int
     low_attention_entropy_layers: tuple[int, ...] = ()  # layers whose attention entropy fell far below
@@ -97,8 +97,8 @@ def score_divergence(
     anomaly_z: float = 4.0,
     max_anomalies: int = 20,
 ) -> CalibrationDivergence:
-    metrics: list[MetricDivergence] = []
-    anomalies: list[CalibrationAnomaly] = []
+    metrics: list[DivergenceScore] = []
+    anomalies: list[MetricAnomaly] = []
     series = {
         "entropy": sig.entropy,
         "margin": sig.top_k_margin,
@@ -112,7 +112,7 @@ def score_divergence(
             ref = stats[int(step)]
             assert ref is not None
             anomalies.append(
-                CalibrationAnomaly(
+                MetricAnomaly(
                     metric, float(z[step]), float(series[metric][step]), ref.mean, ref.std, step=int(step)
                 )
             )
@@ -145,15 +145,15 @@ def score_divergence(
     )
 
 
-def _add_metric(out: list[MetricDivergence], metric: str, z: np.ndarray) -> None:
+def _add_metric(out: list[DivergenceScore], metric: str, z: np.ndarray) -> None:
     ok = np.isfinite(z)
     if ok.any():
-        out.append(MetricDivergence(metric, float(np.abs(z[ok]).mean()), int(ok.sum())))
+        out.append(DivergenceScore(metric, float(np.abs(z[ok]).mean()), int(ok.sum())))
 
 
 def _layer_anomalies(
     metric: str, z: np.ndarray, values: np.ndarray, refs: list[MetricStats | None], bound: float
-) -> list[CalibrationAnomaly]:
+) -> list[MetricAnomaly]:
     found = []
     for layer in range(z.shape[1]):
         column = z[:, layer]
@@ -171,5 +171,5 @@ def _layer_anomalies(
             metric_name = "l2_norm"
         else:
             metric_name = metric
-        found.append(CalibrationAnomaly(metric_name, median_z, value, mean, std, layer=layer))
+        found.append(MetricAnomaly(metric_name, median_z, value, mean, std, layer=layer))
     return found

@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from corevital.analysis.health import HealthFlags
+from corevital.analysis.health import HealthFindings
 from corevital.analysis.signals import SequenceSignals
 from corevital.analysis.stats import finite
 
@@ -81,7 +81,7 @@ def _stat(values: np.ndarray, how: str) -> float:
 
 
 def run_features(
-    sig: SequenceSignals, flags: HealthFlags, *, failure_risk: float, high_entropy_bits: float
+    sig: SequenceSignals, flags: HealthFindings, *, failure_risk: float, high_entropy_bits: float
 ) -> RunFeatures:
     early = slice(0, EARLY_STEPS)
     steps = sig.num_steps

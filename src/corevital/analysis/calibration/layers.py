@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from corevital.analysis.calibration.profile import CalibrationProfile
-from corevital.analysis.depth import LayerJump, log_jumps, log_norms
+from corevital.analysis.depth import NormJump, log_jumps, log_norms
 
 
 def calibrated_layer_z(hidden_l2: np.ndarray, profile: CalibrationProfile) -> np.ndarray:
@@ -39,7 +39,7 @@ def calibrated_layer_z(hidden_l2: np.ndarray, profile: CalibrationProfile) -> np
 
 def calibrated_layer_jumps(
     hidden_l2: np.ndarray | None, profile: CalibrationProfile, *, bound: float, min_steps: int
-) -> tuple[LayerJump, ...]:
+) -> tuple[NormJump, ...]:
     if hidden_l2 is None or np.ndim(hidden_l2) != 2 or np.shape(hidden_l2)[0] == 0:
         return ()
     z = calibrated_layer_z(np.asarray(hidden_l2, dtype=np.float64), profile)
@@ -59,7 +59,7 @@ def calibrated_layer_jumps(
             continue
         peak = int(hits[np.argmax(column[hits])])
         found.append(
-            LayerJump(
+            NormJump(
                 layer=layer,
                 kind=kind,
                 z=float(column[peak]),

@@ -37,6 +37,7 @@ from corevital.server.api import api_router
 from corevital.server.cache import ResponseCache
 from corevital.server.common import Served, check_db_path, in_thread, json_response
 from corevital.server.config import ServeConfig
+from corevital.server.dashboard import dashboard_router
 from corevital.server.errors import install_error_handlers
 from corevital.server.events import events_router
 from corevital.server.guard import Guard
@@ -82,7 +83,7 @@ def create_app(
         await in_thread(store.count)
         return json_response({"status": "ok"})
 
-    routers = [api_router(served), events_router(served), legacy_router(served)]
+    routers = [api_router(served), events_router(served), legacy_router(served), dashboard_router(served)]
     for router in routers:
         app.include_router(router)
     if config.limits.cache_ttl_s > 0:

@@ -1,0 +1,239 @@
+"""What the dashboard's run page draws, computed on the server from a stored report JSON document.
+
+:func:`run_view` reads the parsed document (no pydantic models, so every stored schema version
+works and a 1,000-step report is read in tens of milliseconds) and returns the parts the page
+draws: the digest (:mod:`corevital.views.digest`), the per-step series, the tokens with their
+top-5 alternatives, the steps where flags, compound signals and early warnings fired, the
+layer × step heat maps and the prompt analysis. Heat maps are downsampled here: a map wider than
+:data:`MAX_COLUMNS` steps has each block of ``k = ceil(steps / MAX_COLUMNS)`` consecutive steps
+replaced by the mean of its finite values (``block`` in the answer), so the browser never draws
+more than 400 columns whatever the run's length.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from corevital.views.digest import digest_document
+from corevital.views.html_heatmap import block_columns
+
+MAX_COLUMNS = 400
+MAX_LAYERS = 512
+TOP_ALTERNATIVES = 5
+
+Getter = Callable[[Mapping[str, Any]], float | None]
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _step(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _series(timeline: list[Any], key: str) -> list[float | None]:
+    return [_num(_map(_map(step).get("logits_summary")).get(key)) for step in timeline]
+
+
+def _tokens(timeline: list[Any]) -> list[dict[str, Any]]:
+    tokens = []
+    for step in timeline:
+        logits = _map(_map(step).get("logits_summary"))
+        top = [
+            [str(_map(item).get("token_text", "")), _num(_map(item).get("prob"))]
+            for item in _list(logits.get("topk_probs"))[:TOP_ALTERNATIVES]
+        ]
+        text = _map(_map(step).get("token")).get("token_text")
+        tokens.append(
+            {
+                "text": text if isinstance(text, str) else "",
+                "surprisal": _num(logits.get("surprisal")),
+                "entropy": _num(logits.get("entropy")),
+                "top": top,
+            }
+        )
+    return tokens
+
+
+def _markers(document: Mapping[str, Any], steps: int) -> list[dict[str, Any]]:
+    """Each fired signal with the generated step where it fired (``None``: the report does not say)."""
+    extensions = _map(document.get("extensions"))
+    flags = _map(document.get("health_flags"))
+    risk = _map(extensions.get("risk"))
+    markers: list[dict[str, Any]] = []
+
+    def add(kind: str, name: str, step: Any, detail: str = "") -> None:
+        at = _step(step)
+        markers.append(
+            {"kind": kind, "name": name, "step": at if at is None or at < steps else None, "detail": detail}
+        )
+
+    if flags.get("repetition_loop_detected") is True:
+        repetition = _map(extensions.get("repetition"))
+        add(
+            "flag",
+            "repetition_loop",
+            repetition.get("first_step"),
+            str(repetition.get("repeated_text") or ""),
+        )
+    if flags.get("attention_collapse_detected") is True:
+        add("flag", "attention_collapse", _map(risk.get("attention_collapse_detail")).get("trend_peak_step"))
+    if flags.get("mid_layer_anomaly_detected") is True:
+        jumps = [_map(jump) for jump in _list(_map(extensions.get("mid_layer")).get("jumps"))]
+        firsts = [s for s in (_step(jump.get("first_step")) for jump in jumps) if s is not None]
+        add("flag", "mid_layer_anomaly", min(firsts) if firsts else None)
+    for flag, key in (("nan_detected", "has_nan"), ("inf_detected", "has_inf")):
+        if flags.get(flag) is True:
+            timeline = _list(document.get("timeline"))
+            hit = next(
+                (i for i, s in enumerate(timeline) if _map(_map(s).get("logits_summary")).get(key)), None
+            )
+            add("flag", flag.removesuffix("_detected"), hit)
+    for signal in _list(extensions.get("compound_signals")):
+        signal = _map(signal)
+        add(
+            "compound",
+            str(signal.get("name", "")),
+            signal.get("first_step"),
+            str(signal.get("description", "")),
+        )
+    for firing in _list(_map(extensions.get("early_warning")).get("firings")):
+        firing = _map(firing)
+        add("warning", str(firing.get("signal", "")), firing.get("step"))
+    return markers
+
+
+def _layer_rows(timeline: list[Any], layers: int, getter: Getter) -> list[list[float | None]]:
+    rows: list[list[float | None]] = [[None] * len(timeline) for _ in range(layers)]
+    for t, step in enumerate(timeline):
+        for layer in _list(_map(step).get("layers")):
+            layer = _map(layer)
+            index = layer.get("layer_index")
+            if isinstance(index, int) and 0 <= index < layers:
+                rows[index][t] = getter(layer)
+    return rows
+
+
+def _heat_map(
+    title: str,
+    unit: str,
+    rows: list[list[float | None]],
+    *,
+    log: bool = False,
+    domain: tuple[float, float] | None = None,
+) -> dict[str, Any] | None:
+    if not any(value is not None for row in rows for value in row):
+        return None
+    blocked, block = block_columns(rows, MAX_COLUMNS)
+    return {"title": title, "unit": unit, "log": log, "domain": domain, "block": block, "rows": blocked}
+
+
+def _heat_maps(document: Mapping[str, Any], timeline: list[Any]) -> list[dict[str, Any]]:
+    indices = [
+        index
+        for step in timeline
+        for layer in _list(_map(step).get("layers"))
+        if isinstance(index := _map(layer).get("layer_index"), int)
+    ]
+    layers = min(max(indices, default=-1) + 1, MAX_LAYERS)
+    if layers == 0:
+        return []
+    heads = _map(document.get("model")).get("num_attention_heads")
+
+    def attention(key: str) -> Getter:
+        return lambda layer: _num(_map(layer.get("attention_summary")).get(key))
+
+    def norm(layer: Mapping[str, Any]) -> float | None:
+        value = _num(_map(layer.get("hidden_summary")).get("l2_norm_mean"))
+        return value if value is not None and value > 0 else None
+
+    def collapsed(layer: Mapping[str, Any]) -> float | None:
+        summary = _map(layer.get("attention_summary"))
+        rate = _num(summary.get("collapsed_head_rate"))
+        count = _num(summary.get("collapsed_head_count"))
+        if rate is None and count is not None and isinstance(heads, int) and heads > 0:
+            rate = count / heads
+        return rate
+
+    entropy = _heat_map(
+        "Attention entropy",
+        "entropy / ln(keys)",
+        _layer_rows(timeline, layers, attention("entropy_mean_normalized")),
+        domain=(0.0, 1.0),
+    ) or _heat_map("Attention entropy", "nats", _layer_rows(timeline, layers, attention("entropy_mean")))
+    maps = [
+        entropy,
+        _heat_map("Hidden-state norm", "L2 norm (log scale)", _layer_rows(timeline, layers, norm), log=True),
+        _heat_map(
+            "Collapsed-head rate",
+            "share of heads",
+            _layer_rows(timeline, layers, collapsed),
+            domain=(0.0, 1.0),
+        ),
+    ]
+    return [item for item in maps if item is not None]
+
+
+def _prompt(document: Mapping[str, Any]) -> dict[str, Any]:
+    analysis = _map(document.get("prompt_analysis"))
+    basins = [
+        [_num(v) for v in _list(_map(layer).get("basin_scores"))] for layer in _list(analysis.get("layers"))
+    ]
+    return {
+        "surprisals": [_num(v) for v in _list(analysis.get("prompt_surprisals"))],
+        "transformations": [_num(v) for v in _list(analysis.get("layer_transformations"))],
+        "basins": basins if any(basins) else [],
+    }
+
+
+def _performance(document: Mapping[str, Any]) -> dict[str, Any] | None:
+    performance = _map(_map(document.get("extensions")).get("performance"))
+    if not performance:
+        return None
+    operations = [
+        {
+            "name": str(_map(op).get("name", "")),
+            "ms": _num(_map(op).get("ms")),
+            "pct": _num(_map(op).get("pct")),
+        }
+        for op in _list(performance.get("parent_operations"))
+    ]
+    return {"total_ms": _num(performance.get("total_wall_time_ms")), "operations": operations}
+
+
+def run_view(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON the dashboard's run page draws (see the module docstring)."""
+    timeline = _list(document.get("timeline"))
+    digest = digest_document(document).to_json()
+    for key in ("token_ids", "token_texts", "entropy", "surprisal"):
+        digest.pop(key, None)  # the series below carry them
+    return {
+        "digest": digest,
+        "steps": len(timeline),
+        "series": {
+            "entropy": _series(timeline, "entropy"),
+            "surprisal": _series(timeline, "surprisal"),
+            "margin": _series(timeline, "top_k_margin"),
+            "topk_mass": _series(timeline, "topk_mass"),
+        },
+        "tokens": _tokens(timeline),
+        "markers": _markers(document, len(timeline)),
+        "heat_maps": _heat_maps(document, timeline),
+        "max_columns": MAX_COLUMNS,
+        "prompt": _prompt(document),
+        "performance": _performance(document),
+    }

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from transformers import PreTrainedModel
 
 from corevital.capture.runner import capture_prompts
 from corevital.errors import CaptureError
 from tests.integration.conftest import tiny_settings
 from tests.support.tiny_models import ARCHITECTURES, EXPECTED
+from tests.support.values import present
 
 PROMPTS = ["The quick brown fox jumps", "Hello world, this is a much longer prompt than the first one"]
 
@@ -35,25 +38,26 @@ def test_capture_every_architecture(arch: str, tiny_loaded) -> None:
     for seq in run.sequences:
         steps = seq.num_steps
         assert 1 <= steps <= 6
-        assert seq.hidden.l2_norm.shape == (steps, shape.num_layers)
-        assert seq.attention.max_weight_per_head.shape == (steps, shape.num_layers, shape.num_heads)
+        hidden, attention = present(seq.hidden), present(seq.attention)
+        assert hidden.l2_norm.shape == (steps, shape.num_layers)
+        assert attention.max_weight_per_head.shape == (steps, shape.num_layers, shape.num_heads)
         entropy = seq.logits.entropy
         assert np.all((entropy >= 0) & (entropy <= vocab_bits + 1e-4))
         assert np.all(seq.chosen.surprisal >= -1e-5)
         assert np.all(seq.logits.top_k_margin <= seq.logits.topk_mass + 1e-6)
-        normalized = seq.attention.entropy_mean_normalized
+        normalized = attention.entropy_mean_normalized
         assert np.all((normalized >= -1e-6) & (normalized <= 1 + 1e-5))
-        assert np.all(seq.hidden.l2_norm > 0)
+        assert np.all(hidden.l2_norm > 0)
         if caps.is_encoder_decoder:
             assert seq.cross_attention is not None
             assert seq.cross_attention.entropy_mean.shape == (steps, shape.num_layers)
-            assert seq.encoder_hidden.mean.shape == (shape.num_encoder_layers,)
-            assert seq.encoder_attention.entropy_mean.shape == (shape.num_encoder_layers,)
+            assert present(seq.encoder_hidden).mean.shape == (shape.num_encoder_layers,)
+            assert present(seq.encoder_attention).entropy_mean.shape == (shape.num_encoder_layers,)
             assert np.all(np.isnan(seq.cross_attention.prev_token_mass_mean))
         else:
             assert seq.cross_attention is None and seq.encoder_hidden is None
             # The decode-step query sees every prompt key plus the tokens generated so far.
-            keys = seq.attention.num_keys[:, 0]
+            keys = attention.num_keys[:, 0]
             prompt_len = len(seq.prompt.token_ids)
             np.testing.assert_array_equal(keys, prompt_len + np.arange(steps))
 
@@ -86,14 +90,14 @@ def test_batch_matches_single_prompt_runs(arch: str, tiny_loaded) -> None:
                 getattr(seq.logits, name), getattr(single.logits, name), rtol=1e-3, atol=1e-5
             )
         np.testing.assert_allclose(seq.chosen.surprisal, single.chosen.surprisal, rtol=1e-3, atol=1e-4)
-        np.testing.assert_allclose(seq.hidden.l2_norm, single.hidden.l2_norm, rtol=1e-3)
+        np.testing.assert_allclose(present(seq.hidden).l2_norm, present(single.hidden).l2_norm, rtol=1e-3)
         for name in ("entropy_mean", "entropy_mean_normalized", "concentration_max", "sink_mass_mean"):
             np.testing.assert_allclose(
                 getattr(seq.attention, name), getattr(single.attention, name), rtol=1e-3, atol=1e-5
             )
 
 
-def _model_state(model) -> dict:
+def _model_state(model: PreTrainedModel) -> dict[str, Any]:
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -101,7 +105,7 @@ def _model_state(model) -> dict:
         len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._forward_hooks_with_kwargs)
         for m in model.modules()
     )
-    configs = {id(m.config): m.config._attn_implementation for m in model.modules() if hasattr(m, "config")}
+    configs = {id(m.config): m.config._attn_implementation for m in model.modules() if hasattr(m, "config")}  # type: ignore[union-attr]
     return {
         "hooks": hooks,
         "attn": sorted(configs.values()),
@@ -152,11 +156,14 @@ def test_live_callback_sees_every_step_and_can_stop(arch: str, tiny_loaded) -> N
 def test_summary_mode_does_no_attention_work(tiny_loaded, monkeypatch) -> None:
     import corevital.capture.attention_tap as tap_module
 
-    calls = []
+    calls: list[int] = []
     original = tap_module.AttentionTap.__call__
-    monkeypatch.setattr(
-        tap_module.AttentionTap, "__call__", lambda *a, **k: calls.append(1) or original(*a, **k)
-    )
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tap_module.AttentionTap, "__call__", counted)
     run = capture_prompts(tiny_loaded("llama"), PROMPTS, tiny_settings(capture="summary"))
     assert calls == []
     seq = run.sequences[0]
@@ -199,8 +206,9 @@ def test_teacher_forced_replay_equals_live_capture(arch: str, tiny_loaded) -> No
     replayed = replay_sequence(loaded, live.prompt, live.generated_token_ids, options, sites)
     np.testing.assert_allclose(replayed.logits.entropy, live.logits.entropy, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(replayed.chosen.surprisal, live.chosen.surprisal, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(replayed.hidden.l2_norm, live.hidden.l2_norm, rtol=1e-4)
+    np.testing.assert_allclose(present(replayed.hidden).l2_norm, present(live.hidden).l2_norm, rtol=1e-4)
+    replayed_attention, live_attention = present(replayed.attention), present(live.attention)
     np.testing.assert_allclose(
-        replayed.attention.entropy_mean, live.attention.entropy_mean, rtol=1e-4, atol=1e-5
+        replayed_attention.entropy_mean, live_attention.entropy_mean, rtol=1e-4, atol=1e-5
     )
-    np.testing.assert_array_equal(replayed.attention.num_keys, live.attention.num_keys)
+    np.testing.assert_array_equal(replayed_attention.num_keys, live_attention.num_keys)

@@ -9,6 +9,7 @@ import torch
 from corevital.capture.runner import capture_prompts
 from corevital.pipeline import Pipeline
 from tests.integration.conftest import tiny_settings
+from tests.support.values import present
 
 PROMPTS = ["The quick brown fox jumps over the lazy dog", "a b"]
 
@@ -18,7 +19,8 @@ def reference_surprisals(loaded, token_ids: list[int]) -> np.ndarray:
         logits = loaded.model(torch.tensor([token_ids])).logits[0].double()
     logp = torch.log_softmax(logits, dim=-1)
     picked = logp[torch.arange(len(token_ids) - 1), torch.tensor(token_ids[1:])]
-    return (-picked / np.log(2.0)).numpy()
+    surprisals: np.ndarray = (-picked / np.log(2.0)).numpy()
+    return surprisals
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
@@ -60,10 +62,10 @@ def test_sparse_attention_is_bounded_and_reported(tiny_loaded) -> None:
     prompt_tokens = report.prompt.num_tokens
     for layer in analysis.layers:
         assert len(layer.heads) == caps.num_attention_heads
-        assert len(layer.basin_scores) == caps.num_attention_heads
+        assert len(present(layer.basin_scores)) == caps.num_attention_heads
         for head in layer.heads:
             assert len(head.weights) <= 7
-            assert all(w > 0.05 for w in head.weights)
+            assert all(w is not None and w > 0.05 for w in head.weights)
             assert all(
                 0 <= k <= q < prompt_tokens for q, k in zip(head.query_indices, head.key_indices, strict=True)
             )
@@ -116,9 +118,9 @@ def test_prompt_pass_scored_a_few_heads_at_a_time_gives_the_same_telemetry(
     assert len(groups) == loaded.capabilities.num_layers
     for got, want in zip(split, whole, strict=True):
         assert got.generated_token_ids == want.generated_token_ids
-        a, b = got.prompt_telemetry, want.prompt_telemetry
+        a, b = present(got.prompt_telemetry), present(want.prompt_telemetry)
         _assert_same_heads_and_basins(a, b)
-        np.testing.assert_allclose(a.surprisals, b.surprisals, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(present(a.surprisals), present(b.surprisals), rtol=1e-6, atol=1e-6)
         for name in ("entropy_mean", "max_weight_per_head", "sink_mass_mean"):
             np.testing.assert_allclose(getattr(got.attention, name), getattr(want.attention, name), rtol=1e-6)
 
@@ -157,7 +159,7 @@ def test_layers_scored_together_give_the_telemetry_of_one_layer_at_a_time(
     alone = capture_prompts(loaded, prompts, settings, context_span=span).sequences
     assert scored == [1] * prompt_layers
     for got, want in zip(together, alone, strict=True):
-        a, b = got.prompt_telemetry, want.prompt_telemetry
+        a, b = present(got.prompt_telemetry), present(want.prompt_telemetry)
         _assert_same_heads_and_basins(a, b)
         assert a.context_share is not None and b.context_share is not None
         np.testing.assert_allclose(a.context_share, b.context_share, rtol=1e-6, atol=1e-7, equal_nan=True)

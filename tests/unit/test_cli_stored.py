@@ -139,6 +139,8 @@ def test_runs_pages_with_the_cursor_reach_every_run_once(capsys: pytest.CaptureF
         (["--since", "yesterday"], 2, "cannot read the time 'yesterday'"),
         (["--limit", "501"], 2, "--limit must be between 1 and 500"),
         (["--cursor", "garbage!"], 6, "malformed page cursor"),
+        # a forged cursor carrying a number beyond 64 bits
+        (["--cursor", "WyJ0aW1lIixmYWxzZSw5OTk5OTk5OTk5OTk5OTk5OTk5OSwieCJd"], 6, "malformed page cursor"),
     ],
 )
 def test_runs_errors_are_one_line(

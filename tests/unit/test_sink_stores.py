@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from corevital.analysis.hashing import prompt_hash
 from corevital.errors import StoreError
 from corevital.report.encoding import report_from_json
-from corevital.report.hashing import prompt_hash
 from corevital.report.schema import Fingerprint, HealthFlags, Report, RiskExtension
 from corevital.report.timestamps import format_utc
 from corevital.sinks.base import (
@@ -274,6 +275,25 @@ def test_bad_cursors_and_page_sizes_are_store_errors(filled: ReportStore) -> Non
     with pytest.raises(StoreError, match="at most 500"):
         filled.page(TraceQuery(limit=MAX_PAGE_SIZE + 1))
     assert len(filled.page(TraceQuery(limit=None)).rows) == 6
+
+
+def _forged_cursor(value: str) -> str:
+    text = f'["time",false,{value},"x"]'
+    return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "value", ["9223372036854775808", "-9223372036854775809", "1" + "0" * 400, "1e999", "true"]
+)
+def test_a_forged_cursor_with_a_number_no_store_can_compare_is_malformed(
+    filled: ReportStore, value: str
+) -> None:
+    with pytest.raises(StoreError, match="malformed page cursor"):
+        filled.page(TraceQuery(limit=2), _forged_cursor(value))
+
+
+def test_a_cursor_at_the_64_bit_bound_is_accepted(filled: ReportStore) -> None:
+    assert filled.page(TraceQuery(limit=2), _forged_cursor(str(2**63 - 1))).rows[0].trace_id
 
 
 def test_aggregate_by_model(filled: ReportStore) -> None:

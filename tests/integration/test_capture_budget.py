@@ -12,6 +12,7 @@ import corevital.capture.observer as observer_module
 import corevital.capture.prompt_pass as prompt_pass_module
 import corevital.capture.step_window as step_window_module
 from corevital.capture.options import Tuning
+from corevital.capture.records import StepEvent
 from corevital.capture.runner import capture_prompts
 from tests.integration.conftest import tiny_settings
 
@@ -62,7 +63,7 @@ def test_no_python_loop_over_layers_or_heads_in_per_step_code() -> None:
 def _count_transfers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Each host transfer the observer makes: "steps:N" (a flush of N steps) or "one" (the prompt)."""
     calls: list[str] = []
-    real = step_window_module.to_host
+    real = step_window_module.to_host  # type: ignore[attr-defined]  # the name the window calls
 
     def counted(obj):
         if isinstance(obj, list):  # a flush: [(StepBatch, per-step attention), ...]
@@ -78,7 +79,7 @@ def _count_transfers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def test_one_host_transfer_per_step_with_a_live_callback(tiny_loaded, monkeypatch) -> None:
     calls = _count_transfers(monkeypatch)
-    steps = []
+    steps: list[StepEvent] = []
     run = capture_prompts(
         tiny_loaded("llama"), ["The quick brown fox"], tiny_settings(max_new_tokens=12), callback=steps.append
     )

@@ -491,3 +491,36 @@ def test_a_reader_that_leaves_ends_the_command_quietly(db: str) -> None:
     process.stdout.close()
     assert process.wait(timeout=60) == 141
     assert process.stderr.read() == b""
+
+
+def test_export_csv_neutralises_text_cells_a_spreadsheet_would_run_as_formulas() -> None:
+    import io
+
+    from corevital.sinks.base import MemorySink
+    from corevital.views.export import export_runs
+
+    golden = load_report(GOLDEN)
+    timeline = [
+        step.model_copy(update={"token": step.token.model_copy(update={"token_text": text})})
+        for step, text in zip(golden.timeline, ["-2+3", "\tx"], strict=False)
+    ]
+    report = golden.model_copy(
+        update={
+            "model": golden.model.model_copy(update={"hf_id": "@evil/model"}),
+            "prompt": golden.prompt.model_copy(update={"text": '=HYPERLINK("https://evil.example","y")'}),
+            "timeline": timeline,
+        }
+    )
+    store = MemorySink()
+    store.write(report)
+    runs, steps = io.StringIO(newline=""), io.StringIO(newline="")
+    export_runs(store, TraceQuery(), fmt="csv", rows="run", out=runs)
+    export_runs(store, TraceQuery(), fmt="csv", rows="step", out=steps)
+    (run,) = list(csv.DictReader(io.StringIO(runs.getvalue())))
+    assert run["model_id"] == "'@evil/model"
+    assert run["prompt_preview"] == '\'=HYPERLINK("https://evil.example","y")'
+    assert run["trace_id"] == report.trace_id and float(run["mean_entropy"]) >= 0  # numbers as they are
+    rows = list(csv.DictReader(io.StringIO(steps.getvalue())))
+    assert [row["token_text"] for row in rows[:2]] == ["'-2+3", "'\tx"]
+    assert rows[0]["model_id"] == "'@evil/model"
+    assert all(not row["entropy"].startswith("'") for row in rows)

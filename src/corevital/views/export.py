@@ -5,6 +5,9 @@
   fields of :class:`~corevital.sinks.rows.TraceRow`); with ``rows="step"``: one row per generated
   step (:data:`STEP_COLUMNS`: the run's id and model, the step, its token and logit statistics).
   CSV (RFC 4180, CRLF line ends) writes booleans as ``true``/``false`` and missing values as empty cells.
+  A text cell beginning with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return (a prompt, a
+  token, a model id) gets a leading ``'``, so that a spreadsheet shows it as text instead of running
+  it as a formula; numbers are written as they are.
 
 Runs are read page by page in the query's order, so an export of any size holds one page of rows
 (and, per step, one report) in memory. Parquet needs pyarrow (``pip install pyarrow``); without
@@ -151,11 +154,17 @@ def _write_text(store: ReportStore, query: TraceQuery, fmt: str, rows: str, stre
     return count
 
 
+FORMULA_PREFIXES: Final = ("=", "+", "-", "@", "\t", "\r")
+"""How a text cell that a spreadsheet would run as a formula begins (OWASP's CSV injection list)."""
+
+
 def _csv_cell(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value  # shown as text by spreadsheets, never evaluated
     return value
 
 

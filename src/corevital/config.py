@@ -167,10 +167,6 @@ class Settings(BaseSettings):
         """Sampling is on unless temperature is 0 (greedy), as users of other LLM tools expect."""
         return self.temperature > 0.0
 
-    @property
-    def model_is_default(self) -> bool:
-        return self.model in ("", DEFAULT_MODEL_NAME)
-
 
 def read_default_yaml() -> dict[str, Any]:
     text = resources.files("corevital").joinpath("configs/default.yaml").read_text(encoding="utf-8")

@@ -62,12 +62,6 @@ class StoreError(CoreVitalError):
     exit_code = 6
 
 
-class ExporterError(CoreVitalError):
-    """An exporter could not be configured. Failures while exporting are logged, never raised."""
-
-    exit_code = 7
-
-
 class NotAvailableError(CoreVitalError):
     """A feature that this build or this machine does not provide (yet)."""
 

@@ -11,7 +11,7 @@ import pytest
 from corevital.analysis.diagnose import diagnose
 from corevital.analysis.profiles import load_profile
 from corevital.report.encoding import load_report
-from corevital.report.reanalysis import signals_from_report
+from tests.support.reanalysis import signals_from_report
 from tests.support.signals import make_signals, summary_only
 
 PROFILE = load_profile("llama")

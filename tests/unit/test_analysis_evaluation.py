@@ -17,17 +17,15 @@ import pytest
 
 from corevital.analysis.evaluation import (
     PlattScaler,
-    Standardizer,
     auprc,
     auroc,
     bootstrap_ci,
     compute_ece,
-    cross_val_predict_logistic,
-    fit_logistic,
     grouped_kfold,
     reliability_bins,
     roc_curve,
 )
+from corevital.analysis.logistic import Standardizer, fit_logistic
 
 # -- slow, obviously-correct references -----------------------------------------------------------
 
@@ -442,21 +440,6 @@ def test_grouped_kfold_rejects_more_folds_than_groups() -> None:
         grouped_kfold(np.array([1, 1, 2]), n_splits=3)
     with pytest.raises(ValueError, match="n_splits"):
         grouped_kfold(np.array([1, 2, 3]), n_splits=1)
-
-
-def test_cross_val_predict_is_out_of_fold_and_informative() -> None:
-    X, y, _, _ = logistic_data(600, 4)
-    X = X * [1.0, 100.0, 0.01] + [0.0, 5000.0, 3.0]  # scaled inside each fold
-    groups = np.arange(600) // 3
-    probs = cross_val_predict_logistic(X, y, groups, l2=1.0, n_splits=5, seed=0)
-    assert np.all((probs > 0) & (probs < 1))
-    assert auroc(probs, y) > 0.8
-    train, test = grouped_kfold(groups, n_splits=5, seed=0)[2]
-    scaler = Standardizer.fit(X[train])
-    by_hand = fit_logistic(scaler.transform(X[train]), y[train], l2=1.0).predict_proba(
-        scaler.transform(X[test])
-    )
-    np.testing.assert_allclose(probs[test], by_hand)
 
 
 def test_fitting_without_scikit_learn_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,6 @@ import pytest
 from corevital.analysis.fingerprint import FINGERPRINT_LENGTH, fingerprint
 from corevital.analysis.hashing import prompt_hash
 from corevital.analysis.health import HealthFindings
-from corevital.report.hashing import prompt_hash as report_prompt_hash
 from tests.support.signals import make_signals
 
 
@@ -55,4 +54,3 @@ def test_prompt_hash_is_exact_text() -> None:
     expected = hashlib.sha256(f"{sig.model_id}\n{sig.prompt_text}".encode()).hexdigest()
     assert fingerprint(sig, HealthFindings(), 0.0).prompt_hash == expected
     assert prompt_hash("m", "Hello") != prompt_hash("m", "hello")
-    assert report_prompt_hash is prompt_hash

@@ -100,7 +100,7 @@ def test_reading_and_storing_work_without_torch_installed() -> None:
         "import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
         "import corevital, corevital.cli, corevital.pipeline, corevital.summary\n"
         "import corevital.analysis.diagnose, corevital.analysis.signals, corevital.analysis.policies\n"
-        "import corevital.report.builder, corevital.report.reanalysis, corevital.report.diagnosis\n"
+        "import corevital.report.builder, corevital.report.diagnosis\n"
         "import corevital.sinks.sqlite, corevital.monitor, corevital.live\n"
         "import corevital.capture.records, corevital.capture.capabilities\n"
         "import corevital.validation.workflow, corevital.validation.table, corevital.cli.validation\n"

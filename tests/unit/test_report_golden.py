@@ -13,8 +13,8 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from corevital.analysis.hashing import prompt_hash
 from corevital.report.encoding import report_from_json, report_to_json
-from corevital.report.hashing import prompt_hash
 from corevital.report.schema import (
     Anomalies,
     AttentionSummary,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from corevital.report.hashing import prompt_hash
+from corevital.analysis.hashing import prompt_hash
 from corevital.report.timestamps import epoch_ms, format_utc, parse_utc, utc_now
 
 

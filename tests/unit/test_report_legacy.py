@@ -15,7 +15,6 @@ from corevital.report.encoding import load_report, report_from_document, report_
 from corevital.report.legacy import (
     DROPPED_WARNING_CODE,
     document_version,
-    is_legacy,
     upgrade_document,
     upgrade_logits_summary,
 )
@@ -174,11 +173,7 @@ def test_a_legacy_document_without_extensions_still_records_its_origin() -> None
 
 @pytest.mark.parametrize("version", ["0.3.0", "0.4.0"])
 def test_legacy_versions_are_recognised(version: str) -> None:
-    assert is_legacy({"schema_version": version}) and document_version({"schema_version": version}) == version
-
-
-def test_current_version_is_not_legacy() -> None:
-    assert not is_legacy({"schema_version": "0.5.0"})
+    assert document_version({"schema_version": version}) == version
 
 
 @pytest.mark.parametrize("version", ["0.1.0", "0.2.0", "0.4.1", "0.6.0", "1.0.0", ""])

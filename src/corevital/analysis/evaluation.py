@@ -11,8 +11,8 @@ that need it): ``roc_curve`` (``sklearn.metrics.roc_curve``), ``PlattScaler.fit`
 
 - ``auroc``: Mann–Whitney U with average ranks for ties; ``auprc``: average precision with equal
   scores forming one threshold, the definition of scikit-learn's ``average_precision_score``. Both
-  are called a thousand times per score by the group bootstrap, where a numpy call takes about
-  0.1 ms and scikit-learn's (input validation included) about 5 ms; the tests check them against
+  are called a thousand times per score by the group bootstrap, so they are plain numpy (scikit-learn's
+  input validation alone costs more than the computation); the tests check them against
   scikit-learn and against brute-force references.
 - ``reliability_bins`` / ``compute_ece``: equal-width bins on [0, 1], the last bin closed.
 - ``bootstrap_ci``: percentile bootstrap; resamples where the metric is NaN are skipped. With
@@ -21,9 +21,9 @@ that need it): ``roc_curve`` (``sklearn.metrics.roc_curve``), ``PlattScaler.fit`
 - ``PlattScaler``: Platt (1999) with smoothed targets, fitted as an unpenalised logistic regression
   on the 1-D score (each record twice, as a failure weighted by its target and as a success
   weighted by one minus it: the cross-entropy with soft targets).
-- ``fit_logistic``, ``Standardizer``, ``LogisticFit`` (defined in :mod:`.logistic`, re-exported):
-  the L2-penalised log-loss; ``grouped_kfold`` and ``cross_val_predict_logistic`` give honest
-  out-of-fold probabilities when several records share a prompt.
+- The L2-penalised logistic model itself (``fit_logistic``, ``Standardizer``) is
+  :mod:`.logistic`; ``grouped_kfold`` gives honest out-of-fold splits when several
+  records share a prompt.
 """
 
 from __future__ import annotations
@@ -33,28 +33,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from corevital.analysis.logistic import (
-    LogisticFit,
-    Standardizer,
-    as_labels,
-    as_matrix,
-    fit_logistic,
-    sigmoid_array,
-)
+from corevital.analysis.logistic import as_labels, sigmoid_array
 
 __all__ = [
     "ConfidenceInterval",
-    "LogisticFit",
     "PlattScaler",
     "ReliabilityBins",
     "RocCurve",
-    "Standardizer",
     "auprc",
     "auroc",
     "bootstrap_ci",
     "compute_ece",
-    "cross_val_predict_logistic",
-    "fit_logistic",
     "grouped_kfold",
     "reliability_bins",
     "roc_curve",
@@ -286,25 +275,3 @@ def grouped_kfold(
     codes[np.random.default_rng(seed).permutation(n_groups)] = np.arange(n_groups - 1, -1, -1)
     split = GroupKFold(n_splits=n_splits).split(np.zeros((g.size, 1)), groups=codes[inverse])
     return [(np.asarray(train), np.asarray(test)) for train, test in split]
-
-
-def cross_val_predict_logistic(
-    X: np.ndarray,
-    y: np.ndarray,
-    groups: np.ndarray,
-    *,
-    l2: float = 1.0,
-    n_splits: int = 5,
-    seed: int = 0,
-) -> np.ndarray:
-    """Out-of-fold P(failure) per record: standardise and fit on the other folds, predict the held-out one."""
-    x = as_matrix(X)
-    labels = as_labels(y, x.shape[0])
-    if np.asarray(groups).shape != labels.shape:
-        raise ValueError("groups must hold one entry per row of X")
-    out = np.full(labels.size, np.nan)
-    for train, test in grouped_kfold(groups, n_splits=n_splits, seed=seed):
-        scaler = Standardizer.fit(x[train])
-        model = fit_logistic(scaler.transform(x[train]), labels[train], l2=l2)
-        out[test] = model.predict_proba(scaler.transform(x[test]))
-    return out

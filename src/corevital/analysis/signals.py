@@ -1,9 +1,7 @@
 """The numpy view of one generated sequence that every detector reads.
 
-Built either from a fresh capture (:func:`corevital.pipeline.signals_from_capture`) or from a stored
-report, ours or one written by the original CoreVital
-(:func:`corevital.report.reanalysis.signals_from_report`),
-so the same analysis runs on both. Missing values are NaN; per-layer arrays are ``[T, L]``.
+Built from a capture (:func:`corevital.pipeline.signals_from_capture`). Missing values are NaN;
+per-layer arrays are ``[T, L]``.
 """
 
 from __future__ import annotations

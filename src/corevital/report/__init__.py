@@ -5,8 +5,8 @@ Knows nothing of where reports go. Never imports torch.
 Modules: :mod:`~corevital.report.schema` (the models, with ``schema_timeline`` and
 ``schema_extensions``), :mod:`~corevital.report.encoding` (JSON in and out),
 :mod:`~corevital.report.legacy` (original CoreVital 0.3.0/0.4.0 documents),
-:mod:`~corevital.report.json_schema` (the committed JSON Schema),
-:mod:`~corevital.report.hashing` (the prompt hash) and :mod:`~corevital.report.timestamps`.
+:mod:`~corevital.report.json_schema` (the committed JSON Schema) and
+:mod:`~corevital.report.timestamps`. The prompt hash is :func:`corevital.analysis.hashing.prompt_hash`.
 
 Importing the package imports no submodule: the names below are imported on first use (PEP 562),
 so that code needing only :mod:`~corevital.report.timestamps` (listing stored runs) does not pay
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
         report_to_document,
         report_to_json,
     )
-    from corevital.report.hashing import prompt_hash
     from corevital.report.schema import Report
     from corevital.report.schema_base import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION
 
@@ -35,7 +34,6 @@ _HOMES: dict[str, str] = {
     "SCHEMA_VERSION": "corevital.report.schema_base",
     "Report": "corevital.report.schema",
     "load_report": "corevital.report.encoding",
-    "prompt_hash": "corevital.report.hashing",
     "report_from_document": "corevital.report.encoding",
     "report_from_json": "corevital.report.encoding",
     "report_to_document": "corevital.report.encoding",
@@ -47,7 +45,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "Report",
     "load_report",
-    "prompt_hash",
     "report_from_document",
     "report_from_json",
     "report_to_document",

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from corevital.errors import ReportError
 from corevital.report.schema import Report
-from corevital.report.schema_base import LEGACY_SCHEMA_VERSIONS, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION
+from corevital.report.schema_base import READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION
 
 Document = dict[str, Any]
 
@@ -52,11 +52,6 @@ def document_version(doc: Mapping[str, Any]) -> str:
         readable = ", ".join(READABLE_SCHEMA_VERSIONS)
         raise ReportError(f"unsupported report schema_version {version!r}: this CoreVital reads {readable}")
     return version
-
-
-def is_legacy(doc: Mapping[str, Any]) -> bool:
-    """Whether the document was written by the original CoreVital (0.3.0 or 0.4.0)."""
-    return document_version(doc) in LEGACY_SCHEMA_VERSIONS
 
 
 def upgrade_document(doc: Mapping[str, Any]) -> Document:

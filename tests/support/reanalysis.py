@@ -1,7 +1,8 @@
-"""Re-analysing stored reports: the :class:`SequenceSignals` of a report, ours or the original's.
+"""The :class:`SequenceSignals` of a stored report, ours or the original CoreVital's.
 
-Lets the same analysis run on traces written by the original CoreVital (schema 0.3.0/0.4.0),
-which ``corevital migrate`` imports and the dashboard shows.
+Lets the tests run the analysis on traces written by the original CoreVital (schema 0.3.0/0.4.0)
+and check that healthy runs stay quiet. No command re-analyses stored reports, so this lives with
+the tests.
 """
 
 from __future__ import annotations

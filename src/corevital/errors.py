@@ -57,7 +57,7 @@ class ReportError(CoreVitalError):
 
 
 class StoreError(CoreVitalError):
-    """A report store (SQLite, JSON directory, PostgreSQL) could not be opened or written."""
+    """A report store (the SQLite database, a JSON directory) could not be opened or written."""
 
     exit_code = 6
 

@@ -1,4 +1,4 @@
-"""Sinks: persistence you can query back (SQLite by default, JSON files, PostgreSQL).
+"""Sinks: persistence you can query back (SQLite by default, JSON files; PostgreSQL not yet).
 
 Never runs models and never imports torch.
 

@@ -2,8 +2,9 @@
 
 A :class:`Sink` persists reports (``write`` returns where the report went, ``close`` releases the
 resources). A :class:`ReportStore` is a sink that can be queried back, the one read interface of
-the CLI (``runs``, ``show``, ``compare``, ``export``) and the HTTP server: the SQLite store, the
-PostgreSQL store and :class:`MemorySink` (for tests) implement it with the same semantics, which
+the CLI (``runs``, ``show``, ``compare``, ``export``) and the HTTP server: the SQLite store and
+:class:`MemorySink` (for tests) implement it with the same semantics (a PostgreSQL store, not
+written yet, would implement it too), which
 :mod:`corevital.sinks.rows` states in Python (:meth:`TraceQuery.matches`, the sort order, the
 keyset cursor, :func:`~corevital.sinks.rows.aggregate_rows`).
 """

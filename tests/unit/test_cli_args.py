@@ -76,3 +76,19 @@ def test_excluded_settings_are_not_flags_and_empty_groups_are_left_out() -> None
     p = parser(exclude=("calibration", "rag_context", "perf"))
     assert "--calibration" not in p.format_help() and "--perf" not in p.format_help()
     assert "calibration options" not in p.format_help()
+
+
+def test_the_cli_starts_without_traceback_or_dataclasses_and_lists_every_command() -> None:
+    import subprocess
+    import sys
+
+    from corevital.cli import COMMANDS
+
+    code = "import sys, corevital.cli; print(sorted({'traceback', 'dataclasses'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
+    shown = subprocess.run(
+        [sys.executable, "-m", "corevital", "--help"], capture_output=True, text=True, check=True
+    )
+    listed = {line.split()[0] for line in shown.stdout.splitlines() if line.startswith("    ")}
+    assert {command.name for command in COMMANDS} <= listed

@@ -13,16 +13,14 @@ import argparse
 import importlib
 import os
 import sys
-import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from corevital import __version__
 from corevital.errors import CoreVitalError
 
 
-@dataclass(frozen=True, slots=True)
-class Command:
+class Command(NamedTuple):
     """One ``corevital`` command: its module has ``configure(name, parser)`` setting ``handler``."""
 
     name: str
@@ -88,6 +86,12 @@ def _debug_requested(argv: Sequence[str]) -> bool:
     return ("DEBUG" in joined and "log" in joined) or os.environ.get("COREVITAL_LOG_LEVEL") == "DEBUG"
 
 
+def _print_traceback() -> None:
+    import traceback  # only on this path: every command would pay for it at start
+
+    traceback.print_exc()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -101,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except CoreVitalError as exc:
         if _debug_requested(argv):
-            traceback.print_exc()
+            _print_traceback()
         print(f"corevital: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -109,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
         if _debug_requested(argv):
-            traceback.print_exc()
+            _print_traceback()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(
             f"corevital: internal error: {type(exc).__name__}: {first} (rerun with --log_level DEBUG)",

@@ -134,7 +134,7 @@ def build_small_report() -> Report:
             ),
         ],
         summary=Summary(prompt_tokens=3, generated_tokens=2, total_steps=5, elapsed_ms=12),
-        warnings=[ReportWarning(code="SCORES_NOT_AVAILABLE", message="no scores at step 4")],
+        warnings=[ReportWarning(code="ATTENTION_NOT_AVAILABLE", message="no attention weights")],
         prompt_analysis=PromptAnalysis(
             layers=[
                 PromptAttentionLayer(

@@ -117,7 +117,7 @@ __all__ = [
     "TopKProb",
 ]
 
-FinishReason = Literal["eos", "length", "stopped_by_callback", "stop_string"]
+FinishReason = Literal["eos", "length", "stopped_by_callback"]
 
 
 class QuantizationInfo(ReportModel):
@@ -245,7 +245,7 @@ class Summary(ReportModel):
 
 
 class ReportWarning(ReportModel):
-    """A problem of the run that did not stop it (``SCORES_NOT_AVAILABLE``, ...)."""
+    """A problem of the run that did not stop it (``ATTENTION_NOT_AVAILABLE``, ...)."""
 
     code: str
     message: str

@@ -102,9 +102,10 @@ def settle_loaded_model() -> None:
     (the model, torch, transformers: hundreds of thousands of objects) from cyclic GC scans.
 
     A full-capture report of a large model allocates tens of thousands of small objects, enough
-    to trigger full collections, and each would walk every one of those objects again (~0.2 s on
-    a GPU host). The commands keep their model to the end, so nothing frozen would have been
-    collected. The library API never does this: the process is the application's.
+    to trigger full collections, and each would walk every one of those objects again
+    (docs/performance.md, "Report building"). The commands keep their model to the end, so nothing
+    frozen would have been collected. The library API never does this: the process is the
+    application's.
     """
     gc.collect()
     gc.freeze()
@@ -118,7 +119,7 @@ def cyclic_gc_paused() -> Iterator[None]:
     summaries), which trigger collector passes that find nothing to free but walk every young
     object again; with several reports alive (a batch) the passes reach older generations too.
     Reference counting still frees everything as usual; only the search for reference cycles
-    waits until the build returns (bench, batch 8, Llama-3-8B layout on a CPU: 58 -> 34 ms a report).
+    waits until the build returns (docs/performance.md, "Report building", has the measurements).
     """
     enabled = gc.isenabled()
     gc.disable()

@@ -243,3 +243,28 @@ def test_malformed_layer_indices_and_head_counts_do_not_break_the_page() -> None
     html = render_html(report)
     assert html.count('class="heatmap"') == 2 and 'data-cells="15"' in html  # 3 layers x 5 steps
     assert "No values were recorded for this metric" in html  # the collapsed-head rate: no rate, no heads
+
+
+def test_declared_onset_fields_mark_the_charts_and_tables() -> None:
+    report = long_report(30)
+    report.extensions.early_warning = EarlyWarning(
+        failure_risk=0.7, warning_signals=["entropy_rising"], firings=None, peak_step=17
+    )
+    report.extensions.compound_signals = [CompoundSignal(name="context_loss", first_step=9)]
+    report.extensions.risk = RiskExtension(
+        risk_score=0.8, blamed_layers=[BlamedLayer(layer=2, severity=0.5, first_step=4)]
+    )
+    html = render_html(report)
+    assert "(reached at step 17)" in html and "compound signal: context_loss at step 9" in html
+    assert "<th>From step</th>" in html and "<td>4</td>" in html
+    assert "early warning: entropy_rising at step" not in html  # no firings: nothing to mark
+
+
+def test_a_legacy_report_without_onsets_renders_its_early_warning() -> None:
+    legacy = load_report(
+        Path(__file__).resolve().parents[1] / "data" / "original-corevital" / "trace_8d0bad87.json"
+    )
+    warning = legacy.extensions.early_warning
+    assert warning is not None and warning.firings is None and warning.peak_step is None
+    html = render_html(legacy)
+    assert "Failure risk <b>0.6</b>. Firings" in html and "<td>mid_layer_anomaly</td><td>–</td>" in html

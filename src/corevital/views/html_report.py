@@ -23,7 +23,6 @@ from corevital.analysis.narrative import HIGH_RISK, MODERATE_RISK
 from corevital.report.schema import Report
 from corevital.views.html_charts import MARK
 from corevital.views.html_steps import (
-    field,
     firings,
     has_layer_data,
     heat_maps,
@@ -278,7 +277,7 @@ def _early_warning(report: Report) -> str:
     if warning is None:
         return '<p class="note">This report has no early-warning analysis.</p>'
     first_step = dict(reversed(firings(report)))
-    peak = field(warning, "peak_step")
+    peak = warning.peak_step
     rows = "".join(
         f"<tr><td>{esc(name)}</td><td>{esc(first_step.get(name, '–'))}</td></tr>"
         for name in warning.warning_signals
@@ -288,7 +287,7 @@ def _early_warning(report: Report) -> str:
         if rows
         else '<p class="note">No early-warning signal fired.</p>'
     )
-    peak_text = f" (reached at step {esc(peak)})" if isinstance(peak, int) else ""
+    peak_text = f" (reached at step {esc(peak)})" if peak is not None else ""
     return (
         f"<p>Failure risk <b>{fmt(warning.failure_risk, 2)}</b>{peak_text}."
         " Firings are marked ▼ on the charts.</p>" + table
@@ -304,10 +303,10 @@ def _blame(report: Report) -> str:
         return "<p>Layers: " + ", ".join(str(i) for i in risk.blamed_layers_flat) + "</p>"
     if not blamed:
         return '<p class="note">No layer was blamed.</p>'
-    with_step = any(field(b, "first_step") is not None for b in blamed)
+    with_step = any(b.first_step is not None for b in blamed)
     rows = "".join(
         f"<tr><td>{b.layer}</td><td>{fmt(b.severity, 2)}</td>"
-        + (f"<td>{esc(_or_dash(field(b, 'first_step')))}</td>" if with_step else "")
+        + (f"<td>{esc(_or_dash(b.first_step))}</td>" if with_step else "")
         + f"<td>{'; '.join(esc(r) for r in b.reasons) or '–'}</td></tr>"
         for b in blamed
     )

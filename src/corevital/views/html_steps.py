@@ -33,40 +33,22 @@ MAX_LAYERS = 4096
 _LINES = "\n\t"  # kept as they are in shown text
 
 
-def field(model: Any, key: str) -> Any:
-    """A field of a report model, declared or kept from the writer as an unknown key; else ``None``."""
-    if model is None:
-        return None
-    if key in type(model).model_fields:
-        return getattr(model, key)
-    fields = getattr(model, "model_extra", None)
-    return fields.get(key) if isinstance(fields, dict) else None
-
-
-def _item(value: Any, key: str) -> Any:
-    return value.get(key) if isinstance(value, dict) else getattr(value, key, None)
-
-
 def firings(report: Report) -> list[tuple[str, int]]:
     """(signal, step) of each early-warning signal's first firing, where the report has them."""
-    found = field(report.extensions.early_warning, "firings")
-    pairs = [(str(_item(f, "signal")), _item(f, "step")) for f in found] if isinstance(found, list) else []
-    return [(signal, step) for signal, step in pairs if _is_int(step)]
+    warning = report.extensions.early_warning
+    if warning is None or warning.firings is None:
+        return []
+    return [(firing.signal, firing.step) for firing in warning.firings]
 
 
 def step_markers(report: Report) -> list[Marker]:
     """Early-warning firings and compound-signal onsets, as steps to mark on the charts."""
     markers = [Marker(step, f"early warning: {signal}") for signal, step in firings(report)]
     for signal in report.extensions.compound_signals or []:
-        first = field(signal, "first_step")
-        if _is_int(first):
-            markers.append(Marker(int(first), f"compound signal: {signal.name}"))
+        if signal.first_step is not None:
+            markers.append(Marker(signal.first_step, f"compound signal: {signal.name}"))
     n = len(report.timeline)
     return [m for m in markers if 0 <= m.step < max(n, 1)]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def step_spans(report: Report) -> list[Span]:

@@ -99,7 +99,7 @@ class AttentionTap:
         self.fast = fast
         self.tuning = tuning or Tuning()
         self.prompt = prompt
-        self._sites = {id(site.module): site for site in sites}  # the model's modules, alive throughout
+        self._sites: dict[nn.Module, AttentionSite] = {site.module: site for site in sites}
         self._num = {
             SiteKind.SELF: num_layers,
             SiteKind.CROSS: num_layers,
@@ -128,7 +128,8 @@ class AttentionTap:
         """Drop this pass's rows once they are reduced: nothing is held between steps."""
         if self.prompt is not None:
             self.prompt.finish()
-        self._buffer = RowBuffer(self._rows, self._num[SiteKind.SELF])
+        if self._buffer.used:
+            self._buffer = RowBuffer(self._rows, self._num[SiteKind.SELF])
 
     def held_bytes(self) -> int:
         """Device bytes the tap keeps alive: whole storages, as a view holds its base tensor's memory.
@@ -172,7 +173,7 @@ class AttentionTap:
         attention_mask: Tensor | None,
         **kwargs: Any,
     ) -> tuple[Tensor, None]:
-        site = self._sites.get(id(module))
+        site = self._sites.get(module)
         q_len, kv_len = query.shape[2], key.shape[2]
         needs = self._needs(site, q_len, kv_len)
         mask = self._buffer.mask(attention_mask)

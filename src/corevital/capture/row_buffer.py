@@ -151,6 +151,11 @@ class RowBuffer:
         self._visible: dict[VisibleKey, Tensor] = {}
         self.decode = DecodeRowsBuffer(decode_layers)
 
+    @property
+    def used(self) -> bool:
+        """Whether the pass left anything here (an unused buffer serves the next pass as it is)."""
+        return bool(self._masks or self._kinds or self._seen or self.decode.count)
+
     # --- masks ---------------------------------------------------------------------------------
     def mask(self, tensor: Tensor | None) -> MaskEntry:
         """The entry of ``tensor`` (made, and the tensor held, on first sight in this pass)."""

@@ -11,7 +11,7 @@ import pytest
 
 from corevital.errors import InputError
 from corevital.validation.answers import check_answer
-from corevital.validation.labels import LabelledRecord, dump_labelled, load_labelled
+from corevital.validation.labels import LabelledRecord, load_labelled
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "examples" / "validation" / "qa_labelled.jsonl"
@@ -142,6 +142,16 @@ def test_loader_empty_missing_and_unknown_split(tmp_path: Path) -> None:
     assert _error(path, split="tset") == f"{path}: unknown split 'tset' (splits in the file: dev)"
     nosplit = write(tmp_path / "n.jsonl", {"id": "a", "prompt": "p", "answer": "x"})
     assert _error(nosplit, split="dev") == f"{nosplit}: unknown split 'dev' (splits in the file: none)"
+
+
+def dump_labelled(records: list[LabelledRecord], path: Path) -> None:
+    """Records as JSONL, leaving out unset optional fields (and a group equal to the id)."""
+    with path.open("w", encoding="utf-8") as handle:
+        for record in records:
+            data = record.model_dump(exclude_none=True, exclude_defaults=True)
+            if data.get("group") == record.id:
+                del data["group"]
+            handle.write(json.dumps(data, ensure_ascii=False) + "\n")
 
 
 def test_dump_round_trip(tmp_path: Path) -> None:

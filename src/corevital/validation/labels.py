@@ -168,13 +168,3 @@ def load_labelled(path: str | Path, *, split: str | None = None) -> list[Labelle
         known = ", ".join(present) if present else "none"
         raise InputError(f"{path}: unknown split {split!r} (splits in the file: {known})")
     return chosen
-
-
-def dump_labelled(records: list[LabelledRecord], path: str | Path) -> None:
-    """Write records as JSONL, leaving out unset optional fields (and a group equal to the id)."""
-    with Path(path).open("w", encoding="utf-8") as handle:
-        for record in records:
-            data = record.model_dump(exclude_none=True, exclude_defaults=True)
-            if data.get("group") == record.id:
-                del data["group"]
-            handle.write(json.dumps(data, ensure_ascii=False) + "\n")

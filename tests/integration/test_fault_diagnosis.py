@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from corevital.capture.loading import ModelSpec, load_model
+from corevital.capture.loading import LoadedModel, ModelSpec, load_model
 from corevital.pipeline import Pipeline
+from corevital.report.schema import Report
 from corevital.testing import inject_attention_collapse, inject_nan, inject_scale
 from tests.integration.conftest import tiny_settings
 from tests.support.tiny_models import save_tiny_model
+from tests.support.values import present
 
 ARCHS = ("llama", "gpt2", "qwen2")
 LAYERS = {"early": 1, "middle": 3, "late": 4}
@@ -34,7 +36,7 @@ def six_layer(tmp_path_factory: pytest.TempPathFactory):
     return get
 
 
-def diagnose_run(loaded):
+def diagnose_run(loaded: LoadedModel) -> Report:
     pipeline = Pipeline(tiny_settings(max_new_tokens=16, ignore_eos=True))
     pipeline.use_model(loaded)
     return pipeline.build(pipeline.capture([PROMPT]))[0]
@@ -43,7 +45,7 @@ def diagnose_run(loaded):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_healthy_run_is_quiet(arch: str, six_layer) -> None:
     report = diagnose_run(six_layer(arch))
-    flags = report.health_flags
+    flags = present(report.health_flags)
     assert not (flags.nan_detected or flags.mid_layer_anomaly_detected or flags.attention_collapse_detected)
 
 
@@ -53,11 +55,12 @@ def test_nan_is_detected_and_its_layer_blamed_first(arch: str, where: str, six_l
     loaded, layer = six_layer(arch), LAYERS[where]
     with inject_nan(loaded.model, layer):
         report = diagnose_run(loaded)
-    assert report.health_flags.nan_detected
-    blamed = report.extensions.risk.blamed_layers
+    assert present(report.health_flags).nan_detected
+    risk = present(report.extensions.risk)
+    blamed = risk.blamed_layers
     assert blamed[0].layer == layer
-    assert blamed[0].severity == max(b.severity for b in blamed)
-    assert report.extensions.risk.risk_score == 1.0
+    assert blamed[0].severity == max(present(b.severity) for b in blamed)
+    assert risk.risk_score == 1.0
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -66,8 +69,8 @@ def test_exploding_activations(arch: str, where: str, six_layer) -> None:
     loaded, layer = six_layer(arch), LAYERS[where]
     with inject_scale(loaded.model, layer, 1e4):
         report = diagnose_run(loaded)
-    assert report.health_flags.mid_layer_anomaly_detected == (where == "middle")
-    assert layer in report.extensions.risk.blamed_layers_flat
+    assert present(report.health_flags).mid_layer_anomaly_detected == (where == "middle")
+    assert layer in present(report.extensions.risk).blamed_layers_flat
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -76,6 +79,6 @@ def test_attention_collapse(arch: str, where: str, six_layer) -> None:
     loaded, layer = six_layer(arch), LAYERS[where]
     with inject_attention_collapse(loaded.model, layer):
         report = diagnose_run(loaded)
-    assert report.health_flags.attention_collapse_detected
-    detail = report.extensions.risk.attention_collapse_detail
-    assert layer in detail.trend_layers
+    assert present(report.health_flags).attention_collapse_detected
+    detail = present(present(report.extensions.risk).attention_collapse_detail)
+    assert layer in present(detail.trend_layers)

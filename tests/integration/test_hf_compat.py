@@ -210,14 +210,14 @@ def test_append_only_layers_are_exactly_dynamic_layers() -> None:
     assert layers is not None and len(layers) == model.config.num_hidden_layers
     assert all(type(layer) is DynamicLayer for layer in layers)
 
-    class Window(DynamicLayer):
+    class Window(DynamicLayer):  # type: ignore[no-untyped-call]  # HF's __init_subclass__
         pass
 
     class Cache:
         def __init__(self, layers: list[Any]) -> None:
             self.layers = layers
 
-    assert hf_compat.append_only_layers(Cache([Window()])) is None
+    assert hf_compat.append_only_layers(Cache([Window()])) is None  # type: ignore[no-untyped-call]
     assert hf_compat.append_only_layers(Cache([])) is None
     assert hf_compat.append_only_layers(object()) is None
 
@@ -251,12 +251,12 @@ def test_the_gguf_dequantisation_bar_follows_transformers_progress_switch() -> N
 
     bar, was_enabled = gguf_utils.tqdm, hf_logging.is_progress_bar_enabled()  # type: ignore[attr-defined]
     try:
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         with hf_compat.gguf_bar_follows_progress_switch():
             assert gguf_utils.tqdm([1, 2], desc="x").disable is True  # type: ignore[attr-defined]
         assert gguf_utils.tqdm is bar  # type: ignore[attr-defined]
-        hf_logging.enable_progress_bar()
+        hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
         with hf_compat.gguf_bar_follows_progress_switch():
             assert gguf_utils.tqdm is bar  # type: ignore[attr-defined]  # enabled: transformers' bar as it is
     finally:
-        (hf_logging.enable_progress_bar if was_enabled else hf_logging.disable_progress_bar)()
+        (hf_logging.enable_progress_bar if was_enabled else hf_logging.disable_progress_bar)()  # type: ignore[no-untyped-call]

@@ -15,6 +15,7 @@ import corevital
 import corevital.monitor as monitor_module
 from corevital import CoreVitalMonitor, StopOnRepetition, StopWhen
 from corevital.errors import CoreVitalError
+from corevital.live import StreamEvent
 from corevital.report.schema import Report
 from tests.support.values import present
 
@@ -133,7 +134,7 @@ def test_stream_events_come_per_token_then_final(monitor) -> None:
 
 
 def test_async_stream(monitor) -> None:
-    async def collect():
+    async def collect() -> list[StreamEvent]:
         return [event async for event in monitor.stream(prompt=PROMPT)]
 
     events = asyncio.run(collect())

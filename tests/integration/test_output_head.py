@@ -62,7 +62,7 @@ def test_post_processed_logits_keep_the_full_logits_path() -> None:
         final_logit_softcapping=0.5,
     )
     torch.manual_seed(0)
-    model = Gemma2ForCausalLM(config).eval()
+    model = Gemma2ForCausalLM(config).eval()  # type: ignore[no-untyped-call]
     assert logits_head(model) is None
     config_plain = Gemma2Config(**{**config.to_dict(), "final_logit_softcapping": None})
-    assert logits_head(Gemma2ForCausalLM(config_plain).eval()) is not None
+    assert logits_head(Gemma2ForCausalLM(config_plain).eval()) is not None  # type: ignore[no-untyped-call]

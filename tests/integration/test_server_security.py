@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -198,7 +199,7 @@ def test_oversized_requests_are_refused(store) -> None:
         assert_clean_error(client.request("GET", "/api/v1/runs", content=b"x" * 4096), 413)
         assert_clean_error(client.get("/api/v1/runs", headers={"content-length": "99999999999"}), 413)
 
-        def chunks():
+        def chunks() -> Iterator[bytes]:
             for _ in range(8):
                 yield b"y" * 512
 

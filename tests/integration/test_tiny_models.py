@@ -244,7 +244,7 @@ def test_model_structure(arch: str) -> None:
         assert gen.decoder_start_token_id == model.config.decoder_start_token_id
         assert gen.forced_bos_token_id is None and gen.forced_eos_token_id is None
     embeddings: Any = model.get_input_embeddings()
-    lm_head: Any = model.get_output_embeddings()
+    lm_head: Any = model.get_output_embeddings()  # type: ignore[no-untyped-call]
     assert (lm_head.weight.data_ptr() == embeddings.weight.data_ptr()) is shape.tie_word_embeddings
     assert embeddings.weight.shape == (tm.VOCAB_SIZE, shape.hidden_size)
 

@@ -9,6 +9,8 @@ import pytest
 
 from corevital import CoreVitalMonitor, StopOnRepetition
 from corevital.capture.loading import ModelSpec
+from corevital.report.schema import Report
+from tests.support.values import present
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -79,11 +81,13 @@ def test_watch_run_and_stream_agree_on_smollm2(monitor, smollm2, temperature: fl
         torch.manual_seed(11)
         smollm2.model.generate(**inputs, max_new_tokens=16, **kwargs)
 
-    def tokens(report):
+    def tokens(report: Report) -> list[int]:
         return [s.token.token_id for s in report.timeline]
 
-    def values(report):
-        return [(s.logits_summary.entropy, s.logits_summary.surprisal) for s in report.timeline]
+    def values(report: Report) -> list[tuple[float, float]]:
+        return [
+            (present(s.logits_summary.entropy), present(s.logits_summary.surprisal)) for s in report.timeline
+        ]
 
     assert tokens(run) == tokens(streamed.report) == tokens(watcher.reports[0])
     # Streaming reduces each step as it comes; run() and watch() reduce steps in windows. Float32

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,11 @@ def test_undeclared_fields_of_a_0_5_0_report_are_refused(
     for key in where:
         node = node[key]
     node["future_field"] = {"x": 1}
-    for read in (lambda: report_from_document(document), lambda: report_from_json(json.dumps(document))):
+    readers: tuple[Callable[[], Report], ...] = (
+        lambda: report_from_document(document),
+        lambda: report_from_json(json.dumps(document)),
+    )
+    for read in readers:
         with pytest.raises(ReportError, match=rf"{re.escape(path)}: Extra inputs are not permitted"):
             read()
 

@@ -1,0 +1,170 @@
+// Step charts (uPlot, cursor shared through uPlot's cursor sync) and heat maps on <canvas>.
+
+import { h, fmt } from "./dom.js";
+import { colour, MISSING, MARKER, SERIES } from "./palette.js";
+
+const uPlot = globalThis.uPlot;
+
+// A group of step charts with one cursor: moving over one moves all; setStep(s) puts it at step s.
+export class StepCharts {
+  constructor(readout) {
+    this.charts = [];
+    this.key = `steps-${Math.random().toString(36).slice(2)}`;
+    this.readout = readout;
+    this.step = null;
+  }
+
+  // x: step numbers; series: [{label, values, colour}]; markers: [{step, kind, name}]; boundary: x of a vertical rule.
+  add(container, { title, x, series, markers = [], boundary = null, height = 150, bars = false }) {
+    const width = Math.max(container.clientWidth || 560, 320);
+    const group = this;
+    const opts = {
+      title,
+      width,
+      height,
+      cursor: { sync: { key: this.key, setSeries: false }, drag: { x: false, y: false } },
+      legend: { live: true },
+      scales: { x: { time: false } },
+      axes: [{ label: "step", size: 36 }, { size: 50 }],
+      series: [
+        { label: "step", value: (u, v) => (v === null || v === undefined ? "—" : String(v)) },
+        ...series.map((s, i) => ({
+          label: s.label,
+          stroke: s.colour || SERIES[i % SERIES.length],
+          width: 1.5,
+          spanGaps: false,
+          points: { show: x.length <= 60 },
+          paths: bars ? uPlot.paths.bars({ size: [0.8, 20] }) : undefined,
+          fill: bars ? (s.colour || SERIES[i % SERIES.length]) : undefined,
+          value: (u, v) => fmt(v),
+        })),
+      ],
+      hooks: {
+        draw: [(u) => drawRules(u, markers, boundary)],
+        setCursor: [(u) => group.cursorMoved(u)],
+      },
+    };
+    const chart = new uPlot(opts, [x, ...series.map((s) => s.values)], container);
+    chart.root.setAttribute("role", "img");
+    chart.root.setAttribute("aria-label", `${title} over steps`);
+    this.charts.push(chart);
+    return chart;
+  }
+
+  cursorMoved(u) {
+    const idx = u.cursor.idx;
+    if (idx === null || idx === undefined) return;
+    const step = u.data[0][idx];
+    if (step === this.step) return;
+    this.step = step;
+    if (this.readout) {
+      this.readout.dataset.step = String(step);
+      this.readout.textContent = `cursor at step ${step}`;
+    }
+  }
+
+  setStep(step) {
+    for (const u of this.charts) {
+      const left = u.valToPos(step, "x");
+      if (!Number.isFinite(left)) continue;
+      u.setCursor({ left, top: u.bbox.height / devicePixelRatio / 2 });
+    }
+    if (this.readout) {
+      this.step = step;
+      this.readout.dataset.step = String(step);
+      this.readout.textContent = `cursor at step ${step}`;
+    }
+  }
+
+  destroy() {
+    for (const u of this.charts) u.destroy();
+    this.charts = [];
+  }
+}
+
+function drawRules(u, markers, boundary) {
+  const ctx = u.ctx;
+  const top = u.bbox.top;
+  const bottom = u.bbox.top + u.bbox.height;
+  ctx.save();
+  ctx.lineWidth = devicePixelRatio;
+  if (boundary !== null) {
+    const x = u.valToPos(boundary, "x", true);
+    ctx.strokeStyle = "#555";
+    ctx.setLineDash([]);
+    ctx.beginPath();
+    ctx.moveTo(x, top);
+    ctx.lineTo(x, bottom);
+    ctx.stroke();
+    ctx.fillStyle = "#555";
+    ctx.font = `${11 * devicePixelRatio}px sans-serif`;
+    ctx.textAlign = "right";
+    ctx.fillText("prompt", x - 4 * devicePixelRatio, top + 12 * devicePixelRatio);
+    ctx.textAlign = "left";
+    ctx.fillText("generation", x + 4 * devicePixelRatio, top + 12 * devicePixelRatio);
+  }
+  ctx.setLineDash([4 * devicePixelRatio, 3 * devicePixelRatio]);
+  for (const marker of markers) {
+    if (marker.step === null || marker.step === undefined) continue;
+    const x = u.valToPos(marker.step, "x", true);
+    ctx.strokeStyle = MARKER[marker.kind] || "#000";
+    ctx.beginPath();
+    ctx.moveTo(x, top);
+    ctx.lineTo(x, bottom);
+    ctx.stroke();
+  }
+  ctx.restore();
+}
+
+// A heat map of rows (e.g. layers) × columns (e.g. steps) on a canvas, with a legend and click-to-inspect.
+export function heatMap({ title, rows, palette = "viridis", log = false, domain = null, unit = "", block = 1, xLabel = "step", yLabel = "layer", onPick = null }) {
+  const values = rows.flat().filter((v) => v !== null && v !== undefined).map((v) => (log ? Math.log10(v) : v));
+  let lo = domain && !log ? domain[0] : Math.min(...values);
+  let hi = domain && !log ? domain[1] : Math.max(...values);
+  if (!(hi > lo)) hi = lo + 1;
+  const nRows = rows.length;
+  const nCols = Math.max(...rows.map((r) => r.length), 1);
+  const cell = Math.max(2, Math.min(14, Math.floor(760 / nCols)));
+  const rowH = Math.max(3, Math.min(16, Math.floor(320 / Math.max(nRows, 1))));
+  const canvas = h("canvas", { width: nCols * cell, height: nRows * rowH, class: "heat", tabindex: "0", "aria-label": `${title}: ${nRows} ${yLabel}s × ${nCols} columns` });
+  const ctx = canvas.getContext("2d");
+  for (let r = 0; r < nRows; r++) {
+    for (let c = 0; c < nCols; c++) {
+      const v = rows[r][c];
+      ctx.fillStyle = v === null || v === undefined ? MISSING : colour(palette, ((log ? Math.log10(v) : v) - lo) / (hi - lo));
+      ctx.fillRect(c * cell, r * rowH, cell, rowH);
+    }
+  }
+  const detail = h("p", { class: "pick muted", "aria-live": "polite" }, "Click a cell to see it.");
+  const pick = (r, c) => {
+    const v = rows[r] ? rows[r][c] : null;
+    const first = c * block;
+    const span = block > 1 ? `${xLabel}s ${first}–${first + block - 1}` : `${xLabel} ${first}`;
+    detail.textContent = `${yLabel} ${r}, ${span}: ${fmt(v, 4)}${unit ? " " + unit : ""}`;
+    detail.dataset.row = String(r);
+    detail.dataset.col = String(first);
+    if (onPick) onPick(r, first);
+  };
+  canvas.addEventListener("click", (event) => {
+    const box = canvas.getBoundingClientRect();
+    const c = Math.floor(((event.clientX - box.left) / box.width) * nCols);
+    const r = Math.floor(((event.clientY - box.top) / box.height) * nRows);
+    pick(Math.min(Math.max(r, 0), nRows - 1), Math.min(Math.max(c, 0), nCols - 1));
+  });
+  const legend = h("canvas", { width: 200, height: 10, class: "legend-bar", "aria-hidden": "true" });
+  const lctx = legend.getContext("2d");
+  for (let i = 0; i < 200; i++) {
+    lctx.fillStyle = colour(palette, i / 199);
+    lctx.fillRect(i, 0, 1, 10);
+  }
+  const tick = (v) => (log ? fmt(10 ** v, 2) : fmt(v, 2));
+  const note = block > 1 ? ` · each column the mean of ${block} ${xLabel}s (downsampled on the server)` : "";
+  return h(
+    "figure",
+    { class: "heatmap" },
+    h("figcaption", null, h("strong", null, title), h("span", { class: "muted" }, ` ${nRows} ${yLabel}s (top: ${yLabel} 0) × ${nCols} columns${note}`)),
+    h("div", { class: "heat-scroll" }, canvas),
+    h("div", { class: "legend" }, h("span", null, tick(lo)), legend, h("span", null, tick(hi)), h("span", { class: "muted" }, ` ${unit}${log ? " (log scale)" : ""}`), h("span", { class: "swatch missing" }), h("span", { class: "muted" }, "no value")),
+    detail,
+  );
+}

@@ -1,0 +1,348 @@
+"""The dashboard in headless Chromium against a real ``corevital serve`` on a real store.
+
+The store: the six original CoreVital traces (migrated) and tiny-model runs (``served_store``),
+plus a sampled 60-step run of a tiny Llama (an early warning fires at a step), a copy of it whose
+prompt, output and one token carry markup (the XSS probe), and a large report (32 layers × 32
+heads × 1,000 steps, built from the sampled run's steps and layers) for the first-view time.
+
+Every request outside the server's origin is blocked and recorded (the test fails if any is
+attempted), console errors and page errors fail the test, and no dialog may open. Screenshots
+at 1280×800 are written to the test's tmp dir and copied to ``/tmp/corevital-dashboard-<page>.png``.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from corevital.report.encoding import report_from_json
+from corevital.sinks.sqlite import SQLiteStore
+from tests.support.browser import record_dialogs, record_requests
+from tests.support.served import ServerProcess, copy_store, original_documents, served_store, start_server
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+PROBE = "<img src=x onerror=alert(1)></script><script>alert(2)</script>"
+SAMPLED_PROMPT = "The quick brown fox jumps over the lazy dog. Why is the sky blue?"
+LARGE_LAYERS, LARGE_HEADS, LARGE_STEPS = 32, 32, 1000
+FIRST_VIEW_BUDGET_S = 1.5
+
+
+@dataclass
+class DashboardStore:
+    db: Path
+    sampled_id: str = ""
+    resampled_id: str = ""
+    probe_id: str = ""
+    large_id: str = ""
+    tiny_ids: list[str] = field(default_factory=list)
+
+
+def _run_cli(*argv: str) -> None:
+    from corevital.cli import main
+
+    assert main(list(argv)) == 0, argv
+
+
+def _probe_document(document: dict[str, Any]) -> dict[str, Any]:
+    probe = copy.deepcopy(document)
+    probe["trace_id"] = str(uuid.UUID(int=1))
+    probe["prompt"]["text"] = f"Probe {PROBE} prompt"
+    probe["generated"]["output_text"] = f"Output {PROBE}"
+    probe["timeline"][3]["token"]["token_text"] = PROBE
+    probe["extensions"]["narrative"] = {"summary": f"Narrative {PROBE}"}
+    return probe
+
+
+def _large_document(document: dict[str, Any]) -> dict[str, Any]:
+    """The sampled run's steps and layers repeated to 32 layers × 1,000 steps, with 32 heads."""
+    large = copy.deepcopy(document)
+    large["trace_id"] = str(uuid.UUID(int=2))
+    large["model"]["num_layers"] = LARGE_LAYERS
+    large["model"]["num_attention_heads"] = LARGE_HEADS
+    steps = []
+    for index, step in zip(range(LARGE_STEPS), itertools.cycle(document["timeline"]), strict=False):
+        step = copy.deepcopy(step)
+        step["step_index"] = index
+        layers = []
+        for layer_index, layer in zip(range(LARGE_LAYERS), itertools.cycle(step["layers"]), strict=False):
+            layer = copy.deepcopy(layer)
+            layer["layer_index"] = layer_index
+            summary = layer.get("attention_summary") or {}
+            if summary.get("max_weight_per_head"):
+                summary["max_weight_per_head"] = (summary["max_weight_per_head"] * LARGE_HEADS)[:LARGE_HEADS]
+            layers.append(layer)
+        step["layers"] = layers
+        steps.append(step)
+    large["timeline"] = steps
+    large["generated"]["num_tokens"] = LARGE_STEPS
+    large["generated"]["token_ids"] = [step["token"]["token_id"] for step in steps]
+    large["generated"]["output_text"] = "".join(step["token"]["token_text"] for step in steps)
+    large["summary"]["generated_tokens"] = large["summary"]["total_steps"] = LARGE_STEPS
+    analysis = large.get("prompt_analysis") or {}
+    if analysis.get("layers"):
+        layers = analysis["layers"]
+        analysis["layers"] = [
+            {
+                **copy.deepcopy(layers[i % len(layers)]),
+                "basin_scores": [((i * 7 + h) % 17) / 16 for h in range(32)],
+            }
+            for i in range(LARGE_LAYERS)
+        ]
+        analysis["layer_transformations"] = [0.1 + 0.02 * i for i in range(LARGE_LAYERS - 1)]
+    return large
+
+
+def build_dashboard_store(
+    directory_factory: Callable[[str], Path], tiny_model: Callable[[str], Path]
+) -> DashboardStore:
+    """The store of this module (see the module docstring), in a new directory."""
+    shared = served_store(directory_factory, tiny_model)
+    directory = directory_factory("dashboard-store")
+    db = copy_store(shared, directory)
+    writer = SQLiteStore(db)
+    try:
+        tiny_ids = [row.trace_id for row in writer.list() if row.model_id not in _original_models()]
+        before = {row.trace_id for row in writer.list()}
+        argv = ["run", "--model", str(tiny_model("llama")), "--device", "cpu", "--out", str(directory)]
+        argv += ["--chat-template", "off", "--max_new_tokens", "60", "--temperature", "0.9", "--ignore-eos"]
+        _run_cli(*argv, "--seed", "3", "--prompt", SAMPLED_PROMPT)
+        (sampled_id,) = {row.trace_id for row in writer.list()} - before
+        _run_cli(*argv, "--seed", "5", "--prompt", SAMPLED_PROMPT)
+        (resampled_id,) = {row.trace_id for row in writer.list()} - before - {sampled_id}
+        document = json.loads(writer.get_json(sampled_id) or "{}")
+        probe = report_from_json(json.dumps(_probe_document(document)))
+        large = report_from_json(json.dumps(_large_document(document)))
+        writer.write(probe)
+        writer.write(large)
+    finally:
+        writer.close()
+    return DashboardStore(db, sampled_id, resampled_id, probe.trace_id, large.trace_id, tiny_ids)
+
+
+def _original_models() -> set[str]:
+    return {str(document["model"]["hf_id"]) for document in original_documents().values()}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> DashboardStore:
+    import torch
+
+    from tests.support.tiny_models import save_tiny_model
+
+    saved: dict[str, Path] = {}
+
+    def tiny(arch: str) -> Path:
+        if arch not in saved:
+            saved[arch] = save_tiny_model(arch, tmp_path_factory.mktemp(f"tiny-{arch}"), seed=0)
+        return saved[arch]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return build_dashboard_store(tmp_path_factory.mktemp, tiny)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def server(store: DashboardStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = start_server(["--db", str(store.db)], tmp_path_factory.mktemp("serve"))
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+
+
+@dataclass
+class Watched:
+    """What a page did that it must not: requests elsewhere, console errors, dialogs."""
+
+    page: Any
+    base: str
+    shots: Path
+    outside: list[str]
+    errors: list[str]
+    dialogs: list[str]
+
+    def goto(self, route: str, ready: str) -> None:
+        self.page.goto(f"{self.base}/{route}")
+        self.wait_ready(ready)
+
+    def wait_ready(self, ready: str) -> None:
+        self.page.wait_for_function("p => document.body.dataset.ready === p", arg=ready)
+
+    def shot(self, name: str) -> None:
+        path = self.shots / f"corevital-dashboard-{name}.png"
+        self.page.screenshot(path=str(path))
+        shutil.copyfile(path, Path("/tmp") / path.name)
+
+    def assert_clean(self) -> None:
+        assert self.outside == [], f"requests outside the server: {self.outside}"
+        assert self.errors == [], f"console errors: {self.errors}"
+        assert self.dialogs == [], f"dialogs opened: {self.dialogs}"
+
+
+@pytest.fixture
+def watched(page: Any, server: ServerProcess, tmp_path: Path) -> Iterator[Watched]:
+    outside = record_requests(page, allowed=(server.url + "/",))
+    dialogs = record_dialogs(page)
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+    watched = Watched(page, server.url, tmp_path, outside, errors, dialogs)
+    yield watched
+    watched.assert_clean()
+
+
+def _cursor_step(page: Any) -> str | None:
+    return page.locator("#cursor-readout").get_attribute("data-step")
+
+
+def test_main_flow_list_filter_run_signal_compare(watched: Watched, store: DashboardStore) -> None:
+    page = watched.page
+    watched.goto("", "runs")
+    rows = page.locator("#runs-table tbody tr")
+    assert rows.count() >= 13
+    page.locator("#risk-histogram").wait_for()
+    watched.shot("runs")
+
+    # Filter to the sampled model's runs with risk >= 0.5.
+    page.fill("#f-model_id", str(_model_of(store)))
+    page.fill("#f-min_risk", "0.5")
+    page.click("#filters button[type=submit]")
+    watched.wait_ready("runs")
+    page.wait_for_function("() => location.hash.includes('min_risk=0.5')")
+    page.wait_for_function("() => document.querySelectorAll('#runs-table tbody tr').length >= 1")
+    shown = page.locator("#runs-table tbody tr").evaluate_all("rows => rows.map(r => r.dataset.traceId)")
+    assert store.sampled_id in shown
+    mine = (store.sampled_id, store.resampled_id, store.probe_id, store.large_id, *store.tiny_ids)
+    assert all(trace_id in mine for trace_id in shown)
+
+    # Open the sampled run; its early warning fired at a step: clicking it puts the cursor there.
+    page.locator(f"#runs-table tr[data-trace-id='{store.sampled_id}'] a.run-link").click()
+    watched.wait_ready("run")
+    link = page.locator("#signals button.step-link").first
+    step = link.get_attribute("data-step")
+    assert step is not None and int(step) > 0
+    link.click()
+    page.wait_for_function("s => document.querySelector('#cursor-readout').dataset.step === s", arg=step)
+    assert page.locator("#step-charts .uplot").count() == 4
+    assert page.locator(".tok.current").get_attribute("data-step") == step
+    watched.shot("run")
+
+    # The other tabs render.
+    page.click("#tab-layers")
+    assert page.locator("#panel-layers canvas.heat").count() == 3
+    watched.shot("run-layers")
+    page.click("#tab-prompt")
+    page.locator("#panel-prompt").wait_for()
+    page.click("#tab-raw")
+    page.wait_for_function("() => document.querySelector('#raw-json')?.textContent.includes('trace_id')")
+
+    # Compare it with the run of the same prompt under another seed, both chosen on the list.
+    watched.goto("#/runs", "runs")
+    page.locator(f"tr[data-trace-id='{store.sampled_id}'] input[type=checkbox]").check()
+    page.locator(f"tr[data-trace-id='{store.resampled_id}'] input[type=checkbox]").check()
+    page.click("#compare-selected")
+    watched.wait_ready("compare")
+    assert page.locator("#scalars tbody tr").count() >= 10
+    expected = _divergence(watched.base, store.sampled_id, store.resampled_id)
+    divergence = page.locator("#divergence")
+    assert expected is not None
+    assert divergence.get_attribute("data-step") == str(expected), divergence.text_content()
+    assert page.locator("#cursor-readout").get_attribute("data-step") == str(expected)
+    assert page.locator(".charts .uplot").count() == 2
+    watched.shot("compare")
+
+
+def _divergence(base: str, *ids: str) -> int | None:
+    import httpx
+
+    answer = httpx.get(f"{base}/api/v1/compare", params=[("id", trace_id) for trace_id in ids]).json()
+    step = answer["divergence"]["step"]
+    return None if step is None else int(step)
+
+
+def _model_of(store: DashboardStore) -> str:
+    reader = SQLiteStore(store.db, read_only=True)
+    try:
+        row = next(row for row in reader.list() if row.trace_id == store.sampled_id)
+        return row.model_id
+    finally:
+        reader.close()
+
+
+def test_probe_renders_as_text(watched: Watched, store: DashboardStore) -> None:
+    page = watched.page
+    watched.goto(f"#/run/{store.probe_id}", "run")
+    assert PROBE in (page.locator(".narrative").text_content() or "")
+    assert page.locator(".tok[data-step='3']").text_content() == PROBE
+    assert page.locator("main img").count() == 0 and page.locator("main script").count() == 0
+    page.click("#tab-prompt")
+    assert PROBE in (page.locator(".prompt-text").text_content() or "")
+    watched.goto("#/runs", "runs")
+    assert page.locator("main img").count() == 0
+    assert watched.dialogs == []
+
+
+def test_original_traces_open_without_errors(watched: Watched) -> None:
+    page = watched.page
+    for trace_id in original_documents():
+        watched.goto(f"#/run/{trace_id}", "run")
+        assert page.locator(".error").count() == 0, page.locator(".error").all_text_contents()
+        page.click("#tab-layers")
+        page.click("#tab-prompt")
+        page.click("#tab-overview")
+        watched.goto("#/runs", "runs")
+    watched.goto(f"#/run/{next(iter(original_documents()))}", "run")
+    watched.shot("run-original")
+
+
+def test_large_report_first_view(watched: Watched, store: DashboardStore) -> None:
+    page = watched.page
+    watched.goto("#/runs", "runs")
+    started = time.perf_counter()
+    page.evaluate("id => { location.hash = '#/run/' + id }", store.large_id)
+    watched.wait_ready("run")
+    page.locator("#step-charts .uplot").nth(3).wait_for()
+    elapsed = time.perf_counter() - started
+    print(f"first view of the 32 x 32 x 1000 report: {elapsed:.3f} s")
+    assert elapsed < FIRST_VIEW_BUDGET_S, elapsed
+    page.click("#tab-layers")
+    assert "downsampled" in (page.locator("#panel-layers figcaption").first.text_content() or "")
+    watched.shot("run-large-layers")
+
+
+def test_keyboard_only_main_flow(watched: Watched, store: DashboardStore) -> None:
+    page = watched.page
+    watched.goto("#/runs", "runs")
+
+    def tab_to(selector: str, limit: int = 200) -> None:
+        for _ in range(limit):
+            page.keyboard.press("Tab")
+            if page.evaluate("s => document.activeElement && document.activeElement.matches(s)", selector):
+                return
+        raise AssertionError(f"Tab never reached {selector}")
+
+    tab_to(f"tr[data-trace-id='{store.sampled_id}'] a.run-link")
+    page.keyboard.press("Enter")
+    watched.wait_ready("run")
+    tab_to("#signals button.step-link")
+    step = page.evaluate("() => document.activeElement.dataset.step")
+    page.keyboard.press("Enter")
+    page.wait_for_function("s => document.querySelector('#cursor-readout').dataset.step === s", arg=step)
+    tab_to("#tab-layers")
+    page.keyboard.press("Enter")
+    assert page.locator("#panel-layers").is_visible()

@@ -58,6 +58,9 @@ def test_run_and_post_run_checks(monitor) -> None:
     assert monitor.should_intervene()
     monitor.intervene_on_risk_above = 1.0
     assert not monitor.should_intervene()
+    with monitor.wrap_generation("Hello world", max_new_tokens=3) as inside:
+        assert inside is monitor and inside.get_report().prompt.text == "Hello world"
+        assert inside.get_summary()["generated_tokens"] == 3
 
 
 def test_prompt_first_model_by_keyword_and_capture_by_its_setting_name(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +14,7 @@ from tests.support.tiny_models import save_tiny_model
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread_for_tiny_models():
+def _one_thread_for_tiny_models() -> Iterator[None]:
     """Tiny models run faster on one thread: intra-op spinning dominates on a loaded 2-core machine."""
     import torch
 
@@ -23,7 +25,7 @@ def _one_thread_for_tiny_models():
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     saved: dict[str, Path] = {}
 
     def get(arch: str) -> Path:
@@ -38,7 +40,7 @@ _LOADED: dict[str, LoadedModel] = {}
 
 
 @pytest.fixture(scope="session")
-def tiny_loaded(tiny_model_dir):
+def tiny_loaded(tiny_model_dir: Callable[[str], Path]) -> Callable[[str], LoadedModel]:
     def get(arch: str) -> LoadedModel:
         if arch not in _LOADED:
             _LOADED[arch] = load_model(ModelSpec(model=str(tiny_model_dir(arch)), device="cpu"))
@@ -47,7 +49,7 @@ def tiny_loaded(tiny_model_dir):
     return get
 
 
-def tiny_settings(**overrides) -> Settings:
-    base = {"device": "cpu", "temperature": 0.0, "max_new_tokens": 8, "chat_template": "off"}
+def tiny_settings(**overrides: Any) -> Settings:
+    base: dict[str, Any] = {"device": "cpu", "temperature": 0.0, "max_new_tokens": 8, "chat_template": "off"}
     base.update(overrides)
     return load_settings(base, environ={})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from corevital.capture.loading import LoadedModel, ModelSpec, load_model
@@ -17,7 +19,7 @@ def smollm2() -> LoadedModel:
     return _LOADED[0]
 
 
-def smol_settings(**overrides) -> Settings:
-    base = {"device": "cpu", "max_new_tokens": 16}
+def smol_settings(**overrides: Any) -> Settings:
+    base: dict[str, Any] = {"device": "cpu", "max_new_tokens": 16}
     base.update(overrides)
     return load_settings(base, environ={})

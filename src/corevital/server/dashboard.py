@@ -27,7 +27,7 @@ from fastapi import APIRouter, Query, Response
 
 from corevital.errors import CoreVitalError
 from corevital.server.common import Served, checked_trace_id, in_thread, json_response, report_text
-from corevital.server.dashboard_view import run_view
+from corevital.server.dashboard_view import read_document, run_view
 from corevital.server.errors import ApiError
 from corevital.sinks.base import MAX_PAGE_SIZE, HealthFlag, ReportStore, TraceQuery
 
@@ -86,7 +86,7 @@ def _histogram(store: ReportStore, query: TraceQuery) -> dict[str, object]:
 
 
 def _view_json(text: str) -> bytes:
-    return json.dumps(run_view(json.loads(text)), separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return json.dumps(run_view(read_document(text)), separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def _html(text: str) -> bytes:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
 from corevital.analysis.collapse import step_collapse_rate
 from corevital.analysis.compound import detect_compound_signals, ngram_repeats
 from corevital.analysis.profiles import load_profile
+from corevital.analysis.signals import SequenceSignals
 from tests.support.signals import looping, make_signals, summary_only
 
 P = load_profile("llama").compound
 
 
-def names(sig, **kw) -> set[str]:
+def names(sig: SequenceSignals, **kw: Any) -> set[str]:
     return {s.name for s in detect_compound_signals(sig, P, **kw)}
 
 

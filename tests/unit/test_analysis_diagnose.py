@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corevital.analysis.diagnose import diagnose
+from corevital.analysis.diagnose import Diagnosis, diagnose
 from corevital.analysis.profiles import load_profile
+from corevital.analysis.signals import SequenceSignals
 from corevital.report.encoding import load_report
 from tests.support.reanalysis import signals_from_report
 from tests.support.signals import make_signals, summary_only
@@ -26,7 +27,7 @@ FIXTURE_NAMES = (
 )
 
 
-def check(d) -> None:
+def check(d: Diagnosis) -> None:
     assert 0.0 <= d.risk.risk_score <= 1.0
     assert 0.0 <= d.early_warning.failure_risk <= 1.0
     assert len(d.fingerprint.vector) == 25 and all(np.isfinite(d.fingerprint.vector))
@@ -46,7 +47,7 @@ def check(d) -> None:
     ],
     ids=["empty", "one-step", "tiny", "one-head", "one-layer", "summary", "summary-empty"],
 )
-def test_edge_cases_diagnose_cleanly(sig) -> None:
+def test_edge_cases_diagnose_cleanly(sig: SequenceSignals) -> None:
     d = diagnose(sig, PROFILE, check_consistency=True)
     check(d)
     assert d.metric_consistency is not None and d.metric_consistency.ok
@@ -80,9 +81,9 @@ def test_consistency_is_only_checked_on_request() -> None:
 
 
 @pytest.fixture(scope="module")
-def fixture_diagnoses():
+def fixture_diagnoses() -> dict[str, Diagnosis]:
     assert FIXTURES.is_dir(), f"fixtures not found at {FIXTURES.resolve()}"
-    out = {}
+    out: dict[str, Diagnosis] = {}
     for name in FIXTURE_NAMES:
         sig = signals_from_report(load_report(FIXTURES / name))
         out[name] = diagnose(sig, load_profile(sig.model_type), check_consistency=True)
@@ -90,7 +91,7 @@ def fixture_diagnoses():
 
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
-def test_healthy_fixtures_are_quiet(name: str, fixture_diagnoses) -> None:
+def test_healthy_fixtures_are_quiet(name: str, fixture_diagnoses: dict[str, Diagnosis]) -> None:
     """Healthy 7B (and smaller) runs of the original: no mid-layer anomaly, no loop, sane risk."""
     d = fixture_diagnoses[name]
     check(d)

@@ -10,6 +10,7 @@ import pytest
 from corevital.analysis.depth import layer_jumps, middle_third
 from corevital.analysis.health import mid_layer_anomaly
 from corevital.analysis.profiles import load_profile
+from corevital.analysis.signals import SequenceSignals
 from corevital.analysis.stats import robust_z_rows
 from tests.support.signals import copy_of, make_signals, summary_only
 
@@ -18,7 +19,7 @@ PROFILE = load_profile("llama")
 
 def with_fault(
     layers: int, layer: int, *, factor: float = 1e4, from_step: int = 0, steps: int = 32, seed: int = 0
-):
+) -> SequenceSignals:
     """A sequence whose layer ``layer`` output is scaled from ``from_step`` on; later layers carry it."""
     sig = make_signals(steps=steps, layers=layers, seed=seed)
     l2 = copy_of(sig.hidden_l2)

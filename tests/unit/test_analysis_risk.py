@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,13 +13,14 @@ from corevital.analysis.diagnose import diagnose
 from corevital.analysis.health import HealthFindings
 from corevital.analysis.profiles import load_profile
 from corevital.analysis.risk import risk_score
+from corevital.analysis.signals import SequenceSignals
 from corevital.analysis.stats import sigmoid
 from tests.support.signals import copy_of, looping, make_signals
 
 PROFILE = load_profile("llama")
 
 
-def score(sig, **flags) -> float:
+def score(sig: SequenceSignals, **flags: Any) -> float:
     return risk_score(sig, PROFILE.risk, flags=HealthFindings(**flags), failure_risk=0.0).risk_score
 
 

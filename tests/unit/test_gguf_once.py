@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 gguf = pytest.importorskip("gguf")
@@ -9,7 +11,7 @@ gguf = pytest.importorskip("gguf")
 from corevital.capture.gguf_once import parsed_once  # noqa: E402
 
 
-def _tiny_gguf(path) -> None:
+def _tiny_gguf(path: Path) -> None:
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_block_count(1)
     writer.write_header_to_file()
@@ -18,7 +20,7 @@ def _tiny_gguf(path) -> None:
     writer.close()
 
 
-def test_readers_and_name_maps_are_shared_inside_and_restored_after(tmp_path) -> None:
+def test_readers_and_name_maps_are_shared_inside_and_restored_after(tmp_path: Path) -> None:
     path = tmp_path / "tiny.gguf"
     _tiny_gguf(path)
     reader_cls, name_map = gguf.GGUFReader, gguf.get_tensor_name_map

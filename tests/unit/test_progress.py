@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 from rich.console import Console
 
 from corevital.progress import Progress
 
 
-def ticking(step: float):
+def ticking(step: float) -> Callable[[], float]:
     now = [0.0]
 
     def clock() -> float:

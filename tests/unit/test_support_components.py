@@ -11,14 +11,14 @@ from tests.support.components import CHROMIUM, Component, in_ci, locate, require
 ABSENT = Component("nothing", "no-such-package", ("/nonexistent/*/bin/nothing",), on_path="no-such-binary-x")
 
 
-def test_missing_component_skips_with_the_install_hint_locally(monkeypatch) -> None:
+def test_missing_component_skips_with_the_install_hint_locally(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="apt-get install -y no-such-package"):
         require(ABSENT)
 
 
 @pytest.mark.parametrize("value", ["true", "1", "TRUE"])
-def test_missing_component_fails_in_ci(monkeypatch, value: str) -> None:
+def test_missing_component_fails_in_ci(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("CI", value)
     assert in_ci()
     with pytest.raises(pytest.fail.Exception, match="CI=true"):
@@ -27,7 +27,7 @@ def test_missing_component_fails_in_ci(monkeypatch, value: str) -> None:
         require_module("no_such_module_x")
 
 
-def test_ci_false_is_local(monkeypatch) -> None:
+def test_ci_false_is_local(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CI", "false")
     assert not in_ci()
 

@@ -207,7 +207,8 @@ def watched(page: Any, server: ServerProcess, tmp_path: Path) -> Iterator[Watche
 
 
 def _cursor_step(page: Any) -> str | None:
-    return page.locator("#cursor-readout").get_attribute("data-step")
+    step: str | None = page.locator("#cursor-readout").get_attribute("data-step")
+    return step
 
 
 def test_main_flow_list_filter_run_signal_compare(watched: Watched, store: DashboardStore) -> None:

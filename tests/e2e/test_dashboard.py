@@ -245,6 +245,7 @@ def test_main_flow_list_filter_run_signal_compare(watched: Watched, store: Dashb
 
     # The other tabs render.
     page.click("#tab-layers")
+    page.locator("#panel-layers[data-loaded]").wait_for(state="attached")
     assert page.locator("#panel-layers canvas.heat").count() == 3
     watched.shot("run-layers")
     page.click("#tab-prompt")
@@ -304,6 +305,7 @@ def test_original_traces_open_without_errors(watched: Watched) -> None:
         watched.goto(f"#/run/{trace_id}", "run")
         assert page.locator(".error").count() == 0, page.locator(".error").all_text_contents()
         page.click("#tab-layers")
+        page.locator("#panel-layers[data-loaded]").wait_for(state="attached")
         page.click("#tab-prompt")
         page.click("#tab-overview")
         watched.goto("#/runs", "runs")
@@ -322,6 +324,7 @@ def test_large_report_first_view(watched: Watched, store: DashboardStore) -> Non
     print(f"first view of the 32 x 32 x 1000 report: {elapsed:.3f} s")
     assert elapsed < FIRST_VIEW_BUDGET_S, elapsed
     page.click("#tab-layers")
+    page.locator("#panel-layers[data-loaded]").wait_for(state="attached")
     assert "downsampled" in (page.locator("#panel-layers figcaption").first.text_content() or "")
     watched.shot("run-large-layers")
 

@@ -8,8 +8,10 @@ of a report is written into the page as text by the scripts, never as HTML.
 
 Routes the page uses besides the ``/api/v1`` ones:
 
-- ``/api/v1/runs/{id}/view``: what the run page draws (:func:`~corevital.server.dashboard_view.run_view`);
-  heat maps downsampled on the server to at most 400 step columns.
+- ``/api/v1/runs/{id}/view``: what the run page draws first
+  (:func:`~corevital.server.dashboard_view.run_view`).
+- ``/api/v1/runs/{id}/layers``: its layer × step heat maps, downsampled on the server to at most
+  400 step columns (:func:`~corevital.server.dashboard_view.layer_view`).
 - ``/api/v1/runs/{id}/report.html``: the self-contained HTML report (``corevital report``), as a download.
 - ``/api/v1/risk-histogram``: counts of risk scores in 20 bins over the runs matching the list's filters.
 """
@@ -27,7 +29,7 @@ from fastapi import APIRouter, Query, Response
 
 from corevital.errors import CoreVitalError
 from corevital.server.common import Served, checked_trace_id, in_thread, json_response, report_text
-from corevital.server.dashboard_view import read_document, run_view
+from corevital.server.dashboard_view import layer_view, read_document, run_view
 from corevital.server.errors import ApiError
 from corevital.sinks.base import MAX_PAGE_SIZE, HealthFlag, ReportStore, TraceQuery
 
@@ -89,6 +91,11 @@ def _view_json(text: str) -> bytes:
     return json.dumps(run_view(read_document(text)), separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
+def _layers_json(text: str) -> bytes:
+    view = layer_view(read_document(text, layers=True))
+    return json.dumps(view, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
 def _html(text: str) -> bytes:
     from corevital.report.encoding import report_from_json
     from corevital.views.html_report import render_html
@@ -125,10 +132,18 @@ def dashboard_router(served: Served) -> APIRouter:
         "/api/v1/runs/{trace_id}/view", summary="What the dashboard draws of one run", tags=["dashboard"]
     )
     async def view(trace_id: str) -> Response:
-        """Series, tokens, fired steps, heat maps (at most 400 step columns: blocks of steps averaged)
-        and the prompt analysis of one run."""
+        """Digest, per-step series, tokens, fired steps, prompt analysis and performance of one run."""
         _, text = await report_of(trace_id)
         return Response(await in_thread(_view_json, text), media_type="application/json")
+
+    @router.get(
+        "/api/v1/runs/{trace_id}/layers", summary="One run's layer x step heat maps", tags=["dashboard"]
+    )
+    async def layers(trace_id: str) -> Response:
+        """Attention entropy, hidden-state norm and collapsed-head rate per layer and step; at most
+        400 step columns (each the mean of a block of consecutive steps, ``block`` wide)."""
+        _, text = await report_of(trace_id)
+        return Response(await in_thread(_layers_json, text), media_type="application/json")
 
     @router.get("/api/v1/runs/{trace_id}/report.html", summary="One run's HTML report", tags=["dashboard"])
     async def report_html(trace_id: str) -> Response:

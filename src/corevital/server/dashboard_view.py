@@ -1,19 +1,20 @@
 """What the dashboard's run page draws, computed on the server from a stored report JSON document.
 
-:func:`run_view` reads the parsed document (no pydantic models, so every stored schema version
-works and a 1,000-step report is read in tens of milliseconds) and returns the parts the page
-draws: the digest (:mod:`corevital.views.digest`), the per-step series, the tokens with their
-top-5 alternatives, the steps where flags, compound signals and early warnings fired, the
-layer × step heat maps and the prompt analysis. Heat maps are downsampled here: a map wider than
+:func:`run_view` reads the parsed document (no report models, so every stored schema version
+works) and returns what the page draws first: the digest (:mod:`corevital.views.digest`), the
+per-step series, the tokens with their top-5 alternatives, the steps where flags, compound
+signals and early warnings fired, the prompt analysis and the performance breakdown.
+:func:`layer_view` returns the layer × step heat maps, fetched when the Layers tab is opened.
+Heat maps are downsampled here: a map wider than
 :data:`MAX_COLUMNS` steps has each block of ``k = ceil(steps / MAX_COLUMNS)`` consecutive steps
 replaced by the mean of its finite values (``block`` in the answer), so the browser never draws
 more than 400 columns whatever the run's length.
 
 :func:`read_document` parses only what the page uses: the stored JSON is validated by pydantic-core
 against :class:`_Document`, a partial shape whose step and layer entries name only the fields
-read here, so the bulk of a large report (hidden-state sketches, per-head weights, sparse prompt
-attention) is skipped by the parser instead of becoming Python objects. A 32-layer × 1,000-step
-report of 40 MB is read in about half the time of ``json.loads``.
+read here, so the bulk of a large report is skipped by the parser instead of becoming Python
+objects: the first view skips every step's layers, the heat maps skip the rest (hidden-state
+sketches, per-head weights, sparse prompt attention).
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ class _Step(TypedDict, total=False):
     step_index: Any
     token: _Token | None
     logits_summary: _Logits | None
+
+
+class _LayerStep(TypedDict, total=False):
+    token: _Token | None
     layers: list[_Layer] | None
 
 
@@ -104,17 +109,26 @@ class _Document(TypedDict, total=False):
     extensions: Any
 
 
+class _LayerDocument(TypedDict, total=False):
+    """The parts of a report the layer heat maps read."""
+
+    model: Any
+    timeline: list[_LayerStep] | None
+
+
 _DOCUMENT = TypeAdapter(_Document)
+_LAYER_DOCUMENT = TypeAdapter(_LayerDocument)
 
 
-def read_document(text: str) -> Mapping[str, Any]:
-    """The parts of the stored report JSON ``text`` that :func:`run_view` reads.
+def read_document(text: str, *, layers: bool = False) -> Mapping[str, Any]:
+    """The parts of the stored report JSON ``text`` that :func:`run_view` (or, with ``layers``,
+    :func:`layer_view`) reads.
 
     A document of another shape than the partial one (a step that is not an object, say) is read
-    whole with ``json.loads``: :func:`run_view` reads anything leniently.
+    whole with ``json.loads``: the views read anything leniently.
     """
     try:
-        return _DOCUMENT.validate_json(text)
+        return (_LAYER_DOCUMENT if layers else _DOCUMENT).validate_json(text)
     except ValidationError:
         document = json.loads(text)
         return document if isinstance(document, Mapping) else {}
@@ -304,13 +318,23 @@ def _performance(document: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"total_ms": _num(performance.get("total_wall_time_ms")), "operations": operations}
 
 
-def run_view(document: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON the dashboard's run page draws (see the module docstring)."""
-    timeline = [
+def _generated_steps(document: Mapping[str, Any]) -> list[Any]:
+    return [
         step
         for step in _list(document.get("timeline"))
         if not _map(_map(step).get("token")).get("is_prompt_token")
     ]
+
+
+def layer_view(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The layer × step heat maps of the run page's Layers tab (see the module docstring)."""
+    timeline = _generated_steps(document)
+    return {"steps": len(timeline), "max_columns": MAX_COLUMNS, "heat_maps": _heat_maps(document, timeline)}
+
+
+def run_view(document: Mapping[str, Any]) -> dict[str, Any]:
+    """What the run page draws first, all but the heat maps (see the module docstring)."""
+    timeline = _generated_steps(document)
     digest = digest_document(document).to_json()
     for key in ("token_ids", "token_texts", "entropy", "surprisal"):
         digest.pop(key, None)  # the series below carry them
@@ -325,8 +349,6 @@ def run_view(document: Mapping[str, Any]) -> dict[str, Any]:
         },
         "tokens": _tokens(timeline),
         "markers": _markers(document, len(timeline)),
-        "heat_maps": _heat_maps(document, timeline),
-        "max_columns": MAX_COLUMNS,
         "prompt": _prompt(document),
         "performance": _performance(document),
     }

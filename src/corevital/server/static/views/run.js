@@ -56,7 +56,7 @@ export async function renderRun(main, traceId) {
 
   const fillPanel = (key) => {
     const panel = panels[key];
-    if (key === "layers") panel.append(...layerPanel(view, goToStep));
+    if (key === "layers") layerPanel(panel, id, goToStep);
     if (key === "prompt") panel.append(...promptPanel(view, d));
     if (key === "performance") panel.append(performancePanel(view));
     if (key === "raw") rawPanel(panel, id);
@@ -171,10 +171,18 @@ function tokensView(view, goToStep) {
   return h("div", null, legend, h("p", { class: "tokens", id: "tokens" }, tokenSpans));
 }
 
-function layerPanel(view, goToStep) {
-  if (!view.heat_maps.length) return [h("p", { class: "muted" }, "This report has no per-layer data.")];
-  const palettes = { "Hidden-state norm": "cividis" };
-  return view.heat_maps.map((m) => section(m.title, heatMap({ ...m, palette: palettes[m.title] || "viridis", onPick: (layer, step) => goToStepLater(goToStep, step) })));
+async function layerPanel(panel, id, goToStep) {
+  const loading = h("p", { class: "muted", id: "layers-loading" }, "Loading the heat maps…");
+  panel.append(loading);
+  try {
+    const view = await api(`/api/v1/runs/${encodeURIComponent(id)}/layers`);
+    const palettes = { "Hidden-state norm": "cividis" };
+    const maps = view.heat_maps.map((m) => section(m.title, heatMap({ ...m, palette: palettes[m.title] || "viridis", onPick: (layer, step) => goToStepLater(goToStep, step) })));
+    loading.replaceWith(...(maps.length ? maps : [h("p", { class: "muted" }, "This report has no per-layer data.")]));
+  } catch (error) {
+    loading.replaceWith(errorBox(error));
+  }
+  panel.dataset.loaded = "true";
 }
 
 function goToStepLater(goToStep, step) {

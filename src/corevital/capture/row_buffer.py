@@ -21,6 +21,7 @@ from torch import Tensor
 from corevital.capture.attention_rows import PendingRows, finish_group, sdpa_aligned
 from corevital.capture.attention_window import DecodeRows
 from corevital.capture.options import Tuning
+from corevital.capture.registry import SiteKind
 
 LAST_ROW = slice(-1, None)
 _UNSET = object()
@@ -93,9 +94,8 @@ class _Rows:
             groups.setdefault(pending.group, []).append(index)
         for members in groups.values():
             members.sort()
-            probs = finish_group([self.pending[i] for i in members], tuning).transpose(
-                2, 3
-            )  # [n, B, R, H, K]
+            probs = finish_group([self.pending[i] for i in members], tuning)
+            probs = probs.transpose(2, 3)  # [n, B, R, H, K]
             if len(groups) == 1 and not finished:
                 return probs
             finished.update(zip(members, probs.unbind(0), strict=True))
@@ -145,8 +145,8 @@ class RowBuffer:
         self.rows = rows  # which query rows are observed
         self._masks: list[MaskEntry] = []
         self._none = MaskEntry(None)
-        self._kinds: dict[object, _Rows] = {}
-        self._seen: dict[object, set[int]] = {}
+        self._kinds: dict[SiteKind, _Rows] = {}
+        self._seen: dict[SiteKind, set[int]] = {}
         self._visible_args: dict[VisibleKey, tuple[int, int, torch.device]] = {}
         self._visible: dict[VisibleKey, Tensor] = {}
         self.decode = DecodeRowsBuffer(decode_layers)
@@ -190,23 +190,24 @@ class RowBuffer:
         return found
 
     # --- rows ----------------------------------------------------------------------------------
-    def _of(self, kind: object) -> _Rows:
+    def _of(self, kind: SiteKind) -> _Rows:
         rows = self._kinds.get(kind)
         if rows is None:
             rows = self._kinds[kind] = _Rows()
             self._seen.setdefault(kind, set())
         return rows
 
-    def seen(self, kind: object) -> int:
+    def seen(self, kind: SiteKind) -> int:
+        """How many layers of ``kind`` reported rows in this pass."""
         return len(self._seen.get(kind, ()))
 
-    def mark_seen(self, kind: object, layer: int) -> None:
+    def mark_seen(self, kind: SiteKind, layer: int) -> None:
         self._seen.setdefault(kind, set()).add(layer)
 
-    def forget_seen(self, kind: object) -> None:
+    def forget_seen(self, kind: SiteKind) -> None:
         self._seen.pop(kind, None)
 
-    def add_finished(self, kind: object, layer: int, weights: Tensor, key: VisibleKey) -> None:
+    def add_finished(self, kind: SiteKind, layer: int, weights: Tensor, key: VisibleKey) -> None:
         """Finished probabilities [B, H, R, K] of the observed rows."""
         rows = self._of(kind)
         rows.per_layer[layer] = weights.transpose(1, 2)  # [B, R, H, K]
@@ -215,7 +216,7 @@ class RowBuffer:
 
     def add_pending(
         self,
-        kind: object,
+        kind: SiteKind,
         layer: int,
         query: Tensor,
         key: Tensor,
@@ -243,7 +244,7 @@ class RowBuffer:
         self._of(kind).layer_mask[layer] = visible
         self.mark_seen(kind, layer)
 
-    def collected(self, kind: object, tuning: Tuning) -> tuple[Tensor, Tensor | None] | None:
+    def collected(self, kind: SiteKind, tuning: Tuning) -> tuple[Tensor, Tensor | None] | None:
         """(weights [L, B, R, H, K], visible [L or 1, B, R, K]) of every layer of ``kind``.
 
         ``visible`` is None when no layer had a mask: every key was visible.

@@ -9,6 +9,7 @@ import os
 import sqlite3
 import zlib
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from corevital.report.encoding import report_from_json, report_to_json
 from corevital.report.schema import Report
 from corevital.report.timestamps import format_utc, parse_utc
 from corevital.sinks import sqlite_schema
-from corevital.sinks.base import TraceQuery, trace_row_from_report
+from corevital.sinks.base import HealthFlag, SortOrder, TraceQuery, trace_row_from_report
 from corevital.sinks.sqlite import SQLiteStore
 from corevital.sinks.sqlite_schema import APPLICATION_ID, LATEST_VERSION, MIGRATIONS
 
@@ -67,12 +68,14 @@ def test_new_database_is_in_wal_mode_with_version_and_application_id(tmp_path: P
         assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION == len(MIGRATIONS)
         assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert {
-            "idx_reports_created",
-            "idx_reports_model",
-            "idx_reports_prompt_hash",
-            "idx_reports_risk",
-        } <= indexes
+        listing = {
+            f"idx_{kind}_{key}_{way}"
+            for kind in ("list", "model")
+            for key in ("time", "risk")
+            for way in ("asc", "desc")
+        }
+        assert {"idx_reports_prompt_hash", "idx_reports_seq", *listing} <= indexes
+        assert not {"idx_reports_created", "idx_reports_model", "idx_reports_risk"} & indexes
     finally:
         conn.close()
 
@@ -332,7 +335,7 @@ def test_version_2_backfills_the_read_interface_columns_of_existing_rows(
     try:  # the blob last: reading a scalar column never walks the blob's overflow pages
         assert [row[1] for row in conn.execute("PRAGMA table_info(reports)")][-1] == "report_zlib"
         indexes = {row[1] for row in conn.execute("PRAGMA index_list(reports)")}
-        assert {"idx_reports_model", "idx_reports_seq", "idx_reports_nan_detected"} <= indexes
+        assert {"idx_model_time_desc", "idx_reports_seq", "idx_reports_nan_detected"} <= indexes
     finally:
         conn.close()
 
@@ -355,3 +358,80 @@ def test_a_read_only_store_never_creates_or_migrates(tmp_path: Path, base: Repor
         assert store.get(base.trace_id) == base and store.count() == 1
         with pytest.raises(StoreError, match="read-only"):
             store.write(_numbered(base, 1, 1))
+
+
+LISTING_FILTERS: list[dict[str, Any]] = [
+    {},
+    {"model_id": "m"},
+    {"flags": frozenset({HealthFlag.NAN})},
+    {"flags": frozenset({HealthFlag.NAN, HealthFlag.REPETITION_LOOP})},
+    {"min_risk": 0.2},
+    {"min_risk": 0.2, "max_risk": 0.5},
+    {"since": datetime(2026, 1, 1, tzinfo=UTC), "until": datetime(2026, 2, 1, tzinfo=UTC)},
+    {"model_id": "m", "flags": frozenset({HealthFlag.ATTENTION_COLLAPSE})},
+    {"model_id": "m", "max_risk": 0.3},
+]
+
+
+@pytest.mark.parametrize("sort", list(SortOrder))
+@pytest.mark.parametrize("ascending", [False, True])
+@pytest.mark.parametrize("with_cursor", [False, True])
+def test_every_listing_walks_an_index_in_order(
+    tmp_path: Path, sort: SortOrder, ascending: bool, with_cursor: bool
+) -> None:
+    """No filter, sort or page of a listing sorts rows or scans the table (the prompt-hash filter
+    is left out: it searches its own index and sorts that prompt's few runs)."""
+    from corevital.sinks import sqlite as sqlite_module
+
+    SQLiteStore(tmp_path / "c.db").close()
+    conn = sqlite3.connect(tmp_path / "c.db")
+    try:
+        for filters in LISTING_FILTERS:
+            query = TraceQuery(**filters, sort=sort, ascending=ascending, limit=50)
+            where, params = sqlite_module._where(query)
+            if with_cursor:
+                key = sqlite_module._SORT_SQL[sort]
+                keyset = f"{key} >= ? AND ({key} > ? OR trace_id > ?)"
+                where = f"{where} AND {keyset}" if where else f" WHERE {keyset}"
+                params = (*params, 1, 1, "x")
+            sql = f"{sqlite_module._SELECT_ROWS}{where} ORDER BY {sqlite_module._order(query)} LIMIT 51"
+            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+            assert all("USING" in step and "TEMP B-TREE" not in step for step in plan), (filters, plan)
+    finally:
+        conn.close()
+
+
+def test_a_read_only_store_reads_on_several_connections_at_once(tmp_path: Path, base: Report) -> None:
+    import threading
+
+    from corevital.sinks import sqlite as sqlite_module
+
+    with SQLiteStore(tmp_path / "c.db") as writer:
+        for index in range(3):
+            writer.write(_numbered(base, 1, index))
+    store = SQLiteStore(tmp_path / "c.db", read_only=True)
+    assert len(store._readers) == sqlite_module.READERS
+    inside = threading.Barrier(sqlite_module.READERS, timeout=10)
+    results: list[int] = []
+
+    def read() -> None:  # every reader holds a connection at the same moment
+        conn = store._free.get() if store._free is not None else None
+        assert conn is not None
+        try:
+            inside.wait()
+            results.append(len(conn.execute("SELECT trace_id FROM reports").fetchall()))
+        finally:
+            store._free.put(conn)
+
+    threads = [threading.Thread(target=read) for _ in range(sqlite_module.READERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [3] * sqlite_module.READERS
+    assert [row.trace_id for row in store.list()] == [
+        row.trace_id for row in SQLiteStore(tmp_path / "c.db").list()
+    ]
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.count()

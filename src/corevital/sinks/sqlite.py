@@ -10,6 +10,7 @@ checks and the migration chain are in :mod:`corevital.sinks.sqlite_schema`.
 from __future__ import annotations
 
 import builtins
+import queue
 import sqlite3
 import threading
 import zlib
@@ -53,7 +54,13 @@ _INSERT = (
     + ", ".join(f"{column} = excluded.{column}" for column in (*REPORT_COLUMNS[1:], "report_zlib"))
 )
 _SELECT_ROWS = f"SELECT {', '.join(REPORT_COLUMNS)}, seq FROM reports"
-_BOOL_COLUMNS = frozenset(FLAG_COLUMNS)
+_BOOL_INDEXES = tuple(REPORT_COLUMNS.index(column) for column in FLAG_COLUMNS)
+READERS = 4
+"""Connections of a read-only store, opened with it: that many reads run at once."""
+READ_MMAP_BYTES = 1 << 30
+"""How much of the file a read-only connection memory-maps (address space, not memory)."""
+READ_CACHE_KIB = 8 * 1024
+"""The page cache of a read-only connection."""
 _PREFIX = "trace_id >= ? AND trace_id < ?"  # a range, so that the primary key index applies
 _SORT_SQL = {SortOrder.TIME: "created_at_ms", SortOrder.RISK: RISK_SORT_SQL}
 
@@ -65,16 +72,27 @@ class SQLiteStore:
     :class:`~corevital.errors.StoreError` instead. A writer (the default) creates a missing
     database and migrates an older one; with ``read_only=True`` the file is opened with
     ``mode=ro`` and never created, written or migrated (a missing file, or a database of another
-    version, is a StoreError). Safe to share between threads.
+    version, is a StoreError); it then holds :data:`READERS` connections, all opened at once, so
+    that concurrent reads (the server's worker threads) run side by side. Safe to share between
+    threads.
     """
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
         self.read_only = read_only
         self._conn: sqlite3.Connection | None = (
-            open_database_read_only(self.path) if read_only else open_database(self.path)
+            _reader(open_database_read_only(self.path)) if read_only else open_database(self.path)
         )
         self._lock = threading.Lock()
+        self._readers: builtins.list[sqlite3.Connection] = []
+        self._free: queue.SimpleQueue[sqlite3.Connection] | None = None
+        if read_only:  # a few connections, all opened now: concurrent reads never wait for one another
+            assert self._conn is not None
+            self._readers = [self._conn]
+            self._readers += [_reader(open_database_read_only(self.path)) for _ in range(READERS - 1)]
+            self._free = queue.SimpleQueue()
+            for conn in self._readers:
+                self._free.put(conn)
 
     @classmethod
     def in_directory(cls, out_dir: str | Path) -> SQLiteStore:
@@ -200,11 +218,14 @@ class SQLiteStore:
         return rows, rows[-1].seq if rows else after
 
     def close(self) -> None:
-        """Close the connection; later calls raise :class:`~corevital.errors.StoreError`."""
+        """Close the connections; later calls raise :class:`~corevital.errors.StoreError`."""
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            for conn in self._readers[1:]:
+                conn.close()
+            self._readers.clear()
 
     def __enter__(self) -> SQLiteStore:
         return self
@@ -221,10 +242,22 @@ class SQLiteStore:
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[tuple[Any, ...]]:
         try:
+            if self._free is not None:
+                return self._read(self._free, sql, params)
             with self._lock:
                 return self._connection().execute(sql, params).fetchall()
         except sqlite3.Error as error:
             raise StoreError(f"cannot read {self.path}: {error}") from None
+
+    def _read(
+        self, free: queue.SimpleQueue[sqlite3.Connection], sql: str, params: Sequence[Any]
+    ) -> builtins.list[tuple[Any, ...]]:
+        conn = free.get()  # waits while every reader is busy
+        try:
+            self._connection()  # StoreError once closed
+            return conn.execute(sql, params).fetchall()
+        finally:
+            free.put(conn)
 
     def _count_prefix(self, prefix: str) -> int:
         rows = self._query(f"SELECT count(*) FROM reports WHERE {_PREFIX}", _prefix_range(prefix))
@@ -258,11 +291,20 @@ def _row_values(row: TraceRow) -> tuple[Any, ...]:
 
 
 def _row_from_db(values: Sequence[Any]) -> TraceRow:
-    fields: dict[str, Any] = {
-        column: (None if value is None else bool(value)) if column in _BOOL_COLUMNS else value
-        for column, value in zip((*REPORT_COLUMNS, "seq"), values, strict=True)
-    }
-    return TraceRow(**fields)
+    """A row of ``_SELECT_ROWS`` (columns in :class:`TraceRow` field order), flags made booleans."""
+    row = list(values)
+    for index in _BOOL_INDEXES:
+        if row[index] is not None:
+            row[index] = bool(row[index])
+    return TraceRow(*row)
+
+
+def _reader(conn: sqlite3.Connection) -> sqlite3.Connection:
+    """``conn`` set up for reading: the file memory-mapped (no copy per page read) and a larger
+    page cache, so that scanning an index and the rows it points at costs little."""
+    conn.execute(f"PRAGMA mmap_size = {READ_MMAP_BYTES}").fetchall()
+    conn.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}").fetchall()
+    return conn
 
 
 def _order(query: TraceQuery) -> str:
@@ -273,17 +315,26 @@ def _order(query: TraceQuery) -> str:
 def _where(query: TraceQuery) -> tuple[str, tuple[Any, ...]]:
     clauses: builtins.list[str] = []
     params: builtins.list[Any] = []
+    # Sorted by risk, a risk bound is put on the sort expression, so that the risk index's range
+    # applies (the same rows: a row without a score matches no bound, and is excluded explicitly).
+    # A time bound then stays off the time index (unary +): the risk index, which holds the time
+    # too, is walked in order instead of sorting every run of the time range.
+    by_risk = query.sort is SortOrder.RISK
+    risk = RISK_SORT_SQL if by_risk else "risk_score"
+    time = "+created_at_ms" if by_risk else "created_at_ms"
     for column, value, operator in (
         ("model_id", query.model_id, "="),
         ("prompt_hash", query.prompt_hash, "="),
-        ("risk_score", query.min_risk, ">="),
-        ("risk_score", query.max_risk, "<="),
-        ("created_at_ms", None if query.since is None else epoch_ms(query.since), ">="),
-        ("created_at_ms", None if query.until is None else epoch_ms(query.until), "<"),
+        (risk, query.min_risk, ">="),
+        (risk, query.max_risk, "<="),
+        (time, None if query.since is None else epoch_ms(query.since), ">="),
+        (time, None if query.until is None else epoch_ms(query.until), "<"),
     ):
         if value is not None:
             clauses.append(f"{column} {operator} ?")
             params.append(value)
+    if by_risk and (query.min_risk is not None or query.max_risk is not None):
+        clauses.append("risk_score IS NOT NULL")
     clauses.extend(f"{flag.value} = 1" for flag in sorted(query.flags))  # literal 1: partial indexes apply
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     return where, tuple(params)

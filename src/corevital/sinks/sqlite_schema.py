@@ -2,7 +2,8 @@
 
 A database is ours when its ``PRAGMA application_id`` is :data:`APPLICATION_ID`; its
 ``PRAGMA user_version`` is the number of migrations applied (:data:`MIGRATIONS`: version 1 creates
-the ``reports`` table, version 2 adds the columns and indexes of the read interface). A missing
+the ``reports`` table, version 2 adds the columns and indexes of the read interface, version 3 the
+covering indexes of listings). A missing
 or empty file is initialised. Anything else is refused with a
 :class:`~corevital.errors.StoreError` *before anything is written*: a file that is not SQLite, a
 corrupt one, another application's database, a database of a newer CoreVital, and a database of
@@ -204,9 +205,35 @@ def _backfill_v2(conn: sqlite3.Connection) -> None:
                 conn.execute(update, (*(fields[name] for name in names), rowid))
 
 
+_FILTER_COLUMNS: Final = ("model_id", "risk_score", "created_at_ms", *FLAG_COLUMNS)
+
+
+def _v3_listing_indexes(conn: sqlite3.Connection) -> None:
+    """Indexes that answer every listing from the index alone until a row is returned.
+
+    For each order (time or risk score, descending or ascending: a tie is always broken by
+    ascending trace id, so each direction needs its own index) one index holds the order, the trace
+    id and the columns filtered on (model, risk score, creation time, flags): rows that do not match
+    are skipped without reading the table. Per model, one index per order keeps a model's runs in order. They
+    replace the narrower indexes of version 2.
+    """
+    covered = ", ".join(_FILTER_COLUMNS)
+    for name, key in (("time", "created_at_ms"), ("risk", RISK_SORT_SQL)):
+        for direction, suffix in (("", "asc"), (" DESC", "desc")):
+            conn.execute(
+                f"CREATE INDEX idx_list_{name}_{suffix} ON reports({key}{direction}, trace_id, {covered})"
+            )
+            conn.execute(
+                f"CREATE INDEX idx_model_{name}_{suffix} ON reports(model_id, {key}{direction}, trace_id)"
+            )
+    for index in ("created", "model", "risk", "time_id", "risk_id"):
+        conn.execute(f"DROP INDEX IF EXISTS idx_reports_{index}")
+
+
 MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _v1_create_reports,
     _v2_read_interface,
+    _v3_listing_indexes,
 )
 """Migration ``i`` takes a database from ``user_version`` i to i + 1. Append; never edit."""
 

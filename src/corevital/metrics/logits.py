@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from corevital.metrics.types import ChosenTokenStats, LogitStats
-from corevital.modes import EntropyMode as EntropyMode  # explicit re-export: capture.steps names it here
+from corevital.modes import EntropyMode
 
 _LN2 = math.log(2.0)
 # Number of leading tokens the ``topk_approx`` entropy keeps exactly (at least ``topk``).

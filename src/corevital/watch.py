@@ -14,9 +14,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from corevital.capture.loading import loaded_from_existing
+from corevital.capture.options import CaptureOptions
 from corevital.capture.prompts import batch_from_inputs
 from corevital.capture.records import GenerationRecord, RunCapture
-from corevital.capture.runner import capture_options, model_record, observe_generation
+from corevital.capture.runner import model_record, observe_generation
 from corevital.config import Settings
 from corevital.pipeline import Pipeline
 from corevital.report.schema import Report
@@ -78,7 +79,7 @@ class Watch:
             return original(*args, **kwargs)  # inputs_embeds and other exotic calls are not observed
         batch = batch_from_inputs(self.tokenizer, input_ids, kwargs.get("attention_mask"))
         gen = _generation_record(self.model, kwargs, self.settings.seed)
-        options = capture_options(self.settings, gen)
+        options = CaptureOptions.for_generation(self.settings, gen)
         result: dict[str, Any] = {}
 
         def call(processors: Any, criteria: Any) -> Any:

@@ -42,21 +42,6 @@ from corevital.errors import CaptureError, CoreVitalError
 log = logging.getLogger(__name__)
 
 
-def capture_options(
-    settings: Settings,
-    gen: GenerationRecord,
-    context_span: tuple[int, int] | None = None,
-    tuning: Tuning | None = None,
-) -> CaptureOptions:
-    """The options of one capture: the settings, and whether sampling changes the distribution."""
-    changes = gen.do_sample and (
-        gen.temperature != 1.0 or (gen.top_k or 0) > 0 or (gen.top_p is not None and gen.top_p < 1.0)
-    )
-    return CaptureOptions.from_settings(
-        settings, sampling_changes_distribution=changes, context_span=context_span, tuning=tuning
-    )
-
-
 def eos_ids(loaded: LoadedModel) -> tuple[int, ...]:
     found: set[int] = set()
     for source in (loaded.model.generation_config, loaded.tokenizer):
@@ -115,7 +100,7 @@ def capture_prompts(
     ``tuning``: memory budgets and batching (default: following the model's size).
     """
     gen = generation_record(settings)
-    options = capture_options(settings, gen, context_span, tuning)
+    options = CaptureOptions.for_generation(settings, gen, context_span, tuning)
     started = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     t0 = time.perf_counter()
     sequences: list[SequenceCapture] = []

@@ -124,7 +124,10 @@ def mid_layer_anomaly(
 def assess_health(
     sig: SequenceSignals, profile: ModelProfile, jumps: tuple[NormJump, ...] | None = None
 ) -> HealthReport:
-    """Every §4 health flag of one sequence, with the detail behind each (``jumps``: see mid-layer)."""
+    """Every health flag of one sequence (docs/metrics.md §4), with the detail behind each.
+
+    ``jumps``: see :func:`mid_layer_anomaly`.
+    """
     numeric = numeric_faults(sig)
     repetition = detect_repetition(sig.token_ids, sig.token_texts, profile.repetition, sig.last_layer_sketch)
     collapse = detect_attention_collapse(sig.attn_collapse_rate, profile.collapse)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -28,9 +29,12 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 DEFAULT_PATH = "/api/v1/runs?limit=50"
 
@@ -51,10 +55,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(db: Path, port: int, token_file: Path | None) -> subprocess.Popen[bytes]:
+def start_server(db: Path, port: int, token_file: Path | None, workers: int = 1) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "corevital", "serve", "--db", str(db), "--port", str(port)]
     if token_file is not None:
         command += ["--token-file", str(token_file)]
+    if workers > 1:
+        command += ["--workers", str(workers)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -194,6 +200,42 @@ def report_paths(port: int, token: str | None, every: int, base: list[str]) -> l
     return paths or base
 
 
+def get_json(port: int, token: str | None, target: str) -> Any:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{target}")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def varied_paths(port: int, token: str | None, pages: int = 3) -> list[str]:
+    """Realistic listings, the same for the same store: each filter (none, every model, each flag,
+    risk ranges, the last week, model with flag or risk) in each order (time or risk, descending or
+    ascending), 20, 50 or 100 runs a page, and for each its first ``pages`` pages by cursor."""
+    models = [group["key"] for group in get_json(port, token, "/api/v1/models")["groups"]][:4]
+    newest = get_json(port, token, "/api/v1/runs?limit=1")["runs"][0]["created_at_ms"]
+    week_ago = datetime.fromtimestamp(newest / 1000 - 7 * 86400, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    filters: list[list[tuple[str, str]]] = [[]]
+    filters += [[("model_id", model)] for model in models]
+    filters += [[("flag", flag)] for flag in ("repetition_loop", "attention_collapse", "mid_layer_anomaly")]
+    filters += [[("min_risk", "0.5")], [("min_risk", "0.2"), ("max_risk", "0.6")], [("max_risk", "0.1")]]
+    filters += [[("since", week_ago)]]
+    filters += [[("model_id", model), ("flag", "attention_collapse")] for model in models[:2]]
+    filters += [[("model_id", model), ("min_risk", "0.3")] for model in models[:2]]
+    orders = [[], [("sort", "risk")], [("order", "asc")], [("sort", "risk"), ("order", "asc")]]
+    paths: list[str] = []
+    for number, (where, order) in enumerate(itertools.product(filters, orders)):
+        limit = ("20", "50", "100")[number % 3]
+        target = f"/api/v1/runs?{urllib.parse.urlencode([*where, *order, ('limit', limit)])}"
+        for _ in range(pages):
+            paths.append(target)
+            page = get_json(port, token, target)
+            if page["next_url"] is None:
+                break
+            target = page["next_url"]
+    return paths
+
+
 class Lander:
     """Writes a new run into the store every ``every_s`` seconds while the load runs (a thread)."""
 
@@ -260,15 +302,22 @@ def main(argv: list[str] | None = None) -> int:
         metavar="S",
         help="Write a new run into the store every S seconds during the load (use a copy of the store).",
     )
+    parser.add_argument(
+        "--vary",
+        action="store_true",
+        help="Cycle through realistic filter, sort and page-size combinations and their first cursor "
+        "pages (the same list for the same store) instead of --path.",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="Start the server with --workers N.")
     parser.add_argument("--json", action="store_true", help="Print the figures as one JSON object.")
     args = parser.parse_args(argv)
     args.token = args.token_file.read_text().strip() if args.token_file else None
     if not args.db.is_file():
         raise SystemExit(f"no store at {args.db}")
     port = free_port()
-    proc = start_server(args.db, port, args.token_file)
+    proc = start_server(args.db, port, args.token_file, args.workers)
     try:
-        paths = args.path or [DEFAULT_PATH]
+        paths = varied_paths(port, args.token) if args.vary else args.path or [DEFAULT_PATH]
         if args.reports > 1:
             paths = report_paths(port, args.token, args.reports, paths)
         if args.warmup > 0:
@@ -291,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         "paths": sorted(set(paths)) if len(set(paths)) <= 3 else f"{len(set(paths))} targets",
         "requests": tally.sent,
         "uncached": args.uncached,
+        "workers": args.workers,
         "runs_landed": landed,
         "errors": tally.errors,
         "statuses": tally.statuses,

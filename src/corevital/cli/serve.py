@@ -11,7 +11,7 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from corevital.errors import NotAvailableError
+from corevital.errors import ConfigError, NotAvailableError
 from corevital.server.config import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -25,6 +25,7 @@ from corevital.server.config import (
 from corevital.sinks.sqlite_schema import DEFAULT_DB_PATH
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+MAX_WORKERS = 16
 
 
 def _require_serve_extra() -> None:
@@ -41,6 +42,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "serving a PostgreSQL store is not available in this version yet; "
             "serve a SQLite file with --db PATH"
         )
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers must be between 1 and {MAX_WORKERS} (got {args.workers})")
     token = read_token(args.token_file) if args.token_file else None
     origins = check_settings(args.host, args.port, args.allow_origins, token)
     _require_serve_extra()
@@ -65,7 +68,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"Serving {args.db} at {url} (read-only)", flush=True)
 
     try:
-        serve(store, config, access_log=args.access_log, announce=announce)
+        serve(
+            store,
+            config,
+            access_log=args.access_log,
+            announce=announce,
+            workers=args.workers,
+            reopen=lambda: SQLiteStore(path, read_only=True),
+        )
     finally:
         store.close()
     return 0
@@ -106,5 +116,13 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--access-log", "--access_log", dest="access_log", action="store_true", help="Log every request."
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"Server processes sharing the port, each with the store open read-only "
+        f"(1 to {MAX_WORKERS}; default 1).",
     )
     parser.set_defaults(handler=cmd_serve)

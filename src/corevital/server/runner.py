@@ -1,19 +1,27 @@
 """Running the application under uvicorn on a socket bound beforehand.
 
 Binding first turns "address in use" or "cannot assign address" into one clear error before
-anything is announced; uvicorn then serves on that socket until SIGINT or SIGTERM.
+anything is announced; uvicorn then serves on that socket until SIGINT or SIGTERM. With several
+workers the bound socket is shared by forked processes (the kernel hands each connection to one
+of them), each with its own read-only store and event loop; the first process only waits for
+them and passes a stop signal on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import os
+import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
 
-from corevital.errors import ConfigError
+from corevital.errors import ConfigError, StoreError
 from corevital.server.app import create_app
 from corevital.server.config import ServeConfig
 from corevital.sinks.base import ReportStore
@@ -61,9 +69,34 @@ def serve(
     *,
     access_log: bool = False,
     announce: Callable[[], None] | None = None,
+    workers: int = 1,
+    reopen: Callable[[], ReportStore] | None = None,
 ) -> None:
-    """Serve ``store`` until interrupted; ``announce`` is called once the socket is bound."""
+    """Serve ``store`` until interrupted; ``announce`` is called once the socket is bound.
+
+    With ``workers`` > 1 the socket is shared by that many processes (forked after binding), each
+    serving its own store from ``reopen()``; ``store`` itself is closed first (a database
+    connection must not cross a fork).
+    """
     sock = bind(config.host, config.port)
+    # What the first request would import (anyio's asyncio backend), imported now and, with
+    # workers, before forking: serving opens no file but the store.
+    importlib.import_module("anyio._backends._asyncio")
+    try:
+        if announce is not None:
+            announce()
+        if workers > 1:
+            if reopen is None:
+                raise ValueError("serving with several workers needs reopen")
+            store.close()
+            _serve_forked(sock, config, access_log, workers, reopen)
+        else:
+            _serve_on(sock, store, config, access_log)
+    finally:
+        sock.close()
+
+
+def _serve_on(sock: socket.socket, store: ReportStore, config: ServeConfig, access_log: bool) -> None:
     stopping = threading.Event()
     app = create_app(store, config, stopping=stopping)
     uvicorn_config = uvicorn.Config(
@@ -79,11 +112,52 @@ def serve(
         timeout_graceful_shutdown=2,
     )
     server = _Server(uvicorn_config, stopping)
-    try:
-        if announce is not None:
-            announce()
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled: the normal end
         server.run(sockets=[sock])
-    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: stopping is the normal end
-        pass
+
+
+def _serve_forked(
+    sock: socket.socket,
+    config: ServeConfig,
+    access_log: bool,
+    workers: int,
+    reopen: Callable[[], ReportStore],
+) -> None:
+    """Fork ``workers`` processes serving on ``sock``; forward SIGINT/SIGTERM and wait for them."""
+    sock.listen(config.limits.max_connections)
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # the worker: its own store, its own event loop; never returns
+            code = 0
+            try:
+                worker_store = reopen()
+                try:
+                    _serve_on(sock, worker_store, config, access_log)
+                finally:
+                    worker_store.close()
+            except KeyboardInterrupt:
+                pass
+            except BaseException as error:  # noqa: BLE001 - one line, as the CLI writes errors
+                print(f"corevital: error: server worker {os.getpid()}: {error}", file=sys.stderr, flush=True)
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        failed = 0
+        for child in children:
+            _, status = os.waitpid(child, 0)
+            failed += os.waitstatus_to_exitcode(status) not in (0, -signal.SIGINT, -signal.SIGTERM)
     finally:
-        sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failed:
+        raise StoreError(f"{failed} of {workers} server workers stopped with an error (see above)")

@@ -285,7 +285,7 @@ def _heat_maps(document: Mapping[str, Any], timeline: list[Any]) -> list[dict[st
     entropy = _heat_map("Attention entropy", "entropy / ln(keys)", normalized, domain=(0.0, 1.0))
     maps = [
         entropy or _heat_map("Attention entropy", "nats", nats),
-        _heat_map("Hidden-state norm", "L2 norm (log scale)", norms, log=True),
+        _heat_map("Hidden-state norm", "L2 norm", norms, log=True),
         _heat_map("Collapsed-head rate", "share of heads", rates, domain=(0.0, 1.0)),
     ]
     return [item for item in maps if item is not None]

@@ -1,7 +1,7 @@
 // Step charts (uPlot, cursor shared through uPlot's cursor sync) and heat maps on <canvas>.
 
 import { h, fmt } from "./dom.js";
-import { colour, MISSING, MARKER, SERIES } from "./palette.js";
+import { colour, colourRGB, MISSING_RGB, MARKER, SERIES } from "./palette.js";
 
 const uPlot = globalThis.uPlot;
 
@@ -117,29 +117,36 @@ function drawRules(u, markers, boundary) {
 }
 
 // A heat map of rows (e.g. layers) × columns (e.g. steps) on a canvas, with a legend and click-to-inspect.
-export function heatMap({ title, rows, palette = "viridis", log = false, domain = null, unit = "", block = 1, xLabel = "step", yLabel = "layer", onPick = null }) {
+export function heatMap({ title, rows, palette = "viridis", log = false, domain = null, unit = "", block = 1, xLabel = "step", yLabel = "layer", columns = null, onPick = null }) {
   const values = rows.flat().filter((v) => v !== null && v !== undefined).map((v) => (log ? Math.log10(v) : v));
   let lo = domain && !log ? domain[0] : Math.min(...values);
   let hi = domain && !log ? domain[1] : Math.max(...values);
   if (!(hi > lo)) hi = lo + 1;
   const nRows = rows.length;
   const nCols = Math.max(...rows.map((r) => r.length), 1);
-  const cell = Math.max(2, Math.min(14, Math.floor(760 / nCols)));
-  const rowH = Math.max(3, Math.min(16, Math.floor(320 / Math.max(nRows, 1))));
-  const canvas = h("canvas", { width: nCols * cell, height: nRows * rowH, class: "heat", tabindex: "0", "aria-label": `${title}: ${nRows} ${yLabel}s × ${nCols} columns` });
+  // One canvas pixel per cell, stretched by CSS (pixelated): the page never draws more cells than sent.
+  const canvas = h("canvas", { width: nCols, height: nRows, class: "heat", tabindex: "0", "aria-label": `${title}: ${nRows} ${yLabel}s × ${nCols} columns` });
+  canvas.style.height = `${Math.max(60, Math.min(260, nRows * 12))}px`;
   const ctx = canvas.getContext("2d");
+  const image = ctx.createImageData(nCols, nRows);
   for (let r = 0; r < nRows; r++) {
     for (let c = 0; c < nCols; c++) {
       const v = rows[r][c];
-      ctx.fillStyle = v === null || v === undefined ? MISSING : colour(palette, ((log ? Math.log10(v) : v) - lo) / (hi - lo));
-      ctx.fillRect(c * cell, r * rowH, cell, rowH);
+      const rgb = v === null || v === undefined ? MISSING_RGB : colourRGB(palette, ((log ? Math.log10(v) : v) - lo) / (hi - lo));
+      const at = (r * nCols + c) * 4;
+      image.data[at] = rgb[0];
+      image.data[at + 1] = rgb[1];
+      image.data[at + 2] = rgb[2];
+      image.data[at + 3] = 255;
     }
   }
+  ctx.putImageData(image, 0, 0);
   const detail = h("p", { class: "pick muted", "aria-live": "polite" }, "Click a cell to see it.");
   const pick = (r, c) => {
     const v = rows[r] ? rows[r][c] : null;
     const first = c * block;
-    const span = block > 1 ? `${xLabel}s ${first}–${first + block - 1}` : `${xLabel} ${first}`;
+    const last = Math.min(first + block, columns ?? first + block) - 1;
+    const span = last > first ? `${xLabel}s ${first}–${last}` : `${xLabel} ${first}`;
     detail.textContent = `${yLabel} ${r}, ${span}: ${fmt(v, 4)}${unit ? " " + unit : ""}`;
     detail.dataset.row = String(r);
     detail.dataset.col = String(first);
@@ -162,9 +169,11 @@ export function heatMap({ title, rows, palette = "viridis", log = false, domain 
   return h(
     "figure",
     { class: "heatmap" },
-    h("figcaption", null, h("strong", null, title), h("span", { class: "muted" }, ` ${nRows} ${yLabel}s (top: ${yLabel} 0) × ${nCols} columns${note}`)),
-    h("div", { class: "heat-scroll" }, canvas),
-    h("div", { class: "legend" }, h("span", null, tick(lo)), legend, h("span", null, tick(hi)), h("span", { class: "muted" }, ` ${unit}${log ? " (log scale)" : ""}`), h("span", { class: "swatch missing" }), h("span", { class: "muted" }, "no value")),
+    h("figcaption", { class: "muted" }, `${nRows} ${yLabel}s × ${nCols} columns${note}`),
+    h("div", { class: "heat-body" },
+      h("div", { class: "heat-rows", "aria-hidden": "true" }, h("span", null, `${yLabel} 0`), h("span", null, `${yLabel} ${nRows - 1}`)),
+      h("div", null, canvas, h("div", { class: "heat-axis", "aria-hidden": "true" }, h("span", null, `${xLabel} 0`), h("span", null, `${xLabel} ${Math.min(nCols * block, columns ?? nCols * block) - 1}`)))),
+    h("div", { class: "legend" }, h("span", null, tick(lo)), legend, h("span", null, tick(hi)), h("span", { class: "muted" }, ` ${unit}`), h("span", { class: "swatch missing" }), h("span", { class: "muted" }, "no value")),
     detail,
   );
 }

@@ -52,6 +52,12 @@ export function fmt(value, digits = 3) {
   return value.toFixed(digits);
 }
 
+// A long name shown by its end (a local model's path ends with its name); the whole in the title.
+export function tail(text, max = 34) {
+  const value = String(text ?? "");
+  return h("span", { title: value }, value.length > max ? `…${value.slice(value.length - max + 1)}` : value);
+}
+
 export function fmtTime(iso) {
   if (!iso) return "—";
   const date = new Date(iso);
@@ -69,7 +75,8 @@ export function riskBand(risk) {
 
 export function riskChip(risk) {
   const band = riskBand(risk);
-  return h("span", { class: `risk risk-${band.name}`, title: `risk ${band.label}` }, fmt(risk, 2), " ", h("small", null, band.label));
+  const text = typeof risk === "number" ? risk.toFixed(2) : "—";
+  return h("span", { class: `risk risk-${band.name}`, title: `risk ${band.label}` }, text, " ", h("small", null, band.label));
 }
 
 export function section(title, ...children) {

@@ -11,13 +11,19 @@ const CIVIDIS = [
 export const PALETTES = { viridis: VIRIDIS, cividis: CIVIDIS };
 export const MISSING = "#d9d9d9";
 
-export function colour(palette, t) {
+export const MISSING_RGB = [217, 217, 217];
+
+export function colourRGB(palette, t) {
   const stops = PALETTES[palette] || VIRIDIS;
-  if (t === null || t === undefined || Number.isNaN(t)) return MISSING;
+  if (t === null || t === undefined || Number.isNaN(t)) return MISSING_RGB;
   const x = Math.min(Math.max(t, 0), 1) * (stops.length - 1);
   const i = Math.min(Math.floor(x), stops.length - 2);
   const f = x - i;
-  const c = stops[i].map((v, k) => Math.round(v + (stops[i + 1][k] - v) * f));
+  return stops[i].map((v, k) => Math.round(v + (stops[i + 1][k] - v) * f));
+}
+
+export function colour(palette, t) {
+  const c = colourRGB(palette, t);
   return `rgb(${c[0]},${c[1]},${c[2]})`;
 }
 

@@ -139,13 +139,32 @@ function signalsList(view, goToStep) {
   ));
 }
 
+function ranges(numbers) {
+  const parts = [];
+  for (let i = 0; i < numbers.length; i++) {
+    let j = i;
+    while (j + 1 < numbers.length && numbers[j + 1] === numbers[j] + 1) j++;
+    parts.push(j > i ? `${numbers[i]}–${numbers[j]}` : String(numbers[i]));
+    i = j;
+  }
+  return parts.join(", ");
+}
+
+// Blamed layers with the same reasons, severity and first step are listed together.
 function blamedList(d, goToStep) {
   if (!d.blamed_layers || !d.blamed_layers.length) return h("p", { class: "muted" }, "No layer blamed.");
-  return h("ul", { class: "blamed" }, d.blamed_layers.map((b) =>
+  const groups = new Map();
+  for (const b of d.blamed_layers) {
+    const key = JSON.stringify([b.reasons || [], b.severity, b.first_step]);
+    if (!groups.has(key)) groups.set(key, { ...b, layers: [] });
+    groups.get(key).layers.push(b.layer);
+  }
+  return h("ul", { class: "blamed", id: "blamed" }, [...groups.values()].map((g) =>
     h("li", null,
-      h("strong", null, `layer ${b.layer}`), ` severity ${fmt(b.severity, 2)} `,
-      b.first_step === null || b.first_step === undefined ? null : h("button", { type: "button", class: "step-link", onclick: () => goToStep(b.first_step) }, `step ${b.first_step} →`),
-      h("ul", null, (b.reasons || []).map((r) => h("li", null, r)))),
+      h("strong", null, `${g.layers.length > 1 ? "layers" : "layer"} ${ranges(g.layers.sort((a, b) => a - b))}`),
+      g.severity === null || g.severity === undefined ? null : ` · severity ${fmt(g.severity, 2)}`, " ",
+      g.first_step === null || g.first_step === undefined ? null : h("button", { type: "button", class: "step-link", dataset: { step: String(g.first_step) }, onclick: () => goToStep(g.first_step) }, `step ${g.first_step} →`),
+      g.reasons && g.reasons.length ? h("ul", null, g.reasons.map((r) => h("li", null, r))) : h("span", { class: "muted" }, " (no reason recorded)")),
   ));
 }
 
@@ -177,7 +196,7 @@ async function layerPanel(panel, id, goToStep) {
   try {
     const view = await api(`/api/v1/runs/${encodeURIComponent(id)}/layers`);
     const palettes = { "Hidden-state norm": "cividis" };
-    const maps = view.heat_maps.map((m) => section(m.title, heatMap({ ...m, palette: palettes[m.title] || "viridis", onPick: (layer, step) => goToStepLater(goToStep, step) })));
+    const maps = view.heat_maps.map((m) => section(m.title, heatMap({ ...m, columns: view.steps, palette: palettes[m.title] || "viridis", onPick: (layer, step) => goToStepLater(goToStep, step) })));
     loading.replaceWith(...(maps.length ? maps : [h("p", { class: "muted" }, "This report has no per-layer data.")]));
   } catch (error) {
     loading.replaceWith(errorBox(error));

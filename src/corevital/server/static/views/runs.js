@@ -1,7 +1,6 @@
 // The runs page: filters (kept in the URL), sort, cursor pages, a risk histogram and a compare picker.
 
-import { api, clear, errorBox, fmt, fmtTime, h, hashQuery, riskChip, section } from "./dom.js";
-import { colour } from "./palette.js";
+import { api, clear, errorBox, fmt, fmtTime, h, hashQuery, riskBand, riskChip, section, tail } from "./dom.js";
 
 const FLAGS = ["nan", "inf", "attention_collapse", "repetition_loop", "mid_layer_anomaly"];
 const FLAG_FIELDS = {
@@ -14,6 +13,7 @@ const FLAG_FIELDS = {
 const FILTERS = ["model_id", "since", "until", "min_risk", "max_risk"];
 
 export const selected = new Set();
+const BAND_COLOURS = { low: "#0072b2", medium: "#e69f00", high: "#c1272d" };
 
 function filterParams(query) {
   const params = new URLSearchParams();
@@ -109,7 +109,7 @@ function filterForm(query) {
 
 function runsTable(runs, onSelect) {
   if (!runs.length) return h("p", { class: "muted", id: "no-runs" }, "No run matches these filters.");
-  const head = h("tr", null, ["", "Created", "Model", "Prompt", "Risk", "Flags", "Tokens", "Finish"].map((t) => h("th", { scope: "col" }, t)));
+  const head = h("tr", null, ["", "Created (UTC)", "Model", "Prompt", "Risk", "Flags", "Tokens", "Finish"].map((t) => h("th", { scope: "col" }, t)));
   const rows = runs.map((run) => {
     const flags = FLAGS.filter((flag) => run[FLAG_FIELDS[flag]]);
     const box = h("input", { type: "checkbox", "aria-label": `select run ${run.trace_id.slice(0, 8)} to compare`, checked: selected.has(run.trace_id) });
@@ -122,8 +122,8 @@ function runsTable(runs, onSelect) {
       "tr",
       { dataset: { traceId: run.trace_id } },
       h("td", null, box),
-      h("td", null, h("a", { href: `#/run/${encodeURIComponent(run.trace_id)}`, class: "run-link" }, fmtTime(run.created_at_utc))),
-      h("td", { class: "model" }, run.model_id),
+      h("td", null, h("a", { href: `#/run/${encodeURIComponent(run.trace_id)}`, class: "run-link", title: run.trace_id }, fmtTime(run.created_at_utc).replace(" UTC", ""))),
+      h("td", { class: "model" }, tail(run.model_id)),
       h("td", { class: "preview" }, run.prompt_preview || ""),
       h("td", null, riskChip(run.risk_score)),
       h("td", null, flags.length ? flags.map((flag) => h("span", { class: "flag" }, flag.replaceAll("_", " "))) : h("span", { class: "muted" }, "none")),
@@ -138,14 +138,14 @@ async function loadHistogram(container, filters) {
   try {
     const data = await api(`/api/v1/risk-histogram?${filters}`);
     const max = Math.max(...data.counts, 1);
-    const width = 360;
-    const height = 110;
+    const width = 380;
+    const height = 120;
     const canvas = h("canvas", { width, height, id: "risk-histogram", role: "img", "aria-label": `risk histogram of ${data.runs} runs` });
     const ctx = canvas.getContext("2d");
     const bar = width / data.counts.length;
     data.counts.forEach((count, i) => {
       const barH = (count / max) * (height - 16);
-      ctx.fillStyle = colour("cividis", (i + 0.5) / data.counts.length);
+      ctx.fillStyle = BAND_COLOURS[riskBand((i + 0.5) / data.counts.length).name];
       ctx.fillRect(i * bar + 1, height - 14 - barH, bar - 2, barH);
     });
     ctx.fillStyle = "#333";
@@ -153,6 +153,7 @@ async function loadHistogram(container, filters) {
     ctx.fillText("0", 0, height - 2);
     ctx.fillText("0.5", width / 2 - 8, height - 2);
     ctx.fillText("1", width - 8, height - 2);
+    ctx.fillText(String(max), 2, 10);
     const note = `${data.runs} runs${data.unscored ? `, ${data.unscored} without a score` : ""}${data.capped ? " (first 10,000)" : ""}; tallest bar ${max}`;
     clear(container).append(canvas, h("p", { class: "muted" }, note));
   } catch (error) {

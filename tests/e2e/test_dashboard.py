@@ -247,7 +247,16 @@ def test_main_flow_list_filter_run_signal_compare(watched: Watched, store: Dashb
     page.click("#tab-layers")
     page.locator("#panel-layers[data-loaded]").wait_for(state="attached")
     assert page.locator("#panel-layers canvas.heat").count() == 3
+    heat = page.locator("#panel-layers canvas.heat").first
+    box = heat.bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + box["width"] * 0.5 + 1, box["y"] + 2)  # layer 0, step 30 (60 steps)
+    pick = page.locator("#panel-layers .pick").first
+    assert pick.get_attribute("data-row") == "0" and pick.get_attribute("data-col") == "30"
+    assert (pick.text_content() or "").startswith("layer 0, step 30:")
     watched.shot("run-layers")
+    pick.locator("button").click()
+    page.wait_for_function("() => document.querySelector('#cursor-readout').dataset.step === '30'")
     page.click("#tab-prompt")
     page.locator("#panel-prompt").wait_for()
     page.click("#tab-raw")
@@ -356,3 +365,31 @@ def test_keyboard_only_main_flow(watched: Watched, store: DashboardStore) -> Non
     tab_to("#tab-layers")
     page.keyboard.press("Enter")
     assert page.locator("#panel-layers").is_visible()
+    page.locator("#panel-layers[data-loaded]").wait_for(state="attached")
+    tab_to("#panel-layers canvas.heat")
+    for key in ("ArrowRight", "ArrowRight", "ArrowRight", "ArrowRight", "ArrowDown"):
+        page.keyboard.press(key)
+    pick = page.locator("#panel-layers .pick").first
+    assert pick.get_attribute("data-row") == "1" and pick.get_attribute("data-col") == "3"
+    tab_to("#panel-layers .pick button")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelector('#cursor-readout').dataset.step === '3'")
+
+
+def test_live_page_shows_runs_as_they_land(watched: Watched, store: DashboardStore) -> None:
+    """Last in the module: it adds a run to the served store (a second writer, as a monitored
+    process would)."""
+    page = watched.page
+    watched.goto("#/live", "live")
+    page.wait_for_function("() => document.querySelector('#live-status').textContent.startsWith('Waiting')")
+    writer = SQLiteStore(store.db)
+    try:
+        document = json.loads(writer.get_json(store.sampled_id) or "{}")
+        document["trace_id"] = str(uuid.UUID(int=3))
+        writer.write(report_from_json(json.dumps(document)))
+    finally:
+        writer.close()
+    page.locator("#live-rows tr").first.wait_for(timeout=10_000)
+    assert page.locator("#live-rows tr").count() == 1
+    assert str(uuid.UUID(int=3)) in (page.locator("#live-rows a").first.get_attribute("href") or "")
+    watched.shot("live")

@@ -141,22 +141,40 @@ export function heatMap({ title, rows, palette = "viridis", log = false, domain 
     }
   }
   ctx.putImageData(image, 0, 0);
-  const detail = h("p", { class: "pick muted", "aria-live": "polite" }, "Click a cell to see it.");
+  const detail = h("span", { class: "pick-text" }, "Click a cell, or focus the map and use the arrow keys.");
+  const show = h("button", { type: "button", class: "step-link", hidden: true }, "");
+  const pickBox = h("p", { class: "pick muted", "aria-live": "polite" }, detail, " ", show);
+  let at = null;
   const pick = (r, c) => {
+    at = [r, c];
     const v = rows[r] ? rows[r][c] : null;
     const first = c * block;
     const last = Math.min(first + block, columns ?? first + block) - 1;
     const span = last > first ? `${xLabel}s ${first}–${last}` : `${xLabel} ${first}`;
     detail.textContent = `${yLabel} ${r}, ${span}: ${fmt(v, 4)}${unit ? " " + unit : ""}`;
-    detail.dataset.row = String(r);
-    detail.dataset.col = String(first);
-    if (onPick) onPick(r, first);
+    pickBox.dataset.row = String(r);
+    pickBox.dataset.col = String(first);
+    if (onPick) {
+      show.hidden = false;
+      show.textContent = `show ${xLabel} ${first} on the charts →`;
+      show.onclick = () => onPick(r, first);
+    }
   };
   canvas.addEventListener("click", (event) => {
     const box = canvas.getBoundingClientRect();
     const c = Math.floor(((event.clientX - box.left) / box.width) * nCols);
     const r = Math.floor(((event.clientY - box.top) / box.height) * nRows);
     pick(Math.min(Math.max(r, 0), nRows - 1), Math.min(Math.max(c, 0), nCols - 1));
+  });
+  const moves = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1], Home: [0, -Infinity], End: [0, Infinity] };
+  canvas.addEventListener("keydown", (event) => {
+    const move = moves[event.key];
+    if (!move) return;
+    event.preventDefault();
+    const [r, c] = at || [0, 0];
+    const step = event.shiftKey ? 10 : 1;
+    const clamp = (v, n) => Math.min(Math.max(v, 0), n - 1);
+    pick(clamp(at ? r + move[0] * step : 0, nRows), clamp(at ? c + move[1] * step : 0, nCols));
   });
   const legend = h("canvas", { width: 200, height: 10, class: "legend-bar", "aria-hidden": "true" });
   const lctx = legend.getContext("2d");
@@ -174,6 +192,6 @@ export function heatMap({ title, rows, palette = "viridis", log = false, domain 
       h("div", { class: "heat-rows", "aria-hidden": "true" }, h("span", null, `${yLabel} 0`), h("span", null, `${yLabel} ${nRows - 1}`)),
       h("div", null, canvas, h("div", { class: "heat-axis", "aria-hidden": "true" }, h("span", null, `${xLabel} 0`), h("span", null, `${xLabel} ${Math.min(nCols * block, columns ?? nCols * block) - 1}`)))),
     h("div", { class: "legend" }, h("span", null, tick(lo)), legend, h("span", null, tick(hi)), h("span", { class: "muted" }, ` ${unit}`), h("span", { class: "swatch missing" }), h("span", { class: "muted" }, "no value")),
-    detail,
+    pickBox,
   );
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,7 +70,7 @@ def report_file(long_report: Report, tmp_path_factory: pytest.TempPathFactory) -
     return path
 
 
-def test_html_report_in_headless_chromium(report_file: Path, page, tmp_path: Path) -> None:
+def test_html_report_in_headless_chromium(report_file: Path, page: Any, tmp_path: Path) -> None:
     path = report_file
     size = path.stat().st_size
     assert size < 5_000_000, f"{size} bytes"
@@ -125,12 +126,12 @@ def test_html_report_in_headless_chromium(report_file: Path, page, tmp_path: Pat
     assert external == [] and dialogs == []
 
 
-def _assert_drawn(locator) -> None:
+def _assert_drawn(locator: Any) -> None:
     box = locator.bounding_box()
     assert box is not None and box["width"] > 10 and box["height"] > 10, box
 
 
-def test_charts_need_no_javascript(report_file: Path, browser) -> None:
+def test_charts_need_no_javascript(report_file: Path, browser: Any) -> None:
     context = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 800})
     try:
         page = context.new_page()

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from corevital.capture.loading import LoadedModel
 from corevital.capture.runner import capture_prompts
 from corevital.pipeline import Pipeline
 from tests.model.conftest import smol_settings
@@ -15,7 +16,7 @@ from tests.support.values import present
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 
-def test_default_model_capabilities(smollm2) -> None:
+def test_default_model_capabilities(smollm2: LoadedModel) -> None:
     caps = smollm2.capabilities
     assert smollm2.resolved.is_default and smollm2.resolved.source == "gguf"
     assert (caps.architecture, caps.num_layers, caps.num_attention_heads) == ("LlamaForCausalLM", 30, 9)
@@ -24,7 +25,7 @@ def test_default_model_capabilities(smollm2) -> None:
     assert smollm2.dtype_name == "float32"
 
 
-def test_default_model_takes_the_memory_saving_paths(smollm2) -> None:
+def test_default_model_takes_the_memory_saving_paths(smollm2: LoadedModel) -> None:
     """Its prompt pass is streamed layer by layer and its prompt surprisals come from the output head."""
     from corevital.capture.model_checks import logits_head, stream_sites
 
@@ -33,7 +34,7 @@ def test_default_model_takes_the_memory_saving_paths(smollm2) -> None:
     assert logits_head(smollm2.model) is not None
 
 
-def test_sampled_run_reports_the_raw_distribution(smollm2) -> None:
+def test_sampled_run_reports_the_raw_distribution(smollm2: LoadedModel) -> None:
     """Entropy describes the model's raw distribution, not the top-k-truncated one it sampled from."""
     settings = smol_settings(temperature=0.8, top_k=50, top_p=0.95, max_new_tokens=48, seed=3)
     pipeline = Pipeline(settings)
@@ -54,7 +55,7 @@ def test_sampled_run_reports_the_raw_distribution(smollm2) -> None:
     assert report.model.num_layers == 30 and len(report.timeline[0].layers) == 30
 
 
-def test_batch_of_eight_matches_single_runs(smollm2) -> None:
+def test_batch_of_eight_matches_single_runs(smollm2: LoadedModel) -> None:
     prompts = [
         "Hi.",
         "What is the capital of France?",
@@ -82,7 +83,7 @@ def test_batch_of_eight_matches_single_runs(smollm2) -> None:
         )
 
 
-def test_prompt_surprisals_match_teacher_forcing_on_smollm2(smollm2) -> None:
+def test_prompt_surprisals_match_teacher_forcing_on_smollm2(smollm2: LoadedModel) -> None:
     import torch
 
     settings = smol_settings(temperature=0.0, max_new_tokens=2)
@@ -100,7 +101,7 @@ def test_prompt_surprisals_match_teacher_forcing_on_smollm2(smollm2) -> None:
     assert present(seq.prompt_telemetry.basin_scores).shape == (30, 9)
 
 
-def test_gguf_parsed_once_loads_what_transformers_loads(smollm2) -> None:
+def test_gguf_parsed_once_loads_what_transformers_loads(smollm2: LoadedModel) -> None:
     """CoreVital's load (one GGUF parse shared by config, tokenizer and weights) changes nothing."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from corevital import CoreVitalMonitor, StopOnRepetition
-from corevital.capture.loading import ModelSpec
+from corevital.capture.loading import LoadedModel, ModelSpec
 from corevital.report.schema import Report
 from tests.support.values import present
 
@@ -18,7 +18,7 @@ LOOP_PROMPT = "Repeat the word hello 100 times."
 
 
 @pytest.fixture(scope="module")
-def monitor(smollm2) -> CoreVitalMonitor:
+def monitor(smollm2: LoadedModel) -> CoreVitalMonitor:
     monitor = CoreVitalMonitor(device="cpu", max_new_tokens=64)
     # Share the session's already loaded model instead of loading it a second time.
     monitor._models[ModelSpec(device="cpu")] = smollm2
@@ -26,7 +26,7 @@ def monitor(smollm2) -> CoreVitalMonitor:
     return monitor
 
 
-def test_first_stream_event_arrives_long_before_the_end(monitor) -> None:
+def test_first_stream_event_arrives_long_before_the_end(monitor: CoreVitalMonitor) -> None:
     start = time.perf_counter()
     first = None
     count = 0
@@ -42,25 +42,27 @@ def test_first_stream_event_arrives_long_before_the_end(monitor) -> None:
     assert first is not None and first < total / 4
 
 
-def test_repetition_policy_halts_a_loop_soon_after_it_forms(monitor) -> None:
+def test_repetition_policy_halts_a_loop_soon_after_it_forms(monitor: CoreVitalMonitor) -> None:
     free = monitor.run(prompt=LOOP_PROMPT, temperature=0.0, max_new_tokens=120)
     stopped = monitor.run(
         prompt=LOOP_PROMPT, temperature=0.0, max_new_tokens=120, policies=[StopOnRepetition()]
     )
-    loop = free.extensions.repetition
+    loop = present(free.extensions.repetition)
     print(
         f"without policy: {free.generated.num_tokens} tokens; with: {stopped.generated.num_tokens} "
         f"(loop of period {loop.period} from step {loop.first_step})"
     )
-    assert free.health_flags.repetition_loop_detected
+    assert present(free.health_flags).repetition_loop_detected
     assert stopped.generated.finish_reason == "stopped_by_callback"
-    formed = loop.first_step + max(12, 3 * loop.period)
+    formed = present(loop.first_step) + max(12, 3 * present(loop.period))
     assert formed - 1 <= stopped.generated.num_tokens <= formed + 3
     assert stopped.generated.num_tokens < free.generated.num_tokens
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
-def test_watch_run_and_stream_agree_on_smollm2(monitor, smollm2, temperature: float) -> None:
+def test_watch_run_and_stream_agree_on_smollm2(
+    monitor: CoreVitalMonitor, smollm2: LoadedModel, temperature: float
+) -> None:
     import torch
 
     prompt = "Name three fruits."

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from corevital.capture.loading import LoadedModel
 from corevital.cli import main
 from corevital.pipeline import Pipeline
 from corevital.sinks.sqlite import SQLiteStore
@@ -20,7 +21,7 @@ SKY = "Explain why the sky is blue."
 
 
 @pytest.fixture(scope="module")
-def db(smollm2, tmp_path_factory: pytest.TempPathFactory) -> str:
+def db(smollm2: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Three greedy summary-capture runs in one batch: one prompt twice, another once."""
     pipeline = Pipeline(smol_settings(temperature=0.0, max_new_tokens=12, capture="summary"))
     pipeline.use_model(smollm2)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from corevital.capture.loading import LoadedModel
 from corevital.pipeline import Pipeline
 from corevital.validation.answers import check_answer
 from corevital.validation.labels import load_labelled
@@ -24,7 +25,7 @@ pytestmark = [pytest.mark.model, pytest.mark.slow]
 LABELS = Path(__file__).resolve().parents[2] / "examples" / "validation" / "qa_labelled.jsonl"
 
 
-def test_shipped_risk_model_on_held_out_records(smollm2) -> None:
+def test_shipped_risk_model_on_held_out_records(smollm2: LoadedModel) -> None:
     records = load_labelled(LABELS, split="test")[:24]
     settings = smol_settings(temperature=0.0, max_new_tokens=24, batch_size=8, calibration="default")
     pipeline = Pipeline(settings)

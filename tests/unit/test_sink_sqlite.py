@@ -415,13 +415,14 @@ def test_a_read_only_store_reads_on_several_connections_at_once(tmp_path: Path, 
     results: list[int] = []
 
     def read() -> None:  # every reader holds a connection at the same moment
-        conn = store._free.get() if store._free is not None else None
-        assert conn is not None
+        free = store._free
+        assert free is not None
+        conn = free.get()
         try:
             inside.wait()
             results.append(len(conn.execute("SELECT trace_id FROM reports").fetchall()))
         finally:
-            store._free.put(conn)
+            free.put(conn)
 
     threads = [threading.Thread(target=read) for _ in range(sqlite_module.READERS)]
     for thread in threads:

@@ -183,7 +183,6 @@ class AttentionTap:
             with torch.no_grad():
                 output = _sdpa(module, query, key, value, mask.for_sdpa(), **kwargs)
             self._buffer.decode.keep(site.layer, query, key, mask, scale_for(query, kwargs.get("scaling")))
-            self._buffer.mark_seen(SiteKind.SELF, site.layer)
             return output, None
         rows = slice(0, q_len) if needs == "all" else self._rows
         with torch.no_grad():
@@ -267,7 +266,6 @@ class AttentionTap:
             return None
         self._buffer.decode = type(decode)(self._num[SiteKind.SELF])
         if decode.uniform and decode.count == self._num[SiteKind.SELF]:
-            self._buffer.forget_seen(SiteKind.SELF)
             return decode.window_rows()
         for index, entry in enumerate(decode.rows):
             if entry is not None:
@@ -362,4 +360,4 @@ class AttentionTap:
             ):
                 yield self
         finally:
-            self._buffer.drop_tensors()
+            self._buffer = RowBuffer(self._rows, self._num[SiteKind.SELF])

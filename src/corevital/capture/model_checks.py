@@ -110,6 +110,7 @@ def _checked_pass(
             if stream is not None:
                 stack.enter_context(stream.installed())
             out = model(**kwargs)
+            seen = 0 if tap is None else tap.layers_seen(SiteKind.SELF)
     except Exception:
         if tap is not None:
             raise
@@ -117,7 +118,7 @@ def _checked_pass(
     states = out.get("decoder_hidden_states") if caps.is_encoder_decoder else out.get("hidden_states")
     if tap is not None:
         hidden = states is not None and len(states) == caps.num_layers + 1
-        seen, layers = tap.layers_seen(SiteKind.SELF), caps.num_layers
+        layers = caps.num_layers
         attention = seen == layers
         detail = "all layers observed" if attention else f"attention observed in {seen} of {layers} layers"
     head, verified = None, None

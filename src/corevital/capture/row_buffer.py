@@ -146,7 +146,6 @@ class RowBuffer:
         self._masks: list[MaskEntry] = []
         self._none = MaskEntry(None)
         self._kinds: dict[SiteKind, _Rows] = {}
-        self._seen: dict[SiteKind, set[int]] = {}
         self._visible_args: dict[VisibleKey, tuple[int, int, torch.device]] = {}
         self._visible: dict[VisibleKey, Tensor] = {}
         self.decode = DecodeRowsBuffer(decode_layers)
@@ -154,7 +153,7 @@ class RowBuffer:
     @property
     def used(self) -> bool:
         """Whether the pass left anything here (an unused buffer serves the next pass as it is)."""
-        return bool(self._masks or self._kinds or self._seen or self.decode.count)
+        return bool(self._masks or self._kinds or self.decode.count)
 
     # --- masks ---------------------------------------------------------------------------------
     def mask(self, tensor: Tensor | None) -> MaskEntry:
@@ -194,25 +193,21 @@ class RowBuffer:
         rows = self._kinds.get(kind)
         if rows is None:
             rows = self._kinds[kind] = _Rows()
-            self._seen.setdefault(kind, set())
         return rows
 
     def seen(self, kind: SiteKind) -> int:
-        """How many layers of ``kind`` reported rows in this pass."""
-        return len(self._seen.get(kind, ()))
-
-    def mark_seen(self, kind: SiteKind, layer: int) -> None:
-        self._seen.setdefault(kind, set()).add(layer)
-
-    def forget_seen(self, kind: SiteKind) -> None:
-        self._seen.pop(kind, None)
+        """How many layers of ``kind`` left rows in this pass (decoding-step rows included)."""
+        rows = self._kinds.get(kind)
+        layers = 0 if rows is None else len(rows.per_layer.keys() | rows.pending.keys())
+        if kind is SiteKind.SELF and self.decode.count:
+            layers += sum(row is not None for row in self.decode.rows)
+        return layers
 
     def add_finished(self, kind: SiteKind, layer: int, weights: Tensor, key: VisibleKey) -> None:
         """Finished probabilities [B, H, R, K] of the observed rows."""
         rows = self._of(kind)
         rows.per_layer[layer] = weights.transpose(1, 2)  # [B, R, H, K]
         rows.layer_mask[layer] = key
-        self.mark_seen(kind, layer)
 
     def add_pending(
         self,
@@ -233,7 +228,8 @@ class RowBuffer:
         if not mask.hides_nothing:
             assert mask.tensor is not None
             mask_rows = mask.tensor if every_row else mask.tensor[:, :, self.rows]
-        self._of(kind).pending[layer] = PendingRows(
+        rows = self._of(kind)
+        rows.pending[layer] = PendingRows(
             query=query if every_row else query[:, :, self.rows],
             key=key,
             mask=mask_rows,
@@ -241,8 +237,7 @@ class RowBuffer:
             scale=scale,
             group=(mask, bias_entry, scale, q_heads, *key.shape, key.dtype),
         )
-        self._of(kind).layer_mask[layer] = visible
-        self.mark_seen(kind, layer)
+        rows.layer_mask[layer] = visible
 
     def collected(self, kind: SiteKind, tuning: Tuning) -> tuple[Tensor, Tensor | None] | None:
         """(weights [L, B, R, H, K], visible [L or 1, B, R, K]) of every layer of ``kind``.
@@ -267,14 +262,6 @@ class RowBuffer:
             which = [index for index, used in rows.layer_mask.items() if used == key]
             visible[which, ..., : row.shape[-1]] = row
         return weights, visible
-
-    def drop_tensors(self) -> None:
-        """Let go of every tensor (rows, masks), keeping the count of layers seen."""
-        self._kinds.clear()
-        self._masks.clear()
-        self._visible_args.clear()
-        self._visible.clear()
-        self.decode = DecodeRowsBuffer(len(self.decode.rows))
 
     def held_tensors(self) -> list[Tensor]:
         """The tensors the buffer keeps alive of its own (keys and masks are the model's)."""

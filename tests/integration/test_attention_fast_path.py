@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 
+from corevital.capture.loading import LoadedModel
 from corevital.capture.options import Tuning
 from corevital.capture.runner import capture_prompts
 from tests.integration.conftest import tiny_settings
@@ -28,7 +30,7 @@ FIELDS = (
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_fast_path_equals_eager(arch: str, tiny_loaded) -> None:
+def test_fast_path_equals_eager(arch: str, tiny_loaded: Callable[[str], LoadedModel]) -> None:
     loaded = tiny_loaded(arch)
     assert loaded.capabilities.fast_attention_supported
     fast = capture_prompts(loaded, PROMPTS, tiny_settings(attention_path="fast", max_new_tokens=6)).sequences
@@ -63,7 +65,9 @@ def test_fast_path_equals_eager(arch: str, tiny_loaded) -> None:
 
 
 @pytest.mark.parametrize("arch", ["llama", "bart"])
-def test_layer_by_layer_scores_equal_stacked_keys(arch: str, tiny_loaded, monkeypatch) -> None:
+def test_layer_by_layer_scores_equal_stacked_keys(
+    arch: str, tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Layers scored in one matmul over their stacked keys (as on a GPU) or one by one: the same numbers."""
     loaded = tiny_loaded(arch)
     settings = tiny_settings(attention_path="fast", max_new_tokens=5)
@@ -84,7 +88,7 @@ def test_layer_by_layer_scores_equal_stacked_keys(arch: str, tiny_loaded, monkey
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "bart", "t5"])
-def test_fast_path_equals_eager_without_padding(arch: str, tiny_loaded) -> None:
+def test_fast_path_equals_eager_without_padding(arch: str, tiny_loaded: Callable[[str], LoadedModel]) -> None:
     """One prompt: no padding, so decoding steps run without any mask (every key visible)."""
     loaded = tiny_loaded(arch)
     prompt = ["The quick brown fox jumps over"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import corevital.capture.observer as observer_module
 import corevital.capture.prompt_pass as prompt_pass_module
 import corevital.capture.step_window as step_window_module
+from corevital.capture.loading import LoadedModel
 from corevital.capture.options import Tuning
 from corevital.capture.records import StepEvent
 from corevital.capture.runner import capture_prompts
@@ -77,7 +79,9 @@ def _count_transfers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-def test_one_host_transfer_per_step_with_a_live_callback(tiny_loaded, monkeypatch) -> None:
+def test_one_host_transfer_per_step_with_a_live_callback(
+    tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = _count_transfers(monkeypatch)
     steps: list[StepEvent] = []
     run = capture_prompts(
@@ -88,7 +92,9 @@ def test_one_host_transfer_per_step_with_a_live_callback(tiny_loaded, monkeypatc
     assert calls == ["steps:1"] * len(steps) + ["one"] and len(steps) >= 12
 
 
-def test_transfers_are_batched_without_a_callback(tiny_loaded, monkeypatch) -> None:
+def test_transfers_are_batched_without_a_callback(
+    tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = _count_transfers(monkeypatch)
     run = capture_prompts(tiny_loaded("llama"), ["The quick brown fox"], tiny_settings(max_new_tokens=40))
     assert run.sequences[0].num_steps == 40
@@ -97,7 +103,7 @@ def test_transfers_are_batched_without_a_callback(tiny_loaded, monkeypatch) -> N
     assert calls == ["steps:32", "steps:8", "one"]
 
 
-def _held_bytes_per_step(loaded, tokens: int, monkeypatch) -> list[int]:
+def _held_bytes_per_step(loaded, tokens: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     held: list[int] = []
     real_finish = observer_module.StepObserver._finish_step
 
@@ -112,7 +118,9 @@ def _held_bytes_per_step(loaded, tokens: int, monkeypatch) -> list[int]:
     return held
 
 
-def test_memory_held_between_steps_does_not_grow_with_length(tiny_loaded, monkeypatch) -> None:
+def test_memory_held_between_steps_does_not_grow_with_length(
+    tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Between steps capture holds only not-yet-transferred step summaries: a bounded amount."""
     loaded = tiny_loaded("llama")
     short = _held_bytes_per_step(loaded, 64, monkeypatch)
@@ -122,7 +130,9 @@ def test_memory_held_between_steps_does_not_grow_with_length(tiny_loaded, monkey
     assert np.argmax(long) < 64
 
 
-def test_the_prompt_pass_keeps_only_the_observed_rows(tiny_loaded, monkeypatch) -> None:
+def test_the_prompt_pass_keeps_only_the_observed_rows(
+    tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Prompt telemetry scores every row of the prefill; of each layer only the last row may outlive
     it, besides the prompt weights waiting to be scored together (at most half the chunk budget)."""
     loaded = tiny_loaded("llama")

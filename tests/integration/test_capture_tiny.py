@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 from transformers import PreTrainedModel
 
+from corevital.capture.loading import LoadedModel
 from corevital.capture.runner import capture_prompts
 from corevital.errors import CaptureError
 from tests.integration.conftest import tiny_settings
@@ -20,7 +22,7 @@ PROMPTS = ["The quick brown fox jumps", "Hello world, this is a much longer prom
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_capture_every_architecture(arch: str, tiny_loaded) -> None:
+def test_capture_every_architecture(arch: str, tiny_loaded: Callable[[str], LoadedModel]) -> None:
     loaded = tiny_loaded(arch)
     shape = EXPECTED[arch]
     caps = loaded.capabilities
@@ -62,7 +64,7 @@ def test_capture_every_architecture(arch: str, tiny_loaded) -> None:
             np.testing.assert_array_equal(keys, prompt_len + np.arange(steps))
 
 
-def test_sampling_is_reproducible_under_a_seed(tiny_loaded) -> None:
+def test_sampling_is_reproducible_under_a_seed(tiny_loaded: Callable[[str], LoadedModel]) -> None:
     loaded = tiny_loaded("llama")
     settings = tiny_settings(temperature=1.2, top_k=0, top_p=1.0, max_new_tokens=10, seed=7)
     first = capture_prompts(loaded, PROMPTS[:1], settings).sequences[0]
@@ -77,7 +79,7 @@ def test_sampling_is_reproducible_under_a_seed(tiny_loaded) -> None:
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "bart"])
-def test_batch_matches_single_prompt_runs(arch: str, tiny_loaded) -> None:
+def test_batch_matches_single_prompt_runs(arch: str, tiny_loaded: Callable[[str], LoadedModel]) -> None:
     loaded = tiny_loaded(arch)
     prompts = ["a b c", "The rain in Spain stays mainly", "x", "Numbers: 1 2 3 4 5 6 7 8 9 10 11 12"]
     settings = tiny_settings(max_new_tokens=8)
@@ -118,7 +120,9 @@ def _model_state(model: PreTrainedModel) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("arch", ["llama", "t5"])
-def test_capture_leaves_the_model_as_it_found_it(arch: str, tiny_loaded) -> None:
+def test_capture_leaves_the_model_as_it_found_it(
+    arch: str, tiny_loaded: Callable[[str], LoadedModel]
+) -> None:
     loaded = tiny_loaded(arch)
     before = _model_state(loaded.model)
     capture_prompts(loaded, PROMPTS, tiny_settings(temperature=0.7, max_new_tokens=4))
@@ -133,7 +137,9 @@ def test_capture_leaves_the_model_as_it_found_it(arch: str, tiny_loaded) -> None
 
 
 @pytest.mark.parametrize("arch", ["llama", "bart"])
-def test_live_callback_sees_every_step_and_can_stop(arch: str, tiny_loaded) -> None:
+def test_live_callback_sees_every_step_and_can_stop(
+    arch: str, tiny_loaded: Callable[[str], LoadedModel]
+) -> None:
     loaded = tiny_loaded(arch)
     seen = []
 
@@ -153,7 +159,9 @@ def test_live_callback_sees_every_step_and_can_stop(arch: str, tiny_loaded) -> N
     np.testing.assert_allclose(seen[0][1][0], first.logits.entropy[0])
 
 
-def test_summary_mode_does_no_attention_work(tiny_loaded, monkeypatch) -> None:
+def test_summary_mode_does_no_attention_work(
+    tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import corevital.capture.attention_tap as tap_module
 
     calls: list[int] = []
@@ -172,7 +180,7 @@ def test_summary_mode_does_no_attention_work(tiny_loaded, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("arch", ["llama", "t5"])
-def test_beam_search_reports_the_returned_beam(arch: str, tiny_loaded) -> None:
+def test_beam_search_reports_the_returned_beam(arch: str, tiny_loaded: Callable[[str], LoadedModel]) -> None:
     loaded = tiny_loaded(arch)
     settings = tiny_settings(num_beams=3, max_new_tokens=6)
     seq = capture_prompts(loaded, PROMPTS[:1], settings).sequences[0]
@@ -192,7 +200,9 @@ def test_beam_search_reports_the_returned_beam(arch: str, tiny_loaded) -> None:
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "t5"])
-def test_teacher_forced_replay_equals_live_capture(arch: str, tiny_loaded) -> None:
+def test_teacher_forced_replay_equals_live_capture(
+    arch: str, tiny_loaded: Callable[[str], LoadedModel]
+) -> None:
     """The two capture paths compute the same numbers for the same tokens (greedy)."""
     from corevital.capture.options import CaptureOptions
     from corevital.capture.registry import find_attention_sites

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import corevital.capture.attention_tap as tap_module
 import corevital.capture.step_window as step_window_module
 import corevital.capture.steps as steps_module
-from corevital.capture.loading import ModelSpec, load_model
+from corevital.capture.loading import LoadedModel, ModelSpec, load_model
 from corevital.capture.options import DEFERRED_BOUNDS, Tuning
 from corevital.capture.records import SequenceCapture
 from corevital.capture.runner import capture_prompts
@@ -20,11 +23,11 @@ from tests.support.values import present
 PROMPTS = ["The quick brown fox jumps over", "a b c"]
 
 
-def _capture(loaded, settings, monkeypatch, *, flush_every: int) -> list[SequenceCapture]:
+def _capture(loaded, settings, monkeypatch: pytest.MonkeyPatch, *, flush_every: int) -> list[SequenceCapture]:
     return capture_prompts(loaded, PROMPTS, settings, tuning=Tuning(flush_every=flush_every)).sequences
 
 
-def _count_deferred_rows(monkeypatch) -> list[int]:
+def _count_deferred_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The number of steps in each batched reduction of deferred attention rows, as it happens."""
     counts: list[int] = []
     real = steps_module.reduce_decode_rows  # type: ignore[attr-defined]  # the name steps calls
@@ -43,7 +46,9 @@ def _assert_same(got, want) -> None:
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_windows_equal_single_steps(arch: str, tiny_loaded, monkeypatch) -> None:
+def test_windows_equal_single_steps(
+    arch: str, tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
     loaded = tiny_loaded(arch)
     settings = tiny_settings(max_new_tokens=9)
     one_by_one = _capture(loaded, settings, monkeypatch, flush_every=1)
@@ -66,7 +71,9 @@ def test_windows_equal_single_steps(arch: str, tiny_loaded, monkeypatch) -> None
 
 
 @pytest.mark.parametrize("entropy_mode", ["full", "topk_approx"])
-def test_windows_equal_single_steps_when_sampling(entropy_mode: str, tiny_loaded, monkeypatch) -> None:
+def test_windows_equal_single_steps_when_sampling(
+    entropy_mode: str, tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Sampled with a temperature and top-k: the distribution sampled from is batched too."""
     loaded = tiny_loaded("llama")
     settings = tiny_settings(max_new_tokens=7, temperature=0.7, top_k=20, seed=3, entropy_mode=entropy_mode)
@@ -78,7 +85,9 @@ def test_windows_equal_single_steps_when_sampling(entropy_mode: str, tiny_loaded
         _assert_same(got, want)
 
 
-def test_window_ends_at_the_bytes_budget(tiny_loaded, monkeypatch) -> None:
+def test_window_ends_at_the_bytes_budget(
+    tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A window holding more than the budget of deferred rows is reduced early: held memory stays bounded."""
     loaded = tiny_loaded("llama")
     settings = tiny_settings(max_new_tokens=6)
@@ -95,7 +104,9 @@ def test_window_ends_at_the_bytes_budget(tiny_loaded, monkeypatch) -> None:
     assert max(flushed) <= 2  # every step is over the budget: windows of one step
 
 
-def test_rows_of_a_sliding_window_cache_are_scored_every_step(tmp_path, monkeypatch) -> None:
+def test_rows_of_a_sliding_window_cache_are_scored_every_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A cache that drops old keys (sliding window) cannot serve later steps: no deferred rows there."""
     loaded = load_model(
         ModelSpec(model=str(save_tiny_model("mistral", tmp_path, seed=0, sliding_window=4)), device="cpu")
@@ -119,7 +130,9 @@ def test_the_window_budget_follows_the_model_size() -> None:
     assert low < tuning.deferred_budget(2 * 2**30) < high
 
 
-def test_a_forward_whose_layers_do_not_all_defer_is_scored_at_once(tiny_loaded, monkeypatch) -> None:
+def test_a_forward_whose_layers_do_not_all_defer_is_scored_at_once(
+    tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Some layers deferring their rows and some not (e.g. mixed attention types): all scored per step."""
     loaded = tiny_loaded("llama")
     settings = tiny_settings(max_new_tokens=6)
@@ -138,7 +151,9 @@ def test_a_forward_whose_layers_do_not_all_defer_is_scored_at_once(tiny_loaded, 
         _assert_same(a, b)
 
 
-def test_deferred_steps_before_a_step_scored_at_once(tiny_loaded, monkeypatch) -> None:
+def test_deferred_steps_before_a_step_scored_at_once(
+    tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Deferred rows are scored against a cache that has grown since (padded batch): same numbers."""
     loaded = tiny_loaded("llama")
     settings = tiny_settings(max_new_tokens=7)

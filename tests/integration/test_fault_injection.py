@@ -170,7 +170,9 @@ def test_collapse_is_seen_at_the_faulted_layer(deep, arch: str, where: str) -> N
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_collapse_works_for_every_supported_architecture(tiny_loaded, arch: str) -> None:
+def test_collapse_works_for_every_supported_architecture(
+    tiny_loaded: Callable[[str], LoadedModel], arch: str
+) -> None:
     loaded = tiny_loaded(arch)
     k = loaded.capabilities.num_layers - 1
     with inject_attention_collapse(loaded, k) as fault:
@@ -180,7 +182,7 @@ def test_collapse_works_for_every_supported_architecture(tiny_loaded, arch: str)
 
 
 @pytest.mark.parametrize("arch", ["t5", "bart"])
-def test_collapse_in_the_encoder(tiny_loaded, arch: str) -> None:
+def test_collapse_in_the_encoder(tiny_loaded: Callable[[str], LoadedModel], arch: str) -> None:
     loaded = tiny_loaded(arch)
     with inject_attention_collapse(loaded, 0, stack="encoder") as fault:
         seq = capture(loaded)
@@ -342,7 +344,9 @@ def test_query_projection_fallback() -> None:
 
 
 @pytest.mark.parametrize("kind", FAULTS)
-def test_bad_arguments_raise_before_anything_is_installed(tiny_loaded, kind: str) -> None:
+def test_bad_arguments_raise_before_anything_is_installed(
+    tiny_loaded: Callable[[str], LoadedModel], kind: str
+) -> None:
     loaded = tiny_loaded("llama")
     layers = loaded.capabilities.num_layers
     hooks = _hook_state(loaded.model)
@@ -358,7 +362,7 @@ def test_bad_arguments_raise_before_anything_is_installed(tiny_loaded, kind: str
     assert _hook_state(loaded.model) == hooks
 
 
-def test_encoder_layer_range_is_the_encoders(tiny_loaded) -> None:
+def test_encoder_layer_range_is_the_encoders(tiny_loaded: Callable[[str], LoadedModel]) -> None:
     loaded = tiny_loaded("bart")  # 3 encoder layers, 2 decoder layers
     assert find_layer(loaded, 2, stack="encoder") is loaded.model.get_encoder().layers[2]
     with pytest.raises(ValueError, match="decoder has 2 layers"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 
 import corevital.capture.observer as observer_module
 from corevital.capture.layer_stream import LayerStream
+from corevital.capture.loading import LoadedModel
 from corevital.capture.model_checks import stream_sites
 from corevital.capture.runner import capture_prompts
 from tests.integration.conftest import tiny_settings
@@ -21,7 +23,7 @@ PROMPTS = ["The quick brown fox jumps over the lazy dog", "a b c"]  # the second
 DECODER_ONLY = [arch for arch in ARCHITECTURES if arch not in ("t5", "bart")]
 
 
-def _capture(loaded, monkeypatch, *, stream: bool, **settings):
+def _capture(loaded, monkeypatch: pytest.MonkeyPatch, *, stream: bool, **settings):
     if not stream:
         monkeypatch.setattr(observer_module, "stream_sites", lambda model: None)
     run = capture_prompts(loaded, PROMPTS, tiny_settings(max_new_tokens=4, **settings))
@@ -30,7 +32,9 @@ def _capture(loaded, monkeypatch, *, stream: bool, **settings):
 
 
 @pytest.mark.parametrize("arch", DECODER_ONLY)
-def test_every_decoder_only_architecture_streams(arch: str, tiny_loaded) -> None:
+def test_every_decoder_only_architecture_streams(
+    arch: str, tiny_loaded: Callable[[str], LoadedModel]
+) -> None:
     loaded = tiny_loaded(arch)
     sites = stream_sites(loaded.model)
     assert sites is not None
@@ -38,14 +42,16 @@ def test_every_decoder_only_architecture_streams(arch: str, tiny_loaded) -> None
 
 
 @pytest.mark.parametrize("arch", ["t5", "bart"])
-def test_encoder_decoders_keep_the_returned_states(arch: str, tiny_loaded) -> None:
+def test_encoder_decoders_keep_the_returned_states(
+    arch: str, tiny_loaded: Callable[[str], LoadedModel]
+) -> None:
     assert stream_sites(tiny_loaded(arch).model) is None
 
 
 @pytest.mark.parametrize("arch", DECODER_ONLY)
 @pytest.mark.parametrize("capture", ["full", "summary"])
 def test_streamed_prefill_equals_the_returned_states(
-    arch: str, capture: str, tiny_loaded, monkeypatch
+    arch: str, capture: str, tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loaded = tiny_loaded(arch)
     streamed = _capture(loaded, monkeypatch, stream=True, capture=capture)
@@ -66,7 +72,7 @@ def test_streamed_prefill_equals_the_returned_states(
             )
 
 
-def _alive_block_outputs_at_return(loaded, monkeypatch, *, stream: bool) -> int:
+def _alive_block_outputs_at_return(loaded, monkeypatch: pytest.MonkeyPatch, *, stream: bool) -> int:
     """How many blocks' prefill outputs are still alive when the model's forward pass returns."""
     if not stream:
         monkeypatch.setattr(observer_module, "stream_sites", lambda model: None)
@@ -99,7 +105,9 @@ def _alive_block_outputs_at_return(loaded, monkeypatch, *, stream: bool) -> int:
     return alive[0]
 
 
-def test_the_prefill_keeps_no_layer_output(tiny_loaded, monkeypatch) -> None:
+def test_the_prefill_keeps_no_layer_output(
+    tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Streamed, no block's [B, P, d] output outlives the pass; returned, every one does until it ends."""
     loaded = tiny_loaded("llama")
     layers = loaded.capabilities.num_layers
@@ -107,7 +115,7 @@ def test_the_prefill_keeps_no_layer_output(tiny_loaded, monkeypatch) -> None:
     assert _alive_block_outputs_at_return(loaded, monkeypatch, stream=True) == 0
 
 
-def test_a_stream_hooks_nothing_after_the_generation(tiny_loaded) -> None:
+def test_a_stream_hooks_nothing_after_the_generation(tiny_loaded: Callable[[str], LoadedModel]) -> None:
     loaded = tiny_loaded("llama")
     sites = stream_sites(loaded.model)
     assert sites is not None
@@ -116,7 +124,7 @@ def test_a_stream_hooks_nothing_after_the_generation(tiny_loaded) -> None:
     assert [len(block._forward_hooks) for block in sites.blocks] == before
 
 
-def test_a_failed_pass_gives_no_result(tiny_loaded) -> None:
+def test_a_failed_pass_gives_no_result(tiny_loaded: Callable[[str], LoadedModel]) -> None:
     """A base model that returns before every block ran (an early exit) gives nothing to trust."""
     loaded = tiny_loaded("llama")
     sites = stream_sites(loaded.model)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
 
 import corevital.capture.observer as observer_module
+from corevital.capture.loading import LoadedModel
 from corevital.capture.model_checks import logits_head
 from corevital.capture.runner import capture_prompts
 from tests.integration.conftest import tiny_settings
@@ -17,7 +20,9 @@ PROMPTS = ["The quick brown fox jumps over the lazy dog again and again", "a b c
 
 
 @pytest.mark.parametrize("arch", DECODER_ONLY)
-def test_head_surprisals_equal_full_logits(arch: str, tiny_loaded, monkeypatch) -> None:
+def test_head_surprisals_equal_full_logits(
+    arch: str, tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
     loaded = tiny_loaded(arch)
     assert logits_head(loaded.model) is not None  # these heads give the model's logits
     settings = tiny_settings(max_new_tokens=3)
@@ -31,7 +36,9 @@ def test_head_surprisals_equal_full_logits(arch: str, tiny_loaded, monkeypatch) 
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_prefill_keeps_one_position_of_logits_with_the_head(tiny_loaded, monkeypatch) -> None:
+def test_prefill_keeps_one_position_of_logits_with_the_head(
+    tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The point of the head: the prefill no longer asks the model for every position's logits."""
     loaded = tiny_loaded("llama")
     asked: list[object] = []

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
 
+from corevital.capture.loading import LoadedModel
 from corevital.capture.runner import capture_prompts
 from corevital.pipeline import Pipeline
 from tests.integration.conftest import tiny_settings
@@ -24,7 +27,9 @@ def reference_surprisals(loaded, token_ids: list[int]) -> np.ndarray:
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
-def test_prompt_surprisals_equal_a_teacher_forced_reference(arch: str, tiny_loaded) -> None:
+def test_prompt_surprisals_equal_a_teacher_forced_reference(
+    arch: str, tiny_loaded: Callable[[str], LoadedModel]
+) -> None:
     loaded = tiny_loaded(arch)
     run = capture_prompts(loaded, PROMPTS, tiny_settings(max_new_tokens=3))
     for seq in run.sequences:  # the second prompt is left-padded in the batch
@@ -35,7 +40,7 @@ def test_prompt_surprisals_equal_a_teacher_forced_reference(arch: str, tiny_load
         assert telemetry.layer_transformations.shape == (loaded.capabilities.num_layers,)
 
 
-def test_one_forward_pass_over_the_prompt(tiny_loaded) -> None:
+def test_one_forward_pass_over_the_prompt(tiny_loaded: Callable[[str], LoadedModel]) -> None:
     loaded = tiny_loaded("llama")
     prompt_len = []
     handle = loaded.model.register_forward_pre_hook(
@@ -51,7 +56,7 @@ def test_one_forward_pass_over_the_prompt(tiny_loaded) -> None:
     assert all(n == 1 for n in prompt_len[1:])
 
 
-def test_sparse_attention_is_bounded_and_reported(tiny_loaded) -> None:
+def test_sparse_attention_is_bounded_and_reported(tiny_loaded: Callable[[str], LoadedModel]) -> None:
     loaded = tiny_loaded("llama")
     pipeline = Pipeline(tiny_settings(max_new_tokens=3, sparse_max_per_head=7, sparse_threshold=0.05))
     pipeline.use_model(loaded)
@@ -72,7 +77,9 @@ def test_sparse_attention_is_bounded_and_reported(tiny_loaded) -> None:
     assert len(analysis.prompt_surprisals) == prompt_tokens - 1
 
 
-def test_no_prompt_telemetry_really_skips_the_work(tiny_loaded, monkeypatch) -> None:
+def test_no_prompt_telemetry_really_skips_the_work(
+    tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import corevital.capture.prompt_pass as prompt_pass_module
     import corevital.capture.prompt_scorer as scorer_module
 
@@ -83,7 +90,9 @@ def test_no_prompt_telemetry_really_skips_the_work(tiny_loaded, monkeypatch) -> 
     assert calls == [] and run.sequences[0].prompt_telemetry is None
 
 
-def test_encoder_decoder_prompt_telemetry_comes_from_the_encoder(tiny_loaded) -> None:
+def test_encoder_decoder_prompt_telemetry_comes_from_the_encoder(
+    tiny_loaded: Callable[[str], LoadedModel],
+) -> None:
     loaded = tiny_loaded("bart")
     seq = capture_prompts(loaded, PROMPTS[:1], tiny_settings(max_new_tokens=3)).sequences[0]
     telemetry = seq.prompt_telemetry
@@ -94,7 +103,7 @@ def test_encoder_decoder_prompt_telemetry_comes_from_the_encoder(tiny_loaded) ->
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
 def test_prompt_pass_scored_a_few_heads_at_a_time_gives_the_same_telemetry(
-    arch, tiny_loaded, monkeypatch
+    arch, tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A long prompt's pass is scored by groups of key-value heads to bound memory: same numbers."""
 
@@ -127,7 +136,7 @@ def test_prompt_pass_scored_a_few_heads_at_a_time_gives_the_same_telemetry(
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2", "t5", "bart"])
 def test_layers_scored_together_give_the_telemetry_of_one_layer_at_a_time(
-    arch, tiny_loaded, monkeypatch
+    arch, tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The prompt weights of several layers are scored as one block of heads: the same numbers."""
 

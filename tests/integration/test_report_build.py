@@ -5,9 +5,12 @@ The builder converts whole columns at once; this checks it against one value at 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
+from corevital.capture.loading import LoadedModel
 from corevital.pipeline import Pipeline
 from corevital.report.encoding import report_from_json, report_to_json
 from corevital.report.numbers import num
@@ -21,7 +24,9 @@ def _count(value: float) -> int | None:
 
 
 @pytest.mark.parametrize(("arch", "temperature"), [("llama", 0.0), ("bart", 0.8)])
-def test_every_step_and_layer_holds_its_captured_values(arch: str, temperature: float, tiny_loaded) -> None:
+def test_every_step_and_layer_holds_its_captured_values(
+    arch: str, temperature: float, tiny_loaded: Callable[[str], LoadedModel]
+) -> None:
     pipeline = Pipeline(
         tiny_settings(max_new_tokens=5, temperature=temperature, batch_size=2, ignore_eos=True)
     )
@@ -61,7 +66,9 @@ def test_every_step_and_layer_holds_its_captured_values(arch: str, temperature: 
 
 
 @pytest.mark.parametrize("enabled_before", [True, False])
-def test_cyclic_gc_waits_while_reports_are_built(enabled_before: bool, tiny_loaded, monkeypatch) -> None:
+def test_cyclic_gc_waits_while_reports_are_built(
+    enabled_before: bool, tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The collector is off during the build (its passes find nothing there) and as it was after."""
     import gc
 

@@ -9,7 +9,7 @@ recomputed from the model with the seed the report records.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from corevital.analysis.calibration.builder import ProfileBuilder
 from corevital.analysis.calibration.profile import save_calibration_profile
 from corevital.analysis.policies import StopWhen
 from corevital.analysis.profiles import load_profile
+from corevital.capture.loading import LoadedModel
 from corevital.capture.records import SKETCH_SEED
 from corevital.live import LiveSession
 from corevital.metrics.hidden import make_sketch_matrix
@@ -66,7 +67,9 @@ def check_declared(report: Report, validator: Any) -> dict[str, Any]:
     return document
 
 
-def build(tiny_loaded, arch: str, callback: Any = None, **settings: Any) -> list[Report]:
+def build(
+    tiny_loaded: Callable[[str], LoadedModel], arch: str, callback: Any = None, **settings: Any
+) -> list[Report]:
     pipeline = Pipeline(tiny_settings(max_new_tokens=6, **settings))
     pipeline.use_model(tiny_loaded(arch))
     run = pipeline.capture(PROMPTS, callback=callback)
@@ -90,7 +93,7 @@ def build(tiny_loaded, arch: str, callback: Any = None, **settings: Any) -> list
     ids=["full", "summary", "on_risk-kept", "on_risk-dropped", "beam", "t5-sampled", "bart", "moe"],
 )
 def test_reports_of_every_capture_mode_hold_only_declared_fields(
-    arch: str, settings: dict[str, Any], tiny_loaded, validator
+    arch: str, settings: dict[str, Any], tiny_loaded: Callable[[str], LoadedModel], validator
 ) -> None:
     reports = build(tiny_loaded, arch, **settings)
     assert len(reports) == 2
@@ -100,7 +103,7 @@ def test_reports_of_every_capture_mode_hold_only_declared_fields(
 
 
 def test_a_calibrated_run_with_rag_context_and_timings_holds_only_declared_fields(
-    tiny_loaded, validator, tmp_path: Path
+    tiny_loaded: Callable[[str], LoadedModel], validator, tmp_path: Path
 ) -> None:
     pipeline = Pipeline(tiny_settings(max_new_tokens=6))
     pipeline.use_model(tiny_loaded("llama"))
@@ -134,7 +137,9 @@ def test_a_calibrated_run_with_rag_context_and_timings_holds_only_declared_field
         assert report.extensions.performance.detailed_breakdown is not None
 
 
-def test_an_intervened_run_holds_only_declared_fields(tiny_loaded, validator) -> None:
+def test_an_intervened_run_holds_only_declared_fields(
+    tiny_loaded: Callable[[str], LoadedModel], validator
+) -> None:
     stop = StopWhen(lambda step: step.step == 2, name="stop_at_two", reason="test says so")
     live = LiveSession(load_profile("llama"), policies=[stop])
     for report in build(tiny_loaded, "llama", callback=live):
@@ -147,7 +152,7 @@ def test_an_intervened_run_holds_only_declared_fields(tiny_loaded, validator) ->
         }
 
 
-def test_the_recorded_sketch_seed_reproduces_the_sketches(tiny_loaded) -> None:
+def test_the_recorded_sketch_seed_reproduces_the_sketches(tiny_loaded: Callable[[str], LoadedModel]) -> None:
     """A sketch recomputed from the model's own hidden state with the recorded seed matches the report's."""
     loaded = tiny_loaded("llama")
     report = build(tiny_loaded, "llama", capture="full")[0]

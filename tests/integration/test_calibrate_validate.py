@@ -60,7 +60,9 @@ def tiny(tiny_model_dir: Callable[[str], Path]) -> Path:
     return tiny_model_dir("llama")
 
 
-def test_calibrate_then_run_with_the_profile(capsys, tmp_path: Path, tiny: Path) -> None:
+def test_calibrate_then_run_with_the_profile(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny: Path
+) -> None:
     prompts = tmp_path / "healthy.txt"
     prompts.write_text("\n".join(f"healthy prompt number {i}" for i in range(6)) + "\n")
     profile_path = tmp_path / "profile.json"
@@ -97,7 +99,7 @@ def test_calibrate_then_run_with_the_profile(capsys, tmp_path: Path, tiny: Path)
 
 
 def test_a_profile_for_another_model_is_refused_before_generation(
-    capsys, tmp_path: Path, tiny, tiny_model_dir
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny, tiny_model_dir: Callable[[str], Path]
 ) -> None:
     prompts = tmp_path / "p.txt"
     prompts.write_text("a prompt\nanother prompt\n")
@@ -126,7 +128,7 @@ def test_a_profile_for_another_model_is_refused_before_generation(
 
 
 def test_without_scikit_learn_the_labelled_commands_stop_before_loading_a_model(
-    capsys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setitem(sys.modules, "sklearn", None)
     labels = labelled_file(tmp_path / "labels.jsonl")
@@ -142,7 +144,9 @@ def test_without_scikit_learn_the_labelled_commands_stop_before_loading_a_model(
 
 
 @pytest.mark.slow  # 40 labelled runs, a cross-validated fit and a validation
-def test_labelled_calibration_and_validation(capsys, tmp_path: Path, tiny: Path) -> None:
+def test_labelled_calibration_and_validation(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny: Path
+) -> None:
     labels = labelled_file(tmp_path / "labels.jsonl")
     profile_path = tmp_path / "labelled.json"
     code, out, err = cli(
@@ -198,7 +202,7 @@ def test_labelled_calibration_and_validation(capsys, tmp_path: Path, tiny: Path)
 
 
 def test_the_library_monitor_reads_the_profile_too(
-    capsys, tmp_path: Path, tiny: Path, tiny_model_dir
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny: Path, tiny_model_dir: Callable[[str], Path]
 ) -> None:
     from corevital import CoreVitalMonitor
     from corevital.errors import ConfigError
@@ -225,7 +229,9 @@ def test_the_library_monitor_reads_the_profile_too(
         other.run(prompt="hi")
 
 
-def test_a_run_decoded_differently_from_the_calibration_says_so(capsys, tmp_path: Path, tiny: Path) -> None:
+def test_a_run_decoded_differently_from_the_calibration_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny: Path
+) -> None:
     prompts = tmp_path / "p.txt"
     prompts.write_text("one healthy prompt\nanother healthy prompt\n")
     profile_path = tmp_path / "p.json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -25,7 +26,9 @@ def one_error_line(err: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def stored_run(tiny_model_dir, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def stored_run(
+    tiny_model_dir: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str]:
     """A database holding one full-capture run of the tiny Llama; returns (db path, trace id)."""
     out = tmp_path_factory.mktemp("runs")
     code = main(
@@ -53,7 +56,9 @@ def stored_run(tiny_model_dir, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return db, row.trace_id
 
 
-def test_report_by_prefix_writes_one_html_file(capsys, stored_run, tmp_path: Path) -> None:
+def test_report_by_prefix_writes_one_html_file(
+    capsys: pytest.CaptureFixture[str], stored_run, tmp_path: Path
+) -> None:
     db, trace_id = stored_run
     out = tmp_path / "nested" / "dir" / "run.html"
     code, stdout, err = run_cli(capsys, "report", trace_id[:8], "--html", str(out), "--db", str(db), "--json")
@@ -72,14 +77,16 @@ def test_report_by_prefix_writes_one_html_file(capsys, stored_run, tmp_path: Pat
     assert not list(out.parent.glob(".*.tmp"))
 
 
-def test_report_plain_output_names_the_file(capsys, stored_run, tmp_path: Path) -> None:
+def test_report_plain_output_names_the_file(
+    capsys: pytest.CaptureFixture[str], stored_run, tmp_path: Path
+) -> None:
     db, trace_id = stored_run
     out = tmp_path / "run.html"
     code, stdout, _ = run_cli(capsys, "report", trace_id, "--html", str(out), "--db", str(db))
     assert code == 0 and str(out) in stdout and trace_id in stdout
 
 
-def test_report_from_a_json_file(capsys, stored_run, tmp_path: Path) -> None:
+def test_report_from_a_json_file(capsys: pytest.CaptureFixture[str], stored_run, tmp_path: Path) -> None:
     from corevital.report.encoding import report_to_json
 
     db, trace_id = stored_run
@@ -94,34 +101,38 @@ def test_report_from_a_json_file(capsys, stored_run, tmp_path: Path) -> None:
     assert trace_id in out.read_text(encoding="utf-8")
 
 
-def test_unknown_trace_is_one_error_line(capsys, stored_run, tmp_path: Path) -> None:
+def test_unknown_trace_is_one_error_line(
+    capsys: pytest.CaptureFixture[str], stored_run, tmp_path: Path
+) -> None:
     db, _ = stored_run
     code, _, err = run_cli(capsys, "report", "zzzz", "--html", str(tmp_path / "x.html"), "--db", str(db))
     assert code == 6 and "no stored run matches 'zzzz'" in one_error_line(err)
     assert not (tmp_path / "x.html").exists()
 
 
-def test_missing_database_is_one_error_line_and_creates_nothing(capsys, tmp_path: Path) -> None:
+def test_missing_database_is_one_error_line_and_creates_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     db = tmp_path / "none.db"
     code, _, err = run_cli(capsys, "report", "abc", "--html", str(tmp_path / "x.html"), "--db", str(db))
     assert code == 6 and "no CoreVital database" in one_error_line(err)
     assert not db.exists()
 
 
-def test_output_directory_is_refused(capsys, stored_run, tmp_path: Path) -> None:
+def test_output_directory_is_refused(capsys: pytest.CaptureFixture[str], stored_run, tmp_path: Path) -> None:
     db, trace_id = stored_run
     code, _, err = run_cli(capsys, "report", trace_id, "--html", str(tmp_path), "--db", str(db))
     assert code == 2 and "is a directory" in one_error_line(err)
 
 
-def test_no_run_given_and_both_given(capsys, tmp_path: Path) -> None:
+def test_no_run_given_and_both_given(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run_cli(capsys, "report", "--html", str(tmp_path / "x.html"))
     assert code == 2 and "no run given" in one_error_line(err)
     code, _, err = run_cli(capsys, "report", "abc", "--report", "r.json", "--html", str(tmp_path / "x.html"))
     assert code == 2 and "not both" in one_error_line(err)
 
 
-def test_unreadable_report_file(capsys, tmp_path: Path) -> None:
+def test_unreadable_report_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json", encoding="utf-8")
     code, _, err = run_cli(capsys, "report", "--report", str(bad), "--html", str(tmp_path / "x.html"))

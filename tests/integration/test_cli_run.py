@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ def _one_error_line(err: str) -> str:
 
 
 @pytest.fixture
-def tiny_llama(tiny_model_dir) -> str:
+def tiny_llama(tiny_model_dir: Callable[[str], Path]) -> str:
     return str(tiny_model_dir("llama"))
 
 
@@ -38,18 +39,18 @@ def base_args(model: str, out: Path) -> list[str]:
     return ["run", "--model", model, "--device", "cpu", "--out", str(out), "--chat-template", "off"]
 
 
-def test_unknown_model_id(capsys, tmp_path: Path) -> None:
+def test_unknown_model_id(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run_cli(capsys, *base_args("no-such-org/no-such-model", tmp_path), "--prompt", "hi")
     assert code == 3
     assert "not found" in _one_error_line(err)
 
 
-def test_missing_local_directory(capsys, tmp_path: Path) -> None:
+def test_missing_local_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run_cli(capsys, *base_args(str(tmp_path / "nowhere"), tmp_path), "--prompt", "hi")
     assert code == 3 and "model directory not found" in _one_error_line(err)
 
 
-def test_unreadable_gguf(capsys, tmp_path: Path) -> None:
+def test_unreadable_gguf(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"this is not a gguf file at all")
     code, _, err = run_cli(capsys, "run", "--gguf-file", str(bad), "--prompt", "hi", "--out", str(tmp_path))
@@ -57,32 +58,38 @@ def test_unreadable_gguf(capsys, tmp_path: Path) -> None:
     assert code == 3 and "broken.gguf" in line and "GGUF" in line
 
 
-def test_empty_prompt(capsys, tmp_path: Path, tiny_llama: str) -> None:
+def test_empty_prompt(capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str) -> None:
     code, _, err = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "   ")
     assert code == 2 and "prompt is empty" in _one_error_line(err)
 
 
-def test_no_prompt(capsys, tmp_path: Path, tiny_llama: str) -> None:
+def test_no_prompt(capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str) -> None:
     code, _, err = run_cli(capsys, *base_args(tiny_llama, tmp_path))
     assert code == 2 and "no prompt given" in _one_error_line(err)
 
 
 @pytest.mark.parametrize("value", ["0", "-3"])
-def test_max_new_tokens_below_one(capsys, tmp_path: Path, tiny_llama: str, value: str) -> None:
+def test_max_new_tokens_below_one(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str, value: str
+) -> None:
     code, _, err = run_cli(
         capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi", "--max_new_tokens", value
     )
     assert code == 2 and "max_new_tokens" in _one_error_line(err)
 
 
-def test_max_new_tokens_beyond_context(capsys, tmp_path: Path, tiny_llama: str) -> None:
+def test_max_new_tokens_beyond_context(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str
+) -> None:
     code, _, err = run_cli(
         capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi", "--max_new_tokens", "5000"
     )
     assert code == 2 and "context window of 512" in _one_error_line(err)
 
 
-def test_cuda_requested_without_cuda(capsys, tmp_path: Path, tiny_llama: str) -> None:
+def test_cuda_requested_without_cuda(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str
+) -> None:
     args = base_args(tiny_llama, tmp_path)
     args[args.index("--device") + 1] = "cuda"
     code, _, err = run_cli(capsys, *args, "--prompt", "hi")
@@ -90,20 +97,26 @@ def test_cuda_requested_without_cuda(capsys, tmp_path: Path, tiny_llama: str) ->
 
 
 @pytest.mark.parametrize("flag,label", [("--quantize-4", "4-bit"), ("--quantize-8", "8-bit")])
-def test_quantization_without_cuda(capsys, tmp_path: Path, tiny_llama: str, flag: str, label: str) -> None:
+def test_quantization_without_cuda(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str, flag: str, label: str
+) -> None:
     code, _, err = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi", flag)
     line = _one_error_line(err)
     assert code == 3 and label in line and "CUDA" in line
 
 
-def test_output_directory_not_writable(capsys, tmp_path: Path, tiny_llama: str) -> None:
+def test_output_directory_not_writable(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     code, _, err = run_cli(capsys, *base_args(tiny_llama, blocker / "runs"), "--prompt", "hi")
     assert code == 6 and "a-file" in _one_error_line(err)
 
 
-def test_corrupt_database_is_refused_and_left_intact(capsys, tmp_path: Path, tiny_llama: str) -> None:
+def test_corrupt_database_is_refused_and_left_intact(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str
+) -> None:
     db = tmp_path / "corevital.db"
     garbage = b"definitely not sqlite " * 100
     db.write_bytes(garbage)
@@ -124,7 +137,9 @@ def test_error_exit_code_and_single_line_in_a_real_process(tmp_path: Path) -> No
     assert proc.stderr.strip() == "corevital: error: the prompt is empty"
 
 
-def test_run_writes_sqlite_and_prints_summary(capsys, tmp_path: Path, tiny_llama: str) -> None:
+def test_run_writes_sqlite_and_prints_summary(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str
+) -> None:
     code, out, err = run_cli(
         capsys,
         *base_args(tiny_llama, tmp_path),
@@ -147,7 +162,9 @@ def test_run_writes_sqlite_and_prints_summary(capsys, tmp_path: Path, tiny_llama
         store.close()
 
 
-def test_run_local_sink_and_json_summary(capsys, tmp_path: Path, tiny_llama: str) -> None:
+def test_run_local_sink_and_json_summary(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str
+) -> None:
     code, out, _ = run_cli(
         capsys,
         *base_args(tiny_llama, tmp_path),
@@ -169,19 +186,25 @@ def test_run_local_sink_and_json_summary(capsys, tmp_path: Path, tiny_llama: str
     assert 0 <= summaries[0]["peak_entropy_step"] < summaries[0]["generated_tokens"]
 
 
-def test_write_json_beside_sqlite(capsys, tmp_path: Path, tiny_llama: str) -> None:
+def test_write_json_beside_sqlite(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str
+) -> None:
     code, out, _ = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hello", "--write-json")
     assert code == 0
     assert (tmp_path / "corevital.db").is_file()
     assert len(list(tmp_path.glob("trace_*.json"))) == 1
 
 
-def test_otel_export_not_built_yet_is_refused_clearly(capsys, tmp_path: Path, tiny_llama: str) -> None:
+def test_otel_export_not_built_yet_is_refused_clearly(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str
+) -> None:
     code, _, err = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi", "--export-otel")
     assert code == 8 and "OpenTelemetry" in _one_error_line(err)
 
 
-def test_sink_not_built_yet_is_refused_clearly(capsys, tmp_path: Path, tiny_llama: str) -> None:
+def test_sink_not_built_yet_is_refused_clearly(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str
+) -> None:
     code, _, err = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi", "--sink", "datadog")
     assert code == 8 and "datadog" in _one_error_line(err)
 
@@ -231,14 +254,14 @@ def test_environment_reaches_a_real_run(tmp_path: Path, tiny_llama: str) -> None
     )
 
 
-def test_unknown_config_key_is_an_error(capsys, tmp_path: Path) -> None:
+def test_unknown_config_key_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     config = tmp_path / "cfg.yaml"
     config.write_text("sed: 9\n")
     code, _, err = run_cli(capsys, "run", "--prompt", "hi", "--config", str(config))
     assert code == 2 and "sed" in _one_error_line(err)
 
 
-def test_version(capsys) -> None:
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ def load_example(name: str):
 
 
 @pytest.fixture
-def client(tiny_model_dir) -> TestClient:
+def client(tiny_model_dir: Callable[[str], Path]) -> TestClient:
     example = load_example("fastapi_app")
     monitor = CoreVitalMonitor(
         str(tiny_model_dir("llama")), device="cpu", chat_template="off", capture="summary"

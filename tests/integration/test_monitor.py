@@ -14,6 +14,7 @@ import torch
 import corevital
 import corevital.monitor as monitor_module
 from corevital import CoreVitalMonitor, StopOnRepetition, StopWhen
+from corevital.capture.loading import LoadedModel
 from corevital.errors import CoreVitalError
 from corevital.live import StreamEvent
 from corevital.report.schema import Report
@@ -35,7 +36,7 @@ def timeline(report: Report) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture
-def monitor(tiny_model_dir) -> CoreVitalMonitor:
+def monitor(tiny_model_dir: Callable[[str], Path]) -> CoreVitalMonitor:
     return CoreVitalMonitor(
         str(tiny_model_dir("llama")),
         device="cpu",
@@ -46,7 +47,7 @@ def monitor(tiny_model_dir) -> CoreVitalMonitor:
     )
 
 
-def test_run_and_post_run_checks(monitor) -> None:
+def test_run_and_post_run_checks(monitor: CoreVitalMonitor) -> None:
     report = monitor.run(prompt=PROMPT)
     assert report.generated.num_tokens == 8
     assert monitor.get_report() is report
@@ -82,12 +83,12 @@ def test_prompt_first_model_by_keyword_and_capture_by_its_setting_name(
     assert CoreVitalMonitor(path, capture="on_risk").settings_for().capture == "on_risk"
 
 
-def test_no_run_yet_is_a_clear_error(monitor) -> None:
+def test_no_run_yet_is_a_clear_error(monitor: CoreVitalMonitor) -> None:
     with pytest.raises(CoreVitalError, match="no run yet"):
         monitor.get_risk_score()
 
 
-def test_model_is_loaded_once(monitor, monkeypatch) -> None:
+def test_model_is_loaded_once(monitor: CoreVitalMonitor, monkeypatch: pytest.MonkeyPatch) -> None:
     import corevital.capture.loading as loading
 
     loads: list[Any] = []
@@ -104,13 +105,13 @@ def test_model_is_loaded_once(monitor, monkeypatch) -> None:
     assert len(loads) == 1 and monitor.load_count == 1
 
 
-def test_run_batch_gives_one_report_per_prompt(monitor) -> None:
+def test_run_batch_gives_one_report_per_prompt(monitor: CoreVitalMonitor) -> None:
     reports = monitor.run_batch([PROMPT, "hello there", "x"])
     assert [r.prompt.text for r in reports] == [PROMPT, "hello there", "x"]
     assert {r.run_config.batch_size for r in reports} == {3}
 
 
-def test_concurrent_runs_equal_sequential_runs(monitor) -> None:
+def test_concurrent_runs_equal_sequential_runs(monitor: CoreVitalMonitor) -> None:
     prompts = [PROMPT, "Once upon a time"]
     sequential = [timeline(monitor.run(prompt=p)) for p in prompts]
     results: dict[int, list[tuple[Any, ...]]] = {}
@@ -126,17 +127,17 @@ def test_concurrent_runs_equal_sequential_runs(monitor) -> None:
     assert [results[0], results[1]] == sequential
 
 
-def test_stream_events_come_per_token_then_final(monitor) -> None:
+def test_stream_events_come_per_token_then_final(monitor: CoreVitalMonitor) -> None:
     events = list(monitor.iter_stream(prompt=PROMPT))
     steps, final = events[:-1], events[-1]
     assert final.kind == "final" and final.report is not None
     assert [e.step_index for e in steps] == list(range(len(steps)))
     assert timeline(final.report) == [(e.token_id, e.entropy, e.surprisal, e.margin) for e in steps]
     assert steps[0]["entropy"] == steps[0].get("entropy") == steps[0].entropy
-    assert all(0.0 <= e.running_risk <= 1.0 for e in steps)
+    assert all(e.running_risk is not None and 0.0 <= e.running_risk <= 1.0 for e in steps)
 
 
-def test_async_stream(monitor) -> None:
+def test_async_stream(monitor: CoreVitalMonitor) -> None:
     async def collect() -> list[StreamEvent]:
         return [event async for event in monitor.stream(prompt=PROMPT)]
 
@@ -144,7 +145,9 @@ def test_async_stream(monitor) -> None:
     assert events[-1].kind == "final" and len(events) == events[-1].report.generated.num_tokens + 1
 
 
-def test_run_stream_and_watch_give_identical_timelines(monitor, tiny_loaded) -> None:
+def test_run_stream_and_watch_give_identical_timelines(
+    monitor: CoreVitalMonitor, tiny_loaded: Callable[[str], LoadedModel]
+) -> None:
     run_report = monitor.run(prompt=PROMPT)
     streamed = [e for e in monitor.iter_stream(prompt=PROMPT)][-1].report
     loaded = tiny_loaded("llama")
@@ -160,7 +163,7 @@ def test_run_stream_and_watch_give_identical_timelines(monitor, tiny_loaded) -> 
     assert "generate" not in vars(model)
 
 
-def test_policy_stops_generation_and_the_report_says_why(monitor) -> None:
+def test_policy_stops_generation_and_the_report_says_why(monitor: CoreVitalMonitor) -> None:
     stop_at_three = StopWhen(lambda step: step.step == 3, name="stop_at_three", reason="test says so")
     report = monitor.run(prompt=PROMPT, policies=[stop_at_three], max_new_tokens=12)
     assert report.generated.num_tokens == 4
@@ -170,7 +173,9 @@ def test_policy_stops_generation_and_the_report_says_why(monitor) -> None:
 
 
 @pytest.mark.parametrize("arch,prompt", [("t5", "a a a a"), ("llama", "hello hello hello")])
-def test_repetition_policy_stops_where_the_loop_forms(arch: str, prompt: str, tiny_model_dir) -> None:
+def test_repetition_policy_stops_where_the_loop_forms(
+    arch: str, prompt: str, tiny_model_dir: Callable[[str], Path]
+) -> None:
     monitor = CoreVitalMonitor(str(tiny_model_dir(arch)), device="cpu", temperature=0.0, chat_template="off")
     free = monitor.run(prompt=prompt, max_new_tokens=40)
     stopped = monitor.run(prompt=prompt, max_new_tokens=40, policies=[StopOnRepetition()])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
 from corevital.cli import main
@@ -10,7 +13,9 @@ from tests.support.values import present
 
 
 @pytest.mark.parametrize("mode", ["summary", "detailed", "strict"])
-def test_perf_modes(mode: str, tiny_model_dir, tmp_path, capsys) -> None:
+def test_perf_modes(
+    mode: str, tiny_model_dir: Callable[[str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     model = str(tiny_model_dir("llama"))
     args = ["run", "--model", model, "--device", "cpu", "--out", str(tmp_path), "--chat-template", "off"]
     code = main([*args, "--prompt", "hello there", "--max_new_tokens", "7", "--ignore-eos", "--perf", mode])

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from corevital.cli import main
 from corevital.sinks.sqlite import SQLiteStore
@@ -12,7 +15,7 @@ from tests.support.values import present
 PROMPT = "Context: the lighthouse was built in 1854 on the northern cape. Question: when was it built?"
 
 
-def _run(capsys, model: str, out: Path, rag: Path) -> tuple[int, str]:
+def _run(capsys: pytest.CaptureFixture[str], model: str, out: Path, rag: Path) -> tuple[int, str]:
     code = main(
         [
             "run",
@@ -35,7 +38,9 @@ def _run(capsys, model: str, out: Path, rag: Path) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-def test_rag_metadata_and_context_share_reach_the_report(capsys, tmp_path: Path, tiny_model_dir) -> None:
+def test_rag_metadata_and_context_share_reach_the_report(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_model_dir: Callable[[str], Path]
+) -> None:
     rag = tmp_path / "rag.json"
     rag.write_text(
         json.dumps(
@@ -65,7 +70,9 @@ def test_rag_metadata_and_context_share_reach_the_report(capsys, tmp_path: Path,
     assert stored.context_attention_share is not None and 0.0 <= stored.context_attention_share <= 1.0
 
 
-def test_a_bad_rag_file_is_a_one_line_error(capsys, tmp_path: Path, tiny_model_dir) -> None:
+def test_a_bad_rag_file_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_model_dir: Callable[[str], Path]
+) -> None:
     rag = tmp_path / "rag.json"
     rag.write_text('{"context_span": [5, 2]}')
     code, err = _run(capsys, str(tiny_model_dir("llama")), tmp_path, rag)

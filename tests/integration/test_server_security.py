@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +31,7 @@ ORIGIN = "https://dashboard.example"
 
 
 @pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir) -> Path:
+def db(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Callable[[str], Path]) -> Path:
     return served_store(tmp_path_factory.mktemp, tiny_model_dir)
 
 
@@ -324,7 +324,7 @@ def test_security_headers_on_answers_and_errors(store) -> None:
 # Checks before the server starts (none of these binds a socket) -----------------------------
 
 
-def run_serve(capsys, *argv: str) -> tuple[int, str]:
+def run_serve(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     code = main(["serve", *argv])
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if line.strip()]
@@ -338,7 +338,7 @@ def write_token(path: Path, text: str) -> str:
     return str(path)
 
 
-def test_start_up_refusals(capsys, tmp_path: Path, db: Path) -> None:
+def test_start_up_refusals(capsys: pytest.CaptureFixture[str], tmp_path: Path, db: Path) -> None:
     store = str(db)
     code, line = run_serve(capsys, "--db", store, "--host", "0.0.0.0")
     assert code == 2 and "--token-file" in line and "loopback" in line
@@ -373,7 +373,9 @@ def test_start_up_refusals(capsys, tmp_path: Path, db: Path) -> None:
     assert not (tmp_path / "missing.db").exists()
 
 
-def test_without_the_serve_extra_the_command_says_what_to_install(capsys, monkeypatch, db: Path) -> None:
+def test_without_the_serve_extra_the_command_says_what_to_install(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, db: Path
+) -> None:
     monkeypatch.setitem(sys.modules, "uvicorn", None)
     code, line = run_serve(capsys, "--db", str(db))
     assert code == 8 and "pip install 'corevital[serve]'" in line

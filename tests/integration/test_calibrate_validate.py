@@ -99,7 +99,7 @@ def test_calibrate_then_run_with_the_profile(
 
 
 def test_a_profile_for_another_model_is_refused_before_generation(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny, tiny_model_dir: Callable[[str], Path]
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny: Path, tiny_model_dir: Callable[[str], Path]
 ) -> None:
     prompts = tmp_path / "p.txt"
     prompts.write_text("a prompt\nanother prompt\n")

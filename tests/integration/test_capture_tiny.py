@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pytest
@@ -12,6 +12,7 @@ import torch
 from transformers import PreTrainedModel
 
 from corevital.capture.loading import LoadedModel
+from corevital.capture.records import StepEvent
 from corevital.capture.runner import capture_prompts
 from corevital.errors import CaptureError
 from tests.integration.conftest import tiny_settings
@@ -128,7 +129,7 @@ def test_capture_leaves_the_model_as_it_found_it(
     capture_prompts(loaded, PROMPTS, tiny_settings(temperature=0.7, max_new_tokens=4))
     assert _model_state(loaded.model) == before
 
-    def explode(event):
+    def explode(event: StepEvent) -> NoReturn:
         raise RuntimeError("boom from a callback")
 
     with pytest.raises((RuntimeError, CaptureError)):
@@ -141,9 +142,9 @@ def test_live_callback_sees_every_step_and_can_stop(
     arch: str, tiny_loaded: Callable[[str], LoadedModel]
 ) -> None:
     loaded = tiny_loaded(arch)
-    seen = []
+    seen: list[tuple[int, np.ndarray]] = []
 
-    def stop_first_at_step_two(event):
+    def stop_first_at_step_two(event: StepEvent) -> np.ndarray:
         seen.append((event.step, event.logits.entropy.copy()))
         stop = np.zeros(len(event.token_ids), dtype=bool)
         if event.step == 2:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,7 +45,9 @@ def test_prefill_keeps_one_position_of_logits_with_the_head(
     asked: list[object] = []
     real_pre = observer_module.StepObserver._pre_forward
 
-    def pre(self, module, args, kwargs):
+    def pre(
+        self: Any, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         args, kwargs = real_pre(self, module, args, kwargs)
         asked.append(kwargs.get("logits_to_keep"))
         return args, kwargs

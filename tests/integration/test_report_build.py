@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from corevital.capture.loading import LoadedModel
+from corevital.capture.records import RunCapture, SequenceCapture
 from corevital.pipeline import Pipeline
 from corevital.report.encoding import report_from_json, report_to_json
 from corevital.report.numbers import num
+from corevital.report.schema import Report
 from tests.integration.conftest import tiny_settings
 
 PROMPTS = ["The quick brown fox jumps", "Hello world, this is a longer prompt"]
@@ -78,7 +80,7 @@ def test_cyclic_gc_waits_while_reports_are_built(
     seen: list[bool] = []
     real = Pipeline.build_one
 
-    def build_one(self, run, seq):
+    def build_one(self: Pipeline, run: RunCapture, seq: SequenceCapture) -> Report:
         seen.append(gc.isenabled())
         return real(self, run, seq)
 

@@ -7,6 +7,7 @@ real SmolLM2 (30 layers) is produced by ``bench/healthy_runs.py --faults``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,12 +23,12 @@ from tests.support.values import present
 ARCHS = ("llama", "gpt2", "qwen2")
 LAYERS = {"early": 1, "middle": 3, "late": 4}
 PROMPT = "The quick brown fox jumps over the lazy dog and keeps on running"
-_LOADED: dict[str, object] = {}
+_LOADED: dict[str, LoadedModel] = {}
 
 
 @pytest.fixture(scope="module")
-def six_layer(tmp_path_factory: pytest.TempPathFactory):
-    def get(arch: str):
+def six_layer(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], LoadedModel]:
+    def get(arch: str) -> LoadedModel:
         if arch not in _LOADED:
             directory = save_tiny_model(arch, tmp_path_factory.mktemp(f"six-{arch}"), num_hidden_layers=6)
             _LOADED[arch] = load_model(ModelSpec(model=str(Path(directory)), device="cpu"))
@@ -43,7 +44,7 @@ def diagnose_run(loaded: LoadedModel) -> Report:
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_healthy_run_is_quiet(arch: str, six_layer) -> None:
+def test_healthy_run_is_quiet(arch: str, six_layer: Callable[[str], LoadedModel]) -> None:
     report = diagnose_run(six_layer(arch))
     flags = present(report.health_flags)
     assert not (flags.nan_detected or flags.mid_layer_anomaly_detected or flags.attention_collapse_detected)
@@ -51,7 +52,9 @@ def test_healthy_run_is_quiet(arch: str, six_layer) -> None:
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("where", list(LAYERS))
-def test_nan_is_detected_and_its_layer_blamed_first(arch: str, where: str, six_layer) -> None:
+def test_nan_is_detected_and_its_layer_blamed_first(
+    arch: str, where: str, six_layer: Callable[[str], LoadedModel]
+) -> None:
     loaded, layer = six_layer(arch), LAYERS[where]
     with inject_nan(loaded.model, layer):
         report = diagnose_run(loaded)
@@ -65,7 +68,7 @@ def test_nan_is_detected_and_its_layer_blamed_first(arch: str, where: str, six_l
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("where", list(LAYERS))
-def test_exploding_activations(arch: str, where: str, six_layer) -> None:
+def test_exploding_activations(arch: str, where: str, six_layer: Callable[[str], LoadedModel]) -> None:
     loaded, layer = six_layer(arch), LAYERS[where]
     with inject_scale(loaded.model, layer, 1e4):
         report = diagnose_run(loaded)
@@ -75,7 +78,7 @@ def test_exploding_activations(arch: str, where: str, six_layer) -> None:
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("where", list(LAYERS))
-def test_attention_collapse(arch: str, where: str, six_layer) -> None:
+def test_attention_collapse(arch: str, where: str, six_layer: Callable[[str], LoadedModel]) -> None:
     loaded, layer = six_layer(arch), LAYERS[where]
     with inject_attention_collapse(loaded.model, layer):
         report = diagnose_run(loaded)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from corevital.server.app import create_app
 from corevital.server.config import Limits, ServeConfig, path_spellings
 from corevital.server.models import Aggregates, Info, LegacyTrace, RunPage, RunRow, RunSummary
-from corevital.sinks.base import HealthFlag, MemorySink, TraceQuery
+from corevital.sinks.base import HealthFlag, MemorySink, Page, TraceQuery
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.served import copy_store, original_documents, served_store
 
@@ -26,18 +26,18 @@ def db(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Callable[[str],
 
 
 @pytest.fixture(scope="module")
-def store(db: Path):
+def store(db: Path) -> Iterator[SQLiteStore]:
     store = SQLiteStore(db, read_only=True)
     yield store
     store.close()
 
 
-def config_for(db: Path, **overrides) -> ServeConfig:
+def config_for(db: Path, **overrides: Any) -> ServeConfig:
     return ServeConfig(store_label=db.name, store_paths=path_spellings(str(db), db.resolve()), **overrides)
 
 
 @pytest.fixture(scope="module")
-def client(db: Path, store: SQLiteStore):
+def client(db: Path, store: SQLiteStore) -> Iterator[TestClient]:
     with TestClient(create_app(store, config_for(db))) as client:
         yield client
 
@@ -410,7 +410,7 @@ def test_concurrent_identical_listings_ask_the_store_once(store: SQLiteStore) ->
             self.pages = 0
             self.counting = threading.Lock()
 
-        def page(self, query=None, cursor=None):
+        def page(self, query: TraceQuery | None = None, cursor: str | None = None) -> Page:
             with self.counting:
                 self.pages += 1
             time.sleep(0.3)

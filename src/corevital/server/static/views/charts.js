@@ -190,7 +190,9 @@ export function heatMap({ title, rows, palette = "viridis", log = false, domain 
     h("figcaption", { class: "muted" }, `${nRows} ${yLabel}s × ${nCols} columns${note}`),
     h("div", { class: "heat-body" },
       h("div", { class: "heat-rows", "aria-hidden": "true" }, h("span", null, `${yLabel} 0`), h("span", null, `${yLabel} ${nRows - 1}`)),
-      h("div", null, canvas, h("div", { class: "heat-axis", "aria-hidden": "true" }, h("span", null, `${xLabel} 0`), h("span", null, `${xLabel} ${Math.min(nCols * block, columns ?? nCols * block) - 1}`)))),
+      canvas,
+      h("span", null),
+      h("div", { class: "heat-axis", "aria-hidden": "true" }, h("span", null, `${xLabel} 0`), h("span", null, `${xLabel} ${Math.min(nCols * block, columns ?? nCols * block) - 1}`))),
     h("div", { class: "legend" }, h("span", null, tick(lo)), legend, h("span", null, tick(hi)), h("span", { class: "muted" }, ` ${unit}`), h("span", { class: "swatch missing" }), h("span", { class: "muted" }, "no value")),
     pickBox,
   );

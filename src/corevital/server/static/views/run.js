@@ -219,7 +219,7 @@ function promptPanel(view, d) {
       h("p", { class: "prompt-bars" }, p.surprisals.map((v, i) => h("span", { class: "pbar", title: `prompt position ${i + 1}: ${fmt(v)} bits`, css: { background: v === null ? "" : colour("cividis", v / max) } })))));
   }
   if (p.transformations.length) {
-    out.push(section("Layer transformations", h("table", { class: "small" }, h("tbody", null, p.transformations.map((v, i) => h("tr", null, h("td", null, `layer ${i} → ${i + 1}`), h("td", { class: "num" }, fmt(v))))))));
+    out.push(section("Layer transformations", h("table", { class: "transforms" }, h("tbody", null, p.transformations.map((v, i) => h("tr", null, h("td", null, `layer ${i} → ${i + 1}`), h("td", { class: "num" }, fmt(v))))))));
   }
   if (p.basins.length) {
     out.push(section("Basin scores", heatMap({ title: "Basin score", rows: p.basins, palette: "viridis", unit: "", xLabel: "head", yLabel: "layer" })));

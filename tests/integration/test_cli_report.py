@@ -57,7 +57,7 @@ def stored_run(
 
 
 def test_report_by_prefix_writes_one_html_file(
-    capsys: pytest.CaptureFixture[str], stored_run, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], stored_run: tuple[Path, str], tmp_path: Path
 ) -> None:
     db, trace_id = stored_run
     out = tmp_path / "nested" / "dir" / "run.html"
@@ -78,7 +78,7 @@ def test_report_by_prefix_writes_one_html_file(
 
 
 def test_report_plain_output_names_the_file(
-    capsys: pytest.CaptureFixture[str], stored_run, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], stored_run: tuple[Path, str], tmp_path: Path
 ) -> None:
     db, trace_id = stored_run
     out = tmp_path / "run.html"
@@ -86,7 +86,9 @@ def test_report_plain_output_names_the_file(
     assert code == 0 and str(out) in stdout and trace_id in stdout
 
 
-def test_report_from_a_json_file(capsys: pytest.CaptureFixture[str], stored_run, tmp_path: Path) -> None:
+def test_report_from_a_json_file(
+    capsys: pytest.CaptureFixture[str], stored_run: tuple[Path, str], tmp_path: Path
+) -> None:
     from corevital.report.encoding import report_to_json
 
     db, trace_id = stored_run
@@ -102,7 +104,7 @@ def test_report_from_a_json_file(capsys: pytest.CaptureFixture[str], stored_run,
 
 
 def test_unknown_trace_is_one_error_line(
-    capsys: pytest.CaptureFixture[str], stored_run, tmp_path: Path
+    capsys: pytest.CaptureFixture[str], stored_run: tuple[Path, str], tmp_path: Path
 ) -> None:
     db, _ = stored_run
     code, _, err = run_cli(capsys, "report", "zzzz", "--html", str(tmp_path / "x.html"), "--db", str(db))
@@ -119,7 +121,9 @@ def test_missing_database_is_one_error_line_and_creates_nothing(
     assert not db.exists()
 
 
-def test_output_directory_is_refused(capsys: pytest.CaptureFixture[str], stored_run, tmp_path: Path) -> None:
+def test_output_directory_is_refused(
+    capsys: pytest.CaptureFixture[str], stored_run: tuple[Path, str], tmp_path: Path
+) -> None:
     db, trace_id = stored_run
     code, _, err = run_cli(capsys, "report", trace_id, "--html", str(tmp_path), "--db", str(db))
     assert code == 2 and "is a directory" in one_error_line(err)

@@ -93,7 +93,7 @@ def build(
     ids=["full", "summary", "on_risk-kept", "on_risk-dropped", "beam", "t5-sampled", "bart", "moe"],
 )
 def test_reports_of_every_capture_mode_hold_only_declared_fields(
-    arch: str, settings: dict[str, Any], tiny_loaded: Callable[[str], LoadedModel], validator
+    arch: str, settings: dict[str, Any], tiny_loaded: Callable[[str], LoadedModel], validator: Any
 ) -> None:
     reports = build(tiny_loaded, arch, **settings)
     assert len(reports) == 2
@@ -103,7 +103,7 @@ def test_reports_of_every_capture_mode_hold_only_declared_fields(
 
 
 def test_a_calibrated_run_with_rag_context_and_timings_holds_only_declared_fields(
-    tiny_loaded: Callable[[str], LoadedModel], validator, tmp_path: Path
+    tiny_loaded: Callable[[str], LoadedModel], validator: Any, tmp_path: Path
 ) -> None:
     pipeline = Pipeline(tiny_settings(max_new_tokens=6))
     pipeline.use_model(tiny_loaded("llama"))
@@ -138,7 +138,7 @@ def test_a_calibrated_run_with_rag_context_and_timings_holds_only_declared_field
 
 
 def test_an_intervened_run_holds_only_declared_fields(
-    tiny_loaded: Callable[[str], LoadedModel], validator
+    tiny_loaded: Callable[[str], LoadedModel], validator: Any
 ) -> None:
     stop = StopWhen(lambda step: step.step == 2, name="stop_at_two", reason="test says so")
     live = LiveSession(load_profile("llama"), policies=[stop])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -24,7 +23,7 @@ from corevital.server.common import (
     json_response,
     raw_json_response,
     report_text,
-    row_dict,
+    runs_page_response,
 )
 from corevital.server.comparison import run_comparison, run_digest
 from corevital.server.errors import ApiError
@@ -165,17 +164,7 @@ def api_router(served: Served) -> APIRouter:
             except StoreError as error:
                 raise ApiError(400, str(error)) from None
         page = await in_thread(store.page, query, cursor)
-        next_url = None
-        if page.next_cursor is not None:
-            params = [(key, value) for key, value in request.query_params.multi_items() if key != "cursor"]
-            next_url = f"{request.url.path}?{urlencode([*params, ('cursor', page.next_cursor)])}"
-        return json_response(
-            {
-                "runs": [row_dict(row) for row in page.rows],
-                "next_cursor": page.next_cursor,
-                "next_url": next_url,
-            }
-        )
+        return runs_page_response(served, page, request.url.path, request.query_params.multi_items())
 
     @router.get(
         "/runs/{trace_id}",

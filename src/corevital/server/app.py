@@ -17,7 +17,8 @@ Middleware, outermost first: CORS, with browsers' Private Network Access preflig
 origins are named), then
 :class:`~corevital.server.guard.Guard` (host, size, token and time checks), then
 :class:`~corevital.server.cache.ResponseCache` (repeated listings answered from memory while the
-store has not changed).
+store has not changed), then :class:`~corevital.server.fast_runs.FastRuns` (plain ``/api/v1/runs``
+requests answered without FastAPI's parameter handling; the route answers the rest).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from corevital.server.config import ServeConfig
 from corevital.server.dashboard import dashboard_router
 from corevital.server.errors import install_error_handlers
 from corevital.server.events import events_router
+from corevital.server.fast_runs import FastRuns
 from corevital.server.guard import Guard
 from corevital.server.legacy import legacy_router
 from corevital.server.models import Health
@@ -86,6 +88,7 @@ def create_app(
     routers = [api_router(served), events_router(served), legacy_router(served), dashboard_router(served)]
     for router in routers:
         app.include_router(router)
+    app.add_middleware(FastRuns, served=served)
     if config.limits.cache_ttl_s > 0:
         app.add_middleware(
             ResponseCache, store=store, ttl_s=config.limits.cache_ttl_s, check_s=config.limits.cache_check_s

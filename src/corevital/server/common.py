@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from functools import partial
 from operator import attrgetter
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import anyio.to_thread
 from fastapi import Response
@@ -21,7 +22,7 @@ from fastapi import Response
 from corevital.errors import CoreVitalError, StoreError
 from corevital.server.config import ServeConfig
 from corevital.server.errors import STORE_UNAVAILABLE, ApiError, logger
-from corevital.sinks.base import ReportStore, TraceRow, ambiguous_prefix_message
+from corevital.sinks.base import Page, ReportStore, TraceRow, ambiguous_prefix_message
 
 T = TypeVar("T")
 
@@ -47,6 +48,30 @@ class EventClients:
         self.open = max(0, self.open - 1)
 
 
+class RowJson:
+    """The JSON object of each index row (:func:`row_dict`), encoded once and kept.
+
+    Listings are read from the store on every request; what is kept is only the encoding of a row
+    already seen, keyed by all its values (its position included), so a run rewritten under its id
+    is encoded anew. At most ``max_rows`` are kept (then all are dropped). Used on the event loop
+    only.
+    """
+
+    def __init__(self, max_rows: int = 20_000) -> None:
+        self.max_rows = max_rows
+        self._kept: dict[tuple[Any, ...], bytes] = {}
+        self._values = attrgetter(*ROW_FIELDS)
+
+    def encode(self, row: TraceRow) -> bytes:
+        values: tuple[Any, ...] = self._values(row)
+        text = self._kept.get(values)
+        if text is None:
+            if len(self._kept) >= self.max_rows:
+                self._kept.clear()
+            text = self._kept[values] = json_bytes(row_dict(row))
+        return text
+
+
 @dataclass
 class Served:
     """The store a server answers from and how it was started; passed to every router.
@@ -58,6 +83,7 @@ class Served:
     config: ServeConfig
     stopping: threading.Event = field(default_factory=threading.Event)
     events: EventClients = field(init=False)
+    rows_json: RowJson = field(default_factory=RowJson)
 
     def __post_init__(self) -> None:
         self.events = EventClients(self.config.limits.max_event_clients)
@@ -112,6 +138,28 @@ def row_dict(row: TraceRow, names: tuple[str, ...] = ROW_FIELDS) -> dict[str, An
         if value is not None and not math.isfinite(value):
             document[name] = None
     return document
+
+
+def runs_page_response(served: Served, page: Page, path: str, params: list[tuple[str, str]]) -> Response:
+    """The ``/api/v1/runs`` answer of ``page``: its rows, ``next_cursor`` and ``next_url`` (the
+    request's parameters with the next cursor)."""
+    next_url = None
+    if page.next_cursor is not None:
+        kept = [(key, value) for key, value in params if key != "cursor"]
+        next_url = f"{path}?{urlencode([*kept, ('cursor', page.next_cursor)])}"
+    encode = served.rows_json.encode
+    body = b"".join(
+        (
+            b'{"runs":[',
+            b",".join([encode(row) for row in page.rows]),
+            b'],"next_cursor":',
+            json_bytes(page.next_cursor),
+            b',"next_url":',
+            json_bytes(next_url),
+            b"}",
+        )
+    )
+    return Response(body, media_type="application/json")
 
 
 def json_bytes(document: Any) -> bytes:

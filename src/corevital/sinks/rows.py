@@ -36,7 +36,8 @@ NO_RISK_SORT_VALUE: Final = -1.0
 """The sort value of a row without a risk score: below every score (last when riskiest first)."""
 
 MAX_CURSOR_INT: Final = 2**63 - 1
-"""The largest whole number a page cursor may carry (SQLite's integers are 64-bit)."""
+"""The largest magnitude of a page cursor's sort value (SQLite's integers are 64-bit; no sort value,
+a time in ms or a risk score, comes near it)."""
 
 
 class HealthFlag(StrEnum):
@@ -406,8 +407,8 @@ def encode_cursor(query: TraceQuery, row: TraceRow) -> str:
 def decode_cursor(cursor: str, query: TraceQuery) -> tuple[float, str]:
     """The keyset position (sort value, trace id) of ``cursor``.
 
-    A malformed cursor (a whole number beyond 64 bits included: no store could compare with it),
-    or one of another sort order, is a StoreError.
+    A malformed cursor (a sort value beyond :data:`MAX_CURSOR_INT` included: no store could
+    compare with it), or one of another sort order, is a StoreError.
     """
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
@@ -417,10 +418,10 @@ def decode_cursor(cursor: str, query: TraceQuery) -> tuple[float, str]:
     valid = (
         isinstance(ascending, bool)
         and isinstance(trace_id, str)
-        and (
-            (isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_CURSOR_INT)
-            or (isinstance(value, float) and math.isfinite(value))
-        )
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and (math.isfinite(value) if isinstance(value, float) else True)
+        and abs(value) <= MAX_CURSOR_INT
     )
     if not valid:
         raise StoreError("malformed page cursor")

@@ -242,6 +242,10 @@ def test_main_flow_list_filter_run_signal_compare(watched: Watched, store: Dashb
     assert page.locator("#step-charts .uplot").count() == 4
     assert page.locator(".tok.current").get_attribute("data-step") == step
     watched.shot("run")
+    with page.expect_download() as download:
+        page.click("a[href$='/report.html']")
+    path = download.value.path()
+    assert path is not None and "<html" in Path(path).read_text(encoding="utf-8")[:2000].lower()
 
     # The other tabs render.
     page.click("#tab-layers")
@@ -355,6 +359,11 @@ def test_keyboard_only_main_flow(watched: Watched, store: DashboardStore) -> Non
                 return
         raise AssertionError(f"Tab never reached {selector}")
 
+    tab_to("#f-min_risk")
+    page.keyboard.type("0.5")
+    page.keyboard.press("Enter")  # submits the filters
+    page.wait_for_function("() => location.hash.includes('min_risk=0.5')")
+    watched.wait_ready("runs")
     tab_to(f"tr[data-trace-id='{store.sampled_id}'] a.run-link")
     page.keyboard.press("Enter")
     watched.wait_ready("run")
@@ -374,6 +383,18 @@ def test_keyboard_only_main_flow(watched: Watched, store: DashboardStore) -> Non
     tab_to("#panel-layers .pick button")
     page.keyboard.press("Enter")
     page.wait_for_function("() => document.querySelector('#cursor-readout').dataset.step === '3'")
+
+    # Back to the list, choose two runs with Space, compare them.
+    tab_to("a[data-nav='runs']")
+    page.keyboard.press("Enter")
+    watched.wait_ready("runs")
+    for trace_id in (store.sampled_id, store.resampled_id):
+        tab_to(f"tr[data-trace-id='{trace_id}'] input[type=checkbox]")
+        page.keyboard.press("Space")
+    tab_to("#compare-selected")
+    page.keyboard.press("Enter")
+    watched.wait_ready("compare")
+    assert page.locator("#scalars").is_visible()
 
 
 def test_live_page_shows_runs_as_they_land(watched: Watched, store: DashboardStore) -> None:

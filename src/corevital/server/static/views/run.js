@@ -231,8 +231,9 @@ function promptPanel(view, d) {
 function performancePanel(view) {
   const perf = view.performance;
   if (!perf) return h("p", { class: "muted" }, "No performance breakdown: the run was made without --perf.");
-  return section(`Performance (total ${fmt(perf.total_ms, 1)} ms)`, h("table", null, h("thead", null, h("tr", null, h("th", null, "operation"), h("th", null, "ms"), h("th", null, "%"))),
-    h("tbody", null, perf.operations.map((op) => h("tr", null, h("td", null, op.name), h("td", { class: "num" }, fmt(op.ms, 1)), h("td", { class: "num" }, fmt(op.pct, 1)))))));
+  return section(`Performance (total ${fmt(perf.total_ms, 1)} ms)`, h("table", null, h("thead", null, h("tr", null, h("th", null, "operation"), h("th", { class: "num" }, "ms"), h("th", { class: "num" }, "%"), h("th", null, "share"))),
+    h("tbody", null, perf.operations.map((op) => h("tr", null, h("td", null, op.name), h("td", { class: "num" }, fmt(op.ms, 1)), h("td", { class: "num" }, fmt(op.pct, 1)),
+      h("td", { class: "barcell" }, op.pct === null ? "" : h("span", { class: "bar", css: { width: `${Math.min(100, Math.max(0, op.pct))}%` } })))))));
 }
 
 async function rawPanel(panel, id) {

@@ -1,9 +1,10 @@
 """The dashboard in headless Chromium against a real ``corevital serve`` on a real store.
 
 The store: the six original CoreVital traces (migrated) and tiny-model runs (``served_store``),
-plus a sampled 60-step run of a tiny Llama (an early warning fires at a step), a copy of it whose
-prompt, output and one token carry markup (the XSS probe), and a large report (32 layers × 32
-heads × 1,000 steps, built from the sampled run's steps and layers) for the first-view time.
+plus two sampled 60-step runs of a tiny Llama on one prompt (an early warning fires at a step; the
+second is made with ``--perf``), a copy of the first whose prompt, output, narrative and one token
+carry markup (the XSS probe), and a large report (32 layers × 32 heads × 1,000 steps, built from
+the sampled run's steps and layers) for the first-view time.
 
 Every request outside the server's origin is blocked and recorded (the test fails if any is
 attempted), console errors and page errors fail the test, and no dialog may open. Screenshots
@@ -118,7 +119,7 @@ def build_dashboard_store(
         argv += ["--chat-template", "off", "--max_new_tokens", "60", "--temperature", "0.9", "--ignore-eos"]
         _run_cli(*argv, "--seed", "3", "--prompt", SAMPLED_PROMPT)
         (sampled_id,) = {row.trace_id for row in writer.list()} - before
-        _run_cli(*argv, "--seed", "5", "--prompt", SAMPLED_PROMPT)
+        _run_cli(*argv, "--seed", "5", "--perf", "summary", "--prompt", SAMPLED_PROMPT)
         (resampled_id,) = {row.trace_id for row in writer.list()} - before - {sampled_id}
         document = json.loads(writer.get_json(sampled_id) or "{}")
         probe = report_from_json(json.dumps(_probe_document(document)))
@@ -280,6 +281,13 @@ def test_main_flow_list_filter_run_signal_compare(watched: Watched, store: Dashb
     assert page.locator("#cursor-readout").get_attribute("data-step") == str(expected)
     assert page.locator(".charts .uplot").count() == 2
     watched.shot("compare")
+
+    # The second run was made with --perf: its breakdown is on the Performance tab.
+    page.locator("ol.run-legend a").nth(1).click()
+    watched.wait_ready("run")
+    page.click("#tab-performance")
+    assert page.locator("#panel-performance tbody tr").count() >= 3
+    watched.shot("run-performance")
 
 
 def _divergence(base: str, *ids: str) -> int | None:

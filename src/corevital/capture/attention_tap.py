@@ -188,12 +188,10 @@ class AttentionTap:
         with torch.no_grad():
             if self.fast and fast_path_supported(kwargs):
                 output = _sdpa(module, query, key, value, mask.for_sdpa(), **kwargs)
-                if needs == "rows" and site.kind is not SiteKind.ENCODER:
+                if needs == "rows" and site.kind is not SiteKind.ENCODER:  # no kernel: finished per step
                     bias = kwargs.get("position_bias")
                     scale = scale_for(query, kwargs.get("scaling"))
-                    self._buffer.add_pending(
-                        site.kind, site.layer, query, key, mask, bias, scale
-                    )  # no kernel
+                    self._buffer.add_pending(site.kind, site.layer, query, key, mask, bias, scale)
                     return output, None
                 if needs == "all" and self._prompt_by_heads(site, query, key, kwargs):
                     self._prompt_pass_by_heads(site, query, key, mask, kwargs)

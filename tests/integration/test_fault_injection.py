@@ -89,7 +89,9 @@ def attention(seq: SequenceCapture) -> Any:
 
 @pytest.mark.parametrize("where", WHERE)
 @pytest.mark.parametrize("arch", DEEP_ARCHS)
-def test_nan_shows_at_the_faulted_layer_and_not_before(deep, arch: str, where: str) -> None:
+def test_nan_shows_at_the_faulted_layer_and_not_before(
+    deep: Callable[[str], LoadedModel], arch: str, where: str
+) -> None:
     loaded, k = deep(arch), WHERE[where]
     with inject_nan(loaded, k) as fault:
         seq = capture(loaded)
@@ -101,7 +103,7 @@ def test_nan_shows_at_the_faulted_layer_and_not_before(deep, arch: str, where: s
     assert fault.fired == fault.steps >= 1 and fault.mechanism == "output"
 
 
-def test_nan_at_the_last_position_only(deep) -> None:
+def test_nan_at_the_last_position_only(deep: Callable[[str], LoadedModel]) -> None:
     loaded, k = deep("llama"), 2
     ids = torch.tensor([[1, 50, 60, 70, 80]])
     with inject_nan(loaded.model, k, positions="last"), torch.no_grad():
@@ -118,7 +120,7 @@ def test_nan_at_the_last_position_only(deep) -> None:
 
 @pytest.mark.parametrize("where", ["early", "middle"])
 @pytest.mark.parametrize("arch", DEEP_ARCHS)
-def test_scale_multiplies_the_layer_norm(deep, arch: str, where: str) -> None:
+def test_scale_multiplies_the_layer_norm(deep: Callable[[str], LoadedModel], arch: str, where: str) -> None:
     loaded, k = deep(arch), WHERE[where]
     with inject_scale(loaded, k, 1e4):
         seq = capture(loaded)
@@ -129,7 +131,9 @@ def test_scale_multiplies_the_layer_norm(deep, arch: str, where: str) -> None:
 
 
 @pytest.mark.parametrize("arch", DEEP_ARCHS)
-def test_scale_in_the_last_layer_is_divided_out_by_the_final_norm(deep, arch: str) -> None:
+def test_scale_in_the_last_layer_is_divided_out_by_the_final_norm(
+    deep: Callable[[str], LoadedModel], arch: str
+) -> None:
     """Documented caveat: the last layer's reported state is taken after the model's final norm."""
     loaded, k = deep(arch), DEPTH - 1
     with inject_scale(loaded, k, 1e4) as fault:
@@ -161,7 +165,9 @@ def _assert_collapsed(seq: SequenceCapture, base: SequenceCapture, k: int) -> No
 
 @pytest.mark.parametrize("where", WHERE)
 @pytest.mark.parametrize("arch", DEEP_ARCHS)
-def test_collapse_is_seen_at_the_faulted_layer(deep, arch: str, where: str) -> None:
+def test_collapse_is_seen_at_the_faulted_layer(
+    deep: Callable[[str], LoadedModel], arch: str, where: str
+) -> None:
     loaded, k = deep(arch), WHERE[where]
     with inject_attention_collapse(loaded, k) as fault:
         seq = capture(loaded)
@@ -203,7 +209,7 @@ FAULTS: dict[str, Callable[..., AbstractContextManager[Fault]]] = {
 
 
 @pytest.mark.parametrize("kind", FAULTS)
-def test_from_step_leaves_the_earlier_steps_clean(deep, kind: str) -> None:
+def test_from_step_leaves_the_earlier_steps_clean(deep: Callable[[str], LoadedModel], kind: str) -> None:
     loaded, k = deep("llama"), WHERE["middle"]
     base = clean(loaded)
     with FAULTS[kind](loaded, k, from_step=3) as fault:
@@ -266,7 +272,7 @@ ENTER: dict[str, Callable[[LoadedModel], AbstractContextManager[Fault]]] = {
 
 @pytest.mark.parametrize("kind", ENTER)
 @pytest.mark.parametrize("arch", DEEP_ARCHS)
-def test_the_model_is_exactly_restored(deep, arch: str, kind: str) -> None:
+def test_the_model_is_exactly_restored(deep: Callable[[str], LoadedModel], arch: str, kind: str) -> None:
     loaded = deep(arch)
     hooks, before = _hook_state(loaded.model), _forward(loaded)
     with ENTER[kind](loaded):

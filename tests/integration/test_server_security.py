@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -22,7 +23,7 @@ from corevital.server.config import (
     loopback_hosts,
     path_spellings,
 )
-from corevital.sinks.base import MemorySink
+from corevital.sinks.base import MemorySink, Page, ReportStore, TraceQuery
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.served import served_store
 
@@ -36,19 +37,19 @@ def db(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Callable[[str],
 
 
 @pytest.fixture(scope="module")
-def store(db: Path):
+def store(db: Path) -> Iterator[SQLiteStore]:
     store = SQLiteStore(db, read_only=True)
     yield store
     store.close()
 
 
-def make_client(store, db: Path | None = None, **overrides) -> TestClient:
+def make_client(store: ReportStore, db: Path | None = None, **overrides: Any) -> TestClient:
     paths = path_spellings(str(db), db.resolve()) if db is not None else frozenset()
     config = ServeConfig(store_label="corevital.db", store_paths=paths, **overrides)
     return TestClient(create_app(store, config), raise_server_exceptions=False)
 
 
-def assert_clean_error(response, status: int | tuple[int, ...], *secrets: str) -> None:
+def assert_clean_error(response: Any, status: int | tuple[int, ...], *secrets: str) -> None:
     statuses = status if isinstance(status, tuple) else (status,)
     assert response.status_code in statuses, (response.status_code, response.text)
     assert response.headers["content-type"].startswith("application/json")
@@ -81,7 +82,7 @@ WRONG_AUTH: tuple[dict[str, str], ...] = (
 )
 
 
-def test_token_required_on_every_route_but_healthz(store, db: Path) -> None:
+def test_token_required_on_every_route_but_healthz(store: SQLiteStore, db: Path) -> None:
     with make_client(store, db, token=TOKEN) as client:
         for path in PROTECTED:
             for headers in WRONG_AUTH:
@@ -99,7 +100,7 @@ def test_token_required_on_every_route_but_healthz(store, db: Path) -> None:
 # CORS ------------------------------------------------------------------------------------
 
 
-def test_no_cors_headers_without_allowed_origins(store) -> None:
+def test_no_cors_headers_without_allowed_origins(store: SQLiteStore) -> None:
     with make_client(store) as client:
         response = client.get("/api/v1/runs", headers={"Origin": ORIGIN})
         assert response.status_code == 200
@@ -119,7 +120,7 @@ def test_no_cors_headers_without_allowed_origins(store) -> None:
         assert not [name for name in private.headers if name.lower().startswith("access-control-")]
 
 
-def test_cors_only_for_the_named_origin_and_never_with_credentials(store) -> None:
+def test_cors_only_for_the_named_origin_and_never_with_credentials(store: SQLiteStore) -> None:
     with make_client(store, allow_origins=(ORIGIN,), token=TOKEN) as client:
         auth = {"Authorization": f"Bearer {TOKEN}"}
         allowed = client.get("/api/v1/runs", headers={"Origin": ORIGIN, **auth})
@@ -158,7 +159,7 @@ def test_cors_only_for_the_named_origin_and_never_with_credentials(store) -> Non
 @pytest.mark.parametrize(
     "db_path", ["/etc/passwd", "runs/corevital.db", "../other.db", "C:\\runs\\x.db", "\x00"]
 )
-def test_db_path_naming_another_store_is_a_400(store, db: Path, path: str, db_path: str) -> None:
+def test_db_path_naming_another_store_is_a_400(store: SQLiteStore, db: Path, path: str, db_path: str) -> None:
     with make_client(store, db) as client:
         response = client.get(path, params={"db_path": db_path})
         assert_clean_error(response, 400, str(db.parent))
@@ -185,7 +186,7 @@ TRAVERSALS = [
 
 @pytest.mark.parametrize("route", ["/api/v1/runs/", "/api/traces/", "/api/reports/"])
 @pytest.mark.parametrize("trace_id", TRAVERSALS)
-def test_path_traversal_and_odd_ids_are_404(store, route: str, trace_id: str) -> None:
+def test_path_traversal_and_odd_ids_are_404(store: SQLiteStore, route: str, trace_id: str) -> None:
     with make_client(store) as client:
         response = client.get(route + trace_id)
         assert_clean_error(response, 404)
@@ -194,7 +195,7 @@ def test_path_traversal_and_odd_ids_are_404(store, route: str, trace_id: str) ->
 # Sizes and malformed requests --------------------------------------------------------------
 
 
-def test_oversized_requests_are_refused(store) -> None:
+def test_oversized_requests_are_refused(store: SQLiteStore) -> None:
     with make_client(store, limits=Limits(max_body_bytes=1024, max_url_chars=2048)) as client:
         assert_clean_error(client.request("GET", "/api/v1/runs", content=b"x" * 4096), 413)
         assert_clean_error(client.get("/api/v1/runs", headers={"content-length": "99999999999"}), 413)
@@ -239,13 +240,13 @@ MALFORMED = [
 
 @pytest.mark.parametrize(("path", "params", "status"), MALFORMED)
 def test_malformed_requests_are_4xx_with_a_clean_body(
-    store, path: str, params: dict[str, str | list[str]], status: int
+    store: SQLiteStore, path: str, params: dict[str, str | list[str]], status: int
 ) -> None:
     with make_client(store) as client:
         assert_clean_error(client.get(path, params=params), status)
 
 
-def test_wrong_methods_and_bad_headers(store) -> None:
+def test_wrong_methods_and_bad_headers(store: SQLiteStore) -> None:
     with make_client(store) as client:
         for method in ("POST", "PUT", "DELETE", "PATCH"):
             assert_clean_error(client.request(method, "/api/v1/runs"), 405)
@@ -253,7 +254,7 @@ def test_wrong_methods_and_bad_headers(store) -> None:
         assert_clean_error(client.get("/api/v1/events", headers={"last-event-id": "x"}), 422)
 
 
-def test_host_header_must_be_a_loopback_name(store) -> None:
+def test_host_header_must_be_a_loopback_name(store: SQLiteStore) -> None:
     hosts = loopback_hosts("127.0.0.1", 8321)
     with make_client(store, allowed_hosts=hosts) as client:
         assert_clean_error(client.get("/api/v1/runs", headers={"host": "evil.example"}), 400)
@@ -272,10 +273,10 @@ class BrokenStore(MemorySink):
         super().__init__()
         self.error = error
 
-    def page(self, query=None, cursor=None):
+    def page(self, query: TraceQuery | None = None, cursor: str | None = None) -> Page:
         raise self.error
 
-    def count(self, query=None):
+    def count(self, query: TraceQuery | None = None) -> int:
         raise self.error
 
 
@@ -294,7 +295,7 @@ def test_a_bug_is_a_generic_500() -> None:
 
 
 class SlowStore(MemorySink):
-    def page(self, query=None, cursor=None):
+    def page(self, query: TraceQuery | None = None, cursor: str | None = None) -> Page:
         time.sleep(1.5)
         return super().page(query, cursor)
 
@@ -308,12 +309,12 @@ def test_the_time_limit_answers_503() -> None:
         assert client.get("/api/v1/models").status_code == 200
 
 
-def test_event_streams_are_bounded(store) -> None:
+def test_event_streams_are_bounded(store: SQLiteStore) -> None:
     with make_client(store, limits=Limits(max_event_clients=0)) as client:
         assert_clean_error(client.get("/api/v1/events"), 503)
 
 
-def test_security_headers_on_answers_and_errors(store) -> None:
+def test_security_headers_on_answers_and_errors(store: SQLiteStore) -> None:
     with make_client(store) as client:
         for response in (client.get("/api/v1/runs"), client.get("/api/v1/runs/nope"), client.get("/x")):
             assert response.headers["x-content-type-options"] == "nosniff"
@@ -401,7 +402,7 @@ ODD_VALUES = [
 ]
 
 
-def test_no_query_value_makes_a_server_error(store) -> None:
+def test_no_query_value_makes_a_server_error(store: SQLiteStore) -> None:
     with make_client(store) as client:
         paths = client.get("/api/v1/openapi.json").json()["paths"]
         failures = []

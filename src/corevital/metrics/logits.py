@@ -21,6 +21,9 @@ from corevital.metrics.types import ChosenTokenStats, LogitStats
 from corevital.modes import EntropyMode
 
 _LN2 = math.log(2.0)
+# Defaults of the reductions below (a capture passes the settings ``topk`` and ``topk_mass_k``).
+TOPK = 5
+MASS_K = 10
 # Number of leading tokens the ``topk_approx`` entropy keeps exactly (at least ``topk``).
 APPROX_HEAD_TOKENS = 50
 # Below this tail mass the uniform-tail correction is skipped (spec: r > 1e-9).
@@ -31,8 +34,8 @@ _TAIL_MASS_EPS = 1e-9
 def summarize_logits(
     logits: Tensor,
     *,
-    topk: int = 5,
-    mass_k: int = 10,
+    topk: int = TOPK,
+    mass_k: int = MASS_K,
     entropy_mode: EntropyMode = "full",
 ) -> LogitStats:
     """Entropy, margin, top-k mass and the most likely tokens of each row of ``logits`` [N, V].
@@ -48,8 +51,8 @@ def summarize_logits(
 def summarize_logits_keeping_log_probs(
     logits: Tensor,
     *,
-    topk: int = 5,
-    mass_k: int = 10,
+    topk: int = TOPK,
+    mass_k: int = MASS_K,
     entropy_mode: EntropyMode = "full",
 ) -> tuple[LogitStats, Tensor | None]:
     """:func:`summarize_logits`, plus the rows' log-probabilities [N, V] (float32) when it computed them.

@@ -32,6 +32,7 @@ export class StepCharts {
           label: s.label,
           stroke: s.colour || SERIES[i % SERIES.length],
           width: 1.5,
+          dash: s.dash,
           spanGaps: false,
           points: { show: x.length <= 60 },
           paths: bars ? uPlot.paths.bars({ size: [0.8, 20] }) : undefined,

@@ -5,6 +5,9 @@ import { api, clear, errorBox, fmt, fmtTime, h, hashQuery, riskChip, section } f
 import { StepCharts } from "./charts.js";
 import { SERIES } from "./palette.js";
 
+// Each run its own colour and dash, so that lines that coincide stay visible.
+const DASHES = [undefined, [7, 4], [2, 3], [10, 3, 2, 3]];
+
 export async function renderCompare(main) {
   const ids = (hashQuery().get("ids") || "").split(",").map((s) => s.trim()).filter(Boolean);
   main.append(h("h1", null, "Compare runs"));
@@ -27,11 +30,10 @@ export async function renderCompare(main) {
   main.append(
     h("p", { class: "divergence", id: "divergence", dataset: { step: divergence && divergence.step !== null ? String(divergence.step) : "" } }, divergenceText),
     section("Runs", legend(runs)),
-    section("Scalar differences", scalarTable(runs)),
   );
   const readout = h("p", { class: "cursor-readout", id: "cursor-readout", "aria-live": "polite" }, "Move over a chart.");
   const chartsBox = h("div", { class: "charts" });
-  main.append(section("Steps", readout, chartsBox));
+  main.append(section("Steps", readout, chartsBox), section("Scalar differences", scalarTable(runs)));
   const charts = new StepCharts(readout);
   const length = Math.max(...summaries.map((s) => (s.entropy || []).length), 0);
   const x = Array.from({ length }, (_, i) => i);
@@ -43,7 +45,7 @@ export async function renderCompare(main) {
       title,
       x,
       markers,
-      series: summaries.map((s, i) => ({ label: `run ${i + 1}`, colour: SERIES[i], values: x.map((step) => (s[key] || [])[step] ?? null) })),
+      series: summaries.map((s, i) => ({ label: `run ${i + 1}`, colour: SERIES[i], dash: DASHES[i], values: x.map((step) => (s[key] || [])[step] ?? null) })),
     });
   }
   if (markers.length) charts.setStep(markers[0].step);

@@ -3,7 +3,7 @@ route answers, and whatever the layer does not read plainly reaches the route.""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,9 @@ from tests.support.served import served_store
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Callable[[str], Path]):
+def client(
+    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Callable[[str], Path]
+) -> Iterator[TestClient]:
     db = served_store(tmp_path_factory.mktemp, tiny_model_dir)
     store = SQLiteStore(db, read_only=True)
     config = ServeConfig(
@@ -47,9 +49,10 @@ QUERIES = [
 @pytest.mark.parametrize("query", QUERIES)
 def test_the_fast_layer_answers_as_the_route_does(client: TestClient, query: str) -> None:
     plain_query(query.encode())  # the layer takes it
-    pages = []
+    pages: list[list[bytes]] = []
     for extra in ("", "&db_path="):  # an empty db_path is accepted, and leaves the request to the route
-        target, seen = f"/api/v1/runs?{query}{extra}", []
+        target = f"/api/v1/runs?{query}{extra}"
+        seen: list[bytes] = []
         while target and len(seen) < 10:
             response = client.get(target)
             assert response.status_code == 200 and response.headers["content-type"] == "application/json"

@@ -339,7 +339,8 @@ def test_large_report_first_view(watched: Watched, store: DashboardStore) -> Non
     answer is ``no-store``), so each navigation does the whole work. The best of two is compared
     with the budget: the machine is shared, and a single measurement moves with its load."""
     page = watched.page
-    times = []
+    times: list[float] = []
+    served: list[float] = []
     for _ in range(2):
         watched.goto("#/runs", "runs")
         started = time.perf_counter()
@@ -348,7 +349,16 @@ def test_large_report_first_view(watched: Watched, store: DashboardStore) -> Non
         page.locator("#step-charts .uplot").nth(3).wait_for()
         page.locator("#tokens .tok").nth(LARGE_STEPS - 1).wait_for(state="attached")
         times.append(time.perf_counter() - started)
-    print(f"first view of the 32 x 32 x 1000 report: {', '.join(f'{t:.3f}' for t in times)} s")
+        served.append(
+            page.evaluate(
+                "() => performance.getEntriesByType('resource')"
+                ".filter(e => e.name.includes('/view')).map(e => e.responseEnd - e.requestStart).pop()"
+            )
+        )
+    shown = ", ".join(
+        f"{t:.3f} s (the /view answer {ms / 1000:.3f} s)" for t, ms in zip(times, served, strict=True)
+    )
+    print(f"first view of the 32 x 32 x 1000 report: {shown}")
     assert min(times) < FIRST_VIEW_BUDGET_S, times
     page.click("#tab-layers")
     page.locator("#panel-layers[data-loaded]").wait_for(state="attached")

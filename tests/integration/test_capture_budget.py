@@ -5,18 +5,22 @@ from __future__ import annotations
 import ast
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 import corevital.capture.observer as observer_module
 import corevital.capture.prompt_pass as prompt_pass_module
 import corevital.capture.step_window as step_window_module
 from corevital.capture.loading import LoadedModel
+from corevital.capture.observer import StepObserver
 from corevital.capture.options import Tuning
 from corevital.capture.records import StepEvent
 from corevital.capture.runner import capture_prompts
 from tests.integration.conftest import tiny_settings
+from tests.support.values import present
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "corevital"
 PER_STEP_SOURCES = [
@@ -67,7 +71,7 @@ def _count_transfers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     real = step_window_module.to_host  # type: ignore[attr-defined]  # the name the window calls
 
-    def counted(obj):
+    def counted(obj: Any) -> Any:
         if isinstance(obj, list):  # a flush: [(StepBatch, per-step attention), ...]
             calls.append(f"steps:{sum(batch.steps for batch, _ in obj)}")
         else:
@@ -103,11 +107,11 @@ def test_transfers_are_batched_without_a_callback(
     assert calls == ["steps:32", "steps:8", "one"]
 
 
-def _held_bytes_per_step(loaded, tokens: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def _held_bytes_per_step(loaded: LoadedModel, tokens: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     held: list[int] = []
     real_finish = observer_module.StepObserver._finish_step
 
-    def finish(self, input_ids, scores, **kwargs):
+    def finish(self: StepObserver, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
         result = real_finish(self, input_ids, scores, **kwargs)
         held.append(self.held_device_bytes())
         return result
@@ -144,8 +148,8 @@ def test_the_prompt_pass_keeps_only_the_observed_rows(
     held: list[int] = []
     real_post = observer_module.StepObserver._post_forward
 
-    def post(self, *args, **kwargs):
-        held.append(self.tap.held_bytes())
+    def post(self: StepObserver, *args: Any, **kwargs: Any) -> None:
+        held.append(present(self.tap).held_bytes())
         return real_post(self, *args, **kwargs)
 
     monkeypatch.setattr(observer_module.StepObserver, "_post_forward", post)

@@ -27,7 +27,7 @@ from pydantic_settings import (
 )
 
 from corevital.errors import ConfigError, validation_line
-from corevital.modes import CaptureMode, EntropyMode
+from corevital.modes import DEFAULT_TOPK, DEFAULT_TOPK_MASS_K, CaptureMode, EntropyMode
 
 ENV_PREFIX = "COREVITAL_"
 DEFAULT_MODEL_NAME = "default"
@@ -92,8 +92,10 @@ class Settings(BaseSettings):
     entropy_mode: EntropyMode = Field(
         "full", description="Logit entropy: full (exact) or topk_approx (top tokens plus a uniform tail)."
     )
-    topk: int = Field(5, ge=1, le=100, description="Number of most likely tokens listed per step.")
-    topk_mass_k: int = Field(10, ge=1, le=1000, description="K of the top-K probability mass (topk_mass).")
+    topk: int = Field(DEFAULT_TOPK, ge=1, le=100, description="Number of most likely tokens listed per step.")
+    topk_mass_k: int = Field(
+        DEFAULT_TOPK_MASS_K, ge=1, le=1000, description="K of the top-K probability mass (topk_mass)."
+    )
     hidden_clip_value: float = Field(
         1e6, gt=0.0, description="Hidden-state values beyond +/- this are clamped before statistics."
     )

@@ -1,4 +1,4 @@
-"""The named choices shared by the settings, capture, metrics and the report.
+"""The named choices and logit defaults shared by the settings, capture, metrics and the report.
 
 Each is declared once here (a leaf module: no imports beyond ``typing``, so the report schema and
 the torch-side metrics can use them without pulling in the settings machinery).
@@ -16,3 +16,7 @@ CaptureMode = Literal["full", "summary", "on_risk"]
 EntropyMode = Literal["full", "topk_approx"]
 # Where the weights came from: a Hub id, a local directory, or a GGUF file.
 ModelSource = Literal["hub", "local", "gguf"]
+
+# Tokens listed per step (``topk``) and the K of the top-K probability mass (``topk_mass_k``).
+DEFAULT_TOPK = 5
+DEFAULT_TOPK_MASS_K = 10

@@ -10,7 +10,7 @@ import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -21,10 +21,10 @@ from corevital.capture.hf_compat import check_transformers, config_revision, ggu
 from corevital.capture.model_checks import probe_capabilities
 from corevital.config import DEFAULT_MODEL_NAME, Settings
 from corevital.errors import DeviceError, ModelLoadError
+from corevital.modes import ModelSource
 
 log = logging.getLogger(__name__)
 
-Source = Literal["hub", "local", "gguf"]
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -58,7 +58,7 @@ class ResolvedSource:
     location: str  # what from_pretrained receives: a Hub id or a directory
     gguf_file: str | None
     hf_id: str  # the name written into reports
-    source: Source
+    source: ModelSource
     is_default: bool
 
 
@@ -112,7 +112,7 @@ def resolve_source(spec: ModelSpec) -> ResolvedSource:
             raise ModelLoadError(f"model directory not found: {model}")
         if gguf is not None and not (path / gguf).is_file():
             raise ModelLoadError(f"GGUF file {gguf} not found in {path}")
-        source: Source = "gguf" if gguf else "local"
+        source: ModelSource = "gguf" if gguf else "local"
         return ResolvedSource(str(path.resolve()), gguf, model, source, False)
     return ResolvedSource(model, gguf, model, "gguf" if gguf else "hub", False)
 
@@ -245,7 +245,7 @@ def loaded_from_existing(model: Any, tokenizer: Any, *, name: str | None = None)
         or getattr(model.config, "name_or_path", "")
         or "user-model"
     )
-    source: Source = "local" if Path(str(hf_id)).exists() else "hub"
+    source: ModelSource = "local" if Path(str(hf_id)).exists() else "hub"
     caps = probe_capabilities(model, capabilities_from_config(model.config, model_class=type(model).__name__))
     quantized = getattr(model, "is_quantized", False) or getattr(model, "hf_quantizer", None) is not None
     return LoadedModel(

@@ -111,7 +111,7 @@ class SequenceCapture:
     prompt: PromptRecord
     generated_token_ids: list[int]
     generated_text: str
-    finish_reason: str  # eos | length | stopped_by_callback | stop_string
+    finish_reason: str  # eos | length | stopped_by_callback
     logits: Stats  # LogitStats, arrays [T] / [T, k]
     chosen: Stats  # ChosenTokenStats, arrays [T]
     hidden: Stats | None = None  # HiddenStats, arrays [T, L]

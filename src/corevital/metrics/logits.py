@@ -18,15 +18,15 @@ import torch
 from torch import Tensor
 
 from corevital.metrics.types import ChosenTokenStats, LogitStats
-from corevital.modes import EntropyMode
+from corevital.modes import DEFAULT_TOPK, DEFAULT_TOPK_MASS_K, EntropyMode
 
 _LN2 = math.log(2.0)
 # Defaults of the reductions below (a capture passes the settings ``topk`` and ``topk_mass_k``).
-TOPK = 5
-MASS_K = 10
+TOPK = DEFAULT_TOPK
+MASS_K = DEFAULT_TOPK_MASS_K
 # Number of leading tokens the ``topk_approx`` entropy keeps exactly (at least ``topk``).
 APPROX_HEAD_TOKENS = 50
-# Below this tail mass the uniform-tail correction is skipped (spec: r > 1e-9).
+# Below this tail mass the uniform-tail correction is skipped (docs/metrics.md §1: r > 1e-9).
 _TAIL_MASS_EPS = 1e-9
 
 

@@ -1,4 +1,5 @@
-"""The dashboard's static files travel in the wheel, and the page references only files that exist.
+"""The dashboard's static files travel in the wheel, the page references only files that exist, and
+the page and its routes answer with the right headers (the page's CSP; the API's stays 'none').
 
 The wheel is built from a copy of the source tree (pip, no build isolation: no download), so the
 check covers setuptools' package-data globs for the nested ``server/static`` directories.
@@ -60,3 +61,47 @@ def test_served_files_and_references() -> None:
             for target in re.findall(r'from "\./([^"]+)"', text):
                 folder = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
                 assert f"{folder}{target}" in files, (name, target)
+
+
+def test_page_headers_and_the_dashboard_routes() -> None:
+    """The six original traces in a memory store behind the real application."""
+    from fastapi.testclient import TestClient
+
+    from corevital.report.encoding import report_from_json
+    from corevital.server.app import create_app
+    from corevital.server.config import ServeConfig
+    from corevital.server.dashboard import CSP
+    from corevital.sinks.base import MemorySink
+    from tests.support.served import original_files
+
+    memory = MemorySink()
+    for path in original_files():
+        memory.write(report_from_json(path.read_text(encoding="utf-8")))
+    trace_id = memory.list()[0].trace_id
+    with TestClient(create_app(memory, ServeConfig(store_label="memory"))) as client:
+        for path in ("/", "/static/app.js", "/static/vendor/uplot/uPlot.iife.min.js", "/static/style.css"):
+            response = client.get(path)
+            assert response.status_code == 200, path
+            assert response.headers["content-security-policy"] == CSP
+            assert "'unsafe-inline'" not in CSP and "http" not in CSP
+            assert response.headers["x-content-type-options"] == "nosniff"
+        assert client.get("/").headers["content-type"].startswith("text/html")
+        assert (
+            client.get("/static/app.js")
+            .headers["content-type"]
+            .startswith(("text/javascript", "application/javascript"))
+        )
+        assert client.get("/static/../dashboard.py").status_code == 404
+        assert client.get("/static/missing.js").json() == {"detail": "no such file"}
+        api = client.get(f"/api/v1/runs/{trace_id}/view")
+        assert api.status_code == 200 and api.headers["content-security-policy"].startswith(
+            "default-src 'none'"
+        )
+        assert client.get(f"/api/v1/runs/{trace_id}/layers").json()["heat_maps"]
+        html = client.get(f"/api/v1/runs/{trace_id}/report.html")
+        assert html.status_code == 200 and "attachment" in html.headers["content-disposition"]
+        assert client.get("/api/v1/runs/nope/view").status_code == 404
+        histogram = client.get("/api/v1/risk-histogram").json()
+        assert histogram["runs"] == 6 and sum(histogram["counts"]) + histogram["unscored"] == 6
+        assert client.get("/api/v1/risk-histogram", params={"flag": "bogus"}).status_code == 400
+        assert client.get("/api/v1/risk-histogram", params={"min_risk": "0.9"}).json()["runs"] <= 6

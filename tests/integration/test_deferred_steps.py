@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from corevital.capture.loading import LoadedModel, ModelSpec, load_model
 from corevital.capture.options import DEFERRED_BOUNDS, Tuning
 from corevital.capture.records import SequenceCapture
 from corevital.capture.runner import capture_prompts
+from corevital.config import Settings
 from tests.integration.conftest import tiny_settings
 from tests.support.compare import assert_stats_close
 from tests.support.tiny_models import ARCHITECTURES, save_tiny_model
@@ -23,7 +25,9 @@ from tests.support.values import present
 PROMPTS = ["The quick brown fox jumps over", "a b c"]
 
 
-def _capture(loaded, settings, monkeypatch: pytest.MonkeyPatch, *, flush_every: int) -> list[SequenceCapture]:
+def _capture(
+    loaded: LoadedModel, settings: Settings, monkeypatch: pytest.MonkeyPatch, *, flush_every: int
+) -> list[SequenceCapture]:
     return capture_prompts(loaded, PROMPTS, settings, tuning=Tuning(flush_every=flush_every)).sequences
 
 
@@ -32,7 +36,7 @@ def _count_deferred_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     counts: list[int] = []
     real = steps_module.reduce_decode_rows  # type: ignore[attr-defined]  # the name steps calls
 
-    def counted(steps, keys, tuning):
+    def counted(steps: Any, keys: Any, tuning: Any) -> Any:
         counts.append(len(steps))
         return real(steps, keys, tuning)
 
@@ -40,7 +44,7 @@ def _count_deferred_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return counts
 
 
-def _assert_same(got, want) -> None:
+def _assert_same(got: SequenceCapture, want: SequenceCapture) -> None:
     for name in ("logits", "chosen", "hidden", "attention", "cross_attention"):
         assert_stats_close(getattr(got, name), getattr(want, name), name)
 
@@ -55,7 +59,7 @@ def test_windows_equal_single_steps(
     batched: list[int] = []
     real_reduce = step_window_module.reduce_raw_steps  # type: ignore[attr-defined]  # the name the window calls
 
-    def reduce(raw, *args, **kwargs):
+    def reduce(raw: Any, *args: Any, **kwargs: Any) -> Any:
         batched.append(len(raw))
         return real_reduce(raw, *args, **kwargs)
 
@@ -94,7 +98,7 @@ def test_window_ends_at_the_bytes_budget(
     flushed: list[int] = []
     real_flush = step_window_module.StepWindow.flush
 
-    def flush(self):
+    def flush(self: step_window_module.StepWindow) -> None:
         flushed.append(len(self.waiting))
         real_flush(self)
 
@@ -139,7 +143,9 @@ def test_a_forward_whose_layers_do_not_all_defer_is_scored_at_once(
     want = _capture(loaded, settings, monkeypatch, flush_every=1)
     real_defers = tap_module.AttentionTap._defers
 
-    def even_layers_only(self, site, q_len, mask, kwargs):
+    def even_layers_only(
+        self: tap_module.AttentionTap, site: Any, q_len: int, mask: Any, kwargs: dict[str, Any]
+    ) -> bool:
         return site.layer % 2 == 0 and real_defers(self, site, q_len, mask, kwargs)
 
     monkeypatch.setattr(tap_module.AttentionTap, "_defers", even_layers_only)
@@ -161,7 +167,9 @@ def test_deferred_steps_before_a_step_scored_at_once(
     real_defers = tap_module.AttentionTap._defers
     calls = {"layer0": 0}
 
-    def not_the_third_step(self, site, q_len, mask, kwargs):
+    def not_the_third_step(
+        self: tap_module.AttentionTap, site: Any, q_len: int, mask: Any, kwargs: dict[str, Any]
+    ) -> bool:
         if site.layer == 0:
             calls["layer0"] += 1
         return calls["layer0"] != 3 and real_defers(self, site, q_len, mask, kwargs)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from corevital.capture.loading import LoadedModel
+from corevital.capture.records import PromptTelemetry
 from corevital.capture.runner import capture_prompts
 from corevital.pipeline import Pipeline
 from tests.integration.conftest import tiny_settings
@@ -17,7 +19,7 @@ from tests.support.values import present
 PROMPTS = ["The quick brown fox jumps over the lazy dog", "a b"]
 
 
-def reference_surprisals(loaded, token_ids: list[int]) -> np.ndarray:
+def reference_surprisals(loaded: LoadedModel, token_ids: list[int]) -> np.ndarray:
     with torch.no_grad():
         logits = loaded.model(torch.tensor([token_ids])).logits[0].double()
     logp = torch.log_softmax(logits, dim=-1)
@@ -103,7 +105,7 @@ def test_encoder_decoder_prompt_telemetry_comes_from_the_encoder(
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
 def test_prompt_pass_scored_a_few_heads_at_a_time_gives_the_same_telemetry(
-    arch, tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+    arch: str, tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A long prompt's pass is scored by groups of key-value heads to bound memory: same numbers."""
 
@@ -117,7 +119,7 @@ def test_prompt_pass_scored_a_few_heads_at_a_time_gives_the_same_telemetry(
     groups: list[int] = []
     real = tap_module.AttentionTap._prompt_pass_by_heads
 
-    def by_heads(self, *args, **kwargs):
+    def by_heads(self: tap_module.AttentionTap, *args: Any, **kwargs: Any) -> None:
         groups.append(1)
         return real(self, *args, **kwargs)
 
@@ -136,7 +138,7 @@ def test_prompt_pass_scored_a_few_heads_at_a_time_gives_the_same_telemetry(
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2", "t5", "bart"])
 def test_layers_scored_together_give_the_telemetry_of_one_layer_at_a_time(
-    arch, tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+    arch: str, tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The prompt weights of several layers are scored as one block of heads: the same numbers."""
 
@@ -148,7 +150,7 @@ def test_layers_scored_together_give_the_telemetry_of_one_layer_at_a_time(
     scored: list[int] = []
     real_score = PromptScorer._score
 
-    def count(self, layers, *args, **kwargs):
+    def count(self: PromptScorer, layers: list[int], *args: Any, **kwargs: Any) -> None:
         scored.append(len(layers))
         return real_score(self, layers, *args, **kwargs)
 
@@ -160,7 +162,7 @@ def test_layers_scored_together_give_the_telemetry_of_one_layer_at_a_time(
     scored.clear()
     real_add = PromptScorer.add
 
-    def one_at_a_time(self, *args, **kwargs):
+    def one_at_a_time(self: PromptScorer, *args: Any, **kwargs: Any) -> None:
         real_add(self, *args, **kwargs)
         self.finish()
 
@@ -174,11 +176,13 @@ def test_layers_scored_together_give_the_telemetry_of_one_layer_at_a_time(
         np.testing.assert_allclose(a.context_share, b.context_share, rtol=1e-6, atol=1e-7, equal_nan=True)
 
 
-def _assert_same_heads_and_basins(a, b) -> None:
+def _assert_same_heads_and_basins(a: PromptTelemetry, b: PromptTelemetry) -> None:
     """Two prompt telemetries with the same sparse entries of every head and the same basin scores."""
     import dataclasses
 
-    np.testing.assert_allclose(a.basin_scores, b.basin_scores, rtol=1e-6, atol=1e-7, equal_nan=True)
+    np.testing.assert_allclose(
+        present(a.basin_scores), present(b.basin_scores), rtol=1e-6, atol=1e-7, equal_nan=True
+    )
     for layer_a, layer_b in zip(a.heads, b.heads, strict=True):
         for head_a, head_b in zip(layer_a, layer_b, strict=True):
             assert dataclasses.asdict(head_a).keys() == dataclasses.asdict(head_b).keys()

@@ -75,8 +75,8 @@ def test_page_headers_and_the_dashboard_routes() -> None:
     from tests.support.served import original_files
 
     memory = MemorySink()
-    for path in original_files():
-        memory.write(report_from_json(path.read_text(encoding="utf-8")))
+    for file in original_files():
+        memory.write(report_from_json(file.read_text(encoding="utf-8")))
     trace_id = memory.list()[0].trace_id
     with TestClient(create_app(memory, ServeConfig(store_label="memory"))) as client:
         for path in ("/", "/static/app.js", "/static/vendor/uplot/uPlot.iife.min.js", "/static/style.css"):

@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import Any, cast
 
 import uvicorn
 
@@ -96,10 +97,38 @@ def serve(
         sock.close()
 
 
+class _WorkerStore:
+    """The store of forked workers: each opens its own with ``reopen`` (:meth:`open`, after the
+    fork), while the application around it is built once, before forking."""
+
+    def __init__(self, reopen: Callable[[], ReportStore]) -> None:
+        self._reopen = reopen
+        self._store: ReportStore | None = None
+
+    def open(self) -> None:
+        self._store = self._reopen()
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    def __getattr__(self, name: str) -> Any:
+        if self._store is None:
+            raise StoreError("the worker's store is not open")
+        return getattr(self._store, name)
+
+
 def _serve_on(sock: socket.socket, store: ReportStore, config: ServeConfig, access_log: bool) -> None:
     stopping = threading.Event()
-    app = create_app(store, config, stopping=stopping)
-    uvicorn_config = uvicorn.Config(
+    server = _Server(
+        _uvicorn_config(create_app(store, config, stopping=stopping), config, access_log), stopping
+    )
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled: the normal end
+        server.run(sockets=[sock])
+
+
+def _uvicorn_config(app: Any, config: ServeConfig, access_log: bool) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         log_level="warning",
         access_log=access_log,
@@ -111,9 +140,6 @@ def _serve_on(sock: socket.socket, store: ReportStore, config: ServeConfig, acce
         timeout_keep_alive=5,
         timeout_graceful_shutdown=2,
     )
-    server = _Server(uvicorn_config, stopping)
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled: the normal end
-        server.run(sockets=[sock])
 
 
 def _serve_forked(
@@ -125,19 +151,27 @@ def _serve_forked(
 ) -> None:
     """Fork ``workers`` processes serving on ``sock``; forward SIGINT/SIGTERM and wait for them."""
     sock.listen(config.limits.max_connections)
+    # Everything is built and imported here, once: a worker then reads no file but its store.
+    store = _WorkerStore(reopen)
+    stopping = threading.Event()
+    uvicorn_config = _uvicorn_config(
+        create_app(cast(ReportStore, store), config, stopping=stopping), config, access_log
+    )
+    uvicorn_config.load()
+    for module in ("uvicorn.loops.auto", "uvicorn.loops.asyncio", "encodings.idna"):
+        importlib.import_module(module)
     children: list[int] = []
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:  # the worker: its own store, its own event loop; never returns
             code = 0
             try:
-                worker_store = reopen()
+                store.open()
                 try:
-                    _serve_on(sock, worker_store, config, access_log)
+                    with contextlib.suppress(KeyboardInterrupt):
+                        _Server(uvicorn_config, stopping).run(sockets=[sock])
                 finally:
-                    worker_store.close()
-            except KeyboardInterrupt:
-                pass
+                    store.close()
             except BaseException as error:  # noqa: BLE001 - one line, as the CLI writes errors
                 print(f"corevital: error: server worker {os.getpid()}: {error}", file=sys.stderr, flush=True)
                 code = 1

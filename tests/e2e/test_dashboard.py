@@ -202,6 +202,12 @@ def watched(page: Any, server: ServerProcess, tmp_path: Path) -> Iterator[Watche
     errors: list[str] = []
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+    # Content-Security-Policy violations (an inline style or script, another origin) are errors too.
+    page.expose_function("__cspViolation", lambda text: errors.append(f"CSP violation: {text}"))
+    page.add_init_script(
+        "document.addEventListener('securitypolicyviolation', e =>"
+        " window.__cspViolation(`${e.violatedDirective} ${e.blockedURI} ${e.sample}`))"
+    )
     watched = Watched(page, server.url, tmp_path, outside, errors, dialogs)
     yield watched
     watched.assert_clean()

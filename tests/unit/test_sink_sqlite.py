@@ -409,9 +409,10 @@ def test_a_read_only_store_reads_on_several_connections_at_once(tmp_path: Path, 
     with SQLiteStore(tmp_path / "c.db") as writer:
         for index in range(3):
             writer.write(_numbered(base, 1, index))
-    store = SQLiteStore(tmp_path / "c.db", read_only=True)
-    assert len(store._readers) == sqlite_module.READERS
-    inside = threading.Barrier(sqlite_module.READERS, timeout=10)
+    assert len(SQLiteStore(tmp_path / "c.db", read_only=True)._readers) == 1
+    store = SQLiteStore(tmp_path / "c.db", read_only=True, readers=sqlite_module.SERVER_READERS)
+    assert len(store._readers) == sqlite_module.SERVER_READERS
+    inside = threading.Barrier(sqlite_module.SERVER_READERS, timeout=10)
     results: list[int] = []
 
     def read() -> None:  # every reader holds a connection at the same moment
@@ -424,12 +425,12 @@ def test_a_read_only_store_reads_on_several_connections_at_once(tmp_path: Path, 
         finally:
             free.put(conn)
 
-    threads = [threading.Thread(target=read) for _ in range(sqlite_module.READERS)]
+    threads = [threading.Thread(target=read) for _ in range(sqlite_module.SERVER_READERS)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert results == [3] * sqlite_module.READERS
+    assert results == [3] * sqlite_module.SERVER_READERS
     assert [row.trace_id for row in store.list()] == [
         row.trace_id for row in SQLiteStore(tmp_path / "c.db").list()
     ]

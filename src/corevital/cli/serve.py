@@ -49,10 +49,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _require_serve_extra()
 
     from corevital.server.runner import serve, url_of
-    from corevital.sinks.sqlite import SQLiteStore
+    from corevital.sinks.sqlite import SERVER_READERS, SQLiteStore
 
     path = Path(args.db)
-    store = SQLiteStore(path, read_only=True)
+    store = SQLiteStore(path, read_only=True, readers=SERVER_READERS)
     config = ServeConfig(
         store_label=path.name,
         store_paths=path_spellings(args.db, path.resolve()),
@@ -74,7 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=args.access_log,
             announce=announce,
             workers=args.workers,
-            reopen=lambda: SQLiteStore(path, read_only=True),
+            reopen=lambda: SQLiteStore(path, read_only=True, readers=SERVER_READERS),
         )
     finally:
         store.close()

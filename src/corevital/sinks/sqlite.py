@@ -55,8 +55,8 @@ _INSERT = (
 )
 _SELECT_ROWS = f"SELECT {', '.join(REPORT_COLUMNS)}, seq FROM reports"
 _BOOL_INDEXES = tuple(REPORT_COLUMNS.index(column) for column in FLAG_COLUMNS)
-READERS = 4
-"""Connections of a read-only store, opened with it: that many reads run at once."""
+SERVER_READERS = 4
+"""The connections of the store ``corevital serve`` reads (see :class:`SQLiteStore`'s ``readers``)."""
 READ_MMAP_BYTES = 1 << 30
 """How much of the file a read-only connection memory-maps (address space, not memory)."""
 READ_CACHE_KIB = 8 * 1024
@@ -72,12 +72,12 @@ class SQLiteStore:
     :class:`~corevital.errors.StoreError` instead. A writer (the default) creates a missing
     database and migrates an older one; with ``read_only=True`` the file is opened with
     ``mode=ro`` and never created, written or migrated (a missing file, or a database of another
-    version, is a StoreError); it then holds :data:`READERS` connections, all opened at once, so
-    that concurrent reads (the server's worker threads) run side by side. Safe to share between
+    version, is a StoreError); it then holds ``readers`` connections, all opened at once, so
+    that as many reads (the server's worker threads) run side by side. Safe to share between
     threads.
     """
 
-    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False, readers: int = 1) -> None:
         self.path = Path(path)
         self.read_only = read_only
         self._conn: sqlite3.Connection | None = (
@@ -89,7 +89,7 @@ class SQLiteStore:
         if read_only:  # a few connections, all opened now: concurrent reads never wait for one another
             assert self._conn is not None
             self._readers = [self._conn]
-            self._readers += [_reader(open_database_read_only(self.path)) for _ in range(READERS - 1)]
+            self._readers += [_reader(open_database_read_only(self.path)) for _ in range(readers - 1)]
             self._free = queue.SimpleQueue()
             for conn in self._readers:
                 self._free.put(conn)

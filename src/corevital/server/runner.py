@@ -2,9 +2,9 @@
 
 Binding first turns "address in use" or "cannot assign address" into one clear error before
 anything is announced; uvicorn then serves on that socket until SIGINT or SIGTERM. With several
-workers the bound socket is shared by forked processes (the kernel hands each connection to one
-of them), each with its own read-only store and event loop; the first process only waits for
-them and passes a stop signal on.
+workers each forked process listens on its own socket bound to the same address (SO_REUSEPORT:
+the kernel spreads connections over them), with its own read-only store and event loop; the
+first process keeps the address bound, waits for them and passes a stop signal on.
 """
 
 from __future__ import annotations
@@ -28,8 +28,12 @@ from corevital.server.config import ServeConfig
 from corevital.sinks.base import ReportStore
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` (not yet listening); ConfigError if that fails."""
+def bind(host: str, port: int, *, shared: bool = False) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (not yet listening); ConfigError if that fails.
+
+    ``shared``: with ``SO_REUSEPORT``, so that workers can bind their own sockets to the same
+    address (:func:`rebind`) and the kernel spreads new connections over them.
+    """
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICSERV
@@ -39,11 +43,23 @@ def bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
     except OSError as error:
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     return sock
+
+
+def rebind(sock: socket.socket, backlog: int) -> socket.socket:
+    """A listening socket of one worker, on the address of ``sock`` (bound with ``shared``)."""
+    own = socket.socket(sock.family, sock.type, sock.proto)
+    own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    own.bind(sock.getsockname())
+    own.listen(backlog)
+    return own
 
 
 def url_of(host: str, port: int) -> str:
@@ -75,11 +91,11 @@ def serve(
 ) -> None:
     """Serve ``store`` until interrupted; ``announce`` is called once the socket is bound.
 
-    With ``workers`` > 1 the socket is shared by that many processes (forked after binding), each
+    With ``workers`` > 1 that many processes (forked after binding) listen on the address, each
     serving its own store from ``reopen()``; ``store`` itself is closed first (a database
     connection must not cross a fork).
     """
-    sock = bind(config.host, config.port)
+    sock = bind(config.host, config.port, shared=workers > 1)
     # What the first request would import (anyio's asyncio backend), imported now and, with
     # workers, before forking: serving opens no file but the store.
     importlib.import_module("anyio._backends._asyncio")
@@ -150,7 +166,9 @@ def _serve_forked(
     reopen: Callable[[], ReportStore],
 ) -> None:
     """Fork ``workers`` processes serving on ``sock``; forward SIGINT/SIGTERM and wait for them."""
-    sock.listen(config.limits.max_connections)
+    # Each worker listens on a socket of its own (SO_REUSEPORT): the kernel spreads connections
+    # over them evenly, where one shared socket would let the first worker awake take them all.
+    # ``sock`` keeps the address bound meanwhile (it never listens).
     # Everything is built and imported here, once: a worker then reads no file but its store.
     store = _WorkerStore(reopen)
     stopping = threading.Event()
@@ -167,10 +185,12 @@ def _serve_forked(
             code = 0
             try:
                 store.open()
+                own = rebind(sock, config.limits.max_connections)
                 try:
                     with contextlib.suppress(KeyboardInterrupt):
-                        _Server(uvicorn_config, stopping).run(sockets=[sock])
+                        _Server(uvicorn_config, stopping).run(sockets=[own])
                 finally:
+                    own.close()
                     store.close()
             except BaseException as error:  # noqa: BLE001 - one line, as the CLI writes errors
                 print(f"corevital: error: server worker {os.getpid()}: {error}", file=sys.stderr, flush=True)

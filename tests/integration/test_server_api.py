@@ -3,6 +3,7 @@ after ``corevital migrate``, and tiny-model runs), through FastAPI's TestClient.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -14,8 +15,9 @@ from fastapi.testclient import TestClient
 
 from corevital.server.app import create_app
 from corevital.server.config import Limits, ServeConfig, path_spellings
-from corevital.server.models import Aggregates, Info, LegacyTrace, RunPage, RunRow, RunSummary
+from corevital.server.models import Aggregates, Info, LegacyTrace, RunPage, RunSummary
 from corevital.sinks.base import HealthFlag, MemorySink, Page, TraceQuery
+from corevital.sinks.rows import TraceRow
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.served import copy_store, original_documents, served_store
 
@@ -68,7 +70,7 @@ def test_list_runs_newest_first_with_every_row_field(client: TestClient, store: 
     times = [row.created_at_ms for row in page.runs]
     assert times == sorted(times, reverse=True)
     assert page.next_cursor is None and page.next_url is None
-    assert set(response.json()["runs"][0]) == set(RunRow.model_fields)
+    assert set(response.json()["runs"][0]) == {field.name for field in dataclasses.fields(TraceRow)}
 
 
 def test_list_filters_match_the_store(client: TestClient, store: SQLiteStore) -> None:
@@ -236,7 +238,7 @@ def test_export_csv_and_jsonl(client: TestClient, store: SQLiteStore) -> None:
     records = list(csv.DictReader(io.StringIO(response.text)))
     expected = store.list(TraceQuery(min_risk=0.5, limit=None))
     assert [record["trace_id"] for record in records] == [row.trace_id for row in expected]
-    assert set(records[0]) == set(RunRow.model_fields)
+    assert set(records[0]) == {field.name for field in dataclasses.fields(TraceRow)}
     lines = client.get("/api/v1/export", params={"format": "jsonl", "model_id": "google/flan-t5-large"})
     assert lines.headers["content-type"] == "application/x-ndjson"
     reports = [json.loads(line) for line in lines.text.splitlines()]
@@ -281,7 +283,7 @@ def test_openapi_document_and_no_docs_pages(client: TestClient) -> None:
         "/api/traces/{trace_id}",
         "/api/reports/{trace_id}",
     } <= paths
-    assert "RunRow" in document["components"]["schemas"]
+    assert "TraceRow" in document["components"]["schemas"]
     for page in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
         assert client.get(page).status_code == 404
     assert "cdn" not in response.text.lower()

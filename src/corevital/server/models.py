@@ -10,62 +10,22 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-
-class RunRow(BaseModel):
-    """The indexed scalars of one stored run (no report body)."""
-
-    trace_id: str
-    created_at_utc: str
-    created_at_ms: int
-    model_id: str
-    prompt_hash: str
-    risk_score: float | None
-    nan_detected: bool | None
-    inf_detected: bool | None
-    attention_collapse_detected: bool | None
-    repetition_loop_detected: bool | None
-    mid_layer_anomaly_detected: bool | None
-    high_entropy_steps: int | None
-    prompt_tokens: int
-    generated_tokens: int
-    capture_mode: str | None
-    schema_version: str
-    migrated_from: str | None
-    prompt_preview: str
-    finish_reason: str | None
-    mean_entropy: float | None
-    mean_surprisal: float | None
-    device: str | None
-    quantization: str | None
-    seq: int = Field(description="Position in the store, increasing in insertion order (event ids).")
+from corevital.sinks.rows import ModelAggregate, TraceRow
 
 
 class RunPage(BaseModel):
     """One page of runs; follow ``next_url`` (or pass ``next_cursor`` as ``cursor``) for the next."""
 
-    runs: list[RunRow]
+    runs: list[TraceRow]
     next_cursor: str | None = Field(description="Opaque; null when no run follows.")
     next_url: str | None = Field(description="This query's next page, relative to the server.")
-
-
-class Aggregate(BaseModel):
-    """Statistics of the runs of one model (or one prompt hash)."""
-
-    key: str
-    runs: int
-    risk_mean: float | None
-    risk_p50: float | None
-    risk_p90: float | None
-    flag_rates: dict[str, float]
-    mean_entropy: float | None
-    generated_tokens: int
 
 
 class Aggregates(BaseModel):
     """Per-group statistics, most runs first; ``total_runs`` over every group."""
 
     by: str
-    groups: list[Aggregate]
+    groups: list[ModelAggregate]
     total_runs: int
 
 

@@ -277,7 +277,7 @@ def _write_many(db_path: str, worker: int, barrier: Any) -> None:
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
 def test_concurrent_writers_in_several_processes_lose_nothing(tmp_path: Path) -> None:
     context = multiprocessing.get_context("fork")
-    db_path = tmp_path / "shared" / "corevital.db"
+    db_path = tmp_path / "one-store" / "corevital.db"
     barrier = context.Barrier(WORKERS)
     processes = [
         context.Process(target=_write_many, args=(str(db_path), worker, barrier)) for worker in range(WORKERS)

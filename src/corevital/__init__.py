@@ -1,14 +1,15 @@
 """CoreVital: LLM inference health monitoring from inside the model.
 
-The public API. Importing the package imports nothing else: each name below is imported on first
-use (PEP 562), so a command that only reads stored runs starts without pydantic models, numpy or
-torch; models are loaded (and torch imported) on the first run.
+The public API. Importing the package imports only :mod:`corevital._exports`: each name below is
+imported on first use (PEP 562), so a command that only reads stored runs starts without pydantic
+models, numpy or torch; models are loaded (and torch imported) on the first run.
 """
 
 from __future__ import annotations as _annotations
 
-import importlib as _importlib
 import typing as _typing
+
+from corevital._exports import lazy_exports as _lazy_exports
 
 if _typing.TYPE_CHECKING:
     from corevital.analysis.online import OnlineStep
@@ -68,14 +69,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> _typing.Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'corevital' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*__all__, *(name for name in globals() if name.startswith("_"))})
+__getattr__, __dir__ = _lazy_exports(__name__, _HOMES, globals(), __all__)

@@ -199,10 +199,6 @@ def _yaml_mapping(text: str, origin: str) -> dict[str, Any]:
     return data
 
 
-# COREVITAL_* variables that are not settings: the golden-file tests' switch.
-NOT_SETTINGS = frozenset({"COREVITAL_UPDATE_GOLDEN"})
-
-
 class EnvironmentSource(EnvSettingsSource):
     """``COREVITAL_<NAME>`` variables of ``environ`` (the process environment when None).
 
@@ -220,7 +216,7 @@ class EnvironmentSource(EnvSettingsSource):
         for key in sorted(self.environ):
             upper = key.upper()
             named = upper.removeprefix(ENV_PREFIX).lower()
-            if upper.startswith(ENV_PREFIX) and upper not in NOT_SETTINGS and named not in names:
+            if upper.startswith(ENV_PREFIX) and named not in names:
                 raise ConfigError(f"unknown setting in the environment: {key} (see docs/configuration.md)")
         return {key.lower(): value for key, value in self.environ.items()}
 

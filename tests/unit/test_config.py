@@ -60,7 +60,7 @@ def test_bad_environment_is_one_config_error_line(environ: dict[str, str], messa
 
 
 def test_other_variables_are_left_alone() -> None:
-    assert load_settings({}, environ={"COREVITAL_UPDATE_GOLDEN": "1", "HOME": "/x"}).seed == 42
+    assert load_settings({}, environ={"UPDATE_GOLDEN": "1", "HOME": "/x"}).seed == 42
 
 
 def test_unknown_keys_of_a_file_or_the_arguments_are_errors(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Golden file of a small hand-built report: any change of the written JSON shows up as a diff.
 
 Regenerate after an intended change with
-``COREVITAL_UPDATE_GOLDEN=1 pytest tests/unit/test_report_golden.py``.
+``UPDATE_GOLDEN=1 pytest tests/unit/test_report_golden.py``.
 The same file is the sample report of the sink and migration tests.
 """
 
@@ -184,11 +184,11 @@ def build_small_report() -> Report:
 
 def test_small_report_matches_the_golden_file() -> None:
     written = report_to_json(build_small_report(), pretty=True) + "\n"
-    if os.environ.get("COREVITAL_UPDATE_GOLDEN"):
+    if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text(written, encoding="utf-8")
     assert written == GOLDEN.read_text(encoding="utf-8"), (
         "the report JSON changed; if intended, regenerate with "
-        "COREVITAL_UPDATE_GOLDEN=1 pytest tests/unit/test_report_golden.py"
+        "UPDATE_GOLDEN=1 pytest tests/unit/test_report_golden.py"
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from corevital.modes import DEFAULT_TOPK_MASS_K
 from corevital.report.schema import AttentionSummary, LayerSummary, LogitsSummary, Report, TimelineStep
 from corevital.views.html_charts import (
     CIVIDIS,
@@ -70,38 +71,23 @@ def metric_charts(report: Report) -> str:
         return '<p class="note">The report has no generated steps.</p>'
     markers, spans = step_markers(report), step_spans(report)
     tokens = [quoted(step.token.token_text) for step in steps]
-    mass_k = report.run_config.summaries.logits.mass_k or 10
+    mass_k = report.run_config.summaries.logits.mass_k or DEFAULT_TOPK_MASS_K
+    series: tuple[tuple[Callable[[LogitsSummary], Any], str, tuple[float, float] | None], ...] = (
+        (lambda s: s.entropy, "Entropy (bits)", None),
+        (lambda s: s.surprisal, "Surprisal of the chosen token (bits)", None),
+        (lambda s: s.top_k_margin, "Top-1 − top-2 probability margin", (0.0, 1.0)),
+        (lambda s: s.topk_mass, f"Top-{mass_k} probability mass", (0.0, 1.0)),
+    )
     charts = [
         line_chart(
-            _logits(lambda s: s.entropy, steps),
-            title="Entropy (bits)",
+            _logits(getter, steps),
+            title=title,
             markers=markers,
             spans=spans,
+            domain=domain,
             step_labels=tokens,
-        ),
-        line_chart(
-            _logits(lambda s: s.surprisal, steps),
-            title="Surprisal of the chosen token (bits)",
-            step_labels=tokens,
-            markers=markers,
-            spans=spans,
-        ),
-        line_chart(
-            _logits(lambda s: s.top_k_margin, steps),
-            title="Top-1 − top-2 probability margin",
-            step_labels=tokens,
-            markers=markers,
-            spans=spans,
-            domain=(0.0, 1.0),
-        ),
-        line_chart(
-            _logits(lambda s: s.topk_mass, steps),
-            title=f"Top-{mass_k} probability mass",
-            step_labels=tokens,
-            markers=markers,
-            spans=spans,
-            domain=(0.0, 1.0),
-        ),
+        )
+        for getter, title, domain in series
     ]
     key = _marker_key(markers, spans)
     return key + '<div class="charts">' + "".join(charts) + "</div>"

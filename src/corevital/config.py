@@ -11,13 +11,14 @@ Unknown keys are errors wherever they come from: a key of a YAML file, an explic
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -32,7 +33,13 @@ from corevital.modes import DEFAULT_TOPK, DEFAULT_TOPK_MASS_K, CaptureMode, Entr
 ENV_PREFIX = "COREVITAL_"
 DEFAULT_MODEL_NAME = "default"
 
-SinkName = Literal["sqlite", "local", "postgres", "datadog", "prometheus", "wandb", "http"]
+# Where reports go. Stores can be read back (runs, show, serve); exporters send to an
+# observability system. A custom sink is named "package.module:Class" (docs/production.md).
+STORE_SINKS = ("sqlite", "local", "postgres")
+EXPORTER_SINKS = ("prometheus", "otel", "datadog", "wandb", "http")
+SINK_NAMES = STORE_SINKS + EXPORTER_SINKS
+SinkName = Literal["sqlite", "local", "postgres", "prometheus", "otel", "datadog", "wandb", "http"]
+_CUSTOM_SINK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 PerfMode = Literal["summary", "detailed", "strict"]
 
 
@@ -124,10 +131,73 @@ class Settings(BaseSettings):
     )
 
     # --- output ----------------------------------------------------------------------------
-    sink: SinkName = Field("sqlite", description="Where reports go: sqlite (default) or local JSON files.")
+    sink: list[str] = Field(
+        default_factory=lambda: ["sqlite"],
+        description="Where reports go; repeat for several (--sink sqlite --sink prometheus). Stores: "
+        "sqlite (default), local (JSON files), postgres (--db URL). Exporters: prometheus, otel, datadog, "
+        "wandb, http. A custom sink: package.module:Class.",
+    )
     out: str = Field("runs", description="Output directory; the SQLite database is <out>/corevital.db.")
+    db: str | None = Field(
+        None,
+        description="The store's database: a SQLite file (default <out>/corevital.db) or, with --sink "
+        "postgres, a postgresql:// URL.",
+    )
     write_json: bool = Field(False, description="With the sqlite sink, also write a JSON file per report.")
     json_pretty: bool = Field(False, description="Indent JSON files (larger).")
+
+    # --- sampling ----------------------------------------------------------------------------
+    sample_every: int = Field(1, ge=1, description="Keep every Nth run (1: every run).")
+    sample_rate: float = Field(
+        1.0, gt=0.0, le=1.0, description="Keep this random fraction of runs (1: every run); see sample_seed."
+    )
+    sample_seed: int | None = Field(None, description="Seed of the random sampling (none: not reproducible).")
+    sample_min_risk: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Keep only runs at or above this risk score (every run is still analysed).",
+    )
+
+    # --- exporters ---------------------------------------------------------------------------
+    prometheus_textfile: str | None = Field(
+        None,
+        description="--sink prometheus: write the metrics to this .prom file (node_exporter's textfile "
+        "collector).",
+    )
+    prometheus_pushgateway: str | None = Field(
+        None, description="--sink prometheus: push the metrics to this Pushgateway URL after the run."
+    )
+    prometheus_job: str = Field("corevital", description="--sink prometheus: the Pushgateway job name.")
+    otel_endpoint: str | None = Field(
+        None,
+        description="--sink otel: the OTLP/HTTP endpoint (default: OTEL_EXPORTER_OTLP_ENDPOINT, else "
+        "http://localhost:4318).",
+    )
+    otel_service_name: str = Field(
+        "corevital", description="--sink otel: the service.name resource attribute."
+    )
+    datadog_site: str = Field(
+        "datadoghq.com",
+        description="--sink datadog: the Datadog site (datadoghq.com, datadoghq.eu, us5.datadoghq.com, "
+        "...) or an https:// API URL. The API key comes from DD_API_KEY or --datadog-api-key-file.",
+    )
+    datadog_api_key_file: str | None = Field(
+        None, description="--sink datadog: a file holding the API key (instead of DD_API_KEY)."
+    )
+    datadog_event_risk: float = Field(
+        0.7, ge=0.0, le=1.0, description="--sink datadog: send an event for runs at or above this risk."
+    )
+    wandb_project: str = Field("corevital", description="--sink wandb: the Weights & Biases project.")
+    wandb_mode: Literal["online", "offline"] = Field(
+        "online", description="--sink wandb: online, or offline (files under <out>/wandb, synced later)."
+    )
+    http_url: str | None = Field(None, description="--sink http: POST each report (gzip JSON) to this URL.")
+    http_spool: str | None = Field(
+        None,
+        description="--sink http: the directory of reports not delivered yet (default <out>/http-spool).",
+    )
+    http_timeout: float = Field(10.0, gt=0.0, description="--sink http: seconds per request.")
 
     # --- diagnostics -------------------------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
@@ -163,6 +233,34 @@ class Settings(BaseSettings):
         :func:`load_settings` adds the ``--config`` file between the environment and the defaults.
         """
         return settings_sources(settings_cls, init_settings)
+
+    @field_validator("sink", mode="before")
+    @classmethod
+    def _sink_list(cls, value: Any) -> Any:
+        """One name, a comma-separated list (the environment) or a list; names checked, duplicates dropped."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            return value
+        names = [str(v) for v in value]
+        for name in names:
+            if name not in SINK_NAMES and not _CUSTOM_SINK.match(name):
+                raise ValueError(
+                    f"unknown sink {name!r} (one of {', '.join(SINK_NAMES)}, or package.module:Class)"
+                )
+        if not names:
+            raise ValueError("at least one sink is needed")
+        return list(dict.fromkeys(names))
+
+    @property
+    def stores(self) -> list[str]:
+        """The sinks that store reports to read back (sqlite, local, postgres), in the order given."""
+        return [name for name in self.sink if name in STORE_SINKS]
+
+    @property
+    def sampling(self) -> bool:
+        """Whether a sampling setting keeps fewer than every run."""
+        return self.sample_every > 1 or self.sample_rate < 1.0 or self.sample_min_risk is not None
 
     @property
     def do_sample(self) -> bool:
@@ -210,6 +308,18 @@ class EnvironmentSource(EnvSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None) -> None:
         self.environ = os.environ if environ is None else environ
         super().__init__(settings_cls, case_sensitive=False, env_prefix=ENV_PREFIX)
+
+    def prepare_field_value(self, field_name: str, field: Any, value: Any, value_is_complex: bool) -> Any:
+        """A list setting may be given as plain comma-separated text (``COREVITAL_SINK=sqlite,http``);
+        a mapping or list that is not valid JSON is a one-line ConfigError."""
+        if field_name == "sink" and isinstance(value, str) and not value.lstrip().startswith("["):
+            return value
+        try:
+            return super().prepare_field_value(field_name, field, value, value_is_complex)
+        except ValueError as exc:
+            raise ConfigError(
+                f"invalid setting in the environment: {ENV_PREFIX}{field_name.upper()} is not valid JSON"
+            ) from exc
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
         names = set(Settings.model_fields)

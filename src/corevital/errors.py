@@ -62,6 +62,13 @@ class StoreError(CoreVitalError):
     exit_code = 6
 
 
+class ExporterError(CoreVitalError):
+    """An exporter could not be set up (a bad endpoint, a missing key). Failures while exporting a
+    report are logged and counted, never raised into a generation."""
+
+    exit_code = 9
+
+
 class NotAvailableError(CoreVitalError):
     """A feature that this build or this machine does not provide (yet)."""
 

@@ -21,6 +21,7 @@ from corevital.analysis.policies import StopOnNonFinite, StopOnRepetition, StopO
 from corevital.analysis.profiles import load_profile
 from corevital.config import Settings, load_settings
 from corevital.errors import ConfigError, InputError
+from corevital.exporters.base import Outputs, open_outputs
 from corevital.live import LiveSession, StreamEvent
 from corevital.modes import CaptureMode
 from corevital.pipeline import Pipeline
@@ -38,8 +39,13 @@ class CoreVitalMonitor:
     capture keeps per-layer detail. ``intervene_on_risk_above`` / ``intervene_on_signals``: what
     :meth:`should_intervene` checks after a run (health flag names, compound-signal or early-warning
     signal names). ``policies``: live intervention policies that stop a generation while it runs.
-    ``sink``: None keeps reports in memory only; ``"sqlite"`` or ``"local"`` also stores them under
-    ``out``. Any other setting of :class:`corevital.config.Settings` can be passed by name.
+    ``sink``: None keeps reports in memory only. Otherwise one destination or a list of them: a sink
+    name (``"sqlite"``, ``"local"``, ``"postgres"``, ``"prometheus"``, ``"otel"``, ``"datadog"``,
+    ``"wandb"``, ``"http"``, or ``"package.module:Class"``) or an object with ``write(report)`` or
+    ``export(report)`` (docs/production.md). The destinations are opened with the monitor's settings
+    on the first run that writes and kept until :meth:`close`; an exporter's failure is logged and
+    counted, never raised. Any other setting of :class:`corevital.config.Settings` can be passed by
+    name.
     """
 
     def __init__(
@@ -54,12 +60,26 @@ class CoreVitalMonitor:
         max_new_tokens: int = 20,
         device: str = "auto",
         seed: int = 42,
-        sink: str | None = None,
+        sink: str | object | Sequence[str | object] | None = None,
         out: str = "runs",
         **settings: Any,
     ) -> None:
         if "capture_mode" in settings:
             raise ConfigError("the capture mode is given as capture=... (the setting capture, --capture)")
+        destinations: list[Any]
+        if sink is None:
+            destinations = []
+        elif isinstance(sink, list | tuple):
+            destinations = list(sink)
+        else:
+            destinations = [sink]
+        names = [d for d in destinations if isinstance(d, str)]
+        self._sink_objects = [d for d in destinations if not isinstance(d, str)]
+        for obj in self._sink_objects:
+            if not (callable(getattr(obj, "write", None)) or callable(getattr(obj, "export", None))):
+                raise ConfigError(
+                    f"sink {obj!r} is neither a sink name nor an object with write(report) or export(report)"
+                )
         self._base: dict[str, Any] = {
             "model": model,
             "capture": capture,
@@ -67,21 +87,53 @@ class CoreVitalMonitor:
             "max_new_tokens": max_new_tokens,
             "device": device,
             "seed": seed,
-            "sink": sink or "sqlite",
+            "sink": names or ["sqlite"],
             "out": out,
             **settings,
         }
-        self._store = sink is not None
+        self._store = bool(destinations)
+        self._store_names = bool(names)
+        self._outputs: Outputs | None = None
+        self._outputs_lock = threading.Lock()
         self.intervene_on_risk_above = intervene_on_risk_above
         self.intervene_on_signals = tuple(intervene_on_signals)
         self.policies = tuple(policies)
-        load_settings(self._base)  # fail now on a bad setting
+        self._settings = load_settings(self._base)  # fail now on a bad setting
         self._models: dict[Any, Any] = {}
         self._models_lock = threading.Lock()
         self._generate_locks: dict[Any, threading.Lock] = {}
         self._last: Report | None = None
         self._last_lock = threading.Lock()
         self.load_count = 0
+
+    # --- destinations --------------------------------------------------------------------------
+    @property
+    def outputs(self) -> Outputs | None:
+        """The stores and exporters reports go to (opened on first use; None without ``sink``)."""
+        if not self._store:
+            return None
+        with self._outputs_lock:
+            if self._outputs is None:
+                self._outputs = open_outputs(
+                    self._settings,
+                    extra=self._sink_objects,
+                    stores=self._store_names,
+                    named=self._store_names,
+                )
+            return self._outputs
+
+    def close(self) -> None:
+        """Flush and close the stores and exporters (a later run opens them again)."""
+        with self._outputs_lock:
+            outputs, self._outputs = self._outputs, None
+        if outputs is not None:
+            outputs.close()
+
+    def __enter__(self) -> CoreVitalMonitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- settings and models -------------------------------------------------------------------
     def settings_for(self, model: str | None = None, **overrides: Any) -> Settings:
@@ -131,7 +183,7 @@ class CoreVitalMonitor:
         emit: Callable[[StreamEvent], None] | None = None,
     ) -> list[Report]:
         loaded, lock = self._loaded(settings)
-        pipeline = Pipeline(settings)
+        pipeline = Pipeline(settings, outputs=self.outputs)
         pipeline.use_model(loaded)
         chosen = self.policies if policies is None else tuple(policies)
         live = None
@@ -255,7 +307,7 @@ class CoreVitalMonitor:
         """Observe the user's own ``model.generate(...)`` calls inside the block; see :class:`Watch`."""
         from corevital.watch import Watch
 
-        watcher = Watch(model, tokenizer, self.settings_for(**overrides), store=self._store)
+        watcher = Watch(model, tokenizer, self.settings_for(**overrides), outputs=self.outputs)
         with watcher.installed():
             yield watcher
 

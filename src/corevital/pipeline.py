@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,17 +26,15 @@ from corevital.analysis.profiles import ModelProfile, load_profile
 from corevital.analysis.signals import SequenceSignals
 from corevital.capture.records import generation_record
 from corevital.config import Settings
-from corevital.errors import NotAvailableError
+from corevital.exporters.base import Outputs, open_outputs
 from corevital.perf import Operation, PerfRecorder, StrictMeasurements
 from corevital.report.builder import BuildContext, build_report
 from corevital.report.diagnosis import extensions, health_flags
 from corevital.report.rag import read_rag_context
 from corevital.report.schema import PerformanceInfo, RagContext, Report, SinkConfig
 from corevital.report.timestamps import utc_now
-from corevital.sinks.base import Sink
 from corevital.sinks.local import LocalFileSink
-from corevital.sinks.sqlite import SQLiteStore
-from corevital.sinks.sqlite_schema import DB_FILE_NAME
+from corevital.sinks.open import store_location
 
 if TYPE_CHECKING:
     from corevital.capture.capabilities import ModelCapabilities
@@ -58,8 +55,14 @@ class RunOutcome:
 
 
 def sink_target(settings: Settings) -> str:
-    out = Path(settings.out)
-    return str(out / DB_FILE_NAME) if settings.sink == "sqlite" else str(out)
+    """Where the run's first store writes (the report's ``run_config.sink.target``; "" with none)."""
+    stores = settings.stores
+    return store_location(stores[0], settings) if stores else ""
+
+
+def sink_type(settings: Settings) -> str:
+    """The report's ``run_config.sink.type``: the sinks joined by "+" (``sqlite+prometheus``)."""
+    return "+".join(settings.sink)
 
 
 @contextmanager
@@ -80,21 +83,6 @@ def keep_layer_detail(settings: Settings, diagnosis: Diagnosis) -> bool:
     flags = diagnosis.health_flags
     hard = flags.nan_detected or flags.inf_detected or flags.repetition_loop_detected
     return hard or diagnosis.risk.risk_score >= settings.on_risk_threshold
-
-
-def open_sink(settings: Settings) -> Sink:
-    """The sink named by the settings; integrations that are not built yet say so plainly.
-
-    The one place a sink that is not available is refused (:meth:`Pipeline.check_inputs` opens it
-    before any model is loaded).
-    """
-    if settings.sink == "sqlite":
-        return SQLiteStore.in_directory(settings.out)
-    if settings.sink == "local":
-        return LocalFileSink(settings.out, pretty=settings.json_pretty)
-    raise NotAvailableError(
-        f"--sink {settings.sink} is not available in this version yet (use sqlite or local)"
-    )
 
 
 def settle_loaded_model() -> None:
@@ -139,8 +127,11 @@ class Pipeline:
         *,
         clock: Callable[[], str] = utc_now,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        outputs: Outputs | None = None,
     ) -> None:
         self.settings = settings
+        self._outputs = outputs
+        self.last_outputs: Outputs | None = None  # kept after close(): its failure counts
         self._clock = clock
         self._new_id = new_id
         self._loaded: LoadedModel | None = None
@@ -148,6 +139,26 @@ class Pipeline:
         self._calibration: CalibrationProfile | None = None
         self._profiles: dict[str, ModelProfile] = {}
         self._inputs_checked = False
+
+    @property
+    def outputs(self) -> Outputs:
+        """The run's stores and exporters, opened on first use (:meth:`check_inputs` opens them)."""
+        if self._outputs is None:
+            self._outputs = open_outputs(self.settings)
+            self.last_outputs = self._outputs
+        return self._outputs
+
+    def close(self) -> None:
+        """Close the stores and exporters (exporters flush what is pending)."""
+        if self._outputs is not None:
+            outputs, self._outputs = self._outputs, None
+            outputs.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def loaded(self) -> LoadedModel:
@@ -266,7 +277,7 @@ class Pipeline:
         ctx = BuildContext(
             trace_id=self._new_id(),
             created_at_utc=self._clock(),
-            sink=SinkConfig(type=settings.sink, target=sink_target(settings)),
+            sink=SinkConfig(type=sink_type(settings), target=sink_target(settings)),
             device_requested=settings.device,
             topk=settings.topk,
             mass_k=settings.topk_mass_k,
@@ -278,18 +289,23 @@ class Pipeline:
         return build_report(run, seq, ctx)
 
     def write(self, reports: list[Report]) -> tuple[list[str], list[str]]:
+        """Sample, store and export ``reports``; the stores' locations and the JSON files written.
+
+        A report the sampler drops has no location (""); exporters' failures are logged and
+        counted in ``outputs.failures``, never raised.
+        """
         settings = self.settings
-        sink = open_sink(settings)
-        locations, json_paths = [], []
-        try:
-            for report in reports:
-                locations.append(sink.write(report))
-        finally:
-            sink.close()
-        if settings.write_json and settings.sink == "sqlite":
+        outputs = self.outputs
+        locations = []
+        for report in reports:
+            where = outputs.write(report)
+            locations.append(where[0] if where else "")
+        kept = [r for r in reports if r.extensions.sampling is None or r.extensions.sampling.kept]
+        json_paths: list[str] = []
+        if settings.write_json and "sqlite" in settings.stores and kept:
             json_sink = LocalFileSink(settings.out, pretty=settings.json_pretty)
             try:
-                json_paths = [json_sink.write(report) for report in reports]
+                json_paths = [json_sink.write(report) for report in kept]
             finally:
                 json_sink.close()
         return locations, json_paths
@@ -350,13 +366,13 @@ class Pipeline:
     def check_inputs(self) -> None:
         """Fail before a model is loaded on what would fail later (checked once per pipeline).
 
-        The sink (not available, or not writable), the ``--rag-context`` file, the
+        The stores and exporters (opened now: a missing extra, a bad endpoint, an unwritable
+        store), the ``--rag-context`` file, the
         ``--calibration`` profile.
         """
         if self._inputs_checked:
             return
-        sink = open_sink(self.settings)
-        sink.close()
+        self.outputs  # noqa: B018 - opening the stores and exporters is the check
         self.rag_context()
         self.calibration()
         self._inputs_checked = True
@@ -382,7 +398,7 @@ def describe_loaded(loaded: Any) -> str:
     )
 
 
-__all__ = ["Pipeline", "RunOutcome", "describe_loaded", "open_sink", "sink_target"]
+__all__ = ["Pipeline", "RunOutcome", "describe_loaded", "sink_target", "sink_type"]
 
 
 def signals_from_capture(seq: SequenceCapture, *, model_id: str, caps: ModelCapabilities) -> SequenceSignals:

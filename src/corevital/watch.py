@@ -19,6 +19,7 @@ from corevital.capture.prompts import batch_from_inputs
 from corevital.capture.records import GenerationRecord, RunCapture
 from corevital.capture.runner import model_record, observe_generation
 from corevital.config import Settings
+from corevital.exporters.base import Outputs
 from corevital.pipeline import Pipeline
 from corevital.report.schema import Report
 from corevital.report.timestamps import utc_now
@@ -46,8 +47,10 @@ def _generation_record(model: Any, kwargs: dict[str, Any], seed: int) -> Generat
 class Watch:
     """The reports of the ``generate()`` calls made while watching."""
 
-    def __init__(self, model: Any, tokenizer: Any, settings: Settings, *, store: bool) -> None:
-        self.store = store  # write each report to the settings' sink too
+    def __init__(
+        self, model: Any, tokenizer: Any, settings: Settings, *, outputs: Outputs | None = None
+    ) -> None:
+        self.outputs = outputs  # where each report goes too (None: kept in memory only)
         self.model = model
         self.tokenizer = tokenizer
         self.settings = settings
@@ -103,10 +106,10 @@ class Watch:
             elapsed_ms=elapsed_ms,
             started_at_utc=started,
         )
-        pipeline = Pipeline(self.settings)
+        pipeline = Pipeline(self.settings, outputs=self.outputs)
         pipeline.use_model(self._loaded)
         reports = pipeline.build(run)
-        if self.store:
+        if self.outputs is not None:
             pipeline.write(reports)
         self.reports.extend(reports)
         return result["output"]

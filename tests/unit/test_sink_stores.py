@@ -1,4 +1,8 @@
-"""The ReportStore contract, run against every in-process implementation (memory and SQLite)."""
+"""The ReportStore contract, run against every implementation: memory, SQLite and PostgreSQL.
+
+The PostgreSQL store runs against a real server (tests/support/postgres.py: one per session, a new
+database per test); without the postgresql package its cases skip locally and fail in CI.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ from corevital.sinks.base import (
 )
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.protocols import assert_implements
+
+pytest_plugins = ("tests.support.postgres",)
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -60,9 +66,17 @@ def variant(
     )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReportStore]:
-    made: ReportStore = MemorySink() if request.param == "memory" else SQLiteStore.in_directory(tmp_path)
+    made: ReportStore
+    if request.param == "memory":
+        made = MemorySink()
+    elif request.param == "sqlite":
+        made = SQLiteStore.in_directory(tmp_path)
+    else:
+        from corevital.sinks.postgres import PostgresStore
+
+        made = PostgresStore(request.getfixturevalue("postgres_url"))
     yield made
     made.close()
 

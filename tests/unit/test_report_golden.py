@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from corevital.analysis.hashing import prompt_hash
@@ -111,7 +111,7 @@ def build_small_report() -> Report:
             entropy_mode="full",
             capture_mode="full",
         ),
-        prompt=PromptInfo(text=PROMPT, token_ids=[1, 2, 3], num_tokens=3),
+        prompt=PromptInfo(text=PROMPT, token_ids=[1, 2, 3], num_tokens=3, chat_template_applied=False),
         generated=GeneratedInfo(output_text=" blé…", token_ids=[7, 8], num_tokens=2, finish_reason="length"),
         timeline=[
             TimelineStep(
@@ -133,7 +133,14 @@ def build_small_report() -> Report:
                 logits_summary=LogitsSummary(entropy=math.nan, surprisal=math.inf, has_nan=True),
             ),
         ],
-        summary=Summary(prompt_tokens=3, generated_tokens=2, total_steps=5, elapsed_ms=12),
+        summary=Summary(
+            prompt_tokens=3,
+            generated_tokens=2,
+            total_steps=5,
+            elapsed_ms=12,
+            started_at_utc=format_utc(CLOCK - timedelta(milliseconds=40)),
+            generation_ms=11.5,
+        ),
         warnings=[ReportWarning(code="ATTENTION_NOT_AVAILABLE", message="no attention weights")],
         prompt_analysis=PromptAnalysis(
             layers=[

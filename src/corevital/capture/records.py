@@ -125,6 +125,8 @@ class SequenceCapture:
     stopped_at_step: int | None = None
     stop_policy: str | None = None  # which live policy stopped it (None: a plain step callback)
     stop_reason: str | None = None
+    started_at_utc: str | None = None  # when this sequence's batch started (tokenizing, then generate())
+    generation_ms: float | None = None  # wall time of that batch, to the end of generate()
 
     @property
     def num_steps(self) -> int:

@@ -73,6 +73,11 @@ def _generate_kwargs(loaded: LoadedModel, gen: GenerationRecord) -> dict[str, An
     return kwargs
 
 
+def utc_timestamp() -> str:
+    """Now, as ISO 8601 UTC with Z and millisecond precision (the report's time format)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def model_record(loaded: LoadedModel) -> ModelRecord:
     return ModelRecord(
         hf_id=loaded.resolved.hf_id,
@@ -101,7 +106,7 @@ def capture_prompts(
     """
     gen = generation_record(settings)
     options = CaptureOptions.for_generation(settings, gen, context_span, tuning)
-    started = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    started = utc_timestamp()
     t0 = time.perf_counter()
     sequences: list[SequenceCapture] = []
     timings = CaptureTimings()
@@ -143,6 +148,7 @@ def capture_batch(
     timings: CaptureTimings | None = None,
 ) -> list[SequenceCapture]:
     caps = loaded.capabilities
+    started = utc_timestamp()
     t0 = time.perf_counter()
     batch = prepare_batch(
         loaded.tokenizer,
@@ -167,7 +173,7 @@ def capture_batch(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, **extra, **kwargs
         )
 
-    return observe_generation(
+    sequences = observe_generation(
         loaded,
         batch,
         options,
@@ -177,6 +183,10 @@ def capture_batch(
         callback=callback,
         timings=timings,
     )
+    generation_ms = (time.perf_counter() - t0) * 1000.0
+    for seq in sequences:
+        seq.started_at_utc, seq.generation_ms = started, generation_ms
+    return sequences
 
 
 GenerateCall = Callable[[Any, Any], Any]

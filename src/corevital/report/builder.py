@@ -107,7 +107,10 @@ def build_report(run: RunCapture, seq: SequenceCapture, ctx: BuildContext) -> Re
         ),
         run_config=_run_config(run, seq, ctx, layers_kept),
         prompt=PromptInfo(
-            text=seq.prompt.text, token_ids=list(seq.prompt.token_ids), num_tokens=prompt_tokens
+            text=seq.prompt.text,
+            token_ids=list(seq.prompt.token_ids),
+            num_tokens=prompt_tokens,
+            chat_template_applied=seq.prompt.chat_template_applied,
         ),
         generated=GeneratedInfo(
             output_text=seq.generated_text,
@@ -121,6 +124,8 @@ def build_report(run: RunCapture, seq: SequenceCapture, ctx: BuildContext) -> Re
             generated_tokens=steps,
             total_steps=prompt_tokens + steps,
             elapsed_ms=int(round(run.elapsed_ms)),
+            started_at_utc=seq.started_at_utc or run.started_at_utc,
+            generation_ms=round(seq.generation_ms if seq.generation_ms is not None else run.elapsed_ms, 3),
         ),
         warnings=[ReportWarning(code=w.code, message=w.message) for w in seq.warnings],
         encoder_layers=encoder_layers(seq) if caps.is_encoder_decoder else None,

@@ -223,6 +223,9 @@ class PromptInfo(ReportModel):
     text: str
     token_ids: list[int]
     num_tokens: int
+    chat_template_applied: bool | None = Field(
+        default=None, description="New: whether the model read the prompt wrapped in its chat template."
+    )
 
 
 class GeneratedInfo(ReportModel):
@@ -235,12 +238,34 @@ class GeneratedInfo(ReportModel):
 
 
 class Summary(ReportModel):
-    """Run totals; ``total_steps`` is prompt + generated tokens, as in the original."""
+    """Run totals; ``total_steps`` is prompt + generated tokens, as in the original.
+
+    ``elapsed_ms`` is the wall time of the whole run (every batch of its prompts);
+    ``started_at_utc`` and ``generation_ms`` time this sequence's own batch, so that the
+    generation is placed in time (``started_at_utc`` + ``generation_ms``) even in a run of many.
+    """
 
     prompt_tokens: int
     generated_tokens: int
     total_steps: int
     elapsed_ms: int
+    started_at_utc: str | None = Field(
+        default=None,
+        description="New: when the generation of this sequence's batch started (tokenizing, then "
+        "generate()), ISO 8601 UTC with Z, millisecond precision.",
+    )
+    generation_ms: OptFloat = Field(
+        default=None,
+        description="New: wall time in ms of this sequence's batch, from started_at_utc to the end of "
+        "generate() (elapsed_ms is the whole run's).",
+    )
+
+    @field_validator("started_at_utc")
+    @classmethod
+    def _iso_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_utc(value)
+        return value
 
 
 class ReportWarning(ReportModel):

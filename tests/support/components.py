@@ -30,6 +30,7 @@ __all__ = [
     "COMPONENTS",
     "POSTGRES",
     "PROMETHEUS",
+    "PROMTOOL",
     "Component",
     "in_ci",
     "locate",
@@ -63,7 +64,10 @@ POSTGRES = Component("postgres", "postgresql", ("/usr/lib/postgresql/*/bin/postg
 PROMETHEUS = Component("prometheus", "prometheus", ("/usr/bin/prometheus",), on_path="prometheus")
 """The Prometheus server."""
 
-COMPONENTS: tuple[Component, ...] = (CHROMIUM, POSTGRES, PROMETHEUS)
+PROMTOOL = Component("promtool", "prometheus", ("/usr/bin/promtool",), on_path="promtool")
+"""Prometheus's rule and configuration checker (in the same package as the server)."""
+
+COMPONENTS: tuple[Component, ...] = (CHROMIUM, POSTGRES, PROMETHEUS, PROMTOOL)
 
 
 def in_ci() -> bool:

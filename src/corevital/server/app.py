@@ -12,6 +12,7 @@
     /api/v1/events                runs as they land (server-sent events)
     /api/v1/openapi.json          the OpenAPI document (no docs pages: nothing is fetched from a CDN)
     /api/traces, /api/traces/{id}, /api/reports/{id}   the original dashboard's routes
+    /metrics                      Prometheus metrics of the stored runs (server/metrics.py)
 
 Middleware, outermost first: CORS, with browsers' Private Network Access preflight (only when
 origins are named), then
@@ -44,6 +45,7 @@ from corevital.server.events import events_router
 from corevital.server.fast_runs import FastRuns
 from corevital.server.guard import Guard
 from corevital.server.legacy import legacy_router
+from corevital.server.metrics import metrics_router
 from corevital.server.models import Health
 from corevital.sinks.base import ReportStore
 
@@ -85,7 +87,13 @@ def create_app(
         await in_thread(store.count)
         return json_response({"status": "ok"})
 
-    routers = [api_router(served), events_router(served), legacy_router(served), dashboard_router(served)]
+    routers = [
+        api_router(served),
+        events_router(served),
+        legacy_router(served),
+        dashboard_router(served),
+        metrics_router(served),
+    ]
     for router in routers:
         app.include_router(router)
     app.add_middleware(FastRuns, served=served)

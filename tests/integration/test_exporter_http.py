@@ -254,8 +254,8 @@ def test_from_settings_validates_and_defaults_the_spool_under_out(tmp_path: Path
     exporter = open_exporter(
         "http", Settings(sink=["http"], out=str(tmp_path), http_url="http://127.0.0.1:9/r")
     )
+    assert isinstance(exporter, HttpExporter)
     try:
-        assert isinstance(exporter, HttpExporter)
         assert exporter.spool.root == tmp_path / "http-spool" and exporter.timeout == 10.0
         assert exporter.close_wait_s == 20.0
     finally:

@@ -1,0 +1,107 @@
+"""`corevital run --sink sqlite --sink otel` on a tiny model, against a real OTLP/HTTP receiver."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk")
+pytest.importorskip("opentelemetry.proto")
+
+from corevital.cli import main  # noqa: E402
+from corevital.report.timestamps import epoch_ms, parse_utc  # noqa: E402
+from corevital.sinks.sqlite import SQLiteStore  # noqa: E402
+from tests.support.otlp import OtlpReceiver, free_port  # noqa: E402
+
+
+@pytest.fixture
+def tiny_llama(tiny_model_dir: Callable[[str], Path]) -> str:
+    return str(tiny_model_dir("llama"))
+
+
+def run_args(model: str, out: Path, endpoint: str) -> list[str]:
+    return [
+        "run",
+        "--model",
+        model,
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--chat-template",
+        "off",
+        "--temperature",
+        "0",
+        "--max_new_tokens",
+        "4",
+        "--batch_size",
+        "1",
+        "--sink",
+        "sqlite",
+        "--sink",
+        "otel",
+        "--otel-endpoint",
+        endpoint,
+    ]
+
+
+def test_run_sends_one_span_per_generation_timed_like_the_stored_report(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str
+) -> None:
+    with OtlpReceiver() as receiver:
+        code = main(
+            [*run_args(tiny_llama, tmp_path, receiver.url), "--prompt", "hello there", "--prompt", "a b c"]
+        )
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        assert "exporter failures" not in captured.err
+        spans = sorted(receiver.spans(), key=lambda r: r.span.start_time_unix_nano)
+        points = receiver.metric_points()
+    store = SQLiteStore(tmp_path / "corevital.db", read_only=True)
+    try:
+        reports = {row.trace_id: store.get(row.trace_id) for row in store.list()}
+    finally:
+        store.close()
+    assert len(spans) == 2 and len(reports) == 2
+    for record in spans:
+        report = reports[record.attributes["corevital.trace_id"]]
+        assert report is not None
+        summary = report.summary
+        assert summary.started_at_utc is not None and summary.generation_ms is not None
+        start = epoch_ms(parse_utc(summary.started_at_utc)) * 1_000_000
+        assert record.span.name == f"text_completion {report.model.hf_id}"
+        assert record.span.start_time_unix_nano == start
+        assert record.span.end_time_unix_nano == start + round(summary.generation_ms * 1_000_000)
+        assert 0 < summary.generation_ms <= summary.elapsed_ms + 1
+        assert record.attributes["gen_ai.usage.output_tokens"] == report.generated.num_tokens
+        assert record.attributes["gen_ai.usage.input_tokens"] == report.prompt.num_tokens
+        assert record.resource["service.name"] == "corevital"
+        assert report.extensions.risk is not None
+        [event] = record.span.events
+        assert event.name == "gen_ai.evaluation.result"
+    # batch size 1: each span covers its own generate() call, one after the other
+    first, second = spans
+    assert first.span.end_time_unix_nano <= second.span.start_time_unix_nano + 1_000_000  # ms clock
+    [(_, runs)] = points["corevital.runs"]
+    assert runs.as_double == 2.0
+
+
+def test_a_collector_that_is_down_does_not_fail_the_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str
+) -> None:
+    t0 = time.perf_counter()
+    code = main([*run_args(tiny_llama, tmp_path, f"http://127.0.0.1:{free_port()}"), "--prompt", "hello"])
+    elapsed = time.perf_counter() - t0
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "warning: exporter failures: otel: 1" in captured.err
+    assert "Traceback" not in captured.err
+    assert elapsed < 60.0
+    store = SQLiteStore(tmp_path / "corevital.db", read_only=True)
+    try:
+        assert len(store.list()) == 1  # the store got the report all the same
+    finally:
+        store.close()

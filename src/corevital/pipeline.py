@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import gc
 import logging
+import signal
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +29,7 @@ from corevital.analysis.profiles import ModelProfile, load_profile
 from corevital.analysis.signals import SequenceSignals
 from corevital.capture.records import generation_record
 from corevital.config import Settings
+from corevital.errors import InputError
 from corevital.exporters.base import Outputs, open_outputs
 from corevital.perf import Operation, PerfRecorder, StrictMeasurements
 from corevital.report.builder import BuildContext, build_report
@@ -139,6 +143,7 @@ class Pipeline:
         self._calibration: CalibrationProfile | None = None
         self._profiles: dict[str, ModelProfile] = {}
         self._inputs_checked = False
+        self.stored = 0  # reports written by run(), counted as each batch lands
 
     @property
     def outputs(self) -> Outputs:
@@ -228,14 +233,18 @@ class Pipeline:
             f"({profile.generation.describe()}); the profile and its risk model describe runs like those"
         ]
 
-    def capture(self, prompts: list[str], callback: StepCallback | None = None) -> RunCapture:
+    def capture(
+        self, prompts: list[str], callback: StepCallback | None = None, *, first_index: int = 0
+    ) -> RunCapture:
         from corevital.capture.runner import capture_prompts
 
         rag = self.rag_context()
         span = None
         if rag is not None and rag.context_span is not None:
             span = (rag.context_span[0], rag.context_span[1])
-        return capture_prompts(self.loaded, prompts, self.settings, callback=callback, context_span=span)
+        return capture_prompts(
+            self.loaded, prompts, self.settings, callback=callback, context_span=span, first_index=first_index
+        )
 
     def build(self, run: RunCapture) -> list[Report]:
         self.check_calibration_model()
@@ -311,34 +320,86 @@ class Pipeline:
         return locations, json_paths
 
     def run(
-        self, prompts: list[str], callback: StepCallback | None = None, perf: PerfRecorder | None = None
+        self,
+        prompts: list[str],
+        callback: StepCallback | None = None,
+        perf: PerfRecorder | None = None,
+        on_batch: Callable[[list[Report], list[str]], None] | None = None,
     ) -> RunOutcome:
+        """Generate, build and write, one batch (``batch_size`` prompts) at a time.
+
+        Every prompt is tokenized and checked against the context window before the first
+        generation. Each batch's reports are written as soon as they are built (``on_batch`` is
+        called with them and their locations), so an interruption keeps every finished batch;
+        :attr:`stored` counts the reports written so far.
+        """
+        from corevital.capture.runner import check_prompts
+
         self.check_inputs()
         with timed(perf if self._loaded is None else None, "model_load"):
             loaded = self.loaded
         self.check_calibration_model()
+        check_prompts(loaded, prompts, self.settings)
         if perf is not None and perf.mode == "strict":
             self._strict_baseline(prompts, perf)
-        with timed(perf, "model_inference") as inference:
-            run = self.capture(prompts, callback=callback)
-        with timed(perf, "report_build"):
-            reports = self.build(run)
-        if perf is not None and inference is not None:
-            inference.children.append(Operation("tokenize", run.tokenize_ms))
-            perf.step_ms = list(run.step_ms)
-            performance = PerformanceInfo.model_validate(perf.extension())
-            for report in reports:
-                report.extensions.performance = performance
-        with timed(perf, "sink_write"):
-            locations, json_paths = self.write(reports)
+        captures: list[RunCapture] = []
+        reports: list[Report] = []
+        locations: list[str] = []
+        json_paths: list[str] = []
+        size = self.settings.batch_size
+        for start in range(0, len(prompts), size):
+            with timed(perf, "model_inference") as inference:
+                run = self.capture(prompts[start : start + size], callback=callback, first_index=start)
+            with timed(perf, "report_build"):
+                built = self.build(run)
+            if perf is not None and inference is not None:
+                inference.children.append(Operation("tokenize", run.tokenize_ms))
+                perf.step_ms = [*perf.step_ms, *run.step_ms]
+                performance = PerformanceInfo.model_validate(perf.extension())
+                for report in built:
+                    report.extensions.performance = performance
+            with timed(perf, "sink_write"), signals_deferred():
+                written, paths = self.write(built)
+                self.stored += sum(1 for where in written if where)
+            captures.append(run)
+            reports.extend(built)
+            locations.extend(written)
+            json_paths.extend(paths)
+            if on_batch is not None:
+                on_batch(built, written)
         return RunOutcome(
             reports=reports,
             locations=locations,
-            capture=run,
+            capture=merged_capture(captures),
             used_default_model=loaded.resolved.is_default,
             sink_description=sink_target(self.settings),
             json_paths=json_paths,
         )
+
+    def already_stored(self, prompts: list[str]) -> list[bool]:
+        """For ``--resume``: whether each prompt has a report in the first store made with this
+        run's model and decoding settings (seed, sampling, token budget, capture mode)."""
+        from corevital.analysis.hashing import prompt_hash
+        from corevital.sinks.open import open_location
+        from corevital.sinks.rows import TraceQuery
+
+        stores = self.settings.stores
+        if not stores or stores[0] == "local":
+            raise InputError("--resume needs a store to look in: --sink sqlite or --sink postgres")
+        location = self.settings.db if stores[0] == "postgres" else sink_target(self.settings)
+        if location is None or (stores[0] == "sqlite" and not Path(location).exists()):
+            return [False] * len(prompts)
+        model_id = self.loaded.resolved.hf_id
+        wanted = generation_record(self.settings)
+        found: list[bool] = []
+        store = open_location(location, read_only=True)
+        try:
+            for text in prompts:
+                rows = store.list(TraceQuery(prompt_hash=prompt_hash(model_id, text), limit=None))
+                found.append(any(_same_run(store.get(row.trace_id), wanted, self.settings) for row in rows))
+        finally:
+            store.close()
+        return found
 
     def _strict_baseline(self, prompts: list[str], perf: PerfRecorder) -> None:
         """Warm up, then time the same generation uninstrumented (the model's default attention).
@@ -376,6 +437,63 @@ class Pipeline:
         self.rag_context()
         self.calibration()
         self._inputs_checked = True
+
+
+def merged_capture(captures: list[RunCapture]) -> RunCapture:
+    """One :class:`RunCapture` of several batches run one after another."""
+    first = captures[0]
+    if len(captures) == 1:
+        return first
+    return replace(
+        first,
+        sequences=[seq for run in captures for seq in run.sequences],
+        elapsed_ms=sum(run.elapsed_ms for run in captures),
+        tokenize_ms=sum(run.tokenize_ms for run in captures),
+        step_ms=[ms for run in captures for ms in run.step_ms],
+    )
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM held while a batch is written, delivered after it (main thread only).
+
+    A signal that arrives during the write lets the write finish, then interrupts as usual
+    (KeyboardInterrupt for both), so that what was being stored is stored whole.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def hold(signum: int, frame: object) -> None:
+        pending.append(signum)
+
+    for sig in previous:
+        signal.signal(sig, hold)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if pending:
+            raise KeyboardInterrupt
+
+
+def _same_run(report: Report | None, wanted: Any, settings: Settings) -> bool:
+    """Whether a stored report was made with the decoding and capture settings of this run."""
+    if report is None:
+        return False
+    gen = report.run_config.generation
+    return (
+        report.run_config.seed == settings.seed
+        and report.run_config.max_new_tokens == settings.max_new_tokens
+        and (report.run_config.capture_mode or "full") == settings.capture
+        and gen.do_sample == wanted.do_sample
+        and gen.temperature == wanted.temperature
+        and gen.top_k == wanted.top_k
+        and gen.top_p == wanted.top_p
+    )
 
 
 def generation_identity(settings: Settings) -> GenerationIdentity:

@@ -24,7 +24,7 @@ from corevital.capture.loading import LoadedModel
 from corevital.capture.observer import StepObserver
 from corevital.capture.options import CaptureOptions, Tuning
 from corevital.capture.prompt_telemetry import prompt_telemetry_for
-from corevital.capture.prompts import PreparedBatch, check_token_budget, prepare_batch
+from corevital.capture.prompts import PreparedBatch, check_token_budget, format_prompt, prepare_batch
 from corevital.capture.records import (
     CaptureWarning,
     GenerationRecord,
@@ -37,7 +37,7 @@ from corevital.capture.records import (
 from corevital.capture.registry import find_attention_sites
 from corevital.capture.replay import replay_sequence
 from corevital.config import Settings
-from corevital.errors import CaptureError, CoreVitalError
+from corevital.errors import CaptureError, CoreVitalError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +99,12 @@ def capture_prompts(
     callback: StepCallback | None = None,
     context_span: tuple[int, int] | None = None,
     tuning: Tuning | None = None,
+    first_index: int = 0,
 ) -> RunCapture:
     """Generate for every prompt (``settings.batch_size`` per ``generate()`` call) and observe it.
 
     ``tuning``: memory budgets and batching (default: following the model's size).
+    ``first_index``: the position of ``texts[0]`` among all prompts of the run (its batch index).
     """
     gen = generation_record(settings)
     options = CaptureOptions.for_generation(settings, gen, context_span, tuning)
@@ -114,7 +116,14 @@ def capture_prompts(
         chunk = texts[start : start + settings.batch_size]
         sequences.extend(
             capture_batch(
-                loaded, chunk, settings, gen, options, first_index=start, callback=callback, timings=timings
+                loaded,
+                chunk,
+                settings,
+                gen,
+                options,
+                first_index=first_index + start,
+                callback=callback,
+                timings=timings,
             )
         )
     return RunCapture(
@@ -128,6 +137,24 @@ def capture_prompts(
         tokenize_ms=timings.tokenize_ms,
         step_ms=timings.step_ms,
     )
+
+
+def check_prompts(loaded: LoadedModel, texts: list[str], settings: Settings) -> None:
+    """Tokenize every prompt and check it against the context window, before any generation.
+
+    A prompt that cannot be run is an :class:`~corevital.errors.InputError` naming its position,
+    so that a long batch does not fail after generating everything before it.
+    """
+    caps = loaded.capabilities
+    if caps.is_encoder_decoder:
+        return
+    for number, text in enumerate(texts, start=1):
+        try:
+            model_text, applied = format_prompt(loaded.tokenizer, text, settings.chat_template)
+            tokens = len(loaded.tokenizer(model_text, add_special_tokens=not applied)["input_ids"])
+            check_token_budget(tokens, settings.max_new_tokens, caps.context_length)
+        except InputError as exc:
+            raise InputError(f"prompt {number} of {len(texts)}: {exc}") from None
 
 
 @dataclass

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 
 from corevital.cli.args import add_run_flags, settings_overrides
@@ -42,8 +44,14 @@ def pipeline_failures(pipeline: Pipeline) -> str:
     return ", ".join(f"{name}: {count}" for name, count in sorted(outputs.failures.items()))
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C: finished batches are kept
     settings = load_settings(settings_overrides(args), config_file=args.config)
     perf = PerfRecorder(settings.perf, start=t0) if settings.perf else None
     if perf is not None:
@@ -63,7 +71,26 @@ def cmd_run(args: argparse.Namespace) -> int:
                 )
             else:
                 print(f"Model: {describe_loaded(loaded)}")
-        outcome = pipeline.run(prompts, perf=perf)
+        total = len(prompts)
+        if args.resume:
+            done = pipeline.already_stored(prompts)
+            prompts = [prompt for prompt, stored in zip(prompts, done, strict=True) if not stored]
+            if not args.json:
+                print(
+                    f"Resuming: {total - len(prompts)} of {total} prompts already stored, "
+                    f"{len(prompts)} to run"
+                )
+            if not prompts:
+                return 0
+        try:
+            outcome = pipeline.run(prompts, perf=perf)
+        except KeyboardInterrupt:
+            print(
+                f"corevital: interrupted: {pipeline.stored} of {len(prompts)} reports stored; "
+                "rerun the same command with --resume to run the rest",
+                file=sys.stderr,
+            )
+            return 130
         summaries = [
             summarize_report(report, location, outcome.capture.elapsed_ms)
             for report, location in zip(outcome.reports, outcome.locations, strict=True)
@@ -86,12 +113,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from corevital.sinks.migrate import migrate_path
-    from corevital.sinks.sqlite import SQLiteStore
+    from corevital.sinks.open import open_location
 
     source = args.from_db or args.from_dir
     if source is None:
         raise InputError("migrate needs --from-dir DIR or --from-db FILE")
-    store = SQLiteStore(args.to_db)
+    store = open_location(args.to_db)
     try:
         result = migrate_path(source, store)
     finally:
@@ -112,7 +139,11 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
             "--from-db", "--from_db", dest="from_db", help="An original CoreVital SQLite database."
         )
         parser.add_argument(
-            "--to-db", "--to_db", dest="to_db", default=DEFAULT_DB_PATH, help="Target database."
+            "--to-db",
+            "--to_db",
+            dest="to_db",
+            default=DEFAULT_DB_PATH,
+            help="Target store: a SQLite file or a postgresql:// URL.",
         )
         parser.set_defaults(handler=cmd_migrate)
         return
@@ -128,5 +159,11 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--config", metavar="FILE", help="YAML file of settings (see docs/configuration.md).")
     parser.add_argument("--json", action="store_true", help="Print the run summary as JSON.")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="Skip prompts whose report is already in the store for the same model and decoding settings "
+        "(after an interrupted run).",
+    )
     add_run_flags(parser)
     parser.set_defaults(handler=cmd_run)

@@ -1,0 +1,184 @@
+"""Cost of the exporters per report: the time of ``export(report)`` one report at a time (batch 1).
+
+Each exporter in :data:`EXPORTERS` (name -> factory taking a scratch directory) gets ``--reports``
+reports after ``--warmup`` unmeasured ones; each ``export`` call is timed alone. The reports are
+the sample report (``tests/data/golden_report_small.json``) with its generated steps repeated to
+``--steps`` steps, each with its own trace id, one of four model ids, a risk score and flags, so
+that the exporters see realistic, varied input. ``close()`` (where a textfile is written or a
+push is made) is timed once. Acceptance (issue 15): the median and p99 of ``export`` below 2 ms.
+
+The second table is ``corevital serve``'s ``/metrics`` over a SQLite store of ``--store-runs``
+runs (0: left out): the first scrape (every row read) and a scrape after 10 more runs.
+
+    .venv/bin/python bench/exporters_cost.py [--reports 2000] [--steps 256] [--only prometheus]
+
+To add an exporter, add a factory to :data:`EXPORTERS`; it is measured with the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from corevital.exporters.base import Exporter
+from corevital.report.encoding import report_from_json
+from corevital.report.schema import HealthFlags, Report, RiskExtension
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "tests" / "data" / "golden_report_small.json"
+MODELS = ("org/model-a", "org/model-b", "org/model-c", "org/model-d")
+BUDGET_MS = 2.0
+
+
+def prometheus_textfile(directory: Path) -> Exporter:
+    from corevital.exporters.prometheus import PrometheusExporter
+
+    return PrometheusExporter(textfile=directory / "corevital.prom")
+
+
+def prometheus_registry(directory: Path) -> Exporter:
+    from prometheus_client import CollectorRegistry
+
+    from corevital.exporters.prometheus import PrometheusExporter
+
+    return PrometheusExporter(registry=CollectorRegistry())
+
+
+EXPORTERS: dict[str, Callable[[Path], Exporter]] = {
+    "prometheus (textfile)": prometheus_textfile,
+    "prometheus (registry)": prometheus_registry,
+}
+"""Exporter name -> factory, given a scratch directory of its own."""
+
+
+def sample_report(steps: int) -> Report:
+    """The sample report with its generated steps repeated to ``steps`` steps."""
+    report = report_from_json(SAMPLE.read_bytes())
+    prompt = [step for step in report.timeline if step.token.is_prompt_token]
+    generated = [step for step in report.timeline if not step.token.is_prompt_token]
+    first = report.summary.prompt_tokens
+    timeline = prompt + [
+        generated[index % len(generated)].model_copy(update={"step_index": first + index})
+        for index in range(steps)
+    ]
+    summary = report.summary.model_copy(update={"generated_tokens": steps})
+    return report.model_copy(update={"timeline": timeline, "summary": summary})
+
+
+def reports(base: Report, count: int) -> list[Report]:
+    """``count`` variants of ``base``: own ids, four models, risks 0 to 1, a flag in one run of five."""
+    made = []
+    for number in range(count):
+        risk = (number * 37 % 100) / 100
+        made.append(
+            base.model_copy(
+                update={
+                    "trace_id": f"{number:08x}-2222-4000-8000-000000000000",
+                    "model": base.model.model_copy(update={"hf_id": MODELS[number % len(MODELS)]}),
+                    "health_flags": HealthFlags(repetition_loop_detected=number % 5 == 0),
+                    "extensions": base.extensions.model_copy(update={"risk": RiskExtension(risk_score=risk)}),
+                }
+            )
+        )
+    return made
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def measure(
+    name: str, factory: Callable[[Path], Exporter], made: list[Report], warmup: int
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="corevital-bench-") as scratch:
+        exporter = factory(Path(scratch))
+        for report in made[:warmup]:
+            exporter.export(report)
+        times_ms = []
+        for report in made[warmup:]:
+            started = time.perf_counter_ns()
+            exporter.export(report)
+            times_ms.append((time.perf_counter_ns() - started) / 1e6)
+        started = time.perf_counter_ns()
+        exporter.close()
+        close_ms = (time.perf_counter_ns() - started) / 1e6
+    return {
+        "name": name,
+        "median": statistics.median(times_ms),
+        "p99": percentile(times_ms, 0.99),
+        "max": max(times_ms),
+        "close": close_ms,
+    }
+
+
+def store_scrapes(base: Report, runs: int) -> tuple[float, float]:
+    """Milliseconds of the first ``/metrics`` scrape over a store of ``runs`` runs, then of one
+    after 10 more runs (``StoreMetrics.exposition``, what the route calls)."""
+    from corevital.exporters.prometheus import StoreMetrics
+    from corevital.sinks.sqlite import SQLiteStore
+
+    with tempfile.TemporaryDirectory(prefix="corevital-bench-") as scratch:
+        small = base.model_copy(update={"timeline": base.timeline[:8]})
+        with SQLiteStore(Path(scratch) / "corevital.db") as writer:
+            for report in reports(small, runs + 10)[:runs]:
+                writer.write(report)
+            with SQLiteStore(writer.path, read_only=True) as store:
+                metrics = StoreMetrics(store)
+                started = time.perf_counter()
+                metrics.exposition()
+                first = (time.perf_counter() - started) * 1000
+                for report in reports(small, runs + 10)[runs:]:
+                    writer.write(report)
+                started = time.perf_counter()
+                metrics.exposition()
+                again = (time.perf_counter() - started) * 1000
+                assert metrics.rows_read == runs + 10, metrics.rows_read
+    return first, again
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reports", type=int, default=2000, help="Measured reports per exporter.")
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=256, help="Generated steps per report.")
+    parser.add_argument("--only", action="append", help="Measure only exporters whose name has this.")
+    parser.add_argument(
+        "--store-runs", type=int, default=10_000, help="Runs in the /metrics store (0: skip)."
+    )
+    args = parser.parse_args()
+
+    base = sample_report(args.steps)
+    made = reports(base, args.warmup + args.reports)
+    print(f"# export() per report, batch 1: {args.reports} reports of {args.steps} steps")
+    print(f"# Python {platform.python_version()}, {platform.machine()}, {platform.processor() or ''}\n")
+    print("| exporter | median ms | p99 ms | max ms | close ms | < 2 ms |")
+    print("|---|---|---|---|---|---|")
+    failed = False
+    for name, factory in EXPORTERS.items():
+        if args.only and not any(part in name for part in args.only):
+            continue
+        row = measure(name, factory, made, args.warmup)
+        ok = row["median"] < BUDGET_MS and row["p99"] < BUDGET_MS
+        failed = failed or not ok
+        print(
+            f"| {name} | {row['median']:.3f} | {row['p99']:.3f} | {row['max']:.2f} | {row['close']:.1f} | "
+            f"{'yes' if ok else 'NO'} |"
+        )
+    if args.store_runs:
+        first, again = store_scrapes(base, args.store_runs)
+        print(f"\n# /metrics over a SQLite store of {args.store_runs} runs\n")
+        print("| scrape | ms |\n|---|---|")
+        print(f"| first (every row read) | {first:.0f} |\n| after 10 more runs | {again:.1f} |")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

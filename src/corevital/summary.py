@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from corevital.report.schema import Report
+from corevital.views.terminal import one_line
 
 
 @dataclass(frozen=True)
@@ -90,14 +91,14 @@ def format_summary(s: RunSummary, *, multiple: bool = False) -> str:
             f"(peak at step {s.peak_entropy_step}, token {s.peak_entropy_token!r})"
         )
     if s.risk_score is not None:
-        factors = f" ({', '.join(s.risk_factors)})" if s.risk_factors else ""
+        factors = f" ({', '.join(map(one_line, s.risk_factors))})" if s.risk_factors else ""
         lines.append(f"Risk score: {s.risk_score:.2f}{factors}")
     lines.append("Flags: " + (", ".join(s.flags) if s.flags else "none"))
     if s.narrative:
-        lines.append(f"Diagnosis: {s.narrative}")
-    text = s.output_text.strip().replace("\n", " ")
-    lines.append(f"Output: {text[:240]}{'…' if len(text) > 240 else ''}")
-    lines.append(f"Report: {s.location}")
+        lines.append(f"Diagnosis: {one_line(s.narrative)}")
+    # model output and prompts can hold terminal escape sequences: shown escaped, never sent raw
+    lines.append(f"Output: {one_line(s.output_text.strip().replace(chr(10), ' '), 241)}")
+    lines.append(f"Report: {one_line(s.location) if s.location else '(not stored)'}")
     return "\n".join(lines)
 
 

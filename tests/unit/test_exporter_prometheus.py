@@ -512,3 +512,55 @@ def test_the_grafana_dashboard_is_importable_and_queries_only_exported_metrics()
 def test_the_alert_rules_query_only_exported_metrics() -> None:
     used = {name for expr in alert_expressions() for name in METRIC_REFERENCE.findall(expr)}
     assert used and used <= METRIC_NAMES, used - METRIC_NAMES
+
+
+# docs/production.md -----------------------------------------------------------------------------------
+
+
+def prometheus_section() -> str:
+    text = (ROOT / "docs" / "production.md").read_text(encoding="utf-8")
+    start = text.index("## Prometheus and Grafana")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def fenced(section: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)
+
+
+def test_the_production_docs_python_example_runs() -> None:
+    [example] = fenced(prometheus_section(), "python")
+    exec(compile(example, "docs/production.md", "exec"), {})
+
+
+def test_the_production_docs_scrape_config_passes_promtool(tmp_path: Path) -> None:
+    promtool = require(PROMTOOL)
+    [config] = fenced(prometheus_section(), "yaml")
+    assert yaml.safe_load(config)["scrape_configs"][0]["job_name"] == "corevital"
+    (tmp_path / "prometheus.yml").write_text(config, encoding="utf-8")
+    (tmp_path / "alerts.yml").write_text(ALERTS.read_text(encoding="utf-8"), encoding="utf-8")
+    (tmp_path / "corevital-token").write_text("x" * 32, encoding="utf-8")
+    done = subprocess.run(
+        [str(promtool), "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for command in fenced(prometheus_section(), "bash"):
+        if command.startswith("promtool"):
+            for line in command.strip().splitlines():
+                argv = line.split()
+                done = subprocess.run([str(promtool), *argv[1:]], capture_output=True, text=True, cwd=ROOT)
+                assert done.returncode == 0, (line, done.stdout + done.stderr)
+
+
+def test_the_production_docs_name_every_metric_and_only_those() -> None:
+    section = prometheus_section()
+    for spec in METRICS:
+        assert f"| `{spec.name}` |" in section, spec.name
+    known = METRIC_NAMES | {spec.name for spec in METRICS}  # a histogram is named as a family too
+    used = set(METRIC_REFERENCE.findall(section))
+    assert used <= known, used - known
+    for alert in re.findall(r"- alert: (\w+)", ALERTS.read_text(encoding="utf-8")):
+        assert f"`{alert}`" in section, alert

@@ -280,7 +280,9 @@ def test_a_users_registry_gets_the_collector_and_the_global_one_is_untouched(bas
     assert not any(name.startswith("corevital_") for name, _ in values(generate_latest(REGISTRY)))
     with pytest.raises(ConfigError, match="already has CoreVital's metrics"):
         PrometheusExporter(registry=registry)
-    exporter.close()
+    exporter.close()  # leaves the registry: a new exporter (a new monitor) may take its place
+    assert not any(name.startswith("corevital_") for name, _ in values(generate_latest(registry)))
+    PrometheusExporter(registry=registry).close()
 
 
 def free_port() -> int:

@@ -25,7 +25,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Self
@@ -79,7 +79,7 @@ def _families(metrics: dict[MetricSpec, list[Sample]]) -> list[Any]:
 class RunCollector:
     """A ``prometheus_client`` collector of a :class:`RunMetrics` (``refresh`` runs before each scrape)."""
 
-    def __init__(self, metrics: RunMetrics, refresh: Any = None) -> None:
+    def __init__(self, metrics: RunMetrics, refresh: Callable[[], object] | None = None) -> None:
         self.metrics = metrics
         self.refresh = refresh
 
@@ -125,7 +125,7 @@ class StoreMetrics:
         self.after = 0
         self.rows_read = 0
         self._lock = threading.Lock()
-        self.registry = prometheus_client.CollectorRegistry(auto_describe=True)
+        self.registry = prometheus_client.CollectorRegistry()
         self.registry.register(RunCollector(self.metrics, self.refresh))
 
     def refresh(self) -> int:
@@ -176,6 +176,7 @@ class PrometheusExporter:
         self.metrics = RunMetrics(max_models=max_models)
         self.collector = RunCollector(self.metrics)
         self.registry = registry if registry is not None else prometheus_client.CollectorRegistry()
+        self._users_registry = registry is not None
         try:
             self.registry.register(self.collector)
         except ValueError as exc:
@@ -223,7 +224,8 @@ class PrometheusExporter:
         return exposition(_Only(self.collector))
 
     def close(self) -> None:
-        """Write the textfile and push to the Pushgateway (as configured); stop the own server."""
+        """Write the textfile and push to the Pushgateway (as configured); stop the own server and
+        leave the user's registry (whose scrapes then no longer show CoreVital's metrics)."""
         if self._closed:
             return
         self._closed = True
@@ -247,6 +249,8 @@ class PrometheusExporter:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        if self._users_registry:
+            self.registry.unregister(self.collector)
         if errors:
             raise ExporterError("; ".join(errors))
 

@@ -15,10 +15,11 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -46,7 +47,9 @@ PerfMode = Literal["summary", "detailed", "strict"]
 class Settings(BaseSettings):
     """Every setting of a CoreVital run. Field descriptions are the CLI help and the docs."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, allow_inf_nan=False
+    )
 
     # --- model -----------------------------------------------------------------------------
     model: str = Field(
@@ -80,7 +83,9 @@ class Settings(BaseSettings):
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="Top-p (nucleus) sampling.")
     num_beams: int = Field(1, ge=1, description="Beam search width; > 1 enables beam search.")
     early_stopping: bool = Field(False, description="Beam search: stop when num_beams candidates finish.")
-    seed: int = Field(42, description="Random seed; the same seed gives the same sampled tokens.")
+    seed: int = Field(
+        42, ge=0, le=2**63 - 1, description="Random seed; the same seed gives the same sampled tokens."
+    )
     ignore_eos: bool = Field(
         False, description="Generate exactly max_new_tokens, past end-of-sequence tokens (benchmarks)."
     )
@@ -234,6 +239,14 @@ class Settings(BaseSettings):
         """
         return settings_sources(settings_cls, init_settings)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``max_new_tokens: true`` is a mistake, not 1: a number setting takes no true/false."""
+        if isinstance(value, bool) and info.field_name in _NUMBER_SETTINGS:
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
     @field_validator("sink", mode="before")
     @classmethod
     def _sink_list(cls, value: Any) -> Any:
@@ -266,6 +279,16 @@ class Settings(BaseSettings):
     def do_sample(self) -> bool:
         """Sampling is on unless temperature is 0 (greedy), as users of other LLM tools expect."""
         return self.temperature > 0.0
+
+
+def _is_number(annotation: Any) -> bool:
+    members = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    return any(member in (int, float) for member in members)
+
+
+_NUMBER_SETTINGS = frozenset(
+    name for name, info in Settings.model_fields.items() if _is_number(info.annotation)
+)
 
 
 def read_default_yaml() -> dict[str, Any]:

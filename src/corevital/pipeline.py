@@ -427,12 +427,14 @@ class Pipeline:
     def check_inputs(self) -> None:
         """Fail before a model is loaded on what would fail later (checked once per pipeline).
 
-        The stores and exporters (opened now: a missing extra, a bad endpoint, an unwritable
-        store), the ``--rag-context`` file, the
+        The threshold overrides' keys, the stores and exporters (opened now: a missing extra, a bad
+        endpoint, an unwritable store), the ``--rag-context`` file, the
         ``--calibration`` profile.
         """
         if self._inputs_checked:
             return
+        if self.settings.thresholds:  # the keys are the same in every family's profile
+            load_profile("default", self.settings.thresholds)
         self.outputs  # noqa: B018 - opening the stores and exporters is the check
         self.rag_context()
         self.calibration()

@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sqlite3
+import tempfile
 import threading
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from corevital.config import EXPORTER_SINKS, STORE_SINKS, Settings
-from corevital.errors import ConfigError, CoreVitalError, NotAvailableError
+from corevital.errors import ConfigError, CoreVitalError, NotAvailableError, StoreError
 from corevital.exporters.sampling import Sampler
+from corevital.sinks.open import store_location
 
 if TYPE_CHECKING:
     from corevital.report.schema import Report
@@ -179,6 +183,31 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
+def check_writable(name: str, settings: Settings) -> None:
+    """Write to the store the way a report will be written, and take it back: a read-only file or
+    directory fails now, before a model is loaded, instead of after the generation."""
+    if name == "sqlite":
+        path = Path(store_location("sqlite", settings))
+        try:
+            conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                conn.execute(f"PRAGMA user_version = {version}")  # rewrites the header page
+                conn.execute("ROLLBACK")
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to the SQLite store {path}: {exc}") from exc
+    elif name == "local":
+        directory = Path(settings.out)
+        try:
+            with tempfile.NamedTemporaryFile(dir=directory, prefix=".corevital-write-check-"):
+                pass
+        except OSError as exc:
+            raise StoreError(f"cannot write report files to {directory}: {exc.strerror or exc}") from exc
+
+
 def open_outputs(
     settings: Settings, *, extra: Sequence[Any] = (), stores: bool = True, named: bool = True
 ) -> Outputs:
@@ -199,6 +228,7 @@ def open_outputs(
             if name in STORE_SINKS:
                 if stores:
                     opened_stores.append(open_store(name, settings))
+                    check_writable(name, settings)
             elif name in BUILTIN_EXPORTERS:
                 exporters.append(open_exporter(name, settings))
                 names.append(name)

@@ -11,6 +11,7 @@
     /api/v1/compare?id=A&id=B     runs side by side
     /api/v1/events                runs as they land (server-sent events)
     /api/v1/openapi.json          the OpenAPI document (no docs pages: nothing is fetched from a CDN)
+    /api/live, /api/live/runs...  the dashboard's live runs (``--model``; see server/live.py)
     /api/traces, /api/traces/{id}, /api/reports/{id}   the original dashboard's routes
     /metrics                      Prometheus metrics of the stored runs (server/metrics.py)
 
@@ -45,6 +46,7 @@ from corevital.server.events import events_router
 from corevital.server.fast_runs import FastRuns
 from corevital.server.guard import Guard
 from corevital.server.legacy import legacy_router
+from corevital.server.live import LiveGenerator, LiveRuns, live_router
 from corevital.server.metrics import metrics_router
 from corevital.server.models import Health
 from corevital.sinks.base import ReportStore
@@ -56,13 +58,19 @@ DESCRIPTION = (
 
 
 def create_app(
-    store: ReportStore, config: ServeConfig, *, stopping: threading.Event | None = None
+    store: ReportStore,
+    config: ServeConfig,
+    *,
+    stopping: threading.Event | None = None,
+    live: LiveGenerator | None = None,
 ) -> FastAPI:
     """A FastAPI application serving ``store`` (read only) as ``config`` says.
 
-    Setting ``stopping`` ends the open event streams (the runner sets it on Ctrl-C).
+    Setting ``stopping`` ends the open event streams (the runner sets it on Ctrl-C). ``live``: the
+    generator of the dashboard's live runs (``corevital serve --model``); None turns them off.
     """
     served = Served(store, config, stopping or threading.Event())
+    live_runs = None if live is None else LiveRuns(live, stopping=served.stopping)
 
     async def refuse_other_store(
         db_path: Annotated[str | None, Query(include_in_schema=False, max_length=4096)] = None,
@@ -93,6 +101,7 @@ def create_app(
         legacy_router(served),
         dashboard_router(served),
         metrics_router(served),
+        live_router(served, live_runs),
     ]
     for router in routers:
         app.include_router(router)

@@ -14,6 +14,10 @@ Routes the page uses besides the ``/api/v1`` ones:
   400 step columns (:func:`~corevital.server.dashboard_view.layer_view`).
 - ``/api/v1/runs/{id}/report.html``: the self-contained HTML report (``corevital report``), as a download.
 - ``/api/v1/risk-histogram``: counts of risk scores in 20 bins over the runs matching the list's filters.
+- ``/api/v1/runs/{id}/attention``: the attention explorer (one prompt token's sparse attention in a
+  layer and head, and the basin anomalies; :func:`~corevital.server.dashboard_detail.attention_view`).
+- ``/api/v1/runs/{id}/layers/{layer}/steps/{step}``: one layer at one generated step, shown when a
+  heat-map cell is clicked (:func:`~corevital.server.dashboard_detail.layer_detail`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from fastapi import APIRouter, Query, Response
 
 from corevital.errors import CoreVitalError
 from corevital.server.common import Served, checked_trace_id, in_thread, json_response, report_text
+from corevital.server.dashboard_detail import DetailError, attention_view, layer_detail
 from corevital.server.dashboard_view import layer_view, read_document, run_view
 from corevital.server.errors import ApiError
 from corevital.sinks.base import MAX_PAGE_SIZE, HealthFlag, ReportStore, TraceQuery
@@ -144,6 +149,39 @@ def dashboard_router(served: Served) -> APIRouter:
         400 step columns (each the mean of a block of consecutive steps, ``block`` wide)."""
         _, text = await report_of(trace_id)
         return Response(await in_thread(_layers_json, text), media_type="application/json")
+
+    @router.get(
+        "/api/v1/runs/{trace_id}/attention",
+        summary="One prompt token's sparse attention, and the basin anomalies",
+        tags=["dashboard"],
+    )
+    async def attention(
+        trace_id: str,
+        token: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
+        layer: Annotated[int | None, Query(ge=0, le=10_000)] = None,
+        head: Annotated[int | None, Query(ge=0, le=10_000)] = None,
+    ) -> Response:
+        """Without ``token``: the prompt's token ids, layers and heads, and the heads whose basin score
+        is below 0.3. With it: in ``layer`` (default 0) and ``head`` (default: all the layer's heads,
+        weights averaged over them), the prompt tokens it attends to and those that attend to it."""
+        _, text = await report_of(trace_id)
+        try:
+            return json_response(await in_thread(attention_view, text, token, layer, head))
+        except DetailError as error:
+            raise ApiError(404, str(error)) from None
+
+    @router.get(
+        "/api/v1/runs/{trace_id}/layers/{layer}/steps/{step}",
+        summary="One layer at one generated step",
+        tags=["dashboard"],
+    )
+    async def layer_at_step(trace_id: str, layer: int, step: int) -> Response:
+        """The layer's attention and hidden-state statistics at generated step ``step`` (0-based)."""
+        _, text = await report_of(trace_id)
+        try:
+            return json_response(await in_thread(layer_detail, text, layer, step))
+        except DetailError as error:
+            raise ApiError(404, str(error)) from None
 
     @router.get("/api/v1/runs/{trace_id}/report.html", summary="One run's HTML report", tags=["dashboard"])
     async def report_html(trace_id: str) -> Response:

@@ -2,7 +2,8 @@
 
 In order: the ``Host`` header (a loopback server answers only loopback names, so a page that
 rebinds its DNS name to 127.0.0.1 gets nothing), the length of the request target, the body size,
-the bearer token (compared in constant time; ``/healthz`` is open), then the route runs under the
+the bearer token (compared in constant time; ``/healthz`` and the dashboard's page and static files,
+which hold no data, are open: the page asks for the token), then the route runs under the
 time limit (event streams excepted). Every response gets headers that keep browsers from sniffing,
 framing or caching it.
 """
@@ -27,8 +28,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 logger = logging.getLogger("corevital.server")
 
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/"})
+OPEN_PREFIX = "/static/"
 UNTIMED_PATHS = frozenset({"/api/v1/events"})
+LIVE_EVENTS = ("/api/live/runs/", "/events")  # a live run's event stream: prefix and suffix
+
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -37,6 +41,16 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
 )
 NO_STORE = (b"cache-control", b"no-store")
+
+
+def is_open(path: str) -> bool:
+    """Whether ``path`` is answered without the bearer token."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIX)
+
+
+def is_untimed(path: str) -> bool:
+    """Whether ``path`` is an event stream, which runs past the request time limit."""
+    return path in UNTIMED_PATHS or (path.startswith(LIVE_EVENTS[0]) and path.endswith(LIVE_EVENTS[1]))
 
 
 class BodyTooLarge(Exception):
@@ -86,7 +100,7 @@ class Guard:
             receive = self._bounded(receive)
         path = scope["path"]
         send = _with_headers(send)
-        if path in UNTIMED_PATHS:
+        if is_untimed(path):
             await self.app(scope, receive, send)
             return
         await self._timed(scope, receive, send)
@@ -103,7 +117,7 @@ class Guard:
                 return 400, "malformed Content-Length header", []
             if int(length) > self.limits.max_body_bytes:
                 return 413, f"the request body is larger than {self.limits.max_body_bytes} bytes", []
-        if self.token is not None and scope["path"] not in OPEN_PATHS:
+        if self.token is not None and not is_open(scope["path"]):
             scheme, _, credential = headers.get(b"authorization", b"").partition(b" ")
             matches = hmac.compare_digest(credential.strip(), self.token)  # constant time
             if not (matches and scheme.lower() == b"bearer"):

@@ -25,6 +25,7 @@ import uvicorn
 from corevital.errors import ConfigError, StoreError
 from corevital.server.app import create_app
 from corevital.server.config import ServeConfig
+from corevital.server.live import LiveGenerator
 from corevital.sinks.base import ReportStore
 
 
@@ -88,8 +89,11 @@ def serve(
     announce: Callable[[], None] | None = None,
     workers: int = 1,
     reopen: Callable[[], ReportStore] | None = None,
+    live: LiveGenerator | None = None,
 ) -> None:
     """Serve ``store`` until interrupted; ``announce`` is called once the socket is bound.
+
+    ``live``: the generator of the dashboard's live runs (one process only: not with ``workers``).
 
     With ``workers`` > 1 that many processes (forked after binding) listen on the address, each
     serving its own store from ``reopen()``; ``store`` itself is closed first (a database
@@ -103,12 +107,14 @@ def serve(
         if announce is not None:
             announce()
         if workers > 1:
+            if live is not None:
+                raise ValueError("live runs are served by one process: not with several workers")
             if reopen is None:
                 raise ValueError("serving with several workers needs reopen")
             store.close()
             _serve_forked(sock, config, access_log, workers, reopen)
         else:
-            _serve_on(sock, store, config, access_log)
+            _serve_on(sock, store, config, access_log, live)
     finally:
         sock.close()
 
@@ -134,11 +140,16 @@ class _WorkerStore:
         return getattr(self._store, name)
 
 
-def _serve_on(sock: socket.socket, store: ReportStore, config: ServeConfig, access_log: bool) -> None:
+def _serve_on(
+    sock: socket.socket,
+    store: ReportStore,
+    config: ServeConfig,
+    access_log: bool,
+    live: LiveGenerator | None = None,
+) -> None:
     stopping = threading.Event()
-    server = _Server(
-        _uvicorn_config(create_app(store, config, stopping=stopping), config, access_log), stopping
-    )
+    app = create_app(store, config, stopping=stopping, live=live)
+    server = _Server(_uvicorn_config(app, config, access_log), stopping)
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled: the normal end
         server.run(sockets=[sock])
 

@@ -1,17 +1,22 @@
-// The CoreVital dashboard: hash routes over the read-only JSON API of `corevital serve`.
+// The CoreVital dashboard: hash routes over the JSON API of `corevital serve`.
 //   #/runs?filters   the list        #/run/<id>   one run
-//   #/compare?ids=a,b,...           #/live        runs as they land
+//   #/compare?ids=a,b,...           #/live        runs as they land, and "Try a prompt"
+// A server started with --token-file answers the API with 401 until the page sends its token:
+// the page then asks for it (kept in sessionStorage for this tab, sent as a bearer header).
 
-import { api, clear, errorBox, h } from "./views/dom.js";
+import { api, clear, errorBox, getToken, h, setToken } from "./views/dom.js";
 import { renderRuns } from "./views/runs.js";
 import { renderRun } from "./views/run.js";
 import { renderCompare } from "./views/compare.js";
 import { renderLive } from "./views/live.js";
 
 const main = document.getElementById("app");
+const tokenButton = document.getElementById("forget-token");
 let cleanup = null;
+let asking = false;
 
 async function route() {
+  asking = false;
   delete document.body.dataset.ready;
   if (cleanup) {
     cleanup();
@@ -32,10 +37,60 @@ async function route() {
     else if (page === "live") cleanup = await renderLive(main);
     else cleanup = await renderRuns(main);
   } catch (error) {
+    if (asking) return;
     main.append(errorBox(error));
   }
-  document.body.dataset.ready = page;
+  if (!asking) document.body.dataset.ready = page;
 }
+
+// The token form, in place of the page, on the first 401 (see dom.js).
+function askForToken(event) {
+  if (asking) return;
+  asking = true;
+  if (cleanup) {
+    cleanup();
+    cleanup = null;
+  }
+  const rejected = Boolean(getToken());
+  const input = h("input", { type: "password", id: "token-input", name: "token", autocomplete: "off", spellcheck: "false", required: true, size: 48 });
+  const form = h(
+    "form",
+    { id: "token-form", class: "token-form" },
+    h("label", { for: "token-input" }, "Bearer token"),
+    input,
+    h("button", { type: "submit", class: "primary" }, "Use this token"),
+  );
+  form.addEventListener("submit", (submit) => {
+    submit.preventDefault();
+    setToken(input.value.trim());
+    updateTokenButton();
+    serverInfo();
+    route();
+  });
+  clear(main).append(
+    h("h1", null, "This server needs a token"),
+    h(
+      "section",
+      { class: "card", role: "alert", id: "token-needed" },
+      h("p", null, rejected ? "The server did not accept the token this tab sent (401). Enter the right one." : "The server answered 401: it was started with --token-file, and every request must carry that file's token."),
+      h("p", { class: "muted" }, `Server: ${event.detail || "missing or wrong bearer token"}`),
+      h("p", { class: "muted" }, "The token is kept in this browser tab only (sessionStorage) and sent as “Authorization: Bearer …” with each request."),
+      form,
+    ),
+  );
+  document.body.dataset.ready = "token";
+  input.focus();
+}
+
+function updateTokenButton() {
+  tokenButton.hidden = !getToken();
+}
+
+tokenButton.addEventListener("click", () => {
+  setToken("");
+  updateTokenButton();
+  route();
+});
 
 async function serverInfo() {
   try {
@@ -46,6 +101,8 @@ async function serverInfo() {
   }
 }
 
+window.addEventListener("corevital:unauthorised", askForToken);
 window.addEventListener("hashchange", route);
+updateTokenButton();
 serverInfo();
 route();

@@ -118,7 +118,9 @@ function drawRules(u, markers, boundary) {
 }
 
 // A heat map of rows (e.g. layers) × columns (e.g. steps) on a canvas, with a legend and click-to-inspect.
-export function heatMap({ title, rows, palette = "viridis", log = false, domain = null, unit = "", block = 1, xLabel = "step", yLabel = "layer", columns = null, onPick = null }) {
+// onPick(row, firstColumn): offered as a "show on the charts" button; onSelect(row, firstColumn, lastColumn):
+// called on every click or key move (the run page shows that layer at that step).
+export function heatMap({ title, rows, palette = "viridis", log = false, domain = null, unit = "", block = 1, xLabel = "step", yLabel = "layer", columns = null, onPick = null, onSelect = null }) {
   const values = rows.flat().filter((v) => v !== null && v !== undefined).map((v) => (log ? Math.log10(v) : v));
   let lo = domain && !log ? domain[0] : Math.min(...values);
   let hi = domain && !log ? domain[1] : Math.max(...values);
@@ -160,6 +162,7 @@ export function heatMap({ title, rows, palette = "viridis", log = false, domain 
       show.textContent = `show ${xLabel} ${first} on the charts →`;
       show.onclick = () => onPick(r, first);
     }
+    if (onSelect) onSelect(r, first, last);
   };
   canvas.addEventListener("click", (event) => {
     const box = canvas.getBoundingClientRect();

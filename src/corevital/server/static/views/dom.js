@@ -29,18 +29,143 @@ export function clear(node) {
   return node;
 }
 
-export async function api(path) {
-  const response = await fetch(path, { headers: { Accept: "application/json" } });
-  if (!response.ok) {
-    let detail = `${response.status}`;
-    try {
-      detail = (await response.json()).detail || detail;
-    } catch {
-      /* not JSON */
-    }
-    throw new Error(`${path.split("?")[0]}: ${detail}`);
+// The bearer token of a server started with --token-file: asked for by the page (app.js) on the
+// first 401, kept in this tab's sessionStorage only, and sent as `Authorization: Bearer` on every
+// API call, event streams included (they are read with fetch, which can send headers).
+const TOKEN_KEY = "corevital.token";
+
+export function getToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY) || "";
+  } catch {
+    return "";
   }
+}
+
+export function setToken(token) {
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+  else sessionStorage.removeItem(TOKEN_KEY);
+}
+
+export function authHeaders(extra = {}) {
+  const token = getToken();
+  return token ? { ...extra, Authorization: `Bearer ${token}` } : { ...extra };
+}
+
+// A 401 tells the page to ask for the token (app.js listens), wherever the call was made.
+export class AuthError extends Error {}
+
+function unauthorised(detail) {
+  window.dispatchEvent(new CustomEvent("corevital:unauthorised", { detail }));
+  return new AuthError(getToken() ? "The server did not accept the token." : "This server asks for a token.");
+}
+
+async function failure(path, response) {
+  let detail = `${response.status}`;
+  try {
+    detail = (await response.json()).detail || detail;
+  } catch {
+    /* not JSON */
+  }
+  if (response.status === 401) return unauthorised(detail);
+  const error = new Error(`${path.split("?")[0]}: ${detail}`);
+  error.status = response.status;
+  error.detail = detail;
+  return error;
+}
+
+// GET (or, with `body`, POST as JSON) an API path; the parsed JSON answer.
+export async function api(path, { method, body, signal } = {}) {
+  const init = { headers: authHeaders({ Accept: "application/json" }), signal };
+  if (body !== undefined) {
+    init.method = method || "POST";
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  } else if (method) init.method = method;
+  const response = await fetch(path, init);
+  if (!response.ok) throw await failure(path, response);
   return response.json();
+}
+
+// Server-sent events read with fetch (EventSource cannot send the Authorization header).
+// onEvent(kind, data, id) for each event; reconnects after `retry` ms with Last-Event-ID unless
+// `until(kind)` says the stream is over or `signal` is aborted. onState("open" | "retrying").
+export async function streamEvents(path, { onEvent, onState = () => {}, until = () => false, signal }) {
+  let lastId = null;
+  let retry = 2000;
+  while (!signal?.aborted) {
+    let over = false;
+    try {
+      const headers = authHeaders({ Accept: "text/event-stream" });
+      if (lastId !== null) headers["Last-Event-ID"] = lastId;
+      const response = await fetch(path, { headers, signal, cache: "no-store" });
+      if (!response.ok) throw await failure(path, response);
+      onState("open");
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      let kind = "message";
+      let data = [];
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let at;
+        while ((at = buffer.search(/\r\n|\n|\r/)) >= 0) {
+          const line = buffer.slice(0, at);
+          buffer = buffer.slice(at + (buffer.startsWith("\r\n", at) ? 2 : 1));
+          if (line === "") {
+            if (data.length) {
+              onEvent(kind, data.join("\n"), lastId);
+              if (until(kind)) over = true;
+            }
+            kind = "message";
+            data = [];
+          } else if (!line.startsWith(":")) {
+            const colon = line.indexOf(":");
+            const field = colon >= 0 ? line.slice(0, colon) : line;
+            const text = colon >= 0 ? line.slice(colon + 1).replace(/^ /, "") : "";
+            if (field === "event") kind = text;
+            else if (field === "data") data.push(text);
+            else if (field === "id") lastId = text;
+            else if (field === "retry" && /^\d+$/.test(text)) retry = Number(text);
+          }
+        }
+        if (over) {
+          reader.cancel().catch(() => {});
+          return;
+        }
+      }
+    } catch (error) {
+      if (signal?.aborted) return;
+      if (error instanceof AuthError || (error.status && error.status < 500 && error.status !== 429)) throw error;
+    }
+    if (over || signal?.aborted) return;
+    onState("retrying");
+    await new Promise((resolve) => setTimeout(resolve, retry));
+  }
+}
+
+// A link to a file of the API: a plain download link, or, when a token is needed, fetched with
+// it and handed to the browser as a blob (a navigation cannot send the Authorization header).
+export function fileLink(href, filename, label, props = {}) {
+  const link = h("a", { ...props, href, download: filename }, label);
+  link.addEventListener("click", async (event) => {
+    if (!getToken()) return;
+    event.preventDefault();
+    try {
+      const response = await fetch(href, { headers: authHeaders() });
+      if (!response.ok) throw await failure(href, response);
+      const url = URL.createObjectURL(await response.blob());
+      const temporary = h("a", { href: url, download: filename });
+      document.body.append(temporary);
+      temporary.click();
+      temporary.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    } catch (error) {
+      link.after(errorBox(error));
+    }
+  });
+  return link;
 }
 
 export function fmt(value, digits = 3) {

@@ -2,9 +2,11 @@
 // to its step), blamed layers, step charts, tokens coloured by surprisal, heat maps, prompt
 // analysis, performance, raw JSON and the HTML report download.
 
-import { api, clear, errorBox, fmt, fmtTime, h, riskBand, riskChip, section } from "./dom.js";
+import { api, clear, errorBox, fileLink, fmt, fmtTime, h, riskBand, riskChip, section } from "./dom.js";
 import { StepCharts, heatMap } from "./charts.js";
 import { colour } from "./palette.js";
+import { attentionExplorer } from "./attention.js";
+import { layerDetail } from "./layer_detail.js";
 
 const CHARTS = [
   ["entropy", "Entropy (bits)"],
@@ -57,7 +59,10 @@ export async function renderRun(main, traceId) {
   const fillPanel = (key) => {
     const panel = panels[key];
     if (key === "layers") layerPanel(panel, id, goToStep);
-    if (key === "prompt") panel.append(...promptPanel(view, d));
+    if (key === "prompt") {
+      panel.append(...promptPanel(view, d));
+      panel.append(attentionExplorer(id, d));
+    }
     if (key === "performance") panel.append(performancePanel(view));
     if (key === "raw") rawPanel(panel, id);
   };
@@ -77,7 +82,7 @@ export async function renderRun(main, traceId) {
         fact("Device", [d.device, d.quantization].filter(Boolean).join(" · ") || "—"),
         fact("Risk", riskChip(d.risk_score)),
       ),
-      h("div", { class: "head-links" }, h("a", { class: "button", href: `/api/v1/runs/${encodeURIComponent(id)}/report.html`, download: "" }, "Download HTML report"), h("a", { class: "button", href: `#/compare?ids=${encodeURIComponent(id)}` }, "Compare with…")),
+      h("div", { class: "head-links" }, fileLink(`/api/v1/runs/${encodeURIComponent(id)}/report.html`, `corevital-${id.slice(0, 8)}.html`, "Download HTML report", { class: "button" }), h("a", { class: "button", href: `#/compare?ids=${encodeURIComponent(id)}` }, "Compare with…")),
     ),
     tabList,
   );
@@ -196,8 +201,9 @@ async function layerPanel(panel, id, goToStep) {
   try {
     const view = await api(`/api/v1/runs/${encodeURIComponent(id)}/layers`);
     const palettes = { "Hidden-state norm": "cividis" };
-    const maps = view.heat_maps.map((m) => section(m.title, heatMap({ ...m, columns: view.steps, palette: palettes[m.title] || "viridis", onPick: (layer, step) => goToStepLater(goToStep, step) })));
-    loading.replaceWith(...(maps.length ? maps : [h("p", { class: "muted" }, "This report has no per-layer data.")]));
+    const detail = layerDetail(id, view, (step) => goToStepLater(goToStep, step));
+    const maps = view.heat_maps.map((m) => section(m.title, heatMap({ ...m, columns: view.steps, palette: palettes[m.title] || "viridis", onPick: (layer, step) => goToStepLater(goToStep, step), onSelect: detail.show })));
+    loading.replaceWith(maps.length ? h("div", { class: "layers-grid" }, h("div", null, maps), detail.node) : h("p", { class: "muted" }, "This report has no per-layer data."));
   } catch (error) {
     loading.replaceWith(errorBox(error));
   }
@@ -238,7 +244,7 @@ function performancePanel(view) {
 
 async function rawPanel(panel, id) {
   const pre = h("pre", { class: "raw", id: "raw-json" }, "Loading…");
-  panel.append(h("p", null, h("a", { href: `/api/v1/runs/${encodeURIComponent(id)}`, target: "_blank", rel: "noopener" }, "Open the JSON")), pre);
+  panel.append(h("p", null, fileLink(`/api/v1/runs/${encodeURIComponent(id)}`, `corevital-${id}.json`, "Download the JSON")), pre);
   try {
     const report = await api(`/api/v1/runs/${encodeURIComponent(id)}`);
     pre.textContent = JSON.stringify(report, null, 2);

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from corevital.errors import ConfigError, NotAvailableError
 from corevital.server.config import (
@@ -23,6 +24,9 @@ from corevital.server.config import (
     read_token,
 )
 from corevital.sinks.sqlite_schema import DEFAULT_DB_PATH
+
+if TYPE_CHECKING:
+    from corevital.cli.live_runner import PipelineGenerator
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 MAX_WORKERS = 16
@@ -44,6 +48,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     if not 1 <= args.workers <= MAX_WORKERS:
         raise ConfigError(f"--workers must be between 1 and {MAX_WORKERS} (got {args.workers})")
+    if args.model is not None and args.workers > 1:
+        raise ConfigError("--model: live runs are served by one process (leave out --workers)")
     token = read_token(args.token_file) if args.token_file else None
     origins = check_settings(args.host, args.port, args.allow_origins, token)
     _require_serve_extra()
@@ -52,6 +58,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from corevital.sinks.sqlite import SERVER_READERS, SQLiteStore
 
     path = Path(args.db)
+    # With --model the live runs' writable handle opens first: it creates the store if there is none.
+    live = _live_generator(args.model, args.db) if args.model is not None else None
     store = SQLiteStore(path, read_only=True, readers=SERVER_READERS)
     config = ServeConfig(
         store_label=path.name,
@@ -64,8 +72,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     url = url_of(args.host, args.port)
 
-    def announce() -> None:
-        print(f"Serving {args.db} at {url} (read-only)", flush=True)
+    def announce() -> None:  # the address is bound: load the model (the longest step), then listen
+        note = ""
+        if live is not None:
+            print(f"Loading {args.model} for live runs…", flush=True)
+            live.load()
+            note = f"; live runs of {live.model_id}"
+        print(f"Serving {args.db} at {url} (read-only{note})", flush=True)
 
     try:
         serve(
@@ -75,10 +88,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
             announce=announce,
             workers=args.workers,
             reopen=lambda: SQLiteStore(path, read_only=True, readers=SERVER_READERS),
+            live=live,
         )
     finally:
+        if live is not None:
+            live.close()
         store.close()
     return 0
+
+
+def _live_generator(model: str, location: str) -> PipelineGenerator:
+    """The dashboard's live runs of ``model``, stored in the served store through the generator's
+    own writable handle (opened now; the model is loaded once the address is bound)."""
+    from corevital.cli.live_runner import PipelineGenerator
+
+    generator = PipelineGenerator(model, location)
+    generator.open_store()
+    return generator
 
 
 def configure(name: str, parser: argparse.ArgumentParser) -> None:
@@ -113,6 +139,14 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="File holding a bearer token (one word, 16+ characters) that every request must send "
         "as 'Authorization: Bearer <token>'. Required off loopback.",
+    )
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="M",
+        help="Load this model (a Hugging Face id, a local directory, or 'default' for the embedded "
+        "SmolLM2-135M-Instruct) and turn on the dashboard's 'Try a prompt' form: live runs, stored "
+        "in the served store. Without it the server only reads the store.",
     )
     parser.add_argument(
         "--access-log", "--access_log", dest="access_log", action="store_true", help="Log every request."

@@ -4,26 +4,29 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 from corevital.errors import InputError
 
 
 def read_prompts_file(path: str) -> list[str]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read prompts file {path}: {exc.strerror or exc}") from exc
+    """The prompts of a file: one per line, or a JSON object with a string field ``prompt`` per
+    line. Not UTF-8, binary (a NUL byte), unreadable or malformed: a one-line InputError."""
+    from corevital.report.limits import check_json_text, read_text_file
+
+    text = read_text_file(path, f"prompts file {path}", error=InputError)
     prompts: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if not stripped:
             continue
         if stripped.startswith("{"):
+            check_json_text(stripped, f"{path}:{number}", error=InputError)
             try:
                 record = json.loads(stripped)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}:{number}: invalid JSON line ({exc.msg})") from exc
+            except (RecursionError, ValueError) as exc:
+                raise InputError(f"{path}:{number}: invalid JSON line ({type(exc).__name__})") from exc
             prompt = record.get("prompt") if isinstance(record, dict) else None
             if not isinstance(prompt, str):
                 raise InputError(f"{path}:{number}: a JSON line needs a string field 'prompt'")

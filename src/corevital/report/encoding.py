@@ -6,7 +6,9 @@ null is ``None``, so the next write omits it). numpy scalars and arrays left in 
 ``extensions`` are written as their Python values.
 
 Reading accepts schema 0.3.0, 0.4.0 (upgraded by :mod:`corevital.report.legacy`) and 0.5.0, and
-tolerates the ``NaN``/``Infinity`` tokens that Python's ``json`` module writes. Every failure is a
+tolerates the ``NaN``/``Infinity`` tokens that Python's ``json`` module writes. Reading is bounded
+(:mod:`corevital.report.limits`): nesting deeper than 256 levels, a number of more than 4,300 digits,
+and a file (or its gzip/zlib-inflated content) larger than 256 MB are refused. Every failure is a
 :class:`~corevital.errors.ReportError` with a one-line message.
 """
 
@@ -22,6 +24,7 @@ from pydantic import ValidationError
 
 from corevital.errors import ReportError, validation_line
 from corevital.report.legacy import upgrade_document
+from corevital.report.limits import MAX_REPORT_BYTES, check_json_text, inflate
 from corevital.report.schema import Report
 from corevital.report.schema_base import SCHEMA_VERSION
 
@@ -56,6 +59,7 @@ def report_to_document(report: Report) -> dict[str, Any]:
 
 def report_from_json(text: str | bytes) -> Report:
     """Decode a report of any readable schema version, upgrading legacy ones to 0.5.0."""
+    check_json_text(text, "invalid report JSON")
     if _CURRENT_HEAD.match(text[:64] if isinstance(text, str) else text[:64].decode("utf-8", "replace")):
         try:  # fast path for documents we wrote: pydantic's own JSON parser, no upgrade
             return Report.model_validate_json(text)
@@ -68,7 +72,13 @@ def report_from_json(text: str | bytes) -> Report:
             f"invalid report JSON: {error.msg} at line {error.lineno} column {error.colno}"
         ) from None
     except UnicodeDecodeError as error:
-        raise ReportError(f"invalid report JSON: not UTF-8 text ({error.reason})") from None
+        raise ReportError(
+            f"invalid report JSON: not UTF-8 text ({error.reason} at byte offset {error.start})"
+        ) from None
+    except RecursionError:
+        raise ReportError("invalid report JSON: nested too deeply; refused") from None
+    except ValueError as error:  # a number Python will not convert (beyond its digit limit)
+        raise ReportError(f"invalid report JSON: {' '.join(str(error).split())[:200]}") from None
     return report_from_document(document)
 
 
@@ -83,15 +93,17 @@ def report_from_document(document: Any) -> Report:
         raise ReportError(_describe(error, upgraded.get("trace_id"))) from None
 
 
-def load_report(path: str | Path) -> Report:
-    """Read and decode the report file at ``path``."""
+def load_report(path: str | Path, *, limit: int = MAX_REPORT_BYTES) -> Report:
+    """Read and decode the report file at ``path`` (JSON, or gzip/zlib-compressed JSON), refusing
+    one larger than ``limit`` bytes once inflated."""
     location = Path(path)
     try:
-        data = location.read_bytes()
+        with location.open("rb") as handle:
+            data = handle.read(limit + 1)
     except OSError as error:
         raise ReportError(f"cannot read report {location}: {error.strerror or error}") from None
     try:
-        return report_from_json(data)
+        return report_from_json(inflate(data, "the report", limit=limit))
     except ReportError as error:
         raise ReportError(f"{location}: {error}") from None
 

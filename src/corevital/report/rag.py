@@ -15,17 +15,20 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from corevital.errors import InputError, validation_line
+from corevital.report.limits import check_json_text, read_text_file
 from corevital.report.schema import RagContext
 
 
 def read_rag_context(path: str | Path) -> RagContext:
     p = Path(path)
+    text = read_text_file(p, f"RAG context file {p}", error=InputError)
+    check_json_text(text, f"RAG context file {p}", error=InputError)
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"cannot read RAG context file {p}: {exc.strerror or exc}") from exc
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"RAG context file {p} is not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+    except (RecursionError, ValueError) as exc:
+        raise InputError(f"RAG context file {p} is not valid JSON ({type(exc).__name__})") from exc
     if not isinstance(data, dict):
         raise InputError(f"RAG context file {p} must hold a JSON object")
     try:

@@ -25,9 +25,7 @@ at the same path.
 
 from __future__ import annotations
 
-import gzip
 import sqlite3
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -36,6 +34,7 @@ from typing import Any
 
 from corevital.errors import ReportError, StoreError
 from corevital.report.encoding import report_from_json
+from corevital.report.limits import MAX_REPORT_BYTES, inflate, stored_bytes
 from corevital.report.schema import Report
 from corevital.sinks.base import ReportStore
 from corevital.sinks.local import TRACE_FILE_GLOB
@@ -48,7 +47,6 @@ from corevital.sinks.sqlite_schema import (
     table_columns,
 )
 
-_GZIP_MAGIC = b"\x1f\x8b"
 _BATCH = 32
 
 
@@ -114,6 +112,33 @@ def migrate_path(source: str | Path, store: ReportStore) -> MigrationResult:
     return migrate_sqlite(location, store)
 
 
+def migrate_into(source: str | Path, to_location: str | Path) -> MigrationResult:
+    """Import from ``source`` (as :func:`migrate_path`) into the store at ``to_location`` (a SQLite
+    file or a ``postgresql://`` URL).
+
+    The source is checked before the target is opened (a missing, unreadable or foreign source
+    is an error that touches nothing), and a SQLite target that did not exist and into which
+    nothing was imported is removed again: a failed import leaves no empty database behind.
+    """
+    from corevital.sinks.open import is_postgres_url, open_location
+
+    location = Path(source)
+    if not location.is_dir():
+        _open_read_only(location).close()  # StoreError for a missing or non-SQLite source
+    target = None if is_postgres_url(to_location) else Path(to_location)
+    existed = target is None or target.exists()
+    store = open_location(to_location)
+    result: MigrationResult | None = None
+    try:
+        result = migrate_path(location, store)
+    finally:
+        store.close()
+        if not existed and target is not None and (result is None or not result.imported):
+            for leftover in (target, *(target.with_name(target.name + end) for end in ("-wal", "-shm"))):
+                leftover.unlink(missing_ok=True)
+    return result
+
+
 @dataclass(frozen=True, slots=True)
 class InPlaceMigration:
     """An original database replaced by a CoreVital 0.5 one at the same path."""
@@ -163,15 +188,24 @@ def _import_one(source: str, read: Callable[[], Report], store: ReportStore, res
     except (ReportError, StoreError) as error:
         result.failed.append(MigrationFailure(source=source, reason=str(error)))
         return
+    except Exception as error:  # noqa: BLE001 - a hostile file never stops the import of the others
+        result.failed.append(MigrationFailure(source=source, reason=_one_line(error)))
+        return
     result.imported.append(report.trace_id)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())[:200]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _read_file(path: Path) -> Report:
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(MAX_REPORT_BYTES + 1)
     except OSError as error:
         raise ReportError(f"cannot read: {error.strerror or error}") from None
-    return report_from_json(data)
+    return report_from_json(inflate(data, "the report file"))
 
 
 def _open_read_only(path: Path) -> sqlite3.Connection:
@@ -206,19 +240,8 @@ def _stored_bodies(conn: sqlite3.Connection, path: Path) -> Iterator[tuple[str, 
 
 
 def _decode_body(text: Any, blob: Any) -> Report:
-    if blob is not None:
-        return report_from_json(_decompress(bytes(blob)))
+    if blob is not None:  # gzip, zlib or plain JSON; never more than MAX_REPORT_BYTES once inflated
+        return report_from_json(inflate(stored_bytes(blob, "the report_blob cell"), "the stored report"))
     if text is not None:
-        return report_from_json(text if isinstance(text, str | bytes) else str(text))
+        return report_from_json(inflate(stored_bytes(text, "the report_json cell"), "the stored report"))
     raise ReportError("the row holds no report")
-
-
-def _decompress(data: bytes) -> bytes:
-    try:
-        if data.startswith(_GZIP_MAGIC):
-            return gzip.decompress(data)
-        if data[:1] == b"\x78":
-            return zlib.decompress(data)
-    except (OSError, EOFError, zlib.error) as error:
-        raise ReportError(f"the stored report is corrupt ({error})") from None
-    return data

@@ -10,6 +10,7 @@ checks and the migration chain are in :mod:`corevital.sinks.sqlite_schema`.
 from __future__ import annotations
 
 import builtins
+import os
 import queue
 import sqlite3
 import threading
@@ -20,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from corevital.errors import ReportError, StoreError
+from corevital.report.limits import MAX_REPORT_BYTES, inflate, stored_bytes
 from corevital.report.timestamps import epoch_ms
 from corevital.sinks.base import (
     MAX_PAGE_SIZE,
@@ -39,6 +41,7 @@ from corevital.sinks.sqlite_schema import (
     RISK_SORT_SQL,
     open_database,
     open_database_read_only,
+    repair_sidecars,
 )
 
 if TYPE_CHECKING:
@@ -74,12 +77,25 @@ class SQLiteStore:
     ``mode=ro`` and never created, written or migrated (a missing file, or a database of another
     version, is a StoreError); it then holds ``readers`` connections, all opened at once, so
     that as many reads (the server's worker threads) run side by side. Safe to share between
-    threads.
+    threads. In a directory the reader cannot write, a WAL database is read ``immutable=1`` (see
+    :func:`~corevital.sinks.sqlite_schema.open_database_read_only` for what that gives up).
+
+    A stored report is inflated with a bound: one that would take more than ``max_report_bytes``
+    (256 MB by default) is refused with a :class:`~corevital.errors.ReportError`, as is a cell that
+    holds anything but a compressed report.
     """
 
-    def __init__(self, path: str | Path, *, read_only: bool = False, readers: int = 1) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        read_only: bool = False,
+        readers: int = 1,
+        max_report_bytes: int = MAX_REPORT_BYTES,
+    ) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        self.max_report_bytes = max_report_bytes
         self._conn: sqlite3.Connection | None = (
             _reader(open_database_read_only(self.path)) if read_only else open_database(self.path)
         )
@@ -111,10 +127,27 @@ class SQLiteStore:
         values = (*_row_values(row), blob)
         try:
             with self._lock:
-                self._connection().execute(_INSERT, values)
+                try:
+                    self._connection().execute(_INSERT, values)
+                except sqlite3.OperationalError as error:
+                    if not _is_read_only_error(error):
+                        raise
+                    # Opened while the file (or a -wal/-shm beside it) was read-only: once it is
+                    # writable again, a fresh connection writes.
+                    self._reopen_writer()
+                    self._connection().execute(_INSERT, values)
         except sqlite3.Error as error:
             raise StoreError(f"cannot write report {report.trace_id} to {self.path}: {error}") from None
         return f"{self.path}#{report.trace_id}"
+
+    def _reopen_writer(self) -> None:
+        """Close the connection and open a new one (the lock held), leftover read-only sidecars repaired."""
+        if self._conn is None or not os.access(self.path, os.W_OK):
+            raise StoreError(f"cannot write to {self.path}: the database file is read-only")
+        repair_sidecars(self.path)
+        self._conn.close()
+        self._conn = None
+        self._conn = open_database(self.path)
 
     def get(self, trace_id: str) -> Report | None:
         """The report with this trace id (or a unique prefix of it), or ``None``."""
@@ -268,10 +301,14 @@ class SQLiteStore:
         rows = self._query("SELECT report_zlib FROM reports WHERE trace_id = ?", (trace_id,))
         if not rows:
             return None
+        where = f"{self.path}#{trace_id}: the stored report"
+        blob = stored_bytes(rows[0][0], where)
+        if not blob.startswith(b"\x78"):
+            raise ReportError(f"{where} is corrupt (not zlib data)")
         try:
-            return zlib.decompress(rows[0][0]).decode("utf-8")
-        except (zlib.error, UnicodeDecodeError) as error:
-            raise ReportError(f"{self.path}#{trace_id}: the stored report is corrupt ({error})") from None
+            return inflate(blob, where, limit=self.max_report_bytes).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ReportError(f"{where} is corrupt ({error})") from None
 
     def _parse(self, trace_id: str, text: str) -> Report:
         from corevital.report.encoding import report_from_json
@@ -280,6 +317,11 @@ class SQLiteStore:
             return report_from_json(text)
         except ReportError as error:
             raise ReportError(f"{self.path}#{trace_id}: {error}") from None
+
+
+def _is_read_only_error(error: sqlite3.OperationalError) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_READONLY
 
 
 def _prefix_range(prefix: str) -> tuple[str, str]:

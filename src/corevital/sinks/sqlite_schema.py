@@ -14,7 +14,10 @@ read-only (:func:`open_database_read_only`), which never creates, writes or migr
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
+import stat
 import time
 import zlib
 from collections.abc import Callable
@@ -23,6 +26,8 @@ from pathlib import Path
 from typing import Final
 
 from corevital.errors import StoreError
+
+log = logging.getLogger(__name__)
 
 DB_FILE_NAME: Final = "corevital.db"
 # The store the commands read and write by default: <out>/corevital.db with the default --out.
@@ -247,6 +252,7 @@ def open_database(path: Path) -> sqlite3.Connection:
     """
     _refuse_non_sqlite_file(path)
     _ensure_directory(path.parent)
+    repair_sidecars(path)
     try:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as error:
@@ -271,9 +277,46 @@ def open_database(path: Path) -> sqlite3.Connection:
     return conn
 
 
+SIDECAR_SUFFIXES: Final = ("-wal", "-shm")
+
+
+def repair_sidecars(path: Path) -> None:
+    """Make a leftover ``-wal``/``-shm`` file writable again when the database file is.
+
+    SQLite creates these files with the permissions of the database file; after a run against a
+    read-only database file they stay read-only when the file is made writable again, and every
+    later write fails ("attempt to write a readonly database"). A sidecar of ours gets the database
+    file's permissions back; one we do not own is a one-line StoreError naming it.
+    """
+    try:
+        main = path.stat()
+    except OSError:
+        return
+    if not os.access(path, os.W_OK):
+        return
+    for suffix in SIDECAR_SUFFIXES:
+        sidecar = path.with_name(path.name + suffix)
+        if not sidecar.exists() or os.access(sidecar, os.W_OK):
+            continue
+        try:
+            os.chmod(sidecar, stat.S_IMODE(main.st_mode))
+        except OSError as error:
+            raise StoreError(
+                f"{sidecar} is read-only while {path} is writable ({error.strerror or error}): make it "
+                f"writable, or remove it while no process has the database open"
+            ) from None
+        log.info("made %s writable again (the permissions of %s)", sidecar, path.name)
+
+
 def open_database_read_only(path: Path) -> sqlite3.Connection:
     """Open the CoreVital database at ``path`` for reading only (``mode=ro``): never creates,
     writes or migrates it.
+
+    A database in WAL mode needs its ``-shm`` file, which a reader creates when it is missing. In a
+    directory the reader cannot write (or with a ``-shm`` it cannot read), the database is opened
+    ``immutable=1`` instead: SQLite then takes no locks and reads the database file alone, so
+    commits still in a ``-wal`` file are not seen (a warning says so when there is one) and a
+    concurrent writer's changes are not noticed. A database nobody can write is what that is for.
 
     A missing file, a file that is not a CoreVital database, and a database of an older or newer
     version are each a :class:`~corevital.errors.StoreError`.
@@ -282,17 +325,49 @@ def open_database_read_only(path: Path) -> sqlite3.Connection:
         raise StoreError(f"no CoreVital database at {path}")
     _refuse_non_sqlite_file(path)
     try:
+        return _connect_read_only(path, immutable=False)
+    except sqlite3.OperationalError as error:
+        if not _shm_unusable(path):
+            raise StoreError(f"cannot read SQLite database {path}: {error}") from None
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        log.warning(
+            "%s is read without its -wal file (the directory is not writable): recent runs may be missing",
+            path,
+        )
+    try:
+        return _connect_read_only(path, immutable=True)
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot read SQLite database {path}: {error}") from None
+
+
+def _shm_unusable(path: Path) -> bool:
+    """Whether a reader cannot use the ``-shm`` file: it is missing and cannot be created, or unreadable."""
+    shm = path.with_name(path.name + "-shm")
+    if shm.exists():
+        return not os.access(shm, os.R_OK)
+    return not os.access(path.parent, os.W_OK | os.X_OK)
+
+
+def _connect_read_only(path: Path, *, immutable: bool) -> sqlite3.Connection:
+    query = "immutable=1" if immutable else "mode=ro"
+    try:
         conn = sqlite3.connect(
-            f"{path.resolve().as_uri()}?mode=ro",
+            f"{path.resolve().as_uri()}?{query}",
             uri=True,
             timeout=BUSY_TIMEOUT_S,
             isolation_level=None,
             check_same_thread=False,
         )
+    except sqlite3.OperationalError:
+        raise
     except sqlite3.Error as error:
         raise StoreError(f"cannot open SQLite database {path} for reading: {error}") from None
     try:
         _require_current_read_only(conn, path)
+    except sqlite3.OperationalError:
+        conn.close()
+        raise
     except sqlite3.DatabaseError as error:
         conn.close()
         raise StoreError(f"cannot read SQLite database {path}: {error}") from None

@@ -47,6 +47,7 @@ from pydantic import (
 )
 
 from corevital.errors import InputError, validation_line
+from corevital.report.limits import check_json_text, decode_utf8
 from corevital.validation.answer_text import normalize_answer, parse_number
 
 MatchMode = Literal["exact", "numeric", "contains"]
@@ -129,17 +130,23 @@ def iter_labelled(path: str | Path) -> Iterator[tuple[int, LabelledRecord]]:
     """``(line number, record)`` for every non-blank line of a labelled JSONL file."""
     path = Path(path)
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except OSError as exc:
         raise InputError(f"{path}: cannot read labelled file ({exc.strerror or exc})") from exc
+    offset = 0
     with handle:
-        for number, line in enumerate(handle, start=1):
+        for number, raw in enumerate(handle, start=1):
+            line = decode_utf8(raw, f"{path}:{number}", error=InputError, offset=offset)
+            offset += len(raw)
             if not line.strip():
                 continue
+            check_json_text(line, f"{path}:{number}", error=InputError)
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}:{number}: invalid JSON ({exc.msg}, column {exc.colno})") from exc
+            except (RecursionError, ValueError) as exc:
+                raise InputError(f"{path}:{number}: invalid JSON ({type(exc).__name__})") from exc
             if not isinstance(data, dict):
                 raise InputError(f"{path}:{number}: expected a JSON object, got {type(data).__name__}")
             try:

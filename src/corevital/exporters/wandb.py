@@ -165,6 +165,7 @@ class WandbExporter:
         self.totals = _Totals()
         self._lock = threading.Lock()
         self._closed = False
+        self._start_error: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -196,20 +197,30 @@ class WandbExporter:
         return self._run
 
     def _ensure_run(self) -> Any:
+        if self._start_error is not None:  # tried once: later reports fail fast instead of waiting again
+            raise ExporterError(f"the W&B run could not start: {self._start_error}")
         if self._run is None:
-            from corevital import __version__
-
-            self._run = self._wandb.init(
-                project=self.project,
-                mode=self.mode,
-                dir=str(self.directory) if self.directory is not None else None,
-                name=self.name,
-                config={**self.config, "corevital_version": __version__},
-                job_type="corevital",
-                settings=quiet_settings(self._wandb),
-                reinit="create_new",
-            )
+            try:
+                self._run = self._start()
+            except Exception as exc:
+                lines = str(exc).strip().splitlines()
+                self._start_error = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+                raise ExporterError(f"the W&B run could not start: {self._start_error}") from exc
         return self._run
+
+    def _start(self) -> Any:
+        from corevital import __version__
+
+        return self._wandb.init(
+            project=self.project,
+            mode=self.mode,
+            dir=str(self.directory) if self.directory is not None else None,
+            name=self.name,
+            config={**self.config, "corevital_version": __version__},
+            job_type="corevital",
+            settings=quiet_settings(self._wandb),
+            reinit="create_new",
+        )
 
     def _section(self, trace_id: str) -> str:
         section = f"report_{trace_id[:8]}"

@@ -299,9 +299,17 @@ def read_default_yaml() -> dict[str, Any]:
 def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {p} is not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start}"
+        ) from None
+    if b"\x00" in data:
+        raise ConfigError(f"config file {p} is not text: a NUL byte at offset {data.index(0)}")
     return _yaml_mapping(text, str(p))
 
 
@@ -310,6 +318,10 @@ def _yaml_mapping(text: str, origin: str) -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    except RecursionError:
+        raise ConfigError(f"{origin} is not valid YAML: nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # a number PyYAML cannot convert (Python's digit limit)
+        raise ConfigError(f"{origin} is not valid YAML: {' '.join(str(exc).split())[:160]}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

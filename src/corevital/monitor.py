@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,6 +29,18 @@ from corevital.report.schema import Report
 from corevital.summary import summarize_report
 
 _END = object()
+
+
+class _ConsumerStopped:
+    """The stop policy of a stream whose consumer stopped reading: ends the generation."""
+
+    name = "consumer_stopped"
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def check(self, step: Any) -> str | None:
+        return "the stream's consumer stopped reading" if self.event.is_set() else None
 
 
 class CoreVitalMonitor:
@@ -95,9 +107,9 @@ class CoreVitalMonitor:
         self._store_names = bool(names)
         self._outputs: Outputs | None = None
         self._outputs_lock = threading.Lock()
-        self.intervene_on_risk_above = intervene_on_risk_above
-        self.intervene_on_signals = tuple(intervene_on_signals)
-        self.policies = tuple(policies)
+        self.intervene_on_risk_above = _number("intervene_on_risk_above", intervene_on_risk_above)
+        self.intervene_on_signals = _names("intervene_on_signals", intervene_on_signals)
+        self.policies = _policies(policies)
         self._settings = load_settings(self._base)  # fail now on a bad setting
         self._models: dict[Any, Any] = {}
         self._models_lock = threading.Lock()
@@ -164,6 +176,8 @@ class CoreVitalMonitor:
 
         ``overrides``: any setting by name, for this call; ``policies``: live stop policies.
         """
+        if not isinstance(prompt, str):
+            raise InputError(f"run() takes the prompt as a string, not {type(prompt).__name__}")
         return self.run_batch([prompt], model=model, **overrides)[0]
 
     def run_batch(
@@ -172,8 +186,10 @@ class CoreVitalMonitor:
         """Generate for several prompts (batched ``generate()`` calls); one report per prompt."""
         if isinstance(prompts, str):
             raise InputError("run_batch() takes a list of prompts; run() takes one")
+        texts = _prompts(prompts)
         policies = overrides.pop("policies", None)
-        return self._generate(list(prompts), self.settings_for(model, **overrides), policies)
+        chosen = None if policies is None else _policies(policies)
+        return self._generate(texts, self.settings_for(model, **overrides), chosen)
 
     def _generate(
         self,
@@ -182,8 +198,9 @@ class CoreVitalMonitor:
         policies: Sequence[StopPolicy] | None,
         emit: Callable[[StreamEvent], None] | None = None,
     ) -> list[Report]:
+        outputs = self.outputs  # a bad sink fails before the model is loaded
         loaded, lock = self._loaded(settings)
-        pipeline = Pipeline(settings, outputs=self.outputs)
+        pipeline = Pipeline(settings, outputs=outputs)
         pipeline.use_model(loaded)
         chosen = self.policies if policies is None else tuple(policies)
         live = None
@@ -249,51 +266,86 @@ class CoreVitalMonitor:
     def iter_stream(
         self, prompt: str, *, model: str | None = None, **overrides: Any
     ) -> Iterator[StreamEvent]:
-        """Yield one event per generated token as it is produced, then a final event."""
+        """Yield one event per generated token as it is produced, then a final event.
+
+        Stopping early (``break``, or closing the iterator) stops the generation and waits for it
+        to end: no thread is left running.
+        """
         events: queue.Queue[Any] = queue.Queue()
-        settings = self.settings_for(model, **overrides)
-        worker = threading.Thread(
-            target=self._stream_worker,
-            args=(prompt, settings, events.put),
-            name="corevital-stream",
-            daemon=True,
-        )
-        worker.start()
-        while True:
-            item = events.get()
-            if item is _END:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-        worker.join()
+        cancel = _ConsumerStopped()
+        worker = self._start_stream(prompt, model, overrides, events.put, cancel)
+        try:
+            while True:
+                item = events.get()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            cancel.event.set()
+            worker.join()
 
     async def stream(
         self, prompt: str, *, model: str | None = None, **overrides: Any
     ) -> AsyncIterator[StreamEvent]:
-        """Async version of :meth:`iter_stream`; generation runs in a worker thread, off the loop."""
+        """Async version of :meth:`iter_stream`; generation runs in a worker thread, off the loop.
+
+        Stopping early (``break`` in ``async for``, or cancelling the task) stops the generation;
+        the stream waits for the worker thread to end without blocking the event loop.
+        """
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
-        settings = self.settings_for(model, **overrides)
+        cancel = _ConsumerStopped()
 
         def put(item: Any) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, item)
+            if cancel.event.is_set() or loop.is_closed():
+                return  # nobody is listening any more
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, item)
+            except RuntimeError:  # the loop closed meanwhile
+                cancel.event.set()
 
+        worker = self._start_stream(prompt, model, overrides, put, cancel)
+        try:
+            while True:
+                item = await events.get()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            cancel.event.set()
+            await asyncio.to_thread(worker.join)
+
+    def _start_stream(
+        self,
+        prompt: str,
+        model: str | None,
+        overrides: dict[str, Any],
+        put: Callable[[Any], None],
+        cancel: _ConsumerStopped,
+    ) -> threading.Thread:
+        if not isinstance(prompt, str):
+            raise InputError(f"stream() takes the prompt as a string, not {type(prompt).__name__}")
+        policies = overrides.pop("policies", None)
+        chosen = (*(self.policies if policies is None else _policies(policies)), cancel)
+        settings = self.settings_for(model, **overrides)
         worker = threading.Thread(
-            target=self._stream_worker, args=(prompt, settings, put), name="corevital-stream", daemon=True
+            target=self._stream_worker,
+            args=(prompt, settings, chosen, put),
+            name="corevital-stream",
+            daemon=True,
         )
         worker.start()
-        while True:
-            item = await events.get()
-            if item is _END:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        return worker
 
-    def _stream_worker(self, prompt: str, settings: Settings, put: Callable[[Any], None]) -> None:
+    def _stream_worker(
+        self, prompt: str, settings: Settings, policies: Sequence[StopPolicy], put: Callable[[Any], None]
+    ) -> None:
         try:
-            report = self._generate([prompt], settings, None, emit=put)[0]
+            report = self._generate([prompt], settings, policies, emit=put)[0]
             summary = summarize_report(report, "", float(report.summary.elapsed_ms)).as_dict()
             put(StreamEvent(kind="final", batch_index=0, summary=summary, report=report))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
@@ -310,6 +362,48 @@ class CoreVitalMonitor:
         watcher = Watch(model, tokenizer, self.settings_for(**overrides), outputs=self.outputs)
         with watcher.installed():
             yield watcher
+
+
+def _prompts(prompts: Any) -> list[str]:
+    """The prompts of a batch, checked before any model is loaded."""
+    try:
+        texts = list(prompts)
+    except TypeError:
+        raise InputError(f"run_batch() takes a list of prompts, not {type(prompts).__name__}") from None
+    if not texts:
+        raise InputError("run_batch() got no prompts")
+    for number, text in enumerate(texts, start=1):
+        if not isinstance(text, str):
+            raise InputError(f"prompt {number} is a {type(text).__name__}, not a string")
+        if not text.strip():
+            raise InputError(f"prompt {number} is empty")
+    return texts
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number, not {type(value).__name__}")
+    return float(value)
+
+
+def _names(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigError(f"{name} must be a list of signal names, not {type(value).__name__}")
+    names = tuple(value)
+    if not all(isinstance(item, str) for item in names):
+        raise ConfigError(f"{name} must be a list of signal names (strings)")
+    return names
+
+
+def _policies(value: Any) -> tuple[StopPolicy, ...]:
+    """Stop policies: objects with a ``name`` and ``check(step)`` (corevital.analysis.policies)."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigError(f"policies must be a list of stop policies, not {type(value).__name__}")
+    policies = tuple(value)
+    for policy in policies:
+        if not callable(getattr(policy, "check", None)) or not isinstance(getattr(policy, "name", None), str):
+            raise ConfigError(f"{policy!r} is not a stop policy (it needs a name and check(step))")
+    return policies
 
 
 def _fired_signals(report: Report) -> set[str]:

@@ -95,7 +95,9 @@ class Watch:
 
         started = utc_now()
         t0 = time.perf_counter()
-        sequences = observe_generation(self._loaded, batch, options, call, beam_search=gen.num_beams > 1)
+        sequences = observe_generation(
+            self._loaded, batch, options, call, beam_search=gen.num_beams > 1, wrap_errors=False
+        )
         elapsed_ms = (time.perf_counter() - t0) * 1000.0
         run = RunCapture(
             model=model_record(self._loaded),

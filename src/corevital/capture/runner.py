@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -139,6 +141,28 @@ def capture_prompts(
     )
 
 
+# torch's random number generators are process-wide: sampled generations take turns on them.
+_SAMPLING_LOCK = threading.Lock()
+
+
+@contextmanager
+def seeded(gen: GenerationRecord, device: torch.device) -> Iterator[None]:
+    """A sampled generation seeded with ``gen.seed`` that leaves the caller's RNG state unchanged.
+
+    The process-wide RNG state is saved, seeded, and restored afterwards (``torch.random.fork_rng``),
+    under a lock, so that the host application's random numbers are not disturbed and two
+    generations with the same seed give the same tokens even when started from two threads.
+    Greedy and beam search draw no random numbers and run without the lock.
+    """
+    if not gen.do_sample:
+        yield
+        return
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with _SAMPLING_LOCK, torch.random.fork_rng(devices=devices):
+        torch.manual_seed(gen.seed)
+        yield
+
+
 def check_prompts(loaded: LoadedModel, texts: list[str], settings: Settings) -> None:
     """Tokenize every prompt and check it against the context window, before any generation.
 
@@ -190,9 +214,6 @@ def capture_batch(
         0 if caps.is_encoder_decoder else batch.padded_length, gen.max_new_tokens, caps.context_length
     )
     kwargs = _generate_kwargs(loaded, gen)
-    torch.manual_seed(gen.seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(gen.seed)
 
     def generate(processors: Any, criteria: Any) -> Any:
         extra = {} if processors is None else {"logits_processor": processors, "stopping_criteria": criteria}
@@ -200,16 +221,17 @@ def capture_batch(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, **extra, **kwargs
         )
 
-    sequences = observe_generation(
-        loaded,
-        batch,
-        options,
-        generate,
-        beam_search=gen.num_beams > 1,
-        first_index=first_index,
-        callback=callback,
-        timings=timings,
-    )
+    with seeded(gen, loaded.device):
+        sequences = observe_generation(
+            loaded,
+            batch,
+            options,
+            generate,
+            beam_search=gen.num_beams > 1,
+            first_index=first_index,
+            callback=callback,
+            timings=timings,
+        )
     generation_ms = (time.perf_counter() - t0) * 1000.0
     for seq in sequences:
         seq.started_at_utc, seq.generation_ms = started, generation_ms
@@ -229,12 +251,16 @@ def observe_generation(
     first_index: int = 0,
     callback: StepCallback | None = None,
     timings: CaptureTimings | None = None,
+    wrap_errors: bool = True,
 ) -> list[SequenceCapture]:
     """Run ``generate(processors, criteria)`` observed and cut the result into sequences.
 
     ``generate`` receives CoreVital's logits processors and stopping criteria to merge with its
     own (or ``None, None`` for beam search, which is observed afterwards by a teacher-forced pass).
     It returns generate()'s output: a tensor of sequences or an output object with ``sequences``.
+    ``wrap_errors``: a failure of ``generate`` becomes a :class:`CaptureError` (CoreVital's own
+    generation); False (the user's ``generate``, observed by ``watch``): it propagates unchanged,
+    with a note saying CoreVital was observing, so the user's ``except`` clauses still match.
     """
     caps = loaded.capabilities
     sites = find_attention_sites(loaded.model, caps)
@@ -243,7 +269,10 @@ def observe_generation(
             with torch.no_grad():
                 output = _sequences(generate(None, None))
         except (RuntimeError, ValueError) as exc:
-            raise CaptureError(f"beam search failed: {str(exc).splitlines()[0]}") from exc
+            if not wrap_errors:
+                exc.add_note("corevital: raised by generate() while CoreVital was observing it (beam search)")
+                raise
+            raise CaptureError(f"beam search failed: {_first_line(exc)}") from exc
         return _replay_beams(loaded, batch, output, options, sites, first_index)
     observer = StepObserver(
         loaded.model,
@@ -259,12 +288,20 @@ def observe_generation(
             output = _sequences(generate(processors, criteria))
     except CoreVitalError:
         raise
-    except (RuntimeError, ValueError) as exc:
-        raise CaptureError(f"generation failed: {str(exc).splitlines()[0]}") from exc
+    except Exception as exc:
+        if not wrap_errors or not isinstance(exc, RuntimeError | ValueError):
+            exc.add_note("corevital: raised by generate() while CoreVital was observing it")
+            raise
+        raise CaptureError(f"generation failed: {_first_line(exc)}") from exc
     observer.finalize()
     if timings is not None:
         timings.step_ms.extend(observer.step_ms)
     return _split(loaded, batch, output, observer, first_index)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _sequences(output: Any) -> torch.Tensor:

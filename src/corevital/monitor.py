@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -265,7 +265,7 @@ class CoreVitalMonitor:
     # --- live stream -----------------------------------------------------------------------------
     def iter_stream(
         self, prompt: str, *, model: str | None = None, **overrides: Any
-    ) -> Iterator[StreamEvent]:
+    ) -> Generator[StreamEvent, None, None]:
         """Yield one event per generated token as it is produced, then a final event.
 
         Stopping early (``break``, or closing the iterator) stops the generation and waits for it

@@ -51,9 +51,53 @@ def prometheus_registry(directory: Path) -> Exporter:
     return PrometheusExporter(registry=CollectorRegistry())
 
 
+class WithOtlpReceiver:
+    """The OpenTelemetry exporter and a local OTLP/HTTP receiver (tests/support/otlp.py), closed together.
+
+    ``up`` False: nothing listens at the endpoint; ``close()`` then reports the undelivered data
+    (an ExporterError, which the bench expects). Same process: the receiver's and the SDK's export
+    threads compete with ``export()`` for the GIL, a pessimistic figure.
+    """
+
+    def __init__(self, *, up: bool) -> None:
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        from corevital.exporters.otel import OTelExporter
+        from tests.support.otlp import OtlpReceiver, free_port
+
+        self.receiver = OtlpReceiver().__enter__() if up else None
+        url = self.receiver.url if self.receiver is not None else f"http://127.0.0.1:{free_port()}"
+        self.exporter = OTelExporter(url, timeout_s=2.0, close_timeout_s=5.0)
+
+    def export(self, report: Report) -> None:
+        self.exporter.export(report)
+
+    def close(self) -> None:
+        from corevital.errors import ExporterError
+
+        try:
+            self.exporter.close()
+        except ExporterError:
+            if self.receiver is not None:
+                raise
+        finally:
+            if self.receiver is not None:
+                self.receiver.__exit__(None, None, None)
+
+
+def otel_up(directory: Path) -> Exporter:
+    return WithOtlpReceiver(up=True)
+
+
+def otel_down(directory: Path) -> Exporter:
+    return WithOtlpReceiver(up=False)
+
+
 EXPORTERS: dict[str, Callable[[Path], Exporter]] = {
     "prometheus (textfile)": prometheus_textfile,
     "prometheus (registry)": prometheus_registry,
+    "otel (receiver up, same process)": otel_up,
+    "otel (collector down)": otel_down,
 }
 """Exporter name -> factory, given a scratch directory of its own."""
 

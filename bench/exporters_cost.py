@@ -51,6 +51,60 @@ def prometheus_registry(directory: Path) -> Exporter:
     return PrometheusExporter(registry=CollectorRegistry())
 
 
+class WithReceiver:
+    """An exporter and the local HTTP receiver (tests/support/receiver.py) it sends to, closed together.
+
+    The receiver runs in this process, so its threads and the exporter's sender thread compete with
+    ``export()`` for the GIL: a pessimistic figure for a service whose endpoint is elsewhere.
+    """
+
+    def __init__(self, make: Callable[[str], Exporter], *, up: bool) -> None:
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        from tests.support.receiver import Receiver
+
+        self.receiver = Receiver()
+        if up:
+            self.receiver.start()
+        self.exporter = make(self.receiver.url)
+
+    def export(self, report: Report) -> None:
+        self.exporter.export(report)
+
+    def close(self) -> None:
+        self.exporter.close()
+        self.receiver.stop()
+
+
+def http_up(directory: Path) -> Exporter:
+    from corevital.exporters.http import HttpExporter
+
+    return WithReceiver(lambda url: HttpExporter(url, directory / "spool", timeout=2.0), up=True)
+
+
+def http_up_background(directory: Path) -> Exporter:
+    from corevital.exporters.http import HttpExporter
+
+    return WithReceiver(
+        lambda url: HttpExporter(url, directory / "spool", timeout=2.0, write_in_background=True), up=True
+    )
+
+
+def http_down(directory: Path) -> Exporter:
+    from corevital.exporters.http import HttpExporter
+
+    # nothing listens: every report stays in the spool (close() does not wait)
+    return WithReceiver(lambda url: HttpExporter(url, directory / "spool", close_wait_s=0.0), up=False)
+
+
+def datadog_up(directory: Path) -> Exporter:
+    from corevital.exporters.datadog import DatadogExporter
+
+    return WithReceiver(
+        lambda url: DatadogExporter(url, "bench-key", directory / "spool", timeout=2.0), up=True
+    )
+
+
 class WithOtlpReceiver:
     """The OpenTelemetry exporter and a local OTLP/HTTP receiver (tests/support/otlp.py), closed together.
 
@@ -98,6 +152,10 @@ EXPORTERS: dict[str, Callable[[Path], Exporter]] = {
     "prometheus (registry)": prometheus_registry,
     "otel (receiver up, same process)": otel_up,
     "otel (collector down)": otel_down,
+    "http (receiver up, same process)": http_up,
+    "http (receiver up, write_in_background)": http_up_background,
+    "http (endpoint down, spool only)": http_down,
+    "datadog (receiver up, same process)": datadog_up,
 }
 """Exporter name -> factory, given a scratch directory of its own."""
 

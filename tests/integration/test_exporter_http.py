@@ -118,6 +118,7 @@ def test_a_refused_connection_is_retried_until_the_server_comes_up(
         time.sleep(0.02)
     assert exporter.sender.stats.failed_attempts >= 3
     assert receiver.snapshot() == []
+    assert not exporter.spool.dirty  # reports that have to wait are fsync-ed
     receiver.start()
     exporter.close()
     assert keys(receiver.snapshot()) == [r.trace_id for r in sent]
@@ -142,6 +143,18 @@ def test_503_is_retried_and_the_order_kept(receiver: Receiver, make_exporter: Ma
     assert keys(requests[:4]) == [sent[0].trace_id] * 4  # the first report until it got through
     assert keys(receiver.delivered()) == [r.trace_id for r in sent]
     assert exporter.sender.stats.failed_attempts == 3
+
+
+def test_writing_in_the_background_delivers_every_report_in_order(
+    receiver: Receiver, make_exporter: MakeExporter
+) -> None:
+    receiver.start()
+    exporter = make_exporter(receiver.url, write_in_background=True)
+    sent = reports(20)
+    for report in sent:
+        exporter.export(report)
+    exporter.close()
+    assert keys(receiver.delivered()) == [r.trace_id for r in sent]
 
 
 def test_429_waits_as_long_as_retry_after_says(receiver: Receiver, make_exporter: MakeExporter) -> None:

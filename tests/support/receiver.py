@@ -1,10 +1,10 @@
 """A local HTTP receiver for the HTTP sink and Datadog tests, and a sending process for kill tests.
 
 :class:`Receiver` is a real ``ThreadingHTTPServer`` on 127.0.0.1 (a free port, kept across
-:meth:`Receiver.stop` / :meth:`Receiver.start`, so a stopped receiver refuses connections at the
-same URL). It records every request (gzip bodies decoded) and answers what its ``responder``
-says: a status, headers and body, after an optional delay (a slow endpoint). Without a responder
-it answers 200.
+:meth:`Receiver.stop` / :meth:`Receiver.start`; stop also drops open keep-alive connections, so a
+stopped receiver refuses connections at the same URL). It records every request (gzip bodies
+decoded) and answers what its ``responder`` says: a status, headers and body, after an optional
+delay (a slow endpoint). Without a responder it answers 200.
 
 ``python -m tests.support.receiver --url URL --spool DIR --count N --prefix P`` is a sending
 process: it exports N reports (the fixture report with trace ids ``P-000000``, ``P-000001``, ...)
@@ -15,8 +15,10 @@ through :class:`~corevital.exporters.http.HttpExporter`, prints ``exported N`` a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
+import socket
 import sys
 import threading
 import time
@@ -72,6 +74,7 @@ class Receiver:
         self.port = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
         self.port = self._bind().server_address[1]
         self._server = None  # bound once to get a free port; started by start()
 
@@ -80,6 +83,17 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with receiver.lock:
+                    receiver._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with receiver.lock:
+                    receiver._connections.discard(self.connection)
+                with contextlib.suppress(OSError):
+                    super().finish()
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -139,10 +153,16 @@ class Receiver:
         return self
 
     def stop(self) -> None:
+        """Stop listening and drop every open (keep-alive) connection: the endpoint is gone."""
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
             server.server_close()
+        with self.lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None

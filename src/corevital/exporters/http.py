@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import gzip
 import logging
+import threading
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 from urllib.parse import urlsplit
@@ -103,6 +105,12 @@ def _first_line(text: str) -> str:
 class HttpExporter:
     """POSTs each report (gzip JSON, ``Idempotency-Key: <trace id>``) to ``url`` through a spool.
 
+    ``export()`` encodes the report and writes it to the spool before it returns (the encoding is
+    most of its cost: about 2 ms of CPU for a 200 KB report). ``write_in_background`` moves both
+    to a thread of their own, so ``export()`` only queues the report; a report then reaches the
+    spool a little later, and a process killed in between loses the reports not written yet.
+    ``sync_on_export`` fsyncs each report inside ``export()`` (see :mod:`corevital.exporters.spool`).
+
     ``close()`` waits up to ``close_wait_s`` (default twice the timeout) for the queued reports,
     then leaves what is still undelivered in the spool for the next process and logs how many.
     """
@@ -117,6 +125,7 @@ class HttpExporter:
         backoff: Backoff | None = None,
         rescan_s: float = 5.0,
         sync_on_export: bool = False,
+        write_in_background: bool = False,
     ) -> None:
         import_httpx("http")
         self.url = check_url(url, "--http-url")
@@ -133,6 +142,15 @@ class HttpExporter:
             sync_on_put=sync_on_export,
         )
         self._closed = False
+        self._unwritten: deque[Report] | None = None
+        self._writer: threading.Thread | None = None
+        self._writer_cond = threading.Condition()
+        if write_in_background:
+            self._unwritten = deque()
+            self._writer = threading.Thread(
+                target=self._write_loop, name="corevital-http-writer", daemon=True
+            )
+            self._writer.start()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -146,13 +164,39 @@ class HttpExporter:
 
     def export(self, report: Report) -> None:
         """Write ``report`` to the spool and queue it; the POST happens on the sender thread."""
+        if self._unwritten is not None:
+            with self._writer_cond:
+                self._unwritten.append(report)
+                self._writer_cond.notify()
+            return
+        self._spool(report)
+
+    def _spool(self, report: Report) -> None:
         self.sender.put(report.trace_id.replace("\n", " "), report_to_json(report).encode("utf-8"))
+
+    def _write_loop(self) -> None:
+        assert self._unwritten is not None
+        while True:
+            with self._writer_cond:
+                while not self._unwritten and not self._closed:
+                    self._writer_cond.wait()
+                if not self._unwritten:
+                    return
+                report = self._unwritten.popleft()
+            try:
+                self._spool(report)
+            except Exception as exc:  # logged: the run that made the report is not failed
+                log.error("http sink: report %s not spooled: %s", report.trace_id, exc)
 
     def close(self) -> None:
         """Deliver what is queued (bounded wait), leave the rest in the spool, stop the sender."""
         if self._closed:
             return
-        self._closed = True
+        with self._writer_cond:
+            self._closed = True
+            self._writer_cond.notify()
+        if self._writer is not None:
+            self._writer.join()  # every exported report is written to the spool first
         left = self.sender.close(self.close_wait_s)
         if left:
             log.warning(

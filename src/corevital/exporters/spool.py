@@ -2,11 +2,15 @@
 
 Used by the HTTP sink and the Datadog exporter: ``put`` writes a payload to a file (a ``.part``
 file renamed into place, so a payload is whole or absent) before anything is sent, so it survives
-the process being killed and an endpoint that is down; a :class:`SpoolSender` thread ``fsync``-s
-the new files and their directory (stable storage, surviving a power loss) before the first
-delivery attempt, then delivers the payloads in the order they were put, retrying with
-exponential backoff and full jitter, and deletes each one once it is delivered. (``fsync`` costs
-milliseconds on many disks, so it is kept off the exporting thread unless ``sync_on_put``.)
+the process being killed and an endpoint that is down. A :class:`SpoolSender` thread delivers the
+payloads in the order they were put, retrying with exponential backoff and full jitter, and
+deletes each one once it is delivered.
+
+Stable storage (surviving a power loss, not only a killed process) needs ``fsync``, which costs
+milliseconds per file on many disks, so it is kept off the exporting thread: as soon as a
+delivery fails, the sender fsyncs every payload written so far (each file, then the directory),
+and again at least every second while it waits; a payload delivered at its first attempt is
+never fsync-ed. ``sync_on_put`` fsyncs each payload inside ``put`` instead.
 
 Layout of a spool directory (several processes may share one)::
 
@@ -45,6 +49,8 @@ log = logging.getLogger(__name__)
 ITEM_SUFFIX = ".item"
 REJECTED_DIR = "rejected"
 LOCK_NAME = ".lock"
+SYNC_INTERVAL_S = 1.0
+"""While deliveries fail, payloads written are fsync-ed at least this often."""
 RETRY_AFTER_MAX_S = 300.0
 """The longest wait a Retry-After header is honoured for (a longer one waits this long)."""
 
@@ -488,11 +494,6 @@ class SpoolSender:
     def _send(self, item: SpoolItem) -> bool:
         """Deliver or reject one payload, retrying meanwhile; False when stopped before that."""
         attempt = 0
-        if self.spool.dirty:
-            try:
-                self.spool.sync()  # on stable storage before its first attempt
-            except OSError as exc:
-                self.log.warning("%s: cannot fsync the spool %s: %s", self.name, self.spool.root, exc)
         while not self._stop.is_set():
             try:
                 key, body = read_item(item.path)
@@ -538,9 +539,26 @@ class SpoolSender:
                     "%s: attempt %d failed (%s); next in %.2fs", self.name, attempt, result.detail, delay
                 )
             attempt += 1
-            if self._stop.wait(delay):
+            if not self._wait_syncing(delay):
                 return False
         return False
+
+    def _wait_syncing(self, delay: float) -> bool:
+        """Wait ``delay`` seconds (False when stopped meanwhile), putting what is written meanwhile
+        on stable storage at least every :data:`SYNC_INTERVAL_S`: payloads that have to wait are
+        fsync-ed; one delivered at its first attempt never needed to be."""
+        deadline = time.monotonic() + delay
+        while True:
+            if self.spool.dirty:
+                try:
+                    self.spool.sync()
+                except OSError as exc:
+                    self.log.warning("%s: cannot fsync the spool %s: %s", self.name, self.spool.root, exc)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return not self._stop.is_set()
+            if self._stop.wait(min(left, SYNC_INTERVAL_S)):
+                return False
 
 
 def iter_waiting(root: str | Path) -> Iterator[Path]:

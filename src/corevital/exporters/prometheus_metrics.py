@@ -307,6 +307,7 @@ __all__ = [
     "DEFAULT_MAX_MODELS",
     "FLAGS",
     "FLAG_LABELS",
+    "MAX_FLAG_NAMES",
     "METRICS",
     "METRIC_NAMES",
     "RISK_BUCKETS",

@@ -19,6 +19,7 @@ from corevital.capture.default_model import locate_default_model
 from corevital.capture.gguf_once import parsed_once
 from corevital.capture.hf_compat import check_transformers, config_revision, gguf_bar_follows_progress_switch
 from corevital.capture.model_checks import probe_capabilities
+from corevital.capture.model_files import MODEL_FILE_ERRORS, TOKENIZER_FILE_ERRORS, check_model_files
 from corevital.config import DEFAULT_MODEL_NAME, Settings
 from corevital.errors import DeviceError, ModelLoadError
 from corevital.modes import ModelSource
@@ -172,6 +173,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         common["revision"] = spec.revision
     if resolved.gguf_file:
         common["gguf_file"] = resolved.gguf_file
+    check_model_files(resolved.location, resolved.gguf_file)
     with parsed_once() if resolved.gguf_file else nullcontext(), gguf_bar_follows_progress_switch():
         config, tokenizer, model, dtype = _load_parts(spec, resolved, common, device, quant_config)
     if quant_config is None:
@@ -201,11 +203,11 @@ def _load_parts(
 
     try:
         config = AutoConfig.from_pretrained(resolved.location, **common)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except MODEL_FILE_ERRORS as exc:
         raise _load_error("the model config", resolved, exc) from exc
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.location, **common)
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+    except TOKENIZER_FILE_ERRORS as exc:
         raise _load_error("the tokenizer", resolved, exc) from exc
 
     dtype = _choose_dtype(spec, config, device)
@@ -219,7 +221,7 @@ def _load_parts(
         kwargs["device_map"] = {"": device.index or 0}
     try:
         model = model_cls.from_pretrained(resolved.location, **kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except MODEL_FILE_ERRORS as exc:  # a pickle the safe loader refused among them
         raise _load_error("the model weights", resolved, exc) from exc
     return config, tokenizer, model, dtype
 

@@ -22,6 +22,12 @@ At :meth:`~WandbExporter.close`: a table ``corevital_reports`` (trace id, model,
 tokens, finish reason, time) and the run summary (``runs`` with sampling weights, ``reports``,
 ``risk_score_mean``, ``risk_score_max``, ``flagged_reports``).
 
+W&B's calls take milliseconds per logged step, so :meth:`~WandbExporter.export` only queues the
+report (up to ``max_queued``; beyond, a report is dropped and counted) and a worker thread of the
+exporter logs it; ``close()`` waits for the queue (at most ``close_timeout_s``). Reports that could
+not be logged or were dropped are reported by ``close()`` as an
+:class:`~corevital.errors.ExporterError` (logged by the caller, never raised into a run).
+
 ``wandb`` (the ``wandb`` extra) is imported when the exporter is built; the run is started with
 its console capture, system statistics, git and code saving off and ``silent=True``; nothing is
 set in the environment.
@@ -29,9 +35,12 @@ set in the environment.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -148,6 +157,8 @@ class WandbExporter:
         name: str | None = None,
         config: dict[str, Any] | None = None,
         include_artifacts: bool = True,
+        max_queued: int = 1000,
+        close_timeout_s: float = 600.0,
     ) -> None:
         if mode not in ("online", "offline"):
             raise ConfigError(f"wandb mode must be online or offline, not {mode!r}")
@@ -163,9 +174,15 @@ class WandbExporter:
         self.config = dict(config or {})
         self.include_artifacts = include_artifacts
         self.totals = _Totals()
+        self.close_timeout_s = close_timeout_s
+        self.failed = 0  # reports the worker could not log
+        self.dropped = 0  # reports refused because the queue was full
+        self._queue: queue.Queue[Report | None] = queue.Queue(maxsize=max_queued)
+        self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
         self._start_error: str | None = None
+        self._last_error = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -228,85 +245,125 @@ class WandbExporter:
         return section if owner == trace_id else f"report_{trace_id}"
 
     def export(self, report: Report) -> None:
-        """Log ``report``'s steps, totals and artifact into the run."""
+        """Queue ``report`` for the worker thread, which logs it into the run (W&B calls take
+        milliseconds per step: they are kept off the generating thread)."""
         with self._lock:
             if self._closed:
                 raise ExporterError("the W&B exporter is closed")
-            run = self._ensure_run()
-            totals = self.totals
-            totals.reports += 1
-            index = totals.reports
-            section = self._section(report.trace_id)
-            run.define_metric(f"{section}/token", hidden=True)
-            run.define_metric(f"{section}/*", step_metric=f"{section}/token")
-            if index == 1:
-                run.define_metric(REPORT_STEP, hidden=True)
-                run.define_metric("corevital/*", step_metric=REPORT_STEP)
-            rows = step_rows(report)
-            for row in rows:
-                run.log({f"{section}/{key}": value for key, value in row.items()})
+            if self._start_error is not None:
+                raise ExporterError(f"the W&B run could not start: {self._start_error}")
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="corevital-wandb", daemon=True)
+                self._worker.start()
+        try:
+            self._queue.put_nowait(report)
+        except queue.Full:
+            self.dropped += 1
+            raise ExporterError(
+                f"W&B logging is behind ({self._queue.maxsize} reports queued): "
+                f"report {report.trace_id} dropped"
+            ) from None
 
-            risk = _risk(report)
-            flags = fired_flags(report)
-            weight = report_weight(report)
-            entropies = [float(row["entropy"]) for row in rows if "entropy" in row]
-            values: dict[str, Any] = {
-                REPORT_STEP: index,
-                "corevital/prompt_tokens": report.summary.prompt_tokens,
-                "corevital/generated_tokens": report.summary.generated_tokens,
-                "corevital/flags": len(flags),
-                "corevital/sampling_weight": weight,
-            }
-            if risk is not None:
-                values["corevital/risk_score"] = risk
-            if report.summary.generation_ms is not None:
-                values["corevital/generation_ms"] = report.summary.generation_ms
-            if entropies:
-                values["corevital/mean_entropy"] = sum(entropies) / len(entropies)
-            run.log(values)
+    def _work(self) -> None:
+        while (report := self._queue.get()) is not None:
+            try:
+                self._log(report)
+            except Exception as exc:  # counted and reported by close(); the worker goes on
+                self.failed += 1
+                lines = str(exc).strip().splitlines()
+                self._last_error = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+                log.warning("W&B: report %s not logged: %s", report.trace_id, self._last_error)
 
-            if self.include_artifacts:
-                artifact = self._wandb.Artifact(
-                    f"report-{report.trace_id}",
-                    type=ARTIFACT_TYPE,
-                    metadata={
-                        "trace_id": report.trace_id,
-                        "model": report.model.hf_id,
-                        "risk_score": risk,
-                        "flags": flags,
-                        "created_at_utc": report.created_at_utc,
-                    },
-                )
-                with artifact.new_file("report.json", encoding="utf-8") as handle:
-                    handle.write(report_to_json(report))
-                run.log_artifact(artifact)
+    def _log(self, report: Report) -> None:
+        """Log ``report``'s steps, totals and artifact into the run (the worker thread)."""
+        run = self._ensure_run()
+        totals = self.totals
+        totals.reports += 1
+        index = totals.reports
+        section = self._section(report.trace_id)
+        run.define_metric(f"{section}/token", hidden=True)
+        run.define_metric(f"{section}/*", step_metric=f"{section}/token")
+        if index == 1:
+            run.define_metric(REPORT_STEP, hidden=True)
+            run.define_metric("corevital/*", step_metric=REPORT_STEP)
+        rows = step_rows(report)
+        for row in rows:
+            run.log({f"{section}/{key}": value for key, value in row.items()})
 
-            totals.runs += weight
-            if risk is not None:
-                totals.risks.append(risk)
-            totals.flagged += bool(flags)
-            totals.rows.append(
-                [
-                    report.trace_id,
-                    report.model.hf_id,
-                    risk,
-                    ", ".join(flags),
-                    report.summary.prompt_tokens,
-                    report.summary.generated_tokens,
-                    report.generated.finish_reason,
-                    report.created_at_utc,
-                ]
+        risk = _risk(report)
+        flags = fired_flags(report)
+        weight = report_weight(report)
+        entropies = [float(row["entropy"]) for row in rows if "entropy" in row]
+        values: dict[str, Any] = {
+            REPORT_STEP: index,
+            "corevital/prompt_tokens": report.summary.prompt_tokens,
+            "corevital/generated_tokens": report.summary.generated_tokens,
+            "corevital/flags": len(flags),
+            "corevital/sampling_weight": weight,
+        }
+        if risk is not None:
+            values["corevital/risk_score"] = risk
+        if report.summary.generation_ms is not None:
+            values["corevital/generation_ms"] = report.summary.generation_ms
+        if entropies:
+            values["corevital/mean_entropy"] = sum(entropies) / len(entropies)
+        run.log(values)
+
+        if self.include_artifacts:
+            artifact = self._wandb.Artifact(
+                f"report-{report.trace_id}",
+                type=ARTIFACT_TYPE,
+                metadata={
+                    "trace_id": report.trace_id,
+                    "model": report.model.hf_id,
+                    "risk_score": risk,
+                    "flags": flags,
+                    "created_at_utc": report.created_at_utc,
+                },
             )
+            with artifact.new_file("report.json", encoding="utf-8") as handle:
+                handle.write(report_to_json(report))
+            run.log_artifact(artifact)
+
+        totals.runs += weight
+        if risk is not None:
+            totals.risks.append(risk)
+        totals.flagged += bool(flags)
+        totals.rows.append(
+            [
+                report.trace_id,
+                report.model.hf_id,
+                risk,
+                ", ".join(flags),
+                report.summary.prompt_tokens,
+                report.summary.generated_tokens,
+                report.generated.finish_reason,
+                report.created_at_utc,
+            ]
+        )
 
     def close(self) -> None:
-        """Log the table and the summary; finish the run when it is our own."""
+        """Wait for the queued reports to be logged (at most ``close_timeout_s``), log the table and
+        the summary, and finish the run when it is our own; :class:`ExporterError` when reports
+        were not logged."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            run, totals = self._run, self.totals
-            if run is None:
-                return  # no report: no run was started
+            worker = self._worker
+        if worker is None:
+            return  # no report: no run was started
+        deadline = time.monotonic() + self.close_timeout_s
+        with contextlib.suppress(queue.Full):  # then the join below times out too
+            self._queue.put(None, timeout=self.close_timeout_s)
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            raise ExporterError(
+                f"W&B logging did not finish within {self.close_timeout_s:g} s "
+                f"({self._queue.qsize()} reports still queued); the run is left to wandb's exit handler"
+            )
+        run, totals = self._run, self.totals
+        if run is not None:
             try:
                 run.log({TABLE_KEY: self._wandb.Table(columns=TABLE_COLUMNS, data=totals.rows)})
                 run.summary.update(
@@ -321,6 +378,11 @@ class WandbExporter:
             finally:
                 if self.owns_run:
                     run.finish()
+        if self.failed or self.dropped:
+            raise ExporterError(
+                f"W&B: {self.failed} report(s) not logged, {self.dropped} dropped"
+                + (f" (last error: {self._last_error})" if self._last_error else "")
+            )
 
     def __enter__(self) -> Self:
         return self

@@ -289,10 +289,10 @@ def observe_generation(
     except CoreVitalError:
         raise
     except Exception as exc:
-        if not wrap_errors or not isinstance(exc, RuntimeError | ValueError):
+        if not wrap_errors:
             exc.add_note("corevital: raised by generate() while CoreVital was observing it")
             raise
-        raise CaptureError(f"generation failed: {_first_line(exc)}") from exc
+        raise CaptureError(f"generation failed: {type(exc).__name__}: {_first_line(exc)}") from exc
     observer.finalize()
     if timings is not None:
         timings.step_ms.extend(observer.step_ms)

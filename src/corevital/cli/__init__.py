@@ -93,7 +93,15 @@ def _print_traceback() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns its exit code."""
+    """Run one command; returns its exit code (Ctrl-C at any moment: one line, exit 130)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("corevital: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = _selected_command(argv)
     parser = build_parser(selected, configure=selected is not None)
@@ -108,9 +116,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_traceback()
         print(f"corevital: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("corevital: interrupted", file=sys.stderr)
-        return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
         if _debug_requested(argv):
             _print_traceback()

@@ -61,6 +61,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise InputError("calibrate needs --prompts FILE (healthy runs) and/or --labels FILE (labelled runs)")
     if args.labels:
         require_sklearn("calibrate --labels (fitting the risk model)")
+    if args.folds < 2:
+        raise InputError(f"--folds must be at least 2 (got {args.folds})")
+    out = Path(args.out)
+    if out.is_dir():
+        raise InputError(
+            f"--out {out} is a directory; give the profile's file name (e.g. {out / 'profile.json'})"
+        )
+    if not out.parent.is_dir():
+        raise InputError(f"--out {out}: the directory {out.parent} does not exist")
     settings = load_settings(settings_overrides(args), config_file=args.config)
     _quiet_libraries(settings.log_level)
     prompts = _prompt_items(args.prompts) if args.prompts else None

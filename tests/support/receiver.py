@@ -97,7 +97,13 @@ class Receiver:
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
+                try:
+                    raw = self.rfile.read(length) if length else b""
+                except OSError:
+                    raw = b""
+                if len(raw) < length:  # the connection dropped mid-request (stop()): no request
+                    self.close_connection = True
+                    return
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 body = gzip.decompress(raw) if headers.get("content-encoding") == "gzip" else raw
                 request = Request(self.command, self.path, headers, raw, body)
@@ -121,7 +127,12 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                if not isinstance(sys.exc_info()[1], OSError):  # a dropped connection is expected
+                    super().handle_error(request, client_address)
+
+        server = Server(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
         if self.port == 0:
             server.server_close()

@@ -436,7 +436,10 @@ class SpoolSender:
         while not self._stop.is_set():
             if time.monotonic() - last_scan >= self.rescan_s:
                 last_scan = time.monotonic()
-                self._drain_orphans()
+                try:
+                    self._drain_orphans()
+                except OSError as exc:  # the spool directory itself failing: try again later
+                    self.log.error("%s: cannot read the spool %s: %s", self.name, self.spool.root, exc)
                 continue
             with self._cond:
                 if not self._queue:
@@ -450,7 +453,13 @@ class SpoolSender:
                     if self.tick is not None:
                         self._safe_tick()
                     continue
-                self._send(item)
+                try:
+                    self._send(item)
+                except OSError as exc:  # the spool failing (disk full, permissions): the item waits
+                    self.log.error("%s: spool error on %s: %s", self.name, item.path, exc)
+                    with self._cond:
+                        self._queue.appendleft(item)
+                    self._stop.wait(SYNC_INTERVAL_S)
             finally:
                 with self._cond:
                     self._busy = False

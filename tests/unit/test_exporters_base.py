@@ -12,6 +12,7 @@ from corevital.errors import ConfigError, NotAvailableError
 from corevital.exporters.base import BUILTIN_EXPORTERS, Outputs, open_custom, open_outputs
 from corevital.exporters.base import _import_object as import_object
 from corevital.exporters.sampling import Sampler, report_weight
+from corevital.monitor import CoreVitalMonitor
 from corevital.report.encoding import report_from_json
 from corevital.report.schema import Report, RiskExtension
 from corevital.sinks.base import MemorySink
@@ -141,3 +142,18 @@ def test_sinks_come_from_the_environment_as_a_comma_separated_list() -> None:
     settings = load_settings({}, environ={"COREVITAL_SINK": "sqlite, http"})
     assert settings.sink == ["sqlite", "http"] and settings.stores == ["sqlite"]
     assert load_settings({"sink": ["local", "local", "sqlite"]}).sink == ["local", "sqlite"]
+
+
+def test_the_custom_sink_example_in_the_docs_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "production.md").read_text(encoding="utf-8")
+    section = text.split("## Several sinks at once, and your own", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(code, "docs/production.md", "exec"), namespace)
+    monitor = namespace["monitor"]
+    assert isinstance(monitor, CoreVitalMonitor) and monitor.load_count == 0
+    outputs = monitor.outputs
+    assert outputs is not None and [type(e).__name__ for e in outputs.exporters] == ["PrintRisk"]
+    assert len(outputs.stores) == 1
+    monitor.close()

@@ -321,7 +321,7 @@ def open_database_read_only(path: Path) -> sqlite3.Connection:
     A missing file, a file that is not a CoreVital database, and a database of an older or newer
     version are each a :class:`~corevital.errors.StoreError`.
     """
-    if not path.exists():
+    if not _exists(path):
         raise StoreError(f"no CoreVital database at {path}")
     _refuse_non_sqlite_file(path)
     try:
@@ -441,8 +441,16 @@ def read_header(path: Path) -> bytes:
         raise StoreError(f"cannot read {path}: {error.strerror or error}") from None
 
 
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; a path the system refuses (too long, a loop) is a one-line StoreError."""
+    try:
+        return path.exists()
+    except OSError as error:
+        raise StoreError(f"cannot use the database path {path}: {error.strerror or error}") from None
+
+
 def _refuse_non_sqlite_file(path: Path) -> None:
-    if not path.exists():
+    if not _exists(path):
         return
     if not path.is_file():
         raise StoreError(f"{path} is not a CoreVital SQLite database (not a regular file)")

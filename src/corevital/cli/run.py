@@ -112,17 +112,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from corevital.sinks.migrate import migrate_path
-    from corevital.sinks.open import open_location
+    from corevital.sinks.migrate import migrate_into
 
     source = args.from_db or args.from_dir
     if source is None:
         raise InputError("migrate needs --from-dir DIR or --from-db FILE")
-    store = open_location(args.to_db)
-    try:
-        result = migrate_path(source, store)
-    finally:
-        store.close()
+    result = migrate_into(source, args.to_db)  # a failed import leaves no empty target database
     print(result.summary())
     for failure in result.failed:
         print(f"  failed: {failure.source}: {failure.reason}", file=sys.stderr)

@@ -37,6 +37,7 @@ PROBE = "<img src=x onerror=alert(1)></script><script>alert(2)</script>"
 SAMPLED_PROMPT = "The quick brown fox jumps over the lazy dog. Why is the sky blue?"
 LARGE_LAYERS, LARGE_HEADS, LARGE_STEPS = 32, 32, 1000
 FIRST_VIEW_BUDGET_S = 1.5
+SHOTS = Path("/tmp/dashboard-shots")  # every screenshot, by page name, for looking at
 
 
 @dataclass
@@ -188,6 +189,8 @@ class Watched:
         path = self.shots / f"corevital-dashboard-{name}.png"
         self.page.screenshot(path=str(path))
         shutil.copyfile(path, Path("/tmp") / path.name)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, SHOTS / f"{name}.png")
 
     def assert_clean(self) -> None:
         assert self.outside == [], f"requests outside the server: {self.outside}"
@@ -419,6 +422,190 @@ def test_keyboard_only_main_flow(watched: Watched, store: DashboardStore) -> Non
     page.keyboard.press("Enter")
     watched.wait_ready("compare")
     assert page.locator("#scalars").is_visible()
+
+
+def _report_json(store: DashboardStore, trace_id: str) -> dict[str, Any]:
+    reader = SQLiteStore(store.db, read_only=True)
+    try:
+        document: dict[str, Any] = json.loads(reader.get_json(trace_id) or "{}")
+        return document
+    finally:
+        reader.close()
+
+
+def _expected_attention(document: dict[str, Any], token: int, layer: int, head: int | None) -> list[int]:
+    """The prompt tokens ``token`` attends to in ``layer`` (and ``head``), heaviest first, straight
+    from the report's sparse attention (over all heads: the mean over the layer's heads)."""
+    heads = document["prompt_analysis"]["layers"][layer]["heads"]
+    totals: dict[int, float] = {}
+    for index, entry in enumerate(heads):
+        if head is not None and index != head:
+            continue
+        for query, key, weight in zip(
+            entry["query_indices"], entry["key_indices"], entry["weights"], strict=True
+        ):
+            if query == token and weight is not None:
+                totals[key] = totals.get(key, 0.0) + weight
+    return [key for key, _ in sorted(totals.items(), key=lambda item: (-item[1], item[0]))]
+
+
+def test_attention_explorer(watched: Watched) -> None:
+    """An original trace (28 layers x 24 heads, 23 prompt tokens): click a prompt token, choose a
+    layer and a head; the lists are the report's own entries; the basin anomalies are listed and
+    choosing one selects its layer and head."""
+    page = watched.page
+    trace_id, document = next(
+        (key, value) for key, value in original_documents().items() if key.startswith("7c1c62d1")
+    )
+    watched.goto(f"#/run/{trace_id}", "run")
+    page.click("#tab-prompt")
+    page.locator("#attention[data-loaded]").wait_for(state="attached")
+    chips = page.locator("#attention-tokens .ptok")
+    assert chips.count() == document["prompt"]["num_tokens"] == 23
+    assert chips.nth(8).text_content() == " quantum"  # known from the run's own tokens
+    assert chips.nth(0).text_content() == "#0"  # not named anywhere in the report
+
+    page.select_option("#attention-layer", "3")
+    chips.nth(5).click()
+    page.wait_for_function(
+        "() => { const r = document.querySelector('#attention-result');"
+        " return r.dataset.token === '5' && r.dataset.layer === '3' && r.dataset.head === 'all'; }"
+    )
+    shown = page.locator("#attention-attends-to tbody tr").evaluate_all(
+        "rows => rows.map(r => +r.dataset.token)"
+    )
+    assert shown == _expected_attention(document, 5, 3, None)
+    assert page.locator("#attention-attended-by tbody tr").count() >= 1
+    assert page.locator("#attention-tokens .ptok.hit").count() == len(shown)
+
+    page.select_option("#attention-head", "2")
+    page.wait_for_function("() => document.querySelector('#attention-result').dataset.head === '2'")
+    shown = page.locator("#attention-attends-to tbody tr").evaluate_all(
+        "rows => rows.map(r => +r.dataset.token)"
+    )
+    assert shown == _expected_attention(document, 5, 3, 2)
+    watched.shot("attention")
+
+    scores = [
+        (score, layer, head)
+        for layer, entry in enumerate(document["prompt_analysis"]["layers"])
+        for head, score in enumerate(entry["basin_scores"])
+        if score is not None and score < 0.3
+    ]
+    anomalies = page.locator("#basin-anomalies button")
+    assert anomalies.count() == min(len(scores), 24) > 0
+    score, layer, head = min(scores)
+    first = anomalies.first
+    assert (first.get_attribute("data-layer"), first.get_attribute("data-head")) == (str(layer), str(head))
+    first.click()
+    page.wait_for_function(
+        "a => { const r = document.querySelector('#attention-result');"
+        " return r.dataset.layer === a[0] && r.dataset.head === a[1]; }",
+        arg=[str(layer), str(head)],
+    )
+
+
+def test_heat_map_cell_shows_the_layer_at_that_step(watched: Watched, store: DashboardStore) -> None:
+    page = watched.page
+    document = _report_json(store, store.sampled_id)
+    watched.goto(f"#/run/{store.sampled_id}", "run")
+    page.click("#tab-layers")
+    page.locator("#panel-layers[data-loaded]").wait_for(state="attached")
+    heat = page.locator("#panel-layers canvas.heat").first
+    box = heat.bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + box["width"] * 0.5 + 1, box["y"] + 2)  # layer 0, step 30 (60 steps)
+    detail = page.locator("#layer-detail")
+    page.wait_for_function(
+        "() => { const d = document.querySelector('#layer-detail');"
+        " return d.dataset.layer === '0' && d.dataset.step === '30' && !d.dataset.loading; }"
+    )
+    step = [s for s in document["timeline"] if not s["token"].get("is_prompt_token")][30]
+    layer = next(entry for entry in step["layers"] if entry["layer_index"] == 0)
+    entropy = layer["attention_summary"]["entropy_mean"]
+    row = detail.locator("#detail-attention tr[data-key='entropy_mean'] td")
+    assert row.text_content() == f"{entropy:.4f}"
+    norm = layer["hidden_summary"]["l2_norm_mean"]
+    assert (
+        abs(
+            float(detail.locator("#detail-hidden tr[data-key='l2_norm_mean'] td").text_content() or "") - norm
+        )
+        < 1e-3
+    )
+    assert json.dumps(step["token"]["token_text"]) in (detail.locator(".detail-head").text_content() or "")
+    heads = len(layer["attention_summary"].get("max_weight_per_head") or [])
+    assert detail.locator(".head-bar").count() == heads
+    watched.shot("run-layer-detail")
+
+    # The neighbouring step and layer, from the detail's own buttons.
+    detail.get_by_role("button", name="next step").click()
+    page.wait_for_function("() => document.querySelector('#layer-detail').dataset.step === '31'")
+    detail.get_by_role("button", name="layer above").click()
+    page.wait_for_function("() => document.querySelector('#layer-detail').dataset.layer === '1'")
+    detail.locator("button.step-link").click()
+    page.wait_for_function("() => document.querySelector('#cursor-readout').dataset.step === '31'")
+
+
+def test_token_file_flow(
+    page: Any, store: DashboardStore, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A server started with --token-file: the page loads, says 401 and asks for the token; a wrong
+    one is refused again; the right one loads the list, a run, its download and the live feed; and
+    "Forget token" asks again. The 401 answers are the only console errors allowed."""
+    token = "dashboard-e2e-token-0123456789abcdef"
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n", encoding="utf-8")
+    process = start_server(
+        ["--db", str(store.db), "--token-file", str(token_file)], tmp_path_factory.mktemp("tok")
+    )
+    try:
+        process.wait_ready()
+        outside = record_requests(page, allowed=(process.url + "/",))
+        dialogs = record_dialogs(page)
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+        page.goto(f"{process.url}/")
+        page.wait_for_function("() => document.body.dataset.ready === 'token'")
+        needed = page.locator("#token-needed").text_content() or ""
+        assert "401" in needed and "--token-file" in needed
+        assert page.evaluate("() => document.activeElement.id") == "token-input"
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "token.png"))
+
+        page.fill("#token-input", "not-the-token-0123456789")
+        page.keyboard.press("Enter")
+        page.wait_for_function(
+            "() => document.body.dataset.ready === 'token'"
+            " && document.querySelector('#token-needed').textContent.includes('did not accept')"
+        )
+        page.fill("#token-input", token)
+        page.keyboard.press("Enter")
+        page.wait_for_function("() => document.body.dataset.ready === 'runs'")
+        assert page.locator("#runs-table tbody tr").count() >= 13
+        assert page.evaluate("() => sessionStorage.getItem('corevital.token')") == token
+
+        page.goto(f"{process.url}/#/run/{store.sampled_id}")
+        page.wait_for_function("() => document.body.dataset.ready === 'run'")
+        with page.expect_download() as download:
+            page.click("a[href$='/report.html']")
+        path = download.value.path()
+        assert path is not None and "<html" in Path(path).read_text(encoding="utf-8")[:2000].lower()
+
+        page.click("a[data-nav='live']")
+        page.wait_for_function("() => document.body.dataset.ready === 'live'")
+        page.wait_for_function(
+            "() => document.querySelector('#live-status').textContent.startsWith('Waiting')"
+        )
+        assert page.locator("#live-disabled").count() == 1  # no --model: the form says how to get it
+
+        page.click("#forget-token")
+        page.wait_for_function("() => document.body.dataset.ready === 'token'")
+        assert outside == [] and dialogs == []
+        unexpected = [e for e in errors if "401" not in e]
+        assert unexpected == [], unexpected
+    finally:
+        process.stop()
 
 
 def test_live_page_shows_runs_as_they_land(watched: Watched, store: DashboardStore) -> None:

@@ -13,6 +13,12 @@ function tokenLabel(info, i) {
   return text === null || text === undefined ? `#${i}` : text;
 }
 
+// A token in a sentence or a list: its quoted text and position, or only its position.
+function tokenName(info, i) {
+  const text = info.token_texts[i];
+  return text === null || text === undefined ? [h("span", { class: "mono" }, `#${i}`)] : [h("span", { class: "mono" }, JSON.stringify(text)), ` #${i}`];
+}
+
 export function attentionExplorer(id, digest) {
   const node = section("Attention explorer", h("p", { class: "muted", id: "attention-loading" }, "Loading the prompt's attention…"));
   node.id = "attention";
@@ -50,7 +56,7 @@ async function load(node, id) {
 
   const paint = () => {
     const weights = new Map();
-    if (answer) for (const row of answer[direction.value]) weights.set(row.token, row.weight);
+    if (answer) for (const row of answer.query[direction.value]) weights.set(row.token, row.weight);
     const top = Math.max(...weights.values(), 1e-9);
     for (const [i, chip] of chips.entries()) {
       const w = weights.get(i);
@@ -66,7 +72,7 @@ async function load(node, id) {
     rows.length
       ? h("table", { class: "attention-list", id: `attention-${key}` }, h("thead", null, h("tr", null, h("th", null, "token"), h("th", { class: "num" }, "weight"), h("th", { class: "num" }, answer.query.head === null ? "heads" : "head"))),
         h("tbody", null, rows.map((row) => h("tr", { dataset: { token: String(row.token) } },
-          h("td", null, h("button", { type: "button", class: "linkish", onclick: () => select(row.token) }, h("span", { class: "mono" }, JSON.stringify(tokenLabel(info, row.token))), ` #${row.token}`)),
+          h("td", null, h("button", { type: "button", class: "linkish", onclick: () => select(row.token) }, tokenName(info, row.token))),
           h("td", { class: "num" }, fmt(row.weight, 3)),
           h("td", { class: "num" }, answer.query.head === null ? `${row.heads}/${answer.query.layer_heads}` : String(row.head))))))
       : h("p", { class: "muted" }, "No stored entry."));
@@ -78,7 +84,7 @@ async function load(node, id) {
     result.dataset.layer = String(q.layer);
     result.dataset.head = q.head === null ? "all" : String(q.head);
     result.replaceChildren(
-      h("p", null, h("strong", null, `Token #${q.token} `), h("span", { class: "mono" }, JSON.stringify(tokenLabel(info, q.token))), ` · ${scope}`),
+      h("p", null, h("strong", null, "Token "), tokenName(info, q.token), ` · ${scope}`),
       h("div", { class: "grid2" }, listOf(q.attends_to, "It attends to", "attends-to"), listOf(q.attended_by, "Attended to by", "attended-by")),
     );
     paint();

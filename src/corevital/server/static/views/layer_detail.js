@@ -2,7 +2,7 @@
 // (/api/v1/runs/<id>/layers/<layer>/steps/<step>): attention and hidden-state statistics, each
 // head's largest attention weight, and buttons to move to the neighbouring step or layer.
 
-import { api, errorBox, fmt, h } from "./dom.js";
+import { api, append, errorBox, fmt, h } from "./dom.js";
 import { colour } from "./palette.js";
 
 const ATTENTION_ROWS = [
@@ -35,13 +35,15 @@ function valueTable(values, rows, id) {
     h("tr", { dataset: { key } }, h("th", { scope: "row" }, label), h("td", { class: "num" }, typeof values[key] === "boolean" ? (values[key] ? "yes" : "no") : fmt(values[key], 4))))));
 }
 
+// Bars scaled to the largest head (its value is written), coloured on the absolute 0–1 scale.
 function headBars(weights) {
   if (!weights || !weights.length) return null;
+  const top = Math.max(...weights.filter((w) => w !== null), 1e-9);
   return h("div", null,
     h("h3", null, "Largest attention weight of each head"),
-    h("div", { class: "head-bars", role: "img", "aria-label": `largest weight of each of ${weights.length} heads` },
-      weights.map((w, head) => h("span", { class: "head-bar", title: `head ${head}: ${fmt(w, 3)}`, css: { height: `${Math.round(Math.max(0, Math.min(1, w ?? 0)) * 100)}%`, background: w === null ? "" : colour("viridis", w) } }))),
-    h("div", { class: "heat-axis", "aria-hidden": "true" }, h("span", null, "head 0"), h("span", null, `head ${weights.length - 1}`)));
+    h("div", { class: "head-bars", role: "img", "aria-label": `largest weight of each of ${weights.length} heads, at most ${fmt(top, 3)}` },
+      weights.map((w, head) => h("span", { class: "head-bar", title: `head ${head}: ${fmt(w, 3)}`, css: { height: `${Math.round(Math.max(0, (w ?? 0) / top) * 100)}%`, background: w === null ? "" : colour("viridis", w) } }))),
+    h("div", { class: "heat-axis", "aria-hidden": "true" }, h("span", null, "head 0"), h("span", null, `tallest ${fmt(top, 3)} (colour: 0 to 1)`), h("span", null, `head ${weights.length - 1}`)));
 }
 
 export function layerDetail(id, view, showOnCharts) {
@@ -81,7 +83,8 @@ export function layerDetail(id, view, showOnCharts) {
       h("button", { type: "button", disabled: d.layer <= 0, onclick: () => move(d.layer - 1, d.step), "aria-label": "layer below" }, "↑ layer"),
       h("button", { type: "button", disabled: d.layer >= layers - 1, onclick: () => move(d.layer + 1, d.step), "aria-label": "layer above" }, "layer ↓"),
       h("button", { type: "button", class: "step-link", onclick: () => showOnCharts(d.step) }, `show step ${d.step} on the charts →`));
-    body.replaceChildren(
+    body.replaceChildren();
+    append(body, [
       h("p", { class: "detail-head" }, h("strong", { id: "layer-detail-title" }, `Layer ${d.layer} at step ${d.step}`), " · token ", h("span", { class: "mono tok-quote" }, JSON.stringify(d.token ?? ""))),
       last > d.step ? h("p", { class: "muted" }, `The cell is the mean of steps ${d.step}–${last}; this is step ${d.step}.`) : null,
       nav,
@@ -92,7 +95,7 @@ export function layerDetail(id, view, showOnCharts) {
       h("h3", null, "Hidden state"),
       valueTable(d.hidden, HIDDEN_ROWS, "detail-hidden"),
       d.anomalies && (d.anomalies.has_nan || d.anomalies.has_inf) ? h("p", { class: "error" }, `NaN: ${d.anomalies.has_nan ? "yes" : "no"} · Inf: ${d.anomalies.has_inf ? "yes" : "no"}`) : null,
-    );
+    ]);
   };
 
   const show = (layer, first, last) => {

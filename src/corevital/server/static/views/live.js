@@ -135,8 +135,8 @@ function tryPrompt(info, pageSignal) {
         h("strong", null, reason === "stopped_by_callback" ? "Stopped by you" : "Finished"), ` (${reason}) · ${summary.generated_tokens} tokens · risk `,
         riskChip(summary.risk_score), " · ",
         h("a", { id: "live-open-run", href: `#/run/${encodeURIComponent(summary.trace_id)}` }, "Open the stored run →")),
-      summary.narrative ? h("p", { class: "narrative muted" }, summary.narrative) : null,
     );
+    if (summary.narrative) final.append(h("p", { class: "narrative muted" }, summary.narrative));
   };
 
   const run = async () => {

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import re
+import shlex
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,9 +24,10 @@ import pytest
 from corevital.config import Settings
 from corevital.errors import ConfigError
 from corevital.exporters.base import Outputs, open_exporter
-from corevital.exporters.datadog import DatadogExporter, api_base, read_api_key, tag
+from corevital.exporters.datadog import DatadogExporter, api_base, read_api_key, run_points, tag
 from corevital.exporters.spool import REJECTED_DIR, Backoff
 from corevital.report.schema import HealthFlags, Report, RiskExtension, SamplingInfo
+from corevital.sinks.rows import HealthFlag
 from tests.support.receiver import Answer, Receiver, Request, fixture_reports
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -352,3 +354,41 @@ def test_settings_key_and_site_are_checked_and_the_key_never_shown(
 def test_tags_follow_datadogs_rules() -> None:
     assert tag("model", "Meta-Llama/Llama-3.1 8B@main") == "model:meta-llama/llama-3.1_8b_main"
     assert len(tag("model", "x" * 500)) == 200
+
+
+# docs/production.md ---------------------------------------------------------------------------------
+
+
+def datadog_section() -> str:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "production.md").read_text(encoding="utf-8")
+    start = text.index("\n## Datadog\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def test_the_docs_name_every_metric_sent_and_only_those() -> None:
+    second = 1_800_000_000
+    emitted = {key[0] for report in runs() for key, _ in run_points(report, second, 0.7)}
+    documented = set(re.findall(r"^\| `(corevital\.[a-z_.]+)` \|", datadog_section(), re.M))
+    assert documented == emitted
+    for flag in HealthFlag:
+        assert f"`flag:{flag.short_name}`" in datadog_section()
+
+
+def test_the_documented_commands_parse() -> None:
+    from corevital.cli import build_parser
+    from corevital.cli.args import settings_overrides
+
+    section = datadog_section()
+    commands = [
+        shlex.split(line, comments=True)[1:]
+        for block in re.findall(r"```bash\n(.*?)```", section, re.S)
+        for line in block.replace("\\\n", " ").splitlines()
+        if line.startswith("corevital run")
+    ]
+    assert commands
+    for argv in commands:
+        settings = settings_overrides(build_parser("run").parse_args(argv))
+        assert (
+            "datadog" in settings["sink"] and api_base(settings["datadog_site"]) == "https://api.datadoghq.eu"
+        )

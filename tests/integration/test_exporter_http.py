@@ -12,14 +12,19 @@ import json
 import logging
 import os
 import random
+import re
+import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -364,3 +369,59 @@ def test_outage_bench_small_every_report_arrives(tmp_path: Path) -> None:
         assert figures["in_order_per_process"] and figures["bodies_match_keys"]
         assert figures["deliveries"] == 80 + figures["duplicate_deliveries"]
         assert figures["requests_failed"] > 0 and 0.3 < figures["down_share"] < 0.7
+
+
+# docs/production.md ---------------------------------------------------------------------------------
+
+
+def docs_section(title: str) -> str:
+    text = (REPO / "docs" / "production.md").read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def fenced(section: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)
+
+
+def documented_commands(section: str) -> list[list[str]]:
+    """The ``corevital run`` command lines of a section's bash blocks, as argv after ``corevital``."""
+    commands = []
+    for block in fenced(section, "bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words[:2] == ["corevital", "run"]:
+                commands.append(words[1:])
+    return commands
+
+
+def test_the_documented_receiver_stores_each_report_once(make_exporter: MakeExporter) -> None:
+    [example] = fenced(docs_section("HTTP sink"), "python")
+    namespace: dict[str, Any] = {}
+    exec(compile(example, "docs/production.md", "exec"), namespace)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), namespace["Reports"])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        exporter = make_exporter(f"http://127.0.0.1:{server.server_address[1]}/reports")
+        sent = reports(3)
+        for report in [*sent, sent[1]]:  # the second one twice: stored once
+            exporter.export(report)
+        exporter.close()
+        assert exporter.sender.stats.delivered == 4
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert namespace["seen"] == {r.trace_id: report_to_document(r) for r in sent}
+
+
+def test_the_documented_commands_parse() -> None:
+    from corevital.cli import build_parser
+    from corevital.cli.args import settings_overrides
+
+    commands = documented_commands(docs_section("HTTP sink"))
+    assert commands
+    for argv in commands:
+        settings = settings_overrides(build_parser("run").parse_args(argv))
+        assert "http" in settings["sink"] and settings["http_url"].startswith("https://")

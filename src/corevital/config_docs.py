@@ -24,6 +24,14 @@ Every setting can be given four ways; the first that is present wins:
 `thresholds` is merged key by key across these layers: a flag or variable that sets one threshold
 keeps the others of the config file.
 
+A `--config` file in the original CoreVital's nested layout (`model: {hf_id: gpt2, load_in_4bit: ...}`,
+`device: {requested: ...}`, `generation: {...}`, `summaries: {...}`, `sink: {type: local_file, ...}`,
+`prompt_telemetry`, `capture`, `performance`, `otel`, `logging`) is read as well: each key is mapped to
+the setting below that replaced it (`model.hf_id` is `model`, `sink.output_dir` is `out`,
+`generation.do_sample: false` is `temperature: 0`, ...), and one warning lists the keys that no
+longer exist (the `stats` lists: every statistic is always computed). A key the original never had
+is an error there too.
+
 This page is generated from the settings declaration: `python -m corevital.config_docs`.
 
 | setting | flag | environment | default | description |

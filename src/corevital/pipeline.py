@@ -21,6 +21,7 @@ import numpy as np
 from corevital.analysis.calibration.profile import (
     CalibrationProfile,
     GenerationIdentity,
+    ModelIdentity,
     load_calibration_profile,
     resolve_profile_path,
 )
@@ -211,14 +212,7 @@ class Pipeline:
         profile = self.calibration()
         if profile is None:
             return
-        loaded = self.loaded
-        caps = loaded.capabilities
-        profile.check_model(
-            model_id=loaded.resolved.hf_id,
-            architecture=caps.architecture,
-            num_layers=caps.num_layers,
-            num_heads=caps.num_attention_heads,
-        )
+        profile.check_model(ModelIdentity.of(self.loaded))
 
     def calibration_mismatch(self) -> list[str]:
         """One line when this run's decoding differs from the calibration runs' (empty when it does not)."""

@@ -1,5 +1,7 @@
 """Progress of the long commands (``calibrate``, ``validate``) on stderr, drawn by rich.
 
+:func:`status_line` is the one-line spinner of a step without a count (loading a model).
+
 On a terminal, a rich progress bar redrawn in place: label, bar, done/total, percentage, elapsed
 time and the time remaining. Otherwise (a log file, CI) a plain line at the start and at every
 further 10%, so the log shows progress without carriage returns or escape codes. One command
@@ -10,7 +12,8 @@ leaving a ``with`` block) stops it when the work ends early.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 from rich.console import Console
@@ -115,3 +118,24 @@ class Progress:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+@contextmanager
+def status_line(
+    message: str, *, quiet: bool = False, console: Console | None = None
+) -> Iterator[Callable[[str], None]]:
+    """A spinner and ``message`` on stderr while inside; yields a function that changes the message.
+
+    Drawn only on a terminal and when not ``quiet``; the line is erased on exit, so what the
+    command prints next starts on a clean line. Elsewhere (a pipe, a log file) nothing is written.
+    """
+    out = console if console is not None else Console(stderr=True)
+    if quiet or not out.is_terminal:
+        yield lambda _text: None
+        return
+    with out.status(message, spinner="dots") as status:
+
+        def update(text: str) -> None:
+            status.update(text)
+
+        yield update

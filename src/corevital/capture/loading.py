@@ -6,7 +6,9 @@ CUDA) become one-line :mod:`corevital.errors` exceptions; nothing falls back sil
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +18,16 @@ import torch
 
 from corevital.capture.capabilities import ModelCapabilities, capabilities_from_config
 from corevital.capture.default_model import locate_default_model
+from corevital.capture.gguf_cache import CacheEntry, cache_entry, cache_root
 from corevital.capture.gguf_once import parsed_once
-from corevital.capture.hf_compat import check_transformers, config_revision, gguf_bar_follows_progress_switch
+from corevital.capture.hf_compat import (
+    check_transformers,
+    config_revision,
+    gguf_bar_follows_progress_switch,
+    transformers_version,
+)
+from corevital.capture.identity import weights_sample
 from corevital.capture.model_checks import probe_capabilities
-from corevital.capture.model_files import MODEL_FILE_ERRORS, TOKENIZER_FILE_ERRORS, check_model_files
 from corevital.config import DEFAULT_MODEL_NAME, Settings
 from corevital.errors import DeviceError, ModelLoadError
 from corevital.modes import ModelSource
@@ -40,6 +48,7 @@ class ModelSpec:
     dtype: str = "auto"
     quantize: str = "none"
     trust_remote_code: bool = False
+    cache_dir: str | None = None  # converted GGUF models; None: the user cache directory, "off": none
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelSpec:
@@ -51,6 +60,7 @@ class ModelSpec:
             dtype=settings.dtype,
             quantize=settings.quantize,
             trust_remote_code=settings.trust_remote_code,
+            cache_dir=settings.cache_dir,
         )
 
 
@@ -74,6 +84,11 @@ class LoadedModel:
     dtype: torch.dtype
     quantization: str | None  # "4-bit", "8-bit" or None
     revision: str | None
+
+    @functools.cached_property
+    def weights_fingerprint(self) -> tuple[float, ...]:
+        """A fixed sample of the weights: equal for the same weights however loaded or named."""
+        return weights_sample(self.model)
 
     @property
     def dtype_name(self) -> str:
@@ -162,20 +177,39 @@ def _quantization_config(spec: ModelSpec, device: torch.device) -> tuple[Any, st
     return config, label
 
 
-def load_model(spec: ModelSpec) -> LoadedModel:
-    """Load, move to the device, probe; raise a one-line CoreVitalError on any user-caused failure."""
+def _silent(_message: str) -> None:
+    return None
+
+
+def load_model(spec: ModelSpec, *, stage: Callable[[str], None] = _silent) -> LoadedModel:
+    """Load, move to the device, probe; raise a one-line CoreVitalError on any user-caused failure.
+
+    A GGUF file is read from its converted copy in the cache when there is one, and converted into
+    the cache on its first load (:mod:`corevital.capture.gguf_cache`); either way the model is the
+    same and ``resolved`` names the GGUF file. ``stage`` hears what is being done, in a few words
+    (for a status line).
+    """
     check_transformers()
     device = resolve_device(spec.device)
     quant_config, quant_label = _quantization_config(spec, device)
     resolved = resolve_source(spec)
     common: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
-    if spec.revision:
-        common["revision"] = spec.revision
-    if resolved.gguf_file:
-        common["gguf_file"] = resolved.gguf_file
-    check_model_files(resolved.location, resolved.gguf_file)
-    with parsed_once() if resolved.gguf_file else nullcontext(), gguf_bar_follows_progress_switch():
-        config, tokenizer, model, dtype = _load_parts(spec, resolved, common, device, quant_config)
+    entry = _cache_entry(spec, resolved, device) if quant_config is None else None
+    loaded = _load_cached(spec, resolved, entry, common, device) if entry is not None else None
+    if loaded is None:
+        if entry is not None:
+            log.info("converting %s once into the cache %s", resolved.gguf_file, entry.directory.parent)
+            stage(f"Converting {resolved.gguf_file} once into the cache (later loads take seconds)")
+        if spec.revision:
+            common["revision"] = spec.revision
+        if resolved.gguf_file:
+            common["gguf_file"] = resolved.gguf_file
+        with parsed_once() if resolved.gguf_file else nullcontext(), gguf_bar_follows_progress_switch():
+            loaded = _load_parts(spec, resolved, common, device, quant_config)
+        if entry is not None:
+            stage("Writing the converted model into the cache")
+            entry.write(loaded[2], loaded[1])
+    config, tokenizer, model, dtype = loaded
     if quant_config is None:
         model.to(device)
     model.eval()
@@ -195,6 +229,64 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     )
 
 
+def _gguf_path(spec: ModelSpec, resolved: ResolvedSource) -> Path | None:
+    """The GGUF file on this machine: in the model directory, or in the Hub cache (None: not there)."""
+    if resolved.gguf_file is None:
+        return None
+    if resolved.source != "hub" and Path(resolved.location).is_dir():
+        local = Path(resolved.location) / resolved.gguf_file
+        return local if local.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(resolved.location, resolved.gguf_file, revision=spec.revision)
+    except ValueError:
+        return None
+    return Path(cached) if isinstance(cached, str) else None
+
+
+def _cache_entry(spec: ModelSpec, resolved: ResolvedSource, device: torch.device) -> CacheEntry | None:
+    """Where this GGUF model's converted copy is (or will be); None when there is no cache to use."""
+    root = cache_root(spec.cache_dir)
+    path = _gguf_path(spec, resolved)
+    if root is None or path is None:
+        return None
+    # The dtype chosen for a GGUF model depends on the request and the device only (the file is fixed).
+    dtype = spec.dtype if spec.dtype != "auto" else ("float32" if device.type != "cuda" else "auto-cuda")
+    try:
+        return cache_entry(root, path.resolve(), transformers_version=transformers_version(), dtype=dtype)
+    except OSError as exc:
+        log.warning("GGUF cache not used for %s: %s", path, exc.strerror or exc)
+        return None
+
+
+def _load_cached(
+    spec: ModelSpec, resolved: ResolvedSource, entry: CacheEntry, common: dict[str, Any], device: Any
+) -> tuple[Any, Any, Any, Any] | None:
+    """The model from its cache entry, or None (no entry yet; a broken one is removed)."""
+    if not entry.is_complete():
+        if entry.directory.exists():
+            log.warning("GGUF cache entry %s is incomplete: converting the GGUF file again", entry.directory)
+            entry.discard()
+        return None
+    cached = ResolvedSource(str(entry.directory), None, resolved.hf_id, "local", False)
+    try:
+        config, tokenizer, model, dtype = _load_parts(spec, cached, common, device, None)
+    except ModelLoadError as exc:
+        log.warning(
+            "GGUF cache entry %s cannot be loaded (%s): converting the GGUF file again", entry.directory, exc
+        )
+        entry.discard()
+        return None
+    # The same names as a load of the GGUF file itself (the cache is where the bytes came from).
+    for where in (config, model.config):
+        where.name_or_path = resolved.location
+    for named in (model, tokenizer):
+        if hasattr(named, "name_or_path"):
+            named.name_or_path = resolved.location
+    return config, tokenizer, model, dtype
+
+
 def _load_parts(
     spec: ModelSpec, resolved: ResolvedSource, common: dict[str, Any], device: Any, quant_config: Any
 ) -> tuple[Any, Any, Any, Any]:
@@ -203,11 +295,11 @@ def _load_parts(
 
     try:
         config = AutoConfig.from_pretrained(resolved.location, **common)
-    except MODEL_FILE_ERRORS as exc:
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise _load_error("the model config", resolved, exc) from exc
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.location, **common)
-    except TOKENIZER_FILE_ERRORS as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
         raise _load_error("the tokenizer", resolved, exc) from exc
 
     dtype = _choose_dtype(spec, config, device)
@@ -221,7 +313,7 @@ def _load_parts(
         kwargs["device_map"] = {"": device.index or 0}
     try:
         model = model_cls.from_pretrained(resolved.location, **kwargs)
-    except MODEL_FILE_ERRORS as exc:  # a pickle the safe loader refused among them
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise _load_error("the model weights", resolved, exc) from exc
     return config, tokenizer, model, dtype
 

@@ -50,6 +50,7 @@ RUN_FLAG_GROUPS: tuple[FlagGroup, ...] = (
             Flag("quantize", _both("quantize_8"), kind="const", const="8bit"),
             Flag("chat_template", _both("chat_template")),
             Flag("trust_remote_code", _both("trust_remote_code"), kind="true"),
+            Flag("cache_dir", _both("cache_dir"), metavar="DIR|off"),
         ),
     ),
     FlagGroup(
@@ -64,6 +65,7 @@ RUN_FLAG_GROUPS: tuple[FlagGroup, ...] = (
             Flag("early_stopping", _both("early_stopping"), kind="true"),
             Flag("seed", ("--seed",), metavar="N"),
             Flag("ignore_eos", _both("ignore_eos"), kind="true"),
+            Flag("generation_config", _both("generation_config")),
         ),
     ),
     FlagGroup(

@@ -8,10 +8,11 @@ import signal
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from corevital.cli.args import add_run_flags, settings_overrides
 from corevital.cli.common import configure_logging, read_prompts_file
-from corevital.config import load_settings
+from corevital.config import DEFAULT_MODEL_NAME, load_settings
 from corevital.errors import InputError
 from corevital.perf import PerfRecorder
 from corevital.pipeline import (
@@ -20,8 +21,12 @@ from corevital.pipeline import (
     settle_loaded_model,
     timed,
 )
+from corevital.progress import status_line
 from corevital.sinks.sqlite_schema import DEFAULT_DB_PATH
 from corevital.summary import format_performance, format_summary, summarize_report
+
+if TYPE_CHECKING:
+    from corevital.capture.loading import LoadedModel
 
 
 def _collect_prompts(args: argparse.Namespace) -> list[str]:
@@ -48,6 +53,21 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _load_model(pipeline: Pipeline, perf: PerfRecorder | None, *, quiet: bool) -> LoadedModel:
+    """Import the generation stack, then load the model, with a status line on a terminal."""
+    name = pipeline.settings.model
+    if name == DEFAULT_MODEL_NAME:
+        name = "the default model, SmolLM2-135M-Instruct"
+    with status_line("Importing torch and transformers", quiet=quiet) as stage:
+        with timed(perf, "imports"):
+            from corevital.capture.loading import ModelSpec, load_model
+        with timed(perf, "model_load"):
+            stage(f"Loading {name}")
+            pipeline.use_model(load_model(ModelSpec.from_settings(pipeline.settings), stage=stage))
+            settle_loaded_model()
+    return pipeline.loaded
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if threading.current_thread() is threading.main_thread():
@@ -61,9 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     prompts = _collect_prompts(args)
     with Pipeline(settings) as pipeline:
         pipeline.check_inputs()
-        with timed(perf, "model_load"):
-            loaded = pipeline.loaded
-            settle_loaded_model()
+        loaded = _load_model(pipeline, perf, quiet=args.quiet)
         if not args.json:
             if loaded.resolved.is_default:
                 print(
@@ -154,6 +172,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--config", metavar="FILE", help="YAML file of settings (see docs/configuration.md).")
     parser.add_argument("--json", action="store_true", help="Print the run summary as JSON.")
+    parser.add_argument(
+        "--quiet", "-q", action="store_true", help="No status line or progress on stderr (results only)."
+    )
     parser.add_argument(
         "--resume",
         action="store_true",

@@ -95,15 +95,7 @@ def judge(
 
 
 def model_identity(pipeline: Pipeline) -> ModelIdentity:
-    loaded = pipeline.loaded
-    caps = loaded.capabilities
-    return ModelIdentity(
-        model_id=loaded.resolved.hf_id,
-        architecture=caps.architecture,
-        model_type=caps.model_type,
-        num_layers=caps.num_layers,
-        num_heads=caps.num_attention_heads,
-    )
+    return ModelIdentity.of(pipeline.loaded)
 
 
 @dataclass(frozen=True)

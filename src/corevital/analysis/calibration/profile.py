@@ -7,9 +7,10 @@ Distributions are stored as summary statistics (:class:`MetricStats`), never as 
 - per layer: ``ln ‖h‖`` (the natural log of the hidden-state L2 norm at the generated position),
   the jump ``ln ‖h_ℓ‖ − ln ‖h_{ℓ−1}‖`` over the previous layer, and the normalised attention entropy.
 
-A profile names the model it was made for (id, architecture, layers, heads); :func:`load_calibration_profile`
-validates the file and :meth:`CalibrationProfile.check_model` refuses a profile made for another model
-with a one-line :class:`~corevital.errors.ConfigError`.
+A profile names the model it was made for (:class:`ModelIdentity`: architecture, shapes, a sample of
+the weights, and the name for messages); :func:`load_calibration_profile` validates the file and
+:meth:`CalibrationProfile.check_model` refuses a profile made for another model with a one-line
+:class:`~corevital.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import functools
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -79,11 +80,61 @@ class MetricStats(_Frozen):
 
 
 class ModelIdentity(_Frozen):
+    """The model a profile was made for: what defines it (shapes, a sample of its weights) and its name.
+
+    Two identities are the same model when their architecture and shapes agree and their weight
+    samples agree within 1 % (:meth:`differs_from`); the name is only for messages, so the same
+    weights loaded under another name (a local copy, the GGUF file loaded by the user) match.
+    Profiles made before the sample existed have none, and are matched by name and shapes.
+    """
+
     model_id: str
     architecture: str
     model_type: str
     num_layers: int = Field(ge=1)
     num_heads: int = Field(ge=1)
+    hidden_size: int | None = None
+    vocab_size: int | None = None
+    weights: list[float] | None = None  # corevital.capture.identity.weights_sample
+
+    @classmethod
+    def of(cls, loaded: Any) -> ModelIdentity:
+        """The identity of a loaded model (:class:`corevital.capture.loading.LoadedModel`)."""
+        caps = loaded.capabilities
+        sample = list(loaded.weights_fingerprint)
+        return cls(
+            model_id=loaded.resolved.hf_id,
+            architecture=caps.architecture,
+            model_type=caps.model_type,
+            num_layers=caps.num_layers,
+            num_heads=caps.num_attention_heads,
+            hidden_size=caps.hidden_size or None,
+            vocab_size=caps.vocab_size or None,
+            weights=sample or None,
+        )
+
+    def describe(self) -> str:
+        return f"{self.model_id} ({self.architecture}, {self.num_layers} layers, {self.num_heads} heads)"
+
+    def differs_from(self, other: ModelIdentity) -> str | None:
+        """Why ``other`` is not this model, in a few words (None: the same model)."""
+        shapes = ("architecture", "model_type", "num_layers", "num_heads", "hidden_size", "vocab_size")
+        for name in shapes:
+            ours, theirs = getattr(self, name), getattr(other, name)
+            if ours is not None and theirs is not None and ours != theirs:
+                return f"{name.replace('_', ' ')} {ours} vs {theirs}"
+        if self.weights is not None and other.weights is not None:
+            return None if _same_weights(self.weights, other.weights) else "different weights"
+        if self.model_id != other.model_id:
+            return "a different name (the profile holds no weight sample to compare)"
+        return None
+
+
+def _same_weights(a: list[float], b: list[float]) -> bool:
+    """Equal length and every value within 1 % (+1e-4): float32, float16 and bfloat16 loads agree."""
+    if len(a) != len(b) or not a:
+        return False
+    return all(abs(x - y) <= 1e-4 + 1e-2 * abs(x) for x, y in zip(a, b, strict=True))
 
 
 class GenerationIdentity(_Frozen):
@@ -161,15 +212,13 @@ class CalibrationProfile(_Frozen):
         starts = np.asarray([b.start for b in self.buckets], dtype=np.int64)
         return np.clip(np.searchsorted(starts, np.asarray(steps), side="right") - 1, 0, len(starts) - 1)
 
-    def check_model(self, *, model_id: str, architecture: str, num_layers: int, num_heads: int) -> None:
-        """Refuse a profile made for another model (one line, says which)."""
-        ours = self.model
-        if (ours.model_id, ours.num_layers, ours.num_heads) != (model_id, num_layers, num_heads):
+    def check_model(self, model: ModelIdentity) -> None:
+        """Refuse a profile made for another model (one line: which, and what differs)."""
+        reason = self.model.differs_from(model)
+        if reason is not None:
             raise ConfigError(
-                f"calibration profile was made for {ours.model_id} ({ours.architecture}, "
-                f"{ours.num_layers} layers, {ours.num_heads} heads), not for {model_id} "
-                f"({architecture}, {num_layers} layers, {num_heads} heads); "
-                "build one for this model with `corevital calibrate`"
+                f"calibration profile was made for {self.model.describe()}, not for {model.describe()} "
+                f"({reason}); build one for this model with `corevital calibrate`"
             )
 
     def with_risk_model(self, spec: RiskModelSpec | None) -> CalibrationProfile:

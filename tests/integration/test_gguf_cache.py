@@ -1,0 +1,123 @@
+"""The conversion cache of GGUF models: where it is, what keys an entry, complete entries only.
+
+The real GGUF conversion of the default model is in tests/model/test_smollm2_startup.py; here the
+entries hold a tiny model, which is all the entry mechanics need.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from corevital.capture.gguf_cache import MANIFEST, cache_entry, cache_root, file_fingerprint
+from tests.support.tiny_models import build_model, build_tokenizer
+
+
+def test_the_cache_directory(tmp_path: Path) -> None:
+    assert cache_root(None, {"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "corevital"
+    assert cache_root(None, {}) == Path.home() / ".cache" / "corevital"
+    assert cache_root(str(tmp_path / "mine"), {"XDG_CACHE_HOME": "/elsewhere"}) == tmp_path / "mine"
+    assert cache_root("off", {}) is None and cache_root("OFF", {}) is None
+
+
+def test_an_entry_is_keyed_by_the_file_transformers_and_dtype(tmp_path: Path) -> None:
+    gguf = tmp_path / "model.gguf"
+    data = bytearray(range(256)) * 40_000  # 10 MB: the fingerprint samples it
+    gguf.write_bytes(bytes(data))
+    first = cache_entry(tmp_path / "c", gguf, transformers_version="5.24.0", dtype="float32")
+    assert first == cache_entry(tmp_path / "c", gguf, transformers_version="5.24.0", dtype="float32")
+    assert first.directory.parent == tmp_path / "c" / "gguf" and first.directory.name.startswith("model-")
+    keys = {
+        first.key,
+        cache_entry(tmp_path / "c", gguf, transformers_version="5.25.0", dtype="float32").key,
+        cache_entry(tmp_path / "c", gguf, transformers_version="5.24.0", dtype="bfloat16").key,
+    }
+    assert len(keys) == 3
+    fingerprint = file_fingerprint(gguf)
+    data[len(data) // 2] ^= 0xFF  # a byte inside a sampled block (the middle of the file)
+    gguf.write_bytes(bytes(data))
+    assert file_fingerprint(gguf) != fingerprint
+    gguf.write_bytes(bytes(data) + b"\0")
+    assert cache_entry(tmp_path / "c", gguf, transformers_version="5.24.0", dtype="float32").key != first.key
+
+
+def _source(tmp_path: Path) -> Path:
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(1000))
+    return gguf
+
+
+def test_an_entry_is_written_whole_and_reads_back_the_same_model(tmp_path: Path) -> None:
+    model, tokenizer = build_model("llama", seed=0), build_tokenizer()
+    entry = cache_entry(tmp_path / "c", _source(tmp_path), transformers_version="x", dtype="float32")
+    assert not entry.is_complete()
+    assert entry.write(model, tokenizer)
+    assert entry.is_complete()
+    manifest = json.loads((entry.directory / MANIFEST).read_text(encoding="utf-8"))
+    assert manifest["key"] == entry.key and "model.safetensors" in manifest["files"]
+    assert [p.name for p in entry.directory.parent.iterdir()] == [entry.directory.name]  # no staging left
+    again = AutoModelForCausalLM.from_pretrained(entry.directory, dtype=torch.float32)
+    ours, theirs = model.state_dict(), again.state_dict()
+    assert ours.keys() == theirs.keys()
+    for name, tensor in ours.items():
+        assert torch.equal(tensor, theirs[name]), name
+    reread = AutoTokenizer.from_pretrained(entry.directory)
+    assert reread("hello there").input_ids == tokenizer("hello there").input_ids
+
+
+def test_a_partial_or_foreign_entry_is_not_complete(tmp_path: Path) -> None:
+    entry = cache_entry(tmp_path / "c", _source(tmp_path), transformers_version="x", dtype="float32")
+    assert entry.write(build_model("llama", seed=0), build_tokenizer())
+    weights = entry.directory / "model.safetensors"
+    content = weights.read_bytes()
+    weights.write_bytes(content[: len(content) // 2])  # a copy cut short
+    assert not entry.is_complete()
+    weights.write_bytes(content)
+    assert entry.is_complete()
+    other = cache_entry(tmp_path / "c", _source(tmp_path), transformers_version="y", dtype="float32")
+    (entry.directory / MANIFEST).replace(tmp_path / "manifest")
+    assert not entry.is_complete()  # no manifest: a write that never finished
+    other.directory.mkdir(parents=True)
+    (other.directory / MANIFEST).write_text((tmp_path / "manifest").read_text(), encoding="utf-8")
+    assert not other.is_complete()  # another entry's manifest
+    entry.discard()
+    assert not entry.directory.exists()
+    assert [p.name for p in entry.directory.parent.iterdir()] == [other.directory.name]
+
+
+def test_concurrent_first_writes_leave_one_complete_entry(tmp_path: Path) -> None:
+    entry = cache_entry(tmp_path / "c", _source(tmp_path), transformers_version="x", dtype="float32")
+    models = [(build_model("llama", seed=0), build_tokenizer()) for _ in range(3)]
+    results: list[bool] = []
+    barrier = threading.Barrier(len(models))
+
+    def write(model: object, tokenizer: object) -> None:
+        barrier.wait()
+        results.append(entry.write(model, tokenizer))
+
+    threads = [threading.Thread(target=write, args=pair) for pair in models]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert results == [True, True, True]
+    assert entry.is_complete()
+    assert [p.name for p in entry.directory.parent.iterdir()] == [entry.directory.name]
+
+
+def test_a_cache_that_cannot_be_written_costs_only_the_speed_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the cache directory would be", encoding="utf-8")
+    entry = cache_entry(blocked, _source(tmp_path), transformers_version="x", dtype="float32")
+    with caplog.at_level(logging.WARNING, logger="corevital.capture.gguf_cache"):
+        assert entry.write(build_model("llama", seed=0), build_tokenizer()) is False
+    assert "GGUF cache not written" in caplog.text
+    assert not entry.is_complete()

@@ -136,6 +136,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     temporary = tempfile.TemporaryDirectory(prefix="corevital-http-bench-") if args.spool is None else None
     spool = Path(temporary.name if temporary is not None else args.spool)
     prefixes = [f"w{n}" for n in range(args.processes)]
+    python_path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     started = time.monotonic()
     outage.start()
     workers = [
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stdout=subprocess.PIPE,
             text=True,
             cwd=REPO,
-            env={**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"},
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), *python_path])},
         )
         for prefix in prefixes
     ]

@@ -33,6 +33,7 @@ LAYER = {
     "summary": 9,  # wiring: a report's one-screen summary
     "live": 9,  # wiring: the per-step callback's events
     "pipeline": 9,  # wiring: capture -> analysis -> report -> sinks/exporters
+    "proxy": 9,  # wiring: OpenAI-compatible responses -> reports; the reverse proxy (corevital proxy)
     "validation": 10,  # calibrate / validate workflows over the pipeline
     "watch": 10,  # observing a model the user already loaded, through the pipeline
     "monitor": 11,  # the library API

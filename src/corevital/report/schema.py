@@ -66,6 +66,7 @@ __all__ = [
     "AttentionSummary",
     "AttentionSummaryConfig",
     "BlamedLayer",
+    "CaptureInfo",
     "CalibrationAnomaly",
     "CalibrationResult",
     "MetricDivergence",
@@ -310,6 +311,49 @@ class HealthFlags(ReportModel):
     mid_layer_anomaly_detected: bool = False
 
 
+class CaptureInfo(ReportModel):
+    """New: how the generation was observed, when not by CoreVital running the model itself.
+
+    ``source`` logprobs: the per-token log-probabilities and top alternatives an OpenAI-compatible
+    engine returned (``corevital proxy``, ``CoreVitalMonitor.observe_openai``). Only the logit tier is
+    observed: attention and hidden states are not, and the model's layers, heads and sizes are unknown
+    (written as 0). Each step's ``entropy`` is a lower bound (the remaining mass counted as one token)
+    and ``entropy_upper`` the upper bound (the remaining mass spread uniformly over the rest of the
+    vocabulary, when its size is known).
+    """
+
+    source: Literal["generate", "logprobs"] = Field(
+        description="New: generate (CoreVital ran the model) or logprobs (an OpenAI-compatible response)."
+    )
+    observed: list[str] = Field(
+        default_factory=list, description="New: the tiers observed: logits, attention, hidden_states."
+    )
+    not_observed: list[str] = Field(default_factory=list, description="New: the tiers not observed.")
+    endpoint: str | None = Field(default=None, description="New: chat.completions or completions.")
+    top_logprobs: int | None = Field(
+        default=None, description="New: the most alternatives the engine listed at a step (top_logprobs)."
+    )
+    vocab_size: int | None = Field(
+        default=None, description="New: the vocabulary size the entropy upper bound used (null: unknown)."
+    )
+    entropy: Literal["exact", "lower_bound"] | None = Field(
+        default=None,
+        description="New: what each step's entropy is: exact, or lower_bound (with entropy_upper when "
+        "the vocabulary size is known).",
+    )
+    token_ids: Literal["vocabulary", "per_report"] | None = Field(
+        default=None,
+        description="New: vocabulary (the engine's token ids) or per_report (one id per distinct token "
+        "text of this response, in order of first appearance: the API names tokens by text).",
+    )
+    prompt_tokens: int | None = Field(
+        default=None, description="New: prompt tokens as the engine counted them (usage.prompt_tokens)."
+    )
+    upstream_finish_reason: str | None = Field(
+        default=None, description="New: the engine's finish_reason (stop, length, tool_calls, ...)."
+    )
+
+
 class Report(ReportModel):
     """One generation of one sequence."""
 
@@ -328,6 +372,11 @@ class Report(ReportModel):
     )
     prompt_analysis: PromptAnalysis | None = None
     health_flags: HealthFlags | None = None
+    capture: CaptureInfo | None = Field(
+        default=None,
+        description="New: how the generation was observed; absent for a model CoreVital ran itself "
+        "(source generate).",
+    )
     extensions: Extensions = Field(default_factory=Extensions)
 
     @field_validator("created_at_utc")

@@ -50,6 +50,17 @@ class LogitsSummary(ReportModel):
     )
     has_nan: bool | None = Field(default=None, description="New: the step's logits held NaN.")
     has_inf: bool | None = Field(default=None, description="New: the step's logits held +Inf.")
+    entropy_upper: OptFloat = Field(
+        default=None,
+        description="New: logprobs capture only (capture.source = logprobs), where entropy is a lower "
+        "bound: the upper bound in bits, the remaining probability mass spread uniformly over the rest "
+        "of the vocabulary (null when the vocabulary size is unknown).",
+    )
+    remaining_mass: OptFloat = Field(
+        default=None,
+        description="New: logprobs capture only: 1 - the probabilities the engine listed (the chosen "
+        "token and its top_logprobs alternatives), the mass the entropy bounds account for.",
+    )
 
 
 class HiddenSummary(ReportModel):

@@ -72,8 +72,16 @@ def logits_summaries(seq: SequenceCapture) -> list[LogitsSummary]:
         "sampling_prob": _floats(chosen.sampling_prob, 1) if sampled else [None] * steps,
         "has_nan": [flag or None for flag in _flags(lg.has_nan, 1)],
         "has_inf": [flag or None for flag in _flags(lg.has_inf, 1)],
+        # the logprobs capture's entropy bounds (capture/logprobs.py); other captures have none
+        "entropy_upper": _optional(lg, "entropy_upper", steps),
+        "remaining_mass": _optional(lg, "remaining_mass", steps),
     }
     return construct_rows(LogitsSummary, columns)
+
+
+def _optional(stats: Any, name: str, steps: int) -> list[float | None]:
+    values = getattr(stats, name, None)
+    return [None] * steps if values is None else _floats(values, 1)
 
 
 def _topk_probs(seq: SequenceCapture) -> list[list[TopKProb]]:

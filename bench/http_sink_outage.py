@@ -1,7 +1,8 @@
 """The HTTP sink with its endpoint down half the time: every report arrives, none twice uncounted.
 
 ``--processes`` sending processes (default 8) each export ``--reports`` reports (default 250; the
-fixture report tests/data/golden_report_small.json with new trace ids, no model) through
+fixture report tests/data/golden_report_small.json with new trace ids, no model; with ``--steps``
+its generated steps repeated to that many, a larger report) through
 :class:`~corevital.exporters.http.HttpExporter`, all sharing one spool directory, into one local
 receiver (127.0.0.1) that is down for half of every ``--cycle`` seconds: ``--mode refuse`` stops
 the server (new connections refused, open ones dropped), ``--mode 503`` answers 503. The senders
@@ -37,6 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(1, str(REPO))  # tests.support.receiver: the receiver and the fixture reports
+sys.path.insert(2, str(REPO / "bench"))  # exporters_cost.sample_report, for --steps
 
 from tests.support.receiver import Answer, Receiver, Request, fixture_reports  # noqa: E402
 
@@ -47,6 +49,11 @@ def worker(args: argparse.Namespace) -> int:
     from corevital.exporters.spool import Backoff
 
     reports = list(fixture_reports(args.reports, args.prefix))
+    if args.steps:  # the sample report's generated steps repeated to --steps (a larger report)
+        from exporters_cost import sample_report
+
+        big = sample_report(args.steps)
+        reports = [big.model_copy(update={"trace_id": report.trace_id}) for report in reports]
     exporter = HttpExporter(
         args.url,
         args.spool,
@@ -154,6 +161,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"--backoff-base={args.backoff_base}",
                 f"--backoff-cap={args.backoff_cap}",
                 f"--interval={args.interval}",
+                f"--steps={args.steps}",
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -221,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backoff-base", type=float, default=0.5)
     parser.add_argument("--backoff-cap", type=float, default=30.0)
     parser.add_argument("--interval", type=float, default=0.005, help="seconds between two exports")
+    parser.add_argument(
+        "--steps", type=int, default=0, help="repeat the report's generated steps to this many (0: as is)"
+    )
     parser.add_argument("--spool", default=None, help="the shared spool directory (default: a new temp dir)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

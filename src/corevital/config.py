@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     ignore_eos: bool = Field(
         False, description="Generate exactly max_new_tokens, past end-of-sequence tokens (benchmarks)."
     )
+    generation_config: Literal["corevital", "model"] = Field(
+        "corevital",
+        description="Whose decoding defaults: corevital (temperature, top_k, top_p, num_beams and "
+        "early_stopping above) or model (the model's own generation_config.json; max_new_tokens and "
+        "seed still apply).",
+    )
 
     # --- capture ---------------------------------------------------------------------------
     capture: CaptureMode = Field(

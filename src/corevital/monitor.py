@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from corevital.analysis.policies import StopOnNonFinite, StopOnRepetition, StopOnRiskAbove, StopPolicy
 from corevital.analysis.profiles import load_profile
+from corevital.capture.generate_kwargs import check_generate_kwargs
+from corevital.capture.messages import Messages, Prompt, check_messages
 from corevital.config import Settings, load_settings
 from corevital.errors import ConfigError, InputError
 from corevital.exporters.base import Outputs, open_outputs
@@ -171,32 +173,60 @@ class CoreVitalMonitor:
             return self._models[spec], self._generate_locks[spec]
 
     # --- running ---------------------------------------------------------------------------------
-    def run(self, prompt: str, *, model: str | None = None, **overrides: Any) -> Report:
+    def run(
+        self,
+        prompt: Prompt | None = None,
+        *,
+        messages: Messages | None = None,
+        model: str | None = None,
+        **kwargs: Any,
+    ) -> Report:
         """Generate for one prompt and return its report (``model`` None: the monitor's model).
 
-        ``overrides``: any setting by name, for this call; ``policies``: live stop policies.
+        ``prompt``: a string, or chat messages (``[{"role": "user", "content": ...}]``, rendered
+        with the tokenizer's chat template; also accepted as ``messages=``). ``kwargs``: any setting
+        by name for this call (``temperature``, ``max_new_tokens``, ...), ``policies`` (live stop
+        policies), ``do_sample``, a transformers ``GenerationConfig`` as ``generation_config``, and
+        any other ``generate()`` keyword (``repetition_penalty``, ``stop_strings``, ...), passed
+        through and recorded in the report (``run_config.generate_kwargs``). With
+        ``num_return_sequences`` > 1 use :meth:`run_batch`, which returns one report per sequence.
         """
-        if not isinstance(prompt, str):
-            raise InputError(f"run() takes the prompt as a string, not {type(prompt).__name__}")
-        return self.run_batch([prompt], model=model, **overrides)[0]
+        one = _one_prompt("run", prompt, messages)
+        if _returned(kwargs) > 1:
+            raise InputError(
+                "run() returns one report: run_batch([prompt], num_return_sequences=n) returns one "
+                "report per returned sequence"
+            )
+        return self.run_batch([one], model=model, **kwargs)[0]
 
     def run_batch(
-        self, prompts: Sequence[str], *, model: str | None = None, **overrides: Any
+        self, prompts: Sequence[Prompt], *, model: str | None = None, **kwargs: Any
     ) -> list[Report]:
-        """Generate for several prompts (batched ``generate()`` calls); one report per prompt."""
+        """Generate for several prompts (batched ``generate()`` calls); one report per prompt.
+
+        ``prompts``: strings or chat message lists. ``kwargs``: as for :meth:`run`; with
+        ``num_return_sequences`` n, n reports per prompt, in prompt order.
+        """
         if isinstance(prompts, str):
             raise InputError("run_batch() takes a list of prompts; run() takes one")
         texts = _prompts(prompts)
-        policies = overrides.pop("policies", None)
+        policies = kwargs.pop("policies", None)
         chosen = None if policies is None else _policies(policies)
-        return self._generate(texts, self.settings_for(model, **overrides), chosen)
+        settings, generate_kwargs = self._split(model, kwargs)
+        return self._generate(texts, settings, chosen, generate_kwargs=generate_kwargs)
+
+    def _split(self, model: str | None, kwargs: dict[str, Any]) -> tuple[Settings, dict[str, Any]]:
+        """Settings for this call and the generate() keywords to pass through (checked now)."""
+        overrides, generate_kwargs = split_generate_kwargs(kwargs, self._base)
+        return self.settings_for(model, **overrides), check_generate_kwargs(generate_kwargs)
 
     def _generate(
         self,
-        prompts: list[str],
+        prompts: Sequence[Prompt],
         settings: Settings,
         policies: Sequence[StopPolicy] | None,
         emit: Callable[[StreamEvent], None] | None = None,
+        generate_kwargs: dict[str, Any] | None = None,
     ) -> list[Report]:
         outputs = self.outputs  # a bad sink fails before the model is loaded
         loaded, lock = self._loaded(settings)
@@ -212,7 +242,7 @@ class CoreVitalMonitor:
                 emit=emit,
             )
         with lock:
-            run = pipeline.capture(prompts, callback=live)
+            run = pipeline.capture(prompts, callback=live, generate_kwargs=generate_kwargs)
         if live is not None:
             live.annotate(run)
         reports = pipeline.build(run)
@@ -224,11 +254,36 @@ class CoreVitalMonitor:
 
     @contextmanager
     def wrap_generation(
-        self, prompt: str, *, model: str | None = None, **overrides: Any
+        self, prompt: Prompt, *, model: str | None = None, **overrides: Any
     ) -> Iterator[CoreVitalMonitor]:
         """Run a generation on entering; inside the block the ``get_*`` helpers describe it."""
         self.run(prompt, model=model, **overrides)
         yield self
+
+    # --- responses of an engine served elsewhere ---------------------------------------------------
+    def observe_openai(
+        self, response: Any, *, prompt: str | None = None, vocab_size: int | None = None
+    ) -> list[Report]:
+        """Reports of an OpenAI chat/completions response requested with ``logprobs`` (and
+        ``top_logprobs``): one per choice, ``capture.source = "logprobs"`` (docs/proxy.md), written to
+        the monitor's sinks. ``response``: a dict or an openai client object; ``prompt``: the
+        prompt as text (recorded, hashed for the fingerprint); ``vocab_size``: the model's vocabulary
+        size, for the entropy's upper bound. A response without logprobs is an :class:`InputError`.
+        """
+        from corevital.capture.logprobs import LogprobsError
+        from corevital.proxy.reports import LogprobReporter, request_of, response_dict
+
+        try:
+            data = response_dict(response)
+            reporter = LogprobReporter(self._settings, outputs=self.outputs, vocab_size=vocab_size)
+            reports = reporter.reports(data, request_of(data, prompt))
+        except (LogprobsError, TypeError) as exc:
+            raise InputError(f"observe_openai: {exc}") from exc
+        if self._store:
+            reporter.write(reports)
+        with self._last_lock:
+            self._last = reports[-1]
+        return reports
 
     # --- post-run checks -------------------------------------------------------------------------
     def get_report(self) -> Report:
@@ -264,7 +319,12 @@ class CoreVitalMonitor:
 
     # --- live stream -----------------------------------------------------------------------------
     def iter_stream(
-        self, prompt: str, *, model: str | None = None, **overrides: Any
+        self,
+        prompt: Prompt | None = None,
+        *,
+        messages: Messages | None = None,
+        model: str | None = None,
+        **overrides: Any,
     ) -> Generator[StreamEvent, None, None]:
         """Yield one event per generated token as it is produced, then a final event.
 
@@ -273,7 +333,9 @@ class CoreVitalMonitor:
         """
         events: queue.Queue[Any] = queue.Queue()
         cancel = _ConsumerStopped()
-        worker = self._start_stream(prompt, model, overrides, events.put, cancel)
+        worker = self._start_stream(
+            _one_prompt("iter_stream", prompt, messages), model, overrides, events.put, cancel
+        )
         try:
             while True:
                 item = events.get()
@@ -287,7 +349,12 @@ class CoreVitalMonitor:
             worker.join()
 
     async def stream(
-        self, prompt: str, *, model: str | None = None, **overrides: Any
+        self,
+        prompt: Prompt | None = None,
+        *,
+        messages: Messages | None = None,
+        model: str | None = None,
+        **overrides: Any,
     ) -> AsyncIterator[StreamEvent]:
         """Async version of :meth:`iter_stream`; generation runs in a worker thread, off the loop.
 
@@ -306,7 +373,7 @@ class CoreVitalMonitor:
             except RuntimeError:  # the loop closed meanwhile
                 cancel.event.set()
 
-        worker = self._start_stream(prompt, model, overrides, put, cancel)
+        worker = self._start_stream(_one_prompt("stream", prompt, messages), model, overrides, put, cancel)
         try:
             while True:
                 item = await events.get()
@@ -321,20 +388,20 @@ class CoreVitalMonitor:
 
     def _start_stream(
         self,
-        prompt: str,
+        prompt: Prompt,
         model: str | None,
         overrides: dict[str, Any],
         put: Callable[[Any], None],
         cancel: _ConsumerStopped,
     ) -> threading.Thread:
-        if not isinstance(prompt, str):
-            raise InputError(f"stream() takes the prompt as a string, not {type(prompt).__name__}")
+        if _returned(overrides) > 1:
+            raise InputError("a stream follows one sequence: num_return_sequences > 1 goes to run_batch()")
         policies = overrides.pop("policies", None)
         chosen = (*(self.policies if policies is None else _policies(policies)), cancel)
-        settings = self.settings_for(model, **overrides)
+        settings, generate_kwargs = self._split(model, overrides)
         worker = threading.Thread(
             target=self._stream_worker,
-            args=(prompt, settings, chosen, put),
+            args=(prompt, settings, chosen, put, generate_kwargs),
             name="corevital-stream",
             daemon=True,
         )
@@ -342,10 +409,17 @@ class CoreVitalMonitor:
         return worker
 
     def _stream_worker(
-        self, prompt: str, settings: Settings, policies: Sequence[StopPolicy], put: Callable[[Any], None]
+        self,
+        prompt: Prompt,
+        settings: Settings,
+        policies: Sequence[StopPolicy],
+        put: Callable[[Any], None],
+        generate_kwargs: dict[str, Any],
     ) -> None:
         try:
-            report = self._generate([prompt], settings, policies, emit=put)[0]
+            report = self._generate([prompt], settings, policies, emit=put, generate_kwargs=generate_kwargs)[
+                0
+            ]
             summary = summarize_report(report, "", float(report.summary.elapsed_ms)).as_dict()
             put(StreamEvent(kind="final", batch_index=0, summary=summary, report=report))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
@@ -364,20 +438,100 @@ class CoreVitalMonitor:
             yield watcher
 
 
-def _prompts(prompts: Any) -> list[str]:
-    """The prompts of a batch, checked before any model is loaded."""
+def _prompts(prompts: Any) -> list[Prompt]:
+    """The prompts of a batch (strings or chat message lists), checked before any model is loaded."""
     try:
         texts = list(prompts)
     except TypeError:
         raise InputError(f"run_batch() takes a list of prompts, not {type(prompts).__name__}") from None
     if not texts:
         raise InputError("run_batch() got no prompts")
+    checked: list[Prompt] = []
     for number, text in enumerate(texts, start=1):
-        if not isinstance(text, str):
-            raise InputError(f"prompt {number} is a {type(text).__name__}, not a string")
-        if not text.strip():
-            raise InputError(f"prompt {number} is empty")
-    return texts
+        if isinstance(text, Mapping):
+            raise InputError(
+                f"prompt {number} is a message dict: run_batch() takes a list of prompts, each a string "
+                "or a list of messages (one conversation: run(messages=...))"
+            )
+        if not isinstance(text, str | list | tuple):
+            raise InputError(f"prompt {number} is a {type(text).__name__}, not a string or chat messages")
+        if isinstance(text, str):
+            if not text.strip():
+                raise InputError(f"prompt {number} is empty")
+            checked.append(text)
+        else:
+            try:
+                checked.append(check_messages(text))
+            except InputError as exc:
+                raise InputError(f"prompt {number}: {exc}") from None
+    return checked
+
+
+def _one_prompt(method: str, prompt: Any, messages: Any) -> Prompt:
+    """The one prompt of ``run``/``stream``: a string or chat messages (positionally or as messages=)."""
+    if messages is not None:
+        if prompt is not None:
+            raise InputError(f"{method}() takes a prompt or messages=, not both")
+        prompt = messages
+    if prompt is None:
+        raise InputError(f"{method}() needs a prompt (a string) or chat messages")
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list | tuple):
+        return check_messages(prompt)
+    raise InputError(f"{method}() takes the prompt as a string or chat messages, not {type(prompt).__name__}")
+
+
+def _returned(kwargs: dict[str, Any]) -> int:
+    value = kwargs.get("num_return_sequences")
+    config = kwargs.get("generation_config")
+    if value is None and config is not None and not isinstance(config, str):
+        value = getattr(config, "num_return_sequences", None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 1
+
+
+# Keys of GenerationConfig.to_diff_dict() that describe the object, not the decoding.
+_CONFIG_METADATA = frozenset(
+    {"transformers_version", "_from_model_config", "_commit_hash", "_original_object_hash"}
+)
+
+
+def split_generate_kwargs(
+    kwargs: dict[str, Any], base: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Settings by name and the ``generate()`` keywords to pass through, from one call's keywords.
+
+    A transformers ``GenerationConfig`` given as ``generation_config`` is read as the keywords it
+    sets (those given by name win). ``do_sample=False`` is greedy decoding (temperature 0);
+    ``do_sample=True`` samples at the given temperature, else at 1.0 when the monitor's is 0.
+    The setting ``generation_config`` ("corevital" or "model") is a string.
+    """
+    values = dict(kwargs)
+    config = values.get("generation_config")
+    if config is not None and not isinstance(config, str):
+        if not callable(getattr(config, "to_diff_dict", None)):
+            raise ConfigError(
+                "generation_config is a transformers GenerationConfig, or the setting 'corevital'/'model'"
+            )
+        del values["generation_config"]
+        from_config = {k: v for k, v in config.to_diff_dict().items() if k not in _CONFIG_METADATA}
+        values = {**from_config, **values}
+    settings: dict[str, Any] = {}
+    generate: dict[str, Any] = {}
+    do_sample = values.pop("do_sample", None)
+    for name, value in values.items():
+        if name in Settings.model_fields or name in ("load_in_4bit", "load_in_8bit"):
+            settings[name] = value
+        else:
+            generate[name] = value
+    if do_sample is False:
+        settings["temperature"] = 0.0
+    elif do_sample is True and float(settings.get("temperature", base.get("temperature", 0.8)) or 0.0) == 0.0:
+        settings["temperature"] = 1.0
+    for name in ("top_k", "top_p", "temperature"):
+        if name in settings and settings[name] is None:
+            del settings[name]  # generate()'s None: this setting's value stays as it is
+    return settings, generate
 
 
 def _number(name: str, value: Any) -> float:

@@ -10,7 +10,7 @@ import logging
 import signal
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,6 +44,7 @@ from corevital.sinks.open import store_location
 if TYPE_CHECKING:
     from corevital.capture.capabilities import ModelCapabilities
     from corevital.capture.loading import LoadedModel
+    from corevital.capture.messages import Prompt
     from corevital.capture.records import RunCapture, SequenceCapture, StepCallback
 
 log = logging.getLogger(__name__)
@@ -228,8 +229,14 @@ class Pipeline:
         ]
 
     def capture(
-        self, prompts: list[str], callback: StepCallback | None = None, *, first_index: int = 0
+        self,
+        prompts: Sequence[Prompt],
+        callback: StepCallback | None = None,
+        *,
+        first_index: int = 0,
+        generate_kwargs: dict[str, Any] | None = None,
     ) -> RunCapture:
+        """Generate for prompt strings or chat messages; ``generate_kwargs``: further generate() keywords."""
         from corevital.capture.runner import capture_prompts
 
         rag = self.rag_context()
@@ -237,7 +244,13 @@ class Pipeline:
         if rag is not None and rag.context_span is not None:
             span = (rag.context_span[0], rag.context_span[1])
         return capture_prompts(
-            self.loaded, prompts, self.settings, callback=callback, context_span=span, first_index=first_index
+            self.loaded,
+            prompts,
+            self.settings,
+            callback=callback,
+            context_span=span,
+            first_index=first_index,
+            generate_kwargs=generate_kwargs,
         )
 
     def build(self, run: RunCapture) -> list[Report]:

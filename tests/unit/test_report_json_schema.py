@@ -37,6 +37,7 @@ FREE_FORM = {
     "/$defs/TimelineStep/properties/extensions",
     "/$defs/PerformanceInfo/properties/detailed_breakdown/anyOf/0",
     "/$defs/RagContext/properties/retrieval_metadata/anyOf/0",
+    "/$defs/RunConfig/properties/generate_kwargs/anyOf/0",
 }
 """The objects declared free-form; every other object of the schema forbids undeclared properties."""
 

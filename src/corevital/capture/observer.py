@@ -81,6 +81,7 @@ class StepObserver:
         callback: StepCallback | None = None,
         eos_token_ids: tuple[int, ...] = (),
         batch_offset: int = 0,
+        started: float | None = None,
     ) -> None:
         self.model = model
         self.caps = caps
@@ -107,6 +108,10 @@ class StepObserver:
         self._forwards = 0
         self._last_step_end = time.perf_counter()
         self.step_ms: list[float] = []
+        # time.perf_counter() when the batch started (tokenizing) and at the end of each step: the
+        # host's clock where it already waits for the step (generate() reads the step's tokens).
+        self.started = self._last_step_end if started is None else started
+        self.step_ends: list[float] = []
 
     @property
     def host_steps(self) -> list[DeviceStep]:
@@ -196,6 +201,7 @@ class StepObserver:
     def _finish_step(self, input_ids: Tensor, scores: Any, **kwargs: Any) -> Tensor:
         now = time.perf_counter()
         self.step_ms.append((now - self._last_step_end) * 1000.0)
+        self.step_ends.append(now)
         self._last_step_end = now
         pending = self._pending
         batch = input_ids.shape[0]

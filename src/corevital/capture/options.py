@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from corevital.capture.generate_kwargs import changes_scores
 from corevital.capture.records import GenerationRecord
 from corevital.config import Settings
 from corevital.metrics.prompt import DEFAULT_CHUNK_BYTES
@@ -109,8 +110,11 @@ class CaptureOptions:
         tuning: Tuning | None = None,
     ) -> CaptureOptions:
         """The options of one generation: the settings, and whether its sampling changes the distribution."""
-        changes = gen.do_sample and (
-            gen.temperature != 1.0 or (gen.top_k or 0) > 0 or (gen.top_p is not None and gen.top_p < 1.0)
+        changes = changes_scores(gen.generate_kwargs) or (
+            gen.do_sample
+            and (
+                gen.temperature != 1.0 or (gen.top_k or 0) > 0 or (gen.top_p is not None and gen.top_p < 1.0)
+            )
         )
         return cls.from_settings(
             settings, sampling_changes_distribution=changes, context_span=context_span, tuning=tuning

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
+from corevital.capture.messages import Prompt, check_messages, prompt_text
 from corevital.capture.records import PromptRecord
 from corevital.errors import InputError
 
@@ -31,7 +33,22 @@ def uses_chat_template(tokenizer: Any, mode: ChatTemplateMode) -> bool:
     return has_template and mode != "off"
 
 
-def format_prompt(tokenizer: Any, text: str, mode: ChatTemplateMode) -> tuple[str, bool]:
+def format_prompt(tokenizer: Any, text: Prompt, mode: ChatTemplateMode) -> tuple[str, bool]:
+    """What the model reads and whether the chat template was applied.
+
+    Chat messages are always rendered with the tokenizer's chat template (``mode`` off, or a
+    tokenizer without one, is an InputError); a string is wrapped as one user message when ``mode``
+    says so.
+    """
+    if not isinstance(text, str):
+        messages = check_messages(text)
+        if mode == "off" or not getattr(tokenizer, "chat_template", None):
+            raise InputError(
+                "chat messages need the tokenizer's chat template"
+                + (" (chat_template is off)" if mode == "off" else ": this tokenizer has none")
+            )
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return str(rendered), True
     if not text.strip():
         raise InputError("the prompt is empty")
     if not uses_chat_template(tokenizer, mode):
@@ -43,7 +60,7 @@ def format_prompt(tokenizer: Any, text: str, mode: ChatTemplateMode) -> tuple[st
 
 def prepare_batch(
     tokenizer: Any,
-    texts: list[str],
+    texts: Sequence[Prompt],
     *,
     chat_template: ChatTemplateMode,
     device: torch.device,
@@ -58,7 +75,7 @@ def prepare_batch(
         ids = tokenizer(model_text, add_special_tokens=not applied)["input_ids"]
         if not ids:
             raise InputError("the prompt has no tokens after tokenization")
-        prepared.append(PromptRecord(text, model_text, list(map(int, ids)), applied))
+        prepared.append(PromptRecord(prompt_text(text), model_text, list(map(int, ids)), applied))
     length = max(len(p.token_ids) for p in prepared)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     left = not is_encoder_decoder
@@ -71,6 +88,17 @@ def prepare_batch(
         prompts=prepared,
         input_ids=torch.tensor(rows, dtype=torch.long, device=device),
         attention_mask=torch.tensor(masks, dtype=torch.long, device=device),
+    )
+
+
+def repeat_batch(batch: PreparedBatch, times: int) -> PreparedBatch:
+    """Each prompt ``times`` times in a row (``num_return_sequences``: row ``b * times + j``)."""
+    if times == 1:
+        return batch
+    return PreparedBatch(
+        prompts=[p for p in batch.prompts for _ in range(times)],
+        input_ids=batch.input_ids.repeat_interleave(times, dim=0),
+        attention_mask=batch.attention_mask.repeat_interleave(times, dim=0),
     )
 
 

@@ -64,10 +64,44 @@ class GenerationRecord:
     max_new_tokens: int
     seed: int
     ignore_eos: bool = False
+    # generate() keywords passed through as given (repetition_penalty=..., stop_strings=..., ...),
+    # num_return_sequences included; compared by identity, never hashed.
+    generate_kwargs: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    from_model: bool = False  # --generation-config model: the model's generation defaults were used
+
+    @property
+    def num_return_sequences(self) -> int:
+        return int(self.generate_kwargs.get("num_return_sequences") or 1)
 
 
-def generation_record(settings: Settings) -> GenerationRecord:
-    """The decoding a run with these settings uses (temperature 0: greedy, no sampling knobs)."""
+def generation_record(
+    settings: Settings, model_defaults: Any = None, generate_kwargs: dict[str, Any] | None = None
+) -> GenerationRecord:
+    """The decoding a run with these settings uses (temperature 0: greedy, no sampling knobs).
+
+    ``model_defaults``: the model's ``generation_config``, used for sampling and beams instead of
+    CoreVital's settings when the setting ``generation_config`` is ``model``.
+    """
+    extra = dict(generate_kwargs or {})
+    if settings.generation_config == "model" and model_defaults is not None:
+
+        def pick(name: str) -> Any:
+            return getattr(model_defaults, name, None)
+
+        sample = bool(pick("do_sample"))
+        return GenerationRecord(
+            do_sample=sample,
+            temperature=pick("temperature") if sample else None,
+            top_k=pick("top_k") if sample else None,
+            top_p=pick("top_p") if sample else None,
+            num_beams=int(pick("num_beams") or 1),
+            early_stopping=bool(pick("early_stopping")),
+            max_new_tokens=settings.max_new_tokens,
+            seed=settings.seed,
+            ignore_eos=settings.ignore_eos,
+            generate_kwargs=extra,
+            from_model=True,
+        )
     sample = settings.temperature > 0
     return GenerationRecord(
         do_sample=sample,
@@ -79,6 +113,7 @@ def generation_record(settings: Settings) -> GenerationRecord:
         max_new_tokens=settings.max_new_tokens,
         seed=settings.seed,
         ignore_eos=settings.ignore_eos,
+        generate_kwargs=extra,
     )
 
 
@@ -111,7 +146,7 @@ class SequenceCapture:
     prompt: PromptRecord
     generated_token_ids: list[int]
     generated_text: str
-    finish_reason: str  # eos | length | stopped_by_callback
+    finish_reason: str  # eos | length | stopped_by_callback | stop_string
     logits: Stats  # LogitStats, arrays [T] / [T, k]
     chosen: Stats  # ChosenTokenStats, arrays [T]
     hidden: Stats | None = None  # HiddenStats, arrays [T, L]
@@ -127,6 +162,9 @@ class SequenceCapture:
     stop_reason: str | None = None
     started_at_utc: str | None = None  # when this sequence's batch started (tokenizing, then generate())
     generation_ms: float | None = None  # wall time of that batch, to the end of generate()
+    # ms from the batch's start (tokenizing) to the end of each of this sequence's decoding steps
+    # (its token chosen); None where steps were not timed (beam search, replayed).
+    step_end_ms: list[float] | None = None
 
     @property
     def num_steps(self) -> int:

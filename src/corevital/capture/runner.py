@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,11 +22,19 @@ import numpy as np
 import torch
 
 from corevital.capture.assemble import generated_length, reduce_rows, series
+from corevital.capture.generate_kwargs import check_generate_kwargs, stop_strings
 from corevital.capture.loading import LoadedModel
+from corevital.capture.messages import Prompt
 from corevital.capture.observer import StepObserver
 from corevital.capture.options import CaptureOptions, Tuning
 from corevital.capture.prompt_telemetry import prompt_telemetry_for
-from corevital.capture.prompts import PreparedBatch, check_token_budget, format_prompt, prepare_batch
+from corevital.capture.prompts import (
+    PreparedBatch,
+    check_token_budget,
+    format_prompt,
+    prepare_batch,
+    repeat_batch,
+)
 from corevital.capture.records import (
     CaptureWarning,
     GenerationRecord,
@@ -72,6 +80,13 @@ def _generate_kwargs(loaded: LoadedModel, gen: GenerationRecord) -> dict[str, An
     else:
         # Greedy must be greedy whatever the model's generation_config says.
         kwargs.update(temperature=None, top_k=None, top_p=None)
+    # The user's generate() keywords, except the lists merged with CoreVital's (see capture_batch)
+    # and num_return_sequences (sampling: the prompts are repeated; beam search: passed there).
+    for name, value in gen.generate_kwargs.items():
+        if name not in ("logits_processor", "stopping_criteria", "num_return_sequences"):
+            kwargs[name] = value
+    if "stop_strings" in gen.generate_kwargs and "tokenizer" not in kwargs:
+        kwargs["tokenizer"] = loaded.tokenizer  # generate() needs it to match stop strings
     return kwargs
 
 
@@ -95,20 +110,26 @@ def model_record(loaded: LoadedModel) -> ModelRecord:
 
 def capture_prompts(
     loaded: LoadedModel,
-    texts: list[str],
+    texts: Sequence[Prompt],
     settings: Settings,
     *,
     callback: StepCallback | None = None,
     context_span: tuple[int, int] | None = None,
     tuning: Tuning | None = None,
     first_index: int = 0,
+    generate_kwargs: dict[str, Any] | None = None,
 ) -> RunCapture:
     """Generate for every prompt (``settings.batch_size`` per ``generate()`` call) and observe it.
 
-    ``tuning``: memory budgets and batching (default: following the model's size).
-    ``first_index``: the position of ``texts[0]`` among all prompts of the run (its batch index).
+    ``texts``: prompt strings or chat messages. ``tuning``: memory budgets and batching (default:
+    following the model's size). ``first_index``: the position of ``texts[0]`` among all prompts
+    of the run (its batch index). ``generate_kwargs``: further ``generate()`` keywords, checked by
+    :func:`~corevital.capture.generate_kwargs.check_generate_kwargs` and recorded in the reports;
+    with ``num_return_sequences`` n each prompt gives n sequences.
     """
-    gen = generation_record(settings)
+    gen = generation_record(
+        settings, loaded.model.generation_config, check_generate_kwargs(generate_kwargs or {})
+    )
     options = CaptureOptions.for_generation(settings, gen, context_span, tuning)
     started = utc_timestamp()
     t0 = time.perf_counter()
@@ -123,7 +144,7 @@ def capture_prompts(
                 settings,
                 gen,
                 options,
-                first_index=first_index + start,
+                first_index=(first_index + start) * gen.num_return_sequences,
                 callback=callback,
                 timings=timings,
             )
@@ -163,7 +184,7 @@ def seeded(gen: GenerationRecord, device: torch.device) -> Iterator[None]:
         yield
 
 
-def check_prompts(loaded: LoadedModel, texts: list[str], settings: Settings) -> None:
+def check_prompts(loaded: LoadedModel, texts: Sequence[Prompt], settings: Settings) -> None:
     """Tokenize every prompt and check it against the context window, before any generation.
 
     A prompt that cannot be run is an :class:`~corevital.errors.InputError` naming its position,
@@ -189,7 +210,7 @@ class CaptureTimings:
 
 def capture_batch(
     loaded: LoadedModel,
-    texts: list[str],
+    texts: Sequence[Prompt],
     settings: Settings,
     gen: GenerationRecord,
     options: CaptureOptions,
@@ -214,11 +235,35 @@ def capture_batch(
         0 if caps.is_encoder_decoder else batch.padded_length, gen.max_new_tokens, caps.context_length
     )
     kwargs = _generate_kwargs(loaded, gen)
+    beam_search = gen.num_beams > 1
+    returned = gen.num_return_sequences
+    if returned > 1 and not (beam_search or gen.do_sample):
+        raise InputError(
+            f"num_return_sequences={returned} needs sampling (temperature > 0) or beam search: "
+            "greedy decoding returns the same sequence every time"
+        )
+    inputs = batch
+    if returned > 1:
+        if beam_search:
+            kwargs["num_return_sequences"] = returned  # the best `returned` beams of each prompt
+        else:
+            # Sampling: generate() would repeat each prompt `returned` times; done here, so the
+            # observer, the reports and the batch indices see one row per returned sequence.
+            inputs = repeat_batch(batch, returned)
+        batch = repeat_batch(batch, returned)
+    user = gen.generate_kwargs
 
     def generate(processors: Any, criteria: Any) -> Any:
-        extra = {} if processors is None else {"logits_processor": processors, "stopping_criteria": criteria}
+        extra: dict[str, Any] = {}
+        if "logits_processor" in user:
+            extra["logits_processor"] = user["logits_processor"]
+        if "stopping_criteria" in user:
+            extra["stopping_criteria"] = user["stopping_criteria"]
+        if processors is not None:
+            extra["logits_processor"] = merged_list(user.get("logits_processor"), processors)
+            extra["stopping_criteria"] = merged_list(user.get("stopping_criteria"), criteria)
         return loaded.model.generate(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, **extra, **kwargs
+            input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, **extra, **kwargs
         )
 
     with seeded(gen, loaded.device):
@@ -227,10 +272,12 @@ def capture_batch(
             batch,
             options,
             generate,
-            beam_search=gen.num_beams > 1,
+            beam_search=beam_search,
             first_index=first_index,
             callback=callback,
             timings=timings,
+            started=t0,
+            stops=stop_strings(user),
         )
     generation_ms = (time.perf_counter() - t0) * 1000.0
     for seq in sequences:
@@ -252,12 +299,16 @@ def observe_generation(
     callback: StepCallback | None = None,
     timings: CaptureTimings | None = None,
     wrap_errors: bool = True,
+    started: float | None = None,
+    stops: tuple[str, ...] = (),
 ) -> list[SequenceCapture]:
     """Run ``generate(processors, criteria)`` observed and cut the result into sequences.
 
     ``generate`` receives CoreVital's logits processors and stopping criteria to merge with its
     own (or ``None, None`` for beam search, which is observed afterwards by a teacher-forced pass).
     It returns generate()'s output: a tensor of sequences or an output object with ``sequences``.
+    ``started``: ``time.perf_counter()`` at the start of the batch (default: now), from which each
+    sequence's step times are measured. ``stops``: the ``stop_strings`` given to generate().
     ``wrap_errors``: a failure of ``generate`` becomes a :class:`CaptureError` (CoreVital's own
     generation); False (the user's ``generate``, observed by ``watch``): it propagates unchanged,
     with a note saying CoreVital was observing, so the user's ``except`` clauses still match.
@@ -282,6 +333,7 @@ def observe_generation(
         callback=callback,
         eos_token_ids=eos_ids(loaded),
         batch_offset=first_index,
+        started=started,
     )
     try:
         with torch.no_grad(), observer.installed() as (processors, criteria):
@@ -296,7 +348,7 @@ def observe_generation(
     observer.finalize()
     if timings is not None:
         timings.step_ms.extend(observer.step_ms)
-    return _split(loaded, batch, output, observer, first_index)
+    return _split(loaded, batch, output, observer, first_index, stops)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -316,7 +368,12 @@ def _generated_part(loaded: LoadedModel, batch: PreparedBatch, output: torch.Ten
 
 
 def _split(
-    loaded: LoadedModel, batch: PreparedBatch, output: torch.Tensor, observer: StepObserver, first_index: int
+    loaded: LoadedModel,
+    batch: PreparedBatch,
+    output: torch.Tensor,
+    observer: StepObserver,
+    first_index: int,
+    stops: tuple[str, ...] = (),
 ) -> list[SequenceCapture]:
     generated = _generated_part(loaded, batch, output)
     steps = observer.host_steps
@@ -327,6 +384,9 @@ def _split(
         length = min(length, len(steps))
         stop_step = observer.stop_steps.get(b)
         finish = "eos" if ended_on_eos else "length"
+        stop_at = _stop_string_end(loaded.tokenizer, generated[b, :length], stops)
+        if stop_at is not None:
+            length, finish = stop_at, "stop_string"
         if stop_step is not None and stop_step + 1 <= length:
             length, finish = stop_step + 1, "stopped_by_callback"
         mine = steps[:length]
@@ -347,6 +407,7 @@ def _split(
             warnings=list(observer.warnings),
             stopped_at_step=stop_step if finish == "stopped_by_callback" else None,
             stop_reason="step callback" if finish == "stopped_by_callback" else None,
+            step_end_ms=[(end - observer.started) * 1000.0 for end in observer.step_ends[:length]],
         )
         _attach_encoder(capture, observer, b)
         if observer.prompt.host is not None:
@@ -355,6 +416,32 @@ def _split(
         capture.token_texts = token_texts(loaded.tokenizer, capture)
         results.append(capture)
     return results
+
+
+def _stop_string_end(tokenizer: Any, token_ids: np.ndarray, stops: tuple[str, ...]) -> int | None:
+    """The number of tokens through the first completed stop string, or None (none in the text).
+
+    generate() ends a sequence as soon as its text ends with a stop string; what follows is padding.
+    """
+    if not stops or token_ids.size == 0:
+        return None
+    ids = [int(t) for t in token_ids]
+    if not any(stop in tokenizer.decode(ids) for stop in stops):
+        return None
+    for end in range(1, len(ids) + 1):
+        text = tokenizer.decode(ids[:end])
+        if any(stop in text for stop in stops):
+            return end
+    return None
+
+
+def merged_list(user: Any, ours: Any) -> Any:
+    """The user's logits processors or stopping criteria, then CoreVital's (same list type as ours)."""
+    if not user:
+        return ours
+    combined = type(ours)(list(user))
+    combined.extend(ours)
+    return combined
 
 
 def _attach_encoder(capture: SequenceCapture, observer: StepObserver, b: int) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from corevital.capture.generate_kwargs import recorded
 from corevital.capture.records import SKETCH_SEED, PromptHeadAttention, RunCapture, SequenceCapture
 from corevital.report.columns import Columns, construct_rows
 from corevital.report.numbers import as_list
@@ -22,6 +23,7 @@ from corevital.report.schema import (
     GenerationConfig,
     HealthFlags,
     HiddenSummaryConfig,
+    LatencyPercentiles,
     LogitsSummaryConfig,
     ModelInfo,
     PromptAnalysis,
@@ -126,6 +128,7 @@ def build_report(run: RunCapture, seq: SequenceCapture, ctx: BuildContext) -> Re
             elapsed_ms=int(round(run.elapsed_ms)),
             started_at_utc=seq.started_at_utc or run.started_at_utc,
             generation_ms=round(seq.generation_ms if seq.generation_ms is not None else run.elapsed_ms, 3),
+            **latency(seq.step_end_ms),
         ),
         warnings=[ReportWarning(code=w.code, message=w.message) for w in seq.warnings],
         encoder_layers=encoder_layers(seq) if caps.is_encoder_decoder else None,
@@ -166,7 +169,26 @@ def _run_config(run: RunCapture, seq: SequenceCapture, ctx: BuildContext, layers
         capture_mode=run.capture_mode,  # type: ignore[arg-type]
         batch_index=seq.batch_index if seq.batch_size > 1 else None,
         batch_size=seq.batch_size if seq.batch_size > 1 else None,
+        generate_kwargs=recorded(gen.generate_kwargs) if gen.generate_kwargs else None,
+        generation_defaults="model" if gen.from_model else None,
     )
+
+
+def latency(step_end_ms: list[float] | None) -> dict[str, Any]:
+    """``ttft_ms``, ``inter_token_ms`` and ``tokens_per_second`` from a sequence's step end times."""
+    if not step_end_ms:
+        return {}
+    ends = np.asarray(step_end_ms, dtype=np.float64)
+    out: dict[str, Any] = {"ttft_ms": round(float(ends[0]), 3)}
+    if ends[-1] > 0:
+        out["tokens_per_second"] = round(float(len(ends) / (ends[-1] / 1000.0)), 3)
+    if len(ends) > 1:
+        gaps = np.diff(ends)
+        p50, p90, p99 = np.percentile(gaps, [50, 90, 99])
+        out["inter_token_ms"] = LatencyPercentiles(
+            p50=round(float(p50), 3), p90=round(float(p90), 3), p99=round(float(p99), 3)
+        )
+    return out
 
 
 def prompt_analysis(seq: SequenceCapture, layers_kept: bool) -> PromptAnalysis | None:

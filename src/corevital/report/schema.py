@@ -9,7 +9,7 @@ CoreVital schema 0.4.0; 0.5.0 only adds fields. The per-step models live in
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -83,6 +83,7 @@ __all__ = [
     "HiddenSummaryConfig",
     "Intervention",
     "SamplingInfo",
+    "LatencyPercentiles",
     "LayerJump",
     "LayerSummary",
     "LogitsSummary",
@@ -117,7 +118,7 @@ __all__ = [
     "TopKProb",
 ]
 
-FinishReason = Literal["eos", "length", "stopped_by_callback"]
+FinishReason = Literal["eos", "length", "stopped_by_callback", "stop_string"]
 
 
 class QuantizationInfo(ReportModel):
@@ -216,6 +217,16 @@ class RunConfig(ReportModel):
     capture_mode: CaptureMode | None = None
     batch_index: int | None = Field(default=None, description="New: position of this sequence in its batch.")
     batch_size: int | None = Field(default=None, description="New: number of sequences in the batch.")
+    generate_kwargs: dict[str, Any] | None = Field(
+        default=None,
+        description="New: further generate() keywords the library passed through (repetition_penalty, "
+        "stop_strings, num_return_sequences, ...); a value that is not JSON is written as <TypeName>.",
+    )
+    generation_defaults: Literal["corevital", "model"] | None = Field(
+        default=None,
+        description="New: model when the model's own generation defaults chose the decoding "
+        "(--generation-config model); absent: CoreVital's settings.",
+    )
 
 
 class PromptInfo(ReportModel):
@@ -236,6 +247,14 @@ class GeneratedInfo(ReportModel):
     token_ids: list[int]
     num_tokens: int
     finish_reason: FinishReason | None = Field(default=None, description="New: why generation stopped.")
+
+
+class LatencyPercentiles(ReportModel):
+    """Percentiles of the time between one generated token and the next, in milliseconds."""
+
+    p50: OptFloat = None
+    p90: OptFloat = None
+    p99: OptFloat = None
 
 
 class Summary(ReportModel):
@@ -259,6 +278,20 @@ class Summary(ReportModel):
         default=None,
         description="New: wall time in ms of this sequence's batch, from started_at_utc to the end of "
         "generate() (elapsed_ms is the whole run's).",
+    )
+    ttft_ms: OptFloat = Field(
+        default=None,
+        description="New: time to first token in ms, from started_at_utc (tokenizing, then the pass "
+        "over the prompt) to the end of the first decoding step.",
+    )
+    inter_token_ms: LatencyPercentiles | None = Field(
+        default=None,
+        description="New: percentiles of the time in ms between consecutive tokens of this sequence "
+        "(absent with fewer than two tokens, and for beam search).",
+    )
+    tokens_per_second: OptFloat = Field(
+        default=None,
+        description="New: generated tokens per second, from started_at_utc to this sequence's last token.",
     )
 
     @field_validator("started_at_utc")

@@ -14,20 +14,28 @@ Fixtures: ``postgres_server`` (one server per test session, stopped at the end) 
     pytest_plugins = ("tests.support.postgres",)
 
 Without the PostgreSQL package (or psycopg) the tests skip with a reason locally and fail in CI.
+
+:func:`concurrent_writes` has several processes write to one store at once and checks that no
+report is lost or duplicated (``bench/postgres_writers.py`` and a slow test use it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import multiprocessing
 import os
 import pwd
 import shutil
 import socket
 import subprocess
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +44,7 @@ from tests.support.components import POSTGRES, locate, require, require_module
 USER = "corevital"
 PASSWORD = "s3cret-pw-for-tests"
 START_TIMEOUT_S = 60
+WRITERS_TIMEOUT_S = 300
 _SERVER_USERS = ("postgres", "nobody")
 
 
@@ -176,3 +185,145 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """The URL of a new, empty database on the session's server."""
     return postgres_server.create_database()
+
+
+GOLDEN_REPORT = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
+
+
+@dataclass(frozen=True)
+class WritersResult:
+    """What :func:`concurrent_writes` did and what the store holds afterwards."""
+
+    processes: int
+    runs_each: int
+    rewrites_each: int
+    wall_s: float
+    written: frozenset[str]
+    stored: int
+    distinct_trace_ids: int
+    distinct_seqs: int
+    max_seq: int
+    followed: tuple[int, ...]
+    followed_ids: frozenset[str]
+
+    @property
+    def expected(self) -> int:
+        return self.processes * self.runs_each
+
+    def problems(self) -> list[str]:
+        """Everything that shows a lost, duplicated or misordered report (empty when none)."""
+        found: list[str] = []
+        if len(self.written) != self.expected:
+            found.append(f"{len(self.written)} distinct trace ids written, {self.expected} expected")
+        for name, value in (
+            ("stored", self.stored),
+            ("distinct trace ids", self.distinct_trace_ids),
+            ("distinct seqs", self.distinct_seqs),
+            ("max seq", self.max_seq),
+            ("followed rows", len(self.followed)),
+        ):
+            if value != self.expected:
+                found.append(f"{name}: {value}, {self.expected} expected")
+        if list(self.followed) != sorted(set(self.followed)):
+            found.append("follow returned rows out of seq order or twice")
+        if self.followed_ids != self.written:
+            found.append(f"follow missed {len(self.written - self.followed_ids)} reports")
+        return found
+
+
+def _write_many(url: str, first: int, runs: int, rewrites: int, start: Any, out: Any) -> None:
+    """One writer process: ``runs`` copies of the golden report with new trace ids, and ``rewrites``
+    of them written a second time; sends back the trace ids."""
+    from corevital.report.encoding import report_from_json
+    from corevital.sinks.postgres import PostgresStore
+
+    base = report_from_json(GOLDEN_REPORT.read_bytes())
+    reports = [
+        base.model_copy(update={"trace_id": str(uuid.UUID(int=(first + number) * 7919 + 1, version=4))})
+        for number in range(runs)
+    ]
+    store = PostgresStore(url)
+    try:
+        start.wait(WRITERS_TIMEOUT_S)  # every writer connected: all start together
+        for report in reports:
+            store.write(report)
+        for report in reports[:rewrites]:
+            store.write(report)  # idempotent: stored once, keeps its seq
+    finally:
+        store.close()
+    out.send([report.trace_id for report in reports])
+    out.close()
+
+
+def concurrent_writes(url: str, processes: int, runs_each: int, rewrites_each: int = 0) -> WritersResult:
+    """``processes`` processes write ``runs_each`` reports each to the store at ``url`` at once
+    (released together once all are connected), while this process follows the store; then the
+    store is counted. The store must be empty."""
+    from corevital.sinks.postgres import PostgresStore
+
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(processes + 1)
+    pipes = [context.Pipe(duplex=False) for _ in range(processes)]
+    store = PostgresStore(url)
+    try:
+        workers = [
+            context.Process(
+                target=_write_many,
+                args=(url, index * runs_each, runs_each, rewrites_each, start, pipes[index][1]),
+            )
+            for index in range(processes)
+        ]
+        for worker in workers:
+            worker.start()
+        followed: list[int] = []
+        followed_ids: set[str] = set()
+        _, last = store.follow(None)
+        start.wait(WRITERS_TIMEOUT_S)  # released with the writers, once each has its store open
+        began = time.perf_counter()
+        written: set[str] = set()
+        pending = {index: pipes[index][0] for index in range(processes)}
+        deadline = time.monotonic() + WRITERS_TIMEOUT_S
+        while pending:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"writers did not finish within {WRITERS_TIMEOUT_S} s")
+            for index, pipe in list(pending.items()):
+                if pipe.poll(0.02):
+                    written.update(pipe.recv())
+                    del pending[index]
+            rows, last = store.follow(last)
+            followed += [row.seq for row in rows]
+            followed_ids.update(row.trace_id for row in rows)
+        wall_s = time.perf_counter() - began
+        for worker in workers:
+            worker.join(WRITERS_TIMEOUT_S)
+            if worker.exitcode != 0:
+                raise AssertionError(f"a writer exited with {worker.exitcode}")
+        while True:
+            rows, last = store.follow(last)
+            if not rows:
+                break
+            followed += [row.seq for row in rows]
+            followed_ids.update(row.trace_id for row in rows)
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            counts = conn.execute(
+                "SELECT count(*), count(DISTINCT trace_id), count(DISTINCT seq), coalesce(max(seq), 0) "
+                "FROM corevital_reports"
+            ).fetchone()
+        assert counts is not None
+    finally:
+        store.close()
+    return WritersResult(
+        processes=processes,
+        runs_each=runs_each,
+        rewrites_each=rewrites_each,
+        wall_s=wall_s,
+        written=frozenset(written),
+        stored=counts[0],
+        distinct_trace_ids=counts[1],
+        distinct_seqs=counts[2],
+        max_seq=counts[3],
+        followed=tuple(followed),
+        followed_ids=frozenset(followed_ids),
+    )

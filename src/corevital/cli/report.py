@@ -1,8 +1,9 @@
 """``corevital report TRACE --html OUT.html``: one run as a self-contained HTML file.
 
-The run comes from the SQLite store (``--db``, a unique trace-id prefix is enough) or from a report
-JSON file (``--report``, e.g. one written by ``--sink local``). The file is written next to its
-final name and renamed into place, so a reader never sees half a report.
+The run comes from a store (``--db``: a SQLite file or a PostgreSQL URL; a unique trace-id prefix
+is enough) or from a report JSON file (``--report``, e.g. one written by ``--sink local``). The
+file is written next to its final name and renamed into place, so a reader never sees half a
+report.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from contextlib import closing
 from pathlib import Path
 
 from corevital.errors import InputError, StoreError
@@ -26,15 +28,16 @@ def _load(args: argparse.Namespace) -> Report:
         return load_report(args.report)
     if args.trace is None:
         raise InputError("no run given: pass a TRACE id (or a unique prefix) or --report FILE.json")
-    db = Path(args.db)
-    if not db.is_file():
-        raise StoreError(f"no CoreVital database at {db}: pass --db PATH (default {DEFAULT_DB_PATH})")
-    from corevital.sinks.sqlite import SQLiteStore
+    from corevital.sinks.open import is_postgres_url, open_location, redact_url
 
-    with SQLiteStore(db, read_only=True) as store:
+    if not is_postgres_url(args.db) and not Path(args.db).is_file():
+        raise StoreError(
+            f"no CoreVital database at {args.db}: pass --db PATH or URL (default {DEFAULT_DB_PATH})"
+        )
+    with closing(open_location(args.db, read_only=True)) as store:
         report = store.get(args.trace)
     if report is None:
-        raise StoreError(f"no stored run matches {args.trace!r} in {db}")
+        raise StoreError(f"no stored run matches {args.trace!r} in {redact_url(args.db)}")
     return report
 
 
@@ -78,7 +81,10 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--html", required=True, metavar="OUT.html", help="Where to write the HTML file.")
     parser.add_argument(
-        "--db", default=DEFAULT_DB_PATH, help=f"SQLite store to read (default {DEFAULT_DB_PATH})."
+        "--db",
+        default=DEFAULT_DB_PATH,
+        metavar="PATH|URL",
+        help=f"Store to read: a SQLite file (default {DEFAULT_DB_PATH}) or a postgresql:// URL.",
     )
     parser.add_argument(
         "--report", metavar="FILE.json", help="Read the run from a report JSON file instead of a store."

@@ -2,8 +2,9 @@
 
 All four sit on the :class:`~corevital.sinks.base.ReportStore` read interface (the HTTP server
 uses the same) and on :mod:`corevital.views`. The store is ``--db PATH`` (default
-``runs/corevital.db``): opened with a writer when possible, so that a database of an older
-CoreVital is upgraded, else read-only. ``--json`` prints what a script needs, on every command.
+``runs/corevital.db``) or ``--db postgresql://...``: opened with a writer when possible, so that a
+database of an older CoreVital is upgraded, else read-only. ``--json`` prints what a script needs,
+on every command.
 
 ``runs`` stays fast: this module imports no pydantic report model and no numpy; ``show`` reads the
 stored JSON document directly.
@@ -17,6 +18,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,30 +29,34 @@ from corevital.sinks.rows import MAX_PAGE_SIZE, HealthFlag, SortOrder, TraceQuer
 from corevital.sinks.sqlite_schema import DEFAULT_DB_PATH
 
 if TYPE_CHECKING:
-    from corevital.sinks.sqlite import SQLiteStore
+    from corevital.sinks.base import ReportStore
 
 DEFAULT_LIMIT = 20
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-def open_store(db: str) -> SQLiteStore:
+def open_store(db: str) -> ReportStore:
     """The store at ``db``: a writer when possible (upgrading an older database), else read-only.
 
-    A missing file is a StoreError (nothing is created by reading).
+    ``db`` is a SQLite file path or a ``postgresql://`` URL. A missing file, or a PostgreSQL
+    database without a store, is a StoreError (nothing is created by reading). Close it with
+    ``closing`` (or ``with``).
     """
-    from corevital.sinks.sqlite import SQLiteStore
+    from corevital.sinks.open import is_postgres_url, open_location
 
+    if is_postgres_url(db):
+        return open_location(db, create=False)
     path = Path(db)
     if not path.exists():
         raise StoreError(
             f"no CoreVital database at {path} (store runs with `corevital run`, or pass --db PATH)"
         )
     try:
-        return SQLiteStore(path)
+        return open_location(path)
     except StoreError as writer_error:
         try:
-            return SQLiteStore(path, read_only=True)
+            return open_location(path, read_only=True)
         except StoreError:
             raise writer_error from None
 
@@ -94,6 +100,13 @@ def build_query(args: argparse.Namespace, *, limit: int | None) -> TraceQuery:
     )
 
 
+def _shown(db: str) -> str:
+    """``--db`` as messages show it (a URL without its password)."""
+    from corevital.sinks.open import redact_url
+
+    return redact_url(db)
+
+
 def _print_json(document: Any) -> None:
     print(json.dumps(document, ensure_ascii=False, indent=2))
 
@@ -107,7 +120,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     query = build_query(args, limit=args.limit)
     if args.follow:
         return _follow(args, query)
-    with open_store(args.db) as store:
+    with closing(open_store(args.db)) as store:
         page = store.page(query, args.cursor)
         total = store.count(query)
     if args.json:
@@ -136,7 +149,7 @@ def _follow(args: argparse.Namespace, query: TraceQuery) -> int:
     from corevital.views.terminal import make_console, print_lines, runs_table
 
     console = make_console()
-    with open_store(args.db) as store:
+    with closing(open_store(args.db)) as store:
         _, last = store.follow(None)  # before the first page: a run stored meanwhile is not lost
         if not args.json:
             newest = store.list(query)
@@ -155,21 +168,21 @@ def _follow(args: argparse.Namespace, query: TraceQuery) -> int:
             return 0
 
 
-def _load_document(store: SQLiteStore, trace_id: str) -> dict[str, Any]:
+def _load_document(store: ReportStore, db: str, trace_id: str) -> dict[str, Any]:
     found = store.resolve(trace_id)
     text = None if found is None else store.get_json(found)
     if text is None:
-        raise StoreError(f"no stored run with trace id {trace_id!r} in {store.path}")
+        raise StoreError(f"no stored run with trace id {trace_id!r} in {_shown(db)}")
     document: dict[str, Any] = json.loads(text)
     return document
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with open_store(args.db) as store:
+    with closing(open_store(args.db)) as store:
         found = store.resolve(args.trace)
         text = None if found is None else store.get_json(found)
     if text is None:
-        raise StoreError(f"no stored run with trace id {args.trace!r} in {args.db}")
+        raise StoreError(f"no stored run with trace id {args.trace!r} in {_shown(args.db)}")
     if args.json:
         sys.stdout.write(text.rstrip("\n") + "\n")
         return 0
@@ -190,7 +203,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from corevital.views.compare import group_summary
 
     by = args.by or "model"
-    with open_store(args.db) as store:
+    with closing(open_store(args.db)) as store:
         summary = group_summary(store.aggregate(build_query(args, limit=None), by=by), by, store)
     if args.json:
         _print_json(summary.to_json())
@@ -209,8 +222,8 @@ def _compare_traces(args: argparse.Namespace) -> int:
     from corevital.views.compare import compare_runs
     from corevital.views.digest import digest_document
 
-    with open_store(args.db) as store:
-        documents = [_load_document(store, trace) for trace in args.traces]
+    with closing(open_store(args.db)) as store:
+        documents = [_load_document(store, args.db, trace) for trace in args.traces]
     comparison = compare_runs([digest_document(document) for document in documents])
     if args.json:
         _print_json(comparison.to_json())
@@ -233,7 +246,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         require_pyarrow()
     query = build_query(args, limit=args.limit)
-    with open_store(args.db) as store:
+    with closing(open_store(args.db)) as store:
         if args.out == "-":
             stream = text_stream(sys.stdout.buffer)
             count = export_runs(store, query, fmt=args.format, rows=args.rows, out=stream)
@@ -251,7 +264,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--db", default=DEFAULT_DB_PATH, metavar="PATH", help=f"The SQLite store (default {DEFAULT_DB_PATH})."
+        "--db",
+        default=DEFAULT_DB_PATH,
+        metavar="PATH|URL",
+        help=f"The store: a SQLite file (default {DEFAULT_DB_PATH}) or a postgresql:// URL.",
     )
     parser.add_argument("--json", action="store_true", help="Print JSON for scripts instead of text.")
 

@@ -7,6 +7,7 @@ lives behind the ``postgres`` extra and is imported only when such a URL is give
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from corevital.sinks.base import ReportStore, Sink
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+_PASSWORD_PARAM = re.compile(r"((?:^|&)password=)[^&]*")
 
 
 def is_postgres_url(location: str | Path) -> bool:
@@ -35,13 +37,19 @@ def store_location(name: str, settings: Settings) -> str:
 
 
 def redact_url(url: str) -> str:
-    """A database URL without its password (for reports, logs and messages)."""
+    """A database URL without its password (for reports, logs and messages): ``user:***@host``,
+    and ``password=***`` in the query string."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    if not sep:
         return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+    rest, query_sep, query = rest.partition("?")
+    if query_sep:
+        query = _PASSWORD_PARAM.sub(r"\1***", query)
+    if "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        rest = f"{user}:***@{host}" if ":" in credentials else rest
+    return f"{scheme}://{rest}{query_sep}{query}"
 
 
 def open_store(name: str, settings: Settings) -> Sink:
@@ -61,17 +69,26 @@ def open_store(name: str, settings: Settings) -> Sink:
     raise ConfigError(f"{name!r} is not a store (sqlite, local, postgres)")
 
 
-def open_location(location: str | Path, *, read_only: bool = False, readers: int = 1) -> ReportStore:
-    """The store at ``location``: a SQLite file, or a PostgreSQL database given by URL."""
+def open_location(
+    location: str | Path, *, read_only: bool = False, readers: int = 1, create: bool = True
+) -> ReportStore:
+    """The store at ``location``: a SQLite file, or a PostgreSQL database given by URL.
+
+    ``readers`` is the number of connections reads may use side by side (a PostgreSQL store's
+    pool size). ``create=False`` refuses a PostgreSQL database that holds no store yet instead
+    of creating its tables (a SQLite writer always creates its file).
+    """
     if is_postgres_url(location):
         try:
-            from corevital.sinks.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+            from corevital.sinks.postgres import PostgresStore
         except ImportError as exc:
             raise NotAvailableError(
                 "a PostgreSQL store needs the postgres extra: pip install 'corevital[postgres]' "
                 f"({exc.name} is missing)"
             ) from exc
-        store: ReportStore = PostgresStore(str(location), read_only=read_only, pool_size=max(readers, 1))
+        store: ReportStore = PostgresStore(
+            str(location), read_only=read_only, pool_size=max(readers, 1), create=create
+        )
         return store
     from corevital.sinks.sqlite import SQLiteStore
 

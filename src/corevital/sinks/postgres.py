@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 from corevital.errors import NotAvailableError, ReportError, StoreError
+from corevital.report.limits import MAX_REPORT_BYTES, inflate, stored_bytes
 from corevital.report.timestamps import epoch_ms
 from corevital.sinks.open import redact_url
 from corevital.sinks.postgres_schema import REPORTS_TABLE, RISK_SORT_SQL, WRITE_LOCK, prepare
@@ -85,13 +86,26 @@ class PostgresStore:
     store; ``read_only=True`` does neither and refuses writes. Opening fails at once, with a
     one-line :class:`~corevital.errors.StoreError`, when the server cannot be reached or the
     database is not usable. Safe to share between threads.
+
+    A stored report is inflated with a bound: one that would take more than ``max_report_bytes``
+    (256 MB by default) is refused with a :class:`~corevital.errors.ReportError`, as the SQLite
+    store does.
     """
 
-    def __init__(self, url: str, *, read_only: bool = False, pool_size: int = 1, create: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        read_only: bool = False,
+        pool_size: int = 1,
+        create: bool = True,
+        max_report_bytes: int = MAX_REPORT_BYTES,
+    ) -> None:
         psycopg, pool_module = _import_driver()
         self.url = url
         self.location = redact_url(url)
         self.read_only = read_only
+        self.max_report_bytes = max_report_bytes
         self._secret = _password(psycopg, url)
         self._closed = threading.Event()
         try:
@@ -175,10 +189,14 @@ class PostgresStore:
         rows = self._query(f"SELECT report_zlib FROM {_T} WHERE trace_id = %s", (trace_id,))
         if not rows:
             return None
+        where = f"{self.location}#{trace_id}: the stored report"
+        blob = stored_bytes(rows[0][0], where)
+        if not blob.startswith(b"\x78"):
+            raise ReportError(f"{where} is corrupt (not zlib data)")
         try:
-            return zlib.decompress(rows[0][0]).decode("utf-8")
-        except (zlib.error, UnicodeDecodeError) as error:
-            raise ReportError(f"{self.location}#{trace_id}: the stored report is corrupt ({error})") from None
+            return inflate(blob, where, limit=self.max_report_bytes).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ReportError(f"{where} is corrupt ({error})") from None
 
     def contains(self, trace_id: str) -> bool:
         """Whether exactly this trace id is stored."""

@@ -362,8 +362,9 @@ def test_start_up_refusals(capsys: pytest.CaptureFixture[str], tmp_path: Path, d
     for origin in ("dashboard.example", "ftp://x.example", "https://x.example/path", "https://u@x.example"):
         code, line = run_serve(capsys, "--db", store, "--allow-origin", origin)
         assert code == 2 and "--allow-origin" in line
-    code, line = run_serve(capsys, "--db", "postgresql://user@db.example/corevital")
-    assert code == 8 and "PostgreSQL" in line and "not available" in line
+    code, line = run_serve(capsys, "--db", "postgresql://user:hunter2-secret@127.0.0.1:1/corevital")
+    assert code == 6 and "cannot open PostgreSQL store" in line and "user:***@127.0.0.1:1" in line
+    assert "hunter2" not in line
     code, line = run_serve(capsys, "--db", str(tmp_path / "missing.db"))
     assert code == 6 and "missing.db" in line
     not_a_store = tmp_path / "notes.txt"

@@ -27,8 +27,8 @@ from corevital.sinks.sqlite_schema import DEFAULT_DB_PATH
 
 if TYPE_CHECKING:
     from corevital.cli.live_runner import PipelineGenerator
+    from corevital.sinks.base import ReportStore
 
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 MAX_WORKERS = 16
 
 
@@ -41,11 +41,6 @@ def _require_serve_extra() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    if args.db.startswith(POSTGRES_SCHEMES):
-        raise NotAvailableError(
-            "serving a PostgreSQL store is not available in this version yet; "
-            "serve a SQLite file with --db PATH"
-        )
     if not 1 <= args.workers <= MAX_WORKERS:
         raise ConfigError(f"--workers must be between 1 and {MAX_WORKERS} (got {args.workers})")
     if args.model is not None and args.workers > 1:
@@ -55,15 +50,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _require_serve_extra()
 
     from corevital.server.runner import serve, url_of
-    from corevital.sinks.sqlite import SERVER_READERS, SQLiteStore
+    from corevital.sinks.open import is_postgres_url, open_location, redact_url
+    from corevital.sinks.sqlite import SERVER_READERS
 
-    path = Path(args.db)
+    def reopen() -> ReportStore:
+        return open_location(args.db, read_only=True, readers=SERVER_READERS)
+
     # With --model the live runs' writable handle opens first: it creates the store if there is none.
     live = _live_generator(args.model, args.db) if args.model is not None else None
-    store = SQLiteStore(path, read_only=True, readers=SERVER_READERS)
+    store = reopen()
+    if is_postgres_url(args.db):  # named by its URL without password; a client's db_path names no database
+        label, spellings, shown = redact_url(args.db), frozenset[str](), redact_url(args.db)
+    else:
+        path = Path(args.db)
+        label, spellings, shown = path.name, path_spellings(args.db, path.resolve()), args.db
     config = ServeConfig(
-        store_label=path.name,
-        store_paths=path_spellings(args.db, path.resolve()),
+        store_label=label,
+        store_paths=spellings,
         host=args.host,
         port=args.port,
         allow_origins=origins,
@@ -78,7 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"Loading {args.model} for live runs…", flush=True)
             live.load()
             note = f"; live runs of {live.model_id}"
-        print(f"Serving {args.db} at {url} (read-only{note})", flush=True)
+        print(f"Serving {shown} at {url} (read-only{note})", flush=True)
 
     try:
         serve(
@@ -87,7 +90,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=args.access_log,
             announce=announce,
             workers=args.workers,
-            reopen=lambda: SQLiteStore(path, read_only=True, readers=SERVER_READERS),
+            reopen=reopen,
             live=live,
         )
     finally:
@@ -112,9 +115,9 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
         default=DEFAULT_DB_PATH,
-        metavar="PATH",
-        help=f"The store to serve, opened read-only (default: {DEFAULT_DB_PATH}). "
-        "A postgresql:// URL is not available yet.",
+        metavar="PATH|URL",
+        help=f"The store to serve, opened read-only: a SQLite file (default: {DEFAULT_DB_PATH}) "
+        "or a postgresql:// URL.",
     )
     parser.add_argument(
         "--host",

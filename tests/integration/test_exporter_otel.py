@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -105,3 +107,28 @@ def test_a_collector_that_is_down_does_not_fail_the_run(
         assert len(store.list()) == 1  # the store got the report all the same
     finally:
         store.close()
+
+
+def docs_commands(section_title: str) -> list[list[str]]:
+    """The ``corevital run`` commands of a docs/production.md section, as argv lists."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "production.md").read_text(encoding="utf-8")
+    start = text.index(section_title)
+    end = text.find("\n## ", start + 1)
+    blocks = re.findall(r"```bash\n(.*?)```", text[start : end if end != -1 else None], re.S)
+    return [shlex.split(block.replace("\\\n", " ")) for block in blocks if block.startswith("corevital run")]
+
+
+def test_the_docs_cli_command_sends_its_spans(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str
+) -> None:
+    [argv] = docs_commands("## OpenTelemetry")
+    assert argv[:2] == ["corevital", "run"] and "http://127.0.0.1:4318" in argv
+    with OtlpReceiver() as receiver:
+        argv = [receiver.url if arg == "http://127.0.0.1:4318" else arg for arg in argv[1:]]
+        tiny = ["--model", tiny_llama, "--device", "cpu", "--chat-template", "off", "--max_new_tokens", "3"]
+        code = main([*argv, *tiny, "--out", str(tmp_path)])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        [record] = receiver.spans()
+    assert record.resource["service.name"] == "nightly-eval"
+    assert (tmp_path / "corevital.db").is_file()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,3 +286,44 @@ def test_cli_run_logs_one_offline_wandb_run_under_out(
         logged = [row[f"{section}/entropy"] for row in history if f"{section}/entropy" in row]
         assert logged == pytest.approx([step.logits_summary.entropy for step in report.timeline])
     assert written.summary()["reports"] == 2
+
+
+def wandb_section() -> str:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "production.md").read_text(encoding="utf-8")
+    start = text.index("## Weights & Biases")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def test_the_docs_cli_command_writes_an_offline_run(
+    wandb_env: Path,
+    tmp_path: Path,
+    tiny_model_dir: Callable[[str], Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from corevital.cli import main
+
+    [block] = [
+        b for b in re.findall(r"```bash\n(.*?)```", wandb_section(), re.S) if b.startswith("corevital")
+    ]
+    argv = shlex.split(block.replace("\\\n", " "))
+    assert argv[:2] == ["corevital", "run"] and "offline" in argv
+    tiny = ["--model", str(tiny_model_dir("llama")), "--device", "cpu", "--chat-template", "off"]
+    code = main([*argv[1:], *tiny, "--max_new_tokens", "3", "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    [run_dir] = list((tmp_path / "wandb").glob("offline-run-*"))
+    written = wait_for_exit(run_dir)
+    assert written.run().project == "llm-evals"
+    assert written.summary()["reports"] == 2
+    assert len([a for a in written.artifacts() if a.type == ARTIFACT_TYPE]) == 2
+
+
+def test_the_docs_library_example_runs(wandb_env: Path, tmp_path: Path) -> None:
+    [example] = re.findall(r"```python\n(.*?)```", wandb_section(), re.S)
+    # the example's dir="runs" made absolute: this test process started W&B from another working
+    # directory, and W&B does not resolve a relative one against the current directory then
+    assert 'dir="runs"' in example
+    (tmp_path / "runs").mkdir()
+    exec(compile(example.replace('dir="runs"', f'dir="{tmp_path}/runs"'), "docs/production.md", "exec"), {})
+    [run_dir] = list((tmp_path / "runs" / "wandb").glob("offline-run-*"))
+    assert wait_for_exit(run_dir).run().project == "llm-evals"

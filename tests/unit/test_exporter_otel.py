@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 pytest.importorskip("opentelemetry.sdk")
 pytest.importorskip("opentelemetry.proto")
@@ -335,3 +337,49 @@ def test_times_are_exact_for_a_run_of_many_seconds(base: Report) -> None:
     begin, end = span_times_ns(report)
     assert begin == epoch_ms(start) * 1_000_000
     assert end - begin == 83_456_789_000
+
+
+# docs/production.md ---------------------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "production.md"
+
+
+def otel_section() -> str:
+    text = DOCS.read_text(encoding="utf-8")
+    start = text.index("## OpenTelemetry")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def fenced(section: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)
+
+
+def test_the_docs_collector_config_receives_otlp_http_into_both_pipelines() -> None:
+    [config] = fenced(otel_section(), "yaml")
+    parsed = yaml.safe_load(config)
+    assert parsed["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == "127.0.0.1:4318"
+    pipelines = parsed["service"]["pipelines"]
+    assert set(pipelines) == {"traces", "metrics"}
+    for pipeline in pipelines.values():
+        assert pipeline["receivers"] == ["otlp"]
+        assert set(pipeline["processors"]) <= set(parsed["processors"])
+        assert set(pipeline["exporters"]) <= set(parsed["exporters"])
+
+
+def test_the_docs_library_example_runs(receiver: OtlpReceiver) -> None:
+    [example] = fenced(otel_section(), "python")
+    assert "http://127.0.0.1:4318" in example
+    exec(compile(example.replace("http://127.0.0.1:4318", receiver.url), "docs/production.md", "exec"), {})
+
+
+def test_the_docs_name_every_span_attribute_and_metric(base: Report, receiver: OtlpReceiver) -> None:
+    section = otel_section()
+    exporter = OTelExporter(receiver.url)
+    exporter.export(base)
+    exporter.close()
+    [record] = receiver.spans()
+    for name in record.attributes:
+        assert f"`{name}`" in section, name
+    for name in receiver.metric_units():
+        assert f"| `{name}` |" in section, name

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from corevital.config import Settings
-from corevital.errors import ConfigError
+from corevital.errors import ConfigError, ExporterError
 from corevital.exporters.base import open_exporter
 from corevital.exporters.http import HttpExporter
 from corevital.exporters.spool import (
@@ -425,3 +425,13 @@ def test_the_documented_commands_parse() -> None:
     for argv in commands:
         settings = settings_overrides(build_parser("run").parse_args(argv))
         assert "http" in settings["sink"] and settings["http_url"].startswith("https://")
+
+
+def test_an_unusable_spool_directory_is_an_exporter_error(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("")
+    settings = Settings(
+        sink=["http"], out=str(tmp_path), http_url="http://127.0.0.1:9/", http_spool=str(not_a_dir)
+    )
+    with pytest.raises(ExporterError, match="--http-spool"):
+        HttpExporter.from_settings(settings)

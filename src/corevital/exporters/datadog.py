@@ -42,7 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from corevital.errors import ConfigError
+from corevital.errors import ConfigError, ExporterError
 from corevital.exporters.http import check_url, import_httpx, post_attempt
 from corevital.exporters.sampling import report_weight
 from corevital.exporters.spool import Attempt, Backoff, Outcome, Spool, SpoolSender
@@ -265,7 +265,7 @@ class DatadogExporter:
         try:
             return cls(api, key, spool, event_risk=settings.datadog_event_risk)
         except OSError as exc:
-            raise ConfigError(f"{spool}: cannot use it as the Datadog spool directory: {exc}") from exc
+            raise ExporterError(f"{spool}: cannot use it as the Datadog spool directory: {exc}") from exc
 
     # --- export ----------------------------------------------------------------------------
     def export(self, report: Report) -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Self
 from urllib.parse import urlsplit
 
-from corevital.errors import ConfigError, NotAvailableError
+from corevital.errors import ConfigError, ExporterError, NotAvailableError
 from corevital.exporters.spool import (
     Attempt,
     Backoff,
@@ -160,7 +160,7 @@ class HttpExporter:
         try:
             return cls(settings.http_url, spool, timeout=settings.http_timeout)
         except OSError as exc:
-            raise ConfigError(f"--http-spool {spool}: cannot use it as the spool directory: {exc}") from exc
+            raise ExporterError(f"--http-spool {spool}: cannot use it as the spool directory: {exc}") from exc
 
     def export(self, report: Report) -> None:
         """Write ``report`` to the spool and queue it; the POST happens on the sender thread."""

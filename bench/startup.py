@@ -1,0 +1,136 @@
+"""Start-up of ``corevital run`` on the default model: a cold GGUF cache, then warm ones, in fresh processes.
+
+Every run is a new ``python -m corevital run`` process (so torch and transformers are imported
+each time, as a user's command does), with ``--perf summary`` and a JSON report whose
+``extensions.performance`` gives the phases (imports, model_load, model_inference, ...). The
+first run finds an empty cache directory (``COREVITAL_CACHE_DIR``, a temporary directory unless
+``--cache-dir`` is given) and converts the GGUF file into it; the ``--warm`` runs after it read the
+converted copy. Prints each run (wall time, phases, the process's CPU time) and the medians of the
+warm runs, with the commit, the machine and its load average when each run started (on a shared
+machine the load changes the wall times).
+
+    python bench/startup.py                       # 1 cold + 5 warm runs of 48 tokens
+    python bench/startup.py --warm 3 --max-new-tokens 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PROMPT = "Explain why the sky is blue."
+PHASES = ("imports", "model_load", "model_inference", "report_build")
+
+
+@dataclass(frozen=True)
+class Run:
+    label: str
+    wall_s: float  # the whole process, from start to exit
+    phases_ms: dict[str, float]
+    cpu_s: float  # user + system CPU time of the process (less sensitive to other work than wall time)
+    load_before: float  # 1-minute load average when the run started
+
+    def line(self) -> str:
+        phases = "  ".join(f"{name} {self.phases_ms.get(name, 0.0) / 1000:6.2f} s" for name in PHASES)
+        return (
+            f"{self.label:5s} total {self.wall_s:6.2f} s  {phases}  "
+            f"(CPU {self.cpu_s:6.2f} s, load {self.load_before:.2f})"
+        )
+
+
+def one_run(label: str, cache: Path, out: Path, max_new_tokens: int) -> Run:
+    env = {**os.environ, "COREVITAL_CACHE_DIR": str(cache)}
+    command = [
+        sys.executable,
+        "-m",
+        "corevital",
+        "run",
+        "--prompt",
+        PROMPT,
+        "--max_new_tokens",
+        str(max_new_tokens),
+        "--temperature",
+        "0",
+        "--device",
+        "cpu",
+        "--perf",
+        "summary",
+        "--sink",
+        "local",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    load = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if proc.returncode != 0:
+        raise SystemExit(f"run {label} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    (report_file,) = out.glob("trace_*.json")
+    performance = json.loads(report_file.read_text(encoding="utf-8"))["extensions"]["performance"]
+    phases = {op["name"]: float(op["ms"]) for op in performance["parent_operations"]}
+    return Run(label, wall, phases, cpu, load)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def commit() -> str:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        return done.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--warm", type=int, default=5, help="Runs after the cold one (default 5).")
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--cache-dir", help="Cache directory to use (default: a new temporary one, cold).")
+    args = parser.parse_args()
+    print(f"commit {commit()}; {machine()}; {args.max_new_tokens} tokens, greedy, --device cpu")
+    with tempfile.TemporaryDirectory(prefix="corevital-startup-") as tmp:
+        cache = Path(args.cache_dir) if args.cache_dir else Path(tmp) / "cache"
+        runs: list[Run] = []
+        for index in range(1 + args.warm):
+            label = "cold" if index == 0 and not args.cache_dir else f"warm{index}"
+            out = Path(tmp) / f"out{index}"
+            runs.append(one_run(label, cache, out, args.max_new_tokens))
+            print(runs[-1].line(), flush=True)
+    warm = [run for run in runs if run.label.startswith("warm")]
+    if warm:
+        medians = {name: statistics.median(run.phases_ms.get(name, 0.0) for run in warm) for name in PHASES}
+        total = statistics.median(run.wall_s for run in warm)
+        cpu = statistics.median(run.cpu_s for run in warm)
+        phases = "  ".join(f"{name} {ms / 1000:.2f} s" for name, ms in medians.items())
+        print(f"median of {len(warm)} warm runs: total {total:.2f} s  {phases}  (CPU {cpu:.2f} s)")
+
+
+if __name__ == "__main__":
+    main()

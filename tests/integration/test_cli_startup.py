@@ -1,0 +1,56 @@
+"""`corevital run` start-up: a status line while loading (terminal only, not with --quiet), and
+--perf separating the imports of torch and transformers from the model load."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from corevital.cli import main
+from corevital.sinks.sqlite import SQLiteStore
+
+
+def _run(tmp_path: Path, model: Path, *extra: str) -> list[str]:
+    out = tmp_path / "runs"
+    args = ["run", "--model", str(model), "--device", "cpu", "--out", str(out), "--chat-template", "off"]
+    assert main([*args, "--prompt", "hello there", "--max_new_tokens", "4", *extra]) == 0
+    return [str(p) for p in out.iterdir()]
+
+
+def test_status_line_on_a_terminal_and_quiet(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    tiny_model_dir: Callable[[str], Path],
+) -> None:
+    model = tiny_model_dir("llama")
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich treats stderr as a terminal
+    _run(tmp_path / "a", model)
+    err = capsys.readouterr().err
+    assert f"Loading {model}" in err or "Importing torch and transformers" in err
+    _run(tmp_path / "b", model, "--quiet")
+    err = capsys.readouterr().err
+    assert "Loading" not in err and "Importing" not in err
+    monkeypatch.delenv("FORCE_COLOR")
+    _run(tmp_path / "c", model)  # not a terminal: no status line
+    err = capsys.readouterr().err
+    assert "Loading" not in err and "Importing" not in err
+
+
+def test_perf_times_the_imports_apart_from_the_model_load(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_model_dir: Callable[[str], Path]
+) -> None:
+    _run(tmp_path, tiny_model_dir("llama"), "--perf", "summary", "--quiet")
+    out = capsys.readouterr().out
+    assert "imports" in out and "model_load" in out
+    store = SQLiteStore(tmp_path / "runs" / "corevital.db", read_only=True)
+    try:
+        (row,) = store.list()
+        report = store.get(row.trace_id)
+    finally:
+        store.close()
+    assert report is not None and report.extensions.performance is not None
+    names = [op.name for op in report.extensions.performance.parent_operations]
+    assert names.index("imports") < names.index("model_load") < names.index("model_inference")

@@ -11,6 +11,7 @@ violations and dialogs.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,11 @@ SHOTS = Path("/tmp/dashboard-shots")
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     directory = tmp_path_factory.mktemp("live-store")
+    started = time.monotonic()
     process = start_server(["--db", str(directory / "corevital.db"), "--model", "default"], directory)
     try:
         process.wait_ready(timeout_s=300)
+        print(f"serve --model default answered after {time.monotonic() - started:.1f} s")
         yield process
     finally:
         process.stop()

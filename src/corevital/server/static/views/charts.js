@@ -144,12 +144,16 @@ export function heatMap({ title, rows, palette = "viridis", log = false, domain 
     }
   }
   ctx.putImageData(image, 0, 0);
+  const mark = h("span", { class: "heat-mark", hidden: true, "aria-hidden": "true" });
   const detail = h("span", { class: "pick-text" }, "Click a cell, or focus the map and use the arrow keys.");
   const show = h("button", { type: "button", class: "step-link", hidden: true }, "");
   const pickBox = h("p", { class: "pick muted", "aria-live": "polite" }, detail, " ", show);
   let at = null;
   const pick = (r, c) => {
     at = [r, c];
+    // The picked cell, outlined over the canvas (in percent of it, so it follows the layout).
+    Object.assign(mark.style, { left: `${(c / nCols) * 100}%`, top: `${(r / nRows) * 100}%`, width: `${100 / nCols}%`, height: `${100 / nRows}%` });
+    mark.hidden = false;
     const v = rows[r] ? rows[r][c] : null;
     const first = c * block;
     const last = Math.min(first + block, columns ?? first + block) - 1;
@@ -194,7 +198,7 @@ export function heatMap({ title, rows, palette = "viridis", log = false, domain 
     h("figcaption", { class: "muted" }, `${nRows} ${yLabel}s × ${nCols} columns${note}`),
     h("div", { class: "heat-body" },
       h("div", { class: "heat-rows", "aria-hidden": "true" }, h("span", null, `${yLabel} 0`), h("span", null, `${yLabel} ${nRows - 1}`)),
-      canvas,
+      h("div", { class: "heat-wrap" }, canvas, mark),
       h("span", null),
       h("div", { class: "heat-axis", "aria-hidden": "true" }, h("span", null, `${xLabel} 0`), h("span", null, `${xLabel} ${Math.min(nCols * block, columns ?? nCols * block) - 1}`))),
     h("div", { class: "legend" }, h("span", null, tick(lo)), legend, h("span", null, tick(hi)), h("span", { class: "muted" }, ` ${unit}`), h("span", { class: "swatch missing" }), h("span", { class: "muted" }, "no value")),

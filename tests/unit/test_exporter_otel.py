@@ -210,6 +210,27 @@ def test_the_span_joins_the_callers_current_trace(base: Report, receiver: OtlpRe
     assert [s.name for s in caller_spans.get_finished_spans()] == ["POST /generate"]
 
 
+def timed(report: Report, ttft_ms: float = 4.5, tokens_per_second: float = 180.0) -> Report:
+    """``report`` with the per-sequence latency figures of a capture that measured them."""
+    summary = report.summary.model_copy(update={"ttft_ms": ttft_ms, "tokens_per_second": tokens_per_second})
+    return report.model_copy(update={"summary": summary})
+
+
+def test_latency_figures_become_the_genai_time_to_first_token(base: Report, receiver: OtlpReceiver) -> None:
+    exporter = OTelExporter(receiver.url)
+    exporter.export(timed(variant(base, 4, risk=0.2), ttft_ms=4.5))
+    exporter.export(timed(variant(base, 5, risk=0.2), ttft_ms=120.0))
+    exporter.export(variant(base, 6, risk=0.2))  # not measured: no point
+    exporter.close()
+    first = receiver.spans()[0].attributes
+    assert first["gen_ai.response.time_to_first_chunk"] == pytest.approx(0.0045)
+    assert first["corevital.tokens_per_second"] == 180.0
+    assert "gen_ai.response.time_to_first_chunk" not in receiver.spans()[2].attributes
+    [(_, ttft)] = receiver.metric_points()["gen_ai.server.time_to_first_token"]
+    assert ttft.count == 2 and ttft.sum == pytest.approx(0.1245)
+    assert receiver.metric_units()["gen_ai.server.time_to_first_token"] == ("histogram", "s")
+
+
 def test_metrics_carry_the_same_numbers_with_sampling_weights(base: Report, receiver: OtlpReceiver) -> None:
     reports = [
         variant(base, 1, risk=0.1),
@@ -376,7 +397,7 @@ def test_the_docs_library_example_runs(receiver: OtlpReceiver) -> None:
 def test_the_docs_name_every_span_attribute_and_metric(base: Report, receiver: OtlpReceiver) -> None:
     section = otel_section()
     exporter = OTelExporter(receiver.url)
-    exporter.export(base)
+    exporter.export(timed(base))
     exporter.close()
     [record] = receiver.spans()
     for name in record.attributes:

@@ -72,12 +72,19 @@ HIGH_RISK = 0.7
 MEDIUM_RISK = 0.3
 """Risk scores at or above this (and below :data:`HIGH_RISK`) are labelled ``medium``; below, ``low``."""
 
-FINISH_REASONS = {"eos": "stop", "length": "length", "stopped_by_callback": "stopped_by_callback"}
-"""CoreVital's finish reasons as ``gen_ai.response.finish_reasons`` values (end-of-sequence: ``stop``)."""
+FINISH_REASONS = {
+    "eos": "stop",
+    "stop_string": "stop",
+    "length": "length",
+    "stopped_by_callback": "stopped_by_callback",
+}
+"""CoreVital's finish reasons as ``gen_ai.response.finish_reasons`` values (an end-of-sequence token
+or a stop string: ``stop``, as the conventions' providers report it)."""
 
 # Bucket boundaries the GenAI semantic conventions advise for their two histograms.
 TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864]
 DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
+TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
 RISK_BUCKETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 
 
@@ -159,6 +166,10 @@ def span_attributes(report: Report, *, include_text: bool = False) -> dict[str, 
             attrs["gen_ai.request.top_k"] = float(gen.top_k)
     attrs["gen_ai.usage.input_tokens"] = report.summary.prompt_tokens
     attrs["gen_ai.usage.output_tokens"] = report.summary.generated_tokens
+    if report.summary.ttft_ms is not None:
+        attrs["gen_ai.response.time_to_first_chunk"] = report.summary.ttft_ms / 1000.0
+    if report.summary.tokens_per_second is not None:
+        attrs["corevital.tokens_per_second"] = float(report.summary.tokens_per_second)
     finish = report.generated.finish_reason
     if finish is not None:
         attrs["gen_ai.response.finish_reasons"] = [FINISH_REASONS.get(finish, finish)]
@@ -350,6 +361,12 @@ class OTelExporter:
             description="GenAI operation duration.",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
+        self._ttft = meter.create_histogram(
+            "gen_ai.server.time_to_first_token",
+            unit="s",
+            description="Time to generate the first token.",
+            explicit_bucket_boundaries_advisory=TTFT_BUCKETS,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -386,6 +403,8 @@ class OTelExporter:
         self._tokens.record(report.summary.prompt_tokens, {**common, "gen_ai.token.type": "input"})
         self._tokens.record(report.summary.generated_tokens, {**common, "gen_ai.token.type": "output"})
         self._duration.record((end_ns - start_ns) / 1e9, common)
+        if report.summary.ttft_ms is not None:
+            self._ttft.record(report.summary.ttft_ms / 1000.0, common)
 
     def close(self) -> None:
         """Flush and shut down the providers built here (the caller's: flushed only), within

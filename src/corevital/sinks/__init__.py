@@ -1,4 +1,4 @@
-"""Sinks: persistence you can query back (SQLite by default, JSON files; PostgreSQL not yet).
+"""Sinks: persistence you can query back (SQLite by default, PostgreSQL, JSON files).
 
 Never runs models and never imports torch.
 
@@ -6,8 +6,9 @@ Modules: :mod:`~corevital.sinks.base` (the ``Sink`` and ``ReportStore`` protocol
 ``MemorySink``) with :mod:`~corevital.sinks.rows` (``TraceRow``, ``TraceQuery``, ``Page``,
 ``ModelAggregate``: the typed index every store shares), :mod:`~corevital.sinks.sqlite`
 (``SQLiteStore``, the default) with :mod:`~corevital.sinks.sqlite_schema` (opening and
-migrations), :mod:`~corevital.sinks.local` (``LocalFileSink``) and :mod:`~corevital.sinks.migrate`
-(importing trace directories and databases).
+migrations), :mod:`~corevital.sinks.postgres` (``PostgresStore``, the ``postgres`` extra) with
+:mod:`~corevital.sinks.postgres_schema`, :mod:`~corevital.sinks.local` (``LocalFileSink``) and
+:mod:`~corevital.sinks.migrate` (importing trace directories and databases).
 
 Importing the package imports no submodule: the names below are imported on first use (PEP 562),
 so that listing stored runs does not load the report models.
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
         migrate_path,
         migrate_sqlite,
     )
+    from corevital.sinks.postgres import PostgresStore
     from corevital.sinks.rows import (
         MAX_PAGE_SIZE,
         HealthFlag,
@@ -53,6 +55,7 @@ _HOMES: dict[str, str] = {
     "MigrationResult": "corevital.sinks.migrate",
     "ModelAggregate": "corevital.sinks.rows",
     "Page": "corevital.sinks.rows",
+    "PostgresStore": "corevital.sinks.postgres",
     "ReportStore": "corevital.sinks.base",
     "SQLiteStore": "corevital.sinks.sqlite",
     "Sink": "corevital.sinks.base",
@@ -76,6 +79,7 @@ __all__ = [
     "MigrationResult",
     "ModelAggregate",
     "Page",
+    "PostgresStore",
     "ReportStore",
     "SQLiteStore",
     "Sink",

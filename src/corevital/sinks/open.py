@@ -7,22 +7,15 @@ lives behind the ``postgres`` extra and is imported only when such a URL is give
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from corevital.errors import ConfigError, NotAvailableError
+from corevital.sinks.postgres_url import POSTGRES_SCHEMES, is_postgres_url, redact_url
 
 if TYPE_CHECKING:
     from corevital.config import Settings
     from corevital.sinks.base import ReportStore, Sink
-
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-_PASSWORD_PARAM = re.compile(r"((?:^|&)password=)[^&]*")
-
-
-def is_postgres_url(location: str | Path) -> bool:
-    return str(location).startswith(POSTGRES_SCHEMES)
 
 
 def store_location(name: str, settings: Settings) -> str:
@@ -34,22 +27,6 @@ def store_location(name: str, settings: Settings) -> str:
     if name == "postgres":
         return redact_url(settings.db or "")
     return settings.out
-
-
-def redact_url(url: str) -> str:
-    """A database URL without its password (for reports, logs and messages): ``user:***@host``,
-    and ``password=***`` in the query string."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    rest, query_sep, query = rest.partition("?")
-    if query_sep:
-        query = _PASSWORD_PARAM.sub(r"\1***", query)
-    if "@" in rest:
-        credentials, _, host = rest.rpartition("@")
-        user = credentials.split(":", 1)[0]
-        rest = f"{user}:***@{host}" if ":" in credentials else rest
-    return f"{scheme}://{rest}{query_sep}{query}"
 
 
 def open_store(name: str, settings: Settings) -> Sink:

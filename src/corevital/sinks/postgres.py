@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any, Final
 from corevital.errors import NotAvailableError, ReportError, StoreError
 from corevital.report.limits import MAX_REPORT_BYTES, inflate, stored_bytes
 from corevital.report.timestamps import epoch_ms
-from corevital.sinks.open import redact_url
 from corevital.sinks.postgres_schema import REPORTS_TABLE, RISK_SORT_SQL, WRITE_LOCK, prepare
+from corevital.sinks.postgres_url import redact_url
 from corevital.sinks.rows import (
     MAX_PAGE_SIZE,
     ModelAggregate,

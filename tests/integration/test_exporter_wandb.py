@@ -316,6 +316,8 @@ def test_the_docs_cli_command_writes_an_offline_run(
     assert written.run().project == "llm-evals"
     assert written.summary()["reports"] == 2
     assert len([a for a in written.artifacts() if a.type == ARTIFACT_TYPE]) == 2
+    totals = [row for row in written.history() if "report" in row]
+    assert all(row["corevital/ttft_ms"] > 0 and row["corevital/tokens_per_second"] > 0 for row in totals)
 
 
 def test_the_docs_library_example_runs(wandb_env: Path, tmp_path: Path) -> None:

@@ -303,8 +303,10 @@ class WandbExporter:
         }
         if risk is not None:
             values["corevital/risk_score"] = risk
-        if report.summary.generation_ms is not None:
-            values["corevital/generation_ms"] = report.summary.generation_ms
+        for name in ("generation_ms", "ttft_ms", "tokens_per_second"):
+            value = _finite(getattr(report.summary, name))
+            if value is not None:
+                values[f"corevital/{name}"] = value
         if entropies:
             values["corevital/mean_entropy"] = sum(entropies) / len(entropies)
         run.log(values)

@@ -16,6 +16,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from corevital.capture.gguf_cache import MANIFEST, cache_entry, cache_root, file_fingerprint
+from corevital.capture.hf_compat import transformers_version
+from corevital.capture.loading import ModelSpec, load_model
+from corevital.errors import ModelLoadError
 from tests.support.tiny_models import build_model, build_tokenizer
 
 
@@ -121,3 +124,44 @@ def test_a_cache_that_cannot_be_written_costs_only_the_speed_up(
         assert entry.write(build_model("llama", seed=0), build_tokenizer()) is False
     assert "GGUF cache not written" in caplog.text
     assert not entry.is_complete()
+
+
+def _prepared_entry(tmp_path: Path) -> tuple[ModelSpec, Path]:
+    """A directory holding a GGUF file whose converted copy is already in the cache (a tiny model)."""
+    directory = tmp_path / "models"
+    directory.mkdir(parents=True)
+    gguf = directory / "tiny.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(4096))  # never parsed while its converted copy is there
+    spec = ModelSpec(model=str(directory), gguf_file="tiny.gguf", device="cpu", cache_dir=str(tmp_path / "c"))
+    entry = cache_entry(
+        tmp_path / "c", gguf.resolve(), transformers_version=transformers_version(), dtype="float32"
+    )
+    assert entry.write(build_model("llama", seed=0), build_tokenizer())
+    return spec, entry.directory
+
+
+def test_load_model_reads_the_converted_copy_and_names_the_gguf_file(tmp_path: Path) -> None:
+    spec, directory = _prepared_entry(tmp_path)
+    loaded = load_model(spec)
+    assert loaded.resolved.source == "gguf" and loaded.resolved.gguf_file == "tiny.gguf"
+    assert loaded.resolved.location == str(tmp_path / "models")
+    assert loaded.model.config.name_or_path == loaded.resolved.location  # not the cache directory
+    assert loaded.capabilities.num_layers == build_model("llama", seed=0).config.num_hidden_layers
+    reference = build_model("llama", seed=0).state_dict()
+    for name, tensor in loaded.model.state_dict().items():
+        assert torch.equal(tensor, reference[name]), name
+    assert directory.is_dir()
+
+
+def test_a_broken_entry_is_removed_and_the_gguf_file_read_again(tmp_path: Path) -> None:
+    spec, directory = _prepared_entry(tmp_path)
+    (directory / "config.json").write_text("{" + " " * 10, encoding="utf-8")  # sizes no longer match
+    with pytest.raises(ModelLoadError):  # the stand-in GGUF file cannot be converted
+        load_model(spec)
+    assert not directory.exists()
+    spec, directory = _prepared_entry(tmp_path / "again")
+    config = directory / "config.json"
+    config.write_bytes(b"{" + b" " * (config.stat().st_size - 1))  # same size, not a config
+    with pytest.raises(ModelLoadError):
+        load_model(spec)
+    assert not directory.exists()

@@ -314,11 +314,14 @@ def logit_stats(
         alternatives = sorted(
             ((text, math.exp(lp)) for text, lp in token.top if lp is not None), key=lambda a: -a[1]
         )
-        known = {text: p for text, p in alternatives}
+        # alternatives are kept one by one (distinct tokens may share a text); the chosen token
+        # counts once more only when no alternative has its text (sampled outside the top list)
+        known = [p for _, p in alternatives]
         if token.logprob is not None:
-            known.setdefault(token.token, math.exp(token.logprob))
+            if all(text != token.token for text, _ in alternatives):
+                known.append(math.exp(token.logprob))
             surprisal[step] = -token.logprob / LN2
-        probs = np.sort(np.fromiter(known.values(), dtype=np.float64, count=len(known)))[::-1]
+        probs = np.sort(np.asarray(known, dtype=np.float64))[::-1]
         if probs.size:
             entropy[step], upper[step], remaining[step] = step_bounds(probs, vocab_size)
             mass[step] = float(probs[:mass_k].sum())

@@ -38,6 +38,11 @@ COMMANDS: tuple[Command, ...] = (
     Command("export", "Export stored runs as JSONL, CSV or Parquet.", "corevital.cli.stored"),
     Command("report", "Write one stored run as a self-contained HTML report.", "corevital.cli.report"),
     Command("serve", "Serve the stored runs: a local HTTP API and the dashboard.", "corevital.cli.serve"),
+    Command(
+        "proxy",
+        "Watch an OpenAI-compatible server: a reverse proxy writing a report per response.",
+        "corevital.cli.proxy",
+    ),
     Command("migrate", "Import trace_*.json files or an original DB into SQLite.", "corevital.cli.run"),
     Command(
         "calibrate",

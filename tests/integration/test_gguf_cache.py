@@ -165,3 +165,19 @@ def test_a_broken_entry_is_removed_and_the_gguf_file_read_again(tmp_path: Path) 
     with pytest.raises(ModelLoadError):
         load_model(spec)
     assert not directory.exists()
+
+
+def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write(tmp_path: Path) -> None:
+    import os
+    import time
+
+    entry = cache_entry(tmp_path / "c", _source(tmp_path), transformers_version="x", dtype="float32")
+    parent = entry.directory.parent
+    old, recent = parent / ".tmp-killed-abc", parent / ".tmp-writing-now"
+    for leftover in (old, recent):
+        leftover.mkdir(parents=True)
+        (leftover / "model.safetensors").write_bytes(b"partial")
+    hours_ago = time.time() - 2 * 3600
+    os.utime(old, (hours_ago, hours_ago))
+    assert entry.write(build_model("llama", seed=0), build_tokenizer())
+    assert not old.exists() and recent.exists()  # a recent one may be another process's write

@@ -14,7 +14,9 @@ entry. An entry is written in a temporary directory and renamed into place once 
 concurrent first loads never see a half-written entry (the second rename loses and is discarded).
 Every entry lists its files and their sizes in ``corevital-cache.json``, written last; an entry
 whose list is missing or does not match the files, or that fails to load, is removed and rebuilt.
-A cache that cannot be written (read-only, disk full) costs the speed-up, never the load.
+A cache that cannot be written (read-only, disk full) costs the speed-up, never the load. Staging
+directories of a process killed while writing are removed by the next write (after an hour).
+Entries of other transformers versions or replaced files stay until the directory is removed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ MANIFEST = "corevital-cache.json"
 CACHE_OFF = "off"
 _SAMPLE_BLOCKS = 16
 _BLOCK = 64 * 1024
+STALE_AFTER_S = 3600.0  # a staging directory this old belongs to a process that was killed
 
 
 def cache_root(cache_dir: str | None, environ: Mapping[str, str] | None = None) -> Path | None:
@@ -96,6 +100,7 @@ class CacheEntry:
         parent = self.directory.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
+            remove_leftovers(parent)
             staging = Path(tempfile.mkdtemp(prefix=f".tmp-{self.directory.name}-", dir=parent))
         except OSError as exc:
             log.warning("GGUF cache not written (%s): %s", parent, exc.strerror or exc)
@@ -127,6 +132,17 @@ class CacheEntry:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_leftovers(parent: Path, *, older_than_s: float = STALE_AFTER_S) -> None:
+    """Remove staging and discarded directories that a killed process left (older than an hour)."""
+    now = time.time()
+    for leftover in [*parent.glob(".tmp-*"), *parent.glob(".discard-*")]:
+        try:
+            if now - leftover.stat().st_mtime > older_than_s:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def cache_entry(root: Path, gguf_path: Path, *, transformers_version: str, dtype: str) -> CacheEntry:

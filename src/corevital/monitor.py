@@ -11,6 +11,7 @@ the most recent run finished on this monitor; threads should use the reports ``r
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping, Sequence
@@ -424,9 +425,11 @@ class CoreVitalMonitor:
         policies = overrides.pop("policies", None)
         chosen = (*(self.policies if policies is None else _policies(policies)), cancel)
         settings, generate_kwargs = self._split(model, overrides)
+        # the caller's context variables follow the generation into its thread (an OpenTelemetry
+        # span, for one: the exporters see the span of the request that asked for the stream)
         worker = threading.Thread(
-            target=self._stream_worker,
-            args=(prompt, settings, chosen, put, generate_kwargs),
+            target=contextvars.copy_context().run,
+            args=(self._stream_worker, prompt, settings, chosen, put, generate_kwargs),
             name="corevital-stream",
             daemon=True,
         )

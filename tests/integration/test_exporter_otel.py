@@ -132,3 +132,35 @@ def test_the_docs_cli_command_sends_its_spans(
         [record] = receiver.spans()
     assert record.resource["service.name"] == "nightly-eval"
     assert (tmp_path / "corevital.db").is_file()
+
+
+def test_library_generations_join_the_callers_trace_in_run_and_stream(tiny_llama: str) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from corevital import CoreVitalMonitor
+    from corevital.exporters.otel import OTelExporter
+
+    app = TracerProvider()  # the application's provider; never registered globally
+    with OtlpReceiver() as receiver:
+        monitor = CoreVitalMonitor(
+            tiny_llama,
+            device="cpu",
+            max_new_tokens=4,
+            chat_template="off",
+            temperature=0.0,
+            sink=OTelExporter(receiver.url),
+        )
+        tracer = app.get_tracer("app")
+        with tracer.start_as_current_span("POST /generate") as request:
+            report = monitor.run("hello there")
+        with tracer.start_as_current_span("POST /stream") as streaming:
+            events = list(monitor.iter_stream("a b c"))
+        monitor.close()
+        app.shutdown()
+        spans = {record.attributes["corevital.trace_id"]: record.span for record in receiver.spans()}
+    streamed = events[-1].report
+    assert report is not None and streamed is not None
+    for trace_id, parent in [(report.trace_id, request), (streamed.trace_id, streaming)]:
+        context = parent.get_span_context()
+        assert spans[trace_id].trace_id == context.trace_id.to_bytes(16, "big")
+        assert spans[trace_id].parent_span_id == context.span_id.to_bytes(8, "big")

@@ -436,3 +436,24 @@ def test_an_unusable_spool_directory_is_an_exporter_error(tmp_path: Path) -> Non
     )
     with pytest.raises(ExporterError, match="--http-spool"):
         HttpExporter.from_settings(settings)
+
+
+def test_a_cli_run_posts_its_report_and_stores_it(
+    receiver: Receiver, tmp_path: Path, tiny_model_dir: Callable[[str], Path]
+) -> None:
+    from corevital.cli import main
+    from corevital.sinks.sqlite import SQLiteStore
+
+    receiver.start()
+    out = tmp_path / "out"
+    argv = ["run", "--model", str(tiny_model_dir("llama")), "--device", "cpu", "--out", str(out)]
+    argv += ["--chat-template", "off", "--prompt", "hello", "--max-new-tokens", "3"]
+    argv += ["--sink", "sqlite", "--sink", "http", "--http-url", f"{receiver.url}/reports"]
+    assert main(argv) == 0
+    [request] = receiver.snapshot()  # delivered before the command returned
+    with SQLiteStore(out / "corevital.db", read_only=True) as store:
+        [row] = store.list()
+        stored = store.get(row.trace_id)
+    assert stored is not None and request.json() == report_to_document(stored)
+    assert request.headers["idempotency-key"] == row.trace_id
+    assert owner_dirs(out / "http-spool") == []

@@ -13,6 +13,7 @@ import logging
 import math
 import re
 import shlex
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -392,3 +393,14 @@ def test_the_documented_commands_parse() -> None:
         assert (
             "datadog" in settings["sink"] and api_base(settings["datadog_site"]) == "https://api.datadoghq.eu"
         )
+
+
+def test_without_httpx_both_sinks_name_their_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from corevital.errors import NotAvailableError
+
+    monkeypatch.setitem(sys.modules, "httpx", None)  # as if the extra were not installed
+    monkeypatch.setenv("DD_API_KEY", KEY)
+    settings = Settings(sink=["datadog", "http"], out=str(tmp_path), http_url="http://127.0.0.1:9/")
+    for name in ("datadog", "http"):
+        with pytest.raises(NotAvailableError, match=rf"pip install 'corevital\[{name}\]'"):
+            open_exporter(name, settings)

@@ -22,8 +22,9 @@ The span follows the GenAI semantic conventions for an inference span:
 
 Metrics (cumulative, exported every ``export_interval_s`` and at :meth:`OTelExporter.close`):
 ``corevital.runs`` and ``corevital.flags`` count runs with their sampling weight (so rates stay
-right under sampling); ``corevital.risk_score``, ``gen_ai.client.token.usage`` and
-``gen_ai.client.operation.duration`` are histograms of the kept runs.
+right under sampling); ``corevital.risk_score``, ``gen_ai.client.token.usage``,
+``gen_ai.client.operation.duration`` and ``gen_ai.server.time_to_first_token`` are histograms of
+the kept runs. The span, the event and every metric are listed in ``docs/production.md``.
 
 Sending happens in the SDK's background threads: :meth:`OTelExporter.export` only records. A
 collector that is down costs at most ``timeout_s`` per batch, in those threads, and

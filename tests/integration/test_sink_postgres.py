@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from corevital.cli import main
-from corevital.errors import StoreError
+from corevital.errors import ReportError, StoreError
 from corevital.report.encoding import report_from_json
 from corevital.report.schema import HealthFlags, Report, RiskExtension
 from corevital.report.timestamps import format_utc
@@ -310,8 +310,6 @@ def both(originals_db: Path, postgres_url: str, capsys: pytest.CaptureFixture[st
     capsys.readouterr()
     code, out, err = cli(capsys, "migrate", "--from-db", str(originals_db), "--to-db", postgres_url)
     assert code == 0 and out.strip() == "imported 6, skipped 0, failed 0", err
-    code, out, _ = cli(capsys, "migrate", "--from-db", str(originals_db), "--to-db", postgres_url)
-    assert code == 0 and out.strip() == "imported 0, skipped 6, failed 0"
     return str(originals_db), postgres_url
 
 
@@ -322,10 +320,13 @@ def _without_seq(text: str) -> Any:
     return document
 
 
+@pytest.mark.slow
 def test_runs_show_compare_export_and_report_read_postgres_as_they_read_sqlite(
     both: tuple[str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     sqlite, postgres = both
+    code, out, _ = cli(capsys, "migrate", "--from-db", sqlite, "--to-db", postgres)
+    assert code == 0 and out.strip() == "imported 0, skipped 6, failed 0"
     commands = (
         ["runs", "--json", "--limit", "4"],
         ["runs", "--json", "--sort", "risk", "--min-risk", "0.3"],
@@ -373,6 +374,7 @@ def test_reading_commands_never_create_a_store_and_hide_the_password(
     assert code == 6 and "no stored run with trace id 'abc' in postgresql://corevital:***@" in err
 
 
+@pytest.mark.slow
 def test_serve_answers_from_postgres_as_from_sqlite(both: tuple[str, str], tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
@@ -447,3 +449,45 @@ def test_run_with_the_postgres_sink_stores_every_report(
     code, out, _ = cli(capsys, "runs", "--json", "--db", postgres_url)
     assert code == 0 and json.loads(out)["total"] == 2
     assert not list(tmp_path.glob("*.db"))  # nothing went to the default SQLite store
+
+
+def test_a_corrupt_or_oversized_stored_report_is_a_report_error(store: PostgresStore, base: Report) -> None:
+    store.write(base)
+    small = PostgresStore(store.url, max_report_bytes=1000)
+    try:
+        with pytest.raises(ReportError, match="inflates beyond 1000 bytes; refused"):
+            small.get_json(base.trace_id)
+    finally:
+        small.close()
+    with psycopg.connect(store.url, autocommit=True) as conn:
+        conn.execute(f"UPDATE {REPORTS_TABLE} SET report_zlib = %s", (b"not zlib",))
+    with pytest.raises(ReportError, match="the stored report is corrupt .not zlib data"):
+        store.get(base.trace_id[:8])
+    assert store.count() == 1  # the index row is still listed
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:pw@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgres://u@h/db", "postgres://u@h/db"),
+        ("postgresql://h/db?sslmode=require&password=pw", "postgresql://h/db?sslmode=require&password=***"),
+        ("postgresql://u:p@w@h/db?password=x", "postgresql://u:***@h/db?password=***"),
+    ],
+)
+def test_urls_are_shown_without_their_password(url: str, shown: str) -> None:
+    from corevital.sinks.open import redact_url
+
+    assert redact_url(url) == shown
+
+
+def test_a_write_postgres_refuses_is_a_store_error_and_the_store_goes_on(
+    store: PostgresStore, base: Report
+) -> None:
+    bad = base.model_copy(update={"model": base.model.model_copy(update={"hf_id": "bad\x00model"})})
+    with pytest.raises(
+        StoreError, match=f"cannot write report {base.trace_id} to postgresql://corevital:\\*\\*\\*@"
+    ):
+        store.write(bad)
+    store.write(base)
+    assert store.count() == 1 and store.list()[0].seq == 1

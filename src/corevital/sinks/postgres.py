@@ -24,6 +24,7 @@ is opened.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import threading
 import zlib
 from collections.abc import Sequence
@@ -133,6 +134,7 @@ class PostgresStore:
                 f"cannot open PostgreSQL store {self.location}: {self._one_line(error)}"
             ) from None
         self._error: type[Exception] = psycopg.Error
+        self._pipeline: bool = psycopg.Pipeline.is_supported()
 
     def write(self, report: Report) -> str:
         """Store ``report`` (replacing a report with the same trace id, which keeps its ``seq``);
@@ -146,7 +148,13 @@ class PostgresStore:
         values = (*(getattr(row, column) for column in REPORT_COLUMNS), blob)
         self._check_open()
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            # One round trip where libpq has pipeline mode: the lock is held for the server's work
+            # only, never while this process waits for a CPU between two statements.
+            with (
+                self._pool.connection() as conn,
+                conn.pipeline() if self._pipeline else contextlib.nullcontext(),
+                conn.transaction(),
+            ):
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
                 conn.execute(_INSERT, values)
         except self._error as error:

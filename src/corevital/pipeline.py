@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from corevital.capture.capabilities import ModelCapabilities
     from corevital.capture.loading import LoadedModel
     from corevital.capture.messages import Prompt
-    from corevital.capture.records import RunCapture, SequenceCapture, StepCallback
+    from corevital.capture.records import ProgressCallback, RunCapture, SequenceCapture, StepCallback
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +235,7 @@ class Pipeline:
         *,
         first_index: int = 0,
         generate_kwargs: dict[str, Any] | None = None,
+        progress: ProgressCallback | None = None,
     ) -> RunCapture:
         """Generate for prompt strings or chat messages; ``generate_kwargs``: further generate() keywords."""
         from corevital.capture.runner import capture_prompts
@@ -251,6 +252,7 @@ class Pipeline:
             context_span=span,
             first_index=first_index,
             generate_kwargs=generate_kwargs,
+            progress=progress,
         )
 
     def build(self, run: RunCapture) -> list[Report]:
@@ -332,6 +334,7 @@ class Pipeline:
         callback: StepCallback | None = None,
         perf: PerfRecorder | None = None,
         on_batch: Callable[[list[Report], list[str]], None] | None = None,
+        progress: ProgressCallback | None = None,
     ) -> RunOutcome:
         """Generate, build and write, one batch (``batch_size`` prompts) at a time.
 
@@ -356,7 +359,9 @@ class Pipeline:
         size = self.settings.batch_size
         for start in range(0, len(prompts), size):
             with timed(perf, "model_inference") as inference:
-                run = self.capture(prompts[start : start + size], callback=callback, first_index=start)
+                run = self.capture(
+                    prompts[start : start + size], callback=callback, first_index=start, progress=progress
+                )
             with timed(perf, "report_build"):
                 built = self.build(run)
             if perf is not None and inference is not None:

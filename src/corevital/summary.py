@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from corevital.report.schema import Report
-from corevital.views.terminal import one_line
+from corevital.views.terminal import factor_words, latency_text, one_line
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,12 @@ class RunSummary:
     narrative: str = ""
     output_text: str = ""
     location: str = ""
+    ttft_ms: float | None = None
+    tokens_per_second: float | None = None
+    inter_token_ms: dict[str, float | None] | None = None
+    calibration_divergence: float | None = None
+    calibration_warnings: list[str] = field(default_factory=list)
+    calibration_anomalies: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,6 +61,8 @@ def summarize_report(report: Report, location: str, elapsed_ms: float) -> RunSum
     risk = report.extensions.risk.risk_score if report.extensions.risk is not None else None
     factors = list(report.extensions.risk.risk_factors) if report.extensions.risk is not None else []
     narrative = report.extensions.narrative.summary if report.extensions.narrative is not None else ""
+    calibration = report.extensions.calibration
+    itl = report.summary.inter_token_ms
     return RunSummary(
         trace_id=report.trace_id,
         model=report.model.hf_id,
@@ -74,6 +82,12 @@ def summarize_report(report: Report, location: str, elapsed_ms: float) -> RunSum
         narrative=narrative,
         output_text=report.generated.output_text,
         location=location,
+        ttft_ms=report.summary.ttft_ms,
+        tokens_per_second=report.summary.tokens_per_second,
+        inter_token_ms=itl.model_dump() if itl is not None else None,
+        calibration_divergence=calibration.divergence_score if calibration is not None else None,
+        calibration_warnings=list(calibration.warnings or []) if calibration is not None else [],
+        calibration_anomalies=list(calibration.anomalies) if calibration is not None else [],
     )
 
 
@@ -85,14 +99,27 @@ def format_summary(s: RunSummary, *, multiple: bool = False) -> str:
         f"Tokens: {s.prompt_tokens} prompt, {s.generated_tokens} generated ({s.finish_reason}) "
         f"in {s.elapsed_ms / 1000:.2f} s"
     )
+    latency = latency_text(s.ttft_ms, s.tokens_per_second, s.inter_token_ms)
+    if latency:
+        lines.append(f"Latency: {latency}")
     if s.entropy_mean is not None:
         lines.append(
             f"Entropy (bits): min {s.entropy_min:.2f}, mean {s.entropy_mean:.2f}, max {s.entropy_max:.2f} "
             f"(peak at step {s.peak_entropy_step}, token {s.peak_entropy_token!r})"
         )
     if s.risk_score is not None:
-        factors = f" ({', '.join(map(one_line, s.risk_factors))})" if s.risk_factors else ""
-        lines.append(f"Risk score: {s.risk_score:.2f}{factors}")
+        words = "; ".join(factor_words(one_line(name)) for name in s.risk_factors)
+        lines.append(f"Risk score: {s.risk_score:.2f}" + (f": {words}" if words else ""))
+    if s.calibration_divergence is not None:
+        lines.append(
+            f"Calibration divergence: {s.calibration_divergence:.2f} (0 typical, 1 far from the profile)"
+        )
+        for anomaly in s.calibration_anomalies[:3]:
+            lines.append(f"  {one_line(anomaly, 200)}")
+        if len(s.calibration_anomalies) > 3:
+            lines.append(f"  ... {len(s.calibration_anomalies) - 3} more anomalies (corevital show)")
+    for warning in s.calibration_warnings:
+        lines.append(f"Calibration warning: {one_line(warning, 300)}")
     lines.append("Flags: " + (", ".join(s.flags) if s.flags else "none"))
     if s.narrative:
         lines.append(f"Diagnosis: {one_line(s.narrative)}")

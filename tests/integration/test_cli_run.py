@@ -151,7 +151,9 @@ def test_run_writes_sqlite_and_prints_summary(
         "0",
     )
     assert code == 0, err
-    assert "Tokens:" in out and "Entropy (bits)" in out and "Report:" in out
+    # A batch is one table row per sequence (docs/cli.md), then where the reports went.
+    assert out.splitlines()[1].split()[:4] == ["#", "risk", "flags", "finish"]
+    assert "Reports: 2 of 2 stored" in out
     store = SQLiteStore(tmp_path / "corevital.db")
     try:
         rows = store.list()

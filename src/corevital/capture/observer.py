@@ -43,7 +43,7 @@ from corevital.capture.live import LiveCallback
 from corevital.capture.model_checks import logits_head, stream_sites
 from corevital.capture.options import CaptureOptions
 from corevital.capture.prompt_pass import EncoderSummary, PromptPass
-from corevital.capture.records import CaptureWarning, StepCallback
+from corevital.capture.records import CaptureWarning, ProgressCallback, StepCallback
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.capture.step_window import StepWindow, held_bytes
 from corevital.capture.steps import DeviceStep, RawStep
@@ -82,6 +82,7 @@ class StepObserver:
         eos_token_ids: tuple[int, ...] = (),
         batch_offset: int = 0,
         started: float | None = None,
+        progress: ProgressCallback | None = None,
     ) -> None:
         self.model = model
         self.caps = caps
@@ -112,6 +113,8 @@ class StepObserver:
         # host's clock where it already waits for the step (generate() reads the step's tokens).
         self.started = self._last_step_end if started is None else started
         self.step_ends: list[float] = []
+        self.progress = progress
+        self.batch_offset = batch_offset
 
     @property
     def host_steps(self) -> list[DeviceStep]:
@@ -214,10 +217,17 @@ class StepObserver:
         if self.live is not None:  # a live callback reads each step at once: a window of one
             self.window.flush()
             step = len(self.window.host_steps) - 1
-            return self.live.ask(self.window.host_steps[-1], step, batch, input_ids.device)
+            answer = self.live.ask(self.window.host_steps[-1], step, batch, input_ids.device)
+            self._report_progress(batch)
+            return answer
         if full:
             self.window.flush()
+        self._report_progress(batch)
         return self._no_stop(batch, input_ids.device)
+
+    def _report_progress(self, batch: int) -> None:
+        if self.progress is not None:
+            self.progress(self.batch_offset, batch, len(self.step_ends), self.window.host_steps)
 
     def _no_stop(self, batch: int, device: torch.device) -> Tensor:
         """All-False [B] answer of the stopping criterion, made once (generate() only reads it)."""

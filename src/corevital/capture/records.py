@@ -184,6 +184,14 @@ class RunCapture:
     step_ms: list[float] = field(default_factory=list)  # wall time of each decoding step (all batches)
 
 
+ProgressCallback = Callable[[int, int, int, list[Any]], None]
+"""``progress(batch_offset, batch, steps_done, host_steps)``: called at the end of every decoding step.
+
+``host_steps`` are the steps reduced to the host so far (a window behind ``steps_done`` when steps
+are deferred; :mod:`corevital.capture.steps`): a display reads them without forcing a reduction.
+"""
+
+
 @dataclass(frozen=True)
 class StepEvent:
     """One decoding step of a whole batch, on the host, as a live callback sees it.

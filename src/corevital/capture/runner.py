@@ -39,6 +39,7 @@ from corevital.capture.records import (
     CaptureWarning,
     GenerationRecord,
     ModelRecord,
+    ProgressCallback,
     RunCapture,
     SequenceCapture,
     StepCallback,
@@ -118,6 +119,7 @@ def capture_prompts(
     tuning: Tuning | None = None,
     first_index: int = 0,
     generate_kwargs: dict[str, Any] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> RunCapture:
     """Generate for every prompt (``settings.batch_size`` per ``generate()`` call) and observe it.
 
@@ -147,6 +149,7 @@ def capture_prompts(
                 first_index=(first_index + start) * gen.num_return_sequences,
                 callback=callback,
                 timings=timings,
+                progress=progress,
             )
         )
     return RunCapture(
@@ -218,6 +221,7 @@ def capture_batch(
     first_index: int = 0,
     callback: StepCallback | None = None,
     timings: CaptureTimings | None = None,
+    progress: ProgressCallback | None = None,
 ) -> list[SequenceCapture]:
     caps = loaded.capabilities
     started = utc_timestamp()
@@ -278,6 +282,7 @@ def capture_batch(
             timings=timings,
             started=t0,
             stops=stop_strings(user),
+            progress=progress,
         )
     generation_ms = (time.perf_counter() - t0) * 1000.0
     for seq in sequences:
@@ -301,6 +306,7 @@ def observe_generation(
     wrap_errors: bool = True,
     started: float | None = None,
     stops: tuple[str, ...] = (),
+    progress: ProgressCallback | None = None,
 ) -> list[SequenceCapture]:
     """Run ``generate(processors, criteria)`` observed and cut the result into sequences.
 
@@ -334,6 +340,7 @@ def observe_generation(
         eos_token_ids=eos_ids(loaded),
         batch_offset=first_index,
         started=started,
+        progress=progress,
     )
     try:
         with torch.no_grad(), observer.installed() as (processors, criteria):

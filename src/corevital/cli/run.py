@@ -10,8 +10,11 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from rich.console import Console
+
 from corevital.cli.args import add_run_flags, settings_overrides
 from corevital.cli.common import configure_logging, read_prompts_file
+from corevital.cli.run_output import batch_footer, batch_table, live_lines
 from corevital.config import DEFAULT_MODEL_NAME, load_settings
 from corevital.errors import InputError
 from corevital.perf import PerfRecorder
@@ -24,6 +27,7 @@ from corevital.pipeline import (
 from corevital.progress import status_line
 from corevital.sinks.sqlite_schema import DEFAULT_DB_PATH
 from corevital.summary import format_performance, format_summary, summarize_report
+from corevital.views.terminal import make_console
 
 if TYPE_CHECKING:
     from corevital.capture.loading import LoadedModel
@@ -100,15 +104,25 @@ def cmd_run(args: argparse.Namespace) -> int:
                 )
             if not prompts:
                 return 0
+        progress = None
+        if not args.quiet:
+            progress = live_lines(
+                Console(stderr=True), loaded, pipeline.profile(loaded.capabilities.model_type), len(prompts)
+            )
         try:
-            outcome = pipeline.run(prompts, perf=perf)
+            outcome = pipeline.run(prompts, perf=perf, progress=progress)
         except KeyboardInterrupt:
+            if progress is not None:
+                progress.close()  # before the message: the live lines are redrawn in place
             print(
                 f"corevital: interrupted: {pipeline.stored} of {len(prompts)} reports stored; "
                 "rerun the same command with --resume to run the rest",
                 file=sys.stderr,
             )
             return 130
+        finally:
+            if progress is not None:
+                progress.close()
         summaries = [
             summarize_report(report, location, outcome.capture.elapsed_ms)
             for report, location in zip(outcome.reports, outcome.locations, strict=True)
@@ -116,8 +130,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps([s.as_dict() for s in summaries], ensure_ascii=False, indent=2))
         else:
-            for summary in summaries:
-                print(format_summary(summary, multiple=len(summaries) > 1))
+            if len(summaries) > 1:  # one table row per sequence
+                make_console().print(batch_table(summaries))
+                for line in batch_footer(summaries):
+                    print(line)
+            else:
+                print(format_summary(summaries[0]))
             performance = outcome.reports[0].extensions.performance
             if performance is not None:
                 print(format_performance(performance))

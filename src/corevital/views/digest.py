@@ -129,6 +129,9 @@ class RunDigest:
     token_texts: list[str] = field(repr=False)
     entropy: list[float | None] = field(repr=False)
     surprisal: list[float | None] = field(repr=False)
+    ttft_ms: float | None = None
+    inter_token_ms: dict[str, float | None] | None = None
+    tokens_per_second: float | None = None
 
     @property
     def flags_set(self) -> list[str]:
@@ -234,6 +237,9 @@ def digest_document(document: Mapping[str, Any]) -> RunDigest:
         token_texts=[_str(_map(step.get("token")).get("token_text")) or "" for step in steps],
         entropy=[_float(summary.get("entropy")) for summary in logits],
         surprisal=[_float(summary.get("surprisal")) for summary in logits],
+        ttft_ms=_float(summary.get("ttft_ms")),
+        inter_token_ms={k: _float(v) for k, v in _map(summary.get("inter_token_ms")).items()} or None,
+        tokens_per_second=_float(summary.get("tokens_per_second")),
     )
 
 

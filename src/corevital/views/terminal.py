@@ -105,6 +105,42 @@ def _number(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+FACTOR_WORDS = {
+    "elevated_entropy": "the model was unsure (high mean entropy)",
+    "entropy_peaks": "moments of high uncertainty (entropy peaks)",
+    "high_surprisal": "it chose unlikely tokens (high mean surprisal)",
+    "surprisal_spikes": "some very unlikely tokens (surprisal spikes)",
+    "low_confidence_margin": "close calls between the top tokens (low margin)",
+    "rising_entropy": "uncertainty grew as it went on (rising entropy)",
+    "early_warning": "early-warning signals fired",
+    "attention_collapse": "attention heads collapsed onto few tokens",
+    "mid_layer_anomaly": "a middle layer behaved abnormally",
+    "layer_norm_jump": "a hidden-state norm jumped between layers",
+    "repetition_loop": "it repeated itself in a loop",
+    "nan_or_inf": "NaN or infinite values appeared",
+}
+"""Each risk factor said in words (the name stays in brackets where it is shown with the words)."""
+
+
+def factor_words(name: str) -> str:
+    """A risk factor in words: ``"it repeated itself in a loop"`` for ``repetition_loop``."""
+    return FACTOR_WORDS.get(name, name.replace("_", " "))
+
+
+def latency_text(
+    ttft_ms: float | None, tokens_per_second: float | None, itl: dict[str, float | None] | None
+) -> str:
+    """``first token 120 ms, 25.3 tokens/s, between tokens p50 30.1 / p90 35.2 / p99 40.0 ms``."""
+    parts = []
+    if ttft_ms is not None:
+        parts.append(f"first token {ttft_ms:.0f} ms")
+    if tokens_per_second is not None:
+        parts.append(f"{tokens_per_second:.1f} tokens/s")
+    if itl and all(itl.get(k) is not None for k in ("p50", "p90", "p99")):
+        parts.append(f"between tokens p50 {itl['p50']:.1f} / p90 {itl['p90']:.1f} / p99 {itl['p99']:.1f} ms")
+    return ", ".join(parts)
+
+
 def _risk_style(risk: float | None) -> str:
     if risk is None:
         return "dim"
@@ -252,6 +288,9 @@ def show_run(digest: RunDigest) -> RenderableType:
     head.add_row(
         "tokens", f"{digest.prompt_tokens} prompt, {digest.generated_tokens} generated{finish}{seconds}"
     )
+    latency = latency_text(digest.ttft_ms, digest.tokens_per_second, digest.inter_token_ms)
+    if latency:
+        head.add_row("latency", latency)
     head.add_row("prompt", Text(one_line(digest.prompt_text, 300)))
     head.add_row("output", Text(one_line(digest.output_text, 300)))
     if digest.stopped:
@@ -286,8 +325,9 @@ def _risk_part(digest: RunDigest) -> RenderableType:
     source = f" ({digest.risk_model})" if digest.risk_model else ""
     table.add_row("score", Text.assemble(_risk(digest.risk_score), source))
     for factor in digest.risk_factors:
-        amount = "" if factor.contribution is None else f"{factor.contribution:+.3f}"
-        table.add_row(Text(f"  {one_line(factor.name)}", style="default"), amount)
+        amount = "" if factor.contribution is None else f"{factor.contribution:+.2f}"
+        words = f"  ({factor_words(factor.name)})" if factor.name in FACTOR_WORDS else ""
+        table.add_row(Text(f"  {one_line(factor.name)}", style="default"), amount + words)
     if not digest.risk_factors:
         table.add_row(Text("  factors", style="default"), Text("none", style="dim"))
     return table

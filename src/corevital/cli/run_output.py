@@ -1,0 +1,214 @@
+"""What ``corevital run`` shows: a live line per sequence while generating, a table for a batch.
+
+:class:`LiveLines` is capture's progress callback (:data:`~corevital.capture.records.ProgressCallback`):
+called at the end of every decoding step with the steps reduced to the host so far, it adds no
+reduction, copy or synchronisation of its own. Tokens so far and tokens/s follow every step; the
+entropy and the running risk (:class:`~corevital.live.LiveSession`, as ``monitor.stream`` computes
+it) follow the reduced steps, which are up to one window of steps behind when steps are deferred.
+Drawn on stderr by rich, only on a terminal; redrawn at most ``refresh_hz`` times a second and
+removed when generation ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from corevital.analysis.profiles import ModelProfile
+from corevital.capture.records import StepEvent
+from corevital.live import LiveSession, StreamEvent
+from corevital.summary import RunSummary
+from corevital.views.terminal import factor_words, one_line
+
+
+@dataclass
+class _Row:
+    tokens: int = 0
+    entropy: float | None = None
+    risk: float | None = None
+    done: bool = False
+
+
+class LiveLines:
+    """One live line per sequence of the batch being generated (stderr, a terminal only)."""
+
+    def __init__(
+        self,
+        console: Console,
+        profile: ModelProfile,
+        eos_token_ids: Sequence[int],
+        *,
+        total: int,
+        clock: Callable[[], float] = time.perf_counter,
+        refresh_hz: float = 8.0,
+    ) -> None:
+        self._console = console
+        self._profile = profile
+        self._eos = np.asarray(list(eos_token_ids), dtype=np.int64)
+        self._total = total
+        self._clock = clock
+        self._interval = 1.0 / refresh_hz
+        self._live: Live | None = None
+        self._offset: int | None = None
+        self._rows: dict[int, _Row] = {}
+        self._session: LiveSession | None = None
+        self._consumed = 0
+        self._finished = np.zeros(0, dtype=bool)
+        self._batch_start = clock()
+        self._last_draw = 0.0
+        self._steps = 0
+
+    def __call__(self, batch_offset: int, batch: int, steps_done: int, host_steps: list[Any]) -> None:
+        now = self._clock()
+        if batch_offset != self._offset:
+            self._new_batch(batch_offset, batch)
+        self._steps = steps_done
+        for index in range(self._consumed, len(host_steps)):
+            self._read(index, host_steps[index])
+        self._consumed = len(host_steps)
+        for row in self._rows.values():
+            if not row.done:
+                row.tokens = steps_done
+        if now - self._last_draw >= self._interval:
+            self._last_draw = now
+            self._draw(now)
+
+    def _new_batch(self, batch_offset: int, batch: int) -> None:
+        if self._offset is not None:
+            self._batch_start = self._clock()  # the previous batch ended at its last step
+        self._offset = batch_offset
+        self._rows = {batch_offset + b: _Row() for b in range(batch)}
+        self._session = LiveSession(self._profile, emit=self._event)
+        self._consumed = 0
+        self._finished = np.zeros(batch, dtype=bool)
+
+    def _read(self, index: int, host: Any) -> None:
+        tokens = np.asarray(host.chosen.token_ids).astype(np.int64)
+        event = StepEvent(
+            step=index,
+            token_ids=tokens,
+            finished=self._finished.copy(),
+            batch_offset=self._offset or 0,
+            logits=host.logits,
+            chosen=host.chosen,
+            hidden=host.hidden,
+            attention=host.attention,
+            cross_attention=host.cross_attention,
+        )
+        if self._session is not None:
+            self._session(event)
+        ended = np.isin(tokens, self._eos) & ~self._finished
+        for b in np.flatnonzero(ended):
+            row = self._rows.get((self._offset or 0) + int(b))
+            if row is not None:
+                row.done, row.tokens = True, index + 1
+        self._finished |= ended
+
+    def _event(self, event: StreamEvent) -> None:
+        row = self._rows.get(event.batch_index)
+        if row is not None:
+            row.entropy, row.risk = event.entropy, event.running_risk
+
+    def render(self, now: float | None = None) -> Group:
+        """The lines as they are now (one per sequence of the current batch)."""
+        elapsed = max((self._clock() if now is None else now) - self._batch_start, 1e-9)
+        lines = []
+        for index, row in sorted(self._rows.items()):
+            rate = row.tokens / elapsed
+            entropy = "  —  " if row.entropy is None else f"{row.entropy:5.2f}"
+            risk = " —  " if row.risk is None else f"{row.risk:4.2f}"
+            state = "done" if row.done else "…"
+            lines.append(
+                Text(
+                    f"  #{index + 1:<3} of {self._total}  {row.tokens:>4} tokens  {rate:6.1f} tokens/s  "
+                    f"entropy {entropy}  risk {risk}  {state}"
+                )
+            )
+        return Group(*lines)
+
+    def _draw(self, now: float) -> None:
+        if self._live is None:
+            self._live = Live(console=self._console, auto_refresh=False, transient=True)
+            self._live.start()
+        self._live.update(self.render(now), refresh=True)
+
+    def close(self) -> None:
+        """Remove the lines (generation ended, or was interrupted)."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+def live_lines(console: Console, loaded: Any, profile: ModelProfile, total: int) -> LiveLines | None:
+    """Live lines on ``console`` when it is a terminal, else None."""
+    if not console.is_terminal:
+        return None
+    from corevital.capture.runner import eos_ids
+
+    return LiveLines(console, profile, eos_ids(loaded), total=total)
+
+
+def batch_table(summaries: Sequence[RunSummary], *, excerpt: int = 60) -> Table:
+    """One row per sequence: risk, flags, finish reason, tokens, tokens/s and the output's start.
+
+    Text from the model is escaped (:func:`~corevital.views.terminal.one_line`) and never markup.
+    """
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for name, justify in (
+        ("#", "right"),
+        ("risk", "right"),
+        ("flags", "left"),
+        ("finish", "left"),
+        ("tokens", "right"),
+        ("tokens/s", "right"),
+        ("output", "left"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=name != "output")  # type: ignore[arg-type]
+    for number, s in enumerate(summaries, start=1):
+        risk = "—" if s.risk_score is None else f"{s.risk_score:.2f}"
+        style = "" if s.risk_score is None else "bold red" if s.risk_score >= 0.7 else ""
+        table.add_row(
+            str(number),
+            Text(risk, style=style),
+            Text(", ".join(s.flags) or "—"),
+            Text(s.finish_reason or "—"),
+            f"{s.prompt_tokens}+{s.generated_tokens}",
+            "—" if s.tokens_per_second is None else f"{s.tokens_per_second:.1f}",
+            Text(one_line(s.output_text.strip(), excerpt)),
+        )
+    return table
+
+
+def batch_footer(summaries: Sequence[RunSummary]) -> list[str]:
+    """Lines under the table: the riskiest sequences in words, calibration, where the reports are."""
+    lines = []
+    risky = sorted(
+        (s for s in summaries if s.risk_score is not None and s.risk_factors),
+        key=lambda s: -(s.risk_score or 0.0),
+    )[:3]
+    for s in risky:
+        number = summaries.index(s) + 1
+        words = "; ".join(factor_words(one_line(name)) for name in s.risk_factors)
+        lines.append(f"#{number} risk {s.risk_score:.2f}: {words}")
+    divergences = [s.calibration_divergence for s in summaries if s.calibration_divergence is not None]
+    if divergences:
+        lines.append(
+            f"Calibration divergence: mean {sum(divergences) / len(divergences):.2f}, "
+            f"max {max(divergences):.2f} (0 typical, 1 far from the profile)"
+        )
+    for warning in dict.fromkeys(w for s in summaries for w in s.calibration_warnings):
+        lines.append(f"Calibration warning: {one_line(warning, 300)}")
+    stored = [s.location for s in summaries if s.location]
+    if stored:
+        lines.append(f"Reports: {len(stored)} of {len(summaries)} stored (the first: {one_line(stored[0])})")
+    else:
+        lines.append("Reports: not stored")
+    return lines

@@ -1,0 +1,114 @@
+"""What `corevital run` prints: live lines per sequence on a terminal, a table for a batch, latency,
+risk factors in words; `--json` keeps its shape (fields only added)."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from corevital.analysis.profiles import load_profile
+from corevital.capture.loading import LoadedModel
+from corevital.cli import main
+from corevital.cli.run_output import LiveLines, live_lines
+from corevital.pipeline import Pipeline
+from tests.integration.conftest import tiny_settings
+
+PROMPTS = ["The quick brown fox", "Once \x1b[31mupon a time", "Hi"]
+
+
+def _run(capsys: pytest.CaptureFixture[str], model: Path, out: Path, *extra: str) -> tuple[int, str, str]:
+    argv = ["run", "--model", str(model), "--device", "cpu", "--out", str(out), "--chat-template", "off"]
+    argv += ["--max-new-tokens", "5", *extra]
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_a_batch_is_one_table_row_per_sequence(
+    capsys: pytest.CaptureFixture[str], tiny_model_dir: Callable[[str], Path], tmp_path: Path
+) -> None:
+    args = [arg for prompt in PROMPTS for arg in ("--prompt", prompt)]
+    code, out, err = _run(capsys, tiny_model_dir("llama"), tmp_path, *args)
+    assert code == 0
+    assert "\x1b" not in out + err  # not a terminal: no live lines, no colour, prompts' ESC escaped
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["#", "risk", "flags"])
+    rows = lines[header + 1 : header + 1 + len(PROMPTS)]
+    assert [row.split()[0] for row in rows] == ["1", "2", "3"]
+    for row in rows:
+        assert "length" in row or "eos" in row
+    assert f"Reports: {len(PROMPTS)} of {len(PROMPTS)} stored" in out
+    assert len(lines) < 4 + len(PROMPTS) + 5  # not 8 lines per sequence
+
+
+def test_one_run_shows_latency_and_risk_in_words(
+    capsys: pytest.CaptureFixture[str], tiny_model_dir: Callable[[str], Path], tmp_path: Path
+) -> None:
+    code, out, _ = _run(capsys, tiny_model_dir("llama"), tmp_path, "--prompt", PROMPTS[0])
+    assert code == 0
+    latency = next(line for line in out.splitlines() if line.startswith("Latency: "))
+    assert "first token" in latency and "tokens/s" in latency and "p99" in latency
+    risk = next(line for line in out.splitlines() if line.startswith("Risk score: "))
+    assert "_" not in risk.split(":", 1)[1]  # words, not factor names
+
+
+def test_json_summary_keeps_its_fields_and_adds_latency(
+    capsys: pytest.CaptureFixture[str], tiny_model_dir: Callable[[str], Path], tmp_path: Path
+) -> None:
+    code, out, _ = _run(capsys, tiny_model_dir("llama"), tmp_path, "--prompt", PROMPTS[0], "--json")
+    assert code == 0
+    (summary,) = json.loads(out)
+    assert {"trace_id", "risk_score", "risk_factors", "flags", "output_text", "location"} <= summary.keys()
+    assert summary["ttft_ms"] > 0 and summary["tokens_per_second"] > 0
+    assert set(summary["inter_token_ms"]) == {"p50", "p90", "p99"}
+
+
+def _capture_with(lines: LiveLines, loaded: LoadedModel, prompts: list[str]) -> None:
+    pipeline = Pipeline(tiny_settings(batch_size=2, max_new_tokens=6, ignore_eos=True))
+    pipeline.use_model(loaded)
+    pipeline.capture(prompts[:2], progress=lines)
+    pipeline.capture(prompts[2:], progress=lines, first_index=2)
+
+
+def test_live_lines_on_a_terminal(tiny_loaded: Callable[[str], LoadedModel]) -> None:
+    loaded = tiny_loaded("llama")
+    stream = io.StringIO()
+    console = Console(file=stream, force_terminal=True, width=120)
+    lines = live_lines(console, loaded, load_profile(loaded.capabilities.model_type), len(PROMPTS))
+    assert isinstance(lines, LiveLines)
+    lines._interval = 0.0  # draw at every step
+    _capture_with(lines, loaded, PROMPTS)
+    drawn = stream.getvalue()
+    assert "#1   of 3" in drawn and "#2   of 3" in drawn and "#3   of 3" in drawn
+    assert "tokens/s" in drawn and "entropy" in drawn and "risk" in drawn
+    final = Console(file=io.StringIO(), width=120)
+    final.print(lines.render())
+    (row,) = final.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert row.split()[:5] == ["#3", "of", "3", "6", "tokens"]
+    assert "entropy —" not in row and "risk —" not in row  # the reduced steps were read
+    lines.close()
+
+
+def test_no_live_lines_off_a_terminal(tiny_loaded: Callable[[str], LoadedModel]) -> None:
+    loaded = tiny_loaded("llama")
+    console = Console(file=io.StringIO())
+    assert live_lines(console, loaded, load_profile(loaded.capabilities.model_type), 1) is None
+
+
+def test_live_lines_follow_the_terminal_and_quiet(
+    capsys: pytest.CaptureFixture[str],
+    tiny_model_dir: Callable[[str], Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich treats stderr as a terminal
+    code, out, err = _run(capsys, tiny_model_dir("llama"), tmp_path, "--prompt", PROMPTS[0])
+    assert code == 0 and "tokens/s  entropy" in err
+    code, out, err = _run(capsys, tiny_model_dir("llama"), tmp_path, "--prompt", PROMPTS[0], "--quiet")
+    assert code == 0 and "Tokens:" in out
+    assert "tokens/s  entropy" not in err

@@ -407,6 +407,10 @@ def test_keyboard_only_main_flow(watched: Watched, store: DashboardStore) -> Non
         page.keyboard.press(key)
     pick = page.locator("#panel-layers .pick").first
     assert pick.get_attribute("data-row") == "1" and pick.get_attribute("data-col") == "3"
+    page.wait_for_function(  # the layer detail follows the keys
+        "() => { const d = document.querySelector('#layer-detail');"
+        " return d.dataset.layer === '1' && d.dataset.step === '3'; }"
+    )
     tab_to("#panel-layers .pick button")
     page.keyboard.press("Enter")
     page.wait_for_function("() => document.querySelector('#cursor-readout').dataset.step === '3'")
@@ -503,6 +507,11 @@ def test_attention_explorer(watched: Watched) -> None:
         " return r.dataset.layer === a[0] && r.dataset.head === a[1]; }",
         arg=[str(layer), str(head)],
     )
+    # The tokens are buttons: the keyboard picks one too.
+    chips.nth(8).focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelector('#attention-result').dataset.token === '8'")
+    assert chips.nth(8).get_attribute("aria-pressed") == "true"
 
 
 def test_heat_map_cell_shows_the_layer_at_that_step(watched: Watched, store: DashboardStore) -> None:

@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from corevital.report.attention_query import DEFAULT_BASIN_THRESHOLD, AttentionQuery, Connection
-from corevital.report.schema import PromptAnalysis
+if TYPE_CHECKING:  # imported when first used: the report models and numpy are not loaded with the server
+    from corevital.report.attention_query import AttentionQuery, Connection
 
 MAX_LISTED = 50  # connections listed per direction
 
@@ -121,6 +121,9 @@ def _num(value: Any) -> float | None:
 
 
 def _query(document: Mapping[str, Any]) -> AttentionQuery | None:
+    from corevital.report.attention_query import AttentionQuery
+    from corevital.report.schema import PromptAnalysis
+
     analysis = document.get("prompt_analysis")
     if not isinstance(analysis, Mapping):
         return None
@@ -177,6 +180,8 @@ def attention_view(text: str, token: int | None, layer: int | None, head: int | 
     Without ``token`` only the report's shape and the basin anomalies; with it, ``layer`` defaults
     to 0 and ``head`` None means all the layer's heads. DetailError for an index out of range.
     """
+    from corevital.report.attention_query import DEFAULT_BASIN_THRESHOLD
+
     document = _read(_ATTENTION, text)
     prompt = _map(document.get("prompt"))
     ids = [value for value in _list(prompt.get("token_ids")) if isinstance(value, int)]

@@ -1,4 +1,4 @@
-"""`corevital run --sink sqlite --sink otel` on a tiny model, against a real OTLP/HTTP receiver."""
+"""`corevital run --sink otel` and the library on a tiny model, against a real OTLP/HTTP receiver."""
 
 from __future__ import annotations
 

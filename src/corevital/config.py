@@ -326,6 +326,13 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return _yaml_mapping(text, str(p), original_layout=True)
 
 
+def _key_text(key: object) -> str:
+    """A key of a config file as an error message shows it: quoted when it holds a line break or
+    another character that is not printable (the message stays one line)."""
+    text = str(key)
+    return text if text.isprintable() else repr(text)
+
+
 def _yaml_mapping(text: str, origin: str, *, original_layout: bool = False) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
@@ -342,9 +349,9 @@ def _yaml_mapping(text: str, origin: str, *, original_layout: bool = False) -> d
     mapping: dict[str, Any] = data
     if original_layout and is_original_layout(mapping):
         mapping = from_original_layout(mapping, origin)
-    unknown = sorted(set(mapping) - set(Settings.model_fields))
+    unknown = sorted(_key_text(key) for key in set(mapping) - set(Settings.model_fields))
     if unknown:
-        raise ConfigError(f"unknown setting(s) in {origin}: {', '.join(map(str, unknown))}")
+        raise ConfigError(f"unknown setting(s) in {origin}: {', '.join(unknown)}")
     return mapping
 
 
@@ -447,7 +454,7 @@ def from_original_layout(data: Mapping[str, Any], origin: str) -> dict[str, Any]
     flat = {k: v for k, v in data.items() if k in Settings.model_fields and not isinstance(v, dict)}
     flat.pop("calibration_profile", None)
     nested = _dotted({k: v for k, v in data.items() if k not in flat})
-    unknown = sorted(path for path in nested if path not in _ORIGINAL_KEYS)
+    unknown = sorted(_key_text(path) for path in nested if path not in _ORIGINAL_KEYS)
     if unknown:
         raise ConfigError(f"unknown setting(s) in {origin}: {', '.join(unknown)}")
     gone: list[str] = []

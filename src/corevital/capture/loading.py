@@ -28,6 +28,7 @@ from corevital.capture.hf_compat import (
 )
 from corevital.capture.identity import weights_sample
 from corevital.capture.model_checks import probe_capabilities
+from corevital.capture.model_files import MODEL_FILE_ERRORS, TOKENIZER_FILE_ERRORS, check_model_files
 from corevital.config import DEFAULT_MODEL_NAME, Settings
 from corevital.errors import DeviceError, ModelLoadError
 from corevital.modes import ModelSource
@@ -204,6 +205,7 @@ def load_model(spec: ModelSpec, *, stage: Callable[[str], None] = _silent) -> Lo
             common["revision"] = spec.revision
         if resolved.gguf_file:
             common["gguf_file"] = resolved.gguf_file
+        check_model_files(resolved.location, resolved.gguf_file, _gguf_path(spec, resolved))
         with parsed_once() if resolved.gguf_file else nullcontext(), gguf_bar_follows_progress_switch():
             loaded = _load_parts(spec, resolved, common, device, quant_config)
         if entry is not None:
@@ -295,11 +297,11 @@ def _load_parts(
 
     try:
         config = AutoConfig.from_pretrained(resolved.location, **common)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except MODEL_FILE_ERRORS as exc:
         raise _load_error("the model config", resolved, exc) from exc
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.location, **common)
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+    except TOKENIZER_FILE_ERRORS as exc:
         raise _load_error("the tokenizer", resolved, exc) from exc
 
     dtype = _choose_dtype(spec, config, device)
@@ -313,7 +315,7 @@ def _load_parts(
         kwargs["device_map"] = {"": device.index or 0}
     try:
         model = model_cls.from_pretrained(resolved.location, **kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except MODEL_FILE_ERRORS as exc:  # a pickle the safe loader refused among them
         raise _load_error("the model weights", resolved, exc) from exc
     return config, tokenizer, model, dtype
 

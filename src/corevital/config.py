@@ -113,6 +113,12 @@ class Settings(BaseSettings):
         description="How attention is observed: fast (the model keeps SDPA; only the observed rows are "
         "recomputed) or eager (the model's eager attention, the reference). Unsupported models use eager.",
     )
+    cache: Literal["auto", "dynamic", "static"] = Field(
+        "auto",
+        description="Key/value cache of generate(): auto (the model's own choice, from its generation "
+        "config), dynamic (grows step by step) or static (preallocated, sliding-window layers get a "
+        "windowed one; on a GPU transformers then compiles the forward).",
+    )
     entropy_mode: EntropyMode = Field(
         "full", description="Logit entropy: full (exact) or topk_approx (top tokens plus a uniform tail)."
     )

@@ -73,6 +73,8 @@ __all__ = [
     "EOS_TOKEN",
     "EOS_TOKEN_ID",
     "EXPECTED",
+    "FAMILIES",
+    "FAMILY_WINDOW",
     "IS_ENCODER_DECODER",
     "MAX_POSITIONS",
     "MODEL_CLASS_NAMES",
@@ -84,8 +86,11 @@ __all__ = [
     "TinyModel",
     "TinyShape",
     "build_config",
+    "build_family_config",
+    "build_family_model",
     "build_model",
     "build_tokenizer",
+    "save_family_model",
     "save_tiny_model",
 ]
 
@@ -496,6 +501,160 @@ def _config_kwargs(arch: str) -> dict[str, Any]:
             "forced_eos_token_id": None,
         }
     raise AssertionError(arch)  # pragma: no cover - guarded by _check_arch
+
+
+# --------------------------------------------------------------------------------------------
+# Decoder families beyond the eight above, built from transformers' own config classes by model type
+# --------------------------------------------------------------------------------------------
+
+# Sliding windows smaller than the test prompts, so that windowed layers really hide keys.
+FAMILY_WINDOW = 4
+
+_FAMILY_BASE: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": MAX_POSITIONS,
+    "tie_word_embeddings": False,
+}
+
+# model_type -> config keyword arguments on top of _FAMILY_BASE (None: drop that base keyword).
+_FAMILY_KWARGS: dict[str, dict[str, Any]] = {
+    "llama": {},
+    "mistral": {"sliding_window": FAMILY_WINDOW},  # every layer windowed
+    "mixtral": {"sliding_window": None, "num_local_experts": 4, "num_experts_per_tok": 2},
+    "qwen2": {"use_sliding_window": False},
+    "qwen3": {"head_dim": 16, "use_sliding_window": False},
+    "qwen3_moe": {
+        "head_dim": 16,
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 32,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [],
+    },
+    "gemma": {"head_dim": 16},
+    # Gemma 2 and 3: one sliding-window layer, one full layer (a hybrid cache under "static").
+    "gemma2": {
+        "head_dim": 16,
+        "sliding_window": FAMILY_WINDOW,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "query_pre_attn_scalar": 16,
+    },
+    "gemma3_text": {
+        "head_dim": 16,
+        "sliding_window": FAMILY_WINDOW,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "query_pre_attn_scalar": 16,
+    },
+    "phi3": {
+        "original_max_position_embeddings": MAX_POSITIONS,
+        "rope_parameters": None,
+        "sliding_window": None,
+    },
+    "olmo2": {},
+    "gpt_neox": {"num_key_value_heads": None, "use_parallel_residual": True, "rotary_pct": 0.25},
+    "gpt2": {
+        "hidden_size": None,
+        "intermediate_size": None,
+        "num_hidden_layers": None,
+        "num_attention_heads": None,
+        "num_key_value_heads": None,
+        "max_position_embeddings": None,
+        "n_embd": 64,
+        "n_layer": 2,
+        "n_head": 4,
+        "n_positions": MAX_POSITIONS,
+    },
+    "falcon": {
+        "intermediate_size": None,
+        "num_key_value_heads": None,
+        "new_decoder_architecture": True,
+        "num_kv_heads": 2,
+        "alibi": False,
+        "bias": False,
+    },
+    "starcoder2": {"sliding_window": None},
+    "cohere": {"logit_scale": 1.0},
+    "granite": {},
+    "smollm3": {"use_sliding_window": False},
+    # Attention sinks (s_aux) and alternating sliding layers; experts.
+    "gpt_oss": {
+        "head_dim": 16,
+        "sliding_window": FAMILY_WINDOW,
+        "layer_types": ["sliding_attention", "full_attention"],
+        "num_local_experts": 4,
+        "num_experts_per_tok": 2,
+    },
+    # Multi-head latent attention with experts.
+    "deepseek_v3": {
+        "num_key_value_heads": 4,
+        "kv_lora_rank": 16,
+        "q_lora_rank": 32,
+        "qk_rope_head_dim": 8,
+        "qk_nope_head_dim": 8,
+        "v_head_dim": 16,
+        "head_dim": 8,
+        "n_routed_experts": 4,
+        "num_experts_per_tok": 2,
+        "n_shared_experts": 1,
+        "moe_intermediate_size": 32,
+        "first_k_dense_replace": 1,
+        "n_group": 1,
+        "topk_group": 1,
+        "rope_interleave": False,
+    },
+}
+
+# Every decoder family :func:`build_family_model` builds (model types as transformers names them).
+FAMILIES: tuple[str, ...] = tuple(_FAMILY_KWARGS)
+
+
+def build_family_config(family: str, **overrides: Any) -> PretrainedConfig:
+    """A tiny config of the decoder family ``family`` (a transformers model type), eager attention."""
+    from transformers import AutoConfig
+
+    if family not in _FAMILY_KWARGS:
+        raise ValueError(f"unknown tiny family {family!r}; expected one of {FAMILIES}")
+    kwargs: dict[str, Any] = {**_TOKEN_IDS, **_FAMILY_BASE}
+    for key, value in {**_FAMILY_KWARGS[family], **overrides}.items():
+        if value is None and key in _FAMILY_BASE:
+            kwargs.pop(key, None)
+        else:
+            kwargs[key] = value
+    kwargs.setdefault("attn_implementation", "eager")
+    kwargs.setdefault("dtype", torch.float32)
+    config = AutoConfig.for_model(family, **kwargs)
+    config.architectures = [_family_class(config).__name__]
+    return config
+
+
+def _family_class(config: PretrainedConfig) -> type[PreTrainedModel]:
+    from transformers import AutoModelForCausalLM
+
+    mapping = AutoModelForCausalLM._model_mapping
+    return cast(type[PreTrainedModel], mapping[type(config)])
+
+
+def build_family_model(family: str, *, seed: int = 0, **overrides: Any) -> TinyModel:
+    """A tiny random ``family`` decoder (eval mode, float32), like :func:`build_model` for the eight."""
+    config = build_family_config(family, **overrides)
+    with _seeded(seed):
+        model = cast(TinyModel, _family_class(config)(config))
+    model.generation_config = _generation_config(config)
+    model.eval()  # type: ignore[no-untyped-call]  # transformers' untyped eval()
+    return model
+
+
+def save_family_model(family: str, directory: Path, *, seed: int = 0, **overrides: Any) -> Path:
+    """Write a tiny ``family`` model, its generation config and the tokenizer to ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    build_family_model(family, seed=seed, **overrides).save_pretrained(directory)
+    build_tokenizer().save_pretrained(directory)
+    return directory
 
 
 def _check_arch(arch: str) -> None:

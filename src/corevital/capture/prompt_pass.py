@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from corevital.capture.attention_tap import AttentionTap
 from corevital.capture.layer_stream import LayerStream, StreamedStates, StreamSites
+from corevital.capture.mask_forms import UnreadableMask, prompt_padding
 from corevital.metrics.hidden import summarize_hidden
 from corevital.metrics.prompt import layer_transformations, prompt_surprisals, prompt_surprisals_from_states
 from corevital.metrics.transfer import to_host
@@ -34,12 +35,19 @@ class PromptDeviceStats:
 
 
 def prompt_visible(kwargs: dict[str, Any]) -> Tensor | None:
-    """[B, P] True for the real tokens of a pass over a prompt; None when it has no tokens to score."""
+    """[B, P] True for the real tokens of a pass over a prompt; None when it has no tokens to score.
+
+    The mask may be 2-D, 4-D over a static cache, or a dict by layer type (:mod:`.mask_forms`).
+    """
     input_ids = kwargs.get("input_ids")
     if input_ids is None or input_ids.shape[1] < 2:
         return None
-    mask = kwargs.get("attention_mask")
-    return torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask.bool()
+    batch, length = input_ids.shape
+    try:
+        padding = prompt_padding(kwargs.get("attention_mask"), batch, length)
+    except UnreadableMask:  # a flex attention block mask: which tokens are padding is not known
+        return None
+    return torch.ones_like(input_ids, dtype=torch.bool) if padding is None else padding
 
 
 class PromptPass:

@@ -64,7 +64,7 @@ def eos_ids(loaded: LoadedModel) -> tuple[int, ...]:
     return tuple(sorted(found))
 
 
-def _generate_kwargs(loaded: LoadedModel, gen: GenerationRecord) -> dict[str, Any]:
+def _generate_kwargs(loaded: LoadedModel, gen: GenerationRecord, cache: str = "auto") -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "max_new_tokens": gen.max_new_tokens,
         "do_sample": gen.do_sample,
@@ -86,6 +86,8 @@ def _generate_kwargs(loaded: LoadedModel, gen: GenerationRecord) -> dict[str, An
     for name, value in gen.generate_kwargs.items():
         if name not in ("logits_processor", "stopping_criteria", "num_return_sequences"):
             kwargs[name] = value
+    if cache != "auto" and "past_key_values" not in kwargs:  # auto: the model's generation config decides
+        kwargs.setdefault("cache_implementation", cache)
     if "stop_strings" in gen.generate_kwargs and "tokenizer" not in kwargs:
         kwargs["tokenizer"] = loaded.tokenizer  # generate() needs it to match stop strings
     return kwargs
@@ -238,7 +240,7 @@ def capture_batch(
     check_token_budget(
         0 if caps.is_encoder_decoder else batch.padded_length, gen.max_new_tokens, caps.context_length
     )
-    kwargs = _generate_kwargs(loaded, gen)
+    kwargs = _generate_kwargs(loaded, gen, settings.cache)
     beam_search = gen.num_beams > 1
     returned = gen.num_return_sequences
     if returned > 1 and not (beam_search or gen.do_sample):
@@ -510,7 +512,7 @@ def baseline_generate_ms(
     gen = generation_record(settings)
     if max_new_tokens is not None:
         gen = dataclasses.replace(gen, max_new_tokens=max_new_tokens)
-    kwargs = _generate_kwargs(loaded, gen)
+    kwargs = _generate_kwargs(loaded, gen, settings.cache)
     device = loaded.device
     total = 0.0
     for start in range(0, len(texts), settings.batch_size):

@@ -66,6 +66,7 @@ RUN_FLAG_GROUPS: tuple[FlagGroup, ...] = (
             Flag("seed", ("--seed",), metavar="N"),
             Flag("ignore_eos", _both("ignore_eos"), kind="true"),
             Flag("generation_config", _both("generation_config")),
+            Flag("cache", ("--cache",)),
         ),
     ),
     FlagGroup(

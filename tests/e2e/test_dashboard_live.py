@@ -113,8 +113,12 @@ def test_live_run_streams_and_stops(watched_page: Any, live_server: ServerProces
     print(json.dumps({"streamed_tokens": len(shown)}))
 
 
-def test_second_run_while_busy_is_refused(live_server: ServerProcess) -> None:
-    """One generation at a time: a second start answers 429 until the first is stopped."""
+def test_a_page_opened_during_a_run_follows_it_and_can_stop_it(
+    watched_page: Any, live_server: ServerProcess
+) -> None:
+    """One generation at a time: a second start answers 429; a Live page opened meanwhile shows the
+    running run (its steps so far, then new ones) and its Stop button stops it."""
+    page = watched_page
     base = live_server.url
     first = httpx.post(
         f"{base}/api/live/runs",
@@ -124,16 +128,22 @@ def test_second_run_while_busy_is_refused(live_server: ServerProcess) -> None:
     run_id = first.json()["run_id"]
     busy = httpx.post(f"{base}/api/live/runs", json={"prompt": "And mountains?"})
     assert busy.status_code == 429 and "another live run" in busy.json()["detail"]
-    assert httpx.post(f"{base}/api/live/runs/{run_id}/stop", json={}).status_code == 202
-    final = None
-    with httpx.stream("GET", f"{base}/api/live/runs/{run_id}/events", timeout=120) as stream:
-        kind = None
-        for line in stream.iter_lines():
-            if line.startswith("event: "):
-                kind = line.removeprefix("event: ")
-            elif line.startswith("data: ") and kind in ("final", "error"):
-                final = json.loads(line.removeprefix("data: "))
-                break
-    assert final is not None and kind == "final", final
-    assert final["finish_reason"] == "stopped_by_callback"
-    assert httpx.get(f"{base}/api/live").json()["busy"] is False
+    info = httpx.get(f"{base}/api/live").json()
+    assert info["busy"] is True and info["current"] == run_id
+
+    page.goto(f"{base}/#/live")
+    page.wait_for_function("() => document.body.dataset.ready === 'live'")
+    page.wait_for_function(
+        "id => document.querySelector('#live-form').dataset.runId === id"
+        " && document.querySelectorAll('#live-tokens .tok').length >= 2",
+        arg=run_id,
+        timeout=120_000,
+    )
+    assert page.locator("#live-stop").is_enabled() and not page.locator("#live-start").is_enabled()
+    page.click("#live-stop")
+    page.wait_for_function(
+        "() => document.querySelector('#live-run-status').dataset.finish !== undefined", timeout=120_000
+    )
+    assert page.locator("#live-run-status").get_attribute("data-finish") == "stopped_by_callback"
+    info = httpx.get(f"{base}/api/live").json()
+    assert info["busy"] is False and info["current"] is None

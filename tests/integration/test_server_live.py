@@ -157,7 +157,8 @@ def test_one_run_at_a_time_and_stop(generator: PipelineGenerator) -> None:
         run_id = client.post("/api/live/runs", json=body).json()["run_id"]
         busy = client.post("/api/live/runs", json=body)
         assert busy.status_code == 429 and busy.headers["retry-after"] == "2"
-        assert client.get("/api/live").json()["busy"] is True
+        info = client.get("/api/live").json()
+        assert info["busy"] is True and info["current"] == run_id
         with client.stream("GET", f"/api/live/runs/{run_id}/events") as response:
             for line in response.iter_lines():
                 if line == "event: step":

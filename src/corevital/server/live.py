@@ -8,7 +8,7 @@ generation at a time in a worker thread, keeps each run's events in memory (the 
 
 Routes (every one behind the same guard as the API: host, size and bearer token)::
 
-    GET  /api/live                    {"enabled": ..., "model": ..., "busy": ..., "limits": {...}}
+    GET  /api/live                    {"enabled", "model", "busy", "current", "limits", "defaults"}
     POST /api/live/runs               JSON {prompt, max_new_tokens, temperature, seed, ignore_eos}
                                       -> 201 {"run_id": ...}; 429 while another run generates
     GET  /api/live/runs/{id}/events   server-sent events: step (one per token), final, error
@@ -129,6 +129,12 @@ class LiveRuns:
     def busy(self) -> bool:
         with self._changed:
             return self._current is not None
+
+    @property
+    def current(self) -> str | None:
+        """The id of the run generating now, if any (a page opened meanwhile can watch or stop it)."""
+        with self._changed:
+            return None if self._current is None else self._current.run_id
 
     def start(self, prompt: str, options: LiveOptions) -> str:
         """Start a run in a worker thread; its id. LiveBusy while another run generates."""
@@ -254,6 +260,7 @@ def live_router(served: Served, runs: LiveRuns | None) -> APIRouter:
                 "enabled": runs is not None,
                 "model": runs.generator.model_id if runs is not None else None,
                 "busy": runs.busy if runs is not None else False,
+                "current": runs.current if runs is not None else None,
                 "limits": {
                     "max_prompt_chars": MAX_PROMPT_CHARS,
                     "max_new_tokens": MAX_NEW_TOKENS,

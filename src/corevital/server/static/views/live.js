@@ -139,7 +139,8 @@ function tryPrompt(info, pageSignal) {
     if (summary.narrative) final.append(h("p", { class: "narrative muted" }, summary.narrative));
   };
 
-  const run = async () => {
+  // Start a run (existing: the id of one already generating, which this page then follows).
+  const run = async (existing = null) => {
     final.replaceChildren();
     tokens.replaceChildren();
     warnings.replaceChildren();
@@ -153,18 +154,20 @@ function tryPrompt(info, pageSignal) {
     running = new AbortController();
     const signal = AbortSignal.any ? AbortSignal.any([running.signal, pageSignal]) : running.signal;
     try {
-      const started = await api("/api/live/runs", {
-        body: {
-          prompt: prompt.value,
-          max_new_tokens: Number(maxInput.value),
-          temperature: Number(tempInput.value),
-          seed: Number(seedInput.value),
-          ignore_eos: ignoreEos.checked,
-        },
-      });
+      const started = existing
+        ? { run_id: existing, events: `/api/live/runs/${encodeURIComponent(existing)}/events` }
+        : await api("/api/live/runs", {
+            body: {
+              prompt: prompt.value,
+              max_new_tokens: Number(maxInput.value),
+              temperature: Number(tempInput.value),
+              seed: Number(seedInput.value),
+              ignore_eos: ignoreEos.checked,
+            },
+          });
       runId = started.run_id;
       form.dataset.runId = runId;
-      status.textContent = "Generating…";
+      status.textContent = existing ? "A run started elsewhere is generating: following it (Stop stops it)…" : "Generating…";
       await streamEvents(started.events, {
         signal,
         until: (kind) => kind === "final" || kind === "error",
@@ -211,6 +214,7 @@ function tryPrompt(info, pageSignal) {
     }
   });
   setRunning(false);
+  if (info.current) run(info.current); // a run started before this page opened: show it, offer Stop
   return {
     node,
     destroy() {

@@ -96,15 +96,17 @@ def inflate(
 
 
 def _inflate_stream(data: bytes, what: str, limit: int, error: type[CoreVitalError], *, gzip: bool) -> bytes:
-    out = bytearray()
+    chunks: list[bytes] = []  # joined once at the end: a refused bomb never holds more than the limit
+    total = 0
     pending = data
     try:
         while True:  # one zlib stream, or each member of a gzip file
             stream = zlib.decompressobj(16 + zlib.MAX_WBITS if gzip else zlib.MAX_WBITS)
             chunk = stream.decompress(pending, _CHUNK)
             while True:
-                out += chunk
-                if len(out) > limit:
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > limit:
                     raise error(f"{what} inflates beyond {_size(limit)}; refused")
                 if stream.eof:
                     break
@@ -119,7 +121,7 @@ def _inflate_stream(data: bytes, what: str, limit: int, error: type[CoreVitalErr
                 raise error(f"{what} has trailing garbage after its compressed data; refused")
     except zlib.error as exc:
         raise error(f"{what} is corrupt ({exc})") from None
-    return bytes(out)
+    return b"".join(chunks)
 
 
 def check_json_text(

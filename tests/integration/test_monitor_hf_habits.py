@@ -185,7 +185,12 @@ def test_latency_of_each_sequence(monitor: CoreVitalMonitor) -> None:
         # tokens / time to the last token: the last token comes after the first and before the end.
         last_token_s = report.generated.num_tokens / summary.tokens_per_second
         assert summary.ttft_ms / 1000 <= last_token_s <= summary.generation_ms / 1000 + 1e-6
-    assert json.loads(report_to_json(reports[0]))["summary"]["inter_token_ms"].keys() == {"p50", "p90", "p99"}
+    assert json.loads(report_to_json(reports[0]))["summary"]["inter_token_ms"].keys() == {
+        "p50",
+        "p90",
+        "p99",
+        "mean",
+    }
 
 
 def test_watch_observes_inputs_embeds(monitor: CoreVitalMonitor, hf: tuple[Any, Any]) -> None:
@@ -229,3 +234,57 @@ def test_reports_keep_one_shape(monitor: CoreVitalMonitor) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         jsonschema.validate(json.loads(report_to_json(report)), schema)
+
+
+def test_latency_is_exported_to_prometheus_and_opentelemetry(monitor: CoreVitalMonitor) -> None:
+    pytest.importorskip("prometheus_client")
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from corevital.exporters.otel import OTelExporter
+    from corevital.exporters.prometheus import PrometheusExporter
+
+    reports = monitor.run_batch([PROMPT, "Once upon a time"], chat_template="off", ignore_eos=True)
+    ttft_s = [r.summary.ttft_ms / 1000 for r in reports if r.summary.ttft_ms is not None]
+    tpot_s = [
+        r.summary.inter_token_ms.mean / 1000
+        for r in reports
+        if r.summary.inter_token_ms is not None and r.summary.inter_token_ms.mean is not None
+    ]
+    assert len(ttft_s) == len(tpot_s) == 2
+
+    prometheus = PrometheusExporter()
+    for report in reports:
+        prometheus.export(report)
+    lines = prometheus.exposition().decode().splitlines()
+
+    def sample(name: str) -> float:
+        (line,) = [line for line in lines if line.startswith(name + "{")]
+        return float(line.rsplit(" ", 1)[1])
+
+    assert sample("corevital_time_to_first_token_seconds_count") == 2
+    assert sample("corevital_time_to_first_token_seconds_sum") == pytest.approx(sum(ttft_s))
+    assert sample("corevital_time_per_output_token_seconds_sum") == pytest.approx(sum(tpot_s))
+
+    reader = InMemoryMetricReader()
+    meters, tracer = MeterProvider(metric_readers=[reader]), TracerProvider()
+    otel = OTelExporter(tracer_provider=tracer, meter_provider=meters)
+    for report in reports:
+        otel.export(report)
+    otel.close()
+    data = reader.get_metrics_data()
+    assert data is not None
+    points: dict[str, list[Any]] = {
+        m.name: list(m.data.data_points)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
+    (ttft,) = points["gen_ai.server.time_to_first_token"]
+    (tpot,) = points["gen_ai.server.time_per_output_token"]
+    assert ttft.count == 2 and ttft.sum == pytest.approx(sum(ttft_s))
+    assert tpot.count == 2 and tpot.sum == pytest.approx(sum(tpot_s))
+    meters.shutdown()
+    tracer.shutdown()

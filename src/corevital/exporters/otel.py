@@ -23,8 +23,9 @@ The span follows the GenAI semantic conventions for an inference span:
 Metrics (cumulative, exported every ``export_interval_s`` and at :meth:`OTelExporter.close`):
 ``corevital.runs`` and ``corevital.flags`` count runs with their sampling weight (so rates stay
 right under sampling); ``corevital.risk_score``, ``gen_ai.client.token.usage``,
-``gen_ai.client.operation.duration`` and ``gen_ai.server.time_to_first_token`` are histograms of
-the kept runs. The span, the event and every metric are listed in ``docs/production.md``.
+``gen_ai.client.operation.duration``, ``gen_ai.server.time_to_first_token`` and
+``gen_ai.server.time_per_output_token`` (a run's mean time between tokens after the first) are
+histograms of the kept runs. The span, the event and every metric are listed in ``docs/production.md``.
 
 Sending happens in the SDK's background threads: :meth:`OTelExporter.export` only records. A
 collector that is down costs at most ``timeout_s`` per batch, in those threads, and
@@ -86,6 +87,7 @@ or a stop string: ``stop``, as the conventions' providers report it)."""
 TOKEN_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864]
 DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
 TTFT_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
+TPOT_BUCKETS = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
 RISK_BUCKETS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 
 
@@ -368,6 +370,12 @@ class OTelExporter:
             description="Time to generate the first token.",
             explicit_bucket_boundaries_advisory=TTFT_BUCKETS,
         )
+        self._tpot = meter.create_histogram(
+            "gen_ai.server.time_per_output_token",
+            unit="s",
+            description="Time per output token generated after the first token.",
+            explicit_bucket_boundaries_advisory=TPOT_BUCKETS,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -406,6 +414,9 @@ class OTelExporter:
         self._duration.record((end_ns - start_ns) / 1e9, common)
         if report.summary.ttft_ms is not None:
             self._ttft.record(report.summary.ttft_ms / 1000.0, common)
+        itl = report.summary.inter_token_ms
+        if itl is not None and itl.mean is not None:
+            self._tpot.record(itl.mean / 1000.0, common)
 
     def close(self) -> None:
         """Flush and shut down the providers built here (the caller's: flushed only), within

@@ -37,6 +37,7 @@ from corevital.exporters.prometheus_metrics import (
     METRICS,
     MetricSpec,
     RunMetrics,
+    report_latency,
     samples,
 )
 from corevital.exporters.sampling import report_weight
@@ -216,7 +217,12 @@ class PrometheusExporter:
     def export(self, report: Report) -> None:
         """Count ``report`` (with its sampling weight) into the metrics; no I/O."""
         signals = [signal.name for signal in report.extensions.compound_signals or ()]
-        self.metrics.add_row(trace_row_from_report(report), weight=report_weight(report), signals=signals)
+        self.metrics.add_row(
+            trace_row_from_report(report),
+            weight=report_weight(report),
+            signals=signals,
+            latency=report_latency(report),
+        )
         self.exported += 1
 
     def exposition(self) -> bytes:

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
+from corevital.report.schema import Report
 from corevital.sinks.rows import TraceRow
 
 MetricKind = Literal["counter", "gauge", "histogram"]
@@ -35,6 +36,43 @@ FLAG_LABELS: Final = ("flag", "model")
 
 RISK_BUCKETS: Final = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 BITS_BUCKETS: Final = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0)
+# vLLM's bounds for its time-to-first-token and time-per-output-token histograms (seconds).
+TTFT_BUCKETS: Final = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
+TPOT_BUCKETS: Final = (
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
 
 DEFAULT_MAX_MODELS: Final = 200
 """Distinct ``model`` label values kept; runs of further models count under ``model="other"``."""
@@ -113,6 +151,20 @@ SURPRISAL = MetricSpec(
     "Mean surprisal of a run's generated tokens (-log2 of the chosen token's probability), in bits.",
     buckets=BITS_BUCKETS,
 )
+TTFT = MetricSpec(
+    "corevital_time_to_first_token_seconds",
+    "histogram",
+    "Time to first token of a run's sequence (tokenizing and the prompt pass), in seconds, with "
+    "sampling weights (from exported reports; runs read back from a store carry none).",
+    buckets=TTFT_BUCKETS,
+)
+TPOT = MetricSpec(
+    "corevital_time_per_output_token_seconds",
+    "histogram",
+    "Mean time between a run's generated tokens after the first, in seconds, one value per run, "
+    "with sampling weights (from exported reports; runs read back from a store carry none).",
+    buckets=TPOT_BUCKETS,
+)
 LAST_RUN = MetricSpec(
     "corevital_last_run_timestamp_seconds", "gauge", "Creation time of the newest run, in Unix seconds."
 )
@@ -127,6 +179,8 @@ METRICS: Final = (
     RISK,
     ENTROPY,
     SURPRISAL,
+    TTFT,
+    TPOT,
     LAST_RUN,
 )
 """Every metric CoreVital exposes, in exposition order."""
@@ -183,10 +237,17 @@ class Series:
     risk: Histogram = field(default_factory=lambda: Histogram(RISK_BUCKETS))
     entropy: Histogram = field(default_factory=lambda: Histogram(BITS_BUCKETS))
     surprisal: Histogram = field(default_factory=lambda: Histogram(BITS_BUCKETS))
+    ttft: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS))
+    tpot: Histogram = field(default_factory=lambda: Histogram(TPOT_BUCKETS))
 
     def copy(self) -> Series:
         return replace(
-            self, risk=self.risk.copy(), entropy=self.entropy.copy(), surprisal=self.surprisal.copy()
+            self,
+            risk=self.risk.copy(),
+            entropy=self.entropy.copy(),
+            surprisal=self.surprisal.copy(),
+            ttft=self.ttft.copy(),
+            tpot=self.tpot.copy(),
         )
 
 
@@ -220,9 +281,17 @@ class RunMetrics:
         self._flag_names: set[str] = set()
         self._lock = threading.Lock()
 
-    def add_row(self, row: TraceRow, *, weight: float = 1.0, signals: Iterable[str] = ()) -> None:
+    def add_row(
+        self,
+        row: TraceRow,
+        *,
+        weight: float = 1.0,
+        signals: Iterable[str] = (),
+        latency: tuple[float | None, float | None] = (None, None),
+    ) -> None:
         """Count one run from its index row, standing for ``weight`` runs; ``signals`` are the names
-        of compound signals that fired (health flags come from the row)."""
+        of compound signals that fired (health flags come from the row); ``latency`` is the run's
+        time to first token and mean time per output token, in seconds (from its report)."""
         flags = [flag.short_name for flag in row.flags_set()]
         flags += [name for name in signals if name not in flags]
         nonfinite = row.nan_detected is True or row.inf_detected is True
@@ -246,6 +315,8 @@ class RunMetrics:
             series.risk.observe(row.risk_score, weight)
             series.entropy.observe(row.mean_entropy, weight)
             series.surprisal.observe(row.mean_surprisal, weight)
+            series.ttft.observe(latency[0], weight)
+            series.tpot.observe(latency[1], weight)
             for name in flags:
                 flag_key = (self._flag(name), model)
                 self._flags[flag_key] = self._flags.get(flag_key, 0.0) + weight
@@ -274,6 +345,15 @@ class RunMetrics:
         return name
 
 
+def report_latency(report: Report) -> tuple[float | None, float | None]:
+    """A report's time to first token and mean time per output token, in seconds (None: not measured)."""
+    summary = report.summary
+    ttft = summary.ttft_ms / 1000.0 if summary.ttft_ms is not None else None
+    itl = summary.inter_token_ms
+    tpot = itl.mean / 1000.0 if itl is not None and itl.mean is not None else None
+    return ttft, tpot
+
+
 def samples(snapshot: Snapshot) -> dict[MetricSpec, list[tuple[str, dict[str, str], float]]]:
     """The samples of every metric in ``snapshot``: ``(sample name, labels, value)`` per metric."""
     out: dict[MetricSpec, list[tuple[str, dict[str, str], float]]] = {spec: [] for spec in METRICS}
@@ -285,7 +365,7 @@ def samples(snapshot: Snapshot) -> dict[MetricSpec, list[tuple[str, dict[str, st
         PROMPT_TOKENS: "prompt_tokens",
         LAST_RUN: "last_run_s",
     }
-    histograms = {RISK: "risk", ENTROPY: "entropy", SURPRISAL: "surprisal"}
+    histograms = {RISK: "risk", ENTROPY: "entropy", SURPRISAL: "surprisal", TTFT: "ttft", TPOT: "tpot"}
     for key in sorted(snapshot.series):
         series = snapshot.series[key]
         labels = dict(zip(RUN_LABELS, key, strict=True))
@@ -312,8 +392,11 @@ __all__ = [
     "METRIC_NAMES",
     "RISK_BUCKETS",
     "RUN_LABELS",
+    "TPOT",
+    "TTFT",
     "MetricSpec",
     "RunMetrics",
     "Snapshot",
+    "report_latency",
     "samples",
 ]

@@ -186,7 +186,10 @@ def latency(step_end_ms: list[float] | None) -> dict[str, Any]:
         gaps = np.diff(ends)
         p50, p90, p99 = np.percentile(gaps, [50, 90, 99])
         out["inter_token_ms"] = LatencyPercentiles(
-            p50=round(float(p50), 3), p90=round(float(p90), 3), p99=round(float(p99), 3)
+            p50=round(float(p50), 3),
+            p90=round(float(p90), 3),
+            p99=round(float(p99), 3),
+            mean=round(float(gaps.mean()), 3),
         )
     return out
 

@@ -250,11 +250,14 @@ class GeneratedInfo(ReportModel):
 
 
 class LatencyPercentiles(ReportModel):
-    """Percentiles of the time between one generated token and the next, in milliseconds."""
+    """The time between one generated token and the next, in milliseconds: percentiles and mean."""
 
     p50: OptFloat = None
     p90: OptFloat = None
     p99: OptFloat = None
+    mean: OptFloat = Field(
+        default=None, description="The mean: time per output token after the first (OpenTelemetry's)."
+    )
 
 
 class Summary(ReportModel):

@@ -4,9 +4,9 @@ Every model of the report inherits :class:`ReportModel`, which refuses fields it
 (``extra="forbid"``): the contract (``docs/report.md``) declares everything CoreVital writes, and the
 committed JSON Schema says so (``additionalProperties: false``). The free-form slots are declared
 as such (``dict`` fields: the per-step and per-layer ``extensions``, ``rag.retrieval_metadata``,
-``performance.detailed_breakdown``, ``run_config.generate_kwargs``). Reports of the original CoreVital (0.3.0, 0.4.0) are read
-leniently: :mod:`corevital.report.legacy` drops the fields this schema does not know and says so in
-a warning. Non-finite floats are written as ``null``.
+``performance.detailed_breakdown``, ``run_config.generate_kwargs``). Reports of the original
+CoreVital (0.3.0, 0.4.0) are read leniently: :mod:`corevital.report.legacy` drops the fields this
+schema does not know and says so in a warning. Non-finite floats are written as ``null``.
 """
 
 from __future__ import annotations

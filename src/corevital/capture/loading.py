@@ -178,6 +178,13 @@ def _quantization_config(spec: ModelSpec, device: torch.device) -> tuple[Any, st
     return config, label
 
 
+def import_model_stack() -> None:
+    """Import what loading any model needs (transformers' model, config and tokenizer machinery)
+    and check the transformers version, so a command can time its imports apart from the load."""
+    check_transformers()
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+
 def _silent(_message: str) -> None:
     return None
 

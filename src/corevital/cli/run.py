@@ -64,7 +64,9 @@ def _load_model(pipeline: Pipeline, perf: PerfRecorder | None, *, quiet: bool) -
         name = "the default model, SmolLM2-135M-Instruct"
     with status_line("Importing torch and transformers", quiet=quiet) as stage:
         with timed(perf, "imports"):
-            from corevital.capture.loading import ModelSpec, load_model
+            from corevital.capture.loading import ModelSpec, import_model_stack, load_model
+
+            import_model_stack()
         with timed(perf, "model_load"):
             stage(f"Loading {name}")
             pipeline.use_model(load_model(ModelSpec.from_settings(pipeline.settings), stage=stage))

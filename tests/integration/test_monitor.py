@@ -75,7 +75,7 @@ def test_prompt_first_model_by_keyword_and_capture_by_its_setting_name(
         PROMPT,
     ]
     with pytest.raises(TypeError):
-        monitor.run(path, PROMPT)  # type: ignore[call-arg]
+        monitor.run(path, PROMPT)  # type: ignore[call-arg, arg-type]
     with pytest.raises(CoreVitalError, match="list of prompts"):
         monitor.run_batch(PROMPT)
     with pytest.raises(CoreVitalError, match=r"capture=\.\.\."):

@@ -113,6 +113,9 @@ class AttentionTap:
         # Decoding steps whose rows wait for a batched reduction (:mod:`.attention_window`): the
         # observer sets ``defer_decode`` before a forward pass whose cache only appends.
         self.defer_decode = False
+        # Set by the observer for a generation's first pass over an empty cache: that pass reads the
+        # prompt even when its keys are a whole preallocated (static) cache, longer than the prompt.
+        self.prefill_from_start = False
         self.encoder_stats: list[AttentionStats | None] = [None] * num_encoder_layers
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -185,6 +188,9 @@ class AttentionTap:
             self._buffer.decode.keep(site.layer, query, key, mask, scale_for(query, kwargs.get("scaling")))
             return output, None
         rows = slice(0, q_len) if needs == "all" else self._rows
+        # The prompt pass over a preallocated cache observes only the prompt's keys: those after
+        # them are empty slots the mask hides (their weights are exactly 0).
+        seen = key if needs != "all" or kv_len == q_len else key[:, :, :q_len]
         with torch.no_grad():
             if self.fast and fast_path_supported(kwargs):
                 output = _sdpa(module, query, key, value, mask.for_sdpa(), **kwargs)
@@ -193,13 +199,13 @@ class AttentionTap:
                     scale = scale_for(query, kwargs.get("scaling"))
                     self._buffer.add_pending(site.kind, site.layer, query, key, mask, bias, scale)
                     return output, None
-                if needs == "all" and self._prompt_by_heads(site, query, key, kwargs):
-                    self._prompt_pass_by_heads(site, query, key, mask, kwargs)
+                if needs == "all" and self._prompt_by_heads(site, query, seen, kwargs):
+                    self._prompt_pass_by_heads(site, query, seen, mask, kwargs)
                     return output, None
-                weights = _recomputed_rows(query, key, attention_mask, kwargs, rows)
+                weights = _recomputed_rows(query, seen, attention_mask, kwargs, rows)
             else:
                 output, full = _eager(module, query, key, value, attention_mask, **kwargs)
-                weights = full[:, :, rows]
+                weights = full[:, :, rows, : seen.shape[2]]
             self._observe(site, needs, weights, mask, q_len)
         return output, None
 
@@ -236,7 +242,7 @@ class AttentionTap:
             and self.prompt is not None
             and not self._num[SiteKind.ENCODER]
             and q_len > 1
-            and q_len == kv_len
+            and (q_len == kv_len or (self.prefill_from_start and kv_len > q_len))
             and self.prompt.wants(site.layer)
         )
         return "all" if prompt_pass else "rows"

@@ -62,6 +62,15 @@ def _last_positions(states: tuple[Tensor, ...]) -> Tensor:
     return torch.stack([state[:, -1] for state in states])
 
 
+def _empty(cache: Any) -> bool:
+    """Whether a generation's cache holds no positions yet (None: generate() makes a new one).
+
+    A static cache's length is a device tensor; it is read once per generation, at the prefill.
+    """
+    length = getattr(cache, "get_seq_length", None)
+    return cache is None or not callable(length) or bool(length() == 0)
+
+
 def _last_row(collected: tuple[Tensor, Tensor | None] | None, causal: bool) -> AttentionStats | None:
     if collected is None:
         return None
@@ -140,6 +149,7 @@ class StepObserver:
             self.tap.begin_forward()
             cache = kwargs.get("cache", kwargs.get("past_key_values"))  # the name changed in transformers 5
             self.tap.defer_decode = self._may_defer_attention(cache)
+            self.tap.prefill_from_start = self._forwards == 0 and _empty(cache)
         return args, kwargs
 
     def _may_defer_attention(self, cache: Any) -> bool:

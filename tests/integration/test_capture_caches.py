@@ -1,0 +1,236 @@
+"""Capture under every key/value cache transformers offers on the CPU, and with every form of mask.
+
+With ``cache_implementation="static"`` generate() preallocates the cache and hands the model 4-D
+masks over the whole cache (a dict of them by layer type for models mixing full and sliding-window
+layers: Qwen3, Gemma 2/3); Mistral with a window gets a windowed static cache. For each: the tokens
+under CoreVital equal plain generate(), the logit metrics equal the dynamic cache's, the fast
+attention path equals the eager one, and per-layer statistics and prompt telemetry are present,
+through ``watch()`` and through ``run``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from corevital.monitor import CoreVitalMonitor
+from corevital.report.schema import Report
+from tests.support.tiny_models import (
+    FAMILY_WINDOW,
+    TinyModel,
+    build_family_model,
+    build_tokenizer,
+    save_family_model,
+)
+
+# The first prompt is longer than the sliding window, the second is padded (left).
+PROMPTS = ["The quick brown fox jumps over the lazy dog", "Hi there"]
+NEW_TOKENS = 5
+CORE_FAMILIES = ("llama", "qwen3", "gemma3_text", "mistral")
+LOGIT_FIELDS = ("entropy", "surprisal", "top_k_margin", "topk_mass")
+ATTENTION_FIELDS = (
+    "entropy_mean",
+    "entropy_min",
+    "entropy_max",
+    "entropy_mean_normalized",
+    "concentration_max",
+    "concentration_min",
+    "sink_mass_mean",
+    "prev_token_mass_mean",
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _inputs(tokenizer: Any) -> dict[str, torch.Tensor]:
+    return dict(tokenizer(PROMPTS, return_tensors="pt", padding=True))
+
+
+def _generate_kwargs(cache: str) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"max_new_tokens": NEW_TOKENS, "do_sample": False}
+    if cache != "dynamic":
+        kwargs["cache_implementation"] = cache
+    return kwargs
+
+
+def _watched(
+    model: TinyModel, tokenizer: Any, cache: str, **settings: Any
+) -> tuple[torch.Tensor, list[Report]]:
+    monitor = CoreVitalMonitor(device="cpu", **settings)
+    with monitor.watch(model, tokenizer) as watcher:
+        out = model.generate(**_inputs(tokenizer), **_generate_kwargs(cache))
+    return out, watcher.reports
+
+
+def _logits(report: Report) -> np.ndarray:
+    return np.array(
+        [[getattr(s.logits_summary, name) for name in LOGIT_FIELDS] for s in report.timeline], dtype=float
+    )
+
+
+def _attention(report: Report) -> np.ndarray:
+    """[steps, layers, fields] of the report's per-layer attention statistics."""
+    return np.array(
+        [
+            [[getattr(layer.attention_summary, name) for name in ATTENTION_FIELDS] for layer in s.layers]
+            for s in report.timeline
+        ],
+        dtype=float,
+    )
+
+
+def _check_complete(report: Report, layers: int) -> None:
+    assert report.timeline, "no steps"
+    for step in report.timeline:
+        assert len(step.layers) == layers
+        for layer in step.layers:
+            assert layer.attention_summary.entropy_mean is not None
+            assert layer.hidden_summary.l2_norm_mean is not None
+    prompt = report.prompt_analysis
+    assert prompt is not None
+    assert len(prompt.layer_transformations) == layers
+    assert len(prompt.prompt_surprisals) == report.prompt.num_tokens - 1
+    assert len(prompt.layers) == layers
+
+
+def _close(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4, equal_nan=True, err_msg=what)
+
+
+@pytest.mark.parametrize("family", CORE_FAMILIES)
+def test_watch_under_static_cache(family: str) -> None:
+    model = build_family_model(family, seed=0)
+    tokenizer = build_tokenizer()
+    layers = model.config.num_hidden_layers
+    plain = model.generate(**_inputs(tokenizer), **_generate_kwargs("static"))
+
+    fast, fast_reports = _watched(model, tokenizer, "static", attention_path="fast")
+    eager, eager_reports = _watched(model, tokenizer, "static", attention_path="eager")
+    dynamic, dynamic_reports = _watched(model, tokenizer, "dynamic", attention_path="fast")
+    assert torch.equal(fast, plain) and torch.equal(eager, plain) and torch.equal(dynamic, plain)
+    assert len(fast_reports) == len(PROMPTS)
+    for f, e, d in zip(fast_reports, eager_reports, dynamic_reports, strict=True):
+        _check_complete(f, layers)
+        _check_complete(e, layers)
+        _close(_logits(f), _logits(d), "logits: static vs dynamic cache")
+        _close(_attention(f), _attention(e), "attention: fast vs eager path (static cache)")
+        _close(_attention(f), _attention(d), "attention: static vs dynamic cache")
+        assert f.prompt_analysis is not None and d.prompt_analysis is not None
+        _close(
+            np.array(f.prompt_analysis.prompt_surprisals, dtype=float),
+            np.array(d.prompt_analysis.prompt_surprisals, dtype=float),
+            "prompt surprisals: static vs dynamic cache",
+        )
+
+
+@pytest.mark.parametrize("family", ["qwen3", "gemma3_text"])
+def test_summary_capture_under_static_cache(family: str) -> None:
+    """Summary capture (no attention tap: the model's own SDPA masks, a dict of them) works too."""
+    model = build_family_model(family, seed=0)
+    tokenizer = build_tokenizer()
+    plain = model.generate(**_inputs(tokenizer), **_generate_kwargs("static"))
+    out, reports = _watched(model, tokenizer, "static", capture="summary")
+    _, dynamic = _watched(model, tokenizer, "dynamic", capture="summary")
+    assert torch.equal(out, plain)
+    for s, d in zip(reports, dynamic, strict=True):
+        _close(_logits(s), _logits(d), "logits: static vs dynamic cache (summary)")
+        assert not s.timeline[0].layers  # summary capture: no per-layer work
+        assert (s.prompt_analysis is None) == (d.prompt_analysis is None)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3"])  # transformers: full-attention models only
+def test_quantized_cache(family: str) -> None:
+    """The fp8 quantized cache (keys rewritten from their quantized form every step): fast equals eager."""
+    model = build_family_model(family, seed=0)
+    tokenizer = build_tokenizer()
+    quantized = {"cache_implementation": "quantized", "cache_config": {"backend": "fp8"}}
+    kwargs: dict[str, Any] = {"max_new_tokens": NEW_TOKENS, "do_sample": False, **quantized}
+    plain = model.generate(**_inputs(tokenizer), **kwargs)
+    results = []
+    for path in ("fast", "eager"):
+        monitor = CoreVitalMonitor(device="cpu", attention_path=path)
+        with monitor.watch(model, tokenizer) as watcher:
+            out = model.generate(**_inputs(tokenizer), **kwargs)
+        assert torch.equal(out, plain)
+        results.append(watcher.reports)
+    for f, e in zip(*results, strict=True):
+        _check_complete(f, model.config.num_hidden_layers)
+        _close(_attention(f), _attention(e), "attention: fast vs eager (quantized cache)")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the offloaded cache needs a CUDA device")
+def test_offloaded_cache() -> None:
+    model = build_family_model("llama", seed=0)
+    model.to(torch.device("cuda"))
+    tokenizer = build_tokenizer()
+    inputs = {k: v.to("cuda") for k, v in _inputs(tokenizer).items()}
+    plain = model.generate(**inputs, **_generate_kwargs("offloaded"))
+    monitor = CoreVitalMonitor(device="cuda")
+    with monitor.watch(model, tokenizer) as watcher:
+        out = model.generate(**inputs, **_generate_kwargs("offloaded"))
+    assert torch.equal(out, plain)
+    _check_complete(watcher.reports[0], model.config.num_hidden_layers)
+
+
+def test_windowed_layers_see_only_the_window() -> None:
+    """Mistral with a window: the statistics describe the window's keys, not the whole cache's.
+
+    The same weights without a window give other statistics; with it, static and dynamic caches
+    (a windowed static cache, a sliding dynamic one) give the same.
+    """
+    tokenizer = build_tokenizer()
+    assert len(tokenizer(PROMPTS[0])["input_ids"]) > FAMILY_WINDOW
+    windowed = build_family_model("mistral", seed=0)
+    unwindowed = build_family_model("mistral", seed=0, sliding_window=None)
+    found = {}
+    for name, model in (("windowed", windowed), ("unwindowed", unwindowed)):
+        for cache in ("static", "dynamic"):
+            found[name, cache] = _attention(_watched(model, tokenizer, cache)[1][0])
+    _close(found["windowed", "static"], found["windowed", "dynamic"], "windowed: static vs dynamic")
+    _close(found["unwindowed", "static"], found["unwindowed", "dynamic"], "unwindowed: static vs dynamic")
+    assert not np.allclose(found["windowed", "static"], found["unwindowed", "static"], equal_nan=True)
+
+
+@pytest.fixture(scope="module")
+def family_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return {
+        family: save_family_model(family, tmp_path_factory.mktemp(f"family-{family}"))
+        for family in CORE_FAMILIES
+    }
+
+
+@pytest.mark.parametrize("family", CORE_FAMILIES)
+def test_run_with_the_cache_setting(family: str, family_dirs: dict[str, Path]) -> None:
+    """``run`` with cache=static: tokens as plain static generate(), numbers as the dynamic cache's."""
+    directory = family_dirs[family]
+    common: dict[str, Any] = {
+        "model": str(directory),
+        "device": "cpu",
+        "temperature": 0.0,
+        "max_new_tokens": NEW_TOKENS,
+        "chat_template": "off",
+    }
+    static = CoreVitalMonitor(**common, cache="static").run(prompt=PROMPTS[0])
+    eager = CoreVitalMonitor(**common, cache="static", attention_path="eager").run(prompt=PROMPTS[0])
+    dynamic = CoreVitalMonitor(**common, cache="dynamic").run(prompt=PROMPTS[0])
+    model = build_family_model(family, seed=0)
+    tokenizer = build_tokenizer()
+    inputs = tokenizer([PROMPTS[0]], return_tensors="pt")
+    plain = model.generate(**inputs, **_generate_kwargs("static"))
+    assert static.generated.token_ids == plain[0, inputs["input_ids"].shape[1] :].tolist()
+    assert static.generated.token_ids == dynamic.generated.token_ids == eager.generated.token_ids
+    layers = model.config.num_hidden_layers
+    _check_complete(static, layers)
+    _close(_logits(static), _logits(dynamic), "logits: static vs dynamic cache (run)")
+    _close(_attention(static), _attention(eager), "attention: fast vs eager (run, static cache)")

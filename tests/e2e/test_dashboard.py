@@ -546,10 +546,10 @@ def test_heat_map_cell_shows_the_layer_at_that_step(watched: Watched, store: Das
     assert detail.locator(".head-bar").count() == heads
     watched.shot("run-layer-detail")
 
-    # The neighbouring step and layer, from the detail's own buttons.
+    # The next step and the next layer, from the detail's own buttons.
     detail.get_by_role("button", name="next step").click()
     page.wait_for_function("() => document.querySelector('#layer-detail').dataset.step === '31'")
-    detail.get_by_role("button", name="layer above").click()
+    detail.get_by_role("button", name="next layer").click()
     page.wait_for_function("() => document.querySelector('#layer-detail').dataset.layer === '1'")
     detail.locator("button.step-link").click()
     page.wait_for_function("() => document.querySelector('#cursor-readout').dataset.step === '31'")

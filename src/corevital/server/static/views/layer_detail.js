@@ -80,8 +80,8 @@ export function layerDetail(id, view, showOnCharts) {
     const nav = h("div", { class: "detail-nav" },
       h("button", { type: "button", disabled: d.step <= 0, onclick: () => move(d.layer, d.step - 1), "aria-label": "previous step" }, "← step"),
       h("button", { type: "button", disabled: d.step >= d.steps - 1, onclick: () => move(d.layer, d.step + 1), "aria-label": "next step" }, "step →"),
-      h("button", { type: "button", disabled: d.layer <= 0, onclick: () => move(d.layer - 1, d.step), "aria-label": "layer below" }, "↑ layer"),
-      h("button", { type: "button", disabled: d.layer >= layers - 1, onclick: () => move(d.layer + 1, d.step), "aria-label": "layer above" }, "layer ↓"),
+      h("button", { type: "button", disabled: d.layer <= 0, onclick: () => move(d.layer - 1, d.step), "aria-label": "previous layer" }, `↑ layer ${d.layer - 1}`),
+      h("button", { type: "button", disabled: d.layer >= layers - 1, onclick: () => move(d.layer + 1, d.step), "aria-label": "next layer" }, `layer ${d.layer + 1} ↓`),
       h("button", { type: "button", class: "step-link", onclick: () => showOnCharts(d.step) }, `show step ${d.step} on the charts →`));
     body.replaceChildren();
     append(body, [

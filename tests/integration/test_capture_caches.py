@@ -172,7 +172,7 @@ def test_quantized_cache(family: str) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the offloaded cache needs a CUDA device")
 def test_offloaded_cache() -> None:
     model = build_family_model("llama", seed=0)
-    model.to(torch.device("cuda"))
+    torch.nn.Module.to(model, torch.device("cuda"))
     tokenizer = build_tokenizer()
     inputs = {k: v.to("cuda") for k, v in _inputs(tokenizer).items()}
     plain = model.generate(**inputs, **_generate_kwargs("offloaded"))

@@ -308,6 +308,28 @@ def test_added_latency_per_streamed_chunk_is_small(proxied: tuple[ProxyApp, Serv
     assert figures["n"] and figures["p95"] is not None and figures["p95"] < 20.0
 
 
+def test_a_stream_reaches_the_client_as_the_engine_produces_it(
+    upstream: tuple[TinyOpenAIServer, ServerThread], proxied: tuple[ProxyApp, ServerThread, Path]
+) -> None:
+    server, _ = upstream
+    _, proxy_thread, _ = proxied
+    server.chunk_delay_s = 0.25
+    try:
+        arrivals: list[float] = []
+        with httpx.stream(
+            "POST", proxy_thread.url + CHAT, json=_body(CHAT, stream=True, max_tokens=6), timeout=60
+        ) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    arrivals.append(time.monotonic())
+    finally:
+        server.chunk_delay_s = 0.0
+    # role chunk, 6 token chunks, the final chunk: the tokens arrive one pause apart, not all at the end
+    assert len(arrivals) == 8
+    gaps = [b - a for a, b in zip(arrivals[1:7], arrivals[2:8], strict=True)]
+    assert min(gaps) > 0.15, gaps
+
+
 @pytest.mark.slow
 def test_the_cli_serves_stores_and_stops_cleanly(
     upstream: tuple[TinyOpenAIServer, ServerThread], tmp_path: Path

@@ -16,6 +16,7 @@ so tests can compare what passed through a proxy with the model's exact distribu
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -59,6 +60,7 @@ class TinyOpenAIServer:
         self.vocab_size = int(self.model.config.vocab_size)
         self.generations: list[Generation] = []
         self.headers: list[dict[str, str]] = []  # each request's headers, as received
+        self.chunk_delay_s = 0.0  # a pause after each streamed chat token (a slow engine)
         self.lock = threading.Lock()
 
     # --- generation ------------------------------------------------------------------------------
@@ -194,6 +196,8 @@ class TinyOpenAIServer:
                     "finish_reason": None,
                 }
                 yield _event({**head, "choices": [choice]})
+            if self.chunk_delay_s:
+                await asyncio.sleep(self.chunk_delay_s)
         for index in range(n):
             last = {"index": index, "delta": {}, "logprobs": None, "finish_reason": generation.finish_reason}
             yield _event({**head, "choices": [last]})

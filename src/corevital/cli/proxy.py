@@ -93,7 +93,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     stats = proxy.stats
     print(
         f"{stats.requests} request(s), {stats.reports} report(s) written, "
-        f"{stats.failures} CoreVital failure(s), {stats.upstream_errors} upstream unreachable",
+        f"{stats.failures} CoreVital failure(s), {stats.dropped} dropped, "
+        f"{stats.upstream_errors} upstream unreachable",
         flush=True,
     )
     return 0

@@ -64,6 +64,7 @@ HOP_BY_HOP = frozenset(
 )
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 600.0  # between two reads of the upstream's response (a long generation streams slowly)
+MAX_PENDING_RESPONSES = 1000  # responses waiting for their reports; beyond it a response is not observed
 LATENCY_SAMPLES = 100_000  # per-chunk added latencies kept for the percentiles (the most recent)
 
 
@@ -76,6 +77,7 @@ class ProxyStats:
     reports: int = 0  # reports built and written
     failures: int = 0  # CoreVital failures (the requests were served regardless)
     upstream_errors: int = 0  # upstream unreachable (answered 502)
+    dropped: int = 0  # responses not observed because MAX_PENDING_RESPONSES were waiting
     chunk_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -282,6 +284,10 @@ class ProxyApp:
         if self.reporter is None:
             return
         with self._idle:
+            if self._pending >= MAX_PENDING_RESPONSES:
+                self.stats.count("dropped")
+                log.warning("a response not observed: %d responses wait for their reports", self._pending)
+                return
             self._pending += 1
         self.stats.count("observed")
         try:

@@ -332,6 +332,23 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return _yaml_mapping(text, str(p), original_layout=True)
 
 
+_YAML_MAX_FLOW_DEPTH = 64
+_YAML_QUOTED = re.compile(r"'[^'\n]*'?|\"(?:[^\"\\\n]|\\.?)*+\"?|#[^\n]*")
+_YAML_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _flow_depth_exceeds(text: str, limit: int = _YAML_MAX_FLOW_DEPTH) -> bool:
+    """Whether YAML ``text`` nests ``[...]``/``{...}`` deeper than ``limit`` (quoted text and
+    comments aside): PyYAML would take seconds to find out, then raise RecursionError."""
+    brackets = _YAML_NOT_BRACKET.sub("", _YAML_QUOTED.sub("", text))
+    depth = 0
+    for char in brackets:
+        depth += 1 if char in "[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
 def _key_text(key: object) -> str:
     """A key of a config file as an error message shows it: quoted when it holds a line break or
     another character that is not printable (the message stays one line)."""
@@ -340,6 +357,8 @@ def _key_text(key: object) -> str:
 
 
 def _yaml_mapping(text: str, origin: str, *, original_layout: bool = False) -> dict[str, Any]:
+    if _flow_depth_exceeds(text):
+        raise ConfigError(f"{origin} is not valid YAML: nested deeper than {_YAML_MAX_FLOW_DEPTH} levels")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -25,6 +25,7 @@ from tests.support.served import ServerProcess, start_server
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
 MAX_NEW_TOKENS = 600  # far more than the run gets before Stop
+PROBE = "<img src=x onerror=alert(1)></script>"  # the prompt carries markup: it must show as text
 SHOTS = Path("/tmp/dashboard-shots")
 
 
@@ -71,7 +72,7 @@ def test_live_run_streams_and_stops(watched_page: Any, live_server: ServerProces
     page.goto(f"{live_server.url}/#/live")
     page.wait_for_function("() => document.body.dataset.ready === 'live'")
     assert "SmolLM2" in (page.locator("#live-form").locator("xpath=..").text_content() or "")
-    page.fill("#live-prompt", "Write a long story about a lighthouse keeper and the sea.")
+    page.fill("#live-prompt", f"Write a long story about a lighthouse keeper and the sea. {PROBE}")
     page.fill("#live-max", str(MAX_NEW_TOKENS))
     page.check("#live-ignore-eos")
     page.click("#live-start")
@@ -106,6 +107,8 @@ def test_live_run_streams_and_stops(watched_page: Any, live_server: ServerProces
 
     # The run also landed in the "New runs" feed, and its page opens.
     page.locator(f"#live-rows a[href$='{trace_id}']").wait_for(timeout=15_000)
+    assert PROBE in (page.locator("#live-rows .preview").first.text_content() or "")
+    assert page.locator("main img").count() == 0 and page.locator("main script").count() == 0
     page.click("#live-open-run")
     page.wait_for_function("() => document.body.dataset.ready === 'run'")
     facts = page.locator(".facts").text_content() or ""

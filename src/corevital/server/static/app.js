@@ -102,6 +102,7 @@ async function serverInfo() {
 }
 
 window.addEventListener("corevital:unauthorised", askForToken);
+window.addEventListener("corevital:runs-changed", serverInfo);
 window.addEventListener("hashchange", route);
 updateTokenButton();
 serverInfo();

@@ -242,6 +242,7 @@ function newRuns(signal) {
       if (kind !== "run") return;
       const run = JSON.parse(text);
       count += 1;
+      window.dispatchEvent(new Event("corevital:runs-changed")); // the top bar's run count
       status.textContent = `${count} new run${count === 1 ? "" : "s"} since this page opened.`;
       list.prepend(h("tr", null,
         h("td", null, h("a", { href: `#/run/${encodeURIComponent(run.trace_id)}` }, fmtTime(run.created_at_utc))),

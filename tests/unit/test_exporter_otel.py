@@ -29,6 +29,7 @@ from corevital.report.encoding import report_from_json  # noqa: E402
 from corevital.report.schema import (  # noqa: E402
     GenerationConfig,
     HealthFlags,
+    LatencyPercentiles,
     Report,
     RiskExtension,
     SamplingInfo,
@@ -212,7 +213,10 @@ def test_the_span_joins_the_callers_current_trace(base: Report, receiver: OtlpRe
 
 def timed(report: Report, ttft_ms: float = 4.5, tokens_per_second: float = 180.0) -> Report:
     """``report`` with the per-sequence latency figures of a capture that measured them."""
-    summary = report.summary.model_copy(update={"ttft_ms": ttft_ms, "tokens_per_second": tokens_per_second})
+    inter_token = LatencyPercentiles(p50=5.0, p90=6.0, p99=9.0, mean=5.5)
+    summary = report.summary.model_copy(
+        update={"ttft_ms": ttft_ms, "tokens_per_second": tokens_per_second, "inter_token_ms": inter_token}
+    )
     return report.model_copy(update={"summary": summary})
 
 
@@ -229,6 +233,8 @@ def test_latency_figures_become_the_genai_time_to_first_token(base: Report, rece
     [(_, ttft)] = receiver.metric_points()["gen_ai.server.time_to_first_token"]
     assert ttft.count == 2 and ttft.sum == pytest.approx(0.1245)
     assert receiver.metric_units()["gen_ai.server.time_to_first_token"] == ("histogram", "s")
+    [(_, tpot)] = receiver.metric_points()["gen_ai.server.time_per_output_token"]
+    assert tpot.count == 2 and tpot.sum == pytest.approx(0.011)  # 5.5 ms each
 
 
 def test_metrics_carry_the_same_numbers_with_sampling_weights(base: Report, receiver: OtlpReceiver) -> None:

@@ -47,5 +47,11 @@ test: check pytest
 test-fast: check $(STAMP) system-packages
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
+# Fuzz the readers of user files and stored reports (tests/fuzz) with 100,000 inputs each; the
+# normal test run tries 200 per reader. Derandomized: the same inputs every run.
+.PHONY: fuzz
+fuzz: $(STAMP)
+	COREVITAL_FUZZ_EXAMPLES=$${COREVITAL_FUZZ_EXAMPLES:-100000} $(BIN)/python -m pytest -q -p no:cacheprovider tests/fuzz
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -46,6 +46,7 @@ def _measured(code: str) -> dict[str, object]:
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     result: dict[str, object] = json.loads(completed.stdout.strip().splitlines()[-1])
+    print(f"peak RSS {result['peak_kib']} KiB (bound {PEAK_BOUND_KIB} KiB)")  # shown with -s
     return result
 
 

@@ -25,6 +25,7 @@ import httpx
 import pytest
 import torch
 
+from corevital.analysis.policies import StopWhen
 from corevital.config import load_settings
 from corevital.exporters.base import Outputs
 from corevital.proxy.reports import LogprobReporter
@@ -328,6 +329,45 @@ def test_a_stream_reaches_the_client_as_the_engine_produces_it(
     assert len(arrivals) == 8
     gaps = [b - a for a, b in zip(arrivals[1:7], arrivals[2:8], strict=True)]
     assert min(gaps) > 0.15, gaps
+
+
+@pytest.mark.parametrize("path", [CHAT, COMPLETIONS])
+def test_a_policy_ends_the_stream_with_a_finish_reason_saying_why(
+    upstream: tuple[TinyOpenAIServer, ServerThread], path: str
+) -> None:
+    _, direct_thread = upstream
+    sink = MemorySink()
+    policy = StopWhen(lambda step: step.step >= 2, name="third_token", reason="three tokens are enough")
+    proxy = ProxyApp(
+        direct_thread.url,
+        LogprobReporter(load_settings({}), outputs=Outputs(stores=[sink])),
+        policies=[policy],
+    )
+    with ServerThread(proxy.app()) as thread:
+        body = _body(path, stream=True, max_tokens=10)
+        through = httpx.post(thread.url + path, json=body, timeout=60)
+        direct = httpx.post(direct_thread.url + path, json=body, timeout=60)
+        assert proxy.wait_idle(60)
+    events = [e.removeprefix("data: ") for e in through.text.split("\n\n") if e]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "corevital:third_token"
+    texts = [
+        c["choices"][0].get("text", c["choices"][0].get("delta", {}).get("content")) for c in chunks[:-1]
+    ]
+    tokens = [t for t in texts if t]  # the chat stream's first chunk carries the role only
+    full = [e.removeprefix("data: ") for e in direct.text.split("\n\n") if e]
+    assert len(full) > len(events)  # the engine had more to say
+    assert len(tokens) == 3
+    (report,) = sink.reports
+    assert report.generated.finish_reason == "stopped_by_callback" and report.generated.num_tokens == 3
+    intervention = report.extensions.intervention
+    assert intervention is not None
+    assert (intervention.policy, intervention.step, intervention.reason) == (
+        "third_token",
+        2,
+        "three tokens are enough",
+    )
 
 
 @pytest.mark.slow

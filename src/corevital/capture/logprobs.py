@@ -199,6 +199,16 @@ def parse_choices(response: Mapping[str, Any]) -> list[ChoiceLogprobs]:
     return parsed
 
 
+def choice_tokens(choice: Mapping[str, Any]) -> list[TokenLogprob]:
+    """The tokens of one choice of a response or of a streamed chunk (none without logprobs)."""
+    logprobs = choice.get("logprobs")
+    if not isinstance(logprobs, Mapping):
+        return []
+    if "content" in logprobs:
+        return _chat_tokens(logprobs.get("content"))
+    return _completion_tokens(logprobs)
+
+
 def _chat_tokens(content: Any) -> list[TokenLogprob]:
     if content is None:
         return []
@@ -249,7 +259,7 @@ def _integer(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-class _TokenIds:
+class TokenIds:
     """Token texts -> ids: ``token_id:N`` as N, others numbered per response in order of appearance."""
 
     def __init__(self) -> None:
@@ -295,7 +305,7 @@ def step_bounds(known: np.ndarray, vocab_size: int | None) -> tuple[float, float
 
 
 def logit_stats(
-    tokens: Sequence[TokenLogprob], token_id: _TokenIds, *, topk: int, mass_k: int, vocab_size: int | None
+    tokens: Sequence[TokenLogprob], token_id: TokenIds, *, topk: int, mass_k: int, vocab_size: int | None
 ) -> tuple[LogprobLogitStats, LogprobChosenStats]:
     """The per-step arrays of one sequence's tokens."""
     steps = len(tokens)
@@ -388,7 +398,7 @@ def capture_response(
     all_stats: list[LogprobLogitStats] = []
     vocabulary = True
     for choice in choices:
-        token_id = _TokenIds()
+        token_id = TokenIds()
         stats, chosen = logit_stats(choice.tokens, token_id, topk=topk, mass_k=mass_k, vocab_size=vocab_size)
         vocabulary = vocabulary and token_id.vocabulary
         all_stats.append(stats)

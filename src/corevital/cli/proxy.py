@@ -59,6 +59,8 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--top-logprobs must be between 1 and {MAX_TOP_LOGPROBS} (got {args.top_logprobs})"
         )
+    if args.stop_on_risk_above is not None and not 0.0 <= args.stop_on_risk_above <= 1.0:
+        raise ConfigError(f"--stop-on-risk-above must be between 0 and 1 (got {args.stop_on_risk_above})")
     if args.vocab_size is not None and args.vocab_size < 2:
         raise ConfigError(f"--vocab-size must be at least 2 (got {args.vocab_size})")
     missing = [name for name in ("httpx", "starlette", "uvicorn") if importlib.util.find_spec(name) is None]
@@ -73,13 +75,19 @@ def cmd_proxy(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from corevital.analysis.policies import StopOnRepetition, StopOnRiskAbove, StopPolicy
     from corevital.exporters.base import open_outputs
     from corevital.proxy.reports import LogprobReporter
     from corevital.proxy.server import ProxyApp
 
     outputs = open_outputs(settings)  # a bad sink fails now, before listening
     reporter = LogprobReporter(settings, outputs=outputs, vocab_size=args.vocab_size)
-    proxy = ProxyApp(upstream, reporter, top_logprobs=args.top_logprobs)
+    policies: list[StopPolicy] = []
+    if args.stop_on_repetition:
+        policies.append(StopOnRepetition())
+    if args.stop_on_risk_above is not None:
+        policies.append(StopOnRiskAbove(args.stop_on_risk_above))
+    proxy = ProxyApp(upstream, reporter, top_logprobs=args.top_logprobs, policies=policies)
     print(f"Proxying http://{args.listen} -> {upstream} (reports: {'+'.join(settings.sink)})", flush=True)
     uvicorn.run(
         proxy.app(),
@@ -134,6 +142,21 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="The model's vocabulary size: gives each step's entropy an upper bound as well.",
+    )
+    parser.add_argument(
+        "--stop-on-repetition",
+        "--stop_on_repetition",
+        dest="stop_on_repetition",
+        action="store_true",
+        help="End a stream as soon as a repetition loop forms (finish reason corevital:repetition_loop).",
+    )
+    parser.add_argument(
+        "--stop-on-risk-above",
+        "--stop_on_risk_above",
+        dest="stop_on_risk_above",
+        type=float,
+        metavar="R",
+        help="End a stream when its running risk exceeds R (finish reason corevital:risk_above).",
     )
     parser.add_argument("--config", metavar="FILE", help="YAML file of settings (see docs/configuration.md).")
     taken = set(OUTPUT_SETTINGS) | {"log_level", "topk", "topk_mass_k", "thresholds"}

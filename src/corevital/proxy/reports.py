@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from corevital.analysis.policies import StopDecision
 from corevital.capture.logprobs import LogprobCapture, ObservedRequest, capture_response
 from corevital.config import Settings
 from corevital.exporters.base import Outputs
@@ -77,8 +78,14 @@ class LogprobReporter:
         *,
         elapsed_ms: float = 0.0,
         started_at_utc: str | None = None,
+        stopped: tuple[int, StopDecision] | None = None,
     ) -> list[Report]:
-        """One report per choice of ``response`` (a :class:`LogprobsError` when it has no logprobs)."""
+        """One report per choice of ``response`` (a :class:`LogprobsError` when it has no logprobs).
+
+        ``stopped``: the choice whose stream a policy stopped, and the decision; every choice of
+        that stream ended there and records it (``finish_reason`` stopped_by_callback,
+        ``extensions.intervention``).
+        """
         settings = self.pipeline.settings
         capture = capture_response(
             response_dict(response),
@@ -89,6 +96,15 @@ class LogprobReporter:
             elapsed_ms=elapsed_ms,
             started_at_utc=started_at_utc or utc_now(),
         )
+        if stopped is not None:
+            index, decision = stopped
+            for seq in capture.run.sequences:
+                seq.finish_reason = "stopped_by_callback"
+                seq.stop_policy = decision.policy
+                seq.stopped_at_step = decision.step
+                seq.stop_reason = (
+                    decision.reason if seq.batch_index == index else f"choice {index}: {decision.reason}"
+                )
         return [self._report(capture, i) for i in range(len(capture.run.sequences))]
 
     def _report(self, capture: LogprobCapture, index: int) -> Report:
@@ -124,10 +140,13 @@ class LogprobReporter:
         *,
         elapsed_ms: float = 0.0,
         started_at_utc: str | None = None,
+        stopped: tuple[int, StopDecision] | None = None,
     ) -> list[Report]:
         """Build and write the reports of one response."""
         t0 = time.perf_counter()
-        reports = self.reports(response, request, elapsed_ms=elapsed_ms, started_at_utc=started_at_utc)
+        reports = self.reports(
+            response, request, elapsed_ms=elapsed_ms, started_at_utc=started_at_utc, stopped=stopped
+        )
         self.write(reports)
         log.debug(
             "%d report(s) built and written in %.1f ms", len(reports), (time.perf_counter() - t0) * 1000.0

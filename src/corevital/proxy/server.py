@@ -22,15 +22,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from corevital.capture.logprobs import ObservedRequest, StreamAccumulator
+from corevital.analysis.online import OnlineSequenceMonitor
+from corevital.analysis.policies import StopDecision, StopPolicy, first_decision
+from corevital.analysis.profiles import load_profile
+from corevital.capture.logprobs import (
+    ObservedRequest,
+    StreamAccumulator,
+    TokenIds,
+    choice_tokens,
+    logit_stats,
+)
 from corevital.report.timestamps import utc_now
 
 if TYPE_CHECKING:
@@ -198,7 +208,12 @@ def _event_end(buffer: bytes) -> int:
     return index + size
 
 
-def rewrite_event(event: bytes, accumulator: StreamAccumulator, injection: Injection) -> bytes:
+def rewrite_event(
+    event: bytes,
+    accumulator: StreamAccumulator,
+    injection: Injection,
+    on_chunk: Callable[[Mapping[str, Any]], None] | None = None,
+) -> bytes:
     """One SSE event: its ``data:`` JSON fed to the accumulator and, when the proxy added the
     logprobs, rewritten without them (other lines and the event's own line endings kept)."""
     lines = event.splitlines(keepends=True)
@@ -217,12 +232,79 @@ def rewrite_event(event: bytes, accumulator: StreamAccumulator, injection: Injec
         chunk = json.loads(payload)
         if isinstance(chunk, dict):
             accumulator.add(chunk)
+            if on_chunk is not None:
+                on_chunk(chunk)
         if injection.logprobs and strip_logprobs(chunk):
             changed = True
             out.append(stripped[:prefix_len] + dumps_like(chunk, payload) + line[len(stripped) :])
         else:
             out.append(line)
     return b"".join(out) if changed else event
+
+
+class StreamWatch:
+    """The intervention policies over a stream's tokens, choice by choice, as chunks arrive.
+
+    Each token's logit tier (the entropy's lower bound, surprisal, margin, top-k mass) goes to an
+    online monitor per choice (running risk, early warnings, repetition); the first policy that
+    fires is the :attr:`decision`. Tokens without a finite value (no logprob listed) are skipped.
+    """
+
+    def __init__(self, policies: Sequence[StopPolicy], *, mass_k: int = 10) -> None:
+        self.policies = tuple(policies)
+        self.mass_k = mass_k
+        self._profile = load_profile("unknown")
+        self._monitors: dict[int, OnlineSequenceMonitor] = {}
+        self._ids: dict[int, TokenIds] = {}
+        self.decision: tuple[int, StopDecision] | None = None
+        self.head: dict[str, Any] = {}  # id, object, created, model of the last chunk
+        self.indices: set[int] = set()
+
+    def __call__(self, chunk: Mapping[str, Any]) -> None:
+        self.head = {key: chunk[key] for key in ("id", "object", "created", "model") if key in chunk}
+        for choice in chunk.get("choices") or []:
+            if not isinstance(choice, Mapping):
+                continue
+            index = choice.get("index", 0) if isinstance(choice.get("index", 0), int) else 0
+            self.indices.add(index)
+            if self.decision is not None:
+                continue
+            for token in choice_tokens(choice):
+                ids = self._ids.setdefault(index, TokenIds())
+                stats, chosen = logit_stats([token], ids, topk=1, mass_k=self.mass_k, vocab_size=None)
+                values = [float(stats.entropy[0]), float(chosen.surprisal[0]), float(stats.top_k_margin[0])]
+                if not all(math.isfinite(v) for v in values):
+                    continue
+                monitor = self._monitors.setdefault(index, OnlineSequenceMonitor(self._profile))
+                step = monitor.update(
+                    token_id=int(chosen.token_ids[0]),
+                    entropy=values[0],
+                    surprisal=values[1],
+                    margin=values[2],
+                    topk_mass=float(stats.topk_mass[0]),
+                )
+                decision = first_decision(self.policies, step)
+                if decision is not None:
+                    self.decision = (index, decision)
+                    break
+
+    def final_event(self, chat: bool) -> bytes:
+        """The event that ends the client's stream: each choice's finish reason names the policy."""
+        assert self.decision is not None
+        reason = stop_finish_reason(self.decision[1])
+        choices: list[dict[str, Any]] = []
+        for index in sorted(self.indices or {0}):
+            if chat:
+                choices.append({"index": index, "delta": {}, "logprobs": None, "finish_reason": reason})
+            else:
+                choices.append({"index": index, "text": "", "logprobs": None, "finish_reason": reason})
+        chunk = {**self.head, "choices": choices}
+        return b"data: " + json.dumps(chunk, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+def stop_finish_reason(decision: StopDecision) -> str:
+    """The finish reason a stream stopped by CoreVital ends with: ``corevital:<policy>``."""
+    return f"corevital:{decision.policy}"
 
 
 ReportSink = Callable[[Mapping[str, Any], ObservedRequest, float, str], None]
@@ -237,12 +319,14 @@ class ProxyApp:
         reporter: LogprobReporter | None,
         *,
         top_logprobs: int = DEFAULT_TOP_LOGPROBS,
+        policies: Sequence[StopPolicy] = (),
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         base = upstream.rstrip("/")
         self.upstream = base.removesuffix("/v1")
         self.reporter = reporter
         self.top_logprobs = top_logprobs
+        self.policies = tuple(policies)
         self.stats = ProxyStats()
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
@@ -279,7 +363,12 @@ class ProxyApp:
 
     # --- reports ---------------------------------------------------------------------------------
     def _queue_report(
-        self, response: Mapping[str, Any], request: ObservedRequest, elapsed_ms: float, start: str
+        self,
+        response: Mapping[str, Any],
+        request: ObservedRequest,
+        elapsed_ms: float,
+        start: str,
+        stopped: tuple[int, StopDecision] | None = None,
     ) -> None:
         if self.reporter is None:
             return
@@ -291,16 +380,23 @@ class ProxyApp:
             self._pending += 1
         self.stats.count("observed")
         try:
-            self._worker.submit(self._write_reports, response, request, elapsed_ms, start)
+            self._worker.submit(self._write_reports, response, request, elapsed_ms, start, stopped)
         except RuntimeError:  # shutting down
             self._done()
 
     def _write_reports(
-        self, response: Mapping[str, Any], request: ObservedRequest, elapsed_ms: float, start: str
+        self,
+        response: Mapping[str, Any],
+        request: ObservedRequest,
+        elapsed_ms: float,
+        start: str,
+        stopped: tuple[int, StopDecision] | None,
     ) -> None:
         try:
             assert self.reporter is not None
-            reports = self.reporter.observe(response, request, elapsed_ms=elapsed_ms, started_at_utc=start)
+            reports = self.reporter.observe(
+                response, request, elapsed_ms=elapsed_ms, started_at_utc=start, stopped=stopped
+            )
             self.stats.count("reports", len(reports))
         except Exception as exc:  # noqa: BLE001 - CoreVital's failure never reaches the client
             self.stats.count("failures")
@@ -416,6 +512,7 @@ class ProxyApp:
     async def _events(self, upstream: httpx.Response, observation: _Observation) -> AsyncIterator[bytes]:
         parser = SSEParser()
         accumulator = StreamAccumulator()
+        watch = StreamWatch(self.policies) if self.policies and self.reporter is not None else None
         healthy = True
         complete = False
         try:
@@ -426,19 +523,31 @@ class ProxyApp:
                     continue
                 unsent = parser.pending + data
                 try:
-                    out = b"".join(
-                        rewrite_event(e, accumulator, observation.injection) for e in parser.feed(data)
-                    )
+                    pieces = []
+                    for event in parser.feed(data):
+                        pieces.append(rewrite_event(event, accumulator, observation.injection, watch))
+                        if watch is not None and watch.decision is not None:
+                            break  # the events after the stop are not the client's
+                    out = b"".join(pieces)
                 except Exception as exc:  # noqa: BLE001 - from here on the stream passes through as is
                     healthy = False
                     self.stats.count("failures")
                     log.error("%s: stream not observed: %s", observation.path, _one_line(exc))
                     parser.rest()
                     out = unsent
+                stop = watch is not None and healthy and watch.decision is not None
+                if stop and watch is not None:
+                    out += watch.final_event(accumulator.chat) + b"data: [DONE]\n\n"
                 if out:
                     self.stats.chunk_ms.append((time.perf_counter() - arrived) * 1000.0)
                     yield out
+                if stop:
+                    break
             rest = parser.rest()
+            if watch is not None and watch.decision is not None:
+                rest = (
+                    b""  # the stream ended at the stop: what the upstream sent after it is not the client's
+                )
             if rest:
                 yield rest
             complete = True
@@ -446,7 +555,8 @@ class ProxyApp:
             await upstream.aclose()
             if complete and healthy:
                 try:
-                    self._finish(accumulator.response(), observation)
+                    stopped = watch.decision if watch is not None else None
+                    self._finish(accumulator.response(), observation, stopped)
                 except Exception as exc:  # noqa: BLE001
                     self.stats.count("failures")
                     log.error("%s: stream not observed: %s", observation.path, _one_line(exc))
@@ -457,9 +567,14 @@ class ProxyApp:
                 "" if complete else ", cut short",
             )
 
-    def _finish(self, response: Mapping[str, Any], observation: _Observation) -> None:
+    def _finish(
+        self,
+        response: Mapping[str, Any],
+        observation: _Observation,
+        stopped: tuple[int, StopDecision] | None = None,
+    ) -> None:
         elapsed = (time.perf_counter() - observation.started) * 1000.0
-        self._queue_report(response, observation.request, elapsed, observation.started_utc)
+        self._queue_report(response, observation.request, elapsed, observation.started_utc, stopped)
 
     def app(self) -> Starlette:
         """The ASGI application: every path and method goes through :meth:`handle`."""

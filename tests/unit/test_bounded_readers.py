@@ -412,7 +412,8 @@ def test_a_config_file_that_is_not_utf8_deep_or_with_a_huge_number_is_a_config_e
     for data, problem in (
         (b"seed: 1\n\xff\n", r"is not UTF-8 text: byte 0xff at offset 8"),
         (b"seed: 1\x00", r"is not text: a NUL byte at offset 7"),
-        (b"thresholds: " + b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        (b"thresholds: " + b"[" * 5000 + b"]" * 5000, "nested deeper than 64 levels"),
+        (b"a:\n" + b"".join(b" " * n + b"- \n" for n in range(1, 2000, 2)), "nested too deeply"),
         (b"seed: " + b"9" * 5000, "is not valid YAML: Exceeds the limit"),
     ):
         path.write_bytes(data)

@@ -41,7 +41,7 @@ LAYER = {
     "config_docs": 13,  # docs/configuration.md, rendered from the settings and the CLI's flags
     "__main__": 13,
 }
-TORCH_FREE = ("analysis", "report", "sinks", "exporters", "views", "server", "validation")
+TORCH_FREE = ("analysis", "report", "sinks", "exporters", "views", "server", "validation", "proxy")
 
 
 def _package_of(module: str) -> str | None:

@@ -66,7 +66,7 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     missing = [name for name in ("httpx", "starlette", "uvicorn") if importlib.util.find_spec(name) is None]
     if missing:
         raise NotAvailableError(
-            f"corevital proxy needs {' and '.join(missing)}: pip install 'corevital[serve,http]'"
+            f"corevital proxy needs {' and '.join(missing)}: pip install 'corevital[proxy]'"
         )
     settings = load_settings(settings_overrides(args), config_file=args.config)
     configure_logging(settings.log_level)

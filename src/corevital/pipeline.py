@@ -402,7 +402,7 @@ class Pipeline:
         if location is None or (stores[0] == "sqlite" and not Path(location).exists()):
             return [False] * len(prompts)
         model_id = self.loaded.resolved.hf_id
-        wanted = generation_record(self.settings)
+        wanted = generation_record(self.settings, self.loaded.model.generation_config)
         found: list[bool] = []
         store = open_location(location, read_only=True)
         try:
@@ -504,7 +504,7 @@ def _same_run(report: Report | None, wanted: Any, settings: Settings) -> bool:
         and report.run_config.max_new_tokens == settings.max_new_tokens
         and (report.run_config.capture_mode or "full") == settings.capture
         and gen.do_sample == wanted.do_sample
-        and gen.temperature == wanted.temperature
+        and (gen.temperature if gen.do_sample else None) == wanted.temperature  # greedy: written as 0
         and gen.top_k == wanted.top_k
         and gen.top_p == wanted.top_p
     )

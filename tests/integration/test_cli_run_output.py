@@ -112,3 +112,19 @@ def test_live_lines_follow_the_terminal_and_quiet(
     code, out, err = _run(capsys, tiny_model_dir("llama"), tmp_path, "--prompt", PROMPTS[0], "--quiet")
     assert code == 0 and "Tokens:" in out
     assert "tokens/s  entropy" not in err
+
+
+@pytest.mark.parametrize("decoding", [["--generation-config", "model"], ["--temperature", "0"]])
+def test_resume_recognises_greedy_and_model_default_runs(
+    capsys: pytest.CaptureFixture[str],
+    tiny_model_dir: Callable[[str], Path],
+    tmp_path: Path,
+    decoding: list[str],
+) -> None:
+    model = tiny_model_dir("llama")  # its generation_config.json decodes greedily
+    code, _, _ = _run(capsys, model, tmp_path, "--prompt", PROMPTS[0], *decoding)
+    assert code == 0
+    code, out, _ = _run(
+        capsys, model, tmp_path, "--prompt", PROMPTS[0], "--prompt", "Hi", "--resume", *decoding
+    )
+    assert code == 0 and "Resuming: 1 of 2 prompts already stored, 1 to run" in out

@@ -509,7 +509,7 @@ def baseline_generate_ms(
     loaded: LoadedModel, texts: list[str], settings: Settings, *, max_new_tokens: int | None = None
 ) -> float:
     """Wall time of plain ``generate()`` for the same prompts: the model's own attention, nothing observed."""
-    gen = generation_record(settings)
+    gen = generation_record(settings, loaded.model.generation_config)
     if max_new_tokens is not None:
         gen = dataclasses.replace(gen, max_new_tokens=max_new_tokens)
     kwargs = _generate_kwargs(loaded, gen, settings.cache)

@@ -234,3 +234,33 @@ def test_run_with_the_cache_setting(family: str, family_dirs: dict[str, Path]) -
     _check_complete(static, layers)
     _close(_logits(static), _logits(dynamic), "logits: static vs dynamic cache (run)")
     _close(_attention(static), _attention(eager), "attention: fast vs eager (run, static cache)")
+
+
+def test_prompt_padding_from_every_mask_form() -> None:
+    """2-D, 4-D over a longer cache (additive and boolean), per-layer-type dicts; a block mask is refused."""
+    from corevital.capture.mask_forms import UnreadableMask, prompt_padding, readable_mask
+
+    padding = torch.tensor([[False, False, True, True], [True, True, True, True]])
+    cache_length = 9  # a static cache: keys beyond the prompt are empty slots
+    keys = torch.arange(cache_length)
+    causal = keys[None, :] <= torch.arange(4)[:, None]  # [P, K]
+    visible = causal[None, None] & torch.nn.functional.pad(padding, (0, cache_length - 4))[:, None, None, :]
+    additive = torch.zeros(visible.shape).masked_fill(~visible, torch.finfo(torch.float32).min)
+    window = visible & (torch.arange(4)[:, None] - keys[None, :] < 2)[None, None]
+    for form in (
+        padding.long(),
+        visible,
+        additive,
+        {"full_attention": additive, "sliding_attention": window},
+        {"sliding_attention": window},
+    ):
+        found = prompt_padding(form, 2, 4)
+        assert found is not None and torch.equal(found, padding), form
+    assert prompt_padding(None, 2, 4) is None
+
+    class BlockMask:  # stands for torch's flex attention block mask: no per-position values
+        shape = (2, 1, 4, 4)
+
+    assert not readable_mask(BlockMask())
+    with pytest.raises(UnreadableMask):
+        prompt_padding(BlockMask(), 2, 4)

@@ -259,9 +259,12 @@ class AttentionTap:
             and (mask.tensor is None or mask.decode)
         )
 
-    def take_decode_rows(self) -> DecodeRows | None:
+    def take_decode_rows(self, cache_keys: list[Tensor] | None) -> DecodeRows | None:
         """This forward's decode-step rows of every layer, to be reduced later; None if not deferred.
 
+        ``cache_keys``: the cache's keys of every layer after this forward. The rows wait only when
+        each layer attended over exactly those tensors: a model that caches something else than its
+        attention keys (DeepSeek's latent attention caches compressed latents) is scored per step.
         When only some layers (or layers that differ in shape, scale or mask) deferred their rows,
         those rows go to the per-step path, so that :meth:`collected` sees every layer.
         """
@@ -269,7 +272,7 @@ class AttentionTap:
         if not decode.count:
             return None
         self._buffer.decode = type(decode)(self._num[SiteKind.SELF])
-        if decode.uniform and decode.count == self._num[SiteKind.SELF]:
+        if decode.uniform and decode.count == self._num[SiteKind.SELF] and decode.keys_are(cache_keys):
             return decode.window_rows()
         for index, entry in enumerate(decode.rows):
             if entry is not None:

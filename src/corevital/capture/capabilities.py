@@ -32,6 +32,13 @@ FAST_ATTENTION_MODEL_TYPES = frozenset(
         "granite",
         "starcoder2",
         "smollm3",
+        # Soft-capped (gemma2) or sink (gpt_oss) layers run eager attention, per layer, on the fast path.
+        "gemma2",
+        "gemma3_text",
+        "gpt_neox",
+        "cohere",
+        "deepseek_v3",
+        "gpt_oss",
     }
 )
 

@@ -46,6 +46,15 @@ def mask_tensor(mask: Any) -> Tensor | None:
     raise UnreadableMask(f"an attention mask of type {type(mask).__name__} has no readable values")
 
 
+def readable_mask(mask: Any) -> bool:
+    """Whether :func:`prompt_padding` can read ``mask`` (not a flex attention block mask)."""
+    try:
+        mask_tensor(mask)
+    except UnreadableMask:
+        return False
+    return True
+
+
 def prompt_padding(mask: Any, batch: int, length: int, offset: int = 0) -> Tensor | None:
     """[B, P] bool, True for the real tokens of a pass over ``length`` positions; None: no padding known.
 

@@ -36,10 +36,12 @@ import torch
 from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+from corevital.capture.attention_window import append_only_keys
 from corevital.capture.capabilities import ModelCapabilities
 from corevital.capture.hf_compat import last_logits_processor
 from corevital.capture.instruments import attention_tap, model_bytes, sketch_matrix
 from corevital.capture.live import LiveCallback
+from corevital.capture.mask_forms import readable_mask
 from corevital.capture.model_checks import logits_head, stream_sites
 from corevital.capture.options import CaptureOptions
 from corevital.capture.prompt_pass import EncoderSummary, PromptPass
@@ -141,6 +143,14 @@ class StepObserver:
     def _pre_forward(
         self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if self._reads_prompt() and not readable_mask(kwargs.get("attention_mask")):
+            self.warnings.append(
+                CaptureWarning(
+                    "PROMPT_MASK_UNREADABLE",
+                    f"the model got its attention mask as a {type(kwargs.get('attention_mask')).__name__} "
+                    "(flex attention), whose values cannot be read: no prompt telemetry",
+                )
+            )
         streams = self._forwards == 0 and self.prompt.start_stream(kwargs, self._reads_prompt())
         kwargs["output_hidden_states"] = not streams
         if self._reads_prompt() and self.prompt.head is None:
@@ -188,7 +198,8 @@ class StepObserver:
             attention = cross = None
             decode_rows = None
             if self.tap is not None:
-                decode_rows = self.tap.take_decode_rows()
+                cache = kwargs.get("cache", kwargs.get("past_key_values"))
+                decode_rows = self.tap.take_decode_rows(None if cache is None else append_only_keys(cache))
                 if decode_rows is None:
                     attention = _last_row(self.tap.collected(SiteKind.SELF), causal=True)
                     if self.caps.is_encoder_decoder:

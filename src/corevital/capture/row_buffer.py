@@ -126,6 +126,14 @@ class DecodeRowsBuffer:
         self.rows[layer] = (query, key, mask, scale)
         self.count += 1
 
+    def keys_are(self, keys: list[Tensor] | None) -> bool:
+        """Whether every layer's row was scored over the given key tensors (the very same objects)."""
+        return (
+            keys is not None
+            and len(keys) == len(self.rows)
+            and all(row is not None and row[1] is key for row, key in zip(self.rows, keys, strict=True))
+        )
+
     def window_rows(self) -> DecodeRows:
         """Every layer's rows as one :class:`DecodeRows` (all layers kept theirs, uniformly)."""
         entries = cast(list[tuple[Tensor, Tensor, MaskEntry, float]], self.rows)

@@ -1,0 +1,72 @@
+"""Every current decoder family under the dynamic and the static cache (tiny random models, CPU).
+
+For each family of :data:`~tests.support.tiny_models.FAMILIES` and each cache: the tokens under
+CoreVital equal plain ``generate()``, the fast attention path equals the eager one within 1e-4, and
+the report has per-layer statistics and prompt telemetry. docs/models.md is generated from the same
+list (:mod:`tests.support.models_table`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.integration.test_capture_caches import (
+    PROMPTS,
+    _attention,
+    _check_complete,
+    _close,
+    _generate_kwargs,
+    _inputs,
+    _logits,
+    _watched,
+)
+from tests.support.models_table import ATTENTION_NOT_OBSERVED, render
+from tests.support.tiny_models import FAMILIES, build_family_model, build_tokenizer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> object:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family(family: str, cache: str) -> None:
+    model = build_family_model(family, seed=0)
+    tokenizer = build_tokenizer()
+    plain = model.generate(**_inputs(tokenizer), **_generate_kwargs(cache))
+    fast, fast_reports = _watched(model, tokenizer, cache, attention_path="fast")
+    eager, eager_reports = _watched(model, tokenizer, cache, attention_path="eager")
+    assert torch.equal(fast, plain) and torch.equal(eager, plain)
+    assert len(fast_reports) == len(PROMPTS)
+    layers = model.config.num_hidden_layers
+    if family in ATTENTION_NOT_OBSERVED:
+        for report in fast_reports:
+            assert [w.code for w in report.warnings] == ["ATTENTION_NOT_AVAILABLE"]
+            for step in report.timeline:
+                assert [layer.hidden_summary.l2_norm_mean is not None for layer in step.layers] == [
+                    True
+                ] * layers
+                assert step.logits_summary.entropy is not None
+            assert report.prompt_analysis is not None and report.prompt_analysis.prompt_surprisals
+        return
+    for f, e in zip(fast_reports, eager_reports, strict=True):
+        _check_complete(f, layers)
+        _close(_attention(f), _attention(e), f"{family}: attention fast vs eager ({cache} cache)")
+        _close(_logits(f), _logits(e), f"{family}: logits fast vs eager ({cache} cache)")
+
+
+def test_models_page_is_current() -> None:
+    page = (ROOT / "docs" / "models.md").read_text(encoding="utf-8")
+    assert page == render(), (
+        "docs/models.md is stale: .venv/bin/python -m tests.support.models_table > docs/models.md"
+    )

@@ -175,6 +175,7 @@ def run_case(
     warmup: int,
     case: str,
     profile: str | None = None,
+    cache: str = "auto",
 ) -> list[Row]:
     """Time every runner round-robin (plain first, then each mode), so clock drift hits all alike."""
     device = loaded.device
@@ -188,6 +189,7 @@ def run_case(
         "ignore_eos": True,
         "sink": "local",
         "out": "/tmp/corevital-bench",
+        "cache": cache,
     }
     batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     pipelines = {}
@@ -205,6 +207,7 @@ def run_case(
                 min_new_tokens=new_tokens,
                 do_sample=False,
                 pad_token_id=tok.pad_token_id,
+                **({} if cache == "auto" else {"cache_implementation": cache}),
             )
 
     def capture(mode: str) -> None:
@@ -391,6 +394,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument(
+        "--cache", default="auto", choices=["auto", "dynamic", "static"], help="generate()'s key/value cache"
+    )
+    parser.add_argument(
         "--no-gc-freeze",
         action="store_true",
         help="leave the model's objects to the cyclic GC (corevital's commands freeze them once loaded)",
@@ -415,7 +421,9 @@ def main() -> None:
                 case = f"{label} {p}->{n} b{batch}"
                 prompts = prompts_for(loaded, p, batch, real)
                 modes = args.modes.split(",")
-                found = run_case(loaded, prompts, n, modes, args.repeats, args.warmup, case, args.profile)
+                found = run_case(
+                    loaded, prompts, n, modes, args.repeats, args.warmup, case, args.profile, args.cache
+                )
                 rows.extend(found)
                 print(table([r for r in rows if r.case == case]), flush=True)
     print("\n" + table(rows))

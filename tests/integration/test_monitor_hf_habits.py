@@ -4,6 +4,7 @@ defaults, ``watch`` with ``inputs_embeds``, and the latency of each sequence."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import warnings
 from pathlib import Path
@@ -288,3 +289,20 @@ def test_latency_is_exported_to_prometheus_and_opentelemetry(monitor: CoreVitalM
     assert tpot.count == 2 and tpot.sum == pytest.approx(sum(tpot_s))
     meters.shutdown()
     tracer.shutdown()
+
+
+def test_streams_take_messages_and_generate_keywords(monitor: CoreVitalMonitor) -> None:
+    chat = [{"role": "user", "content": PROMPT}]
+    ran = monitor.run(chat, do_sample=False, repetition_penalty=1.3)
+    events = list(monitor.iter_stream(messages=chat, do_sample=False, repetition_penalty=1.3))
+    final = events[-1]
+    assert final.kind == "final" and final.report.run_config.generate_kwargs == {"repetition_penalty": 1.3}
+    assert [e.token_id for e in events[:-1]] == ran.generated.token_ids
+
+    async def collect() -> list[Any]:
+        return [event async for event in monitor.stream(chat, do_sample=False, repetition_penalty=1.3)]
+
+    streamed = asyncio.run(collect())
+    assert [e.token_id for e in streamed[:-1]] == ran.generated.token_ids
+    with pytest.raises(InputError, match="run_batch"):
+        next(monitor.iter_stream(PROMPT, num_return_sequences=2))

@@ -9,8 +9,9 @@ valid documents (a value replaced anywhere in the golden report, bytes flipped, 
 sometimes zlib- or gzip-compressed.
 
 The normal test run tries ``COREVITAL_FUZZ_EXAMPLES`` (200 by default) inputs per reader; ``make
-fuzz`` sets it to 100,000. Runs are derandomized (the same inputs every time) and each test prints
-how many inputs it tried and how long it took.
+fuzz`` sets it to 100,000. Runs are derandomized (the same inputs every time; with
+``COREVITAL_FUZZ_SEED`` set, the inputs of that fixed seed, so that a reader can be fuzzed in shards
+side by side) and each test prints how many inputs it tried and how long it took.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from corevital.cli.common import read_prompts_file
@@ -43,21 +44,27 @@ from tests.support.hostile import GOLDEN, store_with_body
 
 EXAMPLES = int(os.environ.get("COREVITAL_FUZZ_EXAMPLES", "200"))
 PROGRESS_LOG = os.environ.get("COREVITAL_FUZZ_LOG")
-PROGRESS_EVERY = 5_000
+PROGRESS_EVERY = int(os.environ.get("COREVITAL_FUZZ_LOG_EVERY", "5000"))
 GOLDEN_TEXT = GOLDEN.read_text(encoding="utf-8")
 GOLDEN_DOCUMENT: dict[str, Any] = json.loads(GOLDEN_TEXT)
 SETTING_NAMES = sorted(Settings.model_fields)
 
 
-def _settings() -> settings:
-    return settings(
+SEED = os.environ.get("COREVITAL_FUZZ_SEED")  # a fixed seed instead of the derandomized sequence (shards)
+
+
+def _settings() -> Callable[[Callable[..., None]], Callable[..., None]]:
+    chosen = settings(
         max_examples=EXAMPLES,
-        derandomize=True,
+        derandomize=SEED is None,
         database=None,
         deadline=None,
         print_blob=True,
         suppress_health_check=list(HealthCheck),
     )
+    if SEED is None:
+        return chosen
+    return lambda test: seed(int(SEED))(chosen(test))
 
 
 @pytest.fixture

@@ -195,16 +195,6 @@ def append_only_layers(cache: Any) -> list[Any] | None:
     return layers if all(type(entry) is _DynamicLayer for entry in layers) else None
 
 
-def outputs_may_be_replayed(cache: Any, device: Any) -> bool:
-    """Whether generate() may run this forward compiled, from a CUDA graph, with ``cache``.
-
-    transformers compiles the decoding forward (``mode="reduce-overhead"``, CUDA graphs) when the
-    cache is compileable (static) and the device is an accelerator; a graph's outputs are then
-    overwritten by its next replay, so what the observer keeps past a step must be a copy.
-    """
-    return bool(getattr(cache, "is_compileable", False)) and getattr(device, "type", "cpu") != "cpu"
-
-
 def config_revision(config: Any) -> str | None:
     """The Hub commit a model's config was read at, or None (a local directory or file, or not known).
 

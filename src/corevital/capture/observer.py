@@ -38,7 +38,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 
 from corevital.capture.attention_window import append_only_keys
 from corevital.capture.capabilities import ModelCapabilities
-from corevital.capture.hf_compat import last_logits_processor, outputs_may_be_replayed
+from corevital.capture.hf_compat import last_logits_processor
 from corevital.capture.instruments import attention_tap, model_bytes, sketch_matrix
 from corevital.capture.live import LiveCallback
 from corevital.capture.mask_forms import readable_mask
@@ -103,8 +103,7 @@ class StepObserver:
         self.tap, self.warnings = attention_tap(
             caps, sites, options, prompt_chunk_bytes=chunk, context_span=options.context_span
         )
-        self._device = next(model.parameters()).device
-        sketch = sketch_matrix(caps, options, self._device)
+        sketch = sketch_matrix(caps, options, next(model.parameters()).device)
         self.window = StepWindow(options, sketch, options.tuning.deferred_budget(size))
         decoder_only = not caps.is_encoder_decoder
         head = logits_head(model) if options.observe_prompt and decoder_only else None
@@ -119,7 +118,6 @@ class StepObserver:
         self._no_stop_tensor: Tensor | None = None
         self._hidden_missing_warned = False
         self._forwards = 0
-        self._copy_outputs = False  # this forward's outputs may be a CUDA graph's (see _pre_forward)
         self._last_step_end = time.perf_counter()
         self.step_ms: list[float] = []
         # time.perf_counter() when the batch started (tokenizing) and at the end of each step: the
@@ -162,8 +160,6 @@ class StepObserver:
             cache = kwargs.get("cache", kwargs.get("past_key_values"))  # the name changed in transformers 5
             self.tap.defer_decode = self._may_defer_attention(cache)
             self.tap.prefill_from_start = self._forwards == 0 and _empty(cache)
-        cache = kwargs.get("cache", kwargs.get("past_key_values"))
-        self._copy_outputs = outputs_may_be_replayed(cache, self._device)
         return args, kwargs
 
     def _may_defer_attention(self, cache: Any) -> bool:
@@ -212,11 +208,10 @@ class StepObserver:
             if self._reads_prompt():
                 self.prompt.observe(kwargs, output.logits, streamed, states)
             # A step keeps references to these until its window is reduced; of a pass over several
-            # positions (the prefill) only the last position is kept, as a copy. A forward replayed
-            # from a CUDA graph overwrites its outputs at the next step: those are copied too.
-            if output.logits.shape[1] > 1 or self._copy_outputs:
+            # positions (the prefill) only the last position is kept, as a copy.
+            if output.logits.shape[1] > 1:
                 logits_row = logits_row.clone()
-            if layer_states is not None and (layer_states[0].shape[1] > 1 or self._copy_outputs):
+            if layer_states is not None and layer_states[0].shape[1] > 1:
                 layer_states = tuple(_last_positions(layer_states).unsqueeze(2).unbind(0))
             self._pending = RawStep(logits_row, layer_states, attention, cross, decode_rows)
             self._forwards += 1

@@ -286,31 +286,6 @@ class CoreVitalMonitor:
             self._last = reports[-1]
         return reports
 
-    # --- responses of an engine served elsewhere ---------------------------------------------------
-    def observe_openai(
-        self, response: Any, *, prompt: str | None = None, vocab_size: int | None = None
-    ) -> list[Report]:
-        """Reports of an OpenAI chat/completions response requested with ``logprobs`` (and
-        ``top_logprobs``): one per choice, ``capture.source = "logprobs"`` (docs/proxy.md), written to
-        the monitor's sinks. ``response``: a dict or an openai client object; ``prompt``: the
-        prompt as text (recorded, hashed for the fingerprint); ``vocab_size``: the model's vocabulary
-        size, for the entropy's upper bound. A response without logprobs is an :class:`InputError`.
-        """
-        from corevital.capture.logprobs import LogprobsError
-        from corevital.proxy.reports import LogprobReporter, request_of, response_dict
-
-        try:
-            data = response_dict(response)
-            reporter = LogprobReporter(self._settings, outputs=self.outputs, vocab_size=vocab_size)
-            reports = reporter.reports(data, request_of(data, prompt))
-        except (LogprobsError, TypeError) as exc:
-            raise InputError(f"observe_openai: {exc}") from exc
-        if self._store:
-            reporter.write(reports)
-        with self._last_lock:
-            self._last = reports[-1]
-        return reports
-
     # --- post-run checks -------------------------------------------------------------------------
     def get_report(self) -> Report:
         with self._last_lock:

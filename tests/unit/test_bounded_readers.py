@@ -4,6 +4,7 @@ hostile files in an import, read-only and WAL databases, text files that are not
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import re
 import shutil
@@ -425,3 +426,12 @@ def test_a_config_file_that_is_not_utf8_deep_or_with_a_huge_number_is_a_config_e
 def test_report_json_round_trip_is_unchanged_by_the_bounds(report: Report) -> None:
     assert report_from_json(report_to_json(report)) == report
     assert report_from_json(report_to_json(report).encode()) == report
+
+
+def test_a_report_key_with_a_line_break_gives_a_one_line_error() -> None:
+    """Found by fuzzing load_report: the validation error named the key, line break and all."""
+    document = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    document["timeline"][0]["layers"][0]["hidden_summary"] = {"\n": None}
+    with pytest.raises(ReportError, match=r"hidden_summary\.\\n: Extra inputs are not permitted") as caught:
+        report_from_json(json.dumps(document))
+    _one_line(caught.value)

@@ -110,7 +110,9 @@ def load_report(path: str | Path, *, limit: int = MAX_REPORT_BYTES) -> Report:
 
 def _describe(error: ValidationError, trace_id: Any) -> str:
     subject = f"report {trace_id}" if isinstance(trace_id, str) else "report"
-    return f"invalid {subject}: {validation_line(error, where_default='(document)')}"
+    line = f"invalid {subject}: {validation_line(error, where_default='(document)')}"
+    # A key or trace id of the document may hold a line break: escaped, the message stays one line.
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in line)
 
 
 def _json_fallback(value: Any) -> Any:

@@ -435,3 +435,13 @@ def test_a_report_key_with_a_line_break_gives_a_one_line_error() -> None:
     with pytest.raises(ReportError, match=r"hidden_summary\.\\n: Extra inputs are not permitted") as caught:
         report_from_json(json.dumps(document))
     _one_line(caught.value)
+
+
+def test_config_keys_with_a_line_break_or_of_mixed_types_give_a_one_line_error(tmp_path: Path) -> None:
+    """Found by fuzzing the config loader."""
+    path = tmp_path / "config.yaml"
+    for data, shown in ((b'"a\\nb": 1\n', r"'a\\nb'"), (b"1: x\nzz: y\n", "1, zz")):
+        path.write_bytes(data)
+        with pytest.raises(ConfigError, match=f"unknown setting\\(s\\) in .*: {shown}") as caught:
+            read_config_file(path)
+        _one_line(caught.value)

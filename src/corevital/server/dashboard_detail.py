@@ -18,12 +18,13 @@ layer detail skips the hidden-state sketches and every other part of the report.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
+
+from corevital.server.dashboard_view import _list, _map, _num
 
 if TYPE_CHECKING:  # imported when first used: the report models and numpy are not loaded with the server
     from corevital.report.attention_query import AttentionQuery, Connection
@@ -103,21 +104,6 @@ def _read(adapter: TypeAdapter[Any], text: str) -> Mapping[str, Any]:
     except ValidationError:
         document = json.loads(text)
     return document if isinstance(document, Mapping) else {}
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 def _query(document: Mapping[str, Any]) -> AttentionQuery | None:

@@ -45,7 +45,7 @@ from corevital.sinks.rows import (
     TraceRow,
     aggregate_key,
     aggregate_of,
-    decode_cursor,
+    keyset_clause,
     make_page,
     order_aggregates,
     trace_row_from_report,
@@ -232,13 +232,9 @@ class PostgresStore:
         where, params = _where(query)
         offset = query.offset if cursor is None else 0
         if cursor is not None:
-            value, trace_id = decode_cursor(cursor, query)
-            key = _SORT_SQL[query.sort]
-            beyond = ">" if query.ascending else "<"
-            same_or_beyond = ">=" if query.ascending else "<="
-            keyset = f"{key} {same_or_beyond} %s AND ({key} {beyond} %s OR trace_id > %s)"
+            keyset, after = keyset_clause(query, cursor, _SORT_SQL[query.sort], "%s")
             where = f"{where} AND {keyset}" if where else f" WHERE {keyset}"
-            params = (*params, value, value, trace_id)
+            params = (*params, *after)
         sql = f"{_SELECT_ROWS}{where} ORDER BY {_order(query)} LIMIT %s OFFSET %s"
         rows = [TraceRow(*values) for values in self._query(sql, (*params, size + 1, offset))]
         return make_page(query, rows, size)

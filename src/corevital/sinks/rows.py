@@ -436,3 +436,13 @@ def make_page(query: TraceQuery, rows: builtins.list[TraceRow], size: int) -> Pa
         kept = rows[:size]
         return Page(rows=kept, next_cursor=encode_cursor(query, kept[-1]))
     return Page(rows=rows[:size], next_cursor=None)
+
+
+def keyset_clause(query: TraceQuery, cursor: str, column: str, mark: str) -> tuple[str, tuple[Any, ...]]:
+    """The SQL condition (and its parameters) of the rows after ``cursor`` in ``query``'s order,
+    for a store whose sort column is ``column`` and whose parameter placeholder is ``mark``."""
+    value, trace_id = decode_cursor(cursor, query)
+    beyond = ">" if query.ascending else "<"
+    same_or_beyond = ">=" if query.ascending else "<="
+    clause = f"{column} {same_or_beyond} {mark} AND ({column} {beyond} {mark} OR trace_id > {mark})"
+    return clause, (value, value, trace_id)

@@ -33,7 +33,7 @@ from corevital.sinks.base import (
     ambiguous_prefix_message,
     trace_row_from_report,
 )
-from corevital.sinks.rows import aggregate_key, aggregate_of, decode_cursor, make_page, order_aggregates
+from corevital.sinks.rows import aggregate_key, aggregate_of, keyset_clause, make_page, order_aggregates
 from corevital.sinks.sqlite_schema import (
     DB_FILE_NAME,
     FLAG_COLUMNS,
@@ -200,13 +200,9 @@ class SQLiteStore:
         where, params = _where(query)
         offset = query.offset if cursor is None else 0
         if cursor is not None:
-            value, trace_id = decode_cursor(cursor, query)
-            key = _SORT_SQL[query.sort]
-            beyond = ">" if query.ascending else "<"
-            same_or_beyond = ">=" if query.ascending else "<="
-            keyset = f"{key} {same_or_beyond} ? AND ({key} {beyond} ? OR trace_id > ?)"
+            keyset, after = keyset_clause(query, cursor, _SORT_SQL[query.sort], "?")
             where = f"{where} AND {keyset}" if where else f" WHERE {keyset}"
-            params = (*params, value, value, trace_id)
+            params = (*params, *after)
         sql = f"{_SELECT_ROWS}{where} ORDER BY {_order(query)} LIMIT ? OFFSET ?"
         rows = [_row_from_db(values) for values in self._query(sql, (*params, size + 1, offset))]
         return make_page(query, rows, size)

@@ -377,3 +377,106 @@ def test_encoder_layer_range_is_the_encoders(tiny_loaded: Callable[[str], Loaded
         pass
     with pytest.raises(ValueError, match="finite"), inject_scale(loaded, 0, math.inf):
         pass
+
+
+# --- silenced sub-layers and sharpened queries: differential checks against edited weights --------
+
+
+def _edited_copy(loaded: LoadedModel, edit: Callable[[nn.Module], None]) -> nn.Module:
+    import copy
+
+    model: nn.Module = copy.deepcopy(loaded.model)
+    with torch.no_grad():
+        edit(model)
+    return model
+
+
+def _states(model: nn.Module) -> tuple[torch.Tensor, ...]:
+    ids = torch.tensor([[1, 50, 60, 70, 80, 90]])
+    with torch.no_grad():
+        out: tuple[torch.Tensor, ...] = model(ids, output_hidden_states=True).hidden_states
+    return out
+
+
+@pytest.mark.parametrize("which", ["attention", "mlp"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_zero_norm_equals_a_zeroed_norm_weight(
+    deep: Callable[[str], LoadedModel], arch: str, which: str
+) -> None:
+    from corevital.testing import inject_zero_norm
+    from corevital.testing.faults import find_norm
+
+    loaded, k = deep(arch), WHERE["middle"]
+
+    site: Any = which
+
+    def zero_weight(model: nn.Module) -> None:
+        norm: Any = find_norm(find_layer(model, k), site)[1]
+        norm.weight.zero_()
+
+    expected = _states(_edited_copy(loaded, zero_weight))
+    with inject_zero_norm(loaded.model, k, site) as fault:
+        got = _states(loaded.model)
+    assert fault.kind == f"zero_norm_{which}" and fault.fired == 1
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    clean_states = _states(loaded.model)
+    torch.testing.assert_close(got[k], clean_states[k])  # layers before k untouched
+    assert not torch.allclose(got[k + 1], clean_states[k + 1])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_zero_norm_before_the_attention_makes_it_uniform(
+    deep: Callable[[str], LoadedModel], arch: str
+) -> None:
+    """q = k = 0 (plus bias): every query attends uniformly; CoreVital's attention entropy shows it."""
+    from corevital.testing import inject_zero_norm
+
+    loaded, k = deep(arch), WHERE["middle"]
+    with inject_zero_norm(loaded, k, "attention"):
+        seq = capture(loaded)
+    normalized = arr(attention(seq).entropy_mean_normalized)[:, k]
+    if arch == "llama":  # no biases: q = k = 0, exactly uniform over the visible keys
+        np.testing.assert_allclose(normalized[np.isfinite(normalized)], 1.0, atol=1e-4)
+    base = arr(attention(clean(loaded)).entropy_mean_normalized)[:, k]
+    assert np.nanmean(normalized) > np.nanmean(base)
+
+
+def test_scale_of_the_query_projection_equals_scaled_weights(deep: Callable[[str], LoadedModel]) -> None:
+    loaded, k = deep("llama"), WHERE["middle"]
+
+    def scale_weight(model: nn.Module) -> None:
+        block: Any = find_layer(model, k)
+        proj = block.self_attn.q_proj
+        proj.weight.mul_(100.0)
+        if proj.bias is not None:
+            proj.bias.mul_(100.0)
+
+    expected = _states(_edited_copy(loaded, scale_weight))
+    with inject_scale(loaded.model, k, 100.0, module="q_proj") as fault:
+        got = _states(loaded.model)
+    assert fault.mechanism == "q_proj" and fault.fired == 1
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_new_faults_restore_the_model_and_refuse_unknown_names(deep: Callable[[str], LoadedModel]) -> None:
+    from corevital.testing import inject_zero_norm
+
+    loaded = deep("llama")
+    hooks, before = _hook_state(loaded.model), _forward(loaded)
+    entries: tuple[Callable[[], AbstractContextManager[Fault]], ...] = (
+        lambda: inject_zero_norm(loaded, 1, "mlp"),
+        lambda: inject_zero_norm(loaded, 1, "attention", from_step=0, positions="last"),
+        lambda: inject_scale(loaded, 1, 100.0, module="q_proj"),
+    )
+    for enter in entries:
+        with pytest.raises(KeyError), enter():
+            assert not torch.equal(_forward(loaded), before)
+            raise KeyError("the body fails")
+        assert _hook_state(loaded.model) == hooks
+        assert torch.equal(_forward(loaded), before)
+    with pytest.raises(ValueError, match="no sub-module"), inject_scale(loaded, 1, 2.0, module="no_such"):
+        pass
+    with pytest.raises(ValueError, match="which must be"), inject_zero_norm(loaded, 1, "ffn"):  # type: ignore[arg-type]
+        pass

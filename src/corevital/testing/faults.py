@@ -25,6 +25,14 @@ The faults:
   Both replace the block's output in a forward hook registered *ahead of* Hugging Face's own
   output-recording hook, so the ``hidden_states`` the model returns (and CoreVital reads) are the
   faulted ones, and every later layer computes on them.
+- :func:`inject_scale` with ``module="q_proj"``: the output of a sub-module of layer ``k`` (found by
+  its attribute name, e.g. the query projection) is multiplied instead: ×100 on ``q_proj``
+  multiplies ``q·kᵀ`` by 100, a sharpened softmax in every head of that layer.
+- :func:`inject_zero_norm`: the RMSNorm/LayerNorm before layer ``k``'s attention
+  (``which="attention"``: ``input_layernorm``, ``ln_1``, ...) or before its MLP (``which="mlp"``:
+  ``post_attention_layernorm``, ``ln_2``, ...) behaves as if its weight were zero: its output
+  becomes its bias (zero for RMSNorm), so that sub-layer adds (almost) nothing to the residual
+  stream. A forward hook replaces the norm's output; the weight itself is not changed.
 - :func:`inject_attention_collapse`: every head of layer ``k``'s self-attention (not the
   cross-attention of an encoder-decoder) puts all its weight on one key, the first key each query
   can see (the "attention sink", where real collapses usually land). A forward pre-hook on the
@@ -93,10 +101,27 @@ __all__ = [
     "inject_attention_collapse",
     "inject_nan",
     "inject_scale",
+    "inject_zero_norm",
 ]
 
 Stack = Literal["decoder", "encoder"]
 Positions = Literal["all", "last"]
+NormSite = Literal["attention", "mlp"]
+
+# The norm before each sub-layer, by attribute name, in the order they are looked for (Gemma's
+# ``post_attention_layernorm`` follows its attention, so ``pre_feedforward_layernorm`` comes first).
+_NORM_NAMES: dict[str, tuple[str, ...]] = {
+    "attention": ("input_layernorm", "ln_1", "self_attn_layer_norm", "attention_norm", "ln_attn", "norm1"),
+    "mlp": (
+        "pre_feedforward_layernorm",
+        "post_attention_layernorm",
+        "ln_2",
+        "final_layer_norm",
+        "ffn_norm",
+        "ln_mlp",
+        "norm2",
+    ),
+}
 
 _QUERY_PROJECTIONS = ("q_proj", "q", "query")
 
@@ -272,10 +297,14 @@ def inject_scale(
     from_step: int = 0,
     positions: Positions = "all",
     stack: Stack = "decoder",
+    module: str | None = None,
 ) -> Iterator[Fault]:
     """Layer ``layer``'s output hidden states are multiplied by ``factor`` from step ``from_step`` on.
 
-    See the module's caveats: the last layer's reported hidden state is taken after the final norm.
+    ``module``: multiply the output of that sub-module of the layer instead, named by its
+    attribute (``"q_proj"``, ``"mlp"``, ``"self_attn.o_proj"``: the first sub-module whose dotted
+    name ends with it). See the module's caveats: the last layer's reported hidden state is taken
+    after the final norm.
     """
     _check_positions(positions)
     factor = float(factor)
@@ -287,7 +316,111 @@ def inject_scale(
             return _last_position(hidden, lambda h: h * factor)
         return hidden * factor
 
-    with _hidden_fault(model, layer, stack, from_step, "scale", scale) as fault:
+    if module is None:
+        with _hidden_fault(model, layer, stack, from_step, "scale", scale) as fault:
+            yield fault
+        return
+    block = find_layer(model, layer, stack=stack)
+    target = find_submodule(block, module)
+    if target is None:
+        raise ValueError(f"layer {layer} of {type(_unwrap(model)).__name__} has no sub-module {module!r}")
+    with _output_fault(block, target, layer, stack, from_step, "scale", module, scale) as fault:
+        yield fault
+
+
+def find_submodule(block: nn.Module, name: str) -> nn.Module | None:
+    """The first sub-module of ``block`` whose dotted name is ``name`` or ends with ``.name``."""
+    for path, sub in block.named_modules():
+        if path == name or path.endswith("." + name):
+            found: nn.Module = sub
+            return found
+    return None
+
+
+@contextmanager
+def _output_fault(
+    block: nn.Module,
+    target: nn.Module,
+    layer: int,
+    stack: Stack,
+    from_step: int,
+    kind: str,
+    mechanism: str,
+    fn: Callable[[Tensor], Tensor],
+) -> Iterator[Fault]:
+    """``target``'s output (a sub-module of ``block``) replaced by ``fn`` on faulted steps.
+
+    Steps are counted on the block, so a sub-module called several times per step (or not at all)
+    does not shift them.
+    """
+    _check_step(from_step)
+    fault = Fault(kind=kind, layer=layer, stack=stack, from_step=from_step)
+    active = [False]
+
+    def pre(module: nn.Module, args: Any) -> None:
+        active[0] = fault.steps >= from_step
+        fault.steps += 1
+
+    def post(module: nn.Module, args: Any, output: Any) -> Any:
+        if not active[0]:
+            return None
+        fault.fired += 1
+        fault.mechanism = mechanism
+        return _map_hidden(output, fn)
+
+    handles = [block.register_forward_pre_hook(pre, prepend=True), target.register_forward_hook(post)]
+    try:
+        yield fault
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def find_norm(block: nn.Module, which: NormSite) -> tuple[str, nn.Module]:
+    """(name, module) of the norm before the block's attention (``"attention"``) or MLP (``"mlp"``)."""
+    if which not in _NORM_NAMES:
+        raise ValueError(f"which must be 'attention' or 'mlp', not {which!r}")
+    for name in _NORM_NAMES[which]:
+        found = getattr(block, name, None)
+        if isinstance(found, nn.Module):
+            return name, found
+    raise ValueError(
+        f"found no norm before the {which} of {type(block).__name__} (looked for {_NORM_NAMES[which]})"
+    )
+
+
+@contextmanager
+def inject_zero_norm(
+    model: Any,
+    layer: int,
+    which: NormSite = "attention",
+    *,
+    from_step: int = 0,
+    positions: Positions = "all",
+    stack: Stack = "decoder",
+) -> Iterator[Fault]:
+    """Layer ``layer``'s pre-attention (or pre-MLP) norm acts as if its weight were zero.
+
+    The norm's output becomes its bias (zero for RMSNorm and bias-free LayerNorm): computed as
+    ``(y - b) * 0 + b`` from the norm's own output ``y``, so a NaN or Inf reaching the norm still
+    shows, as it would through a zero weight. ``Fault.mechanism`` names the norm.
+    """
+    _check_positions(positions)
+    block = find_layer(model, layer, stack=stack)
+    name, norm = find_norm(block, which)
+    bias = getattr(norm, "bias", None)
+
+    def silence(out: Tensor) -> Tensor:
+        def zero(h: Tensor) -> Tensor:
+            if isinstance(bias, Tensor):
+                return (h - bias) * 0 + bias
+            return h * 0
+
+        if positions == "last":
+            return _last_position(out, zero)
+        return zero(out)
+
+    with _output_fault(block, norm, layer, stack, from_step, f"zero_norm_{which}", name, silence) as fault:
         yield fault
 
 

@@ -4,9 +4,12 @@ Never runs models and never imports torch.
 
 Modules: :mod:`~corevital.sinks.base` (the ``Sink`` and ``ReportStore`` protocols and
 ``MemorySink``) with :mod:`~corevital.sinks.rows` (``TraceRow``, ``TraceQuery``, ``Page``,
-``ModelAggregate``: the typed index every store shares), :mod:`~corevital.sinks.sqlite`
-(``SQLiteStore``, the default) with :mod:`~corevital.sinks.sqlite_schema` (opening and
-migrations), :mod:`~corevital.sinks.postgres` (``PostgresStore``, the ``postgres`` extra) with
+``ModelAggregate``: the typed index every store shares), :mod:`~corevital.sinks.encoded`
+(``EncodedReport``: a report's JSON, made once for every destination),
+:mod:`~corevital.sinks.sqlite` (``SQLiteStore``, the default) with
+:mod:`~corevital.sinks.sqlite_schema` (opening and identity checks) and
+:mod:`~corevital.sinks.sqlite_migrations` (the tables and the migration chain),
+:mod:`~corevital.sinks.postgres` (``PostgresStore``, the ``postgres`` extra) with
 :mod:`~corevital.sinks.postgres_schema`, :mod:`~corevital.sinks.local` (``LocalFileSink``) and
 :mod:`~corevital.sinks.migrate` (importing trace directories and databases).
 
@@ -22,6 +25,7 @@ from corevital._exports import lazy_exports
 
 if TYPE_CHECKING:
     from corevital.sinks.base import MemorySink, ReportStore, Sink
+    from corevital.sinks.encoded import EncodedReport
     from corevital.sinks.local import LocalFileSink
     from corevital.sinks.migrate import (
         InPlaceMigration,
@@ -46,6 +50,7 @@ if TYPE_CHECKING:
     from corevital.sinks.sqlite import SQLiteStore
 
 _HOMES: dict[str, str] = {
+    "EncodedReport": "corevital.sinks.encoded",
     "MAX_PAGE_SIZE": "corevital.sinks.rows",
     "HealthFlag": "corevital.sinks.rows",
     "InPlaceMigration": "corevital.sinks.migrate",
@@ -70,6 +75,7 @@ _HOMES: dict[str, str] = {
 }
 
 __all__ = [
+    "EncodedReport",
     "HealthFlag",
     "InPlaceMigration",
     "LocalFileSink",

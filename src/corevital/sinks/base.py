@@ -37,6 +37,7 @@ from corevital.sinks.rows import (
 
 if TYPE_CHECKING:
     from corevital.report.schema import Report
+    from corevital.sinks.encoded import EncodedReport
 
 __all__ = [
     "MAX_PAGE_SIZE",
@@ -156,7 +157,13 @@ class MemorySink:
 
     def write(self, report: Report) -> str:
         """Store ``report`` (replacing one with the same trace id); the location is ``memory#<id>``."""
-        row = trace_row_from_report(report)
+        from corevital.sinks.encoded import EncodedReport
+
+        return self.write_encoded(EncodedReport(report))
+
+    def write_encoded(self, encoded: EncodedReport) -> str:
+        """:meth:`write`, reusing the report's index row (shared with the other destinations)."""
+        report, row = encoded.report, encoded.row
         with self._lock:
             previous = self._rows.get(report.trace_id)
             if previous is None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from corevital.errors import StoreError
 from corevital.report.encoding import report_to_json
 from corevital.report.schema import Report
+from corevital.sinks.encoded import EncodedReport
 
 TRACE_FILE_PREFIX = "trace_"
 TRACE_FILE_GLOB = "trace_*.json"
@@ -43,8 +44,13 @@ class LocalFileSink:
 
     def write(self, report: Report) -> str:
         """Write ``report`` to its file (replacing an older one); returns the file path."""
+        return self.write_encoded(EncodedReport(report))
+
+    def write_encoded(self, encoded: EncodedReport) -> str:
+        """:meth:`write`, reusing the report's compact encoding (``pretty`` makes its own)."""
+        report = encoded.report
         target = self.path_for(report.trace_id)
-        data = report_to_json(report, pretty=self.pretty).encode("utf-8")
+        data = report_to_json(report, pretty=True).encode("utf-8") if self.pretty else encoded.json_bytes
         try:
             _write_atomically(target, data)
         except OSError as error:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import threading
-import zlib
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 from corevital.errors import NotAvailableError, ReportError, StoreError
 from corevital.report.limits import MAX_REPORT_BYTES, inflate, stored_bytes
 from corevital.report.timestamps import epoch_ms
+from corevital.sinks.encoded import EncodedReport
 from corevital.sinks.postgres_schema import REPORTS_TABLE, RISK_SORT_SQL, WRITE_LOCK, prepare
 from corevital.sinks.postgres_url import redact_url
 from corevital.sinks.rows import (
@@ -48,7 +48,6 @@ from corevital.sinks.rows import (
     keyset_clause,
     make_page,
     order_aggregates,
-    trace_row_from_report,
 )
 from corevital.sinks.sqlite_schema import FLAG_COLUMNS, REPORT_COLUMNS
 
@@ -58,7 +57,6 @@ if TYPE_CHECKING:
 
     from corevital.report.schema import Report
 
-ZLIB_LEVEL: Final = 6
 CONNECT_TIMEOUT_S: Final = 10
 """How long opening one connection may take before the store gives up."""
 POOL_TIMEOUT_S: Final = 30.0
@@ -139,13 +137,15 @@ class PostgresStore:
     def write(self, report: Report) -> str:
         """Store ``report`` (replacing a report with the same trace id, which keeps its ``seq``);
         returns ``<URL without password>#<trace id>``."""
-        from corevital.report.encoding import report_to_json
+        return self.write_encoded(EncodedReport(report))
 
+    def write_encoded(self, encoded: EncodedReport) -> str:
+        """:meth:`write`, reusing the report's encoding (shared with the other destinations)."""
         if self.read_only:
             raise StoreError(f"the PostgreSQL store {self.location} is open read-only")
-        row = trace_row_from_report(report)
-        blob = zlib.compress(report_to_json(report).encode("utf-8"), ZLIB_LEVEL)
-        values = (*(getattr(row, column) for column in REPORT_COLUMNS), blob)
+        report = encoded.report
+        row = encoded.row
+        values = (*(getattr(row, column) for column in REPORT_COLUMNS), encoded.zlib)
         self._check_open()
         try:
             # One round trip where libpq has pipeline mode: the lock is held for the server's work

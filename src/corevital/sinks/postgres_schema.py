@@ -4,7 +4,8 @@ A CoreVital store in a PostgreSQL database (in the first schema of its ``search_
 tables: :data:`REPORTS_TABLE`, one row per report (the indexed scalars of
 :class:`~corevital.sinks.rows.TraceRow`, ``seq`` and the zlib-compressed report JSON), and
 :data:`VERSION_TABLE`, one row naming the application and the number of migrations applied
-(:data:`MIGRATIONS`: version 1 creates the tables, version 2 the indexes of the read interface).
+(:data:`MIGRATIONS`: version 1 creates the tables, version 2 the indexes of the read interface,
+version 3 the sampling weight).
 
 Opening a store (:func:`prepare`) as a writer creates a missing store and migrates an older one,
 in one transaction under an advisory lock, so that several processes opening the same database at
@@ -58,12 +59,14 @@ _COLUMN_TYPES: Final = {
     "device": "text",
     "quantization": "text",
 }
+_V1_COLUMNS: Final = REPORT_COLUMNS[:23]
+"""The scalar columns of version 1 (:data:`~corevital.sinks.sqlite_schema.REPORT_COLUMNS` then)."""
 
 
 def _v1_create_tables(conn: psycopg.Connection[Any]) -> None:
-    """The reports table: every :data:`~corevital.sinks.sqlite_schema.REPORT_COLUMNS` column,
-    ``seq`` (unique) and the compressed report, stored out of line and not compressed again."""
-    columns = ",\n".join(f"{column} {_COLUMN_TYPES[column]}" for column in REPORT_COLUMNS)
+    """The reports table: the scalar columns of version 1, ``seq`` (unique) and the compressed
+    report, stored out of line and not compressed again."""
+    columns = ",\n".join(f"{column} {_COLUMN_TYPES[column]}" for column in _V1_COLUMNS)
     conn.execute(
         f"CREATE TABLE {REPORTS_TABLE} ({columns},\nseq bigint NOT NULL,\nreport_zlib bytea NOT NULL)"
     )
@@ -94,9 +97,34 @@ def _v2_read_indexes(conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"CREATE INDEX {table}_{flag} ON {table} (created_at_ms DESC, trace_id) WHERE {flag}")
 
 
+def _v3_sampling_weight(conn: psycopg.Connection[Any]) -> None:
+    """``sampling_weight``: how many runs a stored report stands for (see
+    :attr:`~corevital.sinks.rows.TraceRow.sampling_weight`), so that counts over the store are
+    weighted as the exporters' counters are. Existing rows get 1, then those whose stored report
+    records a sampling weight (``extensions.sampling.weight``) get it, read in batches by ``seq``."""
+    from corevital.sinks.sqlite_migrations import stored_sampling_weight
+
+    conn.execute(
+        f"ALTER TABLE {REPORTS_TABLE} ADD COLUMN sampling_weight double precision NOT NULL DEFAULT 1.0"
+    )
+    last = 0
+    while True:
+        batch = conn.execute(
+            f"SELECT seq, report_zlib FROM {REPORTS_TABLE} WHERE seq > %s ORDER BY seq LIMIT 64", (last,)
+        ).fetchall()
+        if not batch:
+            return
+        for seq, blob in batch:
+            last = seq
+            weight = stored_sampling_weight(bytes(blob))
+            if weight != 1.0:
+                conn.execute(f"UPDATE {REPORTS_TABLE} SET sampling_weight = %s WHERE seq = %s", (weight, seq))
+
+
 MIGRATIONS: Final[tuple[Callable[[psycopg.Connection[Any]], None], ...]] = (
     _v1_create_tables,
     _v2_read_indexes,
+    _v3_sampling_weight,
 )
 """Migration ``i`` takes a store from version i to i + 1. Append; never edit."""
 

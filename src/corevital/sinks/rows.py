@@ -81,7 +81,9 @@ class TraceRow:
     prompt text; ``mean_entropy`` and ``mean_surprisal`` are means over the generated steps' finite
     values (``None`` when there is none); ``device`` and ``quantization`` are what the report
     records (``model.device``; ``model.quantization.method``, or ``"enabled"`` when quantization is
-    on without a method, else ``None``). ``seq`` is the row's position in its store, increasing in
+    on without a method, else ``None``). ``sampling_weight`` is how many runs the report stands
+    for (``extensions.sampling.weight`` of a sampled run, else 1), so that counts over stored rows
+    weighted by it estimate the counts of all runs. ``seq`` is the row's position in its store, increasing in
     insertion order (a report written again under the same trace id keeps its position); it is 0
     for a row that is not stored and does not take part in equality.
     """
@@ -109,6 +111,7 @@ class TraceRow:
     mean_surprisal: float | None = None
     device: str | None = None
     quantization: str | None = None
+    sampling_weight: float = 1.0
     seq: int = field(default=0, compare=False)
 
     def flag(self, which: HealthFlag) -> bool | None:
@@ -205,7 +208,21 @@ def trace_row_from_report(report: Report) -> TraceRow:
         mean_surprisal=finite_mean(summary.surprisal for summary in generated),
         device=report.model.device,
         quantization=_quantization(report.model.quantization.enabled, report.model.quantization.method),
+        sampling_weight=_weight(ext.sampling.weight if ext.sampling is not None else None),
     )
+
+
+def sampling_weight_from_document(document: Mapping[str, Any]) -> float:
+    """:attr:`TraceRow.sampling_weight` from a report's JSON document (a store's migration backfills
+    old rows with it): ``extensions.sampling.weight`` when it is a finite positive number, else 1."""
+    sampling = _mapping(_mapping(document.get("extensions")).get("sampling"))
+    return _weight(sampling.get("weight"))
+
+
+def _weight(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+        return float(value)
+    return 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,6 @@ import os
 import queue
 import sqlite3
 import threading
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -31,8 +30,8 @@ from corevital.sinks.base import (
     TraceQuery,
     TraceRow,
     ambiguous_prefix_message,
-    trace_row_from_report,
 )
+from corevital.sinks.encoded import EncodedReport
 from corevital.sinks.rows import aggregate_key, aggregate_of, keyset_clause, make_page, order_aggregates
 from corevital.sinks.sqlite_schema import (
     DB_FILE_NAME,
@@ -47,7 +46,6 @@ from corevital.sinks.sqlite_schema import (
 if TYPE_CHECKING:
     from corevital.report.schema import Report
 
-ZLIB_LEVEL = 6
 
 _INSERT = (
     f"INSERT INTO reports ({', '.join(REPORT_COLUMNS)}, report_zlib, seq) "
@@ -118,13 +116,14 @@ class SQLiteStore:
     def write(self, report: Report) -> str:
         """Store ``report`` (replacing a report with the same trace id, which keeps its ``seq``);
         returns ``<db path>#<trace id>``."""
-        from corevital.report.encoding import report_to_json
+        return self.write_encoded(EncodedReport(report))
 
+    def write_encoded(self, encoded: EncodedReport) -> str:
+        """:meth:`write`, reusing the report's encoding (shared with the other destinations)."""
         if self.read_only:
             raise StoreError(f"the SQLite store {self.path} is open read-only")
-        row = trace_row_from_report(report)
-        blob = zlib.compress(report_to_json(report).encode("utf-8"), ZLIB_LEVEL)
-        values = (*_row_values(row), blob)
+        report = encoded.report
+        values = (*_row_values(encoded.row), encoded.zlib)
         try:
             with self._lock:
                 try:

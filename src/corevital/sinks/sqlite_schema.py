@@ -1,10 +1,9 @@
-"""Opening a CoreVital SQLite database safely: identity checks, WAL mode and the migration chain.
+"""Opening a CoreVital SQLite database safely: identity checks, WAL mode and running the migrations.
 
 A database is ours when its ``PRAGMA application_id`` is :data:`APPLICATION_ID`; its
-``PRAGMA user_version`` is the number of migrations applied (:data:`MIGRATIONS`: version 1 creates
-the ``reports`` table, version 2 adds the columns and indexes of the read interface, version 3 the
-covering indexes of listings). A missing
-or empty file is initialised. Anything else is refused with a
+``PRAGMA user_version`` is the number of migrations applied (the tables and the chain are in
+:mod:`corevital.sinks.sqlite_migrations`, whose column names are re-exported here). A missing or
+empty file is initialised. Anything else is refused with a
 :class:`~corevital.errors.StoreError` *before anything is written*: a file that is not SQLite, a
 corrupt one, another application's database, a database of a newer CoreVital, and a database of
 the original CoreVital (which ``corevital migrate`` imports instead). Readers may open a database
@@ -13,19 +12,20 @@ read-only (:func:`open_database_read_only`), which never creates, writes or migr
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
 import stat
 import time
-import zlib
-from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Final
 
 from corevital.errors import StoreError
+from corevital.sinks.sqlite_migrations import FLAG_COLUMNS as FLAG_COLUMNS
+from corevital.sinks.sqlite_migrations import LATEST_VERSION, MIGRATIONS
+from corevital.sinks.sqlite_migrations import REPORT_COLUMNS as REPORT_COLUMNS
+from corevital.sinks.sqlite_migrations import RISK_SORT_SQL as RISK_SORT_SQL
 
 log = logging.getLogger(__name__)
 
@@ -36,45 +36,6 @@ APPLICATION_ID: Final = 0x436F5669  # "CoVi"
 BUSY_TIMEOUT_S: Final = 30.0
 SQLITE_HEADER: Final = b"SQLite format 3\x00"
 
-REPORT_COLUMNS: Final = (
-    "trace_id",
-    "created_at_utc",
-    "created_at_ms",
-    "model_id",
-    "prompt_hash",
-    "risk_score",
-    "nan_detected",
-    "inf_detected",
-    "attention_collapse_detected",
-    "repetition_loop_detected",
-    "mid_layer_anomaly_detected",
-    "high_entropy_steps",
-    "prompt_tokens",
-    "generated_tokens",
-    "capture_mode",
-    "schema_version",
-    "migrated_from",
-    "prompt_preview",
-    "finish_reason",
-    "mean_entropy",
-    "mean_surprisal",
-    "device",
-    "quantization",
-)
-"""The indexed scalar columns of ``reports``, in :class:`~corevital.sinks.base.TraceRow` order.
-
-``seq``, the row's store position (:attr:`~corevital.sinks.base.TraceRow.seq`), follows them in
-the table and is written by the store itself.
-"""
-
-FLAG_COLUMNS: Final = (
-    "nan_detected",
-    "inf_detected",
-    "attention_collapse_detected",
-    "repetition_loop_detected",
-    "mid_layer_anomaly_detected",
-)
-
 
 class DatabaseKind(Enum):
     """What an SQLite database is, judged from its header fields and tables."""
@@ -83,166 +44,6 @@ class DatabaseKind(Enum):
     COREVITAL = "corevital"
     ORIGINAL_COREVITAL = "original CoreVital (schema 0.3.0/0.4.0)"
     FOREIGN = "foreign"
-
-
-def _v1_create_reports(conn: sqlite3.Connection) -> None:
-    conn.execute(
-        """
-        CREATE TABLE reports (
-            trace_id TEXT PRIMARY KEY NOT NULL,
-            created_at_utc TEXT NOT NULL,
-            created_at_ms INTEGER NOT NULL,
-            model_id TEXT NOT NULL,
-            prompt_hash TEXT NOT NULL,
-            risk_score REAL,
-            nan_detected INTEGER,
-            inf_detected INTEGER,
-            attention_collapse_detected INTEGER,
-            repetition_loop_detected INTEGER,
-            mid_layer_anomaly_detected INTEGER,
-            high_entropy_steps INTEGER,
-            prompt_tokens INTEGER NOT NULL,
-            generated_tokens INTEGER NOT NULL,
-            capture_mode TEXT,
-            schema_version TEXT NOT NULL,
-            migrated_from TEXT,
-            report_zlib BLOB NOT NULL
-        )
-        """
-    )
-    conn.execute("CREATE INDEX idx_reports_created ON reports(created_at_ms DESC)")
-    conn.execute("CREATE INDEX idx_reports_model ON reports(model_id, created_at_ms DESC)")
-    conn.execute("CREATE INDEX idx_reports_prompt_hash ON reports(prompt_hash, created_at_ms DESC)")
-    conn.execute("CREATE INDEX idx_reports_risk ON reports(risk_score)")
-    for flag in FLAG_COLUMNS:  # partial indexes: flagged runs are rare and are what one looks for
-        conn.execute(f"CREATE INDEX idx_reports_{flag} ON reports(created_at_ms DESC) WHERE {flag} = 1")
-
-
-RISK_SORT_SQL: Final = "coalesce(risk_score, -1.0)"
-"""The risk sort expression (:data:`~corevital.sinks.rows.NO_RISK_SORT_VALUE` without a score)."""
-
-
-_V1_COLUMNS: Final = REPORT_COLUMNS[:17]
-_V2_COLUMNS: Final = (
-    ("prompt_preview", "TEXT NOT NULL DEFAULT ''"),
-    ("finish_reason", "TEXT"),
-    ("mean_entropy", "REAL"),
-    ("mean_surprisal", "REAL"),
-    ("device", "TEXT"),
-    ("quantization", "TEXT"),
-)
-
-
-def _v2_read_interface(conn: sqlite3.Connection) -> None:
-    """The columns of listing runs (prompt preview, finish reason, mean entropy and surprisal,
-    device, quantization), ``seq`` (the store position) and the indexes of keyset pages and
-    ``follow``.
-
-    The table is rebuilt so that the report blob is its last column: reading any scalar column
-    then never walks the blob's overflow pages (columns added after it would). Existing rows keep
-    their order as ``seq`` and are backfilled from their stored reports.
-    """
-    conn.execute(
-        f"""
-        CREATE TABLE reports_v2 (
-            trace_id TEXT PRIMARY KEY NOT NULL,
-            created_at_utc TEXT NOT NULL,
-            created_at_ms INTEGER NOT NULL,
-            model_id TEXT NOT NULL,
-            prompt_hash TEXT NOT NULL,
-            risk_score REAL,
-            nan_detected INTEGER,
-            inf_detected INTEGER,
-            attention_collapse_detected INTEGER,
-            repetition_loop_detected INTEGER,
-            mid_layer_anomaly_detected INTEGER,
-            high_entropy_steps INTEGER,
-            prompt_tokens INTEGER NOT NULL,
-            generated_tokens INTEGER NOT NULL,
-            capture_mode TEXT,
-            schema_version TEXT NOT NULL,
-            migrated_from TEXT,
-            {", ".join(f"{column} {declaration}" for column, declaration in _V2_COLUMNS)},
-            seq INTEGER NOT NULL,
-            report_zlib BLOB NOT NULL
-        )
-        """
-    )
-    old = ", ".join(_V1_COLUMNS)
-    conn.execute(
-        f"INSERT INTO reports_v2 ({old}, seq, report_zlib) "
-        f"SELECT {old}, rowid, report_zlib FROM reports ORDER BY rowid"
-    )
-    conn.execute("DROP TABLE reports")
-    conn.execute("ALTER TABLE reports_v2 RENAME TO reports")
-    _backfill_v2(conn)
-    conn.execute("CREATE INDEX idx_reports_created ON reports(created_at_ms DESC)")
-    conn.execute("CREATE INDEX idx_reports_model ON reports(model_id, created_at_ms DESC)")
-    conn.execute("CREATE INDEX idx_reports_prompt_hash ON reports(prompt_hash, created_at_ms DESC)")
-    conn.execute("CREATE INDEX idx_reports_risk ON reports(risk_score)")
-    for flag in FLAG_COLUMNS:
-        conn.execute(f"CREATE INDEX idx_reports_{flag} ON reports(created_at_ms DESC) WHERE {flag} = 1")
-    conn.execute("CREATE UNIQUE INDEX idx_reports_seq ON reports(seq)")
-    conn.execute("CREATE INDEX idx_reports_time_id ON reports(created_at_ms DESC, trace_id)")
-    conn.execute(f"CREATE INDEX idx_reports_risk_id ON reports({RISK_SORT_SQL} DESC, trace_id)")
-
-
-def _backfill_v2(conn: sqlite3.Connection) -> None:
-    from corevital.sinks.rows import derived_fields_from_document
-
-    names = [column for column, _ in _V2_COLUMNS]
-    update = f"UPDATE reports SET {', '.join(f'{name} = ?' for name in names)} WHERE rowid = ?"
-    last = 0
-    while True:
-        batch = conn.execute(
-            "SELECT rowid, report_zlib FROM reports WHERE rowid > ? ORDER BY rowid LIMIT 64", (last,)
-        ).fetchall()
-        if not batch:
-            return
-        for rowid, blob in batch:
-            last = rowid
-            try:
-                document = json.loads(zlib.decompress(blob))
-            except (zlib.error, ValueError, TypeError):
-                continue  # a corrupt report keeps empty fields; reading it names the trace
-            if isinstance(document, dict):
-                fields = derived_fields_from_document(document)
-                conn.execute(update, (*(fields[name] for name in names), rowid))
-
-
-_FILTER_COLUMNS: Final = ("model_id", "risk_score", "created_at_ms", *FLAG_COLUMNS)
-
-
-def _v3_listing_indexes(conn: sqlite3.Connection) -> None:
-    """Indexes that answer every listing from the index alone until a row is returned.
-
-    For each order (time or risk score, descending or ascending: a tie is always broken by
-    ascending trace id, so each direction needs its own index) one index holds the order, the trace
-    id and the columns filtered on (model, risk score, creation time, flags): rows that do not match
-    are skipped without reading the table. Per model, one index per order keeps a model's runs in order. They
-    replace the narrower indexes of version 2.
-    """
-    covered = ", ".join(_FILTER_COLUMNS)
-    for name, key in (("time", "created_at_ms"), ("risk", RISK_SORT_SQL)):
-        for direction, suffix in (("", "asc"), (" DESC", "desc")):
-            conn.execute(
-                f"CREATE INDEX idx_list_{name}_{suffix} ON reports({key}{direction}, trace_id, {covered})"
-            )
-            conn.execute(
-                f"CREATE INDEX idx_model_{name}_{suffix} ON reports(model_id, {key}{direction}, trace_id)"
-            )
-    for index in ("created", "model", "risk", "time_id", "risk_id"):
-        conn.execute(f"DROP INDEX IF EXISTS idx_reports_{index}")
-
-
-MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
-    _v1_create_reports,
-    _v2_read_interface,
-    _v3_listing_indexes,
-)
-"""Migration ``i`` takes a database from ``user_version`` i to i + 1. Append; never edit."""
-
-LATEST_VERSION: Final = len(MIGRATIONS)
 
 
 def open_database(path: Path) -> sqlite3.Connection:

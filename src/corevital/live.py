@@ -95,6 +95,7 @@ class LiveSession:
             if hidden_bad is not None:
                 non_finite = non_finite or bool(hidden_bad[:, b].any())
             token = int(event.token_ids[b])
+            text = self._token_text(token)
             step = monitor.update(
                 token_id=token,
                 entropy=float(event.logits.entropy[b]),
@@ -102,6 +103,7 @@ class LiveSession:
                 margin=float(event.logits.top_k_margin[b]),
                 topk_mass=float(event.logits.topk_mass[b]),
                 non_finite=non_finite,
+                token_text=text,
             )
             decision = first_decision(self._policies, step) if index not in self.decisions else None
             if decision is not None:
@@ -114,7 +116,7 @@ class LiveSession:
                         batch_index=index,
                         step_index=step.step,
                         token_id=token,
-                        token_text=self._token_text(token),
+                        token_text=text,
                         entropy=_num(step.entropy),
                         surprisal=_num(step.surprisal),
                         margin=_num(step.margin),

@@ -12,7 +12,7 @@ from tests.support.signals import looping, make_signals
 PROFILE = load_profile("default").repetition
 
 
-@pytest.mark.parametrize("period", [1, 2, 3, 5, 7, 16, 32])
+@pytest.mark.parametrize("period", [1, 2, 3, 5, 7, 16, 32, 64])
 def test_a_loop_of_any_period_is_found_with_its_period_and_start(period: int) -> None:
     sig = looping(make_signals(steps=40 + 3 * period), period=period, start=20)
     info = detect_repetition(sig.token_ids, sig.token_texts, PROFILE, sig.last_layer_sketch)
@@ -46,7 +46,7 @@ def test_the_smallest_period_of_the_longest_loop_is_reported() -> None:
 
 
 def test_periods_beyond_the_limit_are_not_looked_for() -> None:
-    block = np.arange(1000, 1040)  # period 40
+    block = np.arange(1000, 1000 + PROFILE.max_period + 6)  # a period just above the limit
     ids = np.concatenate([block, block, block])
     assert find_loop(ids, PROFILE) is None
 

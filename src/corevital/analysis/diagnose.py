@@ -108,6 +108,7 @@ def diagnose(
         blamed=blamed,
         collapse=health.collapse if signals.attn_collapse_rate is not None else None,
         repetition_coverage=health.repetition.coverage,
+        repetition_requested=health.repetition.requested,
         labelled=labelled,
     )
     consistency = None

@@ -129,7 +129,9 @@ def assess_health(
     ``jumps``: see :func:`mid_layer_anomaly`.
     """
     numeric = numeric_faults(sig)
-    repetition = detect_repetition(sig.token_ids, sig.token_texts, profile.repetition, sig.last_layer_sketch)
+    repetition = detect_repetition(
+        sig.token_ids, sig.token_texts, profile.repetition, sig.last_layer_sketch, prompt_text=sig.prompt_text
+    )
     collapse = detect_attention_collapse(sig.attn_collapse_rate, profile.collapse)
     mid = mid_layer_anomaly(sig, profile, jumps)
     flags = HealthFindings(

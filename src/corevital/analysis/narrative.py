@@ -1,7 +1,8 @@
 """The narrative (``metrics.md`` §6): 2–6 sentences built from the run's actual values.
 
 In order, each only when it has something to say: the risk and what drove it; the peak entropy with
-its step and token, the mean and the trend; the hard findings (NaN/Inf, repetition loop, mid-layer
+its step and token, the mean and the trend (over the finite steps only: steps whose entropy is NaN
+never make a trend); the hard findings (NaN/Inf, repetition loop, mid-layer
 anomaly, attention collapse); the compound signals; the most-blamed layer; a recommendation when
 the risk is high. Steps are 0-based generated-token indices.
 """
@@ -15,13 +16,14 @@ import numpy as np
 from corevital.analysis.blame import LayerBlame
 from corevital.analysis.compound import CompoundFinding
 from corevital.analysis.health import HealthReport
-from corevital.analysis.risk import Risk
+from corevital.analysis.repetition import RepetitionFinding
+from corevital.analysis.risk import Risk, entropy_trend
 from corevital.analysis.signals import SequenceSignals
 from corevital.analysis.stats import fmean
 
 HIGH_RISK = 0.7
 MODERATE_RISK = 0.3
-TREND_BITS = 0.5  # last-third minus first-third mean entropy that counts as a trend
+TREND_BITS = 0.5  # last-third minus first-third mean entropy (finite steps) that counts as a trend
 
 
 @dataclass(frozen=True)
@@ -49,21 +51,41 @@ def _risk_sentence(risk: Risk) -> str:
 
 def _entropy_sentence(sig: SequenceSignals) -> str:
     e = sig.entropy
-    if not np.isfinite(e).any():
+    ok = np.isfinite(e)
+    if not ok.any():
         return f"{sig.num_steps} tokens were generated but no entropy could be computed."
-    peak = int(np.nanargmax(np.where(np.isfinite(e), e, -np.inf)))
+    peak = int(np.nanargmax(np.where(ok, e, -np.inf)))
     token = sig.token_texts[peak] if peak < len(sig.token_texts) else "?"
-    n, third = sig.num_steps, sig.num_steps // 3
-    if third >= 2:
-        change = round(fmean(e[n - third :]) - fmean(e[:third]), 2) + 0.0  # + 0.0: no "-0.00"
-        trend = "rising" if change > TREND_BITS else "falling" if change < -TREND_BITS else "stable"
-        trend_text = f"trend {trend} ({change:+.2f} bits from the first to the last third)"
+    n, finite_steps = sig.num_steps, int(ok.sum())
+    trend = entropy_trend(e)  # over the finite steps only: a NaN step never makes a trend
+    if np.isfinite(trend):
+        change = round(trend, 2) + 0.0  # + 0.0: no "-0.00"
+        word = "rising" if change > TREND_BITS else "falling" if change < -TREND_BITS else "stable"
+        thirds = "thirds" if finite_steps == n else "thirds of the finite steps"
+        trend_text = f"trend {word} ({change:+.2f} bits from the first to the last of the {thirds})"
+    elif finite_steps < n:
+        trend_text = "too few finite steps for a trend"
     else:
         trend_text = "too few steps for a trend"
+    over = f"{n} tokens" if finite_steps == n else f"{finite_steps} finite of {n} tokens"
     return (
         f"Peak entropy {e[peak]:.2f} bits at step {peak} (token {token!r}); "
-        f"mean {fmean(e):.2f} bits over {n} tokens, {trend_text}."
+        f"mean {fmean(e):.2f} bits over {over}, {trend_text}."
     )
+
+
+def _loop_text(rep: RepetitionFinding) -> str:
+    if rep.level == "words":
+        text = (
+            f"the output loops from step {rep.first_step} to {rep.last_step}: the words {rep.unit!r} "
+            f"repeat {rep.repeats:.1f} times (a {rep.period_words}-word period, {rep.span} tokens)"
+        )
+    else:
+        text = (
+            f"the output loops from step {rep.first_step}: a {rep.period}-token block {rep.repeated_text!r} "
+            f"repeats {rep.repeats:.1f} times ({rep.span} tokens)"
+        )
+    return text + (", as the prompt asks" if rep.requested else "")
 
 
 def _findings_sentence(health: HealthReport) -> str | None:
@@ -75,10 +97,7 @@ def _findings_sentence(health: HealthReport) -> str | None:
         parts.append(f"{kinds} values appeared at step {first} (in {_names(list(numeric.sources))})")
     rep = health.repetition
     if rep.detected:
-        parts.append(
-            f"the output loops from step {rep.first_step}: a {rep.period}-token block {rep.repeated_text!r} "
-            f"repeats {rep.repeats:.1f} times ({rep.span} tokens)"
-        )
+        parts.append(_loop_text(rep))
     if health.mid_layer.detected:
         layers = _names([str(i) for i in health.mid_layer.layers])
         parts.append(f"middle layer {layers} shows abnormal hidden-state norms")
@@ -124,7 +143,7 @@ def _recommendation(risk: Risk, health: HealthReport) -> str | None:
             "Recommendation: do not use this output; check the weights, dtype and quantization "
             "(rerun in float32 to confirm)."
         )
-    if health.flags.repetition_loop_detected:
+    if health.flags.repetition_loop_detected and not health.repetition.requested:
         return (
             "Recommendation: discard the looping tail and add a repetition penalty, "
             "a stop sequence or a lower token limit."

@@ -51,6 +51,10 @@ class RepetitionProfile(_Section):
     min_repeats: int = Field(ge=2)
     min_span: int = Field(ge=2)
     confirm_similarity: float = Field(ge=-1.0, le=1.0)
+    max_word_period: int = Field(ge=1, le=256)
+    min_word_span: int = Field(ge=2)
+    word_tolerance: float = Field(ge=0.0, lt=0.5)
+    tolerant_min_repeats: int = Field(ge=2)
 
 
 class MidLayerProfile(_Section):

@@ -9,10 +9,20 @@ collapse; an abnormal norm jump outside the middle third, by the blamed layer's 
 forces 1.0; a repetition loop lifts the score to at least ``repetition_floor``, and further towards 1
 by half the share of the output the loop covers (a loop over the whole output: floor + (1 − floor)/2).
 
-A factor's contribution is how much the score would drop without it: ``risk − risk_without_term``
-(for a flag with a floor, the floor's lift is added to it). ``risk_factors`` lists the factors that
-raised the score by more than ``factor_epsilon``, largest first; factors that lowered it are not
-listed. Nothing is on by default: a feature at its center contributes 0.
+A factor's contribution is its share of the score's rise: the smooth score minus the score the
+terms that lowered it leave (``sigmoid(intercept + Σ negative terms)``), split among the terms that
+raised it in proportion to their logit terms (so a saturated score still names what drove it); a
+floor's lift is added to its flag's factor. ``risk_factors`` lists the factors that raised the score
+by more than ``factor_epsilon``, largest first; a factor that lowered it is not listed. A hard floor
+that applies (``nan_or_inf``, ``repetition_loop``) is always listed, and a score of 0.5 or more
+always lists at least one factor. Nothing is on by default: a feature at its center contributes 0.
+
+A repetition loop that the prompt asked for ("write X 50 times") adds no term and no floor.
+
+The same model gives the live ``running_risk`` (:mod:`corevital.analysis.online`): the score is
+:func:`combine` of a :class:`RiskEvidence`, which the report builds from the whole run and the live
+monitor builds incrementally from the steps seen so far (features of the entropy, surprisal and
+margin; early warning; the compound signals that need only those; repetition loops; NaN/Inf).
 
 With a labelled risk model (a calibration profile fitted with ``--labels``), the smooth part is that
 model's calibrated probability of failure instead (:mod:`corevital.analysis.calibration.risk_model`),
@@ -46,8 +56,22 @@ class RiskFeatures:
     mean_surprisal: float
     surprisal_peak: float  # largest 3-step mean surprisal
     low_margin: float  # 1 − mean margin
-    entropy_trend: float  # mean entropy of the last third minus the first third
+    entropy_trend: float  # mean entropy of the last third minus the first third (finite steps)
     early_warning: float  # early-warning failure_risk
+
+
+@dataclass(frozen=True)
+class RiskEvidence:
+    """Everything the risk model reads, from a whole run or from the steps seen so far."""
+
+    features: RiskFeatures
+    compound: tuple[tuple[str, float], ...] = ()  # (signal name, severity)
+    collapse_severity: float | None = None  # attention collapse detected: its severity
+    mid_layer: bool = False
+    layer_jump: float | None = None  # severity of an abnormal norm jump outside the middle third
+    loop: bool = False  # a repetition loop the prompt did not ask for
+    loop_coverage: float = 0.0
+    non_finite: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,13 +93,21 @@ class Risk:
     model: str = "heuristic"  # "heuristic" | "labelled" (a fitted risk model gave the smooth score)
 
 
+MIN_TREND_STEPS = 6  # finite steps needed for a trend (two per third)
+
+
+def entropy_trend(entropy: np.ndarray) -> float:
+    """Mean of the last third minus the first third of the finite entries; NaN with fewer than 6."""
+    values = finite(entropy)
+    third = values.size // 3
+    if third < MIN_TREND_STEPS // 3:
+        return float("nan")
+    return float(values[values.size - third :].mean() - values[:third].mean())
+
+
 def risk_features(sig: SequenceSignals, failure_risk: float) -> RiskFeatures:
     entropy = finite(sig.entropy)
     n = sig.num_steps
-    third = n // 3
-    trend = np.nan
-    if third >= 2:
-        trend = fmean(sig.entropy[n - third :], np.nan) - fmean(sig.entropy[:third], np.nan)
     surprisal_peak = np.nan
     if finite(sig.surprisal).size:
         smooth = rolling_mean(sig.surprisal, 3)[min(2, n - 1) :]
@@ -87,7 +119,7 @@ def risk_features(sig: SequenceSignals, failure_risk: float) -> RiskFeatures:
         mean_surprisal=fmean(sig.surprisal, np.nan),
         surprisal_peak=surprisal_peak,
         low_margin=1.0 - margin if np.isfinite(margin) else np.nan,
-        entropy_trend=float(trend),
+        entropy_trend=entropy_trend(sig.entropy),
         early_warning=float(failure_risk),
     )
 
@@ -109,6 +141,34 @@ _CONTINUOUS = (
 )
 
 
+def evidence(
+    features: RiskFeatures,
+    flags: HealthFindings,
+    *,
+    compound: tuple[CompoundFinding, ...] = (),
+    blamed: tuple[LayerBlame, ...] = (),
+    repetition_coverage: float = 0.0,
+    repetition_requested: bool = False,
+) -> RiskEvidence:
+    """The evidence of a whole run, from its detectors' findings."""
+    jump = None
+    if not flags.mid_layer_anomaly_detected:
+        jumps = [b.severity for b in blamed if {"l2_norm_jump", "l2_norm_spike"} & set(b.reasons)]
+        jump = max(jumps) if jumps else None
+    return RiskEvidence(
+        features=features,
+        compound=tuple((s.name, s.severity) for s in compound),
+        collapse_severity=(flags.attention_collapse_severity or 0.0)
+        if flags.attention_collapse_detected
+        else None,
+        mid_layer=flags.mid_layer_anomaly_detected,
+        layer_jump=jump,
+        loop=flags.repetition_loop_detected and not repetition_requested,
+        loop_coverage=repetition_coverage,
+        non_finite=flags.nan_detected or flags.inf_detected,
+    )
+
+
 def risk_score(
     sig: SequenceSignals,
     profile: RiskProfile,
@@ -119,83 +179,115 @@ def risk_score(
     blamed: tuple[LayerBlame, ...] = (),
     collapse: CollapseFinding | None = None,
     repetition_coverage: float = 0.0,
+    repetition_requested: bool = False,
     labelled: tuple[RiskModelSpec, RunFeatures] | None = None,
 ) -> Risk:
     """Risk score of one sequence with the factors that moved it (``labelled``: model and run features)."""
     features = risk_features(sig, failure_risk)
-    model = "heuristic"
+    found = evidence(
+        features,
+        flags,
+        compound=compound,
+        blamed=blamed,
+        repetition_coverage=repetition_coverage,
+        repetition_requested=repetition_requested,
+    )
+    labelled_output = None
     if labelled is not None:
         output = predict(*labelled)
-        smooth, contributions, model = output.probability, dict(output.contributions), "labelled"
-    else:
-        smooth, contributions = _heuristic(features, profile, flags, compound, blamed)
-    risk = _with_floors(smooth, contributions, profile, flags, repetition_coverage)
+        labelled_output = (output.probability, dict(output.contributions))
+    risk = combine(found, profile, labelled=labelled_output)
     return dataclasses.replace(
         risk,
         blamed_layers=blamed,
         blamed_layers_flat=tuple(b.layer for b in blamed),
         attention_collapse_detail=collapse,
-        features=features,
-        model=model,
     )
 
 
-def _heuristic(
-    features: RiskFeatures,
+def combine(
+    found: RiskEvidence,
     profile: RiskProfile,
-    flags: HealthFindings,
-    compound: tuple[CompoundFinding, ...],
-    blamed: tuple[LayerBlame, ...],
-) -> tuple[float, dict[str, float]]:
-    """The profile's smooth score and each term's contribution to it."""
+    *,
+    labelled: tuple[float, dict[str, float]] | None = None,
+) -> Risk:
+    """The risk model: smooth score (the profile's terms, or a labelled model's probability and
+    contributions), then the hard floors and the factors."""
+    if labelled is not None:
+        smooth, contributions = labelled[0], dict(labelled[1])
+        model = "labelled"
+    else:
+        smooth, contributions = _heuristic(found, profile)
+        model = "heuristic"
+    risk = _with_floors(smooth, contributions, profile, found)
+    return dataclasses.replace(risk, features=found.features, model=model)
+
+
+def logit_terms(found: RiskEvidence, profile: RiskProfile) -> dict[str, float]:
+    """Each term of the profile's logit (0 for a feature at its center)."""
     terms: dict[str, float] = {}
     for name, attr in _CONTINUOUS:
-        terms[name] = _term(getattr(features, attr), getattr(profile, attr), profile.feature_cap)
-    for signal in compound:
-        terms[f"compound:{signal.name}"] = profile.compound_weight * signal.severity
-    if flags.attention_collapse_detected:
-        terms["attention_collapse"] = profile.collapse_weight * (flags.attention_collapse_severity or 0.0)
-    if flags.mid_layer_anomaly_detected:
+        terms[name] = _term(getattr(found.features, attr), getattr(profile, attr), profile.feature_cap)
+    for name, severity in found.compound:
+        terms[f"compound:{name}"] = profile.compound_weight * severity
+    if found.collapse_severity is not None:
+        terms["attention_collapse"] = profile.collapse_weight * found.collapse_severity
+    if found.mid_layer:
         terms["mid_layer_anomaly"] = profile.mid_layer_weight
-    else:
-        jumps = [b.severity for b in blamed if {"l2_norm_jump", "l2_norm_spike"} & set(b.reasons)]
-        if jumps:
-            terms["layer_norm_jump"] = profile.layer_jump_weight * max(jumps)
-    if flags.repetition_loop_detected:
+    elif found.layer_jump is not None:
+        terms["layer_norm_jump"] = profile.layer_jump_weight * found.layer_jump
+    if found.loop:
         terms["repetition_loop"] = profile.repetition_weight
-    if flags.nan_detected or flags.inf_detected:
+    if found.non_finite:
         terms["nan_or_inf"] = profile.nan_inf_weight
+    return {name: value if np.isfinite(value) else 0.0 for name, value in terms.items()}
+
+
+def _heuristic(found: RiskEvidence, profile: RiskProfile) -> tuple[float, dict[str, float]]:
+    """The profile's smooth score and each term's contribution to it (see the module text)."""
+    terms = logit_terms(found, profile)
     logit = profile.intercept + sum(terms.values())
     smooth = sigmoid(logit)
-    return smooth, {name: smooth - sigmoid(logit - value) for name, value in terms.items()}
+    raised = sum(v for v in terms.values() if v > 0)
+    rise = smooth - sigmoid(profile.intercept + sum(v for v in terms.values() if v < 0))
+    contributions = {
+        name: rise * value / raised if value > 0 else smooth - sigmoid(logit - value)
+        for name, value in terms.items()
+    }
+    return smooth, contributions
 
 
 def _with_floors(
     smooth: float,
     contributions: dict[str, float],
     profile: RiskProfile,
-    flags: HealthFindings,
-    repetition_coverage: float,
+    found: RiskEvidence,
 ) -> Risk:
     """The hard floors on top of the smooth score, and the factors that raised the result."""
-    nan_inf = flags.nan_detected or flags.inf_detected
+    smooth = smooth if np.isfinite(smooth) else 1.0 if found.non_finite else 0.0
     score = smooth
-    if flags.repetition_loop_detected:
+    floors: list[str] = []
+    if found.loop:
         floor = profile.repetition_floor
-        score = max(score, floor + (1.0 - floor) * 0.5 * clip(repetition_coverage, 0.0, 1.0))
-    if nan_inf:
+        score = max(score, floor + (1.0 - floor) * 0.5 * clip(found.loop_coverage, 0.0, 1.0))
+        floors.append("repetition_loop")
+    if found.non_finite:
         score = 1.0
+        floors.append("nan_or_inf")
     lift = score - smooth
     if lift > 0:
-        owner = "nan_or_inf" if nan_inf else "repetition_loop"
+        owner = floors[-1]
         contributions[owner] = contributions.get(owner, 0.0) + lift
-    listed = sorted(
-        ((n, c) for n, c in contributions.items() if c > profile.factor_epsilon),
-        key=lambda nc: (-nc[1], nc[0]),
-    )
+    clean = {n: c if np.isfinite(c) else 0.0 for n, c in contributions.items()}
+    listed = [n for n, c in clean.items() if c > profile.factor_epsilon or n in floors]
+    if not listed and score >= 0.5:  # a high score always says what drove it
+        raised = sorted((n for n, c in clean.items() if c > 0), key=lambda n: -clean[n])
+        listed = raised[:3] or ["model_baseline"]
+        clean.setdefault("model_baseline", score)
+    listed.sort(key=lambda n: (-clean[n], n))
     return Risk(
         risk_score=float(clip(score, 0.0, 1.0)),
-        risk_factors=tuple(n for n, _ in listed),
-        factor_contributions=tuple(FactorContribution(n, round(c, 4)) for n, c in listed),
+        risk_factors=tuple(listed),
+        factor_contributions=tuple(FactorContribution(n, round(max(clean[n], 0.0), 4)) for n in listed),
         smooth_score=smooth,
     )

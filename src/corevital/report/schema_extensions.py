@@ -248,11 +248,30 @@ class RepetitionInfo(ReportModel):
     """New: ``extensions.repetition``, the detected repetition loop (``metrics.md`` §4)."""
 
     detected: bool = False
-    period: int | None = None
+    period: int | None = Field(
+        default=None, description="Tokens per repeat (a word loop: the mean over its repeats, rounded)."
+    )
     first_step: int | None = None
-    span: int | None = None
+    span: int | None = Field(default=None, description="Tokens from first_step to last_step.")
     repeats: OptFloat = Field(default=None, description="span / period: how many times the block repeats.")
     repeated_text: str | None = None
+    level: str | None = Field(
+        default=None,
+        description="New: where the loop was found: 'tokens' (identical token ids) or 'words' (decoded "
+        "words, numbers and list markers ignored, some words may differ between repeats).",
+    )
+    last_step: int | None = Field(default=None, description="New: the loop's last step (0-based).")
+    period_words: int | None = Field(default=None, description="New: a word loop's period in words.")
+    unit: str | None = Field(
+        default=None,
+        description="New: what repeats, as normalised words (lower case, numbers as <n>, punctuation and "
+        "list markers dropped; cut at 80 characters).",
+    )
+    requested: bool | None = Field(
+        default=None,
+        description="New: the prompt asks for repetition ('... 50 times', 'repeat ...'); the loop is "
+        "reported but does not raise the risk score.",
+    )
     hidden_similarity: OptFloat = Field(
         default=None, description="Last-layer hidden-state similarity of the repeated positions (evidence)."
     )

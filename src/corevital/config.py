@@ -10,6 +10,8 @@ Unknown keys are errors wherever they come from: a key of a YAML file, an explic
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 import os
 import re
@@ -310,6 +312,13 @@ _NUMBER_SETTINGS = frozenset(
 
 
 def read_default_yaml() -> dict[str, Any]:
+    """The packaged default.yaml's settings (a copy: the caller may change it)."""
+    return copy.deepcopy(_packaged_defaults())
+
+
+@functools.cache
+def _packaged_defaults() -> dict[str, Any]:
+    """Parsed once per process: PyYAML takes ~20 ms, which every ``load_settings`` call paid."""
     text = resources.files("corevital").joinpath("configs/default.yaml").read_text(encoding="utf-8")
     return _yaml_mapping(text, "the packaged default.yaml")
 

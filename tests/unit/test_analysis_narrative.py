@@ -56,3 +56,28 @@ def test_empty_run() -> None:
     d = diagnose(make_signals(steps=0), PROFILE)
     assert count(d.narrative.summary, d.narrative.sentences) == 2
     assert "No tokens were generated" in d.narrative.summary
+
+
+def test_no_trend_is_derived_from_nan_steps() -> None:
+    sig = make_signals(steps=24)
+    e = sig.entropy.copy()
+    e[5:] = np.nan  # a NaN from step 5 on: the last third has no finite entropy
+    nan = sig.logits_nan.copy()
+    nan[5:] = True
+    d = diagnose(replace(sig, entropy=e, logits_nan=nan), PROFILE)
+    text = d.narrative.summary
+    assert "falling" not in text and "rising" not in text
+    assert "5 finite of 24 tokens, too few finite steps for a trend" in text
+    assert d.risk.risk_score == 1.0 and d.risk.risk_factors[0] == "nan_or_inf"
+
+
+def test_a_word_loop_is_told_with_its_unit_span_and_period() -> None:
+    texts = [" Birds:"] + [f" {i}. Sparrow" for i in range(1, 30)]
+    sig = make_signals(steps=len(texts))
+    d = diagnose(replace(sig, token_texts=texts), PROFILE)
+    text = d.narrative.summary
+    assert "loops from step 1 to 29: the words '<n> sparrow' repeat 29.0 times (a 2-word period" in text
+    assert "Recommendation: discard the looping tail" in text
+    asked = diagnose(replace(sig, token_texts=texts, prompt_text="List a bird 29 times."), PROFILE)
+    assert "as the prompt asks" in asked.narrative.summary
+    assert "repetition_loop" not in asked.risk.risk_factors

@@ -12,7 +12,7 @@ import pytest
 from corevital.analysis.diagnose import diagnose
 from corevital.analysis.health import HealthFindings
 from corevital.analysis.profiles import load_profile
-from corevital.analysis.risk import risk_score
+from corevital.analysis.risk import entropy_trend, evidence, logit_terms, risk_score
 from corevital.analysis.signals import SequenceSignals
 from corevital.analysis.stats import sigmoid
 from tests.support.signals import copy_of, looping, make_signals
@@ -101,3 +101,62 @@ def test_empty_run_scores_the_baseline() -> None:
     result = risk_score(make_signals(steps=0), PROFILE.risk, flags=HealthFindings(), failure_risk=0.0)
     assert 0.0 < result.risk_score < 0.5
     assert all(np.isfinite(v) or np.isnan(v) for v in vars(result.features).values())
+
+
+def test_a_high_score_always_names_its_factors() -> None:
+    """Saturated scores (every term alone too small to move it) still list what drove them."""
+    for seed in range(20):
+        sig = make_signals(steps=40, seed=seed)
+        e = sig.entropy + 3.0 + seed / 4
+        for flags in ({}, {"mid_layer_anomaly_detected": True}, {"nan_detected": True}):
+            result = risk_score(
+                replace(sig, entropy=e, surprisal=sig.surprisal + 3.0),
+                PROFILE.risk,
+                flags=HealthFindings(**flags),
+                failure_risk=0.9,
+            )
+            assert result.risk_score >= 0.5 and result.risk_factors
+            total = sum(f.contribution for f in result.factor_contributions)
+            assert total <= result.risk_score - sigmoid(PROFILE.risk.intercept - 100) + 1e-3
+
+
+def test_every_hard_floor_is_named() -> None:
+    sig = make_signals(steps=40)
+    both = risk_score(
+        sig,
+        PROFILE.risk,
+        flags=HealthFindings(nan_detected=True, repetition_loop_detected=True),
+        failure_risk=0.0,
+        repetition_coverage=0.5,
+    )
+    assert both.risk_score == 1.0 and {"nan_or_inf", "repetition_loop"} <= set(both.risk_factors)
+    assert both.risk_factors[0] == "nan_or_inf"
+
+
+def test_a_requested_loop_adds_neither_term_nor_floor() -> None:
+    sig = make_signals(steps=40)
+    flags = HealthFindings(repetition_loop_detected=True)
+    asked = risk_score(
+        sig, PROFILE.risk, flags=flags, failure_risk=0.0, repetition_coverage=1.0, repetition_requested=True
+    )
+    plain = risk_score(sig, PROFILE.risk, flags=HealthFindings(), failure_risk=0.0)
+    assert asked.risk_score == pytest.approx(plain.risk_score)
+    assert "repetition_loop" not in asked.risk_factors
+
+
+def test_contributions_split_the_rise_in_proportion_to_the_terms() -> None:
+    sig = make_signals(steps=40)
+    r = PROFILE.risk
+    result = risk_score(sig, r, flags=HealthFindings(mid_layer_anomaly_detected=True), failure_risk=0.0)
+    terms = logit_terms(evidence(result.features, HealthFindings(mid_layer_anomaly_detected=True)), r)  # type: ignore[arg-type]
+    raised = {n: v for n, v in terms.items() if v > 0}
+    lowered = sum(v for v in terms.values() if v < 0)
+    rise = result.smooth_score - sigmoid(r.intercept + lowered)
+    for f in result.factor_contributions:
+        assert f.contribution == pytest.approx(rise * raised[f.name] / sum(raised.values()), abs=1e-4)
+
+
+def test_the_entropy_trend_uses_finite_steps_only() -> None:
+    e = np.array([1.0, 1.0, np.nan, 2.0, 2.0, np.nan, 3.0, 3.0, np.nan, np.nan, np.nan])
+    assert entropy_trend(e) == pytest.approx(2.0)  # finite: 1 1 2 2 3 3 → thirds (1, 1) and (3, 3)
+    assert np.isnan(entropy_trend(np.array([5.0, np.nan, np.nan, np.nan, np.nan, np.nan, 1.0])))

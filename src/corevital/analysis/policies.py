@@ -29,17 +29,23 @@ class StopPolicy(Protocol):
 
 @dataclass(frozen=True)
 class StopOnRepetition:
-    """Stop as soon as a repetition loop has formed (same definition as the post-run flag)."""
+    """Stop as soon as a repetition loop has formed, on the token ids or on the decoded words (same
+    definitions as the post-run flag). A loop the prompt asks for ("… 50 times") does not stop the
+    generation unless ``stop_requested``."""
 
     name: str = "repetition_loop"
+    stop_requested: bool = False
 
     def check(self, step: OnlineStep) -> str | None:
-        if step.loop is None:
+        loop = step.loop
+        if loop is None or (loop.requested and not self.stop_requested):
             return None
-        return (
-            f"repetition loop of period {step.loop.period} over {step.loop.span} tokens "
-            f"since step {step.loop.first_step}"
-        )
+        if loop.level == "words":
+            return (
+                f"repetition loop of {loop.period_words} words {loop.unit!r} over {loop.span} tokens "
+                f"since step {loop.first_step}"
+            )
+        return f"repetition loop of period {loop.period} over {loop.span} tokens since step {loop.first_step}"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import re
 import shutil
 import sqlite3
 import tempfile
+import time
 import zlib
 from collections.abc import Iterator
 from contextlib import closing
@@ -110,6 +111,30 @@ def test_a_5000_digit_integer_is_a_report_error_not_a_value_error() -> None:
     with pytest.raises(ReportError, match="a number has more than 4300 digits") as caught:
         report_from_json(huge_integer_json(5_000))
     _one_line(caught.value)
+
+
+def _fastest_check(text: str | bytes) -> float:
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        check_json_text(text, "x")
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def test_the_number_check_is_linear_on_numbers_just_under_the_bound() -> None:
+    """Found by profiling the fuzzer: ``[0-9]{4301,}`` rescanned a run of digits from each of its
+    digits, so 100 numbers of 4,300 digits (430 kB) took 11 s to check. The scan starts only where a
+    run starts: as fast as the same size of short numbers, and the bound is unchanged."""
+    long_numbers = "[" + ",".join(["9" * 4300] * 200) + "]"
+    short_numbers = "[" + ",".join(["0.12345678901234"] * (len(long_numbers) // 17)) + "]"
+    for text in (long_numbers, long_numbers.encode()):
+        assert _fastest_check(text) < 10 * _fastest_check(short_numbers) + 0.05
+    check_json_text("[" + "1" * 4300 + "]", "x")
+    check_json_text('["' + "1" * 5000 + '"]', "x")  # digits inside a string are text
+    for text in ("[" + "1" * 4301 + "]", "[a" + "1" * 4301 + "]", "-" + "1" * 4301, "1" * 9000):
+        with pytest.raises(ReportError, match="a number has more than 4300 digits"):
+            check_json_text(text, "x")
 
 
 @pytest.mark.parametrize("text", ["[1, 2]", '"text"', "42", "null"])

@@ -49,7 +49,10 @@ _STRING = re.compile(r'"(?:[^"\\]|\\.?)*+"?', re.DOTALL)
 _STRING_BYTES = re.compile(rb'"(?:[^"\\]|\\.?)*+"?', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _NOT_BRACKET_BYTES = re.compile(rb"[^\[\]{}]+")
-_LONG_NUMBER = re.compile(f"[0-9]{{{MAX_NUMBER_DIGITS + 1},}}")
+# A run of digits longer than the bound, tried only where a run starts (the lookbehind): each digit
+# is looked at a bounded number of times, where a bare ``[0-9]{4301,}`` rescans a run from each of
+# its digits (a text of 4,300-digit numbers took seconds per 100 kB).
+_LONG_NUMBER = re.compile(f"(?<![0-9])[0-9]{{{MAX_NUMBER_DIGITS + 1}}}")
 _LONG_NUMBER_BYTES = re.compile(_LONG_NUMBER.pattern.encode())
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1, 91: 1, 123: 1, 93: -1, 125: -1}
 
@@ -143,8 +146,10 @@ def check_json_text(
         brackets = _NOT_BRACKET_BYTES.sub(b"", bare_bytes)
     if long_number:
         raise error(f"{what}: a number has more than {MAX_NUMBER_DIGITS} digits; refused")
-    if len(brackets) > max_depth and max(accumulate(_STEP[c] for c in brackets)) > max_depth:
-        raise error(f"{what}: JSON nested deeper than {max_depth} levels; refused")
+    if len(brackets) > max_depth:
+        for depth in accumulate(map(_STEP.__getitem__, brackets)):
+            if depth > max_depth:  # stops at the first level too deep
+                raise error(f"{what}: JSON nested deeper than {max_depth} levels; refused")
 
 
 def decode_utf8(data: bytes, what: str, *, error: type[CoreVitalError], offset: int = 0) -> str:

@@ -1,15 +1,18 @@
 """The exporter protocol, the registry of built-in exporters, and the fan-out to stores and exporters.
 
 An :class:`Exporter` sends finished reports to an observability system (``export(report)``,
-``close()``). A built-in exporter is a class with ``from_settings(settings)``, named in
-``--sink`` (:data:`BUILTIN_EXPORTERS`) and imported only when used, so its optional extra is
-needed only then. A custom sink is any object with ``write(report)`` (the
-:class:`~corevital.sinks.base.Sink` protocol) or ``export(report)``, given as an object to
-``CoreVitalMonitor(sink=...)`` or named ``package.module:Class`` in ``--sink``.
+``close()``); one that also has ``export_encoded(encoded)`` (:class:`EncodedExporter`) gets the
+report with its shared encodings (:class:`~corevital.sinks.encoded.EncodedReport`). A built-in
+exporter is a class with ``from_settings(settings)``, named in ``--sink``
+(:data:`BUILTIN_EXPORTERS`) and imported only when used, so its optional extra is needed only
+then. A custom sink is any object with ``write(report)`` (the :class:`~corevital.sinks.base.Sink`
+protocol) or ``export(report)``, given as an object to ``CoreVitalMonitor(sink=...)`` or named
+``package.module:Class`` in ``--sink``.
 
-:class:`Outputs` writes one report everywhere: stores first (a store failure is a
-:class:`~corevital.errors.StoreError`: the report would be lost), then exporters and custom
-sinks, whose failures are logged and counted in :attr:`Outputs.failures`, never raised.
+:class:`Outputs` writes one report everywhere and encodes its JSON once for all of them: stores
+first (a store failure is a :class:`~corevital.errors.StoreError`: the report would be lost),
+then exporters and custom sinks, whose failures are logged and counted in
+:attr:`Outputs.failures`, never raised.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from corevital.config import EXPORTER_SINKS, STORE_SINKS, Settings
 from corevital.errors import ConfigError, CoreVitalError, NotAvailableError, StoreError
 from corevital.exporters.sampling import Sampler
+from corevital.sinks.encoded import EncodedReport
 from corevital.sinks.open import store_location
 
 if TYPE_CHECKING:
@@ -56,6 +60,20 @@ class Exporter(Protocol):
 
     def close(self) -> None:
         """Flush what is pending and release resources; called once, at the end of the run."""
+        ...
+
+
+@runtime_checkable
+class EncodedExporter(Exporter, Protocol):
+    """An :class:`Exporter` that can also take the report with its shared encodings.
+
+    :class:`Outputs` calls ``export_encoded`` instead of ``export`` when an exporter has it: the
+    report's JSON (and its index row, its gzip) is then made once for every destination instead of
+    once per destination. Optional: a sink with ``export(report)`` alone keeps working.
+    """
+
+    def export_encoded(self, encoded: EncodedReport) -> None:
+        """Send ``encoded.report``, reusing ``encoded``'s JSON, row or gzip where it needs them."""
         ...
 
 
@@ -130,13 +148,11 @@ class Outputs:
             report.extensions.sampling = sampling
             if not sampling.kept:
                 return []
-        locations = [store.write(report) for store in self.stores]
+        encoded = EncodedReport(report)  # encoded once, on first use, for every destination
+        locations = [_store(store, encoded) for store in self.stores]
         for name, exporter in zip(self.names, self.exporters, strict=True):
             try:
-                if hasattr(exporter, "export"):
-                    exporter.export(report)
-                else:
-                    exporter.write(report)
+                _export(exporter, encoded)
             except Exception as exc:  # an exporter never breaks a generation
                 self.failures[name] += 1
                 log.warning("exporter %s failed on report %s: %s", name, report.trace_id, _one_line(exc))
@@ -176,6 +192,25 @@ class Outputs:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _store(store: Sink, encoded: EncodedReport) -> str:
+    write_encoded = getattr(store, "write_encoded", None)
+    if callable(write_encoded):
+        return str(write_encoded(encoded))
+    return store.write(encoded.report)
+
+
+def _export(exporter: Exporter | Sink, encoded: EncodedReport) -> None:
+    """``export`` (``export_encoded`` when there is one), else ``write`` (or ``write_encoded``)."""
+    if hasattr(exporter, "export"):
+        call = getattr(exporter, "export_encoded", None)
+        if callable(call):
+            call(encoded)
+        else:
+            cast(Exporter, exporter).export(encoded.report)
+    else:
+        _store(exporter, encoded)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -244,4 +279,12 @@ def open_outputs(
     return Outputs(opened_stores, exporters, sampler=Sampler.from_settings(settings), names=names)
 
 
-__all__ = ["BUILTIN_EXPORTERS", "Exporter", "Outputs", "open_custom", "open_exporter", "open_outputs"]
+__all__ = [
+    "BUILTIN_EXPORTERS",
+    "EncodedExporter",
+    "Exporter",
+    "Outputs",
+    "open_custom",
+    "open_exporter",
+    "open_outputs",
+]

@@ -43,9 +43,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from corevital.errors import ConfigError, ExporterError
+from corevital.exporters.delivery import Attempt, Backoff, Outcome, SpoolSender
 from corevital.exporters.http import check_url, import_httpx, post_attempt
-from corevital.exporters.sampling import report_weight
-from corevital.exporters.spool import Attempt, Backoff, Outcome, Spool, SpoolSender
+from corevital.exporters.spool import Spool
+from corevital.sinks.encoded import EncodedReport
 from corevital.sinks.rows import HealthFlag, trace_row_from_report
 
 if TYPE_CHECKING:
@@ -130,10 +131,12 @@ def fired_flags(row: TraceRow) -> list[str]:
     return [flag.short_name for flag in HealthFlag if row.flag(flag)]
 
 
-def run_points(report: Report, timestamp: int, event_risk: float) -> list[tuple[SeriesKey, float]]:
-    """The (series, value) points of one report."""
-    row = trace_row_from_report(report)
-    weight = report_weight(report)
+def run_points(
+    report: Report, timestamp: int, event_risk: float, *, row: TraceRow | None = None
+) -> list[tuple[SeriesKey, float]]:
+    """The (series, value) points of one report (``row``: its index row, when made already)."""
+    row = row or trace_row_from_report(report)
+    weight = row.sampling_weight
     tags = base_tags(row)
     points: list[tuple[SeriesKey, float]] = [
         (("corevital.runs", COUNT, tags, timestamp), weight),
@@ -156,9 +159,11 @@ def run_points(report: Report, timestamp: int, event_risk: float) -> list[tuple[
     return points
 
 
-def event_payload(report: Report, timestamp: int, event_risk: float, host: str) -> dict[str, Any] | None:
+def event_payload(
+    report: Report, timestamp: int, event_risk: float, host: str, *, row: TraceRow | None = None
+) -> dict[str, Any] | None:
     """The event of a run at or above ``event_risk`` (None below it or without a risk score)."""
-    row = trace_row_from_report(report)
+    row = row or trace_row_from_report(report)
     risk = row.risk_score
     if risk is None or not math.isfinite(risk) or risk < event_risk:
         return None
@@ -270,9 +275,13 @@ class DatadogExporter:
     # --- export ----------------------------------------------------------------------------
     def export(self, report: Report) -> None:
         """Add the report's points to the batch (flushed when full or due); spool its event."""
-        now = int(self.clock())
-        points = run_points(report, now, self.event_risk)
-        event = event_payload(report, now, self.event_risk, self.host)
+        self.export_encoded(EncodedReport(report))
+
+    def export_encoded(self, encoded: EncodedReport) -> None:
+        """:meth:`export`, with the report's index row made once for every destination."""
+        report, row, now = encoded.report, encoded.row, int(self.clock())
+        points = run_points(report, now, self.event_risk, row=row)
+        event = event_payload(report, now, self.event_risk, self.host, row=row)
         if event is not None:
             self.sender.put(f"event:{report.trace_id}", json.dumps(event).encode("utf-8"))
         with self._lock:

@@ -43,7 +43,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 from urllib.parse import urlsplit
 
 from corevital.errors import ConfigError, ExporterError, NotAvailableError
@@ -59,6 +59,8 @@ if TYPE_CHECKING:
     from corevital.report.schema import Report
 
 log = logging.getLogger(__name__)
+
+_P = TypeVar("_P")
 
 INSTALL_HINT = "OpenTelemetry export needs the otel extra: pip install 'corevital[otel]'"
 DEFAULT_ENDPOINT = "http://localhost:4318"
@@ -314,28 +316,26 @@ class OTelExporter:
 
         resource = Resource.create({"service.name": service_name, "service.version": __version__})
         span_exporter, metric_exporter = _counting_exporters(self.failures)
-        self._own: list[Callable[[], object]] = []  # shutdowns of the providers built here
-        self._flush: list[Callable[[], object]] = []  # force_flush of the caller's providers
-        if tracer_provider is None:
-            own_tracer = SdkTracerProvider(resource=resource, shutdown_on_exit=False)
-            own_tracer.add_span_processor(
+        self._finish: list[Callable[[], object]] = []  # what close() runs: see _provider
+
+        def own_tracer() -> tuple[TracerProvider, Callable[[], object]]:
+            provider = SdkTracerProvider(resource=resource, shutdown_on_exit=False)
+            provider.add_span_processor(
                 BatchSpanProcessor(span_exporter(endpoint=self.endpoint + TRACES_PATH, timeout=timeout_s))
             )
-            self._own.append(own_tracer.shutdown)
-            tracer_provider = own_tracer
-        else:
-            self._flush.append(_flusher(tracer_provider, close_timeout_s))
-        if meter_provider is None:
+            return provider, provider.shutdown
+
+        def own_meter() -> tuple[MeterProvider, Callable[[], object]]:
             reader = PeriodicExportingMetricReader(
                 metric_exporter(endpoint=self.endpoint + METRICS_PATH, timeout=timeout_s),
                 export_interval_millis=export_interval_s * 1000.0,
                 export_timeout_millis=timeout_s * 1000.0,
             )
-            own_meter = SdkMeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
-            self._own.append(lambda: own_meter.shutdown(timeout_millis=close_timeout_s * 1000.0))
-            meter_provider = own_meter
-        else:
-            self._flush.append(_flusher(meter_provider, close_timeout_s))
+            provider = SdkMeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=False)
+            return provider, lambda: provider.shutdown(timeout_millis=close_timeout_s * 1000.0)
+
+        tracer_provider = self._provider(tracer_provider, own_tracer)
+        meter_provider = self._provider(meter_provider, own_meter)
         self._tracer = tracer_provider.get_tracer(SCOPE, __version__)
         meter = meter_provider.get_meter(SCOPE, __version__)
         self._runs = meter.create_counter(
@@ -376,6 +376,19 @@ class OTelExporter:
             description="Time per output token generated after the first token.",
             explicit_bucket_boundaries_advisory=TPOT_BUCKETS,
         )
+
+    def _provider(self, given: _P | None, build: Callable[[], tuple[_P, Callable[[], object]]]) -> _P:
+        """``given`` (the caller's provider: flushed at close, never shut down), else one built
+        here with its shutdown (run at close; it flushes first). Both bounded by ``close_timeout_s``."""
+        if given is None:
+            own, shutdown = build()
+            self._finish.append(shutdown)
+            return own
+        flush = getattr(given, "force_flush", None)
+        if callable(flush):
+            timeout_ms = int(self.close_timeout_s * 1000)
+            self._finish.append(lambda: flush(timeout_ms))
+        return given
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -428,7 +441,7 @@ class OTelExporter:
         deadline = time.monotonic() + self.close_timeout_s
         threads = [
             threading.Thread(target=_logged(step), name="corevital-otel-close", daemon=True)
-            for step in self._own + self._flush
+            for step in self._finish
         ]
         for thread in threads:
             thread.start()
@@ -452,14 +465,6 @@ class OTelExporter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _flusher(provider: Any, timeout_s: float) -> Callable[[], object]:
-    def flush() -> object:
-        force_flush = getattr(provider, "force_flush", None)
-        return force_flush(int(timeout_s * 1000)) if callable(force_flush) else None
-
-    return flush
 
 
 def _logged(step: Callable[[], object]) -> Callable[[], None]:

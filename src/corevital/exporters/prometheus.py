@@ -40,8 +40,8 @@ from corevital.exporters.prometheus_metrics import (
     report_latency,
     samples,
 )
-from corevital.exporters.sampling import report_weight
-from corevital.sinks.rows import MAX_PAGE_SIZE, trace_row_from_report
+from corevital.sinks.encoded import EncodedReport
+from corevital.sinks.rows import MAX_PAGE_SIZE
 
 if TYPE_CHECKING:
     from corevital.config import Settings
@@ -110,10 +110,12 @@ class StoreMetrics:
     """The metrics of the runs in ``store``, read incrementally (see the module docstring).
 
     The first scrape reads every row (:data:`~corevital.sinks.rows.MAX_PAGE_SIZE` at a time, at
-    most ``budget_s`` seconds per scrape); later ones read the rows stored since. Index rows carry
-    no sampling weight, so here every stored run counts once and ``corevital_runs_total`` equals
-    ``corevital_runs_kept_total``; compound signals are not in the index, so ``flag`` holds the
-    health flags only. A report stored again under its trace id is not counted again.
+    most ``budget_s`` seconds per scrape); later ones read the rows stored since. Each row counts
+    with its sampling weight (:attr:`~corevital.sinks.rows.TraceRow.sampling_weight`), as the
+    exporters count a report, so ``corevital_runs_total`` estimates all runs and
+    ``corevital_runs_kept_total`` counts the stored ones; compound signals are not in the index, so
+    ``flag`` holds the health flags only. A report stored again under its trace id is not counted
+    again.
     """
 
     def __init__(
@@ -137,7 +139,7 @@ class StoreMetrics:
             while True:
                 rows, after = self.store.follow(self.after)
                 for row in rows:
-                    self.metrics.add_row(row)
+                    self.metrics.add_row(row, weight=row.sampling_weight)
                 self.after = after
                 read += len(rows)
                 if len(rows) < MAX_PAGE_SIZE or time.monotonic() > deadline:
@@ -216,10 +218,15 @@ class PrometheusExporter:
 
     def export(self, report: Report) -> None:
         """Count ``report`` (with its sampling weight) into the metrics; no I/O."""
+        self.export_encoded(EncodedReport(report))
+
+    def export_encoded(self, encoded: EncodedReport) -> None:
+        """:meth:`export`, with the report's index row made once for every destination."""
+        report, row = encoded.report, encoded.row
         signals = [signal.name for signal in report.extensions.compound_signals or ()]
         self.metrics.add_row(
-            trace_row_from_report(report),
-            weight=report_weight(report),
+            row,
+            weight=row.sampling_weight,
             signals=signals,
             latency=report_latency(report),
         )

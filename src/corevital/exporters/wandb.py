@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 from corevital.errors import ConfigError, ExporterError, NotAvailableError
 from corevital.exporters.sampling import report_weight
-from corevital.report.encoding import report_to_json
+from corevital.sinks.encoded import EncodedReport
 from corevital.sinks.rows import HealthFlag
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ class WandbExporter:
         self.close_timeout_s = close_timeout_s
         self.failed = 0  # reports the worker could not log
         self.dropped = 0  # reports refused because the queue was full
-        self._queue: queue.Queue[Report | None] = queue.Queue(maxsize=max_queued)
+        self._queue: queue.Queue[EncodedReport | None] = queue.Queue(maxsize=max_queued)
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -247,6 +247,11 @@ class WandbExporter:
     def export(self, report: Report) -> None:
         """Queue ``report`` for the worker thread, which logs it into the run (W&B calls take
         milliseconds per step: they are kept off the generating thread)."""
+        self.export_encoded(EncodedReport(report))
+
+    def export_encoded(self, encoded: EncodedReport) -> None:
+        """:meth:`export`; the artifact is the report's shared JSON encoding (made on the worker
+        thread when no store made it)."""
         with self._lock:
             if self._closed:
                 raise ExporterError("the W&B exporter is closed")
@@ -256,26 +261,27 @@ class WandbExporter:
                 self._worker = threading.Thread(target=self._work, name="corevital-wandb", daemon=True)
                 self._worker.start()
         try:
-            self._queue.put_nowait(report)
+            self._queue.put_nowait(encoded)
         except queue.Full:
             self.dropped += 1
             raise ExporterError(
                 f"W&B logging is behind ({self._queue.maxsize} reports queued): "
-                f"report {report.trace_id} dropped"
+                f"report {encoded.trace_id} dropped"
             ) from None
 
     def _work(self) -> None:
-        while (report := self._queue.get()) is not None:
+        while (encoded := self._queue.get()) is not None:
             try:
-                self._log(report)
+                self._log(encoded)
             except Exception as exc:  # counted and reported by close(); the worker goes on
                 self.failed += 1
                 lines = str(exc).strip().splitlines()
                 self._last_error = f"{type(exc).__name__}: {lines[0] if lines else ''}"
-                log.warning("W&B: report %s not logged: %s", report.trace_id, self._last_error)
+                log.warning("W&B: report %s not logged: %s", encoded.trace_id, self._last_error)
 
-    def _log(self, report: Report) -> None:
-        """Log ``report``'s steps, totals and artifact into the run (the worker thread)."""
+    def _log(self, encoded: EncodedReport) -> None:
+        """Log the report's steps, totals and artifact into the run (the worker thread)."""
+        report = encoded.report
         run = self._ensure_run()
         totals = self.totals
         totals.reports += 1
@@ -324,7 +330,7 @@ class WandbExporter:
                 },
             )
             with artifact.new_file("report.json", encoding="utf-8") as handle:
-                handle.write(report_to_json(report))
+                handle.write(encoded.json_text)
             run.log_artifact(artifact)
 
         totals.runs += weight

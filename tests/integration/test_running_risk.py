@@ -1,0 +1,69 @@
+"""The live running risk and the report's risk are one model; explanations match the score.
+
+Greedy runs of tiny random models through :class:`CoreVitalMonitor`'s stream: the last step event's
+running risk equals the stored report's risk; with a NaN or a ×10³ scale injected by
+``corevital.testing``, a high score names its factors (the NaN floor first) and the narrative derives
+no trend from NaN steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from corevital import CoreVitalMonitor
+from corevital.live import StreamEvent
+from corevital.report.schema import Report
+from corevital.testing import inject_nan, inject_scale
+from tests.support.values import present
+
+PROMPTS = ("The quick brown fox jumps", "Once upon a time there was")
+
+
+def monitor_for(directory: Path) -> CoreVitalMonitor:
+    return CoreVitalMonitor(
+        str(directory), device="cpu", max_new_tokens=12, chat_template="off", temperature=0.0, ignore_eos=True
+    )
+
+
+def stream(monitor: CoreVitalMonitor, prompt: str) -> tuple[list[StreamEvent], Report]:
+    events = list(monitor.iter_stream(prompt))
+    report = events[-1].report
+    assert isinstance(report, Report)
+    return [e for e in events if e.kind == "step"], report
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_last_running_risk_equals_the_reports_risk(arch: str, tiny_model_dir: Callable[[str], Path]) -> None:
+    monitor = monitor_for(tiny_model_dir(arch))
+    for prompt in PROMPTS:
+        steps, report = stream(monitor, prompt)
+        risk = present(report.extensions.risk)
+        assert steps[-1].running_risk == pytest.approx(present(risk.risk_score), abs=0.02)
+        if present(risk.risk_score) >= 0.5:
+            assert risk.risk_factors
+
+
+def test_nan_names_its_floor_and_makes_no_trend(tiny_model_dir: Callable[[str], Path]) -> None:
+    monitor = monitor_for(tiny_model_dir("llama"))
+    loaded, _ = monitor._loaded(monitor.settings_for())
+    with inject_nan(loaded.model, 1, from_step=4):
+        steps, report = stream(monitor, PROMPTS[0])
+    risk = present(report.extensions.risk)
+    assert risk.risk_score == 1.0 and risk.risk_factors[0] == "nan_or_inf"
+    assert steps[-1].running_risk == 1.0
+    summary = present(report.extensions.narrative).summary
+    assert "trend falling" not in summary and "trend rising" not in summary
+    assert "too few finite steps for a trend" in summary
+
+
+def test_a_scaled_layer_gives_a_high_score_with_factors(tiny_model_dir: Callable[[str], Path]) -> None:
+    monitor = monitor_for(tiny_model_dir("llama"))
+    loaded, _ = monitor._loaded(monitor.settings_for())
+    with inject_scale(loaded.model, 0, 1e3):
+        _, report = stream(monitor, PROMPTS[1])
+    risk = present(report.extensions.risk)
+    assert present(risk.risk_score) >= 0.5 and risk.risk_factors
+    assert [f.name for f in present(risk.factor_contributions)] == risk.risk_factors

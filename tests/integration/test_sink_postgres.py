@@ -24,7 +24,7 @@ import pytest
 from corevital.cli import main
 from corevital.errors import ReportError, StoreError
 from corevital.report.encoding import report_from_json
-from corevital.report.schema import HealthFlags, Report, RiskExtension
+from corevital.report.schema import HealthFlags, Report, RiskExtension, SamplingInfo
 from corevital.report.timestamps import format_utc
 from corevital.sinks.base import HealthFlag, MemorySink, ReportStore, SortOrder, TraceQuery
 from corevital.sinks.postgres import PostgresStore
@@ -172,6 +172,7 @@ def test_an_older_store_is_migrated_by_a_writer_and_refused_by_a_reader(
     with psycopg.connect(postgres_url, autocommit=True) as conn:  # back to version 1: no read indexes
         for name in _indexes(postgres_url) - {f"{REPORTS_TABLE}_pkey", f"{REPORTS_TABLE}_seq"}:
             conn.execute(f"DROP INDEX {name}")
+        conn.execute(f"ALTER TABLE {REPORTS_TABLE} DROP COLUMN sampling_weight")
         conn.execute(f"UPDATE {VERSION_TABLE} SET version = 1")
     with pytest.raises(StoreError, match="older CoreVital .version 1.*open it once with a writer"):
         PostgresStore(postgres_url, read_only=True)
@@ -180,6 +181,28 @@ def test_an_older_store_is_migrated_by_a_writer_and_refused_by_a_reader(
         assert store.get(base.trace_id) == base and store.list()[0].seq == 1
     assert _version(postgres_url) == LATEST_VERSION
     assert f"{REPORTS_TABLE}_risk_desc" in _indexes(postgres_url)
+
+
+def test_version_3_backfills_the_sampling_weight_from_the_stored_reports(
+    postgres_url: str, base: Report
+) -> None:
+    sampled = base.model_copy(deep=True, update={"trace_id": "5a5a5a5a-0000-4000-8000-000000000000"})
+    sampled.extensions.sampling = SamplingInfo(
+        policy="every 3", kept_fraction=1 / 3, weight=3.0, runs_seen=4, runs_kept=2
+    )
+    with PostgresStore(postgres_url) as store:
+        store.write(base)
+        store.write(sampled)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # back to version 2: no weight column
+        conn.execute(f"ALTER TABLE {REPORTS_TABLE} DROP COLUMN sampling_weight")
+        conn.execute(f"UPDATE {VERSION_TABLE} SET version = 2")
+    with pytest.raises(StoreError, match="older CoreVital .version 2"):
+        PostgresStore(postgres_url, read_only=True)
+    with PostgresStore(postgres_url) as store:
+        weights = {row.trace_id: row.sampling_weight for row in store.list()}
+        assert weights == {base.trace_id: 1.0, sampled.trace_id: 3.0}
+        assert store.get(sampled.trace_id) == sampled
+    assert _version(postgres_url) == LATEST_VERSION == 3
 
 
 def test_databases_that_are_not_a_store_are_refused_and_left_untouched(

@@ -40,7 +40,7 @@ from corevital.report.schema import CompoundSignal, HealthFlags, Report, RiskExt
 from corevital.report.timestamps import format_utc
 from corevital.server.app import create_app
 from corevital.server.config import ServeConfig
-from corevital.sinks.base import MAX_PAGE_SIZE, HealthFlag, MemorySink, ReportStore
+from corevital.sinks.base import MAX_PAGE_SIZE, HealthFlag, MemorySink, ReportStore, TraceQuery
 from corevital.sinks.rows import trace_row_from_report
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.components import PROMTOOL, require
@@ -224,16 +224,44 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReportStor
 
 
 def test_store_metrics_equal_the_exporters_for_the_same_runs(store: ReportStore, base: Report) -> None:
-    reports = [report for report in some_reports(base) if report.extensions.sampling is None]
+    """Sampled runs included: the store keeps each run's sampling weight and counts with it."""
     reports = [report.model_copy(update={"extensions": report.extensions.model_copy(
-        update={"compound_signals": None})}) for report in reports]  # fmt: skip
+        update={"compound_signals": None})}) for report in some_reports(base)]  # fmt: skip
     exporter = PrometheusExporter()
     for report in reports:
         exporter.export(report)
         store.write(report)
     from_store = values(StoreMetrics(store).exposition())
     assert from_store == values(exporter.exposition())
+    assert from_store[run_key("corevital_runs_total", "m/a")] == 1 + 1 + 4
+    assert from_store[run_key("corevital_runs_kept_total", "m/a")] == 3
     assert from_store[run_key("corevital_runs_total", "m/b")] == 2
+
+
+def test_the_metrics_route_weights_runs_kept_by_a_sampling_policy(tmp_path: Path, base: Report) -> None:
+    """Runs kept by `--sample-every 4` and by a seeded `--sample-rate 0.25` go through Outputs into a
+    SQLite store; /metrics then counts each kept run as the runs it stands for, as the exporter
+    given the same runs does: the totals estimate all runs, the kept counter the stored ones."""
+    from corevital.exporters.base import Outputs
+    from corevital.exporters.sampling import Sampler
+
+    runs = 40
+    for sampler, expected_kept in ((Sampler(every=4), 10), (Sampler(rate=0.25, seed=3), None)):
+        path = tmp_path / f"every{sampler.every}-rate{sampler.rate}.db"
+        exporter = PrometheusExporter()
+        with Outputs([SQLiteStore(path)], [exporter], sampler=sampler) as outputs:
+            for number in range(runs):
+                outputs.write(variant(base, number, risk=0.5))
+        kept = sampler.kept
+        assert expected_kept is None or kept == expected_kept
+        with SQLiteStore(path, read_only=True) as store:
+            assert store.count() == kept and 0 < kept < runs
+            assert {row.sampling_weight for row in store.list(TraceQuery(limit=None))} == {4.0}
+            got = values(make_client(store).get("/metrics").text)
+        assert got[run_key("corevital_runs_total", "m/a")] == pytest.approx(4.0 * kept)
+        assert got[run_key("corevital_runs_kept_total", "m/a")] == kept
+        assert got[run_key("corevital_risk_score_count", "m/a")] == pytest.approx(4.0 * kept)
+        assert got == values(exporter.exposition())
 
 
 def test_store_metrics_read_only_new_rows_on_each_scrape(store: ReportStore, base: Report) -> None:

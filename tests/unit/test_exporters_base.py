@@ -16,6 +16,7 @@ from corevital.monitor import CoreVitalMonitor
 from corevital.report.encoding import report_from_json
 from corevital.report.schema import Report, RiskExtension
 from corevital.sinks.base import MemorySink
+from corevital.sinks.encoded import EncodedReport
 from tests.support.sinks import FailingExporter, NotASink, RecordingSink
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
@@ -89,6 +90,60 @@ def test_outputs_store_first_and_count_exporter_failures_without_raising(base: R
     assert outputs.failures == {"failing": 2} and outputs.exported == {"recording": 2}
     outputs.close()  # the failing exporter's close is logged and counted, not raised
     assert outputs.failures == {"failing": 3}
+
+
+class SeesTheEncoding:
+    """An exporter with ``export_encoded``: what it was handed, and whether the JSON was made already."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[EncodedReport, bool]] = []
+
+    def export(self, report: Report) -> None:
+        raise AssertionError("Outputs calls export_encoded when there is one")
+
+    def export_encoded(self, encoded: EncodedReport) -> None:
+        self.seen.append((encoded, encoded.encoded))
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_report_is_encoded_once_for_every_destination(
+    tmp_path: Path, base: Report, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SQLite store, the HTTP sink (endpoint down: the report waits in its spool), an exporter
+    taking the shared encoding and a user's sink taking the report: the JSON is made once, by the
+    store; the spool holds exactly the bytes the store keeps; the user's sink gets the report."""
+    import corevital.report.encoding as encoding
+    from corevital.exporters.http import HttpExporter
+    from corevital.exporters.spool import iter_waiting, read_item
+    from corevital.sinks.sqlite import SQLiteStore
+    from tests.support.otlp import free_port
+
+    real, calls = encoding.report_to_json, []
+
+    def counting(report: Report, pretty: bool = False) -> str:
+        calls.append(report.trace_id)
+        return real(report, pretty)
+
+    monkeypatch.setattr(encoding, "report_to_json", counting)
+    RecordingSink.written.clear()
+    spool = tmp_path / "spool"
+    http = HttpExporter(f"http://127.0.0.1:{free_port()}/reports", spool, close_wait_s=0.0)
+    sees, recorder, store = SeesTheEncoding(), RecordingSink(), SQLiteStore(tmp_path / "c.db")
+    reports = [numbered(base, 1), numbered(base, 2)]
+    with Outputs([store], [http, sees, recorder], names=["http", "sees", "recording"]) as outputs:
+        for report in reports:
+            outputs.write(report)
+        assert calls == [report.trace_id for report in reports]  # once per report, by the store
+        assert [encoded.report for encoded, _ in sees.seen] == reports
+        assert all(made_already for _, made_already in sees.seen)
+        assert RecordingSink.written == reports
+        assert outputs.failures == {}
+        stored = {report.trace_id: store.get_json(report.trace_id) for report in reports}
+    spooled = dict(read_item(path) for path in iter_waiting(spool))
+    assert {key: body.decode("utf-8") for key, body in spooled.items()} == stored
+    assert all(text == real(report) for report, text in zip(reports, stored.values(), strict=True))
 
 
 def test_sampled_out_reports_go_nowhere_and_kept_ones_carry_their_weight(base: Report) -> None:

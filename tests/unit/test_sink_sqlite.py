@@ -340,6 +340,75 @@ def test_version_2_backfills_the_read_interface_columns_of_existing_rows(
         conn.close()
 
 
+def _version_3_database(path: Path, blobs: list[tuple[Report, bytes]]) -> None:
+    """A database as version 3 of the store wrote it (no sampling weight), with these report blobs."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for migration in MIGRATIONS[:3]:
+            migration(conn)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("PRAGMA user_version = 3")
+        columns = sqlite_schema.REPORT_COLUMNS[:23]
+        for seq, (report, blob) in enumerate(blobs, start=1):
+            row = trace_row_from_report(report)
+            marks = ", ".join("?" for _ in range(len(columns) + 2))
+            conn.execute(
+                f"INSERT INTO reports ({', '.join(columns)}, seq, report_zlib) VALUES ({marks})",
+                (*(getattr(row, column) for column in columns), seq, blob),
+            )
+    finally:
+        conn.close()
+
+
+def _schema(path: Path) -> set[tuple[str, str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return set(
+            conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+        )
+    finally:
+        conn.close()
+
+
+def test_version_4_backfills_the_sampling_weight_from_the_stored_reports(
+    tmp_path: Path, base: Report
+) -> None:
+    from corevital.report.schema import SamplingInfo
+
+    sampled = _numbered(base, 1, 1).model_copy(deep=True)
+    sampled.extensions.sampling = SamplingInfo(
+        policy="every 5", kept_fraction=0.2, weight=5.0, runs_seen=6, runs_kept=2
+    )
+    plain, broken = _numbered(base, 1, 2), _numbered(base, 1, 3)
+    blobs = [
+        (sampled, zlib.compress(report_to_json(sampled).encode("utf-8"))),
+        (plain, zlib.compress(report_to_json(plain).encode("utf-8"))),
+        (broken, zlib.compress(b'{"extensions": {"sampling": {"weight": ')),  # unreadable: counts once
+    ]
+    path = tmp_path / "c.db"
+    _version_3_database(path, blobs)
+    with SQLiteStore(path) as store:
+        rows = {row.trace_id: row for row in store.list(TraceQuery(limit=None))}
+        assert rows[sampled.trace_id].sampling_weight == 5.0
+        assert rows[sampled.trace_id] == trace_row_from_report(sampled)
+        assert rows[plain.trace_id].sampling_weight == 1.0 and rows[broken.trace_id].sampling_weight == 1.0
+        assert [rows[report.trace_id].seq for report, _ in blobs] == [1, 2, 3]  # positions kept
+        assert store.get(sampled.trace_id) == sampled
+    conn = sqlite3.connect(path)
+    try:  # the blob stays last; the same indexes as a new database
+        assert [row[1] for row in conn.execute("PRAGMA table_info(reports)")][-3:] == [
+            "sampling_weight",
+            "seq",
+            "report_zlib",
+        ]
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION == 4
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+    SQLiteStore(tmp_path / "new.db").close()
+    assert _schema(path) == _schema(tmp_path / "new.db")
+
+
 def test_a_read_only_store_never_creates_or_migrates(tmp_path: Path, base: Report) -> None:
     missing = tmp_path / "missing.db"
     with pytest.raises(StoreError, match="no CoreVital database at"):

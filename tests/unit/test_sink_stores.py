@@ -15,8 +15,8 @@ import pytest
 
 from corevital.analysis.hashing import prompt_hash
 from corevital.errors import StoreError
-from corevital.report.encoding import report_from_json
-from corevital.report.schema import Fingerprint, HealthFlags, Report, RiskExtension
+from corevital.report.encoding import report_from_json, report_to_json
+from corevital.report.schema import Fingerprint, HealthFlags, Report, RiskExtension, SamplingInfo
 from corevital.report.timestamps import format_utc
 from corevital.sinks.base import (
     MAX_PAGE_SIZE,
@@ -27,6 +27,7 @@ from corevital.sinks.base import (
     TraceQuery,
     trace_row_from_report,
 )
+from corevital.sinks.encoded import EncodedReport
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.protocols import assert_implements
 
@@ -223,6 +224,37 @@ def test_rows_carry_the_read_interface_fields(store: ReportStore, base: Report) 
     assert row.mean_entropy == pytest.approx(sum(entropies) / len(entropies))
     assert row.device == base.model.device
     assert row.seq == 1
+
+
+def test_rows_carry_the_sampling_weight_of_the_report(store: ReportStore, base: Report) -> None:
+    """A sampled report's weight (the runs it stands for) is in its row, read back by every query
+    path; an unsampled report weighs 1; a rewrite with another weight replaces it."""
+    sampled = variant(base, 1, risk=0.4)
+    sampled.extensions.sampling = SamplingInfo(
+        policy="rate 0.125 (seed 7)", kept_fraction=0.125, weight=8.0, runs_seen=9, runs_kept=2
+    )
+    store.write(sampled)
+    store.write(variant(base, 2, minute=1, risk=0.6))
+    assert store.get(sampled.trace_id) == sampled
+    rows = {int(row.trace_id[:8], 16): row for row in store.list()}
+    assert {number: row.sampling_weight for number, row in rows.items()} == {1: 8.0, 2: 1.0}
+    assert rows[1] == trace_row_from_report(sampled)
+    assert [row.sampling_weight for row in store.follow(0)[0]] == [8.0, 1.0]
+    assert [row.sampling_weight for row in store.page(TraceQuery(sort=SortOrder.RISK)).rows] == [1.0, 8.0]
+    resampled = sampled.model_copy(deep=True)
+    assert resampled.extensions.sampling is not None
+    resampled.extensions.sampling.weight = 4.0
+    store.write(resampled)
+    assert [row.sampling_weight for row in store.follow(0)[0]] == [4.0, 1.0]
+
+
+def test_write_encoded_stores_what_write_stores(store: ReportStore, base: Report) -> None:
+    """The encoding shared by the run's destinations gives the same row and stored JSON as write()."""
+    encoded = EncodedReport(variant(base, 1, risk=0.3))
+    location = store.write_encoded(encoded)  # type: ignore[attr-defined]
+    assert location.endswith(f"#{encoded.trace_id}")
+    assert store.get_json(encoded.trace_id) == encoded.json_text == report_to_json(encoded.report)
+    assert store.list()[0] == encoded.row == trace_row_from_report(encoded.report)
 
 
 def test_a_rewritten_report_keeps_its_position(store: ReportStore, base: Report) -> None:

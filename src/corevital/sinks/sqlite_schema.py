@@ -23,7 +23,8 @@ from typing import Final
 
 from corevital.errors import StoreError
 from corevital.sinks.sqlite_migrations import FLAG_COLUMNS as FLAG_COLUMNS
-from corevital.sinks.sqlite_migrations import LATEST_VERSION, MIGRATIONS
+from corevital.sinks.sqlite_migrations import LATEST_VERSION as LATEST_VERSION
+from corevital.sinks.sqlite_migrations import MIGRATIONS as MIGRATIONS
 from corevital.sinks.sqlite_migrations import REPORT_COLUMNS as REPORT_COLUMNS
 from corevital.sinks.sqlite_migrations import RISK_SORT_SQL as RISK_SORT_SQL
 

@@ -199,3 +199,21 @@ def test_the_cost_per_step_does_not_grow_with_the_run() -> None:
         times.append(time.perf_counter() - start)
     early, late = float(np.median(times[:1000])), float(np.median(times[3000:]))
     assert late < 3.0 * early
+
+
+def test_the_running_risk_with_its_factors_is_the_same_score() -> None:
+    sig = summary_only(degenerating())
+    monitor = OnlineSequenceMonitor(PROFILE)
+    assert monitor.risk() is None
+    for t in range(sig.num_steps):
+        step = monitor.update(
+            token_id=int(sig.token_ids[t]),
+            entropy=float(sig.entropy[t]),
+            surprisal=float(sig.surprisal[t]),
+            margin=float(sig.top_k_margin[t]),
+            topk_mass=float(sig.topk_mass[t]),
+        )
+        risk = monitor.risk()
+        assert risk is not None and risk.risk_score == step.running_risk
+    final = diagnose(sig, PROFILE).risk
+    assert risk.risk_factors == final.risk_factors and "compound:degenerating_generation" in risk.risk_factors

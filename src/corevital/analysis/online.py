@@ -33,7 +33,7 @@ from corevital.analysis.repetition import (
     requested_repetition,
     unit_text,
 )
-from corevital.analysis.risk import MIN_TREND_STEPS, RiskEvidence, RiskFeatures, combine
+from corevital.analysis.risk import MIN_TREND_STEPS, Risk, RiskEvidence, RiskFeatures, combine, running_score
 from corevital.analysis.stats import clip
 
 
@@ -307,7 +307,6 @@ class OnlineStep:
     warnings_fired: tuple[str, ...]  # early-warning signals that fired for the first time now
     loop: LoopSoFar | None
     non_finite: bool  # NaN or Inf seen at this step or before
-    risk_factors: tuple[str, ...] = ()  # the factors of the running risk, largest first
 
 
 def _value(x: float | None) -> float | None:
@@ -325,6 +324,7 @@ class OnlineSequenceMonitor:
         self._compound = RunningCompound(profile.compound)
         self._non_finite = False
         self._steps = 0
+        self._evidence: RiskEvidence | None = None
 
     def update(
         self,
@@ -356,7 +356,7 @@ class OnlineSequenceMonitor:
             loop_coverage=loop.span / self._steps if loop is not None else 0.0,
             non_finite=self._non_finite,
         )
-        risk = combine(found, self._profile.risk)
+        self._evidence = found
         return OnlineStep(
             step=warning.step,
             token_id=token_id,
@@ -364,9 +364,13 @@ class OnlineSequenceMonitor:
             surprisal=_value(surprisal),
             margin=_value(margin),
             topk_mass=_value(topk_mass),
-            running_risk=float(risk.risk_score),
+            running_risk=running_score(found, self._profile.risk),
             warnings_fired=warning.fired,
             loop=loop,
             non_finite=self._non_finite,
-            risk_factors=risk.risk_factors,
         )
+
+    def risk(self) -> Risk | None:
+        """The running risk with its factors (the report's :func:`~corevital.analysis.risk.combine`),
+        after the last step; None before the first."""
+        return None if self._evidence is None else combine(self._evidence, self._profile.risk)

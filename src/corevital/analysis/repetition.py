@@ -222,20 +222,22 @@ class WordLoopDetector:
         i, recent, p_ = self._index, self._recent, self._p
         recent.append(word)
         n = len(recent)
+        keys = [w.key for w in recent]  # oldest first; keys[n - 1] is this word
+        key, start, last_match = word.key, self._start, self._last_match
         for p in range(1, min(p_.max_word_period, n - 1) + 1):
-            match = recent[n - 1 - p].key == word.key
-            if self._start[p] < 0:
+            match = keys[n - 1 - p] == key
+            if start[p] < 0:
                 if not match:
                     continue
-                unit = tuple(recent[k].key for k in range(n - 1 - p, n - 1))
-                self._start[p], self._last_match[p] = i, i
+                unit = tuple(keys[n - 1 - p : n - 1])
+                start[p], last_match[p] = i, i
                 self._mismatches[p].clear()
                 self._differed[p] = False
                 self._unit[p] = unit
-                self._real[p] = any(key != NUMBER for key in unit)
+                self._real[p] = any(k != NUMBER for k in unit)
                 self._first_step[p] = recent[n - 1 - p].first_step
             elif match:
-                self._last_match[p] = i
+                last_match[p] = i
             else:
                 window = self._mismatches[p]
                 while window and window[0] <= i - p:
@@ -244,7 +246,7 @@ class WordLoopDetector:
                 self._differed[p] = True
                 allowed = int(p * p_.word_tolerance) if p >= 4 else 0
                 if len(window) > allowed:
-                    self._start[p] = -1
+                    start[p] = -1
                 continue
             self._consider(p, word)
         return self.loop

@@ -20,7 +20,8 @@ always lists at least one factor. Nothing is on by default: a feature at its cen
 A repetition loop that the prompt asked for ("write X 50 times") adds no term and no floor.
 
 The same model gives the live ``running_risk`` (:mod:`corevital.analysis.online`): the score is
-:func:`combine` of a :class:`RiskEvidence`, which the report builds from the whole run and the live
+:func:`combine` of a :class:`RiskEvidence` (:func:`running_score` is its score without the factors),
+which the report builds from the whole run and the live
 monitor builds incrementally from the steps seen so far (features of the entropy, surprisal and
 margin; early warning; the compound signals that need only those; repetition loops; NaN/Inf).
 
@@ -32,6 +33,7 @@ its factors are the features that raised it, and the hard floors apply on top.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,7 +127,7 @@ def risk_features(sig: SequenceSignals, failure_risk: float) -> RiskFeatures:
 
 
 def _term(x: float, term: RiskTerm, cap: float) -> float:
-    if not np.isfinite(x):
+    if not math.isfinite(x):
         return 0.0
     return term.weight * clip((x - term.center) / term.scale, -cap, cap)
 
@@ -240,7 +242,25 @@ def logit_terms(found: RiskEvidence, profile: RiskProfile) -> dict[str, float]:
         terms["repetition_loop"] = profile.repetition_weight
     if found.non_finite:
         terms["nan_or_inf"] = profile.nan_inf_weight
-    return {name: value if np.isfinite(value) else 0.0 for name, value in terms.items()}
+    return {name: value if math.isfinite(value) else 0.0 for name, value in terms.items()}
+
+
+def floored(smooth: float, found: RiskEvidence, profile: RiskProfile) -> float:
+    """The hard floors on top of the smooth score."""
+    score = smooth if math.isfinite(smooth) else 1.0 if found.non_finite else 0.0
+    if found.loop:
+        floor = profile.repetition_floor
+        score = max(score, floor + (1.0 - floor) * 0.5 * clip(found.loop_coverage, 0.0, 1.0))
+    if found.non_finite:
+        score = 1.0
+    return float(clip(score, 0.0, 1.0))
+
+
+def running_score(found: RiskEvidence, profile: RiskProfile) -> float:
+    """The heuristic score alone (what :func:`combine` returns as ``risk_score``), without the factors:
+    the live monitor's per-step path."""
+    terms = logit_terms(found, profile)
+    return floored(sigmoid(profile.intercept + sum(terms.values())), found, profile)
 
 
 def _heuristic(found: RiskEvidence, profile: RiskProfile) -> tuple[float, dict[str, float]]:
@@ -264,21 +284,14 @@ def _with_floors(
     found: RiskEvidence,
 ) -> Risk:
     """The hard floors on top of the smooth score, and the factors that raised the result."""
-    smooth = smooth if np.isfinite(smooth) else 1.0 if found.non_finite else 0.0
-    score = smooth
-    floors: list[str] = []
-    if found.loop:
-        floor = profile.repetition_floor
-        score = max(score, floor + (1.0 - floor) * 0.5 * clip(found.loop_coverage, 0.0, 1.0))
-        floors.append("repetition_loop")
-    if found.non_finite:
-        score = 1.0
-        floors.append("nan_or_inf")
+    smooth = smooth if math.isfinite(smooth) else 1.0 if found.non_finite else 0.0
+    score = floored(smooth, found, profile)
+    floors = [name for name, on in (("repetition_loop", found.loop), ("nan_or_inf", found.non_finite)) if on]
     lift = score - smooth
     if lift > 0:
         owner = floors[-1]
         contributions[owner] = contributions.get(owner, 0.0) + lift
-    clean = {n: c if np.isfinite(c) else 0.0 for n, c in contributions.items()}
+    clean = {n: c if math.isfinite(c) else 0.0 for n, c in contributions.items()}
     listed = [n for n, c in clean.items() if c > profile.factor_epsilon or n in floors]
     if not listed and score >= 0.5:  # a high score always says what drove it
         raised = sorted((n for n, c in clean.items() if c > 0), key=lambda n: -clean[n])
@@ -286,7 +299,7 @@ def _with_floors(
         clean.setdefault("model_baseline", score)
     listed.sort(key=lambda n: (-clean[n], n))
     return Risk(
-        risk_score=float(clip(score, 0.0, 1.0)),
+        risk_score=score,
         risk_factors=tuple(listed),
         factor_contributions=tuple(FactorContribution(n, round(max(clean[n], 0.0), 4)) for n in listed),
         smooth_score=smooth,

@@ -216,4 +216,8 @@ def test_the_running_risk_with_its_factors_is_the_same_score() -> None:
         risk = monitor.risk()
         assert risk is not None and risk.risk_score == step.running_risk
     final = diagnose(sig, PROFILE).risk
-    assert risk.risk_factors == final.risk_factors and "compound:degenerating_generation" in risk.risk_factors
+    assert (
+        risk is not None
+        and risk.risk_factors == final.risk_factors
+        and "compound:degenerating_generation" in risk.risk_factors
+    )

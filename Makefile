@@ -53,5 +53,16 @@ test-fast: check $(STAMP) system-packages
 fuzz: $(STAMP)
 	COREVITAL_FUZZ_EXAMPLES=$${COREVITAL_FUZZ_EXAMPLES:-100000} $(BIN)/python -m pytest -q -p no:cacheprovider tests/fuzz
 
+# The llama.cpp engine tests (without the extra they skip, saying why): the
+# `llama-cpp` extra's llama-cpp-python, built from source for the CPU (~10+ minutes on 2 cores;
+# `make test` never builds it), with its OpenAI-compatible server, then the in-process backend's
+# and the proxy-against-a-real-server tests.
+.PHONY: test-engines
+test-engines: $(STAMP)
+	$(BIN)/python -c "import llama_cpp.server.app" 2>/dev/null || CMAKE_ARGS="-DGGML_NATIVE=OFF" \
+		$(BIN)/pip install -q "llama-cpp-python[server]==0.3.36"
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/test_llama_cpp_backend.py \
+		tests/integration/test_proxy_engine.py
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     gguf_file: str | None = Field(
         None, description="GGUF file to load: a path, or a file name inside the --model directory/repo."
     )
+    backend: Literal["transformers", "llama-cpp"] = Field(
+        "transformers",
+        description="What runs the model: transformers (every tier observed) or llama-cpp (a GGUF file "
+        "through llama-cpp-python, the `llama-cpp` extra: the logit tier from full-vocabulary logits, "
+        "attention and hidden states not observed).",
+    )
     revision: str | None = Field(None, description="Model revision (branch, tag or commit) on the Hub.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device: auto|cpu|cuda.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(

@@ -43,6 +43,7 @@ RUN_FLAG_GROUPS: tuple[FlagGroup, ...] = (
         (
             Flag("model", ("--model",), metavar="ID|PATH"),
             Flag("gguf_file", _both("gguf_file"), metavar="FILE"),
+            Flag("backend", ("--backend",)),
             Flag("revision", ("--revision",), metavar="REV"),
             Flag("device", ("--device",)),
             Flag("dtype", ("--dtype",)),

@@ -105,6 +105,18 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         f"{stats.upstream_errors} upstream unreachable",
         flush=True,
     )
+    chunk, request = stats.percentiles("chunk"), stats.percentiles("request")
+    if request["n"]:
+        print(
+            f"added latency: per request p50 {request['p50']:.3f} ms, p95 {request['p95']:.3f} ms "
+            f"({int(request['n'] or 0)} observed); per streamed chunk "
+            + (
+                f"p50 {chunk['p50']:.3f} ms, p95 {chunk['p95']:.3f} ms ({int(chunk['n'] or 0)} chunks)"
+                if chunk["n"]
+                else "none streamed"
+            ),
+            flush=True,
+        )
     return 0
 
 

@@ -85,6 +85,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     with timed(perf, "setup_logging"):
         configure_logging(settings.log_level)
     prompts = _collect_prompts(args)
+    if settings.backend == "llama-cpp":
+        from corevital.cli.llama_run import cmd_run_llama
+
+        return cmd_run_llama(args, settings, prompts, perf)
     with Pipeline(settings) as pipeline:
         pipeline.check_inputs()
         loaded = _load_model(pipeline, perf, quiet=args.quiet)

@@ -89,16 +89,20 @@ class ProxyStats:
     upstream_errors: int = 0  # upstream unreachable (answered 502)
     dropped: int = 0  # responses not observed because MAX_PENDING_RESPONSES were waiting
     chunk_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+    # per observed request: the proxy's own work on it (reading and rewriting the request body, then
+    # the response body, or every event of a stream), the time it added to the request
+    request_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, name: str, by: int = 1) -> None:
         with self.lock:
             setattr(self, name, getattr(self, name) + by)
 
-    def percentiles(self) -> dict[str, float | None]:
-        """p50 and p95 of the added latency per streamed chunk, in milliseconds."""
+    def percentiles(self, of: str = "chunk") -> dict[str, float | None]:
+        """p50 and p95 of the added latency, in milliseconds, per streamed chunk (``of="chunk"``) or
+        per observed request (``of="request"``)."""
         with self.lock:
-            values = sorted(self.chunk_ms)
+            values = sorted(self.chunk_ms if of == "chunk" else self.request_ms)
         if not values:
             return {"p50": None, "p95": None, "n": 0}
 
@@ -415,6 +419,7 @@ class ProxyApp:
 
         self.stats.count("requests")
         body = await request.body()
+        received = time.perf_counter()
         observed = request.method == "POST" and request.url.path in OBSERVED_PATHS
         document: Any = None
         injection = Injection(logprobs=False)
@@ -449,7 +454,12 @@ class ProxyApp:
         if not observed or upstream.status_code >= 400:
             return await self._pass_through(request, upstream)
         observation = _Observation(
-            ObservedRequest.from_body(document), injection, started, started_utc, request.url.path
+            ObservedRequest.from_body(document),
+            injection,
+            started,
+            started_utc,
+            request.url.path,
+            (started - received) * 1000.0,
         )
         if content_type.startswith("text/event-stream"):
             return self._stream(upstream, observation)
@@ -483,6 +493,7 @@ class ProxyApp:
             content = await upstream.aread()
         finally:
             await upstream.aclose()
+        arrived = time.perf_counter()
         drop: tuple[str, ...] = ("content-encoding",)
         body = content
         try:
@@ -496,9 +507,11 @@ class ProxyApp:
             self.stats.count("failures")
             log.error("%s: response not observed: %s", observation.path, _one_line(exc))
         log.info("POST %s -> %d", observation.path, upstream.status_code)
-        return Response(
+        response = Response(
             body, status_code=upstream.status_code, headers=dict(forward_headers(upstream.headers, drop=drop))
         )
+        self.stats.request_ms.append(observation.prepare_ms + (time.perf_counter() - arrived) * 1000.0)
+        return response
 
     def _stream(self, upstream: httpx.Response, observation: _Observation) -> Response:
         from starlette.responses import StreamingResponse
@@ -515,6 +528,7 @@ class ProxyApp:
         watch = StreamWatch(self.policies) if self.policies and self.reporter is not None else None
         healthy = True
         complete = False
+        handled_ms = observation.prepare_ms
         try:
             async for data in upstream.aiter_bytes():
                 arrived = time.perf_counter()
@@ -539,7 +553,9 @@ class ProxyApp:
                 if stop and watch is not None:
                     out += watch.final_event(accumulator.chat) + b"data: [DONE]\n\n"
                 if out:
-                    self.stats.chunk_ms.append((time.perf_counter() - arrived) * 1000.0)
+                    added = (time.perf_counter() - arrived) * 1000.0
+                    handled_ms += added
+                    self.stats.chunk_ms.append(added)
                     yield out
                 if stop:
                     break
@@ -554,12 +570,14 @@ class ProxyApp:
         finally:
             await upstream.aclose()
             if complete and healthy:
+                ending = time.perf_counter()
                 try:
                     stopped = watch.decision if watch is not None else None
                     self._finish(accumulator.response(), observation, stopped)
                 except Exception as exc:  # noqa: BLE001
                     self.stats.count("failures")
                     log.error("%s: stream not observed: %s", observation.path, _one_line(exc))
+                self.stats.request_ms.append(handled_ms + (time.perf_counter() - ending) * 1000.0)
             log.info(
                 "POST %s -> %d (stream%s)",
                 observation.path,
@@ -602,6 +620,7 @@ class _Observation:
     started: float
     started_utc: str
     path: str
+    prepare_ms: float = 0.0  # reading and rewriting the request body
 
 
 def _one_line(exc: BaseException) -> str:

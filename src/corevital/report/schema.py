@@ -358,8 +358,10 @@ class CaptureInfo(ReportModel):
     vocabulary, when its size is known).
     """
 
-    source: Literal["generate", "logprobs"] = Field(
-        description="New: generate (CoreVital ran the model) or logprobs (an OpenAI-compatible response)."
+    source: Literal["generate", "logprobs", "llama-cpp"] = Field(
+        description="New: generate (CoreVital ran the model), logprobs (an OpenAI-compatible response) "
+        "or llama-cpp (a GGUF file run in process by llama.cpp: exact logit tier from full-vocabulary "
+        "logits, attention and hidden states not observed)."
     )
     observed: list[str] = Field(
         default_factory=list, description="New: the tiers observed: logits, attention, hidden_states."

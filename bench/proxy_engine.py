@@ -1,0 +1,405 @@
+"""``corevital proxy`` in front of a real llama.cpp server: the acceptance run of docs/proxy.md.
+
+Starts llama-cpp-python's OpenAI-compatible server (``python -m llama_cpp.server``) with the default
+model (SmolLM2-135M-Instruct, Q4_1 GGUF) and ``corevital proxy`` (its own process, the CLI as users
+run it, storing into a fresh SQLite store) in front of it, both on 127.0.0.1, then:
+
+1. **Traffic**: ``--requests`` requests (default 100; chat and completions, every other one
+   streaming, every fifth asking for logprobs itself), ``--concurrency`` at a time (default 8),
+   greedy with a seed. Each is sent twice, to the server directly and through the proxy: the two
+   answers must be byte-identical apart from the fields the server makes new for every response
+   (``id``, ``created``); with logprobs asked, that includes every token choice and its
+   log-probability. Then one report per request must be stored. The proxy's added latency per
+   request and per streamed chunk (p50/p95, measured by the proxy itself and printed when it stops)
+   and the end-to-end time of the requests direct and proxied are printed.
+2. **Errors**: malformed requests reach the client with the server's status and body.
+3. **Entropy estimate**: for ``--entropy-prompts`` completion prompts, the logprobs tier's entropy
+   bounds with ``top_logprobs`` 5 and 20 (the computation the proxy makes) against the exact
+   entropy from llama.cpp's full-vocabulary logits in process (``--backend llama-cpp``) on the
+   same greedy tokens.
+4. **Upstream down**: the server is stopped; requests through the proxy get 502 with an
+   OpenAI-style error, the proxy keeps running, and once the server is back on the same port
+   requests pass again.
+
+    .venv/bin/python bench/proxy_engine.py [--requests 100] [--concurrency 8] [--max-tokens 24] [--json FILE]
+
+Needs llama-cpp-python with its server (``make test-engines`` installs it). Exit status 1 when an
+answer differs or a report is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(1, str(REPO))  # tests.support.llama_server
+
+from corevital.capture.default_model import locate_default_model  # noqa: E402
+from corevital.capture.logprobs import ObservedRequest, capture_response  # noqa: E402
+from tests.support.llama_server import LlamaServer, free_port  # noqa: E402
+
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+VOCAB = 49152
+FRESH = re.compile(rb'"(id|created)": ?("[^"]*"|\d+)')
+LATENCY = re.compile(
+    r"per request p50 ([\d.]+) ms, p95 ([\d.]+) ms \((\d+) observed\); per streamed chunk "
+    r"p50 ([\d.]+) ms, p95 ([\d.]+) ms \((\d+) chunks\)"
+)
+PROMPTS = [
+    "Why is the sky blue?",
+    "Write a haiku about the sea.",
+    "List three uses of copper.",
+    "What is the capital of Japan?",
+    "Explain photosynthesis in one sentence.",
+    "Give me a name for a grey cat.",
+    "How many legs does a spider have?",
+    "Translate 'good morning' into French.",
+    "What does a compiler do?",
+    "Describe a rainbow to a child.",
+    "Suggest a healthy breakfast.",
+    "What is 12 times 7?",
+]
+COMPLETION_PROMPTS = [
+    "The capital of France is",
+    "Once upon a time, in a small village,",
+    "The three primary colours are",
+    "Water boils at",
+    "The largest planet in the solar system is",
+    "def fibonacci(n):",
+    "In 1969, the first person to walk on the Moon",
+    "A good way to learn a language is",
+    "The opposite of hot is",
+    "My favourite fruit is",
+    "The recipe calls for two cups of",
+    "Machine learning is",
+]
+
+
+def normalised(content: bytes) -> bytes:
+    return FRESH.sub(rb'"\1": _', content)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
+
+
+def request_body(i: int, max_tokens: int) -> tuple[str, dict[str, Any]]:
+    chat = i % 4 in (0, 1)
+    body: dict[str, Any] = (
+        {"messages": [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]}
+        if chat
+        else {"prompt": COMPLETION_PROMPTS[i % len(COMPLETION_PROMPTS)]}
+    )
+    body.update(max_tokens=max_tokens, temperature=0.0, seed=0, stream=i % 2 == 0)
+    if i % 5 == 4:  # the client asks for logprobs itself: token choices compared too
+        body.update({"logprobs": True, "top_logprobs": 5} if chat else {"logprobs": 5})
+    return (CHAT if chat else COMPLETIONS), body
+
+
+def send(client: httpx.Client, url: str, body: dict[str, Any]) -> tuple[int, bytes, float, int]:
+    """Status, body bytes, seconds to the last byte, and the number of chunks read."""
+    t0 = time.perf_counter()
+    chunks = 0
+    parts = []
+    with client.stream("POST", url, json=body) as response:
+        for part in response.iter_raw():
+            parts.append(part)
+            chunks += 1
+        status = response.status_code
+    return status, b"".join(parts), time.perf_counter() - t0, chunks
+
+
+class ProxyProcess:
+    """``corevital proxy`` as users run it, in its own process."""
+
+    def __init__(self, upstream: str, out: Path, *, top_logprobs: int = 20) -> None:
+        self.port = free_port()
+        self.out = out
+        self.args = [
+            sys.executable, "-m", "corevital", "proxy", "--upstream", upstream,
+            "--listen", f"127.0.0.1:{self.port}", "--out", str(out), "--sink", "sqlite",
+            "--vocab-size", str(VOCAB), "--top-logprobs", str(top_logprobs),
+        ]  # fmt: skip
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - read after the process ends
+        self.process = subprocess.Popen(
+            self.args,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/v1/models", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.25)
+        raise RuntimeError("the proxy did not start")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> str:
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=120)
+        self.log.seek(0)
+        return self.log.read().decode("utf-8", errors="replace")
+
+
+def stored_reports(db: Path) -> list[Any]:
+    from corevital.sinks.open import open_location
+    from corevital.sinks.rows import TraceQuery
+
+    store = open_location(str(db), read_only=True)
+    try:
+        return [store.get(row.trace_id) for row in store.list(TraceQuery(limit=None))]
+    finally:
+        store.close()
+
+
+def traffic(server: LlamaServer, proxy: ProxyProcess, args: argparse.Namespace) -> dict[str, Any]:
+    client = httpx.Client(timeout=600)
+
+    def one(i: int) -> dict[str, Any]:
+        path, body = request_body(i, args.max_tokens)
+        order = [("direct", server.url), ("proxy", proxy.url)]
+        if (i // 2) % 2:
+            order.reverse()  # half the requests go through the proxy first (the server's prompt cache)
+        got = {name: send(client, base + path, body) for name, base in order}
+        (ds, dbody, dt, dchunks), (ps, pbody, pt, _) = got["direct"], got["proxy"]
+        return {
+            "i": i,
+            "path": path,
+            "stream": body["stream"],
+            "asked_logprobs": "logprobs" in body,
+            "status": (ds, ps),
+            "identical": ds == ps == 200 and normalised(dbody) == normalised(pbody),
+            "direct_s": dt,
+            "proxy_s": pt,
+            "chunks": dchunks,
+        }
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+        results = list(pool.map(one, range(args.requests)))
+    wall = time.perf_counter() - t0
+    client.close()
+    return {"results": results, "wall_s": wall}
+
+
+def errors(server: LlamaServer, proxy: ProxyProcess) -> list[dict[str, Any]]:
+    cases = [
+        (CHAT, b'{"messages": "not a list"}'),
+        (COMPLETIONS, b'{"prompt": "x", "max_tokens": "many"}'),
+        (COMPLETIONS, b"[1, 2]"),
+        (CHAT, b"not json"),
+    ]
+    out = []
+    for path, content in cases:
+        direct = httpx.post(server.url + path, content=content, timeout=60)
+        through = httpx.post(proxy.url + path, content=content, timeout=60)
+        out.append(
+            {
+                "path": path,
+                "status": [direct.status_code, through.status_code],
+                "identical": (direct.status_code, direct.content) == (through.status_code, through.content),
+            }
+        )
+    return out
+
+
+def entropy_error(server: LlamaServer, prompts: int, max_tokens: int) -> dict[str, Any]:
+    """Bounds from top_logprobs 5 and 20 against llama.cpp's exact entropy on the same greedy tokens."""
+    from corevital.config import load_settings
+    from corevital.proxy.llama_cpp import LlamaCppRunner
+
+    settings = load_settings(
+        {"backend": "llama-cpp", "chat_template": "off", "max_new_tokens": max_tokens, "sink": ["local"]}
+    )
+    runner = LlamaCppRunner(settings, threads=2)
+    errors: dict[int, dict[str, list[float]]] = {k: {"lower": [], "upper": []} for k in (5, 20)}
+    steps_compared = 0
+    steps_total = 0
+    try:
+        for prompt in COMPLETION_PROMPTS[:prompts]:
+            (exact,) = runner.reports([prompt])
+            exact_texts = [s.token.token_text for s in exact.timeline]
+            exact_entropy = [s.logits_summary.entropy for s in exact.timeline]
+            for k in (5, 20):
+                body = {
+                    "prompt": prompt,
+                    "max_tokens": max_tokens,
+                    "temperature": 0.0,
+                    "seed": 0,
+                    "logprobs": k,
+                }
+                response = httpx.post(server.url + COMPLETIONS, json=body, timeout=600).json()
+                capture = capture_response(
+                    response, ObservedRequest(prompt=prompt, chat=False), topk=5, mass_k=10, vocab_size=VOCAB
+                )
+                (choice,) = capture.choices
+                stats = capture.stats[0]
+                texts = [t.token for t in choice.tokens]
+                agree = 0
+                while agree < min(len(texts), len(exact_texts)) and texts[agree] == exact_texts[agree]:
+                    agree += 1
+                if k == 20:
+                    steps_compared += agree
+                    steps_total += len(texts)
+                for step in range(agree):
+                    truth = exact_entropy[step]
+                    if truth is None:
+                        continue
+                    errors[k]["lower"].append(truth - float(stats.entropy[step]))
+                    errors[k]["upper"].append(float(stats.entropy_upper[step]) - truth)
+    finally:
+        runner.close()
+
+    def describe(values: list[float]) -> dict[str, float | None]:
+        arr = np.abs(np.array(values)) if values else np.array([math.nan])
+        return {
+            "mean": float(arr.mean()),
+            "p50": float(np.percentile(arr, 50)),
+            "p95": float(np.percentile(arr, 95)),
+            "max": float(arr.max()),
+            "min_signed": float(min(values)) if values else None,
+        }
+
+    return {
+        "steps_compared": steps_compared,
+        "steps_total": steps_total,
+        **{
+            f"top_logprobs_{k}": {
+                "exact_minus_lower_bits": describe(v["lower"]),
+                "upper_minus_exact_bits": describe(v["upper"]),
+            }
+            for k, v in errors.items()
+        },
+    }
+
+
+def upstream_down(server: LlamaServer, proxy: ProxyProcess) -> dict[str, Any]:
+    server.stop()
+    answers = []
+    for i in range(4):
+        path, body = request_body(i, 8)
+        response = httpx.post(proxy.url + path, json=body, timeout=60)
+        kind = None
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            kind = response.json()["error"]["type"]
+        answers.append([response.status_code, kind])
+    alive_while_down = proxy.process.poll() is None
+    restarted = LlamaServer(server.model, n_ctx=1024, threads=2, port=server.port).start()
+    try:
+        path, body = request_body(1, 8)
+        after = httpx.post(proxy.url + path, json=body, timeout=600).status_code
+    finally:
+        restarted.stop()
+    return {"answers_while_down": answers, "proxy_alive": alive_while_down, "status_after_restart": after}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=24)
+    parser.add_argument("--entropy-prompts", type=int, default=10)
+    parser.add_argument("--skip-entropy", action="store_true")
+    parser.add_argument("--json", metavar="FILE", help="Also write the figures here.")
+    args = parser.parse_args()
+
+    out = Path(tempfile.mkdtemp(prefix="proxy-engine-"))
+    model = locate_default_model().path
+    figures: dict[str, Any] = {"commit": _commit(), "load_average_start": os.getloadavg()}
+    with LlamaServer(model, n_ctx=1024, threads=2) as server:
+        proxy = ProxyProcess(server.url, out)
+        try:
+            run = traffic(server, proxy, args)
+            figures["errors"] = errors(server, proxy)
+            if not args.skip_entropy:
+                figures["entropy"] = entropy_error(server, args.entropy_prompts, args.max_tokens)
+            figures["upstream_down"] = upstream_down(server, proxy)
+        finally:
+            printed = proxy.stop()
+    results = run["results"]
+    observed = sum(1 for r in results if r["status"][1] == 200)
+    after_restart = 1 if figures["upstream_down"]["status_after_restart"] == 200 else 0
+    reports = stored_reports(out / "corevital.db")
+    latency = LATENCY.search(printed)
+    figures.update(
+        requests=len(results),
+        streaming=sum(1 for r in results if r["stream"]),
+        identical=sum(1 for r in results if r["identical"]),
+        identical_with_logprobs=sum(1 for r in results if r["identical"] and r["asked_logprobs"]),
+        asked_logprobs=sum(1 for r in results if r["asked_logprobs"]),
+        reports_stored=len(reports),
+        reports_expected=observed + after_restart,
+        wall_s=run["wall_s"],
+        end_to_end_s={
+            "direct_p50": percentile([r["direct_s"] for r in results], 0.5),
+            "proxy_p50": percentile([r["proxy_s"] for r in results], 0.5),
+            "paired_difference_p50": percentile([r["proxy_s"] - r["direct_s"] for r in results], 0.5),
+        },
+        proxy_added_ms=(
+            {
+                "per_request_p50": float(latency.group(1)),
+                "per_request_p95": float(latency.group(2)),
+                "requests": int(latency.group(3)),
+                "per_chunk_p50": float(latency.group(4)),
+                "per_chunk_p95": float(latency.group(5)),
+                "chunks": int(latency.group(6)),
+            }
+            if latency
+            else {"unparsed": printed[-500:]}
+        ),
+        proxy_exit_lines=printed.strip().splitlines()[-3:],
+        load_average_end=os.getloadavg(),
+        different=[r["i"] for r in results if not r["identical"]],
+    )
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    ok = (
+        figures["identical"] == len(results)
+        and figures["reports_stored"] == figures["reports_expected"]
+        and all(e["identical"] for e in figures["errors"])
+    )
+    print(f"statistics: median time direct {statistics.median(r['direct_s'] for r in results):.3f} s")
+    return 0 if ok else 1
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

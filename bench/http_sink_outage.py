@@ -13,7 +13,9 @@ writes as JSON with ``--json``) the reports expected, received (distinct keys), 
 deliveries, requests refused or answered 503, whether each process's reports first arrived in
 the order they were exported, the share of time the endpoint was down, the export() cost per
 report in the senders (wall time mean and p99, and the exporting thread's CPU time, ms) and the
-wall time of the whole run::
+wall time of the whole run. With ``--after-store`` each sender writes each report to a SQLite store
+of its own first (not timed), as a run with a store does, and ``export()`` reuses the JSON the store
+made (:class:`~corevital.sinks.encoded.EncodedReport`)::
 
     .venv/bin/python bench/http_sink_outage.py [--processes 8] [--reports 250] [--cycle 2] [--mode refuse]
 
@@ -47,6 +49,7 @@ def worker(args: argparse.Namespace) -> int:
     """One sending process: export, time each export(), close (drain), print a JSON line."""
     from corevital.exporters.http import HttpExporter
     from corevital.exporters.spool import Backoff
+    from corevital.sinks.encoded import EncodedReport
 
     reports = list(fixture_reports(args.reports, args.prefix))
     if args.steps:  # the sample report's generated steps repeated to --steps (a larger report)
@@ -62,14 +65,26 @@ def worker(args: argparse.Namespace) -> int:
         backoff=Backoff(base=args.backoff_base, cap=args.backoff_cap),
         rescan_s=1.0,
     )
+    store = None
+    if args.after_store:  # the run's store makes the JSON (not timed); export() reuses it
+        from corevital.sinks.sqlite import SQLiteStore
+
+        store_dir = tempfile.TemporaryDirectory(prefix="corevital-http-bench-store-")
+        store = SQLiteStore(Path(store_dir.name) / "corevital.db")
     costs, cpu = [], []
     for report in reports:
+        encoded = EncodedReport(report)
+        if store is not None:
+            store.write_encoded(encoded)
         started, started_cpu = time.perf_counter(), time.thread_time()
-        exporter.export(report)
+        exporter.export_encoded(encoded)
         costs.append(time.perf_counter() - started)
         cpu.append(time.thread_time() - started_cpu)
         time.sleep(args.interval)
     exporter.close()
+    if store is not None:
+        store.close()
+        store_dir.cleanup()
     costs.sort()
     print(
         json.dumps(
@@ -162,6 +177,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"--backoff-cap={args.backoff_cap}",
                 f"--interval={args.interval}",
                 f"--steps={args.steps}",
+                *(["--after-store"] if args.after_store else []),
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -231,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.005, help="seconds between two exports")
     parser.add_argument(
         "--steps", type=int, default=0, help="repeat the report's generated steps to this many (0: as is)"
+    )
+    parser.add_argument(
+        "--after-store",
+        action="store_true",
+        help="each report written to a SQLite store first, whose JSON encoding export() reuses (as in a run)",
     )
     parser.add_argument("--spool", default=None, help="the shared spool directory (default: a new temp dir)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")

@@ -49,6 +49,8 @@ class _ConsumerStopped:
 class CoreVitalMonitor:
     """Instrumented generation with health signals, for code that embeds CoreVital.
 
+    ``model``: a Hugging Face id, a local directory or ``"default"``; None takes the setting
+    ``model`` (``COREVITAL_MODEL``, else the embedded default model), as the CLI does.
     ``capture``: full, summary or on_risk (the setting ``capture``, the CLI's ``--capture``; reports
     record it as ``run_config.capture_mode``). ``risk_threshold``: the risk at which on_risk
     capture keeps per-layer detail. ``intervene_on_risk_above`` / ``intervene_on_signals``: what
@@ -65,7 +67,7 @@ class CoreVitalMonitor:
 
     def __init__(
         self,
-        model: str = "default",
+        model: str | None = None,
         *,
         capture: CaptureMode = "full",
         risk_threshold: float = 0.7,
@@ -96,7 +98,7 @@ class CoreVitalMonitor:
                     f"sink {obj!r} is neither a sink name nor an object with write(report) or export(report)"
                 )
         self._base: dict[str, Any] = {
-            "model": model,
+            **({} if model is None else {"model": model}),
             "capture": capture,
             "on_risk_threshold": risk_threshold,
             "max_new_tokens": max_new_tokens,

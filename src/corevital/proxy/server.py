@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections import deque
@@ -149,13 +150,25 @@ def strip_logprobs(document: Any) -> bool:
 
 def dumps_like(document: Any, original: bytes) -> bytes:
     """``document`` serialised in the style of ``original``: compact (vLLM, SGLang, llama.cpp,
-    FastAPI) or indented by 2 (OpenAI's own API), non-ASCII escaped or not."""
+    FastAPI), indented by 2 (OpenAI's own API) or Python's default ``", "`` and ``": "``
+    (llama-cpp-python's streamed events), non-ASCII escaped or not."""
     ascii_only = b"\\u" in original and original.isascii()
     if b"\n  " in original.strip():
         text = json.dumps(document, indent=2, ensure_ascii=ascii_only)
+    elif _spaced(original):
+        text = json.dumps(document, ensure_ascii=ascii_only)
     else:
         text = json.dumps(document, separators=(",", ":"), ensure_ascii=ascii_only)
     return text.encode("utf-8")
+
+
+_FIRST_KEY = re.compile(rb'\s*\{\s*"(?:[^"\\]|\\.)*"\s*:( ?)')
+
+
+def _spaced(original: bytes) -> bool:
+    """Whether a JSON object's first key is followed by ``": "`` (Python's default separators)."""
+    match = _FIRST_KEY.match(original)
+    return match is not None and match.group(1) == b" "
 
 
 def forward_headers(headers: Mapping[str, str] | Any, *, drop: tuple[str, ...] = ()) -> list[tuple[str, str]]:

@@ -559,12 +559,18 @@ def signals_from_capture(seq: SequenceCapture, *, model_id: str, caps: ModelCapa
         hidden_nan=None if h is None else _bools(h.has_nan),
         hidden_inf=None if h is None else _bools(h.has_inf),
         last_layer_sketch=None if h is None or h.sketch is None else _floats(np.asarray(h.sketch)[:, -1, :]),
+        hidden_update_ratio=_update_ratio(h),
         attn_entropy_norm=None if a is None else _floats(a.entropy_mean_normalized),
         attn_collapse_rate=None if a is None else _floats(a.collapsed_head_rate),
         attn_concentration_max=None if a is None else _floats(a.concentration_max),
         attn_nan=None if a is None else _bools(a.has_nan),
         attn_inf=None if a is None else _bools(a.has_inf),
     )
+
+
+def _update_ratio(hidden: Any) -> np.ndarray | None:
+    ratio = None if hidden is None else getattr(hidden, "update_ratio", None)
+    return None if ratio is None else _floats(ratio)
 
 
 def _floats(values: Any) -> np.ndarray:

@@ -36,6 +36,8 @@ class SequenceSignals:
     hidden_nan: np.ndarray | None = None
     hidden_inf: np.ndarray | None = None
     last_layer_sketch: np.ndarray | None = None  # [T, S] random projection of the last layer
+    # [T, L] ||h_l - h_(l-1)|| / ||h_(l-1)|| (metrics/hidden.py); None when not captured (stored reports)
+    hidden_update_ratio: np.ndarray | None = None
     # self-attention, [T, L]
     attn_entropy_norm: np.ndarray | None = None
     attn_collapse_rate: np.ndarray | None = None

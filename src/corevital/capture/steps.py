@@ -128,7 +128,10 @@ def reduce_raw_steps(
         # [B, N·L, d] in one copy, then [N·L, B, d]: every step's layers as rows of one reduction
         states = torch.cat([state for step in raw for state in _states(step)], dim=1).transpose(0, 1)
         hidden = _leading(
-            summarize_hidden(states, clip_value=options.hidden_clip_value, sketch_matrix=sketch), (n, layers)
+            summarize_hidden(
+                states, clip_value=options.hidden_clip_value, sketch_matrix=sketch, layers=layers
+            ),
+            (n, layers),
         )
     attention = None
     if raw[0].decode_rows is not None:

@@ -8,6 +8,12 @@ Non-finite input: NaN and ±Inf are detected before clamping. ±Inf is beyond an
 so it is clamped (and counted in ``clip_fraction``); NaN survives clamping, so the mean, std, norm,
 ``max_abs`` and sketch of a row holding NaN are NaN, while its flags and clip statistics stay exact.
 ``clip_max_before`` is the largest *finite* magnitude (0 for a row with no finite element).
+
+Update ratio: ``‖h_l − h_(l−1)‖ / ‖h_(l−1)‖`` of consecutive layers (clamped values), how much
+layer ``l`` changes the residual stream. A silenced sub-layer (a zeroed norm before the attention
+or the MLP) lowers it at that layer; exploding activations raise it. The first layer of a stack
+has no kept input (NaN) and the last layer's state is taken after the final norm, so its ratio
+would measure the norm (NaN too). One subtraction and one norm over the stack, on the device.
 """
 
 from __future__ import annotations
@@ -29,11 +35,14 @@ def summarize_hidden(
     *,
     clip_value: float = DEFAULT_CLIP_VALUE,
     sketch_matrix: Tensor | None = None,
+    layers: int | None = None,
 ) -> HiddenStats:
     """Mean, std, L2 norm, max |h|, clipping and anomaly flags of each ``hidden[l, n, :]``.
 
     ``sketch_matrix`` [d, S] (see :func:`make_sketch_matrix`) adds the projection ``h @ R`` of the
-    clamped vector, [L, N, S].
+    clamped vector, [L, N, S]. ``layers``: the first axis holds several stacks of this many layers
+    one after the other (several decoding steps at once); the update ratio is taken within each.
+    Default: one stack of ``hidden.shape[0]`` layers.
     """
     if hidden.dim() != 3:
         raise ValueError(f"hidden must be [L, N, d], got shape {tuple(hidden.shape)}")
@@ -56,6 +65,7 @@ def summarize_hidden(
     clamped = h.clamp_(-clip_value, clip_value) if owned else h.clamp(-clip_value, clip_value)
     std, mean = torch.std_mean(clamped, dim=-1, correction=0)
     l2_norm = torch.linalg.vector_norm(clamped, dim=-1)
+    ratio = update_ratio(clamped, l2_norm, layers or clamped.shape[0])
     sketch = None
     if sketch_matrix is not None:
         if sketch_matrix.dim() != 2 or sketch_matrix.shape[0] != width:
@@ -73,7 +83,26 @@ def summarize_hidden(
         has_nan=has_nan,
         has_inf=has_inf,
         sketch=sketch,
+        update_ratio=ratio,
     )
+
+
+def update_ratio(hidden: Tensor, norms: Tensor, layers: int) -> Tensor:
+    """``‖h_l − h_(l−1)‖ / ‖h_(l−1)‖`` of ``hidden`` [S·layers, N, d] per stack of ``layers`` rows.
+
+    ``norms`` [S·layers, N] are the rows' L2 norms. The first and last row of each stack are NaN
+    (see the module docstring); so is every row of a stack of fewer than 3 layers.
+    """
+    rows, n = hidden.shape[0], hidden.shape[1]
+    if layers < 1 or rows % layers:
+        raise ValueError(f"{rows} rows do not split into stacks of {layers} layers")
+    out = torch.full((rows // layers, layers, n), math.nan, dtype=torch.float32, device=hidden.device)
+    if layers >= 3:
+        h = hidden.reshape(rows // layers, layers, n, hidden.shape[-1])
+        change = torch.linalg.vector_norm(h[:, 1:-1] - h[:, :-2], dim=-1)  # layers 1 .. L-2
+        base = norms.reshape(rows // layers, layers, n)[:, :-2]
+        out[:, 1:-1] = change / base.clamp(min=1e-12)
+    return out.flatten(0, 1)
 
 
 def make_sketch_matrix(

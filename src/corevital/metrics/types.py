@@ -40,6 +40,9 @@ class HiddenStats:
     has_nan: Tensor  # [L, N] bool
     has_inf: Tensor  # [L, N] bool
     sketch: Tensor | None  # [L, N, S] random projection, or None when disabled
+    # [L, N] ||h_l - h_(l-1)|| / ||h_(l-1)||: how much layer l changes the residual stream; NaN for
+    # the first layer of each stack (its input is not kept) and the last (taken after the final norm)
+    update_ratio: Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ class ProfileBuilder:
         self._positions: list[np.ndarray] = []
         self._log_l2: list[np.ndarray] = []
         self._attention: list[np.ndarray] = []
+        self._update_ratio: list[np.ndarray] = []  # [L] per run
         self.num_runs = 0
 
     def add(self, sig: SequenceSignals) -> None:
@@ -54,6 +55,8 @@ class ProfileBuilder:
             self._log_l2.append(log_norms(sig.hidden_l2))
         if sig.attn_entropy_norm is not None and np.ndim(sig.attn_entropy_norm) == 2:
             self._attention.append(np.asarray(sig.attn_entropy_norm, dtype=np.float64))
+        if sig.hidden_update_ratio is not None and np.ndim(sig.hidden_update_ratio) == 2:
+            self._update_ratio.append(_run_median_log(sig.hidden_update_ratio))
 
     def finish(self, *, created_at_utc: str, corevital_version: str) -> CalibrationProfile:
         if self.num_runs == 0:
@@ -85,6 +88,7 @@ class ProfileBuilder:
         layers = self.model.num_layers
         logs = np.concatenate(self._log_l2, axis=0) if self._log_l2 else None
         attention = np.concatenate(self._attention, axis=0) if self._attention else None
+        updates = np.stack(self._update_ratio) if self._update_ratio else None
         jumps = None
         if logs is not None:  # ln ratios of consecutive layers, as depth.log_jumps (logs already taken)
             jumps = np.full(logs.shape, np.nan)
@@ -97,9 +101,23 @@ class ProfileBuilder:
                     log_l2=_column(logs, layer),
                     log_l2_jump=_column(jumps, layer) if layer > 0 else None,
                     attention_entropy=_column(attention, layer),
+                    log_update_ratio=_column(updates, layer),
                 )
             )
         return refs
+
+
+def _run_median_log(ratio: np.ndarray) -> np.ndarray:
+    """[L] the run's median over steps of ln(update ratio) per layer (NaN where none is finite)."""
+    arr = np.asarray(ratio, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.where(arr > 0, np.log(np.where(arr > 0, arr, 1.0)), np.nan)
+    out = np.full(arr.shape[1], np.nan)
+    for layer in range(arr.shape[1]):
+        column = logs[np.isfinite(logs[:, layer]), layer]
+        if column.size:
+            out[layer] = float(np.median(column))
+    return out
 
 
 def _column(values: np.ndarray | None, layer: int) -> MetricStats | None:

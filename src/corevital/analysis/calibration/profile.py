@@ -184,6 +184,8 @@ class LayerReference(_Frozen):
     log_l2: MetricStats | None = None
     log_l2_jump: MetricStats | None = None
     attention_entropy: MetricStats | None = None
+    # ln of the update ratio ||h_l - h_(l-1)|| / ||h_(l-1)||: per-run medians over steps
+    log_update_ratio: MetricStats | None = None
 
 
 class CalibrationProfile(_Frozen):

@@ -1,0 +1,164 @@
+"""Silenced or sharpened sub-layers, from each layer's update of the residual stream and its attention.
+
+Two per-layer signals, ``[T, L]``:
+
+- the **update ratio** ``u[t, ℓ] = ‖h_ℓ − h_{ℓ−1}‖ / ‖h_{ℓ−1}‖`` (:mod:`corevital.metrics.hidden`):
+  how much layer ℓ changes the residual stream. A zeroed norm before the attention or the MLP
+  silences that sub-layer: the layer's update shrinks. Judged on ``ln u``.
+- the **normalised attention entropy** (mean over heads of entropy / ln K): a zeroed norm before
+  the attention makes every query and key zero, so every head attends uniformly (1.0); a scaled
+  query projection sharpens every head (towards 0).
+
+Without a calibration profile each layer is judged against the run's other layers (depth, as
+:mod:`corevital.analysis.depth` does for norms): the run's typical value of a layer (median over
+steps) is a robust-z outlier across depth beyond ``z_bound``, or, for attention, every head of the
+layer is uniform (median normalised entropy ≥ ``uniform_entropy``, which no healthy layer of the
+models tried reaches). With a profile, each layer's typical value is z-scored against that
+layer's healthy runs (``LayerReference.log_update_ratio`` and ``attention_entropy``), in both
+directions, beyond ``calibrated_z_bound``.
+
+Findings name the layer, the signal (``update_ratio`` or ``attention_entropy``), the direction
+(``low``: silenced, ``high``) and the z; blame ranks layers by |z| (the faulted layer deviates
+most; the layers after it see a changed stream and deviate less).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from corevital.analysis.calibration.profile import CalibrationProfile
+from corevital.analysis.signals import SequenceSignals
+from corevital.analysis.stats import robust_z_rows
+
+
+@dataclass(frozen=True)
+class UpdateThresholds:
+    z_bound: float = 8.0  # depth-judged robust z of a layer's typical ln update ratio
+    scale_floor: float = 0.1  # floor of the depth MAD scale (ln units)
+    uniform_entropy: float = 0.995  # median normalised attention entropy of a silenced attention
+    calibrated_z_bound: float = 8.0  # z against the profile's healthy runs of that layer
+
+
+@dataclass(frozen=True)
+class LayerUpdateFinding:
+    layer: int
+    signal: str  # "update_ratio" | "attention_entropy"
+    direction: str  # "low" | "high"
+    z: float  # signed; inf for a uniform attention judged without a profile
+    typical: float  # the run's median of the signal at that layer (ratio, not log)
+
+
+@dataclass(frozen=True)
+class LayerUpdateReport:
+    detected: bool = False
+    findings: tuple[LayerUpdateFinding, ...] = ()
+    judged: bool = False  # False when neither signal was captured
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return tuple(dict.fromkeys(f.layer for f in self.findings))
+
+
+def _typical(values: np.ndarray | None) -> np.ndarray | None:
+    """Median over steps of each layer ([L]), NaN where a layer has no finite value."""
+    if values is None or np.ndim(values) != 2 or np.shape(values)[0] == 0:
+        return None
+    arr = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(arr)
+    out = np.full(arr.shape[1], np.nan)
+    for layer in range(arr.shape[1]):
+        column = arr[finite[:, layer], layer]
+        if column.size:
+            out[layer] = float(np.median(column))
+    return out
+
+
+def _log(values: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(values > 0, np.log(np.where(values > 0, values, 1.0)), np.nan)
+
+
+def _depth_findings(sig: SequenceSignals, th: UpdateThresholds) -> list[LayerUpdateFinding]:
+    found: list[LayerUpdateFinding] = []
+    ratio = _typical(sig.hidden_update_ratio)
+    if ratio is not None and np.isfinite(ratio).sum() >= 5:
+        z = robust_z_rows(_log(ratio)[None, :], th.scale_floor)[0]
+        for layer in np.flatnonzero(np.abs(np.nan_to_num(z)) > th.z_bound):
+            found.append(
+                LayerUpdateFinding(
+                    int(layer),
+                    "update_ratio",
+                    "low" if z[layer] < 0 else "high",
+                    float(z[layer]),
+                    ratio[layer],
+                )
+            )
+    entropy = _typical(sig.attn_entropy_norm)
+    if entropy is not None:
+        for layer in np.flatnonzero(np.nan_to_num(entropy) >= th.uniform_entropy):
+            found.append(
+                LayerUpdateFinding(
+                    int(layer), "attention_entropy", "high", float("inf"), float(entropy[layer])
+                )
+            )
+    return found
+
+
+def _profile_column(profile: CalibrationProfile, name: str, width: int) -> tuple[np.ndarray, np.ndarray]:
+    means, scales = np.full(width, np.nan), np.full(width, np.nan)
+    for layer in range(min(width, len(profile.layers))):
+        stats = getattr(profile.layers[layer], name)
+        if stats is not None:
+            means[layer], scales[layer] = stats.mean, stats.scale
+    return means, scales
+
+
+def _calibrated_findings(
+    sig: SequenceSignals, profile: CalibrationProfile, th: UpdateThresholds
+) -> list[LayerUpdateFinding]:
+    found: list[LayerUpdateFinding] = []
+    for signal, values, field, log in (
+        ("update_ratio", sig.hidden_update_ratio, "log_update_ratio", True),
+        ("attention_entropy", sig.attn_entropy_norm, "attention_entropy", False),
+    ):
+        typical = _typical(values)
+        if typical is None:
+            continue
+        means, scales = _profile_column(profile, field, typical.shape[0])
+        level = _log(typical) if log else typical
+        with np.errstate(invalid="ignore"):
+            z = (level - means) / scales
+        for layer in np.flatnonzero(np.abs(np.nan_to_num(z)) > th.calibrated_z_bound):
+            found.append(
+                LayerUpdateFinding(
+                    int(layer), signal, "low" if z[layer] < 0 else "high", float(z[layer]), typical[layer]
+                )
+            )
+    return found
+
+
+def _has_reference(profile: CalibrationProfile | None) -> bool:
+    return profile is not None and any(ref.log_update_ratio is not None for ref in profile.layers)
+
+
+def assess_layer_updates(
+    sig: SequenceSignals,
+    thresholds: UpdateThresholds | None = None,
+    calibration: CalibrationProfile | None = None,
+) -> LayerUpdateReport:
+    """Layers whose update of the residual stream or whose attention entropy is abnormal.
+
+    Judged against the calibration profile when it holds update-ratio references (profiles made
+    before the update ratio existed do not: they are judged across depth, as without a profile).
+    """
+    th = thresholds or UpdateThresholds()
+    if sig.hidden_update_ratio is None and sig.attn_entropy_norm is None:
+        return LayerUpdateReport()
+    if calibration is not None and _has_reference(calibration):
+        findings = _calibrated_findings(sig, calibration, th)
+    else:
+        findings = _depth_findings(sig, th)
+    findings.sort(key=lambda f: (-abs(f.z), f.layer))
+    return LayerUpdateReport(detected=bool(findings), findings=tuple(findings), judged=True)

@@ -1,0 +1,105 @@
+"""The per-layer update ratio ‖h_l − h_(l−1)‖ / ‖h_(l−1)‖: metric against a plain loop, capture against
+the hidden states the model itself returns, and the analysis that reads it (silenced sub-layers)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from corevital.analysis.signals import SequenceSignals
+from corevital.analysis.updates import UpdateThresholds, assess_layer_updates
+from corevital.capture.loading import ModelSpec, load_model
+from corevital.capture.runner import capture_prompts
+from corevital.config import load_settings
+from corevital.metrics.hidden import summarize_hidden
+from corevital.pipeline import signals_from_capture
+from corevital.testing import inject_zero_norm
+from tests.support.tiny_models import save_tiny_model
+
+
+def _reference(stack: torch.Tensor) -> torch.Tensor:
+    """Plain loop over one stack [L, N, d]: NaN at the first and last layer."""
+    out = torch.full(stack.shape[:2], math.nan)
+    for layer in range(1, stack.shape[0] - 1):
+        prev = stack[layer - 1].double()
+        out[layer] = ((stack[layer].double() - prev).norm(dim=-1) / prev.norm(dim=-1)).float()
+    return out
+
+
+def test_update_ratio_matches_a_plain_loop_per_stack() -> None:
+    gen = torch.Generator().manual_seed(3)
+    stacks = [torch.randn(6, 4, 16, generator=gen) * (1 + i) for i in range(3)]
+    stats = summarize_hidden(torch.cat(stacks), layers=6)
+    assert stats.update_ratio is not None
+    expected = torch.cat([_reference(s) for s in stacks])
+    torch.testing.assert_close(stats.update_ratio, expected, equal_nan=True, rtol=1e-5, atol=1e-6)
+    single = summarize_hidden(stacks[0]).update_ratio  # default: one stack
+    torch.testing.assert_close(single, _reference(stacks[0]), equal_nan=True, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="stacks of 4"):
+        summarize_hidden(torch.cat(stacks), layers=4)
+
+
+def test_update_ratio_with_a_nan_layer_is_nan_there_and_after() -> None:
+    stack = torch.randn(5, 2, 8)
+    stack[2, 0, 3] = math.nan
+    ratio = summarize_hidden(stack).update_ratio
+    assert ratio is not None
+    assert torch.isnan(ratio[2:4, 0]).all() and torch.isfinite(ratio[1:4, 1]).all()
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> object:
+    directory = save_tiny_model("llama", Path(tmp_path_factory.mktemp("upd")), num_hidden_layers=6)
+    loaded = load_model(ModelSpec(model=str(directory), device="cpu"))
+    # random weights attend almost uniformly everywhere; sharper queries and keys make every layer
+    # attend as a trained model's do, so that a uniform layer stands out
+    with torch.no_grad():
+        for block in loaded.model.model.layers:
+            block.self_attn.q_proj.weight.mul_(8.0)
+            block.self_attn.k_proj.weight.mul_(8.0)
+    return loaded
+
+
+SETTINGS = load_settings(
+    {"device": "cpu", "max_new_tokens": 4, "temperature": 0.0, "chat_template": "off"}, environ={}
+)
+
+
+def test_captured_update_ratio_equals_the_models_own_hidden_states(llama: object) -> None:
+    loaded: object = llama
+    seq = capture_prompts(loaded, ["The quick brown fox"], SETTINGS).sequences[0]  # type: ignore[arg-type]
+    assert seq.hidden is not None
+    ratio = np.asarray(seq.hidden.update_ratio)  # [T, L]
+    ids = torch.tensor([list(seq.prompt.token_ids)])
+    with torch.no_grad():
+        states = loaded.model(ids, output_hidden_states=True).hidden_states  # type: ignore[attr-defined]
+    last = torch.stack([s[0, -1:] for s in states[1:]])  # layer outputs at the last prompt position
+    np.testing.assert_allclose(ratio[0], _reference(last)[:, 0].numpy(), rtol=1e-4, atol=1e-6)
+    caps = loaded.capabilities  # type: ignore[attr-defined]
+    sig = signals_from_capture(seq, model_id="tiny", caps=caps)
+    assert sig.hidden_update_ratio is not None and sig.hidden_update_ratio.shape == (4, 6)
+
+
+def _signals(loaded: object, fault: str | None, layer: int) -> SequenceSignals:
+    prompts = ["The quick brown fox", "A small cat sat on", "One two three four five"]
+    if fault is None:
+        run = capture_prompts(loaded, prompts, SETTINGS)  # type: ignore[arg-type]
+    else:
+        with inject_zero_norm(loaded, layer, fault):  # type: ignore[arg-type]
+            run = capture_prompts(loaded, prompts, SETTINGS)  # type: ignore[arg-type]
+    caps = loaded.capabilities  # type: ignore[attr-defined]
+    return signals_from_capture(run.sequences[0], model_id="tiny", caps=caps)
+
+
+def test_a_silenced_attention_is_found_at_its_layer(llama: object) -> None:
+    clean = assess_layer_updates(_signals(llama, None, 3))
+    assert clean.judged and not clean.detected
+    found = assess_layer_updates(_signals(llama, "attention", 3))
+    assert found.detected and found.findings[0].layer == 3
+    assert found.findings[0].signal == "attention_entropy" and found.findings[0].direction == "high"
+    strict = assess_layer_updates(_signals(llama, "attention", 3), UpdateThresholds(uniform_entropy=1.01))
+    assert 3 not in [f.layer for f in strict.findings if f.signal == "attention_entropy"]

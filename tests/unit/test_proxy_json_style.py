@@ -19,7 +19,7 @@ DOCUMENT: dict[str, Any] = {
     "object": "text_completion",
     "choices": [{"index": 0, "text": " Paris, café", "logprobs": None, "finish_reason": None}],
 }
-STYLES = {
+STYLES: dict[str, dict[str, Any]] = {
     "compact, UTF-8 (FastAPI)": dict(separators=(",", ":"), ensure_ascii=False),
     "compact, escaped": dict(separators=(",", ":"), ensure_ascii=True),
     "indented by 2 (OpenAI)": dict(indent=2, ensure_ascii=True),
@@ -30,7 +30,7 @@ STYLES = {
 
 @pytest.mark.parametrize("style", sorted(STYLES))
 def test_a_stripped_document_is_written_as_the_engine_writes_it(style: str) -> None:
-    options: dict[str, Any] = STYLES[style]
+    options = STYLES[style]
     without = json.dumps(DOCUMENT, **options).encode("utf-8")  # what the client would have received
     asked = json.loads(without)
     asked["choices"][0]["logprobs"] = {

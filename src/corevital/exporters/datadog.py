@@ -43,9 +43,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from corevital.errors import ConfigError, ExporterError
-from corevital.exporters.delivery import Attempt, Backoff, Outcome, SpoolSender
 from corevital.exporters.http import check_url, import_httpx, post_attempt
-from corevital.exporters.spool import Spool
+from corevital.exporters.spool import Attempt, Backoff, Outcome, Spool, SpoolSender
 from corevital.sinks.encoded import EncodedReport
 from corevital.sinks.rows import HealthFlag, trace_row_from_report
 

@@ -34,15 +34,15 @@ from typing import TYPE_CHECKING, Self
 from urllib.parse import urlsplit
 
 from corevital.errors import ConfigError, ExporterError, NotAvailableError
-from corevital.exporters.delivery import (
+from corevital.exporters.spool import (
     Attempt,
     Backoff,
     Outcome,
+    Spool,
     SpoolSender,
     outcome_of_status,
     parse_retry_after,
 )
-from corevital.exporters.spool import Spool
 from corevital.report.schema_base import SCHEMA_VERSION
 from corevital.sinks.encoded import GZIP_LEVEL, EncodedReport
 
@@ -75,7 +75,7 @@ def check_url(url: str, what: str) -> str:
 
 
 def post_attempt(client: httpx.Client, url: str, body: bytes, headers: dict[str, str]) -> Attempt:
-    """POST once; the outcome by status (see :func:`~corevital.exporters.delivery.outcome_of_status`),
+    """POST once; the outcome by status (see :func:`~corevital.exporters.spool.outcome_of_status`),
     connection errors and timeouts retried."""
     import httpx
 

@@ -325,7 +325,7 @@ def detect_repetition(
     if run is None:
         return RepetitionFinding()
     similarity = sketch_similarity(sketch, run.start, run.span, run.period)
-    text = "".join(token_texts[run.start : run.start + run.period]) if token_texts else None
+    text = _escaped("".join(token_texts[run.start : run.start + run.period])) if token_texts else None
     return RepetitionFinding(
         detected=True,
         period=run.period,

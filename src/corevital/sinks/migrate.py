@@ -6,6 +6,12 @@ original CoreVital (schema 0.3.0 and 0.4.0) are upgraded to 0.5.0 on the way, wi
 trace id) are skipped; a report that cannot be read or written is recorded as a failure and the
 import goes on. The source is only read, never modified.
 
+A database with corrupt pages is imported as far as it can be read: when reading the reports
+stops at a damaged page, the rows are found again by their rowids (the table's b-tree searched past
+the damage) and by the trace-id index, each row is read on its own, and every row that cannot be
+read is a failure naming its trace id (from the index) or, where the index cannot tell, the range
+of rowids the damage hides.
+
 The original CoreVital's SQLite database (its ``SQLiteSink`` in ``src/CoreVital/sinks/sqlite_sink.py``,
 default ``runs/corevital.db``) has one table::
 
@@ -89,16 +95,27 @@ def migrate_directory(from_dir: str | Path, store: ReportStore) -> MigrationResu
 
 
 def migrate_sqlite(db_path: str | Path, store: ReportStore) -> MigrationResult:
-    """Import every report of an original CoreVital (or CoreVital 0.5) SQLite database, opened read-only."""
+    """Import every report of an original CoreVital (or CoreVital 0.5) SQLite database, opened
+    read-only; past corrupt pages, every readable report (see the module's description)."""
     path = Path(db_path)
     conn = _open_read_only(path)
     result = MigrationResult()
+    done: set[object] = set()  # trace id cells already imported, skipped or failed
     try:
-        for trace_id, text, blob in _stored_bodies(conn, path):
-            source = f"{path}#{trace_id}"
-            _import_one(source, partial(_decode_body, text, blob), store, result)
-    except sqlite3.DatabaseError as error:
-        raise StoreError(f"cannot read {path}: {error}") from None
+        try:
+            columns = _body_columns(conn, path)
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"cannot read {path}: {error}") from None
+        if columns is None:
+            return result
+        try:
+            for trace_id, text, blob in _stored_bodies(conn, columns):
+                done.add(trace_id)
+                _import_one(f"{path}#{trace_id}", partial(_decode_body, text, blob), store, result)
+        except sqlite3.DatabaseError as error:
+            if not _is_damage(error):
+                raise StoreError(f"cannot read {path}: {error}") from None
+            _import_past_damage(conn, path, columns, store, result, done)
     finally:
         conn.close()
     return result
@@ -220,23 +237,199 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
         raise StoreError(f"cannot open {path}: {error}") from None
 
 
-def _stored_bodies(conn: sqlite3.Connection, path: Path) -> Iterator[tuple[str, Any, Any]]:
+@dataclass(frozen=True, slots=True)
+class _BodyColumns:
+    """How the reports of a source database are selected: ``trace_id, <text>, <blob>``, in ``order``."""
+
+    select: str
+    order: str
+
+
+def _body_columns(conn: sqlite3.Connection, path: Path) -> _BodyColumns | None:
+    """The source's reports columns (None for an empty database); a foreign one is a StoreError."""
     kind = database_kind(conn)
     if kind is DatabaseKind.EMPTY:
-        return
+        return None
     if kind is DatabaseKind.COREVITAL:
-        sql = "SELECT trace_id, NULL, report_zlib FROM reports ORDER BY created_at_ms, trace_id"
-    elif kind is DatabaseKind.ORIGINAL_COREVITAL:
+        return _BodyColumns("trace_id, NULL, report_zlib", "created_at_ms, trace_id")
+    if kind is DatabaseKind.ORIGINAL_COREVITAL:
         columns = table_columns(conn, "reports")
         text = "report_json" if "report_json" in columns else "NULL"
         blob = "report_blob" if "report_blob" in columns else "NULL"
         order = "created_at_utc, trace_id" if "created_at_utc" in columns else "trace_id"
-        sql = f"SELECT trace_id, {text}, {blob} FROM reports ORDER BY {order}"
-    else:
-        raise StoreError(f"{path} is not a CoreVital database: it has no reports table of a known layout")
-    cursor = conn.execute(sql)
+        return _BodyColumns(f"trace_id, {text}, {blob}", order)
+    raise StoreError(f"{path} is not a CoreVital database: it has no reports table of a known layout")
+
+
+def _stored_bodies(conn: sqlite3.Connection, columns: _BodyColumns) -> Iterator[tuple[Any, Any, Any]]:
+    cursor = conn.execute(f"SELECT {columns.select} FROM reports ORDER BY {columns.order}")
     while batch := cursor.fetchmany(_BATCH):
         yield from batch
+
+
+# --- past corrupt pages -------------------------------------------------------------------------
+
+_DAMAGE_CODES = frozenset({10, 11, 26})  # SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_NOTADB (primary codes)
+_MIN_ROWID = -(2**63)
+_MAX_ROWID = 2**63 - 1
+_ROWID_BATCH = 256
+
+
+def _is_damage(error: sqlite3.DatabaseError) -> bool:
+    """Whether ``error`` comes from a damaged file (a corrupt or short page), not from the query."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _DAMAGE_CODES
+    return "malformed" in str(error) or "disk i/o error" in str(error).lower()
+
+
+def _import_past_damage(
+    conn: sqlite3.Connection,
+    path: Path,
+    columns: _BodyColumns,
+    store: ReportStore,
+    result: MigrationResult,
+    done: set[object],
+) -> None:
+    """Import the reports not yet in ``done``, row by row, around the damaged pages."""
+    try:
+        rowids, gaps = _readable_rowids(conn)
+    except sqlite3.DatabaseError as error:  # no rowids to search by (a WITHOUT ROWID table, ...)
+        raise StoreError(f"cannot read {path}: {error}") from None
+    indexed, index_complete = _indexed_trace_ids(conn)
+    for rowid in sorted(set(rowids) | set(indexed)):
+        name = indexed.get(rowid, f"rowid {rowid}")
+        try:
+            row = conn.execute(f"SELECT {columns.select} FROM reports WHERE rowid = ?", (rowid,)).fetchone()
+        except sqlite3.DatabaseError as error:
+            if name not in done:
+                result.failed.append(MigrationFailure(f"{path}#{name}", f"unreadable: {error}"))
+            continue
+        if row is None:
+            reason = "listed in the trace_id index, but its row is not in the table (a damaged page)"
+            result.failed.append(MigrationFailure(f"{path}#{name}", reason))
+            continue
+        trace_id, text, blob = row
+        if trace_id in done:
+            continue
+        done.add(trace_id)
+        _import_one(f"{path}#{trace_id}", partial(_decode_body, text, blob), store, result)
+    if not index_complete:  # rows the damage hides and no index names
+        for low, high in gaps:
+            if high is None:
+                where = f"rowids from {low}"
+            else:
+                where = f"rowid {low}" if high - 1 == low else f"rowids {low} to {high - 1}"
+            reason = "a damaged page of the reports table: the rows on it, if any, are not imported"
+            result.failed.append(MigrationFailure(f"{path}#{where}", reason))
+
+
+def _readable_rowids(conn: sqlite3.Connection) -> tuple[list[int], list[tuple[int, int | None]]]:
+    """Every rowid the reports table's b-tree yields, in order, and the ranges ``[low, high)``
+    (``high`` None: to the end) that a damaged page hides."""
+    rowids: list[int] = []
+    gaps: list[tuple[int, int | None]] = []
+    low: int | None = _MIN_ROWID  # the next rowid looked for is at least this
+    while low is not None:
+        count = 0
+        try:
+            cursor = conn.execute(
+                "SELECT rowid FROM reports WHERE rowid >= ? ORDER BY rowid LIMIT ?", (low, _ROWID_BATCH)
+            )
+            for (rowid,) in cursor:
+                rowids.append(rowid)
+                count += 1
+                low = rowid + 1 if rowid < _MAX_ROWID else None
+        except sqlite3.DatabaseError as error:
+            if not _is_damage(error) or low is None:
+                raise
+            readable, first = _probe(conn, low)  # the scan reads a row ahead: the damage may be past it
+            if readable:
+                if first is None:
+                    break
+                rowids.append(first)
+                low = first + 1 if first < _MAX_ROWID else None
+                continue
+            resume = _first_readable(conn, low)
+            gaps.append((low, resume))
+            low = resume
+            continue
+        if count < _ROWID_BATCH:
+            break
+    return rowids, gaps
+
+
+def _probe(conn: sqlite3.Connection, low: int) -> tuple[bool, int | None]:
+    """Whether a search of the b-tree for the first rowid at least ``low`` gets past the damaged
+    pages, and that rowid (None: there is none)."""
+    try:
+        row = conn.execute(
+            "SELECT rowid FROM reports WHERE rowid >= ? ORDER BY rowid LIMIT 1", (low,)
+        ).fetchone()
+    except sqlite3.DatabaseError as error:
+        if not _is_damage(error):
+            raise
+        return False, None
+    return True, None if row is None else int(row[0])
+
+
+def _first_readable(conn: sqlite3.Connection, damaged: int) -> int | None:
+    """The first rowid past the damage met looking from ``damaged`` (None: nothing readable past it).
+
+    The b-tree is searched (not scanned) from rowids ``damaged + 1``, ``+ 2``, ``+ 4``, … until a
+    search gets past the damaged page, then the smallest such start is found by bisection."""
+    failing, step = damaged, 1
+    while True:
+        start = min(damaged + step, _MAX_ROWID)
+        readable, found = _probe(conn, start)
+        if readable:
+            break
+        if start == _MAX_ROWID:
+            return None
+        failing, step = start, step * 2
+    passing = start
+    while passing - failing > 1:
+        middle = (failing + passing) // 2
+        readable, first = _probe(conn, middle)
+        if readable:
+            passing, found = middle, first
+        else:
+            failing = middle
+    return found
+
+
+def _indexed_trace_ids(conn: sqlite3.Connection) -> tuple[dict[int, str], bool]:
+    """``rowid -> trace_id`` read from a unique index on ``trace_id`` alone (the table's pages are not
+    touched), and whether the whole index was read."""
+    try:
+        index = _trace_id_index(conn)
+    except sqlite3.DatabaseError:
+        return {}, False
+    if index is None:
+        return {}, False
+    found: dict[int, str] = {}
+    try:
+        for rowid, trace_id in conn.execute(
+            f"SELECT rowid, trace_id FROM reports INDEXED BY {_quoted(index)}"
+        ):
+            found[int(rowid)] = str(trace_id)
+    except sqlite3.DatabaseError:
+        return found, False
+    return found, True
+
+
+def _trace_id_index(conn: sqlite3.Connection) -> str | None:
+    """The name of a unique index on ``trace_id`` alone (a primary key's), if the table has one."""
+    for row in conn.execute("PRAGMA index_list(reports)").fetchall():
+        name, unique, partial = row[1], row[2], row[4] if len(row) > 4 else 0
+        indexed = [column[2] for column in conn.execute(f"PRAGMA index_info({_quoted(name)})")]
+        if unique and not partial and indexed == ["trace_id"]:
+            return str(name)
+    return None
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _decode_body(text: Any, blob: Any) -> Report:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from corevital.cli import main
+from tests.support.hostile import GOLDEN
 from tests.support.tiny_models import save_tiny_model
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
@@ -59,7 +61,20 @@ def commands(tmp: Path, tiny: str, small_vocab: Path) -> dict[int, list[str]]:
 
 
 def test_every_documented_code_is_covered_here() -> None:
-    assert documented_codes() == {0, 2, 3, 4, 5, 6, 8, 9, 70, 130}
+    assert documented_codes() == {0, 1, 2, 3, 4, 5, 6, 8, 9, 70, 130}
+
+
+def test_a_migrate_with_failed_reports_is_code_1_and_imports_the_rest(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    traces = tmp_path / "traces"
+    traces.mkdir()
+    shutil.copy(GOLDEN, traces / "trace_good.json")
+    (traces / "trace_bad.json").write_text("{not json")
+    assert main(["migrate", "--from-dir", str(traces), "--to-db", str(tmp_path / "t.db")]) == 1
+    out, err = capsys.readouterr()
+    assert out.strip() == "imported 1, skipped 0, failed 1"
+    assert err.startswith(f"  failed: {traces / 'trace_bad.json'}: ") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("code", [0, 2, 3, 4, 5, 6, 8, 9])

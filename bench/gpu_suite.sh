@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Every GPU table of docs/performance.md, from the repository root:
-#   bash bench/gpu_suite.sh OUTDIR [llama|rest|all]
+#   bash bench/gpu_suite.sh OUTDIR [llama|rest|static|dynamic|all]
 # "llama" (Llama-3-8B shape, batch 1: the targets; about 6 minutes on an H200) and "rest"
 # (SmolLM2-135M shape, batch 8, the other capture modes; about 6 minutes) each fit one 10-minute
-# device call; "all" (the default) runs both. Each case writes OUTDIR/<name>.txt (the Markdown
-# table) and OUTDIR/<name>.json; the tail of each table is echoed as it finishes.
+# device call; "all" (the default) runs both. "static" (transformers' compiled static-cache decoding
+# step, Llama-3-8B shape, 64->50 and 512->200, batch 1 and 8: each shape and capture mode compiles
+# once, so the first run of each is long) and "dynamic" (the same cases with the dynamic cache) are
+# the fast-path table; each takes most of a 10-minute call. Each case writes OUTDIR/<name>.txt (the
+# Markdown table) and OUTDIR/<name>.json; the tail of each table is echoed as it finishes.
+# BATCHES (default "1,8") narrows the static and dynamic parts to some batch sizes.
 # On a machine without this project's dependencies, install them first (see docs/performance.md).
 set -u
 out="${1:-bench-gpu}"
 part="${2:-all}"
+batches="${BATCHES:-1,8}"
 mkdir -p "$out"
 bench() {
     local name="$1"
@@ -25,3 +30,9 @@ if [ "$part" = rest ] || [ "$part" = all ]; then
     bench llama_b8 --shape llama3-8b --cases 64:50 --batch 8 --modes full,summary --repeats 5
     bench llama_other --shape llama3-8b --cases 64:50 --batch 1 --modes full-no-prompt,on_risk --repeats 3
 fi
+for cache in static dynamic; do
+    if [ "$part" = "$cache" ]; then
+        bench "llama_$cache" --shape llama3-8b --cases 64:50,512:200 --batch "$batches" --modes full,summary \
+            --repeats 5 --warmup 1 --cache "$cache"
+    fi
+done

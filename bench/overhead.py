@@ -15,6 +15,8 @@ Examples (each prints a Markdown table; ``--json FILE`` also writes the raw numb
     python bench/overhead.py --tiny gpt2,llama,t5 --cases 64:50  # CPU, the test suite's tiny models
     python bench/overhead.py --shape llama3-8b --device cuda --dtype bfloat16 \\
         --cases 64:50,512:200 --batch 1,8  # GPU, random weights
+    python bench/overhead.py --shape llama3-8b --device cuda --dtype bfloat16 \
+        --cases 64:50 --cache static  # GPU, transformers' compiled static-cache decoding step
 """
 
 from __future__ import annotations
@@ -227,9 +229,12 @@ def run_case(
         sync(device)
         return time.perf_counter() - t0
 
-    for _ in range(warmup):
-        for fn in runners.values():
+    for round_ in range(warmup):
+        for name, fn in runners.items():
+            started = time.perf_counter()
             fn()
+            if round_ == 0:  # under the static cache on a GPU: the first run compiles the decoding step
+                print(f"# {case} first {name} run {time.perf_counter() - started:.1f} s", flush=True)
     times: dict[str, list[float]] = {name: [] for name in runners}
     names = list(runners)
     for r in range(repeats):
@@ -407,6 +412,11 @@ def main() -> None:
         "'py:MODE' for cProfile",
     )
     args = parser.parse_args()
+    if args.cache == "static":
+        # generate() compiles the decoding step for each shape (batch, cache length) and each way
+        # it is observed (plain, full, summary): more graphs than dynamo's default limit of 8.
+        torch._dynamo.config.recompile_limit = 64
+        torch._dynamo.config.accumulated_recompile_limit = 512
     if args.threads:
         torch.set_num_threads(args.threads)
     rows: list[Row] = []

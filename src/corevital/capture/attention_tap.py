@@ -32,15 +32,22 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from corevital.capture.attention_rows import attention_rows, fast_path_supported, scale_for
+from corevital.capture.attention_rows import (
+    UNSUPPORTED_KWARGS,
+    attention_rows,
+    fast_path_supported,
+    scale_for,
+)
 from corevital.capture.attention_window import DecodeRows
 from corevital.capture.decode_mask import decode_step_mask
 from corevital.capture.hf_compat import (
     attention_implementation,
+    attention_registered,
     eager_attention_function,
     eager_mask,
     registered_attention,
     sdpa_attention_forward,
+    sdpa_mask,
 )
 from corevital.capture.options import Tuning
 from corevital.capture.prompt_scorer import PromptScorer
@@ -117,6 +124,11 @@ class AttentionTap:
         # prompt even when its keys are a whole preallocated (static) cache, longer than the prompt.
         self.prefill_from_start = False
         self.encoder_stats: list[AttentionStats | None] = [None] * num_encoder_layers
+        # Inside a compiled forward (:meth:`_compiled_call`): each layer's query row of this step, in
+        # layer order, and the scale they use. The observer opens the list before the pass and takes
+        # it after; None: rows are not kept (not observed, or not recomputable by the fast path).
+        self.compiled_rows: list[Tensor] | None = None
+        self.compiled_scale = 1.0
 
     # --- lifecycle ---------------------------------------------------------------------------
     def observe_rows(self, rows: slice) -> None:
@@ -176,6 +188,8 @@ class AttentionTap:
         attention_mask: Tensor | None,
         **kwargs: Any,
     ) -> tuple[Tensor, None]:
+        if torch.compiler.is_compiling():
+            return self._compiled_call(module, query, key, value, attention_mask, kwargs), None
         site = self._sites.get(module)
         q_len, kv_len = query.shape[2], key.shape[2]
         needs = self._needs(site, q_len, kv_len)
@@ -208,6 +222,35 @@ class AttentionTap:
                 weights = full[:, :, rows, : seen.shape[2]]
             self._observe(site, needs, weights, mask, q_len)
         return output, None
+
+    def _compiled_call(
+        self,
+        module: nn.Module,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        attention_mask: Tensor | None,
+        kwargs: dict[str, Any],
+    ) -> Tensor:
+        """A layer of a forward pass that ``torch.compile`` traces (transformers' compiled decoding step).
+
+        Traceable as it stands: no host synchronisation, no Python that depends on tensor values, no
+        state but the list of query rows, which the trace records as one more output of the graph.
+        The output is the model's own (SDPA with transformers' boolean mask on the fast path, the
+        eager function with its additive mask otherwise: :meth:`_model_mask` builds the matching
+        mask); the query row waits, like a deferred decoding step's, for the window's scoring
+        against the cache (:mod:`.attention_window`), and only where the fast path's recomputation
+        is exact.
+        """
+        if self.fast:
+            output = _sdpa(module, query, key, value, attention_mask, **kwargs)
+        else:
+            output = _eager(module, query, key, value, attention_mask, **kwargs)[0]
+        exact = self.fast and all(kwargs.get(name) is None for name in (*UNSUPPORTED_KWARGS, "position_bias"))
+        if self.compiled_rows is not None and exact and query.shape[2] == 1:
+            self.compiled_rows.append(query)
+            self.compiled_scale = scale_for(query, kwargs.get("scaling"))
+        return output
 
     def _observe(self, site: AttentionSite, needs: str, weights: Tensor, mask: MaskEntry, q_len: int) -> None:
         """Keep the observed rows of finished weights [B, H, R, K]; reduce the prompt's and encoder's."""
@@ -298,6 +341,8 @@ class AttentionTap:
 
         A decoding step's mask that hides nothing is remembered: its statistics skip the mask.
         """
+        if torch.compiler.is_compiling():  # the mask the compiled step's attention function takes
+            return sdpa_mask(*args, **kwargs) if self.fast else eager_mask(*args, **kwargs)
         mask = None if args else decode_step_mask(**kwargs)
         if mask is None:
             return eager_mask(*args, **kwargs)
@@ -360,6 +405,10 @@ class AttentionTap:
     @contextmanager
     def installed(self, model: nn.Module) -> Iterator[AttentionTap]:
         """Route the model's attention through this tap; restore everything on exit."""
+        # One name per model, the same for every generation: transformers' compiled forward is
+        # specialised on the configured name, so a new name per generation would recompile it.
+        name = f"corevital_tap_{id(model):x}"
+        self.name = f"{name}_{next(_TAP_IDS)}" if attention_registered(name) else name
         try:
             with (
                 registered_attention(self.name, self, self._model_mask),

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from corevital.capture.attention_rows import row_scores
-from corevital.capture.hf_compat import append_only_layers
+from corevital.capture.hf_compat import append_only_layers, static_full_layers
 from corevital.capture.options import Tuning
 from corevital.metrics.attention import summarize_attention
 from corevital.metrics.types import AttentionStats
@@ -36,15 +36,28 @@ from corevital.metrics.types import AttentionStats
 class DecodeRows:
     """One decoding step's query rows of every layer, left for :func:`reduce_decode_rows`."""
 
-    queries: tuple[Tensor, ...]  # per layer [B, Hq, 1, D]
+    queries: tuple[Tensor, ...]  # per layer [B, Hq, 1, D]; empty when ``stacked`` holds them
     key_length: int  # keys the step's query saw (the cache's length at that step)
-    padding: Tensor | None  # [B, >= key_length] bool, True for real tokens; None: no padding
+    padding: Tensor | None  # [B, <= key_length] bool, True for real tokens (keys past its end: real)
     scale: float
+    stacked: Tensor | None = None  # every layer's row as one [B, L, Hq, D] (a compiled step's copy)
+
+    def shape(self) -> tuple[int, int, int]:
+        """(layers, batch, query heads) of this step's rows."""
+        if self.stacked is not None:
+            batch, layers, heads = self.stacked.shape[:3]
+            return layers, batch, heads
+        batch, heads = self.queries[0].shape[:2]
+        return len(self.queries), batch, heads
+
+    def held(self) -> tuple[Tensor, ...]:
+        """The device tensors this step's rows keep alive."""
+        return self.queries if self.stacked is None else (self.stacked,)
 
     def float32_bytes(self) -> int:
         """Bytes of this step's rows of probabilities in float32, the reduction's largest buffer."""
-        batch, heads = self.queries[0].shape[:2]
-        return 4 * len(self.queries) * batch * heads * self.key_length
+        layers, batch, heads = self.shape()
+        return 4 * layers * batch * heads * self.key_length
 
 
 def append_only_keys(cache: Any) -> list[Tensor] | None:
@@ -59,6 +72,14 @@ def is_append_only(cache: Any) -> bool:
     return append_only_layers(cache) is not None
 
 
+def static_keys(cache: Any) -> list[Tensor] | None:
+    """The keys [B, Hkv, max_len, D] of every layer of a static cache written in order; else None."""
+    layers = static_full_layers(cache)
+    if layers is None or not all(getattr(entry, "is_initialized", False) for entry in layers):
+        return None
+    return [entry.keys for entry in layers]
+
+
 @torch.no_grad()
 def reduce_decode_rows(steps: Sequence[DecodeRows], keys: Sequence[Tensor], tuning: Tuning) -> AttentionStats:
     """Attention statistics of ``steps`` (consecutive or not), every field [N, L, B, ...] (step first).
@@ -67,14 +88,18 @@ def reduce_decode_rows(steps: Sequence[DecodeRows], keys: Sequence[Tensor], tuni
     """
     n, layers = len(steps), len(keys)
     first = steps[0]
-    batch, q_heads, _, dim = first.queries[0].shape
+    step_layers, batch, q_heads = first.shape()
+    dim = keys[0].shape[3]
     kv_heads, kv_len = keys[0].shape[1], keys[0].shape[2]
-    if max(step.key_length for step in steps) > kv_len or len(first.queries) != layers:
+    if max(step.key_length for step in steps) > kv_len or step_layers != layers:
         raise RuntimeError("the cache no longer holds the keys a deferred decoding step saw")
     device, dtype = keys[0].device, keys[0].dtype
     # Query rows in layer-major order, [L, B, Hq, N, D] in one copy: the layout of a batched matmul.
-    rows = torch.cat([q for index in range(layers) for q in _layer_queries(steps, index)], dim=2)
-    rows = rows.view(batch, q_heads, layers, n, dim).permute(2, 0, 1, 3, 4).contiguous()
+    if first.stacked is not None:  # [N, B, L, Hq, D] from the steps' stacked rows
+        rows = torch.stack([_stacked(step) for step in steps]).permute(2, 1, 3, 0, 4).contiguous()
+    else:
+        rows = torch.cat([q for index in range(layers) for q in _layer_queries(steps, index)], dim=2)
+        rows = rows.view(batch, q_heads, layers, n, dim).permute(2, 0, 1, 3, 4).contiguous()
     if layers * keys[0].nbytes <= tuning.stacked_keys_bytes:
         stacked = torch.stack(list(keys)).view(layers * batch, kv_heads, kv_len, dim)
         scores = row_scores(rows.view(layers * batch, q_heads, n, dim), stacked)
@@ -89,9 +114,9 @@ def reduce_decode_rows(steps: Sequence[DecodeRows], keys: Sequence[Tensor], tuni
         logits = scores.mul(first.scale)
         visible = (~future).expand(batch, n, kv_len)
     else:  # the additive padding mask of eager attention, as the step itself applied it
-        # Keys past the padding mask's end came after every step here (the cache may have grown
-        # since, through steps scored at once): ``future`` hides them whatever this says.
-        real = torch.zeros((batch, kv_len), dtype=torch.bool, device=device)
+        # Keys past the padding mask's end are tokens generated after the prompt, real; for a step
+        # whose own mask ended earlier they came after it, and ``future`` hides them.
+        real = torch.ones((batch, kv_len), dtype=torch.bool, device=device)
         width = min(kv_len, padding.shape[1])
         real[:, :width] = padding[:, :width]
         bias = torch.zeros((batch, 1, 1, kv_len), dtype=dtype, device=device)
@@ -106,6 +131,12 @@ def reduce_decode_rows(steps: Sequence[DecodeRows], keys: Sequence[Tensor], tuni
     del probs
     stats = summarize_attention(weights, visible.reshape(1, batch * n, kv_len), causal=True)
     return _steps_first(stats, batch, n)
+
+
+def _stacked(step: DecodeRows) -> Tensor:
+    if step.stacked is None:
+        raise RuntimeError("steps with stacked and per-layer query rows were batched together")
+    return step.stacked
 
 
 def _layer_queries(steps: Sequence[DecodeRows], index: int) -> list[Tensor]:

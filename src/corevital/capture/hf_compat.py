@@ -59,10 +59,12 @@ sdpa_attention_forward = cast(
     _found("transformers.integrations.sdpa_attention", "sdpa_attention_forward"),
 )
 eager_mask = cast(Callable[..., Tensor | None], _found("transformers.masking_utils", "eager_mask"))
+sdpa_mask = cast(Callable[..., Tensor | None], _found("transformers.masking_utils", "sdpa_mask"))
 causal_mask_function = cast(
     Callable[[int, int, int, int], bool], _found("transformers.masking_utils", "causal_mask_function")
 )
 _DynamicLayer = cast(type, _found("transformers.cache_utils", "DynamicLayer"))
+_StaticLayer = cast(type, _found("transformers.cache_utils", "StaticLayer"))
 
 
 def transformers_version() -> str:
@@ -132,6 +134,14 @@ def registered_attention(
             type(ALL_MASK_ATTENTION_FUNCTIONS)._global_mapping.pop(name, None)
 
 
+def attention_registered(name: str) -> bool:
+    """Whether an attention function is registered with transformers under ``name``."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    with _REGISTRATION_LOCK:
+        return name in type(ALL_ATTENTION_FUNCTIONS)._global_mapping
+
+
 @contextmanager
 def attention_implementation(model: nn.Module, name: str) -> Iterator[None]:
     """Point every config of ``model`` (sub-models' too) at the attention function ``name``; restore on exit.
@@ -193,6 +203,18 @@ def append_only_layers(cache: Any) -> list[Any] | None:
     if not isinstance(layers, list) or not layers:
         return None
     return layers if all(type(entry) is _DynamicLayer for entry in layers) else None
+
+
+def static_full_layers(cache: Any) -> list[Any] | None:
+    """The cache's layers if every one is a plain ``StaticLayer`` (preallocated, written in order).
+
+    Exactly that class: its sliding-window subclass overwrites old positions. A decoding step's
+    query at position ``p`` saw the keys at positions ``0..p``; later positions are written after it.
+    """
+    layers = getattr(cache, "layers", None)
+    if not isinstance(layers, list) or not layers:
+        return None
+    return layers if all(type(entry) is _StaticLayer for entry in layers) else None
 
 
 def config_revision(config: Any) -> str | None:

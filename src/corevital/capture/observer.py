@@ -27,6 +27,7 @@ waiting steps (:class:`~.step_window.StepWindow`), the prompt pass and encoder s
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -36,12 +37,12 @@ import torch
 from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from corevital.capture.attention_window import append_only_keys
+from corevital.capture.attention_window import DecodeRows, append_only_keys
 from corevital.capture.capabilities import ModelCapabilities
 from corevital.capture.hf_compat import last_logits_processor
 from corevital.capture.instruments import attention_tap, model_bytes, sketch_matrix
 from corevital.capture.live import LiveCallback
-from corevital.capture.mask_forms import readable_mask
+from corevital.capture.mask_forms import UnreadableMask, prompt_padding, readable_mask
 from corevital.capture.model_checks import logits_head, stream_sites
 from corevital.capture.options import CaptureOptions
 from corevital.capture.prompt_pass import EncoderSummary, PromptPass
@@ -116,6 +117,15 @@ class StepObserver:
         self._pending: RawStep | None = None  # the step whose forward pass ran, its token not chosen yet
         self._scores: Tensor | None = None  # that step's processed scores, when they differ from the logits
         self._no_stop_tensor: Tensor | None = None
+        # Compiled decoding steps (:meth:`_compiled_forward_end`): the packed outputs of the last
+        # one and where each part lies in them; the keys counted on the host, the prompt's padding.
+        self._compiled_packed: tuple[Tensor, ...] | None = None
+        self._compiled_layout: tuple[tuple[str, int, int, tuple[int, ...]], ...] = ()
+        self._compiled_scale = 1.0
+        self._compiled_attention = False
+        self._cache: Any = None
+        self._key_length = 0
+        self._padding: Tensor | None = None
         self._hidden_missing_warned = False
         self._forwards = 0
         self._last_step_end = time.perf_counter()
@@ -143,6 +153,16 @@ class StepObserver:
     def _pre_forward(
         self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        # Whether this hook runs traced or not when transformers compiles the model's __call__ is up
+        # to dynamo (it compiles the hook's frame apart from the forward's); both open the list the
+        # compiled attention function fills (:meth:`_compiled_forward_end` takes it).
+        if self.tap is not None:
+            self.tap.compiled_rows = [] if self._compiled_attention else None
+        if torch.compiler.is_compiling():
+            kwargs["output_hidden_states"] = True
+            return args, kwargs
+        if self._forwards == 0:
+            self._note_prefill(kwargs)
         if self._reads_prompt() and not readable_mask(kwargs.get("attention_mask")):
             self.warnings.append(
                 CaptureWarning(
@@ -162,6 +182,25 @@ class StepObserver:
             self.tap.prefill_from_start = self._forwards == 0 and _empty(cache)
         return args, kwargs
 
+    def _note_prefill(self, kwargs: dict[str, Any]) -> None:
+        """The cache, the keys it holds after the prefill and the prompt's padding, for compiled steps.
+
+        Compiled decoding steps cannot tell the host how many keys they saw (that would wait for the
+        device): the host counts them, one per compiled step after the prefill.
+        """
+        ids = kwargs.get("input_ids")
+        ids = kwargs.get("inputs_embeds") if ids is None else ids
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        self._cache = cache
+        if ids is None or not _empty(cache) or self.caps.is_encoder_decoder:
+            return  # compiled steps keep no attention rows: their keys' positions are not known here
+        batch, self._key_length = int(ids.shape[0]), int(ids.shape[1])
+        try:
+            self._padding = prompt_padding(kwargs.get("attention_mask"), batch, self._key_length)
+        except UnreadableMask:
+            return
+        self._compiled_attention = True
+
     def _may_defer_attention(self, cache: Any) -> bool:
         """Whether this forward's decode-step attention rows may wait for the window's reduction.
 
@@ -175,6 +214,9 @@ class StepObserver:
         return self.window.cache_only_appends(cache)
 
     def _post_forward(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        if torch.compiler.is_compiling():
+            self._compiled_forward_end(output)
+            return
         with torch.no_grad():
             logits_row = output.logits[:, -1, :]
             states = (
@@ -216,6 +258,56 @@ class StepObserver:
             self._pending = RawStep(logits_row, layer_states, attention, cross, decode_rows)
             self._forwards += 1
 
+    def _compiled_forward_end(self, output: Any) -> None:
+        """The end of a compiled decoding step, traced into its graph: what the step keeps, packed.
+
+        The logits row, every layer's hidden state and (full capture) every layer's query row are
+        written into one tensor per dtype, ``[B, n]``: outputs of the graph, which a CUDA-graph
+        replay of the next step overwrites, so :meth:`_take_compiled_step` copies them (one copy
+        each) before that. Nothing here reads a tensor's values or depends on the step's number, so
+        the graph is the same for every step and every generation.
+        """
+        key = "decoder_hidden_states" if self.caps.is_encoder_decoder else "hidden_states"
+        states = output.get(key)
+        rows = None if self.tap is None else self.tap.compiled_rows
+        parts: list[tuple[str, Tensor]] = [("logits", output.logits[:, -1, :])]
+        if states is not None and len(states) == self.caps.num_layers + 1:
+            parts.append(("states", torch.cat(states[1:], dim=1)))  # [B, L, d]
+        if rows is not None and len(rows) == self.caps.num_layers:
+            parts.append(("rows", torch.cat(rows, dim=2).transpose(1, 2)))  # [B, L, Hq, D]
+        dtypes = list(dict.fromkeys(tensor.dtype for _, tensor in parts))
+        packed, layout = [], []
+        for group, dtype in enumerate(dtypes):
+            members = [(name, tensor) for name, tensor in parts if tensor.dtype == dtype]
+            offset = 0
+            for name, tensor in members:
+                layout.append((name, group, offset, tuple(tensor.shape)))
+                offset += tensor[0].numel()
+            packed.append(torch.cat([tensor.flatten(1) for _, tensor in members], dim=1))
+        self._compiled_packed = tuple(packed)
+        self._compiled_layout = tuple(layout)
+        self._compiled_scale = 1.0 if self.tap is None else self.tap.compiled_scale
+        if self.tap is not None:
+            self.tap.compiled_rows = None
+
+    def _take_compiled_step(self) -> RawStep | None:
+        """The compiled step's packed outputs copied out of the graph's memory, as a :class:`RawStep`."""
+        packed = self._compiled_packed
+        if packed is None:
+            return None
+        self._compiled_packed = None
+        self._forwards += 1
+        self._key_length += 1
+        copies = [tensor.clone() for tensor in packed]
+        found: dict[str, Tensor] = {}
+        for name, group, offset, shape in self._compiled_layout:
+            width = math.prod(shape[1:])
+            found[name] = copies[group][:, offset : offset + width].view(shape)
+        rows = None
+        if "rows" in found and self.window.follow_static_cache(self._cache):
+            rows = DecodeRows((), self._key_length, self._padding, self._compiled_scale, found["rows"])
+        return RawStep(found["logits"], found.get("states"), None, None, rows)
+
     # --- generate() plug-ins -----------------------------------------------------------------
     def _observe_scores(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         if self.options.sampling_changes_distribution:
@@ -227,7 +319,7 @@ class StepObserver:
         self.step_ms.append((now - self._last_step_end) * 1000.0)
         self.step_ends.append(now)
         self._last_step_end = now
-        pending = self._pending
+        pending = self._pending if self._compiled_packed is None else self._take_compiled_step()
         batch = input_ids.shape[0]
         if pending is None:  # a step without a forward pass we saw: nothing to record
             return self._no_stop(batch, input_ids.device)

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from corevital.capture.attention_window import append_only_keys, is_append_only
+from corevital.capture.attention_window import append_only_keys, is_append_only, static_keys
+from corevital.capture.hf_compat import static_full_layers
 from corevital.capture.options import CaptureOptions
 from corevital.capture.steps import DeviceStep, RawStep, reduce_raw_steps, split_host_batch
 from corevital.metrics.transfer import tensor_bytes, to_host
@@ -52,6 +53,7 @@ class StepWindow:
         self.host_steps: list[DeviceStep] = []  # the same dataclasses, fields as numpy arrays
         self._cache: Any = None  # the generation's key/value cache, when attention rows are deferred
         self._cache_append_only = False
+        self._cache_static = False  # compiled steps' rows are scored against a static cache's keys
 
     def add(self, step: RawStep) -> bool:
         """Keep ``step`` (its token chosen); True when the window is full and should be flushed."""
@@ -69,14 +71,29 @@ class StepWindow:
                 self.flush()
             self._cache = cache
             self._cache_append_only = is_append_only(cache)
+            self._cache_static = static_full_layers(cache) is not None
         return self._cache_append_only
+
+    def follow_static_cache(self, cache: Any) -> bool:
+        """Whether compiled decoding steps' query rows can be scored later against ``cache``.
+
+        True for a static cache of full-attention layers only (each step's keys stay where they were
+        written; sliding-window layers overwrite them). A new cache first has waiting rows scored.
+        """
+        if cache is not self._cache:
+            if self._cache is not None:
+                self.flush()
+            self._cache = cache
+            self._cache_append_only = is_append_only(cache)
+            self._cache_static = static_full_layers(cache) is not None
+        return self._cache_static
 
     def held_bytes(self) -> int:
         """Device bytes of the model's tensors the waiting steps keep alive."""
         return sum(held_bytes(step) for step in self.waiting)
 
     def _cache_keys(self) -> list[Tensor]:
-        keys = append_only_keys(self._cache)
+        keys = static_keys(self._cache) if self._cache_static else append_only_keys(self._cache)
         if keys is None:
             raise RuntimeError("attention rows were deferred but the cache holds no keys")
         return keys

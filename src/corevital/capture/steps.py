@@ -53,7 +53,7 @@ class RawStep:
     """A step waiting for :func:`reduce_raw_steps`: references to the model's own tensors."""
 
     logits_row: Tensor  # [B, V] raw logits (a view of the forward's output)
-    states: tuple[Tensor, ...] | None  # each layer's output [B, 1, d] (None: the model gave none)
+    states: tuple[Tensor, ...] | Tensor | None  # each layer's output [B, 1, d], or all as [B, L, d]
     attention: AttentionStats | None  # already reduced (per step) or None
     cross_attention: AttentionStats | None
     decode_rows: DecodeRows | None = None  # attention rows deferred too (:mod:`.attention_window`)
@@ -66,22 +66,31 @@ class RawStep:
         Every layer's state has the same shape, so this is arithmetic on shapes, not a pass over layers.
         """
         rows = self.logits_row.numel()
-        if self.states is not None:
+        if isinstance(self.states, Tensor):
+            rows += self.states.numel()
+        elif self.states is not None:
             rows += len(self.states) * self.states[0].numel()
         attention = 0 if self.decode_rows is None else self.decode_rows.float32_bytes()
         return 4 * rows + attention
 
-    def kind(self) -> tuple[bool, bool, bool]:
-        """Steps of one kind are reduced in one batch: which optional parts the step has."""
-        return (self.states is None, self.scores is None, self.decode_rows is None)
+    def kind(self) -> tuple[bool, bool, bool, bool]:
+        """Steps of one kind are reduced in one batch: which optional parts the step has, in which form."""
+        stacked = isinstance(self.states, Tensor) or (
+            self.decode_rows is not None and self.decode_rows.stacked is not None
+        )
+        return (self.states is None, self.scores is None, self.decode_rows is None, stacked)
 
     def held_bytes(self) -> int:
-        held = self.logits_row.nbytes
-        if self.states is not None:
-            held += sum(state.nbytes for state in self.states)
+        """Bytes of the device tensors the step refers to (views count their base's storage once)."""
+        held = [self.logits_row]
+        if isinstance(self.states, Tensor):
+            held.append(self.states)
+        elif self.states is not None:
+            held.extend(self.states)
         if self.decode_rows is not None:
-            held += sum(query.nbytes for query in self.decode_rows.queries)
-        return held
+            held.extend(self.decode_rows.held())
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in held}
+        return sum(storages.values())
 
 
 @dataclass(frozen=True)
@@ -123,10 +132,16 @@ def reduce_raw_steps(
         sampling_entropy, sampling_prob = sampling_distribution_stats(scores, tokens)
     chosen = ChosenTokenStats(tokens, surprisal, sampling_entropy, sampling_prob)
     hidden = None
-    if raw[0].states is not None:
-        layers = len(raw[0].states)
-        # [B, N·L, d] in one copy, then [N·L, B, d]: every step's layers as rows of one reduction
-        states = torch.cat([state for step in raw for state in _states(step)], dim=1).transpose(0, 1)
+    first_states = raw[0].states
+    if first_states is not None:
+        if isinstance(first_states, Tensor):  # compiled steps: [B, L, d] each, [N, B, L, d] stacked
+            layers = first_states.shape[1]
+            stacked = torch.stack([_stacked_states(step) for step in raw])
+            states = stacked.permute(0, 2, 1, 3).reshape(n * layers, batch, -1)
+        else:
+            layers = len(first_states)
+            # [B, N·L, d] in one copy, then [N·L, B, d]: every step's layers as rows of one reduction
+            states = torch.cat([state for step in raw for state in _states(step)], dim=1).transpose(0, 1)
         hidden = _leading(
             summarize_hidden(
                 states, clip_value=options.hidden_clip_value, sketch_matrix=sketch, layers=layers
@@ -174,8 +189,14 @@ def _rows(step: RawStep) -> DecodeRows:
 
 
 def _states(step: RawStep) -> tuple[Tensor, ...]:
-    if step.states is None:
-        raise RuntimeError("steps with and without hidden states were batched together")
+    if step.states is None or isinstance(step.states, Tensor):
+        raise RuntimeError("steps with and without per-layer hidden states were batched together")
+    return step.states
+
+
+def _stacked_states(step: RawStep) -> Tensor:
+    if not isinstance(step.states, Tensor):
+        raise RuntimeError("steps with and without stacked hidden states were batched together")
     return step.states
 
 

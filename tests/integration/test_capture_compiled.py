@@ -1,0 +1,144 @@
+"""Capture inside transformers' compiled decoding step (static cache, ``torch.compile``).
+
+On an accelerator, ``generate(cache_implementation="static")`` compiles the model's ``__call__``, so
+CoreVital's hooks and attention function are traced into the decoding step's graph. Here the same
+happens on the CPU (``CompileConfig._compile_all_devices``) with ``fullgraph=True``, which turns any
+graph break into an error, and a backend that counts the graphs it is given: one graph for the
+decoding step, the same for all 50 steps and for a second generation (no recompiles), and reports
+equal to the uncompiled run's within float tolerance, in full and summary capture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch._dynamo.utils import counters
+from transformers.generation.configuration_utils import CompileConfig
+
+from corevital.monitor import CoreVitalMonitor
+from corevital.report.schema import Report
+from tests.support.tiny_models import build_model, build_tokenizer
+
+PROMPTS = ["The quick brown fox jumps over the lazy dog", "Hi there"]
+NEW_TOKENS = 50
+LOGIT_FIELDS = ("entropy", "surprisal", "top_k_margin", "topk_mass")
+HIDDEN_FIELDS = ("l2_norm_mean", "max_abs", "mean", "std")
+ATTENTION_FIELDS = (
+    "entropy_mean",
+    "entropy_min",
+    "entropy_max",
+    "entropy_mean_normalized",
+    "concentration_max",
+    "concentration_min",
+    "sink_mass_mean",
+    "prev_token_mass_mean",
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class GraphCounter:
+    """A torch.compile backend that runs the traced graph as it is and counts the graphs it got.
+
+    The backend handed to torch.compile is a function (CompileConfig deep-copies its fields, which
+    copies an object but not a function), which counts into this object.
+    """
+
+    def __init__(self) -> None:
+        self.graphs = 0
+
+    def backend(self) -> Callable[[torch.fx.GraphModule, list[Any]], Callable[..., Any]]:
+        def compile_graph(gm: torch.fx.GraphModule, inputs: list[Any]) -> Callable[..., Any]:
+            self.graphs += 1
+            return gm.forward
+
+        return compile_graph
+
+
+def _compile_config(counter: GraphCounter) -> CompileConfig:
+    config = CompileConfig(backend=counter.backend(), fullgraph=True, mode=None)
+    config._compile_all_devices = True  # transformers compiles on accelerators only, unless asked
+    return config
+
+
+def _generate(model: Any, tokenizer: Any, compile_config: CompileConfig | None) -> torch.Tensor:
+    inputs = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    kwargs: dict[str, Any] = {"cache_implementation": "static", "disable_compile": compile_config is None}
+    if compile_config is not None:
+        kwargs["compile_config"] = compile_config
+    out: torch.Tensor = model.generate(
+        **inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, **kwargs
+    )
+    return out
+
+
+def _watched(
+    model: Any, tokenizer: Any, compile_config: CompileConfig | None, capture: str
+) -> tuple[torch.Tensor, list[Report]]:
+    monitor = CoreVitalMonitor(device="cpu", capture=capture)
+    with monitor.watch(model, tokenizer) as watcher:
+        out = _generate(model, tokenizer, compile_config)
+    return out, watcher.reports
+
+
+def _table(report: Report, part: str, names: tuple[str, ...]) -> np.ndarray:
+    if part == "logits":
+        rows = [[getattr(s.logits_summary, n) for n in names] for s in report.timeline]
+    else:
+        rows = [
+            [[getattr(getattr(layer, part), n) for n in names] for layer in s.layers] for s in report.timeline
+        ]
+    return np.array(rows, dtype=float)
+
+
+def _close(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    assert a.shape == b.shape, what
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4, equal_nan=True, err_msg=what)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("capture", ["full", "summary"])
+def test_compiled_static_cache_one_graph_and_equal_reports(capture: str) -> None:
+    model = build_model("llama", seed=0)
+    model.config._attn_implementation = "sdpa"  # what a compiled deployment runs
+    tokenizer = build_tokenizer()
+    plain_counter, counter = GraphCounter(), GraphCounter()
+    plain = _generate(model, tokenizer, _compile_config(plain_counter))
+    assert plain_counter.graphs == 1
+
+    config = _compile_config(counter)
+    counters.clear()
+    first, reports = _watched(model, tokenizer, config, capture)
+    # The forward's graph, and the forward hook's: dynamo compiles a hook called from the module's
+    # __call__ as a frame of its own (so does plain generate() with any forward hook).
+    assert counter.graphs == 2
+    second, again = _watched(model, tokenizer, config, capture)
+    assert counter.graphs == 2, "a second generation under capture must reuse the graphs (no recompile)"
+    assert not counters["graph_break"], "graph breaks in the decoding step"
+    assert not counters["recompiles"], "recompiles across the decoding steps"
+    eager_out, eager = _watched(model, tokenizer, None, capture)
+    assert torch.equal(first, plain) and torch.equal(second, plain) and torch.equal(eager_out, plain)
+
+    layers = model.config.num_hidden_layers
+    for compiled, repeat, reference in zip(reports, again, eager, strict=True):
+        assert len(compiled.timeline) == NEW_TOKENS
+        _close(_table(compiled, "logits", LOGIT_FIELDS), _table(reference, "logits", LOGIT_FIELDS), "logits")
+        _close(_table(compiled, "logits", LOGIT_FIELDS), _table(repeat, "logits", LOGIT_FIELDS), "repeat")
+        if capture == "full":
+            hidden = _table(compiled, "hidden_summary", HIDDEN_FIELDS)
+            assert hidden.shape == (NEW_TOKENS, layers, len(HIDDEN_FIELDS))
+            _close(hidden, _table(reference, "hidden_summary", HIDDEN_FIELDS), "hidden states")
+            attention = _table(compiled, "attention_summary", ATTENTION_FIELDS)
+            assert not np.isnan(attention[:, :, 0]).any(), "attention missing on compiled steps"
+            _close(attention, _table(reference, "attention_summary", ATTENTION_FIELDS), "attention")
+        assert [w.code for w in compiled.warnings] == [w.code for w in reference.warnings]

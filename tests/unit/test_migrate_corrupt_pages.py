@@ -165,7 +165,8 @@ def test_migrate_from_db_imports_every_report_around_corrupt_table_pages(
     with SQLiteStore(target) as store:  # the imported reports are whole
         golden = {document["trace_id"]: document for document in documents}
         for trace_id in sorted(expected)[:5]:
-            assert store.get(trace_id).prompt.text == golden[trace_id]["prompt"]["text"]
+            stored = store.get(trace_id)
+            assert stored is not None and stored.prompt.text == golden[trace_id]["prompt"]["text"]
 
     # run again into the same target: what is there is skipped, the same reports fail, nothing doubles
     assert main(["migrate", "--from-db", str(source), "--to-db", str(target)]) == 1

@@ -15,7 +15,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from corevital.capture.gguf_cache import MANIFEST, cache_entry, cache_root, file_fingerprint
+from corevital.capture.gguf_cache import (
+    BUFFERS,
+    MANIFEST,
+    cache_entry,
+    cache_root,
+    file_fingerprint,
+    load_converted,
+)
 from corevital.capture.hf_compat import transformers_version
 from corevital.capture.loading import ModelSpec, load_model
 from corevital.errors import ModelLoadError
@@ -181,3 +188,56 @@ def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write(tmp_path: Pa
     os.utime(old, (hours_ago, hours_ago))
     assert entry.write(build_model("llama", seed=0), build_tokenizer())
     assert not old.exists() and recent.exists()  # a recent one may be another process's write
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2", "t5"])
+def test_an_entry_built_directly_is_the_model_from_pretrained_gives(tmp_path: Path, arch: str) -> None:
+    """load_converted (meta device, tensors put in place) against from_pretrained on the same entry:
+    every parameter and buffer, the tying, both configs and the generated tokens are equal."""
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+    model, tokenizer = build_model(arch, seed=3), build_tokenizer()
+    entry = cache_entry(tmp_path / "c", _source(tmp_path), transformers_version="x", dtype="float32")
+    assert entry.write(model, tokenizer)
+    assert BUFFERS in json.loads((entry.directory / MANIFEST).read_text(encoding="utf-8"))["files"]
+    auto = AutoModelForSeq2SeqLM if arch == "t5" else AutoModelForCausalLM
+    config = AutoConfig.from_pretrained(entry.directory)
+    before = config.to_dict()
+    direct = load_converted(entry.directory, auto, config, torch.float32)
+    assert direct is not None
+    assert config.to_dict() == before  # the caller's config is left as it was
+    reference = auto.from_pretrained(entry.directory, config=config, dtype=torch.float32)
+    assert type(direct) is type(reference)
+    for named in ("named_parameters", "named_buffers"):
+        ours = dict(getattr(direct, named)(remove_duplicate=False))
+        theirs = dict(getattr(reference, named)(remove_duplicate=False))
+        assert ours.keys() == theirs.keys(), named
+        for name, tensor in ours.items():
+            assert tensor.dtype == theirs[name].dtype and tensor.device == theirs[name].device, name
+            assert torch.equal(tensor, theirs[name]), name
+            assert tensor.requires_grad == theirs[name].requires_grad, name
+    for target, source in reference.get_expanded_tied_weights_keys(all_submodels=True).items():
+        assert direct.get_parameter(target) is direct.get_parameter(source), target
+    assert direct.config.to_dict() == reference.config.to_dict()
+    assert direct.config._attn_implementation == reference.config._attn_implementation
+    assert direct.generation_config.to_dict() == reference.generation_config.to_dict()
+    direct.eval()
+    ids = torch.tensor([[1, 40, 41, 42, 43]])
+    with torch.no_grad():
+        ours_tokens = direct.generate(ids, max_new_tokens=6, do_sample=False)
+        theirs_tokens = reference.generate(ids, max_new_tokens=6, do_sample=False)
+    assert torch.equal(ours_tokens, theirs_tokens)
+
+
+def test_an_entry_without_recorded_buffers_is_read_with_from_pretrained(tmp_path: Path) -> None:
+    spec, directory = _prepared_entry(tmp_path)
+    (directory / BUFFERS).unlink()
+    from transformers import AutoConfig
+
+    assert (
+        load_converted(directory, AutoModelForCausalLM, AutoConfig.from_pretrained(directory), torch.float32)
+        is None
+    )
+    # A file list that no longer matches: the entry is converted again (here: the stand-in fails).
+    with pytest.raises(ModelLoadError):
+        load_model(spec)

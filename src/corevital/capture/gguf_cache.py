@@ -14,6 +14,14 @@ entry. An entry is written in a temporary directory and renamed into place once 
 concurrent first loads never see a half-written entry (the second rename loses and is discarded).
 Every entry lists its files and their sizes in ``corevital-cache.json``, written last; an entry
 whose list is missing or does not match the files, or that fails to load, is removed and rebuilt.
+
+A later load does not go through ``from_pretrained`` (whose weight-name mapping and checks take
+most of a second on a 2-core CPU): :func:`load_converted` builds the model on the meta device
+(nothing allocated, nothing initialised), puts the safetensors tensors in place (memory-mapped, no
+copy) and the buffers the entry recorded (``corevital-buffers.safetensors``: the rotary
+frequencies and any other buffer, as the conversion computed them), then ties the weights. The
+result is the model ``from_pretrained`` gives, parameter for parameter and buffer for buffer; any
+name, shape or dtype that does not fit makes the caller use ``from_pretrained`` instead.
 A cache that cannot be written (read-only, disk full) costs the speed-up, never the load. Staging
 directories of a process killed while writing are removed by the next write (after an hour).
 Entries of other transformers versions or replaced files stay until the directory is removed.
@@ -36,8 +44,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: entries record their buffers (BUFFERS)
 MANIFEST = "corevital-cache.json"
+WEIGHTS = "model.safetensors"
+BUFFERS = "corevital-buffers.safetensors"
 CACHE_OFF = "off"
 _SAMPLE_BLOCKS = 16
 _BLOCK = 64 * 1024
@@ -184,3 +194,65 @@ def save_converted(model: Any, tokenizer: Any, directory: Path) -> None:
             config.__dict__["quantization_config"] = quantization
         config.architectures = architectures
     tokenizer.save_pretrained(directory)
+    save_buffers(model, directory / BUFFERS)
+
+
+def save_buffers(model: Any, path: Path) -> None:
+    """Every buffer of ``model`` (persistent or not) by its dotted name, as a safetensors file."""
+    from safetensors.torch import save_file
+
+    buffers = {name: buffer.detach().clone() for name, buffer in model.named_buffers(remove_duplicate=False)}
+    save_file(buffers, str(path))
+
+
+def load_converted(directory: Path, model_cls: Any, config: Any, dtype: Any) -> Any | None:
+    """The model of a complete entry, built without ``from_pretrained`` (None: not possible here).
+
+    ``model_cls`` is the auto class (``AutoModelForCausalLM``...), ``config`` the entry's config
+    (not modified) and ``dtype`` the dtype the entry was written in. The model is built on the meta
+    device, then every parameter and buffer is the entry's own tensor; tied parameters are tied
+    again. None when the entry records no buffers (an older format) or a tensor's name, shape or
+    dtype differs from the model's, or anything is left on the meta device: the caller then loads
+    the entry with ``from_pretrained``. A file that cannot be read raises (OSError, the safetensors
+    error), as ``from_pretrained`` would.
+    """
+    import copy
+
+    import torch
+    from safetensors.torch import load_file
+
+    buffers_path = directory / BUFFERS
+    if not buffers_path.is_file():
+        return None
+    with torch.device("meta"):
+        model = model_cls.from_config(copy.deepcopy(config), dtype=dtype)
+    weights = load_file(str(directory / WEIGHTS))
+    expected = model.state_dict()
+    if not _fits(weights, expected):
+        return None
+    model.load_state_dict(weights, strict=False, assign=True)
+    buffers = load_file(str(buffers_path))
+    if not _fits(buffers, dict(model.named_buffers(remove_duplicate=False))):
+        return None
+    for name, tensor in buffers.items():
+        owner, _, attribute = name.rpartition(".")
+        model.get_submodule(owner)._buffers[attribute] = tensor
+    model.tie_weights()
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        return None
+    generation_config = directory / "generation_config.json"
+    if model.can_generate() and generation_config.is_file():
+        from transformers import GenerationConfig
+
+        model.generation_config = GenerationConfig.from_pretrained(directory)
+    return model
+
+
+def _fits(tensors: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
+    """Every tensor has a counterpart of the same shape and dtype in ``expected``."""
+    for name, tensor in tensors.items():
+        known = expected.get(name)
+        if known is None or known.shape != tensor.shape or known.dtype != tensor.dtype:
+            log.debug("GGUF cache entry tensor %s does not fit the model", name)
+            return False
+    return True

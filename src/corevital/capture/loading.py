@@ -18,7 +18,7 @@ import torch
 
 from corevital.capture.capabilities import ModelCapabilities, capabilities_from_config
 from corevital.capture.default_model import locate_default_model
-from corevital.capture.gguf_cache import CacheEntry, cache_entry, cache_root
+from corevital.capture.gguf_cache import CacheEntry, cache_entry, cache_root, load_converted
 from corevital.capture.gguf_once import parsed_once
 from corevital.capture.hf_compat import (
     check_transformers,
@@ -280,7 +280,7 @@ def _load_cached(
         return None
     cached = ResolvedSource(str(entry.directory), None, resolved.hf_id, "local", False)
     try:
-        config, tokenizer, model, dtype = _load_parts(spec, cached, common, device, None)
+        config, tokenizer, model, dtype = _load_parts(spec, cached, common, device, None, converted=True)
     except ModelLoadError as exc:
         log.warning(
             "GGUF cache entry %s cannot be loaded (%s): converting the GGUF file again", entry.directory, exc
@@ -297,9 +297,19 @@ def _load_cached(
 
 
 def _load_parts(
-    spec: ModelSpec, resolved: ResolvedSource, common: dict[str, Any], device: Any, quant_config: Any
+    spec: ModelSpec,
+    resolved: ResolvedSource,
+    common: dict[str, Any],
+    device: Any,
+    quant_config: Any,
+    *,
+    converted: bool = False,
 ) -> tuple[Any, Any, Any, Any]:
-    """Config, tokenizer, model (not yet moved to ``device``) and the dtype chosen for it."""
+    """Config, tokenizer, model (not yet moved to ``device``) and the dtype chosen for it.
+
+    ``converted``: ``resolved`` is a GGUF cache entry, whose model is built directly from its files
+    when they allow it (:func:`corevital.capture.gguf_cache.load_converted`).
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     try:
@@ -321,7 +331,9 @@ def _load_parts(
         kwargs["quantization_config"] = quant_config
         kwargs["device_map"] = {"": device.index or 0}
     try:
-        model = model_cls.from_pretrained(resolved.location, **kwargs)
+        model = load_converted(Path(resolved.location), model_cls, config, dtype) if converted else None
+        if model is None:
+            model = model_cls.from_pretrained(resolved.location, **kwargs)
     except MODEL_FILE_ERRORS as exc:  # a pickle the safe loader refused among them
         raise _load_error("the model weights", resolved, exc) from exc
     return config, tokenizer, model, dtype

@@ -1,0 +1,249 @@
+"""Run the validation suite of several failure kinds (``corevital.validation.suite``) on a real model.
+
+Every item of :func:`~corevital.validation.suite.build_suite` is generated greedily (batch 8,
+the kind's token budget, the model's chat template); the injected-fault kinds run their prompts
+under the fault (:mod:`corevital.testing`), one layer per prompt in turn early / middle / late.
+Each run is diagnosed without a profile (the default ``risk_score``) and with the shipped
+calibration profile (its labelled QA risk model), labelled by its kind's rule, and its baselines
+are computed. Writes to ``--out``:
+
+- ``runs.jsonl``: every run (kind, split, group, label, output, scores, flags, blamed layers);
+- ``signals.pkl``: the captured signals (``--from-cache`` re-diagnoses them without the model);
+- ``dev.md``: the AUROC table of the dev split per kind and pooled. The ``test`` split is held out:
+  no table of it is made unless ``--split test`` is given.
+
+    nice -n 10 .venv/bin/python bench/validation_suite.py --out .bench-out/validation_suite
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from corevital.analysis.calibration.profile import CalibrationProfile
+from corevital.analysis.diagnose import Diagnosis, diagnose
+from corevital.analysis.profiles import ModelProfile
+from corevital.analysis.signals import SequenceSignals
+from corevital.validation.suite import (
+    SuiteItem,
+    baseline_scores,
+    build_suite,
+    fault_layers,
+    kind_table,
+    label,
+    markdown_tables,
+    word_repeat_rate,
+)
+
+Captured = dict[str, tuple[str, SequenceSignals]]  # item id -> (output, signals)
+
+
+def commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    return out.stdout.strip() or "unknown"
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+@contextmanager
+def fault_of(loaded: Any, item: SuiteItem) -> Iterator[None]:
+    from corevital.testing import inject_attention_collapse, inject_nan, inject_scale, inject_zero_norm
+
+    layer = fault_layers(loaded.capabilities.num_layers)[item.depth or "middle"]
+    args: dict[str, Any] = dict(item.fault_args)
+    manager: AbstractContextManager[Any]
+    if item.fault == "nan":
+        manager = inject_nan(loaded, layer)
+    elif item.fault == "scale":
+        manager = inject_scale(loaded, layer, **args)
+    elif item.fault == "zero_norm":
+        manager = inject_zero_norm(loaded, layer, **args)
+    elif item.fault == "attention_collapse":
+        manager = inject_attention_collapse(loaded, layer)
+    else:
+        manager = nullcontext()
+    with manager:
+        yield
+
+
+def capture_all(loaded: Any, items: list[SuiteItem], batch: int, cache: Path) -> Captured:
+    """Every item's output and signals; ``cache`` is written after each group and, when it
+    exists, its groups are not run again (an interrupted run resumes)."""
+    from corevital.capture.runner import capture_prompts
+    from corevital.config import load_settings
+    from corevital.pipeline import signals_from_capture
+
+    groups: dict[tuple[int, str, str], list[SuiteItem]] = {}
+    for item in items:
+        groups.setdefault(
+            (item.max_new_tokens, item.kind if item.fault else "", item.depth or ""), []
+        ).append(item)
+    captured: Captured = pickle.loads(cache.read_bytes()) if cache.exists() else {}
+    done = 0
+    for (max_new, _, _), chunk in groups.items():
+        if all(item.id in captured for item in chunk):
+            done += len(chunk)
+            continue
+        settings = load_settings(
+            {"device": "cpu", "max_new_tokens": max_new, "temperature": 0.0, "batch_size": batch}, environ={}
+        )
+        t0 = time.perf_counter()
+        with fault_of(loaded, chunk[0]) if chunk[0].fault else nullcontext():
+            result = capture_prompts(loaded, [c.prompt for c in chunk], settings)
+        caps = result.model.capabilities
+        for item, seq in zip(chunk, result.sequences, strict=True):
+            captured[item.id] = (
+                seq.generated_text,
+                signals_from_capture(seq, model_id=result.model.hf_id, caps=caps),
+            )
+        done += len(chunk)
+        cache.write_bytes(pickle.dumps(captured))
+        print(
+            f"  {chunk[0].kind if chunk[0].fault else 'plain'} {chunk[0].depth or ''} "
+            f"{len(chunk)} prompts x {max_new} tokens in {time.perf_counter() - t0:.0f} s "
+            f"({done}/{len(items)}, load {loadavg()})",
+            flush=True,
+        )
+    return captured
+
+
+def run_row(
+    item: SuiteItem,
+    output: str,
+    sig: SequenceSignals,
+    default: Diagnosis,
+    calibrated: Diagnosis,
+    failed: bool,
+) -> dict[str, Any]:
+    features = default.run_features
+    row: dict[str, Any] = {
+        "id": item.id,
+        "kind": item.kind,
+        "split": item.split,
+        "group": item.group,
+        "failed": failed,
+        "prompt": item.prompt,
+        "output": output,
+        "depth": item.depth,
+        "clean_of": item.clean_of,
+        "word_repeat_rate": word_repeat_rate(output),
+        "risk_score": default.risk.risk_score,
+        "risk_factors": list(default.risk.risk_factors),
+        "labelled_risk": calibrated.risk.risk_score,
+        "flags": {k: v for k, v in vars(default.health_flags).items() if v},
+        "flags_with_profile": {k: v for k, v in vars(calibrated.health_flags).items() if v},
+        "blamed": [b.layer for b in default.blamed_layers],
+        "blamed_with_profile": [b.layer for b in calibrated.blamed_layers],
+        "features": {k: v for k, v in vars(features).items()},
+    }
+    row.update(baseline_scores(vars(features), sig.token_ids.tolist()))
+    return row
+
+
+def fault_rows(rows: dict[str, dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The faulted runs of ``kind`` (label 1) and the clean runs of the same prompts (label 0)."""
+    faulted = [r for r in rows.values() if r["kind"] == kind]
+    clean = [dict(rows[r["clean_of"]], failed=False) for r in faulted if r["clean_of"] in rows]
+    return faulted + clean
+
+
+def tables(rows: dict[str, dict[str, Any]], split: str, resamples: int) -> str:
+    kinds = list(dict.fromkeys(r["kind"] for r in rows.values()))
+    out = []
+    pooled: list[dict[str, Any]] = []
+    for kind in kinds:
+        if kind.startswith("fault_"):
+            runs = [r for r in fault_rows(rows, kind) if r["split"] == split]
+        else:
+            runs = [r for r in rows.values() if r["kind"] == kind and r["split"] == split]
+        if kind != "requested_repetition":
+            pooled += [r for r in runs if not (kind.startswith("fault_") and not r["failed"])]
+        out.append(kind_table(kind, split, runs, n_resamples=resamples))
+    pooled_table = kind_table("pooled (all but requested_repetition)", split, pooled, n_resamples=resamples)
+    return markdown_tables([*out, pooled_table])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=Path(".bench-out/validation_suite"))
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--limit", type=int, default=0, help="only the first N items of each kind (smoke)")
+    parser.add_argument("--from-cache", action="store_true", help="re-diagnose signals.pkl, no model")
+    parser.add_argument("--split", default="dev", help="the split to tabulate (test is held out)")
+    parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    items = build_suite()
+    if args.limit:
+        seen: dict[str, int] = {}
+        limited = []
+        for item in items:
+            seen[item.kind] = seen.get(item.kind, 0) + 1
+            if seen[item.kind] <= args.limit or item.fault is not None and seen[item.kind] <= 3:
+                limited.append(item)
+        items = limited
+    cache = args.out / "signals.pkl"
+    t0 = time.perf_counter()
+    if args.from_cache:
+        captured: Captured = pickle.loads(cache.read_bytes())
+        model_id = "from cache"
+    else:
+        from corevital.capture.loading import ModelSpec, load_model
+
+        import torch
+
+        torch.set_num_threads(args.threads)  # on a shared, busy CPU, spinning intra-op threads cost more
+        loaded = load_model(ModelSpec(device="cpu"))
+        model_id = loaded.hf_id if hasattr(loaded, "hf_id") else str(loaded.capabilities.model_type)
+        print(f"model {model_id}: {len(items)} items, load {loadavg()}", flush=True)
+        captured = capture_all(loaded, items, args.batch, cache)
+    elapsed = time.perf_counter() - t0
+
+    from corevital.analysis.calibration.profile import load_calibration_profile, resolve_profile_path
+    from corevital.analysis.profiles import load_profile
+
+    first = next(iter(captured.values()))[1]
+    profile: ModelProfile = load_profile(first.model_type)
+    calibration: CalibrationProfile = load_calibration_profile(resolve_profile_path("default"))
+    rows: dict[str, dict[str, Any]] = {}
+    for item in items:
+        if item.id not in captured:
+            continue
+        output, sig = captured[item.id]
+        default = diagnose(sig, profile)
+        calibrated = diagnose(sig, profile, calibration=calibration)
+        rows[item.id] = run_row(item, output, sig, default, calibrated, label(item, output))
+    with (args.out / "runs.jsonl").open("w", encoding="utf-8") as fh:
+        for row in rows.values():
+            fh.write(json.dumps(row, default=float) + "\n")
+    head = (
+        f"commit {commit()}, model {model_id}, {len(rows)} runs, greedy, batch {args.batch}, "
+        f"capture {elapsed:.0f} s, load average {loadavg()} at the end, {platform.machine()} CPU"
+    )
+    table = tables(rows, args.split, args.resamples)
+    (args.out / f"{args.split}.md").write_text(head + "\n\n" + table + "\n", encoding="utf-8")
+    print(head)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The validation suite's generator and labellers (src/corevital/validation/suite.py)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from corevital.validation.suite import (
+    FAULTS,
+    SuiteItem,
+    build_suite,
+    kind_table,
+    label,
+    repeat_rate,
+    split_of,
+    word_repeat_rate,
+    words,
+)
+
+
+def _item(kind: str, prompt: str = "p", **extra: object) -> SuiteItem:
+    return SuiteItem(id="x", kind=kind, prompt=prompt, group="g", split="dev", max_new_tokens=8, **extra)  # type: ignore[arg-type]
+
+
+def test_the_suite_is_deterministic_and_groups_never_straddle_splits() -> None:
+    items = build_suite()
+    assert [i.prompt for i in items] == [i.prompt for i in build_suite()]
+    assert len({i.id for i in items}) == len(items)
+    kinds = Counter(i.kind for i in items)
+    assert set(kinds) >= {"factual", "arithmetic", "word_problem", "open_ended", "unanswerable"}
+    assert {k for k in kinds if k.startswith("fault_")} == set(FAULTS)
+    splits: dict[str, set[str]] = {}
+    for item in items:
+        splits.setdefault(item.group, set()).add(item.split)
+        assert item.split == split_of(item.group)
+    assert all(len(s) == 1 for s in splits.values())
+    for kind in kinds:  # every kind has both splits
+        assert {i.split for i in items if i.kind == kind} == {"dev", "test"}, kind
+    faulted = [i for i in items if i.fault is not None]
+    by_id = {i.id: i for i in items}
+    assert all(i.clean_of in by_id and by_id[i.clean_of].prompt == i.prompt for i in faulted)
+    assert {i.depth for i in faulted} == {"early", "middle", "late"}
+
+
+def test_word_repetition_ignores_numbers_and_list_markers() -> None:
+    assert words("1. Sparrow 2. Sparrow") == ["<n>", "sparrow", "<n>", "sparrow"]
+    listed = "\n".join(f"{i}. Sparrow" for i in range(1, 21))
+    assert word_repeat_rate(listed) > 0.8
+    prose = "The cat sat on the mat while the dog slept near a warm fire in the old house."
+    assert word_repeat_rate(prose) == 0.0
+    assert repeat_rate([1, 2, 3], 4) == 0.0
+    assert repeat_rate([1, 2, 1, 2, 1, 2], 2) == 1 - 2 / 5
+
+
+def test_labels_follow_the_stated_rules() -> None:
+    capital = _item("factual", answer="Paris")
+    assert not label(capital, "The capital of France is Paris.")
+    assert label(capital, "Lyon.")
+    product = _item("arithmetic", "What is 17 times 78?", answer=1326)
+    assert not label(product, "17 times 78 is 1326.")  # numbers echoed from the prompt are skipped
+    assert label(product, "1200")
+    word = _item("word_problem", answer=9)
+    assert not label(word, "11 + 9 = 20, and 20 - 11 = 9")
+    assert label(word, "The answer is 9, so 20 loaves.")  # the last number counts
+    assert label(_item("open_ended"), "\n".join(f"{i}. Sparrow" for i in range(30)))
+    assert not label(_item("open_ended"), "Once upon a time a cat wanted to fly over the hills.")
+    asked = _item("requested_repetition", target_word="apple")
+    assert not label(asked, "apple " * 40)
+    assert label(asked, "Here is a poem about fruit and trees and apples.")
+    moon = _item("unanswerable")
+    assert label(moon, "The capital city of the Moon is Luna City.")
+    assert not label(moon, "The Moon has no capital city.")
+    assert not label(moon, "There isn't one: nobody lives there.")
+    assert label(_item("fault_nan", fault="nan"), "anything")
+
+
+def test_kind_table_orients_scores_and_gives_intervals() -> None:
+    rng = np.random.default_rng(0)
+    runs = []
+    for i in range(40):
+        failed = i % 2 == 0
+        row: dict[str, object] = {"failed": failed, "group": f"g{i // 2}"}
+        for key in (
+            "risk_score",
+            "labelled_risk",
+            "sequence_nll",
+            "mean_surprisal",
+            "mean_entropy",
+            "max_entropy",
+            "neg_min_margin",
+            "length",
+            "token_repeat_rate",
+        ):
+            row[key] = float(rng.normal()) + (2.0 if failed and key == "length" else 0.0)
+        runs.append(row)
+    runs[0]["mean_entropy"] = float("nan")
+    table = kind_table("k", "dev", runs, n_resamples=200)
+    assert table.n == 40 and table.failures == 20
+    length = table.row("length").auroc
+    assert length.estimate > 0.85 and length.low <= length.estimate <= length.high
+    best = table.best_baseline()
+    assert best is not None and best.key == "length"

@@ -20,6 +20,7 @@ the batch's seed and the input's number in it, and logs the input (``COREVITAL_F
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -27,6 +28,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +204,18 @@ TABLES = {
 }
 
 
+def _several_reports(path: Path) -> bytes:
+    """A CoreVital database of 12 reports over many pages, in one file (no -wal)."""
+    with SQLiteStore(path) as store:
+        for number in range(12):
+            document = dict(make.GOLDEN_DOCUMENT, trace_id=f"trace-{number:02d}")
+            store.write(report_from_json(json.dumps(document)))
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode=DELETE")
+    return path.read_bytes()
+
+
 def test_fuzz_migrate_from_db(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tally = Tally("migrate --from-db")
     ours = scratch / "ours.db"
@@ -210,11 +224,14 @@ def test_fuzz_migrate_from_db(scratch: Path, capsys: pytest.CaptureFixture[str])
     ours_bytes = ours.read_bytes()
     trace_id = make.GOLDEN_DOCUMENT["trace_id"]
     path = scratch / "source.db"
+    several = _several_reports(scratch / "several.db")
 
     def one(rng: random.Random) -> None:
         path.unlink(missing_ok=True)
-        layout = rng.choice([*TABLES, "corevital", "garbage"])
-        if layout == "corevital":
+        layout = rng.choice([*TABLES, "corevital", "garbage", "damaged"])
+        if layout == "damaged":  # pages of a real database overwritten, cut or flipped
+            path.write_bytes(make.damaged_pages(rng, several, page_size=4096))
+        elif layout == "corevital":
             path.write_bytes(ours_bytes)
             body = make.cell_value(rng)
             store_with_body(path, trace_id, 0 if body is None else body)  # a NOT NULL column

@@ -313,3 +313,25 @@ def line_file(rng: random.Random, record: Callable[[random.Random], Any]) -> byt
     if lines and rng.random() < 0.2:
         lines[rng.randrange(len(lines))] = mutate_bytes(rng, lines[-1])
     return b"\n".join(lines)
+
+
+def damaged_pages(rng: random.Random, database: bytes, page_size: int) -> bytes:
+    """``database`` with 1 to 3 of its pages overwritten with random bytes or zeros, or bytes of a
+    page flipped, or the file cut at a random page."""
+    data = bytearray(database)
+    pages = len(data) // page_size
+    for _ in range(rng.randint(1, 3)):
+        page = rng.randrange(pages)
+        start = page * page_size + (100 if page == 0 and rng.random() < 0.8 else 0)  # mostly past the header
+        kind = rng.randrange(4)
+        if kind == 0:
+            data[start : (page + 1) * page_size] = rng.randbytes((page + 1) * page_size - start)
+        elif kind == 1:
+            data[start : (page + 1) * page_size] = bytes((page + 1) * page_size - start)
+        elif kind == 2:
+            for _ in range(rng.randint(1, 16)):
+                data[rng.randrange(start, (page + 1) * page_size)] = rng.randrange(256)
+        else:
+            del data[page * page_size :]
+            break
+    return bytes(data)

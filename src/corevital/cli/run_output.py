@@ -11,6 +11,7 @@ removed when generation ends.
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class _Row:
     entropy: float | None = None
     risk: float | None = None
     done: bool = False
+    done_at: float | None = None  # clock time of its last token: its tokens/s stops there
 
 
 class LiveLines:
@@ -109,7 +111,7 @@ class LiveLines:
         for b in np.flatnonzero(ended):
             row = self._rows.get((self._offset or 0) + int(b))
             if row is not None:
-                row.done, row.tokens = True, index + 1
+                row.done, row.tokens, row.done_at = True, index + 1, self._clock()
         self._finished |= ended
 
     def _event(self, event: StreamEvent) -> None:
@@ -119,10 +121,11 @@ class LiveLines:
 
     def render(self, now: float | None = None) -> Group:
         """The lines as they are now (one per sequence of the current batch)."""
-        elapsed = max((self._clock() if now is None else now) - self._batch_start, 1e-9)
+        current = self._clock() if now is None else now
         lines = []
         for index, row in sorted(self._rows.items()):
-            rate = row.tokens / elapsed
+            end = row.done_at if row.done_at is not None else current
+            rate = row.tokens / max(end - self._batch_start, 1e-9)
             entropy = "  —  " if row.entropy is None else f"{row.entropy:5.2f}"
             risk = " —  " if row.risk is None else f"{row.risk:4.2f}"
             state = "done" if row.done else "…"
@@ -187,8 +190,12 @@ def batch_table(summaries: Sequence[RunSummary], *, excerpt: int = 60) -> Table:
     return table
 
 
-def batch_footer(summaries: Sequence[RunSummary]) -> list[str]:
-    """Lines under the table: the riskiest sequences in words, calibration, where the reports are."""
+def batch_footer(summaries: Sequence[RunSummary], *, width: int | None = None) -> list[str]:
+    """Lines under the table: the riskiest sequences in words, calibration, where the reports are.
+
+    With ``width`` (a terminal's), each line is wrapped to it at spaces, continuation lines indented
+    by two; the path of the first report is a line of its own so it stays whole for copying.
+    """
     lines = []
     risky = sorted(
         (s for s in summaries if s.risk_score is not None and s.risk_factors),
@@ -206,8 +213,20 @@ def batch_footer(summaries: Sequence[RunSummary]) -> list[str]:
         )
     for warning in dict.fromkeys(w for s in summaries for w in s.calibration_warnings):
         lines.append(f"Calibration warning: {one_line(warning, 300)}")
+    if width is not None:
+        lines = [
+            wrapped
+            for line in lines
+            for wrapped in textwrap.wrap(
+                line, width=max(width, 20), subsequent_indent="  ", break_long_words=False
+            )
+        ]
     stored = [s.location for s in summaries if s.location]
-    if stored:
+    if stored and width is not None:
+        lines.extend(
+            [f"Reports: {len(stored)} of {len(summaries)} stored; the first:", f"  {one_line(stored[0])}"]
+        )
+    elif stored:
         lines.append(f"Reports: {len(stored)} of {len(summaries)} stored (the first: {one_line(stored[0])})")
     else:
         lines.append("Reports: not stored")

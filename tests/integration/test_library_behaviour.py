@@ -159,3 +159,10 @@ def test_closing_a_stream_iterator_early_stops_the_generation(llama: str) -> Non
     events.close()
     assert stream_threads() == []
     assert monitor.get_report().generated.num_tokens < 400
+
+
+def test_a_postgres_sink_without_a_url_fails_before_the_model_loads(llama: str) -> None:
+    monitor = sampled(llama, sink="postgres")
+    with pytest.raises(ConfigError, match="postgresql://"):
+        monitor.run(PROMPT)
+    assert monitor.load_count == 0

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,3 +128,35 @@ def test_an_environment_mapping_that_is_not_json_is_a_config_error() -> None:
         load_settings({}, environ={"COREVITAL_THRESHOLDS": "{not json"})
     with pytest.raises(ConfigError, match="unknown setting in the environment: COREVITAL_FOO"):
         load_settings({}, environ={"COREVITAL_FOO": "1"})
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--folds", "0"], "--folds must be at least 2 (got 0)"),
+        (["--out", "."], "is a directory"),
+    ],
+)
+def test_calibrate_arguments_fail_before_the_model_loads(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, extra: list[str], expected: str
+) -> None:
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text('{"prompt": "2+2?", "answer": "4"}\n')
+    out = ["--out", str(tmp_path / "profile.json")]
+    argv = ["calibrate", "--model", MISSING_MODEL, "--labels", str(labels), *out, *extra]
+    code = main([str(tmp_path) if arg == "." else arg for arg in argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and expected in err and "not found" not in err
+
+
+@pytest.mark.slow  # a real process interrupted while it starts (imports, model load)
+def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "corevital", "run", "--model", MISSING_MODEL, "--prompt", "hi"]
+    process = subprocess.Popen(
+        [*command, "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(1.5)  # inside the imports of torch and transformers, long before any model is looked for
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert err.strip() == "corevital: interrupted" and out == ""

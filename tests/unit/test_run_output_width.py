@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from corevital.cli.run_output import batch_footer
+import dataclasses
+import io
+
+from rich.console import Console
+
+from corevital.cli.run_output import batch_footer, batch_table
 from corevital.summary import RunSummary
 
 PATH = "/tmp/a-rather-long-directory-name/out/trace_016ac086-ed8c-4ad7-96b8-c085242a1b3b.json"
@@ -49,3 +54,26 @@ def test_the_footer_wraps_to_the_terminal_and_keeps_the_report_path_whole() -> N
         unwrapped = batch_footer(summaries)
         assert " ".join(" ".join(lines[:-2]).split()) == " ".join(" ".join(unwrapped[:-1]).split())
     assert batch_footer(summaries)[-1] == f"Reports: 3 of 3 stored (the first: {PATH})"
+
+
+def test_the_batch_table_is_one_line_per_sequence_at_80_and_120_columns() -> None:
+    flags = [[], ["high_entropy_steps=4"], ["high_entropy_steps=9", "repetition_loop_detected"]]
+    summaries = [
+        dataclasses.replace(
+            _summary(number, risk, []),
+            flags=flag,
+            output_text="The sky is blue because of the way our eyes perceive the colours " * 2,
+            tokens_per_second=12.345,
+        )
+        for number, (risk, flag) in enumerate(zip((0.04, 0.6, 0.76), flags, strict=True), start=1)
+    ]
+    for width in (80, 120):
+        console = Console(width=width, record=True, file=io.StringIO())
+        console.print(batch_table(summaries))
+        lines = console.export_text().splitlines()
+        assert len(lines) == 1 + len(summaries), lines
+        assert all(len(line) <= width for line in lines)
+        assert lines[0].split()[:6] == ["#", "risk", "flags", "finish", "tokens", "tokens/s"]
+        for number, line in enumerate(lines[1:], start=1):
+            assert line.split()[:2] == [str(number), f"{summaries[number - 1].risk_score:.2f}"]
+            assert " 5+8 " in line and " 12.3 " in line and line.rstrip().endswith("…")

@@ -174,18 +174,20 @@ def batch_table(summaries: Sequence[RunSummary], *, excerpt: int = 60) -> Table:
         ("tokens/s", "right"),
         ("output", "left"),
     ):
-        table.add_column(name, justify=justify, no_wrap=name != "output")  # type: ignore[arg-type]
+        # One line per row: on a narrow terminal the flags and the output excerpt give up width (cut
+        # with an ellipsis, never wrapped); the other columns keep theirs.
+        table.add_column(name, justify=justify, no_wrap=name not in ("flags", "output"))  # type: ignore[arg-type]
     for number, s in enumerate(summaries, start=1):
         risk = "—" if s.risk_score is None else f"{s.risk_score:.2f}"
         style = "" if s.risk_score is None else "bold red" if s.risk_score >= 0.7 else ""
         table.add_row(
             str(number),
             Text(risk, style=style),
-            Text(", ".join(s.flags) or "—"),
+            Text(", ".join(s.flags) or "—", no_wrap=True, overflow="ellipsis"),
             Text(s.finish_reason or "—"),
             f"{s.prompt_tokens}+{s.generated_tokens}",
             "—" if s.tokens_per_second is None else f"{s.tokens_per_second:.1f}",
-            Text(one_line(s.output_text.strip(), excerpt)),
+            Text(one_line(s.output_text.strip(), excerpt), no_wrap=True, overflow="ellipsis"),
         )
     return table
 

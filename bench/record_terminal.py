@@ -70,7 +70,7 @@ def record(command: str, *, width: int, height: int, interval: float, limit_s: f
     session = f"corevital-rec-{int(time.time() * 1000) % 10**9}"
     marker = "corevital-recording-finished"
     # The pane stays open after the command so its last screen can be captured.
-    shell = f"{command}; echo; echo {marker} $?; sleep 600"
+    shell = f"{command}; status=$?; echo; echo {marker} $status; sleep 600"
     tmux(
         "new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), "bash", "--norc", "-c", shell
     )

@@ -72,11 +72,15 @@ class LiveSession:
         policies: Sequence[StopPolicy] = (),
         token_text: Callable[[int], str] = str,
         emit: Callable[[StreamEvent], None] | None = None,
+        prompt_text: Callable[[int], str] | None = None,
     ) -> None:
+        """``prompt_text``: the prompt of a sequence (by its index in the run), so that a repetition
+        loop the prompt asks for is recognised live as in the report."""
         self._profile = profile
         self._policies = tuple(policies)
         self._token_text = token_text
         self._emit = emit
+        self._prompt_text = prompt_text
         self._monitors: dict[int, OnlineSequenceMonitor] = {}
         self.decisions: dict[int, StopDecision] = {}
 
@@ -90,7 +94,10 @@ class LiveSession:
             if event.finished[b]:
                 continue
             index = event.batch_offset + b
-            monitor = self._monitors.setdefault(index, OnlineSequenceMonitor(self._profile))
+            monitor = self._monitors.get(index)
+            if monitor is None:
+                prompt = self._prompt_text(index) if self._prompt_text is not None else ""
+                monitor = self._monitors[index] = OnlineSequenceMonitor(self._profile, prompt_text=prompt)
             non_finite = bool(event.logits.has_nan[b] or event.logits.has_inf[b])
             if hidden_bad is not None:
                 non_finite = non_finite or bool(hidden_bad[:, b].any())

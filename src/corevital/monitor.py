@@ -21,7 +21,7 @@ from typing import Any
 from corevital.analysis.policies import StopOnNonFinite, StopOnRepetition, StopOnRiskAbove, StopPolicy
 from corevital.analysis.profiles import load_profile
 from corevital.capture.generate_kwargs import check_generate_kwargs
-from corevital.capture.messages import Messages, Prompt, check_messages
+from corevital.capture.messages import Messages, Prompt, check_messages, prompt_text
 from corevital.config import Settings, load_settings
 from corevital.errors import ConfigError, InputError
 from corevital.exporters.base import Outputs, open_outputs
@@ -238,11 +238,14 @@ class CoreVitalMonitor:
         chosen = self.policies if policies is None else tuple(policies)
         live = None
         if chosen or emit is not None:
+            texts = [prompt_text(p) for p in prompts]
+            per_prompt = max(1, _returned(generate_kwargs or {}))  # rows i·n … i·n + n − 1: prompt i
             live = LiveSession(
                 load_profile(loaded.capabilities.model_type, settings.thresholds or None),
                 policies=chosen,
                 token_text=lambda token: str(loaded.tokenizer.decode([token])),
                 emit=emit,
+                prompt_text=lambda index: texts[min(index // per_prompt, len(texts) - 1)],
             )
         with lock:
             run = pipeline.capture(prompts, callback=live, generate_kwargs=generate_kwargs)

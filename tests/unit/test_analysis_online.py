@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,6 +21,8 @@ from corevital.analysis.policies import StopOnRepetition
 from corevital.analysis.profiles import load_profile
 from corevital.analysis.risk import risk_features
 from corevital.analysis.signals import SequenceSignals
+from corevital.capture.records import StepEvent
+from corevital.live import LiveSession
 from tests.support.signals import make_signals, summary_only
 
 PROFILE = load_profile("llama")
@@ -221,3 +224,38 @@ def test_the_running_risk_with_its_factors_is_the_same_score() -> None:
         and risk.risk_factors == final.risk_factors
         and "compound:degenerating_generation" in risk.risk_factors
     )
+
+
+def test_live_sessions_know_each_sequences_prompt() -> None:
+    """LiveSession gives every sequence its prompt: the loop the first prompt asks for runs on, the
+    same loop in the second sequence is stopped."""
+    prompts = ["Write hello 30 times.", "Say hello."]
+    session = LiveSession(
+        PROFILE,
+        policies=[StopOnRepetition()],
+        token_text=lambda token: " hello",
+        prompt_text=lambda index: prompts[index],
+    )
+    stops = []
+    for t in range(30):
+        values = SimpleNamespace(
+            entropy=np.array([0.2, 0.2]),
+            top_k_margin=np.array([0.9, 0.9]),
+            topk_mass=np.array([0.99, 0.99]),
+            has_nan=np.zeros(2, dtype=bool),
+            has_inf=np.zeros(2, dtype=bool),
+        )
+        event = StepEvent(
+            step=t,
+            token_ids=np.array([7, 7]),
+            finished=np.zeros(2, dtype=bool),
+            batch_offset=0,
+            logits=values,
+            chosen=SimpleNamespace(surprisal=np.array([0.1, 0.1])),
+            hidden=None,
+            attention=None,
+            cross_attention=None,
+        )
+        stops.append(session(event))
+    assert not any(s[0] for s in stops)
+    assert any(s[1] for s in stops) and set(session.decisions) == {1}

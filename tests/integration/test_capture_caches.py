@@ -10,6 +10,7 @@ through ``watch()`` and through ``run``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,19 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+# COREVITAL_TEST_DEVICE=cuda runs these checks on a GPU (where generate() compiles the static cache's
+# decoding step): the models are moved there by :func:`on_test_device`.
+TEST_DEVICE = os.environ.get("COREVITAL_TEST_DEVICE", "cpu")
+
+
+def on_test_device(model: TinyModel) -> TinyModel:
+    if TEST_DEVICE != "cpu":
+        torch.nn.Module.to(model, torch.device(TEST_DEVICE))
+    return model
+
+
 def _inputs(tokenizer: Any) -> dict[str, torch.Tensor]:
-    return dict(tokenizer(PROMPTS, return_tensors="pt", padding=True))
+    return {k: v.to(TEST_DEVICE) for k, v in tokenizer(PROMPTS, return_tensors="pt", padding=True).items()}
 
 
 def _generate_kwargs(cache: str) -> dict[str, Any]:
@@ -67,7 +79,7 @@ def _generate_kwargs(cache: str) -> dict[str, Any]:
 def _watched(
     model: TinyModel, tokenizer: Any, cache: str, **settings: Any
 ) -> tuple[torch.Tensor, list[Report]]:
-    monitor = CoreVitalMonitor(device="cpu", **settings)
+    monitor = CoreVitalMonitor(device=TEST_DEVICE, **settings)
     with monitor.watch(model, tokenizer) as watcher:
         out = model.generate(**_inputs(tokenizer), **_generate_kwargs(cache))
     return out, watcher.reports

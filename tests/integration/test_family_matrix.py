@@ -22,6 +22,7 @@ from tests.integration.test_capture_caches import (
     _inputs,
     _logits,
     _watched,
+    on_test_device,
 )
 from tests.support.models_table import ATTENTION_NOT_OBSERVED, render
 from tests.support.tiny_models import FAMILIES, build_family_model, build_tokenizer
@@ -41,7 +42,7 @@ def _one_thread() -> object:
 @pytest.mark.parametrize("cache", ["dynamic", "static"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_family(family: str, cache: str) -> None:
-    model = build_family_model(family, seed=0)
+    model = on_test_device(build_family_model(family, seed=0))
     tokenizer = build_tokenizer()
     plain = model.generate(**_inputs(tokenizer), **_generate_kwargs(cache))
     fast, fast_reports = _watched(model, tokenizer, cache, attention_path="fast")

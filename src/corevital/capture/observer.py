@@ -65,6 +65,14 @@ def _last_positions(states: tuple[Tensor, ...]) -> Tensor:
     return torch.stack([state[:, -1] for state in states])
 
 
+def _gathered(states: tuple[Tensor, ...], device: torch.device) -> tuple[Tensor, ...]:
+    """Each layer's state on ``device``: a model split over devices (``device_map``) has its layers'
+    outputs where each layer ran; they are reduced together, so they are gathered once per step."""
+    if all(state.device == device for state in states):
+        return states
+    return tuple(state.to(device) for state in states)
+
+
 def _empty(cache: Any) -> bool:
     """Whether a generation's cache holds no positions yet (None: generate() makes a new one).
 
@@ -237,6 +245,8 @@ class StepObserver:
                         "HIDDEN_STATES_NOT_AVAILABLE", "the model returned no per-layer hidden states"
                     )
                 )
+            if layer_states is not None:
+                layer_states = _gathered(layer_states, logits_row.device)
             attention = cross = None
             decode_rows = None
             if self.tap is not None:

@@ -177,6 +177,94 @@ def tables(rows: dict[str, dict[str, Any]], split: str, resamples: int) -> str:
     return markdown_tables([*out, pooled_table])
 
 
+FLAG_NAMES = (
+    "nan_detected",
+    "inf_detected",
+    "attention_collapse_detected",
+    "repetition_loop_detected",
+    "mid_layer_anomaly_detected",
+    "layer_update_anomaly_detected",
+)
+
+
+def healthy_profile(
+    captured: Captured, items: list[SuiteItem], shipped: CalibrationProfile
+) -> tuple[CalibrationProfile, set[str]]:
+    """A profile of the dev split's fault-free runs (same model identity and decoding as ``shipped``,
+    with the per-layer update-ratio references the shipped one predates); returns the ids used."""
+    from corevital.analysis.calibration.builder import ProfileBuilder
+
+    builder = ProfileBuilder(shipped.model, shipped.generation)
+    used = set()
+    for item in items:
+        if item.fault is None and item.split == "dev" and item.id in captured:
+            builder.add(captured[item.id][1])
+            used.add(item.id)
+    return builder.finish(created_at_utc="bench", corevital_version="bench"), used
+
+
+def fault_report(
+    captured: Captured, items: list[SuiteItem], profile: ModelProfile, calibration: CalibrationProfile
+) -> str:
+    """Flagged and blamed-first rates per fault kind and depth, without and with a profile, and the
+    firing rate of every flag on the fault-free runs (with a profile: the test split's, judged
+    against the dev split's profile)."""
+    num_layers = next(iter(captured.values()))[1].num_layers
+    where = fault_layers(num_layers)
+    lines = [
+        "| fault | depth (layer) | runs | flagged, no profile | blamed first, no profile | "
+        "flagged, profile | blamed first, profile | flags fired (no profile) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    cells: dict[tuple[str, str], list[SuiteItem]] = {}
+    for item in items:
+        if item.fault is not None and item.id in captured:
+            cells.setdefault((item.kind, item.depth or ""), []).append(item)
+    for (kind, depth), chunk in cells.items():
+        layer = where[depth]
+        counts = [0, 0, 0, 0]
+        fired: dict[str, int] = {}
+        for item in chunk:
+            sig = captured[item.id][1]
+            for i, diag in enumerate(
+                (diagnose(sig, profile), diagnose(sig, profile, calibration=calibration))
+            ):
+                flags = vars(diag.health_flags)
+                counts[2 * i] += any(bool(flags[name]) for name in FLAG_NAMES)
+                counts[2 * i + 1] += bool(diag.blamed_layers) and diag.blamed_layers[0].layer == layer
+                if i == 0:
+                    for name in FLAG_NAMES:
+                        fired[name] = fired.get(name, 0) + bool(flags[name])
+        n = len(chunk)
+        names = ", ".join(f"{k.removesuffix('_detected')} {v}" for k, v in fired.items() if v) or "none"
+        lines.append(
+            f"| {kind.removeprefix('fault_')} | {depth} ({layer}) | {n} | {counts[0]}/{n} | "
+            f"{counts[1]}/{n} | {counts[2]}/{n} | {counts[3]}/{n} | {names} |"
+        )
+    clean = [i for i in items if i.fault is None and i.id in captured]
+    lines += [
+        "",
+        "| fault-free runs | N | " + " | ".join(n.removesuffix("_detected") for n in FLAG_NAMES) + " |",
+    ]
+    lines.append("|---|---|" + "---|" * len(FLAG_NAMES))
+    for title, chosen, calib in (
+        ("all, no profile", clean, None),
+        ("test split, dev profile", [i for i in clean if i.split == "test"], calibration),
+    ):
+        rates = dict.fromkeys(FLAG_NAMES, 0)
+        for item in chosen:
+            flags = vars(diagnose(captured[item.id][1], profile, calibration=calib).health_flags)
+            for name in FLAG_NAMES:
+                rates[name] += bool(flags[name])
+        n = max(len(chosen), 1)
+        lines.append(
+            f"| {title} | {len(chosen)} | "
+            + " | ".join(f"{rates[k]} ({rates[k] / n:.1%})" for k in FLAG_NAMES)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -206,9 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         captured: Captured = pickle.loads(cache.read_bytes())
         model_id = "from cache"
     else:
-        from corevital.capture.loading import ModelSpec, load_model
-
         import torch
+
+        from corevital.capture.loading import ModelSpec, load_model
 
         torch.set_num_threads(args.threads)  # on a shared, busy CPU, spinning intra-op threads cost more
         loaded = load_model(ModelSpec(device="cpu"))
@@ -242,6 +330,12 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"{args.split}.md").write_text(head + "\n\n" + table + "\n", encoding="utf-8")
     print(head)
     print(table)
+    dev_profile, used = healthy_profile(captured, items, calibration)
+    faults = fault_report(captured, items, profile, dev_profile)
+    (args.out / "faults.md").write_text(
+        f"{head}; profile of {len(used)} fault-free dev runs\n\n{faults}\n", encoding="utf-8"
+    )
+    print(faults)
     return 0
 
 

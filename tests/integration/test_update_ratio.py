@@ -103,3 +103,15 @@ def test_a_silenced_attention_is_found_at_its_layer(llama: object) -> None:
     assert found.findings[0].signal == "attention_entropy" and found.findings[0].direction == "high"
     strict = assess_layer_updates(_signals(llama, "attention", 3), UpdateThresholds(uniform_entropy=1.01))
     assert 3 not in [f.layer for f in strict.findings if f.signal == "attention_entropy"]
+
+
+def test_the_diagnosis_flags_and_blames_a_silenced_attention(llama: object) -> None:
+    from corevital.analysis.diagnose import diagnose
+    from corevital.analysis.profiles import load_profile
+
+    profile = load_profile("llama")
+    clean = diagnose(_signals(llama, None, 2), profile)
+    assert not clean.health_flags.layer_update_anomaly_detected
+    faulted = diagnose(_signals(llama, "attention", 2), profile)
+    assert faulted.health_flags.layer_update_anomaly_detected
+    assert faulted.blamed_layers[0].layer == 2 and "attention_uniform" in faulted.blamed_layers[0].reasons

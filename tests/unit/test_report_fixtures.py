@@ -130,6 +130,8 @@ def _expected_upgrade(original: dict[str, Any]) -> dict[str, Any]:
     if risk["blamed_layers"] and all(isinstance(item, int) for item in risk["blamed_layers"]):
         risk["blamed_layers_flat"] = risk["blamed_layers"]
         risk["blamed_layers"] = [{"layer": index, "reasons": []} for index in risk["blamed_layers"]]
+    if isinstance(doc.get("health_flags"), dict):  # a flag newer than the fixtures, written as False
+        doc["health_flags"].setdefault("layer_update_anomaly_detected", False)
     doc["schema_version"] = "0.5.0"
     doc["extensions"]["migrated_from"] = "0.4.0"
     return doc

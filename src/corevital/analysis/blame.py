@@ -10,6 +10,11 @@
 - **attention collapse**: the layers the collapse detector names (``attention_collapse``,
   0.3–0.7 by the layer's mean collapse rate).
 
+- **silenced or sharpened sub-layer** (:mod:`.updates`): a layer whose update of the residual stream
+  (``update_ratio_low``/``update_ratio_high``) or whose attention entropy
+  (``attention_uniform``/``attention_entropy_low``/``attention_entropy_high``) is abnormal,
+  0.5–0.9 by how far beyond its bound (the faulted layer deviates most, the layers after it less).
+
 One entry per layer (reasons merged, the highest severity kept), sorted by severity, then depth.
 """
 
@@ -24,6 +29,7 @@ from corevital.analysis.depth import NormJump
 from corevital.analysis.profiles import MidLayerProfile
 from corevital.analysis.signals import SequenceSignals
 from corevital.analysis.stats import clip
+from corevital.analysis.updates import LayerUpdateFinding, LayerUpdateReport
 
 
 @dataclass(frozen=True)
@@ -49,11 +55,26 @@ def _jump_severity(jump: NormJump, bound: float) -> float:
     return 0.6 + 0.3 * strength if jump.kind == "persistent" else 0.5 + 0.3 * strength
 
 
+def _update_severity(finding: LayerUpdateFinding) -> float:
+    """0.5 at the bound, towards 0.9 as |z| grows (a uniform attention, z = inf: 0.9)."""
+    excess = abs(finding.z) / finding.bound if finding.bound > 0 else 1.0
+    return 0.5 + 0.4 * (1.0 - 1.0 / max(excess, 1.0))
+
+
+def _update_reason(finding: LayerUpdateFinding) -> str:
+    if finding.signal == "update_ratio":
+        return f"update_ratio_{finding.direction}"
+    if finding.direction == "high" and finding.z == float("inf"):
+        return "attention_uniform"
+    return f"attention_entropy_{finding.direction}"
+
+
 def blame_layers(
     sig: SequenceSignals,
     jumps: tuple[NormJump, ...],
     collapse: CollapseFinding,
     mid_layer: MidLayerProfile,
+    updates: LayerUpdateReport | None = None,
 ) -> tuple[LayerBlame, ...]:
     """Blamed layers of one sequence, most responsible first."""
     found: dict[int, list[tuple[float, str, int | None]]] = {}
@@ -71,6 +92,8 @@ def blame_layers(
     for layer in collapse.trend_layers:
         rate = rates[layer] if layer < len(rates) else 0.0
         add(layer, 0.3 + 0.4 * clip(rate, 0.0, 1.0), "attention_collapse", collapse.trend_peak_step)
+    for finding in updates.findings if updates is not None else ():
+        add(finding.layer, _update_severity(finding), _update_reason(finding), None)
     blamed = []
     for layer, entries in found.items():
         entries.sort(key=lambda e: -e[0])

@@ -82,8 +82,10 @@ def diagnose(
             bound=profile.mid_layer.calibrated_z_bound,
             min_steps=profile.mid_layer.transient_min_steps,
         )
-    health: HealthReport = assess_health(signals, profile, jumps)
-    blamed = blame_layers(signals, health.mid_layer.jumps, health.collapse, profile.mid_layer)
+    health: HealthReport = assess_health(signals, profile, jumps, calibration)
+    blamed = blame_layers(
+        signals, health.mid_layer.jumps, health.collapse, profile.mid_layer, health.layer_updates
+    )
     compound = detect_compound_signals(
         signals, profile.compound, basin_scores=basin_scores, context_share=context_share
     )

@@ -2,7 +2,9 @@
 
 ``nan_detected``/``inf_detected``: logits, hidden states or attention at any step;
 ``high_entropy_steps``: generated steps above the profile's threshold; the repetition loop, the
-mid-layer anomaly and attention collapse come from their own modules and are assembled here.
+mid-layer anomaly and attention collapse come from their own modules and are assembled here;
+``layer_update_anomaly_detected``: a layer whose update of the residual stream or whose attention
+entropy is abnormal, a silenced or sharpened sub-layer (:mod:`corevital.analysis.updates`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from corevital.analysis.profiles import ModelProfile
 from corevital.analysis.repetition import RepetitionFinding, detect_repetition
 from corevital.analysis.signals import SequenceSignals
 from corevital.analysis.stats import first_true
+from corevital.analysis.updates import LayerReferences, LayerUpdateReport, assess_layer_updates
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class HealthFindings:
     high_entropy_steps: int = 0
     repetition_loop_detected: bool = False
     mid_layer_anomaly_detected: bool = False
+    layer_update_anomaly_detected: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class HealthReport:
     repetition: RepetitionFinding
     collapse: CollapseFinding
     mid_layer: MidLayerFinding
+    layer_updates: LayerUpdateReport = LayerUpdateReport()
 
 
 def _or_steps(*arrays: np.ndarray | None) -> tuple[np.ndarray | None, tuple[str, ...]]:
@@ -122,11 +127,15 @@ def mid_layer_anomaly(
 
 
 def assess_health(
-    sig: SequenceSignals, profile: ModelProfile, jumps: tuple[NormJump, ...] | None = None
+    sig: SequenceSignals,
+    profile: ModelProfile,
+    jumps: tuple[NormJump, ...] | None = None,
+    calibration: LayerReferences | None = None,
 ) -> HealthReport:
     """Every health flag of one sequence (docs/metrics.md §4), with the detail behind each.
 
-    ``jumps``: see :func:`mid_layer_anomaly`.
+    ``jumps``: see :func:`mid_layer_anomaly`; ``calibration``: layer updates are judged against it
+    (:func:`~corevital.analysis.updates.assess_layer_updates`).
     """
     numeric = numeric_faults(sig)
     repetition = detect_repetition(
@@ -134,6 +143,7 @@ def assess_health(
     )
     collapse = detect_attention_collapse(sig.attn_collapse_rate, profile.collapse)
     mid = mid_layer_anomaly(sig, profile, jumps)
+    updates = assess_layer_updates(sig, calibration=calibration)
     flags = HealthFindings(
         nan_detected=numeric.nan_detected,
         inf_detected=numeric.inf_detected,
@@ -142,5 +152,13 @@ def assess_health(
         high_entropy_steps=high_entropy_steps(sig.entropy, profile.high_entropy_threshold_bits),
         repetition_loop_detected=repetition.detected,
         mid_layer_anomaly_detected=mid.detected,
+        layer_update_anomaly_detected=updates.detected,
     )
-    return HealthReport(flags=flags, numeric=numeric, repetition=repetition, collapse=collapse, mid_layer=mid)
+    return HealthReport(
+        flags=flags,
+        numeric=numeric,
+        repetition=repetition,
+        collapse=collapse,
+        mid_layer=mid,
+        layer_updates=updates,
+    )

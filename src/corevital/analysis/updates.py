@@ -25,20 +25,34 @@ most; the layers after it see a changed stream and deviate less).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
-from corevital.analysis.calibration.profile import CalibrationProfile
 from corevital.analysis.signals import SequenceSignals
 from corevital.analysis.stats import robust_z_rows
 
 
+class LayerReferences(Protocol):
+    """What is read of a calibration profile (``CalibrationProfile``: its healthy per-layer levels).
+
+    A protocol, because the calibration package imports the health flags that use this module.
+    """
+
+    @property
+    def layers(self) -> Any: ...
+
+
 @dataclass(frozen=True)
 class UpdateThresholds:
-    z_bound: float = 8.0  # depth-judged robust z of a layer's typical ln update ratio
+    z_bound: float = (
+        8.0  # depth-judged robust z of a layer's typical ln update ratio (healthy SmolLM2: < 7.2)
+    )
     scale_floor: float = 0.1  # floor of the depth MAD scale (ln units)
-    uniform_entropy: float = 0.995  # median normalised attention entropy of a silenced attention
-    calibrated_z_bound: float = 8.0  # z against the profile's healthy runs of that layer
+    uniform_entropy: float = 0.995  # median normalised attention entropy of a silenced attention (healthy
+    # SmolLM2 layers: at most 0.89)
+    calibrated_z_bound: float = 8.0  # z against the profile's healthy runs of that layer (healthy SmolLM2
+    # runs against a profile of others: up to 8.7 in 1 of 54)
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,7 @@ class LayerUpdateFinding:
     direction: str  # "low" | "high"
     z: float  # signed; inf for a uniform attention judged without a profile
     typical: float  # the run's median of the signal at that layer (ratio, not log)
+    bound: float = 1.0  # the |z| beyond which it was found
 
 
 @dataclass(frozen=True)
@@ -95,18 +110,39 @@ def _depth_findings(sig: SequenceSignals, th: UpdateThresholds) -> list[LayerUpd
                     ratio[layer],
                 )
             )
-    entropy = _typical(sig.attn_entropy_norm)
-    if entropy is not None:
-        for layer in np.flatnonzero(np.nan_to_num(entropy) >= th.uniform_entropy):
-            found.append(
-                LayerUpdateFinding(
-                    int(layer), "attention_entropy", "high", float("inf"), float(entropy[layer])
-                )
-            )
     return found
 
 
-def _profile_column(profile: CalibrationProfile, name: str, width: int) -> tuple[np.ndarray, np.ndarray]:
+def _uniform_findings(sig: SequenceSignals, th: UpdateThresholds) -> list[LayerUpdateFinding]:
+    """Layers whose every head attends uniformly (a silenced attention), with or without a profile."""
+    entropy = _typical(sig.attn_entropy_norm)
+    if entropy is None:
+        return []
+    return [
+        LayerUpdateFinding(int(layer), "attention_entropy", "high", float("inf"), float(entropy[layer]), 1.0)
+        for layer in np.flatnonzero(np.nan_to_num(entropy) >= th.uniform_entropy)
+    ]
+
+
+def _without_consequences(findings: list[LayerUpdateFinding]) -> list[LayerUpdateFinding]:
+    """Drop what follows from an earlier finding: after an exploding update (ratio ``high``), the
+    later layers change the inflated stream relatively little (ratio ``low``); and a uniform
+    attention's own ratio and entropy z are the same fault."""
+    highs = [f.layer for f in findings if f.signal == "update_ratio" and f.direction == "high"]
+    first_high = min(highs) if highs else None
+    uniform = {f.layer for f in findings if f.signal == "attention_entropy" and f.z == float("inf")}
+    kept = []
+    for f in findings:
+        later = first_high is not None and f.layer > first_high
+        if later and f.signal == "update_ratio" and f.direction == "low":
+            continue
+        if f.layer in uniform and f.z != float("inf"):
+            continue
+        kept.append(f)
+    return kept
+
+
+def _profile_column(profile: LayerReferences, name: str, width: int) -> tuple[np.ndarray, np.ndarray]:
     means, scales = np.full(width, np.nan), np.full(width, np.nan)
     for layer in range(min(width, len(profile.layers))):
         stats = getattr(profile.layers[layer], name)
@@ -116,7 +152,7 @@ def _profile_column(profile: CalibrationProfile, name: str, width: int) -> tuple
 
 
 def _calibrated_findings(
-    sig: SequenceSignals, profile: CalibrationProfile, th: UpdateThresholds
+    sig: SequenceSignals, profile: LayerReferences, th: UpdateThresholds
 ) -> list[LayerUpdateFinding]:
     found: list[LayerUpdateFinding] = []
     for signal, values, field, log in (
@@ -133,20 +169,25 @@ def _calibrated_findings(
         for layer in np.flatnonzero(np.abs(np.nan_to_num(z)) > th.calibrated_z_bound):
             found.append(
                 LayerUpdateFinding(
-                    int(layer), signal, "low" if z[layer] < 0 else "high", float(z[layer]), typical[layer]
+                    int(layer),
+                    signal,
+                    "low" if z[layer] < 0 else "high",
+                    float(z[layer]),
+                    float(typical[layer]),
+                    th.calibrated_z_bound,
                 )
             )
     return found
 
 
-def _has_reference(profile: CalibrationProfile | None) -> bool:
+def _has_reference(profile: LayerReferences | None) -> bool:
     return profile is not None and any(ref.log_update_ratio is not None for ref in profile.layers)
 
 
 def assess_layer_updates(
     sig: SequenceSignals,
     thresholds: UpdateThresholds | None = None,
-    calibration: CalibrationProfile | None = None,
+    calibration: LayerReferences | None = None,
 ) -> LayerUpdateReport:
     """Layers whose update of the residual stream or whose attention entropy is abnormal.
 
@@ -157,8 +198,9 @@ def assess_layer_updates(
     if sig.hidden_update_ratio is None and sig.attn_entropy_norm is None:
         return LayerUpdateReport()
     if calibration is not None and _has_reference(calibration):
-        findings = _calibrated_findings(sig, calibration, th)
+        findings = _calibrated_findings(sig, calibration, th) + _uniform_findings(sig, th)
     else:
-        findings = _depth_findings(sig, th)
+        findings = _depth_findings(sig, th) + _uniform_findings(sig, th)
+    findings = _without_consequences(findings)
     findings.sort(key=lambda f: (-abs(f.z), f.layer))
     return LayerUpdateReport(detected=bool(findings), findings=tuple(findings), judged=True)

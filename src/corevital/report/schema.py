@@ -345,6 +345,7 @@ class HealthFlags(ReportModel):
     high_entropy_steps: int = 0
     repetition_loop_detected: bool = False
     mid_layer_anomaly_detected: bool = False
+    layer_update_anomaly_detected: bool = False  # a silenced or sharpened sub-layer (analysis/updates.py)
 
 
 class CaptureInfo(ReportModel):

@@ -20,6 +20,7 @@ from tests.support.doc_blocks import (
     DocWorld,
     all_blocks,
     build_hub,
+    parse,
     seed_store,
 )
 
@@ -59,21 +60,19 @@ def world(
         made.close()
 
 
-def test_markers_and_fences_are_well_formed(request: pytest.FixtureRequest) -> None:
+def test_markers_and_fences_are_well_formed(capsys: pytest.CaptureFixture[str]) -> None:
     problems = [f"{b.id}: {b.problem}" for b in BLOCKS if b.problem]
     assert not problems, "\n".join(problems)
     skipped = [b for b in BLOCKS if b.mode == "skip"]
     real = [b for b in BLOCKS if b.mode == "real-model"]
     unchecked = [b for b in BLOCKS if b.lang == "text"]
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    line = (
-        f"doc blocks: {len(BLOCKS)} in all, {len(skipped)} skipped, {len(real)} on the real model, "
-        f"{len(unchecked)} text (output, not run)"
-    )
-    if reporter is not None:
-        reporter.write_line("\n" + line)
+    with capsys.disabled():  # shown in every run's output, not only on failure
+        print(
+            f"\ndoc blocks: {len(BLOCKS)} in all, {len(skipped)} skipped, {len(real)} on the real model, "
+            f"{len(unchecked)} text (output, not run)"
+        )
         for block in skipped:
-            reporter.write_line(f"  skipped {block.id}: {block.reason}")
+            print(f"  skipped {block.id}: {block.reason}")
     assert len(BLOCKS) > 40  # the parser found the documents' blocks
 
 
@@ -98,3 +97,49 @@ def test_doc_block(block: Block, world: Callable[[Block], DocWorld]) -> None:
     else:
         assert block.lang in DATA_LANGS
         place.check_data(block)
+
+
+def test_the_parser_reads_markers_and_refuses_bad_ones(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text(
+        "\n".join(
+            [
+                "# t",
+                "<!-- doc-run: skip (needs a GPU) -->",
+                "```bash",
+                "nvidia-smi",
+                "```",
+                "<!-- doc-run: real-model -->",
+                "```python",
+                "x = 1",
+                "```",
+                "<!-- doc-run: skip -->",
+                "```sh",
+                "true",
+                "```",
+                "<!-- doc-run: later -->",
+                "```python",
+                "```",
+                "```",
+                "plain",
+                "```",
+                "  ```yaml",
+                "  a: 1",
+                "  ```",
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    blocks = parse(doc, tmp_path)
+    assert [(b.line, b.lang, b.mode, b.reason) for b in blocks] == [
+        (3, "bash", "skip", "needs a GPU"),
+        (7, "python", "real-model", None),
+        (11, "sh", "skip", None),
+        (15, "python", "run", None),
+        (17, "", "run", None),
+        (20, "yaml", "run", None),
+    ]
+    assert [b.problem is None for b in blocks] == [True, True, False, False, False, True]
+    assert blocks[0].body == "nvidia-smi\n" and blocks[5].body == "a: 1\n"
+    assert blocks[0].id == "doc.md:3"

@@ -239,7 +239,7 @@ def entropy_error(server: LlamaServer, prompts: int, max_tokens: int) -> dict[st
     settings = load_settings(
         {"backend": "llama-cpp", "chat_template": "off", "max_new_tokens": max_tokens, "sink": ["local"]}
     )
-    runner = LlamaCppRunner(settings, threads=2)
+    runner = LlamaCppRunner(settings, threads=1)
     errors: dict[int, dict[str, list[float]]] = {k: {"lower": [], "upper": []} for k in (5, 20)}
     steps_compared = 0
     steps_total = 0
@@ -312,7 +312,7 @@ def upstream_down(server: LlamaServer, proxy: ProxyProcess) -> dict[str, Any]:
             kind = response.json()["error"]["type"]
         answers.append([response.status_code, kind])
     alive_while_down = proxy.process.poll() is None
-    restarted = LlamaServer(server.model, n_ctx=1024, threads=2, port=server.port).start()
+    restarted = LlamaServer(server.model, n_ctx=1024, threads=1, port=server.port).start()
     try:
         path, body = request_body(1, 8)
         after = httpx.post(proxy.url + path, json=body, timeout=600).status_code
@@ -334,7 +334,7 @@ def main() -> int:
     out = Path(tempfile.mkdtemp(prefix="proxy-engine-"))
     model = locate_default_model().path
     figures: dict[str, Any] = {"commit": _commit(), "load_average_start": os.getloadavg()}
-    with LlamaServer(model, n_ctx=1024, threads=2) as server:
+    with LlamaServer(model, n_ctx=1024, threads=1) as server:
         proxy = ProxyProcess(server.url, out)
         try:
             run = traffic(server, proxy, args)

@@ -50,7 +50,7 @@ class LlamaServer:
     """``python -m llama_cpp.server`` serving one GGUF on a free port of 127.0.0.1 (a subprocess)."""
 
     def __init__(
-        self, model: Path, *, n_ctx: int = 1024, threads: int = 2, seed: int = 0, port: int | None = None
+        self, model: Path, *, n_ctx: int = 1024, threads: int = 1, seed: int = 0, port: int | None = None
     ) -> None:
         self.model = model
         self.port = port or free_port()

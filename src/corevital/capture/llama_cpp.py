@@ -291,14 +291,9 @@ def load_llama(settings: Settings, *, threads: int | None = None) -> LlamaModel:
     path, hf_id, is_default = resolve_gguf(settings)
     t0 = time.perf_counter()
     try:
-        probe = module.Llama(model_path=str(path), vocab_only=True, verbose=False)
-        trained = _metadata_int(
-            probe.metadata, f"{probe.metadata.get('general.architecture', '')}.context_length"
-        )
-        probe.close()
         llm = module.Llama(
             model_path=str(path),
-            n_ctx=min(trained or MAX_CONTEXT, MAX_CONTEXT),
+            n_ctx=MAX_CONTEXT,
             n_threads=threads or os.cpu_count() or 1,
             seed=settings.seed,
             logits_all=False,
@@ -381,11 +376,12 @@ def prepare_prompt(model: LlamaModel, prompt: Prompt, settings: Settings) -> Pro
     ids = [int(i) for i in model.llm.tokenize(model_text.encode("utf-8"), add_bos=not applied, special=True)]
     if not ids:
         raise InputError("the prompt has no tokens after tokenization")
-    context = int(model.llm.n_ctx())
+    trained = model.capabilities.context_length
+    context = min(int(model.llm.n_ctx()), trained or MAX_CONTEXT)
     if len(ids) + settings.max_new_tokens > context:
         raise InputError(
             f"the prompt ({len(ids)} tokens) and --max_new_tokens {settings.max_new_tokens} exceed "
-            f"the context llama.cpp allocated ({context} tokens)"
+            f"the context ({context} tokens: the model's, at most {MAX_CONTEXT})"
         )
     return PromptRecord(prompt_text(prompt), model_text, ids, applied)
 
@@ -404,8 +400,13 @@ def generate_one(
     batch_index: int = 0,
     batch_size: int = 1,
     hook: StepHook | None = None,
+    forced: Sequence[int] | None = None,
 ) -> SequenceCapture:
-    """Decode one prompt token by token and capture every step's full-vocabulary statistics."""
+    """Decode one prompt token by token and capture every step's full-vocabulary statistics.
+
+    ``forced``: the tokens to take instead of choosing (teacher forcing: the statistics of another
+    backend's output under this model); the generation is then as long as ``forced``.
+    """
     llm, module = model.llm, model.module
     vocab = model.vocab_size
     chooser = TokenChooser(generation)
@@ -420,11 +421,14 @@ def generate_one(
     step_end_ms: list[float] = []
     finish = "length"
     stopped_at: int | None = None
-    for step in range(generation.max_new_tokens):
+    steps_wanted = len(forced) if forced is not None else generation.max_new_tokens
+    for step in range(steps_wanted):
         pointer = module.llama_get_logits_ith(llm.ctx, -1)
         logits = np.array(np.ctypeslib.as_array(pointer, shape=(vocab,)), dtype=np.float32)
         stats = row_stats(logits, topk=topk, mass_k=mass_k)
         token, sampled_entropy, sampled_prob = chooser(logits)
+        if forced is not None:
+            token, sampled_entropy, sampled_prob = int(forced[step]), None, None
         rows.append(stats)
         chosen.append(token)
         surprisal.append(float(-stats.log_probs[token] / LN2))
@@ -433,10 +437,10 @@ def generate_one(
         if hook is not None and hook(step, token):
             finish, stopped_at = "stopped_by_callback", step
             break
-        if model.is_end(token) and not generation.ignore_eos:
+        if model.is_end(token) and not generation.ignore_eos and forced is None:
             finish = "eos"
             break
-        if step + 1 < generation.max_new_tokens:
+        if step + 1 < steps_wanted:
             llm.eval([token])
     elapsed = (time.perf_counter() - started) * 1000.0
     text_ids = [t for t in chosen if not model.is_end(t)]
@@ -453,7 +457,7 @@ def generate_one(
         has_nan=np.array([r.has_nan for r in rows], dtype=bool),
         has_inf=np.array([r.has_inf for r in rows], dtype=bool),
     )
-    sampled = generation.do_sample
+    sampled = generation.do_sample and forced is None
     chosen_stats = FullChosenStats(
         token_ids=np.array(chosen, dtype=np.int64),
         surprisal=np.array(surprisal, dtype=np.float64),

@@ -7,6 +7,8 @@ database per test); without the postgresql package its cases skip locally and fa
 from __future__ import annotations
 
 import base64
+import gzip
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -255,6 +257,7 @@ def test_write_encoded_stores_what_write_stores(store: ReportStore, base: Report
     assert location.endswith(f"#{encoded.trace_id}")
     assert store.get_json(encoded.trace_id) == encoded.json_text == report_to_json(encoded.report)
     assert store.list()[0] == encoded.row == trace_row_from_report(encoded.report)
+    assert gzip.decompress(encoded.gzip) == zlib.decompress(encoded.zlib) == encoded.json_bytes
 
 
 def test_a_rewritten_report_keeps_its_position(store: ReportStore, base: Report) -> None:

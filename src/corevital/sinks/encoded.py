@@ -1,12 +1,13 @@
 """A finished report with its encodings, each made at most once and shared by every destination.
 
-A run's report goes to several places (a store, an HTTP endpoint, W&B, ...), and each used to
-encode it again: for a 256-step full capture (about 200 KB of JSON) one encoding is about 4 ms of
-CPU. :class:`EncodedReport` carries the report and makes, on first use and then never again, its
-compact JSON text and UTF-8 bytes (exactly :func:`~corevital.report.encoding.report_to_json`), the
-zlib blob the SQL stores keep, the gzip body the HTTP sink posts, and its index row
-(:func:`~corevital.sinks.rows.trace_row_from_report`). Thread-safe: a background worker and the
-thread that finished the report may ask for the same encoding; it is made once.
+A run's report goes to several places (a store, an HTTP endpoint, W&B, ...), each of which would
+otherwise encode it again: for a 256-step full capture (about 200 KB of JSON) one encoding is
+about 4 ms of CPU. :class:`EncodedReport` carries the report and makes, on first use and then
+never again, its compact JSON text and UTF-8 bytes (exactly
+:func:`~corevital.report.encoding.report_to_json`), the zlib blob the SQL stores keep, a gzip of
+the JSON, and its index row (:func:`~corevital.sinks.rows.trace_row_from_report`). Thread-safe: a
+background worker and the thread that finished the report may ask for the same encoding; it is
+made once.
 
 :class:`~corevital.exporters.base.Outputs` wraps each report once and hands the same object to
 every store (``write_encoded``) and exporter (``export_encoded``) that has the method; a sink
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 ZLIB_LEVEL: Final = 6
 """The zlib level of a stored report (the SQLite and PostgreSQL stores)."""
 GZIP_LEVEL: Final = 6
-"""The gzip level of a posted report (the HTTP sink)."""
+"""The gzip level of a posted report (the HTTP sink's)."""
 
 
 class EncodedReport:
@@ -100,7 +101,8 @@ class EncodedReport:
     @property
     def gzip(self) -> bytes:
         """:attr:`json_bytes` gzip-compressed at :data:`GZIP_LEVEL`, with no time stamp (the same
-        bytes for the same report)."""
+        bytes for the same report): the body the HTTP sink posts, for a sender that has the report
+        in memory (the HTTP sink's own sender compresses what it reads back from its spool)."""
         body = self._gzip
         if body is None:
             data = self.json_bytes

@@ -299,6 +299,7 @@ class StreamWatch:
                     surprisal=values[1],
                     margin=values[2],
                     topk_mass=float(stats.topk_mass[0]),
+                    token_text=token.token,
                 )
                 decision = first_decision(self.policies, step)
                 if decision is not None:

@@ -54,9 +54,9 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-# COREVITAL_TEST_DEVICE=cuda runs these checks on a GPU (where generate() compiles the static cache's
+# CV_TEST_DEVICE=cuda runs these checks on a GPU (where generate() compiles the static cache's
 # decoding step): the models are moved there by :func:`on_test_device`.
-TEST_DEVICE = os.environ.get("COREVITAL_TEST_DEVICE", "cpu")
+TEST_DEVICE = os.environ.get("CV_TEST_DEVICE", "cpu")
 
 
 def on_test_device(model: TinyModel) -> TinyModel:

@@ -94,6 +94,7 @@ class PipelineGenerator:
             policies=(StopWhen(stop, name=STOP_POLICY, reason=STOP_REASON),),
             token_text=lambda token: str(loaded.tokenizer.decode([token])),
             emit=step_event,
+            prompt_text=lambda index: prompt,
         )
         run = pipeline.capture([prompt], callback=session)
         session.annotate(run)

@@ -155,8 +155,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="corevital-startup-") as tmp:
         cache = Path(args.cache_dir) if args.cache_dir else Path(tmp) / "cache"
         runs: list[Run] = []
-        for index in range(1 + args.warm):
-            label = "cold" if index == 0 and not args.cache_dir else f"warm{index}"
+        cold = 0 if args.cache_dir else 1  # a given cache directory is taken as warm already
+        for index in range(cold + args.warm):
+            label = "cold" if index < cold else f"warm{index + 1 - cold}"
             out = Path(tmp) / f"out{index}"
             runs.append(one_run(label, cache, out, args.max_new_tokens))
             print(runs[-1].line(), flush=True)

@@ -276,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="dev", help="the split to tabulate (test is held out)")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--kinds", default="", help="comma-separated kinds to run (default: all)")
+    parser.add_argument("--merge", type=Path, action="append", default=[], help="another signals.pkl to add")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -288,10 +290,14 @@ def main(argv: list[str] | None = None) -> int:
             if seen[item.kind] <= args.limit or item.fault is not None and seen[item.kind] <= 3:
                 limited.append(item)
         items = limited
+    if args.kinds:
+        items = [i for i in items if i.kind in args.kinds.split(",")]
     cache = args.out / "signals.pkl"
     t0 = time.perf_counter()
     if args.from_cache:
         captured: Captured = pickle.loads(cache.read_bytes())
+        for other in args.merge:
+            captured.update(pickle.loads(other.read_bytes()))
         model_id = "from cache"
     else:
         import torch

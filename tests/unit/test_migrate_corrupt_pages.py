@@ -211,3 +211,37 @@ def test_a_database_whose_first_page_is_damaged_is_a_store_error_and_leaves_no_t
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("corevital: error: ")
     assert not target.exists()
+
+
+def test_a_damaged_schema_whose_text_is_not_utf8_is_a_store_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by fuzzing damaged databases: SQLite's message for a schema it cannot parse quotes the
+    damaged text, which Python could not decode (a UnicodeDecodeError, "internal error")."""
+    source = tmp_path / "source.db"
+    _original_database(source, _documents()[:3])
+    data = source.read_bytes()
+    assert data.count(b"CREATE TABLE reports") == 1
+    source.write_bytes(data.replace(b"CREATE TABLE reports", b"CREATE TABL\xf0 reports"))
+    assert main(["migrate", "--from-db", str(source), "--to-db", str(tmp_path / "target.db")]) == 6
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot read" in err and "malformed" in err
+    assert not (tmp_path / "target.db").exists()
+
+
+def test_text_cells_that_are_not_utf8_fail_alone(tmp_path: Path) -> None:
+    documents = _documents()[:3]
+    source = tmp_path / "source.db"
+    _original_database(source, documents[:2])
+    bad_json = json.dumps(documents[2]).encode().replace(b'"text": "', b'"text": "\xf0\x28', 1)
+    with closing(sqlite3.connect(source)) as conn:
+        conn.execute(
+            "INSERT INTO reports VALUES "
+            "(CAST(? AS TEXT), 't', 'm', '0.5.0', CAST(? AS TEXT), NULL, NULL, NULL)",
+            (b"id-\xff", bad_json),
+        )
+        conn.commit()
+    result = migrate_sqlite(source, MemorySink())
+    assert set(result.imported) == {document["trace_id"] for document in documents[:2]}
+    (failure,) = result.failed
+    assert failure.source == f"{source}#id-\udcff" and "not UTF-8 text" in failure.reason

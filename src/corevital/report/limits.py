@@ -72,7 +72,10 @@ def stored_bytes(value: object, what: str, *, error: type[CoreVitalError] = Repo
     if isinstance(value, bytearray | memoryview):
         return bytes(value)
     if isinstance(value, str):
-        return value.encode("utf-8", "surrogatepass")
+        try:  # text read with ``surrogateescape`` (bytes that are not UTF-8) back to its own bytes
+            return value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogatepass")
     kind = "NULL" if value is None else type(value).__name__
     raise error(f"{what} holds a {kind} value where a stored report is expected; refused")
 

@@ -104,17 +104,17 @@ def migrate_sqlite(db_path: str | Path, store: ReportStore) -> MigrationResult:
     try:
         try:
             columns = _body_columns(conn, path)
-        except sqlite3.DatabaseError as error:
-            raise StoreError(f"cannot read {path}: {error}") from None
+        except _READ_ERRORS as error:
+            raise StoreError(f"cannot read {path}: {_reason(error)}") from None
         if columns is None:
             return result
         try:
             for trace_id, text, blob in _stored_bodies(conn, columns):
                 done.add(trace_id)
                 _import_one(f"{path}#{trace_id}", partial(_decode_body, text, blob), store, result)
-        except sqlite3.DatabaseError as error:
+        except _READ_ERRORS as error:
             if not _is_damage(error):
-                raise StoreError(f"cannot read {path}: {error}") from None
+                raise StoreError(f"cannot read {path}: {_reason(error)}") from None
             _import_past_damage(conn, path, columns, store, result, done)
     finally:
         conn.close()
@@ -178,8 +178,8 @@ def migrate_original_in_place(db_path: str | Path) -> InPlaceMigration:
     conn = _open_read_only(path)
     try:
         kind = database_kind(conn)
-    except sqlite3.DatabaseError as error:
-        raise StoreError(f"cannot read {path}: {error}") from None
+    except _READ_ERRORS as error:
+        raise StoreError(f"cannot read {path}: {_reason(error)}") from None
     finally:
         conn.close()
     if kind is not DatabaseKind.ORIGINAL_COREVITAL:
@@ -232,9 +232,18 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
     if header != SQLITE_HEADER:
         raise StoreError(f"{path} is not an SQLite database")
     try:
-        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as error:
         raise StoreError(f"cannot open {path}: {error}") from None
+    conn.text_factory = _text  # a damaged page may hold text that is not UTF-8 (names, trace ids, bodies)
+    return conn
+
+
+def _text(data: bytes) -> str:
+    """A TEXT value as str; bytes that are not UTF-8 kept as lone surrogates (``surrogateescape``),
+    so that a body turns back into its exact bytes (:func:`~corevital.report.limits.stored_bytes`)
+    and is refused with the offset of the first bad byte, never read with characters replaced."""
+    return data.decode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,14 +278,25 @@ def _stored_bodies(conn: sqlite3.Connection, columns: _BodyColumns) -> Iterator[
 
 # --- past corrupt pages -------------------------------------------------------------------------
 
+_READ_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
+"""What reading a source database may raise: SQLite's errors, and a UnicodeDecodeError where the
+message SQLite gives for a damaged schema quotes text that is not UTF-8."""
 _DAMAGE_CODES = frozenset({10, 11, 26})  # SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_NOTADB (primary codes)
 _MIN_ROWID = -(2**63)
 _MAX_ROWID = 2**63 - 1
 _ROWID_BATCH = 256
 
 
-def _is_damage(error: sqlite3.DatabaseError) -> bool:
+def _reason(error: Exception) -> str:
+    if isinstance(error, UnicodeDecodeError):
+        return "database disk image is malformed (SQLite quotes damaged text that is not UTF-8)"
+    return str(error)
+
+
+def _is_damage(error: Exception) -> bool:
     """Whether ``error`` comes from a damaged file (a corrupt or short page), not from the query."""
+    if isinstance(error, UnicodeDecodeError):  # SQLite's own message quotes damaged text
+        return True
     code = getattr(error, "sqlite_errorcode", None)
     if isinstance(code, int):
         return code & 0xFF in _DAMAGE_CODES
@@ -294,16 +314,16 @@ def _import_past_damage(
     """Import the reports not yet in ``done``, row by row, around the damaged pages."""
     try:
         rowids, gaps = _readable_rowids(conn)
-    except sqlite3.DatabaseError as error:  # no rowids to search by (a WITHOUT ROWID table, ...)
-        raise StoreError(f"cannot read {path}: {error}") from None
+    except _READ_ERRORS as error:  # no rowids to search by (a WITHOUT ROWID table, ...)
+        raise StoreError(f"cannot read {path}: {_reason(error)}") from None
     indexed, index_complete = _indexed_trace_ids(conn)
     for rowid in sorted(set(rowids) | set(indexed)):
         name = indexed.get(rowid, f"rowid {rowid}")
         try:
             row = conn.execute(f"SELECT {columns.select} FROM reports WHERE rowid = ?", (rowid,)).fetchone()
-        except sqlite3.DatabaseError as error:
+        except _READ_ERRORS as error:
             if name not in done:
-                result.failed.append(MigrationFailure(f"{path}#{name}", f"unreadable: {error}"))
+                result.failed.append(MigrationFailure(f"{path}#{name}", f"unreadable: {_reason(error)}"))
             continue
         if row is None:
             reason = "listed in the trace_id index, but its row is not in the table (a damaged page)"
@@ -340,7 +360,7 @@ def _readable_rowids(conn: sqlite3.Connection) -> tuple[list[int], list[tuple[in
                 rowids.append(rowid)
                 count += 1
                 low = rowid + 1 if rowid < _MAX_ROWID else None
-        except sqlite3.DatabaseError as error:
+        except _READ_ERRORS as error:
             if not _is_damage(error) or low is None:
                 raise
             readable, first = _probe(conn, low)  # the scan reads a row ahead: the damage may be past it
@@ -366,7 +386,7 @@ def _probe(conn: sqlite3.Connection, low: int) -> tuple[bool, int | None]:
         row = conn.execute(
             "SELECT rowid FROM reports WHERE rowid >= ? ORDER BY rowid LIMIT 1", (low,)
         ).fetchone()
-    except sqlite3.DatabaseError as error:
+    except _READ_ERRORS as error:
         if not _is_damage(error):
             raise
         return False, None
@@ -403,7 +423,7 @@ def _indexed_trace_ids(conn: sqlite3.Connection) -> tuple[dict[int, str], bool]:
     touched), and whether the whole index was read."""
     try:
         index = _trace_id_index(conn)
-    except sqlite3.DatabaseError:
+    except _READ_ERRORS:
         return {}, False
     if index is None:
         return {}, False
@@ -413,7 +433,7 @@ def _indexed_trace_ids(conn: sqlite3.Connection) -> tuple[dict[int, str], bool]:
             f"SELECT rowid, trace_id FROM reports INDEXED BY {_quoted(index)}"
         ):
             found[int(rowid)] = str(trace_id)
-    except sqlite3.DatabaseError:
+    except _READ_ERRORS:
         return found, False
     return found, True
 

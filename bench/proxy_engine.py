@@ -60,6 +60,9 @@ CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 VOCAB = 49152
 FRESH = re.compile(rb'"(id|created)": ?("[^"]*"|\d+)')
+# SSE comment lines: sse-starlette's keep-alive pings (": ping - <time>") every 15 s while a stream
+# waits its turn; how many and when depend on the wait, not on the proxy (which passes them on)
+SSE_COMMENT = re.compile(rb"(?m)^:[^\r\n]*\r?\n\r?\n?")
 LATENCY = re.compile(
     r"per request p50 ([\d.]+) ms, p95 ([\d.]+) ms \((\d+) observed\); per streamed chunk "
     r"p50 ([\d.]+) ms, p95 ([\d.]+) ms \((\d+) chunks\)"
@@ -95,7 +98,7 @@ COMPLETION_PROMPTS = [
 
 
 def normalised(content: bytes) -> bytes:
-    return FRESH.sub(rb'"\1": _', content)
+    return SSE_COMMENT.sub(b"", FRESH.sub(rb'"\1": _', content))
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -76,6 +76,7 @@ HOP_BY_HOP = frozenset(
 CONNECT_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 600.0  # between two reads of the upstream's response (a long generation streams slowly)
 MAX_PENDING_RESPONSES = 1000  # responses waiting for their reports; beyond it a response is not observed
+NO_RETRY = frozenset({429, 503})  # upstream errors not asked again with the client's own body
 LATENCY_SAMPLES = 100_000  # per-chunk added latencies kept for the percentiles (the most recent)
 
 
@@ -135,6 +136,17 @@ def prepare_body(
         return upstream, Injection(logprobs=False)
     upstream["logprobs"] = top_logprobs
     return upstream, Injection(logprobs=True)
+
+
+def well_formed(document: Any, *, chat: bool) -> bool:
+    """Whether a request body has the shape a generation needs (chat: a list of message objects;
+    completions: a prompt string or list); only those get logprobs added and are observed."""
+    if not isinstance(document, dict):
+        return False
+    if chat:
+        messages = document.get("messages")
+        return isinstance(messages, list) and bool(messages) and all(isinstance(m, dict) for m in messages)
+    return isinstance(document.get("prompt"), str | list)
 
 
 def strip_logprobs(document: Any) -> bool:
@@ -441,10 +453,10 @@ class ProxyApp:
         if observed:
             try:
                 document = json.loads(body)
-                if not isinstance(document, dict):
-                    observed = False
+                chat = request.url.path.endswith("/chat/completions")
+                if not well_formed(document, chat=chat):
+                    observed = False  # the upstream refuses it as it would, from the client's own body
                 else:
-                    chat = request.url.path.endswith("/chat/completions")
                     prepared, injection = prepare_body(document, chat=chat, top_logprobs=self.top_logprobs)
                     if injection.logprobs:
                         upstream_body = json.dumps(prepared).encode("utf-8")
@@ -464,6 +476,23 @@ class ProxyApp:
                 status_code=502,
                 media_type="application/json",
             )
+        if injection.logprobs and upstream.status_code >= 400 and upstream.status_code not in NO_RETRY:
+            # refused: an error message may quote the request (llama-cpp-python's 500s do), so the
+            # client gets the upstream's answer to its own body, asked again unchanged; not when the
+            # upstream says it is overloaded (429, 503): asking again would add to its load
+            await upstream.aclose()
+            try:
+                upstream = await self._send(request, body)
+            except Exception as exc:  # noqa: BLE001 - as for the first call
+                self.stats.count("upstream_errors")
+                log.warning(
+                    "%s %s: upstream unreachable: %s", request.method, request.url.path, type(exc).__name__
+                )
+                return Response(
+                    error_body(f"the upstream server could not be reached ({type(exc).__name__})"),
+                    status_code=502,
+                    media_type="application/json",
+                )
         content_type = upstream.headers.get("content-type", "")
         if not observed or upstream.status_code >= 400:
             return await self._pass_through(request, upstream)

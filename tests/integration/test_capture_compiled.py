@@ -11,7 +11,7 @@ equal to the uncompiled run's within float tolerance, in full and summary captur
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -23,6 +23,7 @@ from corevital.monitor import CoreVitalMonitor
 from corevital.report.schema import Report
 from tests.support.tiny_models import build_model, build_tokenizer
 
+Capture = Literal["full", "summary"]
 PROMPTS = ["The quick brown fox jumps over the lazy dog", "Hi there"]
 NEW_TOKENS = 50
 LOGIT_FIELDS = ("entropy", "surprisal", "top_k_margin", "topk_mass")
@@ -66,8 +67,9 @@ class GraphCounter:
 
 
 def _compile_config(counter: GraphCounter) -> CompileConfig:
-    config = CompileConfig(backend=counter.backend(), fullgraph=True, mode=None)
-    config._compile_all_devices = True  # transformers compiles on accelerators only, unless asked
+    # mode None: inductor's default (no CUDA graphs, which the CPU has not)
+    config = CompileConfig(backend=counter.backend(), fullgraph=True, mode=None)  # type: ignore[arg-type]
+    config._compile_all_devices = True  # type: ignore[assignment]  # transformers: accelerators only, unless asked
     return config
 
 
@@ -83,7 +85,7 @@ def _generate(model: Any, tokenizer: Any, compile_config: CompileConfig | None) 
 
 
 def _watched(
-    model: Any, tokenizer: Any, compile_config: CompileConfig | None, capture: str
+    model: Any, tokenizer: Any, compile_config: CompileConfig | None, capture: Capture
 ) -> tuple[torch.Tensor, list[Report]]:
     monitor = CoreVitalMonitor(device="cpu", capture=capture)
     with monitor.watch(model, tokenizer) as watcher:
@@ -108,7 +110,7 @@ def _close(a: np.ndarray, b: np.ndarray, what: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("capture", ["full", "summary"])
-def test_compiled_static_cache_one_graph_and_equal_reports(capture: str) -> None:
+def test_compiled_static_cache_one_graph_and_equal_reports(capture: Capture) -> None:
     model = build_model("llama", seed=0)
     model.config._attn_implementation = "sdpa"  # what a compiled deployment runs
     tokenizer = build_tokenizer()

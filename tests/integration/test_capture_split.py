@@ -8,7 +8,7 @@ and the same values within the tolerance of CUDA against CPU arithmetic. Needs a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -22,7 +22,9 @@ PROMPTS = ["The quick brown fox jumps over the lazy dog", "Hi there"]
 NEW_TOKENS = 6
 
 
-def _watched(model: Any, tokenizer: Any, device: str, capture: str) -> tuple[torch.Tensor, list[Report]]:
+def _watched(
+    model: Any, tokenizer: Any, device: str, capture: Literal["full", "summary"]
+) -> tuple[torch.Tensor, list[Report]]:
     inputs = {k: v.to(device) for k, v in tokenizer(PROMPTS, return_tensors="pt", padding=True).items()}
     monitor = CoreVitalMonitor(device=device, capture=capture)
     with monitor.watch(model, tokenizer) as watcher:
@@ -42,8 +44,8 @@ def _values(report: Report) -> np.ndarray:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="a split over devices needs a CUDA device")
 @pytest.mark.parametrize("capture", ["full", "summary"])
-def test_split_over_gpu_and_cpu_reports_like_one_device(capture: str) -> None:
-    from accelerate import dispatch_model
+def test_split_over_gpu_and_cpu_reports_like_one_device(capture: Literal["full", "summary"]) -> None:
+    from accelerate import dispatch_model  # type: ignore[import-untyped]
 
     tokenizer = build_tokenizer()
     whole = build_model("llama", seed=0)

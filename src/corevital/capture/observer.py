@@ -131,6 +131,7 @@ class StepObserver:
         self._compiled_layout: tuple[tuple[str, int, int, tuple[int, ...]], ...] = ()
         self._compiled_scale = 1.0
         self._compiled_attention = False
+        self._compiled_attention_warned = False
         self._cache: Any = None
         self._key_length = 0
         self._padding: Tensor | None = None
@@ -316,6 +317,15 @@ class StepObserver:
         rows = None
         if "rows" in found and self.window.follow_static_cache(self._cache):
             rows = DecodeRows((), self._key_length, self._padding, self._compiled_scale, found["rows"])
+        elif self.tap is not None and not self._compiled_attention_warned:
+            self._compiled_attention_warned = True
+            self.warnings.append(
+                CaptureWarning(
+                    "ATTENTION_NOT_AVAILABLE",
+                    "attention inside a compiled decoding step is observed on the fast attention path over "
+                    "a static cache of full-attention layers only: the compiled steps here have none",
+                )
+            )
         return RawStep(found["logits"], found.get("states"), None, None, rows)
 
     # --- generate() plug-ins -----------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from corevital.cli import main
+from corevital.errors import StoreError
 from corevital.report.encoding import report_from_json
 from corevital.sinks.base import MemorySink, TraceQuery
 from corevital.sinks.migrate import migrate_sqlite
@@ -227,6 +228,10 @@ def test_a_damaged_schema_whose_text_is_not_utf8_is_a_store_error(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot read" in err and "malformed" in err
     assert not (tmp_path / "target.db").exists()
+    for read_only in (True, False):  # the store's own open says the same in one line
+        with pytest.raises(StoreError, match="malformed") as caught:
+            SQLiteStore(source, read_only=read_only)
+        assert "\n" not in str(caught.value)
 
 
 def test_text_cells_that_are_not_utf8_fail_alone(tmp_path: Path) -> None:

@@ -68,10 +68,10 @@ def open_database(path: Path) -> sqlite3.Connection:
     except sqlite3.OperationalError as error:  # cannot open, locked, read-only
         conn.close()
         raise StoreError(f"cannot open SQLite database {path}: {error}") from None
-    except sqlite3.DatabaseError as error:  # not a database, malformed
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as error:  # not a database, malformed
         conn.close()
         raise StoreError(
-            f"{path} is not a CoreVital SQLite database ({error}); it was left untouched"
+            f"{path} is not a CoreVital SQLite database ({_message(error)}); it was left untouched"
         ) from None
     except BaseException:
         conn.close()
@@ -143,6 +143,14 @@ def open_database_read_only(path: Path) -> sqlite3.Connection:
         raise StoreError(f"cannot read SQLite database {path}: {error}") from None
 
 
+def _message(error: Exception) -> str:
+    """SQLite's message; for a damaged schema it quotes text that is not UTF-8, which Python's
+    ``sqlite3`` cannot decode (a UnicodeDecodeError instead of the DatabaseError)."""
+    if isinstance(error, UnicodeDecodeError):
+        return "database disk image is malformed (SQLite quotes damaged text that is not UTF-8)"
+    return str(error)
+
+
 def _shm_unusable(path: Path) -> bool:
     """Whether a reader cannot use the ``-shm`` file: it is missing and cannot be created, or unreadable."""
     shm = path.with_name(path.name + "-shm")
@@ -170,9 +178,9 @@ def _connect_read_only(path: Path, *, immutable: bool) -> sqlite3.Connection:
     except sqlite3.OperationalError:
         conn.close()
         raise
-    except sqlite3.DatabaseError as error:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as error:
         conn.close()
-        raise StoreError(f"cannot read SQLite database {path}: {error}") from None
+        raise StoreError(f"cannot read SQLite database {path}: {_message(error)}") from None
     except BaseException:
         conn.close()
         raise

@@ -146,6 +146,25 @@ def test_a_report_is_encoded_once_for_every_destination(
     assert all(text == real(report) for report, text in zip(reports, stored.values(), strict=True))
 
 
+class OwnWriteStore(MemorySink):
+    """A subclass of a built-in store with its own ``write``: that is what gets called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.own: list[str] = []
+
+    def write(self, report: Report) -> str:
+        self.own.append(report.trace_id)
+        return super().write(report)
+
+
+def test_a_subclass_that_overrides_write_is_called_through_write(base: Report) -> None:
+    store = OwnWriteStore()
+    with Outputs([store], []) as outputs:
+        outputs.write(base)
+    assert store.own == [base.trace_id] and store.contains(base.trace_id)
+
+
 def test_sampled_out_reports_go_nowhere_and_kept_ones_carry_their_weight(base: Report) -> None:
     store = MemorySink()
     outputs = Outputs([store], sampler=Sampler(every=2))

@@ -23,7 +23,7 @@ import sqlite3
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
@@ -194,9 +194,21 @@ class Outputs:
         self.close()
 
 
+def _encoded_method(obj: object, plain: str) -> Callable[[EncodedReport], object] | None:
+    """``obj``'s ``<plain>_encoded`` method, unless a subclass overrides ``plain`` below the class that
+    defines it (a subclass's own ``write``/``export`` is what it means to be called)."""
+    call = getattr(obj, f"{plain}_encoded", None)
+    if not callable(call):
+        return None
+    mro = type(obj).__mro__
+    owner_plain = next((i for i, c in enumerate(mro) if plain in vars(c)), len(mro))
+    owner_encoded = next((i for i, c in enumerate(mro) if f"{plain}_encoded" in vars(c)), len(mro))
+    return call if owner_encoded <= owner_plain else None
+
+
 def _store(store: Sink, encoded: EncodedReport) -> str:
-    write_encoded = getattr(store, "write_encoded", None)
-    if callable(write_encoded):
+    write_encoded = _encoded_method(store, "write")
+    if write_encoded is not None:
         return str(write_encoded(encoded))
     return store.write(encoded.report)
 
@@ -204,8 +216,8 @@ def _store(store: Sink, encoded: EncodedReport) -> str:
 def _export(exporter: Exporter | Sink, encoded: EncodedReport) -> None:
     """``export`` (``export_encoded`` when there is one), else ``write`` (or ``write_encoded``)."""
     if hasattr(exporter, "export"):
-        call = getattr(exporter, "export_encoded", None)
-        if callable(call):
+        call = _encoded_method(exporter, "export")
+        if call is not None:
             call(encoded)
         else:
             cast(Exporter, exporter).export(encoded.report)

@@ -22,7 +22,8 @@ name (``prompts.jsonl``, ``healthy.txt``, ``labelled.jsonl``, ``old_runs/`` ...)
 ``runs/corevital.db`` seeded with the original CoreVital's six traces (the ids the documents show),
 and a Hugging Face cache in which ``HuggingFaceTB/SmolLM2-135M-Instruct``, ``gpt2`` and
 ``your/model`` are tiny random models; ``COREVITAL_MODEL`` names the first, so "the default model"
-of a block is that tiny model (the real setting, read by the CLI and by ``CoreVitalMonitor()``).
+of a block is that tiny model (the real setting, read by the CLI and by ``CoreVitalMonitor()``), and
+``COREVITAL_MAX_NEW_TOKENS=4`` keeps CLI runs short where a command does not give its own count.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def build_hub(hub: Path) -> Path:
 
 
 def _labelled() -> str:
-    """Prompts with known outcomes (``failed``), half of them failures, in 12 groups of two."""
+    """Prompts with known outcomes (``failed``), half of them failures, in 10 groups of two."""
     rows = [
         {
             "id": f"q{i}",
@@ -160,7 +161,7 @@ def _labelled() -> str:
             "group": f"g{i // 2}",
             "task": "sum",
         }
-        for i in range(24)
+        for i in range(20)
     ]
     return "".join(json.dumps(row) + "\n" for row in rows)
 
@@ -251,6 +252,7 @@ class DocWorld:
             "TRANSFORMERS_OFFLINE": "1",
             "NO_COLOR": "1",
             "COREVITAL_DEVICE": "cpu",
+            "COREVITAL_MAX_NEW_TOKENS": "4",  # a few tokens, unless the block's own flag says otherwise
             "XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")),
             "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
             SOCKET_VARIABLE: str(root / "cli.sock"),

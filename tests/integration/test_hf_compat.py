@@ -11,7 +11,7 @@ import pytest
 import torch
 from packaging.specifiers import SpecifierSet
 from transformers import AutoConfig, DynamicCache, PretrainedConfig
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicLayer, StaticLayer
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -220,6 +220,47 @@ def test_append_only_layers_are_exactly_dynamic_layers() -> None:
     assert hf_compat.append_only_layers(Cache([Window()])) is None  # type: ignore[no-untyped-call]
     assert hf_compat.append_only_layers(Cache([])) is None
     assert hf_compat.append_only_layers(object()) is None
+
+
+def test_static_full_layers_are_exactly_static_layers() -> None:
+    """A static cache of full-attention layers qualifies; one with a sliding-window layer does not."""
+    from transformers import StaticCache
+
+    full = StaticCache(config=build_model("llama").config, max_cache_len=16)
+    layers = hf_compat.static_full_layers(full)
+    assert layers is not None and all(type(layer) is StaticLayer for layer in layers)
+    assert hf_compat.static_full_layers(DynamicCache()) is None
+    assert hf_compat.static_full_layers(object()) is None
+    windowed = AutoConfig.for_model("mistral", sliding_window=4, num_hidden_layers=2, hidden_size=32)
+    windowed.num_attention_heads, windowed.num_key_value_heads, windowed.intermediate_size = 4, 2, 64
+    assert hf_compat.static_full_layers(StaticCache(config=windowed, max_cache_len=16)) is None
+
+
+def test_sdpa_mask_takes_the_eager_mask_arguments() -> None:
+    """The compiled step's mask builder: transformers' boolean mask from the arguments eager_mask gets."""
+    padding = torch.tensor([[0, 1, 1, 1]], dtype=torch.bool)
+    kwargs: dict[str, Any] = {
+        "batch_size": 1,
+        "q_length": 1,
+        "kv_length": 4,
+        "q_offset": 3,
+        "attention_mask": padding,
+        "dtype": torch.float32,
+        "allow_is_causal_skip": False,
+    }
+    boolean = hf_compat.sdpa_mask(**kwargs)
+    additive = hf_compat.eager_mask(**kwargs)
+    assert boolean is not None and additive is not None and boolean.dtype == torch.bool
+    assert torch.equal(boolean, additive == 0)
+    assert boolean[0, 0, 0].tolist() == [False, True, True, True]
+
+
+def test_attention_registered_follows_the_registry() -> None:
+    name = "corevital_test_registered"
+    assert not hf_compat.attention_registered(name)
+    with hf_compat.registered_attention(name, lambda *a, **k: None, lambda *a, **k: None):
+        assert hf_compat.attention_registered(name)
+    assert not hf_compat.attention_registered(name)
 
 
 def test_config_revision(

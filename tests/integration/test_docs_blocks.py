@@ -143,3 +143,16 @@ def test_the_parser_reads_markers_and_refuses_bad_ones(tmp_path: Path) -> None:
     assert [b.problem is None for b in blocks] == [True, True, False, False, False, True]
     assert blocks[0].body == "nvidia-smi\n" and blocks[5].body == "a: 1\n"
     assert blocks[0].id == "doc.md:3"
+
+
+def test_the_monitor_takes_its_model_from_the_setting_as_the_cli_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hook the documents' python blocks rely on: ``CoreVitalMonitor()`` reads ``COREVITAL_MODEL``."""
+    from corevital import CoreVitalMonitor
+
+    monkeypatch.setenv("COREVITAL_MODEL", "gpt2")
+    assert CoreVitalMonitor().settings_for().model == "gpt2"
+    assert CoreVitalMonitor("default").settings_for().model == "default"  # an explicit model wins
+    monkeypatch.delenv("COREVITAL_MODEL")
+    assert CoreVitalMonitor().settings_for().model == "default"

@@ -24,6 +24,7 @@ from corevital.report.schema import Report
 from tests.support.tiny_models import build_model, build_tokenizer
 
 Capture = Literal["full", "summary"]
+Path = Literal["fast", "eager"]
 PROMPTS = ["The quick brown fox jumps over the lazy dog", "Hi there"]
 NEW_TOKENS = 50
 LOGIT_FIELDS = ("entropy", "surprisal", "top_k_margin", "topk_mass")
@@ -85,9 +86,9 @@ def _generate(model: Any, tokenizer: Any, compile_config: CompileConfig | None) 
 
 
 def _watched(
-    model: Any, tokenizer: Any, compile_config: CompileConfig | None, capture: Capture
+    model: Any, tokenizer: Any, compile_config: CompileConfig | None, capture: Capture, path: Path = "fast"
 ) -> tuple[torch.Tensor, list[Report]]:
-    monitor = CoreVitalMonitor(device="cpu", capture=capture)
+    monitor = CoreVitalMonitor(device="cpu", capture=capture, attention_path=path)
     with monitor.watch(model, tokenizer) as watcher:
         out = _generate(model, tokenizer, compile_config)
     return out, watcher.reports
@@ -144,3 +145,19 @@ def test_compiled_static_cache_one_graph_and_equal_reports(capture: Capture) -> 
             assert not np.isnan(attention[:, :, 0]).any(), "attention missing on compiled steps"
             _close(attention, _table(reference, "attention_summary", ATTENTION_FIELDS), "attention")
         assert [w.code for w in compiled.warnings] == [w.code for w in reference.warnings]
+
+
+@pytest.mark.slow
+def test_compiled_eager_attention_path_observes_attention() -> None:
+    """With the model's eager attention under compile, the compiled steps' rows are scored as well."""
+    model = build_model("llama", seed=0)
+    tokenizer = build_tokenizer()
+    counter = GraphCounter()
+    out, reports = _watched(model, tokenizer, _compile_config(counter), "full", "eager")
+    eager_out, reference = _watched(model, tokenizer, None, "full", "eager")
+    assert counter.graphs == 2 and torch.equal(out, eager_out)
+    for compiled, ref in zip(reports, reference, strict=True):
+        attention = _table(compiled, "attention_summary", ATTENTION_FIELDS)
+        assert not np.isnan(attention[:, :, 0]).any()
+        _close(attention, _table(ref, "attention_summary", ATTENTION_FIELDS), "attention, eager path")
+        assert not compiled.warnings

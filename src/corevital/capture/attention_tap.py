@@ -100,10 +100,14 @@ class AttentionTap:
         num_layers: int,
         num_encoder_layers: int,
         fast: bool = False,
+        recomputable: bool | None = None,
         tuning: Tuning | None = None,
         prompt: PromptScorer | None = None,
     ) -> None:
         self.fast = fast
+        # Whether the model's eager attention is softmax(q·kᵀ·scale + mask), so that a row scored
+        # later from the query equals what the layer computed (default: on the fast path only).
+        self.recomputable = fast if recomputable is None else recomputable
         self.tuning = tuning or Tuning()
         self.prompt = prompt
         self._sites: dict[nn.Module, AttentionSite] = {site.module: site for site in sites}
@@ -239,14 +243,16 @@ class AttentionTap:
         The output is the model's own (SDPA with transformers' boolean mask on the fast path, the
         eager function with its additive mask otherwise: :meth:`_model_mask` builds the matching
         mask); the query row waits, like a deferred decoding step's, for the window's scoring
-        against the cache (:mod:`.attention_window`), and only where the fast path's recomputation
-        is exact.
+        against the cache (:mod:`.attention_window`), where that recomputation is exact for the
+        model (on the eager path too).
         """
         if self.fast:
             output = _sdpa(module, query, key, value, attention_mask, **kwargs)
         else:
             output = _eager(module, query, key, value, attention_mask, **kwargs)[0]
-        exact = self.fast and all(kwargs.get(name) is None for name in (*UNSUPPORTED_KWARGS, "position_bias"))
+        exact = self.recomputable and all(
+            kwargs.get(name) is None for name in (*UNSUPPORTED_KWARGS, "position_bias")
+        )
         if self.compiled_rows is not None and exact and query.shape[2] == 1:
             self.compiled_rows.append(query)
             self.compiled_scale = scale_for(query, kwargs.get("scaling"))

@@ -64,6 +64,7 @@ def attention_tap(
         num_layers=caps.num_layers,
         num_encoder_layers=caps.num_encoder_layers or 0,
         fast=options.fast_attention and caps.fast_attention_supported,
+        recomputable=caps.fast_attention_supported,
         tuning=options.tuning,
         prompt=prompt,
     )

@@ -71,7 +71,9 @@ def test_resume_runs_only_the_prompts_not_stored_yet(
 
 
 @pytest.mark.slow  # real processes interrupted mid-run
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+# SIGINT takes the same path as SIGTERM once it reaches CoreVital's handler (KeyboardInterrupt);
+# bench/interrupt_trials.py interrupts with all three at random moments, 20 trials.
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_an_interrupted_batched_run_keeps_finished_batches_and_resumes(
     tmp_path: Path, tiny_llama: str, signum: int
 ) -> None:

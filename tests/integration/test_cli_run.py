@@ -152,7 +152,12 @@ def test_run_writes_sqlite_and_prints_summary(
     )
     assert code == 0, err
     # A batch is one table row per sequence (docs/cli.md), then where the reports went.
-    assert out.splitlines()[1].split()[:4] == ["#", "risk", "flags", "finish"]
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["#"])
+    assert lines[header].split()[:4] == ["#", "risk", "flags", "finish"]
+    assert len(lines[header + 1 : header + 3]) == 2 and all(
+        line.split()[0] in ("1", "2") for line in lines[header + 1 : header + 3]
+    )
     assert "Reports: 2 of 2 stored" in out
     store = SQLiteStore(tmp_path / "corevital.db")
     try:

@@ -45,14 +45,17 @@ def test_first_stream_event_arrives_long_before_the_end(monitor: CoreVitalMonito
 def test_repetition_policy_halts_a_loop_soon_after_it_forms(monitor: CoreVitalMonitor) -> None:
     free = monitor.run(prompt=LOOP_PROMPT, temperature=0.0, max_new_tokens=120)
     stopped = monitor.run(
-        prompt=LOOP_PROMPT, temperature=0.0, max_new_tokens=120, policies=[StopOnRepetition()]
+        prompt=LOOP_PROMPT,
+        temperature=0.0,
+        max_new_tokens=120,
+        policies=[StopOnRepetition(stop_requested=True)],  # the prompt asks for the loop
     )
     loop = present(free.extensions.repetition)
     print(
         f"without policy: {free.generated.num_tokens} tokens; with: {stopped.generated.num_tokens} "
         f"(loop of period {loop.period} from step {loop.first_step})"
     )
-    assert present(free.health_flags).repetition_loop_detected
+    assert present(free.health_flags).repetition_loop_detected and loop.requested
     assert stopped.generated.finish_reason == "stopped_by_callback"
     formed = present(loop.first_step) + max(12, 3 * present(loop.period))
     assert formed - 1 <= stopped.generated.num_tokens <= formed + 3

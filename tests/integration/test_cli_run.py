@@ -125,6 +125,45 @@ def test_corrupt_database_is_refused_and_left_intact(
     assert db.read_bytes() == garbage
 
 
+def test_a_damaged_page_inside_a_valid_database_is_refused_before_the_model_loads(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str
+) -> None:
+    """A store whose header is fine but one of whose report pages is overwritten: the pre-flight
+    finds it (``PRAGMA quick_check``) instead of the write after the generation."""
+    import random
+    import sqlite3
+    import uuid
+    from contextlib import closing
+
+    from corevital.report.encoding import report_from_json
+    from tests.support.hostile import GOLDEN
+
+    db = tmp_path / "corevital.db"
+    golden = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    rng = random.Random(5)
+    with SQLiteStore(db) as store:
+        for _ in range(30):
+            golden["trace_id"] = str(uuid.UUID(int=rng.getrandbits(128)))
+            golden["prompt"]["text"] = rng.randbytes(600).hex()  # incompressible: several pages
+            store.write(report_from_json(json.dumps(golden)))
+    with closing(sqlite3.connect(db)) as conn:  # everything in the main file, no -wal beside it
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("PRAGMA journal_mode=DELETE")
+        size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        leaves = [
+            n
+            for (n,) in conn.execute("SELECT pageno FROM dbstat WHERE name = 'reports' AND pagetype = 'leaf'")
+        ]
+    assert len(leaves) > 2
+    with db.open("r+b") as handle:  # a middle leaf page: the header page stays intact
+        handle.seek((leaves[len(leaves) // 2] - 1) * size)
+        handle.write(b"\x77" + rng.randbytes(size - 1))
+    code, out, err = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi")
+    line = _one_error_line(err)
+    assert code == 6 and "is damaged" in line and "migrate --from-db" in line, err
+    assert "Reports:" not in out  # nothing generated
+
+
 @pytest.mark.slow  # a real `corevital` process: seconds of interpreter and torch start-up
 def test_error_exit_code_and_single_line_in_a_real_process(tmp_path: Path) -> None:
     proc = subprocess.run(

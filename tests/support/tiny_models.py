@@ -648,11 +648,27 @@ def build_family_model(family: str, *, seed: int = 0, **overrides: Any) -> TinyM
     return model
 
 
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """transformers' progress bars off (``save_pretrained`` draws one on stderr, which a test that
+    reads the CLI's stderr would see when its model is built lazily inside it)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # untyped in transformers
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]  # untyped in transformers
+
+
 def save_family_model(family: str, directory: Path, *, seed: int = 0, **overrides: Any) -> Path:
     """Write a tiny ``family`` model, its generation config and the tokenizer to ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    build_family_model(family, seed=seed, **overrides).save_pretrained(directory)
+    with _no_progress_bars():
+        build_family_model(family, seed=seed, **overrides).save_pretrained(directory)
     build_tokenizer().save_pretrained(directory)
     return directory
 
@@ -742,6 +758,7 @@ def save_tiny_model(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model = build_model(arch, seed=seed, **overrides)
-    model.save_pretrained(directory)
+    with _no_progress_bars():
+        model.save_pretrained(directory)
     build_tokenizer(chat_template=chat_template).save_pretrained(directory)
     return directory

@@ -232,7 +232,9 @@ def _one_line(exc: BaseException) -> str:
 
 def check_writable(name: str, settings: Settings) -> None:
     """Write to the store the way a report will be written, and take it back: a read-only file or
-    directory fails now, before a model is loaded, instead of after the generation."""
+    directory fails now, before a model is loaded, instead of after the generation. A SQLite store
+    is also checked page by page (``PRAGMA quick_check``, about 0.1 s per 200 MB): a damaged page
+    that a later write would reach fails now too."""
     if name == "sqlite":
         path = Path(store_location("sqlite", settings))
         try:
@@ -242,10 +244,17 @@ def check_writable(name: str, settings: Settings) -> None:
                 version = int(conn.execute("PRAGMA user_version").fetchone()[0])
                 conn.execute(f"PRAGMA user_version = {version}")  # rewrites the header page
                 conn.execute("ROLLBACK")
+                found = str(conn.execute("PRAGMA quick_check(1)").fetchone()[0])
+                problem = " ".join(found.replace("*** in database main ***", "").split())
             finally:
                 conn.close()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to the SQLite store {path}: {exc}") from exc
+        if problem != "ok":
+            raise StoreError(
+                f"the SQLite store {path} is damaged ({problem}); `corevital migrate --from-db` "
+                "copies its readable reports into a new store"
+            )
     elif name == "local":
         directory = Path(settings.out)
         try:

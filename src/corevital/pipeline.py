@@ -32,7 +32,7 @@ from corevital.capture.records import generation_record
 from corevital.config import Settings
 from corevital.errors import InputError
 from corevital.exporters.base import Outputs, open_outputs
-from corevital.perf import Operation, PerfRecorder, StrictMeasurements
+from corevital.perf import Operation, PerfRecorder, StrictMeasurements, cyclic_gc_paused
 from corevital.report.builder import BuildContext, build_report
 from corevital.report.diagnosis import extensions, health_flags
 from corevital.report.rag import read_rag_context
@@ -103,25 +103,6 @@ def settle_loaded_model() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-@contextmanager
-def cyclic_gc_paused() -> Iterator[None]:
-    """Cyclic garbage collection held off while reports are built, restored after.
-
-    Building a full-capture report creates tens of thousands of small acyclic objects (per-layer
-    summaries), which trigger collector passes that find nothing to free but walk every young
-    object again; with several reports alive (a batch) the passes reach older generations too.
-    Reference counting still frees everything as usual; only the search for reference cycles
-    waits until the build returns (docs/performance.md, "Report building", has the measurements).
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class Pipeline:

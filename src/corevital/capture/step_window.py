@@ -66,12 +66,7 @@ class StepWindow:
 
         A new cache first has the rows deferred against the previous one scored.
         """
-        if cache is not self._cache:
-            if self._cache is not None:
-                self.flush()
-            self._cache = cache
-            self._cache_append_only = is_append_only(cache)
-            self._cache_static = static_full_layers(cache) is not None
+        self._follow(cache)
         return self._cache_append_only
 
     def follow_static_cache(self, cache: Any) -> bool:
@@ -80,13 +75,18 @@ class StepWindow:
         True for a static cache of full-attention layers only (each step's keys stay where they were
         written; sliding-window layers overwrite them). A new cache first has waiting rows scored.
         """
-        if cache is not self._cache:
-            if self._cache is not None:
-                self.flush()
-            self._cache = cache
-            self._cache_append_only = is_append_only(cache)
-            self._cache_static = static_full_layers(cache) is not None
+        self._follow(cache)
         return self._cache_static
+
+    def _follow(self, cache: Any) -> None:
+        """Take ``cache`` as the one deferred rows are scored against (rows waiting on another first)."""
+        if cache is self._cache:
+            return
+        if self._cache is not None:
+            self.flush()
+        self._cache = cache
+        self._cache_append_only = is_append_only(cache)
+        self._cache_static = static_full_layers(cache) is not None
 
     def held_bytes(self) -> int:
         """Device bytes of the model's tensors the waiting steps keep alive."""

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from corevital.cli.args import add_run_flags, settings_overrides
 from corevital.cli.common import configure_logging, read_prompts_file
 from corevital.config import DEFAULT_MODEL_NAME, load_settings
 from corevital.errors import InputError
-from corevital.perf import PerfRecorder
+from corevital.perf import PerfRecorder, cyclic_gc_paused
 from corevital.sinks.sqlite_schema import DEFAULT_DB_PATH
 
 if TYPE_CHECKING:
@@ -39,23 +36,6 @@ def prepare_process() -> None:
     if "torch" in sys.modules or "OMP_WAIT_POLICY" in os.environ:
         return
     os.environ.setdefault("GOMP_SPINCOUNT", OPENMP_SPIN_ROUNDS)
-
-
-@contextmanager
-def collector_held() -> Iterator[None]:
-    """Cyclic garbage collection off while the generation stack is imported and the model loaded.
-
-    Importing torch and transformers and building the model create about 700,000 objects and free
-    almost none; the collector's passes over them cost 10-20 % of the imports. Whatever is alive at
-    the end is exempted from later passes (:func:`corevital.pipeline.settle_loaded_model`).
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _collect_prompts(args: argparse.Namespace) -> list[str]:
@@ -101,7 +81,7 @@ def _load_model(pipeline: Pipeline, perf: PerfRecorder | None, *, quiet: bool) -
     name = pipeline.settings.model
     if name == DEFAULT_MODEL_NAME:
         name = "the default model, SmolLM2-135M-Instruct"
-    with status_line("Importing torch and transformers", quiet=quiet) as stage, collector_held():
+    with status_line("Importing torch and transformers", quiet=quiet) as stage, cyclic_gc_paused():
         with timed(perf, "imports"):
             from corevital.capture.loading import ModelSpec, import_model_stack, load_model
 
@@ -122,7 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     perf = PerfRecorder(settings.perf, start=t0) if settings.perf else None
     if perf is not None:
         perf.add("config_load", (time.perf_counter() - t0) * 1000.0)
-    with collector_held():
+    with cyclic_gc_paused():
         from rich.console import Console
 
         from corevital.cli.run_output import batch_footer, batch_table, live_lines

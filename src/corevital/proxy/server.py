@@ -441,8 +441,6 @@ class ProxyApp:
 
     # --- HTTP ------------------------------------------------------------------------------------
     async def handle(self, request: Request) -> Response:
-        from starlette.responses import Response
-
         self.stats.count("requests")
         body = await request.body()
         received = time.perf_counter()
@@ -467,15 +465,7 @@ class ProxyApp:
         try:
             upstream = await self._send(request, upstream_body)
         except Exception as exc:  # noqa: BLE001 - every transport failure is the upstream's
-            self.stats.count("upstream_errors")
-            log.warning(
-                "%s %s: upstream unreachable: %s", request.method, request.url.path, type(exc).__name__
-            )
-            return Response(
-                error_body(f"the upstream server could not be reached ({type(exc).__name__})"),
-                status_code=502,
-                media_type="application/json",
-            )
+            return self._unreachable(request, exc)
         if injection.logprobs and upstream.status_code >= 400 and upstream.status_code not in NO_RETRY:
             # refused: an error message may quote the request (llama-cpp-python's 500s do), so the
             # client gets the upstream's answer to its own body, asked again unchanged; not when the
@@ -484,15 +474,7 @@ class ProxyApp:
             try:
                 upstream = await self._send(request, body)
             except Exception as exc:  # noqa: BLE001 - as for the first call
-                self.stats.count("upstream_errors")
-                log.warning(
-                    "%s %s: upstream unreachable: %s", request.method, request.url.path, type(exc).__name__
-                )
-                return Response(
-                    error_body(f"the upstream server could not be reached ({type(exc).__name__})"),
-                    status_code=502,
-                    media_type="application/json",
-                )
+                return self._unreachable(request, exc)
         content_type = upstream.headers.get("content-type", "")
         if not observed or upstream.status_code >= 400:
             return await self._pass_through(request, upstream)
@@ -507,6 +489,18 @@ class ProxyApp:
         if content_type.startswith("text/event-stream"):
             return self._stream(upstream, observation)
         return await self._whole(upstream, observation)
+
+    def _unreachable(self, request: Request, exc: Exception) -> Response:
+        """A transport failure towards the upstream: counted, logged, a 502 naming its kind."""
+        from starlette.responses import Response
+
+        self.stats.count("upstream_errors")
+        log.warning("%s %s: upstream unreachable: %s", request.method, request.url.path, type(exc).__name__)
+        return Response(
+            error_body(f"the upstream server could not be reached ({type(exc).__name__})"),
+            status_code=502,
+            media_type="application/json",
+        )
 
     async def _send(self, request: Request, body: bytes) -> httpx.Response:
         assert self._client is not None, "the proxy is not started"

@@ -230,31 +230,8 @@ def _hidden_fault(
 ) -> Iterator[Fault]:
     _check_step(from_step)
     block = find_layer(model, layer, stack=stack)
-    fault = Fault(kind=kind, layer=layer, stack=stack, from_step=from_step)
-    active = [False]
-
-    def pre(module: nn.Module, args: Any) -> None:
-        active[0] = fault.steps >= from_step
-        fault.steps += 1
-
-    def post(module: nn.Module, args: Any, output: Any) -> Any:
-        if not active[0]:
-            return None
-        fault.fired += 1
-        fault.mechanism = "output"
-        return _map_hidden(output, fn)
-
-    # prepend=True: run before Hugging Face's own output-recording hook on the block, so the
-    # recorded hidden_states are the faulted ones.
-    handles = [
-        block.register_forward_pre_hook(pre, prepend=True),
-        block.register_forward_hook(post, prepend=True),
-    ]
-    try:
+    with _output_fault(block, block, layer, stack, from_step, kind, "output", fn) as fault:
         yield fault
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _last_position(hidden: Tensor, value: Callable[[Tensor], Tensor]) -> Tensor:
@@ -368,7 +345,12 @@ def _output_fault(
         fault.mechanism = mechanism
         return _map_hidden(output, fn)
 
-    handles = [block.register_forward_pre_hook(pre, prepend=True), target.register_forward_hook(post)]
+    # On the block itself, prepend=True: run before Hugging Face's own output-recording hook on the
+    # block, so the recorded hidden_states are the faulted ones.
+    handles = [
+        block.register_forward_pre_hook(pre, prepend=True),
+        target.register_forward_hook(post, prepend=target is block),
+    ]
     try:
         yield fault
     finally:

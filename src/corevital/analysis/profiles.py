@@ -97,6 +97,7 @@ class RiskProfile(_Section):
     collapse_weight: float = Field(ge=0.0)
     mid_layer_weight: float = Field(ge=0.0)
     layer_jump_weight: float = Field(ge=0.0)
+    layer_update_weight: float = Field(default=4.0, ge=0.0)
     repetition_weight: float = Field(ge=0.0)
     nan_inf_weight: float = Field(ge=0.0)
 

@@ -71,6 +71,7 @@ class RiskEvidence:
     collapse_severity: float | None = None  # attention collapse detected: its severity
     mid_layer: bool = False
     layer_jump: float | None = None  # severity of an abnormal norm jump outside the middle third
+    layer_update: float | None = None  # a silenced or sharpened sub-layer: its blamed severity
     loop: bool = False  # a repetition loop the prompt did not ask for
     loop_coverage: float = 0.0
     non_finite: bool = False
@@ -158,6 +159,7 @@ def evidence(
         jumps = [b.severity for b in blamed if {"l2_norm_jump", "l2_norm_spike"} & set(b.reasons)]
         jump = max(jumps) if jumps else None
     return RiskEvidence(
+        layer_update=layer_update_severity(flags, blamed),
         features=features,
         compound=tuple((s.name, s.severity) for s in compound),
         collapse_severity=(flags.attention_collapse_severity or 0.0)
@@ -169,6 +171,27 @@ def evidence(
         loop_coverage=repetition_coverage,
         non_finite=flags.nan_detected or flags.inf_detected,
     )
+
+
+_UPDATE_REASONS = frozenset(
+    {
+        "update_ratio_low",
+        "update_ratio_high",
+        "mlp_silent",
+        "attention_uniform",
+        "attention_entropy_low",
+        "attention_entropy_high",
+    }
+)
+
+
+def layer_update_severity(flags: HealthFindings, blamed: tuple[LayerBlame, ...]) -> float | None:
+    """The internal-state evidence of ``layer_update_anomaly_detected``: the severity of the most
+    severe layer blamed for it (0.5 at a finding's bound, towards 0.9), None when not detected."""
+    if not flags.layer_update_anomaly_detected:
+        return None
+    severities = [b.severity for b in blamed if _UPDATE_REASONS & set(b.reasons)]
+    return max(severities) if severities else 0.5
 
 
 def risk_score(
@@ -238,6 +261,8 @@ def logit_terms(found: RiskEvidence, profile: RiskProfile) -> dict[str, float]:
         terms["mid_layer_anomaly"] = profile.mid_layer_weight
     elif found.layer_jump is not None:
         terms["layer_norm_jump"] = profile.layer_jump_weight * found.layer_jump
+    if found.layer_update is not None:
+        terms["layer_update_anomaly"] = profile.layer_update_weight * found.layer_update
     if found.loop:
         terms["repetition_loop"] = profile.repetition_weight
     if found.non_finite:

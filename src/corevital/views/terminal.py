@@ -116,6 +116,7 @@ FACTOR_WORDS = {
     "attention_collapse": "attention heads collapsed onto few tokens",
     "mid_layer_anomaly": "a middle layer behaved abnormally",
     "layer_norm_jump": "a hidden-state norm jumped between layers",
+    "layer_update_anomaly": "a layer's attention or MLP was silenced or sharpened",
     "repetition_loop": "it repeated itself in a loop",
     "nan_or_inf": "NaN or infinite values appeared",
 }

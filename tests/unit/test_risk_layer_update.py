@@ -29,10 +29,9 @@ def test_a_uniform_attention_layer_raises_the_risk_and_is_named() -> None:
 
 
 def test_the_term_is_the_weight_times_the_severity() -> None:
-    base = combine(
-        RiskEvidence(features=diagnose(make_signals(steps=30), PROFILE).risk.features), PROFILE.risk
-    )
-    assert base.features is not None
+    features = diagnose(make_signals(steps=30), PROFILE).risk.features
+    assert features is not None
+    base = combine(RiskEvidence(features=features), PROFILE.risk)
     for severity in (0.5, 0.9):
         found = RiskEvidence(features=features, layer_update=severity)
         risk = combine(found, PROFILE.risk)

@@ -38,6 +38,7 @@ from corevital.report.diagnosis import extensions, health_flags
 from corevital.report.rag import read_rag_context
 from corevital.report.schema import PerformanceInfo, RagContext, Report, SinkConfig
 from corevital.report.timestamps import utc_now
+from corevital.sinks.encoded import EncodedReport
 from corevital.sinks.local import LocalFileSink
 from corevital.sinks.open import store_location
 
@@ -296,15 +297,18 @@ class Pipeline:
         settings = self.settings
         outputs = self.outputs
         locations = []
-        for report in reports:
-            where = outputs.write(report)
+        encoded = [EncodedReport(report) for report in reports]  # one encoding: stores and JSON files
+        for one in encoded:
+            where = outputs.write(one)
             locations.append(where[0] if where else "")
-        kept = [r for r in reports if r.extensions.sampling is None or r.extensions.sampling.kept]
+        kept = [
+            e for e in encoded if e.report.extensions.sampling is None or e.report.extensions.sampling.kept
+        ]
         json_paths: list[str] = []
         if settings.write_json and "sqlite" in settings.stores and kept:
             json_sink = LocalFileSink(settings.out, pretty=settings.json_pretty)
             try:
-                json_paths = [json_sink.write(report) for report in kept]
+                json_paths = [json_sink.write_encoded(one) for one in kept]
             finally:
                 json_sink.close()
         return locations, json_paths
@@ -541,6 +545,7 @@ def signals_from_capture(seq: SequenceCapture, *, model_id: str, caps: ModelCapa
         hidden_inf=None if h is None else _bools(h.has_inf),
         last_layer_sketch=None if h is None or h.sketch is None else _floats(np.asarray(h.sketch)[:, -1, :]),
         hidden_update_ratio=_update_ratio(h),
+        hidden_mlp_update_ratio=_update_ratio(h, "mlp_update_ratio"),
         attn_entropy_norm=None if a is None else _floats(a.entropy_mean_normalized),
         attn_collapse_rate=None if a is None else _floats(a.collapsed_head_rate),
         attn_concentration_max=None if a is None else _floats(a.concentration_max),
@@ -549,8 +554,8 @@ def signals_from_capture(seq: SequenceCapture, *, model_id: str, caps: ModelCapa
     )
 
 
-def _update_ratio(hidden: Any) -> np.ndarray | None:
-    ratio = None if hidden is None else getattr(hidden, "update_ratio", None)
+def _update_ratio(hidden: Any, name: str = "update_ratio") -> np.ndarray | None:
+    ratio = None if hidden is None else getattr(hidden, name, None)
     return None if ratio is None else _floats(ratio)
 
 

@@ -13,6 +13,7 @@ import pytest
 from corevital.cli import main
 from corevital.config import load_settings
 from corevital.report.encoding import load_report
+from corevital.report.schema import Report
 from corevital.sinks.sqlite import SQLiteStore
 
 
@@ -233,12 +234,27 @@ def test_run_local_sink_and_json_summary(
 
 
 def test_write_json_beside_sqlite(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The JSON file holds the bytes the store keeps, from the one encoding the store made."""
+    import corevital.report.encoding as encoding
+
+    real, calls = encoding.report_to_json, []
+
+    def counting(report: Report, pretty: bool = False) -> str:
+        calls.append(report.trace_id)
+        return real(report, pretty)
+
+    monkeypatch.setattr(encoding, "report_to_json", counting)
     code, out, _ = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hello", "--write-json")
     assert code == 0
     assert (tmp_path / "corevital.db").is_file()
-    assert len(list(tmp_path.glob("trace_*.json"))) == 1
+    files = list(tmp_path.glob("trace_*.json"))
+    assert len(files) == 1
+    trace_id = files[0].name.removeprefix("trace_").removesuffix(".json")
+    assert calls == [trace_id]
+    with SQLiteStore(tmp_path / "corevital.db") as store:
+        assert files[0].read_text(encoding="utf-8") == store.get_json(trace_id)
 
 
 def test_environment_overrides_and_cli_wins(tmp_path: Path) -> None:

@@ -140,15 +140,20 @@ class Outputs:
     def empty(self) -> bool:
         return not self.stores and not self.exporters
 
-    def write(self, report: Report) -> list[str]:
-        """Sample, then store and export ``report``; the stores' locations."""
+    def write(self, report: Report | EncodedReport) -> list[str]:
+        """Sample, then store and export ``report``; the stores' locations.
+
+        A caller that writes the report elsewhere too (``--write-json``'s files) passes an
+        :class:`EncodedReport` and reuses its encoding afterwards.
+        """
+        encoded = EncodedReport.of(report)  # encoded once, on first use, for every destination
+        report = encoded.report
         with self._lock:
             sampling = self.sampler.decide(report)
         if sampling is not None:
             report.extensions.sampling = sampling
             if not sampling.kept:
                 return []
-        encoded = EncodedReport(report)  # encoded once, on first use, for every destination
         locations = [_store(store, encoded) for store in self.stores]
         for name, exporter in zip(self.names, self.exporters, strict=True):
             try:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from corevital.capture.attention_tap import AttentionTap
 from corevital.capture.layer_stream import LayerStream, StreamedStates, StreamSites
 from corevital.capture.mask_forms import UnreadableMask, prompt_padding
+from corevital.capture.tensor_parallel import ShardGroup, combine
 from corevital.metrics.hidden import summarize_hidden
 from corevital.metrics.prompt import layer_transformations, prompt_surprisals, prompt_surprisals_from_states
 from corevital.metrics.transfer import to_host
@@ -133,8 +134,11 @@ class PromptPass:
             return None
         return PromptDeviceStats(surprisals, transformations)
 
-    def finalize(self, tap: AttentionTap | None) -> None:
-        """Move prompt telemetry (with the tap's prompt attention) to the host, once, after generation."""
+    def finalize(self, tap: AttentionTap | None, shards: ShardGroup | None = None) -> None:
+        """Move prompt telemetry (with the tap's prompt attention) to the host, once, after generation.
+
+        ``shards``: a tensor-parallel model's ranks, whose per-head prompt attention is joined first.
+        """
         if self.device is None:
             return
         layers = list(tap.prompt_stats) if tap is not None else []
@@ -143,6 +147,8 @@ class PromptPass:
         shares = list(tap.prompt_span_share) if tap is not None else []
         if not shares or any(share is None for share in shares):
             shares = []
+        if shards is not None and (layers or shares):
+            layers, shares = combine(layers, shards), combine(shares, shards)
         self.host = to_host((self.device, layers, shares))
 
 

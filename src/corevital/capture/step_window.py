@@ -18,6 +18,7 @@ from corevital.capture.attention_window import append_only_keys, is_append_only,
 from corevital.capture.hf_compat import static_full_layers
 from corevital.capture.options import CaptureOptions
 from corevital.capture.steps import DeviceStep, RawStep, reduce_raw_steps, split_host_batch
+from corevital.capture.tensor_parallel import ShardGroup, combine_window
 from corevital.metrics.transfer import tensor_bytes, to_host
 
 
@@ -44,8 +45,15 @@ def held_bytes(step: RawStep) -> int:
 class StepWindow:
     """Steps waiting for their batched reduction (``waiting``) and those reduced (``host_steps``)."""
 
-    def __init__(self, options: CaptureOptions, sketch: Tensor | None, budget_bytes: int) -> None:
+    def __init__(
+        self,
+        options: CaptureOptions,
+        sketch: Tensor | None,
+        budget_bytes: int,
+        shards: ShardGroup | None = None,
+    ) -> None:
         self.options = options
+        self.shards = shards  # a tensor-parallel model: attention combined over its ranks' heads
         self.sketch = sketch
         self.budget_bytes = budget_bytes
         self.waiting: list[RawStep] = []
@@ -116,5 +124,7 @@ class StepWindow:
                 )
                 for group in _uniform_runs(waiting)
             ]
+            if self.shards is not None:
+                batches = combine_window(batches, self.shards)
         for batch, attention in to_host(batches):
             self.host_steps.extend(split_host_batch(batch, attention))

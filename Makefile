@@ -57,10 +57,16 @@ fuzz: $(STAMP)
 # `llama-cpp` extra's llama-cpp-python, built from source for the CPU (~10+ minutes on 2 cores;
 # `make test` never builds it), with its OpenAI-compatible server, then the in-process backend's
 # and the proxy-against-a-real-server tests.
+# llama-cpp-python publishes only an sdist on PyPI: installing it compiles llama.cpp (40+ minutes on
+# 2 busy cores). LLAMA_CPP_WHEEL=path/to/llama_cpp_python-0.3.36-*.whl installs a wheel built
+# before (`pip wheel`, docs/proxy.md) instead; PIP_FIND_LINKS=dir (pip's own setting) works too.
+LLAMA_CPP_WHEEL ?=
+LLAMA_CPP_SPEC := $(if $(LLAMA_CPP_WHEEL),llama-cpp-python[server] @ file://$(abspath $(LLAMA_CPP_WHEEL)),llama-cpp-python[server]==0.3.36)
+
 .PHONY: test-engines
 test-engines: $(STAMP)
 	$(BIN)/python -c "import llama_cpp.server.app" 2>/dev/null || CMAKE_ARGS="-DGGML_NATIVE=OFF" \
-		$(BIN)/pip install -q "llama-cpp-python[server]==0.3.36"
+		$(BIN)/pip install -q "$(LLAMA_CPP_SPEC)"
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/test_llama_cpp_backend.py \
 		tests/integration/test_proxy_engine.py
 

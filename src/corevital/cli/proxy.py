@@ -171,6 +171,6 @@ def configure(name: str, parser: argparse.ArgumentParser) -> None:
         help="End a stream when its running risk exceeds R (finish reason corevital:risk_above).",
     )
     parser.add_argument("--config", metavar="FILE", help="YAML file of settings (see docs/configuration.md).")
-    taken = set(OUTPUT_SETTINGS) | {"log_level", "topk", "topk_mass_k", "thresholds"}
+    taken = set(OUTPUT_SETTINGS) | {"log_level", "topk", "topk_mass_k", "thresholds", "calibration"}
     add_run_flags(parser, exclude=(*{f.setting for f in RUN_FLAGS if f.setting not in taken}, "perf"))
     parser.set_defaults(handler=cmd_proxy)

@@ -15,7 +15,7 @@ from corevital.analysis.updates import UpdateThresholds, assess_layer_updates
 from corevital.capture.loading import ModelSpec, load_model
 from corevital.capture.runner import capture_prompts
 from corevital.config import load_settings
-from corevital.metrics.hidden import summarize_hidden
+from corevital.metrics.hidden import mlp_update_ratio, summarize_hidden
 from corevital.pipeline import signals_from_capture
 from corevital.testing import inject_zero_norm
 from tests.support.tiny_models import save_tiny_model
@@ -115,3 +115,65 @@ def test_the_diagnosis_flags_and_blames_a_silenced_attention(llama: object) -> N
     faulted = diagnose(_signals(llama, "attention", 2), profile)
     assert faulted.health_flags.layer_update_anomaly_detected
     assert faulted.blamed_layers[0].layer == 2 and "attention_uniform" in faulted.blamed_layers[0].reasons
+
+
+def test_mlp_update_ratio_matches_a_plain_loop() -> None:
+    gen = torch.Generator().manual_seed(5)
+    hidden, mids = torch.randn(2 * 5, 3, 16, generator=gen), torch.randn(2 * 5, 3, 16, generator=gen)
+    ratio = mlp_update_ratio(hidden, mids, 5).view(2, 5, 3)
+    for stack in range(2):
+        for layer in range(5):
+            row = stack * 5 + layer
+            expected = (hidden[row].double() - mids[row].double()).norm(dim=-1) / mids[row].double().norm(
+                dim=-1
+            )
+            if layer == 4:  # the last layer's state is taken after the final norm
+                assert torch.isnan(ratio[stack, layer]).all()
+            else:
+                torch.testing.assert_close(ratio[stack, layer], expected.float(), rtol=1e-5, atol=1e-6)
+
+
+def test_captured_mlp_update_ratio_equals_the_residual_after_each_attention(llama: object) -> None:
+    """Reference: the residual between attention and MLP rebuilt from each attention module's own
+    output (h_(l-1) + attention output), not from the pre-MLP norm the capture hooks."""
+    loaded: object = llama
+    seq = capture_prompts(loaded, ["The quick brown fox"], SETTINGS).sequences[0]  # type: ignore[arg-type]
+    assert seq.hidden is not None and seq.hidden.mlp_update_ratio is not None
+    ratio = np.asarray(seq.hidden.mlp_update_ratio)  # [T, L]
+    blocks = loaded.model.model.layers  # type: ignore[attr-defined]
+    outputs: list[torch.Tensor] = []
+    handles = [b.self_attn.register_forward_hook(lambda m, a, o: outputs.append(o[0])) for b in blocks]
+    ids = torch.tensor([list(seq.prompt.token_ids)])
+    try:
+        with torch.no_grad():
+            states = loaded.model(ids, output_hidden_states=True).hidden_states  # type: ignore[attr-defined]
+    finally:
+        for handle in handles:
+            handle.remove()
+    for layer in range(len(blocks) - 1):
+        mid = (states[layer] + outputs[layer])[0, -1].double()
+        expected = (states[layer + 1][0, -1].double() - mid).norm() / mid.norm()
+        assert ratio[0, layer] == pytest.approx(float(expected), rel=1e-4)
+    assert np.isnan(ratio[:, -1]).all() and (ratio[:, :-1] > 0.02).all()
+
+
+def test_a_silenced_mlp_is_found_at_its_layer_and_blamed_first(llama: object) -> None:
+    from corevital.analysis.diagnose import diagnose
+    from corevital.analysis.profiles import load_profile
+
+    profile = load_profile("llama")
+    assert not diagnose(_signals(llama, None, 1), profile).health_flags.layer_update_anomaly_detected
+    for layer in (0, 2, 4):
+        sig = _signals(llama, "mlp", layer)
+        assert sig.hidden_mlp_update_ratio is not None
+        assert (sig.hidden_mlp_update_ratio[:, layer] == 0.0).all()  # the MLP adds exactly nothing
+        found = assess_layer_updates(sig)
+        assert found.findings[0].layer == layer and found.findings[0].signal == "mlp_update_ratio"
+        faulted = diagnose(sig, profile)
+        assert faulted.health_flags.layer_update_anomaly_detected
+        assert faulted.blamed_layers[0].layer == layer and "mlp_silent" in faulted.blamed_layers[0].reasons
+        assert present_risk(faulted) >= 0.5 and "layer_update_anomaly" in faulted.risk.risk_factors
+
+
+def present_risk(diagnosis: object) -> float:
+    return float(diagnosis.risk.risk_score)  # type: ignore[attr-defined]

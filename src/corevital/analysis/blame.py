@@ -64,6 +64,8 @@ def _update_severity(finding: LayerUpdateFinding) -> float:
 def _update_reason(finding: LayerUpdateFinding) -> str:
     if finding.signal == "update_ratio":
         return f"update_ratio_{finding.direction}"
+    if finding.signal == "mlp_update_ratio":
+        return "mlp_silent"
     if finding.direction == "high" and finding.z == float("inf"):
         return "attention_uniform"
     return f"attention_entropy_{finding.direction}"

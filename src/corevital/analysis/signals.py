@@ -38,6 +38,9 @@ class SequenceSignals:
     last_layer_sketch: np.ndarray | None = None  # [T, S] random projection of the last layer
     # [T, L] ||h_l - h_(l-1)|| / ||h_(l-1)|| (metrics/hidden.py); None when not captured (stored reports)
     hidden_update_ratio: np.ndarray | None = None
+    # [T, L] ||h_l - m_l|| / ||m_l||, m_l the residual before layer l's MLP: the MLP's own update
+    # (metrics/hidden.py); None when not observed (stored reports, compiled steps, no pre-MLP norm)
+    hidden_mlp_update_ratio: np.ndarray | None = None
     # self-attention, [T, L]
     attn_entropy_norm: np.ndarray | None = None
     attn_collapse_rate: np.ndarray | None = None

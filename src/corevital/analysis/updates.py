@@ -1,10 +1,14 @@
 """Silenced or sharpened sub-layers, from each layer's update of the residual stream and its attention.
 
-Two per-layer signals, ``[T, L]``:
+Three per-layer signals, ``[T, L]``:
 
 - the **update ratio** ``u[t, ℓ] = ‖h_ℓ − h_{ℓ−1}‖ / ‖h_{ℓ−1}‖`` (:mod:`corevital.metrics.hidden`):
   how much layer ℓ changes the residual stream. A zeroed norm before the attention or the MLP
   silences that sub-layer: the layer's update shrinks. Judged on ``ln u``.
+- the **MLP update ratio** ``‖h_ℓ − m_ℓ‖ / ‖m_ℓ‖``, ``m_ℓ`` the residual stream between layer ℓ's
+  attention and its MLP: the MLP's own update. A zeroed norm before the MLP makes it add exactly
+  nothing (0), which no healthy layer comes near, so it is judged on its own, with or without a
+  profile: a layer whose typical MLP ratio is below ``mlp_silent_ratio`` is a silenced MLP.
 - the **normalised attention entropy** (mean over heads of entropy / ln K): a zeroed norm before
   the attention makes every query and key zero, so every head attends uniformly (1.0); a scaled
   query projection sharpens every head (towards 0).
@@ -51,6 +55,8 @@ class UpdateThresholds:
     scale_floor: float = 0.1  # floor of the depth MAD scale (ln units)
     uniform_entropy: float = 0.995  # median normalised attention entropy of a silenced attention (healthy
     # SmolLM2 layers: at most 0.89)
+    mlp_silent_ratio: float = 0.01  # typical MLP update ratio of a silenced MLP (0 exactly; healthy
+    # SmolLM2 layers: see docs/validation.md "Silenced and sharpened sub-layers")
     calibrated_z_bound: float = 8.0  # z against the profile's healthy runs of that layer (healthy SmolLM2
     # runs against a profile of others: up to 8.7 in 1 of 54)
 
@@ -58,9 +64,9 @@ class UpdateThresholds:
 @dataclass(frozen=True)
 class LayerUpdateFinding:
     layer: int
-    signal: str  # "update_ratio" | "attention_entropy"
+    signal: str  # "update_ratio" | "mlp_update_ratio" | "attention_entropy"
     direction: str  # "low" | "high"
-    z: float  # signed; inf for a uniform attention judged without a profile
+    z: float  # signed; ±inf for a uniform attention or a silenced MLP (absolute, not a z)
     typical: float  # the run's median of the signal at that layer (ratio, not log)
     bound: float = 1.0  # the |z| beyond which it was found
 
@@ -124,19 +130,32 @@ def _uniform_findings(sig: SequenceSignals, th: UpdateThresholds) -> list[LayerU
     ]
 
 
+def _silent_mlp_findings(sig: SequenceSignals, th: UpdateThresholds) -> list[LayerUpdateFinding]:
+    """Layers whose MLP adds (almost) nothing to the residual stream, with or without a profile."""
+    ratio = _typical(sig.hidden_mlp_update_ratio)
+    if ratio is None:
+        return []
+    with np.errstate(invalid="ignore"):
+        silent = np.isfinite(ratio) & (ratio < th.mlp_silent_ratio)
+    return [
+        LayerUpdateFinding(int(layer), "mlp_update_ratio", "low", float("-inf"), float(ratio[layer]), 1.0)
+        for layer in np.flatnonzero(silent)
+    ]
+
+
 def _without_consequences(findings: list[LayerUpdateFinding]) -> list[LayerUpdateFinding]:
     """Drop what follows from an earlier finding: after an exploding update (ratio ``high``), the
     later layers change the inflated stream relatively little (ratio ``low``); and a uniform
-    attention's own ratio and entropy z are the same fault."""
+    attention's (or a silenced MLP's) own ratio and entropy z are the same fault."""
     highs = [f.layer for f in findings if f.signal == "update_ratio" and f.direction == "high"]
     first_high = min(highs) if highs else None
-    uniform = {f.layer for f in findings if f.signal == "attention_entropy" and f.z == float("inf")}
+    uniform = {f.layer for f in findings if not np.isfinite(f.z)}
     kept = []
     for f in findings:
         later = first_high is not None and f.layer > first_high
         if later and f.signal == "update_ratio" and f.direction == "low":
             continue
-        if f.layer in uniform and f.z != float("inf"):
+        if f.layer in uniform and np.isfinite(f.z):
             continue
         kept.append(f)
     return kept
@@ -195,12 +214,17 @@ def assess_layer_updates(
     before the update ratio existed do not: they are judged across depth, as without a profile).
     """
     th = thresholds or UpdateThresholds()
-    if sig.hidden_update_ratio is None and sig.attn_entropy_norm is None:
+    if (
+        sig.hidden_update_ratio is None
+        and sig.attn_entropy_norm is None
+        and sig.hidden_mlp_update_ratio is None
+    ):
         return LayerUpdateReport()
+    absolute = _uniform_findings(sig, th) + _silent_mlp_findings(sig, th)
     if calibration is not None and _has_reference(calibration):
-        findings = _calibrated_findings(sig, calibration, th) + _uniform_findings(sig, th)
+        findings = _calibrated_findings(sig, calibration, th) + absolute
     else:
-        findings = _depth_findings(sig, th) + _uniform_findings(sig, th)
+        findings = _depth_findings(sig, th) + absolute
     findings = _without_consequences(findings)
     findings.sort(key=lambda f: (-abs(f.z), f.layer))
     return LayerUpdateReport(detected=bool(findings), findings=tuple(findings), judged=True)

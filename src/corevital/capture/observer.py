@@ -43,6 +43,7 @@ from corevital.capture.hf_compat import last_logits_processor
 from corevital.capture.instruments import attention_tap, model_bytes, sketch_matrix
 from corevital.capture.live import LiveCallback
 from corevital.capture.mask_forms import UnreadableMask, prompt_padding, readable_mask
+from corevital.capture.mlp_inputs import mlp_input_tap
 from corevital.capture.model_checks import logits_head, stream_sites
 from corevital.capture.options import CaptureOptions
 from corevital.capture.prompt_pass import EncoderSummary, PromptPass
@@ -119,6 +120,7 @@ class StepObserver:
         decoder_only = not caps.is_encoder_decoder
         head = logits_head(model) if options.observe_prompt and decoder_only else None
         self.prompt = PromptPass(head, stream_sites(model) if decoder_only else None, chunk)
+        self.mlp_tap = mlp_input_tap(model, caps.num_layers)  # the residual before each MLP
         self.encoder = None
         if caps.is_encoder_decoder:
             telemetry = self.prompt if options.observe_prompt else None
@@ -248,8 +250,11 @@ class StepObserver:
                         "HIDDEN_STATES_NOT_AVAILABLE", "the model returned no per-layer hidden states"
                     )
                 )
+            mlp_inputs = None if self.mlp_tap is None else self.mlp_tap.take()
             if layer_states is not None:
                 layer_states = _gathered(layer_states, logits_row.device)
+                if mlp_inputs is not None:
+                    mlp_inputs = _gathered(mlp_inputs, logits_row.device)
             attention = cross = None
             decode_rows = None
             if self.tap is not None:
@@ -268,7 +273,14 @@ class StepObserver:
                 logits_row = logits_row.clone()
             if layer_states is not None and layer_states[0].shape[1] > 1:
                 layer_states = tuple(_last_positions(layer_states).unsqueeze(2).unbind(0))
-            self._pending = RawStep(logits_row, layer_states, attention, cross, decode_rows)
+            self._pending = RawStep(
+                logits_row,
+                layer_states,
+                attention,
+                cross,
+                decode_rows,
+                mlp_inputs=mlp_inputs if layer_states is not None else None,
+            )
             self._forwards += 1
 
     def _compiled_forward_end(self, output: Any) -> None:
@@ -412,6 +424,8 @@ class StepObserver:
                 stack.enter_context(last_logits_processor(model, _ScoreObserver(self)))
             if self.tap is not None:
                 stack.enter_context(self.tap.installed(model))
+            if self.mlp_tap is not None:
+                stack.enter_context(self.mlp_tap.installed())
             stack.callback(self.prompt.end_stream)  # a forward that raised leaves no hook behind
             yield LogitsProcessorList(), StoppingCriteriaList([_StepFinisher(self)])
         self.flush()

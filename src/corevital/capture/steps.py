@@ -16,7 +16,7 @@ length; a live callback that reads every step as it happens makes it a window of
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -25,7 +25,7 @@ from torch import Tensor
 
 from corevital.capture.attention_window import DecodeRows, reduce_decode_rows
 from corevital.capture.options import CaptureOptions
-from corevital.metrics.hidden import summarize_hidden
+from corevital.metrics.hidden import mlp_update_ratio, summarize_hidden
 from corevital.metrics.logits import (
     sampling_distribution_stats,
     summarize_logits_keeping_log_probs,
@@ -59,6 +59,8 @@ class RawStep:
     decode_rows: DecodeRows | None = None  # attention rows deferred too (:mod:`.attention_window`)
     tokens: Tensor | None = None  # [B] the chosen tokens, once known
     scores: Tensor | None = None  # [B, V] the distribution sampled from, when it differs from the logits
+    mlp_inputs: tuple[Tensor, ...] | None = None  # each layer's residual before its MLP [B, 1, d]
+    # (:mod:`.mlp_inputs`), for the MLP update ratio
 
     def float32_bytes(self) -> int:
         """Bytes of this step's rows as float32: what its share of the batched reduction costs.
@@ -70,6 +72,8 @@ class RawStep:
             rows += self.states.numel()
         elif self.states is not None:
             rows += len(self.states) * self.states[0].numel()
+        if self.mlp_inputs is not None:
+            rows += len(self.mlp_inputs) * self.mlp_inputs[0].numel()
         attention = 0 if self.decode_rows is None else self.decode_rows.float32_bytes()
         return 4 * rows + attention
 
@@ -142,12 +146,16 @@ def reduce_raw_steps(
             layers = len(first_states)
             # [B, N·L, d] in one copy, then [N·L, B, d]: every step's layers as rows of one reduction
             states = torch.cat([state for step in raw for state in _states(step)], dim=1).transpose(0, 1)
-        hidden = _leading(
-            summarize_hidden(
-                states, clip_value=options.hidden_clip_value, sketch_matrix=sketch, layers=layers
-            ),
-            (n, layers),
+        stats = summarize_hidden(
+            states, clip_value=options.hidden_clip_value, sketch_matrix=sketch, layers=layers
         )
+        mids = [step.mlp_inputs for step in raw]
+        if not isinstance(first_states, Tensor) and all(m is not None and len(m) == layers for m in mids):
+            inputs = torch.cat([m for step_mids in mids if step_mids for m in step_mids], dim=1).transpose(
+                0, 1
+            )
+            stats = replace(stats, mlp_update_ratio=mlp_update_ratio(states, inputs, layers))
+        hidden = _leading(stats, (n, layers))
     attention = None
     if raw[0].decode_rows is not None:
         if keys is None:

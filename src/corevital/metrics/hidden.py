@@ -14,6 +14,11 @@ layer ``l`` changes the residual stream. A silenced sub-layer (a zeroed norm bef
 or the MLP) lowers it at that layer; exploding activations raise it. The first layer of a stack
 has no kept input (NaN) and the last layer's state is taken after the final norm, so its ratio
 would measure the norm (NaN too). One subtraction and one norm over the stack, on the device.
+
+MLP update ratio: ``‖h_l − m_l‖ / ‖m_l‖`` where ``m_l`` is layer ``l``'s residual stream between its
+attention and its MLP (the pre-MLP norm's input, kept by :mod:`corevital.capture.mlp_inputs`): the
+MLP's own share of the update. A silenced MLP adds exactly nothing (0); the last layer is NaN (its
+state is taken after the final norm).
 """
 
 from __future__ import annotations
@@ -103,6 +108,24 @@ def update_ratio(hidden: Tensor, norms: Tensor, layers: int) -> Tensor:
         base = norms.reshape(rows // layers, layers, n)[:, :-2]
         out[:, 1:-1] = change / base.clamp(min=1e-12)
     return out.flatten(0, 1)
+
+
+def mlp_update_ratio(hidden: Tensor, mlp_inputs: Tensor, layers: int) -> Tensor:
+    """``‖h_l − m_l‖ / ‖m_l‖`` of ``hidden`` and ``mlp_inputs`` [S·layers, N, d], per stack of ``layers``.
+
+    Float32 on the input's device; the last row of each stack is NaN (see the module docstring).
+    """
+    if hidden.shape != mlp_inputs.shape:
+        raise ValueError(f"hidden {tuple(hidden.shape)} and mlp_inputs {tuple(mlp_inputs.shape)} differ")
+    rows, n = hidden.shape[0], hidden.shape[1]
+    if layers < 1 or rows % layers:
+        raise ValueError(f"{rows} rows do not split into stacks of {layers} layers")
+    m = mlp_inputs.float()
+    change = torch.linalg.vector_norm(hidden.float() - m, dim=-1)
+    ratio: Tensor = change / torch.linalg.vector_norm(m, dim=-1).clamp(min=1e-12)
+    stacks = ratio.view(rows // layers, layers, n)
+    stacks[:, -1] = math.nan
+    return ratio
 
 
 def make_sketch_matrix(

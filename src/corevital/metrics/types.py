@@ -43,6 +43,9 @@ class HiddenStats:
     # [L, N] ||h_l - h_(l-1)|| / ||h_(l-1)||: how much layer l changes the residual stream; NaN for
     # the first layer of each stack (its input is not kept) and the last (taken after the final norm)
     update_ratio: Tensor | None = None
+    # [L, N] ||h_l - m_l|| / ||m_l||, m_l the residual between layer l's attention and its MLP: the
+    # MLP's own update (0 when silenced); NaN for the last layer; None when m_l was not observed
+    mlp_update_ratio: Tensor | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,91 @@
+"""The residual stream between each decoder layer's attention and its MLP, at the decoded position.
+
+A pre-norm decoder layer computes ``m = h + attention(norm₁(h))`` and then ``h' = m + mlp(norm₂(m))``:
+the input of the norm before the MLP (``post_attention_layernorm`` in Llama-style models, ``ln_2``
+in GPT-2, ``pre_feedforward_layernorm`` in Gemma) is ``m``. A forward pre-hook on that norm keeps a
+reference to its input's last position, so the step's reduction can take the MLP's own update
+ratio ``‖h' − m‖ / ‖m‖`` (:func:`corevital.metrics.hidden.mlp_update_ratio`): exactly 0 when the
+MLP is silenced (a zeroed RMSNorm weight before it), never near 0 in a healthy layer.
+
+Decoder-only models only; nothing is kept inside a compiled step (the hook returns at once while
+dynamo traces, so the compiled graph is unchanged) and a model without such a norm in every layer
+gets no tap, nor does a model whose attention and MLP run in parallel on the same input
+(GPT-NeoX's ``use_parallel_residual``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from corevital.capture.registry import layer_stack
+
+# The norm whose input is the residual after the attention, in the order looked for (Gemma's
+# ``post_attention_layernorm`` normalises the attention's output, so its pre-MLP norm comes first).
+PRE_MLP_NORMS = ("pre_feedforward_layernorm", "post_attention_layernorm", "ln_2")
+
+
+class MlpInputTap:
+    """Keeps each layer's pre-MLP residual (last position) of the latest forward pass."""
+
+    def __init__(self, norms: tuple[nn.Module, ...]) -> None:
+        self.norms = norms
+        self._latest: list[Tensor | None] = [None] * len(norms)
+
+    @contextmanager
+    def installed(self) -> Iterator[MlpInputTap]:
+        handles: list[RemovableHandle] = [
+            norm.register_forward_pre_hook(self._hook(layer)) for layer, norm in enumerate(self.norms)
+        ]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+            self._latest = [None] * len(self.norms)
+
+    def _hook(self, layer: int) -> Any:
+        def keep(module: nn.Module, args: tuple[Any, ...]) -> None:
+            if torch.compiler.is_compiling() or not args or not isinstance(args[0], Tensor):
+                return
+            state = args[0]
+            if state.dim() != 3:
+                self._latest[layer] = None
+                return
+            last = state[:, -1:]  # a pass over several positions (the prefill): keep a copy, not the pass
+            self._latest[layer] = last.clone() if state.shape[1] > 1 else last
+
+        return keep
+
+    def take(self) -> tuple[Tensor, ...] | None:
+        """Every layer's kept residual ([B, 1, d] views) of the forward that just ran, or None when
+        some layer's norm was not called (the tap is then emptied for the next forward)."""
+        latest, self._latest = self._latest, [None] * len(self.norms)
+        if any(state is None for state in latest):
+            return None
+        return tuple(state for state in latest if state is not None)
+
+
+def mlp_input_tap(model: Any, num_layers: int) -> MlpInputTap | None:
+    """A tap on ``model``'s pre-MLP norms, or None (encoder-decoder, or a layer without one)."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "is_encoder_decoder", False):
+        return None
+    if getattr(config, "use_parallel_residual", False) or getattr(config, "parallel_attn", False):
+        return None  # attention and MLP read the same input: no residual between them
+    base = getattr(model, "base_model", None)
+    stack = layer_stack(base if isinstance(base, nn.Module) else None, num_layers)
+    if stack is None:
+        return None
+    norms = []
+    for block in stack[1]:
+        found = next((getattr(block, name) for name in PRE_MLP_NORMS if hasattr(block, name)), None)
+        if not isinstance(found, nn.Module):
+            return None
+        norms.append(found)
+    return MlpInputTap(tuple(norms))

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     quantize: Literal["none", "4bit", "8bit"] = Field(
         "none", description="Load with bitsandbytes 4-bit or 8-bit quantization (CUDA only)."
     )
+    tp_plan: Literal["none", "auto"] = Field(
+        "none",
+        description="Tensor parallelism: auto shards the model over the processes of "
+        "`torchrun --nproc-per-node N` with transformers' tp_plan (NCCL on GPUs, gloo on CPUs); "
+        "rank 0 writes the reports (docs/multi-gpu.md).",
+    )
     chat_template: Literal["auto", "on", "off"] = Field(
         "auto",
         description="Wrap prompts in the tokenizer's chat template. auto: on when the tokenizer has one.",

@@ -133,9 +133,19 @@ class Pipeline:
     def outputs(self) -> Outputs:
         """The run's stores and exporters, opened on first use (:meth:`check_inputs` opens them)."""
         if self._outputs is None:
-            self._outputs = open_outputs(self.settings)
+            self._outputs = open_outputs(self.settings) if self.writes() else Outputs()
             self.last_outputs = self._outputs
         return self._outputs
+
+    def writes(self) -> bool:
+        """Whether this process writes reports: not the ranks other than 0 of a tensor-parallel run."""
+        if self.settings.tp_plan == "none" and self._loaded is None:
+            return True
+        from corevital.capture.tensor_parallel import launched_rank, writes_reports
+
+        if self._loaded is None:
+            return launched_rank() == 0  # before the load: torchrun's rank
+        return writes_reports(self._loaded.model)
 
     def close(self) -> None:
         """Close the stores and exporters (exporters flush what is pending)."""
@@ -295,6 +305,8 @@ class Pipeline:
         counted in ``outputs.failures``, never raised.
         """
         settings = self.settings
+        if not self.writes():  # rank 0 of the model's tensor-parallel processes writes them
+            return [""] * len(reports), []
         outputs = self.outputs
         locations = []
         encoded = [EncodedReport(report) for report in reports]  # one encoding: stores and JSON files

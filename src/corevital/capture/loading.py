@@ -50,6 +50,7 @@ class ModelSpec:
     quantize: str = "none"
     trust_remote_code: bool = False
     cache_dir: str | None = None  # converted GGUF models; None: the user cache directory, "off": none
+    tp_plan: str = "none"  # "auto": sharded over the torchrun processes (:mod:`.tensor_parallel`)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelSpec:
@@ -62,6 +63,7 @@ class ModelSpec:
             quantize=settings.quantize,
             trust_remote_code=settings.trust_remote_code,
             cache_dir=settings.cache_dir,
+            tp_plan=settings.tp_plan,
         )
 
 
@@ -202,7 +204,8 @@ def load_model(spec: ModelSpec, *, stage: Callable[[str], None] = _silent) -> Lo
     quant_config, quant_label = _quantization_config(spec, device)
     resolved = resolve_source(spec)
     common: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
-    entry = _cache_entry(spec, resolved, device) if quant_config is None else None
+    plain = quant_config is None and spec.tp_plan == "none"
+    entry = _cache_entry(spec, resolved, device) if plain else None
     loaded = _load_cached(spec, resolved, entry, common, device) if entry is not None else None
     if loaded is None:
         if entry is not None:
@@ -219,7 +222,7 @@ def load_model(spec: ModelSpec, *, stage: Callable[[str], None] = _silent) -> Lo
             stage("Writing the converted model into the cache")
             entry.write(loaded[2], loaded[1])
     config, tokenizer, model, dtype = loaded
-    if quant_config is None:
+    if quant_config is None and spec.tp_plan == "none":  # a sharded model is where its plan put it
         model.to(device)
     model.eval()
     _prepare_tokenizer(tokenizer, model)
@@ -330,6 +333,10 @@ def _load_parts(
     if quant_config is not None:
         kwargs["quantization_config"] = quant_config
         kwargs["device_map"] = {"": device.index or 0}
+    if spec.tp_plan != "none":  # transformers sets up the torch.distributed group (gloo on CPUs) itself
+        from transformers import DistributedConfig
+
+        kwargs["distributed_config"] = DistributedConfig(tp_plan="auto")
     try:
         model = load_converted(Path(resolved.location), model_cls, config, dtype) if converted else None
         if model is None:

@@ -49,6 +49,7 @@ RUN_FLAG_GROUPS: tuple[FlagGroup, ...] = (
             Flag("dtype", ("--dtype",)),
             Flag("quantize", _both("quantize_4"), kind="const", const="4bit"),
             Flag("quantize", _both("quantize_8"), kind="const", const="8bit"),
+            Flag("tp_plan", _both("tp_plan")),
             Flag("chat_template", _both("chat_template")),
             Flag("trust_remote_code", _both("trust_remote_code"), kind="true"),
             Flag("cache_dir", _both("cache_dir"), metavar="DIR|off"),

@@ -117,9 +117,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         from corevital.cli.llama_run import cmd_run_llama
 
         return cmd_run_llama(args, settings, prompts, perf)
+    if args.resume and settings.tp_plan != "none":
+        raise InputError("--resume cannot be used with --tp-plan: the ranks would not resume alike")
     with Pipeline(settings) as pipeline:
         pipeline.check_inputs()
-        loaded = _load_model(pipeline, perf, quiet=args.quiet)
+        loaded = _load_model(pipeline, perf, quiet=args.quiet or not pipeline.writes())
+        if not pipeline.writes():  # another rank of a tensor-parallel run: in step with rank 0, silent
+            pipeline.run(prompts, perf=perf)
+            return 0
         if not args.json:
             print(model_lines(loaded))
         total = len(prompts)

@@ -19,7 +19,8 @@ from corevital.capture.logprobs import (
     step_bounds,
 )
 from corevital.errors import InputError
-from corevital.proxy.server import SSEParser, prepare_body, rewrite_event, strip_logprobs
+from corevital.proxy.bodies import prepare_body, strip_logprobs
+from corevital.proxy.events import SSEParser, rewrite_event
 from corevital.sinks.base import MemorySink
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from corevital.proxy.server import dumps_like, strip_logprobs
+from corevital.proxy.bodies import dumps_like, strip_logprobs
 
 DOCUMENT: dict[str, Any] = {
     "id": "cmpl-1",

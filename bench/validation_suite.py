@@ -18,6 +18,7 @@ are computed. Writes to ``--out``:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import pickle
 import platform
@@ -33,18 +34,33 @@ from corevital.analysis.calibration.profile import CalibrationProfile
 from corevital.analysis.diagnose import Diagnosis, diagnose
 from corevital.analysis.profiles import ModelProfile
 from corevital.analysis.signals import SequenceSignals
-from corevital.validation.suite import (
-    SuiteItem,
-    baseline_scores,
-    build_suite,
-    fault_layers,
-    kind_table,
-    label,
-    markdown_tables,
-    word_repeat_rate,
-)
+from corevital.validation.suite import baseline_scores, kind_table, markdown_tables
+from corevital.validation.suite_items import SuiteItem, build_suite, fault_layers
+from corevital.validation.suite_labels import label, word_repeat_rate
 
-Captured = dict[str, tuple[str, SequenceSignals]]  # item id -> (output, signals)
+Captured = dict[str, tuple[str, SequenceSignals]]  # cache_key(item) -> (output, signals)
+
+
+def cache_key(item: SuiteItem) -> str:
+    """What a run depends on (prompt, budget, fault and where): an item whose text or budget changes
+    is run again, one that is unchanged is taken from the cache whatever its id."""
+    what = [item.prompt, item.max_new_tokens, item.fault, sorted(item.fault_args.items()), item.depth]
+    return hashlib.sha256(json.dumps(what, default=str).encode()).hexdigest()[:20]
+
+
+def read_cache(path: Path) -> Captured:
+    """Every record of the append-only ``signals.pkl`` (a stream of pickled dicts; a record cut off
+    by a kill is ignored)."""
+    captured: Captured = {}
+    if not path.exists():
+        return captured
+    with path.open("rb") as fh:
+        while True:
+            try:
+                captured.update(pickle.load(fh))
+            except (EOFError, pickle.UnpicklingError, AttributeError, ValueError):
+                break
+    return captured
 
 
 def commit() -> str:
@@ -80,44 +96,54 @@ def fault_of(loaded: Any, item: SuiteItem) -> Iterator[None]:
         yield
 
 
-def capture_all(loaded: Any, items: list[SuiteItem], batch: int, cache: Path) -> Captured:
-    """Every item's output and signals; ``cache`` is written after each group and, when it
-    exists, its groups are not run again (an interrupted run resumes)."""
+def capture_all(loaded: Any, items: list[SuiteItem], batch: int, cache: Path, log: Path) -> Captured:
+    """Every item's output and signals. Each batch is appended to ``cache`` as soon as it is done
+    (and its outputs and labels to ``log``), and items already in it are not run again: a killed
+    run loses at most one batch and resumes where it stopped."""
     from corevital.capture.runner import capture_prompts
     from corevital.config import load_settings
     from corevital.pipeline import signals_from_capture
 
+    captured = read_cache(cache)
     groups: dict[tuple[int, str, str], list[SuiteItem]] = {}
     for item in items:
-        groups.setdefault(
-            (item.max_new_tokens, item.kind if item.fault else "", item.depth or ""), []
-        ).append(item)
-    captured: Captured = pickle.loads(cache.read_bytes()) if cache.exists() else {}
+        if cache_key(item) not in captured:
+            key = (item.max_new_tokens, item.kind if item.fault else "", item.depth or "")
+            groups.setdefault(key, []).append(item)
+    todo = sum(len(g) for g in groups.values())
     done = 0
-    for (max_new, _, _), chunk in groups.items():
-        if all(item.id in captured for item in chunk):
-            done += len(chunk)
-            continue
+    print(f"{len(items) - todo} of {len(items)} items cached, {todo} to run", flush=True)
+    for (max_new, _, _), pending in groups.items():
         settings = load_settings(
             {"device": "cpu", "max_new_tokens": max_new, "temperature": 0.0, "batch_size": batch}, environ={}
         )
-        t0 = time.perf_counter()
-        with fault_of(loaded, chunk[0]) if chunk[0].fault else nullcontext():
-            result = capture_prompts(loaded, [c.prompt for c in chunk], settings)
-        caps = result.model.capabilities
-        for item, seq in zip(chunk, result.sequences, strict=True):
-            captured[item.id] = (
-                seq.generated_text,
-                signals_from_capture(seq, model_id=result.model.hf_id, caps=caps),
+        for start in range(0, len(pending), batch):
+            chunk = pending[start : start + batch]
+            t0 = time.perf_counter()
+            with fault_of(loaded, chunk[0]) if chunk[0].fault else nullcontext():
+                result = capture_prompts(loaded, [c.prompt for c in chunk], settings)
+            caps = result.model.capabilities
+            fresh: Captured = {}
+            for item, seq in zip(chunk, result.sequences, strict=True):
+                fresh[cache_key(item)] = (
+                    seq.generated_text,
+                    signals_from_capture(seq, model_id=result.model.hf_id, caps=caps),
+                )
+            with cache.open("ab") as fh:
+                pickle.dump(fresh, fh)
+            captured.update(fresh)
+            with log.open("a", encoding="utf-8") as fh:
+                for item in chunk:
+                    output = captured[cache_key(item)][0]
+                    row = {"id": item.id, "kind": item.kind, "split": item.split, "output": output}
+                    fh.write(json.dumps({**row, "failed": label(item, output)}) + "\n")
+            done += len(chunk)
+            print(
+                f"  {chunk[0].kind} {chunk[0].depth or ''} {len(chunk)} prompts x {max_new} tokens in "
+                f"{time.perf_counter() - t0:.0f} s ({done}/{todo}, load {loadavg()}, "
+                f"{time.strftime('%H:%M:%S')})",
+                flush=True,
             )
-        done += len(chunk)
-        cache.write_bytes(pickle.dumps(captured))
-        print(
-            f"  {chunk[0].kind if chunk[0].fault else 'plain'} {chunk[0].depth or ''} "
-            f"{len(chunk)} prompts x {max_new} tokens in {time.perf_counter() - t0:.0f} s "
-            f"({done}/{len(items)}, load {loadavg()})",
-            flush=True,
-        )
     return captured
 
 
@@ -197,8 +223,8 @@ def healthy_profile(
     builder = ProfileBuilder(shipped.model, shipped.generation)
     used = set()
     for item in items:
-        if item.fault is None and item.split == "dev" and item.id in captured:
-            builder.add(captured[item.id][1])
+        if item.fault is None and item.split == "dev" and cache_key(item) in captured:
+            builder.add(captured[cache_key(item)][1])
             used.add(item.id)
     return builder.finish(created_at_utc="bench", corevital_version="bench"), used
 
@@ -218,14 +244,14 @@ def fault_report(
     ]
     cells: dict[tuple[str, str], list[SuiteItem]] = {}
     for item in items:
-        if item.fault is not None and item.id in captured:
+        if item.fault is not None and cache_key(item) in captured:
             cells.setdefault((item.kind, item.depth or ""), []).append(item)
     for (kind, depth), chunk in cells.items():
         layer = where[depth]
         counts = [0, 0, 0, 0]
         fired: dict[str, int] = {}
         for item in chunk:
-            sig = captured[item.id][1]
+            sig = captured[cache_key(item)][1]
             for i, diag in enumerate(
                 (diagnose(sig, profile), diagnose(sig, profile, calibration=calibration))
             ):
@@ -241,7 +267,7 @@ def fault_report(
             f"| {kind.removeprefix('fault_')} | {depth} ({layer}) | {n} | {counts[0]}/{n} | "
             f"{counts[1]}/{n} | {counts[2]}/{n} | {counts[3]}/{n} | {names} |"
         )
-    clean = [i for i in items if i.fault is None and i.id in captured]
+    clean = [i for i in items if i.fault is None and cache_key(i) in captured]
     lines += [
         "",
         "| fault-free runs | N | " + " | ".join(n.removesuffix("_detected") for n in FLAG_NAMES) + " |",
@@ -253,7 +279,7 @@ def fault_report(
     ):
         rates = dict.fromkeys(FLAG_NAMES, 0)
         for item in chosen:
-            flags = vars(diagnose(captured[item.id][1], profile, calibration=calib).health_flags)
+            flags = vars(diagnose(captured[cache_key(item)][1], profile, calibration=calib).health_flags)
             for name in FLAG_NAMES:
                 rates[name] += bool(flags[name])
         n = max(len(chosen), 1)
@@ -295,9 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.out / "signals.pkl"
     t0 = time.perf_counter()
     if args.from_cache:
-        captured: Captured = pickle.loads(cache.read_bytes())
+        captured: Captured = read_cache(cache)
         for other in args.merge:
-            captured.update(pickle.loads(other.read_bytes()))
+            captured.update(read_cache(other))
         model_id = "from cache"
     else:
         import torch
@@ -308,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load_model(ModelSpec(device="cpu"))
         model_id = loaded.hf_id if hasattr(loaded, "hf_id") else str(loaded.capabilities.model_type)
         print(f"model {model_id}: {len(items)} items, load {loadavg()}", flush=True)
-        captured = capture_all(loaded, items, args.batch, cache)
+        captured = capture_all(loaded, items, args.batch, cache, args.out / "captured.jsonl")
     elapsed = time.perf_counter() - t0
 
     from corevital.analysis.calibration.profile import load_calibration_profile, resolve_profile_path
@@ -319,9 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     calibration: CalibrationProfile = load_calibration_profile(resolve_profile_path("default"))
     rows: dict[str, dict[str, Any]] = {}
     for item in items:
-        if item.id not in captured:
+        if cache_key(item) not in captured:
             continue
-        output, sig = captured[item.id]
+        output, sig = captured[cache_key(item)]
         default = diagnose(sig, profile)
         calibrated = diagnose(sig, profile, calibration=calibration)
         rows[item.id] = run_row(item, output, sig, default, calibrated, label(item, output))

@@ -1,4 +1,4 @@
-"""The validation suite's generator and labellers (src/corevital/validation/suite.py)."""
+"""The validation suite's generator, labellers and tables (src/corevital/validation/suite*.py)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,9 @@ from collections import Counter
 
 import numpy as np
 
-from corevital.validation.suite import (
-    FAULTS,
-    SuiteItem,
-    build_suite,
-    kind_table,
-    label,
-    repeat_rate,
-    split_of,
-    word_repeat_rate,
-    words,
-)
+from corevital.validation.suite import kind_table
+from corevital.validation.suite_items import FAULTS, SuiteItem, build_suite, split_of
+from corevital.validation.suite_labels import label, repeat_rate, stated_answer, word_repeat_rate, words
 
 
 def _item(kind: str, prompt: str = "p", **extra: object) -> SuiteItem:
@@ -41,6 +33,27 @@ def test_the_suite_is_deterministic_and_groups_never_straddle_splits() -> None:
     by_id = {i.id: i for i in items}
     assert all(i.clean_of in by_id and by_id[i.clean_of].prompt == i.prompt for i in faulted)
     assert {i.depth for i in faulted} == {"early", "middle", "late"}
+    for kind in ("factual", "arithmetic", "word_problem", "unanswerable", "open_ended"):
+        for split in ("dev", "test"):  # enough items per kind and split for an AUROC
+            assert sum(i.kind == kind and i.split == split for i in items) >= 18, (kind, split)
+
+
+def test_every_kind_mixes_easy_and_hard_items() -> None:
+    items = build_suite()
+    sums = [i for i in items if i.kind == "arithmetic"]
+    assert min(int(i.answer or 0) for i in sums) < 20 and max(int(i.answer or 0) for i in sums) > 1000
+    problems = [i.prompt for i in items if i.kind == "word_problem"]
+    assert any(p.startswith("Lisa has") for p in problems) and any(p.startswith("Tom has") for p in problems)
+    questions = [i.prompt for i in items if i.kind == "unanswerable"]
+    assert (
+        sum(p.endswith("If the question has no true answer, say so.") for p in questions)
+        == len(questions) // 3
+    )
+    facts = {i.answer for i in items if i.kind == "factual"}
+    assert {"Paris", "Ouagadougou"} <= facts
+    # the fault kinds run the well-known facts only, the same prompts as before the hard ones came
+    faulted = {i.prompt for i in items if i.fault is not None}
+    assert not faulted & {i.prompt for i in items if i.answer == "Ouagadougou"}
 
 
 def test_word_repetition_ignores_numbers_and_list_markers() -> None:
@@ -62,7 +75,10 @@ def test_labels_follow_the_stated_rules() -> None:
     assert label(product, "1200")
     word = _item("word_problem", answer=9)
     assert not label(word, "11 + 9 = 20, and 20 - 11 = 9")
-    assert label(word, "The answer is 9, so 20 loaves.")  # the last number counts
+    assert label(word, "So 20 loaves, 9 sold, 11 left.")  # the last number counts
+    assert not label(word, "The answer is 9, so 20 loaves were baked.")  # unless an answer is stated
+    assert label(word, "First, 4 + 5 = ")  # cut off before the result
+    assert not label(_item("arithmetic", "Compute 623 + 214.", answer=837), "To add them: 623 + 214 = 837.")
     assert label(_item("open_ended"), "\n".join(f"{i}. Sparrow" for i in range(30)))
     assert not label(_item("open_ended"), "Once upon a time a cat wanted to fly over the hills.")
     asked = _item("requested_repetition", target_word="apple")
@@ -73,6 +89,16 @@ def test_labels_follow_the_stated_rules() -> None:
     assert not label(moon, "The Moon has no capital city.")
     assert not label(moon, "There isn't one: nobody lives there.")
     assert label(_item("fault_nan", fault="nan"), "anything")
+
+
+def test_the_stated_answer_is_read_where_it_is() -> None:
+    assert stated_answer("12 * 3 = 36, plus 4 is 40.\nThe answer is 40.", "", last=True) == 40
+    assert stated_answer("Answer: 7 apples. Check: 3 + 4 = 7", "", last=False) == 7
+    assert stated_answer("#### 15\nThat is all, 2 of us agree.", "", last=True) == 15
+    assert stated_answer("70 times 61 is 447.", "What is 70 times 61?", last=False) == 447
+    assert stated_answer("No numbers here.", "", last=True) is None
+    # a marker followed by words, not a number, does not count
+    assert stated_answer("The answer is simple: 3 + 4 = 7", "", last=True) == 7
 
 
 def test_kind_table_orients_scores_and_gives_intervals() -> None:

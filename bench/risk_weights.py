@@ -1,0 +1,216 @@
+"""Choose the default risk score's weights on the validation suite's ``dev`` split only.
+
+Reads the signals that ``bench/validation_suite.py`` captured (``--out`` of that script), builds
+every dev run's :class:`~corevital.analysis.risk.RiskEvidence` once, and
+
+- ``--fit``: fits the weights of the default ``risk`` profile's terms, the same features the risk
+  model always had (the seven continuous features, clipped and standardised by the profile's
+  centers and scales; the severities of attention collapse, a silenced or sharpened sub-layer,
+  an abnormal norm jump and the compound signals; the mid-layer anomaly and the repetition loop
+  flags), by a non-negative L2-penalised logistic regression on dev, every kind weighted equally
+  (a fault kind: its faulted runs and the same prompts' clean runs). The NaN/Inf floor is not fitted:
+  it stays a hard floor.
+- always: the AUROC on dev per kind and pooled of the score that a profile gives (the shipped one,
+  or with ``--fit`` the fitted one) against the best single baseline, and the score's quantiles.
+
+    .venv/bin/python bench/risk_weights.py --out .bench-out/validation_suite --fit
+
+The test split is never read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import pickle
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from corevital.analysis.diagnose import diagnose
+from corevital.analysis.evaluation import auroc
+from corevital.analysis.profiles import RiskProfile, load_profile
+from corevital.analysis.risk import RiskEvidence, combine, evidence
+from corevital.validation.suite import BASELINE_KEYS, baseline_scores
+from corevital.validation.suite_items import build_suite
+from corevital.validation.suite_labels import label
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from validation_suite import cache_key, read_cache  # noqa: E402
+
+CONTINUOUS = (
+    "mean_entropy",
+    "entropy_peak",
+    "mean_surprisal",
+    "surprisal_peak",
+    "low_margin",
+    "entropy_trend",
+    "early_warning",
+)
+# the flag terms and the profile weight each one's value multiplies
+FLAG_WEIGHTS = (
+    ("collapse", "collapse_weight"),
+    ("layer_update", "layer_update_weight"),
+    ("layer_jump", "layer_jump_weight"),
+    ("mid_layer", "mid_layer_weight"),
+    ("compound", "compound_weight"),
+    ("loop", "repetition_weight"),
+)
+
+
+@dataclass(frozen=True)
+class DevRun:
+    kind: str  # the table the run counts in (a clean run of a fault kind's prompt: that fault kind)
+    group: str
+    failed: bool
+    found: RiskEvidence
+    baselines: dict[str, float]
+
+
+def dev_runs(out: Path) -> list[DevRun]:
+    """Every dev run of the suite with its evidence (the fault kinds' clean runs once per fault kind)."""
+    captured = read_cache(out / "signals.pkl")
+    items = [i for i in build_suite() if i.split == "dev" and cache_key(i) in captured]
+    by_id = {i.id: i for i in items}
+    profile = load_profile(next(iter(captured.values()))[1].model_type)
+    cache: dict[str, tuple[RiskEvidence, dict[str, float]]] = {}
+
+    def evidence_of(item_id: str) -> tuple[RiskEvidence, dict[str, float]]:
+        if item_id not in cache:
+            sig = captured[cache_key(by_id[item_id])][1]
+            d = diagnose(sig, profile)
+            assert d.risk.features is not None
+            found = evidence(
+                d.risk.features,
+                d.health_flags,
+                compound=d.compound_signals,
+                blamed=d.blamed_layers,
+                repetition_coverage=d.repetition.coverage,
+                repetition_requested=d.repetition.requested,
+            )
+            cache[item_id] = (found, baseline_scores(vars(d.run_features), sig.token_ids.tolist()))
+        return cache[item_id]
+
+    runs = []
+    for item in items:
+        if item.kind == "requested_repetition":
+            continue
+        output = captured[cache_key(item)][0]
+        runs.append(DevRun(item.kind, item.group, label(item, output), *evidence_of(item.id)))
+        if item.clean_of is not None and item.clean_of in by_id:
+            runs.append(DevRun(item.kind, item.group, False, *evidence_of(item.clean_of)))
+    return runs
+
+
+def design(found: RiskEvidence, risk: RiskProfile) -> np.ndarray:
+    """The value each weight multiplies (a continuous term's clipped standardised feature)."""
+    row = []
+    for name in CONTINUOUS:
+        x = getattr(found.features, name)
+        term = getattr(risk, name)
+        row.append(0.0 if not math.isfinite(x) else float(np.clip((x - term.center) / term.scale, -3, 3)))
+    row += [
+        found.collapse_severity or 0.0,
+        found.layer_update or 0.0,
+        0.0 if found.mid_layer else found.layer_jump or 0.0,
+        float(found.mid_layer),
+        sum(s for _, s in found.compound),
+        float(found.loop),
+    ]
+    return np.asarray(row, dtype=np.float64)
+
+
+def fit(runs: list[DevRun], risk: RiskProfile, penalty: float) -> RiskProfile:
+    """Non-negative weights and an intercept by L2-penalised logistic loss, kinds weighted equally."""
+    x = np.stack([design(r.found, risk) for r in runs])
+    y = np.asarray([r.failed for r in runs], dtype=np.float64)
+    kinds = [r.kind for r in runs]
+    counts = {k: kinds.count(k) for k in set(kinds)}
+    w = np.asarray([1.0 / counts[k] for k in kinds]) * len(set(kinds))
+    w /= w.mean()
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        z = theta[0] + x @ theta[1:]
+        p = 1.0 / (1.0 + np.exp(-z))
+        nll = np.sum(w * (np.logaddexp(0.0, z) - y * z)) / len(y)
+        g = (p - y) * w / len(y)
+        grad = np.concatenate([[g.sum()], x.T @ g + 2 * penalty * theta[1:]])
+        return float(nll + penalty * np.sum(theta[1:] ** 2)), grad
+
+    theta = np.zeros(x.shape[1] + 1)  # projected gradient descent (the weights stay >= 0)
+    step = 0.5
+    value, grad = loss(theta)
+    for _ in range(20000):
+        trial = theta - step * grad
+        trial[1:] = np.maximum(trial[1:], 0.0)
+        trial_value, trial_grad = loss(trial)
+        if trial_value <= value:
+            if value - trial_value < 1e-12:
+                break
+            theta, value, grad = trial, trial_value, trial_grad
+            step *= 1.1
+        else:
+            step *= 0.5
+    update: dict[str, Any] = {"intercept": round(float(theta[0]), 2)}
+    for i, name in enumerate(CONTINUOUS):
+        update[name] = getattr(risk, name).model_copy(update={"weight": round(float(theta[1 + i]), 2)})
+    for j, (_, key) in enumerate(FLAG_WEIGHTS):
+        update[key] = round(float(theta[1 + len(CONTINUOUS) + j]), 2)
+    return risk.model_copy(update=update)
+
+
+def report(runs: list[DevRun], risk: RiskProfile) -> str:
+    scores = np.asarray([combine(r.found, risk).risk_score for r in runs])
+    lines = [
+        "| kind | N (failed) | risk_score | best baseline | gap | p10 / median / p90 of risk |",
+        "|---|---|---|---|---|---|",
+    ]
+    kinds = [*dict.fromkeys(r.kind for r in runs), "pooled"]
+    for kind in kinds:
+        idx = [i for i, r in enumerate(runs) if kind == "pooled" or r.kind == kind]
+        if kind == "pooled":  # a fault kind's clean runs once (they are the factual prompts' runs)
+            idx = [i for i in idx if not (runs[i].kind.startswith("fault_") and not runs[i].failed)]
+        y = np.asarray([runs[i].failed for i in idx])
+        s = scores[idx]
+        if y.all() or not y.any():
+            lines.append(f"| {kind} | {len(idx)} ({int(y.sum())}) | – | – | – | – |")
+            continue
+        ours = auroc(s, y)
+        base = {
+            k: auroc(np.nan_to_num(np.asarray([runs[i].baselines[k] for i in idx]), nan=-1e9), y)
+            for k in BASELINE_KEYS
+        }
+        best = max(base, key=lambda k: base[k])
+        q = np.quantile(s, [0.1, 0.5, 0.9])
+        lines.append(
+            f"| {kind} | {len(idx)} ({int(y.sum())}) | {ours:.3f} | {best} {base[best]:.3f} | "
+            f"{ours - base[best]:+.3f} | {q[0]:.2f} / {q[1]:.2f} / {q[2]:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=Path(".bench-out/validation_suite"))
+    parser.add_argument("--fit", action="store_true", help="fit the weights on dev")
+    parser.add_argument("--penalty", type=float, default=0.01, help="L2 penalty on the weights")
+    args = parser.parse_args(argv)
+    cached = args.out / "dev_evidence.pkl"
+    runs: list[DevRun] = pickle.loads(cached.read_bytes()) if cached.exists() else dev_runs(args.out)
+    cached.write_bytes(pickle.dumps(runs))
+    risk = load_profile("llama").risk
+    print("shipped profile:\n" + report(runs, risk))
+    if args.fit:
+        fitted = fit(runs, risk, args.penalty)
+        print("\nfitted on dev:", fitted.model_dump_json())
+        print(report(runs, fitted))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

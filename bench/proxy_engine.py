@@ -35,7 +35,6 @@ import json
 import math
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -54,12 +53,10 @@ sys.path.insert(1, str(REPO))  # tests.support.llama_server
 
 from corevital.capture.default_model import locate_default_model  # noqa: E402
 from corevital.capture.logprobs import ObservedRequest, capture_response  # noqa: E402
-from tests.support.llama_server import LlamaServer, free_port  # noqa: E402
+from tests.support.llama_server import LlamaServer  # noqa: E402
+from tests.support.proxy_process import CHAT, COMPLETIONS, FRESH, ProxyProcess, stored_reports  # noqa: E402
 
-CHAT = "/v1/chat/completions"
-COMPLETIONS = "/v1/completions"
 VOCAB = 49152
-FRESH = re.compile(rb'"(id|created)": ?("[^"]*"|\d+)')
 # SSE comment lines: sse-starlette's keep-alive pings (": ping - <time>") every 15 s while a stream
 # waits its turn; how many and when depend on the wait, not on the proxy (which passes them on)
 SSE_COMMENT = re.compile(rb"(?m)^:[^\r\n]*\r?\n\r?\n?")
@@ -132,55 +129,6 @@ def send(client: httpx.Client, url: str, body: dict[str, Any]) -> tuple[int, byt
             chunks += 1
         status = response.status_code
     return status, b"".join(parts), time.perf_counter() - t0, chunks
-
-
-class ProxyProcess:
-    """``corevital proxy`` as users run it, in its own process."""
-
-    def __init__(self, upstream: str, out: Path, *, top_logprobs: int = 20) -> None:
-        self.port = free_port()
-        self.out = out
-        self.args = [
-            sys.executable, "-m", "corevital", "proxy", "--upstream", upstream,
-            "--listen", f"127.0.0.1:{self.port}", "--out", str(out), "--sink", "sqlite",
-            "--vocab-size", str(VOCAB), "--top-logprobs", str(top_logprobs),
-        ]  # fmt: skip
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - read after the process ends
-        self.process = subprocess.Popen(
-            self.args,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/v1/models", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.25)
-        raise RuntimeError("the proxy did not start")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> str:
-        self.process.send_signal(signal.SIGINT)
-        self.process.wait(timeout=120)
-        self.log.seek(0)
-        return self.log.read().decode("utf-8", errors="replace")
-
-
-def stored_reports(db: Path) -> list[Any]:
-    from corevital.sinks.open import open_location
-    from corevital.sinks.rows import TraceQuery
-
-    store = open_location(str(db), read_only=True)
-    try:
-        return [store.get(row.trace_id) for row in store.list(TraceQuery(limit=None))]
-    finally:
-        store.close()
 
 
 def traffic(server: LlamaServer, proxy: ProxyProcess, args: argparse.Namespace) -> dict[str, Any]:
@@ -338,7 +286,7 @@ def main() -> int:
     model = locate_default_model().path
     figures: dict[str, Any] = {"commit": _commit(), "load_average_start": os.getloadavg()}
     with LlamaServer(model, n_ctx=1024, threads=1) as server:
-        proxy = ProxyProcess(server.url, out)
+        proxy = ProxyProcess(server.url, out, vocab_size=VOCAB)
         try:
             run = traffic(server, proxy, args)
             figures["errors"] = errors(server, proxy)

@@ -12,10 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,12 +28,9 @@ from corevital.proxy.reports import LogprobReporter
 from corevital.proxy.server import ProxyApp
 from corevital.report.schema import Report
 from corevital.sinks.base import MemorySink
-from corevital.sinks.open import open_location
-from corevital.sinks.rows import TraceQuery
 from tests.support.openai_upstream import ServerThread, TinyOpenAIServer, closed_port
+from tests.support.proxy_process import CHAT, COMPLETIONS, ProxyProcess, stored_reports
 
-CHAT = "/v1/chat/completions"
-COMPLETIONS = "/v1/completions"
 SECRET = "sk-test-0123456789abcdefSECRET"
 
 
@@ -84,23 +77,13 @@ def proxied(
 def _ids(proxy: ProxyApp, db: Path) -> set[str]:
     """The trace ids stored once every earlier response's reports are written."""
     assert proxy.wait_idle(60)
-    return {r.trace_id for r in _stored(db)}
+    return {r.trace_id for r in stored_reports(db)}
 
 
 def _new(proxy: ProxyApp, db: Path, before: set[str]) -> list[Report]:
     """The reports stored since ``before``, once the proxy wrote them."""
     assert proxy.wait_idle(60)
-    return [r for r in _stored(db) if r.trace_id not in before]
-
-
-def _stored(db: Path) -> list[Report]:
-    store = open_location(str(db), read_only=True)
-    try:
-        rows = store.list(TraceQuery(limit=None))
-        reports = [store.get(row.trace_id) for row in rows]
-    finally:
-        store.close()
-    return sorted((r for r in reports if r is not None), key=lambda r: r.created_at_utc)
+    return [r for r in stored_reports(db) if r.trace_id not in before]
 
 
 @pytest.mark.parametrize("path", [CHAT, COMPLETIONS])
@@ -292,7 +275,7 @@ def test_api_keys_reach_the_upstream_and_nothing_else(
                 assert server.headers[-1]["authorization"] == f"Bearer {SECRET}"
         assert proxy.wait_idle(60)
     assert SECRET not in caplog.text
-    stored = [report.model_dump_json() for report in _stored(db)]
+    stored = [report.model_dump_json() for report in stored_reports(db)]
     assert stored and not any(SECRET in text for text in stored)
     for file in db.parent.rglob("*"):
         if file.is_file():
@@ -375,51 +358,22 @@ def test_the_cli_serves_stores_and_stops_cleanly(
     upstream: tuple[TinyOpenAIServer, ServerThread], tmp_path: Path
 ) -> None:
     server, direct_thread = upstream
-    port = closed_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "corevital",
-            "proxy",
-            "--upstream",
-            direct_thread.url,
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--out",
-            str(tmp_path),
-            "--vocab-size",
-            str(server.vocab_size),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proxy = ProxyProcess(direct_thread.url, tmp_path, vocab_size=server.vocab_size, timeout=60)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                response = httpx.post(
-                    f"http://127.0.0.1:{port}{CHAT}",
-                    json=_body(CHAT, stream=True),
-                    headers={"Authorization": f"Bearer {SECRET}"},
-                    timeout=60,
-                )
-                break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline and proc.poll() is None, "the proxy did not start"
-                time.sleep(0.2)
+        response = httpx.post(
+            proxy.url + CHAT,
+            json=_body(CHAT, stream=True),
+            headers={"Authorization": f"Bearer {SECRET}"},
+            timeout=60,
+        )
         assert response.status_code == 200
         direct = httpx.post(direct_thread.url + CHAT, json=_body(CHAT, stream=True), timeout=60)
         assert response.content == direct.content
     finally:
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr
-    assert "1 report(s) written" in stdout
-    assert SECRET not in stdout + stderr
-    reports = _stored(tmp_path / "corevital.db")
+        output = proxy.stop()
+    assert proxy.process.returncode == 0, output
+    assert "1 report(s) written" in output
+    assert SECRET not in output
+    reports = stored_reports(tmp_path / "corevital.db")
     assert len(reports) == 1 and reports[0].capture is not None
     assert json.loads(reports[0].model_dump_json())["capture"]["source"] == "logprobs"

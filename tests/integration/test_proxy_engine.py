@@ -13,7 +13,6 @@ Needs llama-cpp-python with its server (``make test-engines``); skipped, saying 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,21 +22,11 @@ import pytest
 
 from corevital.capture.logprobs import parse_choices
 from corevital.config import load_settings
-from corevital.report.schema import Report
-from corevital.sinks.open import open_location
-from corevital.sinks.rows import TraceQuery
 from tests.support.llama_server import LlamaServer, require_llama_cpp
 from tests.support.openai_upstream import ServerThread
+from tests.support.proxy_process import CHAT, COMPLETIONS, same_apart_from_fresh_fields, stored_reports
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
-
-CHAT = "/v1/chat/completions"
-COMPLETIONS = "/v1/completions"
-FRESH = re.compile(rb'"(id|created)": ?("[^"]*"|\d+)')  # new in every response, proxied or not
-
-
-def same_apart_from_fresh_fields(content: bytes) -> bytes:
-    return FRESH.sub(rb'"\1": _', content)
 
 
 def _body(path: str, *, stream: bool, **extra: Any) -> dict[str, Any]:
@@ -66,22 +55,13 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LlamaServ
             yield server, proxy, thread, out / "corevital.db"
 
 
-def _stored(db: Path) -> list[Report]:
-    store = open_location(str(db), read_only=True)
-    try:
-        reports = [store.get(row.trace_id) for row in store.list(TraceQuery(limit=None))]
-    finally:
-        store.close()
-    return sorted((r for r in reports if r is not None), key=lambda r: r.created_at_utc)
-
-
 @pytest.mark.parametrize("path", [CHAT, COMPLETIONS])
 @pytest.mark.parametrize("stream", [False, True])
 def test_through_the_proxy_the_client_gets_what_the_engine_sends(
     engine: tuple[LlamaServer, Any, ServerThread, Path], path: str, stream: bool
 ) -> None:
     server, proxy, thread, db = engine
-    before = {r.trace_id for r in _stored(db)} if db.exists() else set()
+    before = {r.trace_id for r in stored_reports(db)} if db.exists() else set()
     body = _body(path, stream=stream)
     direct = httpx.post(server.url + path, json=body, timeout=120)
     through = httpx.post(thread.url + path, json=body, timeout=120)
@@ -89,7 +69,7 @@ def test_through_the_proxy_the_client_gets_what_the_engine_sends(
     assert same_apart_from_fresh_fields(through.content) == same_apart_from_fresh_fields(direct.content)
     assert direct.headers["content-type"] == through.headers["content-type"]
     assert proxy.wait_idle(60)
-    (report,) = [r for r in _stored(db) if r.trace_id not in before]
+    (report,) = [r for r in stored_reports(db) if r.trace_id not in before]
     assert report.capture is not None and report.capture.source == "logprobs"
     # 20 asked; completions list alternatives keyed by text (equal texts collapse) plus the chosen token
     assert report.capture.top_logprobs is not None and 15 <= report.capture.top_logprobs <= 21

@@ -33,7 +33,13 @@ def series(steps: list[T], index: int, *, axis: int) -> T | None:
     values: dict[str, Any] = {}
     for f in dataclasses.fields(first):  # type: ignore[arg-type]
         rows = [_row(getattr(s, f.name), index, axis) for s in present]
-        values[f.name] = None if rows[0] is None else np.stack(rows)
+        shaped = next((row for row in rows if row is not None), None)
+        # an optional statistic some steps lack (the MLP update ratio of compiled steps): NaN there
+        values[f.name] = (
+            None
+            if shaped is None
+            else np.stack([np.full(np.shape(shaped), np.nan) if row is None else row for row in rows])
+        )
     return type(first)(**values)
 
 

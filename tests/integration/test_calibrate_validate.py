@@ -10,15 +10,9 @@ from pathlib import Path
 import pytest
 
 from corevital.analysis.calibration.profile import load_calibration_profile
-from corevital.cli import main
 from corevital.report.encoding import load_report
+from tests.support.cli import run_cli
 from tests.support.values import present
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def common(model: Path) -> list[str]:
@@ -66,7 +60,7 @@ def test_calibrate_then_run_with_the_profile(
     prompts = tmp_path / "healthy.txt"
     prompts.write_text("\n".join(f"healthy prompt number {i}" for i in range(6)) + "\n")
     profile_path = tmp_path / "profile.json"
-    code, out, err = cli(
+    code, out, err = run_cli(
         capsys, "calibrate", *common(tiny), "--prompts", str(prompts), "--out", str(profile_path)
     )
     assert code == 0, err
@@ -77,7 +71,7 @@ def test_calibrate_then_run_with_the_profile(
     assert profile.generation.do_sample is False and profile.generation.max_new_tokens == 6
 
     out_dir = tmp_path / "runs"
-    code, out, err = cli(
+    code, out, err = run_cli(
         capsys,
         "run",
         *common(tiny),
@@ -106,9 +100,10 @@ def test_a_profile_for_another_model_is_refused_before_generation(
     profile_path = tmp_path / "gpt2.json"
     gpt2 = tiny_model_dir("gpt2")
     assert (
-        cli(capsys, "calibrate", *common(gpt2), "--prompts", str(prompts), "--out", str(profile_path))[0] == 0
+        run_cli(capsys, "calibrate", *common(gpt2), "--prompts", str(prompts), "--out", str(profile_path))[0]
+        == 0
     )
-    code, _, err = cli(
+    code, _, err = run_cli(
         capsys,
         "run",
         *common(tiny),
@@ -121,7 +116,7 @@ def test_a_profile_for_another_model_is_refused_before_generation(
     )
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "calibration profile was made for" in lines[0]
-    code, _, err = cli(
+    code, _, err = run_cli(
         capsys, "run", *common(tiny), "--prompt", "hi", "--calibration", str(tmp_path / "nope.json")
     )
     assert code == 2 and "cannot read calibration profile" in err
@@ -137,7 +132,7 @@ def test_without_scikit_learn_the_labelled_commands_stop_before_loading_a_model(
         ["calibrate", *model, "--labels", str(labels), "--out", str(tmp_path / "p.json")],
         ["validate", *model, "--labels", str(labels)],
     ):
-        code, out, err = cli(capsys, *argv)
+        code, out, err = run_cli(capsys, *argv)
         lines = err.strip().splitlines()
         assert code == 8 and out == "" and len(lines) == 1, err
         assert "needs scikit-learn" in lines[0] and 'pip install "corevital[validate]"' in lines[0]
@@ -149,7 +144,7 @@ def test_labelled_calibration_and_validation(
 ) -> None:
     labels = labelled_file(tmp_path / "labels.jsonl")
     profile_path = tmp_path / "labelled.json"
-    code, out, err = cli(
+    code, out, err = run_cli(
         capsys,
         "calibrate",
         *common(tiny),
@@ -173,7 +168,7 @@ def test_labelled_calibration_and_validation(
     assert "Risk model: 20 labelled records" in out
 
     out_dir = tmp_path / "validation"
-    code, out, err = cli(
+    code, out, err = run_cli(
         capsys,
         "validate",
         *common(tiny),
@@ -211,7 +206,8 @@ def test_the_library_monitor_reads_the_profile_too(
     prompts.write_text("one healthy prompt\nanother healthy prompt\nand a third\n")
     profile_path = tmp_path / "p.json"
     assert (
-        cli(capsys, "calibrate", *common(tiny), "--prompts", str(prompts), "--out", str(profile_path))[0] == 0
+        run_cli(capsys, "calibrate", *common(tiny), "--prompts", str(prompts), "--out", str(profile_path))[0]
+        == 0
     )
     monitor = CoreVitalMonitor(
         str(tiny), device="cpu", temperature=0.0, chat_template="off", calibration=str(profile_path)
@@ -236,12 +232,13 @@ def test_a_run_decoded_differently_from_the_calibration_says_so(
     prompts.write_text("one healthy prompt\nanother healthy prompt\n")
     profile_path = tmp_path / "p.json"
     assert (
-        cli(capsys, "calibrate", *common(tiny), "--prompts", str(prompts), "--out", str(profile_path))[0] == 0
+        run_cli(capsys, "calibrate", *common(tiny), "--prompts", str(prompts), "--out", str(profile_path))[0]
+        == 0
     )
     out_dir = tmp_path / "runs"
     args = [*common(tiny), "--calibration", str(profile_path), "--out", str(out_dir), "--write-json"]
-    assert cli(capsys, "run", *args, "--prompt", "same settings")[0] == 0
-    assert cli(capsys, "run", *args, "--prompt", "longer", "--max_new_tokens", "9")[0] == 0
+    assert run_cli(capsys, "run", *args, "--prompt", "same settings")[0] == 0
+    assert run_cli(capsys, "run", *args, "--prompt", "longer", "--max_new_tokens", "9")[0] == 0
     reports = sorted(
         (load_report(p) for p in out_dir.glob("trace_*.json")), key=lambda r: r.generated.num_tokens
     )

@@ -11,18 +11,7 @@ import pytest
 
 from corevital.cli import main
 from corevital.sinks.sqlite import SQLiteStore
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def one_error_line(err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("corevital: error: "), err
-    return lines[0]
+from tests.support.cli import one_error_line, run_args, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +22,7 @@ def stored_run(
     out = tmp_path_factory.mktemp("runs")
     code = main(
         [
-            "run",
-            "--model",
-            str(tiny_model_dir("llama")),
-            "--device",
-            "cpu",
-            "--out",
-            str(out),
-            "--chat-template",
-            "off",
+            *run_args(tiny_model_dir("llama"), out),
             "--max_new_tokens",
             "6",
             "--prompt",

@@ -15,20 +15,7 @@ from corevital.config import load_settings
 from corevital.report.encoding import load_report
 from corevital.report.schema import Report
 from corevital.sinks.sqlite import SQLiteStore
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _one_error_line(err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("corevital: error: ")
-    assert "Traceback" not in err
-    return lines[0]
+from tests.support.cli import newest_report, one_error_line, run_args, run_cli
 
 
 @pytest.fixture
@@ -36,37 +23,33 @@ def tiny_llama(tiny_model_dir: Callable[[str], Path]) -> str:
     return str(tiny_model_dir("llama"))
 
 
-def base_args(model: str, out: Path) -> list[str]:
-    return ["run", "--model", model, "--device", "cpu", "--out", str(out), "--chat-template", "off"]
-
-
 def test_unknown_model_id(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, _, err = run_cli(capsys, *base_args("no-such-org/no-such-model", tmp_path), "--prompt", "hi")
+    code, _, err = run_cli(capsys, *run_args("no-such-org/no-such-model", tmp_path), "--prompt", "hi")
     assert code == 3
-    assert "not found" in _one_error_line(err)
+    assert "not found" in one_error_line(err)
 
 
 def test_missing_local_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, _, err = run_cli(capsys, *base_args(str(tmp_path / "nowhere"), tmp_path), "--prompt", "hi")
-    assert code == 3 and "model directory not found" in _one_error_line(err)
+    code, _, err = run_cli(capsys, *run_args(str(tmp_path / "nowhere"), tmp_path), "--prompt", "hi")
+    assert code == 3 and "model directory not found" in one_error_line(err)
 
 
 def test_unreadable_gguf(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"this is not a gguf file at all")
     code, _, err = run_cli(capsys, "run", "--gguf-file", str(bad), "--prompt", "hi", "--out", str(tmp_path))
-    line = _one_error_line(err)
+    line = one_error_line(err)
     assert code == 3 and "broken.gguf" in line and "GGUF" in line
 
 
 def test_empty_prompt(capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str) -> None:
-    code, _, err = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "   ")
-    assert code == 2 and "prompt is empty" in _one_error_line(err)
+    code, _, err = run_cli(capsys, *run_args(tiny_llama, tmp_path), "--prompt", "   ")
+    assert code == 2 and "prompt is empty" in one_error_line(err)
 
 
 def test_no_prompt(capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str) -> None:
-    code, _, err = run_cli(capsys, *base_args(tiny_llama, tmp_path))
-    assert code == 2 and "no prompt given" in _one_error_line(err)
+    code, _, err = run_cli(capsys, *run_args(tiny_llama, tmp_path))
+    assert code == 2 and "no prompt given" in one_error_line(err)
 
 
 @pytest.mark.parametrize("value", ["0", "-3"])
@@ -74,35 +57,35 @@ def test_max_new_tokens_below_one(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str, value: str
 ) -> None:
     code, _, err = run_cli(
-        capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi", "--max_new_tokens", value
+        capsys, *run_args(tiny_llama, tmp_path), "--prompt", "hi", "--max_new_tokens", value
     )
-    assert code == 2 and "max_new_tokens" in _one_error_line(err)
+    assert code == 2 and "max_new_tokens" in one_error_line(err)
 
 
 def test_max_new_tokens_beyond_context(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str
 ) -> None:
     code, _, err = run_cli(
-        capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi", "--max_new_tokens", "5000"
+        capsys, *run_args(tiny_llama, tmp_path), "--prompt", "hi", "--max_new_tokens", "5000"
     )
-    assert code == 2 and "context window of 512" in _one_error_line(err)
+    assert code == 2 and "context window of 512" in one_error_line(err)
 
 
 def test_cuda_requested_without_cuda(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str
 ) -> None:
-    args = base_args(tiny_llama, tmp_path)
+    args = run_args(tiny_llama, tmp_path)
     args[args.index("--device") + 1] = "cuda"
     code, _, err = run_cli(capsys, *args, "--prompt", "hi")
-    assert code == 3 and "no CUDA device" in _one_error_line(err)
+    assert code == 3 and "no CUDA device" in one_error_line(err)
 
 
 @pytest.mark.parametrize("flag,label", [("--quantize-4", "4-bit"), ("--quantize-8", "8-bit")])
 def test_quantization_without_cuda(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str, flag: str, label: str
 ) -> None:
-    code, _, err = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi", flag)
-    line = _one_error_line(err)
+    code, _, err = run_cli(capsys, *run_args(tiny_llama, tmp_path), "--prompt", "hi", flag)
+    line = one_error_line(err)
     assert code == 3 and label in line and "CUDA" in line
 
 
@@ -111,8 +94,8 @@ def test_output_directory_not_writable(
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    code, _, err = run_cli(capsys, *base_args(tiny_llama, blocker / "runs"), "--prompt", "hi")
-    assert code == 6 and "a-file" in _one_error_line(err)
+    code, _, err = run_cli(capsys, *run_args(tiny_llama, blocker / "runs"), "--prompt", "hi")
+    assert code == 6 and "a-file" in one_error_line(err)
 
 
 def test_corrupt_database_is_refused_and_left_intact(
@@ -121,8 +104,8 @@ def test_corrupt_database_is_refused_and_left_intact(
     db = tmp_path / "corevital.db"
     garbage = b"definitely not sqlite " * 100
     db.write_bytes(garbage)
-    code, _, err = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi")
-    assert code == 6 and "corevital.db" in _one_error_line(err)
+    code, _, err = run_cli(capsys, *run_args(tiny_llama, tmp_path), "--prompt", "hi")
+    assert code == 6 and "corevital.db" in one_error_line(err)
     assert db.read_bytes() == garbage
 
 
@@ -159,8 +142,8 @@ def test_a_damaged_page_inside_a_valid_database_is_refused_before_the_model_load
     with db.open("r+b") as handle:  # a middle leaf page: the header page stays intact
         handle.seek((leaves[len(leaves) // 2] - 1) * size)
         handle.write(b"\x77" + rng.randbytes(size - 1))
-    code, out, err = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hi")
-    line = _one_error_line(err)
+    code, out, err = run_cli(capsys, *run_args(tiny_llama, tmp_path), "--prompt", "hi")
+    line = one_error_line(err)
     assert code == 6 and "is damaged" in line and "migrate --from-db" in line, err
     assert "Reports:" not in out  # nothing generated
 
@@ -182,7 +165,7 @@ def test_run_writes_sqlite_and_prints_summary(
 ) -> None:
     code, out, err = run_cli(
         capsys,
-        *base_args(tiny_llama, tmp_path),
+        *run_args(tiny_llama, tmp_path),
         "--prompt",
         "hello there",
         "--prompt",
@@ -214,7 +197,7 @@ def test_run_local_sink_and_json_summary(
 ) -> None:
     code, out, _ = run_cli(
         capsys,
-        *base_args(tiny_llama, tmp_path),
+        *run_args(tiny_llama, tmp_path),
         "--prompt",
         "hello",
         "--sink",
@@ -246,7 +229,7 @@ def test_write_json_beside_sqlite(
         return real(report, pretty)
 
     monkeypatch.setattr(encoding, "report_to_json", counting)
-    code, out, _ = run_cli(capsys, *base_args(tiny_llama, tmp_path), "--prompt", "hello", "--write-json")
+    code, out, _ = run_cli(capsys, *run_args(tiny_llama, tmp_path), "--prompt", "hello", "--write-json")
     assert code == 0
     assert (tmp_path / "corevital.db").is_file()
     files = list(tmp_path.glob("trace_*.json"))
@@ -289,12 +272,7 @@ def test_environment_reaches_a_real_run(tmp_path: Path, tiny_llama: str) -> None
         env=env,
     )
     assert proc.returncode == 0, proc.stderr
-    store = SQLiteStore(tmp_path / "corevital.db")
-    try:
-        report = store.get(store.list()[0].trace_id)
-    finally:
-        store.close()
-    assert report is not None
+    report = newest_report(tmp_path / "corevital.db")
     assert (report.run_config.seed, report.run_config.device_requested, report.model.device) == (
         123,
         "cpu",
@@ -306,7 +284,7 @@ def test_unknown_config_key_is_an_error(capsys: pytest.CaptureFixture[str], tmp_
     config = tmp_path / "cfg.yaml"
     config.write_text("sed: 9\n")
     code, _, err = run_cli(capsys, "run", "--prompt", "hi", "--config", str(config))
-    assert code == 2 and "sed" in _one_error_line(err)
+    assert code == 2 and "sed" in one_error_line(err)
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

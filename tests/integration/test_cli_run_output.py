@@ -13,20 +13,16 @@ from rich.console import Console
 
 from corevital.analysis.profiles import load_profile
 from corevital.capture.loading import LoadedModel
-from corevital.cli import main
 from corevital.cli.run_output import LiveLines, live_lines
 from corevital.pipeline import Pipeline
 from tests.integration.conftest import tiny_settings
+from tests.support.cli import run_args, run_cli
 
 PROMPTS = ["The quick brown fox", "Once \x1b[31mupon a time", "Hi"]
 
 
 def _run(capsys: pytest.CaptureFixture[str], model: Path, out: Path, *extra: str) -> tuple[int, str, str]:
-    argv = ["run", "--model", str(model), "--device", "cpu", "--out", str(out), "--chat-template", "off"]
-    argv += ["--max-new-tokens", "5", *extra]
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(capsys, *run_args(model, out), "--max-new-tokens", "5", *extra)
 
 
 def test_a_batch_is_one_table_row_per_sequence(

@@ -10,12 +10,12 @@ import pytest
 
 from corevital.cli import main
 from corevital.sinks.sqlite import SQLiteStore
+from tests.support.cli import run_args
 
 
 def _run(tmp_path: Path, model: Path, *extra: str) -> list[str]:
     out = tmp_path / "runs"
-    args = ["run", "--model", str(model), "--device", "cpu", "--out", str(out), "--chat-template", "off"]
-    assert main([*args, "--prompt", "hello there", "--max_new_tokens", "4", *extra]) == 0
+    assert main([*run_args(model, out), "--prompt", "hello there", "--max_new_tokens", "4", *extra]) == 0
     return [str(p) for p in out.iterdir()]
 
 

@@ -16,6 +16,7 @@ pytest.importorskip("opentelemetry.proto")
 from corevital.cli import main  # noqa: E402
 from corevital.report.timestamps import epoch_ms, parse_utc  # noqa: E402
 from corevital.sinks.sqlite import SQLiteStore  # noqa: E402
+from tests.support.cli import run_args  # noqa: E402
 from tests.support.otlp import OtlpReceiver, free_port  # noqa: E402
 
 
@@ -24,17 +25,9 @@ def tiny_llama(tiny_model_dir: Callable[[str], Path]) -> str:
     return str(tiny_model_dir("llama"))
 
 
-def run_args(model: str, out: Path, endpoint: str) -> list[str]:
+def otel_args(model: str, out: Path, endpoint: str) -> list[str]:
     return [
-        "run",
-        "--model",
-        model,
-        "--device",
-        "cpu",
-        "--out",
-        str(out),
-        "--chat-template",
-        "off",
+        *run_args(model, out),
         "--temperature",
         "0",
         "--max_new_tokens",
@@ -55,7 +48,7 @@ def test_run_sends_one_span_per_generation_timed_like_the_stored_report(
 ) -> None:
     with OtlpReceiver() as receiver:
         code = main(
-            [*run_args(tiny_llama, tmp_path, receiver.url), "--prompt", "hello there", "--prompt", "a b c"]
+            [*otel_args(tiny_llama, tmp_path, receiver.url), "--prompt", "hello there", "--prompt", "a b c"]
         )
         captured = capsys.readouterr()
         assert code == 0, captured.err
@@ -95,7 +88,7 @@ def test_a_collector_that_is_down_does_not_fail_the_run(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str
 ) -> None:
     t0 = time.perf_counter()
-    code = main([*run_args(tiny_llama, tmp_path, f"http://127.0.0.1:{free_port()}"), "--prompt", "hello"])
+    code = main([*otel_args(tiny_llama, tmp_path, f"http://127.0.0.1:{free_port()}"), "--prompt", "hello"])
     elapsed = time.perf_counter() - t0
     captured = capsys.readouterr()
     assert code == 0, captured.err

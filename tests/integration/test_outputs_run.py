@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from corevital.cli import main
 from corevital.monitor import CoreVitalMonitor
 from corevital.sinks.base import MemorySink
 from corevital.sinks.sqlite import SQLiteStore
+from tests.support.cli import run_args, run_cli
 from tests.support.sinks import FailingExporter, RecordingSink
 
 
@@ -20,11 +20,7 @@ def tiny_llama(tiny_model_dir: Callable[[str], Path]) -> str:
 
 
 def run(capsys: pytest.CaptureFixture[str], model: str, out: Path, *extra: str) -> tuple[int, str, str]:
-    argv = ["run", "--model", model, "--device", "cpu", "--out", str(out), "--chat-template", "off"]
-    argv += ["--max-new-tokens", "3", *extra]
-    code = main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(capsys, *run_args(model, out), "--max-new-tokens", "3", *extra)
 
 
 def test_a_store_and_a_custom_sink_both_get_every_report(

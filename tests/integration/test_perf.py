@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from corevital.cli import main
-from corevital.sinks.sqlite import SQLiteStore
+from tests.support.cli import newest_report, run_args
 from tests.support.values import present
 
 
@@ -17,16 +17,11 @@ def test_perf_modes(
     mode: str, tiny_model_dir: Callable[[str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model = str(tiny_model_dir("llama"))
-    args = ["run", "--model", model, "--device", "cpu", "--out", str(tmp_path), "--chat-template", "off"]
+    args = run_args(model, tmp_path)
     code = main([*args, "--prompt", "hello there", "--max_new_tokens", "7", "--ignore-eos", "--perf", mode])
     out = capsys.readouterr().out
     assert code == 0 and "Performance:" in out
-    store = SQLiteStore(tmp_path / "corevital.db")
-    try:
-        report = store.get(store.list()[0].trace_id)
-    finally:
-        store.close()
-    assert report is not None
+    report = newest_report(tmp_path / "corevital.db")
     perf = present(report.extensions.performance)
     names = [op.name for op in perf.parent_operations]
     assert {"config_load", "model_load", "model_inference", "report_build"} <= set(names)

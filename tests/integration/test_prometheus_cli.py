@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from corevital.cli import main
 from corevital.sinks.sqlite import SQLiteStore
+from tests.support.cli import run_args, run_cli
 
 
 def run(capsys: pytest.CaptureFixture[str], model: Path, out: Path, *extra: str) -> tuple[int, str]:
-    argv = ["run", "--model", str(model), "--device", "cpu", "--out", str(out), "--chat-template", "off"]
-    code = main([*argv, "--max-new-tokens", "3", *extra])
-    return code, capsys.readouterr().err
+    code, _, err = run_cli(capsys, *run_args(model, out), "--max-new-tokens", "3", *extra)
+    return code, err
 
 
 def totals(path: Path) -> dict[str, float]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from corevital.cli import main
-from corevital.sinks.sqlite import SQLiteStore
+from tests.support.cli import newest_report, run_args
 from tests.support.values import present
 
 PROMPT = "Context: the lighthouse was built in 1854 on the northern cape. Question: when was it built?"
@@ -18,15 +18,7 @@ PROMPT = "Context: the lighthouse was built in 1854 on the northern cape. Questi
 def _run(capsys: pytest.CaptureFixture[str], model: str, out: Path, rag: Path) -> tuple[int, str]:
     code = main(
         [
-            "run",
-            "--model",
-            model,
-            "--device",
-            "cpu",
-            "--out",
-            str(out),
-            "--chat-template",
-            "off",
+            *run_args(model, out),
             "--prompt",
             PROMPT,
             "--max_new_tokens",
@@ -55,12 +47,7 @@ def test_rag_metadata_and_context_share_reach_the_report(
     )
     code, err = _run(capsys, str(tiny_model_dir("llama")), tmp_path, rag)
     assert code == 0, err
-    store = SQLiteStore(tmp_path / "corevital.db")
-    try:
-        report = store.get(store.list()[0].trace_id)
-    finally:
-        store.close()
-    assert report is not None
+    report = newest_report(tmp_path / "corevital.db")
     stored = present(report.extensions.rag)
     assert stored.retrieved_doc_ids == ["doc-7"] and stored.retrieval_metadata == {
         "retriever": "bm25",

@@ -17,6 +17,7 @@ import pytest
 from corevital.cli import main
 from corevital.errors import StoreError
 from corevital.sinks.sqlite import SQLiteStore
+from tests.support.cli import run_args
 from tests.support.tiny_models import MAX_POSITIONS
 
 
@@ -25,11 +26,8 @@ def tiny_llama(tiny_model_dir: Callable[[str], Path]) -> str:
     return str(tiny_model_dir("llama"))
 
 
-def run_args(model: str, out: Path, prompts_file: Path, *extra: str) -> list[str]:
-    return [
-        "run", "--model", model, "--device", "cpu", "--out", str(out), "--chat-template", "off",
-        "--prompts-file", str(prompts_file), *extra,
-    ]  # fmt: skip
+def streaming_args(model: str, out: Path, prompts_file: Path, *extra: str) -> list[str]:
+    return [*run_args(model, out), "--prompts-file", str(prompts_file), *extra]
 
 
 def stored_prompts(out: Path) -> list[str]:
@@ -47,7 +45,7 @@ def test_a_too_long_prompt_late_in_the_file_fails_before_any_generation(
     prompts = tmp_path / "prompts.txt"
     long_prompt = " ".join(["word"] * (MAX_POSITIONS * 2))
     prompts.write_text("\n".join([*(f"prompt {i}" for i in range(6)), long_prompt]) + "\n")
-    code = main(run_args(tiny_llama, tmp_path, prompts, "--batch-size", "2", "--max-new-tokens", "2"))
+    code = main(streaming_args(tiny_llama, tmp_path, prompts, "--batch-size", "2", "--max-new-tokens", "2"))
     err = capsys.readouterr().err
     assert code == 2 and "prompt 7 of 7" in err and "context window" in err
     assert stored_prompts(tmp_path) == []
@@ -58,14 +56,14 @@ def test_resume_runs_only_the_prompts_not_stored_yet(
 ) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a\nb\n")
-    assert main(run_args(tiny_llama, tmp_path, prompts, "--max-new-tokens", "2")) == 0
+    assert main(streaming_args(tiny_llama, tmp_path, prompts, "--max-new-tokens", "2")) == 0
     prompts.write_text("a\nb\nc\nd\n")
     capsys.readouterr()
-    assert main(run_args(tiny_llama, tmp_path, prompts, "--max-new-tokens", "2", "--resume")) == 0
+    assert main(streaming_args(tiny_llama, tmp_path, prompts, "--max-new-tokens", "2", "--resume")) == 0
     assert "2 of 4 prompts already stored, 2 to run" in capsys.readouterr().out
     assert stored_prompts(tmp_path) == ["a", "b", "c", "d"]
     # other decoding settings are another run: nothing is skipped
-    assert main(run_args(tiny_llama, tmp_path, prompts, "--max-new-tokens", "3", "--resume")) == 0
+    assert main(streaming_args(tiny_llama, tmp_path, prompts, "--max-new-tokens", "3", "--resume")) == 0
     assert "0 of 4 prompts already stored" in capsys.readouterr().out
     assert len(stored_prompts(tmp_path)) == 8
 
@@ -80,7 +78,7 @@ def test_an_interrupted_batched_run_keeps_finished_batches_and_resumes(
     prompts = tmp_path / "prompts.txt"
     texts = [f"prompt number {i}" for i in range(12)]
     prompts.write_text("\n".join(texts) + "\n")
-    args = run_args(
+    args = streaming_args(
         tiny_llama, tmp_path, prompts, "--batch-size", "2", "--max-new-tokens", "32", "--ignore-eos"
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

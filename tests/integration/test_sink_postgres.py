@@ -30,6 +30,7 @@ from corevital.sinks.base import HealthFlag, MemorySink, ReportStore, SortOrder,
 from corevital.sinks.postgres import PostgresStore
 from corevital.sinks.postgres_schema import LATEST_VERSION, REPORTS_TABLE, VERSION_TABLE
 from corevital.sinks.sqlite import SQLiteStore
+from tests.support.cli import run_cli
 from tests.support.postgres import PASSWORD, PostgresServer, concurrent_writes
 from tests.support.served import original_files, start_server
 
@@ -307,12 +308,6 @@ def test_many_processes_write_at_once_and_nothing_is_lost_or_duplicated(postgres
 # The commands, on the same reports in SQLite and in PostgreSQL: the same answers.
 
 
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 @pytest.fixture(scope="module")
 def originals_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The original CoreVital traces imported into a SQLite store (once: upgrading them is slow)."""
@@ -331,7 +326,7 @@ def originals_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def both(originals_db: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
     """The original CoreVital traces in a SQLite store and, imported from it, in PostgreSQL."""
     capsys.readouterr()
-    code, out, err = cli(capsys, "migrate", "--from-db", str(originals_db), "--to-db", postgres_url)
+    code, out, err = run_cli(capsys, "migrate", "--from-db", str(originals_db), "--to-db", postgres_url)
     assert code == 0 and out.strip() == "imported 6, skipped 0, failed 0", err
     return str(originals_db), postgres_url
 
@@ -348,7 +343,7 @@ def test_runs_show_compare_export_and_report_read_postgres_as_they_read_sqlite(
     both: tuple[str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     sqlite, postgres = both
-    code, out, _ = cli(capsys, "migrate", "--from-db", sqlite, "--to-db", postgres)
+    code, out, _ = run_cli(capsys, "migrate", "--from-db", sqlite, "--to-db", postgres)
     assert code == 0 and out.strip() == "imported 0, skipped 6, failed 0"
     commands = (
         ["runs", "--json", "--limit", "4"],
@@ -363,20 +358,20 @@ def test_runs_show_compare_export_and_report_read_postgres_as_they_read_sqlite(
         ["export", "--format", "csv", "--rows", "step", "--out", "-", "--limit", "2"],
     )
     for command in commands:
-        code, from_sqlite, _ = cli(capsys, *command, "--db", sqlite)
+        code, from_sqlite, _ = run_cli(capsys, *command, "--db", sqlite)
         assert code == 0
-        code, from_postgres, err = cli(capsys, *command, "--db", postgres)
+        code, from_postgres, err = run_cli(capsys, *command, "--db", postgres)
         assert code == 0, err
         if command[0] == "runs":  # seq is the order of import: by time from a database, by name from files
             assert _without_seq(from_postgres) == _without_seq(from_sqlite), command
         else:
             assert from_postgres == from_sqlite, command
-    cursor = json.loads(cli(capsys, "runs", "--json", "--limit", "4", "--db", postgres)[1])["next_cursor"]
-    code, out, _ = cli(capsys, "runs", "--json", "--limit", "4", "--cursor", cursor, "--db", postgres)
+    cursor = json.loads(run_cli(capsys, "runs", "--json", "--limit", "4", "--db", postgres)[1])["next_cursor"]
+    code, out, _ = run_cli(capsys, "runs", "--json", "--limit", "4", "--cursor", cursor, "--db", postgres)
     assert code == 0 and len(json.loads(out)["runs"]) == 2
     pages = [tmp_path / "sqlite.html", tmp_path / "postgres.html"]
     for db, page in zip((sqlite, postgres), pages, strict=True):
-        code, _, err = cli(capsys, "report", "8d0bad87", "--html", str(page), "--db", db)
+        code, _, err = run_cli(capsys, "report", "8d0bad87", "--html", str(page), "--db", db)
         assert code == 0, err
     assert pages[0].read_bytes() == pages[1].read_bytes()
 
@@ -386,14 +381,14 @@ def test_reading_commands_never_create_a_store_and_hide_the_password(
 ) -> None:
     empty = postgres_server.create_database()
     for command in (["runs"], ["show", "abc"], ["compare"], ["export", "--format", "jsonl", "--out", "-"]):
-        code, _, err = cli(capsys, *command, "--db", empty)
+        code, _, err = run_cli(capsys, *command, "--db", empty)
         assert code == 6 and "holds no CoreVital store" in err and PASSWORD not in err, err
-    code, _, err = cli(capsys, "report", "abc", "--html", str(tmp_path / "x.html"), "--db", empty)
+    code, _, err = run_cli(capsys, "report", "abc", "--html", str(tmp_path / "x.html"), "--db", empty)
     assert code == 6 and "holds no CoreVital store" in err and PASSWORD not in err
     assert _version(empty) is None
     with PostgresStore(empty):
         pass
-    code, _, err = cli(capsys, "show", "abc", "--db", empty)
+    code, _, err = run_cli(capsys, "show", "abc", "--db", empty)
     assert code == 6 and "no stored run with trace id 'abc' in postgresql://corevital:***@" in err
 
 
@@ -459,7 +454,7 @@ def test_run_with_the_postgres_sink_stores_every_report(
     argv = ["run", "--model", str(tiny_model_dir("llama")), "--device", "cpu", "--out", str(tmp_path)]
     argv += ["--chat-template", "off", "--max_new_tokens", "4", "--temperature", "0", "--json"]
     argv += ["--sink", "postgres", "--db", postgres_url, "--prompt", "The capital of France is"]
-    code, out, err = cli(capsys, *argv, "--prompt", "Count: one, two,")
+    code, out, err = run_cli(capsys, *argv, "--prompt", "Count: one, two,")
     assert code == 0, err
     assert PASSWORD not in out and PASSWORD not in err
     with PostgresStore(postgres_url, read_only=True) as store:
@@ -469,7 +464,7 @@ def test_run_with_the_postgres_sink_stores_every_report(
         assert report is not None and report.run_config.sink.type == "postgres"
         assert report.run_config.sink.target == store.location
         assert PASSWORD not in (store.get_json(rows[0].trace_id) or "")
-    code, out, _ = cli(capsys, "runs", "--json", "--db", postgres_url)
+    code, out, _ = run_cli(capsys, "runs", "--json", "--db", postgres_url)
     assert code == 0 and json.loads(out)["total"] == 2
     assert not list(tmp_path.glob("*.db"))  # nothing went to the default SQLite store
 

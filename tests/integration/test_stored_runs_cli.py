@@ -12,14 +12,9 @@ import pytest
 from corevital.cli import main
 from corevital.sinks.base import TraceQuery
 from corevital.sinks.sqlite import SQLiteStore
+from tests.support.cli import run_args, run_cli
 
 PROMPT = "The quick brown fox"
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +22,7 @@ def stored(tiny_model_dir: Any, tmp_path_factory: pytest.TempPathFactory) -> tup
     """Three runs of a tiny Llama: one prompt sampled with two seeds, another greedy."""
     model = str(tiny_model_dir("llama"))
     out = tmp_path_factory.mktemp("runs")
-    common = ["run", "--model", model, "--device", "cpu", "--out", str(out), "--chat-template", "off"]
+    common = run_args(model, out)
     for extra in (
         ["--prompt", PROMPT, "--seed", "1", "--max_new_tokens", "12"],
         ["--prompt", PROMPT, "--seed", "2", "--max_new_tokens", "12"],

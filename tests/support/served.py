@@ -43,17 +43,12 @@ def original_documents() -> dict[str, dict[str, Any]]:
     return {document["trace_id"]: document for document in documents}
 
 
-def _run_cli(*argv: str) -> None:
-    from corevital.cli import main
-
-    code = main(list(argv))
-    assert code == 0, f"corevital {' '.join(argv)} exited with {code}"
-
-
 def served_store(directory_factory: Callable[[str], Path], tiny_model: Callable[[str], Path]) -> Path:
     """The path of the shared store (built on first use): originals migrated, then tiny-model runs."""
     if "store" in _BUILT:
         return _BUILT["store"]
+    from tests.support.cli import run_args, run_ok
+
     directory = directory_factory("served-store")
     staging = directory / "originals"
     staging.mkdir()
@@ -61,13 +56,12 @@ def served_store(directory_factory: Callable[[str], Path], tiny_model: Callable[
         name = path.name if path.name.startswith("trace_") else f"trace_{path.stem}.json"
         shutil.copyfile(path, staging / name)
     db = directory / "corevital.db"
-    _run_cli("migrate", "--from-dir", str(staging), "--to-db", str(db))
+    run_ok("migrate", "--from-dir", str(staging), "--to-db", str(db))
     for arch in ("llama", "gpt2"):
-        argv = ["run", "--model", str(tiny_model(arch)), "--device", "cpu", "--out", str(directory)]
-        argv += ["--chat-template", "off", "--max_new_tokens", "6", "--temperature", "0"]
+        argv = [*run_args(tiny_model(arch), directory), "--max_new_tokens", "6", "--temperature", "0"]
         for prompt in TINY_PROMPTS:
             argv += ["--prompt", prompt]
-        _run_cli(*argv)
+        run_ok(*argv)
     _BUILT["store"] = db
     return db
 

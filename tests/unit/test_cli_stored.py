@@ -21,6 +21,7 @@ from corevital.report.encoding import load_report, report_from_json, report_to_j
 from corevital.sinks.base import TraceQuery
 from corevital.sinks.sqlite import SQLiteStore
 from corevital.sinks.sqlite_schema import APPLICATION_ID, MIGRATIONS
+from tests.support.cli import one_error_line, run_cli
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "original-corevital"
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
@@ -32,19 +33,6 @@ MODELS = {
     "Qwen/Qwen2-0.5B-Instruct",
 }
 NEWEST_FIRST = ["1af7ccd1", "8d0bad87", "7c1c62d1", "01aeafe3", "f7de7f4d", "f28f1386"]
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def one_error_line(err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("corevital: error: ") and "Traceback" not in err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -4,31 +4,16 @@ capture → metrics → analysis → report)."""
 from __future__ import annotations
 
 import ast
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.support.imports import assert_imports_without_torch
 
 ANALYSIS = Path(__file__).resolve().parents[2] / "src" / "corevital" / "analysis"
 MODULES = sorted(p.stem for p in ANALYSIS.glob("*.py") if p.stem != "__init__")
 
-PROGRAM = f"""
-import importlib, sys
-sys.modules["torch"] = None
-sys.modules["transformers"] = None
-for name in {MODULES!r}:
-    importlib.import_module("corevital.analysis." + name)
-print("ok")
-"""
-
 
 def test_analysis_imports_without_torch() -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
-    done = subprocess.run(
-        [sys.executable, "-c", PROGRAM], capture_output=True, text=True, env=env, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    assert_imports_without_torch(f"corevital.analysis.{name}" for name in MODULES)
 
 
 def test_no_analysis_module_imports_report_capture_or_metrics() -> None:

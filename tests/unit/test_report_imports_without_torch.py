@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from tests.support.imports import assert_imports_without_torch
 
-PROGRAM = """
-import sys
-sys.modules["torch"] = None  # any `import torch` now raises ImportError
-sys.modules["transformers"] = None
-import corevital.report, corevital.report.json_schema, corevital.report.legacy
-import corevital.sinks, corevital.sinks.sqlite, corevital.sinks.local, corevital.sinks.migrate
-print("ok")
-"""
+MODULES = [
+    "corevital.report",
+    "corevital.report.json_schema",
+    "corevital.report.legacy",
+    "corevital.sinks",
+    "corevital.sinks.sqlite",
+    "corevital.sinks.local",
+    "corevital.sinks.migrate",
+]
 
 
 def test_report_and_sinks_import_without_torch() -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
-    done = subprocess.run(
-        [sys.executable, "-c", PROGRAM], capture_output=True, text=True, env=env, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    assert_imports_without_torch(MODULES)

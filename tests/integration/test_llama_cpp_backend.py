@@ -57,7 +57,8 @@ class Compared:
 @pytest.fixture(scope="module")
 def both(tmp_path_factory: pytest.TempPathFactory) -> Compared:
     require_llama_cpp()
-    from corevital.capture.llama_cpp import generate_one, prepare_prompt
+    from corevital.capture.gguf import prepare_prompt
+    from corevital.capture.llama_cpp import generate_one
     from corevital.capture.records import generation_record
     from corevital.pipeline import Pipeline
     from corevital.proxy.llama_cpp import LlamaCppRunner

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from corevital.capture.llama_cpp import TokenChooser, import_llama_cpp, row_stats
+from corevital.capture.gguf import import_llama_cpp
+from corevital.capture.host_logits import TokenChooser, row_stats
 from corevital.capture.records import GenerationRecord
 from corevital.errors import NotAvailableError
 from corevital.metrics.logits import summarize_logits, token_surprisal

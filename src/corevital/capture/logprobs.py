@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from corevital.capture.capabilities import ModelCapabilities
+from corevital.capture.host_logits import LN2
 from corevital.capture.records import (
     CaptureWarning,
     GenerationRecord,
@@ -41,7 +42,6 @@ from corevital.capture.records import (
     SequenceCapture,
 )
 
-LN2 = math.log(2.0)
 TAIL_EPSILON = 1e-12  # remaining mass below this counts as none (float rounding of the known mass)
 NOT_OBSERVED = (
     CaptureWarning(

@@ -10,12 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from corevital.capture.capabilities import ModelCapabilities
 from corevital.config import Settings
+
+
+def utc_timestamp() -> str:
+    """Now, as ISO 8601 UTC with Z and millisecond precision (the report's time format)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
 
 # Field types below are the metrics dataclasses holding numpy arrays; they are typed as Any here
 # because the same classes hold device tensors inside capture.

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -44,6 +43,7 @@ from corevital.capture.records import (
     SequenceCapture,
     StepCallback,
     generation_record,
+    utc_timestamp,
 )
 from corevital.capture.registry import find_attention_sites
 from corevital.capture.replay import replay_sequence
@@ -91,11 +91,6 @@ def _generate_kwargs(loaded: LoadedModel, gen: GenerationRecord, cache: str = "a
     if "stop_strings" in gen.generate_kwargs and "tokenizer" not in kwargs:
         kwargs["tokenizer"] = loaded.tokenizer  # generate() needs it to match stop strings
     return kwargs
-
-
-def utc_timestamp() -> str:
-    """Now, as ISO 8601 UTC with Z and millisecond precision (the report's time format)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def model_record(loaded: LoadedModel) -> ModelRecord:

@@ -20,7 +20,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 
-from corevital.capture.llama_cpp import LlamaModel, StepHook, capture_llama, load_llama
+from corevital.capture.gguf import LlamaModel, load_llama
+from corevital.capture.llama_cpp import StepHook, capture_llama
 from corevital.capture.messages import Prompt
 from corevital.capture.records import RunCapture
 from corevital.config import Settings

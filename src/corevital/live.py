@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from corevital.analysis.online import OnlineSequenceMonitor
+from corevital.analysis.online import LayerRows, OnlineSequenceMonitor
 from corevital.analysis.policies import StopDecision, StopPolicy, first_decision
 from corevital.analysis.profiles import ModelProfile
+from corevital.analysis.updates import LayerReferences
 from corevital.capture.records import RunCapture, StepEvent
 from corevital.report.numbers import num
 
@@ -73,14 +74,17 @@ class LiveSession:
         token_text: Callable[[int], str] = str,
         emit: Callable[[StreamEvent], None] | None = None,
         prompt_text: Callable[[int], str] | None = None,
+        calibration: LayerReferences | None = None,
     ) -> None:
         """``prompt_text``: the prompt of a sequence (by its index in the run), so that a repetition
-        loop the prompt asks for is recognised live as in the report."""
+        loop the prompt asks for is recognised live as in the report; ``calibration``: the profile
+        the report judges layer updates against."""
         self._profile = profile
         self._policies = tuple(policies)
         self._token_text = token_text
         self._emit = emit
         self._prompt_text = prompt_text
+        self._calibration = calibration
         self._monitors: dict[int, OnlineSequenceMonitor] = {}
         self.decisions: dict[int, StopDecision] = {}
 
@@ -97,7 +101,9 @@ class LiveSession:
             monitor = self._monitors.get(index)
             if monitor is None:
                 prompt = self._prompt_text(index) if self._prompt_text is not None else ""
-                monitor = self._monitors[index] = OnlineSequenceMonitor(self._profile, prompt_text=prompt)
+                monitor = self._monitors[index] = OnlineSequenceMonitor(
+                    self._profile, prompt_text=prompt, calibration=self._calibration
+                )
             non_finite = bool(event.logits.has_nan[b] or event.logits.has_inf[b])
             if hidden_bad is not None:
                 non_finite = non_finite or bool(hidden_bad[:, b].any())
@@ -111,6 +117,7 @@ class LiveSession:
                 topk_mass=float(event.logits.topk_mass[b]),
                 non_finite=non_finite,
                 token_text=text,
+                layers=_layer_rows(event, b),
             )
             decision = first_decision(self._policies, step) if index not in self.decisions else None
             if decision is not None:
@@ -143,3 +150,19 @@ class LiveSession:
             if decision is not None and seq.finish_reason == "stopped_by_callback":
                 seq.stop_policy = decision.policy
                 seq.stop_reason = decision.reason
+
+
+def _layer_rows(event: StepEvent, b: int) -> LayerRows | None:
+    """Row ``b``'s per-layer values of the step (the update ratios and the attention entropy)."""
+    if event.hidden is None and event.attention is None:
+        return None
+
+    def column(stats: object, name: str) -> np.ndarray | None:
+        values = None if stats is None else getattr(stats, name, None)
+        return None if values is None else np.asarray(values)[:, b]
+
+    return LayerRows(
+        update_ratio=column(event.hidden, "update_ratio"),
+        mlp_update_ratio=column(event.hidden, "mlp_update_ratio"),
+        attention_entropy=column(event.attention, "entropy_mean_normalized"),
+    )

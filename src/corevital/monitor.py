@@ -246,6 +246,7 @@ class CoreVitalMonitor:
                 token_text=lambda token: str(loaded.tokenizer.decode([token])),
                 emit=emit,
                 prompt_text=lambda index: texts[min(index // per_prompt, len(texts) - 1)],
+                calibration=pipeline.calibration(),
             )
         with lock:
             run = pipeline.capture(prompts, callback=live, generate_kwargs=generate_kwargs)

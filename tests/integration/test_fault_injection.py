@@ -18,7 +18,7 @@ from corevital.capture.records import SequenceCapture
 from corevital.capture.runner import capture_prompts
 from corevital.config import load_settings
 from corevital.testing import Fault, find_layer, inject_attention_collapse, inject_nan, inject_scale
-from corevital.testing.faults import _collapse_hooks
+from corevital.testing.collapse import _collapse_hooks
 from tests.support.tiny_models import ARCHITECTURES, build_model, save_tiny_model
 
 PROMPT = "The quick brown fox"
@@ -404,7 +404,7 @@ def test_zero_norm_equals_a_zeroed_norm_weight(
     deep: Callable[[str], LoadedModel], arch: str, which: str
 ) -> None:
     from corevital.testing import inject_zero_norm
-    from corevital.testing.faults import find_norm
+    from corevital.testing.sites import find_norm
 
     loaded, k = deep(arch), WHERE["middle"]
 

@@ -29,7 +29,7 @@ from corevital.analysis.depth import NormJump
 from corevital.analysis.profiles import MidLayerProfile
 from corevital.analysis.signals import SequenceSignals
 from corevital.analysis.stats import clip
-from corevital.analysis.updates import LayerUpdateFinding, LayerUpdateReport
+from corevital.analysis.updates import LayerUpdateFinding, LayerUpdateReport, finding_severity
 
 
 @dataclass(frozen=True)
@@ -53,12 +53,6 @@ def nan_origin(sig: SequenceSignals) -> tuple[int, int] | None:
 def _jump_severity(jump: NormJump, bound: float) -> float:
     strength = clip((jump.z - bound) / (3.0 * bound), 0.0, 1.0)
     return 0.6 + 0.3 * strength if jump.kind == "persistent" else 0.5 + 0.3 * strength
-
-
-def _update_severity(finding: LayerUpdateFinding) -> float:
-    """0.5 at the bound, towards 0.9 as |z| grows (a uniform attention, z = inf: 0.9)."""
-    excess = abs(finding.z) / finding.bound if finding.bound > 0 else 1.0
-    return 0.5 + 0.4 * (1.0 - 1.0 / max(excess, 1.0))
 
 
 def _update_reason(finding: LayerUpdateFinding) -> str:
@@ -95,7 +89,7 @@ def blame_layers(
         rate = rates[layer] if layer < len(rates) else 0.0
         add(layer, 0.3 + 0.4 * clip(rate, 0.0, 1.0), "attention_collapse", collapse.trend_peak_step)
     for finding in updates.findings if updates is not None else ():
-        add(finding.layer, _update_severity(finding), _update_reason(finding), None)
+        add(finding.layer, finding_severity(finding), _update_reason(finding), None)
     blamed = []
     for layer, entries in found.items():
         entries.sort(key=lambda e: -e[0])

@@ -112,6 +112,7 @@ def diagnose(
         repetition_coverage=health.repetition.coverage,
         repetition_requested=health.repetition.requested,
         labelled=labelled,
+        layer_updates=health.layer_updates,
     )
     consistency = None
     if check_consistency:

@@ -10,11 +10,15 @@ the steps seen so far: the continuous features (entropy mean, 90th percentile an
 mean and 3-step peak, margin, early warning), the compound signals computed from those values
 (``confident_confusion``, ``degenerating_generation``, ``confident_repetition_risk``), the
 repetition loop and NaN/Inf are kept as incremental statistics, so a step costs O(1) apart from the
-loop detectors' O(max period) and an O(log n) sorted insert. What needs the layers or the prompt's
-attention (mid-layer anomaly, attention collapse, norm jumps, ``attention_bottleneck``,
-``context_loss``) and a labelled calibration model are known only after the run, so when they fire
-the report's risk is higher than the last running risk. Without them, the last step's running risk
-is the report's risk (up to float summation order).
+loop detectors' O(max period) and an O(log n) sorted insert. A silenced or sharpened sub-layer
+(``layer_update_anomaly_detected``, :mod:`corevital.analysis.updates`) is judged on each layer's
+median so far of its update ratio, MLP update ratio and attention entropy (per-layer sorted
+inserts, O(L log n)), with the report's own judge and calibration profile when the step hands the
+layer rows in. What needs the prompt's attention or the whole run's shape (mid-layer anomaly,
+attention collapse, norm jumps, ``attention_bottleneck``, ``context_loss``) and a labelled
+calibration model are known only after the run, so when they fire the report's risk is higher than
+the last running risk. Without them, the last step's running risk is the report's risk (up to
+float summation order).
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from corevital.analysis.early_warning import EarlyWarningTracker
 from corevital.analysis.profiles import CompoundProfile, ModelProfile, RepetitionProfile
@@ -35,6 +42,7 @@ from corevital.analysis.repetition import (
 )
 from corevital.analysis.risk import MIN_TREND_STEPS, Risk, RiskEvidence, RiskFeatures, combine, running_score
 from corevital.analysis.stats import clip
+from corevital.analysis.updates import LayerReferences, TypicalLevels, judge_levels
 
 
 @dataclass(frozen=True)
@@ -294,6 +302,64 @@ class RunningCompound:
 
 
 @dataclass(frozen=True)
+class LayerRows:
+    """One step's per-layer values of one sequence ([L] each; None where not captured)."""
+
+    update_ratio: Sequence[float] | np.ndarray | None = None
+    mlp_update_ratio: Sequence[float] | np.ndarray | None = None
+    attention_entropy: Sequence[float] | np.ndarray | None = None  # normalised, mean over heads
+
+
+class RunningMedians:
+    """Each layer's median of its finite values so far (``np.median`` of the same values)."""
+
+    def __init__(self) -> None:
+        self._sorted: list[list[float]] | None = None
+
+    def push(self, row: Sequence[float] | np.ndarray | None) -> None:
+        if row is None:
+            return
+        if self._sorted is None:
+            self._sorted = [[] for _ in range(len(row))]
+        for column, x in zip(self._sorted, row, strict=False):
+            value = float(x)
+            if math.isfinite(value):
+                bisect.insort(column, value)
+
+    def medians(self) -> np.ndarray | None:
+        if self._sorted is None:
+            return None
+        out = np.full(len(self._sorted), np.nan)
+        for layer, column in enumerate(self._sorted):
+            n = len(column)
+            if n:
+                half = n // 2
+                out[layer] = column[half] if n % 2 else (column[half - 1] + column[half]) / 2.0
+        return out
+
+
+class RunningLayerUpdates:
+    """``layer_update_anomaly_detected`` of the steps seen so far: the severity the risk reads."""
+
+    def __init__(self, calibration: LayerReferences | None = None) -> None:
+        self._calibration = calibration
+        self._ratio, self._mlp, self._entropy = RunningMedians(), RunningMedians(), RunningMedians()
+        self._seen = False
+
+    def update(self, rows: LayerRows) -> None:
+        self._ratio.push(rows.update_ratio)
+        self._mlp.push(rows.mlp_update_ratio)
+        self._entropy.push(rows.attention_entropy)
+        self._seen = True
+
+    def severity(self) -> float | None:
+        if not self._seen:
+            return None
+        levels = TypicalLevels(self._ratio.medians(), self._mlp.medians(), self._entropy.medians())
+        return judge_levels(levels, calibration=self._calibration).severity
+
+
+@dataclass(frozen=True)
 class OnlineStep:
     """What is known about a sequence after one more generated token."""
 
@@ -314,14 +380,18 @@ def _value(x: float | None) -> float | None:
 
 
 class OnlineSequenceMonitor:
-    """Online state of one sequence. ``prompt_text``: lets a loop the prompt asks for be recognised."""
+    """Online state of one sequence. ``prompt_text``: lets a loop the prompt asks for be recognised;
+    ``calibration``: the profile the report judges layer updates against."""
 
-    def __init__(self, profile: ModelProfile, *, prompt_text: str = "") -> None:
+    def __init__(
+        self, profile: ModelProfile, *, prompt_text: str = "", calibration: LayerReferences | None = None
+    ) -> None:
         self._profile = profile
         self._warning = EarlyWarningTracker(profile.early_warning)
         self._repetition = RepetitionSoFar(profile.repetition, prompt_text=prompt_text)
         self._features = RunningFeatures()
         self._compound = RunningCompound(profile.compound)
+        self._layers = RunningLayerUpdates(calibration)
         self._non_finite = False
         self._steps = 0
         self._evidence: RiskEvidence | None = None
@@ -336,6 +406,7 @@ class OnlineSequenceMonitor:
         topk_mass: float,
         non_finite: bool = False,
         token_text: str | None = None,
+        layers: LayerRows | None = None,
     ) -> OnlineStep:
         entropy, surprisal, margin, topk_mass = (
             float(entropy),
@@ -349,12 +420,15 @@ class OnlineSequenceMonitor:
         self._features.update(entropy, surprisal, margin)
         self._compound.update(token_id, entropy, margin, surprisal, topk_mass)
         self._non_finite = self._non_finite or non_finite or not math.isfinite(entropy)
+        if layers is not None:
+            self._layers.update(layers)
         found = RiskEvidence(
             features=self._features.features(warning.failure_risk),
             compound=self._compound.severities(),
             loop=loop is not None and not loop.requested,
             loop_coverage=loop.span / self._steps if loop is not None else 0.0,
             non_finite=self._non_finite,
+            layer_update=self._layers.severity(),
         )
         self._evidence = found
         return OnlineStep(

@@ -47,6 +47,7 @@ from corevital.analysis.health import HealthFindings
 from corevital.analysis.profiles import RiskProfile, RiskTerm
 from corevital.analysis.signals import SequenceSignals
 from corevital.analysis.stats import clip, finite, fmean, rolling_mean, sigmoid
+from corevital.analysis.updates import LayerUpdateReport
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class RiskEvidence:
     collapse_severity: float | None = None  # attention collapse detected: its severity
     mid_layer: bool = False
     layer_jump: float | None = None  # severity of an abnormal norm jump outside the middle third
-    layer_update: float | None = None  # a silenced or sharpened sub-layer: its blamed severity
+    layer_update: float | None = None  # a silenced or sharpened sub-layer: its finding's severity
     loop: bool = False  # a repetition loop the prompt did not ask for
     loop_coverage: float = 0.0
     non_finite: bool = False
@@ -152,6 +153,7 @@ def evidence(
     blamed: tuple[LayerBlame, ...] = (),
     repetition_coverage: float = 0.0,
     repetition_requested: bool = False,
+    layer_updates: LayerUpdateReport | None = None,
 ) -> RiskEvidence:
     """The evidence of a whole run, from its detectors' findings."""
     jump = None
@@ -159,7 +161,7 @@ def evidence(
         jumps = [b.severity for b in blamed if {"l2_norm_jump", "l2_norm_spike"} & set(b.reasons)]
         jump = max(jumps) if jumps else None
     return RiskEvidence(
-        layer_update=layer_update_severity(flags, blamed),
+        layer_update=layer_updates.severity if layer_updates is not None else None,
         features=features,
         compound=tuple((s.name, s.severity) for s in compound),
         collapse_severity=(flags.attention_collapse_severity or 0.0)
@@ -171,27 +173,6 @@ def evidence(
         loop_coverage=repetition_coverage,
         non_finite=flags.nan_detected or flags.inf_detected,
     )
-
-
-_UPDATE_REASONS = frozenset(
-    {
-        "update_ratio_low",
-        "update_ratio_high",
-        "mlp_silent",
-        "attention_uniform",
-        "attention_entropy_low",
-        "attention_entropy_high",
-    }
-)
-
-
-def layer_update_severity(flags: HealthFindings, blamed: tuple[LayerBlame, ...]) -> float | None:
-    """The internal-state evidence of ``layer_update_anomaly_detected``: the severity of the most
-    severe layer blamed for it (0.5 at a finding's bound, towards 0.9), None when not detected."""
-    if not flags.layer_update_anomaly_detected:
-        return None
-    severities = [b.severity for b in blamed if _UPDATE_REASONS & set(b.reasons)]
-    return max(severities) if severities else 0.5
 
 
 def risk_score(
@@ -206,6 +187,7 @@ def risk_score(
     repetition_coverage: float = 0.0,
     repetition_requested: bool = False,
     labelled: tuple[RiskModelSpec, RunFeatures] | None = None,
+    layer_updates: LayerUpdateReport | None = None,
 ) -> Risk:
     """Risk score of one sequence with the factors that moved it (``labelled``: model and run features)."""
     features = risk_features(sig, failure_risk)
@@ -216,6 +198,7 @@ def risk_score(
         blamed=blamed,
         repetition_coverage=repetition_coverage,
         repetition_requested=repetition_requested,
+        layer_updates=layer_updates,
     )
     labelled_output = None
     if labelled is not None:

@@ -71,15 +71,48 @@ class LayerUpdateFinding:
     bound: float = 1.0  # the |z| beyond which it was found
 
 
+def finding_severity(finding: LayerUpdateFinding) -> float:
+    """0.5 at the bound, towards 0.9 as |z| grows (a uniform attention or a silenced MLP: 0.9)."""
+    excess = abs(finding.z) / finding.bound if finding.bound > 0 else 1.0
+    return 0.5 + 0.4 * (1.0 - 1.0 / max(excess, 1.0))
+
+
 @dataclass(frozen=True)
 class LayerUpdateReport:
     detected: bool = False
     findings: tuple[LayerUpdateFinding, ...] = ()
-    judged: bool = False  # False when neither signal was captured
+    judged: bool = False  # False when no signal was captured
 
     @property
     def layers(self) -> tuple[int, ...]:
         return tuple(dict.fromkeys(f.layer for f in self.findings))
+
+    @property
+    def severity(self) -> float | None:
+        """The most severe finding's severity (the risk model's evidence), None when none was found."""
+        return max((finding_severity(f) for f in self.findings), default=None)
+
+
+@dataclass(frozen=True)
+class TypicalLevels:
+    """Each layer's typical value (median over the steps seen, finite steps only) of each signal, [L]."""
+
+    update_ratio: np.ndarray | None = None
+    mlp_update_ratio: np.ndarray | None = None
+    attention_entropy: np.ndarray | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.update_ratio is None and self.mlp_update_ratio is None and self.attention_entropy is None
+
+
+def typical_levels(sig: SequenceSignals) -> TypicalLevels:
+    """The run's :class:`TypicalLevels` (the live monitor keeps the same medians step by step)."""
+    return TypicalLevels(
+        _typical(sig.hidden_update_ratio),
+        _typical(sig.hidden_mlp_update_ratio),
+        _typical(sig.attn_entropy_norm),
+    )
 
 
 def _typical(values: np.ndarray | None) -> np.ndarray | None:
@@ -101,9 +134,9 @@ def _log(values: np.ndarray) -> np.ndarray:
         return np.where(values > 0, np.log(np.where(values > 0, values, 1.0)), np.nan)
 
 
-def _depth_findings(sig: SequenceSignals, th: UpdateThresholds) -> list[LayerUpdateFinding]:
+def _depth_findings(levels: TypicalLevels, th: UpdateThresholds) -> list[LayerUpdateFinding]:
     found: list[LayerUpdateFinding] = []
-    ratio = _typical(sig.hidden_update_ratio)
+    ratio = levels.update_ratio
     if ratio is not None and np.isfinite(ratio).sum() >= 5:
         z = robust_z_rows(_log(ratio)[None, :], th.scale_floor)[0]
         for layer in np.flatnonzero(np.abs(np.nan_to_num(z)) > th.z_bound):
@@ -119,9 +152,9 @@ def _depth_findings(sig: SequenceSignals, th: UpdateThresholds) -> list[LayerUpd
     return found
 
 
-def _uniform_findings(sig: SequenceSignals, th: UpdateThresholds) -> list[LayerUpdateFinding]:
+def _uniform_findings(levels: TypicalLevels, th: UpdateThresholds) -> list[LayerUpdateFinding]:
     """Layers whose every head attends uniformly (a silenced attention), with or without a profile."""
-    entropy = _typical(sig.attn_entropy_norm)
+    entropy = levels.attention_entropy
     if entropy is None:
         return []
     return [
@@ -130,9 +163,9 @@ def _uniform_findings(sig: SequenceSignals, th: UpdateThresholds) -> list[LayerU
     ]
 
 
-def _silent_mlp_findings(sig: SequenceSignals, th: UpdateThresholds) -> list[LayerUpdateFinding]:
+def _silent_mlp_findings(levels: TypicalLevels, th: UpdateThresholds) -> list[LayerUpdateFinding]:
     """Layers whose MLP adds (almost) nothing to the residual stream, with or without a profile."""
-    ratio = _typical(sig.hidden_mlp_update_ratio)
+    ratio = levels.mlp_update_ratio
     if ratio is None:
         return []
     with np.errstate(invalid="ignore"):
@@ -171,14 +204,13 @@ def _profile_column(profile: LayerReferences, name: str, width: int) -> tuple[np
 
 
 def _calibrated_findings(
-    sig: SequenceSignals, profile: LayerReferences, th: UpdateThresholds
+    levels: TypicalLevels, profile: LayerReferences, th: UpdateThresholds
 ) -> list[LayerUpdateFinding]:
     found: list[LayerUpdateFinding] = []
-    for signal, values, field, log in (
-        ("update_ratio", sig.hidden_update_ratio, "log_update_ratio", True),
-        ("attention_entropy", sig.attn_entropy_norm, "attention_entropy", False),
+    for signal, typical, field, log in (
+        ("update_ratio", levels.update_ratio, "log_update_ratio", True),
+        ("attention_entropy", levels.attention_entropy, "attention_entropy", False),
     ):
-        typical = _typical(values)
         if typical is None:
             continue
         means, scales = _profile_column(profile, field, typical.shape[0])
@@ -213,18 +245,23 @@ def assess_layer_updates(
     Judged against the calibration profile when it holds update-ratio references (profiles made
     before the update ratio existed do not: they are judged across depth, as without a profile).
     """
+    return judge_levels(typical_levels(sig), thresholds, calibration)
+
+
+def judge_levels(
+    levels: TypicalLevels,
+    thresholds: UpdateThresholds | None = None,
+    calibration: LayerReferences | None = None,
+) -> LayerUpdateReport:
+    """:func:`assess_layer_updates` of given typical levels (the run's, or the steps' seen so far)."""
     th = thresholds or UpdateThresholds()
-    if (
-        sig.hidden_update_ratio is None
-        and sig.attn_entropy_norm is None
-        and sig.hidden_mlp_update_ratio is None
-    ):
+    if levels.empty:
         return LayerUpdateReport()
-    absolute = _uniform_findings(sig, th) + _silent_mlp_findings(sig, th)
+    absolute = _uniform_findings(levels, th) + _silent_mlp_findings(levels, th)
     if calibration is not None and _has_reference(calibration):
-        findings = _calibrated_findings(sig, calibration, th) + absolute
+        findings = _calibrated_findings(levels, calibration, th) + absolute
     else:
-        findings = _depth_findings(sig, th) + absolute
+        findings = _depth_findings(levels, th) + absolute
     findings = _without_consequences(findings)
     findings.sort(key=lambda f: (-abs(f.z), f.layer))
     return LayerUpdateReport(detected=bool(findings), findings=tuple(findings), judged=True)

@@ -83,17 +83,26 @@ Caveats:
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
-from typing import Any, Literal
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from corevital.capture.capabilities import capabilities_from_config
-from corevital.capture.registry import SiteKind, find_attention_sites, submodule_from
+from corevital.testing.collapse import inject_attention_collapse
+from corevital.testing.sites import (
+    Fault,
+    NormSite,
+    Positions,
+    Stack,
+    _check_positions,
+    _check_step,
+    _unwrap,
+    find_layer,
+    find_norm,
+    find_submodule,
+)
 
 __all__ = [
     "Fault",
@@ -104,115 +113,8 @@ __all__ = [
     "inject_zero_norm",
 ]
 
-Stack = Literal["decoder", "encoder"]
-Positions = Literal["all", "last"]
-NormSite = Literal["attention", "mlp"]
-
-# The norm before each sub-layer, by attribute name, in the order they are looked for (Gemma's
-# ``post_attention_layernorm`` follows its attention, so ``pre_feedforward_layernorm`` comes first).
-_NORM_NAMES: dict[str, tuple[str, ...]] = {
-    "attention": ("input_layernorm", "ln_1", "self_attn_layer_norm", "attention_norm", "ln_attn", "norm1"),
-    "mlp": (
-        "pre_feedforward_layernorm",
-        "post_attention_layernorm",
-        "ln_2",
-        "final_layer_norm",
-        "ffn_norm",
-        "ln_mlp",
-        "norm2",
-    ),
-}
-
-_QUERY_PROJECTIONS = ("q_proj", "q", "query")
-
-Undo = Callable[[], None]
-
-
-@dataclass
-class Fault:
-    """What an injector did so far (yielded by the ``with`` statement)."""
-
-    kind: str
-    layer: int
-    stack: Stack
-    from_step: int
-    steps: int = 0  # calls of the faulted layer since the block was entered
-    fired: int = 0  # of which faulted (steps >= from_step)
-    mechanism: str | None = None  # how the last faulted call was changed ("output", "mask", ...)
-
-
-# --- locating layer k ------------------------------------------------------------------------------
-
-
-def _unwrap(model: Any) -> nn.Module:
-    """The ``nn.Module`` of a Hugging Face model or of a CoreVital ``LoadedModel``."""
-    if isinstance(model, nn.Module):
-        return model
-    inner = getattr(model, "model", None)
-    if isinstance(inner, nn.Module):
-        return inner
-    raise TypeError(f"expected a torch model or a LoadedModel, got {type(model).__name__}")
-
-
-def _stack_root_and_size(model: nn.Module, stack: Stack) -> tuple[nn.Module, int]:
-    caps = capabilities_from_config(model.config)
-    if stack == "decoder":
-        root = submodule_from(model, "get_decoder") if caps.is_encoder_decoder else model
-        return root or model, caps.num_layers
-    if stack == "encoder":
-        if not caps.is_encoder_decoder:
-            raise ValueError(
-                f"{type(model).__name__} has no encoder: stack='encoder' needs an encoder-decoder"
-            )
-        root = submodule_from(model, "get_encoder")
-        if root is None:
-            raise ValueError(f"{type(model).__name__} does not expose its encoder (get_encoder())")
-        return root, caps.num_encoder_layers or 0
-    raise ValueError(f"stack must be 'decoder' or 'encoder', not {stack!r}")
-
-
-def find_layer(model: Any, layer: int, *, stack: Stack = "decoder") -> nn.Module:
-    """Block ``layer`` of the model's decoder (or encoder): the module CoreVital reports as that layer.
-
-    Found the way CoreVital's registry finds it: the first ``nn.ModuleList`` under the stack whose
-    length is the configured number of layers. Raises ``ValueError`` for an index out of range.
-    """
-    module = _unwrap(model)
-    root, size = _stack_root_and_size(module, stack)
-    blocks = next(
-        (m for m in root.modules() if isinstance(m, nn.ModuleList) and len(m) == size and size > 0), None
-    )
-    if blocks is None:
-        raise ValueError(f"could not find the {stack} layers of {type(module).__name__} ({size} expected)")
-    if isinstance(layer, bool):
-        raise TypeError("layer must be an int, not bool")
-    layer = operator.index(layer)  # ints and numpy integers; TypeError for anything else
-    if not 0 <= layer < size:
-        raise ValueError(f"layer {layer} is out of range: the {stack} has {size} layers (0..{size - 1})")
-    return blocks[layer]
-
-
-def _self_attention(model: nn.Module, layer: int, stack: Stack) -> list[nn.Module]:
-    find_layer(model, layer, stack=stack)  # range check with the same message
-    caps = capabilities_from_config(model.config)
-    wanted = SiteKind.ENCODER if stack == "encoder" else SiteKind.SELF
-    found = [s.module for s in find_attention_sites(model, caps) if s.kind is wanted and s.layer == layer]
-    if not found:
-        raise ValueError(f"found no self-attention module in {stack} layer {layer} of {type(model).__name__}")
-    return found
-
 
 # --- hooks -----------------------------------------------------------------------------------------
-
-
-def _check_step(from_step: int) -> None:
-    if isinstance(from_step, bool) or not isinstance(from_step, int) or from_step < 0:
-        raise ValueError(f"from_step must be an int >= 0, not {from_step!r}")
-
-
-def _check_positions(positions: str) -> None:
-    if positions not in ("all", "last"):
-        raise ValueError(f"positions must be 'all' or 'last', not {positions!r}")
 
 
 def _map_hidden(output: Any, fn: Callable[[Tensor], Tensor]) -> Any:
@@ -305,15 +207,6 @@ def inject_scale(
         yield fault
 
 
-def find_submodule(block: nn.Module, name: str) -> nn.Module | None:
-    """The first sub-module of ``block`` whose dotted name is ``name`` or ends with ``.name``."""
-    for path, sub in block.named_modules():
-        if path == name or path.endswith("." + name):
-            found: nn.Module = sub
-            return found
-    return None
-
-
 @contextmanager
 def _output_fault(
     block: nn.Module,
@@ -358,19 +251,6 @@ def _output_fault(
             handle.remove()
 
 
-def find_norm(block: nn.Module, which: NormSite) -> tuple[str, nn.Module]:
-    """(name, module) of the norm before the block's attention (``"attention"``) or MLP (``"mlp"``)."""
-    if which not in _NORM_NAMES:
-        raise ValueError(f"which must be 'attention' or 'mlp', not {which!r}")
-    for name in _NORM_NAMES[which]:
-        found = getattr(block, name, None)
-        if isinstance(found, nn.Module):
-            return name, found
-    raise ValueError(
-        f"found no norm before the {which} of {type(block).__name__} (looked for {_NORM_NAMES[which]})"
-    )
-
-
 @contextmanager
 def inject_zero_norm(
     model: Any,
@@ -404,126 +284,3 @@ def inject_zero_norm(
 
     with _output_fault(block, norm, layer, stack, from_step, f"zero_norm_{which}", name, silence) as fault:
         yield fault
-
-
-@contextmanager
-def inject_attention_collapse(
-    model: Any,
-    layer: int,
-    *,
-    from_step: int = 0,
-    stack: Stack = "decoder",
-) -> Iterator[Fault]:
-    """Every head of layer ``layer``'s self-attention puts all its weight on one key from ``from_step`` on.
-
-    The key is each query's first visible key (the "attention sink"): the module's additive
-    attention mask gets a bonus of ``1e4`` on that key, so the model's own softmax is one-hot there.
-    Without a mask tensor (SDPA's causal shortcut) the attention temperature is divided by ``1e4``
-    instead. See the module docstring.
-    """
-    _check_step(from_step)
-    module = _unwrap(model)
-    attentions = _self_attention(module, layer, stack)
-    fault = Fault(kind="attention_collapse", layer=layer, stack=stack, from_step=from_step)
-    with ExitStack() as undo:
-        for index, attention in enumerate(attentions):
-            hooks = _collapse_hooks(
-                attention, fault, counts_steps=index == 0, bidirectional=stack == "encoder"
-            )
-            for fn in hooks:
-                undo.callback(fn)
-        yield fault
-
-
-_SINK_BONUS = 1e4  # added to the chosen key's mask entry: e^-1e4 = 0 for every other key
-_SHARPNESS = 1e4  # fallback: factor on q·kᵀ (softmax temperature / 1e4)
-_MASK_KWARGS = ("attention_mask", "mask")  # T5 calls its attention module with mask=
-
-
-def _sink_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
-    """An additive mask that keeps ``mask``'s visibility and favours each row's first visible key."""
-    if mask.dtype == torch.bool:
-        additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
-        additive.masked_fill_(~mask, torch.finfo(dtype).min)
-        visible = mask
-    else:
-        additive = mask
-        visible = mask > torch.finfo(mask.dtype).min / 2
-    first = visible.to(torch.uint8).argmax(dim=-1, keepdim=True)  # first True (0 if none is)
-    bonus = torch.zeros_like(additive).scatter_(-1, first, _SINK_BONUS)
-    return additive + bonus
-
-
-def _open_mask(hidden: Any, dtype: torch.dtype) -> Tensor | None:
-    """The all-visible additive mask [B, 1, S, S] of an encoder self-attention called without one."""
-    if not isinstance(hidden, Tensor) or hidden.dim() != 3:
-        return None
-    batch, length = hidden.shape[:2]
-    return torch.zeros(batch, 1, length, length, dtype=dtype, device=hidden.device)
-
-
-def _collapse_hooks(
-    attention: nn.Module, fault: Fault, *, counts_steps: bool, bidirectional: bool
-) -> list[Undo]:
-    """Hooks that make ``attention`` collapse on faulted steps; returns how to remove them.
-
-    ``bidirectional``: an encoder self-attention, for which a missing mask means "every key visible".
-    """
-    base = getattr(attention, "scaling", None)
-    has_scaling = isinstance(base, int | float) and not isinstance(base, bool)
-    own_scaling = "scaling" in attention.__dict__
-    projection = next(
-        (p for name in _QUERY_PROJECTIONS if isinstance(p := getattr(attention, name, None), nn.Module)), None
-    )
-    dtype = next((p.dtype for p in attention.parameters() if p.is_floating_point()), torch.float32)
-    sharpen_query = [False]
-
-    def restore_scaling() -> None:
-        if not has_scaling:
-            return
-        if own_scaling:
-            attention.__dict__["scaling"] = base
-        else:
-            attention.__dict__.pop("scaling", None)
-
-    def pre(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        step = fault.steps
-        if counts_steps:
-            fault.steps += 1
-        if step < fault.from_step:
-            return None
-        fault.fired += 1
-        for name in _MASK_KWARGS:
-            mask = kwargs.get(name)
-            if mask is None and name in kwargs and bidirectional:
-                mask = _open_mask(args[0] if args else kwargs.get("hidden_states"), dtype)
-            if isinstance(mask, Tensor) and mask.dim() == 4:
-                fault.mechanism = "mask"
-                return args, {**kwargs, name: _sink_mask(mask, dtype)}
-        if has_scaling:
-            fault.mechanism = "scaling"
-            module.__dict__["scaling"] = base * _SHARPNESS  # type: ignore[operator]
-        elif projection is not None:
-            fault.mechanism = "query"
-            sharpen_query[0] = True
-        else:
-            raise RuntimeError(
-                f"cannot collapse {type(module).__name__}: it got no 4-D attention mask and has neither "
-                f"a numeric 'scaling' attribute nor a query projection ({', '.join(_QUERY_PROJECTIONS)})"
-            )
-        return None
-
-    def post(module: nn.Module, args: Any, output: Any) -> None:
-        restore_scaling()
-        sharpen_query[0] = False
-
-    def sharpen(module: nn.Module, args: Any, output: Any) -> Any:
-        return output * _SHARPNESS if sharpen_query[0] and isinstance(output, Tensor) else None
-
-    handles = [
-        attention.register_forward_pre_hook(pre, with_kwargs=True),
-        attention.register_forward_hook(post, always_call=True),
-    ]
-    if projection is not None:
-        handles.append(projection.register_forward_hook(sharpen))
-    return [*(h.remove for h in handles), restore_scaling]

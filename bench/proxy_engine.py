@@ -52,7 +52,8 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(1, str(REPO))  # tests.support.llama_server
 
 from corevital.capture.default_model import locate_default_model  # noqa: E402
-from corevital.capture.logprobs import ObservedRequest, capture_response  # noqa: E402
+from corevital.capture.logprobs import capture_response  # noqa: E402
+from corevital.capture.openai_api import ObservedRequest  # noqa: E402
 from tests.support.llama_server import LlamaServer  # noqa: E402
 from tests.support.proxy_process import CHAT, COMPLETIONS, FRESH, ProxyProcess, stored_reports  # noqa: E402
 

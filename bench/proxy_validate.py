@@ -46,7 +46,8 @@ sys.path.insert(1, str(REPO))  # tests.support
 
 from corevital.analysis.calibration.features import RunFeatures  # noqa: E402
 from corevital.capture.default_model import locate_default_model  # noqa: E402
-from corevital.capture.logprobs import ObservedRequest, capture_response, prompt_text  # noqa: E402
+from corevital.capture.logprobs import capture_response  # noqa: E402
+from corevital.capture.openai_api import ObservedRequest, prompt_text  # noqa: E402
 from corevital.config import load_settings  # noqa: E402
 from corevital.proxy.reports import LogprobReporter  # noqa: E402
 from corevital.validation.answers import check_answer  # noqa: E402

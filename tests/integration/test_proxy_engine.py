@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from corevital.capture.logprobs import parse_choices
+from corevital.capture.openai_api import parse_choices
 from corevital.config import load_settings
 from tests.support.llama_server import LlamaServer, require_llama_cpp
 from tests.support.openai_upstream import ServerThread

@@ -10,14 +10,8 @@ import numpy as np
 import pytest
 
 from corevital import CoreVitalMonitor
-from corevital.capture.logprobs import (
-    LogprobsError,
-    ObservedRequest,
-    StreamAccumulator,
-    capture_response,
-    parse_choices,
-    step_bounds,
-)
+from corevital.capture.logprobs import capture_response, step_bounds
+from corevital.capture.openai_api import LogprobsError, ObservedRequest, StreamAccumulator, parse_choices
 from corevital.errors import InputError
 from corevital.proxy.bodies import prepare_body, strip_logprobs
 from corevital.proxy.events import SSEParser, rewrite_event

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from corevital.capture.logprobs import StreamAccumulator
+from corevital.capture.openai_api import StreamAccumulator
 from corevital.proxy.bodies import Injection, dumps_like, strip_logprobs
 
 

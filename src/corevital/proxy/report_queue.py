@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from corevital.analysis.policies import StopDecision
-from corevital.capture.logprobs import ObservedRequest
+from corevital.capture.openai_api import ObservedRequest
 from corevital.proxy.stats import ProxyStats, one_line
 
 if TYPE_CHECKING:

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from corevital.analysis.policies import StopDecision
-from corevital.capture.logprobs import LogprobCapture, ObservedRequest, capture_response
+from corevital.capture.logprobs import LogprobCapture, capture_response
+from corevital.capture.openai_api import ObservedRequest
 from corevital.config import Settings
 from corevital.exporters.base import Outputs
 from corevital.pipeline import Pipeline

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from corevital.analysis.policies import StopDecision, StopPolicy
-from corevital.capture.logprobs import ObservedRequest, StreamAccumulator
+from corevital.capture.openai_api import ObservedRequest, StreamAccumulator
 from corevital.proxy.bodies import (
     Injection,
     dumps_like,

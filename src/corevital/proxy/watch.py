@@ -10,7 +10,8 @@ from typing import Any
 from corevital.analysis.online import OnlineSequenceMonitor
 from corevital.analysis.policies import StopDecision, StopPolicy, first_decision
 from corevital.analysis.profiles import load_profile
-from corevital.capture.logprobs import TokenIds, choice_tokens, logit_stats
+from corevital.capture.logprobs import TokenIds, logit_stats
+from corevital.capture.openai_api import choice_tokens
 
 
 class StreamWatch:

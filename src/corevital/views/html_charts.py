@@ -133,6 +133,14 @@ def num(value: float) -> str:
     return f"{value:.1f}".rstrip("0").rstrip(".")
 
 
+def x_tick(x: float, bottom: float, label: object) -> list[str]:
+    """A tick mark at ``x`` under the x axis (drawn at ``bottom``) and its ``label`` below it."""
+    return [
+        f'<line class="axis" x1="{num(x)}" x2="{num(x)}" y1="{num(bottom)}" y2="{num(bottom + 4)}"/>',
+        f'<text class="tick" x="{num(x)}" y="{num(bottom + 15)}" text-anchor="middle">{label}</text>',
+    ]
+
+
 def figure(title: str, svg: str, notes: Sequence[str], css_class: str) -> str:
     body = "".join(f'<p class="note">{note}</p>' for note in notes if note)
     return f'<figure class="{css_class}"><figcaption>{esc(title)}</figcaption>{svg}{body}</figure>'
@@ -180,13 +188,7 @@ def _axes(
         parts.append(f'<text class="tick" x="{LEFT - 5}" y="{num(y + 3.5)}" text-anchor="end">{label}</text>')
     bottom = y_of(y_ticks[0])
     for step in x_ticks:
-        x = x_of(step)
-        parts.append(
-            f'<line class="axis" x1="{num(x)}" x2="{num(x)}" y1="{num(bottom)}" y2="{num(bottom + 4)}"/>'
-        )
-        parts.append(
-            f'<text class="tick" x="{num(x)}" y="{num(bottom + 15)}" text-anchor="middle">{step}</text>'
-        )
+        parts.extend(x_tick(x_of(step), bottom, step))
     parts.append(
         f'<line class="axis" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{num(bottom)}" y2="{num(bottom)}"/>'
     )

@@ -31,6 +31,7 @@ from corevital.views.html_charts import (
     nice_ticks,
     num,
     tick_labels,
+    x_tick,
 )
 from corevital.views.html_text import esc, fmt
 
@@ -120,13 +121,7 @@ def heat_map(
     parts = [inner, *_row_labels(n_rows, row_h, top, blamed)]
     bottom = top + plot_h
     for step in int_ticks(steps - 1):
-        x = x_of(step + 0.5 * block)
-        parts.append(
-            f'<line class="axis" x1="{num(x)}" x2="{num(x)}" y1="{num(bottom)}" y2="{num(bottom + 4)}"/>'
-        )
-        parts.append(
-            f'<text class="tick" x="{num(x)}" y="{num(bottom + 15)}" text-anchor="middle">{step}</text>'
-        )
+        parts.extend(x_tick(x_of(step + 0.5 * block), bottom, step))
     parts.append(
         f'<text class="axis-label" x="{WIDTH - RIGHT}" y="{num(bottom + 27)}" text-anchor="end">'
         "generated step</text>"

@@ -53,13 +53,12 @@ test-fast: check $(STAMP) system-packages
 fuzz: $(STAMP)
 	COREVITAL_FUZZ_EXAMPLES=$${COREVITAL_FUZZ_EXAMPLES:-100000} $(BIN)/python -m pytest -q -p no:cacheprovider tests/fuzz
 
-# The llama.cpp engine tests (without the extra they skip, saying why): the
-# `llama-cpp` extra's llama-cpp-python, built from source for the CPU (~10+ minutes on 2 cores;
-# `make test` never builds it), with its OpenAI-compatible server, then the in-process backend's
-# and the proxy-against-a-real-server tests.
-# llama-cpp-python publishes only an sdist on PyPI: installing it compiles llama.cpp (40+ minutes on
-# 2 busy cores). LLAMA_CPP_WHEEL=path/to/llama_cpp_python-0.3.36-*.whl installs a wheel built
-# before (`pip wheel`, docs/proxy.md) instead; PIP_FIND_LINKS=dir (pip's own setting) works too.
+# The llama.cpp engine tests (without the extra they skip, saying why): the `llama-cpp` extra's
+# llama-cpp-python with its OpenAI-compatible server, then the in-process backend's and the
+# proxy-against-a-real-server tests. llama-cpp-python publishes only an sdist on PyPI: installing
+# it compiles llama.cpp for the CPU (40+ minutes on 2 busy cores; `make test` never does).
+# LLAMA_CPP_WHEEL=path/to/llama_cpp_python-0.3.36-*.whl installs a wheel built before
+# (`pip wheel`, docs/proxy.md) instead; PIP_FIND_LINKS=dir (pip's own setting) works too.
 LLAMA_CPP_WHEEL ?=
 LLAMA_CPP_SPEC := $(if $(LLAMA_CPP_WHEEL),llama-cpp-python[server] @ file://$(abspath $(LLAMA_CPP_WHEEL)),llama-cpp-python[server]==0.3.36)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING
 
 from rich.cells import cell_len
@@ -222,17 +222,16 @@ class KeyValues:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = max((cell_len(key.plain) for key, _ in self.rows), default=0)
         room = max(options.max_width - width - 2, 20)
-        out = Text()
-        for key, value in self.rows:
-            for index, part in enumerate(value.wrap(console, room, overflow="fold")):
-                line = key.copy() if index == 0 else Text()
-                line.append(" " * (width - cell_len(line.plain) + 2))
-                line.append_text(part)
-                line.rstrip()
-                out.append_text(line)
-                out.append("\n")
-        out.rstrip()
-        yield out
+
+        def lines() -> Iterator[Text]:
+            for key, value in self.rows:
+                for index, part in enumerate(value.wrap(console, room, overflow="fold")):
+                    line = key.copy() if index == 0 else Text()
+                    line.append(" " * (width - cell_len(line.plain) + 2))
+                    line.append_text(part)
+                    yield line
+
+        yield _stacked(lines())
 
 
 class Wrapped:
@@ -242,13 +241,18 @@ class Wrapped:
         self.text = text
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        out = Text()
-        for line in self.text.wrap(console, options.max_width, overflow="fold"):
-            line.rstrip()
-            out.append_text(line)
-            out.append("\n")
-        out.rstrip()
-        yield out
+        yield _stacked(self.text.wrap(console, options.max_width, overflow="fold"))
+
+
+def _stacked(lines: Iterable[Text]) -> Text:
+    """``lines`` one under another, each without trailing spaces, and no line break at the end."""
+    out = Text()
+    for line in lines:
+        line.rstrip()
+        out.append_text(line)
+        out.append("\n")
+    out.rstrip()
+    return out
 
 
 def _pairs() -> KeyValues:

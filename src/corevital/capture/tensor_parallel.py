@@ -142,7 +142,8 @@ def launched_rank() -> int:
         return 0
 
 
-def _merge(rule: str, gathered: Tensor) -> Tensor:
+def merge_field(rule: str, gathered: Tensor) -> Tensor:
+    """One field of every rank, ``[size, ...]``, merged by its ``rule`` (:data:`RULES`)."""
     if rule == "mean":
         return gathered.mean(dim=0, dtype=torch.float64).to(gathered.dtype)
     if rule == "max":
@@ -190,7 +191,7 @@ def combine(items: Sequence[T], group: ShardGroup) -> list[T]:
         else:
             raise TypeError(f"cannot combine a {type(item).__name__} over tensor-parallel ranks")
     gathered = group.gather(tensors)
-    merged = iter(_merge(rule, part) for (_, rule), part in zip(_flat(plan), gathered, strict=True))
+    merged = iter(merge_field(rule, part) for (_, rule), part in zip(_flat(plan), gathered, strict=True))
     out: list[Any] = []
     for item, fields in zip(items, plan, strict=True):
         if item is None:

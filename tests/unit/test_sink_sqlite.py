@@ -451,6 +451,7 @@ def test_every_listing_walks_an_index_in_order(
     """No filter, sort or page of a listing sorts rows or scans the table (the prompt-hash filter
     is left out: it searches its own index and sorts that prompt's few runs)."""
     from corevital.sinks import sqlite as sqlite_module
+    from corevital.sinks.rows import order_clause
 
     SQLiteStore(tmp_path / "c.db").close()
     conn = sqlite3.connect(tmp_path / "c.db")
@@ -463,7 +464,8 @@ def test_every_listing_walks_an_index_in_order(
                 keyset = f"{key} >= ? AND ({key} > ? OR trace_id > ?)"
                 where = f"{where} AND {keyset}" if where else f" WHERE {keyset}"
                 params = (*params, 1, 1, "x")
-            sql = f"{sqlite_module._SELECT_ROWS}{where} ORDER BY {sqlite_module._order(query)} LIMIT 51"
+            order = order_clause(query, sqlite_module._SORT_SQL)
+            sql = f"{sqlite_module._SELECT_ROWS}{where} ORDER BY {order} LIMIT 51"
             plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
             assert all("USING" in step and "TEMP B-TREE" not in step for step in plan), (filters, plan)
     finally:

@@ -45,9 +45,11 @@ from corevital.sinks.rows import (
     TraceRow,
     aggregate_key,
     aggregate_of,
-    keyset_clause,
     make_page,
     order_aggregates,
+    order_clause,
+    page_where,
+    prefix_range,
 )
 from corevital.sinks.sqlite_schema import FLAG_COLUMNS, REPORT_COLUMNS
 
@@ -182,9 +184,9 @@ class PostgresStore:
             return trace_id
         if not trace_id or "\x00" in trace_id:
             return None
-        matches = self._query(f"SELECT trace_id FROM {_T} WHERE {_PREFIX} LIMIT 2", _prefix_range(trace_id))
+        matches = self._query(f"SELECT trace_id FROM {_T} WHERE {_PREFIX} LIMIT 2", prefix_range(trace_id))
         if len(matches) > 1:
-            total = self._query(f"SELECT count(*) FROM {_T} WHERE {_PREFIX}", _prefix_range(trace_id))
+            total = self._query(f"SELECT count(*) FROM {_T} WHERE {_PREFIX}", prefix_range(trace_id))
             from corevital.sinks.base import ambiguous_prefix_message
 
             raise StoreError(ambiguous_prefix_message(trace_id, total[0][0]))
@@ -216,7 +218,7 @@ class PostgresStore:
         """Index rows matching ``query``, in its order."""
         query = query or TraceQuery()
         where, params = _where(query)
-        sql = f"{_SELECT_ROWS}{where} ORDER BY {_order(query)} LIMIT %s OFFSET %s"
+        sql = f"{_SELECT_ROWS}{where} ORDER BY {order_clause(query, _SORT_SQL)} LIMIT %s OFFSET %s"
         return [TraceRow(*values) for values in self._query(sql, (*params, query.limit, query.offset))]
 
     def count(self, query: TraceQuery | None = None) -> int:
@@ -229,13 +231,8 @@ class PostgresStore:
         """One page of matching rows after ``cursor`` (see :meth:`ReportStore.page`)."""
         query = query or TraceQuery()
         size = query.page_size()
-        where, params = _where(query)
-        offset = query.offset if cursor is None else 0
-        if cursor is not None:
-            keyset, after = keyset_clause(query, cursor, _SORT_SQL[query.sort], "%s")
-            where = f"{where} AND {keyset}" if where else f" WHERE {keyset}"
-            params = (*params, *after)
-        sql = f"{_SELECT_ROWS}{where} ORDER BY {_order(query)} LIMIT %s OFFSET %s"
+        where, params, offset = page_where(query, cursor, *_where(query), _SORT_SQL, "%s")
+        sql = f"{_SELECT_ROWS}{where} ORDER BY {order_clause(query, _SORT_SQL)} LIMIT %s OFFSET %s"
         rows = [TraceRow(*values) for values in self._query(sql, (*params, size + 1, offset))]
         return make_page(query, rows, size)
 
@@ -333,15 +330,6 @@ def _password(psycopg: Any, url: str) -> str | None:
 def _read_only_session(conn: psycopg.Connection[Any]) -> None:
     """Every transaction of the connection is read-only (the server refuses writes)."""
     conn.execute("SET default_transaction_read_only = on")
-
-
-def _prefix_range(prefix: str) -> tuple[str, str]:
-    return prefix, prefix + "\U0010ffff"
-
-
-def _order(query: TraceQuery) -> str:
-    direction = "ASC" if query.ascending else "DESC"
-    return f"{_SORT_SQL[query.sort]} {direction}, trace_id"
 
 
 def _where(query: TraceQuery) -> tuple[str, tuple[Any, ...]]:

@@ -463,3 +463,32 @@ def keyset_clause(query: TraceQuery, cursor: str, column: str, mark: str) -> tup
     same_or_beyond = ">=" if query.ascending else "<="
     clause = f"{column} {same_or_beyond} {mark} AND ({column} {beyond} {mark} OR trace_id > {mark})"
     return clause, (value, value, trace_id)
+
+
+def page_where(
+    query: TraceQuery,
+    cursor: str | None,
+    where: str,
+    params: tuple[Any, ...],
+    sort_sql: Mapping[SortOrder, str],
+    mark: str,
+) -> tuple[str, tuple[Any, ...], int]:
+    """``where`` and ``params`` narrowed to the rows after ``cursor`` (:func:`keyset_clause` on the
+    store's sort column ``sort_sql[query.sort]``, placeholder ``mark``), and the offset the page
+    starts at (``query.offset`` for the first page, 0 after a cursor)."""
+    if cursor is None:
+        return where, params, query.offset
+    keyset, after = keyset_clause(query, cursor, sort_sql[query.sort], mark)
+    return (f"{where} AND {keyset}" if where else f" WHERE {keyset}"), (*params, *after), 0
+
+
+def order_clause(query: TraceQuery, sort_sql: Mapping[SortOrder, str]) -> str:
+    """The SQL ``ORDER BY`` terms of ``query``'s order: the store's sort column
+    ``sort_sql[query.sort]``, then the trace id."""
+    direction = "ASC" if query.ascending else "DESC"
+    return f"{sort_sql[query.sort]} {direction}, trace_id"
+
+
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """The bounds of the trace ids that start with ``prefix`` (``>= low AND < high``)."""
+    return prefix, prefix + "\U0010ffff"

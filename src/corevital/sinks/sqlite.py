@@ -32,7 +32,15 @@ from corevital.sinks.base import (
     ambiguous_prefix_message,
 )
 from corevital.sinks.encoded import EncodedReport
-from corevital.sinks.rows import aggregate_key, aggregate_of, keyset_clause, make_page, order_aggregates
+from corevital.sinks.rows import (
+    aggregate_key,
+    aggregate_of,
+    make_page,
+    order_aggregates,
+    order_clause,
+    page_where,
+    prefix_range,
+)
 from corevital.sinks.sqlite_schema import (
     DB_FILE_NAME,
     FLAG_COLUMNS,
@@ -162,9 +170,7 @@ class SQLiteStore:
             return trace_id
         if not trace_id:
             return None
-        matches = self._query(
-            f"SELECT trace_id FROM reports WHERE {_PREFIX} LIMIT 2", _prefix_range(trace_id)
-        )
+        matches = self._query(f"SELECT trace_id FROM reports WHERE {_PREFIX} LIMIT 2", prefix_range(trace_id))
         if len(matches) > 1:
             raise StoreError(ambiguous_prefix_message(trace_id, self._count_prefix(trace_id)))
         return str(matches[0][0]) if matches else None
@@ -182,7 +188,7 @@ class SQLiteStore:
         query = query or TraceQuery()
         where, params = _where(query)
         limit = -1 if query.limit is None else query.limit
-        sql = f"{_SELECT_ROWS}{where} ORDER BY {_order(query)} LIMIT ? OFFSET ?"
+        sql = f"{_SELECT_ROWS}{where} ORDER BY {order_clause(query, _SORT_SQL)} LIMIT ? OFFSET ?"
         return [_row_from_db(values) for values in self._query(sql, (*params, limit, query.offset))]
 
     def count(self, query: TraceQuery | None = None) -> int:
@@ -196,13 +202,8 @@ class SQLiteStore:
         """One page of matching rows after ``cursor`` (see :meth:`ReportStore.page`)."""
         query = query or TraceQuery()
         size = query.page_size()
-        where, params = _where(query)
-        offset = query.offset if cursor is None else 0
-        if cursor is not None:
-            keyset, after = keyset_clause(query, cursor, _SORT_SQL[query.sort], "?")
-            where = f"{where} AND {keyset}" if where else f" WHERE {keyset}"
-            params = (*params, *after)
-        sql = f"{_SELECT_ROWS}{where} ORDER BY {_order(query)} LIMIT ? OFFSET ?"
+        where, params, offset = page_where(query, cursor, *_where(query), _SORT_SQL, "?")
+        sql = f"{_SELECT_ROWS}{where} ORDER BY {order_clause(query, _SORT_SQL)} LIMIT ? OFFSET ?"
         rows = [_row_from_db(values) for values in self._query(sql, (*params, size + 1, offset))]
         return make_page(query, rows, size)
 
@@ -288,7 +289,7 @@ class SQLiteStore:
             free.put(conn)
 
     def _count_prefix(self, prefix: str) -> int:
-        rows = self._query(f"SELECT count(*) FROM reports WHERE {_PREFIX}", _prefix_range(prefix))
+        rows = self._query(f"SELECT count(*) FROM reports WHERE {_PREFIX}", prefix_range(prefix))
         count: int = rows[0][0]
         return count
 
@@ -319,10 +320,6 @@ def _is_read_only_error(error: sqlite3.OperationalError) -> bool:
     return code is not None and code & 0xFF == sqlite3.SQLITE_READONLY
 
 
-def _prefix_range(prefix: str) -> tuple[str, str]:
-    return prefix, prefix + "\U0010ffff"
-
-
 def _row_values(row: TraceRow) -> tuple[Any, ...]:
     return tuple(getattr(row, column) for column in REPORT_COLUMNS)
 
@@ -342,11 +339,6 @@ def _reader(conn: sqlite3.Connection) -> sqlite3.Connection:
     conn.execute(f"PRAGMA mmap_size = {READ_MMAP_BYTES}").fetchall()
     conn.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}").fetchall()
     return conn
-
-
-def _order(query: TraceQuery) -> str:
-    direction = "ASC" if query.ascending else "DESC"
-    return f"{_SORT_SQL[query.sort]} {direction}, trace_id"
 
 
 def _where(query: TraceQuery) -> tuple[str, tuple[Any, ...]]:

@@ -42,9 +42,8 @@ from corevital.report.schema import (  # noqa: E402
     TimelineStep,
     TokenInfo,
 )
+from tests.support.golden import GOLDEN  # noqa: E402
 from tests.support.wandb_log import OfflineRun, wait_for_exit  # noqa: E402
-
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
 
 
 @pytest.fixture(scope="module")

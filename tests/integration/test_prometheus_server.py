@@ -20,18 +20,17 @@ from typing import Any
 import httpx
 import pytest
 
-from corevital.report.encoding import report_from_json
 from corevital.report.schema import HealthFlags, Report, RiskExtension
 from corevital.report.timestamps import format_utc
 from corevital.sinks.base import HealthFlag, TraceQuery
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.components import PROMETHEUS, require
+from tests.support.golden import golden_report
 from tests.support.served import ServerProcess, free_port, start_server
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = ROOT / "tests" / "data" / "golden_report_small.json"
 DEPLOY = ROOT / "deploy"
 TOKEN = "prometheus-scrapes-with-this-token-0123456789"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -55,7 +54,7 @@ def variant(
 
 @pytest.fixture
 def base() -> Report:
-    return report_from_json(GOLDEN.read_bytes())
+    return golden_report()
 
 
 @pytest.fixture

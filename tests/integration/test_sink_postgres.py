@@ -23,7 +23,6 @@ import pytest
 
 from corevital.cli import main
 from corevital.errors import ReportError, StoreError
-from corevital.report.encoding import report_from_json
 from corevital.report.schema import HealthFlags, Report, RiskExtension, SamplingInfo
 from corevital.report.timestamps import format_utc
 from corevital.sinks.base import HealthFlag, MemorySink, ReportStore, SortOrder, TraceQuery
@@ -31,12 +30,12 @@ from corevital.sinks.postgres import PostgresStore
 from corevital.sinks.postgres_schema import LATEST_VERSION, REPORTS_TABLE, VERSION_TABLE
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.cli import run_cli
+from tests.support.golden import golden_report
 from tests.support.postgres import PASSWORD, PostgresServer, concurrent_writes
 from tests.support.served import original_files, start_server
 
 pytest_plugins = ("tests.support.postgres",)
 
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 MODELS = ("org/alpha", "org/beta", "org/gamma")
 PROMPTS = ("Explain why the sky is blue", "Write a haiku", "List three colours")
@@ -44,7 +43,7 @@ PROMPTS = ("Explain why the sky is blue", "Write a haiku", "List three colours")
 
 @pytest.fixture(scope="module")
 def base() -> Report:
-    return report_from_json(GOLDEN.read_bytes())
+    return golden_report()
 
 
 @pytest.fixture

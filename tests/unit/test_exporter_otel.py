@@ -25,7 +25,6 @@ from corevital.config import load_settings  # noqa: E402
 from corevital.errors import ConfigError, ExporterError  # noqa: E402
 from corevital.exporters.base import Outputs, open_exporter  # noqa: E402
 from corevital.exporters.otel import OTelExporter, otlp_base, risk_label, span_times_ns  # noqa: E402
-from corevital.report.encoding import report_from_json  # noqa: E402
 from corevital.report.schema import (  # noqa: E402
     GenerationConfig,
     HealthFlags,
@@ -35,14 +34,13 @@ from corevital.report.schema import (  # noqa: E402
     SamplingInfo,
 )
 from corevital.report.timestamps import epoch_ms, format_utc, parse_utc  # noqa: E402
+from tests.support.golden import golden_report  # noqa: E402
 from tests.support.otlp import OtlpReceiver, free_port  # noqa: E402
-
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
 
 
 @pytest.fixture(scope="module")
 def base() -> Report:
-    return report_from_json(GOLDEN.read_bytes())
+    return golden_report()
 
 
 @pytest.fixture

@@ -35,7 +35,6 @@ from corevital.exporters.prometheus_metrics import (
     RUN_LABELS,
     RunMetrics,
 )
-from corevital.report.encoding import report_from_json
 from corevital.report.schema import CompoundSignal, HealthFlags, Report, RiskExtension, SamplingInfo
 from corevital.report.timestamps import format_utc
 from corevital.server.app import create_app
@@ -44,9 +43,9 @@ from corevital.sinks.base import MAX_PAGE_SIZE, HealthFlag, MemorySink, ReportSt
 from corevital.sinks.rows import trace_row_from_report
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.components import PROMTOOL, require
+from tests.support.golden import golden_report
 
 ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = ROOT / "tests" / "data" / "golden_report_small.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 ALERT_TESTS = ROOT / "deploy" / "prometheus" / "alerts_test.yml"
 SCRAPE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
@@ -59,7 +58,7 @@ Values = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 @pytest.fixture(scope="module")
 def base() -> Report:
-    return report_from_json(GOLDEN.read_bytes())
+    return golden_report()
 
 
 def variant(

@@ -13,18 +13,16 @@ from corevital.exporters.base import BUILTIN_EXPORTERS, Outputs, open_custom, op
 from corevital.exporters.base import _import_object as import_object
 from corevital.exporters.sampling import Sampler, report_weight
 from corevital.monitor import CoreVitalMonitor
-from corevital.report.encoding import report_from_json
 from corevital.report.schema import Report, RiskExtension
 from corevital.sinks.base import MemorySink
 from corevital.sinks.encoded import EncodedReport
+from tests.support.golden import golden_report
 from tests.support.sinks import FailingExporter, NotASink, RecordingSink
-
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
 
 
 @pytest.fixture(scope="module")
 def base() -> Report:
-    return report_from_json(GOLDEN.read_bytes())
+    return golden_report()
 
 
 def numbered(base: Report, number: int, risk: float = 0.1) -> Report:

@@ -23,13 +23,13 @@ from corevital.sinks.migrate import (
     migrate_sqlite,
 )
 from corevital.sinks.sqlite import SQLiteStore
+from tests.support.golden import GOLDEN
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "original-corevital"
 DATA = Path(__file__).resolve().parents[1] / "data"
 SMALL_FIXTURE = FIXTURES / "trace_8d0bad87.json"
 LEGACY_030 = DATA / "legacy_0.3.0_gpt2.json"
 LEGACY_040 = DATA / "legacy_0.4.0_flan_t5.json"
-GOLDEN = DATA / "golden_report_small.json"
 
 # The original CoreVital SQLiteSink's table (see corevital.sinks.migrate), and its first layout.
 ORIGINAL_DDL = (

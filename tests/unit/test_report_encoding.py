@@ -22,8 +22,7 @@ from corevital.report.encoding import (
     report_to_json,
 )
 from corevital.report.schema import Report
-
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
+from tests.support.golden import GOLDEN
 
 
 @pytest.fixture

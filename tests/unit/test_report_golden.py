@@ -11,7 +11,6 @@ import json
 import math
 import os
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from corevital.analysis.hashing import prompt_hash
 from corevital.report.encoding import report_from_json, report_to_json
@@ -50,8 +49,8 @@ from corevital.report.schema import (
     TopKProb,
 )
 from corevital.report.timestamps import format_utc
+from tests.support.golden import GOLDEN
 
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
 TRACE_ID = "00000000-0000-4000-8000-000000000001"
 CLOCK = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 PROMPT = "Explain why the sky is blue"

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from corevital.report.encoding import report_from_json
 from corevital.summary import format_summary, summarize_report
-
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
+from tests.support.golden import GOLDEN
 
 
 def test_control_characters_in_the_output_are_shown_escaped() -> None:

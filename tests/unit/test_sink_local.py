@@ -8,18 +8,17 @@ from pathlib import Path
 import pytest
 
 from corevital.errors import StoreError
-from corevital.report.encoding import load_report, report_from_json, report_to_json
+from corevital.report.encoding import load_report, report_to_json
 from corevital.report.schema import Report
 from corevital.sinks.base import Sink
 from corevital.sinks.local import LocalFileSink, trace_file_name
+from tests.support.golden import golden_report
 from tests.support.protocols import assert_implements
-
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
 
 
 @pytest.fixture(scope="module")
 def base() -> Report:
-    return report_from_json(GOLDEN.read_bytes())
+    return golden_report()
 
 
 def test_writes_one_compact_file_named_by_the_full_trace_id(tmp_path: Path, base: Report) -> None:

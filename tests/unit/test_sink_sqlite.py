@@ -23,8 +23,8 @@ from corevital.sinks import sqlite_schema
 from corevital.sinks.base import HealthFlag, SortOrder, TraceQuery, trace_row_from_report
 from corevital.sinks.sqlite import SQLiteStore
 from corevital.sinks.sqlite_schema import APPLICATION_ID, LATEST_VERSION, MIGRATIONS
+from tests.support.golden import GOLDEN, golden_report
 
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
 ORIGINAL_DDL = (
     "CREATE TABLE reports (trace_id TEXT PRIMARY KEY, created_at_utc TEXT NOT NULL, model_id TEXT NOT NULL, "
     "schema_version TEXT NOT NULL, report_json TEXT, report_blob BLOB, prompt_hash TEXT, risk_score REAL)"
@@ -33,7 +33,7 @@ ORIGINAL_DDL = (
 
 @pytest.fixture(scope="module")
 def base() -> Report:
-    return report_from_json(GOLDEN.read_bytes())
+    return golden_report()
 
 
 def _numbered(base: Report, worker: int, index: int) -> Report:

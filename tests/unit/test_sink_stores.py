@@ -31,17 +31,17 @@ from corevital.sinks.base import (
 )
 from corevital.sinks.encoded import EncodedReport
 from corevital.sinks.sqlite import SQLiteStore
+from tests.support.golden import golden_report
 from tests.support.protocols import assert_implements
 
 pytest_plugins = ("tests.support.postgres",)
 
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def base() -> Report:
-    return report_from_json(GOLDEN.read_bytes())
+    return golden_report()
 
 
 def variant(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 from rich.console import Console
 
@@ -13,8 +12,7 @@ from corevital.report.schema import LatencyPercentiles
 from corevital.summary import format_summary, summarize_report
 from corevital.views.digest import digest_document
 from corevital.views.terminal import FACTOR_WORDS, factor_words, latency_text, show_run
-
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
+from tests.support.golden import GOLDEN
 
 
 def _document(with_latency: bool) -> dict[str, object]:

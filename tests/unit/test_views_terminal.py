@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import pytest
 
@@ -21,8 +20,7 @@ from corevital.views.terminal import (
     show_run,
     sparkline,
 )
-
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
+from tests.support.golden import GOLDEN
 
 
 def test_sparkline_spans_the_bars_and_leaves_gaps() -> None:

@@ -11,6 +11,7 @@ import pytest
 from corevital.capture.loading import LoadedModel, ModelSpec, load_model
 from corevital.config import Settings, load_settings
 from tests.support.tiny_models import save_tiny_model
+from tests.support.wheel import build_wheel
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -34,6 +35,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], 
         return saved[arch]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def corevital_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The corevital wheel, built once per session from a copy of the source tree."""
+    return build_wheel(tmp_path_factory.mktemp("corevital-wheel"))
 
 
 _LOADED: dict[str, LoadedModel] = {}

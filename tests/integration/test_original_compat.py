@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import warnings
@@ -21,8 +20,6 @@ from corevital.cli import main
 from corevital.report.schema import Report
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.tiny_models import save_tiny_model
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _only_report(db: Path) -> Report:
@@ -52,17 +49,8 @@ def test_import_CoreVital_is_corevital_with_a_deprecation_warning() -> None:  # 
 
 
 @pytest.mark.slow  # builds a wheel (pip, no build isolation)
-def test_the_wheel_holds_the_CoreVital_alias(tmp_path: Path) -> None:  # noqa: N802
-    tree = tmp_path / "tree"
-    tree.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, tree / name)
-    shutil.copytree(REPO / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    out = tmp_path / "wheel"
-    command = [sys.executable, "-m", "pip", "wheel", str(tree), "--no-deps", "--no-build-isolation", "-q"]
-    subprocess.run([*command, "-w", str(out)], check=True, capture_output=True, timeout=300)
-    (wheel,) = out.glob("corevital-*.whl")
-    with zipfile.ZipFile(wheel) as archive:
+def test_the_wheel_holds_the_CoreVital_alias(corevital_wheel: Path) -> None:  # noqa: N802
+    with zipfile.ZipFile(corevital_wheel) as archive:
         names = set(archive.namelist())
     assert "CoreVital.py" in names and "corevital/__init__.py" in names
 

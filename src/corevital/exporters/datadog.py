@@ -43,14 +43,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from corevital.errors import ConfigError, ExporterError
-from corevital.exporters.http import check_url, import_httpx, post_attempt
+from corevital.exporters.http import Poster, check_url, import_httpx
 from corevital.exporters.spool import Attempt, Backoff, Outcome, Spool, SpoolSender
 from corevital.sinks.encoded import EncodedReport
 from corevital.sinks.rows import HealthFlag, trace_row_from_report
 
 if TYPE_CHECKING:
-    import httpx
-
     from corevital.config import Settings
     from corevital.report.schema import Report
     from corevital.sinks.rows import TraceRow
@@ -244,7 +242,7 @@ class DatadogExporter:
         self._batch_started = 0.0
         self._batches = 0
         self._lock = threading.Lock()
-        self._client: httpx.Client | None = None
+        self._poster = Poster(timeout)
         self._key_refused = False
         self._closed = False
         self.spool = Spool(spool_dir)
@@ -321,17 +319,12 @@ class DatadogExporter:
         left = self.sender.close(self.close_wait_s)
         if left:
             log.warning("datadog: %d payload(s) not delivered yet; kept in %s", left, self.spool.root)
-        if self._client is not None:
-            self._client.close()
+        self._poster.close()
 
     # --- delivery (sender thread) ----------------------------------------------------------------
     def _deliver(self, key: str, body: bytes) -> Attempt:
         import gzip
 
-        import httpx
-
-        if self._client is None:
-            self._client = httpx.Client(timeout=self.timeout, follow_redirects=False)
         headers = {
             "DD-API-KEY": self._api_key,
             "Content-Type": "application/json",
@@ -342,7 +335,7 @@ class DatadogExporter:
             headers["Content-Encoding"] = "gzip"
         else:
             url, payload = self.api + EVENTS_PATH, body
-        attempt = post_attempt(self._client, url, payload, headers)
+        attempt = self._poster.post(url, payload, headers)
         detail = attempt.detail.replace(self._api_key, "***")
         if attempt.status in (401, 403):
             detail = f"{detail} (Datadog refused the API key: check {API_KEY_ENV} or --datadog-api-key-file)"

@@ -96,6 +96,26 @@ def post_attempt(client: httpx.Client, url: str, body: bytes, headers: dict[str,
     )
 
 
+class Poster:
+    """The POSTs of one exporter's sender thread (:func:`post_attempt`), on an httpx client made
+    at the first one (redirects not followed) and closed by :meth:`close`."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._client: httpx.Client | None = None
+
+    def post(self, url: str, body: bytes, headers: dict[str, str]) -> Attempt:
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.Client(timeout=self.timeout, follow_redirects=False)
+        return post_attempt(self._client, url, body, headers)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
 def _first_line(text: str) -> str:
     lines = text.strip().splitlines()
     return lines[0] if lines else ""
@@ -135,7 +155,7 @@ class HttpExporter:
         self.url = check_url(url, "--http-url")
         self.timeout = timeout
         self.close_wait_s = 2.0 * timeout if close_wait_s is None else close_wait_s
-        self._client: httpx.Client | None = None
+        self._poster = Poster(timeout)
         self.spool = Spool(spool_dir)
         self.sender = SpoolSender(
             self.spool,
@@ -213,14 +233,9 @@ class HttpExporter:
                 self.url,
                 self.spool.root,
             )
-        if self._client is not None:
-            self._client.close()
+        self._poster.close()
 
     def _deliver(self, key: str, body: bytes) -> Attempt:
-        import httpx
-
-        if self._client is None:
-            self._client = httpx.Client(timeout=self.timeout, follow_redirects=False)
         headers = {
             "Content-Type": "application/json",
             "Content-Encoding": "gzip",
@@ -228,7 +243,7 @@ class HttpExporter:
             "X-CoreVital-Trace-Id": key,
             "User-Agent": USER_AGENT,
         }
-        return post_attempt(self._client, self.url, gzip.compress(body, GZIP_LEVEL, mtime=0), headers)
+        return self._poster.post(self.url, gzip.compress(body, GZIP_LEVEL, mtime=0), headers)
 
 
-__all__ = ["HttpExporter", "check_url", "import_httpx", "post_attempt"]
+__all__ = ["HttpExporter", "Poster", "check_url", "import_httpx", "post_attempt"]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,3 +56,35 @@ def test_perf_times_the_imports_apart_from_the_model_load(
     assert report is not None and report.extensions.performance is not None
     names = [op.name for op in report.extensions.performance.parent_operations]
     assert names.index("imports") < names.index("model_load") < names.index("model_inference")
+
+
+_SCIPY_CHECK = """
+import sys
+import numpy as np
+from corevital.cli import main
+code = main(sys.argv[1:])
+assert code == 0, code
+assert "scipy.optimize" not in sys.modules, "a run imported scipy.optimize"
+from transformers.loss import loss_for_object_detection as losses
+cost = np.random.default_rng(0).random((7, 5))
+rows, cols = losses.linear_sum_assignment(cost)
+from scipy.optimize import linear_sum_assignment
+expected_rows, expected_cols = linear_sum_assignment(cost)
+assert rows.tolist() == expected_rows.tolist() and cols.tolist() == expected_cols.tolist()
+assert losses.is_scipy_available()
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_a_run_leaves_scipy_unimported_and_the_losses_still_reach_it(
+    tmp_path: Path, tiny_model_dir: Callable[[str], Path]
+) -> None:
+    """transformers' object-detection losses are imported without SciPy (0.3 s of start-up); their
+    ``linear_sum_assignment`` imports it on the first call and answers as SciPy's own does."""
+    argv = [*run_args(tiny_model_dir("llama"), tmp_path / "runs"), "--prompt", "hi", "--max_new_tokens", "2"]
+    done = subprocess.run(
+        [sys.executable, "-c", _SCIPY_CHECK, *argv, "--quiet"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("ok")

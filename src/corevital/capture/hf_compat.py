@@ -85,6 +85,7 @@ def _version_error(piece: str) -> ModelLoadError:
 @functools.cache
 def check_transformers() -> None:
     """Raise a one-line ModelLoadError if a piece capture uses is missing (checked once per process)."""
+    import_losses_without_scipy()
     if _missing:
         raise _version_error(_missing[0])
     for module, name in (
@@ -102,6 +103,52 @@ def check_transformers() -> None:
         "_attn_implementation_internal" not in vars(PretrainedConfig())
     ):
         raise _version_error("PretrainedConfig._attn_implementation_internal")
+
+
+_LOSSES = "transformers.loss.loss_utils"
+
+
+def import_losses_without_scipy() -> None:
+    """Import transformers' training losses (``modeling_utils`` imports them) without importing SciPy.
+
+    Several object-detection losses bind ``scipy.optimize.linear_sum_assignment`` when they are
+    imported and SciPy is installed; importing ``scipy.optimize`` is about 0.3 s of a 2-core CPU's
+    start-up, for functions a generation never calls. The losses are imported while transformers'
+    ``is_scipy_available`` answers False; each loss module that asked gets its own
+    ``is_scipy_available`` back and a ``linear_sum_assignment`` that imports SciPy on its first
+    call, so a loss that needs it works as before. Nothing is done when the losses or
+    ``scipy.optimize`` are already imported, or SciPy is not installed.
+    """
+    if _LOSSES in sys.modules or "scipy.optimize" in sys.modules:
+        return
+    try:
+        hf_utils = importlib.import_module("transformers.utils")
+    except ImportError:
+        return
+    available = getattr(hf_utils, "is_scipy_available", None)
+    if not callable(available) or not available():
+        return
+    setattr(hf_utils, "is_scipy_available", lambda: False)  # noqa: B010
+    try:
+        importlib.import_module(_LOSSES)
+    except ImportError:
+        pass  # check_transformers names what is missing
+    finally:
+        setattr(hf_utils, "is_scipy_available", available)  # noqa: B010
+    for name, module in list(sys.modules.items()):
+        if (
+            name.startswith("transformers.loss.")
+            and module is not None
+            and "is_scipy_available" in vars(module)
+        ):
+            setattr(module, "is_scipy_available", available)  # noqa: B010
+            if "linear_sum_assignment" not in vars(module):
+                setattr(module, "linear_sum_assignment", _linear_sum_assignment)  # noqa: B010
+
+
+def _linear_sum_assignment(*args: Any, **kwargs: Any) -> Any:
+    """``scipy.optimize.linear_sum_assignment``, SciPy imported on the first call."""
+    return importlib.import_module("scipy.optimize").linear_sum_assignment(*args, **kwargs)
 
 
 def _registry(module: str, name: str) -> Any:

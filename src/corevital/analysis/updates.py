@@ -34,7 +34,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from corevital.analysis.signals import SequenceSignals
-from corevital.analysis.stats import robust_z_rows
 
 
 class LayerReferences(Protocol):
@@ -134,11 +133,24 @@ def _log(values: np.ndarray) -> np.ndarray:
         return np.where(values > 0, np.log(np.where(values > 0, values, 1.0)), np.nan)
 
 
+def _robust_z(values: np.ndarray, floor: float) -> np.ndarray:
+    """:func:`~corevital.analysis.stats.robust_z_rows` of one row (the same arithmetic, without its
+    grouping of rows: the live monitor judges every step)."""
+    out = np.full(values.shape, np.nan)
+    ok = np.isfinite(values)
+    if ok.sum() >= 3:
+        row = values[ok]
+        med = np.median(row)
+        scale = max(float(np.median(np.abs(row - med))) * 1.4826, floor)
+        out[ok] = (row - med) / scale
+    return out
+
+
 def _depth_findings(levels: TypicalLevels, th: UpdateThresholds) -> list[LayerUpdateFinding]:
     found: list[LayerUpdateFinding] = []
     ratio = levels.update_ratio
     if ratio is not None and np.isfinite(ratio).sum() >= 5:
-        z = robust_z_rows(_log(ratio)[None, :], th.scale_floor)[0]
+        z = _robust_z(_log(ratio), th.scale_floor)
         for layer in np.flatnonzero(np.abs(np.nan_to_num(z)) > th.z_bound):
             found.append(
                 LayerUpdateFinding(

@@ -340,17 +340,18 @@ _ARITHMETIC_TIERS: tuple[tuple[str, tuple[int, int], tuple[int, int]], ...] = (
 )
 
 
-def _arithmetic(rng: random.Random, groups: int) -> list[SuiteItem]:
-    """``groups`` operand pairs (easy to hard in turn, :data:`_ARITHMETIC_TIERS`), two phrasings each."""
+def _arithmetic(rng: random.Random, groups: int, first: int = 0) -> list[SuiteItem]:
+    """``groups`` operand pairs (easy to hard in turn, :data:`_ARITHMETIC_TIERS`), two phrasings
+    each; ``first``: the number of groups made before (ids and tiers go on from there)."""
     items: list[SuiteItem] = []
-    for g in range(groups):
+    for g in range(first, first + groups):
         op, (a0, a1), (b0, b1) = _ARITHMETIC_TIERS[g % len(_ARITHMETIC_TIERS)]
         a, b = rng.randint(a0, a1), rng.randint(b0, b1)
         result = a + b if op == "+" else a - b if op == "-" else a * b
         word = {"+": "plus", "-": "minus", "*": "times"}[op]
         for template in ("What is {a} {w} {b}? Reply with the number only.", "Compute {a} {o} {b}."):
             prompt = template.format(a=a, b=b, w=word, o=op.replace("*", "×"))
-            items.append(_item("arithmetic", len(items), prompt, f"{a}{op}{b}", answer=result))
+            items.append(_item("arithmetic", 2 * first + len(items), prompt, f"{a}{op}{b}", answer=result))
     return items
 
 
@@ -372,17 +373,24 @@ def _word_problems(rng: random.Random, per_template: int) -> list[SuiteItem]:
                     break
             prompt = template.format(a=a, b=b, c=c)
             items.append(_item("word_problem", len(items), prompt, f"t{t}", answer=result))
+    return items + _easy_word_problems(rng, per_template, len(items))
+
+
+def _easy_word_problems(rng: random.Random, per_template: int, first: int) -> list[SuiteItem]:
+    """``per_template`` problems of every :data:`_EASY_WORD_PROBLEMS` template, ids from ``first``."""
+    items: list[SuiteItem] = []
     for t, (template, form) in enumerate(_EASY_WORD_PROBLEMS):
         for _ in range(per_template):
             a, b = rng.randint(10, 20), rng.randint(2, 9)
             prompt = template.format(a=a, b=b)
-            items.append(_item("word_problem", len(items), prompt, f"e{t}", answer=_evaluate(form, a, b, 0)))
+            answer = _evaluate(form, a, b, 0)
+            items.append(_item("word_problem", first + len(items), prompt, f"e{t}", answer=answer))
     return items
 
 
 def _open_ended() -> list[SuiteItem]:
     items: list[SuiteItem] = []
-    for t, (style, prompt) in enumerate(_OPEN_ENDED[::3] + _OPEN_ENDED[1::3]):
+    for t, (style, prompt) in enumerate(_OPEN_ENDED[::3] + _OPEN_ENDED[1::3] + _OPEN_ENDED[2::3]):
         for suffix in _OPEN_SUFFIXES:
             items.append(_item("open_ended", len(items), prompt + suffix, f"{style}{t}"))
     return items
@@ -399,7 +407,7 @@ def _requested_repetition() -> list[SuiteItem]:
 
 def _unanswerable() -> list[SuiteItem]:
     items: list[SuiteItem] = []
-    for t, question in enumerate(_UNANSWERABLE[:20]):
+    for t, question in enumerate(_UNANSWERABLE):
         for suffix in _UNANSWERABLE_SUFFIXES:
             items.append(_item("unanswerable", len(items), question + suffix, f"q{t}"))
     return items
@@ -449,8 +457,10 @@ def build_suite(seed: int = SEED) -> list[SuiteItem]:
         *factual,
         *_faults(factual),
         *_arithmetic(rng, 30),
+        *_arithmetic(random.Random(seed + 1), 12, first=30),
         *_unanswerable(),
         *_word_problems(rng, 3),
+        *_easy_word_problems(random.Random(seed + 2), 2, first=60),
         *_open_ended(),
         *_requested_repetition(),
     ]

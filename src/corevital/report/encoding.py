@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from corevital.errors import ReportError, validation_line
 from corevital.report.legacy import upgrade_document
-from corevital.report.limits import MAX_REPORT_BYTES, check_json_text, inflate
+from corevital.report.limits import MAX_REPORT_BYTES, check_json_text, inflate, read_bounded
 from corevital.report.schema import Report
 from corevital.report.schema_base import SCHEMA_VERSION
 
@@ -97,11 +97,7 @@ def load_report(path: str | Path, *, limit: int = MAX_REPORT_BYTES) -> Report:
     """Read and decode the report file at ``path`` (JSON, or gzip/zlib-compressed JSON), refusing
     one larger than ``limit`` bytes once inflated."""
     location = Path(path)
-    try:
-        with location.open("rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as error:
-        raise ReportError(f"cannot read report {location}: {error.strerror or error}") from None
+    data = read_bounded(location, limit, f"report {location}", error=ReportError)
     try:
         return report_from_json(inflate(data, "the report", limit=limit))
     except ReportError as error:

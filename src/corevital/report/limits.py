@@ -27,6 +27,7 @@ __all__ = [
     "check_json_text",
     "decode_utf8",
     "inflate",
+    "read_bounded",
     "read_text_file",
     "stored_bytes",
 ]
@@ -173,6 +174,17 @@ def decode_utf8(data: bytes, what: str, *, error: type[CoreVitalError], offset: 
     return text.removeprefix("\ufeff") if offset == 0 else text
 
 
+def read_bounded(path: str | Path, limit: int, what: str, *, error: type[CoreVitalError]) -> bytes:
+    """The first ``limit + 1`` bytes of the file at ``path`` (more than ``limit`` tells the caller the
+    file is too large); unreadable: ``error`` "cannot read <what>: <reason>" (``what`` empty: "cannot
+    read: <reason>", for a caller that names the file itself)."""
+    try:
+        with Path(path).open("rb") as handle:
+            return handle.read(limit + 1)
+    except OSError as exc:
+        raise error(f"cannot read{' ' + what if what else ''}: {exc.strerror or exc}") from None
+
+
 def read_text_file(
     path: str | Path, what: str, *, error: type[CoreVitalError], limit: int = MAX_TEXT_FILE_BYTES
 ) -> str:
@@ -180,12 +192,7 @@ def read_text_file(
 
     Unreadable, larger than ``limit``, not UTF-8 or binary: a one-line ``error``.
     """
-    location = Path(path)
-    try:
-        with location.open("rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as exc:
-        raise error(f"cannot read {what}: {exc.strerror or exc}") from None
+    data = read_bounded(path, limit, what, error=error)
     if len(data) > limit:
         raise error(f"{what} is larger than {_size(limit)}; refused")
     return decode_utf8(data, what, error=error)

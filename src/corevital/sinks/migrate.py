@@ -40,7 +40,7 @@ from typing import Any
 
 from corevital.errors import ReportError, StoreError
 from corevital.report.encoding import report_from_json
-from corevital.report.limits import MAX_REPORT_BYTES, inflate, stored_bytes
+from corevital.report.limits import MAX_REPORT_BYTES, inflate, read_bounded, stored_bytes
 from corevital.report.schema import Report
 from corevital.sinks.base import ReportStore
 from corevital.sinks.local import TRACE_FILE_GLOB
@@ -217,11 +217,7 @@ def _one_line(error: BaseException) -> str:
 
 
 def _read_file(path: Path) -> Report:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_REPORT_BYTES + 1)
-    except OSError as error:
-        raise ReportError(f"cannot read: {error.strerror or error}") from None
+    data = read_bounded(path, MAX_REPORT_BYTES, "", error=ReportError)
     return report_from_json(inflate(data, "the report file"))
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ CONTINUOUS = (
     "low_margin",
     "entropy_trend",
     "early_warning",
+    "repeat_share",
 )
 # the flag terms and the profile weight each one's value multiplies
 FLAG_WEIGHTS = (
@@ -123,17 +123,29 @@ def design(found: RiskEvidence, risk: RiskProfile) -> np.ndarray:
     return np.asarray(row, dtype=np.float64)
 
 
-def fit(runs: list[DevRun], risk: RiskProfile, penalty: float) -> RiskProfile:
-    """Non-negative weights and an intercept by L2-penalised logistic loss, kinds weighted equally."""
-    x = np.stack([design(r.found, risk) for r in runs])
+def fit(
+    runs: list[DevRun], risk: RiskProfile, penalty: float, healthy_median: float | None, fit_flags: bool
+) -> RiskProfile:
+    """Non-negative weights and an intercept by L2-penalised logistic loss, kinds weighted equally.
+
+    Without ``fit_flags`` the flag terms keep the profile's weights (an offset: a detector that
+    fires on a few dev runs says too little to fit its weight) and only the continuous features'
+    weights are fitted. ``healthy_median``: instead of the fitted intercept (which follows the
+    suite's failure rate), the one that puts the median score of the dev runs labelled healthy
+    (fault kinds aside) there."""
+    full = np.stack([design(r.found, risk) for r in runs])
+    k = len(CONTINUOUS)
+    flag_weights = np.asarray([getattr(risk, key) for _, key in FLAG_WEIGHTS])
+    x = full if fit_flags else full[:, :k]
+    offset = np.zeros(len(runs)) if fit_flags else full[:, k:] @ flag_weights
     y = np.asarray([r.failed for r in runs], dtype=np.float64)
     kinds = [r.kind for r in runs]
-    counts = {k: kinds.count(k) for k in set(kinds)}
-    w = np.asarray([1.0 / counts[k] for k in kinds]) * len(set(kinds))
+    counts = {kind: kinds.count(kind) for kind in set(kinds)}
+    w = np.asarray([1.0 / counts[kind] for kind in kinds]) * len(set(kinds))
     w /= w.mean()
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        z = theta[0] + x @ theta[1:]
+        z = theta[0] + x @ theta[1:] + offset
         p = 1.0 / (1.0 + np.exp(-z))
         nll = np.sum(w * (np.logaddexp(0.0, z) - y * z)) / len(y)
         g = (p - y) * w / len(y)
@@ -154,11 +166,17 @@ def fit(runs: list[DevRun], risk: RiskProfile, penalty: float) -> RiskProfile:
             step *= 1.1
         else:
             step *= 0.5
-    update: dict[str, Any] = {"intercept": round(float(theta[0]), 2)}
+    intercept = float(theta[0])
+    if healthy_median is not None:  # the slopes from the fit, the level set a priori
+        healthy = np.asarray([not r.failed and not r.kind.startswith("fault_") for r in runs])
+        rest = x[healthy] @ theta[1:] + offset[healthy]
+        intercept = math.log(healthy_median / (1 - healthy_median)) - float(np.median(rest))
+    update: dict[str, Any] = {"intercept": round(intercept, 2)}
     for i, name in enumerate(CONTINUOUS):
         update[name] = getattr(risk, name).model_copy(update={"weight": round(float(theta[1 + i]), 2)})
-    for j, (_, key) in enumerate(FLAG_WEIGHTS):
-        update[key] = round(float(theta[1 + len(CONTINUOUS) + j]), 2)
+    if fit_flags:
+        for j, (_, key) in enumerate(FLAG_WEIGHTS):
+            update[key] = round(float(theta[1 + k + j]), 2)
     return risk.model_copy(update=update)
 
 
@@ -198,15 +216,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path(".bench-out/validation_suite"))
     parser.add_argument("--fit", action="store_true", help="fit the weights on dev")
+    parser.add_argument("--fit-flags", action="store_true", help="fit the flag terms' weights too")
     parser.add_argument("--penalty", type=float, default=0.01, help="L2 penalty on the weights")
+    parser.add_argument(
+        "--healthy-median",
+        type=float,
+        default=None,
+        help="set the intercept so healthy dev runs' median is this",
+    )
     args = parser.parse_args(argv)
-    cached = args.out / "dev_evidence.pkl"
-    runs: list[DevRun] = pickle.loads(cached.read_bytes()) if cached.exists() else dev_runs(args.out)
-    cached.write_bytes(pickle.dumps(runs))
+    runs = dev_runs(args.out)
     risk = load_profile("llama").risk
     print("shipped profile:\n" + report(runs, risk))
     if args.fit:
-        fitted = fit(runs, risk, args.penalty)
+        fitted = fit(runs, risk, args.penalty, args.healthy_median, args.fit_flags)
         print("\nfitted on dev:", fitted.model_dump_json())
         print(report(runs, fitted))
     return 0

@@ -64,9 +64,12 @@ def test_running_features_equal_the_reports_on_every_prefix(steps: int, seed: in
     sig = with_nan(make_signals(steps=steps, seed=seed), [t for t in range(steps) if t % 7 == 3])
     running = RunningFeatures()
     for t in range(steps):
-        running.update(float(sig.entropy[t]), float(sig.surprisal[t]), float(sig.top_k_margin[t]))
+        running.update(
+            float(sig.entropy[t]), float(sig.surprisal[t]), float(sig.top_k_margin[t]), int(sig.token_ids[t])
+        )
         prefix = replace(
             sig,
+            token_ids=sig.token_ids[: t + 1],
             entropy=sig.entropy[: t + 1],
             surprisal=sig.surprisal[: t + 1],
             top_k_margin=sig.top_k_margin[: t + 1],

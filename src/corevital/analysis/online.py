@@ -40,7 +40,15 @@ from corevital.analysis.repetition import (
     requested_repetition,
     unit_text,
 )
-from corevital.analysis.risk import MIN_TREND_STEPS, Risk, RiskEvidence, RiskFeatures, combine, running_score
+from corevital.analysis.risk import (
+    MIN_TREND_STEPS,
+    REPEAT_NGRAM,
+    Risk,
+    RiskEvidence,
+    RiskFeatures,
+    combine,
+    running_score,
+)
 from corevital.analysis.stats import clip
 from corevital.analysis.updates import LayerReferences, TypicalLevels, judge_levels
 
@@ -183,9 +191,16 @@ class RunningFeatures:
         self._window = _Window(3)
         self._window_mean = math.nan
         self._surprisal_peak = math.nan
+        self._recent_ids: deque[int] = deque(maxlen=REPEAT_NGRAM)
+        self._ngrams: set[tuple[int, ...]] = set()
+        self._ngram_count = 0
 
-    def update(self, entropy: float, surprisal: float, margin: float) -> None:
+    def update(self, entropy: float, surprisal: float, margin: float, token_id: int) -> None:
         self._n += 1
+        self._recent_ids.append(token_id)
+        if len(self._recent_ids) == REPEAT_NGRAM:  # repeat_share: token n-grams seen, distinct ones
+            self._ngram_count += 1
+            self._ngrams.add(tuple(self._recent_ids))
         if _finite(entropy):
             bisect.insort(self._entropy_sorted, entropy)
             self._entropy_finite.push(entropy)
@@ -221,6 +236,7 @@ class RunningFeatures:
             low_margin=1.0 - margin if _finite(margin) else math.nan,
             entropy_trend=trend,
             early_warning=float(failure_risk),
+            repeat_share=1.0 - len(self._ngrams) / self._ngram_count if self._ngram_count else math.nan,
         )
 
 
@@ -417,7 +433,7 @@ class OnlineSequenceMonitor:
         self._steps += 1
         warning = self._warning.update(entropy, margin, surprisal)
         loop = self._repetition.update(token_id, token_text)
-        self._features.update(entropy, surprisal, margin)
+        self._features.update(entropy, surprisal, margin, token_id)
         self._compound.update(token_id, entropy, margin, surprisal, topk_mass)
         self._non_finite = self._non_finite or non_finite or not math.isfinite(entropy)
         if layers is not None:

@@ -93,6 +93,7 @@ class RiskProfile(_Section):
     low_margin: RiskTerm
     entropy_trend: RiskTerm
     early_warning: RiskTerm
+    repeat_share: RiskTerm = RiskTerm(center=0.1, scale=0.1, weight=0.0)
     compound_weight: float = Field(ge=0.0)
     collapse_weight: float = Field(ge=0.0)
     mid_layer_weight: float = Field(ge=0.0)

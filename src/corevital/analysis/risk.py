@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +62,7 @@ class RiskFeatures:
     low_margin: float  # 1 − mean margin
     entropy_trend: float  # mean entropy of the last third minus the first third (finite steps)
     early_warning: float  # early-warning failure_risk
+    repeat_share: float = math.nan  # share of the generated token 4-grams that repeat an earlier one
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,16 @@ def entropy_trend(entropy: np.ndarray) -> float:
     return float(values[values.size - third :].mean() - values[:third].mean())
 
 
+REPEAT_NGRAM = 4
+
+
+def repeat_share(token_ids: Sequence[int], n: int = REPEAT_NGRAM) -> float:
+    """Share of the token n-grams that repeat an earlier n-gram (NaN for fewer than n tokens): the
+    phrase-level loop evidence of the score, continuous where ``repetition_loop`` is a detection."""
+    grams = [tuple(token_ids[i : i + n]) for i in range(len(token_ids) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams) if grams else math.nan
+
+
 def risk_features(sig: SequenceSignals, failure_risk: float) -> RiskFeatures:
     entropy = finite(sig.entropy)
     n = sig.num_steps
@@ -125,6 +137,7 @@ def risk_features(sig: SequenceSignals, failure_risk: float) -> RiskFeatures:
         low_margin=1.0 - margin if np.isfinite(margin) else np.nan,
         entropy_trend=entropy_trend(sig.entropy),
         early_warning=float(failure_risk),
+        repeat_share=repeat_share([int(t) for t in sig.token_ids]),
     )
 
 
@@ -142,6 +155,7 @@ _CONTINUOUS = (
     ("low_confidence_margin", "low_margin"),
     ("rising_entropy", "entropy_trend"),
     ("early_warning", "early_warning"),
+    ("repeated_phrases", "repeat_share"),
 )
 
 

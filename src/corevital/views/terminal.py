@@ -118,6 +118,7 @@ FACTOR_WORDS = {
     "layer_norm_jump": "a hidden-state norm jumped between layers",
     "layer_update_anomaly": "a layer's attention or MLP was silenced or sharpened",
     "repetition_loop": "it repeated itself in a loop",
+    "repeated_phrases": "it repeated phrases it had already written",
     "nan_or_inf": "NaN or infinite values appeared",
 }
 """Each risk factor said in words (the name stays in brackets where it is shown with the words)."""

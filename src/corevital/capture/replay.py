@@ -22,6 +22,7 @@ from corevital.capture.prompt_pass import PromptDeviceStats
 from corevital.capture.prompt_telemetry import prompt_telemetry_for
 from corevital.capture.records import PromptRecord, SequenceCapture
 from corevital.capture.registry import AttentionSite, SiteKind
+from corevital.capture.tensor_parallel import combine, shard_group
 from corevital.metrics.attention import summarize_attention
 from corevital.metrics.hidden import summarize_hidden
 from corevital.metrics.logits import summarize_logits, token_surprisal
@@ -124,6 +125,10 @@ def replay_sequence(
             else None
         )
     prompt_layers = list(tap.prompt_stats) if tap is not None and prompt_stats is not None else []
+    shards = shard_group(model)
+    if shards is not None:  # a tensor-parallel model: each rank saw its own heads (:mod:`.tensor_parallel`)
+        attention, cross = combine([attention, cross], shards)
+        prompt_layers = combine(prompt_layers, shards)
     host = to_host((lstats, chosen, hidden, attention, cross, encoder_hidden, prompt_stats, prompt_layers))
     h_logits, h_chosen, h_hidden, h_attention, h_cross, h_encoder, h_prompt, h_layers = host
     capture = SequenceCapture(

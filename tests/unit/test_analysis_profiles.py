@@ -142,6 +142,8 @@ def _scenarios(steps: int = 48, layers: int = 12) -> dict[str, SequenceSignals]:
     mid_jump[10:, layers // 2] *= 40
     late_jump = copy_of(calm.hidden_l2)
     late_jump[10:, layers - 3] *= 40
+    silent_mlp = np.full((steps, layers), 0.2)
+    silent_mlp[:, 4] = 0.0
     return {
         "calm": calm,
         "summary": summary_only(calm),
@@ -158,6 +160,7 @@ def _scenarios(steps: int = 48, layers: int = 12) -> dict[str, SequenceSignals]:
             calm, hidden_l2=mid_jump, attn_collapse_rate=np.ones((steps, layers))
         ),
         "late-layer jump": dataclasses.replace(calm, hidden_l2=late_jump),
+        "silenced MLP": dataclasses.replace(calm, hidden_mlp_update_ratio=silent_mlp),
     }
 
 
@@ -189,6 +192,7 @@ def test_every_profile_key_is_read_by_the_analysis() -> None:
     late = outcomes["late-layer jump"]
     assert not late.health_flags.mid_layer_anomaly_detected
     assert any("l2_norm_jump" in b.reasons for b in late.blamed_layers)
+    assert "layer_update_anomaly" in outcomes["silenced MLP"].risk.risk_factors
 
     unread = sorted(set(profile_field_paths()) - seen)
     assert not unread, f"profile keys never read by the analysis: {unread}"

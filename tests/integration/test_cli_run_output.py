@@ -13,7 +13,7 @@ from rich.console import Console
 
 from corevital.analysis.profiles import load_profile
 from corevital.capture.loading import LoadedModel
-from corevital.cli.run_output import LiveLines, live_lines
+from corevital.cli.run_output import LiveLines, live_lines, prompt_token_counter
 from corevital.pipeline import Pipeline
 from tests.integration.conftest import tiny_settings
 from tests.support.cli import run_args, run_cli
@@ -88,6 +88,41 @@ def test_live_lines_on_a_terminal(tiny_loaded: Callable[[str], LoadedModel]) -> 
     assert row.split()[:5] == ["#3", "of", "3", "6", "tokens"]
     assert "entropy —" not in row and "risk —" not in row  # the reduced steps were read
     lines.close()
+
+
+def test_a_spinner_line_while_each_batch_is_read(tiny_loaded: Callable[[str], LoadedModel]) -> None:
+    """Before a batch's first token: what is read, with the prompts' token counts (the tokenizer's
+    own count of each prompt); the next batch's line after the last step of the one before."""
+    loaded = tiny_loaded("llama")
+    stream = io.StringIO()
+    console = Console(file=stream, force_terminal=True, width=120)
+    lines = live_lines(
+        console,
+        loaded,
+        load_profile(loaded.capabilities.model_type),
+        len(PROMPTS),
+        batch_size=2,
+        max_new_tokens=6,
+        count_tokens=prompt_token_counter(loaded, PROMPTS, "off"),
+    )
+    assert isinstance(lines, LiveLines)
+    counts = [len(loaded.tokenizer(p)["input_ids"]) for p in PROMPTS]
+    low, high = min(counts[:2]), max(counts[:2])
+    first = (
+        f"Reading 2 prompts ({low}\u2013{high} tokens each), batch 1 of 2"
+        if low != high
+        else (f"Reading 2 prompts ({low} tokens), batch 1 of 2")
+    )
+    assert lines.reading_text(1) == first
+    assert lines.reading_text(2) == f"Reading the prompt ({counts[2]} tokens), batch 2 of 2"
+    lines.start()
+    assert first in stream.getvalue()  # drawn before any step
+    _capture_with(lines, loaded, PROMPTS)
+    lines.close()
+    drawn = stream.getvalue()
+    assert drawn.index(first) < drawn.index("#1   of 3")
+    second = drawn.index("Reading the prompt (")
+    assert drawn.index("#2   of 3") < second < drawn.index("#3   of 3")
 
 
 def test_no_live_lines_off_a_terminal(tiny_loaded: Callable[[str], LoadedModel]) -> None:

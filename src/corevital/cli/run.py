@@ -9,11 +9,13 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
 from corevital.cli.args import add_run_flags, settings_overrides
 from corevital.cli.common import configure_logging, read_prompts_file
-from corevital.config import DEFAULT_MODEL_NAME, load_settings
+from corevital.config import DEFAULT_MODEL_NAME, Settings, load_settings
 from corevital.errors import InputError
 from corevital.perf import PerfRecorder, cyclic_gc_paused
 from corevital.sinks.sqlite_schema import DEFAULT_DB_PATH
@@ -73,15 +75,23 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _load_model(pipeline: Pipeline, perf: PerfRecorder | None, *, quiet: bool) -> LoadedModel:
-    """Import the generation stack, then load the model, with a status line on a terminal."""
+def _another_rank(settings: Settings) -> bool:
+    """A tensor-parallel rank other than 0 (torchrun's ``RANK``): it runs in step, silently."""
+    try:
+        return settings.tp_plan != "none" and int(os.environ.get("RANK", "0")) != 0
+    except ValueError:
+        return False
+
+
+def _load_model(pipeline: Pipeline, perf: PerfRecorder | None, stage: Callable[[str], None]) -> LoadedModel:
+    """Import the generation stack, then load the model; ``stage`` tells the status line."""
     from corevital.pipeline import settle_loaded_model, timed
-    from corevital.progress import status_line
 
     name = pipeline.settings.model
     if name == DEFAULT_MODEL_NAME:
         name = "the default model, SmolLM2-135M-Instruct"
-    with status_line("Importing torch and transformers", quiet=quiet) as stage, cyclic_gc_paused():
+    stage("Importing torch and transformers")
+    with cyclic_gc_paused():
         with timed(perf, "imports"):
             from corevital.capture.loading import ModelSpec, import_model_stack, load_model
 
@@ -102,10 +112,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     perf = PerfRecorder(settings.perf, start=t0) if settings.perf else None
     if perf is not None:
         perf.add("config_load", (time.perf_counter() - t0) * 1000.0)
+    from corevital.progress import status_line
+
+    # One status line on a terminal from here until the model is loaded (then the live lines).
+    with ExitStack() as status:
+        stage = status.enter_context(status_line("Starting", quiet=args.quiet or _another_rank(settings)))
+        return _run(args, settings, perf, stage, status)
+
+
+def _run(
+    args: argparse.Namespace,
+    settings: Settings,
+    perf: PerfRecorder | None,
+    stage: Callable[[str], None],
+    status: ExitStack,
+) -> int:
+    """``run`` after its settings: ``status.close()`` removes the status line (before printing)."""
     with cyclic_gc_paused():
         from rich.console import Console
 
-        from corevital.cli.run_output import batch_footer, batch_table, live_lines
+        from corevital.cli.run_output import batch_footer, batch_table, live_lines, prompt_token_counter
         from corevital.pipeline import Pipeline, timed
         from corevital.summary import format_performance, format_summary, summarize_report
         from corevital.views.terminal import make_console
@@ -116,12 +142,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if settings.backend == "llama-cpp":
         from corevital.cli.llama_run import cmd_run_llama
 
+        status.close()
         return cmd_run_llama(args, settings, prompts, perf)
     if args.resume and settings.tp_plan != "none":
         raise InputError("--resume cannot be used with --tp-plan: the ranks would not resume alike")
     with Pipeline(settings) as pipeline:
         pipeline.check_inputs()
-        loaded = _load_model(pipeline, perf, quiet=args.quiet or not pipeline.writes())
+        loaded = _load_model(pipeline, perf, stage)
+        status.close()
         if not pipeline.writes():  # another rank of a tensor-parallel run: in step with rank 0, silent
             pipeline.run(prompts, perf=perf)
             return 0
@@ -141,9 +169,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress = None
         if not args.quiet:
             progress = live_lines(
-                Console(stderr=True), loaded, pipeline.profile(loaded.capabilities.model_type), len(prompts)
+                Console(stderr=True),
+                loaded,
+                pipeline.profile(loaded.capabilities.model_type),
+                len(prompts),
+                batch_size=settings.batch_size,
+                max_new_tokens=settings.max_new_tokens,
+                count_tokens=prompt_token_counter(loaded, prompts, settings.chat_template),
             )
         try:
+            if progress is not None:
+                progress.start()  # a spinner line while the first prompts are read
             outcome = pipeline.run(prompts, perf=perf, progress=progress)
         except KeyboardInterrupt:
             if progress is not None:

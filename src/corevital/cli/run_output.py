@@ -6,7 +6,10 @@ reduction, copy or synchronisation of its own. Tokens so far and tokens/s follow
 entropy and the running risk (:class:`~corevital.live.LiveSession`, as ``monitor.stream`` computes
 it) follow the reduced steps, which are up to one window of steps behind when steps are deferred.
 Drawn on stderr by rich, only on a terminal; redrawn at most ``refresh_hz`` times a second and
-removed when generation ends.
+removed when generation ends. Before a batch's first token (the prompt pass, which on a CPU takes
+seconds) a spinner line says what the model is reading: ``Reading the prompt (37 tokens)``, or for
+a batch ``Reading 8 prompts (37–41 tokens each), batch 1 of 3``; the next batch's line follows the
+step at which every sequence of a batch has ended.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console, Group
 from rich.live import Live
+from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
@@ -28,6 +32,9 @@ from corevital.capture.records import StepEvent
 from corevital.live import LiveSession, StreamEvent
 from corevital.summary import RunSummary
 from corevital.views.terminal import factor_words, one_line
+
+TokenCounter = Callable[[int, int], list[int] | None]
+"""``count(start, stop)``: the prompt tokens of prompts ``start:stop`` (None: not known)."""
 
 
 @dataclass
@@ -51,7 +58,13 @@ class LiveLines:
         total: int,
         clock: Callable[[], float] = time.perf_counter,
         refresh_hz: float = 8.0,
+        batch_size: int | None = None,
+        max_new_tokens: int | None = None,
+        count_tokens: TokenCounter | None = None,
     ) -> None:
+        """``total`` prompts, ``batch_size`` of them per generation (default all), each generating at
+        most ``max_new_tokens``; ``count_tokens(start, stop)``: the prompt tokens of prompts
+        ``start:stop`` (None when they cannot be counted), for the line shown while a batch is read."""
         self._console = console
         self._profile = profile
         self._eos = np.asarray(list(eos_token_ids), dtype=np.int64)
@@ -67,6 +80,48 @@ class LiveLines:
         self._batch_start = clock()
         self._last_draw = 0.0
         self._steps = 0
+        self._refresh_hz = refresh_hz
+        self._batch_size = batch_size if batch_size is not None and batch_size > 0 else max(total, 1)
+        self._max_new_tokens = max_new_tokens
+        self._count_tokens = count_tokens
+        self._batches_read = 0  # batches whose reading line has been shown
+        self._waiting = False  # a batch has ended; the next one's first step has not come yet
+
+    @property
+    def batches(self) -> int:
+        return max(1, -(-self._total // self._batch_size))
+
+    def reading_text(self, batch_number: int) -> str:
+        """What the spinner line says while batch ``batch_number`` (from 1) is read."""
+        start = (batch_number - 1) * self._batch_size
+        stop = min(self._total, start + self._batch_size)
+        counts = self._count_tokens(start, stop) if self._count_tokens is not None else None
+        count = stop - start
+        if counts:
+            low, high = min(counts), max(counts)
+            span = f"{low} tokens" if low == high else f"{low}\u2013{high} tokens"
+            text = (
+                f"Reading the prompt ({span})"
+                if count == 1
+                else f"Reading {count} prompts ({span}{'' if low == high else ' each'})"
+            )
+        else:
+            text = "Reading the prompt" if count == 1 else f"Reading {count} prompts"
+        return text + (f", batch {batch_number} of {self.batches}" if self.batches > 1 else "")
+
+    def start(self) -> None:
+        """The spinner line of the first batch, shown until its first step (call before generating)."""
+        self._show_reading()
+
+    def _show_reading(self) -> None:
+        self._batches_read += 1
+        if self._batches_read > self.batches:
+            return
+        spinner = Spinner("dots", text=Text(self.reading_text(self._batches_read)))
+        self._ensure_live()
+        assert self._live is not None
+        self._live.update(spinner, refresh=True)
+        self._waiting = True
 
     def __call__(self, batch_offset: int, batch: int, steps_done: int, host_steps: list[Any]) -> None:
         now = self._clock()
@@ -79,14 +134,22 @@ class LiveLines:
         for row in self._rows.values():
             if not row.done:
                 row.tokens = steps_done
-        if now - self._last_draw >= self._interval:
+        ended = all(row.done for row in self._rows.values()) or (
+            self._max_new_tokens is not None and steps_done >= self._max_new_tokens
+        )
+        if now - self._last_draw >= self._interval or self._waiting or ended:
             self._last_draw = now
+            self._waiting = False
             self._draw(now)
+        if ended and self._batches_read < self.batches:
+            self._show_reading()  # the next batch's prompt pass comes next
 
     def _new_batch(self, batch_offset: int, batch: int) -> None:
         if self._offset is not None:
             self._batch_start = self._clock()  # the previous batch ended at its last step
         self._offset = batch_offset
+        if self._batches_read == 0:
+            self._batches_read = 1  # start() was not called: its batch is read without a line
         self._rows = {batch_offset + b: _Row() for b in range(batch)}
         self._session = LiveSession(self._profile, emit=self._event)
         self._consumed = 0
@@ -137,10 +200,16 @@ class LiveLines:
             )
         return Group(*lines)
 
-    def _draw(self, now: float) -> None:
+    def _ensure_live(self) -> None:
         if self._live is None:
-            self._live = Live(console=self._console, auto_refresh=False, transient=True)
+            # Refreshed by rich's thread too (the spinner turns while the prompt is read); what
+            # it redraws is the last renderable handed to it, never the rows being updated.
+            self._live = Live(console=self._console, refresh_per_second=self._refresh_hz, transient=True)
             self._live.start()
+
+    def _draw(self, now: float) -> None:
+        self._ensure_live()
+        assert self._live is not None
         self._live.update(self.render(now), refresh=True)
 
     def close(self) -> None:
@@ -150,13 +219,56 @@ class LiveLines:
             self._live = None
 
 
-def live_lines(console: Console, loaded: Any, profile: ModelProfile, total: int) -> LiveLines | None:
+def prompt_token_counter(loaded: Any, prompts: Sequence[Any], chat_template: Any) -> TokenCounter:
+    """``count(start, stop)``: how many tokens each of ``prompts[start:stop]`` is to the model (the
+    chat template applied as the generation applies it); None when they cannot be tokenized (the
+    generation then gives the error)."""
+    from corevital.capture.prompts import prepare_batch
+    from corevital.errors import CoreVitalError
+
+    def count(start: int, stop: int) -> list[int] | None:
+        chunk = list(prompts[start:stop])
+        if not chunk:
+            return None
+        try:
+            batch = prepare_batch(
+                loaded.tokenizer,
+                chunk,
+                chat_template=chat_template,
+                device=loaded.device,
+                is_encoder_decoder=loaded.capabilities.is_encoder_decoder,
+            )
+        except (CoreVitalError, ValueError, TypeError):
+            return None
+        return [len(p.token_ids) for p in batch.prompts]
+
+    return count
+
+
+def live_lines(
+    console: Console,
+    loaded: Any,
+    profile: ModelProfile,
+    total: int,
+    *,
+    batch_size: int | None = None,
+    max_new_tokens: int | None = None,
+    count_tokens: TokenCounter | None = None,
+) -> LiveLines | None:
     """Live lines on ``console`` when it is a terminal, else None."""
     if not console.is_terminal:
         return None
     from corevital.capture.runner import eos_ids
 
-    return LiveLines(console, profile, eos_ids(loaded), total=total)
+    return LiveLines(
+        console,
+        profile,
+        eos_ids(loaded),
+        total=total,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        count_tokens=count_tokens,
+    )
 
 
 def batch_table(summaries: Sequence[RunSummary], *, excerpt: int = 60) -> Table:

@@ -91,6 +91,8 @@ MaxRisk = Annotated[
     float | None, Query(allow_inf_nan=False, description="Only runs with risk_score <= this.")
 ]
 Flags = Annotated[list[str] | None, Query(max_length=len(HealthFlag), description=FLAG_HELP)]
+Sort = Annotated[SortOrder, Query(description="Order by creation time or risk score.")]
+Order = Annotated[str, Query(pattern="^(asc|desc)$", description="desc (default) or asc.")]
 
 
 def api_router(served: Served) -> APIRouter:
@@ -134,10 +136,8 @@ def api_router(served: Served) -> APIRouter:
         min_risk: MinRisk = None,
         max_risk: MaxRisk = None,
         flag: Flags = None,
-        sort: Annotated[
-            SortOrder, Query(description="Order by creation time or risk score.")
-        ] = SortOrder.TIME,
-        order: Annotated[str, Query(pattern="^(asc|desc)$", description="desc (default) or asc.")] = "desc",
+        sort: Sort = SortOrder.TIME,
+        order: Order = "desc",
         limit: Annotated[
             int, Query(ge=1, le=MAX_PAGE_SIZE, description="Runs per page.")
         ] = DEFAULT_PAGE_SIZE,
@@ -203,10 +203,8 @@ def api_router(served: Served) -> APIRouter:
         min_risk: MinRisk = None,
         max_risk: MaxRisk = None,
         flag: Flags = None,
-        sort: Annotated[
-            SortOrder, Query(description="Order by creation time or risk score.")
-        ] = SortOrder.TIME,
-        order: Annotated[str, Query(pattern="^(asc|desc)$", description="desc (default) or asc.")] = "desc",
+        sort: Sort = SortOrder.TIME,
+        order: Order = "desc",
         format: Annotated[str, Query(pattern="^(csv|jsonl)$", description="csv or jsonl.")] = "csv",
         rows: Annotated[
             str, Query(pattern="^(run|step)$", description="One row per run or per step.")

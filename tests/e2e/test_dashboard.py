@@ -28,7 +28,8 @@ import pytest
 
 from corevital.report.encoding import report_from_json
 from corevital.sinks.sqlite import SQLiteStore
-from tests.support.browser import record_dialogs, record_requests
+from tests.support.browser import record_dialogs, record_errors, record_requests
+from tests.support.cli import run_args, run_ok
 from tests.support.served import ServerProcess, copy_store, original_documents, served_store, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -48,12 +49,6 @@ class DashboardStore:
     probe_id: str = ""
     large_id: str = ""
     tiny_ids: list[str] = field(default_factory=list)
-
-
-def _run_cli(*argv: str) -> None:
-    from corevital.cli import main
-
-    assert main(list(argv)) == 0, argv
 
 
 def _probe_document(document: dict[str, Any]) -> dict[str, Any]:
@@ -116,11 +111,11 @@ def build_dashboard_store(
     try:
         tiny_ids = [row.trace_id for row in writer.list() if row.model_id not in _original_models()]
         before = {row.trace_id for row in writer.list()}
-        argv = ["run", "--model", str(tiny_model("llama")), "--device", "cpu", "--out", str(directory)]
-        argv += ["--chat-template", "off", "--max_new_tokens", "60", "--temperature", "0.9", "--ignore-eos"]
-        _run_cli(*argv, "--seed", "3", "--prompt", SAMPLED_PROMPT)
+        argv = [*run_args(tiny_model("llama"), directory), "--max_new_tokens", "60", "--temperature", "0.9"]
+        argv += ["--ignore-eos"]
+        run_ok(*argv, "--seed", "3", "--prompt", SAMPLED_PROMPT)
         (sampled_id,) = {row.trace_id for row in writer.list()} - before
-        _run_cli(*argv, "--seed", "5", "--perf", "summary", "--prompt", SAMPLED_PROMPT)
+        run_ok(*argv, "--seed", "5", "--perf", "summary", "--prompt", SAMPLED_PROMPT)
         (resampled_id,) = {row.trace_id for row in writer.list()} - before - {sampled_id}
         document = json.loads(writer.get_json(sampled_id) or "{}")
         probe = report_from_json(json.dumps(_probe_document(document)))
@@ -202,15 +197,7 @@ class Watched:
 def watched(page: Any, server: ServerProcess, tmp_path: Path) -> Iterator[Watched]:
     outside = record_requests(page, allowed=(server.url + "/",))
     dialogs = record_dialogs(page)
-    errors: list[str] = []
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-    # Content-Security-Policy violations (an inline style or script, another origin) are errors too.
-    page.expose_function("__cspViolation", lambda text: errors.append(f"CSP violation: {text}"))
-    page.add_init_script(
-        "document.addEventListener('securitypolicyviolation', e =>"
-        " window.__cspViolation(`${e.violatedDirective} ${e.blockedURI} ${e.sample}`))"
-    )
+    errors = record_errors(page)  # Content-Security-Policy violations are errors too
     watched = Watched(page, server.url, tmp_path, outside, errors, dialogs)
     yield watched
     watched.assert_clean()

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.browser import record_dialogs, record_requests
+from tests.support.browser import record_dialogs, record_errors, record_requests
 from tests.support.served import ServerProcess, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -46,14 +46,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 def watched_page(page: Any, live_server: ServerProcess) -> Iterator[Any]:
     outside = record_requests(page, allowed=(live_server.url + "/",))
     dialogs = record_dialogs(page)
-    errors: list[str] = []
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-    page.expose_function("__cspViolation", lambda text: errors.append(f"CSP violation: {text}"))
-    page.add_init_script(
-        "document.addEventListener('securitypolicyviolation', e =>"
-        " window.__cspViolation(`${e.violatedDirective} ${e.blockedURI} ${e.sample}`))"
-    )
+    errors = record_errors(page)
     yield page
     assert outside == [], f"requests outside the server: {outside}"
     assert errors == [], f"console errors: {errors}"

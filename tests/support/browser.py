@@ -1,11 +1,12 @@
-"""Browser helpers for the e2e tests: which requests a page makes, and which dialogs it opens."""
+"""Browser helpers for the e2e tests: which requests a page makes, which dialogs it opens, and which
+errors it shows (console, page and Content-Security-Policy)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["record_dialogs", "record_requests"]
+__all__ = ["record_dialogs", "record_errors", "record_requests"]
 
 
 def record_requests(page: Any, allowed: Sequence[str] = ("file://",)) -> list[str]:
@@ -46,3 +47,17 @@ def record_dialogs(page: Any) -> list[str]:
 
     page.on("dialog", on_dialog)
     return dialogs
+
+
+def record_errors(page: Any) -> list[str]:
+    """Every console error, uncaught page error and Content-Security-Policy violation (an inline
+    style or script, another origin) of ``page``, as one line each; returns the live list."""
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+    page.expose_function("__cspViolation", lambda text: errors.append(f"CSP violation: {text}"))
+    page.add_init_script(
+        "document.addEventListener('securitypolicyviolation', e =>"
+        " window.__cspViolation(`${e.violatedDirective} ${e.blockedURI} ${e.sample}`))"
+    )
+    return errors

@@ -54,8 +54,8 @@ class UpdateThresholds:
     scale_floor: float = 0.1  # floor of the depth MAD scale (ln units)
     uniform_entropy: float = 0.995  # median normalised attention entropy of a silenced attention (healthy
     # SmolLM2 layers: at most 0.89)
-    mlp_silent_ratio: float = 0.01  # typical MLP update ratio of a silenced MLP (0 exactly; healthy
-    # SmolLM2 layers: see docs/validation.md "Silenced and sharpened sub-layers")
+    mlp_silent_ratio: float = 1e-3  # typical MLP update ratio of a silenced MLP (0 exactly). Healthy
+    # SmolLM2 layers: at least 0.16; the layers after a collapsed early attention: down to 0.008
     calibrated_z_bound: float = 8.0  # z against the profile's healthy runs of that layer (healthy SmolLM2
     # runs against a profile of others: up to 8.7 in 1 of 54)
 

@@ -134,6 +134,19 @@ def test_statistics_of_two_halves_of_the_heads_merge_into_those_of_all_heads(wit
         torch.testing.assert_close(merged, expected, atol=1e-6, rtol=1e-6, equal_nan=True, msg=f.name)
 
 
+def _torchrun(*arguments: str) -> list[str]:
+    with socket.socket() as probe:  # a free port for the ranks' rendezvous on 127.0.0.1
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return [
+        *(sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"),
+        *("--master-addr", "127.0.0.1", "--master-port", str(port), *arguments),
+    ]
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_give_the_single_process_report_once(tmp_path: Path) -> None:
     import torch
@@ -147,24 +160,8 @@ def test_two_gloo_processes_give_the_single_process_report_once(tmp_path: Path) 
         AutoTokenizer.from_pretrained(model_dir),
         None,
     )
-    with socket.socket() as probe:  # a free port for the ranks' rendezvous on 127.0.0.1
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
-    command = [
-        *(
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc-per-node",
-            "2",
-            "--master-addr",
-            "127.0.0.1",
-        ),
-        *("--master-port", str(port)),
-        *("-m", "tests.integration.test_tensor_parallel", str(model_dir), str(tmp_path)),
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, check=False)
+    command = _torchrun("-m", "tests.integration.test_tensor_parallel", str(model_dir), str(tmp_path))
+    done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
 
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -198,6 +195,29 @@ def test_two_gloo_processes_give_the_single_process_report_once(tmp_path: Path) 
     assert window < NEW_TOKENS * layers * rows * shape.hidden_size
     longest = max(report["prompt"]["num_tokens"] for report in ranks[0]["reports"][2:])
     assert gathers[1] == gathers[3] < layers * rows * heads * longest**2
+
+
+@pytest.mark.slow
+def test_corevital_run_under_torchrun_stores_each_report_once_and_rank_1_stays_silent(tmp_path: Path) -> None:
+    model_dir = tmp_path / "llama"
+    save_tiny_model("llama", model_dir)
+    arguments = ("run", "--model", str(model_dir), "--tp-plan", "auto", "--temperature", "0")
+    command = _torchrun(
+        *("-m", "corevital", *arguments, "--max-new-tokens", "3", "--out", str(tmp_path / "runs")),
+        *("--prompt", "Hello there", "--prompt", "Why is the sky blue?", "--quiet", "--json"),
+    )
+    done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summaries = json.loads(done.stdout)  # rank 0's summaries only: rank 1 prints nothing
+    assert len(summaries) == 2
+    from corevital.sinks.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "runs" / "corevital.db", read_only=True)
+    try:
+        rows = store.list()
+    finally:
+        store.close()
+    assert sorted(row.trace_id for row in rows) == sorted(s["trace_id"] for s in summaries)
 
 
 if __name__ == "__main__":

@@ -239,8 +239,8 @@ def fault_report(
     where = fault_layers(num_layers)
     lines = [
         "| fault | depth (layer) | runs | flagged, no profile | blamed first, no profile | "
-        "flagged, profile | blamed first, profile | flags fired (no profile) |",
-        "|---|---|---|---|---|---|---|---|",
+        "flagged, profile | blamed first, profile | median risk (no profile) | flags fired (no profile) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     cells: dict[tuple[str, str], list[SuiteItem]] = {}
     for item in items:
@@ -249,6 +249,7 @@ def fault_report(
     for (kind, depth), chunk in cells.items():
         layer = where[depth]
         counts = [0, 0, 0, 0]
+        risks: list[float] = []
         fired: dict[str, int] = {}
         for item in chunk:
             sig = captured[cache_key(item)][1]
@@ -259,13 +260,14 @@ def fault_report(
                 counts[2 * i] += any(bool(flags[name]) for name in FLAG_NAMES)
                 counts[2 * i + 1] += bool(diag.blamed_layers) and diag.blamed_layers[0].layer == layer
                 if i == 0:
+                    risks.append(diag.risk.risk_score)
                     for name in FLAG_NAMES:
                         fired[name] = fired.get(name, 0) + bool(flags[name])
         n = len(chunk)
         names = ", ".join(f"{k.removesuffix('_detected')} {v}" for k, v in fired.items() if v) or "none"
         lines.append(
             f"| {kind.removeprefix('fault_')} | {depth} ({layer}) | {n} | {counts[0]}/{n} | "
-            f"{counts[1]}/{n} | {counts[2]}/{n} | {counts[3]}/{n} | {names} |"
+            f"{counts[1]}/{n} | {counts[2]}/{n} | {counts[3]}/{n} | {sorted(risks)[n // 2]:.2f} | {names} |"
         )
     clean = [i for i in items if i.fault is None and cache_key(i) in captured]
     lines += [

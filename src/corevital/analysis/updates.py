@@ -190,7 +190,8 @@ def _silent_mlp_findings(levels: TypicalLevels, th: UpdateThresholds) -> list[La
 
 def _without_consequences(findings: list[LayerUpdateFinding]) -> list[LayerUpdateFinding]:
     """Drop what follows from an earlier finding: after an exploding update (ratio ``high``), the
-    later layers change the inflated stream relatively little (ratio ``low``); and a uniform
+    later layers' update ratios follow from the changed stream (a relatively small update of the
+    inflated stream, or a larger one after a collapsed attention's output: not counted); and a uniform
     attention's (or a silenced MLP's) own ratio and entropy z are the same fault."""
     highs = [f.layer for f in findings if f.signal == "update_ratio" and f.direction == "high"]
     first_high = min(highs) if highs else None
@@ -198,7 +199,7 @@ def _without_consequences(findings: list[LayerUpdateFinding]) -> list[LayerUpdat
     kept = []
     for f in findings:
         later = first_high is not None and f.layer > first_high
-        if later and f.signal == "update_ratio" and f.direction == "low":
+        if later and f.signal == "update_ratio":
             continue
         if f.layer in uniform and np.isfinite(f.z):
             continue

@@ -1,5 +1,5 @@
 """``python -m corevital``: the same command line as ``corevital``."""
 
-from corevital.cli import main
+from corevital.cli import console_main
 
-raise SystemExit(main())
+console_main()

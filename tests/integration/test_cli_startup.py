@@ -88,3 +88,35 @@ def test_a_run_leaves_scipy_unimported_and_the_losses_still_reach_it(
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("ok")
+
+
+@pytest.mark.slow  # a real `python -m corevital` process
+def test_the_command_ends_without_the_interpreters_teardown_and_loses_nothing(
+    tmp_path: Path, tiny_model_dir: Callable[[str], Path]
+) -> None:
+    """``python -m corevital run`` ends with os._exit after flushing its streams and running the
+    atexit handlers: its exit code, every printed line and the stored report are all there."""
+    out = tmp_path / "runs"
+    argv = [*run_args(tiny_model_dir("llama"), out), "--prompt", "hi", "--max_new_tokens", "3"]
+    done = subprocess.run(
+        [sys.executable, "-m", "corevital", *argv, "--sink", "sqlite", "--sink", "local"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (report_file,) = out.glob("trace_*.json")
+    trace_id = report_file.stem.removeprefix("trace_")
+    assert done.stdout.rstrip().splitlines()[-1].endswith(trace_id)  # the last line was flushed
+    store = SQLiteStore(out / "corevital.db", read_only=True)
+    try:
+        assert [row.trace_id for row in store.list()] == [trace_id]
+    finally:
+        store.close()
+    failed = subprocess.run(
+        [sys.executable, "-m", "corevital", *argv[:-2], "--max_new_tokens", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert failed.returncode != 0 and failed.stderr.strip().startswith("corevital: ")

@@ -13,6 +13,7 @@ made once.
 every store (``write_encoded``) and exporter (``export_encoded``) that has the method; a sink
 that has only ``write(report)``/``export(report)`` gets the report itself. The object must not be
 kept past the report being changed: its encodings are of the report as it was when first asked.
+:func:`stored_json_text` and :func:`parse_stored` read a stored zlib blob back, for every SQL store.
 """
 
 from __future__ import annotations
@@ -130,6 +131,34 @@ class EncodedReport:
         return f"EncodedReport({self.trace_id!r}, encoded={self.encoded})"
 
 
+def stored_json_text(value: object, where: str, limit: int) -> str:
+    """The JSON text of a stored report (a database cell holding :attr:`EncodedReport.zlib`), inflated
+    to at most ``limit`` bytes; a :class:`~corevital.errors.ReportError` naming ``where`` when the
+    cell is not a blob, not zlib data, too large or not UTF-8."""
+    from corevital.errors import ReportError
+    from corevital.report.limits import inflate, stored_bytes
+
+    blob = stored_bytes(value, where)
+    if not blob.startswith(b"\x78"):
+        raise ReportError(f"{where} is corrupt (not zlib data)")
+    try:
+        return inflate(blob, where, limit=limit).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ReportError(f"{where} is corrupt ({error})") from None
+
+
+def parse_stored(text: str, where: str) -> Report:
+    """The report in a store's JSON ``text``; its :class:`~corevital.errors.ReportError` prefixed
+    with ``where`` (``<store>#<trace id>``)."""
+    from corevital.errors import ReportError
+    from corevital.report.encoding import report_from_json
+
+    try:
+        return report_from_json(text)
+    except ReportError as error:
+        raise ReportError(f"{where}: {error}") from None
+
+
 @runtime_checkable
 class EncodedSink(Protocol):
     """A sink that can take an :class:`EncodedReport` (the built-in stores): it reuses the encoding
@@ -138,4 +167,4 @@ class EncodedSink(Protocol):
     def write_encoded(self, encoded: EncodedReport) -> str: ...
 
 
-__all__ = ["GZIP_LEVEL", "ZLIB_LEVEL", "EncodedReport", "EncodedSink"]
+__all__ = ["GZIP_LEVEL", "ZLIB_LEVEL", "EncodedReport", "EncodedSink", "parse_stored", "stored_json_text"]

@@ -30,10 +30,10 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
-from corevital.errors import NotAvailableError, ReportError, StoreError
-from corevital.report.limits import MAX_REPORT_BYTES, inflate, stored_bytes
+from corevital.errors import NotAvailableError, StoreError
+from corevital.report.limits import MAX_REPORT_BYTES
 from corevital.report.timestamps import epoch_ms
-from corevital.sinks.encoded import EncodedReport
+from corevital.sinks.encoded import EncodedReport, parse_stored, stored_json_text
 from corevital.sinks.postgres_schema import REPORTS_TABLE, RISK_SORT_SQL, WRITE_LOCK, prepare
 from corevital.sinks.postgres_url import redact_url
 from corevital.sinks.rows import (
@@ -167,16 +167,11 @@ class PostgresStore:
 
     def get(self, trace_id: str) -> Report | None:
         """The report with this trace id (or a unique prefix of it), or ``None``."""
-        from corevital.report.encoding import report_from_json
-
         found = self.resolve(trace_id)
         text = None if found is None else self.get_json(found)
         if found is None or text is None:
             return None
-        try:
-            return report_from_json(text)
-        except ReportError as error:
-            raise ReportError(f"{self.location}#{found}: {error}") from None
+        return parse_stored(text, f"{self.location}#{found}")
 
     def resolve(self, trace_id: str) -> str | None:
         """The full trace id of this id or unique prefix, or ``None`` (StoreError when ambiguous)."""
@@ -199,14 +194,9 @@ class PostgresStore:
         rows = self._query(f"SELECT report_zlib FROM {_T} WHERE trace_id = %s", (trace_id,))
         if not rows:
             return None
-        where = f"{self.location}#{trace_id}: the stored report"
-        blob = stored_bytes(rows[0][0], where)
-        if not blob.startswith(b"\x78"):
-            raise ReportError(f"{where} is corrupt (not zlib data)")
-        try:
-            return inflate(blob, where, limit=self.max_report_bytes).decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise ReportError(f"{where} is corrupt ({error})") from None
+        return stored_json_text(
+            rows[0][0], f"{self.location}#{trace_id}: the stored report", self.max_report_bytes
+        )
 
     def contains(self, trace_id: str) -> bool:
         """Whether exactly this trace id is stored."""

@@ -19,8 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from corevital.errors import ReportError, StoreError
-from corevital.report.limits import MAX_REPORT_BYTES, inflate, stored_bytes
+from corevital.errors import StoreError
+from corevital.report.limits import MAX_REPORT_BYTES
 from corevital.report.timestamps import epoch_ms
 from corevital.sinks.base import (
     MAX_PAGE_SIZE,
@@ -31,7 +31,7 @@ from corevital.sinks.base import (
     TraceRow,
     ambiguous_prefix_message,
 )
-from corevital.sinks.encoded import EncodedReport
+from corevital.sinks.encoded import EncodedReport, parse_stored, stored_json_text
 from corevital.sinks.rows import (
     aggregate_key,
     aggregate_of,
@@ -162,7 +162,7 @@ class SQLiteStore:
         if found is None:
             return None
         text = self._blob_text(found)
-        return None if text is None else self._parse(found, text)
+        return None if text is None else parse_stored(text, f"{self.path}#{found}")
 
     def resolve(self, trace_id: str) -> str | None:
         """The full trace id of this id or unique prefix, or ``None`` (StoreError when ambiguous)."""
@@ -297,22 +297,9 @@ class SQLiteStore:
         rows = self._query("SELECT report_zlib FROM reports WHERE trace_id = ?", (trace_id,))
         if not rows:
             return None
-        where = f"{self.path}#{trace_id}: the stored report"
-        blob = stored_bytes(rows[0][0], where)
-        if not blob.startswith(b"\x78"):
-            raise ReportError(f"{where} is corrupt (not zlib data)")
-        try:
-            return inflate(blob, where, limit=self.max_report_bytes).decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise ReportError(f"{where} is corrupt ({error})") from None
-
-    def _parse(self, trace_id: str, text: str) -> Report:
-        from corevital.report.encoding import report_from_json
-
-        try:
-            return report_from_json(text)
-        except ReportError as error:
-            raise ReportError(f"{self.path}#{trace_id}: {error}") from None
+        return stored_json_text(
+            rows[0][0], f"{self.path}#{trace_id}: the stored report", self.max_report_bytes
+        )
 
 
 def _is_read_only_error(error: sqlite3.OperationalError) -> bool:

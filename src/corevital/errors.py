@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from pydantic import ValidationError
 
 
@@ -73,6 +75,18 @@ class NotAvailableError(CoreVitalError):
     """A feature that this build or this machine does not provide (yet)."""
 
     exit_code = 8
+
+
+def import_extra(*modules: str, hint: str) -> ModuleType:
+    """Import ``modules`` (an optional extra's packages) and return the first; when one is missing, a
+    :class:`NotAvailableError` "<hint> (<missing module> is missing)"."""
+    import importlib
+
+    try:
+        imported = [importlib.import_module(name) for name in modules]
+    except ImportError as exc:
+        raise NotAvailableError(f"{hint} ({exc.name} is missing)") from exc
+    return imported[0]
 
 
 def validation_line(

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 from urllib.parse import urlsplit
 
-from corevital.errors import ConfigError, ExporterError, NotAvailableError
+from corevital.errors import ConfigError, ExporterError, import_extra
 from corevital.exporters.sampling import report_weight
 from corevital.report.timestamps import epoch_ms, parse_utc
 from corevital.sinks.rows import HealthFlag
@@ -237,12 +237,12 @@ class _Failures:
 
 def _check_sdk() -> None:
     """:class:`NotAvailableError` unless the OpenTelemetry SDK and OTLP/HTTP exporter are installed."""
-    try:
-        import opentelemetry.exporter.otlp.proto.http  # noqa: F401
-        import opentelemetry.sdk.metrics  # noqa: F401
-        import opentelemetry.sdk.trace  # noqa: F401
-    except ImportError as exc:
-        raise NotAvailableError(f"{INSTALL_HINT} ({exc.name} is missing)") from exc
+    import_extra(
+        "opentelemetry.exporter.otlp.proto.http",
+        "opentelemetry.sdk.metrics",
+        "opentelemetry.sdk.trace",
+        hint=INSTALL_HINT,
+    )
 
 
 def _counting_exporters(failures: _Failures) -> tuple[type[Any], type[Any]]:

@@ -31,7 +31,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
-from corevital.errors import ConfigError, ExporterError, NotAvailableError
+from corevital.errors import ConfigError, ExporterError, import_extra
 from corevital.exporters.prometheus_metrics import (
     DEFAULT_MAX_MODELS,
     METRICS,
@@ -58,11 +58,7 @@ Sample = tuple[str, dict[str, str], float]
 
 def client() -> ModuleType:
     """The ``prometheus_client`` package; :class:`NotAvailableError` without the extra."""
-    try:
-        import prometheus_client
-    except ImportError as exc:
-        raise NotAvailableError(f"{INSTALL_HINT} ({exc.name} is missing)") from exc
-    return prometheus_client
+    return import_extra("prometheus_client", hint=INSTALL_HINT)
 
 
 def _families(metrics: dict[MetricSpec, list[Sample]]) -> list[Any]:

@@ -46,7 +46,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from corevital.errors import ConfigError, ExporterError, NotAvailableError
+from corevital.errors import ConfigError, ExporterError, import_extra
 from corevital.exporters.sampling import report_weight
 from corevital.sinks.encoded import EncodedReport
 from corevital.sinks.rows import HealthFlag
@@ -79,11 +79,7 @@ Mode = Literal["online", "offline"]
 
 def client() -> ModuleType:
     """The ``wandb`` package; :class:`NotAvailableError` without the extra."""
-    try:
-        import wandb
-    except ImportError as exc:
-        raise NotAvailableError(f"{INSTALL_HINT} ({exc.name} is missing)") from exc
-    return wandb
+    return import_extra("wandb", hint=INSTALL_HINT)
 
 
 def quiet_settings(wandb: ModuleType) -> Any:

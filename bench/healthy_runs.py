@@ -4,8 +4,9 @@ Runs the prompts of ``bench/data/healthy_prompts.jsonl`` (questions, instruction
 greedy and sampled, as each line says) and ``bench/data/loop_prompts.jsonl`` through capture and
 :func:`corevital.analysis.diagnose.diagnose`, batched 8 per ``generate()`` call, and prints:
 
-- the firing rate of every health flag on the healthy runs, and the text of every repetition
-  firing so that a human can check it is a real loop;
+- the firing rate of every health flag on the healthy runs, the text of every repetition
+  firing so that a human can check it is a real loop, the layers and reasons of every layer-update
+  firing, and the lowest MLP update ratio of any step and layer (a silenced MLP gives 0);
 - the risk-score distribution (min, p10, median, p90, max, the largest share of runs sharing one
   value at 3 decimals, the share at or above 0.7);
 - for each loop prompt: whether the loop was found, its period and text, and the risk;
@@ -109,6 +110,7 @@ def report_healthy(runs: list[Run], diags: list[Diagnosis]) -> dict[str, Any]:
             "repetition_loop_detected",
             "nan_detected",
             "inf_detected",
+            "layer_update_anomaly_detected",
         )
     }
     risks = [d.risk.risk_score for d in diags]
@@ -158,6 +160,17 @@ def report_healthy(runs: list[Run], diags: list[Diagnosis]) -> dict[str, Any]:
                 f"  flag fired on {item['prompt']!r}: mid {d.mid_layer.layers} collapse "
                 f"{d.attention_collapse.trend_layers} sev {d.health_flags.attention_collapse_severity}"
             )
+        if d.health_flags.layer_update_anomaly_detected:
+            reasons = [(b.layer, b.reasons) for b in d.blamed_layers[:3]]
+            print(f"  layer update anomaly on {item['prompt']!r}: {reasons}")
+    mlp = [
+        float(np.nanmin(sig.hidden_mlp_update_ratio))
+        for _, _, sig in runs
+        if sig.hidden_mlp_update_ratio is not None and np.isfinite(sig.hidden_mlp_update_ratio).any()
+    ]
+    if mlp:
+        summary["lowest_mlp_update_ratio"] = min(mlp)
+        print(f"  lowest MLP update ratio of any step and layer: {min(mlp):.4f} ({len(mlp)} runs)")
     return summary
 
 

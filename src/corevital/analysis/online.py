@@ -406,6 +406,7 @@ class OnlineSequenceMonitor:
         self._warning = EarlyWarningTracker(profile.early_warning)
         self._repetition = RepetitionSoFar(profile.repetition, prompt_text=prompt_text)
         self._features = RunningFeatures()
+        self._requested = requested_repetition(prompt_text)
         self._compound = RunningCompound(profile.compound)
         self._layers = RunningLayerUpdates(calibration)
         self._non_finite = False
@@ -445,6 +446,7 @@ class OnlineSequenceMonitor:
             loop_coverage=loop.span / self._steps if loop is not None else 0.0,
             non_finite=self._non_finite,
             layer_update=self._layers.severity(),
+            repetition_requested=self._requested,
         )
         self._evidence = found
         return OnlineStep(

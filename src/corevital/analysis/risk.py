@@ -17,7 +17,9 @@ by more than ``factor_epsilon``, largest first; a factor that lowered it is not 
 that applies (``nan_or_inf``, ``repetition_loop``) is always listed, and a score of 0.5 or more
 always lists at least one factor. Nothing is on by default: a feature at its center contributes 0.
 
-A repetition loop that the prompt asked for ("write X 50 times") adds no term and no floor.
+A repetition loop that the prompt asked for ("write X 50 times") adds no term and no floor, and
+such a prompt's repeated n-grams (``repeat_share``, the continuous phrase-level loop evidence) add
+no term either.
 
 The same model gives the live ``running_risk`` (:mod:`corevital.analysis.online`): the score is
 :func:`combine` of a :class:`RiskEvidence` (:func:`running_score` is its score without the factors),
@@ -78,6 +80,7 @@ class RiskEvidence:
     loop: bool = False  # a repetition loop the prompt did not ask for
     loop_coverage: float = 0.0
     non_finite: bool = False
+    repetition_requested: bool = False  # the prompt asks for repetition: repeat_share is not counted
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,7 @@ def evidence(
         loop=flags.repetition_loop_detected and not repetition_requested,
         loop_coverage=repetition_coverage,
         non_finite=flags.nan_detected or flags.inf_detected,
+        repetition_requested=repetition_requested,
     )
 
 
@@ -249,6 +253,8 @@ def logit_terms(found: RiskEvidence, profile: RiskProfile) -> dict[str, float]:
     """Each term of the profile's logit (0 for a feature at its center)."""
     terms: dict[str, float] = {}
     for name, attr in _CONTINUOUS:
+        if attr == "repeat_share" and found.repetition_requested:
+            continue
         terms[name] = _term(getattr(found.features, attr), getattr(profile, attr), profile.feature_cap)
     for name, severity in found.compound:
         terms[f"compound:{name}"] = profile.compound_weight * severity

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Every GPU table of docs/performance.md, from the repository root:
-#   bash bench/gpu_suite.sh OUTDIR [llama|rest|static|dynamic|all]
+#   bash bench/gpu_suite.sh OUTDIR [llama|rest|static|dynamic|families|all]
 # "llama" (Llama-3-8B shape, batch 1: the targets; about 6 minutes on an H200) and "rest"
 # (SmolLM2-135M shape, batch 8, the other capture modes; about 6 minutes) each fit one 10-minute
 # device call; "all" (the default) runs both. "static" (transformers' compiled static-cache decoding
 # step, Llama-3-8B shape, 64->50 and 512->200, batch 1 and 8: each shape and capture mode compiles
-# once, so the first run of each is long) and "dynamic" (the same cases with the dynamic cache) are
-# the fast-path table; each takes most of a 10-minute call. Each case writes OUTDIR/<name>.txt (the
-# Markdown table) and OUTDIR/<name>.json; the tail of each table is echoed as it finishes.
+# once, so the first run of each is long: about 8.5 minutes on an H200, within one 10-minute call)
+# and "dynamic" (the same cases with the dynamic cache, about 5 minutes) are the fast-path table.
+# "families" runs the static-cache subset of the decoder-family matrix on the GPU (generate()
+# compiles every tiny model's decoding step; 8 pytest workers, about 2 minutes; needs pytest-xdist)
+# into OUTDIR/family_static.txt. Each bench case writes OUTDIR/<name>.txt (the Markdown table) and
+# OUTDIR/<name>.json; the tail of each table is echoed as it finishes.
 # BATCHES (default "1,8") narrows the static and dynamic parts to some batch sizes.
 # On a machine without this project's dependencies, install them first (see docs/performance.md).
 set -u
@@ -36,3 +39,8 @@ for cache in static dynamic; do
             --repeats 5 --warmup 1 --cache "$cache"
     fi
 done
+if [ "$part" = families ]; then
+    CV_TEST_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider -n 8 -rA \
+        tests/integration/test_family_matrix.py -k static >"$out/family_static.txt" 2>&1
+    tail -n 1 "$out/family_static.txt"
+fi

@@ -32,7 +32,7 @@ from tests.integration.test_capture_caches import (
     _watched,
     on_test_device,
 )
-from tests.support.models_table import ATTENTION_NOT_OBSERVED, render
+from tests.support.models_table import ATTENTION_NOT_OBSERVED, COMPILED_NO_ATTENTION, render
 from tests.support.tiny_models import FAMILIES, TinyModel, build_family_model, build_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,8 +52,11 @@ def _compiled_steps_lack_attention(model: TinyModel, cache: str) -> bool:
     Compiled steps keep their attention rows only over a static cache of full-attention layers
     (:func:`corevital.capture.hf_compat.static_full_layers`); generate() compiles on an accelerator.
     """
-    if cache != "static" or TEST_DEVICE == "cpu":
-        return False
+    return cache == "static" and TEST_DEVICE != "cpu" and _sliding_static_cache(model)
+
+
+def _sliding_static_cache(model: TinyModel) -> bool:
+    """Whether the static cache generate() makes for ``model`` has a layer that is not full attention."""
     from transformers import StaticCache
 
     config = model.config.get_text_config(decoder=True)
@@ -89,6 +92,11 @@ def test_family(family: str, cache: str) -> None:
         _check_complete(f, layers)
         _close(_attention(f), _attention(e), f"{family}: attention fast vs eager ({cache} cache)")
         _close(_logits(f), _logits(e), f"{family}: logits fast vs eager ({cache} cache)")
+
+
+def test_the_families_without_compiled_attention_are_those_with_sliding_static_caches() -> None:
+    found = tuple(f for f in FAMILIES if _sliding_static_cache(build_family_model(f, seed=0)))
+    assert found == COMPILED_NO_ATTENTION
 
 
 def test_models_page_is_current() -> None:

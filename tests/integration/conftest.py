@@ -37,6 +37,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], 
     return get
 
 
+@pytest.fixture
+def tiny_llama(tiny_model_dir: Callable[[str], Path]) -> str:
+    """The tiny Llama's directory, as a ``--model`` argument."""
+    return str(tiny_model_dir("llama"))
+
+
 @pytest.fixture(scope="session")
 def corevital_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The corevital wheel, built once per session from a copy of the source tree."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,11 +15,6 @@ from corevital.report.encoding import load_report
 from corevital.report.schema import Report
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.cli import newest_report, one_error_line, run_args, run_cli
-
-
-@pytest.fixture
-def tiny_llama(tiny_model_dir: Callable[[str], Path]) -> str:
-    return str(tiny_model_dir("llama"))
 
 
 def test_unknown_model_id(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

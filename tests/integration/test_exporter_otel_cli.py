@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import shlex
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,6 @@ from corevital.report.timestamps import epoch_ms, parse_utc  # noqa: E402
 from corevital.sinks.sqlite import SQLiteStore  # noqa: E402
 from tests.support.cli import run_args  # noqa: E402
 from tests.support.otlp import OtlpReceiver, free_port  # noqa: E402
-
-
-@pytest.fixture
-def tiny_llama(tiny_model_dir: Callable[[str], Path]) -> str:
-    return str(tiny_model_dir("llama"))
 
 
 def otel_args(model: str, out: Path, endpoint: str) -> list[str]:

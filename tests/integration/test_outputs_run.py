@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,11 +11,6 @@ from corevital.sinks.base import MemorySink
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.cli import run_args, run_cli
 from tests.support.sinks import FailingExporter, RecordingSink
-
-
-@pytest.fixture
-def tiny_llama(tiny_model_dir: Callable[[str], Path]) -> str:
-    return str(tiny_model_dir("llama"))
 
 
 def run(capsys: pytest.CaptureFixture[str], model: str, out: Path, *extra: str) -> tuple[int, str, str]:

@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,6 @@ from corevital.errors import StoreError
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.cli import run_args
 from tests.support.tiny_models import MAX_POSITIONS
-
-
-@pytest.fixture
-def tiny_llama(tiny_model_dir: Callable[[str], Path]) -> str:
-    return str(tiny_model_dir("llama"))
 
 
 def streaming_args(model: str, out: Path, prompts_file: Path, *extra: str) -> list[str]:

@@ -14,12 +14,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from corevital.server.app import create_app
-from corevital.server.config import Limits, ServeConfig, path_spellings
+from corevital.server.config import Limits, ServeConfig
 from corevital.server.models import Aggregates, Info, LegacyTrace, RunPage, RunSummary
 from corevital.sinks.base import HealthFlag, MemorySink, Page, TraceQuery
 from corevital.sinks.rows import TraceRow
 from corevital.sinks.sqlite import SQLiteStore
-from tests.support.served import copy_store, original_documents, served_store
+from tests.support.served import copy_store, original_documents, serve_config, served_store
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +34,9 @@ def store(db: Path) -> Iterator[SQLiteStore]:
     store.close()
 
 
-def config_for(db: Path, **overrides: Any) -> ServeConfig:
-    return ServeConfig(store_label=db.name, store_paths=path_spellings(str(db), db.resolve()), **overrides)
-
-
 @pytest.fixture(scope="module")
 def client(db: Path, store: SQLiteStore) -> Iterator[TestClient]:
-    with TestClient(create_app(store, config_for(db))) as client:
+    with TestClient(create_app(store, serve_config(db))) as client:
         yield client
 
 
@@ -340,7 +336,7 @@ def test_db_path_naming_the_served_store_is_accepted(client: TestClient, db: Pat
 
 
 def test_limits_are_configurable(db: Path, store: SQLiteStore) -> None:
-    config = config_for(db, limits=Limits(max_compare=2))
+    config = serve_config(db, limits=Limits(max_compare=2))
     with TestClient(create_app(store, config)) as client:
         ids = ["7c1c62d1", "01aeafe3", "8d0bad87"]
         response = client.get("/api/v1/compare", params={"id": ids})
@@ -353,7 +349,7 @@ def test_a_new_run_shows_in_cached_lists_at_once(db: Path, tmp_path: Path) -> No
     reader = SQLiteStore(copy, read_only=True)
     limits = Limits(cache_ttl_s=60.0, cache_check_s=0.05)
     try:
-        with TestClient(create_app(reader, config_for(copy, limits=limits))) as client:
+        with TestClient(create_app(reader, serve_config(copy, limits=limits))) as client:
             before = client.get("/api/traces").json()
             assert client.get("/api/traces").json() == before
             report = writer.get("7c1c62d1")

@@ -10,10 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from corevital.server.app import create_app
-from corevital.server.config import Limits, ServeConfig, path_spellings
+from corevital.server.config import Limits
 from corevital.server.fast_runs import Unusual, plain_query
 from corevital.sinks.sqlite import SQLiteStore
-from tests.support.served import served_store
+from tests.support.served import serve_config, served_store
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +22,7 @@ def client(
 ) -> Iterator[TestClient]:
     db = served_store(tmp_path_factory.mktemp, tiny_model_dir)
     store = SQLiteStore(db, read_only=True)
-    config = ServeConfig(
-        store_label=db.name, store_paths=path_spellings(str(db), db.resolve()), limits=Limits(cache_ttl_s=0)
-    )
+    config = serve_config(db, limits=Limits(cache_ttl_s=0))
     with TestClient(create_app(store, config)) as client:
         yield client
     store.close()

@@ -19,9 +19,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:
+    from corevital.server.config import ServeConfig
 
 REPO = Path(__file__).resolve().parents[2]
 ORIGINALS = REPO / "tests" / "data" / "original-corevital"
@@ -64,6 +67,14 @@ def served_store(directory_factory: Callable[[str], Path], tiny_model: Callable[
         run_ok(*argv)
     _BUILT["store"] = db
     return db
+
+
+def serve_config(db: Path, **overrides: Any) -> ServeConfig:
+    """The settings ``corevital serve`` makes for the SQLite store at ``db``: its file name as the
+    label and every spelling of its path (what error messages must not show), plus ``overrides``."""
+    from corevital.server.config import ServeConfig, path_spellings
+
+    return ServeConfig(store_label=db.name, store_paths=path_spellings(str(db), db.resolve()), **overrides)
 
 
 def copy_store(source: Path, directory: Path) -> Path:

@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from corevital.capture.gguf_cache import (
     BUFFERS,
     MANIFEST,
+    TOKENIZER_CONFIG,
     cache_entry,
     cache_root,
     file_fingerprint,
@@ -79,6 +80,16 @@ def test_an_entry_is_written_whole_and_reads_back_the_same_model(tmp_path: Path)
         assert torch.equal(tensor, theirs[name]), name
     reread = AutoTokenizer.from_pretrained(entry.directory)
     assert reread("hello there").input_ids == tokenizer("hello there").input_ids
+    # The added tokens are listed in the entry's tokenizer config (a load then reads
+    # tokenizer.json once), and the tokenizer read back has the same ones.
+    listed = json.loads((entry.directory / TOKENIZER_CONFIG).read_text(encoding="utf-8"))[
+        "added_tokens_decoder"
+    ]
+    assert {int(i): t["content"] for i, t in listed.items()} == {
+        i: t.content for i, t in tokenizer.added_tokens_decoder.items()
+    }
+    assert reread.added_tokens_decoder == tokenizer.added_tokens_decoder
+    assert reread.all_special_ids == tokenizer.all_special_ids
 
 
 def test_a_partial_or_foreign_entry_is_not_complete(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ Where: ``$XDG_CACHE_HOME/corevital`` (``~/.cache/corevital`` when that variable 
 and of 16 blocks spread over it (reading ~1 MiB, not the whole file), so a replaced file gets a new
 entry. An entry is written in a temporary directory and renamed into place once complete, so
 concurrent first loads never see a half-written entry (the second rename loses and is discarded).
+The entry's ``tokenizer_config.json`` lists the tokenizer's added tokens, so that a load reads
+``tokenizer.json`` once (:func:`record_added_tokens`).
 Every entry lists its files and their sizes in ``corevital-cache.json``, written last; an entry
 whose list is missing or does not match the files, or that fails to load, is removed and rebuilt.
 
@@ -44,10 +46,11 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2  # 2: entries record their buffers (BUFFERS)
+CACHE_FORMAT = 3  # 2: entries record their buffers (BUFFERS); 3: and their added tokens (TOKENIZER_CONFIG)
 MANIFEST = "corevital-cache.json"
 WEIGHTS = "model.safetensors"
 BUFFERS = "corevital-buffers.safetensors"
+TOKENIZER_CONFIG = "tokenizer_config.json"
 CACHE_OFF = "off"
 _SAMPLE_BLOCKS = 16
 _BLOCK = 64 * 1024
@@ -194,7 +197,29 @@ def save_converted(model: Any, tokenizer: Any, directory: Path) -> None:
             config.__dict__["quantization_config"] = quantization
         config.architectures = architectures
     tokenizer.save_pretrained(directory)
+    record_added_tokens(tokenizer, directory / TOKENIZER_CONFIG)
     save_buffers(model, directory / BUFFERS)
+
+
+def record_added_tokens(tokenizer: Any, path: Path) -> None:
+    """Write the tokenizer's added tokens (``added_tokens_decoder``) into its ``tokenizer_config.json``.
+
+    A tokenizer converted from GGUF is saved without them there; loading it then parses the whole
+    ``tokenizer.json`` again in Python to find them (0.3-0.5 s for the default model's 3.5 MB file
+    on a 2-core CPU), besides the tokenizers library's own read of it. With them listed, the load
+    reads the file once, and gives the same tokenizer. Nothing is changed when the file lists them
+    already or the tokenizer has none.
+    """
+    decoder = getattr(tokenizer, "added_tokens_decoder", None)
+    if not decoder or not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(config, dict) or "added_tokens_decoder" in config:
+        return
+    config["added_tokens_decoder"] = {
+        str(index): dict(token.__getstate__()) for index, token in sorted(decoder.items())
+    }
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def save_buffers(model: Any, path: Path) -> None:

@@ -92,7 +92,7 @@ def test_windows_equal_single_steps_when_sampling(
 def test_window_ends_at_the_bytes_budget(
     tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A window holding more than the budget of deferred rows is reduced early: held memory stays bounded."""
+    """A window whose logits and hidden-state rows pass the budget is reduced early: memory stays bounded."""
     loaded = tiny_loaded("llama")
     settings = tiny_settings(max_new_tokens=6)
     flushed: list[int] = []
@@ -106,6 +106,38 @@ def test_window_ends_at_the_bytes_budget(
     run = capture_prompts(loaded, PROMPTS[:1], settings, tuning=Tuning(deferred_bytes=1))
     assert run.sequences[0].num_steps == 6
     assert max(flushed) <= 2  # every step is over the budget: windows of one step
+
+
+def test_a_window_scores_its_attention_rows_in_pieces_within_the_budget(
+    tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attention rows larger than the budget are scored a few steps at a time; the window stays whole.
+
+    The window closes on its logits and hidden-state rows (or ``flush_every``); its attention rows
+    are scored in pieces of consecutive steps within the budget, with the numbers of single steps.
+    """
+    loaded = tiny_loaded("llama")
+    settings = tiny_settings(max_new_tokens=9)
+    want = _capture(loaded, settings, monkeypatch, flush_every=1)
+    real_reduce = step_window_module.reduce_raw_steps  # type: ignore[attr-defined]  # the name the window calls
+    windows: list[int] = []
+    budgets: list[int | None] = []
+
+    def reduce(raw: Any, *args: Any, attention_budget: int | None = None, **kwargs: Any) -> Any:
+        windows.append(len(raw))
+        budgets.append(attention_budget)
+        # two or three steps' rows of this tiny model (2 prompts, 2 layers, 4 heads, ~10 keys)
+        return real_reduce(raw, *args, attention_budget=6000, **kwargs)
+
+    monkeypatch.setattr(step_window_module, "reduce_raw_steps", reduce)
+    pieces = _count_deferred_rows(monkeypatch)
+    got = _capture(loaded, settings, monkeypatch, flush_every=32)
+    assert windows == [1, 8]  # the prefill's step, then every decoding step in one window
+    assert budgets == [DEFERRED_BOUNDS[0]] * 2  # the window passes its budget (a tiny model: the floor)
+    assert len(pieces) >= 3 and sum(pieces) == 8 and max(pieces) <= 2
+    for a, b in zip(got, want, strict=True):
+        assert a.generated_token_ids == b.generated_token_ids
+        _assert_same(a, b)
 
 
 def test_rows_of_a_sliding_window_cache_are_scored_every_step(

@@ -119,6 +119,7 @@ class StepWindow:
                         self.options,
                         sketch=self.sketch,
                         keys=None if group[0].decode_rows is None else self._cache_keys(),
+                        attention_budget=self.budget_bytes,
                     ),
                     [(step.attention, step.cross_attention) for step in group],
                 )

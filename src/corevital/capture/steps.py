@@ -63,9 +63,11 @@ class RawStep:
     # (:mod:`.mlp_inputs`), for the MLP update ratio
 
     def float32_bytes(self) -> int:
-        """Bytes of this step's rows as float32: what its share of the batched reduction costs.
+        """Bytes of this step's logits and hidden-state rows as float32: its share of the batched reduction.
 
         Every layer's state has the same shape, so this is arithmetic on shapes, not a pass over layers.
+        Deferred attention rows are not counted: :func:`reduce_raw_steps` scores them in pieces of
+        consecutive steps that each stay within the window's budget (:meth:`attention_bytes`).
         """
         rows = self.logits_row.numel()
         if isinstance(self.states, Tensor):
@@ -74,8 +76,11 @@ class RawStep:
             rows += len(self.states) * self.states[0].numel()
         if self.mlp_inputs is not None:
             rows += len(self.mlp_inputs) * self.mlp_inputs[0].numel()
-        attention = 0 if self.decode_rows is None else self.decode_rows.float32_bytes()
-        return 4 * rows + attention
+        return 4 * rows
+
+    def attention_bytes(self) -> int:
+        """Bytes of this step's deferred attention probabilities in float32 (0: none deferred)."""
+        return 0 if self.decode_rows is None else self.decode_rows.float32_bytes()
 
     def kind(self) -> tuple[bool, bool, bool, bool]:
         """Steps of one kind are reduced in one batch: which optional parts the step has, in which form."""
@@ -114,10 +119,14 @@ def reduce_raw_steps(
     *,
     sketch: Tensor | None,
     keys: Sequence[Tensor] | None = None,
+    attention_budget: int | None = None,
 ) -> StepBatch:
     """The statistics of ``raw`` steps of one :meth:`RawStep.kind` (tokens chosen), in one batch.
 
     ``keys``: the cache's keys of every layer now, needed when the steps deferred attention rows.
+    ``attention_budget``: the largest float32 size of the attention probabilities scored at once
+    (None: every step's at once); the rows of more steps are scored in pieces of consecutive steps,
+    so a window need not close early because its attention rows are large (batch 8, long caches).
     """
     n = len(raw)
     batch = raw[0].logits_row.shape[0]
@@ -160,8 +169,37 @@ def reduce_raw_steps(
     if raw[0].decode_rows is not None:
         if keys is None:
             raise RuntimeError("deferred attention rows need the cache's keys")
-        attention = reduce_decode_rows([_rows(step) for step in raw], keys, options.tuning)
+        pieces = [
+            reduce_decode_rows([_rows(step) for step in piece], keys, options.tuning)
+            for piece in _pieces(raw, attention_budget)
+        ]
+        attention = pieces[0] if len(pieces) == 1 else _steps_joined(pieces)
     return StepBatch(_leading(logits, (n, batch)), _leading(chosen, (n, batch)), hidden, attention, n)
+
+
+def _pieces(raw: Sequence[RawStep], budget: int | None) -> list[Sequence[RawStep]]:
+    """``raw`` cut into runs of consecutive steps whose attention probabilities fit ``budget``.
+
+    A run holds one step at least, however large its rows.
+    """
+    if budget is None:
+        return [raw]
+    pieces: list[Sequence[RawStep]] = []
+    start, used = 0, 0
+    for index, step in enumerate(raw):
+        size = step.attention_bytes()
+        if index > start and used + size > budget:
+            pieces.append(raw[start:index])
+            start, used = index, 0
+        used += size
+    pieces.append(raw[start:])
+    return pieces
+
+
+def _steps_joined(pieces: Sequence[AttentionStats]) -> AttentionStats:
+    """Attention statistics of consecutive pieces of steps (fields [n, ...] each) as one ([N, ...])."""
+    values = {f.name: torch.cat([getattr(piece, f.name) for piece in pieces]) for f in fields(AttentionStats)}
+    return AttentionStats(**values)
 
 
 def split_host_batch(batch: StepBatch, attention: Sequence[tuple[Any, Any]]) -> list[DeviceStep]:

@@ -31,7 +31,7 @@ def test_status_line_on_a_terminal_and_quiet(
     monkeypatch.setenv("FORCE_COLOR", "1")  # rich treats stderr as a terminal
     _run(tmp_path / "a", model)
     err = capsys.readouterr().err
-    assert f"Loading {model}" in err or "Importing torch and transformers" in err
+    assert f"Loading {model}" in err or "Importing torch and the model code" in err
     _run(tmp_path / "b", model, "--quiet")
     err = capsys.readouterr().err
     assert "Loading" not in err and "Importing" not in err

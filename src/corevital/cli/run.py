@@ -90,7 +90,7 @@ def _load_model(pipeline: Pipeline, perf: PerfRecorder | None, stage: Callable[[
     name = pipeline.settings.model
     if name == DEFAULT_MODEL_NAME:
         name = "the default model, SmolLM2-135M-Instruct"
-    stage("Importing torch and transformers")
+    stage("Importing torch and the model code")
     with cyclic_gc_paused():
         with timed(perf, "imports"):
             from corevital.capture.loading import ModelSpec, import_model_stack, load_model
@@ -116,7 +116,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # One status line on a terminal from here until the model is loaded (then the live lines).
     with ExitStack() as status:
-        stage = status.enter_context(status_line("Starting", quiet=args.quiet or _another_rank(settings)))
+        stage = status.enter_context(
+            status_line("Importing CoreVital and transformers", quiet=args.quiet or _another_rank(settings))
+        )
         return _run(args, settings, perf, stage, status)
 
 

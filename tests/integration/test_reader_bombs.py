@@ -21,6 +21,7 @@ import pytest
 from corevital.report.limits import MAX_REPORT_BYTES
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.hostile import GOLDEN, deep_json, gzip_bomb, huge_integer_json, store_with_body, zlib_bomb
+from tests.support.original_store import ORIGINAL_DDL
 
 pytestmark = pytest.mark.slow
 
@@ -101,11 +102,7 @@ def test_migrate_from_db_of_bombs_stays_under_the_memory_bound_and_goes_on(
 ) -> None:
     source = tmp_path / "original.db"
     conn = sqlite3.connect(source)
-    conn.execute(
-        "CREATE TABLE reports (trace_id TEXT PRIMARY KEY, created_at_utc TEXT NOT NULL, "
-        "model_id TEXT NOT NULL, schema_version TEXT NOT NULL, report_json TEXT, report_blob BLOB, "
-        "prompt_hash TEXT, risk_score REAL)"
-    )
+    conn.execute(ORIGINAL_DDL)
     rows = [
         ("a-zlib-bomb", None, bombs["zlib"]),
         ("b-gzip-bomb", None, bombs["gzip"]),

@@ -37,6 +37,7 @@ from tests.support.hostile import (
     store_with_body,
     zlib_bomb,
 )
+from tests.support.original_store import ORIGINAL_DDL
 
 MIB = 1 << 20
 
@@ -241,11 +242,7 @@ def test_migrate_goes_on_after_every_hostile_file(tmp_path: Path, report: Report
 def test_migrate_from_db_goes_on_after_every_hostile_row(tmp_path: Path, report: Report) -> None:
     source = tmp_path / "original.db"
     conn = sqlite3.connect(source)
-    conn.execute(
-        "CREATE TABLE reports (trace_id TEXT PRIMARY KEY, created_at_utc TEXT NOT NULL, "
-        "model_id TEXT NOT NULL, schema_version TEXT NOT NULL, report_json TEXT, report_blob BLOB, "
-        "prompt_hash TEXT, risk_score REAL)"
-    )
+    conn.execute(ORIGINAL_DDL)
     rows = [
         ("a-bomb", None, zlib_bomb(300)),
         ("b-gzip-bomb", None, gzip_bomb(300)),

@@ -24,22 +24,13 @@ from corevital.sinks.migrate import (
 )
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.golden import GOLDEN
+from tests.support.original_store import FIRST_ORIGINAL_DDL, ORIGINAL_DDL
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "original-corevital"
 DATA = Path(__file__).resolve().parents[1] / "data"
 SMALL_FIXTURE = FIXTURES / "trace_8d0bad87.json"
 LEGACY_030 = DATA / "legacy_0.3.0_gpt2.json"
 LEGACY_040 = DATA / "legacy_0.4.0_flan_t5.json"
-
-# The original CoreVital SQLiteSink's table (see corevital.sinks.migrate), and its first layout.
-ORIGINAL_DDL = (
-    "CREATE TABLE reports (trace_id TEXT PRIMARY KEY, created_at_utc TEXT NOT NULL, model_id TEXT NOT NULL, "
-    "schema_version TEXT NOT NULL, report_json TEXT, report_blob BLOB, prompt_hash TEXT, risk_score REAL)"
-)
-FIRST_ORIGINAL_DDL = (
-    "CREATE TABLE reports (trace_id TEXT PRIMARY KEY, created_at_utc TEXT NOT NULL, model_id TEXT NOT NULL, "
-    "schema_version TEXT NOT NULL, report_json TEXT)"
-)
 
 
 def _trace_id(path: Path) -> str:

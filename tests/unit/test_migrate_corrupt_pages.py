@@ -27,11 +27,8 @@ from corevital.sinks.base import MemorySink, TraceQuery
 from corevital.sinks.migrate import migrate_sqlite
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.hostile import GOLDEN
+from tests.support.original_store import ORIGINAL_DDL
 
-ORIGINAL_DDL = (
-    "CREATE TABLE reports (trace_id TEXT PRIMARY KEY, created_at_utc TEXT NOT NULL, model_id TEXT NOT NULL, "
-    "schema_version TEXT NOT NULL, report_json TEXT, report_blob BLOB, prompt_hash TEXT, risk_score REAL)"
-)
 REPORTS = 40
 
 

@@ -24,11 +24,7 @@ from corevital.sinks.base import HealthFlag, SortOrder, TraceQuery, trace_row_fr
 from corevital.sinks.sqlite import SQLiteStore
 from corevital.sinks.sqlite_schema import APPLICATION_ID, LATEST_VERSION, MIGRATIONS
 from tests.support.golden import GOLDEN, golden_report
-
-ORIGINAL_DDL = (
-    "CREATE TABLE reports (trace_id TEXT PRIMARY KEY, created_at_utc TEXT NOT NULL, model_id TEXT NOT NULL, "
-    "schema_version TEXT NOT NULL, report_json TEXT, report_blob BLOB, prompt_hash TEXT, risk_score REAL)"
-)
+from tests.support.original_store import ORIGINAL_DDL
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ import numpy as np
 
 from corevital.analysis.diagnose import diagnose
 from corevital.analysis.evaluation import auroc
+from corevital.analysis.health import assess_health
 from corevital.analysis.profiles import RiskProfile, load_profile
 from corevital.analysis.risk import RiskEvidence, combine, evidence
 from corevital.validation.suite import BASELINE_KEYS, baseline_scores
@@ -48,10 +49,11 @@ CONTINUOUS = (
     "low_margin",
     "entropy_trend",
     "early_warning",
-    "repeat_share",
 )
-# the flag terms and the profile weight each one's value multiplies
+# the loop and internal-state terms and the profile weight each one's value multiplies (set a priori
+# unless --fit-flags); repeat_share is a continuous term but loop evidence like the loop flag
 FLAG_WEIGHTS = (
+    ("repeat_share", "repeat_share"),
     ("collapse", "collapse_weight"),
     ("layer_update", "layer_update_weight"),
     ("layer_jump", "layer_jump_weight"),
@@ -83,6 +85,7 @@ def dev_runs(out: Path) -> list[DevRun]:
             sig = captured[cache_key(by_id[item_id])][1]
             d = diagnose(sig, profile)
             assert d.risk.features is not None
+            updates = assess_health(sig, profile).layer_updates  # what diagnose gives the risk model
             found = evidence(
                 d.risk.features,
                 d.health_flags,
@@ -90,7 +93,9 @@ def dev_runs(out: Path) -> list[DevRun]:
                 blamed=d.blamed_layers,
                 repetition_coverage=d.repetition.coverage,
                 repetition_requested=d.repetition.requested,
+                layer_updates=updates,
             )
+            assert combine(found, profile.risk).risk_score == d.risk.risk_score  # the report's evidence
             cache[item_id] = (found, baseline_scores(vars(d.run_features), sig.token_ids.tolist()))
         return cache[item_id]
 
@@ -112,7 +117,9 @@ def design(found: RiskEvidence, risk: RiskProfile) -> np.ndarray:
         x = getattr(found.features, name)
         term = getattr(risk, name)
         row.append(0.0 if not math.isfinite(x) else float(np.clip((x - term.center) / term.scale, -3, 3)))
+    share, term = found.features.repeat_share, risk.repeat_share
     row += [
+        0.0 if not math.isfinite(share) else float(np.clip((share - term.center) / term.scale, -3, 3)),
         found.collapse_severity or 0.0,
         found.layer_update or 0.0,
         0.0 if found.mid_layer else found.layer_jump or 0.0,
@@ -121,6 +128,10 @@ def design(found: RiskEvidence, risk: RiskProfile) -> np.ndarray:
         float(found.loop),
     ]
     return np.asarray(row, dtype=np.float64)
+
+
+def _weight(risk: RiskProfile, key: str) -> float:
+    return risk.repeat_share.weight if key == "repeat_share" else float(getattr(risk, key))
 
 
 def fit(
@@ -135,7 +146,7 @@ def fit(
     (fault kinds aside) there."""
     full = np.stack([design(r.found, risk) for r in runs])
     k = len(CONTINUOUS)
-    flag_weights = np.asarray([getattr(risk, key) for _, key in FLAG_WEIGHTS])
+    flag_weights = np.asarray([_weight(risk, key) for _, key in FLAG_WEIGHTS])
     x = full if fit_flags else full[:, :k]
     offset = np.zeros(len(runs)) if fit_flags else full[:, k:] @ flag_weights
     y = np.asarray([r.failed for r in runs], dtype=np.float64)
@@ -176,8 +187,39 @@ def fit(
         update[name] = getattr(risk, name).model_copy(update={"weight": round(float(theta[1 + i]), 2)})
     if fit_flags:
         for j, (_, key) in enumerate(FLAG_WEIGHTS):
-            update[key] = round(float(theta[1 + k + j]), 2)
+            value = round(float(theta[1 + k + j]), 2)
+            update[key] = (
+                risk.repeat_share.model_copy(update={"weight": value}) if key == "repeat_share" else value
+            )
     return risk.model_copy(update=update)
+
+
+PENALTY_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
+
+
+def cv_penalty(runs: list[DevRun], risk: RiskProfile, fit_flags: bool, folds: int = 5) -> dict[float, float]:
+    """Kind-balanced held-out log loss of every penalty of :data:`PENALTY_GRID`, by grouped k-fold
+    cross-validation on dev (a group's runs stay in one fold)."""
+    groups = sorted({r.group for r in runs})
+    rng = np.random.default_rng(0)
+    fold_of = dict(zip(groups, rng.permutation(len(groups)) % folds, strict=True))
+    losses: dict[float, float] = {}
+    for penalty in PENALTY_GRID:
+        total, weight = 0.0, 0.0
+        for k in range(folds):
+            train = [r for r in runs if fold_of[r.group] != k]
+            held = [r for r in runs if fold_of[r.group] == k]
+            if not held:
+                continue
+            fitted = fit(train, risk, penalty, None, fit_flags)
+            kinds = [r.kind for r in held]
+            for r in held:
+                p = min(max(combine(r.found, fitted).smooth_score, 1e-6), 1 - 1e-6)
+                w = 1.0 / kinds.count(r.kind)
+                total -= w * (math.log(p) if r.failed else math.log(1 - p))
+                weight += w
+        losses[penalty] = total / weight
+    return losses
 
 
 def report(runs: list[DevRun], risk: RiskProfile) -> str:
@@ -217,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(".bench-out/validation_suite"))
     parser.add_argument("--fit", action="store_true", help="fit the weights on dev")
     parser.add_argument("--fit-flags", action="store_true", help="fit the flag terms' weights too")
-    parser.add_argument("--penalty", type=float, default=0.01, help="L2 penalty on the weights")
+    parser.add_argument(
+        "--penalty", type=float, default=None, help="L2 penalty on the weights (default: grouped CV on dev)"
+    )
     parser.add_argument(
         "--healthy-median",
         type=float,
@@ -229,7 +273,16 @@ def main(argv: list[str] | None = None) -> int:
     risk = load_profile("llama").risk
     print("shipped profile:\n" + report(runs, risk))
     if args.fit:
-        fitted = fit(runs, risk, args.penalty, args.healthy_median, args.fit_flags)
+        penalty = args.penalty
+        if penalty is None:
+            losses = cv_penalty(runs, risk, args.fit_flags)
+            penalty = min(losses, key=lambda k: (losses[k], -k))
+            print(
+                "\ngrouped 5-fold CV log loss on dev per penalty:",
+                {k: round(v, 4) for k, v in losses.items()},
+            )
+        fitted = fit(runs, risk, penalty, args.healthy_median, args.fit_flags)
+        print(f"penalty {penalty}")
         print("\nfitted on dev:", fitted.model_dump_json())
         print(report(runs, fitted))
     return 0

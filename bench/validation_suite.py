@@ -192,15 +192,101 @@ def tables(rows: dict[str, dict[str, Any]], split: str, resamples: int) -> str:
     out = []
     pooled: list[dict[str, Any]] = []
     for kind in kinds:
-        if kind.startswith("fault_"):
-            runs = [r for r in fault_rows(rows, kind) if r["split"] == split]
-        else:
-            runs = [r for r in rows.values() if r["kind"] == kind and r["split"] == split]
+        runs = kind_runs(rows, kind, split)
         if kind != "requested_repetition":
             pooled += [r for r in runs if not (kind.startswith("fault_") and not r["failed"])]
         out.append(kind_table(kind, split, runs, n_resamples=resamples))
     pooled_table = kind_table("pooled (all but requested_repetition)", split, pooled, n_resamples=resamples)
     return markdown_tables([*out, pooled_table])
+
+
+PLAIN_KINDS = ("factual", "arithmetic", "word_problem", "open_ended", "unanswerable")
+
+
+def kind_runs(rows: dict[str, dict[str, Any]], kind: str, split: str) -> list[dict[str, Any]]:
+    """The runs of one kind and split as they are tabulated (a fault kind with its clean runs)."""
+    if kind.startswith("fault_"):
+        return [r for r in fault_rows(rows, kind) if r["split"] == split]
+    return [r for r in rows.values() if r["kind"] == kind and r["split"] == split]
+
+
+def distribution_table(rows: dict[str, dict[str, Any]], split: str) -> str:
+    """The default risk score's distribution per kind (is it spread or saturated?)."""
+    import numpy as np
+
+    lines = [
+        "| kind | N | min | p10 | p25 | median | p75 | p90 | max | share ≥ 0.99 | share ≤ 0.01 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    kinds = list(dict.fromkeys(r["kind"] for r in rows.values()))
+    for kind in kinds:
+        s = np.asarray([float(r["risk_score"]) for r in kind_runs(rows, kind, split)])
+        if not s.size:
+            continue
+        q = np.quantile(s, [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0])
+        cells = " | ".join(f"{v:.2f}" for v in q)
+        lines.append(f"| {kind} | {s.size} | {cells} | {np.mean(s >= 0.99):.0%} | {np.mean(s <= 0.01):.0%} |")
+    return "\n".join(lines)
+
+
+def transfer_table(rows: dict[str, dict[str, Any]], split: str, resamples: int) -> str:
+    """Labelled risk models: the shipped QA profile's, and one fitted per plain kind on that kind's
+    dev runs (``fit_risk_model``, its ten features, 5 grouped folds); each evaluated on ``split`` of
+    every plain kind: AUROC [95% CI], and ECE [95% CI] on its own kind (the shipped one: on all)."""
+    import numpy as np
+
+    from corevital.analysis.calibration.features import RunFeatures
+    from corevital.analysis.calibration.fit import DatasetInfo, fit_risk_model
+    from corevital.analysis.calibration.risk_model import predict
+    from corevital.analysis.evaluation import auroc, bootstrap_ci, compute_ece
+    from corevital.errors import InputError
+
+    def features(r: dict[str, Any]) -> RunFeatures:
+        return RunFeatures(**r["features"])
+
+    models: dict[str, Any] = {"shipped QA profile": None}
+    notes = []
+    for kind in PLAIN_KINDS:
+        train = kind_runs(rows, kind, "dev")
+        try:
+            fitted = fit_risk_model(
+                [features(r) for r in train],
+                [int(r["failed"]) for r in train],
+                [r["group"] for r in train],
+                dataset=DatasetInfo(f"suite:{kind}", "-", "dev"),
+                folds=5,
+            )
+        except InputError as exc:  # too few failures, successes or groups on dev
+            notes.append(f"{kind}: not fitted ({exc})")
+            continue
+        models[f"fitted on {kind} (dev)"] = fitted.spec
+    head = "| labelled model | " + " | ".join(f"{k}: AUROC" for k in PLAIN_KINDS) + " | ECE on its own kind |"
+    lines = [head, "|---|" + "---|" * (len(PLAIN_KINDS) + 1)]
+    for name, spec in models.items():
+        cells, ece_cells = [], []
+        for kind in PLAIN_KINDS:
+            runs = kind_runs(rows, kind, split)
+            if not runs:
+                cells.append("–")
+                continue
+            y = np.asarray([bool(r["failed"]) for r in runs])
+            p = np.asarray(
+                [
+                    float(r["labelled_risk"]) if spec is None else predict(spec, features(r)).probability
+                    for r in runs
+                ]
+            )
+            g = np.asarray([r["group"] for r in runs])
+            if y.all() or not y.any():
+                cells.append("–")
+            else:
+                ci = bootstrap_ci(auroc, p, y, n_resamples=resamples, groups=g)
+                cells.append(f"{ci.estimate:.3f} [{ci.low:.3f}, {ci.high:.3f}]")
+            if spec is None or name == f"fitted on {kind} (dev)":
+                e = bootstrap_ci(compute_ece, p, y, n_resamples=resamples, groups=g)
+                ece_cells.append(f"{kind} {e.estimate:.3f} [{e.low:.3f}, {e.high:.3f}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + " | " + "; ".join(ece_cells) + " |")
+    return "\n".join(lines + [""] + notes)
 
 
 FLAG_NAMES = (
@@ -361,9 +447,14 @@ def main(argv: list[str] | None = None) -> int:
         f"capture {elapsed:.0f} s, load average {loadavg()} at the end, {platform.machine()} CPU"
     )
     table = tables(rows, args.split, args.resamples)
-    (args.out / f"{args.split}.md").write_text(head + "\n\n" + table + "\n", encoding="utf-8")
+    extra = (
+        f"Default risk_score distribution, split {args.split}:\n\n{distribution_table(rows, args.split)}\n\n"
+        f"Labelled risk models on split {args.split}:\n\n{transfer_table(rows, args.split, args.resamples)}"
+    )
+    (args.out / f"{args.split}.md").write_text(f"{head}\n\n{table}\n\n{extra}\n", encoding="utf-8")
     print(head)
     print(table)
+    print(extra)
     dev_profile, used = healthy_profile(captured, items, calibration)
     faults = fault_report(captured, items, profile, dev_profile)
     (args.out / "faults.md").write_text(

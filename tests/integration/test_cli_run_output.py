@@ -108,11 +108,8 @@ def test_a_spinner_line_while_each_batch_is_read(tiny_loaded: Callable[[str], Lo
     assert isinstance(lines, LiveLines)
     counts = [len(loaded.tokenizer(p)["input_ids"]) for p in PROMPTS]
     low, high = min(counts[:2]), max(counts[:2])
-    first = (
-        f"Reading 2 prompts ({low}\u2013{high} tokens each), batch 1 of 2"
-        if low != high
-        else (f"Reading 2 prompts ({low} tokens), batch 1 of 2")
-    )
+    span = f"{low} tokens" if low == high else f"{low}\u2013{high} tokens"
+    first = f"Reading 2 prompts ({span} each), batch 1 of 2"
     assert lines.reading_text(1) == first
     assert lines.reading_text(2) == f"Reading the prompt ({counts[2]} tokens), batch 2 of 2"
     lines.start()

@@ -100,11 +100,7 @@ class LiveLines:
         if counts:
             low, high = min(counts), max(counts)
             span = f"{low} tokens" if low == high else f"{low}\u2013{high} tokens"
-            text = (
-                f"Reading the prompt ({span})"
-                if count == 1
-                else f"Reading {count} prompts ({span}{'' if low == high else ' each'})"
-            )
+            text = f"Reading the prompt ({span})" if count == 1 else f"Reading {count} prompts ({span} each)"
         else:
             text = "Reading the prompt" if count == 1 else f"Reading {count} prompts"
         return text + (f", batch {batch_number} of {self.batches}" if self.batches > 1 else "")

@@ -95,6 +95,7 @@ class PipelineGenerator:
             token_text=lambda token: str(loaded.tokenizer.decode([token])),
             emit=step_event,
             prompt_text=lambda index: prompt,
+            calibration=pipeline.calibration(),
         )
         run = pipeline.capture([prompt], callback=session)
         session.annotate(run)

@@ -14,22 +14,34 @@ import asyncio
 import contextvars
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from corevital.analysis.policies import StopOnNonFinite, StopOnRepetition, StopOnRiskAbove, StopPolicy
+from corevital.analysis.policies import StopPolicy
 from corevital.analysis.profiles import load_profile
 from corevital.capture.generate_kwargs import check_generate_kwargs
-from corevital.capture.messages import Messages, Prompt, check_messages, prompt_text
+from corevital.capture.messages import Messages, Prompt, prompt_text
 from corevital.config import Settings, load_settings
 from corevital.errors import ConfigError, InputError
 from corevital.exporters.base import Outputs, open_outputs
 from corevital.live import LiveSession, StreamEvent
 from corevital.modes import CaptureMode
+from corevital.monitor_arguments import (
+    as_number,
+    batch_prompts,
+    default_policies,
+    one_prompt,
+    returned_sequences,
+    signal_names,
+    split_generate_kwargs,
+    stop_policies,
+)
 from corevital.pipeline import Pipeline
 from corevital.report.schema import Report
 from corevital.summary import summarize_report
+
+__all__ = ["CoreVitalMonitor", "default_policies"]
 
 _END = object()
 
@@ -112,9 +124,9 @@ class CoreVitalMonitor:
         self._store_names = bool(names)
         self._outputs: Outputs | None = None
         self._outputs_lock = threading.Lock()
-        self.intervene_on_risk_above = _number("intervene_on_risk_above", intervene_on_risk_above)
-        self.intervene_on_signals = _names("intervene_on_signals", intervene_on_signals)
-        self.policies = _policies(policies)
+        self.intervene_on_risk_above = as_number("intervene_on_risk_above", intervene_on_risk_above)
+        self.intervene_on_signals = signal_names("intervene_on_signals", intervene_on_signals)
+        self.policies = stop_policies(policies)
         self._settings = load_settings(self._base)  # fail now on a bad setting
         self._models: dict[Any, Any] = {}
         self._models_lock = threading.Lock()
@@ -194,8 +206,8 @@ class CoreVitalMonitor:
         through and recorded in the report (``run_config.generate_kwargs``). With
         ``num_return_sequences`` > 1 use :meth:`run_batch`, which returns one report per sequence.
         """
-        one = _one_prompt("run", prompt, messages)
-        if _returned(kwargs) > 1:
+        one = one_prompt("run", prompt, messages)
+        if returned_sequences(kwargs) > 1:
             raise InputError(
                 "run() returns one report: run_batch([prompt], num_return_sequences=n) returns one "
                 "report per returned sequence"
@@ -212,9 +224,9 @@ class CoreVitalMonitor:
         """
         if isinstance(prompts, str):
             raise InputError("run_batch() takes a list of prompts; run() takes one")
-        texts = _prompts(prompts)
+        texts = batch_prompts(prompts)
         policies = kwargs.pop("policies", None)
-        chosen = None if policies is None else _policies(policies)
+        chosen = None if policies is None else stop_policies(policies)
         settings, generate_kwargs = self._split(model, kwargs)
         return self._generate(texts, settings, chosen, generate_kwargs=generate_kwargs)
 
@@ -239,7 +251,7 @@ class CoreVitalMonitor:
         live = None
         if chosen or emit is not None:
             texts = [prompt_text(p) for p in prompts]
-            per_prompt = max(1, _returned(generate_kwargs or {}))  # rows i·n … i·n + n − 1: prompt i
+            per_prompt = max(1, returned_sequences(generate_kwargs or {}))  # rows i·n … i·n + n − 1: prompt i
             live = LiveSession(
                 load_profile(loaded.capabilities.model_type, settings.thresholds or None),
                 policies=chosen,
@@ -341,7 +353,7 @@ class CoreVitalMonitor:
         events: queue.Queue[Any] = queue.Queue()
         cancel = _ConsumerStopped()
         worker = self._start_stream(
-            _one_prompt("iter_stream", prompt, messages), model, overrides, events.put, cancel
+            one_prompt("iter_stream", prompt, messages), model, overrides, events.put, cancel
         )
         try:
             while True:
@@ -380,7 +392,7 @@ class CoreVitalMonitor:
             except RuntimeError:  # the loop closed meanwhile
                 cancel.event.set()
 
-        worker = self._start_stream(_one_prompt("stream", prompt, messages), model, overrides, put, cancel)
+        worker = self._start_stream(one_prompt("stream", prompt, messages), model, overrides, put, cancel)
         try:
             while True:
                 item = await events.get()
@@ -401,10 +413,10 @@ class CoreVitalMonitor:
         put: Callable[[Any], None],
         cancel: _ConsumerStopped,
     ) -> threading.Thread:
-        if _returned(overrides) > 1:
+        if returned_sequences(overrides) > 1:
             raise InputError("a stream follows one sequence: num_return_sequences > 1 goes to run_batch()")
         policies = overrides.pop("policies", None)
-        chosen = (*(self.policies if policies is None else _policies(policies)), cancel)
+        chosen = (*(self.policies if policies is None else stop_policies(policies)), cancel)
         settings, generate_kwargs = self._split(model, overrides)
         # the caller's context variables follow the generation into its thread (an OpenTelemetry
         # span, for one: the exporters see the span of the request that asked for the stream)
@@ -447,128 +459,6 @@ class CoreVitalMonitor:
             yield watcher
 
 
-def _prompts(prompts: Any) -> list[Prompt]:
-    """The prompts of a batch (strings or chat message lists), checked before any model is loaded."""
-    try:
-        texts = list(prompts)
-    except TypeError:
-        raise InputError(f"run_batch() takes a list of prompts, not {type(prompts).__name__}") from None
-    if not texts:
-        raise InputError("run_batch() got no prompts")
-    checked: list[Prompt] = []
-    for number, text in enumerate(texts, start=1):
-        if isinstance(text, Mapping):
-            raise InputError(
-                f"prompt {number} is a message dict: run_batch() takes a list of prompts, each a string "
-                "or a list of messages (one conversation: run(messages=...))"
-            )
-        if not isinstance(text, str | list | tuple):
-            raise InputError(f"prompt {number} is a {type(text).__name__}, not a string or chat messages")
-        if isinstance(text, str):
-            if not text.strip():
-                raise InputError(f"prompt {number} is empty")
-            checked.append(text)
-        else:
-            try:
-                checked.append(check_messages(text))
-            except InputError as exc:
-                raise InputError(f"prompt {number}: {exc}") from None
-    return checked
-
-
-def _one_prompt(method: str, prompt: Any, messages: Any) -> Prompt:
-    """The one prompt of ``run``/``stream``: a string or chat messages (positionally or as messages=)."""
-    if messages is not None:
-        if prompt is not None:
-            raise InputError(f"{method}() takes a prompt or messages=, not both")
-        prompt = messages
-    if prompt is None:
-        raise InputError(f"{method}() needs a prompt (a string) or chat messages")
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, list | tuple):
-        return check_messages(prompt)
-    raise InputError(f"{method}() takes the prompt as a string or chat messages, not {type(prompt).__name__}")
-
-
-def _returned(kwargs: dict[str, Any]) -> int:
-    value = kwargs.get("num_return_sequences")
-    config = kwargs.get("generation_config")
-    if value is None and config is not None and not isinstance(config, str):
-        value = getattr(config, "num_return_sequences", None)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 1
-
-
-# Keys of GenerationConfig.to_diff_dict() that describe the object, not the decoding.
-_CONFIG_METADATA = frozenset(
-    {"transformers_version", "_from_model_config", "_commit_hash", "_original_object_hash"}
-)
-
-
-def split_generate_kwargs(
-    kwargs: dict[str, Any], base: Mapping[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Settings by name and the ``generate()`` keywords to pass through, from one call's keywords.
-
-    A transformers ``GenerationConfig`` given as ``generation_config`` is read as the keywords it
-    sets (those given by name win). ``do_sample=False`` is greedy decoding (temperature 0);
-    ``do_sample=True`` samples at the given temperature, else at 1.0 when the monitor's is 0.
-    The setting ``generation_config`` ("corevital" or "model") is a string.
-    """
-    values = dict(kwargs)
-    config = values.get("generation_config")
-    if config is not None and not isinstance(config, str):
-        if not callable(getattr(config, "to_diff_dict", None)):
-            raise ConfigError(
-                "generation_config is a transformers GenerationConfig, or the setting 'corevital'/'model'"
-            )
-        del values["generation_config"]
-        from_config = {k: v for k, v in config.to_diff_dict().items() if k not in _CONFIG_METADATA}
-        values = {**from_config, **values}
-    settings: dict[str, Any] = {}
-    generate: dict[str, Any] = {}
-    do_sample = values.pop("do_sample", None)
-    for name, value in values.items():
-        if name in Settings.model_fields or name in ("load_in_4bit", "load_in_8bit"):
-            settings[name] = value
-        else:
-            generate[name] = value
-    if do_sample is False:
-        settings["temperature"] = 0.0
-    elif do_sample is True and float(settings.get("temperature", base.get("temperature", 0.8)) or 0.0) == 0.0:
-        settings["temperature"] = 1.0
-    for name in ("top_k", "top_p", "temperature"):
-        if name in settings and settings[name] is None:
-            del settings[name]  # generate()'s None: this setting's value stays as it is
-    return settings, generate
-
-
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be a number, not {type(value).__name__}")
-    return float(value)
-
-
-def _names(name: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise ConfigError(f"{name} must be a list of signal names, not {type(value).__name__}")
-    names = tuple(value)
-    if not all(isinstance(item, str) for item in names):
-        raise ConfigError(f"{name} must be a list of signal names (strings)")
-    return names
-
-
-def _policies(value: Any) -> tuple[StopPolicy, ...]:
-    """Stop policies: objects with a ``name`` and ``check(step)`` (corevital.analysis.policies)."""
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise ConfigError(f"policies must be a list of stop policies, not {type(value).__name__}")
-    policies = tuple(value)
-    for policy in policies:
-        if not callable(getattr(policy, "check", None)) or not isinstance(getattr(policy, "name", None), str):
-            raise ConfigError(f"{policy!r} is not a stop policy (it needs a name and check(step))")
-    return policies
-
-
 def _fired_signals(report: Report) -> set[str]:
     fired = {
         name
@@ -580,11 +470,3 @@ def _fired_signals(report: Report) -> set[str]:
     if ext.early_warning is not None:
         fired.update(ext.early_warning.warning_signals)
     return fired
-
-
-def default_policies(risk_above: float | None = None) -> tuple[StopPolicy, ...]:
-    """Stop on a repetition loop, on NaN/Inf, and (optionally) on running risk above a threshold."""
-    policies: list[StopPolicy] = [StopOnNonFinite(), StopOnRepetition()]
-    if risk_above is not None:
-        policies.append(StopOnRiskAbove(risk_above))
-    return tuple(policies)

@@ -37,6 +37,7 @@ LAYER = {
     "validation": 10,  # calibrate / validate workflows over the pipeline
     "watch": 10,  # observing a model the user already loaded, through the pipeline
     "monitor": 11,  # the library API
+    "monitor_arguments": 11,  # the library API's call arguments, checked before a model is loaded
     "cli": 12,  # the command line
     "config_docs": 13,  # docs/configuration.md, rendered from the settings and the CLI's flags
     "__main__": 13,

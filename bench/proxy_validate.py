@@ -22,6 +22,10 @@ storing into a fresh SQLite store) in front of it, both on 127.0.0.1; then:
 
     .venv/bin/python bench/proxy_validate.py [--every 4] [--transformers] [--out .bench-out/proxy_validate]
 
+``--from-store DB`` sends nothing: the tables from the reports an earlier run's proxy stored (the
+heuristic score and the features from the analysis of their logit tier again, the labelled score
+recomputed that way compared with the stored one).
+
 Needs llama-cpp-python with its server (``make test-engines`` installs it) and the ``validate``
 extra. Exit status 1 when a stored report is missing or its score differs.
 """
@@ -158,6 +162,49 @@ def labelled_runs(
     return runs, worst
 
 
+def runs_from_store(
+    records: list[LabelledRecord], reports: list[Any], max_tokens: int
+) -> tuple[list[LabelledRun], float]:
+    """The validation's runs from the reports a proxy stored (``--from-store``): the stored score is the
+    labelled model's; the heuristic score and the run features are the analysis of the reports'
+    logit tier again (at this commit), and the labelled score recomputed that way is compared."""
+    from corevital.analysis.diagnose import diagnose
+    from corevital.analysis.profiles import load_profile
+    from corevital.pipeline import Pipeline
+    from tests.support.reanalysis import signals_from_report
+
+    by_prompt = {r.prompt.text: r for r in reports}
+    profile = Pipeline(load_settings({"calibration": "default"})).calibration()
+    thresholds = load_profile("unknown")
+    runs = []
+    worst = 0.0
+    for record in records:
+        report = by_prompt.get(prompt_text(chat_body(record, max_tokens)))
+        if report is None or report.extensions.risk is None:
+            raise SystemExit(f"no stored report for {record.id}")
+        signals = signals_from_report(report)
+        heuristic = diagnose(signals, thresholds)
+        labelled = diagnose(signals, thresholds, calibration=profile)
+        stored = float(report.extensions.risk.risk_score or 0.0)
+        worst = max(worst, abs(stored - labelled.risk.risk_score))
+        output = report.generated.output_text
+        runs.append(
+            LabelledRun(
+                record_id=record.id,
+                split=record.split or "all",
+                task=record.task,
+                group=record.group,
+                failed=not check_answer(output, record),
+                output=output,
+                finish_reason=str(report.generated.finish_reason),
+                risk_score=stored,
+                heuristic_risk_score=heuristic.risk.risk_score,
+                features=heuristic.run_features,
+            )
+        )
+    return runs, worst
+
+
 def transformers_validate(labels: Path, split: str, out: Path, max_tokens: int) -> dict[str, Any]:
     command = [
         sys.executable, "-m", "corevital", "validate", "--labels", str(labels), "--split", split,
@@ -200,6 +247,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="the llama.cpp server's threads")
     parser.add_argument("--transformers", action="store_true", help="also corevital validate, transformers")
     parser.add_argument("--out", type=Path, default=REPO / ".bench-out" / "proxy_validate")
+    parser.add_argument(
+        "--from-store",
+        type=Path,
+        metavar="DB",
+        help="no traffic: the tables from the reports an earlier run's proxy stored in DB",
+    )
     args = parser.parse_args()
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -213,6 +266,17 @@ def main() -> int:
     print(
         f"{len(records)} records of split {args.split} (groups with SHA-256 % {args.every} == 0)", flush=True
     )
+
+    if args.from_store is not None:
+        reports = stored_reports(args.from_store)
+        runs, worst = runs_from_store(records, reports, args.max_tokens)
+        print(f"{len(reports)} stored reports; stored vs re-analysed labelled score: largest difference "
+              f"{worst:.2e}", flush=True)  # fmt: skip
+        tables = [split_table(args.split, runs, labelled_model=True)]
+        header = {"backend": "proxy (llama.cpp server, logprobs tier), from the store", "records": len(runs)}
+        write_outputs(args.out / "proxy", tables, runs, labelled_model=True, header=header)
+        print(table_markdown(tables[0]), flush=True)
+        return 0
 
     model = locate_default_model()
     db = args.out / "proxy.db"

@@ -192,3 +192,28 @@ def test_observe_openai_writes_one_report_per_choice_to_the_monitors_sinks() -> 
     with pytest.raises(InputError, match="no logprobs"):
         monitor.observe_openai({"choices": [{"message": {"content": "x"}, "logprobs": None}]})
     monitor.close()
+
+
+def test_the_labelled_risk_model_scores_the_logprobs_tier() -> None:
+    """``--calibration`` on the proxy: the shipped profile's labelled model gives the risk score,
+    from the run features of the logprobs tier (the heuristic score without it)."""
+    from corevital.analysis.calibration.risk_model import predict
+    from corevital.config import load_settings
+    from corevital.proxy.reports import LogprobReporter
+
+    request = ObservedRequest("hi", chat=True)
+    heuristic = LogprobReporter(load_settings({}), vocab_size=10)
+    labelled = LogprobReporter(load_settings({"calibration": "default"}), vocab_size=10)
+    (plain,) = heuristic.reports(CHAT_RESPONSE, request)
+    (scored,) = labelled.reports(CHAT_RESPONSE, request)
+    profile = labelled.pipeline.calibration()
+    assert profile is not None and profile.risk_model is not None
+    capture = capture_response(CHAT_RESPONSE, request, topk=5, mass_k=10, vocab_size=10)
+    _, diagnosis = heuristic.pipeline.diagnose_one(capture.run, capture.run.sequences[0])
+    expected = predict(profile.risk_model, diagnosis.run_features).probability
+    assert scored.extensions.risk is not None and plain.extensions.risk is not None
+    assert scored.extensions.risk.risk_score == pytest.approx(expected, abs=1e-9)
+    assert scored.extensions.risk.risk_score != pytest.approx(plain.extensions.risk.risk_score, abs=1e-3)
+    assert scored.extensions.calibration is not None and plain.extensions.calibration is None
+    heuristic.close()
+    labelled.close()

@@ -14,6 +14,12 @@ less so). ``imports`` is what ``--perf`` records as ``setup_logging`` and ``impo
     python bench/startup.py                       # 1 cold + 5 warm runs of 48 tokens
     python bench/startup.py --warm 3 --max-new-tokens 8
     python bench/startup.py --cache-dir ~/.cache/corevital --warm 5   # the user's own cache: warm only
+    python bench/startup.py --cache-dir ~/.cache/corevital --against 6e01785 --warm 4
+
+``--against REV`` compares with another commit in the same minutes (on a shared machine the load
+changes from one minute to the next): REV's ``src/`` is exported with ``git archive`` into a
+temporary directory, and each round runs this checkout, then REV (``PYTHONPATH`` pointing at the
+export), warm; the medians of both, and their CPU times, are printed side by side.
 """
 
 from __future__ import annotations
@@ -81,8 +87,11 @@ class LoadSampler:
         return statistics.fmean(self.samples) if self.samples else os.getloadavg()[0]
 
 
-def one_run(label: str, cache: Path, out: Path, max_new_tokens: int) -> Run:
+def one_run(label: str, cache: Path, out: Path, max_new_tokens: int, *, source: Path | None = None) -> Run:
+    """One ``corevital run`` process; ``source``: a ``src/`` directory to import CoreVital from."""
     env = {**os.environ, "COREVITAL_CACHE_DIR": str(cache)}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     command = [
         sys.executable,
         "-m",
@@ -150,8 +159,12 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=5, help="Runs after the cold one (default 5).")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--cache-dir", help="Cache directory to use (default: a new temporary one, cold).")
+    parser.add_argument("--against", metavar="REV", help="Also run commit REV, alternating (warm runs).")
     args = parser.parse_args()
     print(f"commit {commit()}; {machine()}; {args.max_new_tokens} tokens, greedy, --device cpu")
+    if args.against:
+        compare(args.against, args.warm, args.max_new_tokens, args.cache_dir)
+        return
     with tempfile.TemporaryDirectory(prefix="corevital-startup-") as tmp:
         cache = Path(args.cache_dir) if args.cache_dir else Path(tmp) / "cache"
         runs: list[Run] = []
@@ -163,12 +176,39 @@ def main() -> None:
             print(runs[-1].line(), flush=True)
     warm = [run for run in runs if run.label.startswith("warm")]
     if warm:
-        medians = {name: statistics.median(run.phases_ms.get(name, 0.0) for run in warm) for name in PHASES}
-        total = statistics.median(run.wall_s for run in warm)
-        cpu = statistics.median(run.cpu_s for run in warm)
-        phases = "  ".join(f"{name} {ms / 1000:.2f} s" for name, ms in medians.items())
-        loads = f"load {min(r.load_before for r in warm):.2f}-{max(r.load_during for r in warm):.2f}"
-        print(f"median of {len(warm)} warm runs: total {total:.2f} s  {phases}  (CPU {cpu:.2f} s, {loads})")
+        print(f"median of {len(warm)} warm runs: {medians(warm)}")
+
+
+def medians(runs: list[Run]) -> str:
+    """The median wall time, phases and CPU time of ``runs``, with the load range, in one line."""
+    phases_ms = {name: statistics.median(run.phases_ms.get(name, 0.0) for run in runs) for name in PHASES}
+    total = statistics.median(run.wall_s for run in runs)
+    cpu = statistics.median(run.cpu_s for run in runs)
+    phases = "  ".join(f"{name} {ms / 1000:.2f} s" for name, ms in phases_ms.items())
+    loads = f"load {min(r.load_before for r in runs):.2f}-{max(r.load_during for r in runs):.2f}"
+    return f"total {total:.2f} s  {phases}  (CPU {cpu:.2f} s, {loads})"
+
+
+def compare(rev: str, rounds: int, max_new_tokens: int, cache_dir: str | None) -> None:
+    """``rounds`` rounds of this checkout then ``rev``, warm, and both medians."""
+    this = commit()
+    with tempfile.TemporaryDirectory(prefix="corevital-startup-") as tmp:
+        export = Path(tmp) / "against"
+        export.mkdir()
+        archive = subprocess.run(["git", "archive", rev, "src"], capture_output=True, timeout=120, check=True)
+        subprocess.run(["tar", "-x", "-C", str(export)], input=archive.stdout, timeout=120, check=True)
+        cache = Path(cache_dir) if cache_dir else Path(tmp) / "cache"
+        sources = (("this", None), (rev, export / "src"))
+        for label, source in sources:  # each commit's cache entry is made (or found) here, untimed
+            one_run("warm-up", cache, Path(tmp) / f"warm-up-{label}", 1, source=source)
+        runs: dict[str, list[Run]] = {"this": [], rev: []}
+        for index in range(rounds):
+            for label, source in sources:
+                out = Path(tmp) / f"out-{index}-{len(runs[label])}-{label}"
+                runs[label].append(one_run(label[:12], cache, out, max_new_tokens, source=source))
+                print(runs[label][-1].line(), flush=True)
+    for label, done in runs.items():
+        print(f"{label} ({this if label == 'this' else rev}), median of {len(done)}: {medians(done)}")
 
 
 if __name__ == "__main__":

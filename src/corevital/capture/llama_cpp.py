@@ -3,9 +3,9 @@
 ``--backend llama-cpp`` (the ``llama-cpp`` extra) decodes with llama.cpp's own kernels on the GGUF's
 own (quantised) weights, one token at a time, and reads the full-vocabulary logits of every step
 (``llama_get_logits_ith``). From each row :mod:`corevital.capture.host_logits` computes the logit
-tier exactly as :mod:`corevital.metrics.logits` does from a transformers model's logits (entropy in bits from the
-full softmax, margin, top-k mass, the most likely tokens, the chosen token's surprisal), in float64
-numpy on the host: no torch on this path.
+tier exactly as :mod:`corevital.metrics.logits` does from a transformers model's logits (entropy
+in bits from the full softmax, margin, top-k mass, the most likely tokens, the chosen token's
+surprisal), in float64 numpy on the host: no torch on this path.
 
 Attention and hidden states are not observed (llama.cpp does not hand them out per layer); the
 capture says so in its warnings, and the report marks them as not observed.

@@ -121,6 +121,24 @@ def run_records(
     return done
 
 
+def _labelled_run(
+    record: LabelledRecord, output: str, finish: str, score: float, heuristic: float, features: RunFeatures
+) -> LabelledRun:
+    """One validation run: the record's answer checked in the output, the stored and heuristic scores."""
+    return LabelledRun(
+        record_id=record.id,
+        split=record.split or "all",
+        task=record.task,
+        group=record.group,
+        failed=not check_answer(output, record),
+        output=output,
+        finish_reason=finish,
+        risk_score=score,
+        heuristic_risk_score=heuristic,
+        features=features,
+    )
+
+
 def labelled_runs(
     answered: list[tuple[LabelledRecord, dict[str, Any], str]], stored: dict[str, float]
 ) -> tuple[list[LabelledRun], float]:
@@ -142,19 +160,10 @@ def labelled_runs(
             raise SystemExit(f"no stored report for {record.id}")
         worst = max(worst, abs(score - labelled.risk.risk_score))
         output = str(response["choices"][0]["message"]["content"] or "")
-        features: RunFeatures = heuristic.run_features
+        finish = str(response["choices"][0].get("finish_reason"))
         runs.append(
-            LabelledRun(
-                record_id=record.id,
-                split=record.split or "all",
-                task=record.task,
-                group=record.group,
-                failed=not check_answer(output, record),
-                output=output,
-                finish_reason=str(response["choices"][0].get("finish_reason")),
-                risk_score=float(score),
-                heuristic_risk_score=heuristic.risk.risk_score,
-                features=features,
+            _labelled_run(
+                record, output, finish, float(score), heuristic.risk.risk_score, heuristic.run_features
             )
         )
     plain.close()
@@ -188,19 +197,9 @@ def runs_from_store(
         stored = float(report.extensions.risk.risk_score or 0.0)
         worst = max(worst, abs(stored - labelled.risk.risk_score))
         output = report.generated.output_text
+        finish = str(report.generated.finish_reason)
         runs.append(
-            LabelledRun(
-                record_id=record.id,
-                split=record.split or "all",
-                task=record.task,
-                group=record.group,
-                failed=not check_answer(output, record),
-                output=output,
-                finish_reason=str(report.generated.finish_reason),
-                risk_score=stored,
-                heuristic_risk_score=heuristic.risk.risk_score,
-                features=heuristic.run_features,
-            )
+            _labelled_run(record, output, finish, stored, heuristic.risk.risk_score, heuristic.run_features)
         )
     return runs, worst
 

@@ -308,11 +308,9 @@ class Pipeline:
         if not self.writes():  # rank 0 of the model's tensor-parallel processes writes them
             return [""] * len(reports), []
         outputs = self.outputs
-        locations = []
         encoded = [EncodedReport(report) for report in reports]  # one encoding: stores and JSON files
-        for one in encoded:
-            where = outputs.write(one)
-            locations.append(where[0] if where else "")
+        # One batch, one transaction per store: a run killed while writing keeps whole batches.
+        locations = [where[0] if where else "" for where in outputs.write_batch(encoded)]
         kept = [
             e for e in encoded if e.report.extensions.sampling is None or e.report.extensions.sampling.kept
         ]

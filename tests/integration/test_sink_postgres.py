@@ -26,6 +26,7 @@ from corevital.errors import ReportError, StoreError
 from corevital.report.schema import HealthFlags, Report, RiskExtension, SamplingInfo
 from corevital.report.timestamps import format_utc
 from corevital.sinks.base import HealthFlag, MemorySink, ReportStore, SortOrder, TraceQuery
+from corevital.sinks.encoded import EncodedReport
 from corevital.sinks.postgres import PostgresStore
 from corevital.sinks.postgres_schema import LATEST_VERSION, REPORTS_TABLE, VERSION_TABLE
 from corevital.sinks.sqlite import SQLiteStore
@@ -508,3 +509,14 @@ def test_a_write_postgres_refuses_is_a_store_error_and_the_store_goes_on(
         store.write(bad)
     store.write(base)
     assert store.count() == 1 and store.list()[0].seq == 1
+
+
+def test_a_batch_is_stored_whole_or_not_at_all(store: PostgresStore, base: Report) -> None:
+    good = base.model_copy(update={"trace_id": "cccccccc-0000-4000-8000-000000000000"})
+    bad = base.model_copy(update={"model": base.model.model_copy(update={"hf_id": "bad\x00model"})})
+    with pytest.raises(StoreError, match="cannot write reports .*postgresql://corevital:\\*\\*\\*@"):
+        store.write_batch_encoded([EncodedReport(good), EncodedReport(bad)])
+    assert store.count() == 0  # the good report rolled back with the bad one
+    where = store.write_batch_encoded([EncodedReport(good), EncodedReport(base)])
+    assert where == [f"{store.location}#{good.trace_id}", f"{store.location}#{base.trace_id}"]
+    assert {row.trace_id: row.seq for row in store.list()} == {good.trace_id: 1, base.trace_id: 2}

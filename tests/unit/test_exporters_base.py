@@ -16,6 +16,8 @@ from corevital.monitor import CoreVitalMonitor
 from corevital.report.schema import Report, RiskExtension
 from corevital.sinks.base import MemorySink
 from corevital.sinks.encoded import EncodedReport
+from corevital.sinks.rows import SortOrder, TraceQuery
+from corevital.sinks.sqlite import SQLiteStore
 from tests.support.golden import golden_report
 from tests.support.sinks import FailingExporter, NotASink, RecordingSink
 
@@ -171,6 +173,24 @@ def test_sampled_out_reports_go_nowhere_and_kept_ones_carry_their_weight(base: R
     stored = store.get("00000003")
     assert stored is not None and stored.extensions.sampling is not None
     assert stored.extensions.sampling.weight == 2.0 and report_weight(stored) == 2.0
+
+
+def test_a_batch_goes_to_a_sqlite_store_in_one_write_and_to_exporters_one_by_one(
+    tmp_path: Path, base: Report
+) -> None:
+    store = SQLiteStore(tmp_path / "c.db")
+    exporter = MemorySink()
+    with Outputs([store], [exporter], sampler=Sampler(every=2)) as outputs:
+        results = outputs.write_batch([numbered(base, i) for i in range(1, 6)])
+        assert [len(r) for r in results] == [1, 0, 1, 0, 1]  # the sampler's choice, report by report
+        assert results[2] == [f"{store.path}#{numbered(base, 3).trace_id}"]
+        rows = store.list(TraceQuery(sort=SortOrder.TIME))
+        assert sorted((row.seq, row.trace_id[:8]) for row in rows) == [
+            (1, "00000001"),
+            (2, "00000003"),
+            (3, "00000005"),
+        ]
+        assert sorted(row.trace_id[:8] for row in exporter.list()) == ["00000001", "00000003", "00000005"]
 
 
 def test_a_custom_sink_is_named_module_colon_class(tmp_path: Path, base: Report) -> None:

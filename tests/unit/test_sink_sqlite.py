@@ -21,6 +21,7 @@ from corevital.report.schema import Report
 from corevital.report.timestamps import format_utc, parse_utc
 from corevital.sinks import sqlite_schema
 from corevital.sinks.base import HealthFlag, SortOrder, TraceQuery, trace_row_from_report
+from corevital.sinks.encoded import EncodedReport
 from corevital.sinks.sqlite import SQLiteStore
 from corevital.sinks.sqlite_schema import APPLICATION_ID, LATEST_VERSION, MIGRATIONS
 from tests.support.golden import GOLDEN, golden_report
@@ -504,3 +505,25 @@ def test_a_read_only_store_reads_on_several_connections_at_once(tmp_path: Path, 
     store.close()
     with pytest.raises(StoreError, match="closed"):
         store.count()
+
+
+def test_a_batch_is_stored_whole_or_not_at_all(tmp_path: Path, base: Report) -> None:
+    db = tmp_path / "c.db"
+    first, second, third = (_numbered(base, 7, i) for i in range(3))
+    with SQLiteStore(db) as store:
+        store.write(first)
+        # Another connection makes the database refuse one row of the next batch.
+        with sqlite3.connect(db) as other:
+            other.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON reports "
+                f"WHEN NEW.trace_id = '{third.trace_id}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        with pytest.raises(StoreError, match="cannot write reports .*refused"):
+            store.write_batch_encoded([EncodedReport(second), EncodedReport(third)])
+        assert [row.trace_id for row in store.list()] == [first.trace_id]  # the good row rolled back too
+        with sqlite3.connect(db) as other:
+            other.execute("DROP TRIGGER refuse")
+        where = store.write_batch_encoded([EncodedReport(second), EncodedReport(third)])
+        assert where == [f"{db}#{second.trace_id}", f"{db}#{third.trace_id}"]
+        rows = {row.trace_id: row.seq for row in store.list()}
+        assert rows == {first.trace_id: 1, second.trace_id: 2, third.trace_id: 3}

@@ -146,24 +146,40 @@ class Outputs:
         A caller that writes the report elsewhere too (``--write-json``'s files) passes an
         :class:`EncodedReport` and reuses its encoding afterwards.
         """
-        encoded = EncodedReport.of(report)  # encoded once, on first use, for every destination
-        report = encoded.report
-        with self._lock:
-            sampling = self.sampler.decide(report)
-        if sampling is not None:
-            report.extensions.sampling = sampling
-            if not sampling.kept:
-                return []
-        locations = [_store(store, encoded) for store in self.stores]
+        return self.write_batch([report])[0]
+
+    def write_batch(self, reports: Sequence[Report | EncodedReport]) -> list[list[str]]:
+        """:meth:`write` for each of ``reports``, the kept ones stored together: a store that
+        writes a batch in one transaction (SQLite, PostgreSQL) keeps all of them or none, so an
+        interrupted run never keeps half a batch. The stores' locations, report by report."""
+        batch = [EncodedReport.of(report) for report in reports]  # encoded once, on first use
+        kept: list[EncodedReport] = []
+        for encoded in batch:
+            with self._lock:
+                sampling = self.sampler.decide(encoded.report)
+            if sampling is not None:
+                encoded.report.extensions.sampling = sampling
+                if not sampling.kept:
+                    continue
+            kept.append(encoded)
+        stored = [_store_batch(store, kept) for store in self.stores]
+        where = {id(encoded): [locations[i] for locations in stored] for i, encoded in enumerate(kept)}
+        for encoded in kept:
+            self._export(encoded)
+        return [where.get(id(encoded), []) for encoded in batch]
+
+    def _export(self, encoded: EncodedReport) -> None:
+        """Send one report to every exporter; a failure is logged and counted, never raised."""
         for name, exporter in zip(self.names, self.exporters, strict=True):
             try:
                 _export(exporter, encoded)
             except Exception as exc:  # an exporter never breaks a generation
                 self.failures[name] += 1
-                log.warning("exporter %s failed on report %s: %s", name, report.trace_id, _one_line(exc))
+                log.warning(
+                    "exporter %s failed on report %s: %s", name, encoded.report.trace_id, _one_line(exc)
+                )
             else:
                 self.exported[name] += 1
-        return locations
 
     def close(self) -> None:
         """Close every destination once; exporters' failures logged, a store's failure raised last."""
@@ -209,6 +225,15 @@ def _encoded_method(obj: object, plain: str) -> Callable[[EncodedReport], object
     owner_plain = next((i for i, c in enumerate(mro) if plain in vars(c)), len(mro))
     owner_encoded = next((i for i, c in enumerate(mro) if f"{plain}_encoded" in vars(c)), len(mro))
     return call if owner_encoded <= owner_plain else None
+
+
+def _store_batch(store: Sink, batch: list[EncodedReport]) -> list[str]:
+    """``store``'s ``write_batch_encoded`` (one transaction) where it has one and does not
+    override ``write`` itself, else one write per report."""
+    write_batch = getattr(store, "write_batch_encoded", None)
+    if callable(write_batch) and _encoded_method(store, "write") is not None:
+        return [str(where) for where in write_batch(batch)]
+    return [_store(store, encoded) for encoded in batch]
 
 
 def _store(store: Sink, encoded: EncodedReport) -> str:

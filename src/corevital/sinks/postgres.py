@@ -143,11 +143,16 @@ class PostgresStore:
 
     def write_encoded(self, encoded: EncodedReport) -> str:
         """:meth:`write`, reusing the report's encoding (shared with the other destinations)."""
+        return self.write_batch_encoded([encoded])[0]
+
+    def write_batch_encoded(self, batch: Sequence[EncodedReport]) -> builtins.list[str]:
+        """Store every report of ``batch`` in one transaction (all of them or none); their
+        locations in order."""
         if self.read_only:
             raise StoreError(f"the PostgreSQL store {self.location} is open read-only")
-        report = encoded.report
-        row = encoded.row
-        values = (*(getattr(row, column) for column in REPORT_COLUMNS), encoded.zlib)
+        if not batch:
+            return []
+        rows = [(*(getattr(e.row, column) for column in REPORT_COLUMNS), e.zlib) for e in batch]
         self._check_open()
         try:
             # One round trip where libpq has pipeline mode: the lock is held for the server's work
@@ -158,12 +163,15 @@ class PostgresStore:
                 conn.transaction(),
             ):
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-                conn.execute(_INSERT, values)
+                for values in rows:
+                    conn.execute(_INSERT, values)
         except self._error as error:
+            ids = ", ".join(e.report.trace_id for e in batch)
+            noun = "report" if len(batch) == 1 else "reports"
             raise StoreError(
-                f"cannot write report {report.trace_id} to {self.location}: {self._one_line(error)}"
+                f"cannot write {noun} {ids} to {self.location}: {self._one_line(error)}"
             ) from None
-        return f"{self.location}#{report.trace_id}"
+        return [f"{self.location}#{e.report.trace_id}" for e in batch]
 
     def get(self, trace_id: str) -> Report | None:
         """The report with this trace id (or a unique prefix of it), or ``None``."""

@@ -128,24 +128,48 @@ class SQLiteStore:
 
     def write_encoded(self, encoded: EncodedReport) -> str:
         """:meth:`write`, reusing the report's encoding (shared with the other destinations)."""
+        return self.write_batch_encoded([encoded])[0]
+
+    def write_batch_encoded(self, batch: Sequence[EncodedReport]) -> builtins.list[str]:
+        """Store every report of ``batch`` in one transaction: all of them or none, even when the
+        process is killed half-way; their locations in order."""
         if self.read_only:
             raise StoreError(f"the SQLite store {self.path} is open read-only")
-        report = encoded.report
-        values = (*_row_values(encoded.row), encoded.zlib)
+        if not batch:
+            return []
+        rows = [(*_row_values(encoded.row), encoded.zlib) for encoded in batch]
         try:
             with self._lock:
                 try:
-                    self._connection().execute(_INSERT, values)
+                    self._insert_all(rows)
                 except sqlite3.OperationalError as error:
                     if not _is_read_only_error(error):
                         raise
                     # Opened while the file (or a -wal/-shm beside it) was read-only: once it is
                     # writable again, a fresh connection writes.
                     self._reopen_writer()
-                    self._connection().execute(_INSERT, values)
+                    self._insert_all(rows)
         except sqlite3.Error as error:
-            raise StoreError(f"cannot write report {report.trace_id} to {self.path}: {error}") from None
-        return f"{self.path}#{report.trace_id}"
+            ids = ", ".join(encoded.report.trace_id for encoded in batch)
+            noun = "report" if len(batch) == 1 else "reports"
+            raise StoreError(f"cannot write {noun} {ids} to {self.path}: {error}") from None
+        return [f"{self.path}#{encoded.report.trace_id}" for encoded in batch]
+
+    def _insert_all(self, rows: builtins.list[tuple[object, ...]]) -> None:
+        """Insert ``rows`` (the lock held): one statement in autocommit, several in one transaction."""
+        conn = self._connection()
+        if len(rows) == 1:
+            conn.execute(_INSERT, rows[0])
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for values in rows:  # one at a time: each row's seq reads the rows before it
+                conn.execute(_INSERT, values)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def _reopen_writer(self) -> None:
         """Close the connection and open a new one (the lock held), leftover read-only sidecars repaired."""

@@ -40,44 +40,15 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(1, str(Path(__file__).resolve().parent))
+sys.path.insert(2, str(REPO))  # tests.support.tiny_models, for the tiny shape
 
 from overhead import MODES, prompts_for, word_tokenizer  # noqa: E402
+from shapes import SHAPES  # noqa: E402
 
 from corevital.capture.loading import LoadedModel, loaded_from_existing  # noqa: E402
 from corevital.config import load_settings  # noqa: E402
 from corevital.pipeline import Pipeline  # noqa: E402
 
-SHAPES: dict[str, dict[str, Any]] = {
-    "llama3-70b": dict(
-        hidden_size=8192,
-        intermediate_size=28672,
-        num_hidden_layers=80,
-        num_attention_heads=64,
-        num_key_value_heads=8,
-        vocab_size=128256,
-        max_position_embeddings=8192,
-        rope_theta=500000.0,
-    ),
-    "llama3-8b": dict(
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        vocab_size=128256,
-        max_position_embeddings=8192,
-        rope_theta=500000.0,
-    ),
-    "tiny": dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=512,
-        max_position_embeddings=1024,
-    ),
-}
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 

@@ -41,46 +41,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(1, str(REPO))  # tests.support.tiny_models, for --tiny
 
+from shapes import SHAPES  # noqa: E402
+
 from corevital.capture.loading import LoadedModel, ModelSpec, load_model, loaded_from_existing  # noqa: E402
 from corevital.config import load_settings  # noqa: E402
 from corevital.pipeline import Pipeline, settle_loaded_model  # noqa: E402
 from corevital.report.encoding import report_to_json  # noqa: E402
 
-SHAPES: dict[str, dict[str, Any]] = {
-    "llama3-8b": dict(
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        vocab_size=128256,
-        max_position_embeddings=8192,
-        rope_theta=500000.0,
-    ),
-    # Llama-3-8B's layout (32 layers, 32 query / 8 key-value heads) shrunk to almost no arithmetic:
-    # on a CPU its generation time is Python and dispatch, like a launch-bound GPU at batch 1, so
-    # CoreVital's per-step Python cost can be measured (and cut) without a GPU.
-    "llama3-8b-narrow": dict(
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        vocab_size=4096,
-        max_position_embeddings=8192,
-        rope_theta=500000.0,
-    ),
-    "smollm2-135m": dict(
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        vocab_size=49152,
-        max_position_embeddings=8192,
-        tie_word_embeddings=True,
-    ),
-}
 MODES: dict[str, dict[str, object]] = {
     "full": {"capture": "full"},
     "full-no-prompt": {"capture": "full", "prompt_telemetry": False},

@@ -17,6 +17,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 LAYER = {
     "errors": 0,
     "config": 0,
+    "config_files": 0,  # reading settings files: bounded YAML, the original CoreVital's layout
     "_exports": 0,  # the lazy public names of the packages (PEP 562)
     "modes": 0,  # the named choices (capture mode, entropy mode, model source) shared by all layers
     "progress": 0,

@@ -1,18 +1,16 @@
 """The run pipeline: capture -> analysis -> report -> sinks, wired once for the CLI and the library.
 
-Torch is imported only when a model is loaded, so ``import corevital`` stays light.
+Torch is imported only when a model is loaded, so ``import corevital`` stays light. What a command
+does around a run (timing, GC, signals) is in :mod:`corevital.pipeline_process`; the analysis' view
+of a capture in :mod:`corevital.pipeline_signals` (both re-exported here).
 """
 
 from __future__ import annotations
 
-import gc
 import logging
-import signal
-import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +31,11 @@ from corevital.config import Settings
 from corevital.errors import InputError
 from corevital.exporters.base import Outputs, open_outputs
 from corevital.perf import Operation, PerfRecorder, StrictMeasurements, cyclic_gc_paused
+from corevital.pipeline_process import settle_loaded_model as settle_loaded_model
+from corevital.pipeline_process import signals_deferred as signals_deferred
+from corevital.pipeline_process import timed as timed
+from corevital.pipeline_signals import merged_capture as merged_capture
+from corevital.pipeline_signals import signals_from_capture as signals_from_capture
 from corevital.report.builder import BuildContext, build_report
 from corevital.report.diagnosis import extensions, health_flags
 from corevital.report.rag import read_rag_context
@@ -43,7 +46,6 @@ from corevital.sinks.local import LocalFileSink
 from corevital.sinks.open import store_location
 
 if TYPE_CHECKING:
-    from corevital.capture.capabilities import ModelCapabilities
     from corevital.capture.loading import LoadedModel
     from corevital.capture.messages import Prompt
     from corevital.capture.records import ProgressCallback, RunCapture, SequenceCapture, StepCallback
@@ -72,15 +74,6 @@ def sink_type(settings: Settings) -> str:
     return "+".join(settings.sink)
 
 
-@contextmanager
-def timed(perf: PerfRecorder | None, name: str) -> Iterator[Operation | None]:
-    if perf is None:
-        yield None
-    else:
-        with perf.op(name) as node:
-            yield node
-
-
 def keep_layer_detail(settings: Settings, diagnosis: Diagnosis) -> bool:
     """full: always; summary: never; on_risk: when the run is risky or a hard flag fired."""
     if settings.capture == "full":
@@ -90,20 +83,6 @@ def keep_layer_detail(settings: Settings, diagnosis: Diagnosis) -> bool:
     flags = diagnosis.health_flags
     hard = flags.nan_detected or flags.inf_detected or flags.repetition_loop_detected
     return hard or diagnosis.risk.risk_score >= settings.on_risk_threshold
-
-
-def settle_loaded_model() -> None:
-    """For a command that owns its process, once its model is loaded: exempt what is alive now
-    (the model, torch, transformers: hundreds of thousands of objects) from cyclic GC scans.
-
-    A full-capture report of a large model allocates tens of thousands of small objects, enough
-    to trigger full collections, and each would walk every one of those objects again
-    (docs/performance.md, "Report building"). The commands keep their model to the end, so nothing
-    frozen would have been collected. No collection comes first: after the imports and the load of
-    the default model it walks ~400,000 objects and frees none (0.8 s on this 2-core CPU at a load
-    average of 7). The library API never does this: the process is the application's.
-    """
-    gc.freeze()
 
 
 class Pipeline:
@@ -448,47 +427,6 @@ class Pipeline:
         self._inputs_checked = True
 
 
-def merged_capture(captures: list[RunCapture]) -> RunCapture:
-    """One :class:`RunCapture` of several batches run one after another."""
-    first = captures[0]
-    if len(captures) == 1:
-        return first
-    return replace(
-        first,
-        sequences=[seq for run in captures for seq in run.sequences],
-        elapsed_ms=sum(run.elapsed_ms for run in captures),
-        tokenize_ms=sum(run.tokenize_ms for run in captures),
-        step_ms=[ms for run in captures for ms in run.step_ms],
-    )
-
-
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """SIGINT and SIGTERM held while a batch is written, delivered after it (main thread only).
-
-    A signal that arrives during the write lets the write finish, then interrupts as usual
-    (KeyboardInterrupt for both), so that what was being stored is stored whole.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def hold(signum: int, frame: object) -> None:
-        pending.append(signum)
-
-    for sig in previous:
-        signal.signal(sig, hold)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if pending:
-            raise KeyboardInterrupt
-
-
 def _same_run(report: Report | None, wanted: Any, settings: Settings) -> bool:
     """Whether a stored report was made with the decoding and capture settings of this run."""
     if report is None:
@@ -526,52 +464,3 @@ def describe_loaded(loaded: Any) -> str:
 
 
 __all__ = ["Pipeline", "RunOutcome", "describe_loaded", "sink_target", "sink_type"]
-
-
-def signals_from_capture(seq: SequenceCapture, *, model_id: str, caps: ModelCapabilities) -> SequenceSignals:
-    """The analysis' view of a freshly captured sequence (the capture's series as numpy arrays)."""
-    lg, chosen, h, a = seq.logits, seq.chosen, seq.hidden, seq.attention
-    entropy = _floats(lg.entropy)
-    return SequenceSignals(
-        model_id=model_id,
-        architecture=caps.architecture,
-        model_type=caps.model_type,
-        num_layers=caps.num_layers,
-        num_heads=caps.num_attention_heads,
-        prompt_text=seq.prompt.text,
-        prompt_tokens=len(seq.prompt.token_ids),
-        token_ids=np.asarray(seq.generated_token_ids, dtype=np.int64),
-        token_texts=[seq.token_texts.get(t, "") for t in seq.generated_token_ids],
-        entropy=entropy,
-        surprisal=_floats(chosen.surprisal),
-        top_k_margin=_floats(lg.top_k_margin),
-        topk_mass=_floats(lg.topk_mass),
-        perplexity=np.exp2(entropy),
-        logits_nan=_bools(lg.has_nan),
-        logits_inf=_bools(lg.has_inf),
-        hidden_l2=None if h is None else _floats(h.l2_norm),
-        hidden_max_abs=None if h is None else _floats(h.max_abs),
-        hidden_nan=None if h is None else _bools(h.has_nan),
-        hidden_inf=None if h is None else _bools(h.has_inf),
-        last_layer_sketch=None if h is None or h.sketch is None else _floats(np.asarray(h.sketch)[:, -1, :]),
-        hidden_update_ratio=_update_ratio(h),
-        hidden_mlp_update_ratio=_update_ratio(h, "mlp_update_ratio"),
-        attn_entropy_norm=None if a is None else _floats(a.entropy_mean_normalized),
-        attn_collapse_rate=None if a is None else _floats(a.collapsed_head_rate),
-        attn_concentration_max=None if a is None else _floats(a.concentration_max),
-        attn_nan=None if a is None else _bools(a.has_nan),
-        attn_inf=None if a is None else _bools(a.has_inf),
-    )
-
-
-def _update_ratio(hidden: Any, name: str = "update_ratio") -> np.ndarray | None:
-    ratio = None if hidden is None else getattr(hidden, name, None)
-    return None if ratio is None else _floats(ratio)
-
-
-def _floats(values: Any) -> np.ndarray:
-    return np.asarray(values, dtype=np.float64)
-
-
-def _bools(values: Any) -> np.ndarray:
-    return np.asarray(values, dtype=bool)

@@ -34,6 +34,8 @@ LAYER = {
     "summary": 9,  # wiring: a report's one-screen summary
     "live": 9,  # wiring: the per-step callback's events
     "pipeline": 9,  # wiring: capture -> analysis -> report -> sinks/exporters
+    "pipeline_process": 9,  # the pipeline's process side: timing, GC settling, signals held while writing
+    "pipeline_signals": 9,  # the pipeline's capture -> analysis step: a sequence's series as numpy arrays
     "proxy": 9,  # wiring: OpenAI-compatible responses -> reports; the reverse proxy (corevital proxy)
     "validation": 10,  # calibrate / validate workflows over the pipeline
     "watch": 10,  # observing a model the user already loaded, through the pipeline

@@ -6,7 +6,7 @@ fallback) and its caveats."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -17,9 +17,9 @@ from corevital.testing.sites import (
     Fault,
     Stack,
     Undo,
-    _check_step,
     _self_attention,
     _unwrap,
+    hooked,
 )
 
 __all__ = ["inject_attention_collapse"]
@@ -40,17 +40,14 @@ def inject_attention_collapse(
     Without a mask tensor (SDPA's causal shortcut) the attention temperature is divided by ``1e4``
     instead. See the module docstring.
     """
-    _check_step(from_step)
-    module = _unwrap(model)
-    attentions = _self_attention(module, layer, stack)
-    fault = Fault(kind="attention_collapse", layer=layer, stack=stack, from_step=from_step)
-    with ExitStack() as undo:
-        for index, attention in enumerate(attentions):
-            hooks = _collapse_hooks(
+
+    def install(fault: Fault) -> Iterator[Undo]:
+        for index, attention in enumerate(_self_attention(_unwrap(model), layer, stack)):
+            yield from _collapse_hooks(
                 attention, fault, counts_steps=index == 0, bidirectional=stack == "encoder"
             )
-            for fn in hooks:
-                undo.callback(fn)
+
+    with hooked("attention_collapse", layer, stack, from_step, install) as fault:
         yield fault
 
 

@@ -96,12 +96,14 @@ from corevital.testing.sites import (
     NormSite,
     Positions,
     Stack,
+    Undo,
     _check_positions,
     _check_step,
     _unwrap,
     find_layer,
     find_norm,
     find_submodule,
+    hooked,
 )
 
 __all__ = [
@@ -223,32 +225,28 @@ def _output_fault(
     Steps are counted on the block, so a sub-module called several times per step (or not at all)
     does not shift them.
     """
-    _check_step(from_step)
-    fault = Fault(kind=kind, layer=layer, stack=stack, from_step=from_step)
-    active = [False]
 
-    def pre(module: nn.Module, args: Any) -> None:
-        active[0] = fault.steps >= from_step
-        fault.steps += 1
+    def install(fault: Fault) -> Iterator[Undo]:
+        active = [False]
 
-    def post(module: nn.Module, args: Any, output: Any) -> Any:
-        if not active[0]:
-            return None
-        fault.fired += 1
-        fault.mechanism = mechanism
-        return _map_hidden(output, fn)
+        def pre(module: nn.Module, args: Any) -> None:
+            active[0] = fault.steps >= from_step
+            fault.steps += 1
 
-    # On the block itself, prepend=True: run before Hugging Face's own output-recording hook on the
-    # block, so the recorded hidden_states are the faulted ones.
-    handles = [
-        block.register_forward_pre_hook(pre, prepend=True),
-        target.register_forward_hook(post, prepend=target is block),
-    ]
-    try:
+        def post(module: nn.Module, args: Any, output: Any) -> Any:
+            if not active[0]:
+                return None
+            fault.fired += 1
+            fault.mechanism = mechanism
+            return _map_hidden(output, fn)
+
+        # On the block itself, prepend=True: run before Hugging Face's own output-recording hook on
+        # the block, so the recorded hidden_states are the faulted ones.
+        yield block.register_forward_pre_hook(pre, prepend=True).remove
+        yield target.register_forward_hook(post, prepend=target is block).remove
+
+    with hooked(kind, layer, stack, from_step, install) as fault:
         yield fault
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @contextmanager

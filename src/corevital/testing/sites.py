@@ -4,7 +4,8 @@ injector reports (:class:`Fault`). Shared by :mod:`.faults` and :mod:`.collapse`
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -13,7 +14,7 @@ from torch import nn
 from corevital.capture.capabilities import capabilities_from_config
 from corevital.capture.registry import SiteKind, find_attention_sites, submodule_from
 
-__all__ = ["Fault", "find_layer", "find_norm", "find_submodule"]
+__all__ = ["Fault", "find_layer", "find_norm", "find_submodule", "hooked"]
 
 Stack = Literal["decoder", "encoder"]
 Positions = Literal["all", "last"]
@@ -50,6 +51,24 @@ class Fault:
     steps: int = 0  # calls of the faulted layer since the block was entered
     fired: int = 0  # of which faulted (steps >= from_step)
     mechanism: str | None = None  # how the last faulted call was changed ("output", "mask", ...)
+
+
+@contextmanager
+def hooked(
+    kind: str, layer: int, stack: Stack, from_step: int, install: Callable[[Fault], Iterable[Undo]]
+) -> Iterator[Fault]:
+    """The ``with`` block of one injector: a :class:`Fault` whose hooks ``install`` registers.
+
+    ``install`` locates its modules, registers its hooks and yields how to undo each one (a hook's
+    ``remove``, an attribute's restore) as it goes; every undo runs on exit, last first, also when
+    the body (or ``install`` itself, half-way) raises.
+    """
+    _check_step(from_step)
+    fault = Fault(kind=kind, layer=layer, stack=stack, from_step=from_step)
+    with ExitStack() as undo:
+        for fn in install(fault):
+            undo.callback(fn)
+        yield fault
 
 
 # --- locating layer k ------------------------------------------------------------------------------

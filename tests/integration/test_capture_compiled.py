@@ -21,7 +21,7 @@ from transformers.generation.configuration_utils import CompileConfig
 
 from corevital.monitor import CoreVitalMonitor
 from corevital.report.schema import Report
-from tests.support.tiny_models import build_model, build_tokenizer
+from tests.support.tiny_models import build_family_model, build_model, build_tokenizer
 
 Capture = Literal["full", "summary"]
 Path = Literal["fast", "eager"]
@@ -161,3 +161,35 @@ def test_compiled_eager_attention_path_observes_attention() -> None:
         assert not np.isnan(attention[:, :, 0]).any()
         _close(attention, _table(ref, "attention_summary", ATTENTION_FIELDS), "attention, eager path")
         assert not compiled.warnings
+
+
+@pytest.mark.slow
+def test_compiled_sliding_window_keeps_the_prefill_attention() -> None:
+    """Compiled steps over a sliding-window static cache have no attention rows; the prefill has.
+
+    The report keeps the prefill step's attention (equal to the uncompiled run's), None on the
+    compiled steps, every step's logits and hidden states, and the warning saying why.
+    """
+    model = build_family_model("mistral", seed=0)
+    model.config._attn_implementation = "sdpa"
+    tokenizer = build_tokenizer()
+    counter = GraphCounter()
+    counters.clear()
+    out, reports = _watched(model, tokenizer, _compile_config(counter), "full")
+    reference_out, reference = _watched(model, tokenizer, None, "full")
+    # the window filling up recompiles the sliding layers' update (transformers' own guard, plain too)
+    assert counter.graphs >= 2 and not counters["graph_break"]
+    assert torch.equal(out, reference_out)
+    layers = model.config.num_hidden_layers
+    for compiled, ref in zip(reports, reference, strict=True):
+        assert [w.code for w in compiled.warnings] == ["ATTENTION_NOT_AVAILABLE"]
+        attention = _table(compiled, "attention_summary", ATTENTION_FIELDS)
+        assert attention.shape == (NEW_TOKENS, layers, len(ATTENTION_FIELDS))
+        assert not np.isnan(attention[0]).any(), "the prefill step's attention is kept"
+        assert np.isnan(attention[1:]).all(), "compiled steps have no attention"
+        reference_attention = _table(ref, "attention_summary", ATTENTION_FIELDS)
+        _close(attention[0], reference_attention[0], "prefill attention")
+        hidden = _table(compiled, "hidden_summary", HIDDEN_FIELDS)
+        assert not np.isnan(hidden[:, :, 0]).any()
+        _close(hidden, _table(ref, "hidden_summary", HIDDEN_FIELDS), "hidden states")
+        _close(_table(compiled, "logits", LOGIT_FIELDS), _table(ref, "logits", LOGIT_FIELDS), "logits")

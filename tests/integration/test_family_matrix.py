@@ -7,8 +7,9 @@ list (:mod:`tests.support.models_table`).
 
 ``CV_TEST_DEVICE=cuda`` runs the same checks on a GPU, where ``generate()`` compiles the static
 cache's decoding step: there a family whose static cache has sliding-window layers has no attention
-on its compiled steps, and the report says so (``ATTENTION_NOT_AVAILABLE``) while keeping logits,
-hidden states and prompt telemetry (docs/performance.md).
+on its compiled steps (the uncompiled prefill step has it), and the report says so
+(``ATTENTION_NOT_AVAILABLE``) while keeping logits, hidden states and prompt telemetry
+(docs/performance.md).
 """
 
 from __future__ import annotations
@@ -63,12 +64,18 @@ def _sliding_static_cache(model: TinyModel) -> bool:
     return static_full_layers(StaticCache(config=config, max_cache_len=16)) is None
 
 
-def _check_without_attention(report: Report, layers: int) -> None:
-    """Logits, every layer's hidden state and prompt telemetry, and the warning that attention is missing."""
+def _check_without_attention(report: Report, layers: int, *, prefill_attention: bool = False) -> None:
+    """Logits, every layer's hidden state and prompt telemetry, and the warning that attention is missing.
+
+    ``prefill_attention``: the first step (the uncompiled prefill) has every layer's attention,
+    the compiled steps after it none.
+    """
     assert [w.code for w in report.warnings] == ["ATTENTION_NOT_AVAILABLE"]
-    for step in report.timeline:
+    for index, step in enumerate(report.timeline):
         assert [layer.hidden_summary.l2_norm_mean is not None for layer in step.layers] == [True] * layers
         assert step.logits_summary.entropy is not None
+        observed = [layer.attention_summary.entropy_mean is not None for layer in step.layers]
+        assert observed == [prefill_attention and index == 0] * layers
     assert report.prompt_analysis is not None and report.prompt_analysis.prompt_surprisals
 
 
@@ -86,7 +93,7 @@ def test_family(family: str, cache: str) -> None:
     layers = model.config.num_hidden_layers
     if family in ATTENTION_NOT_OBSERVED or _compiled_steps_lack_attention(model, cache):
         for report in fast_reports:
-            _check_without_attention(report, layers)
+            _check_without_attention(report, layers, prefill_attention=family not in ATTENTION_NOT_OBSERVED)
         return
     for f, e in zip(fast_reports, eager_reports, strict=True):
         _check_complete(f, layers)

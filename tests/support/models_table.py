@@ -96,9 +96,12 @@ def render() -> str:
         "The compiled steps of a family whose static cache has sliding-window layers ("
         + ", ".join(COMPILED_NO_ATTENTION)
         + ")",
-        "carry no attention statistics: the report has the warning ATTENTION_NOT_AVAILABLE with",
-        "logits, every layer's hidden state and prompt telemetry, which is what the test expects",
-        'there (docs/performance.md, "GPU: the static cache compiled").',
+        "carry no attention statistics (the first step, the uncompiled prefill, has them): the report",
+        "has the warning ATTENTION_NOT_AVAILABLE with logits, every layer's hidden state and prompt",
+        'telemetry, which is what the test expects there (docs/performance.md, "GPU: the static cache',
+        "compiled\"). The H200 run predates the check of the first step's attention, which runs",
+        "compiled on the CPU (`tests/integration/test_capture_compiled.py::",
+        "test_compiled_sliding_window_keeps_the_prefill_attention`).",
         "",
     ]
     return "\n".join(lines)

@@ -24,23 +24,33 @@ def _row(value: Any, index: int, axis: int) -> Any:
     return array[index] if axis == 0 else array[:, index]
 
 
-def series(steps: list[T], index: int, *, axis: int) -> T | None:
-    """Stack row ``index`` of each step's dataclass into one dataclass of arrays with a step axis."""
-    present = [s for s in steps if s is not None]
-    if not present or len(present) != len(steps):
+def series(steps: list[T | None], index: int, *, axis: int) -> T | None:
+    """Stack row ``index`` of each step's dataclass into one dataclass of arrays with a step axis.
+
+    A step without the dataclass (attention of a compiled step over a sliding-window cache) or a
+    statistic some steps lack (the MLP update ratio of compiled steps) keeps its place in the
+    series: NaN there (False for flags), the same as a statistic that could not be computed. None
+    only when no step has it.
+    """
+    first = next((s for s in steps if s is not None), None)
+    if first is None:
         return None
-    first = present[0]
     values: dict[str, Any] = {}
     for f in dataclasses.fields(first):  # type: ignore[arg-type]
-        rows = [_row(getattr(s, f.name), index, axis) for s in present]
+        rows = [None if s is None else _row(getattr(s, f.name), index, axis) for s in steps]
         shaped = next((row for row in rows if row is not None), None)
-        # an optional statistic some steps lack (the MLP update ratio of compiled steps): NaN there
         values[f.name] = (
-            None
-            if shaped is None
-            else np.stack([np.full(np.shape(shaped), np.nan) if row is None else row for row in rows])
+            None if shaped is None else np.stack([_missing(shaped) if row is None else row for row in rows])
         )
     return type(first)(**values)
+
+
+def _missing(like: Any) -> np.ndarray:
+    """A row shaped like ``like`` for a step that lacks it: False for flags, NaN otherwise."""
+    array = np.asarray(like)
+    if array.dtype == bool:
+        return np.zeros(array.shape, dtype=bool)
+    return np.full(array.shape, np.nan)
 
 
 def reduce_rows(stats: T, mask: np.ndarray, *, axis: int = 1) -> T:

@@ -21,6 +21,8 @@ from corevital.analysis.evaluation import (
     auroc,
     bootstrap_ci,
     compute_ece,
+    compute_ece_equal_mass,
+    ece_noise_floor,
     grouped_kfold,
     reliability_bins,
     roc_curve,
@@ -201,6 +203,52 @@ def test_ece_is_small_for_calibrated_probabilities_and_large_for_overconfident_o
     assert compute_ece(probs, labels) < 0.01
     overconfident = np.where(probs > 0.5, 1.0, 0.0)
     assert compute_ece(overconfident, labels) == pytest.approx(0.25, abs=0.01)
+
+
+def ece_equal_mass_by_loop(probs: np.ndarray, labels: np.ndarray, n_bins: int) -> float:
+    """Sorted records dealt into bins of size ceil / floor of N / n_bins, the larger ones first."""
+    pairs = sorted(zip(probs.tolist(), labels.tolist(), strict=True), key=lambda pl: pl[0])
+    size, extra = divmod(len(pairs), n_bins)
+    total, start = 0.0, 0
+    for b in range(n_bins):
+        part = pairs[start : start + size + (1 if b < extra else 0)]
+        start += len(part)
+        if part:
+            total += len(part) * abs(
+                sum(y for _, y in part) / len(part) - sum(p for p, _ in part) / len(part)
+            )
+    return total / len(pairs)
+
+
+def test_equal_mass_ece_on_a_hand_example_and_against_the_loop() -> None:
+    probs = np.array([0.1, 0.9, 0.2, 0.8])
+    labels = np.array([0, 1, 1, 1])
+    # two bins: {0.1, 0.2} with one failure (|0.5 - 0.15|), {0.8, 0.9} both failed (|1 - 0.85|)
+    assert compute_ece_equal_mass(probs, labels, n_bins=2) == pytest.approx((2 * 0.35 + 2 * 0.15) / 4)
+    rng = np.random.default_rng(5)
+    for n in (7, 40, 123):
+        p = rng.random(n) ** 2  # crowded near 0: equal-width bins near 1 are nearly empty
+        y = (rng.random(n) < p).astype(int)
+        assert compute_ece_equal_mass(p, y, 10) == pytest.approx(ece_equal_mass_by_loop(p, y, 10))
+    # fewer records than bins: one record per bin, |y - p| on average
+    assert compute_ece_equal_mass(np.array([0.2, 0.7]), np.array([0, 1]), 10) == pytest.approx(0.25)
+
+
+def test_the_noise_floor_is_what_a_perfectly_calibrated_predictor_shows_and_shrinks_with_n() -> None:
+    rng = np.random.default_rng(7)
+    small = rng.uniform(0.1, 0.9, 40)
+    floor = ece_noise_floor(small, n_sims=400, seed=1)
+    # an independent simulation of the same quantity (another generator and seed)
+    other = np.random.default_rng(99)
+    direct = [compute_ece(small, (other.random(40) < small).astype(int)) for _ in range(400)]
+    assert floor.mean == pytest.approx(float(np.mean(direct)), abs=0.01)
+    assert 0.08 < floor.mean < floor.p95 < 0.3  # 40 records: an ECE of 0.05 is not measurable
+    large = ece_noise_floor(rng.uniform(0.1, 0.9, 4000), n_sims=100, seed=1)
+    assert large.mean < 0.025 and large.mean < floor.mean / 4
+    mass = ece_noise_floor(small, compute_ece_equal_mass, n_sims=400, seed=1)
+    assert mass.mean > 0.08  # equal-mass bins have the same floor problem
+    with pytest.raises(ValueError, match="probabilities"):
+        ece_noise_floor(np.array([0.2, 1.5]))
 
 
 def test_probabilities_outside_the_unit_interval_are_rejected() -> None:

@@ -14,7 +14,12 @@ that need it): ``roc_curve`` (``sklearn.metrics.roc_curve``), ``PlattScaler.fit`
   are called a thousand times per score by the group bootstrap, so they are plain numpy (scikit-learn's
   input validation alone costs more than the computation); the tests check them against
   scikit-learn and against brute-force references.
-- ``reliability_bins`` / ``compute_ece``: equal-width bins on [0, 1], the last bin closed.
+- ``reliability_bins`` / ``compute_ece``: equal-width bins on [0, 1], the last bin closed;
+  ``compute_ece_equal_mass``: the records sorted by probability and cut into bins of equal size
+  (adaptive binning: no bin is nearly empty when the probabilities crowd in one region).
+- ``ece_noise_floor``: the ECE a perfectly calibrated predictor shows on a sample of this size and
+  these probabilities (labels drawn as Bernoulli(p)); ECE is biased upwards on small samples, and
+  a measured ECE is only readable against it.
 - ``bootstrap_ci``: percentile bootstrap; resamples where the metric is NaN are skipped. With
   ``groups`` whole groups are resampled (a cluster bootstrap) so that repeated prompts do not
   narrow the interval.
@@ -37,6 +42,7 @@ from corevital.analysis.logistic import as_labels, sigmoid_array
 
 __all__ = [
     "ConfidenceInterval",
+    "NoiseFloor",
     "PlattScaler",
     "ReliabilityBins",
     "RocCurve",
@@ -44,6 +50,8 @@ __all__ = [
     "auroc",
     "bootstrap_ci",
     "compute_ece",
+    "compute_ece_equal_mass",
+    "ece_noise_floor",
     "grouped_kfold",
     "reliability_bins",
     "roc_curve",
@@ -168,6 +176,38 @@ def compute_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> floa
     full = bins.counts > 0
     gaps = np.abs(bins.observed_rate[full] - bins.mean_predicted[full])
     return float(np.sum(bins.counts[full] * gaps) / bins.counts.sum())
+
+
+def compute_ece_equal_mass(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> float:
+    """ECE over ``n_bins`` equal-mass bins: the records in order of probability (stable sort) cut
+    into bins whose sizes differ by at most one; fewer records than bins gives one record per bin."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    p, y = _check_probs(probs, labels)
+    order = np.argsort(p, kind="mergesort")
+    total = 0.0
+    for part in np.array_split(order, min(n_bins, p.size)):
+        total += part.size * abs(float(y[part].mean()) - float(p[part].mean()))
+    return total / p.size
+
+
+@dataclass(frozen=True)
+class NoiseFloor:
+    mean: float  # expected ECE of a perfectly calibrated predictor at these probabilities
+    p95: float  # its 95th percentile: a measured ECE below it is consistent with calibration
+
+
+def ece_noise_floor(
+    probs: np.ndarray, metric: Metric = compute_ece, *, n_sims: int = 1000, seed: int = 0
+) -> NoiseFloor:
+    """``metric`` (an ECE) of the probabilities ``probs`` against labels drawn as Bernoulli(p),
+    ``n_sims`` times: what sampling noise alone gives when the predictor is perfectly calibrated."""
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 1 or p.size == 0 or not np.all(np.isfinite(p)) or p.min() < 0.0 or p.max() > 1.0:
+        raise ValueError("probs must be a non-empty 1-D array of probabilities in [0, 1]")
+    rng = np.random.default_rng(seed)
+    values = np.array([metric(p, (rng.random(p.size) < p).astype(np.int64)) for _ in range(n_sims)])
+    return NoiseFloor(mean=float(values.mean()), p95=float(np.quantile(values, 0.95)))
 
 
 # -- bootstrap ----------------------------------------------------------------------------------

@@ -109,7 +109,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(
             f"Risk model: {t.num_records} labelled records ({t.failure_rate:.1%} failed, "
             f"{t.num_groups} groups), L2 {outcome.fitted.spec.l2:g}, {t.cv_folds}-fold grouped CV: "
-            f"AUROC {_opt(t.cv_auroc)}, ECE {_opt(t.cv_ece)}"
+            f"AUROC {_opt(t.cv_auroc)}, ECE {_opt(t.cv_ece)} (equal-mass bins "
+            f"{outcome.fitted.cv_ece_equal_mass:.3f}; a perfectly calibrated model at this N: "
+            f"{outcome.fitted.cv_ece_noise_floor.mean:.3f})"
         )
     print(f"Done in {time.perf_counter() - t0:.0f} s")
     return 0

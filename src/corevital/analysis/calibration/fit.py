@@ -16,9 +16,12 @@
 The logistic fits, the folds and the Platt step are scikit-learn's (the ``validate`` extra), through
 :mod:`corevital.analysis.evaluation`; scoring with the saved model needs numpy only.
 
-The training summary keeps the cross-validated AUROC and ECE (the ECE of Platt-scaled out-of-fold
-predictions, which the Platt step itself saw: the held-out split of ``corevital validate`` is the
-honest check).
+The training summary keeps the cross-validated AUROC and ECE. The ECE is cross-fitted: each
+fold's out-of-fold logits are Platt-scaled by a Platt step fitted on the other folds' out-of-fold
+logits, so no record is scaled by a step that saw it (the saved Platt step is fitted on all of them).
+:class:`FittedRiskModel` adds it with equal-mass bins and its noise floor, the ECE of a perfectly
+calibrated predictor with the same probabilities and N (labels drawn as Bernoulli(p)): on a few
+dozen records that floor is 0.1 or more, and an ECE near it says nothing about calibration.
 """
 
 from __future__ import annotations
@@ -31,7 +34,15 @@ import numpy as np
 
 from corevital.analysis.calibration.features import RunFeatures
 from corevital.analysis.calibration.risk_model import Z_CAP, RiskModelSpec, TrainingSummary
-from corevital.analysis.evaluation import PlattScaler, auroc, compute_ece, grouped_kfold
+from corevital.analysis.evaluation import (
+    NoiseFloor,
+    PlattScaler,
+    auroc,
+    compute_ece,
+    compute_ece_equal_mass,
+    ece_noise_floor,
+    grouped_kfold,
+)
 from corevital.analysis.logistic import Standardizer, fit_logistic, log1pexp
 from corevital.analysis.sklearn_support import require_sklearn
 from corevital.errors import InputError
@@ -65,6 +76,9 @@ class FittedRiskModel:
     spec: RiskModelSpec
     oof_probability: np.ndarray  # Platt-scaled out-of-fold P(failure) per record
     cv_log_loss: dict[float, float]  # per L2 penalty tried
+    cv_probability: np.ndarray  # cross-fitted out-of-fold P(failure): what spec.training.cv_ece is of
+    cv_ece_equal_mass: float  # of cv_probability, 10 equal-mass bins
+    cv_ece_noise_floor: NoiseFloor  # ECE (equal-width) of a perfectly calibrated model at this N
 
 
 def _design(rows: Sequence[RunFeatures], names: Sequence[str]) -> np.ndarray:
@@ -139,6 +153,7 @@ def fit_risk_model(
     chosen = runs[best]
     platt = PlattScaler.fit(chosen.logits, y)
     oof = platt.predict(chosen.logits)
+    crossfit = _cross_fitted_platt(chosen.logits, y, split)
     spec = RiskModelSpec(
         features=list(feature_names),
         means=[float(v) for v in scaler.means],
@@ -157,11 +172,30 @@ def fit_risk_model(
             failure_rate=float(y.mean()),
             cv_folds=folds,
             cv_auroc=_finite_or_none(auroc(oof, y)),
-            cv_ece=_finite_or_none(compute_ece(oof, y)),
+            cv_ece=_finite_or_none(compute_ece(crossfit, y)),
             l2_grid=[float(v) for v in l2_grid],
         ),
     )
-    return FittedRiskModel(spec=spec, oof_probability=oof, cv_log_loss=losses)
+    return FittedRiskModel(
+        spec=spec,
+        oof_probability=oof,
+        cv_log_loss=losses,
+        cv_probability=crossfit,
+        cv_ece_equal_mass=compute_ece_equal_mass(crossfit, y),
+        cv_ece_noise_floor=ece_noise_floor(crossfit, n_sims=500, seed=seed),
+    )
+
+
+def _cross_fitted_platt(
+    logits: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    """Out-of-fold probabilities whose Platt step never saw them: each fold's logits scaled by a
+    Platt step fitted on the other folds' out-of-fold logits (all of them when those are one class)."""
+    probs = np.full(y.size, np.nan)
+    for train, test in folds:
+        source = train if 0 < int(y[train].sum()) < train.size else np.arange(y.size)
+        probs[test] = PlattScaler.fit(logits[source], y[source]).predict(logits[test])
+    return probs
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 
 from corevital.validation.suite import kind_table
-from corevital.validation.suite_items import FAULTS, SuiteItem, build_suite, split_of
+from corevital.validation.suite_items import FAULTS, TWO_STEP_SUFFIX, SuiteItem, build_suite, split_of
 from corevital.validation.suite_labels import label, repeat_rate, stated_answer, word_repeat_rate, words
 
 
@@ -127,3 +127,22 @@ def test_kind_table_orients_scores_and_gives_intervals() -> None:
     assert length.estimate > 0.85 and length.low <= length.estimate <= length.high
     best = table.best_baseline()
     assert best is not None and best.key == "length"
+
+
+def test_two_step_word_problems_ask_for_the_answer_form_and_are_judged_by_it() -> None:
+    items = [i for i in build_suite() if i.kind == "word_problem" and i.prompt.endswith(TWO_STEP_SUFFIX)]
+    assert len(items) == 40 and {i.split for i in items} == {"dev", "test"}
+    tom = next(i for i in items if i.prompt.startswith("Tom has"))
+    a, b, c = (int(w.rstrip(".")) for w in tom.prompt.split() if w.rstrip(".").isdigit())
+    assert tom.answer == a + b - c
+    # the number after the last "Answer:" is the stated answer, whatever comes before it
+    assert not label(tom, f"First {a} + {b} = {a + b}, then {a + b} - {c}.\nAnswer: {a + b - c}")
+    assert label(tom, f"Answer: {a}")
+
+
+def test_the_extra_arithmetic_pairs_never_repeat_a_group() -> None:
+    sums = [i for i in build_suite() if i.kind == "arithmetic"]
+    assert len(sums) == 84 + 400
+    groups = Counter(i.group for i in sums[84:])
+    assert set(groups.values()) == {2}  # two phrasings of each new pair, no pair drawn twice
+    assert not set(groups) & {i.group for i in sums[:84]}

@@ -187,6 +187,34 @@ _EASY_WORD_PROBLEMS: tuple[tuple[str, str], ...] = (
     ("Jo walks {a} km on Monday and {b} km on Tuesday. How many km did Jo walk?", "a+b"),
 )
 
+# Two small steps on numbers 2-9, with the answer's form asked for ("Answer: N"), so that a small model
+# solves some of them (it fails almost every three-operation problem and most one-operation ones).
+_TWO_STEP_WORD_PROBLEMS: tuple[tuple[str, str], ...] = (
+    ("Tom has {a} apples. He buys {b} more and then eats {c}. How many apples does he have?", "a+b-c"),
+    (
+        "A shelf has {a} books. Ana puts {b} more on it, then {c} more. How many books are on the shelf?",
+        "a+b+c",
+    ),
+    ("There are {a} cats and {b} dogs in a yard. {c} cats leave. How many animals are in the yard?", "a+b-c"),
+    ("Kim has {a} coins. She finds {b} coins and loses {c}. How many coins does she have?", "a+b-c"),
+    ("A bus has {a} people. {b} get on and {c} get off. How many people are on the bus?", "a+b-c"),
+    (
+        "Max reads {a} pages on Monday, {b} on Tuesday and {c} on Wednesday. How many pages did he read?",
+        "a+b+c",
+    ),
+    (
+        "A jar has {a} sweets. Eva adds {b} sweets and then {c} sweets. How many sweets are in the jar?",
+        "a+b+c",
+    ),
+    ("Sara has {a} flowers. She picks {b} more and gives {c} away. How many flowers does she have?", "a+b-c"),
+    ("A farm has {a} cows, {b} pigs and {c} goats. How many animals are on the farm?", "a+b+c"),
+    (
+        "Leo has {a} toy cars. He gets {b} more and gives {c} to his sister. How many cars does he have?",
+        "a+b-c",
+    ),
+)
+TWO_STEP_SUFFIX = " End your reply with a line of the form 'Answer: N'."
+
 _OPEN_ENDED: tuple[tuple[str, str], ...] = (
     ("list", "List twenty animals that live in the forest, one per line."),
     ("list", "Write a numbered list of 25 fruits."),
@@ -340,13 +368,20 @@ _ARITHMETIC_TIERS: tuple[tuple[str, tuple[int, int], tuple[int, int]], ...] = (
 )
 
 
-def _arithmetic(rng: random.Random, groups: int, first: int = 0) -> list[SuiteItem]:
+def _arithmetic(
+    rng: random.Random, groups: int, first: int = 0, avoid: set[str] | None = None
+) -> list[SuiteItem]:
     """``groups`` operand pairs (easy to hard in turn, :data:`_ARITHMETIC_TIERS`), two phrasings
-    each; ``first``: the number of groups made before (ids and tiers go on from there)."""
+    each; ``first``: the number of groups made before (ids and tiers go on from there). With
+    ``avoid`` (groups made before), a pair already drawn is drawn again, and the new ones are added."""
     items: list[SuiteItem] = []
     for g in range(first, first + groups):
         op, (a0, a1), (b0, b1) = _ARITHMETIC_TIERS[g % len(_ARITHMETIC_TIERS)]
         a, b = rng.randint(a0, a1), rng.randint(b0, b1)
+        while avoid is not None and f"arithmetic:{a}{op}{b}" in avoid:
+            a, b = rng.randint(a0, a1), rng.randint(b0, b1)
+        if avoid is not None:
+            avoid.add(f"arithmetic:{a}{op}{b}")
         result = a + b if op == "+" else a - b if op == "-" else a * b
         word = {"+": "plus", "-": "minus", "*": "times"}[op]
         for template in ("What is {a} {w} {b}? Reply with the number only.", "Compute {a} {o} {b}."):
@@ -385,6 +420,19 @@ def _easy_word_problems(rng: random.Random, per_template: int, first: int) -> li
             prompt = template.format(a=a, b=b)
             answer = _evaluate(form, a, b, 0)
             items.append(_item("word_problem", first + len(items), prompt, f"e{t}", answer=answer))
+    return items
+
+
+def _two_step_word_problems(rng: random.Random, per_template: int, first: int) -> list[SuiteItem]:
+    """``per_template`` problems of every :data:`_TWO_STEP_WORD_PROBLEMS` template (numbers 2-9, the
+    answer asked as "Answer: N"), ids from ``first``; a template is a group."""
+    items: list[SuiteItem] = []
+    for t, (template, form) in enumerate(_TWO_STEP_WORD_PROBLEMS):
+        for _ in range(per_template):
+            a, b, c = rng.randint(4, 9), rng.randint(2, 9), rng.randint(2, 4)
+            prompt = template.format(a=a, b=b, c=c) + TWO_STEP_SUFFIX
+            answer = _evaluate(form, a, b, c)
+            items.append(_item("word_problem", first + len(items), prompt, f"s{t}", answer=answer))
     return items
 
 
@@ -453,14 +501,18 @@ def build_suite(seed: int = SEED) -> list[SuiteItem]:
     """Every item of the suite, in a fixed order (same seed, same items)."""
     rng = random.Random(seed)
     factual = _factual()
+    arithmetic = [*_arithmetic(rng, 30), *_arithmetic(random.Random(seed + 1), 12, first=30)]
     return [
         *factual,
         *_faults(factual),
-        *_arithmetic(rng, 30),
-        *_arithmetic(random.Random(seed + 1), 12, first=30),
+        *arithmetic,
+        # more operand pairs, none repeated, so that a labelled model's calibration on one kind is
+        # measured on a few hundred runs per split
+        *_arithmetic(random.Random(seed + 4), 200, first=42, avoid={i.group for i in arithmetic}),
         *_unanswerable(),
         *_word_problems(rng, 3),
         *_easy_word_problems(random.Random(seed + 2), 2, first=60),
+        *_two_step_word_problems(random.Random(seed + 3), 4, first=80),
         *_open_ended(),
         *_requested_repetition(),
     ]

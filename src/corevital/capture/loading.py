@@ -28,6 +28,7 @@ from corevital.capture.hf_compat import (
 )
 from corevital.capture.identity import weights_sample
 from corevital.capture.model_checks import probe_capabilities
+from corevital.capture.model_constants import ModelConstants
 from corevital.capture.model_files import MODEL_FILE_ERRORS, TOKENIZER_FILE_ERRORS, check_model_files
 from corevital.config import DEFAULT_MODEL_NAME, Settings
 from corevital.errors import DeviceError, ModelLoadError
@@ -87,6 +88,11 @@ class LoadedModel:
     dtype: torch.dtype
     quantization: str | None  # "4-bit", "8-bit" or None
     revision: str | None
+
+    @functools.cached_property
+    def constants(self) -> ModelConstants:
+        """What observing the model derives from it once (weight bytes, sketch, sites, norms)."""
+        return ModelConstants(self.model, self.capabilities)
 
     @functools.cached_property
     def weights_fingerprint(self) -> tuple[float, ...]:

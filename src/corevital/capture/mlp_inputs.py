@@ -2,12 +2,12 @@
 
 A pre-norm decoder layer computes ``m = h + attention(norm₁(h))`` and then ``h' = m + mlp(norm₂(m))``:
 the input of the norm before the MLP (``post_attention_layernorm`` in Llama-style models, ``ln_2``
-in GPT-2, ``pre_feedforward_layernorm`` in Gemma) is ``m``. A forward pre-hook on that norm keeps a
+in GPT-2, ``pre_feedforward_layernorm`` in Gemma) is ``m``. A wrapper around that norm's forward keeps a
 reference to its input's last position, so the step's reduction can take the MLP's own update
 ratio ``‖h' − m‖ / ‖m‖`` (:func:`corevital.metrics.hidden.mlp_update_ratio`): exactly 0 when the
 MLP is silenced (a zeroed RMSNorm weight before it), never near 0 in a healthy layer.
 
-Decoder-only models only; nothing is kept inside a compiled step (the hook returns at once while
+Decoder-only models only; nothing is kept inside a compiled step (the wrapper keeps nothing while
 dynamo traces, so the compiled graph is unchanged) and a model without such a norm in every layer
 gets no tap, nor does a model whose attention and MLP run in parallel on the same input
 (GPT-NeoX's ``use_parallel_residual``).
@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 
 from corevital.capture.registry import layer_stack
 
@@ -31,7 +30,12 @@ PRE_MLP_NORMS = ("pre_feedforward_layernorm", "post_attention_layernorm", "ln_2"
 
 
 class MlpInputTap:
-    """Keeps each layer's pre-MLP residual (last position) of the latest forward pass."""
+    """Keeps each layer's pre-MLP residual (last position) of the latest forward pass.
+
+    The norm's ``forward`` is wrapped for the time the tap is installed (an instance attribute,
+    removed afterwards) rather than given a forward pre-hook: a module with a hook takes PyTorch's
+    slow call path, several times the cost of one more Python call, on every layer and step.
+    """
 
     def __init__(self, norms: tuple[nn.Module, ...]) -> None:
         self.norms = norms
@@ -39,26 +43,29 @@ class MlpInputTap:
 
     @contextmanager
     def installed(self) -> Iterator[MlpInputTap]:
-        handles: list[RemovableHandle] = [
-            norm.register_forward_pre_hook(self._hook(layer)) for layer, norm in enumerate(self.norms)
-        ]
+        saved = [norm.__dict__.get("forward", _NOT_SET) for norm in self.norms]
         try:
+            for layer, norm in enumerate(self.norms):
+                norm.forward = self._wrapped(layer, norm.forward)
             yield self
         finally:
-            for handle in handles:
-                handle.remove()
+            for norm, forward in zip(self.norms, saved, strict=True):
+                if forward is _NOT_SET:
+                    norm.__dict__.pop("forward", None)
+                else:
+                    norm.forward = forward
             self._latest = [None] * len(self.norms)
 
-    def _hook(self, layer: int) -> Any:
-        def keep(module: nn.Module, args: tuple[Any, ...]) -> None:
-            if torch.compiler.is_compiling() or not args or not isinstance(args[0], Tensor):
-                return
-            state = args[0]
-            if state.dim() != 3:
-                self._latest[layer] = None
-                return
-            last = state[:, -1:]  # a pass over several positions (the prefill): keep a copy, not the pass
-            self._latest[layer] = last.clone() if state.shape[1] > 1 else last
+    def _wrapped(self, layer: int, forward: Any) -> Any:
+        def keep(*args: Any, **kwargs: Any) -> Any:
+            if not torch.compiler.is_compiling():
+                state = args[0] if args else next(iter(kwargs.values()), None)
+                if isinstance(state, Tensor) and state.dim() == 3:
+                    # a pass over several positions (the prefill): keep a copy of the last, not the pass
+                    self._latest[layer] = state if state.shape[1] == 1 else state[:, -1:].clone()
+                else:
+                    self._latest[layer] = None
+            return forward(*args, **kwargs)
 
         return keep
 
@@ -71,8 +78,17 @@ class MlpInputTap:
         return tuple(state for state in latest if state is not None)
 
 
+_NOT_SET = object()
+
+
 def mlp_input_tap(model: Any, num_layers: int) -> MlpInputTap | None:
     """A tap on ``model``'s pre-MLP norms, or None (encoder-decoder, or a layer without one)."""
+    norms = pre_mlp_norms(model, num_layers)
+    return None if norms is None else MlpInputTap(norms)
+
+
+def pre_mlp_norms(model: Any, num_layers: int) -> tuple[nn.Module, ...] | None:
+    """Each layer's norm before its MLP, or None (encoder-decoder, or a layer without one)."""
     config = getattr(model, "config", None)
     if config is None or getattr(config, "is_encoder_decoder", False):
         return None
@@ -88,4 +104,4 @@ def mlp_input_tap(model: Any, num_layers: int) -> MlpInputTap | None:
         if not isinstance(found, nn.Module):
             return None
         norms.append(found)
-    return MlpInputTap(tuple(norms))
+    return tuple(norms)

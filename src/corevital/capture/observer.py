@@ -40,11 +40,11 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 from corevital.capture.attention_window import DecodeRows, append_only_keys
 from corevital.capture.capabilities import ModelCapabilities
 from corevital.capture.hf_compat import last_logits_processor
-from corevital.capture.instruments import attention_tap, model_bytes, sketch_matrix
+from corevital.capture.instruments import attention_tap
 from corevital.capture.live import LiveCallback
 from corevital.capture.mask_forms import UnreadableMask, prompt_padding, readable_mask
-from corevital.capture.mlp_inputs import mlp_input_tap
 from corevital.capture.model_checks import logits_head, stream_sites
+from corevital.capture.model_constants import ModelConstants
 from corevital.capture.options import CaptureOptions
 from corevital.capture.prompt_pass import EncoderSummary, PromptPass
 from corevital.capture.records import CaptureWarning, ProgressCallback, StepCallback
@@ -105,22 +105,25 @@ class StepObserver:
         batch_offset: int = 0,
         started: float | None = None,
         progress: ProgressCallback | None = None,
+        constants: ModelConstants | None = None,
     ) -> None:
         self.model = model
         self.caps = caps
         self.options = options
-        size = model_bytes(model)
+        # weight bytes, sketch matrix and pre-MLP norms: the loaded model's, made once (or here)
+        constants = ModelConstants(model, caps) if constants is None else constants
+        size = constants.weight_bytes
         chunk = options.tuning.prompt_chunk(size)
         self.tap, self.warnings = attention_tap(
             caps, sites, options, prompt_chunk_bytes=chunk, context_span=options.context_span
         )
-        sketch = sketch_matrix(caps, options, next(model.parameters()).device)
+        sketch = constants.sketch(options, next(model.parameters()).device)
         self.shards = shard_group(model)  # a tensor-parallel model's ranks (:mod:`.tensor_parallel`)
         self.window = StepWindow(options, sketch, options.tuning.deferred_budget(size), self.shards)
         decoder_only = not caps.is_encoder_decoder
         head = logits_head(model) if options.observe_prompt and decoder_only else None
         self.prompt = PromptPass(head, stream_sites(model) if decoder_only else None, chunk)
-        self.mlp_tap = mlp_input_tap(model, caps.num_layers)  # the residual before each MLP
+        self.mlp_tap = constants.mlp_tap()  # the residual before each MLP
         self.encoder = None
         if caps.is_encoder_decoder:
             telemetry = self.prompt if options.observe_prompt else None

@@ -45,7 +45,6 @@ from corevital.capture.records import (
     generation_record,
     utc_timestamp,
 )
-from corevital.capture.registry import find_attention_sites
 from corevital.capture.replay import replay_sequence
 from corevital.config import Settings
 from corevital.errors import CaptureError, CoreVitalError, InputError
@@ -317,7 +316,7 @@ def observe_generation(
     with a note saying CoreVital was observing, so the user's ``except`` clauses still match.
     """
     caps = loaded.capabilities
-    sites = find_attention_sites(loaded.model, caps)
+    sites = loaded.constants.sites
     if beam_search:
         try:
             with torch.no_grad():
@@ -338,6 +337,7 @@ def observe_generation(
         batch_offset=first_index,
         started=started,
         progress=progress,
+        constants=loaded.constants,
     )
     try:
         with torch.no_grad(), observer.installed() as (processors, criteria):

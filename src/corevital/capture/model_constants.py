@@ -1,0 +1,60 @@
+"""What observing a model derives from its structure and weights, made once per model.
+
+A generation's observer needs the model's weight bytes (its memory budgets are shares of them), the
+fixed random projection of hidden-state sketches, the attention modules and the pre-MLP norms. None
+of these changes between generations of the same loaded model, and computing them again for every
+``generate()`` call (a pass over every parameter, a random matrix, a walk over every module) is a
+fixed cost per generation that short generations feel. :class:`ModelConstants` keeps them; one is
+held by each :class:`~corevital.capture.loading.LoadedModel`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from corevital.capture.capabilities import ModelCapabilities
+from corevital.capture.instruments import model_bytes, sketch_matrix
+from corevital.capture.mlp_inputs import MlpInputTap, pre_mlp_norms
+from corevital.capture.options import CaptureOptions
+from corevital.capture.registry import AttentionSite, find_attention_sites
+
+
+class ModelConstants:
+    """The per-model values of one loaded model, each computed on first use."""
+
+    def __init__(self, model: Any, caps: ModelCapabilities) -> None:
+        self.model = model
+        self.caps = caps
+        self._bytes: int | None = None
+        self._sites: list[AttentionSite] | None = None
+        self._norms: tuple[nn.Module, ...] | None = None
+        self._norms_found = False
+        self._sketches: dict[tuple[int, torch.device], Tensor | None] = {}
+
+    @property
+    def weight_bytes(self) -> int:
+        if self._bytes is None:
+            self._bytes = model_bytes(self.model)
+        return self._bytes
+
+    @property
+    def sites(self) -> list[AttentionSite]:
+        """The attention modules (a new list each time: callers may filter it)."""
+        if self._sites is None:
+            self._sites = find_attention_sites(self.model, self.caps)
+        return list(self._sites)
+
+    def sketch(self, options: CaptureOptions, device: torch.device) -> Tensor | None:
+        key = (options.sketch_dim, device)
+        if key not in self._sketches:
+            self._sketches[key] = sketch_matrix(self.caps, options, device)
+        return self._sketches[key]
+
+    def mlp_tap(self) -> MlpInputTap | None:
+        """A new tap on the pre-MLP norms (found once), or None where the model has none."""
+        if not self._norms_found:
+            self._norms, self._norms_found = pre_mlp_norms(self.model, self.caps.num_layers), True
+        return None if self._norms is None else MlpInputTap(self._norms)

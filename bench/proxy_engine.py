@@ -183,23 +183,67 @@ def errors(server: LlamaServer, proxy: ProxyProcess) -> list[dict[str, Any]]:
     return out
 
 
+def _token_ids(texts: list[str], vocabulary: dict[str, list[int]]) -> list[int] | None:
+    """The vocabulary ids of the server's token texts (None when a text names no single token)."""
+    ids = []
+    for text in texts:
+        candidates = vocabulary.get(text)
+        if not candidates:
+            return None
+        ids.append(candidates[0])
+    return ids
+
+
+def _exact_entropy_transformers(loaded: Any, prompt_ids: list[int], ids: list[int]) -> list[float]:
+    """Entropy (bits) of each generated position's full distribution, one teacher-forced pass of the
+    transformers backend (the GGUF's weights dequantised to float32)."""
+    import torch
+
+    tokens = torch.tensor([prompt_ids + ids])
+    with torch.no_grad():
+        logits = loaded.model(input_ids=tokens).logits[
+            0, len(prompt_ids) - 1 : len(prompt_ids) - 1 + len(ids)
+        ]
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    return [float(x) for x in (-(logp.exp() * logp).sum(-1) / math.log(2.0))]
+
+
 def entropy_error(server: LlamaServer, prompts: int, max_tokens: int) -> dict[str, Any]:
-    """Bounds from top_logprobs 5 and 20 against llama.cpp's exact entropy on the same greedy tokens."""
+    """Bounds from top_logprobs 5 and 20 against the exact entropy on the server's own greedy tokens.
+
+    Each completion prompt is sent to the server with ``logprobs`` 5 and 20 (greedy); the bounds are
+    what the proxy computes from the response. The server's tokens are then fed (teacher forcing) to
+    two references that see the whole vocabulary: llama.cpp in process (``generate_one(forced=...)``:
+    the server's own kernels and weights, so the bounds must hold exactly) and the transformers
+    backend (the same GGUF dequantised to float32: the exact entropy as ``corevital run`` reports it).
+    """
+    from corevital.capture.gguf import prepare_prompt
+    from corevital.capture.llama_cpp import generate_one
+    from corevital.capture.records import generation_record
     from corevital.config import load_settings
+    from corevital.pipeline import Pipeline
     from corevital.proxy.llama_cpp import LlamaCppRunner
 
     settings = load_settings(
         {"backend": "llama-cpp", "chat_template": "off", "max_new_tokens": max_tokens, "sink": ["local"]}
     )
     runner = LlamaCppRunner(settings, threads=1)
-    errors: dict[int, dict[str, list[float]]] = {k: {"lower": [], "upper": []} for k in (5, 20)}
-    steps_compared = 0
-    steps_total = 0
+    llm = runner.model.llm
+    vocabulary: dict[str, list[int]] = {}
+    for i in range(runner.model.vocab_size):
+        vocabulary.setdefault(llm.detokenize([i]).decode("utf-8", errors="ignore"), []).append(i)
+    pipeline = Pipeline(load_settings({"chat_template": "off"}))
+    loaded = pipeline.loaded
+    refs = ("llama_cpp", "transformers")
+    errors: dict[tuple[int, str], dict[str, list[float]]] = {
+        (k, ref): {"lower": [], "upper": []} for k in (5, 20) for ref in refs
+    }
+    surprisal_gap: list[float] = []
+    steps = {5: 0, 20: 0}
+    unmapped = 0
     try:
         for prompt in COMPLETION_PROMPTS[:prompts]:
-            (exact,) = runner.reports([prompt])
-            exact_texts = [s.token.token_text for s in exact.timeline]
-            exact_entropy = [s.logits_summary.entropy for s in exact.timeline]
+            record = prepare_prompt(runner.model, prompt, settings)
             for k in (5, 20):
                 body = {
                     "prompt": prompt,
@@ -214,41 +258,61 @@ def entropy_error(server: LlamaServer, prompts: int, max_tokens: int) -> dict[st
                 )
                 (choice,) = capture.choices
                 stats = capture.stats[0]
-                texts = [t.token for t in choice.tokens]
-                agree = 0
-                while agree < min(len(texts), len(exact_texts)) and texts[agree] == exact_texts[agree]:
-                    agree += 1
-                if k == 20:
-                    steps_compared += agree
-                    steps_total += len(texts)
-                for step in range(agree):
-                    truth = exact_entropy[step]
-                    if truth is None:
-                        continue
-                    errors[k]["lower"].append(truth - float(stats.entropy[step]))
-                    errors[k]["upper"].append(float(stats.entropy_upper[step]) - truth)
+                ids = _token_ids([t.token for t in choice.tokens], vocabulary)
+                if ids is None or not ids:
+                    unmapped += 1
+                    continue
+                forced = generate_one(
+                    runner.model,
+                    record,
+                    generation_record(settings),
+                    topk=settings.topk,
+                    mass_k=settings.topk_mass_k,
+                    forced=ids,
+                )
+                exact = {
+                    "llama_cpp": [float(x) for x in forced.logits.entropy],
+                    "transformers": _exact_entropy_transformers(loaded, list(record.token_ids), ids),
+                }
+                if k == 20:  # the server's chosen-token surprisal against the forced run's: same tokens?
+                    server_bits = [
+                        math.nan if t.logprob is None else -t.logprob / math.log(2.0) for t in choice.tokens
+                    ]
+                    surprisal_gap += [
+                        abs(a - b) for a, b in zip(server_bits, forced.chosen.surprisal, strict=True)
+                    ]
+                steps[k] += len(ids)
+                for ref in refs:
+                    for step, truth in enumerate(exact[ref]):
+                        errors[(k, ref)]["lower"].append(truth - float(stats.entropy[step]))
+                        errors[(k, ref)]["upper"].append(float(stats.entropy_upper[step]) - truth)
     finally:
         runner.close()
+        pipeline.close()
 
     def describe(values: list[float]) -> dict[str, float | None]:
-        arr = np.abs(np.array(values)) if values else np.array([math.nan])
+        arr = np.array(values) if values else np.array([math.nan])
         return {
             "mean": float(arr.mean()),
             "p50": float(np.percentile(arr, 50)),
             "p95": float(np.percentile(arr, 95)),
             "max": float(arr.max()),
-            "min_signed": float(min(values)) if values else None,
+            "min": float(arr.min()),
+            "outside_bound": int((arr < 0).sum()),
         }
 
     return {
-        "steps_compared": steps_compared,
-        "steps_total": steps_total,
+        "prompts": prompts,
+        "max_tokens": max_tokens,
+        "steps": steps,
+        "responses_not_mapped_to_ids": unmapped,
+        "server_vs_forced_surprisal_bits_max": max(surprisal_gap) if surprisal_gap else None,
         **{
-            f"top_logprobs_{k}": {
+            f"top_logprobs_{k}_vs_{ref}": {
                 "exact_minus_lower_bits": describe(v["lower"]),
                 "upper_minus_exact_bits": describe(v["upper"]),
             }
-            for k, v in errors.items()
+            for (k, ref), v in errors.items()
         },
     }
 
@@ -280,12 +344,27 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--entropy-prompts", type=int, default=10)
     parser.add_argument("--skip-entropy", action="store_true")
+    parser.add_argument("--entropy-only", action="store_true", help="only the entropy estimate (no proxy)")
     parser.add_argument("--json", metavar="FILE", help="Also write the figures here.")
     args = parser.parse_args()
 
     out = Path(tempfile.mkdtemp(prefix="proxy-engine-"))
     model = locate_default_model().path
     figures: dict[str, Any] = {"commit": _commit(), "load_average_start": os.getloadavg()}
+    if args.entropy_only:
+        with LlamaServer(model, n_ctx=1024, threads=1) as server:
+            figures["entropy"] = entropy_error(server, args.entropy_prompts, args.max_tokens)
+        figures["load_average_end"] = os.getloadavg()
+        text = json.dumps(figures, indent=2)
+        print(text)
+        if args.json:
+            Path(args.json).write_text(text + "\n")
+        worst = [
+            v["exact_minus_lower_bits"]["outside_bound"] + v["upper_minus_exact_bits"]["outside_bound"]
+            for key, v in figures["entropy"].items()
+            if key.endswith("_vs_llama_cpp")
+        ]
+        return 0 if sum(worst) == 0 else 1
     with LlamaServer(model, n_ctx=1024, threads=1) as server:
         proxy = ProxyProcess(server.url, out, vocab_size=VOCAB)
         try:

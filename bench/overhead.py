@@ -145,8 +145,13 @@ def run_case(
     case: str,
     profile: str | None = None,
     cache: str = "auto",
+    clock: Callable[[], float] = time.perf_counter,
 ) -> list[Row]:
-    """Time every runner round-robin (plain first, then each mode), so clock drift hits all alike."""
+    """Time every runner round-robin (plain first, then each mode), so clock drift hits all alike.
+
+    ``clock``: wall time (default) or the process's CPU time (``time.process_time``: on a CPU shared
+    with other work, the time a single-threaded run itself spends, whatever else runs).
+    """
     device = loaded.device
     tok = loaded.tokenizer
     base = {
@@ -191,10 +196,10 @@ def run_case(
 
     def timed(fn: Any) -> float:
         sync(device)
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
         sync(device)
-        return time.perf_counter() - t0
+        return clock() - t0
 
     for round_ in range(warmup):
         for name, fn in runners.items():
@@ -366,6 +371,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument(
+        "--clock",
+        default="wall",
+        choices=["wall", "cpu"],
+        help="time runs by the wall clock or by this process's CPU time (cpu: a CPU run with --threads 1 "
+        "on a machine shared with other work)",
+    )
+    parser.add_argument(
         "--cache", default="auto", choices=["auto", "dynamic", "static"], help="generate()'s key/value cache"
     )
     parser.add_argument(
@@ -399,7 +411,16 @@ def main() -> None:
                 prompts = prompts_for(loaded, p, batch, real)
                 modes = args.modes.split(",")
                 found = run_case(
-                    loaded, prompts, n, modes, args.repeats, args.warmup, case, args.profile, args.cache
+                    loaded,
+                    prompts,
+                    n,
+                    modes,
+                    args.repeats,
+                    args.warmup,
+                    case,
+                    args.profile,
+                    args.cache,
+                    time.process_time if args.clock == "cpu" else time.perf_counter,
                 )
                 rows.extend(found)
                 print(table([r for r in rows if r.case == case]), flush=True)

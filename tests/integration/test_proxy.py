@@ -240,6 +240,50 @@ def test_an_unreachable_upstream_is_a_502_and_the_proxy_stays_up() -> None:
     assert proxy.stats.upstream_errors == 2
 
 
+def test_a_slow_upstream_is_waited_for_and_a_stalled_one_cut_without_harm(
+    upstream: tuple[TinyOpenAIServer, ServerThread], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slower than usual but within the proxy's read timeout: the client gets exactly the upstream's
+    stream and the report is stored. Silent for longer than the timeout: the client's stream breaks
+    off (no ``[DONE]``, as a dead upstream's would), no report is made of the half, the proxy counts
+    it and serves the next request."""
+    import corevital.proxy.server as proxy_server
+
+    server, direct_thread = upstream
+    monkeypatch.setattr(proxy_server, "READ_TIMEOUT_S", 1.0)  # read by the proxy's client at start-up
+    sink = MemorySink()
+    proxy = ProxyApp(direct_thread.url, LogprobReporter(load_settings({}), outputs=Outputs(stores=[sink])))
+    body = _body(CHAT, stream=True, max_tokens=4)
+    with ServerThread(proxy.app()) as thread:
+        try:
+            server.chunk_delay_s = 0.4  # slow: 1.6 s in all, each pause within the timeout
+            t0 = time.monotonic()
+            through = httpx.post(thread.url + CHAT, json=body, timeout=60)
+            assert time.monotonic() - t0 > 1.5
+            assert through.status_code == 200
+            assert through.content == httpx.post(direct_thread.url + CHAT, json=body, timeout=60).content
+            assert proxy.wait_idle(60) and len(sink.reports) == 1
+
+            server.chunk_delay_s = 2.0  # stalled: silent for longer than the timeout
+            received = b""
+            with (
+                pytest.raises(httpx.HTTPError),  # the connection ends without the stream's end
+                httpx.stream("POST", thread.url + CHAT, json=body, timeout=60) as response,
+            ):
+                assert response.status_code == 200
+                for part in response.iter_bytes():
+                    received += part
+            assert received.startswith(b"data: {") and b"[DONE]" not in received
+        finally:
+            server.chunk_delay_s = 0.0
+        after = httpx.post(thread.url + CHAT, json=body, timeout=60)
+        assert after.status_code == 200
+        assert after.content == httpx.post(direct_thread.url + CHAT, json=body, timeout=60).content
+        assert proxy.wait_idle(60)
+    assert len(sink.reports) == 2  # the slow stream's and the last one's; none of the broken stream
+    assert proxy.stats.failures == 0
+
+
 def test_a_failing_sink_never_fails_the_request(
     upstream: tuple[TinyOpenAIServer, ServerThread], caplog: pytest.LogCaptureFixture
 ) -> None:

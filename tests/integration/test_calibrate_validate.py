@@ -165,7 +165,7 @@ def test_labelled_calibration_and_validation(
         and training.failure_rate == pytest.approx(7 / 20)
     )
     assert profile.num_runs == 13  # the dev records judged correct are the healthy reference
-    assert "Risk model: 20 labelled records" in out
+    assert "Risk model: 20 labelled records" in out and "a perfectly calibrated model at this N" in out
 
     out_dir = tmp_path / "validation"
     code, out, err = run_cli(
@@ -191,6 +191,10 @@ def test_labelled_calibration_and_validation(
     assert {"mean_surprisal", "sequence_nll", "mean_entropy", "max_entropy", "length"} <= set(names)
     risk = test_split["scores"][0]
     assert 0.0 <= risk["auroc"]["estimate"] <= 1.0 and risk["ece"] is not None
+    # 20 records: a perfectly calibrated score would show an ECE of several hundredths from noise alone
+    floor = risk["ece_noise_floor"]
+    assert risk["ece_equal_mass"] is not None and 0.03 < floor["mean"] < floor["p95"] < 0.4
+    assert "ECE of a perfectly calibrated score at this N" in out
     assert len((out_dir / "runs.jsonl").read_text().splitlines()) == 40
     for name in ("reliability_dev.png", "roc_dev.png", "reliability_test.png", "roc_test.png"):
         assert (out_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -48,6 +48,10 @@ def table_json(table: SplitTable) -> dict[str, Any]:
                 "auroc": _ci(row.auroc),
                 "auprc": _ci(row.auprc),
                 "ece": _ci(row.ece),
+                "ece_equal_mass": _ci(row.ece_equal_mass),
+                "ece_noise_floor": None
+                if row.ece_noise_floor is None
+                else {"mean": row.ece_noise_floor.mean, "p95": row.ece_noise_floor.p95},
             }
             for row in table.rows
         ],
@@ -64,7 +68,11 @@ def _fmt(ci: ConfidenceInterval | None) -> str:
 
 
 def _row_line(row: ScoreRow) -> str:
-    return f"| {row.label} | {_fmt(row.auroc)} | {_fmt(row.auprc)} | {_fmt(row.ece)} |"
+    floor = "–" if row.ece_noise_floor is None else f"{row.ece_noise_floor.mean:.3f}"
+    return (
+        f"| {row.label} | {_fmt(row.auroc)} | {_fmt(row.auprc)} | {_fmt(row.ece)} | "
+        f"{_fmt(row.ece_equal_mass)} | {floor} |"
+    )
 
 
 def table_markdown(table: SplitTable) -> str:
@@ -75,8 +83,9 @@ def table_markdown(table: SplitTable) -> str:
         "",
         f"Tasks: {tasks}",
         "",
-        "| score | AUROC [95% CI] | AUPRC [95% CI] | ECE [95% CI] |",
-        "|---|---|---|---|",
+        "| score | AUROC [95% CI] | AUPRC [95% CI] | ECE [95% CI] | ECE, equal-mass bins [95% CI] | "
+        "ECE of a perfectly calibrated score at this N |",
+        "|---|---|---|---|---|---|",
         *(_row_line(r) for r in table.rows),
         "",
         (

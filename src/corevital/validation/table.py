@@ -20,10 +20,13 @@ from corevital.analysis.calibration.features import BASELINES, RunFeatures
 from corevital.analysis.evaluation import (
     ConfidenceInterval,
     Metric,
+    NoiseFloor,
     auprc,
     auroc,
     bootstrap_ci,
     compute_ece,
+    compute_ece_equal_mass,
+    ece_noise_floor,
 )
 
 
@@ -49,6 +52,8 @@ class ScoreRow:
     auroc: ConfidenceInterval
     auprc: ConfidenceInterval
     ece: ConfidenceInterval | None = None
+    ece_equal_mass: ConfidenceInterval | None = None
+    ece_noise_floor: NoiseFloor | None = None  # of a perfectly calibrated score at these values and N
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,8 @@ def split_table(
     rows = []
     for name, label, is_prob, scores in score_columns(runs, labelled_model=labelled_model):
         ece = _ci(compute_ece, scores, labels, groups, seed) if is_prob else None
+        ece_mass = _ci(compute_ece_equal_mass, scores, labels, groups, seed) if is_prob else None
+        floor = ece_noise_floor(scores, n_sims=1000, seed=seed) if is_prob else None
         rows.append(
             ScoreRow(
                 name=name,
@@ -154,6 +161,8 @@ def split_table(
                 auroc=_ci(auroc, scores, labels, groups, seed),
                 auprc=_ci(auprc, scores, labels, groups, seed),
                 ece=ece,
+                ece_equal_mass=ece_mass,
+                ece_noise_floor=floor,
             )
         )
     tasks: dict[str, tuple[int, int]] = {}

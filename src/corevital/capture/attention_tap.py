@@ -409,8 +409,11 @@ class AttentionTap:
 
     # --- installation --------------------------------------------------------------------------
     @contextmanager
-    def installed(self, model: nn.Module) -> Iterator[AttentionTap]:
-        """Route the model's attention through this tap; restore everything on exit."""
+    def installed(self, model: nn.Module, configs: list[Any] | None = None) -> Iterator[AttentionTap]:
+        """Route the model's attention through this tap; restore everything on exit.
+
+        ``configs``: the model's config objects (:func:`~.hf_compat.model_configs`), when known.
+        """
         # One name per model, the same for every generation: transformers' compiled forward is
         # specialised on the configured name, so a new name per generation would recompile it.
         name = f"corevital_tap_{id(model):x}"
@@ -418,7 +421,7 @@ class AttentionTap:
         try:
             with (
                 registered_attention(self.name, self, self._model_mask),
-                attention_implementation(model, self.name),
+                attention_implementation(model, self.name, configs),
             ):
                 yield self
         finally:

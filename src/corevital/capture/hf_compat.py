@@ -190,15 +190,15 @@ def attention_registered(name: str) -> bool:
 
 
 @contextmanager
-def attention_implementation(model: nn.Module, name: str) -> Iterator[None]:
+def attention_implementation(model: nn.Module, name: str, configs: list[Any] | None = None) -> Iterator[None]:
     """Point every config of ``model`` (sub-models' too) at the attention function ``name``; restore on exit.
 
     The value is written to the instance dictionary: the public setter would also validate the name
     and recurse into sub-configs, which are set here one by one (every module's config).
+    ``configs``: :func:`model_configs` of ``model``, when already found.
     """
-    configs = {id(m.config): m.config for m in model.modules() if hasattr(m, "config")}
-    configs[id(model.config)] = model.config
-    previous = [(cfg, cfg.__dict__.get("_attn_implementation_internal")) for cfg in configs.values()]
+    found = model_configs(model) if configs is None else configs
+    previous = [(cfg, cfg.__dict__.get("_attn_implementation_internal")) for cfg in found]
     try:
         for cfg, _ in previous:
             cfg.__dict__["_attn_implementation_internal"] = name
@@ -206,6 +206,13 @@ def attention_implementation(model: nn.Module, name: str) -> Iterator[None]:
     finally:
         for cfg, value in previous:
             cfg.__dict__["_attn_implementation_internal"] = value
+
+
+def model_configs(model: nn.Module) -> list[Any]:
+    """Every distinct config object of ``model`` and its modules (sub-models' configs too)."""
+    configs = {id(m.config): m.config for m in model.modules() if hasattr(m, "config")}
+    configs[id(model.config)] = model.config
+    return list(configs.values())
 
 
 def eager_attention_function(module: nn.Module) -> EagerFn | None:

@@ -1,7 +1,8 @@
 """What observing a model derives from its structure and weights, made once per model.
 
 A generation's observer needs the model's weight bytes (its memory budgets are shares of them), the
-fixed random projection of hidden-state sketches, the attention modules and the pre-MLP norms. None
+fixed random projection of hidden-state sketches, the attention modules, the pre-MLP norms and the
+config objects the attention tap re-points. None
 of these changes between generations of the same loaded model, and computing them again for every
 ``generate()`` call (a pass over every parameter, a random matrix, a walk over every module) is a
 fixed cost per generation that short generations feel. :class:`ModelConstants` keeps them; one is
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from corevital.capture.capabilities import ModelCapabilities
+from corevital.capture.hf_compat import model_configs
 from corevital.capture.instruments import model_bytes, sketch_matrix
 from corevital.capture.mlp_inputs import MlpInputTap, pre_mlp_norms
 from corevital.capture.options import CaptureOptions
@@ -33,6 +35,14 @@ class ModelConstants:
         self._norms: tuple[nn.Module, ...] | None = None
         self._norms_found = False
         self._sketches: dict[tuple[int, torch.device], Tensor | None] = {}
+        self._configs: list[Any] | None = None
+
+    @property
+    def configs(self) -> list[Any]:
+        """The model's config objects, which the attention tap points at its function."""
+        if self._configs is None:
+            self._configs = model_configs(self.model)
+        return self._configs
 
     @property
     def weight_bytes(self) -> int:

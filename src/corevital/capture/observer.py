@@ -112,6 +112,7 @@ class StepObserver:
         self.options = options
         # weight bytes, sketch matrix and pre-MLP norms: the loaded model's, made once (or here)
         constants = ModelConstants(model, caps) if constants is None else constants
+        self.constants = constants
         size = constants.weight_bytes
         chunk = options.tuning.prompt_chunk(size)
         self.tap, self.warnings = attention_tap(
@@ -426,7 +427,7 @@ class StepObserver:
             if self.options.sampling_changes_distribution:
                 stack.enter_context(last_logits_processor(model, _ScoreObserver(self)))
             if self.tap is not None:
-                stack.enter_context(self.tap.installed(model))
+                stack.enter_context(self.tap.installed(model, self.constants.configs))
             if self.mlp_tap is not None:
                 stack.enter_context(self.mlp_tap.installed())
             stack.callback(self.prompt.end_stream)  # a forward that raised leaves no hook behind

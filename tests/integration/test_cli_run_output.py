@@ -7,18 +7,24 @@ import io
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
 
+from corevital.analysis.calibration.builder import ProfileBuilder
+from corevital.analysis.calibration.profile import ModelIdentity, save_calibration_profile
 from corevital.analysis.profiles import load_profile
 from corevital.capture.loading import LoadedModel
-from corevital.cli.run_output import LiveLines, live_lines, prompt_token_counter
-from corevital.pipeline import Pipeline
+from corevital.cli.run_output import LiveLines, live_lines, prompt_token_counter, run_live_lines
+from corevital.pipeline import Pipeline, generation_identity
+from corevital.testing import inject_zero_norm
 from tests.integration.conftest import tiny_settings
 from tests.support.cli import run_args, run_cli
+from tests.support.values import present
 
 PROMPTS = ["The quick brown fox", "Once \x1b[31mupon a time", "Hi"]
+UNSATURATED = {"risk.intercept": -6.0}  # random tiny models do not saturate the risk score
 
 
 def _run(capsys: pytest.CaptureFixture[str], model: Path, out: Path, *extra: str) -> tuple[int, str, str]:
@@ -156,3 +162,43 @@ def test_resume_recognises_greedy_and_model_default_runs(
         capsys, model, tmp_path, "--prompt", PROMPTS[0], "--prompt", "Hi", "--resume", *decoding
     )
     assert code == 0 and "Resuming: 1 of 2 prompts already stored, 1 to run" in out
+
+
+def test_the_live_running_risk_is_the_calibrated_reports_risk(
+    tiny_loaded: Callable[[str], LoadedModel], tmp_path: Path
+) -> None:
+    """`run --calibration`'s live lines (run_live_lines, as `corevital run` builds them) analyse the
+    steps as the report does: the run's calibration profile, thresholds, prompts and tokens' texts.
+    A greedy batch of 32 steps (one window: the last live update has every step) with layer 1's MLP
+    silenced, which repeats words, so the decoded texts count; intercept -6 keeps the score from
+    saturating, so a missing term shows."""
+    loaded = tiny_loaded("llama")
+    decoding: dict[str, Any] = {"max_new_tokens": 32, "ignore_eos": True, "thresholds": UNSATURATED}
+    healthy = Pipeline(tiny_settings(**decoding))
+    healthy.use_model(loaded)
+    builder = ProfileBuilder(ModelIdentity.of(loaded), generation_identity(healthy.settings))
+    run = healthy.capture([f"healthy prompt number {i}" for i in range(4)])
+    for seq in run.sequences:
+        builder.add(healthy.diagnose_one(run, seq)[0])
+    profile = save_calibration_profile(
+        builder.finish(created_at_utc="2026-01-01T00:00:00.000Z", corevital_version="test"),
+        tmp_path / "profile.json",
+    )
+    pipeline = Pipeline(
+        tiny_settings(**decoding, batch_size=2, calibration=str(profile), out=str(tmp_path / "runs"))
+    )
+    pipeline.use_model(loaded)
+    prompts = ["The quick brown fox jumps", "Once upon a time there was"]
+    lines = run_live_lines(Console(file=io.StringIO(), force_terminal=True, width=120), pipeline, prompts)
+    assert isinstance(lines, LiveLines)
+    try:
+        with inject_zero_norm(loaded.model, 1, "mlp"):
+            outcome = pipeline.run(prompts, progress=lines)
+    finally:
+        lines.close()
+    rows = lines._rows
+    for index, report in enumerate(outcome.reports):
+        assert present(report.extensions.calibration).baseline_num_runs == 4
+        assert rows[index].tokens == 32
+        risk = present(present(report.extensions.risk).risk_score)
+        assert rows[index].risk == pytest.approx(risk, abs=0.02)

@@ -133,7 +133,7 @@ def _run(
     with cyclic_gc_paused():
         from rich.console import Console
 
-        from corevital.cli.run_output import batch_footer, batch_table, live_lines, prompt_token_counter
+        from corevital.cli.run_output import batch_footer, batch_table, run_live_lines
         from corevital.pipeline import Pipeline, timed
         from corevital.summary import format_performance, format_summary, summarize_report
         from corevital.views.terminal import make_console
@@ -170,15 +170,7 @@ def _run(
                 return 0
         progress = None
         if not args.quiet:
-            progress = live_lines(
-                Console(stderr=True),
-                loaded,
-                pipeline.profile(loaded.capabilities.model_type),
-                len(prompts),
-                batch_size=settings.batch_size,
-                max_new_tokens=settings.max_new_tokens,
-                count_tokens=prompt_token_counter(loaded, prompts, settings.chat_template),
-            )
+            progress = run_live_lines(Console(stderr=True), pipeline, prompts)
         try:
             if progress is not None:
                 progress.start()  # a spinner line while the first prompts are read

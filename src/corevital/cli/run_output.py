@@ -18,7 +18,7 @@ import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console, Group
@@ -28,10 +28,14 @@ from rich.table import Table
 from rich.text import Text
 
 from corevital.analysis.profiles import ModelProfile
+from corevital.analysis.updates import LayerReferences
 from corevital.capture.records import StepEvent
 from corevital.live import LiveSession, StreamEvent
 from corevital.summary import RunSummary
 from corevital.views.terminal import factor_words, one_line
+
+if TYPE_CHECKING:
+    from corevital.pipeline import Pipeline
 
 TokenCounter = Callable[[int, int], list[int] | None]
 """``count(start, stop)``: the prompt tokens of prompts ``start:stop`` (None: not known)."""
@@ -61,10 +65,16 @@ class LiveLines:
         batch_size: int | None = None,
         max_new_tokens: int | None = None,
         count_tokens: TokenCounter | None = None,
+        calibration: LayerReferences | None = None,
+        token_text: Callable[[int], str] = str,
+        prompt_text: Callable[[int], str] | None = None,
     ) -> None:
         """``total`` prompts, ``batch_size`` of them per generation (default all), each generating at
         most ``max_new_tokens``; ``count_tokens(start, stop)``: the prompt tokens of prompts
-        ``start:stop`` (None when they cannot be counted), for the line shown while a batch is read."""
+        ``start:stop`` (None when they cannot be counted), for the line shown while a batch is read.
+        ``calibration`` (the run's calibration profile), ``token_text`` (a token id's text) and
+        ``prompt_text`` (a sequence's prompt, by index) are what the report's analysis has, so the
+        running risk is the report's model (:class:`~corevital.live.LiveSession`)."""
         self._console = console
         self._profile = profile
         self._eos = np.asarray(list(eos_token_ids), dtype=np.int64)
@@ -84,6 +94,9 @@ class LiveLines:
         self._batch_size = batch_size if batch_size is not None and batch_size > 0 else max(total, 1)
         self._max_new_tokens = max_new_tokens
         self._count_tokens = count_tokens
+        self._calibration = calibration
+        self._token_text = token_text
+        self._prompt_text = prompt_text
         self._batches_read = 0  # batches whose reading line has been shown
         self._waiting = False  # a batch has ended; the next one's first step has not come yet
 
@@ -147,7 +160,13 @@ class LiveLines:
         if self._batches_read == 0:
             self._batches_read = 1  # start() was not called: its batch is read without a line
         self._rows = {batch_offset + b: _Row() for b in range(batch)}
-        self._session = LiveSession(self._profile, emit=self._event)
+        self._session = LiveSession(
+            self._profile,
+            emit=self._event,
+            calibration=self._calibration,
+            token_text=self._token_text,
+            prompt_text=self._prompt_text,
+        )
         self._consumed = 0
         self._finished = np.zeros(batch, dtype=bool)
 
@@ -250,8 +269,10 @@ def live_lines(
     batch_size: int | None = None,
     max_new_tokens: int | None = None,
     count_tokens: TokenCounter | None = None,
+    calibration: LayerReferences | None = None,
+    prompt_text: Callable[[int], str] | None = None,
 ) -> LiveLines | None:
-    """Live lines on ``console`` when it is a terminal, else None."""
+    """Live lines on ``console`` when it is a terminal, else None (tokens' texts from ``loaded``)."""
     if not console.is_terminal:
         return None
     from corevital.capture.runner import eos_ids
@@ -264,6 +285,27 @@ def live_lines(
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         count_tokens=count_tokens,
+        calibration=calibration,
+        token_text=lambda token: str(loaded.tokenizer.decode([token])),
+        prompt_text=prompt_text,
+    )
+
+
+def run_live_lines(console: Console, pipeline: Pipeline, prompts: Sequence[str]) -> LiveLines | None:
+    """``corevital run``'s live lines over ``prompts`` with ``pipeline``'s model and settings: the
+    thresholds, calibration profile, prompts and tokens' texts its reports are analysed with."""
+    loaded = pipeline.loaded
+    settings = pipeline.settings
+    return live_lines(
+        console,
+        loaded,
+        pipeline.profile(loaded.capabilities.model_type),
+        len(prompts),
+        batch_size=settings.batch_size,
+        max_new_tokens=settings.max_new_tokens,
+        count_tokens=prompt_token_counter(loaded, prompts, settings.chat_template),
+        calibration=pipeline.calibration(),
+        prompt_text=lambda index: prompts[index],
     )
 
 

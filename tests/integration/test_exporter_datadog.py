@@ -27,8 +27,9 @@ from corevital.errors import ConfigError
 from corevital.exporters.base import Outputs, open_exporter
 from corevital.exporters.datadog import DatadogExporter, api_base, read_api_key, run_points, tag
 from corevital.exporters.spool import REJECTED_DIR, Backoff
-from corevital.report.schema import HealthFlags, Report, RiskExtension, SamplingInfo
+from corevital.report.schema import Report
 from corevital.sinks.rows import HealthFlag
+from tests.support.golden import report_variant
 from tests.support.receiver import Answer, Receiver, Request, fixture_reports
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -163,19 +164,7 @@ def make_exporter(receiver: Receiver, tmp_path: Path) -> Iterator[MakeExporter]:
 
 
 def variant(base: Report, risk: float, *, nan: bool = False, weight: float | None = None) -> Report:
-    sampling = None
-    if weight is not None:
-        sampling = SamplingInfo(
-            policy="every 4", kept=True, kept_fraction=1 / weight, weight=weight, runs_seen=1, runs_kept=1
-        )
-    return base.model_copy(
-        update={
-            "health_flags": HealthFlags(nan_detected=nan),
-            "extensions": base.extensions.model_copy(
-                update={"risk": RiskExtension(risk_score=risk), "sampling": sampling}
-            ),
-        }
-    )
+    return report_variant(base, risk=risk, flags=(HealthFlag.NAN,) if nan else (), weight=weight)
 
 
 def runs() -> list[Report]:

@@ -20,12 +20,11 @@ from typing import Any
 import httpx
 import pytest
 
-from corevital.report.schema import HealthFlags, Report, RiskExtension
-from corevital.report.timestamps import format_utc
+from corevital.report.schema import Report
 from corevital.sinks.base import HealthFlag, TraceQuery
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.components import PROMETHEUS, require
-from tests.support.golden import golden_report
+from tests.support.golden import golden_report, report_variant
 from tests.support.served import ServerProcess, free_port, start_server
 
 pytestmark = pytest.mark.slow
@@ -39,16 +38,15 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 def variant(
     base: Report, number: int, model: str, risk: float | None, flags: tuple[HealthFlag, ...] = ()
 ) -> Report:
-    return base.model_copy(
-        update={
-            "trace_id": f"{number:08x}-1111-4000-8000-000000000000",
-            "created_at_utc": format_utc(NOW - timedelta(minutes=10 - number)),
-            "model": base.model.model_copy(update={"hf_id": model}),
-            "health_flags": HealthFlags(**{flag.value: True for flag in flags}),
-            "extensions": base.extensions.model_copy(
-                update={"risk": None if risk is None else RiskExtension(risk_score=risk), "fingerprint": None}
-            ),
-        }
+    return report_variant(
+        base,
+        number,
+        risk=risk,
+        id_group="1111",
+        created=NOW - timedelta(minutes=10 - number),
+        model=model,
+        flags=flags,
+        drop_fingerprint=True,
     )
 
 

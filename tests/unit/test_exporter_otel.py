@@ -30,11 +30,9 @@ from corevital.report.schema import (  # noqa: E402
     HealthFlags,
     LatencyPercentiles,
     Report,
-    RiskExtension,
-    SamplingInfo,
 )
 from corevital.report.timestamps import epoch_ms, format_utc, parse_utc  # noqa: E402
-from tests.support.golden import golden_report  # noqa: E402
+from tests.support.golden import golden_report, report_variant  # noqa: E402
 from tests.support.otlp import OtlpReceiver, free_port  # noqa: E402
 
 
@@ -56,25 +54,7 @@ def ns(text: str) -> int:
 def variant(
     base: Report, number: int, *, risk: float | None, weight: float | None = None, chat: bool = False
 ) -> Report:
-    sampling = (
-        None
-        if weight is None
-        else SamplingInfo(
-            policy="every 4", kept=True, kept_fraction=1 / weight, weight=weight, runs_seen=1, runs_kept=1
-        )
-    )
-    return base.model_copy(
-        update={
-            "trace_id": f"{number:08x}-0000-4000-8000-000000000000",
-            "prompt": base.prompt.model_copy(update={"chat_template_applied": chat}),
-            "extensions": base.extensions.model_copy(
-                update={
-                    "risk": None if risk is None else RiskExtension(risk_score=risk),
-                    "sampling": sampling,
-                }
-            ),
-        }
-    )
+    return report_variant(base, number, risk=risk, chat=chat, weight=weight)
 
 
 def test_one_span_per_report_with_the_runs_times_and_genai_attributes(

@@ -35,15 +35,14 @@ from corevital.exporters.prometheus_metrics import (
     RUN_LABELS,
     RunMetrics,
 )
-from corevital.report.schema import CompoundSignal, HealthFlags, Report, RiskExtension, SamplingInfo
-from corevital.report.timestamps import format_utc
+from corevital.report.schema import Report
 from corevital.server.app import create_app
 from corevital.server.config import ServeConfig
 from corevital.sinks.base import MAX_PAGE_SIZE, HealthFlag, MemorySink, ReportStore, TraceQuery
 from corevital.sinks.rows import trace_row_from_report
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.components import PROMTOOL, require
-from tests.support.golden import golden_report
+from tests.support.golden import golden_report, report_variant
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -73,26 +72,16 @@ def variant(
     minute: int = 0,
 ) -> Report:
     """A copy of the sample report with its own id, time, model, risk, flags, signals and weight."""
-    sampling = None
-    if weight is not None:
-        sampling = SamplingInfo(
-            policy="every 4", kept_fraction=1 / weight, weight=weight, runs_seen=1, runs_kept=1
-        )
-    return base.model_copy(
-        update={
-            "trace_id": f"{number:08x}-0000-4000-8000-000000000000",
-            "created_at_utc": format_utc(T0 + timedelta(minutes=minute)),
-            "model": base.model.model_copy(update={"hf_id": model}),
-            "health_flags": HealthFlags(**{flag.value: True for flag in flags}),
-            "extensions": base.extensions.model_copy(
-                update={
-                    "risk": None if risk is None else RiskExtension(risk_score=risk),
-                    "fingerprint": None,
-                    "compound_signals": [CompoundSignal(name=name) for name in signals] or None,
-                    "sampling": sampling,
-                }
-            ),
-        }
+    return report_variant(
+        base,
+        number,
+        risk=risk,
+        created=T0 + timedelta(minutes=minute),
+        model=model,
+        flags=flags,
+        signals=signals,
+        weight=weight,
+        drop_fingerprint=True,
     )
 
 

@@ -18,8 +18,7 @@ import pytest
 from corevital.analysis.hashing import prompt_hash
 from corevital.errors import StoreError
 from corevital.report.encoding import report_from_json, report_to_json
-from corevital.report.schema import Fingerprint, HealthFlags, Report, RiskExtension, SamplingInfo
-from corevital.report.timestamps import format_utc
+from corevital.report.schema import Fingerprint, Report, SamplingInfo
 from corevital.sinks.base import (
     MAX_PAGE_SIZE,
     HealthFlag,
@@ -31,7 +30,7 @@ from corevital.sinks.base import (
 )
 from corevital.sinks.encoded import EncodedReport
 from corevital.sinks.sqlite import SQLiteStore
-from tests.support.golden import golden_report
+from tests.support.golden import golden_report, report_variant
 from tests.support.protocols import assert_implements
 
 pytest_plugins = ("tests.support.postgres",)
@@ -55,17 +54,15 @@ def variant(
     prompt: str = "Explain why the sky is blue",
 ) -> Report:
     """A copy of the sample report with its own id, time, model, prompt, risk and flags."""
-    return base.model_copy(
-        update={
-            "trace_id": f"{number:08x}-0000-4000-8000-000000000000",
-            "created_at_utc": format_utc(T0 + timedelta(minutes=minute)),
-            "model": base.model.model_copy(update={"hf_id": model}),
-            "prompt": base.prompt.model_copy(update={"text": prompt}),
-            "health_flags": HealthFlags(**{flag.value: True for flag in flags}),
-            "extensions": base.extensions.model_copy(
-                update={"risk": None if risk is None else RiskExtension(risk_score=risk), "fingerprint": None}
-            ),
-        }
+    return report_variant(
+        base,
+        number,
+        risk=risk,
+        created=T0 + timedelta(minutes=minute),
+        model=model,
+        prompt=prompt,
+        flags=flags,
+        drop_fingerprint=True,
     )
 
 

@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from corevital.analysis.calibration.builder import ProfileBuilder
-from corevital.analysis.calibration.profile import ModelIdentity, save_calibration_profile
 from corevital.analysis.profiles import load_profile
 from corevital.capture.loading import LoadedModel
 from corevital.cli.run_output import LiveLines, live_lines, prompt_token_counter, run_live_lines
-from corevital.pipeline import Pipeline, generation_identity
+from corevital.pipeline import Pipeline
 from corevital.testing import inject_zero_norm
 from tests.integration.conftest import tiny_settings
+from tests.support.calibration import healthy_profile
 from tests.support.cli import run_args, run_cli
 from tests.support.values import present
 
@@ -176,14 +175,7 @@ def test_the_live_running_risk_is_the_calibrated_reports_risk(
     decoding: dict[str, Any] = {"max_new_tokens": 32, "ignore_eos": True, "thresholds": UNSATURATED}
     healthy = Pipeline(tiny_settings(**decoding))
     healthy.use_model(loaded)
-    builder = ProfileBuilder(ModelIdentity.of(loaded), generation_identity(healthy.settings))
-    run = healthy.capture([f"healthy prompt number {i}" for i in range(4)])
-    for seq in run.sequences:
-        builder.add(healthy.diagnose_one(run, seq)[0])
-    profile = save_calibration_profile(
-        builder.finish(created_at_utc="2026-01-01T00:00:00.000Z", corevital_version="test"),
-        tmp_path / "profile.json",
-    )
+    profile = healthy_profile(healthy, 4, tmp_path / "profile.json")
     pipeline = Pipeline(
         tiny_settings(**decoding, batch_size=2, calibration=str(profile), out=str(tmp_path / "runs"))
     )

@@ -17,8 +17,6 @@ import pytest
 import torch
 from pydantic import BaseModel
 
-from corevital.analysis.calibration.builder import ProfileBuilder
-from corevital.analysis.calibration.profile import save_calibration_profile
 from corevital.analysis.policies import StopWhen
 from corevital.analysis.profiles import load_profile
 from corevital.capture.loading import LoadedModel
@@ -26,12 +24,12 @@ from corevital.capture.records import SKETCH_SEED
 from corevital.live import LiveSession
 from corevital.metrics.hidden import make_sketch_matrix
 from corevital.perf import PerfRecorder
-from corevital.pipeline import Pipeline, generation_identity
+from corevital.pipeline import Pipeline
 from corevital.report.encoding import report_from_json, report_to_document, report_to_json
 from corevital.report.json_schema import committed_report_json_schema
 from corevital.report.schema import Report
-from corevital.validation.workflow import model_identity
 from tests.integration.conftest import tiny_settings
+from tests.support.calibration import healthy_profile
 
 PROMPTS = ["The quick brown fox jumps", "Hello world, this is a longer prompt"]
 
@@ -107,14 +105,7 @@ def test_a_calibrated_run_with_rag_context_and_timings_holds_only_declared_field
 ) -> None:
     pipeline = Pipeline(tiny_settings(max_new_tokens=6))
     pipeline.use_model(tiny_loaded("llama"))
-    builder = ProfileBuilder(model_identity(pipeline), generation_identity(pipeline.settings))
-    healthy = pipeline.capture([f"healthy prompt number {i}" for i in range(4)])
-    for seq in healthy.sequences:
-        builder.add(pipeline.diagnose_one(healthy, seq)[0])
-    profile_path = save_calibration_profile(
-        builder.finish(created_at_utc="2026-01-01T00:00:00.000Z", corevital_version="test"),
-        tmp_path / "profile.json",
-    )
+    profile_path = healthy_profile(pipeline, 4, tmp_path / "profile.json")
     rag = tmp_path / "rag.json"
     rag.write_text(json.dumps({"context_token_count": 3, "retrieved_doc_ids": ["doc-1"]}))
     calibrated = Pipeline(

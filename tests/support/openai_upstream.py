@@ -124,7 +124,9 @@ class TinyOpenAIServer:
         return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
 
     # --- HTTP ------------------------------------------------------------------------------------
-    async def chat(self, request: Request) -> Response:
+    async def _body(self, request: Request) -> Any:
+        """The request's JSON body (its headers recorded), or the answer to give instead: 400 for a
+        body that is not JSON, 500 for the model ``fail-500``."""
         self.headers.append(dict(request.headers))
         try:
             body = json.loads(await request.body())
@@ -132,6 +134,12 @@ class TinyOpenAIServer:
             return _json({"error": {"message": "not JSON", "type": "invalid_request_error"}}, status=400)
         if body.get("model") == "fail-500":
             return _failure()
+        return body
+
+    async def chat(self, request: Request) -> Response:
+        body = await self._body(request)
+        if isinstance(body, Response):
+            return body
         prompt = "".join(f"{m['role']}: {m['content']}\n" for m in body["messages"]) + "assistant:"
         generation = self.generate(prompt, int(body.get("max_tokens") or 16))
         top_n = int(body.get("top_logprobs") or 0) if body.get("logprobs") else -1
@@ -204,13 +212,9 @@ class TinyOpenAIServer:
         yield b"data: [DONE]\n\n"
 
     async def completions(self, request: Request) -> Response:
-        self.headers.append(dict(request.headers))
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            return _json({"error": {"message": "not JSON", "type": "invalid_request_error"}}, status=400)
-        if body.get("model") == "fail-500":
-            return _failure()
+        body = await self._body(request)
+        if isinstance(body, Response):
+            return body
         generation = self.generate(str(body["prompt"]), int(body.get("max_tokens") or 16))
         top_n = int(body["logprobs"]) if body.get("logprobs") is not None else -1
         steps = range(len(generation.token_ids))

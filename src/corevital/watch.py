@@ -25,7 +25,7 @@ from corevital.capture.loading import loaded_from_existing
 from corevital.capture.options import CaptureOptions
 from corevital.capture.prompts import PreparedBatch, batch_from_inputs
 from corevital.capture.records import CaptureWarning, GenerationRecord, PromptRecord, RunCapture
-from corevital.capture.runner import model_record, observe_generation
+from corevital.capture.runner import merged_list, model_record, observe_generation
 from corevital.config import Settings
 from corevital.exporters.base import Outputs
 from corevital.pipeline import Pipeline
@@ -131,8 +131,8 @@ class Watch:
         def call(processors: Any, criteria: Any) -> Any:
             merged = dict(kwargs)
             if processors is not None:
-                merged["logits_processor"] = _merged(kwargs.get("logits_processor"), processors)
-                merged["stopping_criteria"] = _merged(kwargs.get("stopping_criteria"), criteria)
+                merged["logits_processor"] = merged_list(kwargs.get("logits_processor"), processors)
+                merged["stopping_criteria"] = merged_list(kwargs.get("stopping_criteria"), criteria)
             result["output"] = original(*args, **merged)
             return result["output"]
 
@@ -187,11 +187,3 @@ def _embeds_batch(embeds: Any, attention_mask: Any) -> PreparedBatch:
         input_ids=mask[:, :0].long(),
         attention_mask=mask,
     )
-
-
-def _merged(user: Any, ours: Any) -> Any:
-    if not user:
-        return ours
-    combined = type(ours)(list(user))
-    combined.extend(ours)
-    return combined

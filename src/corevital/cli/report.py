@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from contextlib import closing
 from pathlib import Path
 
@@ -43,6 +42,7 @@ def _load(args: argparse.Namespace) -> Report:
 
 def write_html(report: Report, out: str | Path) -> tuple[Path, int]:
     """Write the HTML report of ``report`` to ``out`` (parents created); returns (path, bytes)."""
+    from corevital.sinks.local import write_atomically
     from corevital.views.html_report import render_html
 
     path = Path(out)
@@ -51,14 +51,7 @@ def write_html(report: Report, out: str | Path) -> tuple[Path, int]:
     data = render_html(report).encode("utf-8")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # opened with the umask's mode
-        try:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomically(path, data)
     except OSError as error:
         raise InputError(f"cannot write {path}: {error.strerror or error}") from None
     return path, len(data)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from corevital.errors import StoreError
@@ -52,7 +54,7 @@ class LocalFileSink:
         target = self.path_for(report.trace_id)
         data = report_to_json(report, pretty=True).encode("utf-8") if self.pretty else encoded.json_bytes
         try:
-            _write_atomically(target, data)
+            write_atomically(target, data)
         except OSError as error:
             raise StoreError(f"cannot write {target}: {error.strerror or error}") from None
         return str(target)
@@ -61,12 +63,21 @@ class LocalFileSink:
         """Nothing to release."""
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
-    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")  # mode from the umask
+@contextmanager
+def replaced_atomically(target: Path) -> Iterator[Path]:
+    """A new temporary path beside ``target`` for the block to write (created with the umask's mode):
+    it replaces ``target`` when the block ends, and is removed when the block raises, so ``target``
+    is either as it was or whole."""
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with temporary.open("xb") as stream:
-            stream.write(data)
+        yield temporary
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def write_atomically(target: Path, data: bytes) -> None:
+    """``data`` written to ``target`` through :func:`replaced_atomically`."""
+    with replaced_atomically(target) as temporary, temporary.open("xb") as stream:
+        stream.write(data)

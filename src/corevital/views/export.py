@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import IO, Any, Final
 
 from corevital.errors import InputError, NotAvailableError
 from corevital.sinks.base import MAX_PAGE_SIZE, ReportStore, TraceQuery, TraceRow
+from corevital.sinks.local import replaced_atomically
 
 FORMATS: Final = ("jsonl", "csv", "parquet")
 ROW_KINDS: Final = ("run", "step")
@@ -169,17 +169,14 @@ def _csv_cell(value: Any) -> Any:
 
 
 def _to_file(path: Path, write: Any) -> int:
-    temporary = path.with_name(f".{path.name}.partial")
     try:
-        with temporary.open("w", encoding="utf-8", newline="") as stream:
+        with (
+            replaced_atomically(path) as temporary,
+            temporary.open("w", encoding="utf-8", newline="") as stream,
+        ):
             count: int = write(stream)
-        os.replace(temporary, path)
     except OSError as error:
-        temporary.unlink(missing_ok=True)
         raise InputError(f"cannot write {path}: {error.strerror or error}") from None
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     return count
 
 
@@ -200,12 +197,10 @@ def _write_parquet(records: Iterator[dict[str, Any]], columns: tuple[str, ...], 
     table = pyarrow.Table.from_pylist(list(records), schema=None)
     if table.num_columns == 0:
         table = pyarrow.table({name: pyarrow.array([], type=pyarrow.string()) for name in columns})
-    temporary = path.with_name(f".{path.name}.partial")
     try:
-        pyarrow.parquet.write_table(table, temporary)
-        os.replace(temporary, path)
+        with replaced_atomically(path) as temporary:
+            pyarrow.parquet.write_table(table, temporary)
     except OSError as error:
-        temporary.unlink(missing_ok=True)
         raise InputError(f"cannot write {path}: {error.strerror or error}") from None
     return int(table.num_rows)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -194,16 +195,25 @@ def test_observe_openai_writes_one_report_per_choice_to_the_monitors_sinks() -> 
     monitor.close()
 
 
-def test_the_labelled_risk_model_scores_the_logprobs_tier() -> None:
-    """``--calibration`` on the proxy: the shipped profile's labelled model gives the risk score,
-    from the run features of the logprobs tier (the heuristic score without it)."""
+@pytest.mark.parametrize(
+    "calibration",
+    [
+        "default",
+        str(Path(__file__).parents[2] / "examples" / "validation" / "smollm2_logprobs_tier_profile.json"),
+    ],
+    ids=["shipped", "refitted-on-the-tier"],
+)
+def test_the_labelled_risk_model_scores_the_logprobs_tier(calibration: str) -> None:
+    """``--calibration`` on the proxy: the profile's labelled model gives the risk score, from the
+    run features of the logprobs tier (the heuristic score without it); the shipped profile, and the
+    one refitted on dev proxy runs (docs/validation.md, the logprobs tier)."""
     from corevital.analysis.calibration.risk_model import predict
     from corevital.config import load_settings
     from corevital.proxy.reports import LogprobReporter
 
     request = ObservedRequest("hi", chat=True)
     heuristic = LogprobReporter(load_settings({}), vocab_size=10)
-    labelled = LogprobReporter(load_settings({"calibration": "default"}), vocab_size=10)
+    labelled = LogprobReporter(load_settings({"calibration": calibration}), vocab_size=10)
     (plain,) = heuristic.reports(CHAT_RESPONSE, request)
     (scored,) = labelled.reports(CHAT_RESPONSE, request)
     profile = labelled.pipeline.calibration()

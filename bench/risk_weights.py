@@ -13,7 +13,8 @@ every dev run's :class:`~corevital.analysis.risk.RiskEvidence` once, and
 - always: the AUROC on dev per kind and pooled of the score that a profile gives (the shipped one,
   or with ``--fit`` the fitted one) against the best single baseline, and the score's quantiles.
 
-    .venv/bin/python bench/risk_weights.py --out .bench-out/validation_suite --fit
+    .venv/bin/python bench/risk_weights.py --out .bench-out/validation_suite --fit \
+        --merge .bench-out/faults_mlp/signals.pkl
 
 The test split is never read.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,9 +74,12 @@ class DevRun:
     baselines: dict[str, float]
 
 
-def dev_runs(out: Path) -> list[DevRun]:
-    """Every dev run of the suite with its evidence (the fault kinds' clean runs once per fault kind)."""
+def dev_runs(out: Path, merge: Sequence[Path] = ()) -> list[DevRun]:
+    """Every dev run of the suite with its evidence (the fault kinds' clean runs once per fault kind);
+    ``merge``: other signal caches whose runs replace the same items' (as ``validation_suite --merge``)."""
     captured = read_cache(out / "signals.pkl")
+    for other in merge:
+        captured.update(read_cache(other))
     items = [i for i in build_suite() if i.split == "dev" and cache_key(i) in captured]
     by_id = {i.id: i for i in items}
     profile = load_profile(next(iter(captured.values()))[1].model_type)
@@ -268,8 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="set the intercept so healthy dev runs' median is this",
     )
+    parser.add_argument("--merge", type=Path, action="append", default=[], help="another signals.pkl to add")
     args = parser.parse_args(argv)
-    runs = dev_runs(args.out)
+    runs = dev_runs(args.out, args.merge)
     risk = load_profile("llama").risk
     print("shipped profile:\n" + report(runs, risk))
     if args.fit:

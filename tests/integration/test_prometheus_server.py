@@ -25,6 +25,7 @@ from corevital.sinks.base import HealthFlag, TraceQuery
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.components import PROMETHEUS, require
 from tests.support.golden import golden_report, report_variant
+from tests.support.processes import stop_process
 from tests.support.served import ServerProcess, free_port, start_server
 
 pytestmark = pytest.mark.slow
@@ -141,13 +142,7 @@ class Prometheus:
         return {item["metric"].get(by, ""): float(item["value"][1]) for item in self.query(expr)}
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, kill_timeout=None)
 
 
 @pytest.fixture

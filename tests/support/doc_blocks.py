@@ -34,7 +34,6 @@ import os
 import re
 import selectors
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from typing import Any, Literal
 import yaml
 
 from tests.support.components import PROMTOOL, require
+from tests.support.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 ORIGINAL_TRACES = REPO / "tests" / "data" / "original-corevital"
@@ -502,10 +502,4 @@ def _wait_for_health(process: subprocess.Popen[bytes], port: int) -> int | None:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+    stop_process(process, timeout=15, kill_timeout=15)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from types import TracebackType
 
 import httpx
 import pytest
+
+from tests.support.processes import stop_process
 
 SKIP_REASON = (
     "llama-cpp-python is not installed (the `llama-cpp` extra compiles llama.cpp for ~10+ minutes; "
@@ -87,14 +88,8 @@ class LlamaServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=20)
+        if process is not None:
+            stop_process(process)
 
     def output(self) -> str:
         """What the server printed so far."""

@@ -18,6 +18,7 @@ import httpx
 
 from corevital.report.schema import Report
 from tests.support.llama_server import free_port
+from tests.support.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 CHAT = "/v1/chat/completions"
@@ -93,11 +94,5 @@ class ProxyProcess:
 
     def stop(self) -> str:
         """Ctrl-C (the proxy writes the reports of ended responses and prints its figures); its output."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=20)
+        stop_process(self.process, signal.SIGINT, timeout=120)
         return self.output()

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from tests.support.processes import stop_process
+
 if TYPE_CHECKING:
     from corevital.server.config import ServeConfig
 
@@ -136,13 +138,7 @@ class ServerProcess:
         """Ctrl-C, and the exit code."""
         if not self.stopped:
             self.stopped = True
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc, signal.SIGINT, kill_timeout=None)
         return int(self.proc.returncode)
 
 

@@ -232,13 +232,14 @@ def distribution_table(rows: dict[str, dict[str, Any]], split: str) -> str:
 def transfer_table(rows: dict[str, dict[str, Any]], split: str, resamples: int) -> str:
     """Labelled risk models: the shipped QA profile's, and one fitted per plain kind on that kind's
     dev runs (``fit_risk_model``, its ten features, 5 grouped folds); each evaluated on ``split`` of
-    every plain kind: AUROC [95% CI], and ECE [95% CI] on its own kind (the shipped one: on all)."""
+    every plain kind: AUROC [95% CI], and ECE [95% CI] on its own kind (the shipped one: on all), with
+    its noise floor (the mean ECE of a perfectly calibrated model with these probabilities and N)."""
     import numpy as np
 
     from corevital.analysis.calibration.features import RunFeatures
     from corevital.analysis.calibration.fit import DatasetInfo, fit_risk_model
     from corevital.analysis.calibration.risk_model import predict
-    from corevital.analysis.evaluation import auroc, bootstrap_ci, compute_ece
+    from corevital.analysis.evaluation import auroc, bootstrap_ci, compute_ece, ece_noise_floor
     from corevital.errors import InputError
 
     def features(r: dict[str, Any]) -> RunFeatures:
@@ -284,7 +285,8 @@ def transfer_table(rows: dict[str, dict[str, Any]], split: str, resamples: int) 
                 cells.append(f"{ci.estimate:.3f} [{ci.low:.3f}, {ci.high:.3f}]")
             if spec is None or name == f"fitted on {kind} (dev)":
                 e = bootstrap_ci(compute_ece, p, y, n_resamples=resamples, groups=g)
-                ece_cells.append(f"{kind} {e.estimate:.3f} [{e.low:.3f}, {e.high:.3f}]")
+                floor = ece_noise_floor(p, n_sims=1000).mean
+                ece_cells.append(f"{kind} {e.estimate:.3f} [{e.low:.3f}, {e.high:.3f}] (floor {floor:.3f})")
         lines.append(f"| {name} | " + " | ".join(cells) + " | " + "; ".join(ece_cells) + " |")
     return "\n".join(lines + [""] + notes)
 

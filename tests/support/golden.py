@@ -1,5 +1,6 @@
 """The golden report (``tests/data/golden_report_small.json``): one small, complete report that the
-sink, exporter, view and reader tests start from, and its variants (:func:`report_variant`)."""
+sink, exporter, view and reader tests start from, and its variants (:func:`report_variant`); the
+original CoreVital's reports (:data:`ORIGINAL_TRACES`)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,20 @@ from corevital.report.schema import CompoundSignal, HealthFlags, Report, RiskExt
 from corevital.report.timestamps import format_utc
 from corevital.sinks.rows import HealthFlag
 
-__all__ = ["GOLDEN", "golden_report", "report_variant"]
+__all__ = ["GOLDEN", "ORIGINAL_TRACES", "ORIGINAL_TRACE_NAMES", "golden_report", "report_variant"]
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
+ORIGINAL_TRACES = GOLDEN.parent / "original-corevital"
+"""Reports written by the original CoreVital (schema 0.3.0 and 0.4.0), as its users have them."""
+ORIGINAL_TRACE_NAMES = (
+    "sample_report.json",
+    "trace_01aeafe3.json",
+    "trace_1af7ccd1.json",
+    "trace_7c1c62d1.json",
+    "trace_8d0bad87.json",
+    "trace_f7de7f4d.json",
+)
+"""Every report in :data:`ORIGINAL_TRACES`."""
 
 
 def golden_report() -> Report:

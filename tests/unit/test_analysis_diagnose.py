@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,19 +11,13 @@ from corevital.analysis.diagnose import Diagnosis, diagnose
 from corevital.analysis.profiles import load_profile
 from corevital.analysis.signals import SequenceSignals
 from corevital.report.encoding import load_report
+from tests.support.golden import ORIGINAL_TRACE_NAMES, ORIGINAL_TRACES
 from tests.support.reanalysis import signals_from_report
 from tests.support.signals import make_signals, summary_only
 
 PROFILE = load_profile("llama")
-FIXTURES = Path(__file__).resolve().parents[1] / "data" / "original-corevital"
-FIXTURE_NAMES = (
-    "sample_report.json",
-    "trace_01aeafe3.json",
-    "trace_1af7ccd1.json",
-    "trace_7c1c62d1.json",
-    "trace_8d0bad87.json",
-    "trace_f7de7f4d.json",
-)
+FIXTURES = ORIGINAL_TRACES
+FIXTURE_NAMES = ORIGINAL_TRACE_NAMES
 
 
 def check(d: Diagnosis) -> None:

@@ -22,9 +22,9 @@ from corevital.sinks.base import TraceQuery
 from corevital.sinks.sqlite import SQLiteStore
 from corevital.sinks.sqlite_schema import APPLICATION_ID, MIGRATIONS
 from tests.support.cli import one_error_line, run_cli
-from tests.support.golden import GOLDEN
+from tests.support.golden import GOLDEN, ORIGINAL_TRACES
 
-FIXTURES = Path(__file__).resolve().parents[1] / "data" / "original-corevital"
+FIXTURES = ORIGINAL_TRACES
 MODELS = {
     "google/flan-t5-large",
     "meta-llama/Llama-3.2-3B-Instruct",

@@ -23,10 +23,10 @@ from corevital.sinks.migrate import (
     migrate_sqlite,
 )
 from corevital.sinks.sqlite import SQLiteStore
-from tests.support.golden import GOLDEN
+from tests.support.golden import GOLDEN, ORIGINAL_TRACES
 from tests.support.original_store import FIRST_ORIGINAL_DDL, ORIGINAL_DDL
 
-FIXTURES = Path(__file__).resolve().parents[1] / "data" / "original-corevital"
+FIXTURES = ORIGINAL_TRACES
 DATA = Path(__file__).resolve().parents[1] / "data"
 SMALL_FIXTURE = FIXTURES / "trace_8d0bad87.json"
 LEGACY_030 = DATA / "legacy_0.3.0_gpt2.json"

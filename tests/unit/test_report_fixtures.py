@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from corevital.report.encoding import load_report, report_from_json, report_to_json
 from corevital.report.schema import Report
+from tests.support.golden import ORIGINAL_TRACE_NAMES, ORIGINAL_TRACES
 
-FIXTURES = Path(__file__).resolve().parents[1] / "data" / "original-corevital"
-FIXTURE_NAMES = (
-    "sample_report.json",
-    "trace_01aeafe3.json",
-    "trace_1af7ccd1.json",
-    "trace_7c1c62d1.json",
-    "trace_8d0bad87.json",
-    "trace_f7de7f4d.json",
-)
+FIXTURES = ORIGINAL_TRACES
+FIXTURE_NAMES = ORIGINAL_TRACE_NAMES
 LEGACY_LOGITS_NAMES = {
     "topk": "topk_probs",
     "voter_agreement": "topk_mass",

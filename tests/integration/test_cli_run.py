@@ -12,9 +12,9 @@ import pytest
 from corevital.cli import main
 from corevital.config import load_settings
 from corevital.report.encoding import load_report
-from corevital.report.schema import Report
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.cli import newest_report, one_error_line, run_args, run_cli
+from tests.support.sinks import count_json_encodings
 
 
 def test_unknown_model_id(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -214,15 +214,7 @@ def test_write_json_beside_sqlite(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_llama: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The JSON file holds the bytes the store keeps, from the one encoding the store made."""
-    import corevital.report.encoding as encoding
-
-    real, calls = encoding.report_to_json, []
-
-    def counting(report: Report, pretty: bool = False) -> str:
-        calls.append(report.trace_id)
-        return real(report, pretty)
-
-    monkeypatch.setattr(encoding, "report_to_json", counting)
+    calls = count_json_encodings(monkeypatch)
     code, out, _ = run_cli(capsys, *run_args(tiny_llama, tmp_path), "--prompt", "hello", "--write-json")
     assert code == 0
     assert (tmp_path / "corevital.db").is_file()

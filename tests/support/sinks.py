@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from corevital.report.schema import Report
+
+if TYPE_CHECKING:
+    import pytest
 
 
 class RecordingSink:
@@ -36,3 +39,17 @@ class FailingExporter:
 
 class NotASink:
     """Neither write nor export."""
+
+
+def count_json_encodings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The trace ids of the reports encoded to JSON (``report_to_json``) from now on, in order."""
+    import corevital.report.encoding as encoding
+
+    real, calls = encoding.report_to_json, []
+
+    def counting(report: Report, pretty: bool = False) -> str:
+        calls.append(report.trace_id)
+        return real(report, pretty)
+
+    monkeypatch.setattr(encoding, "report_to_json", counting)
+    return calls

@@ -19,7 +19,7 @@ from corevital.sinks.encoded import EncodedReport
 from corevital.sinks.rows import SortOrder, TraceQuery
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.golden import golden_report
-from tests.support.sinks import FailingExporter, NotASink, RecordingSink
+from tests.support.sinks import FailingExporter, NotASink, RecordingSink, count_json_encodings
 
 
 @pytest.fixture(scope="module")
@@ -120,13 +120,8 @@ def test_a_report_is_encoded_once_for_every_destination(
     from corevital.sinks.sqlite import SQLiteStore
     from tests.support.otlp import free_port
 
-    real, calls = encoding.report_to_json, []
-
-    def counting(report: Report, pretty: bool = False) -> str:
-        calls.append(report.trace_id)
-        return real(report, pretty)
-
-    monkeypatch.setattr(encoding, "report_to_json", counting)
+    real = encoding.report_to_json
+    calls = count_json_encodings(monkeypatch)
     RecordingSink.written.clear()
     spool = tmp_path / "spool"
     http = HttpExporter(f"http://127.0.0.1:{free_port()}/reports", spool, close_wait_s=0.0)

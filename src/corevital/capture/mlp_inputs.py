@@ -56,17 +56,20 @@ class MlpInputTap:
                     norm.__dict__.pop("forward", None)
                 else:
                     norm.__dict__["forward"] = forward
-            self._latest = [None] * len(self.norms)
+            self._latest[:] = [None] * len(self.norms)
 
     def _wrapped(self, layer: int, forward: Any) -> Any:
+        latest = self._latest  # one list for the tap's life: take() empties it in place
+        compiling = torch.compiler.is_compiling
+
         def keep(*args: Any, **kwargs: Any) -> Any:
-            if not torch.compiler.is_compiling():
+            if not compiling():
                 state = args[0] if args else next(iter(kwargs.values()), None)
                 if isinstance(state, Tensor) and state.dim() == 3:
                     # a pass over several positions (the prefill): keep a copy of the last, not the pass
-                    self._latest[layer] = state if state.shape[1] == 1 else state[:, -1:].clone()
+                    latest[layer] = state if state.shape[1] == 1 else state[:, -1:].clone()
                 else:
-                    self._latest[layer] = None
+                    latest[layer] = None
             return forward(*args, **kwargs)
 
         return keep
@@ -74,7 +77,8 @@ class MlpInputTap:
     def take(self) -> tuple[Tensor, ...] | None:
         """Every layer's kept residual ([B, 1, d] views) of the forward that just ran, or None when
         some layer's norm was not called (the tap is then emptied for the next forward)."""
-        latest, self._latest = self._latest, [None] * len(self.norms)
+        latest = tuple(self._latest)
+        self._latest[:] = [None] * len(self.norms)
         if any(state is None for state in latest):
             return None
         return tuple(state for state in latest if state is not None)

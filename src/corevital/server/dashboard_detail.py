@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from corevital.server.dashboard_view import _list, _map, _num
+from corevital.views.lenient import as_list, as_map, finite
 
 if TYPE_CHECKING:  # imported when first used: the report models and numpy are not loaded with the server
     from corevital.report.attention_query import AttentionQuery, Connection
@@ -147,11 +147,11 @@ def _known_texts(document: Mapping[str, Any], ids: list[int]) -> list[str | None
     alternative with the same id (reports keep no prompt token strings); None elsewhere."""
     wanted = set(ids)
     known: dict[int, str] = {}
-    for step in _list(document.get("timeline")):
-        step = _map(step)
+    for step in as_list(document.get("timeline")):
+        step = as_map(step)
         items = [
-            _map(step.get("token")),
-            *map(_map, _list(_map(step.get("logits_summary")).get("topk_probs"))),
+            as_map(step.get("token")),
+            *map(as_map, as_list(as_map(step.get("logits_summary")).get("topk_probs"))),
         ]
         for item in items:
             token_id, text = item.get("token_id"), item.get("token_text")
@@ -169,8 +169,8 @@ def attention_view(text: str, token: int | None, layer: int | None, head: int | 
     from corevital.report.attention_query import DEFAULT_BASIN_THRESHOLD
 
     document = _read(_ATTENTION, text)
-    prompt = _map(document.get("prompt"))
-    ids = [value for value in _list(prompt.get("token_ids")) if isinstance(value, int)]
+    prompt = as_map(document.get("prompt"))
+    ids = [value for value in as_list(prompt.get("token_ids")) if isinstance(value, int)]
     query = _query(document)
     layers = query.num_layers if query is not None else 0
     answer: dict[str, Any] = {
@@ -216,17 +216,17 @@ def attention_view(text: str, token: int | None, layer: int | None, head: int | 
 
 
 def _generated(timeline: list[Any]) -> list[Any]:
-    return [step for step in timeline if not _map(_map(step).get("token")).get("is_prompt_token")]
+    return [step for step in timeline if not as_map(as_map(step).get("token")).get("is_prompt_token")]
 
 
 def _numbers(values: Any) -> list[float | None] | None:
     if not isinstance(values, list):
         return None
-    return [_num(value) for value in values]
+    return [finite(value) for value in values]
 
 
 def _summary(value: Any, lists: tuple[str, ...] = ()) -> dict[str, Any] | None:
-    summary = _map(value)
+    summary = as_map(value)
     if not summary:
         return None
     out: dict[str, Any] = {}
@@ -236,7 +236,7 @@ def _summary(value: Any, lists: tuple[str, ...] = ()) -> dict[str, Any] | None:
         elif item is None or isinstance(item, bool | int):  # counts and flags as they are
             out[key] = item
         elif isinstance(item, float):
-            out[key] = _num(item)
+            out[key] = finite(item)
     return out
 
 
@@ -244,20 +244,24 @@ def layer_detail(text: str, layer: int, step: int) -> dict[str, Any]:
     """One layer at one generated step of the stored report JSON ``text``; DetailError when the
     report has no such step or layer."""
     document = _read(_DETAIL, text)
-    timeline = _generated(_list(document.get("timeline")))
+    timeline = _generated(as_list(document.get("timeline")))
     if not 0 <= step < len(timeline):
         raise DetailError(f"step {step} is not in this run (0 to {len(timeline) - 1})")
-    at = _map(timeline[step])
-    found = [_map(entry) for entry in _list(at.get("layers")) if _map(entry).get("layer_index") == layer]
+    at = as_map(timeline[step])
+    found = [
+        as_map(entry) for entry in as_list(at.get("layers")) if as_map(entry).get("layer_index") == layer
+    ]
     indices = [
-        index for entry in _list(at.get("layers")) if isinstance(index := _map(entry).get("layer_index"), int)
+        index
+        for entry in as_list(at.get("layers"))
+        if isinstance(index := as_map(entry).get("layer_index"), int)
     ]
     if not found:
         where = f"0 to {max(indices)}" if indices else "none kept at this step"
         raise DetailError(f"layer {layer} has no values at step {step} (layers: {where})")
     entry = found[0]
-    token = _map(at.get("token")).get("token_text")
-    heads = _map(document.get("model")).get("num_attention_heads")
+    token = as_map(at.get("token")).get("token_text")
+    heads = as_map(document.get("model")).get("num_attention_heads")
     return {
         "layer": layer,
         "step": step,

@@ -20,7 +20,6 @@ sketches, per-head weights, sparse prompt attention).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,6 +28,7 @@ from typing_extensions import TypedDict
 
 from corevital.views.digest import digest_document
 from corevital.views.html_heatmap import block_columns
+from corevital.views.lenient import as_list, as_map, finite
 
 MAX_COLUMNS = 400
 MAX_LAYERS = 512
@@ -134,43 +134,28 @@ def read_document(text: str, *, layers: bool = False) -> Mapping[str, Any]:
         return document if isinstance(document, Mapping) else {}
 
 
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 def _step(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _series(timeline: list[Any], key: str) -> list[float | None]:
-    return [_num(_map(_map(step).get("logits_summary")).get(key)) for step in timeline]
+    return [finite(as_map(as_map(step).get("logits_summary")).get(key)) for step in timeline]
 
 
 def _tokens(timeline: list[Any]) -> list[dict[str, Any]]:
     tokens = []
     for step in timeline:
-        logits = _map(_map(step).get("logits_summary"))
+        logits = as_map(as_map(step).get("logits_summary"))
         top = [
-            [str(_map(item).get("token_text", "")), _num(_map(item).get("prob"))]
-            for item in _list(logits.get("topk_probs"))[:TOP_ALTERNATIVES]
+            [str(as_map(item).get("token_text", "")), finite(as_map(item).get("prob"))]
+            for item in as_list(logits.get("topk_probs"))[:TOP_ALTERNATIVES]
         ]
-        text = _map(_map(step).get("token")).get("token_text")
+        text = as_map(as_map(step).get("token")).get("token_text")
         tokens.append(
             {
                 "text": text if isinstance(text, str) else "",
-                "surprisal": _num(logits.get("surprisal")),
-                "entropy": _num(logits.get("entropy")),
+                "surprisal": finite(logits.get("surprisal")),
+                "entropy": finite(logits.get("entropy")),
                 "top": top,
             }
         )
@@ -179,9 +164,9 @@ def _tokens(timeline: list[Any]) -> list[dict[str, Any]]:
 
 def _markers(document: Mapping[str, Any], steps: int) -> list[dict[str, Any]]:
     """Each fired signal with the generated step where it fired (``None``: the report does not say)."""
-    extensions = _map(document.get("extensions"))
-    flags = _map(document.get("health_flags"))
-    risk = _map(extensions.get("risk"))
+    extensions = as_map(document.get("extensions"))
+    flags = as_map(document.get("health_flags"))
+    risk = as_map(extensions.get("risk"))
     markers: list[dict[str, Any]] = []
 
     def add(kind: str, name: str, step: Any, detail: str = "") -> None:
@@ -191,7 +176,7 @@ def _markers(document: Mapping[str, Any], steps: int) -> list[dict[str, Any]]:
         )
 
     if flags.get("repetition_loop_detected") is True:
-        repetition = _map(extensions.get("repetition"))
+        repetition = as_map(extensions.get("repetition"))
         add(
             "flag",
             "repetition_loop",
@@ -199,28 +184,30 @@ def _markers(document: Mapping[str, Any], steps: int) -> list[dict[str, Any]]:
             str(repetition.get("repeated_text") or ""),
         )
     if flags.get("attention_collapse_detected") is True:
-        add("flag", "attention_collapse", _map(risk.get("attention_collapse_detail")).get("trend_peak_step"))
+        add(
+            "flag", "attention_collapse", as_map(risk.get("attention_collapse_detail")).get("trend_peak_step")
+        )
     if flags.get("mid_layer_anomaly_detected") is True:
-        jumps = [_map(jump) for jump in _list(_map(extensions.get("mid_layer")).get("jumps"))]
+        jumps = [as_map(jump) for jump in as_list(as_map(extensions.get("mid_layer")).get("jumps"))]
         firsts = [s for s in (_step(jump.get("first_step")) for jump in jumps) if s is not None]
         add("flag", "mid_layer_anomaly", min(firsts) if firsts else None)
     for flag, key in (("nan_detected", "has_nan"), ("inf_detected", "has_inf")):
         if flags.get(flag) is True:
-            timeline = _list(document.get("timeline"))
+            timeline = as_list(document.get("timeline"))
             hit = next(
-                (i for i, s in enumerate(timeline) if _map(_map(s).get("logits_summary")).get(key)), None
+                (i for i, s in enumerate(timeline) if as_map(as_map(s).get("logits_summary")).get(key)), None
             )
             add("flag", flag.removesuffix("_detected"), hit)
-    for signal in _list(extensions.get("compound_signals")):
-        signal = _map(signal)
+    for signal in as_list(extensions.get("compound_signals")):
+        signal = as_map(signal)
         add(
             "compound",
             str(signal.get("name", "")),
             signal.get("first_step"),
             str(signal.get("description", "")),
         )
-    for firing in _list(_map(extensions.get("early_warning")).get("firings")):
-        firing = _map(firing)
+    for firing in as_list(as_map(extensions.get("early_warning")).get("firings")):
+        firing = as_map(firing)
         add("warning", str(firing.get("signal", "")), firing.get("step"))
     return markers
 
@@ -229,8 +216,8 @@ def _layer_rows(timeline: list[Any], layers: int, getters: list[Getter]) -> list
     """One layer × step matrix per getter, in one pass over the steps."""
     maps: list[list[list[float | None]]] = [[[None] * len(timeline) for _ in range(layers)] for _ in getters]
     for t, step in enumerate(timeline):
-        for layer in _list(_map(step).get("layers")):
-            layer = _map(layer)
+        for layer in as_list(as_map(step).get("layers")):
+            layer = as_map(layer)
             index = layer.get("layer_index")
             if isinstance(index, int) and 0 <= index < layers:
                 for rows, getter in zip(maps, getters, strict=True):
@@ -256,25 +243,25 @@ def _heat_maps(document: Mapping[str, Any], timeline: list[Any]) -> list[dict[st
     indices = [
         index
         for step in timeline
-        for layer in _list(_map(step).get("layers"))
-        if isinstance(index := _map(layer).get("layer_index"), int)
+        for layer in as_list(as_map(step).get("layers"))
+        if isinstance(index := as_map(layer).get("layer_index"), int)
     ]
     layers = min(max(indices, default=-1) + 1, MAX_LAYERS)
     if layers == 0:
         return []
-    heads = _map(document.get("model")).get("num_attention_heads")
+    heads = as_map(document.get("model")).get("num_attention_heads")
 
     def attention(key: str) -> Getter:
-        return lambda layer: _num(_map(layer.get("attention_summary")).get(key))
+        return lambda layer: finite(as_map(layer.get("attention_summary")).get(key))
 
     def norm(layer: Mapping[str, Any]) -> float | None:
-        value = _num(_map(layer.get("hidden_summary")).get("l2_norm_mean"))
+        value = finite(as_map(layer.get("hidden_summary")).get("l2_norm_mean"))
         return value if value is not None and value > 0 else None
 
     def collapsed(layer: Mapping[str, Any]) -> float | None:
-        summary = _map(layer.get("attention_summary"))
-        rate = _num(summary.get("collapsed_head_rate"))
-        count = _num(summary.get("collapsed_head_count"))
+        summary = as_map(layer.get("attention_summary"))
+        rate = finite(summary.get("collapsed_head_rate"))
+        count = finite(summary.get("collapsed_head_count"))
         if rate is None and count is not None and isinstance(heads, int) and heads > 0:
             rate = count / heads
         return rate
@@ -292,37 +279,38 @@ def _heat_maps(document: Mapping[str, Any], timeline: list[Any]) -> list[dict[st
 
 
 def _prompt(document: Mapping[str, Any]) -> dict[str, Any]:
-    analysis = _map(document.get("prompt_analysis"))
+    analysis = as_map(document.get("prompt_analysis"))
     basins = [
-        [_num(v) for v in _list(_map(layer).get("basin_scores"))] for layer in _list(analysis.get("layers"))
+        [finite(v) for v in as_list(as_map(layer).get("basin_scores"))]
+        for layer in as_list(analysis.get("layers"))
     ]
     return {
-        "surprisals": [_num(v) for v in _list(analysis.get("prompt_surprisals"))],
-        "transformations": [_num(v) for v in _list(analysis.get("layer_transformations"))],
+        "surprisals": [finite(v) for v in as_list(analysis.get("prompt_surprisals"))],
+        "transformations": [finite(v) for v in as_list(analysis.get("layer_transformations"))],
         "basins": basins if any(basins) else [],
     }
 
 
 def _performance(document: Mapping[str, Any]) -> dict[str, Any] | None:
-    performance = _map(_map(document.get("extensions")).get("performance"))
+    performance = as_map(as_map(document.get("extensions")).get("performance"))
     if not performance:
         return None
     operations = [
         {
-            "name": str(_map(op).get("name", "")),
-            "ms": _num(_map(op).get("ms")),
-            "pct": _num(_map(op).get("pct")),
+            "name": str(as_map(op).get("name", "")),
+            "ms": finite(as_map(op).get("ms")),
+            "pct": finite(as_map(op).get("pct")),
         }
-        for op in _list(performance.get("parent_operations"))
+        for op in as_list(performance.get("parent_operations"))
     ]
-    return {"total_ms": _num(performance.get("total_wall_time_ms")), "operations": operations}
+    return {"total_ms": finite(performance.get("total_wall_time_ms")), "operations": operations}
 
 
 def _generated_steps(document: Mapping[str, Any]) -> list[Any]:
     return [
         step
-        for step in _list(document.get("timeline"))
-        if not _map(_map(step).get("token")).get("is_prompt_token")
+        for step in as_list(document.get("timeline"))
+        if not as_map(as_map(step).get("token")).get("is_prompt_token")
     ]
 
 

@@ -9,13 +9,13 @@ reports of every schema version the store holds can be shown.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from corevital.analysis.hashing import prompt_hash
 from corevital.sinks.rows import HealthFlag, finite_mean, percentile
+from corevital.views.lenient import as_int, as_list, as_map, as_str, finite
 
 
 @dataclass(frozen=True)
@@ -159,87 +159,87 @@ class RunDigest:
 
 def digest_document(document: Mapping[str, Any]) -> RunDigest:
     """The :class:`RunDigest` of a report JSON document."""
-    model = _map(document.get("model"))
-    prompt = _map(document.get("prompt"))
-    generated = _map(document.get("generated"))
-    summary = _map(document.get("summary"))
-    ext = _map(document.get("extensions"))
-    risk = _map(ext.get("risk"))
-    health = _map(document.get("health_flags"))
-    early = _map(ext.get("early_warning"))
-    quantization = _map(model.get("quantization"))
+    model = as_map(document.get("model"))
+    prompt = as_map(document.get("prompt"))
+    generated = as_map(document.get("generated"))
+    summary = as_map(document.get("summary"))
+    ext = as_map(document.get("extensions"))
+    risk = as_map(ext.get("risk"))
+    health = as_map(document.get("health_flags"))
+    early = as_map(ext.get("early_warning"))
+    quantization = as_map(model.get("quantization"))
     steps = [
-        _map(step)
-        for step in _list(document.get("timeline"))
-        if not _map(_map(step).get("token")).get("is_prompt_token")
+        as_map(step)
+        for step in as_list(document.get("timeline"))
+        if not as_map(as_map(step).get("token")).get("is_prompt_token")
     ]
-    logits = [_map(step.get("logits_summary")) for step in steps]
-    model_id = _str(model.get("hf_id")) or "?"
-    prompt_text = _str(prompt.get("text")) or ""
-    fingerprint_hash = _str(_map(ext.get("fingerprint")).get("prompt_hash"))
-    token_ids = [value for value in _list(generated.get("token_ids")) if isinstance(value, int)]
+    logits = [as_map(step.get("logits_summary")) for step in steps]
+    model_id = as_str(model.get("hf_id")) or "?"
+    prompt_text = as_str(prompt.get("text")) or ""
+    fingerprint_hash = as_str(as_map(ext.get("fingerprint")).get("prompt_hash"))
+    token_ids = [value for value in as_list(generated.get("token_ids")) if isinstance(value, int)]
     if not token_ids:
-        token_ids = [_int(_map(step.get("token")).get("token_id")) or 0 for step in steps]
+        token_ids = [as_int(as_map(step.get("token")).get("token_id")) or 0 for step in steps]
     return RunDigest(
-        trace_id=_str(document.get("trace_id")) or "?",
-        created_at_utc=_str(document.get("created_at_utc")) or "",
-        schema_version=_str(document.get("schema_version")) or "?",
-        migrated_from=_str(ext.get("migrated_from")),
+        trace_id=as_str(document.get("trace_id")) or "?",
+        created_at_utc=as_str(document.get("created_at_utc")) or "",
+        schema_version=as_str(document.get("schema_version")) or "?",
+        migrated_from=as_str(ext.get("migrated_from")),
         model_id=model_id,
-        architecture=_str(model.get("architecture")),
-        device=_str(model.get("device")),
-        quantization=_str(quantization.get("method"))
+        architecture=as_str(model.get("architecture")),
+        device=as_str(model.get("device")),
+        quantization=as_str(quantization.get("method"))
         or ("enabled" if quantization.get("enabled") is True else None),
-        capture_mode=_str(_map(document.get("run_config")).get("capture_mode")),
+        capture_mode=as_str(as_map(document.get("run_config")).get("capture_mode")),
         prompt_hash=fingerprint_hash or prompt_hash(model_id, prompt_text),
         prompt_text=prompt_text,
-        output_text=_str(generated.get("output_text")) or "",
-        prompt_tokens=_int(summary.get("prompt_tokens")),
-        generated_tokens=_int(summary.get("generated_tokens")),
-        finish_reason=_str(generated.get("finish_reason")),
-        elapsed_ms=_int(summary.get("elapsed_ms")),
-        narrative=_str(_map(ext.get("narrative")).get("summary")),
-        risk_score=_float(risk.get("risk_score")),
-        risk_model=_str(risk.get("model")),
+        output_text=as_str(generated.get("output_text")) or "",
+        prompt_tokens=as_int(summary.get("prompt_tokens")),
+        generated_tokens=as_int(summary.get("generated_tokens")),
+        finish_reason=as_str(generated.get("finish_reason")),
+        elapsed_ms=as_int(summary.get("elapsed_ms")),
+        narrative=as_str(as_map(ext.get("narrative")).get("summary")),
+        risk_score=finite(risk.get("risk_score")),
+        risk_model=as_str(risk.get("model")),
         risk_factors=_factors(risk),
         flags={
             flag.value: health[flag.value] for flag in HealthFlag if isinstance(health.get(flag.value), bool)
         },
-        high_entropy_steps=_int(health.get("high_entropy_steps")),
+        high_entropy_steps=as_int(health.get("high_entropy_steps")),
         compound_signals=[
             SignalView(
-                name=_str(signal.get("name")) or "?",
-                severity=_float(signal.get("severity")),
-                description=_str(signal.get("description")) or "",
-                evidence=[text for text in _list(signal.get("evidence")) if isinstance(text, str)],
+                name=as_str(signal.get("name")) or "?",
+                severity=finite(signal.get("severity")),
+                description=as_str(signal.get("description")) or "",
+                evidence=[text for text in as_list(signal.get("evidence")) if isinstance(text, str)],
             )
-            for signal in map(_map, _list(ext.get("compound_signals")))
+            for signal in map(as_map, as_list(ext.get("compound_signals")))
         ],
-        failure_risk=_float(early.get("failure_risk")),
+        failure_risk=finite(early.get("failure_risk")),
         warnings_fired=_firings(early),
-        peak_warning_step=_int(early.get("peak_step")),
+        peak_warning_step=as_int(early.get("peak_step")),
         blamed_layers=[
             BlamedLayerView(
-                layer=_int(layer.get("layer")) or 0,
-                severity=_float(layer.get("severity")),
-                reasons=[text for text in _list(layer.get("reasons")) if isinstance(text, str)],
-                first_step=_int(layer.get("first_step")),
+                layer=as_int(layer.get("layer")) or 0,
+                severity=finite(layer.get("severity")),
+                reasons=[text for text in as_list(layer.get("reasons")) if isinstance(text, str)],
+                first_step=as_int(layer.get("first_step")),
             )
-            for layer in map(_map, _list(risk.get("blamed_layers")))
+            for layer in map(as_map, as_list(risk.get("blamed_layers")))
         ],
-        repetition=dict(_map(ext.get("repetition"))) or None,
-        stopped=_stopped(_map(ext.get("intervention"))),
+        repetition=dict(as_map(ext.get("repetition"))) or None,
+        stopped=_stopped(as_map(ext.get("intervention"))),
         report_warnings=[
-            f"{_str(item.get('code')) or '?'}: {_str(item.get('message')) or ''}"
-            for item in map(_map, _list(document.get("warnings")))
+            f"{as_str(item.get('code')) or '?'}: {as_str(item.get('message')) or ''}"
+            for item in map(as_map, as_list(document.get("warnings")))
         ],
         token_ids=token_ids,
-        token_texts=[_str(_map(step.get("token")).get("token_text")) or "" for step in steps],
-        entropy=[_float(summary.get("entropy")) for summary in logits],
-        surprisal=[_float(summary.get("surprisal")) for summary in logits],
-        ttft_ms=_float(summary.get("ttft_ms")),
-        inter_token_ms={k: _float(v) for k, v in _map(summary.get("inter_token_ms")).items()} or None,
-        tokens_per_second=_float(summary.get("tokens_per_second")),
+        token_texts=[as_str(as_map(step.get("token")).get("token_text")) or "" for step in steps],
+        entropy=[finite(summary.get("entropy")) for summary in logits],
+        surprisal=[finite(summary.get("surprisal")) for summary in logits],
+        ttft_ms=finite(summary.get("ttft_ms")),
+        inter_token_ms={k: finite(v) for k, v in as_map(summary.get("inter_token_ms")).items()} or None,
+        tokens_per_second=finite(summary.get("tokens_per_second")),
     )
 
 
@@ -247,53 +247,33 @@ def _stopped(intervention: Mapping[str, Any]) -> str | None:
     """``"by POLICY at step N: REASON"`` when a live intervention stopped the generation."""
     if not intervention:
         return None
-    step = _int(intervention.get("step"))
-    reason = _str(intervention.get("reason"))
+    step = as_int(intervention.get("step"))
+    reason = as_str(intervention.get("reason"))
     where = "" if step is None else f" at step {step}"
-    return f"by {_str(intervention.get('policy')) or 'a callback'}{where}" + (f": {reason}" if reason else "")
+    return f"by {as_str(intervention.get('policy')) or 'a callback'}{where}" + (
+        f": {reason}" if reason else ""
+    )
 
 
 def _factors(risk: Mapping[str, Any]) -> list[FactorView]:
     contributions = {
-        _str(item.get("name")): _float(item.get("contribution"))
-        for item in map(_map, _list(risk.get("factor_contributions")))
+        as_str(item.get("name")): finite(item.get("contribution"))
+        for item in map(as_map, as_list(risk.get("factor_contributions")))
     }
-    names = [name for name in _list(risk.get("risk_factors")) if isinstance(name, str)]
+    names = [name for name in as_list(risk.get("risk_factors")) if isinstance(name, str)]
     names += [name for name in contributions if name is not None and name not in names]
     return [FactorView(name=name, contribution=contributions.get(name)) for name in names]
 
 
 def _firings(early: Mapping[str, Any]) -> list[WarningFiring]:
     firings = [
-        WarningFiring(signal=_str(item.get("signal")) or "?", step=_int(item.get("step")))
-        for item in map(_map, _list(early.get("firings")))
+        WarningFiring(signal=as_str(item.get("signal")) or "?", step=as_int(item.get("step")))
+        for item in map(as_map, as_list(early.get("firings")))
     ]
     seen = {firing.signal for firing in firings}
     firings += [
         WarningFiring(signal=name, step=None)
-        for name in _list(early.get("warning_signals"))
+        for name in as_list(early.get("warning_signals"))
         if isinstance(name, str) and name not in seen
     ]
     return firings
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _float(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None

@@ -31,7 +31,8 @@ from corevital.views.html_steps import (
     token_css,
     tokens_view,
 )
-from corevital.views.html_text import esc, finite, fmt
+from corevital.views.html_text import esc, fmt
+from corevital.views.lenient import finite
 
 __all__ = ["CONTENT_SECURITY_POLICY", "render_html"]
 

@@ -23,7 +23,8 @@ from corevital.views.html_charts import (
     text_colour,
 )
 from corevital.views.html_heatmap import HeatMap, heat_map
-from corevital.views.html_text import esc, finite, fmt, quoted, token_label
+from corevital.views.html_text import esc, fmt, quoted, token_label
+from corevital.views.lenient import finite
 
 TOKEN_LEVELS = 24
 """Surprisal colour classes of the token view."""

@@ -9,8 +9,9 @@ encodes as UTF-8.
 from __future__ import annotations
 
 import html
-import math
 import unicodedata
+
+from corevital.views.lenient import finite
 
 # Unicode format characters that reorder or hide text (bidirectional controls, marks).
 _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -49,14 +50,6 @@ def token_label(text: str) -> str:
 def quoted(text: str) -> str:
     """A token for a tooltip: quoted, every control character escaped (a newline as ``\\x0a``)."""
     return esc(f"\u201c{text}\u201d")
-
-
-def finite(value: object) -> float | None:
-    """``value`` as a finite float, or ``None`` (missing, not a number, NaN, ±Inf)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 def fmt(value: object, digits: int = 3) -> str:

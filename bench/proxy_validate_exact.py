@@ -1,0 +1,223 @@
+"""What the entropy bound costs the logprobs tier's scores, on the same outputs (docs/validation.md).
+
+The proxy's reports of ``bench/proxy_validate.py`` (half of the test split through llama.cpp's
+server, ``top_logprobs`` 20) carry the lower bound of each step's entropy; the other logit
+statistics of the tier are exact. Here each stored answer is fed back (teacher forcing) to
+llama.cpp in process (``generate_one(forced=...)``: the server's kernels on the same Q4_1 GGUF,
+the prompt in the same chat template), which gives the exact entropy of every step of that very
+answer. The risk scores are then computed twice on the same signals, once with the bound (what
+the proxy stores) and once with the exact entropy, and compared record by record: AUROC of each,
+paired difference with its 95% interval (1,000 resamples of whole groups), ECE of the labelled
+score. Records run in the SHA-256 order of their groups and are cached one by one in
+``--out``/exact.jsonl (a killed run resumes); the tables use the complete groups done.
+
+    nice -n 10 .venv/bin/python bench/proxy_validate_exact.py [--stop-at HH:MM] [--report-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(1, str(REPO))  # tests.support
+sys.path.insert(2, str(REPO / "bench"))
+
+from proxy_validate import LABELS, chat_body, subset  # noqa: E402
+from proxy_validate_same import RESAMPLES, commit, group_draws, hash_order, interval, loadavg  # noqa: E402
+
+from corevital.analysis.diagnose import diagnose  # noqa: E402
+from corevital.analysis.evaluation import auroc, bootstrap_ci, compute_ece  # noqa: E402
+from corevital.analysis.profiles import load_profile  # noqa: E402
+from corevital.capture.openai_api import prompt_text  # noqa: E402
+from corevital.config import load_settings  # noqa: E402
+from corevital.pipeline import Pipeline  # noqa: E402
+from corevital.validation.answers import check_answer  # noqa: E402
+from tests.support.proxy_process import stored_reports  # noqa: E402
+from tests.support.reanalysis import signals_from_report  # noqa: E402
+
+MAX_NEW_TOKENS = 24
+
+
+def deadline_of(stop_at: str | None) -> float:
+    if stop_at is None:
+        return math.inf
+    hours, minutes = (int(x) for x in stop_at.split(":"))
+    now = time.time()
+    deadline = now - now % 86400 + hours * 3600 + minutes * 60
+    return deadline + (86400 if deadline <= now else 0)
+
+
+def read_cache(path: Path) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            rows[row["id"]] = row
+    return rows
+
+
+def force_all(records: list[Any], reports: dict[str, Any], cache: Path, stop_at: str | None) -> None:
+    from corevital.capture.gguf import prepare_prompt
+    from corevital.capture.llama_cpp import generate_one
+    from corevital.capture.records import generation_record
+    from corevital.proxy.llama_cpp import LlamaCppRunner
+
+    done = read_cache(cache)
+    pending = [r for r in records if r.id not in done]
+    print(f"{len(records) - len(pending)} of {len(records)} cached, {len(pending)} to run", flush=True)
+    if not pending:
+        return
+    settings = load_settings({"backend": "llama-cpp", "max_new_tokens": MAX_NEW_TOKENS, "sink": ["local"]})
+    runner = LlamaCppRunner(settings, threads=1)
+    llm = runner.model.llm
+    vocabulary: dict[str, list[int]] = {}
+    for i in range(runner.model.vocab_size):
+        vocabulary.setdefault(llm.detokenize([i]).decode("utf-8", errors="ignore"), []).append(i)
+    deadline = deadline_of(stop_at)
+    t0 = time.perf_counter()
+    try:
+        for n, record in enumerate(pending, 1):
+            if time.time() >= deadline:
+                print(f"stopping at {stop_at} UTC", flush=True)
+                break
+            report = reports[record.id]
+            texts = [s.token.token_text or "" for s in report.timeline]
+            ids = [vocabulary.get(t, [None])[0] for t in texts]
+            row: dict[str, Any] = {"id": record.id}
+            if not ids or any(i is None for i in ids):
+                row["exact_entropy"] = None
+            else:
+                forced = generate_one(
+                    runner.model,
+                    prepare_prompt(runner.model, record.prompt or "", settings),
+                    generation_record(settings),
+                    topk=settings.topk,
+                    mass_k=settings.topk_mass_k,
+                    forced=[int(i) for i in ids if i is not None],
+                )
+                row["exact_entropy"] = [float(x) for x in forced.logits.entropy]
+                stored = [s.logits_summary.surprisal for s in report.timeline]
+                row["surprisal_gap_max"] = max(
+                    abs(float(a) - float(b))
+                    for a, b in zip(stored, forced.chosen.surprisal, strict=True)
+                    if a is not None
+                )
+            with cache.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+            if n % 25 == 0 or n == len(pending):
+                print(
+                    f"  {n}/{len(pending)} ({(time.perf_counter() - t0) / n:.2f} s a record, "
+                    f"load {loadavg()}, {time.strftime('%H:%M:%S', time.gmtime())} UTC)",
+                    flush=True,
+                )
+    finally:
+        runner.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--labels", type=Path, default=LABELS)
+    parser.add_argument("--proxy-db", type=Path, default=REPO / ".bench-out" / "proxy_validate" / "proxy.db")
+    parser.add_argument("--stop-at", default=None, metavar="HH:MM")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--out", type=Path, default=REPO / ".bench-out" / "proxy_validate_exact")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    records = hash_order(subset(args.labels, "test", 2, args.out / "labels_subset.jsonl"))
+    by_prompt = {r.prompt.text: r for r in stored_reports(args.proxy_db)}
+    reports = {rec.id: by_prompt[prompt_text(chat_body(rec, MAX_NEW_TOKENS))] for rec in records}
+    cache = args.out / "exact.jsonl"
+    print(f"{len(records)} records (commit {commit()}, load {loadavg()})", flush=True)
+    if not args.report_only:
+        force_all(records, reports, cache, args.stop_at)
+
+    rows = read_cache(cache)
+    complete: list[Any] = []
+    for group in dict.fromkeys(r.group for r in records):
+        members = [r for r in records if r.group == group]
+        if not all(r.id in rows for r in members):
+            break
+        complete += [r for r in members if rows[r.id]["exact_entropy"] is not None]
+    if not complete:
+        print("no complete group yet", flush=True)
+        return 1
+    profile = Pipeline(load_settings({"calibration": "default"})).calibration()
+    thresholds = load_profile("unknown")
+    scores: dict[str, list[float]] = {
+        k: [] for k in ("labelled_bound", "labelled_exact", "heur_bound", "heur_exact")
+    }
+    gaps: list[float] = []
+    gap_surprisal: list[float] = []
+    for rec in complete:
+        signals = signals_from_report(reports[rec.id])
+        exact = np.asarray(rows[rec.id]["exact_entropy"], dtype=np.float64)
+        gaps += list(exact - signals.entropy)
+        gap_surprisal.append(float(rows[rec.id]["surprisal_gap_max"]))
+        exact_signals = dataclasses.replace(signals, entropy=exact, perplexity=np.exp2(exact))
+        for name, s in (("bound", signals), ("exact", exact_signals)):
+            scores[f"labelled_{name}"].append(diagnose(s, thresholds, calibration=profile).risk.risk_score)
+            scores[f"heur_{name}"].append(diagnose(s, thresholds).risk.risk_score)
+    y = np.asarray([float(not check_answer(reports[r.id].generated.output_text, r)) for r in complete])
+    groups = np.asarray([r.group for r in complete])
+    draws = group_draws(list(groups), RESAMPLES)
+    result: dict[str, Any] = {
+        "commit": commit(),
+        "n": len(complete),
+        "groups": len(set(groups)),
+        "failure_rate": float(y.mean()),
+        "exact_minus_bound_bits": {
+            "mean": float(np.mean(gaps)),
+            "p95": float(np.percentile(gaps, 95)),
+            "min": float(np.min(gaps)),
+        },
+        "stored_vs_forced_surprisal_gap_bits": {
+            "median_of_max": float(np.median(gap_surprisal)),
+            "max": float(np.max(gap_surprisal)),
+        },
+    }
+    lines = [
+        f"N = {len(complete)} records in {len(set(groups))} groups, failure rate {y.mean():.1%}",
+        "",
+        "| score | with the entropy bound (as stored) | with the exact entropy "
+        "| difference (bound − exact) |",
+        "|---|---|---|---|",
+    ]
+    for label, key in (("labelled model", "labelled"), ("heuristic (default)", "heur")):
+        b, e = np.asarray(scores[f"{key}_bound"]), np.asarray(scores[f"{key}_exact"])
+        cb = bootstrap_ci(auroc, b, y, n_resamples=RESAMPLES, groups=groups)
+        ce = bootstrap_ci(auroc, e, y, n_resamples=RESAMPLES, groups=groups)
+        diff = interval([auroc(b[i], y[i]) - auroc(e[i], y[i]) for i in draws])
+        result[key] = {
+            "bound": [cb.estimate, cb.low, cb.high],
+            "exact": [ce.estimate, ce.low, ce.high],
+            "difference": [cb.estimate - ce.estimate, *diff],
+            "ece_bound": compute_ece(b, y) if key == "labelled" else None,
+            "ece_exact": compute_ece(e, y) if key == "labelled" else None,
+            "max_abs_score_change": float(np.max(np.abs(b - e))),
+        }
+        lines.append(
+            f"| {label} | {cb.estimate:.3f} [{cb.low:.3f}, {cb.high:.3f}] | {ce.estimate:.3f} "
+            f"[{ce.low:.3f}, {ce.high:.3f}] | {cb.estimate - ce.estimate:+.3f} "
+            f"[{diff[0]:+.3f}, {diff[1]:+.3f}] |"
+        )
+    text = "\n".join(lines) + "\n\n" + json.dumps(result, indent=1) + "\n"
+    (args.out / "exact.md").write_text(text, encoding="utf-8")
+    print(text, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

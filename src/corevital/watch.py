@@ -24,7 +24,13 @@ from corevital.capture.generate_kwargs import stop_strings
 from corevital.capture.loading import loaded_from_existing
 from corevital.capture.options import CaptureOptions
 from corevital.capture.prompts import PreparedBatch, batch_from_inputs
-from corevital.capture.records import CaptureWarning, GenerationRecord, PromptRecord, RunCapture
+from corevital.capture.records import (
+    CaptureWarning,
+    GenerationRecord,
+    PromptRecord,
+    RunCapture,
+    picked_generation_record,
+)
 from corevital.capture.runner import merged_list, model_record, observe_generation
 from corevital.config import Settings
 from corevital.exporters.base import Outputs
@@ -58,14 +64,8 @@ def _generation_record(model: Any, kwargs: dict[str, Any], seed: int) -> Generat
     def pick(name: str) -> Any:
         return kwargs[name] if name in kwargs else getattr(config, name, None)
 
-    sample = bool(pick("do_sample"))
-    return GenerationRecord(
-        do_sample=sample,
-        temperature=pick("temperature") if sample else None,
-        top_k=pick("top_k") if sample else None,
-        top_p=pick("top_p") if sample else None,
-        num_beams=int(pick("num_beams") or 1),
-        early_stopping=bool(pick("early_stopping")),
+    return picked_generation_record(
+        pick,
         max_new_tokens=int(pick("max_new_tokens") or 0),
         seed=seed,
         generate_kwargs={k: v for k, v in kwargs.items() if k not in _NOT_RECORDED},

@@ -81,6 +81,33 @@ class GenerationRecord:
         return int(self.generate_kwargs.get("num_return_sequences") or 1)
 
 
+def picked_generation_record(
+    pick: Callable[[str], Any],
+    *,
+    max_new_tokens: int,
+    seed: int,
+    generate_kwargs: dict[str, Any],
+    ignore_eos: bool = False,
+    from_model: bool = False,
+) -> GenerationRecord:
+    """The decoding read through ``pick`` (a ``generation_config`` attribute, or a ``generate()``
+    keyword before it): sampling knobs only when sampling, one beam and no early stop by default."""
+    sample = bool(pick("do_sample"))
+    return GenerationRecord(
+        do_sample=sample,
+        temperature=pick("temperature") if sample else None,
+        top_k=pick("top_k") if sample else None,
+        top_p=pick("top_p") if sample else None,
+        num_beams=int(pick("num_beams") or 1),
+        early_stopping=bool(pick("early_stopping")),
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        ignore_eos=ignore_eos,
+        generate_kwargs=generate_kwargs,
+        from_model=from_model,
+    )
+
+
 def generation_record(
     settings: Settings, model_defaults: Any = None, generate_kwargs: dict[str, Any] | None = None
 ) -> GenerationRecord:
@@ -91,22 +118,12 @@ def generation_record(
     """
     extra = dict(generate_kwargs or {})
     if settings.generation_config == "model" and model_defaults is not None:
-
-        def pick(name: str) -> Any:
-            return getattr(model_defaults, name, None)
-
-        sample = bool(pick("do_sample"))
-        return GenerationRecord(
-            do_sample=sample,
-            temperature=pick("temperature") if sample else None,
-            top_k=pick("top_k") if sample else None,
-            top_p=pick("top_p") if sample else None,
-            num_beams=int(pick("num_beams") or 1),
-            early_stopping=bool(pick("early_stopping")),
+        return picked_generation_record(
+            lambda name: getattr(model_defaults, name, None),
             max_new_tokens=settings.max_new_tokens,
             seed=settings.seed,
-            ignore_eos=settings.ignore_eos,
             generate_kwargs=extra,
+            ignore_eos=settings.ignore_eos,
             from_model=True,
         )
     sample = settings.temperature > 0

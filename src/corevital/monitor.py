@@ -22,6 +22,7 @@ from corevital.analysis.policies import StopPolicy
 from corevital.analysis.profiles import load_profile
 from corevital.capture.generate_kwargs import check_generate_kwargs
 from corevital.capture.messages import Messages, Prompt, prompt_text
+from corevital.closing import ClosesOnExit
 from corevital.config import Settings, load_settings
 from corevital.errors import ConfigError, InputError
 from corevital.exporters.base import Outputs, open_outputs
@@ -58,7 +59,7 @@ class _ConsumerStopped:
         return "the stream's consumer stopped reading" if self.event.is_set() else None
 
 
-class CoreVitalMonitor:
+class CoreVitalMonitor(ClosesOnExit):
     """Instrumented generation with health signals, for code that embeds CoreVital.
 
     ``model``: a Hugging Face id, a local directory or ``"default"``; None takes the setting
@@ -157,12 +158,6 @@ class CoreVitalMonitor:
             outputs, self._outputs = self._outputs, None
         if outputs is not None:
             outputs.close()
-
-    def __enter__(self) -> CoreVitalMonitor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # --- settings and models -------------------------------------------------------------------
     def settings_for(self, model: str | None = None, **overrides: Any) -> Settings:

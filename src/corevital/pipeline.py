@@ -27,6 +27,7 @@ from corevital.analysis.diagnose import Diagnosis, diagnose
 from corevital.analysis.profiles import ModelProfile, load_profile
 from corevital.analysis.signals import SequenceSignals
 from corevital.capture.records import generation_record
+from corevital.closing import ClosesOnExit
 from corevital.config import Settings
 from corevital.errors import InputError
 from corevital.exporters.base import Outputs, open_outputs
@@ -85,7 +86,7 @@ def keep_layer_detail(settings: Settings, diagnosis: Diagnosis) -> bool:
     return hard or diagnosis.risk.risk_score >= settings.on_risk_threshold
 
 
-class Pipeline:
+class Pipeline(ClosesOnExit):
     """Loads the model once and turns prompts into stored reports."""
 
     def __init__(
@@ -131,12 +132,6 @@ class Pipeline:
         if self._outputs is not None:
             outputs, self._outputs = self._outputs, None
             outputs.close()
-
-    def __enter__(self) -> Pipeline:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def loaded(self) -> LoadedModel:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+from corevital.closing import ClosesOnExit
 
 if TYPE_CHECKING:  # rich.progress is imported when a bar is drawn (not for a status line)
     from rich.progress import Progress as RichProgress
@@ -31,7 +32,7 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-class Progress:
+class Progress(ClosesOnExit):
     def __init__(
         self,
         total: int,
@@ -115,14 +116,6 @@ class Progress:
         if decile != self._last_decile:
             self._last_decile = decile
             self._console.print(self.line(), markup=False, highlight=False, soft_wrap=True)
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 @contextmanager

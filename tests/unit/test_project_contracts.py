@@ -22,6 +22,7 @@ LAYER = {
     "modes": 0,  # the named choices (capture mode, entropy mode, model source) shared by all layers
     "progress": 0,
     "perf": 0,  # timing of a run's operations: plain counters, no steps
+    "closing": 0,  # `with obj:` closes obj (the mixin of every class that holds resources)
     "metrics": 1,
     "capture": 2,
     "testing": 2,

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
+from corevital.closing import ClosesOnExit
 from corevital.config import EXPORTER_SINKS, STORE_SINKS, Settings
 from corevital.errors import ConfigError, CoreVitalError, NotAvailableError, StoreError
 from corevital.exporters.sampling import Sampler
@@ -112,7 +113,7 @@ def open_custom(spec: str, settings: Settings) -> Exporter | Sink:
     return obj  # type: ignore[no-any-return]
 
 
-class Outputs:
+class Outputs(ClosesOnExit):
     """Every destination of a run's reports: stores, exporters and custom sinks, behind a sampler.
 
     ``write(report)`` returns the stores' locations (empty when the sampler drops the report or
@@ -207,12 +208,6 @@ class Outputs:
             self.close()
         except (CoreVitalError, OSError) as exc:
             log.debug("closing after a failed setup: %s", exc)
-
-    def __enter__(self) -> Outputs:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _encoded_method(obj: object, plain: str) -> Callable[[EncodedReport], object] | None:

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 from urllib.parse import urlsplit
 
+from corevital.closing import ClosesOnExit
 from corevital.errors import ConfigError, ExporterError, import_extra
 from corevital.exporters.sampling import report_weight
 from corevital.report.timestamps import epoch_ms, parse_utc
@@ -272,7 +273,7 @@ def _counting_exporters(failures: _Failures) -> tuple[type[Any], type[Any]]:
     return SpanExporter, MetricExporter
 
 
-class OTelExporter:
+class OTelExporter(ClosesOnExit):
     """Spans and metrics of finished reports, over OTLP/HTTP, through providers of its own.
 
     ``endpoint``: the OTLP/HTTP base URL (``/v1/traces`` and ``/v1/metrics`` are appended);
@@ -459,12 +460,6 @@ class OTelExporter:
             raise ExporterError(
                 f"OpenTelemetry export to {self.endpoint or 'the given providers'}: " + "; ".join(problems)
             )
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _logged(step: Callable[[], object]) -> Callable[[], None]:

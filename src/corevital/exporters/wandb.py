@@ -46,6 +46,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
+from corevital.closing import ClosesOnExit
 from corevital.errors import ConfigError, ExporterError, import_extra
 from corevital.exporters.sampling import report_weight
 from corevital.sinks.encoded import EncodedReport
@@ -136,7 +137,7 @@ class _Totals:
     sections: dict[str, str] = field(default_factory=dict)  # section -> trace id
 
 
-class WandbExporter:
+class WandbExporter(ClosesOnExit):
     """Logs reports into one W&B run (its own, or ``run``: the caller's, never finished here).
 
     ``project``, ``mode`` (``online`` or ``offline``), ``directory`` (where W&B writes the run's
@@ -387,12 +388,6 @@ class WandbExporter:
                 f"W&B: {self.failed} report(s) not logged, {self.dropped} dropped"
                 + (f" (last error: {self._last_error})" if self._last_error else "")
             )
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 __all__ = ["ARTIFACT_TYPE", "STEP_METRICS", "TABLE_COLUMNS", "TABLE_KEY", "WandbExporter", "step_rows"]

@@ -27,9 +27,9 @@ import builtins
 import contextlib
 import threading
 from collections.abc import Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
+from corevital.closing import ClosesOnExit
 from corevital.errors import NotAvailableError, StoreError
 from corevital.report.limits import MAX_REPORT_BYTES
 from corevital.report.timestamps import epoch_ms
@@ -77,7 +77,7 @@ _PREFIX: Final = "trace_id >= %s AND trace_id < %s"  # a range: the primary key 
 _SORT_SQL: Final = {SortOrder.TIME: "created_at_ms", SortOrder.RISK: RISK_SORT_SQL}
 
 
-class PostgresStore:
+class PostgresStore(ClosesOnExit):
     """A :class:`~corevital.sinks.base.ReportStore` in a PostgreSQL database given by URL.
 
     ``postgresql://user:password@host:port/database`` (or ``postgres://``; any libpq URL:
@@ -272,14 +272,6 @@ class PostgresStore:
         if not self._closed.is_set():
             self._closed.set()
             self._pool.close()
-
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def _check_open(self) -> None:
         if self._closed.is_set():

@@ -16,9 +16,9 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from corevital.closing import ClosesOnExit
 from corevital.errors import StoreError
 from corevital.report.limits import MAX_REPORT_BYTES
 from corevital.report.timestamps import epoch_ms
@@ -74,7 +74,7 @@ _PREFIX = "trace_id >= ? AND trace_id < ?"  # a range, so that the primary key i
 _SORT_SQL = {SortOrder.TIME: "created_at_ms", SortOrder.RISK: RISK_SORT_SQL}
 
 
-class SQLiteStore:
+class SQLiteStore(ClosesOnExit):
     """A :class:`~corevital.sinks.base.ReportStore` in one SQLite file.
 
     Opening never overwrites a file that is not a CoreVital database: it raises
@@ -279,14 +279,6 @@ class SQLiteStore:
             for conn in self._readers[1:]:
                 conn.close()
             self._readers.clear()
-
-    def __enter__(self) -> SQLiteStore:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:

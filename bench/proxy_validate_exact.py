@@ -156,9 +156,8 @@ def main() -> int:
         return 1
     profile = Pipeline(load_settings({"calibration": "default"})).calibration()
     thresholds = load_profile("unknown")
-    scores: dict[str, list[float]] = {
-        k: [] for k in ("labelled_bound", "labelled_exact", "heur_bound", "heur_exact")
-    }
+    variants = ("bound", "exact", "midpoint")
+    scores: dict[str, list[float]] = {f"{m}_{v}": [] for m in ("labelled", "heur") for v in variants}
     gaps: list[float] = []
     gap_surprisal: list[float] = []
     for rec in complete:
@@ -167,7 +166,15 @@ def main() -> int:
         gaps += list(exact - signals.entropy)
         gap_surprisal.append(float(rows[rec.id]["surprisal_gap_max"]))
         exact_signals = dataclasses.replace(signals, entropy=exact, perplexity=np.exp2(exact))
-        for name, s in (("bound", signals), ("exact", exact_signals)):
+        upper = np.asarray(
+            [
+                np.nan if (u := st.logits_summary.entropy_upper) is None else u
+                for st in reports[rec.id].timeline
+            ]
+        )
+        middle = (signals.entropy + upper) / 2.0
+        mid_signals = dataclasses.replace(signals, entropy=middle, perplexity=np.exp2(middle))
+        for name, s in (("bound", signals), ("exact", exact_signals), ("midpoint", mid_signals)):
             scores[f"labelled_{name}"].append(diagnose(s, thresholds, calibration=profile).risk.risk_score)
             scores[f"heur_{name}"].append(diagnose(s, thresholds).risk.risk_score)
     y = np.asarray([float(not check_answer(reports[r.id].generated.output_text, r)) for r in complete])
@@ -192,18 +199,24 @@ def main() -> int:
         f"N = {len(complete)} records in {len(set(groups))} groups, failure rate {y.mean():.1%}",
         "",
         "| score | with the entropy bound (as stored) | with the exact entropy "
-        "| difference (bound − exact) |",
-        "|---|---|---|---|",
+        "| difference (bound − exact) | with the bounds' midpoint | difference (midpoint − exact) |",
+        "|---|---|---|---|---|---|",
     ]
     for label, key in (("labelled model", "labelled"), ("heuristic (default)", "heur")):
         b, e = np.asarray(scores[f"{key}_bound"]), np.asarray(scores[f"{key}_exact"])
+        m = np.asarray(scores[f"{key}_midpoint"])
         cb = bootstrap_ci(auroc, b, y, n_resamples=RESAMPLES, groups=groups)
         ce = bootstrap_ci(auroc, e, y, n_resamples=RESAMPLES, groups=groups)
+        cm = bootstrap_ci(auroc, m, y, n_resamples=RESAMPLES, groups=groups)
         diff = interval([auroc(b[i], y[i]) - auroc(e[i], y[i]) for i in draws])
+        diff_m = interval([auroc(m[i], y[i]) - auroc(e[i], y[i]) for i in draws])
         result[key] = {
             "bound": [cb.estimate, cb.low, cb.high],
             "exact": [ce.estimate, ce.low, ce.high],
             "difference": [cb.estimate - ce.estimate, *diff],
+            "midpoint": [cm.estimate, cm.low, cm.high],
+            "midpoint_difference": [cm.estimate - ce.estimate, *diff_m],
+            "ece_midpoint": compute_ece(m, y) if key == "labelled" else None,
             "ece_bound": compute_ece(b, y) if key == "labelled" else None,
             "ece_exact": compute_ece(e, y) if key == "labelled" else None,
             "max_abs_score_change": float(np.max(np.abs(b - e))),
@@ -211,7 +224,8 @@ def main() -> int:
         lines.append(
             f"| {label} | {cb.estimate:.3f} [{cb.low:.3f}, {cb.high:.3f}] | {ce.estimate:.3f} "
             f"[{ce.low:.3f}, {ce.high:.3f}] | {cb.estimate - ce.estimate:+.3f} "
-            f"[{diff[0]:+.3f}, {diff[1]:+.3f}] |"
+            f"[{diff[0]:+.3f}, {diff[1]:+.3f}] | {cm.estimate:.3f} [{cm.low:.3f}, {cm.high:.3f}] "
+            f"| {cm.estimate - ce.estimate:+.3f} [{diff_m[0]:+.3f}, {diff_m[1]:+.3f}] |"
         )
     text = "\n".join(lines) + "\n\n" + json.dumps(result, indent=1) + "\n"
     (args.out / "exact.md").write_text(text, encoding="utf-8")

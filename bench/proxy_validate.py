@@ -24,7 +24,9 @@ storing into a fresh SQLite store) in front of it, both on 127.0.0.1; then:
 
 ``--from-store DB`` sends nothing: the tables from the reports an earlier run's proxy stored (the
 heuristic score and the features from the analysis of their logit tier again, the labelled score
-recomputed that way compared with the stored one).
+recomputed that way compared with the stored one). Reports stored with the entropy's lower bound as
+the step's entropy are scored with the midpoint of their stored bounds, the estimate the capture
+makes (:func:`estimated_reports`); their labelled score is the recomputed one.
 
 Needs llama-cpp-python with its server (``make test-engines`` installs it) and the ``validate``
 extra. Exit status 1 when a stored report is missing or its score differs.
@@ -171,12 +173,48 @@ def labelled_runs(
     return runs, worst
 
 
+def estimated_reports(db: Path) -> tuple[list[Any], set[str]]:
+    """The reports of a proxy's store, each step's entropy the estimate this commit's capture makes.
+
+    A report stored when the logprobs tier's ``entropy`` was the lower bound (``capture.entropy``
+    ``lower_bound`` with every step's ``entropy_upper`` known) gets the midpoint of its stored bounds
+    as ``entropy`` (the lower bound as ``entropy_lower``, ``perplexity`` 2 ** the midpoint,
+    ``capture.entropy`` ``midpoint``), what ``capture/logprobs.py`` computes from the same response
+    (from the bounds as written, rounded). Returns the reports and the trace ids so re-estimated:
+    their stored risk score is the lower bound's, not this analysis's."""
+    reports = stored_reports(db)
+    changed: set[str] = set()
+    out = []
+    for report in reports:
+        steps = [s.logits_summary for s in report.timeline]
+        if (
+            report.capture is None
+            or report.capture.entropy != "lower_bound"
+            or not steps
+            or any(s.entropy is None or s.entropy_upper is None for s in steps)
+        ):
+            out.append(report)
+            continue
+        report = report.model_copy(deep=True)
+        for lg in (s.logits_summary for s in report.timeline):
+            assert lg.entropy is not None and lg.entropy_upper is not None
+            lg.entropy_lower = lg.entropy
+            lg.entropy = (lg.entropy + lg.entropy_upper) / 2.0
+            lg.perplexity = 2.0**lg.entropy
+        assert report.capture is not None
+        report.capture.entropy = "midpoint"
+        changed.add(report.trace_id)
+        out.append(report)
+    return out, changed
+
+
 def runs_from_store(
-    records: list[LabelledRecord], reports: list[Any], max_tokens: int
+    records: list[LabelledRecord], reports: list[Any], max_tokens: int, reestimated: set[str] | None = None
 ) -> tuple[list[LabelledRun], float]:
     """The validation's runs from the reports a proxy stored (``--from-store``): the stored score is the
     labelled model's; the heuristic score and the run features are the analysis of the reports'
-    logit tier again (at this commit), and the labelled score recomputed that way is compared."""
+    logit tier again (at this commit), and the labelled score recomputed that way is compared. For the
+    reports in ``reestimated`` (:func:`estimated_reports`) the recomputed labelled score is the score."""
     from corevital.analysis.diagnose import diagnose
     from corevital.analysis.profiles import load_profile
     from corevital.pipeline import Pipeline
@@ -194,8 +232,11 @@ def runs_from_store(
         signals = signals_from_report(report)
         heuristic = diagnose(signals, thresholds)
         labelled = diagnose(signals, thresholds, calibration=profile)
-        stored = float(report.extensions.risk.risk_score or 0.0)
-        worst = max(worst, abs(stored - labelled.risk.risk_score))
+        if reestimated is not None and report.trace_id in reestimated:
+            stored = float(labelled.risk.risk_score)
+        else:
+            stored = float(report.extensions.risk.risk_score or 0.0)
+            worst = max(worst, abs(stored - labelled.risk.risk_score))
         output = report.generated.output_text
         finish = str(report.generated.finish_reason)
         runs.append(
@@ -267,10 +308,11 @@ def main() -> int:
     )
 
     if args.from_store is not None:
-        reports = stored_reports(args.from_store)
-        runs, worst = runs_from_store(records, reports, args.max_tokens)
-        print(f"{len(reports)} stored reports; stored vs re-analysed labelled score: largest difference "
-              f"{worst:.2e}", flush=True)  # fmt: skip
+        reports, reestimated = estimated_reports(args.from_store)
+        runs, worst = runs_from_store(records, reports, args.max_tokens, reestimated)
+        print(f"{len(reports)} stored reports ({len(reestimated)} stored with the entropy's lower bound, "
+              f"scored with the midpoint of their bounds); stored vs re-analysed labelled score of the "
+              f"others: largest difference {worst:.2e}", flush=True)  # fmt: skip
         tables = [split_table(args.split, runs, labelled_model=True)]
         header = {"backend": "proxy (llama.cpp server, logprobs tier), from the store", "records": len(runs)}
         write_outputs(args.out / "proxy", tables, runs, labelled_model=True, header=header)

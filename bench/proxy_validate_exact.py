@@ -1,15 +1,17 @@
 """What the entropy bound costs the logprobs tier's scores, on the same outputs (docs/validation.md).
 
 The proxy's reports of ``bench/proxy_validate.py`` (half of the test split through llama.cpp's
-server, ``top_logprobs`` 20) carry the lower bound of each step's entropy; the other logit
-statistics of the tier are exact. Here each stored answer is fed back (teacher forcing) to
+server, ``top_logprobs`` 20) carry the lower and upper bound of each step's entropy; the other
+logit statistics of the tier are exact. Here each stored answer is fed back (teacher forcing) to
 llama.cpp in process (``generate_one(forced=...)``: the server's kernels on the same Q4_1 GGUF,
 the prompt in the same chat template), which gives the exact entropy of every step of that very
-answer. The risk scores are then computed twice on the same signals, once with the bound (what
-the proxy stores) and once with the exact entropy, and compared record by record: AUROC of each,
-paired difference with its 95% interval (1,000 resamples of whole groups), ECE of the labelled
-score. Records run in the SHA-256 order of their groups and are cached one by one in
-``--out``/exact.jsonl (a killed run resumes); the tables use the complete groups done.
+answer. The risk scores are then computed three times on the same signals, with the lower bound,
+with the exact entropy and with the midpoint of the bounds (the tier's estimate; reports stored
+with the lower bound as their entropy are re-estimated from their stored bounds), and compared
+record by record: AUROC of each, paired difference with its 95% interval (1,000 resamples of
+whole groups), ECE of the labelled score, and the estimate's error (exact − midpoint) per step.
+Records run in the SHA-256 order of their groups and are cached one by one in ``--out``/exact.jsonl
+(a killed run resumes); the tables use the complete groups done.
 
     nice -n 10 .venv/bin/python bench/proxy_validate_exact.py [--stop-at HH:MM] [--report-only]
 """
@@ -32,7 +34,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(1, str(REPO))  # tests.support
 sys.path.insert(2, str(REPO / "bench"))
 
-from proxy_validate import LABELS, chat_body, subset  # noqa: E402
+from proxy_validate import LABELS, chat_body, estimated_reports, subset  # noqa: E402
 from proxy_validate_same import RESAMPLES, commit, group_draws, hash_order, interval, loadavg  # noqa: E402
 
 from corevital.analysis.diagnose import diagnose  # noqa: E402
@@ -42,7 +44,6 @@ from corevital.capture.openai_api import prompt_text  # noqa: E402
 from corevital.config import load_settings  # noqa: E402
 from corevital.pipeline import Pipeline  # noqa: E402
 from corevital.validation.answers import check_answer  # noqa: E402
-from tests.support.proxy_process import stored_reports  # noqa: E402
 from tests.support.reanalysis import signals_from_report  # noqa: E402
 
 MAX_NEW_TOKENS = 24
@@ -137,7 +138,7 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     records = hash_order(subset(args.labels, "test", 2, args.out / "labels_subset.jsonl"))
-    by_prompt = {r.prompt.text: r for r in stored_reports(args.proxy_db)}
+    by_prompt = {r.prompt.text: r for r in estimated_reports(args.proxy_db)[0]}
     reports = {rec.id: by_prompt[prompt_text(chat_body(rec, MAX_NEW_TOKENS))] for rec in records}
     cache = args.out / "exact.jsonl"
     print(f"{len(records)} records (commit {commit()}, load {loadavg()})", flush=True)
@@ -159,22 +160,23 @@ def main() -> int:
     variants = ("bound", "exact", "midpoint")
     scores: dict[str, list[float]] = {f"{m}_{v}": [] for m in ("labelled", "heur") for v in variants}
     gaps: list[float] = []
+    mid_gaps: list[float] = []
     gap_surprisal: list[float] = []
     for rec in complete:
-        signals = signals_from_report(reports[rec.id])
+        signals = signals_from_report(reports[rec.id])  # the capture's estimate: the bounds' midpoint
         exact = np.asarray(rows[rec.id]["exact_entropy"], dtype=np.float64)
-        gaps += list(exact - signals.entropy)
-        gap_surprisal.append(float(rows[rec.id]["surprisal_gap_max"]))
-        exact_signals = dataclasses.replace(signals, entropy=exact, perplexity=np.exp2(exact))
-        upper = np.asarray(
+        lower = np.asarray(
             [
-                np.nan if (u := st.logits_summary.entropy_upper) is None else u
+                np.nan if (v := st.logits_summary.entropy_lower) is None else v
                 for st in reports[rec.id].timeline
             ]
         )
-        middle = (signals.entropy + upper) / 2.0
-        mid_signals = dataclasses.replace(signals, entropy=middle, perplexity=np.exp2(middle))
-        for name, s in (("bound", signals), ("exact", exact_signals), ("midpoint", mid_signals)):
+        gaps += list(exact - lower)
+        mid_gaps += list(exact - signals.entropy)
+        gap_surprisal.append(float(rows[rec.id]["surprisal_gap_max"]))
+        exact_signals = dataclasses.replace(signals, entropy=exact, perplexity=np.exp2(exact))
+        bound_signals = dataclasses.replace(signals, entropy=lower, perplexity=np.exp2(lower))
+        for name, s in (("bound", bound_signals), ("exact", exact_signals), ("midpoint", signals)):
             scores[f"labelled_{name}"].append(diagnose(s, thresholds, calibration=profile).risk.risk_score)
             scores[f"heur_{name}"].append(diagnose(s, thresholds).risk.risk_score)
     y = np.asarray([float(not check_answer(reports[r.id].generated.output_text, r)) for r in complete])
@@ -187,8 +189,19 @@ def main() -> int:
         "failure_rate": float(y.mean()),
         "exact_minus_bound_bits": {
             "mean": float(np.mean(gaps)),
+            "p50": float(np.percentile(gaps, 50)),
             "p95": float(np.percentile(gaps, 95)),
             "min": float(np.min(gaps)),
+        },
+        "exact_minus_midpoint_bits": {
+            "steps": len(mid_gaps),
+            "mean": float(np.mean(mid_gaps)),
+            "p50": float(np.percentile(mid_gaps, 50)),
+            "p05": float(np.percentile(mid_gaps, 5)),
+            "p95": float(np.percentile(mid_gaps, 95)),
+            "mean_abs": float(np.mean(np.abs(mid_gaps))),
+            "p95_abs": float(np.percentile(np.abs(mid_gaps), 95)),
+            "max_abs": float(np.max(np.abs(mid_gaps))),
         },
         "stored_vs_forced_surprisal_gap_bits": {
             "median_of_max": float(np.median(gap_surprisal)),

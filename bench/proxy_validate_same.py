@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(1, str(REPO))  # tests.support
 sys.path.insert(2, str(REPO / "bench"))
 
-from proxy_validate import LABELS, chat_body, runs_from_store, subset  # noqa: E402
+from proxy_validate import LABELS, chat_body, estimated_reports, runs_from_store, subset  # noqa: E402
 
 from corevital.analysis.calibration.features import BASELINES  # noqa: E402
 from corevital.analysis.evaluation import (  # noqa: E402
@@ -360,10 +360,9 @@ def main() -> int:
         run_transformers(records, cache, args.batch, args.groups, args.stop_at)
 
     from corevital.capture.openai_api import prompt_text
-    from tests.support.proxy_process import stored_reports
 
-    reports = stored_reports(args.proxy_db)
-    proxy_runs, worst = runs_from_store(records, reports, MAX_NEW_TOKENS)
+    reports, reestimated = estimated_reports(args.proxy_db)
+    proxy_runs, worst = runs_from_store(records, reports, MAX_NEW_TOKENS, reestimated)
     by_prompt = {r.prompt.text: r for r in reports}
     tokens = {
         rec.id: [
@@ -372,7 +371,9 @@ def main() -> int:
         for rec in records
     }
     print(
-        f"proxy store: {len(reports)} reports; stored vs re-analysed labelled score {worst:.1e}", flush=True
+        f"proxy store: {len(reports)} reports ({len(reestimated)} re-estimated with the midpoint); "
+        f"stored vs re-analysed labelled score of the others {worst:.1e}",
+        flush=True,
     )
 
     theirs = read_cache(cache)

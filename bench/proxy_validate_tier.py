@@ -1,14 +1,15 @@
 """A labelled risk model for the logprobs tier, fitted on proxy runs of the dev split (docs/validation.md).
 
 The shipped profile's labelled risk model (``--calibration default``) was fitted on the transformers
-backend's features of the QA set's dev split (float32, exact entropy). Through ``corevital proxy``
-in front of llama.cpp's server its ranking holds but its probabilities are off (ECE about 0.12 on
-the test split). This script fits the same model (the same features, grouped 10-fold CV over the
-L2 grid, Platt step; :func:`corevital.analysis.calibration.fit.fit_risk_model`, what ``corevital
-calibrate --labels`` runs) on the logprobs tier's own features: the reports the proxy stored for a
+backend's features of the QA set's dev split (float32, exact entropy). This script fits the same
+model (the same features, grouped 10-fold CV over the L2 grid, Platt step;
+:func:`corevital.analysis.calibration.fit.fit_risk_model`, what ``corevital calibrate --labels``
+runs) on the logprobs tier's own features: the reports the proxy stored for a
 deterministic part of the dev split (``bench/proxy_validate.py --split dev --every 3``), and scores
 the test-split reports of ``bench/proxy_validate.py --every 2`` with it, next to the shipped model
-and to the shipped model's score Platt-rescaled on the same dev runs (one slope and intercept):
+and to the shipped model's score Platt-rescaled on the same dev runs (one slope and intercept).
+The entropy is the capture's estimate, the midpoint of the bounds (reports stored with the lower
+bound as their entropy are re-estimated from their stored bounds: ``estimated_reports``):
 
     .venv/bin/python bench/proxy_validate.py --split dev --every 3 --out .bench-out/proxy_validate_dev
     .venv/bin/python bench/proxy_validate_tier.py [--dev-db ...] [--test-db ...] [--out .bench-out/proxy_tier]
@@ -33,7 +34,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(1, str(REPO))  # tests.support
 sys.path.insert(2, str(REPO / "bench"))
 
-from proxy_validate import LABELS, chat_body, subset  # noqa: E402
+from proxy_validate import LABELS, chat_body, estimated_reports, subset  # noqa: E402
 
 from corevital.analysis.calibration.fit import DatasetInfo, fit_risk_model  # noqa: E402
 from corevital.analysis.calibration.profile import (  # noqa: E402
@@ -55,7 +56,6 @@ from corevital.config import load_settings  # noqa: E402
 from corevital.pipeline import Pipeline  # noqa: E402
 from corevital.validation.answers import check_answer  # noqa: E402
 from corevital.validation.labels import LabelledRecord  # noqa: E402
-from tests.support.proxy_process import stored_reports  # noqa: E402
 from tests.support.reanalysis import signals_from_report  # noqa: E402
 
 MAX_NEW_TOKENS = 24
@@ -66,7 +66,7 @@ class Runs:
     """The stored reports of a proxy run, one per record: signals, verdict, group."""
 
     def __init__(self, records: list[LabelledRecord], db: Path) -> None:
-        by_prompt = {r.prompt.text: r for r in stored_reports(db)}
+        by_prompt = {r.prompt.text: r for r in estimated_reports(db)[0]}
         self.records = []
         self.signals = []
         self.failed = []

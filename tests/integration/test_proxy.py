@@ -132,7 +132,7 @@ def test_reports_hold_the_models_logit_tier(
 
     assert report.capture is not None and report.capture.source == "logprobs"
     assert report.capture.not_observed == ["attention", "hidden_states"]
-    assert report.capture.vocab_size == server.vocab_size
+    assert report.capture.vocab_size == server.vocab_size and report.capture.entropy == "midpoint"
     assert report.generated.num_tokens == len(generation.token_ids) == len(report.timeline)
     checked = 0
     for step, (summary, token) in enumerate(
@@ -143,8 +143,12 @@ def test_reports_hold_the_models_logit_tier(
         entropy = float(-(probs * row).sum() / math.log(2))
         top, order = torch.sort(probs, descending=True)
         assert summary.surprisal == pytest.approx(float(-row[token] / math.log(2)), rel=1e-5, abs=1e-5)
-        assert summary.entropy is not None and summary.entropy_upper is not None
-        assert summary.entropy - 1e-4 <= entropy <= summary.entropy_upper + 1e-4, f"step {step}"
+        lower, upper = summary.entropy_lower, summary.entropy_upper
+        assert summary.entropy is not None and lower is not None and upper is not None
+        assert lower - 1e-4 <= entropy <= upper + 1e-4, f"step {step}"
+        # the estimate is the bounds' midpoint: within half their width of the exact entropy
+        assert summary.entropy == pytest.approx((lower + upper) / 2, abs=1e-4)
+        assert abs(summary.entropy - entropy) <= (upper - lower) / 2 + 1e-4, f"step {step}"
         # completions name alternatives by text (a JSON object), so tokens of one text merge there
         texts = {server.token_text(int(i)) for i in order[:20]}
         if path == CHAT or len(texts) == 20:

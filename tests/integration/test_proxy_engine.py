@@ -87,9 +87,9 @@ def test_through_the_proxy_the_client_gets_what_the_engine_sends(
     assert report.generated.output_text == choice.text
     for step in report.timeline:
         lg = step.logits_summary
-        assert (
-            lg.entropy is not None and lg.entropy_upper is not None and lg.entropy <= lg.entropy_upper + 1e-9
-        )
+        lower, upper = lg.entropy_lower, lg.entropy_upper
+        assert lg.entropy is not None and lower is not None and upper is not None
+        assert lower <= lg.entropy <= upper and lg.entropy == pytest.approx((lower + upper) / 2, abs=1e-4)
 
 
 def test_an_upstream_error_reaches_the_client_as_the_engine_wrote_it(

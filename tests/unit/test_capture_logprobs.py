@@ -50,6 +50,42 @@ def test_a_complete_distribution_has_its_exact_entropy_as_both_bounds() -> None:
     assert step_bounds(np.array([0.5, 0.5]), 2) == (1.0, 1.0, 0.0)
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_the_estimate_is_the_midpoint_of_bounds_holding_the_exact_entropy(seed: int) -> None:
+    """Differential: a response listing the top 5 of distributions with known full probabilities;
+    the exact entropy (numpy, from all of them) lies within the reported bounds, and the reported
+    entropy is their midpoint, so within half their width of the exact value."""
+    rng = np.random.default_rng(seed)
+    vocab, steps = 64, 6
+    entries, exact = [], []
+    for _ in range(steps):
+        probs = rng.dirichlet(np.full(vocab, 0.1 if seed % 2 else 1.0))
+        order = np.argsort(-probs)
+        top = [(f"t{i}", float(probs[i])) for i in order[:5]]
+        entries.append(_chat_entry(top[0][0], top[0][1], top))
+        exact.append(_entropy(probs))
+    response = {"choices": [{"index": 0, "message": {"content": ""}, "logprobs": {"content": entries}}]}
+    monitor = CoreVitalMonitor(sink=MemorySink())
+    (report,) = monitor.observe_openai(response, prompt="p", vocab_size=vocab)
+    monitor.close()
+    assert report.capture is not None and report.capture.entropy == "midpoint"
+    for step, truth in zip(report.timeline, exact, strict=True):
+        lg = step.logits_summary
+        assert lg.entropy is not None and lg.entropy_lower is not None and lg.entropy_upper is not None
+        assert lg.entropy_lower - 1e-4 <= truth <= lg.entropy_upper + 1e-4  # written rounded
+        assert lg.entropy == pytest.approx((lg.entropy_lower + lg.entropy_upper) / 2, abs=1e-4)
+        assert abs(lg.entropy - truth) <= (lg.entropy_upper - lg.entropy_lower) / 2 + 1e-4
+    # without the vocabulary size the report says lower_bound and its entropy is that bound
+    monitor = CoreVitalMonitor(sink=MemorySink())
+    (plain,) = monitor.observe_openai(response, prompt="p")
+    monitor.close()
+    assert plain.capture is not None and plain.capture.entropy == "lower_bound"
+    for step, bounded in zip(plain.timeline, report.timeline, strict=True):
+        assert step.logits_summary.entropy == step.logits_summary.entropy_lower
+        assert step.logits_summary.entropy == bounded.logits_summary.entropy_lower
+        assert step.logits_summary.entropy_upper is None
+
+
 def _chat_entry(token: str, p: float, alternatives: list[tuple[str, float]]) -> dict[str, Any]:
     return {
         "token": token,
@@ -89,7 +125,10 @@ def test_a_chat_response_gives_the_logit_tier() -> None:
     assert np.allclose(stats.top_k_margin, [0.2, 0.4])
     assert np.allclose(stats.topk_mass, [0.8, 0.8])
     assert np.allclose(stats.remaining_mass, [0.1, 0.15])
-    assert np.allclose(stats.entropy[1], _entropy(np.array([0.6, 0.2, 0.05, 0.15])))
+    lower = _entropy(np.array([0.6, 0.2, 0.05, 0.15]))
+    upper = _entropy(np.array([0.6, 0.2, 0.05, *[0.15 / 7] * 7]))  # 10 - 3 other tokens
+    assert np.allclose(stats.entropy_lower[1], lower) and np.allclose(stats.entropy_upper[1], upper)
+    assert np.allclose(stats.entropy[1], (lower + upper) / 2)  # the estimate: the bounds' midpoint
     assert capture.run.sequences[0].finish_reason == "length"
     assert capture.prompt_tokens == 7 and capture.endpoint == "chat.completions"
     assert capture.run.sequences[0].token_texts[capture.run.sequences[0].generated_token_ids[0]] == "a"
@@ -119,6 +158,9 @@ def test_a_completion_response_and_vocabulary_ids() -> None:
     assert seq.generated_token_ids == [17, 4] and capture.vocabulary_ids
     assert seq.finish_reason == "eos" and capture.upstream_finish_reasons == ["stop"]
     assert math.isnan(capture.stats[0].entropy_upper[0])  # no vocabulary size: no upper bound
+    # and the estimate is the lower bound
+    assert np.array_equal(capture.stats[0].entropy, capture.stats[0].entropy_lower)
+    assert capture.stats[0].entropy[0] == pytest.approx(_entropy(np.array([0.9, 0.05, 0.05])))
 
 
 def test_a_response_without_logprobs_is_refused() -> None:

@@ -9,10 +9,14 @@ arrays shaped like capture's (``[T]``, ``[T, k]``), and hands them to the report
 - ``surprisal``: ``-log2 p`` of the chosen token (exact: the engine's own log-probability);
 - ``top_k_margin``: ``p(1) - p(2)`` of the two most likely alternatives (NaN with fewer than two);
 - ``topk_mass``: the sum of the ``mass_k`` largest probabilities available (fewer when fewer came);
-- ``entropy``: a lower bound, the known probabilities plus the remaining mass ``r`` counted as one
-  token (merging outcomes never raises entropy); ``entropy_upper``: the remaining mass spread
+- ``entropy_lower``: a lower bound, the known probabilities plus the remaining mass ``r`` counted as
+  one token (merging outcomes never raises entropy); ``entropy_upper``: the remaining mass spread
   uniformly over the ``V - n`` other tokens of the vocabulary, when its size ``V`` is known (the
-  largest entropy any distribution with these known probabilities can have).
+  largest entropy any distribution with these known probabilities can have);
+- ``entropy``: the estimate the analysis reads, the midpoint of the two bounds when the vocabulary
+  size is known (within half their width of the exact entropy), else the lower bound. On the
+  labelled set the midpoint gives the shipped risk model the exact entropy's ranking and
+  calibration, the lower bound under-predicts failure (docs/validation.md, the logprobs tier).
 
 Attention and hidden states are not observed through the API; the capture says so in its warnings.
 Token ids: OpenAI responses name tokens by their text, so ids are assigned per response, one per
@@ -64,7 +68,8 @@ FINISH_REASONS = {"length": "length"}
 class LogprobLogitStats:
     """The logit tier of one sequence from log-probabilities (same names as capture's LogitStats)."""
 
-    entropy: np.ndarray  # [T] bits, lower bound
+    entropy: np.ndarray  # [T] bits, the estimate: midpoint of the bounds (the lower bound without V)
+    entropy_lower: np.ndarray  # [T] bits, lower bound
     entropy_upper: np.ndarray  # [T] bits, upper bound (NaN when the vocabulary size is unknown)
     top_k_margin: np.ndarray  # [T]
     topk_mass: np.ndarray  # [T]
@@ -145,6 +150,11 @@ def step_bounds(known: np.ndarray, vocab_size: int | None) -> tuple[float, float
     return lower, lower + remaining * math.log2(others), remaining
 
 
+def entropy_estimate(lower: float, upper: float) -> float:
+    """The entropy estimate (bits) from the bounds: their midpoint, or ``lower`` when ``upper`` is NaN."""
+    return lower if math.isnan(upper) else (lower + upper) / 2.0
+
+
 def logit_stats(
     tokens: Sequence[TokenLogprob], token_id: TokenIds, *, topk: int, mass_k: int, vocab_size: int | None
 ) -> tuple[LogprobLogitStats, LogprobChosenStats]:
@@ -152,6 +162,7 @@ def logit_stats(
     steps = len(tokens)
     width = min([topk, *(len(t.top) for t in tokens)]) if tokens else 0
     entropy = np.full(steps, np.nan)
+    lower = np.full(steps, np.nan)
     upper = np.full(steps, np.nan)
     margin = np.full(steps, np.nan)
     mass = np.full(steps, np.nan)
@@ -174,7 +185,8 @@ def logit_stats(
             surprisal[step] = -token.logprob / LN2
         probs = np.sort(np.asarray(known, dtype=np.float64))[::-1]
         if probs.size:
-            entropy[step], upper[step], remaining[step] = step_bounds(probs, vocab_size)
+            lower[step], upper[step], remaining[step] = step_bounds(probs, vocab_size)
+            entropy[step] = entropy_estimate(lower[step], upper[step])
             mass[step] = float(probs[:mass_k].sum())
         if len(alternatives) >= 2:
             margin[step] = alternatives[0][1] - alternatives[1][1]
@@ -184,6 +196,7 @@ def logit_stats(
     flags = np.zeros(steps, dtype=bool)
     stats = LogprobLogitStats(
         entropy=entropy,
+        entropy_lower=lower,
         entropy_upper=upper,
         top_k_margin=margin,
         topk_mass=mass,

@@ -122,7 +122,7 @@ class LogprobReporter:
             endpoint=capture.endpoint,
             top_logprobs=capture.alternatives,
             vocab_size=capture.vocab_size,
-            entropy="lower_bound",
+            entropy="lower_bound" if capture.vocab_size is None else "midpoint",
             token_ids="vocabulary" if capture.vocabulary_ids else "per_report",
             prompt_tokens=capture.prompt_tokens,
             upstream_finish_reason=capture.upstream_finish_reasons[index],

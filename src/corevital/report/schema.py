@@ -354,9 +354,11 @@ class CaptureInfo(ReportModel):
     ``source`` logprobs: the per-token log-probabilities and top alternatives an OpenAI-compatible
     engine returned (``corevital proxy``, ``CoreVitalMonitor.observe_openai``). Only the logit tier is
     observed: attention and hidden states are not, and the model's layers, heads and sizes are unknown
-    (written as 0). Each step's ``entropy`` is a lower bound (the remaining mass counted as one token)
-    and ``entropy_upper`` the upper bound (the remaining mass spread uniformly over the rest of the
-    vocabulary, when its size is known).
+    (written as 0). Each step's ``entropy_lower`` is a lower bound (the remaining mass counted as one
+    token), ``entropy_upper`` the upper bound (the remaining mass spread uniformly over the rest of the
+    vocabulary, when its size is known), and ``entropy`` the estimate the analysis reads: their
+    midpoint (``capture.entropy`` midpoint, within half the bounds' width of the exact entropy), or
+    the lower bound when the vocabulary size is unknown (``lower_bound``).
     """
 
     source: Literal["generate", "logprobs", "llama-cpp"] = Field(
@@ -375,10 +377,11 @@ class CaptureInfo(ReportModel):
     vocab_size: int | None = Field(
         default=None, description="New: the vocabulary size the entropy upper bound used (null: unknown)."
     )
-    entropy: Literal["exact", "lower_bound"] | None = Field(
+    entropy: Literal["exact", "midpoint", "lower_bound"] | None = Field(
         default=None,
-        description="New: what each step's entropy is: exact, or lower_bound (with entropy_upper when "
-        "the vocabulary size is known).",
+        description="New: what each step's entropy is: exact, midpoint (of entropy_lower and "
+        "entropy_upper, the vocabulary size known) or lower_bound (equal to entropy_lower, the "
+        "vocabulary size unknown).",
     )
     token_ids: Literal["vocabulary", "per_report"] | None = Field(
         default=None,

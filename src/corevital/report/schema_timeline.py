@@ -50,11 +50,16 @@ class LogitsSummary(ReportModel):
     )
     has_nan: bool | None = Field(default=None, description="New: the step's logits held NaN.")
     has_inf: bool | None = Field(default=None, description="New: the step's logits held +Inf.")
+    entropy_lower: OptFloat = Field(
+        default=None,
+        description="New: logprobs capture only (capture.source = logprobs), where entropy is an "
+        "estimate: the lower bound in bits, the remaining probability mass counted as one token.",
+    )
     entropy_upper: OptFloat = Field(
         default=None,
-        description="New: logprobs capture only (capture.source = logprobs), where entropy is a lower "
-        "bound: the upper bound in bits, the remaining probability mass spread uniformly over the rest "
-        "of the vocabulary (null when the vocabulary size is unknown).",
+        description="New: logprobs capture only (capture.source = logprobs), where entropy is an "
+        "estimate: the upper bound in bits, the remaining probability mass spread uniformly over the "
+        "rest of the vocabulary (null when the vocabulary size is unknown).",
     )
     remaining_mass: OptFloat = Field(
         default=None,

@@ -73,6 +73,7 @@ def logits_summaries(seq: SequenceCapture) -> list[LogitsSummary]:
         "has_nan": [flag or None for flag in _flags(lg.has_nan, 1)],
         "has_inf": [flag or None for flag in _flags(lg.has_inf, 1)],
         # the logprobs capture's entropy bounds (capture/logprobs.py); other captures have none
+        "entropy_lower": _optional(lg, "entropy_lower", steps),
         "entropy_upper": _optional(lg, "entropy_upper", steps),
         "remaining_mass": _optional(lg, "remaining_mass", steps),
     }

@@ -161,6 +161,9 @@ def main() -> int:
     scores: dict[str, list[float]] = {f"{m}_{v}": [] for m in ("labelled", "heur") for v in variants}
     gaps: list[float] = []
     mid_gaps: list[float] = []
+    # the records whose forced run reproduces the stored log-probabilities (the same tokens)
+    same_gaps: list[float] = []
+    same_half: list[float] = []
     gap_surprisal: list[float] = []
     for rec in complete:
         signals = signals_from_report(reports[rec.id])  # the capture's estimate: the bounds' midpoint
@@ -173,6 +176,15 @@ def main() -> int:
         )
         gaps += list(exact - lower)
         mid_gaps += list(exact - signals.entropy)
+        if float(rows[rec.id]["surprisal_gap_max"]) < 1e-3:
+            upper = np.asarray(
+                [
+                    np.nan if (v := st.logits_summary.entropy_upper) is None else v
+                    for st in reports[rec.id].timeline
+                ]
+            )
+            same_gaps += list(exact - signals.entropy)
+            same_half += list((upper - lower) / 2.0)
         gap_surprisal.append(float(rows[rec.id]["surprisal_gap_max"]))
         exact_signals = dataclasses.replace(signals, entropy=exact, perplexity=np.exp2(exact))
         bound_signals = dataclasses.replace(signals, entropy=lower, perplexity=np.exp2(lower))
@@ -202,6 +214,17 @@ def main() -> int:
             "mean_abs": float(np.mean(np.abs(mid_gaps))),
             "p95_abs": float(np.percentile(np.abs(mid_gaps), 95)),
             "max_abs": float(np.max(np.abs(mid_gaps))),
+        },
+        "exact_minus_midpoint_bits_same_tokens": {
+            "steps": len(same_gaps),
+            "mean": float(np.mean(same_gaps)),
+            "p50": float(np.percentile(same_gaps, 50)),
+            "p95": float(np.percentile(same_gaps, 95)),
+            "p95_abs": float(np.percentile(np.abs(same_gaps), 95)),
+            "max_abs": float(np.max(np.abs(same_gaps))),
+            "beyond_half_width_by_more_than_0.01": int(
+                np.sum(np.abs(same_gaps) > np.asarray(same_half) + 0.01)
+            ),
         },
         "stored_vs_forced_surprisal_gap_bits": {
             "median_of_max": float(np.median(gap_surprisal)),

@@ -11,10 +11,17 @@ from typing import Any
 
 from corevital.report.encoding import report_from_json
 from corevital.report.schema import CompoundSignal, HealthFlags, Report, RiskExtension, SamplingInfo
-from corevital.report.timestamps import format_utc
+from corevital.report.timestamps import format_utc, parse_utc
 from corevital.sinks.rows import HealthFlag
 
-__all__ = ["GOLDEN", "ORIGINAL_TRACES", "ORIGINAL_TRACE_NAMES", "golden_report", "report_variant"]
+__all__ = [
+    "GOLDEN",
+    "ORIGINAL_TRACES",
+    "ORIGINAL_TRACE_NAMES",
+    "golden_report",
+    "numbered_report",
+    "report_variant",
+]
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden_report_small.json"
 ORIGINAL_TRACES = GOLDEN.parent / "original-corevital"
@@ -33,6 +40,18 @@ ORIGINAL_TRACE_NAMES = (
 def golden_report() -> Report:
     """A new :class:`Report` read from :data:`GOLDEN` (the caller may change it)."""
     return report_from_json(GOLDEN.read_bytes())
+
+
+def numbered_report(base: Report, worker: int, index: int) -> Report:
+    """``base`` with the trace id ``{worker:04d}{index:04d}-0000-4000-8000-000000000000``, created at
+    second ``worker`` and millisecond ``index`` of its minute; nothing else changed."""
+    created = parse_utc(base.created_at_utc).replace(second=worker, microsecond=index * 1000)
+    return base.model_copy(
+        update={
+            "trace_id": f"{worker:04d}{index:04d}-0000-4000-8000-000000000000",
+            "created_at_utc": format_utc(created),
+        }
+    )
 
 
 def report_variant(

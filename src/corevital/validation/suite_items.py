@@ -266,3 +266,16 @@ def build_suite(seed: int = SEED) -> list[SuiteItem]:
         *_open_ended(),
         *_requested_repetition(),
     ]
+
+
+__all__ = [
+    "FAULTS",
+    "FAULT_PROMPTS",
+    "MAX_NEW_TOKENS",
+    "SEED",
+    "TWO_STEP_SUFFIX",
+    "SuiteItem",
+    "build_suite",
+    "fault_layers",
+    "split_of",
+]

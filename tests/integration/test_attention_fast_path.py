@@ -12,21 +12,12 @@ from corevital.capture.loading import LoadedModel
 from corevital.capture.options import Tuning
 from corevital.capture.runner import capture_prompts
 from tests.integration.conftest import tiny_settings
+from tests.support.report_fields import ATTENTION_FIELDS
 from tests.support.tiny_models import ARCHITECTURES
 from tests.support.values import present
 
 PROMPTS = ["The quick brown fox jumps over", "a b c"]
-FIELDS = (
-    "entropy_mean",
-    "entropy_min",
-    "entropy_max",
-    "entropy_mean_normalized",
-    "concentration_max",
-    "concentration_min",
-    "sink_mass_mean",
-    "prev_token_mass_mean",
-    "max_weight_per_head",
-)
+FIELDS = (*ATTENTION_FIELDS, "max_weight_per_head")
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

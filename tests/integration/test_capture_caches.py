@@ -11,7 +11,6 @@ through ``watch()`` and through ``run``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 
 from corevital.monitor import CoreVitalMonitor
 from corevital.report.schema import Report
+from tests.support.report_fields import ATTENTION_FIELDS, LOGIT_FIELDS
 from tests.support.tiny_models import (
     FAMILY_WINDOW,
     TinyModel,
@@ -33,25 +33,6 @@ from tests.support.tiny_models import (
 PROMPTS = ["The quick brown fox jumps over the lazy dog", "Hi there"]
 NEW_TOKENS = 5
 CORE_FAMILIES = ("llama", "qwen3", "gemma3_text", "mistral")
-LOGIT_FIELDS = ("entropy", "surprisal", "top_k_margin", "topk_mass")
-ATTENTION_FIELDS = (
-    "entropy_mean",
-    "entropy_min",
-    "entropy_max",
-    "entropy_mean_normalized",
-    "concentration_max",
-    "concentration_min",
-    "sink_mass_mean",
-    "prev_token_mass_mean",
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # CV_TEST_DEVICE=cuda runs these checks on a GPU (where generate() compiles the static cache's

@@ -10,7 +10,7 @@ equal to the uncompiled run's within float tolerance, in full and summary captur
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -21,32 +21,14 @@ from transformers.generation.configuration_utils import CompileConfig
 
 from corevital.monitor import CoreVitalMonitor
 from corevital.report.schema import Report
+from tests.support.report_fields import ATTENTION_FIELDS, LOGIT_FIELDS
 from tests.support.tiny_models import build_family_model, build_model, build_tokenizer
 
 Capture = Literal["full", "summary"]
 Path = Literal["fast", "eager"]
 PROMPTS = ["The quick brown fox jumps over the lazy dog", "Hi there"]
 NEW_TOKENS = 50
-LOGIT_FIELDS = ("entropy", "surprisal", "top_k_margin", "topk_mass")
 HIDDEN_FIELDS = ("l2_norm_mean", "max_abs", "mean", "std")
-ATTENTION_FIELDS = (
-    "entropy_mean",
-    "entropy_min",
-    "entropy_max",
-    "entropy_mean_normalized",
-    "concentration_max",
-    "concentration_min",
-    "sink_mass_mean",
-    "prev_token_mass_mean",
-)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class GraphCounter:

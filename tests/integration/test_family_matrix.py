@@ -39,14 +39,6 @@ from tests.support.tiny_models import FAMILIES, TinyModel, build_family_model, b
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> object:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _compiled_steps_lack_attention(model: TinyModel, cache: str) -> bool:
     """Whether generate() compiles this model's decoding steps over a static cache with sliding layers.
 

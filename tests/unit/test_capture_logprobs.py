@@ -269,3 +269,43 @@ def test_the_labelled_risk_model_scores_the_logprobs_tier(calibration: str) -> N
     assert scored.extensions.calibration is not None and plain.extensions.calibration is None
     heuristic.close()
     labelled.close()
+
+
+class _Recorder:
+    """A stop policy that never stops and keeps the entropy of every step it is shown."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.entropies: list[float | None] = []
+
+    def check(self, step: Any) -> str | None:
+        self.entropies.append(step.entropy)
+        return None
+
+
+@pytest.mark.parametrize("vocab_size", [10, None])
+def test_a_streams_stop_policies_see_the_reports_entropy_estimate(vocab_size: int | None) -> None:
+    """The proxy's live policies read the same per-step entropy as the report built at the end: the
+    midpoint of the bounds with the vocabulary size, the lower bound without."""
+    from corevital.proxy.watch import StreamWatch
+
+    recorder = _Recorder()
+    watch = StreamWatch([recorder], vocab_size=vocab_size)
+    for entry in CHAT_RESPONSE["choices"][0]["logprobs"]["content"]:  # type: ignore[index]
+        watch(
+            {
+                "choices": [
+                    {"index": 0, "delta": {"content": entry["token"]}, "logprobs": {"content": [entry]}}
+                ]
+            }
+        )
+    capture = capture_response(
+        CHAT_RESPONSE, ObservedRequest("hi", chat=True), topk=5, mass_k=10, vocab_size=vocab_size
+    )
+    assert recorder.entropies == pytest.approx(list(capture.stats[0].entropy), abs=1e-12)
+    stats = capture.stats[0]
+    if vocab_size is None:
+        assert np.array_equal(stats.entropy, stats.entropy_lower)
+    else:  # mass remains at both steps: the midpoint lies strictly inside the bounds
+        assert np.all(stats.entropy_lower < stats.entropy) and np.all(stats.entropy < stats.entropy_upper)

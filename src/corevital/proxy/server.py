@@ -227,7 +227,11 @@ class ProxyApp:
     async def _events(self, upstream: httpx.Response, observation: _Observation) -> AsyncIterator[bytes]:
         parser = SSEParser()
         accumulator = StreamAccumulator()
-        watch = StreamWatch(self.policies) if self.policies and self.reporter is not None else None
+        watch = (
+            StreamWatch(self.policies, vocab_size=self.reporter.vocab_size)
+            if self.policies and self.reporter is not None
+            else None
+        )
         healthy = True
         complete = False
         handled_ms = observation.prepare_ms

@@ -17,14 +17,18 @@ from corevital.capture.openai_api import choice_tokens
 class StreamWatch:
     """The intervention policies over a stream's tokens, choice by choice, as chunks arrive.
 
-    Each token's logit tier (the entropy's lower bound, surprisal, margin, top-k mass) goes to an
+    Each token's logit tier (the entropy estimate as the report computes it: the midpoint of its
+    bounds with ``vocab_size``, else the lower bound; surprisal, margin, top-k mass) goes to an
     online monitor per choice (running risk, early warnings, repetition); the first policy that
     fires is the :attr:`decision`. Tokens without a finite value (no logprob listed) are skipped.
     """
 
-    def __init__(self, policies: Sequence[StopPolicy], *, mass_k: int = 10) -> None:
+    def __init__(
+        self, policies: Sequence[StopPolicy], *, mass_k: int = 10, vocab_size: int | None = None
+    ) -> None:
         self.policies = tuple(policies)
         self.mass_k = mass_k
+        self.vocab_size = vocab_size
         self._profile = load_profile("unknown")
         self._monitors: dict[int, OnlineSequenceMonitor] = {}
         self._ids: dict[int, TokenIds] = {}
@@ -43,7 +47,9 @@ class StreamWatch:
                 continue
             for token in choice_tokens(choice):
                 ids = self._ids.setdefault(index, TokenIds())
-                stats, chosen = logit_stats([token], ids, topk=1, mass_k=self.mass_k, vocab_size=None)
+                stats, chosen = logit_stats(
+                    [token], ids, topk=1, mass_k=self.mass_k, vocab_size=self.vocab_size
+                )
                 values = [float(stats.entropy[0]), float(chosen.surprisal[0]), float(stats.top_k_margin[0])]
                 if not all(math.isfinite(v) for v in values):
                     continue

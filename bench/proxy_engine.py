@@ -14,7 +14,8 @@ run it, storing into a fresh SQLite store) in front of it, both on 127.0.0.1, th
    and the end-to-end time of the requests direct and proxied are printed.
 2. **Errors**: malformed requests reach the client with the server's status and body.
 3. **Entropy estimate**: for ``--entropy-prompts`` completion prompts, the logprobs tier's entropy
-   bounds with ``top_logprobs`` 5 and 20 (the computation the proxy makes) against the exact
+   bounds and their midpoint (the tier's estimate) with ``top_logprobs`` 5 and 20 (the computation
+   the proxy makes) against the exact
    entropy from llama.cpp's full-vocabulary logits in process (``--backend llama-cpp``) on the
    same greedy tokens.
 4. **Upstream down**: the server is stopped; requests through the proxy get 502 with an
@@ -236,7 +237,7 @@ def entropy_error(server: LlamaServer, prompts: int, max_tokens: int) -> dict[st
     loaded = pipeline.loaded
     refs = ("llama_cpp", "transformers")
     errors: dict[tuple[int, str], dict[str, list[float]]] = {
-        (k, ref): {"lower": [], "upper": []} for k in (5, 20) for ref in refs
+        (k, ref): {"lower": [], "upper": [], "midpoint": []} for k in (5, 20) for ref in refs
     }
     surprisal_gap: list[float] = []
     steps = {5: 0, 20: 0}
@@ -284,8 +285,10 @@ def entropy_error(server: LlamaServer, prompts: int, max_tokens: int) -> dict[st
                 steps[k] += len(ids)
                 for ref in refs:
                     for step, truth in enumerate(exact[ref]):
-                        errors[(k, ref)]["lower"].append(truth - float(stats.entropy[step]))
+                        errors[(k, ref)]["lower"].append(truth - float(stats.entropy_lower[step]))
                         errors[(k, ref)]["upper"].append(float(stats.entropy_upper[step]) - truth)
+                        # the tier's estimate (the bounds' midpoint); signed, "outside" is meaningless
+                        errors[(k, ref)]["midpoint"].append(truth - float(stats.entropy[step]))
     finally:
         runner.close()
         pipeline.close()
@@ -311,6 +314,7 @@ def entropy_error(server: LlamaServer, prompts: int, max_tokens: int) -> dict[st
             f"top_logprobs_{k}_vs_{ref}": {
                 "exact_minus_lower_bits": describe(v["lower"]),
                 "upper_minus_exact_bits": describe(v["upper"]),
+                "exact_minus_midpoint_bits": describe(v["midpoint"]),
             }
             for (k, ref), v in errors.items()
         },

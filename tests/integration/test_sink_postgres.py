@@ -1,7 +1,6 @@
 """The PostgreSQL store against a real server: the same answers as MemorySink and the SQLite store,
-migrations, identity checks, read-only mode, idempotent and concurrent writes, connection errors,
-and every command that opens a store by ``--db`` (runs, show, compare, export, report, serve,
-migrate, run --sink postgres).
+migrations, identity checks, read-only mode, idempotent and concurrent writes, connection errors
+(the commands that open a store by ``--db`` on a PostgreSQL URL are test_postgres_cli.py).
 
 The server comes from tests/support/postgres.py (one per session, a new database per test);
 without the postgresql package these tests skip locally and fail in CI.
@@ -9,19 +8,15 @@ without the postgresql package these tests skip locally and fail in CI.
 
 from __future__ import annotations
 
-import json
 import random
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 
-from corevital.cli import main
 from corevital.errors import ReportError, StoreError
 from corevital.report.schema import HealthFlags, Report, RiskExtension, SamplingInfo
 from corevital.report.timestamps import format_utc
@@ -30,10 +25,8 @@ from corevital.sinks.encoded import EncodedReport
 from corevital.sinks.postgres import PostgresStore
 from corevital.sinks.postgres_schema import LATEST_VERSION, REPORTS_TABLE, VERSION_TABLE
 from corevital.sinks.sqlite import SQLiteStore
-from tests.support.cli import run_cli
 from tests.support.golden import golden_report
-from tests.support.postgres import PASSWORD, PostgresServer, concurrent_writes
-from tests.support.served import original_files, start_server
+from tests.support.postgres import PASSWORD, PostgresServer, concurrent_writes, store_version
 
 pytest_plugins = ("tests.support.postgres",)
 
@@ -138,15 +131,6 @@ def test_the_store_answers_every_query_as_memory_and_sqlite_do(
         sqlite.close()
 
 
-def _version(url: str) -> int | None:
-    with psycopg.connect(url) as conn:
-        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,)).fetchone()
-        if exists is None or not exists[0]:
-            return None
-        row = conn.execute(f"SELECT version FROM {VERSION_TABLE}").fetchone()
-        return None if row is None else int(row[0])
-
-
 def _indexes(url: str) -> set[str]:
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", (REPORTS_TABLE,))
@@ -155,7 +139,7 @@ def _indexes(url: str) -> set[str]:
 
 def test_a_new_store_has_the_latest_version_and_the_indexes_of_every_order(postgres_url: str) -> None:
     PostgresStore(postgres_url).close()
-    assert _version(postgres_url) == LATEST_VERSION
+    assert store_version(postgres_url) == LATEST_VERSION
     indexes = _indexes(postgres_url)
     for name in ("time", "risk"):
         for suffix in ("asc", "desc"):
@@ -177,10 +161,10 @@ def test_an_older_store_is_migrated_by_a_writer_and_refused_by_a_reader(
         conn.execute(f"UPDATE {VERSION_TABLE} SET version = 1")
     with pytest.raises(StoreError, match="older CoreVital .version 1.*open it once with a writer"):
         PostgresStore(postgres_url, read_only=True)
-    assert _version(postgres_url) == 1
+    assert store_version(postgres_url) == 1
     with PostgresStore(postgres_url) as store:
         assert store.get(base.trace_id) == base and store.list()[0].seq == 1
-    assert _version(postgres_url) == LATEST_VERSION
+    assert store_version(postgres_url) == LATEST_VERSION
     assert f"{REPORTS_TABLE}_risk_desc" in _indexes(postgres_url)
 
 
@@ -203,7 +187,7 @@ def test_version_3_backfills_the_sampling_weight_from_the_stored_reports(
         weights = {row.trace_id: row.sampling_weight for row in store.list()}
         assert weights == {base.trace_id: 1.0, sampled.trace_id: 3.0}
         assert store.get(sampled.trace_id) == sampled
-    assert _version(postgres_url) == LATEST_VERSION == 3
+    assert store_version(postgres_url) == LATEST_VERSION == 3
 
 
 def test_databases_that_are_not_a_store_are_refused_and_left_untouched(
@@ -214,7 +198,7 @@ def test_databases_that_are_not_a_store_are_refused_and_left_untouched(
         PostgresStore(empty, read_only=True)
     with pytest.raises(StoreError, match="holds no CoreVital store"):
         PostgresStore(empty, create=False)
-    assert _version(empty) is None
+    assert store_version(empty) is None
     foreign = postgres_server.create_database()
     with psycopg.connect(foreign, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {REPORTS_TABLE} (id int)")
@@ -303,170 +287,6 @@ def test_many_processes_write_at_once_and_nothing_is_lost_or_duplicated(postgres
     result = concurrent_writes(postgres_url, processes=4, runs_each=25, rewrites_each=5)
     assert result.problems() == []
     assert result.stored == 100 and sorted(result.followed) == list(range(1, 101))
-
-
-# The commands, on the same reports in SQLite and in PostgreSQL: the same answers.
-
-
-@pytest.fixture(scope="module")
-def originals_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The original CoreVital traces imported into a SQLite store (once: upgrading them is slow)."""
-    directory = tmp_path_factory.mktemp("originals")
-    staging = directory / "traces"
-    staging.mkdir()
-    for path in original_files():
-        name = path.name if path.name.startswith("trace_") else f"trace_{path.stem}.json"
-        (staging / name).write_bytes(path.read_bytes())
-    db = directory / "corevital.db"
-    assert main(["migrate", "--from-dir", str(staging), "--to-db", str(db)]) == 0
-    return db
-
-
-@pytest.fixture
-def both(originals_db: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
-    """The original CoreVital traces in a SQLite store and, imported from it, in PostgreSQL."""
-    capsys.readouterr()
-    code, out, err = run_cli(capsys, "migrate", "--from-db", str(originals_db), "--to-db", postgres_url)
-    assert code == 0 and out.strip() == "imported 6, skipped 0, failed 0", err
-    return str(originals_db), postgres_url
-
-
-def _without_seq(text: str) -> Any:
-    document = json.loads(text)
-    for row in document["runs"]:
-        del row["seq"]
-    return document
-
-
-@pytest.mark.slow
-def test_runs_show_compare_export_and_report_read_postgres_as_they_read_sqlite(
-    both: tuple[str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    sqlite, postgres = both
-    code, out, _ = run_cli(capsys, "migrate", "--from-db", sqlite, "--to-db", postgres)
-    assert code == 0 and out.strip() == "imported 0, skipped 6, failed 0"
-    commands = (
-        ["runs", "--json", "--limit", "4"],
-        ["runs", "--json", "--sort", "risk", "--min-risk", "0.3"],
-        ["runs", "--json", "--flag", "attention_collapse", "--asc"],
-        ["show", "8d0bad87", "--json"],
-        ["show", "8d0bad87"],
-        ["compare", "--by", "model", "--json"],
-        ["compare", "--by", "prompt", "--json"],
-        ["compare", "7c1c62d1", "01aeafe3", "--json"],
-        ["export", "--format", "jsonl", "--out", "-"],
-        ["export", "--format", "csv", "--rows", "step", "--out", "-", "--limit", "2"],
-    )
-    for command in commands:
-        code, from_sqlite, _ = run_cli(capsys, *command, "--db", sqlite)
-        assert code == 0
-        code, from_postgres, err = run_cli(capsys, *command, "--db", postgres)
-        assert code == 0, err
-        if command[0] == "runs":  # seq is the order of import: by time from a database, by name from files
-            assert _without_seq(from_postgres) == _without_seq(from_sqlite), command
-        else:
-            assert from_postgres == from_sqlite, command
-    cursor = json.loads(run_cli(capsys, "runs", "--json", "--limit", "4", "--db", postgres)[1])["next_cursor"]
-    code, out, _ = run_cli(capsys, "runs", "--json", "--limit", "4", "--cursor", cursor, "--db", postgres)
-    assert code == 0 and len(json.loads(out)["runs"]) == 2
-    pages = [tmp_path / "sqlite.html", tmp_path / "postgres.html"]
-    for db, page in zip((sqlite, postgres), pages, strict=True):
-        code, _, err = run_cli(capsys, "report", "8d0bad87", "--html", str(page), "--db", db)
-        assert code == 0, err
-    assert pages[0].read_bytes() == pages[1].read_bytes()
-
-
-def test_reading_commands_never_create_a_store_and_hide_the_password(
-    postgres_server: PostgresServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    empty = postgres_server.create_database()
-    for command in (["runs"], ["show", "abc"], ["compare"], ["export", "--format", "jsonl", "--out", "-"]):
-        code, _, err = run_cli(capsys, *command, "--db", empty)
-        assert code == 6 and "holds no CoreVital store" in err and PASSWORD not in err, err
-    code, _, err = run_cli(capsys, "report", "abc", "--html", str(tmp_path / "x.html"), "--db", empty)
-    assert code == 6 and "holds no CoreVital store" in err and PASSWORD not in err
-    assert _version(empty) is None
-    with PostgresStore(empty):
-        pass
-    code, _, err = run_cli(capsys, "show", "abc", "--db", empty)
-    assert code == 6 and "no stored run with trace id 'abc' in postgresql://corevital:***@" in err
-
-
-@pytest.mark.slow
-def test_serve_answers_from_postgres_as_from_sqlite(both: tuple[str, str], tmp_path: Path) -> None:
-    from fastapi.testclient import TestClient
-
-    from corevital.server.app import create_app
-    from corevital.server.config import ServeConfig
-
-    sqlite, postgres = both
-    paths = (
-        "/api/v1/runs?limit=4",
-        "/api/v1/runs?sort=risk&order=asc&flag=attention_collapse",
-        "/api/v1/runs/8d0bad87",
-        "/api/v1/runs/8d0bad87/summary",
-        "/api/v1/models",
-        "/api/v1/prompts",
-        "/api/v1/compare?id=7c1c62d1&id=01aeafe3",
-        "/api/v1/export?format=jsonl",
-        "/api/v1/export?format=csv&rows=step&limit=2",
-        "/api/traces",
-    )
-    answers = []
-    for store in (SQLiteStore(sqlite, read_only=True), PostgresStore(postgres, read_only=True, pool_size=2)):
-        with store, TestClient(create_app(store, ServeConfig(store_label="store"))) as client:
-            responses = [client.get(path) for path in paths]
-            # seq is the order of import (by time from a database, by name from files): left out
-            answers.append([(got.status_code, re.sub(rb'"seq":\d+', b"", got.content)) for got in responses])
-    for path, from_sqlite, from_postgres in zip(paths, *answers, strict=True):
-        assert from_sqlite[0] == 200 and from_postgres == from_sqlite, path
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_corevital_serve_serves_a_postgres_url_read_only(
-    both: tuple[str, str], tmp_path: Path, workers: str
-) -> None:
-    _, postgres = both
-    server = start_server(["--db", postgres, "--workers", workers], tmp_path)
-    try:
-        server.wait_ready()
-        assert "postgresql://corevital:***@127.0.0.1" in server.stdout() and PASSWORD not in server.stdout()
-        info = httpx.get(f"{server.url}/api/v1", timeout=10).json()
-        assert info["runs"] == 6 and info["read_only"] is True and PASSWORD not in info["store"]
-        runs = httpx.get(f"{server.url}/api/v1/runs?limit=2", timeout=10).json()
-        assert len(runs["runs"]) == 2 and runs["next_cursor"]
-        report = httpx.get(f"{server.url}/api/v1/runs/8d0bad87", timeout=10)
-        assert report.status_code == 200 and report.json()["trace_id"].startswith("8d0bad87")
-        refused = httpx.get(f"{server.url}/api/traces?db_path=/tmp/other.db", timeout=10)
-        assert refused.status_code == 400
-    finally:
-        assert server.stop() == 0, server.stderr()
-
-
-@pytest.mark.slow
-def test_run_with_the_postgres_sink_stores_every_report(
-    postgres_url: str,
-    tiny_model_dir: Callable[[str], Path],
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    argv = ["run", "--model", str(tiny_model_dir("llama")), "--device", "cpu", "--out", str(tmp_path)]
-    argv += ["--chat-template", "off", "--max_new_tokens", "4", "--temperature", "0", "--json"]
-    argv += ["--sink", "postgres", "--db", postgres_url, "--prompt", "The capital of France is"]
-    code, out, err = run_cli(capsys, *argv, "--prompt", "Count: one, two,")
-    assert code == 0, err
-    assert PASSWORD not in out and PASSWORD not in err
-    with PostgresStore(postgres_url, read_only=True) as store:
-        rows = store.list()
-        assert len(rows) == 2 and [row.seq for row in sorted(rows, key=lambda row: row.seq)] == [1, 2]
-        report = store.get(rows[0].trace_id)
-        assert report is not None and report.run_config.sink.type == "postgres"
-        assert report.run_config.sink.target == store.location
-        assert PASSWORD not in (store.get_json(rows[0].trace_id) or "")
-    code, out, _ = run_cli(capsys, "runs", "--json", "--db", postgres_url)
-    assert code == 0 and json.loads(out)["total"] == 2
-    assert not list(tmp_path.glob("*.db"))  # nothing went to the default SQLite store
 
 
 def test_a_corrupt_or_oversized_stored_report_is_a_report_error(store: PostgresStore, base: Report) -> None:

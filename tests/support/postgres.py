@@ -231,6 +231,20 @@ class WritersResult:
         return found
 
 
+def store_version(url: str) -> int | None:
+    """The schema version the CoreVital store in the database at ``url`` records (None: no store)."""
+    import psycopg
+
+    from corevital.sinks.postgres_schema import VERSION_TABLE
+
+    with psycopg.connect(url) as conn:
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,)).fetchone()
+        if exists is None or not exists[0]:
+            return None
+        row = conn.execute(f"SELECT version FROM {VERSION_TABLE}").fetchone()
+        return None if row is None else int(row[0])
+
+
 def _write_many(url: str, first: int, runs: int, rewrites: int, start: Any, out: Any) -> None:
     """One writer process: ``runs`` copies of the golden report with new trace ids, and ``rewrites``
     of them written a second time; sends back the trace ids."""

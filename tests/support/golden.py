@@ -17,6 +17,7 @@ from corevital.sinks.rows import HealthFlag
 __all__ = [
     "GOLDEN",
     "ORIGINAL_TRACES",
+    "ORIGINAL_NEWEST_FIRST",
     "ORIGINAL_TRACE_NAMES",
     "golden_report",
     "numbered_report",
@@ -34,6 +35,8 @@ ORIGINAL_TRACE_NAMES = (
     "trace_8d0bad87.json",
     "trace_f7de7f4d.json",
 )
+# the first 8 characters of their trace ids, newest first (sample_report.json is f28f1386)
+ORIGINAL_NEWEST_FIRST = ["1af7ccd1", "8d0bad87", "7c1c62d1", "01aeafe3", "f7de7f4d", "f28f1386"]
 """Every report in :data:`ORIGINAL_TRACES`."""
 
 

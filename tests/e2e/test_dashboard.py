@@ -1,10 +1,9 @@
 """The dashboard in headless Chromium against a real ``corevital serve`` on a real store.
 
-The store: the six original CoreVital traces (migrated) and tiny-model runs (``served_store``),
-plus two sampled 60-step runs of a tiny Llama on one prompt (an early warning fires at a step; the
-second is made with ``--perf``), a copy of the first whose prompt, output, narrative and one token
-carry markup (the XSS probe), and a large report (32 layers × 32 heads × 1,000 steps, built from
-the sampled run's steps and layers) for the first-view time.
+The store (tests/support/dashboard_store.py): the six original CoreVital traces (migrated) and
+tiny-model runs, two sampled 60-step runs of a tiny Llama on one prompt, a copy of the first whose
+prompt, output, narrative and one token carry markup (the XSS probe), and a large report (32 layers
+× 32 heads × 1,000 steps) for the first-view time.
 
 Every request outside the server's origin is blocked and recorded (the test fails if any is
 attempted), console errors and page errors fail the test, and no dialog may open. Screenshots
@@ -13,14 +12,10 @@ at 1280×800 are written to the test's tmp dir and copied to ``/tmp/corevital-da
 
 from __future__ import annotations
 
-import copy
-import itertools
 import json
-import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,107 +23,19 @@ import pytest
 
 from corevital.report.encoding import report_from_json
 from corevital.sinks.sqlite import SQLiteStore
-from tests.support.browser import record_dialogs, record_errors, record_requests
-from tests.support.cli import run_args, run_ok
-from tests.support.served import ServerProcess, copy_store, original_documents, served_store, start_server
+from tests.support.browser import SHOTS, Watched, record_dialogs, record_errors, record_requests
+from tests.support.dashboard_store import (
+    LARGE_STEPS,
+    PROBE,
+    DashboardStore,
+    build_dashboard_store,
+    report_json,
+)
+from tests.support.served import ServerProcess, original_documents, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-PROBE = "<img src=x onerror=alert(1)></script><script>alert(2)</script>"
-SAMPLED_PROMPT = "The quick brown fox jumps over the lazy dog. Why is the sky blue?"
-LARGE_LAYERS, LARGE_HEADS, LARGE_STEPS = 32, 32, 1000
 FIRST_VIEW_BUDGET_S = 1.5
-SHOTS = Path("/tmp/dashboard-shots")  # every screenshot, by page name, for looking at
-
-
-@dataclass
-class DashboardStore:
-    db: Path
-    sampled_id: str = ""
-    resampled_id: str = ""
-    probe_id: str = ""
-    large_id: str = ""
-    tiny_ids: list[str] = field(default_factory=list)
-
-
-def _probe_document(document: dict[str, Any]) -> dict[str, Any]:
-    probe = copy.deepcopy(document)
-    probe["trace_id"] = str(uuid.UUID(int=1))
-    probe["prompt"]["text"] = f"Probe {PROBE} prompt"
-    probe["generated"]["output_text"] = f"Output {PROBE}"
-    probe["timeline"][3]["token"]["token_text"] = PROBE
-    probe["extensions"]["narrative"] = {"summary": f"Narrative {PROBE}"}
-    return probe
-
-
-def _large_document(document: dict[str, Any]) -> dict[str, Any]:
-    """The sampled run's steps and layers repeated to 32 layers × 1,000 steps, with 32 heads."""
-    large = copy.deepcopy(document)
-    large["trace_id"] = str(uuid.UUID(int=2))
-    large["model"]["num_layers"] = LARGE_LAYERS
-    large["model"]["num_attention_heads"] = LARGE_HEADS
-    steps = []
-    for index, step in zip(range(LARGE_STEPS), itertools.cycle(document["timeline"]), strict=False):
-        step = copy.deepcopy(step)
-        step["step_index"] = index
-        layers = []
-        for layer_index, layer in zip(range(LARGE_LAYERS), itertools.cycle(step["layers"]), strict=False):
-            layer = copy.deepcopy(layer)
-            layer["layer_index"] = layer_index
-            summary = layer.get("attention_summary") or {}
-            if summary.get("max_weight_per_head"):
-                summary["max_weight_per_head"] = (summary["max_weight_per_head"] * LARGE_HEADS)[:LARGE_HEADS]
-            layers.append(layer)
-        step["layers"] = layers
-        steps.append(step)
-    large["timeline"] = steps
-    large["generated"]["num_tokens"] = LARGE_STEPS
-    large["generated"]["token_ids"] = [step["token"]["token_id"] for step in steps]
-    large["generated"]["output_text"] = "".join(step["token"]["token_text"] for step in steps)
-    large["summary"]["generated_tokens"] = large["summary"]["total_steps"] = LARGE_STEPS
-    analysis = large.get("prompt_analysis") or {}
-    if analysis.get("layers"):
-        layers = analysis["layers"]
-        analysis["layers"] = [
-            {
-                **copy.deepcopy(layers[i % len(layers)]),
-                "basin_scores": [((i * 7 + h) % 17) / 16 for h in range(32)],
-            }
-            for i in range(LARGE_LAYERS)
-        ]
-        analysis["layer_transformations"] = [0.1 + 0.02 * i for i in range(LARGE_LAYERS - 1)]
-    return large
-
-
-def build_dashboard_store(
-    directory_factory: Callable[[str], Path], tiny_model: Callable[[str], Path]
-) -> DashboardStore:
-    """The store of this module (see the module docstring), in a new directory."""
-    shared = served_store(directory_factory, tiny_model)
-    directory = directory_factory("dashboard-store")
-    db = copy_store(shared, directory)
-    writer = SQLiteStore(db)
-    try:
-        tiny_ids = [row.trace_id for row in writer.list() if row.model_id not in _original_models()]
-        before = {row.trace_id for row in writer.list()}
-        argv = [*run_args(tiny_model("llama"), directory), "--max_new_tokens", "60", "--temperature", "0.9"]
-        argv += ["--ignore-eos"]
-        run_ok(*argv, "--seed", "3", "--prompt", SAMPLED_PROMPT)
-        (sampled_id,) = {row.trace_id for row in writer.list()} - before
-        run_ok(*argv, "--seed", "5", "--perf", "summary", "--prompt", SAMPLED_PROMPT)
-        (resampled_id,) = {row.trace_id for row in writer.list()} - before - {sampled_id}
-        document = json.loads(writer.get_json(sampled_id) or "{}")
-        probe = report_from_json(json.dumps(_probe_document(document)))
-        large = report_from_json(json.dumps(_large_document(document)))
-        writer.write(probe)
-        writer.write(large)
-    finally:
-        writer.close()
-    return DashboardStore(db, sampled_id, resampled_id, probe.trace_id, large.trace_id, tiny_ids)
-
-
-def _original_models() -> set[str]:
-    return {str(document["model"]["hf_id"]) for document in original_documents().values()}
 
 
 @pytest.fixture(scope="module")
@@ -160,37 +67,6 @@ def server(store: DashboardStore, tmp_path_factory: pytest.TempPathFactory) -> I
         yield process
     finally:
         process.stop()
-
-
-@dataclass
-class Watched:
-    """What a page did that it must not: requests elsewhere, console errors, dialogs."""
-
-    page: Any
-    base: str
-    shots: Path
-    outside: list[str]
-    errors: list[str]
-    dialogs: list[str]
-
-    def goto(self, route: str, ready: str) -> None:
-        self.page.goto(f"{self.base}/{route}")
-        self.wait_ready(ready)
-
-    def wait_ready(self, ready: str) -> None:
-        self.page.wait_for_function("p => document.body.dataset.ready === p", arg=ready)
-
-    def shot(self, name: str) -> None:
-        path = self.shots / f"corevital-dashboard-{name}.png"
-        self.page.screenshot(path=str(path))
-        shutil.copyfile(path, Path("/tmp") / path.name)
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, SHOTS / f"{name}.png")
-
-    def assert_clean(self) -> None:
-        assert self.outside == [], f"requests outside the server: {self.outside}"
-        assert self.errors == [], f"console errors: {self.errors}"
-        assert self.dialogs == [], f"dialogs opened: {self.dialogs}"
 
 
 @pytest.fixture
@@ -415,15 +291,6 @@ def test_keyboard_only_main_flow(watched: Watched, store: DashboardStore) -> Non
     assert page.locator("#scalars").is_visible()
 
 
-def _report_json(store: DashboardStore, trace_id: str) -> dict[str, Any]:
-    reader = SQLiteStore(store.db, read_only=True)
-    try:
-        document: dict[str, Any] = json.loads(reader.get_json(trace_id) or "{}")
-        return document
-    finally:
-        reader.close()
-
-
 def _expected_attention(document: dict[str, Any], token: int, layer: int, head: int | None) -> list[int]:
     """The prompt tokens ``token`` attends to in ``layer`` (and ``head``), heaviest first, straight
     from the report's sparse attention (over all heads: the mean over the layer's heads)."""
@@ -503,7 +370,7 @@ def test_attention_explorer(watched: Watched) -> None:
 
 def test_heat_map_cell_shows_the_layer_at_that_step(watched: Watched, store: DashboardStore) -> None:
     page = watched.page
-    document = _report_json(store, store.sampled_id)
+    document = report_json(store, store.sampled_id)
     watched.goto(f"#/run/{store.sampled_id}", "run")
     page.click("#tab-layers")
     page.locator("#panel-layers[data-loaded]").wait_for(state="attached")

@@ -1,12 +1,18 @@
 """Browser helpers for the e2e tests: which requests a page makes, which dialogs it opens, and which
-errors it shows (console, page and Content-Security-Policy)."""
+errors it shows (console, page and Content-Security-Policy); :class:`Watched`, a dashboard page
+under watch for all three, with its screenshots."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-__all__ = ["record_dialogs", "record_errors", "record_requests"]
+__all__ = ["SHOTS", "Watched", "record_dialogs", "record_errors", "record_requests"]
+
+SHOTS = Path("/tmp/dashboard-shots")  # every screenshot, by page name, for looking at
 
 
 def record_requests(page: Any, allowed: Sequence[str] = ("file://",)) -> list[str]:
@@ -61,3 +67,34 @@ def record_errors(page: Any) -> list[str]:
         " window.__cspViolation(`${e.violatedDirective} ${e.blockedURI} ${e.sample}`))"
     )
     return errors
+
+
+@dataclass
+class Watched:
+    """What a page did that it must not: requests elsewhere, console errors, dialogs."""
+
+    page: Any
+    base: str
+    shots: Path
+    outside: list[str]
+    errors: list[str]
+    dialogs: list[str]
+
+    def goto(self, route: str, ready: str) -> None:
+        self.page.goto(f"{self.base}/{route}")
+        self.wait_ready(ready)
+
+    def wait_ready(self, ready: str) -> None:
+        self.page.wait_for_function("p => document.body.dataset.ready === p", arg=ready)
+
+    def shot(self, name: str) -> None:
+        path = self.shots / f"corevital-dashboard-{name}.png"
+        self.page.screenshot(path=str(path))
+        shutil.copyfile(path, Path("/tmp") / path.name)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, SHOTS / f"{name}.png")
+
+    def assert_clean(self) -> None:
+        assert self.outside == [], f"requests outside the server: {self.outside}"
+        assert self.errors == [], f"console errors: {self.errors}"
+        assert self.dialogs == [], f"dialogs opened: {self.dialogs}"

@@ -50,6 +50,7 @@ from typing import Any, Literal
 import yaml
 
 from tests.support.components import PROMTOOL, require
+from tests.support.ports import free_port
 from tests.support.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
@@ -196,12 +197,6 @@ def seed_store(root: Path, hub: Path) -> Path:
 
 
 # --- one document's world ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

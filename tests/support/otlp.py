@@ -9,7 +9,6 @@ answers an empty success response, as an OpenTelemetry collector does.
 from __future__ import annotations
 
 import gzip
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -27,14 +26,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from tests.support.ports import free_port
+
 __all__ = ["OtlpReceiver", "SpanRecord", "attributes", "free_port", "value"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def value(any_value: AnyValue) -> Any:

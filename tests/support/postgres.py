@@ -27,7 +27,6 @@ import multiprocessing
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -40,6 +39,7 @@ from typing import Any
 import pytest
 
 from tests.support.components import POSTGRES, locate, require, require_module
+from tests.support.ports import free_port
 
 USER = "corevital"
 PASSWORD = "s3cret-pw-for-tests"
@@ -97,7 +97,7 @@ class PostgresServer:
             "--no-sync",
         )
         for attempt in range(5):  # a free port can be taken by someone else before the server binds it
-            self.port = _free_port()
+            self.port = free_port()
             options = (
                 f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.socket_dir} -c max_connections=200"
             )
@@ -157,13 +157,6 @@ def _server_user() -> tuple[int, int]:
             entry = pwd.getpwnam(name)
             return entry.pw_uid, entry.pw_gid
     raise RuntimeError(f"running as root and none of the users {', '.join(_SERVER_USERS)} exists")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from tests.support.ports import free_port as free_port
 from tests.support.processes import stop_process
 
 if TYPE_CHECKING:
@@ -87,12 +88,6 @@ def copy_store(source: Path, directory: Path) -> Path:
         if path.exists():
             shutil.copyfile(path, directory / f"{source.name}{suffix}")
     return directory / source.name
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_is_open(port: int) -> bool:

@@ -40,6 +40,7 @@ from corevital.sinks.base import MAX_PAGE_SIZE, HealthFlag, MemorySink, ReportSt
 from corevital.sinks.rows import trace_row_from_report
 from corevital.sinks.sqlite import SQLiteStore
 from tests.support.golden import golden_report, report_variant
+from tests.support.ports import free_port
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LABELS = {"device": "cpu", "quantization": "none", "capture_mode": "full"}
@@ -291,12 +292,6 @@ def test_a_users_registry_gets_the_collector_and_the_global_one_is_untouched(bas
     exporter.close()  # leaves the registry: a new exporter (a new monitor) may take its place
     assert not any(name.startswith("corevital_") for name, _ in values(generate_latest(registry)))
     PrometheusExporter(registry=registry).close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_an_own_port_serves_the_metrics_on_loopback_until_closed(base: Report) -> None:

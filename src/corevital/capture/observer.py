@@ -38,7 +38,6 @@ from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from corevital.capture.attention_window import DecodeRows, append_only_keys
-from corevital.capture.capabilities import ModelCapabilities
 from corevital.capture.hf_compat import last_logits_processor
 from corevital.capture.instruments import attention_tap
 from corevital.capture.live import LiveCallback
@@ -96,8 +95,7 @@ class StepObserver:
 
     def __init__(
         self,
-        model: Any,
-        caps: ModelCapabilities,
+        constants: ModelConstants,
         sites: list[AttentionSite],
         options: CaptureOptions,
         callback: StepCallback | None = None,
@@ -105,14 +103,13 @@ class StepObserver:
         batch_offset: int = 0,
         started: float | None = None,
         progress: ProgressCallback | None = None,
-        constants: ModelConstants | None = None,
     ) -> None:
-        self.model = model
-        self.caps = caps
-        self.options = options
-        # weight bytes, sketch matrix and pre-MLP norms: the loaded model's, made once (or here)
-        constants = ModelConstants(model, caps) if constants is None else constants
+        """``constants``: the loaded model's (its model, capabilities, weight bytes, sketch matrix
+        and pre-MLP norms, made once per model)."""
         self.constants = constants
+        self.model = model = constants.model
+        self.caps = caps = constants.caps
+        self.options = options
         size = constants.weight_bytes
         chunk = options.tuning.prompt_chunk(size)
         self.tap, self.warnings = attention_tap(

@@ -249,7 +249,6 @@ def observe_generation(
     generation); False (the user's ``generate``, observed by ``watch``): it propagates unchanged,
     with a note saying CoreVital was observing, so the user's ``except`` clauses still match.
     """
-    caps = loaded.capabilities
     sites = loaded.constants.sites
     if beam_search:
         try:
@@ -262,8 +261,7 @@ def observe_generation(
             raise CaptureError(f"beam search failed: {_first_line(exc)}") from exc
         return replay_beams(loaded, batch, output, options, sites, first_index)
     observer = StepObserver(
-        loaded.model,
-        caps,
+        loaded.constants,
         sites,
         options,
         callback=callback,
@@ -271,7 +269,6 @@ def observe_generation(
         batch_offset=first_index,
         started=started,
         progress=progress,
-        constants=loaded.constants,
     )
     try:
         with torch.no_grad(), observer.installed() as (processors, criteria):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU table of docs/performance.md, from the repository root:
-#   bash bench/gpu_suite.sh OUTDIR [llama|rest|static|dynamic|families|all]
+#   bash bench/gpu_suite.sh OUTDIR [llama|rest|static|dynamic|families|quantized|all]
 # "llama" (Llama-3-8B shape, batch 1: the targets; about 6 minutes on an H200) and "rest"
 # (SmolLM2-135M shape, batch 8, the other capture modes; about 6 minutes) each fit one 10-minute
 # device call; "all" (the default) runs both. "static" (transformers' compiled static-cache decoding
@@ -9,7 +9,8 @@
 # and "dynamic" (the same cases with the dynamic cache, about 5 minutes) are the fast-path table.
 # "families" runs the static-cache subset of the decoder-family matrix on the GPU (generate()
 # compiles every tiny model's decoding step; 8 pytest workers, about 2 minutes; needs pytest-xdist)
-# into OUTDIR/family_static.txt. Each bench case writes OUTDIR/<name>.txt (the Markdown table) and
+# into OUTDIR/family_static.txt. "quantized" saves a random Llama-3-8B shape once and loads it
+# 4-bit and 8-bit with bitsandbytes (64->50, batch 1; about 5 minutes). Each bench case writes OUTDIR/<name>.txt (the Markdown table) and
 # OUTDIR/<name>.json; the tail of each table is echoed as it finishes.
 # BATCHES (default "1,8") narrows the static and dynamic parts to some batch sizes.
 # On a machine without this project's dependencies, install them first (see docs/performance.md).
@@ -39,6 +40,11 @@ for cache in static dynamic; do
             --repeats 5 --warmup 1 --cache "$cache"
     fi
 done
+if [ "$part" = quantized ]; then
+    # bitsandbytes (not on the device machine: install its wheel first, see docs/performance.md)
+    bench llama_quantized --shape llama3-8b --quantize 4bit,8bit --cases 64:50 --batch 1 --modes full,summary \
+        --repeats 3
+fi
 if [ "$part" = families ]; then
     CV_TEST_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider -n 8 -rA \
         tests/integration/test_family_matrix.py -k static >"$out/family_static.txt" 2>&1

@@ -15,8 +15,10 @@ Examples (each prints a Markdown table; ``--json FILE`` also writes the raw numb
     python bench/overhead.py --tiny gpt2,llama,t5 --cases 64:50  # CPU, the test suite's tiny models
     python bench/overhead.py --shape llama3-8b --device cuda --dtype bfloat16 \\
         --cases 64:50,512:200 --batch 1,8  # GPU, random weights
-    python bench/overhead.py --shape llama3-8b --device cuda --dtype bfloat16 \
+    python bench/overhead.py --shape llama3-8b --device cuda --dtype bfloat16 \\
         --cases 64:50 --cache static  # GPU, transformers' compiled static-cache decoding step
+    python bench/overhead.py --shape llama3-8b --device cuda --dtype bfloat16 \\
+        --cases 64:50 --quantize 4bit,8bit  # GPU, bitsandbytes (saved once, loaded quantized)
 """
 
 from __future__ import annotations
@@ -249,6 +251,9 @@ def run_case(
             reports = pipelines[mode].build(last_run[mode])
             builds.append(time.perf_counter() - t1)
         text = report_to_json(reports[0]).encode()
+        quantization = reports[0].model.quantization
+        if quantization.enabled:
+            print(f"# {case} {mode}: the report's model.quantization.method is {quantization.method}")
         extra = extra_pct = None
         plain_peak, mode_peak = peaks["plain"], peaks[mode]
         if mode_peak is not None and plain_peak is not None:
@@ -330,7 +335,24 @@ def table(rows: list[Row]) -> str:
 
 def models(args: argparse.Namespace) -> Iterator[tuple[str, LoadedModel, bool]]:
     """(label, loaded model, has a real tokenizer) for each model the arguments name, loaded in turn."""
-    if args.shape:
+    if args.shape and args.quantize:
+        # bitsandbytes quantizes while loading: the random model is saved once, then loaded per method
+        with tempfile.TemporaryDirectory() as root:
+            built = build_random(args.shape, args.device, getattr(torch, args.dtype))
+            built.model.save_pretrained(root)
+            built.tokenizer.save_pretrained(root)
+            del built
+            gc.collect()
+            if args.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+            for method in args.quantize.split(","):
+                spec = ModelSpec(model=root, device=args.device, dtype=args.dtype, quantize=method)
+                loaded = load_model(spec)
+                loaded.model.generation_config.eos_token_id = None
+                yield f"{args.shape} {method}", loaded, False
+                del loaded
+                gc.collect()
+    elif args.shape:
         yield args.shape, build_random(args.shape, args.device, getattr(torch, args.dtype)), False
     elif args.tiny:
         from tests.support.tiny_models import ARCHITECTURES, save_tiny_model
@@ -379,6 +401,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--cache", default="auto", choices=["auto", "dynamic", "static"], help="generate()'s key/value cache"
+    )
+    parser.add_argument(
+        "--quantize",
+        help="with --shape: the random model saved and loaded quantized by bitsandbytes, once per method "
+        "of this comma-separated list (4bit, 8bit; CUDA)",
     )
     parser.add_argument(
         "--no-gc-freeze",

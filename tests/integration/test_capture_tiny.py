@@ -113,6 +113,7 @@ def _model_state(model: PreTrainedModel) -> dict[str, Any]:
         "hooks": hooks,
         "attn": sorted(configs.values()),
         "instance_attrs": sorted(k for k in vars(model) if not k.startswith("_modules")),
+        "wrapped_forwards": sorted(name for name, m in model.named_modules() if "forward" in vars(m)),
         "generation_config": model.generation_config.to_json_string(),
         "attention_functions": sorted(ALL_ATTENTION_FUNCTIONS.keys()),
         "mask_functions": sorted(ALL_MASK_ATTENTION_FUNCTIONS.keys()),

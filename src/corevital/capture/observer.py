@@ -2,14 +2,16 @@
 
 Installed by :meth:`StepObserver.installed` (a context manager that always removes everything):
 
-- a forward pre-hook on the top-level model asks for hidden states and opens a new step (for the
-  pass over the prompt it hooks the layers instead, which reduce their outputs as they appear:
-  :mod:`.layer_stream`);
-- the attention tap (full and on_risk capture) collects each layer's decode-step attention row;
-- a forward hook on the top-level model takes the step's raw logits, hidden states and attention
-  rows the moment the forward pass returns and keeps references to them (of the prefill only the
-  last position; with a cache that only appends, only the attention query rows) in a
+- a wrapper around the top-level model's ``forward`` (an instance attribute for the time of one
+  generation, not module hooks: a module with hooks takes PyTorch's slow call path, and where
+  transformers compiles the model's ``__call__`` each hook is a compiled frame of its own, so the
+  wrapper keeps a compiled step one frame and one CUDA graph). Before the forward pass it asks for
+  hidden states and opens a new step (for the pass over the prompt it hooks the layers instead,
+  which reduce their outputs as they appear: :mod:`.layer_stream`); after it, it takes the step's
+  raw logits, hidden states and attention rows and keeps references to them (of the prefill only
+  the last position; with a cache that only appends, only the attention query rows) in a
   :class:`~corevital.capture.steps.RawStep`;
+- the attention tap (full and on_risk capture) collects each layer's decode-step attention row;
 - a logits processor placed last sees the distribution actually sampled from;
 - a stopping criterion sees the chosen tokens and ends the step. The waiting steps are reduced with
   :mod:`corevital.metrics` together, in one batch, and moved to the host in one copy
@@ -27,6 +29,7 @@ waiting steps (:class:`~.step_window.StepWindow`), the prompt pass and encoder s
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Iterator
@@ -167,9 +170,9 @@ class StepObserver:
     def _pre_forward(
         self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        # Whether this hook runs traced or not when transformers compiles the model's __call__ is up
-        # to dynamo (it compiles the hook's frame apart from the forward's); both open the list the
-        # compiled attention function fills (:meth:`_compiled_forward_end` takes it).
+        # Traced into the compiled step's graph when transformers compiles the model's __call__, run
+        # as it is otherwise; both open the list the compiled attention function fills
+        # (:meth:`_compiled_forward_end` takes it).
         if self.tap is not None:
             self.tap.compiled_rows = [] if self._compiled_attention else None
         if torch.compiler.is_compiling():
@@ -406,15 +409,32 @@ class StepObserver:
         self.prompt.finalize(self.tap, self.shards)
 
     # --- installation ------------------------------------------------------------------------
+    def _observed_forward(self, forward: Any) -> Any:
+        """``forward`` between :meth:`_pre_forward` and :meth:`_post_forward`, with its signature
+        (generate() reads the forward's parameters)."""
+        model = self.model
+        pre, post = self._pre_forward, self._post_forward
+
+        @functools.wraps(forward)
+        def observed(*args: Any, **kwargs: Any) -> Any:
+            args, kwargs = pre(model, args, kwargs)
+            output = forward(*args, **kwargs)
+            post(model, args, kwargs, output)
+            return output
+
+        return observed
+
     @contextmanager
     def installed(self) -> Iterator[tuple[LogitsProcessorList, StoppingCriteriaList]]:
         """Install every hook; yield the processor and criterion lists to pass to ``generate()``."""
         model = self.model
         with ExitStack() as stack:
-            handles = [
-                model.register_forward_pre_hook(self._pre_forward, with_kwargs=True),
-                model.register_forward_hook(self._post_forward, with_kwargs=True),
-            ]
+            # written to the instance dictionary directly (Module.__setattr__ checks every assignment
+            # against parameters, buffers and submodules); accelerate's device hooks live there too
+            saved = model.__dict__.get("forward", _NOT_SET)
+            model.__dict__["forward"] = self._observed_forward(model.forward)
+            stack.callback(_restore_forward, model, saved)
+            handles: list[Any] = []
             if self.encoder is not None:
                 encoder = model.get_encoder()
                 handles.append(encoder.register_forward_pre_hook(self.encoder.pre_forward, with_kwargs=True))
@@ -430,6 +450,16 @@ class StepObserver:
             stack.callback(self.prompt.end_stream)  # a forward that raised leaves no hook behind
             yield LogitsProcessorList(), StoppingCriteriaList([_StepFinisher(self)])
         self.flush()
+
+
+_NOT_SET = object()
+
+
+def _restore_forward(model: Any, saved: Any) -> None:
+    if saved is _NOT_SET:
+        model.__dict__.pop("forward", None)
+    else:
+        model.__dict__["forward"] = saved
 
 
 class _ScoreObserver(LogitsProcessor):

@@ -45,23 +45,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from proxy_common import MAX_NEW_TOKENS, REPO  # sys.path: this checkout's src/, tests.support
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(1, str(REPO))  # tests.support
-
-from corevital.analysis.calibration.features import RunFeatures  # noqa: E402
-from corevital.capture.default_model import locate_default_model  # noqa: E402
-from corevital.capture.logprobs import capture_response  # noqa: E402
-from corevital.capture.openai_api import ObservedRequest, prompt_text  # noqa: E402
-from corevital.config import load_settings  # noqa: E402
-from corevital.proxy.reports import LogprobReporter  # noqa: E402
-from corevital.validation.answers import check_answer  # noqa: E402
-from corevital.validation.labels import LabelledRecord, load_labelled  # noqa: E402
-from corevital.validation.outputs import table_markdown, write_outputs  # noqa: E402
-from corevital.validation.table import LabelledRun, SplitTable, split_table  # noqa: E402
-from tests.support.llama_server import LlamaServer  # noqa: E402
-from tests.support.proxy_process import ProxyProcess, stored_reports  # noqa: E402
+from corevital.analysis.calibration.features import RunFeatures
+from corevital.capture.default_model import locate_default_model
+from corevital.capture.logprobs import capture_response
+from corevital.capture.openai_api import ObservedRequest, prompt_text
+from corevital.config import load_settings
+from corevital.proxy.reports import LogprobReporter
+from corevital.validation.answers import check_answer
+from corevital.validation.labels import LabelledRecord, load_labelled
+from corevital.validation.outputs import table_markdown, write_outputs
+from corevital.validation.table import LabelledRun, SplitTable, split_table
+from tests.support.llama_server import LlamaServer
+from tests.support.proxy_process import ProxyProcess, stored_reports
 
 LABELS = REPO / "examples" / "validation" / "qa_labelled.jsonl"
 VOCAB = 49152
@@ -283,7 +280,7 @@ def main() -> int:
     parser.add_argument("--split", default="test")
     parser.add_argument("--every", type=int, default=1, help="keep the groups whose SHA-256 %% K == 0")
     parser.add_argument("--limit", type=int, default=None, help="the first N records of the subset")
-    parser.add_argument("--max-tokens", type=int, default=24)
+    parser.add_argument("--max-tokens", type=int, default=MAX_NEW_TOKENS)
     parser.add_argument("--threads", type=int, default=1, help="the llama.cpp server's threads")
     parser.add_argument("--transformers", action="store_true", help="also corevital validate, transformers")
     parser.add_argument("--out", type=Path, default=REPO / ".bench-out" / "proxy_validate")

@@ -21,53 +21,35 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from proxy_common import (  # first: sys.path (this checkout's src/, tests.support, bench/)
+    MAX_NEW_TOKENS,
+    REPO,
+    RESAMPLES,
+    commit,
+    complete_groups,
+    deadline_of,
+    group_draws,
+    hash_order,
+    interval,
+    loadavg,
+    read_cache,
+)
+from proxy_validate import LABELS, chat_body, estimated_reports, subset
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(1, str(REPO))  # tests.support
-sys.path.insert(2, str(REPO / "bench"))
-
-from proxy_validate import LABELS, chat_body, estimated_reports, subset  # noqa: E402
-from proxy_validate_same import RESAMPLES, commit, group_draws, hash_order, interval, loadavg  # noqa: E402
-
-from corevital.analysis.diagnose import diagnose  # noqa: E402
-from corevital.analysis.evaluation import auroc, bootstrap_ci, compute_ece  # noqa: E402
-from corevital.analysis.profiles import load_profile  # noqa: E402
-from corevital.capture.openai_api import prompt_text  # noqa: E402
-from corevital.config import load_settings  # noqa: E402
-from corevital.pipeline import Pipeline  # noqa: E402
-from corevital.validation.answers import check_answer  # noqa: E402
-from tests.support.reanalysis import signals_from_report  # noqa: E402
-
-MAX_NEW_TOKENS = 24
-
-
-def deadline_of(stop_at: str | None) -> float:
-    if stop_at is None:
-        return math.inf
-    hours, minutes = (int(x) for x in stop_at.split(":"))
-    now = time.time()
-    deadline = now - now % 86400 + hours * 3600 + minutes * 60
-    return deadline + (86400 if deadline <= now else 0)
-
-
-def read_cache(path: Path) -> dict[str, dict[str, Any]]:
-    rows: dict[str, dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            rows[row["id"]] = row
-    return rows
+from corevital.analysis.diagnose import diagnose
+from corevital.analysis.evaluation import auroc, bootstrap_ci, compute_ece
+from corevital.analysis.profiles import load_profile
+from corevital.capture.openai_api import prompt_text
+from corevital.config import load_settings
+from corevital.pipeline import Pipeline
+from corevital.validation.answers import check_answer
+from tests.support.reanalysis import signals_from_report
 
 
 def force_all(records: list[Any], reports: dict[str, Any], cache: Path, stop_at: str | None) -> None:
@@ -146,12 +128,12 @@ def main() -> int:
         force_all(records, reports, cache, args.stop_at)
 
     rows = read_cache(cache)
-    complete: list[Any] = []
-    for group in dict.fromkeys(r.group for r in records):
-        members = [r for r in records if r.group == group]
-        if not all(r.id in rows for r in members):
-            break
-        complete += [r for r in members if rows[r.id]["exact_entropy"] is not None]
+    complete = [
+        r
+        for members in complete_groups(records, rows)
+        for r in members
+        if rows[r.id]["exact_entropy"] is not None
+    ]
     if not complete:
         print("no complete group yet", flush=True)
         return 1

@@ -33,70 +33,37 @@ The logprobs tier's runs come from the proxy's store (``--proxy-db``), analysed 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
-import os
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(1, str(REPO))  # tests.support
-sys.path.insert(2, str(REPO / "bench"))
-
-from proxy_validate import LABELS, chat_body, estimated_reports, runs_from_store, subset  # noqa: E402
-
-from corevital.analysis.calibration.features import BASELINES  # noqa: E402
-from corevital.analysis.evaluation import (  # noqa: E402
-    auroc,
-    bootstrap_ci,
-    compute_ece,
-    compute_ece_equal_mass,
-    ece_noise_floor,
+from proxy_common import (  # first: sys.path (this checkout's src/, tests.support, bench/)
+    MAX_NEW_TOKENS,
+    REPO,
+    RESAMPLES,
+    commit,
+    complete_groups,
+    deadline_of,
+    ece_intervals,
+    group_draws,
+    hash_order,
+    interval,
+    loadavg,
+    read_cache,
 )
-from corevital.validation.labels import LabelledRecord  # noqa: E402
-from corevital.validation.table import LabelledRun  # noqa: E402
+from proxy_validate import LABELS, chat_body, estimated_reports, runs_from_store, subset
 
-MAX_NEW_TOKENS = 24
-RESAMPLES = 1000
-
-
-def hash_order(records: Sequence[LabelledRecord]) -> list[LabelledRecord]:
-    return sorted(records, key=lambda r: (hashlib.sha256(r.group.encode()).hexdigest(), r.id))
-
-
-def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    return out.stdout.strip()
-
-
-def loadavg() -> str:
-    return " ".join(f"{x:.1f}" for x in os.getloadavg())
-
+from corevital.analysis.calibration.features import BASELINES
+from corevital.analysis.evaluation import auroc
+from corevital.validation.labels import LabelledRecord
+from corevital.validation.table import LabelledRun
 
 # -- the transformers backend, cached per batch --------------------------------------------------
-
-
-def read_cache(path: Path) -> dict[str, dict[str, Any]]:
-    if not path.exists():
-        return {}
-    rows = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a kill
-                continue
-            rows[row["id"]] = row
-    return rows
 
 
 def run_transformers(
@@ -134,12 +101,7 @@ def run_transformers(
     pipeline = Pipeline(settings)
     tokenizer = pipeline.loaded.tokenizer
     t_all = time.perf_counter()
-    deadline = math.inf
-    if stop_utc is not None:  # the next time the UTC clock shows HH:MM
-        hours, minutes = (int(x) for x in stop_utc.split(":"))
-        now = time.time()
-        deadline = now - now % 86400 + hours * 3600 + minutes * 60
-        deadline += 86400 if deadline <= now else 0
+    deadline = deadline_of(stop_utc)
     for start in range(0, len(pending), batch):
         if time.time() >= deadline:
             print(f"stopping at {stop_utc} UTC", flush=True)
@@ -175,33 +137,10 @@ def run_transformers(
 # -- the comparison ------------------------------------------------------------------------------
 
 
-def group_draws(groups: Sequence[str], n: int, seed: int = 0) -> list[np.ndarray]:
-    """``n`` cluster-bootstrap index sets (whole groups drawn with replacement), one fixed seed."""
-    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    members = [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)]
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(members), size=(n, len(members)))
-    return [np.concatenate([members[k] for k in row]) for row in picks]
-
-
-def interval(values: Sequence[float]) -> tuple[float, float]:
-    v = np.asarray([x for x in values if math.isfinite(x)], dtype=np.float64)
-    low, high = np.quantile(v, [0.025, 0.975])
-    return float(low), float(high)
-
-
-ECES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "equal-width": compute_ece,
-    "equal-mass": compute_ece_equal_mass,
-}
-
-
 def calibration(p: np.ndarray, y: np.ndarray, groups: Sequence[str]) -> dict[str, Any]:
     """ECE (10 bins, equal-width and equal-mass) with its group-bootstrap interval and noise floor."""
     out: dict[str, Any] = {"n": int(p.size), "mean_predicted": float(p.mean()), "observed": float(y.mean())}
-    for name, ece in ECES.items():
-        ci = bootstrap_ci(ece, p, y, n_resamples=RESAMPLES, groups=np.asarray(groups))
-        floor = ece_noise_floor(p, ece, n_sims=RESAMPLES, seed=1)
+    for name, (ci, floor) in ece_intervals(p, y, np.asarray(groups)).items():
         out[name] = {
             "ece": ci.estimate,
             "ci": (ci.low, ci.high),
@@ -377,13 +316,7 @@ def main() -> int:
     )
 
     theirs = read_cache(cache)
-    complete = []
-    for group in dict.fromkeys(r.group for r in records):
-        members = [r for r in records if r.group == group]
-        if not all(r.id in theirs for r in members):
-            break
-        complete.append(group)
-    keep = set(complete)
+    keep = {members[0].group for members in complete_groups(records, theirs)}
     mine = [r for r in proxy_runs if r.group in keep]
     whole = calibration(
         np.asarray([r.risk_score for r in proxy_runs]),

@@ -28,38 +28,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(1, str(REPO))  # tests.support
-sys.path.insert(2, str(REPO / "bench"))
-
-from proxy_validate import LABELS, chat_body, estimated_reports, subset  # noqa: E402
-
-from corevital.analysis.calibration.fit import DatasetInfo, fit_risk_model  # noqa: E402
-from corevital.analysis.calibration.profile import (  # noqa: E402
-    CalibrationProfile,
-    save_calibration_profile,
+from proxy_common import (  # first: sys.path (this checkout's src/, tests.support, bench/)
+    MAX_NEW_TOKENS,
+    REPO,
+    RESAMPLES,
+    ece_intervals,
 )
-from corevital.analysis.diagnose import diagnose  # noqa: E402
-from corevital.analysis.evaluation import (  # noqa: E402
-    PlattScaler,
-    auroc,
-    bootstrap_ci,
-    compute_ece,
-    compute_ece_equal_mass,
-    ece_noise_floor,
-)
-from corevital.analysis.profiles import load_profile  # noqa: E402
-from corevital.capture.openai_api import prompt_text  # noqa: E402
-from corevital.config import load_settings  # noqa: E402
-from corevital.pipeline import Pipeline  # noqa: E402
-from corevital.validation.answers import check_answer  # noqa: E402
-from corevital.validation.labels import LabelledRecord  # noqa: E402
-from tests.support.reanalysis import signals_from_report  # noqa: E402
+from proxy_validate import LABELS, chat_body, estimated_reports, subset
 
-MAX_NEW_TOKENS = 24
-RESAMPLES = 1000
+from corevital.analysis.calibration.fit import DatasetInfo, fit_risk_model
+from corevital.analysis.calibration.profile import CalibrationProfile, save_calibration_profile
+from corevital.analysis.diagnose import diagnose
+from corevital.analysis.evaluation import PlattScaler, auroc, bootstrap_ci
+from corevital.analysis.profiles import load_profile
+from corevital.capture.openai_api import prompt_text
+from corevital.config import load_settings
+from corevital.pipeline import Pipeline
+from corevital.validation.answers import check_answer
+from corevital.validation.labels import LabelledRecord
+from tests.support.reanalysis import signals_from_report
 
 
 class Runs:
@@ -91,9 +78,7 @@ def row(name: str, p: np.ndarray, runs: Runs) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name, "mean_predicted": float(p.mean()), "observed": float(runs.y.mean())}
     a = bootstrap_ci(auroc, p, runs.y, n_resamples=RESAMPLES, groups=runs.groups)
     out["auroc"] = (a.estimate, a.low, a.high)
-    for label, ece in (("equal-width", compute_ece), ("equal-mass", compute_ece_equal_mass)):
-        ci = bootstrap_ci(ece, p, runs.y, n_resamples=RESAMPLES, groups=runs.groups)
-        floor = ece_noise_floor(p, ece, n_sims=RESAMPLES, seed=1)
+    for label, (ci, floor) in ece_intervals(p, runs.y, runs.groups).items():
         out[label] = {"ece": (ci.estimate, ci.low, ci.high), "floor_mean": floor.mean, "floor_p95": floor.p95}
     return out
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from baselines import best_baseline, paired_auroc_difference
 
 from corevital.analysis.calibration.features import RunFeatures
 from corevital.analysis.calibration.fit import DatasetInfo, FittedRiskModel, fit_risk_model
@@ -186,20 +187,11 @@ def default_gap_table(rows: list[Row], split: str, resamples: int) -> str:
             continue
         g = np.asarray([r["group"] for r in runs])
         default = np.asarray([float(r["risk_score"]) for r in runs])
-        # a baseline that cannot be computed (NaN) counts as its lowest score, as in the suite's tables
-        base = {k: np.nan_to_num(np.asarray([float(r[k]) for r in runs]), nan=-1e9) for k in BASELINE_KEYS}
-        best = max(base, key=lambda k: auroc(base[k], y))
-        pair = np.stack([default, base[best]], axis=1)
-        index = np.arange(len(runs), dtype=np.float64)
-
-        def diff(idx: np.ndarray, labels: np.ndarray, pair: np.ndarray = pair) -> float:
-            sel = idx.astype(np.int64)
-            return float(auroc(pair[sel, 0], labels) - auroc(pair[sel, 1], labels))
-
-        ci = bootstrap_ci(diff, index, y, n_resamples=resamples, groups=g)
+        best = best_baseline({k: [float(r[k]) for r in runs] for k in BASELINE_KEYS}, y)
+        ci = paired_auroc_difference(default, best.scores, y, g, resamples)
         lines.append(
-            f"| {kind} | {len(runs)} ({int(y.sum())}) | {auroc(default, y):.3f} | {best} | "
-            f"{auroc(base[best], y):.3f} | {ci.estimate:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}] |"
+            f"| {kind} | {len(runs)} ({int(y.sum())}) | {auroc(default, y):.3f} | {best.key} | "
+            f"{best.auroc:.3f} | {ci.estimate:+.3f} [{ci.low:+.3f}, {ci.high:+.3f}] |"
         )
     return "\n".join(lines)
 

@@ -41,6 +41,7 @@ from corevital.validation.suite_items import build_suite
 from corevital.validation.suite_labels import label
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baselines import best_baseline  # noqa: E402
 from validation_suite import cache_key, read_cache  # noqa: E402
 
 CONTINUOUS = (
@@ -244,15 +245,11 @@ def report(runs: list[DevRun], risk: RiskProfile) -> str:
             lines.append(f"| {kind} | {len(idx)} ({int(y.sum())}) | – | – | – | – |")
             continue
         ours = auroc(s, y)
-        base = {
-            k: auroc(np.nan_to_num(np.asarray([runs[i].baselines[k] for i in idx]), nan=-1e9), y)
-            for k in BASELINE_KEYS
-        }
-        best = max(base, key=lambda k: base[k])
+        best = best_baseline({k: [runs[i].baselines[k] for i in idx] for k in BASELINE_KEYS}, y)
         q = np.quantile(s, [0.1, 0.5, 0.9])
         lines.append(
-            f"| {kind} | {len(idx)} ({int(y.sum())}) | {ours:.3f} | {best} {base[best]:.3f} | "
-            f"{ours - base[best]:+.3f} | {q[0]:.2f} / {q[1]:.2f} / {q[2]:.2f} |"
+            f"| {kind} | {len(idx)} ({int(y.sum())}) | {ours:.3f} | {best.key} {best.auroc:.3f} | "
+            f"{ours - best.auroc:+.3f} | {q[0]:.2f} / {q[1]:.2f} / {q[2]:.2f} |"
         )
     return "\n".join(lines)
 

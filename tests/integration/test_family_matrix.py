@@ -19,56 +19,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from corevital.capture.hf_compat import static_full_layers
-from corevital.report.schema import Report
 from tests.integration.test_capture_caches import (
     PROMPTS,
-    TEST_DEVICE,
     _attention,
     _check_complete,
+    _check_without_attention,
     _close,
+    _compiled_steps_lack_attention,
     _generate_kwargs,
     _inputs,
     _logits,
+    _sliding_static_cache,
     _watched,
     on_test_device,
 )
 from tests.support.models_table import ATTENTION_NOT_OBSERVED, COMPILED_NO_ATTENTION, render
-from tests.support.tiny_models import FAMILIES, TinyModel, build_family_model, build_tokenizer
+from tests.support.tiny_models import FAMILIES, build_family_model, build_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _compiled_steps_lack_attention(model: TinyModel, cache: str) -> bool:
-    """Whether generate() compiles this model's decoding steps over a static cache with sliding layers.
-
-    Compiled steps keep their attention rows only over a static cache of full-attention layers
-    (:func:`corevital.capture.hf_compat.static_full_layers`); generate() compiles on an accelerator.
-    """
-    return cache == "static" and TEST_DEVICE != "cpu" and _sliding_static_cache(model)
-
-
-def _sliding_static_cache(model: TinyModel) -> bool:
-    """Whether the static cache generate() makes for ``model`` has a layer that is not full attention."""
-    from transformers import StaticCache
-
-    config = model.config.get_text_config(decoder=True)
-    return static_full_layers(StaticCache(config=config, max_cache_len=16)) is None
-
-
-def _check_without_attention(report: Report, layers: int, *, prefill_attention: bool = False) -> None:
-    """Logits, every layer's hidden state and prompt telemetry, and the warning that attention is missing.
-
-    ``prefill_attention``: the first step (the uncompiled prefill) has every layer's attention,
-    the compiled steps after it none.
-    """
-    assert [w.code for w in report.warnings] == ["ATTENTION_NOT_AVAILABLE"]
-    for index, step in enumerate(report.timeline):
-        assert [layer.hidden_summary.l2_norm_mean is not None for layer in step.layers] == [True] * layers
-        assert step.logits_summary.entropy is not None
-        observed = [layer.attention_summary.entropy_mean is not None for layer in step.layers]
-        assert observed == [prefill_attention and index == 0] * layers
-    assert report.prompt_analysis is not None and report.prompt_analysis.prompt_surprisals
 
 
 @pytest.mark.slow

@@ -362,7 +362,9 @@ class StepObserver:
         if pending is None:  # a step without a forward pass we saw: nothing to record
             return self._no_stop(batch, input_ids.device)
         self._pending = None
-        pending.tokens = input_ids[:, -1]  # input_ids is a new tensor every step, never written to
+        # input_ids is a new tensor every step, never written to; generate() keeps it on the device
+        # the caller gave it on, which need not be the model's (it moves the model's inputs itself)
+        pending.tokens = input_ids[:, -1].to(pending.logits_row.device)
         pending.scores, self._scores = self._scores, None
         full = self.window.add(pending)
         if self.live is not None:  # a live callback reads each step at once: a window of one

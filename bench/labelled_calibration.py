@@ -8,8 +8,10 @@ features) and, for every plain kind, fits the labelled risk model exactly as ``c
   step fitted on four fifths of the dev groups, predictions on the fifth): AUROC, ECE with 10
   equal-width and 10 equal-mass bins, each with a 95% group-bootstrap interval, and the noise floor
   of each (mean and 95th percentile of the ECE a perfectly calibrated predictor shows with the same
-  probabilities and N). With ``--recalibration`` the same nested CV also for the logits without
-  Platt scaling and with isotonic regression in its place;
+  probabilities and N), and the debiased L2 calibration error over 10 equal-mass bins (Kumar, Liang
+  & Ma 2019, ``calibration_error_debiased``: about 0 for a calibrated predictor at any N, so no
+  floor) with its 95% group-bootstrap interval. With ``--recalibration`` the same nested CV also
+  for the logits without Platt scaling and with isotonic regression in its place;
 - ``test`` (only with ``--split test``): the model fitted on the whole dev split of the kind, read on
   the test split of the kind, the same columns.
 
@@ -38,6 +40,7 @@ from corevital.analysis.calibration.risk_model import predict
 from corevital.analysis.evaluation import (
     auroc,
     bootstrap_ci,
+    calibration_error_debiased,
     compute_ece,
     compute_ece_equal_mass,
     ece_noise_floor,
@@ -133,12 +136,15 @@ def calibration_cells(p: np.ndarray, runs: list[Row], resamples: int) -> list[st
         floor = ece_noise_floor(p, metric, n_sims=1000, seed=0)
         cells.append(f"{e.estimate:.3f} [{e.low:.3f}, {e.high:.3f}]")
         cells.append(f"{floor.mean:.3f} (p95 {floor.p95:.3f})")
+    d = bootstrap_ci(calibration_error_debiased, p, y, n_resamples=resamples, groups=g)
+    cells.append(f"{d.estimate:.3f} [{d.low:.3f}, {d.high:.3f}]")
     return cells
 
 
 HEAD = (
     "| kind | where | N (failed) | recalibration | AUROC [95% CI] | ECE equal-width [95% CI] | "
-    "its noise floor | ECE equal-mass [95% CI] | its noise floor |\n|---|---|---|---|---|---|---|---|---|"
+    "its noise floor | ECE equal-mass [95% CI] | its noise floor | debiased L2 calibration error [95% CI] |"
+    "\n|---|---|---|---|---|---|---|---|---|---|"
 )
 
 

@@ -20,6 +20,9 @@ that need it): ``roc_curve`` (``sklearn.metrics.roc_curve``), ``PlattScaler.fit`
 - ``ece_noise_floor``: the ECE a perfectly calibrated predictor shows on a sample of this size and
   these probabilities (labels drawn as Bernoulli(p)); ECE is biased upwards on small samples, and
   a measured ECE is only readable against it.
+- ``calibration_error_debiased``: the debiased estimator of the binned squared calibration error of
+  Kumar, Liang & Ma (2019), whose bias from the labels' binomial noise is subtracted bin by bin, so
+  that a calibrated predictor reads about 0 at any N; an L2 error, not the L1 ECE.
 - ``bootstrap_ci``: percentile bootstrap; resamples where the metric is NaN are skipped. With
   ``groups`` whole groups are resampled (a cluster bootstrap) so that repeated prompts do not
   narrow the interval.
@@ -49,6 +52,7 @@ __all__ = [
     "auprc",
     "auroc",
     "bootstrap_ci",
+    "calibration_error_debiased",
     "compute_ece",
     "compute_ece_equal_mass",
     "ece_noise_floor",
@@ -189,6 +193,53 @@ def compute_ece_equal_mass(probs: np.ndarray, labels: np.ndarray, n_bins: int = 
     for part in np.array_split(order, min(n_bins, p.size)):
         total += part.size * abs(float(y[part].mean()) - float(p[part].mean()))
     return total / p.size
+
+
+def calibration_error_debiased(
+    probs: np.ndarray, labels: np.ndarray, n_bins: int = 10, *, squared: bool = False
+) -> float:
+    """Debiased L2 calibration error over equal-mass bins (Kumar, Liang & Ma, "Verified Uncertainty
+    Calibration", NeurIPS 2019; ``calibration.get_calibration_error(probs, labels, p=2, debias=True)``
+    of their ``uncertainty-calibration`` package, ``unbiased_l2_ce`` over ``get_equal_bins``).
+
+    Per bin b of n_b records with mean probability p̄_b and failure rate ȳ_b, the plug-in
+    (p̄_b − ȳ_b)² overestimates the squared gap by the variance of ȳ_b; the estimator subtracts its
+    unbiased estimate ȳ_b(1 − ȳ_b) / (n_b − 1) and weights by n_b / N:
+    ``sqrt(max(Σ_b n_b/N · ((p̄_b − ȳ_b)² − ȳ_b(1 − ȳ_b)/(n_b − 1)), 0))``; a bin of fewer than 2
+    records adds 0. The sum is unbiased for the binned squared error, so a perfectly calibrated
+    predictor reads about 0 at any N (ECE's noise floor does not apply), and the estimate can be 0
+    when the noise exceeds the gap (``squared=True`` returns the sum itself, unclipped: their
+    ``unbiased_square_ce``, the unbiased quantity). It is an L2 error: comparable in scale to the
+    L1 ECE (equal when every bin has the same gap, larger otherwise) but not the same quantity.
+
+    Bins as theirs: the probabilities sorted and cut into chunks of ceil(N / n_bins) (fewer chunks
+    when that divides N unevenly; min(n_bins, N) parts), a bin edge at the midpoint between
+    neighbouring chunks, the last edge 1.0, repeated edges merged; a record goes to the first bin
+    whose edge is at or above it (a probability on an edge belongs to the lower bin).
+    """
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    p, y = _check_probs(probs, labels)
+    ordered = np.sort(p)
+    size = -(-p.size // min(n_bins, p.size))  # ceil(N / parts), their split()
+    starts = np.arange(size, p.size, size)
+    edges = np.unique(np.append((ordered[starts - 1] + ordered[starts]) / 2.0, 1.0))
+    index = np.searchsorted(edges, p)
+    order = np.argsort(index)  # their fast_bin: the same sort, so that each bin's sums match theirs
+    sorted_index = index[order]
+    parts = np.split(order, np.searchsorted(sorted_index, np.arange(1, edges.size)))
+    y_float = y.astype(np.float64)
+    errors = np.zeros(len(parts))
+    for b, part in enumerate(parts):
+        if part.size < 2:
+            continue
+        mean_label = np.mean(y_float[part])
+        errors[b] = abs(np.mean(p[part]) - mean_label) ** 2 - mean_label * (1.0 - mean_label) / (
+            part.size - 1.0
+        )
+    weights = np.array([part.size * 1.0 / p.size for part in parts])
+    total = float(np.dot(weights, errors))
+    return total if squared else max(total, 0.0) ** 0.5
 
 
 @dataclass(frozen=True)

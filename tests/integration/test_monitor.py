@@ -197,3 +197,32 @@ def test_public_names_have_docstrings() -> None:
             continue
         assert getattr(corevital, name).__doc__, name
     assert monitor_module.CoreVitalMonitor.run.__doc__
+
+
+def test_watched_generations_from_two_threads_equal_sequential_ones(
+    monitor: CoreVitalMonitor, tiny_loaded: Callable[[str], LoadedModel]
+) -> None:
+    """Observed generations of one model run one at a time: each thread's report is the one it gets
+    alone, and the model keeps no wrapped forward afterwards."""
+    loaded = tiny_loaded("llama")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    prompts = [PROMPT, "Once upon a time"]
+
+    def generate(prompt: str) -> None:
+        model.generate(
+            **tokenizer(prompt, return_tensors="pt"), max_new_tokens=8, do_sample=False, pad_token_id=0
+        )
+
+    with monitor.watch(model, tokenizer) as watcher:
+        for prompt in prompts:
+            generate(prompt)
+    alone = {r.prompt.text: timeline(r) for r in watcher.reports}
+    with monitor.watch(model, tokenizer) as watcher:
+        threads = [threading.Thread(target=generate, args=(p,)) for p in prompts for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(watcher.reports) == 4
+    assert all(timeline(r) == alone[r.prompt.text] for r in watcher.reports)
+    assert not [name for name, m in model.named_modules() if "forward" in vars(m)]

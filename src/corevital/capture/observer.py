@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -433,6 +435,8 @@ class StepObserver:
         with ExitStack() as stack:
             # written to the instance dictionary directly (Module.__setattr__ checks every assignment
             # against parameters, buffers and submodules); accelerate's device hooks live there too
+            # Generations of one model are observed one at a time (:func:`generation_lock`), so
+            # wrappers are removed in the order they were installed.
             saved = model.__dict__.get("forward", _NOT_SET)
             model.__dict__["forward"] = self._observed_forward(model.forward)
             stack.callback(_restore_forward, model, saved)
@@ -455,6 +459,23 @@ class StepObserver:
 
 
 _NOT_SET = object()
+_GENERATION_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def generation_lock(model: Any) -> threading.RLock:
+    """The lock that makes observed generations of ``model`` run one at a time.
+
+    Observing installs per-model state for one generation (the wrapped forward and norms, the
+    attention function, the layer stream): two generations of one model observed at once from two
+    threads would see each other's steps and could end in either order. Re-entrant: a generation
+    observed from inside another on the same thread nests.
+    """
+    with _LOCKS_LOCK:
+        lock = _GENERATION_LOCKS.get(model)
+        if lock is None:
+            lock = _GENERATION_LOCKS[model] = threading.RLock()
+        return lock
 
 
 def _restore_forward(model: Any, saved: Any) -> None:

@@ -22,7 +22,7 @@ from corevital.capture.generate_call import eos_ids, generate_call_kwargs, merge
 from corevital.capture.generate_kwargs import check_generate_kwargs, stop_strings
 from corevital.capture.loading import LoadedModel
 from corevital.capture.messages import Prompt
-from corevital.capture.observer import StepObserver
+from corevital.capture.observer import StepObserver, generation_lock
 from corevital.capture.options import CaptureOptions, Tuning
 from corevital.capture.prompts import (
     PreparedBatch,
@@ -271,7 +271,7 @@ def observe_generation(
         progress=progress,
     )
     try:
-        with torch.no_grad(), observer.installed() as (processors, criteria):
+        with generation_lock(loaded.model), torch.no_grad(), observer.installed() as (processors, criteria):
             output = output_sequences(generate(processors, criteria))
     except CoreVitalError:
         raise

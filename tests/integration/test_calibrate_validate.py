@@ -166,6 +166,7 @@ def test_labelled_calibration_and_validation(
     )
     assert profile.num_runs == 13  # the dev records judged correct are the healthy reference
     assert "Risk model: 20 labelled records" in out and "a perfectly calibrated model at this N" in out
+    assert "debiased L2 calibration error" in out
 
     out_dir = tmp_path / "validation"
     code, out, err = run_cli(
@@ -195,6 +196,12 @@ def test_labelled_calibration_and_validation(
     floor = risk["ece_noise_floor"]
     assert risk["ece_equal_mass"] is not None and 0.03 < floor["mean"] < floor["p95"] < 0.4
     assert "ECE of a perfectly calibrated score at this N" in out
+    debiased = risk["calibration_error_debiased"]
+    assert debiased is not None and 0.0 <= debiased["estimate"] <= debiased["high"] <= 1.0
+    assert "debiased L2 calibration error [95% CI]" in out
+    assert all(
+        s["calibration_error_debiased"] is None for s in test_split["scores"] if not s["is_probability"]
+    )
     assert len((out_dir / "runs.jsonl").read_text().splitlines()) == 40
     for name in ("reliability_dev.png", "roc_dev.png", "reliability_test.png", "roc_test.png"):
         assert (out_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -111,7 +111,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             f"{t.num_groups} groups), L2 {outcome.fitted.spec.l2:g}, {t.cv_folds}-fold grouped CV: "
             f"AUROC {_opt(t.cv_auroc)}, ECE {_opt(t.cv_ece)} (equal-mass bins "
             f"{outcome.fitted.cv_ece_equal_mass:.3f}; a perfectly calibrated model at this N: "
-            f"{outcome.fitted.cv_ece_noise_floor.mean:.3f})"
+            f"{outcome.fitted.cv_ece_noise_floor.mean:.3f}; debiased L2 calibration error "
+            f"{outcome.fitted.cv_calibration_error_debiased:.3f})"
         )
     print(f"Done in {time.perf_counter() - t0:.0f} s")
     return 0

@@ -52,6 +52,7 @@ def table_json(table: SplitTable) -> dict[str, Any]:
                 "ece_noise_floor": None
                 if row.ece_noise_floor is None
                 else {"mean": row.ece_noise_floor.mean, "p95": row.ece_noise_floor.p95},
+                "calibration_error_debiased": _ci(row.calibration_error_debiased),
             }
             for row in table.rows
         ],
@@ -71,7 +72,7 @@ def _row_line(row: ScoreRow) -> str:
     floor = "–" if row.ece_noise_floor is None else f"{row.ece_noise_floor.mean:.3f}"
     return (
         f"| {row.label} | {_fmt(row.auroc)} | {_fmt(row.auprc)} | {_fmt(row.ece)} | "
-        f"{_fmt(row.ece_equal_mass)} | {floor} |"
+        f"{_fmt(row.ece_equal_mass)} | {floor} | {_fmt(row.calibration_error_debiased)} |"
     )
 
 
@@ -84,8 +85,8 @@ def table_markdown(table: SplitTable) -> str:
         f"Tasks: {tasks}",
         "",
         "| score | AUROC [95% CI] | AUPRC [95% CI] | ECE [95% CI] | ECE, equal-mass bins [95% CI] | "
-        "ECE of a perfectly calibrated score at this N |",
-        "|---|---|---|---|---|---|",
+        "ECE of a perfectly calibrated score at this N | debiased L2 calibration error [95% CI] |",
+        "|---|---|---|---|---|---|---|",
         *(_row_line(r) for r in table.rows),
         "",
         (

@@ -24,6 +24,7 @@ from corevital.analysis.evaluation import (
     auprc,
     auroc,
     bootstrap_ci,
+    calibration_error_debiased,
     compute_ece,
     compute_ece_equal_mass,
     ece_noise_floor,
@@ -54,6 +55,7 @@ class ScoreRow:
     ece: ConfidenceInterval | None = None
     ece_equal_mass: ConfidenceInterval | None = None
     ece_noise_floor: NoiseFloor | None = None  # of a perfectly calibrated score at these values and N
+    calibration_error_debiased: ConfidenceInterval | None = None  # L2, equal-mass bins, ~0 if calibrated
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ def split_table(
         ece = _ci(compute_ece, scores, labels, groups, seed) if is_prob else None
         ece_mass = _ci(compute_ece_equal_mass, scores, labels, groups, seed) if is_prob else None
         floor = ece_noise_floor(scores, n_sims=1000, seed=seed) if is_prob else None
+        debiased = _ci(calibration_error_debiased, scores, labels, groups, seed) if is_prob else None
         rows.append(
             ScoreRow(
                 name=name,
@@ -163,6 +166,7 @@ def split_table(
                 ece=ece,
                 ece_equal_mass=ece_mass,
                 ece_noise_floor=floor,
+                calibration_error_debiased=debiased,
             )
         )
     tasks: dict[str, tuple[int, int]] = {}

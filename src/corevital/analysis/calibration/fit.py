@@ -21,7 +21,9 @@ fold's out-of-fold logits are Platt-scaled by a Platt step fitted on the other f
 logits, so no record is scaled by a step that saw it (the saved Platt step is fitted on all of them).
 :class:`FittedRiskModel` adds it with equal-mass bins and its noise floor, the ECE of a perfectly
 calibrated predictor with the same probabilities and N (labels drawn as Bernoulli(p)): on a few
-dozen records that floor is 0.1 or more, and an ECE near it says nothing about calibration.
+dozen records that floor is 0.1 or more, and an ECE near it says nothing about calibration. It
+also adds the debiased L2 calibration error of the same probabilities
+(:func:`~corevital.analysis.evaluation.calibration_error_debiased`), which has no such floor.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from corevital.analysis.evaluation import (
     NoiseFloor,
     PlattScaler,
     auroc,
+    calibration_error_debiased,
     compute_ece,
     compute_ece_equal_mass,
     ece_noise_floor,
@@ -79,6 +82,7 @@ class FittedRiskModel:
     cv_probability: np.ndarray  # cross-fitted out-of-fold P(failure): what spec.training.cv_ece is of
     cv_ece_equal_mass: float  # of cv_probability, 10 equal-mass bins
     cv_ece_noise_floor: NoiseFloor  # ECE (equal-width) of a perfectly calibrated model at this N
+    cv_calibration_error_debiased: float  # of cv_probability: L2, 10 equal-mass bins, about 0 if calibrated
 
 
 def _design(rows: Sequence[RunFeatures], names: Sequence[str]) -> np.ndarray:
@@ -183,6 +187,7 @@ def fit_risk_model(
         cv_probability=crossfit,
         cv_ece_equal_mass=compute_ece_equal_mass(crossfit, y),
         cv_ece_noise_floor=ece_noise_floor(crossfit, n_sims=500, seed=seed),
+        cv_calibration_error_debiased=calibration_error_debiased(crossfit, y),
     )
 
 

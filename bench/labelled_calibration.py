@@ -9,9 +9,11 @@ features) and, for every plain kind, fits the labelled risk model exactly as ``c
   equal-width and 10 equal-mass bins, each with a 95% group-bootstrap interval, and the noise floor
   of each (mean and 95th percentile of the ECE a perfectly calibrated predictor shows with the same
   probabilities and N), and the debiased L2 calibration error over 10 equal-mass bins (Kumar, Liang
-  & Ma 2019, ``calibration_error_debiased``: about 0 for a calibrated predictor at any N, so no
-  floor) with its 95% group-bootstrap interval. With ``--recalibration`` the same nested CV also
-  for the logits without Platt scaling and with isotonic regression in its place;
+  & Ma 2019, ``calibration_error_debiased``: its square is unbiased, so a calibrated predictor
+  reads near 0 at any N) with its 95% group-bootstrap interval and the 95th percentile it reaches
+  for a perfectly calibrated predictor with the same probabilities and N (labels drawn as
+  Bernoulli(p): a value above it is miscalibration, not noise). With ``--recalibration`` the same
+  nested CV also for the logits without Platt scaling and with isotonic regression in its place;
 - ``test`` (only with ``--split test``): the model fitted on the whole dev split of the kind, read on
   the test split of the kind, the same columns.
 
@@ -137,14 +139,16 @@ def calibration_cells(p: np.ndarray, runs: list[Row], resamples: int) -> list[st
         cells.append(f"{e.estimate:.3f} [{e.low:.3f}, {e.high:.3f}]")
         cells.append(f"{floor.mean:.3f} (p95 {floor.p95:.3f})")
     d = bootstrap_ci(calibration_error_debiased, p, y, n_resamples=resamples, groups=g)
+    calibrated = ece_noise_floor(p, calibration_error_debiased, n_sims=1000, seed=0)
     cells.append(f"{d.estimate:.3f} [{d.low:.3f}, {d.high:.3f}]")
+    cells.append(f"{calibrated.p95:.3f}")
     return cells
 
 
 HEAD = (
     "| kind | where | N (failed) | recalibration | AUROC [95% CI] | ECE equal-width [95% CI] | "
-    "its noise floor | ECE equal-mass [95% CI] | its noise floor | debiased L2 calibration error [95% CI] |"
-    "\n|---|---|---|---|---|---|---|---|---|---|"
+    "its noise floor | ECE equal-mass [95% CI] | its noise floor | debiased L2 calibration error [95% CI] | "
+    "its p95 if calibrated |\n|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 

@@ -12,8 +12,10 @@ features) and, for every plain kind, fits the labelled risk model exactly as ``c
   & Ma 2019, ``calibration_error_debiased``: its square is unbiased, so a calibrated predictor
   reads near 0 at any N) with its 95% group-bootstrap interval and the 95th percentile it reaches
   for a perfectly calibrated predictor with the same probabilities and N (labels drawn as
-  Bernoulli(p): a value above it is miscalibration, not noise). With ``--recalibration`` the same
-  nested CV also for the logits without Platt scaling and with isotonic regression in its place;
+  Bernoulli(p): a value above it is miscalibration, not noise), and the mean probability minus the
+  failure rate (calibration in the large: a base rate the model did not learn). With
+  ``--recalibration`` the same nested CV also for the logits without Platt scaling and with isotonic
+  regression in its place;
 - ``test`` (only with ``--split test``): the model fitted on the whole dev split of the kind, read on
   the test split of the kind, the same columns.
 
@@ -142,13 +144,14 @@ def calibration_cells(p: np.ndarray, runs: list[Row], resamples: int) -> list[st
     calibrated = ece_noise_floor(p, calibration_error_debiased, n_sims=1000, seed=0)
     cells.append(f"{d.estimate:.3f} [{d.low:.3f}, {d.high:.3f}]")
     cells.append(f"{calibrated.p95:.3f}")
+    cells.append(f"{float(p.mean() - y.mean()):+.3f}")
     return cells
 
 
 HEAD = (
     "| kind | where | N (failed) | recalibration | AUROC [95% CI] | ECE equal-width [95% CI] | "
     "its noise floor | ECE equal-mass [95% CI] | its noise floor | debiased L2 calibration error [95% CI] | "
-    "its p95 if calibrated |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    "its p95 if calibrated | mean P − failure rate |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 

@@ -207,10 +207,12 @@ def calibration_error_debiased(
     unbiased estimate ȳ_b(1 − ȳ_b) / (n_b − 1) and weights by n_b / N:
     ``sqrt(max(Σ_b n_b/N · ((p̄_b − ȳ_b)² − ȳ_b(1 − ȳ_b)/(n_b − 1)), 0))``; a bin of fewer than 2
     records adds 0. The sum is unbiased for the binned squared error, so a perfectly calibrated
-    predictor reads about 0 at any N (ECE's noise floor does not apply), and the estimate can be 0
-    when the noise exceeds the gap (``squared=True`` returns the sum itself, unclipped: their
-    ``unbiased_square_ce``, the unbiased quantity). It is an L2 error: comparable in scale to the
-    L1 ECE (equal when every bin has the same gap, larger otherwise) but not the same quantity.
+    predictor reads about 0 at any N (its noise is centred on 0, not a floor above it, though it
+    still spreads on small N), and the estimate can be 0 when the noise exceeds the gap
+    (``squared=True`` returns the sum itself, unclipped: their ``unbiased_square_ce``, the unbiased
+    quantity). It is an L2 error: comparable in scale to the L1 ECE (on the same bins the true L2
+    error is at least the true L1 error, equal when every bin has the same gap) but not the same
+    quantity.
 
     Bins as theirs: the probabilities sorted and cut into chunks of ceil(N / n_bins) (fewer chunks
     when that divides N unevenly; min(n_bins, N) parts), a bin edge at the midpoint between

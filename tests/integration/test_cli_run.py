@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -143,15 +144,28 @@ def test_a_damaged_page_inside_a_valid_database_is_refused_before_the_model_load
 
 
 @pytest.mark.slow  # a real `corevital` process: seconds of interpreter and torch start-up
-def test_error_exit_code_and_single_line_in_a_real_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("case", ["empty prompt", "unreadable gguf"])
+def test_error_exit_code_and_single_line_in_a_real_process(tmp_path: Path, case: str) -> None:
+    """The one error line is all of stderr (no log line before it: pytest's log capture is not there)."""
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"this is not a gguf file at all")
+    args, code, line = {
+        "empty prompt": (["--prompt", ""], 2, "corevital: error: the prompt is empty"),
+        "unreadable gguf": (
+            ["--gguf-file", str(bad), "--prompt", "hi"],
+            3,
+            f"corevital: error: {bad} is not a valid GGUF file: no GGUF magic at its start; refused",
+        ),
+    }[case]
     proc = subprocess.run(
-        [sys.executable, "-m", "corevital", "run", "--prompt", "", "--out", str(tmp_path)],
+        [sys.executable, "-m", "corevital", "run", *args, "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")},
     )
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == "corevital: error: the prompt is empty"
+    assert proc.returncode == code
+    assert proc.stderr.strip() == line
 
 
 def test_run_writes_sqlite_and_prints_summary(

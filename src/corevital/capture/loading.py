@@ -214,6 +214,7 @@ def load_model(spec: ModelSpec, *, stage: Callable[[str], None] = _silent) -> Lo
     entry = _cache_entry(spec, resolved, device) if plain else None
     loaded = _load_cached(spec, resolved, entry, common, device) if entry is not None else None
     if loaded is None:
+        check_model_files(resolved.location, resolved.gguf_file, _gguf_path(spec, resolved))
         if entry is not None:
             log.info("converting %s once into the cache %s", resolved.gguf_file, entry.directory.parent)
             stage(f"Converting {resolved.gguf_file} once into the cache (later loads take seconds)")
@@ -221,7 +222,6 @@ def load_model(spec: ModelSpec, *, stage: Callable[[str], None] = _silent) -> Lo
             common["revision"] = spec.revision
         if resolved.gguf_file:
             common["gguf_file"] = resolved.gguf_file
-        check_model_files(resolved.location, resolved.gguf_file, _gguf_path(spec, resolved))
         with parsed_once() if resolved.gguf_file else nullcontext(), gguf_bar_follows_progress_switch():
             loaded = _load_parts(spec, resolved, common, device, quant_config)
         if entry is not None:

@@ -186,3 +186,21 @@ def test_a_run_over_the_gguf_file_reports_what_a_run_over_its_source_reports(
             _compare(report.model_dump(mode="json"), reference.model_dump(mode="json"), (), differences)
             assert not differences, differences[:20]
     assert [p.name for p in (tmp_path / "converted" / "gguf").iterdir()][0].startswith("tiny-llama-")
+
+
+def test_a_token_the_model_has_no_embedding_for_is_refused_before_generating(gguf_dir: Path) -> None:
+    """transformers gives a GGUF ``gpt2`` vocabulary without ``<|endoftext|>`` that token as one past
+    the model's embeddings; a prompt holding it is an input error naming the token, not an
+    IndexError in the middle of generation."""
+    from corevital.capture.runner import check_prompts
+    from corevital.errors import InputError
+
+    loaded = load_model(
+        ModelSpec(model=str(gguf_dir), gguf_file="tiny-llama.gguf", device="cpu", cache_dir="off")
+    )
+    rows = loaded.model.get_input_embeddings().num_embeddings
+    assert loaded.tokenizer.convert_tokens_to_ids("<|endoftext|>") == rows  # the extra token
+    settings = tiny_settings(max_new_tokens=NEW_TOKENS, chat_template="off")
+    check_prompts(loaded, PROMPTS, settings)  # ordinary prompts pass
+    with pytest.raises(InputError, match=r"prompt 2 of 2: token '<\|endoftext\|>' \(id \d+\) has no row"):
+        check_prompts(loaded, [PROMPTS[0], "Hi <|endoftext|>"], settings)

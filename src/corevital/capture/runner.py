@@ -126,13 +126,28 @@ def check_prompts(loaded: LoadedModel, texts: Sequence[Prompt], settings: Settin
     caps = loaded.capabilities
     if caps.is_encoder_decoder:
         return
+    rows = _embedding_rows(loaded.model)
     for number, text in enumerate(texts, start=1):
         try:
             model_text, applied = format_prompt(loaded.tokenizer, text, settings.chat_template)
-            tokens = len(loaded.tokenizer(model_text, add_special_tokens=not applied)["input_ids"])
-            check_token_budget(tokens, settings.max_new_tokens, caps.context_length)
+            ids = loaded.tokenizer(model_text, add_special_tokens=not applied)["input_ids"]
+            check_token_budget(len(ids), settings.max_new_tokens, caps.context_length)
+            beyond = [i for i in ids if rows is not None and i >= rows]
+            if beyond:
+                token = loaded.tokenizer.convert_ids_to_tokens(beyond[0])
+                raise InputError(
+                    f"token {token!r} (id {beyond[0]}) has no row in the model's {rows} input embeddings: "
+                    "the tokenizer knows tokens the model was not given weights for"
+                )
         except InputError as exc:
             raise InputError(f"prompt {number} of {len(texts)}: {exc}") from None
+
+
+def _embedding_rows(model: Any) -> int | None:
+    """How many token ids the model embeds (None where it cannot say)."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(embeddings, "num_embeddings", None)
+    return rows if isinstance(rows, int) else None
 
 
 @dataclass

@@ -10,10 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from corevital.cli import main
 from tests.support.hostile import GOLDEN
-from tests.support.tiny_models import save_tiny_model
+from tests.support.tiny_models import build_model, build_tokenizer
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 
@@ -24,12 +25,19 @@ def documented_codes() -> set[int]:
 
 
 @pytest.fixture(scope="module")
-def small_vocab_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model whose embedding is smaller than its tokenizer: generation fails inside the model."""
-    return save_tiny_model("llama", tmp_path_factory.mktemp("small-vocab"), vocab_size=8)
+def nan_head_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model whose output head is NaN: sampling fails inside generate() (a token the embedding
+    has no row for would be refused before generating, as an input error)."""
+    directory = tmp_path_factory.mktemp("nan-head")
+    model = build_model("llama", seed=0)
+    with torch.no_grad():
+        model.lm_head.weight.fill_(float("nan"))
+    model.save_pretrained(directory)
+    build_tokenizer().save_pretrained(directory)
+    return directory
 
 
-def commands(tmp: Path, tiny: str, small_vocab: Path) -> dict[int, list[str]]:
+def commands(tmp: Path, tiny: str, nan_head: Path) -> dict[int, list[str]]:
     run = ["run", "--device", "cpu", "--out", str(tmp / "out"), "--chat-template", "off", "--prompt", "hello"]
     bad_db = tmp / "bad.db"
     with sqlite3.connect(bad_db) as conn:
@@ -42,7 +50,7 @@ def commands(tmp: Path, tiny: str, small_vocab: Path) -> dict[int, list[str]]:
         0: [*run, "--model", tiny, "--max-new-tokens", "1"],
         2: [*run, "--model", tiny, "--temperature", "inf"],
         3: [*run, "--model", str(tmp / "no-such-model-dir")],
-        4: [*run, "--model", str(small_vocab), "--max-new-tokens", "2"],
+        4: [*run, "--model", str(nan_head), "--max-new-tokens", "2", "--temperature", "0.8"],
         5: ["report", "--report", str(bad_report), "--html", str(tmp / "r.html")],
         6: ["runs", "--db", str(bad_db)],
         8: [*run, "--model", tiny, "--sink", "prometheus", "--prometheus-textfile", str(tmp / "m.prom")],
@@ -82,13 +90,13 @@ def test_the_code_is_reached_with_one_line(
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
     tiny_model_dir: Callable[[str], Path],
-    small_vocab_model: Path,
+    nan_head_model: Path,
     code: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if the extra were not installed
     monkeypatch.delitem(sys.modules, "corevital.exporters.prometheus", raising=False)
-    argv = commands(tmp_path, str(tiny_model_dir("llama")), small_vocab_model)[code]
+    argv = commands(tmp_path, str(tiny_model_dir("llama")), nan_head_model)[code]
     assert main(argv) == code
     err = capsys.readouterr().err
     if code:

@@ -16,12 +16,13 @@ gets no tap, nor does a model whose attention and MLP run in parallel on the sam
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from corevital.capture.module_forward import forward_replaced
 from corevital.capture.registry import layer_stack
 
 # The norm whose input is the residual after the attention, in the order looked for (Gemma's
@@ -43,19 +44,12 @@ class MlpInputTap:
 
     @contextmanager
     def installed(self) -> Iterator[MlpInputTap]:
-        # written to the instance dictionaries directly (Module.__setattr__ checks every assignment
-        # against parameters, buffers and submodules: a cost per norm and generation)
-        saved = [norm.__dict__.get("forward", _NOT_SET) for norm in self.norms]
         try:
-            for layer, norm in enumerate(self.norms):
-                norm.__dict__["forward"] = self._wrapped(layer, norm.forward)
-            yield self
+            with ExitStack() as stack:
+                for layer, norm in enumerate(self.norms):
+                    stack.enter_context(forward_replaced(norm, self._wrapped(layer, norm.forward)))
+                yield self
         finally:
-            for norm, forward in zip(self.norms, saved, strict=True):
-                if forward is _NOT_SET:
-                    norm.__dict__.pop("forward", None)
-                else:
-                    norm.__dict__["forward"] = forward
             self._latest[:] = [None] * len(self.norms)
 
     def _wrapped(self, layer: int, forward: Any) -> Any:
@@ -82,9 +76,6 @@ class MlpInputTap:
         if any(state is None for state in latest):
             return None
         return tuple(state for state in latest if state is not None)
-
-
-_NOT_SET = object()
 
 
 def mlp_input_tap(model: Any, num_layers: int) -> MlpInputTap | None:

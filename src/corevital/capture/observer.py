@@ -49,6 +49,7 @@ from corevital.capture.live import LiveCallback
 from corevital.capture.mask_forms import UnreadableMask, prompt_padding, readable_mask
 from corevital.capture.model_checks import logits_head, stream_sites
 from corevital.capture.model_constants import ModelConstants
+from corevital.capture.module_forward import forward_replaced
 from corevital.capture.options import CaptureOptions
 from corevital.capture.prompt_pass import EncoderSummary, PromptPass
 from corevital.capture.records import CaptureWarning, ProgressCallback, StepCallback
@@ -437,9 +438,7 @@ class StepObserver:
             # against parameters, buffers and submodules); accelerate's device hooks live there too
             # Generations of one model are observed one at a time (:func:`generation_lock`), so
             # wrappers are removed in the order they were installed.
-            saved = model.__dict__.get("forward", _NOT_SET)
-            model.__dict__["forward"] = self._observed_forward(model.forward)
-            stack.callback(_restore_forward, model, saved)
+            stack.enter_context(forward_replaced(model, self._observed_forward(model.forward)))
             handles: list[Any] = []
             if self.encoder is not None:
                 encoder = model.get_encoder()
@@ -458,7 +457,6 @@ class StepObserver:
         self.flush()
 
 
-_NOT_SET = object()
 _GENERATION_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCKS_LOCK = threading.Lock()
 
@@ -476,13 +474,6 @@ def generation_lock(model: Any) -> threading.RLock:
         if lock is None:
             lock = _GENERATION_LOCKS[model] = threading.RLock()
         return lock
-
-
-def _restore_forward(model: Any, saved: Any) -> None:
-    if saved is _NOT_SET:
-        model.__dict__.pop("forward", None)
-    else:
-        model.__dict__["forward"] = saved
 
 
 class _ScoreObserver(LogitsProcessor):

@@ -1,0 +1,35 @@
+"""A module's ``forward`` replaced for a while, instead of forward hooks.
+
+A module with forward hooks takes PyTorch's slow call path on every call, and where transformers
+compiles a model's ``__call__`` each hook on the top-level module becomes a compiled frame of its
+own. An instance attribute ``forward`` (a function that calls the original) costs one Python call
+and is traced into the caller's graph. :func:`forward_replaced` sets it for the time of a ``with``
+block and puts back whatever the instance held before (accelerate's device hooks keep their own
+``forward`` there too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from torch import nn
+
+_NOT_SET = object()
+
+
+@contextmanager
+def forward_replaced(module: nn.Module, forward: Callable[..., Any]) -> Iterator[None]:
+    """``module.forward`` is ``forward`` inside the block, as it was before afterwards."""
+    # written to the instance dictionary directly: Module.__setattr__ checks every assignment
+    # against parameters, buffers and submodules
+    saved = module.__dict__.get("forward", _NOT_SET)
+    module.__dict__["forward"] = forward
+    try:
+        yield
+    finally:
+        if saved is _NOT_SET:
+            module.__dict__.pop("forward", None)
+        else:
+            module.__dict__["forward"] = saved

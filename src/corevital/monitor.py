@@ -131,7 +131,6 @@ class CoreVitalMonitor(ClosesOnExit):
         self._settings = load_settings(self._base)  # fail now on a bad setting
         self._models: dict[Any, Any] = {}
         self._models_lock = threading.Lock()
-        self._generate_locks: dict[Any, threading.Lock] = {}
         self._last: Report | None = None
         self._last_lock = threading.Lock()
         self.load_count = 0
@@ -178,9 +177,8 @@ class CoreVitalMonitor(ClosesOnExit):
         with self._models_lock:
             if spec not in self._models:
                 self._models[spec] = load_model(spec)
-                self._generate_locks[spec] = threading.Lock()
                 self.load_count += 1
-            return self._models[spec], self._generate_locks[spec]
+            return self._models[spec]
 
     # --- running ---------------------------------------------------------------------------------
     def run(
@@ -239,7 +237,7 @@ class CoreVitalMonitor(ClosesOnExit):
         generate_kwargs: dict[str, Any] | None = None,
     ) -> list[Report]:
         outputs = self.outputs  # a bad sink fails before the model is loaded
-        loaded, lock = self._loaded(settings)
+        loaded = self._loaded(settings)
         pipeline = Pipeline(settings, outputs=outputs)
         pipeline.use_model(loaded)
         chosen = self.policies if policies is None else tuple(policies)
@@ -255,8 +253,8 @@ class CoreVitalMonitor(ClosesOnExit):
                 prompt_text=lambda index: texts[min(index // per_prompt, len(texts) - 1)],
                 calibration=pipeline.calibration(),
             )
-        with lock:
-            run = pipeline.capture(prompts, callback=live, generate_kwargs=generate_kwargs)
+        # generations of one model run one at a time (capture's generation lock)
+        run = pipeline.capture(prompts, callback=live, generate_kwargs=generate_kwargs)
         if live is not None:
             live.annotate(run)
         reports = pipeline.build(run)

@@ -128,7 +128,7 @@ def test_keywords_corevital_cannot_observe_are_refused_before_loading(monitor: C
 def test_stop_strings_end_the_sequence_with_finish_reason_stop_string(monitor: CoreVitalMonitor) -> None:
     full = monitor.run(PROMPT, do_sample=False, chat_template="off")
     assert full.generated.finish_reason == "length" and full.generated.num_tokens == 8
-    loaded, _ = monitor._loaded(monitor.settings_for(chat_template="off"))
+    loaded = monitor._loaded(monitor.settings_for(chat_template="off"))
     stop = loaded.tokenizer.decode(full.generated.token_ids[2:4])
     stopped = monitor.run(PROMPT, do_sample=False, chat_template="off", stop_strings=[stop])
     assert stopped.generated.finish_reason == "stop_string"

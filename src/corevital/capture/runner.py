@@ -264,41 +264,45 @@ def observe_generation(
     generation); False (the user's ``generate``, observed by ``watch``): it propagates unchanged,
     with a note saying CoreVital was observing, so the user's ``except`` clauses still match.
     """
-    sites = loaded.constants.sites
-    if beam_search:
+    # the observer and the beam replay install per-model state for one generation: one at a time
+    with generation_lock(loaded.model):
+        sites = loaded.constants.sites
+        if beam_search:
+            try:
+                with torch.no_grad():
+                    output = output_sequences(generate(None, None))
+            except (RuntimeError, ValueError) as exc:
+                if not wrap_errors:
+                    exc.add_note(
+                        "corevital: raised by generate() while CoreVital was observing it (beam search)"
+                    )
+                    raise
+                raise CaptureError(f"beam search failed: {_first_line(exc)}") from exc
+            return replay_beams(loaded, batch, output, options, sites, first_index)
+        observer = StepObserver(
+            loaded.constants,
+            sites,
+            options,
+            callback=callback,
+            eos_token_ids=eos_ids(loaded),
+            batch_offset=first_index,
+            started=started,
+            progress=progress,
+        )
         try:
-            with torch.no_grad():
-                output = output_sequences(generate(None, None))
-        except (RuntimeError, ValueError) as exc:
-            if not wrap_errors:
-                exc.add_note("corevital: raised by generate() while CoreVital was observing it (beam search)")
-                raise
-            raise CaptureError(f"beam search failed: {_first_line(exc)}") from exc
-        return replay_beams(loaded, batch, output, options, sites, first_index)
-    observer = StepObserver(
-        loaded.constants,
-        sites,
-        options,
-        callback=callback,
-        eos_token_ids=eos_ids(loaded),
-        batch_offset=first_index,
-        started=started,
-        progress=progress,
-    )
-    try:
-        with generation_lock(loaded.model), torch.no_grad(), observer.installed() as (processors, criteria):
-            output = output_sequences(generate(processors, criteria))
-    except CoreVitalError:
-        raise
-    except Exception as exc:
-        if not wrap_errors:
-            exc.add_note("corevital: raised by generate() while CoreVital was observing it")
+            with torch.no_grad(), observer.installed() as (processors, criteria):
+                output = output_sequences(generate(processors, criteria))
+        except CoreVitalError:
             raise
-        raise CaptureError(f"generation failed: {type(exc).__name__}: {_first_line(exc)}") from exc
-    observer.finalize()
-    if timings is not None:
-        timings.step_ms.extend(observer.step_ms)
-    return split_sequences(loaded, batch, output, observer, first_index, stops)
+        except Exception as exc:
+            if not wrap_errors:
+                exc.add_note("corevital: raised by generate() while CoreVital was observing it")
+                raise
+            raise CaptureError(f"generation failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        observer.finalize()
+        if timings is not None:
+            timings.step_ms.extend(observer.step_ms)
+        return split_sequences(loaded, batch, output, observer, first_index, stops)
 
 
 def _first_line(exc: BaseException) -> str:

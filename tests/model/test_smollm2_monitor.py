@@ -22,7 +22,6 @@ def monitor(smollm2: LoadedModel) -> CoreVitalMonitor:
     monitor = CoreVitalMonitor(device="cpu", max_new_tokens=64)
     # Share the session's already loaded model instead of loading it a second time.
     monitor._models[ModelSpec(device="cpu")] = smollm2
-    monitor._generate_locks[ModelSpec(device="cpu")] = __import__("threading").Lock()
     return monitor
 
 

@@ -16,7 +16,7 @@ import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corevital.analysis.policies import StopPolicy
 from corevital.analysis.profiles import load_profile
@@ -41,6 +41,9 @@ from corevital.monitor_arguments import (
 from corevital.pipeline import Pipeline
 from corevital.report.schema import Report
 from corevital.summary import summarize_report
+
+if TYPE_CHECKING:  # loading imports torch and transformers: only when a model is needed
+    from corevital.capture.loading import LoadedModel, ModelSpec
 
 __all__ = ["CoreVitalMonitor", "default_policies"]
 
@@ -129,7 +132,7 @@ class CoreVitalMonitor(ClosesOnExit):
         self.intervene_on_signals = signal_names("intervene_on_signals", intervene_on_signals)
         self.policies = stop_policies(policies)
         self._settings = load_settings(self._base)  # fail now on a bad setting
-        self._models: dict[Any, Any] = {}
+        self._models: dict[ModelSpec, LoadedModel] = {}
         self._models_lock = threading.Lock()
         self._last: Report | None = None
         self._last_lock = threading.Lock()
@@ -170,7 +173,7 @@ class CoreVitalMonitor(ClosesOnExit):
         values.update({k: v for k, v in overrides.items() if v is not None})
         return load_settings(values)
 
-    def _loaded(self, settings: Settings) -> Any:
+    def _loaded(self, settings: Settings) -> LoadedModel:
         from corevital.capture.loading import ModelSpec, load_model
 
         spec = ModelSpec.from_settings(settings)

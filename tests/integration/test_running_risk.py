@@ -58,7 +58,7 @@ def test_last_running_risk_equals_the_reports_risk(arch: str, tiny_model_dir: Ca
 
 def test_nan_names_its_floor_and_makes_no_trend(tiny_model_dir: Callable[[str], Path]) -> None:
     monitor = monitor_for(tiny_model_dir("llama"))
-    loaded, _ = monitor._loaded(monitor.settings_for())
+    loaded = monitor._loaded(monitor.settings_for())
     with inject_nan(loaded.model, 1, from_step=4):
         steps, report = stream(monitor, PROMPTS[0])
     risk = present(report.extensions.risk)
@@ -71,7 +71,7 @@ def test_nan_names_its_floor_and_makes_no_trend(tiny_model_dir: Callable[[str], 
 
 def test_a_scaled_layer_gives_a_high_score_with_factors(tiny_model_dir: Callable[[str], Path]) -> None:
     monitor = monitor_for(tiny_model_dir("llama"))
-    loaded, _ = monitor._loaded(monitor.settings_for())
+    loaded = monitor._loaded(monitor.settings_for())
     with inject_scale(loaded.model, 0, 1e3):
         _, report = stream(monitor, PROMPTS[1])
     risk = present(report.extensions.risk)
@@ -84,7 +84,7 @@ def test_a_silenced_sub_layer_is_in_the_running_risk(
     which: Literal["attention", "mlp"], tiny_model_dir: Callable[[str], Path]
 ) -> None:
     monitor = monitor_for(tiny_model_dir("llama"), thresholds=UNSATURATED)
-    loaded, _ = monitor._loaded(monitor.settings_for())
+    loaded = monitor._loaded(monitor.settings_for())
     with inject_zero_norm(loaded.model, 1, which):
         steps, report = stream(monitor, PROMPTS[0])
     risk = present(report.extensions.risk)

@@ -32,6 +32,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -148,6 +149,7 @@ def run_case(
     profile: str | None = None,
     cache: str = "auto",
     clock: Callable[[], float] = time.perf_counter,
+    trace_dir: Path | None = None,
 ) -> list[Row]:
     """Time every runner round-robin (plain first, then each mode), so clock drift hits all alike.
 
@@ -211,9 +213,16 @@ def run_case(
                 print(f"# {case} first {name} run {time.perf_counter() - started:.1f} s", flush=True)
     times: dict[str, list[float]] = {name: [] for name in runners}
     names = list(runners)
-    for r in range(repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            times[name].append(timed(runners[name]))
+    recordings = {name: 0 for name in runners}
+    with counting_graph_recordings() as recorded:
+        for r in range(repeats):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                before = recorded[0]
+                times[name].append(timed(runners[name]))
+                recordings[name] += recorded[0] - before
+    if device.type == "cuda" and cache == "static":
+        counts = ", ".join(f"{name} {count}" for name, count in recordings.items())
+        print(f"# {case} CUDA graphs recorded or warmed up during the timed runs: {counts}", flush=True)
     peaks: dict[str, float | None] = {}
     for name, fn in runners.items():
         reset_peak(device)
@@ -222,8 +231,12 @@ def run_case(
     for wanted in (profile or "").split(","):
         runner = runners.get(wanted.removeprefix("py:"))
         if runner is not None:
+            name = f"{case}-{wanted}".replace(" ", "_").replace("->", "to")
+            trace = None if trace_dir is None else trace_dir / f"{name}.json.gz"
             report = (
-                python_profile(runner, device) if wanted.startswith("py:") else profile_table(runner, device)
+                python_profile(runner, device)
+                if wanted.startswith("py:")
+                else profile_table(runner, device, trace)
             )
             print(f"## profile {wanted} ({case})\n{report}", flush=True)
     plain_s = statistics.median(times["plain"])
@@ -278,6 +291,39 @@ def run_case(
     return rows
 
 
+@contextmanager
+def counting_graph_recordings() -> Iterator[list[int]]:
+    """Count CUDA-graph recordings and warm-up runs of inductor's CUDA-graph trees while inside.
+
+    Yields a one-element list holding the count so far. A compiled decoding step replays its
+    recorded graph; a recording (or a warm-up run before one) during the timed runs is a cost the
+    run pays again, e.g. when one process alternates differently compiled steps.
+    """
+    count = [0]
+    try:
+        from torch._inductor import cudagraph_trees
+    except ImportError:  # pragma: no cover - torch without inductor
+        yield count
+        return
+    manager = cudagraph_trees.CUDAGraphTreeManager
+    originals = {name: getattr(manager, name) for name in ("record_function", "run_eager")}
+
+    def counted(original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            count[0] += 1
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    for name, original in originals.items():
+        setattr(manager, name, counted(original))
+    try:
+        yield count
+    finally:
+        for name, original in originals.items():
+            setattr(manager, name, original)
+
+
 def python_profile(fn: Any, device: torch.device) -> str:
     """Where one run spends its Python time: the top functions by cumulative and by own time."""
     import cProfile
@@ -297,14 +343,20 @@ def python_profile(fn: Any, device: torch.device) -> str:
     return out.getvalue()
 
 
-def profile_table(fn: Any, device: torch.device) -> str:
-    """Where one run spends its time: the top operators by self CPU time (and CUDA time on a GPU)."""
+def profile_table(fn: Any, device: torch.device, trace: Path | None = None) -> str:
+    """Where one run spends its time: the top operators by self CPU time (and CUDA time on a GPU).
+
+    ``trace``: also write the run's timeline there (Chrome trace format, gzip-compressed when the
+    name ends in ``.gz``), for reading the gaps between the device's work.
+    """
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         fn()
         sync(device)
+    if trace is not None:
+        prof.export_chrome_trace(str(trace))
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return (
         str(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
@@ -403,6 +455,12 @@ def main() -> None:
         "--cache", default="auto", choices=["auto", "dynamic", "static"], help="generate()'s key/value cache"
     )
     parser.add_argument(
+        "--compile-on-cpu",
+        action="store_true",
+        help="with --cache static on the CPU: generate() compiles the decoding step as it does on an "
+        "accelerator (inductor, no CUDA graphs), to measure the compiled path's host cost without a GPU",
+    )
+    parser.add_argument(
         "--quantize",
         help="with --shape: the random model saved and loaded quantized by bitsandbytes, once per method "
         "of this comma-separated list (4bit, 8bit; CUDA)",
@@ -417,6 +475,11 @@ def main() -> None:
         help="profile one run of each of these modes (or 'plain'), comma-separated: torch.profiler; "
         "'py:MODE' for cProfile",
     )
+    parser.add_argument(
+        "--trace-dir",
+        type=Path,
+        help="with --profile: write each torch.profiler run's timeline there (Chrome trace, gzip)",
+    )
     args = parser.parse_args()
     if args.cache == "static":
         # generate() compiles the decoding step for each shape (batch, cache length) and each way
@@ -427,6 +490,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     rows: list[Row] = []
     for label, loaded, real in models(args):
+        if args.compile_on_cpu:
+            from transformers.generation.configuration_utils import CompileConfig
+
+            config = CompileConfig(fullgraph=True, mode=None)  # type: ignore[arg-type]  # inductor default: no CUDA graphs
+            config._compile_all_devices = True  # type: ignore[assignment]  # transformers: accelerators only
+            loaded.model.generation_config.compile_config = config
         if not args.no_gc_freeze:
             settle_loaded_model()  # as `corevital run` does once its model is loaded
         device_name = torch.cuda.get_device_name(loaded.device) if loaded.device.type == "cuda" else "cpu"
@@ -448,6 +517,7 @@ def main() -> None:
                     args.profile,
                     args.cache,
                     time.process_time if args.clock == "cpu" else time.perf_counter,
+                    args.trace_dir,
                 )
                 rows.extend(found)
                 print(table([r for r in rows if r.case == case]), flush=True)

@@ -133,6 +133,8 @@ class AttentionTap:
         # it after; None: rows are not kept (not observed, or not recomputable by the fast path).
         self.compiled_rows: list[Tensor] | None = None
         self.compiled_scale = 1.0
+        # Boolean masks of this pass and their additive form (:meth:`_additive`).
+        self._additive_masks: list[tuple[Tensor, Tensor]] = []
 
     # --- lifecycle ---------------------------------------------------------------------------
     def observe_rows(self, rows: slice) -> None:
@@ -145,6 +147,7 @@ class AttentionTap:
 
     def release(self) -> None:
         """Drop this pass's rows once they are reduced: nothing is held between steps."""
+        self._additive_masks.clear()
         if self.prompt is not None:
             self.prompt.finish()
         if self._buffer.used:
@@ -194,6 +197,8 @@ class AttentionTap:
     ) -> tuple[Tensor, None]:
         if torch.compiler.is_compiling():
             return self._compiled_call(module, query, key, value, attention_mask, kwargs), None
+        if attention_mask is not None and attention_mask.dtype == torch.bool:
+            attention_mask = self._additive(attention_mask, query.dtype)
         site = self._sites.get(module)
         q_len, kv_len = query.shape[2], key.shape[2]
         needs = self._needs(site, q_len, kv_len)
@@ -343,17 +348,35 @@ class AttentionTap:
         return _eager(module, query, key, value, mask.tensor, **kwargs)[0]
 
     def _model_mask(self, *args: Any, **kwargs: Any) -> Tensor | None:
-        """transformers' ``eager_mask``; built directly for a plain decoding step (:mod:`.decode_mask`).
+        """The mask of a forward pass: transformers' ``eager_mask``, with two exceptions.
 
-        A decoding step's mask that hides nothing is remembered: its statistics skip the mask.
+        A plain decoding step's mask is built directly (:mod:`.decode_mask`), and one that hides
+        nothing is remembered: its statistics skip the mask. Any other decoding step on the fast
+        path gets the boolean mask SDPA takes (``sdpa_mask``, never skipped): the decoding steps of
+        a static cache, which transformers compiles, then run SDPA on the mask plain generation
+        gives it, without an additive copy built on the host each step; where such a step runs
+        uncompiled, the tap makes the additive mask once per pass (:meth:`_additive`).
         """
         if torch.compiler.is_compiling():  # the mask the compiled step's attention function takes
             return sdpa_mask(*args, **kwargs) if self.fast else eager_mask(*args, **kwargs)
         mask = None if args else decode_step_mask(**kwargs)
         if mask is None:
+            if self.fast and not args and kwargs.get("q_length") == 1:
+                kwargs.pop("allow_is_causal_skip", None)  # as eager_mask: a causal mask is never skipped
+                return sdpa_mask(allow_is_causal_skip=False, **kwargs)
             return eager_mask(*args, **kwargs)
         self._buffer.add_decode_mask(mask, kwargs.get("attention_mask"))
         return mask
+
+    def _additive(self, mask: Tensor, dtype: torch.dtype) -> Tensor:
+        """A boolean mask (True: visible) as ``eager_mask`` gives it: 0 where visible, the dtype's
+        minimum elsewhere; made once per mask and pass (the layers of a pass share their masks)."""
+        for boolean, additive in self._additive_masks:
+            if boolean is mask and additive.dtype == dtype:
+                return additive
+        additive = torch.where(mask, torch.zeros((), device=mask.device, dtype=dtype), torch.finfo(dtype).min)
+        self._additive_masks.append((mask, additive))
+        return additive
 
     # --- prompt pass -----------------------------------------------------------------------------
     def _prompt_by_heads(

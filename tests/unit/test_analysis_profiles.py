@@ -57,6 +57,30 @@ def test_overrides_nested_and_dotted() -> None:
     assert profile.repetition.max_period == load_profile("llama").repetition.max_period
 
 
+def test_files_are_parsed_once_and_overrides_never_leak(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The packaged files are parsed once per process (a monitor loads the profile for every report
+    it builds); each load merges its overrides into a copy, so none reaches the next load."""
+    import yaml
+
+    from corevital.analysis import profiles
+
+    plain = load_profile("llama")
+    profiles._parsed_yaml.cache_clear()
+    parsed: list[str] = []
+    real = yaml.safe_load
+
+    def counted(text: str) -> Any:
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(yaml, "safe_load", counted)
+    changed = load_profile("llama", {"repetition.min_span": 21, "risk.mean_entropy.center": 3.5})
+    again = load_profile("llama")
+    assert len(parsed) == 2  # default.yaml and llama.yaml, for both loads
+    assert changed.repetition.min_span == 21 and changed.risk.mean_entropy.center == 3.5
+    assert again == plain
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

@@ -13,6 +13,7 @@ Overrides are nested mappings (``{"repetition": {"min_span": 16}}``) or dotted k
 from __future__ import annotations
 
 import copy
+import functools
 from importlib import resources
 from typing import Any
 
@@ -189,6 +190,13 @@ def profile_field_paths(cls: type[BaseModel] = ModelProfile, prefix: str = "") -
 
 
 def _read_yaml(name: str) -> dict[str, Any]:
+    """A packaged profile file's mapping, a copy the caller may change (the file is parsed once:
+    ``load_profile`` runs for every report a monitor builds, and parsing takes milliseconds)."""
+    return copy.deepcopy(_parsed_yaml(name))
+
+
+@functools.cache
+def _parsed_yaml(name: str) -> dict[str, Any]:
     path = resources.files("corevital").joinpath(f"{PROFILE_PACKAGE_DIR}/{name}.yaml")
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))

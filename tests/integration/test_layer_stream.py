@@ -97,10 +97,8 @@ def _alive_block_outputs_at_return(
 
     real_post = observer_module.StepObserver._post_forward
 
-    def post(
-        self: StepObserver, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
-    ) -> None:
-        real_post(self, module, args, kwargs, output)
+    def post(self: StepObserver, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        real_post(self, args, kwargs, output)
         if outputs and not alive:
             del output
             alive.append(sum(ref() is not None for ref in outputs))

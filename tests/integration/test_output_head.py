@@ -46,9 +46,9 @@ def test_prefill_keeps_one_position_of_logits_with_the_head(
     real_pre = observer_module.StepObserver._pre_forward
 
     def pre(
-        self: Any, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        args, kwargs = real_pre(self, module, args, kwargs)
+        args, kwargs = real_pre(self, args, kwargs)
         asked.append(kwargs.get("logits_to_keep"))
         return args, kwargs
 

@@ -171,7 +171,7 @@ class StepObserver:
         return self._forwards == 0 and self.options.observe_prompt and not self.caps.is_encoder_decoder
 
     def _pre_forward(
-        self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         # Traced into the compiled step's graph when transformers compiles the model's __call__, run
         # as it is otherwise; both open the list the compiled attention function fills
@@ -233,7 +233,7 @@ class StepObserver:
             return False
         return self.window.cache_only_appends(cache)
 
-    def _post_forward(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+    def _post_forward(self, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         if torch.compiler.is_compiling():
             self._compiled_forward_end(output)
             return
@@ -417,14 +417,13 @@ class StepObserver:
     def _observed_forward(self, forward: Any) -> Any:
         """``forward`` between :meth:`_pre_forward` and :meth:`_post_forward`, with its signature
         (generate() reads the forward's parameters)."""
-        model = self.model
         pre, post = self._pre_forward, self._post_forward
 
         @functools.wraps(forward)
         def observed(*args: Any, **kwargs: Any) -> Any:
-            args, kwargs = pre(model, args, kwargs)
+            args, kwargs = pre(args, kwargs)
             output = forward(*args, **kwargs)
-            post(model, args, kwargs, output)
+            post(args, kwargs, output)
             return output
 
         return observed

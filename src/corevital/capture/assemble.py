@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -30,19 +31,54 @@ def series(steps: list[T | None], index: int, *, axis: int) -> T | None:
     A step without the dataclass (attention of a compiled step over a sliding-window cache) or a
     statistic some steps lack (the MLP update ratio of compiled steps) keeps its place in the
     series: NaN there (False for flags), the same as a statistic that could not be computed. None
-    only when no step has it.
+    only when no step has it. Several rows of the same steps: :class:`StepSeries`.
     """
-    first = next((s for s in steps if s is not None), None)
-    if first is None:
-        return None
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(first):  # type: ignore[arg-type]
-        rows = [None if s is None else _row(getattr(s, f.name), index, axis) for s in steps]
-        shaped = next((row for row in rows if row is not None), None)
-        values[f.name] = (
-            None if shaped is None else np.stack([_missing(shaped) if row is None else row for row in rows])
-        )
-    return type(first)(**values)
+    return StepSeries(steps, axis=axis).row(index, len(steps))
+
+
+class StepSeries(Generic[T]):
+    """Every step's dataclass stacked once (each field gains a leading step axis, the batch axis
+    kept); :meth:`row` cuts one sequence's series from it, as :func:`series` would.
+
+    Stacking a batch once costs one ``np.stack`` per field, where cutting each sequence from the
+    steps would cost one per field and sequence plus a row view per field, step and sequence.
+    ``axis``: the batch axis of each step's values (0 for ``[B, ...]``, 1 for ``[L, B, ...]``).
+    """
+
+    def __init__(self, steps: Sequence[T | None], *, axis: int) -> None:
+        self.axis = axis
+        self.present = np.array([s is not None for s in steps], dtype=bool)
+        first = next((s for s in steps if s is not None), None)
+        self.kind: Callable[..., T] | None = None if first is None else type(first)
+        # per field: the stacked values (None: no step has it), the steps that have it, their dtype
+        self.fields: dict[str, tuple[np.ndarray, np.ndarray, np.dtype] | None] = {}
+        if first is None:
+            return
+        for f in dataclasses.fields(first):  # type: ignore[arg-type]
+            values = [None if s is None else getattr(s, f.name) for s in steps]
+            shaped = next((np.asarray(v) for v in values if v is not None), None)
+            if shaped is None:
+                self.fields[f.name] = None
+                continue
+            has = np.array([v is not None for v in values], dtype=bool)
+            stacked = np.stack([_missing(shaped) if v is None else np.asarray(v) for v in values])
+            self.fields[f.name] = (stacked, has, shaped.dtype)
+
+    def row(self, index: int, length: int) -> T | None:
+        """Row ``index`` over the first ``length`` steps: arrays ``[T, ...]`` of its own."""
+        if self.kind is None or not self.present[:length].any():
+            return None
+        values: dict[str, Any] = {}
+        for name, found in self.fields.items():
+            if found is None or not found[1][:length].any():
+                values[name] = None
+                continue
+            stacked, has, dtype = found
+            part = stacked[:length, index] if self.axis == 0 else stacked[:length, :, index]
+            # a series whose own steps all have the field keeps its dtype (a missing step elsewhere
+            # in the batch made the stack NaN-capable)
+            values[name] = part.astype(dtype) if has[:length].all() else part.copy()
+        return self.kind(**values)
 
 
 def _missing(like: Any) -> np.ndarray:

@@ -21,15 +21,14 @@ def prompt_telemetry_for(
     basin = None
     if layers:
         for stats in layers:
-            counts = np.asarray(stats.count[b])
+            # this sequence's [H, n] arrays, indexed once per layer rather than once per head
+            queries = np.asarray(stats.query_index)[b]
+            keys = np.asarray(stats.key_index)[b]
+            weights = np.asarray(stats.weight)[b]
             heads.append(
                 [
-                    PromptHeadAttention(
-                        query_indices=np.asarray(stats.query_index[b, h, :n]),
-                        key_indices=np.asarray(stats.key_index[b, h, :n]),
-                        weights=np.asarray(stats.weight[b, h, :n]),
-                    )
-                    for h, n in enumerate(counts.tolist())
+                    PromptHeadAttention(queries[h, :n], keys[h, :n], weights[h, :n])
+                    for h, n in enumerate(np.asarray(stats.count)[b].tolist())
                 ]
             )
         basin = np.stack([np.asarray(stats.basin_scores[b]) for stats in layers])

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from corevital.capture.assemble import generated_length, reduce_rows, series
+from corevital.capture.assemble import StepSeries, generated_length, reduce_rows, series
 from corevital.capture.generate_call import eos_ids
 from corevital.capture.loading import LoadedModel
 from corevital.capture.observer import StepObserver
@@ -46,6 +46,12 @@ def split_sequences(
     generated = generated_part(loaded, batch, output)
     steps = observer.host_steps
     eos = eos_ids(loaded)
+    # each kind of statistic stacked over the steps once for the batch; each sequence cuts its row
+    logits_steps = StepSeries([s.logits for s in steps], axis=0)
+    chosen_steps = StepSeries([s.chosen for s in steps], axis=0)
+    hidden_steps = StepSeries([s.hidden for s in steps], axis=1)
+    attention_steps = StepSeries([s.attention for s in steps], axis=1)
+    cross_steps = StepSeries([s.cross_attention for s in steps], axis=1)
     results = []
     for b, prompt in enumerate(batch.prompts):
         length, ended_on_eos = generated_length(generated[b], eos)
@@ -57,9 +63,7 @@ def split_sequences(
             length, finish = stop_at, "stop_string"
         if stop_step is not None and stop_step + 1 <= length:
             length, finish = stop_step + 1, "stopped_by_callback"
-        mine = steps[:length]
         token_ids = [int(t) for t in generated[b, :length]]
-        logits = series([s.logits for s in mine], b, axis=0)
         capture = SequenceCapture(
             batch_index=first_index + b,
             batch_size=len(batch.prompts),
@@ -67,11 +71,11 @@ def split_sequences(
             generated_token_ids=token_ids,
             generated_text=loaded.tokenizer.decode(token_ids, skip_special_tokens=True),
             finish_reason=finish,
-            logits=logits,
-            chosen=series([s.chosen for s in mine], b, axis=0),
-            hidden=series([s.hidden for s in mine], b, axis=1),
-            attention=series([s.attention for s in mine], b, axis=1),
-            cross_attention=series([s.cross_attention for s in mine], b, axis=1),
+            logits=logits_steps.row(b, length),
+            chosen=chosen_steps.row(b, length),
+            hidden=hidden_steps.row(b, length),
+            attention=attention_steps.row(b, length),
+            cross_attention=cross_steps.row(b, length),
             warnings=list(observer.warnings),
             stopped_at_step=stop_step if finish == "stopped_by_callback" else None,
             stop_reason="step callback" if finish == "stopped_by_callback" else None,

@@ -1,0 +1,102 @@
+"""Cutting a batch's host-side steps into per-sequence series: the batch stacked once
+(:class:`StepSeries`) gives each sequence what stacking its own rows step by step gives."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pytest
+
+from corevital.capture.assemble import StepSeries, series
+
+
+@dataclasses.dataclass
+class Stats:
+    value: np.ndarray | None  # [L, B] floats
+    flag: np.ndarray | None  # [L, B] booleans
+    ids: np.ndarray | None  # [L, B, k] integers
+
+
+def _steps(rng: np.random.Generator, count: int, layers: int, batch: int) -> list[Stats | None]:
+    """Steps as a generation leaves them: some without the dataclass, some without one field."""
+    steps: list[Stats | None] = []
+    for t in range(count):
+        if t in (3, 7):
+            steps.append(None)  # e.g. a compiled step without attention
+            continue
+        steps.append(
+            Stats(
+                value=rng.normal(size=(layers, batch)).astype(np.float32),
+                flag=rng.random((layers, batch)) > 0.5,
+                ids=None if t < 2 else rng.integers(0, 100, size=(layers, batch, 3)),
+            )
+        )
+    return steps
+
+
+def _batch_first(stats: Stats) -> Stats:
+    return Stats(**{k: None if v is None else np.moveaxis(v, 1, 0) for k, v in vars(stats).items()})
+
+
+def _own_rows(steps: list[Stats | None], index: int, length: int, axis: int) -> Stats | None:
+    """The reference: each sequence's rows taken from each step and stacked (no shared stack)."""
+    mine = steps[:length]
+    first = next((s for s in mine if s is not None), None)
+    if first is None:
+        return None
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(first):
+        rows: list[Any] = [None if s is None else getattr(s, f.name) for s in mine]
+        rows = [None if r is None else (r[index] if axis == 0 else r[:, index]) for r in rows]
+        shaped = next((r for r in rows if r is not None), None)
+        if shaped is None:
+            values[f.name] = None
+            continue
+        filler = np.zeros(shaped.shape, bool) if shaped.dtype == bool else np.full(shaped.shape, np.nan)
+        values[f.name] = np.stack([filler if r is None else r for r in rows])
+    return Stats(**values)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_batch_stacked_once_gives_each_sequence_its_own_series(axis: int) -> None:
+    rng = np.random.default_rng(0)
+    steps = _steps(rng, count=10, layers=4, batch=3)
+    if axis == 0:  # values [B, ...]: the batch axis first
+        steps = [None if s is None else _batch_first(s) for s in steps]
+    stacked = StepSeries(steps, axis=axis)
+    checked = 0
+    for index in range(3):
+        for length in range(0, 11):
+            got, want = stacked.row(index, length), _own_rows(steps, index, length, axis)
+            if want is None:
+                assert got is None
+                continue
+            assert got is not None
+            for name in ("value", "flag", "ids"):
+                a, b = getattr(got, name), getattr(want, name)
+                if b is None:
+                    assert a is None, (name, index, length)
+                    continue
+                np.testing.assert_array_equal(a, b)
+                assert a.dtype == b.dtype, (name, index, length, a.dtype, b.dtype)
+                checked += 1
+    assert checked > 60
+    # the series function is the same cut
+    got = series(steps, 1, axis=axis)
+    want = _own_rows(steps, 1, len(steps), axis)
+    assert got is not None and want is not None
+    np.testing.assert_array_equal(got.value, want.value)
+
+
+def test_rows_do_not_share_memory() -> None:
+    rng = np.random.default_rng(1)
+    steps: list[Stats | None] = [s for s in _steps(rng, count=6, layers=2, batch=2) if s is not None]
+    stacked = StepSeries(steps, axis=1)
+    first, second = stacked.row(0, 4), stacked.row(1, 4)
+    assert first is not None and second is not None and first.value is not None
+    first.value[:] = 0.0
+    assert second.value is not None and np.all(second.value != 0.0)
+    again = stacked.row(0, 4)
+    assert again is not None and again.value is not None and np.all(again.value != 0.0)

@@ -47,6 +47,7 @@ sys.path.insert(1, str(REPO))  # tests.support.tiny_models, for --tiny
 from shapes import SHAPES  # noqa: E402
 
 from corevital.capture.loading import LoadedModel, ModelSpec, load_model, loaded_from_existing  # noqa: E402
+from corevital.capture.static_cache import KeptStaticCache, with_kept_static_cache  # noqa: E402
 from corevital.config import load_settings  # noqa: E402
 from corevital.pipeline import Pipeline, settle_loaded_model  # noqa: E402
 from corevital.report.encoding import report_to_json  # noqa: E402
@@ -177,16 +178,29 @@ def run_case(
         pipelines[mode] = pipeline
     last_run: dict[str, Any] = {}
 
+    # Plain generation keeps a static cache of its own across runs, as CoreVital's generations keep
+    # theirs (corevital.capture.static_cache): generate() would make a new one every run, whose
+    # addresses, moved by the captured runs in between, would record plain's CUDA graph again.
+    plain_cache = KeptStaticCache()
+
     def plain() -> None:
+        kwargs = {
+            "max_new_tokens": new_tokens,
+            "min_new_tokens": new_tokens,
+            "do_sample": False,
+            "pad_token_id": tok.pad_token_id,
+            **({} if cache == "auto" else {"cache_implementation": cache}),
+        }
+        kwargs = with_kept_static_cache(
+            plain_cache,
+            loaded.model,
+            kwargs,
+            batch_size=int(batch["input_ids"].shape[0]),
+            prompt_length=int(batch["input_ids"].shape[1]),
+            max_new_tokens=new_tokens,
+        )
         with torch.no_grad():
-            loaded.model.generate(
-                **batch,
-                max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens,
-                do_sample=False,
-                pad_token_id=tok.pad_token_id,
-                **({} if cache == "auto" else {"cache_implementation": cache}),
-            )
+            loaded.model.generate(**batch, **kwargs)
 
     def capture(mode: str) -> None:
         run = pipelines[mode].capture(prompts)

@@ -309,3 +309,55 @@ def test_prompt_padding_from_every_mask_form() -> None:
     assert not readable_mask(BlockMask())
     with pytest.raises(UnreadableMask):
         prompt_padding(BlockMask(), 2, 4)
+
+
+def test_run_keeps_one_static_cache(family_dirs: dict[str, Path]) -> None:
+    """CoreVital's own generations under cache=static reuse one cache per model (reset in between):
+    the same tensors every time, so a compiled step's CUDA graph keeps its static inputs; a longer
+    generation or another batch size makes a new one. Every run reports what the dynamic cache does.
+    """
+    from corevital.config import load_settings
+    from corevital.pipeline import Pipeline
+
+    common: dict[str, Any] = {
+        "model": str(family_dirs["llama"]),
+        "device": TEST_DEVICE,
+        "temperature": 0.0,
+        "max_new_tokens": NEW_TOKENS,
+        "chat_template": "off",
+        "sink": "local",
+    }
+    static = Pipeline(load_settings({**common, "cache": "static"}, environ={}))
+    dynamic = Pipeline(load_settings({**common, "cache": "dynamic"}, environ={}))
+    kept = static.loaded.static_cache
+    seen: list[tuple[int, int]] = []
+
+    def captured(prompts: list[str], pipeline: Pipeline = static) -> list[Report]:
+        reports = pipeline.build(pipeline.capture(prompts))
+        if pipeline is static:
+            keys = kept.cache.layers[0].keys
+            seen.append((id(kept.cache), keys.data_ptr()))
+        return reports
+
+    first = captured([PROMPTS[0]])
+    again = captured([PROMPTS[0]])
+    assert kept.made == 1 and seen[0] == seen[1], "the second generation made a new cache"
+    reference = captured([PROMPTS[0]], dynamic)
+    for report in (first[0], again[0]):
+        assert report.generated.token_ids == reference[0].generated.token_ids
+        _close(_logits(report), _logits(reference[0]), "logits: kept static cache vs dynamic")
+        _close(_attention(report), _attention(reference[0]), "attention: kept static cache vs dynamic")
+    # a shorter prompt fits the kept cache; two prompts (another batch size) need a new one
+    captured([PROMPTS[1]])
+    assert kept.made == 1 and seen[2] == seen[0]
+    pair = captured(PROMPTS)
+    assert kept.made == 2 and kept.batch_size == 2
+    pair_reference = captured(PROMPTS, dynamic)
+    for report, ref in zip(pair, pair_reference, strict=True):
+        assert report.generated.token_ids == ref.generated.token_ids
+        _close(_logits(report), _logits(ref), "logits: kept static cache vs dynamic (batch of two)")
+    # plain generate() with the model's own static cache, for the tokens
+    model, tokenizer = on_test_device(build_family_model("llama", seed=0)), build_tokenizer()
+    inputs = tokenizer([PROMPTS[0]], return_tensors="pt").to(TEST_DEVICE)
+    plain = model.generate(**inputs, **_generate_kwargs("static"))
+    assert first[0].generated.token_ids == plain[0, inputs["input_ids"].shape[1] :].tolist()

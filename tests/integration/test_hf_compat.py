@@ -236,6 +236,32 @@ def test_static_full_layers_are_exactly_static_layers() -> None:
     assert hf_compat.static_full_layers(StaticCache(config=windowed, max_cache_len=16)) is None
 
 
+def test_generate_takes_a_cache_under_the_keyword_named() -> None:
+    """generate() uses the cache object passed under hf_compat's keyword (no deprecation warning from
+    it), the one hf_compat.static_cache makes: its tensors hold the generation's keys afterwards."""
+    import warnings
+
+    model, tokenizer = build_model("llama"), build_tokenizer()
+    inputs = tokenizer(["The quick brown fox"], return_tensors="pt")
+    length = inputs["input_ids"].shape[1] + 4
+    cache = hf_compat.static_cache(model, length)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        out = model.generate(
+            **inputs, max_new_tokens=4, do_sample=False, **{hf_compat.generate_cache_keyword(): cache}
+        )
+    assert int(cache.get_seq_length()) == length - 1  # the last token's keys are never written
+    assert cache.layers[0].max_cache_len == length
+    plain = model.generate(**inputs, max_new_tokens=4, do_sample=False, cache_implementation="static")
+    assert torch.equal(out, plain)
+
+
+def test_release_numbers() -> None:
+    assert hf_compat._release("5.24.0") == (5, 24, 0)
+    assert hf_compat._release("5.24.0.dev0") == (5, 24, 0)
+    assert hf_compat._release("(not installed)") == ()
+
+
 def test_sdpa_mask_takes_the_eager_mask_arguments() -> None:
     """The compiled step's mask builder: transformers' boolean mask from the arguments eager_mask gets."""
     padding = torch.tensor([[0, 1, 1, 1]], dtype=torch.bool)

@@ -4,13 +4,13 @@ Capture observes a model from inside ``generate()``, which needs a few things tr
 promise to keep: its attention and mask function registries, the config attribute that selects the
 attention function, the model-specific eager attention functions, the SDPA and eager-mask builders,
 the causal rule's function, the generation method that builds the logits processors, the cache's
-layer class, the revision a config was read at and the GGUF loader's progress bar. Each has one
-function or name here; the rest of capture imports them from this module and from transformers'
-public API only (a contract test checks that). :func:`check_transformers` runs when a model is
-loaded or watched: if the installed transformers lacks one of the pieces capture needs, it raises
-a one-line :class:`~corevital.errors.ModelLoadError` naming the version and the missing piece,
-instead of a failure deep inside a generation (the GGUF bar is cosmetic: without it, nothing
-changes).
+layer class, the keyword that hands ``generate()`` a cache, the revision a config was read at and
+the GGUF loader's progress bar. Each has one function or name here; the rest of capture imports
+them from this module and from transformers' public API only (a contract test checks that).
+:func:`check_transformers` runs when a model is loaded or watched: if the installed transformers
+lacks one of the pieces capture needs, it raises a one-line :class:`~corevital.errors.ModelLoadError`
+naming the version and the missing piece, instead of a failure deep inside a generation (the GGUF
+bar is cosmetic: without it, nothing changes).
 
 The supported range is :data:`TESTED_TRANSFORMERS` (pyproject.toml's pin; a test keeps them equal).
 """
@@ -269,6 +269,30 @@ def static_full_layers(cache: Any) -> list[Any] | None:
     if not isinstance(layers, list) or not layers:
         return None
     return layers if all(type(entry) is _StaticLayer for entry in layers) else None
+
+
+def generate_cache_keyword() -> str:
+    """The ``generate()`` keyword that hands it a cache object: ``cache`` from transformers 5.24 (which
+    deprecates ``past_key_values`` with a warning), ``past_key_values`` before it."""
+    return "cache" if _release(transformers_version()) >= (5, 24) else "past_key_values"
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The leading numbers of a version string ("5.24.0.dev0" -> (5, 24, 0)); () when there are none."""
+    numbers: list[int] = []
+    for part in version.split("."):
+        if not part.isdigit():
+            break
+        numbers.append(int(part))
+    return tuple(numbers)
+
+
+def static_cache(model: Any, max_cache_len: int) -> Any:
+    """A new ``StaticCache`` for ``model`` (its decoder's text config), as ``generate()`` makes one for
+    ``cache_implementation="static"``; its tensors are allocated at the first forward pass."""
+    from transformers import StaticCache
+
+    return StaticCache(config=model.config.get_text_config(decoder=True), max_cache_len=max_cache_len)
 
 
 def config_revision(config: Any) -> str | None:

@@ -30,6 +30,7 @@ from corevital.capture.identity import weights_sample
 from corevital.capture.model_checks import probe_capabilities
 from corevital.capture.model_constants import ModelConstants
 from corevital.capture.model_files import MODEL_FILE_ERRORS, TOKENIZER_FILE_ERRORS, check_model_files
+from corevital.capture.static_cache import KeptStaticCache
 from corevital.config import DEFAULT_MODEL_NAME, Settings
 from corevital.errors import DeviceError, ModelLoadError
 from corevital.modes import ModelSource
@@ -93,6 +94,11 @@ class LoadedModel:
     def constants(self) -> ModelConstants:
         """What observing the model derives from it once (weight bytes, sketch, sites, norms)."""
         return ModelConstants(self.model, self.capabilities)
+
+    @functools.cached_property
+    def static_cache(self) -> KeptStaticCache:
+        """The static key/value cache CoreVital's generations of this model reuse (:mod:`.static_cache`)."""
+        return KeptStaticCache()
 
     @functools.cached_property
     def weights_fingerprint(self) -> tuple[float, ...]:

@@ -42,6 +42,7 @@ from corevital.capture.records import (
     utc_timestamp,
 )
 from corevital.capture.sequences import output_sequences, replay_beams, split_sequences, token_texts
+from corevital.capture.static_cache import with_kept_static_cache
 from corevital.config import Settings
 from corevital.errors import CaptureError, CoreVitalError, InputError
 
@@ -211,8 +212,16 @@ def capture_batch(
         if processors is not None:
             extra["logits_processor"] = merged_list(user.get("logits_processor"), processors)
             extra["stopping_criteria"] = merged_list(user.get("stopping_criteria"), criteria)
+        call = with_kept_static_cache(
+            loaded.static_cache,
+            loaded.model,
+            kwargs,
+            batch_size=int(inputs.input_ids.shape[0]),
+            prompt_length=int(inputs.input_ids.shape[1]),
+            max_new_tokens=gen.max_new_tokens,
+        )
         return loaded.model.generate(
-            input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, **extra, **kwargs
+            input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, **extra, **call
         )
 
     with seeded(gen, loaded.device):
@@ -332,8 +341,16 @@ def baseline_generate_ms(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        with torch.no_grad():
-            loaded.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+        with torch.no_grad(), generation_lock(loaded.model):
+            call = with_kept_static_cache(  # the cache the observed generations get (:mod:`.static_cache`)
+                loaded.static_cache,
+                loaded.model,
+                kwargs,
+                batch_size=int(batch.input_ids.shape[0]),
+                prompt_length=int(batch.input_ids.shape[1]),
+                max_new_tokens=gen.max_new_tokens,
+            )
+            loaded.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **call)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         total += (time.perf_counter() - t0) * 1000.0

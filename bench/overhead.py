@@ -139,6 +139,14 @@ def peak(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
+# Plain generation keeps a static cache of its own per model across runs and cases, as CoreVital's
+# generations keep theirs (corevital.capture.static_cache, one per loaded model): generate() would
+# make a new one every run, whose addresses, moved by the captured runs in between, would record
+# plain's CUDA graph again; and both grow alike, so each case's plain and captured runs use caches
+# of one length.
+_PLAIN_CACHES: dict[int, KeptStaticCache] = {}
+
+
 def run_case(
     loaded: LoadedModel,
     prompts: list[str],
@@ -178,10 +186,7 @@ def run_case(
         pipelines[mode] = pipeline
     last_run: dict[str, Any] = {}
 
-    # Plain generation keeps a static cache of its own across runs, as CoreVital's generations keep
-    # theirs (corevital.capture.static_cache): generate() would make a new one every run, whose
-    # addresses, moved by the captured runs in between, would record plain's CUDA graph again.
-    plain_cache = KeptStaticCache()
+    plain_cache = _PLAIN_CACHES.setdefault(id(loaded.model), KeptStaticCache())
 
     def plain() -> None:
         kwargs = {

@@ -67,7 +67,9 @@ _DynamicLayer = cast(type, _found("transformers.cache_utils", "DynamicLayer"))
 _StaticLayer = cast(type, _found("transformers.cache_utils", "StaticLayer"))
 
 
+@functools.cache
 def transformers_version() -> str:
+    """The installed transformers' version (read once: the package metadata lookup takes milliseconds)."""
     try:
         return importlib.metadata.version("transformers")
     except importlib.metadata.PackageNotFoundError:

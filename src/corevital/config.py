@@ -132,7 +132,8 @@ class Settings(BaseSettings):
         "auto",
         description="Key/value cache of generate(): auto (the model's own choice, from its generation "
         "config), dynamic (grows step by step) or static (preallocated, sliding-window layers get a "
-        "windowed one; on a GPU transformers then compiles the forward).",
+        "windowed one; on a GPU transformers then compiles the forward; CoreVital's generations of a "
+        "model reuse one static cache, reset each time, so the compiled CUDA graph is recorded once).",
     )
     entropy_mode: EntropyMode = Field(
         "full", description="Logit entropy: full (exact) or topk_approx (top tokens plus a uniform tail)."

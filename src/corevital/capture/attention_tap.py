@@ -201,15 +201,28 @@ class AttentionTap:
             attention_mask = self._additive(attention_mask, query.dtype)
         site = self._sites.get(module)
         q_len, kv_len = query.shape[2], key.shape[2]
-        needs = self._needs(site, q_len, kv_len)
         mask = self._buffer.mask(attention_mask)
-        if site is None or needs is None:
-            return self._output(module, query, key, value, mask, kwargs), None
-        if needs == "rows" and self.defer_decode and self._defers(site, q_len, mask, kwargs):
-            with torch.no_grad():
+        # A decoding step's layer whose row waits for the window (every layer of every step of a
+        # usual generation: tested first, with what it needs only; for one query row of observed
+        # self-attention, _needs says "rows")
+        if (
+            q_len == 1
+            and self.defer_decode
+            and site is not None
+            and site.kind is SiteKind.SELF
+            and self.observe_decoder
+            and self._defers(site, q_len, mask, kwargs)
+        ):
+            if torch.is_grad_enabled():  # generate() runs without gradients already
+                with torch.no_grad():
+                    output = _sdpa(module, query, key, value, mask.for_sdpa(), **kwargs)
+            else:
                 output = _sdpa(module, query, key, value, mask.for_sdpa(), **kwargs)
             self._buffer.decode.keep(site.layer, query, key, mask, scale_for(query, kwargs.get("scaling")))
             return output, None
+        needs = self._needs(site, q_len, kv_len)
+        if site is None or needs is None:
+            return self._output(module, query, key, value, mask, kwargs), None
         rows = slice(0, q_len) if needs == "all" else self._rows
         # The prompt pass over a preallocated cache observes only the prompt's keys: those after
         # them are empty slots the mask hides (their weights are exactly 0).
@@ -308,9 +321,10 @@ class AttentionTap:
             and self.fast
             and site.kind is SiteKind.SELF
             and self._rows == LAST_ROW
-            and kwargs.get("position_bias") is None
-            and fast_path_supported(kwargs)
             and (mask.tensor is None or mask.decode)
+            and kwargs.get("position_bias") is None
+            # fast_path_supported, its usual case inlined (called for every layer of every step)
+            and (kwargs.keys().isdisjoint(UNSUPPORTED_KWARGS) or fast_path_supported(kwargs))
         )
 
     def take_decode_rows(self, cache_keys: list[Tensor] | None) -> DecodeRows | None:

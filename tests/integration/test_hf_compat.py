@@ -256,6 +256,19 @@ def test_generate_takes_a_cache_under_the_keyword_named() -> None:
     assert torch.equal(out, plain)
 
 
+def test_generate_makes_caches_follows_the_model_class() -> None:
+    """Decoders take generate()'s caches; a model class that declines them is told apart."""
+    assert hf_compat.generate_makes_caches(build_model("llama"))
+
+    class OwnCache:
+        @classmethod
+        def _supports_default_dynamic_cache(cls) -> bool:
+            return False
+
+    assert not hf_compat.generate_makes_caches(OwnCache())
+    assert hf_compat.generate_makes_caches(object())
+
+
 def test_release_numbers() -> None:
     assert hf_compat._release("5.24.0") == (5, 24, 0)
     assert hf_compat._release("5.24.0.dev0") == (5, 24, 0)

@@ -289,6 +289,13 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(numbers)
 
 
+def generate_makes_caches(model: Any) -> bool:
+    """Whether ``generate()`` gives ``model`` a cache object of its own making (False for the few
+    models that bring their own and ignore ``cache_implementation``: Reformer, RWKV, ...)."""
+    supports = getattr(model, "_supports_default_dynamic_cache", None)
+    return True if supports is None else bool(supports())
+
+
 def static_cache(model: Any, max_cache_len: int) -> Any:
     """A new ``StaticCache`` for ``model`` (its decoder's text config), as ``generate()`` makes one for
     ``cache_implementation="static"``; its tensors are allocated at the first forward pass."""

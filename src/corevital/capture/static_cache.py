@@ -12,15 +12,16 @@ model, reset before each use: its tensors, and the recorded graphs, stay where t
 The cache grows as ``generate()``'s own does (the longest generation so far: a compiled step is
 specialised on the cache length, so it never shrinks), and a new batch size replaces it. It holds
 its memory between generations, as the compiled graphs do, until the model is released. Only the
-plain ``"static"`` implementation of a decoder-only model, without beam search, a cache of the
-caller's, prefill chunking or ``use_cache=False``; every other case is left to ``generate()``.
+plain ``"static"`` implementation of a decoder-only model that takes ``generate()``'s caches, without
+beam search, a cache of the caller's, prefill chunking or ``use_cache=False``; every other case is
+left to ``generate()``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from corevital.capture.hf_compat import generate_cache_keyword, static_cache
+from corevital.capture.hf_compat import generate_cache_keyword, generate_makes_caches, static_cache
 
 
 class KeptStaticCache:
@@ -65,6 +66,7 @@ def with_kept_static_cache(
     if (
         implementation != "static"
         or model.config.is_encoder_decoder
+        or not generate_makes_caches(model)
         or "past_key_values" in kwargs
         or "cache" in kwargs
         or kwargs.get("num_beams", 1) > 1

@@ -212,14 +212,7 @@ def capture_batch(
         if processors is not None:
             extra["logits_processor"] = merged_list(user.get("logits_processor"), processors)
             extra["stopping_criteria"] = merged_list(user.get("stopping_criteria"), criteria)
-        call = with_kept_static_cache(
-            loaded.static_cache,
-            loaded.model,
-            kwargs,
-            batch_size=int(inputs.input_ids.shape[0]),
-            prompt_length=int(inputs.input_ids.shape[1]),
-            max_new_tokens=gen.max_new_tokens,
-        )
+        call = _with_kept_cache(loaded, kwargs, inputs.input_ids, gen.max_new_tokens)
         return loaded.model.generate(
             input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, **extra, **call
         )
@@ -314,6 +307,21 @@ def observe_generation(
         return split_sequences(loaded, batch, output, observer, first_index, stops)
 
 
+def _with_kept_cache(
+    loaded: LoadedModel, kwargs: dict[str, Any], input_ids: torch.Tensor, max_new_tokens: int
+) -> dict[str, Any]:
+    """``generate()``'s keywords with the model's kept static cache where it would make a new one
+    (:mod:`.static_cache`); the caller holds the model's generation lock."""
+    return with_kept_static_cache(
+        loaded.static_cache,
+        loaded.model,
+        kwargs,
+        batch_size=int(input_ids.shape[0]),
+        prompt_length=int(input_ids.shape[1]),
+        max_new_tokens=max_new_tokens,
+    )
+
+
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
@@ -342,14 +350,7 @@ def baseline_generate_ms(
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         with torch.no_grad(), generation_lock(loaded.model):
-            call = with_kept_static_cache(  # the cache the observed generations get (:mod:`.static_cache`)
-                loaded.static_cache,
-                loaded.model,
-                kwargs,
-                batch_size=int(batch.input_ids.shape[0]),
-                prompt_length=int(batch.input_ids.shape[1]),
-                max_new_tokens=gen.max_new_tokens,
-            )
+            call = _with_kept_cache(loaded, kwargs, batch.input_ids, gen.max_new_tokens)  # as observed runs
             loaded.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **call)
         if device.type == "cuda":
             torch.cuda.synchronize(device)

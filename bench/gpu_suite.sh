@@ -5,7 +5,7 @@
 # (SmolLM2-135M shape, batch 8, the other capture modes; about 6 minutes) each fit one 10-minute
 # device call; "all" (the default) runs both. "static" (transformers' compiled static-cache decoding
 # step, Llama-3-8B shape, 512->200 and 64->50, batch 1 and 8: each batch size and capture mode
-# compiles once, so the first run of each is long: about 6 minutes on an H200, within one 10-minute call)
+# compiles once, so the first run of each is long: about 7.5 minutes on an H200, within one 10-minute call)
 # and "dynamic" (the same cases with the dynamic cache, about 5 minutes) are the fast-path table.
 # "families" runs the static-cache subset of the decoder-family matrix on the GPU (generate()
 # compiles every tiny model's decoding step; 8 pytest workers, about 2 minutes; needs pytest-xdist)

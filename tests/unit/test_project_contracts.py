@@ -250,6 +250,7 @@ TRANSFORMERS_INTERNALS = {
     "_get_logits_processor",
     "_global_mapping",
     "_name_or_path",
+    "_supports_default_dynamic_cache",
     "ALL_ATTENTION_FUNCTIONS",
     "ALL_MASK_ATTENTION_FUNCTIONS",
     "DynamicLayer",

@@ -18,6 +18,7 @@ from corevital.capture.loading import LoadedModel
 from corevital.errors import CoreVitalError
 from corevital.live import StreamEvent
 from corevital.report.schema import Report
+from tests.support.spies import calls_of
 from tests.support.values import present
 
 PROMPT = "The quick brown fox jumps"
@@ -91,14 +92,7 @@ def test_no_run_yet_is_a_clear_error(monitor: CoreVitalMonitor) -> None:
 def test_model_is_loaded_once(monitor: CoreVitalMonitor, monkeypatch: pytest.MonkeyPatch) -> None:
     import corevital.capture.loading as loading
 
-    loads: list[Any] = []
-    real = loading.load_model
-
-    def counted(spec: Any) -> Any:
-        loads.append(spec)
-        return real(spec)
-
-    monkeypatch.setattr(loading, "load_model", counted)
+    loads = calls_of(monkeypatch, loading, "load_model")
     for _ in range(3):
         monitor.run(prompt=PROMPT)
     monitor.run_batch([PROMPT, "hello"])

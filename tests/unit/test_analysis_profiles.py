@@ -19,6 +19,7 @@ from corevital.analysis.profiles import FAMILIES, family_for, load_profile, prof
 from corevital.analysis.signals import SequenceSignals
 from corevital.errors import ConfigError
 from tests.support.signals import copy_of, looping, make_signals, summary_only
+from tests.support.spies import calls_of
 
 PROFILES = Path(__file__).resolve().parents[2] / "src" / "corevital" / "configs" / "model_profiles"
 
@@ -66,14 +67,7 @@ def test_files_are_parsed_once_and_overrides_never_leak(monkeypatch: pytest.Monk
 
     plain = load_profile("llama")
     profiles._parsed_yaml.cache_clear()
-    parsed: list[str] = []
-    real = yaml.safe_load
-
-    def counted(text: str) -> Any:
-        parsed.append(text)
-        return real(text)
-
-    monkeypatch.setattr(yaml, "safe_load", counted)
+    parsed = calls_of(monkeypatch, yaml, "safe_load")
     changed = load_profile("llama", {"repetition.min_span": 21, "risk.mean_entropy.center": 3.5})
     again = load_profile("llama")
     assert len(parsed) == 2  # default.yaml and llama.yaml, for both loads

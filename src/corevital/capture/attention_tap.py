@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -71,6 +71,15 @@ def _eager(module: nn.Module, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor
 
 def _sdpa(module: nn.Module, *args: Any, **kwargs: Any) -> Tensor:
     return sdpa_attention_forward(module, *args, **kwargs)[0]
+
+
+_GRAD_ALREADY_OFF = nullcontext()
+
+
+def _without_grad() -> AbstractContextManager[Any]:
+    """Gradients off for the tap's own work: ``torch.no_grad()`` only when they are on (``generate()``
+    already runs without them, and entering ``no_grad`` costs microseconds on every layer)."""
+    return torch.no_grad() if torch.is_grad_enabled() else _GRAD_ALREADY_OFF
 
 
 def _recomputed_rows(
@@ -202,21 +211,9 @@ class AttentionTap:
         site = self._sites.get(module)
         q_len, kv_len = query.shape[2], key.shape[2]
         mask = self._buffer.mask(attention_mask)
-        # A decoding step's layer whose row waits for the window (every layer of every step of a
-        # usual generation: tested first, with what it needs only; for one query row of observed
-        # self-attention, _needs says "rows")
-        if (
-            q_len == 1
-            and self.defer_decode
-            and site is not None
-            and site.kind is SiteKind.SELF
-            and self.observe_decoder
-            and self._defers(site, q_len, mask, kwargs)
-        ):
-            if torch.is_grad_enabled():  # generate() runs without gradients already
-                with torch.no_grad():
-                    output = _sdpa(module, query, key, value, mask.for_sdpa(), **kwargs)
-            else:
+        # every layer of every decoding step of a usual generation: tested first, from what it needs
+        if site is not None and self._defers(site, q_len, mask, kwargs):
+            with _without_grad():
                 output = _sdpa(module, query, key, value, mask.for_sdpa(), **kwargs)
             self._buffer.decode.keep(site.layer, query, key, mask, scale_for(query, kwargs.get("scaling")))
             return output, None
@@ -227,7 +224,7 @@ class AttentionTap:
         # The prompt pass over a preallocated cache observes only the prompt's keys: those after
         # them are empty slots the mask hides (their weights are exactly 0).
         seen = key if needs != "all" or kv_len == q_len else key[:, :, :q_len]
-        with torch.no_grad():
+        with _without_grad():
             if self.fast and fast_path_supported(kwargs):
                 output = _sdpa(module, query, key, value, mask.for_sdpa(), **kwargs)
                 if needs == "rows" and site.kind is not SiteKind.ENCODER:  # no kernel: finished per step
@@ -315,11 +312,18 @@ class AttentionTap:
         return "all" if prompt_pass else "rows"
 
     def _defers(self, site: AttentionSite, q_len: int, mask: MaskEntry, kwargs: dict[str, Any]) -> bool:
-        """Whether this layer's decode-step row can wait for the window's batched reduction."""
+        """Whether this layer's decode-step row can wait for the window's batched reduction.
+
+        A deferring pass (``defer_decode``), one query row of observed self-attention (what
+        :meth:`_needs` calls "rows"), on the fast path, with a decode mask or none and nothing that
+        changes the attention formula.
+        """
         return (
             q_len == 1
-            and self.fast
+            and self.defer_decode
             and site.kind is SiteKind.SELF
+            and self.observe_decoder
+            and self.fast
             and self._rows == LAST_ROW
             and (mask.tensor is None or mask.decode)
             and kwargs.get("position_bias") is None

@@ -39,7 +39,7 @@ class KeptStaticCache:
         if self.cache is not None and batch_size == self.batch_size and length == self.length:
             self.cache.reset()
             return self.cache
-        self.cache = None  # the old tensors go before the new ones are allocated (at the prefill)
+        # the old cache's tensors are freed here, before the new one's (made at its first forward pass)
         self.cache = static_cache(model, length)
         self.batch_size, self.length = batch_size, length
         self.made += 1

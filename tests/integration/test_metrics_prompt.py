@@ -9,8 +9,12 @@ import pytest
 import torch
 
 from corevital.metrics.prompt import (
+    PromptHeadParts,
+    PromptMask,
     layer_transformations,
     prompt_attention,
+    prompt_attention_from_parts,
+    prompt_head_parts,
     prompt_surprisals,
     prompt_visibility,
 )
@@ -263,6 +267,24 @@ def test_low_precision_weights_and_shared_mask() -> None:
     one = left_padded_mask([10], 10)
     shared = prompt_attention(weights[:1], prompt_visibility(one)[0:1].expand(1, -1, -1))
     torch.testing.assert_close(shared.basin_scores, full.basin_scores[:1])
+
+
+def test_heads_scored_in_groups_equal_the_layer_at_once() -> None:
+    """One mask's helpers, each head group's parts, concatenated: the statistics of the whole layer."""
+    mask = left_padded_mask([9, 6, 9], 9)
+    weights = random_attention(mask, heads=7, seed=5, hidden_fill=0.3)
+    weights[1, 4, 6, 3] = math.nan  # a group with a NaN head among clean ones
+    vis = prompt_visibility(mask)
+    whole = prompt_attention(weights, vis, threshold=0.05, cap=12)
+    derived = PromptMask.of(vis, 3, 9, weights.device)
+    for sizes in ([7], [1] * 7, [3, 2, 2], [4, 3]):
+        groups = torch.split(weights, sizes, dim=1)
+        parts = PromptHeadParts.cat([prompt_head_parts(g, derived, cap=12) for g in groups])
+        split = prompt_attention_from_parts(parts, derived, threshold=0.05, cap=12)
+        for name in ("query_index", "key_index", "weight", "count", "basin_scores"):
+            torch.testing.assert_close(
+                getattr(split, name), getattr(whole, name), rtol=0, atol=0, equal_nan=True
+            )
 
 
 def test_sliding_window_visibility() -> None:

@@ -86,7 +86,7 @@ def test_no_prompt_telemetry_really_skips_the_work(
     import corevital.capture.prompt_scorer as scorer_module
 
     calls = []
-    monkeypatch.setattr(scorer_module, "prompt_attention", lambda *a, **k: calls.append("attention"))
+    monkeypatch.setattr(scorer_module, "prompt_head_parts", lambda *a, **k: calls.append("attention"))
     monkeypatch.setattr(prompt_pass_module, "prompt_surprisals", lambda *a, **k: calls.append("surprisals"))
     run = capture_prompts(tiny_loaded("llama"), PROMPTS[:1], tiny_settings(prompt_telemetry=False))
     assert calls == [] and run.sequences[0].prompt_telemetry is None

@@ -54,7 +54,7 @@ from corevital.capture.prompt_scorer import PromptScorer
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.capture.row_buffer import LAST_ROW, MaskEntry, RowBuffer, visible_keys
 from corevital.metrics.attention import summarize_attention
-from corevital.metrics.prompt import PromptAttentionStats
+from corevital.metrics.prompt import PromptAttentionStats, PromptHeadParts
 from corevital.metrics.types import AttentionStats
 
 _TAP_IDS = itertools.count()
@@ -421,8 +421,9 @@ class AttentionTap:
         kv_heads, kv_len = key.shape[1], key.shape[2]
         group = q_heads // kv_heads
         width = self.prompt.head_group_width(query, key)
+        derived = self.prompt.mask_of(mask.tensor, query.shape[0], q_len, query.device)
         observed: list[Tensor] = []
-        found: list[tuple[PromptAttentionStats, Tensor | None]] = []
+        found: list[tuple[PromptHeadParts, Tensor | None]] = []
         for start in range(0, kv_heads, width):  # head groups, not single heads: see the docstring
             stop = min(start + width, kv_heads)
             weights = _recomputed_rows(
@@ -433,12 +434,10 @@ class AttentionTap:
                 slice(0, q_len),
             )
             observed.append(weights[:, :, self._rows].clone())
-            part = self.prompt.stats_of(weights, mask.tensor)
-            assert part is not None
-            found.append(part)
+            found.append(self.prompt.parts_of(weights, derived))
             del weights
         self._add_finished(site, torch.cat(observed, dim=1), mask, q_len, kv_len)
-        self.prompt.set_by_heads(site.layer, found)
+        self.prompt.set_by_heads(site.layer, found, derived)
 
     def _reduce_encoder(self, layer: int, weights: Tensor, mask: Tensor | None) -> None:
         batch, heads, q_len, kv_len = weights.shape

@@ -15,7 +15,14 @@ import torch
 from torch import Tensor
 
 from corevital.capture.row_buffer import visible_keys
-from corevital.metrics.prompt import PromptAttentionStats, prompt_attention, span_attention_share
+from corevital.metrics.prompt import (
+    PromptAttentionStats,
+    PromptHeadParts,
+    PromptMask,
+    prompt_attention_from_parts,
+    prompt_head_parts,
+    span_attention_share,
+)
 
 
 class PromptScorer:
@@ -43,6 +50,8 @@ class PromptScorer:
         self._layers: list[int] = []
         self._blocks: list[Tensor] = []
         self._mask: Tensor | None = None
+        # The last mask's derived helpers, kept for the next layers when within the chunk budget.
+        self._derived: tuple[Tensor | None, int, int, PromptMask] | None = None
 
     def wants(self, layer: int) -> bool:
         return self.stats[layer] is None
@@ -105,12 +114,36 @@ class PromptScorer:
         batch, _, q_len, kv_len = weights.shape
         if q_len != kv_len:  # not a pass over the whole prompt (e.g. a continued cache)
             return None
-        visible = visible_keys(mask, slice(0, q_len), batch, q_len, kv_len, weights.device)
-        stats = prompt_attention(weights, visible, threshold=self.threshold, cap=self.cap)
+        derived = self.mask_of(mask, batch, q_len, weights.device)
+        parts, share = self.parts_of(weights, derived)
+        return self.finished(parts, derived), share
+
+    def mask_of(self, mask: Tensor | None, batch: int, positions: int, device: torch.device) -> PromptMask:
+        """What the statistics derive from the model's prompt mask: made once for the layers sharing it.
+
+        Kept from one call to the next while its [B, P, P] float32 part fits the chunk budget (the
+        layers of a prefill share one mask); a longer prompt's is made again per layer.
+        """
+        if self._derived is not None:
+            known, known_batch, known_positions, derived = self._derived
+            if known is mask and known_batch == batch and known_positions == positions:
+                return derived
+        visible = visible_keys(mask, slice(0, positions), batch, positions, positions, device)
+        derived = PromptMask.of(visible, batch, positions, device)
+        small = self.chunk_bytes is None or derived.nbytes() <= self.chunk_bytes
+        self._derived = (mask, batch, positions, derived) if small else None
+        return derived
+
+    def parts_of(self, weights: Tensor, mask: PromptMask) -> tuple[PromptHeadParts, Tensor | None]:
+        """Per head, what the statistics keep of prompt weights [B, H, P, P] (and the RAG span share)."""
+        parts = prompt_head_parts(weights, mask, cap=self.cap)
         share = None
         if self.context_span is not None:
-            share = span_attention_share(weights, visible, *self.context_span)
-        return stats, share
+            share = span_attention_share(weights, mask.visible, *self.context_span)
+        return parts, share
+
+    def finished(self, parts: PromptHeadParts, mask: PromptMask) -> PromptAttentionStats:
+        return prompt_attention_from_parts(parts, mask, threshold=self.threshold, cap=self.cap)
 
     # --- a layer too large to score at once ---------------------------------------------------------
     def too_large(self, query: Tensor, key: Tensor, kwargs: dict[str, Any]) -> bool:
@@ -129,12 +162,11 @@ class PromptScorer:
         per_kv_head = 4 * batch * (q_heads // kv_heads) * q_len * kv_len
         return max(1, self.chunk_bytes // per_kv_head)
 
-    def set_by_heads(self, layer: int, found: list[tuple[PromptAttentionStats, Tensor | None]]) -> None:
-        """A layer's statistics from its head groups' (each scored by :meth:`stats_of`), concatenated."""
-        parts = [stats for stats, _ in found]
-        self.stats[layer] = PromptAttentionStats(
-            *(torch.cat([getattr(p, f.name) for p in parts], dim=1) for f in dataclasses.fields(parts[0]))
-        )
+    def set_by_heads(
+        self, layer: int, found: list[tuple[PromptHeadParts, Tensor | None]], mask: PromptMask
+    ) -> None:
+        """A layer's statistics from its head groups' parts (each from :meth:`parts_of`), in head order."""
+        self.stats[layer] = self.finished(PromptHeadParts.cat([parts for parts, _ in found]), mask)
         shares = [share for _, share in found]
         if all(share is not None for share in shares):
             self.span_share[layer] = torch.cat([s for s in shares if s is not None], dim=1)

@@ -225,6 +225,54 @@ def prompt_visibility(attention_mask: Tensor, *, window: int | None = None) -> T
     return allowed.unsqueeze(0) & real.unsqueeze(2) & real.unsqueeze(1)
 
 
+@dataclass(frozen=True)
+class PromptMask:
+    """What prompt attention statistics derive from a prompt's (query, key) mask, for all its heads.
+
+    Every head and layer scored under one mask shares these, so a layer scored a few heads at a time
+    (or several layers under one mask) makes them once.
+    """
+
+    visible: Tensor  # [B, P, P] bool: the keys each query may attend to
+    membership: Tensor  # [B, P, P] float32: each visible key's membership in its query's middle third
+    counted: Tensor  # [B, P] bool: queries that see at least 3 keys
+    offset: Tensor  # [B] int64: each sequence's first visible position (P when none)
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, visible: Tensor, batch: int, positions: int, device: torch.device) -> PromptMask:
+        """From a (query, key) bool mask broadcastable to [B, P, P]."""
+        vis = torch.broadcast_to(visible.to(device=device, dtype=torch.bool), (batch, positions, positions))
+        membership, counted = _middle_membership(vis)
+        return cls(visible=vis, membership=membership, counted=counted, offset=_first_visible(vis))
+
+    def nbytes(self) -> int:
+        return self.membership.nbytes + self.visible.numel()
+
+
+@dataclass(frozen=True)
+class PromptHeadParts:
+    """Per head, what the statistics keep of a layer's prompt weights, before any threshold.
+
+    Heads are independent, so the parts of a layer's heads scored in groups, concatenated over heads
+    (:meth:`cat`), equal the parts of the layer scored at once.
+    """
+
+    top_weight: Tensor  # [B, H, k] float32, descending; hidden entries 0, NaN weights -1
+    top_flat: Tensor  # [B, H, k] int64: query * P + key of each
+    middle_share: Tensor  # [B, H, P] float32: each query's middle mass over its visible mass
+
+    @staticmethod
+    def cat(parts: Sequence[PromptHeadParts]) -> PromptHeadParts:
+        if len(parts) == 1:
+            return parts[0]
+        return PromptHeadParts(
+            top_weight=torch.cat([p.top_weight for p in parts], dim=1),
+            top_flat=torch.cat([p.top_flat for p in parts], dim=1),
+            middle_share=torch.cat([p.middle_share for p in parts], dim=1),
+        )
+
+
 @torch.no_grad()
 def prompt_attention(
     weights: Tensor,
@@ -246,23 +294,31 @@ def prompt_attention(
     Memory: one float32 copy of ``weights`` (the single full-size temporary, reused for the top-k
     and the basin sums) plus [B, P, P]-sized helpers shared by all heads: measured on CUDA with
     B = 2, H = 9, P = 4096, the peak beyond the input was 1.14 times a float32 copy of it.
+
+    The same in two steps, for heads scored in groups under one mask: :meth:`PromptMask.of` once,
+    :func:`prompt_head_parts` per group, :func:`prompt_attention_from_parts` on the groups' parts.
     """
-    if weights.dim() != 4 or weights.shape[-1] != weights.shape[-2]:
-        raise ValueError(f"weights must be [B, H, P, P], got shape {tuple(weights.shape)}")
+    _check_weights(weights)
     if not threshold >= 0.0:
         raise ValueError("threshold must be >= 0")
     if cap < 0:
         raise ValueError("cap must be >= 0")
-    n_seq, n_heads, n_pos, _ = weights.shape
-    device = weights.device
-    vis = torch.broadcast_to(visible.to(device=device, dtype=torch.bool), (n_seq, n_pos, n_pos))
-
+    n_seq, _, n_pos, _ = weights.shape
     # The [B, P, P] helpers first, so that their temporaries are gone before the full-size buffer.
-    membership, counted = _middle_membership(vis)  # [B, P, P] float32, [B, P] bool
-    offset = _first_visible(vis)  # [B]
+    mask = PromptMask.of(visible, n_seq, n_pos, weights.device)
+    parts = prompt_head_parts(weights, mask, cap=cap)
+    return prompt_attention_from_parts(parts, mask, threshold=threshold, cap=cap)
 
+
+@torch.no_grad()
+def prompt_head_parts(weights: Tensor, mask: PromptMask, *, cap: int = DEFAULT_SPARSE_CAP) -> PromptHeadParts:
+    """Each head's largest ``cap`` visible weights and its queries' middle shares (before thresholds)."""
+    _check_weights(weights)
+    if cap < 0:
+        raise ValueError("cap must be >= 0")
+    n_seq, n_heads, n_pos, _ = weights.shape
     buf = weights.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
-    buf.masked_fill_(~vis.unsqueeze(1), 0.0)
+    buf.masked_fill_(~mask.visible.unsqueeze(1), 0.0)
     row_sum = buf.sum(dim=-1)  # [B, H, P]: S per query; NaN/Inf when the row holds one
 
     # Sparse entries. Hidden entries are 0 and NaN becomes -1, so neither passes a threshold >= 0;
@@ -270,8 +326,30 @@ def prompt_attention(
     buf.nan_to_num_(nan=-1.0, posinf=math.inf, neginf=-math.inf)
     k = min(cap, n_pos * n_pos)
     top_w, top_flat = buf.view(n_seq, n_heads, n_pos * n_pos).topk(k, dim=-1, sorted=True)
+
+    # Basin: reuse the buffer for w * membership (in place), then reduce over keys.
+    mid = buf.mul_(mask.membership.unsqueeze(1)).sum(dim=-1)  # [B, H, P]
+    del buf
+    mid_frac = mid / row_sum  # NaN for rows with NaN/Inf weights or no mass
+    return PromptHeadParts(top_weight=top_w, top_flat=top_flat, middle_share=mid_frac)
+
+
+@torch.no_grad()
+def prompt_attention_from_parts(
+    parts: PromptHeadParts,
+    mask: PromptMask,
+    *,
+    threshold: float = DEFAULT_SPARSE_THRESHOLD,
+    cap: int = DEFAULT_SPARSE_CAP,
+) -> PromptAttentionStats:
+    """The statistics of :func:`prompt_attention` from every head's parts under ``mask``."""
+    if not threshold >= 0.0:
+        raise ValueError("threshold must be >= 0")
+    n_seq, n_pos = mask.counted.shape
+    top_w, top_flat = parts.top_weight, parts.top_flat
+    k = top_w.shape[-1]
     kept = top_w > threshold  # [B, H, k], a prefix of each head
-    rel = offset.view(n_seq, 1, 1)
+    rel = mask.offset.view(n_seq, 1, 1)
     query_index = torch.where(kept, torch.div(top_flat, n_pos, rounding_mode="floor") - rel, -1)
     key_index = torch.where(kept, top_flat % n_pos - rel, -1)
     weight = torch.where(kept, top_w, 0.0)
@@ -281,14 +359,11 @@ def prompt_attention(
         key_index = torch.nn.functional.pad(key_index, pad, value=-1)
         weight = torch.nn.functional.pad(weight, pad, value=0.0)
 
-    # Basin: reuse the buffer for w * membership (in place), then reduce over keys.
-    mid = buf.mul_(membership.unsqueeze(1)).sum(dim=-1)  # [B, H, P]
-    del buf
-    mid_frac = mid / row_sum  # NaN for rows with NaN/Inf weights or no mass
-    use = counted.unsqueeze(1)  # [B, 1, P]
+    mid_frac = parts.middle_share
+    use = mask.counted.unsqueeze(1)  # [B, 1, P]
     mid_total = torch.where(use, mid_frac, 0.0).sum(dim=-1)  # [B, H]
     edge_total = torch.where(use, 1.0 - mid_frac, 0.0).sum(dim=-1)
-    has_query = counted.any(dim=-1, keepdim=True)  # [B, 1]
+    has_query = mask.counted.any(dim=-1, keepdim=True)  # [B, 1]
     basin = torch.where(has_query, mid_total / edge_total, math.nan)
 
     return PromptAttentionStats(
@@ -298,6 +373,11 @@ def prompt_attention(
         count=kept.sum(dim=-1),
         basin_scores=basin,
     )
+
+
+def _check_weights(weights: Tensor) -> None:
+    if weights.dim() != 4 or weights.shape[-1] != weights.shape[-2]:
+        raise ValueError(f"weights must be [B, H, P, P], got shape {tuple(weights.shape)}")
 
 
 def _first_visible(vis: Tensor) -> Tensor:

@@ -277,9 +277,11 @@ def test_heads_scored_in_groups_equal_the_layer_at_once() -> None:
     vis = prompt_visibility(mask)
     whole = prompt_attention(weights, vis, threshold=0.05, cap=12)
     derived = PromptMask.of(vis, 3, 9, weights.device)
-    for sizes in ([7], [1] * 7, [3, 2, 2], [4, 3]):
-        groups = torch.split(weights, sizes, dim=1)
-        parts = PromptHeadParts.cat([prompt_head_parts(g, derived, cap=12) for g in groups])
+    for sizes, overwrite in (([7], False), ([1] * 7, True), ([3, 2, 2], False), ([4, 3], True)):
+        # overwrite: each group's own contiguous copy serves as the working buffer
+        groups = [g.clone() for g in torch.split(weights, sizes, dim=1)]
+        each = [prompt_head_parts(g, derived, cap=12, overwrite=overwrite) for g in groups]
+        parts = PromptHeadParts.cat(each)
         split = prompt_attention_from_parts(parts, derived, threshold=0.05, cap=12)
         for name in ("query_index", "key_index", "weight", "count", "basin_scores"):
             torch.testing.assert_close(

@@ -434,7 +434,7 @@ class AttentionTap:
                 slice(0, q_len),
             )
             observed.append(weights[:, :, self._rows].clone())
-            found.append(self.prompt.parts_of(weights, derived))
+            found.append(self.prompt.parts_of(weights, derived, overwrite=True))
             del weights
         self._add_finished(site, torch.cat(observed, dim=1), mask, q_len, kv_len)
         self.prompt.set_by_heads(site.layer, found, derived)

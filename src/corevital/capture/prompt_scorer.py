@@ -134,13 +134,17 @@ class PromptScorer:
         self._derived = (mask, batch, positions, derived) if small else None
         return derived
 
-    def parts_of(self, weights: Tensor, mask: PromptMask) -> tuple[PromptHeadParts, Tensor | None]:
-        """Per head, what the statistics keep of prompt weights [B, H, P, P] (and the RAG span share)."""
-        parts = prompt_head_parts(weights, mask, cap=self.cap)
+    def parts_of(
+        self, weights: Tensor, mask: PromptMask, *, overwrite: bool = False
+    ) -> tuple[PromptHeadParts, Tensor | None]:
+        """Per head, what the statistics keep of prompt weights [B, H, P, P] (and the RAG span share).
+
+        ``overwrite``: the caller is done with ``weights``, which may serve as the working buffer.
+        """
         share = None
         if self.context_span is not None:
             share = span_attention_share(weights, mask.visible, *self.context_span)
-        return parts, share
+        return prompt_head_parts(weights, mask, cap=self.cap, overwrite=overwrite), share
 
     def finished(self, parts: PromptHeadParts, mask: PromptMask) -> PromptAttentionStats:
         return prompt_attention_from_parts(parts, mask, threshold=self.threshold, cap=self.cap)

@@ -311,13 +311,20 @@ def prompt_attention(
 
 
 @torch.no_grad()
-def prompt_head_parts(weights: Tensor, mask: PromptMask, *, cap: int = DEFAULT_SPARSE_CAP) -> PromptHeadParts:
-    """Each head's largest ``cap`` visible weights and its queries' middle shares (before thresholds)."""
+def prompt_head_parts(
+    weights: Tensor, mask: PromptMask, *, cap: int = DEFAULT_SPARSE_CAP, overwrite: bool = False
+) -> PromptHeadParts:
+    """Each head's largest ``cap`` visible weights and its queries' middle shares (before thresholds).
+
+    ``overwrite``: the caller no longer needs ``weights``; a contiguous float32 tensor is then used
+    as the working buffer instead of a copy (its values are destroyed).
+    """
     _check_weights(weights)
     if cap < 0:
         raise ValueError("cap must be >= 0")
     n_seq, n_heads, n_pos, _ = weights.shape
-    buf = weights.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+    reuse = overwrite and weights.dtype == torch.float32 and weights.is_contiguous()
+    buf = weights if reuse else weights.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
     buf.masked_fill_(~mask.visible.unsqueeze(1), 0.0)
     row_sum = buf.sum(dim=-1)  # [B, H, P]: S per query; NaN/Inf when the row holds one
 

@@ -84,15 +84,20 @@ def static_keys(cache: Any) -> list[Tensor] | None:
 def reduce_decode_rows(steps: Sequence[DecodeRows], keys: Sequence[Tensor], tuning: Tuning) -> AttentionStats:
     """Attention statistics of ``steps`` (consecutive or not), every field [N, L, B, ...] (step first).
 
-    ``keys`` are the cache's keys now, one [B, Hkv, K, D] per layer, K at least every step's length.
+    ``keys`` are the cache's keys now, one [B, Hkv, K, D] per layer, K at least every step's length;
+    the statistics cover the keys up to the longest step's length (``num_keys`` counts each step's).
     """
     n, layers = len(steps), len(keys)
     first = steps[0]
     step_layers, batch, q_heads = first.shape()
     dim = keys[0].shape[3]
-    kv_heads, kv_len = keys[0].shape[1], keys[0].shape[2]
-    if max(step.key_length for step in steps) > kv_len or step_layers != layers:
+    seen = max(step.key_length for step in steps)
+    if seen > keys[0].shape[2] or step_layers != layers:
         raise RuntimeError("the cache no longer holds the keys a deferred decoding step saw")
+    # Keys no step of the window saw (a static cache's unwritten slots, keys written after the
+    # window) would get zero weight: they are left out (views, no copy).
+    keys = [k[:, :, :seen] for k in keys]
+    kv_heads, kv_len = keys[0].shape[1], seen
     device, dtype = keys[0].device, keys[0].dtype
     # Query rows in layer-major order, [L, B, Hq, N, D] in one copy: the layout of a batched matmul.
     if first.stacked is not None:  # [N, B, L, Hq, D] from the steps' stacked rows

@@ -1,0 +1,58 @@
+"""A window's decoding rows scored together, against each step scored alone over its own keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from corevital.capture import attention_window
+from corevital.capture.attention_window import DecodeRows, reduce_decode_rows
+from corevital.capture.options import Tuning
+from corevital.metrics.attention import summarize_attention
+
+
+def test_window_scores_only_the_keys_its_steps_saw(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slots past the longest step (a static cache's unwritten tail, here NaN) are not scored."""
+    scored: list[int] = []
+    real = attention_window.row_scores  # type: ignore[attr-defined]  # the name reduce_decode_rows calls
+
+    def counted(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        scored.append(key.shape[2])
+        return real(query, key)
+
+    monkeypatch.setattr(attention_window, "row_scores", counted)
+    gen = torch.Generator().manual_seed(7)
+    layers, batch, q_heads, kv_heads, dim, capacity = 3, 2, 4, 2, 8, 40
+    lengths = [5, 6, 9]
+    keys = [torch.randn(batch, kv_heads, capacity, dim, generator=gen) for _ in range(layers)]
+    for k in keys:
+        k[:, :, max(lengths) :] = math.nan  # never seen by any step of the window
+    scale = dim**-0.5
+    steps = [
+        DecodeRows(
+            queries=tuple(torch.randn(batch, q_heads, 1, dim, generator=gen) for _ in range(layers)),
+            key_length=length,
+            padding=None,
+            scale=scale,
+        )
+        for length in lengths
+    ]
+    got = reduce_decode_rows(steps, keys, Tuning())
+    assert scored and set(scored) == {max(lengths)}
+    for index, step in enumerate(steps):
+        # the reference: each step alone, over exactly the keys it saw, eager softmax in float32
+        rows = []
+        for layer in range(layers):
+            k = keys[layer][:, :, : step.key_length].repeat_interleave(q_heads // kv_heads, dim=1)
+            scores = step.queries[layer] @ k.transpose(-1, -2) * scale  # [B, H, 1, K]
+            rows.append(torch.softmax(scores.float(), dim=-1)[:, :, 0])  # [B, H, K]
+        want = summarize_attention(torch.stack(rows), None, causal=True)
+        for f in dataclasses.fields(want):
+            torch.testing.assert_close(
+                getattr(got, f.name)[index], getattr(want, f.name), rtol=1e-5, atol=1e-6, equal_nan=True
+            )
+    assert not got.has_nan.any()
+    assert got.num_keys.tolist() == [[[n] * batch] * layers for n in lengths]

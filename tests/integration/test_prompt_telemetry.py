@@ -12,6 +12,7 @@ import torch
 from corevital.capture.loading import LoadedModel
 from corevital.capture.records import PromptTelemetry
 from corevital.capture.runner import capture_prompts
+from corevital.metrics.prompt import PromptMask
 from corevital.pipeline import Pipeline
 from tests.integration.conftest import tiny_settings
 from tests.support.values import present
@@ -124,16 +125,32 @@ def test_prompt_pass_scored_a_few_heads_at_a_time_gives_the_same_telemetry(
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(tap_module.AttentionTap, "_prompt_pass_by_heads", by_heads)
-    one_head_group = Tuning(prompt_chunk_bytes=1)
-    split = capture_prompts(loaded, prompts, settings, tuning=one_head_group).sequences
-    assert len(groups) == loaded.capabilities.num_layers
-    for got, want in zip(split, whole, strict=True):
-        assert got.generated_token_ids == want.generated_token_ids
-        a, b = present(got.prompt_telemetry), present(want.prompt_telemetry)
-        _assert_same_heads_and_basins(a, b)
-        np.testing.assert_allclose(present(a.surprisals), present(b.surprisals), rtol=1e-6, atol=1e-6)
-        for name in ("entropy_mean", "max_weight_per_head", "sink_mass_mean"):
-            np.testing.assert_allclose(getattr(got.attention, name), getattr(want.attention, name), rtol=1e-6)
+    made: list[int] = []
+    real_of = PromptMask.of.__func__  # type: ignore[attr-defined]
+
+    def of(cls: type[PromptMask], *args: Any) -> PromptMask:
+        made.append(1)
+        return real_of(cls, *args)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(PromptMask, "of", classmethod(of))
+    layers = loaded.capabilities.num_layers
+    positions = max(len(seq.prompt.token_ids) for seq in whole)  # the padded prompt
+    # chunk 1: one key-value head per group, the mask's helpers (5 B P^2 bytes) made per layer;
+    # 8 B P^2: groups of two query heads' width at most, the helpers kept for every layer
+    for chunk, helpers in ((1, layers), (8 * len(prompts) * positions**2, 1)):
+        groups.clear()
+        made.clear()
+        split = capture_prompts(loaded, prompts, settings, tuning=Tuning(prompt_chunk_bytes=chunk)).sequences
+        assert len(groups) == layers and len(made) == helpers
+        for got, want in zip(split, whole, strict=True):
+            assert got.generated_token_ids == want.generated_token_ids
+            a, b = present(got.prompt_telemetry), present(want.prompt_telemetry)
+            _assert_same_heads_and_basins(a, b)
+            np.testing.assert_allclose(present(a.surprisals), present(b.surprisals), rtol=1e-6, atol=1e-6)
+            for name in ("entropy_mean", "max_weight_per_head", "sink_mass_mean"):
+                np.testing.assert_allclose(
+                    getattr(got.attention, name), getattr(want.attention, name), rtol=1e-6
+                )
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2", "t5", "bart"])

@@ -158,7 +158,7 @@ class AttentionTap:
         """Drop this pass's rows once they are reduced: nothing is held between steps."""
         self._additive_masks.clear()
         if self.prompt is not None:
-            self.prompt.finish()
+            self.prompt.end_pass()
         if self._buffer.used:
             self._buffer = RowBuffer(self._rows, self._num[SiteKind.SELF])
 

@@ -50,7 +50,7 @@ class PromptScorer:
         self._layers: list[int] = []
         self._blocks: list[Tensor] = []
         self._mask: Tensor | None = None
-        # The last mask's derived helpers, kept for the next layers when within the chunk budget.
+        # The last mask's derived helpers, kept for the pass's next layers within the chunk budget.
         self._derived: tuple[Tensor | None, int, int, PromptMask] | None = None
 
     def wants(self, layer: int) -> bool:
@@ -90,6 +90,11 @@ class PromptScorer:
         weights = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
         del blocks
         self._score(layers, weights, mask, sizes)
+
+    def end_pass(self) -> None:
+        """The forward pass is over: score what waits and drop the mask's helpers."""
+        self.finish()
+        self._derived = None
 
     def held_tensors(self) -> list[Tensor]:
         """Prompt weights waiting to be scored (at most half the chunk budget, until the pass ends)."""

@@ -289,6 +289,25 @@ def test_heads_scored_in_groups_equal_the_layer_at_once() -> None:
             )
 
 
+def test_bad_arguments_are_one_line_errors() -> None:
+    mask = left_padded_mask([4], 4)
+    weights = uniform_attention(mask, heads=2)
+    vis = prompt_visibility(mask)
+    derived = PromptMask.of(vis, 1, 4, weights.device)
+    with pytest.raises(ValueError, match="weights must be"):
+        prompt_attention(weights[0], vis)
+    with pytest.raises(ValueError, match="threshold must be"):
+        prompt_attention(weights, vis, threshold=-0.1)
+    with pytest.raises(ValueError, match="cap must be"):
+        prompt_attention(weights, vis, cap=-1)
+    with pytest.raises(ValueError, match="weights must be"):
+        prompt_head_parts(weights[:, :, :3], derived)
+    with pytest.raises(ValueError, match="cap must be"):
+        prompt_head_parts(weights, derived, cap=-1)
+    with pytest.raises(ValueError, match="threshold must be"):
+        prompt_attention_from_parts(prompt_head_parts(weights, derived), derived, threshold=math.nan)
+
+
 def test_sliding_window_visibility() -> None:
     mask = left_padded_mask([7, 5], 7)
     for window in (None, 1, 3):

@@ -298,11 +298,7 @@ def prompt_attention(
     The same in two steps, for heads scored in groups under one mask: :meth:`PromptMask.of` once,
     :func:`prompt_head_parts` per group, :func:`prompt_attention_from_parts` on the groups' parts.
     """
-    _check_weights(weights)
-    if not threshold >= 0.0:
-        raise ValueError("threshold must be >= 0")
-    if cap < 0:
-        raise ValueError("cap must be >= 0")
+    _check_arguments(weights, threshold=threshold, cap=cap)  # before any work
     n_seq, _, n_pos, _ = weights.shape
     # The [B, P, P] helpers first, so that their temporaries are gone before the full-size buffer.
     mask = PromptMask.of(visible, n_seq, n_pos, weights.device)
@@ -319,9 +315,7 @@ def prompt_head_parts(
     ``overwrite``: the caller no longer needs ``weights``; a contiguous float32 tensor is then used
     as the working buffer instead of a copy (its values are destroyed).
     """
-    _check_weights(weights)
-    if cap < 0:
-        raise ValueError("cap must be >= 0")
+    _check_arguments(weights, cap=cap)
     n_seq, n_heads, n_pos, _ = weights.shape
     reuse = overwrite and weights.dtype == torch.float32 and weights.is_contiguous()
     buf = weights if reuse else weights.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
@@ -350,8 +344,7 @@ def prompt_attention_from_parts(
     cap: int = DEFAULT_SPARSE_CAP,
 ) -> PromptAttentionStats:
     """The statistics of :func:`prompt_attention` from every head's parts under ``mask``."""
-    if not threshold >= 0.0:
-        raise ValueError("threshold must be >= 0")
+    _check_arguments(threshold=threshold)
     n_seq, n_pos = mask.counted.shape
     top_w, top_flat = parts.top_weight, parts.top_flat
     k = top_w.shape[-1]
@@ -382,9 +375,14 @@ def prompt_attention_from_parts(
     )
 
 
-def _check_weights(weights: Tensor) -> None:
-    if weights.dim() != 4 or weights.shape[-1] != weights.shape[-2]:
+def _check_arguments(weights: Tensor | None = None, *, threshold: float = 0.0, cap: int = 0) -> None:
+    """The prompt attention functions' checks of what they are given (a one-line ValueError)."""
+    if weights is not None and (weights.dim() != 4 or weights.shape[-1] != weights.shape[-2]):
         raise ValueError(f"weights must be [B, H, P, P], got shape {tuple(weights.shape)}")
+    if not threshold >= 0.0:
+        raise ValueError("threshold must be >= 0")
+    if cap < 0:
+        raise ValueError("cap must be >= 0")
 
 
 def _first_visible(vis: Tensor) -> Tensor:

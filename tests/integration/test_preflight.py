@@ -160,3 +160,22 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path: Path) -> None
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert err.strip() == "corevital: interrupted" and out == ""
+
+
+class _InterruptedFinalizer:
+    def __del__(self) -> None:
+        raise KeyboardInterrupt  # as SIGINT does when it lands while a finalizer runs
+
+
+def test_ctrl_c_inside_a_finalizer_is_not_lost() -> None:
+    """The interpreter ignores an exception raised by ``__del__`` (it only prints it); a Ctrl-C that
+    lands there during start-up must still end the command."""
+    from corevital.cli import interrupts_kept
+
+    before = sys.unraisablehook
+    with interrupts_kept(), pytest.raises(KeyboardInterrupt):
+        _InterruptedFinalizer()  # dropped at once: its finalizer runs here
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:  # the interrupt, sent again, arrives in this loop
+            time.sleep(0.01)
+    assert sys.unraisablehook is before

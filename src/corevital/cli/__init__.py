@@ -14,9 +14,10 @@ import atexit
 import contextlib
 import importlib
 import os
+import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple, NoReturn
 
 from corevital import __version__
@@ -123,10 +124,32 @@ def console_main() -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns its exit code (Ctrl-C at any moment: one line, exit 130)."""
     try:
-        return _main(argv)
+        with interrupts_kept():
+            return _main(argv)
     except KeyboardInterrupt:
         print("corevital: interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def interrupts_kept() -> Iterator[None]:
+    """Ctrl-C that lands in a finalizer (``__del__``, which the interpreter runs during imports and
+    collections) is not lost: the interpreter would print it as an ignored exception and go on, so it
+    is sent again as a SIGINT, from another thread (raised in the hook, it would be ignored too), and
+    the main thread raises it in the code that runs next."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            threading.Thread(target=signal.raise_signal, args=(signal.SIGINT,), daemon=True).start()
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def _main(argv: Sequence[str] | None) -> int:

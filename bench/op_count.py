@@ -330,6 +330,12 @@ def parse_args() -> argparse.Namespace:
         default=15.0,
         help="size of the model whose window and prompt-chunk budgets to use (default: Llama-3-8B in bf16)",
     )
+    parser.add_argument(
+        "--free-gib",
+        type=float,
+        help="free memory of the accelerator to size the budgets for (corevital reads it on CUDA; "
+        "default: none, the budgets of a device whose free memory is not known)",
+    )
     parser.add_argument("--ragged", action="store_true", help="prompts of different lengths (padding)")
     parser.add_argument(
         "--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"], help="as on the GPU"
@@ -374,13 +380,11 @@ def report_case(
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)
-    # The window of deferred steps and the prompt reductions' chunks follow the model's size:
-    # count what the full-size model gets.
+    # The window of deferred steps, the prompt reductions' chunks and the stacked keys follow the
+    # model's size and the accelerator's free memory: count what the full-size model gets.
     model_bytes = int(args.window_model_gib * 2**30)
-    sized = Tuning()
-    tuning = Tuning(
-        deferred_bytes=sized.deferred_budget(model_bytes), prompt_chunk_bytes=sized.prompt_chunk(model_bytes)
-    )
+    free_bytes = None if args.free_gib is None else int(args.free_gib * 2**30)
+    tuning = Tuning().resolved(model_bytes, free_bytes)
     loaded = build_model(args)
     print(
         f"# random Llama: {args.layers} layers, hidden {args.hidden}, heads {args.heads}/{args.kv_heads}, "

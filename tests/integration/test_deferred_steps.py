@@ -8,12 +8,22 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 import corevital.capture.attention_tap as tap_module
+import corevital.capture.observer as observer_module
 import corevital.capture.step_window as step_window_module
 import corevital.capture.steps as steps_module
 from corevital.capture.loading import LoadedModel, ModelSpec, load_model
-from corevital.capture.options import DEFERRED_BOUNDS, Tuning
+from corevital.capture.observer import free_memory
+from corevital.capture.options import (
+    DEFERRED_BOUNDS,
+    FREE_CAP_DEFERRED,
+    FREE_CAP_PROMPT,
+    FREE_CAP_STACKED,
+    STACKED_KEYS_BYTES,
+    Tuning,
+)
 from corevital.capture.records import SequenceCapture
 from corevital.capture.runner import capture_prompts
 from corevital.config import Settings
@@ -164,6 +174,69 @@ def test_the_window_budget_follows_the_model_size() -> None:
     assert tuning.deferred_budget(10_000) == low  # a tiny model still gets a window
     assert tuning.deferred_budget(16 * 2**30) == high  # Llama-3-8B, bfloat16
     assert low < tuning.deferred_budget(2 * 2**30) < high
+
+
+def test_the_budgets_grow_with_an_accelerators_free_memory() -> None:
+    """Free accelerator memory raises the budgets (never below the model-sized ones, never past their
+    caps); budgets set explicitly stay as set; the CPU reports no free memory."""
+    model = 16 * 2**30  # Llama-3-8B, bfloat16
+    tuning = Tuning()
+    sized = tuning.resolved(model, None)
+    assert (sized.deferred_bytes, sized.prompt_chunk_bytes, sized.stacked_keys_bytes) == (
+        tuning.deferred_budget(model),
+        tuning.prompt_chunk(model),
+        STACKED_KEYS_BYTES,
+    )
+    roomy = tuning.resolved(model, 120 * 2**30)  # an H200 holding the model
+    assert (roomy.deferred_bytes, roomy.prompt_chunk_bytes, roomy.stacked_keys_bytes) == (
+        FREE_CAP_DEFERRED,
+        FREE_CAP_PROMPT,
+        FREE_CAP_STACKED,
+    )
+    middle = tuning.resolved(model, 24 * 2**30)
+    assert sized.deferred_bytes is not None and roomy.deferred_bytes is not None
+    assert sized.deferred_bytes < (middle.deferred_bytes or 0) < roomy.deferred_bytes
+    full = tuning.resolved(model, 2**30)  # a card nearly full: the model-sized budgets
+    assert full == sized
+    explicit = Tuning(deferred_bytes=5, prompt_chunk_bytes=6, stacked_keys_bytes=7)
+    assert explicit.resolved(model, 120 * 2**30) == explicit
+    assert free_memory(torch.device("cpu")) is None
+    if torch.cuda.is_available():
+        free = free_memory(torch.device("cuda"))
+        assert free is not None and 0 < free <= torch.cuda.mem_get_info()[1]
+
+
+def test_budgets_from_free_memory_change_no_number(
+    tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generation sizes its budgets from the device's free memory once, at its start; larger
+    budgets (one window, one piece of rows, the keys stacked) give the same report."""
+    loaded = tiny_loaded("llama")
+    settings = tiny_settings(max_new_tokens=9)
+    small = Tuning(deferred_bytes=1, prompt_chunk_bytes=2**10, stack_keys_on_cpu=True, stacked_keys_bytes=0)
+    want = capture_prompts(loaded, PROMPTS, settings, tuning=small).sequences
+    budgets: list[int] = []
+    real_window = step_window_module.StepWindow.__init__
+
+    def window(self: Any, options: Any, sketch: Any, budget_bytes: int, shards: Any = None) -> None:
+        budgets.append(budget_bytes)
+        real_window(self, options, sketch, budget_bytes, shards)
+
+    asked: list[torch.device] = []
+
+    def roomy(device: torch.device) -> int:
+        asked.append(device)
+        return 120 * 2**30
+
+    monkeypatch.setattr(step_window_module.StepWindow, "__init__", window)
+    monkeypatch.setattr(observer_module, "free_memory", roomy)
+    pieces = _count_deferred_rows(monkeypatch)
+    got = capture_prompts(loaded, PROMPTS, settings, tuning=Tuning(stack_keys_on_cpu=True)).sequences
+    assert budgets == [FREE_CAP_DEFERRED] and len(asked) == 1  # one generation, sized once
+    assert pieces == [8]  # the 8 decoding steps after the prefill, scored in one piece
+    for a, b in zip(got, want, strict=True):
+        assert a.generated_token_ids == b.generated_token_ids
+        _assert_same(a, b)
 
 
 def test_a_forward_whose_layers_do_not_all_defer_is_scored_at_once(

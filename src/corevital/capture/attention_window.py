@@ -105,7 +105,7 @@ def reduce_decode_rows(steps: Sequence[DecodeRows], keys: Sequence[Tensor], tuni
     else:
         rows = torch.cat([q for index in range(layers) for q in _layer_queries(steps, index)], dim=2)
         rows = rows.view(batch, q_heads, layers, n, dim).permute(2, 0, 1, 3, 4).contiguous()
-    if layers * keys[0].nbytes <= tuning.stacked_keys_bytes:
+    if tuning.stacks_keys(device.type == "cpu", layers * keys[0].nbytes):
         stacked = torch.stack(list(keys)).view(layers * batch, kv_heads, kv_len, dim)
         scores = row_scores(rows.view(layers * batch, q_heads, n, dim), stacked)
     else:  # one matmul per layer rather than a copy of a long cache

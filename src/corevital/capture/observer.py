@@ -36,6 +36,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -96,6 +97,15 @@ def _last_row(collected: tuple[Tensor, Tensor | None] | None, causal: bool) -> A
     return summarize_attention(weights[:, :, 0], None if visible is None else visible[:, :, 0], causal=causal)
 
 
+def free_memory(device: torch.device) -> int | None:
+    """Bytes a CUDA device can still give this process (the driver's free memory and what torch's
+    allocator holds unused); None elsewhere. A driver query, no synchronisation."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+
+
 class StepObserver:
     """Per-generation observer; create one per ``generate()`` call."""
 
@@ -115,8 +125,9 @@ class StepObserver:
         self.constants = constants
         self.model = model = constants.model
         self.caps = caps = constants.caps
-        self.options = options
         size = constants.weight_bytes
+        free = free_memory(next(model.parameters()).device)
+        self.options = options = replace(options, tuning=options.tuning.resolved(size, free))
         chunk = options.tuning.prompt_chunk(size)
         self.tap, self.warnings = attention_tap(
             caps, sites, options, prompt_chunk_bytes=chunk, context_span=options.context_span

@@ -8,7 +8,7 @@ kernel launches: none of them changes a number, so tests and benchmarks set them
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from corevital.capture.generate_kwargs import changes_scores
@@ -22,40 +22,77 @@ MiB = 2**20
 
 @dataclass(frozen=True)
 class Tuning:
-    """Memory budgets and batching of one capture (the defaults follow the model's size)."""
+    """Memory budgets and batching of one capture.
+
+    A budget left None follows the model's size and, on an accelerator, the memory it has free when
+    the generation starts (:meth:`resolved`): where memory is plentiful, fewer and larger reductions.
+    """
 
     # Steps reduced together at most: one window of deferred steps (:mod:`.steps`).
     flush_every: int = 32
     # Largest float32 size of one window's rows; None: the model's weight bytes / 128, 1-128 MiB
-    # (Llama-3-8B in bfloat16: 125 MiB, a window of 32 steps at batch 1, prompt 512).
+    # (Llama-3-8B in bfloat16: 125 MiB, a window of 32 steps at batch 1, prompt 512), or 1/64 of
+    # the accelerator's free memory where that is more, up to 1 GiB.
     deferred_bytes: int | None = None
-    # Largest float32 block a prompt reduction makes at once; None: the model's bytes / 64, 1-32 MiB.
+    # Largest float32 block a prompt reduction makes at once; None: the model's bytes / 64, 1-32 MiB,
+    # or 1/128 of the accelerator's free memory where that is more, up to 512 MiB.
     prompt_chunk_bytes: int | None = None
     # Largest transient copy of a group of layers' keys, to score their rows in one matmul instead of
-    # one per layer (Llama-3-8B, batch 1: about 1000 cached tokens).
-    stacked_keys_bytes: int = 64 * MiB
+    # one per layer; None: 64 MiB (Llama-3-8B, batch 1: about 1000 cached tokens), or 1/64 of the
+    # accelerator's free memory where that is more, up to 1 GiB.
+    stacked_keys_bytes: int | None = None
     # The CPU scores layer by layer: there the copy costs more than the calls it saves. True counts
     # what an accelerator runs (bench/op_count.py).
     stack_keys_on_cpu: bool = False
 
-    def deferred_budget(self, model_bytes: int) -> int:
+    def deferred_budget(self, model_bytes: int, free_bytes: int | None = None) -> int:
         if self.deferred_bytes is not None:
             return self.deferred_bytes
-        return min(max(model_bytes // DEFERRED_SHARE, DEFERRED_BOUNDS[0]), DEFERRED_BOUNDS[1])
+        sized = min(max(model_bytes // DEFERRED_SHARE, DEFERRED_BOUNDS[0]), DEFERRED_BOUNDS[1])
+        return _with_headroom(sized, free_bytes, FREE_SHARE_DEFERRED, FREE_CAP_DEFERRED)
 
-    def prompt_chunk(self, model_bytes: int) -> int:
+    def prompt_chunk(self, model_bytes: int, free_bytes: int | None = None) -> int:
         if self.prompt_chunk_bytes is not None:
             return self.prompt_chunk_bytes
-        return min(max(model_bytes // PROMPT_CHUNK_SHARE, MiB), DEFAULT_CHUNK_BYTES)
+        sized = min(max(model_bytes // PROMPT_CHUNK_SHARE, MiB), DEFAULT_CHUNK_BYTES)
+        return _with_headroom(sized, free_bytes, FREE_SHARE_PROMPT, FREE_CAP_PROMPT)
+
+    def stacked_keys(self, free_bytes: int | None = None) -> int:
+        if self.stacked_keys_bytes is not None:
+            return self.stacked_keys_bytes
+        return _with_headroom(STACKED_KEYS_BYTES, free_bytes, FREE_SHARE_STACKED, FREE_CAP_STACKED)
 
     def stacks_keys(self, on_cpu: bool, nbytes: int) -> bool:
         """Whether to score layers in one matmul over a copy of their keys (``nbytes`` in all)."""
-        return (self.stack_keys_on_cpu or not on_cpu) and nbytes <= self.stacked_keys_bytes
+        return (self.stack_keys_on_cpu or not on_cpu) and nbytes <= self.stacked_keys()
+
+    def resolved(self, model_bytes: int, free_bytes: int | None) -> Tuning:
+        """Every budget set: for a model of ``model_bytes`` on a device with ``free_bytes`` free
+        (None: the CPU, or a device whose free memory is not known)."""
+        return replace(
+            self,
+            deferred_bytes=self.deferred_budget(model_bytes, free_bytes),
+            prompt_chunk_bytes=self.prompt_chunk(model_bytes, free_bytes),
+            stacked_keys_bytes=self.stacked_keys(free_bytes),
+        )
+
+
+def _with_headroom(sized: int, free_bytes: int | None, share: int, cap: int) -> int:
+    """``sized``, or ``free_bytes / share`` up to ``cap`` where that is more."""
+    if free_bytes is None:
+        return sized
+    return max(sized, min(free_bytes // share, cap))
 
 
 DEFERRED_SHARE = 128
 DEFERRED_BOUNDS = (MiB, 128 * MiB)
 PROMPT_CHUNK_SHARE = 64
+STACKED_KEYS_BYTES = 64 * MiB
+# Shares of an accelerator's free memory the budgets may take, and their caps: a reduction's
+# transient buffers come to about twice its budget (measured peaks in docs/performance.md).
+FREE_SHARE_DEFERRED, FREE_CAP_DEFERRED = 64, 2**30
+FREE_SHARE_PROMPT, FREE_CAP_PROMPT = 128, 512 * MiB
+FREE_SHARE_STACKED, FREE_CAP_STACKED = 64, 2**30
 
 
 @dataclass(frozen=True)

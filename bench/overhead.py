@@ -46,6 +46,7 @@ sys.path.insert(1, str(REPO))  # tests.support.tiny_models, for --tiny
 
 from shapes import SHAPES  # noqa: E402
 
+import corevital.capture.observer as observer_module  # noqa: E402
 from corevital.capture.loading import LoadedModel, ModelSpec, load_model, loaded_from_existing  # noqa: E402
 from corevital.capture.static_cache import KeptStaticCache, with_kept_static_cache  # noqa: E402
 from corevital.config import load_settings  # noqa: E402
@@ -59,6 +60,9 @@ MODES: dict[str, dict[str, object]] = {
     "on_risk": {"capture": "on_risk"},
     "full-eager": {"capture": "full", "attention_path": "eager"},
 }
+# A mode with this suffix (e.g. "full:sized") sizes its budgets from the model alone, as on a device
+# whose free memory is not known (corevital.capture.options.Tuning.resolved): an A/B of the budgets.
+SIZED = ":sized"
 PROSE = (
     "The history of lighthouses begins with fires lit on hilltops to guide ships home, and over the "
     "centuries the towers grew taller, the lamps brighter and the lenses more precise, until keepers "
@@ -147,6 +151,16 @@ def peak(device: torch.device) -> float | None:
 _PLAIN_CACHES: dict[int, KeptStaticCache] = {}
 
 
+@contextmanager
+def _free_memory_unknown() -> Iterator[None]:
+    real = observer_module.free_memory
+    observer_module.free_memory = lambda device: None
+    try:
+        yield
+    finally:
+        observer_module.free_memory = real
+
+
 def run_case(
     loaded: LoadedModel,
     prompts: list[str],
@@ -181,7 +195,7 @@ def run_case(
     batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     pipelines = {}
     for mode in modes:
-        pipeline = Pipeline(load_settings({**base, **MODES[mode]}, environ={}))
+        pipeline = Pipeline(load_settings({**base, **MODES[mode.removesuffix(SIZED)]}, environ={}))
         pipeline.use_model(loaded)
         pipelines[mode] = pipeline
     last_run: dict[str, Any] = {}
@@ -208,7 +222,11 @@ def run_case(
             loaded.model.generate(**batch, **kwargs)
 
     def capture(mode: str) -> None:
-        run = pipelines[mode].capture(prompts)
+        if mode.endswith(SIZED):  # the budgets of a device whose free memory is not known
+            with _free_memory_unknown():
+                run = pipelines[mode].capture(prompts)
+        else:
+            run = pipelines[mode].capture(prompts)
         assert all(seq.num_steps == new_tokens for seq in run.sequences), "a run stopped early"
         last_run[mode] = run
 
@@ -458,7 +476,12 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--cases", default="64:50", help="prompt:new token pairs, e.g. 64:50,512:200")
     parser.add_argument("--batch", default="1")
-    parser.add_argument("--modes", default="full,summary,on_risk,full-no-prompt")
+    parser.add_argument(
+        "--modes",
+        default="full,summary,on_risk,full-no-prompt",
+        help=f"capture modes ({', '.join(MODES)}); a mode with {SIZED!r} appended sizes its budgets from the "
+        "model alone, as on a device whose free memory is not known",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

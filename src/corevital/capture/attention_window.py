@@ -116,7 +116,7 @@ def reduce_decode_rows(steps: Sequence[DecodeRows], keys: Sequence[Tensor], tuni
     future = torch.arange(kv_len, device=device) >= lengths.unsqueeze(-1)  # [N, K]: after the step
     padding = steps[-1].padding
     if padding is None:
-        logits = scores.mul(first.scale)
+        logits = scores.mul_(first.scale)  # the matmul's own output
         visible = (~future).expand(batch, n, kv_len)
     else:  # the additive padding mask of eager attention, as the step itself applied it
         # Keys past the padding mask's end are tokens generated after the prompt, real; for a step

@@ -14,8 +14,12 @@ from corevital.capture.options import Tuning
 from corevital.metrics.attention import summarize_attention
 
 
-def test_window_scores_only_the_keys_its_steps_saw(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Slots past the longest step (a static cache's unwritten tail, here NaN) are not scored."""
+@pytest.mark.parametrize("lengths", [[5, 6, 9], [7, 8, 9]], ids=["steps-apart", "consecutive"])
+def test_window_scores_only_the_keys_its_steps_saw(
+    monkeypatch: pytest.MonkeyPatch, lengths: list[int]
+) -> None:
+    """Slots past the longest step (a static cache's unwritten tail, here NaN) are not scored; steps
+    one after another or not (their key counts made on the device or copied there)."""
     scored: list[int] = []
     real = attention_window.row_scores  # type: ignore[attr-defined]  # the name reduce_decode_rows calls
 
@@ -26,7 +30,6 @@ def test_window_scores_only_the_keys_its_steps_saw(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(attention_window, "row_scores", counted)
     gen = torch.Generator().manual_seed(7)
     layers, batch, q_heads, kv_heads, dim, capacity = 3, 2, 4, 2, 8, 40
-    lengths = [5, 6, 9]
     keys = [torch.randn(batch, kv_heads, capacity, dim, generator=gen) for _ in range(layers)]
     for k in keys:
         k[:, :, max(lengths) :] = math.nan  # never seen by any step of the window

@@ -112,7 +112,7 @@ def reduce_decode_rows(steps: Sequence[DecodeRows], keys: Sequence[Tensor], tuni
         scores = torch.stack([row_scores(q, k) for q, k in zip(rows.unbind(0), keys, strict=True)])
     scores = scores.view(layers, batch, q_heads, n, kv_len)
 
-    lengths = torch.tensor([step.key_length for step in steps], device=device)
+    lengths = _device_ints([step.key_length for step in steps], device)
     future = torch.arange(kv_len, device=device) >= lengths.unsqueeze(-1)  # [N, K]: after the step
     padding = steps[-1].padding
     if padding is None:
@@ -136,6 +136,22 @@ def reduce_decode_rows(steps: Sequence[DecodeRows], keys: Sequence[Tensor], tuni
     del probs
     stats = summarize_attention(weights, visible.reshape(1, batch * n, kv_len), causal=True)
     return _steps_first(stats, batch, n)
+
+
+def _device_ints(values: list[int], device: torch.device) -> Tensor:
+    """``values`` as an int64 tensor on ``device`` without making the host wait for the device.
+
+    Consecutive values (a window's steps one after another) are an ``arange`` made there; others
+    are copied from pinned memory without blocking (``torch.tensor(..., device=...)`` would wait
+    for every kernel queued before it).
+    """
+    start = values[0]
+    if values == list(range(start, start + len(values))):
+        return torch.arange(start, start + len(values), device=device)
+    host = torch.tensor(values, dtype=torch.int64)
+    if device.type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)
 
 
 def _stacked(step: DecodeRows) -> Tensor:

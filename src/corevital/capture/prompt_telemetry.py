@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from corevital.capture.records import PromptHeadAttention, PromptTelemetry
+from corevital.capture.records import PromptLayerAttention, PromptTelemetry
 
 
 def prompt_telemetry_for(
@@ -17,25 +17,23 @@ def prompt_telemetry_for(
     if device_stats.surprisals is not None:
         row = np.asarray(device_stats.surprisals[b])
         surprisals = row[len(row) - (prompt_tokens - 1) :] if prompt_tokens > 1 else row[:0]
-    heads: list[list[PromptHeadAttention]] = []
+    layers_of_b: list[PromptLayerAttention] = []
     basin = None
     if layers:
-        for stats in layers:
-            # this sequence's [H, n] arrays, indexed once per layer rather than once per head
-            queries = np.asarray(stats.query_index)[b]
-            keys = np.asarray(stats.key_index)[b]
-            weights = np.asarray(stats.weight)[b]
-            heads.append(
-                [
-                    PromptHeadAttention(queries[h, :n], keys[h, :n], weights[h, :n])
-                    for h, n in enumerate(np.asarray(stats.count)[b].tolist())
-                ]
+        for stats in layers:  # this sequence's [H, n] arrays (views)
+            layers_of_b.append(
+                PromptLayerAttention(
+                    np.asarray(stats.query_index)[b],
+                    np.asarray(stats.key_index)[b],
+                    np.asarray(stats.weight)[b],
+                    np.asarray(stats.count)[b],
+                )
             )
         basin = np.stack([np.asarray(stats.basin_scores[b]) for stats in layers])
     return PromptTelemetry(
         surprisals=surprisals,
         layer_transformations=np.asarray(device_stats.layer_transformations)[:, b],
-        heads=heads,
+        layers=layers_of_b,
         basin_scores=basin,
         context_share=np.stack([np.asarray(share[b]) for share in span_shares]) if span_shares else None,
     )

@@ -151,14 +151,41 @@ class PromptHeadAttention:
 
 
 @dataclass(frozen=True)
+class PromptLayerAttention:
+    """One layer's sparse prompt attention for one sequence, every head in one set of arrays: head
+    ``h`` holds the first ``count[h]`` entries of row ``h`` (indices into the unpadded prompt)."""
+
+    query_indices: np.ndarray  # [H, n]
+    key_indices: np.ndarray  # [H, n]
+    weights: np.ndarray  # [H, n]
+    count: np.ndarray  # [H]
+
+    def entries(self) -> np.ndarray:
+        """[H, n] bool: which entries of each row are the head's."""
+        count = np.asarray(self.count).reshape(-1, 1)
+        return np.arange(np.asarray(self.weights).shape[1]) < count
+
+    def heads(self) -> list[PromptHeadAttention]:
+        return [
+            PromptHeadAttention(self.query_indices[h, :n], self.key_indices[h, :n], self.weights[h, :n])
+            for h, n in enumerate(np.asarray(self.count).tolist())
+        ]
+
+
+@dataclass(frozen=True)
 class PromptTelemetry:
     """How the model read the prompt (docs/metrics.md §5), for one sequence."""
 
     surprisals: np.ndarray | None  # [P-1] bits (decoder-only models)
     layer_transformations: np.ndarray  # [L]
-    heads: list[list[PromptHeadAttention]]  # [L][H]; empty when attention was not observed
+    layers: list[PromptLayerAttention]  # [L]; empty when attention was not observed
     basin_scores: np.ndarray | None  # [L, H]
     context_share: np.ndarray | None = None  # [L, H] attention share into the RAG context span
+
+    @property
+    def heads(self) -> list[list[PromptHeadAttention]]:
+        """Each layer's heads, one object each ([L][H])."""
+        return [layer.heads() for layer in self.layers]
 
 
 @dataclass

@@ -8,6 +8,7 @@ Beam search is observed afterwards: :func:`replay_beams` replays each returned b
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -123,10 +124,30 @@ def attach_encoder(capture: SequenceCapture, observer: StepObserver, b: int) -> 
 
 
 def token_texts(tokenizer: Any, capture: SequenceCapture) -> dict[int, str]:
+    """The text of every token id the report names (the generated tokens, each step's top tokens).
+
+    A token's text depends on the tokenizer only: each tokenizer's decoded ids are kept for the
+    next sequences and generations (at most its vocabulary).
+    """
     ids = set(capture.generated_token_ids)
     if capture.logits is not None:
-        ids.update(int(i) for i in np.asarray(capture.logits.topk_ids).reshape(-1).tolist())
-    return {i: tokenizer.decode([i]) for i in sorted(ids)}
+        ids.update(np.unique(np.asarray(capture.logits.topk_ids)).tolist())
+    known = _decoded_of(tokenizer)
+    if known is None:
+        return {i: tokenizer.decode([i]) for i in sorted(ids)}
+    for i in ids - known.keys():
+        known[i] = tokenizer.decode([i])
+    return {i: known[i] for i in sorted(ids)}
+
+
+_DECODED: weakref.WeakKeyDictionary[Any, dict[int, str]] = weakref.WeakKeyDictionary()
+
+
+def _decoded_of(tokenizer: Any) -> dict[int, str] | None:
+    try:
+        return _DECODED.setdefault(tokenizer, {})
+    except TypeError:  # a tokenizer that cannot be weakly referenced: decoded each time
+        return None
 
 
 def replay_beams(

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from corevital.capture.generate_kwargs import recorded
-from corevital.capture.records import SKETCH_SEED, PromptHeadAttention, RunCapture, SequenceCapture
+from corevital.capture.records import SKETCH_SEED, PromptLayerAttention, RunCapture, SequenceCapture
 from corevital.report.columns import Columns, construct_rows
 from corevital.report.numbers import as_list
 from corevital.report.schema import (
@@ -199,7 +199,7 @@ def prompt_analysis(seq: SequenceCapture, layers_kept: bool) -> PromptAnalysis |
     telemetry = seq.prompt_telemetry
     if telemetry is None or not layers_kept:
         return None
-    heads = _sparse_heads(telemetry.heads)
+    heads = _sparse_heads(telemetry.layers)
     basins = telemetry.basin_scores
     layers: Columns = {
         "heads": heads,
@@ -212,26 +212,31 @@ def prompt_analysis(seq: SequenceCapture, layers_kept: bool) -> PromptAnalysis |
     )
 
 
-def _sparse_heads(layers: list[list[PromptHeadAttention]]) -> list[list[SparseAttentionHead]]:
-    """Each layer's heads; each field's arrays of all heads converted together."""
-    heads = [head for layer in layers for head in layer]
+def _sparse_heads(layers: list[PromptLayerAttention]) -> list[list[SparseAttentionHead]]:
+    """Each layer's heads; each field's entries of all heads converted together."""
+    if not layers:
+        return []
+    kept = [layer.entries() for layer in layers]
+    counts = np.concatenate([np.asarray(layer.count).reshape(-1) for layer in layers])
+
+    def column(name: str, convert: Callable[[np.ndarray], list[Any]]) -> list[list[Any]]:
+        arrays = [np.asarray(getattr(layer, name))[mask] for layer, mask in zip(layers, kept, strict=True)]
+        return _split(convert(np.concatenate(arrays)), counts)
+
     columns: Columns = {
-        "query_indices": _pieces([head.query_indices for head in heads], _ints),
-        "key_indices": _pieces([head.key_indices for head in heads], _ints),
-        "weights": _pieces([head.weights for head in heads], _nums),
+        "query_indices": column("query_indices", _ints),
+        "key_indices": column("key_indices", _ints),
+        "weights": column("weights", _nums),
     }
     built = iter(construct_rows(SparseAttentionHead, columns))
-    return [[next(built) for _ in layer] for layer in layers]
+    return [[next(built) for _ in range(np.asarray(layer.count).size)] for layer in layers]
 
 
-def _pieces(arrays: list[Any], convert: Callable[[np.ndarray], list[Any]]) -> list[list[Any]]:
-    """``convert`` applied to each array, done once over their concatenation."""
-    flats = [np.asarray(a).reshape(-1) for a in arrays]
-    if not flats:
-        return []
-    values = convert(np.concatenate(flats))
-    ends = np.cumsum([f.size for f in flats]).tolist()
-    return [values[end - f.size : end] for f, end in zip(flats, ends, strict=True)]
+def _split(values: list[Any], counts: Any) -> list[list[Any]]:
+    """``values`` cut into consecutive pieces of ``counts`` items."""
+    ends = np.cumsum(counts).tolist()
+    starts = [0, *ends[:-1]]
+    return [values[start:end] for start, end in zip(starts, ends, strict=True)]
 
 
 def _ints(values: np.ndarray) -> list[int]:

@@ -89,7 +89,7 @@ DEFERRED_BOUNDS = (MiB, 128 * MiB)
 PROMPT_CHUNK_SHARE = 64
 STACKED_KEYS_BYTES = 64 * MiB
 # Shares of an accelerator's free memory the budgets may take, and their caps: a reduction's
-# transient buffers come to about twice its budget (measured peaks in docs/performance.md).
+# transient buffers come to two to three times its budget (peaks in docs/performance.md).
 FREE_SHARE_DEFERRED, FREE_CAP_DEFERRED = 64, 2**30
 FREE_SHARE_PROMPT, FREE_CAP_PROMPT = 128, 512 * MiB
 FREE_SHARE_STACKED, FREE_CAP_STACKED = 64, 2**30

@@ -154,7 +154,7 @@ _PLAIN_CACHES: dict[int, KeptStaticCache] = {}
 @contextmanager
 def _free_memory_unknown() -> Iterator[None]:
     real = observer_module.free_memory
-    observer_module.free_memory = lambda device: None
+    observer_module.free_memory = lambda devices: None
     try:
         yield
     finally:

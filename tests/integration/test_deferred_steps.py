@@ -200,10 +200,13 @@ def test_the_budgets_grow_with_an_accelerators_free_memory() -> None:
     assert full == sized
     explicit = Tuning(deferred_bytes=5, prompt_chunk_bytes=6, stacked_keys_bytes=7)
     assert explicit.resolved(model, 120 * 2**30) == explicit
-    assert free_memory(torch.device("cpu")) is None
+    assert free_memory((torch.device("cpu"),)) is None
+    assert free_memory(()) is None
     if torch.cuda.is_available():
-        free = free_memory(torch.device("cuda"))
-        assert free is not None and 0 < free <= torch.cuda.mem_get_info()[1]
+        cuda = torch.device("cuda", torch.cuda.current_device())
+        free = free_memory((cuda,))
+        assert free is not None and 0 < free <= torch.cuda.mem_get_info(cuda)[1]
+        assert free_memory((cuda, torch.device("cpu"))) is None  # split over the GPU and the CPU
 
 
 def test_budgets_from_free_memory_change_no_number(
@@ -222,17 +225,17 @@ def test_budgets_from_free_memory_change_no_number(
         budgets.append(budget_bytes)
         real_window(self, options, sketch, budget_bytes, shards)
 
-    asked: list[torch.device] = []
+    asked: list[tuple[torch.device, ...]] = []
 
-    def roomy(device: torch.device) -> int:
-        asked.append(device)
+    def roomy(devices: tuple[torch.device, ...]) -> int:
+        asked.append(devices)
         return 120 * 2**30
 
     monkeypatch.setattr(step_window_module.StepWindow, "__init__", window)
     monkeypatch.setattr(observer_module, "free_memory", roomy)
     pieces = _count_deferred_rows(monkeypatch)
     got = capture_prompts(loaded, PROMPTS, settings, tuning=Tuning(stack_keys_on_cpu=True)).sequences
-    assert budgets == [FREE_CAP_DEFERRED] and len(asked) == 1  # one generation, sized once
+    assert budgets == [FREE_CAP_DEFERRED] and asked == [(torch.device("cpu"),)]  # sized once, its device
     assert pieces == [8]  # the 8 decoding steps after the prefill, scored in one piece
     for a, b in zip(got, want, strict=True):
         assert a.generated_token_ids == b.generated_token_ids

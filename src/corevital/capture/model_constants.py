@@ -1,6 +1,6 @@
 """What observing a model derives from its structure and weights, made once per model.
 
-A generation's observer needs the model's weight bytes (its memory budgets are shares of them), the
+A generation's observer needs the model's weight bytes and devices (its memory budgets follow them), the
 fixed random projection of hidden-state sketches, the attention modules, the pre-MLP norms and the
 config objects the attention tap re-points. None
 of these changes between generations of the same loaded model, and computing them again for every
@@ -36,6 +36,7 @@ class ModelConstants:
         self._norms_found = False
         self._sketches: dict[tuple[int, torch.device], Tensor | None] = {}
         self._configs: list[Any] | None = None
+        self._devices: tuple[torch.device, ...] | None = None
 
     @property
     def configs(self) -> list[Any]:
@@ -49,6 +50,13 @@ class ModelConstants:
         if self._bytes is None:
             self._bytes = model_bytes(self.model)
         return self._bytes
+
+    @property
+    def devices(self) -> tuple[torch.device, ...]:
+        """The devices the model's weights are on (several for a model split with ``device_map``)."""
+        if self._devices is None:
+            self._devices = tuple(dict.fromkeys(p.device for p in self.model.parameters()))
+        return self._devices
 
     @property
     def sites(self) -> list[AttentionSite]:

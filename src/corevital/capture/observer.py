@@ -97,13 +97,17 @@ def _last_row(collected: tuple[Tensor, Tensor | None] | None, causal: bool) -> A
     return summarize_attention(weights[:, :, 0], None if visible is None else visible[:, :, 0], causal=causal)
 
 
-def free_memory(device: torch.device) -> int | None:
-    """Bytes a CUDA device can still give this process (the driver's free memory and what torch's
-    allocator holds unused); None elsewhere. A driver query, no synchronisation."""
-    if device.type != "cuda" or not torch.cuda.is_available():
+def free_memory(devices: tuple[torch.device, ...]) -> int | None:
+    """Bytes each of ``devices`` can still give this process, the least of them, when all are CUDA
+    devices (the driver's free memory and what torch's allocator holds unused); None otherwise (a
+    model on the CPU, or split over a GPU and the CPU). Driver queries, no synchronisation."""
+    if not devices or any(d.type != "cuda" for d in devices) or not torch.cuda.is_available():
         return None
-    free, _total = torch.cuda.mem_get_info(device)
-    return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    free = []
+    for device in devices:
+        driver_free, _total = torch.cuda.mem_get_info(device)
+        free.append(driver_free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    return int(min(free))
 
 
 class StepObserver:
@@ -126,7 +130,7 @@ class StepObserver:
         self.model = model = constants.model
         self.caps = caps = constants.caps
         size = constants.weight_bytes
-        free = free_memory(next(model.parameters()).device)
+        free = free_memory(constants.devices)
         self.options = options = replace(options, tuning=options.tuning.resolved(size, free))
         chunk = options.tuning.prompt_chunk(size)
         self.tap, self.warnings = attention_tap(

@@ -108,6 +108,7 @@ def reduce_decode_rows(steps: Sequence[DecodeRows], keys: Sequence[Tensor], tuni
     if tuning.stacks_keys(device.type == "cpu", layers * keys[0].nbytes):
         stacked = torch.stack(list(keys)).view(layers * batch, kv_heads, kv_len, dim)
         scores = row_scores(rows.view(layers * batch, q_heads, n, dim), stacked)
+        del stacked  # the keys' copy is not needed past the matmul
     else:  # one matmul per layer rather than a copy of a long cache
         scores = torch.stack([row_scores(q, k) for q, k in zip(rows.unbind(0), keys, strict=True)])
     scores = scores.view(layers, batch, q_heads, n, kv_len)
@@ -128,6 +129,7 @@ def reduce_decode_rows(steps: Sequence[DecodeRows], keys: Sequence[Tensor], tuni
         bias.masked_fill_(~real[:, None, None, :], torch.finfo(dtype).min)
         logits = torch.add(bias, scores, alpha=first.scale)
         visible = real[:, None, :] & ~future
+    del scores  # ``logits`` holds them (scaled in place) or their masked copy
     # Keys cached after a step get exactly zero weight whatever they hold (even NaN after a fault).
     logits.masked_fill_(future, torch.finfo(dtype).min)  # [N, K] broadcasts over [L, B, Hq]
     probs = torch.softmax(logits, dim=-1, dtype=torch.float32)  # [L, B, Hq, N, K]

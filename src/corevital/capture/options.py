@@ -24,7 +24,7 @@ MiB = 2**20
 class Tuning:
     """Memory budgets and batching of one capture.
 
-    A budget left None follows the model's size and, on an accelerator, the memory it has free when
+    A budget left None follows the model's size and, on CUDA devices, the memory they have free when
     the generation starts (:meth:`resolved`): where memory is plentiful, fewer and larger reductions.
     """
 
@@ -32,14 +32,14 @@ class Tuning:
     flush_every: int = 32
     # Largest float32 size of one window's rows; None: the model's weight bytes / 128, 1-128 MiB
     # (Llama-3-8B in bfloat16: 125 MiB, a window of 32 steps at batch 1, prompt 512), or 1/64 of
-    # the accelerator's free memory where that is more, up to 1 GiB.
+    # the CUDA devices' free memory where that is more, up to 1 GiB.
     deferred_bytes: int | None = None
     # Largest float32 block a prompt reduction makes at once; None: the model's bytes / 64, 1-32 MiB,
-    # or 1/128 of the accelerator's free memory where that is more, up to 512 MiB.
+    # or 1/128 of the CUDA devices' free memory where that is more, up to 512 MiB.
     prompt_chunk_bytes: int | None = None
     # Largest transient copy of a group of layers' keys, to score their rows in one matmul instead of
     # one per layer; None: 64 MiB (Llama-3-8B, batch 1: about 1000 cached tokens), or 1/64 of the
-    # accelerator's free memory where that is more, up to 1 GiB.
+    # CUDA devices' free memory where that is more, up to 1 GiB.
     stacked_keys_bytes: int | None = None
     # The CPU scores layer by layer: there the copy costs more than the calls it saves. True counts
     # what an accelerator runs (bench/op_count.py).
@@ -88,7 +88,7 @@ DEFERRED_SHARE = 128
 DEFERRED_BOUNDS = (MiB, 128 * MiB)
 PROMPT_CHUNK_SHARE = 64
 STACKED_KEYS_BYTES = 64 * MiB
-# Shares of an accelerator's free memory the budgets may take, and their caps: a reduction's
+# Shares of the CUDA devices' free memory the budgets may take, and their caps: a reduction's
 # transient buffers come to two to three times its budget (peaks in docs/performance.md).
 FREE_SHARE_DEFERRED, FREE_CAP_DEFERRED = 64, 2**30
 FREE_SHARE_PROMPT, FREE_CAP_PROMPT = 128, 512 * MiB

@@ -358,3 +358,21 @@ def test_no_mask_means_every_key_visible(keys: int, causal: bool, dtype: torch.d
         got, want = getattr(fast, name), getattr(ref, name)
         assert got.shape == want.shape and got.dtype == want.dtype, name
         torch.testing.assert_close(got, want, equal_nan=True, rtol=1e-6, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["mask", "every-key-visible"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_overwrite_gives_the_same_statistics(masked: bool, causal: bool) -> None:
+    """With ``overwrite`` the float32 weights are worked on in place: the same statistics, every
+    field; without it the caller's weights are left as they were."""
+    mask = varied_mask(3, 6, 12)
+    weights = softmax_rows(random_scores((3, 6, 5, 12), 4), mask)
+    if not masked:
+        weights = torch.softmax(random_scores((3, 6, 5, 12), 5), dim=-1)
+    key_mask = mask if masked else None
+    before = weights.clone()
+    want = summarize_attention(weights, key_mask, causal=causal)
+    assert torch.equal(weights.nan_to_num(), before.nan_to_num())  # untouched without overwrite
+    got = summarize_attention(weights.clone(), key_mask, causal=causal, overwrite=True)
+    for name in (*LN_FIELDS, "max_weight_per_head", "renormalized", "has_nan", "has_inf"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), equal_nan=True, msg=name)

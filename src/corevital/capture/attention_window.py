@@ -134,10 +134,13 @@ def reduce_decode_rows(steps: Sequence[DecodeRows], keys: Sequence[Tensor], tuni
     logits.masked_fill_(future, torch.finfo(dtype).min)  # [N, K] broadcasts over [L, B, Hq]
     probs = torch.softmax(logits, dim=-1, dtype=torch.float32)  # [L, B, Hq, N, K]
     del logits
-    weights = probs.transpose(2, 3).reshape(layers, batch * n, q_heads, kv_len)
-    del probs
-    stats = summarize_attention(weights, visible.reshape(1, batch * n, kv_len), causal=True)
-    return _steps_first(stats, batch, n)
+    # [L·B, N, Hq, K] as a view (no copy of the probabilities), each (layer, sequence) one "layer"
+    # of the statistics with its steps as rows; the mask follows, [L·B, N, K]. The probabilities
+    # are this function's own buffer: the statistics work in them.
+    weights = probs.transpose(2, 3).flatten(0, 1)
+    mask = visible.expand(layers, batch, n, kv_len).flatten(0, 1)
+    stats = summarize_attention(weights, mask, causal=True, overwrite=True)
+    return _steps_first(stats, layers, batch)
 
 
 def _device_ints(values: list[int], device: torch.device) -> Tensor:
@@ -166,10 +169,10 @@ def _layer_queries(steps: Sequence[DecodeRows], index: int) -> list[Tensor]:
     return [step.queries[index] for step in steps]
 
 
-def _steps_first(stats: AttentionStats, batch: int, steps: int) -> AttentionStats:
-    """Fields [L, B·N, ...] (rows sequence-major) as [N, L, B, ...]."""
+def _steps_first(stats: AttentionStats, layers: int, batch: int) -> AttentionStats:
+    """Fields [L·B, N, ...] (layer-major) as [N, L, B, ...]."""
     values = {}
     for f in fields(stats):
         value = getattr(stats, f.name)
-        values[f.name] = value.unflatten(1, (batch, steps)).movedim(2, 0)
+        values[f.name] = value.unflatten(0, (layers, batch)).movedim(2, 0)
     return AttentionStats(**values)

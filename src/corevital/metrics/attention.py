@@ -46,6 +46,7 @@ def summarize_attention(
     focus_threshold: float = DEFAULT_FOCUS_THRESHOLD,
     min_keys_for_collapse: int = DEFAULT_MIN_KEYS_FOR_COLLAPSE,
     renorm_tolerance: float = DEFAULT_RENORM_TOLERANCE,
+    overwrite: bool = False,
 ) -> AttentionStats:
     """Per-head entropy, concentration, sink and previous-token mass, reduced over heads.
 
@@ -58,6 +59,8 @@ def summarize_attention(
 
     Written for few kernels (this runs every decoding step): the per-head quantities are laid out
     as one [5, L, N, H] tensor so that three reductions over heads give every mean, max and min.
+    ``overwrite``: ``weights`` is the caller's own float32 buffer, which nothing reads afterwards;
+    it is masked and turned into ``-w ln w`` in place instead of in a copy of its size.
     """
     if weights.dim() != 4:
         raise ValueError(f"weights must be [L, N, H, K], got shape {tuple(weights.shape)}")
@@ -65,10 +68,12 @@ def summarize_attention(
     keys = _Keys.of(key_mask, weights, causal, min_keys_for_collapse)
 
     # The one full-size float32 buffer: weights with hidden keys zeroed, overwritten in place below.
-    # For other dtypes the cast already copies, so mask that copy in place rather than build a second.
+    # For other dtypes the cast already copies, so mask that copy in place rather than build a second
+    # (with ``overwrite``, the caller's buffer itself).
     w = weights.float()
+    owned = w is not weights or overwrite
     if keys.hidden is not None:
-        w = w.masked_fill(keys.hidden, 0.0) if w is weights else w.masked_fill_(keys.hidden, 0.0)
+        w = w.masked_fill_(keys.hidden, 0.0) if owned else w.masked_fill(keys.hidden, 0.0)
 
     # nansum skips NaN, so it is ±inf or NaN (inf - inf) exactly when the head holds an infinite
     # weight; this avoids a full-size isinf pass (whose |w| temporary is as large as w).
@@ -84,7 +89,7 @@ def summarize_attention(
 
     picked = keys.pick(w)  # weights on the first (and previous) visible key, [L, N, H] each
     # -Σ w ln w; in place when w is a copy that nothing else reads (picked may be views of it).
-    in_place = w is not weights and keys.hidden is not None
+    in_place = owned and keys.hidden is not None
     entr_sum = torch.special.entr(w, out=w if in_place else None).sum(dim=-1)
     del w
 

@@ -46,8 +46,8 @@ sys.path.insert(1, str(REPO))  # tests.support.tiny_models, for --tiny
 
 from shapes import SHAPES  # noqa: E402
 
-import corevital.capture.observer as observer_module  # noqa: E402
 from corevital.capture.loading import LoadedModel, ModelSpec, load_model, loaded_from_existing  # noqa: E402
+from corevital.capture.options import Tuning  # noqa: E402
 from corevital.capture.static_cache import KeptStaticCache, with_kept_static_cache  # noqa: E402
 from corevital.config import load_settings  # noqa: E402
 from corevital.pipeline import Pipeline, settle_loaded_model  # noqa: E402
@@ -151,16 +151,6 @@ def peak(device: torch.device) -> float | None:
 _PLAIN_CACHES: dict[int, KeptStaticCache] = {}
 
 
-@contextmanager
-def _free_memory_unknown() -> Iterator[None]:
-    real = observer_module.free_memory
-    observer_module.free_memory = lambda devices: None
-    try:
-        yield
-    finally:
-        observer_module.free_memory = real
-
-
 def run_case(
     loaded: LoadedModel,
     prompts: list[str],
@@ -221,12 +211,11 @@ def run_case(
         with torch.no_grad():
             loaded.model.generate(**batch, **kwargs)
 
+    # The budgets of a device whose free memory is not known, set explicitly for ":sized" modes.
+    sized = Tuning().resolved(loaded.constants.weight_bytes, None)
+
     def capture(mode: str) -> None:
-        if mode.endswith(SIZED):  # the budgets of a device whose free memory is not known
-            with _free_memory_unknown():
-                run = pipelines[mode].capture(prompts)
-        else:
-            run = pipelines[mode].capture(prompts)
+        run = pipelines[mode].capture(prompts, tuning=sized if mode.endswith(SIZED) else None)
         assert all(seq.num_steps == new_tokens for seq in run.sequences), "a run stopped early"
         last_run[mode] = run
 

@@ -49,6 +49,7 @@ from corevital.sinks.open import store_location
 if TYPE_CHECKING:
     from corevital.capture.loading import LoadedModel
     from corevital.capture.messages import Prompt
+    from corevital.capture.options import Tuning
     from corevital.capture.records import ProgressCallback, RunCapture, SequenceCapture, StepCallback
 
 log = logging.getLogger(__name__)
@@ -202,8 +203,10 @@ class Pipeline(ClosesOnExit):
         first_index: int = 0,
         generate_kwargs: dict[str, Any] | None = None,
         progress: ProgressCallback | None = None,
+        tuning: Tuning | None = None,
     ) -> RunCapture:
-        """Generate for prompt strings or chat messages; ``generate_kwargs``: further generate() keywords."""
+        """Generate for prompt strings or chat messages; ``generate_kwargs``: further generate() keywords;
+        ``tuning``: memory budgets (default: from the model's size and the device's free memory)."""
         from corevital.capture.runner import capture_prompts
 
         rag = self.rag_context()
@@ -219,6 +222,7 @@ class Pipeline(ClosesOnExit):
             first_index=first_index,
             generate_kwargs=generate_kwargs,
             progress=progress,
+            tuning=tuning,
         )
 
     def build(self, run: RunCapture) -> list[Report]:

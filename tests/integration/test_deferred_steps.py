@@ -27,6 +27,7 @@ from corevital.capture.options import (
 from corevital.capture.records import SequenceCapture
 from corevital.capture.runner import capture_prompts
 from corevital.config import Settings
+from corevital.pipeline import Pipeline
 from tests.integration.conftest import tiny_settings
 from tests.support.compare import assert_stats_close
 from tests.support.tiny_models import ARCHITECTURES, save_tiny_model
@@ -287,3 +288,21 @@ def test_deferred_steps_before_a_step_scored_at_once(
     for a, b in zip(got, want, strict=True):
         assert a.generated_token_ids == b.generated_token_ids
         _assert_same(a, b)
+
+
+def test_a_pipeline_passes_its_callers_budgets_to_the_capture(
+    tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budgets: list[int] = []
+    real_window = step_window_module.StepWindow.__init__
+
+    def window(self: Any, options: Any, sketch: Any, budget_bytes: int, shards: Any = None) -> None:
+        budgets.append(budget_bytes)
+        real_window(self, options, sketch, budget_bytes, shards)
+
+    monkeypatch.setattr(step_window_module.StepWindow, "__init__", window)
+    pipeline = Pipeline(tiny_settings(max_new_tokens=3))
+    pipeline.use_model(tiny_loaded("llama"))
+    pipeline.capture(PROMPTS[:1], tuning=Tuning(deferred_bytes=12_345))
+    pipeline.capture(PROMPTS[:1])
+    assert budgets == [12_345, Tuning().deferred_budget(pipeline.loaded.constants.weight_bytes)]

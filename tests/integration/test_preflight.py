@@ -173,9 +173,10 @@ def test_ctrl_c_inside_a_finalizer_is_not_lost() -> None:
     from corevital.cli import interrupts_kept
 
     before = sys.unraisablehook
-    with interrupts_kept(), pytest.raises(KeyboardInterrupt):
-        _InterruptedFinalizer()  # dropped at once: its finalizer runs here
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline:  # the interrupt, sent again, arrives in this loop
-            time.sleep(0.01)
-    assert sys.unraisablehook is before
+    for _ in range(200):  # the interrupt sent again must never land inside the hook, where it is lost too
+        with interrupts_kept(), pytest.raises(KeyboardInterrupt):
+            _InterruptedFinalizer()  # dropped at once: its finalizer runs here
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline:  # the interrupt, sent again, arrives in this loop
+                time.sleep(0.001)
+        assert sys.unraisablehook is before

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple, NoReturn
 
@@ -135,13 +136,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 def interrupts_kept() -> Iterator[None]:
     """Ctrl-C that lands in a finalizer (``__del__``, which the interpreter runs during imports and
     collections) is not lost: the interpreter would print it as an ignored exception and go on, so it
-    is sent again as a SIGINT, from another thread (raised in the hook, it would be ignored too), and
-    the main thread raises it in the code that runs next."""
+    is sent again as a SIGINT, and the main thread raises it in the code that runs next.
+
+    The SIGINT comes from another thread once the hook is done: a KeyboardInterrupt raised anywhere
+    inside the hook (by the hook, or by the handler of a SIGINT that arrives while the hook still
+    runs, e.g. while it waits for the thread to start) would be ignored in turn. After the hook marks
+    itself done only its return is left, where the interpreter takes no signal."""
     previous = sys.unraisablehook
 
     def hook(unraisable: sys.UnraisableHookArgs) -> None:
         if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
-            threading.Thread(target=signal.raise_signal, args=(signal.SIGINT,), daemon=True).start()
+            hook_done = [False]
+
+            def send_again() -> None:
+                while not hook_done[0]:
+                    time.sleep(0.001)
+                signal.raise_signal(signal.SIGINT)
+
+            threading.Thread(target=send_again, daemon=True).start()
+            hook_done[0] = True
             return
         previous(unraisable)
 

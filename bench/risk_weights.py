@@ -12,6 +12,12 @@ every dev run's :class:`~corevital.analysis.risk.RiskEvidence` once, and
   it stays a hard floor.
 - always: the AUROC on dev per kind and pooled of the score that a profile gives (the shipped one,
   or with ``--fit`` the fitted one) against the best single baseline, and the score's quantiles.
+- ``--internal``: the per-kind AUROC of the shipped score with one attention feature of the run
+  added to its logit (the share of collapsed heads over all layers, the first or the last third of
+  the layers, or the negated mean normalised attention entropy; each standardised by the median and
+  interquartile range of the healthy dev runs, fault kinds aside, and clipped to ±3), at weights
+  0.25, 0.5 and 1 (and each feature alone): whether internal attention evidence helps the kinds
+  where the score falls short.
 
     .venv/bin/python bench/risk_weights.py --out .bench-out/validation_suite --fit \
         --merge .bench-out/faults_mlp/signals.pkl
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +43,7 @@ from corevital.analysis.evaluation import auroc
 from corevital.analysis.health import assess_health
 from corevital.analysis.profiles import RiskProfile, load_profile
 from corevital.analysis.risk import RiskEvidence, combine, evidence
+from corevital.analysis.signals import SequenceSignals
 from corevital.validation.suite import BASELINE_KEYS, baseline_scores
 from corevital.validation.suite_items import build_suite
 from corevital.validation.suite_labels import label
@@ -73,6 +81,34 @@ class DevRun:
     failed: bool
     found: RiskEvidence
     baselines: dict[str, float]
+    attention: dict[str, float]  # the run's attention features (:func:`attention_features`)
+
+
+INTERNAL = (
+    "collapse, all layers",
+    "collapse, first third",
+    "collapse, last third",
+    "attention entropy (negated)",
+)
+
+
+def attention_features(sig: SequenceSignals) -> dict[str, float]:
+    """The run's mean share of collapsed heads over all layers, the first and the last third of the
+    layers, and its negated mean normalised attention entropy (NaN without attention)."""
+    rate, entropy = sig.attn_collapse_rate, sig.attn_entropy_norm
+    if rate is None or entropy is None or not np.size(rate):
+        return dict.fromkeys(INTERNAL, math.nan)
+    rate = np.asarray(rate, dtype=np.float64)
+    third = rate.shape[1] // 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a run whose attention is all NaN
+        values = (
+            np.nanmean(rate),
+            np.nanmean(rate[:, :third]),
+            np.nanmean(rate[:, rate.shape[1] - third :]),
+            -np.nanmean(np.asarray(entropy, dtype=np.float64)),
+        )
+    return {name: float(v) for name, v in zip(INTERNAL, values, strict=True)}
 
 
 def dev_runs(out: Path, merge: Sequence[Path] = ()) -> list[DevRun]:
@@ -84,9 +120,9 @@ def dev_runs(out: Path, merge: Sequence[Path] = ()) -> list[DevRun]:
     items = [i for i in build_suite() if i.split == "dev" and cache_key(i) in captured]
     by_id = {i.id: i for i in items}
     profile = load_profile(next(iter(captured.values()))[1].model_type)
-    cache: dict[str, tuple[RiskEvidence, dict[str, float]]] = {}
+    cache: dict[str, tuple[RiskEvidence, dict[str, float], dict[str, float]]] = {}
 
-    def evidence_of(item_id: str) -> tuple[RiskEvidence, dict[str, float]]:
+    def evidence_of(item_id: str) -> tuple[RiskEvidence, dict[str, float], dict[str, float]]:
         if item_id not in cache:
             sig = captured[cache_key(by_id[item_id])][1]
             d = diagnose(sig, profile)
@@ -102,7 +138,8 @@ def dev_runs(out: Path, merge: Sequence[Path] = ()) -> list[DevRun]:
                 layer_updates=updates,
             )
             assert combine(found, profile.risk).risk_score == d.risk.risk_score  # the report's evidence
-            cache[item_id] = (found, baseline_scores(vars(d.run_features), sig.token_ids.tolist()))
+            baselines = baseline_scores(vars(d.run_features), sig.token_ids.tolist())
+            cache[item_id] = (found, baselines, attention_features(sig))
         return cache[item_id]
 
     runs = []
@@ -254,6 +291,48 @@ def report(runs: list[DevRun], risk: RiskProfile) -> str:
     return "\n".join(lines)
 
 
+def _kind_indices(runs: list[DevRun]) -> dict[str, list[int]]:
+    """Each kind's runs and the pooled ones (a fault kind's clean runs once), as :func:`report` reads them."""
+    out: dict[str, list[int]] = {}
+    for kind in [*dict.fromkeys(r.kind for r in runs), "pooled"]:
+        idx = [i for i, r in enumerate(runs) if kind == "pooled" or r.kind == kind]
+        if kind == "pooled":
+            idx = [i for i in idx if not (runs[i].kind.startswith("fault_") and not runs[i].failed)]
+        out[kind] = idx
+    return out
+
+
+def internal_table(runs: list[DevRun], risk: RiskProfile, weights: Sequence[float] = (0.25, 0.5, 1.0)) -> str:
+    """Dev AUROC per kind of the shipped score, the best baseline, each attention feature alone and
+    the shipped score with it added to its logit at each weight (see the module text)."""
+    y = np.asarray([r.failed for r in runs])
+    score = np.clip([combine(r.found, risk).risk_score for r in runs], 1e-9, 1 - 1e-9)
+    logit = np.log(score / (1 - score))
+    healthy = ~y & np.asarray([not r.kind.startswith("fault_") for r in runs])
+    columns: dict[str, np.ndarray] = {"shipped": score}
+    for name in INTERNAL:
+        x = np.asarray([r.attention[name] for r in runs])
+        ref = x[healthy & np.isfinite(x)]
+        center = float(np.median(ref))
+        scale = float(np.subtract(*np.percentile(ref, [75, 25]))) or 1e-3
+        z = np.clip((np.where(np.isfinite(x), x, center) - center) / scale, -3.0, 3.0)
+        columns[f"{name}, alone"] = z
+        for w in weights:
+            columns[f"{name}, w {w:g}"] = logit + w * z
+    lines = [
+        "| kind | N (failed) | best baseline | " + " | ".join(columns) + " |",
+        "|---|---|---|" + "---|" * len(columns),
+    ]
+    for kind, idx in _kind_indices(runs).items():
+        labels = y[idx]
+        if labels.all() or not labels.any():
+            continue
+        best = best_baseline({k: [runs[i].baselines[k] for i in idx] for k in BASELINE_KEYS}, labels)
+        cells = " | ".join(f"{auroc(s[idx], labels):.3f}" for s in columns.values())
+        lines.append(f"| {kind} | {len(idx)} ({int(labels.sum())}) | {best.key} {best.auroc:.3f} | {cells} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -271,10 +350,18 @@ def main(argv: list[str] | None = None) -> int:
         help="set the intercept so healthy dev runs' median is this",
     )
     parser.add_argument("--merge", type=Path, action="append", default=[], help="another signals.pkl to add")
+    parser.add_argument(
+        "--internal", action="store_true", help="the shipped score with attention features added"
+    )
     args = parser.parse_args(argv)
     runs = dev_runs(args.out, args.merge)
     risk = load_profile("llama").risk
     print("shipped profile:\n" + report(runs, risk))
+    if args.internal:
+        print(
+            "\nattention features added to the shipped score's logit (dev AUROC):\n"
+            + internal_table(runs, risk)
+        )
     if args.fit:
         penalty = args.penalty
         if penalty is None:

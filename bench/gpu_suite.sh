@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Every GPU table of docs/performance.md, from the repository root:
-#   bash bench/gpu_suite.sh OUTDIR [llama|rest|static|dynamic|budgets|families|quantized|all]
+#   bash bench/gpu_suite.sh OUTDIR [llama|rest|static|dynamic|budgets|trace|families|quantized|all]
 # "llama" (Llama-3-8B shape, batch 1: the targets; about 6 minutes on an H200) and "rest"
 # (SmolLM2-135M shape, batch 8, the other capture modes; about 6 minutes) each fit one 10-minute
 # device call; "all" (the default) runs both. "static" (transformers' compiled static-cache decoding
 # step, Llama-3-8B shape, 512->200 and 64->50, batch 1 and 8: each batch size and capture mode
 # compiles once, so the first run of each is long: about 7.5 minutes on an H200, within one 10-minute call)
 # and "dynamic" (the same cases with the dynamic cache, about 5 minutes) are the fast-path table.
-# "budgets" compares, in one process, capture with the budgets the GPU's free memory allows and with
+# "trace" profiles one run of each mode of the static-cache cases (where the device's time goes, by
+# CoreVital function; BATCHES=8 for batch 8 alone, about 6 minutes). "budgets" compares, in one process, capture with the budgets the GPU's free memory allows and with
 # the budgets sized by the model alone (modes with ":sized"), static cache, batch 8 (about 6 minutes).
 # "families" runs the static-cache subset of the decoder-family matrix on the GPU (generate()
 # compiles every tiny model's decoding step; 8 pytest workers, about 2 minutes; needs pytest-xdist)
@@ -50,6 +51,14 @@ fi
 if [ "$part" = budgets ]; then
     bench llama_budgets --shape llama3-8b --cases 512:200,64:50 --batch 8 \
         --modes full,full:sized,summary,summary:sized --repeats 7 --warmup 1 --cache static
+fi
+if [ "$part" = trace ]; then
+    # one profiled run of plain, full and summary per case (torch.profiler with Python stacks): each
+    # run's device busy time against its wall time, the device time of every CoreVital function, and
+    # the timelines in OUTDIR/traces (Chrome trace format)
+    mkdir -p "$out/traces"
+    bench llama_trace --shape llama3-8b --cases 512:200,64:50 --batch "$batches" --modes full,summary \
+        --repeats 3 --warmup 1 --cache static --profile plain,full,summary --trace-dir "$out/traces"
 fi
 if [ "$part" = quantized ]; then
     # bitsandbytes (not on the device machine: install its wheel first, see docs/performance.md)

@@ -370,7 +370,9 @@ def python_profile(fn: Any, device: torch.device) -> str:
 
 
 def profile_table(fn: Any, device: torch.device, trace: Path | None = None) -> str:
-    """Where one run spends its time: the top operators by self CPU time (and CUDA time on a GPU).
+    """Where one run spends its time: the top operators by self CPU time (and CUDA time on a GPU),
+    the device's busy time against the run's wall time, and the CoreVital functions whose operators
+    take the most device time (:func:`by_source_line`).
 
     ``trace``: also write the run's timeline there (Chrome trace format, gzip-compressed when the
     name ends in ``.gz``), for reading the gaps between the device's work.
@@ -378,17 +380,54 @@ def profile_table(fn: Any, device: torch.device, trace: Path | None = None) -> s
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
+    start = time.perf_counter()
+    with profile(activities=activities, with_stack=True) as prof:
         fn()
         sync(device)
+    wall_ms = (time.perf_counter() - start) * 1000
     if trace is not None:
         prof.export_chrome_trace(str(trace))
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    return (
-        str(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
-        + "\n"
-        + str(prof.key_averages().table(sort_by=sort, row_limit=15))
-    )
+    averages = prof.key_averages()
+    parts = [
+        str(averages.table(sort_by="self_cpu_time_total", row_limit=25)),
+        str(averages.table(sort_by=sort, row_limit=15)),
+    ]
+    if device.type == "cuda":
+        busy_ms = sum(event.self_device_time_total for event in averages) / 1000
+        parts.append(
+            f"device busy {busy_ms:.1f} ms of {wall_ms:.1f} ms wall (profiled run, profiler included)"
+        )
+    parts.append(by_source_line(prof.events(), cuda=device.type == "cuda"))
+    return "\n".join(parts)
+
+
+def by_source_line(events: Any, cuda: bool, rows: int = 30) -> str:
+    """Each operator's own time (device time on a GPU) summed by the CoreVital function that called it
+    (named by its file and the line of its ``def``): the innermost Python frame outside torch decides
+    ("not CoreVital" for the model's and generate()'s own operators; CoreVital's hooks inside the
+    model count as its own)."""
+    totals: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for event in events:
+        own = event.self_device_time_total if cuda else event.self_cpu_time_total
+        if not own or not event.name.startswith("aten::"):
+            continue
+        where = "not CoreVital"
+        parent = event.cpu_parent  # the Python frames are events too (with_stack): walk up to one
+        while parent is not None:
+            path = parent.name.split("(")[0]
+            if path.endswith(".py") and "torch/" not in path:
+                where = parent.name if "corevital" in path else where
+                break
+            parent = parent.cpu_parent
+        totals[where] = totals.get(where, 0.0) + own
+        counts[where] = counts.get(where, 0) + 1
+    unit = "device" if cuda else "CPU"
+    lines = [f"| CoreVital function | own {unit} ms | operators |", "|---|---|---|"]
+    for where in sorted(totals, key=lambda w: -totals[w])[:rows]:
+        lines.append(f"| {where} | {totals[where] / 1000:.1f} | {counts[where]} |")
+    return "\n".join(lines)
 
 
 def table(rows: list[Row]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -146,3 +147,20 @@ def test_the_extra_arithmetic_pairs_never_repeat_a_group() -> None:
     groups = Counter(i.group for i in sums[84:])
     assert set(groups.values()) == {2}  # two phrasings of each new pair, no pair drawn twice
     assert not set(groups) & {i.group for i in sums[:84]}
+
+
+def test_every_capital_is_asked_once_and_never_named_by_its_question() -> None:
+    """A capital asked about twice would put one fact in two groups (maybe both splits); one whose
+    name is a word of the question would pass an output that only repeats the country."""
+    from corevital.validation.suite_prompts import FACTS, HARD_FACTS, MORE_CAPITALS
+
+    tables = [FACTS["capital"][1], HARD_FACTS["capital"][1], MORE_CAPITALS]
+    countries = [country.removeprefix("the ") for table in tables for country in table]
+    assert len(countries) == len(set(countries))
+    for country, answers in MORE_CAPITALS.items():  # as the labeller matches: whole words
+        assert not any(re.search(rf"\b{re.escape(a)}\b", country, re.IGNORECASE) for a in answers), country
+    factual = [i for i in build_suite() if i.kind == "factual"]
+    london = [i for i in factual if i.answer == "London"]
+    assert len(london) == 2
+    assert not any(label(i, "The capital of the United Kingdom is London.") for i in london)
+    assert all(label(i, "The capital of the United Kingdom is Manchester.") for i in london)

@@ -20,6 +20,7 @@ from corevital.validation.suite_prompts import (
     EASY_WORD_PROBLEMS,
     FACTS,
     HARD_FACTS,
+    MORE_CAPITALS,
     OPEN_ENDED,
     OPEN_SUFFIXES,
     REPEAT_TEMPLATES,
@@ -91,7 +92,8 @@ def _item(kind: str, index: int, prompt: str, group: str, **extra: object) -> Su
 
 def _factual() -> list[SuiteItem]:
     items: list[SuiteItem] = []
-    for table, (templates, facts) in [*FACTS.items(), *HARD_FACTS.items()]:
+    more = ("capital", (FACTS["capital"][0], MORE_CAPITALS))
+    for table, (templates, facts) in [*FACTS.items(), *HARD_FACTS.items(), more]:
         for subject, answers in facts.items():
             for template in templates:
                 items.append(

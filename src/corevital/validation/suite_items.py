@@ -21,6 +21,7 @@ from corevital.validation.suite_prompts import (
     FACTS,
     HARD_FACTS,
     MORE_CAPITALS,
+    MORE_UNANSWERABLE,
     OPEN_ENDED,
     OPEN_SUFFIXES,
     REPEAT_TEMPLATES,
@@ -207,7 +208,7 @@ def _requested_repetition() -> list[SuiteItem]:
 
 def _unanswerable() -> list[SuiteItem]:
     items: list[SuiteItem] = []
-    for t, question in enumerate(UNANSWERABLE):
+    for t, question in enumerate((*UNANSWERABLE, *MORE_UNANSWERABLE)):
         for suffix in UNANSWERABLE_SUFFIXES:
             items.append(_item("unanswerable", len(items), question + suffix, f"q{t}"))
     return items

@@ -20,8 +20,10 @@ def test_the_suite_is_deterministic_and_groups_never_straddle_splits() -> None:
     items = build_suite()
     assert [i.prompt for i in items] == [i.prompt for i in build_suite()]
     assert len({i.id for i in items}) == len(items)
-    plain = [i.prompt for i in items if i.fault is None]  # a fault kind reruns factual prompts
-    assert len(set(plain)) == len(plain)
+    groups_of: dict[str, set[str]] = {}  # a prompt in two groups could land in both splits
+    for item in items:
+        groups_of.setdefault(item.prompt, set()).add(item.group)
+    assert all(len(groups) == 1 for groups in groups_of.values())
     kinds = Counter(i.kind for i in items)
     assert set(kinds) >= {"factual", "arithmetic", "word_problem", "open_ended", "unanswerable"}
     assert {k for k in kinds if k.startswith("fault_")} == set(FAULTS)

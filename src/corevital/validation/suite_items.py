@@ -21,6 +21,7 @@ from corevital.validation.suite_prompts import (
     FACTS,
     HARD_FACTS,
     MORE_CAPITALS,
+    MORE_OPEN_ENDED,
     MORE_UNANSWERABLE,
     OPEN_ENDED,
     OPEN_SUFFIXES,
@@ -191,7 +192,8 @@ def _two_step_word_problems(rng: random.Random, per_template: int, first: int) -
 
 def _open_ended() -> list[SuiteItem]:
     items: list[SuiteItem] = []
-    for t, (style, prompt) in enumerate(OPEN_ENDED[::3] + OPEN_ENDED[1::3] + OPEN_ENDED[2::3]):
+    first = OPEN_ENDED[::3] + OPEN_ENDED[1::3] + OPEN_ENDED[2::3]
+    for t, (style, prompt) in enumerate((*first, *MORE_OPEN_ENDED)):
         for suffix in OPEN_SUFFIXES:
             items.append(_item("open_ended", len(items), prompt + suffix, f"{style}{t}"))
     return items

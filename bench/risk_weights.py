@@ -271,11 +271,7 @@ def report(runs: list[DevRun], risk: RiskProfile) -> str:
         "| kind | N (failed) | risk_score | best baseline | gap | p10 / median / p90 of risk |",
         "|---|---|---|---|---|---|",
     ]
-    kinds = [*dict.fromkeys(r.kind for r in runs), "pooled"]
-    for kind in kinds:
-        idx = [i for i, r in enumerate(runs) if kind == "pooled" or r.kind == kind]
-        if kind == "pooled":  # a fault kind's clean runs once (they are the factual prompts' runs)
-            idx = [i for i in idx if not (runs[i].kind.startswith("fault_") and not runs[i].failed)]
+    for kind, idx in _kind_indices(runs).items():
         y = np.asarray([runs[i].failed for i in idx])
         s = scores[idx]
         if y.all() or not y.any():
@@ -292,7 +288,8 @@ def report(runs: list[DevRun], risk: RiskProfile) -> str:
 
 
 def _kind_indices(runs: list[DevRun]) -> dict[str, list[int]]:
-    """Each kind's runs and the pooled ones (a fault kind's clean runs once), as :func:`report` reads them."""
+    """Each kind's runs, and the pooled ones: a fault kind's clean runs once (they are the factual
+    prompts' runs)."""
     out: dict[str, list[int]] = {}
     for kind in [*dict.fromkeys(r.kind for r in runs), "pooled"]:
         idx = [i for i, r in enumerate(runs) if kind == "pooled" or r.kind == kind]

@@ -21,7 +21,7 @@ import torch
 from corevital.capture.loading import ModelSpec, load_model
 from corevital.capture.runner import capture_prompts
 from corevital.config import load_settings
-from corevital.validation.suite_items import TWO_STEP_SUFFIX, SuiteItem, _evaluate
+from corevital.validation.suite_items import TWO_STEP_SUFFIX, SuiteItem, _evaluate, _two_step_word_problems
 from corevital.validation.suite_labels import label
 from corevital.validation.suite_prompts import TWO_STEP_WORD_PROBLEMS
 
@@ -51,15 +51,16 @@ FORMATS: tuple[tuple[str, str, str, int], ...] = (
 
 
 def problems(numbers: str) -> list[tuple[str, int]]:
-    """(problem, answer) pairs: numbers 2-9, two per template (seed 5); 1-5, three per template (seed 7)."""
-    rng = random.Random(5 if numbers == "2-9" else 7)
+    """(problem, answer) pairs: the suite's own two-step problems (numbers 2-9), two per template
+    (seed 5), without their answer-format suffix; or numbers 1-5, three per template (seed 7)."""
+    if numbers == "2-9":
+        suite = _two_step_word_problems(random.Random(5), 2, first=0)
+        return [(item.prompt.removesuffix(TWO_STEP_SUFFIX), int(item.answer or 0)) for item in suite]
+    rng = random.Random(7)
     out = []
     for template, form in TWO_STEP_WORD_PROBLEMS:
-        for _ in range(2 if numbers == "2-9" else 3):
-            if numbers == "2-9":
-                a, b, c = rng.randint(4, 9), rng.randint(2, 9), rng.randint(2, 4)
-            else:
-                a, b, c = rng.randint(2, 5), rng.randint(1, 4), rng.randint(1, 2)
+        for _ in range(3):
+            a, b, c = rng.randint(2, 5), rng.randint(1, 4), rng.randint(1, 2)
             out.append((template.format(a=a, b=b, c=c), _evaluate(form, a, b, c)))
     return out
 

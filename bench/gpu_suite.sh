@@ -15,6 +15,8 @@
 # into OUTDIR/family_static.txt. "quantized" saves a random Llama-3-8B shape once and loads it
 # 4-bit and 8-bit with bitsandbytes (64->50, batch 1; about 5 minutes). Each bench case writes OUTDIR/<name>.txt (the Markdown table) and
 # OUTDIR/<name>.json; the tail of each table is echoed as it finishes.
+# "static" and "dynamic" also print, for each case, where the time goes: the first step, the median
+# decoding step and what follows the last step, each mode against plain (3 more untimed runs each).
 # BATCHES (default "1,8") narrows the static and dynamic parts to some batch sizes.
 # On a machine without this project's dependencies, install them first (see docs/performance.md).
 set -u
@@ -42,11 +44,11 @@ fi
 # per batch size: plain, full, summary) instead of compiling its own first.
 if [ "$part" = static ]; then
     bench llama_static --shape llama3-8b --cases 512:200,64:50 --batch "$batches" --modes full,summary \
-        --repeats 5 --warmup 1 --cache static
+        --repeats 5 --warmup 1 --cache static --phases 3
 fi
 if [ "$part" = dynamic ]; then
     bench llama_dynamic --shape llama3-8b --cases 64:50,512:200 --batch "$batches" --modes full,summary \
-        --repeats 5 --warmup 1 --cache dynamic
+        --repeats 5 --warmup 1 --cache dynamic --phases 3
 fi
 if [ "$part" = budgets ]; then
     bench llama_budgets --shape llama3-8b --cases 512:200,64:50 --batch 8 \

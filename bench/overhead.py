@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -163,8 +164,12 @@ def run_case(
     cache: str = "auto",
     clock: Callable[[], float] = time.perf_counter,
     trace_dir: Path | None = None,
+    phases: int = 0,
 ) -> list[Row]:
     """Time every runner round-robin (plain first, then each mode), so clock drift hits all alike.
+
+    ``phases``: after the timed runs, run plain and each mode this many more times, each step's end
+    stamped on the host, and print where each run's time goes (see :func:`phase_table`).
 
     ``clock``: wall time (default) or the process's CPU time (``time.process_time``: on a CPU shared
     with other work, the time a single-threaded run itself spends, whatever else runs).
@@ -192,8 +197,8 @@ def run_case(
 
     plain_cache = _PLAIN_CACHES.setdefault(id(loaded.model), KeptStaticCache())
 
-    def plain() -> None:
-        kwargs = {
+    def plain(stamps: list[float] | None = None) -> None:
+        kwargs: dict[str, Any] = {
             "max_new_tokens": new_tokens,
             "min_new_tokens": new_tokens,
             "do_sample": False,
@@ -208,14 +213,19 @@ def run_case(
             prompt_length=int(batch["input_ids"].shape[1]),
             max_new_tokens=new_tokens,
         )
+        if stamps is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_StepStamps(stamps)])
         with torch.no_grad():
             loaded.model.generate(**batch, **kwargs)
 
     # The budgets of a device whose free memory is not known, set explicitly for ":sized" modes.
     sized = Tuning().resolved(loaded.constants.weight_bytes, None)
 
-    def capture(mode: str) -> None:
-        run = pipelines[mode].capture(prompts, tuning=sized if mode.endswith(SIZED) else None)
+    def capture(mode: str, stamps: list[float] | None = None) -> None:
+        progress = None if stamps is None else lambda *_: stamps.append(time.perf_counter())
+        run = pipelines[mode].capture(
+            prompts, tuning=sized if mode.endswith(SIZED) else None, progress=progress
+        )
         assert all(seq.num_steps == new_tokens for seq in run.sequences), "a run stopped early"
         last_run[mode] = run
 
@@ -265,6 +275,8 @@ def run_case(
                 else profile_table(runner, device, trace)
             )
             print(f"## profile {wanted} ({case})\n{report}", flush=True)
+    if phases:
+        print(phase_table(case, modes, plain, capture, device, phases), flush=True)
     plain_s = statistics.median(times["plain"])
     measured = peaks["plain"] is not None
     rows = [
@@ -315,6 +327,72 @@ def run_case(
             )
         )
     return rows
+
+
+class _StepStamps(StoppingCriteria):
+    """A stopping criterion that only notes the host time of each step's end (plain runs' phases)."""
+
+    def __init__(self, stamps: list[float]) -> None:
+        self.stamps = stamps
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        self.stamps.append(time.perf_counter())
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+
+
+def phase_table(
+    case: str,
+    modes: list[str],
+    plain: Callable[[list[float]], None],
+    capture: Callable[[str, list[float]], None],
+    device: torch.device,
+    runs: int,
+) -> str:
+    """Where each run's time goes, from the host time of each decoding step's end (untimed runs).
+
+    "first ms": from the call to the first step's end (the prompt pass and the first token, and for
+    CoreVital what comes before generate()); "step ms": the median time between two steps' ends;
+    "end ms": from the last step's end to the call's return (for CoreVital the last window's
+    reduction, the prompt telemetry's copy and the sequences cut from the batch). Plain runs stamp
+    each step with a stopping criterion, capture runs with a progress callback (both called once a
+    step, after the step's kernels are queued and before generate() waits for the device: in a
+    decoding loop the host runs at most a step ahead, so the stamps keep the device's pace).
+    """
+    found: dict[str, tuple[float, float, float]] = {}
+    for name in ["plain", *modes]:
+        firsts, steps, ends = [], [], []
+        for _ in range(runs):
+            stamps: list[float] = []
+            sync(device)
+            t0 = time.perf_counter()
+            if name == "plain":
+                plain(stamps)
+            else:
+                capture(name, stamps)
+            sync(device)
+            t1 = time.perf_counter()
+            firsts.append(stamps[0] - t0)
+            gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+            steps.append(statistics.median(gaps) if gaps else 0.0)
+            ends.append(t1 - stamps[-1])
+        found[name] = (
+            statistics.median(firsts) * 1000,
+            statistics.median(steps) * 1000,
+            statistics.median(ends) * 1000,
+        )
+    first0, step0, end0 = found["plain"]
+    lines = [
+        f"# phases ({case}, median of {runs} untimed runs; extra: against plain)",
+        "| case | mode | first ms | extra | step ms | ratio | end ms | extra |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, (first, step, end) in found.items():
+        ratio = step / step0 if step0 else float("nan")
+        lines.append(
+            f"| {case} | {name} | {first:.1f} | {first - first0:+.1f} | {step:.3f} | {ratio:.3f} "
+            f"| {end:.1f} | {end - end0:+.1f} |"
+        )
+    return "\n".join(lines)
 
 
 @contextmanager
@@ -550,6 +628,14 @@ def main() -> None:
         type=Path,
         help="with --profile: write each torch.profiler run's timeline there (Chrome trace, gzip)",
     )
+    parser.add_argument(
+        "--phases",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the timed runs, N more runs of each mode stamping each step's end: the median "
+        "decoding step and the time outside the steps, against plain",
+    )
     args = parser.parse_args()
     if args.cache == "static":
         # generate() compiles the decoding step for each shape (batch, cache length) and each way
@@ -588,6 +674,7 @@ def main() -> None:
                     args.cache,
                     time.process_time if args.clock == "cpu" else time.perf_counter,
                     args.trace_dir,
+                    args.phases,
                 )
                 rows.extend(found)
                 print(table([r for r in rows if r.case == case]), flush=True)

@@ -206,3 +206,32 @@ def _assert_same_heads_and_basins(a: PromptTelemetry, b: PromptTelemetry) -> Non
             np.testing.assert_array_equal(head_a.query_indices, head_b.query_indices)
             np.testing.assert_array_equal(head_a.key_indices, head_b.key_indices)
             np.testing.assert_allclose(head_a.weights, head_b.weights, rtol=1e-6)
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 1 << 20])
+def test_weights_the_tap_owns_are_scored_in_place_with_the_same_numbers(chunk_bytes: int | None) -> None:
+    """A layer's recomputed probabilities (``owned``) are the scoring's working buffer, not copied;
+    the model's own weights (not owned) are left as they were; both give the same statistics."""
+    import dataclasses
+
+    from corevital.capture.prompt_scorer import PromptScorer
+
+    torch.manual_seed(0)
+    batch, heads, n = 2, 3, 9
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    mask = torch.where(causal, 0.0, torch.finfo(torch.float32).min).expand(batch, 1, n, n).clone()
+    mask[1, :, :, :2] = torch.finfo(torch.float32).min  # the second sequence left-padded by two
+    probs = torch.softmax(torch.randn(batch, heads, n, n) + mask, dim=-1)
+    found = {}
+    for owned in (False, True):
+        scorer = PromptScorer(1, threshold=0.01, cap=50, chunk_bytes=chunk_bytes)
+        weights = probs.clone()
+        scorer.add(0, weights, mask, owned=owned)
+        scorer.end_pass()
+        assert torch.equal(weights, probs) is not owned  # owned: its buffer held the scoring's work
+        stats = scorer.stats[0]
+        assert stats is not None
+        found[owned] = stats
+    for field in dataclasses.fields(found[True]):
+        got, want = getattr(found[True], field.name), getattr(found[False], field.name)
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)

@@ -236,10 +236,12 @@ class AttentionTap:
                     self._prompt_pass_by_heads(site, query, seen, mask, kwargs)
                     return output, None
                 weights = _recomputed_rows(query, seen, attention_mask, kwargs, rows)
+                owned = True
             else:
                 output, full = _eager(module, query, key, value, attention_mask, **kwargs)
                 weights = full[:, :, rows, : seen.shape[2]]
-            self._observe(site, needs, weights, mask, q_len)
+                owned = False
+            self._observe(site, needs, weights, mask, q_len, owned=owned)
         return output, None
 
     def _compiled_call(
@@ -273,8 +275,14 @@ class AttentionTap:
             self.compiled_scale = scale_for(query, kwargs.get("scaling"))
         return output
 
-    def _observe(self, site: AttentionSite, needs: str, weights: Tensor, mask: MaskEntry, q_len: int) -> None:
-        """Keep the observed rows of finished weights [B, H, R, K]; reduce the prompt's and encoder's."""
+    def _observe(
+        self, site: AttentionSite, needs: str, weights: Tensor, mask: MaskEntry, q_len: int, *, owned: bool
+    ) -> None:
+        """Keep the observed rows of finished weights [B, H, R, K]; reduce the prompt's and encoder's.
+
+        ``owned``: the tap recomputed ``weights`` and nothing else reads them (the model's own eager
+        weights are not).
+        """
         if site.kind is SiteKind.ENCODER:
             self._reduce_encoder(site.layer, weights, mask.tensor)
             if self.prompt is not None:
@@ -285,7 +293,7 @@ class AttentionTap:
         observed = weights[:, :, self._rows].clone() if needs == "all" else weights
         self._add_finished(site, observed, mask, q_len, weights.shape[-1])
         if needs == "all" and self.prompt is not None:
-            self.prompt.add(site.layer, weights, mask.tensor)
+            self.prompt.add(site.layer, weights, mask.tensor, owned=owned)
 
     def _add_finished(
         self, site: AttentionSite, weights: Tensor, mask: MaskEntry, q_len: int, kv_len: int

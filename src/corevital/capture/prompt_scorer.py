@@ -49,6 +49,7 @@ class PromptScorer:
         # Layers' prompt weights [B, H, P, P] waiting to be scored together (:meth:`finish`).
         self._layers: list[int] = []
         self._blocks: list[Tensor] = []
+        self._owned = False  # whether the one waiting block is the scorer's to overwrite
         self._mask: Tensor | None = None
         # The last mask's derived helpers, kept for the pass's next layers within the chunk budget.
         self._derived: tuple[Tensor | None, int, int, PromptMask] | None = None
@@ -56,15 +57,20 @@ class PromptScorer:
     def wants(self, layer: int) -> bool:
         return self.stats[layer] is None
 
-    def add(self, layer: int, weights: Tensor, mask: Tensor | None) -> None:
-        """A layer's weights [B, H, Q, K] over the prompt, scored now or with the next layers."""
+    def add(self, layer: int, weights: Tensor, mask: Tensor | None, *, owned: bool = False) -> None:
+        """A layer's weights [B, H, Q, K] over the prompt, scored now or with the next layers.
+
+        ``owned``: nothing else reads ``weights`` (probabilities the tap recomputed for this): the
+        scoring may then use them as its working buffer instead of a float32 copy.
+        """
         if self.stats[layer] is not None:
             return
         if self.prompt_length is not None:
             weights = weights[:, :, : self.prompt_length, : self.prompt_length]
             mask = None if mask is None else mask[:, :, : self.prompt_length, : self.prompt_length]
+            owned = False  # a view of a larger block
         if self.chunk_bytes is None:  # no memory budget: each layer on its own
-            self._score([layer], weights, mask, [weights.shape[1]])
+            self._score([layer], weights, mask, [weights.shape[1]], overwrite=owned)
             return
         # Counted as the float32 copy the scoring makes; at most a model's layers wait.
         waiting = sum(4 * block.numel() for block in self._blocks)
@@ -72,6 +78,7 @@ class PromptScorer:
             self.finish()
         self._layers.append(layer)
         self._blocks.append(weights)
+        self._owned = owned
         self._mask = mask
 
     def finish(self) -> None:
@@ -80,16 +87,19 @@ class PromptScorer:
         Every prompt statistic is per head and the layers of one forward pass share a mask, so
         the layers' heads are scored together, which costs one layer's kernels instead of one set
         per layer (at batch 1, launches are the prefill's cost). The block (and its float32 copy
-        during scoring) stays within the chunk budget.
+        during scoring) stays within the chunk budget. The concatenated block, or a lone layer's
+        weights the tap made for the scorer, is scored in place: no float32 copy (a layer too
+        large to wait with others, e.g. a long prompt's on a GPU, is read and written once less).
         """
         if not self._layers:
             return
         layers, blocks, mask = self._layers, self._blocks, self._mask
         self._layers, self._blocks, self._mask = [], [], None
         sizes = [block.shape[1] for block in blocks]
+        overwrite = len(blocks) > 1 or self._owned
         weights = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
         del blocks
-        self._score(layers, weights, mask, sizes)
+        self._score(layers, weights, mask, sizes, overwrite=overwrite)
 
     def end_pass(self) -> None:
         """The forward pass is over: score what waits and drop the mask's helpers."""
@@ -100,9 +110,11 @@ class PromptScorer:
         """Prompt weights waiting to be scored (at most half the chunk budget, until the pass ends)."""
         return list(self._blocks)
 
-    def _score(self, layers: list[int], weights: Tensor, mask: Tensor | None, sizes: list[int]) -> None:
+    def _score(
+        self, layers: list[int], weights: Tensor, mask: Tensor | None, sizes: list[int], *, overwrite: bool
+    ) -> None:
         """Prompt statistics of ``weights``, the ``sizes`` heads of each of ``layers`` side by side."""
-        found = self.stats_of(weights, mask)
+        found = self.stats_of(weights, mask, overwrite=overwrite)
         if found is None:
             return
         stats, share = found
@@ -113,14 +125,17 @@ class PromptScorer:
             self.span_share[target] = None if shares is None else shares[slot]
 
     def stats_of(
-        self, weights: Tensor, mask: Tensor | None
+        self, weights: Tensor, mask: Tensor | None, *, overwrite: bool = False
     ) -> tuple[PromptAttentionStats, Tensor | None] | None:
-        """Sparse attention and basin scores (and the RAG span share) of prompt weights [B, H, P, P]."""
+        """Sparse attention and basin scores (and the RAG span share) of prompt weights [B, H, P, P].
+
+        ``overwrite``: the caller is done with ``weights`` (see :meth:`parts_of`).
+        """
         batch, _, q_len, kv_len = weights.shape
         if q_len != kv_len:  # not a pass over the whole prompt (e.g. a continued cache)
             return None
         derived = self.mask_of(mask, batch, q_len, weights.device)
-        parts, share = self.parts_of(weights, derived)
+        parts, share = self.parts_of(weights, derived, overwrite=overwrite)
         return self.finished(parts, derived), share
 
     def mask_of(self, mask: Tensor | None, batch: int, positions: int, device: torch.device) -> PromptMask:

@@ -450,7 +450,8 @@ def python_profile(fn: Any, device: torch.device) -> str:
 def profile_table(fn: Any, device: torch.device, trace: Path | None = None) -> str:
     """Where one run spends its time: the top operators by self CPU time (and CUDA time on a GPU),
     the device's busy time against the run's wall time, and the CoreVital functions whose operators
-    take the most device time (:func:`by_source_line`).
+    take the most time: device time on a GPU (:func:`device_time_by_function`), CPU time otherwise
+    (:func:`by_source_line`).
 
     ``trace``: also write the run's timeline there (Chrome trace format, gzip-compressed when the
     name ends in ``.gz``), for reading the gaps between the device's work.
@@ -463,6 +464,12 @@ def profile_table(fn: Any, device: torch.device, trace: Path | None = None) -> s
         fn()
         sync(device)
     wall_ms = (time.perf_counter() - start) * 1000
+    timeline = None
+    if device.type == "cuda":
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "trace.json"
+            prof.export_chrome_trace(str(path))
+            timeline = json.loads(path.read_text())
     if trace is not None:
         prof.export_chrome_trace(str(trace))
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
@@ -476,19 +483,22 @@ def profile_table(fn: Any, device: torch.device, trace: Path | None = None) -> s
         parts.append(
             f"device busy {busy_ms:.1f} ms of {wall_ms:.1f} ms wall (profiled run, profiler included)"
         )
-    parts.append(by_source_line(prof.events(), cuda=device.type == "cuda"))
+    if timeline is not None:
+        parts.append(device_time_by_function(timeline))
+    else:
+        parts.append(by_source_line(prof.events()))
     return "\n".join(parts)
 
 
-def by_source_line(events: Any, cuda: bool, rows: int = 30) -> str:
-    """Each operator's own time (device time on a GPU) summed by the CoreVital function that called it
-    (named by its file and the line of its ``def``): the innermost Python frame outside torch decides
-    ("not CoreVital" for the model's and generate()'s own operators; CoreVital's hooks inside the
-    model count as its own)."""
+def by_source_line(events: Any, rows: int = 30) -> str:
+    """Each operator's own CPU time summed by the CoreVital function that called it (named by its
+    file and the line of its ``def``): the innermost Python frame outside torch decides ("not
+    CoreVital" for the model's and generate()'s own operators; CoreVital's hooks inside the model
+    count as its own). On a GPU, :func:`device_time_by_function` reads the timeline instead."""
     totals: dict[str, float] = {}
     counts: dict[str, int] = {}
     for event in events:
-        own = event.self_device_time_total if cuda else event.self_cpu_time_total
+        own = event.self_cpu_time_total
         if not own or not event.name.startswith("aten::"):
             continue
         where = "not CoreVital"
@@ -501,10 +511,81 @@ def by_source_line(events: Any, cuda: bool, rows: int = 30) -> str:
             parent = parent.cpu_parent
         totals[where] = totals.get(where, 0.0) + own
         counts[where] = counts.get(where, 0) + 1
-    unit = "device" if cuda else "CPU"
-    lines = [f"| CoreVital function | own {unit} ms | operators |", "|---|---|---|"]
+    lines = ["| CoreVital function | own CPU ms | operators |", "|---|---|---|"]
     for where in sorted(totals, key=lambda w: -totals[w])[:rows]:
         lines.append(f"| {where} | {totals[where] / 1000:.1f} | {counts[where]} |")
+    return "\n".join(lines)
+
+
+# Python frames under which a kernel is the model's, whatever CoreVital frame encloses them (the
+# observer wraps the model's forward; a compiled step runs in dynamo's and inductor's frames).
+_MODEL_FRAMES = ("nn.Module: ", "torch/_dynamo/", "torchinductor", "torch/_inductor/")
+
+
+def device_time_by_function(trace: dict[str, Any], rows: int = 30) -> str:
+    """Device time of every kernel and copy, summed by the CoreVital function that launched it.
+
+    From a Chrome trace of torch.profiler with Python stacks: each kernel's launch (the runtime call
+    with its correlation id) falls inside Python frames of the launching thread; the innermost
+    CoreVital frame names it, unless a model frame (:data:`_MODEL_FRAMES`) lies below that frame
+    ("the model"); "> transformers" marks a kernel of transformers' code that the frame called
+    (generate()'s own work under the runner, the model's attention in CoreVital's function). Where
+    the run replays CUDA graphs (the static cache's compiled steps), the time is split by launch
+    time into the prompt pass (before the first replay), the decoding steps (through the last
+    replay) and what follows the last replay.
+    """
+    import heapq
+
+    events = trace.get("traceEvents", [])
+    kernels = [e for e in events if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+    launches = {
+        e["args"]["correlation"]: e
+        for e in events
+        if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})
+    }
+    frames = [e for e in events if e.get("cat") == "python_function"]
+    if not kernels or not frames:
+        return "(no device kernels or Python frames in the profile)"
+    threads: dict[tuple[Any, Any], int] = {}
+    for e in frames:
+        threads[(e["pid"], e["tid"])] = threads.get((e["pid"], e["tid"]), 0) + 1
+    main = max(threads, key=lambda t: threads[t])
+    frames = sorted((e for e in frames if (e["pid"], e["tid"]) == main), key=lambda e: (e["ts"], -e["dur"]))
+    replays = sorted(e["ts"] for e in events if e.get("name") == "cudaGraphLaunch")
+    queries = []
+    for kernel in kernels:
+        launch = launches.get(kernel.get("args", {}).get("correlation"))
+        if launch is not None:
+            queries.append((launch["ts"] + launch["dur"] / 2, launch["ts"], kernel["dur"]))
+    queries.sort()
+    phases = ("prompt pass", "decoding steps", "after the last step") if replays else ("run",)
+    totals: dict[str, list[float]] = {}
+    active: list[tuple[float, int]] = []
+    index = 0
+    for when, launched, duration in queries:
+        while index < len(frames) and frames[index]["ts"] <= when:
+            frame = frames[index]
+            heapq.heappush(active, (frame["ts"] + frame["dur"], index))
+            index += 1
+        while active and active[0][0] < when:
+            heapq.heappop(active)
+        stack = sorted((frames[i] for _, i in active), key=lambda e: (e["ts"], -e["dur"]))
+        where = "not CoreVital"
+        mine = [i for i, e in enumerate(stack) if "corevital/" in e["name"]]
+        if mine:
+            below = stack[mine[-1] + 1 :]
+            model = any(marker in e["name"] for e in below for marker in _MODEL_FRAMES)
+            other = any(".py(" in e["name"] and "torch/" not in e["name"] for e in below)
+            where = stack[mine[-1]]["name"] + (" > transformers" if other else "")
+            where = "the model (inside CoreVital's wrapper)" if model else where
+        phase = 0 if not replays or launched < replays[0] else 1 if launched <= replays[-1] else 2
+        totals.setdefault(where, [0.0] * len(phases))[phase] += duration
+    header = " | ".join(f"{p} ms" for p in phases)
+    lines = [f"| function | {header} |", "|---" * (len(phases) + 1) + "|"]
+    sums = [sum(v[i] for v in totals.values()) for i in range(len(phases))]
+    lines.append("| all | " + " | ".join(f"{x / 1000:.1f}" for x in sums) + " |")
+    for where in sorted(totals, key=lambda w: -sum(totals[w]))[:rows]:
+        lines.append(f"| {where} | " + " | ".join(f"{x / 1000:.2f}" for x in totals[where]) + " |")
     return "\n".join(lines)
 
 

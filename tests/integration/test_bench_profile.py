@@ -1,0 +1,84 @@
+"""bench/overhead.py's reading of a GPU profile: device time by the CoreVital function that launched it."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture(scope="module")
+def overhead() -> Any:
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module("overhead")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _frame(name: str, ts: float, dur: float) -> dict[str, Any]:
+    return {"cat": "python_function", "name": name, "ts": ts, "dur": dur, "pid": 1, "tid": 1}
+
+
+def _kernel(
+    correlation: int, launched: float, dur: float, *, name: str = "cudaLaunchKernel"
+) -> list[dict[str, Any]]:
+    launch = {
+        "cat": "cuda_runtime",
+        "name": name,
+        "ts": launched,
+        "dur": 2.0,
+        "pid": 1,
+        "tid": 1,
+        "args": {"correlation": correlation},
+    }
+    kernel = {
+        "cat": "kernel",
+        "name": f"k{correlation}",
+        "ts": launched + 5,
+        "dur": dur * 1000,
+        "pid": 0,
+        "tid": 7,
+        "args": {"correlation": correlation},
+    }
+    return [launch, kernel]
+
+
+def test_kernels_are_summed_by_the_innermost_corevital_frame_and_phase(overhead: Any) -> None:
+    """A synthetic timeline: the prompt pass (before the first graph replay), two decoding steps and
+    the end; kernels launched by the model under CoreVital's wrapper, by CoreVital's own functions,
+    by transformers' code a CoreVital frame called, and outside CoreVital altogether."""
+    events = [
+        _frame("corevital/capture/runner.py(206): generate", 0, 1000),
+        _frame("transformers/generation/utils.py(2581): generate", 1, 998),
+        _frame("corevital/capture/observer.py(437): observed", 10, 200),  # the prompt pass
+        _frame("nn.Module: LlamaModel_0", 11, 100),
+        _frame("corevital/metrics/prompt.py(309): prompt_head_parts", 120, 50),
+        _frame("corevital/capture/attention_tap.py(72): _sdpa", 180, 20),
+        _frame("transformers/integrations/sdpa_attention.py(94): sdpa_attention_forward", 181, 18),
+        _frame("corevital/metrics/logits.py(78): _full_entropy_stats", 500, 30),  # a window, decoding
+        _frame("corevital/capture/step_window.py(109): flush", 900, 50),  # after the last replay
+    ]
+    events += _kernel(1, 20, 100.0)  # the model's prefill
+    events += _kernel(2, 130, 40.0)  # prompt telemetry
+    events += _kernel(3, 185, 7.0)  # the model's attention, in CoreVital's attention function
+    events += _kernel(4, 300, 5.0, name="cudaGraphLaunch")  # a replay: its kernels are generate()'s
+    events += _kernel(5, 510, 3.0)
+    events += _kernel(6, 700, 5.0, name="cudaGraphLaunch")
+    events += _kernel(7, 910, 2.0)
+    events += _kernel(8, 990, 1.0)  # generate()'s own work after the last step
+    table = overhead.device_time_by_function({"traceEvents": events})
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in table.splitlines()[2:]}
+    number = {name: [float(x.strip(" |")) for x in values] for name, values in rows.items()}
+    assert number["all"] == [147.0, 13.0, 3.0]  # 100 + 40 + 7; 5 + 3 + 5 (both replays); 2 + 1
+    assert number["the model (inside CoreVital's wrapper)"] == [100.0, 0.0, 0.0]
+    assert number["corevital/metrics/prompt.py(309): prompt_head_parts"] == [40.0, 0.0, 0.0]
+    assert number["corevital/capture/attention_tap.py(72): _sdpa > transformers"] == [7.0, 0.0, 0.0]
+    assert number["corevital/metrics/logits.py(78): _full_entropy_stats"] == [0.0, 3.0, 0.0]
+    assert number["corevital/capture/step_window.py(109): flush"] == [0.0, 0.0, 2.0]
+    assert number["corevital/capture/runner.py(206): generate > transformers"] == [0.0, 10.0, 1.0]

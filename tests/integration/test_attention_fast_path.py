@@ -96,3 +96,42 @@ def test_fast_path_equals_eager_without_padding(arch: str, tiny_loaded: Callable
     np.testing.assert_array_equal(present(fast.attention).num_keys, present(eager.attention).num_keys)
     for name in ("renormalized", "has_nan", "has_inf", "collapsed_head_count", "focused_head_count"):
         np.testing.assert_array_equal(getattr(fast.attention, name), getattr(eager.attention, name), name)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+def test_prompt_pass_sdpa_takes_the_mask_plain_generation_gives_it(
+    arch: str, tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without padding, the prompt pass's SDPA runs causal with no mask tensor (as without CoreVital:
+    transformers skips that mask, so a GPU runs flash attention); with padding it gets the mask. The
+    statistics read the mask either way: the numbers equal the eager path's."""
+    from corevital.capture import attention_tap
+
+    loaded = tiny_loaded(arch)
+    seen: list[tuple[int, bool]] = []
+    sdpa = attention_tap._sdpa
+
+    def recording(module: Any, query: Any, key: Any, value: Any, mask: Any, **kwargs: Any) -> Any:
+        seen.append((query.shape[2], mask is None))
+        return sdpa(module, query, key, value, mask, **kwargs)
+
+    monkeypatch.setattr(attention_tap, "_sdpa", recording)
+    settings = tiny_settings(attention_path="fast", max_new_tokens=4)
+    one = capture_prompts(loaded, ["The quick brown fox jumps over"], settings).sequences[0]
+    prompt_calls = [no_mask for q_len, no_mask in seen if q_len > 1]
+    assert prompt_calls and all(prompt_calls)  # every layer of the prompt pass: no mask tensor
+    seen.clear()
+    capture_prompts(loaded, PROMPTS, settings)  # two prompts of different lengths: padded
+    prompt_calls = [no_mask for q_len, no_mask in seen if q_len > 1]
+    assert prompt_calls and not any(prompt_calls)
+    monkeypatch.undo()
+    eager = capture_prompts(
+        loaded, ["The quick brown fox jumps over"], tiny_settings(attention_path="eager", max_new_tokens=4)
+    ).sequences[0]
+    assert one.generated_token_ids == eager.generated_token_ids
+    pf, pe = present(one.prompt_telemetry), present(eager.prompt_telemetry)
+    np.testing.assert_allclose(present(pf.basin_scores), present(pe.basin_scores), atol=1e-4, rtol=1e-4)
+    for name in FIELDS:
+        np.testing.assert_allclose(
+            getattr(one.attention, name), getattr(eager.attention, name), atol=1e-4, rtol=1e-4, err_msg=name
+        )

@@ -17,6 +17,7 @@ from corevital.metrics.prompt import (
     prompt_head_parts,
     prompt_surprisals,
     prompt_visibility,
+    recomputed_head_parts,
 )
 
 # --------------------------------------------------------------------------- references
@@ -446,3 +447,33 @@ def test_span_attention_share_against_a_loop_reference() -> None:
                 num += float(row[offset + start : offset + end].sum())
             assert abs(float(got[b, h]) - num / den) < 1e-5
     assert torch.isnan(span_attention_share(weights, visible, 0, length)).all()
+
+
+@pytest.mark.parametrize("row_topk", [False, True])
+@pytest.mark.parametrize("cap", [5, 50])
+def test_recomputed_probabilities_give_the_statistics_of_any_weights(row_topk: bool, cap: int) -> None:
+    """Probabilities recomputed as softmax(scores + additive mask), with left padding (rows that see
+    no key: spread evenly), a NaN row: without masking passes, the kept entries of the general
+    function exactly, its basin scores within float32 rounding, NaN where it gives NaN."""
+    mask = left_padded_mask([9, 6, 9], 9)
+    vis = prompt_visibility(mask)
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randn(3, 4, 9, 9, generator=gen) * 2
+    scores[2, 1, 5, 0] = math.nan  # softmax makes the whole row NaN, as the tap's would
+    additive = torch.where(vis, 0.0, torch.finfo(torch.float32).min).unsqueeze(1)
+    probs = torch.softmax(scores + additive, dim=-1)
+    assert torch.all(probs[1, :, :3] == 1 / 9)  # the padded sequence's keyless rows: even, not 0
+    derived = PromptMask.of(vis, 3, 9, probs.device)
+    want = prompt_attention_from_parts(
+        prompt_head_parts(probs, derived, cap=cap), derived, threshold=0.01, cap=cap
+    )
+    buf = probs.clone()
+    parts = recomputed_head_parts(buf, derived, cap=cap, row_topk=row_topk)
+    got = prompt_attention_from_parts(parts, derived, threshold=0.01, cap=cap)
+    for name in ("query_index", "key_index", "weight", "count"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=0, atol=0)
+    torch.testing.assert_close(got.basin_scores, want.basin_scores, rtol=1e-6, atol=1e-7, equal_nan=True)
+    assert torch.isnan(got.basin_scores[2, 1]) and not torch.isnan(got.basin_scores[2, 0])
+    assert not torch.equal(buf, probs)  # the buffer held the work
+    with pytest.raises(ValueError, match="contiguous float32"):
+        recomputed_head_parts(probs.double(), derived, cap=cap)

@@ -211,7 +211,8 @@ def _assert_same_heads_and_basins(a: PromptTelemetry, b: PromptTelemetry) -> Non
 @pytest.mark.parametrize("chunk_bytes", [None, 1 << 20])
 def test_weights_the_tap_owns_are_scored_in_place_with_the_same_numbers(chunk_bytes: int | None) -> None:
     """A layer's recomputed probabilities (``owned``) are the scoring's working buffer, not copied;
-    the model's own weights (not owned) are left as they were; both give the same statistics."""
+    the model's own weights (not owned) are left as they were; both give the same statistics (the
+    basin scores within float32 rounding)."""
     import dataclasses
 
     from corevital.capture.prompt_scorer import PromptScorer
@@ -234,4 +235,6 @@ def test_weights_the_tap_owns_are_scored_in_place_with_the_same_numbers(chunk_by
         found[owned] = stats
     for field in dataclasses.fields(found[True]):
         got, want = getattr(found[True], field.name), getattr(found[False], field.name)
-        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+        # owned: a query's middle mass is not divided by its row's sum (1 within float32 rounding)
+        tolerance = 1e-6 if field.name == "basin_scores" else 0.0
+        torch.testing.assert_close(got, want, rtol=tolerance, atol=0, equal_nan=True)

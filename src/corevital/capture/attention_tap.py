@@ -381,7 +381,9 @@ class AttentionTap:
         path gets the boolean mask SDPA takes (``sdpa_mask``, never skipped): the decoding steps of
         a static cache, which transformers compiles, then run SDPA on the mask plain generation
         gives it, without an additive copy built on the host each step; where such a step runs
-        uncompiled, the tap makes the additive mask once per pass (:meth:`_additive`).
+        uncompiled, the tap makes the additive mask once per pass (:meth:`_additive`). On the fast
+        path, a mask that plain generation's SDPA would skip (:meth:`_sdpa_skips`) is marked so:
+        the layers' SDPA then runs without it, as it does without CoreVital.
         """
         if torch.compiler.is_compiling():  # the mask the compiled step's attention function takes
             return sdpa_mask(*args, **kwargs) if self.fast else eager_mask(*args, **kwargs)
@@ -390,9 +392,24 @@ class AttentionTap:
             if self.fast and not args and kwargs.get("q_length") == 1:
                 kwargs.pop("allow_is_causal_skip", None)  # as eager_mask: a causal mask is never skipped
                 return sdpa_mask(allow_is_causal_skip=False, **kwargs)
-            return eager_mask(*args, **kwargs)
+            made = eager_mask(*args, **kwargs)
+            if made is not None and self._sdpa_skips(args, kwargs):
+                self._buffer.add_sdpa_skipped_mask(made)
+            return made
         self._buffer.add_decode_mask(mask, kwargs.get("attention_mask"))
         return mask
+
+    def _sdpa_skips(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether plain generation's SDPA takes this pass's mask as ``is_causal``, with no tensor.
+
+        transformers' own rule (``sdpa_mask`` returns None: a pass over several tokens without
+        padding and without a window that hides a key): the prompt pass's attention then runs the
+        kernel it runs without CoreVital (flash attention on a GPU) while the statistics read the
+        mask. One check of the padding per mask, as plain generation makes.
+        """
+        if not self.fast or args or kwargs.get("q_length", 1) <= 1 or not kwargs.get("allow_is_causal_skip"):
+            return False
+        return sdpa_mask(**kwargs) is None
 
     def _additive(self, mask: Tensor, dtype: torch.dtype) -> Tensor:
         """A boolean mask (True: visible) as ``eager_mask`` gives it: 0 where visible, the dtype's
@@ -442,7 +459,7 @@ class AttentionTap:
                 slice(0, q_len),
             )
             observed.append(weights[:, :, self._rows].clone())
-            found.append(self.prompt.parts_of(weights, derived, overwrite=True))
+            found.append(self.prompt.parts_of(weights, derived, overwrite=True, recomputed=True))
             del weights
         self._add_finished(site, torch.cat(observed, dim=1), mask, q_len, kv_len)
         self.prompt.set_by_heads(site.layer, found, derived)

@@ -21,6 +21,7 @@ from corevital.metrics.prompt import (
     PromptMask,
     prompt_attention_from_parts,
     prompt_head_parts,
+    recomputed_head_parts,
     span_attention_share,
 )
 
@@ -49,7 +50,7 @@ class PromptScorer:
         # Layers' prompt weights [B, H, P, P] waiting to be scored together (:meth:`finish`).
         self._layers: list[int] = []
         self._blocks: list[Tensor] = []
-        self._owned = False  # whether the one waiting block is the scorer's to overwrite
+        self._owned = False  # whether every waiting block is probabilities the tap recomputed
         self._mask: Tensor | None = None
         # The last mask's derived helpers, kept for the pass's next layers within the chunk budget.
         self._derived: tuple[Tensor | None, int, int, PromptMask] | None = None
@@ -60,8 +61,9 @@ class PromptScorer:
     def add(self, layer: int, weights: Tensor, mask: Tensor | None, *, owned: bool = False) -> None:
         """A layer's weights [B, H, Q, K] over the prompt, scored now or with the next layers.
 
-        ``owned``: nothing else reads ``weights`` (probabilities the tap recomputed for this): the
-        scoring may then use them as its working buffer instead of a float32 copy.
+        ``owned``: ``weights`` are float32 probabilities the tap recomputed as ``softmax(scores +
+        mask)`` and nothing else reads: the scoring uses them as its working buffer instead of a
+        float32 copy, and relies on what such probabilities guarantee (:func:`recomputed_head_parts`).
         """
         if self.stats[layer] is not None:
             return
@@ -70,15 +72,15 @@ class PromptScorer:
             mask = None if mask is None else mask[:, :, : self.prompt_length, : self.prompt_length]
             owned = False  # a view of a larger block
         if self.chunk_bytes is None:  # no memory budget: each layer on its own
-            self._score([layer], weights, mask, [weights.shape[1]], overwrite=owned)
+            self._score([layer], weights, mask, [weights.shape[1]], overwrite=owned, recomputed=owned)
             return
         # Counted as the float32 copy the scoring makes; at most a model's layers wait.
         waiting = sum(4 * block.numel() for block in self._blocks)
         if self._layers and (mask is not self._mask or waiting + 4 * weights.numel() > self.chunk_bytes // 2):
             self.finish()
+        self._owned = owned and (self._owned or not self._layers)  # every waiting block the tap's
         self._layers.append(layer)
         self._blocks.append(weights)
-        self._owned = owned
         self._mask = mask
 
     def finish(self) -> None:
@@ -99,7 +101,7 @@ class PromptScorer:
         overwrite = len(blocks) > 1 or self._owned
         weights = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
         del blocks
-        self._score(layers, weights, mask, sizes, overwrite=overwrite)
+        self._score(layers, weights, mask, sizes, overwrite=overwrite, recomputed=self._owned)
 
     def end_pass(self) -> None:
         """The forward pass is over: score what waits and drop the mask's helpers."""
@@ -111,10 +113,17 @@ class PromptScorer:
         return list(self._blocks)
 
     def _score(
-        self, layers: list[int], weights: Tensor, mask: Tensor | None, sizes: list[int], *, overwrite: bool
+        self,
+        layers: list[int],
+        weights: Tensor,
+        mask: Tensor | None,
+        sizes: list[int],
+        *,
+        overwrite: bool,
+        recomputed: bool,
     ) -> None:
         """Prompt statistics of ``weights``, the ``sizes`` heads of each of ``layers`` side by side."""
-        found = self.stats_of(weights, mask, overwrite=overwrite)
+        found = self.stats_of(weights, mask, overwrite=overwrite, recomputed=recomputed)
         if found is None:
             return
         stats, share = found
@@ -125,17 +134,17 @@ class PromptScorer:
             self.span_share[target] = None if shares is None else shares[slot]
 
     def stats_of(
-        self, weights: Tensor, mask: Tensor | None, *, overwrite: bool = False
+        self, weights: Tensor, mask: Tensor | None, *, overwrite: bool = False, recomputed: bool = False
     ) -> tuple[PromptAttentionStats, Tensor | None] | None:
         """Sparse attention and basin scores (and the RAG span share) of prompt weights [B, H, P, P].
 
-        ``overwrite``: the caller is done with ``weights`` (see :meth:`parts_of`).
+        ``overwrite``, ``recomputed``: see :meth:`parts_of`.
         """
         batch, _, q_len, kv_len = weights.shape
         if q_len != kv_len:  # not a pass over the whole prompt (e.g. a continued cache)
             return None
         derived = self.mask_of(mask, batch, q_len, weights.device)
-        parts, share = self.parts_of(weights, derived, overwrite=overwrite)
+        parts, share = self.parts_of(weights, derived, overwrite=overwrite, recomputed=recomputed)
         return self.finished(parts, derived), share
 
     def mask_of(self, mask: Tensor | None, batch: int, positions: int, device: torch.device) -> PromptMask:
@@ -155,15 +164,20 @@ class PromptScorer:
         return derived
 
     def parts_of(
-        self, weights: Tensor, mask: PromptMask, *, overwrite: bool = False
+        self, weights: Tensor, mask: PromptMask, *, overwrite: bool = False, recomputed: bool = False
     ) -> tuple[PromptHeadParts, Tensor | None]:
         """Per head, what the statistics keep of prompt weights [B, H, P, P] (and the RAG span share).
 
         ``overwrite``: the caller is done with ``weights``, which may serve as the working buffer.
+        ``recomputed`` (with ``overwrite``): they are float32 probabilities the tap recomputed
+        (:func:`~corevital.metrics.prompt.recomputed_head_parts`).
         """
         share = None
         if self.context_span is not None:
             share = span_attention_share(weights, mask.visible, *self.context_span)
+        fast = recomputed and overwrite and weights.dtype == torch.float32 and weights.is_contiguous()
+        if fast:
+            return recomputed_head_parts(weights, mask, cap=self.cap), share
         return prompt_head_parts(weights, mask, cap=self.cap, overwrite=overwrite), share
 
     def finished(self, parts: PromptHeadParts, mask: PromptMask) -> PromptAttentionStats:

@@ -46,24 +46,35 @@ class MaskEntry:
     Compared by identity: the entry holds its tensor, so two entries never stand for one tensor.
     ``decode`` marks a plain decoding step's mask built by CoreVital (:mod:`.decode_mask`), with
     the padding it came from; ``hides_nothing`` one of those that hides no key (or no mask at all).
+    ``sdpa_skips`` marks a mask that SDPA, under transformers' own rule, takes as its ``is_causal``
+    flag instead of a tensor (a prompt pass without padding): the statistics still read the tensor.
     """
 
-    __slots__ = ("tensor", "decode", "padding", "hides_nothing", "_aligned")
+    __slots__ = ("tensor", "decode", "padding", "hides_nothing", "sdpa_skips", "_aligned")
 
-    def __init__(self, tensor: Tensor | None, *, decode: bool = False, padding: Tensor | None = None) -> None:
+    def __init__(
+        self,
+        tensor: Tensor | None,
+        *,
+        decode: bool = False,
+        padding: Tensor | None = None,
+        sdpa_skips: bool = False,
+    ) -> None:
         self.tensor = tensor
         self.decode = decode
         self.padding = padding
         self.hides_nothing = tensor is None or (decode and padding is None)
+        self.sdpa_skips = sdpa_skips
         self._aligned: object = _UNSET
 
     def for_sdpa(self) -> Tensor | None:
         """The mask as SDPA takes it without a per-layer copy (aligned once per pass, on CUDA).
 
-        A decoding-step mask that hides nothing is not passed at all: that is how SDPA gets it
-        without CoreVital, and without a mask it may choose its fastest kernel (flash attention).
+        A mask that hides nothing, or one SDPA gets as ``is_causal`` in plain generation
+        (``sdpa_skips``), is not passed at all: that is how SDPA gets it without CoreVital, and
+        without a mask it may choose its fastest kernel (flash attention).
         """
-        if self.hides_nothing:
+        if self.hides_nothing or self.sdpa_skips:
             return None
         if self._aligned is _UNSET:
             self._aligned = sdpa_aligned(self.tensor)
@@ -174,6 +185,10 @@ class RowBuffer:
         entry = MaskEntry(tensor)
         self._masks.append(entry)
         return entry
+
+    def add_sdpa_skipped_mask(self, tensor: Tensor) -> None:
+        """A mask the model's SDPA would take as ``is_causal`` (no tensor) in plain generation."""
+        self._masks.append(MaskEntry(tensor, sdpa_skips=True))
 
     def add_decode_mask(self, tensor: Tensor, padding: Tensor | None) -> None:
         """A plain decoding step's mask built from ``padding`` (None: it hides no key)."""

@@ -34,6 +34,7 @@ than 3 tokens) gets NaN; a head whose every counted query has all its mass in th
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -237,6 +238,7 @@ class PromptMask:
     membership: Tensor  # [B, P, P] float32: each visible key's membership in its query's middle third
     counted: Tensor  # [B, P] bool: queries that see at least 3 keys
     offset: Tensor  # [B] int64: each sequence's first visible position (P when none)
+    sees: Tensor  # [B, P] bool: queries that see at least one key
 
     @classmethod
     @torch.no_grad()
@@ -244,10 +246,17 @@ class PromptMask:
         """From a (query, key) bool mask broadcastable to [B, P, P]."""
         vis = torch.broadcast_to(visible.to(device=device, dtype=torch.bool), (batch, positions, positions))
         membership, counted = _middle_membership(vis)
-        return cls(visible=vis, membership=membership, counted=counted, offset=_first_visible(vis))
+        sees = vis.any(dim=-1)
+        return cls(visible=vis, membership=membership, counted=counted, offset=_first_visible(vis), sees=sees)
+
+    @functools.cached_property
+    def keyless_rows(self) -> tuple[Tensor, Tensor]:
+        """(sequence, query) indices of the queries that see no key (left padding): made once."""
+        found = torch.nonzero(~self.sees)  # one host synchronisation per mask
+        return found[:, 0], found[:, 1]
 
     def nbytes(self) -> int:
-        return self.membership.nbytes + self.visible.numel()
+        return self.membership.nbytes + self.visible.numel() + self.sees.numel()
 
 
 @dataclass(frozen=True)
@@ -333,6 +342,51 @@ def prompt_head_parts(
     del buf
     mid_frac = mid / row_sum  # NaN for rows with NaN/Inf weights or no mass
     return PromptHeadParts(top_weight=top_w, top_flat=top_flat, middle_share=mid_frac)
+
+
+@torch.no_grad()
+def recomputed_head_parts(
+    weights: Tensor, mask: PromptMask, *, cap: int = DEFAULT_SPARSE_CAP, row_topk: bool | None = None
+) -> PromptHeadParts:
+    """:func:`prompt_head_parts` of probabilities recomputed as ``softmax(scores + additive mask)``.
+
+    Such probabilities are 0 on every key the mask hides except in a query row that sees no key
+    (where the softmax spreads evenly), sum to 1 over a row, and a row holding NaN holds nothing
+    else. So no pass masks the weights: the rows that see no key are zeroed by index (left padding,
+    a few rows), NaN is set apart after the top-k, and a query's middle mass needs no division by
+    its row's sum. ``weights`` (float32, contiguous) is the working buffer: its values are destroyed.
+    The kept entries and middle shares are those of :func:`prompt_head_parts` (the shares within
+    float32 rounding of a row's sum).
+
+    ``row_topk``: take each row's largest ``cap`` weights first, then the head's largest among
+    those (two top-k kernels over less data on a GPU) instead of one top-k over the flattened
+    P x P; default: on CUDA devices.
+    """
+    _check_arguments(weights, cap=cap)
+    if weights.dtype != torch.float32 or not weights.is_contiguous():
+        raise ValueError("recomputed weights must be contiguous float32")
+    n_seq, n_heads, n_pos, _ = weights.shape
+    buf = weights
+    k = min(cap, n_pos * n_pos)
+    if row_topk if row_topk is not None else buf.is_cuda:
+        k_row = min(cap, n_pos)
+        row_w, row_key = buf.topk(k_row, dim=-1, sorted=False)  # [B, H, P, k_row]
+        # a row that sees no key is no attention (0); NaN is never kept (-1)
+        row_w = torch.where(mask.sees.view(n_seq, 1, n_pos, 1), row_w, 0.0).nan_to_num_(nan=-1.0)
+        k = min(cap, n_pos * k_row)
+        top_w, at = row_w.view(n_seq, n_heads, n_pos * k_row).topk(k, dim=-1, sorted=True)
+        key = row_key.view(n_seq, n_heads, n_pos * k_row).gather(-1, at)
+        top_flat = torch.div(at, k_row, rounding_mode="floor") * n_pos + key
+        mid = buf.mul_(mask.membership.unsqueeze(1)).sum(dim=-1)  # [B, H, P]; NaN rows stay NaN
+    else:
+        sequences, queries = mask.keyless_rows
+        buf[sequences, :, queries] = 0.0
+        buf.nan_to_num_(nan=-1.0)  # a NaN row becomes -1 throughout
+        top_w, top_flat = buf.view(n_seq, n_heads, n_pos * n_pos).topk(k, dim=-1, sorted=True)
+        mid = buf.mul_(mask.membership.unsqueeze(1)).sum(dim=-1)
+        # every weight of a row is >= 0, or -1 throughout (NaN): a counted row's negative sum is NaN
+        mid = torch.where(mid < 0, math.nan, mid)
+    return PromptHeadParts(top_weight=top_w, top_flat=top_flat, middle_share=mid)
 
 
 @torch.no_grad()

@@ -75,21 +75,20 @@ def _one_shape(shape: str, device: torch.device, repeats: int) -> None:
 
     kept = want.top_weight > 0.01
     counted = mask.counted.unsqueeze(1).expand_as(want.middle_share)
-    for row_topk in (False, True):
-        restore()
-        got = recomputed_head_parts(buf, mask, cap=CAP, row_topk=row_topk)
-        torch.testing.assert_close(got.top_weight[kept], want.top_weight[kept], rtol=0, atol=0)
-        assert torch.equal(got.top_flat[kept], want.top_flat[kept])
-        share, want_share = got.middle_share[counted], want.middle_share[counted]
-        torch.testing.assert_close(share, want_share, rtol=1e-5, atol=1e-6)
+    restore()
+    got = recomputed_head_parts(buf, mask, cap=CAP)
+    torch.testing.assert_close(got.top_weight[kept], want.top_weight[kept], rtol=0, atol=0)
+    assert torch.equal(got.top_flat[kept], want.top_flat[kept])
+    share, want_share = got.middle_share[counted], want.middle_share[counted]
+    torch.testing.assert_close(share, want_share, rtol=1e-5, atol=1e-6)
     variants: dict[str, Callable[[], object]] = {
-        "shipped, any weights (in place)": lambda: prompt_head_parts(buf, mask, cap=CAP, overwrite=True),
-        "recomputed, one top-k over P*P": lambda: recomputed_head_parts(buf, mask, cap=CAP, row_topk=False),
-        "recomputed, top-k per row then per head": lambda: recomputed_head_parts(
-            buf, mask, cap=CAP, row_topk=True
+        "any weights (prompt_head_parts, in place)": lambda: prompt_head_parts(
+            buf, mask, cap=CAP, overwrite=True
         ),
-        "  flat top-k over P*P": lambda: buf.view(batch, heads, n * n).topk(min(CAP, n * n), dim=-1),
-        "  per-row top-k": lambda: buf.topk(min(CAP, n), dim=-1, sorted=False),
+        "recomputed (recomputed_head_parts)": lambda: recomputed_head_parts(buf, mask, cap=CAP),
+        "  top-k over P*P": lambda: buf.view(batch, heads, n * n).topk(min(CAP, n * n), dim=-1),
+        "  top-k per row": lambda: buf.topk(min(CAP, n), dim=-1, sorted=False),
+        "  largest weight per row": lambda: buf.amax(dim=-1),
         "  masked_fill": lambda: buf.masked_fill_(~mask.visible.unsqueeze(1), 0.0),
         "  nan_to_num_": lambda: buf.nan_to_num_(nan=-1.0),
         "  sum over keys": lambda: buf.sum(dim=-1),

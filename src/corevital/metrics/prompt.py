@@ -34,7 +34,6 @@ than 3 tokens) gets NaN; a head whose every counted query has all its mass in th
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -249,12 +248,6 @@ class PromptMask:
         sees = vis.any(dim=-1)
         return cls(visible=vis, membership=membership, counted=counted, offset=_first_visible(vis), sees=sees)
 
-    @functools.cached_property
-    def keyless_rows(self) -> tuple[Tensor, Tensor]:
-        """(sequence, query) indices of the queries that see no key (left padding): made once."""
-        found = torch.nonzero(~self.sees)  # one host synchronisation per mask
-        return found[:, 0], found[:, 1]
-
     def nbytes(self) -> int:
         return self.membership.nbytes + self.visible.numel() + self.sees.numel()
 
@@ -346,46 +339,41 @@ def prompt_head_parts(
 
 @torch.no_grad()
 def recomputed_head_parts(
-    weights: Tensor, mask: PromptMask, *, cap: int = DEFAULT_SPARSE_CAP, row_topk: bool | None = None
+    weights: Tensor, mask: PromptMask, *, cap: int = DEFAULT_SPARSE_CAP
 ) -> PromptHeadParts:
     """:func:`prompt_head_parts` of probabilities recomputed as ``softmax(scores + additive mask)``.
 
     Such probabilities are 0 on every key the mask hides except in a query row that sees no key
     (where the softmax spreads evenly), sum to 1 over a row, and a row holding NaN holds nothing
-    else. So no pass masks the weights: the rows that see no key are zeroed by index (left padding,
-    a few rows), NaN is set apart after the top-k, and a query's middle mass needs no division by
-    its row's sum. ``weights`` (float32, contiguous) is the working buffer: its values are destroyed.
-    The kept entries and middle shares are those of :func:`prompt_head_parts` (the shares within
-    float32 rounding of a row's sum).
-
-    ``row_topk``: take each row's largest ``cap`` weights first, then the head's largest among
-    those (two top-k kernels over less data on a GPU) instead of one top-k over the flattened
-    P x P; default: on CUDA devices.
+    else. So no pass masks the weights, and on a prompt of ``4 * cap`` tokens or more the top-k
+    reads ``cap / P`` of them: each row's largest weight (one reduction; a row that sees no key
+    counts 0, a NaN row -1) picks the ``cap`` rows with the largest, which hold the head's ``cap``
+    largest weights (any other row's weights are at most the smallest of those rows' maxima), and
+    one top-k runs over those rows alone (on a shorter prompt, over all rows). A query's
+    middle mass needs no division by its row's sum. ``weights`` (float32, contiguous) is the working
+    buffer: its values are destroyed. The kept entries are those of :func:`prompt_head_parts`, the
+    middle shares within float32 rounding of a row's sum.
     """
     _check_arguments(weights, cap=cap)
     if weights.dtype != torch.float32 or not weights.is_contiguous():
         raise ValueError("recomputed weights must be contiguous float32")
     n_seq, n_heads, n_pos, _ = weights.shape
-    buf = weights
+    # a row that sees no key is no attention (0); a NaN row is never kept (-1)
+    row_max = weights.amax(dim=-1)  # [B, H, P]
+    row_max = torch.where(mask.sees.unsqueeze(1), row_max, 0.0).nan_to_num_(nan=-1.0)
     k = min(cap, n_pos * n_pos)
-    if row_topk if row_topk is not None else buf.is_cuda:
-        k_row = min(cap, n_pos)
-        row_w, row_key = buf.topk(k_row, dim=-1, sorted=False)  # [B, H, P, k_row]
-        # a row that sees no key is no attention (0); NaN is never kept (-1)
-        row_w = torch.where(mask.sees.view(n_seq, 1, n_pos, 1), row_w, 0.0).nan_to_num_(nan=-1.0)
-        k = min(cap, n_pos * k_row)
-        top_w, at = row_w.view(n_seq, n_heads, n_pos * k_row).topk(k, dim=-1, sorted=True)
-        key = row_key.view(n_seq, n_heads, n_pos * k_row).gather(-1, at)
-        top_flat = torch.div(at, k_row, rounding_mode="floor") * n_pos + key
-        mid = buf.mul_(mask.membership.unsqueeze(1)).sum(dim=-1)  # [B, H, P]; NaN rows stay NaN
+    if n_pos < 4 * cap:  # a short prompt: every row a candidate (choosing rows would save little)
+        fixed = row_max.unsqueeze(-1)
+        picked = torch.where(fixed > 0, weights, fixed)  # a row that sees no key, or NaN: its value
+        top_w, top_flat = picked.view(n_seq, n_heads, n_pos * n_pos).topk(k, dim=-1, sorted=True)
     else:
-        sequences, queries = mask.keyless_rows
-        buf[sequences, :, queries] = 0.0
-        buf.nan_to_num_(nan=-1.0)  # a NaN row becomes -1 throughout
-        top_w, top_flat = buf.view(n_seq, n_heads, n_pos * n_pos).topk(k, dim=-1, sorted=True)
-        mid = buf.mul_(mask.membership.unsqueeze(1)).sum(dim=-1)
-        # every weight of a row is >= 0, or -1 throughout (NaN): a counted row's negative sum is NaN
-        mid = torch.where(mid < 0, math.nan, mid)
+        chosen_max, rows = row_max.topk(cap, dim=-1)  # [B, H, cap] the rows with the largest maxima
+        picked = weights.gather(2, rows.unsqueeze(-1).expand(n_seq, n_heads, cap, n_pos))  # [B, H, cap, P]
+        fixed = chosen_max.unsqueeze(-1)
+        picked = torch.where(fixed > 0, picked, fixed)
+        top_w, at = picked.view(n_seq, n_heads, cap * n_pos).topk(k, dim=-1, sorted=True)
+        top_flat = rows.gather(-1, torch.div(at, n_pos, rounding_mode="floor")) * n_pos + at % n_pos
+    mid = weights.mul_(mask.membership.unsqueeze(1)).sum(dim=-1)  # [B, H, P]; a NaN row's is NaN
     return PromptHeadParts(top_weight=top_w, top_flat=top_flat, middle_share=mid)
 
 

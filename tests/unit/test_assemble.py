@@ -100,3 +100,53 @@ def test_rows_do_not_share_memory() -> None:
     assert second.value is not None and np.all(second.value != 0.0)
     again = stacked.row(0, 4)
     assert again is not None and again.value is not None and np.all(again.value != 0.0)
+
+
+def _window_of(steps: list[Stats | None]) -> Stats:
+    """A window's statistics as a reduction leaves them: every field with the step axis first."""
+    present = [s for s in steps if s is not None]
+    assert len(present) == len(steps)
+    return Stats(
+        **{
+            f.name: None
+            if any(getattr(s, f.name) is None for s in present)
+            else np.stack([getattr(s, f.name) for s in present])
+            for f in dataclasses.fields(Stats)
+        }
+    )
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_series_from_windows_equal_the_steps_stacked(axis: int) -> None:
+    """Windows (some without the statistics, some without a field, one holding a single step)
+    concatenated: every row, every length, the values and dtypes of stacking each step."""
+    rng = np.random.default_rng(2)
+    steps = _steps(rng, count=14, layers=4, batch=3)
+    if axis == 0:
+        steps = [None if s is None else _batch_first(s) for s in steps]
+    # steps 0-1 lack `ids`, 3 and 7 lack everything: windows [0, 2) [2, 3) [3, 8) [8, 9) [9, 14)
+    bounds = [(0, 2), (2, 3), (3, 8), (8, 9), (9, 14)]
+    windows: list[tuple[Stats | None, int]] = []
+    for start, stop in bounds:
+        own = steps[start:stop]
+        windows.append((None if any(s is None for s in own) else _window_of(own), stop - start))
+    assert windows[2][0] is None and windows[0][0] is not None and windows[0][0].ids is None
+    want = StepSeries(steps, axis=axis)
+    got = StepSeries.of_windows(windows, steps, axis=axis)
+    np.testing.assert_array_equal(got.present, want.present)
+    for index in range(3):
+        for length in range(0, 15):
+            a, b = got.row(index, length), want.row(index, length)
+            if b is None:
+                assert a is None
+                continue
+            assert a is not None
+            for name in ("value", "flag", "ids"):
+                x, y = getattr(a, name), getattr(b, name)
+                if y is None:
+                    assert x is None
+                    continue
+                np.testing.assert_array_equal(x, y)
+                assert x.dtype == y.dtype, (name, index, length)
+    # windows that do not cover the steps: the steps are stacked
+    assert StepSeries.of_windows(windows[:-1], steps, axis=axis).row(0, 14) is not None

@@ -64,6 +64,42 @@ class StepSeries(Generic[T]):
             stacked = np.stack([_missing(shaped) if v is None else np.asarray(v) for v in values])
             self.fields[f.name] = (stacked, has, shaped.dtype)
 
+    @classmethod
+    def of_windows(
+        cls, windows: Sequence[tuple[T | None, int]], steps: Sequence[T | None], *, axis: int
+    ) -> StepSeries[T]:
+        """The series of ``steps`` from the windows they were reduced in: ``StepSeries(steps)``'s values.
+
+        ``windows``: each window's statistics (every field with the step as its leading axis; None
+        where the window's steps have them one by one) and its number of steps, in order, covering
+        ``steps``. A field's series is a concatenation of a few windows' arrays rather than a stack
+        of every step; a window without the statistics, or without the field, adds its steps' own.
+        """
+        if sum(count for _, count in windows) != len(steps):
+            return cls(steps, axis=axis)
+        series = cls(steps[:0], axis=axis)
+        starts = np.cumsum([0] + [count for _, count in windows])
+        series.present = np.ones(len(steps), dtype=bool)
+        for (stats, count), start in zip(windows, starts, strict=False):
+            if stats is None:
+                series.present[start : start + count] = [s is not None for s in steps[start : start + count]]
+        first = next((stats for stats, _ in windows if stats is not None), None)
+        first = first if first is not None else next((s for s in steps if s is not None), None)
+        if first is None:
+            return series
+        series.kind = type(first)
+        for f in dataclasses.fields(first):  # type: ignore[arg-type]
+            chunks: list[list[Any] | np.ndarray] = []
+            for (stats, count), start in zip(windows, starts, strict=False):
+                value = None if stats is None else getattr(stats, f.name)
+                if value is not None:
+                    chunks.append(np.asarray(value))
+                else:
+                    own = steps[start : start + count]
+                    chunks.append([None if s is None else getattr(s, f.name) for s in own])
+            series.fields[f.name] = _concatenated(chunks)
+        return series
+
     def row(self, index: int, length: int) -> T | None:
         """Row ``index`` over the first ``length`` steps: arrays ``[T, ...]`` of its own."""
         if self.kind is None or not self.present[:length].any():
@@ -79,6 +115,39 @@ class StepSeries(Generic[T]):
             # in the batch made the stack NaN-capable)
             values[name] = part.astype(dtype) if has[:length].all() else part.copy()
         return self.kind(**values)
+
+
+def _concatenated(chunks: Sequence[list[Any] | np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.dtype] | None:
+    """A field's (stacked values, steps that have it, dtype) from chunks of consecutive steps.
+
+    A chunk is a window's array (step axis first; every step has the field) or a list of steps'
+    values (None where a step lacks it); the values are those :class:`StepSeries` stacks.
+    """
+    shaped = None
+    for chunk in chunks:
+        if isinstance(chunk, np.ndarray):
+            shaped = chunk[0] if len(chunk) else None
+        else:
+            shaped = next((np.asarray(v) for v in chunk if v is not None), None)
+        if shaped is not None:
+            break
+    if shaped is None:
+        return None
+    arrays: list[np.ndarray] = []
+    lacking: list[tuple[int, list[bool]]] = []  # (first step, which steps have it) of listed steps
+    at = 0
+    for chunk in chunks:
+        if isinstance(chunk, np.ndarray):
+            arrays.append(chunk)
+        elif chunk:
+            arrays.append(np.stack([_missing(shaped) if v is None else np.asarray(v) for v in chunk]))
+            lacking.append((at, [v is not None for v in chunk]))
+        at += len(chunk)
+    stacked = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+    has = np.ones(at, dtype=bool)
+    for start, flags in lacking:
+        has[start : start + len(flags)] = flags
+    return stacked, has, shaped.dtype
 
 
 def _missing(like: Any) -> np.ndarray:

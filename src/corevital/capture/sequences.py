@@ -46,12 +46,22 @@ def split_sequences(
 ) -> list[SequenceCapture]:
     generated = generated_part(loaded, batch, output)
     steps = observer.host_steps
+    windows = observer.window.host_batches
     eos = eos_ids(loaded)
-    # each kind of statistic stacked over the steps once for the batch; each sequence cuts its row
-    logits_steps = StepSeries([s.logits for s in steps], axis=0)
-    chosen_steps = StepSeries([s.chosen for s in steps], axis=0)
-    hidden_steps = StepSeries([s.hidden for s in steps], axis=1)
-    attention_steps = StepSeries([s.attention for s in steps], axis=1)
+    # each kind of statistic stacked over the steps once for the batch (from the few windows the
+    # steps were reduced in, where they hold it); each sequence cuts its row
+    logits_steps = StepSeries.of_windows(
+        [(w.logits, w.steps) for w in windows], [s.logits for s in steps], axis=0
+    )
+    chosen_steps = StepSeries.of_windows(
+        [(w.chosen, w.steps) for w in windows], [s.chosen for s in steps], axis=0
+    )
+    hidden_steps = StepSeries.of_windows(
+        [(w.hidden, w.steps) for w in windows], [s.hidden for s in steps], axis=1
+    )
+    attention_steps = StepSeries.of_windows(
+        [(w.attention, w.steps) for w in windows], [s.attention for s in steps], axis=1
+    )
     cross_steps = StepSeries([s.cross_attention for s in steps], axis=1)
     results = []
     for b, prompt in enumerate(batch.prompts):

@@ -17,7 +17,7 @@ from torch import Tensor
 from corevital.capture.attention_window import append_only_keys, is_append_only, static_keys
 from corevital.capture.hf_compat import static_full_layers
 from corevital.capture.options import CaptureOptions
-from corevital.capture.steps import DeviceStep, RawStep, reduce_raw_steps, split_host_batch
+from corevital.capture.steps import DeviceStep, RawStep, StepBatch, reduce_raw_steps, split_host_batch
 from corevital.capture.tensor_parallel import ShardGroup, combine_window
 from corevital.metrics.transfer import tensor_bytes, to_host
 
@@ -59,6 +59,9 @@ class StepWindow:
         self.waiting: list[RawStep] = []
         self.waiting_bytes = 0
         self.host_steps: list[DeviceStep] = []  # the same dataclasses, fields as numpy arrays
+        # each reduction's statistics on the host, step axis first, in step order (host_steps are
+        # views of these): what a generation's series are cut from (:mod:`.sequences`)
+        self.host_batches: list[StepBatch] = []
         self._cache: Any = None  # the generation's key/value cache, when attention rows are deferred
         self._cache_append_only = False
         self._cache_static = False  # compiled steps' rows are scored against a static cache's keys
@@ -129,3 +132,4 @@ class StepWindow:
                 batches = combine_window(batches, self.shards)
         for batch, attention in to_host(batches):
             self.host_steps.extend(split_host_batch(batch, attention))
+            self.host_batches.append(batch)

@@ -1,14 +1,14 @@
 """Ways to reduce one layer's recomputed prompt probabilities, timed on one device.
 
-The prompt pass's statistics (``corevital.metrics.prompt.prompt_head_parts``) read every layer's
-[B, H, P, P] float32 probabilities: each head's largest weights (one top-k) and each query's mass in
-the middle of its keys (the basin score). This script times, on random softmax weights of a given
-shape with a causal mask (one sequence left-padded), the shipped function and alternatives that use
-what the tap's own recomputed probabilities guarantee (hidden entries exactly 0 but in rows that see
-no key, rows that sum to 1, a row holding NaN NaN throughout), checks that every alternative gives
-the shipped function's numbers, and prints milliseconds per layer (host clock between device
-synchronisations, median of repeats; each repeat first restores the input, timed apart and
-subtracted).
+The prompt pass's statistics read every layer's [B, H, P, P] float32 probabilities: each head's
+largest weights (a top-k) and each query's mass in the middle of its keys (the basin score). This
+script times, on random softmax weights of a given shape with a causal mask (one sequence
+left-padded), the function for any weights (``corevital.metrics.prompt.prompt_head_parts``), the one
+for the tap's own recomputed probabilities (``recomputed_head_parts``: hidden entries exactly 0 but
+in rows that see no key, rows that sum to 1, a row holding NaN NaN throughout) and the kernels they
+are made of, after checking that both give the same numbers, and prints milliseconds per layer
+(host clock between device synchronisations, median of repeats; each repeat first restores the
+input, timed apart and subtracted).
 
     python bench/prompt_parts.py --device cuda --shapes 8x32x512,1x32x512,8x32x64,1x32x64
 """

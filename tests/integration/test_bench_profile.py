@@ -82,3 +82,21 @@ def test_kernels_are_summed_by_the_innermost_corevital_frame_and_phase(overhead:
     assert number["corevital/metrics/logits.py(78): _full_entropy_stats"] == [0.0, 3.0, 0.0]
     assert number["corevital/capture/step_window.py(109): flush"] == [0.0, 0.0, 2.0]
     assert number["corevital/capture/runner.py(206): generate > transformers"] == [0.0, 10.0, 1.0]
+
+
+def test_prompt_parts_bench_checks_and_times_both_scorings(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/prompt_parts.py on the CPU: both scorings agree (it asserts so) on a prompt long enough
+    for the row choice (P >= 4 * cap) and a short one, and every variant gets a time."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        prompt_parts = importlib.import_module("prompt_parts")
+    finally:
+        sys.path.remove(str(BENCH))
+    import torch
+
+    for shape in ("2x2x256", "1x3x40"):
+        prompt_parts._one_shape(shape, torch.device("cpu"), 1)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert len(rows) == 2 * 9  # two shapes, nine variants each
+    times = [float(line.rsplit("|", 2)[1]) for line in rows]  # the input's restore is subtracted
+    assert all(abs(t) < 1e4 for t in times)

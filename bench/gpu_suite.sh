@@ -17,7 +17,9 @@
 # OUTDIR/<name>.json; the tail of each table is echoed as it finishes.
 # "static" and "dynamic" also print, for each case, where the time goes: the first step, the median
 # decoding step and what follows the last step, each mode against plain (3 more untimed runs each).
-# BATCHES (default "1,8") narrows the static and dynamic parts to some batch sizes.
+# BATCHES (default "1,8") narrows the static and dynamic parts to some batch sizes: "static" with
+# both took 427-514 s on H200 hosts and ran past 560 s on a slower one (its compilations 37-82 s);
+# BATCHES=1 and BATCHES=8 in two calls leave room.
 # On a machine without this project's dependencies, install them first (see docs/performance.md).
 set -u
 out="${1:-bench-gpu}"

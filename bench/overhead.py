@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import gc
+import gzip
+import heapq
 import json
 import statistics
 import sys
@@ -465,13 +467,16 @@ def profile_table(fn: Any, device: torch.device, trace: Path | None = None) -> s
         sync(device)
     wall_ms = (time.perf_counter() - start) * 1000
     timeline = None
-    if device.type == "cuda":
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "trace.json"
-            prof.export_chrome_trace(str(path))
-            timeline = json.loads(path.read_text())
     if trace is not None:
         prof.export_chrome_trace(str(trace))
+    if device.type == "cuda":  # the timeline read back (written once: to ``trace`` when given)
+        with tempfile.TemporaryDirectory() as folder:
+            path = trace if trace is not None else Path(folder) / "trace.json"
+            if trace is None:
+                prof.export_chrome_trace(str(path))
+            opener = gzip.open if path.name.endswith(".gz") else open
+            with opener(path, "rt") as f:
+                timeline = json.load(f)
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     averages = prof.key_averages()
     parts = [
@@ -534,8 +539,6 @@ def device_time_by_function(trace: dict[str, Any], rows: int = 30) -> str:
     time into the prompt pass (before the first replay), the decoding steps (through the last
     replay) and what follows the last replay.
     """
-    import heapq
-
     events = trace.get("traceEvents", [])
     kernels = [e for e in events if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
     launches = {

@@ -55,14 +55,7 @@ class StepSeries(Generic[T]):
         if first is None:
             return
         for f in dataclasses.fields(first):  # type: ignore[arg-type]
-            values = [None if s is None else getattr(s, f.name) for s in steps]
-            shaped = next((np.asarray(v) for v in values if v is not None), None)
-            if shaped is None:
-                self.fields[f.name] = None
-                continue
-            has = np.array([v is not None for v in values], dtype=bool)
-            stacked = np.stack([_missing(shaped) if v is None else np.asarray(v) for v in values])
-            self.fields[f.name] = (stacked, has, shaped.dtype)
+            self.fields[f.name] = _concatenated([[None if s is None else getattr(s, f.name) for s in steps]])
 
     @classmethod
     def of_windows(

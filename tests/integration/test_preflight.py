@@ -180,3 +180,20 @@ def test_ctrl_c_inside_a_finalizer_is_not_lost() -> None:
             while time.monotonic() < deadline:  # the interrupt, sent again, arrives in this loop
                 time.sleep(0.001)
         assert sys.unraisablehook is before
+
+
+def test_torch_info_lines_stay_quiet_before_torch_sets_its_levels() -> None:
+    """A Ctrl-C inside torch's import runs torch's exit handlers before torch has set its loggers'
+    levels; at the default INFO level their lines (FakeTensor cache stats) must not reach stderr."""
+    code = (
+        "import logging\n"
+        "from corevital.cli.common import configure_logging\n"
+        "configure_logging('INFO')\n"
+        "logging.getLogger('torch._subclasses.fake_tensor').info('FakeTensor cache stats:')\n"
+        "logging.getLogger('corevital').info('kept')\n"
+        "import sys; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))\n"
+    )
+    command = [sys.executable, "-c", code]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"  # torch itself was never imported: its levels are ours alone
+    assert done.stderr.strip() == "INFO corevital: kept"

@@ -42,11 +42,14 @@ def configure_logging(level: str) -> None:
     """Log at ``level``; below DEBUG, silence the progress bars and chatter of transformers.
 
     Only transformers' own switches are used (its GGUF de-quantisation bar follows them while
-    capture loads a GGUF file); other libraries' progress bars are left alone.
+    capture loads a GGUF file); other libraries' progress bars are left alone. torch's loggers get
+    the WARNING level torch gives them once its import ends: a run interrupted inside that import
+    would otherwise print the INFO lines of torch's exit handlers (FakeTensor cache stats).
     """
     logging.basicConfig(level=getattr(logging, level), format="%(levelname)s %(name)s: %(message)s")
     if level == "DEBUG":
         return
+    logging.getLogger("torch").setLevel(logging.WARNING)
     try:
         from transformers.utils import logging as hf_logging
     except ImportError:

@@ -52,6 +52,8 @@ class StepSeries(Generic[T]):
         self.kind: Callable[..., T] | None = None if first is None else type(first)
         # per field: the stacked values (None: no step has it), the steps that have it, their dtype
         self.fields: dict[str, tuple[np.ndarray, np.ndarray, np.dtype] | None] = {}
+        # per field: the first step that has it and the first that lacks it (made by the first row)
+        self._bounds: dict[str, tuple[int, int] | None] | None = None
         if first is None:
             return
         for f in dataclasses.fields(first):  # type: ignore[arg-type]
@@ -95,19 +97,31 @@ class StepSeries(Generic[T]):
 
     def row(self, index: int, length: int) -> T | None:
         """Row ``index`` over the first ``length`` steps: arrays ``[T, ...]`` of its own."""
-        if self.kind is None or not self.present[:length].any():
+        if self.kind is None or _first(self.present, True) >= length:
             return None
+        if self._bounds is None:  # once per batch, not per sequence and field
+            self._bounds = {
+                name: None if found is None else (_first(found[1], True), _first(found[1], False))
+                for name, found in self.fields.items()
+            }
         values: dict[str, Any] = {}
         for name, found in self.fields.items():
-            if found is None or not found[1][:length].any():
+            bounds = self._bounds[name]
+            if found is None or bounds is None or bounds[0] >= length:
                 values[name] = None
                 continue
-            stacked, has, dtype = found
+            stacked, _, dtype = found
             part = stacked[:length, index] if self.axis == 0 else stacked[:length, :, index]
             # a series whose own steps all have the field keeps its dtype (a missing step elsewhere
             # in the batch made the stack NaN-capable)
-            values[name] = part.astype(dtype) if has[:length].all() else part.copy()
+            values[name] = part.astype(dtype) if bounds[1] >= length else part.copy()
         return self.kind(**values)
+
+
+def _first(flags: np.ndarray, value: bool) -> int:
+    """The first step whose flag is ``value`` (``len(flags)`` when none is)."""
+    hits = np.flatnonzero(flags == value)
+    return int(hits[0]) if hits.size else len(flags)
 
 
 def _concatenated(chunks: Sequence[list[Any] | np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.dtype] | None:

@@ -359,11 +359,15 @@ def phase_table(
     each step with a stopping criterion, capture runs with a progress callback (both called once a
     step, after the step's kernels are queued and before generate() waits for the device: in a
     decoding loop the host runs at most a step ahead, so the stamps keep the device's pace).
+    "all steps ms": from the first step's end to the last's, every step after the first (the median
+    step leaves out the few that also reduce a window of steps); "total ms": the whole run, to set
+    against the timed runs' medians (the phase runs add only the stamps). The runs go round-robin
+    over plain and the modes, in the timed runs' rotated order.
     """
-    found: dict[str, tuple[float, float, float]] = {}
-    for name in ["plain", *modes]:
-        firsts, steps, ends = [], [], []
-        for _ in range(runs):
+    names = ["plain", *modes]
+    runs_of: dict[str, list[tuple[float, ...]]] = {name: [] for name in names}
+    for r in range(runs):  # round-robin in rotated order, as the timed runs
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             stamps: list[float] = []
             sync(device)
             t0 = time.perf_counter()
@@ -373,26 +377,26 @@ def phase_table(
                 capture(name, stamps)
             sync(device)
             t1 = time.perf_counter()
-            firsts.append(stamps[0] - t0)
             gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
-            steps.append(statistics.median(gaps) if gaps else 0.0)
-            ends.append(t1 - stamps[-1])
-        found[name] = (
-            statistics.median(firsts) * 1000,
-            statistics.median(steps) * 1000,
-            statistics.median(ends) * 1000,
-        )
-    first0, step0, end0 = found["plain"]
+            step = statistics.median(gaps) if gaps else 0.0
+            runs_of[name].append((stamps[0] - t0, step, stamps[-1] - stamps[0], t1 - stamps[-1], t1 - t0))
+    found = {
+        name: [statistics.median(run[i] for run in measured) * 1000 for i in range(5)]
+        for name, measured in runs_of.items()
+    }
+    first0, step0, steps0, end0, total0 = found["plain"]
     lines = [
-        f"# phases ({case}, median of {runs} untimed runs; extra: against plain)",
-        "| case | mode | first ms | extra | step ms | ratio | end ms | extra |",
-        "|---|---|---|---|---|---|---|---|",
+        f"# phases ({case}, median of {runs} untimed runs, round-robin; extra: against plain)",
+        "| case | mode | first ms | extra | step ms | ratio | all steps ms | extra | end ms | extra "
+        "| total ms | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, (first, step, end) in found.items():
+    for name, (first, step, steps, end, total) in found.items():
         ratio = step / step0 if step0 else float("nan")
         lines.append(
             f"| {case} | {name} | {first:.1f} | {first - first0:+.1f} | {step:.3f} | {ratio:.3f} "
-            f"| {end:.1f} | {end - end0:+.1f} |"
+            f"| {steps:.1f} | {steps - steps0:+.1f} | {end:.1f} | {end - end0:+.1f} "
+            f"| {total:.1f} | {total / total0:.3f} |"
         )
     return "\n".join(lines)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -100,3 +101,38 @@ def test_prompt_parts_bench_checks_and_times_both_scorings(capsys: pytest.Captur
     assert len(rows) == 2 * 9  # two shapes, nine variants each
     times = [float(line.rsplit("|", 2)[1]) for line in rows]  # the input's restore is subtracted
     assert all(abs(t) < 1e4 for t in times)
+
+
+def test_phase_table_splits_each_run_and_adds_up_to_its_total(overhead: Any, monkeypatch: Any) -> None:
+    """On a fake clock: the first step, the median step, every step after the first (a window's
+    reduction in one step included), the end and the whole run; plain and the modes round-robin."""
+    now = [0.0]
+    monkeypatch.setattr(overhead.time, "perf_counter", lambda: now[0])
+    order: list[str] = []
+
+    def run(first: float, steps: list[float], end: float, stamps: list[float]) -> None:
+        now[0] += first / 1000
+        stamps.append(now[0])
+        for step in steps:
+            now[0] += step / 1000
+            stamps.append(now[0])
+        now[0] += end / 1000
+
+    def plain(stamps: list[float]) -> None:
+        order.append("plain")
+        run(10, [2, 2, 2, 2], 1, stamps)
+
+    def capture(mode: str, stamps: list[float]) -> None:
+        order.append(mode)
+        run(15, [2, 2, 2, 8], 5, stamps)  # the last step also reduces a window
+
+    table = overhead.phase_table("c", ["full"], plain, capture, torch.device("cpu"), 2)
+    assert order == ["plain", "full", "full", "plain"]
+    rows = {line.split(" | ")[1]: line for line in table.splitlines() if line.startswith("| c |")}
+    assert (
+        rows["plain"]
+        == "| c | plain | 10.0 | +0.0 | 2.000 | 1.000 | 8.0 | +0.0 | 1.0 | +0.0 | 19.0 | 1.000 |"
+    )
+    assert (
+        rows["full"] == "| c | full | 15.0 | +5.0 | 2.000 | 1.000 | 14.0 | +6.0 | 5.0 | +4.0 | 34.0 | 1.789 |"
+    )

@@ -204,3 +204,34 @@ def test_strided_and_non_contiguous_tensors() -> None:
     assert host[1].tolist() == [2.0, 5.0, 8.0, 11.0]
     np.testing.assert_array_equal(host[2], a.t().numpy())
     assert host[3].tolist() == [5]
+
+
+def test_a_window_costs_a_dispatch_per_statistic_not_per_tensor() -> None:
+    """The same statistic of every step is stacked in one dispatch: 32 steps' 1,216 tensors take
+    the torch calls of 2 steps' 76 (attribute reads aside), and arrive exactly."""
+
+    def calls(steps: list[Any]) -> tuple[list[str], list[Any]]:
+        with TensorCallRecorder() as rec:
+            host = to_host_many(steps)
+        assert rec.host_moves() == ["cpu"]
+        return [name for name in rec.names() if name != "__get__"], host
+
+    steps = [make_step() for _ in range(32)]
+    many, host = calls(steps)
+    few, _ = calls(steps[:2])
+    assert many == few and len(many) < 50, many
+    for step, host_step in zip(steps, host, strict=True):
+        for device_obj, host_obj in zip(step, host_step, strict=True):
+            assert_same_on_host(device_obj, host_obj)
+
+
+def test_stacked_scalars_stay_arrays() -> None:
+    host = to_host((torch.tensor(1.5), torch.tensor(2.5), torch.tensor([3, 4]), torch.tensor(7)))
+    assert [type(a) for a in host] == [np.ndarray] * 4
+    assert [a.shape for a in host] == [(), (), (2,), ()]
+    assert [a.tolist() for a in host] == [1.5, 2.5, [3, 4], 7]
+
+
+def test_stacked_tensors_requiring_grad_are_detached() -> None:
+    a, b = torch.ones(3, requires_grad=True) * 2, torch.ones(3, requires_grad=True) * 3
+    assert [x.tolist() for x in to_host((a, b))] == [[2.0] * 3, [3.0] * 3]

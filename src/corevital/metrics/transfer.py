@@ -10,8 +10,9 @@ The buffer holds each tensor's raw bytes after a cast on the device to its host 
 value arrives exactly: bool stays bool, any integer dtype becomes int64 (no 2**24 limit, unlike a
 float32 buffer), any floating dtype becomes float32. Tensors are laid out by descending item size,
 which keeps every array aligned without padding. The arrays are views into the one host buffer.
-A flush of 32 steps moves over a thousand small tensors, so each costs one dispatch (a reshape)
-on the way: tensors of one host dtype are concatenated first, then the bytes of those few buffers.
+A flush of 32 steps moves hundreds of small tensors, most of them the same statistic of each step:
+tensors that share dtype and shape are stacked in one dispatch, the stacks of one host dtype
+concatenated, then the bytes of those few buffers.
 
 Counting transfers in tests: the copy is the only ``Tensor.cpu`` call and there is no
 ``.item()``/``.tolist()``/``.to("cpu")``, so a ``torch.overrides.TorchFunctionMode`` that records
@@ -89,6 +90,7 @@ def _init_fields(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls) if f.init)
 
 
+@functools.cache
 def _host_dtype(dtype: torch.dtype) -> tuple[torch.dtype, np.dtype]:
     if dtype == torch.bool:
         return _BOOL
@@ -102,21 +104,26 @@ def _host_dtype(dtype: torch.dtype) -> tuple[torch.dtype, np.dtype]:
 def _copy_to_host(tensors: list[Tensor]) -> list[np.ndarray]:
     """Numpy copies of ``tensors`` (in order), one ``.cpu()`` call per device.
 
-    Tensors of one host dtype are concatenated into one buffer (a single dispatch per tensor,
-    a reshape, plus a cast where the dtype differs); the buffers' bytes are concatenated in
-    descending item size and cross to the host together.
+    Tensors of one host dtype go into one buffer: those that also share their own dtype and shape
+    (the same statistic of every step in a window) are stacked in one dispatch, a lone tensor is
+    flattened; the buffers' bytes are concatenated in descending item size and cross to the host
+    together.
     """
     result: list[np.ndarray | None] = [None] * len(tensors)
     by_device: dict[torch.device, list[int]] = {}
     for i, t in enumerate(tensors):
         by_device.setdefault(t.device, []).append(i)
     for indices in by_device.values():
-        groups: dict[tuple[torch.dtype, np.dtype], list[int]] = {}
+        groups: dict[tuple[torch.dtype, np.dtype], dict[tuple[torch.dtype, tuple[int, ...]], list[int]]] = {}
         for i in indices:
-            groups.setdefault(_host_dtype(tensors[i].dtype), []).append(i)
+            t = tensors[i]
+            groups.setdefault(_host_dtype(t.dtype), {}).setdefault((t.dtype, t.shape), []).append(i)
         # Largest item size first: every array then starts at a multiple of its own item size.
         order = sorted(groups, key=lambda target: -target[1].itemsize)
-        buffers = [torch.cat([_flat(tensors[i], target[0]) for i in groups[target]]) for target in order]
+        buffers = [
+            torch.cat([_stacked([tensors[i] for i in same], target[0]) for same in groups[target].values()])
+            for target in order
+        ]
         chunks = [b.view(torch.uint8) for b in buffers]
         host = torch.cat(chunks).cpu().numpy()
         offset = 0
@@ -124,13 +131,27 @@ def _copy_to_host(tensors: list[Tensor]) -> list[np.ndarray]:
             nbytes = buffer.numel() * target[1].itemsize
             typed = host[offset : offset + nbytes].view(target[1])
             start = 0
-            for i in groups[target]:
-                count = tensors[i].numel()
-                result[i] = typed[start : start + count].reshape(tensors[i].shape)
+            for (_, shape), same in groups[target].items():
+                count = tensors[same[0]].numel() * len(same)
+                if len(same) == 1:
+                    result[same[0]] = typed[start : start + count].reshape(shape)
+                else:
+                    block = typed[start : start + count].reshape((len(same), *shape))
+                    for k, i in enumerate(same):
+                        result[i] = block[k, ...]  # a view; an array even for a 0-d tensor
                 start += count
             offset += nbytes
     assert all(a is not None for a in result)
     return result  # type: ignore[return-value]
+
+
+def _stacked(same: list[Tensor], dtype: torch.dtype) -> Tensor:
+    """Tensors of one dtype and shape as one 1-D tensor of ``dtype``, in order: one dispatch for many."""
+    if len(same) == 1:
+        return _flat(same[0], dtype)
+    stacked = torch.stack(same)
+    stacked = (stacked.detach() if stacked.requires_grad else stacked).reshape(-1)
+    return stacked if stacked.dtype == dtype else stacked.to(dtype)
 
 
 def _flat(t: Tensor, dtype: torch.dtype) -> Tensor:

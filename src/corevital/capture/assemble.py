@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -50,10 +50,8 @@ class StepSeries(Generic[T]):
         self.present = np.array([s is not None for s in steps], dtype=bool)
         first = next((s for s in steps if s is not None), None)
         self.kind: Callable[..., T] | None = None if first is None else type(first)
-        # per field: the stacked values (None: no step has it), the steps that have it, their dtype
-        self.fields: dict[str, tuple[np.ndarray, np.ndarray, np.dtype] | None] = {}
-        # per field: the first step that has it and the first that lacks it (made by the first row)
-        self._bounds: dict[str, tuple[int, int] | None] | None = None
+        # per field: its stacked values and which steps have it (None: no step has it)
+        self.fields: dict[str, _Field | None] = {}
         if first is None:
             return
         for f in dataclasses.fields(first):  # type: ignore[arg-type]
@@ -99,23 +97,26 @@ class StepSeries(Generic[T]):
         """Row ``index`` over the first ``length`` steps: arrays ``[T, ...]`` of its own."""
         if self.kind is None or _first(self.present, True) >= length:
             return None
-        if self._bounds is None:  # once per batch, not per sequence and field
-            self._bounds = {
-                name: None if found is None else (_first(found[1], True), _first(found[1], False))
-                for name, found in self.fields.items()
-            }
         values: dict[str, Any] = {}
         for name, found in self.fields.items():
-            bounds = self._bounds[name]
-            if found is None or bounds is None or bounds[0] >= length:
+            if found is None or found.first_with >= length:
                 values[name] = None
                 continue
-            stacked, _, dtype = found
+            stacked = found.values
             part = stacked[:length, index] if self.axis == 0 else stacked[:length, :, index]
             # a series whose own steps all have the field keeps its dtype (a missing step elsewhere
             # in the batch made the stack NaN-capable)
-            values[name] = part.astype(dtype) if bounds[1] >= length else part.copy()
+            values[name] = part.astype(found.dtype) if found.first_without >= length else part.copy()
         return self.kind(**values)
+
+
+class _Field(NamedTuple):
+    """A field stacked over the steps, and which steps have it (found once per batch, not per row)."""
+
+    values: np.ndarray  # step axis first; NaN (False for flags) where a step lacks the field
+    first_with: int  # the first step that has it
+    first_without: int  # the first step that lacks it (the number of steps when none does)
+    dtype: np.dtype  # the field's own dtype
 
 
 def _first(flags: np.ndarray, value: bool) -> int:
@@ -124,8 +125,8 @@ def _first(flags: np.ndarray, value: bool) -> int:
     return int(hits[0]) if hits.size else len(flags)
 
 
-def _concatenated(chunks: Sequence[list[Any] | np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.dtype] | None:
-    """A field's (stacked values, steps that have it, dtype) from chunks of consecutive steps.
+def _concatenated(chunks: Sequence[list[Any] | np.ndarray]) -> _Field | None:
+    """A field stacked from chunks of consecutive steps (None: no step has it).
 
     A chunk is a window's array (step axis first; every step has the field) or a list of steps'
     values (None where a step lacks it); the values are those :class:`StepSeries` stacks.
@@ -154,7 +155,7 @@ def _concatenated(chunks: Sequence[list[Any] | np.ndarray]) -> tuple[np.ndarray,
     has = np.ones(at, dtype=bool)
     for start, flags in lacking:
         has[start : start + len(flags)] = flags
-    return stacked, has, shaped.dtype
+    return _Field(stacked, _first(has, True), _first(has, False), shaped.dtype)
 
 
 def _missing(like: Any) -> np.ndarray:

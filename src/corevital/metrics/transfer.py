@@ -133,12 +133,9 @@ def _copy_to_host(tensors: list[Tensor]) -> list[np.ndarray]:
             start = 0
             for (_, shape), same in groups[target].items():
                 count = tensors[same[0]].numel() * len(same)
-                if len(same) == 1:
-                    result[same[0]] = typed[start : start + count].reshape(shape)
-                else:
-                    block = typed[start : start + count].reshape((len(same), *shape))
-                    for k, i in enumerate(same):
-                        result[i] = block[k, ...]  # a view; an array even for a 0-d tensor
+                block = typed[start : start + count].reshape((len(same), *shape))
+                for k, i in enumerate(same):
+                    result[i] = block[k, ...]  # a view; an array even for a 0-d tensor
                 start += count
             offset += nbytes
     assert all(a is not None for a in result)

@@ -16,10 +16,13 @@
 # 4-bit and 8-bit with bitsandbytes (64->50, batch 1; about 5 minutes). Each bench case writes OUTDIR/<name>.txt (the Markdown table) and
 # OUTDIR/<name>.json; the tail of each table is echoed as it finishes.
 # "static" and "dynamic" also print, for each case, where the time goes: the first step, the median
-# decoding step and what follows the last step, each mode against plain (3 more untimed runs each).
+# decoding step and what follows the last step, each mode against plain (3 more untimed runs each),
+# and time plain generate() a second time as a mode ("plain-again", an A/A control: its ratio to plain
+# is what two identical runners read in that case, the resolution of the capture modes' ratios).
 # BATCHES (default "1,8") narrows the static and dynamic parts to some batch sizes: "static" with
 # both took 427-514 s on H200 hosts and ran past 560 s on a slower one (its compilations 37-82 s);
-# BATCHES=1 and BATCHES=8 in two calls leave room.
+# BATCHES=1 and BATCHES=8 in two calls leave room. CASES narrows "dynamic" to some of its cases
+# (with BATCHES=1,8 and the A/A control it runs past 600 s).
 # On a machine without this project's dependencies, install them first (see docs/performance.md).
 set -u
 out="${1:-bench-gpu}"
@@ -45,11 +48,12 @@ fi
 # cache, so 64->50 then runs over the same 711-position cache and reuses the compiled graphs (three
 # per batch size: plain, full, summary) instead of compiling its own first.
 if [ "$part" = static ]; then
-    bench llama_static --shape llama3-8b --cases 512:200,64:50 --batch "$batches" --modes full,summary \
+    bench llama_static --shape llama3-8b --cases 512:200,64:50 --batch "$batches" --modes plain-again,full,summary \
         --repeats 5 --warmup 1 --cache static --phases 3
 fi
 if [ "$part" = dynamic ]; then
-    bench llama_dynamic --shape llama3-8b --cases 64:50,512:200 --batch "$batches" --modes full,summary \
+    bench llama_dynamic --shape llama3-8b --cases "${CASES:-64:50,512:200}" --batch "$batches" \
+        --modes plain-again,full,summary \
         --repeats 5 --warmup 1 --cache dynamic --phases 3
 fi
 if [ "$part" = budgets ]; then

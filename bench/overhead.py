@@ -7,7 +7,9 @@ size. Everything is greedy with a fixed number of new tokens (``min_new_tokens``
 disabled for both), so every run does the same work. "ratio" is the median time over plain's median
 time; "paired ratio" the median, over repeats, of the run's time over plain's time in the same round
 (robust to a machine whose speed drifts between rounds); "peak extra %" is the extra peak memory as a
-share of the plain run's peak.
+share of the plain run's peak. The mode ``plain-again`` times plain ``generate()`` once more as if it
+were a capture mode: an A/A control, whose ratios are what two identical runners read in that case on
+that machine.
 
 Examples (each prints a Markdown table; ``--json FILE`` also writes the raw numbers):
 
@@ -63,6 +65,9 @@ MODES: dict[str, dict[str, object]] = {
     "on_risk": {"capture": "on_risk"},
     "full-eager": {"capture": "full", "attention_path": "eager"},
 }
+# Not a capture mode: plain generate() again, timed as a mode (an A/A control). Its ratio to plain is
+# what two identical runners read in this case on this machine: the resolution of the other ratios.
+AGAIN = "plain-again"
 # A mode with this suffix (e.g. "full:sized") sizes its budgets from the model alone, as on a device
 # whose free memory is not known (corevital.capture.options.Tuning.resolved): an A/B of the budgets.
 SIZED = ":sized"
@@ -192,6 +197,8 @@ def run_case(
     batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     pipelines = {}
     for mode in modes:
+        if mode == AGAIN:
+            continue
         pipeline = Pipeline(load_settings({**base, **MODES[mode.removesuffix(SIZED)]}, environ={}))
         pipeline.use_model(loaded)
         pipelines[mode] = pipeline
@@ -224,6 +231,9 @@ def run_case(
     sized = Tuning().resolved(loaded.constants.weight_bytes, None)
 
     def capture(mode: str, stamps: list[float] | None = None) -> None:
+        if mode == AGAIN:
+            plain(stamps)
+            return
         progress = None if stamps is None else lambda *_: stamps.append(time.perf_counter())
         run = pipelines[mode].capture(
             prompts, tuning=sized if mode.endswith(SIZED) else None, progress=progress
@@ -298,6 +308,11 @@ def run_case(
     ]
     for mode in modes:
         seconds = statistics.median(times[mode])
+        paired = statistics.median(m / p for m, p in zip(times[mode], times["plain"], strict=True))
+        if mode == AGAIN:
+            nothing = (None,) * 6  # no memory or report columns: plain's own runs
+            rows.append(Row(case, mode, seconds, seconds / plain_s, paired, *nothing))
+            continue
         builds = []
         for _ in range(max(1, repeats)):
             t1 = time.perf_counter()
@@ -312,7 +327,6 @@ def run_case(
         if mode_peak is not None and plain_peak is not None:
             extra = mode_peak - plain_peak
             extra_pct = 100 * extra / plain_peak
-        paired = statistics.median(m / p for m, p in zip(times[mode], times["plain"], strict=True))
         rows.append(
             Row(
                 case,
@@ -674,7 +688,8 @@ def main() -> None:
         "--modes",
         default="full,summary,on_risk,full-no-prompt",
         help=f"capture modes ({', '.join(MODES)}); a mode with {SIZED!r} appended sizes its budgets from the "
-        "model alone, as on a device whose free memory is not known",
+        f"model alone, as on a device whose free memory is not known; {AGAIN!r}: plain generate() again, "
+        "timed as a mode (an A/A control: the ratio two identical runners read)",
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)

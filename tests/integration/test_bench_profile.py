@@ -136,3 +136,29 @@ def test_phase_table_splits_each_run_and_adds_up_to_its_total(overhead: Any, mon
     assert (
         rows["full"] == "| c | full | 15.0 | +5.0 | 2.000 | 1.000 | 14.0 | +6.0 | 5.0 | +4.0 | 34.0 | 1.789 |"
     )
+
+
+def test_plain_again_times_plain_generate_as_a_mode(
+    overhead: Any, tiny_loaded: Any, monkeypatch: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The A/A control: plain generate() timed as one more mode, as often as plain, with no report."""
+    loaded = tiny_loaded("llama")
+    calls = {"generate": 0}
+    real = loaded.model.generate
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls["generate"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loaded.model, "generate", counted)
+    prompts = ["t1 t2 t3 t4", "t5 t6 t7 t8"]
+    rows = overhead.run_case(
+        loaded, prompts, 4, [overhead.AGAIN], 3, 1, "c", None, "auto", overhead.time.perf_counter, None, 2
+    )
+    # warm-up 1, 3 timed runs, 1 for peak memory and 2 phase runs: 7 each for plain and its control
+    assert calls["generate"] == 2 * 7
+    assert [row.mode for row in rows] == ["plain", overhead.AGAIN]
+    again = rows[1]
+    assert again.seconds > 0 and again.ratio > 0 and again.paired_ratio > 0
+    assert (again.build_ms, again.json_kib) == (None, None)
+    assert f"| c | {overhead.AGAIN} |" in capsys.readouterr().out  # in the phase table

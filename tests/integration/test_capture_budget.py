@@ -12,7 +12,6 @@ import pytest
 import torch
 
 import corevital.capture.observer as observer_module
-import corevital.capture.prompt_pass as prompt_pass_module
 import corevital.capture.step_window as step_window_module
 from corevital.capture.loading import LoadedModel
 from corevital.capture.observer import StepObserver
@@ -67,19 +66,21 @@ def test_no_python_loop_over_layers_or_heads_in_per_step_code() -> None:
 
 
 def _count_transfers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Each host transfer the observer makes: "steps:N" (a flush of N steps) or "one" (the prompt)."""
+    """Each host transfer the observer makes: "steps:N" (a flush of N steps), with "+prompt" when the
+    prompt telemetry goes in the same copy, or "prompt" (it alone)."""
     calls: list[str] = []
     real = step_window_module.to_host  # type: ignore[attr-defined]  # the name the window calls
 
     def counted(obj: Any) -> Any:
-        if isinstance(obj, list):  # a flush: [(StepBatch, per-step attention), ...]
-            calls.append(f"steps:{sum(batch.steps for batch, _ in obj)}")
-        else:
-            calls.append("one")
+        label, along = "", obj  # the window's flush: ([(StepBatch, per-step attention), ...], along)
+        if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], list):
+            label, along = f"steps:{sum(batch.steps for batch, _ in obj[0])}", obj[1]
+        if along is not None and along[0] is not None:  # (prompt telemetry, encoder summary)
+            label = f"{label}+prompt" if label else "prompt"
+        calls.append(label)
         return real(obj)
 
     monkeypatch.setattr(step_window_module, "to_host", counted)
-    monkeypatch.setattr(prompt_pass_module, "to_host", counted)
     return calls
 
 
@@ -93,7 +94,7 @@ def test_one_host_transfer_per_step_with_a_live_callback(
     )
     assert run.sequences[0].num_steps == 12
     # One copy per step (a window of one), plus one after generation for the prompt telemetry.
-    assert calls == ["steps:1"] * len(steps) + ["one"] and len(steps) >= 12
+    assert calls == ["steps:1"] * len(steps) + ["prompt"] and len(steps) >= 12
 
 
 def test_transfers_are_batched_without_a_callback(
@@ -102,9 +103,9 @@ def test_transfers_are_batched_without_a_callback(
     calls = _count_transfers(monkeypatch)
     run = capture_prompts(tiny_loaded("llama"), ["The quick brown fox"], tiny_settings(max_new_tokens=40))
     assert run.sequences[0].num_steps == 40
-    # Windows of 32 steps (the prefill's and 31 decoding steps), the remaining 8 at the end, then
-    # the prompt telemetry.
-    assert calls == ["steps:32", "steps:8", "one"]
+    # Windows of 32 steps (the prefill's and 31 decoding steps), the remaining 8 at the end in one
+    # copy with the prompt telemetry.
+    assert calls == ["steps:32", "steps:8+prompt"]
 
 
 def _held_bytes_per_step(loaded: LoadedModel, tokens: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:

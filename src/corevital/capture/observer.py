@@ -418,15 +418,15 @@ class StepObserver:
             held += self.tap.held_bytes()
         return held
 
-    def flush(self) -> None:
-        """Reduce the waiting steps and move them to the host (see :class:`~.step_window.StepWindow`)."""
-        self.window.flush()
-
-    def finalize(self) -> None:
-        """Move the prompt telemetry and the encoder summary to the host (once, after generation)."""
+    def finish(self) -> None:
+        """After generation: reduce the last waiting steps and move them, the prompt telemetry and the
+        encoder summary to the host in one copy (see :class:`~.step_window.StepWindow`)."""
+        prompt = self.prompt.device_results(self.tap, self.shards)
+        encoder = None if self.encoder is None else self.encoder.device_results(self.tap)
+        prompt, encoder = self.window.flush(along=(prompt, encoder))
+        self.prompt.take_host(prompt)
         if self.encoder is not None:
-            self.encoder.finalize(self.tap)
-        self.prompt.finalize(self.tap, self.shards)
+            self.encoder.take_host(encoder)
 
     # --- installation ------------------------------------------------------------------------
     def _observed_forward(self, forward: Any) -> Any:
@@ -468,7 +468,7 @@ class StepObserver:
                 stack.enter_context(self.mlp_tap.installed())
             stack.callback(self.prompt.end_stream)  # a forward that raised leaves no hook behind
             yield LogitsProcessorList(), StoppingCriteriaList([_StepFinisher(self)])
-        self.flush()
+        self.finish()
 
 
 _GENERATION_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()

@@ -23,7 +23,6 @@ from corevital.capture.mask_forms import UnreadableMask, prompt_padding
 from corevital.capture.tensor_parallel import ShardGroup, combine
 from corevital.metrics.hidden import summarize_hidden
 from corevital.metrics.prompt import layer_transformations, prompt_surprisals, prompt_surprisals_from_states
-from corevital.metrics.transfer import to_host
 from corevital.metrics.types import AttentionStats, HiddenStats
 
 
@@ -134,13 +133,16 @@ class PromptPass:
             return None
         return PromptDeviceStats(surprisals, transformations)
 
-    def finalize(self, tap: AttentionTap | None, shards: ShardGroup | None = None) -> None:
-        """Move prompt telemetry (with the tap's prompt attention) to the host, once, after generation.
+    def device_results(
+        self, tap: AttentionTap | None, shards: ShardGroup | None = None
+    ) -> tuple[PromptDeviceStats, list[Any], list[Any]] | None:
+        """The prompt telemetry with the tap's prompt attention (device tensors) to move to the host
+        once, after generation (:meth:`take_host`), or None when the pass computed none.
 
         ``shards``: a tensor-parallel model's ranks, whose per-head prompt attention is joined first.
         """
         if self.device is None:
-            return
+            return None
         layers = list(tap.prompt_stats) if tap is not None else []
         if any(stats is None for stats in layers):
             layers = []
@@ -149,7 +151,11 @@ class PromptPass:
             shares = []
         if shards is not None and (layers or shares):
             layers, shares = combine(layers, shards), combine(shares, shards)
-        self.host = to_host((self.device, layers, shares))
+        return self.device, layers, shares
+
+    def take_host(self, host: tuple[Any, Any, Any] | None) -> None:
+        """Keep the host copy of :meth:`device_results`."""
+        self.host = host
 
 
 class EncoderSummary:
@@ -185,10 +191,16 @@ class EncoderSummary:
             if self.prompt is not None:
                 self.prompt.observe_encoder(states, self.mask)
 
-    def finalize(self, tap: AttentionTap | None) -> None:
-        """Move the encoder summaries (with the tap's encoder attention) to the host, once."""
+    def device_results(self, tap: AttentionTap | None) -> tuple[HiddenStats, Tensor | None, list[Any]] | None:
+        """The encoder summaries with the tap's encoder attention (device tensors) to move to the host
+        once, after generation (:meth:`take_host`), or None when the encoder was not observed."""
         if self.hidden is None:
-            return
+            return None
         attention = list(tap.encoder_stats) if tap is not None else []
         mask = self.mask.bool() if self.mask is not None else None
-        self.hidden_host, self.mask_host, self.attention_host = to_host((self.hidden, mask, attention))
+        return self.hidden, mask, attention
+
+    def take_host(self, host: tuple[Any, Any, Any] | None) -> None:
+        """Keep the host copy of :meth:`device_results`."""
+        if host is not None:
+            self.hidden_host, self.mask_host, self.attention_host = host

@@ -301,7 +301,6 @@ def observe_generation(
                 exc.add_note("corevital: raised by generate() while CoreVital was observing it")
                 raise
             raise CaptureError(f"generation failed: {type(exc).__name__}: {_first_line(exc)}") from exc
-        observer.finalize()
         if timings is not None:
             timings.step_ms.extend(observer.step_ms)
         return split_sequences(loaded, batch, output, observer, first_index, stops)

@@ -109,10 +109,14 @@ class StepWindow:
             raise RuntimeError("attention rows were deferred but the cache holds no keys")
         return keys
 
-    def flush(self) -> None:
-        """Reduce the waiting steps in one batch per kind and move them to the host in one copy."""
+    def flush(self, along: Any = None) -> Any:
+        """Reduce the waiting steps in one batch per kind and move them to the host in one copy.
+
+        ``along``: other device results (tensors in dataclasses, tuples, lists, dicts) moved to the
+        host in the same copy; returned with numpy arrays for tensors (None when None).
+        """
         if not self.waiting:
-            return
+            return None if along is None else to_host(along)
         waiting, self.waiting, self.waiting_bytes = self.waiting, [], 0
         with torch.no_grad():
             batches = [
@@ -130,6 +134,8 @@ class StepWindow:
             ]
             if self.shards is not None:
                 batches = combine_window(batches, self.shards)
-        for batch, attention in to_host(batches):
+        host_batches, along_host = to_host((batches, along))
+        for batch, attention in host_batches:
             self.host_steps.extend(split_host_batch(batch, attention))
             self.host_batches.append(batch)
+        return along_host

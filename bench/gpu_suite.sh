@@ -22,8 +22,8 @@
 # BATCHES (default "1,8") narrows the static and dynamic parts to some batch sizes: "static" with
 # both took 427-514 s on H200 hosts and ran past 560 s on a slower one (its compilations 37-82 s);
 # BATCHES=1 and BATCHES=8 in two calls leave room. For "dynamic", CASES narrows it to some of its
-# cases and PHASES sets the phase runs (0: none); with BATCHES=1,8, the A/A control and 3 phase runs
-# it runs past 600 s, with PHASES=0 it fits one call.
+# cases and PHASES sets the phase runs (0: none); with BATCHES=1,8 and the A/A control it ran past
+# 540 s on a slow H200 host even with PHASES=0: split it by BATCHES or CASES.
 # On a machine without this project's dependencies, install them first (see docs/performance.md).
 set -u
 out="${1:-bench-gpu}"

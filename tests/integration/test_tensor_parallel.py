@@ -184,9 +184,9 @@ def test_two_gloo_processes_give_the_single_process_report_once(tmp_path: Path) 
     # What crossed between the ranks: per generation one gather for the prompt's per-head attention
     # (a capped list of its strongest weights per head) and one for the decoding window (every
     # step's reduced per-row values: one number per scalar field and one per local head, for each
-    # layer and row), in that order. The window's size follows from layers x rows x steps alone, below the
-    # hidden states of those steps; the prompt's is the same for a short and a 48-token prompt, far
-    # below that prompt's attention weights (layers x rows x local heads x P x P).
+    # layer and row), in that order. The window's size follows from layers x rows x steps alone,
+    # below the hidden states of those steps; the prompt's is the same for a short and a 48-token
+    # prompt, far below that prompt's attention weights (layers x rows x local heads x P x P).
     layers, heads, rows = shape.num_layers, shape.num_heads // 2, len(PROMPTS[0])
     window = NEW_TOKENS * layers * rows * ((len(RULES) - 1) + heads)
     gathers = ranks[0]["gathers"]

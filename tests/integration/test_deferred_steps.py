@@ -109,9 +109,9 @@ def test_window_ends_at_the_bytes_budget(
     flushed: list[int] = []
     real_flush = step_window_module.StepWindow.flush
 
-    def flush(self: step_window_module.StepWindow) -> None:
+    def flush(self: step_window_module.StepWindow, along: Any = None) -> Any:
         flushed.append(len(self.waiting))
-        real_flush(self)
+        return real_flush(self, along)
 
     monkeypatch.setattr(step_window_module.StepWindow, "flush", flush)
     run = capture_prompts(loaded, PROMPTS[:1], settings, tuning=Tuning(deferred_bytes=1))

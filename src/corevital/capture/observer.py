@@ -424,7 +424,7 @@ class StepObserver:
         prompt = self.prompt.device_results(self.tap, self.shards)
         encoder = None if self.encoder is None else self.encoder.device_results(self.tap)
         prompt, encoder = self.window.flush(along=(prompt, encoder))
-        self.prompt.take_host(prompt)
+        self.prompt.host = prompt
         if self.encoder is not None:
             self.encoder.take_host(encoder)
 

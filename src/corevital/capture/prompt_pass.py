@@ -3,9 +3,10 @@
 :class:`PromptPass` streams the prefill's hidden states layer by layer (:mod:`.layer_stream`) and
 computes the prompt's surprisals and layer transformations from it (decoder-only models), or the
 layer transformations of the encoder (encoder-decoder models). :class:`EncoderSummary` hooks the
-encoder of an encoder-decoder model and summarises its hidden states once. Both move their
-results to the host after generation; the prompt attention comes from the tap's
-:class:`~.prompt_scorer.PromptScorer`.
+encoder of an encoder-decoder model and summarises its hidden states once. Both hand their device
+results (:meth:`PromptPass.device_results`, :meth:`EncoderSummary.device_results`) to the observer,
+which moves them to the host with the last window of steps, in one copy; the prompt attention comes
+from the tap's :class:`~.prompt_scorer.PromptScorer`.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class PromptPass:
         self._stream: LayerStream | None = None  # attached for the prefill only
         self.device: PromptDeviceStats | None = None
         # (PromptDeviceStats, per-layer attention stats, per-layer RAG span shares), on the host
+        # (:meth:`device_results` moved there by the observer)
         self.host: tuple[Any, Any, Any] | None = None
 
     def start_stream(self, kwargs: dict[str, Any], reads_prompt: bool) -> bool:
@@ -137,7 +139,7 @@ class PromptPass:
         self, tap: AttentionTap | None, shards: ShardGroup | None = None
     ) -> tuple[PromptDeviceStats, list[Any], list[Any]] | None:
         """The prompt telemetry with the tap's prompt attention (device tensors) to move to the host
-        once, after generation (:meth:`take_host`), or None when the pass computed none.
+        once, after generation (into :attr:`host`), or None when the pass computed none.
 
         ``shards``: a tensor-parallel model's ranks, whose per-head prompt attention is joined first.
         """
@@ -152,10 +154,6 @@ class PromptPass:
         if shards is not None and (layers or shares):
             layers, shares = combine(layers, shards), combine(shares, shards)
         return self.device, layers, shares
-
-    def take_host(self, host: tuple[Any, Any, Any] | None) -> None:
-        """Keep the host copy of :meth:`device_results`."""
-        self.host = host
 
 
 class EncoderSummary:

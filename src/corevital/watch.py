@@ -147,6 +147,7 @@ class Watch:
             wrap_errors=False,
             started=t0,
             stops=stop_strings(gen.generate_kwargs),
+            max_new_tokens=gen.max_new_tokens or None,
         )
         if from_embeds:
             for seq in sequences:

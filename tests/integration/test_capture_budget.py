@@ -19,6 +19,7 @@ from corevital.capture.options import Tuning
 from corevital.capture.records import StepEvent
 from corevital.capture.runner import capture_prompts
 from tests.integration.conftest import tiny_settings
+from tests.support.compare import assert_stats_close
 from tests.support.values import present
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "corevital"
@@ -106,6 +107,70 @@ def test_transfers_are_batched_without_a_callback(
     # Windows of 32 steps (the prefill's and 31 decoding steps), the remaining 8 at the end in one
     # copy with the prompt telemetry.
     assert calls == ["steps:32", "steps:8+prompt"]
+
+
+def test_the_last_window_is_reduced_during_the_last_step(
+    tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reduction of the last steps is launched in the last step, before generate() returns (so
+    on a GPU the host launches it while the device still runs that step), and still crosses to the
+    host in the one copy after generation."""
+    loaded = tiny_loaded("llama")
+    calls = _count_transfers(monkeypatch)
+    events: list[str] = []
+    real_reduce = step_window_module.StepWindow.reduce
+    real_finish = observer_module.StepObserver._finish_step
+
+    def reduce(self: step_window_module.StepWindow) -> None:
+        if self.waiting:
+            events.append(f"reduce:{len(self.waiting)}")
+        real_reduce(self)
+
+    def finish(self: StepObserver, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        events.append("step")
+        return real_finish(self, input_ids, scores, **kwargs)
+
+    real_generate = loaded.model.generate
+
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        output = real_generate(*args, **kwargs)
+        events.append("returned")
+        return output
+
+    monkeypatch.setattr(step_window_module.StepWindow, "reduce", reduce)
+    monkeypatch.setattr(observer_module.StepObserver, "_finish_step", finish)
+    monkeypatch.setattr(loaded.model, "generate", generate)
+    run = capture_prompts(loaded, ["The quick brown fox"], tiny_settings(max_new_tokens=40))
+    assert run.sequences[0].num_steps == 40
+    assert events == ["step"] * 32 + ["reduce:32"] + ["step"] * 8 + ["reduce:8", "returned"]
+    assert calls == ["steps:32", "steps:8+prompt"]
+
+
+def test_a_generation_longer_than_announced_loses_no_step(
+    tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An observer told of fewer steps than generate() makes (a ``max_new_tokens`` it could not see)
+    prepares its end too early; the steps after it are reduced at the end, every value as without
+    (floating-point values to rounding: steps reduced in other batches)."""
+    loaded = tiny_loaded("llama")
+    settings = tiny_settings(max_new_tokens=40)
+    expected = capture_prompts(loaded, ["The quick brown fox"], settings).sequences[0]
+    real_init = observer_module.StepObserver.__init__
+
+    def init(self: StepObserver, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **{**kwargs, "max_new_tokens": 20})
+
+    monkeypatch.setattr(observer_module.StepObserver, "__init__", init)
+    calls = _count_transfers(monkeypatch)
+    got = capture_prompts(loaded, ["The quick brown fox"], settings).sequences[0]
+    # the first 20 steps reduced at step 20 wait on the device for the next copy: here the last one
+    assert calls == ["steps:40+prompt"]
+    assert got.generated_token_ids == expected.generated_token_ids
+    for name in ("logits", "chosen", "hidden", "attention"):
+        assert_stats_close(getattr(got, name), getattr(expected, name), name, rtol=1e-6, atol=1e-7)
+    got_prompt, want_prompt = present(got.prompt_telemetry), present(expected.prompt_telemetry)
+    np.testing.assert_array_equal(got_prompt.layer_transformations, want_prompt.layer_transformations)
+    np.testing.assert_array_equal(present(got_prompt.surprisals), present(want_prompt.surprisals))
 
 
 def _held_bytes_per_step(loaded: LoadedModel, tokens: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:

@@ -123,9 +123,11 @@ class StepObserver:
         batch_offset: int = 0,
         started: float | None = None,
         progress: ProgressCallback | None = None,
+        max_new_tokens: int | None = None,
     ) -> None:
         """``constants``: the loaded model's (its model, capabilities, weight bytes, sketch matrix
-        and pre-MLP norms, made once per model)."""
+        and pre-MLP norms, made once per model). ``max_new_tokens``: the generation's last possible
+        step, where the observer prepares its end (:meth:`prepare_finish`); None when not known."""
         self.constants = constants
         self.model = model = constants.model
         self.caps = caps = constants.caps
@@ -168,6 +170,8 @@ class StepObserver:
         # time.perf_counter() when the batch started (tokenizing) and at the end of each step: the
         # host's clock where it already waits for the step (generate() reads the step's tokens).
         self.started = self._last_step_end if started is None else started
+        self.max_new_tokens = max_new_tokens
+        self._finish_results: tuple[Any, Any] | None = None  # :meth:`prepare_finish`'s device results
         self.step_ends: list[float] = []
         self.progress = progress
         self.batch_offset = batch_offset
@@ -391,7 +395,9 @@ class StepObserver:
             answer = self.live.ask(self.window.host_steps[-1], step, batch, input_ids.device)
             self._report_progress(batch)
             return answer
-        if full:
+        if len(self.step_ends) == self.max_new_tokens:
+            self.prepare_finish()  # the last step: its window is moved with the prompt's results
+        elif full:
             self.window.flush()
         self._report_progress(batch)
         return self._no_stop(batch, input_ids.device)
@@ -418,12 +424,28 @@ class StepObserver:
             held += self.tap.held_bytes()
         return held
 
+    def prepare_finish(self) -> None:
+        """Launch what :meth:`finish` moves to the host: the prompt telemetry, the encoder summary
+        and the reduction of the waiting steps, without waiting for the device.
+
+        Called during the generation's last step (``max_new_tokens`` reached), while the device still
+        runs that step's forward pass and before generate() waits for it, so the host's share of
+        the end of a generation overlaps the device's. Steps after it (a longer generation than
+        announced) are reduced by :meth:`finish` as usual.
+        """
+        if self._finish_results is None:
+            prompt = self.prompt.device_results(self.tap, self.shards)
+            encoder = None if self.encoder is None else self.encoder.device_results(self.tap)
+            self._finish_results = (prompt, encoder)
+        self.window.reduce()
+
     def finish(self) -> None:
         """After generation: reduce the last waiting steps and move them, the prompt telemetry and the
         encoder summary to the host in one copy (see :class:`~.step_window.StepWindow`)."""
-        prompt = self.prompt.device_results(self.tap, self.shards)
-        encoder = None if self.encoder is None else self.encoder.device_results(self.tap)
-        prompt, encoder = self.window.flush(along=(prompt, encoder))
+        self.prepare_finish()
+        assert self._finish_results is not None
+        prompt, encoder = self.window.flush(along=self._finish_results)
+        self._finish_results = None
         self.prompt.host = prompt
         if self.encoder is not None:
             self.encoder.take_host(encoder)

@@ -230,6 +230,7 @@ def capture_batch(
             started=t0,
             stops=stop_strings(user),
             progress=progress,
+            max_new_tokens=gen.max_new_tokens,
         )
     generation_ms = (time.perf_counter() - t0) * 1000.0
     for seq in sequences:
@@ -254,6 +255,7 @@ def observe_generation(
     started: float | None = None,
     stops: tuple[str, ...] = (),
     progress: ProgressCallback | None = None,
+    max_new_tokens: int | None = None,
 ) -> list[SequenceCapture]:
     """Run ``generate(processors, criteria)`` observed and cut the result into sequences.
 
@@ -262,6 +264,8 @@ def observe_generation(
     It returns generate()'s output: a tensor of sequences or an output object with ``sequences``.
     ``started``: ``time.perf_counter()`` at the start of the batch (default: now), from which each
     sequence's step times are measured. ``stops``: the ``stop_strings`` given to generate().
+    ``max_new_tokens``: the generation's most steps, when known (the observer prepares its end
+    during the last one).
     ``wrap_errors``: a failure of ``generate`` becomes a :class:`CaptureError` (CoreVital's own
     generation); False (the user's ``generate``, observed by ``watch``): it propagates unchanged,
     with a note saying CoreVital was observing, so the user's ``except`` clauses still match.
@@ -290,6 +294,7 @@ def observe_generation(
             batch_offset=first_index,
             started=started,
             progress=progress,
+            max_new_tokens=max_new_tokens,
         )
         try:
             with torch.no_grad(), observer.installed() as (processors, criteria):

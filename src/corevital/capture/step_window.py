@@ -65,6 +65,8 @@ class StepWindow:
         self._cache: Any = None  # the generation's key/value cache, when attention rows are deferred
         self._cache_append_only = False
         self._cache_static = False  # compiled steps' rows are scored against a static cache's keys
+        # reductions launched by :meth:`reduce`, on the device until the next flush
+        self._reduced: list[tuple[StepBatch, list[Any]]] = []
 
     def add(self, step: RawStep) -> bool:
         """Keep ``step`` (its token chosen); True when the window is full and should be flushed."""
@@ -109,14 +111,15 @@ class StepWindow:
             raise RuntimeError("attention rows were deferred but the cache holds no keys")
         return keys
 
-    def flush(self, along: Any = None) -> Any:
-        """Reduce the waiting steps in one batch per kind and move them to the host in one copy.
+    def reduce(self) -> None:
+        """Reduce the waiting steps in one batch per kind, on the device, without waiting for it.
 
-        ``along``: other device results (tensors in dataclasses, tuples, lists, dicts) moved to the
-        host in the same copy; returned with numpy arrays for tensors (None when None).
+        The results stay on the device until the next :meth:`flush` moves them to the host. Called
+        during the last step (:meth:`~.observer.StepObserver.prepare_finish`), while the device still
+        runs that step's forward pass, the reduction is launched before generate() waits for it.
         """
         if not self.waiting:
-            return None if along is None else to_host(along)
+            return
         waiting, self.waiting, self.waiting_bytes = self.waiting, [], 0
         with torch.no_grad():
             batches = [
@@ -134,7 +137,20 @@ class StepWindow:
             ]
             if self.shards is not None:
                 batches = combine_window(batches, self.shards)
-        host_batches, along_host = to_host((batches, along))
+        self._reduced.extend(batches)
+
+    def flush(self, along: Any = None) -> Any:
+        """Reduce the waiting steps (:meth:`reduce`) and move every reduction not yet on the host to
+        it in one copy.
+
+        ``along``: other device results (tensors in dataclasses, tuples, lists, dicts) moved to the
+        host in the same copy; returned with numpy arrays for tensors (None when None).
+        """
+        self.reduce()
+        if not self._reduced:
+            return None if along is None else to_host(along)
+        reduced, self._reduced = self._reduced, []
+        host_batches, along_host = to_host((reduced, along))
         for batch, attention in host_batches:
             self.host_steps.extend(split_host_batch(batch, attention))
             self.host_batches.append(batch)

@@ -1,7 +1,8 @@
 """Overhead of CoreVital capture against plain generation, side by side in one process.
 
 For each case (a model and a prompt/output length), plain ``model.generate()`` (the model's default
-attention, no capture) and each capture mode run with warm-up and repeats; the table gives median
+attention, no capture; text in, text out like a capture run: the prompts tokenized in the timed run
+and the new tokens decoded) and each capture mode run with warm-up and repeats; the table gives median
 times, ratios to plain, peak device memory beyond the plain run, report-building time and report
 size. Everything is greedy with a fixed number of new tokens (``min_new_tokens`` for plain, EOS
 disabled for both), so every run does the same work. "ratio" is the median time over plain's median
@@ -194,7 +195,7 @@ def run_case(
         "out": "/tmp/corevital-bench",
         "cache": cache,
     }
-    batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    shape = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)["input_ids"].shape
     pipelines = {}
     for mode in modes:
         if mode == AGAIN:
@@ -207,6 +208,8 @@ def run_case(
     plain_cache = _PLAIN_CACHES.setdefault(id(loaded.model), KeptStaticCache())
 
     def plain(stamps: list[float] | None = None) -> None:
+        # text in, text out, as a capture run: the prompts tokenized, the new tokens decoded
+        batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         kwargs: dict[str, Any] = {
             "max_new_tokens": new_tokens,
             "min_new_tokens": new_tokens,
@@ -218,14 +221,15 @@ def run_case(
             plain_cache,
             loaded.model,
             kwargs,
-            batch_size=int(batch["input_ids"].shape[0]),
-            prompt_length=int(batch["input_ids"].shape[1]),
+            batch_size=int(shape[0]),
+            prompt_length=int(shape[1]),
             max_new_tokens=new_tokens,
         )
         if stamps is not None:
             kwargs["stopping_criteria"] = StoppingCriteriaList([_StepStamps(stamps)])
         with torch.no_grad():
-            loaded.model.generate(**batch, **kwargs)
+            output = loaded.model.generate(**batch, **kwargs)
+        tok.batch_decode(output[:, int(shape[1]) :].tolist(), skip_special_tokens=True)
 
     # The budgets of a device whose free memory is not known, set explicitly for ":sized" modes.
     sized = Tuning().resolved(loaded.constants.weight_bytes, None)

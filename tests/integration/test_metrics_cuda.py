@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from corevital.metrics.attention import summarize_attention
 from corevital.metrics.hidden import make_sketch_matrix, summarize_hidden
 from corevital.metrics.logits import sampling_distribution_stats, summarize_logits, token_surprisal
-from corevital.metrics.transfer import to_host, to_host_many
+from corevital.metrics.transfer import to_host, to_host_later, to_host_many
 
 pytestmark = [
     pytest.mark.gpu,
@@ -140,3 +141,28 @@ def test_to_host_makes_one_device_to_host_copy() -> None:
     assert host[0].entropy.shape == (4,) and host[2].max_weight_per_head.shape == (12, 4, 8)
     assert len(many) == 2
     torch.testing.assert_close(torch.from_numpy(host[1].l2_norm), step[1].l2_norm.cpu())
+
+
+def test_a_copy_started_without_waiting_waits_for_itself_only() -> None:
+    """``to_host_later``: one device-to-host copy, the same arrays as ``to_host``, and its result
+    does not wait for device work queued after the copy started (a kernel that sleeps)."""
+    gen = torch.Generator().manual_seed(4)
+    logits = torch.randn(4, 1000, generator=gen).cuda()
+    hidden = torch.randn(12, 4, 256, generator=gen).cuda()
+    step = (summarize_logits(logits), summarize_hidden(hidden))
+    torch.cuda.synchronize()
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
+        pending = to_host_later(step)
+        torch.cuda._sleep(2_000_000_000)  # type: ignore[no-untyped-call]  # about a second of device time, queued after the copy
+        host = pending.result()
+        still_running = not torch.cuda.current_stream().query()
+    torch.cuda.synchronize()
+    assert still_running, "the result waited for the work queued after its copy"
+    dtoh = [e for e in prof.events() if "memcpy" in e.name.lower() and "dtoh" in e.name.lower()]
+    assert len(dtoh) == 1, [e.name for e in prof.events() if "memcpy" in e.name.lower()]
+    want = to_host(step)
+    for got_stats, want_stats in zip(host, want, strict=True):
+        for name, value in vars(want_stats).items():
+            if value is not None:
+                np.testing.assert_array_equal(getattr(got_stats, name), value, err_msg=name)

@@ -15,7 +15,7 @@ from torch.overrides import TorchFunctionMode
 from corevital.metrics.attention import summarize_attention
 from corevital.metrics.hidden import make_sketch_matrix, summarize_hidden
 from corevital.metrics.logits import summarize_chosen, summarize_logits
-from corevital.metrics.transfer import to_host, to_host_many
+from corevital.metrics.transfer import to_host, to_host_later, to_host_many
 from corevital.metrics.types import AttentionStats, ChosenTokenStats, HiddenStats, LogitStats
 
 # Tensor methods other than .cpu()/.to() that read a tensor's values from the host.
@@ -105,6 +105,17 @@ def test_one_host_copy_for_several_steps() -> None:
     assert rec.host_moves() == ["cpu"]
     assert len(host) == 3
     for step, host_step in zip(steps, host, strict=True):
+        for device_obj, host_obj in zip(step, host_step, strict=True):
+            assert_same_on_host(device_obj, host_obj)
+
+
+def test_a_copy_started_without_waiting_gives_the_same_arrays() -> None:
+    steps = [make_step(), make_step()]
+    with TensorCallRecorder() as rec:
+        pending = to_host_later(steps)
+        later = pending.result()
+    assert rec.host_moves() == ["cpu"]  # off CUDA the copy is made at once, still one
+    for step, host_step in zip(steps, later, strict=True):
         for device_obj, host_obj in zip(step, host_step, strict=True):
             assert_same_on_host(device_obj, host_obj)
 

@@ -19,7 +19,7 @@ from corevital.capture.hf_compat import static_full_layers
 from corevital.capture.options import CaptureOptions
 from corevital.capture.steps import DeviceStep, RawStep, StepBatch, reduce_raw_steps, split_host_batch
 from corevital.capture.tensor_parallel import ShardGroup, combine_window
-from corevital.metrics.transfer import tensor_bytes, to_host
+from corevital.metrics.transfer import PendingHost, tensor_bytes, to_host, to_host_later
 
 
 def _uniform_runs(raw: list[RawStep]) -> list[list[RawStep]]:
@@ -67,6 +67,7 @@ class StepWindow:
         self._cache_static = False  # compiled steps' rows are scored against a static cache's keys
         # reductions launched by :meth:`reduce`, on the device until the next flush
         self._reduced: list[tuple[StepBatch, list[Any]]] = []
+        self._in_flight: list[PendingHost] = []  # copies started by :meth:`flush_later`, in step order
 
     def add(self, step: RawStep) -> bool:
         """Keep ``step`` (its token chosen); True when the window is full and should be flushed."""
@@ -139,19 +140,43 @@ class StepWindow:
                 batches = combine_window(batches, self.shards)
         self._reduced.extend(batches)
 
+    def flush_later(self) -> None:
+        """Reduce the waiting steps and start their copy to the host without waiting for it.
+
+        During a generation the window fills in a step whose forward pass the device is still
+        running: a copy that waited would hold the host there, and unpacking the arrays after it
+        would leave the device idle. The copy runs after the reduction instead, and the next
+        :meth:`collect` (the next step) unpacks it, while the device computes that step.
+        """
+        self.reduce()
+        if self._reduced:
+            reduced, self._reduced = self._reduced, []
+            self._in_flight.append(to_host_later(reduced))
+
+    def collect(self) -> None:
+        """Unpack the copies :meth:`flush_later` started (waiting for any still running) into
+        :attr:`host_steps`."""
+        in_flight, self._in_flight = self._in_flight, []
+        for pending in in_flight:
+            self._keep(pending.result())
+
     def flush(self, along: Any = None) -> Any:
         """Reduce the waiting steps (:meth:`reduce`) and move every reduction not yet on the host to
-        it in one copy.
+        it in one copy (after those :meth:`flush_later` started).
 
         ``along``: other device results (tensors in dataclasses, tuples, lists, dicts) moved to the
         host in the same copy; returned with numpy arrays for tensors (None when None).
         """
+        self.collect()
         self.reduce()
         if not self._reduced:
             return None if along is None else to_host(along)
         reduced, self._reduced = self._reduced, []
         host_batches, along_host = to_host((reduced, along))
+        self._keep(host_batches)
+        return along_host
+
+    def _keep(self, host_batches: list[tuple[StepBatch, list[Any]]]) -> None:
         for batch, attention in host_batches:
             self.host_steps.extend(split_host_batch(batch, attention))
             self.host_batches.append(batch)
-        return along_host

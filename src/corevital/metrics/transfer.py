@@ -14,7 +14,12 @@ A flush of 32 steps moves hundreds of small tensors, most of them the same stati
 tensors that share dtype and shape are stacked in one dispatch, the stacks of one host dtype
 concatenated, then the bytes of those few buffers.
 
-Counting transfers in tests: the copy is the only ``Tensor.cpu`` call and there is no
+:func:`to_host_later` starts the same copy without waiting for it (a non-blocking copy into
+page-locked memory on CUDA, followed by an event): :meth:`PendingHost.result` later waits for that
+copy alone, not for device work queued after it.
+
+Counting transfers in tests: the copy is the only ``Tensor.cpu`` call (or, started without waiting,
+the only ``copy_`` into page-locked memory) and there is no
 ``.item()``/``.tolist()``/``.to("cpu")``, so a ``torch.overrides.TorchFunctionMode`` that records
 the tensor methods called during ``to_host`` sees the transfers exactly; on CUDA the profiler's
 device-to-host memcpy events confirm it.
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -109,37 +115,100 @@ def _copy_to_host(tensors: list[Tensor]) -> list[np.ndarray]:
     flattened; the buffers' bytes are concatenated in descending item size and cross to the host
     together.
     """
-    result: list[np.ndarray | None] = [None] * len(tensors)
-    by_device: dict[torch.device, list[int]] = {}
-    for i, t in enumerate(tensors):
-        by_device.setdefault(t.device, []).append(i)
-    for indices in by_device.values():
+    return _HostCopy(tensors, wait=True).arrays()
+
+
+class _DeviceBytes:
+    """One device's tensors packed into one byte buffer (see :func:`_copy_to_host`) and its copy."""
+
+    def __init__(self, tensors: list[Tensor], indices: list[int], *, wait: bool) -> None:
+        self.indices = indices
         groups: dict[tuple[torch.dtype, np.dtype], dict[tuple[torch.dtype, tuple[int, ...]], list[int]]] = {}
         for i in indices:
             t = tensors[i]
             groups.setdefault(_host_dtype(t.dtype), {}).setdefault((t.dtype, t.shape), []).append(i)
+        self.groups = groups
         # Largest item size first: every array then starts at a multiple of its own item size.
-        order = sorted(groups, key=lambda target: -target[1].itemsize)
+        self.order = sorted(groups, key=lambda target: -target[1].itemsize)
         buffers = [
             torch.cat([_stacked([tensors[i] for i in same], target[0]) for same in groups[target].values()])
-            for target in order
+            for target in self.order
         ]
-        chunks = [b.view(torch.uint8) for b in buffers]
-        host = torch.cat(chunks).cpu().numpy()
+        self.sizes = [b.numel() * target[1].itemsize for target, b in zip(self.order, buffers, strict=True)]
+        chunks = torch.cat([b.view(torch.uint8) for b in buffers])
+        self.event: Any = None
+        self.source: Tensor | None = None
+        if wait or chunks.device.type != "cuda":
+            self.host = chunks.cpu()
+        else:
+            # into page-locked memory without waiting: the copy runs after the work queued before it
+            self.host = torch.empty(chunks.numel(), dtype=torch.uint8, pin_memory=True)
+            self.host.copy_(chunks, non_blocking=True)
+            self.event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            self.event.record(torch.cuda.current_stream(chunks.device))
+            self.source = chunks  # kept until the copy is done
+
+    def split(self, result: list[np.ndarray | None]) -> None:
+        """Wait for this copy (only it) and write each tensor's array (a view) into ``result``."""
+        if self.event is not None:
+            self.event.synchronize()
+            self.event = self.source = None
+        host = self.host.numpy()
         offset = 0
-        for target, buffer in zip(order, buffers, strict=True):
-            nbytes = buffer.numel() * target[1].itemsize
+        for target, nbytes in zip(self.order, self.sizes, strict=True):
             typed = host[offset : offset + nbytes].view(target[1])
             start = 0
-            for (_, shape), same in groups[target].items():
-                count = tensors[same[0]].numel() * len(same)
+            for (_, shape), same in self.groups[target].items():
+                count = math.prod(shape) * len(same)
                 block = typed[start : start + count].reshape((len(same), *shape))
                 for k, i in enumerate(same):
                     result[i] = block[k, ...]  # a view; an array even for a 0-d tensor
                 start += count
             offset += nbytes
-    assert all(a is not None for a in result)
-    return result  # type: ignore[return-value]
+
+
+class _HostCopy:
+    """The copy of ``tensors`` to the host, one per device, started (``wait``: and finished) at once."""
+
+    def __init__(self, tensors: list[Tensor], *, wait: bool) -> None:
+        self.count = len(tensors)
+        by_device: dict[torch.device, list[int]] = {}
+        for i, t in enumerate(tensors):
+            by_device.setdefault(t.device, []).append(i)
+        self.devices = [_DeviceBytes(tensors, indices, wait=wait) for indices in by_device.values()]
+
+    def arrays(self) -> list[np.ndarray]:
+        result: list[np.ndarray | None] = [None] * self.count
+        for device in self.devices:
+            device.split(result)
+        assert all(a is not None for a in result)
+        return result  # type: ignore[return-value]
+
+
+class PendingHost:
+    """:func:`to_host`'s result whose copy has started but may still be running (:func:`to_host_later`)."""
+
+    def __init__(self, obj: Any) -> None:
+        self._obj = obj
+        tensors: list[Tensor] = []
+        _collect(obj, tensors)
+        self._copy = _HostCopy(tensors, wait=False)
+
+    def result(self) -> Any:
+        """``obj`` with numpy arrays for tensors, waiting for this copy only (not later device work)."""
+        arrays = iter(self._copy.arrays())
+        return _map_tensors(self._obj, lambda _t: next(arrays))
+
+
+def to_host_later(obj: Any) -> PendingHost:
+    """:func:`to_host` without waiting: the copy is queued on the device after the work that
+    computes ``obj`` (into page-locked memory on CUDA), and :meth:`PendingHost.result` waits for it.
+
+    The host is free until then: during a generation, the next steps are launched while the copy
+    runs, and the arrays are unpacked while the device computes them. Off CUDA the copy is made at
+    once. One copy per device, as :func:`to_host`.
+    """
+    return PendingHost(obj)
 
 
 def _stacked(same: list[Tensor], dtype: torch.dtype) -> Tensor:

@@ -21,9 +21,9 @@
 # is what two identical runners read in that case, the resolution of the capture modes' ratios).
 # BATCHES (default "1,8") narrows the static and dynamic parts to some batch sizes: "static" with
 # both took 427-514 s on H200 hosts and ran past 560 s on a slower one (its compilations 37-82 s);
-# BATCHES=1 and BATCHES=8 in two calls leave room. For "dynamic", CASES narrows it to some of its
-# cases and PHASES sets the phase runs (0: none); with BATCHES=1,8 and the A/A control it ran past
-# 540 s on a slow H200 host even with PHASES=0: split it by BATCHES or CASES.
+# BATCHES=1 and BATCHES=8 in two calls leave room. REPEATS and PHASES set the timed and the phase
+# runs of each mode ("static": 7 and 3, "dynamic": 4 and 1); CASES narrows "dynamic" to some of its
+# cases. Each case's table and the JSON so far are written as the case finishes.
 # On a machine without this project's dependencies, install them first (see docs/performance.md).
 set -u
 out="${1:-bench-gpu}"
@@ -50,12 +50,12 @@ fi
 # per batch size: plain, full, summary) instead of compiling its own first.
 if [ "$part" = static ]; then
     bench llama_static --shape llama3-8b --cases 512:200,64:50 --batch "$batches" --modes plain-again,full,summary \
-        --repeats 5 --warmup 1 --cache static --phases 3
+        --repeats "${REPEATS:-7}" --warmup 1 --cache static --phases "${PHASES:-3}"
 fi
 if [ "$part" = dynamic ]; then
     bench llama_dynamic --shape llama3-8b --cases "${CASES:-64:50,512:200}" --batch "$batches" \
         --modes plain-again,full,summary \
-        --repeats 5 --warmup 1 --cache dynamic --phases "${PHASES:-3}"
+        --repeats "${REPEATS:-4}" --warmup 1 --cache dynamic --phases "${PHASES:-1}"
 fi
 if [ "$part" = budgets ]; then
     bench llama_budgets --shape llama3-8b --cases 512:200,64:50 --batch 8 \

@@ -266,20 +266,21 @@ def run_case(
     times: dict[str, list[float]] = {name: [] for name in runners}
     names = list(runners)
     recordings = {name: 0 for name in runners}
+    # each runner's peak memory: the highest of its timed runs (reset before each, read after)
+    peaks: dict[str, float | None] = {name: None for name in runners}
     with counting_graph_recordings() as recorded:
         for r in range(repeats):
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 before = recorded[0]
+                reset_peak(device)
                 times[name].append(timed(runners[name]))
+                found = peak(device)
+                if found is not None:
+                    peaks[name] = max(found, peaks[name] or 0.0)
                 recordings[name] += recorded[0] - before
     if device.type == "cuda" and cache == "static":
         counts = ", ".join(f"{name} {count}" for name, count in recordings.items())
         print(f"# {case} CUDA graphs recorded or warmed up during the timed runs: {counts}", flush=True)
-    peaks: dict[str, float | None] = {}
-    for name, fn in runners.items():
-        reset_peak(device)
-        fn()
-        peaks[name] = peak(device)
     for wanted in (profile or "").split(","):
         runner = runners.get(wanted.removeprefix("py:"))
         if runner is not None:
@@ -785,9 +786,9 @@ def main() -> None:
                 )
                 rows.extend(found)
                 print(table([r for r in rows if r.case == case]), flush=True)
+                if args.json:  # after every case: a run cut short keeps the cases it finished
+                    Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=1))
     print("\n" + table(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=1))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,7 @@ class Row:
     build_pct: float | None
     json_kib: float | None
     zlib_kib: float | None
+    runs_s: list[float] = field(default_factory=list)  # each timed run, in the order of the repeats
 
 
 def word_tokenizer(vocab: int) -> Any:
@@ -146,6 +147,14 @@ def reset_peak(device: torch.device) -> None:
         gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+
+
+def allocator_calls(device: torch.device) -> tuple[int, int]:
+    """How often torch's CUDA allocator has called cudaMalloc and cudaFree so far ((0, 0) off CUDA)."""
+    if device.type != "cuda":
+        return 0, 0
+    stats = torch.cuda.memory_stats(device)
+    return int(stats.get("num_device_alloc", 0)), int(stats.get("num_device_free", 0))
 
 
 def peak(device: torch.device) -> float | None:
@@ -268,19 +277,29 @@ def run_case(
     recordings = {name: 0 for name in runners}
     # each runner's peak memory: the highest of its timed runs (reset before each, read after)
     peaks: dict[str, float | None] = {name: None for name in runners}
+    device_calls = {name: [0, 0] for name in runners}  # the allocator's cudaMalloc and cudaFree calls
     with counting_graph_recordings() as recorded:
         for r in range(repeats):
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 before = recorded[0]
                 reset_peak(device)
+                calls_before = allocator_calls(device)
                 times[name].append(timed(runners[name]))
                 found = peak(device)
                 if found is not None:
                     peaks[name] = max(found, peaks[name] or 0.0)
+                calls_after = allocator_calls(device)
+                for k in range(2):
+                    device_calls[name][k] += calls_after[k] - calls_before[k]
                 recordings[name] += recorded[0] - before
-    if device.type == "cuda" and cache == "static":
-        counts = ", ".join(f"{name} {count}" for name, count in recordings.items())
-        print(f"# {case} CUDA graphs recorded or warmed up during the timed runs: {counts}", flush=True)
+    if device.type == "cuda":
+        if cache == "static":
+            counts = ", ".join(f"{name} {count}" for name, count in recordings.items())
+            print(f"# {case} CUDA graphs recorded or warmed up during the timed runs: {counts}", flush=True)
+        counts = ", ".join(f"{name} {malloc}/{free}" for name, (malloc, free) in device_calls.items())
+        print(f"# {case} cudaMalloc/cudaFree calls during the timed runs: {counts}", flush=True)
+    spread = ", ".join(f"{name} [{' '.join(f'{t:.3f}' for t in times[name])}]" for name in runners)
+    print(f"# {case} each timed run, s (repeat order): {spread}", flush=True)
     for wanted in (profile or "").split(","):
         runner = runners.get(wanted.removeprefix("py:"))
         if runner is not None:
@@ -309,6 +328,7 @@ def run_case(
             None,
             None,
             None,
+            times["plain"],
         )
     ]
     for mode in modes:
@@ -316,7 +336,7 @@ def run_case(
         paired = statistics.median(m / p for m, p in zip(times[mode], times["plain"], strict=True))
         if mode == AGAIN:
             nothing = (None,) * 6  # no memory or report columns: plain's own runs
-            rows.append(Row(case, mode, seconds, seconds / plain_s, paired, *nothing))
+            rows.append(Row(case, mode, seconds, seconds / plain_s, paired, *nothing, times[mode]))
             continue
         builds = []
         for _ in range(max(1, repeats)):
@@ -345,6 +365,7 @@ def run_case(
                 100 * statistics.median(builds) / seconds,
                 len(text) / 1024,
                 len(zlib.compress(text)) / 1024,
+                times[mode],
             )
         )
     return rows

@@ -247,7 +247,7 @@ def run_case(
         if mode == AGAIN:
             plain(stamps)
             return
-        progress = None if stamps is None else lambda *_: stamps.append(time.perf_counter())
+        progress = None if stamps is None else partial(_stamp_step, stamps)
         run = pipelines[mode].capture(
             prompts, tuning=sized if mode.endswith(SIZED) else None, progress=progress
         )
@@ -369,6 +369,13 @@ def run_case(
             )
         )
     return rows
+
+
+def _stamp_step(stamps: list[float], _offset: int, _batch: int, steps_done: int, _host: Any) -> None:
+    """A capture run's progress callback for the phases: the host time of each step's end (not of
+    the call after the generation, whose step count repeats the last one's)."""
+    if steps_done > len(stamps):
+        stamps.append(time.perf_counter())
 
 
 class _StepStamps(StoppingCriteria):

@@ -150,6 +150,23 @@ def test_the_last_window_is_reduced_during_the_last_step(
     assert calls == ["steps:32", "steps:8+prompt"]
 
 
+def test_progress_sees_each_window_a_step_after_it_fills_and_every_step_at_the_end(
+    tiny_loaded: Callable[[str], LoadedModel],
+) -> None:
+    """The progress callback: once a step, reading the steps already on the host (a full window's
+    copy, started in the step that fills it, is unpacked in the next), then once after generation
+    with every step."""
+    seen: list[tuple[int, int]] = []
+    capture_prompts(
+        tiny_loaded("llama"),
+        ["The quick brown fox"],
+        tiny_settings(max_new_tokens=40),
+        progress=lambda _offset, _batch, done, host: seen.append((done, len(host))),
+    )
+    expected = [(step, 0) for step in range(1, 33)] + [(step, 32) for step in range(33, 41)] + [(40, 40)]
+    assert seen == expected
+
+
 def test_a_generation_longer_than_announced_loses_no_step(
     tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
 ) -> None:

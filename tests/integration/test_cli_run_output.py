@@ -125,6 +125,7 @@ def test_a_spinner_line_while_each_batch_is_read(tiny_loaded: Callable[[str], Lo
     assert drawn.index(first) < drawn.index("#1   of 3")
     second = drawn.index("Reading the prompt (")
     assert drawn.index("#2   of 3") < second < drawn.index("#3   of 3")
+    assert lines._batches_read == 2  # each batch ended once (its last step, then the call after it)
 
 
 def test_no_live_lines_off_a_terminal(tiny_loaded: Callable[[str], LoadedModel]) -> None:

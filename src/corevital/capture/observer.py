@@ -171,6 +171,7 @@ class StepObserver:
         # host's clock where it already waits for the step (generate() reads the step's tokens).
         self.started = self._last_step_end if started is None else started
         self.max_new_tokens = max_new_tokens
+        self._batch = 0  # the batch size generate() decodes (0 until its first step)
         self._finish_results: tuple[Any, Any] | None = None  # :meth:`prepare_finish`'s device results
         self.step_ends: list[float] = []
         self.progress = progress
@@ -380,7 +381,7 @@ class StepObserver:
         self.step_ends.append(now)
         self._last_step_end = now
         pending = self._pending if self._compiled_packed is None else self._take_compiled_step()
-        batch = input_ids.shape[0]
+        batch = self._batch = input_ids.shape[0]
         if pending is None:  # a step without a forward pass we saw: nothing to record
             return self._no_stop(batch, input_ids.device)
         self._pending = None
@@ -450,6 +451,8 @@ class StepObserver:
         self.prompt.host = prompt
         if self.encoder is not None:
             self.encoder.take_host(encoder)
+        if self._batch:  # the progress callback's last call: every step on the host
+            self._report_progress(self._batch)
 
     # --- installation ------------------------------------------------------------------------
     def _observed_forward(self, forward: Any) -> Any:

@@ -236,10 +236,12 @@ class RunCapture:
 
 
 ProgressCallback = Callable[[int, int, int, list[Any]], None]
-"""``progress(batch_offset, batch, steps_done, host_steps)``: called at the end of every decoding step.
+"""``progress(batch_offset, batch, steps_done, host_steps)``: called at the end of every decoding step,
+and once more after the generation with the same ``steps_done`` and every step in ``host_steps``.
 
-``host_steps`` are the steps reduced to the host so far (a window behind ``steps_done`` when steps
-are deferred; :mod:`corevital.capture.steps`): a display reads them without forcing a reduction.
+``host_steps`` are the steps reduced to the host so far (during the generation a window or more
+behind ``steps_done`` when steps are deferred; :mod:`corevital.capture.steps`): a display reads them
+without forcing a reduction. ``len(host_steps) == steps_done`` once every step is on the host.
 """
 
 

@@ -98,6 +98,7 @@ class LiveLines:
         self._token_text = token_text
         self._prompt_text = prompt_text
         self._batches_read = 0  # batches whose reading line has been shown
+        self._ended = False  # the current batch has ended (every step read)
         self._waiting = False  # a batch has ended; the next one's first step has not come yet
 
     @property
@@ -136,6 +137,7 @@ class LiveLines:
         now = self._clock()
         if batch_offset != self._offset:
             self._new_batch(batch_offset, batch)
+        after_generation = steps_done == self._steps  # the call after the last step repeats its count
         self._steps = steps_done
         for index in range(self._consumed, len(host_steps)):
             self._read(index, host_steps[index])
@@ -143,15 +145,24 @@ class LiveLines:
         for row in self._rows.values():
             if not row.done:
                 row.tokens = steps_done
-        ended = all(row.done for row in self._rows.values()) or (
-            self._max_new_tokens is not None and steps_done >= self._max_new_tokens
+        # A batch ends once, at the first call with every step read (the call after its generation
+        # at the latest): its rows then show the report's risk.
+        ended = (
+            not self._ended
+            and (self._consumed >= steps_done or after_generation)
+            and (
+                all(row.done for row in self._rows.values())
+                or (self._max_new_tokens is not None and steps_done >= self._max_new_tokens)
+            )
         )
         if now - self._last_draw >= self._interval or self._waiting or ended:
             self._last_draw = now
             self._waiting = False
             self._draw(now)
-        if ended and self._batches_read < self.batches:
-            self._show_reading()  # the next batch's prompt pass comes next
+        if ended:
+            self._ended = True
+            if self._batches_read < self.batches:
+                self._show_reading()  # the next batch's prompt pass comes next
 
     def _new_batch(self, batch_offset: int, batch: int) -> None:
         if self._offset is not None:
@@ -168,6 +179,8 @@ class LiveLines:
             prompt_text=self._prompt_text,
         )
         self._consumed = 0
+        self._steps = 0
+        self._ended = False
         self._finished = np.zeros(batch, dtype=bool)
 
     def _read(self, index: int, host: Any) -> None:

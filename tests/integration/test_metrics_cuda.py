@@ -91,6 +91,9 @@ def test_hidden_on_cuda_matches_cpu(dtype: torch.dtype) -> None:
     with no_host_sync():
         gpu = summarize_hidden(dev_hidden, sketch_matrix=sketch_gpu)
     for name, value in vars(cpu).items():
+        if value is None:  # a statistic not asked for here (the update ratios)
+            assert getattr(gpu, name) is None, name
+            continue
         got = getattr(gpu, name).cpu()
         # float32 sums in another order: relative to the vector's scale, not to a mean near zero.
         atol = 1e-4 if name in ("mean", "sketch") else ATOL

@@ -5,8 +5,10 @@
 # (SmolLM2-135M shape, batch 8, the other capture modes; about 6 minutes) each fit one 10-minute
 # device call; "all" (the default) runs both. "static" (transformers' compiled static-cache decoding
 # step, Llama-3-8B shape, 512->200 and 64->50, batch 1 and 8: each batch size and capture mode
-# compiles once, so the first run of each is long: about 7.5 minutes on an H200, within one 10-minute call)
-# and "dynamic" (the same cases with the dynamic cache, about 5 minutes) are the fast-path table.
+# compiles once, 35-76 s each on the H200 hosts lent, so the first run of each is long: BATCHES=8
+# alone took about 6 minutes, both batch sizes ran past 10 minutes on a slow host) and "dynamic"
+# (the same cases with the dynamic cache; both batch sizes run past 10 minutes: split by BATCHES or
+# CASES) are the fast-path table.
 # "trace" profiles one run of each mode of the static-cache cases (where the device's time goes, by
 # CoreVital function; BATCHES=8 for batch 8 alone, about 6 minutes). "budgets" compares, in one process, capture with the budgets the GPU's free memory allows and with
 # the budgets sized by the model alone (modes with ":sized"), static cache, batch 8 (about 6 minutes).
@@ -16,11 +18,11 @@
 # 4-bit and 8-bit with bitsandbytes (64->50, batch 1; about 5 minutes). Each bench case writes OUTDIR/<name>.txt (the Markdown table) and
 # OUTDIR/<name>.json; the tail of each table is echoed as it finishes.
 # "static" and "dynamic" also print, for each case, where the time goes: the first step, the median
-# decoding step and what follows the last step, each mode against plain (3 more untimed runs each),
+# decoding step and what follows the last step, each mode against plain (PHASES more untimed runs each),
 # and time plain generate() a second time as a mode ("plain-again", an A/A control: its ratio to plain
 # is what two identical runners read in that case, the resolution of the capture modes' ratios).
 # BATCHES (default "1,8") narrows the static and dynamic parts to some batch sizes: "static" with
-# both took 427-514 s on H200 hosts and ran past 560 s on a slower one (its compilations 37-82 s);
+# both took 427-514 s on fast H200 hosts and ran past 575 s on slower ones (compilations 37-82 s);
 # BATCHES=1 and BATCHES=8 in two calls leave room. REPEATS and PHASES set the timed and the phase
 # runs of each mode ("static": 7 and 3, "dynamic": 4 and 1); CASES narrows "dynamic" to some of its
 # cases. Each case's table and the JSON so far are written as the case finishes.

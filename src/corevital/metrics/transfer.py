@@ -122,7 +122,6 @@ class _DeviceBytes:
     """One device's tensors packed into one byte buffer (see :func:`_copy_to_host`) and its copy."""
 
     def __init__(self, tensors: list[Tensor], indices: list[int], *, wait: bool) -> None:
-        self.indices = indices
         groups: dict[tuple[torch.dtype, np.dtype], dict[tuple[torch.dtype, tuple[int, ...]], list[int]]] = {}
         for i in indices:
             t = tensors[i]

@@ -390,13 +390,13 @@ class StepObserver:
         pending.tokens = input_ids[:, -1].to(pending.logits_row.device)
         pending.scores, self._scores = self._scores, None
         full = self.window.add(pending)
-        self.window.collect()  # a window whose copy the previous step started
         if self.live is not None:  # a live callback reads each step at once: a window of one
             self.window.flush()
             step = len(self.window.host_steps) - 1
             answer = self.live.ask(self.window.host_steps[-1], step, batch, input_ids.device)
             self._report_progress(batch)
             return answer
+        self.window.collect()  # a window whose copy the previous step started
         if len(self.step_ends) == self.max_new_tokens:
             self.prepare_finish()  # the last step: its window is moved with the prompt's results
         elif full:

@@ -53,10 +53,8 @@ def to_host(step: Any) -> Any:
 
 def to_host_many(steps: Sequence[Any]) -> list[Any]:
     """:func:`to_host` for several steps at once, still with one copy per device."""
-    tensors: list[Tensor] = []
-    _collect(list(steps), tensors)
-    arrays = iter(_copy_to_host(tensors))
-    return [_map_tensors(step, lambda _t: next(arrays)) for step in steps]
+    result: list[Any] = PendingHost(list(steps), wait=True).result()
+    return result
 
 
 def _collect(obj: Any, out: list[Tensor]) -> None:
@@ -107,19 +105,15 @@ def _host_dtype(dtype: torch.dtype) -> tuple[torch.dtype, np.dtype]:
     return _INT
 
 
-def _copy_to_host(tensors: list[Tensor]) -> list[np.ndarray]:
-    """Numpy copies of ``tensors`` (in order), one ``.cpu()`` call per device.
+class _DeviceBytes:
+    """One device's tensors packed into one byte buffer and its copy to the host (``.cpu()``, or
+    without waiting on CUDA).
 
     Tensors of one host dtype go into one buffer: those that also share their own dtype and shape
     (the same statistic of every step in a window) are stacked in one dispatch, a lone tensor is
     flattened; the buffers' bytes are concatenated in descending item size and cross to the host
     together.
     """
-    return _HostCopy(tensors, wait=True).arrays()
-
-
-class _DeviceBytes:
-    """One device's tensors packed into one byte buffer (see :func:`_copy_to_host`) and its copy."""
 
     def __init__(self, tensors: list[Tensor], indices: list[int], *, wait: bool) -> None:
         groups: dict[tuple[torch.dtype, np.dtype], dict[tuple[torch.dtype, tuple[int, ...]], list[int]]] = {}
@@ -185,13 +179,14 @@ class _HostCopy:
 
 
 class PendingHost:
-    """:func:`to_host`'s result whose copy has started but may still be running (:func:`to_host_later`)."""
+    """The copy of ``obj``'s tensors to the host, started at once (``wait``: and finished); still
+    running after :func:`to_host_later`."""
 
-    def __init__(self, obj: Any) -> None:
+    def __init__(self, obj: Any, *, wait: bool) -> None:
         self._obj = obj
         tensors: list[Tensor] = []
         _collect(obj, tensors)
-        self._copy = _HostCopy(tensors, wait=False)
+        self._copy = _HostCopy(tensors, wait=wait)
 
     def result(self) -> Any:
         """``obj`` with numpy arrays for tensors, waiting for this copy only (not later device work)."""
@@ -207,7 +202,7 @@ def to_host_later(obj: Any) -> PendingHost:
     runs, and the arrays are unpacked while the device computes them. Off CUDA the copy is made at
     once. One copy per device, as :func:`to_host`.
     """
-    return PendingHost(obj)
+    return PendingHost(obj, wait=False)
 
 
 def _stacked(same: list[Tensor], dtype: torch.dtype) -> Tensor:

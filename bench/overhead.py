@@ -143,10 +143,21 @@ def sync(device: torch.device) -> None:
 
 
 def reset_peak(device: torch.device) -> None:
+    """Before a timed run: collect Python's garbage and restart the peak of allocated memory.
+
+    The allocator keeps the blocks it has reserved, as in a process that serves one generation after
+    another: emptying its cache here would make every run take its transient buffers from the driver
+    again (a cudaMalloc each, which waits for the device), a cost that only the modes with large
+    transient buffers (full capture's prompt telemetry) would pay, and no serving process does.
+    """
     if device.type == "cuda":
         gc.collect()
-        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+
+
+def reserved_mib(device: torch.device) -> float:
+    """Device memory torch's allocator holds from the driver, MiB (0 off CUDA)."""
+    return torch.cuda.memory_reserved(device) / 2**20 if device.type == "cuda" else 0.0
 
 
 def allocator_calls(device: torch.device) -> tuple[int, int]:
@@ -278,6 +289,7 @@ def run_case(
     # each runner's peak memory: the highest of its timed runs (reset before each, read after)
     peaks: dict[str, float | None] = {name: None for name in runners}
     device_calls = {name: [0, 0] for name in runners}  # the allocator's cudaMalloc and cudaFree calls
+    reserved = [reserved_mib(device)]  # after the warm-up, then after each round of timed runs
     with counting_graph_recordings() as recorded:
         for r in range(repeats):
             for name in names[r % len(names) :] + names[: r % len(names)]:
@@ -292,12 +304,15 @@ def run_case(
                 for k in range(2):
                     device_calls[name][k] += calls_after[k] - calls_before[k]
                 recordings[name] += recorded[0] - before
+            reserved.append(reserved_mib(device))
     if device.type == "cuda":
         if cache == "static":
             counts = ", ".join(f"{name} {count}" for name, count in recordings.items())
             print(f"# {case} CUDA graphs recorded or warmed up during the timed runs: {counts}", flush=True)
         counts = ", ".join(f"{name} {malloc}/{free}" for name, (malloc, free) in device_calls.items())
         print(f"# {case} cudaMalloc/cudaFree calls during the timed runs: {counts}", flush=True)
+        held = " ".join(f"{mib:.0f}" for mib in reserved)
+        print(f"# {case} MiB the allocator reserves after the warm-up, then each round: {held}", flush=True)
     spread = ", ".join(f"{name} [{' '.join(f'{t:.3f}' for t in times[name])}]" for name in runners)
     print(f"# {case} each timed run, s (repeat order): {spread}", flush=True)
     for wanted in (profile or "").split(","):

@@ -7,8 +7,8 @@
 # step, Llama-3-8B shape, 512->200 and 64->50, batch 1 and 8: each batch size and capture mode
 # compiles once, 35-76 s each on the H200 hosts lent, so the first run of each is long: BATCHES=8
 # alone took about 6 minutes, both batch sizes ran past 10 minutes on a slow host) and "dynamic"
-# (the same cases with the dynamic cache; both batch sizes run past 10 minutes: split by BATCHES or
-# CASES) are the fast-path table.
+# (the same cases with the dynamic cache; every case in one call with REPEATS=4 PHASES=0, 404 s; with
+# phases, split by BATCHES or CASES) are the fast-path table.
 # "trace" profiles one run of each mode of the static-cache cases (where the device's time goes, by
 # CoreVital function; BATCHES=8 for batch 8 alone, about 6 minutes). "budgets" compares, in one process, capture with the budgets the GPU's free memory allows and with
 # the budgets sized by the model alone (modes with ":sized"), static cache, batch 8 (about 6 minutes).
@@ -23,7 +23,10 @@
 # is what two identical runners read in that case, the resolution of the capture modes' ratios).
 # BATCHES (default "1,8") narrows the static and dynamic parts to some batch sizes: "static" with
 # both took 427-514 s on fast H200 hosts and ran past 575 s on slower ones (compilations 37-82 s);
-# BATCHES=1 and BATCHES=8 in two calls leave room. REPEATS and PHASES set the timed and the phase
+# BATCHES=1 and BATCHES=8 in two calls leave room. Or, for every static case in one call, run
+# "static" twice on one machine: inductor's caches stay in the machine's /tmp while it stays warm
+# (30 s after a call), so the second call compiles each graph in 8-14 s instead of 39-73 s and takes
+# about 300 s with REPEATS=7 PHASES=1. REPEATS and PHASES set the timed and the phase
 # runs of each mode ("static": 7 and 3, "dynamic": 4 and 1); CASES narrows "dynamic" to some of its
 # cases. Each case's table and the JSON so far are written as the case finishes.
 # On a machine without this project's dependencies, install them first (see docs/performance.md).

@@ -168,6 +168,47 @@ def allocator_calls(device: torch.device) -> tuple[int, int]:
     return int(stats.get("num_device_alloc", 0)), int(stats.get("num_device_free", 0))
 
 
+# The device machine returns files of at most 16 MiB: the compile cache is written in parts.
+CACHE_PART_BYTES = 15 * 2**20
+
+
+def load_compile_cache(folder: Path) -> bool:
+    """Load the compiled graphs :func:`save_compile_cache` wrote to ``folder`` (False: none there).
+
+    torch's portable compile caches (``torch.compiler.load_cache_artifacts``): inductor's graphs,
+    their Triton kernels and AOT autograd's entries, so that generate()'s compilations on a fresh
+    machine hit a cache instead of compiling (dynamo still traces).
+    """
+    parts = sorted(folder.glob("inductor-*.bin"), key=lambda part: int(part.stem.split("-")[1]))
+    if not parts:
+        return False
+    blob = zlib.decompress(b"".join(part.read_bytes() for part in parts))
+    info = torch.compiler.load_cache_artifacts(blob)
+    kinds = {} if info is None else {kind: len(keys) for kind, keys in info.artifacts.items()}
+    print(f"# compile cache: {len(blob) / 2**20:.1f} MiB loaded from {folder} ({kinds})", flush=True)
+    return True
+
+
+def save_compile_cache(folder: Path, written: list[int]) -> None:
+    """Write every graph this process has compiled so far to ``folder``, zlib-compressed, in parts
+    of at most :data:`CACHE_PART_BYTES` (nothing when nothing new compiled; ``written`` holds the
+    size last written)."""
+    saved = torch.compiler.save_cache_artifacts()
+    if saved is None or (written and written[-1] == len(saved[0])):
+        return
+    written.append(len(saved[0]))
+    blob = zlib.compress(saved[0], 6)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("inductor-*.bin"):
+        old.unlink()
+    for start in range(0, len(blob), CACHE_PART_BYTES):
+        part = folder / f"inductor-{start // CACHE_PART_BYTES}.bin"
+        part.with_suffix(".tmp").write_bytes(blob[start : start + CACHE_PART_BYTES])
+        part.with_suffix(".tmp").rename(part)  # a call cut short leaves no half-written part
+    size, packed = len(saved[0]) / 2**20, len(blob) / 2**20
+    print(f"# compile cache: {size:.1f} MiB ({packed:.1f} compressed) written to {folder}", flush=True)
+
+
 def peak(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
@@ -193,8 +234,11 @@ def run_case(
     clock: Callable[[], float] = time.perf_counter,
     trace_dir: Path | None = None,
     phases: int = 0,
+    after_warmup: Callable[[], None] | None = None,
 ) -> list[Row]:
     """Time every runner round-robin (plain first, then each mode), so clock drift hits all alike.
+
+    ``after_warmup``: called once the warm-up runs (which compile, on the static cache) are done.
 
     ``phases``: after the timed runs, run plain and each mode this many more times, each step's end
     stamped on the host, and print where each run's time goes (see :func:`phase_table`).
@@ -283,6 +327,8 @@ def run_case(
             fn()
             if round_ == 0:  # under the static cache on a GPU: the first run compiles the decoding step
                 print(f"# {case} first {name} run {time.perf_counter() - started:.1f} s", flush=True)
+    if after_warmup is not None:
+        after_warmup()
     times: dict[str, list[float]] = {name: [] for name in runners}
     names = list(runners)
     recordings = {name: 0 for name in runners}
@@ -787,7 +833,17 @@ def main() -> None:
         help="after the timed runs, N more runs of each mode stamping each step's end: the median "
         "decoding step and the time outside the steps, against plain",
     )
+    parser.add_argument(
+        "--compile-cache",
+        type=Path,
+        metavar="DIR",
+        help="torch's compile caches in DIR: loaded before the first run when DIR holds them, else "
+        "written there after each case's warm-up (generate()'s compiled graphs, for another machine)",
+    )
     args = parser.parse_args()
+    after_warmup = None
+    if args.compile_cache is not None and not load_compile_cache(args.compile_cache):
+        after_warmup = partial(save_compile_cache, args.compile_cache, [])
     if args.cache == "static":
         # generate() compiles the decoding step for each shape (batch, cache length) and each way
         # it is observed (plain, full, summary): more graphs than dynamo's default limit of 8.
@@ -826,6 +882,7 @@ def main() -> None:
                     time.process_time if args.clock == "cpu" else time.perf_counter,
                     args.trace_dir,
                     args.phases,
+                    after_warmup,
                 )
                 rows.extend(found)
                 print(table([r for r in rows if r.case == case]), flush=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -163,3 +165,51 @@ def test_plain_again_times_plain_generate_as_a_mode(
     assert again.seconds > 0 and again.ratio > 0 and again.paired_ratio > 0
     assert (again.build_ms, again.json_kib) == (None, None)
     assert f"| c | {overhead.AGAIN} |" in capsys.readouterr().out  # in the phase table
+
+
+_COMPILE_AND_CACHE = """
+import sys
+from pathlib import Path
+import torch
+from torch._dynamo.utils import counters
+sys.path.insert(0, sys.argv[1])
+import overhead
+folder = Path(sys.argv[2])
+overhead.CACHE_PART_BYTES = int(sys.argv[3])
+loaded = overhead.load_compile_cache(folder)
+@torch.compile(backend="inductor")
+def f(x):
+    return torch.softmax(x @ x.T, dim=-1).sum(0) * 3
+x = torch.arange(64 * 64, dtype=torch.float32).reshape(64, 64) / 4096
+print("value", float(f(x).sum()))
+if not loaded:
+    overhead.save_compile_cache(folder, [])
+print("hits", counters["inductor"]["fxgraph_cache_hit"], "misses", counters["inductor"]["fxgraph_cache_miss"])
+"""
+
+
+@pytest.mark.slow
+def test_compiled_graphs_written_in_one_process_are_hits_in_another(tmp_path: Path) -> None:
+    """``--compile-cache``: the graphs one process compiled, written in parts of 4 KiB, load in a
+    process with an empty inductor cache of its own and compile nothing again (the same value)."""
+    folder = tmp_path / "cc"
+
+    def process(inductor_dir: str) -> list[str]:
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / inductor_dir)}
+        done = subprocess.run(
+            [sys.executable, "-c", _COMPILE_AND_CACHE, str(BENCH), str(folder), "4096"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+            check=True,
+        )
+        return [line for line in done.stdout.splitlines() if line.startswith(("value", "hits"))]
+
+    first = process("first")
+    assert first[1] == "hits 0 misses 1"
+    parts = sorted(part.name for part in folder.iterdir())
+    assert len(parts) > 1 and all(name.startswith("inductor-") and name.endswith(".bin") for name in parts)
+    second = process("second")  # a machine that never compiled f: only the parts written above
+    assert second[1] == "hits 1 misses 0"
+    assert second[0] == first[0]

@@ -182,7 +182,11 @@ def load_compile_cache(folder: Path) -> bool:
     parts = sorted(folder.glob("inductor-*.bin"), key=lambda part: int(part.stem.split("-")[1]))
     if not parts:
         return False
-    blob = zlib.decompress(b"".join(part.read_bytes() for part in parts))
+    try:
+        blob = zlib.decompress(b"".join(part.read_bytes() for part in parts))
+    except zlib.error as exc:  # parts of two writes, or a write cut short: compile as if none
+        print(f"# compile cache in {folder} unreadable ({exc}): not loaded", flush=True)
+        return False
     info = torch.compiler.load_cache_artifacts(blob)
     kinds = {} if info is None else {kind: len(keys) for kind, keys in info.artifacts.items()}
     print(f"# compile cache: {len(blob) / 2**20:.1f} MiB loaded from {folder} ({kinds})", flush=True)
@@ -199,12 +203,13 @@ def save_compile_cache(folder: Path, written: list[int]) -> None:
     written.append(len(saved[0]))
     blob = zlib.compress(saved[0], 6)
     folder.mkdir(parents=True, exist_ok=True)
+    parts = [folder / f"inductor-{n}.bin" for n in range(-(-len(blob) // CACHE_PART_BYTES))]
+    for n, part in enumerate(parts):  # every part written before the old ones go
+        part.with_suffix(".tmp").write_bytes(blob[n * CACHE_PART_BYTES : (n + 1) * CACHE_PART_BYTES])
     for old in folder.glob("inductor-*.bin"):
         old.unlink()
-    for start in range(0, len(blob), CACHE_PART_BYTES):
-        part = folder / f"inductor-{start // CACHE_PART_BYTES}.bin"
-        part.with_suffix(".tmp").write_bytes(blob[start : start + CACHE_PART_BYTES])
-        part.with_suffix(".tmp").rename(part)  # a call cut short leaves no half-written part
+    for part in parts:
+        part.with_suffix(".tmp").rename(part)
     size, packed = len(saved[0]) / 2**20, len(blob) / 2**20
     print(f"# compile cache: {size:.1f} MiB ({packed:.1f} compressed) written to {folder}", flush=True)
 

@@ -7,7 +7,9 @@ times, ratios to plain, peak device memory beyond the plain run, report-building
 size. Everything is greedy with a fixed number of new tokens (``min_new_tokens`` for plain, EOS
 disabled for both), so every run does the same work. "ratio" is the median time over plain's median
 time; "paired ratio" the median, over repeats, of the run's time over plain's time in the same round
-(robust to a machine whose speed drifts between rounds); "peak extra %" is the extra peak memory as a
+(robust to a machine whose speed drifts between rounds), with a 95 % interval of that median (the sign
+test's order statistics: from 6 repeats up; a budget inside it is not resolved by the run); "peak
+extra %" is the extra peak memory as a
 share of the plain run's peak. The mode ``plain-again`` times plain ``generate()`` once more as if it
 were a capture mode: an A/A control, whose ratios are what two identical runners read in that case on
 that machine.
@@ -31,6 +33,7 @@ import gc
 import gzip
 import heapq
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -93,6 +96,30 @@ class Row:
     json_kib: float | None
     zlib_kib: float | None
     runs_s: list[float] = field(default_factory=list)  # each timed run, in the order of the repeats
+    # 95 % interval of the paired ratio's median (:func:`median_interval`); None with fewer than 6 rounds
+    paired_interval: tuple[float, float] | None = None
+
+
+def median_interval(values: list[float], coverage: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free interval of the median of ``values`` (the sign test's).
+
+    The order statistics x(k) and x(n + 1 - k) with the largest k whose coverage, 1 - 2·P(B < k)
+    for B ~ Binomial(n, 1/2), is at least ``coverage``: whatever the runs' distribution, the true
+    median of a mode's paired ratio lies there with that probability, provided the rounds are
+    independent. None when even the smallest and largest values cover less (fewer than 6 values at
+    95 %). The interval says what one call resolves: a budget inside it is neither met nor missed.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    tail = (1.0 - coverage) / 2.0
+    below = 0.0  # P(B <= k - 1)
+    k = 0
+    while k < n and below + math.comb(n, k) / 2.0**n <= tail:
+        below += math.comb(n, k) / 2.0**n
+        k += 1
+    if k == 0:
+        return None
+    return ordered[k - 1], ordered[n - k]
 
 
 def word_tokenizer(vocab: int) -> Any:
@@ -399,10 +426,11 @@ def run_case(
     ]
     for mode in modes:
         seconds = statistics.median(times[mode])
-        paired = statistics.median(m / p for m, p in zip(times[mode], times["plain"], strict=True))
+        ratios = [m / p for m, p in zip(times[mode], times["plain"], strict=True)]
+        paired, interval = statistics.median(ratios), median_interval(ratios)
         if mode == AGAIN:
             nothing = (None,) * 6  # no memory or report columns: plain's own runs
-            rows.append(Row(case, mode, seconds, seconds / plain_s, paired, *nothing, times[mode]))
+            rows.append(Row(case, mode, seconds, seconds / plain_s, paired, *nothing, times[mode], interval))
             continue
         builds = []
         for _ in range(max(1, repeats)):
@@ -432,6 +460,7 @@ def run_case(
                 len(text) / 1024,
                 len(zlib.compress(text)) / 1024,
                 times[mode],
+                interval,
             )
         )
     return rows
@@ -711,17 +740,18 @@ def device_time_by_function(trace: dict[str, Any], rows: int = 30) -> str:
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| case | mode | median s | ratio | paired ratio | peak extra MiB | peak extra % | build ms/report "
-        "| build % | JSON KiB | zlib KiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| case | mode | median s | ratio | paired ratio | 95 % interval | peak extra MiB | peak extra % "
+        "| build ms/report | build % | JSON KiB | zlib KiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def f(x: float | None, fmt: str) -> str:
         return "—" if x is None else format(x, fmt)
 
     for r in rows:
+        interval = "—" if r.paired_interval is None else "{:.3f}–{:.3f}".format(*r.paired_interval)
         lines.append(
-            f"| {r.case} | {r.mode} | {r.seconds:.3f} | {r.ratio:.3f} | {r.paired_ratio:.3f} | "
+            f"| {r.case} | {r.mode} | {r.seconds:.3f} | {r.ratio:.3f} | {r.paired_ratio:.3f} | {interval} | "
             f"{f(r.peak_extra_mib, '.0f')} | {f(r.peak_extra_pct, '.2f')} | "
             f"{f(r.build_ms, '.0f')} | {f(r.build_pct, '.1f')} | {f(r.json_kib, '.0f')} | "
             f"{f(r.zlib_kib, '.0f')} |"

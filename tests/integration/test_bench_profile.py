@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -213,3 +214,22 @@ def test_compiled_graphs_written_in_one_process_are_hits_in_another(tmp_path: Pa
     second = process("second")  # a machine that never compiled f: only the parts written above
     assert second[1] == "hits 1 misses 0"
     assert second[0] == first[0]
+
+
+@pytest.mark.parametrize("n", [6, 7, 9, 15, 25, 40])
+def test_the_median_interval_is_scipys_quantile_test_interval(overhead: Any, n: int) -> None:
+    """The paired ratio's 95 % interval equals scipy's distribution-free confidence interval of the
+    median (``quantile_test``), on ratios of several spreads and sizes."""
+    from scipy.stats import quantile_test  # type: ignore[import-untyped]
+
+    rng = np.random.default_rng(n)
+    values = list(1.0 + 0.05 * rng.standard_normal(n))
+    found = overhead.median_interval(values)
+    expected = quantile_test(values, q=float(np.median(values))).confidence_interval(0.95)
+    assert found == (expected.low, expected.high)
+
+
+def test_too_few_rounds_have_no_median_interval(overhead: Any) -> None:
+    """Below 6 values even the smallest and largest cover the median less than 95 % of the time."""
+    assert overhead.median_interval([1.0, 1.1, 0.9, 1.05, 0.95]) is None
+    assert overhead.median_interval([0.9, 1.1, 1.0, 1.2, 0.8, 1.05]) == (0.8, 1.2)

@@ -1,4 +1,5 @@
-"""bench/overhead.py's reading of a GPU profile: device time by the CoreVital function that launched it."""
+"""bench/overhead.py: device time by CoreVital function from a GPU profile, the phase table, the A/A
+control, the compile cache and the paired ratios' intervals."""
 
 from __future__ import annotations
 

@@ -29,7 +29,9 @@
 # about 300 s with REPEATS=7 PHASES=1. COMPILE_CACHE=DIR does the same across machines: "static"
 # loads torch's compile caches from DIR when it holds them, else writes them there after each case's
 # warm-up (in parts of at most 15 MiB, zlib-compressed), so a call that writes them into OUTDIR hands
-# the graphs to a later call that carries them. REPEATS and PHASES set the timed and the phase
+# the graphs to a later call that carries them. PROFILE (e.g. "py:full,py:summary") profiles one
+# more run of those modes in each static case after its timed runs (bench/overhead.py --profile:
+# cProfile for "py:" modes, where the host's time goes). REPEATS and PHASES set the timed and the phase
 # runs of each mode ("static": 7 and 3, "dynamic": 4 and 1); CASES narrows "dynamic" to some of its
 # cases. Each case's table and the JSON so far are written as the case finishes.
 # On a machine without this project's dependencies, install them first (see docs/performance.md).
@@ -59,7 +61,7 @@ fi
 if [ "$part" = static ]; then
     bench llama_static --shape llama3-8b --cases 512:200,64:50 --batch "$batches" --modes plain-again,full,summary \
         --repeats "${REPEATS:-7}" --warmup 1 --cache static --phases "${PHASES:-3}" \
-        ${COMPILE_CACHE:+--compile-cache "$COMPILE_CACHE"}
+        ${COMPILE_CACHE:+--compile-cache "$COMPILE_CACHE"} ${PROFILE:+--profile "$PROFILE"}
 fi
 if [ "$part" = dynamic ]; then
     bench llama_dynamic --shape llama3-8b --cases "${CASES:-64:50,512:200}" --batch "$batches" \

@@ -160,37 +160,27 @@ class _DeviceBytes:
             offset += nbytes
 
 
-class _HostCopy:
-    """The copy of ``tensors`` to the host, one per device, started (``wait``: and finished) at once."""
-
-    def __init__(self, tensors: list[Tensor], *, wait: bool) -> None:
-        self.count = len(tensors)
-        by_device: dict[torch.device, list[int]] = {}
-        for i, t in enumerate(tensors):
-            by_device.setdefault(t.device, []).append(i)
-        self.devices = [_DeviceBytes(tensors, indices, wait=wait) for indices in by_device.values()]
-
-    def arrays(self) -> list[np.ndarray]:
-        result: list[np.ndarray | None] = [None] * self.count
-        for device in self.devices:
-            device.split(result)
-        assert all(a is not None for a in result)
-        return result  # type: ignore[return-value]
-
-
 class PendingHost:
-    """The copy of ``obj``'s tensors to the host, started at once (``wait``: and finished); still
-    running after :func:`to_host_later`."""
+    """The copy of ``obj``'s tensors to the host, one per device, started at once (``wait``: and
+    finished); still running after :func:`to_host_later`."""
 
     def __init__(self, obj: Any, *, wait: bool) -> None:
         self._obj = obj
         tensors: list[Tensor] = []
         _collect(obj, tensors)
-        self._copy = _HostCopy(tensors, wait=wait)
+        self._count = len(tensors)
+        by_device: dict[torch.device, list[int]] = {}
+        for i, t in enumerate(tensors):
+            by_device.setdefault(t.device, []).append(i)
+        self._devices = [_DeviceBytes(tensors, indices, wait=wait) for indices in by_device.values()]
 
     def result(self) -> Any:
         """``obj`` with numpy arrays for tensors, waiting for this copy only (not later device work)."""
-        arrays = iter(self._copy.arrays())
+        found: list[np.ndarray | None] = [None] * self._count
+        for device in self._devices:
+            device.split(found)
+        assert all(a is not None for a in found)
+        arrays = iter(found)
         return _map_tensors(self._obj, lambda _t: next(arrays))
 
 

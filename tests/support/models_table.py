@@ -98,9 +98,9 @@ def render() -> str:
         + ")",
         "carry no attention statistics (the first step, the uncompiled prefill, has them): the report",
         "has the warning ATTENTION_NOT_AVAILABLE with logits, every layer's hidden state and prompt",
-        'telemetry, which is what the test expects there (docs/performance.md, "GPU: the static cache',
-        "compiled\"). The H200 run predates the check of the first step's attention, which runs",
-        "compiled on the CPU (`tests/integration/test_capture_compiled.py::",
+        'telemetry, which is what the test expects there (docs/performance.md, "Tests on the GPU").',
+        "The first step's attention under the compiled decoding step is checked compiled on the CPU",
+        "(`tests/integration/test_capture_compiled.py::",
         "test_compiled_sliding_window_keeps_the_prefill_attention`).",
         "",
     ]

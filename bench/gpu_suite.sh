@@ -17,8 +17,9 @@
 # into OUTDIR/family_static.txt. "quantized" saves a random Llama-3-8B shape once and loads it
 # 4-bit and 8-bit with bitsandbytes (64->50, batch 1; about 5 minutes). Each bench case writes OUTDIR/<name>.txt (the Markdown table) and
 # OUTDIR/<name>.json; the tail of each table is echoed as it finishes.
-# "static" and "dynamic" also print, for each case, where the time goes: the first step, the median
-# decoding step and what follows the last step, each mode against plain (PHASES more untimed runs each),
+# "static" and "dynamic" also print, for each case, where the time goes: the first step, the first
+# decoding step, the median decoding step and what follows the last step, each mode against plain
+# (PHASES more untimed runs each),
 # and time plain generate() a second time as a mode ("plain-again", an A/A control: its ratio to plain
 # is what two identical runners read in that case, the resolution of the capture modes' ratios).
 # BATCHES (default "1,8") narrows the static and dynamic parts to some batch sizes: "static" with

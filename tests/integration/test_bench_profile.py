@@ -108,8 +108,9 @@ def test_prompt_parts_bench_checks_and_times_both_scorings(capsys: pytest.Captur
 
 
 def test_phase_table_splits_each_run_and_adds_up_to_its_total(overhead: Any, monkeypatch: Any) -> None:
-    """On a fake clock: the first step, the median step, every step after the first (a window's
-    reduction in one step included), the end and the whole run; plain and the modes round-robin."""
+    """On a fake clock: the first step, the second (the first decoding step), the median step, every
+    step after the first (a window's reduction in one step included), the end and the whole run;
+    plain and the modes round-robin."""
     now = [0.0]
     monkeypatch.setattr(overhead.time, "perf_counter", lambda: now[0])
     order: list[str] = []
@@ -124,21 +125,22 @@ def test_phase_table_splits_each_run_and_adds_up_to_its_total(overhead: Any, mon
 
     def plain(stamps: list[float]) -> None:
         order.append("plain")
-        run(10, [2, 2, 2, 2], 1, stamps)
+        run(10, [2, 2, 2, 2, 2], 1, stamps)
 
     def capture(mode: str, stamps: list[float]) -> None:
         order.append(mode)
-        run(15, [2, 2, 2, 8], 5, stamps)  # the last step also reduces a window
+        run(15, [3, 2, 2, 2, 8], 5, stamps)  # a slower first decoding step; the last reduces a window
 
     table = overhead.phase_table("c", ["full"], plain, capture, torch.device("cpu"), 2)
     assert order == ["plain", "full", "full", "plain"]
     rows = {line.split(" | ")[1]: line for line in table.splitlines() if line.startswith("| c |")}
     assert (
-        rows["plain"]
-        == "| c | plain | 10.0 | +0.0 | 2.000 | 1.000 | 8.0 | +0.0 | 1.0 | +0.0 | 19.0 | 1.000 |"
+        rows["plain"] == "| c | plain | 10.0 | +0.0 | 2.0 | +0.0 | 2.000 | 1.000 | 10.0 | +0.0 | 1.0 | +0.0 "
+        "| 21.0 | 1.000 |"
     )
     assert (
-        rows["full"] == "| c | full | 15.0 | +5.0 | 2.000 | 1.000 | 14.0 | +6.0 | 5.0 | +4.0 | 34.0 | 1.789 |"
+        rows["full"] == "| c | full | 15.0 | +5.0 | 3.0 | +1.0 | 2.000 | 1.000 | 17.0 | +7.0 | 5.0 | +4.0 "
+        "| 37.0 | 1.762 |"
     )
 
 

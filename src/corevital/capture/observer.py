@@ -106,7 +106,12 @@ def free_memory(devices: tuple[torch.device, ...]) -> int | None:
     free = []
     for device in devices:
         driver_free, _total = torch.cuda.mem_get_info(device)
-        free.append(driver_free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+        stats = torch.cuda.memory_stats(device)  # one snapshot of the allocator for both figures
+        free.append(
+            driver_free
+            + stats.get("reserved_bytes.all.current", 0)
+            - stats.get("allocated_bytes.all.current", 0)
+        )
     return int(min(free))
 
 

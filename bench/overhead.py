@@ -34,6 +34,8 @@ import gzip
 import heapq
 import json
 import math
+import os
+import platform
 import statistics
 import sys
 import tempfile
@@ -54,6 +56,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(1, str(REPO))  # tests.support.tiny_models, for --tiny
 
 from shapes import SHAPES  # noqa: E402
+from startup import machine  # noqa: E402
 
 from corevital.capture.loading import LoadedModel, ModelSpec, load_model, loaded_from_existing  # noqa: E402
 from corevital.capture.options import Tuning  # noqa: E402
@@ -98,6 +101,13 @@ class Row:
     runs_s: list[float] = field(default_factory=list)  # each timed run, in the order of the repeats
     # 95 % interval of the paired ratio's median (:func:`median_interval`); None with fewer than 6 rounds
     paired_interval: tuple[float, float] | None = None
+    host: str = ""  # the machine the case ran on (:func:`host_line`, at the case's start)
+
+
+def host_line() -> str:
+    """The machine a case runs on: host name, CPU model and count, Python, 1/5/15-minute load average."""
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"{platform.node()}: {machine()}, load average {load}"
 
 
 def median_interval(values: list[float], coverage: float = 0.95) -> tuple[float, float] | None:
@@ -910,6 +920,8 @@ def main() -> None:
                 case = f"{label} {p}->{n} b{batch}"
                 prompts = prompts_for(loaded, p, batch, real)
                 modes = args.modes.split(",")
+                host = host_line()
+                print(f"# {case} host {host}", flush=True)
                 found = run_case(
                     loaded,
                     prompts,
@@ -925,6 +937,8 @@ def main() -> None:
                     args.phases,
                     after_warmup,
                 )
+                for row in found:
+                    row.host = host
                 rows.extend(found)
                 print(table([r for r in rows if r.case == case]), flush=True)
                 if args.json:  # after every case: a run cut short keeps the cases it finished

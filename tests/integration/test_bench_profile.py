@@ -1,10 +1,12 @@
 """bench/overhead.py: device time by CoreVital function from a GPU profile, the phase table, the A/A
-control, the compile cache and the paired ratios' intervals."""
+control, the compile cache, the paired ratios' intervals and the host each case names."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -236,3 +238,17 @@ def test_too_few_rounds_have_no_median_interval(overhead: Any) -> None:
     """Below 6 values even the smallest and largest cover the median less than 95 % of the time."""
     assert overhead.median_interval([1.0, 1.1, 0.9, 1.05, 0.95]) is None
     assert overhead.median_interval([0.9, 1.1, 1.0, 1.2, 0.8, 1.05]) == (0.8, 1.2)
+
+
+def test_each_case_names_the_host_it_ran_on(tmp_path: Path) -> None:
+    """The table's text and every JSON row carry the machine: host name, CPU, load average."""
+    out = tmp_path / "rows.json"
+    command = [sys.executable, str(BENCH / "overhead.py"), "--tiny", "llama", "--cases", "8:3"]
+    command += ["--modes", "summary", "--repeats", "1", "--warmup", "0", "--threads", "1", "--json", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True)
+    rows = json.loads(out.read_text())
+    assert [row["mode"] for row in rows] == ["plain", "summary"]
+    host = rows[0]["host"]
+    assert host.startswith(f"{platform.node()}: ") and f", {os.cpu_count()} CPUs, " in host
+    assert " load average " in host and all(row["host"] == host for row in rows)
+    assert f"# tiny-llama 8->3 b1 host {host}\n" in done.stdout

@@ -132,7 +132,8 @@ class AttentionTap:
         self._buffer = RowBuffer(self._rows, num_layers)
         # Decoding steps whose rows wait for a batched reduction (:mod:`.attention_window`): the
         # observer sets ``defer_decode`` before a forward pass whose cache only appends.
-        self.defer_decode = False
+        self._defer_decode = False
+        self._deferring = False  # what of :meth:`_defers` holds for a whole pass (set with it)
         # Set by the observer for a generation's first pass over an empty cache: that pass reads the
         # prompt even when its keys are a whole preallocated (static) cache, longer than the prompt.
         self.prefill_from_start = False
@@ -146,10 +147,21 @@ class AttentionTap:
         self._additive_masks: list[tuple[Tensor, Tensor]] = []
 
     # --- lifecycle ---------------------------------------------------------------------------
+    @property
+    def defer_decode(self) -> bool:
+        """Whether this pass's decoding-step rows may wait for the window's batched reduction."""
+        return self._defer_decode
+
+    @defer_decode.setter
+    def defer_decode(self, value: bool) -> None:
+        self._defer_decode = value
+        self._deferring = value and self.observe_decoder and self.fast and self._rows == LAST_ROW
+
     def observe_rows(self, rows: slice) -> None:
         """Which query rows of the next forward passes to keep (default: the last one)."""
         self._rows = rows
         self._buffer.rows = rows
+        self.defer_decode = self._defer_decode
 
     def begin_forward(self) -> None:
         self.release()
@@ -209,14 +221,17 @@ class AttentionTap:
         if attention_mask is not None and attention_mask.dtype == torch.bool:
             attention_mask = self._additive(attention_mask, query.dtype)
         site = self._sites.get(module)
-        q_len, kv_len = query.shape[2], key.shape[2]
         mask = self._buffer.mask(attention_mask)
         # every layer of every decoding step of a usual generation: tested first, from what it needs
-        if site is not None and self._defers(site, q_len, mask, kwargs):
-            with _without_grad():
-                output = _sdpa(module, query, key, value, mask.for_sdpa(), **kwargs)
+        if self._deferring and site is not None and self._defers(site, query, mask, kwargs):
+            if torch.is_grad_enabled():  # generate() runs without gradients: no context to enter
+                with torch.no_grad():
+                    output = sdpa_attention_forward(module, query, key, value, mask.for_sdpa(), **kwargs)[0]
+            else:
+                output = sdpa_attention_forward(module, query, key, value, mask.for_sdpa(), **kwargs)[0]
             self._buffer.decode.keep(site.layer, query, key, mask, scale_for(query, kwargs.get("scaling")))
             return output, None
+        q_len, kv_len = query.shape[2], key.shape[2]
         needs = self._needs(site, q_len, kv_len)
         if site is None or needs is None:
             return self._output(module, query, key, value, mask, kwargs), None
@@ -319,20 +334,17 @@ class AttentionTap:
         )
         return "all" if prompt_pass else "rows"
 
-    def _defers(self, site: AttentionSite, q_len: int, mask: MaskEntry, kwargs: dict[str, Any]) -> bool:
-        """Whether this layer's decode-step row can wait for the window's batched reduction.
+    def _defers(self, site: AttentionSite, query: Tensor, mask: MaskEntry, kwargs: dict[str, Any]) -> bool:
+        """Whether this layer's decode-step row can wait for the window's batched reduction, in a
+        deferring pass (``_deferring``: ``defer_decode`` on the fast path, observing the decoder's last
+        row).
 
-        A deferring pass (``defer_decode``), one query row of observed self-attention (what
-        :meth:`_needs` calls "rows"), on the fast path, with a decode mask or none and nothing that
-        changes the attention formula.
+        One query row of observed self-attention (what :meth:`_needs` calls "rows"), with a decode
+        mask or none and nothing that changes the attention formula.
         """
         return (
-            q_len == 1
-            and self.defer_decode
+            query.shape[2] == 1
             and site.kind is SiteKind.SELF
-            and self.observe_decoder
-            and self.fast
-            and self._rows == LAST_ROW
             and (mask.tensor is None or mask.decode)
             and kwargs.get("position_bias") is None
             # fast_path_supported, its usual case inlined (called for every layer of every step)

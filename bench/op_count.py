@@ -38,11 +38,12 @@ Examples:
     python bench/op_count.py --layers 4 --hidden 64 --vocab 1000   # a quick run
 
 ``--ops MODE`` also prints the per-step operation histogram of that mode next to plain's;
-``--where OP`` (e.g. ``_to_copy``) the source lines that dispatch that aten operation in a step
-(``'*'``: every kernel). ``--time R`` also times each decoding step without the counter, as the CPU
-runs it (median over the middle steps of R round-robin runs each, one torch thread); with a small
-model (``--hidden 64 --intermediate 128 --vocab 32000 --dtype float32 --time 5``) that is mostly
-per-operation overhead, as on a GPU at batch 1, but the CPU's arithmetic still shows.
+``--where OP`` (e.g. ``_to_copy``) the source lines that dispatch that aten operation in a decoding
+step and in the prefill (``'*'``: every kernel). ``--time R`` also times each decoding step without
+the counter, as the CPU runs it (median over the middle steps of R round-robin runs each, one torch
+thread); with a small model (``--hidden 64 --intermediate 128 --vocab 32000 --dtype float32
+--time 5``) that is mostly per-operation overhead, as on a GPU at batch 1, but the CPU's arithmetic
+still shows.
 """
 
 from __future__ import annotations
@@ -342,7 +343,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--time", type=int, default=0, metavar="R", help="also time steps over R runs each")
     parser.add_argument("--ops", help="also print the per-step op histogram of this mode against plain")
-    parser.add_argument("--where", metavar="OP", help="also print where each run's steps call this aten op")
+    parser.add_argument(
+        "--where", metavar="OP", help="also print where each run's decoding step and prefill call this op"
+    )
     args = parser.parse_args()
     if args.new_tokens < 3:
         parser.error("--new-tokens must be at least 3 (prefill, a middle step, the last step)")
@@ -372,9 +375,10 @@ def report_case(
         print("\n" + histogram(counts["plain"].step, counts[args.ops].step, args.ops))
     if args.where:
         for name, summary in counts.items():
-            print(f"\n{args.where} in a {name} step:")
-            for caller, n in summary.step.callers.most_common():
-                print(f"  {n:4d}  {caller}")
+            for label, found in (("decoding step", summary.step), ("prefill", summary.prefill)):
+                print(f"\n{args.where} in a {name} {label}:")
+                for caller, n in found.callers.most_common():
+                    print(f"  {n:4d}  {caller}")
 
 
 def main() -> None:

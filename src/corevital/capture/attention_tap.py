@@ -133,7 +133,8 @@ class AttentionTap:
         # Decoding steps whose rows wait for a batched reduction (:mod:`.attention_window`): the
         # observer sets ``defer_decode`` before a forward pass whose cache only appends.
         self._defer_decode = False
-        self._deferring = False  # what of :meth:`_defers` holds for a whole pass (set with it)
+        # The conditions of :meth:`_defers` that hold for a whole pass, found when defer_decode is set.
+        self._deferring = False
         # Set by the observer for a generation's first pass over an empty cache: that pass reads the
         # prompt even when its keys are a whole preallocated (static) cache, longer than the prompt.
         self.prefill_from_start = False

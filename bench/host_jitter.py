@@ -21,13 +21,13 @@ import statistics
 import time
 
 import torch
-from overhead import build_random, prompts_for
+from overhead import build_random, prompts_for, sync
 from shapes import SHAPES
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("conditions", nargs="*", default=["default"], choices=["default", "threads1", "nogc"])
+    parser.add_argument("conditions", nargs="*", help="default, threads1, nogc (default: 'default' alone)")
     parser.add_argument("--shape", default="llama3-8b", choices=sorted(SHAPES))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -35,6 +35,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
+    conditions = args.conditions or ["default"]
+    unknown = sorted(set(conditions) - {"default", "threads1", "nogc"})
+    if unknown:
+        parser.error(f"unknown conditions: {', '.join(unknown)} (default, threads1, nogc)")
     prompt_tokens, new_tokens = (int(n) for n in args.case.split(":"))
     loaded = build_random(args.shape, args.device, getattr(torch, args.dtype))
     tok, model, device = loaded.tokenizer, loaded.model, loaded.device
@@ -47,20 +51,16 @@ def main() -> None:
         "pad_token_id": tok.pad_token_id,
     }
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     def run() -> tuple[float, float]:
-        sync()
+        sync(device)
         wall, cpu = time.perf_counter(), time.thread_time()
         with torch.no_grad():
             model.generate(**batch, **kwargs)
-        sync()
+        sync(device)
         return time.perf_counter() - wall, time.thread_time() - cpu
 
     run(), run()
-    for condition in args.conditions:
+    for condition in conditions:
         if condition == "threads1":
             torch.set_num_threads(1)
         if condition == "nogc":

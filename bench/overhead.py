@@ -124,8 +124,8 @@ def median_interval(values: list[float], coverage: float = 0.95) -> tuple[float,
     tail = (1.0 - coverage) / 2.0
     below = 0.0  # P(B <= k - 1)
     k = 0
-    while k < n and below + math.comb(n, k) / 2.0**n <= tail:
-        below += math.comb(n, k) / 2.0**n
+    while k < n and (reached := below + math.comb(n, k) / 2.0**n) <= tail:
+        below = reached
         k += 1
     if k == 0:
         return None

@@ -225,7 +225,9 @@ class AttentionTap:
         mask = self._buffer.mask(attention_mask)
         # every layer of every decoding step of a usual generation: tested first, from what it needs
         if self._deferring and site is not None and self._defers(site, query, mask, kwargs):
-            if torch.is_grad_enabled():  # generate() runs without gradients: no context to enter
+            # generate() runs without gradients: no context to enter. Written out rather than through
+            # _without_grad() and _sdpa(), whose frames and context cost 2 us a layer (bench/tap_cost.py).
+            if torch.is_grad_enabled():
                 with torch.no_grad():
                     output = sdpa_attention_forward(module, query, key, value, mask.for_sdpa(), **kwargs)[0]
             else:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU table of docs/performance.md, from the repository root:
-#   bash bench/gpu_suite.sh OUTDIR [llama|rest|static|dynamic|budgets|trace|families|quantized|all]
+#   bash bench/gpu_suite.sh OUTDIR [llama|rest|static|dynamic|budgets|compiled|trace|families|quantized|all]
 # "llama" (Llama-3-8B shape, batch 1: the targets; about 6 minutes on an H200) and "rest"
 # (SmolLM2-135M shape, batch 8, the other capture modes; about 6 minutes) each fit one 10-minute
 # device call; "all" (the default) runs both. "static" (transformers' compiled static-cache decoding
@@ -12,6 +12,10 @@
 # "trace" profiles one run of each mode of the static-cache cases (where the device's time goes, by
 # CoreVital function; BATCHES=8 for batch 8 alone, about 6 minutes). "budgets" compares, in one process, capture with the budgets the GPU's free memory allows and with
 # the budgets sized by the model alone (modes with ":sized"), static cache, batch 8 (about 6 minutes).
+# "compiled" times the prompt pass's reductions per layer (bench/prompt_parts.py: as written and
+# compiled) into OUTDIR/prompt_parts.txt, then compares, in one process, full capture with its
+# reductions compiled (the default where generate() compiles the decoding steps) and as written
+# (mode "full:written"), static cache, 512->200 (BATCHES as for "static").
 # "families" runs the static-cache subset of the decoder-family matrix on the GPU (generate()
 # compiles every tiny model's decoding step; 8 pytest workers, about 2 minutes; needs pytest-xdist)
 # into OUTDIR/family_static.txt. "quantized" saves a random Llama-3-8B shape once and loads it
@@ -72,6 +76,13 @@ fi
 if [ "$part" = budgets ]; then
     bench llama_budgets --shape llama3-8b --cases 512:200,64:50 --batch 8 \
         --modes full,full:sized,summary,summary:sized --repeats 7 --warmup 1 --cache static
+fi
+if [ "$part" = compiled ]; then
+    python3 bench/prompt_parts.py --device cuda --dtype bfloat16 >"$out/prompt_parts.txt" 2>&1
+    tail -n 12 "$out/prompt_parts.txt"
+    bench llama_compiled --shape llama3-8b --cases 512:200 --batch "$batches" --modes full,full:written \
+        --repeats "${REPEATS:-7}" --warmup 1 --cache static --phases "${PHASES:-1}" \
+        ${COMPILE_CACHE:+--compile-cache "$COMPILE_CACHE"}
 fi
 if [ "$part" = trace ]; then
     # one profiled run of plain, full and summary per case (torch.profiler with Python stacks): each

@@ -43,7 +43,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,23 @@ AGAIN = "plain-again"
 # A mode with this suffix (e.g. "full:sized") sizes its budgets from the model alone, as on a device
 # whose free memory is not known (corevital.capture.options.Tuning.resolved): an A/B of the budgets.
 SIZED = ":sized"
+# A mode with this suffix (e.g. "full:written") runs the reductions as written, never compiled
+# (Tuning.compiled_reductions=False): where the decoding steps are compiled (the static cache on a
+# GPU), an A/B of the compiled reductions. Suffixes combine ("full:sized:written").
+WRITTEN = ":written"
+
+
+def mode_parts(mode: str) -> tuple[str, bool, bool]:
+    """A mode's capture mode and its suffixes: (name, sized, written)."""
+    sized = written = False
+    while mode.endswith((SIZED, WRITTEN)):
+        if mode.endswith(SIZED):
+            mode, sized = mode.removesuffix(SIZED), True
+        else:
+            mode, written = mode.removesuffix(WRITTEN), True
+    return mode, sized, written
+
+
 PROSE = (
     "The history of lighthouses begins with fires lit on hilltops to guide ships home, and over the "
     "centuries the towers grew taller, the lamps brighter and the lenses more precise, until keepers "
@@ -306,7 +323,7 @@ def run_case(
     for mode in modes:
         if mode == AGAIN:
             continue
-        pipeline = Pipeline(load_settings({**base, **MODES[mode.removesuffix(SIZED)]}, environ={}))
+        pipeline = Pipeline(load_settings({**base, **MODES[mode_parts(mode)[0]]}, environ={}))
         pipeline.use_model(loaded)
         pipelines[mode] = pipeline
     last_run: dict[str, Any] = {}
@@ -337,17 +354,22 @@ def run_case(
             output = loaded.model.generate(**batch, **kwargs)
         tok.batch_decode(output[:, int(shape[1]) :].tolist(), skip_special_tokens=True)
 
-    # The budgets of a device whose free memory is not known, set explicitly for ":sized" modes.
-    sized = Tuning().resolved(loaded.constants.weight_bytes, None)
+    # The budgets of a device whose free memory is not known, set explicitly for ":sized" modes;
+    # the reductions as written for ":written" ones.
+    tunings: dict[str, Tuning | None] = {}
+    for mode in pipelines:
+        _, is_sized, is_written = mode_parts(mode)
+        tuning = Tuning().resolved(loaded.constants.weight_bytes, None) if is_sized else Tuning()
+        tunings[mode] = (
+            replace(tuning, compiled_reductions=False) if is_written else (tuning if is_sized else None)
+        )
 
     def capture(mode: str, stamps: list[float] | None = None) -> None:
         if mode == AGAIN:
             plain(stamps)
             return
         progress = None if stamps is None else partial(_stamp_step, stamps)
-        run = pipelines[mode].capture(
-            prompts, tuning=sized if mode.endswith(SIZED) else None, progress=progress
-        )
+        run = pipelines[mode].capture(prompts, tuning=tunings[mode], progress=progress)
         assert all(seq.num_steps == new_tokens for seq in run.sequences), "a run stopped early"
         last_run[mode] = run
 
@@ -833,7 +855,8 @@ def main() -> None:
         "--modes",
         default="full,summary,on_risk,full-no-prompt",
         help=f"capture modes ({', '.join(MODES)}); a mode with {SIZED!r} appended sizes its budgets from the "
-        f"model alone, as on a device whose free memory is not known; {AGAIN!r}: plain generate() again, "
+        f"model alone, as on a device whose free memory is not known; with {WRITTEN!r}, its reductions run "
+        f"as written, never compiled; {AGAIN!r}: plain generate() again, "
         "timed as a mode (an A/A control: the ratio two identical runners read)",
     )
     parser.add_argument("--repeats", type=int, default=3)

@@ -173,6 +173,40 @@ def test_plain_again_times_plain_generate_as_a_mode(
     assert f"| c | {overhead.AGAIN} |" in capsys.readouterr().out  # in the phase table
 
 
+def test_mode_suffixes_size_the_budgets_and_keep_the_reductions_as_written(
+    overhead: Any, tiny_loaded: Any, monkeypatch: Any
+) -> None:
+    """ ":sized" budgets from the model alone, ":written" reductions never compiled, in either order;
+    a bare mode gets the capture's own tuning (None)."""
+    assert overhead.mode_parts("full") == ("full", False, False)
+    assert (
+        overhead.mode_parts("full:sized:written")
+        == overhead.mode_parts("full:written:sized")
+        == (
+            "full",
+            True,
+            True,
+        )
+    )
+    loaded = tiny_loaded("llama")
+    seen: dict[str, Any] = {}
+    real = overhead.Pipeline.capture
+
+    def capture(self: Any, prompts: Any, **kwargs: Any) -> Any:
+        seen.setdefault(self.settings.capture, []).append(kwargs["tuning"])
+        return real(self, prompts, **kwargs)
+
+    monkeypatch.setattr(overhead.Pipeline, "capture", capture)
+    modes = ["full", "summary:written", "on_risk:sized:written"]
+    overhead.run_case(
+        loaded, ["t1 t2 t3"], 2, modes, 1, 0, "c", None, "auto", overhead.time.perf_counter, None, 0
+    )
+    assert set(seen["full"]) == {None}
+    assert {(t.compiled_reductions, t.deferred_bytes) for t in seen["summary"]} == {(False, None)}
+    sized = overhead.Tuning().resolved(loaded.constants.weight_bytes, None)
+    assert {t for t in seen["on_risk"]} == {overhead.replace(sized, compiled_reductions=False)}
+
+
 _COMPILE_AND_CACHE = """
 import sys
 from pathlib import Path

@@ -236,6 +236,42 @@ def test_static_full_layers_are_exactly_static_layers() -> None:
     assert hf_compat.static_full_layers(StaticCache(config=windowed, max_cache_len=16)) is None
 
 
+def test_decoding_steps_compiled_follows_generates_rule() -> None:
+    """generate() compiles the decoding steps over a fixed-shape cache on a GPU, not over a dynamic
+    cache, not on the CPU, not with a quantizer it cannot compile or weights offloaded to the CPU or
+    disk: the rule CoreVital's compiled reductions follow (Tuning.compiled_reductions None)."""
+    from types import SimpleNamespace
+
+    from transformers import EncoderDecoderCache, StaticCache
+
+    model = build_model("llama")
+    static = StaticCache(config=model.config, max_cache_len=16)
+    assert static.is_compileable and not DynamicCache().is_compileable
+    assert not hf_compat.decoding_steps_compiled(model, static)  # the CPU
+    gpu = SimpleNamespace(device=torch.device("cuda"))
+    assert hf_compat.decoding_steps_compiled(gpu, static)
+    assert not hf_compat.decoding_steps_compiled(gpu, DynamicCache())
+    assert not hf_compat.decoding_steps_compiled(gpu, None)
+    assert hf_compat.decoding_steps_compiled(gpu, EncoderDecoderCache(static, DynamicCache()))
+    for quantizer, compiles in (
+        (SimpleNamespace(is_compileable=False), False),
+        (SimpleNamespace(is_compileable=True), True),
+    ):
+        assert (
+            hf_compat.decoding_steps_compiled(
+                SimpleNamespace(device=gpu.device, hf_quantizer=quantizer), static
+            )
+            is compiles
+        )
+    for device_map, compiles in (
+        ({"a": 0, "b": 0}, True),
+        ({"a": 0, "b": "cpu"}, False),
+        ({"a": 0, "b": "disk"}, False),
+    ):
+        split = SimpleNamespace(device=gpu.device, hf_device_map=device_map)
+        assert hf_compat.decoding_steps_compiled(split, static) is compiles
+
+
 def test_generate_takes_a_cache_under_the_keyword_named() -> None:
     """generate() uses the cache object passed under hf_compat's keyword (no deprecation warning from
     it), the one hf_compat.static_cache makes: its tensors hold the generation's keys afterwards."""

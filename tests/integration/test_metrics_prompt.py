@@ -11,10 +11,13 @@ import torch
 from corevital.metrics.prompt import (
     PromptHeadParts,
     PromptMask,
+    fused_prompt_row_parts,
     layer_transformations,
+    logit_head_parts,
     prompt_attention,
     prompt_attention_from_parts,
     prompt_head_parts,
+    prompt_row_parts,
     prompt_surprisals,
     prompt_visibility,
     recomputed_head_parts,
@@ -476,3 +479,88 @@ def test_recomputed_probabilities_give_the_statistics_of_any_weights(cap: int) -
     assert not torch.equal(buf, probs)  # the buffer held the work
     with pytest.raises(ValueError, match="contiguous float32"):
         recomputed_head_parts(probs.double(), derived, cap=cap)
+
+
+def _logits_and_probabilities(lengths: list[int], p: int, heads: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """Logits as the tap recomputes them (scores plus the additive mask), left padding, one NaN row,
+    and their softmax; the (query, key) visibility."""
+    vis = prompt_visibility(left_padded_mask(lengths, p))
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.randn(len(lengths), heads, p, p, generator=gen) * 2
+    scores[-1, 1, p - 4, 0] = math.nan  # softmax makes the whole row NaN, as the tap's would
+    logits = scores + torch.where(vis, 0.0, torch.finfo(torch.float32).min).unsqueeze(1)
+    return logits, torch.softmax(logits, dim=-1), vis
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize(("p", "cap"), [(9, 2), (9, 5), (9, 50), (40, 5), (40, 12)])
+def test_logits_give_the_statistics_of_their_probabilities(p: int, cap: int, compiled: bool) -> None:
+    """A layer's logits (scores plus additive mask), with left padding (rows that see no key: spread
+    evenly), a NaN row: the kept entries of the general function on their softmax exactly, its
+    basin scores within float32 rounding, NaN where it gives NaN; as written and compiled, whether
+    the prompt is longer than the cap (the top-k over the rows with the largest maxima) or not."""
+    logits, probs, vis = _logits_and_probabilities([p, p - 3, p], p, 4, seed=3)
+    assert torch.all(probs[1, :, :3] == 1 / p)  # the padded sequence's keyless rows: even, not 0
+    derived = PromptMask.of(vis, 3, p, probs.device)
+    want = prompt_attention_from_parts(
+        prompt_head_parts(probs, derived, cap=cap), derived, threshold=0.01, cap=cap
+    )
+    before = logits.clone()
+    parts = logit_head_parts(logits, derived, cap=cap, compiled=compiled)
+    got = prompt_attention_from_parts(parts, derived, threshold=0.01, cap=cap)
+    assert torch.equal(logits.nan_to_num(), before.nan_to_num())  # the logits are read, not written
+    for name in ("query_index", "key_index", "weight", "count"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=0, atol=0)
+    tolerance = 1e-5 if compiled else 1e-6
+    torch.testing.assert_close(got.basin_scores, want.basin_scores, rtol=tolerance, atol=1e-7, equal_nan=True)
+    assert torch.isnan(got.basin_scores[2, 1]) and not torch.isnan(got.basin_scores[2, 0])
+    assert int(got.count.sum()) > 0
+    assert fused_prompt_row_parts.failure is None
+
+
+def test_compiled_row_reductions_equal_the_written_ones() -> None:
+    """``fused_prompt_row_parts`` (torch.compile, one compilation for every shape): each row's largest
+    probability and middle mass within float32 rounding of ``prompt_row_parts``, NaN where it gives
+    NaN, and the same statistics, in float32 and bfloat16 logits, over prompts of two lengths (both
+    at least four times the cap: the compiled form applies)."""
+    for dtype in (torch.float32, torch.bfloat16):
+        for p, batch in ((40, 3), (23, 2)):
+            logits, _, vis = _logits_and_probabilities([p, p - 3, p][:batch], p, 4, seed=p)
+            logits = logits.to(dtype)
+            derived = PromptMask.of(vis, batch, p, logits.device)
+            row_max, mid = fused_prompt_row_parts(logits, derived.membership)
+            want_max, want_mid = prompt_row_parts(logits, derived.membership)
+            torch.testing.assert_close(row_max, want_max, rtol=1e-6, atol=1e-7, equal_nan=True)
+            torch.testing.assert_close(mid, want_mid, rtol=1e-5, atol=1e-6, equal_nan=True)
+            stats = [
+                prompt_attention_from_parts(
+                    logit_head_parts(logits, derived, cap=5, compiled=compiled), derived, cap=5
+                )
+                for compiled in (True, False)
+            ]
+            for name in ("query_index", "key_index", "count"):
+                assert torch.equal(getattr(stats[0], name), getattr(stats[1], name)), name
+            torch.testing.assert_close(stats[0].weight, stats[1].weight, rtol=0, atol=0)
+            torch.testing.assert_close(
+                stats[0].basin_scores, stats[1].basin_scores, rtol=1e-5, atol=1e-6, equal_nan=True
+            )
+    assert fused_prompt_row_parts.failure is None
+
+
+def test_a_reduction_that_cannot_compile_runs_as_written(caplog: pytest.LogCaptureFixture) -> None:
+    """A graph break (a value read on the host) fails ``fullgraph`` compilation: the reduction runs as
+    written from then on, the reason kept and logged once."""
+    from corevital.metrics.compiled import CompiledReduction
+
+    def host_branch(x: torch.Tensor) -> torch.Tensor:
+        return x * 2 if float(x.sum()) > 0 else x
+
+    reduction = CompiledReduction(host_branch)
+    x = torch.ones(3)
+    with caplog.at_level("WARNING", logger="corevital.metrics.compiled"):
+        assert torch.equal(reduction(x), x * 2)
+        assert torch.equal(reduction(-x), -x)
+    assert reduction.failure is not None
+    assert [r.getMessage() for r in caplog.records if "runs uncompiled" in r.getMessage()] == [
+        f"host_branch runs uncompiled: compiling it failed ({reduction.failure})"
+    ]

@@ -88,6 +88,8 @@ def test_no_prompt_telemetry_really_skips_the_work(
 
     calls = []
     monkeypatch.setattr(scorer_module, "prompt_head_parts", lambda *a, **k: calls.append("attention"))
+    monkeypatch.setattr(scorer_module, "recomputed_head_parts", lambda *a, **k: calls.append("attention"))
+    monkeypatch.setattr(scorer_module, "logit_head_parts", lambda *a, **k: calls.append("attention"))
     monkeypatch.setattr(prompt_pass_module, "prompt_surprisals", lambda *a, **k: calls.append("surprisals"))
     run = capture_prompts(tiny_loaded("llama"), PROMPTS[:1], tiny_settings(prompt_telemetry=False))
     assert calls == [] and run.sequences[0].prompt_telemetry is None
@@ -238,3 +240,123 @@ def test_weights_the_tap_owns_are_scored_in_place_with_the_same_numbers(chunk_by
         # owned: a query's middle mass is not divided by its row's sum (1 within float32 rounding)
         tolerance = 1e-6 if field.name == "basin_scores" else 0.0
         torch.testing.assert_close(got, want, rtol=tolerance, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 1 << 20])
+def test_logits_and_their_probabilities_give_the_same_statistics(chunk_bytes: int | None) -> None:
+    """A layer's logits (the tap's where the reductions run compiled, ``logits=True``) and their softmax
+    (the model's eager weights) give the same statistics (the basin scores within float32 rounding);
+    neither is written to."""
+    import dataclasses
+
+    from corevital.capture.prompt_scorer import PromptScorer
+
+    torch.manual_seed(0)
+    batch, heads, n = 2, 3, 24
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    mask = torch.where(causal, 0.0, torch.finfo(torch.float32).min).expand(batch, 1, n, n).clone()
+    mask[1, :, :, :2] = torch.finfo(torch.float32).min  # the second sequence left-padded by two
+    logits = torch.randn(batch, heads, n, n) + mask
+    probs = torch.softmax(logits, dim=-1)
+    found = {}
+    for given, as_logits in ((logits, True), (probs, False)):
+        scorer = PromptScorer(1, threshold=0.01, cap=5, chunk_bytes=chunk_bytes)
+        scorer.compiled = True  # a prompt of 4 * cap tokens or more: the tap gives it as logits
+        assert scorer.takes_logits(n)
+        weights = given.clone()
+        scorer.add(0, weights, mask, logits=as_logits)
+        scorer.end_pass()
+        assert torch.equal(weights, given)
+        stats = scorer.stats[0]
+        assert stats is not None
+        found[as_logits] = stats
+    for field in dataclasses.fields(found[True]):
+        got, want = getattr(found[True], field.name), getattr(found[False], field.name)
+        # logits: a query's middle mass is not divided by its row's sum (1 within float32 rounding)
+        tolerance = 1e-5 if field.name == "basin_scores" else 0.0
+        torch.testing.assert_close(got, want, rtol=tolerance, atol=0, equal_nan=True)
+    assert int(found[True].count.sum()) > 0
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_compiled_prompt_reductions_give_the_telemetry_of_the_written_ones(
+    arch: str, tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prompt attention reduced by the compiled row reductions (``Tuning.compiled_reductions``, on by
+    default where generate() compiles the decoding steps) gives the telemetry of the reductions as
+    written: the same sparse entries and basin scores within float32 rounding; everything else the
+    same. Prompts of at least four times the cap (where the compiled form applies), one left-padded;
+    each layer scored whole and a few heads at a time."""
+    import corevital.metrics.prompt as prompt_module
+    from corevital.capture.options import Tuning
+
+    fused = prompt_module.fused_prompt_row_parts
+
+    loaded = tiny_loaded(arch)
+    prompts = ["The quick brown fox jumps over the lazy dog and runs far away", "a b c d e f g h"]
+    settings = tiny_settings(max_new_tokens=3, sparse_max_per_head=3)
+    assert max(len(loaded.tokenizer(p)["input_ids"]) for p in prompts) >= 4 * 3  # the compiled form applies
+    calls: list[int] = []
+
+    def counted(*args: Any) -> Any:
+        calls.append(1)
+        return fused(*args)
+
+    monkeypatch.setattr(prompt_module, "fused_prompt_row_parts", counted)
+    for chunk in (None, 1):  # each layer whole, and a few heads at a time
+        calls.clear()
+        runs = {
+            compiled: capture_prompts(
+                loaded,
+                prompts,
+                settings,
+                tuning=Tuning(compiled_reductions=compiled, prompt_chunk_bytes=chunk),
+            ).sequences
+            for compiled in (True, False)
+        }
+        assert calls and fused.failure is None
+        for got, want in zip(runs[True], runs[False], strict=True):
+            assert got.generated_token_ids == want.generated_token_ids
+            a, b = present(got.prompt_telemetry), present(want.prompt_telemetry)
+            _assert_same_heads_and_basins(a, b)
+            assert sum(len(head.weights) for layer in a.heads for head in layer) > 0
+            np.testing.assert_array_equal(present(a.surprisals), present(b.surprisals))
+            np.testing.assert_array_equal(
+                present(got.attention).entropy_mean, present(want.attention).entropy_mean
+            )
+
+
+def test_reductions_compile_by_default_where_generate_compiles_the_decoding_steps(
+    tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Tuning.compiled_reductions`` None follows ``hf_compat.decoding_steps_compiled`` for the
+    generation's cache (asked once, at its prompt pass); True or False overrides it."""
+    import corevital.capture.observer as observer_module
+    import corevital.metrics.prompt as prompt_module
+    from corevital.capture.options import Tuning
+
+    fused = prompt_module.fused_prompt_row_parts
+    calls: list[int] = []
+
+    def counted(*args: Any) -> Any:
+        calls.append(1)
+        return fused(*args)
+
+    monkeypatch.setattr(prompt_module, "fused_prompt_row_parts", counted)
+    asked: list[object] = []
+    loaded = tiny_loaded("llama")
+    prompts = ["The quick brown fox jumps over the lazy dog and runs far away"]
+    settings = tiny_settings(max_new_tokens=3, sparse_max_per_head=3)
+    for rule in (False, True):
+
+        def decoding_steps_compiled(model: Any, cache: Any, rule: bool = rule) -> bool:
+            asked.append(cache)
+            return rule
+
+        monkeypatch.setattr(observer_module, "decoding_steps_compiled", decoding_steps_compiled)
+        for tuning, compiled in ((Tuning(), rule), (Tuning(compiled_reductions=not rule), not rule)):
+            calls.clear()
+            asked.clear()
+            capture_prompts(loaded, prompts, settings, tuning=tuning)
+            assert bool(calls) is compiled
+            assert len(asked) == (1 if tuning.compiled_reductions is None else 0)

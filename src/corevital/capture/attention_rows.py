@@ -55,14 +55,21 @@ def row_scores(query: Tensor, key: Tensor) -> Tensor:
     return torch.bmm(grouped, key.reshape(batch * kv_heads, kv_len, dim).transpose(1, 2))
 
 
-def finish_rows(scores: Tensor, bias: Tensor | None, scale: float) -> Tensor:
-    """``softmax(scores·scale + bias)`` in float32 over the last dimension.
+def row_logits(scores: Tensor, bias: Tensor | None, scale: float) -> Tensor:
+    """``scores·scale + bias`` in the scores' dtype: what eager attention takes the softmax of.
 
     ``scores`` [..., B, H, R, K] (any number of leading dimensions, e.g. layers) and ``bias``
-    broadcastable to it (a mask [B, 1, R, K], possibly plus a position bias). Two kernels.
+    broadcastable to it (a mask [B, 1, R, K], possibly plus a position bias). One kernel.
     """
-    logits = scores.mul(scale) if bias is None else torch.add(bias, scores, alpha=scale)
-    return torch.softmax(logits, dim=-1, dtype=torch.float32)
+    return scores.mul(scale) if bias is None else torch.add(bias, scores, alpha=scale)
+
+
+def finish_rows(scores: Tensor, bias: Tensor | None, scale: float) -> Tensor:
+    """``softmax(scores·scale + bias)`` in float32 over the last dimension (:func:`row_logits`).
+
+    Two kernels.
+    """
+    return torch.softmax(row_logits(scores, bias, scale), dim=-1, dtype=torch.float32)
 
 
 def combined_bias(mask: Tensor | None, position_bias: Tensor | None, kv_len: int) -> Tensor | None:
@@ -106,6 +113,21 @@ def finish_group(members: list[PendingRows], tuning: Tuning) -> Tensor:
     return finish_rows(scores.view(n, batch, q_heads, rows, kv_len), bias, first.scale)
 
 
+def attention_logits(
+    query: Tensor,
+    key: Tensor,
+    mask: Tensor | None,
+    *,
+    scaling: float | None,
+    position_bias: Tensor | None = None,
+) -> Tensor:
+    """Logits [B, Hq, R, K] (the model's dtype) for query rows [B, Hq, R, D] over keys [B, Hkv, K, D]:
+    the input of the softmax that gives the rows' probabilities (:func:`row_logits`)."""
+    bias = combined_bias(mask, position_bias, key.shape[2])
+    scores = row_scores(query, key).view(*query.shape[:3], key.shape[2])
+    return row_logits(scores, bias, scale_for(query, scaling))
+
+
 def attention_rows(
     query: Tensor,
     key: Tensor,
@@ -115,9 +137,8 @@ def attention_rows(
     position_bias: Tensor | None = None,
 ) -> Tensor:
     """Probabilities [B, Hq, R, K] (float32) for query rows [B, Hq, R, D] over keys [B, Hkv, K, D]."""
-    bias = combined_bias(mask, position_bias, key.shape[2])
-    scores = row_scores(query, key).view(*query.shape[:3], key.shape[2])
-    return finish_rows(scores, bias, scale_for(query, scaling))
+    logits = attention_logits(query, key, mask, scaling=scaling, position_bias=position_bias)
+    return torch.softmax(logits, dim=-1, dtype=torch.float32)
 
 
 def sdpa_aligned(mask: Tensor | None) -> Tensor | None:

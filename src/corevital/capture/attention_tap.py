@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from corevital.capture.attention_rows import (
     UNSUPPORTED_KWARGS,
-    attention_rows,
+    attention_logits,
     fast_path_supported,
     scale_for,
 )
@@ -82,12 +82,13 @@ def _without_grad() -> AbstractContextManager[Any]:
     return torch.no_grad() if torch.is_grad_enabled() else _GRAD_ALREADY_OFF
 
 
-def _recomputed_rows(
+def _recomputed_logits(
     query: Tensor, key: Tensor, mask: Tensor | None, kwargs: dict[str, Any], rows: slice
 ) -> Tensor:
-    """Probabilities [B, H, R, K] of the given query rows, recomputed in one go (fast path)."""
+    """Logits [B, H, R, K] of the given query rows, recomputed in one go (fast path): their softmax
+    in float32 is the rows' probabilities."""
     bias = kwargs.get("position_bias")
-    return attention_rows(
+    return attention_logits(
         query[:, :, rows],
         key,
         None if mask is None else mask[:, :, rows],
@@ -253,7 +254,12 @@ class AttentionTap:
                 if needs == "all" and self._prompt_by_heads(site, query, seen, kwargs):
                     self._prompt_pass_by_heads(site, query, seen, mask, kwargs)
                     return output, None
-                weights = _recomputed_rows(query, seen, attention_mask, kwargs, rows)
+                logits = _recomputed_logits(query, seen, attention_mask, kwargs, rows)
+                if needs == "all" and self._prompt_logits(site, q_len):
+                    self._prompt_pass_logits(site, logits, mask, q_len)
+                    return output, None
+                weights = torch.softmax(logits, dim=-1, dtype=torch.float32)
+                del logits
                 owned = True
             else:
                 output, full = _eager(module, query, key, value, attention_mask, **kwargs)
@@ -312,6 +318,17 @@ class AttentionTap:
         self._add_finished(site, observed, mask, q_len, weights.shape[-1])
         if needs == "all" and self.prompt is not None:
             self.prompt.add(site.layer, weights, mask.tensor, owned=owned)
+
+    def _prompt_logits(self, site: AttentionSite, q_len: int) -> bool:
+        """Whether the prompt scorer takes this prompt pass's layers as logits (its compiled form)."""
+        return site.kind is SiteKind.SELF and self.prompt is not None and self.prompt.takes_logits(q_len)
+
+    def _prompt_pass_logits(self, site: AttentionSite, logits: Tensor, mask: MaskEntry, q_len: int) -> None:
+        """A prompt-pass layer the scorer reduces from its logits: probabilities of the observed rows only."""
+        assert self.prompt is not None
+        observed = torch.softmax(logits[:, :, self._rows], dim=-1, dtype=torch.float32)
+        self._add_finished(site, observed, mask, q_len, logits.shape[-1])
+        self.prompt.add(site.layer, logits, mask.tensor, logits=True)
 
     def _add_finished(
         self, site: AttentionSite, weights: Tensor, mask: MaskEntry, q_len: int, kv_len: int
@@ -462,18 +479,24 @@ class AttentionTap:
         group = q_heads // kv_heads
         width = self.prompt.head_group_width(query, key)
         derived = self.prompt.mask_of(mask.tensor, query.shape[0], q_len, query.device)
+        as_logits = self._prompt_logits(site, q_len)
         observed: list[Tensor] = []
         found: list[tuple[PromptHeadParts, Tensor | None]] = []
         for start in range(0, kv_heads, width):  # head groups, not single heads: see the docstring
             stop = min(start + width, kv_heads)
-            weights = _recomputed_rows(
+            logits = _recomputed_logits(
                 query[:, start * group : stop * group],
                 key[:, start:stop],
                 mask.tensor,
                 kwargs,
                 slice(0, q_len),
             )
-            observed.append(weights[:, :, self._rows].clone())
+            observed.append(torch.softmax(logits[:, :, self._rows], dim=-1, dtype=torch.float32))
+            if as_logits:
+                found.append(self.prompt.parts_of(logits, derived, logits=True))
+                continue
+            weights = torch.softmax(logits, dim=-1, dtype=torch.float32)
+            del logits
             found.append(self.prompt.parts_of(weights, derived, overwrite=True, recomputed=True))
             del weights
         self._add_finished(site, torch.cat(observed, dim=1), mask, q_len, kv_len)

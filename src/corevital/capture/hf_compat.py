@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
+import torch
 from torch import Tensor, nn
 
 from corevital.errors import ModelLoadError
@@ -65,6 +66,7 @@ causal_mask_function = cast(
 )
 _DynamicLayer = cast(type, _found("transformers.cache_utils", "DynamicLayer"))
 _StaticLayer = cast(type, _found("transformers.cache_utils", "StaticLayer"))
+_DynamicCache = cast(type, _found("transformers.cache_utils", "DynamicCache"))
 
 
 @functools.cache
@@ -271,6 +273,25 @@ def static_full_layers(cache: Any) -> list[Any] | None:
     if not isinstance(layers, list) or not layers:
         return None
     return layers if all(type(entry) is _StaticLayer for entry in layers) else None
+
+
+def decoding_steps_compiled(model: Any, cache: Any) -> bool:
+    """Whether ``generate()`` compiles ``model``'s decoding steps over ``cache`` unless told otherwise.
+
+    transformers' rule (``_valid_auto_compile_criteria``) without a ``compile_config``: a cache of
+    fixed shape (``is_compileable``: static and hybrid caches) that is not a ``DynamicCache``, on a GPU,
+    unless a quantization method cannot be compiled or the weights are offloaded to the CPU or disk.
+    """
+    decoder_cache = getattr(cache, "self_attention_cache", cache)  # an encoder-decoder cache's decoder part
+    if not getattr(cache, "is_compileable", False) or type(decoder_cache) is _DynamicCache:
+        return False
+    if getattr(model, "device", torch.device("cpu")).type not in ("cuda", "xpu"):
+        return False
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None and not getattr(quantizer, "is_compileable", False):
+        return False
+    devices = set(getattr(model, "hf_device_map", {}).values())
+    return not ("disk" in devices or ("cpu" in devices and len(devices) > 1))
 
 
 def generate_cache_keyword() -> str:

@@ -44,7 +44,7 @@ from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from corevital.capture.attention_window import DecodeRows, append_only_keys
-from corevital.capture.hf_compat import last_logits_processor
+from corevital.capture.hf_compat import decoding_steps_compiled, last_logits_processor
 from corevital.capture.instruments import attention_tap
 from corevital.capture.live import LiveCallback
 from corevital.capture.mask_forms import UnreadableMask, prompt_padding, readable_mask
@@ -225,6 +225,11 @@ class StepObserver:
             cache = kwargs.get("cache", kwargs.get("past_key_values"))  # the name changed in transformers 5
             self.tap.defer_decode = self._may_defer_attention(cache)
             self.tap.prefill_from_start = self._forwards == 0 and _empty(cache)
+            if self._forwards == 0 and self.tap.prompt is not None:
+                compiled = self.options.tuning.compiled_reductions
+                if compiled is None:
+                    compiled = decoding_steps_compiled(self.model, cache)
+                self.tap.prompt.compiled = compiled
         return args, kwargs
 
     def _note_prefill(self, kwargs: dict[str, Any]) -> None:

@@ -3,7 +3,8 @@
 :class:`CaptureOptions` carries the capture settings under their setting names (``capture``,
 ``topk``, ``topk_mass_k``, ...), plus what a generation adds (whether sampling changes the
 distribution, a RAG context's span). :class:`Tuning` holds the budgets that trade memory for
-kernel launches: none of them changes a number, so tests and benchmarks set them freely.
+kernel launches: none of them changes a number (beyond float32 rounding, where reductions run
+compiled), so tests and benchmarks set them freely.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ class Tuning:
     # The CPU scores layer by layer: there the copy costs more than the calls it saves. True counts
     # what an accelerator runs (bench/op_count.py).
     stack_keys_on_cpu: bool = False
+    # Whether the prompt attention's row reductions run compiled into fused kernels
+    # (corevital.metrics.compiled: the same numbers within float32 rounding, without the float32
+    # probabilities in memory); None: where generate() compiles the decoding steps (a static cache on
+    # a GPU), whose first generation pays compilation already.
+    compiled_reductions: bool | None = None
 
     def deferred_budget(self, model_bytes: int, free_bytes: int | None = None) -> int:
         if self.deferred_bytes is not None:

@@ -19,6 +19,7 @@ from corevital.metrics.prompt import (
     PromptAttentionStats,
     PromptHeadParts,
     PromptMask,
+    logit_head_parts,
     prompt_attention_from_parts,
     prompt_head_parts,
     recomputed_head_parts,
@@ -45,12 +46,16 @@ class PromptScorer:
         self.chunk_bytes = chunk_bytes
         self.prompt_length = prompt_length  # set when the pass reads more than the prompt (replay)
         self.context_span = context_span  # a RAG context's prompt tokens [start, end)
+        # Whether the row reductions run compiled (set per generation, before its prompt pass: where
+        # its decoding steps are compiled; :class:`~corevital.capture.options.Tuning`).
+        self.compiled = False
         self.stats: list[PromptAttentionStats | None] = [None] * layers
         self.span_share: list[Tensor | None] = [None] * layers
         # Layers' prompt weights [B, H, P, P] waiting to be scored together (:meth:`finish`).
         self._layers: list[int] = []
         self._blocks: list[Tensor] = []
         self._owned = False  # whether every waiting block is probabilities the tap recomputed
+        self._logits = False  # whether the waiting blocks are the tap's logits (:meth:`takes_logits`)
         self._mask: Tensor | None = None
         # The last mask's derived helpers, kept for the pass's next layers within the chunk budget.
         self._derived: tuple[Tensor | None, int, int, PromptMask] | None = None
@@ -58,12 +63,32 @@ class PromptScorer:
     def wants(self, layer: int) -> bool:
         return self.stats[layer] is None
 
-    def add(self, layer: int, weights: Tensor, mask: Tensor | None, *, owned: bool = False) -> None:
+    def takes_logits(self, positions: int) -> bool:
+        """Whether the tap gives a prompt of ``positions`` tokens as logits rather than probabilities.
+
+        Where the row reductions run compiled and the prompt is long enough for the compiled form to
+        apply (:func:`~corevital.metrics.prompt.logit_head_parts`): the layers' float32 probabilities
+        are then never made. Not for a RAG context's share, which reads every probability, nor for a
+        pass that reads more than the prompt.
+        """
+        return (
+            self.compiled
+            and self.cap > 0
+            and positions >= 4 * self.cap
+            and self.context_span is None
+            and self.prompt_length is None
+        )
+
+    def add(
+        self, layer: int, weights: Tensor, mask: Tensor | None, *, owned: bool = False, logits: bool = False
+    ) -> None:
         """A layer's weights [B, H, Q, K] over the prompt, scored now or with the next layers.
 
         ``owned``: ``weights`` are float32 probabilities the tap recomputed as ``softmax(scores +
         mask)`` and nothing else reads: the scoring uses them as its working buffer instead of a
         float32 copy, and relies on what such probabilities guarantee (:func:`recomputed_head_parts`).
+        ``logits``: ``weights`` are the logits ``scores·scale + mask`` whose softmax the probabilities
+        are (:meth:`takes_logits`), reduced without them (:func:`logit_head_parts`).
         """
         if self.stats[layer] is not None:
             return
@@ -72,12 +97,15 @@ class PromptScorer:
             mask = None if mask is None else mask[:, :, : self.prompt_length, : self.prompt_length]
             owned = False  # a view of a larger block
         if self.chunk_bytes is None:  # no memory budget: each layer on its own
-            self._score([layer], weights, mask, [weights.shape[1]], overwrite=owned, recomputed=owned)
+            sizes = [weights.shape[1]]
+            self._score([layer], weights, mask, sizes, overwrite=owned, recomputed=owned, logits=logits)
             return
         # Counted as the float32 copy the scoring makes; at most a model's layers wait.
         waiting = sum(4 * block.numel() for block in self._blocks)
-        if self._layers and (mask is not self._mask or waiting + 4 * weights.numel() > self.chunk_bytes // 2):
+        full = waiting + 4 * weights.numel() > self.chunk_bytes // 2
+        if self._layers and (mask is not self._mask or logits != self._logits or full):
             self.finish()
+        self._logits = logits
         self._owned = owned and (self._owned or not self._layers)  # every waiting block the tap's
         self._layers.append(layer)
         self._blocks.append(weights)
@@ -101,7 +129,9 @@ class PromptScorer:
         overwrite = len(blocks) > 1 or self._owned
         weights = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
         del blocks
-        self._score(layers, weights, mask, sizes, overwrite=overwrite, recomputed=self._owned)
+        self._score(
+            layers, weights, mask, sizes, overwrite=overwrite, recomputed=self._owned, logits=self._logits
+        )
 
     def end_pass(self) -> None:
         """The forward pass is over: score what waits and drop the mask's helpers."""
@@ -121,9 +151,10 @@ class PromptScorer:
         *,
         overwrite: bool,
         recomputed: bool,
+        logits: bool = False,
     ) -> None:
         """Prompt statistics of ``weights``, the ``sizes`` heads of each of ``layers`` side by side."""
-        found = self.stats_of(weights, mask, overwrite=overwrite, recomputed=recomputed)
+        found = self.stats_of(weights, mask, overwrite=overwrite, recomputed=recomputed, logits=logits)
         if found is None:
             return
         stats, share = found
@@ -134,17 +165,25 @@ class PromptScorer:
             self.span_share[target] = None if shares is None else shares[slot]
 
     def stats_of(
-        self, weights: Tensor, mask: Tensor | None, *, overwrite: bool = False, recomputed: bool = False
+        self,
+        weights: Tensor,
+        mask: Tensor | None,
+        *,
+        overwrite: bool = False,
+        recomputed: bool = False,
+        logits: bool = False,
     ) -> tuple[PromptAttentionStats, Tensor | None] | None:
         """Sparse attention and basin scores (and the RAG span share) of prompt weights [B, H, P, P].
 
-        ``overwrite``, ``recomputed``: see :meth:`parts_of`.
+        ``overwrite``, ``recomputed``, ``logits``: see :meth:`parts_of`.
         """
         batch, _, q_len, kv_len = weights.shape
         if q_len != kv_len:  # not a pass over the whole prompt (e.g. a continued cache)
             return None
         derived = self.mask_of(mask, batch, q_len, weights.device)
-        parts, share = self.parts_of(weights, derived, overwrite=overwrite, recomputed=recomputed)
+        parts, share = self.parts_of(
+            weights, derived, overwrite=overwrite, recomputed=recomputed, logits=logits
+        )
         return self.finished(parts, derived), share
 
     def mask_of(self, mask: Tensor | None, batch: int, positions: int, device: torch.device) -> PromptMask:
@@ -164,14 +203,24 @@ class PromptScorer:
         return derived
 
     def parts_of(
-        self, weights: Tensor, mask: PromptMask, *, overwrite: bool = False, recomputed: bool = False
+        self,
+        weights: Tensor,
+        mask: PromptMask,
+        *,
+        overwrite: bool = False,
+        recomputed: bool = False,
+        logits: bool = False,
     ) -> tuple[PromptHeadParts, Tensor | None]:
         """Per head, what the statistics keep of prompt weights [B, H, P, P] (and the RAG span share).
 
         ``overwrite``: the caller is done with ``weights``, which may serve as the working buffer.
         ``recomputed`` (with ``overwrite``): they are float32 probabilities the tap recomputed
-        (:func:`~corevital.metrics.prompt.recomputed_head_parts`).
+        (:func:`~corevital.metrics.prompt.recomputed_head_parts`). ``logits``: they are the logits of
+        :meth:`takes_logits` (:func:`~corevital.metrics.prompt.logit_head_parts`, compiled where
+        :attr:`compiled` says).
         """
+        if logits:  # never with a RAG context's share (takes_logits)
+            return logit_head_parts(weights, mask, cap=self.cap, compiled=self.compiled), None
         share = None
         if self.context_span is not None:
             share = span_attention_share(weights, mask.visible, *self.context_span)

@@ -8,7 +8,9 @@ pair the query could attend to.
 * :func:`prompt_surprisals`: ``-log2 p(token_{i+1} | tokens <= i)`` in bits, ``[B, P-1]``.
 * :func:`layer_transformations`: ``1 - mean_i cos(h_{l-1,i}, h_{l,i})`` per consecutive layer pair.
 * :func:`prompt_attention`: one layer's sparse attention per head (the largest entries above a
-  threshold, at most ``cap``) and each head's basin score.
+  threshold, at most ``cap``) and each head's basin score; in two steps, per head group
+  (:func:`prompt_head_parts`, or from the logits the attention tap recomputes:
+  :func:`logit_head_parts`) and per layer (:func:`prompt_attention_from_parts`).
 * :func:`prompt_visibility`: the ``[B, P, P]`` (query, key) mask of a causal prompt from its
   ``[B, P]`` attention mask.
 
@@ -40,6 +42,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from corevital.metrics.compiled import CompiledReduction
 
 DEFAULT_SPARSE_THRESHOLD = 0.01
 DEFAULT_SPARSE_CAP = 50
@@ -335,6 +339,56 @@ def prompt_head_parts(
     del buf
     mid_frac = mid / row_sum  # NaN for rows with NaN/Inf weights or no mass
     return PromptHeadParts(top_weight=top_w, top_flat=top_flat, middle_share=mid_frac)
+
+
+def prompt_row_parts(logits: Tensor, membership: Tensor) -> tuple[Tensor, Tensor]:
+    """Per query row of ``softmax(logits)`` [B, H, P, K] in float32: its largest probability and its
+    middle mass ``Σ_k p·membership`` (``membership`` [B, P, K], :class:`PromptMask`), [B, H, P] each.
+
+    Compiled (:data:`fused_prompt_row_parts`), one kernel reads the logits and the membership and
+    writes only the two results: the probabilities never exist in memory.
+    """
+    probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
+    row_max = probs.amax(dim=-1)
+    return row_max, probs.mul_(membership.unsqueeze(1)).sum(dim=-1)
+
+
+# prompt_row_parts compiled into fused kernels (corevital.metrics.compiled).
+fused_prompt_row_parts = CompiledReduction(prompt_row_parts)
+
+
+@torch.no_grad()
+def logit_head_parts(
+    logits: Tensor, mask: PromptMask, *, cap: int = DEFAULT_SPARSE_CAP, compiled: bool = False
+) -> PromptHeadParts:
+    """:func:`prompt_head_parts` of the probabilities ``softmax(logits)``, from the logits [B, H, P, P].
+
+    ``logits`` are a layer's scaled scores plus its additive mask (hidden keys at the dtype's
+    minimum), as the tap recomputes them. As written, their float32 probabilities are made once
+    and reduced in place (:func:`recomputed_head_parts`). ``compiled``, on a prompt of ``4 * cap``
+    tokens or more (where :func:`recomputed_head_parts` chooses rows): the probabilities never exist
+    for the whole layer. :data:`fused_prompt_row_parts` gives each row's largest probability and
+    middle mass in one kernel, the ``cap`` rows with the largest maxima (which hold the head's ``cap``
+    largest probabilities) get their probabilities made from their logits, and one top-k runs over
+    them. The kept entries are those of the written form, the middle shares within float32
+    rounding (fused sums run in another order; a row whose largest probability ties another's within
+    that rounding may be chosen in its place at the cap's edge).
+    """
+    _check_arguments(logits, cap=cap)
+    n_seq, n_heads, n_pos, _ = logits.shape
+    if not compiled or cap < 1 or n_pos < 4 * cap:
+        return recomputed_head_parts(torch.softmax(logits, dim=-1, dtype=torch.float32), mask, cap=cap)
+    row_max, mid = fused_prompt_row_parts(logits, mask.membership)
+    # a row that sees no key is no attention (0); a NaN row is never kept (-1)
+    row_max = torch.where(mask.sees.unsqueeze(1), row_max, 0.0).nan_to_num_(nan=-1.0)
+    chosen_max, rows = row_max.topk(cap, dim=-1)  # [B, H, cap] the rows with the largest maxima
+    chosen = logits.gather(2, rows.unsqueeze(-1).expand(n_seq, n_heads, cap, n_pos))
+    probs = torch.softmax(chosen, dim=-1, dtype=torch.float32)  # [B, H, cap, P]
+    fixed = chosen_max.unsqueeze(-1)
+    picked = torch.where(fixed > 0, probs, fixed)  # a row that sees no key, or NaN: its value
+    top_w, at = picked.view(n_seq, n_heads, cap * n_pos).topk(cap, dim=-1, sorted=True)
+    top_flat = rows.gather(-1, torch.div(at, n_pos, rounding_mode="floor")) * n_pos + at % n_pos
+    return PromptHeadParts(top_weight=top_w, top_flat=top_flat, middle_share=mid)
 
 
 @torch.no_grad()

@@ -130,6 +130,44 @@ def test_compiled_static_cache_one_graph_and_equal_reports(capture: Capture) -> 
 
 
 @pytest.mark.slow
+def test_compiled_reductions_beside_the_compiled_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the decoding steps are compiled the window's attention reductions are compiled too (on
+    a GPU by default; here the rule is made to say so): the decoding step stays one graph without
+    breaks for two generations, and the reports equal the uncompiled run's within float tolerance."""
+    import corevital.capture.observer as observer_module
+    import corevital.metrics.attention as attention_module
+
+    fused = attention_module.fused_attention_row_parts
+    calls: list[int] = []
+
+    def counted(*args: Any) -> Any:
+        calls.append(1)
+        return fused(*args)
+
+    monkeypatch.setattr(attention_module, "fused_attention_row_parts", counted)
+    monkeypatch.setattr(observer_module, "decoding_steps_compiled", lambda model, cache: True)
+    model = build_model("llama", seed=0)
+    model.config._attn_implementation = "sdpa"
+    tokenizer = build_tokenizer()
+    counter = GraphCounter()
+    config = _compile_config(counter)
+    counters.clear()
+    first, reports = _watched(model, tokenizer, config, "full")
+    second, _ = _watched(model, tokenizer, config, "full")
+    assert counter.graphs == 1 and not counters["graph_break"]
+    assert calls and fused.failure is None
+    monkeypatch.undo()  # the reference: uncompiled, its reductions as written
+    calls.clear()
+    eager_out, eager = _watched(model, tokenizer, None, "full")
+    assert not calls
+    assert torch.equal(first, eager_out) and torch.equal(second, eager_out)
+    for compiled, reference in zip(reports, eager, strict=True):
+        attention = _table(compiled, "attention_summary", ATTENTION_FIELDS)
+        assert not np.isnan(attention[:, :, 0]).any()
+        _close(attention, _table(reference, "attention_summary", ATTENTION_FIELDS), "attention")
+
+
+@pytest.mark.slow
 def test_compiled_eager_attention_path_observes_attention() -> None:
     """With the model's eager attention under compile, the compiled steps' rows are scored as well."""
     model = build_model("llama", seed=0)

@@ -306,3 +306,34 @@ def test_a_pipeline_passes_its_callers_budgets_to_the_capture(
     pipeline.capture(PROMPTS[:1], tuning=Tuning(deferred_bytes=12_345))
     pipeline.capture(PROMPTS[:1])
     assert budgets == [12_345, Tuning().deferred_budget(pipeline.loaded.constants.weight_bytes)]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+def test_windows_reduced_compiled_equal_windows_reduced_as_written(
+    arch: str, tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Tuning.compiled_reductions``: a window's attention rows reduced from their logits by the
+    compiled row reductions, the float32 probabilities never made, give every statistic of the
+    windows reduced as written (float32 rounding), a left-padded batch, windows ending mid-generation."""
+    import corevital.metrics.attention as attention_module
+
+    fused = attention_module.fused_attention_row_parts
+    calls: list[int] = []
+
+    def counted(*args: Any) -> Any:
+        calls.append(1)
+        return fused(*args)
+
+    monkeypatch.setattr(attention_module, "fused_attention_row_parts", counted)
+    loaded = tiny_loaded(arch)
+    settings = tiny_settings(max_new_tokens=9)
+    runs = {
+        compiled: capture_prompts(
+            loaded, PROMPTS, settings, tuning=Tuning(flush_every=4, compiled_reductions=compiled)
+        ).sequences
+        for compiled in (True, False)
+    }
+    assert len(calls) == 3 and fused.failure is None  # the windows of steps 1-4, 5-8 and 9
+    for got, want in zip(runs[True], runs[False], strict=True):
+        assert got.generated_token_ids == want.generated_token_ids
+        _assert_same(got, want)

@@ -376,3 +376,26 @@ def test_overwrite_gives_the_same_statistics(masked: bool, causal: bool) -> None
     got = summarize_attention(weights.clone(), key_mask, causal=causal, overwrite=True)
     for name in (*LN_FIELDS, "max_weight_per_head", "renormalized", "has_nan", "has_inf"):
         torch.testing.assert_close(getattr(got, name), getattr(want, name), equal_nan=True, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("causal", [True, False])
+def test_statistics_of_logits_equal_those_of_their_probabilities(causal: bool, dtype: torch.dtype) -> None:
+    """``summarize_attention_logits`` (the row reductions compiled into one kernel) gives the
+    statistics of the float32 softmax of its logits within float32 rounding: varied masks (hidden
+    keys at the dtype's minimum), a NaN row, two shapes (one compilation serves both)."""
+    from corevital.metrics.attention import fused_attention_row_parts, summarize_attention_logits
+
+    for layers, rows, heads, keys in ((3, 6, 5, 12), (2, 4, 3, 20)):
+        mask = varied_mask(layers, rows, keys)
+        scores = random_scores((layers, rows, heads, keys), 7).to(dtype)
+        logits = scores.masked_fill(~mask.unsqueeze(2), torch.finfo(dtype).min)
+        logits[0, 3, 1, -1] = math.nan  # a fault: that head's row NaN throughout
+        want = summarize_attention(torch.softmax(logits, dim=-1, dtype=torch.float32), mask, causal=causal)
+        got = summarize_attention_logits(logits, mask, causal=causal)
+        for name in (*LN_FIELDS, "max_weight_per_head", "renormalized", "has_nan", "has_inf"):
+            torch.testing.assert_close(
+                getattr(got, name), getattr(want, name), rtol=RTOL, atol=ATOL, equal_nan=True, msg=name
+            )
+        assert bool(got.has_nan[0, 3]) and not bool(got.has_nan[0, 2])
+    assert fused_attention_row_parts.failure is None

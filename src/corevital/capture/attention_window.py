@@ -6,10 +6,12 @@ the keys the cache holds later, unchanged. So a step need not score its row when
 its query rows (one small tensor per layer, which the model allocated anyway) and the number of keys
 it saw, and :func:`reduce_decode_rows` scores the rows of a whole window of steps at once against
 the cache's current keys, each step's row masked to the keys it saw (and to the padding mask),
-then reduces them to statistics in one pass. The probabilities equal the per-step ones: a step's
-scores get the step's own additive padding mask (as eager attention applies it), and keys cached
-after the step are overwritten with the dtype's minimum, whose exponential is exactly 0 (overwritten,
-not added to: a key written later may hold anything, NaN after a fault, and must not leak back).
+then reduces them to statistics in one pass (compiled into fused kernels where the decoding steps
+are compiled, ``Tuning.compiled_reductions``: the window's float32 probabilities then never exist).
+The probabilities equal the per-step ones: a step's scores get the step's own additive padding
+mask (as eager attention applies it), and keys cached after the step are overwritten with the
+dtype's minimum, whose exponential is exactly 0 (overwritten, not added to: a key written later may
+hold anything, NaN after a fault, and must not leak back).
 
 Used only where that holds (decoder-only models, a cache of ``DynamicLayer`` only, plain causal
 decoding steps without position bias); every other step is scored when it runs
@@ -28,7 +30,7 @@ from torch import Tensor
 from corevital.capture.attention_rows import row_scores
 from corevital.capture.hf_compat import append_only_layers, static_full_layers
 from corevital.capture.options import Tuning
-from corevital.metrics.attention import summarize_attention
+from corevital.metrics.attention import summarize_attention, summarize_attention_logits
 from corevital.metrics.types import AttentionStats
 
 
@@ -132,14 +134,16 @@ def reduce_decode_rows(steps: Sequence[DecodeRows], keys: Sequence[Tensor], tuni
     del scores  # ``logits`` holds them (scaled in place) or their masked copy
     # Keys cached after a step get exactly zero weight whatever they hold (even NaN after a fault).
     logits.masked_fill_(future, torch.finfo(dtype).min)  # [N, K] broadcasts over [L, B, Hq]
+    # Each (layer, sequence) is one "layer" of the statistics with its steps as rows, [L·B, N, Hq, K]
+    # as a view (no copy); the mask follows, [L·B, N, K].
+    mask = visible.expand(layers, batch, n, kv_len).flatten(0, 1)
+    if tuning.compiled_reductions:  # where the decoding steps are compiled: no float32 probabilities
+        stats = summarize_attention_logits(logits.transpose(2, 3).flatten(0, 1), mask, causal=True)
+        return _steps_first(stats, layers, batch)
     probs = torch.softmax(logits, dim=-1, dtype=torch.float32)  # [L, B, Hq, N, K]
     del logits
-    # [L·B, N, Hq, K] as a view (no copy of the probabilities), each (layer, sequence) one "layer"
-    # of the statistics with its steps as rows; the mask follows, [L·B, N, K]. The probabilities
-    # are this function's own buffer: the statistics work in them.
-    weights = probs.transpose(2, 3).flatten(0, 1)
-    mask = visible.expand(layers, batch, n, kv_len).flatten(0, 1)
-    stats = summarize_attention(weights, mask, causal=True, overwrite=True)
+    # The probabilities are this function's own buffer: the statistics work in them.
+    stats = summarize_attention(probs.transpose(2, 3).flatten(0, 1), mask, causal=True, overwrite=True)
     return _steps_first(stats, layers, batch)
 
 

@@ -225,11 +225,6 @@ class StepObserver:
             cache = kwargs.get("cache", kwargs.get("past_key_values"))  # the name changed in transformers 5
             self.tap.defer_decode = self._may_defer_attention(cache)
             self.tap.prefill_from_start = self._forwards == 0 and _empty(cache)
-            if self._forwards == 0 and self.tap.prompt is not None:
-                compiled = self.options.tuning.compiled_reductions
-                if compiled is None:
-                    compiled = decoding_steps_compiled(self.model, cache)
-                self.tap.prompt.compiled = compiled
         return args, kwargs
 
     def _note_prefill(self, kwargs: dict[str, Any]) -> None:
@@ -242,6 +237,7 @@ class StepObserver:
         ids = kwargs.get("inputs_embeds") if ids is None else ids
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         self._cache = cache
+        self._settle_compiled_reductions(cache)
         if ids is None or not _empty(cache) or self.caps.is_encoder_decoder:
             return  # compiled steps keep no attention rows: their keys' positions are not known here
         batch, self._key_length = int(ids.shape[0]), int(ids.shape[1])
@@ -250,6 +246,18 @@ class StepObserver:
         except UnreadableMask:
             return
         self._compiled_attention = True
+
+    def _settle_compiled_reductions(self, cache: Any) -> None:
+        """Whether this generation's reductions run compiled (``Tuning.compiled_reductions``; None:
+        where generate() compiles its decoding steps over ``cache``), settled at its prompt pass."""
+        tuning = self.options.tuning
+        compiled = tuning.compiled_reductions
+        if compiled is None:
+            compiled = decoding_steps_compiled(self.model, cache)
+        self.options = replace(self.options, tuning=replace(tuning, compiled_reductions=compiled))
+        self.window.options = self.options
+        if self.tap is not None and self.tap.prompt is not None:
+            self.tap.prompt.compiled = compiled
 
     def _may_defer_attention(self, cache: Any) -> bool:
         """Whether this forward's decode-step attention rows may wait for the window's reduction.

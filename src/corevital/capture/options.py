@@ -45,10 +45,11 @@ class Tuning:
     # The CPU scores layer by layer: there the copy costs more than the calls it saves. True counts
     # what an accelerator runs (bench/op_count.py).
     stack_keys_on_cpu: bool = False
-    # Whether the prompt attention's row reductions run compiled into fused kernels
-    # (corevital.metrics.compiled: the same numbers within float32 rounding, without the float32
-    # probabilities in memory); None: where generate() compiles the decoding steps (a static cache on
-    # a GPU), whose first generation pays compilation already.
+    # Whether the attention reductions over float32 probabilities (the prompt's rows, a window's
+    # decoding rows) run compiled into fused kernels (corevital.metrics.compiled: the same numbers
+    # within float32 rounding, without the probabilities in memory); None: where generate() compiles
+    # the decoding steps (a static cache on a GPU), whose first generation pays compilation already.
+    # Settled per generation at its prompt pass (StepObserver).
     compiled_reductions: bool | None = None
 
     def deferred_budget(self, model_bytes: int, free_bytes: int | None = None) -> int:

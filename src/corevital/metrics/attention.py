@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from corevital.metrics.compiled import CompiledReduction
 from corevital.metrics.types import AttentionStats
 
 DEFAULT_COLLAPSE_THRESHOLD = 0.03
@@ -64,7 +65,6 @@ def summarize_attention(
     """
     if weights.dim() != 4:
         raise ValueError(f"weights must be [L, N, H, K], got shape {tuple(weights.shape)}")
-    n_layers, n_rows, n_heads, _ = weights.shape
     keys = _Keys.of(key_mask, weights, causal, min_keys_for_collapse)
 
     # The one full-size float32 buffer: weights with hidden keys zeroed, overwritten in place below.
@@ -74,27 +74,99 @@ def summarize_attention(
     owned = w is not weights or overwrite
     if keys.hidden is not None:
         w = w.masked_fill_(keys.hidden, 0.0) if owned else w.masked_fill(keys.hidden, 0.0)
-
     # nansum skips NaN, so it is ±inf or NaN (inf - inf) exactly when the head holds an infinite
     # weight; this avoids a full-size isinf pass (whose |w| temporary is as large as w).
     nansum = w.nansum(dim=-1)  # [L, N, H]
     peak = w.amax(dim=-1)  # [L, N, H]; NaN iff the head holds NaN
-    head_has_nan = torch.isnan(peak)
-    head_has_inf = torch.isnan(nansum - nansum)  # x - x is NaN iff x is ±inf or NaN (2 kernels, not 5)
-    # S, the sum of the visible weights; NaN for a non-finite head, so that dividing by it makes
-    # every statistic of that head NaN, not just those it touches.
-    scale = nansum.masked_fill(head_has_nan | head_has_inf, math.nan)
-    tolerance = renorm_tolerance + _rounding_bound(weights.dtype)
-    renormalized = ((scale - 1.0).abs() > tolerance).any(dim=-1)  # NaN compares False
-
     picked = keys.pick(w)  # weights on the first (and previous) visible key, [L, N, H] each
     # -Σ w ln w; in place when w is a copy that nothing else reads (picked may be views of it).
     in_place = owned and keys.hidden is not None
     entr_sum = torch.special.entr(w, out=w if in_place else None).sum(dim=-1)
     del w
+    rows = _RowParts(nansum=nansum, peak=peak, entr_sum=entr_sum, picked=picked)
+    thresholds = (collapse_threshold, focus_threshold, renorm_tolerance + _rounding_bound(weights.dtype))
+    return _statistics(rows, keys, causal, *thresholds)
+
+
+def attention_row_parts(
+    logits: Tensor, hidden: Tensor, index: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """What :func:`summarize_attention` reduces each row of ``softmax(logits)`` [L, N, H, K] to:
+    the sum of its visible probabilities, its largest, ``-Σ p ln p`` and the probabilities at
+    ``index`` ([L or 1, N, c] key positions), [L, N, H] each and [L, N, H, c].
+
+    ``hidden`` ([L or 1, N, 1, K], True where a key is hidden) zeroes those keys. Compiled
+    (:data:`fused_attention_row_parts`), one kernel reads the logits and writes only these: the
+    float32 probabilities never exist in memory.
+    """
+    w = torch.softmax(logits, dim=-1, dtype=torch.float32).masked_fill(hidden, 0.0)
+    n_layers, n_rows, n_heads, _ = w.shape
+    at = index.unsqueeze(2).expand(n_layers, n_rows, n_heads, index.shape[-1])
+    return w.nansum(dim=-1), w.amax(dim=-1), torch.special.entr(w).sum(dim=-1), w.gather(-1, at)
+
+
+# attention_row_parts compiled into fused kernels (corevital.metrics.compiled).
+fused_attention_row_parts = CompiledReduction(attention_row_parts)
+
+
+@torch.no_grad()
+def summarize_attention_logits(
+    logits: Tensor,
+    key_mask: Tensor,
+    *,
+    causal: bool = True,
+    collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
+    focus_threshold: float = DEFAULT_FOCUS_THRESHOLD,
+    min_keys_for_collapse: int = DEFAULT_MIN_KEYS_FOR_COLLAPSE,
+    renorm_tolerance: float = DEFAULT_RENORM_TOLERANCE,
+) -> AttentionStats:
+    """:func:`summarize_attention` of the float32 probabilities ``softmax(logits)``, the logits given
+    [L, N, H, K], without the probabilities in memory: the rows are reduced by
+    :data:`fused_attention_row_parts`, compiled (as written where compiling fails).
+
+    The statistics equal those of the probabilities within float32 rounding (fused sums run in
+    another order). ``key_mask`` as in :func:`summarize_attention`, required here.
+    """
+    if logits.dim() != 4:
+        raise ValueError(f"logits must be [L, N, H, K], got shape {tuple(logits.shape)}")
+    keys = _Keys.of(key_mask, logits, causal, min_keys_for_collapse)
+    assert keys.hidden is not None and isinstance(keys.index, Tensor)
+    nansum, peak, entr_sum, picked = fused_attention_row_parts(logits, keys.hidden, keys.index)
+    rows = _RowParts(nansum=nansum, peak=peak, entr_sum=entr_sum, picked=list(picked.unbind(-1)))
+    thresholds = (collapse_threshold, focus_threshold, renorm_tolerance + _rounding_bound(torch.float32))
+    return _statistics(rows, keys, causal, *thresholds)
+
+
+@dataclass(frozen=True)
+class _RowParts:
+    """Each (layer, row, head)'s reductions over its keys, [L, N, H] each."""
+
+    nansum: Tensor  # the sum of the visible weights, NaN skipped
+    peak: Tensor  # the largest visible weight; NaN iff the head holds NaN
+    entr_sum: Tensor  # -Σ w ln w over the visible weights
+    picked: list[Tensor]  # the weights on the first (and, causal, the previous) visible key
+
+
+def _statistics(
+    rows: _RowParts,
+    keys: _Keys,
+    causal: bool,
+    collapse_threshold: float,
+    focus_threshold: float,
+    tolerance: float,
+) -> AttentionStats:
+    """The statistics of :func:`summarize_attention` from each row's reductions."""
+    nansum, peak, entr_sum, picked = rows.nansum, rows.peak, rows.entr_sum, rows.picked
+    n_layers, n_rows, n_heads = peak.shape
+    head_has_nan = torch.isnan(peak)
+    head_has_inf = torch.isnan(nansum - nansum)  # x - x is NaN iff x is ±inf or NaN (2 kernels, not 5)
+    # S, the sum of the visible weights; NaN for a non-finite head, so that dividing by it makes
+    # every statistic of that head NaN, not just those it touches.
+    scale = nansum.masked_fill(head_has_nan | head_has_inf, math.nan)
+    renormalized = ((scale - 1.0).abs() > tolerance).any(dim=-1)  # NaN compares False
 
     # Rows: entropy (nats), normalised entropy, largest weight, sink mass, previous-token mass.
-    per_head = weights.new_empty((5, n_layers, n_rows, n_heads), dtype=torch.float32)
+    per_head = peak.new_empty((5, n_layers, n_rows, n_heads), dtype=torch.float32)
     entropy = torch.addcdiv(torch.log(scale), entr_sum, scale, out=per_head[0]).clamp_(min=0.0)
     torch.mul(entropy, keys.inv_log_keys, out=per_head[1]).clamp_(0.0, 1.0)
     ratios = per_head[2:] if causal else per_head[2:4]

@@ -39,7 +39,8 @@ class CompiledReduction(Generic[R]):
     def __call__(self, *args: Any) -> R:
         if self.failure is None:
             try:
-                return self._compiled_fn()(*args)
+                with self._lock:  # dynamo compiles one call at a time (generations in several threads)
+                    return self._compiled_fn()(*args)
             except torch.OutOfMemoryError:
                 raise  # not the compiler's doing: running as written would need the memory too
             except Exception as exc:  # noqa: BLE001 - any compiler failure falls back to the eager form
@@ -49,7 +50,5 @@ class CompiledReduction(Generic[R]):
 
     def _compiled_fn(self) -> Callable[..., R]:
         if self._compiled is None:
-            with self._lock:
-                if self._compiled is None:
-                    self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
+            self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
         return self._compiled

@@ -128,19 +128,6 @@ def attention_logits(
     return row_logits(scores, bias, scale_for(query, scaling))
 
 
-def attention_rows(
-    query: Tensor,
-    key: Tensor,
-    mask: Tensor | None,
-    *,
-    scaling: float | None,
-    position_bias: Tensor | None = None,
-) -> Tensor:
-    """Probabilities [B, Hq, R, K] (float32) for query rows [B, Hq, R, D] over keys [B, Hkv, K, D]."""
-    logits = attention_logits(query, key, mask, scaling=scaling, position_bias=position_bias)
-    return torch.softmax(logits, dim=-1, dtype=torch.float32)
-
-
 def sdpa_aligned(mask: Tensor | None) -> Tensor | None:
     """``mask`` laid out so that SDPA's memory-efficient kernel takes it as is (CUDA only).
 

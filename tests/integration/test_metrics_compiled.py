@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import threading
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -62,3 +67,77 @@ def test_a_reduction_that_cannot_compile_runs_as_written(caplog: pytest.LogCaptu
     assert [r.getMessage() for r in caplog.records if "runs uncompiled" in r.getMessage()] == [
         f"host_branch runs uncompiled: compiling it failed ({reduction.failure})"
     ]
+
+
+def _rss_peak_mib(work: Callable[[], object]) -> float:
+    """How far the process's resident set rises above where it stands while ``work`` runs (Linux:
+    the high-water mark reset first through /proc/self/clear_refs)."""
+    status = Path("/proc/self/status")
+
+    def mib(key: str) -> float:
+        found = re.search(rf"^{key}:\s+(\d+) kB", status.read_text(), re.MULTILINE)
+        assert found is not None
+        return int(found.group(1)) / 1024
+
+    Path("/proc/self/clear_refs").write_text("5")
+    before = mib("VmRSS")
+    work()
+    return mib("VmHWM") - before
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
+def test_compiled_row_reductions_keep_no_tensor_the_size_of_their_logits() -> None:
+    """Compiled, the prompt's and the window's row reductions read 64 MiB of bfloat16 logits and keep
+    no float32 tensor of their size (128 MiB) in memory: the process's resident set rises by less
+    than 24 MiB while they run, against at least 128 MiB for the same functions run as written."""
+    from corevital.metrics.attention import attention_row_parts, fused_attention_row_parts
+    from corevital.metrics.prompt import fused_prompt_row_parts, prompt_row_parts
+
+    gen = torch.Generator().manual_seed(0)
+
+    def prompt_inputs(batch: int, heads: int, n: int) -> tuple[torch.Tensor, ...]:
+        logits = torch.randn(batch, heads, n, n, generator=gen).to(torch.bfloat16)
+        return logits, torch.rand(batch, n, n, generator=gen)
+
+    def window_inputs(rows: int, steps: int, heads: int, keys: int) -> tuple[torch.Tensor, ...]:
+        logits = torch.randn(rows, steps, heads, keys, generator=gen).to(torch.bfloat16)
+        hidden = torch.rand(rows, steps, 1, keys, generator=gen) < 0.1
+        return logits, hidden, torch.randint(0, keys, (rows, steps, 2), generator=gen)
+
+    cases: list[
+        tuple[CompiledReduction[Any], Callable[..., Any], tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]
+    ]
+    cases = [
+        (fused_prompt_row_parts, prompt_row_parts, prompt_inputs(3, 5, 70), prompt_inputs(2, 16, 1024)),
+        (
+            fused_attention_row_parts,
+            attention_row_parts,
+            window_inputs(6, 5, 7, 90),
+            window_inputs(16, 32, 32, 2048),
+        ),
+    ]
+    torch.set_num_threads(1)
+    for fused, written, small, large in cases:
+        fused(*small)  # compiled here, on other sizes (symbolic shapes: the large call compiles nothing)
+        assert large[0].nbytes == 64 * 2**20
+        compiled_peak = _rss_peak_mib(partial(fused, *large))
+        written_peak = _rss_peak_mib(partial(written, *large))
+        assert fused.failure is None
+        assert compiled_peak < 24 and written_peak >= 128, (fused.fn.__name__, compiled_peak, written_peak)
+
+
+def test_more_kinds_of_input_than_dynamos_default_limit_stay_compiled() -> None:
+    """Three dtypes and four shapes with and without dimensions of 1 (each a compilation of its
+    own): more than dynamo's default of 8 for one function, and the reduction stays compiled."""
+    from torch._dynamo.utils import counters
+
+    reduction = CompiledReduction(lambda x: torch.softmax(x, dim=-1, dtype=torch.float32).amax(dim=-1))
+    counters.clear()
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        for shape in ((4, 6), (1, 6), (4, 1), (1, 1)):
+            x = torch.randn(shape).to(dtype)
+            torch.testing.assert_close(
+                reduction(x), torch.softmax(x, dim=-1, dtype=torch.float32).amax(dim=-1)
+            )
+    assert reduction.failure is None
+    assert counters["stats"]["unique_graphs"] > 8

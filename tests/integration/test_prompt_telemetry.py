@@ -321,8 +321,8 @@ def test_compiled_prompt_reductions_give_the_telemetry_of_the_written_ones(
             _assert_same_heads_and_basins(a, b)
             assert sum(len(head.weights) for layer in a.heads for head in layer) > 0
             np.testing.assert_array_equal(present(a.surprisals), present(b.surprisals))
-            np.testing.assert_array_equal(
-                present(got.attention).entropy_mean, present(want.attention).entropy_mean
+            np.testing.assert_allclose(  # the window's reductions run compiled too
+                present(got.attention).entropy_mean, present(want.attention).entropy_mean, rtol=1e-6
             )
 
 

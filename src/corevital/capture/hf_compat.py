@@ -5,8 +5,9 @@ promise to keep: its attention and mask function registries, the config attribut
 attention function, the model-specific eager attention functions, the SDPA and eager-mask builders,
 the causal rule's function, the generation method that builds the logits processors, the cache's
 layer classes, the keyword that hands ``generate()`` a cache, the rule by which ``generate()``
-compiles the decoding steps, the revision a config was read at and the GGUF loader's progress bar. Each has one function or name here; the rest of capture imports
-them from this module and from transformers' public API only (a contract test checks that).
+compiles the decoding steps, the revision a config was read at and the GGUF loader's progress bar.
+Each has one function or name here; the rest of capture imports them from this module and from
+transformers' public API only (a contract test checks that).
 :func:`check_transformers` runs when a model is loaded or watched: if the installed transformers
 lacks one of the pieces capture needs, it raises a one-line :class:`~corevital.errors.ModelLoadError`
 naming the version and the missing piece, instead of a failure deep inside a generation (the GGUF

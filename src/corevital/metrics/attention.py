@@ -92,17 +92,32 @@ def attention_row_parts(
     logits: Tensor, hidden: Tensor, index: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """What :func:`summarize_attention` reduces each row of ``softmax(logits)`` [L, N, H, K] to:
-    the sum of its visible probabilities, its largest, ``-Σ p ln p`` and the probabilities at
-    ``index`` ([L or 1, N, c] key positions), [L, N, H] each and [L, N, H, c].
+    the sum of its visible probabilities (NaN skipped), its largest, ``-Σ p ln p`` and the
+    probabilities at ``index`` ([L or 1, N, c] key positions), [L, N, H] each and [L, N, H, c];
+    ``hidden`` ([L or 1, N, 1, K], True where a key is hidden) counts those keys as 0.
 
-    ``hidden`` ([L or 1, N, 1, K], True where a key is hidden) zeroes those keys. Compiled
-    (:data:`fused_attention_row_parts`), one kernel reads the logits and writes only these: the
-    float32 probabilities never exist in memory.
+    Written for :data:`fused_attention_row_parts`: each reduction recomputes ``exp(logits - max)``
+    from the logits instead of sharing one tensor of it, so that compiled, one kernel reads the
+    logits and writes only these results (a shared one would be kept in memory, as large as a float32
+    copy of the logits). ``-p ln p = p (ln z - x)`` with ``x = logits - max`` and ``z`` the softmax's
+    normaliser.
     """
-    w = torch.softmax(logits, dim=-1, dtype=torch.float32).masked_fill(hidden, 0.0)
-    n_layers, n_rows, n_heads, _ = w.shape
+    n_layers, n_rows, n_heads, _ = logits.shape
+    top = logits.amax(dim=-1, keepdim=True).float()  # the softmax's shift; NaN for a row holding NaN
+    total = torch.exp(logits.float() - top).sum(dim=-1, keepdim=True)  # its normaliser z
+    # A softmax row is NaN throughout or nowhere, so NaN skipped in its sum is a NaN sum made 0 (on
+    # the reduced values: a NaN test on every probability would keep them in memory).
+    visible_sum = (torch.exp(logits.float() - top).masked_fill(hidden, 0.0) / total).sum(dim=-1)
+    visible_top = logits.float().masked_fill(hidden, -math.inf).amax(dim=-1, keepdim=True)
+    peak = (torch.exp(visible_top - top) / total).squeeze(-1)  # 0 for a row without a visible key
+    x = (logits.float() - top).clamp(min=-1e30)  # a key at -inf: p = 0 and p (ln z - x) = 0, not 0 * inf
+    entr_sum = (torch.exp(x).masked_fill(hidden, 0.0) * (torch.log(total) - x)).sum(dim=-1) / total.squeeze(
+        -1
+    )
     at = index.unsqueeze(2).expand(n_layers, n_rows, n_heads, index.shape[-1])
-    return w.nansum(dim=-1), w.amax(dim=-1), torch.special.entr(w).sum(dim=-1), w.gather(-1, at)
+    picked = torch.exp(logits.gather(-1, at).float() - top) / total
+    hidden_at = hidden.expand(n_layers, n_rows, n_heads, hidden.shape[-1]).gather(-1, at)
+    return visible_sum.nan_to_num(nan=0.0), peak, entr_sum, picked.masked_fill(hidden_at, 0.0)
 
 
 # attention_row_parts compiled into fused kernels (corevital.metrics.compiled).

@@ -22,6 +22,11 @@ import torch
 
 log = logging.getLogger(__name__)
 
+# A reduction meets several kinds of input over a process (dtypes, a window of one step, a mask
+# broadcast over layers or not): dynamo's default of 8 compilations per function would be reached by
+# a long-running server and end in the uncompiled form; its limit is raised for these calls alone.
+RECOMPILE_LIMIT = 64
+
 R = TypeVar("R")
 
 
@@ -39,7 +44,8 @@ class CompiledReduction(Generic[R]):
     def __call__(self, *args: Any) -> R:
         if self.failure is None:
             try:
-                with self._lock:  # dynamo compiles one call at a time (generations in several threads)
+                # dynamo compiles one call at a time (generations in several threads)
+                with self._lock, torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
                     return self._compiled_fn()(*args)
             except torch.OutOfMemoryError:
                 raise  # not the compiler's doing: running as written would need the memory too

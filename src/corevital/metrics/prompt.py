@@ -345,12 +345,15 @@ def prompt_row_parts(logits: Tensor, membership: Tensor) -> tuple[Tensor, Tensor
     """Per query row of ``softmax(logits)`` [B, H, P, K] in float32: its largest probability and its
     middle mass ``Σ_k p·membership`` (``membership`` [B, P, K], :class:`PromptMask`), [B, H, P] each.
 
-    Compiled (:data:`fused_prompt_row_parts`), one kernel reads the logits and the membership and
-    writes only the two results: the probabilities never exist in memory.
+    Written for :data:`fused_prompt_row_parts`: the largest probability is ``1 / z`` (``z`` the
+    softmax's normaliser) and each reduction recomputes ``exp(logits - max)`` from the logits, so
+    that compiled, one kernel reads the logits and the membership and writes only the two results
+    (the probabilities never exist in memory).
     """
-    probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
-    row_max = probs.amax(dim=-1)
-    return row_max, probs.mul_(membership.unsqueeze(1)).sum(dim=-1)
+    top = logits.amax(dim=-1, keepdim=True).float()  # the softmax's shift; NaN for a row holding NaN
+    total = torch.exp(logits.float() - top).sum(dim=-1)
+    middle = (torch.exp(logits.float() - top) * membership.unsqueeze(1)).sum(dim=-1)
+    return 1.0 / total, middle / total
 
 
 # prompt_row_parts compiled into fused kernels (corevital.metrics.compiled).

@@ -141,3 +141,43 @@ def test_more_kinds_of_input_than_dynamos_default_limit_stay_compiled() -> None:
             )
     assert reduction.failure is None
     assert counters["stats"]["unique_graphs"] > 8
+
+
+def test_after_a_failed_compilation_the_written_forms_take_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a reduction's compilation has failed, the functions that use it take the written form
+    (the probabilities made once, reduced in place), not the compiled form run uncompiled: the same
+    statistics within float32 rounding, and the compiled form is not called again."""
+    import corevital.metrics.attention as attention_module
+    import corevital.metrics.prompt as prompt_module
+    from corevital.metrics.attention import summarize_attention_logits
+    from corevital.metrics.prompt import PromptMask, logit_head_parts, prompt_visibility
+
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(3, 4, 5, 12, generator=gen)
+    mask = torch.ones(3, 4, 12, dtype=torch.bool)
+    mask[:, 1, :3] = False
+    vis = prompt_visibility(torch.ones(2, 40, dtype=torch.long))
+    prompt_logits = torch.randn(2, 3, 40, 40, generator=gen).masked_fill(~vis.unsqueeze(1), -3e38)
+    derived = PromptMask.of(vis, 2, 40, prompt_logits.device)
+    compiled = (
+        summarize_attention_logits(logits, mask),
+        logit_head_parts(prompt_logits, derived, cap=5, compiled=True),
+    )
+
+    def failed() -> CompiledReduction[Any]:
+        reduction: CompiledReduction[Any] = CompiledReduction(
+            lambda *args: pytest.fail("the compiled form ran after its compilation failed")
+        )
+        reduction.failure = "RuntimeError: no compiler"
+        return reduction
+
+    monkeypatch.setattr(attention_module, "fused_attention_row_parts", failed())
+    monkeypatch.setattr(prompt_module, "fused_prompt_row_parts", failed())
+    stats = summarize_attention_logits(logits, mask)
+    parts = logit_head_parts(prompt_logits, derived, cap=5, compiled=True)
+    torch.testing.assert_close(stats.entropy_mean, compiled[0].entropy_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        stats.max_weight_per_head, compiled[0].max_weight_per_head, rtol=1e-5, atol=1e-6
+    )
+    assert torch.equal(parts.top_flat, compiled[1].top_flat)
+    torch.testing.assert_close(parts.middle_share, compiled[1].middle_share, rtol=1e-5, atol=1e-6)

@@ -140,10 +140,23 @@ def summarize_attention_logits(
     :data:`fused_attention_row_parts`, compiled (as written where compiling fails).
 
     The statistics equal those of the probabilities within float32 rounding (fused sums run in
-    another order). ``key_mask`` as in :func:`summarize_attention`, required here.
+    another order). ``key_mask`` as in :func:`summarize_attention`, required here. Once compiling
+    has failed, :func:`summarize_attention` of the probabilities.
     """
     if logits.dim() != 4:
         raise ValueError(f"logits must be [L, N, H, K], got shape {tuple(logits.shape)}")
+    if fused_attention_row_parts.failure is not None:
+        probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
+        return summarize_attention(
+            probs,
+            key_mask,
+            causal=causal,
+            collapse_threshold=collapse_threshold,
+            focus_threshold=focus_threshold,
+            min_keys_for_collapse=min_keys_for_collapse,
+            renorm_tolerance=renorm_tolerance,
+            overwrite=True,
+        )
     keys = _Keys.of(key_mask, logits, causal, min_keys_for_collapse)
     assert keys.hidden is not None and isinstance(keys.index, Tensor)
     nansum, peak, entr_sum, picked = fused_attention_row_parts(logits, keys.hidden, keys.index)

@@ -375,11 +375,12 @@ def logit_head_parts(
     largest probabilities) get their probabilities made from their logits, and one top-k runs over
     them. The kept entries are those of the written form, the middle shares within float32
     rounding (fused sums run in another order; a row whose largest probability ties another's within
-    that rounding may be chosen in its place at the cap's edge).
+    that rounding may be chosen in its place at the cap's edge). Once compiling has failed, the
+    written form.
     """
     _check_arguments(logits, cap=cap)
     n_seq, n_heads, n_pos, _ = logits.shape
-    if not compiled or cap < 1 or n_pos < 4 * cap:
+    if not compiled or cap < 1 or n_pos < 4 * cap or fused_prompt_row_parts.failure is not None:
         return recomputed_head_parts(torch.softmax(logits, dim=-1, dtype=torch.float32), mask, cap=cap)
     row_max, mid = fused_prompt_row_parts(logits, mask.membership)
     # a row that sees no key is no attention (0); a NaN row is never kept (-1)

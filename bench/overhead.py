@@ -78,21 +78,25 @@ AGAIN = "plain-again"
 # A mode with this suffix (e.g. "full:sized") sizes its budgets from the model alone, as on a device
 # whose free memory is not known (corevital.capture.options.Tuning.resolved): an A/B of the budgets.
 SIZED = ":sized"
-# A mode with this suffix (e.g. "full:written") runs the reductions as written, never compiled
-# (Tuning.compiled_reductions=False): where the decoding steps are compiled (the static cache on a
-# GPU), an A/B of the compiled reductions. Suffixes combine ("full:sized:written").
+# A mode with one of these suffixes runs its reductions as written (":written", e.g. "full:written":
+# Tuning.compiled_reductions=False) or compiled (":compiled": True) whatever the decoding steps do;
+# without either they follow them (compiled where the decoding steps are: the static cache on a
+# GPU). An A/B of the compiled reductions in one process. Suffixes combine ("full:sized:written").
 WRITTEN = ":written"
+COMPILED = ":compiled"
 
 
-def mode_parts(mode: str) -> tuple[str, bool, bool]:
-    """A mode's capture mode and its suffixes: (name, sized, written)."""
-    sized = written = False
-    while mode.endswith((SIZED, WRITTEN)):
+def mode_parts(mode: str) -> tuple[str, bool, bool | None]:
+    """A mode's capture mode and its suffixes: (name, sized, compiled reductions or None)."""
+    sized, compiled = False, None
+    while mode.endswith((SIZED, WRITTEN, COMPILED)):
         if mode.endswith(SIZED):
             mode, sized = mode.removesuffix(SIZED), True
+        elif mode.endswith(WRITTEN):
+            mode, compiled = mode.removesuffix(WRITTEN), False
         else:
-            mode, written = mode.removesuffix(WRITTEN), True
-    return mode, sized, written
+            mode, compiled = mode.removesuffix(COMPILED), True
+    return mode, sized, compiled
 
 
 PROSE = (
@@ -355,14 +359,13 @@ def run_case(
         tok.batch_decode(output[:, int(shape[1]) :].tolist(), skip_special_tokens=True)
 
     # The budgets of a device whose free memory is not known, set explicitly for ":sized" modes;
-    # the reductions as written for ":written" ones.
+    # the reductions as written or compiled for ":written" and ":compiled" ones.
     tunings: dict[str, Tuning | None] = {}
     for mode in pipelines:
-        _, is_sized, is_written = mode_parts(mode)
+        _, is_sized, compiled = mode_parts(mode)
         tuning = Tuning().resolved(loaded.constants.weight_bytes, None) if is_sized else Tuning()
-        tunings[mode] = (
-            replace(tuning, compiled_reductions=False) if is_written else (tuning if is_sized else None)
-        )
+        tuning = replace(tuning, compiled_reductions=compiled)
+        tunings[mode] = tuning if tuning != Tuning() else None
 
     def capture(mode: str, stamps: list[float] | None = None) -> None:
         if mode == AGAIN:
@@ -855,8 +858,8 @@ def main() -> None:
         "--modes",
         default="full,summary,on_risk,full-no-prompt",
         help=f"capture modes ({', '.join(MODES)}); a mode with {SIZED!r} appended sizes its budgets from the "
-        f"model alone, as on a device whose free memory is not known; with {WRITTEN!r}, its reductions run "
-        f"as written, never compiled; {AGAIN!r}: plain generate() again, "
+        f"model alone, as on a device whose free memory is not known; with {WRITTEN!r} or {COMPILED!r}, "
+        f"its reductions run as written or compiled; {AGAIN!r}: plain generate() again, "
         "timed as a mode (an A/A control: the ratio two identical runners read)",
     )
     parser.add_argument("--repeats", type=int, default=3)

@@ -173,21 +173,18 @@ def test_plain_again_times_plain_generate_as_a_mode(
     assert f"| c | {overhead.AGAIN} |" in capsys.readouterr().out  # in the phase table
 
 
-def test_mode_suffixes_size_the_budgets_and_keep_the_reductions_as_written(
+def test_mode_suffixes_size_the_budgets_and_set_the_reductions(
     overhead: Any, tiny_loaded: Any, monkeypatch: Any
 ) -> None:
-    """ ":sized" budgets from the model alone, ":written" reductions never compiled, in either order;
-    a bare mode gets the capture's own tuning (None)."""
-    assert overhead.mode_parts("full") == ("full", False, False)
+    """ ":sized" budgets from the model alone, ":written" and ":compiled" reductions as written or
+    compiled, in any order; a bare mode gets the capture's own tuning (None)."""
+    assert overhead.mode_parts("full") == ("full", False, None)
     assert (
         overhead.mode_parts("full:sized:written")
         == overhead.mode_parts("full:written:sized")
-        == (
-            "full",
-            True,
-            True,
-        )
+        == ("full", True, False)
     )
+    assert overhead.mode_parts("summary:compiled") == ("summary", False, True)
     loaded = tiny_loaded("llama")
     seen: dict[str, Any] = {}
     real = overhead.Pipeline.capture
@@ -197,14 +194,14 @@ def test_mode_suffixes_size_the_budgets_and_keep_the_reductions_as_written(
         return real(self, prompts, **kwargs)
 
     monkeypatch.setattr(overhead.Pipeline, "capture", capture)
-    modes = ["full", "summary:written", "on_risk:sized:written"]
+    modes = ["full", "summary:written", "on_risk:sized:compiled"]
     overhead.run_case(
         loaded, ["t1 t2 t3"], 2, modes, 1, 0, "c", None, "auto", overhead.time.perf_counter, None, 0
     )
     assert set(seen["full"]) == {None}
     assert {(t.compiled_reductions, t.deferred_bytes) for t in seen["summary"]} == {(False, None)}
     sized = overhead.Tuning().resolved(loaded.constants.weight_bytes, None)
-    assert {t for t in seen["on_risk"]} == {overhead.replace(sized, compiled_reductions=False)}
+    assert {t for t in seen["on_risk"]} == {overhead.replace(sized, compiled_reductions=True)}
 
 
 _COMPILE_AND_CACHE = """

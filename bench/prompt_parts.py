@@ -30,7 +30,6 @@ from corevital.metrics.prompt import (
     fused_prompt_row_parts,
     logit_head_parts,
     prompt_head_parts,
-    prompt_row_parts,
 )
 
 CAP = 50
@@ -109,7 +108,6 @@ def _one_shape(shape: str, device: torch.device, repeats: int, dtype: torch.dtyp
             None,
         ),
         "  softmax to float32": (lambda: torch.softmax(logits, -1, dtype=torch.float32), None),
-        "  row reductions as written": (lambda: prompt_row_parts(logits, mask.membership), None),
         "  row reductions compiled": (lambda: fused_prompt_row_parts(logits, mask.membership), None),
         "  top-k over P*P of the probabilities": (
             lambda: buf.view(batch, heads, n * n).topk(min(CAP, n * n), dim=-1),

@@ -104,7 +104,7 @@ def test_prompt_parts_bench_checks_and_times_both_scorings(capsys: pytest.Captur
     for shape in ("2x2x256", "1x3x40"):
         prompt_parts._one_shape(shape, torch.device("cpu"), 1)
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
-    assert len(rows) == 2 * 9  # two shapes, nine variants each
+    assert len(rows) == 2 * 8  # two shapes, eight variants each
     times = [float(line.rsplit("|", 2)[1]) for line in rows]  # the input's restore is subtracted
     assert all(abs(t) < 1e4 for t in times)
 

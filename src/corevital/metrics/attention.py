@@ -111,9 +111,8 @@ def attention_row_parts(
     visible_top = logits.float().masked_fill(hidden, -math.inf).amax(dim=-1, keepdim=True)
     peak = (torch.exp(visible_top - top) / total).squeeze(-1)  # 0 for a row without a visible key
     x = (logits.float() - top).clamp(min=-1e30)  # a key at -inf: p = 0 and p (ln z - x) = 0, not 0 * inf
-    entr_sum = (torch.exp(x).masked_fill(hidden, 0.0) * (torch.log(total) - x)).sum(dim=-1) / total.squeeze(
-        -1
-    )
+    terms = torch.exp(x).masked_fill(hidden, 0.0) * (torch.log(total) - x)  # z·(-p ln p)
+    entr_sum = terms.sum(dim=-1) / total.squeeze(-1)
     at = index.unsqueeze(2).expand(n_layers, n_rows, n_heads, index.shape[-1])
     picked = torch.exp(logits.gather(-1, at).float() - top) / total
     hidden_at = hidden.expand(n_layers, n_rows, n_heads, hidden.shape[-1]).gather(-1, at)
@@ -137,7 +136,7 @@ def summarize_attention_logits(
 ) -> AttentionStats:
     """:func:`summarize_attention` of the float32 probabilities ``softmax(logits)``, the logits given
     [L, N, H, K], without the probabilities in memory: the rows are reduced by
-    :data:`fused_attention_row_parts`, compiled (as written where compiling fails).
+    :data:`fused_attention_row_parts`, compiled.
 
     The statistics equal those of the probabilities within float32 rounding (fused sums run in
     another order). ``key_mask`` as in :func:`summarize_attention`, required here. Once compiling

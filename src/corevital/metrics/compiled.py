@@ -7,8 +7,9 @@ the results. Compiling costs seconds the first time a process meets a new kind o
 symbolic, so one compilation serves every prompt length and batch size; inductor's cache on disk
 keeps it for later processes), so capture compiles its reductions only where the model's decoding
 steps are compiled too (:class:`~corevital.capture.options.Tuning`). Where compilation fails (no
-compiler toolchain, an unsupported device), the reduction runs as written from then on, with one
-warning in the log.
+compiler toolchain, an unsupported device), one warning goes to the log,
+:attr:`CompiledReduction.failure` says why, and the functions that use the reduction take their
+written form from then on.
 """
 
 from __future__ import annotations
@@ -31,14 +32,14 @@ R = TypeVar("R")
 
 
 class CompiledReduction(Generic[R]):
-    """``fn`` compiled on its first call (``dynamic=True``, ``fullgraph=True``); ``fn`` itself where
-    compilation fails. The results equal ``fn``'s within float32 rounding (fused sums run in
-    another order)."""
+    """``fn`` compiled on its first call (``dynamic=True``, ``fullgraph=True``); ``fn`` itself, run
+    uncompiled, where compilation fails. The results equal ``fn``'s within float32 rounding (fused
+    sums run in another order)."""
 
     def __init__(self, fn: Callable[..., R]) -> None:
         self.fn = fn
         self._compiled: Callable[..., R] | None = None
-        self.failure: str | None = None  # why compilation failed: then ``fn`` runs as written
+        self.failure: str | None = None  # why compilation failed: then ``fn`` runs uncompiled
         self._lock = threading.Lock()
 
     def __call__(self, *args: Any) -> R:

@@ -53,8 +53,6 @@ def test_calls_from_several_threads_give_each_its_own_result() -> None:
 def test_a_reduction_that_cannot_compile_runs_as_written(caplog: pytest.LogCaptureFixture) -> None:
     """A graph break (a value read on the host) fails ``fullgraph`` compilation: the reduction runs as
     written from then on, the reason kept and logged once."""
-    from corevital.metrics.compiled import CompiledReduction
-
     def host_branch(x: torch.Tensor) -> torch.Tensor:
         return x * 2 if float(x.sum()) > 0 else x
 
@@ -116,7 +114,6 @@ def test_compiled_row_reductions_keep_no_tensor_the_size_of_their_logits() -> No
             window_inputs(16, 32, 32, 2048),
         ),
     ]
-    torch.set_num_threads(1)
     for fused, written, small, large in cases:
         fused(*small)  # compiled here, on other sizes (symbolic shapes: the large call compiles nothing)
         assert large[0].nbytes == 64 * 2**20

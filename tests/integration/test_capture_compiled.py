@@ -21,6 +21,7 @@ from transformers.generation.configuration_utils import CompileConfig
 
 from corevital.monitor import CoreVitalMonitor
 from corevital.report.schema import Report
+from tests.support.compiled import count_calls
 from tests.support.report_fields import ATTENTION_FIELDS, LOGIT_FIELDS
 from tests.support.tiny_models import build_family_model, build_model, build_tokenizer
 
@@ -138,13 +139,7 @@ def test_compiled_reductions_beside_the_compiled_step(monkeypatch: pytest.Monkey
     import corevital.metrics.attention as attention_module
 
     fused = attention_module.fused_attention_row_parts
-    calls: list[int] = []
-
-    def counted(*args: Any) -> Any:
-        calls.append(1)
-        return fused(*args)
-
-    monkeypatch.setattr(attention_module, "fused_attention_row_parts", counted)
+    calls = count_calls(monkeypatch, fused)
     monkeypatch.setattr(observer_module, "decoding_steps_compiled", lambda model, cache: True)
     model = build_model("llama", seed=0)
     model.config._attn_implementation = "sdpa"

@@ -30,6 +30,7 @@ from corevital.config import Settings
 from corevital.pipeline import Pipeline
 from tests.integration.conftest import tiny_settings
 from tests.support.compare import assert_stats_close
+from tests.support.compiled import count_calls
 from tests.support.tiny_models import ARCHITECTURES, save_tiny_model
 from tests.support.values import present
 
@@ -318,13 +319,7 @@ def test_windows_reduced_compiled_equal_windows_reduced_as_written(
     import corevital.metrics.attention as attention_module
 
     fused = attention_module.fused_attention_row_parts
-    calls: list[int] = []
-
-    def counted(*args: Any) -> Any:
-        calls.append(1)
-        return fused(*args)
-
-    monkeypatch.setattr(attention_module, "fused_attention_row_parts", counted)
+    calls = count_calls(monkeypatch, fused)
     loaded = tiny_loaded(arch)
     settings = tiny_settings(max_new_tokens=9)
     runs = {

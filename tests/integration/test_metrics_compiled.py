@@ -53,6 +53,7 @@ def test_calls_from_several_threads_give_each_its_own_result() -> None:
 def test_a_reduction_that_cannot_compile_runs_as_written(caplog: pytest.LogCaptureFixture) -> None:
     """A graph break (a value read on the host) fails ``fullgraph`` compilation: the reduction runs as
     written from then on, the reason kept and logged once."""
+
     def host_branch(x: torch.Tensor) -> torch.Tensor:
         return x * 2 if float(x.sum()) > 0 else x
 

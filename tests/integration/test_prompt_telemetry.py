@@ -15,6 +15,7 @@ from corevital.capture.runner import capture_prompts
 from corevital.metrics.prompt import PromptMask
 from corevital.pipeline import Pipeline
 from tests.integration.conftest import tiny_settings
+from tests.support.compiled import count_calls
 from tests.support.values import present
 
 PROMPTS = ["The quick brown fox jumps over the lazy dog", "a b"]
@@ -296,13 +297,7 @@ def test_compiled_prompt_reductions_give_the_telemetry_of_the_written_ones(
     prompts = ["The quick brown fox jumps over the lazy dog and runs far away", "a b c d e f g h"]
     settings = tiny_settings(max_new_tokens=3, sparse_max_per_head=3)
     assert max(len(loaded.tokenizer(p)["input_ids"]) for p in prompts) >= 4 * 3  # the compiled form applies
-    calls: list[int] = []
-
-    def counted(*args: Any) -> Any:
-        calls.append(1)
-        return fused(*args)
-
-    monkeypatch.setattr(prompt_module, "fused_prompt_row_parts", counted)
+    calls = count_calls(monkeypatch, fused)
     for chunk in (None, 1):  # each layer whole, and a few heads at a time
         calls.clear()
         runs = {
@@ -336,13 +331,7 @@ def test_reductions_compile_by_default_where_generate_compiles_the_decoding_step
     from corevital.capture.options import Tuning
 
     fused = prompt_module.fused_prompt_row_parts
-    calls: list[int] = []
-
-    def counted(*args: Any) -> Any:
-        calls.append(1)
-        return fused(*args)
-
-    monkeypatch.setattr(prompt_module, "fused_prompt_row_parts", counted)
+    calls = count_calls(monkeypatch, fused)
     asked: list[object] = []
     loaded = tiny_loaded("llama")
     prompts = ["The quick brown fox jumps over the lazy dog and runs far away"]

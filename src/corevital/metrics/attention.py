@@ -124,19 +124,10 @@ fused_attention_row_parts = CompiledReduction(attention_row_parts)
 
 
 @torch.no_grad()
-def summarize_attention_logits(
-    logits: Tensor,
-    key_mask: Tensor,
-    *,
-    causal: bool = True,
-    collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
-    focus_threshold: float = DEFAULT_FOCUS_THRESHOLD,
-    min_keys_for_collapse: int = DEFAULT_MIN_KEYS_FOR_COLLAPSE,
-    renorm_tolerance: float = DEFAULT_RENORM_TOLERANCE,
-) -> AttentionStats:
+def summarize_attention_logits(logits: Tensor, key_mask: Tensor, *, causal: bool = True) -> AttentionStats:
     """:func:`summarize_attention` of the float32 probabilities ``softmax(logits)``, the logits given
     [L, N, H, K], without the probabilities in memory: the rows are reduced by
-    :data:`fused_attention_row_parts`, compiled.
+    :data:`fused_attention_row_parts`, compiled; the thresholds are the defaults.
 
     The statistics equal those of the probabilities within float32 rounding (fused sums run in
     another order). ``key_mask`` as in :func:`summarize_attention`, required here. Once compiling
@@ -146,22 +137,13 @@ def summarize_attention_logits(
         raise ValueError(f"logits must be [L, N, H, K], got shape {tuple(logits.shape)}")
     if fused_attention_row_parts.failure is not None:
         probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
-        return summarize_attention(
-            probs,
-            key_mask,
-            causal=causal,
-            collapse_threshold=collapse_threshold,
-            focus_threshold=focus_threshold,
-            min_keys_for_collapse=min_keys_for_collapse,
-            renorm_tolerance=renorm_tolerance,
-            overwrite=True,
-        )
-    keys = _Keys.of(key_mask, logits, causal, min_keys_for_collapse)
+        return summarize_attention(probs, key_mask, causal=causal, overwrite=True)
+    keys = _Keys.of(key_mask, logits, causal, DEFAULT_MIN_KEYS_FOR_COLLAPSE)
     assert keys.hidden is not None and isinstance(keys.index, Tensor)
     nansum, peak, entr_sum, picked = fused_attention_row_parts(logits, keys.hidden, keys.index)
     rows = _RowParts(nansum=nansum, peak=peak, entr_sum=entr_sum, picked=list(picked.unbind(-1)))
-    thresholds = (collapse_threshold, focus_threshold, renorm_tolerance + _rounding_bound(torch.float32))
-    return _statistics(rows, keys, causal, *thresholds)
+    tolerance = DEFAULT_RENORM_TOLERANCE + _rounding_bound(torch.float32)
+    return _statistics(rows, keys, causal, DEFAULT_COLLAPSE_THRESHOLD, DEFAULT_FOCUS_THRESHOLD, tolerance)
 
 
 @dataclass(frozen=True)

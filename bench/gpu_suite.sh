@@ -13,7 +13,8 @@
 # CoreVital function; BATCHES=8 for batch 8 alone, about 6 minutes). "budgets" compares, in one process, capture with the budgets the GPU's free memory allows and with
 # the budgets sized by the model alone (modes with ":sized"), static cache, batch 8 (about 6 minutes).
 # "compiled" times the prompt pass's reductions per layer (bench/prompt_parts.py: as written and
-# compiled) into OUTDIR/prompt_parts.txt, then compares, in one process, full capture with its
+# compiled) into OUTDIR/prompt_parts.txt and a window's (bench/window_parts.py, with the device
+# memory each takes) into OUTDIR/window_parts.txt, then compares, in one process, full capture with its
 # reductions compiled (the default where generate() compiles the decoding steps) and as written
 # (mode "full:written"), static cache, 512->200 (BATCHES as for "static").
 # "families" runs the static-cache subset of the decoder-family matrix on the GPU (generate()
@@ -80,6 +81,8 @@ fi
 if [ "$part" = compiled ]; then
     python3 bench/prompt_parts.py --device cuda --dtype bfloat16 >"$out/prompt_parts.txt" 2>&1
     tail -n 12 "$out/prompt_parts.txt"
+    python3 bench/window_parts.py --device cuda --dtype bfloat16 >"$out/window_parts.txt" 2>&1
+    tail -n 13 "$out/window_parts.txt"
     bench llama_compiled --shape llama3-8b --cases 512:200 --batch "$batches" --modes full,full:written \
         --repeats "${REPEATS:-7}" --warmup 1 --cache static --phases "${PHASES:-1}" \
         ${COMPILE_CACHE:+--compile-cache "$COMPILE_CACHE"}

@@ -3,6 +3,7 @@ control, the compile cache, the paired ratios' intervals and the host each case 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -107,6 +108,30 @@ def test_prompt_parts_bench_checks_and_times_both_scorings(capsys: pytest.Captur
     assert len(rows) == 2 * 8  # two shapes, eight variants each
     times = [float(line.rsplit("|", 2)[1]) for line in rows]  # the input's restore is subtracted
     assert all(abs(t) < 1e4 for t in times)
+
+
+def test_window_parts_bench_checks_and_times_both_reductions(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/window_parts.py on the CPU: the compiled and written window statistics agree (it checks
+    so before timing; a NaN pattern or count that differs reads as an infinite difference), and every
+    variant gets a time; no device memory column on the CPU."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        window_parts = importlib.import_module("window_parts")
+    finally:
+        sys.path.remove(str(BENCH))
+
+    difference = window_parts.one_shape("4x3x2x40", torch.device("cpu"), 1, torch.float32)
+    assert 0 <= difference < 1e-5
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert len(rows) == 4
+    assert all(float(line.split("|")[3]) >= 0 and line.split("|")[4].strip() == "" for line in rows)
+    # the comparison sees a changed statistic
+    logits, visible = window_parts.window_inputs(4, 3, 2, 40, torch.device("cpu"), torch.float32)
+    want = window_parts._written(logits, visible)
+    shifted = dataclasses.replace(want, entropy_max=want.entropy_max + 1e-3)
+    assert window_parts.largest_difference(shifted, want) == pytest.approx(1e-3, rel=1e-3)
+    flagged = dataclasses.replace(want, renormalized=~want.renormalized)
+    assert window_parts.largest_difference(flagged, want) == float("inf")
 
 
 def test_phase_table_splits_each_run_and_adds_up_to_its_total(overhead: Any, monkeypatch: Any) -> None:

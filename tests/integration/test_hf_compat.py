@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 from transformers import AutoConfig, DynamicCache, PretrainedConfig
 from transformers.cache_utils import DynamicLayer, StaticLayer
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
@@ -39,17 +40,26 @@ def _sdpa_counting(calls: list[str]) -> Any:
     return attention
 
 
+def _pinned_transformers(constraints: str) -> str:
+    (pinned,) = [
+        line.partition("==")[2]
+        for line in (ROOT / constraints).read_text(encoding="utf-8").splitlines()
+        if line.startswith("transformers==")
+    ]
+    return pinned
+
+
 def test_the_pin_is_the_tested_range_and_the_installed_version_is_in_it() -> None:
+    """pyproject's range is :data:`TESTED_TRANSFORMERS`; ``make test`` installs a version in it
+    (constraints.txt) and ``make test-oldest`` its lower end (constraints-oldest.txt)."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     capture = pyproject["project"]["optional-dependencies"]["capture"]
     assert f"transformers{hf_compat.TESTED_TRANSFORMERS}" in capture
-    assert hf_compat.transformers_version() in SpecifierSet(hf_compat.TESTED_TRANSFORMERS)
-    pinned = [
-        line.partition("==")[2]
-        for line in (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines()
-        if line.startswith("transformers==")
-    ]
-    assert len(pinned) == 1 and pinned[0] in SpecifierSet(hf_compat.TESTED_TRANSFORMERS)
+    tested = SpecifierSet(hf_compat.TESTED_TRANSFORMERS)
+    assert hf_compat.transformers_version() in tested
+    assert _pinned_transformers("constraints.txt") in tested
+    (lower,) = [spec.version for spec in tested if spec.operator == ">="]
+    assert Version(_pinned_transformers("constraints-oldest.txt")) == Version(lower)
 
 
 def test_check_passes_on_the_installed_transformers() -> None:

@@ -53,9 +53,13 @@ def _kept_sorted(flat: Tensor, kept: Tensor) -> Tensor:
     return torch.where(kept, flat, -1).sort(dim=-1).values
 
 
-def _timed(
+def timed(
     fn: Callable[[], object], restore: Callable[[], object] | None, repeats: int, device: torch.device
 ) -> float:
+    """Milliseconds ``fn`` takes (host clock between device synchronisations, median of ``repeats``
+    after one warm-up); with ``restore``, which rewrites what ``fn`` writes in place, that time minus
+    ``restore``'s own."""
+
     def once(work: Callable[[], object]) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -120,21 +124,30 @@ def _one_shape(shape: str, device: torch.device, repeats: int, dtype: torch.dtyp
         "  mul_ by membership": (lambda: buf.mul_(mask.membership.unsqueeze(1)), restore),
     }
     for name, (fn, undo) in variants.items():
-        ms = _timed(fn, undo, repeats, device)
+        ms = timed(fn, undo, repeats, device)
         print(f"| {shape} | {name} | {ms:.3f} |", flush=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+def device_arguments(doc: str | None, shapes: str) -> argparse.Namespace:
+    """The command line of a kernel bench (``--device``, ``--dtype``, ``--shapes``, ``--repeats``),
+    its first line ``doc``'s; the device and dtype resolved (bfloat16 on a GPU, float32 on the CPU
+    unless given) and printed."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None)
-    parser.add_argument("--shapes", default="8x32x512,1x32x512,8x32x64,8x1024x64")
+    parser.add_argument("--shapes", default=shapes)
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device {device} ({name}), logits {dtype}")
+    args.device = torch.device(args.device)
+    args.dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.type == "cuda" else "float32"))
+    name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else "CPU"
+    print(f"device {args.device} ({name}), logits {args.dtype}")
+    return args
+
+
+def main() -> None:
+    args = device_arguments(__doc__, "8x32x512,1x32x512,8x32x64,8x1024x64")
+    device, dtype = args.device, args.dtype
     print("| B x H x P | variant | ms per layer |")
     print("|---|---|---|")
     for shape in args.shapes.split(","):

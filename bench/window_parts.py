@@ -17,12 +17,11 @@ GPU, the most device memory each allocated above its inputs (``torch.cuda.max_me
 
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
+import dataclasses
 from collections.abc import Callable
 
 import torch
+from prompt_parts import device_arguments, timed
 from torch import Tensor
 
 from corevital.metrics.attention import (
@@ -33,20 +32,6 @@ from corevital.metrics.attention import (
     summarize_attention_logits,
 )
 from corevital.metrics.types import AttentionStats
-
-# the statistics compared; the counts and flags follow from these and the thresholds
-COMPARED = (
-    "entropy_mean",
-    "entropy_min",
-    "entropy_max",
-    "entropy_mean_normalized",
-    "concentration_max",
-    "concentration_min",
-    "sink_mass_mean",
-    "prev_token_mass_mean",
-    "prev_token_mass_max",
-    "max_weight_per_head",
-)
 
 
 def window_inputs(
@@ -75,44 +60,29 @@ def _written(logits: Tensor, visible: Tensor) -> AttentionStats:
 
 
 def largest_difference(got: AttentionStats, want: AttentionStats) -> float:
-    """The largest absolute difference over the compared statistics (NaN where both are NaN: 0)."""
+    """The largest absolute difference over every statistic: floating ones within rounding (NaN
+    where both are NaN counts 0), counts and flags equal (infinite otherwise)."""
     worst = 0.0
-    for name in COMPARED:
-        a, b = getattr(got, name).float(), getattr(want, name).float()
+    for field in dataclasses.fields(AttentionStats):
+        a, b = getattr(got, field.name), getattr(want, field.name)
+        if not a.is_floating_point():
+            if not torch.equal(a, b):
+                return float("inf")
+            continue
         if not torch.equal(a.isnan(), b.isnan()):
             return float("inf")
-        worst = max(worst, float(torch.nan_to_num((a - b).abs(), nan=0.0).max()))
-    for name in ("num_keys", "renormalized", "has_nan", "has_inf", "focused_head_count"):
-        if not torch.equal(getattr(got, name), getattr(want, name)):
-            return float("inf")
+        worst = max(worst, float(torch.nan_to_num((a.float() - b.float()).abs(), nan=0.0).max()))
     return worst
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    def once() -> float:
-        _sync(device)
-        start_s = time.perf_counter()
-        fn()
-        _sync(device)
-        return (time.perf_counter() - start_s) * 1e3
-
-    once()  # warm-up
-    return statistics.median(once() for _ in range(repeats))
 
 
 def _peak_mib(fn: Callable[[], object], device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
-    _sync(device)
+    torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
     fn()
-    _sync(device)
+    torch.cuda.synchronize(device)
     return (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
 
@@ -141,7 +111,7 @@ def one_shape(shape: str, device: torch.device, repeats: int, dtype: torch.dtype
             "  row reductions compiled": lambda: fused_attention_row_parts(logits, found.hidden, found.index),
         }
         for name, fn in variants.items():
-            ms = _timed(fn, repeats, device)
+            ms = timed(fn, None, repeats, device)
             peak = _peak_mib(fn, device)
             memory = "" if peak is None else f"{peak:,.0f}"
             print(f"| {shape} | {name} | {ms:.3f} | {memory} |", flush=True)
@@ -149,16 +119,8 @@ def one_shape(shape: str, device: torch.device, repeats: int, dtype: torch.dtype
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None)
-    parser.add_argument("--shapes", default="256x32x32x712,32x32x32x712,256x32x32x114")
-    parser.add_argument("--repeats", type=int, default=10)
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device {device} ({name}), logits {dtype}")
+    args = device_arguments(__doc__, "256x32x32x712,32x32x32x712,256x32x32x114")
+    device, dtype = args.device, args.dtype
     print("| L*B x N x H x K | variant | ms per window | peak MiB above inputs |")
     print("|---|---|---|---|")
     worst = max(one_shape(shape, device, args.repeats, dtype) for shape in args.shapes.split(","))

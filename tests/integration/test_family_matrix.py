@@ -15,6 +15,7 @@ on its compiled steps (the uncompiled prefill step has it), and the report says 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -33,7 +34,7 @@ from tests.integration.test_capture_caches import (
     _watched,
     on_test_device,
 )
-from tests.support.models_table import ATTENTION_NOT_OBSERVED, COMPILED_NO_ATTENTION, render
+from tests.support.models_table import COMPILED_NO_ATTENTION, attention_observed, render
 from tests.support.tiny_models import FAMILIES, build_family_model, build_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,14 +52,47 @@ def test_family(family: str, cache: str) -> None:
     assert torch.equal(fast, plain) and torch.equal(eager, plain)
     assert len(fast_reports) == len(PROMPTS)
     layers = model.config.num_hidden_layers
-    if family in ATTENTION_NOT_OBSERVED or _compiled_steps_lack_attention(model, cache):
+    observed = attention_observed(family)
+    if not observed or _compiled_steps_lack_attention(model, cache):
         for report in fast_reports:
-            _check_without_attention(report, layers, prefill_attention=family not in ATTENTION_NOT_OBSERVED)
+            _check_without_attention(report, layers, prefill_attention=observed)
         return
     for f, e in zip(fast_reports, eager_reports, strict=True):
         _check_complete(f, layers)
         _close(_attention(f), _attention(e), f"{family}: attention fast vs eager ({cache} cache)")
         _close(_logits(f), _logits(e), f"{family}: logits fast vs eager ({cache} cache)")
+
+
+# Falcon's other layouts (the matrix builds the new decoder architecture): multi-query keys (like
+# falcon-7b) and ALiBi positions (like falcon-rw), whose bias reaches the attention function inside
+# the mask. ALiBi runs on the dynamic cache only: transformers' own generate() fails for it over a
+# static cache (its ALiBi reads the 2-D padding mask, and generate() passes a 4-D one).
+FALCON_LAYOUTS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
+    "multi_query": ({"new_decoder_architecture": False, "multi_query": True}, ("dynamic", "static")),
+    "alibi": ({"new_decoder_architecture": False, "alibi": True, "num_kv_heads": 4}, ("dynamic",)),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("layout", "cache"), [(name, cache) for name, (_, caches) in FALCON_LAYOUTS.items() for cache in caches]
+)
+def test_falcon_layouts(layout: str, cache: str) -> None:
+    overrides, _ = FALCON_LAYOUTS[layout]
+    model = on_test_device(build_family_model("falcon", seed=0, **overrides))
+    tokenizer = build_tokenizer()
+    plain = model.generate(**_inputs(tokenizer), **_generate_kwargs(cache))
+    fast, fast_reports = _watched(model, tokenizer, cache, attention_path="fast")
+    eager, eager_reports = _watched(model, tokenizer, cache, attention_path="eager")
+    assert torch.equal(fast, plain) and torch.equal(eager, plain)
+    layers = model.config.num_hidden_layers
+    if not attention_observed("falcon"):
+        for report in fast_reports:
+            _check_without_attention(report, layers)
+        return
+    for f, e in zip(fast_reports, eager_reports, strict=True):
+        _check_complete(f, layers)
+        _close(_attention(f), _attention(e), f"falcon {layout}: attention fast vs eager ({cache} cache)")
 
 
 def test_the_families_without_compiled_attention_are_those_with_sliding_static_caches() -> None:

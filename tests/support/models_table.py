@@ -6,7 +6,10 @@ Regenerate the page with ``.venv/bin/python -m tests.support.models_table > docs
 
 from __future__ import annotations
 
+from packaging.version import Version
+
 from corevital.capture.capabilities import FAST_ATTENTION_MODEL_TYPES
+from corevital.capture.hf_compat import transformers_version
 from tests.support.tiny_models import FAMILIES
 
 MATRIX_TEST = "tests/integration/test_family_matrix.py::test_family"
@@ -19,12 +22,17 @@ EAGER_LAYERS: dict[str, str] = {
     "gpt_oss": "attention sinks (s_aux): every layer runs eager attention while observed",
 }
 
-# Families whose attention CoreVital cannot observe: logits, hidden states and prompt surprisals and
-# layer transformations are reported, with the warning ATTENTION_NOT_AVAILABLE.
-ATTENTION_NOT_OBSERVED: dict[str, str] = {
-    "falcon": "not observed: Falcon computes attention inline, not through transformers' attention "
-    "functions (report warning ATTENTION_NOT_AVAILABLE)",
-}
+# Families whose attention goes through transformers' attention functions only from a transformers
+# version on: with older versions CoreVital cannot observe it, and reports logits, hidden states,
+# prompt surprisals and layer transformations with the warning ATTENTION_NOT_AVAILABLE.
+ATTENTION_OBSERVED_FROM: dict[str, str] = {"falcon": "5.25"}
+
+
+def attention_observed(family: str) -> bool:
+    """Whether the installed transformers routes ``family``'s attention where CoreVital observes it."""
+    since = ATTENTION_OBSERVED_FROM.get(family)
+    return since is None or Version(transformers_version()) >= Version(since)
+
 
 NOTES: dict[str, str] = {
     "mistral": "sliding window on every layer (windowed static cache)",
@@ -43,17 +51,27 @@ NOTES: dict[str, str] = {
 
 CORE_CACHE_FAMILIES = ("llama", "qwen3", "gemma3_text", "mistral")
 
+# Tests of a family's other layouts, beside the matrix's one.
+LAYOUT_TESTS: dict[str, str] = {
+    "falcon": "`tests/integration/test_family_matrix.py::test_falcon_layouts` (multi-query keys; ALiBi)",
+}
+
 # Families whose static cache has sliding-window layers: compiled decoding steps (a GPU) have no
 # attention statistics (``test_family_matrix._compiled_steps_lack_attention`` finds them from the cache).
 COMPILED_NO_ATTENTION = ("mistral", "gemma2", "gemma3_text", "gpt_oss")
 
 
 def attention_path(family: str) -> str:
-    if family in ATTENTION_NOT_OBSERVED:
-        return ATTENTION_NOT_OBSERVED[family]
     if family in EAGER_LAYERS:
         return "eager (" + EAGER_LAYERS[family].split(":")[0] + ")"
-    return "fast (SDPA kept)" if family in FAST_ATTENTION_MODEL_TYPES else "eager"
+    path = "fast (SDPA kept)" if family in FAST_ATTENTION_MODEL_TYPES else "eager"
+    if family in ATTENTION_OBSERVED_FROM:
+        since = ATTENTION_OBSERVED_FROM[family]
+        path += (
+            f" with transformers {since} and newer; not observed with older versions, whose {family}"
+            " computes attention inline (report warning ATTENTION_NOT_AVAILABLE)"
+        )
+    return path
 
 
 def render() -> str:
@@ -81,6 +99,8 @@ def render() -> str:
         tests = f"`{MATRIX_TEST}[{family}-dynamic]`, `[{family}-static]`"
         if family in CORE_CACHE_FAMILIES:
             tests += f"; `{CACHE_TEST}` (watch and run, static vs dynamic cache)"
+        if family in LAYOUT_TESTS:
+            tests += "; " + LAYOUT_TESTS[family]
         lines.append(f"| {family} | {attention_path(family)} | {NOTES.get(family, '')} | {tests} |")
     lines += [
         "",

@@ -39,6 +39,9 @@ FAST_ATTENTION_MODEL_TYPES = frozenset(
         "cohere",
         "deepseek_v3",
         "gpt_oss",
+        # From transformers 5.25 Falcon's attention goes through transformers' attention functions;
+        # with older versions the load-time probe finds it unobservable and the fast path is unused.
+        "falcon",
     }
 )
 

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from corevital.errors import ModelLoadError
 
-TESTED_TRANSFORMERS = ">=5.23,<5.25"
+TESTED_TRANSFORMERS = ">=5.23,<5.26"
 
 EagerFn = Callable[..., tuple[Tensor, Tensor | None]]
 

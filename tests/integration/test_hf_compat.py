@@ -62,6 +62,13 @@ def test_the_pin_is_the_tested_range_and_the_installed_version_is_in_it() -> Non
     assert Version(_pinned_transformers("constraints-oldest.txt")) == Version(lower)
 
 
+def test_the_installed_torch_is_in_the_capture_extras_range() -> None:
+    """The torch the suite runs with satisfies the ``capture`` extra's floor (the oldest torch tested)."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    (spec,) = [r for r in pyproject["project"]["optional-dependencies"]["capture"] if r.startswith("torch")]
+    assert Version(torch.__version__.split("+")[0]) in SpecifierSet(spec.removeprefix("torch"))
+
+
 def test_check_passes_on_the_installed_transformers() -> None:
     hf_compat.check_transformers.cache_clear()
     hf_compat.check_transformers()

@@ -62,11 +62,22 @@ def test_the_pin_is_the_tested_range_and_the_installed_version_is_in_it() -> Non
     assert Version(_pinned_transformers("constraints-oldest.txt")) == Version(lower)
 
 
-def test_the_installed_torch_is_in_the_capture_extras_range() -> None:
-    """The torch the suite runs with satisfies the ``capture`` extra's floor (the oldest torch tested)."""
+def test_the_torch_floor_is_the_capture_extras_and_the_installed_torch_is_above_it() -> None:
+    """pyproject's ``capture`` extra asks for :data:`TESTED_TORCH` (the oldest torch tested), and the
+    torch the suite runs with satisfies it."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    (spec,) = [r for r in pyproject["project"]["optional-dependencies"]["capture"] if r.startswith("torch")]
-    assert Version(torch.__version__.split("+")[0]) in SpecifierSet(spec.removeprefix("torch"))
+    assert f"torch{hf_compat.TESTED_TORCH}" in pyproject["project"]["optional-dependencies"]["capture"]
+    assert Version(torch.__version__.split("+")[0]) in SpecifierSet(hf_compat.TESTED_TORCH)
+
+
+def test_an_older_torch_fails_the_check_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    hf_compat.check_transformers.cache_clear()
+    monkeypatch.setattr(torch, "__version__", "2.6.0+cu124")
+    with pytest.raises(ModelLoadError) as caught:
+        loaded_from_existing(build_model("llama"), build_tokenizer())
+    message = str(caught.value)
+    assert message == "torch 2.6.0+cu124 is older than CoreVital's capture supports (torch>=2.11)"
+    hf_compat.check_transformers.cache_clear()
 
 
 def test_check_passes_on_the_installed_transformers() -> None:

@@ -11,7 +11,8 @@ transformers' public API only (a contract test checks that).
 :func:`check_transformers` runs when a model is loaded or watched: if the installed transformers
 lacks one of the pieces capture needs, it raises a one-line :class:`~corevital.errors.ModelLoadError`
 naming the version and the missing piece, instead of a failure deep inside a generation (the GGUF
-bar is cosmetic: without it, nothing changes).
+bar is cosmetic: without it, nothing changes); likewise when torch is older than
+:data:`TESTED_TORCH`, the oldest torch the suite passes with.
 
 The supported range is :data:`TESTED_TRANSFORMERS` (pyproject.toml's pin; a test keeps them equal).
 """
@@ -34,6 +35,8 @@ from torch import Tensor, nn
 from corevital.errors import ModelLoadError
 
 TESTED_TRANSFORMERS = ">=5.23,<5.26"
+# The oldest torch the whole suite passes with (pyproject's ``capture`` extra; a test keeps them equal).
+TESTED_TORCH = ">=2.11"
 
 EagerFn = Callable[..., tuple[Tensor, Tensor | None]]
 
@@ -89,7 +92,13 @@ def _version_error(piece: str) -> ModelLoadError:
 # --- the load-time check ------------------------------------------------------------------------
 @functools.cache
 def check_transformers() -> None:
-    """Raise a one-line ModelLoadError if a piece capture uses is missing (checked once per process)."""
+    """Raise a one-line ModelLoadError if torch is older than capture supports or a piece of
+    transformers capture uses is missing (checked once per process)."""
+    floor = TESTED_TORCH.removeprefix(">=")
+    if _release(torch.__version__) < _release(floor):
+        raise ModelLoadError(
+            f"torch {torch.__version__} is older than CoreVital's capture supports (torch>={floor})"
+        )
     import_losses_without_scipy()
     if _missing:
         raise _version_error(_missing[0])

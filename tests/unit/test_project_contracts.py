@@ -255,6 +255,11 @@ TRANSFORMERS_INTERNALS = {
     "ALL_MASK_ATTENTION_FUNCTIONS",
     "DynamicLayer",
     "eager_attention_forward",
+    # transformers' output-capturing hooks: the mark it sets, and torch's hook tables they sit in
+    "_output_capturing_hooks_installed",
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
 }
 
 

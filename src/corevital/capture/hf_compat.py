@@ -5,14 +5,16 @@ promise to keep: its attention and mask function registries, the config attribut
 attention function, the model-specific eager attention functions, the SDPA and eager-mask builders,
 the causal rule's function, the generation method that builds the logits processors, the cache's
 layer classes, the keyword that hands ``generate()`` a cache, the rule by which ``generate()``
-compiles the decoding steps, the revision a config was read at and the GGUF loader's progress bar.
-Each has one function or name here; the rest of capture imports them from this module and from
-transformers' public API only (a contract test checks that).
+compiles the decoding steps, the revision a config was read at, the GGUF loader's progress bar and
+the forward hooks transformers installs to return hidden states (which capture removes again where
+it caused them: :func:`output_capture_hooks_as_found`). Each has one function or name here; the
+rest of capture imports them from this module and from transformers' public API only (a contract
+test checks that).
 :func:`check_transformers` runs when a model is loaded or watched: if the installed transformers
 lacks one of the pieces capture needs, it raises a one-line :class:`~corevital.errors.ModelLoadError`
 naming the version and the missing piece, instead of a failure deep inside a generation (the GGUF
-bar is cosmetic: without it, nothing changes); likewise when torch is older than
-:data:`TESTED_TORCH`, the oldest torch the suite passes with.
+bar is cosmetic and the hooks' removal saves time only: without either, nothing else changes);
+likewise when torch is older than :data:`TESTED_TORCH`, the oldest torch the suite passes with.
 
 The supported range is :data:`TESTED_TRANSFORMERS` (pyproject.toml's pin; a test keeps them equal).
 """
@@ -302,6 +304,80 @@ def decoding_steps_compiled(model: Any, cache: Any) -> bool:
         return False
     devices = set(getattr(model, "hf_device_map", {}).values())
     return not ("disk" in devices or ("cpu" in devices and len(devices) > 1))
+
+
+# transformers answers ``output_hidden_states`` (and ``output_attentions``) by installing forward hooks
+# on the modules that produce those outputs (every decoder layer and attention module), once, for the
+# model's life, marking the model so; a module with a hook takes PyTorch's slow call path in every
+# later forward, asked for outputs or not.
+_CAPTURE_HOOKS_MODULE = "transformers.utils.output_capturing"
+_CAPTURE_HOOKS_MARK = "_output_capturing_hooks_installed"
+try:  # optional: without it (another transformers), the hooks stay, as transformers leaves them
+    _install_capture_hooks: Any = getattr(
+        importlib.import_module(_CAPTURE_HOOKS_MODULE), "maybe_install_capturing_hooks", None
+    )
+except ImportError:
+    _install_capture_hooks = None
+
+
+@functools.cache
+def _capture_hooks_removable() -> bool:
+    """Whether transformers marks installed hooks with the attribute :func:`remove_output_capture_hooks`
+    clears (where it does not, the hooks stay: removing them without the mark would stop transformers
+    from installing them again when next asked)."""
+    code = getattr(_install_capture_hooks, "__code__", None)
+    return code is not None and _CAPTURE_HOOKS_MARK in code.co_consts
+
+
+def output_capture_hooks(model: nn.Module) -> int:
+    """How many of transformers' output-capturing forward hooks ``model``'s modules hold."""
+    return sum(
+        getattr(hook, "__module__", None) == _CAPTURE_HOOKS_MODULE
+        for module in model.modules()
+        for hook in module._forward_hooks.values()
+    )
+
+
+def remove_output_capture_hooks(model: nn.Module) -> int:
+    """Remove transformers' output-capturing hooks from ``model`` and the marks that say they are
+    installed (transformers installs them again the next time a forward asks for hidden states);
+    the number removed. Nothing is removed where transformers marks them otherwise."""
+    if not _capture_hooks_removable():
+        return 0
+    removed = 0
+    for module in model.modules():
+        hooks = module._forward_hooks
+        for key, hook in list(hooks.items()):
+            if getattr(hook, "__module__", None) == _CAPTURE_HOOKS_MODULE:
+                del hooks[key]
+                module._forward_hooks_with_kwargs.pop(key, None)
+                module._forward_hooks_always_called.pop(key, None)
+                removed += 1
+        if _CAPTURE_HOOKS_MARK in vars(module):
+            delattr(module, _CAPTURE_HOOKS_MARK)
+    return removed
+
+
+@contextmanager
+def output_capture_hooks_as_found(
+    model: nn.Module, *, install: bool = False, keep: Callable[[], bool] = lambda: False
+) -> Iterator[None]:
+    """Run a block that asks ``model`` for its hidden states; if the model held none of transformers'
+    output-capturing hooks before it, remove those installed for the block, so the model's later
+    forwards that ask for nothing keep PyTorch's fast call path.
+
+    ``install``: install them before the block (transformers installs them at the first forward
+    that asks, which inside a compiled decoding step would be traced: a graph break). ``keep()``,
+    asked after the block: leave them (a block whose forwards were compiled was traced with them).
+    """
+    before = output_capture_hooks(model)
+    if install and not before and _install_capture_hooks is not None:
+        _install_capture_hooks(model)
+    try:
+        yield
+    finally:
+        if not before and not keep():
+            remove_output_capture_hooks(model)
 
 
 def generate_cache_keyword() -> str:

@@ -25,6 +25,7 @@ from torch import nn
 
 from corevital.capture.attention_tap import AttentionTap
 from corevital.capture.capabilities import ModelCapabilities, capabilities_from_config
+from corevital.capture.hf_compat import output_capture_hooks_as_found
 from corevital.capture.layer_stream import LayerStream, StreamSites, candidate_sites, verified_sites
 from corevital.capture.output_head import head_reproduces_logits, output_head
 from corevital.capture.registry import SiteKind, find_attention_sites
@@ -104,6 +105,7 @@ def _checked_pass(
         kwargs["decoder_input_ids"] = ids[:, :2]
     try:
         with ExitStack() as stack:
+            stack.enter_context(output_capture_hooks_as_found(model))
             if tap is not None:
                 stack.enter_context(tap.installed(model))
                 tap.begin_forward()

@@ -44,7 +44,11 @@ from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from corevital.capture.attention_window import DecodeRows, append_only_keys
-from corevital.capture.hf_compat import decoding_steps_compiled, last_logits_processor
+from corevital.capture.hf_compat import (
+    decoding_steps_compiled,
+    last_logits_processor,
+    output_capture_hooks_as_found,
+)
 from corevital.capture.instruments import attention_tap
 from corevital.capture.live import LiveCallback
 from corevital.capture.mask_forms import UnreadableMask, prompt_padding, readable_mask
@@ -161,6 +165,7 @@ class StepObserver:
         # Compiled decoding steps (:meth:`_compiled_forward_end`): the packed outputs of the last
         # one and where each part lies in them; the keys counted on the host, the prompt's padding.
         self._compiled_packed: tuple[Tensor, ...] | None = None
+        self._compiled_steps = 0  # compiled decoding steps taken in this generation
         self._compiled_layout: tuple[tuple[str, int, int, tuple[int, ...]], ...] = ()
         self._compiled_scale = 1.0
         self._compiled_attention = False
@@ -366,6 +371,7 @@ class StepObserver:
         if packed is None:
             return None
         self._compiled_packed = None
+        self._compiled_steps += 1
         self._forwards += 1
         self._key_length += 1
         copies = [tensor.clone() for tensor in packed]
@@ -496,6 +502,11 @@ class StepObserver:
             # against parameters, buffers and submodules); accelerate's device hooks live there too
             # Generations of one model are observed one at a time (:func:`generation_lock`), so
             # wrappers are removed in the order they were installed.
+            # the hooks transformers uses to return hidden states, installed for this generation and
+            # removed after it where the model had none, unless its steps were compiled with them
+            stack.enter_context(
+                output_capture_hooks_as_found(model, install=True, keep=lambda: self._compiled_steps > 0)
+            )
             stack.enter_context(forward_replaced(model, self._observed_forward(model.forward)))
             handles: list[Any] = []
             if self.encoder is not None:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from corevital.capture.assemble import reduce_rows, series
+from corevital.capture.hf_compat import output_capture_hooks_as_found
 from corevital.capture.instruments import attention_tap, sketch_matrix
 from corevital.capture.loading import LoadedModel
 from corevital.capture.options import CaptureOptions
@@ -87,7 +88,7 @@ def replay_sequence(
     if tap is not None:
         tap.observe_rows(rows)
     sketch = sketch_matrix(caps, options, device)
-    with torch.no_grad():
+    with torch.no_grad(), output_capture_hooks_as_found(model):
         if tap is not None:
             with tap.installed(model):
                 tap.begin_forward()

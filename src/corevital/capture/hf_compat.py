@@ -372,7 +372,7 @@ def output_capture_hooks_as_found(
     """
     before = output_capture_hooks(model)
     if install and not before and _install_capture_hooks is not None:
-        _install_capture_hooks(model)
+        _install_capture_hooks(model)  # transformers' installer, from the top: every submodel gets its own
     try:
         yield
     finally:

@@ -498,15 +498,15 @@ class StepObserver:
         """Install every hook; yield the processor and criterion lists to pass to ``generate()``."""
         model = self.model
         with ExitStack() as stack:
+            # The hooks transformers returns hidden states through, installed for this generation and
+            # removed after it where the model had none, unless its steps were compiled with them.
+            stack.enter_context(
+                output_capture_hooks_as_found(model, install=True, keep=lambda: self._compiled_steps > 0)
+            )
             # written to the instance dictionary directly (Module.__setattr__ checks every assignment
             # against parameters, buffers and submodules); accelerate's device hooks live there too
             # Generations of one model are observed one at a time (:func:`generation_lock`), so
             # wrappers are removed in the order they were installed.
-            # the hooks transformers uses to return hidden states, installed for this generation and
-            # removed after it where the model had none, unless its steps were compiled with them
-            stack.enter_context(
-                output_capture_hooks_as_found(model, install=True, keep=lambda: self._compiled_steps > 0)
-            )
             stack.enter_context(forward_replaced(model, self._observed_forward(model.forward)))
             handles: list[Any] = []
             if self.encoder is not None:

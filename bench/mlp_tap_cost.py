@@ -10,10 +10,8 @@ ratio to nothing. The pre-hook is the earlier tap's: it keeps the same tensors.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -25,8 +23,7 @@ from torch import Tensor, nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
-from shapes import SHAPES  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from host_cost import NEW_TOKENS, greedy_cpu_seconds, narrow_model  # noqa: E402
 
 from corevital.capture.mlp_inputs import MlpInputTap, pre_mlp_norms  # noqa: E402
 
@@ -55,29 +52,9 @@ def pre_hooks(norms: tuple[nn.Module, ...]) -> Iterator[None]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--shape", default="llama3-8b-narrow", choices=sorted(SHAPES))
-    parser.add_argument("--rounds", type=int, default=9)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    config = LlamaConfig(**SHAPES[args.shape], bos_token_id=1, eos_token_id=None, pad_token_id=0)
-    model = LlamaForCausalLM(config).eval()  # type: ignore[no-untyped-call]  # untyped in transformers
-    norms = pre_mlp_norms(model, config.num_hidden_layers)
+    args, model, ids = narrow_model(__doc__)
+    norms = pre_mlp_norms(model, model.config.num_hidden_layers)
     assert norms is not None
-    ids = torch.randint(2, config.vocab_size, (1, 64))
-
-    def generate() -> None:
-        with torch.no_grad():
-            model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=50,
-                min_new_tokens=50,
-                do_sample=False,
-            )
 
     variants: dict[str, Callable[[], AbstractContextManager[Any]]] = {
         "nothing": nullcontext,
@@ -88,15 +65,13 @@ def main() -> None:
     for round_ in range(args.rounds + 1):
         for name, installed in variants.items():
             with installed():
-                start = time.process_time()
-                generate()
-                spent = time.process_time() - start
+                spent = greedy_cpu_seconds(model, ids)
             if round_:  # the first round warms up
                 times[name].append(spent)
     base = statistics.median(times["nothing"])
     for name, spent_times in times.items():
         median = statistics.median(spent_times)
-        per_step = (median - base) / 50 * 1e3
+        per_step = (median - base) / NEW_TOKENS * 1e3
         print(f"{name:9s} {median:.3f} s CPU  ratio {median / base:.3f}  ({per_step:+.2f} ms a step)")
 
 

@@ -12,10 +12,8 @@ the median CPU time of each, the paired ratio and the difference a decoding step
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -23,48 +21,22 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
-from shapes import SHAPES  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from host_cost import NEW_TOKENS, greedy_cpu_seconds, narrow_model  # noqa: E402
 
 from corevital.capture.hf_compat import output_capture_hooks, remove_output_capture_hooks  # noqa: E402
 
-NEW_TOKENS = 50
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--shape", default="llama3-8b-narrow", choices=sorted(SHAPES))
-    parser.add_argument("--rounds", type=int, default=9)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    config = LlamaConfig(**SHAPES[args.shape], bos_token_id=1, eos_token_id=None, pad_token_id=0)
-    model = LlamaForCausalLM(config).eval()  # type: ignore[no-untyped-call]  # untyped in transformers
-    ids = torch.randint(2, config.vocab_size, (1, 64))
-
-    def generate() -> float:
-        start = time.process_time()
-        with torch.no_grad():
-            model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=NEW_TOKENS,
-                min_new_tokens=NEW_TOKENS,
-                do_sample=False,
-            )
-        return time.process_time() - start
-
+    args, model, ids = narrow_model(__doc__)
     times: dict[str, list[float]] = {"without": [], "with": []}
     hooks = 0
     for round_ in range(args.rounds + 1):
         remove_output_capture_hooks(model)
-        without = generate()
+        without = greedy_cpu_seconds(model, ids)
         with torch.no_grad():
             model(ids[:, :3], output_hidden_states=True)
         hooks = output_capture_hooks(model)
-        hooked = generate()
+        hooked = greedy_cpu_seconds(model, ids)
         if round_:  # the first round warms up
             times["without"].append(without)
             times["with"].append(hooked)

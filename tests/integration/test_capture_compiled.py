@@ -19,6 +19,7 @@ import torch
 from torch._dynamo.utils import counters
 from transformers.generation.configuration_utils import CompileConfig
 
+from corevital.capture.hf_compat import output_capture_hooks
 from corevital.monitor import CoreVitalMonitor
 from corevital.report.schema import Report
 from tests.support.compiled import count_calls
@@ -112,6 +113,8 @@ def test_compiled_static_cache_one_graph_and_equal_reports(capture: Capture) -> 
     assert counter.graphs == 1, "a second generation under capture must reuse the graph (no recompile)"
     assert not counters["graph_break"], "graph breaks in the decoding step"
     assert not counters["recompiles"], "recompiles across the decoding steps"
+    # the layers' states come out of the graph through CoreVital's wrappers, without transformers' hooks
+    assert output_capture_hooks(model) == 0
     eager_out, eager = _watched(model, tokenizer, None, capture)
     assert torch.equal(first, plain) and torch.equal(second, plain) and torch.equal(eager_out, plain)
 

@@ -3,10 +3,11 @@
 transformers returns hidden states by installing forward hooks on every decoder layer and attention
 module the first time a forward asks for them, and keeps them for the model's life; a module with
 a hook takes PyTorch's slow call path in every later forward, asked for outputs or not. Capture
-asks for hidden states in its load-time check and in every observed step: where the model had
-none of those hooks before, it removes them afterwards, so a later generation that nobody observes
-runs as on a model CoreVital never touched. Where decoding steps were compiled with the hooks, they
-stay (the graphs were traced with them).
+asks for hidden states in its load-time check, and in every observed step of a model whose layers
+it cannot tap (:mod:`corevital.capture.layer_outputs`; tests/integration/test_layer_outputs.py):
+where the model had none of those hooks before, it removes them afterwards, so a later generation
+that nobody observes runs as on a model CoreVital never touched. Where decoding steps were compiled
+with the hooks, they stay (the graphs were traced with them).
 """
 
 from __future__ import annotations

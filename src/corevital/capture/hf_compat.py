@@ -26,6 +26,7 @@ import importlib
 import importlib.metadata
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -329,6 +330,24 @@ def _capture_hooks_removable() -> bool:
     return code is not None and _CAPTURE_HOOKS_MARK in code.co_consts
 
 
+_MARKED_MODULES: weakref.WeakKeyDictionary[nn.Module, tuple[nn.Module, ...]] = weakref.WeakKeyDictionary()
+
+
+def _capture_hooks_marked(model: nn.Module) -> bool:
+    """Whether transformers marks some module of ``model`` as holding its output-capturing hooks.
+
+    It marks the modules whose forward returns the outputs (a ``PreTrainedModel``: the base model, a
+    composite model's parts), found once per model: a check of a few modules, where counting the
+    hooks walks every module.
+    """
+    marked = _MARKED_MODULES.get(model)
+    if marked is None:
+        from transformers import PreTrainedModel
+
+        marked = _MARKED_MODULES[model] = tuple(m for m in model.modules() if isinstance(m, PreTrainedModel))
+    return any(_CAPTURE_HOOKS_MARK in vars(module) for module in marked)
+
+
 def output_capture_hooks(model: nn.Module) -> int:
     """How many of transformers' output-capturing forward hooks ``model``'s modules hold."""
     return sum(
@@ -370,13 +389,18 @@ def output_capture_hooks_as_found(
     that asks, which inside a compiled decoding step would be traced: a graph break). ``keep()``,
     asked after the block: leave them (a block whose forwards were compiled was traced with them).
     """
-    before = output_capture_hooks(model)
-    if install and not before and _install_capture_hooks is not None:
+    if not _capture_hooks_removable():  # nothing is removed: installing is all there is to do
+        if install and _install_capture_hooks is not None:
+            _install_capture_hooks(model)
+        yield
+        return
+    before = _capture_hooks_marked(model)
+    if install and not before:
         _install_capture_hooks(model)  # transformers' installer, from the top: every submodel gets its own
     try:
         yield
     finally:
-        if not before and not keep():
+        if not before and _capture_hooks_marked(model) and not keep():
             remove_output_capture_hooks(model)
 
 

@@ -50,6 +50,7 @@ from corevital.capture.hf_compat import (
     output_capture_hooks_as_found,
 )
 from corevital.capture.instruments import attention_tap
+from corevital.capture.layer_outputs import LayerOutputTap
 from corevital.capture.live import LiveCallback
 from corevital.capture.mask_forms import UnreadableMask, prompt_padding, readable_mask
 from corevital.capture.model_checks import logits_head, stream_sites
@@ -148,12 +149,17 @@ class StepObserver:
             caps, sites, options, prompt_chunk_bytes=chunk, context_span=options.context_span
         )
         sketch = constants.sketch(options, next(model.parameters()).device)
+        self._split = len(constants.devices) > 1  # layers on several devices (``device_map``)
         self.shards = shard_group(model)  # a tensor-parallel model's ranks (:mod:`.tensor_parallel`)
         self.window = StepWindow(options, sketch, options.tuning.deferred_budget(size), self.shards)
         decoder_only = not caps.is_encoder_decoder
         head = logits_head(model) if options.observe_prompt and decoder_only else None
-        self.prompt = PromptPass(head, stream_sites(model) if decoder_only else None, chunk)
+        stream = stream_sites(model) if decoder_only else None
+        self.prompt = PromptPass(head, stream, chunk)
         self.mlp_tap = constants.mlp_tap()  # the residual before each MLP
+        # each layer's hidden state, without transformers' output-capturing hooks (None: the model's
+        # sites were not verified, and its forwards are asked for ``output_hidden_states``)
+        self.layer_outputs = None if stream is None else LayerOutputTap(stream)
         self.encoder = None
         if caps.is_encoder_decoder:
             telemetry = self.prompt if options.observe_prompt else None
@@ -209,7 +215,9 @@ class StepObserver:
         if self.tap is not None:
             self.tap.compiled_rows = [] if self._compiled_attention else None
         if torch.compiler.is_compiling():
-            kwargs["output_hidden_states"] = True
+            if self.layer_outputs is not None:
+                self.layer_outputs.open_compiled()
+            kwargs["output_hidden_states"] = self.layer_outputs is None
             return args, kwargs
         if self._forwards == 0:
             self._note_prefill(kwargs)
@@ -222,7 +230,11 @@ class StepObserver:
                 )
             )
         streams = self._forwards == 0 and self.prompt.start_stream(kwargs, self._reads_prompt())
-        kwargs["output_hidden_states"] = not streams
+        # prompt telemetry not streamed reads every position's states, which only transformers returns
+        tapped = self.layer_outputs is not None and not streams and not self._reads_prompt()
+        if self.layer_outputs is not None:
+            self.layer_outputs.keeping = tapped
+        kwargs["output_hidden_states"] = not streams and not tapped
         if self._reads_prompt() and self.prompt.head is None:
             kwargs["logits_to_keep"] = 0  # every prompt position's logits, for prompt surprisals
         if self.tap is not None:
@@ -288,9 +300,12 @@ class StepObserver:
                 else output.get("hidden_states")
             )
             streamed = self.prompt.end_stream()
+            tapped = None if self.layer_outputs is None else self.layer_outputs.take()
             layer_states = None
             if streamed is not None and len(streamed.last_positions) == self.caps.num_layers:
                 layer_states = streamed.last_positions
+            elif tapped is not None and len(tapped) == self.caps.num_layers:
+                layer_states = tapped
             elif states is not None and len(states) == self.caps.num_layers + 1:
                 layer_states = states[1:]
             elif not self._hidden_missing_warned:
@@ -301,7 +316,7 @@ class StepObserver:
                     )
                 )
             mlp_inputs = None if self.mlp_tap is None else self.mlp_tap.take()
-            if layer_states is not None:
+            if layer_states is not None and self._split:
                 layer_states = _gathered(layer_states, logits_row.device)
                 if mlp_inputs is not None:
                     mlp_inputs = _gathered(mlp_inputs, logits_row.device)
@@ -342,12 +357,17 @@ class StepObserver:
         each) before that. Nothing here reads a tensor's values or depends on the step's number, so
         the graph is the same for every step and every generation.
         """
-        key = "decoder_hidden_states" if self.caps.is_encoder_decoder else "hidden_states"
-        states = output.get(key)
+        layers = self.caps.num_layers
+        if self.layer_outputs is not None:
+            states = self.layer_outputs.take_compiled()  # states 1..L
+        else:
+            key = "decoder_hidden_states" if self.caps.is_encoder_decoder else "hidden_states"
+            returned = output.get(key)
+            states = None if returned is None or len(returned) != layers + 1 else list(returned[1:])
         rows = None if self.tap is None else self.tap.compiled_rows
         parts: list[tuple[str, Tensor]] = [("logits", output.logits[:, -1, :])]
-        if states is not None and len(states) == self.caps.num_layers + 1:
-            parts.append(("states", torch.cat(states[1:], dim=1)))  # [B, L, d]
+        if states is not None and len(states) == layers:
+            parts.append(("states", torch.cat(states, dim=1)))  # [B, L, d]
         if rows is not None and len(rows) == self.caps.num_layers:
             parts.append(("rows", torch.cat(rows, dim=2).transpose(1, 2)))  # [B, L, Hq, D]
         dtypes = list(dict.fromkeys(tensor.dtype for _, tensor in parts))
@@ -498,10 +518,14 @@ class StepObserver:
         """Install every hook; yield the processor and criterion lists to pass to ``generate()``."""
         model = self.model
         with ExitStack() as stack:
-            # The hooks transformers returns hidden states through, installed for this generation and
-            # removed after it where the model had none, unless its steps were compiled with them.
+            # The hooks transformers returns hidden states through, where the model's layers are not
+            # tapped: installed for this generation and removed after it where the model had none,
+            # unless its steps were compiled with them (a pass that reads the whole prompt's states
+            # asks for them even where the layers are tapped).
             stack.enter_context(
-                output_capture_hooks_as_found(model, install=True, keep=lambda: self._compiled_steps > 0)
+                output_capture_hooks_as_found(
+                    model, install=self.layer_outputs is None, keep=lambda: self._compiled_steps > 0
+                )
             )
             # written to the instance dictionary directly (Module.__setattr__ checks every assignment
             # against parameters, buffers and submodules); accelerate's device hooks live there too
@@ -521,6 +545,8 @@ class StepObserver:
                 stack.enter_context(self.tap.installed(model, self.constants.configs))
             if self.mlp_tap is not None:
                 stack.enter_context(self.mlp_tap.installed())
+            if self.layer_outputs is not None:
+                stack.enter_context(self.layer_outputs.installed())
             stack.callback(self.prompt.end_stream)  # a forward that raised leaves no hook behind
             yield LogitsProcessorList(), StoppingCriteriaList([_StepFinisher(self)])
         self.finish()

@@ -1,0 +1,107 @@
+"""Each decoder layer's hidden state at the decoded position, kept by wrappers around the layers' forward.
+
+transformers returns hidden states (``output_hidden_states=True``) through forward hooks it installs
+on every decoder layer and attention module; a module with a hook takes PyTorch's slow call path on
+every call, which on a decoding step bound by the host (the dynamic cache at batch 1) costs more
+than everything else the observer does in a step. Where the model's checks verified the modules its
+hidden states come from (:mod:`.model_checks`, :class:`~.layer_stream.StreamSites`: each decoder
+layer's output and, for the last state, the base model's ``last_hidden_state`` or the last layer's
+output), a :class:`LayerOutputTap` wraps those modules' ``forward`` (an instance attribute for the
+time of one generation, as :mod:`.mlp_inputs` does) and the observer asks for no hidden states:
+
+- an eager forward pass keeps a reference to each state at the last position (a copy of it when the
+  pass covers several positions, so the pass's outputs are not kept alive);
+- a forward pass traced by dynamo (transformers' compiled decoding step) writes each state's last
+  position into the list the observer opened for that step, which the observer returns from the
+  graph with the step's other outputs (:meth:`~.observer.StepObserver._compiled_forward_end`); the
+  graph then has no output-capturing hooks in it and needs none installed before it is traced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from corevital.capture.layer_stream import StreamSites
+from corevital.capture.module_forward import forward_replaced
+
+
+class LayerOutputTap:
+    """Hidden states 1..L of the latest forward pass, at its last position, from the verified sites.
+
+    ``keeping``: whether an eager pass keeps its states (the observer turns it off for a pass whose
+    states come from elsewhere: the prompt's streamed pass). ``compiled``: the list a traced pass
+    writes into, opened by the observer inside the trace (None: a traced pass keeps nothing).
+    """
+
+    def __init__(self, sites: StreamSites) -> None:
+        self.sites = sites
+        # state l (1..L) is layer l-1's output; with ``tie_last`` state L is the base model's
+        # last_hidden_state (after the final norm) and the last layer's own output is not needed
+        self.blocks = sites.blocks[:-1] if sites.tie_last else sites.blocks
+        self.layers = len(sites.blocks)
+        self.keeping = True
+        self.compiled: list[Tensor | None] | None = None
+        self._latest: list[Tensor | None] = [None] * self.layers
+
+    @contextmanager
+    def installed(self) -> Iterator[LayerOutputTap]:
+        try:
+            with ExitStack() as stack:
+                for slot, block in enumerate(self.blocks):
+                    wrapped = self._wrapped(slot, block.forward, base=False)
+                    stack.enter_context(forward_replaced(block, wrapped))
+                if self.sites.tie_last:
+                    base = self.sites.base
+                    wrapped = self._wrapped(self.layers - 1, base.forward, base=True)
+                    stack.enter_context(forward_replaced(base, wrapped))
+                yield self
+        finally:
+            self._latest[:] = [None] * self.layers
+            self.compiled = None
+
+    def _wrapped(self, slot: int, forward: Any, *, base: bool) -> Any:
+        latest = self._latest  # one list for the tap's life: take() empties it in place
+        compiling = torch.compiler.is_compiling
+        tap = self
+
+        def kept(*args: Any, **kwargs: Any) -> Any:
+            output = forward(*args, **kwargs)
+            if base:
+                state = output.get("last_hidden_state") if hasattr(output, "get") else None
+            else:
+                state = output[0] if isinstance(output, tuple) else output
+            if compiling():
+                compiled = tap.compiled
+                if compiled is not None and isinstance(state, Tensor):
+                    compiled[slot] = state[:, -1:]
+            elif tap.keeping and isinstance(state, Tensor) and state.dim() == 3:
+                # a pass over several positions: a copy of the last, not the pass's output
+                latest[slot] = state if state.shape[1] == 1 else state[:, -1:].clone()
+            return output
+
+        return kept
+
+    def open_compiled(self) -> None:
+        """Inside a traced pass: the list its states are written into (:meth:`take_compiled`)."""
+        self.compiled = [None] * self.layers
+
+    def take_compiled(self) -> list[Tensor] | None:
+        """The traced pass's states ([B, 1, d] each, graph values), or None when some layer wrote none."""
+        compiled, self.compiled = self.compiled, None
+        if compiled is None or any(state is None for state in compiled):
+            return None
+        return [state for state in compiled if state is not None]
+
+    def take(self) -> tuple[Tensor, ...] | None:
+        """States 1..L ([B, 1, d] each) of the eager pass that just ran, or None when some layer kept
+        none (the tap is emptied for the next pass either way)."""
+        latest = tuple(self._latest)
+        self._latest[:] = [None] * self.layers
+        if any(state is None for state in latest):
+            return None
+        return tuple(state for state in latest if state is not None)

@@ -1,0 +1,149 @@
+"""Each layer's hidden state read by wrappers around the layers, not through transformers' hooks.
+
+Where the model's checks verified the modules its hidden states come from, an observed generation
+asks transformers for no hidden states (whose hooks would send every decoder layer and attention
+module down PyTorch's slow call path) and reads them from :class:`LayerOutputTap` instead. The
+reference is the generation observed with the states transformers returns (the tap disabled): the
+reports must be identical, family by family, since the tap keeps the very tensors transformers
+would have returned.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+import corevital.capture.observer as observer_module
+from corevital.capture.hf_compat import output_capture_hooks
+from corevital.capture.layer_outputs import LayerOutputTap
+from corevital.capture.loading import loaded_from_existing
+from corevital.capture.mlp_inputs import pre_mlp_norms
+from corevital.capture.model_checks import stream_sites
+from corevital.capture.runner import capture_prompts
+from corevital.monitor import CoreVitalMonitor
+from corevital.report.schema import Report
+from tests.integration.conftest import tiny_settings
+from tests.support.compare import assert_stats_close
+from tests.support.tiny_models import build_family_model, build_tokenizer
+
+PROMPTS = ["The quick brown fox jumps over the lazy dog", "Hi there"]  # the second is left-padded
+NEW_TOKENS = 5
+# Llama's layout, GPT-2's (a final norm outside the layers), a sliding-window family, a layout with
+# attention and MLP in parallel (no pre-MLP residual), multi-head latent attention, attention sinks
+PARALLEL = ("gpt_neox", "falcon")
+TAPPED_FAMILIES = ("llama", "gpt2", "gemma3_text", "gpt_neox", "deepseek_v3", "gpt_oss", "qwen3", "falcon")
+
+
+class _HooksDuringSteps(LogitsProcessor):
+    """A processor of the user's that counts transformers' output-capturing hooks at every step."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.counts: list[int] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.counts.append(output_capture_hooks(self.model))
+        return scores
+
+
+def _watched(
+    model: Any, tokenizer: Any, capture: str = "full"
+) -> tuple[torch.Tensor, list[Report], list[int]]:
+    counter = _HooksDuringSteps(model)
+    monitor = CoreVitalMonitor(device="cpu", capture=capture)
+    inputs = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    with monitor.watch(model, tokenizer) as watcher:
+        out = model.generate(
+            **inputs,
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            logits_processor=LogitsProcessorList([counter]),
+        )
+    return out, watcher.reports, counter.counts
+
+
+def _captured(model: Any, tokenizer: Any, monkeypatch: pytest.MonkeyPatch, *, tapped: bool) -> list[Any]:
+    if not tapped:
+        monkeypatch.setattr(observer_module, "LayerOutputTap", lambda sites: None)
+    try:
+        run = capture_prompts(
+            loaded_from_existing(model, tokenizer),
+            PROMPTS,
+            tiny_settings(max_new_tokens=NEW_TOKENS, capture="full", ignore_eos=True),
+        )
+    finally:
+        monkeypatch.undo()
+    return run.sequences
+
+
+@pytest.mark.parametrize("family", TAPPED_FAMILIES)
+def test_the_tapped_states_are_those_transformers_returns(
+    family: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every hidden-state statistic (the update ratios included) equal, bit for bit."""
+    model = build_family_model(family, seed=0)
+    tokenizer = build_tokenizer()
+    tapped = _captured(model, tokenizer, monkeypatch, tapped=True)
+    assert stream_sites(model) is not None, f"{family}: the sites of its hidden states were not verified"
+    returned = _captured(model, tokenizer, monkeypatch, tapped=False)
+    assert output_capture_hooks(model) == 0
+    for got, want in zip(tapped, returned, strict=True):
+        assert got.generated_token_ids == want.generated_token_ids
+        assert got.num_steps == NEW_TOKENS
+        assert got.hidden is not None
+        assert np.asarray(got.hidden.l2_norm).shape == (NEW_TOKENS, model.config.num_hidden_layers)
+        assert (np.asarray(got.hidden.l2_norm) > 0).all()
+        # absent only where attention and MLP run in parallel (GPT-NeoX, Falcon): no residual between
+        has_mlp_inputs = pre_mlp_norms(model, model.config.num_hidden_layers) is not None
+        assert (got.hidden.mlp_update_ratio is not None) == has_mlp_inputs == (family not in PARALLEL)
+        assert_stats_close(got.hidden, want.hidden, f"{family} hidden", rtol=0, atol=0)
+        assert [w.code for w in got.warnings] == [w.code for w in want.warnings]
+
+
+def test_observed_steps_run_without_transformers_hooks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the tap, no step of an observed generation has the hooks; without it (sites not
+    verified) every step has them, and they are removed afterwards."""
+    model = build_family_model("llama", seed=0)
+    tokenizer = build_tokenizer()
+    for capture in ("full", "summary"):
+        _, reports, hooks = _watched(model, tokenizer, capture)
+        assert hooks and not any(hooks), capture
+        assert output_capture_hooks(model) == 0
+        for report in reports:
+            assert len(report.timeline) == NEW_TOKENS
+            assert "HIDDEN_STATES_NOT_AVAILABLE" not in [w.code for w in report.warnings]
+    monkeypatch.setattr(observer_module, "LayerOutputTap", lambda sites: None)
+    _, reports, hooks = _watched(model, tokenizer)
+    assert all(hooks), "the states transformers returns come through its hooks"
+    assert output_capture_hooks(model) == 0
+
+
+def test_the_tap_leaves_the_model_as_found() -> None:
+    """The wrappers are instance attributes for the time of the block; what the instance held before
+    (accelerate's device hooks keep a ``forward`` there) is put back."""
+    model = build_family_model("llama", seed=0)
+    sites = stream_sites(model)
+    assert sites is not None
+    own = lambda *args, **kwargs: type(sites.blocks[0]).forward(sites.blocks[0], *args, **kwargs)  # noqa: E731
+    sites.blocks[0].__dict__["forward"] = own
+    tap = LayerOutputTap(sites)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad(), tap.installed():
+        assert all("forward" in vars(block) for block in sites.blocks[:-1])
+        assert "forward" in vars(sites.base)  # the last state: the base model's, after the final norm
+        reference = model(ids, output_hidden_states=True).hidden_states
+        kept = tap.take()
+    assert sites.blocks[0].__dict__["forward"] is own
+    assert all("forward" not in vars(block) for block in sites.blocks[1:])
+    assert "forward" not in vars(sites.base)
+    assert kept is not None and len(kept) == len(sites.blocks)
+    for state, want in zip(kept, reference[1:], strict=True):
+        assert state.shape == (1, 1, want.shape[-1])
+        assert torch.equal(state, want[:, -1:])
+        assert state.data_ptr() != want.data_ptr(), "a pass over several positions keeps a copy"
+    assert tap.take() is None, "taken once: the next pass starts empty"

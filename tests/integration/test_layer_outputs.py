@@ -10,7 +10,7 @@ would have returned.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -51,7 +51,7 @@ class _HooksDuringSteps(LogitsProcessor):
 
 
 def _watched(
-    model: Any, tokenizer: Any, capture: str = "full"
+    model: Any, tokenizer: Any, capture: Literal["full", "summary"] = "full"
 ) -> tuple[torch.Tensor, list[Report], list[int]]:
     counter = _HooksDuringSteps(model)
     monitor = CoreVitalMonitor(device="cpu", capture=capture)
@@ -110,7 +110,8 @@ def test_observed_steps_run_without_transformers_hooks(monkeypatch: pytest.Monke
     verified) every step has them, and they are removed afterwards."""
     model = build_family_model("llama", seed=0)
     tokenizer = build_tokenizer()
-    for capture in ("full", "summary"):
+    captures: tuple[Literal["full", "summary"], ...] = ("full", "summary")
+    for capture in captures:
         _, reports, hooks = _watched(model, tokenizer, capture)
         assert hooks and not any(hooks), capture
         assert output_capture_hooks(model) == 0

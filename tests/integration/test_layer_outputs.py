@@ -18,8 +18,8 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 import corevital.capture.observer as observer_module
-from corevital.capture.hf_compat import output_capture_hooks
-from corevital.capture.layer_outputs import LayerOutputTap
+from corevital.capture.hf_compat import output_capture_hooks, remove_output_capture_hooks
+from corevital.capture.layer_outputs import LayerOutputTap, outputs_as_returned
 from corevital.capture.loading import loaded_from_existing
 from corevital.capture.mlp_inputs import pre_mlp_norms
 from corevital.capture.model_checks import stream_sites
@@ -148,3 +148,37 @@ def test_the_tap_leaves_the_model_as_found() -> None:
         assert torch.equal(state, want[:, -1:])
         assert state.data_ptr() != want.data_ptr(), "a pass over several positions keeps a copy"
     assert tap.take() is None, "taken once: the next pass starts empty"
+
+
+def test_a_hook_that_changes_a_layers_output_is_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forward hook of the user's runs after the module's ``forward`` (the wrapper) and may change
+    the output the next layer reads (a steering vector, a patched activation, an injected fault):
+    the observer then reads the states transformers returns, after every hook. transformers' own
+    output-capturing hooks, which only record, leave the layers tapped."""
+    model = build_family_model("llama", seed=0)
+    tokenizer = build_tokenizer()
+    sites = stream_sites(model)
+    assert sites is not None and outputs_as_returned(sites)
+    with torch.no_grad():
+        model(torch.tensor([[1, 2, 3]]), output_hidden_states=True)  # the user asked: transformers' hooks
+    assert output_capture_hooks(model) > 0 and outputs_as_returned(sites)
+    remove_output_capture_hooks(model)
+
+    layer = 0  # not the last: its state is taken after the final norm
+    handle = sites.blocks[layer].register_forward_hook(lambda module, args, output: output * 3.0)
+    try:
+        assert not outputs_as_returned(sites)
+        hooked = _captured(model, tokenizer, monkeypatch, tapped=True)
+        reference = _captured(model, tokenizer, monkeypatch, tapped=False)
+    finally:
+        handle.remove()
+    clean = _captured(model, tokenizer, monkeypatch, tapped=True)
+    for got, want, before in zip(hooked, reference, clean, strict=True):
+        assert got.hidden is not None and before.hidden is not None
+        assert_stats_close(got.hidden, want.hidden, "hooked", rtol=0, atol=0)
+        # the first step (the prompt's last position) is the same pass: the layer's output tripled
+        np.testing.assert_allclose(
+            np.asarray(got.hidden.l2_norm)[0, layer],
+            3.0 * np.asarray(before.hidden.l2_norm)[0, layer],
+            rtol=1e-4,
+        )

@@ -348,12 +348,16 @@ def _capture_hooks_marked(model: nn.Module) -> bool:
     return any(_CAPTURE_HOOKS_MARK in vars(module) for module in marked)
 
 
+def is_output_capture_hook(hook: Any) -> bool:
+    """Whether ``hook`` is one of transformers' output-capturing hooks (which record, never change,
+    a module's output)."""
+    return getattr(hook, "__module__", None) == _CAPTURE_HOOKS_MODULE
+
+
 def output_capture_hooks(model: nn.Module) -> int:
     """How many of transformers' output-capturing forward hooks ``model``'s modules hold."""
     return sum(
-        getattr(hook, "__module__", None) == _CAPTURE_HOOKS_MODULE
-        for module in model.modules()
-        for hook in module._forward_hooks.values()
+        is_output_capture_hook(hook) for module in model.modules() for hook in module._forward_hooks.values()
     )
 
 
@@ -367,7 +371,7 @@ def remove_output_capture_hooks(model: nn.Module) -> int:
     for module in model.modules():
         hooks = module._forward_hooks
         for key, hook in list(hooks.items()):
-            if getattr(hook, "__module__", None) == _CAPTURE_HOOKS_MODULE:
+            if is_output_capture_hook(hook):
                 del hooks[key]
                 module._forward_hooks_with_kwargs.pop(key, None)
                 module._forward_hooks_always_called.pop(key, None)

@@ -2,12 +2,14 @@
 
 transformers returns hidden states (``output_hidden_states=True``) through forward hooks it installs
 on every decoder layer and attention module; a module with a hook takes PyTorch's slow call path on
-every call, which on a decoding step bound by the host (the dynamic cache at batch 1) costs more
-than everything else the observer does in a step. Where the model's checks verified the modules its
-hidden states come from (:mod:`.model_checks`, :class:`~.layer_stream.StreamSites`: each decoder
-layer's output and, for the last state, the base model's ``last_hidden_state`` or the last layer's
-output), a :class:`LayerOutputTap` wraps those modules' ``forward`` (an instance attribute for the
-time of one generation, as :mod:`.mlp_inputs` does) and the observer asks for no hidden states:
+every call, host time that a decoding step bound by the host (the dynamic cache at batch 1) pays in
+full (docs/performance.md, "Host work per generation and per step"). Where the model's checks
+verified the modules its hidden states come from (:mod:`.model_checks`,
+:class:`~.layer_stream.StreamSites`: each decoder layer's output and, for the last state, the base
+model's ``last_hidden_state`` or the last layer's output), and no forward hook of the user's may
+change those modules' outputs after them (:func:`outputs_as_returned`), a :class:`LayerOutputTap`
+wraps those modules' ``forward`` (an instance attribute for the time of one generation, as
+:mod:`.mlp_inputs` does) and the observer asks for no hidden states:
 
 - an eager forward pass keeps a reference to each state at the last position (a copy of it when the
   pass covers several positions, so the pass's outputs are not kept alive);
@@ -24,10 +26,24 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from corevital.capture.hf_compat import is_output_capture_hook
 from corevital.capture.layer_stream import StreamSites
 from corevital.capture.module_forward import forward_replaced
+
+
+def outputs_as_returned(sites: StreamSites) -> bool:
+    """Whether a wrapper around each site's ``forward`` sees the output the module returns: no forward
+    hook on the sites (nor a global one) may change it afterwards (a fault injected, a steering vector
+    added, an activation patched), except transformers' own output-capturing hooks, which only record.
+    Where one may, the observer reads the states transformers returns, after every hook."""
+    if nn.modules.module._global_forward_hooks:
+        return False
+    modules = (*sites.blocks, sites.base)
+    return not any(
+        not is_output_capture_hook(hook) for module in modules for hook in module._forward_hooks.values()
+    )
 
 
 class LayerOutputTap:

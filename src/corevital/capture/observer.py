@@ -50,7 +50,7 @@ from corevital.capture.hf_compat import (
     output_capture_hooks_as_found,
 )
 from corevital.capture.instruments import attention_tap
-from corevital.capture.layer_outputs import LayerOutputTap
+from corevital.capture.layer_outputs import LayerOutputTap, outputs_as_returned
 from corevital.capture.live import LiveCallback
 from corevital.capture.mask_forms import UnreadableMask, prompt_padding, readable_mask
 from corevital.capture.model_checks import logits_head, stream_sites
@@ -158,8 +158,10 @@ class StepObserver:
         self.prompt = PromptPass(head, stream, chunk)
         self.mlp_tap = constants.mlp_tap()  # the residual before each MLP
         # each layer's hidden state, without transformers' output-capturing hooks (None: the model's
-        # sites were not verified, and its forwards are asked for ``output_hidden_states``)
-        self.layer_outputs = None if stream is None else LayerOutputTap(stream)
+        # sites were not verified, or a hook may change their outputs; its forwards are then asked
+        # for ``output_hidden_states``)
+        tappable = stream is not None and outputs_as_returned(stream)
+        self.layer_outputs = LayerOutputTap(stream) if stream is not None and tappable else None
         self.encoder = None
         if caps.is_encoder_decoder:
             telemetry = self.prompt if options.observe_prompt else None

@@ -22,9 +22,10 @@ from transformers.generation.configuration_utils import CompileConfig
 from corevital.capture.hf_compat import output_capture_hooks
 from corevital.monitor import CoreVitalMonitor
 from corevital.report.schema import Report
+from tests.integration.test_capture_caches import _sliding_static_cache
 from tests.support.compiled import count_calls
 from tests.support.report_fields import ATTENTION_FIELDS, LOGIT_FIELDS
-from tests.support.tiny_models import build_family_model, build_model, build_tokenizer
+from tests.support.tiny_models import FAMILIES, build_family_model, build_model, build_tokenizer
 
 Capture = Literal["full", "summary"]
 Path = Literal["fast", "eager"]
@@ -211,3 +212,47 @@ def test_compiled_sliding_window_keeps_the_prefill_attention() -> None:
         assert not np.isnan(hidden[:, :, 0]).any()
         _close(hidden, _table(ref, "hidden_summary", HIDDEN_FIELDS), "hidden states")
         _close(_table(compiled, "logits", LOGIT_FIELDS), _table(ref, "logits", LOGIT_FIELDS), "logits")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_compiles_whole_under_capture(family: str) -> None:
+    """Every decoder family's compiled static-cache step, with CoreVital inside, in one graph.
+
+    ``fullgraph=True`` makes any graph break an error: a layer whose attention formula SDPA cannot
+    compute (Gemma 2's soft cap, gpt-oss's sinks) must take the eager formula inside the graph, not
+    raise and send the whole step back to eager execution. Tokens equal the compiled plain run's;
+    every step has every layer's hidden state; the compiled steps have attention where the static
+    cache is of full-attention layers, and the warning where it is not.
+    """
+    model = build_family_model(family, seed=0)
+    tokenizer = build_tokenizer()
+    new_tokens = 6
+    config = _compile_config(GraphCounter())
+    kwargs: dict[str, Any] = {"cache_implementation": "static", "compile_config": config}
+    inputs = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+
+    def generate() -> torch.Tensor:
+        out: torch.Tensor = model.generate(
+            **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, **kwargs
+        )
+        return out
+
+    plain = generate()
+    counters.clear()
+    with CoreVitalMonitor(device="cpu", capture="full").watch(model, tokenizer) as watcher:
+        out = generate()
+    assert not counters["graph_break"]
+    assert torch.equal(out, plain)
+    sliding = _sliding_static_cache(model)
+    layers = model.config.num_hidden_layers
+    for report in watcher.reports:
+        assert len(report.timeline) == new_tokens
+        assert [w.code for w in report.warnings] == (["ATTENTION_NOT_AVAILABLE"] if sliding else [])
+        hidden = _table(report, "hidden_summary", HIDDEN_FIELDS)
+        assert hidden.shape == (new_tokens, layers, len(HIDDEN_FIELDS))
+        assert not np.isnan(hidden).any(), "every step's hidden states, the compiled ones included"
+        attention = _table(report, "attention_summary", ATTENTION_FIELDS)
+        assert not np.isnan(attention[0, :, 0]).any(), "the prefill's attention"
+        assert np.isnan(attention[1:, :, 0]).all() == sliding
+    torch._dynamo.reset()  # each family's graphs are its own

@@ -163,6 +163,12 @@ def test_a_hook_that_changes_a_layers_output_is_seen(monkeypatch: pytest.MonkeyP
         model(torch.tensor([[1, 2, 3]]), output_hidden_states=True)  # the user asked: transformers' hooks
     assert output_capture_hooks(model) > 0 and outputs_as_returned(sites)
     remove_output_capture_hooks(model)
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda module, args, output: None)
+    try:
+        assert not outputs_as_returned(sites), "a global forward hook may change any module's output"
+    finally:
+        handle.remove()
+    assert outputs_as_returned(sites)
 
     layer = 0  # not the last: its state is taken after the final norm
     handle = sites.blocks[layer].register_forward_hook(lambda module, args, output: output * 3.0)
@@ -182,3 +188,24 @@ def test_a_hook_that_changes_a_layers_output_is_seen(monkeypatch: pytest.MonkeyP
             3.0 * np.asarray(before.hidden.l2_norm)[0, layer],
             rtol=1e-4,
         )
+
+
+def test_a_compiled_steps_list_takes_the_states_of_its_uncompiled_parts() -> None:
+    """Once the observer has opened a compiled step's list, every layer writes into it, traced or
+    not (a part of the step dynamo leaves to run uncompiled), and the step's end, traced or not,
+    takes them from it."""
+    model = build_family_model("llama", seed=0)
+    sites = stream_sites(model)
+    assert sites is not None
+    tap = LayerOutputTap(sites)
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad(), tap.installed():
+        reference = model(ids, output_hidden_states=True).hidden_states
+        assert tap.take() is not None
+        tap.open_compiled()
+        model(ids)
+        written = tap.take()  # the step's end, run uncompiled
+        assert tap.compiled is None and tap.take() is None
+    assert written is not None
+    for state, want in zip(written, reference[1:], strict=True):
+        assert torch.equal(state, want[:, -1:])

@@ -256,10 +256,12 @@ TRANSFORMERS_INTERNALS = {
     "DynamicLayer",
     "eager_attention_forward",
     # transformers' output-capturing hooks: the mark it sets, and torch's hook tables they sit in
+    # (the global one: a hook there may change any module's output)
     "_output_capturing_hooks_installed",
     "_forward_hooks",
     "_forward_hooks_with_kwargs",
     "_forward_hooks_always_called",
+    "_global_forward_hooks",
 }
 
 

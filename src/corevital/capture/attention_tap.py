@@ -283,17 +283,25 @@ class AttentionTap:
         state but the list of query rows, which the trace records as one more output of the graph.
         The output is the model's own (SDPA with transformers' boolean mask on the fast path, the
         eager function with its additive mask otherwise: :meth:`_model_mask` builds the matching
-        mask); the query row waits, like a deferred decoding step's, for the window's scoring
+        mask; on the fast path, a layer whose formula SDPA cannot compute, a soft cap or attention
+        sinks, takes the eager function with that boolean mask made additive, as an uncompiled step
+        does, rather than an error that would send the whole step back to eager execution); the
+        query row waits, like a deferred decoding step's, for the window's scoring
         against the cache (:mod:`.attention_window`), where that recomputation is exact for the
         model (on the eager path too).
         """
-        if self.fast:
+        supported = all(kwargs.get(name) is None for name in UNSUPPORTED_KWARGS)
+        if self.fast and supported:
             output = _sdpa(module, query, key, value, attention_mask, **kwargs)
         else:
-            output = _eager(module, query, key, value, attention_mask, **kwargs)[0]
-        exact = self.recomputable and all(
-            kwargs.get(name) is None for name in (*UNSUPPORTED_KWARGS, "position_bias")
-        )
+            # the eager formula (a soft cap, attention sinks: what SDPA cannot compute) takes an
+            # additive mask; on the fast path the step's mask is SDPA's boolean one
+            mask = attention_mask
+            if mask is not None and mask.dtype == torch.bool:
+                zero = torch.zeros((), device=mask.device, dtype=query.dtype)
+                mask = torch.where(mask, zero, torch.finfo(query.dtype).min)
+            output = _eager(module, query, key, value, mask, **kwargs)[0]
+        exact = self.recomputable and supported and kwargs.get("position_bias") is None
         if self.compiled_rows is not None and exact and query.shape[2] == 1:
             self.compiled_rows.append(query)
             self.compiled_scale = scale_for(query, kwargs.get("scaling"))

@@ -27,7 +27,7 @@ import importlib.metadata
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -352,6 +352,16 @@ def is_output_capture_hook(hook: Any) -> bool:
     """Whether ``hook`` is one of transformers' output-capturing hooks (which record, never change,
     a module's output)."""
     return getattr(hook, "__module__", None) == _CAPTURE_HOOKS_MODULE
+
+
+def other_forward_hooks(modules: Iterable[nn.Module]) -> bool:
+    """Whether a forward hook other than transformers' output-capturing ones is registered on one of
+    ``modules``, or on every module (PyTorch's global forward hooks): one that may change an output."""
+    if nn.modules.module._global_forward_hooks:
+        return True
+    return any(
+        not is_output_capture_hook(hook) for module in modules for hook in module._forward_hooks.values()
+    )
 
 
 def output_capture_hooks(model: nn.Module) -> int:

@@ -13,10 +13,12 @@ wraps those modules' ``forward`` (an instance attribute for the time of one gene
 
 - an eager forward pass keeps a reference to each state at the last position (a copy of it when the
   pass covers several positions, so the pass's outputs are not kept alive);
-- a forward pass traced by dynamo (transformers' compiled decoding step) writes each state's last
-  position into the list the observer opened for that step, which the observer returns from the
-  graph with the step's other outputs (:meth:`~.observer.StepObserver._compiled_forward_end`); the
-  graph then has no output-capturing hooks in it and needs none installed before it is traced.
+- a compiled decoding step (transformers compiles the model's call: the observer opens a list for
+  the step inside the trace) writes each state's last position into that list, which the observer
+  returns from the graph with the step's other outputs
+  (:meth:`~.observer.StepObserver._compiled_forward_end`); the graph has no output-capturing hooks in
+  it and needs none installed before it is traced. Parts of the step that dynamo leaves to run
+  uncompiled (a graph break) write into the same list.
 """
 
 from __future__ import annotations
@@ -25,10 +27,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from corevital.capture.hf_compat import is_output_capture_hook
+from corevital.capture.hf_compat import other_forward_hooks
 from corevital.capture.layer_stream import StreamSites
 from corevital.capture.module_forward import forward_replaced
 
@@ -38,20 +39,15 @@ def outputs_as_returned(sites: StreamSites) -> bool:
     hook on the sites (nor a global one) may change it afterwards (a fault injected, a steering vector
     added, an activation patched), except transformers' own output-capturing hooks, which only record.
     Where one may, the observer reads the states transformers returns, after every hook."""
-    if nn.modules.module._global_forward_hooks:
-        return False
-    modules = (*sites.blocks, sites.base)
-    return not any(
-        not is_output_capture_hook(hook) for module in modules for hook in module._forward_hooks.values()
-    )
+    return not other_forward_hooks((*sites.blocks, sites.base))
 
 
 class LayerOutputTap:
     """Hidden states 1..L of the latest forward pass, at its last position, from the verified sites.
 
     ``keeping``: whether an eager pass keeps its states (the observer turns it off for a pass whose
-    states come from elsewhere: the prompt's streamed pass). ``compiled``: the list a traced pass
-    writes into, opened by the observer inside the trace (None: a traced pass keeps nothing).
+    states come from elsewhere: the prompt's streamed pass). ``compiled``: the list a compiled step
+    writes into, opened by the observer inside the trace (None: no compiled step is running).
     """
 
     def __init__(self, sites: StreamSites) -> None:
@@ -82,7 +78,6 @@ class LayerOutputTap:
 
     def _wrapped(self, slot: int, forward: Any, *, base: bool) -> Any:
         latest = self._latest  # one list for the tap's life: take() empties it in place
-        compiling = torch.compiler.is_compiling
         tap = self
 
         def kept(*args: Any, **kwargs: Any) -> Any:
@@ -91,11 +86,13 @@ class LayerOutputTap:
                 state = output.get("last_hidden_state") if hasattr(output, "get") else None
             else:
                 state = output[0] if isinstance(output, tuple) else output
-            if compiling():
-                compiled = tap.compiled
-                if compiled is not None and isinstance(state, Tensor):
-                    compiled[slot] = state[:, -1:]
-            elif tap.keeping and isinstance(state, Tensor) and state.dim() == 3:
+            if not isinstance(state, Tensor) or state.dim() != 3:
+                return output
+            compiled = tap.compiled
+            if compiled is not None:
+                # a compiled decoding step: traced, or a part of it dynamo left to run uncompiled
+                compiled[slot] = state[:, -1:]
+            elif tap.keeping:
                 # a pass over several positions: a copy of the last, not the pass's output
                 latest[slot] = state if state.shape[1] == 1 else state[:, -1:].clone()
             return output
@@ -115,7 +112,11 @@ class LayerOutputTap:
 
     def take(self) -> tuple[Tensor, ...] | None:
         """States 1..L ([B, 1, d] each) of the eager pass that just ran, or None when some layer kept
-        none (the tap is emptied for the next pass either way)."""
+        none (the tap is emptied for the next pass either way). A compiled step whose end runs
+        uncompiled (dynamo resumed it outside the graph) gives the states written for it."""
+        if self.compiled is not None:
+            written = self.take_compiled()
+            return None if written is None else tuple(written)
         latest = tuple(self._latest)
         self._latest[:] = [None] * self.layers
         if any(state is None for state in latest):

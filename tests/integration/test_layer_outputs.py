@@ -4,8 +4,8 @@ Where the model's checks verified the modules its hidden states come from, an ob
 asks transformers for no hidden states (whose hooks would send every decoder layer and attention
 module down PyTorch's slow call path) and reads them from :class:`LayerOutputTap` instead. The
 reference is the generation observed with the states transformers returns (the tap disabled): the
-reports must be identical, family by family, since the tap keeps the very tensors transformers
-would have returned.
+hidden-state statistics must be identical, family by family, since the tap keeps the very tensors
+transformers would have returned.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from tests.support.tiny_models import build_family_model, build_tokenizer
 
 PROMPTS = ["The quick brown fox jumps over the lazy dog", "Hi there"]  # the second is left-padded
 NEW_TOKENS = 5
-# Llama's layout, GPT-2's (a final norm outside the layers), a sliding-window family, a layout with
-# attention and MLP in parallel (no pre-MLP residual), multi-head latent attention, attention sinks
-PARALLEL = ("gpt_neox", "falcon")
+PARALLEL = ("gpt_neox", "falcon")  # attention and MLP in parallel: no residual between them
+# Llama's layout, GPT-2's (a final norm outside the layers), sliding-window and full layers
+# (gemma3_text), multi-head latent attention (deepseek_v3), attention sinks (gpt_oss), per-layer-type
+# masks (qwen3), and the two parallel layouts
 TAPPED_FAMILIES = ("llama", "gpt2", "gemma3_text", "gpt_neox", "deepseek_v3", "gpt_oss", "qwen3", "falcon")
 
 
@@ -98,7 +99,6 @@ def test_the_tapped_states_are_those_transformers_returns(
         assert got.hidden is not None
         assert np.asarray(got.hidden.l2_norm).shape == (NEW_TOKENS, model.config.num_hidden_layers)
         assert (np.asarray(got.hidden.l2_norm) > 0).all()
-        # absent only where attention and MLP run in parallel (GPT-NeoX, Falcon): no residual between
         has_mlp_inputs = pre_mlp_norms(model, model.config.num_hidden_layers) is not None
         assert (got.hidden.mlp_update_ratio is not None) == has_mlp_inputs == (family not in PARALLEL)
         assert_stats_close(got.hidden, want.hidden, f"{family} hidden", rtol=0, atol=0)

@@ -28,14 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(1, str(REPO))
 
+from host_cost import NEW_TOKENS  # noqa: E402
 from overhead import MODES, build_random, prompts_for  # noqa: E402
 from shapes import SHAPES  # noqa: E402
 
 import corevital.capture.observer as observer_module  # noqa: E402
 from corevital.config import load_settings  # noqa: E402
 from corevital.pipeline import Pipeline  # noqa: E402
-
-NEW_TOKENS = 50
 
 
 def main() -> None:

@@ -73,6 +73,12 @@ def _sdpa(module: nn.Module, *args: Any, **kwargs: Any) -> Tensor:
     return sdpa_attention_forward(module, *args, **kwargs)[0]
 
 
+def _additive_of(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """A boolean mask (True: visible) as ``eager_mask`` gives it: 0 where visible, the dtype's
+    minimum elsewhere."""
+    return torch.where(mask, torch.zeros((), device=mask.device, dtype=dtype), torch.finfo(dtype).min)
+
+
 _GRAD_ALREADY_OFF = nullcontext()
 
 
@@ -298,8 +304,7 @@ class AttentionTap:
             # additive mask; on the fast path the step's mask is SDPA's boolean one
             mask = attention_mask
             if mask is not None and mask.dtype == torch.bool:
-                zero = torch.zeros((), device=mask.device, dtype=query.dtype)
-                mask = torch.where(mask, zero, torch.finfo(query.dtype).min)
+                mask = _additive_of(mask, query.dtype)
             output = _eager(module, query, key, value, mask, **kwargs)[0]
         exact = self.recomputable and supported and kwargs.get("position_bias") is None
         if self.compiled_rows is not None and exact and query.shape[2] == 1:
@@ -452,12 +457,12 @@ class AttentionTap:
         return sdpa_mask(**kwargs) is None
 
     def _additive(self, mask: Tensor, dtype: torch.dtype) -> Tensor:
-        """A boolean mask (True: visible) as ``eager_mask`` gives it: 0 where visible, the dtype's
-        minimum elsewhere; made once per mask and pass (the layers of a pass share their masks)."""
+        """:func:`_additive_of` ``mask``, made once per mask and pass (the layers of a pass share
+        their masks)."""
         for boolean, additive in self._additive_masks:
             if boolean is mask and additive.dtype == dtype:
                 return additive
-        additive = torch.where(mask, torch.zeros((), device=mask.device, dtype=dtype), torch.finfo(dtype).min)
+        additive = _additive_of(mask, dtype)
         self._additive_masks.append((mask, additive))
         return additive
 

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from corevital.capture.hf_compat import other_forward_hooks
 from corevital.capture.layer_stream import StreamSites
-from corevital.capture.module_forward import forward_replaced
+from corevital.capture.module_forward import every_slot, forward_replaced
 
 
 def outputs_as_returned(sites: StreamSites) -> bool:
@@ -103,22 +103,15 @@ class LayerOutputTap:
         """Inside a traced pass: the list its states are written into (:meth:`take_compiled`)."""
         self.compiled = [None] * self.layers
 
-    def take_compiled(self) -> list[Tensor] | None:
-        """The traced pass's states ([B, 1, d] each, graph values), or None when some layer wrote none."""
+    def take_compiled(self) -> tuple[Tensor, ...] | None:
+        """The compiled step's states ([B, 1, d] each), or None when some layer wrote none."""
         compiled, self.compiled = self.compiled, None
-        if compiled is None or any(state is None for state in compiled):
-            return None
-        return [state for state in compiled if state is not None]
+        return None if compiled is None else every_slot(compiled)
 
     def take(self) -> tuple[Tensor, ...] | None:
         """States 1..L ([B, 1, d] each) of the eager pass that just ran, or None when some layer kept
         none (the tap is emptied for the next pass either way). A compiled step whose end runs
         uncompiled (dynamo resumed it outside the graph) gives the states written for it."""
         if self.compiled is not None:
-            written = self.take_compiled()
-            return None if written is None else tuple(written)
-        latest = tuple(self._latest)
-        self._latest[:] = [None] * self.layers
-        if any(state is None for state in latest):
-            return None
-        return tuple(state for state in latest if state is not None)
+            return self.take_compiled()
+        return every_slot(self._latest)

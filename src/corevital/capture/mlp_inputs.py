@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from corevital.capture.module_forward import forward_replaced
+from corevital.capture.module_forward import every_slot, forward_replaced
 from corevital.capture.registry import layer_stack
 
 # The norm whose input is the residual after the attention, in the order looked for (Gemma's
@@ -71,11 +71,7 @@ class MlpInputTap:
     def take(self) -> tuple[Tensor, ...] | None:
         """Every layer's kept residual ([B, 1, d] views) of the forward that just ran, or None when
         some layer's norm was not called (the tap is then emptied for the next forward)."""
-        latest = tuple(self._latest)
-        self._latest[:] = [None] * len(self.norms)
-        if any(state is None for state in latest):
-            return None
-        return tuple(state for state in latest if state is not None)
+        return every_slot(self._latest)
 
 
 def mlp_input_tap(model: Any, num_layers: int) -> MlpInputTap | None:

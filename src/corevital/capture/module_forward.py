@@ -1,4 +1,4 @@
-"""A module's ``forward`` replaced for a while, instead of forward hooks.
+"""A module's ``forward`` replaced for a while, instead of forward hooks; what such wrappers keep.
 
 A module with forward hooks takes PyTorch's slow call path on every call, and where transformers
 compiles a model's ``__call__`` each hook on the top-level module becomes a compiled frame of its
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 _NOT_SET = object()
 
@@ -33,3 +33,13 @@ def forward_replaced(module: nn.Module, forward: Callable[..., Any]) -> Iterator
             module.__dict__.pop("forward", None)
         else:
             module.__dict__["forward"] = saved
+
+
+def every_slot(slots: list[Tensor | None]) -> tuple[Tensor, ...] | None:
+    """What the wrappers of one pass kept, one slot per layer, or None when some layer kept nothing;
+    the slots are emptied for the next pass either way."""
+    kept = tuple(slots)
+    slots[:] = [None] * len(kept)
+    if any(state is None for state in kept):
+        return None
+    return tuple(state for state in kept if state is not None)

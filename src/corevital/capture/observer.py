@@ -365,7 +365,7 @@ class StepObserver:
         else:
             key = "decoder_hidden_states" if self.caps.is_encoder_decoder else "hidden_states"
             returned = output.get(key)
-            states = None if returned is None or len(returned) != layers + 1 else list(returned[1:])
+            states = None if returned is None or len(returned) != layers + 1 else tuple(returned[1:])
         rows = None if self.tap is None else self.tap.compiled_rows
         parts: list[tuple[str, Tensor]] = [("logits", output.logits[:, -1, :])]
         if states is not None and len(states) == layers:

@@ -58,6 +58,7 @@ sys.path.insert(1, str(REPO))  # tests.support.tiny_models, for --tiny
 from shapes import SHAPES  # noqa: E402
 from startup import machine  # noqa: E402
 
+import corevital.capture.observer as observer_module  # noqa: E402
 from corevital.capture.loading import LoadedModel, ModelSpec, load_model, loaded_from_existing  # noqa: E402
 from corevital.capture.options import Tuning  # noqa: E402
 from corevital.capture.static_cache import KeptStaticCache, with_kept_static_cache  # noqa: E402
@@ -84,13 +85,33 @@ SIZED = ":sized"
 # GPU). An A/B of the compiled reductions in one process. Suffixes combine ("full:sized:written").
 WRITTEN = ":written"
 COMPILED = ":compiled"
+# A mode with this suffix (e.g. "summary:hooks") reads each layer's hidden state through the forward
+# hooks transformers installs for ``output_hidden_states``, as for a model whose layer sites are not
+# verified, instead of CoreVital's layer wrappers (corevital.capture.layer_outputs): an A/B of the two.
+HOOKS = ":hooks"
+
+
+@contextmanager
+def _layer_tap(tapped: bool) -> Iterator[None]:
+    """Capture with CoreVital's layer wrappers (``tapped``) or with transformers' hooks instead."""
+    if tapped:
+        yield
+        return
+    tap = getattr(observer_module, "LayerOutputTap")  # noqa: B009
+    setattr(observer_module, "LayerOutputTap", lambda sites: None)  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(observer_module, "LayerOutputTap", tap)  # noqa: B010
 
 
 def mode_parts(mode: str) -> tuple[str, bool, bool | None]:
     """A mode's capture mode and its suffixes: (name, sized, compiled reductions or None)."""
     sized, compiled = False, None
-    while mode.endswith((SIZED, WRITTEN, COMPILED)):
-        if mode.endswith(SIZED):
+    while mode.endswith((SIZED, WRITTEN, COMPILED, HOOKS)):
+        if mode.endswith(HOOKS):
+            mode = mode.removesuffix(HOOKS)
+        elif mode.endswith(SIZED):
             mode, sized = mode.removesuffix(SIZED), True
         elif mode.endswith(WRITTEN):
             mode, compiled = mode.removesuffix(WRITTEN), False
@@ -372,7 +393,8 @@ def run_case(
             plain(stamps)
             return
         progress = None if stamps is None else partial(_stamp_step, stamps)
-        run = pipelines[mode].capture(prompts, tuning=tunings[mode], progress=progress)
+        with _layer_tap(HOOKS not in mode):
+            run = pipelines[mode].capture(prompts, tuning=tunings[mode], progress=progress)
         assert all(seq.num_steps == new_tokens for seq in run.sequences), "a run stopped early"
         last_run[mode] = run
 
@@ -859,7 +881,8 @@ def main() -> None:
         default="full,summary,on_risk,full-no-prompt",
         help=f"capture modes ({', '.join(MODES)}); a mode with {SIZED!r} appended sizes its budgets from the "
         f"model alone, as on a device whose free memory is not known; with {WRITTEN!r} or {COMPILED!r}, "
-        f"its reductions run as written or compiled; {AGAIN!r}: plain generate() again, "
+        f"its reductions run as written or compiled; with {HOOKS!r}, the layers' hidden states come through "
+        f"transformers' hooks instead of CoreVital's wrappers; {AGAIN!r}: plain generate() again, "
         "timed as a mode (an A/A control: the ratio two identical runners read)",
     )
     parser.add_argument("--repeats", type=int, default=3)

@@ -229,6 +229,54 @@ def test_mode_suffixes_size_the_budgets_and_set_the_reductions(
     assert {t for t in seen["on_risk"]} == {overhead.replace(sized, compiled_reductions=True)}
 
 
+def test_hooks_suffix_reads_the_layers_through_transformers_hooks(
+    overhead: Any, tiny_loaded: Any, monkeypatch: Any
+) -> None:
+    """ ":hooks": the observer of that mode has no layer wrappers (transformers' hooks return the
+    states, as for a model whose layer sites are not verified); the bare mode has them; both
+    reports carry every layer's hidden state."""
+    assert overhead.mode_parts("summary:hooks") == ("summary", False, None)
+    assert overhead.mode_parts("full:hooks:sized") == ("full", True, None)
+    import corevital.capture.observer as observer_module
+
+    tapped: list[bool] = []
+    real = observer_module.StepObserver._keep_step
+
+    def keep_step(self: Any, kwargs: Any, output: Any) -> None:
+        tapped.append(self.layer_outputs is not None)
+        real(self, kwargs, output)
+
+    monkeypatch.setattr(observer_module.StepObserver, "_keep_step", keep_step)
+    found: dict[str, list[bool]] = {}
+    real_capture = overhead.Pipeline.capture
+
+    def capture(self: Any, prompts: Any, **kwargs: Any) -> Any:
+        tapped.clear()
+        run = real_capture(self, prompts, **kwargs)
+        assert all(seq.hidden is not None for seq in run.sequences)
+        found.setdefault(self.settings.capture, []).extend(tapped)
+        return run
+
+    monkeypatch.setattr(overhead.Pipeline, "capture", capture)
+    loaded = tiny_loaded("llama")
+    overhead.run_case(
+        loaded,
+        ["t1 t2 t3"],
+        2,
+        ["summary:hooks", "full"],
+        1,
+        0,
+        "c",
+        None,
+        "auto",
+        overhead.time.perf_counter,
+        None,
+        0,
+    )
+    assert set(found["summary"]) == {False} and set(found["full"]) == {True}
+    assert observer_module.LayerOutputTap is not None  # put back after the mode's runs
+
+
 _COMPILE_AND_CACHE = """
 import sys
 from pathlib import Path

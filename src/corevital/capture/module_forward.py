@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from itertools import repeat
+from operator import is_not
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -40,6 +42,7 @@ def every_slot(slots: list[Tensor | None]) -> tuple[Tensor, ...] | None:
     the slots are emptied for the next pass either way."""
     kept = tuple(slots)
     slots[:] = [None] * len(kept)
-    if any(state is None for state in kept):
+    # identity tests in C (``None in kept`` would compare tensors with ``==``): once a step per tap
+    if not all(map(is_not, kept, repeat(None))):
         return None
-    return tuple(state for state in kept if state is not None)
+    return cast("tuple[Tensor, ...]", kept)

@@ -294,61 +294,73 @@ class StepObserver:
         if torch.compiler.is_compiling():
             self._compiled_forward_end(output)
             return
-        with torch.no_grad():
-            logits_row = output.logits[:, -1, :]
-            states = (
-                output.get("decoder_hidden_states")
-                if self.caps.is_encoder_decoder
-                else output.get("hidden_states")
+        if torch.is_grad_enabled():  # a forward called outside generate()'s no_grad
+            with torch.no_grad():
+                self._keep_step(kwargs, output)
+        else:
+            self._keep_step(kwargs, output)
+
+    def _keep_step(self, kwargs: dict[str, Any], output: Any) -> None:
+        """What an uncompiled forward leaves for its step: references to its logits row, every
+        layer's state and (full capture) its attention, reduced with the step's window later.
+
+        Runs on the host between the forward and generate()'s choice of the token, once a step: the
+        common case (a decoding step with the layers tapped) takes the fewest calls.
+        """
+        logits = output.logits
+        several = logits.shape[1] > 1  # a pass over several positions (the prefill)
+        streamed = self.prompt.end_stream()
+        tapped = None if self.layer_outputs is None else self.layer_outputs.take()
+        reads_prompt = self._reads_prompt()
+        layers = self.caps.num_layers
+        states = None
+        if tapped is None or reads_prompt:  # the states transformers returned, where asked for them
+            states = output.get("decoder_hidden_states" if self.caps.is_encoder_decoder else "hidden_states")
+        layer_states = None
+        if streamed is not None and len(streamed.last_positions) == layers:
+            layer_states = streamed.last_positions
+        elif tapped is not None and len(tapped) == layers:
+            layer_states = tapped
+        elif states is not None and len(states) == layers + 1:
+            layer_states = states[1:]
+        elif not self._hidden_missing_warned:
+            self._hidden_missing_warned = True
+            self.warnings.append(
+                CaptureWarning("HIDDEN_STATES_NOT_AVAILABLE", "the model returned no per-layer hidden states")
             )
-            streamed = self.prompt.end_stream()
-            tapped = None if self.layer_outputs is None else self.layer_outputs.take()
-            layer_states = None
-            if streamed is not None and len(streamed.last_positions) == self.caps.num_layers:
-                layer_states = streamed.last_positions
-            elif tapped is not None and len(tapped) == self.caps.num_layers:
-                layer_states = tapped
-            elif states is not None and len(states) == self.caps.num_layers + 1:
-                layer_states = states[1:]
-            elif not self._hidden_missing_warned:
-                self._hidden_missing_warned = True
-                self.warnings.append(
-                    CaptureWarning(
-                        "HIDDEN_STATES_NOT_AVAILABLE", "the model returned no per-layer hidden states"
-                    )
-                )
-            mlp_inputs = None if self.mlp_tap is None else self.mlp_tap.take()
-            if layer_states is not None and self._split:
-                layer_states = _gathered(layer_states, logits_row.device)
-                if mlp_inputs is not None:
-                    mlp_inputs = _gathered(mlp_inputs, logits_row.device)
-            attention = cross = None
-            decode_rows = None
-            if self.tap is not None:
-                cache = kwargs.get("cache", kwargs.get("past_key_values"))
-                decode_rows = self.tap.take_decode_rows(None if cache is None else append_only_keys(cache))
-                if decode_rows is None:
-                    attention = _last_row(self.tap.collected(SiteKind.SELF), causal=True)
-                    if self.caps.is_encoder_decoder:
-                        cross = _last_row(self.tap.collected(SiteKind.CROSS), causal=False)
-                self.tap.release()
-            if self._reads_prompt():
-                self.prompt.observe(kwargs, output.logits, streamed, states)
-            # A step keeps references to these until its window is reduced; of a pass over several
-            # positions (the prefill) only the last position is kept, as a copy.
-            if output.logits.shape[1] > 1:
-                logits_row = logits_row.clone()
-            if layer_states is not None and layer_states[0].shape[1] > 1:
-                layer_states = tuple(_last_positions(layer_states).unsqueeze(2).unbind(0))
-            self._pending = RawStep(
-                logits_row,
-                layer_states,
-                attention,
-                cross,
-                decode_rows,
-                mlp_inputs=mlp_inputs if layer_states is not None else None,
-            )
-            self._forwards += 1
+        mlp_inputs = None if self.mlp_tap is None else self.mlp_tap.take()
+        logits_row = logits[:, -1, :]
+        if layer_states is not None and self._split:
+            layer_states = _gathered(layer_states, logits_row.device)
+            if mlp_inputs is not None:
+                mlp_inputs = _gathered(mlp_inputs, logits_row.device)
+        attention = cross = None
+        decode_rows = None
+        if self.tap is not None:
+            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            decode_rows = self.tap.take_decode_rows(None if cache is None else append_only_keys(cache))
+            if decode_rows is None:
+                attention = _last_row(self.tap.collected(SiteKind.SELF), causal=True)
+                if self.caps.is_encoder_decoder:
+                    cross = _last_row(self.tap.collected(SiteKind.CROSS), causal=False)
+            self.tap.release()
+        if reads_prompt:
+            self.prompt.observe(kwargs, logits, streamed, states)
+        # A step keeps references to these until its window is reduced; of a pass over several
+        # positions (the prefill) only the last position is kept, as a copy.
+        if several:
+            logits_row = logits_row.clone()
+        if layer_states is not None and layer_states[0].shape[1] > 1:
+            layer_states = tuple(_last_positions(layer_states).unsqueeze(2).unbind(0))
+        self._pending = RawStep(
+            logits_row,
+            layer_states,
+            attention,
+            cross,
+            decode_rows,
+            mlp_inputs=mlp_inputs if layer_states is not None else None,
+        )
+        self._forwards += 1
 
     def _compiled_forward_end(self, output: Any) -> None:
         """The end of a compiled decoding step, traced into its graph: what the step keeps, packed.

@@ -106,7 +106,8 @@ def _layer_tap(tapped: bool) -> Iterator[None]:
 
 
 def mode_parts(mode: str) -> tuple[str, bool, bool | None]:
-    """A mode's capture mode and its suffixes: (name, sized, compiled reductions or None)."""
+    """A mode's capture mode and its suffixes: (name, sized, compiled reductions or None); a
+    ":hooks" suffix is dropped here (:func:`run_case` reads it from the mode itself)."""
     sized, compiled = False, None
     while mode.endswith((SIZED, WRITTEN, COMPILED, HOOKS)):
         if mode.endswith(HOOKS):

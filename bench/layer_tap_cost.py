@@ -15,7 +15,6 @@ in the same round, over the new tokens (so it includes the generation's fixed co
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import sys
 import time
@@ -29,10 +28,9 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(1, str(REPO))
 
 from host_cost import NEW_TOKENS  # noqa: E402
-from overhead import MODES, build_random, prompts_for  # noqa: E402
+from overhead import MODES, cpu_observed, layer_tap  # noqa: E402
 from shapes import SHAPES  # noqa: E402
 
-import corevital.capture.observer as observer_module  # noqa: E402
 from corevital.config import load_settings  # noqa: E402
 from corevital.pipeline import Pipeline  # noqa: E402
 
@@ -45,21 +43,8 @@ def main() -> None:
     parser.add_argument("--modes", default="summary,full")
     parser.add_argument("--rounds", type=int, default=11)
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    loaded = build_random(args.shape, "cpu", torch.float32)
-    prompts = prompts_for(loaded, 64, 1, False)
+    loaded, prompts, base = cpu_observed(args.shape, NEW_TOKENS)
     tokenizer = loaded.tokenizer
-    gc.freeze()  # as the corevital commands do once a model is loaded
-    base = {
-        "device": "cpu",
-        "temperature": 0.0,
-        "max_new_tokens": NEW_TOKENS,
-        "chat_template": "off",
-        "batch_size": 1,
-        "ignore_eos": True,
-        "sink": "local",
-        "out": "/tmp/corevital-bench",
-    }
 
     def plain() -> None:
         batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -72,19 +57,13 @@ def main() -> None:
                 pad_token_id=tokenizer.pad_token_id,
             )
 
-    tap = getattr(observer_module, "LayerOutputTap")  # noqa: B009 - put back after each run
-
     def observed(mode: str, tapped: bool) -> Callable[[], None]:
         pipeline = Pipeline(load_settings({**base, **MODES[mode]}, environ={}))
         pipeline.use_model(loaded)
 
         def run() -> None:
-            if not tapped:  # as for a model whose sites are not verified: transformers' hooks
-                setattr(observer_module, "LayerOutputTap", lambda sites: None)  # noqa: B010
-            try:
+            with layer_tap(tapped):  # untapped: transformers' hooks, as for sites not verified
                 pipeline.capture(prompts)
-            finally:
-                setattr(observer_module, "LayerOutputTap", tap)  # noqa: B010
 
         return run
 

@@ -20,7 +20,6 @@ A random Llama of a shape from :mod:`shapes` on the CPU, one thread, float32:
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import sys
 import time
@@ -38,7 +37,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(1, str(REPO))
 
 from host_cost import NEW_TOKENS  # noqa: E402
-from overhead import MODES, build_random, prompts_for  # noqa: E402
+from overhead import MODES, cpu_observed  # noqa: E402
 from shapes import SHAPES  # noqa: E402
 
 from corevital.capture.layer_outputs import LayerOutputTap  # noqa: E402
@@ -131,20 +130,7 @@ def main() -> None:
     parser.add_argument("--modes", default="summary,full")
     parser.add_argument("--runs", type=int, default=6)
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    loaded = build_random(args.shape, "cpu", torch.float32)
-    prompts = prompts_for(loaded, 64, 1, False)
-    gc.freeze()  # as the corevital commands do once a model is loaded
-    base = {
-        "device": "cpu",
-        "temperature": 0.0,
-        "max_new_tokens": NEW_TOKENS,
-        "chat_template": "off",
-        "batch_size": 1,
-        "ignore_eos": True,
-        "sink": "local",
-        "out": "/tmp/corevital-bench",
-    }
+    loaded, prompts, base = cpu_observed(args.shape, NEW_TOKENS)
     print(f"# {args.shape}, {NEW_TOKENS} new tokens, {args.runs} runs a mode, torch {torch.__version__}")
     print()
     print("| mode | `_pre_forward` µs | `_post_forward` µs | `_finish_step` µs | a step, µs |")

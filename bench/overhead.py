@@ -92,7 +92,7 @@ HOOKS = ":hooks"
 
 
 @contextmanager
-def _layer_tap(tapped: bool) -> Iterator[None]:
+def layer_tap(tapped: bool) -> Iterator[None]:
     """Capture with CoreVital's layer wrappers (``tapped``) or with transformers' hooks instead."""
     if tapped:
         yield
@@ -199,6 +199,28 @@ def build_random(shape: str, device: str, dtype: torch.dtype) -> LoadedModel:
             p.normal_(0.0, 0.02)
     model.generation_config.eos_token_id = None
     return loaded_from_existing(model, word_tokenizer(config.vocab_size), name=f"random-{shape}")
+
+
+def cpu_observed(shape: str, new_tokens: int) -> tuple[LoadedModel, list[str], dict[str, Any]]:
+    """The set-up of the CPU benches of observed generations (bench/layer_tap_cost.py,
+    bench/observer_cost.py): one thread, a random float32 model of ``shape``, one seeded 64-token
+    prompt, the collector frozen as the corevital commands do once a model is loaded, and the settings
+    every mode shares (greedy, ``new_tokens`` tokens whatever the model says, batch 1)."""
+    torch.set_num_threads(1)
+    loaded = build_random(shape, "cpu", torch.float32)
+    prompts = prompts_for(loaded, 64, 1, False)
+    gc.freeze()
+    base = {
+        "device": "cpu",
+        "temperature": 0.0,
+        "max_new_tokens": new_tokens,
+        "chat_template": "off",
+        "batch_size": 1,
+        "ignore_eos": True,
+        "sink": "local",
+        "out": "/tmp/corevital-bench",
+    }
+    return loaded, prompts, base
 
 
 def prompts_for(loaded: LoadedModel, tokens: int, batch: int, real: bool) -> list[str]:
@@ -394,7 +416,7 @@ def run_case(
             plain(stamps)
             return
         progress = None if stamps is None else partial(_stamp_step, stamps)
-        with _layer_tap(HOOKS not in mode):
+        with layer_tap(HOOKS not in mode):
             run = pipelines[mode].capture(prompts, tuning=tunings[mode], progress=progress)
         assert all(seq.num_steps == new_tokens for seq in run.sequences), "a run stopped early"
         last_run[mode] = run

@@ -296,6 +296,7 @@ class AttentionTap:
         against the cache (:mod:`.attention_window`), where that recomputation is exact for the
         model (on the eager path too).
         """
+        # fast_path_supported without its set operation on the keys, which dynamo cannot trace
         supported = all(kwargs.get(name) is None for name in UNSUPPORTED_KWARGS)
         if self.fast and supported:
             output = _sdpa(module, query, key, value, attention_mask, **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,19 @@ from corevital.capture.loading import LoadedModel, ModelSpec, load_model
 from corevital.capture.observer import free_memory
 from corevital.capture.options import (
     DEFERRED_BOUNDS,
+    FLUSH_EVERY,
+    FLUSH_EVERY_CUDA,
     FREE_CAP_DEFERRED,
     FREE_CAP_PROMPT,
     FREE_CAP_STACKED,
     STACKED_KEYS_BYTES,
+    CaptureOptions,
     Tuning,
 )
 from corevital.capture.records import SequenceCapture
 from corevital.capture.runner import capture_prompts
+from corevital.capture.step_window import StepWindow
+from corevital.capture.steps import RawStep
 from corevital.config import Settings
 from corevital.pipeline import Pipeline
 from tests.integration.conftest import tiny_settings
@@ -199,10 +205,22 @@ def test_the_budgets_grow_with_an_accelerators_free_memory() -> None:
     assert sized.deferred_bytes is not None and roomy.deferred_bytes is not None
     assert sized.deferred_bytes < (middle.deferred_bytes or 0) < roomy.deferred_bytes
     full = tuning.resolved(model, 2**30)  # a card nearly full: the model-sized budgets
-    assert full == sized
-    explicit = Tuning(deferred_bytes=5, prompt_chunk_bytes=6, stacked_keys_bytes=7)
+    assert full == replace(sized, flush_every=FLUSH_EVERY_CUDA)
+    explicit = Tuning(flush_every=4, deferred_bytes=5, prompt_chunk_bytes=6, stacked_keys_bytes=7)
     assert explicit.resolved(model, 120 * 2**30) == explicit
     assert free_memory((torch.device("cpu"),)) is None
+
+
+def test_a_window_holds_more_steps_on_cuda_devices() -> None:
+    """Where the device's free memory is known (CUDA) a window reduces up to 128 steps together, on
+    the CPU 32: on a GPU each window's reduction costs the host its kernel launches, whatever its
+    size, while its bytes stay bounded by the bytes budget; a count set explicitly is kept."""
+    model = 16 * 2**30
+    assert (FLUSH_EVERY, FLUSH_EVERY_CUDA) == (32, 128)
+    assert Tuning().window_steps() == FLUSH_EVERY
+    assert Tuning().resolved(model, None).flush_every == FLUSH_EVERY
+    assert Tuning().resolved(model, 60 * 2**30).flush_every == FLUSH_EVERY_CUDA
+    assert Tuning(flush_every=8).resolved(model, 60 * 2**30).window_steps() == 8
     assert free_memory(()) is None
     if torch.cuda.is_available():
         cuda = torch.device("cuda", torch.cuda.current_device())
@@ -332,3 +350,27 @@ def test_windows_reduced_compiled_equal_windows_reduced_as_written(
     for got, want in zip(runs[True], runs[False], strict=True):
         assert got.generated_token_ids == want.generated_token_ids
         _assert_same(got, want)
+
+
+def test_a_window_keeps_one_ids_tensor_and_reads_every_token_from_it() -> None:
+    """Each step leaves generate()'s input_ids; a step whose ids the next step extends by one token
+    lets go of its own, and the window reads every step's token from the ids it kept: one slice
+    for consecutive steps, the last column of each where steps added several tokens (assisted
+    decoding)."""
+    options = CaptureOptions.from_settings(tiny_settings())
+    ids = torch.tensor([[5, 6, 7, 8, 9, 4], [1, 2, 3, 4, 0, 3]])  # a prompt of 2, then 4 tokens
+
+    def window_of(lengths: list[int]) -> list[RawStep]:
+        window = StepWindow(options, None, 2**30)
+        steps = [RawStep(torch.zeros(2, 4), None, None, None, ids=ids[:, :n]) for n in lengths]
+        for step in steps:
+            window.add(step)
+        assert window.waiting == steps
+        return steps
+
+    consecutive = window_of([3, 4, 5, 6])
+    assert [step.ids is not None for step in consecutive] == [False, False, False, True]
+    assert steps_module._chosen_tokens(consecutive, torch.device("cpu")).tolist() == [7, 3, 8, 4, 9, 0, 4, 3]
+    assisted = window_of([3, 5, 6])  # the second step added two tokens, the third one
+    assert [step.ids is not None for step in assisted] == [True, False, True]
+    assert steps_module._chosen_tokens(assisted, torch.device("cpu")).tolist() == [7, 3, 9, 0, 4, 3]

@@ -284,7 +284,7 @@ class StepObserver:
         Only after the prefill, without a live callback, for a decoder-only model whose cache only
         appends keys (:mod:`.attention_window`); the tap still checks each layer's call.
         """
-        if self.live is not None or self.caps.is_encoder_decoder or self.options.tuning.flush_every <= 1:
+        if self.live is not None or self.caps.is_encoder_decoder or self.window.steps_cap <= 1:
             return False
         if self._forwards == 0 or cache is None:
             return False
@@ -443,9 +443,9 @@ class StepObserver:
         if pending is None:  # a step without a forward pass we saw: nothing to record
             return self._no_stop(batch, input_ids.device)
         self._pending = None
-        # input_ids is a new tensor every step, never written to; generate() keeps it on the device
-        # the caller gave it on, which need not be the model's (it moves the model's inputs itself)
-        pending.tokens = input_ids[:, -1].to(pending.logits_row.device)
+        # input_ids is a new tensor every step, never written to (generate() concatenates); it may
+        # be on another device than the model's (the window moves the tokens it reads from it)
+        pending.ids = input_ids
         pending.scores, self._scores = self._scores, None
         full = self.window.add(pending)
         if self.live is not None:  # a live callback reads each step at once: a window of one

@@ -29,8 +29,11 @@ class Tuning:
     the generation starts (:meth:`resolved`): where memory is plentiful, fewer and larger reductions.
     """
 
-    # Steps reduced together at most: one window of deferred steps (:mod:`.steps`).
-    flush_every: int = 32
+    # Steps reduced together at most: one window of deferred steps (:mod:`.steps`). None: 32, or
+    # 128 on CUDA devices (their free memory known): there a window's reduction costs the host its
+    # kernel launches, about the same for 32 steps as for 128, and the bytes budget below still
+    # bounds the window. A progress callback sees a window's steps once it is reduced.
+    flush_every: int | None = None
     # Largest float32 size of one window's rows; None: the model's weight bytes / 128, 1-128 MiB
     # (Llama-3-8B in bfloat16: 125 MiB, a window of 32 steps at batch 1, prompt 512), or 1/64 of
     # the CUDA devices' free memory where that is more, up to 1 GiB.
@@ -51,6 +54,12 @@ class Tuning:
     # the decoding steps (a static cache on a GPU), whose first generation pays compilation already.
     # Settled per generation at its prompt pass (StepObserver).
     compiled_reductions: bool | None = None
+
+    def window_steps(self, free_bytes: int | None = None) -> int:
+        """Steps one window reduces together at most (``flush_every``, or its default)."""
+        if self.flush_every is not None:
+            return self.flush_every
+        return FLUSH_EVERY if free_bytes is None else FLUSH_EVERY_CUDA
 
     def deferred_budget(self, model_bytes: int, free_bytes: int | None = None) -> int:
         if self.deferred_bytes is not None:
@@ -78,6 +87,7 @@ class Tuning:
         (None: the CPU, or a device whose free memory is not known)."""
         return replace(
             self,
+            flush_every=self.window_steps(free_bytes),
             deferred_bytes=self.deferred_budget(model_bytes, free_bytes),
             prompt_chunk_bytes=self.prompt_chunk(model_bytes, free_bytes),
             stacked_keys_bytes=self.stacked_keys(free_bytes),
@@ -91,6 +101,7 @@ def _with_headroom(sized: int, free_bytes: int | None, share: int, cap: int) -> 
     return max(sized, min(free_bytes // share, cap))
 
 
+FLUSH_EVERY, FLUSH_EVERY_CUDA = 32, 128
 DEFERRED_SHARE = 128
 DEFERRED_BOUNDS = (MiB, 128 * MiB)
 PROMPT_CHUNK_SHARE = 64

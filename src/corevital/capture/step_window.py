@@ -2,9 +2,9 @@
 
 A step leaves references to its raw tensors (:class:`~.steps.RawStep`); the window reduces the
 waiting steps in one batch per kind (:func:`~.steps.reduce_raw_steps`) and moves them to the host
-in one copy when it holds ``flush_every`` steps or its rows reach the bytes budget
-(:class:`~.options.Tuning`). Steps that deferred their attention rows are scored against the
-generation's cache, which the window follows (:mod:`.attention_window`).
+in one copy when it holds ``flush_every`` steps (:meth:`~.options.Tuning.window_steps`) or its
+rows reach the bytes budget (:class:`~.options.Tuning`). Steps that deferred their attention rows
+are scored against the generation's cache, which the window follows (:mod:`.attention_window`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,14 @@ from torch import Tensor
 from corevital.capture.attention_window import append_only_keys, is_append_only, static_keys
 from corevital.capture.hf_compat import static_full_layers
 from corevital.capture.options import CaptureOptions
-from corevital.capture.steps import DeviceStep, RawStep, StepBatch, reduce_raw_steps, split_host_batch
+from corevital.capture.steps import (
+    DeviceStep,
+    RawStep,
+    StepBatch,
+    follows,
+    reduce_raw_steps,
+    split_host_batch,
+)
 from corevital.capture.tensor_parallel import ShardGroup, combine_window
 from corevital.metrics.transfer import PendingHost, tensor_bytes, to_host, to_host_later
 
@@ -56,6 +63,7 @@ class StepWindow:
         self.shards = shards  # a tensor-parallel model: attention combined over its ranks' heads
         self.sketch = sketch
         self.budget_bytes = budget_bytes
+        self.steps_cap = options.tuning.window_steps()  # the options come resolved (Tuning.resolved)
         self.waiting: list[RawStep] = []
         self.waiting_bytes = 0
         self.host_steps: list[DeviceStep] = []  # the same dataclasses, fields as numpy arrays
@@ -71,9 +79,11 @@ class StepWindow:
 
     def add(self, step: RawStep) -> bool:
         """Keep ``step`` (its token chosen); True when the window is full and should be flushed."""
+        if self.waiting and follows(step, self.waiting[-1]):
+            self.waiting[-1].ids = None  # its token is in this step's ids: one tensor held, not N
         self.waiting.append(step)
         self.waiting_bytes += step.float32_bytes()
-        return len(self.waiting) >= self.options.tuning.flush_every or self.waiting_bytes >= self.budget_bytes
+        return len(self.waiting) >= self.steps_cap or self.waiting_bytes >= self.budget_bytes
 
     def cache_only_appends(self, cache: Any) -> bool:
         """Whether rows deferred now can be scored later against ``cache`` (it only appends keys).

@@ -57,7 +57,10 @@ class RawStep:
     attention: AttentionStats | None  # already reduced (per step) or None
     cross_attention: AttentionStats | None
     decode_rows: DecodeRows | None = None  # attention rows deferred too (:mod:`.attention_window`)
-    tokens: Tensor | None = None  # [B] the chosen tokens, once known
+    # generate()'s input_ids at the step's end, [B, T] with the step's token last; None once the
+    # next step's ids hold it too (:meth:`~.step_window.StepWindow.add`): a window reads its
+    # steps' tokens from its last step's ids in one slice (:func:`_chosen_tokens`)
+    ids: Tensor | None = None
     scores: Tensor | None = None  # [B, V] the distribution sampled from, when it differs from the logits
     mlp_inputs: tuple[Tensor, ...] | None = None  # each layer's residual before its MLP [B, 1, d]
     # (:mod:`.mlp_inputs`), for the MLP update ratio
@@ -90,12 +93,18 @@ class RawStep:
         return (self.states is None, self.scores is None, self.decode_rows is None, stacked)
 
     def held_bytes(self) -> int:
-        """Bytes of the device tensors the step refers to (views count their base's storage once)."""
+        """Bytes of the device tensors the step refers to (views count their base's storage once).
+
+        Not its ids: generate() holds its current input_ids itself, and a window keeps only its
+        last step's (:func:`follows`).
+        """
         held = [self.logits_row]
         if isinstance(self.states, Tensor):
             held.append(self.states)
         elif self.states is not None:
             held.extend(self.states)
+        if self.mlp_inputs is not None:
+            held.extend(self.mlp_inputs)
         if self.decode_rows is not None:
             held.extend(self.decode_rows.held())
         storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in held}
@@ -131,7 +140,7 @@ def reduce_raw_steps(
     n = len(raw)
     batch = raw[0].logits_row.shape[0]
     logits_rows = torch.stack([step.logits_row for step in raw]).flatten(0, 1)  # [N·B, V]
-    tokens = torch.stack([_chosen(step) for step in raw]).flatten()  # [N·B]
+    tokens = _chosen_tokens(raw, logits_rows.device)  # [N·B]
     logits, log_probs = summarize_logits_keeping_log_probs(
         logits_rows, topk=options.topk, mass_k=options.topk_mass_k, entropy_mode=options.entropy_mode
     )
@@ -216,10 +225,34 @@ def split_host_batch(batch: StepBatch, attention: Sequence[tuple[Any, Any]]) -> 
     ]
 
 
-def _chosen(step: RawStep) -> Tensor:
-    if step.tokens is None:
+def _chosen_tokens(raw: Sequence[RawStep], device: torch.device) -> Tensor:
+    """The tokens ``raw`` steps chose, step-major ([N·B]) on ``device``.
+
+    A step without ids has its token in the ids of the next step that has them, one column from
+    the end per step between: consecutive steps of one generation are the last N columns of the
+    last step's ids, one slice for the window instead of one per step.
+    """
+    parts: list[Tensor] = []
+    start = 0
+    for index, step in enumerate(raw):
+        if step.ids is not None:
+            parts.append(step.ids[:, step.ids.shape[1] - (index + 1 - start) :])  # [B, steps start..index]
+            start = index + 1
+    if start != len(raw):
         raise RuntimeError("a deferred step was reduced before its token was chosen")
-    return step.tokens
+    ids = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    return ids.transpose(0, 1).reshape(-1).to(device)
+
+
+def follows(step: RawStep, previous: RawStep) -> bool:
+    """Whether ``step``'s ids hold ``previous``'s token, one column before its own (the usual
+    decoding step: generate() appends one token), in a window that reduces both together."""
+    return (
+        step.ids is not None
+        and previous.ids is not None
+        and step.ids.shape[1] == previous.ids.shape[1] + 1
+        and step.kind() == previous.kind()
+    )
 
 
 def _scores(step: RawStep) -> Tensor:

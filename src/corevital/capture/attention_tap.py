@@ -39,7 +39,7 @@ from corevital.capture.attention_rows import (
     scale_for,
 )
 from corevital.capture.attention_window import DecodeRows
-from corevital.capture.decode_mask import decode_step_mask, plain_decode_step
+from corevital.capture.decode_mask import decode_step_mask
 from corevital.capture.hf_compat import (
     attention_implementation,
     attention_registered,
@@ -422,8 +422,8 @@ class AttentionTap:
     def _model_mask(self, *args: Any, **kwargs: Any) -> Tensor | None:
         """The mask of a forward pass: transformers' ``eager_mask``, with two exceptions.
 
-        A plain decoding step's mask is built directly (:mod:`.decode_mask`), and none is made for
-        one without padding (the step sees every key). Any other decoding step on the fast
+        A plain decoding step's mask is built directly (:mod:`.decode_mask`), and one that hides
+        nothing is remembered: its statistics skip the mask. Any other decoding step on the fast
         path gets the boolean mask SDPA takes (``sdpa_mask``, never skipped): the decoding steps of
         a static cache, which transformers compiles, then run SDPA on the mask plain generation
         gives it, without an additive copy built on the host each step; where such a step runs
@@ -433,8 +433,6 @@ class AttentionTap:
         """
         if torch.compiler.is_compiling():  # the mask the compiled step's attention function takes
             return sdpa_mask(*args, **kwargs) if self.fast else eager_mask(*args, **kwargs)
-        if not args and kwargs.get("attention_mask") is None and plain_decode_step(**kwargs):
-            return None  # the step sees every key: no mask, as the layers' SDPA gets none in plain generation
         mask = None if args else decode_step_mask(**kwargs)
         if mask is None:
             if self.fast and not args and kwargs.get("q_length") == 1:

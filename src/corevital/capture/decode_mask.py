@@ -5,8 +5,7 @@ dtype's minimum where it is not), built by transformers' ``eager_mask``: about a
 forward pass (index ranges, the causal rule, the padding lookup, the conversion). In the usual
 decoding step (one query at the end of a dynamic cache, the plain causal rule) the mask is just the
 2-D padding mask, so :func:`decode_step_mask` builds it from that in two kernels (one, zeros, when
-there is no padding mask, where the tap passes no mask at all: :func:`plain_decode_step`); every
-other case is left to ``eager_mask``. The mask is laid out so
+there is no padding mask); every other case is left to ``eager_mask``. The mask is laid out so
 that PyTorch's memory-efficient SDPA kernel takes it without a per-layer copy (see
 :func:`~corevital.capture.attention_rows.sdpa_aligned`).
 """
@@ -29,35 +28,27 @@ def decode_step_mask(**kwargs: Any) -> Tensor | None:
     before it, so under the plain causal rule it sees exactly the keys the padding mask allows
     (every key when there is no padding mask).
     """
-    if not plain_decode_step(**kwargs):
-        return None
-    batch, kv_length, padding = kwargs["batch_size"], kwargs["kv_length"], kwargs.get("attention_mask")
-    dtype = kwargs.get("dtype", torch.float32)
-    device = torch.device(kwargs.get("device", "cpu")) if padding is None else padding.device
-    mask = aligned_empty((batch, 1, 1, kv_length), dtype, device)
-    if padding is None:
-        return mask.zero_()
-    return mask.fill_(torch.finfo(dtype).min).masked_fill_(padding[:, None, None, :], 0.0)
-
-
-def plain_decode_step(**kwargs: Any) -> bool:
-    """Whether ``eager_mask``'s keyword arguments ask for the mask :func:`decode_step_mask` builds:
-    one query at the last of the cached positions, the plain causal rule, a 2-D boolean padding
-    mask or none."""
     batch, kv_length = kwargs.get("batch_size"), kwargs.get("kv_length")
     q_offset, kv_offset = kwargs.get("q_offset", 0), kwargs.get("kv_offset", 0)
     if not (isinstance(batch, int) and isinstance(kv_length, int)):
-        return False
-    padding = kwargs.get("attention_mask")
-    return (
+        return None
+    plain_step = (
         kwargs.get("q_length") == 1
         and kwargs.get("mask_function", causal_mask_function) is causal_mask_function
         and isinstance(q_offset, int)
         and isinstance(kv_offset, int)
         and kv_offset == 0
         and q_offset == kv_length - 1
-        and (padding is None or _is_2d_bool(padding, batch, kv_length))
     )
+    padding = kwargs.get("attention_mask")
+    if not plain_step or not (padding is None or _is_2d_bool(padding, batch, kv_length)):
+        return None
+    dtype = kwargs.get("dtype", torch.float32)
+    device = torch.device(kwargs.get("device", "cpu")) if padding is None else padding.device
+    mask = aligned_empty((batch, 1, 1, kv_length), dtype, device)
+    if padding is None:
+        return mask.zero_()
+    return mask.fill_(torch.finfo(dtype).min).masked_fill_(padding[:, None, None, :], 0.0)
 
 
 def _is_2d_bool(padding: Any, batch: int, kv_length: int) -> bool:

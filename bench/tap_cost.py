@@ -5,7 +5,8 @@ attention function, so its Python is part of each step. This times, round-robin 
 thread, a decoding step's 32 layers through:
 
 * ``tap``: CoreVital's attention function (:class:`corevital.capture.attention_tap.AttentionTap`) on
-  a deferring pass, as a full capture runs it (the rows kept for the window, taken after the pass);
+  a deferring pass, as a full capture runs it (the pass's decoding-step mask made by the tap's mask
+  function, the rows kept for the window, taken after the pass);
 * ``plain``: transformers' own SDPA attention function, what the layers call without CoreVital;
 * ``sdpa``: ``scaled_dot_product_attention`` alone.
 
@@ -30,7 +31,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from corevital.capture.attention_tap import AttentionTap  # noqa: E402
-from corevital.capture.hf_compat import sdpa_attention_forward  # noqa: E402
+from corevital.capture.hf_compat import causal_mask_function, sdpa_attention_forward  # noqa: E402
 from corevital.capture.registry import AttentionSite, SiteKind  # noqa: E402
 
 
@@ -55,12 +56,25 @@ def per_layer_us(layers: int, rounds: int) -> dict[str, float]:
     key, value = torch.randn(1, 1, 16, 8), torch.randn(1, 1, 16, 8)
     keys = [key] * layers
     kwargs = {"dropout": 0.0, "scaling": 8**-0.5}
+    # what transformers asks the tap's mask function for in a decoding step over 16 keys, unpadded
+    mask_kwargs = {
+        "batch_size": 1,
+        "q_length": 1,
+        "kv_length": 16,
+        "q_offset": 15,
+        "kv_offset": 0,
+        "mask_function": causal_mask_function,
+        "attention_mask": None,
+        "dtype": torch.float32,
+        "device": "cpu",
+    }
 
     def tapped() -> None:
         tap.begin_forward()
         tap.defer_decode = True
+        mask = tap._model_mask(**mask_kwargs)  # the pass's mask, made once as transformers makes it
         for module in modules:
-            tap(module, query, key, value, None, **kwargs)
+            tap(module, query, key, value, mask, **kwargs)
         assert tap.take_decode_rows(keys) is not None  # every layer's row waits for the window
 
     def plain() -> None:

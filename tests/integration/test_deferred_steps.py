@@ -272,9 +272,9 @@ def test_a_forward_whose_layers_do_not_all_defer_is_scored_at_once(
     real_defers = tap_module.AttentionTap._defers
 
     def even_layers_only(
-        self: tap_module.AttentionTap, site: Any, query: Any, mask: Any, kwargs: dict[str, Any]
+        self: tap_module.AttentionTap, site: Any, query: Any, kwargs: dict[str, Any]
     ) -> bool:
-        return site.layer % 2 == 0 and real_defers(self, site, query, mask, kwargs)
+        return site.layer % 2 == 0 and real_defers(self, site, query, kwargs)
 
     monkeypatch.setattr(tap_module.AttentionTap, "_defers", even_layers_only)
     deferred = _count_deferred_rows(monkeypatch)
@@ -296,11 +296,11 @@ def test_deferred_steps_before_a_step_scored_at_once(
     calls = {"layer0": 0}
 
     def not_the_third_step(
-        self: tap_module.AttentionTap, site: Any, query: Any, mask: Any, kwargs: dict[str, Any]
+        self: tap_module.AttentionTap, site: Any, query: Any, kwargs: dict[str, Any]
     ) -> bool:
         if site.layer == 0:
             calls["layer0"] += 1
-        return calls["layer0"] != 3 and real_defers(self, site, query, mask, kwargs)
+        return calls["layer0"] != 3 and real_defers(self, site, query, kwargs)
 
     monkeypatch.setattr(tap_module.AttentionTap, "_defers", not_the_third_step)
     got = _capture(loaded, settings, monkeypatch, flush_every=32)

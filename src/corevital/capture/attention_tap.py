@@ -103,6 +103,11 @@ def _recomputed_logits(
     )
 
 
+# A deferring pass's mask as the layers get it, its entry where their rows may wait with it (else
+# None), and the mask their SDPA takes (:meth:`AttentionTap._decode_lane`).
+_Lane = tuple[Tensor | None, MaskEntry | None, Tensor | None]
+
+
 class AttentionTap:
     """The attention function of one model for one generation (or one teacher-forced pass).
 
@@ -153,6 +158,8 @@ class AttentionTap:
         self.compiled_scale = 1.0
         # Boolean masks of this pass and their additive form (:meth:`_additive`).
         self._additive_masks: list[tuple[Tensor, Tensor]] = []
+        # The mask the layers of this deferring pass last got and what they share (:meth:`_decode_lane`).
+        self._lane: _Lane | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
     @property
@@ -177,6 +184,7 @@ class AttentionTap:
     def release(self) -> None:
         """Drop this pass's rows once they are reduced: nothing is held between steps."""
         self._additive_masks.clear()
+        self._lane = None
         if self.prompt is not None:
             self.prompt.end_pass()
         if self._buffer.used:
@@ -226,21 +234,27 @@ class AttentionTap:
     ) -> tuple[Tensor, None]:
         if torch.compiler.is_compiling():
             return self._compiled_call(module, query, key, value, attention_mask, kwargs), None
+        site = self._sites.get(module)
+        # every layer of every decoding step of a usual generation: tested first, from what it needs
+        if self._deferring and site is not None:
+            lane = self._lane
+            if lane is None or lane[0] is not attention_mask:  # the pass's first layer with this mask
+                lane = self._lane = self._decode_lane(attention_mask, query.dtype)
+            if lane[1] is not None and self._defers(site, query, kwargs):
+                # generate() runs without gradients: no context to enter. Written out rather than
+                # through _without_grad() and _sdpa(), whose frames and context cost 2 us a layer
+                # (bench/tap_cost.py).
+                if torch.is_grad_enabled():
+                    with torch.no_grad():
+                        output = sdpa_attention_forward(module, query, key, value, lane[2], **kwargs)[0]
+                else:
+                    output = sdpa_attention_forward(module, query, key, value, lane[2], **kwargs)[0]
+                scale = scale_for(query, kwargs.get("scaling"))
+                self._buffer.decode.keep(site.layer, query, key, lane[1], scale)
+                return output, None
         if attention_mask is not None and attention_mask.dtype == torch.bool:
             attention_mask = self._additive(attention_mask, query.dtype)
-        site = self._sites.get(module)
         mask = self._buffer.mask(attention_mask)
-        # every layer of every decoding step of a usual generation: tested first, from what it needs
-        if self._deferring and site is not None and self._defers(site, query, mask, kwargs):
-            # generate() runs without gradients: no context to enter. Written out rather than through
-            # _without_grad() and _sdpa(), whose frames and context cost 2 us a layer (bench/tap_cost.py).
-            if torch.is_grad_enabled():
-                with torch.no_grad():
-                    output = sdpa_attention_forward(module, query, key, value, mask.for_sdpa(), **kwargs)[0]
-            else:
-                output = sdpa_attention_forward(module, query, key, value, mask.for_sdpa(), **kwargs)[0]
-            self._buffer.decode.keep(site.layer, query, key, mask, scale_for(query, kwargs.get("scaling")))
-            return output, None
         q_len, kv_len = query.shape[2], key.shape[2]
         needs = self._needs(site, q_len, kv_len)
         if site is None or needs is None:
@@ -368,18 +382,29 @@ class AttentionTap:
         )
         return "all" if prompt_pass else "rows"
 
-    def _defers(self, site: AttentionSite, query: Tensor, mask: MaskEntry, kwargs: dict[str, Any]) -> bool:
+    def _decode_lane(self, attention_mask: Tensor | None, dtype: torch.dtype) -> _Lane:
+        """What every layer of a deferring pass that gets ``attention_mask`` shares, found at its
+        first layer: the mask's entry where a decoding step's row may wait with it (a decode mask or
+        none; else None) and the mask its SDPA takes (:meth:`~.row_buffer.MaskEntry.for_sdpa`)."""
+        given = attention_mask
+        if attention_mask is not None and attention_mask.dtype == torch.bool:
+            attention_mask = self._additive(attention_mask, dtype)
+        mask = self._buffer.mask(attention_mask)
+        if mask.tensor is None or mask.decode:
+            return (given, mask, mask.for_sdpa())
+        return (given, None, None)
+
+    def _defers(self, site: AttentionSite, query: Tensor, kwargs: dict[str, Any]) -> bool:
         """Whether this layer's decode-step row can wait for the window's batched reduction, in a
         deferring pass (``_deferring``: ``defer_decode`` on the fast path, observing the decoder's last
-        row).
+        row) whose mask allows it (:meth:`_decode_lane`).
 
-        One query row of observed self-attention (what :meth:`_needs` calls "rows"), with a decode
-        mask or none and nothing that changes the attention formula.
+        One query row of observed self-attention (what :meth:`_needs` calls "rows") and nothing that
+        changes the attention formula.
         """
         return (
             query.shape[2] == 1
             and site.kind is SiteKind.SELF
-            and (mask.tensor is None or mask.decode)
             and kwargs.get("position_bias") is None
             # fast_path_supported, its usual case inlined (called for every layer of every step)
             and (kwargs.keys().isdisjoint(UNSUPPORTED_KWARGS) or fast_path_supported(kwargs))

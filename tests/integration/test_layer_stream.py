@@ -143,3 +143,27 @@ def test_a_failed_pass_gives_no_result(tiny_loaded: Callable[[str], LoadedModel]
     with stream.installed(), torch.no_grad():
         loaded.model(input_ids=torch.tensor([[1, 2, 3]]))
     assert stream.result() is None
+
+
+@pytest.mark.parametrize("chunk_bytes", [2**30, 1])
+def test_last_positions_are_copied_a_group_at_a_time(
+    chunk_bytes: int, tiny_loaded: Callable[[str], LoadedModel]
+) -> None:
+    """Each layer's last position is the state's own, copied once for a group of layers: the whole
+    pass within the budget, each layer alone with a budget of one byte (groups of two states, the
+    least, one of them the previous group's)."""
+    loaded = tiny_loaded("llama")
+    sites = stream_sites(loaded.model)
+    assert sites is not None
+    stream = LayerStream(sites, chunk_bytes=chunk_bytes, keep_all=True)
+    with stream.installed(), torch.no_grad():
+        loaded.model(input_ids=torch.tensor([[5, 6, 7, 8, 9]]))
+    found = stream.result()
+    assert found is not None
+    layers = loaded.capabilities.num_layers
+    assert len(found.last_positions) == layers
+    for last, state in zip(found.last_positions, stream.kept[1:], strict=True):
+        torch.testing.assert_close(last, state[:, -1:], rtol=0, atol=0)
+        assert last.untyped_storage().data_ptr() != state.untyped_storage().data_ptr()
+    copies = {last.untyped_storage().data_ptr() for last in found.last_positions}
+    assert len(copies) == (1 if chunk_bytes > 1 else layers)

@@ -13,6 +13,7 @@ import torch
 from corevital.analysis.signals import SequenceSignals
 from corevital.analysis.updates import UpdateThresholds, assess_layer_updates
 from corevital.capture.loading import ModelSpec, load_model
+from corevital.capture.mlp_inputs import MlpInputTap
 from corevital.capture.runner import capture_prompts
 from corevital.config import load_settings
 from corevital.metrics.hidden import mlp_update_ratio, summarize_hidden
@@ -177,3 +178,28 @@ def test_a_silenced_mlp_is_found_at_its_layer_and_blamed_first(llama: object) ->
 
 def present_risk(diagnosis: object) -> float:
     return float(diagnosis.risk.risk_score)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("chunk_bytes", [2**30, 1])
+def test_a_prefills_residuals_are_copied_together_within_the_budget(chunk_bytes: int) -> None:
+    """Of a pass over several positions the tap keeps each layer's last position, copied for as many
+    layers at once as the budget holds (every layer; one at a time with a budget of one byte); a
+    decoding step's single position is kept as the norm got it."""
+    norms = tuple(torch.nn.Identity() for _ in range(4))
+    tap = MlpInputTap(norms, chunk_bytes)
+    inputs = [torch.randn(2, 5, 8) for _ in norms]
+    with tap.installed():
+        for norm, state in zip(norms, inputs, strict=True):
+            norm(state)
+        kept = tap.take()
+        assert kept is not None
+        for got, state in zip(kept, inputs, strict=True):
+            torch.testing.assert_close(got, state[:, -1:], rtol=0, atol=0)
+        copies = {got.untyped_storage().data_ptr() for got in kept}
+        assert len(copies) == (1 if chunk_bytes > 1 else len(norms))
+        assert not copies & {state.untyped_storage().data_ptr() for state in inputs}
+        steps = [torch.randn(2, 1, 8) for _ in norms]
+        for norm, state in zip(norms, steps, strict=True):
+            norm(state)
+        step = tap.take()
+        assert step is not None and all(got is state for got, state in zip(step, steps, strict=True))

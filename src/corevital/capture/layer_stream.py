@@ -5,10 +5,11 @@ forward pass returns: for the pass over a prompt that is (L + 1) x P x d values,
 key/value cache (SmolLM2-135M, 512 tokens: 18 MB, 6% of a plain run's peak memory). Of that pass
 the observer needs only each layer's last position, the cosine between consecutive layers (prompt
 telemetry) and the final states (prompt surprisals). A :class:`LayerStream` hooks the decoder
-layers, keeps each output's last position as it appears and compares consecutive layers a group
-at a time: the outputs of a group stay alive until it is compared, and a group holds as many
-consecutive layers as fit half the chunk budget in float32 (at least two). One comparison per
-group instead of one per layer: at batch 1 on a GPU, the prefill's cost is its kernel launches.
+layers and compares consecutive layers a group at a time, copying the group's last positions
+together: the outputs of a group stay alive until it is compared, and a group holds as many
+consecutive layers as fit half the chunk budget in float32 (at least two). One comparison and one
+copy per group instead of one per layer: at batch 1 on a GPU, the prefill's cost is its kernel
+launches.
 
 Whether the hooked outputs are exactly the hidden states transformers would return is checked
 once per model on a three-token pass (:mod:`.model_checks`); where they are not, the observer
@@ -45,7 +46,8 @@ class StreamSites:
 class StreamedStates:
     """What the observer keeps of a streamed pass."""
 
-    last_positions: tuple[Tensor, ...]  # hidden states 1..L at the last position, each [B, 1, d] (copies)
+    last_positions: tuple[Tensor, ...]  # hidden states 1..L at the last position, each [B, 1, d]
+    # (views of one copy per group of layers, not of the states)
     final: Tensor  # hidden state L, every position [B, P, d]
     transformations: Tensor | None  # [L, B] (``layer_transformations`` of states 0..L), when asked
 
@@ -72,6 +74,7 @@ class LayerStream:
         self._group: list[Tensor] = []  # consecutive complete states not yet compared (the first was)
         self._pending: Tensor | None = None
         self._last: list[Tensor] = []
+        self._awaiting: list[Tensor] = []  # states of the group whose last position is not copied yet
         self._changes: list[Tensor] = []
         self._result: StreamedStates | None = None
         self._handles: list[RemovableHandle] = []
@@ -127,22 +130,29 @@ class LayerStream:
         self._pending = state
 
     def _finish(self, state: Tensor) -> None:
-        """Hidden state ``l`` is complete: keep its last position; compare it with state ``l - 1``
-        when its group is full (:meth:`_compare_group`)."""
+        """Hidden state ``l`` is complete: compare it with state ``l - 1`` when its group is full
+        (:meth:`_compare_group`); its last position is copied with its group's (:meth:`_take_last`)."""
         if self.keep_all:
             self.kept.append(state)
-        if self._group:
-            self._last.append(state[:, -1:].clone())
-        if self.visible is None:
-            self._group = [state]
-            return
+        first = not self._group  # state 0, the first layer's input: no last position kept
         if len(self._group) >= 2 and 4 * state.numel() * (len(self._group) + 1) > self.chunk_bytes // 2:
             self._compare_group()
         self._group.append(state)
+        if not first:
+            self._awaiting.append(state)
+
+    def _take_last(self) -> None:
+        """Copy the last position of the states waiting for it, in one kernel: states of one group,
+        alive until it is compared (one copy a group instead of one a layer)."""
+        if self._awaiting:
+            lasts = torch.stack([state[:, -1] for state in self._awaiting])  # [n, B, d]
+            self._last.extend(lasts.unsqueeze(2).unbind(0))
+            self._awaiting = []
 
     def _compare_group(self) -> None:
-        """``layer_transformations`` of the group's consecutive states, in one call; the group's last
-        state starts the next group."""
+        """``layer_transformations`` of the group's consecutive states, in one call (when asked for:
+        ``visible``), and their last positions; the group's last state starts the next group."""
+        self._take_last()
         if self.visible is not None and len(self._group) >= 2:
             self._changes.append(
                 layer_transformations(self._group, self.visible, chunk_bytes=self.chunk_bytes)
@@ -152,7 +162,7 @@ class LayerStream:
     def _reset(self) -> None:
         self._count = 0
         self._pending = None
-        self._group, self._last, self._changes = [], [], []
+        self._group, self._last, self._changes, self._awaiting = [], [], [], []
 
 
 def candidate_sites(model: Any) -> StreamSites | None:

@@ -3,7 +3,8 @@
 A pre-norm decoder layer computes ``m = h + attention(norm₁(h))`` and then ``h' = m + mlp(norm₂(m))``:
 the input of the norm before the MLP (``post_attention_layernorm`` in Llama-style models, ``ln_2``
 in GPT-2, ``pre_feedforward_layernorm`` in Gemma) is ``m``. A wrapper around that norm's forward keeps a
-reference to its input's last position, so the step's reduction can take the MLP's own update
+reference to its input's last position (of a pass over several positions, the prefill, a copy of
+it, made for several layers at once), so the step's reduction can take the MLP's own update
 ratio ``‖h' − m‖ / ‖m‖`` (:func:`corevital.metrics.hidden.mlp_update_ratio`): exactly 0 when the
 MLP is silenced (a zeroed RMSNorm weight before it), never near 0 in a healthy layer.
 
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 
 from corevital.capture.module_forward import every_slot, forward_replaced
 from corevital.capture.registry import layer_stack
+from corevital.metrics.prompt import DEFAULT_CHUNK_BYTES
 
 # The norm whose input is the residual after the attention, in the order looked for (Gemma's
 # ``post_attention_layernorm`` normalises the attention's output, so its pre-MLP norm comes first).
@@ -38,9 +40,15 @@ class MlpInputTap:
     slow call path, several times the cost of one more Python call, on every layer and step.
     """
 
-    def __init__(self, norms: tuple[nn.Module, ...]) -> None:
+    def __init__(self, norms: tuple[nn.Module, ...], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
         self.norms = norms
+        # Float32 bytes of a pass over several positions (the prefill) that the tap may hold to copy
+        # its layers' last positions in one kernel (half of it, as the layer stream's groups).
+        self.chunk_bytes = chunk_bytes
         self._latest: list[Tensor | None] = [None] * len(norms)
+        # a pass over several positions: (layer, input) whose last position is not copied yet
+        self._waiting: list[tuple[int, Tensor]] = []
+        self._waiting_bytes = 0
 
     @contextmanager
     def installed(self) -> Iterator[MlpInputTap]:
@@ -51,26 +59,49 @@ class MlpInputTap:
                 yield self
         finally:
             self._latest[:] = [None] * len(self.norms)
+            self._waiting, self._waiting_bytes = [], 0
 
     def _wrapped(self, layer: int, forward: Any) -> Any:
         latest = self._latest  # one list for the tap's life: take() empties it in place
         compiling = torch.compiler.is_compiling
+        tap = self
 
         def keep(*args: Any, **kwargs: Any) -> Any:
             if not compiling():
                 state = args[0] if args else next(iter(kwargs.values()), None)
                 if isinstance(state, Tensor) and state.dim() == 3:
-                    # a pass over several positions (the prefill): keep a copy of the last, not the pass
-                    latest[layer] = state if state.shape[1] == 1 else state[:, -1:].clone()
+                    if state.shape[1] == 1:
+                        latest[layer] = state
+                    else:  # a pass over several positions (the prefill): a copy of the last, later
+                        tap._wait(layer, state)
                 else:
                     latest[layer] = None
             return forward(*args, **kwargs)
 
         return keep
 
+    def _wait(self, layer: int, state: Tensor) -> None:
+        """Hold a pass's input until its last position is copied with other layers' (the pass's
+        inputs held stay within half the chunk budget in float32)."""
+        size = 4 * state.numel()
+        if self._waiting and self._waiting_bytes + size > self.chunk_bytes // 2:
+            self._copy_waiting()
+        self._waiting.append((layer, state))
+        self._waiting_bytes += size
+
+    def _copy_waiting(self) -> None:
+        """The last position of every input waiting, copied in one kernel: views of that copy."""
+        if not self._waiting:
+            return
+        lasts = torch.stack([state[:, -1] for _, state in self._waiting]).unsqueeze(2)  # [n, B, 1, d]
+        for (layer, _), last in zip(self._waiting, lasts.unbind(0), strict=True):
+            self._latest[layer] = last
+        self._waiting, self._waiting_bytes = [], 0
+
     def take(self) -> tuple[Tensor, ...] | None:
         """Every layer's kept residual ([B, 1, d] views) of the forward that just ran, or None when
         some layer's norm was not called (the tap is then emptied for the next forward)."""
+        self._copy_waiting()
         return every_slot(self._latest)
 
 

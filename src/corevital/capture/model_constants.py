@@ -71,8 +71,11 @@ class ModelConstants:
             self._sketches[key] = sketch_matrix(self.caps, options, device)
         return self._sketches[key]
 
-    def mlp_tap(self) -> MlpInputTap | None:
-        """A new tap on the pre-MLP norms (found once), or None where the model has none."""
+    def mlp_tap(self, chunk_bytes: int) -> MlpInputTap | None:
+        """A new tap on the pre-MLP norms (found once), or None where the model has none.
+
+        ``chunk_bytes``: the generation's prompt chunk budget (:class:`~.options.Tuning`).
+        """
         if not self._norms_found:
             self._norms, self._norms_found = pre_mlp_norms(self.model, self.caps.num_layers), True
-        return None if self._norms is None else MlpInputTap(self._norms)
+        return None if self._norms is None else MlpInputTap(self._norms, chunk_bytes)

@@ -156,7 +156,7 @@ class StepObserver:
         head = logits_head(model) if options.observe_prompt and decoder_only else None
         stream = stream_sites(model) if decoder_only else None
         self.prompt = PromptPass(head, stream, chunk)
-        self.mlp_tap = constants.mlp_tap()  # the residual before each MLP
+        self.mlp_tap = constants.mlp_tap(chunk)  # the residual before each MLP
         # each layer's hidden state, without transformers' output-capturing hooks (None: the model's
         # sites were not verified, or a hook may change their outputs; its forwards are then asked
         # for ``output_hidden_states``)

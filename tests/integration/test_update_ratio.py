@@ -203,3 +203,9 @@ def test_a_prefills_residuals_are_copied_together_within_the_budget(chunk_bytes:
             norm(state)
         step = tap.take()
         assert step is not None and all(got is state for got, state in zip(step, steps, strict=True))
+        for norm, state in zip(norms, inputs, strict=True):  # a pass over several positions never taken
+            norm(state)
+        for norm, state in zip(norms, steps, strict=True):
+            norm(state)
+        step = tap.take()  # the decoding step's own, nothing of the pass before
+        assert step is not None and all(got is state for got, state in zip(step, steps, strict=True))

@@ -59,10 +59,11 @@ class MlpInputTap:
                 yield self
         finally:
             self._latest[:] = [None] * len(self.norms)
-            self._waiting, self._waiting_bytes = [], 0
+            self._drop_waiting()
 
     def _wrapped(self, layer: int, forward: Any) -> Any:
         latest = self._latest  # one list for the tap's life: take() empties it in place
+        waiting = self._waiting  # the same: emptied in place too
         compiling = torch.compiler.is_compiling
         tap = self
 
@@ -71,10 +72,14 @@ class MlpInputTap:
                 state = args[0] if args else next(iter(kwargs.values()), None)
                 if isinstance(state, Tensor) and state.dim() == 3:
                     if state.shape[1] == 1:
+                        if waiting:  # a pass over several positions never taken: none of it is current
+                            tap._drop_waiting()
                         latest[layer] = state
                     else:  # a pass over several positions (the prefill): a copy of the last, later
                         tap._wait(layer, state)
                 else:
+                    if waiting:
+                        tap._drop_waiting()
                     latest[layer] = None
             return forward(*args, **kwargs)
 
@@ -96,7 +101,11 @@ class MlpInputTap:
         lasts = torch.stack([state[:, -1] for _, state in self._waiting]).unsqueeze(2)  # [n, B, 1, d]
         for (layer, _), last in zip(self._waiting, lasts.unbind(0), strict=True):
             self._latest[layer] = last
-        self._waiting, self._waiting_bytes = [], 0
+        self._drop_waiting()
+
+    def _drop_waiting(self) -> None:
+        self._waiting.clear()
+        self._waiting_bytes = 0
 
     def take(self) -> tuple[Tensor, ...] | None:
         """Every layer's kept residual ([B, 1, d] views) of the forward that just ran, or None when

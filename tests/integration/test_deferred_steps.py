@@ -209,6 +209,12 @@ def test_the_budgets_grow_with_an_accelerators_free_memory() -> None:
     explicit = Tuning(flush_every=4, deferred_bytes=5, prompt_chunk_bytes=6, stacked_keys_bytes=7)
     assert explicit.resolved(model, 120 * 2**30) == explicit
     assert free_memory((torch.device("cpu"),)) is None
+    assert free_memory(()) is None
+    if torch.cuda.is_available():
+        cuda = torch.device("cuda", torch.cuda.current_device())
+        free = free_memory((cuda,))
+        assert free is not None and 0 < free <= torch.cuda.mem_get_info(cuda)[1]
+        assert free_memory((cuda, torch.device("cpu"))) is None  # split over the GPU and the CPU
 
 
 def test_a_window_holds_more_steps_on_cuda_devices() -> None:
@@ -221,12 +227,6 @@ def test_a_window_holds_more_steps_on_cuda_devices() -> None:
     assert Tuning().resolved(model, None).flush_every == FLUSH_EVERY
     assert Tuning().resolved(model, 60 * 2**30).flush_every == FLUSH_EVERY_CUDA
     assert Tuning(flush_every=8).resolved(model, 60 * 2**30).window_steps() == 8
-    assert free_memory(()) is None
-    if torch.cuda.is_available():
-        cuda = torch.device("cuda", torch.cuda.current_device())
-        free = free_memory((cuda,))
-        assert free is not None and 0 < free <= torch.cuda.mem_get_info(cuda)[1]
-        assert free_memory((cuda, torch.device("cpu"))) is None  # split over the GPU and the CPU
 
 
 def test_budgets_from_free_memory_change_no_number(

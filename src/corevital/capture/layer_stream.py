@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from corevital.capture.module_forward import last_positions
 from corevital.capture.registry import layer_stack
 from corevital.metrics.prompt import DEFAULT_CHUNK_BYTES, layer_transformations
 
@@ -145,8 +146,7 @@ class LayerStream:
         """Copy the last position of the states waiting for it, in one kernel: states of one group,
         alive until it is compared (one copy a group instead of one a layer)."""
         if self._awaiting:
-            lasts = torch.stack([state[:, -1] for state in self._awaiting])  # [n, B, d]
-            self._last.extend(lasts.unsqueeze(2).unbind(0))
+            self._last.extend(last_positions(self._awaiting))
             self._awaiting = []
 
     def _compare_group(self) -> None:

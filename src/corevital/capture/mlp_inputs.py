@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from corevital.capture.module_forward import every_slot, forward_replaced
+from corevital.capture.module_forward import every_slot, forward_replaced, last_positions
 from corevital.capture.registry import layer_stack
 from corevital.metrics.prompt import DEFAULT_CHUNK_BYTES
 
@@ -98,8 +98,8 @@ class MlpInputTap:
         """The last position of every input waiting, copied in one kernel: views of that copy."""
         if not self._waiting:
             return
-        lasts = torch.stack([state[:, -1] for _, state in self._waiting]).unsqueeze(2)  # [n, B, 1, d]
-        for (layer, _), last in zip(self._waiting, lasts.unbind(0), strict=True):
+        lasts = last_positions([state for _, state in self._waiting])
+        for (layer, _), last in zip(self._waiting, lasts, strict=True):
             self._latest[layer] = last
         self._drop_waiting()
 

@@ -10,12 +10,13 @@ block and puts back whatever the instance held before (accelerate's device hooks
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import repeat
 from operator import is_not
 from typing import Any, cast
 
+import torch
 from torch import Tensor, nn
 
 _NOT_SET = object()
@@ -46,3 +47,9 @@ def every_slot(slots: list[Tensor | None]) -> tuple[Tensor, ...] | None:
     if not all(map(is_not, kept, repeat(None))):
         return None
     return cast("tuple[Tensor, ...]", kept)
+
+
+def last_positions(states: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """Each state [B, S, d] at its last position, [B, 1, d]: views of one copy made for all of them
+    (one kernel, not one per state), so that nothing holds the states themselves."""
+    return torch.stack([state[:, -1] for state in states]).unsqueeze(2).unbind(0)

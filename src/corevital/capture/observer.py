@@ -55,7 +55,7 @@ from corevital.capture.live import LiveCallback
 from corevital.capture.mask_forms import UnreadableMask, prompt_padding, readable_mask
 from corevital.capture.model_checks import logits_head, stream_sites
 from corevital.capture.model_constants import ModelConstants
-from corevital.capture.module_forward import forward_replaced
+from corevital.capture.module_forward import forward_replaced, last_positions
 from corevital.capture.options import CaptureOptions
 from corevital.capture.prompt_pass import EncoderSummary, PromptPass
 from corevital.capture.records import CaptureWarning, ProgressCallback, StepCallback
@@ -65,17 +65,6 @@ from corevital.capture.steps import DeviceStep, RawStep
 from corevital.capture.tensor_parallel import shard_group
 from corevital.metrics.attention import summarize_attention
 from corevital.metrics.types import AttentionStats
-
-
-def _last_positions(states: tuple[Tensor, ...]) -> Tensor:
-    """Each layer's state [B, S, d] at the last position, stacked: [L, B, d], in one copy.
-
-    A decoding step's states have one position, so they are concatenated as they are; the pass
-    over the prompt copies only the last position of each (not every prompt position).
-    """
-    if states[0].shape[1] == 1:
-        return torch.cat(states, dim=1).transpose(0, 1)
-    return torch.stack([state[:, -1] for state in states])
 
 
 def _gathered(states: tuple[Tensor, ...], device: torch.device) -> tuple[Tensor, ...]:
@@ -351,7 +340,7 @@ class StepObserver:
         if several:
             logits_row = logits_row.clone()
         if layer_states is not None and layer_states[0].shape[1] > 1:
-            layer_states = tuple(_last_positions(layer_states).unsqueeze(2).unbind(0))
+            layer_states = last_positions(layer_states)
         self._pending = RawStep(
             logits_row,
             layer_states,

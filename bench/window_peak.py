@@ -59,9 +59,7 @@ def window(layers: int, batch: int, steps: int, keys: int, dtype: torch.dtype) -
     cache = [torch.randn(shape, generator=gen).to(dtype) for _ in range(layers)]
     rows = [
         DecodeRows(
-            queries=tuple(
-                torch.randn(batch, q_heads, 1, dim, generator=gen).to(dtype) for _ in range(layers)
-            ),
+            queries=torch.randn(batch, layers, q_heads, dim, generator=gen).to(dtype),
             key_length=keys - steps + i + 1,
             padding=None,
             scale=dim**-0.5,

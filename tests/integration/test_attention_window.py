@@ -36,7 +36,7 @@ def test_window_scores_only_the_keys_its_steps_saw(
     scale = dim**-0.5
     steps = [
         DecodeRows(
-            queries=tuple(torch.randn(batch, q_heads, 1, dim, generator=gen) for _ in range(layers)),
+            queries=torch.randn(batch, layers, q_heads, dim, generator=gen),
             key_length=length,
             padding=None,
             scale=scale,
@@ -50,7 +50,7 @@ def test_window_scores_only_the_keys_its_steps_saw(
         rows = []
         for layer in range(layers):
             k = keys[layer][:, :, : step.key_length].repeat_interleave(q_heads // kv_heads, dim=1)
-            scores = step.queries[layer] @ k.transpose(-1, -2) * scale  # [B, H, 1, K]
+            scores = step.queries[:, layer, :, None] @ k.transpose(-1, -2) * scale  # [B, H, 1, K]
             rows.append(torch.softmax(scores.float(), dim=-1)[:, :, 0])  # [B, H, K]
         want = summarize_attention(torch.stack(rows), None, causal=True)
         for f in dataclasses.fields(want):

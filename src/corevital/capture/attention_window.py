@@ -38,23 +38,16 @@ from corevital.metrics.types import AttentionStats
 class DecodeRows:
     """One decoding step's query rows of every layer, left for :func:`reduce_decode_rows`."""
 
-    queries: tuple[Tensor, ...]  # per layer [B, Hq, 1, D]; empty when ``stacked`` holds them
+    # every layer's query row [B, L, Hq, D], one copy (a step holds none of the model's tensors)
+    queries: Tensor
     key_length: int  # keys the step's query saw (the cache's length at that step)
     padding: Tensor | None  # [B, <= key_length] bool, True for real tokens (keys past its end: real)
     scale: float
-    stacked: Tensor | None = None  # every layer's row as one [B, L, Hq, D] (a compiled step's copy)
 
     def shape(self) -> tuple[int, int, int]:
         """(layers, batch, query heads) of this step's rows."""
-        if self.stacked is not None:
-            batch, layers, heads = self.stacked.shape[:3]
-            return layers, batch, heads
-        batch, heads = self.queries[0].shape[:2]
-        return len(self.queries), batch, heads
-
-    def held(self) -> tuple[Tensor, ...]:
-        """The device tensors this step's rows keep alive."""
-        return self.queries if self.stacked is None else (self.stacked,)
+        batch, layers, heads = self.queries.shape[:3]
+        return layers, batch, heads
 
     def float32_bytes(self) -> int:
         """Bytes of this step's rows of probabilities in float32, the reduction's largest buffer."""
@@ -102,11 +95,7 @@ def reduce_decode_rows(steps: Sequence[DecodeRows], keys: Sequence[Tensor], tuni
     kv_heads, kv_len = keys[0].shape[1], seen
     device, dtype = keys[0].device, keys[0].dtype
     # Query rows in layer-major order, [L, B, Hq, N, D] in one copy: the layout of a batched matmul.
-    if first.stacked is not None:  # [N, B, L, Hq, D] from the steps' stacked rows
-        rows = torch.stack([_stacked(step) for step in steps]).permute(2, 1, 3, 0, 4).contiguous()
-    else:
-        rows = torch.cat([q for index in range(layers) for q in _layer_queries(steps, index)], dim=2)
-        rows = rows.view(batch, q_heads, layers, n, dim).permute(2, 0, 1, 3, 4).contiguous()
+    rows = torch.stack([step.queries for step in steps]).permute(2, 1, 3, 0, 4).contiguous()
     if tuning.stacks_keys(device.type == "cpu", layers * keys[0].nbytes):
         stacked = torch.stack(list(keys)).view(layers * batch, kv_heads, kv_len, dim)
         scores = row_scores(rows.view(layers * batch, q_heads, n, dim), stacked)
@@ -161,16 +150,6 @@ def _device_ints(values: list[int], device: torch.device) -> Tensor:
     if device.type != "cuda":
         return host.to(device)
     return host.pin_memory().to(device, non_blocking=True)
-
-
-def _stacked(step: DecodeRows) -> Tensor:
-    if step.stacked is None:
-        raise RuntimeError("steps with stacked and per-layer query rows were batched together")
-    return step.stacked
-
-
-def _layer_queries(steps: Sequence[DecodeRows], index: int) -> list[Tensor]:
-    return [step.queries[index] for step in steps]
 
 
 def _steps_first(stats: AttentionStats, layers: int, batch: int) -> AttentionStats:

@@ -55,7 +55,7 @@ from corevital.capture.live import LiveCallback
 from corevital.capture.mask_forms import UnreadableMask, prompt_padding, readable_mask
 from corevital.capture.model_checks import logits_head, stream_sites
 from corevital.capture.model_constants import ModelConstants
-from corevital.capture.module_forward import forward_replaced, last_positions
+from corevital.capture.module_forward import forward_replaced
 from corevital.capture.options import CaptureOptions
 from corevital.capture.prompt_pass import EncoderSummary, PromptPass
 from corevital.capture.records import CaptureWarning, ProgressCallback, StepCallback
@@ -73,6 +73,29 @@ def _gathered(states: tuple[Tensor, ...], device: torch.device) -> tuple[Tensor,
     if all(state.device == device for state in states):
         return states
     return tuple(state.to(device) for state in states)
+
+
+def _packed(
+    states: tuple[Tensor, ...], mlp_inputs: tuple[Tensor, ...] | None
+) -> tuple[Tensor, Tensor | None]:
+    """Every layer's state and pre-MLP residual at the pass's last position, copied side by side:
+    ``([B, L, d], [B, L, d] or None)``, views of one tensor made by one kernel.
+
+    A step keeps these until its window is reduced. The model's own tensors, one allocation each,
+    would stay allocated meanwhile, 64 per step in a 32-layer model and thousands per window: the
+    device's caching allocator then serves every other allocation of the model more slowly, and a
+    decoding step bound by the host pays for it on every operator (docs/performance.md, "Host work
+    per generation and per step"). One copy per step frees them at once.
+    """
+    layers = len(states)
+    if states[0].shape[1] > 1:  # a pass over several positions (the prefill): its last, copied below
+        states = tuple(state[:, -1:] for state in states)
+    if mlp_inputs is None:
+        return torch.cat(states, dim=1), None
+    if mlp_inputs[0].shape[2] != states[0].shape[2]:  # not one residual stream: two copies
+        return torch.cat(states, dim=1), torch.cat(mlp_inputs, dim=1)
+    packed = torch.cat(states + mlp_inputs, dim=1)
+    return packed[:, :layers], packed[:, layers:]
 
 
 def _empty(cache: Any) -> bool:
@@ -339,16 +362,10 @@ class StepObserver:
         # positions (the prefill) only the last position is kept, as a copy.
         if several:
             logits_row = logits_row.clone()
-        if layer_states is not None and layer_states[0].shape[1] > 1:
-            layer_states = last_positions(layer_states)
-        self._pending = RawStep(
-            logits_row,
-            layer_states,
-            attention,
-            cross,
-            decode_rows,
-            mlp_inputs=mlp_inputs if layer_states is not None else None,
-        )
+        packed = mids = None
+        if layer_states is not None:
+            packed, mids = _packed(layer_states, mlp_inputs)
+        self._pending = RawStep(logits_row, packed, attention, cross, decode_rows, mlp_inputs=mids)
         self._forwards += 1
 
     def _compiled_forward_end(self, output: Any) -> None:
@@ -404,7 +421,7 @@ class StepObserver:
             found[name] = copies[group][:, offset : offset + width].view(shape)
         rows = None
         if "rows" in found and self.window.follow_static_cache(self._cache):
-            rows = DecodeRows((), self._key_length, self._padding, self._compiled_scale, found["rows"])
+            rows = DecodeRows(found["rows"], self._key_length, self._padding, self._compiled_scale)
         elif self.tap is not None and not self._compiled_attention_warned:
             self._compiled_attention_warned = True
             self.warnings.append(

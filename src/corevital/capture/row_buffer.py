@@ -146,15 +146,13 @@ class DecodeRowsBuffer:
         )
 
     def window_rows(self) -> DecodeRows:
-        """Every layer's rows as one :class:`DecodeRows` (all layers kept theirs, uniformly)."""
+        """Every layer's rows as one :class:`DecodeRows` (all layers kept theirs, uniformly): the
+        query rows copied side by side (one kernel), so the step holds none of the model's tensors
+        (see :func:`corevital.capture.observer._packed`)."""
         entries = cast(list[tuple[Tensor, Tensor, MaskEntry, float]], self.rows)
         _, key, mask, scale = entries[0]
-        return DecodeRows(
-            queries=tuple(entry[0] for entry in entries),
-            key_length=key.shape[2],
-            padding=mask.padding,
-            scale=scale,
-        )
+        queries = torch.cat([entry[0] for entry in entries], dim=2).transpose(1, 2)  # [B, L, Hq, D]
+        return DecodeRows(queries, key_length=key.shape[2], padding=mask.padding, scale=scale)
 
 
 class RowBuffer:

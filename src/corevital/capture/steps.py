@@ -53,7 +53,8 @@ class RawStep:
     """A step waiting for :func:`reduce_raw_steps`: references to the model's own tensors."""
 
     logits_row: Tensor  # [B, V] raw logits (a view of the forward's output)
-    states: tuple[Tensor, ...] | Tensor | None  # each layer's output [B, 1, d], or all as [B, L, d]
+    # every layer's output at the step's position, [B, L, d]: one copy (not the model's tensors)
+    states: Tensor | None
     attention: AttentionStats | None  # already reduced (per step) or None
     cross_attention: AttentionStats | None
     decode_rows: DecodeRows | None = None  # attention rows deferred too (:mod:`.attention_window`)
@@ -62,23 +63,20 @@ class RawStep:
     # steps' tokens from its last step's ids in one slice (:func:`_chosen_tokens`)
     ids: Tensor | None = None
     scores: Tensor | None = None  # [B, V] the distribution sampled from, when it differs from the logits
-    mlp_inputs: tuple[Tensor, ...] | None = None  # each layer's residual before its MLP [B, 1, d]
-    # (:mod:`.mlp_inputs`), for the MLP update ratio
+    mlp_inputs: Tensor | None = None  # every layer's residual before its MLP [B, L, d]
+    # (:mod:`.mlp_inputs`), for the MLP update ratio; a view of the states' copy
 
     def float32_bytes(self) -> int:
         """Bytes of this step's logits and hidden-state rows as float32: its share of the batched reduction.
 
-        Every layer's state has the same shape, so this is arithmetic on shapes, not a pass over layers.
         Deferred attention rows are not counted: :func:`reduce_raw_steps` scores them in pieces of
         consecutive steps that each stay within the window's budget (:meth:`attention_bytes`).
         """
         rows = self.logits_row.numel()
-        if isinstance(self.states, Tensor):
+        if self.states is not None:
             rows += self.states.numel()
-        elif self.states is not None:
-            rows += len(self.states) * self.states[0].numel()
         if self.mlp_inputs is not None:
-            rows += len(self.mlp_inputs) * self.mlp_inputs[0].numel()
+            rows += self.mlp_inputs.numel()
         return 4 * rows
 
     def attention_bytes(self) -> int:
@@ -86,11 +84,8 @@ class RawStep:
         return 0 if self.decode_rows is None else self.decode_rows.float32_bytes()
 
     def kind(self) -> tuple[bool, bool, bool, bool]:
-        """Steps of one kind are reduced in one batch: which optional parts the step has, in which form."""
-        stacked = isinstance(self.states, Tensor) or (
-            self.decode_rows is not None and self.decode_rows.stacked is not None
-        )
-        return (self.states is None, self.scores is None, self.decode_rows is None, stacked)
+        """Steps of one kind are reduced in one batch: which optional parts the step has."""
+        return (self.states is None, self.mlp_inputs is None, self.scores is None, self.decode_rows is None)
 
     def held_bytes(self) -> int:
         """Bytes of the device tensors the step refers to (views count their base's storage once).
@@ -99,14 +94,12 @@ class RawStep:
         last step's (:func:`follows`).
         """
         held = [self.logits_row]
-        if isinstance(self.states, Tensor):
+        if self.states is not None:
             held.append(self.states)
-        elif self.states is not None:
-            held.extend(self.states)
         if self.mlp_inputs is not None:
-            held.extend(self.mlp_inputs)
+            held.append(self.mlp_inputs)
         if self.decode_rows is not None:
-            held.extend(self.decode_rows.held())
+            held.append(self.decode_rows.queries)
         storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in held}
         return sum(storages.values())
 
@@ -154,24 +147,16 @@ def reduce_raw_steps(
         sampling_entropy, sampling_prob = sampling_distribution_stats(scores, tokens)
     chosen = ChosenTokenStats(tokens, surprisal, sampling_entropy, sampling_prob)
     hidden = None
-    first_states = raw[0].states
-    if first_states is not None:
-        if isinstance(first_states, Tensor):  # compiled steps: [B, L, d] each, [N, B, L, d] stacked
-            layers = first_states.shape[1]
-            stacked = torch.stack([_stacked_states(step) for step in raw])
-            states = stacked.permute(0, 2, 1, 3).reshape(n * layers, batch, -1)
-        else:
-            layers = len(first_states)
-            # [B, N·L, d] in one copy, then [N·L, B, d]: every step's layers as rows of one reduction
-            states = torch.cat([state for step in raw for state in _states(step)], dim=1).transpose(0, 1)
+    first = raw[0]
+    if first.states is not None:
+        layers = first.states.shape[1]
+        # [N·L, B, d] in one copy: every step's layers as rows of one reduction
+        states = _step_layer_rows([_states(step) for step in raw])
         stats = summarize_hidden(
             states, clip_value=options.hidden_clip_value, sketch_matrix=sketch, layers=layers
         )
-        mids = [step.mlp_inputs for step in raw]
-        if not isinstance(first_states, Tensor) and all(m is not None and len(m) == layers for m in mids):
-            inputs = torch.cat([m for step_mids in mids if step_mids for m in step_mids], dim=1).transpose(
-                0, 1
-            )
+        if first.mlp_inputs is not None and first.mlp_inputs.shape[1] == layers:
+            inputs = _step_layer_rows([_mlp_inputs(step) for step in raw])
             stats = replace(stats, mlp_update_ratio=mlp_update_ratio(states, inputs, layers))
         hidden = _leading(stats, (n, layers))
     attention = None
@@ -267,16 +252,23 @@ def _rows(step: RawStep) -> DecodeRows:
     return step.decode_rows
 
 
-def _states(step: RawStep) -> tuple[Tensor, ...]:
-    if step.states is None or isinstance(step.states, Tensor):
+def _step_layer_rows(per_step: list[Tensor]) -> Tensor:
+    """Steps' [B, L, d] tensors as [N·L, B, d], step-major: one copy."""
+    stacked = torch.stack(per_step)  # [N, B, L, d]
+    n, batch, layers = stacked.shape[:3]
+    return stacked.permute(0, 2, 1, 3).reshape(n * layers, batch, -1)
+
+
+def _states(step: RawStep) -> Tensor:
+    if step.states is None:
         raise RuntimeError("steps with and without per-layer hidden states were batched together")
     return step.states
 
 
-def _stacked_states(step: RawStep) -> Tensor:
-    if not isinstance(step.states, Tensor):
-        raise RuntimeError("steps with and without stacked hidden states were batched together")
-    return step.states
+def _mlp_inputs(step: RawStep) -> Tensor:
+    if step.mlp_inputs is None:
+        raise RuntimeError("steps with and without pre-MLP residuals were batched together")
+    return step.mlp_inputs
 
 
 def _leading(stats: T, shape: tuple[int, int]) -> T:

@@ -9,7 +9,7 @@ import torch
 from transformers.masking_utils import causal_mask_function, eager_mask, sliding_window_causal_mask_function
 
 from corevital.capture.attention_rows import aligned_copy, is_sdpa_aligned
-from corevital.capture.decode_mask import decode_step_mask
+from corevital.capture.decode_mask import VisibleMasks, decode_step_mask
 
 
 def padding(batch: int, length: int) -> torch.Tensor:
@@ -70,3 +70,23 @@ def test_aligned_copy_keeps_values_and_aligns_strides() -> None:
     copy = aligned_copy(mask)
     assert torch.equal(copy, mask) and is_sdpa_aligned(copy)
     assert is_sdpa_aligned(torch.zeros(2, 1, 1, 16))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_steps_without_padding_share_one_zero_tensor(dtype: torch.dtype) -> None:
+    """A decoding step without a padding mask gets a view of one zero tensor: equal to the eager
+    mask, aligned for SDPA, no tensor of its own; it grows (a new tensor) only past its width."""
+    visible = VisibleMasks()
+    storages = set()
+    for length in range(11, 60):
+        kwargs = step_kwargs(
+            batch_size=2, dtype=dtype, attention_mask=None, kv_length=length, q_offset=length - 1
+        )
+        mask = decode_step_mask(visible, **kwargs)
+        assert mask is not None
+        assert torch.equal(mask, eager_mask(**kwargs)) and mask.dtype == dtype
+        assert is_sdpa_aligned(mask)
+        storages.add(mask.untyped_storage().data_ptr())
+    assert len(storages) == 3  # widths 16, 32, 64: doubled twice over 49 steps
+    other = decode_step_mask(visible, **step_kwargs(batch_size=3, attention_mask=None))
+    assert other is not None and other.shape == (3, 1, 1, 11) and not other.any()

@@ -269,14 +269,13 @@ def test_a_forward_whose_layers_do_not_all_defer_is_scored_at_once(
     loaded = tiny_loaded("llama")
     settings = tiny_settings(max_new_tokens=6)
     want = _capture(loaded, settings, monkeypatch, flush_every=1)
-    real_defers = tap_module.AttentionTap._defers
+    real_init = tap_module.AttentionTap.__init__
 
-    def even_layers_only(
-        self: tap_module.AttentionTap, site: Any, query: Any, kwargs: dict[str, Any]
-    ) -> bool:
-        return site.layer % 2 == 0 and real_defers(self, site, query, kwargs)
+    def even_layers_only(self: tap_module.AttentionTap, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)  # the odd layers' rows take the per-step path
+        self._self_layers = {module: layer for module, layer in self._self_layers.items() if layer % 2 == 0}
 
-    monkeypatch.setattr(tap_module.AttentionTap, "_defers", even_layers_only)
+    monkeypatch.setattr(tap_module.AttentionTap, "__init__", even_layers_only)
     deferred = _count_deferred_rows(monkeypatch)
     got = _capture(loaded, settings, monkeypatch, flush_every=8)
     assert deferred == []
@@ -292,17 +291,16 @@ def test_deferred_steps_before_a_step_scored_at_once(
     loaded = tiny_loaded("llama")
     settings = tiny_settings(max_new_tokens=7)
     want = _capture(loaded, settings, monkeypatch, flush_every=1)
-    real_defers = tap_module.AttentionTap._defers
-    calls = {"layer0": 0}
+    real_may_defer = observer_module.StepObserver._may_defer_attention
+    calls = {"passes": 0}
 
-    def not_the_third_step(
-        self: tap_module.AttentionTap, site: Any, query: Any, kwargs: dict[str, Any]
-    ) -> bool:
-        if site.layer == 0:
-            calls["layer0"] += 1
-        return calls["layer0"] != 3 and real_defers(self, site, query, kwargs)
+    def not_the_third_step(self: observer_module.StepObserver, cache: Any) -> bool:
+        may = real_may_defer(self, cache)
+        if may:
+            calls["passes"] += 1
+        return may and calls["passes"] != 3
 
-    monkeypatch.setattr(tap_module.AttentionTap, "_defers", not_the_third_step)
+    monkeypatch.setattr(observer_module.StepObserver, "_may_defer_attention", not_the_third_step)
     got = _capture(loaded, settings, monkeypatch, flush_every=32)
     for a, b in zip(got, want, strict=True):
         assert a.generated_token_ids == b.generated_token_ids

@@ -39,7 +39,7 @@ from corevital.capture.attention_rows import (
     scale_for,
 )
 from corevital.capture.attention_window import DecodeRows
-from corevital.capture.decode_mask import decode_step_mask
+from corevital.capture.decode_mask import VisibleMasks, decode_step_mask
 from corevital.capture.hf_compat import (
     attention_implementation,
     attention_registered,
@@ -106,6 +106,13 @@ def _recomputed_logits(
 # A deferring pass's mask as the layers get it, its entry where their rows may wait with it (else
 # None), and the mask their SDPA takes (:meth:`AttentionTap._decode_lane`).
 _Lane = tuple[Tensor | None, MaskEntry | None, Tensor | None]
+# Keyword arguments of an attention call that keep its decoding-step row from waiting for the window:
+# a position bias, or what the fast path cannot compute (a soft cap, attention sinks).
+_DEFER_BLOCKERS = frozenset((*UNSUPPORTED_KWARGS, "position_bias"))
+
+
+def _none_of(kwargs: dict[str, Any], names: frozenset[str]) -> bool:
+    return all(kwargs.get(name) is None for name in names)
 
 
 class AttentionTap:
@@ -132,6 +139,8 @@ class AttentionTap:
         self.tuning = tuning or Tuning()
         self.prompt = prompt
         self._sites: dict[nn.Module, AttentionSite] = {site.module: site for site in sites}
+        # the self-attention sites' layers, what a decoding step's layer looks up (:meth:`__call__`)
+        self._self_layers = {site.module: site.layer for site in sites if site.kind is SiteKind.SELF}
         self._num = {
             SiteKind.SELF: num_layers,
             SiteKind.CROSS: num_layers,
@@ -142,10 +151,12 @@ class AttentionTap:
         self.observe_encoder = True
         self._rows = LAST_ROW
         self._buffer = RowBuffer(self._rows, num_layers)
+        self._visible = VisibleMasks()  # decoding steps' all-visible masks, one tensor for all
         # Decoding steps whose rows wait for a batched reduction (:mod:`.attention_window`): the
         # observer sets ``defer_decode`` before a forward pass whose cache only appends.
         self._defer_decode = False
-        # The conditions of :meth:`_defers` that hold for a whole pass, found when defer_decode is set.
+        # The conditions of a deferred row (:meth:`__call__`) that hold for a whole pass, found when
+        # defer_decode is set.
         self._deferring = False
         # Set by the observer for a generation's first pass over an empty cache: that pass reads the
         # prompt even when its keys are a whole preallocated (static) cache, longer than the prompt.
@@ -234,24 +245,36 @@ class AttentionTap:
     ) -> tuple[Tensor, None]:
         if torch.compiler.is_compiling():
             return self._compiled_call(module, query, key, value, attention_mask, kwargs), None
-        site = self._sites.get(module)
-        # every layer of every decoding step of a usual generation: tested first, from what it needs
-        if self._deferring and site is not None:
-            lane = self._lane
-            if lane is None or lane[0] is not attention_mask:  # the pass's first layer with this mask
-                lane = self._lane = self._decode_lane(attention_mask, query.dtype)
-            if lane[1] is not None and self._defers(site, query, kwargs):
-                # generate() runs without gradients: no context to enter. Written out rather than
-                # through _without_grad() and _sdpa(), whose frames and context cost 2 us a layer
-                # (bench/tap_cost.py).
-                if torch.is_grad_enabled():
-                    with torch.no_grad():
+        # Every layer of every decoding step of a usual generation, tested first from what it needs
+        # and written out (no helper's frame): in a deferring pass (``_deferring``: ``defer_decode``
+        # on the fast path, observing the decoder's last row) whose mask allows it
+        # (:meth:`_decode_lane`), a self-attention layer's row waits for the window's batched
+        # reduction when it is one query row and nothing changes the attention formula (no position
+        # bias, nothing the fast path cannot compute).
+        if self._deferring:
+            layer = self._self_layers.get(module)
+            if layer is not None:
+                lane = self._lane
+                if lane is None or lane[0] is not attention_mask:  # the pass's first layer with this mask
+                    lane = self._lane = self._decode_lane(attention_mask, query.dtype)
+                if (
+                    lane[1] is not None
+                    and query.shape[2] == 1
+                    and (kwargs.keys().isdisjoint(_DEFER_BLOCKERS) or _none_of(kwargs, _DEFER_BLOCKERS))
+                ):
+                    # generate() runs without gradients: no context to enter. Written out rather than
+                    # through _without_grad() and _sdpa(), whose frames and context cost 2 us a layer
+                    # (bench/tap_cost.py).
+                    if torch.is_grad_enabled():
+                        with torch.no_grad():
+                            output = sdpa_attention_forward(module, query, key, value, lane[2], **kwargs)[0]
+                    else:
                         output = sdpa_attention_forward(module, query, key, value, lane[2], **kwargs)[0]
-                else:
-                    output = sdpa_attention_forward(module, query, key, value, lane[2], **kwargs)[0]
-                scale = scale_for(query, kwargs.get("scaling"))
-                self._buffer.decode.keep(site.layer, query, key, lane[1], scale)
-                return output, None
+                    scaling = kwargs.get("scaling")
+                    scale = query.shape[3] ** -0.5 if scaling is None else float(scaling)
+                    self._buffer.decode.keep(layer, query, key, lane[1], scale)
+                    return output, None
+        site = self._sites.get(module)
         if attention_mask is not None and attention_mask.dtype == torch.bool:
             attention_mask = self._additive(attention_mask, query.dtype)
         mask = self._buffer.mask(attention_mask)
@@ -394,22 +417,6 @@ class AttentionTap:
             return (given, mask, mask.for_sdpa())
         return (given, None, None)
 
-    def _defers(self, site: AttentionSite, query: Tensor, kwargs: dict[str, Any]) -> bool:
-        """Whether this layer's decode-step row can wait for the window's batched reduction, in a
-        deferring pass (``_deferring``: ``defer_decode`` on the fast path, observing the decoder's last
-        row) whose mask allows it (:meth:`_decode_lane`).
-
-        One query row of observed self-attention (what :meth:`_needs` calls "rows") and nothing that
-        changes the attention formula.
-        """
-        return (
-            query.shape[2] == 1
-            and site.kind is SiteKind.SELF
-            and kwargs.get("position_bias") is None
-            # fast_path_supported, its usual case inlined (called for every layer of every step)
-            and (kwargs.keys().isdisjoint(UNSUPPORTED_KWARGS) or fast_path_supported(kwargs))
-        )
-
     def take_decode_rows(self, cache_keys: list[Tensor] | None) -> DecodeRows | None:
         """This forward's decode-step rows of every layer, to be reduced later; None if not deferred.
 
@@ -458,7 +465,7 @@ class AttentionTap:
         """
         if torch.compiler.is_compiling():  # the mask the compiled step's attention function takes
             return sdpa_mask(*args, **kwargs) if self.fast else eager_mask(*args, **kwargs)
-        mask = None if args else decode_step_mask(**kwargs)
+        mask = None if args else decode_step_mask(self._visible, **kwargs)
         if mask is None:
             if self.fast and not args and kwargs.get("q_length") == 1:
                 kwargs.pop("allow_is_causal_skip", None)  # as eager_mask: a causal mask is never skipped
@@ -568,3 +575,4 @@ class AttentionTap:
                 yield self
         finally:
             self._buffer = RowBuffer(self._rows, self._num[SiteKind.SELF])
+            self._visible = VisibleMasks()

@@ -372,3 +372,41 @@ def test_a_window_keeps_one_ids_tensor_and_reads_every_token_from_it() -> None:
     assisted = window_of([3, 5, 6])  # the second step added two tokens, the third one
     assert [step.ids is not None for step in assisted] == [True, False, True]
     assert steps_module._chosen_tokens(assisted, torch.device("cpu")).tolist() == [7, 3, 9, 0, 4, 3]
+
+
+def test_a_waiting_step_holds_one_copy_of_its_layers_rows(
+    tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decoding step waiting for its window holds its layers' states and pre-MLP residuals as
+    views of one tensor and its query rows as another, each made in the step and shaped [B, L, ...]
+    whole: none of the model's per-layer tensors stays allocated (only the logits row, a view of the
+    forward's output). Their values are the layers' own: the windows' statistics equal single
+    steps' (:func:`test_windows_equal_single_steps`)."""
+    loaded = tiny_loaded("llama")
+    config = loaded.model.config
+    layers, width = config.num_hidden_layers, config.hidden_size
+    heads, dim = config.num_attention_heads, config.hidden_size // config.num_attention_heads
+    waiting: list[RawStep] = []
+    real_add = StepWindow.add
+
+    def add(self: StepWindow, step: RawStep) -> bool:
+        waiting.append(step)
+        return real_add(self, step)
+
+    monkeypatch.setattr(StepWindow, "add", add)
+    _capture(loaded, tiny_settings(max_new_tokens=6), monkeypatch, flush_every=32)
+    decoding = [step for step in waiting if step.decode_rows is not None]
+    assert len(decoding) == 5  # the prefill scores its rows at once; five decoding steps defer theirs
+    batch = len(PROMPTS)
+    for step in decoding:
+        states, residuals = present(step.states), present(step.mlp_inputs)
+        storage = states.untyped_storage()
+        assert states.shape == residuals.shape == (batch, layers, width)
+        assert residuals.untyped_storage().data_ptr() == storage.data_ptr()
+        assert storage.nbytes() == 2 * states.numel() * states.element_size()
+        queries = present(step.decode_rows).queries
+        assert queries.shape == (batch, layers, heads, dim)
+        assert queries.untyped_storage().nbytes() == queries.numel() * queries.element_size()
+        assert step.held_bytes() == step.logits_row.untyped_storage().nbytes() + storage.nbytes() + (
+            queries.untyped_storage().nbytes()
+        )

@@ -8,9 +8,9 @@ Installed by :meth:`StepObserver.installed` (a context manager that always remov
   wrapper keeps a compiled step one frame and one CUDA graph). Before the forward pass it asks for
   hidden states and opens a new step (for the pass over the prompt it hooks the layers instead,
   which reduce their outputs as they appear: :mod:`.layer_stream`); after it, it takes the step's
-  raw logits, hidden states and attention rows and keeps references to them (of the prefill only
-  the last position; with a cache that only appends, only the attention query rows) in a
-  :class:`~corevital.capture.steps.RawStep`;
+  raw logits, hidden states and attention rows and keeps a reference to the logits row and one
+  copy of the per-layer rows (of the prefill only the last position; with a cache that only
+  appends, only the attention query rows) in a :class:`~corevital.capture.steps.RawStep`;
 - the attention tap (full and on_risk capture) collects each layer's decode-step attention row;
 - a logits processor placed last sees the distribution actually sampled from;
 - a stopping criterion sees the chosen tokens and ends the step. The waiting steps are reduced with
@@ -313,8 +313,9 @@ class StepObserver:
             self._keep_step(kwargs, output)
 
     def _keep_step(self, kwargs: dict[str, Any], output: Any) -> None:
-        """What an uncompiled forward leaves for its step: references to its logits row, every
-        layer's state and (full capture) its attention, reduced with the step's window later.
+        """What an uncompiled forward leaves for its step: its logits row, one copy of every layer's
+        state (and pre-MLP residual) and (full capture) its attention, reduced with the step's
+        window later.
 
         Runs on the host between the forward and generate()'s choice of the token, once a step: the
         common case (a decoding step with the layers tapped) takes the fewest calls.
@@ -358,8 +359,8 @@ class StepObserver:
             self.tap.release()
         if reads_prompt:
             self.prompt.observe(kwargs, logits, streamed, states)
-        # A step keeps references to these until its window is reduced; of a pass over several
-        # positions (the prefill) only the last position is kept, as a copy.
+        # A step keeps these until its window is reduced: its logits row by reference (of a pass over
+        # several positions, the prefill, a copy of the last position) and its layers' rows copied.
         if several:
             logits_row = logits_row.clone()
         packed = mids = None

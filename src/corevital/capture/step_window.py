@@ -1,6 +1,6 @@
 """The window of decoding steps waiting to be reduced together, and the host records of those reduced.
 
-A step leaves references to its raw tensors (:class:`~.steps.RawStep`); the window reduces the
+A step leaves its raw rows (:class:`~.steps.RawStep`); the window reduces the
 waiting steps in one batch per kind (:func:`~.steps.reduce_raw_steps`) and moves them to the host
 in one copy when it holds ``flush_every`` steps (:meth:`~.options.Tuning.window_steps`) or its
 rows reach the bytes budget (:class:`~.options.Tuning`). Steps that deferred their attention rows
@@ -45,7 +45,8 @@ def _uniform_runs(raw: list[RawStep]) -> list[list[RawStep]]:
 
 
 def held_bytes(step: RawStep) -> int:
-    """Device bytes a step keeps alive: the model's tensors it references, its reduced attention."""
+    """Device bytes a step keeps alive: its raw rows (:meth:`~.steps.RawStep.held_bytes`) and its
+    reduced attention."""
     return step.held_bytes() + tensor_bytes((step.attention, step.cross_attention))
 
 

@@ -2,10 +2,10 @@
 
 At batch 1 on an accelerator, generation is bound by kernel launches and Python, not arithmetic:
 every reduction CoreVital launches per step lands on the critical path however small it is. A
-step therefore does no work of its own: it leaves references to its raw logits row and its
-per-layer hidden states (a :class:`RawStep`; the model allocated them anyway, and nothing writes
-to them again), with a cache that only appends also its attention query rows
-(:mod:`.attention_window`), and
+step therefore does almost no work of its own: it leaves a reference to its raw logits row (the
+model allocated it anyway, and nothing writes to it again) and one copy of its per-layer hidden
+states and pre-MLP residuals side by side (a :class:`RawStep`), with a cache that only appends
+also one copy of its attention query rows (:mod:`.attention_window`), and
 :func:`reduce_raw_steps` reduces up to a window of such steps in one batch of kernels, the same
 kernels one step would launch (the statistics are row-wise, so rows of several steps are simply
 more rows). The window is bounded by :meth:`~corevital.capture.options.Tuning.deferred_budget`, a
@@ -50,7 +50,7 @@ class DeviceStep:
 
 @dataclass
 class RawStep:
-    """A step waiting for :func:`reduce_raw_steps`: references to the model's own tensors."""
+    """A step waiting for :func:`reduce_raw_steps`: its logits row and copies of its per-layer rows."""
 
     logits_row: Tensor  # [B, V] raw logits (a view of the forward's output)
     # every layer's output at the step's position, [B, L, d]: one copy (not the model's tensors)

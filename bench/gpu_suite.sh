@@ -40,6 +40,9 @@
 # cProfile for "py:" modes, where the host's time goes). REPEATS and PHASES set the timed and the phase
 # runs of each mode ("static": 7 and 3, "dynamic": 4 and 1); CASES narrows "dynamic" to some of its
 # cases. Each case's table and the JSON so far are written as the case finishes.
+# NOISE_GATE=PCT (e.g. 8) times plain five times after each case's warm-up and stops the suite there
+# (status 3, nothing measured) when those runs spread by more than PCT % of their median
+# (bench/overhead.py --noise-gate): a busy host cannot resolve budgets of one to ten points.
 # On a machine without this project's dependencies, install them first (see docs/performance.md).
 set -u
 out="${1:-bench-gpu}"
@@ -49,8 +52,13 @@ mkdir -p "$out"
 bench() {
     local name="$1"
     shift
-    python3 bench/overhead.py --device cuda --dtype bfloat16 --json "$out/$name.json" "$@" >"$out/$name.txt" 2>&1
+    python3 bench/overhead.py --device cuda --dtype bfloat16 --json "$out/$name.json" \
+        --noise-gate "${NOISE_GATE:-0}" "$@" >"$out/$name.txt" 2>&1
+    local status=$?
     tail -n 4 "$out/$name.txt"
+    if [ "$status" -eq 3 ]; then
+        exit 3 # the host check failed: the rest would meet the same host
+    fi
 }
 nvidia-smi --query-gpu=name,clocks.sm,power.draw,temperature.gpu --format=csv,noheader
 if [ "$part" = llama ] || [ "$part" = all ]; then

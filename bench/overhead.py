@@ -175,6 +175,39 @@ def median_interval(values: list[float], coverage: float = 0.95) -> tuple[float,
     return ordered[k - 1], ordered[n - k]
 
 
+GATE_RUNS = 5  # plain runs timed by --noise-gate before the measured ones
+
+
+class HostTooNoisy(SystemExit):
+    """The host check of ``--noise-gate`` failed: nothing was measured (exit status 3)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(3)
+        self.message = message
+
+
+def run_spread(times: list[float]) -> float:
+    """How far identical runs spread, in % of their median: (slowest - fastest) / median."""
+    return 100.0 * (max(times) - min(times)) / statistics.median(times)
+
+
+def check_host(case: str, times: list[float], gate: float) -> None:
+    """Print the spread of ``times`` (plain's runs) and raise :class:`HostTooNoisy` past ``gate`` %.
+
+    A host whose identical runs spread by more than a few percent cannot resolve budgets of one to
+    ten points, however many rounds follow: better to give the device back at once.
+    """
+    spread = run_spread(times)
+    runs = " ".join(f"{t:.3f}" for t in times)
+    print(f"# {case} host check: plain runs [{runs}] s, spread {spread:.1f} % (gate {gate:g} %)", flush=True)
+    if spread > gate:
+        error = HostTooNoisy(
+            f"{case}: host too noisy, plain runs spread {spread:.1f} % > {gate:g} %; nothing measured"
+        )
+        print(f"# {error.message}", flush=True)
+        raise error
+
+
 def word_tokenizer(vocab: int) -> Any:
     """A word-level tokenizer over ids t0..t{vocab-1}, for random-weight models of real shapes."""
     from tokenizers import Tokenizer
@@ -342,10 +375,14 @@ def run_case(
     trace_dir: Path | None = None,
     phases: int = 0,
     after_warmup: Callable[[], None] | None = None,
+    noise_gate: float = 0.0,
 ) -> list[Row]:
     """Time every runner round-robin (plain first, then each mode), so clock drift hits all alike.
 
     ``after_warmup``: called once the warm-up runs (which compile, on the static cache) are done.
+
+    ``noise_gate``: after the warm-up, time plain :data:`GATE_RUNS` times and stop
+    (:class:`HostTooNoisy`) when those runs spread by more than this many % (0: no check).
 
     ``phases``: after the timed runs, run plain and each mode this many more times, each step's end
     stamped on the host, and print where each run's time goes (see :func:`phase_table`).
@@ -441,6 +478,8 @@ def run_case(
                 print(f"# {case} first {name} run {time.perf_counter() - started:.1f} s", flush=True)
     if after_warmup is not None:
         after_warmup()
+    if noise_gate > 0:
+        check_host(case, [timed(plain) for _ in range(GATE_RUNS)], noise_gate)
     times: dict[str, list[float]] = {name: [] for name in runners}
     names = list(runners)
     recordings = {name: 0 for name in runners}
@@ -957,6 +996,15 @@ def main() -> None:
         "decoding step and the time outside the steps, against plain",
     )
     parser.add_argument(
+        "--noise-gate",
+        type=float,
+        default=0.0,
+        metavar="PCT",
+        help=f"after each case's warm-up, time plain {GATE_RUNS} times and stop (exit status 3, nothing "
+        "measured) if those runs spread by more than PCT %% of their median: on a busy host the budgets "
+        "cannot be resolved (0, the default: no check)",
+    )
+    parser.add_argument(
         "--compile-cache",
         type=Path,
         metavar="DIR",
@@ -1008,6 +1056,7 @@ def main() -> None:
                     args.trace_dir,
                     args.phases,
                     after_warmup,
+                    args.noise_gate,
                 )
                 for row in found:
                     row.host = host

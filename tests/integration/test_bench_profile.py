@@ -356,3 +356,32 @@ def test_each_case_names_the_host_it_ran_on(tmp_path: Path) -> None:
     assert host.startswith(f"{platform.node()}: ") and f", {os.cpu_count()} CPUs, " in host
     assert " load average " in host and all(row["host"] == host for row in rows)
     assert f"# tiny-llama 8->3 b1 host {host}\n" in done.stdout
+
+
+def test_the_noise_gate_stops_a_case_on_a_noisy_host(
+    overhead: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Plain's runs spread by (slowest - fastest) / median; past the gate nothing is measured."""
+    assert overhead.run_spread([1.0, 1.1, 1.05, 0.9, 1.0]) == pytest.approx(20.0)
+    overhead.check_host("case", [1.0, 1.02, 1.01, 0.99, 1.0], 5.0)  # 3 %: measured
+    with pytest.raises(SystemExit) as stopped:
+        overhead.check_host("case", [1.0, 1.3, 1.1, 1.0, 1.05], 5.0)  # 28.6 %
+    assert stopped.value.code == 3
+    out = capsys.readouterr().out
+    assert "# case host check: plain runs [1.000 1.020 1.010 0.990 1.000] s, spread 3.0 % (gate 5 %)" in out
+    assert "# case: host too noisy, plain runs spread 28.6 % > 5 %; nothing measured" in out
+
+
+def test_a_case_past_the_noise_gate_writes_no_row(tmp_path: Path) -> None:
+    """bench/overhead.py --noise-gate: a gate no host meets stops before the timed runs (status 3,
+    no JSON); one every host meets prints its check and measures as usual."""
+    out = tmp_path / "rows.json"
+    command = [sys.executable, str(BENCH / "overhead.py"), "--tiny", "llama", "--cases", "8:3"]
+    command += ["--modes", "summary", "--repeats", "1", "--warmup", "0", "--threads", "1", "--json", str(out)]
+    stopped = subprocess.run([*command, "--noise-gate", "1e-9"], capture_output=True, text=True, timeout=600)
+    assert stopped.returncode == 3, stopped.stderr[-2000:]
+    assert "host too noisy" in stopped.stdout and not out.exists()
+    done = subprocess.run([*command, "--noise-gate", "1000"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "# tiny-llama 8->3 b1 host check: plain runs [" in done.stdout
+    assert [row["mode"] for row in json.loads(out.read_text())] == ["plain", "summary"]

@@ -42,7 +42,7 @@ def step_kwargs(**change: object) -> dict[str, Any]:
 @pytest.mark.parametrize("padded", [True, False])
 def test_decode_step_equals_eager_mask(dtype: torch.dtype, batch: int, padded: bool) -> None:
     kwargs = step_kwargs(batch_size=batch, dtype=dtype, attention_mask=padding(batch, 11) if padded else None)
-    fast = decode_step_mask(**kwargs)
+    fast = decode_step_mask(VisibleMasks(), **kwargs)
     expected = eager_mask(**kwargs)
     assert fast is not None and expected is not None
     assert fast.dtype == expected.dtype and fast.shape == expected.shape
@@ -61,7 +61,7 @@ def test_decode_step_equals_eager_mask(dtype: torch.dtype, batch: int, padded: b
     ],
 )
 def test_other_cases_are_left_to_eager_mask(change: dict[str, Any]) -> None:
-    assert decode_step_mask(**step_kwargs(**change)) is None
+    assert decode_step_mask(VisibleMasks(), **step_kwargs(**change)) is None
 
 
 def test_aligned_copy_keeps_values_and_aligns_strides() -> None:

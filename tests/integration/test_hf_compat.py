@@ -17,7 +17,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from corevital.capture import hf_compat
-from corevital.capture.decode_mask import decode_step_mask
+from corevital.capture.decode_mask import VisibleMasks, decode_step_mask
 from corevital.capture.loading import loaded_from_existing
 from corevital.errors import ModelLoadError
 from tests.support.tiny_models import build_model, build_tokenizer
@@ -203,7 +203,7 @@ def test_eager_mask_of_a_decoding_step_is_the_padding_mask_decode_mask_builds() 
     steps = [kwargs for kwargs in asked if kwargs.get("q_length") == 1]
     assert len(steps) >= 2  # at least one for each of the two decoding steps
     for kwargs in steps:
-        direct = decode_step_mask(**kwargs)
+        direct = decode_step_mask(VisibleMasks(), **kwargs)
         assert direct is not None
         torch.testing.assert_close(direct.expand(-1, 1, 1, -1), hf_compat.eager_mask(**kwargs))
 

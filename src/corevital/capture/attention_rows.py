@@ -18,6 +18,7 @@ eager ones.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import torch
@@ -32,11 +33,15 @@ UNSUPPORTED_KWARGS = ("softcap", "s_aux", "sinks", "attention_sinks")
 SDPA_MASK_ALIGNMENT = 8
 
 
+def none_of(kwargs: dict[str, Any], names: Iterable[str]) -> bool:
+    """Whether none of ``names`` is given a value in ``kwargs`` (absent or None); no set operation,
+    so ``torch.compile`` traces it."""
+    return all(kwargs.get(name) is None for name in names)
+
+
 def fast_path_supported(kwargs: dict[str, Any]) -> bool:
     # Called for every layer: the usual case (none of the names present) is one set operation.
-    return kwargs.keys().isdisjoint(UNSUPPORTED_KWARGS) or all(
-        kwargs.get(n) is None for n in UNSUPPORTED_KWARGS
-    )
+    return kwargs.keys().isdisjoint(UNSUPPORTED_KWARGS) or none_of(kwargs, UNSUPPORTED_KWARGS)
 
 
 def scale_for(query: Tensor, scaling: float | None) -> float:

@@ -36,6 +36,7 @@ from corevital.capture.attention_rows import (
     UNSUPPORTED_KWARGS,
     attention_logits,
     fast_path_supported,
+    none_of,
     scale_for,
 )
 from corevital.capture.attention_window import DecodeRows
@@ -109,10 +110,6 @@ _Lane = tuple[Tensor | None, MaskEntry | None, Tensor | None]
 # Keyword arguments of an attention call that keep its decoding-step row from waiting for the window:
 # a position bias, or what the fast path cannot compute (a soft cap, attention sinks).
 _DEFER_BLOCKERS = frozenset((*UNSUPPORTED_KWARGS, "position_bias"))
-
-
-def _none_of(kwargs: dict[str, Any], names: frozenset[str]) -> bool:
-    return all(kwargs.get(name) is None for name in names)
 
 
 class AttentionTap:
@@ -260,7 +257,7 @@ class AttentionTap:
                 if (
                     lane[1] is not None
                     and query.shape[2] == 1
-                    and (kwargs.keys().isdisjoint(_DEFER_BLOCKERS) or _none_of(kwargs, _DEFER_BLOCKERS))
+                    and (kwargs.keys().isdisjoint(_DEFER_BLOCKERS) or none_of(kwargs, _DEFER_BLOCKERS))
                 ):
                     # generate() runs without gradients: no context to enter. Written out rather than
                     # through _without_grad() and _sdpa(), whose frames and context cost 2 us a layer
@@ -334,7 +331,7 @@ class AttentionTap:
         model (on the eager path too).
         """
         # fast_path_supported without its set operation on the keys, which dynamo cannot trace
-        supported = all(kwargs.get(name) is None for name in UNSUPPORTED_KWARGS)
+        supported = none_of(kwargs, UNSUPPORTED_KWARGS)
         if self.fast and supported:
             output = _sdpa(module, query, key, value, attention_mask, **kwargs)
         else:

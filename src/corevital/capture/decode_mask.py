@@ -48,12 +48,12 @@ class VisibleMasks:
         return zeros[..., :kv_length]
 
 
-def decode_step_mask(visible: VisibleMasks | None = None, **kwargs: Any) -> Tensor | None:
+def decode_step_mask(visible: VisibleMasks, **kwargs: Any) -> Tensor | None:
     """The eager mask [B, 1, 1, K] of one query at the last of K cached positions; None if not that case.
 
     Takes ``eager_mask``'s keyword arguments. The query at position K - 1 may see every key at or
     before it, so under the plain causal rule it sees exactly the keys the padding mask allows
-    (every key when there is no padding mask: then a view of ``visible``'s zeros where given).
+    (every key when there is no padding mask: then a view of ``visible``'s zeros).
     """
     batch, kv_length = kwargs.get("batch_size"), kwargs.get("kv_length")
     q_offset, kv_offset = kwargs.get("q_offset", 0), kwargs.get("kv_offset", 0)
@@ -72,10 +72,7 @@ def decode_step_mask(visible: VisibleMasks | None = None, **kwargs: Any) -> Tens
         return None
     dtype = kwargs.get("dtype", torch.float32)
     if padding is None:
-        device = torch.device(kwargs.get("device", "cpu"))
-        if visible is not None:
-            return visible.view(batch, kv_length, dtype, device)
-        return aligned_empty((batch, 1, 1, kv_length), dtype, device).zero_()
+        return visible.view(batch, kv_length, dtype, torch.device(kwargs.get("device", "cpu")))
     mask = aligned_empty((batch, 1, 1, kv_length), dtype, padding.device)
     return mask.fill_(torch.finfo(dtype).min).masked_fill_(padding[:, None, None, :], 0.0)
 

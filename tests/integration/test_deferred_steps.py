@@ -410,3 +410,15 @@ def test_a_waiting_step_holds_one_copy_of_its_layers_rows(
         assert step.held_bytes() == step.logits_row.untyped_storage().nbytes() + storage.nbytes() + (
             queries.untyped_storage().nbytes()
         )
+
+
+def test_a_batch_that_mixes_kinds_of_steps_names_what_a_step_lacks() -> None:
+    """Steps reduced in one batch have the same parts (:meth:`RawStep.kind`); a batch where a later
+    step lacks what the first has is an internal error that names the part, not a shape error later."""
+    options = CaptureOptions.from_settings(tiny_settings())
+    ids = torch.tensor([[3, 1, 2]])  # a prompt of 1, then 2 tokens of a 4-token vocabulary
+    with_states = RawStep(torch.zeros(1, 4), torch.ones(1, 2, 3), None, None, ids=ids[:, :2])
+    without = RawStep(torch.zeros(1, 4), None, None, None, ids=ids)
+    assert with_states.kind() != without.kind()
+    with pytest.raises(RuntimeError, match="with and without per-layer hidden states"):
+        steps_module.reduce_raw_steps([with_states, without], options, sketch=None)

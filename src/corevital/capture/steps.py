@@ -143,7 +143,7 @@ def reduce_raw_steps(
         surprisal = token_surprisal(logits_rows, logits.log_normalizer, tokens)
     sampling_entropy = sampling_prob = None
     if raw[0].scores is not None:
-        scores = torch.stack([_scores(step) for step in raw]).flatten(0, 1)
+        scores = torch.stack([_given(step.scores, "sampling scores") for step in raw]).flatten(0, 1)
         sampling_entropy, sampling_prob = sampling_distribution_stats(scores, tokens)
     chosen = ChosenTokenStats(tokens, surprisal, sampling_entropy, sampling_prob)
     hidden = None
@@ -151,12 +151,12 @@ def reduce_raw_steps(
     if first.states is not None:
         layers = first.states.shape[1]
         # [N·L, B, d] in one copy: every step's layers as rows of one reduction
-        states = _step_layer_rows([_states(step) for step in raw])
+        states = _step_layer_rows([_given(step.states, "per-layer hidden states") for step in raw])
         stats = summarize_hidden(
             states, clip_value=options.hidden_clip_value, sketch_matrix=sketch, layers=layers
         )
         if first.mlp_inputs is not None and first.mlp_inputs.shape[1] == layers:
-            inputs = _step_layer_rows([_mlp_inputs(step) for step in raw])
+            inputs = _step_layer_rows([_given(step.mlp_inputs, "pre-MLP residuals") for step in raw])
             stats = replace(stats, mlp_update_ratio=mlp_update_ratio(states, inputs, layers))
         hidden = _leading(stats, (n, layers))
     attention = None
@@ -164,7 +164,9 @@ def reduce_raw_steps(
         if keys is None:
             raise RuntimeError("deferred attention rows need the cache's keys")
         pieces = [
-            reduce_decode_rows([_rows(step) for step in piece], keys, options.tuning)
+            reduce_decode_rows(
+                [_given(step.decode_rows, "deferred attention rows") for step in piece], keys, options.tuning
+            )
             for piece in _pieces(raw, attention_budget)
         ]
         attention = pieces[0] if len(pieces) == 1 else _steps_joined(pieces)
@@ -240,16 +242,12 @@ def follows(step: RawStep, previous: RawStep) -> bool:
     )
 
 
-def _scores(step: RawStep) -> Tensor:
-    if step.scores is None:
-        raise RuntimeError("a sampled step lost the distribution it was sampled from")
-    return step.scores
-
-
-def _rows(step: RawStep) -> DecodeRows:
-    if step.decode_rows is None:
-        raise RuntimeError("steps with and without deferred attention rows were batched together")
-    return step.decode_rows
+def _given(value: T | None, missing: str) -> T:
+    """``value``, which every step of a batch holds when its first does; a RuntimeError naming what
+    is ``missing`` where one does not."""
+    if value is None:
+        raise RuntimeError(f"a batch of steps mixes steps with and without {missing}")
+    return value
 
 
 def _step_layer_rows(per_step: list[Tensor]) -> Tensor:
@@ -257,18 +255,6 @@ def _step_layer_rows(per_step: list[Tensor]) -> Tensor:
     stacked = torch.stack(per_step)  # [N, B, L, d]
     n, batch, layers = stacked.shape[:3]
     return stacked.permute(0, 2, 1, 3).reshape(n * layers, batch, -1)
-
-
-def _states(step: RawStep) -> Tensor:
-    if step.states is None:
-        raise RuntimeError("steps with and without per-layer hidden states were batched together")
-    return step.states
-
-
-def _mlp_inputs(step: RawStep) -> Tensor:
-    if step.mlp_inputs is None:
-        raise RuntimeError("steps with and without pre-MLP residuals were batched together")
-    return step.mlp_inputs
 
 
 def _leading(stats: T, shape: tuple[int, int]) -> T:

@@ -43,6 +43,8 @@
 # NOISE_GATE=PCT (e.g. 8) times plain five times after each case's warm-up and stops the suite there
 # (status 3, nothing measured) when those runs spread by more than PCT % of their median
 # (bench/overhead.py --noise-gate): a busy host cannot resolve budgets of one to ten points.
+# GATE_TRIES=N checks up to N times, 20 s apart, before stopping (--gate-tries): a host whose load
+# comes and goes.
 # On a machine without this project's dependencies, install them first (see docs/performance.md).
 set -u
 out="${1:-bench-gpu}"
@@ -53,7 +55,7 @@ bench() {
     local name="$1"
     shift
     python3 bench/overhead.py --device cuda --dtype bfloat16 --json "$out/$name.json" \
-        --noise-gate "${NOISE_GATE:-0}" "$@" >"$out/$name.txt" 2>&1
+        --noise-gate "${NOISE_GATE:-0}" --gate-tries "${GATE_TRIES:-1}" "$@" >"$out/$name.txt" 2>&1
     local status=$?
     tail -n 4 "$out/$name.txt"
     if [ "$status" -eq 3 ]; then

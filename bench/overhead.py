@@ -176,6 +176,7 @@ def median_interval(values: list[float], coverage: float = 0.95) -> tuple[float,
 
 
 GATE_RUNS = 5  # plain runs timed by --noise-gate before the measured ones
+GATE_WAIT_S = 20.0  # between two host checks of --gate-tries
 
 
 class HostTooNoisy(SystemExit):
@@ -191,8 +192,8 @@ def run_spread(times: list[float]) -> float:
     return 100.0 * (max(times) - min(times)) / statistics.median(times)
 
 
-def check_host(case: str, times: list[float], gate: float) -> None:
-    """Print the spread of ``times`` (plain's runs) and raise :class:`HostTooNoisy` past ``gate`` %.
+def check_host(case: str, times: list[float], gate: float) -> bool:
+    """Print the spread of ``times`` (plain's runs); whether it is within ``gate`` %.
 
     A host whose identical runs spread by more than a few percent cannot resolve budgets of one to
     ten points, however many rounds follow: better to give the device back at once.
@@ -200,12 +201,36 @@ def check_host(case: str, times: list[float], gate: float) -> None:
     spread = run_spread(times)
     runs = " ".join(f"{t:.3f}" for t in times)
     print(f"# {case} host check: plain runs [{runs}] s, spread {spread:.1f} % (gate {gate:g} %)", flush=True)
-    if spread > gate:
-        error = HostTooNoisy(
-            f"{case}: host too noisy, plain runs spread {spread:.1f} % > {gate:g} %; nothing measured"
-        )
-        print(f"# {error.message}", flush=True)
-        raise error
+    return spread <= gate
+
+
+def gate_host(
+    case: str,
+    runs: Callable[[], list[float]],
+    gate: float,
+    tries: int = 1,
+    *,
+    warm: Callable[[], None] = lambda: None,
+    wait_s: float = GATE_WAIT_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """:func:`check_host` on ``runs()``, up to ``tries`` times, ``wait_s`` apart with one ``warm()``
+    run after each wait (a host whose load comes and goes gets another look); raise
+    :class:`HostTooNoisy` when the last check fails."""
+    for attempt in range(1, tries + 1):
+        times = runs()
+        if check_host(case, times, gate):
+            return
+        if attempt < tries:
+            print(f"# {case} host check {attempt} of {tries} failed: again in {wait_s:g} s", flush=True)
+            sleep(wait_s)
+            warm()
+    spread = f"plain runs spread {run_spread(times):.1f} % > {gate:g} %"
+    if tries > 1:
+        spread += f" at the last of {tries} checks"
+    error = HostTooNoisy(f"{case}: host too noisy, {spread}; nothing measured")
+    print(f"# {error.message}", flush=True)
+    raise error
 
 
 def word_tokenizer(vocab: int) -> Any:
@@ -376,13 +401,15 @@ def run_case(
     phases: int = 0,
     after_warmup: Callable[[], None] | None = None,
     noise_gate: float = 0.0,
+    gate_tries: int = 1,
 ) -> list[Row]:
     """Time every runner round-robin (plain first, then each mode), so clock drift hits all alike.
 
     ``after_warmup``: called once the warm-up runs (which compile, on the static cache) are done.
 
     ``noise_gate``: after the warm-up, time plain :data:`GATE_RUNS` times and stop
-    (:class:`HostTooNoisy`) when those runs spread by more than this many % (0: no check).
+    (:class:`HostTooNoisy`) when those runs spread by more than this many % (0: no check);
+    ``gate_tries``: how many such checks before stopping (:func:`gate_host`).
 
     ``phases``: after the timed runs, run plain and each mode this many more times, each step's end
     stamped on the host, and print where each run's time goes (see :func:`phase_table`).
@@ -479,7 +506,7 @@ def run_case(
     if after_warmup is not None:
         after_warmup()
     if noise_gate > 0:
-        check_host(case, [timed(plain) for _ in range(GATE_RUNS)], noise_gate)
+        gate_host(case, lambda: [timed(plain) for _ in range(GATE_RUNS)], noise_gate, gate_tries, warm=plain)
     times: dict[str, list[float]] = {name: [] for name in runners}
     names = list(runners)
     recordings = {name: 0 for name in runners}
@@ -1005,6 +1032,14 @@ def main() -> None:
         "cannot be resolved (0, the default: no check)",
     )
     parser.add_argument(
+        "--gate-tries",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"with --noise-gate, check the host up to N times, {GATE_WAIT_S:g} s apart, before stopping "
+        "(a host whose load comes and goes; default 1)",
+    )
+    parser.add_argument(
         "--compile-cache",
         type=Path,
         metavar="DIR",
@@ -1012,6 +1047,8 @@ def main() -> None:
         "written there after each case's warm-up (generate()'s compiled graphs, for another machine)",
     )
     args = parser.parse_args()
+    if args.gate_tries < 1:
+        parser.error(f"--gate-tries must be at least 1, got {args.gate_tries}")
     after_warmup = None
     if args.compile_cache is not None and not load_compile_cache(args.compile_cache):
         after_warmup = partial(save_compile_cache, args.compile_cache, [])
@@ -1057,6 +1094,7 @@ def main() -> None:
                     args.phases,
                     after_warmup,
                     args.noise_gate,
+                    args.gate_tries,
                 )
                 for row in found:
                     row.host = host

@@ -363,13 +363,43 @@ def test_the_noise_gate_stops_a_case_on_a_noisy_host(
 ) -> None:
     """Plain's runs spread by (slowest - fastest) / median; past the gate nothing is measured."""
     assert overhead.run_spread([1.0, 1.1, 1.05, 0.9, 1.0]) == pytest.approx(20.0)
-    overhead.check_host("case", [1.0, 1.02, 1.01, 0.99, 1.0], 5.0)  # 3 %: measured
+    assert overhead.check_host("case", [1.0, 1.02, 1.01, 0.99, 1.0], 5.0)  # 3 %: measured
+    assert not overhead.check_host("case", [1.0, 1.3, 1.1, 1.0, 1.05], 5.0)  # 28.6 %
     with pytest.raises(SystemExit) as stopped:
-        overhead.check_host("case", [1.0, 1.3, 1.1, 1.0, 1.05], 5.0)  # 28.6 %
+        overhead.gate_host("case", lambda: [1.0, 1.3, 1.1, 1.0, 1.05], 5.0)
     assert stopped.value.code == 3
     out = capsys.readouterr().out
     assert "# case host check: plain runs [1.000 1.020 1.010 0.990 1.000] s, spread 3.0 % (gate 5 %)" in out
     assert "# case: host too noisy, plain runs spread 28.6 % > 5 %; nothing measured" in out
+
+
+def test_the_noise_gate_looks_again_at_a_host_whose_load_comes_and_goes(
+    overhead: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--gate-tries: a failed check waits, warms up once and checks again; the last failure stops."""
+    noisy, quiet = [1.0, 1.3, 1.1, 1.0, 1.05], [1.0, 1.02, 1.01, 0.99, 1.0]
+    checks = iter([noisy, noisy, quiet])
+    waits: list[float] = []
+    warmed: list[int] = []
+    overhead.gate_host(
+        "case", lambda: next(checks), 5.0, 3, warm=lambda: warmed.append(1), wait_s=7.0, sleep=waits.append
+    )
+    assert waits == [7.0, 7.0] and len(warmed) == 2
+    assert next(checks, None) is None  # the third check passed: no fourth
+    out = capsys.readouterr().out
+    assert "# case host check 1 of 3 failed: again in 7 s" in out
+    assert "# case host check 2 of 3 failed: again in 7 s" in out
+    assert "spread 3.0 % (gate 5 %)" in out
+    waits.clear()
+    with pytest.raises(SystemExit) as stopped:
+        overhead.gate_host("case", lambda: noisy, 5.0, 2, wait_s=7.0, sleep=waits.append)
+    assert stopped.value.code == 3 and waits == [7.0]  # no wait after the last check
+    assert (
+        "# case: host too noisy, plain runs spread 28.6 % > 5 % at the last of 2 checks; nothing measured"
+        in (capsys.readouterr().out)
+    )
+    overhead.gate_host("case", lambda: quiet, 5.0, sleep=waits.append)  # one try by default
+    assert waits == [7.0]
 
 
 def test_a_case_past_the_noise_gate_writes_no_row(tmp_path: Path) -> None:

@@ -1059,6 +1059,8 @@ def main() -> None:
         torch._dynamo.config.accumulated_recompile_limit = 512
     if args.threads:
         torch.set_num_threads(args.threads)
+    # which tree's corevital runs (bench/ab_trees.sh runs this bench on other commits' sources)
+    print(f"# corevital from {Path(observer_module.__file__).parents[2]}", flush=True)
     rows: list[Row] = []
     for label, loaded, real in models(args):
         if args.compile_on_cpu:

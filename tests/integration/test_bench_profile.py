@@ -415,3 +415,47 @@ def test_a_case_past_the_noise_gate_writes_no_row(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "# tiny-llama 8->3 b1 host check: plain runs [" in done.stdout
     assert [row["mode"] for row in json.loads(out.read_text())] == ["plain", "summary"]
+
+
+@pytest.mark.slow  # three runs of the bench, some 20 s
+def test_ab_trees_runs_the_bench_on_each_commits_source(tmp_path: Path) -> None:
+    """bench/ab_trees.sh: "prepare" writes a commit's src/ beside this tree's bench/; "run" runs the
+    bench on this tree, then on that one, each importing its own corevital; a host check that fails
+    on this tree stops the rest (status 3)."""
+    repo = BENCH.parent
+    if not (repo / ".git").exists():
+        pytest.skip("not a git checkout: bench/ab_trees.sh prepare reads commits")
+    script = str(BENCH / "ab_trees.sh")
+    trees = tmp_path / ".ab"
+    prepared = subprocess.run(["bash", script, "prepare", str(trees), "HEAD"], capture_output=True, text=True)
+    assert prepared.returncode == 0, prepared.stderr
+    assert (trees / "HEAD" / "src" / "corevital" / "capture" / "observer.py").is_file()
+    assert (trees / "HEAD" / "bench" / "overhead.py").read_bytes() == (BENCH / "overhead.py").read_bytes()
+    missing = subprocess.run(
+        ["bash", script, "prepare", str(trees), "no-such-commit"], capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "no commit no-such-commit" in missing.stderr
+
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
+    bench = ["--tiny", "llama", "--cases", "8:2", "--modes", "summary", "--repeats", "1", "--warmup", "0"]
+    bench += ["--threads", "1"]
+    done = subprocess.run(
+        ["bash", script, "run", str(trees), *bench], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "## head, round 1: status 0" in done.stdout and "## HEAD, round 1: status 0" in done.stdout
+    assert f"# corevital from {repo / 'src'}\n" in (out / "head-1.txt").read_text()
+    assert f"# corevital from {trees / 'HEAD' / 'src'}\n" in (out / "HEAD-1.txt").read_text()
+    rows = json.loads((out / "HEAD-1.json").read_text())
+    assert [row["mode"] for row in rows] == ["plain", "summary"]
+
+    stopped = subprocess.run(
+        ["bash", script, "run", str(trees), *bench, "--noise-gate", "1e-9"],
+        capture_output=True,
+        text=True,
+        env={**env, "OUT": str(tmp_path / "noisy")},
+        timeout=600,
+    )
+    assert stopped.returncode == 3, stopped.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "noisy").iterdir()) == ["head-1.txt"]

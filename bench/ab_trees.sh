@@ -53,6 +53,7 @@ run)
     mkdir -p "$out"
     export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" # tests.support, for bench/shapes.py
     trees=("head:$repo")
+    shopt -s nullglob
     for tree in "$dir"/*/; do
         tree=${tree%/}
         trees+=("$(basename "$tree"):$tree")

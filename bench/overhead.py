@@ -217,6 +217,8 @@ def gate_host(
     """:func:`check_host` on ``runs()``, up to ``tries`` times, ``wait_s`` apart with one ``warm()``
     run after each wait (a host whose load comes and goes gets another look); raise
     :class:`HostTooNoisy` when the last check fails."""
+    if tries < 1:
+        raise ValueError(f"a host gets at least one check, not {tries}")
     for attempt in range(1, tries + 1):
         times = runs()
         if check_host(case, times, gate):

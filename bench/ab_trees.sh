@@ -3,7 +3,7 @@
 # one after another on one machine, so that the ratios of two commits come from one host (device
 # hosts differ by more than the budgets: docs/performance.md, "The dynamic cache").
 #
-#   bash bench/ab_trees.sh prepare DIR COMMIT...   # here: each COMMIT's src/ in DIR/COMMIT/
+#   bash bench/ab_trees.sh prepare DIR COMMIT...   # here: each COMMIT's src/ in DIR/<its hash>/
 #   bash bench/ab_trees.sh run DIR OVERHEAD_ARGS... # there: this tree, then each tree in DIR
 #
 # "prepare" writes each commit's src/ (git archive) next to a copy of this tree's bench/, so every
@@ -35,7 +35,7 @@ prepare)
             echo "ab_trees.sh: no commit $commit" >&2
             exit 2
         }
-        tree="$dir/$commit"
+        tree="$dir/$(git -C "$repo" rev-parse --short "$commit^{commit}")" # HEAD~1, origin/main: by hash
         rm -rf "$tree"
         mkdir -p "$tree"
         git -C "$repo" archive "$commit" src | tar -x -C "$tree"

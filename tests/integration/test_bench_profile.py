@@ -429,8 +429,12 @@ def test_ab_trees_runs_the_bench_on_each_commits_source(tmp_path: Path) -> None:
     trees = tmp_path / ".ab"
     prepared = subprocess.run(["bash", script, "prepare", str(trees), "HEAD"], capture_output=True, text=True)
     assert prepared.returncode == 0, prepared.stderr
-    assert (trees / "HEAD" / "src" / "corevital" / "capture" / "observer.py").is_file()
-    assert (trees / "HEAD" / "bench" / "overhead.py").read_bytes() == (BENCH / "overhead.py").read_bytes()
+    short = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tree = trees / short  # a tree is named by its commit's hash
+    assert (tree / "src" / "corevital" / "capture" / "observer.py").is_file()
+    assert (tree / "bench" / "overhead.py").read_bytes() == (BENCH / "overhead.py").read_bytes()
     missing = subprocess.run(
         ["bash", script, "prepare", str(trees), "no-such-commit"], capture_output=True, text=True
     )
@@ -444,10 +448,10 @@ def test_ab_trees_runs_the_bench_on_each_commits_source(tmp_path: Path) -> None:
         ["bash", script, "run", str(trees), *bench], capture_output=True, text=True, env=env, timeout=600
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "## head, round 1: status 0" in done.stdout and "## HEAD, round 1: status 0" in done.stdout
+    assert "## head, round 1: status 0" in done.stdout and f"## {short}, round 1: status 0" in done.stdout
     assert f"# corevital from {repo / 'src'}\n" in (out / "head-1.txt").read_text()
-    assert f"# corevital from {trees / 'HEAD' / 'src'}\n" in (out / "HEAD-1.txt").read_text()
-    rows = json.loads((out / "HEAD-1.json").read_text())
+    assert f"# corevital from {tree / 'src'}\n" in (out / f"{short}-1.txt").read_text()
+    rows = json.loads((out / f"{short}-1.json").read_text())
     assert [row["mode"] for row in rows] == ["plain", "summary"]
 
     stopped = subprocess.run(

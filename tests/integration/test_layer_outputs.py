@@ -124,6 +124,38 @@ def test_observed_steps_run_without_transformers_hooks(monkeypatch: pytest.Monke
     assert output_capture_hooks(model) == 0
 
 
+@pytest.mark.parametrize("config_returns_states", [False, True])
+def test_a_tapped_step_adds_no_keyword_the_forward_would_not_need(config_returns_states: bool) -> None:
+    """A tapped decoding step asks for no hidden states by leaving ``output_hidden_states`` out, as
+    plain generate() does (a keyword the model does not name travels down through every layer's
+    ``**kwargs``); where the model's config would return them, it says False. Either way no step
+    has transformers' hooks and the reports have every step (and, in full capture, every layer)."""
+    model = build_family_model("llama", seed=0)
+    model.config.output_hidden_states = config_returns_states
+    tokenizer = build_tokenizer()
+    given: list[object] = []
+    forward = model.forward
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        given.append(kwargs.get("output_hidden_states", "absent"))
+        return forward(*args, **kwargs)
+
+    model.forward = recording  # an instance attribute, beneath the observer's own wrapper
+    for capture in ("full", "summary"):
+        given.clear()
+        _, reports, hooks = _watched(model, tokenizer, capture)  # type: ignore[arg-type]
+        steps = NEW_TOKENS - 1  # the forwards after the prompt's (full capture reads the prompt in one more)
+        assert len(given) >= NEW_TOKENS, capture
+        assert given[-steps:] == [False if config_returns_states else "absent"] * steps, capture
+        assert hooks and not any(hooks), capture
+        for report in reports:
+            assert len(report.timeline) == NEW_TOKENS
+            if capture == "full":  # a summary report keeps no per-layer timeline
+                assert all(len(step.layers) == model.config.num_hidden_layers for step in report.timeline)
+            assert "HIDDEN_STATES_NOT_AVAILABLE" not in [w.code for w in report.warnings]
+    del model.forward
+
+
 def test_the_tap_leaves_the_model_as_found() -> None:
     """The wrappers are instance attributes for the time of the block; what the instance held before
     (accelerate's device hooks keep a ``forward`` there) is put back."""

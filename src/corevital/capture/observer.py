@@ -194,6 +194,8 @@ class StepObserver:
         self._key_length = 0
         self._padding: Tensor | None = None
         self._hidden_missing_warned = False
+        # whether the model's forward returns hidden states unless told not to (its config says so)
+        self._hidden_by_default = bool(getattr(getattr(model, "config", None), "output_hidden_states", False))
         self._forwards = 0
         self._last_step_end = time.perf_counter()
         self.step_ms: list[float] = []
@@ -248,7 +250,13 @@ class StepObserver:
         tapped = self.layer_outputs is not None and not streams and not self._reads_prompt()
         if self.layer_outputs is not None:
             self.layer_outputs.keeping = tapped
-        kwargs["output_hidden_states"] = not streams and not tapped
+        wanted = not streams and not tapped
+        # Not asked where the forward would not return them anyway: a keyword the model does not name
+        # travels down through every layer's and attention's ``**kwargs`` (a dictionary merged and
+        # its name matched against each callee's parameters), some 0.3M host instructions a step
+        # on Llama-3-8B's layout (docs/performance.md, "Host instructions per decoding step").
+        if wanted or self._hidden_by_default or "output_hidden_states" in kwargs:
+            kwargs["output_hidden_states"] = wanted
         if self._reads_prompt() and self.prompt.head is None:
             kwargs["logits_to_keep"] = 0  # every prompt position's logits, for prompt surprisals
         if self.tap is not None:

@@ -60,6 +60,18 @@ SHAPES: dict[str, dict[str, Any]] = {
         max_position_embeddings=8192,
         rope_theta=500000.0,
     ),
+    # The same layout with next to no arithmetic at all (hidden size 64): what a step costs is the
+    # host's dispatch and Python alone, for counting instructions (bench/host_instructions.py).
+    "llama3-8b-thin": dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=1024,
+        max_position_embeddings=8192,
+        rope_theta=500000.0,
+    ),
     "smollm2-135m": dict(
         hidden_size=576,
         intermediate_size=1536,

@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -463,3 +464,72 @@ def test_ab_trees_runs_the_bench_on_each_commits_source(tmp_path: Path) -> None:
     )
     assert stopped.returncode == 3, stopped.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "noisy").iterdir()) == ["head-1.txt"]
+
+
+@pytest.fixture(scope="module")
+def host_instructions() -> Any:
+    sys.path.insert(0, str(BENCH))
+    try:
+        return importlib.import_module("host_instructions")
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _dump(folder: Path, number: int, trigger: str, instructions: int) -> None:
+    """A file as callgrind writes it at a client request (the header lines the bench reads)."""
+    (folder / f"callgrind.out.42.{number}").write_text(
+        f"version: 1\ncreator: callgrind-3.19.0\npid: 42\ncmd: python\npart: {number}\n"
+        f"desc: I1 cache: \ndesc: Trigger: Client Request: {trigger}\npositions: line\nevents: Ir\n"
+        f"summary: {instructions}\n\nfl=(1) x.c\nfn=(1) f\n0 {instructions}\n\ntotals: {instructions + 7}\n"
+    )
+
+
+def test_host_instructions_reads_each_part_of_a_generation_from_callgrinds_dumps(
+    host_instructions: Any, tmp_path: Path
+) -> None:
+    """The first step, the decoding steps in order (not in the order the files are listed) and the
+    end, per mode; the table's extra and ratio columns against plain's."""
+    parts = {
+        "plain": ([150_000_000, 50_000_000, 50_200_000, 49_800_000], 300_000),
+        "summary": ([155_000_000, 50_600_000, 50_500_000, 56_000_000], 6_300_000),
+    }
+    number = 0
+    for mode, (steps, end) in parts.items():
+        for step in reversed(range(len(steps))):
+            number += 1
+            _dump(tmp_path, number, f"{mode} step {step + 1}", steps[step])
+        number += 1
+        _dump(tmp_path, number, f"{mode} end", end)
+    (tmp_path / "callgrind.out.42").write_text("desc: Trigger: Program termination\nsummary: 18126\n")
+    counts = host_instructions.read_counts(tmp_path, ["summary"])
+    assert list(counts) == ["plain", "summary"]
+    assert counts["summary"].first == 155_000_000
+    assert counts["summary"].steps == [50_600_000, 50_500_000, 56_000_000]
+    assert counts["summary"].end == 6_300_000
+    assert counts["plain"].total == 300_300_000
+    rows = host_instructions.table(counts).splitlines()
+    # median decoding step 50.600 against 50.000: +0.600, 1.012; the end +6.000
+    assert rows[3].split(" | ")[1:6] == ["155.000", "+5.000", "50.600", "+0.600", "1.012"]
+    assert rows[3].split(" | ")[8:10] == ["6.300", "+6.000"]
+    with pytest.raises(SystemExit, match="no complete count of full"):
+        host_instructions.read_counts(tmp_path, ["full"])
+
+
+@pytest.mark.slow  # valgrind runs the tiny model: about a minute and a half
+def test_host_instructions_counts_what_the_capture_adds_to_a_step(tmp_path: Path) -> None:
+    """The bench end to end under valgrind on the tiny llama: summary capture's first step, decoding
+    step and end each execute more host instructions than plain's."""
+    if shutil.which("valgrind") is None or shutil.which("cc") is None:
+        pytest.skip(
+            "bench/host_instructions.py needs valgrind and a C compiler (apt-get install valgrind gcc)"
+        )
+    command = [sys.executable, str(BENCH / "host_instructions.py"), "--shape", "tiny", "--modes", "summary"]
+    command += ["--new-tokens", "4", "--warmup", "0", "--keep", str(tmp_path / "dumps")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in done.stdout.splitlines()[1:]}
+    plain, summary = rows["plain"], rows["summary"]
+    assert float(plain[1]) > float(plain[3]) > 0  # the prefill costs more than a decoding step
+    for column in (2, 4, 9):  # first step, median decoding step, end: what summary adds
+        assert float(summary[column]) > 0, (column, done.stdout)
+    assert len(list((tmp_path / "dumps").glob("callgrind.out.*"))) >= 2 * (4 + 1)

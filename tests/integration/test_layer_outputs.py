@@ -143,7 +143,7 @@ def test_a_tapped_step_adds_no_keyword_the_forward_would_not_need(config_returns
     model.forward = recording  # an instance attribute, beneath the observer's own wrapper
     for capture in ("full", "summary"):
         given.clear()
-        _, reports, hooks = _watched(model, tokenizer, capture)  # type: ignore[arg-type]
+        _, reports, hooks = _watched(model, tokenizer, capture)
         steps = NEW_TOKENS - 1  # the forwards after the prompt's (full capture reads the prompt in one more)
         assert len(given) >= NEW_TOKENS, capture
         assert given[-steps:] == [False if config_returns_states else "absent"] * steps, capture

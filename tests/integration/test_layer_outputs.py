@@ -156,6 +156,36 @@ def test_a_tapped_step_adds_no_keyword_the_forward_would_not_need(config_returns
     del model.forward
 
 
+@pytest.mark.parametrize("capture", ["full", "summary"])
+def test_hidden_states_the_callers_generate_asks_for_are_returned(capture: str) -> None:
+    """generate(output_hidden_states=True, return_dict_in_generate=True) under watch returns every
+    step's states, those of the same generation unobserved (bit for bit in summary capture, which
+    leaves the attention to the model; to float32 rounding in full capture, whose attention function
+    computes the prompt's outputs), and the report is whole."""
+    model = build_family_model("llama", seed=0)
+    tokenizer = build_tokenizer()
+    inputs = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    kwargs: dict[str, Any] = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS, "do_sample": False}
+    kwargs |= {"output_hidden_states": True, "return_dict_in_generate": True}
+    reference = model.generate(**inputs, **kwargs)
+    monitor = CoreVitalMonitor(device="cpu", capture=capture)  # type: ignore[arg-type]
+    with monitor.watch(model, tokenizer) as watcher:
+        out = model.generate(**inputs, **kwargs)
+    assert torch.equal(out.sequences, reference.sequences)
+    assert len(out.hidden_states) == len(reference.hidden_states) == NEW_TOKENS
+    for got, want in zip(out.hidden_states, reference.hidden_states, strict=True):
+        assert got is not None and len(got) == len(want) == model.config.num_hidden_layers + 1
+        for state, expected in zip(got, want, strict=True):
+            tolerance = 1e-6 if capture == "full" else 0.0
+            torch.testing.assert_close(state, expected, rtol=tolerance, atol=tolerance)
+    for report in watcher.reports:
+        assert len(report.timeline) == NEW_TOKENS
+        assert "HIDDEN_STATES_NOT_AVAILABLE" not in [w.code for w in report.warnings]
+        if capture == "full":
+            assert all(len(step.layers) == model.config.num_hidden_layers for step in report.timeline)
+            assert all(layer.hidden_summary.l2_norm_mean for step in report.timeline for layer in step.layers)
+
+
 def test_the_tap_leaves_the_model_as_found() -> None:
     """The wrappers are instance attributes for the time of the block; what the instance held before
     (accelerate's device hooks keep a ``forward`` there) is put back."""

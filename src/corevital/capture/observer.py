@@ -250,7 +250,9 @@ class StepObserver:
         tapped = self.layer_outputs is not None and not streams and not self._reads_prompt()
         if self.layer_outputs is not None:
             self.layer_outputs.keeping = tapped
-        wanted = not streams and not tapped
+        # The caller's generate() asked for them (output_hidden_states=True): its output keeps them.
+        asked = kwargs.get("output_hidden_states") is True
+        wanted = asked or (not streams and not tapped)
         # Not asked where the forward would not return them anyway: a keyword the model does not name
         # travels down through every layer's and attention's ``**kwargs`` (a dictionary merged and
         # its name matched against each callee's parameters), some 0.3M host instructions a step

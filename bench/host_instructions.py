@@ -59,7 +59,6 @@ void cg_start(void) { CALLGRIND_START_INSTRUMENTATION; }
 void cg_stop(void) { CALLGRIND_STOP_INSTRUMENTATION; }
 void cg_zero(void) { CALLGRIND_ZERO_STATS; }
 void cg_dump(const char *name) { CALLGRIND_DUMP_STATS_AT(name); }
-int cg_running(void) { return RUNNING_ON_VALGRIND; }
 """
 
 

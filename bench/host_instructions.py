@@ -189,6 +189,7 @@ def counted(args: argparse.Namespace, library: Path) -> None:
 def table(counts: dict[str, Counts]) -> str:
     """Millions of instructions per part, and what each mode adds to plain's."""
     plain = counts["plain"]
+    plain_median = statistics.median(plain.steps)
 
     def cell(value: float, base: float) -> str:
         return f"{value / 1e6:.3f} | {(value - base) / 1e6:+.3f}"
@@ -199,9 +200,10 @@ def table(counts: dict[str, Counts]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, part in counts.items():
-        median, base = statistics.median(part.steps), statistics.median(plain.steps)
+        median = statistics.median(part.steps)
         lines.append(
-            f"| {mode} | {cell(part.first, plain.first)} | {cell(median, base)} | {median / base:.3f} | "
+            f"| {mode} | {cell(part.first, plain.first)} | {cell(median, plain_median)} | "
+            f"{median / plain_median:.3f} | "
             f"{cell(sum(part.steps), sum(plain.steps))} | {cell(part.end, plain.end)} | "
             f"{part.total / 1e6:.1f} | {part.total / plain.total:.3f} |"
         )

@@ -21,13 +21,18 @@ import torch
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
-@pytest.fixture(scope="module")
-def overhead() -> Any:
+def _bench_module(name: str) -> Any:
+    """A module of bench/, imported as its scripts import each other (bench/ on the path)."""
     sys.path.insert(0, str(BENCH))
     try:
-        return importlib.import_module("overhead")
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def overhead() -> Any:
+    return _bench_module("overhead")
 
 
 def _frame(name: str, ts: float, dur: float) -> dict[str, Any]:
@@ -468,11 +473,7 @@ def test_ab_trees_runs_the_bench_on_each_commits_source(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def host_instructions() -> Any:
-    sys.path.insert(0, str(BENCH))
-    try:
-        return importlib.import_module("host_instructions")
-    finally:
-        sys.path.remove(str(BENCH))
+    return _bench_module("host_instructions")
 
 
 def _dump(folder: Path, number: int, trigger: str, instructions: int) -> None:

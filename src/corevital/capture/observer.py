@@ -250,14 +250,14 @@ class StepObserver:
         tapped = self.layer_outputs is not None and not streams and not self._reads_prompt()
         if self.layer_outputs is not None:
             self.layer_outputs.keeping = tapped
-        # The caller's generate() asked for them (output_hidden_states=True): its output keeps them.
-        asked = kwargs.get("output_hidden_states") is True
-        wanted = asked or (not streams and not tapped)
+        # What the caller's generate() gave: True (its output keeps the states) is kept.
+        given = kwargs.get("output_hidden_states")
+        wanted = given is True or (not streams and not tapped)
         # Not asked where the forward would not return them anyway: a keyword the model does not name
         # travels down through every layer's and attention's ``**kwargs`` (a dictionary merged and
         # its name matched against each callee's parameters), some 0.3M host instructions a step
         # on Llama-3-8B's layout (docs/performance.md, "Host instructions per decoding step").
-        if wanted or self._hidden_by_default or "output_hidden_states" in kwargs:
+        if wanted or self._hidden_by_default or given is not None:
             kwargs["output_hidden_states"] = wanted
         if self._reads_prompt() and self.prompt.head is None:
             kwargs["logits_to_keep"] = 0  # every prompt position's logits, for prompt surprisals

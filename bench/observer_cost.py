@@ -10,7 +10,9 @@ tokens after two untimed ones; a median is a decoding step's, not the prefill's 
 reduces its window. It also times one call of a decoder layer and of a pre-MLP norm through the
 wrappers that read their tensors (:mod:`corevital.capture.layer_outputs`,
 :mod:`corevital.capture.mlp_inputs`) against the bare call (``timeit``, best of five), on stand-in
-modules that return their input, so that only the wrappers' own cost is left.
+modules that return their input, so that only the wrappers' own cost is left: a decoder layer read
+for its output, a norm read for its input (where a layer's output is read at the next layer's norm)
+and a pre-MLP norm.
 
 A random Llama of a shape from :mod:`shapes` on the CPU, one thread, float32:
 
@@ -40,7 +42,7 @@ from host_cost import NEW_TOKENS  # noqa: E402
 from overhead import MODES, cpu_observed  # noqa: E402
 from shapes import SHAPES  # noqa: E402
 
-from corevital.capture.layer_outputs import LayerOutputTap  # noqa: E402
+from corevital.capture.layer_outputs import LayerOutputTap, _block_state  # noqa: E402
 from corevital.capture.mlp_inputs import MlpInputTap  # noqa: E402
 from corevital.capture.module_forward import forward_replaced  # noqa: E402
 from corevital.capture.observer import StepObserver  # noqa: E402
@@ -90,10 +92,12 @@ class _Block(nn.Module):
         return hidden_states
 
 
-def wrapper_costs(number: int = 100_000) -> tuple[float, float, float, float]:
-    """Microseconds of one call: a decoder layer bare and wrapped, a norm bare and wrapped."""
+def wrapper_costs(number: int = 100_000) -> dict[str, tuple[float, float]]:
+    """Microseconds of one call, bare and wrapped: a decoder layer read for its output (where the
+    norms are not verified), a norm read for its input (a layer's norm before attention: the
+    previous layer's output) and a pre-MLP norm, at a decoding step (a pass over one position)."""
     state = torch.zeros(1, 1, 64)
-    block, norm = _Block(), nn.Identity()
+    block, entry, norm = _Block(), nn.Identity(), nn.Identity()
     keywords = {
         "attention_mask": None,
         "position_ids": None,
@@ -106,20 +110,31 @@ def wrapper_costs(number: int = 100_000) -> tuple[float, float, float, float]:
     def call_block() -> None:
         block(state, **keywords)
 
+    def call_entry() -> None:
+        entry(state)
+
     def call_norm() -> None:
         norm(state)
 
     def best(fn: Callable[[], None]) -> float:
         return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
 
-    bare_block, bare_norm = best(call_block), best(call_norm)
-    tap = LayerOutputTap.__new__(LayerOutputTap)  # the wrapper alone, without a model's sites
-    tap.compiled, tap.keeping, tap._latest = None, True, [None]
-    with forward_replaced(block, tap._wrapped(0, block.forward, base=False)):
-        wrapped_block = best(call_block)
-    with MlpInputTap((norm,)).installed():
-        wrapped_norm = best(call_norm)
-    return bare_block, wrapped_block, bare_norm, wrapped_norm
+    bare = {
+        "decoder layer": best(call_block),
+        "entry norm": best(call_entry),
+        "pre-MLP norm": best(call_norm),
+    }
+    tap = LayerOutputTap.__new__(LayerOutputTap)  # the wrappers alone, without a model's sites
+    tap.compiled, tap.one, tap.several, tap._latest = None, True, False, [None]
+    wrapped = {}
+    with forward_replaced(block, tap._output_kept(0, block.forward, _block_state)):
+        wrapped["decoder layer"] = best(call_block)
+    with forward_replaced(entry, tap._input_kept(0, entry.forward)):
+        wrapped["entry norm"] = best(call_entry)
+    with MlpInputTap((norm,)).installed() as mlp_tap:
+        mlp_tap.begin_pass(1)
+        wrapped["pre-MLP norm"] = best(call_norm)
+    return {name: (bare[name], wrapped[name]) for name in bare}
 
 
 def main() -> None:
@@ -147,12 +162,11 @@ def main() -> None:
         medians = [statistics.median(found[name]) * 1e6 for name in TIMED]
         cells = " | ".join(f"{value:.1f}" for value in medians)
         print(f"| {mode} | {cells} | {sum(medians):.1f} |")
-    bare_block, wrapped_block, bare_norm, wrapped_norm = wrapper_costs()
     print()
     print("| call | bare µs | wrapped µs | extra µs |")
     print("|---|---|---|---|")
-    print(f"| decoder layer | {bare_block:.3f} | {wrapped_block:.3f} | {wrapped_block - bare_block:+.3f} |")
-    print(f"| pre-MLP norm | {bare_norm:.3f} | {wrapped_norm:.3f} | {wrapped_norm - bare_norm:+.3f} |")
+    for name, (bare, wrapped) in wrapper_costs().items():
+        print(f"| {name} | {bare:.3f} | {wrapped:.3f} | {wrapped - bare:+.3f} |")
 
 
 if __name__ == "__main__":

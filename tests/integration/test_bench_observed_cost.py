@@ -44,10 +44,10 @@ def test_observer_cost_times_each_step_place_and_each_wrapper() -> None:
         cells[0]: [float(cell) for cell in cells[1:]]
         for cells in _table_rows("observer_cost.py", "--runs", "1")
     }
-    assert set(rows) == {"summary", "full", "decoder layer", "pre-MLP norm"}
+    assert set(rows) == {"summary", "full", "decoder layer", "entry norm", "pre-MLP norm"}
     for mode in ("summary", "full"):
         *places, step = rows[mode]
         assert all(value > 0 for value in places) and abs(sum(places) - step) < 0.25
-    for call in ("decoder layer", "pre-MLP norm"):
+    for call in ("decoder layer", "entry norm", "pre-MLP norm"):
         bare, wrapped, extra = rows[call]
         assert bare > 0 and wrapped > 0 and abs(wrapped - bare - extra) < 2.5e-3

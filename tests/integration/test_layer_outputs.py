@@ -10,6 +10,8 @@ transformers would have returned.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any, Literal
 
 import numpy as np
@@ -20,9 +22,11 @@ from transformers import LogitsProcessor, LogitsProcessorList
 import corevital.capture.observer as observer_module
 from corevital.capture.hf_compat import output_capture_hooks, remove_output_capture_hooks
 from corevital.capture.layer_outputs import LayerOutputTap, outputs_as_returned
+from corevital.capture.layer_stream import StreamSites
 from corevital.capture.loading import loaded_from_existing
 from corevital.capture.mlp_inputs import pre_mlp_norms
-from corevital.capture.model_checks import stream_sites
+from corevital.capture.model_checks import model_checks, stream_sites
+from corevital.capture.observer import _packed
 from corevital.capture.runner import capture_prompts
 from corevital.monitor import CoreVitalMonitor
 from corevital.report.schema import Report
@@ -186,30 +190,94 @@ def test_hidden_states_the_callers_generate_asks_for_are_returned(capture: str) 
             assert all(layer.hidden_summary.l2_norm_mean for step in report.timeline for layer in step.layers)
 
 
-def test_the_tap_leaves_the_model_as_found() -> None:
+def _norm_called_twice(
+    layer: Any, forward: Any, hidden_states: torch.Tensor, *args: Any, **kwargs: Any
+) -> Any:
+    layer.input_layernorm(hidden_states)
+    return forward(hidden_states, *args, **kwargs)
+
+
+def _without_norms(sites: StreamSites) -> StreamSites:
+    return dataclasses.replace(sites, entries=(), final=None)
+
+
+@pytest.mark.parametrize("read_at", ["norms", "layers"])
+def test_the_tap_leaves_the_model_as_found(read_at: str) -> None:
     """The wrappers are instance attributes for the time of the block; what the instance held before
-    (accelerate's device hooks keep a ``forward`` there) is put back."""
+    (accelerate's device hooks keep a ``forward`` there) is put back. Where the norms were verified,
+    the layers' norms before attention and the final norm are wrapped, else the layers and the base
+    model. A pass the observer did not begin keeps nothing."""
     model = build_family_model("llama", seed=0)
-    sites = stream_sites(model)
-    assert sites is not None
-    own = lambda *args, **kwargs: type(sites.blocks[0]).forward(sites.blocks[0], *args, **kwargs)  # noqa: E731
-    sites.blocks[0].__dict__["forward"] = own
+    verified = stream_sites(model)
+    assert verified is not None and len(verified.entries) == len(verified.blocks) - 1
+    assert verified.final is model.model.norm
+    sites = verified if read_at == "norms" else _without_norms(verified)
+    wrapped = [*sites.entries, sites.final] if read_at == "norms" else [*sites.blocks[:-1], sites.base]
+    untouched = [*sites.blocks, sites.base] if read_at == "norms" else [*verified.entries, verified.final]
+    first = wrapped[0]
+    own = lambda *args, **kwargs: type(first).forward(first, *args, **kwargs)  # noqa: E731
+    first.__dict__["forward"] = own
     tap = LayerOutputTap(sites)
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad(), tap.installed():
-        assert all("forward" in vars(block) for block in sites.blocks[:-1])
-        assert "forward" in vars(sites.base)  # the last state: the base model's, after the final norm
+        assert all("forward" in vars(module) for module in wrapped)
+        assert not any("forward" in vars(module) for module in untouched)
+        model(ids)
+        assert tap.take() is None, "a pass the observer did not begin"
+        tap.begin_pass(4)
         reference = model(ids, output_hidden_states=True).hidden_states
         kept = tap.take()
-    assert sites.blocks[0].__dict__["forward"] is own
-    assert all("forward" not in vars(block) for block in sites.blocks[1:])
-    assert "forward" not in vars(sites.base)
+    assert first.__dict__["forward"] is own
+    assert not any("forward" in vars(module) for module in wrapped[1:])
     assert kept is not None and len(kept) == len(sites.blocks)
     for state, want in zip(kept, reference[1:], strict=True):
         assert state.shape == (1, 1, want.shape[-1])
         assert torch.equal(state, want[:, -1:])
         assert state.data_ptr() != want.data_ptr(), "a pass over several positions keeps a copy"
     assert tap.take() is None, "taken once: the next pass starts empty"
+
+
+@pytest.mark.parametrize("read_at", ["norms", "layers"])
+def test_a_decoding_steps_states_are_kept_as_the_modules_had_them(read_at: str) -> None:
+    """At a pass over one position a wrapper keeps the very tensor (no copy, no check: the step's
+    rows are checked once, when they are copied together)."""
+    model = build_family_model("llama", seed=0)
+    verified = stream_sites(model)
+    assert verified is not None
+    sites = verified if read_at == "norms" else _without_norms(verified)
+    tap = LayerOutputTap(sites)
+    with torch.no_grad(), tap.installed():
+        tap.begin_pass(1)
+        step = model(torch.tensor([[4]]), output_hidden_states=True)
+        kept = tap.take()
+    assert kept is not None
+    for state, want in zip(kept, step.hidden_states[1:], strict=True):
+        assert state is want or torch.equal(state, want)
+        assert state.data_ptr() == want.data_ptr(), "the model's own tensor"
+
+
+def test_the_norms_are_read_only_where_the_check_pass_saw_the_states_there() -> None:
+    """The norms read at decoding steps are verified on the check pass: each called once with (the
+    layers' norms before attention) or returning (the final norm) the state it stands for. A model
+    without a norm before attention (OLMo-2 normalises after) reads its layers; so does one whose
+    norm before attention sees something else than the layer's input, or is called twice a pass."""
+    olmo = stream_sites(build_family_model("olmo2", seed=0))
+    assert olmo is not None and olmo.entries == () and olmo.final is None
+    for change in ("input", "calls"):
+        model = build_family_model("llama", seed=0)
+        layer = model.model.layers[1]
+        if change == "input":  # the layer's input changed before its norm sees it
+            handle = layer.register_forward_pre_hook(lambda module, args: (args[0] * 1.5, *args[1:]))
+        else:  # the norm called twice a pass
+            layer.forward = functools.partial(_norm_called_twice, layer, layer.forward)
+        try:
+            sites = model_checks(model).stream
+        finally:
+            if change == "input":
+                handle.remove()
+            else:
+                del layer.forward
+        assert sites is not None and sites.entries == () and sites.final is None, change
 
 
 def test_a_hook_that_changes_a_layers_output_is_seen(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -262,6 +330,7 @@ def test_a_compiled_steps_list_takes_the_states_of_its_uncompiled_parts() -> Non
     tap = LayerOutputTap(sites)
     ids = torch.tensor([[1, 2, 3]])
     with torch.no_grad(), tap.installed():
+        tap.begin_pass(3)
         reference = model(ids, output_hidden_states=True).hidden_states
         assert tap.take() is not None
         tap.open_compiled()
@@ -271,3 +340,27 @@ def test_a_compiled_steps_list_takes_the_states_of_its_uncompiled_parts() -> Non
     assert written is not None
     for state, want in zip(written, reference[1:], strict=True):
         assert torch.equal(state, want[:, -1:])
+
+
+def test_a_steps_rows_are_checked_once_when_they_are_copied_together() -> None:
+    """The rows a decoding step's wrappers kept unchecked are copied side by side in one kernel; a
+    kind whose rows are not all [B, 1, d] tensors of one width is left out, the other kept; rows of
+    another width than the states (not one residual stream) are copied on their own."""
+    states = tuple(torch.randn(2, 1, 8) for _ in range(3))
+    mids = tuple(torch.randn(2, 1, 8) for _ in range(3))
+    packed, got_mids = _packed(states, mids, False)
+    assert packed is not None and got_mids is not None
+    assert torch.equal(packed, torch.cat(states, dim=1)) and torch.equal(got_mids, torch.cat(mids, dim=1))
+    assert packed.untyped_storage().data_ptr() == got_mids.untyped_storage().data_ptr(), "one copy"
+    wider = tuple(torch.randn(2, 1, 16) for _ in range(3))
+    packed, got_mids = _packed(states, wider, False)
+    assert packed is not None and got_mids is not None and got_mids.shape == (2, 3, 16)
+    for bad in ((None, *states[1:]), (states[0][:, 0], *states[1:]), tuple(s[:, 0] for s in states)):
+        packed, got_mids = _packed(bad, mids, False)
+        assert packed is None and got_mids is not None and torch.equal(got_mids, torch.cat(mids, dim=1))
+        packed, got_mids = _packed(states, bad, False)
+        assert packed is not None and got_mids is None
+    prefill = tuple(torch.randn(2, 5, 8) for _ in range(3))  # transformers' states of a prefill
+    packed, _ = _packed(prefill, None, True)
+    assert packed is not None and torch.equal(packed, torch.cat([s[:, -1:] for s in prefill], dim=1))
+    assert _packed(prefill, None, False)[0] is None, "every position is not a decoding step's row"

@@ -184,11 +184,16 @@ def present_risk(diagnosis: object) -> float:
 def test_a_prefills_residuals_are_copied_together_within_the_budget(chunk_bytes: int) -> None:
     """Of a pass over several positions the tap keeps each layer's last position, copied for as many
     layers at once as the budget holds (every layer; one at a time with a budget of one byte); a
-    decoding step's single position is kept as the norm got it."""
+    decoding step's single position is kept as the norm got it. A pass the observer did not begin
+    keeps nothing."""
     norms = tuple(torch.nn.Identity() for _ in range(4))
     tap = MlpInputTap(norms, chunk_bytes)
     inputs = [torch.randn(2, 5, 8) for _ in norms]
     with tap.installed():
+        for norm, state in zip(norms, inputs, strict=True):
+            norm(state)
+        assert tap.take() is None, "a pass the observer did not begin"
+        tap.begin_pass(5)
         for norm, state in zip(norms, inputs, strict=True):
             norm(state)
         kept = tap.take()
@@ -199,12 +204,15 @@ def test_a_prefills_residuals_are_copied_together_within_the_budget(chunk_bytes:
         assert len(copies) == (1 if chunk_bytes > 1 else len(norms))
         assert not copies & {state.untyped_storage().data_ptr() for state in inputs}
         steps = [torch.randn(2, 1, 8) for _ in norms]
+        tap.begin_pass(1)
         for norm, state in zip(norms, steps, strict=True):
             norm(state)
         step = tap.take()
         assert step is not None and all(got is state for got, state in zip(step, steps, strict=True))
+        tap.begin_pass(5)
         for norm, state in zip(norms, inputs, strict=True):  # a pass over several positions never taken
             norm(state)
+        tap.begin_pass(1)
         for norm, state in zip(norms, steps, strict=True):
             norm(state)
         step = tap.take()  # the decoding step's own, nothing of the pass before

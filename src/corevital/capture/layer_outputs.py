@@ -9,10 +9,21 @@ verified the modules its hidden states come from (:mod:`.model_checks`,
 model's ``last_hidden_state`` or the last layer's output), and no forward hook of the user's may
 change those modules' outputs after them (:func:`outputs_as_returned`), a :class:`LayerOutputTap`
 wraps those modules' ``forward`` (an instance attribute for the time of one generation, as
-:mod:`.mlp_inputs` does) and the observer asks for no hidden states:
+:mod:`.mlp_inputs` does) and the observer asks for no hidden states. Where the same check verified
+the norms the states pass through (:attr:`~.layer_stream.StreamSites.entries`: states 1..L-1 are
+the inputs of layers 2..L's norms before attention, state L the final norm's output), the norms are
+wrapped instead of the layers: a decoder layer's call carries half a dozen keyword arguments, which
+a wrapper's ``**kwargs`` packs and the layer's parameters match again, some 5k host instructions a
+call against 1.7k for a norm's one argument (docs/performance.md, "Host instructions per decoding
+step").
 
-- an eager forward pass keeps a reference to each state at the last position (a copy of it when the
-  pass covers several positions, so the pass's outputs are not kept alive);
+The observer tells the tap what the next pass is (:meth:`LayerOutputTap.begin_pass`), so that a
+wrapper's work at a decoding step is one attribute test and one list store:
+
+- an eager pass over one position keeps a reference to each state (checked once for the whole step,
+  when the step's states are copied together: :func:`~.observer._packed`);
+- an eager pass over several positions keeps a copy of each state's last position, so the pass's
+  outputs are not kept alive;
 - a compiled decoding step (transformers compiles the model's call: the observer opens a list for
   the step inside the trace) writes each state's last position into that list, which the observer
   returns from the graph with the step's other outputs
@@ -27,7 +38,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from corevital.capture.hf_compat import other_forward_hooks
 from corevital.capture.layer_stream import StreamSites
@@ -39,68 +50,132 @@ def outputs_as_returned(sites: StreamSites) -> bool:
     hook on the sites (nor a global one) may change it afterwards (a fault injected, a steering vector
     added, an activation patched), except transformers' own output-capturing hooks, which only record.
     Where one may, the observer reads the states transformers returns, after every hook."""
-    return not other_forward_hooks((*sites.blocks, sites.base))
+    final = () if sites.final is None else (sites.final,)
+    return not other_forward_hooks((*sites.blocks, sites.base, *final))
+
+
+def _inputs_as_called(entries: tuple[nn.Module, ...]) -> bool:
+    """Whether a wrapper around each entry norm's ``forward`` sees the input the norm was called with:
+    no forward pre-hook on them (nor a global one) may change it first."""
+    return not nn.modules.module._global_forward_pre_hooks and not any(
+        entry._forward_pre_hooks for entry in entries
+    )
+
+
+def _first(kwargs: dict[str, Any]) -> Any:
+    """A module's input given by keyword (the only one a norm takes), or None."""
+    return next(iter(kwargs.values()), None)
+
+
+def _block_state(output: Any) -> Any:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _base_state(output: Any) -> Any:
+    return output.get("last_hidden_state") if hasattr(output, "get") else None
 
 
 class LayerOutputTap:
     """Hidden states 1..L of the latest forward pass, at its last position, from the verified sites.
 
-    ``keeping``: whether an eager pass keeps its states (the observer turns it off for a pass whose
-    states come from elsewhere: the prompt's streamed pass). ``compiled``: the list a compiled step
+    ``one``, ``several``: whether the pass the observer began (:meth:`begin_pass`) covers one position
+    or several and keeps its states (neither: it keeps none). ``compiled``: the list a compiled step
     writes into, opened by the observer inside the trace (None: no compiled step is running).
     """
 
     def __init__(self, sites: StreamSites) -> None:
         self.sites = sites
-        # state l (1..L) is layer l-1's output; with ``tie_last`` state L is the base model's
-        # last_hidden_state (after the final norm) and the last layer's own output is not needed
-        self.blocks = sites.blocks[:-1] if sites.tie_last else sites.blocks
         self.layers = len(sites.blocks)
-        self.keeping = True
+        self.one = False
+        self.several = False
         self.compiled: list[Tensor | None] | None = None
         self._latest: list[Tensor | None] = [None] * self.layers
+        self._empty = (None,) * self.layers
+
+    def begin_pass(self, positions: int | None, *, keep: bool = True) -> None:
+        """The next forward pass covers ``positions`` positions (None: not known) and keeps its states
+        (``keep``); what an earlier pass kept and nobody took is dropped."""
+        self.one = keep and positions == 1
+        self.several = keep and positions != 1
+        self._latest[:] = self._empty
+
+    def _readers(self) -> list[tuple[nn.Module, Any]]:
+        """Each slot's module and its wrapper: state l + 1 in slot l."""
+        sites, last = self.sites, self.layers - 1
+        if sites.entries and _inputs_as_called(sites.entries):
+            # verified: the norms before attention, and the final norm or the last layer
+            readers = [
+                (entry, self._input_kept(slot, entry.forward)) for slot, entry in enumerate(sites.entries)
+            ]
+            if sites.tie_last and sites.final is not None:
+                readers.append((sites.final, self._output_kept(last, sites.final.forward, None)))
+            else:
+                block = sites.blocks[-1]
+                readers.append((block, self._output_kept(last, block.forward, _block_state)))
+            return readers
+        # state l (1..L) is layer l-1's output; with ``tie_last`` state L is the base model's
+        # last_hidden_state (after the final norm) and the last layer's own output is not needed
+        blocks = sites.blocks[:-1] if sites.tie_last else sites.blocks
+        readers = [
+            (block, self._output_kept(slot, block.forward, _block_state)) for slot, block in enumerate(blocks)
+        ]
+        if sites.tie_last:
+            readers.append((sites.base, self._output_kept(last, sites.base.forward, _base_state)))
+        return readers
 
     @contextmanager
     def installed(self) -> Iterator[LayerOutputTap]:
         try:
             with ExitStack() as stack:
-                for slot, block in enumerate(self.blocks):
-                    wrapped = self._wrapped(slot, block.forward, base=False)
-                    stack.enter_context(forward_replaced(block, wrapped))
-                if self.sites.tie_last:
-                    base = self.sites.base
-                    wrapped = self._wrapped(self.layers - 1, base.forward, base=True)
-                    stack.enter_context(forward_replaced(base, wrapped))
+                for module, wrapped in self._readers():
+                    stack.enter_context(forward_replaced(module, wrapped))
                 yield self
         finally:
-            self._latest[:] = [None] * self.layers
+            self._latest[:] = self._empty
             self.compiled = None
+            self.one = self.several = False
 
-    def _wrapped(self, slot: int, forward: Any, *, base: bool) -> Any:
-        latest = self._latest  # one list for the tap's life: take() empties it in place
+    def _input_kept(self, slot: int, forward: Any) -> Any:
+        latest = self._latest  # one list for the tap's life: emptied in place
+        tap = self
+
+        def kept(*args: Any, **kwargs: Any) -> Any:
+            if tap.one:
+                latest[slot] = args[0] if args else _first(kwargs)
+            elif tap.several or tap.compiled is not None:
+                tap._keep_last(slot, args[0] if args else _first(kwargs))
+            return forward(*args, **kwargs)
+
+        return kept
+
+    def _output_kept(self, slot: int, forward: Any, state_of: Any) -> Any:
+        latest = self._latest
         tap = self
 
         def kept(*args: Any, **kwargs: Any) -> Any:
             output = forward(*args, **kwargs)
-            if base:
-                state = output.get("last_hidden_state") if hasattr(output, "get") else None
-            else:
-                state = output[0] if isinstance(output, tuple) else output
-            if not isinstance(state, Tensor) or state.dim() != 3:
-                return output
-            compiled = tap.compiled
-            if compiled is not None:
-                # a compiled decoding step: traced, or a part of it dynamo left to run uncompiled
-                compiled[slot] = state[:, -1:]
-            elif tap.keeping:
-                # a pass over several positions: a copy of the last, not the pass's output
-                latest[slot] = state if state.shape[1] == 1 else state[:, -1:].clone()
+            if tap.one:
+                latest[slot] = output if state_of is None else state_of(output)
+            elif tap.several or tap.compiled is not None:
+                tap._keep_last(slot, output if state_of is None else state_of(output))
             return output
 
         return kept
 
+    def _keep_last(self, slot: int, state: Any) -> None:
+        """A compiled step's state (traced, or a part of it dynamo left to run uncompiled) or one of a
+        pass over several positions: its last position (a copy of it, so the pass's outputs are not
+        kept alive)."""
+        if not isinstance(state, Tensor) or state.dim() != 3:
+            return
+        if self.compiled is not None:
+            self.compiled[slot] = state[:, -1:]
+        else:
+            self._latest[slot] = state if state.shape[1] == 1 else state[:, -1:].clone()
+
     def open_compiled(self) -> None:
         """Inside a traced pass: the list its states are written into (:meth:`take_compiled`)."""
+        self.one = self.several = False
         self.compiled = [None] * self.layers
 
     def take_compiled(self) -> tuple[Tensor, ...] | None:
@@ -109,9 +184,12 @@ class LayerOutputTap:
         return None if compiled is None else every_slot(compiled)
 
     def take(self) -> tuple[Tensor, ...] | None:
-        """States 1..L ([B, 1, d] each) of the eager pass that just ran, or None when some layer kept
-        none (the tap is emptied for the next pass either way). A compiled step whose end runs
-        uncompiled (dynamo resumed it outside the graph) gives the states written for it."""
+        """States 1..L ([B, 1, d] each; of a pass over one position, what the modules got or returned,
+        unchecked) of the eager pass that just ran, or None when some layer kept none (the tap is
+        emptied for the next pass either way, and keeps nothing until the next :meth:`begin_pass`).
+        A compiled step whose end runs uncompiled (dynamo resumed it outside the graph) gives the
+        states written for it."""
+        self.one = self.several = False
         if self.compiled is not None:
             return self.take_compiled()
         return every_slot(self._latest)

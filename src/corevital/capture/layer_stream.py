@@ -13,16 +13,19 @@ launches.
 
 Whether the hooked outputs are exactly the hidden states transformers would return is checked
 once per model on a three-token pass (:mod:`.model_checks`); where they are not, the observer
-keeps asking for ``output_hidden_states``.
+keeps asking for ``output_hidden_states``. The same pass checks the one-argument modules the states
+go through (:attr:`StreamSites.entries`: each layer's norm before its attention, and the final
+norm), where a decoding step's states are cheaper to read (:mod:`.layer_outputs`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +34,11 @@ from torch.utils.hooks import RemovableHandle
 from corevital.capture.module_forward import last_positions
 from corevital.capture.registry import layer_stack
 from corevital.metrics.prompt import DEFAULT_CHUNK_BYTES, layer_transformations
+
+# A decoder layer's first module, which gets the layer's input (hidden state l of layer l): its norm
+# before the attention, in the order looked for; and the base model's norm after the last layer.
+ENTRY_NORMS = ("input_layernorm", "ln_1", "ln_attn", "attention_norm")
+FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_layernorm")
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,13 @@ class StreamSites:
     blocks: tuple[nn.Module, ...]  # the decoder layers: hidden state 0 is the first one's input,
     # states 1..L their outputs (the first element of a tuple output)
     tie_last: bool  # hidden state L is the base model's ``last_hidden_state`` (after the final norm)
+    # One-argument modules the same states pass through, verified like the rest (empty, None: not
+    # verified): ``entries[l]`` is called once a pass with hidden state l + 1 (layer l + 1's norm
+    # before its attention, l = 0..L-2); ``final``, with ``tie_last``, returns hidden state L (the base
+    # model's final norm). A norm's call costs the host less than a decoder layer's, whose keyword
+    # arguments are matched against its parameters at every call (:mod:`.layer_outputs`).
+    entries: tuple[nn.Module, ...] = ()
+    final: nn.Module | None = None
 
 
 @dataclass(frozen=True)
@@ -79,11 +94,22 @@ class LayerStream:
         self._changes: list[Tensor] = []
         self._result: StreamedStates | None = None
         self._handles: list[RemovableHandle] = []
+        # keep_all: what each entry module got and what the final module returned, every call
+        self.entry_inputs: list[list[Any]] = [[] for _ in sites.entries]
+        self.final_outputs: list[Any] = []
 
     def attach(self) -> None:
-        """Hook the layers and the base model (until :meth:`detach`)."""
+        """Hook the layers and the base model (until :meth:`detach`); with ``keep_all``, the entry
+        and final modules too."""
         self._handles = [block.register_forward_hook(self._on_block) for block in self.sites.blocks]
         self._handles.append(self.sites.base.register_forward_hook(self._on_base))
+        if self.keep_all:
+            for inputs, entry in zip(self.entry_inputs, self.sites.entries, strict=True):
+                hook = functools.partial(_record_input, inputs)
+                self._handles.append(entry.register_forward_pre_hook(hook, with_kwargs=True))
+            if self.sites.final is not None:
+                hook = functools.partial(_record_output, self.final_outputs)
+                self._handles.append(self.sites.final.register_forward_hook(hook))
 
     def detach(self) -> None:
         for handle in self._handles:
@@ -165,10 +191,27 @@ class LayerStream:
         self._group, self._last, self._changes, self._awaiting = [], [], [], []
 
 
+def _record_input(
+    inputs: list[Any], module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    inputs.append(args[0] if args else next(iter(kwargs.values()), None))
+
+
+def _record_output(outputs: list[Any], module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+    outputs.append(output)
+
+
+def _named(module: nn.Module, names: tuple[str, ...]) -> nn.Module | None:
+    """``module``'s first submodule of ``names`` (an attribute), or None."""
+    found = next((getattr(module, name) for name in names if hasattr(module, name)), None)
+    return found if isinstance(found, nn.Module) else None
+
+
 def candidate_sites(model: Any) -> StreamSites | None:
     """Where a decoder-only model's hidden states should come from: its stack of decoder layers
     (:func:`~corevital.capture.registry.layer_stack`, as for attention sites) and its base model,
-    ``tie_last`` still to be decided by :func:`verified_sites`."""
+    and the norms they pass through (:data:`ENTRY_NORMS`, :data:`FINAL_NORMS`), ``tie_last`` and the
+    norms still to be decided by :func:`verified_sites`."""
     config = getattr(model, "config", None)
     if config is None or getattr(config, "is_encoder_decoder", False):
         return None
@@ -177,7 +220,14 @@ def candidate_sites(model: Any) -> StreamSites | None:
     if not isinstance(base, nn.Module) or not isinstance(layers, int):
         return None
     stack = layer_stack(base, layers)
-    return None if stack is None else StreamSites(base=base, blocks=tuple(stack[1]), tie_last=True)
+    if stack is None:
+        return None
+    blocks = tuple(stack[1])
+    entries = tuple(_named(block, ENTRY_NORMS) for block in blocks[1:])
+    found = () if None in entries else cast("tuple[nn.Module, ...]", entries)
+    return StreamSites(
+        base=base, blocks=blocks, tie_last=True, entries=found, final=_named(base, FINAL_NORMS)
+    )
 
 
 def verified_sites(stream: LayerStream, hidden_states: Sequence[Tensor] | None) -> StreamSites | None:
@@ -191,11 +241,33 @@ def verified_sites(stream: LayerStream, hidden_states: Sequence[Tensor] | None) 
         return None
     last = hidden_states[-1]
     if stream.base_last is not None and _same(stream.base_last, last):
-        return dataclasses.replace(stream.sites, tie_last=True)
-    if stream.raw_last is not None and _same(stream.raw_last, last):
-        return dataclasses.replace(stream.sites, tie_last=False)
-    return None
+        tie_last = True
+    elif stream.raw_last is not None and _same(stream.raw_last, last):
+        tie_last = False
+    else:
+        return None
+    # the norms, where each was called once with (entries) or returned (final) the state it stands for
+    entries = stream.sites.entries
+    if len(entries) != len(hidden_states) - 2 or not all(
+        len(got) == 1 and _same_tensor(got[0], want)
+        for got, want in zip(stream.entry_inputs, hidden_states[1:-1], strict=True)
+    ):
+        entries = ()
+    final = stream.sites.final if tie_last else None
+    if final is not None and not (
+        len(stream.final_outputs) == 1 and _same_tensor(stream.final_outputs[0], last)
+    ):
+        final = None
+    if tie_last and final is None:
+        entries = ()  # state L would still need the base model's wrapper: the layers' serve as well
+    if not entries:
+        final = None
+    return dataclasses.replace(stream.sites, tie_last=tie_last, entries=entries, final=final)
 
 
 def _same(a: Tensor, b: Tensor) -> bool:
     return a is b or (a.shape == b.shape and torch.equal(a, b))
+
+
+def _same_tensor(a: Any, b: Tensor) -> bool:
+    return isinstance(a, Tensor) and _same(a, b)

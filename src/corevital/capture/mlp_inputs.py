@@ -8,8 +8,12 @@ it, made for several layers at once), so the step's reduction can take the MLP's
 ratio ``‖h' − m‖ / ‖m‖`` (:func:`corevital.metrics.hidden.mlp_update_ratio`): exactly 0 when the
 MLP is silenced (a zeroed RMSNorm weight before it), never near 0 in a healthy layer.
 
-Decoder-only models only; nothing is kept inside a compiled step (the wrapper keeps nothing while
-dynamo traces, so the compiled graph is unchanged) and a model without such a norm in every layer
+The observer tells the tap what the next pass is (:meth:`MlpInputTap.begin_pass`): at a decoding
+step a wrapper's work is one attribute test and one list store, the input checked once for the
+whole step when the step's rows are copied together (:func:`~.observer._packed`).
+
+Decoder-only models only; nothing is kept inside a compiled step (the observer begins no pass there,
+so the compiled graph is unchanged) and a model without such a norm in every layer
 gets no tap, nor does a model whose attention and MLP run in parallel on the same input
 (GPT-NeoX's ``use_parallel_residual``).
 """
@@ -20,7 +24,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from corevital.capture.module_forward import every_slot, forward_replaced, last_positions
@@ -38,6 +41,9 @@ class MlpInputTap:
     The norm's ``forward`` is wrapped for the time the tap is installed (an instance attribute,
     removed afterwards) rather than given a forward pre-hook: a module with a hook takes PyTorch's
     slow call path, several times the cost of one more Python call, on every layer and step.
+
+    ``one``, ``several``: whether the pass the observer began (:meth:`begin_pass`) covers one position
+    or several (neither: it keeps nothing).
     """
 
     def __init__(self, norms: tuple[nn.Module, ...], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
@@ -45,7 +51,10 @@ class MlpInputTap:
         # Float32 bytes of a pass over several positions (the prefill) that the tap may hold to copy
         # its layers' last positions in one kernel (half of it, as the layer stream's groups).
         self.chunk_bytes = chunk_bytes
+        self.one = False
+        self.several = False
         self._latest: list[Tensor | None] = [None] * len(norms)
+        self._empty = (None,) * len(norms)
         # a pass over several positions: (layer, input) whose last position is not copied yet
         self._waiting: list[tuple[int, Tensor]] = []
         self._waiting_bytes = 0
@@ -58,32 +67,41 @@ class MlpInputTap:
                     stack.enter_context(forward_replaced(norm, self._wrapped(layer, norm.forward)))
                 yield self
         finally:
-            self._latest[:] = [None] * len(self.norms)
+            self._latest[:] = self._empty
+            self._drop_waiting()
+            self.one = self.several = False
+
+    def begin_pass(self, positions: int | None) -> None:
+        """The next forward pass covers ``positions`` positions (None: not known); what an earlier
+        pass kept and nobody took is dropped."""
+        self.one = positions == 1
+        self.several = positions != 1
+        self._latest[:] = self._empty
+        if self._waiting:
             self._drop_waiting()
 
     def _wrapped(self, layer: int, forward: Any) -> Any:
-        latest = self._latest  # one list for the tap's life: take() empties it in place
-        waiting = self._waiting  # the same: emptied in place too
-        compiling = torch.compiler.is_compiling
+        latest = self._latest  # one list for the tap's life: emptied in place
         tap = self
 
         def keep(*args: Any, **kwargs: Any) -> Any:
-            if not compiling():
-                state = args[0] if args else next(iter(kwargs.values()), None)
-                if isinstance(state, Tensor) and state.dim() == 3:
-                    if state.shape[1] == 1:
-                        if waiting:  # a pass over several positions never taken: none of it is current
-                            tap._drop_waiting()
-                        latest[layer] = state
-                    else:  # a pass over several positions (the prefill): a copy of the last, later
-                        tap._wait(layer, state)
-                else:
-                    if waiting:
-                        tap._drop_waiting()
-                    latest[layer] = None
+            if tap.one:
+                latest[layer] = args[0] if args else next(iter(kwargs.values()), None)
+            elif tap.several:
+                tap._keep_last(layer, args[0] if args else next(iter(kwargs.values()), None))
             return forward(*args, **kwargs)
 
         return keep
+
+    def _keep_last(self, layer: int, state: Any) -> None:
+        """A state of a pass over several positions (the prefill): a copy of its last position, later
+        (:meth:`_wait`); one over a single position, as it is."""
+        if not isinstance(state, Tensor) or state.dim() != 3:
+            self._latest[layer] = None
+        elif state.shape[1] == 1:
+            self._latest[layer] = state
+        else:
+            self._wait(layer, state)
 
     def _wait(self, layer: int, state: Tensor) -> None:
         """Hold a pass's input until its last position is copied with other layers' (the pass's
@@ -108,8 +126,10 @@ class MlpInputTap:
         self._waiting_bytes = 0
 
     def take(self) -> tuple[Tensor, ...] | None:
-        """Every layer's kept residual ([B, 1, d] views) of the forward that just ran, or None when
-        some layer's norm was not called (the tap is then emptied for the next forward)."""
+        """Every layer's kept residual ([B, 1, d]; of a pass over one position, what the norms got,
+        unchecked) of the forward that just ran, or None when some layer's norm was not called (the
+        tap is emptied either way, and keeps nothing until the next :meth:`begin_pass`)."""
+        self.one = self.several = False
         self._copy_waiting()
         return every_slot(self._latest)
 

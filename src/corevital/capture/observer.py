@@ -67,35 +67,61 @@ from corevital.metrics.attention import summarize_attention
 from corevital.metrics.types import AttentionStats
 
 
-def _gathered(states: tuple[Tensor, ...], device: torch.device) -> tuple[Tensor, ...]:
+def _gathered(states: tuple[Any, ...], device: torch.device) -> tuple[Any, ...]:
     """Each layer's state on ``device``: a model split over devices (``device_map``) has its layers'
-    outputs where each layer ran; they are reduced together, so they are gathered once per step."""
-    if all(state.device == device for state in states):
+    outputs where each layer ran; they are reduced together, so they are gathered once per step.
+    (What is not a tensor stays as it is, for :func:`_packed` to refuse.)"""
+    if all(getattr(state, "device", device) == device for state in states):
         return states
-    return tuple(state.to(device) for state in states)
+    return tuple(state.to(device) if isinstance(state, Tensor) else state for state in states)
+
+
+def _rows(rows: tuple[Any, ...]) -> Tensor | None:
+    """``rows`` ([B, 1, d] tensors) copied side by side, ``[B, n, d]``, by one kernel; None where some
+    row is not such a tensor or their widths differ."""
+    try:
+        packed = torch.cat(rows, dim=1)
+    except (TypeError, RuntimeError):
+        return None
+    return packed if packed.dim() == 3 and packed.shape[1] == len(rows) else None
 
 
 def _packed(
-    states: tuple[Tensor, ...], mlp_inputs: tuple[Tensor, ...] | None
-) -> tuple[Tensor, Tensor | None]:
+    states: tuple[Any, ...], mlp_inputs: tuple[Any, ...] | None, several: bool
+) -> tuple[Tensor | None, Tensor | None]:
     """Every layer's state and pre-MLP residual at the pass's last position, copied side by side:
-    ``([B, L, d], [B, L, d] or None)``, views of one tensor made by one kernel.
+    ``([B, L, d] or None, [B, L, d] or None)``, views of one tensor made by one kernel. ``several``:
+    the pass covered several positions (the prefill), whose states may hold every position.
 
     A step keeps these until its window is reduced. The model's own tensors, one allocation each,
     would stay allocated meanwhile, 64 per step in a 32-layer model and thousands per window: the
     device's caching allocator then serves every other allocation of the model more slowly, and a
     decoding step bound by the host pays for it on every operator (docs/performance.md, "Host work
     per generation and per step"). One copy per step frees them at once.
+
+    The rows the taps kept at a pass over one position are what the modules got or returned,
+    unchecked (one check here instead of one per layer): a kind of rows not all [B, 1, d] tensors
+    of one width is left out (None).
     """
-    layers = len(states)
-    if states[0].shape[1] > 1:  # a pass over several positions (the prefill): its last, copied below
+    if several:
         states = tuple(state[:, -1:] for state in states)
     if mlp_inputs is None:
-        return torch.cat(states, dim=1), None
-    if mlp_inputs[0].shape[2] != states[0].shape[2]:  # not one residual stream: two copies
-        return torch.cat(states, dim=1), torch.cat(mlp_inputs, dim=1)
-    packed = torch.cat(states + mlp_inputs, dim=1)
+        return _rows(states), None
+    packed = _rows(states + mlp_inputs)
+    if packed is None:  # not one residual stream (or some row is not a state): each kind on its own
+        return _rows(states), _rows(mlp_inputs)
+    layers = len(states)
     return packed[:, :layers], packed[:, layers:]
+
+
+def _positions(kwargs: dict[str, Any]) -> int | None:
+    """How many positions of each sequence a forward pass computes (its ``input_ids`` or
+    ``inputs_embeds``), or None where its keywords do not say."""
+    ids = kwargs.get("input_ids")
+    if ids is None:
+        ids = kwargs.get("inputs_embeds")
+    shape: tuple[int, ...] = getattr(ids, "shape", ())
+    return shape[1] if len(shape) >= 2 else None
 
 
 def _empty(cache: Any) -> bool:
@@ -197,6 +223,7 @@ class StepObserver:
         # whether the model's forward returns hidden states unless told not to (its config says so)
         self._hidden_by_default = bool(getattr(getattr(model, "config", None), "output_hidden_states", False))
         self._forwards = 0
+        self._pass_positions: int | None = None  # positions of each sequence the latest eager pass computed
         self._last_step_end = time.perf_counter()
         self.step_ms: list[float] = []
         # time.perf_counter() when the batch started (tokenizing) and at the end of each step: the
@@ -233,11 +260,14 @@ class StepObserver:
         if torch.compiler.is_compiling():
             if self.layer_outputs is not None:
                 self.layer_outputs.open_compiled()
+            if self.mlp_tap is not None:
+                self.mlp_tap.one = self.mlp_tap.several = False  # nothing kept inside the graph
             kwargs["output_hidden_states"] = self.layer_outputs is None
             return args, kwargs
         if self._forwards == 0:
             self._note_prefill(kwargs)
-        if self._reads_prompt() and not readable_mask(kwargs.get("attention_mask")):
+        reads_prompt = self._reads_prompt()
+        if reads_prompt and not readable_mask(kwargs.get("attention_mask")):
             self.warnings.append(
                 CaptureWarning(
                     "PROMPT_MASK_UNREADABLE",
@@ -245,11 +275,14 @@ class StepObserver:
                     "(flex attention), whose values cannot be read: no prompt telemetry",
                 )
             )
-        streams = self._forwards == 0 and self.prompt.start_stream(kwargs, self._reads_prompt())
+        streams = self._forwards == 0 and self.prompt.start_stream(kwargs, reads_prompt)
         # prompt telemetry not streamed reads every position's states, which only transformers returns
-        tapped = self.layer_outputs is not None and not streams and not self._reads_prompt()
+        tapped = self.layer_outputs is not None and not streams and not reads_prompt
+        positions = self._pass_positions = _positions(kwargs)
         if self.layer_outputs is not None:
-            self.layer_outputs.keeping = tapped
+            self.layer_outputs.begin_pass(positions, keep=tapped)
+        if self.mlp_tap is not None:
+            self.mlp_tap.begin_pass(positions)
         # What the caller's generate() gave: True (its output keeps the states) is kept.
         given = kwargs.get("output_hidden_states")
         wanted = given is True or (not streams and not tapped)
@@ -259,7 +292,7 @@ class StepObserver:
         # on Llama-3-8B's layout (docs/performance.md, "Host instructions per decoding step").
         if wanted or self._hidden_by_default or given is not None:
             kwargs["output_hidden_states"] = wanted
-        if self._reads_prompt() and self.prompt.head is None:
+        if reads_prompt and self.prompt.head is None:
             kwargs["logits_to_keep"] = 0  # every prompt position's logits, for prompt surprisals
         if self.tap is not None:
             self.tap.begin_forward()
@@ -346,11 +379,8 @@ class StepObserver:
             layer_states = tapped
         elif states is not None and len(states) == layers + 1:
             layer_states = states[1:]
-        elif not self._hidden_missing_warned:
-            self._hidden_missing_warned = True
-            self.warnings.append(
-                CaptureWarning("HIDDEN_STATES_NOT_AVAILABLE", "the model returned no per-layer hidden states")
-            )
+        else:
+            self._warn_hidden_missing()
         mlp_inputs = None if self.mlp_tap is None else self.mlp_tap.take()
         logits_row = logits[:, -1, :]
         if layer_states is not None and self._split:
@@ -375,9 +405,18 @@ class StepObserver:
             logits_row = logits_row.clone()
         packed = mids = None
         if layer_states is not None:
-            packed, mids = _packed(layer_states, mlp_inputs)
+            packed, mids = _packed(layer_states, mlp_inputs, self._pass_positions != 1)
+            if packed is None:
+                self._warn_hidden_missing()
         self._pending = RawStep(logits_row, packed, attention, cross, decode_rows, mlp_inputs=mids)
         self._forwards += 1
+
+    def _warn_hidden_missing(self) -> None:
+        if not self._hidden_missing_warned:
+            self._hidden_missing_warned = True
+            self.warnings.append(
+                CaptureWarning("HIDDEN_STATES_NOT_AVAILABLE", "the model returned no per-layer hidden states")
+            )
 
     def _compiled_forward_end(self, output: Any) -> None:
         """The end of a compiled decoding step, traced into its graph: what the step keeps, packed.

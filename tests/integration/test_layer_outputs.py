@@ -210,10 +210,11 @@ def test_the_tap_leaves_the_model_as_found(read_at: str) -> None:
     model = build_family_model("llama", seed=0)
     verified = stream_sites(model)
     assert verified is not None and len(verified.entries) == len(verified.blocks) - 1
-    assert verified.final is model.model.norm
+    final = verified.final
+    assert final is model.model.norm
     sites = verified if read_at == "norms" else _without_norms(verified)
-    wrapped = [*sites.entries, sites.final] if read_at == "norms" else [*sites.blocks[:-1], sites.base]
-    untouched = [*sites.blocks, sites.base] if read_at == "norms" else [*verified.entries, verified.final]
+    wrapped = [*sites.entries, final] if read_at == "norms" else [*sites.blocks[:-1], sites.base]
+    untouched = [*sites.blocks, sites.base] if read_at == "norms" else [*verified.entries, final]
     first = wrapped[0]
     own = lambda *args, **kwargs: type(first).forward(first, *args, **kwargs)  # noqa: E731
     first.__dict__["forward"] = own

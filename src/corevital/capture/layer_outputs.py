@@ -35,14 +35,14 @@ wrapper's work at a decoding step is one attribute test and one list store:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
 from torch import Tensor, nn
 
 from corevital.capture.hf_compat import other_forward_hooks
 from corevital.capture.layer_stream import StreamSites
-from corevital.capture.module_forward import every_slot, forward_replaced
+from corevital.capture.module_forward import every_slot, forwards_replaced
 
 
 def outputs_as_returned(sites: StreamSites) -> bool:
@@ -126,9 +126,7 @@ class LayerOutputTap:
     @contextmanager
     def installed(self) -> Iterator[LayerOutputTap]:
         try:
-            with ExitStack() as stack:
-                for module, wrapped in self._readers():
-                    stack.enter_context(forward_replaced(module, wrapped))
+            with forwards_replaced(self._readers()):
                 yield self
         finally:
             self._latest[:] = self._empty

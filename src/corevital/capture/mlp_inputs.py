@@ -21,12 +21,12 @@ gets no tap, nor does a model whose attention and MLP run in parallel on the sam
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
 from torch import Tensor, nn
 
-from corevital.capture.module_forward import every_slot, forward_replaced, last_positions
+from corevital.capture.module_forward import every_slot, forwards_replaced, last_positions
 from corevital.capture.registry import layer_stack
 from corevital.metrics.prompt import DEFAULT_CHUNK_BYTES
 
@@ -62,9 +62,9 @@ class MlpInputTap:
     @contextmanager
     def installed(self) -> Iterator[MlpInputTap]:
         try:
-            with ExitStack() as stack:
-                for layer, norm in enumerate(self.norms):
-                    stack.enter_context(forward_replaced(norm, self._wrapped(layer, norm.forward)))
+            with forwards_replaced(
+                (norm, self._wrapped(layer, norm.forward)) for layer, norm in enumerate(self.norms)
+            ):
                 yield self
         finally:
             self._latest[:] = self._empty

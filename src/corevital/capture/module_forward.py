@@ -10,7 +10,7 @@ block and puts back whatever the instance held before (accelerate's device hooks
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import repeat
 from operator import is_not
@@ -36,6 +36,25 @@ def forward_replaced(module: nn.Module, forward: Callable[..., Any]) -> Iterator
             module.__dict__.pop("forward", None)
         else:
             module.__dict__["forward"] = saved
+
+
+@contextmanager
+def forwards_replaced(replacements: Iterable[tuple[nn.Module, Callable[..., Any]]]) -> Iterator[None]:
+    """Each module's ``forward`` replaced inside the block (:func:`forward_replaced` for many modules
+    at once, without a context manager each: a tap installs one wrapper per layer every generation),
+    as it was before afterwards, put back in the reverse order."""
+    saved: list[tuple[nn.Module, Any]] = []
+    try:
+        for module, forward in replacements:
+            saved.append((module, module.__dict__.get("forward", _NOT_SET)))
+            module.__dict__["forward"] = forward
+        yield
+    finally:
+        for module, before in reversed(saved):
+            if before is _NOT_SET:
+                module.__dict__.pop("forward", None)
+            else:
+                module.__dict__["forward"] = before
 
 
 def every_slot(slots: list[Tensor | None]) -> tuple[Tensor, ...] | None:

@@ -9,8 +9,11 @@ import pytest
 import torch
 
 from corevital.capture import attention_window
+from corevital.capture.attention_tap import AttentionTap
 from corevital.capture.attention_window import DecodeRows, reduce_decode_rows
+from corevital.capture.hf_compat import causal_mask_function
 from corevital.capture.options import Tuning
+from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.metrics.attention import summarize_attention
 
 
@@ -59,3 +62,56 @@ def test_window_scores_only_the_keys_its_steps_saw(
             )
     assert not got.has_nan.any()
     assert got.num_keys.tolist() == [[[n] * batch] * layers for n in lengths]
+
+
+class _Attention(torch.nn.Module):
+    """What transformers' SDPA function reads of an attention module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.is_causal = True
+        self.num_key_value_groups = 4
+
+
+def test_layers_rows_wait_together_only_where_they_agree_checked_at_one_step_a_generation() -> None:
+    """A decoding step's rows wait for the window only where every layer's agree in shape, dtype,
+    device, mask and scale. The shapes, dtype and device are constants of a generation: the tap
+    compares them until one step's layers agree, then only the masks and scales; a step whose
+    layers disagree leaves its rows to be scored with the step, and the next step is compared in full."""
+    layers = 3
+    modules = [_Attention() for _ in range(layers)]
+    sites = [
+        AttentionSite(module=m, kind=SiteKind.SELF, layer=i, path=f"layers.{i}")
+        for i, m in enumerate(modules)
+    ]
+    tap = AttentionTap(sites, num_layers=layers, num_encoder_layers=0, fast=True)
+    mask_kwargs = {
+        "batch_size": 1,
+        "q_length": 1,
+        "kv_length": 16,
+        "q_offset": 15,
+        "kv_offset": 0,
+        "mask_function": causal_mask_function,
+        "attention_mask": None,
+        "dtype": torch.float32,
+        "device": "cpu",
+    }
+
+    def step(head_sizes: list[int], scales: list[float]) -> tuple[bool, bool]:
+        """(the rows waited, the next step's buffer compares the layout)."""
+        tap.begin_forward()
+        tap.defer_decode = True
+        mask = tap._model_mask(**mask_kwargs)
+        keys = []
+        for module, size, scale in zip(modules, head_sizes, scales, strict=True):
+            query, key = torch.randn(1, 4, 1, size), torch.randn(1, 1, 16, size)
+            keys.append(key)
+            tap(module, query, key, torch.randn(1, 1, 16, size), mask, dropout=0.0, scaling=scale)
+        waited = tap.take_decode_rows(keys) is not None
+        return waited, tap._buffer.decode.check_layout
+
+    with torch.no_grad():
+        assert step([8, 8, 16], [0.5] * 3) == (False, True), "a layer of another head size"
+        assert step([8, 8, 8], [0.5] * 3) == (True, False), "agreed: the layout is not compared again"
+        assert step([8, 8, 8], [0.5, 0.5, 0.25]) == (False, False), "a layer of another scale"
+        assert step([8, 8, 8], [0.5] * 3) == (True, False)

@@ -147,10 +147,14 @@ class AttentionTap:
         self.observe_decoder = True
         self.observe_encoder = True
         self._rows = LAST_ROW
+        # whether the layers' deferred rows were found to agree in shape, dtype and device at a step
+        # of this generation (:class:`~.row_buffer.DecodeRowsBuffer`)
+        self._layout_checked = False
         self._buffer = RowBuffer(self._rows, num_layers)
         self._visible = VisibleMasks()  # decoding steps' all-visible masks, one tensor for all
         # Decoding steps whose rows wait for a batched reduction (:mod:`.attention_window`): the
-        # observer sets ``defer_decode`` before a forward pass whose cache only appends.
+        # observer sets ``defer_decode`` before a forward pass over one position per sequence (one
+        # query row a layer) whose cache only appends.
         self._defer_decode = False
         # The conditions of a deferred row (:meth:`__call__`) that hold for a whole pass, found when
         # defer_decode is set.
@@ -196,7 +200,9 @@ class AttentionTap:
         if self.prompt is not None:
             self.prompt.end_pass()
         if self._buffer.used:
-            self._buffer = RowBuffer(self._rows, self._num[SiteKind.SELF])
+            self._buffer = RowBuffer(
+                self._rows, self._num[SiteKind.SELF], check_layout=not self._layout_checked
+            )
 
     def held_bytes(self) -> int:
         """Device bytes the tap keeps alive: whole storages, as a view holds its base tensor's memory.
@@ -246,18 +252,16 @@ class AttentionTap:
         # and written out (no helper's frame): in a deferring pass (``_deferring``: ``defer_decode``
         # on the fast path, observing the decoder's last row) whose mask allows it
         # (:meth:`_decode_lane`), a self-attention layer's row waits for the window's batched
-        # reduction when it is one query row and nothing changes the attention formula (no position
-        # bias, nothing the fast path cannot compute).
+        # reduction when nothing changes the attention formula (no position bias, nothing the fast
+        # path cannot compute); the pass is over one position, so each layer has one query row.
         if self._deferring:
             layer = self._self_layers.get(module)
             if layer is not None:
                 lane = self._lane
                 if lane is None or lane[0] is not attention_mask:  # the pass's first layer with this mask
                     lane = self._lane = self._decode_lane(attention_mask, query.dtype)
-                if (
-                    lane[1] is not None
-                    and query.shape[2] == 1
-                    and (kwargs.keys().isdisjoint(_DEFER_BLOCKERS) or none_of(kwargs, _DEFER_BLOCKERS))
+                if lane[1] is not None and (
+                    kwargs.keys().isdisjoint(_DEFER_BLOCKERS) or none_of(kwargs, _DEFER_BLOCKERS)
                 ):
                     # generate() runs without gradients: no context to enter. Written out rather than
                     # through _without_grad() and _sdpa(), whose frames and context cost 2 us a layer
@@ -426,8 +430,12 @@ class AttentionTap:
         decode = self._buffer.decode
         if not decode.count:
             return None
-        self._buffer.decode = type(decode)(self._num[SiteKind.SELF])
-        if decode.uniform and decode.count == self._num[SiteKind.SELF] and decode.keys_are(cache_keys):
+        layers = self._num[SiteKind.SELF]
+        waits = decode.uniform and decode.count == layers and decode.keys_are(cache_keys)
+        if waits and decode.check_layout:
+            self._layout_checked = True  # every layer's shapes, dtype and device agree: not checked again
+        self._buffer.decode = type(decode)(layers, check_layout=not self._layout_checked)
+        if waits:
             return decode.window_rows()
         for index, entry in enumerate(decode.rows):
             if entry is not None:

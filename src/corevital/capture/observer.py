@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from corevital.capture.attention_window import DecodeRows, append_only_keys
+from corevital.capture.attention_window import DecodeRows
 from corevital.capture.hf_compat import (
     decoding_steps_compiled,
     last_logits_processor,
@@ -297,7 +297,7 @@ class StepObserver:
         if self.tap is not None:
             self.tap.begin_forward()
             cache = kwargs.get("cache", kwargs.get("past_key_values"))  # the name changed in transformers 5
-            self.tap.defer_decode = self._may_defer_attention(cache)
+            self.tap.defer_decode = positions == 1 and self._may_defer_attention(cache)
             self.tap.prefill_from_start = self._forwards == 0 and _empty(cache)
         return args, kwargs
 
@@ -391,7 +391,7 @@ class StepObserver:
         decode_rows = None
         if self.tap is not None:
             cache = kwargs.get("cache", kwargs.get("past_key_values"))
-            decode_rows = self.tap.take_decode_rows(None if cache is None else append_only_keys(cache))
+            decode_rows = self.tap.take_decode_rows(self.window.appended_keys(cache))
             if decode_rows is None:
                 attention = _last_row(self.tap.collected(SiteKind.SELF), causal=True)
                 if self.caps.is_encoder_decoder:

@@ -118,18 +118,29 @@ class _Rows:
 
 
 class DecodeRowsBuffer:
-    """Each layer's decoding-step query row of this pass, kept for the window's reduction."""
+    """Each layer's decoding-step query row of this pass, kept for the window's reduction.
 
-    def __init__(self, layers: int) -> None:
+    ``check_layout``: whether :meth:`keep` compares every layer's shapes, dtype and device with the
+    first layer's (they may wait together only where they agree). Each layer's are constants of the
+    model's generation (the batch, the layer's heads and head size; every layer's keys grow by one
+    position a step), so the tap checks them at one step of a generation and not again; every step
+    still compares each layer's mask and scale (:meth:`~.attention_tap.AttentionTap.take_decode_rows`).
+    """
+
+    def __init__(self, layers: int, *, check_layout: bool = True) -> None:
         # per layer: (query [B, Hq, 1, D], key [B, Hkv, K, D], mask, scale)
         self.rows: list[tuple[Tensor, Tensor, MaskEntry, float] | None] = [None] * layers
         self.count = 0
+        self.check_layout = check_layout
         self._signature: tuple[object, ...] | None = None  # what every layer must share
         self.uniform = True
 
     def keep(self, layer: int, query: Tensor, key: Tensor, mask: MaskEntry, scale: float) -> None:
         # Layers spread over several devices (device_map) are not scored together: per step then.
-        signature = (scale, mask, query.shape, key.shape, key.dtype, key.device)
+        if self.check_layout:
+            signature: tuple[object, ...] = (scale, mask, query.shape, key.shape, key.dtype, key.device)
+        else:
+            signature = (scale, mask)
         if self._signature is None:
             self._signature = signature
         elif signature != self._signature:
@@ -158,14 +169,14 @@ class DecodeRowsBuffer:
 class RowBuffer:
     """The rows one forward pass observed, by site kind, and the masks they used."""
 
-    def __init__(self, rows: slice, decode_layers: int) -> None:
+    def __init__(self, rows: slice, decode_layers: int, *, check_layout: bool = True) -> None:
         self.rows = rows  # which query rows are observed
         self._masks: list[MaskEntry] = []
         self._none = MaskEntry(None)
         self._kinds: dict[SiteKind, _Rows] = {}
         self._visible_args: dict[VisibleKey, tuple[int, int, torch.device]] = {}
         self._visible: dict[VisibleKey, Tensor] = {}
-        self.decode = DecodeRowsBuffer(decode_layers)
+        self.decode = DecodeRowsBuffer(decode_layers, check_layout=check_layout)
 
     @property
     def used(self) -> bool:

@@ -94,6 +94,13 @@ class StepWindow:
         self._follow(cache)
         return self._cache_append_only
 
+    def appended_keys(self, cache: Any) -> list[Tensor] | None:
+        """Every layer's keys in ``cache`` where it is the cache the window follows and it only
+        appends keys (:meth:`cache_only_appends`: found once per cache), else None."""
+        if cache is None or cache is not self._cache or not self._cache_append_only:
+            return None
+        return [layer.keys for layer in cache.layers]
+
     def follow_static_cache(self, cache: Any) -> bool:
         """Whether compiled decoding steps' query rows can be scored later against ``cache``.
 

@@ -377,11 +377,10 @@ def test_a_window_keeps_one_ids_tensor_and_reads_every_token_from_it() -> None:
 def test_a_waiting_step_holds_one_copy_of_its_layers_rows(
     tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A decoding step waiting for its window holds its layers' states and pre-MLP residuals as
-    views of one tensor and its query rows as another, each made in the step and shaped [B, L, ...]
-    whole: none of the model's per-layer tensors stays allocated (only the logits row, a view of the
-    forward's output). Their values are the layers' own: the windows' statistics equal single
-    steps' (:func:`test_windows_equal_single_steps`)."""
+    """A decoding step waiting for its window holds its layers' states and pre-MLP residuals side
+    by side in one tensor ([B, 2L, d]) and its query rows in another, each made in the step: none of
+    the model's per-layer tensors stays allocated (only the forward's logits). Their values are the
+    layers' own: the windows' statistics equal single steps' (:func:`test_windows_equal_single_steps`)."""
     loaded = tiny_loaded("llama")
     config = loaded.model.config
     layers, width = config.num_hidden_layers, config.hidden_size
@@ -399,11 +398,11 @@ def test_a_waiting_step_holds_one_copy_of_its_layers_rows(
     assert len(decoding) == 5  # the prefill scores its rows at once; five decoding steps defer theirs
     batch = len(PROMPTS)
     for step in decoding:
-        states, residuals = present(step.states), present(step.mlp_inputs)
-        storage = states.untyped_storage()
-        assert states.shape == residuals.shape == (batch, layers, width)
-        assert residuals.untyped_storage().data_ptr() == storage.data_ptr()
-        assert storage.nbytes() == 2 * states.numel() * states.element_size()
+        rows = present(step.states)
+        storage = rows.untyped_storage()
+        assert step.joined and step.mlp_inputs is None
+        assert rows.shape == (batch, 2 * layers, width)
+        assert storage.nbytes() == rows.numel() * rows.element_size()
         queries = present(step.decode_rows).queries
         assert queries.shape == (batch, layers, heads, dim)
         assert queries.untyped_storage().nbytes() == queries.numel() * queries.element_size()

@@ -344,24 +344,27 @@ def test_a_compiled_steps_list_takes_the_states_of_its_uncompiled_parts() -> Non
 
 
 def test_a_steps_rows_are_checked_once_when_they_are_copied_together() -> None:
-    """The rows a decoding step's wrappers kept unchecked are copied side by side in one kernel; a
-    kind whose rows are not all [B, 1, d] tensors of one width is left out, the other kept; rows of
-    another width than the states (not one residual stream) are copied on their own."""
+    """The rows a decoding step's wrappers kept unchecked are copied side by side in one kernel (the
+    pre-MLP residuals after the states: ``joined``); a kind whose rows are not all [B, 1, d]
+    tensors of one width is left out, the other kept; rows of another width than the states (not
+    one residual stream) are copied on their own."""
     states = tuple(torch.randn(2, 1, 8) for _ in range(3))
     mids = tuple(torch.randn(2, 1, 8) for _ in range(3))
-    packed, got_mids = _packed(states, mids, False)
-    assert packed is not None and got_mids is not None
-    assert torch.equal(packed, torch.cat(states, dim=1)) and torch.equal(got_mids, torch.cat(mids, dim=1))
-    assert packed.untyped_storage().data_ptr() == got_mids.untyped_storage().data_ptr(), "one copy"
+    packed, got_mids, joined = _packed(states, mids, False)
+    assert packed is not None and got_mids is None and joined
+    assert torch.equal(packed, torch.cat(states + mids, dim=1))
     wider = tuple(torch.randn(2, 1, 16) for _ in range(3))
-    packed, got_mids = _packed(states, wider, False)
-    assert packed is not None and got_mids is not None and got_mids.shape == (2, 3, 16)
+    packed, got_mids, joined = _packed(states, wider, False)
+    assert packed is not None and got_mids is not None and not joined
+    assert torch.equal(packed, torch.cat(states, dim=1)) and torch.equal(got_mids, torch.cat(wider, dim=1))
     for bad in ((None, *states[1:]), (states[0][:, 0], *states[1:]), tuple(s[:, 0] for s in states)):
-        packed, got_mids = _packed(bad, mids, False)
-        assert packed is None and got_mids is not None and torch.equal(got_mids, torch.cat(mids, dim=1))
-        packed, got_mids = _packed(states, bad, False)
-        assert packed is not None and got_mids is None
+        packed, got_mids, joined = _packed(bad, mids, False)
+        assert packed is None and got_mids is not None and not joined
+        assert torch.equal(got_mids, torch.cat(mids, dim=1))
+        packed, got_mids, joined = _packed(states, bad, False)
+        assert packed is not None and got_mids is None and not joined
+        assert torch.equal(packed, torch.cat(states, dim=1))
     prefill = tuple(torch.randn(2, 5, 8) for _ in range(3))  # transformers' states of a prefill
-    packed, _ = _packed(prefill, None, True)
+    packed, _, _ = _packed(prefill, None, True)
     assert packed is not None and torch.equal(packed, torch.cat([s[:, -1:] for s in prefill], dim=1))
     assert _packed(prefill, None, False)[0] is None, "every position is not a decoding step's row"

@@ -88,10 +88,12 @@ def _rows(rows: tuple[Any, ...]) -> Tensor | None:
 
 def _packed(
     states: tuple[Any, ...], mlp_inputs: tuple[Any, ...] | None, several: bool
-) -> tuple[Tensor | None, Tensor | None]:
-    """Every layer's state and pre-MLP residual at the pass's last position, copied side by side:
-    ``([B, L, d] or None, [B, L, d] or None)``, views of one tensor made by one kernel. ``several``:
-    the pass covered several positions (the prefill), whose states may hold every position.
+) -> tuple[Tensor | None, Tensor | None, bool]:
+    """Every layer's state and pre-MLP residual at the pass's last position, copied side by side by
+    one kernel: ``([B, 2L, d], None, True)``, the residuals after the states (a step's ``joined``
+    rows, split once for its window), or ``([B, L, d] or None, [B, L, d] or None, False)``, a copy
+    each, where they are not one residual stream. ``several``: the pass covered several positions (the
+    prefill), whose states may hold every position.
 
     A step keeps these until its window is reduced. The model's own tensors, one allocation each,
     would stay allocated meanwhile, 64 per step in a 32-layer model and thousands per window: the
@@ -106,12 +108,11 @@ def _packed(
     if several:
         states = tuple(state[:, -1:] for state in states)
     if mlp_inputs is None:
-        return _rows(states), None
+        return _rows(states), None, False
     packed = _rows(states + mlp_inputs)
     if packed is None:  # not one residual stream (or some row is not a state): each kind on its own
-        return _rows(states), _rows(mlp_inputs)
-    layers = len(states)
-    return packed[:, :layers], packed[:, layers:]
+        return _rows(states), _rows(mlp_inputs), False
+    return packed, None, True
 
 
 def _positions(kwargs: dict[str, Any]) -> int | None:
@@ -382,11 +383,10 @@ class StepObserver:
         else:
             self._warn_hidden_missing()
         mlp_inputs = None if self.mlp_tap is None else self.mlp_tap.take()
-        logits_row = logits[:, -1, :]
         if layer_states is not None and self._split:
-            layer_states = _gathered(layer_states, logits_row.device)
+            layer_states = _gathered(layer_states, logits.device)
             if mlp_inputs is not None:
-                mlp_inputs = _gathered(mlp_inputs, logits_row.device)
+                mlp_inputs = _gathered(mlp_inputs, logits.device)
         attention = cross = None
         decode_rows = None
         if self.tap is not None:
@@ -399,16 +399,18 @@ class StepObserver:
             self.tap.release()
         if reads_prompt:
             self.prompt.observe(kwargs, logits, streamed, states)
-        # A step keeps these until its window is reduced: its logits row by reference (of a pass over
+        # A step keeps these until its window is reduced: its logits by reference (of a pass over
         # several positions, the prefill, a copy of the last position) and its layers' rows copied.
-        if several:
-            logits_row = logits_row.clone()
+        logits_row = logits[:, -1:].clone() if several else logits
         packed = mids = None
+        joined = False
         if layer_states is not None:
-            packed, mids = _packed(layer_states, mlp_inputs, self._pass_positions != 1)
+            packed, mids, joined = _packed(layer_states, mlp_inputs, self._pass_positions != 1)
             if packed is None:
                 self._warn_hidden_missing()
-        self._pending = RawStep(logits_row, packed, attention, cross, decode_rows, mlp_inputs=mids)
+        self._pending = RawStep(
+            logits_row, packed, attention, cross, decode_rows, mlp_inputs=mids, joined=joined
+        )
         self._forwards += 1
 
     def _warn_hidden_missing(self) -> None:

@@ -52,8 +52,11 @@ class DeviceStep:
 class RawStep:
     """A step waiting for :func:`reduce_raw_steps`: its logits row and copies of its per-layer rows."""
 
-    logits_row: Tensor  # [B, V] raw logits (a view of the forward's output)
-    # every layer's output at the step's position, [B, L, d]: one copy (not the model's tensors)
+    # [B, 1, V] or [B, V] raw logits: the forward's own output at a decoding step (no view made: a
+    # window reads its steps' rows in one stack), a copy of the last position of a longer pass
+    logits_row: Tensor
+    # every layer's output at the step's position, [B, L, d]: one copy (not the model's tensors);
+    # with ``joined``, [B, 2L, d]: every layer's output, then every layer's pre-MLP residual
     states: Tensor | None
     attention: AttentionStats | None  # already reduced (per step) or None
     cross_attention: AttentionStats | None
@@ -64,7 +67,10 @@ class RawStep:
     ids: Tensor | None = None
     scores: Tensor | None = None  # [B, V] the distribution sampled from, when it differs from the logits
     mlp_inputs: Tensor | None = None  # every layer's residual before its MLP [B, L, d]
-    # (:mod:`.mlp_inputs`), for the MLP update ratio; a view of the states' copy
+    # (:mod:`.mlp_inputs`), for the MLP update ratio, where it is not in ``states`` (``joined``)
+    # ``states`` holds the pre-MLP residuals after the layers' outputs, copied with them by one kernel
+    # (a window splits its steps' rows once, not each step its own)
+    joined: bool = False
 
     def float32_bytes(self) -> int:
         """Bytes of this step's logits and hidden-state rows as float32: its share of the batched reduction.
@@ -83,9 +89,10 @@ class RawStep:
         """Bytes of this step's deferred attention probabilities in float32 (0: none deferred)."""
         return 0 if self.decode_rows is None else self.decode_rows.float32_bytes()
 
-    def kind(self) -> tuple[bool, bool, bool, bool]:
+    def kind(self) -> tuple[bool, bool, bool, bool, bool]:
         """Steps of one kind are reduced in one batch: which optional parts the step has."""
-        return (self.states is None, self.mlp_inputs is None, self.scores is None, self.decode_rows is None)
+        mlp = self.joined or self.mlp_inputs is not None
+        return (self.states is None, mlp, self.joined, self.scores is None, self.decode_rows is None)
 
     def held_bytes(self) -> int:
         """Bytes of the device tensors the step refers to (views count their base's storage once).
@@ -132,7 +139,8 @@ def reduce_raw_steps(
     """
     n = len(raw)
     batch = raw[0].logits_row.shape[0]
-    logits_rows = torch.stack([step.logits_row for step in raw]).flatten(0, 1)  # [N·B, V]
+    stacked = torch.stack([step.logits_row for step in raw])  # [N, B, 1, V] or [N, B, V]
+    logits_rows = stacked.view(n * batch, stacked.shape[-1])  # [N·B, V]
     tokens = _chosen_tokens(raw, logits_rows.device)  # [N·B]
     logits, log_probs = summarize_logits_keeping_log_probs(
         logits_rows, topk=options.topk, mass_k=options.topk_mass_k, entropy_mode=options.entropy_mode
@@ -149,14 +157,19 @@ def reduce_raw_steps(
     hidden = None
     first = raw[0]
     if first.states is not None:
-        layers = first.states.shape[1]
+        # [N, B, L, d] (or [N, B, 2L, d], the pre-MLP residuals after the states) in one copy
+        rows = torch.stack([_given(step.states, "per-layer hidden states") for step in raw])
+        layers = rows.shape[2] // 2 if first.joined else rows.shape[2]
         # [N·L, B, d] in one copy: every step's layers as rows of one reduction
-        states = _step_layer_rows([_given(step.states, "per-layer hidden states") for step in raw])
+        states = _step_layer_rows(rows[:, :, :layers] if first.joined else rows)
+        inputs = _step_layer_rows(rows[:, :, layers:]) if first.joined else None
         stats = summarize_hidden(
             states, clip_value=options.hidden_clip_value, sketch_matrix=sketch, layers=layers
         )
-        if first.mlp_inputs is not None and first.mlp_inputs.shape[1] == layers:
-            inputs = _step_layer_rows([_given(step.mlp_inputs, "pre-MLP residuals") for step in raw])
+        if inputs is None and first.mlp_inputs is not None and first.mlp_inputs.shape[1] == layers:
+            residuals = [_given(step.mlp_inputs, "pre-MLP residuals") for step in raw]
+            inputs = _step_layer_rows(torch.stack(residuals))
+        if inputs is not None:
             stats = replace(stats, mlp_update_ratio=mlp_update_ratio(states, inputs, layers))
         hidden = _leading(stats, (n, layers))
     attention = None
@@ -250,9 +263,8 @@ def _given(value: T | None, missing: str) -> T:
     return value
 
 
-def _step_layer_rows(per_step: list[Tensor]) -> Tensor:
-    """Steps' [B, L, d] tensors as [N·L, B, d], step-major: one copy."""
-    stacked = torch.stack(per_step)  # [N, B, L, d]
+def _step_layer_rows(stacked: Tensor) -> Tensor:
+    """Steps' rows [N, B, L, d] as [N·L, B, d], step-major: one copy."""
     n, batch, layers = stacked.shape[:3]
     return stacked.permute(0, 2, 1, 3).reshape(n * layers, batch, -1)
 

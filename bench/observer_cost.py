@@ -95,7 +95,8 @@ class _Block(nn.Module):
 def wrapper_costs(number: int = 100_000) -> dict[str, tuple[float, float]]:
     """Microseconds of one call, bare and wrapped: a decoder layer read for its output (where the
     norms are not verified), a norm read for its input (a layer's norm before attention: the
-    previous layer's output) and a pre-MLP norm, at a decoding step (a pass over one position)."""
+    previous layer's output) and a pre-MLP norm, both through the wrappers that take one argument
+    (where the model's check pass called the norms so), at a decoding step (a pass over one position)."""
     state = torch.zeros(1, 1, 64)
     block, entry, norm = _Block(), nn.Identity(), nn.Identity()
     keywords = {
@@ -129,9 +130,9 @@ def wrapper_costs(number: int = 100_000) -> dict[str, tuple[float, float]]:
     wrapped = {}
     with forward_replaced(block, tap._output_kept(0, block.forward, _block_state)):
         wrapped["decoder layer"] = best(call_block)
-    with forward_replaced(entry, tap._input_kept(0, entry.forward)):
+    with forward_replaced(entry, tap._input_kept(0, entry.forward, True)):
         wrapped["entry norm"] = best(call_entry)
-    with MlpInputTap((norm,)).installed() as mlp_tap:
+    with MlpInputTap((norm,), positional=True).installed() as mlp_tap:
         mlp_tap.begin_pass(1)
         wrapped["pre-MLP norm"] = best(call_norm)
     return {name: (bare[name], wrapped[name]) for name in bare}

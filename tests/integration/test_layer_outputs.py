@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from typing import Any, Literal
 
 import numpy as np
@@ -26,6 +27,7 @@ from corevital.capture.layer_stream import StreamSites
 from corevital.capture.loading import loaded_from_existing
 from corevital.capture.mlp_inputs import pre_mlp_norms
 from corevital.capture.model_checks import model_checks, stream_sites
+from corevital.capture.module_forward import CallForms
 from corevital.capture.observer import _packed
 from corevital.capture.runner import capture_prompts
 from corevital.monitor import CoreVitalMonitor
@@ -368,3 +370,41 @@ def test_a_steps_rows_are_checked_once_when_they_are_copied_together() -> None:
     packed, _, _ = _packed(prefill, None, True)
     assert packed is not None and torch.equal(packed, torch.cat([s[:, -1:] for s in prefill], dim=1))
     assert _packed(prefill, None, False)[0] is None, "every position is not a decoding step's row"
+
+
+def test_norms_the_check_pass_called_with_one_argument_get_wrappers_that_take_one() -> None:
+    """A wrapper taking one argument costs a call less than one packing ``*args, **kwargs``; the
+    taps use it for the norms the check pass saw called with one positional argument and nothing
+    else (Llama's, here), and keep the general wrapper for a norm called otherwise."""
+    forms = CallForms((torch.nn.Identity(), torch.nn.Identity()))
+    with forms.installed():
+        forms.modules[0](torch.zeros(1))
+    assert not forms.one_argument, "a module never called"
+    with forms.installed():
+        forms.modules[1](torch.zeros(1))
+    assert forms.one_argument
+    with forms.installed():
+        forms.modules[1](input=torch.zeros(1))
+    assert not forms.one_argument, "a call by keyword"
+    model = build_family_model("llama", seed=0)
+    checks = model_checks(model)
+    assert checks.stream is not None and checks.stream.positional and checks.mlp_positional
+    monitor = CoreVitalMonitor(device="cpu", capture="summary")
+    tokenizer = build_tokenizer()
+    seen: dict[str, list[int]] = {}
+    norm = model.model.layers[1].input_layernorm
+    mlp_norm = model.model.layers[0].post_attention_layernorm
+    forward = model.forward
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        for name, module in (("entry", norm), ("mlp", mlp_norm)):
+            seen.setdefault(name, []).append(len(inspect.signature(vars(module)["forward"]).parameters))
+        return forward(*args, **kwargs)
+
+    model.forward = recording
+    inputs = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    with monitor.watch(model, tokenizer) as watcher:
+        model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+    del model.forward
+    assert seen == {"entry": [1] * NEW_TOKENS, "mlp": [1] * NEW_TOKENS}
+    assert all(report.timeline for report in watcher.reports)

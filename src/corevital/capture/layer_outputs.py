@@ -104,11 +104,15 @@ class LayerOutputTap:
         sites, last = self.sites, self.layers - 1
         if sites.entries and _inputs_as_called(sites.entries):
             # verified: the norms before attention, and the final norm or the last layer
+            one = sites.positional  # each called with one positional argument: a wrapper that takes one
             readers = [
-                (entry, self._input_kept(slot, entry.forward)) for slot, entry in enumerate(sites.entries)
+                (entry, self._input_kept(slot, entry.forward, one))
+                for slot, entry in enumerate(sites.entries)
             ]
             if sites.tie_last and sites.final is not None:
-                readers.append((sites.final, self._output_kept(last, sites.final.forward, None)))
+                final = sites.final
+                kept = self._output_kept_one(last, final.forward) if one else None
+                readers.append((final, kept or self._output_kept(last, final.forward, None)))
             else:
                 block = sites.blocks[-1]
                 readers.append((block, self._output_kept(last, block.forward, _block_state)))
@@ -133,9 +137,19 @@ class LayerOutputTap:
             self.compiled = None
             self.one = self.several = False
 
-    def _input_kept(self, slot: int, forward: Any) -> Any:
+    def _input_kept(self, slot: int, forward: Any, one_argument: bool) -> Any:
         latest = self._latest  # one list for the tap's life: emptied in place
         tap = self
+
+        def kept_one(state: Any) -> Any:
+            if tap.one:
+                latest[slot] = state
+            elif tap.several or tap.compiled is not None:
+                tap._keep_last(slot, state)
+            return forward(state)
+
+        if one_argument:
+            return kept_one
 
         def kept(*args: Any, **kwargs: Any) -> Any:
             if tap.one:
@@ -156,6 +170,20 @@ class LayerOutputTap:
                 latest[slot] = output if state_of is None else state_of(output)
             elif tap.several or tap.compiled is not None:
                 tap._keep_last(slot, output if state_of is None else state_of(output))
+            return output
+
+        return kept
+
+    def _output_kept_one(self, slot: int, forward: Any) -> Any:
+        latest = self._latest
+        tap = self
+
+        def kept(state: Any) -> Any:
+            output = forward(state)
+            if tap.one:
+                latest[slot] = output
+            elif tap.several or tap.compiled is not None:
+                tap._keep_last(slot, output)
             return output
 
         return kept

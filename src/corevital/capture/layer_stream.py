@@ -56,6 +56,9 @@ class StreamSites:
     # arguments are matched against its parameters at every call (:mod:`.layer_outputs`).
     entries: tuple[nn.Module, ...] = ()
     final: nn.Module | None = None
+    # whether the check pass called the entries and the final norm with one positional argument each
+    # (:class:`~.module_forward.CallForms`: their wrappers then take one argument)
+    positional: bool = False
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,17 @@ class MlpInputTap:
     or several (neither: it keeps nothing).
     """
 
-    def __init__(self, norms: tuple[nn.Module, ...], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+    def __init__(
+        self,
+        norms: tuple[nn.Module, ...],
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        *,
+        positional: bool = False,
+    ) -> None:
         self.norms = norms
+        # the model's check pass called every norm with one positional argument: wrappers take one
+        # (:class:`~.module_forward.CallForms`)
+        self.positional = positional
         # Float32 bytes of a pass over several positions (the prefill) that the tap may hold to copy
         # its layers' last positions in one kernel (half of it, as the layer stream's groups).
         self.chunk_bytes = chunk_bytes
@@ -83,6 +92,16 @@ class MlpInputTap:
     def _wrapped(self, layer: int, forward: Any) -> Any:
         latest = self._latest  # one list for the tap's life: emptied in place
         tap = self
+
+        def keep_one(state: Any) -> Any:
+            if tap.one:
+                latest[layer] = state
+            elif tap.several:
+                tap._keep_last(layer, state)
+            return forward(state)
+
+        if self.positional:
+            return keep_one
 
         def keep(*args: Any, **kwargs: Any) -> Any:
             if tap.one:

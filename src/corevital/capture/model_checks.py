@@ -15,6 +15,7 @@ pass without it.
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from corevital.capture.attention_tap import AttentionTap
 from corevital.capture.capabilities import ModelCapabilities, capabilities_from_config
 from corevital.capture.hf_compat import output_capture_hooks_as_found
 from corevital.capture.layer_stream import LayerStream, StreamSites, candidate_sites, verified_sites
+from corevital.capture.mlp_inputs import pre_mlp_norms
+from corevital.capture.module_forward import CallForms
 from corevital.capture.output_head import head_reproduces_logits, output_head
 from corevital.capture.registry import SiteKind, find_attention_sites
 
@@ -38,6 +41,9 @@ class ModelChecks:
     attention: bool  # every self-attention layer observed through the tap
     hidden: bool  # the pass returned every layer's hidden states
     detail: str  # what the attention check found, in words
+    # whether the pass called every pre-MLP norm (:func:`~.mlp_inputs.pre_mlp_norms`) with one
+    # positional argument (:class:`~.module_forward.CallForms`)
+    mlp_positional: bool = False
 
 
 _CHECKS: weakref.WeakKeyDictionary[nn.Module, ModelChecks] = weakref.WeakKeyDictionary()
@@ -98,6 +104,10 @@ def _checked_pass(
     """
     sites = candidate_sites(model)
     stream = None if sites is None else LayerStream(sites, keep_all=True)
+    final = () if sites is None or sites.final is None else (sites.final,)
+    entry_forms = CallForms(() if sites is None else (*sites.entries, *final))
+    norms = None if caps.is_encoder_decoder else pre_mlp_norms(model, caps.num_layers)
+    mlp_forms = CallForms(norms or ())
     vocab = max(caps.vocab_size, 1)
     ids = torch.tensor([[token % vocab for token in (1, 2, 3)]], device=next(model.parameters()).device)
     kwargs: dict[str, Any] = {"input_ids": ids, "output_hidden_states": True, "use_cache": False}
@@ -111,6 +121,8 @@ def _checked_pass(
                 tap.begin_forward()
             if stream is not None:
                 stack.enter_context(stream.installed())
+            stack.enter_context(entry_forms.installed())
+            stack.enter_context(mlp_forms.installed())
             out = model(**kwargs)
             seen = 0 if tap is None else tap.layers_seen(SiteKind.SELF)
     except Exception:
@@ -130,4 +142,13 @@ def _checked_pass(
         if head is not None and not head_reproduces_logits(head, states[-1], logits):
             head = None
         verified = None if stream is None else verified_sites(stream, states)
-    return ModelChecks(head=head, stream=verified, attention=attention, hidden=hidden, detail=detail)
+        if verified is not None and verified.entries:
+            verified = dataclasses.replace(verified, positional=entry_forms.one_argument)
+    return ModelChecks(
+        head=head,
+        stream=verified,
+        attention=attention,
+        hidden=hidden,
+        detail=detail,
+        mlp_positional=mlp_forms.one_argument,
+    )

@@ -20,6 +20,7 @@ from corevital.capture.capabilities import ModelCapabilities
 from corevital.capture.hf_compat import model_configs
 from corevital.capture.instruments import model_bytes, sketch_matrix
 from corevital.capture.mlp_inputs import MlpInputTap, pre_mlp_norms
+from corevital.capture.model_checks import model_checks
 from corevital.capture.options import CaptureOptions
 from corevital.capture.registry import AttentionSite, find_attention_sites
 
@@ -78,4 +79,6 @@ class ModelConstants:
         """
         if not self._norms_found:
             self._norms, self._norms_found = pre_mlp_norms(self.model, self.caps.num_layers), True
-        return None if self._norms is None else MlpInputTap(self._norms, chunk_bytes)
+        if self._norms is None:
+            return None
+        return MlpInputTap(self._norms, chunk_bytes, positional=model_checks(self.model).mlp_positional)

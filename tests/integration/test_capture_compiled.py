@@ -258,3 +258,21 @@ def test_every_family_compiles_whole_under_capture(family: str) -> None:
         assert np.isnan(attention[0, :, 0]).any() != observed, "the prefill's attention"
         assert np.isnan(attention[1:, :, 0]).all() == without
     torch._dynamo.reset()  # each family's graphs are its own
+
+
+def test_a_parallel_layers_compiled_steps_reduce_with_its_prefill_in_summary_capture() -> None:
+    """GPT-NeoX (attention and MLP in parallel: no pre-MLP residual) in summary capture: its eager
+    prefill and its compiled steps keep the same parts, so a window reduces them in one batch; every
+    step keeps its logits in one shape ([B, 1, V]) for that, and the report has every step."""
+    model = build_family_model("gpt_neox", seed=0)
+    tokenizer = build_tokenizer()
+    config = _compile_config(GraphCounter())
+    inputs = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    kwargs: dict[str, Any] = {"cache_implementation": "static", "compile_config": config}
+    with CoreVitalMonitor(device="cpu", capture="summary").watch(model, tokenizer) as watcher:
+        model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False, **kwargs)
+    for report in watcher.reports:
+        assert len(report.timeline) == 4
+        entropy = np.array([step.logits_summary.entropy for step in report.timeline], dtype=float)
+        assert not np.isnan(entropy).any()
+    torch._dynamo.reset()

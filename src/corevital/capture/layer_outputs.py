@@ -14,8 +14,9 @@ the norms the states pass through (:attr:`~.layer_stream.StreamSites.entries`: s
 the inputs of layers 2..L's norms before attention, state L the final norm's output), the norms are
 wrapped instead of the layers: a decoder layer's call carries half a dozen keyword arguments, which
 a wrapper's ``**kwargs`` packs and the layer's parameters match again, some 5k host instructions a
-call against 1.7k for a norm's one argument (docs/performance.md, "Host instructions per decoding
-step").
+call against 0.8k for a norm's wrapper that takes its one argument (where the check pass saw it
+called so: :attr:`~.layer_stream.StreamSites.positional`; docs/performance.md, "Host instructions
+per decoding step").
 
 The observer tells the tap what the next pass is (:meth:`LayerOutputTap.begin_pass`), so that a
 wrapper's work at a decoding step is one attribute test and one list store:

@@ -26,27 +26,19 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 from corevital.capture.attention_tap import AttentionTap  # noqa: E402
-from corevital.capture.hf_compat import causal_mask_function, sdpa_attention_forward  # noqa: E402
+from corevital.capture.hf_compat import sdpa_attention_forward  # noqa: E402
 from corevital.capture.registry import AttentionSite, SiteKind  # noqa: E402
-
-
-class _Attention(nn.Module):
-    """What transformers' SDPA function reads of an attention module."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.is_causal = True
-        self.num_key_value_groups = 4
+from tests.support.decode_step import StandInAttention, decode_mask_kwargs  # noqa: E402
 
 
 def per_layer_us(layers: int, rounds: int) -> dict[str, float]:
     """Median microseconds per layer of each way to run a decoding step's attention."""
-    modules = [_Attention() for _ in range(layers)]
+    modules = [StandInAttention() for _ in range(layers)]
     sites = [
         AttentionSite(module=m, kind=SiteKind.SELF, layer=i, path=f"layers.{i}")
         for i, m in enumerate(modules)
@@ -57,17 +49,7 @@ def per_layer_us(layers: int, rounds: int) -> dict[str, float]:
     keys = [key] * layers
     kwargs = {"dropout": 0.0, "scaling": 8**-0.5}
     # what transformers asks the tap's mask function for in a decoding step over 16 keys, unpadded
-    mask_kwargs = {
-        "batch_size": 1,
-        "q_length": 1,
-        "kv_length": 16,
-        "q_offset": 15,
-        "kv_offset": 0,
-        "mask_function": causal_mask_function,
-        "attention_mask": None,
-        "dtype": torch.float32,
-        "device": "cpu",
-    }
+    mask_kwargs = decode_mask_kwargs(16)
 
     def tapped() -> None:
         tap.begin_forward()

@@ -11,10 +11,10 @@ import torch
 from corevital.capture import attention_window
 from corevital.capture.attention_tap import AttentionTap
 from corevital.capture.attention_window import DecodeRows, reduce_decode_rows
-from corevital.capture.hf_compat import causal_mask_function
 from corevital.capture.options import Tuning
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.metrics.attention import summarize_attention
+from tests.support.decode_step import StandInAttention, decode_mask_kwargs
 
 
 @pytest.mark.parametrize("lengths", [[5, 6, 9], [7, 8, 9]], ids=["steps-apart", "consecutive"])
@@ -64,38 +64,19 @@ def test_window_scores_only_the_keys_its_steps_saw(
     assert got.num_keys.tolist() == [[[n] * batch] * layers for n in lengths]
 
 
-class _Attention(torch.nn.Module):
-    """What transformers' SDPA function reads of an attention module."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.is_causal = True
-        self.num_key_value_groups = 4
-
-
 def test_layers_rows_wait_together_only_where_they_agree_checked_at_one_step_a_generation() -> None:
     """A decoding step's rows wait for the window only where every layer's agree in shape, dtype,
     device, mask and scale. The shapes, dtype and device are constants of a generation: the tap
     compares them until one step's layers agree, then only the masks and scales; a step whose
     layers disagree leaves its rows to be scored with the step, and the next step is compared in full."""
     layers = 3
-    modules = [_Attention() for _ in range(layers)]
+    modules = [StandInAttention() for _ in range(layers)]
     sites = [
         AttentionSite(module=m, kind=SiteKind.SELF, layer=i, path=f"layers.{i}")
         for i, m in enumerate(modules)
     ]
     tap = AttentionTap(sites, num_layers=layers, num_encoder_layers=0, fast=True)
-    mask_kwargs = {
-        "batch_size": 1,
-        "q_length": 1,
-        "kv_length": 16,
-        "q_offset": 15,
-        "kv_offset": 0,
-        "mask_function": causal_mask_function,
-        "attention_mask": None,
-        "dtype": torch.float32,
-        "device": "cpu",
-    }
+    mask_kwargs = decode_mask_kwargs(16)
 
     def step(head_sizes: list[int], scales: list[float]) -> tuple[bool, bool]:
         """(the rows waited, the next step's buffer compares the layout)."""

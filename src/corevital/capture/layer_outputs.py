@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from corevital.capture.hf_compat import other_forward_hooks
 from corevital.capture.layer_stream import StreamSites
-from corevital.capture.module_forward import every_slot, forwards_replaced
+from corevital.capture.module_forward import every_slot, first_argument, forwards_replaced
 
 
 def outputs_as_returned(sites: StreamSites) -> bool:
@@ -61,11 +61,6 @@ def _inputs_as_called(entries: tuple[nn.Module, ...]) -> bool:
     return not nn.modules.module._global_forward_pre_hooks and not any(
         entry._forward_pre_hooks for entry in entries
     )
-
-
-def _first(kwargs: dict[str, Any]) -> Any:
-    """A module's input given by keyword (the only one a norm takes), or None."""
-    return next(iter(kwargs.values()), None)
 
 
 def _block_state(output: Any) -> Any:
@@ -154,9 +149,9 @@ class LayerOutputTap:
 
         def kept(*args: Any, **kwargs: Any) -> Any:
             if tap.one:
-                latest[slot] = args[0] if args else _first(kwargs)
+                latest[slot] = first_argument(args, kwargs)
             elif tap.several or tap.compiled is not None:
-                tap._keep_last(slot, args[0] if args else _first(kwargs))
+                tap._keep_last(slot, first_argument(args, kwargs))
             return forward(*args, **kwargs)
 
         return kept

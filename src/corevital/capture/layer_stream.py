@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from corevital.capture.module_forward import last_positions
+from corevital.capture.module_forward import first_argument, last_positions
 from corevital.capture.registry import layer_stack
 from corevital.metrics.prompt import DEFAULT_CHUNK_BYTES, layer_transformations
 
@@ -197,7 +197,7 @@ class LayerStream:
 def _record_input(
     inputs: list[Any], module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
-    inputs.append(args[0] if args else next(iter(kwargs.values()), None))
+    inputs.append(first_argument(args, kwargs))
 
 
 def _record_output(outputs: list[Any], module: nn.Module, args: tuple[Any, ...], output: Any) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from corevital.capture.module_forward import every_slot, forwards_replaced, last_positions
+from corevital.capture.module_forward import every_slot, first_argument, forwards_replaced, last_positions
 from corevital.capture.registry import layer_stack
 from corevital.metrics.prompt import DEFAULT_CHUNK_BYTES
 
@@ -105,9 +105,9 @@ class MlpInputTap:
 
         def keep(*args: Any, **kwargs: Any) -> Any:
             if tap.one:
-                latest[layer] = args[0] if args else next(iter(kwargs.values()), None)
+                latest[layer] = first_argument(args, kwargs)
             elif tap.several:
-                tap._keep_last(layer, args[0] if args else next(iter(kwargs.values()), None))
+                tap._keep_last(layer, first_argument(args, kwargs))
             return forward(*args, **kwargs)
 
         return keep

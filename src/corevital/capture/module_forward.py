@@ -57,6 +57,12 @@ def forwards_replaced(replacements: Iterable[tuple[nn.Module, Callable[..., Any]
                 module.__dict__["forward"] = before
 
 
+def first_argument(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A module's input: its first positional argument, else its first keyword's value (the only one
+    a norm takes), else None."""
+    return args[0] if args else next(iter(kwargs.values()), None)
+
+
 class CallForms:
     """While installed (forward pre-hooks, for a check pass): whether every call of ``modules``
     passed exactly one positional argument and no keyword, each module called at least once.

@@ -1,0 +1,267 @@
+"""Where an observed generation's extra time goes on a device host: plain and capture side by side.
+
+A dynamic-cache step at batch 1 on a GPU is bound by the host, and what a capture adds there can
+exceed what its host instructions take at that host's pace (docs/performance.md, "The dynamic
+cache"). This bench separates the candidates in one process, one call:
+
+1. **Synchronising calls** (CUDA): each runner's run under ``torch.cuda.set_sync_debug_mode``, the
+   calls that wait for the device counted by source line. A capture that waits where plain
+   ``generate()`` does not loses the overlap of host and device.
+2. **The caching allocator** (CUDA): ``torch.cuda.memory_stats()`` over one run of each runner:
+   blocks allocated, segments, the device's own allocations and frees, retries after a failed one.
+3. **Phases**, ``--rounds`` round-robin rounds in rotated order, each runner's generation
+   stamped at each step's end: its median wall and CPU time (this process's) and their paired
+   ratios against plain's in the same round; the time before ``generate()`` is called and after it
+   returns (the capture's own set-up and assembly); the first step, the median decoding step and
+   its ratio paired step by step, and the end.
+
+The runners are plain ``generate()``, each capture mode, and ``plain-hold``: plain ``generate()``
+whose logits processor keeps every step's scores alive until the generation ends, as a capture's
+window keeps its steps' logits. Its distance from plain is what holding a tensor of the model per
+step costs the device's allocator on that host; the capture modes' distance beyond it is their
+own work.
+
+    python bench/step_probe.py --device cuda --shape llama3-8b --modes summary,full --rounds 8
+    python bench/step_probe.py --shape tiny --cases 16:4 --rounds 2   # CPU, a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gc
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(1, str(REPO))
+
+from overhead import MODES, _stamp_step, _StepStamps, build_random, prompts_for, sync  # noqa: E402
+from shapes import SHAPES  # noqa: E402
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaList  # noqa: E402
+
+from corevital.config import load_settings  # noqa: E402
+from corevital.pipeline import Pipeline  # noqa: E402
+
+HOLD = "plain-hold"
+ALLOCATOR_STATS = (
+    "allocation.all.allocated",
+    "segment.all.allocated",
+    "num_device_alloc",
+    "num_device_free",
+    "num_alloc_retries",
+)
+
+
+class _KeepScores(LogitsProcessor):
+    """Keeps every step's scores (a [B, V] tensor of the generation's) alive until it ends."""
+
+    def __init__(self) -> None:
+        self.kept: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.kept.append(scores)
+        return scores
+
+
+class Runners:
+    """Plain ``generate()``, ``plain-hold`` and each capture mode, on one model and one batch."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.device = torch.device(args.device)
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.loaded = build_random(args.shape, args.device, dtype)
+        prompt, self.new_tokens = (int(part) for part in args.cases.split(":"))
+        self.prompts = prompts_for(self.loaded, prompt, args.batch, False)
+        gc.freeze()  # as corevital's commands do once a model is loaded
+        base = {
+            "device": self.device.type,
+            "temperature": 0.0,
+            "max_new_tokens": self.new_tokens,
+            "chat_template": "off",
+            "batch_size": args.batch,
+            "ignore_eos": True,
+            "sink": "local",
+            "out": "/tmp/corevital-bench",
+            "cache": "dynamic",
+        }
+        self.pipelines = {
+            mode: Pipeline(load_settings({**base, **MODES[mode]}, environ={})) for mode in args.modes
+        }
+        for pipeline in self.pipelines.values():
+            pipeline.use_model(self.loaded)
+        self.generate_spans: list[tuple[float, float]] = []
+        model = self.loaded.model
+        generate = model.generate
+
+        def timed_generate(*a: Any, **k: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return generate(*a, **k)
+            finally:
+                self.generate_spans.append((start, time.perf_counter()))
+
+        model.generate = timed_generate
+        self.names = ["plain", *args.modes, HOLD]
+
+    def run(self, name: str, stamps: list[float] | None = None) -> None:
+        if name in ("plain", HOLD):
+            self._plain(stamps, hold=name == HOLD)
+        else:
+            progress = None if stamps is None else partial(_stamp_step, stamps)
+            self.pipelines[name].capture(self.prompts, progress=progress)
+
+    def _plain(self, stamps: list[float] | None, hold: bool) -> None:
+        tok = self.loaded.tokenizer
+        batch = tok(self.prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": self.new_tokens,
+            "min_new_tokens": self.new_tokens,
+            "do_sample": False,
+            "pad_token_id": tok.pad_token_id,
+            "cache_implementation": "dynamic",
+        }
+        if hold:
+            kwargs["logits_processor"] = LogitsProcessorList([_KeepScores()])
+        if stamps is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_StepStamps(stamps)])
+        with torch.no_grad():
+            output = self.loaded.model.generate(**batch, **kwargs)
+        tok.batch_decode(output[:, batch["input_ids"].shape[1] :].tolist(), skip_special_tokens=True)
+
+
+def synchronising_calls(runners: Runners) -> list[str]:
+    """Each runner's calls that wait for the device, one run each, by source line (CUDA)."""
+    lines = ["| runner | calls that wait | where (most first) |", "|---|---|---|"]
+    for name in runners.names:
+        sync(runners.device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode(1)
+            try:
+                runners.run(name)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        where = collections.Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught)
+        top = ", ".join(f"{place} ×{count}" for place, count in where.most_common(6))
+        lines.append(f"| {name} | {sum(where.values())} | {top or '—'} |")
+    return lines
+
+
+def allocator_use(runners: Runners) -> list[str]:
+    """What the caching allocator did over one run of each runner (CUDA)."""
+    lines = [
+        "| runner | " + " | ".join(ALLOCATOR_STATS) + " |",
+        "|---|" + "---|" * len(ALLOCATOR_STATS),
+    ]
+    for name in runners.names:
+        sync(runners.device)
+        before = torch.cuda.memory_stats(runners.device)
+        runners.run(name)
+        sync(runners.device)
+        after = torch.cuda.memory_stats(runners.device)
+        cells = " | ".join(str(after.get(key, 0) - before.get(key, 0)) for key in ALLOCATOR_STATS)
+        lines.append(f"| {name} | {cells} |")
+    return lines
+
+
+def phases(runners: Runners, rounds: int) -> list[str]:
+    """Each runner's time and where it goes, ``rounds`` rounds round-robin in rotated order."""
+    found: dict[str, list[dict[str, Any]]] = {name: [] for name in runners.names}
+    names = runners.names
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            stamps: list[float] = []
+            runners.generate_spans.clear()
+            sync(runners.device)
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            runners.run(name, stamps)
+            sync(runners.device)
+            wall1, cpu1 = time.perf_counter(), time.process_time()
+            called, returned = runners.generate_spans[-1]
+            found[name].append(
+                {
+                    "wall": wall1 - wall0,
+                    "cpu": cpu1 - cpu0,
+                    "before": called - wall0,
+                    "after": wall1 - returned,
+                    "first": stamps[0] - wall0,
+                    "gaps": [b - a for a, b in zip(stamps, stamps[1:], strict=False)],
+                    "end": wall1 - stamps[-1],
+                }
+            )
+    plain = found["plain"]
+    lines = [
+        f"| runner ({rounds} rounds) | wall ms | paired | CPU ms | paired | before generate() ms "
+        "| after it ms | first step ms | median step ms | paired step by step | end ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, runs in found.items():
+
+        def median(key: str, of: list[dict[str, Any]] = runs) -> float:
+            return float(statistics.median(run[key] for run in of))
+
+        def paired(key: str, of: list[dict[str, Any]] = runs) -> float:
+            return float(statistics.median(a[key] / b[key] for a, b in zip(of, plain, strict=True)))
+
+        steps = [g for run in runs for g in run["gaps"]]
+        by_step = [
+            a / b
+            for ra, rb in zip(runs, plain, strict=True)
+            for a, b in zip(ra["gaps"], rb["gaps"], strict=True)
+        ]
+        lines.append(
+            f"| {name} | {median('wall') * 1e3:.1f} | {paired('wall'):.4f} | {median('cpu') * 1e3:.1f} "
+            f"| {paired('cpu'):.4f} | {median('before') * 1e3:.2f} | {median('after') * 1e3:.2f} "
+            f"| {median('first') * 1e3:.2f} | {statistics.median(steps) * 1e3:.3f} "
+            f"| {statistics.median(by_step):.4f} | {median('end') * 1e3:.2f} |"
+        )
+    lines.append("")
+    lines.append("Each run's wall time, ms (round order):")
+    for name, runs in found.items():
+        lines.append(f"- {name}: " + " ".join(f"{run['wall'] * 1e3:.0f}" for run in runs))
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--shape", default="llama3-8b", choices=sorted(SHAPES))
+    parser.add_argument("--cases", default="64:50", help="one prompt:new token pair")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--modes", default="summary,full", type=lambda text: text.split(","))
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args()
+    if args.device == "cpu":
+        torch.set_num_threads(1)
+    runners = Runners(args)
+    for _ in range(args.warmup):
+        for name in runners.names:
+            runners.run(name)
+    sections: list[tuple[str, Callable[[], list[str]]]] = [("phases", partial(phases, runners, args.rounds))]
+    if runners.device.type == "cuda":
+        sections = [
+            ("synchronising calls", partial(synchronising_calls, runners)),
+            ("the caching allocator over one run", partial(allocator_use, runners)),
+            *sections,
+        ]
+    print(f"# {args.shape} {args.cases} b{args.batch} on {runners.device}, torch {torch.__version__}")
+    for title, section in sections:
+        print(f"\n## {title}\n")
+        print("\n".join(section()), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -15,7 +15,7 @@ length; a live callback that reads every step as it happens makes it a window of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
@@ -213,12 +213,15 @@ def _steps_joined(pieces: Sequence[AttentionStats]) -> AttentionStats:
 
 def split_host_batch(batch: StepBatch, attention: Sequence[tuple[Any, Any]]) -> list[DeviceStep]:
     """The per-step records of a batch moved to the host (numpy fields; ``attention`` per step)."""
+    logits, chosen = _steps_of(batch.logits), _steps_of(batch.chosen)
+    hidden = None if batch.hidden is None else _steps_of(batch.hidden)
+    deferred = None if batch.attention is None else _steps_of(batch.attention)
     return [
         DeviceStep(
-            logits=_index(batch.logits, i),
-            chosen=_index(batch.chosen, i),
-            hidden=None if batch.hidden is None else _index(batch.hidden, i),
-            attention=attention[i][0] if batch.attention is None else _index(batch.attention, i),
+            logits=logits(i),
+            chosen=chosen(i),
+            hidden=None if hidden is None else hidden(i),
+            attention=attention[i][0] if deferred is None else deferred(i),
             cross_attention=attention[i][1],
         )
         for i in range(batch.steps)
@@ -278,10 +281,14 @@ def _leading(stats: T, shape: tuple[int, int]) -> T:
     return type(stats)(**values)
 
 
-def _index(stats: T, i: int) -> T:
-    """Step ``i`` of host-side ``stats`` whose fields have the step as leading axis (numpy views)."""
-    values = {}
-    for f in fields(stats):  # type: ignore[arg-type]
-        value = getattr(stats, f.name)
-        values[f.name] = None if value is None else np.asarray(value)[i]
-    return type(stats)(**values)
+def _steps_of(stats: T) -> Callable[[int], T]:
+    """Step ``i`` of host-side ``stats`` whose fields have the step as leading axis (numpy views),
+    the fields read once for every step."""
+    cls = type(stats)
+    arrays = {f.name: getattr(stats, f.name) for f in fields(stats)}  # type: ignore[arg-type]
+    arrays = {name: None if value is None else np.asarray(value) for name, value in arrays.items()}
+
+    def step(i: int) -> T:
+        return cls(**{name: None if value is None else value[i] for name, value in arrays.items()})
+
+    return step

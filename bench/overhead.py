@@ -261,6 +261,22 @@ def build_random(shape: str, device: str, dtype: torch.dtype) -> LoadedModel:
     return loaded_from_existing(model, word_tokenizer(config.vocab_size), name=f"random-{shape}")
 
 
+def capture_settings(device: str, new_tokens: int, batch: int, cache: str = "auto") -> dict[str, Any]:
+    """The settings every capture mode of a bench shares: greedy, ``new_tokens`` tokens whatever the
+    model says, ``batch`` prompts a call, reports kept local, on ``cache``."""
+    return {
+        "device": device,
+        "temperature": 0.0,
+        "max_new_tokens": new_tokens,
+        "chat_template": "off",
+        "batch_size": batch,
+        "ignore_eos": True,
+        "sink": "local",
+        "out": "/tmp/corevital-bench",
+        "cache": cache,
+    }
+
+
 def cpu_observed(shape: str, new_tokens: int) -> tuple[LoadedModel, list[str], dict[str, Any]]:
     """The set-up of the CPU benches of observed generations (bench/layer_tap_cost.py,
     bench/observer_cost.py): one thread, a random float32 model of ``shape``, one seeded 64-token
@@ -270,17 +286,7 @@ def cpu_observed(shape: str, new_tokens: int) -> tuple[LoadedModel, list[str], d
     loaded = build_random(shape, "cpu", torch.float32)
     prompts = prompts_for(loaded, 64, 1, False)
     gc.freeze()
-    base = {
-        "device": "cpu",
-        "temperature": 0.0,
-        "max_new_tokens": new_tokens,
-        "chat_template": "off",
-        "batch_size": 1,
-        "ignore_eos": True,
-        "sink": "local",
-        "out": "/tmp/corevital-bench",
-    }
-    return loaded, prompts, base
+    return loaded, prompts, capture_settings("cpu", new_tokens, 1)
 
 
 def prompts_for(loaded: LoadedModel, tokens: int, batch: int, real: bool) -> list[str]:
@@ -421,17 +427,7 @@ def run_case(
     """
     device = loaded.device
     tok = loaded.tokenizer
-    base = {
-        "device": device.type,
-        "temperature": 0.0,
-        "max_new_tokens": new_tokens,
-        "chat_template": "off",
-        "batch_size": len(prompts),
-        "ignore_eos": True,
-        "sink": "local",
-        "out": "/tmp/corevital-bench",
-        "cache": cache,
-    }
+    base = capture_settings(device.type, new_tokens, len(prompts), cache)
     shape = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)["input_ids"].shape
     pipelines = {}
     for mode in modes:

@@ -45,7 +45,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(1, str(REPO))
 
-from overhead import MODES, _stamp_step, _StepStamps, build_random, prompts_for, sync  # noqa: E402
+from overhead import (  # noqa: E402
+    MODES,
+    _stamp_step,
+    _StepStamps,
+    build_random,
+    capture_settings,
+    prompts_for,
+    sync,
+)
 from shapes import SHAPES  # noqa: E402
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaList  # noqa: E402
 
@@ -83,17 +91,7 @@ class Runners:
         prompt, self.new_tokens = (int(part) for part in args.cases.split(":"))
         self.prompts = prompts_for(self.loaded, prompt, args.batch, False)
         gc.freeze()  # as corevital's commands do once a model is loaded
-        base = {
-            "device": self.device.type,
-            "temperature": 0.0,
-            "max_new_tokens": self.new_tokens,
-            "chat_template": "off",
-            "batch_size": args.batch,
-            "ignore_eos": True,
-            "sink": "local",
-            "out": "/tmp/corevital-bench",
-            "cache": "dynamic",
-        }
+        base = capture_settings(self.device.type, self.new_tokens, args.batch, "dynamic")
         self.pipelines = {
             mode: Pipeline(load_settings({**base, **MODES[mode]}, environ={})) for mode in args.modes
         }

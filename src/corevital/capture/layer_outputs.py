@@ -148,10 +148,11 @@ class LayerOutputTap:
             return kept_one
 
         def kept(*args: Any, **kwargs: Any) -> Any:
+            # args[0] inline: a positional call, the usual one, takes no helper's frame
             if tap.one:
-                latest[slot] = first_argument(args, kwargs)
+                latest[slot] = args[0] if args else first_argument(args, kwargs)
             elif tap.several or tap.compiled is not None:
-                tap._keep_last(slot, first_argument(args, kwargs))
+                tap._keep_last(slot, args[0] if args else first_argument(args, kwargs))
             return forward(*args, **kwargs)
 
         return kept

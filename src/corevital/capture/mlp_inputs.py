@@ -104,10 +104,11 @@ class MlpInputTap:
             return keep_one
 
         def keep(*args: Any, **kwargs: Any) -> Any:
+            # args[0] inline: a positional call, the usual one, takes no helper's frame
             if tap.one:
-                latest[layer] = first_argument(args, kwargs)
+                latest[layer] = args[0] if args else first_argument(args, kwargs)
             elif tap.several:
-                tap._keep_last(layer, first_argument(args, kwargs))
+                tap._keep_last(layer, args[0] if args else first_argument(args, kwargs))
             return forward(*args, **kwargs)
 
         return keep

@@ -437,9 +437,8 @@ class StepObserver:
             returned = output.get(key)
             states = None if returned is None or len(returned) != layers + 1 else tuple(returned[1:])
         rows = None if self.tap is None else self.tap.compiled_rows
-        parts: list[tuple[str, Tensor]] = [
-            ("logits", output.logits[:, -1:, :])
-        ]  # [B, 1, V], as eager steps keep it
+        # the logits [B, 1, V], as eager steps keep them
+        parts: list[tuple[str, Tensor]] = [("logits", output.logits[:, -1:, :])]
         if states is not None and len(states) == layers:
             parts.append(("states", torch.cat(states, dim=1)))  # [B, L, d]
         if rows is not None and len(rows) == self.caps.num_layers:

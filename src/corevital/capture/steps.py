@@ -285,8 +285,8 @@ def _steps_of(stats: T) -> Callable[[int], T]:
     """Step ``i`` of host-side ``stats`` whose fields have the step as leading axis (numpy views),
     the fields read once for every step."""
     cls = type(stats)
-    arrays = {f.name: getattr(stats, f.name) for f in fields(stats)}  # type: ignore[arg-type]
-    arrays = {name: None if value is None else np.asarray(value) for name, value in arrays.items()}
+    values = ((f.name, getattr(stats, f.name)) for f in fields(stats))  # type: ignore[arg-type]
+    arrays = {name: None if value is None else np.asarray(value) for name, value in values}
 
     def step(i: int) -> T:
         return cls(**{name: None if value is None else value[i] for name, value in arrays.items()})

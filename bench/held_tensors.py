@@ -38,25 +38,23 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "bench"), str(REPO / "src"), str(REPO)]
 
-from overhead import build_random, host_line, median_interval, prompts_for, sync  # noqa: E402
+from overhead import build_random, host_line, median_interval, plain_generate_kwargs, prompts_for, sync  # noqa: E402
 from shapes import SHAPES  # noqa: E402
 
 
-def runner(model: Any, batch: dict[str, Any], new_tokens: int, mode: str) -> Callable[[], None]:
+def runner(
+    model: Any, batch: dict[str, Any], new_tokens: int, pad_token_id: int | None, mode: str
+) -> Callable[[], None]:
     """One generation in ``mode`` (see the module's docstring)."""
     layers = list(model.model.layers)
     held: list[torch.Tensor] = []
     step: list[torch.Tensor] = []
 
+    plain_kwargs = plain_generate_kwargs(new_tokens, pad_token_id, "dynamic")
+
     def generate() -> None:
         with torch.no_grad():
-            model.generate(
-                **batch,
-                max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens,
-                do_sample=False,
-                cache_implementation="dynamic",
-            )
+            model.generate(**batch, **plain_kwargs)
 
     if mode in ("plain", "plain-again"):
         return generate
@@ -124,8 +122,7 @@ def main() -> None:
         prompt, new_tokens = (int(part) for part in case.split(":"))
         texts = prompts_for(loaded, prompt, 1, False)
         batch = dict(tok(texts, return_tensors="pt", add_special_tokens=False).to(device))
-        batch["pad_token_id"] = tok.pad_token_id
-        runners = {mode: runner(model, batch, new_tokens, mode) for mode in MODES}
+        runners = {mode: runner(model, batch, new_tokens, tok.pad_token_id, mode) for mode in MODES}
         for run in runners.values():
             run()
         sync(device)

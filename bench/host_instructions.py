@@ -136,7 +136,7 @@ def read_counts(folder: Path, modes: list[str]) -> dict[str, Counts]:
 def counted(args: argparse.Namespace, library: Path) -> None:
     """Inside valgrind: the model, the warm-up runs, then one counted generation per mode."""
     import torch
-    from overhead import MODES, cpu_observed
+    from overhead import MODES, cpu_observed, plain_generate_kwargs
     from transformers import StoppingCriteria, StoppingCriteriaList
 
     from corevital.config import load_settings
@@ -153,12 +153,7 @@ def counted(args: argparse.Namespace, library: Path) -> None:
 
     def plain(count: bool) -> None:
         batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": args.new_tokens,
-            "min_new_tokens": args.new_tokens,
-            "do_sample": False,
-            "pad_token_id": tok.pad_token_id,
-        }
+        kwargs = plain_generate_kwargs(args.new_tokens, tok.pad_token_id)
         if count:
             kwargs["stopping_criteria"] = StoppingCriteriaList([StepEnds()])
         with torch.no_grad():

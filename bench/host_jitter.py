@@ -21,7 +21,7 @@ import statistics
 import time
 
 import torch
-from overhead import build_random, prompts_for, sync
+from overhead import build_random, plain_generate_kwargs, prompts_for, sync
 from shapes import SHAPES
 
 
@@ -44,12 +44,7 @@ def main() -> None:
     tok, model, device = loaded.tokenizer, loaded.model, loaded.device
     prompts = prompts_for(loaded, prompt_tokens, args.batch, False)
     batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-    kwargs = {
-        "max_new_tokens": new_tokens,
-        "min_new_tokens": new_tokens,
-        "do_sample": False,
-        "pad_token_id": tok.pad_token_id,
-    }
+    kwargs = plain_generate_kwargs(new_tokens, tok.pad_token_id)
 
     def run() -> tuple[float, float]:
         sync(device)

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(1, str(REPO))
 
 from host_cost import NEW_TOKENS  # noqa: E402
-from overhead import MODES, cpu_observed, layer_tap  # noqa: E402
+from overhead import MODES, cpu_observed, layer_tap, plain_generate_kwargs  # noqa: E402
 from shapes import SHAPES  # noqa: E402
 
 from corevital.config import load_settings  # noqa: E402
@@ -49,13 +49,7 @@ def main() -> None:
     def plain() -> None:
         batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
-            loaded.model.generate(
-                **batch,
-                max_new_tokens=NEW_TOKENS,
-                min_new_tokens=NEW_TOKENS,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-            )
+            loaded.model.generate(**batch, **plain_generate_kwargs(NEW_TOKENS, tokenizer.pad_token_id))
 
     def observed(mode: str, tapped: bool) -> Callable[[], None]:
         pipeline = Pipeline(load_settings({**base, **MODES[mode]}, environ={}))

@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 sys.path.insert(2, str(REPO))  # tests.support.tiny_models, for the tiny shape
 
-from overhead import MODES, prompts_for, word_tokenizer  # noqa: E402
+from overhead import MODES, plain_generate_kwargs, prompts_for, word_tokenizer  # noqa: E402
 from shapes import SHAPES  # noqa: E402
 
 from corevital.capture.loading import LoadedModel, loaded_from_existing  # noqa: E402
@@ -212,13 +212,7 @@ def run_case(
 
     def plain() -> None:
         with torch.no_grad():
-            loaded.model.generate(
-                **inputs,
-                max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens,
-                do_sample=False,
-                pad_token_id=tok.pad_token_id,
-            )
+            loaded.model.generate(**inputs, **plain_generate_kwargs(new_tokens, tok.pad_token_id))
 
     def capture(mode: str) -> Callable[[], None]:
         def run() -> None:

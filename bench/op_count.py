@@ -68,7 +68,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from overhead import MODES, prompts_for, word_tokenizer  # noqa: E402
+from overhead import MODES, plain_generate_kwargs, prompts_for, word_tokenizer  # noqa: E402
 
 from corevital.capture.loading import LoadedModel, loaded_from_existing  # noqa: E402
 from corevital.capture.options import Tuning  # noqa: E402
@@ -211,9 +211,7 @@ def runners(
 
     def plain() -> None:
         with torch.no_grad():
-            loaded.model.generate(
-                **batch, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=0
-            )
+            loaded.model.generate(**batch, **plain_generate_kwargs(steps, 0))
 
     found: dict[str, Callable[[], object]] = {"plain": plain}
     for mode in modes:

@@ -277,6 +277,21 @@ def capture_settings(device: str, new_tokens: int, batch: int, cache: str = "aut
     }
 
 
+def plain_generate_kwargs(new_tokens: int, pad_token_id: int | None, cache: str = "auto") -> dict[str, Any]:
+    """The keywords of every bench's plain ``generate()``, the counterpart of :func:`capture_settings`:
+    greedy, exactly ``new_tokens`` tokens (``min_new_tokens``, as ``ignore_eos`` for a capture), on
+    ``cache`` (``auto``: the model's own choice)."""
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": new_tokens,
+        "min_new_tokens": new_tokens,
+        "do_sample": False,
+        "pad_token_id": pad_token_id,
+    }
+    if cache != "auto":
+        kwargs["cache_implementation"] = cache
+    return kwargs
+
+
 def cpu_observed(shape: str, new_tokens: int) -> tuple[LoadedModel, list[str], dict[str, Any]]:
     """The set-up of the CPU benches of observed generations (bench/layer_tap_cost.py,
     bench/observer_cost.py): one thread, a random float32 model of ``shape``, one seeded 64-token
@@ -443,17 +458,10 @@ def run_case(
     def plain(stamps: list[float] | None = None) -> None:
         # text in, text out, as a capture run: the prompts tokenized, the new tokens decoded
         batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": new_tokens,
-            "min_new_tokens": new_tokens,
-            "do_sample": False,
-            "pad_token_id": tok.pad_token_id,
-            **({} if cache == "auto" else {"cache_implementation": cache}),
-        }
         kwargs = with_kept_static_cache(
             plain_cache,
             loaded.model,
-            kwargs,
+            plain_generate_kwargs(new_tokens, tok.pad_token_id, cache),
             batch_size=int(shape[0]),
             prompt_length=int(shape[1]),
             max_new_tokens=new_tokens,

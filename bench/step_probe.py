@@ -51,6 +51,7 @@ from overhead import (  # noqa: E402
     _StepStamps,
     build_random,
     capture_settings,
+    plain_generate_kwargs,
     prompts_for,
     sync,
 )
@@ -121,13 +122,7 @@ class Runners:
     def _plain(self, stamps: list[float] | None, hold: bool) -> None:
         tok = self.loaded.tokenizer
         batch = tok(self.prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": self.new_tokens,
-            "min_new_tokens": self.new_tokens,
-            "do_sample": False,
-            "pad_token_id": tok.pad_token_id,
-            "cache_implementation": "dynamic",
-        }
+        kwargs = plain_generate_kwargs(self.new_tokens, tok.pad_token_id, "dynamic")
         if hold:
             kwargs["logits_processor"] = LogitsProcessorList([_KeepScores()])
         if stamps is not None:

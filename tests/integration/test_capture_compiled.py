@@ -276,3 +276,37 @@ def test_a_parallel_layers_compiled_steps_reduce_with_its_prefill_in_summary_cap
         entropy = np.array([step.logits_summary.entropy for step in report.timeline], dtype=float)
         assert not np.isnan(entropy).any()
     torch._dynamo.reset()
+
+
+@pytest.mark.slow
+def test_compiled_steps_return_the_hidden_states_the_caller_asks_for() -> None:
+    """generate(output_hidden_states=True, return_dict_in_generate=True) on the compiled static cache
+    under watch returns every step's states, those of the compiled generation unobserved, with the
+    report whole; the observer's own states come through its wrappers all the same."""
+    model = build_model("llama", seed=0)
+    model.config._attn_implementation = "sdpa"
+    tokenizer = build_tokenizer()
+    inputs = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": 6,
+        "min_new_tokens": 6,
+        "do_sample": False,
+        "cache_implementation": "static",
+        "output_hidden_states": True,
+        "return_dict_in_generate": True,
+    }
+    reference = model.generate(**inputs, **kwargs, compile_config=_compile_config(GraphCounter()))
+    counter = GraphCounter()
+    monitor = CoreVitalMonitor(device="cpu", capture="summary")
+    with monitor.watch(model, tokenizer) as watcher:
+        out = model.generate(**inputs, **kwargs, compile_config=_compile_config(counter))
+    assert counter.graphs == 1
+    assert torch.equal(out.sequences, reference.sequences)
+    assert len(out.hidden_states) == len(reference.hidden_states) == 6
+    for got, want in zip(out.hidden_states[1:], reference.hidden_states[1:], strict=True):
+        assert got is not None and len(got) == len(want) == model.config.num_hidden_layers + 1
+        for state, expected in zip(got, want, strict=True):
+            torch.testing.assert_close(state, expected)
+    for report in watcher.reports:
+        assert len(report.timeline) == 6
+        assert "HIDDEN_STATES_NOT_AVAILABLE" not in [w.code for w in report.warnings]

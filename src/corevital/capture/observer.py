@@ -263,7 +263,9 @@ class StepObserver:
                 self.layer_outputs.open_compiled()
             if self.mlp_tap is not None:
                 self.mlp_tap.one = self.mlp_tap.several = False  # nothing kept inside the graph
-            kwargs["output_hidden_states"] = self.layer_outputs is None
+            # the caller's True is kept (its generate() output holds every step's states)
+            given = kwargs.get("output_hidden_states") is True
+            kwargs["output_hidden_states"] = given or self.layer_outputs is None
             return args, kwargs
         if self._forwards == 0:
             self._note_prefill(kwargs)

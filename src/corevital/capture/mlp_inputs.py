@@ -89,6 +89,11 @@ class MlpInputTap:
         if self._waiting:
             self._drop_waiting()
 
+    def keep_none(self) -> None:
+        """The next forward pass keeps nothing (a compiled decoding step, whose graph the wrappers'
+        stores would not leave)."""
+        self.one = self.several = False
+
     def _wrapped(self, layer: int, forward: Any) -> Any:
         latest = self._latest  # one list for the tap's life: emptied in place
         tap = self

@@ -262,7 +262,7 @@ class StepObserver:
             if self.layer_outputs is not None:
                 self.layer_outputs.open_compiled()
             if self.mlp_tap is not None:
-                self.mlp_tap.one = self.mlp_tap.several = False  # nothing kept inside the graph
+                self.mlp_tap.keep_none()
             # the caller's True is kept (its generate() output holds every step's states)
             given = kwargs.get("output_hidden_states") is True
             kwargs["output_hidden_states"] = given or self.layer_outputs is None

@@ -264,8 +264,8 @@ class StepObserver:
             if self.mlp_tap is not None:
                 self.mlp_tap.keep_none()
             # the caller's True is kept (its generate() output holds every step's states)
-            given = kwargs.get("output_hidden_states") is True
-            kwargs["output_hidden_states"] = given or self.layer_outputs is None
+            asked = kwargs.get("output_hidden_states") is True
+            kwargs["output_hidden_states"] = asked or self.layer_outputs is None
             return args, kwargs
         if self._forwards == 0:
             self._note_prefill(kwargs)

@@ -15,13 +15,16 @@ cache"). This bench separates the candidates in one process, one call:
    returns (the capture's own set-up and assembly); the first step, the median decoding step and
    its ratio paired step by step, and the end.
 
-The runners are plain ``generate()``, each capture mode, and ``plain-hold``: plain ``generate()``
-whose logits processor keeps every step's scores alive until the generation ends, as a capture's
-window keeps its steps' logits. Its distance from plain is what holding a tensor of the model per
-step costs the device's allocator on that host; the capture modes' distance beyond it is their
-own work.
+The runners are plain ``generate()``, each capture mode and the controls (``--controls``):
+``plain-again``, plain ``generate()`` timed a second time as if it were a mode (an A/A control: what
+two identical runners read on that host), and ``plain-hold``, plain ``generate()`` whose logits
+processor keeps every step's scores alive until the generation ends, as a capture's window keeps its
+steps' logits (its distance from plain is what holding a tensor of the model per step costs the
+device's allocator on that host). One model serves every case (``--cases``, ``--batch``).
 
     python bench/step_probe.py --device cuda --shape llama3-8b --modes summary,full --rounds 8
+    python bench/step_probe.py --device cuda --shape llama3-8b --cases 64:50,512:200 --batch 1,8 \
+        --sections phases --controls plain-again --rounds 7
     python bench/step_probe.py --shape tiny --cases 16:4 --rounds 2   # CPU, a smoke run
 """
 
@@ -46,11 +49,14 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(1, str(REPO))
 
 from overhead import (  # noqa: E402
+    AGAIN,
     MODES,
     _stamp_step,
     _StepStamps,
     build_random,
     capture_settings,
+    host_line,
+    median_interval,
     plain_generate_kwargs,
     prompts_for,
     sync,
@@ -58,6 +64,7 @@ from overhead import (  # noqa: E402
 from shapes import SHAPES  # noqa: E402
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaList  # noqa: E402
 
+from corevital.capture.loading import LoadedModel  # noqa: E402
 from corevital.config import load_settings  # noqa: E402
 from corevital.pipeline import Pipeline  # noqa: E402
 
@@ -82,38 +89,47 @@ class _KeepScores(LogitsProcessor):
         return scores
 
 
-class Runners:
-    """Plain ``generate()``, ``plain-hold`` and each capture mode, on one model and one batch."""
+def timed_generate(model: Any, spans: Callable[[], list[tuple[float, float]]]) -> None:
+    """``model.generate`` noting when each call starts and returns into ``spans()``'s list."""
+    generate = model.generate
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.device = torch.device(args.device)
-        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.loaded = build_random(args.shape, args.device, dtype)
-        prompt, self.new_tokens = (int(part) for part in args.cases.split(":"))
-        self.prompts = prompts_for(self.loaded, prompt, args.batch, False)
-        gc.freeze()  # as corevital's commands do once a model is loaded
-        base = capture_settings(self.device.type, self.new_tokens, args.batch, "dynamic")
+    def timed(*a: Any, **k: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return generate(*a, **k)
+        finally:
+            spans().append((start, time.perf_counter()))
+
+    model.generate = timed
+
+
+class Runners:
+    """Plain ``generate()``, each capture mode and the controls (``plain-again``, ``plain-hold``), on
+    one model and one batch of ``batch`` prompts of ``prompt`` tokens, ``new_tokens`` new ones."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        case: tuple[int, int],
+        batch: int,
+        modes: list[str],
+        controls: list[str],
+    ) -> None:
+        self.loaded = loaded
+        self.device = loaded.device
+        prompt, self.new_tokens = case
+        self.prompts = prompts_for(loaded, prompt, batch, False)
+        base = capture_settings(self.device.type, self.new_tokens, batch, "dynamic")
         self.pipelines = {
-            mode: Pipeline(load_settings({**base, **MODES[mode]}, environ={})) for mode in args.modes
+            mode: Pipeline(load_settings({**base, **MODES[mode]}, environ={})) for mode in modes
         }
         for pipeline in self.pipelines.values():
-            pipeline.use_model(self.loaded)
+            pipeline.use_model(loaded)
         self.generate_spans: list[tuple[float, float]] = []
-        model = self.loaded.model
-        generate = model.generate
-
-        def timed_generate(*a: Any, **k: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return generate(*a, **k)
-            finally:
-                self.generate_spans.append((start, time.perf_counter()))
-
-        model.generate = timed_generate
-        self.names = ["plain", *args.modes, HOLD]
+        self.names = ["plain", *modes, *controls]
 
     def run(self, name: str, stamps: list[float] | None = None) -> None:
-        if name in ("plain", HOLD):
+        if name in ("plain", AGAIN, HOLD):
             self._plain(stamps, hold=name == HOLD)
         else:
             progress = None if stamps is None else partial(_stamp_step, stamps)
@@ -167,8 +183,19 @@ def allocator_use(runners: Runners) -> list[str]:
     return lines
 
 
+def _interval(values: list[float]) -> str:
+    found = median_interval(values)
+    return "—" if found is None else f"{found[0]:.3f}–{found[1]:.3f}"
+
+
 def phases(runners: Runners, rounds: int) -> list[str]:
-    """Each runner's time and where it goes, ``rounds`` rounds round-robin in rotated order."""
+    """Each runner's time and where it goes, ``rounds`` rounds round-robin in rotated order.
+
+    Paired ratios are taken round by round against plain's run of the same round: the run's wall
+    and CPU time, and its decoding steps (the median over the run's decoding steps of each step's
+    time over plain's same step), each the median over rounds with the sign test's 95 % interval
+    (from 6 rounds).
+    """
     found: dict[str, list[dict[str, Any]]] = {name: [] for name in runners.names}
     names = runners.names
     for r in range(rounds):
@@ -194,8 +221,9 @@ def phases(runners: Runners, rounds: int) -> list[str]:
             )
     plain = found["plain"]
     lines = [
-        f"| runner ({rounds} rounds) | wall ms | paired | CPU ms | paired | before generate() ms "
-        "| after it ms | first step ms | median step ms | paired step by step | end ms |",
+        f"| runner ({rounds} rounds) | wall ms | paired (95 % interval) | CPU ms | paired "
+        "| before generate() ms | after it ms | first step ms | median step ms "
+        "| steps paired (95 % interval) | end ms |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in found.items():
@@ -203,20 +231,21 @@ def phases(runners: Runners, rounds: int) -> list[str]:
         def median(key: str, of: list[dict[str, Any]] = runs) -> float:
             return float(statistics.median(run[key] for run in of))
 
-        def paired(key: str, of: list[dict[str, Any]] = runs) -> float:
-            return float(statistics.median(a[key] / b[key] for a, b in zip(of, plain, strict=True)))
+        def paired(key: str, of: list[dict[str, Any]] = runs) -> list[float]:
+            return [a[key] / b[key] for a, b in zip(of, plain, strict=True)]
 
         steps = [g for run in runs for g in run["gaps"]]
-        by_step = [
-            a / b
+        by_round = [
+            statistics.median(a / b for a, b in zip(ra["gaps"], rb["gaps"], strict=True))
             for ra, rb in zip(runs, plain, strict=True)
-            for a, b in zip(ra["gaps"], rb["gaps"], strict=True)
         ]
+        walls = paired("wall")
         lines.append(
-            f"| {name} | {median('wall') * 1e3:.1f} | {paired('wall'):.4f} | {median('cpu') * 1e3:.1f} "
-            f"| {paired('cpu'):.4f} | {median('before') * 1e3:.2f} | {median('after') * 1e3:.2f} "
+            f"| {name} | {median('wall') * 1e3:.1f} | {statistics.median(walls):.4f} ({_interval(walls)}) "
+            f"| {median('cpu') * 1e3:.1f} | {statistics.median(paired('cpu')):.4f} "
+            f"| {median('before') * 1e3:.2f} | {median('after') * 1e3:.2f} "
             f"| {median('first') * 1e3:.2f} | {statistics.median(steps) * 1e3:.3f} "
-            f"| {statistics.median(by_step):.4f} | {median('end') * 1e3:.2f} |"
+            f"| {statistics.median(by_round):.4f} ({_interval(by_round)}) | {median('end') * 1e3:.2f} |"
         )
     lines.append("")
     lines.append("Each run's wall time, ms (round order):")
@@ -231,29 +260,58 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--shape", default="llama3-8b", choices=sorted(SHAPES))
-    parser.add_argument("--cases", default="64:50", help="one prompt:new token pair")
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--cases", default="64:50", help="prompt:new token pairs, comma-separated")
+    parser.add_argument("--batch", default="1", help="batch sizes, comma-separated")
     parser.add_argument("--modes", default="summary,full", type=lambda text: text.split(","))
+    parser.add_argument(
+        "--controls",
+        default=HOLD,
+        type=lambda text: [name for name in text.split(",") if name],
+        help=f"plain runners timed beside the modes, comma-separated: {AGAIN}, {HOLD} ('' for none)",
+    )
+    parser.add_argument(
+        "--sections",
+        default="sync,allocator,phases",
+        type=lambda text: text.split(","),
+        help="sync, allocator (CUDA only), phases",
+    )
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
+    unknown = set(args.controls) - {AGAIN, HOLD}
+    if unknown:
+        parser.error(f"unknown controls: {', '.join(sorted(unknown))} ({AGAIN}, {HOLD})")
+    unknown = set(args.sections) - {"sync", "allocator", "phases"}
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))} (sync, allocator, phases)")
+    cases = [tuple(int(part) for part in case.split(":")) for case in args.cases.split(",")]
     if args.device == "cpu":
         torch.set_num_threads(1)
-    runners = Runners(args)
-    for _ in range(args.warmup):
-        for name in runners.names:
-            runners.run(name)
-    sections: list[tuple[str, Callable[[], list[str]]]] = [("phases", partial(phases, runners, args.rounds))]
-    if runners.device.type == "cuda":
-        sections = [
-            ("synchronising calls", partial(synchronising_calls, runners)),
-            ("the caching allocator over one run", partial(allocator_use, runners)),
-            *sections,
-        ]
-    print(f"# {args.shape} {args.cases} b{args.batch} on {runners.device}, torch {torch.__version__}")
-    for title, section in sections:
-        print(f"\n## {title}\n")
-        print("\n".join(section()), flush=True)
+    device = torch.device(args.device)
+    loaded = build_random(args.shape, args.device, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    gc.freeze()  # as corevital's commands do once a model is loaded
+    current: list[Runners] = []
+    timed_generate(loaded.model, lambda: current[-1].generate_spans)
+    for batch in (int(b) for b in args.batch.split(",")):
+        for prompt, new_tokens in cases:
+            runners = Runners(loaded, (prompt, new_tokens), batch, args.modes, args.controls)
+            current.append(runners)
+            for _ in range(args.warmup):
+                for name in runners.names:
+                    runners.run(name)
+            sections: list[tuple[str, Callable[[], list[str]]]] = []
+            if device.type == "cuda" and "sync" in args.sections:
+                sections.append(("synchronising calls", partial(synchronising_calls, runners)))
+            if device.type == "cuda" and "allocator" in args.sections:
+                sections.append(("the caching allocator over one run", partial(allocator_use, runners)))
+            if "phases" in args.sections:
+                sections.append(("phases", partial(phases, runners, args.rounds)))
+            print(f"\n# {args.shape} {prompt}:{new_tokens} b{batch} on {device}, torch {torch.__version__}")
+            print(f"# host {host_line()}", flush=True)
+            for title, section in sections:
+                print(f"\n## {title}\n")
+                print("\n".join(section()), flush=True)
+            current.pop()
 
 
 if __name__ == "__main__":

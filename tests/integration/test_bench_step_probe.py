@@ -1,4 +1,4 @@
-"""bench/step_probe.py: plain, plain-hold and the capture modes timed side by side, phase by phase."""
+"""bench/step_probe.py: plain, its controls and the capture modes timed side by side, phase by phase."""
 
 from __future__ import annotations
 
@@ -7,29 +7,55 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
+RUNNERS = ["plain", "summary", "full", "plain-again", "plain-hold"]
 
 
 def test_the_probe_times_every_runner_phase_by_phase_beside_plain() -> None:
     done = subprocess.run(
-        [sys.executable, str(BENCH / "step_probe.py"), "--shape", "tiny", "--cases", "16:4", "--rounds", "2"],
+        [
+            sys.executable,
+            str(BENCH / "step_probe.py"),
+            "--shape",
+            "tiny",
+            "--cases",
+            "16:4,8:3",
+            "--rounds",
+            "2",
+            "--controls",
+            "plain-again,plain-hold",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
     )
-    rows = {
-        cells[0]: [float(cell) for cell in cells[1:]]
-        for cells in (
-            [cell.strip() for cell in line.strip("|").split("|")]
-            for line in done.stdout.splitlines()
-            if line.startswith("| ") and not line.startswith("| runner")
-        )
-    }
-    assert list(rows) == ["plain", "summary", "full", "plain-hold"]
-    assert rows["plain"][1] == 1.0 and rows["plain"][8] == 1.0  # plain against itself, run and step
-    for name, (wall, paired, cpu, _, before, after, first, step, _, end) in rows.items():
-        assert all(value > 0 for value in (wall, paired, cpu, before, after, first, step, end)), name
-        assert first + end < wall and before + after < wall, name
-    runs = [line for line in done.stdout.splitlines() if line.startswith("- ")]
-    assert [line.split(":")[0] for line in runs] == ["- plain", "- summary", "- full", "- plain-hold"]
-    assert all(len(line.split(":")[1].split()) == 2 for line in runs)  # one time a round
+    cases = done.stdout.split("\n# tiny ")[1:]
+    assert [case.split()[0] for case in cases] == ["16:4", "8:3"]
+    for case in cases:
+        rows = {
+            cells[0]: [float(cell.split()[0]) for cell in cells[1:]]  # a paired cell: "ratio (interval)"
+            for cells in (
+                [cell.strip() for cell in line.strip("|").split("|")]
+                for line in case.splitlines()
+                if line.startswith("| ") and not line.startswith("| runner")
+            )
+        }
+        assert list(rows) == RUNNERS
+        assert rows["plain"][1] == 1.0 and rows["plain"][8] == 1.0  # plain against itself, run and steps
+        for name, (wall, paired, cpu, _, before, after, first, step, _, end) in rows.items():
+            assert all(value > 0 for value in (wall, paired, cpu, before, after, first, step, end)), name
+            assert first + end < wall and before + after < wall, name
+        runs = [line for line in case.splitlines() if line.startswith("- ")]
+        assert [line[2:].split(":")[0] for line in runs] == RUNNERS
+        assert all(len(line.split(":")[1].split()) == 2 for line in runs)  # one time a round
+
+
+def test_the_probe_says_which_controls_it_knows() -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "step_probe.py"), "--shape", "tiny", "--controls", "plain-twice"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "unknown controls: plain-twice" in done.stderr.splitlines()[-1]

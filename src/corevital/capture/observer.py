@@ -87,13 +87,14 @@ def _rows(rows: tuple[Any, ...]) -> Tensor | None:
 
 
 def _packed(
-    states: tuple[Any, ...], mlp_inputs: tuple[Any, ...] | None, several: bool
+    states: tuple[Any, ...], mlp_inputs: tuple[Any, ...] | None, whole: bool
 ) -> tuple[Tensor | None, Tensor | None, bool]:
     """Every layer's state and pre-MLP residual at the pass's last position, copied side by side by
     one kernel: ``([B, 2L, d], None, True)``, the residuals after the states (a step's ``joined``
     rows, split once for its window), or ``([B, L, d] or None, [B, L, d] or None, False)``, a copy
-    each, where they are not one residual stream. ``several``: the pass covered several positions (the
-    prefill), whose states may hold every position.
+    each, where they are not one residual stream. ``whole``: the states hold every position of a pass
+    over several positions (the prefill's states as transformers returned them); the taps and the
+    prompt's stream keep the last position only, and the residuals are always so.
 
     A step keeps these until its window is reduced. The model's own tensors, one allocation each,
     would stay allocated meanwhile, 64 per step in a 32-layer model and thousands per window: the
@@ -105,7 +106,7 @@ def _packed(
     unchecked (one check here instead of one per layer): a kind of rows not all [B, 1, d] tensors
     of one width is left out (None).
     """
-    if several:
+    if whole:
         states = tuple(state[:, -1:] for state in states)
     if mlp_inputs is None:
         return _rows(states), None, False
@@ -376,12 +377,13 @@ class StepObserver:
         if tapped is None or reads_prompt:  # the states transformers returned, where asked for them
             states = output.get("decoder_hidden_states" if self.caps.is_encoder_decoder else "hidden_states")
         layer_states = None
+        whole = False  # the states hold every position of the pass (those transformers returned)
         if streamed is not None and len(streamed.last_positions) == layers:
             layer_states = streamed.last_positions
         elif tapped is not None and len(tapped) == layers:
             layer_states = tapped
         elif states is not None and len(states) == layers + 1:
-            layer_states = states[1:]
+            layer_states, whole = states[1:], self._pass_positions != 1
         else:
             self._warn_hidden_missing()
         mlp_inputs = None if self.mlp_tap is None else self.mlp_tap.take()
@@ -407,7 +409,7 @@ class StepObserver:
         packed = mids = None
         joined = False
         if layer_states is not None:
-            packed, mids, joined = _packed(layer_states, mlp_inputs, self._pass_positions != 1)
+            packed, mids, joined = _packed(layer_states, mlp_inputs, whole)
             if packed is None:
                 self._warn_hidden_missing()
         self._pending = RawStep(

@@ -13,7 +13,8 @@ cache"). This bench separates the candidates in one process, one call:
    stamped at each step's end: its median wall and CPU time (this process's) and their paired
    ratios against plain's in the same round; the time before ``generate()`` is called and after it
    returns (the capture's own set-up and assembly); the first step, the median decoding step and
-   its ratio paired step by step, and the end.
+   the decoding steps' ratio (each round's median of a step's time over plain's same step), and the
+   end. Paired ratios are medians over rounds with the sign test's 95 % interval (6 rounds or more).
 
 The runners are plain ``generate()``, each capture mode and the controls (``--controls``):
 ``plain-again``, plain ``generate()`` timed a second time as if it were a mode (an A/A control: what

@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(1, str(Path(__file__).resolve().parent))
 sys.path.insert(2, str(REPO))  # tests.support.tiny_models, for the tiny shape
 
-from overhead import MODES, plain_generate_kwargs, prompts_for, word_tokenizer  # noqa: E402
+from overhead import MODES, capture_settings, plain_generate_kwargs, prompts_for, word_tokenizer  # noqa: E402
 from shapes import SHAPES  # noqa: E402
 
 from corevital.capture.loading import LoadedModel, loaded_from_existing  # noqa: E402
@@ -193,16 +193,8 @@ def run_case(
     prompts = prompts_for(loaded, tokens, batch, real=False)
     device = next(loaded.model.parameters()).device
     inputs = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-    base = {
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "temperature": 0.0,
-        "max_new_tokens": new_tokens,
-        "chat_template": "off",
-        "batch_size": batch,
-        "ignore_eos": True,
-        "sink": "local",
-        "out": str(Path(tempfile.gettempdir()) / "corevital-bench-multi-gpu"),
-    }
+    base = capture_settings("cuda" if torch.cuda.is_available() else "cpu", new_tokens, batch)
+    base["out"] = str(Path(tempfile.gettempdir()) / "corevital-bench-multi-gpu")
     modes = args.modes.split(",")
     pipelines = {}
     for mode in modes:

@@ -90,8 +90,8 @@ class _KeepScores(LogitsProcessor):
         return scores
 
 
-def timed_generate(model: Any, spans: Callable[[], list[tuple[float, float]]]) -> None:
-    """``model.generate`` noting when each call starts and returns into ``spans()``'s list."""
+def timed_generate(model: Any, spans: list[tuple[float, float]]) -> None:
+    """``model.generate`` noting when each call starts and returns in ``spans``."""
     generate = model.generate
 
     def timed(*a: Any, **k: Any) -> Any:
@@ -99,7 +99,7 @@ def timed_generate(model: Any, spans: Callable[[], list[tuple[float, float]]]) -
         try:
             return generate(*a, **k)
         finally:
-            spans().append((start, time.perf_counter()))
+            spans.append((start, time.perf_counter()))
 
     model.generate = timed
 
@@ -115,6 +115,7 @@ class Runners:
         batch: int,
         modes: list[str],
         controls: list[str],
+        generate_spans: list[tuple[float, float]],
     ) -> None:
         self.loaded = loaded
         self.device = loaded.device
@@ -126,7 +127,7 @@ class Runners:
         }
         for pipeline in self.pipelines.values():
             pipeline.use_model(loaded)
-        self.generate_spans: list[tuple[float, float]] = []
+        self.generate_spans = generate_spans  # filled by the model's timed generate()
         self.names = ["plain", *modes, *controls]
 
     def run(self, name: str, stamps: list[float] | None = None) -> None:
@@ -291,12 +292,11 @@ def main() -> None:
     device = torch.device(args.device)
     loaded = build_random(args.shape, args.device, torch.bfloat16 if device.type == "cuda" else torch.float32)
     gc.freeze()  # as corevital's commands do once a model is loaded
-    current: list[Runners] = []
-    timed_generate(loaded.model, lambda: current[-1].generate_spans)
+    spans: list[tuple[float, float]] = []
+    timed_generate(loaded.model, spans)
     for batch in (int(b) for b in args.batch.split(",")):
         for prompt, new_tokens in cases:
-            runners = Runners(loaded, (prompt, new_tokens), batch, args.modes, args.controls)
-            current.append(runners)
+            runners = Runners(loaded, (prompt, new_tokens), batch, args.modes, args.controls, spans)
             for _ in range(args.warmup):
                 for name in runners.names:
                     runners.run(name)
@@ -312,7 +312,6 @@ def main() -> None:
             for title, section in sections:
                 print(f"\n## {title}\n")
                 print("\n".join(section()), flush=True)
-            current.pop()
 
 
 if __name__ == "__main__":

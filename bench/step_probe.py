@@ -21,11 +21,27 @@ The runners are plain ``generate()``, each capture mode and the controls (``--co
 two identical runners read on that host), and ``plain-hold``, plain ``generate()`` whose logits
 processor keeps every step's scores alive until the generation ends, as a capture's window keeps its
 steps' logits (its distance from plain is what holding a tensor of the model per step costs the
-device's allocator on that host). One model serves every case (``--cases``, ``--batch``).
+device's allocator on that host); ``plain-wrapped``, plain ``generate()`` with the sites a summary
+capture reads wrapped as its taps wrap them (each layer's norm before attention and before the MLP,
+the final norm: 64 on Llama-3-8B's layout), each wrapper keeping a reference to its input and nothing
+else; ``plain-copied``, the same with those rows copied side by side by one ``torch.cat`` a decoding
+step, every copy kept until the generation ends, as a capture's window keeps them. Between them they
+split what summary capture adds to a step: the wrappers, the copy, and the rest (the observer's own
+Python, its window's reductions). One model serves every case (``--cases``, ``--batch``).
+
+4. **The observer's own Python** (``--sections observer``): each capture mode's three per-step
+   methods (``_pre_forward``, ``_post_forward``, ``_finish_step``) timed where they run, medians over
+   every call of ``--rounds`` runs (:func:`observer_cost.timed_calls`): a decoding step's, not the
+   prefill's or a step that reduces its window.
+5. **Launches** (``--sections launches``): the host's microseconds per call, the device not waited
+   for between calls, of one elementwise operator on a decoding step's row, of ``torch.cat`` of 64
+   such rows, and of one of the model's norms called bare and through a wrapper that keeps its input.
 
     python bench/step_probe.py --device cuda --shape llama3-8b --modes summary,full --rounds 8
     python bench/step_probe.py --device cuda --shape llama3-8b --cases 64:50,512:200 --batch 1,8 \
         --sections phases --controls plain-again --rounds 7
+    python bench/step_probe.py --device cuda --shape llama3-8b --modes summary --rounds 8 \
+        --sections launches,phases --controls plain-again,plain-wrapped,plain-copied
     python bench/step_probe.py --shape tiny --cases 16:4 --rounds 2   # CPU, a smoke run
 """
 
@@ -34,6 +50,7 @@ from __future__ import annotations
 import argparse
 import collections
 import gc
+import math
 import statistics
 import sys
 import time
@@ -49,6 +66,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(1, str(REPO))
 
+from observer_cost import TIMED, timed_calls  # noqa: E402
 from overhead import (  # noqa: E402
     AGAIN,
     MODES,
@@ -63,13 +81,25 @@ from overhead import (  # noqa: E402
     sync,
 )
 from shapes import SHAPES  # noqa: E402
-from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteriaList  # noqa: E402
+from torch import nn  # noqa: E402
+from transformers import (  # noqa: E402
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from corevital.capture.loading import LoadedModel  # noqa: E402
+from corevital.capture.mlp_inputs import pre_mlp_norms  # noqa: E402
+from corevital.capture.model_checks import stream_sites  # noqa: E402
+from corevital.capture.module_forward import forwards_replaced  # noqa: E402
 from corevital.config import load_settings  # noqa: E402
 from corevital.pipeline import Pipeline  # noqa: E402
 
 HOLD = "plain-hold"
+WRAPPED, COPIED = "plain-wrapped", "plain-copied"
+CONTROLS = (AGAIN, HOLD, WRAPPED, COPIED)
+SECTIONS = ("sync", "allocator", "observer", "launches", "phases")
 ALLOCATOR_STATS = (
     "allocation.all.allocated",
     "segment.all.allocated",
@@ -88,6 +118,53 @@ class _KeepScores(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         self.kept.append(scores)
         return scores
+
+
+def read_sites(model: Any) -> list[nn.Module]:
+    """The modules a summary capture's taps wrap in a decoding step: each layer's norm before
+    attention after the first, the final norm (:mod:`corevital.capture.layer_outputs`) and each
+    layer's norm before the MLP (:mod:`corevital.capture.mlp_inputs`)."""
+    sites = stream_sites(model)
+    layers = model.config.num_hidden_layers
+    norms = pre_mlp_norms(model, layers)
+    if sites is None or not sites.entries or sites.final is None or norms is None:
+        raise SystemExit(
+            f"{type(model).__name__}: its norms are not verified sites (plain-wrapped, plain-copied)"
+        )
+    return [*sites.entries, sites.final, *norms]
+
+
+def keeping(forward: Any, kept: list[Any], slot: int) -> Any:
+    """``forward`` (of a module called with one argument) keeping a reference to its input in
+    ``kept[slot]``, as a tap's wrapper does."""
+
+    def kept_one(state: Any) -> Any:
+        kept[slot] = state
+        return forward(state)
+
+    return kept_one
+
+
+class _CopyRows(StoppingCriteria):
+    """At each decoding step, the rows the wrappers kept copied side by side by one ``torch.cat``,
+    every copy kept until the generation ends (the prefill's rows are let go); the step's end noted
+    in ``stamps`` after the copy, as plain runs' criterion notes it (one criterion: plain's count
+    of operators a step)."""
+
+    def __init__(self, kept: list[Any], stamps: list[float] | None) -> None:
+        self.kept = kept
+        self.stamps = stamps
+        self.copies: list[torch.Tensor] = []
+        self.steps = 0
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        if self.steps:
+            self.copies.append(torch.cat(self.kept, dim=1))
+        self.steps += 1
+        self.kept[:] = [None] * len(self.kept)
+        if self.stamps is not None:
+            self.stamps.append(time.perf_counter())
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
 
 def timed_generate(model: Any, spans: list[tuple[float, float]]) -> None:
@@ -130,22 +207,33 @@ class Runners:
         self.generate_spans = generate_spans  # filled by the model's timed generate()
         self.names = ["plain", *modes, *controls]
 
+        self.sites = read_sites(loaded.model) if {WRAPPED, COPIED} & set(controls) else []
+
     def run(self, name: str, stamps: list[float] | None = None) -> None:
-        if name in ("plain", AGAIN, HOLD):
-            self._plain(stamps, hold=name == HOLD)
+        if name in ("plain", *CONTROLS):
+            self._plain(stamps, name)
         else:
             progress = None if stamps is None else partial(_stamp_step, stamps)
             self.pipelines[name].capture(self.prompts, progress=progress)
 
-    def _plain(self, stamps: list[float] | None, hold: bool) -> None:
+    def _plain(self, stamps: list[float] | None, name: str) -> None:
         tok = self.loaded.tokenizer
         batch = tok(self.prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         kwargs = plain_generate_kwargs(self.new_tokens, tok.pad_token_id, "dynamic")
-        if hold:
+        if name == HOLD:
             kwargs["logits_processor"] = LogitsProcessorList([_KeepScores()])
-        if stamps is not None:
-            kwargs["stopping_criteria"] = StoppingCriteriaList([_StepStamps(stamps)])
-        with torch.no_grad():
+        criteria: list[StoppingCriteria] = []
+        kept: list[Any] = [None] * len(self.sites)
+        wrappers = []
+        if name in (WRAPPED, COPIED):
+            wrappers = [(site, keeping(site.forward, kept, slot)) for slot, site in enumerate(self.sites)]
+        if name == COPIED:
+            criteria.append(_CopyRows(kept, stamps))
+        elif stamps is not None:
+            criteria.append(_StepStamps(stamps))
+        if criteria:
+            kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
+        with torch.no_grad(), forwards_replaced(wrappers):
             output = self.loaded.model.generate(**batch, **kwargs)
         tok.batch_decode(output[:, batch["input_ids"].shape[1] :].tolist(), skip_special_tokens=True)
 
@@ -183,6 +271,63 @@ def allocator_use(runners: Runners) -> list[str]:
         cells = " | ".join(str(after.get(key, 0) - before.get(key, 0)) for key in ALLOCATOR_STATS)
         lines.append(f"| {name} | {cells} |")
     return lines
+
+
+def observer_costs(runners: Runners, rounds: int) -> list[str]:
+    """Each capture mode's per-step methods timed in place, median microseconds a call."""
+    lines = [
+        "| mode | " + " | ".join(f"`{name}` µs" for name in TIMED) + " | a step, µs |",
+        "|---|" + "---|" * (len(TIMED) + 1),
+    ]
+    for mode in runners.pipelines:
+        found: dict[str, list[float]] = {name: [] for name in TIMED}
+        with timed_calls(found):
+            for _ in range(rounds):
+                runners.run(mode)
+        medians = [statistics.median(found[name]) * 1e6 for name in TIMED]
+        lines.append(f"| {mode} | " + " | ".join(f"{m:.1f}" for m in medians) + f" | {sum(medians):.1f} |")
+    return lines
+
+
+def _host_us(call: Any, device: torch.device, calls: int = 400) -> float:
+    """The host's microseconds per ``call()``, best of five runs of ``calls`` calls (the device
+    waited for before each run, not between calls: fewer calls than a launch queue holds)."""
+    best = math.inf
+    for _ in range(5):
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        best = min(best, time.perf_counter() - start)
+    sync(device)
+    return best / calls * 1e6
+
+
+def launch_costs(runners: Runners) -> list[str]:
+    """The host's cost of a decoding step's pieces on this device, microseconds per call."""
+    model, device = runners.loaded.model, runners.device
+    batch = len(runners.prompts)
+    hidden, dtype = model.config.hidden_size, next(model.parameters()).dtype
+    generator = torch.Generator(device=device).manual_seed(0)
+    rows = [torch.randn(batch, 1, hidden, device=device, dtype=dtype, generator=generator) for _ in range(64)]
+    row = rows[0]
+    norm = pre_mlp_norms(model, model.config.num_hidden_layers)
+    kept: list[Any] = [None]
+    found = [
+        ("`row + row` (one kernel)", _host_us(lambda: row + row, device)),
+        ("`torch.cat` of 64 rows, dim 1", _host_us(lambda: torch.cat(rows, dim=1), device)),
+    ]
+    if norm is not None:
+        found.append(("a norm's call, bare", _host_us(lambda: norm[0](row), device)))
+        with forwards_replaced([(norm[0], keeping(norm[0].forward, kept, 0))]):
+            found.append(
+                ("the norm through a wrapper keeping its input", _host_us(lambda: norm[0](row), device))
+            )
+    return [
+        f"| call, [{batch}, 1, {hidden}] {str(dtype).removeprefix('torch.')} | host µs per call |",
+        "|---|---|",
+        *(f"| {what} | {us:.2f} |" for what, us in found),
+    ]
 
 
 def _interval(values: list[float]) -> str:
@@ -269,23 +414,23 @@ def main() -> None:
         "--controls",
         default=HOLD,
         type=lambda text: [name for name in text.split(",") if name],
-        help=f"plain runners timed beside the modes, comma-separated: {AGAIN}, {HOLD} ('' for none)",
+        help=f"plain runners timed beside the modes, comma-separated: {', '.join(CONTROLS)} ('' for none)",
     )
     parser.add_argument(
         "--sections",
         default="sync,allocator,phases",
         type=lambda text: text.split(","),
-        help="sync, allocator (CUDA only), phases",
+        help="sync, allocator (CUDA only), observer, launches, phases",
     )
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
-    unknown = set(args.controls) - {AGAIN, HOLD}
+    unknown = set(args.controls) - set(CONTROLS)
     if unknown:
-        parser.error(f"unknown controls: {', '.join(sorted(unknown))} ({AGAIN}, {HOLD})")
-    unknown = set(args.sections) - {"sync", "allocator", "phases"}
+        parser.error(f"unknown controls: {', '.join(sorted(unknown))} ({', '.join(CONTROLS)})")
+    unknown = set(args.sections) - set(SECTIONS)
     if unknown:
-        parser.error(f"unknown sections: {', '.join(sorted(unknown))} (sync, allocator, phases)")
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))} ({', '.join(SECTIONS)})")
     cases = [tuple(int(part) for part in case.split(":")) for case in args.cases.split(",")]
     if args.device == "cpu":
         torch.set_num_threads(1)
@@ -305,6 +450,10 @@ def main() -> None:
                 sections.append(("synchronising calls", partial(synchronising_calls, runners)))
             if device.type == "cuda" and "allocator" in args.sections:
                 sections.append(("the caching allocator over one run", partial(allocator_use, runners)))
+            if "observer" in args.sections:
+                sections.append(("the observer's own Python", partial(observer_costs, runners, args.rounds)))
+            if "launches" in args.sections:
+                sections.append(("launches", partial(launch_costs, runners)))
             if "phases" in args.sections:
                 sections.append(("phases", partial(phases, runners, args.rounds)))
             print(f"\n# {args.shape} {prompt}:{new_tokens} b{batch} on {device}, torch {torch.__version__}")

@@ -59,3 +59,55 @@ def test_the_probe_says_which_controls_it_knows() -> None:
     )
     assert done.returncode == 2
     assert "unknown controls: plain-twice" in done.stderr.splitlines()[-1]
+
+
+def test_the_probe_splits_a_summary_step_into_wrappers_copy_and_observer() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "step_probe.py"),
+            "--shape",
+            "tiny",
+            "--cases",
+            "16:4",
+            "--modes",
+            "summary",
+            "--rounds",
+            "2",
+            "--warmup",
+            "1",
+            "--sections",
+            "observer,launches,phases",
+            "--controls",
+            "plain-wrapped,plain-copied",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    sections = done.stdout.split("\n## ")[1:]
+    assert [section.splitlines()[0] for section in sections] == [
+        "the observer's own Python",
+        "launches",
+        "phases",
+    ]
+    observer, launches, phases = (
+        [
+            [cell.strip() for cell in line.strip("|").split("|")]
+            for line in section.splitlines()
+            if line.startswith("| ")
+        ]
+        for section in sections
+    )
+    summary = observer[1]  # under the header
+    assert summary[0] == "summary" and all(float(cell) > 0 for cell in summary[1:])
+    assert abs(sum(float(cell) for cell in summary[1:4]) - float(summary[4])) < 0.2  # a step: the three calls
+    assert [row[0] for row in launches[1:]] == [
+        "`row + row` (one kernel)",
+        "`torch.cat` of 64 rows, dim 1",
+        "a norm's call, bare",
+        "the norm through a wrapper keeping its input",
+    ]
+    assert all(float(row[1]) > 0 for row in launches[1:])
+    assert [row[0] for row in phases[1:]] == ["plain", "summary", "plain-wrapped", "plain-copied"]

@@ -374,41 +374,83 @@ def test_a_window_keeps_one_ids_tensor_and_reads_every_token_from_it() -> None:
     assert steps_module._chosen_tokens(assisted, torch.device("cpu")).tolist() == [7, 3, 9, 0, 4, 3]
 
 
-def test_a_waiting_step_holds_one_copy_of_its_layers_rows(
+def test_a_windows_steps_hold_one_slab_and_their_query_rows(
     tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A decoding step waiting for its window holds its layers' states and pre-MLP residuals side
-    by side in one tensor ([B, 2L, d]) and its query rows in another, each made in the step: none of
-    the model's per-layer tensors stays allocated (only the forward's logits). Their values are the
-    layers' own: the windows' statistics equal single steps' (:func:`test_windows_equal_single_steps`)."""
+    """A step waiting for its window holds its logits row and its layers' states and pre-MLP
+    residuals side by side in its slot of the window's slab ([B, 1, V + 2L·d], one allocation for
+    the window, made in its first step) and its query rows in a copy of their own: neither the
+    forward's logits nor any of the model's per-layer tensors stays allocated. The slots hold the
+    model's own values: the windows' statistics equal single steps'
+    (:func:`test_windows_equal_single_steps`)."""
     loaded = tiny_loaded("llama")
     config = loaded.model.config
-    layers, width = config.num_hidden_layers, config.hidden_size
+    layers, width, vocab = config.num_hidden_layers, config.hidden_size, config.vocab_size
     heads, dim = config.num_attention_heads, config.hidden_size // config.num_attention_heads
     waiting: list[RawStep] = []
+    held: list[int] = []
     real_add = StepWindow.add
 
     def add(self: StepWindow, step: RawStep) -> bool:
         waiting.append(step)
-        return real_add(self, step)
+        full = real_add(self, step)
+        held.append(self.held_bytes())
+        return full
 
     monkeypatch.setattr(StepWindow, "add", add)
     _capture(loaded, tiny_settings(max_new_tokens=6), monkeypatch, flush_every=32)
-    decoding = [step for step in waiting if step.decode_rows is not None]
-    assert len(decoding) == 5  # the prefill scores its rows at once; five decoding steps defer theirs
+    assert len(waiting) == 6
     batch = len(PROMPTS)
-    for step in decoding:
-        rows = present(step.states)
-        storage = rows.untyped_storage()
-        assert step.joined and step.mlp_inputs is None
-        assert rows.shape == (batch, 2 * layers, width)
-        assert storage.nbytes() == rows.numel() * rows.element_size()
-        queries = present(step.decode_rows).queries
+    slab = present(waiting[0].slab)  # the prefill's step too: one slab, six slots (six steps left)
+    assert slab.buffer.shape == (6, batch, 1, vocab + 2 * layers * width)
+    assert slab.buffer.untyped_storage().nbytes() == slab.buffer.numel() * slab.buffer.element_size()
+    assert [step.slab is slab for step in waiting] == [True] * 6
+    assert [step.slot for step in waiting] == list(range(6))
+    decoding = waiting[1:]  # the prefill scores its rows at once; five decoding steps defer theirs
+    slab_bytes = slab.buffer.numel() * slab.buffer.element_size()
+    for index, step in enumerate(decoding):
+        assert step.joined and step.logits_row is None and step.states is None and step.mlp_inputs is None
+        queries = present(present(step.decode_rows).queries)
         assert queries.shape == (batch, layers, heads, dim)
         assert queries.untyped_storage().nbytes() == queries.numel() * queries.element_size()
-        assert step.held_bytes() == step.logits_row.untyped_storage().nbytes() + storage.nbytes() + (
-            queries.untyped_storage().nbytes()
+        assert step.held_bytes() == queries.untyped_storage().nbytes()  # the slab is the window's
+        query_bytes = sum(
+            present(s.decode_rows).queries.untyped_storage().nbytes() for s in decoding[: index + 1]
         )
+        # the slab counted once, its free slots too; the prefill's attention reduced already
+        prefill = step_window_module.held_bytes(waiting[0])
+        assert held[index + 1] == slab_bytes + prefill + query_bytes
+
+
+def test_a_slab_is_made_for_the_steps_a_window_can_still_take() -> None:
+    """A window's slab has a slot for every step it can still take: its step cap, its bytes budget
+    and the steps the generation has left bound it; a step whose rows are not [B, 1, d] tensors of
+    the logits' dtype is not copied into one (None: it keeps its own)."""
+    options = CaptureOptions.from_settings(tiny_settings())
+    generator = torch.Generator().manual_seed(0)
+
+    def step_rows(rows: int = 4, width: int = 3) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        logits = torch.randn(2, 1, 5, generator=generator)
+        return logits, tuple(torch.randn(2, 1, width, generator=generator) for _ in range(rows))
+
+    step_bytes = 4 * 2 * (5 + 4 * 3)
+    window = StepWindow(replace(options, tuning=replace(options.tuning, flush_every=8)), None, 3 * step_bytes)
+    logits, rows = step_rows()
+    slab, slot = present(window.keep_rows(logits, rows, None))
+    assert (slab.capacity, slot) == (3, 0)  # the bytes budget: three steps
+    assert torch.equal(slab.buffer[0, :, 0, :5], logits[:, 0])
+    assert torch.equal(slab.buffer[0, :, 0, 5:].view(2, 4, 3), torch.cat(rows, dim=1))
+    assert present(StepWindow(options, None, 100 * step_bytes).keep_rows(logits, rows, 2))[0].capacity == 2
+    assert (
+        StepWindow(options, None, step_bytes).keep_rows(logits, (*rows[:3], rows[3][:, :, :2]), None) is None
+    )
+    assert (
+        StepWindow(options, None, step_bytes).keep_rows(logits, tuple(r.double() for r in rows), None) is None
+    )
+    second, slot = present(window.keep_rows(*step_rows(), None))
+    assert second is slab and slot == 1
+    other, slot = present(window.keep_rows(*step_rows(rows=2), None))  # fewer rows: a slab of its own
+    assert other is not slab and slot == 0 and other.rows == 2
 
 
 def test_a_batch_that_mixes_kinds_of_steps_names_what_a_step_lacks() -> None:

@@ -21,8 +21,8 @@ per decoding step").
 The observer tells the tap what the next pass is (:meth:`LayerOutputTap.begin_pass`), so that a
 wrapper's work at a decoding step is one attribute test and one list store:
 
-- an eager pass over one position keeps a reference to each state (checked once for the whole step,
-  when the step's states are copied together: :func:`~.observer._packed`);
+- an eager pass over one position keeps a reference to each state (checked for the whole step,
+  when the step's states are copied together: :meth:`~.step_window.StepWindow.keep_rows`);
 - an eager pass over several positions keeps a copy of each state's last position, so the pass's
   outputs are not kept alive;
 - a compiled decoding step (transformers compiles the model's call: the observer opens a list for

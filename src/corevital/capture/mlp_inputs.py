@@ -10,7 +10,7 @@ MLP is silenced (a zeroed RMSNorm weight before it), never near 0 in a healthy l
 
 The observer tells the tap what the next pass is (:meth:`MlpInputTap.begin_pass`): at a decoding
 step a wrapper's work is one attribute test and one list store, the input checked once for the
-whole step when the step's rows are copied together (:func:`~.observer._packed`).
+whole step when the step's rows are copied together (:meth:`~.step_window.StepWindow.keep_rows`).
 
 Decoder-only models only; nothing is kept inside a compiled step (the observer begins no pass there,
 so the compiled graph is unchanged) and a model without such a norm in every layer

@@ -8,9 +8,10 @@ Installed by :meth:`StepObserver.installed` (a context manager that always remov
   wrapper keeps a compiled step one frame and one CUDA graph). Before the forward pass it asks for
   hidden states and opens a new step (for the pass over the prompt it hooks the layers instead,
   which reduce their outputs as they appear: :mod:`.layer_stream`); after it, it takes the step's
-  raw logits, hidden states and attention rows and keeps a reference to the logits row and one
-  copy of the per-layer rows (of the prefill only the last position; with a cache that only
-  appends, only the attention query rows) in a :class:`~corevital.capture.steps.RawStep`;
+  raw logits, hidden states and attention rows and copies the logits row and the per-layer rows
+  side by side into the step's slot of its window's slab (of the prefill only the last position;
+  with a cache that only appends, the attention query rows apart), a
+  :class:`~corevital.capture.steps.RawStep`;
 - the attention tap (full and on_risk capture) collects each layer's decode-step attention row;
 - a logits processor placed last sees the distribution actually sampled from;
 - a stopping criterion sees the chosen tokens and ends the step. The waiting steps are reduced with
@@ -89,8 +90,10 @@ def _rows(rows: tuple[Any, ...]) -> Tensor | None:
 def _packed(
     states: tuple[Any, ...], mlp_inputs: tuple[Any, ...] | None, whole: bool
 ) -> tuple[Tensor | None, Tensor | None, bool]:
-    """Every layer's state and pre-MLP residual at the pass's last position, copied side by side by
-    one kernel: ``([B, 2L, d], None, True)``, the residuals after the states (a step's ``joined``
+    """Where a step's rows do not go into its window's slab (a model split over devices, rows that
+    are not one residual stream: :meth:`~.step_window.StepWindow.keep_rows`), every layer's state
+    and pre-MLP residual at the pass's last position, copied side by side by one kernel:
+    ``([B, 2L, d], None, True)``, the residuals after the states (a step's ``joined``
     rows, split once for its window), or ``([B, L, d] or None, [B, L, d] or None, False)``, a copy
     each, where they are not one residual stream. ``whole``: the states hold every position of a pass
     over several positions (the prefill's states as transformers returned them); the taps and the
@@ -403,19 +406,41 @@ class StepObserver:
             self.tap.release()
         if reads_prompt:
             self.prompt.observe(kwargs, logits, streamed, states)
-        # A step keeps these until its window is reduced: its logits by reference (of a pass over
-        # several positions, the prefill, a copy of the last position) and its layers' rows copied.
-        logits_row = logits[:, -1:].clone() if several else logits
+        # A step keeps these until its window is reduced: its logits row and its layers' rows copied
+        # side by side into its slot of the window's slab, or (where they are not one residual
+        # stream) its logits by reference (of a pass over several positions, the prefill, a copy of
+        # the last position) and its layers' rows copied.
+        self._forwards += 1
+        logits_row = logits[:, -1:] if several else logits
+        if layer_states is not None and not self._split:
+            rows = tuple(state[:, -1:] for state in layer_states) if whole else layer_states
+            kept = self.window.keep_rows(
+                logits_row, rows if mlp_inputs is None else rows + mlp_inputs, self._steps_left()
+            )
+            if kept is not None:
+                slab, slot = kept
+                joined = mlp_inputs is not None
+                self._pending = RawStep(
+                    None, None, attention, cross, decode_rows, joined=joined, slab=slab, slot=slot
+                )
+                return
         packed = mids = None
         joined = False
         if layer_states is not None:
             packed, mids, joined = _packed(layer_states, mlp_inputs, whole)
             if packed is None:
                 self._warn_hidden_missing()
+        logits_row = logits_row.clone() if several else logits_row
         self._pending = RawStep(
             logits_row, packed, attention, cross, decode_rows, mlp_inputs=mids, joined=joined
         )
-        self._forwards += 1
+
+    def _steps_left(self) -> int | None:
+        """Steps the generation may still take, the one whose forward just ran included (None: not
+        known); one where a live callback reads every step as it ends."""
+        if self.live is not None:
+            return 1
+        return None if self.max_new_tokens is None else self.max_new_tokens - len(self.step_ends)
 
     def _warn_hidden_missing(self) -> None:
         if not self._hidden_missing_warned:

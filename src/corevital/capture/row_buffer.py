@@ -159,7 +159,7 @@ class DecodeRowsBuffer:
     def window_rows(self) -> DecodeRows:
         """Every layer's rows as one :class:`DecodeRows` (all layers kept theirs, uniformly): the
         query rows copied side by side (one kernel), so the step holds none of the model's tensors
-        (see :func:`corevital.capture.observer._packed`)."""
+        (see :meth:`corevital.capture.step_window.StepWindow.keep_rows`)."""
         entries = cast(list[tuple[Tensor, Tensor, MaskEntry, float]], self.rows)
         _, key, mask, scale = entries[0]
         queries = torch.cat([entry[0] for entry in entries], dim=2).transpose(1, 2)  # [B, L, Hq, D]

@@ -1,6 +1,7 @@
 """The window of decoding steps waiting to be reduced together, and the host records of those reduced.
 
-A step leaves its raw rows (:class:`~.steps.RawStep`); the window reduces the
+A step leaves its raw rows (:class:`~.steps.RawStep`), copied into a slot of the window's
+:class:`~.steps.StepSlab` (:meth:`StepWindow.keep_rows`); the window reduces the
 waiting steps in one batch per kind (:func:`~.steps.reduce_raw_steps`) and moves them to the host
 in one copy when it holds ``flush_every`` steps (:meth:`~.options.Tuning.window_steps`) or its
 rows reach the bytes budget (:class:`~.options.Tuning`). Steps that deferred their attention rows
@@ -21,6 +22,7 @@ from corevital.capture.steps import (
     DeviceStep,
     RawStep,
     StepBatch,
+    StepSlab,
     follows,
     reduce_raw_steps,
     split_host_batch,
@@ -42,6 +44,13 @@ def _uniform_runs(raw: list[RawStep]) -> list[list[RawStep]]:
         else:
             runs.append([step])
     return runs
+
+
+def _fits(slab: StepSlab, logits_row: Tensor, rows: tuple[Any, ...]) -> bool:
+    """Whether a step's ``logits_row`` and ``rows`` fit a slot of ``slab``: as many rows, the logits
+    of the same shape (the rows' shapes were checked by the slab's first step)."""
+    shape = slab.buffer.shape
+    return len(rows) == slab.rows and logits_row.shape == (shape[1], 1, slab.vocab)
 
 
 def held_bytes(step: RawStep) -> int:
@@ -77,6 +86,60 @@ class StepWindow:
         # reductions launched by :meth:`reduce`, on the device until the next flush
         self._reduced: list[tuple[StepBatch, list[Any]]] = []
         self._in_flight: list[PendingHost] = []  # copies started by :meth:`flush_later`, in step order
+        self._slab: StepSlab | None = None  # the slab steps are copied into, until it is full or reduced
+        self._slots_used = 0
+
+    def keep_rows(
+        self, logits_row: Tensor, rows: tuple[Any, ...], steps_left: int | None
+    ) -> tuple[StepSlab, int] | None:
+        """``logits_row`` ([B, 1, V]) and ``rows`` (each layer's [B, 1, d], in order) copied side by
+        side into the next slot of the window's slab by one kernel: the slab and the slot, or None
+        where they are not so (some row of another shape or dtype, a model split over devices).
+
+        A slab is made when none has a free slot, for as many steps as the window can still take
+        (its step cap, its bytes budget) and ``steps_left`` allow (None: not known), and checks
+        every row's shape once; the steps after it check the number of rows and the logits' shape.
+        """
+        slab = self._slab
+        if slab is None or self._slots_used == slab.capacity or not _fits(slab, logits_row, rows):
+            slab = self._slab = self._new_slab(logits_row, rows, steps_left)
+            self._slots_used = 0
+            if slab is None:
+                return None
+        slot = self._slots_used
+        torch.cat((logits_row, *rows), dim=2, out=slab.buffer[slot])
+        self._slots_used = slot + 1
+        return slab, slot
+
+    def _new_slab(self, logits_row: Tensor, rows: tuple[Any, ...], steps_left: int | None) -> StepSlab | None:
+        if (
+            not rows
+            or not isinstance(logits_row, Tensor)
+            or logits_row.dim() != 3
+            or logits_row.shape[1] != 1
+        ):
+            return None
+        batch, _, vocab = logits_row.shape
+        try:  # every row [B, 1, d] of one width, dtype and device: checked by one copy, not row by row
+            joined = torch.cat(rows, dim=1)
+        except (TypeError, RuntimeError):
+            return None
+        if joined.dim() != 3 or joined.shape[:2] != (batch, len(rows)):
+            return None
+        if joined.dtype != logits_row.dtype or joined.device != logits_row.device:
+            return None
+        width = joined.shape[2]
+        step_bytes = 4 * batch * (vocab + len(rows) * width)
+        room = max(self.budget_bytes - self.waiting_bytes, 0)
+        capacity = min(self.steps_cap - len(self.waiting), -(-room // step_bytes))
+        if steps_left is not None:
+            capacity = min(capacity, steps_left)
+        buffer = torch.empty(
+            (max(capacity, 1), batch, 1, vocab + len(rows) * width),
+            dtype=logits_row.dtype,
+            device=logits_row.device,
+        )
+        return StepSlab(buffer, vocab, len(rows), width)
 
     def add(self, step: RawStep) -> bool:
         """Keep ``step`` (its token chosen); True when the window is full and should be flushed."""
@@ -121,8 +184,13 @@ class StepWindow:
         self._cache_static = static_full_layers(cache) is not None
 
     def held_bytes(self) -> int:
-        """Device bytes of the model's tensors the waiting steps keep alive."""
-        return sum(held_bytes(step) for step in self.waiting)
+        """Device bytes the waiting steps keep alive: the model's tensors they refer to and their slabs
+        (the one steps are copied into counted whole, its free slots too)."""
+        slabs = {id(step.slab): step.slab for step in self.waiting if step.slab is not None}
+        if self._slab is not None:
+            slabs[id(self._slab)] = self._slab
+        slab_bytes = sum(slab.buffer.numel() * slab.buffer.element_size() for slab in slabs.values())
+        return sum(held_bytes(step) for step in self.waiting) + slab_bytes
 
     def _cache_keys(self) -> list[Tensor]:
         keys = static_keys(self._cache) if self._cache_static else append_only_keys(self._cache)
@@ -137,6 +205,7 @@ class StepWindow:
         during the last step (:meth:`~.observer.StepObserver.prepare_finish`), while the device still
         runs that step's forward pass, the reduction is launched before generate() waits for it.
         """
+        self._slab = None  # the next window's steps go into a slab of their own
         if not self.waiting:
             return
         waiting, self.waiting, self.waiting_bytes = self.waiting, [], 0

@@ -2,10 +2,10 @@
 
 At batch 1 on an accelerator, generation is bound by kernel launches and Python, not arithmetic:
 every reduction CoreVital launches per step lands on the critical path however small it is. A
-step therefore does almost no work of its own: it leaves a reference to its raw logits row (the
-model allocated it anyway, and nothing writes to it again) and one copy of its per-layer hidden
-states and pre-MLP residuals side by side (a :class:`RawStep`), with a cache that only appends
-also one copy of its attention query rows (:mod:`.attention_window`), and
+step therefore does almost no work of its own: it copies its logits row and its per-layer hidden
+states and pre-MLP residuals side by side, by one kernel, into its slot of its window's
+:class:`StepSlab` (a :class:`RawStep`), with a cache that only appends also one copy of its
+attention query rows (:mod:`.attention_window`), and
 :func:`reduce_raw_steps` reduces up to a window of such steps in one batch of kernels, the same
 kernels one step would launch (the statistics are row-wise, so rows of several steps are simply
 more rows). The window is bounded by :meth:`~corevital.capture.options.Tuning.deferred_budget`, a
@@ -48,13 +48,51 @@ class DeviceStep:
     cross_attention: AttentionStats | None
 
 
+@dataclass(frozen=True)
+class StepSlab:
+    """Device memory for a window's steps: each step's logits row and per-layer rows side by side,
+    ``[capacity, B, 1, V + rows·width]`` in the model's dtype, one step's slot written by one
+    ``torch.cat`` (:meth:`~.step_window.StepWindow.keep_rows`).
+
+    Steps that kept tensors of their own would hold two allocations each until their window is
+    reduced (the forward's logits and a copy of the layers' rows). At batch 1 both are small blocks,
+    which the device's caching allocator serves from the same segments as the model's own small
+    tensors: a window of them, held between those tensors' allocations, leaves the segments cut into
+    many free pieces, and every allocation the model makes in a step searches and splits among them
+    (docs/performance.md, "The dynamic cache"). One slab a window is one allocation, outside those
+    segments; its reduction reads the steps' rows as views of it, without stacking them.
+    """
+
+    buffer: Tensor  # [capacity, B, 1, vocab + rows * width]
+    vocab: int  # V: the logits row's width, first in a slot
+    rows: int  # per-layer rows after it: every layer's state (then every pre-MLP residual, ``joined``)
+    width: int  # each row's width (the hidden size)
+
+    @property
+    def capacity(self) -> int:
+        return int(self.buffer.shape[0])
+
+    def slot_bytes(self) -> int:
+        """Bytes of one step's slot."""
+        return self.buffer[0].numel() * self.buffer.element_size()
+
+    def block(self, start: int, steps: int) -> tuple[Tensor, Tensor]:
+        """Slots ``start`` to ``start + steps`` as views: logits rows ``[N, B, V]``, per-layer rows
+        ``[N, B, rows, width]``."""
+        rows = self.buffer[start : start + steps, :, 0]
+        layers = rows[..., self.vocab :]
+        return rows[..., : self.vocab], layers.view(*layers.shape[:-1], self.rows, self.width)
+
+
 @dataclass
 class RawStep:
-    """A step waiting for :func:`reduce_raw_steps`: its logits row and copies of its per-layer rows."""
+    """A step waiting for :func:`reduce_raw_steps`: its logits row and per-layer rows, copied into its
+    slot of its window's :class:`StepSlab` or (where they are not one residual stream, or the
+    layers are on several devices) held on their own."""
 
-    # [B, 1, V] or [B, V] raw logits: the forward's own output at a decoding step (no view made: a
-    # window reads its steps' rows in one stack), a copy of the last position of a longer pass
-    logits_row: Tensor
+    # [B, 1, V] or [B, V] raw logits: the forward's own output at a decoding step, a copy of the last
+    # position of a longer pass; None where they are in ``slab``
+    logits_row: Tensor | None
     # every layer's output at the step's position, [B, L, d]: one copy (not the model's tensors);
     # with ``joined``, [B, 2L, d]: every layer's output, then every layer's pre-MLP residual
     states: Tensor | None
@@ -71,6 +109,10 @@ class RawStep:
     # ``states`` holds the pre-MLP residuals after the layers' outputs, copied with them by one kernel
     # (a window splits its steps' rows once, not each step its own)
     joined: bool = False
+    # the window's slab holding this step's logits row and per-layer rows in slot ``slot`` (then
+    # ``logits_row`` and ``states`` are None; ``joined`` says what the rows are)
+    slab: StepSlab | None = None
+    slot: int = 0
 
     def float32_bytes(self) -> int:
         """Bytes of this step's logits and hidden-state rows as float32: its share of the batched reduction.
@@ -78,7 +120,9 @@ class RawStep:
         Deferred attention rows are not counted: :func:`reduce_raw_steps` scores them in pieces of
         consecutive steps that each stay within the window's budget (:meth:`attention_bytes`).
         """
-        rows = self.logits_row.numel()
+        if self.slab is not None:
+            return 4 * self.slab.buffer[0].numel()
+        rows = 0 if self.logits_row is None else self.logits_row.numel()
         if self.states is not None:
             rows += self.states.numel()
         if self.mlp_inputs is not None:
@@ -89,18 +133,27 @@ class RawStep:
         """Bytes of this step's deferred attention probabilities in float32 (0: none deferred)."""
         return 0 if self.decode_rows is None else self.decode_rows.float32_bytes()
 
-    def kind(self) -> tuple[bool, bool, bool, bool, bool]:
-        """Steps of one kind are reduced in one batch: which optional parts the step has."""
+    def kind(self) -> tuple[bool, bool, bool, bool, bool, bool]:
+        """Steps of one kind are reduced in one batch: which optional parts the step has and where."""
         mlp = self.joined or self.mlp_inputs is not None
-        return (self.states is None, mlp, self.joined, self.scores is None, self.decode_rows is None)
+        slab = self.slab is None
+        return (
+            self.states is None and slab,
+            mlp,
+            self.joined,
+            self.scores is None,
+            self.decode_rows is None,
+            slab,
+        )
 
     def held_bytes(self) -> int:
         """Bytes of the device tensors the step refers to (views count their base's storage once).
 
         Not its ids: generate() holds its current input_ids itself, and a window keeps only its
-        last step's (:func:`follows`).
+        last step's (:func:`follows`); nor its slab, which is its window's
+        (:meth:`~.step_window.StepWindow.held_bytes`).
         """
-        held = [self.logits_row]
+        held = [] if self.logits_row is None else [self.logits_row]
         if self.states is not None:
             held.append(self.states)
         if self.mlp_inputs is not None:
@@ -138,9 +191,9 @@ def reduce_raw_steps(
     so a window need not close early because its attention rows are large (batch 8, long caches).
     """
     n = len(raw)
-    batch = raw[0].logits_row.shape[0]
-    stacked = torch.stack([step.logits_row for step in raw])  # [N, B, 1, V] or [N, B, V]
-    logits_rows = stacked.view(n * batch, stacked.shape[-1])  # [N·B, V]
+    stacked, rows = _window_rows(raw)  # [N, B, V], [N, B, L or 2L, d] or None
+    batch = stacked.shape[1]
+    logits_rows = stacked.reshape(n * batch, stacked.shape[-1])  # [N·B, V]: a view
     tokens = _chosen_tokens(raw, logits_rows.device)  # [N·B]
     logits, log_probs = summarize_logits_keeping_log_probs(
         logits_rows, topk=options.topk, mass_k=options.topk_mass_k, entropy_mode=options.entropy_mode
@@ -156,9 +209,7 @@ def reduce_raw_steps(
     chosen = ChosenTokenStats(tokens, surprisal, sampling_entropy, sampling_prob)
     hidden = None
     first = raw[0]
-    if first.states is not None:
-        # [N, B, L, d] (or [N, B, 2L, d], the pre-MLP residuals after the states) in one copy
-        rows = torch.stack([_given(step.states, "per-layer hidden states") for step in raw])
+    if rows is not None:
         layers = rows.shape[2] // 2 if first.joined else rows.shape[2]
         # [N·L, B, d] in one copy: every step's layers as rows of one reduction
         states = _step_layer_rows(rows[:, :, :layers] if first.joined else rows)
@@ -184,6 +235,26 @@ def reduce_raw_steps(
         ]
         attention = pieces[0] if len(pieces) == 1 else _steps_joined(pieces)
     return StepBatch(_leading(logits, (n, batch)), _leading(chosen, (n, batch)), hidden, attention, n)
+
+
+def _window_rows(raw: Sequence[RawStep]) -> tuple[Tensor, Tensor | None]:
+    """The steps' logits rows ``[N, B, V]`` and per-layer rows ``[N, B, L or 2L, d]`` (None where the
+    steps have none): views of their slab where they fill consecutive slots of one, else stacked."""
+    first = raw[0]
+    if first.slab is not None:
+        slab = first.slab
+        if all(step.slab is slab and step.slot == first.slot + i for i, step in enumerate(raw)):
+            return slab.block(first.slot, len(raw))
+        parts = [_given(step.slab, "a slab").block(step.slot, 1) for step in raw]
+        return torch.cat([logits for logits, _ in parts]), torch.cat([rows for _, rows in parts])
+    stacked = torch.stack(
+        [_given(step.logits_row, "logits rows") for step in raw]
+    )  # [N, B, 1, V] or [N, B, V]
+    logits = stacked.view(len(raw), stacked.shape[1], stacked.shape[-1])
+    if first.states is None:
+        return logits, None
+    # [N, B, L, d] (or [N, B, 2L, d], the pre-MLP residuals after the states) in one copy
+    return logits, torch.stack([_given(step.states, "per-layer hidden states") for step in raw])
 
 
 def _pieces(raw: Sequence[RawStep], budget: int | None) -> list[Sequence[RawStep]]:

@@ -424,8 +424,10 @@ def test_a_windows_steps_hold_one_slab_and_their_query_rows(
 
 def test_a_slab_is_made_for_the_steps_a_window_can_still_take() -> None:
     """A window's slab has a slot for every step it can still take: its step cap, its bytes budget
-    and the steps the generation has left bound it; a step whose rows are not [B, 1, d] tensors of
-    the logits' dtype is not copied into one (None: it keeps its own)."""
+    and the steps the generation has left bound it. A slot holds the logits row, then the rows, then
+    the further rows (the pre-MLP residuals); a step whose rows are not [B, 1, d] tensors of the
+    logits' dtype is not copied into one (None: it keeps its own), one with another number of rows
+    starts a slab of its own."""
     options = CaptureOptions.from_settings(tiny_settings())
     generator = torch.Generator().manual_seed(0)
 
@@ -433,24 +435,28 @@ def test_a_slab_is_made_for_the_steps_a_window_can_still_take() -> None:
         logits = torch.randn(2, 1, 5, generator=generator)
         return logits, tuple(torch.randn(2, 1, width, generator=generator) for _ in range(rows))
 
+    def keep(
+        window: StepWindow, logits: torch.Tensor, rows: tuple[torch.Tensor, ...], left: int | None = None
+    ) -> tuple[steps_module.StepSlab, int] | None:
+        return window.keep_rows(logits, rows[:2], rows[2:], lambda: left)
+
     step_bytes = 4 * 2 * (5 + 4 * 3)
     window = StepWindow(replace(options, tuning=replace(options.tuning, flush_every=8)), None, 3 * step_bytes)
     logits, rows = step_rows()
-    slab, slot = present(window.keep_rows(logits, rows, None))
-    assert (slab.capacity, slot) == (3, 0)  # the bytes budget: three steps
+    slab, slot = present(keep(window, logits, rows))
+    assert (slab.capacity, slot, slab.rows, slab.width) == (3, 0, 4, 3)  # the bytes budget: three steps
     assert torch.equal(slab.buffer[0, :, 0, :5], logits[:, 0])
     assert torch.equal(slab.buffer[0, :, 0, 5:].view(2, 4, 3), torch.cat(rows, dim=1))
-    assert present(StepWindow(options, None, 100 * step_bytes).keep_rows(logits, rows, 2))[0].capacity == 2
-    assert (
-        StepWindow(options, None, step_bytes).keep_rows(logits, (*rows[:3], rows[3][:, :, :2]), None) is None
-    )
-    assert (
-        StepWindow(options, None, step_bytes).keep_rows(logits, tuple(r.double() for r in rows), None) is None
-    )
-    second, slot = present(window.keep_rows(*step_rows(), None))
+    second, slot = present(keep(window, *step_rows()))
     assert second is slab and slot == 1
-    other, slot = present(window.keep_rows(*step_rows(rows=2), None))  # fewer rows: a slab of its own
+    block_logits, block_rows = slab.block(0, 2)
+    assert torch.equal(block_logits[0], logits[:, 0]) and torch.equal(block_rows[0], torch.cat(rows, dim=1))
+    other, slot = present(keep(window, *step_rows(rows=2)))  # fewer rows: a slab of its own
     assert other is not slab and slot == 0 and other.rows == 2
+    assert present(keep(StepWindow(options, None, 100 * step_bytes), logits, rows, left=2))[0].capacity == 2
+    narrower = (*rows[:3], rows[3][:, :, :2])
+    assert keep(StepWindow(options, None, step_bytes), logits, narrower) is None
+    assert keep(StepWindow(options, None, step_bytes), logits, tuple(r.double() for r in rows)) is None
 
 
 def test_a_batch_that_mixes_kinds_of_steps_names_what_a_step_lacks() -> None:

@@ -414,9 +414,7 @@ class StepObserver:
         logits_row = logits[:, -1:] if several else logits
         if layer_states is not None and not self._split:
             rows = tuple(state[:, -1:] for state in layer_states) if whole else layer_states
-            kept = self.window.keep_rows(
-                logits_row, rows if mlp_inputs is None else rows + mlp_inputs, self._steps_left()
-            )
+            kept = self.window.keep_rows(logits_row, rows, mlp_inputs, self._steps_left)
             if kept is not None:
                 slab, slot = kept
                 joined = mlp_inputs is not None

@@ -10,6 +10,7 @@ are scored against the generation's cache, which the window follows (:mod:`.atte
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -44,13 +45,6 @@ def _uniform_runs(raw: list[RawStep]) -> list[list[RawStep]]:
         else:
             runs.append([step])
     return runs
-
-
-def _fits(slab: StepSlab, logits_row: Tensor, rows: tuple[Any, ...]) -> bool:
-    """Whether a step's ``logits_row`` and ``rows`` fit a slot of ``slab``: as many rows, the logits
-    of the same shape (the rows' shapes were checked by the slab's first step)."""
-    shape = slab.buffer.shape
-    return len(rows) == slab.rows and logits_row.shape == (shape[1], 1, slab.vocab)
 
 
 def held_bytes(step: RawStep) -> int:
@@ -90,24 +84,33 @@ class StepWindow:
         self._slots_used = 0
 
     def keep_rows(
-        self, logits_row: Tensor, rows: tuple[Any, ...], steps_left: int | None
+        self,
+        logits_row: Tensor,
+        rows: tuple[Any, ...],
+        more_rows: tuple[Any, ...] | None,
+        steps_left: Callable[[], int | None],
     ) -> tuple[StepSlab, int] | None:
-        """``logits_row`` ([B, 1, V]) and ``rows`` (each layer's [B, 1, d], in order) copied side by
-        side into the next slot of the window's slab by one kernel: the slab and the slot, or None
-        where they are not so (some row of another shape or dtype, a model split over devices).
+        """``logits_row`` ([B, 1, V]) and ``rows`` then ``more_rows`` (each layer's [B, 1, d], in
+        order) copied side by side into the next slot of the window's slab by one kernel: the slab
+        and the slot, or None where they are not so (some row of another shape, dtype or device).
 
         A slab is made when none has a free slot, for as many steps as the window can still take
-        (its step cap, its bytes budget) and ``steps_left`` allow (None: not known), and checks
-        every row's shape once; the steps after it check the number of rows and the logits' shape.
+        (its step cap, its bytes budget) and ``steps_left()`` allows (None: not known), and checks
+        the rows' shapes once; the steps after it check the number of rows.
         """
         slab = self._slab
-        if slab is None or self._slots_used == slab.capacity or not _fits(slab, logits_row, rows):
-            slab = self._slab = self._new_slab(logits_row, rows, steps_left)
+        count = len(rows) if more_rows is None else len(rows) + len(more_rows)
+        if slab is None or self._slots_used == slab.capacity or count != slab.rows:
+            every = rows if more_rows is None else rows + more_rows
+            slab = self._slab = self._new_slab(logits_row, every, steps_left())
             self._slots_used = 0
             if slab is None:
                 return None
         slot = self._slots_used
-        torch.cat((logits_row, *rows), dim=2, out=slab.buffer[slot])
+        if more_rows is None:
+            torch.cat((logits_row, *rows), dim=2, out=slab.slots[slot])
+        else:
+            torch.cat((logits_row, *rows, *more_rows), dim=2, out=slab.slots[slot])
         self._slots_used = slot + 1
         return slab, slot
 
@@ -139,7 +142,7 @@ class StepWindow:
             dtype=logits_row.dtype,
             device=logits_row.device,
         )
-        return StepSlab(buffer, vocab, len(rows), width)
+        return StepSlab(buffer, buffer.unbind(0), vocab, len(rows), width)
 
     def add(self, step: RawStep) -> bool:
         """Keep ``step`` (its token chosen); True when the window is full and should be flushed."""

@@ -64,6 +64,7 @@ class StepSlab:
     """
 
     buffer: Tensor  # [capacity, B, 1, vocab + rows * width]
+    slots: tuple[Tensor, ...]  # each slot's view, [B, 1, vocab + rows * width], made with the slab
     vocab: int  # V: the logits row's width, first in a slot
     rows: int  # per-layer rows after it: every layer's state (then every pre-MLP residual, ``joined``)
     width: int  # each row's width (the hidden size)

@@ -55,12 +55,11 @@ class StepSlab:
     ``torch.cat`` (:meth:`~.step_window.StepWindow.keep_rows`).
 
     Steps that kept tensors of their own would hold two allocations each until their window is
-    reduced (the forward's logits and a copy of the layers' rows). At batch 1 both are small blocks,
+    reduced (the forward's logits and a copy of the layers' rows); at batch 1 both are small blocks,
     which the device's caching allocator serves from the same segments as the model's own small
-    tensors: a window of them, held between those tensors' allocations, leaves the segments cut into
-    many free pieces, and every allocation the model makes in a step searches and splits among them
-    (docs/performance.md, "The dynamic cache"). One slab a window is one allocation, outside those
-    segments; its reduction reads the steps' rows as views of it, without stacking them.
+    tensors, a window's worth of them held among the blocks every step allocates and frees
+    (docs/performance.md, "Host work per generation and per step"). A slab is one allocation for
+    the window; its reduction reads the steps' rows as views of it, without stacking them.
     """
 
     buffer: Tensor  # [capacity, B, 1, vocab + rows * width]
@@ -72,10 +71,6 @@ class StepSlab:
     @property
     def capacity(self) -> int:
         return int(self.buffer.shape[0])
-
-    def slot_bytes(self) -> int:
-        """Bytes of one step's slot."""
-        return self.buffer[0].numel() * self.buffer.element_size()
 
     def block(self, start: int, steps: int) -> tuple[Tensor, Tensor]:
         """Slots ``start`` to ``start + steps`` as views: logits rows ``[N, B, V]``, per-layer rows
@@ -122,7 +117,7 @@ class RawStep:
         consecutive steps that each stay within the window's budget (:meth:`attention_bytes`).
         """
         if self.slab is not None:
-            return 4 * self.slab.buffer[0].numel()
+            return 4 * self.slab.slots[self.slot].numel()
         rows = 0 if self.logits_row is None else self.logits_row.numel()
         if self.states is not None:
             rows += self.states.numel()

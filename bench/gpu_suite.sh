@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU table of docs/performance.md, from the repository root:
-#   bash bench/gpu_suite.sh OUTDIR [llama|rest|static|dynamic|dynamic-steps|budgets|compiled|trace|families|quantized|all]
+#   bash bench/gpu_suite.sh OUTDIR [llama|rest|static|dynamic|dynamic-steps|dynamic-split|budgets|compiled|trace|families|quantized|all]
 # "llama" (Llama-3-8B shape, batch 1: the targets; about 6 minutes on an H200) and "rest"
 # (SmolLM2-135M shape, batch 8, the other capture modes; about 6 minutes) each fit one 10-minute
 # device call; "all" (the default) runs both. "static" (transformers' compiled static-cache decoding
@@ -9,7 +9,10 @@
 # alone took about 6 minutes, both batch sizes ran past 10 minutes on a slow host) and "dynamic"
 # (the same cases with the dynamic cache; every case in one call with REPEATS=4 PHASES=0, 404 s; with
 # phases, split by BATCHES or CASES) are the fast-path table; "dynamic-steps" times the dynamic cases
-# phase by phase in one call (bench/step_probe.py, REPEATS=6 rounds: 322 s on an H100 host).
+# phase by phase in one call (bench/step_probe.py, REPEATS=6 rounds: 322 s on an H100 host);
+# "dynamic-split" splits a summary decoding step at batch 1 into the wrappers, the copy of the rows
+# and the observer (step_probe's plain-wrapped and plain-copied controls, the observer's calls timed
+# in place, the host's cost of a step's pieces; CASES, default 64:50,512:200; about 5 minutes).
 # "trace" profiles one run of each mode of the static-cache cases (where the device's time goes, by
 # CoreVital function; BATCHES=8 for batch 8 alone, about 6 minutes). "budgets" compares, in one process, capture with the budgets the GPU's free memory allows and with
 # the budgets sized by the model alone (modes with ":sized"), static cache, batch 8 (about 6 minutes).
@@ -84,6 +87,16 @@ if [ "$part" = dynamic ]; then
     bench llama_dynamic --shape llama3-8b --cases "${CASES:-64:50,512:200}" --batch "$batches" \
         --modes plain-again,full,summary \
         --repeats "${REPEATS:-4}" --warmup 1 --cache dynamic --phases "${PHASES:-1}"
+fi
+if [ "$part" = dynamic-split ]; then
+    # what a summary decoding step adds, split: wrappers (plain-wrapped), the copy of the rows
+    # (plain-copied), the observer's own calls timed in place, the host's cost of one operator, of
+    # the copy and of a norm's call bare and wrapped
+    python3 bench/step_probe.py --device cuda --shape llama3-8b --cases "${CASES:-64:50,512:200}" --batch 1 \
+        --modes summary --sections observer,launches,allocator,phases \
+        --controls plain-again,plain-hold,plain-wrapped,plain-copied --rounds "${REPEATS:-6}" --warmup 1 \
+        >"$out/llama_dynamic_split.txt" 2>&1
+    grep -v "^- \|^Each\|^$" "$out/llama_dynamic_split.txt"
 fi
 if [ "$part" = dynamic-steps ]; then
     # the dynamic cache's four cases phase by phase (bench/step_probe.py: one model, plain against

@@ -206,7 +206,6 @@ class Runners:
             pipeline.use_model(loaded)
         self.generate_spans = generate_spans  # filled by the model's timed generate()
         self.names = ["plain", *modes, *controls]
-
         self.sites = read_sites(loaded.model) if {WRAPPED, COPIED} & set(controls) else []
 
     def run(self, name: str, stamps: list[float] | None = None) -> None:

@@ -92,6 +92,39 @@ def test_windows_equal_single_steps(
         _assert_same(got, want)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "t5"])
+def test_steps_that_keep_their_own_rows_equal_steps_in_a_slab(
+    arch: str, tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step whose rows do not go into its window's slab (rows that are not one residual stream, a
+    model split over devices) keeps its logits and a copy of its rows on its own: the same
+    statistics, whether every step of a window does so or every other one (a window of both kinds)."""
+    loaded = tiny_loaded(arch)
+    settings = tiny_settings(max_new_tokens=7)
+    slabs: list[bool] = []
+    real_keep = StepWindow.keep_rows
+
+    def keep(self: StepWindow, *args: Any) -> Any:
+        kept = real_keep(self, *args)
+        slabs.append(kept is not None)
+        return kept
+
+    monkeypatch.setattr(StepWindow, "keep_rows", keep)
+    in_slabs = _capture(loaded, settings, monkeypatch, flush_every=32)
+    assert slabs and all(slabs)
+    monkeypatch.setattr(StepWindow, "keep_rows", lambda self, *args: None)
+    own = _capture(loaded, settings, monkeypatch, flush_every=32)
+    calls = iter(range(1000))
+    monkeypatch.setattr(
+        StepWindow, "keep_rows", lambda self, *args: real_keep(self, *args) if next(calls) % 2 else None
+    )
+    mixed = _capture(loaded, settings, monkeypatch, flush_every=32)
+    for got_own, got_mixed, want in zip(own, mixed, in_slabs, strict=True):
+        assert got_own.generated_token_ids == got_mixed.generated_token_ids == want.generated_token_ids
+        _assert_same(got_own, want)
+        _assert_same(got_mixed, want)
+
+
 @pytest.mark.parametrize("entropy_mode", ["full", "topk_approx"])
 def test_windows_equal_single_steps_when_sampling(
     entropy_mode: str, tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch

@@ -10,25 +10,14 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 RUNNERS = ["plain", "summary", "full", "plain-again", "plain-hold"]
 
 
+def _probe(*args: str, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """bench/step_probe.py on the tiny shape with ``args``."""
+    command = [sys.executable, str(BENCH / "step_probe.py"), "--shape", "tiny", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=check)
+
+
 def test_the_probe_times_every_runner_phase_by_phase_beside_plain() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH / "step_probe.py"),
-            "--shape",
-            "tiny",
-            "--cases",
-            "16:4,8:3",
-            "--rounds",
-            "2",
-            "--controls",
-            "plain-again,plain-hold",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
+    done = _probe("--cases", "16:4,8:3", "--rounds", "2", "--controls", "plain-again,plain-hold")
     cases = done.stdout.split("\n# tiny ")[1:]
     assert [case.split()[0] for case in cases] == ["16:4", "8:3"]
     for case in cases:
@@ -51,40 +40,25 @@ def test_the_probe_times_every_runner_phase_by_phase_beside_plain() -> None:
 
 
 def test_the_probe_says_which_controls_it_knows() -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "step_probe.py"), "--shape", "tiny", "--controls", "plain-twice"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _probe("--controls", "plain-twice", timeout=120, check=False)
     assert done.returncode == 2
     assert "unknown controls: plain-twice" in done.stderr.splitlines()[-1]
 
 
 def test_the_probe_splits_a_summary_step_into_wrappers_copy_and_observer() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH / "step_probe.py"),
-            "--shape",
-            "tiny",
-            "--cases",
-            "16:4",
-            "--modes",
-            "summary",
-            "--rounds",
-            "2",
-            "--warmup",
-            "1",
-            "--sections",
-            "observer,launches,phases",
-            "--controls",
-            "plain-wrapped,plain-copied",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
+    done = _probe(
+        "--cases",
+        "16:4",
+        "--modes",
+        "summary",
+        "--rounds",
+        "2",
+        "--warmup",
+        "1",
+        "--sections",
+        "observer,launches,phases",
+        "--controls",
+        "plain-wrapped,plain-copied",
     )
     sections = done.stdout.split("\n## ")[1:]
     assert [section.splitlines()[0] for section in sections] == [

@@ -192,7 +192,7 @@ class StepWindow:
         slabs = {id(step.slab): step.slab for step in self.waiting if step.slab is not None}
         if self._slab is not None:
             slabs[id(self._slab)] = self._slab
-        slab_bytes = sum(slab.buffer.numel() * slab.buffer.element_size() for slab in slabs.values())
+        slab_bytes = tensor_bytes([slab.buffer for slab in slabs.values()])
         return sum(held_bytes(step) for step in self.waiting) + slab_bytes
 
     def _cache_keys(self) -> list[Tensor]:

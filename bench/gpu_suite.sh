@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU table of docs/performance.md, from the repository root:
-#   bash bench/gpu_suite.sh OUTDIR [llama|rest|static|dynamic|dynamic-steps|dynamic-split|budgets|compiled|trace|families|quantized|all]
+#   bash bench/gpu_suite.sh OUTDIR [llama|rest|static|dynamic|dynamic-steps|dynamic-split|first-step|budgets|compiled|trace|families|quantized|all]
 # "llama" (Llama-3-8B shape, batch 1: the targets; about 6 minutes on an H200) and "rest"
 # (SmolLM2-135M shape, batch 8, the other capture modes; about 6 minutes) each fit one 10-minute
 # device call; "all" (the default) runs both. "static" (transformers' compiled static-cache decoding
@@ -13,6 +13,9 @@
 # "dynamic-split" splits a summary decoding step at batch 1 into the wrappers, the copy of the rows
 # and the observer (step_probe's plain-wrapped and plain-copied controls, the observer's calls timed
 # in place, the host's cost of a step's pieces; CASES, default 64:50,512:200; about 5 minutes).
+# "first-step" times the prompt pass alone (one new token, dynamic cache, eight 512-token prompts):
+# full capture with and without its prompt telemetry and summary capture against plain, then one
+# profiled full run, its device time by CoreVital function (about 30 s once the model is built).
 # "trace" profiles one run of each mode of the static-cache cases (where the device's time goes, by
 # CoreVital function; BATCHES=8 for batch 8 alone, about 6 minutes). "budgets" compares, in one process, capture with the budgets the GPU's free memory allows and with
 # the budgets sized by the model alone (modes with ":sized"), static cache, batch 8 (about 6 minutes).
@@ -97,6 +100,11 @@ if [ "$part" = dynamic-split ]; then
         --controls plain-again,plain-hold,plain-wrapped,plain-copied --rounds "${REPEATS:-6}" --warmup 1 \
         >"$out/llama_dynamic_split.txt" 2>&1
     grep -v "^- \|^Each\|^$" "$out/llama_dynamic_split.txt"
+fi
+if [ "$part" = first-step ]; then
+    bench llama_first_step --shape llama3-8b --cases 512:1 --batch "${BATCHES:-8}" \
+        --modes full,full-no-prompt,summary --repeats "${REPEATS:-5}" --warmup 1 --cache dynamic --profile full
+    sed -n '/^| function | run ms/,/^$/p' "$out/llama_first_step.txt" | head -n 20
 fi
 if [ "$part" = dynamic-steps ]; then
     # the dynamic cache's four cases phase by phase (bench/step_probe.py: one model, plain against

@@ -6,9 +6,11 @@
 #   bash bench/ab_trees.sh prepare DIR COMMIT...   # here: each COMMIT's src/ in DIR/<its hash>/
 #   bash bench/ab_trees.sh run DIR OVERHEAD_ARGS... # there: this tree, then each tree in DIR
 #
-# "prepare" writes each commit's src/ (git archive) next to a copy of this tree's bench/, so every
-# tree runs the same bench (bench/overhead.py puts its own tree's src/ first on sys.path). DIR is
-# best .ab/ (git ignores it; a device call carries it with carry [".ab"]).
+# "prepare" writes each commit's src/ (git archive) next to a copy of this tree's bench/ and
+# tests/support/, so every tree runs the same bench (each bench puts its own tree's src/ first on
+# sys.path) and any bench runs from a tree's folder as it is, e.g. `cd DIR/<hash> && python3
+# bench/step_probe.py ...`. DIR is best .ab/ (git ignores it; a device call carries it with carry
+# [".ab"]).
 # "run" runs bench/overhead.py with OVERHEAD_ARGS (give --json nothing: each tree writes
 # OUT/NAME-ROUND.json and OUT/NAME-ROUND.txt, OUT being $OUT or ./ab-out) on this tree ("head"),
 # then on each tree in DIR, ROUNDS times (default 1) in that order, and prints each run's host
@@ -40,7 +42,9 @@ prepare)
         mkdir -p "$tree"
         git -C "$repo" archive "$commit" src | tar -x -C "$tree"
         cp -r "$repo/bench" "$tree/bench"
-        rm -rf "$tree/bench/__pycache__"
+        mkdir -p "$tree/tests"
+        cp -r "$repo/tests/support" "$tree/tests/support" # the shapes' tiny models (bench/shapes.py)
+        find "$tree" -name __pycache__ -prune -exec rm -rf {} +
         echo "$tree: src/ of $(git -C "$repo" log -1 --format='%h %s' "$commit" | cut -c1-72)"
     done
     ;;

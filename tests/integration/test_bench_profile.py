@@ -425,9 +425,10 @@ def test_a_case_past_the_noise_gate_writes_no_row(tmp_path: Path) -> None:
 
 @pytest.mark.slow  # three runs of the bench, some 20 s
 def test_ab_trees_runs_the_bench_on_each_commits_source(tmp_path: Path) -> None:
-    """bench/ab_trees.sh: "prepare" writes a commit's src/ beside this tree's bench/; "run" runs the
-    bench on this tree, then on that one, each importing its own corevital; a host check that fails
-    on this tree stops the rest (status 3)."""
+    """bench/ab_trees.sh: "prepare" writes a commit's src/ beside this tree's bench/ and
+    tests/support/ (a bench runs from the tree's folder as it is); "run" runs the bench on this tree,
+    then on that one, each importing its own corevital; a host check that fails on this tree stops
+    the rest (status 3)."""
     repo = BENCH.parent
     if not (repo / ".git").exists():
         pytest.skip("not a git checkout: bench/ab_trees.sh prepare reads commits")
@@ -441,6 +442,15 @@ def test_ab_trees_runs_the_bench_on_each_commits_source(tmp_path: Path) -> None:
     tree = trees / short  # a tree is named by its commit's hash
     assert (tree / "src" / "corevital" / "capture" / "observer.py").is_file()
     assert (tree / "bench" / "overhead.py").read_bytes() == (BENCH / "overhead.py").read_bytes()
+    support = repo / "tests" / "support" / "tiny_models.py"
+    assert (tree / "tests" / "support" / "tiny_models.py").read_bytes() == support.read_bytes()
+    # a bench run from the tree's folder as it is: its shapes' tiny models found in the tree
+    alone = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    probe = ["bench/step_probe.py", "--shape", "tiny", "--cases", "8:2", "--rounds", "1", "--warmup", "0"]
+    ran = subprocess.run(
+        [sys.executable, *probe], cwd=tree, capture_output=True, text=True, env=alone, timeout=600
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
     missing = subprocess.run(
         ["bash", script, "prepare", str(trees), "no-such-commit"], capture_output=True, text=True
     )

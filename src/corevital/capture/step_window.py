@@ -99,18 +99,14 @@ class StepWindow:
         the rows' shapes once; the steps after it check the number of rows.
         """
         slab = self._slab
-        count = len(rows) if more_rows is None else len(rows) + len(more_rows)
-        if slab is None or self._slots_used == slab.capacity or count != slab.rows:
-            every = rows if more_rows is None else rows + more_rows
-            slab = self._slab = self._new_slab(logits_row, every, steps_left())
+        extra = () if more_rows is None else more_rows
+        if slab is None or self._slots_used == slab.capacity or len(rows) + len(extra) != slab.rows:
+            slab = self._slab = self._new_slab(logits_row, rows + extra, steps_left())
             self._slots_used = 0
             if slab is None:
                 return None
         slot = self._slots_used
-        if more_rows is None:
-            torch.cat((logits_row, *rows), dim=2, out=slab.slots[slot])
-        else:
-            torch.cat((logits_row, *rows, *more_rows), dim=2, out=slab.slots[slot])
+        torch.cat((logits_row, *rows, *extra), dim=2, out=slab.slots[slot])
         self._slots_used = slot + 1
         return slab, slot
 

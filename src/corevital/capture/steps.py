@@ -132,14 +132,14 @@ class RawStep:
     def kind(self) -> tuple[bool, bool, bool, bool, bool, bool]:
         """Steps of one kind are reduced in one batch: which optional parts the step has and where."""
         mlp = self.joined or self.mlp_inputs is not None
-        slab = self.slab is None
+        own_rows = self.slab is None
         return (
-            self.states is None and slab,
+            self.states is None and own_rows,  # no per-layer rows at all
             mlp,
             self.joined,
             self.scores is None,
             self.decode_rows is None,
-            slab,
+            own_rows,
         )
 
     def held_bytes(self) -> int:

@@ -49,7 +49,8 @@
 # cases. Each case's table and the JSON so far are written as the case finishes.
 # NOISE_GATE=PCT (e.g. 8) times plain five times after each case's warm-up and stops the suite there
 # (status 3, nothing measured) when those runs spread by more than PCT % of their median
-# (bench/overhead.py --noise-gate): a busy host cannot resolve budgets of one to ten points.
+# (bench/overhead.py and bench/step_probe.py --noise-gate): a busy host cannot resolve budgets of
+# one to ten points.
 # GATE_TRIES=N checks up to N times, 20 s apart, before stopping (--gate-tries): a host whose load
 # comes and goes.
 # On a machine without this project's dependencies, install them first (see docs/performance.md).
@@ -67,6 +68,13 @@ bench() {
     tail -n 4 "$out/$name.txt"
     if [ "$status" -eq 3 ]; then
         exit 3 # the host check failed: the rest would meet the same host
+    fi
+}
+probed() {
+    # bench/step_probe.py's table without its per-run lines; its status 3 (the host check failed) stops the suite
+    grep -v "^- \|^Each\|^$" "$2"
+    if [ "$1" -eq 3 ]; then
+        exit 3
     fi
 }
 nvidia-smi --query-gpu=name,clocks.sm,power.draw,temperature.gpu --format=csv,noheader
@@ -98,8 +106,8 @@ if [ "$part" = dynamic-split ]; then
     python3 bench/step_probe.py --device cuda --shape llama3-8b --cases "${CASES:-64:50,512:200}" --batch 1 \
         --modes summary --sections observer,launches,allocator,phases \
         --controls plain-again,plain-hold,plain-wrapped,plain-copied --rounds "${REPEATS:-6}" --warmup 1 \
-        >"$out/llama_dynamic_split.txt" 2>&1
-    grep -v "^- \|^Each\|^$" "$out/llama_dynamic_split.txt"
+        --noise-gate "${NOISE_GATE:-0}" --gate-tries "${GATE_TRIES:-1}" >"$out/llama_dynamic_split.txt" 2>&1
+    probed $? "$out/llama_dynamic_split.txt"
 fi
 if [ "$part" = first-step ]; then
     bench llama_first_step --shape llama3-8b --cases 512:1 --batch "${BATCHES:-8}" \
@@ -111,8 +119,8 @@ if [ "$part" = dynamic-steps ]; then
     # itself as the A/A control, ratios paired by round with their 95 % intervals; about 320 s)
     python3 bench/step_probe.py --device cuda --shape llama3-8b --cases "${CASES:-64:50,512:200}" \
         --batch "$batches" --sections phases --controls plain-again --rounds "${REPEATS:-6}" --warmup 1 \
-        >"$out/llama_dynamic_steps.txt" 2>&1
-    grep -v "^- \|^Each\|^$" "$out/llama_dynamic_steps.txt"
+        --noise-gate "${NOISE_GATE:-0}" --gate-tries "${GATE_TRIES:-1}" >"$out/llama_dynamic_steps.txt" 2>&1
+    probed $? "$out/llama_dynamic_steps.txt"
 fi
 if [ "$part" = budgets ]; then
     bench llama_budgets --shape llama3-8b --cases 512:200,64:50 --batch 8 \

@@ -43,6 +43,11 @@ Python, its window's reductions). One model serves every case (``--cases``, ``--
     python bench/step_probe.py --device cuda --shape llama3-8b --modes summary --rounds 8 \
         --sections launches,phases --controls plain-again,plain-wrapped,plain-copied
     python bench/step_probe.py --shape tiny --cases 16:4 --rounds 2   # CPU, a smoke run
+
+``--noise-gate PCT`` (with ``--gate-tries N``) checks the host after each case's warm-up as
+``bench/overhead.py`` does: plain timed five times, the probe stopped (status 3, the case's
+sections not run) when those runs spread by more than ``PCT`` % of their median at the last of
+``N`` checks.
 """
 
 from __future__ import annotations
@@ -69,11 +74,14 @@ sys.path.insert(1, str(REPO))
 from observer_cost import TIMED, timed_calls  # noqa: E402
 from overhead import (  # noqa: E402
     AGAIN,
+    GATE_RUNS,
+    GATE_WAIT_S,
     MODES,
     _stamp_step,
     _StepStamps,
     build_random,
     capture_settings,
+    gate_host,
     host_line,
     median_interval,
     plain_generate_kwargs,
@@ -235,6 +243,18 @@ class Runners:
         with torch.no_grad(), forwards_replaced(wrappers):
             output = self.loaded.model.generate(**batch, **kwargs)
         tok.batch_decode(output[:, batch["input_ids"].shape[1] :].tolist(), skip_special_tokens=True)
+
+
+def _plain_runs(runners: Runners) -> list[float]:
+    """Seconds of :data:`GATE_RUNS` plain runs, each timed between device synchronisations."""
+    times = []
+    for _ in range(GATE_RUNS):
+        sync(runners.device)
+        start = time.perf_counter()
+        runners.run("plain")
+        sync(runners.device)
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def synchronising_calls(runners: Runners) -> list[str]:
@@ -423,7 +443,24 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument(
+        "--noise-gate",
+        type=float,
+        default=0.0,
+        metavar="PCT",
+        help=f"after each case's warm-up, time plain {GATE_RUNS} times and stop (status 3) when those "
+        "runs spread by more than PCT %% of their median (0: no check)",
+    )
+    parser.add_argument(
+        "--gate-tries",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"with --noise-gate, check the host up to N times, {GATE_WAIT_S:g} s apart",
+    )
     args = parser.parse_args()
+    if args.gate_tries < 1:
+        parser.error(f"--gate-tries must be at least 1, not {args.gate_tries}")
     unknown = set(args.controls) - set(CONTROLS)
     if unknown:
         parser.error(f"unknown controls: {', '.join(sorted(unknown))} ({', '.join(CONTROLS)})")
@@ -444,6 +481,15 @@ def main() -> None:
             for _ in range(args.warmup):
                 for name in runners.names:
                     runners.run(name)
+            if args.noise_gate > 0:
+                case = f"{args.shape} {prompt}:{new_tokens} b{batch}"
+                gate_host(
+                    case,
+                    partial(_plain_runs, runners),
+                    args.noise_gate,
+                    args.gate_tries,
+                    warm=partial(runners.run, "plain"),
+                )
             sections: list[tuple[str, Callable[[], list[str]]]] = []
             if device.type == "cuda" and "sync" in args.sections:
                 sections.append(("synchronising calls", partial(synchronising_calls, runners)))

@@ -85,3 +85,17 @@ def test_the_probe_splits_a_summary_step_into_wrappers_copy_and_observer() -> No
     ]
     assert all(float(row[1]) > 0 for row in launches[1:])
     assert [row[0] for row in phases[1:]] == ["plain", "summary", "plain-wrapped", "plain-copied"]
+
+
+def test_the_probe_stops_on_a_host_past_its_noise_gate() -> None:
+    """--noise-gate: a gate no host meets stops the probe after the first case's warm-up (status 3,
+    no section run); one every host meets prints its check and times the case as usual."""
+    common = ("--cases", "8:3", "--rounds", "1", "--warmup", "1", "--sections", "phases", "--controls", "")
+    stopped = _probe(*common, "--noise-gate", "1e-9", timeout=120, check=False)
+    assert stopped.returncode == 3, stopped.stderr[-2000:]
+    assert "# tiny 8:3 b1: host too noisy" in stopped.stdout and "## phases" not in stopped.stdout
+    done = _probe(*common, "--noise-gate", "1000", "--gate-tries", "2", timeout=120)
+    assert "# tiny 8:3 b1 host check: plain runs [" in done.stdout
+    assert "## phases" in done.stdout and "| summary |" in done.stdout
+    refused = _probe(*common, "--gate-tries", "0", timeout=120, check=False)
+    assert refused.returncode == 2 and "--gate-tries must be at least 1" in refused.stderr

@@ -66,15 +66,16 @@ bench() {
         --noise-gate "${NOISE_GATE:-0}" --gate-tries "${GATE_TRIES:-1}" "$@" >"$out/$name.txt" 2>&1
     local status=$?
     tail -n 4 "$out/$name.txt"
-    if [ "$status" -eq 3 ]; then
-        exit 3 # the host check failed: the rest would meet the same host
-    fi
+    stop_if_noisy "$status"
 }
 probed() {
-    # bench/step_probe.py's table without its per-run lines; its status 3 (the host check failed) stops the suite
+    # bench/step_probe.py's table without its per-run lines
     grep -v "^- \|^Each\|^$" "$2"
+    stop_if_noisy "$1"
+}
+stop_if_noisy() {
     if [ "$1" -eq 3 ]; then
-        exit 3
+        exit 3 # a bench's host check failed: the rest would meet the same host
     fi
 }
 nvidia-smi --query-gpu=name,clocks.sm,power.draw,temperature.gpu --format=csv,noheader

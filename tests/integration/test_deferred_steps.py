@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -490,6 +491,45 @@ def test_a_slab_is_made_for_the_steps_a_window_can_still_take() -> None:
     narrower = (*rows[:3], rows[3][:, :, :2])
     assert keep(StepWindow(options, None, step_bytes), logits, narrower) is None
     assert keep(StepWindow(options, None, step_bytes), logits, tuple(r.double() for r in rows)) is None
+
+
+def test_a_step_whose_rows_no_longer_fit_its_slot_leaves_the_slab_untouched() -> None:
+    """The slab checks every row when it is made and, for the steps after, the number of rows before
+    the copy and the slot's width after it: a step whose rows changed width (wider or narrower) or
+    whose copy fails (a row on another device) gets None and a slab of its own for the steps after
+    it; the steps already in the slab keep their rows."""
+    options = CaptureOptions.from_settings(tiny_settings())
+    generator = torch.Generator().manual_seed(1)
+
+    def step_rows(width: int = 3) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        logits = torch.randn(2, 1, 5, generator=generator)
+        return logits, tuple(torch.randn(2, 1, width, generator=generator) for _ in range(4))
+
+    cases = [
+        (step_rows(width=4), "ignore"),  # wider: torch.cat resizes the slot, writing into the next ones
+        (step_rows(width=4), "error"),  # the same where warnings are errors
+        (step_rows(width=2), "ignore"),  # narrower
+        ((step_rows()[0], (*step_rows()[1][:3], torch.zeros(2, 1, 3, device="meta"))), "error"),
+    ]
+    for odd, warned in cases:
+        window = StepWindow(replace(options, tuning=replace(options.tuning, flush_every=8)), None, 10**6)
+        kept = [step_rows(), step_rows()]
+        slab = present(window.keep_rows(kept[0][0], kept[0][1], None, lambda: 6))[0]
+        assert present(window.keep_rows(kept[1][0], kept[1][1], None, lambda: 5))[0] is slab
+        before = slab.buffer.clone()
+        with warnings.catch_warnings():
+            warnings.simplefilter(warned)  # type: ignore[arg-type]
+            assert window.keep_rows(odd[0], odd[1], None, lambda: 4) is None
+        assert slab.slots[0].shape == slab.slots[1].shape == (2, 1, 5 + 4 * 3)
+        block_logits, block_rows = slab.block(0, 2)
+        for step, (logits, rows) in enumerate(kept):
+            assert torch.equal(block_logits[step], logits[:, 0])
+            assert torch.equal(block_rows[step], torch.cat(rows, dim=1))
+        assert torch.equal(slab.buffer[:2], before[:2])
+        following = step_rows()
+        other, slot = present(window.keep_rows(following[0], following[1], None, lambda: 3))
+        assert other is not slab and slot == 0 and other.capacity == 3
+        assert torch.equal(other.block(0, 1)[1][0], torch.cat(following[1], dim=1))
 
 
 def test_a_batch_that_mixes_kinds_of_steps_names_what_a_step_lacks() -> None:

@@ -96,7 +96,11 @@ class StepWindow:
 
         A slab is made when none has a free slot, for as many steps as the window can still take
         (its step cap, its bytes budget) and ``steps_left()`` allows (None: not known), and checks
-        the rows' shapes once; the steps after it check the number of rows.
+        every row's shape, dtype and device once; the steps after it check the number of rows
+        before the copy and the slot's width after it. A step whose rows no longer fill the slot
+        exactly (``torch.cat`` resizes an ``out`` of another shape, writing into the free slots
+        after it, and warns) leaves the slab to the steps already in it and gets None; so does one
+        whose copy fails (a row on another device) or whose warning is an error.
         """
         slab = self._slab
         extra = () if more_rows is None else more_rows
@@ -106,7 +110,15 @@ class StepWindow:
             if slab is None:
                 return None
         slot = self._slots_used
-        torch.cat((logits_row, *rows, *extra), dim=2, out=slab.slots[slot])
+        out = slab.slots[slot]
+        try:
+            torch.cat((logits_row, *rows, *extra), dim=2, out=out)
+        except (TypeError, RuntimeError, UserWarning):
+            self._slab = None
+            return None
+        if out.shape[-1] != slab.slot_width:  # resized: the free slots after it hold its overflow
+            self._slab = None
+            return None
         self._slots_used = slot + 1
         return slab, slot
 
@@ -119,15 +131,17 @@ class StepWindow:
         ):
             return None
         batch, _, vocab = logits_row.shape
-        try:  # every row [B, 1, d] of one width, dtype and device: checked by one copy, not row by row
-            joined = torch.cat(rows, dim=1)
-        except (TypeError, RuntimeError):
+        first = rows[0]
+        if not isinstance(first, Tensor) or first.dim() != 3 or first.shape[:2] != (batch, 1):
             return None
-        if joined.dim() != 3 or joined.shape[:2] != (batch, len(rows)):
+        shape, dtype, device = first.shape, logits_row.dtype, logits_row.device
+        # every row [B, 1, d] of one width, of the logits' dtype and device (once a slab, on the host)
+        if not all(
+            isinstance(row, Tensor) and row.shape == shape and row.dtype == dtype and row.device == device
+            for row in rows
+        ):
             return None
-        if joined.dtype != logits_row.dtype or joined.device != logits_row.device:
-            return None
-        width = joined.shape[2]
+        width = shape[2]
         step_bytes = 4 * batch * (vocab + len(rows) * width)
         room = max(self.budget_bytes - self.waiting_bytes, 0)
         capacity = min(self.steps_cap - len(self.waiting), -(-room // step_bytes))

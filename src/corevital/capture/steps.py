@@ -72,6 +72,11 @@ class StepSlab:
     def capacity(self) -> int:
         return int(self.buffer.shape[0])
 
+    @property
+    def slot_width(self) -> int:
+        """A slot's last dimension: the logits row, then the per-layer rows."""
+        return self.vocab + self.rows * self.width
+
     def block(self, start: int, steps: int) -> tuple[Tensor, Tensor]:
         """Slots ``start`` to ``start + steps`` as views: logits rows ``[N, B, V]``, per-layer rows
         ``[N, B, rows, width]``."""

@@ -142,7 +142,7 @@ class StepWindow:
         ):
             return None
         width = shape[2]
-        step_bytes = 4 * batch * (vocab + len(rows) * width)
+        step_bytes = StepSlab.float32_slot_bytes(batch, vocab + len(rows) * width)
         room = max(self.budget_bytes - self.waiting_bytes, 0)
         capacity = min(self.steps_cap - len(self.waiting), -(-room // step_bytes))
         if steps_left is not None:

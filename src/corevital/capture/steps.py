@@ -77,6 +77,12 @@ class StepSlab:
         """A slot's last dimension: the logits row, then the per-layer rows."""
         return self.vocab + self.rows * self.width
 
+    @staticmethod
+    def float32_slot_bytes(batch: int, width: int) -> int:
+        """Bytes of a slot of ``batch`` rows ``width`` wide, as float32: a step's share of the
+        window's batched reduction (:meth:`RawStep.float32_bytes`), known before the slab is made."""
+        return 4 * batch * width
+
     def block(self, start: int, steps: int) -> tuple[Tensor, Tensor]:
         """Slots ``start`` to ``start + steps`` as views: logits rows ``[N, B, V]``, per-layer rows
         ``[N, B, rows, width]``."""
@@ -122,7 +128,7 @@ class RawStep:
         consecutive steps that each stay within the window's budget (:meth:`attention_bytes`).
         """
         if self.slab is not None:
-            return 4 * self.slab.slots[self.slot].numel()
+            return StepSlab.float32_slot_bytes(int(self.slab.buffer.shape[1]), self.slab.slot_width)
         rows = 0 if self.logits_row is None else self.logits_row.numel()
         if self.states is not None:
             rows += self.states.numel()

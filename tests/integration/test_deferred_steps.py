@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -506,15 +508,18 @@ def test_a_step_whose_rows_no_longer_fit_its_slot_leaves_the_slab_untouched() ->
         return logits, tuple(torch.randn(2, 1, width, generator=generator) for _ in range(4))
 
     cases = [
-        (step_rows(width=4), "ignore"),  # wider: torch.cat resizes the slot, writing into the next ones
+        (step_rows(width=4), "ignore"),  # wider: torch.cat resizes the slot, writing past it
         (step_rows(width=4), "error"),  # the same where warnings are errors
         (step_rows(width=2), "ignore"),  # narrower
         ((step_rows()[0], (*step_rows()[1][:3], torch.zeros(2, 1, 3, device="meta"))), "error"),
     ]
-    for odd, warned in cases:
+    # the odd step in a middle slot (free slots after it) and in the slab's last (torch.cat grows the
+    # slab's storage instead)
+    for (odd, warned), capacity in itertools.product(cases, (6, 3)):
         window = StepWindow(replace(options, tuning=replace(options.tuning, flush_every=8)), None, 10**6)
         kept = [step_rows(), step_rows()]
-        slab = present(window.keep_rows(kept[0][0], kept[0][1], None, lambda: 6))[0]
+        slab = present(window.keep_rows(kept[0][0], kept[0][1], None, partial(int, capacity)))[0]
+        assert slab.capacity == capacity
         assert present(window.keep_rows(kept[1][0], kept[1][1], None, lambda: 5))[0] is slab
         before = slab.buffer.clone()
         with warnings.catch_warnings():

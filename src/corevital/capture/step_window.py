@@ -98,9 +98,10 @@ class StepWindow:
         (its step cap, its bytes budget) and ``steps_left()`` allows (None: not known), and checks
         every row's shape, dtype and device once; the steps after it check the number of rows
         before the copy and the slot's width after it. A step whose rows no longer fill the slot
-        exactly (``torch.cat`` resizes an ``out`` of another shape, writing into the free slots
-        after it, and warns) leaves the slab to the steps already in it and gets None; so does one
-        whose copy fails (a row on another device) or whose warning is an error.
+        exactly (``torch.cat`` resizes an ``out`` of another shape and warns, writing into the free
+        slots after it or, from the last slot, growing the slab's storage) leaves the slab to the
+        steps already in it and gets None; so does one whose copy fails (a row on another device)
+        or whose warning is an error.
         """
         slab = self._slab
         extra = () if more_rows is None else more_rows
@@ -116,7 +117,7 @@ class StepWindow:
         except (TypeError, RuntimeError, UserWarning):
             self._slab = None
             return None
-        if out.shape[-1] != slab.slot_width:  # resized: the free slots after it hold its overflow
+        if out.shape[-1] != slab.slot_width:  # resized: its overflow is in free slots or new storage
             self._slab = None
             return None
         self._slots_used = slot + 1

@@ -128,7 +128,7 @@ class RawStep:
         consecutive steps that each stay within the window's budget (:meth:`attention_bytes`).
         """
         if self.slab is not None:
-            return StepSlab.float32_slot_bytes(int(self.slab.buffer.shape[1]), self.slab.slot_width)
+            return StepSlab.float32_slot_bytes(self.slab.buffer.shape[1], self.slab.slot_width)
         rows = 0 if self.logits_row is None else self.logits_row.numel()
         if self.states is not None:
             rows += self.states.numel()

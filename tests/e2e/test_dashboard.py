@@ -471,6 +471,71 @@ def test_token_file_flow(
         process.stop()
 
 
+@pytest.mark.parametrize("view", ["runs", "run"])
+def test_a_late_401_to_an_older_token_does_not_ask_again(
+    page: Any,
+    store: DashboardStore,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    view: str,
+) -> None:
+    """A page's requests made with a wrong token are held back by the browser and answered (401)
+    only after the right token has loaded the page (the list, or one run): the page stays, neither
+    asks for the token again nor shows the older requests' failure."""
+    token = "dashboard-e2e-token-0123456789abcdef"
+    wrong = "not-the-token-0123456789"
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n", encoding="utf-8")
+    process = start_server(
+        ["--db", str(store.db), "--token-file", str(token_file)], tmp_path_factory.mktemp("late")
+    )
+    held: list[Any] = []
+
+    def hold_wrong(route: Any) -> None:
+        if route.request.headers.get("authorization") == f"Bearer {wrong}":
+            held.append(route)  # answered later, from the test
+        else:
+            route.continue_()
+
+    try:
+        process.wait_ready()
+        outside = record_requests(page, allowed=(process.url + "/",))
+        page.route(f"{process.url}/api/v1/**", hold_wrong)  # /api/v1 itself (the server's info) passes
+        start = "#/runs" if view == "runs" else f"#/run/{store.sampled_id}"
+        page.goto(f"{process.url}/{start}")
+        page.wait_for_function("() => document.body.dataset.ready === 'token'")
+        page.fill("#token-input", wrong)
+        page.keyboard.press("Enter")
+        page.wait_for_function(
+            "() => document.body.dataset.ready === 'token'"
+            " && document.querySelector('#token-needed').textContent.includes('did not accept')"
+        )
+        assert held, "no request with the wrong token was made"
+        page.fill("#token-input", token)
+        page.keyboard.press("Enter")
+        page.wait_for_function(f"() => document.body.dataset.ready === '{view}'")
+
+        answered: list[int] = []
+        page.on("response", lambda r: answered.append(r.status) if r.status == 401 else None)
+        for route in held:
+            route.continue_()
+        deadline = time.monotonic() + 30
+        while len(answered) < len(held) and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
+        assert len(answered) == len(held), (answered, len(held))
+        page.wait_for_timeout(300)  # the page's handlers of those answers run
+        assert page.evaluate("() => document.body.dataset.ready") == view
+        assert page.locator("#token-needed").count() == 0
+        assert page.locator("#app .error").count() == 0
+        if view == "runs":
+            assert page.locator("#runs-table tbody tr").count() >= 13
+        else:
+            assert page.locator("#step-charts").count() == 1
+        assert outside == []
+    finally:
+        process.stop()
+
+
 def test_live_page_shows_runs_as_they_land(watched: Watched, store: DashboardStore) -> None:
     """Last in the module: it adds a run to the served store (a second writer, as a monitored
     process would)."""

@@ -14,8 +14,10 @@ const main = document.getElementById("app");
 const tokenButton = document.getElementById("forget-token");
 let cleanup = null;
 let asking = false;
+let routing = 0; // which route() call is the current one: an older one's answer is dropped
 
 async function route() {
+  const mine = ++routing;
   asking = false;
   delete document.body.dataset.ready;
   if (cleanup) {
@@ -31,15 +33,21 @@ async function route() {
     else link.removeAttribute("aria-current");
   }
   clear(main);
+  let done = null;
   try {
-    if (page === "run" && parts[1]) cleanup = await renderRun(main, decodeURIComponent(parts[1]));
-    else if (page === "compare") cleanup = await renderCompare(main);
-    else if (page === "live") cleanup = await renderLive(main);
-    else cleanup = await renderRuns(main);
+    if (page === "run" && parts[1]) done = await renderRun(main, decodeURIComponent(parts[1]));
+    else if (page === "compare") done = await renderCompare(main);
+    else if (page === "live") done = await renderLive(main);
+    else done = await renderRuns(main);
   } catch (error) {
-    if (asking) return;
+    if (asking || mine !== routing) return;
     main.append(errorBox(error));
   }
+  if (mine !== routing) {
+    if (done) done();
+    return;
+  }
+  cleanup = done;
   if (!asking) document.body.dataset.ready = page;
 }
 

@@ -52,22 +52,25 @@ export function authHeaders(extra = {}) {
   return token ? { ...extra, Authorization: `Bearer ${token}` } : { ...extra };
 }
 
-// A 401 tells the page to ask for the token (app.js listens), wherever the call was made.
+// A 401 tells the page to ask for the token (app.js listens), wherever the call was made. A 401
+// to a request that carried an older token (one sent before the user entered a new one) says
+// nothing about the token the tab holds now: it fails its own call and asks for nothing.
 export class AuthError extends Error {}
 
-function unauthorised(detail) {
-  window.dispatchEvent(new CustomEvent("corevital:unauthorised", { detail }));
-  return new AuthError(getToken() ? "The server did not accept the token." : "This server asks for a token.");
+function unauthorised(detail, sent) {
+  if (sent === getToken()) window.dispatchEvent(new CustomEvent("corevital:unauthorised", { detail }));
+  return new AuthError(sent ? "The server did not accept the token." : "This server asks for a token.");
 }
 
-async function failure(path, response) {
+// `sent`: the token the request carried ("" for none).
+async function failure(path, response, sent) {
   let detail = `${response.status}`;
   try {
     detail = (await response.json()).detail || detail;
   } catch {
     /* not JSON */
   }
-  if (response.status === 401) return unauthorised(detail);
+  if (response.status === 401) return unauthorised(detail, sent);
   const error = new Error(`${path.split("?")[0]}: ${detail}`);
   error.status = response.status;
   error.detail = detail;
@@ -76,6 +79,7 @@ async function failure(path, response) {
 
 // GET (or, with `body`, POST as JSON) an API path; the parsed JSON answer.
 export async function api(path, { method, body, signal } = {}) {
+  const sent = getToken();
   const init = { headers: authHeaders({ Accept: "application/json" }), signal };
   if (body !== undefined) {
     init.method = method || "POST";
@@ -83,7 +87,7 @@ export async function api(path, { method, body, signal } = {}) {
     init.body = JSON.stringify(body);
   } else if (method) init.method = method;
   const response = await fetch(path, init);
-  if (!response.ok) throw await failure(path, response);
+  if (!response.ok) throw await failure(path, response, sent);
   return response.json();
 }
 
@@ -96,10 +100,11 @@ export async function streamEvents(path, { onEvent, onState = () => {}, until = 
   while (!signal?.aborted) {
     let over = false;
     try {
+      const sent = getToken();
       const headers = authHeaders({ Accept: "text/event-stream" });
       if (lastId !== null) headers["Last-Event-ID"] = lastId;
       const response = await fetch(path, { headers, signal, cache: "no-store" });
-      if (!response.ok) throw await failure(path, response);
+      if (!response.ok) throw await failure(path, response, sent);
       onState("open");
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = "";
@@ -153,8 +158,9 @@ export function fileLink(href, filename, label, props = {}) {
     if (!getToken()) return;
     event.preventDefault();
     try {
+      const sent = getToken();
       const response = await fetch(href, { headers: authHeaders() });
-      if (!response.ok) throw await failure(href, response);
+      if (!response.ok) throw await failure(href, response, sent);
       const url = URL.createObjectURL(await response.blob());
       const temporary = h("a", { href: url, download: filename });
       document.body.append(temporary);

@@ -409,6 +409,29 @@ def test_heat_map_cell_shows_the_layer_at_that_step(watched: Watched, store: Das
     page.wait_for_function("() => document.querySelector('#cursor-readout').dataset.step === '31'")
 
 
+def test_a_page_left_before_its_answer_leaves_nothing_behind(watched: Watched, store: DashboardStore) -> None:
+    """The comparison's request is held back by the browser while the user goes on to the list;
+    answered after the list has loaded, the comparison adds nothing to the list's page."""
+    page = watched.page
+    held: list[Any] = []
+    page.route(f"{watched.base}/api/v1/compare**", lambda route: held.append(route))  # answered later
+    page.goto(f"{watched.base}/#/compare?ids={store.sampled_id},{store.resampled_id}")
+    page.wait_for_function("() => document.querySelector('main h1')?.textContent === 'Compare runs'")
+    deadline = time.monotonic() + 30
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert len(held) == 1
+    page.click("a[data-nav='runs']")
+    watched.wait_ready("runs")
+    with page.expect_response(lambda response: "/api/v1/compare" in response.url):
+        held[0].continue_()
+    page.wait_for_timeout(300)  # the comparison's code after its answer runs
+    assert page.evaluate("() => document.body.dataset.ready") == "runs"
+    assert page.locator("main h1").all_text_contents() == ["Runs"]
+    assert page.locator("#divergence").count() == 0
+    assert page.locator("#runs-table tbody tr").count() >= 13
+
+
 def test_token_file_flow(
     page: Any, store: DashboardStore, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

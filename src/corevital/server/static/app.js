@@ -32,16 +32,19 @@ async function route() {
     if (link.dataset.nav === page) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  clear(main);
+  // The page is built in a container of its own: what a superseded route() writes after a newer
+  // one has started lands in a container no longer on the page.
+  const view = h("div", { class: "view" });
+  clear(main).append(view);
   let done = null;
   try {
-    if (page === "run" && parts[1]) done = await renderRun(main, decodeURIComponent(parts[1]));
-    else if (page === "compare") done = await renderCompare(main);
-    else if (page === "live") done = await renderLive(main);
-    else done = await renderRuns(main);
+    if (page === "run" && parts[1]) done = await renderRun(view, decodeURIComponent(parts[1]));
+    else if (page === "compare") done = await renderCompare(view);
+    else if (page === "live") done = await renderLive(view);
+    else done = await renderRuns(view);
   } catch (error) {
     if (asking || mine !== routing) return;
-    main.append(errorBox(error));
+    view.append(errorBox(error));
   }
   if (mine !== routing) {
     if (done) done();

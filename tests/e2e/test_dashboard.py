@@ -432,6 +432,44 @@ def test_a_page_left_before_its_answer_leaves_nothing_behind(watched: Watched, s
     assert page.locator("#runs-table tbody tr").count() >= 13
 
 
+def test_the_pager_shows_the_page_asked_for_last(watched: Watched) -> None:
+    """Page 3's answer is held back by the browser while the user goes back from page 2 to page 1:
+    the list shows page 1, and page 3's answer, let through afterwards, changes nothing."""
+    page = watched.page
+    held: list[Any] = []
+    hold = [False]
+
+    def maybe_hold(route: Any) -> None:
+        if hold[0]:
+            hold[0] = False
+            held.append(route)  # answered later, from the test
+        else:
+            route.continue_()
+
+    watched.goto("#/runs?limit=4", "runs")
+    page.route(f"{watched.base}/api/v1/runs?*", maybe_hold)
+    rows = page.locator("#runs-table tbody tr")
+    first_row = "() => document.querySelector('#runs-table tbody tr')?.textContent"
+    page1 = page.evaluate(first_row)
+    page.click("#next-page")
+    page.wait_for_function("() => document.querySelector('.pager span')?.textContent.trim() === 'page 2'")
+    page2 = page.evaluate(first_row)
+    assert page2 != page1 and rows.count() == 4
+    hold[0] = True
+    page.click("#next-page")
+    deadline = time.monotonic() + 30
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert len(held) == 1
+    page.get_by_role("button", name="← Previous page").click()  # page 2's pager, still shown
+    page.wait_for_function(f"() => ({first_row})() === {json.dumps(page1)}")
+    held[0].continue_()
+    page.wait_for_timeout(300)  # the page's handler of a late answer runs
+    assert page.evaluate(first_row) == page1
+    assert page.locator(".pager span").text_content().strip() == "page 1"
+    assert page.locator("#app .error").count() == 0
+
+
 def test_token_file_flow(
     page: Any, store: DashboardStore, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

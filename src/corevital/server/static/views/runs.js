@@ -48,15 +48,19 @@ export async function renderRuns(main) {
   );
   loadHistogram(histogram, filters);
   const cursors = [null];
+  let pending = null; // the page being loaded: a newer click on the pager aborts it
   const load = async (index) => {
     const params = new URLSearchParams(filters);
     params.set("sort", query.get("sort") || "time");
     params.set("order", query.get("order") || "desc");
     params.set("limit", query.get("limit") || "50");
     if (cursors[index]) params.set("cursor", cursors[index]);
+    if (pending) pending.abort();
+    const mine = (pending = new AbortController());
     clear(table).append(h("p", { class: "muted" }, "Loading…"));
     try {
-      const page = await api(`/api/v1/runs?${params}`);
+      const page = await api(`/api/v1/runs?${params}`, { signal: mine.signal });
+      if (mine.signal.aborted) return;
       cursors[index + 1] = page.next_cursor;
       clear(table).append(runsTable(page.runs, updateSelection));
       clear(pager).append(
@@ -65,7 +69,7 @@ export async function renderRuns(main) {
         h("button", { type: "button", id: "next-page", disabled: !page.next_cursor, onclick: () => load(index + 1) }, "Next page →"),
       );
     } catch (error) {
-      clear(table).append(errorBox(error));
+      if (error.name !== "AbortError") clear(table).append(errorBox(error));
     }
   };
   await load(0);

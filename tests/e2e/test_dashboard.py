@@ -409,6 +409,15 @@ def test_heat_map_cell_shows_the_layer_at_that_step(watched: Watched, store: Das
     page.wait_for_function("() => document.querySelector('#cursor-readout').dataset.step === '31'")
 
 
+def _wait_until(page: Any, condition: Any, what: str) -> None:
+    """Lets the page's events (a routing handler's calls, responses) run until ``condition()``
+    holds; fails after 30 s."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"not within 30 s: {what}"
+        page.wait_for_timeout(50)
+
+
 def test_a_page_left_before_its_answer_leaves_nothing_behind(watched: Watched, store: DashboardStore) -> None:
     """The comparison's request is held back by the browser while the user goes on to the list;
     answered after the list has loaded, the comparison adds nothing to the list's page."""
@@ -417,9 +426,7 @@ def test_a_page_left_before_its_answer_leaves_nothing_behind(watched: Watched, s
     page.route(f"{watched.base}/api/v1/compare**", lambda route: held.append(route))  # answered later
     page.goto(f"{watched.base}/#/compare?ids={store.sampled_id},{store.resampled_id}")
     page.wait_for_function("() => document.querySelector('main h1')?.textContent === 'Compare runs'")
-    deadline = time.monotonic() + 30
-    while not held and time.monotonic() < deadline:
-        page.wait_for_timeout(50)
+    _wait_until(page, lambda: held, "the comparison's request")
     assert len(held) == 1
     page.click("a[data-nav='runs']")
     watched.wait_ready("runs")
@@ -457,9 +464,7 @@ def test_the_pager_shows_the_page_asked_for_last(watched: Watched) -> None:
     assert page2 != page1 and rows.count() == 4
     hold[0] = True
     page.click("#next-page")
-    deadline = time.monotonic() + 30
-    while not held and time.monotonic() < deadline:
-        page.wait_for_timeout(50)
+    _wait_until(page, lambda: held, "page 3's request")
     assert len(held) == 1
     page.get_by_role("button", name="← Previous page").click()  # page 2's pager, still shown
     page.wait_for_function(f"() => ({first_row})() === {json.dumps(page1)}")
@@ -571,7 +576,7 @@ def test_a_late_401_to_an_older_token_does_not_ask_again(
             "() => document.body.dataset.ready === 'token'"
             " && document.querySelector('#token-needed').textContent.includes('did not accept')"
         )
-        assert held, "no request with the wrong token was made"
+        _wait_until(page, lambda: held, "a request with the wrong token")
         page.fill("#token-input", token)
         page.keyboard.press("Enter")
         page.wait_for_function(f"() => document.body.dataset.ready === '{view}'")
@@ -580,10 +585,7 @@ def test_a_late_401_to_an_older_token_does_not_ask_again(
         page.on("response", lambda r: answered.append(r.status) if r.status == 401 else None)
         for route in held:
             route.continue_()
-        deadline = time.monotonic() + 30
-        while len(answered) < len(held) and time.monotonic() < deadline:
-            page.wait_for_timeout(50)
-        assert len(answered) == len(held), (answered, len(held))
+        _wait_until(page, lambda: len(answered) == len(held), f"{len(held)} answers 401")
         page.wait_for_timeout(300)  # the page's handlers of those answers run
         assert page.evaluate("() => document.body.dataset.ready") == view
         assert page.locator("#token-needed").count() == 0

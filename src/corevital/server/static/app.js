@@ -14,10 +14,8 @@ const main = document.getElementById("app");
 const tokenButton = document.getElementById("forget-token");
 let cleanup = null;
 let asking = false;
-let routing = 0; // which route() call is the current one: an older one's answer is dropped
 
 async function route() {
-  const mine = ++routing;
   asking = false;
   delete document.body.dataset.ready;
   if (cleanup) {
@@ -32,8 +30,9 @@ async function route() {
     if (link.dataset.nav === page) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  // The page is built in a container of its own: what a superseded route() writes after a newer
-  // one has started lands in a container no longer on the page.
+  // The page is built in a container of its own. A newer route() or the token form replaces it:
+  // what this call writes afterwards lands in a container no longer on the page, and what it
+  // leaves to clean up is cleaned up at once.
   const view = h("div", { class: "view" });
   clear(main).append(view);
   let done = null;
@@ -43,15 +42,14 @@ async function route() {
     else if (page === "live") done = await renderLive(view);
     else done = await renderRuns(view);
   } catch (error) {
-    if (asking || mine !== routing) return;
     view.append(errorBox(error));
   }
-  if (mine !== routing) {
+  if (!view.isConnected) {
     if (done) done();
     return;
   }
   cleanup = done;
-  if (!asking) document.body.dataset.ready = page;
+  document.body.dataset.ready = page;
 }
 
 // The token form, in place of the page, on the first 401 (see dom.js).

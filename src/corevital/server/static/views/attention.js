@@ -3,7 +3,7 @@
 // it, from the report's sparse prompt attention (the strongest entries of each head); and the
 // heads whose basin score says they skip the middle of the prompt.
 
-import { api, errorBox, fmt, h, section } from "./dom.js";
+import { api, errorBox, fmt, h, latestOnly, section } from "./dom.js";
 import { colour } from "./palette.js";
 
 const SHOWN_ANOMALIES = 24;
@@ -90,16 +90,15 @@ async function load(node, id) {
     paint();
   };
 
-  let pending = null;
+  const nextSelect = latestOnly();
   const select = async (i) => {
     selected = i;
     const params = new URLSearchParams({ token: String(i), layer: layerSelect.value });
     if (headSelect.value !== "") params.set("head", headSelect.value);
-    if (pending) pending.abort();
-    pending = new AbortController();
+    const signal = nextSelect();
     result.dataset.loading = "true";
     try {
-      answer = await api(`/api/v1/runs/${encodeURIComponent(id)}/attention?${params}`, { signal: pending.signal });
+      answer = await api(`/api/v1/runs/${encodeURIComponent(id)}/attention?${params}`, { signal });
       show();
     } catch (error) {
       if (error.name !== "AbortError") result.replaceChildren(errorBox(error));

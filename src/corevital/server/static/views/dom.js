@@ -47,11 +47,6 @@ export function setToken(token) {
   else sessionStorage.removeItem(TOKEN_KEY);
 }
 
-export function authHeaders(extra = {}) {
-  const token = getToken();
-  return token ? { ...extra, Authorization: `Bearer ${token}` } : { ...extra };
-}
-
 // A 401 tells the page to ask for the token (app.js listens), wherever the call was made. A 401
 // to a request that carried an older token (one sent before the user entered a new one) says
 // nothing about the token the tab holds now: it fails its own call and asks for nothing.
@@ -77,18 +72,36 @@ async function failure(path, response, sent) {
   return error;
 }
 
+// fetch() with the tab's token as a bearer header (when it has one); an answer that is not OK is
+// thrown as the error failure() makes of it, told which token the request carried.
+async function authorisedFetch(path, init = {}) {
+  const sent = getToken();
+  const headers = sent ? { ...init.headers, Authorization: `Bearer ${sent}` } : { ...init.headers };
+  const response = await fetch(path, { ...init, headers });
+  if (!response.ok) throw await failure(path, response, sent);
+  return response;
+}
+
 // GET (or, with `body`, POST as JSON) an API path; the parsed JSON answer.
 export async function api(path, { method, body, signal } = {}) {
-  const sent = getToken();
-  const init = { headers: authHeaders({ Accept: "application/json" }), signal };
+  const init = { headers: { Accept: "application/json" }, signal };
   if (body !== undefined) {
     init.method = method || "POST";
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   } else if (method) init.method = method;
-  const response = await fetch(path, init);
-  if (!response.ok) throw await failure(path, response, sent);
-  return response.json();
+  return (await authorisedFetch(path, init)).json();
+}
+
+// For a view that loads one thing at a time (a page of the list, a layer at a step): each call
+// aborts the request the previous call's signal was given and returns a signal for the next one.
+export function latestOnly() {
+  let controller = null;
+  return () => {
+    if (controller) controller.abort();
+    controller = new AbortController();
+    return controller.signal;
+  };
 }
 
 // Server-sent events read with fetch (EventSource cannot send the Authorization header).
@@ -100,11 +113,9 @@ export async function streamEvents(path, { onEvent, onState = () => {}, until = 
   while (!signal?.aborted) {
     let over = false;
     try {
-      const sent = getToken();
-      const headers = authHeaders({ Accept: "text/event-stream" });
+      const headers = { Accept: "text/event-stream" };
       if (lastId !== null) headers["Last-Event-ID"] = lastId;
-      const response = await fetch(path, { headers, signal, cache: "no-store" });
-      if (!response.ok) throw await failure(path, response, sent);
+      const response = await authorisedFetch(path, { headers, signal, cache: "no-store" });
       onState("open");
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = "";
@@ -158,9 +169,7 @@ export function fileLink(href, filename, label, props = {}) {
     if (!getToken()) return;
     event.preventDefault();
     try {
-      const sent = getToken();
-      const response = await fetch(href, { headers: authHeaders() });
-      if (!response.ok) throw await failure(href, response, sent);
+      const response = await authorisedFetch(href);
       const url = URL.createObjectURL(await response.blob());
       const temporary = h("a", { href: url, download: filename });
       document.body.append(temporary);

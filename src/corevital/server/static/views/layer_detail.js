@@ -2,7 +2,7 @@
 // (/api/v1/runs/<id>/layers/<layer>/steps/<step>): attention and hidden-state statistics, each
 // head's largest attention weight, and buttons to move to the neighbouring step or layer.
 
-import { api, append, errorBox, fmt, h } from "./dom.js";
+import { api, append, errorBox, fmt, h, latestOnly } from "./dom.js";
 import { colour } from "./palette.js";
 
 const ATTENTION_ROWS = [
@@ -51,14 +51,13 @@ export function layerDetail(id, view, showOnCharts) {
   const node = h("section", { class: "card layer-detail", id: "layer-detail", "aria-live": "polite" }, h("h2", null, "Layer at a step"), body);
   const layers = Math.max(...view.heat_maps.map((m) => m.rows.length), 0);
   let timer = null;
-  let controller = null;
+  const nextLoad = latestOnly();
 
   const load = async (layer, step, last = step) => {
-    if (controller) controller.abort();
-    controller = new AbortController();
+    const signal = nextLoad();
     node.dataset.loading = "true";
     try {
-      const detail = await api(`/api/v1/runs/${encodeURIComponent(id)}/layers/${layer}/steps/${step}`, { signal: controller.signal });
+      const detail = await api(`/api/v1/runs/${encodeURIComponent(id)}/layers/${layer}/steps/${step}`, { signal });
       render(detail, last);
     } catch (error) {
       if (error.name === "AbortError") return;

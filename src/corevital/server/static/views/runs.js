@@ -1,6 +1,6 @@
 // The runs page: filters (kept in the URL), sort, cursor pages, a risk histogram and a compare picker.
 
-import { api, clear, errorBox, fmt, fmtTime, h, hashQuery, riskBand, riskChip, section, tail } from "./dom.js";
+import { api, clear, errorBox, fmt, fmtTime, h, hashQuery, latestOnly, riskBand, riskChip, section, tail } from "./dom.js";
 
 const FLAGS = ["nan", "inf", "attention_collapse", "repetition_loop", "mid_layer_anomaly"];
 const FLAG_FIELDS = {
@@ -48,19 +48,18 @@ export async function renderRuns(main) {
   );
   loadHistogram(histogram, filters);
   const cursors = [null];
-  let pending = null; // the page being loaded: a newer click on the pager aborts it
+  const nextLoad = latestOnly(); // a newer click on the pager aborts the page being loaded
   const load = async (index) => {
     const params = new URLSearchParams(filters);
     params.set("sort", query.get("sort") || "time");
     params.set("order", query.get("order") || "desc");
     params.set("limit", query.get("limit") || "50");
     if (cursors[index]) params.set("cursor", cursors[index]);
-    if (pending) pending.abort();
-    const mine = (pending = new AbortController());
+    const signal = nextLoad();
     clear(table).append(h("p", { class: "muted" }, "Loading…"));
     try {
-      const page = await api(`/api/v1/runs?${params}`, { signal: mine.signal });
-      if (mine.signal.aborted) return;
+      const page = await api(`/api/v1/runs?${params}`, { signal });
+      if (signal.aborted) return;
       cursors[index + 1] = page.next_cursor;
       clear(table).append(runsTable(page.runs, updateSelection));
       clear(pager).append(

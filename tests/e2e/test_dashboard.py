@@ -475,128 +475,120 @@ def test_the_pager_shows_the_page_asked_for_last(watched: Watched) -> None:
     assert page.locator("#app .error").count() == 0
 
 
-def test_token_file_flow(
-    page: Any, store: DashboardStore, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """A server started with --token-file: the page loads, says 401 and asks for the token; a wrong
-    one is refused again; the right one loads the list, a run, its download and the live feed; and
-    "Forget token" asks again. The 401 answers are the only console errors allowed."""
-    token = "dashboard-e2e-token-0123456789abcdef"
+TOKEN = "dashboard-e2e-token-0123456789abcdef"  # the token file's token
+WRONG_TOKEN = "not-the-token-0123456789"
+
+
+@pytest.fixture
+def token_server(
+    store: DashboardStore, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """``corevital serve`` on the store, started with ``--token-file`` (:data:`TOKEN`)."""
     token_file = tmp_path / "token"
-    token_file.write_text(token + "\n", encoding="utf-8")
+    token_file.write_text(TOKEN + "\n", encoding="utf-8")
     process = start_server(
         ["--db", str(store.db), "--token-file", str(token_file)], tmp_path_factory.mktemp("tok")
     )
     try:
         process.wait_ready()
-        outside = record_requests(page, allowed=(process.url + "/",))
-        dialogs = record_dialogs(page)
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-        page.goto(f"{process.url}/")
-        page.wait_for_function("() => document.body.dataset.ready === 'token'")
-        needed = page.locator("#token-needed").text_content() or ""
-        assert "401" in needed and "--token-file" in needed
-        assert page.evaluate("() => document.activeElement.id") == "token-input"
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / "token.png"))
-
-        page.fill("#token-input", "not-the-token-0123456789")
-        page.keyboard.press("Enter")
-        page.wait_for_function(
-            "() => document.body.dataset.ready === 'token'"
-            " && document.querySelector('#token-needed').textContent.includes('did not accept')"
-        )
-        page.fill("#token-input", token)
-        page.keyboard.press("Enter")
-        page.wait_for_function("() => document.body.dataset.ready === 'runs'")
-        assert page.locator("#runs-table tbody tr").count() >= 13
-        assert page.evaluate("() => sessionStorage.getItem('corevital.token')") == token
-
-        page.goto(f"{process.url}/#/run/{store.sampled_id}")
-        page.wait_for_function("() => document.body.dataset.ready === 'run'")
-        with page.expect_download() as download:
-            page.click("a[href$='/report.html']")
-        path = download.value.path()
-        assert path is not None and "<html" in Path(path).read_text(encoding="utf-8")[:2000].lower()
-
-        page.click("a[data-nav='live']")
-        page.wait_for_function("() => document.body.dataset.ready === 'live'")
-        page.wait_for_function(
-            "() => document.querySelector('#live-status').textContent.startsWith('Waiting')"
-        )
-        assert page.locator("#live-disabled").count() == 1  # no --model: the form says how to get it
-
-        page.click("#forget-token")
-        page.wait_for_function("() => document.body.dataset.ready === 'token'")
-        assert outside == [] and dialogs == []
-        unexpected = [e for e in errors if "401" not in e]
-        assert unexpected == [], unexpected
+        yield process
     finally:
         process.stop()
+
+
+def test_token_file_flow(page: Any, token_server: ServerProcess, store: DashboardStore) -> None:
+    """A server started with --token-file: the page loads, says 401 and asks for the token; a wrong
+    one is refused again; the right one loads the list, a run, its download and the live feed; and
+    "Forget token" asks again. The 401 answers are the only console errors allowed."""
+    outside = record_requests(page, allowed=(token_server.url + "/",))
+    dialogs = record_dialogs(page)
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+    page.goto(f"{token_server.url}/")
+    page.wait_for_function("() => document.body.dataset.ready === 'token'")
+    needed = page.locator("#token-needed").text_content() or ""
+    assert "401" in needed and "--token-file" in needed
+    assert page.evaluate("() => document.activeElement.id") == "token-input"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "token.png"))
+
+    page.fill("#token-input", WRONG_TOKEN)
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "() => document.body.dataset.ready === 'token'"
+        " && document.querySelector('#token-needed').textContent.includes('did not accept')"
+    )
+    page.fill("#token-input", TOKEN)
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.body.dataset.ready === 'runs'")
+    assert page.locator("#runs-table tbody tr").count() >= 13
+    assert page.evaluate("() => sessionStorage.getItem('corevital.token')") == TOKEN
+
+    page.goto(f"{token_server.url}/#/run/{store.sampled_id}")
+    page.wait_for_function("() => document.body.dataset.ready === 'run'")
+    with page.expect_download() as download:
+        page.click("a[href$='/report.html']")
+    path = download.value.path()
+    assert path is not None and "<html" in Path(path).read_text(encoding="utf-8")[:2000].lower()
+
+    page.click("a[data-nav='live']")
+    page.wait_for_function("() => document.body.dataset.ready === 'live'")
+    page.wait_for_function("() => document.querySelector('#live-status').textContent.startsWith('Waiting')")
+    assert page.locator("#live-disabled").count() == 1  # no --model: the form says how to get it
+
+    page.click("#forget-token")
+    page.wait_for_function("() => document.body.dataset.ready === 'token'")
+    assert outside == [] and dialogs == []
+    unexpected = [e for e in errors if "401" not in e]
+    assert unexpected == [], unexpected
 
 
 @pytest.mark.parametrize("view", ["runs", "run"])
 def test_a_late_401_to_an_older_token_does_not_ask_again(
-    page: Any,
-    store: DashboardStore,
-    tmp_path: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-    view: str,
+    page: Any, token_server: ServerProcess, store: DashboardStore, view: str
 ) -> None:
     """A page's requests made with a wrong token are held back by the browser and answered (401)
     only after the right token has loaded the page (the list, or one run): the page stays, neither
     asks for the token again nor shows the older requests' failure."""
-    token = "dashboard-e2e-token-0123456789abcdef"
-    wrong = "not-the-token-0123456789"
-    token_file = tmp_path / "token"
-    token_file.write_text(token + "\n", encoding="utf-8")
-    process = start_server(
-        ["--db", str(store.db), "--token-file", str(token_file)], tmp_path_factory.mktemp("late")
-    )
     held: list[Any] = []
 
     def hold_wrong(route: Any) -> None:
-        if route.request.headers.get("authorization") == f"Bearer {wrong}":
+        if route.request.headers.get("authorization") == f"Bearer {WRONG_TOKEN}":
             held.append(route)  # answered later, from the test
         else:
             route.continue_()
 
-    try:
-        process.wait_ready()
-        outside = record_requests(page, allowed=(process.url + "/",))
-        page.route(f"{process.url}/api/v1/**", hold_wrong)  # /api/v1 itself (the server's info) passes
-        start = "#/runs" if view == "runs" else f"#/run/{store.sampled_id}"
-        page.goto(f"{process.url}/{start}")
-        page.wait_for_function("() => document.body.dataset.ready === 'token'")
-        page.fill("#token-input", wrong)
-        page.keyboard.press("Enter")
-        page.wait_for_function(
-            "() => document.body.dataset.ready === 'token'"
-            " && document.querySelector('#token-needed').textContent.includes('did not accept')"
-        )
-        _wait_until(page, lambda: held, "a request with the wrong token")
-        page.fill("#token-input", token)
-        page.keyboard.press("Enter")
-        page.wait_for_function(f"() => document.body.dataset.ready === '{view}'")
+    outside = record_requests(page, allowed=(token_server.url + "/",))
+    page.route(f"{token_server.url}/api/v1/**", hold_wrong)  # /api/v1 itself (the server's info) passes
+    start = "#/runs" if view == "runs" else f"#/run/{store.sampled_id}"
+    page.goto(f"{token_server.url}/{start}")
+    page.wait_for_function("() => document.body.dataset.ready === 'token'")
+    page.fill("#token-input", WRONG_TOKEN)
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "() => document.body.dataset.ready === 'token'"
+        " && document.querySelector('#token-needed').textContent.includes('did not accept')"
+    )
+    _wait_until(page, lambda: held, "a request with the wrong token")
+    page.fill("#token-input", TOKEN)
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"() => document.body.dataset.ready === '{view}'")
 
-        answered: list[int] = []
-        page.on("response", lambda r: answered.append(r.status) if r.status == 401 else None)
-        for route in held:
-            route.continue_()
-        _wait_until(page, lambda: len(answered) == len(held), f"{len(held)} answers 401")
-        page.wait_for_timeout(300)  # the page's handlers of those answers run
-        assert page.evaluate("() => document.body.dataset.ready") == view
-        assert page.locator("#token-needed").count() == 0
-        assert page.locator("#app .error").count() == 0
-        if view == "runs":
-            assert page.locator("#runs-table tbody tr").count() >= 13
-        else:
-            assert page.locator("#step-charts").count() == 1
-        assert outside == []
-    finally:
-        process.stop()
+    answered: list[int] = []
+    page.on("response", lambda r: answered.append(r.status) if r.status == 401 else None)
+    for route in held:
+        route.continue_()
+    _wait_until(page, lambda: len(answered) == len(held), f"{len(held)} answers 401")
+    page.wait_for_timeout(300)  # the page's handlers of those answers run
+    assert page.evaluate("() => document.body.dataset.ready") == view
+    assert page.locator("#token-needed").count() == 0
+    assert page.locator("#app .error").count() == 0
+    if view == "runs":
+        assert page.locator("#runs-table tbody tr").count() >= 13
+    else:
+        assert page.locator("#step-charts").count() == 1
+    assert outside == []
 
 
 def test_live_page_shows_runs_as_they_land(watched: Watched, store: DashboardStore) -> None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU table of docs/performance.md, from the repository root:
-#   bash bench/gpu_suite.sh OUTDIR [llama|rest|static|dynamic|dynamic-steps|dynamic-split|first-step|budgets|compiled|trace|families|quantized|all]
+#   bash bench/gpu_suite.sh OUTDIR [llama|rest|static|dynamic|dynamic-steps|dynamic-split|side-stream|first-step|budgets|compiled|trace|families|quantized|all]
 # "llama" (Llama-3-8B shape, batch 1: the targets; about 6 minutes on an H200) and "rest"
 # (SmolLM2-135M shape, batch 8, the other capture modes; about 6 minutes) each fit one 10-minute
 # device call; "all" (the default) runs both. "static" (transformers' compiled static-cache decoding
@@ -9,7 +9,10 @@
 # alone took about 6 minutes, both batch sizes ran past 10 minutes on a slow host) and "dynamic"
 # (the same cases with the dynamic cache; every case in one call with REPEATS=4 PHASES=0, 404 s; with
 # phases, split by BATCHES or CASES) are the fast-path table; "dynamic-steps" times the dynamic cases
-# phase by phase in one call (bench/step_probe.py, REPEATS=6 rounds: 322 s on an H100 host);
+# phase by phase in one call (bench/step_probe.py, REPEATS=6 rounds: 322 s on an H100 host; STEP_MODES
+# sets its capture modes, default summary,full); "side-stream" compares full capture with the prompt's
+# attention scored on a CUDA stream of its own (the default on the dynamic cache) and on the model's
+# stream (mode "full:one-stream"): the prompt pass alone at batch 8, then 512->200 at batch 8;
 # "dynamic-split" splits a summary decoding step at batch 1 into the wrappers, the copy of the rows
 # and the observer (step_probe's plain-wrapped and plain-copied controls, the observer's calls timed
 # in place, the host's cost of a step's pieces; CASES, default 64:50,512:200; about 5 minutes).
@@ -119,9 +122,22 @@ if [ "$part" = dynamic-steps ]; then
     # the dynamic cache's four cases phase by phase (bench/step_probe.py: one model, plain against
     # itself as the A/A control, ratios paired by round with their 95 % intervals; about 320 s)
     python3 bench/step_probe.py --device cuda --shape llama3-8b --cases "${CASES:-64:50,512:200}" \
-        --batch "$batches" --sections phases --controls plain-again --rounds "${REPEATS:-6}" --warmup 1 \
-        --noise-gate "${NOISE_GATE:-0}" --gate-tries "${GATE_TRIES:-1}" >"$out/llama_dynamic_steps.txt" 2>&1
+        --batch "$batches" --modes "${STEP_MODES:-summary,full}" --sections phases --controls plain-again \
+        --rounds "${REPEATS:-6}" --warmup 1 --noise-gate "${NOISE_GATE:-0}" --gate-tries "${GATE_TRIES:-1}" \
+        >"$out/llama_dynamic_steps.txt" 2>&1
     probed $? "$out/llama_dynamic_steps.txt"
+fi
+if [ "$part" = side-stream ]; then
+    # the prompt's attention scored beside the model (the default on the dynamic cache) against on
+    # the model's stream (":one-stream"): the prompt pass alone (eight 512-token prompts, one new
+    # token), then 512->200 at batch 8 and 64->50 at batch 1 phase by phase
+    bench llama_side_first_step --shape llama3-8b --cases 512:1 --batch 8 \
+        --modes full,full:one-stream,full-no-prompt,summary --repeats "${REPEATS:-5}" --warmup 1 --cache dynamic
+    python3 bench/step_probe.py --device cuda --shape llama3-8b --cases 512:200 --batch 8 \
+        --modes summary,full,full:one-stream --sections phases --controls plain-again --rounds "${REPEATS:-5}" \
+        --warmup 1 --noise-gate "${NOISE_GATE:-0}" --gate-tries "${GATE_TRIES:-1}" \
+        >"$out/llama_side_steps.txt" 2>&1
+    probed $? "$out/llama_side_steps.txt"
 fi
 if [ "$part" = budgets ]; then
     bench llama_budgets --shape llama3-8b --cases 512:200,64:50 --batch 8 \

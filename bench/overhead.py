@@ -85,6 +85,10 @@ SIZED = ":sized"
 # GPU). An A/B of the compiled reductions in one process. Suffixes combine ("full:sized:written").
 WRITTEN = ":written"
 COMPILED = ":compiled"
+# A mode with this suffix (e.g. "full:one-stream") scores the prompt pass's attention on the model's
+# own CUDA stream (Tuning.side_stream=False) instead of a stream of its own where its reductions run
+# as written (corevital.capture.side_stream): an A/B of the side stream in one process.
+ONE_STREAM = ":one-stream"
 # A mode with this suffix (e.g. "summary:hooks") reads each layer's hidden state through the forward
 # hooks transformers installs for ``output_hidden_states``, as for a model whose layer sites are not
 # verified, instead of CoreVital's layer wrappers (corevital.capture.layer_outputs): an A/B of the two.
@@ -105,20 +109,43 @@ def layer_tap(tapped: bool) -> Iterator[None]:
         setattr(observer_module, "LayerOutputTap", tap)  # noqa: B010
 
 
-def mode_parts(mode: str) -> tuple[str, bool, bool | None]:
-    """A mode's capture mode and its suffixes: (name, sized, compiled reductions or None); a
-    ":hooks" suffix is dropped here (:func:`run_case` reads it from the mode itself)."""
-    sized, compiled = False, None
-    while mode.endswith((SIZED, WRITTEN, COMPILED, HOOKS)):
+@dataclass(frozen=True)
+class ModeParts:
+    """A mode's capture mode and what its suffixes ask: budgets sized by the model alone, the
+    reductions compiled or as written (None: as the decoding steps are), the prompt's scoring on the
+    model's stream (``one_stream``)."""
+
+    name: str
+    sized: bool = False
+    compiled: bool | None = None
+    one_stream: bool = False
+
+
+def mode_parts(mode: str) -> ModeParts:
+    """A mode's parts; a ":hooks" suffix is dropped here (:func:`run_case` reads it from the mode itself)."""
+    sized, compiled, one_stream = False, None, False
+    while mode.endswith((SIZED, WRITTEN, COMPILED, HOOKS, ONE_STREAM)):
         if mode.endswith(HOOKS):
             mode = mode.removesuffix(HOOKS)
         elif mode.endswith(SIZED):
             mode, sized = mode.removesuffix(SIZED), True
         elif mode.endswith(WRITTEN):
             mode, compiled = mode.removesuffix(WRITTEN), False
+        elif mode.endswith(ONE_STREAM):
+            mode, one_stream = mode.removesuffix(ONE_STREAM), True
         else:
             mode, compiled = mode.removesuffix(COMPILED), True
-    return mode, sized, compiled
+    return ModeParts(mode, sized, compiled, one_stream)
+
+
+def mode_tuning(mode: str, weight_bytes: int) -> Tuning | None:
+    """The tuning a mode's suffixes ask for (None: the default one)."""
+    parts = mode_parts(mode)
+    tuning = Tuning().resolved(weight_bytes, None) if parts.sized else Tuning()
+    tuning = replace(tuning, compiled_reductions=parts.compiled)
+    if parts.one_stream:
+        tuning = replace(tuning, side_stream=False)
+    return tuning if tuning != Tuning() else None
 
 
 PROSE = (
@@ -448,7 +475,7 @@ def run_case(
     for mode in modes:
         if mode == AGAIN:
             continue
-        pipeline = Pipeline(load_settings({**base, **MODES[mode_parts(mode)[0]]}, environ={}))
+        pipeline = Pipeline(load_settings({**base, **MODES[mode_parts(mode).name]}, environ={}))
         pipeline.use_model(loaded)
         pipelines[mode] = pipeline
     last_run: dict[str, Any] = {}
@@ -474,12 +501,7 @@ def run_case(
 
     # The budgets of a device whose free memory is not known, set explicitly for ":sized" modes;
     # the reductions as written or compiled for ":written" and ":compiled" ones.
-    tunings: dict[str, Tuning | None] = {}
-    for mode in pipelines:
-        _, is_sized, compiled = mode_parts(mode)
-        tuning = Tuning().resolved(loaded.constants.weight_bytes, None) if is_sized else Tuning()
-        tuning = replace(tuning, compiled_reductions=compiled)
-        tunings[mode] = tuning if tuning != Tuning() else None
+    tunings = {mode: mode_tuning(mode, loaded.constants.weight_bytes) for mode in pipelines}
 
     def capture(mode: str, stamps: list[float] | None = None) -> None:
         if mode == AGAIN:
@@ -976,9 +998,10 @@ def main() -> None:
         default="full,summary,on_risk,full-no-prompt",
         help=f"capture modes ({', '.join(MODES)}); a mode with {SIZED!r} appended sizes its budgets from the "
         f"model alone, as on a device whose free memory is not known; with {WRITTEN!r} or {COMPILED!r}, "
-        f"its reductions run as written or compiled; with {HOOKS!r}, the layers' hidden states come through "
-        f"transformers' hooks instead of CoreVital's wrappers; {AGAIN!r}: plain generate() again, "
-        "timed as a mode (an A/A control: the ratio two identical runners read)",
+        f"its reductions run as written or compiled; with {ONE_STREAM!r}, the prompt's attention is scored "
+        f"on the model's CUDA stream, not a stream of its own; with {HOOKS!r}, the layers' hidden states "
+        f"come through transformers' hooks instead of CoreVital's wrappers; {AGAIN!r}: plain generate() "
+        "again, timed as a mode (an A/A control: the ratio two identical runners read)",
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)

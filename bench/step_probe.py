@@ -84,6 +84,8 @@ from overhead import (  # noqa: E402
     gate_host,
     host_line,
     median_interval,
+    mode_parts,
+    mode_tuning,
     plain_generate_kwargs,
     prompts_for,
     sync,
@@ -208,8 +210,10 @@ class Runners:
         self.prompts = prompts_for(loaded, prompt, batch, False)
         base = capture_settings(self.device.type, self.new_tokens, batch, "dynamic")
         self.pipelines = {
-            mode: Pipeline(load_settings({**base, **MODES[mode]}, environ={})) for mode in modes
+            mode: Pipeline(load_settings({**base, **MODES[mode_parts(mode).name]}, environ={}))
+            for mode in modes
         }
+        self.tunings = {mode: mode_tuning(mode, loaded.constants.weight_bytes) for mode in modes}
         for pipeline in self.pipelines.values():
             pipeline.use_model(loaded)
         self.generate_spans = generate_spans  # filled by the model's timed generate()
@@ -221,7 +225,7 @@ class Runners:
             self._plain(stamps, name)
         else:
             progress = None if stamps is None else partial(_stamp_step, stamps)
-            self.pipelines[name].capture(self.prompts, progress=progress)
+            self.pipelines[name].capture(self.prompts, tuning=self.tunings[name], progress=progress)
 
     def _plain(self, stamps: list[float] | None, name: str) -> None:
         tok = self.loaded.tokenizer

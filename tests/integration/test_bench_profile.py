@@ -208,29 +208,34 @@ def test_mode_suffixes_size_the_budgets_and_set_the_reductions(
     overhead: Any, tiny_loaded: Any, monkeypatch: Any
 ) -> None:
     """ ":sized" budgets from the model alone, ":written" and ":compiled" reductions as written or
-    compiled, in any order; a bare mode gets the capture's own tuning (None)."""
-    assert overhead.mode_parts("full") == ("full", False, None)
+    compiled, ":one-stream" the prompt's scoring on the model's stream, in any order; a bare mode
+    gets the capture's own tuning (None)."""
+    parts = overhead.ModeParts
+    assert overhead.mode_parts("full") == parts("full", False, None)
     assert (
         overhead.mode_parts("full:sized:written")
         == overhead.mode_parts("full:written:sized")
-        == ("full", True, False)
+        == parts("full", True, False)
     )
-    assert overhead.mode_parts("summary:compiled") == ("summary", False, True)
+    assert overhead.mode_parts("summary:compiled") == parts("summary", False, True)
+    assert overhead.mode_parts("full:one-stream:written") == parts("full", False, False, one_stream=True)
     loaded = tiny_loaded("llama")
     seen: dict[str, Any] = {}
     real = overhead.Pipeline.capture
 
     def capture(self: Any, prompts: Any, **kwargs: Any) -> Any:
-        seen.setdefault(self.settings.capture, []).append(kwargs["tuning"])
+        name = self.settings.capture if self.settings.prompt_telemetry else "no-prompt"
+        seen.setdefault(name, []).append(kwargs["tuning"])
         return real(self, prompts, **kwargs)
 
     monkeypatch.setattr(overhead.Pipeline, "capture", capture)
-    modes = ["full", "summary:written", "on_risk:sized:compiled"]
+    modes = ["full", "summary:written", "on_risk:sized:compiled", "full-no-prompt:one-stream"]
     overhead.run_case(
         loaded, ["t1 t2 t3"], 2, modes, 1, 0, "c", None, "auto", overhead.time.perf_counter, None, 0
     )
     assert set(seen["full"]) == {None}
     assert {(t.compiled_reductions, t.deferred_bytes) for t in seen["summary"]} == {(False, None)}
+    assert set(seen["no-prompt"]) == {overhead.Tuning(side_stream=False)}
     sized = overhead.Tuning().resolved(loaded.constants.weight_bytes, None)
     assert {t for t in seen["on_risk"]} == {overhead.replace(sized, compiled_reductions=True)}
 
@@ -241,8 +246,8 @@ def test_hooks_suffix_reads_the_layers_through_transformers_hooks(
     """ ":hooks": the observer of that mode has no layer wrappers (transformers' hooks return the
     states, as for a model whose layer sites are not verified); the bare mode has them; both
     reports carry every layer's hidden state."""
-    assert overhead.mode_parts("summary:hooks") == ("summary", False, None)
-    assert overhead.mode_parts("full:hooks:sized") == ("full", True, None)
+    assert overhead.mode_parts("summary:hooks") == overhead.ModeParts("summary", False, None)
+    assert overhead.mode_parts("full:hooks:sized") == overhead.ModeParts("full", True, None)
     import corevital.capture.observer as observer_module
 
     tapped: list[bool] = []

@@ -16,7 +16,8 @@ keeps its query row, and the rows of a whole window of steps are scored later ag
 (:meth:`AttentionTap.take_decode_rows`, :mod:`.attention_window`).
 
 Each forward pass leaves its rows, and the masks they used, in a :class:`~.row_buffer.RowBuffer`
-made when the pass begins; the prompt pass's weights go to a :class:`~.prompt_scorer.PromptScorer`.
+made when the pass begins; the prompt pass's weights go to a :class:`~.prompt_scorer.PromptScorer`,
+on a CUDA stream of its own where the generation has one (:attr:`AttentionTap.side`).
 
 Encoder self-attention runs once per generation; its rows are reduced layer by layer right here,
 because keeping S×S weights for every encoder layer would cost far more than the reduction.
@@ -54,6 +55,7 @@ from corevital.capture.options import Tuning
 from corevital.capture.prompt_scorer import PromptScorer
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.capture.row_buffer import LAST_ROW, MaskEntry, RowBuffer, visible_keys
+from corevital.capture.side_stream import SideStream
 from corevital.metrics.attention import summarize_attention
 from corevital.metrics.prompt import PromptAttentionStats, PromptHeadParts
 from corevital.metrics.types import AttentionStats
@@ -172,6 +174,9 @@ class AttentionTap:
         self._additive_masks: list[tuple[Tensor, Tensor]] = []
         # The mask the layers of this deferring pass last got and what they share (:meth:`_decode_lane`).
         self._lane: _Lane | None = None
+        # Where the prompt pass's scoring runs beside the model's layers (:mod:`.side_stream`; None:
+        # on the model's stream). Set per generation, before its prompt pass (``Tuning.side_stream``).
+        self.side: SideStream | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
     @property
@@ -198,7 +203,12 @@ class AttentionTap:
         self._additive_masks.clear()
         self._lane = None
         if self.prompt is not None:
-            self.prompt.end_pass()
+            waiting = None if self.side is None else self.prompt.held_tensors()
+            if self.side is not None and waiting:  # blocks the side stream made: scored there
+                with self.side.running(waiting[0].device):
+                    self.prompt.end_pass()
+            else:
+                self.prompt.end_pass()
         if self._buffer.used:
             self._buffer = RowBuffer(
                 self._rows, self._num[SiteKind.SELF], check_layout=not self._layout_checked
@@ -230,10 +240,16 @@ class AttentionTap:
 
     @property
     def prompt_stats(self) -> list[PromptAttentionStats | None]:
+        """Each layer's prompt attention, on the device; readable on the model's stream."""
+        if self.side is not None:
+            self.side.join()
         return [] if self.prompt is None else self.prompt.stats
 
     @property
     def prompt_span_share(self) -> list[Tensor | None]:
+        """Each layer's attention share of a RAG context, on the device; readable on the model's stream."""
+        if self.side is not None:
+            self.side.join()
         return [] if self.prompt is None else self.prompt.span_share
 
     # --- the attention function ----------------------------------------------------------------
@@ -295,13 +311,10 @@ class AttentionTap:
                     scale = scale_for(query, kwargs.get("scaling"))
                     self._buffer.add_pending(site.kind, site.layer, query, key, mask, bias, scale)
                     return output, None
-                if needs == "all" and self._prompt_by_heads(site, query, seen, kwargs):
-                    self._prompt_pass_by_heads(site, query, seen, mask, kwargs)
+                if needs == "all" and site.kind is SiteKind.SELF:
+                    self._prompt_pass(site, query, seen, attention_mask, mask, kwargs)
                     return output, None
                 logits = _recomputed_logits(query, seen, attention_mask, kwargs, rows)
-                if needs == "all" and self._prompt_logits(site, q_len):
-                    self._prompt_pass_logits(site, logits, mask, q_len)
-                    return output, None
                 weights = torch.softmax(logits, dim=-1, dtype=torch.float32)
                 del logits
                 owned = True
@@ -370,17 +383,6 @@ class AttentionTap:
         self._add_finished(site, observed, mask, q_len, weights.shape[-1])
         if needs == "all" and self.prompt is not None:
             self.prompt.add(site.layer, weights, mask.tensor, owned=owned)
-
-    def _prompt_logits(self, site: AttentionSite, q_len: int) -> bool:
-        """Whether the prompt scorer takes this prompt pass's layers as logits (its compiled form)."""
-        return site.kind is SiteKind.SELF and self.prompt is not None and self.prompt.takes_logits(q_len)
-
-    def _prompt_pass_logits(self, site: AttentionSite, logits: Tensor, mask: MaskEntry, q_len: int) -> None:
-        """A prompt-pass layer the scorer reduces from its logits: probabilities of the observed rows only."""
-        assert self.prompt is not None
-        observed = torch.softmax(logits[:, :, self._rows], dim=-1, dtype=torch.float32)
-        self._add_finished(site, observed, mask, q_len, logits.shape[-1])
-        self.prompt.add(site.layer, logits, mask.tensor, logits=True)
 
     def _add_finished(
         self, site: AttentionSite, weights: Tensor, mask: MaskEntry, q_len: int, kv_len: int
@@ -505,24 +507,82 @@ class AttentionTap:
         return additive
 
     # --- prompt pass -----------------------------------------------------------------------------
-    def _prompt_by_heads(
-        self, site: AttentionSite, query: Tensor, key: Tensor, kwargs: dict[str, Any]
-    ) -> bool:
-        """Whether the prompt pass of this layer is too large to score every head at once."""
-        return (
-            site.kind is SiteKind.SELF
-            and self.prompt is not None
-            and self.prompt.too_large(query, key, kwargs)
-        )
+    def _prompt_pass(
+        self,
+        site: AttentionSite,
+        query: Tensor,
+        key: Tensor,
+        attention_mask: Tensor | None,
+        mask: MaskEntry,
+        kwargs: dict[str, Any],
+    ) -> None:
+        """A self-attention layer of the prompt pass on the fast path: its observed rows for the
+        step's record, every row for the prompt scorer.
+
+        With a side stream (:attr:`side`, a CUDA device), the observed rows are recomputed alone on
+        the model's stream and the scoring of every row runs on the side stream
+        (:mod:`.side_stream`): the model's next layers do not wait for it. Without one, the scoring's
+        probabilities give the observed rows too.
+        """
+        if self.side is None or not query.is_cuda:
+            self._score_prompt(site, query, key, attention_mask, mask, kwargs, observe=True)
+            return
+        logits = _recomputed_logits(query, key, attention_mask, kwargs, self._rows)
+        observed = torch.softmax(logits, dim=-1, dtype=torch.float32)
+        self._add_finished(site, observed, mask, query.shape[2], key.shape[2])
+        read = [value for value in kwargs.values() if isinstance(value, Tensor)]
+        with self.side.running(query.device, query, key, attention_mask, mask.tensor, *read):
+            self._score_prompt(site, query, key, attention_mask, mask, kwargs, observe=False)
+
+    def _score_prompt(
+        self,
+        site: AttentionSite,
+        query: Tensor,
+        key: Tensor,
+        attention_mask: Tensor | None,
+        mask: MaskEntry,
+        kwargs: dict[str, Any],
+        *,
+        observe: bool,
+    ) -> None:
+        """Give the prompt scorer every row of a prompt-pass layer (``observe``: and keep the observed
+        rows): a few key-value heads at a time where the layer is too large (:meth:`_prompt_pass_by_heads`),
+        as logits where the scorer takes them (its compiled form), else as recomputed probabilities."""
+        assert self.prompt is not None
+        q_len, kv_len = query.shape[2], key.shape[2]
+        if self.prompt.too_large(query, key, kwargs):
+            self._prompt_pass_by_heads(site, query, key, mask, kwargs, observe=observe)
+            return
+        logits = _recomputed_logits(query, key, attention_mask, kwargs, slice(0, q_len))
+        if self.prompt.takes_logits(q_len):
+            if observe:
+                observed = torch.softmax(logits[:, :, self._rows], dim=-1, dtype=torch.float32)
+                self._add_finished(site, observed, mask, q_len, kv_len)
+            self.prompt.add(site.layer, logits, mask.tensor, logits=True)
+            return
+        weights = torch.softmax(logits, dim=-1, dtype=torch.float32)
+        del logits
+        if observe:
+            # a copy: a view would hold the layer's whole [B, H, P, P] probabilities until the pass ends
+            self._add_finished(site, weights[:, :, self._rows].clone(), mask, q_len, kv_len)
+        self.prompt.add(site.layer, weights, mask.tensor, owned=True)
 
     def _prompt_pass_by_heads(
-        self, site: AttentionSite, query: Tensor, key: Tensor, mask: MaskEntry, kwargs: dict[str, Any]
+        self,
+        site: AttentionSite,
+        query: Tensor,
+        key: Tensor,
+        mask: MaskEntry,
+        kwargs: dict[str, Any],
+        *,
+        observe: bool,
     ) -> None:
         """The prompt pass of one layer scored a few key-value heads at a time (bounded memory).
 
         Every prompt statistic is per head, so the groups' results are concatenated over heads. A
         loop over head groups, at the prefill only: one [B, H, P, P] float32 block of a long prompt
         is what it avoids (SmolLM2, 512 tokens: 9 MiB, and prompt statistics make a copy of it).
+        ``observe``: keep the observed rows too.
         """
         assert self.prompt is not None
         q_heads, q_len = query.shape[1], query.shape[2]
@@ -530,7 +590,7 @@ class AttentionTap:
         group = q_heads // kv_heads
         width = self.prompt.head_group_width(query, key)
         derived = self.prompt.mask_of(mask.tensor, query.shape[0], q_len, query.device)
-        as_logits = self._prompt_logits(site, q_len)
+        as_logits = self.prompt.takes_logits(q_len)
         observed: list[Tensor] = []
         found: list[tuple[PromptHeadParts, Tensor | None]] = []
         for start in range(0, kv_heads, width):  # head groups, not single heads: see the docstring
@@ -542,7 +602,8 @@ class AttentionTap:
                 kwargs,
                 slice(0, q_len),
             )
-            observed.append(torch.softmax(logits[:, :, self._rows], dim=-1, dtype=torch.float32))
+            if observe:
+                observed.append(torch.softmax(logits[:, :, self._rows], dim=-1, dtype=torch.float32))
             if as_logits:
                 found.append(self.prompt.parts_of(logits, derived, logits=True))
                 continue
@@ -550,7 +611,8 @@ class AttentionTap:
             del logits
             found.append(self.prompt.parts_of(weights, derived, overwrite=True, recomputed=True))
             del weights
-        self._add_finished(site, torch.cat(observed, dim=1), mask, q_len, kv_len)
+        if observe:
+            self._add_finished(site, torch.cat(observed, dim=1), mask, q_len, kv_len)
         self.prompt.set_by_heads(site.layer, found, derived)
 
     def _reduce_encoder(self, layer: int, weights: Tensor, mask: Tensor | None) -> None:

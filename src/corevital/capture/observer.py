@@ -61,6 +61,7 @@ from corevital.capture.options import CaptureOptions
 from corevital.capture.prompt_pass import EncoderSummary, PromptPass
 from corevital.capture.records import CaptureWarning, ProgressCallback, StepCallback
 from corevital.capture.registry import AttentionSite, SiteKind
+from corevital.capture.side_stream import SideStream
 from corevital.capture.step_window import StepWindow, held_bytes
 from corevital.capture.steps import DeviceStep, RawStep
 from corevital.capture.tensor_parallel import shard_group
@@ -339,6 +340,11 @@ class StepObserver:
         self.window.options = self.options
         if self.tap is not None and self.tap.prompt is not None:
             self.tap.prompt.compiled = compiled
+            side = tuning.side_stream
+            if side is None:
+                side = not compiled
+            cuda = any(device.type == "cuda" for device in self.constants.devices)
+            self.tap.side = SideStream() if side and cuda else None
 
     def _may_defer_attention(self, cache: Any) -> bool:
         """Whether this forward's decode-step attention rows may wait for the window's reduction.

@@ -1,0 +1,63 @@
+"""Device work that the generation does not wait for, on a CUDA stream of its own.
+
+The prompt pass's attention scoring reads every layer's [B, H, P, P] probabilities (eight
+512-token prompts of Llama-3-8B: 2.1G of them): on the model's stream its kernels run between the
+layers' own, and generate() waits for all of them when it reads the first token. On a stream of its
+own (:class:`SideStream`) the scoring runs beside the model: the prompt pass ends when the model's
+layers do, and the scoring fills the time the device waits for the host during the first decoding
+steps (docs/performance.md, "The prompt pass on a stream of its own").
+
+PyTorch's caching allocator hands a block back to the stream that allocated it once its tensor is
+freed, without waiting for another stream's kernels. Work on a side stream keeps three rules:
+
+- it starts after what the model's stream has queued (``wait_stream``): it reads the model's tensors
+  as they are when it is launched;
+- each of the model's tensors it reads is recorded on the side stream (``Tensor.record_stream``),
+  so that the allocator does not hand its memory out again before the side kernels that read it
+  have run;
+- what it produces is read on the model's stream only after that stream waits for the side stream
+  (:meth:`SideStream.join`). Those results are freed into the side stream's pool, where a later
+  allocation is used only by kernels of a later :meth:`SideStream.running`, queued after every
+  kernel of the model's stream that read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor
+
+
+class SideStream:
+    """One CUDA stream per device for work the model's stream reads only after :meth:`join`."""
+
+    def __init__(self) -> None:
+        self._streams: dict[torch.device, torch.cuda.Stream] = {}
+        self._unjoined: set[torch.device] = set()  # devices whose side work the model's stream has not joined
+
+    @contextmanager
+    def running(self, device: torch.device, *reads: Tensor | None) -> Iterator[None]:
+        """Queue the block's device work on ``device``'s side stream, after what its current stream
+        has queued; ``reads``: the current stream's tensors that work reads (None entries skipped).
+        A device other than CUDA runs the block as it is."""
+        if device.type != "cuda":
+            yield
+            return
+        stream = self._streams.get(device)
+        if stream is None:
+            stream = self._streams[device] = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
+        stream.wait_stream(torch.cuda.current_stream(device))
+        for tensor in reads:
+            if tensor is not None:
+                tensor.record_stream(stream)
+        self._unjoined.add(device)
+        with torch.cuda.stream(stream):
+            yield
+
+    def join(self) -> None:
+        """Make each device's current stream wait for the side work queued so far (no host wait)."""
+        for device in self._unjoined:
+            torch.cuda.current_stream(device).wait_stream(self._streams[device])
+        self._unjoined.clear()

@@ -33,6 +33,7 @@ from torch.utils.hooks import RemovableHandle
 
 from corevital.capture.module_forward import first_argument, last_positions
 from corevital.capture.registry import layer_stack
+from corevital.capture.side_stream import SideStream, beside
 from corevital.metrics.prompt import DEFAULT_CHUNK_BYTES, layer_transformations
 
 # A decoder layer's first module, which gets the layer's input (hidden state l of layer l): its norm
@@ -81,8 +82,10 @@ class LayerStream:
         visible: Tensor | None = None,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         keep_all: bool = False,
+        side: SideStream | None = None,
     ) -> None:
         self.sites = sites
+        self.side = side  # where the layer transformations are computed (None: the model's stream)
         self.visible = visible  # [B, P]: layer transformations are computed when given
         self.chunk_bytes = chunk_bytes
         self.keep_all = keep_all  # keep every hidden state (the one-time check only)
@@ -149,7 +152,10 @@ class LayerStream:
         self._pending = None
         self._finish(final)
         self._compare_group()
-        changes = torch.cat(self._changes) if self._changes and self.visible is not None else None
+        changes = None
+        if self._changes and self.visible is not None:
+            with beside(self.side, self._changes[0].device):
+                changes = torch.cat(self._changes)
         self._result = StreamedStates(tuple(self._last), final, changes)
         self._reset()
 
@@ -183,9 +189,10 @@ class LayerStream:
         ``visible``), and their last positions; the group's last state starts the next group."""
         self._take_last()
         if self.visible is not None and len(self._group) >= 2:
-            self._changes.append(
-                layer_transformations(self._group, self.visible, chunk_bytes=self.chunk_bytes)
-            )
+            with beside(self.side, self.visible.device, self.visible, *self._group):
+                self._changes.append(
+                    layer_transformations(self._group, self.visible, chunk_bytes=self.chunk_bytes)
+                )
         self._group = self._group[-1:]
 
     def _reset(self) -> None:

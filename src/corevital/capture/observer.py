@@ -200,6 +200,9 @@ class StepObserver:
         head = logits_head(model) if options.observe_prompt and decoder_only else None
         stream = stream_sites(model) if decoder_only else None
         self.prompt = PromptPass(head, stream, chunk)
+        # Where the prompt telemetry is computed (:mod:`.side_stream`; None: the model's stream),
+        # settled at the prompt pass with the reductions (``Tuning.side_stream``).
+        self.side: SideStream | None = None
         self.mlp_tap = constants.mlp_tap(chunk)  # the residual before each MLP
         # each layer's hidden state, without transformers' output-capturing hooks (None: the model's
         # sites were not verified, or a hook may change their outputs; its forwards are then asked
@@ -331,7 +334,9 @@ class StepObserver:
 
     def _settle_compiled_reductions(self, cache: Any) -> None:
         """Whether this generation's reductions run compiled (``Tuning.compiled_reductions``; None:
-        where generate() compiles its decoding steps over ``cache``), settled at its prompt pass."""
+        where generate() compiles its decoding steps over ``cache``) and its prompt telemetry on a
+        stream of its own (``Tuning.side_stream``; None: where they run as written, on CUDA devices),
+        settled at its prompt pass."""
         tuning = self.options.tuning
         compiled = tuning.compiled_reductions
         if compiled is None:
@@ -340,11 +345,12 @@ class StepObserver:
         self.window.options = self.options
         if self.tap is not None and self.tap.prompt is not None:
             self.tap.prompt.compiled = compiled
-            side = tuning.side_stream
-            if side is None:
-                side = not compiled
-            cuda = any(device.type == "cuda" for device in self.constants.devices)
-            self.tap.side = SideStream() if side and cuda else None
+        beside = not compiled if tuning.side_stream is None else tuning.side_stream
+        cuda = any(device.type == "cuda" for device in self.constants.devices)
+        self.side = SideStream() if beside and cuda and self.options.observe_prompt else None
+        self.prompt.side = self.side
+        if self.tap is not None:
+            self.tap.side = self.side
 
     def _may_defer_attention(self, cache: Any) -> bool:
         """Whether this forward's decode-step attention rows may wait for the window's reduction.
@@ -586,6 +592,8 @@ class StepObserver:
         announced) are reduced by :meth:`finish` as usual.
         """
         if self._finish_results is None:
+            if self.side is not None:  # the prompt telemetry computed beside the model's stream
+                self.side.join()
             prompt = self.prompt.device_results(self.tap, self.shards)
             encoder = None if self.encoder is None else self.encoder.device_results(self.tap)
             self._finish_results = (prompt, encoder)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from corevital.capture.attention_tap import AttentionTap
 from corevital.capture.layer_stream import LayerStream, StreamedStates, StreamSites
 from corevital.capture.mask_forms import UnreadableMask, prompt_padding
+from corevital.capture.side_stream import SideStream, beside
 from corevital.capture.tensor_parallel import ShardGroup, combine
 from corevital.metrics.hidden import summarize_hidden
 from corevital.metrics.prompt import layer_transformations, prompt_surprisals, prompt_surprisals_from_states
@@ -63,6 +64,9 @@ class PromptPass:
         self.chunk_bytes = chunk_bytes
         self._stream: LayerStream | None = None  # attached for the prefill only
         self.device: PromptDeviceStats | None = None
+        # Where the prompt telemetry is computed (:mod:`.side_stream`; None: the model's stream), set
+        # per generation before its prompt pass; :attr:`device` is read after the side stream's join.
+        self.side: SideStream | None = None
         # (PromptDeviceStats, per-layer attention stats, per-layer RAG span shares), on the host
         # (:meth:`device_results` moved there by the observer)
         self.host: tuple[Any, Any, Any] | None = None
@@ -73,7 +77,7 @@ class PromptPass:
         if self._sites is None or input_ids is None or input_ids.shape[1] < 2:
             return False
         visible = prompt_visible(kwargs) if reads_prompt else None
-        self._stream = LayerStream(self._sites, visible=visible, chunk_bytes=self.chunk_bytes)
+        self._stream = LayerStream(self._sites, visible=visible, chunk_bytes=self.chunk_bytes, side=self.side)
         self._stream.attach()
         return True
 
@@ -91,7 +95,21 @@ class PromptPass:
         streamed: StreamedStates | None,
         states: tuple[Tensor, ...] | None,
     ) -> None:
-        """Prompt telemetry of the pass over the prompt: from its streamed reduction, or the kept states."""
+        """Prompt telemetry of the pass over the prompt: from its streamed reduction, or the kept states
+        (on the side stream where there is one)."""
+        reads = [logits, *(value for value in kwargs.values() if isinstance(value, Tensor)), *(states or ())]
+        if streamed is not None:
+            reads.append(streamed.final)
+        with beside(self.side, logits.device, *reads):
+            self._observe(kwargs, logits, streamed, states)
+
+    def _observe(
+        self,
+        kwargs: dict[str, Any],
+        logits: Tensor,
+        streamed: StreamedStates | None,
+        states: tuple[Tensor, ...] | None,
+    ) -> None:
         if streamed is not None:
             self.device = self._stats(kwargs, logits, streamed.final, streamed.transformations)
             return

@@ -1,11 +1,13 @@
 """Device work that the generation does not wait for, on a CUDA stream of its own.
 
-The prompt pass's attention scoring reads every layer's [B, H, P, P] probabilities (eight
-512-token prompts of Llama-3-8B: 2.1G of them): on the model's stream its kernels run between the
-layers' own, and generate() waits for all of them when it reads the first token. On a stream of its
-own (:class:`SideStream`) the scoring runs beside the model: the prompt pass ends when the model's
-layers do, and the scoring fills the time the device waits for the host during the first decoding
-steps (docs/performance.md, "The prompt pass on a stream of its own").
+The prompt telemetry reads every prompt position of the pass over the prompt: each layer's
+[B, H, P, P] attention probabilities (eight 512-token prompts of Llama-3-8B: 2.1G of them), each
+pair of consecutive layers' states, the output head over every position. On the model's stream
+those kernels run between the layers' own, and generate() waits for all of them when it reads the
+first token. On a stream of their own (:class:`SideStream`) they run beside the model: the prompt
+pass ends when the model's layers do, and the telemetry fills the time the device waits for the
+host during the first decoding steps (docs/performance.md, "The pass over the prompt" and "The
+prompt telemetry on a stream of its own"). The observer reads the results at the end of the generation, after :meth:`SideStream.join`.
 
 PyTorch's caching allocator hands a block back to the stream that allocated it once its tensor is
 freed, without waiting for another stream's kernels. Work on a side stream keeps three rules:
@@ -24,7 +26,7 @@ freed, without waiting for another stream's kernels. Work on a side stream keeps
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 from torch import Tensor
@@ -40,17 +42,20 @@ class SideStream:
     @contextmanager
     def running(self, device: torch.device, *reads: Tensor | None) -> Iterator[None]:
         """Queue the block's device work on ``device``'s side stream, after what its current stream
-        has queued; ``reads``: the current stream's tensors that work reads (None entries skipped).
-        A device other than CUDA runs the block as it is."""
+        has queued; ``reads``: the current stream's tensors that work reads (None entries, and
+        tensors on other devices, which the side stream does not run on, skipped). A device other
+        than CUDA runs the block as it is."""
         if device.type != "cuda":
             yield
             return
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         stream = self._streams.get(device)
         if stream is None:
             stream = self._streams[device] = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
         stream.wait_stream(torch.cuda.current_stream(device))
         for tensor in reads:
-            if tensor is not None:
+            if tensor is not None and tensor.device == device:  # (a model split over devices)
                 tensor.record_stream(stream)
         self._unjoined.add(device)
         with torch.cuda.stream(stream):
@@ -61,3 +66,10 @@ class SideStream:
         for device in self._unjoined:
             torch.cuda.current_stream(device).wait_stream(self._streams[device])
         self._unjoined.clear()
+
+
+def beside(
+    side: SideStream | None, device: torch.device, *reads: Tensor | None
+) -> AbstractContextManager[None]:
+    """:meth:`SideStream.running` where there is a side stream, else the block as it is."""
+    return nullcontext() if side is None else side.running(device, *reads)

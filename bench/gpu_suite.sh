@@ -10,9 +10,10 @@
 # (the same cases with the dynamic cache; every case in one call with REPEATS=4 PHASES=0, 404 s; with
 # phases, split by BATCHES or CASES) are the fast-path table; "dynamic-steps" times the dynamic cases
 # phase by phase in one call (bench/step_probe.py, REPEATS=6 rounds: 322 s on an H100 host; STEP_MODES
-# sets its capture modes, default summary,full); "side-stream" compares full capture with the prompt's
-# attention scored on a CUDA stream of its own (the default on the dynamic cache) and on the model's
-# stream (mode "full:one-stream"): the prompt pass alone at batch 8, then 512->200 at batch 8;
+# sets its capture modes, default summary,full: STEP_MODES=summary,full,full:one-stream adds full capture
+# with its prompt telemetry on the model's stream); "side-stream" times the prompt pass alone (eight
+# 512-token prompts, one new token) with the prompt telemetry on a CUDA stream of its own (the default
+# on the dynamic cache) and on the model's stream (modes "full:one-stream", "summary:one-stream");
 # "dynamic-split" splits a summary decoding step at batch 1 into the wrappers, the copy of the rows
 # and the observer (step_probe's plain-wrapped and plain-copied controls, the observer's calls timed
 # in place, the host's cost of a step's pieces; CASES, default 64:50,512:200; about 5 minutes).
@@ -128,16 +129,11 @@ if [ "$part" = dynamic-steps ]; then
     probed $? "$out/llama_dynamic_steps.txt"
 fi
 if [ "$part" = side-stream ]; then
-    # the prompt's attention scored beside the model (the default on the dynamic cache) against on
-    # the model's stream (":one-stream"): the prompt pass alone (eight 512-token prompts, one new
-    # token), then 512->200 at batch 8 and 64->50 at batch 1 phase by phase
-    bench llama_side_first_step --shape llama3-8b --cases 512:1 --batch 8 \
-        --modes full,full:one-stream,full-no-prompt,summary --repeats "${REPEATS:-5}" --warmup 1 --cache dynamic
-    python3 bench/step_probe.py --device cuda --shape llama3-8b --cases 512:200 --batch 8 \
-        --modes summary,full,full:one-stream --sections phases --controls plain-again --rounds "${REPEATS:-5}" \
-        --warmup 1 --noise-gate "${NOISE_GATE:-0}" --gate-tries "${GATE_TRIES:-1}" \
-        >"$out/llama_side_steps.txt" 2>&1
-    probed $? "$out/llama_side_steps.txt"
+    # the prompt telemetry computed beside the model (the default on the dynamic cache) against on
+    # the model's stream (":one-stream"): the prompt pass alone, eight 512-token prompts, one new token
+    bench llama_side_first_step --shape llama3-8b --cases 512:1 --batch "${BATCHES:-8}" \
+        --modes full,full:one-stream,full-no-prompt,summary,summary:one-stream --repeats "${REPEATS:-5}" \
+        --warmup 1 --cache dynamic
 fi
 if [ "$part" = budgets ]; then
     bench llama_budgets --shape llama3-8b --cases 512:200,64:50 --batch 8 \

@@ -142,6 +142,23 @@ def test_a_capture_scoring_beside_the_model_reports_what_one_on_its_stream_does(
             assert_stats_close(getattr(got, name), getattr(want, name), name, rtol=1e-4, atol=1e-5)
 
 
+@cuda
+@pytest.mark.gpu
+def test_generations_share_one_side_stream_and_its_cached_blocks(
+    tiny_model_dir: Callable[[str], Path],
+) -> None:
+    """The caching allocator keeps a stream's freed blocks for that stream: a stream of each
+    generation's own would reserve more memory with every generation."""
+    loaded: LoadedModel = load_model(ModelSpec(model=str(tiny_model_dir("llama")), device="cuda"))
+    settings = tiny_settings(device="cuda", max_new_tokens=3)
+    reserved = []
+    for _ in range(4):
+        capture_prompts(loaded, PROMPTS, settings, tuning=Tuning(side_stream=True))
+        torch.cuda.synchronize()
+        reserved.append(torch.cuda.memory_reserved())
+    assert reserved[1] == reserved[2] == reserved[3]
+
+
 def test_a_cpu_capture_asked_for_a_side_stream_runs_on_its_one_path(
     tiny_loaded: Callable[[str], LoadedModel], monkeypatch: pytest.MonkeyPatch
 ) -> None:

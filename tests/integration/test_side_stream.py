@@ -44,7 +44,7 @@ def test_on_a_cpu_device_the_work_runs_where_it_stands() -> None:
 
 @cuda
 @pytest.mark.gpu
-def test_a_tensor_the_side_stream_reads_keeps_its_memory_until_read() -> None:
+def test_a_tensor_the_side_stream_reads_is_not_written_over_before_it_is_read() -> None:
     device = torch.device("cuda")
     side = SideStream()
     x = torch.full((ELEMENTS,), 3.0, device=device)
@@ -52,12 +52,13 @@ def test_a_tensor_the_side_stream_reads_keeps_its_memory_until_read() -> None:
     with side.running(device, x):
         torch.cuda._sleep(SLEEP_CYCLES)  # type: ignore[no-untyped-call]
         total = x.sum()
-    where = x.data_ptr()
     del x  # freed on the model's stream while the side stream has not read it yet
-    other = torch.full((ELEMENTS,), 7.0, device=device)  # the model's stream's next block of that size
+    # the model's stream's next block of that size: not written over x before the side stream reads it
+    # (the allocator keeps x's block, or makes the model's stream wait before reusing it)
+    other = torch.full((ELEMENTS,), 7.0, device=device)
     side.join()
-    assert other.data_ptr() != where  # the allocator kept x's block for the side stream's read
     assert total.item() == 3.0 * ELEMENTS
+    assert other.sum().item() == 7.0 * ELEMENTS
 
 
 @cuda

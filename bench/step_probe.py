@@ -364,7 +364,8 @@ def phases(runners: Runners, rounds: int) -> list[str]:
     Paired ratios are taken round by round against plain's run of the same round: the run's wall
     and CPU time, and its decoding steps (the median over the run's decoding steps of each step's
     time over plain's same step), each the median over rounds with the sign test's 95 % interval
-    (from 6 rounds).
+    (from 6 rounds). "All decoding steps" and "slowest step" (where a window's reduction waits) are
+    medians over rounds too.
     """
     found: dict[str, list[dict[str, Any]]] = {name: [] for name in runners.names}
     names = runners.names
@@ -393,8 +394,8 @@ def phases(runners: Runners, rounds: int) -> list[str]:
     lines = [
         f"| runner ({rounds} rounds) | wall ms | paired (95 % interval) | CPU ms | paired "
         "| before generate() ms | after it ms | first step ms | median step ms "
-        "| steps paired (95 % interval) | end ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| steps paired (95 % interval) | all decoding steps ms | slowest step ms | end ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in found.items():
 
@@ -415,7 +416,10 @@ def phases(runners: Runners, rounds: int) -> list[str]:
             f"| {median('cpu') * 1e3:.1f} | {statistics.median(paired('cpu')):.4f} "
             f"| {median('before') * 1e3:.2f} | {median('after') * 1e3:.2f} "
             f"| {median('first') * 1e3:.2f} | {statistics.median(steps) * 1e3:.3f} "
-            f"| {statistics.median(by_round):.4f} ({_interval(by_round)}) | {median('end') * 1e3:.2f} |"
+            f"| {statistics.median(by_round):.4f} ({_interval(by_round)}) "
+            f"| {statistics.median(sum(run['gaps']) for run in runs) * 1e3:.1f} "
+            f"| {statistics.median(max(run['gaps'], default=0.0) for run in runs) * 1e3:.2f} "
+            f"| {median('end') * 1e3:.2f} |"
         )
     lines.append("")
     lines.append("Each run's wall time, ms (round order):")

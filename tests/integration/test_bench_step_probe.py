@@ -31,9 +31,10 @@ def test_the_probe_times_every_runner_phase_by_phase_beside_plain() -> None:
         }
         assert list(rows) == RUNNERS
         assert rows["plain"][1] == 1.0 and rows["plain"][8] == 1.0  # plain against itself, run and steps
-        for name, (wall, paired, cpu, _, before, after, first, step, _, end) in rows.items():
+        for name, (wall, paired, cpu, _, before, after, first, step, _, steps, slowest, end) in rows.items():
             assert all(value > 0 for value in (wall, paired, cpu, before, after, first, step, end)), name
             assert first + end < wall and before + after < wall, name
+            assert step <= slowest <= steps < wall, name  # the median step, the slowest, all of them
         runs = [line for line in case.splitlines() if line.startswith("- ")]
         assert [line[2:].split(":")[0] for line in runs] == RUNNERS
         assert all(len(line.split(":")[1].split()) == 2 for line in runs)  # one time a round

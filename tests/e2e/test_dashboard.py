@@ -368,6 +368,32 @@ def test_attention_explorer(watched: Watched) -> None:
     assert chips.nth(8).get_attribute("aria-pressed") == "true"
 
 
+def test_a_newer_token_choice_keeps_its_loading_flag(watched: Watched) -> None:
+    """Two prompt tokens clicked in turn, both answers held back: the first request is aborted, and
+    the result stays marked as loading until the second answer is shown."""
+    page = watched.page
+    trace_id = next(key for key in original_documents() if key.startswith("7c1c62d1"))
+    held: list[Any] = []
+    failed: list[str] = []
+    page.on("requestfailed", lambda request: failed.append(request.url))
+    watched.goto(f"#/run/{trace_id}", "run")
+    page.click("#tab-prompt")
+    page.locator("#attention[data-loaded]").wait_for(state="attached")
+    page.route(f"{watched.base}/api/v1/runs/*/attention?*", lambda route: held.append(route))
+    chips = page.locator("#attention-tokens .ptok")
+    chips.nth(5).click()
+    _wait_until(page, lambda: len(held) == 1, "token 5's request")
+    chips.nth(8).click()
+    _wait_until(page, lambda: len(held) == 2, "token 8's request")
+    _wait_until(page, lambda: any("token=5" in url for url in failed), "token 5's request aborted")
+    page.wait_for_timeout(300)  # the aborted request's handler runs
+    result = "() => document.querySelector('#attention-result').dataset"
+    assert page.evaluate(f"() => ({result})().loading") == "true"
+    held[1].continue_()
+    page.wait_for_function(f"() => ({result})().token === '8' && !({result})().loading")
+    assert page.locator("#app .error").count() == 0
+
+
 def test_heat_map_cell_shows_the_layer_at_that_step(watched: Watched, store: DashboardStore) -> None:
     page = watched.page
     document = report_json(store, store.sampled_id)

@@ -101,7 +101,8 @@ async function load(node, id) {
       answer = await api(`/api/v1/runs/${encodeURIComponent(id)}/attention?${params}`, { signal });
       show();
     } catch (error) {
-      if (error.name !== "AbortError") result.replaceChildren(errorBox(error));
+      if (error.name === "AbortError") return; // a newer choice is loading: its flag stays
+      result.replaceChildren(errorBox(error));
     }
     delete result.dataset.loading;
   };

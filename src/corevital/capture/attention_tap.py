@@ -175,7 +175,8 @@ class AttentionTap:
         # The mask the layers of this deferring pass last got and what they share (:meth:`_decode_lane`).
         self._lane: _Lane | None = None
         # Where the prompt pass's scoring runs beside the model's layers (:mod:`.side_stream`; None:
-        # on the model's stream). Set per generation, before its prompt pass (``Tuning.side_stream``).
+        # on the model's stream). Set by the observer per generation, before its prompt pass
+        # (``Tuning.side_stream``).
         self.side: SideStream | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------

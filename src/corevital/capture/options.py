@@ -54,10 +54,11 @@ class Tuning:
     # the decoding steps (a static cache on a GPU), whose first generation pays compilation already.
     # Settled per generation at its prompt pass (StepObserver).
     compiled_reductions: bool | None = None
-    # Whether the prompt pass's attention scoring runs on a CUDA stream of its own, beside the
-    # model's layers (corevital.capture.side_stream: the same numbers, the device's time overlapped
-    # with the first decoding steps); None: where the reductions run as written (their compiled form
-    # never makes the probabilities). Settled per generation at its prompt pass; CUDA devices only.
+    # Whether the prompt telemetry (the prompt's attention scoring, the layer transformations, the
+    # surprisals) runs on a CUDA stream of its own, beside the model's layers
+    # (corevital.capture.side_stream: the same numbers, the device's time overlapped with the first
+    # decoding steps); None: where the reductions run as written (their compiled form never makes
+    # the probabilities). Settled per generation at its prompt pass; CUDA devices only.
     side_stream: bool | None = None
 
     def window_steps(self, free_bytes: int | None = None) -> int:

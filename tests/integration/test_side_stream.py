@@ -8,6 +8,7 @@ reports what one with the scoring on the model's stream does.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,6 +60,33 @@ def test_a_tensor_the_side_stream_reads_is_not_written_over_before_it_is_read() 
     side.join()
     assert total.item() == 3.0 * ELEMENTS
     assert other.sum().item() == 7.0 * ELEMENTS
+
+
+@cuda
+@pytest.mark.gpu
+def test_the_tensors_side_work_reads_are_referenced_until_it_has_run_or_is_joined() -> None:
+    device = torch.device("cuda")
+    side = SideStream()
+    x = torch.ones(ELEMENTS, device=device)
+    torch.cuda.synchronize()
+    with side.running(device, x):
+        torch.cuda._sleep(SLEEP_CYCLES)  # type: ignore[no-untyped-call]
+        x.sum()
+    read = weakref.ref(x)
+    del x
+    side.release_done()
+    assert read() is not None  # the side stream still sleeps before its read
+    torch.cuda.synchronize()
+    side.release_done()
+    assert read() is None
+    y = torch.ones(ELEMENTS, device=device)
+    with side.running(device, y):
+        torch.cuda._sleep(SLEEP_CYCLES)  # type: ignore[no-untyped-call]
+        y.sum()
+    read = weakref.ref(y)
+    del y
+    side.join()  # the model's stream waits on the device: what it queues next runs after the read
+    assert read() is None
 
 
 @cuda

@@ -277,6 +277,8 @@ class StepObserver:
             return args, kwargs
         if self._forwards == 0:
             self._note_prefill(kwargs)
+        elif self.side is not None:
+            self.side.release_done()  # the prompt pass's tensors, once the side stream has read them
         reads_prompt = self._reads_prompt()
         if reads_prompt and not readable_mask(kwargs.get("attention_mask")):
             self.warnings.append(
@@ -351,6 +353,10 @@ class StepObserver:
         self.prompt.side = self.side
         if self.tap is not None:
             self.tap.side = self.side
+
+    def _join_side(self) -> None:
+        if self.side is not None:
+            self.side.join()
 
     def _may_defer_attention(self, cache: Any) -> bool:
         """Whether this forward's decode-step attention rows may wait for the window's reduction.
@@ -662,6 +668,7 @@ class StepObserver:
             if self.layer_outputs is not None:
                 stack.enter_context(self.layer_outputs.installed())
             stack.callback(self.prompt.end_stream)  # a forward that raised leaves no hook behind
+            stack.callback(self._join_side)  # a generation that raised leaves no side work unjoined
             yield LogitsProcessorList(), StoppingCriteriaList([_StepFinisher(self)])
         self.finish()
 

@@ -15,9 +15,11 @@ freed, without waiting for another stream's kernels. Work on a side stream keeps
 
 - it starts after what the model's stream has queued (``wait_stream``): it reads the model's tensors
   as they are when it is launched;
-- each of the model's tensors it reads is recorded on the side stream (``Tensor.record_stream``),
-  so that the allocator does not hand its memory out again before the side kernels that read it
-  have run;
+- each of the model's tensors it reads is recorded on the side stream (``Tensor.record_stream``)
+  and kept referenced until the side stream has run past the work that reads it
+  (:meth:`SideStream.release_done`, polled without waiting) or the model's stream waits for it
+  (:meth:`SideStream.join`), so that the allocator does not hand its memory out again before the
+  side kernels that read it have run;
 - what it produces is read on the model's stream only after that stream waits for the side stream
   (:meth:`SideStream.join`). Those results are freed into the side stream's pool, where a later
   allocation is used only by kernels of a later :meth:`SideStream.running`, queued after every
@@ -51,6 +53,8 @@ class SideStream:
 
     def __init__(self) -> None:
         self._unjoined: set[torch.device] = set()  # devices whose side work the model's stream has not joined
+        # the model's tensors side work reads, with the event that side work ends at
+        self._held: list[tuple[torch.cuda.Event, tuple[Tensor, ...]]] = []
 
     @contextmanager
     def running(self, device: torch.device, *reads: Tensor | None) -> Iterator[None]:
@@ -65,18 +69,32 @@ class SideStream:
             device = torch.device("cuda", torch.cuda.current_device())
         stream = side_stream(device)
         stream.wait_stream(torch.cuda.current_stream(device))
-        for tensor in reads:
-            if tensor is not None and tensor.device == device:  # (a model split over devices)
-                tensor.record_stream(stream)
+        # the reads on this device (a model split over devices has others)
+        kept = tuple(t for t in reads if t is not None and t.device == device)
+        for tensor in kept:
+            tensor.record_stream(stream)
         self._unjoined.add(device)
-        with torch.cuda.stream(stream):
-            yield
+        try:
+            with torch.cuda.stream(stream):
+                yield
+        finally:
+            done = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            done.record(stream)
+            self._held.append((done, kept))
+
+    def release_done(self) -> None:
+        """Drop the references to the model's tensors whose side work has run (asks the device,
+        does not wait for it)."""
+        if self._held:
+            self._held = [(done, kept) for done, kept in self._held if not done.query()]  # type: ignore[no-untyped-call]
 
     def join(self) -> None:
-        """Make each device's current stream wait for the side work queued so far (no host wait)."""
+        """Make each device's current stream wait for the side work queued so far (no host wait),
+        and drop the references to the model's tensors that work reads."""
         for device in self._unjoined:
             torch.cuda.current_stream(device).wait_stream(side_stream(device))
         self._unjoined.clear()
+        self._held.clear()  # what the model's stream queues from here runs after the side work
 
 
 def beside(

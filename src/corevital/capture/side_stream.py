@@ -84,9 +84,13 @@ class SideStream:
 
     def release_done(self) -> None:
         """Drop the references to the model's tensors whose side work has run (asks the device,
-        does not wait for it)."""
-        if self._held:
-            self._held = [(done, kept) for done, kept in self._held if not done.query()]  # type: ignore[no-untyped-call]
+        does not wait for it): the oldest first, up to the first still running (a step's start
+        asks once while the side stream runs)."""
+        held = self._held
+        ran = 0
+        while ran < len(held) and held[ran][0].query():  # type: ignore[no-untyped-call]
+            ran += 1
+        del held[:ran]
 
     def join(self) -> None:
         """Make each device's current stream wait for the side work queued so far (no host wait),

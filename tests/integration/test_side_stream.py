@@ -1,9 +1,9 @@
-"""The prompt pass's attention scoring on a CUDA stream of its own (corevital.capture.side_stream).
+"""The prompt telemetry on a CUDA stream of its own (corevital.capture.side_stream).
 
 On a CPU the side stream runs its work where it stands. On a CUDA device (``CV_TEST_DEVICE`` is not
 needed: these tests run wherever one is present) the stream's rules are checked against what the
-caching allocator and the streams do without them, and a capture with the scoring beside the model
-reports what one with the scoring on the model's stream does.
+caching allocator and the streams do without them, and a capture with the telemetry beside the
+model reports what one with the telemetry on the model's stream does.
 """
 
 from __future__ import annotations

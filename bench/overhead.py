@@ -85,9 +85,9 @@ SIZED = ":sized"
 # GPU). An A/B of the compiled reductions in one process. Suffixes combine ("full:sized:written").
 WRITTEN = ":written"
 COMPILED = ":compiled"
-# A mode with this suffix (e.g. "full:one-stream") scores the prompt pass's attention on the model's
-# own CUDA stream (Tuning.side_stream=False) instead of a stream of its own where its reductions run
-# as written (corevital.capture.side_stream): an A/B of the side stream in one process.
+# A mode with this suffix (e.g. "full:one-stream") computes the prompt telemetry on the model's own
+# CUDA stream (Tuning.side_stream=False) instead of a stream of its own where its reductions run as
+# written (corevital.capture.side_stream): an A/B of the side stream in one process.
 ONE_STREAM = ":one-stream"
 # A mode with this suffix (e.g. "summary:hooks") reads each layer's hidden state through the forward
 # hooks transformers installs for ``output_hidden_states``, as for a model whose layer sites are not
@@ -112,7 +112,7 @@ def layer_tap(tapped: bool) -> Iterator[None]:
 @dataclass(frozen=True)
 class ModeParts:
     """A mode's capture mode and what its suffixes ask: budgets sized by the model alone, the
-    reductions compiled or as written (None: as the decoding steps are), the prompt's scoring on the
+    reductions compiled or as written (None: as the decoding steps are), the prompt telemetry on the
     model's stream (``one_stream``)."""
 
     name: str
@@ -500,7 +500,8 @@ def run_case(
         tok.batch_decode(output[:, int(shape[1]) :].tolist(), skip_special_tokens=True)
 
     # The budgets of a device whose free memory is not known, set explicitly for ":sized" modes;
-    # the reductions as written or compiled for ":written" and ":compiled" ones.
+    # the reductions as written or compiled for ":written" and ":compiled" ones; the prompt telemetry
+    # on the model's stream for ":one-stream" ones.
     tunings = {mode: mode_tuning(mode, loaded.constants.weight_bytes) for mode in pipelines}
 
     def capture(mode: str, stamps: list[float] | None = None) -> None:
@@ -998,7 +999,7 @@ def main() -> None:
         default="full,summary,on_risk,full-no-prompt",
         help=f"capture modes ({', '.join(MODES)}); a mode with {SIZED!r} appended sizes its budgets from the "
         f"model alone, as on a device whose free memory is not known; with {WRITTEN!r} or {COMPILED!r}, "
-        f"its reductions run as written or compiled; with {ONE_STREAM!r}, the prompt's attention is scored "
+        f"its reductions run as written or compiled; with {ONE_STREAM!r}, the prompt telemetry is computed "
         f"on the model's CUDA stream, not a stream of its own; with {HOOKS!r}, the layers' hidden states "
         f"come through transformers' hooks instead of CoreVital's wrappers; {AGAIN!r}: plain generate() "
         "again, timed as a mode (an A/A control: the ratio two identical runners read)",

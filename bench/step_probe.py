@@ -76,6 +76,7 @@ from overhead import (  # noqa: E402
     AGAIN,
     GATE_RUNS,
     GATE_WAIT_S,
+    HOOKS,
     MODES,
     _stamp_step,
     _StepStamps,
@@ -83,6 +84,7 @@ from overhead import (  # noqa: E402
     capture_settings,
     gate_host,
     host_line,
+    layer_tap,
     median_interval,
     mode_parts,
     mode_tuning,
@@ -225,7 +227,8 @@ class Runners:
             self._plain(stamps, name)
         else:
             progress = None if stamps is None else partial(_stamp_step, stamps)
-            self.pipelines[name].capture(self.prompts, tuning=self.tunings[name], progress=progress)
+            with layer_tap(HOOKS not in name):
+                self.pipelines[name].capture(self.prompts, tuning=self.tunings[name], progress=progress)
 
     def _plain(self, stamps: list[float] | None, name: str) -> None:
         tok = self.loaded.tokenizer
@@ -436,7 +439,12 @@ def main() -> None:
     parser.add_argument("--shape", default="llama3-8b", choices=sorted(SHAPES))
     parser.add_argument("--cases", default="64:50", help="prompt:new token pairs, comma-separated")
     parser.add_argument("--batch", default="1", help="batch sizes, comma-separated")
-    parser.add_argument("--modes", default="summary,full", type=lambda text: text.split(","))
+    parser.add_argument(
+        "--modes",
+        default="summary,full",
+        type=lambda text: text.split(","),
+        help="capture modes, comma-separated, with bench/overhead.py's suffixes (e.g. full:one-stream)",
+    )
     parser.add_argument(
         "--controls",
         default=HOLD,

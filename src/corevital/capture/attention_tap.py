@@ -55,7 +55,7 @@ from corevital.capture.options import Tuning
 from corevital.capture.prompt_scorer import PromptScorer
 from corevital.capture.registry import AttentionSite, SiteKind
 from corevital.capture.row_buffer import LAST_ROW, MaskEntry, RowBuffer, visible_keys
-from corevital.capture.side_stream import SideStream
+from corevital.capture.side_stream import SideStream, beside
 from corevital.metrics.attention import summarize_attention
 from corevital.metrics.prompt import PromptAttentionStats, PromptHeadParts
 from corevital.metrics.types import AttentionStats
@@ -204,11 +204,8 @@ class AttentionTap:
         self._additive_masks.clear()
         self._lane = None
         if self.prompt is not None:
-            waiting = None if self.side is None else self.prompt.held_tensors()
-            if self.side is not None and waiting:  # blocks the side stream made: scored there
-                with self.side.running(waiting[0].device):
-                    self.prompt.end_pass()
-            else:
+            waiting = self.prompt.held_tensors()  # blocks the side stream made: scored there
+            with beside(self.side, waiting[0].device) if waiting else nullcontext():
                 self.prompt.end_pass()
         if self._buffer.used:
             self._buffer = RowBuffer(
@@ -241,16 +238,13 @@ class AttentionTap:
 
     @property
     def prompt_stats(self) -> list[PromptAttentionStats | None]:
-        """Each layer's prompt attention, on the device; readable on the model's stream."""
-        if self.side is not None:
-            self.side.join()
+        """Each layer's prompt attention, on the device (computed beside the model's stream where the
+        tap has a side stream: read after the observer's :meth:`~.side_stream.SideStream.join`)."""
         return [] if self.prompt is None else self.prompt.stats
 
     @property
     def prompt_span_share(self) -> list[Tensor | None]:
-        """Each layer's attention share of a RAG context, on the device; readable on the model's stream."""
-        if self.side is not None:
-            self.side.join()
+        """Each layer's attention share of a RAG context, on the device (as :attr:`prompt_stats`)."""
         return [] if self.prompt is None else self.prompt.span_share
 
     # --- the attention function ----------------------------------------------------------------

@@ -101,24 +101,15 @@ class PromptPass:
         if streamed is not None:
             reads.append(streamed.final)
         with beside(self.side, logits.device, *reads):
-            self._observe(kwargs, logits, streamed, states)
-
-    def _observe(
-        self,
-        kwargs: dict[str, Any],
-        logits: Tensor,
-        streamed: StreamedStates | None,
-        states: tuple[Tensor, ...] | None,
-    ) -> None:
-        if streamed is not None:
-            self.device = self._stats(kwargs, logits, streamed.final, streamed.transformations)
-            return
-        visible = prompt_visible(kwargs)
-        if states is None or visible is None:
-            self.device = None
-            return
-        changes = layer_transformations(states, visible, chunk_bytes=self.chunk_bytes)
-        self.device = self._stats(kwargs, logits, states[-1], changes)
+            if streamed is not None:
+                self.device = self._stats(kwargs, logits, streamed.final, streamed.transformations)
+                return
+            visible = prompt_visible(kwargs)
+            if states is None or visible is None:
+                self.device = None
+                return
+            changes = layer_transformations(states, visible, chunk_bytes=self.chunk_bytes)
+            self.device = self._stats(kwargs, logits, states[-1], changes)
 
     def observe_encoder(self, states: tuple[Tensor, ...], mask: Tensor | None) -> None:
         """Prompt telemetry of an encoder's pass: its layer transformations."""
